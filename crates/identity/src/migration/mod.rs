@@ -1,0 +1,19 @@
+//! The identity service's schema, one step per change, run at start.
+
+use sea_orm_migration::prelude::*;
+
+/// Every migration step of the identity service, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        Vec::new()
+    }
+
+    /// Each service keeps its own migration history, so services can share
+    /// one PostgreSQL database in small deployments without clashing.
+    fn migration_table_name() -> DynIden {
+        "identity_migrations".into_iden()
+    }
+}

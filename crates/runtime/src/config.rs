@@ -1,0 +1,394 @@
+//! Configuration: typed, with defaults, loaded once.
+//!
+//! Sources, later ones winning: built-in defaults, then an optional TOML file
+//! (`--config` / `TENANCY_CONFIG`), then `TENANCY_*` environment variables.
+//! Nested keys use a double underscore: `TENANCY_IDENTITY__DATABASE_URL`
+//! sets `[identity] database_url`. Unknown keys in the file are refused, so
+//! a typo never silently falls back to a default. The README documents
+//! every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+/// Top-level keys that environment variables may set. Other `TENANCY_*`
+/// variables (`TENANCY_CONFIG`, `TENANCY_TEST_DATABASE_URL`) are not config.
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "log_format",
+    "log_filter",
+    "principal_key",
+    "smtp_url",
+    "max_message_bytes",
+    "request_timeout",
+    "gateway",
+    "identity",
+    "account",
+    "contacts",
+    "support",
+];
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The whole configuration of the suite. One struct for every process, so
+/// `tenancy serve` and `tenancy serve <service>` read the same file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where `tenancy serve` keeps SQLite files and generated keys.
+    pub data_dir: PathBuf,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter, e.g. `info,tenancy_identity=debug`.
+    pub log_filter: String,
+    /// The HMAC key the gateway signs forwarded principals with and services
+    /// verify them with: hex or base64, at least 32 bytes. `tenancy serve`
+    /// generates one in `data_dir` when unset; a single service requires it.
+    pub principal_key: Option<String>,
+    /// `smtp://`/`smtps://` URL of the mail relay; unset = log emails.
+    pub smtp_url: Option<String>,
+    /// Largest accepted gRPC message, in bytes.
+    pub max_message_bytes: usize,
+    /// Longest a unary call may take before DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The public entry point.
+    pub gateway: GatewayConfig,
+    /// The identity service.
+    pub identity: ServiceConfig,
+    /// The account service.
+    pub account: ServiceConfig,
+    /// The contacts service.
+    pub contacts: ServiceConfig,
+    /// The support service.
+    pub support: ServiceConfig,
+}
+
+/// The gateway's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Proxies whose `x-forwarded-for` is believed (CIDRs).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// One service's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Where the service listens.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; default: a SQLite file in `data_dir`.
+    pub database_url: Option<String>,
+    /// How the gateway and other services reach it (one or more
+    /// comma-separated `http://host:port`); default: its `listen` address.
+    pub url: Option<String>,
+}
+
+impl ServiceConfig {
+    fn on_port(port: u16) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            database_url: None,
+            url: None,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tenancy-data"),
+            log_format: LogFormat::Text,
+            log_filter: "info,sea_orm_migration=warn".to_owned(),
+            principal_key: None,
+            smtp_url: None,
+            max_message_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            gateway: GatewayConfig::default(),
+            identity: ServiceConfig::on_port(50061),
+            account: ServiceConfig::on_port(50062),
+            contacts: ServiceConfig::on_port(50063),
+            support: ServiceConfig::on_port(50064),
+        }
+    }
+}
+
+/// The four services, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceName {
+    /// Users, logins, sessions, tokens.
+    Identity,
+    /// Accounts, members, policies.
+    Account,
+    /// Contacts, notifications, outbox.
+    Contacts,
+    /// Tickets.
+    Support,
+}
+
+impl ServiceName {
+    /// Every service, in start-up order (dependencies first).
+    pub const ALL: [Self; 4] = [Self::Contacts, Self::Identity, Self::Account, Self::Support];
+
+    /// The lower-case name used in config keys, file names and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Account => "account",
+            Self::Contacts => "contacts",
+            Self::Support => "support",
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    /// The setting at fault, e.g. `identity.database_url`.
+    pub setting: String,
+    /// What is wrong, on one line.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `setting`.
+    pub fn new(setting: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            setting: setting.into(),
+            message: message.to_string().replace('\n', " "),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "config",
+                    format_args!("no such file: {}", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("TENANCY_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            ENV_KEYS.iter().any(|k| key.starts_with(k))
+        }));
+        figment.extract().map_err(|e| {
+            let setting = if e.path.is_empty() {
+                "config".to_owned()
+            } else {
+                e.path.join(".")
+            };
+            ConfigError::new(setting, e.kind)
+        })
+    }
+
+    /// A configuration for tests: every server on an ephemeral loopback port,
+    /// data in `data_dir`, a fixed principal key.
+    pub fn for_test(data_dir: &Path) -> Self {
+        let ephemeral = ServiceConfig::on_port(0);
+        Self {
+            data_dir: data_dir.to_owned(),
+            principal_key: Some("11".repeat(32)),
+            gateway: GatewayConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                trusted_proxies: Vec::new(),
+            },
+            identity: ephemeral.clone(),
+            account: ephemeral.clone(),
+            contacts: ephemeral.clone(),
+            support: ephemeral,
+            ..Self::default()
+        }
+    }
+
+    /// The settings of one service.
+    pub fn service(&self, name: ServiceName) -> &ServiceConfig {
+        match name {
+            ServiceName::Identity => &self.identity,
+            ServiceName::Account => &self.account,
+            ServiceName::Contacts => &self.contacts,
+            ServiceName::Support => &self.support,
+        }
+    }
+
+    /// Mutable settings of one service (the all-in-one process fills in
+    /// `url` once it knows the bound ports).
+    pub fn service_mut(&mut self, name: ServiceName) -> &mut ServiceConfig {
+        match name {
+            ServiceName::Identity => &mut self.identity,
+            ServiceName::Account => &mut self.account,
+            ServiceName::Contacts => &mut self.contacts,
+            ServiceName::Support => &mut self.support,
+        }
+    }
+
+    /// The database URL of a service: its own setting, or a SQLite file
+    /// named after it in `data_dir`.
+    pub fn database_url(&self, name: ServiceName) -> String {
+        self.service(name).database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}/{}.db?mode=rwc",
+                self.data_dir.display(),
+                name.as_str()
+            )
+        })
+    }
+
+    /// The URLs other servers reach a service at.
+    pub fn service_urls(&self, name: ServiceName) -> Vec<String> {
+        let service = self.service(name);
+        match &service.url {
+            Some(urls) => urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => vec![format!("http://{}", service.listen)],
+        }
+    }
+
+    /// The principal key, parsed. `None` when unset.
+    pub fn principal_key(&self) -> Result<Option<crate::PrincipalKey>, ConfigError> {
+        self.principal_key
+            .as_deref()
+            .map(|text| {
+                crate::PrincipalKey::parse(text).ok_or_else(|| {
+                    ConfigError::new(
+                        "principal_key",
+                        "must be hex or base64 of at least 32 bytes",
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// A URL with any password replaced, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_put_the_gateway_on_50051_and_data_in_tenancy_data() {
+        let config = Config::default();
+        assert_eq!(config.gateway.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(
+            config.database_url(ServiceName::Identity),
+            "sqlite://./tenancy-data/identity.db?mode=rwc"
+        );
+        assert_eq!(
+            config.service_urls(ServiceName::Account),
+            ["http://127.0.0.1:50062"]
+        );
+    }
+
+    /// Loads `toml` as a config file inside a jail: config tests touch the
+    /// process environment, which the jail serialises and restores.
+    fn load_file(toml: &'static str) -> Result<Config, ConfigError> {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("tenancy.toml", toml)?;
+            result = Some(Config::load(Some(Path::new("tenancy.toml"))));
+            Ok(())
+        });
+        result.unwrap()
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused_naming_the_key() {
+        let error =
+            load_file("[identity]\nlisten = \"127.0.0.1:1\"\ndatabse_url = \"x\"\n").unwrap_err();
+        assert!(error.to_string().contains("databse_url"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_address_names_the_setting() {
+        let error = load_file("[gateway]\nlisten = \"not an address\"\n").unwrap_err();
+        assert_eq!(error.setting, "gateway.listen", "{error}");
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_durations_parse() {
+        let config = load_file(
+            "request_timeout = \"5s\"\nlog_format = \"json\"\n[support]\nlisten = \"0.0.0.0:7000\"\nurl = \"http://a:1, http://b:2\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(
+            config.service_urls(ServiceName::Support),
+            ["http://a:1", "http://b:2"]
+        );
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_name_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[gateway]\nlisten = \"127.0.0.1:1\"\n")?;
+            jail.set_env("TENANCY_GATEWAY__LISTEN", "127.0.0.1:2");
+            jail.set_env("TENANCY_SMTP_URL", "smtp://localhost:25");
+            jail.set_env("TENANCY_TEST_DATABASE_URL", "postgres://ignored");
+            let config = Config::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(config.gateway.listen.to_string(), "127.0.0.1:2");
+            assert_eq!(config.smtp_url.as_deref(), Some("smtp://localhost:25"));
+            jail.set_env("TENANCY_REQUEST_TIMEOUT", "soon");
+            let error = Config::load(None).unwrap_err();
+            assert_eq!(error.setting, "request_timeout");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://tenancy:hunter2@db:5432/x"),
+            "postgres://tenancy:***@db:5432/x"
+        );
+        assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+    }
+}

@@ -1,0 +1,128 @@
+//! Database connections through sea-orm, and migrations at start.
+//!
+//! Each service owns its database: a SQLite file by default, PostgreSQL in
+//! production. Both are reached through the same sea-orm code; where SQL
+//! differs, the service's store module says so.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::{ConfigError, redact_url};
+
+/// Connects to `url`, naming `setting` in the error when that fails.
+///
+/// SQLite files are created with their directory; they run in WAL mode so
+/// readers do not block the writer.
+pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, ConfigError> {
+    let is_sqlite = url.starts_with("sqlite:");
+    let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !is_sqlite && !is_postgres {
+        return Err(ConfigError::new(
+            setting,
+            format_args!(
+                "unsupported database URL {:?}: expected sqlite://… or postgres://…",
+                redact_url(url)
+            ),
+        ));
+    }
+    if is_sqlite {
+        ensure_sqlite_dir(url).map_err(|e| ConfigError::new(setting, e))?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(if is_sqlite { 8 } else { 16 })
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.map_err(|e| {
+        ConfigError::new(
+            setting,
+            format_args!("cannot connect to {}: {e}", redact_url(url)),
+        )
+    })?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .await
+            .map_err(|e| ConfigError::new(setting, format_args!("cannot configure SQLite: {e}")))?;
+    }
+    Ok(db)
+}
+
+/// Runs every pending migration of `M`.
+pub async fn migrate<M: MigratorTrait>(
+    db: &DatabaseConnection,
+    setting: &str,
+) -> Result<(), ConfigError> {
+    M::up(db, None)
+        .await
+        .map_err(|e| ConfigError::new(setting, format_args!("migration failed: {e}")))
+}
+
+/// Connects and migrates: what every service does at start.
+pub async fn open<M: MigratorTrait>(
+    url: &str,
+    setting: &str,
+) -> Result<DatabaseConnection, ConfigError> {
+    let db = connect(url, setting).await?;
+    migrate::<M>(&db, setting).await?;
+    Ok(db)
+}
+
+fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match std::path::Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a database error is a unique-constraint violation, which services
+/// turn into ALREADY_EXISTS instead of INTERNAL.
+pub fn is_unique_violation(error: &sea_orm::DbErr) -> bool {
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unsupported_url_names_the_setting() {
+        let error = connect("mysql://x", "identity.database_url")
+            .await
+            .unwrap_err();
+        assert_eq!(error.setting, "identity.database_url");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_names_the_setting_without_the_password() {
+        let error = connect("postgres://u:secret@127.0.0.1:1/db", "account.database_url")
+            .await
+            .unwrap_err();
+        assert_eq!(error.setting, "account.database_url");
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_and_its_directory_are_created() {
+        let dir = std::env::temp_dir().join(format!("tenancy-db-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/nested/x.db?mode=rwc", dir.display());
+        let db = connect(&url, "x").await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (id INTEGER)")
+            .await
+            .unwrap();
+        assert!(dir.join("nested/x.db").exists());
+    }
+}

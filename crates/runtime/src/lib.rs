@@ -1,0 +1,33 @@
+//! What every Tenancy server needs, in one small crate.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from a TOML file and `TENANCY_*`
+//!   environment variables, with documented defaults.
+//! - [`db`]: sea-orm connections to `sqlite://` or `postgres://` and
+//!   migrations at start.
+//! - [`server`]: a gRPC server with health, reflection, limits, timeouts,
+//!   principal verification and graceful shutdown.
+//! - [`principal`]: the verified caller the gateway forwards, signed with
+//!   HMAC-SHA256, and its verification.
+//! - [`rules`]: the `tenancy.auth.v1.access` rule of every method, read from
+//!   the descriptor set.
+//! - [`error`]: the one mapping from domain errors to `tonic::Status` with
+//!   rich error details.
+//! - [`clock`]: injectable time.
+//! - [`telemetry`] and [`shutdown`]: logs and signals.
+
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod principal;
+pub mod rules;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{Error, ErrorCode, FieldViolation};
+pub use principal::{Principal, PrincipalKey};
+pub use service::{Context, TenancyService};

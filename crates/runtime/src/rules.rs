@@ -1,0 +1,181 @@
+//! Every method's access rule, read from the descriptor set.
+//!
+//! Rules are declared in the .proto files as the `tenancy.auth.v1.access`
+//! method option; this is the one place that turns them into a lookup table
+//! keyed by the gRPC path (`/package.Service/Method`). A method without a
+//! rule is absent from the table, and absent means refused (default deny).
+
+use std::collections::HashMap;
+
+use prost_reflect::{DescriptorPool, Value};
+use tenancy_proto::auth::{AccessRule, Audience};
+
+/// The full name of the access-rule extension.
+pub const ACCESS_EXTENSION: &str = "tenancy.auth.v1.access";
+
+/// Why the rule table could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The descriptor bytes do not decode.
+    #[error("descriptor set does not decode: {0}")]
+    Decode(#[from] prost_reflect::DescriptorError),
+    /// The descriptor set lacks the extension itself.
+    #[error("descriptor set has no {ACCESS_EXTENSION} extension")]
+    NoExtension,
+    /// A rule does not transcode.
+    #[error("rule of {0} is malformed")]
+    Malformed(String),
+}
+
+/// One method as the policy table knows it.
+#[derive(Clone, Debug)]
+pub struct Method {
+    /// `/package.Service/Method`.
+    pub path: String,
+    /// `package.Service`.
+    pub service: String,
+    /// Whether the client streams.
+    pub client_streaming: bool,
+    /// Whether the server streams.
+    pub server_streaming: bool,
+    /// The declared rule; `None` when the method has none (refused).
+    pub rule: Option<AccessRule>,
+}
+
+/// The access rules of every method of the suite.
+#[derive(Clone, Debug, Default)]
+pub struct MethodRules {
+    methods: HashMap<String, Method>,
+}
+
+impl MethodRules {
+    /// The rules of the Tenancy protocol compiled into this binary.
+    pub fn tenancy() -> Result<Self, RulesError> {
+        Self::from_descriptor_set(tenancy_proto::FILE_DESCRIPTOR_SET)
+    }
+
+    /// Builds the table from an encoded `FileDescriptorSet`; only services
+    /// in `tenancy.*` packages are ours.
+    pub fn from_descriptor_set(bytes: &[u8]) -> Result<Self, RulesError> {
+        let pool = DescriptorPool::decode(bytes)?;
+        let extension = pool
+            .get_extension_by_name(ACCESS_EXTENSION)
+            .ok_or(RulesError::NoExtension)?;
+        let mut methods = HashMap::new();
+        for service in pool.services() {
+            if !service.full_name().starts_with("tenancy.") {
+                continue;
+            }
+            for method in service.methods() {
+                let path = format!("/{}/{}", service.full_name(), method.name());
+                let options = method.options();
+                let rule = if options.has_extension(&extension) {
+                    let value = options.get_extension(&extension);
+                    match value.as_ref() {
+                        Value::Message(message) => Some(
+                            message
+                                .transcode_to::<AccessRule>()
+                                .map_err(|_| RulesError::Malformed(path.clone()))?,
+                        ),
+                        _ => return Err(RulesError::Malformed(path)),
+                    }
+                } else {
+                    None
+                };
+                methods.insert(
+                    path.clone(),
+                    Method {
+                        path,
+                        service: service.full_name().to_owned(),
+                        client_streaming: method.is_client_streaming(),
+                        server_streaming: method.is_server_streaming(),
+                        rule,
+                    },
+                );
+            }
+        }
+        Ok(Self { methods })
+    }
+
+    /// The method at a gRPC path, if it is one of ours.
+    pub fn method(&self, path: &str) -> Option<&Method> {
+        self.methods.get(path)
+    }
+
+    /// The rule of the method at `path`; `None` for unknown methods and for
+    /// methods without a rule, which are both refused.
+    pub fn rule(&self, path: &str) -> Option<&AccessRule> {
+        self.methods.get(path).and_then(|m| m.rule.as_ref())
+    }
+
+    /// Every method, in no particular order.
+    pub fn methods(&self) -> impl Iterator<Item = &Method> {
+        self.methods.values()
+    }
+
+    /// Whether `path` is a PUBLIC method (callable without credentials).
+    pub fn is_public(&self, path: &str) -> bool {
+        self.rule(path)
+            .is_some_and(|r| r.audience() == Audience::Public)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tenancy_method_declares_a_rule_with_an_audience() {
+        let rules = MethodRules::tenancy().unwrap();
+        assert!(rules.methods().count() > 0);
+        let missing: Vec<&str> = rules
+            .methods()
+            .filter(|m| {
+                m.rule
+                    .as_ref()
+                    .is_none_or(|r| r.audience() == Audience::Unspecified)
+            })
+            .map(|m| m.path.as_str())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "methods without an access rule: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn account_methods_name_a_minimum_role_and_internal_services_are_internal() {
+        let rules = MethodRules::tenancy().unwrap();
+        for method in rules.methods() {
+            let rule = method.rule.as_ref().unwrap();
+            if rule.audience() == Audience::Account {
+                assert_ne!(
+                    rule.min_role(),
+                    tenancy_proto::auth::Role::Unspecified,
+                    "{} has no min_role",
+                    method.path
+                );
+            }
+            if method.service.ends_with("InternalService") {
+                assert_eq!(rule.audience(), Audience::Internal, "{}", method.path);
+            }
+        }
+    }
+
+    #[test]
+    fn login_is_public_and_rate_limited() {
+        let rules = MethodRules::tenancy().unwrap();
+        let login = rules
+            .rule("/tenancy.identity.v1.IdentityService/Login")
+            .unwrap();
+        assert_eq!(login.audience(), Audience::Public);
+        assert!(login.rate_limited);
+        assert!(rules.is_public("/tenancy.identity.v1.IdentityService/Login"));
+        assert!(!rules.is_public("/tenancy.identity.v1.IdentityService/GetMe"));
+        assert!(
+            rules
+                .rule("/tenancy.identity.v1.IdentityService/NoSuchMethod")
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! The support service: support tickets scoped by service access, and the support team's staff access.
+//!
+//! # Layout
+//! - `api`: the tonic trait implementations: proto ⇄ domain, nothing else.
+//! - `migration`: the schema, as sea-orm-migration steps run at start.
+
+mod api;
+pub mod migration;
+
+use sea_orm::DatabaseConnection;
+use tenancy_proto::support::{
+    support_service_server::SupportServiceServer,
+    support_staff_service_server::SupportStaffServiceServer,
+};
+use tenancy_runtime::config::{ConfigError, ServiceName};
+use tenancy_runtime::shutdown::Shutdown;
+use tenancy_runtime::{Context, Error, TenancyService, server};
+use tokio::net::TcpListener;
+
+/// The gRPC service names this server answers.
+pub const SERVICE_NAMES: &[&str] = &[
+    "tenancy.support.v1.SupportService",
+    "tenancy.support.v1.SupportStaffService",
+];
+
+/// The support service, opened and ready to serve.
+pub struct SupportService {
+    context: Context,
+    db: DatabaseConnection,
+}
+
+impl TenancyService for SupportService {
+    const NAME: ServiceName = ServiceName::Support;
+
+    async fn open(context: Context) -> Result<Self, ConfigError> {
+        let url = context.config.database_url(Self::NAME);
+        let db =
+            tenancy_runtime::db::open::<migration::Migrator>(&url, "support.database_url").await?;
+        Ok(Self { context, db })
+    }
+
+    async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+        let limit = self.context.config.max_message_bytes;
+        let api = api::Api::new(self.db.clone());
+        let routes = tonic::service::Routes::new(
+            SupportServiceServer::new(api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            SupportStaffServiceServer::new(api)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        );
+        server::serve(
+            listener,
+            routes,
+            SERVICE_NAMES,
+            self.context.server_options(),
+            shutdown.wait(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,219 @@
+//! Test fixtures shared by every crate's integration tests.
+//!
+//! - [`TestDatabase`]: a fresh database per test: a SQLite file, or — when
+//!   `TENANCY_TEST_DATABASE_URL` points at a PostgreSQL server — a new
+//!   PostgreSQL database created for the test.
+//! - [`start`]: a service opened on that database and served on an ephemeral
+//!   loopback port, stopped when the handle drops.
+//! - [`Caller`]: signs a principal onto every call of a generated client, as
+//!   the gateway would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, Database};
+use tenancy_runtime::clock::SharedClock;
+use tenancy_runtime::config::{Config, ServiceName};
+use tenancy_runtime::principal::{PRINCIPAL_HEADER, Principal, SIGNATURE_HEADER};
+use tenancy_runtime::rules::MethodRules;
+use tenancy_runtime::shutdown::{self, ShutdownTrigger};
+use tenancy_runtime::{Context, ManualClock, PrincipalKey, TenancyService};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub use tenancy_runtime::principal::{Role, TokenKind};
+
+/// The environment variable naming a PostgreSQL server for tests, e.g.
+/// `postgres://tenancy:tenancy@127.0.0.1:5432/postgres`.
+pub const POSTGRES_ENV: &str = "TENANCY_TEST_DATABASE_URL";
+
+/// The principal key every test server and test client shares.
+pub fn test_key() -> PrincipalKey {
+    PrincipalKey::parse(&"11".repeat(32)).unwrap()
+}
+
+/// A database of one's own for one test.
+pub struct TestDatabase {
+    /// The URL services connect to.
+    pub url: String,
+    /// Where SQLite files (and anything else) of the test live.
+    pub dir: PathBuf,
+}
+
+impl TestDatabase {
+    /// Whether tests run against PostgreSQL.
+    pub fn is_postgres() -> bool {
+        std::env::var(POSTGRES_ENV).is_ok_and(|v| !v.is_empty())
+    }
+
+    /// A fresh, empty database named after `label`.
+    pub async fn new(label: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tenancy-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!(
+                    "t_{label}_{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                );
+                let admin = Database::connect(&admin_url).await.unwrap();
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .unwrap();
+                admin.close().await.unwrap();
+                replace_database(&admin_url, &name)
+            }
+            _ => format!("sqlite://{}/{label}.db?mode=rwc", dir.display()),
+        };
+        Self { url, dir }
+    }
+}
+
+/// `postgres://u:p@h:5432/db?x` with the database replaced by `name`.
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_end..].find('/').map(|i| i + authority_end);
+    let host = path_start.map_or(base, |i| &base[..i]);
+    match query {
+        Some(q) => format!("{host}/{name}?{q}"),
+        None => format!("{host}/{name}"),
+    }
+}
+
+/// A configuration for one test: ephemeral ports, `db` for every service.
+pub fn test_config(db: &TestDatabase) -> Config {
+    let mut config = Config::for_test(&db.dir);
+    for name in ServiceName::ALL {
+        config.service_mut(name).database_url = Some(db.url.clone());
+    }
+    config
+}
+
+/// A context for servers under test, on `clock`.
+pub fn test_context(config: Config, clock: SharedClock) -> Context {
+    Context {
+        config: Arc::new(config),
+        key: test_key(),
+        clock,
+        rules: Arc::new(MethodRules::tenancy().unwrap()),
+    }
+}
+
+/// A service served on an ephemeral port; stops when dropped.
+pub struct Running {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The clock the service runs on.
+    pub clock: ManualClock,
+    _stop: ShutdownTrigger,
+}
+
+impl Running {
+    /// A channel to the service.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// Opens `S` with `context` and serves it on an ephemeral loopback port.
+pub async fn start<S: TenancyService>(context: Context, clock: ManualClock) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let service = S::open(context).await.unwrap();
+    let (trigger, stop) = shutdown::channel();
+    tokio::spawn(async move {
+        if let Err(error) = service.serve(listener, stop).await {
+            eprintln!("test server stopped: {error}");
+        }
+    });
+    Running {
+        address,
+        clock,
+        _stop: trigger,
+    }
+}
+
+/// Signs `principal` onto every call, as the gateway does.
+#[derive(Clone)]
+pub struct Caller {
+    /// Who calls.
+    pub principal: Principal,
+    clock: SharedClock,
+}
+
+impl Caller {
+    /// A caller with `principal`, signed against `clock`.
+    pub fn new(principal: Principal, clock: SharedClock) -> Self {
+        Self { principal, clock }
+    }
+}
+
+impl tonic::service::Interceptor for Caller {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let signed = test_key().sign(&self.principal, self.clock.now());
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            &signed.principal,
+        )
+        .unwrap();
+        request.metadata_mut().insert_bin(
+            PRINCIPAL_HEADER,
+            tonic::metadata::MetadataValue::from_bytes(&bytes),
+        );
+        request
+            .metadata_mut()
+            .insert(SIGNATURE_HEADER, signed.signature.parse().unwrap());
+        Ok(request)
+    }
+}
+
+/// A principal for a portal user with `role` in `account_id`.
+pub fn member(user_id: &str, account_id: &str, role: Role) -> Principal {
+    Principal {
+        user_id: Some(user_id.to_owned()),
+        account_id: Some(account_id.to_owned()),
+        role,
+        session_id: Some(format!("session-of-{user_id}")),
+        token_kind: TokenKind::Portal,
+        amr: vec!["pwd".to_owned()],
+        client_ip: Some("203.0.113.7".parse().unwrap()),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        auth_time: Some(0),
+        user_agent: "tenancy-tests".to_owned(),
+        ..Principal::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_urls_get_the_test_database() {
+        assert_eq!(
+            replace_database("postgres://u:p@h:5432/postgres", "t_x"),
+            "postgres://u:p@h:5432/t_x"
+        );
+        assert_eq!(
+            replace_database("postgres://u:p@h/postgres?sslmode=disable", "t_x"),
+            "postgres://u:p@h/t_x?sslmode=disable"
+        );
+        assert_eq!(replace_database("postgres://h", "t_x"), "postgres://h/t_x");
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the suite as `tenancy serve` runs it, on ephemeral
+//! ports, called over real gRPC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod suite;

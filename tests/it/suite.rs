@@ -1,0 +1,207 @@
+//! The suite starts, every server is healthy and reflective, the gateway
+//! routes what it should and nothing else, and bad settings fail cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use tenancy::{Part, Running, start};
+use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
+use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_runtime::SystemClock;
+use tenancy_runtime::config::{Config, ServiceName};
+use tenancy_runtime::error::reason_of;
+use tenancy_testkit::{Caller, Role, TestDatabase, member, test_config};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+async fn suite() -> Running {
+    let db = TestDatabase::new("suite").await;
+    start(test_config(&db), Part::All, Arc::new(SystemClock))
+        .await
+        .unwrap()
+}
+
+async fn channel(address: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn health(address: SocketAddr, service: &str) -> ServingStatus {
+    let response = HealthClient::new(channel(address).await)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .unwrap();
+    response.into_inner().status()
+}
+
+async fn listed_services(address: SocketAddr) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel(address).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            names
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_server_of_the_suite_reports_serving() {
+    let running = suite().await;
+    let gateway = running.gateway.unwrap();
+    assert_eq!(health(gateway, "").await, ServingStatus::Serving);
+    for (name, address) in &running.services {
+        assert_eq!(
+            health(*address, "").await,
+            ServingStatus::Serving,
+            "{}",
+            name.as_str()
+        );
+    }
+    let identity = running.service(ServiceName::Identity).unwrap();
+    assert_eq!(
+        health(identity, "tenancy.identity.v1.IdentityService").await,
+        ServingStatus::Serving
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_gateway_reflects_the_public_services_only() {
+    let running = suite().await;
+    let services = listed_services(running.gateway.unwrap()).await;
+    for expected in [
+        "grpc.health.v1.Health",
+        "tenancy.account.v1.AccountService",
+        "tenancy.contacts.v1.ContactsService",
+        "tenancy.identity.v1.IdentityService",
+        "tenancy.support.v1.SupportService",
+        "tenancy.support.v1.SupportStaffService",
+    ] {
+        assert!(
+            services.iter().any(|s| s == expected),
+            "{expected} missing from {services:?}"
+        );
+    }
+    assert!(
+        !services.iter().any(|s| s.contains("Internal")),
+        "internal services must not be reflected by the gateway: {services:?}"
+    );
+    let identity = listed_services(running.service(ServiceName::Identity).unwrap()).await;
+    assert!(
+        identity
+            .iter()
+            .any(|s| s == "tenancy.identity.v1.IdentityInternalService")
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_gateway_never_routes_internal_services() {
+    let running = suite().await;
+    let mut client = IdentityInternalServiceClient::new(channel(running.gateway.unwrap()).await);
+    let status = client
+        .batch_get_users(tenancy_proto::identity::BatchGetUsersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_principal_forged_by_the_client_is_stripped_by_the_gateway() {
+    let running = suite().await;
+    // Signed with the real key: only the gateway's stripping stops it.
+    let forged = Caller::new(member("u-1", "a-1", Role::Owner), Arc::new(SystemClock));
+    let mut client = IdentityServiceClient::with_interceptor(
+        channel(running.gateway.unwrap()).await,
+        forged.clone(),
+    );
+    let status = client
+        .get_me(tenancy_proto::identity::GetMeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // The same principal sent straight to the service is accepted: the
+    // refusal above came from the gateway's stripping.
+    let identity = running.service(ServiceName::Identity).unwrap();
+    let mut direct = IdentityServiceClient::with_interceptor(channel(identity).await, forged);
+    let status = direct
+        .get_me(tenancy_proto::identity::GetMeRequest::default())
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn services_refuse_calls_without_a_signed_principal() {
+    let running = suite().await;
+    let identity = running.service(ServiceName::Identity).unwrap();
+    let status = IdentityServiceClient::new(channel(identity).await)
+        .get_me(tenancy_proto::identity::GetMeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_MISSING"));
+
+    // A user may not call an INTERNAL method, even with a valid signature.
+    let user = Caller::new(member("u-1", "a-1", Role::Owner), Arc::new(SystemClock));
+    let status = IdentityInternalServiceClient::with_interceptor(channel(identity).await, user)
+        .batch_get_users(tenancy_proto::identity::BatchGetUsersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason_of(&status).as_deref(), Some("INTERNAL_METHOD"));
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_port_in_use_names_the_setting() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db = TestDatabase::new("port").await;
+    let mut config = test_config(&db);
+    config.gateway.listen = taken.local_addr().unwrap();
+    let error = start(config, Part::All, Arc::new(SystemClock))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.setting, "gateway.listen", "{error}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_names_the_setting() {
+    let db = TestDatabase::new("unreachable").await;
+    let mut config: Config = test_config(&db);
+    config.account.database_url = Some("postgres://tenancy:pw@127.0.0.1:1/nowhere".into());
+    let error = start(config, Part::All, Arc::new(SystemClock))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(error.setting, "account.database_url", "{error}");
+    assert!(!error.to_string().contains(":pw@"), "{error}");
+}
