@@ -108,6 +108,15 @@ impl Error {
         }
     }
 
+    /// Adds a `BadRequest` field violation.
+    pub fn with_field(mut self, field: impl Into<String>, description: impl Into<String>) -> Self {
+        self.violations.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+        self
+    }
+
     /// Adds an `ErrorInfo.metadata` entry.
     pub fn with_metadata(mut self, key: &str, value: impl Into<String>) -> Self {
         self.metadata.insert(key.to_owned(), value.into());

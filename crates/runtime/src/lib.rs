@@ -13,6 +13,9 @@
 //!   the descriptor set.
 //! - [`error`]: the one mapping from domain errors to `tonic::Status` with
 //!   rich error details.
+//! - [`ids`]: UUIDv7 ids, page sizes and opaque keyset page tokens.
+//! - [`secret`]: random tokens, SHA-256 storage hashes, constant-time
+//!   comparison.
 //! - [`clock`]: injectable time.
 //! - [`telemetry`] and [`shutdown`]: logs and signals.
 
@@ -20,8 +23,10 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod ids;
 pub mod principal;
 pub mod rules;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod shutdown;

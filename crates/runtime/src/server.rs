@@ -288,3 +288,24 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, Error> {
         .get::<Principal>()
         .ok_or_else(|| Error::unauthenticated("PRINCIPAL_MISSING", "no verified caller"))
 }
+
+impl Principal {
+    /// The calling user, or UNAUTHENTICATED.
+    pub fn user(&self) -> Result<&str, Error> {
+        self.user_id
+            .as_deref()
+            .ok_or_else(|| Error::unauthenticated("USER_REQUIRED", "this method needs a user"))
+    }
+
+    /// The selected account, or PERMISSION_DENIED.
+    pub fn account(&self) -> Result<&str, Error> {
+        self.account_id
+            .as_deref()
+            .ok_or_else(|| Error::permission_denied("ACCOUNT_REQUIRED", "select an account first"))
+    }
+
+    /// Whether the caller is an OWNER of the selected account.
+    pub fn is_owner(&self) -> bool {
+        self.role == Role::Owner
+    }
+}
