@@ -25,6 +25,8 @@ const ENV_KEYS: &[&str] = &[
     "smtp_url",
     "max_message_bytes",
     "request_timeout",
+    "auth",
+    "mail",
     "gateway",
     "identity",
     "account",
@@ -65,6 +67,10 @@ pub struct Config {
     /// Longest a unary call may take before DEADLINE_EXCEEDED.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Logins, sessions, tokens and passwords (identity and gateway).
+    pub auth: AuthConfig,
+    /// Email delivery (contacts).
+    pub mail: MailConfig,
     /// The public entry point.
     pub gateway: GatewayConfig,
     /// The identity service.
@@ -75,6 +81,85 @@ pub struct Config {
     pub contacts: ServiceConfig,
     /// The support service.
     pub support: ServiceConfig,
+}
+
+/// Authentication settings, shared by identity (which issues tokens) and the
+/// gateway (which verifies them).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// JWT `iss` of access tokens.
+    pub issuer: String,
+    /// JWT `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of an access token.
+    #[serde(with = "humantime_serde")]
+    pub access_token_lifetime: Duration,
+    /// A session ends after this long without a refresh.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// A session ends this long after login, whatever its activity.
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    /// Sensitive operations need an authentication at most this old.
+    #[serde(with = "humantime_serde")]
+    pub reauth_window: Duration,
+    /// Minimum password length in Unicode code points (after NFC).
+    pub password_min_chars: usize,
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations.
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// Key encrypting TOTP secrets at rest: hex or base64 of 32 bytes.
+    /// `tenancy serve` generates one in `data_dir` when unset.
+    pub totp_encryption_key: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "tenancy".to_owned(),
+            audience: "tenancy-portal".to_owned(),
+            access_token_lifetime: Duration::from_secs(10 * 60),
+            session_idle_timeout: Duration::from_secs(14 * 24 * 3600),
+            session_lifetime: Duration::from_secs(30 * 24 * 3600),
+            reauth_window: Duration::from_secs(15 * 60),
+            password_min_chars: 12,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            totp_encryption_key: None,
+        }
+    }
+}
+
+/// Email settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The `From:` of every message.
+    pub from: String,
+    /// Base URL of the customer portal, for links in messages
+    /// (`{portal_url}/verify-email?token=…`).
+    pub portal_url: String,
+    /// Delivery attempts before a message is marked failed.
+    pub max_attempts: u32,
+    /// First retry delay; doubles on each attempt.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            from: "Tenancy <no-reply@tenancy.localhost>".to_owned(),
+            portal_url: "http://localhost:8080".to_owned(),
+            max_attempts: 8,
+            retry_base_delay: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The gateway's settings.
@@ -129,6 +214,8 @@ impl Default for Config {
             smtp_url: None,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            auth: AuthConfig::default(),
+            mail: MailConfig::default(),
             gateway: GatewayConfig::default(),
             identity: ServiceConfig::on_port(50061),
             account: ServiceConfig::on_port(50062),
