@@ -68,11 +68,28 @@ async fn listed_services(address: SocketAddr) -> Vec<String> {
     }
 }
 
+/// Polls health until it reports SERVING (the gateway does once its
+/// identity and account streams have caught up) or `limit` passes.
+async fn eventually_serving(address: SocketAddr, limit: std::time::Duration) -> ServingStatus {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let status = health(address, "").await;
+        if status == ServingStatus::Serving || tokio::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn every_server_of_the_suite_reports_serving() {
     let running = suite().await;
     let gateway = running.gateway.unwrap();
-    assert_eq!(health(gateway, "").await, ServingStatus::Serving);
+    assert_eq!(
+        eventually_serving(gateway, std::time::Duration::from_secs(10)).await,
+        ServingStatus::Serving,
+        "the gateway never caught up with identity and account"
+    );
     for (name, address) in &running.services {
         assert_eq!(
             health(*address, "").await,

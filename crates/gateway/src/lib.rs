@@ -1,42 +1,115 @@
 //! The gateway: the one public entry point of the suite.
 //!
-//! It routes each call by its gRPC service name to the owning service and
-//! forwards the original request and response bytes, trailers included,
-//! without decoding message bodies, so unary and streaming calls, deadlines
-//! (`grpc-timeout`) and errors pass through unchanged. It answers health and
-//! reflection (for the public services only) itself.
-//!
-//! Before forwarding it strips every client-supplied `x-tenancy-*` entry and
-//! adds the caller's principal, signed. INTERNAL services are never routed.
+//! It decides every request locally — method rule from the .proto, token,
+//! revocations, membership, role, IP allowlist, 2FA state, rate limits — from
+//! state pushed to it by identity and account, then forwards the original
+//! request and response bytes (trailers included, unary and streaming,
+//! deadlines via `grpc-timeout`) to the owning service with the verified
+//! principal signed in its metadata. INTERNAL services are never routed.
 //!
 //! # Layout
-//! - `proxy`: the routing table and the byte-forwarding HTTP/2 service.
+//! - `proxy`: routing table, per-call pipeline, byte forwarding.
+//! - `policy`: the decision, a pure function.
+//! - `credentials`: JWT and API-token resolution with caches.
+//! - `jwt`: EdDSA-only access-token verification.
+//! - `state`: revocations, memberships, settings.
+//! - `sync`: the Watch streams that keep `state` current.
+//! - `client_ip`: the client address behind trusted proxies.
+//! - `limits`: rate limits.
 
+pub mod client_ip;
+pub mod credentials;
+pub mod jwt;
+pub mod limits;
+pub mod policy;
 mod proxy;
+pub mod state;
+pub mod sync;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tenancy_runtime::config::{ConfigError, ServiceName};
 use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::{Context, Error};
 use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
 
 pub use proxy::Gateway;
 
-/// Builds the gateway from the configuration: upstream URLs of every service.
+/// Builds the gateway from the configuration: upstream URLs of every
+/// service, identity for keys and tokens.
 pub fn build(context: &Context) -> Result<Gateway, ConfigError> {
     let mut upstreams = Vec::new();
     for name in ServiceName::ALL {
         upstreams.push((name, context.config.service_urls(name)));
     }
-    Gateway::new(context, &upstreams)
+    Gateway::new(
+        context,
+        &upstreams,
+        context.channel_to(ServiceName::Identity)?,
+    )
 }
 
-/// Serves the gateway on `listener` until `shutdown`.
+/// Serves the gateway on `listener` until `shutdown`, following identity's
+/// and account's streams meanwhile.
 pub async fn serve(
+    context: &Context,
     gateway: Gateway,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    Arc::new(gateway).serve(listener, shutdown).await
+    let gateway = Arc::new(gateway);
+    let health = gateway.health.clone();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let ready: sync::ReadinessHook = Arc::new(move |ready| {
+        let health = health.clone();
+        tokio::spawn(async move {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+        });
+    });
+    let auth = context.service_auth();
+    let identity = context
+        .channel_to(ServiceName::Identity)
+        .map_err(Error::internal)?;
+    let account = context
+        .channel_to(ServiceName::Account)
+        .map_err(Error::internal)?;
+    tokio::spawn(sync::follow_revocations(
+        gateway.state.clone(),
+        gateway.authenticator.clone(),
+        identity,
+        auth.clone(),
+        ready.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(sync::follow_policies(
+        gateway.state.clone(),
+        account,
+        auth,
+        ready,
+        shutdown.clone(),
+    ));
+    tokio::spawn(prune_periodically(gateway.clone(), shutdown.clone()));
+    gateway.serve(listener, shutdown).await
+}
+
+async fn prune_periodically(gateway: Arc<Gateway>, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            () = shutdown.clone().wait() => return,
+        }
+        let now = gateway.clock.now().millis();
+        gateway.authenticator.prune(now);
+        gateway.state.revocations.write().prune(now);
+        gateway.limits_prune();
+    }
 }

@@ -1,24 +1,45 @@
-//! Routing by gRPC service name and forwarding of raw HTTP/2 bytes.
+//! Routing by gRPC method, the decision, and forwarding of raw HTTP/2 bytes.
+//!
+//! Per call, in order and why:
+//! 1. route lookup: unknown methods, methods without a rule and INTERNAL
+//!    services are UNIMPLEMENTED (default deny, no existence leak);
+//! 2. client address (TCP peer or trusted proxies' `x-forwarded-for`);
+//! 3. per-address rate limit on rate-limited PUBLIC methods — before any
+//!    work, so floods stay cheap;
+//! 4. credential (cached JWT or API token) and the policy decision;
+//! 5. per-user rate limit, then a slot in the upstream's concurrency limit;
+//! 6. client `x-tenancy-*` stripped, the signed principal added, bytes
+//!    forwarded; the access line is written when the trailers pass.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
 
 use http::uri::{Authority, Scheme};
+use http_body::{Body as HttpBody, Frame};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tenancy_proto::auth::Audience;
 use tenancy_runtime::config::{ConfigError, ServiceName};
-use tenancy_runtime::principal::{Principal, PrincipalKey, strip_reserved};
-use tenancy_runtime::rules::MethodRules;
+use tenancy_runtime::principal::{PrincipalKey, strip_reserved};
 use tenancy_runtime::shutdown::Shutdown;
-use tenancy_runtime::{Context, Error, clock::SharedClock};
+use tenancy_runtime::{Context, Error, ErrorCode, clock::SharedClock};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 use tower::ServiceExt as _;
+
+use crate::client_ip::client_ip;
+use crate::credentials::Authenticator;
+use crate::limits::RateLimits;
+use crate::policy::{self, MethodPolicy};
+use crate::state::LiveState;
 
 /// gRPC services of the Tenancy protocol and the server that owns each.
 const OWNERS: &[(&str, ServiceName)] = &[
@@ -32,10 +53,11 @@ const OWNERS: &[(&str, ServiceName)] = &[
     ),
 ];
 
-/// One service's upstream addresses, used round-robin.
+/// One service's upstream addresses, used round-robin, and its limit.
 struct Upstream {
     authorities: Vec<Authority>,
     next: AtomicUsize,
+    slots: Arc<Semaphore>,
 }
 
 impl Upstream {
@@ -48,24 +70,36 @@ impl Upstream {
     }
 }
 
-/// The gateway's routing table and HTTP/2 client.
+/// A routable method.
+struct Route {
+    policy: MethodPolicy,
+    upstream: Arc<Upstream>,
+}
+
+/// The gateway: routing table, decision state, HTTP/2 client.
 pub struct Gateway {
-    /// gRPC service name → its owner's upstream.
-    routes: HashMap<&'static str, Arc<Upstream>>,
-    rules: Arc<MethodRules>,
+    routes: HashMap<String, Route>,
+    pub(crate) state: Arc<LiveState>,
+    pub(crate) authenticator: Arc<Authenticator>,
+    limits: RateLimits,
+    trusted_proxies: Vec<ipnet::IpNet>,
     key: PrincipalKey,
-    clock: SharedClock,
+    pub(crate) clock: SharedClock,
     client: Client<HttpConnector, Body>,
     /// Health and reflection, answered here.
     local: tonic::service::Routes,
+    pub(crate) health: tonic_health::server::HealthReporter,
 }
 
 impl Gateway {
-    /// A gateway forwarding to `upstreams` (service → URLs).
+    /// A gateway forwarding to `upstreams` (service → URLs) and asking
+    /// identity at `identity` for keys and API tokens.
     pub fn new(
         context: &Context,
         upstreams: &[(ServiceName, Vec<String>)],
+        identity: tonic::transport::Channel,
     ) -> Result<Self, ConfigError> {
+        let config = &context.config;
         let mut by_service = HashMap::new();
         for (name, urls) in upstreams {
             let setting = format!("{}.url", name.as_str());
@@ -85,35 +119,63 @@ impl Gateway {
                 Arc::new(Upstream {
                     authorities,
                     next: AtomicUsize::new(0),
+                    slots: Arc::new(Semaphore::new(config.gateway.upstream_concurrency.max(1))),
                 }),
             );
         }
         let mut routes = HashMap::new();
-        for (service, owner) in OWNERS {
-            if let Some(upstream) = by_service.get(owner) {
-                routes.insert(*service, upstream.clone());
+        for method in context.rules.methods() {
+            let Some(owner) = OWNERS
+                .iter()
+                .find(|(s, _)| *s == method.service)
+                .map(|(_, o)| o)
+            else {
+                continue;
+            };
+            let (Some(rule), Some(upstream)) = (method.rule.clone(), by_service.get(owner)) else {
+                continue;
+            };
+            if matches!(rule.audience(), Audience::Internal | Audience::Unspecified) {
+                continue;
             }
+            let name = method.path.rsplit('/').next().unwrap_or_default();
+            routes.insert(
+                method.path.clone(),
+                Route {
+                    policy: MethodPolicy::new(name, rule),
+                    upstream: upstream.clone(),
+                },
+            );
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector);
-        let (health_reporter, health) = tonic_health::server::health_reporter();
-        drop(health_reporter);
+        let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             tenancy_runtime::server::reflection(tenancy_proto::PUBLIC_SERVICES)
                 .map_err(|e| ConfigError::new("gateway", e))?;
-        let local = tonic::service::Routes::new(health)
+        let local = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
+        let authenticator = Authenticator::new(
+            &config.auth.issuer,
+            &config.auth.audience,
+            identity,
+            context.service_auth(),
+        );
         Ok(Self {
             routes,
-            rules: context.rules.clone(),
+            state: Arc::new(LiveState::default()),
+            authenticator: Arc::new(authenticator),
+            limits: RateLimits::new(&config.gateway),
+            trusted_proxies: config.gateway.trusted_proxies.clone(),
             key: context.key.clone(),
             clock: context.clock.clone(),
             client,
             local,
+            health,
         })
     }
 
@@ -125,7 +187,8 @@ impl Gateway {
         shutdown: Shutdown,
     ) -> Result<(), Error> {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder.max_header_list_size(64 * 1024);
         let stop = shutdown.clone().wait();
         tokio::pin!(stop);
         loop {
@@ -145,8 +208,8 @@ impl Gateway {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
             });
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection);
+            let connection =
+                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "connection ended");
@@ -159,10 +222,10 @@ impl Gateway {
 
     async fn handle(
         &self,
-        mut request: http::Request<hyper::body::Incoming>,
+        request: http::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> http::Response<Body> {
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
         let service = path.split('/').nth(1).unwrap_or_default();
         if service == "grpc.health.v1.Health" || service.starts_with("grpc.reflection.") {
             return match self.local.clone().oneshot(request.map(Body::new)).await {
@@ -170,55 +233,237 @@ impl Gateway {
                 Err(never) => match never {},
             };
         }
-        let Some(upstream) = self.routes.get(service) else {
-            return unimplemented(&path);
+        let started = Instant::now();
+        let ip = client_ip(
+            peer.ip(),
+            request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            &self.trusted_proxies,
+        );
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let log = AccessLog {
+            method: path.to_owned(),
+            ip,
+            request_id: request_id.clone(),
+            user: String::new(),
+            started,
         };
-        // Default deny: a method of a routed service without a rule, or an
-        // INTERNAL one, is not reachable from outside.
-        match self.rules.rule(&path) {
-            Some(rule)
-                if rule.audience() != Audience::Internal
-                    && rule.audience() != Audience::Unspecified => {}
-            _ => return unimplemented(&path),
+        match self.admit(request, ip, request_id).await {
+            Ok((request, permit, user)) => {
+                let log = AccessLog { user, ..log };
+                self.forward(request, permit, log).await
+            }
+            Err(error) => {
+                log.finish(error.code.grpc() as i32);
+                tonic::Status::from(error).into_http()
+            }
         }
-        let Some(authority) = upstream.pick() else {
-            return status(Error::unavailable("no upstream configured"));
-        };
+    }
 
+    /// Decides the call; on success returns the request to forward (with
+    /// its signed principal) and the upstream slot it holds.
+    async fn admit(
+        &self,
+        mut request: http::Request<hyper::body::Incoming>,
+        ip: std::net::IpAddr,
+        request_id: String,
+    ) -> Result<
+        (
+            http::Request<hyper::body::Incoming>,
+            (OwnedSemaphorePermit, Authority),
+            String,
+        ),
+        Error,
+    > {
+        let path = request.uri().path();
+        let Some(route) = self.routes.get(path) else {
+            return Err(Error::new(
+                ErrorCode::Unimplemented,
+                "UNKNOWN_METHOD",
+                format!("unknown method {path}"),
+            ));
+        };
+        let now = self.clock.now().millis();
+        let public = route.policy.rule.audience() == Audience::Public;
+        if public && route.policy.rule.rate_limited {
+            self.limits.check_public(ip)?;
+        }
+        let credential = if public {
+            None
+        } else {
+            self.authenticator
+                .authenticate(request.headers().get(http::header::AUTHORIZATION), now)
+                .await?
+        };
+        let mut principal =
+            policy::decide(&route.policy, credential.as_ref(), &self.state, ip, now)?;
+        let user = principal.user_id.clone().unwrap_or_default();
+        if !public {
+            self.limits.check_principal(&user)?;
+        }
+        let permit = route
+            .upstream
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Error::throttled("UPSTREAM_BUSY", std::time::Duration::from_millis(100))
+            })?;
+        let authority = route
+            .upstream
+            .pick()
+            .cloned()
+            .ok_or_else(|| Error::unavailable("no upstream configured"))?;
+
+        principal.request_id = request_id;
         let headers = request.headers_mut();
-        strip_reserved(headers);
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let mut principal = Principal::anonymous(Some(peer.ip()), request_id);
         principal.user_agent = headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        // Credentials stay at the gateway: services trust the principal.
+        headers.remove(http::header::AUTHORIZATION);
+        strip_reserved(headers);
         self.key
             .sign(&principal, self.clock.now())
             .insert_into(headers);
+        Ok((request, (permit, authority), user))
+    }
 
+    async fn forward(
+        &self,
+        mut request: http::Request<hyper::body::Incoming>,
+        (permit, authority): (OwnedSemaphorePermit, Authority),
+        log: AccessLog,
+    ) -> http::Response<Body> {
         let mut parts = request.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(authority.clone());
         match http::Uri::from_parts(parts) {
             Ok(uri) => *request.uri_mut() = uri,
-            Err(_) => return status(Error::invalid_field("path", "not a valid gRPC path")),
+            Err(_) => {
+                log.finish(tonic::Code::InvalidArgument as i32);
+                return tonic::Status::invalid_argument("not a valid gRPC path").into_http();
+            }
         }
         match self.client.request(request.map(Body::new)).await {
-            Ok(response) => response.map(Body::new),
+            Ok(response) => {
+                // Trailers-only responses carry the status in the headers.
+                let header_status = grpc_status(response.headers());
+                response.map(|incoming| {
+                    Body::new(Observed {
+                        inner: incoming,
+                        log: Some(log),
+                        status: header_status,
+                        _permit: permit,
+                    })
+                })
+            }
             Err(error) => {
                 tracing::warn!(%error, upstream = %authority, "upstream call failed");
-                status(Error::unavailable(format!("{service} is unavailable")))
+                log.finish(tonic::Code::Unavailable as i32);
+                tonic::Status::unavailable("the service is unavailable; retry").into_http()
             }
         }
     }
 }
 
-fn unimplemented(path: &str) -> http::Response<Body> {
-    tonic::Status::unimplemented(format!("unknown method {path}")).into_http()
+impl Gateway {
+    pub(crate) fn limits_prune(&self) {
+        self.limits.prune();
+    }
 }
 
-fn status(error: Error) -> http::Response<Body> {
-    tonic::Status::from(error).into_http()
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The access line of one call: method, principal, address, code, latency.
+/// Never a token.
+struct AccessLog {
+    method: String,
+    ip: std::net::IpAddr,
+    request_id: String,
+    user: String,
+    started: Instant,
+}
+
+impl AccessLog {
+    fn finish(self, code: i32) {
+        tracing::info!(
+            target: "tenancy_gateway::access",
+            method = %self.method,
+            user = %self.user,
+            ip = %self.ip,
+            request_id = %self.request_id,
+            code,
+            latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "call"
+        );
+    }
+}
+
+/// The upstream's response body, passed through untouched; notes the
+/// grpc-status from the trailers for the access line and releases the
+/// upstream slot when the call ends.
+struct Observed {
+    inner: hyper::body::Incoming,
+    log: Option<AccessLog>,
+    status: Option<i32>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl HttpBody for Observed {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    self.status = grpc_status(trailers).or(self.status);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(log) = self.log.take() {
+                    log.finish(self.status.unwrap_or(tonic::Code::Unknown as i32));
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        // A call the client abandoned still gets its access line.
+        if let Some(log) = self.log.take() {
+            log.finish(self.status.unwrap_or(tonic::Code::Cancelled as i32));
+        }
+    }
 }

@@ -170,6 +170,17 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// Proxies whose `x-forwarded-for` is believed (CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Rate of rate-limited PUBLIC calls (login, sign-up, password reset)
+    /// per client address, per minute.
+    pub public_rate_per_minute: u32,
+    /// Burst of rate-limited PUBLIC calls per client address.
+    pub public_burst: u32,
+    /// Rate of authenticated calls per user, per second.
+    pub principal_rate_per_second: u32,
+    /// Burst of authenticated calls per user.
+    pub principal_burst: u32,
+    /// Calls in flight to one service at most; beyond, RESOURCE_EXHAUSTED.
+    pub upstream_concurrency: usize,
 }
 
 /// One service's settings.
@@ -200,6 +211,11 @@ impl Default for GatewayConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             trusted_proxies: Vec::new(),
+            public_rate_per_minute: 10,
+            public_burst: 20,
+            principal_rate_per_second: 100,
+            principal_burst: 200,
+            upstream_concurrency: 1024,
         }
     }
 }
@@ -309,7 +325,7 @@ impl Config {
             principal_key: Some("11".repeat(32)),
             gateway: GatewayConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                trusted_proxies: Vec::new(),
+                ..GatewayConfig::default()
             },
             identity: ephemeral.clone(),
             account: ephemeral.clone(),

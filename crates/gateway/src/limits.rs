@@ -1,0 +1,82 @@
+//! Abuse limits: per client address on rate-limited PUBLIC methods (login,
+//! sign-up, password reset), per user on everything authenticated.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tenancy_runtime::Error;
+use tenancy_runtime::config::GatewayConfig;
+
+/// The gateway's rate limiters.
+pub struct RateLimits {
+    public: DefaultKeyedRateLimiter<IpAddr>,
+    principal: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+}
+
+fn non_zero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+impl RateLimits {
+    /// Limits as configured.
+    pub fn new(config: &GatewayConfig) -> Self {
+        let public = Quota::per_minute(non_zero(config.public_rate_per_minute))
+            .allow_burst(non_zero(config.public_burst));
+        let principal = Quota::per_second(non_zero(config.principal_rate_per_second))
+            .allow_burst(non_zero(config.principal_burst));
+        Self {
+            public: RateLimiter::keyed(public),
+            principal: RateLimiter::keyed(principal),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// One rate-limited PUBLIC call from `ip`.
+    pub fn check_public(&self, ip: IpAddr) -> Result<(), Error> {
+        self.public.check_key(&ip).map_err(|not_until| {
+            Error::throttled("RATE_LIMITED", not_until.wait_time_from(self.clock.now()))
+        })
+    }
+
+    /// One authenticated call by `user`.
+    pub fn check_principal(&self, user: &str) -> Result<(), Error> {
+        // Keyed by an owned String: governor's keyed store needs owned keys.
+        self.principal
+            .check_key(&user.to_owned())
+            .map_err(|not_until| {
+                Error::throttled("RATE_LIMITED", not_until.wait_time_from(self.clock.now()))
+            })
+    }
+
+    /// Forgets idle keys; run periodically so memory stays bounded.
+    pub fn prune(&self) {
+        self.public.retain_recent();
+        self.principal.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_burst_passes_then_the_address_is_throttled_with_a_retry_delay() {
+        let config = GatewayConfig {
+            public_rate_per_minute: 10,
+            public_burst: 3,
+            ..GatewayConfig::default()
+        };
+        let limits = RateLimits::new(&config);
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        for _ in 0..3 {
+            limits.check_public(ip).unwrap();
+        }
+        let error = limits.check_public(ip).unwrap_err();
+        assert_eq!(error.reason, "RATE_LIMITED");
+        assert!(error.retry_after.unwrap() > std::time::Duration::ZERO);
+        limits.check_public("203.0.113.2".parse().unwrap()).unwrap();
+    }
+}

@@ -1,0 +1,677 @@
+//! The decision: may this credential call this method, now, from here?
+//!
+//! A pure function of the method's rule, the verified credential, the live
+//! state and the client address, so it is unit-tested exhaustively and
+//! benchmarked alone. The order of checks is the order a client should fix
+//! things in: credentials, revocation, token kind, membership, role, network,
+//! second factor.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tenancy_proto::auth::{AccessRule, Audience, Role, TokenKind};
+use tenancy_runtime::{Error, ErrorCode, Principal};
+
+use crate::jwt::Claims;
+use crate::state::LiveState;
+
+/// A resolved Public API token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Token id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// The account it is bound to.
+    pub account_id: String,
+    /// Restricted to read methods.
+    pub read_only: bool,
+    /// Expiry (Unix ms), if any.
+    pub expire_ms: Option<i64>,
+}
+
+/// A verified credential.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A portal session's access token.
+    Portal(Arc<Claims>),
+    /// A Public API token.
+    Api(Arc<ApiToken>),
+}
+
+/// What the gateway knows of a method besides its rule.
+#[derive(Clone, Debug)]
+pub struct MethodPolicy {
+    /// The declared rule.
+    pub rule: AccessRule,
+    /// Whether the method only reads (Get…, List…, Watch…, Check…): the only
+    /// methods a read-only API token may call.
+    pub read_only: bool,
+}
+
+impl MethodPolicy {
+    /// The policy of the method named `method` with `rule`.
+    pub fn new(method: &str, rule: AccessRule) -> Self {
+        let read_only = ["Get", "List", "Watch", "Check", "BatchGet", "Resolve"]
+            .iter()
+            .any(|prefix| method.starts_with(prefix));
+        Self { rule, read_only }
+    }
+}
+
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Unspecified => 0,
+        Role::Manager => 1,
+        Role::Owner => 2,
+    }
+}
+
+fn denied(reason: &'static str, message: &str) -> Error {
+    Error::permission_denied(reason, message)
+}
+
+/// Decides a call. `Ok` carries the principal to forward (without request id
+/// and user agent, which the proxy adds).
+pub fn decide(
+    method: &MethodPolicy,
+    credential: Option<&Credential>,
+    state: &LiveState,
+    client_ip: IpAddr,
+    now_ms: i64,
+) -> Result<Principal, Error> {
+    let rule = &method.rule;
+    let audience = rule.audience();
+    match audience {
+        Audience::Public => {
+            return Ok(Principal {
+                client_ip: Some(client_ip),
+                ..Principal::default()
+            });
+        }
+        Audience::Unspecified | Audience::Internal => {
+            return Err(denied(
+                "METHOD_NOT_ROUTABLE",
+                "this method is not callable from outside",
+            ));
+        }
+        Audience::User | Audience::Account | Audience::Staff => {}
+    }
+    let Some(credential) = credential else {
+        return Err(Error::unauthenticated(
+            "CREDENTIALS_MISSING",
+            "send `authorization: Bearer <access token or API token>`",
+        ));
+    };
+    if !state.is_ready() {
+        return Err(Error::new(
+            ErrorCode::Unavailable,
+            "GATEWAY_NOT_READY",
+            "the gateway is synchronising its state; retry shortly",
+        ));
+    }
+
+    let mut principal = Principal {
+        client_ip: Some(client_ip),
+        ..Principal::default()
+    };
+    let (user, account, portal_claims) = match credential {
+        Credential::Portal(claims) => {
+            let revoked = state.revocations.read().portal_token_revoked(
+                &claims.sub,
+                &claims.sid,
+                claims.acc.as_deref(),
+                claims.iat.saturating_mul(1000),
+            );
+            if revoked {
+                return Err(Error::unauthenticated(
+                    "TOKEN_REVOKED",
+                    "this session has ended",
+                ));
+            }
+            principal.token_kind = TokenKind::Portal;
+            principal.session_id = Some(claims.sid.clone());
+            principal.amr = claims.amr.clone();
+            principal.staff = claims.staff;
+            principal.auth_time = Some(claims.auth_time);
+            (
+                claims.sub.as_str(),
+                claims.acc.as_deref(),
+                Some(claims.as_ref()),
+            )
+        }
+        Credential::Api(token) => {
+            if !rule.api_tokens_allowed {
+                return Err(denied(
+                    "API_TOKEN_NOT_ALLOWED",
+                    "this method needs a portal session",
+                ));
+            }
+            if token.expire_ms.is_some_and(|expire| expire <= now_ms) {
+                return Err(Error::unauthenticated(
+                    "TOKEN_EXPIRED",
+                    "this API token has expired",
+                ));
+            }
+            if state.revocations.read().api_tokens.contains(&token.id) {
+                return Err(Error::unauthenticated(
+                    "TOKEN_REVOKED",
+                    "this API token was revoked",
+                ));
+            }
+            if token.read_only && !method.read_only {
+                return Err(denied(
+                    "API_TOKEN_READ_ONLY",
+                    "this API token may only read",
+                ));
+            }
+            principal.token_kind = TokenKind::Api;
+            principal.api_token_id = Some(token.id.clone());
+            principal.read_only = token.read_only;
+            (
+                token.user_id.as_str(),
+                Some(token.account_id.as_str()),
+                None,
+            )
+        }
+    };
+    principal.user_id = Some(user.to_owned());
+
+    if audience == Audience::Staff {
+        return if principal.staff {
+            principal.account_id = account.map(str::to_owned);
+            Ok(principal)
+        } else {
+            Err(denied(
+                "STAFF_ONLY",
+                "only the support team may call this method",
+            ))
+        };
+    }
+    if audience == Audience::Account && rule.staff_allowed && principal.staff {
+        // Support staff act on accounts that granted them access; the
+        // service checks the grant for the resource they touch.
+        principal.account_id = account.map(str::to_owned);
+        return Ok(principal);
+    }
+
+    let policies = state.policies.read();
+    let account_policy = account.and_then(|a| policies.accounts.get(a));
+    let membership = account_policy.and_then(|p| p.members.get(user));
+    let usable = membership.filter(|m| m.active && m.portal_access);
+
+    if audience == Audience::Account {
+        let Some(account_id) = account else {
+            return Err(denied(
+                "ACCOUNT_REQUIRED",
+                "select an account first (SwitchAccount)",
+            ));
+        };
+        let Some(member) = membership else {
+            return Err(denied(
+                "NOT_A_MEMBER",
+                "you are not a member of this account",
+            ));
+        };
+        if !member.active {
+            return Err(denied(
+                "MEMBER_SUSPENDED",
+                "your membership of this account is suspended",
+            ));
+        }
+        if !member.portal_access {
+            return Err(denied(
+                "NO_PORTAL_ACCESS",
+                "you have no access to this account",
+            ));
+        }
+        if rank(member.role) < rank(rule.min_role()) {
+            return Err(denied(
+                "ROLE_TOO_LOW",
+                "your role in this account does not allow this",
+            ));
+        }
+        if portal_claims.is_some()
+            && let Some(settings) = account_policy.map(|p| &p.settings)
+            && !settings.ip_allowlist.is_empty()
+            && !settings
+                .ip_allowlist
+                .iter()
+                .any(|net| net.contains(&client_ip))
+        {
+            return Err(denied(
+                "IP_NOT_ALLOWED",
+                "this account only allows portal access from its IP allowlist",
+            )
+            .with_metadata("client_ip", client_ip.to_string()));
+        }
+        principal.account_id = Some(account_id.to_owned());
+    } else if usable.is_some() {
+        // USER methods: pass the selected account on only while the caller
+        // may still use it.
+        principal.account_id = account.map(str::to_owned);
+    }
+    if let Some(member) = usable {
+        principal.role = member.role;
+    }
+
+    // Enforced 2FA: a portal session without a second factor may only enrol
+    // (and the few methods that needs) once the member's deadline passed.
+    if let (Some(claims), Some(member), Some(policy)) = (portal_claims, usable, account_policy) {
+        let settings = &policy.settings;
+        if settings.enforce_mfa
+            && !claims.has_second_factor()
+            && !rule.allowed_during_mfa_enrollment
+            && now_ms >= settings.mfa_deadline_ms(member.join_time_ms)
+        {
+            return Err(denied(
+                "MFA_ENROLLMENT_REQUIRED",
+                "this account requires two-factor authentication: enrol with BeginTotpEnrollment",
+            ));
+        }
+    }
+    Ok(principal)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::state::{Membership, Settings};
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn rule(audience: Audience, min_role: Role) -> AccessRule {
+        AccessRule {
+            audience: audience as i32,
+            min_role: min_role as i32,
+            ..AccessRule::default()
+        }
+    }
+
+    fn account_method(min_role: Role) -> MethodPolicy {
+        MethodPolicy::new("ListMembers", rule(Audience::Account, min_role))
+    }
+
+    fn claims(user: &str, account: Option<&str>) -> Credential {
+        Credential::Portal(Arc::new(Claims {
+            sub: user.into(),
+            sid: format!("s-{user}"),
+            acc: account.map(Into::into),
+            iat: NOW / 1000 - 60,
+            exp: NOW / 1000 + 540,
+            auth_time: NOW / 1000 - 60,
+            amr: vec!["pwd".into()],
+            mfa: false,
+            staff: false,
+        }))
+    }
+
+    fn ready_state() -> LiveState {
+        let state = LiveState::default();
+        state.revocations_ready.store(true, Ordering::Release);
+        state.policies_ready.store(true, Ordering::Release);
+        let mut policies = state.policies.write();
+        for (user, role, active) in [
+            ("owner", Role::Owner, true),
+            ("manager", Role::Manager, true),
+            ("suspended", Role::Owner, false),
+        ] {
+            policies.upsert_member(
+                "acc",
+                user,
+                Membership {
+                    role,
+                    active,
+                    portal_access: true,
+                    join_time_ms: NOW - 86_400_000,
+                },
+            );
+        }
+        drop(policies);
+        state
+    }
+
+    fn ip() -> IpAddr {
+        "203.0.113.7".parse().unwrap()
+    }
+
+    fn reason(result: Result<Principal, Error>) -> &'static str {
+        result.unwrap_err().reason
+    }
+
+    #[test]
+    fn public_methods_need_no_credentials() {
+        let method = MethodPolicy::new("Login", rule(Audience::Public, Role::Unspecified));
+        let principal = decide(&method, None, &LiveState::default(), ip(), NOW).unwrap();
+        assert_eq!(principal.user_id, None);
+        assert_eq!(principal.client_ip, Some(ip()));
+    }
+
+    #[test]
+    fn missing_credentials_are_unauthenticated() {
+        let error = decide(
+            &account_method(Role::Manager),
+            None,
+            &ready_state(),
+            ip(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unauthenticated);
+        assert_eq!(error.reason, "CREDENTIALS_MISSING");
+    }
+
+    #[test]
+    fn nothing_authenticated_passes_before_the_first_sync() {
+        let state = LiveState::default();
+        let error = decide(
+            &account_method(Role::Manager),
+            Some(&claims("owner", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(error.code, ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn role_comes_from_the_membership_and_must_reach_the_minimum() {
+        let state = ready_state();
+        let owner = decide(
+            &account_method(Role::Owner),
+            Some(&claims("owner", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(owner.role, Role::Owner);
+        assert_eq!(owner.account_id.as_deref(), Some("acc"));
+        assert_eq!(
+            reason(decide(
+                &account_method(Role::Owner),
+                Some(&claims("manager", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
+            "ROLE_TOO_LOW"
+        );
+        let manager = decide(
+            &account_method(Role::Manager),
+            Some(&claims("manager", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(manager.role, Role::Manager);
+    }
+
+    #[test]
+    fn suspended_members_and_strangers_are_refused() {
+        let state = ready_state();
+        let method = account_method(Role::Manager);
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("suspended", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
+            "MEMBER_SUSPENDED"
+        );
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("stranger", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
+            "NOT_A_MEMBER"
+        );
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("owner", None)),
+                &state,
+                ip(),
+                NOW
+            )),
+            "ACCOUNT_REQUIRED"
+        );
+    }
+
+    #[test]
+    fn revoked_sessions_and_users_are_refused() {
+        let state = ready_state();
+        let method = account_method(Role::Manager);
+        state
+            .revocations
+            .write()
+            .sessions
+            .insert("s-owner".into(), NOW + 1000);
+        let error = decide(
+            &method,
+            Some(&claims("owner", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (error.code, error.reason),
+            (ErrorCode::Unauthenticated, "TOKEN_REVOKED")
+        );
+        state
+            .revocations
+            .write()
+            .users_before
+            .insert("manager".into(), NOW);
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("manager", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
+            "TOKEN_REVOKED"
+        );
+    }
+
+    #[test]
+    fn the_allowlist_limits_portal_tokens_but_not_api_tokens() {
+        let state = ready_state();
+        state.policies.write().set_settings(
+            "acc",
+            Settings {
+                ip_allowlist: vec!["198.51.100.0/24".parse().unwrap()],
+                ..Settings::default()
+            },
+        );
+        let mut method = account_method(Role::Manager);
+        method.rule.api_tokens_allowed = true;
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("owner", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
+            "IP_NOT_ALLOWED"
+        );
+        let inside: IpAddr = "198.51.100.20".parse().unwrap();
+        assert!(
+            decide(
+                &method,
+                Some(&claims("owner", Some("acc"))),
+                &state,
+                inside,
+                NOW
+            )
+            .is_ok()
+        );
+        let api = Credential::Api(Arc::new(ApiToken {
+            id: "t1".into(),
+            user_id: "owner".into(),
+            account_id: "acc".into(),
+            read_only: false,
+            expire_ms: None,
+        }));
+        let principal = decide(&method, Some(&api), &state, ip(), NOW).unwrap();
+        assert_eq!(principal.token_kind, TokenKind::Api);
+    }
+
+    #[test]
+    fn api_tokens_only_where_allowed_unexpired_unrevoked_and_read_only_reads() {
+        let state = ready_state();
+        let token = |read_only, expire_ms| {
+            Credential::Api(Arc::new(ApiToken {
+                id: "t1".into(),
+                user_id: "owner".into(),
+                account_id: "acc".into(),
+                read_only,
+                expire_ms,
+            }))
+        };
+        let portal_only = account_method(Role::Manager);
+        assert_eq!(
+            reason(decide(
+                &portal_only,
+                Some(&token(false, None)),
+                &state,
+                ip(),
+                NOW
+            )),
+            "API_TOKEN_NOT_ALLOWED"
+        );
+        let mut write = MethodPolicy::new("CreateContact", rule(Audience::Account, Role::Manager));
+        write.rule.api_tokens_allowed = true;
+        let mut read = MethodPolicy::new("ListContacts", rule(Audience::Account, Role::Manager));
+        read.rule.api_tokens_allowed = true;
+        assert_eq!(
+            reason(decide(&write, Some(&token(true, None)), &state, ip(), NOW)),
+            "API_TOKEN_READ_ONLY"
+        );
+        assert!(decide(&read, Some(&token(true, None)), &state, ip(), NOW).is_ok());
+        assert_eq!(
+            reason(decide(
+                &read,
+                Some(&token(false, Some(NOW))),
+                &state,
+                ip(),
+                NOW
+            )),
+            "TOKEN_EXPIRED"
+        );
+        state.revocations.write().api_tokens.insert("t1".into());
+        assert_eq!(
+            reason(decide(&read, Some(&token(false, None)), &state, ip(), NOW)),
+            "TOKEN_REVOKED"
+        );
+    }
+
+    #[test]
+    fn enforced_2fa_allows_only_enrolment_after_the_grace_period() {
+        let state = ready_state();
+        state.policies.write().set_settings(
+            "acc",
+            Settings {
+                enforce_mfa: true,
+                enforce_mfa_time_ms: NOW - 1000,
+                mfa_grace_ms: 10_000,
+                ip_allowlist: Vec::new(),
+            },
+        );
+        let method = account_method(Role::Manager);
+        let caller = claims("owner", Some("acc"));
+        assert!(
+            decide(&method, Some(&caller), &state, ip(), NOW).is_ok(),
+            "within grace"
+        );
+        let later = NOW + 9_000;
+        assert_eq!(
+            reason(decide(&method, Some(&caller), &state, ip(), later)),
+            "MFA_ENROLLMENT_REQUIRED"
+        );
+        let mut enrol = MethodPolicy::new(
+            "BeginTotpEnrollment",
+            rule(Audience::User, Role::Unspecified),
+        );
+        enrol.rule.allowed_during_mfa_enrollment = true;
+        assert!(decide(&enrol, Some(&caller), &state, ip(), later).is_ok());
+        let user_method =
+            MethodPolicy::new("ChangePassword", rule(Audience::User, Role::Unspecified));
+        assert_eq!(
+            reason(decide(&user_method, Some(&caller), &state, ip(), later)),
+            "MFA_ENROLLMENT_REQUIRED"
+        );
+        let Credential::Portal(c) = &caller else {
+            unreachable!()
+        };
+        let mut with_otp = (**c).clone();
+        with_otp.amr.push("otp".into());
+        assert!(
+            decide(
+                &method,
+                Some(&Credential::Portal(Arc::new(with_otp))),
+                &state,
+                ip(),
+                later
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn staff_methods_need_staff_and_staff_may_use_staff_allowed_account_methods() {
+        let state = ready_state();
+        let staff_method = MethodPolicy::new("ListQueue", rule(Audience::Staff, Role::Unspecified));
+        assert_eq!(
+            reason(decide(
+                &staff_method,
+                Some(&claims("owner", None)),
+                &state,
+                ip(),
+                NOW
+            )),
+            "STAFF_ONLY"
+        );
+        let Credential::Portal(c) = claims("agent", None) else {
+            unreachable!()
+        };
+        let mut staff = (*c).clone();
+        staff.staff = true;
+        let staff = Credential::Portal(Arc::new(staff));
+        assert!(decide(&staff_method, Some(&staff), &state, ip(), NOW).is_ok());
+        let mut shared = account_method(Role::Manager);
+        assert_eq!(
+            reason(decide(&shared, Some(&staff), &state, ip(), NOW)),
+            "ACCOUNT_REQUIRED"
+        );
+        shared.rule.staff_allowed = true;
+        assert!(decide(&shared, Some(&staff), &state, ip(), NOW).is_ok());
+    }
+
+    #[test]
+    fn internal_methods_are_never_allowed() {
+        let method = MethodPolicy::new("EnsureUser", rule(Audience::Internal, Role::Unspecified));
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("owner", Some("acc"))),
+                &ready_state(),
+                ip(),
+                NOW
+            )),
+            "METHOD_NOT_ROUTABLE"
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! Keeps [`LiveState`] in step with identity and account.
+//!
+//! Each stream resumes from the last position applied after a reconnect, so
+//! nothing is missed. While a stream is down, and until it has caught up
+//! again, the gateway is not ready: authenticated calls get UNAVAILABLE and
+//! health says NOT_SERVING. Failing closed is the only way to guarantee that
+//! a revocation made meanwhile is never ignored.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
+use tenancy_proto::account::watch_policies_response::Event as PolicyEvent;
+use tenancy_proto::account::{
+    MemberStatus, MembershipState, SecuritySettings, WatchPoliciesRequest,
+};
+use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
+use tenancy_proto::identity::revocation_event::Kind as RevocationKind;
+use tenancy_proto::identity::watch_revocations_response::Item as RevocationItem;
+use tenancy_proto::identity::{RevocationEvent, WatchRevocationsRequest};
+use tenancy_runtime::Timestamp;
+use tenancy_runtime::principal::ServiceAuth;
+use tenancy_runtime::shutdown::Shutdown;
+use tonic::transport::Channel;
+
+use crate::credentials::Authenticator;
+use crate::state::{LiveState, Membership, Policies, Settings};
+
+/// Longest silence on a stream (servers send heartbeats every 15 s) before
+/// the gateway reconnects.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+
+/// Called whenever readiness may have changed (to update health).
+pub type ReadinessHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+fn millis(ts: Option<&prost_types::Timestamp>) -> i64 {
+    ts.map(|t| Timestamp::from_proto(t).millis()).unwrap_or(0)
+}
+
+async fn backoff(attempt: &mut u32, shutdown: &Shutdown) -> bool {
+    let delay = Duration::from_millis(50u64 << (*attempt).min(5)); // 50 ms … 1.6 s
+    *attempt += 1;
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = shutdown.clone().wait() => false,
+    }
+}
+
+/// Follows identity's revocation log until shutdown.
+pub async fn follow_revocations(
+    state: Arc<LiveState>,
+    authenticator: Arc<Authenticator>,
+    channel: Channel,
+    auth: ServiceAuth,
+    ready: ReadinessHook,
+    shutdown: Shutdown,
+) {
+    let mut attempt = 0;
+    loop {
+        let from = state.revocations_position.load(Ordering::Acquire);
+        let mut client =
+            IdentityInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
+        let request = WatchRevocationsRequest {
+            from_position: from,
+            watcher: "gateway".to_owned(),
+        };
+        match client.watch_revocations(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    let next = tokio::select! {
+                        next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => next,
+                        () = shutdown.clone().wait() => return,
+                    };
+                    let item = match next {
+                        Ok(Some(Ok(message))) => message.item,
+                        Ok(Some(Err(status))) => {
+                            tracing::warn!(code = ?status.code(), message = status.message(), "revocation stream failed");
+                            break;
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            tracing::warn!("revocation stream silent; reconnecting");
+                            break;
+                        }
+                    };
+                    attempt = 0;
+                    match item {
+                        Some(RevocationItem::Event(event)) => {
+                            apply_revocation(&state, &authenticator, &event).await;
+                            state
+                                .revocations_position
+                                .store(event.position, Ordering::Release);
+                        }
+                        Some(RevocationItem::CaughtUp(_)) => {
+                            state.revocations_ready.store(true, Ordering::Release);
+                            ready(state.is_ready());
+                            tracing::info!(
+                                position = state.revocations_position.load(Ordering::Acquire),
+                                "revocations in sync"
+                            );
+                        }
+                        Some(RevocationItem::Reset(_)) => {
+                            *state.revocations.write() = Default::default();
+                            state.revocations_position.store(0, Ordering::Release);
+                        }
+                        Some(RevocationItem::Heartbeat(_)) | None => {}
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), "cannot open the revocation stream");
+            }
+        }
+        state.revocations_ready.store(false, Ordering::Release);
+        ready(false);
+        if !backoff(&mut attempt, &shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn apply_revocation(
+    state: &LiveState,
+    authenticator: &Authenticator,
+    event: &RevocationEvent,
+) {
+    let Some(kind) = &event.kind else { return };
+    if let RevocationKind::SigningKeysChanged(changed) = kind {
+        authenticator
+            .signing_keys_changed(&changed.withdrawn_kids)
+            .await;
+        return;
+    }
+    let mut revocations = state.revocations.write();
+    match kind {
+        RevocationKind::Session(s) => {
+            // Keep the entry until every token of the session has expired.
+            let expire = millis(event.expire_time.as_ref())
+                .max(millis(event.create_time.as_ref()) + 3_600_000);
+            revocations.sessions.insert(s.session_id.clone(), expire);
+        }
+        RevocationKind::UserTokensBefore(u) => {
+            let before = millis(u.issued_before.as_ref());
+            let entry = revocations
+                .users_before
+                .entry(u.user_id.clone())
+                .or_default();
+            *entry = (*entry).max(before);
+        }
+        RevocationKind::UserAccount(ua) => {
+            let before = millis(ua.issued_before.as_ref());
+            let entry = revocations
+                .user_accounts_before
+                .entry(ua.user_id.clone())
+                .or_default()
+                .entry(ua.account_id.clone())
+                .or_default();
+            *entry = (*entry).max(before);
+        }
+        RevocationKind::ApiToken(t) => {
+            revocations.api_tokens.insert(t.api_token_id.clone());
+        }
+        RevocationKind::SigningKeysChanged(_) => {}
+    }
+}
+
+/// Follows account's policy log until shutdown.
+pub async fn follow_policies(
+    state: Arc<LiveState>,
+    channel: Channel,
+    auth: ServiceAuth,
+    ready: ReadinessHook,
+    shutdown: Shutdown,
+) {
+    let mut attempt = 0;
+    loop {
+        let from = state.policies_position.load(Ordering::Acquire);
+        let mut client =
+            AccountInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
+        // A snapshot being received replaces the live state only once
+        // complete, so a half-received snapshot never allows anything.
+        let mut staging: Option<Policies> = None;
+        match client
+            .watch_policies(WatchPoliciesRequest {
+                from_position: from,
+            })
+            .await
+        {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    let next = tokio::select! {
+                        next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => next,
+                        () = shutdown.clone().wait() => return,
+                    };
+                    let message = match next {
+                        Ok(Some(Ok(message))) => message,
+                        Ok(Some(Err(status))) => {
+                            tracing::warn!(code = ?status.code(), message = status.message(), "policy stream failed");
+                            break;
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            tracing::warn!("policy stream silent; reconnecting");
+                            break;
+                        }
+                    };
+                    attempt = 0;
+                    let position = message.position;
+                    match message.event {
+                        Some(PolicyEvent::Reset(_)) => staging = Some(Policies::default()),
+                        Some(PolicyEvent::CaughtUp(_)) => {
+                            if let Some(snapshot) = staging.take() {
+                                *state.policies.write() = snapshot;
+                            }
+                            state.policies_position.store(position, Ordering::Release);
+                            state.policies_ready.store(true, Ordering::Release);
+                            ready(state.is_ready());
+                            tracing::info!(position, "policies in sync");
+                            continue;
+                        }
+                        Some(PolicyEvent::Heartbeat(_)) | None => continue,
+                        Some(event) => match staging.as_mut() {
+                            Some(snapshot) => apply_policy(snapshot, event),
+                            None => apply_policy(&mut state.policies.write(), event),
+                        },
+                    }
+                    if staging.is_none() {
+                        state.policies_position.store(position, Ordering::Release);
+                    }
+                }
+            }
+            Err(status) => tracing::warn!(code = ?status.code(), "cannot open the policy stream"),
+        }
+        if staging.is_some() {
+            // A snapshot broken off must start again from scratch.
+            state.policies_position.store(0, Ordering::Release);
+        }
+        state.policies_ready.store(false, Ordering::Release);
+        ready(false);
+        if !backoff(&mut attempt, &shutdown).await {
+            return;
+        }
+    }
+}
+
+fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
+    match event {
+        PolicyEvent::MembershipChanged(m) => {
+            let MembershipState {
+                account_id,
+                user_id,
+                role,
+                status,
+                portal_access,
+                join_time,
+            } = m;
+            policies.upsert_member(
+                &account_id,
+                &user_id,
+                Membership {
+                    role: tenancy_proto::auth::Role::try_from(role).unwrap_or_default(),
+                    active: status == MemberStatus::Active as i32,
+                    portal_access,
+                    join_time_ms: millis(join_time.as_ref()),
+                },
+            );
+        }
+        PolicyEvent::MembershipRemoved(r) => policies.remove_member(&r.account_id, &r.user_id),
+        PolicyEvent::SecuritySettingsChanged(s) => {
+            let account_id = s.account_id.clone();
+            policies.set_settings(&account_id, settings_from_proto(&s));
+        }
+        PolicyEvent::Reset(_) | PolicyEvent::CaughtUp(_) | PolicyEvent::Heartbeat(_) => {}
+    }
+}
+
+/// The gateway's view of an account's settings. Entries that do not parse
+/// are dropped (the account service validates them; this is defence).
+pub fn settings_from_proto(s: &SecuritySettings) -> Settings {
+    let grace = s
+        .mfa_grace_period
+        .as_ref()
+        .map(|d| d.seconds.saturating_mul(1000) + i64::from(d.nanos) / 1_000_000)
+        .unwrap_or(0);
+    Settings {
+        enforce_mfa: s.enforce_mfa,
+        enforce_mfa_time_ms: millis(s.enforce_mfa_time.as_ref()),
+        mfa_grace_ms: grace,
+        ip_allowlist: s
+            .ip_allowlist
+            .iter()
+            .filter_map(|cidr| {
+                cidr.parse::<ipnet::IpNet>().ok().or_else(|| {
+                    cidr.parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(ipnet::IpNet::from)
+                })
+            })
+            .collect(),
+    }
+}
