@@ -2,10 +2,23 @@
 //!
 //! # Layout
 //! - `api`: the tonic trait implementations: proto ⇄ domain, nothing else.
+//! - `domain`: the rules as plain Rust (templates, routing, contact fields,
+//!   back-off), unit-tested.
+//! - `store`: sea-orm entities, queries and transactions.
+//! - `outbox`: queueing email (validation, rendering, idempotency).
+//! - `mailer` and `worker`: delivery by SMTP or the dev mailer, with
+//!   retries, leases and back-off.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
+pub mod domain;
+pub mod mailer;
 pub mod migration;
+pub mod outbox;
+pub mod store;
+pub mod worker;
+
+use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use tenancy_proto::contacts::{
@@ -27,6 +40,8 @@ pub const SERVICE_NAMES: &[&str] = &[
 pub struct ContactsService {
     context: Context,
     db: DatabaseConnection,
+    mailer: Arc<mailer::Mailer>,
+    from: lettre::message::Mailbox,
 }
 
 impl TenancyService for ContactsService {
@@ -36,12 +51,52 @@ impl TenancyService for ContactsService {
         let url = context.config.database_url(Self::NAME);
         let db =
             tenancy_runtime::db::open::<migration::Migrator>(&url, "contacts.database_url").await?;
-        Ok(Self { context, db })
+        let mailer = Arc::new(mailer::Mailer::from_config(
+            context.config.smtp_url.as_deref(),
+        )?);
+        let from = mailer::parse_from(&context.config.mail.from)?;
+        if mailer.is_dev() {
+            tracing::info!("no smtp_url set: emails are written to the log (dev mailer)");
+        }
+        Ok(Self {
+            context,
+            db,
+            mailer,
+            from,
+        })
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
-        let api = api::Api::new(self.db.clone());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let message_id_domain = self.from.email.domain().to_owned();
+        let outbox = outbox::Outbox {
+            db: self.db.clone(),
+            clock: self.context.clock.clone(),
+            wake: wake.clone(),
+            message_id_domain,
+        };
+        let worker = worker::Worker {
+            db: self.db.clone(),
+            clock: self.context.clock.clone(),
+            mailer: self.mailer.clone(),
+            from: self.from.clone(),
+            max_attempts: self.context.config.mail.max_attempts,
+            retry_base_delay: self.context.config.mail.retry_base_delay,
+            wake,
+        };
+        let worker = tokio::spawn(worker.run(shutdown.clone()));
+        let api = api::Api {
+            outbox,
+            directory: api::Directory::new(&self.context),
+            portal_url: self
+                .context
+                .config
+                .mail
+                .portal_url
+                .trim_end_matches('/')
+                .to_owned(),
+        };
         let routes = tonic::service::Routes::new(
             ContactsServiceServer::new(api.clone())
                 .max_decoding_message_size(limit)
@@ -52,13 +107,15 @@ impl TenancyService for ContactsService {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
-        server::serve(
+        let served = server::serve(
             listener,
             routes,
             SERVICE_NAMES,
             self.context.server_options(),
             shutdown.wait(),
         )
-        .await
+        .await;
+        let _ = worker.await;
+        served
     }
 }

@@ -1,0 +1,2 @@
+//! Outbox throughput benchmark (filled in below).
+fn main() {}

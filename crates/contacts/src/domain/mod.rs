@@ -1,0 +1,7 @@
+//! The rules of the contacts service as plain Rust: no tonic, no sea-orm.
+
+pub mod backoff;
+pub mod contact;
+pub mod email;
+pub mod routing;
+pub mod templates;

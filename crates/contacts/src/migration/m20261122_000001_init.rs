@@ -1,0 +1,351 @@
+//! The first schema: the outbox, contacts and notification preferences.
+
+use sea_orm_migration::prelude::*;
+
+/// Creates every table of the contacts service.
+pub(super) struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261122_000001_init"
+    }
+}
+
+#[derive(DeriveIden)]
+enum OutboxRequest {
+    Table,
+    IdempotencyKey,
+    RequestHash,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum OutboxMessage {
+    Table,
+    Id,
+    IdempotencyKey,
+    Position,
+    ToEmail,
+    ToEmailNorm,
+    ToName,
+    Subject,
+    BodyText,
+    BodyHtml,
+    Template,
+    TemplateData,
+    AccountId,
+    Category,
+    State,
+    Attempts,
+    NextAttemptAt,
+    LeaseUntil,
+    LastAttemptAt,
+    LastError,
+    CreatedAt,
+    SentAt,
+    SmtpMessageId,
+}
+
+#[derive(DeriveIden)]
+enum Contact {
+    Table,
+    Id,
+    AccountId,
+    Name,
+    Email,
+    EmailNorm,
+    EmailVerified,
+    EmailVerifiedAt,
+    VerificationSentAt,
+    VerificationTokenHash,
+    VerificationExpiresAt,
+    ResendWindowStart,
+    ResendCount,
+    Phone,
+    Notes,
+    IsPrimary,
+    RoleBilling,
+    RoleTechnical,
+    RoleEmergency,
+    RoleAbuse,
+    RequestId,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum NotificationPreference {
+    Table,
+    AccountId,
+    UserId,
+    Category,
+    Enabled,
+    UpdatedAt,
+}
+
+// sea-orm-migration's trait is declared with an elided lifetime.
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(OutboxRequest::Table)
+                    .col(
+                        ColumnDef::new(OutboxRequest::IdempotencyKey)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxRequest::RequestHash)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxRequest::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(OutboxMessage::Table)
+                    .col(
+                        ColumnDef::new(OutboxMessage::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxMessage::IdempotencyKey)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(OutboxMessage::Position).integer().not_null())
+                    .col(ColumnDef::new(OutboxMessage::ToEmail).string().not_null())
+                    .col(
+                        ColumnDef::new(OutboxMessage::ToEmailNorm)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(OutboxMessage::ToName).string().not_null())
+                    .col(ColumnDef::new(OutboxMessage::Subject).string().not_null())
+                    .col(ColumnDef::new(OutboxMessage::BodyText).text().not_null())
+                    .col(ColumnDef::new(OutboxMessage::BodyHtml).text().not_null())
+                    .col(ColumnDef::new(OutboxMessage::Template).integer().not_null())
+                    .col(
+                        ColumnDef::new(OutboxMessage::TemplateData)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(OutboxMessage::AccountId).string().not_null())
+                    .col(ColumnDef::new(OutboxMessage::Category).integer().not_null())
+                    .col(ColumnDef::new(OutboxMessage::State).integer().not_null())
+                    .col(ColumnDef::new(OutboxMessage::Attempts).integer().not_null())
+                    .col(
+                        ColumnDef::new(OutboxMessage::NextAttemptAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxMessage::LeaseUntil)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(OutboxMessage::LastAttemptAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(ColumnDef::new(OutboxMessage::LastError).text().not_null())
+                    .col(
+                        ColumnDef::new(OutboxMessage::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(OutboxMessage::SentAt).big_integer().null())
+                    .col(
+                        ColumnDef::new(OutboxMessage::SmtpMessageId)
+                            .string()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for (name, cols) in [
+            (
+                "outbox_message_due",
+                vec![OutboxMessage::State, OutboxMessage::NextAttemptAt],
+            ),
+            (
+                "outbox_message_key",
+                vec![OutboxMessage::IdempotencyKey, OutboxMessage::Position],
+            ),
+            (
+                "outbox_message_to",
+                vec![OutboxMessage::ToEmailNorm, OutboxMessage::CreatedAt],
+            ),
+            (
+                "outbox_message_created",
+                vec![OutboxMessage::CreatedAt, OutboxMessage::Id],
+            ),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(OutboxMessage::Table);
+            for col in cols {
+                index.col(col);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(Contact::Table)
+                    .col(
+                        ColumnDef::new(Contact::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Contact::AccountId).string().not_null())
+                    .col(ColumnDef::new(Contact::Name).string().not_null())
+                    .col(ColumnDef::new(Contact::Email).string().not_null())
+                    .col(ColumnDef::new(Contact::EmailNorm).string().not_null())
+                    .col(ColumnDef::new(Contact::EmailVerified).boolean().not_null())
+                    .col(
+                        ColumnDef::new(Contact::EmailVerifiedAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Contact::VerificationSentAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Contact::VerificationTokenHash)
+                            .string()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Contact::VerificationExpiresAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Contact::ResendWindowStart)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(ColumnDef::new(Contact::ResendCount).integer().not_null())
+                    .col(ColumnDef::new(Contact::Phone).string().not_null())
+                    .col(ColumnDef::new(Contact::Notes).text().not_null())
+                    .col(ColumnDef::new(Contact::IsPrimary).boolean().not_null())
+                    .col(ColumnDef::new(Contact::RoleBilling).boolean().not_null())
+                    .col(ColumnDef::new(Contact::RoleTechnical).boolean().not_null())
+                    .col(ColumnDef::new(Contact::RoleEmergency).boolean().not_null())
+                    .col(ColumnDef::new(Contact::RoleAbuse).boolean().not_null())
+                    .col(ColumnDef::new(Contact::RequestId).string().null())
+                    .col(ColumnDef::new(Contact::CreatedAt).big_integer().not_null())
+                    .col(ColumnDef::new(Contact::UpdatedAt).big_integer().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("contact_account_email")
+                    .table(Contact::Table)
+                    .col(Contact::AccountId)
+                    .col(Contact::EmailNorm)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("contact_account_request")
+                    .table(Contact::Table)
+                    .col(Contact::AccountId)
+                    .col(Contact::RequestId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("contact_account_created")
+                    .table(Contact::Table)
+                    .col(Contact::AccountId)
+                    .col(Contact::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("contact_verification_token")
+                    .table(Contact::Table)
+                    .col(Contact::VerificationTokenHash)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        // At most one primary contact per account, enforced by the database
+        // (a partial unique index: the same SQL on SQLite and PostgreSQL).
+        manager
+            .get_connection()
+            .execute_unprepared(
+                "CREATE UNIQUE INDEX contact_one_primary ON contact (account_id) WHERE is_primary",
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(NotificationPreference::Table)
+                    .col(
+                        ColumnDef::new(NotificationPreference::AccountId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreference::UserId)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreference::Category)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreference::Enabled)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(NotificationPreference::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(NotificationPreference::AccountId)
+                            .col(NotificationPreference::UserId)
+                            .col(NotificationPreference::Category),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}

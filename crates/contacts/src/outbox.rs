@@ -1,0 +1,208 @@
+//! Queueing email: validation, rendering and idempotent insertion into the
+//! outbox, shared by SendEmail, Notify and the service's own messages.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use tenancy_runtime::clock::SharedClock;
+use tenancy_runtime::error::Violations;
+use tenancy_runtime::{Error, ErrorCode};
+use tokio::sync::Notify;
+
+use crate::domain::{email, templates};
+use crate::store::entities::outbox_message as msg;
+use crate::store::outbox::{self, EnqueueError, NewMessage};
+
+/// Reason of a missing template variable.
+pub const TEMPLATE_DATA_INVALID: &str = "TEMPLATE_DATA_INVALID";
+/// Reason of a key reused with other content.
+pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+
+/// One recipient.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Address {
+    /// The address as given (trimmed).
+    pub email: String,
+    /// The display name (may be empty).
+    pub name: String,
+}
+
+/// What to render and for whom.
+#[derive(Debug, Clone)]
+pub struct Email {
+    /// The template.
+    pub template: templates::Template,
+    /// Its variables.
+    pub data: BTreeMap<String, String>,
+    /// The account concerned, or empty.
+    pub account_id: String,
+    /// The category for Notify, 0 for SendEmail.
+    pub category: i32,
+}
+
+/// The outbox handle held by the API and the worker.
+#[derive(Clone)]
+pub struct Outbox {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) clock: SharedClock,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) message_id_domain: String,
+}
+
+/// Checks an idempotency key: 1 to 128 printable ASCII characters.
+pub fn check_key(v: &mut Violations, key: &str) {
+    v.check(
+        !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| (0x20..=0x7e).contains(&b)),
+        "idempotency_key",
+        "1 to 128 printable ASCII characters",
+    );
+}
+
+/// Validates template data, adding limit violations to `v`; returns the
+/// TEMPLATE_DATA_INVALID error to raise when `v` is otherwise clean.
+pub fn check_data(
+    v: &mut Violations,
+    template: Option<templates::Template>,
+    data: &BTreeMap<String, String>,
+) -> Option<Error> {
+    let template = template?;
+    let mut missing = Error::new(
+        ErrorCode::InvalidArgument,
+        TEMPLATE_DATA_INVALID,
+        "a required template variable is missing",
+    );
+    let mut any_missing = false;
+    for e in templates::check_data(template, data) {
+        if e.missing {
+            any_missing = true;
+            missing = missing.with_field(e.field, e.description);
+        } else {
+            v.add(e.field, e.description);
+        }
+    }
+    any_missing.then_some(missing)
+}
+
+/// A stable hash of a request's content, to tell a retry from a reuse.
+pub fn content_hash<T: serde::Serialize>(content: &T) -> String {
+    let bytes = serde_json::to_vec(content).unwrap_or_default();
+    tenancy_runtime::secret::sha256_hex(&bytes)
+}
+
+/// The result of queueing.
+pub struct Queued {
+    /// The messages.
+    pub messages: Vec<msg::Model>,
+    /// Whether an earlier call with the key queued them.
+    pub duplicate: bool,
+}
+
+impl Outbox {
+    /// Renders one message per recipient (`recipient_*` filled in).
+    pub fn render(&self, email: &Email, to: &[Address]) -> Result<Vec<NewMessage>, Error> {
+        to.iter()
+            .map(|address| {
+                let mut data = email.data.clone();
+                data.insert("recipient_email".to_owned(), address.email.clone());
+                data.insert("recipient_name".to_owned(), address.name.clone());
+                let rendered = templates::render(email.template, &data).map_err(Error::internal)?;
+                Ok(NewMessage {
+                    to_email: address.email.clone(),
+                    to_name: address.name.clone(),
+                    subject: rendered.subject,
+                    body_text: rendered.text,
+                    body_html: rendered.html,
+                    template: email.template as i32,
+                    template_data: serde_json::to_string(&data).map_err(Error::internal)?,
+                    account_id: email.account_id.clone(),
+                    category: email.category,
+                })
+            })
+            .collect()
+    }
+
+    /// The earlier call with `key`, if any: its messages when `hash`
+    /// matches, IDEMPOTENCY_KEY_REUSED otherwise.
+    pub async fn earlier(&self, key: &str, hash: &str) -> Result<Option<Queued>, Error> {
+        match outbox::earlier_call(&self.db, key).await? {
+            None => Ok(None),
+            Some((stored, messages)) => {
+                if tenancy_runtime::secret::constant_time_eq(stored.as_bytes(), hash.as_bytes()) {
+                    Ok(Some(Queued {
+                        messages,
+                        duplicate: true,
+                    }))
+                } else {
+                    Err(Error::failed_precondition(
+                        IDEMPOTENCY_KEY_REUSED,
+                        "this idempotency key was used with different content",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Queues `messages` under `key` in the caller's transaction.
+    pub async fn enqueue_in<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        key: &str,
+        hash: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<msg::Model>, EnqueueError> {
+        outbox::enqueue(
+            txn,
+            key,
+            hash,
+            messages,
+            &self.message_id_domain,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// Queues `messages` under `key` in a transaction of its own; a repeat
+    /// of an earlier call returns that call's messages.
+    pub async fn enqueue(
+        &self,
+        key: &str,
+        hash: &str,
+        messages: Vec<NewMessage>,
+    ) -> Result<Queued, Error> {
+        if let Some(earlier) = self.earlier(key, hash).await? {
+            return Ok(earlier);
+        }
+        let txn = self.db.begin().await?;
+        match self.enqueue_in(&txn, key, hash, messages).await {
+            Ok(models) => {
+                txn.commit().await?;
+                self.wake.notify_one();
+                Ok(Queued {
+                    messages: models,
+                    duplicate: false,
+                })
+            }
+            Err(EnqueueError::KeyTaken) => {
+                drop(txn);
+                self.earlier(key, hash)
+                    .await?
+                    .ok_or_else(|| Error::new(ErrorCode::Aborted, "ABORTED", "retry"))
+            }
+            Err(EnqueueError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Wakes the worker after a commit that queued messages.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// De-duplicates recipients by normalised address, keeping the first.
+pub fn distinct(to: Vec<Address>) -> Vec<Address> {
+    let mut seen = std::collections::HashSet::new();
+    to.into_iter()
+        .filter(|a| seen.insert(email::normalize(&a.email)))
+        .collect()
+}

@@ -1,0 +1,357 @@
+//! The transactional outbox: queueing (idempotent by key), reading, and the
+//! delivery worker's claims.
+#![allow(missing_docs)]
+
+use sea_orm::sea_query::{Condition, Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use tenancy_runtime::{Error, Timestamp};
+
+use super::entities::{outbox_message as msg, outbox_request as req};
+
+/// Delivery states, numbered as `OutboxMessageState`.
+pub const PENDING: i32 = 1;
+/// Claimed by a worker.
+pub const SENDING: i32 = 2;
+/// Delivered.
+pub const SENT: i32 = 3;
+/// Given up.
+pub const FAILED: i32 = 4;
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub to_email: String,
+    pub to_name: String,
+    pub subject: String,
+    pub body_text: String,
+    pub body_html: String,
+    pub template: i32,
+    /// JSON object of the template variables.
+    pub template_data: String,
+    pub account_id: String,
+    pub category: i32,
+}
+
+/// Why queueing did not happen.
+#[derive(Debug)]
+pub enum EnqueueError {
+    /// The key is taken: look the earlier call up with [`earlier_call`].
+    KeyTaken,
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<sea_orm::DbErr> for EnqueueError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        if tenancy_runtime::db::is_unique_violation(&e) {
+            Self::KeyTaken
+        } else {
+            Self::Other(e.into())
+        }
+    }
+}
+
+/// Queues `messages` under `key` in the caller's transaction `txn`.
+pub async fn enqueue<C: ConnectionTrait>(
+    txn: &C,
+    key: &str,
+    request_hash: &str,
+    messages: Vec<NewMessage>,
+    message_id_domain: &str,
+    now: Timestamp,
+) -> Result<Vec<msg::Model>, EnqueueError> {
+    req::Entity::insert(req::ActiveModel {
+        idempotency_key: Set(key.to_owned()),
+        request_hash: Set(request_hash.to_owned()),
+        created_at: Set(now.millis()),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    let mut models = Vec::with_capacity(messages.len());
+    for (position, m) in messages.into_iter().enumerate() {
+        let id = tenancy_runtime::ids::new_id();
+        let model = msg::Model {
+            smtp_message_id: format!("<{id}@{message_id_domain}>"),
+            id,
+            idempotency_key: key.to_owned(),
+            position: i32::try_from(position).unwrap_or(i32::MAX),
+            to_email_norm: crate::domain::email::normalize(&m.to_email),
+            to_email: m.to_email,
+            to_name: m.to_name,
+            subject: m.subject,
+            body_text: m.body_text,
+            body_html: m.body_html,
+            template: m.template,
+            template_data: m.template_data,
+            account_id: m.account_id,
+            category: m.category,
+            state: PENDING,
+            attempts: 0,
+            next_attempt_at: Some(now.millis()),
+            lease_until: None,
+            last_attempt_at: None,
+            last_error: String::new(),
+            created_at: now.millis(),
+            sent_at: None,
+        };
+        models.push(model);
+    }
+    if !models.is_empty() {
+        let actives = models.iter().cloned().map(active);
+        msg::Entity::insert_many(actives)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(models)
+}
+
+fn active(m: msg::Model) -> msg::ActiveModel {
+    msg::ActiveModel {
+        id: Set(m.id),
+        idempotency_key: Set(m.idempotency_key),
+        position: Set(m.position),
+        to_email: Set(m.to_email),
+        to_email_norm: Set(m.to_email_norm),
+        to_name: Set(m.to_name),
+        subject: Set(m.subject),
+        body_text: Set(m.body_text),
+        body_html: Set(m.body_html),
+        template: Set(m.template),
+        template_data: Set(m.template_data),
+        account_id: Set(m.account_id),
+        category: Set(m.category),
+        state: Set(m.state),
+        attempts: Set(m.attempts),
+        next_attempt_at: Set(m.next_attempt_at),
+        lease_until: Set(m.lease_until),
+        last_attempt_at: Set(m.last_attempt_at),
+        last_error: Set(m.last_error),
+        created_at: Set(m.created_at),
+        sent_at: Set(m.sent_at),
+        smtp_message_id: Set(m.smtp_message_id),
+    }
+}
+
+/// The earlier call with `key`: its request hash and its messages, or
+/// `None` if it is gone.
+pub async fn earlier_call(
+    db: &DatabaseConnection,
+    key: &str,
+) -> Result<Option<(String, Vec<msg::Model>)>, Error> {
+    let Some(request) = req::Entity::find_by_id(key.to_owned()).one(db).await? else {
+        return Ok(None);
+    };
+    let messages = msg::Entity::find()
+        .filter(msg::Column::IdempotencyKey.eq(key))
+        .order_by_asc(msg::Column::Position)
+        .all(db)
+        .await?;
+    Ok(Some((request.request_hash, messages)))
+}
+
+/// One message.
+pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<msg::Model>, Error> {
+    Ok(msg::Entity::find_by_id(id.to_owned()).one(db).await?)
+}
+
+/// Filters of [`list`]; all combine with AND.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub state: Option<i32>,
+    pub idempotency_key: Option<String>,
+    pub to_email_norm: Option<String>,
+    pub account_id: Option<String>,
+    pub template: Option<i32>,
+    pub created_after: Option<i64>,
+}
+
+/// Messages newest first, after the keyset cursor `(created_at, id)`.
+pub async fn list(
+    db: &DatabaseConnection,
+    filter: &ListFilter,
+    after: Option<(i64, String)>,
+    limit: u64,
+) -> Result<Vec<msg::Model>, Error> {
+    let mut cond = Condition::all();
+    if let Some(s) = filter.state {
+        cond = cond.add(msg::Column::State.eq(s));
+    }
+    if let Some(k) = &filter.idempotency_key {
+        cond = cond.add(msg::Column::IdempotencyKey.eq(k.as_str()));
+    }
+    if let Some(e) = &filter.to_email_norm {
+        cond = cond.add(msg::Column::ToEmailNorm.eq(e.as_str()));
+    }
+    if let Some(a) = &filter.account_id {
+        cond = cond.add(msg::Column::AccountId.eq(a.as_str()));
+    }
+    if let Some(t) = filter.template {
+        cond = cond.add(msg::Column::Template.eq(t));
+    }
+    if let Some(t) = filter.created_after {
+        cond = cond.add(msg::Column::CreatedAt.gte(t));
+    }
+    if let Some((created, id)) = after {
+        cond = cond.add(
+            Condition::any()
+                .add(msg::Column::CreatedAt.lt(created))
+                .add(
+                    Condition::all()
+                        .add(msg::Column::CreatedAt.eq(created))
+                        .add(msg::Column::Id.lt(id)),
+                ),
+        );
+    }
+    Ok(msg::Entity::find()
+        .filter(cond)
+        .order_by_desc(msg::Column::CreatedAt)
+        .order_by_desc(msg::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+fn due(now: i64) -> Condition {
+    Condition::any()
+        .add(
+            Condition::all()
+                .add(msg::Column::State.eq(PENDING))
+                .add(msg::Column::NextAttemptAt.lte(now)),
+        )
+        .add(
+            Condition::all()
+                .add(msg::Column::State.eq(SENDING))
+                .add(msg::Column::LeaseUntil.lte(now)),
+        )
+}
+
+/// Claims up to `limit` due messages for delivery: each is moved to SENDING
+/// with a lease by a conditional UPDATE, so several workers never claim the
+/// same message, and an expired lease (a worker that died mid-send) makes
+/// the message due again. Returns the claimed messages, `attempts` already
+/// counting this attempt.
+pub async fn claim_due(
+    db: &DatabaseConnection,
+    now: Timestamp,
+    lease: std::time::Duration,
+    limit: u64,
+) -> Result<Vec<msg::Model>, Error> {
+    let now_ms = now.millis();
+    let candidates = msg::Entity::find()
+        .filter(due(now_ms))
+        .order_by_asc(msg::Column::NextAttemptAt)
+        .order_by_asc(msg::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease_until = now.plus(lease).millis();
+    let txn = db.begin().await?;
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for mut m in candidates {
+        let result = msg::Entity::update_many()
+            .col_expr(msg::Column::State, Expr::value(SENDING))
+            .col_expr(msg::Column::LeaseUntil, Expr::value(lease_until))
+            .col_expr(msg::Column::LastAttemptAt, Expr::value(now_ms))
+            .col_expr(
+                msg::Column::Attempts,
+                Expr::col(msg::Column::Attempts).add(1),
+            )
+            .filter(msg::Column::Id.eq(m.id.as_str()))
+            .filter(msg::Column::Attempts.eq(m.attempts))
+            .filter(due(now_ms))
+            .exec(&txn)
+            .await?;
+        if result.rows_affected == 1 {
+            m.state = SENDING;
+            m.attempts += 1;
+            m.lease_until = Some(lease_until);
+            m.last_attempt_at = Some(now_ms);
+            claimed.push(m);
+        }
+    }
+    txn.commit().await?;
+    Ok(claimed)
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Accepted.
+    Sent,
+    /// Failed; retry at this time.
+    Retry { at: Timestamp, error: String },
+    /// Failed for good.
+    Failed { error: String },
+}
+
+/// Records the outcome of the attempt `attempts` of message `id`, unless
+/// the claim was lost meanwhile (then nothing changes).
+pub async fn finish(
+    db: &DatabaseConnection,
+    id: &str,
+    attempts: i32,
+    outcome: Outcome,
+    now: Timestamp,
+) -> Result<bool, Error> {
+    let update = msg::Entity::update_many()
+        .col_expr(msg::Column::LeaseUntil, Expr::value(Option::<i64>::None));
+    let update = match outcome {
+        Outcome::Sent => update
+            .col_expr(msg::Column::State, Expr::value(SENT))
+            .col_expr(msg::Column::SentAt, Expr::value(now.millis()))
+            .col_expr(msg::Column::NextAttemptAt, Expr::value(Option::<i64>::None)),
+        Outcome::Retry { at, error } => update
+            .col_expr(msg::Column::State, Expr::value(PENDING))
+            .col_expr(msg::Column::NextAttemptAt, Expr::value(at.millis()))
+            .col_expr(msg::Column::LastError, Expr::value(truncate(&error))),
+        Outcome::Failed { error } => update
+            .col_expr(msg::Column::State, Expr::value(FAILED))
+            .col_expr(msg::Column::NextAttemptAt, Expr::value(Option::<i64>::None))
+            .col_expr(msg::Column::LastError, Expr::value(truncate(&error))),
+    };
+    let result = update
+        .filter(msg::Column::Id.eq(id))
+        .filter(msg::Column::State.eq(SENDING))
+        .filter(msg::Column::Attempts.eq(attempts))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// The earliest time a message becomes due, if any is waiting.
+pub async fn next_due(db: &DatabaseConnection) -> Result<Option<i64>, Error> {
+    let pending = msg::Entity::find()
+        .filter(msg::Column::State.eq(PENDING))
+        .order_by_asc(msg::Column::NextAttemptAt)
+        .one(db)
+        .await?
+        .and_then(|m| m.next_attempt_at);
+    let leased = msg::Entity::find()
+        .filter(msg::Column::State.eq(SENDING))
+        .order_by_asc(msg::Column::LeaseUntil)
+        .one(db)
+        .await?
+        .and_then(|m| m.lease_until);
+    Ok(match (pending, leased) {
+        (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Counts messages in `state`, for tests and benchmarks.
+pub async fn count_in_state(db: &DatabaseConnection, state: i32) -> Result<u64, Error> {
+    Ok(msg::Entity::find()
+        .filter(msg::Column::State.eq(state))
+        .count(db)
+        .await?)
+}
+
+fn truncate(error: &str) -> String {
+    error.chars().take(1000).collect()
+}

@@ -1,0 +1,243 @@
+//! Delivery by SMTP to a real server on loopback: contents, retries with
+//! back-off, permanent failures, and no loss across an outage and restart.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tenancy_proto::contacts as pb;
+use tenancy_proto::contacts::{MessageTemplate, OutboxMessageState};
+
+use crate::support::{Env, Internal, SmtpSink, eventually};
+
+fn invitation(key: &str, to: &str) -> pb::SendEmailRequest {
+    pb::SendEmailRequest {
+        idempotency_key: key.to_owned(),
+        to: vec![pb::EmailAddress {
+            email: to.to_owned(),
+            name: "Ann Example".to_owned(),
+        }],
+        template: MessageTemplate::Invitation as i32,
+        template_data: HashMap::from([
+            ("account_name".to_owned(), "Acme <Hosting>".to_owned()),
+            ("inviter_name".to_owned(), "Olga Owner".to_owned()),
+            ("role".to_owned(), "MANAGER".to_owned()),
+            (
+                "accept_url".to_owned(),
+                "https://portal.example/invitations/accept?token=tok_abc&x=1".to_owned(),
+            ),
+            ("expire_time".to_owned(), "2026-11-29T00:00:00Z".to_owned()),
+        ]),
+        account_id: String::new(),
+    }
+}
+
+async fn message(api: &Internal, id: &str) -> pb::OutboxMessage {
+    api.clone()
+        .get_outbox_message(pb::GetOutboxMessageRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+        .message
+        .unwrap()
+}
+
+async fn state_is(api: &Internal, id: &str, state: OutboxMessageState) -> bool {
+    message(api, id).await.state == state as i32
+}
+
+#[tokio::test]
+async fn a_message_is_delivered_to_a_real_smtp_server_and_reads_back() {
+    let dir = std::env::temp_dir().join(format!("sink-{}", crate::support::id()));
+    let sink = SmtpSink::start(&dir);
+    let url = sink.url();
+    let env = Env::start_with("smtp_delivery", |c| c.smtp_url = Some(url)).await;
+    let api = env.internal().await;
+    let queued = api
+        .clone()
+        .send_email(invitation("account:invite:1", "ann@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = queued.messages[0].id.clone();
+    eventually(15, "delivery", || {
+        state_is(&api, &id, OutboxMessageState::Sent)
+    })
+    .await;
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.subject, "Olga Owner invited you to Acme <Hosting>");
+    assert_eq!(got.rcpt, ["ann@example.com"]);
+    assert!(got.to.contains("ann@example.com"), "{}", got.to);
+    assert!(
+        got.text
+            .contains("https://portal.example/invitations/accept?token=tok_abc&x=1"),
+        "{}",
+        got.text
+    );
+    let html = got.html.replace("&#x2f;", "/");
+    assert!(
+        html.contains("href=\"https://portal.example/invitations/accept?token=tok_abc&amp;x=1\""),
+        "{}",
+        got.html
+    );
+    assert!(html.contains("Acme &lt;Hosting&gt;"), "{html}");
+    let stored = message(&api, &id).await;
+    assert_eq!(got.message_id, stored.smtp_message_id);
+    assert!(stored.send_time.is_some());
+}
+
+#[tokio::test]
+async fn a_permanent_rejection_marks_the_message_failed_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("sink-{}", crate::support::id()));
+    let sink = SmtpSink::start(&dir);
+    let url = sink.url();
+    let env = Env::start_with("smtp_permanent", |c| c.smtp_url = Some(url)).await;
+    let api = env.internal().await;
+    let queued = api
+        .clone()
+        .send_email(invitation("k:reject", "reject-me@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = queued.messages[0].id.clone();
+    eventually(15, "failure", || {
+        state_is(&api, &id, OutboxMessageState::Failed)
+    })
+    .await;
+    let m = message(&api, &id).await;
+    assert_eq!(m.attempts, 1);
+    assert!(m.last_error.contains("550"), "{}", m.last_error);
+    assert!(m.next_attempt_time.is_none());
+    assert!(sink.received().is_empty());
+}
+
+#[tokio::test]
+async fn temporary_failures_retry_with_backoff_then_give_up_after_max_attempts() {
+    // Nothing listens on this port: every attempt fails temporarily.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::start_with("smtp_retry", |c| {
+        c.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.mail.max_attempts = 3;
+        c.mail.retry_base_delay = Duration::from_secs(30);
+    })
+    .await;
+    let api = env.internal().await;
+    let queued = api
+        .clone()
+        .send_email(invitation("k:retry", "ann@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = queued.messages[0].id.clone();
+    let attempts_are = |n: i32| {
+        let api = api.clone();
+        let id = id.clone();
+        move || {
+            let api = api.clone();
+            let id = id.clone();
+            async move {
+                let m = message(&api, &id).await;
+                m.attempts == n && m.state == OutboxMessageState::Pending as i32
+            }
+        }
+    };
+    eventually(15, "first failed attempt", attempts_are(1)).await;
+    let m = message(&api, &id).await;
+    assert!(!m.last_error.is_empty());
+    let created = m.create_time.unwrap().seconds;
+    assert_eq!(m.next_attempt_time.unwrap().seconds, created + 30);
+    // Not retried before the back-off ends.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(message(&api, &id).await.attempts, 1);
+    env.clock.advance(Duration::from_secs(30));
+    eventually(15, "second failed attempt", attempts_are(2)).await;
+    let m = message(&api, &id).await;
+    assert_eq!(m.next_attempt_time.unwrap().seconds, created + 30 + 60);
+    env.clock.advance(Duration::from_secs(60));
+    eventually(15, "giving up", || {
+        state_is(&api, &id, OutboxMessageState::Failed)
+    })
+    .await;
+    let m = message(&api, &id).await;
+    assert_eq!(m.attempts, 3);
+    assert!(!m.last_error.is_empty());
+}
+
+#[tokio::test]
+async fn queued_messages_survive_an_smtp_outage_and_a_restart_and_arrive_exactly_once() {
+    let dir = std::env::temp_dir().join(format!("sink-{}", crate::support::id()));
+    let mut sink = SmtpSink::start(&dir);
+    let port = sink.port;
+    let url = sink.url();
+    let mut env = Env::start_with("smtp_outage", |c| {
+        c.smtp_url = Some(url);
+        c.mail.retry_base_delay = Duration::from_secs(5);
+    })
+    .await;
+    let api = env.internal().await;
+    let total = 60;
+    let mut ids = Vec::new();
+    for i in 0..total {
+        let r = api
+            .clone()
+            .send_email(invitation(
+                &format!("k:outage:{i}"),
+                &format!("user{i}@example.com"),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(r.messages[0].id.clone());
+        if i == 5 {
+            // Mid-queue: the first messages are on their way; cut SMTP.
+            eventually(15, "the first delivery", || {
+                let n = sink.received().len();
+                async move { n > 0 }
+            })
+            .await;
+            sink.stop();
+        }
+    }
+    let delivered_before = sink.received().len();
+    assert!(
+        delivered_before < total,
+        "the outage must leave messages queued"
+    );
+    // Wait until the worker has tried (and failed) at least one message.
+    let api2 = api.clone();
+    let ids2 = ids.clone();
+    eventually(15, "a failed attempt", move || {
+        let api = api2.clone();
+        let last = ids2[total - 1].clone();
+        async move { !message(&api, &last).await.last_error.is_empty() }
+    })
+    .await;
+
+    env.restart().await;
+    let api = env.internal().await;
+    let sink = SmtpSink::start_on(port, &dir);
+    // Past every back-off and any lease a stopped worker still held.
+    env.clock.advance(Duration::from_secs(10 * 60));
+    eventually(60, "every message sent", || {
+        let api = api.clone();
+        let ids = ids.clone();
+        async move {
+            for id in &ids {
+                if !state_is(&api, id, OutboxMessageState::Sent).await {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let received = sink.received();
+    let distinct: HashSet<_> = received.iter().map(|r| r.message_id.clone()).collect();
+    assert_eq!(distinct.len(), total, "every message arrived");
+    assert_eq!(received.len(), total, "and none twice");
+}

@@ -1,0 +1,225 @@
+//! Shared fixtures: a contacts server on a fresh database, clients that sign
+//! principals like the gateway, and a loopback SMTP sink.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tenancy_contacts::ContactsService;
+use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
+use tenancy_proto::contacts::contacts_service_client::ContactsServiceClient;
+use tenancy_runtime::config::Config;
+use tenancy_runtime::{ManualClock, Principal};
+use tenancy_testkit::{Caller, Role, Running, TestDatabase};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub type Internal = ContactsInternalServiceClient<InterceptedService<Channel, Caller>>;
+pub type Public = ContactsServiceClient<InterceptedService<Channel, Caller>>;
+
+/// A contacts service under test.
+pub struct Env {
+    pub db: TestDatabase,
+    pub clock: ManualClock,
+    pub running: Option<Running>,
+    pub config: Config,
+}
+
+impl Env {
+    /// A contacts service on a fresh database with the dev mailer.
+    pub async fn start(label: &str) -> Self {
+        Self::start_with(label, |_| {}).await
+    }
+
+    /// As [`Env::start`], with the configuration changed by `configure`.
+    pub async fn start_with(label: &str, configure: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDatabase::new(label).await;
+        let mut config = tenancy_testkit::test_config(&db);
+        configure(&mut config);
+        let clock = ManualClock::starting_now();
+        let mut env = Self {
+            db,
+            clock,
+            running: None,
+            config,
+        };
+        env.restart().await;
+        env
+    }
+
+    /// Stops the service (if running) and starts it again on the same
+    /// database and clock.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let context = tenancy_testkit::test_context(
+            self.config.clone(),
+            std::sync::Arc::new(self.clock.clone()),
+        );
+        self.running =
+            Some(tenancy_testkit::start::<ContactsService>(context, self.clock.clone()).await);
+    }
+
+    /// Stops the service.
+    pub async fn stop(&mut self) {
+        if self.running.take().is_some() {
+            // Let the server and its worker notice the shutdown.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        self.running.as_ref().expect("running").channel().await
+    }
+
+    /// The internal API, called as another Tenancy service.
+    pub async fn internal(&self) -> Internal {
+        let caller = Caller::new(
+            Principal::service("test-request"),
+            std::sync::Arc::new(self.clock.clone()),
+        );
+        ContactsInternalServiceClient::with_interceptor(self.channel().await, caller)
+    }
+
+    /// The public API as `principal`.
+    pub async fn public_as(&self, principal: Principal) -> Public {
+        let caller = Caller::new(principal, std::sync::Arc::new(self.clock.clone()));
+        ContactsServiceClient::with_interceptor(self.channel().await, caller)
+    }
+
+    /// The public API as a member with `role` in `account`.
+    pub async fn member(&self, user: &str, account: &str, role: Role) -> Public {
+        self.public_as(tenancy_testkit::member(user, account, role))
+            .await
+    }
+
+    /// The public API without credentials.
+    pub async fn anonymous(&self) -> Public {
+        let principal = Principal::anonymous(None, "anon");
+        // PUBLIC methods need no principal; an unsigned client works too,
+        // but signing an anonymous one is what the gateway does.
+        self.public_as(principal).await
+    }
+}
+
+/// A fresh UUID.
+pub fn id() -> String {
+    tenancy_runtime::ids::new_id()
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    tenancy_runtime::error::reason_of(status).unwrap_or_default()
+}
+
+/// The field violations of a status.
+pub fn fields(status: &tonic::Status) -> Vec<String> {
+    tenancy_runtime::error::violated_fields(status)
+}
+
+/// Waits (real time) until `check` holds, or panics after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback SMTP server (aiosmtpd) writing each message as JSON to a
+/// directory; killed when dropped.
+pub struct SmtpSink {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// One message the sink received.
+#[derive(Debug, serde::Deserialize)]
+pub struct Received {
+    pub message_id: String,
+    pub to: String,
+    pub subject: String,
+    pub rcpt: Vec<String>,
+    pub text: String,
+    pub html: String,
+}
+
+impl SmtpSink {
+    /// Starts a sink on a free port, writing to `dir`.
+    pub fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port, dir)
+    }
+
+    /// Starts a sink on `port`, writing to `dir`.
+    pub fn start_on(port: u16, dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/smtp_sink.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 with aiosmtpd");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "smtp sink did not start");
+        Self {
+            port,
+            dir: dir.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// The `smtp_url` of the sink.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the sink.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every message received so far.
+    pub fn received(&self) -> Vec<Received> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push(serde_json::from_str(&text).unwrap());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
