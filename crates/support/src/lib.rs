@@ -2,10 +2,21 @@
 //!
 //! # Layout
 //! - `api`: the tonic trait implementations: proto ⇄ domain, nothing else.
+//! - `app`: shared handler state and the access decisions (customer
+//!   visibility through account's BatchCheckAccess, staff grants through
+//!   CheckSupportAccess, staff audit through RecordAuditEvent).
+//! - `domain`: the rules (status transitions, visibility, validation).
+//! - `store`: tickets, messages, CC users, request ids (sea-orm).
+//! - `peers`: clients of account, identity and contacts.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
+mod app;
+mod convert;
+pub mod domain;
 pub mod migration;
+mod peers;
+pub mod store;
 
 use sea_orm::DatabaseConnection;
 use tenancy_proto::support::{
@@ -41,7 +52,17 @@ impl TenancyService for SupportService {
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
-        let api = api::Api::new(self.db.clone());
+        let peers = peers::Peers::new(&self.context)
+            .map_err(|e| Error::internal(format_args!("peer services: {e}")))?;
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let api = api::Api::new(app::App {
+            store: store::Store::new(self.db.clone()),
+            peers,
+            clock: self.context.clock.clone(),
+            events,
+            shutdown: shutdown.clone(),
+            portal_url: self.context.config.mail.portal_url.clone(),
+        });
         let routes = tonic::service::Routes::new(
             SupportServiceServer::new(api.clone())
                 .max_decoding_message_size(limit)

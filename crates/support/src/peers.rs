@@ -1,0 +1,322 @@
+//! The other Tenancy services support depends on: account (access
+//! decisions, support-access grants, audit log), identity (users, code
+//! words) and contacts (notifications).
+
+use std::collections::HashSet;
+
+use tenancy_proto::account::{
+    self as account_pb, account_internal_service_client::AccountInternalServiceClient,
+};
+use tenancy_proto::contacts::{
+    self as contacts_pb, contacts_internal_service_client::ContactsInternalServiceClient,
+};
+use tenancy_proto::identity::{
+    self as identity_pb, identity_internal_service_client::IdentityInternalServiceClient,
+};
+use tenancy_runtime::config::{ConfigError, ServiceName};
+use tenancy_runtime::principal::ServiceAuth;
+use tenancy_runtime::{Context, Error, ErrorCode, Principal};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::domain::Visibility;
+
+type Svc = InterceptedService<Channel, ServiceAuth>;
+
+/// Clients of the peer services; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Peers {
+    account: AccountInternalServiceClient<Svc>,
+    identity: IdentityInternalServiceClient<Svc>,
+    contacts: ContactsInternalServiceClient<Svc>,
+}
+
+/// A peer's failure as our error: its own refusals pass through with their
+/// code, transport failures become UNAVAILABLE.
+fn peer_error(service: &str, status: tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            Error::unavailable(format!("{service} service unavailable"))
+        }
+        _ => Error::internal(format_args!(
+            "{service} service: {:?} {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
+/// What a code-word check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CodeWordOutcome {
+    /// Matches.
+    Verified,
+    /// Does not match.
+    Mismatch,
+    /// The user has none.
+    NoCodeWord,
+}
+
+/// One audit event to record.
+pub(crate) struct Audit<'a> {
+    /// Who acted.
+    pub(crate) principal: &'a Principal,
+    /// The account.
+    pub(crate) account_id: &'a str,
+    /// `ticket.read`, `ticket.message_add`, ...
+    pub(crate) action: &'a str,
+    /// `ticket` or `member`.
+    pub(crate) target_type: &'a str,
+    /// The ticket or user.
+    pub(crate) target_id: &'a str,
+    /// Outcome fields (never secrets).
+    pub(crate) after: Vec<(&'a str, String)>,
+    /// Idempotency key for writes, so a retried audit is recorded once.
+    pub(crate) idempotency_key: Option<String>,
+}
+
+impl Peers {
+    /// Clients on the configured addresses (connected lazily).
+    pub(crate) fn new(context: &Context) -> Result<Self, ConfigError> {
+        let auth = context.service_auth();
+        Ok(Self {
+            account: AccountInternalServiceClient::with_interceptor(
+                context.channel_to(ServiceName::Account)?,
+                auth.clone(),
+            ),
+            identity: IdentityInternalServiceClient::with_interceptor(
+                context.channel_to(ServiceName::Identity)?,
+                auth.clone(),
+            ),
+            contacts: ContactsInternalServiceClient::with_interceptor(
+                context.channel_to(ServiceName::Contacts)?,
+                auth,
+            ),
+        })
+    }
+
+    /// What `user_id` may see in `account_id`: ONE BatchCheckAccess call
+    /// (level VIEW), with the complete accessible set when `whole_set`.
+    pub(crate) async fn visibility(
+        &self,
+        user_id: &str,
+        account_id: &str,
+        service_ids: Vec<String>,
+        whole_set: bool,
+    ) -> Result<Visibility, Error> {
+        let response = self
+            .account
+            .clone()
+            .batch_check_access(account_pb::BatchCheckAccessRequest {
+                user_id: user_id.to_owned(),
+                account_id: account_id.to_owned(),
+                service_ids,
+                level: account_pb::AccessLevel::View as i32,
+                include_accessible_service_ids: whole_set,
+            })
+            .await
+            .map_err(|s| peer_error("account", s))?
+            .into_inner();
+        use account_pb::AccessReason as R;
+        let member = matches!(
+            R::try_from(response.membership_reason),
+            Ok(R::Owner | R::ActiveMember)
+        );
+        if !member {
+            return Ok(Visibility::Nothing);
+        }
+        if response.all_services {
+            return Ok(Visibility::Everything);
+        }
+        let mut services: HashSet<String> = response.accessible_service_ids.into_iter().collect();
+        services.extend(
+            response
+                .results
+                .into_iter()
+                .filter(|r| r.allowed)
+                .map(|r| r.service_id),
+        );
+        Ok(Visibility::GeneralAnd(services))
+    }
+
+    /// Whether the account has an active support-access grant now.
+    pub(crate) async fn support_access(&self, account_id: &str) -> Result<bool, Error> {
+        match self
+            .account
+            .clone()
+            .check_support_access(account_pb::CheckSupportAccessRequest {
+                account_id: account_id.to_owned(),
+            })
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().active),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(peer_error("account", s)),
+        }
+    }
+
+    /// Every account with an active support-access grant.
+    pub(crate) async fn granted_accounts(&self) -> Result<Vec<String>, Error> {
+        let mut accounts = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .account
+                .clone()
+                .list_active_support_access_grants(
+                    account_pb::ListActiveSupportAccessGrantsRequest {
+                        page_size: 500,
+                        page_token,
+                    },
+                )
+                .await
+                .map_err(|s| peer_error("account", s))?
+                .into_inner();
+            accounts.extend(
+                page.grants
+                    .into_iter()
+                    .filter(|g| g.active)
+                    .map(|g| g.account_id),
+            );
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        Ok(accounts)
+    }
+
+    /// Appends a staff event to the account's audit log.
+    pub(crate) async fn audit(&self, event: Audit<'_>) -> Result<(), Error> {
+        let p = event.principal;
+        let after = (!event.after.is_empty()).then(|| prost_types::Struct {
+            fields: event
+                .after
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_owned(),
+                        prost_types::Value {
+                            kind: Some(prost_types::value::Kind::StringValue(v)),
+                        },
+                    )
+                })
+                .collect(),
+        });
+        self.account
+            .clone()
+            .record_audit_event(account_pb::RecordAuditEventRequest {
+                event: Some(account_pb::AuditEvent {
+                    account_id: event.account_id.to_owned(),
+                    actor_kind: account_pb::ActorKind::Staff as i32,
+                    actor_id: p.user_id.clone().unwrap_or_default(),
+                    token_kind: p.token_kind as i32,
+                    client_ip: p.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    user_agent: p.user_agent.chars().take(500).collect(),
+                    action: event.action.to_owned(),
+                    target_type: event.target_type.to_owned(),
+                    target_id: event.target_id.to_owned(),
+                    after,
+                    request_id: p.request_id.clone(),
+                    ..Default::default()
+                }),
+                idempotency_key: event.idempotency_key.unwrap_or_default(),
+            })
+            .await
+            .map_err(|s| peer_error("account", s))?;
+        Ok(())
+    }
+
+    /// Whether `user_id` is an ACTIVE member of `account_id`.
+    pub(crate) async fn is_member(&self, user_id: &str, account_id: &str) -> Result<bool, Error> {
+        let response = self
+            .account
+            .clone()
+            .check_access(account_pb::CheckAccessRequest {
+                user_id: user_id.to_owned(),
+                account_id: account_id.to_owned(),
+                target: None,
+                level: account_pb::AccessLevel::Unspecified as i32,
+            })
+            .await
+            .map_err(|s| peer_error("account", s))?
+            .into_inner();
+        use account_pb::AccessReason as R;
+        Ok(
+            matches!(R::try_from(response.reason), Ok(R::Owner | R::ActiveMember))
+                || response.allowed,
+        )
+    }
+
+    /// Checks a code word through identity. The word is passed on, never
+    /// kept or logged.
+    pub(crate) async fn verify_code_word(
+        &self,
+        user_id: &str,
+        code_word: String,
+        staff_user_id: &str,
+        account_id: &str,
+    ) -> Result<CodeWordOutcome, Error> {
+        let response = self
+            .identity
+            .clone()
+            .verify_code_word(identity_pb::VerifyCodeWordRequest {
+                user_id: user_id.to_owned(),
+                code_word,
+                staff_user_id: staff_user_id.to_owned(),
+                account_id: account_id.to_owned(),
+            })
+            .await;
+        match response {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok(if r.r#match {
+                    CodeWordOutcome::Verified
+                } else if !r.code_word_set {
+                    CodeWordOutcome::NoCodeWord
+                } else {
+                    CodeWordOutcome::Mismatch
+                })
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Err(Error::new(
+                ErrorCode::NotFound,
+                "MEMBER_NOT_FOUND",
+                "no such member of the account",
+            )),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                use tonic_types::StatusExt as _;
+                let after = s
+                    .get_details_retry_info()
+                    .and_then(|r| r.retry_delay)
+                    .unwrap_or(std::time::Duration::from_secs(3600));
+                Err(Error::throttled("CODE_WORD_ATTEMPTS_EXCEEDED", after))
+            }
+            Err(s) => Err(peer_error("identity", s)),
+        }
+    }
+
+    /// Users by id (unknown ids left out).
+    pub(crate) async fn users(&self, ids: Vec<String>) -> Result<Vec<identity_pb::User>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .identity
+            .clone()
+            .batch_get_users(identity_pb::BatchGetUsersRequest { user_ids: ids })
+            .await
+            .map_err(|s| peer_error("identity", s))?
+            .into_inner()
+            .users)
+    }
+
+    /// Queues a notification through contacts.
+    pub(crate) async fn notify(&self, request: contacts_pb::NotifyRequest) -> Result<(), Error> {
+        self.contacts
+            .clone()
+            .notify(request)
+            .await
+            .map_err(|s| peer_error("contacts", s))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,459 @@
+//! The support team: access only under an active grant, every call
+//! audited, internal notes, assignment, the queue, caller verification.
+
+use std::time::Duration;
+
+use tenancy_proto::support as pb;
+use tonic::Code;
+
+use crate::harness::{World, assert_refused};
+
+async fn get(w: &World, t: &str) -> Result<pb::Ticket, tonic::Status> {
+    w.staff()
+        .get_ticket(pb::SupportStaffServiceGetTicketRequest {
+            ticket_id: t.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner().ticket.unwrap())
+}
+
+#[tokio::test]
+async fn staff_without_a_grant_are_refused_everywhere() {
+    let w = World::new("st_nogrant").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    let mut s = w.staff();
+    assert_refused(
+        get(&w, &t).await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+    assert_refused(
+        s.list_messages(pb::SupportStaffServiceListMessagesRequest {
+            ticket_id: t.clone(),
+            ..Default::default()
+        })
+        .await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+    assert_refused(
+        s.add_message(pb::SupportStaffServiceAddMessageRequest {
+            ticket_id: t.clone(),
+            body: "hi".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+    assert_refused(
+        s.set_ticket_status(pb::SetTicketStatusRequest {
+            ticket_id: t.clone(),
+            status: pb::TicketStatus::Resolved as i32,
+        })
+        .await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+    assert_refused(
+        w.staff_as_customer_api()
+            .list_messages(pb::ListMessagesRequest {
+                ticket_id: t.clone(),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+    assert!(
+        s.list_queue(pb::ListQueueRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .tickets
+            .is_empty()
+    );
+    assert!(w.account.state.lock().audit.is_empty());
+}
+
+#[tokio::test]
+async fn access_ends_at_once_when_the_grant_expires() {
+    let w = World::new("st_expiry").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    w.grant(Duration::from_secs(60));
+    get(&w, &t).await.unwrap();
+    w.clock.advance(Duration::from_secs(61));
+    assert_refused(
+        get(&w, &t).await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+}
+
+#[tokio::test]
+async fn every_staff_read_and_write_is_audited_in_the_account() {
+    let w = World::new("st_audit").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    w.grant(Duration::from_secs(3600));
+    let mut s = w.staff();
+    get(&w, &t).await.unwrap();
+    s.list_messages(pb::SupportStaffServiceListMessagesRequest {
+        ticket_id: t.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.add_message(pb::SupportStaffServiceAddMessageRequest {
+        ticket_id: t.clone(),
+        body: "We are on it".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.add_internal_note(pb::AddInternalNoteRequest {
+        ticket_id: t.clone(),
+        body: "disk 3 failing".into(),
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
+    s.assign_ticket(pb::AssignTicketRequest {
+        ticket_id: t.clone(),
+        assignee: Some(pb::assign_ticket_request::Assignee::AssignToSelf(true)),
+        only_if_unassigned: false,
+    })
+    .await
+    .unwrap();
+    s.set_ticket_status(pb::SetTicketStatusRequest {
+        ticket_id: t.clone(),
+        status: pb::TicketStatus::Resolved as i32,
+    })
+    .await
+    .unwrap();
+    w.staff_as_customer_api()
+        .list_messages(pb::ListMessagesRequest {
+            ticket_id: t.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let audit = w.account.state.lock().audit.clone();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "ticket.read",
+            "ticket.messages_read",
+            "ticket.message_add",
+            "ticket.note_add",
+            "ticket.assign",
+            "ticket.set_status",
+            "ticket.messages_read"
+        ]
+    );
+    for e in &audit {
+        assert_eq!(e.account_id, w.account_id);
+        assert_eq!(e.actor_id, w.staff_user);
+        assert_eq!(
+            e.actor_kind,
+            tenancy_proto::account::ActorKind::Staff as i32
+        );
+        assert_eq!(e.target_id, t);
+    }
+}
+
+#[tokio::test]
+async fn internal_notes_are_never_shown_to_customers() {
+    let w = World::new("st_notes").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    w.grant(Duration::from_secs(3600));
+    let note = w
+        .staff()
+        .add_internal_note(pb::AddInternalNoteRequest {
+            ticket_id: t.clone(),
+            body: "customer is grumpy".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(note.note.unwrap().sequence, 2);
+    assert_eq!(note.ticket.as_ref().unwrap().internal_note_count, 1);
+    assert_eq!(note.ticket.unwrap().status, pb::TicketStatus::Open as i32);
+    let customer_view = w
+        .customer(&w.owner)
+        .get_ticket(pb::GetTicketRequest {
+            ticket_id: t.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(customer_view.internal_note_count, 0);
+    assert_eq!(customer_view.last_message_sequence, 1);
+    let messages = w
+        .customer(&w.owner)
+        .list_messages(pb::ListMessagesRequest {
+            ticket_id: t.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(messages.len(), 1);
+    let staff_messages = w
+        .staff()
+        .list_messages(pb::SupportStaffServiceListMessagesRequest {
+            ticket_id: t.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(staff_messages.len(), 2);
+    assert!(staff_messages[1].internal);
+}
+
+#[tokio::test]
+async fn a_staff_reply_awaits_the_customer_and_hides_the_staff_id_from_customers() {
+    let w = World::new("st_reply").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    w.grant(Duration::from_secs(3600));
+    let reply = w
+        .staff()
+        .add_message(pb::SupportStaffServiceAddMessageRequest {
+            ticket_id: t.clone(),
+            body: "Please reboot".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.ticket.unwrap().status,
+        pb::TicketStatus::AwaitingCustomer as i32
+    );
+    assert_eq!(reply.message.unwrap().author_user_id, w.staff_user);
+    let seen = w
+        .customer(&w.owner)
+        .list_messages(pb::ListMessagesRequest {
+            ticket_id: t,
+            after_message_sequence: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].author_kind, pb::ActorKind::Staff as i32);
+    assert_eq!(seen[0].author_user_id, "");
+}
+
+#[tokio::test]
+async fn the_queue_holds_only_accounts_with_an_active_grant() {
+    let w = World::new("st_queue").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    let mut s = w.staff();
+    assert!(
+        s.list_queue(pb::ListQueueRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .tickets
+            .is_empty()
+    );
+    w.grant(Duration::from_secs(3600));
+    let queue = s
+        .list_queue(pb::ListQueueRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].id, t);
+    assert_refused(
+        s.list_queue(pb::ListQueueRequest {
+            account_id: crate::harness::id(),
+            ..Default::default()
+        })
+        .await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+}
+
+#[tokio::test]
+async fn a_claim_does_not_override_another_assignee_and_assignees_must_be_staff() {
+    let w = World::new("st_assign").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    w.grant(Duration::from_secs(3600));
+    let other_staff = crate::harness::id();
+    w.identity.state.lock().users.insert(
+        other_staff.clone(),
+        tenancy_proto::identity::User {
+            id: other_staff.clone(),
+            staff: true,
+            ..Default::default()
+        },
+    );
+    let mut s = w.staff();
+    s.assign_ticket(pb::AssignTicketRequest {
+        ticket_id: t.clone(),
+        assignee: Some(pb::assign_ticket_request::Assignee::AssigneeUserId(
+            other_staff.clone(),
+        )),
+        only_if_unassigned: true,
+    })
+    .await
+    .unwrap();
+    assert_refused(
+        s.assign_ticket(pb::AssignTicketRequest {
+            ticket_id: t.clone(),
+            assignee: Some(pb::assign_ticket_request::Assignee::AssignToSelf(true)),
+            only_if_unassigned: true,
+        })
+        .await,
+        Code::FailedPrecondition,
+        "TICKET_ALREADY_ASSIGNED",
+    );
+    assert_refused(
+        s.assign_ticket(pb::AssignTicketRequest {
+            ticket_id: t.clone(),
+            assignee: Some(pb::assign_ticket_request::Assignee::AssigneeUserId(
+                w.owner.clone(),
+            )),
+            only_if_unassigned: false,
+        })
+        .await,
+        Code::InvalidArgument,
+        "ASSIGNEE_NOT_STAFF",
+    );
+    let customer_view = w
+        .customer(&w.owner)
+        .get_ticket(pb::GetTicketRequest { ticket_id: t })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(customer_view.assignee_user_id, "");
+}
+
+#[tokio::test]
+async fn customers_cannot_use_the_staff_service() {
+    let w = World::new("st_cust").await;
+    let principal = tenancy_testkit::member(&w.owner, &w.account_id, tenancy_testkit::Role::Owner);
+    let mut c = pb::support_staff_service_client::SupportStaffServiceClient::with_interceptor(
+        w.channel.clone(),
+        tenancy_testkit::Caller::new(principal, std::sync::Arc::new(w.clock.clone())),
+    );
+    assert_refused(
+        c.list_queue(pb::ListQueueRequest::default()).await,
+        Code::PermissionDenied,
+        "STAFF_ONLY",
+    );
+}
+
+fn verify(w: &World, user: &str, word: &str) -> pb::VerifyCallerRequest {
+    pb::VerifyCallerRequest {
+        account_id: w.account_id.clone(),
+        user_id: user.to_owned(),
+        code_word: word.to_owned(),
+        ticket_id: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn callers_are_verified_by_code_word_attempt_limited_and_audited() {
+    let w = World::new("st_verify").await;
+    w.identity
+        .state
+        .lock()
+        .code_words
+        .insert(w.owner.clone(), "Blue Falcon".into());
+    let mut s = w.staff();
+    let ok = s
+        .verify_caller(verify(&w, &w.owner, "blue falcon"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.verified);
+    assert_eq!(ok.outcome, pb::VerifyCallerOutcome::Verified as i32);
+    let no = s
+        .verify_caller(verify(&w, &w.all, "anything"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(no.outcome, pb::VerifyCallerOutcome::NoCodeWord as i32);
+    for _ in 0..5 {
+        let bad = s
+            .verify_caller(verify(&w, &w.owner, "red"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(bad.outcome, pb::VerifyCallerOutcome::Mismatch as i32);
+        assert!(!bad.verified);
+    }
+    assert_refused(
+        s.verify_caller(verify(&w, &w.owner, "blue falcon")).await,
+        Code::ResourceExhausted,
+        "CODE_WORD_ATTEMPTS_EXCEEDED",
+    );
+    assert_refused(
+        s.verify_caller(verify(&w, &w.outsider, "x")).await,
+        Code::NotFound,
+        "MEMBER_NOT_FOUND",
+    );
+    let audit = w.account.state.lock().audit.clone();
+    assert_eq!(audit.len(), 7);
+    for e in &audit {
+        assert_eq!(e.action, "member.verify_caller");
+        let text = format!("{e:?}").to_lowercase();
+        assert!(
+            !text.contains("falcon") && !text.contains("\"red\""),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn verification_on_a_ticket_needs_the_grant_and_leaves_a_system_note() {
+    let w = World::new("st_verify_t").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    w.identity
+        .state
+        .lock()
+        .code_words
+        .insert(w.owner.clone(), "kiwi".into());
+    let mut s = w.staff();
+    let mut req = verify(&w, &w.owner, "kiwi");
+    req.ticket_id = t.clone();
+    assert_refused(
+        s.verify_caller(req.clone()).await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
+    );
+    assert!(
+        w.identity.state.lock().checks.is_empty(),
+        "code word not checked"
+    );
+    w.grant(Duration::from_secs(3600));
+    assert!(s.verify_caller(req).await.unwrap().into_inner().verified);
+    let notes = s
+        .list_messages(pb::SupportStaffServiceListMessagesRequest {
+            ticket_id: t,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages;
+    let note = notes.last().unwrap();
+    assert!(note.internal);
+    assert_eq!(note.author_kind, pb::ActorKind::System as i32);
+    assert!(note.body.contains("VERIFIED") && !note.body.contains("kiwi"));
+}
