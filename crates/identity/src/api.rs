@@ -1,27 +1,153 @@
-//! The gRPC surface of the identity service. Methods not implemented yet
-//! answer UNIMPLEMENTED (the generated default stubs).
+//! The gRPC surface of the identity service: proto ⇄ use cases, nothing
+//! else. Methods not implemented yet answer UNIMPLEMENTED (the generated
+//! default stubs).
 
-use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+
+use tenancy_proto::identity as pb;
 use tenancy_proto::identity::{
     identity_internal_service_server::IdentityInternalService,
     identity_service_server::IdentityService,
 };
+use tenancy_runtime::server::principal;
+use tenancy_runtime::{Error, Principal};
+use tonic::{Request, Response, Status};
 
-/// The handlers; cheap to clone (the database handle is a pool).
+use crate::core::{Client, Core};
+use crate::domain::profile::truncate_user_agent;
+
+/// The handlers; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Api {
-    #[allow(dead_code)]
-    db: DatabaseConnection,
+    core: Arc<Core>,
 }
 
 impl Api {
-    pub(crate) fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn ok<T>(value: T) -> Reply<T> {
+    Ok(Response::new(value))
+}
+
+#[allow(dead_code)]
+fn client(p: &Principal) -> Client {
+    Client {
+        ip: p.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        user_agent: truncate_user_agent(&p.user_agent),
+    }
+}
+
+fn ip_of(p: &Principal) -> String {
+    p.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl IdentityService for Api {
+    async fn sign_up(&self, request: Request<pb::SignUpRequest>) -> Reply<pb::SignUpResponse> {
+        let ip = ip_of(principal(&request)?);
+        let r = request.into_inner();
+        self.core
+            .sign_up(&r.email, &r.password, &r.name, &ip)
+            .await?;
+        ok(pb::SignUpResponse {})
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Reply<pb::VerifyEmailResponse> {
+        let email = self.core.verify_email(&request.into_inner().token).await?;
+        ok(pb::VerifyEmailResponse { email })
+    }
+
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
+        let keys = self.core.jwks().await?;
+        ok(pb::GetJwksResponse {
+            keys,
+            cache_duration: Some(prost_types::Duration {
+                seconds: i64::try_from(crate::core::keys::JWKS_CACHE.as_secs()).unwrap_or(300),
+                nanos: 0,
+            }),
+        })
+    }
+
+    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Reply<pb::GetMeResponse> {
+        let p = principal(&request)?;
+        let user = self.core.get_user(p.user()?).await?;
+        ok(pb::GetMeResponse { user: Some(user) })
     }
 }
 
 #[tonic::async_trait]
-impl IdentityService for Api {}
+impl IdentityInternalService for Api {
+    async fn ensure_user(
+        &self,
+        request: Request<pb::EnsureUserRequest>,
+    ) -> Reply<pb::EnsureUserResponse> {
+        let r = request.into_inner();
+        let (user, created) = self.core.ensure_user(&r.email, &r.name).await?;
+        ok(pb::EnsureUserResponse {
+            user: Some(user),
+            created,
+        })
+    }
 
-#[tonic::async_trait]
-impl IdentityInternalService for Api {}
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> Reply<pb::BatchGetUsersResponse> {
+        let users = self
+            .core
+            .batch_get_users(&request.into_inner().user_ids)
+            .await?;
+        ok(pb::BatchGetUsersResponse { users })
+    }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Reply<
+        std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>,
+        >,
+    > {
+        let from = request.into_inner().from_position;
+        let stream = self.core.clone().watch_revocations(from).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Reply<pb::RotateSigningKeyResponse> {
+        let (key, activate, previous_kid) = self
+            .core
+            .rotate_signing_key(request.into_inner().revoke_current)
+            .await?;
+        ok(pb::RotateSigningKeyResponse {
+            new_key: Some(key),
+            activate_time: Some(activate.to_proto()),
+            previous_kid,
+        })
+    }
+
+    async fn set_initial_password(
+        &self,
+        request: Request<pb::SetInitialPasswordRequest>,
+    ) -> Reply<pb::SetInitialPasswordResponse> {
+        let r = request.into_inner();
+        let user = self
+            .core
+            .set_initial_password(&r.user_id, &r.password, &r.name)
+            .await?;
+        ok(pb::SetInitialPasswordResponse { user: Some(user) })
+    }
+}
+
+#[allow(dead_code)]
+fn unused(_: Error) {}

@@ -1,0 +1,3 @@
+//! Login benchmark (filled in later).
+
+fn main() {}

@@ -1,0 +1,255 @@
+//! Access-token signing keys (Ed25519, stored encrypted) and JWTs.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore as _;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use tenancy_proto::identity as pb;
+use tenancy_runtime::{Error, Timestamp, ids};
+
+use super::Core;
+use super::revocations::Revocation;
+use crate::store::{all, exec, get};
+
+/// How long verifiers may cache GetJwks; a new key is published this long
+/// before it signs.
+pub(crate) const JWKS_CACHE: Duration = Duration::from_secs(300);
+
+/// PKCS#8 v1 prefix of an Ed25519 private key (RFC 8410).
+const PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The claims of a portal access token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Claims {
+    /// Issuer.
+    pub(crate) iss: String,
+    /// Audience.
+    pub(crate) aud: String,
+    /// The user.
+    pub(crate) sub: String,
+    /// The session.
+    pub(crate) sid: String,
+    /// The selected account.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) acc: Option<String>,
+    /// Issued at (s).
+    pub(crate) iat: i64,
+    /// Expires at (s).
+    pub(crate) exp: i64,
+    /// When the session last proved its credentials (s).
+    pub(crate) auth_time: i64,
+    /// RFC 8176 methods.
+    pub(crate) amr: Vec<String>,
+    /// Whether the user has TOTP on.
+    pub(crate) mfa: bool,
+    /// Whether the user is staff.
+    pub(crate) staff: bool,
+    /// Token kind: "portal".
+    pub(crate) kind: String,
+}
+
+struct KeyRow {
+    kid: String,
+    private_key: String,
+    public_x: String,
+    activate_time: i64,
+    retire_time: Option<i64>,
+}
+
+impl Core {
+    async fn keys<C: ConnectionTrait>(&self, c: &C) -> Result<Vec<KeyRow>, Error> {
+        let rows = all(
+            c,
+            "SELECT kid, private_key, public_x, activate_time, retire_time FROM identity_signing_keys \
+             WHERE withdrawn = FALSE ORDER BY activate_time DESC",
+            vec![],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyRow {
+                    kid: get(r, "kid")?,
+                    private_key: get(r, "private_key")?,
+                    public_x: get(r, "public_x")?,
+                    activate_time: get(r, "activate_time")?,
+                    retire_time: get(r, "retire_time")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a key pair, stored with its private half encrypted.
+    async fn insert_key<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        activate: Timestamp,
+    ) -> Result<(String, String), Error> {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let kid = ids::new_id();
+        let mut der = PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        let sealed = self.secrets.seal(&der, &kid).map_err(Error::internal)?;
+        let x = URL_SAFE_NO_PAD.encode(public);
+        exec(
+            c,
+            "INSERT INTO identity_signing_keys (kid, private_key, public_x, create_time, activate_time) \
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                kid.clone().into(),
+                sealed.into(),
+                x.clone().into(),
+                self.now().millis().into(),
+                activate.millis().into(),
+            ],
+        )
+        .await?;
+        Ok((kid, x))
+    }
+
+    /// Makes sure a signing key exists (first start).
+    pub(crate) async fn ensure_signing_key(&self) -> Result<(), Error> {
+        if self.keys(&self.db).await?.is_empty() {
+            self.insert_key(&self.db, self.now()).await?;
+        }
+        Ok(())
+    }
+
+    /// Signs claims with the current key.
+    pub(crate) async fn sign(&self, claims: &Claims) -> Result<String, Error> {
+        let now = self.now().millis();
+        let keys = self.keys(&self.db).await?;
+        let key = keys
+            .iter()
+            .find(|k| k.activate_time <= now && k.retire_time.is_none_or(|r| r > now))
+            .or_else(|| keys.iter().find(|k| k.activate_time <= now));
+        let key = match key {
+            Some(k) => k,
+            None => {
+                self.insert_key(&self.db, self.now()).await?;
+                return Box::pin(self.sign(claims)).await;
+            }
+        };
+        let der = self
+            .secrets
+            .open(&key.private_key, &key.kid)
+            .map_err(Error::internal)?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der))
+            .map_err(|e| Error::internal(format_args!("jwt: {e}")))
+    }
+
+    /// GetJwks: current key first, then next and retired keys still valid.
+    pub(crate) async fn jwks(&self) -> Result<Vec<pb::Jwk>, Error> {
+        let now = self.now().millis();
+        let lifetime = i64::try_from(self.auth.access_token_lifetime.as_millis()).unwrap_or(0);
+        let keys = self.keys(&self.db).await?;
+        let mut current: Vec<pb::Jwk> = Vec::new();
+        let mut others: Vec<pb::Jwk> = Vec::new();
+        let mut current_found = false;
+        for k in keys {
+            if k.retire_time.is_some_and(|r| r + lifetime <= now) {
+                continue;
+            }
+            let jwk = pb::Jwk {
+                kid: k.kid.clone(),
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: k.public_x.clone(),
+                alg: "EdDSA".into(),
+                r#use: "sig".into(),
+                not_before: Some(Timestamp(k.activate_time).to_proto()),
+                not_after: k.retire_time.map(|r| Timestamp(r + lifetime).to_proto()),
+            };
+            let is_current =
+                !current_found && k.activate_time <= now && k.retire_time.is_none_or(|r| r > now);
+            if is_current {
+                current_found = true;
+                current.push(jwk);
+            } else {
+                others.push(jwk);
+            }
+        }
+        current.extend(others);
+        Ok(current)
+    }
+
+    /// RotateSigningKey.
+    pub(crate) async fn rotate_signing_key(
+        &self,
+        revoke_current: bool,
+    ) -> Result<(pb::Jwk, Timestamp, String), Error> {
+        let now = self.now();
+        let tx = self.db.begin().await?;
+        // Serialise rotations (and take the revocation head lock first).
+        let keys = self.keys(&tx).await?;
+        let pending = keys.iter().any(|k| k.activate_time > now.millis());
+        if pending && !revoke_current {
+            return Err(Error::failed_precondition(
+                "ROTATION_IN_PROGRESS",
+                "a published next key is not active yet; use revoke_current to force",
+            ));
+        }
+        let previous = keys
+            .iter()
+            .find(|k| k.activate_time <= now.millis() && k.retire_time.is_none())
+            .map(|k| k.kid.clone())
+            .unwrap_or_default();
+        let activate = if revoke_current {
+            now
+        } else {
+            now.plus(JWKS_CACHE)
+        };
+        let mut withdrawn = Vec::new();
+        if revoke_current {
+            for k in &keys {
+                withdrawn.push(k.kid.clone());
+            }
+            exec(
+                &tx,
+                "UPDATE identity_signing_keys SET withdrawn = TRUE, retire_time = $1 \
+                 WHERE withdrawn = FALSE",
+                vec![now.millis().into()],
+            )
+            .await?;
+        } else {
+            exec(
+                &tx,
+                "UPDATE identity_signing_keys SET retire_time = $1 \
+                 WHERE withdrawn = FALSE AND retire_time IS NULL",
+                vec![activate.millis().into()],
+            )
+            .await?;
+        }
+        let (kid, x) = self.insert_key(&tx, activate).await?;
+        self.append_revocation(
+            &tx,
+            Revocation::SigningKeys { withdrawn },
+            pb::RevocationReason::SigningKeyRotated,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        let jwk = pb::Jwk {
+            kid,
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x,
+            alg: "EdDSA".into(),
+            r#use: "sig".into(),
+            not_before: Some(activate.to_proto()),
+            not_after: None,
+        };
+        Ok((jwk, activate, previous))
+    }
+}

@@ -1,0 +1,145 @@
+//! The identity use cases: each one validates, runs the domain rules and
+//! stores the result in one transaction. Called by the thin gRPC layer.
+
+pub(crate) mod keys;
+pub(crate) mod revocations;
+pub(crate) mod users;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sea_orm::{DatabaseConnection, QueryResult};
+use tenancy_proto::contacts::MessageTemplate;
+use tenancy_proto::identity as pb;
+use tenancy_runtime::clock::SharedClock;
+use tenancy_runtime::config::{AuthConfig, MailConfig};
+use tenancy_runtime::{Error, Timestamp};
+
+use crate::domain::password::Hasher;
+use crate::domain::totp::SecretBox;
+use crate::mail::{Mailer, OutgoingEmail};
+use crate::store::get;
+
+/// Who is calling, as the gateway saw them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Client {
+    pub(crate) ip: String,
+    pub(crate) user_agent: String,
+}
+
+/// Everything the use cases need.
+pub(crate) struct Core {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) clock: SharedClock,
+    pub(crate) auth: AuthConfig,
+    pub(crate) mail: MailConfig,
+    pub(crate) hasher: Hasher,
+    pub(crate) secrets: SecretBox,
+    pub(crate) mailer: Arc<dyn Mailer>,
+    /// Wakes this replica's revocation watchers.
+    pub(crate) signal: Arc<tokio::sync::Notify>,
+}
+
+impl Core {
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Queues an email; failures are logged, never shown with content.
+    pub(crate) async fn send(
+        &self,
+        key: String,
+        to: &str,
+        to_name: &str,
+        template: MessageTemplate,
+        data: &[(&str, String)],
+    ) -> Result<(), Error> {
+        let data: HashMap<String, String> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        self.mailer
+            .send(OutgoingEmail {
+                idempotency_key: key,
+                to: to.to_owned(),
+                to_name: to_name.to_owned(),
+                template,
+                data,
+            })
+            .await
+    }
+}
+
+/// A `Timestamp` as RFC 3339-ish UTC text for email templates.
+pub(crate) fn time_text(t: Timestamp) -> String {
+    let secs = t.seconds();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// The columns of `identity_users` a `User` message needs.
+pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, pending_email, name, \
+    password_hash IS NOT NULL AS password_set, totp_secret IS NOT NULL AS totp_enabled, \
+    code_word_hash IS NOT NULL AS code_word_set, staff, create_time, update_time, \
+    last_login_time, password_update_time, \
+    (SELECT COUNT(*) FROM identity_recovery_codes r WHERE r.user_id = identity_users.id \
+     AND r.used_time IS NULL) AS recovery_codes_remaining";
+
+/// Maps a row selected with [`USER_COLUMNS`].
+pub(crate) fn user_from_row(row: &QueryResult) -> Result<pb::User, Error> {
+    let totp_enabled: bool = get(row, "totp_enabled")?;
+    let remaining: i64 = get(row, "recovery_codes_remaining")?;
+    let opt_time = |c: &str| -> Result<Option<prost_types::Timestamp>, Error> {
+        Ok(get::<Option<i64>>(row, c)?.map(|ms| Timestamp(ms).to_proto()))
+    };
+    Ok(pb::User {
+        id: get(row, "id")?,
+        email: get(row, "email")?,
+        email_verified: get(row, "email_verified")?,
+        pending_email: get(row, "pending_email")?,
+        name: get(row, "name")?,
+        totp_enabled,
+        recovery_codes_remaining: if totp_enabled {
+            i32::try_from(remaining).unwrap_or(0)
+        } else {
+            0
+        },
+        password_set: get(row, "password_set")?,
+        code_word_set: get(row, "code_word_set")?,
+        staff: get(row, "staff")?,
+        create_time: Some(Timestamp(get(row, "create_time")?).to_proto()),
+        update_time: Some(Timestamp(get(row, "update_time")?).to_proto()),
+        last_login_time: opt_time("last_login_time")?,
+        password_update_time: opt_time("password_update_time")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_render_as_utc_text() {
+        assert_eq!(time_text(Timestamp(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            time_text(Timestamp(1_700_000_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! The revocation log: every revocation gets a position; gateways stream
+//! the backlog then live changes (WatchRevocations). Appends take the
+//! head row's lock, so positions commit in order across replicas; watchers
+//! poll the table (and wake at once for appends of this replica).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use sea_orm::{ConnectionTrait, QueryResult};
+use tenancy_proto::identity as pb;
+use tenancy_proto::identity::revocation_event::Kind;
+use tenancy_proto::identity::watch_revocations_response::Item;
+use tenancy_runtime::{Error, Timestamp};
+
+use super::Core;
+use crate::store::{all, exec, get, one};
+
+/// How often watchers look for appends by other replicas.
+const POLL: Duration = Duration::from_millis(200);
+/// Heartbeat after this long without other messages.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// What is revoked.
+#[derive(Clone, Debug)]
+pub(crate) enum Revocation {
+    Session {
+        session_id: String,
+        user_id: String,
+    },
+    UserTokensBefore {
+        user_id: String,
+        cutoff: Timestamp,
+    },
+    UserAccount {
+        user_id: String,
+        account_id: String,
+        cutoff: Timestamp,
+    },
+    ApiToken {
+        id: String,
+        user_id: String,
+        account_id: String,
+    },
+    SigningKeys {
+        withdrawn: Vec<String>,
+    },
+}
+
+/// A cut-off rounded up to a whole second (tokens' `iat` are seconds).
+pub(crate) fn cutoff(now: Timestamp) -> Timestamp {
+    Timestamp((now.millis() + 999).div_euclid(1000) * 1000)
+}
+
+impl Core {
+    /// Appends an event inside the caller's transaction; returns its position.
+    pub(crate) async fn append_revocation<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        what: Revocation,
+        reason: pb::RevocationReason,
+    ) -> Result<i64, Error> {
+        let now = self.now();
+        let row = one(
+            c,
+            "UPDATE identity_revocation_head SET position = position + 1 WHERE id = 1 RETURNING position",
+            vec![],
+        )
+        .await?
+        .ok_or_else(|| Error::internal("revocation head missing"))?;
+        let position: i64 = get(&row, "position")?;
+        let lifetime = self.auth.access_token_lifetime;
+        let (kind, subject, user, account, cut, kids, expire) = match what {
+            Revocation::Session {
+                session_id,
+                user_id,
+            } => (
+                "session",
+                session_id,
+                user_id,
+                String::new(),
+                None,
+                String::new(),
+                Some(now.plus(lifetime)),
+            ),
+            Revocation::UserTokensBefore { user_id, cutoff } => (
+                "user_tokens_before",
+                String::new(),
+                user_id,
+                String::new(),
+                Some(cutoff),
+                String::new(),
+                Some(cutoff.plus(lifetime)),
+            ),
+            Revocation::UserAccount {
+                user_id,
+                account_id,
+                cutoff,
+            } => (
+                "user_account",
+                String::new(),
+                user_id,
+                account_id,
+                Some(cutoff),
+                String::new(),
+                Some(cutoff.plus(lifetime)),
+            ),
+            Revocation::ApiToken {
+                id,
+                user_id,
+                account_id,
+            } => (
+                "api_token",
+                id,
+                user_id,
+                account_id,
+                None,
+                String::new(),
+                None,
+            ),
+            Revocation::SigningKeys { withdrawn } => (
+                "signing_keys",
+                String::new(),
+                String::new(),
+                String::new(),
+                None,
+                withdrawn.join(","),
+                None,
+            ),
+        };
+        exec(
+            c,
+            "INSERT INTO identity_revocations (position, create_time, expire_time, reason, kind, \
+             subject, user_id, account_id, cutoff, kids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            vec![
+                position.into(),
+                now.millis().into(),
+                expire.map(|t| t.millis()).into(),
+                (reason as i32).into(),
+                kind.into(),
+                subject.into(),
+                user.into(),
+                account.into(),
+                cut.map(|t| t.millis()).into(),
+                kids.into(),
+            ],
+        )
+        .await?;
+        Ok(position)
+    }
+
+    /// Wakes this replica's watchers (after a commit).
+    pub(crate) fn notify_revocations(&self) {
+        self.signal.notify_waiters();
+    }
+
+    async fn events_after(&self, position: i64) -> Result<Vec<pb::RevocationEvent>, Error> {
+        let rows = all(
+            &self.db,
+            "SELECT position, create_time, expire_time, reason, kind, subject, user_id, account_id, \
+             cutoff, kids FROM identity_revocations WHERE position > $1 ORDER BY position LIMIT 1000",
+            vec![position.into()],
+        )
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn head(&self) -> Result<i64, Error> {
+        let row = one(
+            &self.db,
+            "SELECT position FROM identity_revocation_head WHERE id = 1",
+            vec![],
+        )
+        .await?;
+        Ok(row
+            .map(|r| get::<i64>(&r, "position"))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// WatchRevocations: backlog, `caught_up`, then live events and
+    /// heartbeats.
+    pub(crate) async fn watch_revocations(
+        self: Arc<Self>,
+        from: i64,
+    ) -> Result<
+        Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, tonic::Status>> + Send>>,
+        Error,
+    > {
+        if from < 0 {
+            return Err(Error {
+                reason: "POSITION_INVALID",
+                ..Error::invalid_field("from_position", "must not be negative")
+            });
+        }
+        let head = self.head().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let core = self;
+        tokio::spawn(async move {
+            let send = |item: Item| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(Ok(pb::WatchRevocationsResponse { item: Some(item) }))
+                        .await
+                        .is_ok()
+                }
+            };
+            let mut last = from;
+            if from > head {
+                if !send(Item::Reset(pb::Reset { oldest_position: 1 })).await {
+                    return;
+                }
+                last = 0;
+            }
+            // Backlog.
+            loop {
+                match core.events_after(last).await {
+                    Ok(events) if events.is_empty() => break,
+                    Ok(events) => {
+                        for e in events {
+                            last = e.position;
+                            if !send(Item::Event(e)).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            if !send(Item::CaughtUp(pb::CaughtUp {
+                head_position: last,
+            }))
+            .await
+            {
+                return;
+            }
+            let mut quiet_since = tokio::time::Instant::now();
+            loop {
+                let notified = core.signal.notified();
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    () = tx.closed() => return,
+                }
+                match core.events_after(last).await {
+                    Ok(events) => {
+                        for e in events {
+                            last = e.position;
+                            quiet_since = tokio::time::Instant::now();
+                            if !send(Item::Event(e)).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => return,
+                }
+                if quiet_since.elapsed() >= HEARTBEAT {
+                    quiet_since = tokio::time::Instant::now();
+                    let beat = Item::Heartbeat(pb::Heartbeat {
+                        head_position: last,
+                        time: Some(core.now().to_proto()),
+                    });
+                    if !send(beat).await {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+fn event_from_row(row: &QueryResult) -> Result<pb::RevocationEvent, Error> {
+    let kind: String = get(row, "kind")?;
+    let subject: String = get(row, "subject")?;
+    let user_id: String = get(row, "user_id")?;
+    let account_id: String = get(row, "account_id")?;
+    let cutoff = get::<Option<i64>>(row, "cutoff")?.map(|c| Timestamp(c).to_proto());
+    let kids: String = get(row, "kids")?;
+    let kind = match kind.as_str() {
+        "session" => Kind::Session(pb::SessionRevocation {
+            session_id: subject,
+            user_id,
+        }),
+        "user_tokens_before" => Kind::UserTokensBefore(pb::UserTokensRevocation {
+            user_id,
+            issued_before: cutoff,
+        }),
+        "user_account" => Kind::UserAccount(pb::UserAccountRevocation {
+            user_id,
+            account_id,
+            issued_before: cutoff,
+        }),
+        "api_token" => Kind::ApiToken(pb::ApiTokenRevocation {
+            api_token_id: subject,
+            user_id,
+            account_id,
+        }),
+        _ => Kind::SigningKeysChanged(pb::SigningKeysChanged {
+            withdrawn_kids: kids
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }),
+    };
+    Ok(pb::RevocationEvent {
+        position: get(row, "position")?,
+        create_time: Some(Timestamp(get(row, "create_time")?).to_proto()),
+        expire_time: get::<Option<i64>>(row, "expire_time")?.map(|t| Timestamp(t).to_proto()),
+        reason: get(row, "reason")?,
+        kind: Some(kind),
+    })
+}

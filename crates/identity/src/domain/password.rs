@@ -1,0 +1,254 @@
+//! Password rules (NIST 800-63B, OWASP ASVS 5 §6.2) and argon2id hashing.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tenancy_runtime::Error;
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+
+use super::profile::invalid;
+
+/// The longest password accepted, in bytes of UTF-8 (never truncated).
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// The 10,000 most common passwords, most common first: the head of the
+/// list Django ships (`django/contrib/auth/common-passwords.txt.gz`, BSD
+/// licence, compiled by Royce Williams from breach corpora).
+static COMMON: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("common_passwords.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+/// Checks a new password and returns its NFC form (what gets hashed).
+pub(crate) fn check_new_password(
+    field: &str,
+    password: &str,
+    min_chars: usize,
+    email_local: Option<&str>,
+) -> Result<String, Error> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(invalid(
+            "PASSWORD_TOO_LONG",
+            field,
+            "at most 1024 bytes of UTF-8",
+        ));
+    }
+    let nfc: String = password.nfc().collect();
+    if nfc.chars().count() < min_chars {
+        return Err(invalid(
+            "PASSWORD_TOO_SHORT",
+            field,
+            &format!("at least {min_chars} characters"),
+        ));
+    }
+    let lower = nfc.to_lowercase();
+    if COMMON.contains(lower.as_str()) {
+        return Err(invalid(
+            "PASSWORD_TOO_COMMON",
+            field,
+            "is one of the most commonly used passwords",
+        ));
+    }
+    if let Some(local) = email_local
+        && local.chars().count() >= 3
+        && lower.contains(local)
+    {
+        return Err(invalid(
+            "PASSWORD_TOO_COMMON",
+            field,
+            "must not contain the email address",
+        ));
+    }
+    Ok(nfc)
+}
+
+/// The NFC form of a presented password (for verification).
+pub(crate) fn normalise(password: &str) -> String {
+    password.nfc().collect()
+}
+
+/// argon2id parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HashParams {
+    pub(crate) memory_kib: u32,
+    pub(crate) iterations: u32,
+    pub(crate) parallelism: u32,
+}
+
+/// Hashes and verifies on a bounded blocking pool: at most as many at once
+/// as there are cores, never on the async workers.
+#[derive(Clone)]
+pub(crate) struct Hasher {
+    params: HashParams,
+    permits: Arc<Semaphore>,
+    dummy: Arc<String>,
+}
+
+impl Hasher {
+    pub(crate) fn new(params: HashParams) -> Result<Self, String> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let argon = argon(params)?;
+        let salt = SaltString::generate(&mut OsRng);
+        let dummy = argon
+            .hash_password(b"dummy password for unknown users", &salt)
+            .map_err(|e| e.to_string())?
+            .to_string();
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(cores)),
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    /// Hashes `secret` into a PHC string.
+    pub(crate) async fn hash(&self, secret: String) -> Result<String, Error> {
+        let params = self.params;
+        self.run(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon(params)
+                .and_then(|a| {
+                    a.hash_password(secret.as_bytes(), &salt)
+                        .map(|h| h.to_string())
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(Error::internal)
+        })
+        .await
+    }
+
+    /// Verifies `secret` against `hash` (or against a dummy hash when there
+    /// is none, so unknown users take as long). Returns (matches, needs
+    /// rehash with the current parameters).
+    pub(crate) async fn verify(
+        &self,
+        secret: String,
+        hash: Option<String>,
+    ) -> Result<(bool, bool), Error> {
+        let params = self.params;
+        let real = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
+        self.run(move || {
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                return Ok((false, false));
+            };
+            let ok = Argon2::default()
+                .verify_password(secret.as_bytes(), &parsed)
+                .is_ok();
+            let current = Params::try_from(&parsed).ok().is_some_and(|p| {
+                p.m_cost() == params.memory_kib
+                    && p.t_cost() == params.iterations
+                    && p.p_cost() == params.parallelism
+            }) && parsed.algorithm.as_str() == "argon2id";
+            Ok((ok && real, ok && real && !current))
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::internal(format_args!("hasher closed: {e}")))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::internal(format_args!("hasher task: {e}")))?
+    }
+}
+
+fn argon(p: HashParams) -> Result<Argon2<'static>, String> {
+    let params =
+        Params::new(p.memory_kib, p.iterations, p.parallelism, None).map_err(|e| e.to_string())?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_long_and_common_passwords_are_refused() {
+        let e = check_new_password("p", "short", 12, None).unwrap_err();
+        assert_eq!(e.reason, "PASSWORD_TOO_SHORT");
+        let e = check_new_password("p", &"a".repeat(1025), 12, None).unwrap_err();
+        assert_eq!(e.reason, "PASSWORD_TOO_LONG");
+        let e = check_new_password("p", "q1w2e3r4t5y6", 12, None).unwrap_err();
+        assert_eq!(e.reason, "PASSWORD_TOO_COMMON");
+        let e = check_new_password("p", "xx-alice-horse-battery", 12, Some("alice")).unwrap_err();
+        assert_eq!(e.reason, "PASSWORD_TOO_COMMON");
+    }
+
+    #[test]
+    fn length_counts_code_points_after_nfc() {
+        // "é" as e + combining accent: 2 code points before NFC, 1 after.
+        let decomposed = "e\u{301}".repeat(11);
+        assert_eq!(
+            check_new_password("p", &decomposed, 12, None)
+                .unwrap_err()
+                .reason,
+            "PASSWORD_TOO_SHORT"
+        );
+        assert!(check_new_password("p", &"é".repeat(12), 12, None).is_ok());
+        // 64 characters and any Unicode are accepted, case is kept.
+        let long = "Zz🙂".repeat(22);
+        assert_eq!(check_new_password("p", &long, 12, None).unwrap(), long);
+    }
+
+    #[test]
+    fn the_common_list_is_shipped() {
+        assert!(COMMON.len() >= 9_000, "{}", COMMON.len());
+        assert!(COMMON.contains("password"));
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_report_outdated_parameters() {
+        let low = HashParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let hasher = Hasher::new(low).unwrap();
+        let hash = hasher.hash("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert_eq!(
+            hasher
+                .verify("correct horse".into(), Some(hash.clone()))
+                .await
+                .unwrap(),
+            (true, false)
+        );
+        assert_eq!(
+            hasher
+                .verify("wrong".into(), Some(hash.clone()))
+                .await
+                .unwrap(),
+            (false, false)
+        );
+        let stronger = Hasher::new(HashParams {
+            memory_kib: 2048,
+            ..low
+        })
+        .unwrap();
+        assert_eq!(
+            stronger
+                .verify("correct horse".into(), Some(hash))
+                .await
+                .unwrap(),
+            (true, true)
+        );
+        assert_eq!(
+            hasher.verify("x".into(), None).await.unwrap(),
+            (false, false)
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! Attempt limiting that an attacker cannot turn into a lock-out of the
+//! real user: exponential back-off per (email, source IP) after 5 failures,
+//! a per-email cap far above human rates, a per-IP cap. A throttled attempt
+//! is refused before any hashing.
+
+use std::time::Duration;
+
+use tenancy_runtime::Timestamp;
+
+/// Failures per (email, IP) before back-off starts.
+pub(crate) const FREE_FAILURES: i64 = 5;
+/// Longest back-off.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+/// Window of the per-email and per-IP caps.
+pub(crate) const WINDOW: Duration = Duration::from_secs(3600);
+/// Failures per email per window (all addresses together).
+pub(crate) const EMAIL_CAP: i64 = 100;
+/// Failures per source IP per window (all emails together).
+pub(crate) const IP_CAP: i64 = 300;
+
+/// The kind of counter, which decides its rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counter {
+    /// (email or user, IP): exponential back-off.
+    Pair,
+    /// One email or user, all sources: a cap per window.
+    Email,
+    /// One source IP: a cap per window.
+    Ip,
+}
+
+/// One stored counter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct State {
+    pub(crate) failures: i64,
+    pub(crate) window_start: Timestamp,
+    pub(crate) last_failure: Timestamp,
+}
+
+/// Until when attempts are refused, if they are at `now`.
+pub(crate) fn blocked_until(kind: Counter, state: State, now: Timestamp) -> Option<Timestamp> {
+    let until = match kind {
+        Counter::Pair => {
+            if state.failures < FREE_FAILURES {
+                return None;
+            }
+            let exponent = u32::try_from(state.failures - FREE_FAILURES)
+                .unwrap_or(31)
+                .min(20);
+            let delay = Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF);
+            state.last_failure.plus(delay)
+        }
+        Counter::Email | Counter::Ip => {
+            let cap = if kind == Counter::Email {
+                EMAIL_CAP
+            } else {
+                IP_CAP
+            };
+            if state.failures < cap {
+                return None;
+            }
+            state.window_start.plus(WINDOW)
+        }
+    };
+    (until > now).then_some(until)
+}
+
+/// Whether the window of a capped counter is over (the counter restarts).
+pub(crate) fn window_over(kind: Counter, state: State, now: Timestamp) -> bool {
+    match kind {
+        Counter::Pair => state.last_failure.plus(MAX_BACKOFF.max(WINDOW)) <= now,
+        Counter::Email | Counter::Ip => state.window_start.plus(WINDOW) <= now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(failures: i64, at: i64) -> State {
+        State {
+            failures,
+            window_start: Timestamp(at),
+            last_failure: Timestamp(at),
+        }
+    }
+
+    #[test]
+    fn pairs_back_off_exponentially_after_five_failures() {
+        let now = Timestamp(1_000_000);
+        assert_eq!(blocked_until(Counter::Pair, state(4, 1_000_000), now), None);
+        assert_eq!(
+            blocked_until(Counter::Pair, state(5, 1_000_000), now),
+            Some(Timestamp(1_001_000))
+        );
+        assert_eq!(
+            blocked_until(Counter::Pair, state(7, 1_000_000), now),
+            Some(Timestamp(1_004_000))
+        );
+        assert_eq!(
+            blocked_until(Counter::Pair, state(60, 1_000_000), now),
+            Some(Timestamp(1_000_000 + 900_000))
+        );
+        assert_eq!(blocked_until(Counter::Pair, state(5, 0), now), None);
+    }
+
+    #[test]
+    fn caps_hold_for_the_window() {
+        let now = Timestamp(10_000);
+        assert_eq!(blocked_until(Counter::Email, state(99, 0), now), None);
+        assert_eq!(
+            blocked_until(Counter::Email, state(100, 0), now),
+            Some(Timestamp(3_600_000))
+        );
+        assert_eq!(blocked_until(Counter::Ip, state(299, 0), now), None);
+        assert!(window_over(Counter::Ip, state(1, 0), Timestamp(3_600_000)));
+    }
+}

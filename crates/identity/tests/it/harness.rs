@@ -1,0 +1,186 @@
+//! Starts the identity service on a fresh database with a manual clock.
+//!
+//! Email: the contacts service is built in parallel; until its outbox is
+//! usable from here, messages go to `Outbox`, an in-test recorder behind the
+//! service's `Mailer` port (the same port the contacts adapter implements).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use std::time::Duration;
+
+use tenancy_identity::IdentityService;
+use tenancy_identity::mail::{Mailer, OutgoingEmail};
+use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
+use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_runtime::principal::ServiceAuth;
+use tenancy_runtime::shutdown::{self, ShutdownTrigger};
+use tenancy_runtime::{Error, ManualClock, Principal, TenancyService, Timestamp};
+use tenancy_testkit::{Caller, TestDatabase, test_config, test_context, test_key};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Records every email the service sends.
+#[derive(Clone, Default)]
+pub struct Outbox(pub Arc<Mutex<Vec<OutgoingEmail>>>);
+
+#[tonic::async_trait]
+impl Mailer for Outbox {
+    async fn send(&self, email: OutgoingEmail) -> Result<(), Error> {
+        self.0.lock().push(email);
+        Ok(())
+    }
+}
+
+impl Outbox {
+    /// The variable `key` of the last message to `to`.
+    pub fn last_value(&self, to: &str, key: &str) -> Option<String> {
+        self.0
+            .lock()
+            .iter()
+            .rev()
+            .find(|m| m.to.eq_ignore_ascii_case(to))
+            .and_then(|m| m.data.get(key).cloned())
+    }
+
+    /// The token in the last link sent to `to` under `key`.
+    pub fn last_token(&self, to: &str, key: &str) -> Option<String> {
+        self.last_value(to, key)
+            .and_then(|url| url.split("token=").nth(1).map(str::to_owned))
+    }
+
+    pub fn count_to(&self, to: &str) -> usize {
+        self.0
+            .lock()
+            .iter()
+            .filter(|m| m.to.eq_ignore_ascii_case(to))
+            .count()
+    }
+
+    pub fn all(&self) -> Vec<OutgoingEmail> {
+        self.0.lock().clone()
+    }
+}
+
+pub type Internal = IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;
+pub type Public = IdentityServiceClient<InterceptedService<Channel, Caller>>;
+
+pub struct Env {
+    pub clock: ManualClock,
+    pub channel: Channel,
+    pub outbox: Outbox,
+    pub db: TestDatabase,
+    _stop: ShutdownTrigger,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl Env {
+    pub async fn start(label: &str) -> Self {
+        Self::start_with(label, |_| {}).await
+    }
+
+    pub async fn start_with(
+        label: &str,
+        tweak: impl FnOnce(&mut tenancy_runtime::config::Config),
+    ) -> Self {
+        let db = TestDatabase::new(label).await;
+        let mut config = test_config(&db);
+        // Cheap hashing in tests; the benchmark measures the real settings.
+        config.auth.argon2_memory_kib = 1024;
+        config.auth.argon2_iterations = 1;
+        tweak(&mut config);
+        let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+        let context = test_context(config, Arc::new(clock.clone()));
+        let outbox = Outbox::default();
+        let service = IdentityService::open_with_mailer(context, Arc::new(outbox.clone()))
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (trigger, stop) = shutdown::channel();
+        tokio::spawn(async move {
+            if let Err(error) = service.serve(listener, stop).await {
+                eprintln!("identity stopped: {error}");
+            }
+        });
+        let channel = Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            clock,
+            channel,
+            outbox,
+            db,
+            _stop: trigger,
+        }
+    }
+
+    pub fn internal(&self) -> Internal {
+        IdentityInternalServiceClient::with_interceptor(
+            self.channel.clone(),
+            ServiceAuth::new(test_key(), Arc::new(self.clock.clone())),
+        )
+    }
+
+    /// A client calling as `principal` (signed like the gateway does).
+    pub fn as_principal(&self, principal: Principal) -> Public {
+        IdentityServiceClient::with_interceptor(
+            self.channel.clone(),
+            Caller::new(principal, Arc::new(self.clock.clone())),
+        )
+    }
+
+    /// An anonymous client from an address.
+    pub fn anonymous(&self, ip: &str) -> Public {
+        self.as_principal(Principal {
+            client_ip: Some(ip.parse().unwrap()),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/126.0".into(),
+            request_id: "r".into(),
+            ..Principal::default()
+        })
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Signs up and verifies a user; returns the user id.
+    pub async fn verified_user(&self, email: &str) -> String {
+        let mut c = self.anonymous("198.51.100.1");
+        c.sign_up(tenancy_proto::identity::SignUpRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            name: "Test User".into(),
+        })
+        .await
+        .unwrap();
+        let token = self.outbox.last_token(email, "verify_url").unwrap();
+        c.verify_email(tenancy_proto::identity::VerifyEmailRequest { token })
+            .await
+            .unwrap();
+        let users = self
+            .internal()
+            .ensure_user(tenancy_proto::identity::EnsureUserRequest {
+                email: email.into(),
+                name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        users.user.unwrap().id
+    }
+}
+
+/// The ErrorInfo reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    tenancy_runtime::error::reason_of(status).unwrap_or_default()
+}
+
+#[allow(dead_code)]
+pub fn map<K: std::hash::Hash + Eq, V>(pairs: Vec<(K, V)>) -> HashMap<K, V> {
+    pairs.into_iter().collect()
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the identity service over real gRPC, on SQLite (or
+//! PostgreSQL with TENANCY_TEST_DATABASE_URL).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub,
+    dead_code
+)]
+
+mod harness;
+mod users;
