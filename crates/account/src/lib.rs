@@ -1,11 +1,25 @@
-//! The account service: accounts, members, roles and statuses, invitations, security settings, service access and audit.
+//! The account service: accounts, members, roles and statuses, invitations,
+//! security settings, service access and audit.
 //!
 //! # Layout
-//! - `api`: the tonic trait implementations: proto ⇄ domain, nothing else.
+//! - `api`: the tonic trait implementations, one submodule per topic: proto
+//!   ⇄ domain and each method's transaction.
+//! - `domain`: the rules as plain Rust (access decisions, the last-owner
+//!   invariant, validation, 2FA deadlines), unit-tested.
+//! - `store`: SQL for SQLite and PostgreSQL, locking and the policy log.
+//! - `peers`: clients of identity and contacts.
+//! - `reminders`: the background job emailing 2FA deadline reminders and
+//!   pruning the policy log.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
+pub mod domain;
 pub mod migration;
+mod peers;
+mod reminders;
+pub mod store;
+
+use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use tenancy_proto::account::{
@@ -27,6 +41,14 @@ pub const SERVICE_NAMES: &[&str] = &[
 pub struct AccountService {
     context: Context,
     db: DatabaseConnection,
+    peers: peers::Peers,
+}
+
+impl AccountService {
+    /// The database handle (benchmarks seed rows directly).
+    pub fn database(&self) -> &DatabaseConnection {
+        &self.db
+    }
 }
 
 impl TenancyService for AccountService {
@@ -36,12 +58,30 @@ impl TenancyService for AccountService {
         let url = context.config.database_url(Self::NAME);
         let db =
             tenancy_runtime::db::open::<migration::Migrator>(&url, "account.database_url").await?;
-        Ok(Self { context, db })
+        let peers = peers::Peers::new(
+            context.channel_to(ServiceName::Identity)?,
+            context.channel_to(ServiceName::Contacts)?,
+            context.service_auth(),
+        );
+        Ok(Self { context, db, peers })
     }
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
-        let api = api::Api::new(self.db.clone());
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let api = api::Api::new(
+            self.db.clone(),
+            self.context.clock.clone(),
+            self.peers.clone(),
+            self.context.config.clone(),
+            notify,
+        );
+        let job = tokio::spawn(reminders::run(
+            self.db.clone(),
+            self.context.clock.clone(),
+            self.peers.clone(),
+            self.context.config.clone(),
+        ));
         let routes = tonic::service::Routes::new(
             AccountServiceServer::new(api.clone())
                 .max_decoding_message_size(limit)
@@ -52,13 +92,15 @@ impl TenancyService for AccountService {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
-        server::serve(
+        let result = server::serve(
             listener,
             routes,
             SERVICE_NAMES,
             self.context.server_options(),
             shutdown.wait(),
         )
-        .await
+        .await;
+        job.abort();
+        result
     }
 }

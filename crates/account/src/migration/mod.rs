@@ -2,13 +2,15 @@
 
 use sea_orm_migration::prelude::*;
 
+mod m20261122_000001_init;
+
 /// Every migration step of the account service, in order.
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        Vec::new()
+        vec![Box::new(m20261122_000001_init::Migration)]
     }
 
     /// Each service keeps its own migration history, so services can share

@@ -1,0 +1,3 @@
+//! ListMembers and CheckAccess benchmark (filled in later).
+
+fn main() {}

@@ -1,0 +1,498 @@
+//! Accounts: create, list mine, get, update.
+
+use serde::{Deserialize, Serialize};
+use tenancy_proto::account as pb;
+use tenancy_runtime::error::Violations;
+use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size};
+use tenancy_runtime::{Error, ErrorCode};
+
+use super::{Api, fingerprint, join_deadline, mask_paths, membership_entry, ts};
+use crate::domain::{Scope, role, service_access, status, validate};
+use crate::store::{self, AccountRow, MemberRow, n, s};
+
+/// The most accounts one user may create.
+const MAX_ACCOUNTS_PER_USER: i64 = 100;
+
+/// How long idempotency keys are remembered.
+pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// A stored postal address.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Address {
+    lines: Vec<String>,
+    city: String,
+    postal_code: String,
+    region: String,
+    country_code: String,
+}
+
+fn address_pb(json: &str) -> Option<pb::PostalAddress> {
+    let a: Address = serde_json::from_str(json).ok()?;
+    if a == Address::default() {
+        return None;
+    }
+    Some(pb::PostalAddress {
+        lines: a.lines,
+        city: a.city,
+        postal_code: a.postal_code,
+        region: a.region,
+        country_code: a.country_code,
+    })
+}
+
+pub(crate) fn account_pb(a: &AccountRow) -> pb::Account {
+    pb::Account {
+        id: a.id.clone(),
+        r#type: a.account_type,
+        name: a.name.clone(),
+        legal_name: a.legal_name.clone(),
+        country_code: a.country_code.clone(),
+        vat_number: a.vat_number.clone(),
+        registration_number: a.registration_number.clone(),
+        address: address_pb(&a.address_json),
+        create_time: Some(ts(a.create_time)),
+        update_time: Some(ts(a.update_time)),
+    }
+}
+
+/// Validates the fields named in `paths` of `input` into `row`.
+fn apply(row: &mut AccountRow, input: &pb::Account, paths: &[String], v: &mut Violations) {
+    let has = |p: &str| paths.iter().any(|x| x == p);
+    if has("type") {
+        if input.r#type == pb::AccountType::Individual as i32
+            || input.r#type == pb::AccountType::Company as i32
+        {
+            row.account_type = input.r#type;
+        } else {
+            v.add("account.type", "must be INDIVIDUAL or COMPANY");
+        }
+    }
+    if has("name")
+        && let Some(x) = v.take("account.name", validate::text(&input.name, 1, 100))
+    {
+        row.name = x;
+    }
+    if has("legal_name")
+        && let Some(x) = v.take(
+            "account.legal_name",
+            validate::text(&input.legal_name, 0, 200),
+        )
+    {
+        row.legal_name = x;
+    }
+    if has("country_code")
+        && let Some(x) = v.take(
+            "account.country_code",
+            validate::country_code(&input.country_code),
+        )
+    {
+        row.country_code = x;
+    }
+    if has("vat_number")
+        && let Some(x) = v.take(
+            "account.vat_number",
+            validate::vat_number(&input.vat_number),
+        )
+    {
+        row.vat_number = x;
+    }
+    if has("registration_number")
+        && let Some(x) = v.take(
+            "account.registration_number",
+            validate::text(&input.registration_number, 0, 64),
+        )
+    {
+        row.registration_number = x;
+    }
+    let mut address: Address = serde_json::from_str(&row.address_json).unwrap_or_default();
+    let given = input.address.clone().unwrap_or_default();
+    let whole = has("address");
+    let mut touched = false;
+    if whole || has("address.lines") {
+        touched = true;
+        if given.lines.is_empty() || given.lines.len() > 3 {
+            v.add("account.address.lines", "1 to 3 lines");
+        }
+        let mut lines = Vec::new();
+        for (k, line) in given.lines.iter().enumerate() {
+            if let Some(l) = v.take(
+                &format!("account.address.lines[{k}]"),
+                validate::text(line, 1, 200),
+            ) {
+                lines.push(l);
+            }
+        }
+        address.lines = lines;
+    }
+    if whole || has("address.city") {
+        touched = true;
+        if let Some(x) = v.take("account.address.city", validate::text(&given.city, 1, 100)) {
+            address.city = x;
+        }
+    }
+    if whole || has("address.postal_code") {
+        touched = true;
+        if let Some(x) = v.take(
+            "account.address.postal_code",
+            validate::text(&given.postal_code, 0, 20),
+        ) {
+            address.postal_code = x;
+        }
+    }
+    if whole || has("address.region") {
+        touched = true;
+        if let Some(x) = v.take(
+            "account.address.region",
+            validate::text(&given.region, 0, 100),
+        ) {
+            address.region = x;
+        }
+    }
+    if whole || has("address.country_code") {
+        touched = true;
+        if let Some(x) = v.take(
+            "account.address.country_code",
+            validate::country_code(&given.country_code),
+        ) {
+            address.country_code = x;
+        }
+    }
+    if touched {
+        row.address_json = serde_json::to_string(&address).unwrap_or_default();
+    }
+    if row.account_type == pb::AccountType::Company as i32 && row.legal_name.is_empty() {
+        v.add("account.legal_name", "required for COMPANY accounts");
+    }
+    if row.account_type == pb::AccountType::Individual as i32
+        && !row.registration_number.is_empty()
+        && has("registration_number")
+    {
+        v.add(
+            "account.registration_number",
+            "must be empty for INDIVIDUAL accounts",
+        );
+    }
+}
+
+const ACCOUNT_PATHS: &[&str] = &[
+    "type",
+    "name",
+    "legal_name",
+    "country_code",
+    "vat_number",
+    "registration_number",
+    "address",
+    "address.lines",
+    "address.city",
+    "address.postal_code",
+    "address.region",
+    "address.country_code",
+];
+
+#[derive(Serialize, Deserialize)]
+struct MyAccountsCursor {
+    name: String,
+    id: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MyAccountsToken {
+    f: String,
+    c: MyAccountsCursor,
+}
+
+impl Api {
+    pub(super) async fn do_create_account(
+        &self,
+        request: tonic::Request<pb::CreateAccountRequest>,
+    ) -> Result<pb::CreateAccountResponse, Error> {
+        let principal = tenancy_runtime::server::principal(&request)?.clone();
+        let user_id = principal.user()?.to_owned();
+        let req = request.into_inner();
+        let input = req.account.unwrap_or_default();
+        let now = self.now();
+        let mut row = AccountRow {
+            id: new_id(),
+            account_type: 0,
+            name: String::new(),
+            legal_name: String::new(),
+            country_code: String::new(),
+            vat_number: String::new(),
+            registration_number: String::new(),
+            address_json: serde_json::to_string(&Address::default()).unwrap_or_default(),
+            created_by: user_id.clone(),
+            create_time: now,
+            update_time: now,
+            enforce_mfa: false,
+            mfa_grace_ms: 0,
+            enforce_mfa_time: None,
+            ip_allowlist_json: "[]".to_owned(),
+            security_update_time: None,
+            security_update_user: String::new(),
+        };
+        let mut paths: Vec<String> = [
+            "type",
+            "name",
+            "legal_name",
+            "country_code",
+            "vat_number",
+            "registration_number",
+        ]
+        .iter()
+        .map(|p| (*p).to_owned())
+        .collect();
+        if input.address.is_some() {
+            paths.push("address".to_owned());
+        }
+        let mut v = Violations::default();
+        if req.idempotency_key.chars().count() > 64 {
+            v.add("idempotency_key", "at most 64 characters");
+        }
+        apply(&mut row, &input, &paths, &mut v);
+        v.finish()?;
+        let request_hash = fingerprint(&(
+            &row.account_type,
+            &row.name,
+            &row.legal_name,
+            &row.country_code,
+            &row.vat_number,
+            &row.registration_number,
+            &row.address_json,
+        ));
+        let idem_scope = format!("create_account:{user_id}");
+
+        // The creator's profile, for sorting members; best effort.
+        let me = self.users_or_empty(std::slice::from_ref(&user_id)).await;
+        let me = me.get(&user_id);
+
+        let txn = store::begin(&self.db).await?;
+        if !req.idempotency_key.is_empty()
+            && let Some(existing) = store::idempotent(
+                &txn,
+                &idem_scope,
+                &req.idempotency_key,
+                &request_hash,
+                now - IDEMPOTENCY_WINDOW_MS,
+            )
+            .await?
+        {
+            txn.commit().await?;
+            let account = AccountRow::load(&self.db, &existing)
+                .await?
+                .ok_or_else(|| Error::not_found("account"))?;
+            let member = store::member(&self.db, &existing, &user_id)
+                .await?
+                .ok_or_else(|| Error::not_found("member"))?;
+            return Ok(pb::CreateAccountResponse {
+                account: Some(account_pb(&account)),
+                member: Some(self.render_member(&member).await?),
+            });
+        }
+        let created = store::one(
+            &txn,
+            "SELECT COUNT(*) AS c FROM account_accounts WHERE created_by = $1",
+            vec![s(user_id.as_str())],
+        )
+        .await?
+        .map(|r| store::get::<i64>(&r, "c"))
+        .transpose()?
+        .unwrap_or(0);
+        if created >= MAX_ACCOUNTS_PER_USER {
+            return Err(Error::new(
+                ErrorCode::ResourceExhausted,
+                "ACCOUNT_LIMIT_REACHED",
+                format!("a user may create at most {MAX_ACCOUNTS_PER_USER} accounts"),
+            ));
+        }
+        row.insert(&txn).await?;
+        let member = MemberRow {
+            account_id: row.id.clone(),
+            user_id: user_id.clone(),
+            role: role::OWNER,
+            status: status::ACTIVE,
+            portal_access: true,
+            password_pending: false,
+            service_access: service_access::ALL,
+            join_time: now,
+            update_time: now,
+            name_key: me.map(|u| u.name.to_lowercase()).unwrap_or_default(),
+            email: me.map(|u| u.email.clone()).unwrap_or_default(),
+            mfa_deadline: join_deadline(&row, now),
+        };
+        member.upsert(&txn).await?;
+        if !req.idempotency_key.is_empty() {
+            store::remember(
+                &txn,
+                &idem_scope,
+                &req.idempotency_key,
+                &request_hash,
+                &row.id,
+                now,
+            )
+            .await?;
+        }
+        self.audit(
+            &principal,
+            &row.id,
+            "account.create",
+            ("account", &row.id),
+            None,
+            Some(serde_json::json!({"name": row.name, "type": row.account_type})),
+        )
+        .insert(&txn)
+        .await?;
+        let settings = super::settings_entry(&row);
+        store::append_policy(&txn, now, vec![settings, membership_entry(&member)]).await?;
+        txn.commit().await?;
+        self.policy_committed();
+        let scope = Scope {
+            portal_access: true,
+            service_access: service_access::ALL,
+            ..Scope::default()
+        };
+        Ok(pb::CreateAccountResponse {
+            account: Some(account_pb(&row)),
+            member: Some(self.member_pb(&member, &scope, me, Some(&row))),
+        })
+    }
+
+    pub(super) async fn do_list_my_accounts(
+        &self,
+        request: tonic::Request<pb::ListMyAccountsRequest>,
+    ) -> Result<pb::ListMyAccountsResponse, Error> {
+        let principal = tenancy_runtime::server::principal(&request)?.clone();
+        let user_id = principal.user()?.to_owned();
+        let req = request.into_inner();
+        let size = page_size(req.page_size)?;
+        let f = fingerprint(&"my_accounts");
+        let cursor = match decode_page_token::<MyAccountsToken>(&req.page_token)? {
+            Some(t) if t.f == f => Some(t.c),
+            Some(_) => return Err(super::bad_page_token()),
+            None => None,
+        };
+        let mut values = vec![s(user_id.as_str()), n(status::ACTIVE), n(status::SUSPENDED)];
+        let mut sql = "SELECT a.id, a.account_type, a.name, a.enforce_mfa, m.role, m.status, m.portal_access, m.join_time, m.mfa_deadline FROM account_members m JOIN account_accounts a ON a.id = m.account_id WHERE m.user_id = $1 AND m.status IN ($2, $3)".to_string();
+        if let Some(c) = &cursor {
+            sql.push_str(" AND (a.name > $4 OR (a.name = $4 AND a.id > $5))");
+            values.push(s(c.name.as_str()));
+            values.push(s(c.id.as_str()));
+        }
+        sql.push_str(&format!(" ORDER BY a.name, a.id LIMIT {}", size + 1));
+        let rows = store::all(&self.db, &sql, values).await?;
+        let more = rows.len() as u64 > size;
+        let me = self.users_or_empty(std::slice::from_ref(&user_id)).await;
+        let has_mfa = me.get(&user_id).is_some_and(|u| u.totp_enabled);
+        let mut memberships = Vec::new();
+        let mut last = None;
+        for row in rows
+            .iter()
+            .take(usize::try_from(size).unwrap_or(usize::MAX))
+        {
+            let id: String = store::get(row, "id")?;
+            let name: String = store::get(row, "name")?;
+            let enforce: bool = store::get(row, "enforce_mfa")?;
+            let deadline: Option<i64> = store::get(row, "mfa_deadline")?;
+            memberships.push(pb::AccountMembership {
+                account: Some(pb::AccountSummary {
+                    id: id.clone(),
+                    r#type: store::get(row, "account_type")?,
+                    name: name.clone(),
+                }),
+                role: store::get(row, "role")?,
+                status: store::get(row, "status")?,
+                portal_access: store::get(row, "portal_access")?,
+                join_time: Some(ts(store::get(row, "join_time")?)),
+                enforce_mfa: enforce,
+                mfa_deadline: if enforce && !has_mfa {
+                    deadline.map(ts)
+                } else {
+                    None
+                },
+            });
+            last = Some(MyAccountsCursor { name, id });
+        }
+        let next_page_token = match (more, last) {
+            (true, Some(c)) => encode_page_token(&MyAccountsToken { f, c }),
+            _ => String::new(),
+        };
+        Ok(pb::ListMyAccountsResponse {
+            memberships,
+            next_page_token,
+        })
+    }
+
+    pub(super) async fn do_get_account(
+        &self,
+        request: tonic::Request<pb::GetAccountRequest>,
+    ) -> Result<pb::GetAccountResponse, Error> {
+        let caller = self.caller(&request, role::MANAGER).await?;
+        let account = AccountRow::load(&self.db, &caller.account_id)
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::NotFound,
+                    "ACCOUNT_NOT_FOUND",
+                    "account not found",
+                )
+            })?;
+        Ok(pb::GetAccountResponse {
+            account: Some(account_pb(&account)),
+        })
+    }
+
+    pub(super) async fn do_update_account(
+        &self,
+        request: tonic::Request<pb::UpdateAccountRequest>,
+    ) -> Result<pb::UpdateAccountResponse, Error> {
+        let caller = self.caller(&request, role::OWNER).await?;
+        let req = request.into_inner();
+        let paths = mask_paths(req.update_mask.as_ref(), ACCOUNT_PATHS)?;
+        let input = req.account.unwrap_or_default();
+        if !input.id.is_empty() && input.id != caller.account_id {
+            return Err(Error::invalid_field(
+                "account.id",
+                "must be empty or the selected account's id",
+            ));
+        }
+        let now = self.now();
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &caller.account_id).await?;
+        let before = AccountRow::load(&txn, &caller.account_id)
+            .await?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::NotFound,
+                    "ACCOUNT_NOT_FOUND",
+                    "account not found",
+                )
+            })?;
+        let mut row = before.clone();
+        let mut v = Violations::default();
+        apply(&mut row, &input, &paths, &mut v);
+        v.finish()?;
+        row.update_time = now;
+        row.update(&txn).await?;
+        let snapshot = |a: &AccountRow| {
+            serde_json::json!({
+                "type": a.account_type, "name": a.name, "legal_name": a.legal_name,
+                "country_code": a.country_code, "vat_number": a.vat_number,
+                "registration_number": a.registration_number,
+                "address": serde_json::from_str::<serde_json::Value>(&a.address_json).unwrap_or_default(),
+            })
+        };
+        self.audit(
+            &caller.principal,
+            &row.id,
+            "account.update",
+            ("account", &row.id),
+            Some(snapshot(&before)),
+            Some(snapshot(&row)),
+        )
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(pb::UpdateAccountResponse {
+            account: Some(account_pb(&row)),
+        })
+    }
+}

@@ -1,0 +1,700 @@
+//! Invitations: invite, list, resend, cancel, accept.
+
+use std::collections::HashMap;
+
+use sea_orm::ConnectionTrait as _;
+use serde::{Deserialize, Serialize};
+use tenancy_proto::account as pb;
+use tenancy_proto::contacts::MessageTemplate;
+use tenancy_runtime::error::Violations;
+use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size, parse_id};
+use tenancy_runtime::secret::SecretToken;
+use tenancy_runtime::{Error, ErrorCode};
+
+use super::members::{ScopeFields, parse_role};
+use super::{
+    Api, Caller, fingerprint, join_deadline, membership_entry, pb_role_name, scope_pb, ts,
+};
+use crate::domain::{Scope, invitation_state as st, role, service_access, status, validate};
+use crate::store::{self, AccountRow, MemberRow, b, get, i, n, os, s};
+
+/// How long an invitation link works.
+pub(crate) const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// The shortest time between two sends of one invitation.
+const RESEND_INTERVAL_MS: i64 = 60 * 1000;
+
+const COLUMNS: &str = "id, account_id, email, role, scope_json, state, token_hash, create_time, expire_time, invited_by, send_time, send_count, close_time, user_id, for_existing_member";
+
+#[derive(Clone, Debug)]
+struct InvitationRow {
+    id: String,
+    account_id: String,
+    email: String,
+    role: i32,
+    scope: Scope,
+    state: i32,
+    token_hash: String,
+    create_time: i64,
+    expire_time: i64,
+    invited_by: String,
+    send_time: i64,
+    send_count: i32,
+    close_time: Option<i64>,
+    user_id: Option<String>,
+    for_existing_member: bool,
+}
+
+impl InvitationRow {
+    fn read(r: &sea_orm::QueryResult) -> Result<Self, Error> {
+        let scope: String = get(r, "scope_json")?;
+        Ok(Self {
+            id: get(r, "id")?,
+            account_id: get(r, "account_id")?,
+            email: get(r, "email")?,
+            role: get(r, "role")?,
+            scope: serde_json::from_str(&scope).unwrap_or_default(),
+            state: get(r, "state")?,
+            token_hash: get(r, "token_hash")?,
+            create_time: get(r, "create_time")?,
+            expire_time: get(r, "expire_time")?,
+            invited_by: get(r, "invited_by")?,
+            send_time: get(r, "send_time")?,
+            send_count: get(r, "send_count")?,
+            close_time: get(r, "close_time")?,
+            user_id: get(r, "user_id")?,
+            for_existing_member: get(r, "for_existing_member")?,
+        })
+    }
+
+    /// The state as clients see it: PENDING past its expiry is EXPIRED.
+    fn effective_state(&self, now: i64) -> i32 {
+        if self.state == st::PENDING && self.expire_time <= now {
+            st::EXPIRED
+        } else {
+            self.state
+        }
+    }
+
+    async fn insert<C: sea_orm::ConnectionTrait>(&self, c: &C) -> Result<(), sea_orm::DbErr> {
+        let scope = serde_json::to_string(&self.scope).unwrap_or_default();
+        c.execute_raw(store::stmt(
+            c.get_database_backend(),
+            &format!("INSERT INTO account_invitations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
+            vec![
+                s(self.id.as_str()), s(self.account_id.as_str()), s(self.email.as_str()), n(self.role), s(scope),
+                n(self.state), s(self.token_hash.as_str()), i(self.create_time), i(self.expire_time),
+                s(self.invited_by.as_str()), i(self.send_time), n(self.send_count), store::oi(self.close_time),
+                os(self.user_id.clone()), b(self.for_existing_member),
+            ],
+        ))
+        .await?;
+        Ok(())
+    }
+}
+
+fn not_found() -> Error {
+    Error::new(
+        ErrorCode::NotFound,
+        "INVITATION_NOT_FOUND",
+        "invitation not found",
+    )
+}
+
+fn used() -> Error {
+    Error::failed_precondition("INVITATION_USED", "the invitation was already accepted")
+}
+
+fn cancelled() -> Error {
+    Error::failed_precondition("INVITATION_CANCELLED", "the invitation was cancelled")
+}
+
+fn pending_exists() -> Error {
+    Error::already_exists(
+        "INVITATION_PENDING",
+        "a pending invitation for this email exists; resend it instead",
+    )
+}
+
+fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
+    let state = r.effective_state(now);
+    let mut scope = r.scope.clone();
+    scope.portal_access = true;
+    pb::Invitation {
+        id: r.id.clone(),
+        account_id: r.account_id.clone(),
+        email: r.email.clone(),
+        role: r.role,
+        access_scope: Some(scope_pb(&scope)),
+        state,
+        create_time: Some(ts(r.create_time)),
+        expire_time: Some(ts(r.expire_time)),
+        invited_by_user_id: r.invited_by.clone(),
+        send_time: Some(ts(r.send_time)),
+        send_count: r.send_count,
+        close_time: match state {
+            st::PENDING => None,
+            st::EXPIRED => Some(ts(r.close_time.unwrap_or(r.expire_time))),
+            _ => r.close_time.map(ts),
+        },
+        user_id: if state == st::ACCEPTED || r.for_existing_member {
+            r.user_id.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// RFC 3339 (UTC, seconds) of Unix milliseconds.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[derive(Serialize, Deserialize)]
+struct Token {
+    f: String,
+    t: i64,
+    id: String,
+}
+
+impl Api {
+    /// Emails the invitation link.
+    async fn send_invitation(
+        &self,
+        inv: &InvitationRow,
+        token: &SecretToken,
+        inviter: &str,
+    ) -> Result<(), Error> {
+        let account = AccountRow::load(&self.db, &inv.account_id).await?;
+        let inviter_name = self
+            .users_or_empty(&[inviter.to_owned()])
+            .await
+            .remove(inviter)
+            .map(|u| if u.name.is_empty() { u.email } else { u.name })
+            .unwrap_or_default();
+        let portal = self.config.mail.portal_url.trim_end_matches('/');
+        let data = HashMap::from([
+            (
+                "account_name".to_owned(),
+                account.map(|a| a.name).unwrap_or_default(),
+            ),
+            ("inviter_name".to_owned(), inviter_name),
+            ("role".to_owned(), pb_role_name(inv.role).to_owned()),
+            (
+                "accept_url".to_owned(),
+                format!("{portal}/accept-invitation?token={}", token.expose()),
+            ),
+            ("expire_time".to_owned(), rfc3339(inv.expire_time)),
+        ]);
+        self.peers
+            .send_email(
+                format!("account:invitation:{}:{}", inv.id, inv.send_count),
+                (&inv.email, ""),
+                MessageTemplate::Invitation,
+                data,
+                &inv.account_id,
+            )
+            .await
+    }
+
+    async fn load_invitation(&self, account_id: &str, id: &str) -> Result<InvitationRow, Error> {
+        let id = parse_id("invitation_id", id)?;
+        let row = store::one(
+            &self.db,
+            &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1 AND account_id = $2"),
+            vec![s(id), s(account_id)],
+        )
+        .await?
+        .ok_or_else(not_found)?;
+        InvitationRow::read(&row)
+    }
+
+    pub(super) async fn do_invite_member(
+        &self,
+        request: tonic::Request<pb::InviteMemberRequest>,
+    ) -> Result<pb::InviteMemberResponse, Error> {
+        let caller = self.caller(&request, role::OWNER).await?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let email = v.take("email", validate::email(&req.email));
+        if !(req.role == role::OWNER || req.role == role::MANAGER) {
+            v.add("role", "must be OWNER or MANAGER");
+        }
+        v.finish()?;
+        let email = email.unwrap_or_default();
+        let mut input = req.access_scope.unwrap_or_default();
+        if req.role == role::OWNER && input.service_access == 0 {
+            input.service_access = service_access::ALL;
+        }
+        let mut scope = self
+            .parse_scope(
+                &caller.account_id,
+                &input,
+                &ScopeFields::ALL,
+                Scope::default(),
+            )
+            .await?;
+        scope.portal_access = true;
+        let (user, _) = self.peers.ensure_user(&email, "").await?;
+        let now = self.now();
+        let token = SecretToken::generate("tni_");
+        let inv = InvitationRow {
+            id: new_id(),
+            account_id: caller.account_id.clone(),
+            email: email.clone(),
+            role: req.role,
+            scope,
+            state: st::PENDING,
+            token_hash: token.hash(),
+            create_time: now,
+            expire_time: now + INVITATION_TTL_MS,
+            invited_by: caller.user_id.clone(),
+            send_time: now,
+            send_count: 1,
+            close_time: None,
+            user_id: Some(user.id.clone()),
+            for_existing_member: false,
+        };
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &caller.account_id).await?;
+        if let Some(m) = store::member(&txn, &caller.account_id, &user.id).await?
+            && m.status != status::REVOKED
+        {
+            return Err(Error::already_exists(
+                "ALREADY_MEMBER",
+                "this person is already a member",
+            ));
+        }
+        // An expired invitation no longer blocks a new one.
+        store::exec(
+            &txn,
+            "UPDATE account_invitations SET state = $4, close_time = expire_time WHERE account_id = $1 AND email = $2 AND state = 1 AND expire_time <= $3",
+            vec![s(caller.account_id.as_str()), s(email.as_str()), i(now), n(st::EXPIRED)],
+        )
+        .await?;
+        if let Err(e) = inv.insert(&txn).await {
+            if tenancy_runtime::db::is_unique_violation(&e) {
+                return Err(pending_exists());
+            }
+            return Err(e.into());
+        }
+        self.audit(
+            &caller.principal,
+            &caller.account_id,
+            "member.invite",
+            ("invitation", &inv.id),
+            None,
+            Some(serde_json::json!({"email": email, "role": pb_role_name(inv.role)})),
+        )
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        self.send_invitation(&inv, &token, &caller.user_id).await?;
+        Ok(pb::InviteMemberResponse {
+            invitation: Some(invitation_pb(&inv, now)),
+        })
+    }
+
+    /// An invitation for a member added without a password, sent when an
+    /// owner gives them portal access.
+    pub(super) async fn invite_existing_member(
+        &self,
+        caller: &Caller,
+        member: &MemberRow,
+    ) -> Result<pb::Invitation, Error> {
+        let now = self.now();
+        let token = SecretToken::generate("tni_");
+        let mut scope = store::scope(&self.db, member).await?;
+        scope.portal_access = true;
+        let email = if member.email.is_empty() {
+            self.peers
+                .users(std::slice::from_ref(&member.user_id))
+                .await?
+                .remove(&member.user_id)
+                .map(|u| u.email)
+                .unwrap_or_default()
+        } else {
+            member.email.clone()
+        };
+        let inv = InvitationRow {
+            id: new_id(),
+            account_id: member.account_id.clone(),
+            email: email.clone(),
+            role: member.role,
+            scope,
+            state: st::PENDING,
+            token_hash: token.hash(),
+            create_time: now,
+            expire_time: now + INVITATION_TTL_MS,
+            invited_by: caller.user_id.clone(),
+            send_time: now,
+            send_count: 1,
+            close_time: None,
+            user_id: Some(member.user_id.clone()),
+            for_existing_member: true,
+        };
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &member.account_id).await?;
+        store::exec(
+            &txn,
+            "UPDATE account_invitations SET state = $4, close_time = $3 WHERE account_id = $1 AND email = $2 AND state = 1",
+            vec![s(member.account_id.as_str()), s(email.as_str()), i(now), n(st::CANCELLED)],
+        )
+        .await?;
+        inv.insert(&txn).await?;
+        self.audit(&caller.principal, &member.account_id, "member.invite", ("invitation", &inv.id), None, Some(serde_json::json!({"email": email, "role": pb_role_name(inv.role), "portal_access": true})))
+            .insert(&txn)
+            .await?;
+        txn.commit().await?;
+        self.send_invitation(&inv, &token, &caller.user_id).await?;
+        Ok(invitation_pb(&inv, now))
+    }
+
+    pub(super) async fn do_list_invitations(
+        &self,
+        request: tonic::Request<pb::ListInvitationsRequest>,
+    ) -> Result<pb::ListInvitationsResponse, Error> {
+        let caller = self.caller(&request, role::OWNER).await?;
+        let req = request.into_inner();
+        let size = page_size(req.page_size)?;
+        let mut states = req.states.clone();
+        states.sort_unstable();
+        states.dedup();
+        let f = fingerprint(&states);
+        let cursor = match decode_page_token::<Token>(&req.page_token)? {
+            Some(t) if t.f == f => Some(t),
+            Some(_) => return Err(super::bad_page_token()),
+            None => None,
+        };
+        let now = self.now();
+        let mut sql = format!("SELECT {COLUMNS} FROM account_invitations WHERE account_id = $1");
+        let mut values = vec![s(caller.account_id.as_str()), i(now)];
+        let mut ors = Vec::new();
+        for state in &states {
+            match *state {
+                st::PENDING => ors.push("(state = 1 AND expire_time > $2)".to_owned()),
+                st::EXPIRED => {
+                    ors.push("(state = 4 OR (state = 1 AND expire_time <= $2))".to_owned())
+                }
+                st::ACCEPTED => ors.push("state = 2".to_owned()),
+                st::CANCELLED => ors.push("state = 3".to_owned()),
+                _ => {}
+            }
+        }
+        if !ors.is_empty() {
+            sql.push_str(&format!(" AND ({})", ors.join(" OR ")));
+        } else {
+            sql.push_str(" AND $2 = $2");
+        }
+        if let Some(c) = &cursor {
+            values.push(i(c.t));
+            values.push(s(c.id.as_str()));
+            sql.push_str(" AND (create_time < $3 OR (create_time = $3 AND id < $4))");
+        }
+        sql.push_str(&format!(
+            " ORDER BY create_time DESC, id DESC LIMIT {}",
+            size + 1
+        ));
+        let rows = store::all(&self.db, &sql, values).await?;
+        let more = rows.len() as u64 > size;
+        let rows: Vec<InvitationRow> = rows
+            .iter()
+            .take(usize::try_from(size).unwrap_or(usize::MAX))
+            .map(InvitationRow::read)
+            .collect::<Result<_, _>>()?;
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(l)) => encode_page_token(&Token {
+                f,
+                t: l.create_time,
+                id: l.id.clone(),
+            }),
+            _ => String::new(),
+        };
+        Ok(pb::ListInvitationsResponse {
+            invitations: rows.iter().map(|r| invitation_pb(r, now)).collect(),
+            next_page_token,
+        })
+    }
+
+    pub(super) async fn do_resend_invitation(
+        &self,
+        request: tonic::Request<pb::ResendInvitationRequest>,
+    ) -> Result<pb::ResendInvitationResponse, Error> {
+        let caller = self.caller(&request, role::OWNER).await?;
+        let mut inv = self
+            .load_invitation(&caller.account_id, &request.get_ref().invitation_id)
+            .await?;
+        let now = self.now();
+        match inv.state {
+            st::ACCEPTED => return Err(used()),
+            st::CANCELLED => return Err(cancelled()),
+            _ => {}
+        }
+        if inv.send_time + RESEND_INTERVAL_MS > now {
+            let wait = u64::try_from(inv.send_time + RESEND_INTERVAL_MS - now).unwrap_or(0);
+            return Err(Error::throttled(
+                "RESEND_TOO_SOON",
+                std::time::Duration::from_millis(wait),
+            ));
+        }
+        let token = SecretToken::generate("tni_");
+        let before_state = inv.effective_state(now);
+        inv.state = st::PENDING;
+        inv.token_hash = token.hash();
+        inv.expire_time = now + INVITATION_TTL_MS;
+        inv.send_time = now;
+        inv.send_count += 1;
+        inv.close_time = None;
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &caller.account_id).await?;
+        let updated = txn
+            .execute_raw(store::stmt(
+                sea_orm::ConnectionTrait::get_database_backend(&txn),
+                "UPDATE account_invitations SET state = 1, token_hash = $2, expire_time = $3, send_time = $4, send_count = $5, close_time = NULL WHERE id = $1 AND state IN (1, 4)",
+                vec![s(inv.id.as_str()), s(inv.token_hash.as_str()), i(inv.expire_time), i(now), n(inv.send_count)],
+            ))
+            .await;
+        match updated {
+            Ok(r) if r.rows_affected() == 1 => {}
+            Ok(_) => return Err(used()),
+            Err(e) if tenancy_runtime::db::is_unique_violation(&e) => return Err(pending_exists()),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(
+            &caller.principal,
+            &caller.account_id,
+            "invitation.resend",
+            ("invitation", &inv.id),
+            Some(serde_json::json!({"state": before_state})),
+            Some(serde_json::json!({"send_count": inv.send_count})),
+        )
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        self.send_invitation(&inv, &token, &caller.user_id).await?;
+        Ok(pb::ResendInvitationResponse {
+            invitation: Some(invitation_pb(&inv, now)),
+        })
+    }
+
+    pub(super) async fn do_cancel_invitation(
+        &self,
+        request: tonic::Request<pb::CancelInvitationRequest>,
+    ) -> Result<pb::CancelInvitationResponse, Error> {
+        let caller = self.caller(&request, role::OWNER).await?;
+        let mut inv = self
+            .load_invitation(&caller.account_id, &request.get_ref().invitation_id)
+            .await?;
+        let now = self.now();
+        match inv.state {
+            st::ACCEPTED => return Err(used()),
+            st::CANCELLED => {
+                return Ok(pb::CancelInvitationResponse {
+                    invitation: Some(invitation_pb(&inv, now)),
+                });
+            }
+            _ => {}
+        }
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &caller.account_id).await?;
+        let changed = store::exec(
+            &txn,
+            "UPDATE account_invitations SET state = 3, close_time = $2 WHERE id = $1 AND state IN (1, 4)",
+            vec![s(inv.id.as_str()), i(now)],
+        )
+        .await?;
+        if changed == 0 {
+            return Err(used());
+        }
+        self.audit(
+            &caller.principal,
+            &caller.account_id,
+            "invitation.cancel",
+            ("invitation", &inv.id),
+            None,
+            None,
+        )
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        inv.state = st::CANCELLED;
+        inv.close_time = Some(now);
+        Ok(pb::CancelInvitationResponse {
+            invitation: Some(invitation_pb(&inv, now)),
+        })
+    }
+
+    pub(super) async fn do_accept_invitation(
+        &self,
+        request: tonic::Request<pb::AcceptInvitationRequest>,
+    ) -> Result<pb::AcceptInvitationResponse, Error> {
+        let principal = tenancy_runtime::server::principal(&request)?.clone();
+        let req = request.into_inner();
+        if req.token.is_empty() {
+            return Err(Error::invalid_field("token", "required"));
+        }
+        let hash = SecretToken::from_client(req.token.clone()).hash();
+        let row = store::one(
+            &self.db,
+            &format!("SELECT {COLUMNS} FROM account_invitations WHERE token_hash = $1"),
+            vec![s(hash.as_str())],
+        )
+        .await?
+        .ok_or_else(not_found)?;
+        let inv = InvitationRow::read(&row)?;
+        // The lookup is by hash of a 256-bit token; compare once more in
+        // constant time for good measure.
+        if !tenancy_runtime::secret::constant_time_eq(inv.token_hash.as_bytes(), hash.as_bytes()) {
+            return Err(not_found());
+        }
+        let now = self.now();
+        match inv.effective_state(now) {
+            st::ACCEPTED => return Err(used()),
+            st::CANCELLED => return Err(cancelled()),
+            st::EXPIRED => {
+                return Err(Error::failed_precondition(
+                    "INVITATION_EXPIRED",
+                    "the invitation expired; ask for a new one",
+                ));
+            }
+            _ => {}
+        }
+        // The invitee's user, created at invitation time.
+        let user = match &inv.user_id {
+            Some(id) => self.peers.users(std::slice::from_ref(id)).await?.remove(id),
+            None => None,
+        };
+        let user = match user {
+            Some(u) => u,
+            None => self.peers.ensure_user(&inv.email, "").await?.0,
+        };
+        let user_created = !user.password_set;
+        if user_created {
+            let mut v = Violations::default();
+            let name = if user.name.is_empty() {
+                v.take("name", validate::text(&req.name, 1, 100))
+            } else {
+                Some(String::new())
+            };
+            v.check(!req.password.is_empty(), "password", "required");
+            v.finish()?;
+            self.peers
+                .set_initial_password(&user.id, &req.password, &name.unwrap_or_default())
+                .await?;
+        }
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &inv.account_id).await?;
+        let claimed = store::exec(
+            &txn,
+            "UPDATE account_invitations SET state = 2, close_time = $2, user_id = $4 WHERE id = $1 AND state = 1 AND token_hash = $3 AND expire_time > $2",
+            vec![s(inv.id.as_str()), i(now), s(hash.as_str()), s(user.id.as_str())],
+        )
+        .await?;
+        if claimed == 0 {
+            return Err(used());
+        }
+        let account = AccountRow::load(&txn, &inv.account_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let existing = store::member(&txn, &inv.account_id, &user.id).await?;
+        let row = match existing {
+            Some(mut m) if m.status != status::REVOKED => {
+                if !(inv.for_existing_member && m.status == status::ACTIVE) {
+                    return Err(Error::already_exists(
+                        "ALREADY_MEMBER",
+                        "you are already a member of this account",
+                    ));
+                }
+                m.portal_access = true;
+                m.password_pending = false;
+                m.update_time = now;
+                m.update(&txn).await?;
+                m
+            }
+            _ => {
+                let mut scope = inv.scope.clone();
+                let ids: Vec<String> = scope
+                    .selected
+                    .iter()
+                    .chain(scope.resources.iter().map(|(id, _)| id))
+                    .cloned()
+                    .collect();
+                let live = store::existing_services(&txn, &inv.account_id, &ids).await?;
+                scope.selected.retain(|id| live.contains(id));
+                scope.resources.retain(|(id, _)| live.contains(id));
+                let m = MemberRow {
+                    account_id: inv.account_id.clone(),
+                    user_id: user.id.clone(),
+                    role: parse_role(inv.role, "role").unwrap_or(role::MANAGER),
+                    status: status::ACTIVE,
+                    portal_access: true,
+                    password_pending: false,
+                    service_access: if scope.service_access == 0 {
+                        service_access::NONE
+                    } else {
+                        scope.service_access
+                    },
+                    join_time: now,
+                    update_time: now,
+                    name_key: if user.name.is_empty() {
+                        req.name.trim().to_lowercase()
+                    } else {
+                        user.name.to_lowercase()
+                    },
+                    email: inv.email.clone(),
+                    mfa_deadline: join_deadline(&account, now),
+                };
+                m.upsert(&txn).await?;
+                store::replace_grants(&txn, &m.account_id, &m.user_id, &scope).await?;
+                m
+            }
+        };
+        let mut audit = self.audit(
+            &principal,
+            &inv.account_id,
+            "invitation.accept",
+            ("invitation", &inv.id),
+            None,
+            Some(super::member_json(&row)),
+        );
+        audit.actor_kind = pb::ActorKind::User as i32;
+        audit.actor_id = user.id.clone();
+        audit.actor_display_name = inv.email.clone();
+        audit.insert(&txn).await?;
+        store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
+        txn.commit().await?;
+        self.policy_committed();
+        Ok(pb::AcceptInvitationResponse {
+            account_id: inv.account_id.clone(),
+            user_id: user.id.clone(),
+            role: row.role,
+            user_created,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+}

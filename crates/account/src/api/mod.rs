@@ -1,0 +1,680 @@
+//! The gRPC surface of the account service: proto ⇄ domain and the
+//! transactions of each method. Methods of a topic live in one submodule.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use sea_orm::DatabaseConnection;
+use tenancy_proto::account as pb;
+use tenancy_runtime::clock::SharedClock;
+use tenancy_runtime::config::Config;
+use tenancy_runtime::{Error, Principal, Timestamp};
+use tokio::sync::Notify;
+
+use crate::domain::{Scope, role, status, validate};
+use crate::peers::{Peers, UserInfo};
+use crate::store::{self, AccountRow, AuditRow, MemberRow, PolicyEntry, policy_kind};
+
+mod accounts;
+mod audit;
+mod internal;
+mod invitations;
+mod members;
+mod security;
+mod services;
+mod watch;
+
+/// The handlers; cheap to clone (the database handle is a pool).
+#[derive(Clone)]
+pub(crate) struct Api {
+    db: DatabaseConnection,
+    clock: SharedClock,
+    peers: Peers,
+    config: Arc<Config>,
+    /// Woken after every commit that appended to the policy log, so local
+    /// WatchPolicies streams send at once (other replicas poll).
+    policy_changed: Arc<Notify>,
+}
+
+/// The caller of an account method, checked against live membership.
+pub(crate) struct Caller {
+    principal: Principal,
+    user_id: String,
+    account_id: String,
+    member: MemberRow,
+}
+
+fn role_rank(role: i32) -> i32 {
+    role
+}
+
+impl Api {
+    pub(crate) fn new(
+        db: DatabaseConnection,
+        clock: SharedClock,
+        peers: Peers,
+        config: Arc<Config>,
+        policy_changed: Arc<Notify>,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            peers,
+            config,
+            policy_changed,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().millis()
+    }
+
+    /// Checks that the principal is an ACTIVE member with portal access and
+    /// at least `min_role`, from live membership (not only the token).
+    async fn caller<T>(&self, request: &tonic::Request<T>, min_role: i32) -> Result<Caller, Error> {
+        let principal = tenancy_runtime::server::principal(request)?.clone();
+        let user_id = principal.user()?.to_owned();
+        let account_id = principal.account()?.to_owned();
+        let member = store::member(&self.db, &account_id, &user_id)
+            .await?
+            .filter(|m| m.status != status::REVOKED)
+            .ok_or_else(|| {
+                Error::permission_denied("NOT_A_MEMBER", "you are not a member of this account")
+            })?;
+        if member.status != status::ACTIVE {
+            return Err(Error::permission_denied(
+                "MEMBER_SUSPENDED",
+                "your membership of this account is suspended",
+            ));
+        }
+        if !member.portal_access {
+            return Err(Error::permission_denied(
+                "NO_PORTAL_ACCESS",
+                "you may not sign in to this account",
+            ));
+        }
+        if role_rank(member.role) < role_rank(min_role) {
+            return Err(Error::permission_denied(
+                "ROLE_TOO_LOW",
+                "your role in this account does not allow this",
+            ));
+        }
+        Ok(Caller {
+            principal,
+            user_id,
+            account_id,
+            member,
+        })
+    }
+
+    /// An audit event by `principal` (a user, or staff).
+    fn audit(
+        &self,
+        principal: &Principal,
+        account_id: &str,
+        action: &str,
+        target: (&str, &str),
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> AuditRow {
+        AuditRow {
+            id: tenancy_runtime::ids::new_id(),
+            account_id: account_id.to_owned(),
+            time: self.now(),
+            actor_kind: if principal.staff {
+                pb::ActorKind::Staff as i32
+            } else if principal.user_id.is_some() {
+                pb::ActorKind::User as i32
+            } else {
+                pb::ActorKind::Service as i32
+            },
+            actor_id: principal.user_id.clone().unwrap_or_default(),
+            actor_display_name: String::new(),
+            token_kind: principal.token_kind as i32,
+            client_ip: principal
+                .client_ip
+                .map(|ip| ip.to_string())
+                .unwrap_or_default(),
+            user_agent: principal.user_agent.chars().take(500).collect(),
+            action: action.to_owned(),
+            target_type: target.0.to_owned(),
+            target_id: target.1.to_owned(),
+            before: before.map(|v| v.to_string()),
+            after: after.map(|v| v.to_string()),
+            request_id: principal.request_id.clone(),
+        }
+    }
+
+    /// Wakes local policy watchers after a commit.
+    fn policy_committed(&self) {
+        self.policy_changed.notify_waiters();
+    }
+
+    /// The users of `ids` from identity; empty when identity is down (lists
+    /// still work, without names).
+    async fn users_or_empty(&self, ids: &[String]) -> std::collections::HashMap<String, UserInfo> {
+        match self.peers.users(ids).await {
+            Ok(users) => users,
+            Err(error) => {
+                tracing::warn!(%error, "member profiles unavailable");
+                Default::default()
+            }
+        }
+    }
+
+    /// A member as the API shows it.
+    fn member_pb(
+        &self,
+        row: &MemberRow,
+        scope: &Scope,
+        user: Option<&UserInfo>,
+        account: Option<&AccountRow>,
+    ) -> pb::Member {
+        let enforce = account.is_some_and(|a| a.enforce_mfa);
+        let has_mfa = user.is_some_and(|u| u.totp_enabled);
+        pb::Member {
+            user_id: row.user_id.clone(),
+            account_id: row.account_id.clone(),
+            name: user.map(|u| u.name.clone()).unwrap_or_default(),
+            email: user
+                .map(|u| u.email.clone())
+                .unwrap_or_else(|| row.email.clone()),
+            last_login_time: user.and_then(|u| u.last_login_time).map(ts),
+            totp_enabled: has_mfa,
+            role: row.role,
+            status: row.status,
+            access_scope: Some(scope_pb(scope)),
+            join_time: Some(ts(row.join_time)),
+            mfa_deadline: if enforce && !has_mfa {
+                row.mfa_deadline.map(ts)
+            } else {
+                None
+            },
+            update_time: Some(ts(row.update_time)),
+        }
+    }
+
+    /// Loads and renders one member with profile and scope.
+    async fn render_member(&self, row: &MemberRow) -> Result<pb::Member, Error> {
+        let scope = store::scope(&self.db, row).await?;
+        let users = self
+            .users_or_empty(std::slice::from_ref(&row.user_id))
+            .await;
+        let account = AccountRow::load(&self.db, &row.account_id).await?;
+        Ok(self.member_pb(row, &scope, users.get(&row.user_id), account.as_ref()))
+    }
+}
+
+/// A timestamp from Unix milliseconds.
+pub(crate) fn ts(ms: i64) -> prost_types::Timestamp {
+    Timestamp(ms).to_proto()
+}
+
+/// Unix milliseconds of a timestamp.
+pub(crate) fn ms(t: &prost_types::Timestamp) -> i64 {
+    Timestamp::from_proto(t).millis()
+}
+
+/// A scope as the API shows it.
+pub(crate) fn scope_pb(scope: &Scope) -> pb::AccessScope {
+    pb::AccessScope {
+        portal_access: scope.portal_access,
+        service_access: scope.service_access,
+        selected_service_ids: scope.selected.clone(),
+        resource_grants: scope
+            .resources
+            .iter()
+            .map(|(id, l)| pb::ResourceGrant {
+                service_id: id.clone(),
+                level: *l,
+            })
+            .collect(),
+        tag_grants: scope
+            .tags
+            .iter()
+            .map(|(t, l)| pb::TagGrant {
+                tag: t.clone(),
+                level: *l,
+            })
+            .collect(),
+    }
+}
+
+/// The gateway's view of a membership.
+pub(crate) fn membership_state(row: &MemberRow) -> pb::MembershipState {
+    pb::MembershipState {
+        account_id: row.account_id.clone(),
+        user_id: row.user_id.clone(),
+        role: row.role,
+        status: row.status,
+        portal_access: row.portal_access,
+        join_time: Some(ts(row.join_time)),
+    }
+}
+
+fn encode(message: &impl prost::Message) -> String {
+    base64::engine::general_purpose::STANDARD.encode(message.encode_to_vec())
+}
+
+/// The policy log entry for a membership's new state.
+pub(crate) fn membership_entry(row: &MemberRow) -> PolicyEntry {
+    if row.status == status::REVOKED {
+        PolicyEntry {
+            account_id: row.account_id.clone(),
+            kind: policy_kind::MEMBERSHIP_REMOVED,
+            payload: encode(&pb::MembershipRemoved {
+                account_id: row.account_id.clone(),
+                user_id: row.user_id.clone(),
+            }),
+        }
+    } else {
+        PolicyEntry {
+            account_id: row.account_id.clone(),
+            kind: policy_kind::MEMBERSHIP_CHANGED,
+            payload: encode(&membership_state(row)),
+        }
+    }
+}
+
+/// The policy log entry for an account's settings.
+pub(crate) fn settings_entry(account: &AccountRow) -> PolicyEntry {
+    PolicyEntry {
+        account_id: account.id.clone(),
+        kind: policy_kind::SECURITY_SETTINGS_CHANGED,
+        payload: encode(&settings_pb(account)),
+    }
+}
+
+/// An account's security settings as the API shows them.
+pub(crate) fn settings_pb(account: &AccountRow) -> pb::SecuritySettings {
+    pb::SecuritySettings {
+        account_id: account.id.clone(),
+        enforce_mfa: account.enforce_mfa,
+        mfa_grace_period: (account.mfa_grace_ms > 0).then_some(prost_types::Duration {
+            seconds: account.mfa_grace_ms / 1000,
+            nanos: 0,
+        }),
+        enforce_mfa_time: if account.enforce_mfa {
+            account.enforce_mfa_time.map(ts)
+        } else {
+            None
+        },
+        ip_allowlist: allowlist_of(account),
+        update_time: account.security_update_time.map(ts),
+        update_user_id: account.security_update_user.clone(),
+    }
+}
+
+/// The stored allowlist.
+pub(crate) fn allowlist_of(account: &AccountRow) -> Vec<String> {
+    serde_json::from_str(&account.ip_allowlist_json).unwrap_or_default()
+}
+
+/// The stored allowlist, parsed.
+pub(crate) fn allowlist_nets(account: &AccountRow) -> Vec<ipnet::IpNet> {
+    allowlist_of(account)
+        .iter()
+        .filter_map(|e| validate::cidr(e).ok())
+        .collect()
+}
+
+/// The personal deadline of a member joining now.
+pub(crate) fn join_deadline(account: &AccountRow, join_time: i64) -> Option<i64> {
+    if account.enforce_mfa {
+        Some(crate::domain::mfa::deadline(
+            account.enforce_mfa_time.unwrap_or(join_time),
+            join_time,
+            account.mfa_grace_ms,
+        ))
+    } else {
+        None
+    }
+}
+
+/// The audit JSON of a member's state.
+pub(crate) fn member_json(row: &MemberRow) -> serde_json::Value {
+    serde_json::json!({
+        "role": pb_role_name(row.role),
+        "status": pb::MemberStatus::try_from(row.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+        "portal_access": row.portal_access,
+    })
+}
+
+/// "OWNER" or "MANAGER".
+pub(crate) fn pb_role_name(r: i32) -> &'static str {
+    if r == role::OWNER { "OWNER" } else { "MANAGER" }
+}
+
+/// A JSON object as a protobuf Struct.
+pub(crate) fn to_struct(text: &str) -> Option<prost_types::Struct> {
+    match serde_json::from_str::<serde_json::Value>(text).ok()? {
+        serde_json::Value::Object(map) => Some(prost_types::Struct {
+            fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+        }),
+        _ => None,
+    }
+}
+
+fn to_value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(to_value).collect(),
+        }),
+        serde_json::Value::Object(map) => Kind::StructValue(prost_types::Struct {
+            fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A protobuf Struct as JSON text.
+pub(crate) fn from_struct(s: &prost_types::Struct) -> String {
+    fn value(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+            Some(Kind::NumberValue(n)) => serde_json::json!(n),
+            Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+            Some(Kind::ListValue(l)) => {
+                serde_json::Value::Array(l.values.iter().map(value).collect())
+            }
+            Some(Kind::StructValue(s)) => object(s),
+        }
+    }
+    fn object(s: &prost_types::Struct) -> serde_json::Value {
+        serde_json::Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value(v)))
+                .collect(),
+        )
+    }
+    object(s).to_string()
+}
+
+/// The paths of a field mask; INVALID_UPDATE_MASK when empty or not in
+/// `allowed`.
+pub(crate) fn mask_paths(
+    mask: Option<&prost_types::FieldMask>,
+    allowed: &[&str],
+) -> Result<Vec<String>, Error> {
+    let paths: Vec<String> = mask.map(|m| m.paths.clone()).unwrap_or_default();
+    let bad = |message: String| {
+        Error::new(
+            tenancy_runtime::ErrorCode::InvalidArgument,
+            "INVALID_UPDATE_MASK",
+            message.clone(),
+        )
+        .with_field("update_mask", message)
+    };
+    if paths.is_empty() {
+        return Err(bad("update_mask must name at least one field".to_owned()));
+    }
+    for p in &paths {
+        if !allowed.contains(&p.as_str()) {
+            return Err(bad(format!("unknown or read-only path {p:?}")));
+        }
+    }
+    Ok(paths)
+}
+
+/// A fingerprint of list filters, carried in page tokens so a token is
+/// refused with other filters.
+pub(crate) fn fingerprint(parts: &impl serde::Serialize) -> String {
+    let text = serde_json::to_string(parts).unwrap_or_default();
+    tenancy_runtime::secret::sha256_hex(text.as_bytes())[..16].to_owned()
+}
+
+/// An INVALID_PAGE_TOKEN error.
+pub(crate) fn bad_page_token() -> Error {
+    Error::new(
+        tenancy_runtime::ErrorCode::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+        "page_token is not a token this list returned for these filters",
+    )
+    .with_field(
+        "page_token",
+        "not a token this list returned for these filters",
+    )
+}
+
+type R<T> = Result<tonic::Response<T>, tonic::Status>;
+
+fn ok<T>(value: T) -> R<T> {
+    Ok(tonic::Response::new(value))
+}
+
+#[tonic::async_trait]
+impl pb::account_service_server::AccountService for Api {
+    async fn create_account(
+        &self,
+        r: tonic::Request<pb::CreateAccountRequest>,
+    ) -> R<pb::CreateAccountResponse> {
+        ok(self.do_create_account(r).await?)
+    }
+    async fn list_my_accounts(
+        &self,
+        r: tonic::Request<pb::ListMyAccountsRequest>,
+    ) -> R<pb::ListMyAccountsResponse> {
+        ok(self.do_list_my_accounts(r).await?)
+    }
+    async fn get_account(
+        &self,
+        r: tonic::Request<pb::GetAccountRequest>,
+    ) -> R<pb::GetAccountResponse> {
+        ok(self.do_get_account(r).await?)
+    }
+    async fn update_account(
+        &self,
+        r: tonic::Request<pb::UpdateAccountRequest>,
+    ) -> R<pb::UpdateAccountResponse> {
+        ok(self.do_update_account(r).await?)
+    }
+    async fn list_members(
+        &self,
+        r: tonic::Request<pb::ListMembersRequest>,
+    ) -> R<pb::ListMembersResponse> {
+        ok(self.do_list_members(r).await?)
+    }
+    async fn get_member(
+        &self,
+        r: tonic::Request<pb::GetMemberRequest>,
+    ) -> R<pb::GetMemberResponse> {
+        ok(self.do_get_member(r).await?)
+    }
+    async fn invite_member(
+        &self,
+        r: tonic::Request<pb::InviteMemberRequest>,
+    ) -> R<pb::InviteMemberResponse> {
+        ok(self.do_invite_member(r).await?)
+    }
+    async fn list_invitations(
+        &self,
+        r: tonic::Request<pb::ListInvitationsRequest>,
+    ) -> R<pb::ListInvitationsResponse> {
+        ok(self.do_list_invitations(r).await?)
+    }
+    async fn resend_invitation(
+        &self,
+        r: tonic::Request<pb::ResendInvitationRequest>,
+    ) -> R<pb::ResendInvitationResponse> {
+        ok(self.do_resend_invitation(r).await?)
+    }
+    async fn cancel_invitation(
+        &self,
+        r: tonic::Request<pb::CancelInvitationRequest>,
+    ) -> R<pb::CancelInvitationResponse> {
+        ok(self.do_cancel_invitation(r).await?)
+    }
+    async fn accept_invitation(
+        &self,
+        r: tonic::Request<pb::AcceptInvitationRequest>,
+    ) -> R<pb::AcceptInvitationResponse> {
+        ok(self.do_accept_invitation(r).await?)
+    }
+    async fn add_member(
+        &self,
+        r: tonic::Request<pb::AddMemberRequest>,
+    ) -> R<pb::AddMemberResponse> {
+        ok(self.do_add_member(r).await?)
+    }
+    async fn change_member_role(
+        &self,
+        r: tonic::Request<pb::ChangeMemberRoleRequest>,
+    ) -> R<pb::ChangeMemberRoleResponse> {
+        ok(self.do_change_member_role(r).await?)
+    }
+    async fn suspend_member(
+        &self,
+        r: tonic::Request<pb::SuspendMemberRequest>,
+    ) -> R<pb::SuspendMemberResponse> {
+        ok(self.do_suspend_member(r).await?)
+    }
+    async fn reactivate_member(
+        &self,
+        r: tonic::Request<pb::ReactivateMemberRequest>,
+    ) -> R<pb::ReactivateMemberResponse> {
+        ok(self.do_reactivate_member(r).await?)
+    }
+    async fn revoke_member(
+        &self,
+        r: tonic::Request<pb::RevokeMemberRequest>,
+    ) -> R<pb::RevokeMemberResponse> {
+        ok(self.do_revoke_member(r).await?)
+    }
+    async fn leave_account(
+        &self,
+        r: tonic::Request<pb::LeaveAccountRequest>,
+    ) -> R<pb::LeaveAccountResponse> {
+        ok(self.do_leave_account(r).await?)
+    }
+    async fn set_member_access(
+        &self,
+        r: tonic::Request<pb::SetMemberAccessRequest>,
+    ) -> R<pb::SetMemberAccessResponse> {
+        ok(self.do_set_member_access(r).await?)
+    }
+    async fn get_security_settings(
+        &self,
+        r: tonic::Request<pb::GetSecuritySettingsRequest>,
+    ) -> R<pb::GetSecuritySettingsResponse> {
+        ok(self.do_get_security_settings(r).await?)
+    }
+    async fn update_security_settings(
+        &self,
+        r: tonic::Request<pb::UpdateSecuritySettingsRequest>,
+    ) -> R<pb::UpdateSecuritySettingsResponse> {
+        ok(self.do_update_security_settings(r).await?)
+    }
+    async fn grant_support_access(
+        &self,
+        r: tonic::Request<pb::GrantSupportAccessRequest>,
+    ) -> R<pb::GrantSupportAccessResponse> {
+        ok(self.do_grant_support_access(r).await?)
+    }
+    async fn revoke_support_access(
+        &self,
+        r: tonic::Request<pb::RevokeSupportAccessRequest>,
+    ) -> R<pb::RevokeSupportAccessResponse> {
+        ok(self.do_revoke_support_access(r).await?)
+    }
+    async fn get_support_access(
+        &self,
+        r: tonic::Request<pb::GetSupportAccessRequest>,
+    ) -> R<pb::GetSupportAccessResponse> {
+        ok(self.do_get_support_access(r).await?)
+    }
+    async fn list_services(
+        &self,
+        r: tonic::Request<pb::ListServicesRequest>,
+    ) -> R<pb::ListServicesResponse> {
+        ok(self.do_list_services(r).await?)
+    }
+    async fn get_service(
+        &self,
+        r: tonic::Request<pb::GetServiceRequest>,
+    ) -> R<pb::GetServiceResponse> {
+        ok(self.do_get_service(r).await?)
+    }
+    async fn list_audit_events(
+        &self,
+        r: tonic::Request<pb::ListAuditEventsRequest>,
+    ) -> R<pb::ListAuditEventsResponse> {
+        ok(self.do_list_audit_events(r).await?)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::account_internal_service_server::AccountInternalService for Api {
+    async fn register_service(
+        &self,
+        r: tonic::Request<pb::RegisterServiceRequest>,
+    ) -> R<pb::RegisterServiceResponse> {
+        ok(self.do_register_service(r).await?)
+    }
+    async fn update_service(
+        &self,
+        r: tonic::Request<pb::UpdateServiceRequest>,
+    ) -> R<pb::UpdateServiceResponse> {
+        ok(self.do_update_service(r).await?)
+    }
+    async fn delete_service(
+        &self,
+        r: tonic::Request<pb::DeleteServiceRequest>,
+    ) -> R<pb::DeleteServiceResponse> {
+        ok(self.do_delete_service(r).await?)
+    }
+    async fn check_access(
+        &self,
+        r: tonic::Request<pb::CheckAccessRequest>,
+    ) -> R<pb::CheckAccessResponse> {
+        ok(self.do_check_access(r.into_inner()).await?)
+    }
+    async fn batch_check_access(
+        &self,
+        r: tonic::Request<pb::BatchCheckAccessRequest>,
+    ) -> R<pb::BatchCheckAccessResponse> {
+        ok(self.do_batch_check_access(r.into_inner()).await?)
+    }
+    async fn get_principal_state(
+        &self,
+        r: tonic::Request<pb::GetPrincipalStateRequest>,
+    ) -> R<pb::GetPrincipalStateResponse> {
+        ok(self.do_get_principal_state(r.into_inner()).await?)
+    }
+    async fn watch_policies(
+        &self,
+        r: tonic::Request<pb::WatchPoliciesRequest>,
+    ) -> R<watch::PolicyStream> {
+        ok(self.do_watch_policies(r.into_inner()).await?)
+    }
+    async fn check_support_access(
+        &self,
+        r: tonic::Request<pb::CheckSupportAccessRequest>,
+    ) -> R<pb::CheckSupportAccessResponse> {
+        ok(self.do_check_support_access(r.into_inner()).await?)
+    }
+    async fn list_active_support_access_grants(
+        &self,
+        r: tonic::Request<pb::ListActiveSupportAccessGrantsRequest>,
+    ) -> R<pb::ListActiveSupportAccessGrantsResponse> {
+        ok(self
+            .do_list_active_support_access_grants(r.into_inner())
+            .await?)
+    }
+    async fn record_audit_event(
+        &self,
+        r: tonic::Request<pb::RecordAuditEventRequest>,
+    ) -> R<pb::RecordAuditEventResponse> {
+        ok(self.do_record_audit_event(r).await?)
+    }
+}
+
+pub(crate) use invitations::rfc3339;
+pub(crate) use watch::RETENTION_MS;

@@ -1,0 +1,432 @@
+//! The service catalogue: RegisterService, UpdateService, DeleteService
+//! (internal) and ListServices, GetService (members).
+
+use serde::{Deserialize, Serialize};
+use tenancy_proto::account as pb;
+use tenancy_runtime::error::Violations;
+use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size, parse_id};
+use tenancy_runtime::{Error, ErrorCode};
+
+use super::internal::account_not_found;
+use super::{Api, Caller, fingerprint, mask_paths, ts};
+use crate::domain::{Scope, level, role, service_access, validate};
+use crate::store::{self, SERVICE_COLUMNS, ServiceRow, s};
+
+fn service_not_found() -> Error {
+    Error::new(
+        ErrorCode::NotFound,
+        "SERVICE_NOT_FOUND",
+        "service not found",
+    )
+}
+
+pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
+    pb::Service {
+        id: r.id.clone(),
+        account_id: r.account_id.clone(),
+        kind: r.kind.clone(),
+        name: r.name.clone(),
+        tags: r.tags.clone(),
+        external_id: r.external_id.clone().unwrap_or_default(),
+        create_time: Some(ts(r.create_time)),
+        update_time: Some(ts(r.update_time)),
+        access_level,
+    }
+}
+
+fn tags(input: &[String], v: &mut Violations) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (k, t) in input.iter().enumerate() {
+        if let Some(t) = v.take(&format!("service.tags[{k}]"), validate::tag(t))
+            && !out.contains(&t)
+        {
+            out.push(t);
+        }
+    }
+    v.check(out.len() <= 50, "service.tags", "at most 50 tags");
+    out
+}
+
+fn apply(row: &mut ServiceRow, input: &pb::Service, paths: &[&str], v: &mut Violations) {
+    for p in paths {
+        match *p {
+            "kind" => {
+                if let Some(k) = v.take("service.kind", validate::kind(&input.kind)) {
+                    row.kind = k;
+                }
+            }
+            "name" => {
+                if let Some(n) = v.take("service.name", validate::text(&input.name, 1, 200)) {
+                    row.name = n;
+                }
+            }
+            "tags" => row.tags = tags(&input.tags, v),
+            "external_id" => {
+                if let Some(e) = v.take(
+                    "service.external_id",
+                    validate::text(&input.external_id, 0, 128),
+                ) {
+                    row.external_id = (!e.is_empty()).then_some(e);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The caller's level on a service, from their scope.
+pub(crate) fn level_on(caller: &Caller, scope: &Scope, service: &ServiceRow) -> i32 {
+    if caller.member.role == role::OWNER || caller.member.service_access == service_access::ALL {
+        return level::MANAGE;
+    }
+    let mut best = 0;
+    if caller.member.service_access == service_access::SELECTED
+        && scope.selected.contains(&service.id)
+    {
+        best = level::MANAGE;
+    }
+    for (id, l) in &scope.resources {
+        if *id == service.id {
+            best = best.max(*l);
+        }
+    }
+    for (t, l) in &scope.tags {
+        if service.tags.contains(t) {
+            best = best.max(*l);
+        }
+    }
+    best
+}
+
+#[derive(Serialize, Deserialize)]
+struct Token {
+    f: String,
+    name: String,
+    id: String,
+}
+
+impl Api {
+    async fn external_id_conflict(&self, account_id: &str, external_id: &Option<String>) -> Error {
+        let existing = match external_id {
+            Some(e) => store::one(
+                &self.db,
+                "SELECT id FROM account_services WHERE account_id = $1 AND external_id = $2",
+                vec![s(account_id), s(e.as_str())],
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| store::get::<String>(&r, "id").ok()),
+            None => None,
+        };
+        Error::already_exists(
+            "EXTERNAL_ID_IN_USE",
+            "another service of the account has this external_id",
+        )
+        .with_metadata("service_id", existing.unwrap_or_default())
+    }
+
+    pub(super) async fn do_register_service(
+        &self,
+        request: tonic::Request<pb::RegisterServiceRequest>,
+    ) -> Result<pb::RegisterServiceResponse, Error> {
+        let principal = tenancy_runtime::server::principal(&request)?.clone();
+        let req = request.into_inner();
+        let input = req.service.unwrap_or_default();
+        let now = self.now();
+        let mut v = Violations::default();
+        let account_id = v.take(
+            "service.account_id",
+            parse_id("service.account_id", &input.account_id).map_err(|_| "must be a UUID"),
+        );
+        let mut row = ServiceRow {
+            id: new_id(),
+            account_id: account_id.clone().unwrap_or_default(),
+            kind: String::new(),
+            name: String::new(),
+            tags: Vec::new(),
+            external_id: None,
+            create_time: now,
+            update_time: now,
+        };
+        apply(
+            &mut row,
+            &input,
+            &["kind", "name", "tags", "external_id"],
+            &mut v,
+        );
+        v.check(
+            req.idempotency_key.chars().count() <= 64,
+            "idempotency_key",
+            "at most 64 characters",
+        );
+        v.finish()?;
+        let hash = fingerprint(&(
+            &row.account_id,
+            &row.kind,
+            &row.name,
+            &row.tags,
+            &row.external_id,
+        ));
+        let txn = store::begin(&self.db).await?;
+        if !store::lock_account(&txn, &row.account_id).await? {
+            return Err(account_not_found());
+        }
+        if !req.idempotency_key.is_empty()
+            && let Some(id) = store::idempotent(
+                &txn,
+                "register_service",
+                &req.idempotency_key,
+                &hash,
+                now - super::accounts::IDEMPOTENCY_WINDOW_MS,
+            )
+            .await?
+        {
+            txn.commit().await?;
+            let existing = ServiceRow::load(&self.db, &id)
+                .await?
+                .ok_or_else(service_not_found)?;
+            return Ok(pb::RegisterServiceResponse {
+                service: Some(service_pb(&existing, 0)),
+            });
+        }
+        if let Err(e) = row.save(&txn, true).await {
+            drop(txn);
+            if e.code == ErrorCode::Internal {
+                // A unique violation of (account_id, external_id) is the only
+                // expected failure here.
+                if row.external_id.is_some() {
+                    return Err(self
+                        .external_id_conflict(&row.account_id, &row.external_id)
+                        .await);
+                }
+            }
+            return Err(e);
+        }
+        if !req.idempotency_key.is_empty() {
+            store::remember(
+                &txn,
+                "register_service",
+                &req.idempotency_key,
+                &hash,
+                &row.id,
+                now,
+            )
+            .await?;
+        }
+        let mut audit = self.audit(
+            &principal,
+            &row.account_id,
+            "service.register",
+            ("service", &row.id),
+            None,
+            Some(serde_json::json!({"kind": row.kind, "name": row.name, "tags": row.tags})),
+        );
+        audit.actor_id = "service".to_owned();
+        audit.insert(&txn).await?;
+        txn.commit().await?;
+        Ok(pb::RegisterServiceResponse {
+            service: Some(service_pb(&row, 0)),
+        })
+    }
+
+    pub(super) async fn do_update_service(
+        &self,
+        request: tonic::Request<pb::UpdateServiceRequest>,
+    ) -> Result<pb::UpdateServiceResponse, Error> {
+        let principal = tenancy_runtime::server::principal(&request)?.clone();
+        let req = request.into_inner();
+        let paths = mask_paths(
+            req.update_mask.as_ref(),
+            &["kind", "name", "tags", "external_id"],
+        )?;
+        let input = req.service.unwrap_or_default();
+        let id = parse_id("service.id", &input.id)?;
+        let before = ServiceRow::load(&self.db, &id)
+            .await?
+            .ok_or_else(service_not_found)?;
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &before.account_id).await?;
+        let before = ServiceRow::load(&txn, &id)
+            .await?
+            .ok_or_else(service_not_found)?;
+        let mut row = before.clone();
+        let mut v = Violations::default();
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        apply(&mut row, &input, &refs, &mut v);
+        v.finish()?;
+        row.update_time = self.now();
+        if let Err(e) = row.save(&txn, false).await {
+            drop(txn);
+            if row.external_id.is_some() && row.external_id != before.external_id {
+                return Err(self
+                    .external_id_conflict(&row.account_id, &row.external_id)
+                    .await);
+            }
+            return Err(e);
+        }
+        let snap = |r: &ServiceRow| serde_json::json!({"kind": r.kind, "name": r.name, "tags": r.tags, "external_id": r.external_id});
+        let mut audit = self.audit(
+            &principal,
+            &row.account_id,
+            "service.update",
+            ("service", &row.id),
+            Some(snap(&before)),
+            Some(snap(&row)),
+        );
+        audit.actor_id = "service".to_owned();
+        audit.insert(&txn).await?;
+        txn.commit().await?;
+        Ok(pb::UpdateServiceResponse {
+            service: Some(service_pb(&row, 0)),
+        })
+    }
+
+    pub(super) async fn do_delete_service(
+        &self,
+        request: tonic::Request<pb::DeleteServiceRequest>,
+    ) -> Result<pb::DeleteServiceResponse, Error> {
+        let principal = tenancy_runtime::server::principal(&request)?.clone();
+        let id = parse_id("service_id", &request.get_ref().service_id)?;
+        let row = ServiceRow::load(&self.db, &id)
+            .await?
+            .ok_or_else(service_not_found)?;
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &row.account_id).await?;
+        if store::exec(
+            &txn,
+            "DELETE FROM account_services WHERE id = $1",
+            vec![s(id.as_str())],
+        )
+        .await?
+            == 0
+        {
+            return Err(service_not_found());
+        }
+        store::exec(
+            &txn,
+            "DELETE FROM account_service_tags WHERE service_id = $1",
+            vec![s(id.as_str())],
+        )
+        .await?;
+        store::exec(
+            &txn,
+            "DELETE FROM account_member_grants WHERE account_id = $1 AND grant_key = $2 AND grant_kind IN (1, 2)",
+            vec![s(row.account_id.as_str()), s(id.as_str())],
+        )
+        .await?;
+        let mut audit = self.audit(
+            &principal,
+            &row.account_id,
+            "service.delete",
+            ("service", &row.id),
+            Some(serde_json::json!({"kind": row.kind, "name": row.name})),
+            None,
+        );
+        audit.actor_id = "service".to_owned();
+        audit.insert(&txn).await?;
+        txn.commit().await?;
+        Ok(pb::DeleteServiceResponse {})
+    }
+
+    pub(super) async fn do_list_services(
+        &self,
+        request: tonic::Request<pb::ListServicesRequest>,
+    ) -> Result<pb::ListServicesResponse, Error> {
+        let caller = self.caller(&request, role::MANAGER).await?;
+        let req = request.into_inner();
+        let size = page_size(req.page_size)?;
+        let mut v = Violations::default();
+        v.check(req.tags.len() <= 10, "tags", "at most 10");
+        let filter_tags: Vec<String> = req
+            .tags
+            .iter()
+            .enumerate()
+            .filter_map(|(k, t)| v.take(&format!("tags[{k}]"), validate::tag(t)))
+            .collect();
+        v.finish()?;
+        let f = fingerprint(&(&req.kind, &filter_tags, req.min_access_level));
+        let cursor = match decode_page_token::<Token>(&req.page_token)? {
+            Some(t) if t.f == f => Some(t),
+            Some(_) => return Err(super::bad_page_token()),
+            None => None,
+        };
+        let scope = store::scope(&self.db, &caller.member).await?;
+        let mut sql =
+            format!("SELECT {SERVICE_COLUMNS} FROM account_services sv WHERE sv.account_id = $1");
+        let mut values = vec![s(caller.account_id.as_str())];
+        if !req.kind.is_empty() {
+            values.push(s(req.kind.as_str()));
+            sql.push_str(&format!(" AND sv.kind = ${}", values.len()));
+        }
+        for t in &filter_tags {
+            values.push(s(t.as_str()));
+            sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM account_service_tags t WHERE t.service_id = sv.id AND t.tag = ${})", values.len()));
+        }
+        let everything = caller.member.role == role::OWNER
+            || caller.member.service_access == service_access::ALL;
+        if !everything {
+            values.push(s(caller.user_id.as_str()));
+            let u = values.len();
+            sql.push_str(&format!(
+                " AND (sv.id IN (SELECT grant_key FROM account_member_grants WHERE account_id = $1 AND user_id = ${u} AND grant_kind IN (1, 2)) \
+                 OR sv.id IN (SELECT t.service_id FROM account_service_tags t JOIN account_member_grants g ON g.grant_key = t.tag AND g.account_id = t.account_id WHERE g.account_id = $1 AND g.user_id = ${u} AND g.grant_kind = 3))"
+            ));
+        }
+        if let Some(c) = &cursor {
+            values.push(s(c.name.as_str()));
+            let a = values.len();
+            values.push(s(c.id.as_str()));
+            let b = values.len();
+            sql.push_str(&format!(
+                " AND (sv.name > ${a} OR (sv.name = ${a} AND sv.id > ${b}))"
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY sv.name, sv.id LIMIT {}", size + 1));
+        let rows = store::all(&self.db, &sql, values).await?;
+        let more = rows.len() as u64 > size;
+        let rows: Vec<ServiceRow> = rows
+            .iter()
+            .take(usize::try_from(size).unwrap_or(usize::MAX))
+            .map(ServiceRow::read)
+            .collect::<Result<_, _>>()?;
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => encode_page_token(&Token {
+                f,
+                name: last.name.clone(),
+                id: last.id.clone(),
+            }),
+            _ => String::new(),
+        };
+        let services = rows
+            .iter()
+            .map(|r| (r, level_on(&caller, &scope, r)))
+            .filter(|(_, l)| *l > 0 && *l >= req.min_access_level)
+            .map(|(r, l)| service_pb(r, l))
+            .collect();
+        Ok(pb::ListServicesResponse {
+            services,
+            next_page_token,
+        })
+    }
+
+    pub(super) async fn do_get_service(
+        &self,
+        request: tonic::Request<pb::GetServiceRequest>,
+    ) -> Result<pb::GetServiceResponse, Error> {
+        let caller = self.caller(&request, role::MANAGER).await?;
+        let id = parse_id("service_id", &request.get_ref().service_id)?;
+        let row = ServiceRow::load(&self.db, &id)
+            .await?
+            .filter(|r| r.account_id == caller.account_id)
+            .ok_or_else(service_not_found)?;
+        let scope = store::scope(&self.db, &caller.member).await?;
+        let l = level_on(&caller, &scope, &row);
+        if l == 0 {
+            return Err(service_not_found());
+        }
+        Ok(pb::GetServiceResponse {
+            service: Some(service_pb(&row, l)),
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! WatchPolicies: the policy change log streamed to gateways.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures::Stream;
+use prost::Message as _;
+use sea_orm::{AccessMode, DbBackend, IsolationLevel, TransactionTrait};
+use tenancy_proto::account as pb;
+use tenancy_runtime::Error;
+use tokio::sync::mpsc;
+
+use super::{Api, membership_state, settings_pb, ts};
+use crate::domain::status;
+use crate::store::{self, ACCOUNT_COLUMNS, AccountRow, MemberRow, get, i, n, policy_kind, s};
+
+/// The stream type of WatchPolicies.
+pub(crate) type PolicyStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchPoliciesResponse, tonic::Status>> + Send>>;
+
+/// How often streams look for entries committed by other replicas.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Idle time after which a heartbeat is sent.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long the log keeps entries.
+pub(crate) const RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Snapshot and backlog batch size.
+const BATCH: u64 = 1000;
+
+type Tx = mpsc::Sender<Result<pb::WatchPoliciesResponse, tonic::Status>>;
+
+fn decode(kind: i32, payload: &str) -> Option<pb::watch_policies_response::Event> {
+    use pb::watch_policies_response::Event;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .ok()?;
+    match kind {
+        policy_kind::MEMBERSHIP_CHANGED => pb::MembershipState::decode(bytes.as_slice())
+            .ok()
+            .map(Event::MembershipChanged),
+        policy_kind::MEMBERSHIP_REMOVED => pb::MembershipRemoved::decode(bytes.as_slice())
+            .ok()
+            .map(Event::MembershipRemoved),
+        policy_kind::SECURITY_SETTINGS_CHANGED => pb::SecuritySettings::decode(bytes.as_slice())
+            .ok()
+            .map(Event::SecuritySettingsChanged),
+        _ => None,
+    }
+}
+
+impl Api {
+    pub(super) async fn do_watch_policies(
+        &self,
+        req: pb::WatchPoliciesRequest,
+    ) -> Result<PolicyStream, Error> {
+        if req.from_position < 0 {
+            return Err(Error::invalid_field(
+                "from_position",
+                "must not be negative",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let api = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = api.watch(req.from_position, &tx).await {
+                let _ = tx.send(Err(tonic::Status::from(error))).await;
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn watch(&self, from: i64, tx: &Tx) -> Result<(), Error> {
+        let head = store::policy_head(&self.db).await?;
+        let oldest = store::one(
+            &self.db,
+            "SELECT MIN(position) AS p FROM account_policy_log",
+            vec![],
+        )
+        .await?
+        .map(|r| get::<Option<i64>>(&r, "p"))
+        .transpose()?
+        .flatten()
+        .unwrap_or(head + 1);
+        let cause = if from == 0 {
+            Some(pb::PolicyResetCause::Requested)
+        } else if from > head {
+            Some(pb::PolicyResetCause::PositionUnknown)
+        } else if from + 1 < oldest {
+            Some(pb::PolicyResetCause::PositionExpired)
+        } else {
+            None
+        };
+        let mut last = match cause {
+            Some(cause) => self.snapshot(cause, tx).await?,
+            None => {
+                let last = self.backlog(from, tx).await?;
+                self.send(
+                    tx,
+                    last,
+                    pb::watch_policies_response::Event::CaughtUp(pb::CaughtUp { snapshot: false }),
+                )
+                .await?;
+                last
+            }
+        };
+        let mut idle = tokio::time::Instant::now();
+        loop {
+            let notified = self.policy_changed.notified();
+            let sent = self.backlog(last, tx).await?;
+            if sent != last {
+                last = sent;
+                idle = tokio::time::Instant::now();
+            } else if idle.elapsed() >= HEARTBEAT {
+                self.send(
+                    tx,
+                    last,
+                    pb::watch_policies_response::Event::Heartbeat(pb::Heartbeat {}),
+                )
+                .await?;
+                idle = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        tx: &Tx,
+        position: i64,
+        event: pb::watch_policies_response::Event,
+    ) -> Result<(), Error> {
+        self.send_at(tx, position, self.now(), event).await
+    }
+
+    async fn send_at(
+        &self,
+        tx: &Tx,
+        position: i64,
+        time: i64,
+        event: pb::watch_policies_response::Event,
+    ) -> Result<(), Error> {
+        tx.send(Ok(pb::WatchPoliciesResponse {
+            position,
+            time: Some(ts(time)),
+            event: Some(event),
+        }))
+        .await
+        .map_err(|_| Error::unavailable("watcher went away"))
+    }
+
+    /// Sends every entry after `after`; returns the last position sent.
+    async fn backlog(&self, after: i64, tx: &Tx) -> Result<i64, Error> {
+        let mut last = after;
+        loop {
+            let rows = store::all(
+                &self.db,
+                &format!("SELECT position, event_time, event_kind, payload FROM account_policy_log WHERE position > $1 ORDER BY position LIMIT {BATCH}"),
+                vec![i(last)],
+            )
+            .await?;
+            let count = rows.len() as u64;
+            for row in rows {
+                let position: i64 = get(&row, "position")?;
+                let kind: i32 = get(&row, "event_kind")?;
+                let payload: String = get(&row, "payload")?;
+                if let Some(event) = decode(kind, &payload) {
+                    self.send_at(tx, position, get(&row, "event_time")?, event)
+                        .await?;
+                }
+                last = position;
+            }
+            if count < BATCH {
+                return Ok(last);
+            }
+        }
+    }
+
+    /// Sends a reset, the current state at one position, and caught_up.
+    async fn snapshot(&self, cause: pb::PolicyResetCause, tx: &Tx) -> Result<i64, Error> {
+        use pb::watch_policies_response::Event;
+        let txn = if self.db.get_database_backend() == DbBackend::Postgres {
+            self.db
+                .begin_with_config(
+                    Some(IsolationLevel::RepeatableRead),
+                    Some(AccessMode::ReadOnly),
+                )
+                .await?
+        } else {
+            self.db.begin().await?
+        };
+        let position = store::policy_head(&txn).await?;
+        self.send(
+            tx,
+            position,
+            Event::Reset(pb::PolicyReset {
+                cause: cause as i32,
+            }),
+        )
+        .await?;
+        let mut after = String::new();
+        loop {
+            let rows = store::all(&txn, &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id > $1 ORDER BY id LIMIT {BATCH}"), vec![s(after.as_str())]).await?;
+            let count = rows.len() as u64;
+            for row in rows {
+                let a = AccountRow::read(&row)?;
+                after = a.id.clone();
+                self.send(
+                    tx,
+                    position,
+                    Event::SecuritySettingsChanged(settings_pb(&a)),
+                )
+                .await?;
+            }
+            if count < BATCH {
+                break;
+            }
+        }
+        let (mut a_after, mut u_after) = (String::new(), String::new());
+        loop {
+            let rows = store::all(
+                &txn,
+                &format!("SELECT {} FROM account_members WHERE status IN ($1, $2) AND (account_id, user_id) > ($3, $4) ORDER BY account_id, user_id LIMIT {BATCH}", store::member_columns()),
+                vec![n(status::ACTIVE), n(status::SUSPENDED), s(a_after.as_str()), s(u_after.as_str())],
+            )
+            .await?;
+            let count = rows.len() as u64;
+            for row in rows {
+                let m = MemberRow::read(&row)?;
+                a_after = m.account_id.clone();
+                u_after = m.user_id.clone();
+                self.send(tx, position, Event::MembershipChanged(membership_state(&m)))
+                    .await?;
+            }
+            if count < BATCH {
+                break;
+            }
+        }
+        txn.commit().await?;
+        self.send(
+            tx,
+            position,
+            Event::CaughtUp(pb::CaughtUp { snapshot: true }),
+        )
+        .await?;
+        Ok(position)
+    }
+}

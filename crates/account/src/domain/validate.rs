@@ -1,0 +1,229 @@
+//! Parsing of user input into normalised values; each function returns a
+//! description of what is wrong, which the API turns into a field violation.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Characters of a string (Unicode scalar values).
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// A trimmed text of `min..=max` characters without control characters.
+pub fn text(value: &str, min: usize, max: usize) -> Result<String, String> {
+    let value = value.trim();
+    let n = chars(value);
+    if n < min {
+        return Err(if min == 1 {
+            "required".to_owned()
+        } else {
+            format!("at least {min} characters")
+        });
+    }
+    if n > max {
+        return Err(format!("at most {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+/// An email address, lower-cased: one "@", a non-empty local part, a domain
+/// with a dot, no spaces, at most 254 characters.
+pub fn email(value: &str) -> Result<String, String> {
+    let value = value.trim().to_lowercase();
+    if value.is_empty() {
+        return Err("required".to_owned());
+    }
+    if value.len() > 254 {
+        return Err("at most 254 characters".to_owned());
+    }
+    let ok = match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(value)
+    } else {
+        Err("not an email address".to_owned())
+    }
+}
+
+/// An ISO 3166-1 alpha-2 code: two upper-case ASCII letters.
+pub fn country_code(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err("required".to_owned());
+    }
+    if value.len() == 2 && value.chars().all(|c| c.is_ascii_uppercase()) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be an ISO 3166-1 alpha-2 code in upper case, e.g. \"NL\"".to_owned())
+    }
+}
+
+/// A VAT number: upper case without spaces or dots, starting with two
+/// letters, at most 32 characters; empty allowed.
+pub fn vat_number(value: &str) -> Result<String, String> {
+    let value: String = value
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '.')
+        .collect::<String>()
+        .to_uppercase();
+    if value.is_empty() {
+        return Ok(value);
+    }
+    let prefix_ok = value.chars().take(2).all(|c| c.is_ascii_uppercase());
+    if value.len() > 32
+        || value.len() < 4
+        || !prefix_ok
+        || !value.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(
+            "must be a VAT number with its country prefix, e.g. \"NL123456789B01\"".to_owned(),
+        );
+    }
+    Ok(value)
+}
+
+/// A service kind: 1 to 64 of a-z, 0-9, "_".
+pub fn kind(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err("1 to 64 characters of a-z, 0-9 and \"_\"".to_owned())
+    }
+}
+
+/// A tag: 1 to 64 letters, digits, "-", "_", ".", ":", lower-cased.
+pub fn tag(value: &str) -> Result<String, String> {
+    let value = value.trim().to_lowercase();
+    let ok = !value.is_empty()
+        && chars(&value) <= 64
+        && value
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    if ok {
+        Ok(value)
+    } else {
+        Err("1 to 64 letters, digits, \"-\", \"_\", \".\" or \":\"".to_owned())
+    }
+}
+
+/// The most entries an IP allowlist may have.
+pub const MAX_ALLOWLIST: usize = 100;
+
+/// Parses one allowlist entry: a CIDR or a bare address, host bits
+/// cleared, IPv4-mapped IPv6 turned into IPv4.
+pub fn cidr(value: &str) -> Result<IpNet, String> {
+    let value = value.trim();
+    let net = match value.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => match value.parse::<IpAddr>() {
+            Ok(ip) => IpNet::from(ip),
+            Err(_) => return Err(format!("{value:?} is not an IP network in CIDR notation")),
+        },
+    };
+    let net = match net {
+        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
+            Some(v4) if v6.prefix_len() >= 96 => {
+                IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).map_err(|e| e.to_string())?
+            }
+            _ => IpNet::V6(v6),
+        },
+        v4 => v4,
+    };
+    Ok(net.trunc())
+}
+
+/// Parses an allowlist: every bad entry's index with its problem, or the
+/// normalised, de-duplicated list in the given order.
+pub fn allowlist(entries: &[String]) -> Result<Vec<IpNet>, Vec<(usize, String)>> {
+    let mut bad = Vec::new();
+    let mut out: Vec<IpNet> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        match cidr(entry) {
+            Ok(net) if !out.contains(&net) => out.push(net),
+            Ok(_) => {}
+            Err(e) => bad.push((i, e)),
+        }
+    }
+    if bad.is_empty() { Ok(out) } else { Err(bad) }
+}
+
+/// Whether `ip` may use the account under `allowlist` (empty: everyone).
+pub fn ip_allowed(allowlist: &[IpNet], ip: Option<IpAddr>) -> bool {
+    if allowlist.is_empty() {
+        return true;
+    }
+    let Some(ip) = ip else { return false };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    allowlist.iter().any(|net| net.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlists_are_normalised_and_deduplicated() {
+        let list = allowlist(&[
+            "10.1.2.3/8".into(),
+            "192.0.2.1".into(),
+            "2001:DB8::1/32".into(),
+            "::ffff:198.51.100.0/120".into(),
+            "10.0.0.0/8".into(),
+        ])
+        .unwrap();
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "10.0.0.0/8",
+                "192.0.2.1/32",
+                "2001:db8::/32",
+                "198.51.100.0/24"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_reported_by_index() {
+        let bad =
+            allowlist(&["10.0.0.0/8".into(), "nope".into(), "1.2.3.4/33".into()]).unwrap_err();
+        assert_eq!(bad.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn addresses_are_matched_against_the_list() {
+        let list = allowlist(&["203.0.113.0/24".into()]).unwrap();
+        assert!(ip_allowed(&list, "203.0.113.7".parse().ok()));
+        assert!(ip_allowed(&list, "::ffff:203.0.113.7".parse().ok()));
+        assert!(!ip_allowed(&list, "198.51.100.1".parse().ok()));
+        assert!(ip_allowed(&[], None));
+    }
+
+    #[test]
+    fn emails_and_vat_numbers_are_normalised() {
+        assert_eq!(email(" Ann@Example.COM ").unwrap(), "ann@example.com");
+        assert!(email("ann@example").is_err());
+        assert_eq!(vat_number("nl 1234.5678.9B01").unwrap(), "NL123456789B01");
+    }
+}

@@ -1,0 +1,210 @@
+//! The other services the account service calls: identity (users, token
+//! revocation) and contacts (email).
+
+use std::collections::HashMap;
+
+use tenancy_proto::contacts::{
+    self as cpb, contacts_internal_service_client::ContactsInternalServiceClient,
+};
+use tenancy_proto::identity::{
+    self as ipb, identity_internal_service_client::IdentityInternalServiceClient,
+};
+use tenancy_runtime::Error;
+use tenancy_runtime::principal::ServiceAuth;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+type Identity = IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;
+type Contacts = ContactsInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;
+
+/// What the account service needs to know about a user.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UserInfo {
+    /// Id.
+    pub(crate) id: String,
+    /// Email.
+    pub(crate) email: String,
+    /// Display name.
+    pub(crate) name: String,
+    /// 2FA enrolled.
+    pub(crate) totp_enabled: bool,
+    /// Whether the user has a password.
+    pub(crate) password_set: bool,
+    /// Last login (Unix ms).
+    pub(crate) last_login_time: Option<i64>,
+}
+
+impl From<ipb::User> for UserInfo {
+    fn from(u: ipb::User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            totp_enabled: u.totp_enabled,
+            password_set: u.password_set,
+            last_login_time: u
+                .last_login_time
+                .as_ref()
+                .map(|t| tenancy_runtime::Timestamp::from_proto(t).millis()),
+        }
+    }
+}
+
+/// Clients of identity and contacts; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Peers {
+    identity: Identity,
+    contacts: Contacts,
+}
+
+fn unavailable(service: &str, status: &tonic::Status) -> Error {
+    tracing::warn!(service, code = ?status.code(), message = status.message(), "peer call failed");
+    Error::unavailable(format!("{service} is not available"))
+}
+
+impl Peers {
+    /// Clients over the given channels.
+    pub(crate) fn new(identity: Channel, contacts: Channel, auth: ServiceAuth) -> Self {
+        Self {
+            identity: IdentityInternalServiceClient::with_interceptor(identity, auth.clone()),
+            contacts: ContactsInternalServiceClient::with_interceptor(contacts, auth),
+        }
+    }
+
+    /// The user with `email`, created (without password) if none exists.
+    pub(crate) async fn ensure_user(
+        &self,
+        email: &str,
+        name: &str,
+    ) -> Result<(UserInfo, bool), Error> {
+        let response = self
+            .identity
+            .clone()
+            .ensure_user(ipb::EnsureUserRequest {
+                email: email.to_owned(),
+                name: name.to_owned(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::InvalidArgument => {
+                    let field = if tenancy_runtime::error::reason_of(&status).as_deref()
+                        == Some("NAME_INVALID")
+                    {
+                        "name"
+                    } else {
+                        "email"
+                    };
+                    Error::invalid_field(field, status.message())
+                }
+                _ => unavailable("identity", &status),
+            })?
+            .into_inner();
+        let user = response
+            .user
+            .ok_or_else(|| Error::internal("EnsureUser returned no user"))?;
+        Ok((user.into(), response.created))
+    }
+
+    /// Users by id (unknown ids left out), in one call per 500 ids.
+    pub(crate) async fn users(&self, ids: &[String]) -> Result<HashMap<String, UserInfo>, Error> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let users = self
+                .identity
+                .clone()
+                .batch_get_users(ipb::BatchGetUsersRequest {
+                    user_ids: chunk.to_vec(),
+                })
+                .await
+                .map_err(|s| unavailable("identity", &s))?
+                .into_inner()
+                .users;
+            for user in users {
+                out.insert(user.id.clone(), UserInfo::from(user));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a new user's first password (and name).
+    pub(crate) async fn set_initial_password(
+        &self,
+        user_id: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<(), Error> {
+        self.identity
+            .clone()
+            .set_initial_password(ipb::SetInitialPasswordRequest {
+                user_id: user_id.to_owned(),
+                password: password.to_owned(),
+                name: name.to_owned(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::InvalidArgument => {
+                    let reason = tenancy_runtime::error::reason_of(&status).unwrap_or_default();
+                    let field = if reason.starts_with("NAME") {
+                        "name"
+                    } else {
+                        "password"
+                    };
+                    Error::invalid_field(field, status.message())
+                }
+                tonic::Code::FailedPrecondition => Error::failed_precondition(
+                    "PASSWORD_ALREADY_SET",
+                    "the user already has a password",
+                ),
+                _ => unavailable("identity", &status),
+            })?;
+        Ok(())
+    }
+
+    /// Ends the user's tokens for the account. Best effort: failures are
+    /// logged; the policy log stays the source of truth for gateways.
+    pub(crate) async fn revoke_account_access(
+        &self,
+        user_id: &str,
+        account_id: &str,
+        reason: ipb::RevocationReason,
+    ) {
+        let result = self
+            .identity
+            .clone()
+            .revoke_account_access(ipb::RevokeAccountAccessRequest {
+                user_id: user_id.to_owned(),
+                account_id: account_id.to_owned(),
+                reason: reason as i32,
+            })
+            .await;
+        if let Err(status) = result {
+            tracing::warn!(code = ?status.code(), "RevokeAccountAccess failed; gateways still deny from the policy log");
+        }
+    }
+
+    /// Queues one email from a template.
+    pub(crate) async fn send_email(
+        &self,
+        idempotency_key: String,
+        to: (&str, &str),
+        template: cpb::MessageTemplate,
+        data: HashMap<String, String>,
+        account_id: &str,
+    ) -> Result<(), Error> {
+        self.contacts
+            .clone()
+            .send_email(cpb::SendEmailRequest {
+                idempotency_key,
+                to: vec![cpb::EmailAddress {
+                    email: to.0.to_owned(),
+                    name: to.1.to_owned(),
+                }],
+                template: template as i32,
+                template_data: data,
+                account_id: account_id.to_owned(),
+            })
+            .await
+            .map_err(|s| unavailable("contacts", &s))?;
+        Ok(())
+    }
+}

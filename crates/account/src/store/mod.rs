@@ -1,0 +1,403 @@
+//! The account service's tables and transactions.
+//!
+//! Queries are written once in SQL that both SQLite and PostgreSQL accept,
+//! with `$1`-style parameters ([`stmt`] rewrites them to SQLite's `?1`).
+//! Invariants that must hold under concurrency are enforced here:
+//! - every write to an account's members, invitations or settings first
+//!   bumps the account row's `lock_version` ([`lock_account`]), which takes
+//!   the row lock on PostgreSQL and the database's write lock on SQLite, so
+//!   such transactions on one account run one after another and the
+//!   last-owner count is exact;
+//! - positions of the policy change log come from a one-row counter that is
+//!   bumped last in the transaction and held until commit, so log entries
+//!   become visible in position order (a poller never skips one).
+
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait, Value,
+};
+use tenancy_runtime::Error;
+
+use crate::domain::{Scope, grant_kind, level, role, service_access, status};
+
+pub mod rows;
+
+pub use rows::*;
+
+/// A statement for `backend` from SQL with `$n` parameters.
+pub fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = if backend == DbBackend::Sqlite {
+        sql.replace('$', "?")
+    } else {
+        sql.to_owned()
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Runs a query returning rows.
+pub async fn all<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<QueryResult>, Error> {
+    Ok(c.query_all_raw(stmt(c.get_database_backend(), sql, values))
+        .await?)
+}
+
+/// Runs a query returning at most one row.
+pub async fn one<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Option<QueryResult>, Error> {
+    Ok(c.query_one_raw(stmt(c.get_database_backend(), sql, values))
+        .await?)
+}
+
+/// Runs a statement, returning the number of rows it changed.
+pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, Error> {
+    Ok(c.execute_raw(stmt(c.get_database_backend(), sql, values))
+        .await?
+        .rows_affected())
+}
+
+/// A string value.
+pub fn s(v: impl Into<String>) -> Value {
+    Value::String(Some(v.into()))
+}
+
+/// A nullable string value.
+pub fn os(v: Option<String>) -> Value {
+    Value::String(v)
+}
+
+/// A BIGINT value.
+pub fn i(v: i64) -> Value {
+    Value::BigInt(Some(v))
+}
+
+/// A nullable BIGINT value.
+pub fn oi(v: Option<i64>) -> Value {
+    Value::BigInt(v)
+}
+
+/// An INTEGER value.
+pub fn n(v: i32) -> Value {
+    Value::Int(Some(v))
+}
+
+/// A BOOLEAN value.
+pub fn b(v: bool) -> Value {
+    Value::Bool(Some(v))
+}
+
+/// Reads a column.
+pub fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str) -> Result<T, Error> {
+    Ok(row.try_get::<T>("", col)?)
+}
+
+/// Takes the account's write lock for the rest of the transaction; false
+/// when the account does not exist.
+pub async fn lock_account<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<bool, Error> {
+    Ok(exec(
+        c,
+        "UPDATE account_accounts SET lock_version = lock_version + 1 WHERE id = $1",
+        vec![s(account_id)],
+    )
+    .await?
+        == 1)
+}
+
+/// Opens a transaction.
+pub async fn begin(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, Error> {
+    Ok(db.begin().await?)
+}
+
+/// Kinds of policy log entries.
+pub mod policy_kind {
+    /// A `MembershipState` (protobuf, base64).
+    pub const MEMBERSHIP_CHANGED: i32 = 1;
+    /// A `MembershipRemoved`.
+    pub const MEMBERSHIP_REMOVED: i32 = 2;
+    /// A `SecuritySettings`.
+    pub const SECURITY_SETTINGS_CHANGED: i32 = 3;
+}
+
+/// One policy log entry to append.
+pub struct PolicyEntry {
+    /// The account it concerns.
+    pub account_id: String,
+    /// One of [`policy_kind`].
+    pub kind: i32,
+    /// The encoded protobuf message, base64.
+    pub payload: String,
+}
+
+/// Appends `entries` to the policy log; call it last in the transaction.
+pub async fn append_policy<C: ConnectionTrait>(
+    c: &C,
+    now: i64,
+    entries: Vec<PolicyEntry>,
+) -> Result<i64, Error> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let count = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+    let row = one(
+        c,
+        "UPDATE account_policy_head SET position = position + $1 WHERE id = 1 RETURNING position",
+        vec![i(count)],
+    )
+    .await?
+    .ok_or_else(|| Error::internal("policy head row missing"))?;
+    let last: i64 = get(&row, "position")?;
+    let mut position = last - count;
+    for entry in entries {
+        position += 1;
+        exec(
+            c,
+            "INSERT INTO account_policy_log (position, event_time, account_id, event_kind, payload) VALUES ($1, $2, $3, $4, $5)",
+            vec![i(position), i(now), s(entry.account_id), n(entry.kind), s(entry.payload)],
+        )
+        .await?;
+    }
+    Ok(last)
+}
+
+/// The latest policy log position.
+pub async fn policy_head<C: ConnectionTrait>(c: &C) -> Result<i64, Error> {
+    let row = one(
+        c,
+        "SELECT position FROM account_policy_head WHERE id = 1",
+        vec![],
+    )
+    .await?;
+    match row {
+        Some(row) => get(&row, "position"),
+        None => Ok(0),
+    }
+}
+
+/// Number of ACTIVE owners with portal access.
+pub async fn active_owners<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<u64, Error> {
+    let row = one(
+        c,
+        "SELECT COUNT(*) AS c FROM account_members WHERE account_id = $1 AND role = $2 AND status = $3 AND portal_access = $4",
+        vec![s(account_id), n(role::OWNER), n(status::ACTIVE), b(true)],
+    )
+    .await?;
+    let count: i64 = match row {
+        Some(row) => get(&row, "c")?,
+        None => 0,
+    };
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+const MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline";
+
+/// One membership row.
+pub async fn member<C: ConnectionTrait>(
+    c: &C,
+    account_id: &str,
+    user_id: &str,
+) -> Result<Option<MemberRow>, Error> {
+    let row = one(
+        c,
+        &format!(
+            "SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1 AND user_id = $2"
+        ),
+        vec![s(account_id), s(user_id)],
+    )
+    .await?;
+    row.map(|r| MemberRow::read(&r)).transpose()
+}
+
+/// The SELECT list of member rows, for list queries.
+pub fn member_columns() -> &'static str {
+    MEMBER_COLUMNS
+}
+
+/// The grants of a member, as a scope (portal access and mode from `row`).
+pub async fn scope<C: ConnectionTrait>(c: &C, row: &MemberRow) -> Result<Scope, Error> {
+    let mut scopes = scopes(c, &row.account_id, std::slice::from_ref(&row.user_id)).await?;
+    let mut scope = scopes.remove(&row.user_id).unwrap_or_default();
+    scope.portal_access = row.portal_access;
+    scope.service_access = row.service_access;
+    Ok(scope)
+}
+
+/// The grants of several members of one account.
+pub async fn scopes<C: ConnectionTrait>(
+    c: &C,
+    account_id: &str,
+    user_ids: &[String],
+) -> Result<std::collections::HashMap<String, Scope>, Error> {
+    let mut out: std::collections::HashMap<String, Scope> = std::collections::HashMap::new();
+    if user_ids.is_empty() {
+        return Ok(out);
+    }
+    let placeholders: Vec<String> = (0..user_ids.len()).map(|k| format!("${}", k + 2)).collect();
+    let mut values = vec![s(account_id)];
+    values.extend(user_ids.iter().map(|u| s(u.as_str())));
+    let rows = all(
+        c,
+        &format!(
+            "SELECT user_id, grant_kind, grant_key, level FROM account_member_grants WHERE account_id = $1 AND user_id IN ({}) ORDER BY user_id, grant_kind, grant_key",
+            placeholders.join(", ")
+        ),
+        values,
+    )
+    .await?;
+    for row in rows {
+        let user: String = get(&row, "user_id")?;
+        let kind: i32 = get(&row, "grant_kind")?;
+        let key: String = get(&row, "grant_key")?;
+        let lvl: i32 = get(&row, "level")?;
+        let scope = out.entry(user).or_default();
+        match kind {
+            grant_kind::SELECTED => scope.selected.push(key),
+            grant_kind::RESOURCE => scope.resources.push((key, lvl)),
+            _ => scope.tags.push((key, lvl)),
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces a member's grants with those of `scope`.
+pub async fn replace_grants<C: ConnectionTrait>(
+    c: &C,
+    account_id: &str,
+    user_id: &str,
+    scope: &Scope,
+) -> Result<(), Error> {
+    exec(
+        c,
+        "DELETE FROM account_member_grants WHERE account_id = $1 AND user_id = $2",
+        vec![s(account_id), s(user_id)],
+    )
+    .await?;
+    let mut grants: Vec<(i32, &str, i32)> = Vec::new();
+    if scope.service_access == service_access::SELECTED {
+        grants.extend(
+            scope
+                .selected
+                .iter()
+                .map(|id| (grant_kind::SELECTED, id.as_str(), level::MANAGE)),
+        );
+    }
+    grants.extend(
+        scope
+            .resources
+            .iter()
+            .map(|(id, l)| (grant_kind::RESOURCE, id.as_str(), *l)),
+    );
+    grants.extend(
+        scope
+            .tags
+            .iter()
+            .map(|(t, l)| (grant_kind::TAG, t.as_str(), *l)),
+    );
+    for chunk in grants.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO account_member_grants (account_id, user_id, grant_kind, grant_key, level) VALUES ",
+        );
+        let mut values = Vec::with_capacity(chunk.len() * 5);
+        for (k, (kind, key, lvl)) in chunk.iter().enumerate() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            let base = k * 5;
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                base + 1,
+                base + 2,
+                base + 3,
+                base + 4,
+                base + 5
+            ));
+            values.extend([s(account_id), s(user_id), n(*kind), s(*key), n(*lvl)]);
+        }
+        exec(c, &sql, values).await?;
+    }
+    Ok(())
+}
+
+/// Which of `ids` are services of the account.
+pub async fn existing_services<C: ConnectionTrait>(
+    c: &C,
+    account_id: &str,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, Error> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in ids.chunks(500) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|k| format!("${}", k + 2)).collect();
+        let mut values = vec![s(account_id)];
+        values.extend(chunk.iter().map(|u| s(u.as_str())));
+        let rows = all(
+            c,
+            &format!(
+                "SELECT id FROM account_services WHERE account_id = $1 AND id IN ({})",
+                placeholders.join(", ")
+            ),
+            values,
+        )
+        .await?;
+        for row in rows {
+            found.insert(get::<String>(&row, "id")?);
+        }
+    }
+    Ok(found)
+}
+
+/// Records an idempotency key; returns the earlier result id when the key
+/// was used before (with the same request), or IDEMPOTENCY_KEY_REUSED.
+pub async fn idempotent<C: ConnectionTrait>(
+    c: &C,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    since: i64,
+) -> Result<Option<String>, Error> {
+    let row = one(
+        c,
+        "SELECT request_hash, result_id FROM account_idempotency WHERE scope = $1 AND idem_key = $2 AND create_time >= $3",
+        vec![s(scope), s(key), i(since)],
+    )
+    .await?;
+    match row {
+        Some(row) => {
+            let hash: String = get(&row, "request_hash")?;
+            if hash != request_hash {
+                return Err(Error::failed_precondition(
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "idempotency_key was used for a different request",
+                ));
+            }
+            Ok(Some(get(&row, "result_id")?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Remembers the result of an idempotent request.
+pub async fn remember<C: ConnectionTrait>(
+    c: &C,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    result_id: &str,
+    now: i64,
+) -> Result<(), Error> {
+    exec(
+        c,
+        "DELETE FROM account_idempotency WHERE scope = $1 AND idem_key = $2",
+        vec![s(scope), s(key)],
+    )
+    .await?;
+    exec(
+        c,
+        "INSERT INTO account_idempotency (scope, idem_key, request_hash, result_id, create_time) VALUES ($1, $2, $3, $4, $5)",
+        vec![s(scope), s(key), s(request_hash), s(result_id), i(now)],
+    )
+    .await?;
+    Ok(())
+}

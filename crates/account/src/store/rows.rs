@@ -1,0 +1,432 @@
+//! Typed rows of the account tables.
+
+use sea_orm::{ConnectionTrait, QueryResult};
+use tenancy_runtime::Error;
+
+use super::{exec, get, i, n, oi, os, s};
+
+/// A membership.
+#[derive(Clone, Debug)]
+pub struct MemberRow {
+    /// The account.
+    pub account_id: String,
+    /// The user.
+    pub user_id: String,
+    /// Role code.
+    pub role: i32,
+    /// Status code.
+    pub status: i32,
+    /// May sign in to the account.
+    pub portal_access: bool,
+    /// Added without password: turning portal access on sends an invitation.
+    pub password_pending: bool,
+    /// Service-access mode.
+    pub service_access: i32,
+    /// When they joined.
+    pub join_time: i64,
+    /// When role, status or scope last changed.
+    pub update_time: i64,
+    /// Lower-cased name at join time, for sorting.
+    pub name_key: String,
+    /// Email at join time, for sorting.
+    pub email: String,
+    /// Personal 2FA deadline while 2FA is enforced.
+    pub mfa_deadline: Option<i64>,
+}
+
+impl MemberRow {
+    /// Reads a row selected with `store::member_columns()`.
+    pub fn read(r: &QueryResult) -> Result<Self, Error> {
+        Ok(Self {
+            account_id: get(r, "account_id")?,
+            user_id: get(r, "user_id")?,
+            role: get(r, "role")?,
+            status: get(r, "status")?,
+            portal_access: get(r, "portal_access")?,
+            password_pending: get(r, "password_pending")?,
+            service_access: get(r, "service_access")?,
+            join_time: get(r, "join_time")?,
+            update_time: get(r, "update_time")?,
+            name_key: get(r, "name_key")?,
+            email: get(r, "email")?,
+            mfa_deadline: get(r, "mfa_deadline")?,
+        })
+    }
+
+    /// Inserts the row, or replaces a REVOKED one of the same user.
+    pub async fn upsert<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
+        exec(
+            c,
+            "DELETE FROM account_members WHERE account_id = $1 AND user_id = $2",
+            vec![s(self.account_id.as_str()), s(self.user_id.as_str())],
+        )
+        .await?;
+        exec(
+            c,
+            "INSERT INTO account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            vec![
+                s(self.account_id.as_str()),
+                s(self.user_id.as_str()),
+                n(self.role),
+                n(self.status),
+                super::b(self.portal_access),
+                super::b(self.password_pending),
+                n(self.service_access),
+                i(self.join_time),
+                i(self.update_time),
+                s(self.name_key.as_str()),
+                s(self.email.as_str()),
+                oi(self.mfa_deadline),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes role, status, portal access, mode, update time and deadline.
+    pub async fn update<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
+        exec(
+            c,
+            "UPDATE account_members SET role = $3, status = $4, portal_access = $5, password_pending = $6, service_access = $7, update_time = $8, mfa_deadline = $9 WHERE account_id = $1 AND user_id = $2",
+            vec![
+                s(self.account_id.as_str()),
+                s(self.user_id.as_str()),
+                n(self.role),
+                n(self.status),
+                super::b(self.portal_access),
+                super::b(self.password_pending),
+                n(self.service_access),
+                i(self.update_time),
+                oi(self.mfa_deadline),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// An account with its security settings.
+#[derive(Clone, Debug)]
+pub struct AccountRow {
+    /// Id.
+    pub id: String,
+    /// AccountType code.
+    pub account_type: i32,
+    /// Display name.
+    pub name: String,
+    /// Legal name.
+    pub legal_name: String,
+    /// Country.
+    pub country_code: String,
+    /// VAT number.
+    pub vat_number: String,
+    /// Registration number.
+    pub registration_number: String,
+    /// The address as JSON.
+    pub address_json: String,
+    /// Created by (user id).
+    pub created_by: String,
+    /// Created.
+    pub create_time: i64,
+    /// Details changed.
+    pub update_time: i64,
+    /// 2FA enforced.
+    pub enforce_mfa: bool,
+    /// Grace period.
+    pub mfa_grace_ms: i64,
+    /// When enforcement was turned on.
+    pub enforce_mfa_time: Option<i64>,
+    /// Normalised allowlist as JSON array of strings.
+    pub ip_allowlist_json: String,
+    /// Settings changed.
+    pub security_update_time: Option<i64>,
+    /// Settings changed by.
+    pub security_update_user: String,
+}
+
+/// The SELECT list of account rows.
+pub const ACCOUNT_COLUMNS: &str = "id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user";
+
+impl AccountRow {
+    /// Reads a row selected with [`ACCOUNT_COLUMNS`].
+    pub fn read(r: &QueryResult) -> Result<Self, Error> {
+        Ok(Self {
+            id: get(r, "id")?,
+            account_type: get(r, "account_type")?,
+            name: get(r, "name")?,
+            legal_name: get(r, "legal_name")?,
+            country_code: get(r, "country_code")?,
+            vat_number: get(r, "vat_number")?,
+            registration_number: get(r, "registration_number")?,
+            address_json: get(r, "address_json")?,
+            created_by: get(r, "created_by")?,
+            create_time: get(r, "create_time")?,
+            update_time: get(r, "update_time")?,
+            enforce_mfa: get(r, "enforce_mfa")?,
+            mfa_grace_ms: get(r, "mfa_grace_ms")?,
+            enforce_mfa_time: get(r, "enforce_mfa_time")?,
+            ip_allowlist_json: get(r, "ip_allowlist_json")?,
+            security_update_time: get(r, "security_update_time")?,
+            security_update_user: get(r, "security_update_user")?,
+        })
+    }
+
+    /// Loads an account.
+    pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
+        let row = super::one(
+            c,
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id = $1"),
+            vec![s(id)],
+        )
+        .await?;
+        row.map(|r| Self::read(&r)).transpose()
+    }
+
+    /// Inserts a new account.
+    pub async fn insert<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
+        exec(
+            c,
+            "INSERT INTO account_accounts (id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, lock_version, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15, $16, $17)",
+            vec![
+                s(self.id.as_str()),
+                n(self.account_type),
+                s(self.name.as_str()),
+                s(self.legal_name.as_str()),
+                s(self.country_code.as_str()),
+                s(self.vat_number.as_str()),
+                s(self.registration_number.as_str()),
+                s(self.address_json.as_str()),
+                s(self.created_by.as_str()),
+                i(self.create_time),
+                i(self.update_time),
+                super::b(self.enforce_mfa),
+                i(self.mfa_grace_ms),
+                oi(self.enforce_mfa_time),
+                s(self.ip_allowlist_json.as_str()),
+                oi(self.security_update_time),
+                s(self.security_update_user.as_str()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the details and settings back.
+    pub async fn update<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
+        exec(
+            c,
+            "UPDATE account_accounts SET account_type = $2, name = $3, legal_name = $4, country_code = $5, vat_number = $6, registration_number = $7, address_json = $8, update_time = $9, enforce_mfa = $10, mfa_grace_ms = $11, enforce_mfa_time = $12, ip_allowlist_json = $13, security_update_time = $14, security_update_user = $15 WHERE id = $1",
+            vec![
+                s(self.id.as_str()),
+                n(self.account_type),
+                s(self.name.as_str()),
+                s(self.legal_name.as_str()),
+                s(self.country_code.as_str()),
+                s(self.vat_number.as_str()),
+                s(self.registration_number.as_str()),
+                s(self.address_json.as_str()),
+                i(self.update_time),
+                super::b(self.enforce_mfa),
+                i(self.mfa_grace_ms),
+                oi(self.enforce_mfa_time),
+                s(self.ip_allowlist_json.as_str()),
+                oi(self.security_update_time),
+                s(self.security_update_user.as_str()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// An audit event to write.
+#[derive(Clone, Debug, Default)]
+pub struct AuditRow {
+    /// Id.
+    pub id: String,
+    /// Account.
+    pub account_id: String,
+    /// When.
+    pub time: i64,
+    /// ActorKind code.
+    pub actor_kind: i32,
+    /// Actor id.
+    pub actor_id: String,
+    /// Actor display name.
+    pub actor_display_name: String,
+    /// TokenKind code.
+    pub token_kind: i32,
+    /// Client address.
+    pub client_ip: String,
+    /// User agent.
+    pub user_agent: String,
+    /// Action.
+    pub action: String,
+    /// Target type.
+    pub target_type: String,
+    /// Target id.
+    pub target_id: String,
+    /// Before, JSON object.
+    pub before: Option<String>,
+    /// After, JSON object.
+    pub after: Option<String>,
+    /// Request id.
+    pub request_id: String,
+}
+
+/// The SELECT list of audit rows.
+pub const AUDIT_COLUMNS: &str = "id, account_id, event_time, actor_kind, actor_id, actor_display_name, token_kind, client_ip, user_agent, action, target_type, target_id, before_json, after_json, request_id";
+
+impl AuditRow {
+    /// Reads a row selected with [`AUDIT_COLUMNS`].
+    pub fn read(r: &QueryResult) -> Result<Self, Error> {
+        Ok(Self {
+            id: get(r, "id")?,
+            account_id: get(r, "account_id")?,
+            time: get(r, "event_time")?,
+            actor_kind: get(r, "actor_kind")?,
+            actor_id: get(r, "actor_id")?,
+            actor_display_name: get(r, "actor_display_name")?,
+            token_kind: get(r, "token_kind")?,
+            client_ip: get(r, "client_ip")?,
+            user_agent: get(r, "user_agent")?,
+            action: get(r, "action")?,
+            target_type: get(r, "target_type")?,
+            target_id: get(r, "target_id")?,
+            before: get(r, "before_json")?,
+            after: get(r, "after_json")?,
+            request_id: get(r, "request_id")?,
+        })
+    }
+
+    /// Appends the event.
+    pub async fn insert<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
+        exec(
+            c,
+            "INSERT INTO account_audit_events (id, account_id, event_time, actor_kind, actor_id, actor_display_name, token_kind, client_ip, user_agent, action, target_type, target_id, before_json, after_json, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            vec![
+                s(self.id.as_str()),
+                s(self.account_id.as_str()),
+                i(self.time),
+                n(self.actor_kind),
+                s(self.actor_id.as_str()),
+                s(self.actor_display_name.as_str()),
+                n(self.token_kind),
+                s(self.client_ip.as_str()),
+                s(self.user_agent.as_str()),
+                s(self.action.as_str()),
+                s(self.target_type.as_str()),
+                s(self.target_id.as_str()),
+                os(self.before.clone()),
+                os(self.after.clone()),
+                s(self.request_id.as_str()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A catalogue entry.
+#[derive(Clone, Debug)]
+pub struct ServiceRow {
+    /// Id.
+    pub id: String,
+    /// Account.
+    pub account_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Billing's reference.
+    pub external_id: Option<String>,
+    /// Registered.
+    pub create_time: i64,
+    /// Changed.
+    pub update_time: i64,
+}
+
+/// The SELECT list of service rows.
+pub const SERVICE_COLUMNS: &str =
+    "id, account_id, kind, name, tags_json, external_id, create_time, update_time";
+
+impl ServiceRow {
+    /// Reads a row selected with [`SERVICE_COLUMNS`].
+    pub fn read(r: &QueryResult) -> Result<Self, Error> {
+        let tags: String = get(r, "tags_json")?;
+        Ok(Self {
+            id: get(r, "id")?,
+            account_id: get(r, "account_id")?,
+            kind: get(r, "kind")?,
+            name: get(r, "name")?,
+            tags: serde_json::from_str(&tags).unwrap_or_default(),
+            external_id: get(r, "external_id")?,
+            create_time: get(r, "create_time")?,
+            update_time: get(r, "update_time")?,
+        })
+    }
+
+    /// Loads a service.
+    pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
+        let row = super::one(
+            c,
+            &format!("SELECT {SERVICE_COLUMNS} FROM account_services WHERE id = $1"),
+            vec![s(id)],
+        )
+        .await?;
+        row.map(|r| Self::read(&r)).transpose()
+    }
+
+    /// Inserts or rewrites the service and its tag rows.
+    pub async fn save<C: ConnectionTrait>(&self, c: &C, insert: bool) -> Result<(), Error> {
+        let tags = serde_json::to_string(&self.tags).map_err(Error::internal)?;
+        if insert {
+            exec(
+                c,
+                "INSERT INTO account_services (id, account_id, kind, name, tags_json, external_id, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    s(self.id.as_str()),
+                    s(self.account_id.as_str()),
+                    s(self.kind.as_str()),
+                    s(self.name.as_str()),
+                    s(tags),
+                    os(self.external_id.clone()),
+                    i(self.create_time),
+                    i(self.update_time),
+                ],
+            )
+            .await?;
+        } else {
+            exec(
+                c,
+                "UPDATE account_services SET kind = $2, name = $3, tags_json = $4, external_id = $5, update_time = $6 WHERE id = $1",
+                vec![
+                    s(self.id.as_str()),
+                    s(self.kind.as_str()),
+                    s(self.name.as_str()),
+                    s(tags),
+                    os(self.external_id.clone()),
+                    i(self.update_time),
+                ],
+            )
+            .await?;
+            exec(
+                c,
+                "DELETE FROM account_service_tags WHERE service_id = $1",
+                vec![s(self.id.as_str())],
+            )
+            .await?;
+        }
+        for tag in &self.tags {
+            exec(
+                c,
+                "INSERT INTO account_service_tags (service_id, account_id, tag) VALUES ($1, $2, $3)",
+                vec![s(self.id.as_str()), s(self.account_id.as_str()), s(tag.as_str())],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+use tenancy_proto::account as pb;
+use tenancy_testkit::Role;
+use tonic::Code;
+
+use crate::{Env, Internal, mask, reason};
+
+pub async fn register(internal: &mut Internal, account: &str, name: &str, tags: &[&str]) -> String {
+    internal
+        .register_service(pb::RegisterServiceRequest {
+            service: Some(pb::Service {
+                account_id: account.into(),
+                kind: "cloud_server".into(),
+                name: name.into(),
+                tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+                ..Default::default()
+            }),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap()
+        .id
+}
+
+async fn check(
+    internal: &mut Internal,
+    user: &str,
+    account: &str,
+    service: &str,
+    level: pb::AccessLevel,
+) -> pb::CheckAccessResponse {
+    internal
+        .check_access(pb::CheckAccessRequest {
+            user_id: user.into(),
+            account_id: account.into(),
+            target: Some(pb::check_access_request::Target::ServiceId(service.into())),
+            level: level as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn check_access_names_the_rule_that_decides() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let mut internal = env.internal();
+    let web = register(&mut internal, &account, "web-01", &["prod"]).await;
+    let db = register(&mut internal, &account, "db-01", &["Staging"]).await;
+    let other = register(&mut internal, &account, "other", &[]).await;
+    let manager = env
+        .join(
+            &account,
+            &owner,
+            Role::Manager,
+            pb::AccessScope {
+                service_access: pb::ServiceAccess::Selected as i32,
+                selected_service_ids: vec![web.clone()],
+                resource_grants: vec![pb::ResourceGrant {
+                    service_id: other.clone(),
+                    level: pb::AccessLevel::View as i32,
+                }],
+                tag_grants: vec![pb::TagGrant {
+                    tag: "staging".into(),
+                    level: pb::AccessLevel::Manage as i32,
+                }],
+                ..Default::default()
+            },
+        )
+        .await;
+    use pb::AccessReason as R;
+    let cases = [
+        (&owner, &web, pb::AccessLevel::Manage, true, R::Owner),
+        (
+            &manager,
+            &web,
+            pb::AccessLevel::Manage,
+            true,
+            R::SelectedService,
+        ),
+        (&manager, &db, pb::AccessLevel::Manage, true, R::TagGrant),
+        (
+            &manager,
+            &other,
+            pb::AccessLevel::View,
+            true,
+            R::ResourceGrant,
+        ),
+        (
+            &manager,
+            &other,
+            pb::AccessLevel::Manage,
+            false,
+            R::DeniedInsufficientLevel,
+        ),
+    ];
+    for (user, service, level, allowed, why) in cases {
+        let r = check(&mut internal, user, &account, service, level).await;
+        assert_eq!(
+            (r.allowed, r.reason),
+            (allowed, why as i32),
+            "{service} {level:?}"
+        );
+    }
+    let ghost = uuid::Uuid::now_v7().to_string();
+    let r = check(
+        &mut internal,
+        &manager,
+        &account,
+        &ghost,
+        pb::AccessLevel::View,
+    )
+    .await;
+    assert_eq!(r.reason, R::DeniedServiceNotFound as i32);
+    let r = check(&mut internal, &ghost, &account, &web, pb::AccessLevel::View).await;
+    assert_eq!(r.reason, R::DeniedNotMember as i32);
+    // A tag target: tag grants on it, not on others.
+    let r = internal
+        .check_access(pb::CheckAccessRequest {
+            user_id: manager.clone(),
+            account_id: account.clone(),
+            target: Some(pb::check_access_request::Target::Tag("prod".into())),
+            level: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.reason, R::DeniedNoAccess as i32);
+    // Membership only.
+    let r = internal
+        .check_access(pb::CheckAccessRequest {
+            user_id: manager.clone(),
+            account_id: account.clone(),
+            target: None,
+            level: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.reason, R::ActiveMember as i32);
+    // Suspension denies.
+    env.as_member(&owner, &account, Role::Owner)
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap();
+    let r = check(
+        &mut internal,
+        &manager,
+        &account,
+        &web,
+        pb::AccessLevel::View,
+    )
+    .await;
+    assert_eq!(r.reason, R::DeniedNotActive as i32);
+    let e = internal
+        .check_access(pb::CheckAccessRequest {
+            user_id: String::new(),
+            account_id: account.clone(),
+            target: None,
+            level: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn members_see_only_the_services_they_may_access_and_deleted_services_drop_out() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let mut internal = env.internal();
+    let a = register(&mut internal, &account, "a", &["x"]).await;
+    let b = register(&mut internal, &account, "b", &[]).await;
+    let c = register(&mut internal, &account, "c", &[]).await;
+    let manager = env
+        .join(
+            &account,
+            &owner,
+            Role::Manager,
+            pb::AccessScope {
+                service_access: pb::ServiceAccess::Selected as i32,
+                selected_service_ids: vec![b.clone()],
+                tag_grants: vec![pb::TagGrant {
+                    tag: "x".into(),
+                    level: 1,
+                }],
+                ..Default::default()
+            },
+        )
+        .await;
+    let listed = env
+        .as_member(&manager, &account, Role::Manager)
+        .list_services(pb::ListServicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.id.clone(), s.access_level))
+            .collect::<Vec<_>>(),
+        [(a.clone(), 1), (b.clone(), 2)]
+    );
+    let all = env
+        .as_member(&owner, &account, Role::Owner)
+        .list_services(pb::ListServicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(all.len(), 3);
+    let e = env
+        .as_member(&manager, &account, Role::Manager)
+        .get_service(pb::GetServiceRequest {
+            service_id: c.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SERVICE_NOT_FOUND");
+    let batch = internal
+        .batch_check_access(pb::BatchCheckAccessRequest {
+            user_id: manager.clone(),
+            account_id: account.clone(),
+            service_ids: vec![a.clone(), b.clone(), c.clone()],
+            level: 1,
+            include_accessible_service_ids: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        batch.results.iter().map(|r| r.allowed).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(batch.accessible_service_ids, expected);
+    internal
+        .delete_service(pb::DeleteServiceRequest {
+            service_id: b.clone(),
+        })
+        .await
+        .unwrap();
+    let m = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_member(pb::GetMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert!(m.access_scope.unwrap().selected_service_ids.is_empty());
+    // Scope validation: unknown services are refused by index.
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .set_member_access(pb::SetMemberAccessRequest {
+            user_id: manager.clone(),
+            access_scope: Some(pb::AccessScope {
+                service_access: 3,
+                selected_service_ids: vec![a.clone(), b.clone()],
+                ..Default::default()
+            }),
+            update_mask: mask(&["service_access", "selected_service_ids"]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SERVICE_NOT_FOUND");
+    assert_eq!(crate::fields(&e), ["access_scope.selected_service_ids[1]"]);
+}
+
+#[tokio::test]
+async fn external_ids_are_unique_within_an_account() {
+    let env = Env::new().await;
+    let (account, _) = env.account().await;
+    let mut internal = env.internal();
+    let req = pb::RegisterServiceRequest {
+        service: Some(pb::Service {
+            account_id: account.clone(),
+            kind: "cloud_storage".into(),
+            name: "s".into(),
+            external_id: "ord-1".into(),
+            ..Default::default()
+        }),
+        idempotency_key: String::new(),
+    };
+    let first = internal
+        .register_service(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    let e = internal.register_service(req).await.unwrap_err();
+    assert_eq!(reason(&e), "EXTERNAL_ID_IN_USE");
+    let info = tonic_types::StatusExt::get_details_error_info(&e).unwrap();
+    assert_eq!(info.metadata["service_id"], first.id);
+    let e = internal
+        .register_service(pb::RegisterServiceRequest {
+            service: Some(pb::Service {
+                account_id: account.clone(),
+                kind: "Bad Kind".into(),
+                name: String::new(),
+                tags: vec!["ok".into(), "bad tag".into()],
+                ..Default::default()
+            }),
+            idempotency_key: String::new(),
+        })
+        .await
+        .unwrap_err();
+    let f = crate::fields(&e);
+    for field in ["service.kind", "service.name", "service.tags[1]"] {
+        assert!(f.contains(&field.to_owned()), "{f:?}");
+    }
+}

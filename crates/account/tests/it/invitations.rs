@@ -1,0 +1,356 @@
+use std::time::Duration;
+
+use tenancy_proto::account as pb;
+use tenancy_runtime::Principal;
+use tenancy_testkit::Role;
+use tonic::Code;
+
+use crate::{Env, all_services, mask, reason};
+
+fn anon(env: &Env) -> crate::Client {
+    env.client(Principal::anonymous(None, "r"))
+}
+
+async fn invite(
+    env: &Env,
+    account: &str,
+    owner: &str,
+    email: &str,
+) -> Result<pb::Invitation, tonic::Status> {
+    env.as_member(owner, account, Role::Owner)
+        .invite_member(pb::InviteMemberRequest {
+            email: email.into(),
+            role: Role::Manager as i32,
+            access_scope: Some(all_services()),
+        })
+        .await
+        .map(|r| r.into_inner().invitation.unwrap())
+}
+
+#[tokio::test]
+async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let inv = invite(&env, &account, &owner, "New.Person@Example.com")
+        .await
+        .unwrap();
+    assert_eq!(inv.email, "new.person@example.com");
+    assert_eq!(inv.state, pb::InvitationState::Pending as i32);
+    // Not a member until accepted.
+    let members = env
+        .as_member(&owner, &account, Role::Owner)
+        .list_members(pb::ListMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), 1);
+    let token = env.invitation_token("new.person@example.com");
+    let e = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token: token.clone(),
+            name: "New Person".into(),
+            password: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token: token.clone(),
+            name: "New Person".into(),
+            password: "short".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let accepted = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token: token.clone(),
+            name: "New Person".into(),
+            password: "a long enough password".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.user_created);
+    assert_eq!(accepted.account_id, account);
+    assert_eq!(
+        env.identity.user(&accepted.user_id).unwrap().name,
+        "New Person"
+    );
+    let m = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_member(pb::GetMemberRequest {
+            user_id: accepted.user_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(m.status, pb::MemberStatus::Active as i32);
+    assert!(m.access_scope.unwrap().portal_access);
+    // A used token is refused.
+    let e = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVITATION_USED");
+}
+
+#[tokio::test]
+async fn an_existing_user_joins_by_accepting_without_a_password() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let user = env.user("existing@example.com");
+    invite(&env, &account, &owner, "existing@example.com")
+        .await
+        .unwrap();
+    let token = env.invitation_token("existing@example.com");
+    let accepted = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!accepted.user_created);
+    assert_eq!(accepted.user_id, user);
+    assert_eq!(accepted.role, Role::Manager as i32);
+}
+
+#[tokio::test]
+async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    env.user("late@example.com");
+    invite(&env, &account, &owner, "late@example.com")
+        .await
+        .unwrap();
+    let token = env.invitation_token("late@example.com");
+    env.clock.advance(Duration::from_secs(7 * 24 * 3600 + 1));
+    let e = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVITATION_EXPIRED");
+    // An expired invitation no longer blocks a new one.
+    let second = invite(&env, &account, &owner, "late@example.com")
+        .await
+        .unwrap();
+    let e = invite(&env, &account, &owner, "late@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVITATION_PENDING");
+    let cancelled = env
+        .as_member(&owner, &account, Role::Owner)
+        .cancel_invitation(pb::CancelInvitationRequest {
+            invitation_id: second.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation
+        .unwrap();
+    assert_eq!(cancelled.state, pb::InvitationState::Cancelled as i32);
+    let token = env.invitation_token("late@example.com");
+    let e = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVITATION_CANCELLED");
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .resend_invitation(pb::ResendInvitationRequest {
+            invitation_id: second.id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVITATION_CANCELLED");
+    // And after cancelling, the email can be invited again.
+    invite(&env, &account, &owner, "late@example.com")
+        .await
+        .unwrap();
+    let states: Vec<i32> = env
+        .as_member(&owner, &account, Role::Owner)
+        .list_invitations(pb::ListInvitationsRequest {
+            states: vec![pb::InvitationState::Expired as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invitations
+        .iter()
+        .map(|i| i.state)
+        .collect();
+    assert_eq!(states, [pb::InvitationState::Expired as i32]);
+}
+
+#[tokio::test]
+async fn resending_kills_the_old_link_and_is_rate_limited() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    env.user("r@example.com");
+    let inv = invite(&env, &account, &owner, "r@example.com")
+        .await
+        .unwrap();
+    let old = env.invitation_token("r@example.com");
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .resend_invitation(pb::ResendInvitationRequest {
+            invitation_id: inv.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&e), "RESEND_TOO_SOON");
+    env.clock.advance(Duration::from_secs(61));
+    let resent = env
+        .as_member(&owner, &account, Role::Owner)
+        .resend_invitation(pb::ResendInvitationRequest {
+            invitation_id: inv.id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation
+        .unwrap();
+    assert_eq!(resent.send_count, 2);
+    let new = env.invitation_token("r@example.com");
+    assert_ne!(old, new);
+    let e = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token: old,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVITATION_NOT_FOUND");
+    anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token: new,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn active_members_cannot_be_invited_but_revoked_ones_can() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let email = env.identity.user(&manager).unwrap().email;
+    let e = invite(&env, &account, &owner, &email).await.unwrap_err();
+    assert_eq!(reason(&e), "ALREADY_MEMBER");
+    env.as_member(&owner, &account, Role::Owner)
+        .revoke_member(pb::RevokeMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap();
+    invite(&env, &account, &owner, &email).await.unwrap();
+    let token = env.invitation_token(&email);
+    anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    env.as_member(&manager, &account, Role::Manager)
+        .get_account(pb::GetAccountRequest {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unknown_tokens_are_not_found_and_managers_cannot_invite() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let e = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token: "tni_nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVITATION_NOT_FOUND");
+    let e = invite(&env, &account, &manager, "x@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = invite(&env, &account, &owner, "not-an-email")
+        .await
+        .unwrap_err();
+    assert!(crate::fields(&e).contains(&"email".to_owned()));
+}
+
+#[tokio::test]
+async fn giving_portal_access_to_an_added_member_emails_an_invitation_to_set_a_password() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let added = env
+        .as_member(&owner, &account, Role::Owner)
+        .add_member(pb::AddMemberRequest {
+            email: "later@example.com".into(),
+            name: "Later".into(),
+            role: Role::Manager as i32,
+            access_scope: Some(all_services()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    let r = env
+        .as_member(&owner, &account, Role::Owner)
+        .set_member_access(pb::SetMemberAccessRequest {
+            user_id: added.user_id.clone(),
+            access_scope: Some(pb::AccessScope {
+                portal_access: true,
+                ..Default::default()
+            }),
+            update_mask: mask(&["portal_access"]),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let inv = r.invitation.unwrap();
+    assert_eq!(inv.user_id, added.user_id);
+    let token = env.invitation_token("later@example.com");
+    let accepted = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token,
+            name: String::new(),
+            password: "a long enough password".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(accepted.user_created);
+    let m = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_member(pb::GetMemberRequest {
+            user_id: added.user_id,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert!(m.access_scope.unwrap().portal_access);
+}

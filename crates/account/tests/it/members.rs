@@ -1,0 +1,485 @@
+use std::sync::atomic::Ordering;
+
+use tenancy_proto::account as pb;
+use tenancy_testkit::Role;
+use tonic::Code;
+
+use crate::{Env, mask, reason};
+
+#[tokio::test]
+async fn last_active_owner_cannot_be_demoted() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let error = env
+        .as_member(&owner, &account, Role::Owner)
+        .change_member_role(pb::ChangeMemberRoleRequest {
+            user_id: owner.clone(),
+            role: Role::Manager as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&error), "LAST_ACTIVE_OWNER");
+}
+
+#[tokio::test]
+async fn last_active_owner_cannot_leave_or_drop_portal_access() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let error = env
+        .as_member(&owner, &account, Role::Owner)
+        .leave_account(pb::LeaveAccountRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&error), "LAST_ACTIVE_OWNER");
+    let error = env
+        .as_member(&owner, &account, Role::Owner)
+        .set_member_access(pb::SetMemberAccessRequest {
+            user_id: owner.clone(),
+            access_scope: Some(pb::AccessScope {
+                portal_access: false,
+                ..Default::default()
+            }),
+            update_mask: mask(&["portal_access"]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&error), "LAST_ACTIVE_OWNER");
+}
+
+#[tokio::test]
+async fn owners_cannot_suspend_or_revoke_themselves() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let c = env.as_member(&owner, &account, Role::Owner);
+    let e = c
+        .clone()
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: owner.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "CANNOT_TARGET_SELF");
+    let e = c
+        .clone()
+        .revoke_member(pb::RevokeMemberRequest {
+            user_id: owner.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "CANNOT_TARGET_SELF");
+}
+
+#[tokio::test]
+async fn with_a_second_owner_an_owner_may_step_down() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let second = env.owner(&account, &owner).await;
+    let m = env
+        .as_member(&owner, &account, Role::Owner)
+        .change_member_role(pb::ChangeMemberRoleRequest {
+            user_id: owner.clone(),
+            role: Role::Manager as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(m.role, Role::Manager as i32);
+    // Now `second` is the last active owner.
+    let e = env
+        .as_member(&second, &account, Role::Owner)
+        .change_member_role(pb::ChangeMemberRoleRequest {
+            user_id: second.clone(),
+            role: Role::Manager as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "LAST_ACTIVE_OWNER");
+}
+
+#[tokio::test]
+async fn two_owners_demoting_each_other_at_once_cannot_both_succeed() {
+    let env = Env::new().await;
+    for _ in 0..5 {
+        let (account, a) = env.account().await;
+        let b = env.owner(&account, &a).await;
+        let mut ca = env.as_member(&a, &account, Role::Owner);
+        let mut cb = env.as_member(&b, &account, Role::Owner);
+        let (ra, rb) = tokio::join!(
+            ca.change_member_role(pb::ChangeMemberRoleRequest {
+                user_id: b.clone(),
+                role: Role::Manager as i32
+            }),
+            cb.change_member_role(pb::ChangeMemberRoleRequest {
+                user_id: a.clone(),
+                role: Role::Manager as i32
+            }),
+        );
+        let ok = [ra.is_ok(), rb.is_ok()].iter().filter(|x| **x).count();
+        assert_eq!(ok, 1, "{ra:?} {rb:?}");
+        let failed = ra.err().or(rb.err()).unwrap();
+        assert_eq!(reason(&failed), "LAST_ACTIVE_OWNER");
+        let owners = env
+            .as_member(&a, &account, Role::Manager)
+            .list_members(pb::ListMembersRequest {
+                role: Role::Owner as i32,
+                ..Default::default()
+            })
+            .await;
+        // Whoever lost the race is a manager now; exactly one owner remains.
+        let owners = match owners {
+            Ok(r) => r.into_inner().members,
+            Err(_) => {
+                env.as_member(&b, &account, Role::Manager)
+                    .list_members(pb::ListMembersRequest {
+                        role: Role::Owner as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .members
+            }
+        };
+        assert_eq!(owners.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_member_is_refused_everything_and_loses_tokens() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let m = env
+        .as_member(&owner, &account, Role::Owner)
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(m.status, pb::MemberStatus::Suspended as i32);
+    let e = env
+        .as_member(&manager, &account, Role::Manager)
+        .get_account(pb::GetAccountRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(reason(&e), "MEMBER_SUSPENDED");
+    assert!(
+        env.identity
+            .0
+            .revocations
+            .lock()
+            .contains(&(manager.clone(), account.clone()))
+    );
+    // Still listed for the switcher, as SUSPENDED.
+    let mine = env
+        .as_user(&manager)
+        .list_my_accounts(pb::ListMyAccountsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        mine.memberships[0].status,
+        pb::MemberStatus::Suspended as i32
+    );
+    // Reactivation restores access.
+    env.as_member(&owner, &account, Role::Owner)
+        .reactivate_member(pb::ReactivateMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap();
+    env.as_member(&manager, &account, Role::Manager)
+        .get_account(pb::GetAccountRequest {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn revoked_members_lose_access_and_stay_listed_as_revoked() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    env.as_member(&owner, &account, Role::Owner)
+        .revoke_member(pb::RevokeMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap();
+    let e = env
+        .as_member(&manager, &account, Role::Manager)
+        .get_account(pb::GetAccountRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "NOT_A_MEMBER");
+    let got = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_member(pb::GetMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(got.status, pb::MemberStatus::Revoked as i32);
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .reactivate_member(pb::ReactivateMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "MEMBER_REVOKED");
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .change_member_role(pb::ChangeMemberRoleRequest {
+            user_id: manager.clone(),
+            role: Role::Owner as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "MEMBER_REVOKED");
+    assert!(
+        env.as_user(&manager)
+            .list_my_accounts(pb::ListMyAccountsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .memberships
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn managers_may_leave_and_cannot_manage_members() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let e = env
+        .as_member(&manager, &account, Role::Manager)
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: owner.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    env.as_member(&manager, &account, Role::Manager)
+        .leave_account(pb::LeaveAccountRequest {})
+        .await
+        .unwrap();
+    let e = env
+        .as_member(&manager, &account, Role::Manager)
+        .get_account(pb::GetAccountRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn unknown_members_are_not_found() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_member(pb::GetMemberRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "MEMBER_NOT_FOUND");
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_member(pb::GetMemberRequest {
+            user_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn list_members_pages_by_keyset_with_profiles_in_one_identity_call_per_page() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let mut ids = vec![owner.clone()];
+    for _ in 0..4 {
+        ids.push(env.manager(&account, &owner).await);
+        env.clock.advance(std::time::Duration::from_millis(5));
+    }
+    let c = env.as_member(&owner, &account, Role::Owner);
+    let before = env.identity.0.batch_calls.load(Ordering::SeqCst);
+    let p1 = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        env.identity.0.batch_calls.load(Ordering::SeqCst) - before,
+        1
+    );
+    let p2 = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            page_size: 2,
+            page_token: p1.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A member joining meanwhile does not shift the pages.
+    env.manager(&account, &owner).await;
+    let p3 = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            page_size: 2,
+            page_token: p2.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<String> = p1
+        .members
+        .iter()
+        .chain(&p2.members)
+        .chain(&p3.members)
+        .map(|m| m.user_id.clone())
+        .collect();
+    assert_eq!(&got[..5], &ids[..]);
+    assert!(
+        p1.members
+            .iter()
+            .all(|m| !m.email.is_empty() && !m.name.is_empty())
+    );
+    // Filters and descending order.
+    let managers = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            role: Role::Manager as i32,
+            descending: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(managers.len(), 5);
+    assert!(managers.iter().all(|m| m.role == Role::Manager as i32));
+    assert!(
+        managers
+            .windows(2)
+            .all(|w| w[0].join_time.unwrap().seconds * 1000
+                + i64::from(w[0].join_time.unwrap().nanos / 1_000_000)
+                >= w[1].join_time.unwrap().seconds * 1000
+                    + i64::from(w[1].join_time.unwrap().nanos / 1_000_000))
+    );
+    let by_email = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            order_by: pb::MemberOrderBy::Email as i32,
+            page_size: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            order_by: pb::MemberOrderBy::Email as i32,
+            page_size: 3,
+            page_token: by_email.next_page_token.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let emails: Vec<String> = by_email
+        .members
+        .iter()
+        .chain(&next.members)
+        .map(|m| m.email.clone())
+        .collect();
+    let mut sorted = emails.clone();
+    sorted.sort();
+    assert_eq!(emails, sorted);
+    let e = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            page_token: by_email.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVALID_PAGE_TOKEN");
+    env.as_member(&owner, &account, Role::Owner)
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: ids[1].clone(),
+        })
+        .await
+        .unwrap();
+    let suspended = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            statuses: vec![pb::MemberStatus::Suspended as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(
+        suspended
+            .iter()
+            .map(|m| m.user_id.clone())
+            .collect::<Vec<_>>(),
+        [ids[1].clone()]
+    );
+}
+
+#[tokio::test]
+async fn add_member_creates_a_member_without_portal_access_and_sends_nothing() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let sent = env.contacts.count();
+    let m = env
+        .as_member(&owner, &account, Role::Owner)
+        .add_member(pb::AddMemberRequest {
+            email: "Bob@Example.com".into(),
+            name: "Bob".into(),
+            role: Role::Manager as i32,
+            access_scope: Some(crate::all_services()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(m.email, "bob@example.com");
+    assert_eq!(m.status, pb::MemberStatus::Active as i32);
+    assert!(!m.access_scope.unwrap().portal_access);
+    assert_eq!(env.contacts.count(), sent);
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .add_member(pb::AddMemberRequest {
+            email: "bob@example.com".into(),
+            name: "Bob".into(),
+            role: Role::Manager as i32,
+            access_scope: Some(crate::all_services()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "ALREADY_MEMBER");
+}
