@@ -276,7 +276,7 @@ impl Api {
             self.app
                 .publish(&ticket.row.id, Event::Message(message.clone()));
             publish_written(&self.app, &written, author_kind, Some(user));
-            self.app.notify_message(&written.ticket, &message);
+            self.app.notify_message(&written.ticket, &message, false);
         }
         Ok((written, message))
     }
@@ -431,6 +431,7 @@ impl SupportService for Api {
                 self.app.clock.now(),
             )
             .await?;
+        self.app.notify_message(&ticket, &message, true);
         ok(pb::CreateTicketResponse {
             ticket: Some(convert::ticket(&ticket, Side::Customer)),
             message: Some(convert::message(&message, Side::Customer)),
@@ -747,7 +748,6 @@ async fn watch(
         return;
     }
     last_sent = last_sent.max(0);
-    let replay_from = replay.first().map(|m| m.sequence);
     for m in replay.iter().filter(|m| !m.internal) {
         if tx
             .send(Ok(send(E::MessageAdded(convert::message(
@@ -761,7 +761,6 @@ async fn watch(
         }
         last_sent = last_sent.max(m.sequence);
     }
-    let _ = replay_from;
     let still_allowed = |app: Arc<App>, p: Principal, ticket: Ticket| async move {
         match side {
             Side::Customer => {

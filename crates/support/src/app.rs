@@ -179,7 +179,14 @@ impl App {
     /// with SUPPORT_REPLIES (their preferences apply there), and for staff
     /// replies on technical tickets the account's TECHNICAL contacts. One
     /// idempotency key per message, so a retry never sends twice.
-    pub(crate) fn notify_message(self: &Arc<Self>, ticket: &Ticket, message: &MessageRow) {
+    /// `created`: the first message of a new ticket, which also notifies
+    /// its author (the creator) as a receipt.
+    pub(crate) fn notify_message(
+        self: &Arc<Self>,
+        ticket: &Ticket,
+        message: &MessageRow,
+        created: bool,
+    ) {
         if message.internal {
             return;
         }
@@ -187,14 +194,23 @@ impl App {
         let ticket = ticket.clone();
         let message = message.clone();
         tokio::spawn(async move {
-            if let Err(error) = app.send_notifications(&ticket, &message).await {
+            if let Err(error) = app.send_notifications(&ticket, &message, created).await {
                 tracing::warn!(ticket_id = %ticket.row.id, %error, "ticket notification not sent");
             }
         });
     }
 
-    async fn send_notifications(&self, ticket: &Ticket, message: &MessageRow) -> Result<(), Error> {
-        let author = message.author_user_id.clone();
+    async fn send_notifications(
+        &self,
+        ticket: &Ticket,
+        message: &MessageRow,
+        created: bool,
+    ) -> Result<(), Error> {
+        let author = if created {
+            None
+        } else {
+            message.author_user_id.clone()
+        };
         let mut people: Vec<String> = std::iter::once(ticket.row.created_by_user_id.clone())
             .chain(ticket.cc.iter().cloned())
             .filter(|u| Some(u) != author.as_ref())
@@ -206,7 +222,7 @@ impl App {
             "Support".to_owned()
         } else {
             self.peers
-                .users(author.iter().cloned().collect())
+                .users(message.author_user_id.iter().cloned().collect())
                 .await
                 .ok()
                 .and_then(|u| u.into_iter().next())
@@ -245,7 +261,11 @@ impl App {
                 .collect();
             self.peers
                 .notify(contacts_pb::NotifyRequest {
-                    idempotency_key: format!("support:ticket-reply:{}", message.id),
+                    idempotency_key: if created {
+                        format!("support:ticket-created:{}", ticket.row.id)
+                    } else {
+                        format!("support:ticket-reply:{}", message.id)
+                    },
                     account_id: ticket.row.account_id.clone(),
                     category: contacts_pb::NotificationCategory::SupportReplies as i32,
                     template: contacts_pb::MessageTemplate::TicketReply as i32,

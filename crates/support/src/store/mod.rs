@@ -131,19 +131,17 @@ impl Store {
         if let Some(key) = &key
             && let Some(earlier) = take_request(&txn, key, "ticket", now).await?
         {
-            {
-                txn.commit().await?;
-                let ticket = load_ticket(&self.db, &earlier.ticket_id)
-                    .await?
-                    .ok_or(SupportError::TicketNotFound)?;
-                let first = message::Entity::find()
-                    .filter(message::Column::TicketId.eq(&earlier.ticket_id))
-                    .filter(message::Column::Sequence.eq(1))
-                    .one(&self.db)
-                    .await?
-                    .ok_or(SupportError::TicketNotFound)?;
-                return Ok((ticket, first));
-            }
+            txn.commit().await?;
+            let ticket = load_ticket(&self.db, &earlier.ticket_id)
+                .await?
+                .ok_or(SupportError::TicketNotFound)?;
+            let first = message::Entity::find()
+                .filter(message::Column::TicketId.eq(&earlier.ticket_id))
+                .filter(message::Column::Sequence.eq(1))
+                .one(&self.db)
+                .await?
+                .ok_or(SupportError::TicketNotFound)?;
+            return Ok((ticket, first));
         }
         let id = ids::new_id();
         let now = now.millis();
@@ -219,24 +217,22 @@ impl Store {
         if let Some(key) = &key
             && let Some(earlier) = take_request(&txn, key, kind, now).await?
         {
-            {
-                txn.commit().await?;
-                let ticket = load_ticket(&self.db, &earlier.ticket_id)
-                    .await?
-                    .ok_or(SupportError::TicketNotFound)?;
-                let written = message::Entity::find_by_id(earlier.target_id)
-                    .one(&self.db)
-                    .await?
-                    .ok_or(SupportError::TicketNotFound)?;
-                return Ok((
-                    Written {
-                        ticket,
-                        previous_status: None,
-                        replayed: true,
-                    },
-                    written,
-                ));
-            }
+            txn.commit().await?;
+            let ticket = load_ticket(&self.db, &earlier.ticket_id)
+                .await?
+                .ok_or(SupportError::TicketNotFound)?;
+            let written = message::Entity::find_by_id(earlier.target_id)
+                .one(&self.db)
+                .await?
+                .ok_or(SupportError::TicketNotFound)?;
+            return Ok((
+                Written {
+                    ticket,
+                    previous_status: None,
+                    replayed: true,
+                },
+                written,
+            ));
         }
         let mut row = lock_ticket(&txn, ticket_id).await?;
         let before = Status::from_i32(row.status).unwrap_or(Status::Open);
@@ -349,12 +345,10 @@ impl Store {
         if result.rows_affected == 0
             && let Some(holder) = ticket.row.assignee_user_id.clone()
         {
-            {
-                return Err(SupportError::AlreadyAssigned {
-                    assignee_user_id: holder,
-                }
-                .into());
+            return Err(SupportError::AlreadyAssigned {
+                assignee_user_id: holder,
             }
+            .into());
         }
         Ok(ticket)
     }

@@ -11,13 +11,58 @@ use crate::harness::{World, create};
 
 async fn until_notified(w: &World, n: usize) -> Vec<cpb::NotifyRequest> {
     for _ in 0..100 {
-        let seen = w.contacts.notified.lock().clone();
+        let seen = replies(w);
         if seen.len() >= n {
             return seen;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    w.contacts.notified.lock().clone()
+    replies(w)
+}
+
+/// Notifications of replies (not of ticket creation).
+fn replies(w: &World) -> Vec<cpb::NotifyRequest> {
+    w.contacts
+        .notified
+        .lock()
+        .iter()
+        .filter(|n| n.idempotency_key.starts_with("support:ticket-reply"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_ticket_notifies_its_creator_and_cc_users() {
+    let w = World::new("nt_create").await;
+    let mut req = create(None);
+    req.cc_user_ids = vec![w.all.clone()];
+    let t = w
+        .customer(&w.owner)
+        .create_ticket(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let key = format!("support:ticket-created:{}", t.id);
+    for _ in 0..100 {
+        if !w.contacts.notified.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = w.contacts.notified.lock().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].idempotency_key, key);
+    let mut to: Vec<&str> = sent[0]
+        .extra_recipients
+        .iter()
+        .map(|r| r.user_id.as_str())
+        .collect();
+    to.sort();
+    let mut expected = vec![w.owner.as_str(), w.all.as_str()];
+    expected.sort();
+    assert_eq!(to, expected);
 }
 
 #[tokio::test]
@@ -105,7 +150,7 @@ async fn a_customer_reply_notifies_the_others_but_not_the_author_and_notes_notif
         .unwrap();
     let sent = until_notified(&w, 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent_after = w.contacts.notified.lock().clone();
+    let sent_after = replies(&w);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent_after.len(), 1, "the note notified nobody");
     let to: Vec<&str> = sent[0]
