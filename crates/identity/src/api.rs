@@ -34,7 +34,6 @@ fn ok<T>(value: T) -> Reply<T> {
     Ok(Response::new(value))
 }
 
-#[allow(dead_code)]
 fn client(p: &Principal) -> Client {
     Client {
         ip: p.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
@@ -63,6 +62,40 @@ impl IdentityService for Api {
     ) -> Reply<pb::VerifyEmailResponse> {
         let email = self.core.verify_email(&request.into_inner().token).await?;
         ok(pb::VerifyEmailResponse { email })
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Reply<pb::LoginResponse> {
+        let c = client(principal(&request)?);
+        let r = request.into_inner();
+        let outcome = self
+            .core
+            .login(&r.email, &r.password, &r.account_id, &c)
+            .await?;
+        ok(pb::LoginResponse {
+            outcome: Some(outcome),
+        })
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<pb::RefreshSessionRequest>,
+    ) -> Reply<pb::RefreshSessionResponse> {
+        let c = client(principal(&request)?);
+        let session = self
+            .core
+            .refresh(&request.into_inner().refresh_token, &c)
+            .await?;
+        ok(pb::RefreshSessionResponse {
+            session: Some(session),
+        })
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
+        let p = principal(&request)?;
+        if let Some(session) = p.session_id.as_deref() {
+            self.core.logout(p.user()?, session).await?;
+        }
+        ok(pb::LogoutResponse {})
     }
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
@@ -119,6 +152,22 @@ impl IdentityInternalService for Api {
         let from = request.into_inner().from_position;
         let stream = self.core.clone().watch_revocations(from).await?;
         Ok(Response::new(stream))
+    }
+
+    async fn revoke_account_access(
+        &self,
+        request: Request<pb::RevokeAccountAccessRequest>,
+    ) -> Reply<pb::RevokeAccountAccessResponse> {
+        let r = request.into_inner();
+        let (sessions, tokens, position) = self
+            .core
+            .revoke_account_access(&r.user_id, &r.account_id, r.reason)
+            .await?;
+        ok(pb::RevokeAccountAccessResponse {
+            revoked_session_count: sessions,
+            revoked_api_token_count: tokens,
+            position,
+        })
     }
 
     async fn rotate_signing_key(

@@ -17,6 +17,7 @@
 
 #![allow(dead_code)] // Work in progress: some rules are not wired to methods yet.
 
+pub mod accounts;
 mod api;
 mod core;
 mod domain;
@@ -38,6 +39,7 @@ use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::{Context, Error, TenancyService, server};
 use tokio::net::TcpListener;
 
+use crate::accounts::{AccountService, Accounts};
 use crate::domain::password::{HashParams, Hasher};
 use crate::domain::totp::SecretBox;
 use crate::mail::{ContactsMailer, Mailer};
@@ -94,6 +96,17 @@ impl IdentityService {
         context: Context,
         mailer: Arc<dyn Mailer>,
     ) -> Result<Self, ConfigError> {
+        let channel = context.channel_to(ServiceName::Account)?;
+        let accounts = Arc::new(AccountService::new(channel, context.service_auth()));
+        Self::open_with(context, mailer, accounts).await
+    }
+
+    /// Opens the service with explicit ports for email and membership.
+    pub async fn open_with(
+        context: Context,
+        mailer: Arc<dyn Mailer>,
+        accounts: Arc<dyn Accounts>,
+    ) -> Result<Self, ConfigError> {
         let url = context.config.database_url(Self::NAME);
         let db: DatabaseConnection =
             tenancy_runtime::db::open::<migration::Migrator>(&url, "identity.database_url").await?;
@@ -113,6 +126,7 @@ impl IdentityService {
             hasher,
             secrets,
             mailer,
+            accounts,
             signal: Arc::new(tokio::sync::Notify::new()),
         };
         core.ensure_signing_key()

@@ -3,6 +3,7 @@
 
 pub(crate) mod keys;
 pub(crate) mod revocations;
+pub(crate) mod sessions;
 pub(crate) mod users;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ pub(crate) struct Core {
     pub(crate) hasher: Hasher,
     pub(crate) secrets: SecretBox,
     pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) accounts: Arc<dyn crate::accounts::Accounts>,
     /// Wakes this replica's revocation watchers.
     pub(crate) signal: Arc<tokio::sync::Notify>,
 }

@@ -166,7 +166,7 @@ impl Core {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn head(&self) -> Result<i64, Error> {
+    pub(crate) async fn head_position(&self) -> Result<i64, Error> {
         let row = one(
             &self.db,
             "SELECT position FROM identity_revocation_head WHERE id = 1",
@@ -194,7 +194,7 @@ impl Core {
                 ..Error::invalid_field("from_position", "must not be negative")
             });
         }
-        let head = self.head().await?;
+        let head = self.head_position().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let core = self;
         tokio::spawn(async move {

@@ -1,0 +1,779 @@
+//! Login, sessions, refresh-token rotation with reuse detection, logout,
+//! and ending a member's access to an account.
+
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use tenancy_proto::identity as pb;
+use tenancy_runtime::secret::SecretToken;
+use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+
+use super::keys::Claims;
+use super::revocations::{Revocation, cutoff};
+use super::{Client, Core};
+use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
+use crate::domain::profile::{invalid, parse_email};
+use crate::domain::throttle::{self, Counter};
+use crate::store::{all, exec, get, one};
+
+const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
+
+fn invalid_credentials() -> Error {
+    Error::unauthenticated("INVALID_CREDENTIALS", "wrong email or password")
+}
+
+fn refresh_invalid() -> Error {
+    Error::unauthenticated("REFRESH_TOKEN_INVALID", "log in again")
+}
+
+/// A session row as the token issuer needs it.
+pub(crate) struct SessionRow {
+    pub(crate) id: String,
+    pub(crate) user_id: String,
+    pub(crate) account_id: Option<String>,
+    pub(crate) amr: Vec<String>,
+    pub(crate) auth_time: i64,
+    pub(crate) expire_time: i64,
+    pub(crate) end_time: i64,
+    pub(crate) revoked: bool,
+}
+
+impl Core {
+    /// Records a login event (only for known users).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn login_event<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        user_id: &str,
+        account_id: &str,
+        session_id: &str,
+        client: &Client,
+        method: pb::LoginMethod,
+        outcome: pb::LoginOutcome,
+    ) -> Result<(), Error> {
+        exec(
+            c,
+            "INSERT INTO identity_login_events (id, user_id, account_id, session_id, time, ip, \
+             user_agent, method, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            vec![
+                ids::new_id().into(),
+                user_id.into(),
+                account_id.into(),
+                session_id.into(),
+                self.now().millis().into(),
+                client.ip.clone().into(),
+                client.user_agent.clone().into(),
+                (method as i32).into(),
+                (outcome as i32).into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Until when any of `keys` refuses attempts.
+    pub(crate) async fn throttled(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<Option<Timestamp>, Error> {
+        let now = self.now();
+        let mut until: Option<Timestamp> = None;
+        for (key, kind) in keys {
+            let Some(row) = one(
+                &self.db,
+                "SELECT failures, window_start, last_failure FROM identity_throttle WHERE key = $1",
+                vec![key.clone().into()],
+            )
+            .await?
+            else {
+                continue;
+            };
+            let state = throttle::State {
+                failures: get(&row, "failures")?,
+                window_start: Timestamp(get(&row, "window_start")?),
+                last_failure: Timestamp(get(&row, "last_failure")?),
+            };
+            if throttle::window_over(*kind, state, now) {
+                continue;
+            }
+            if let Some(t) = throttle::blocked_until(*kind, state, now) {
+                until = Some(until.map_or(t, |u| u.max(t)));
+            }
+        }
+        Ok(until)
+    }
+
+    /// Counts a failure on every key (atomic upsert).
+    pub(crate) async fn record_failure(&self, keys: &[(String, Counter)]) -> Result<(), Error> {
+        let now = self.now().millis();
+        let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
+        for (key, kind) in keys {
+            let since = if *kind == Counter::Pair {
+                "identity_throttle.last_failure"
+            } else {
+                "identity_throttle.window_start"
+            };
+            exec(
+                &self.db,
+                &format!(
+                    "INSERT INTO identity_throttle (key, failures, window_start, last_failure) \
+                     VALUES ($1, 1, $2, $2) ON CONFLICT (key) DO UPDATE SET \
+                     failures = CASE WHEN {since} + $3 <= $2 THEN 1 ELSE identity_throttle.failures + 1 END, \
+                     window_start = CASE WHEN {since} + $3 <= $2 THEN $2 ELSE identity_throttle.window_start END, \
+                     last_failure = $2"
+                ),
+                vec![key.clone().into(), now.into(), window.into()],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), Error> {
+        exec(
+            &self.db,
+            "DELETE FROM identity_throttle WHERE key = $1",
+            vec![key.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Issues an access token for a session.
+    pub(crate) async fn access_token(
+        &self,
+        session: &SessionRow,
+        min_iat: Option<Timestamp>,
+    ) -> Result<pb::AccessToken, Error> {
+        let flags = one(
+            &self.db,
+            "SELECT staff, totp_secret IS NOT NULL AS mfa FROM identity_users WHERE id = $1",
+            vec![session.user_id.clone().into()],
+        )
+        .await?
+        .ok_or_else(refresh_invalid)?;
+        let now = self.now();
+        let iat = min_iat.map_or(now.seconds(), |m| m.seconds().max(now.seconds()));
+        let exp = Timestamp(iat * 1000).plus(self.auth.access_token_lifetime);
+        let claims = Claims {
+            iss: self.auth.issuer.clone(),
+            aud: self.auth.audience.clone(),
+            sub: session.user_id.clone(),
+            sid: session.id.clone(),
+            acc: session.account_id.clone(),
+            iat,
+            exp: exp.seconds(),
+            auth_time: Timestamp(session.auth_time).seconds(),
+            amr: session.amr.clone(),
+            mfa: get(&flags, "mfa")?,
+            staff: get(&flags, "staff")?,
+            kind: "portal".into(),
+        };
+        Ok(pb::AccessToken {
+            token: self.sign(&claims).await?,
+            expire_time: Some(exp.to_proto()),
+            account_id: session.account_id.clone().unwrap_or_default(),
+            auth_time: Some(Timestamp(session.auth_time).to_proto()),
+        })
+    }
+
+    /// Creates a session with its first refresh token.
+    pub(crate) async fn create_session(
+        &self,
+        user_id: &str,
+        account_id: Option<String>,
+        amr: Vec<String>,
+        client: &Client,
+        method: pb::LoginMethod,
+    ) -> Result<pb::SessionCredentials, Error> {
+        let now = self.now();
+        let id = ids::new_id();
+        let end = now.plus(self.auth.session_lifetime);
+        let expire = now.plus(self.auth.session_idle_timeout).min(end);
+        let refresh = SecretToken::generate("tnr_");
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            "INSERT INTO identity_sessions (id, user_id, account_id, user_agent, create_ip, last_ip, amr, \
+             create_time, last_seen_time, auth_time, expire_time, end_time) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $7, $7, $8, $9)",
+            vec![
+                id.clone().into(),
+                user_id.into(),
+                account_id.clone().into(),
+                client.user_agent.clone().into(),
+                client.ip.clone().into(),
+                amr.join(" ").into(),
+                now.millis().into(),
+                expire.millis().into(),
+                end.millis().into(),
+            ],
+        )
+        .await?;
+        exec(
+            &tx,
+            "INSERT INTO identity_refresh_tokens (token_hash, session_id, create_time) VALUES ($1, $2, $3)",
+            vec![refresh.hash().into(), id.clone().into(), now.millis().into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE identity_users SET last_login_time = $1, last_account_id = COALESCE($2, last_account_id) \
+             WHERE id = $3",
+            vec![now.millis().into(), account_id.clone().into(), user_id.into()],
+        )
+        .await?;
+        self.login_event(
+            &tx,
+            user_id,
+            account_id.as_deref().unwrap_or_default(),
+            &id,
+            client,
+            method,
+            pb::LoginOutcome::Success,
+        )
+        .await?;
+        tx.commit().await?;
+        let session = SessionRow {
+            id: id.clone(),
+            user_id: user_id.to_owned(),
+            account_id,
+            amr,
+            auth_time: now.millis(),
+            expire_time: expire.millis(),
+            end_time: end.millis(),
+            revoked: false,
+        };
+        let access = self.access_token(&session, None).await?;
+        Ok(pb::SessionCredentials {
+            session_id: id,
+            user_id: user_id.to_owned(),
+            access_token: Some(access),
+            refresh_token: refresh.expose().to_owned(),
+            refresh_token_expire_time: Some(expire.to_proto()),
+        })
+    }
+
+    async fn check_membership(&self, user_id: &str, account_id: &str) -> Result<(), Error> {
+        if self.accounts.is_active_member(user_id, account_id).await? {
+            Ok(())
+        } else {
+            Err(Error::permission_denied(
+                "NOT_AN_ACTIVE_MEMBER",
+                "you are not an active member of this account",
+            ))
+        }
+    }
+
+    /// Login with email and password.
+    pub(crate) async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        account_id: &str,
+        client: &Client,
+    ) -> Result<pb::login_response::Outcome, Error> {
+        let account = if account_id.trim().is_empty() {
+            None
+        } else {
+            Some(ids::parse_id("account_id", account_id).map_err(|e| Error {
+                reason: "ACCOUNT_ID_INVALID",
+                ..e
+            })?)
+        };
+        let Ok(email) = parse_email("email", email) else {
+            return Err(invalid_credentials());
+        };
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(invalid_credentials());
+        }
+        let pair = format!("pw:{}|{}", email.key, client.ip);
+        let keys = vec![
+            (pair.clone(), Counter::Pair),
+            (format!("pwe:{}", email.key), Counter::Email),
+            (format!("ip:{}", client.ip), Counter::Ip),
+        ];
+        let row = one(
+            &self.db,
+            "SELECT id, password_hash, email_verified, totp_secret IS NOT NULL AS totp, name, email, \
+             last_verification_sent FROM identity_users WHERE email_key = $1",
+            vec![email.key.clone().into()],
+        )
+        .await?;
+        let user_id: Option<String> = row.as_ref().map(|r| get(r, "id")).transpose()?;
+        if let Some(until) = self.throttled(&keys).await? {
+            if let Some(id) = &user_id {
+                self.login_event(
+                    &self.db,
+                    id,
+                    account.as_deref().unwrap_or_default(),
+                    "",
+                    client,
+                    pb::LoginMethod::Password,
+                    pb::LoginOutcome::FailureThrottled,
+                )
+                .await?;
+            }
+            let wait =
+                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
+            return Err(Error::throttled(
+                "TOO_MANY_ATTEMPTS",
+                std::time::Duration::from_millis(wait),
+            ));
+        }
+        let hash: Option<String> = row
+            .as_ref()
+            .map(|r| get::<Option<String>>(r, "password_hash"))
+            .transpose()?
+            .flatten();
+        let (ok, rehash) = self.hasher.verify(normalise(password), hash).await?;
+        let (Some(row), Some(user_id), true) = (row, user_id, ok) else {
+            self.record_failure(&keys).await?;
+            if let Some(id) = self.user_by_email(&self.db, &email).await?.map(|u| u.id) {
+                self.login_event(
+                    &self.db,
+                    &id,
+                    account.as_deref().unwrap_or_default(),
+                    "",
+                    client,
+                    pb::LoginMethod::Password,
+                    pb::LoginOutcome::FailureBadCredentials,
+                )
+                .await?;
+            }
+            return Err(invalid_credentials());
+        };
+        self.reset_failures(&pair).await?;
+        if rehash {
+            let new_hash = self.hasher.hash(normalise(password)).await?;
+            exec(
+                &self.db,
+                "UPDATE identity_users SET password_hash = $1 WHERE id = $2",
+                vec![new_hash.into(), user_id.clone().into()],
+            )
+            .await?;
+        }
+        let account_text = account.clone().unwrap_or_default();
+        if !get::<bool>(&row, "email_verified")? {
+            self.login_event(
+                &self.db,
+                &user_id,
+                &account_text,
+                "",
+                client,
+                pb::LoginMethod::Password,
+                pb::LoginOutcome::FailureUnverified,
+            )
+            .await?;
+            let last: i64 = get(&row, "last_verification_sent")?;
+            if last + 600_000 <= self.now().millis() {
+                let address: String = get(&row, "email")?;
+                let name: String = get(&row, "name")?;
+                self.send_verification(&user_id, &address, &name).await?;
+            }
+            return Err(Error::failed_precondition(
+                "EMAIL_NOT_VERIFIED",
+                "verify your email address first; a new link was sent",
+            ));
+        }
+        if let Some(account) = &account
+            && let Err(e) = self.check_membership(&user_id, account).await
+        {
+            if e.code == ErrorCode::PermissionDenied {
+                self.login_event(
+                    &self.db,
+                    &user_id,
+                    account,
+                    "",
+                    client,
+                    pb::LoginMethod::Password,
+                    pb::LoginOutcome::FailureAccountAccessDenied,
+                )
+                .await?;
+            }
+            return Err(e);
+        }
+        if get::<bool>(&row, "totp")? {
+            return self
+                .mfa_challenge(&user_id, &account_text, client)
+                .await
+                .map(pb::login_response::Outcome::MfaChallenge);
+        }
+        let _ = LOGIN_PASSWORD;
+        self.create_session(
+            &user_id,
+            account,
+            vec!["pwd".into()],
+            client,
+            pb::LoginMethod::Password,
+        )
+        .await
+        .map(pb::login_response::Outcome::Session)
+    }
+
+    /// Issues an MFA challenge (TOTP users).
+    pub(crate) async fn mfa_challenge(
+        &self,
+        user_id: &str,
+        account_id: &str,
+        client: &Client,
+    ) -> Result<pb::MfaChallenge, Error> {
+        let token = SecretToken::generate("tnc_");
+        let now = self.now();
+        let expire = now.plus(std::time::Duration::from_secs(300));
+        exec(
+            &self.db,
+            "INSERT INTO identity_mfa_challenges (token_hash, user_id, account_id, create_time, expire_time) \
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                token.hash().into(),
+                user_id.into(),
+                account_id.into(),
+                now.millis().into(),
+                expire.millis().into(),
+            ],
+        )
+        .await?;
+        self.login_event(
+            &self.db,
+            user_id,
+            account_id,
+            "",
+            client,
+            pb::LoginMethod::Password,
+            pb::LoginOutcome::MfaRequired,
+        )
+        .await?;
+        let codes = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM identity_recovery_codes WHERE user_id = $1 AND used_time IS NULL",
+            vec![user_id.into()],
+        )
+        .await?
+        .map(|r| get::<i64>(&r, "n"))
+        .transpose()?
+        .unwrap_or(0);
+        let mut allowed = vec![pb::SecondFactorType::Totp as i32];
+        if codes > 0 {
+            allowed.push(pb::SecondFactorType::RecoveryCode as i32);
+        }
+        Ok(pb::MfaChallenge {
+            challenge_token: token.expose().to_owned(),
+            expire_time: Some(expire.to_proto()),
+            allowed_factors: allowed,
+        })
+    }
+
+    pub(crate) async fn load_session<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        id: &str,
+    ) -> Result<Option<SessionRow>, Error> {
+        let row = one(
+            c,
+            "SELECT id, user_id, account_id, amr, auth_time, expire_time, end_time, revoke_time \
+             FROM identity_sessions WHERE id = $1",
+            vec![id.into()],
+        )
+        .await?;
+        row.map(|r| {
+            Ok(SessionRow {
+                id: get(&r, "id")?,
+                user_id: get(&r, "user_id")?,
+                account_id: get(&r, "account_id")?,
+                amr: get::<String>(&r, "amr")?
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                auth_time: get(&r, "auth_time")?,
+                expire_time: get(&r, "expire_time")?,
+                end_time: get(&r, "end_time")?,
+                revoked: get::<Option<i64>>(&r, "revoke_time")?.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    /// RefreshSession: rotates the refresh token; a rotated-out token
+    /// revokes the whole session.
+    pub(crate) async fn refresh(
+        &self,
+        token: &str,
+        client: &Client,
+    ) -> Result<pb::SessionCredentials, Error> {
+        let hash = SecretToken::from_client(token.trim().to_owned()).hash();
+        let now = self.now();
+        let tx = self.db.begin().await?;
+        let rotated = exec(
+            &tx,
+            "UPDATE identity_refresh_tokens SET rotate_time = $1 WHERE token_hash = $2 AND rotate_time IS NULL",
+            vec![now.millis().into(), hash.clone().into()],
+        )
+        .await?;
+        let Some(row) = one(
+            &tx,
+            "SELECT session_id FROM identity_refresh_tokens WHERE token_hash = $1",
+            vec![hash.into()],
+        )
+        .await?
+        else {
+            return Err(refresh_invalid());
+        };
+        let session_id: String = get(&row, "session_id")?;
+        let Some(session) = self.load_session(&tx, &session_id).await? else {
+            return Err(refresh_invalid());
+        };
+        let account = session.account_id.clone().unwrap_or_default();
+        if rotated == 0 {
+            // Reuse of a rotated-out token: revoke the session (theft).
+            if !session.revoked {
+                self.end_sessions(
+                    &tx,
+                    std::slice::from_ref(&session.id),
+                    &session.user_id,
+                    pb::RevocationReason::RefreshTokenReused,
+                )
+                .await?;
+            }
+            self.login_event(
+                &tx,
+                &session.user_id,
+                &account,
+                &session.id,
+                client,
+                pb::LoginMethod::Refresh,
+                pb::LoginOutcome::FailureTokenReused,
+            )
+            .await?;
+            tx.commit().await?;
+            self.notify_revocations();
+            return Err(Error::unauthenticated(
+                "REFRESH_TOKEN_REUSED",
+                "this refresh token was already used; the session was ended",
+            ));
+        }
+        if session.revoked
+            || session.expire_time <= now.millis()
+            || session.end_time <= now.millis()
+        {
+            return Err(refresh_invalid());
+        }
+        let refresh = SecretToken::generate("tnr_");
+        let expire = now
+            .plus(self.auth.session_idle_timeout)
+            .min(Timestamp(session.end_time));
+        exec(
+            &tx,
+            "INSERT INTO identity_refresh_tokens (token_hash, session_id, create_time) VALUES ($1, $2, $3)",
+            vec![refresh.hash().into(), session.id.clone().into(), now.millis().into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE identity_sessions SET expire_time = $1, last_seen_time = $2, last_ip = $3, user_agent = $4 \
+             WHERE id = $5",
+            vec![
+                expire.millis().into(),
+                now.millis().into(),
+                client.ip.clone().into(),
+                client.user_agent.clone().into(),
+                session.id.clone().into(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        let mut session = session;
+        if let Some(account) = session.account_id.clone() {
+            // Not a member any more: the new token selects no account.
+            if let Ok(false) = self
+                .accounts
+                .is_active_member(&session.user_id, &account)
+                .await
+            {
+                session.account_id = None;
+                exec(
+                    &self.db,
+                    "UPDATE identity_sessions SET account_id = NULL WHERE id = $1",
+                    vec![session.id.clone().into()],
+                )
+                .await?;
+            }
+        }
+        let access = self.access_token(&session, None).await?;
+        Ok(pb::SessionCredentials {
+            session_id: session.id.clone(),
+            user_id: session.user_id.clone(),
+            access_token: Some(access),
+            refresh_token: refresh.expose().to_owned(),
+            refresh_token_expire_time: Some(expire.to_proto()),
+        })
+    }
+
+    /// Ends sessions and appends one SESSION event each (in `c`'s
+    /// transaction). Returns how many were live.
+    pub(crate) async fn end_sessions<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        ids_in: &[String],
+        user_id: &str,
+        reason: pb::RevocationReason,
+    ) -> Result<i64, Error> {
+        let now = self.now();
+        let mut count = 0;
+        let mut last = 0;
+        for id in ids_in {
+            let ended = exec(
+                c,
+                "UPDATE identity_sessions SET revoke_time = $1 WHERE id = $2 AND revoke_time IS NULL",
+                vec![now.millis().into(), id.clone().into()],
+            )
+            .await?;
+            if ended == 1 {
+                count += 1;
+                last = self
+                    .append_revocation(
+                        c,
+                        Revocation::Session {
+                            session_id: id.clone(),
+                            user_id: user_id.to_owned(),
+                        },
+                        reason,
+                    )
+                    .await?;
+            }
+        }
+        let _ = last;
+        Ok(count)
+    }
+
+    /// Logout: ends the caller's session.
+    pub(crate) async fn logout(&self, user_id: &str, session_id: &str) -> Result<(), Error> {
+        let tx = self.db.begin().await?;
+        let owned = one(
+            &tx,
+            "SELECT id FROM identity_sessions WHERE id = $1 AND user_id = $2",
+            vec![session_id.into(), user_id.into()],
+        )
+        .await?;
+        if owned.is_some() {
+            self.end_sessions(
+                &tx,
+                &[session_id.to_owned()],
+                user_id,
+                pb::RevocationReason::Logout,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.notify_revocations();
+        Ok(())
+    }
+
+    /// RevokeAccountAccess: ends the member's sessions in the account and
+    /// API tokens for it; appends USER_ACCOUNT and API_TOKEN events.
+    pub(crate) async fn revoke_account_access(
+        &self,
+        user_id: &str,
+        account_id: &str,
+        reason: i32,
+    ) -> Result<(i32, i32, i64), Error> {
+        let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
+            reason: "USER_ID_INVALID",
+            ..e
+        })?;
+        let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
+            reason: "ACCOUNT_ID_INVALID",
+            ..e
+        })?;
+        let reason = match pb::RevocationReason::try_from(reason) {
+            Ok(
+                r @ (pb::RevocationReason::MemberSuspended
+                | pb::RevocationReason::MemberRevoked
+                | pb::RevocationReason::MemberLeft),
+            ) => r,
+            _ => {
+                return Err(invalid(
+                    "REASON_INVALID",
+                    "reason",
+                    "not a member-related reason",
+                ));
+            }
+        };
+        let now = self.now();
+        let tx = self.db.begin().await?;
+        let position = self
+            .append_revocation(
+                &tx,
+                Revocation::UserAccount {
+                    user_id: user_id.clone(),
+                    account_id: account_id.clone(),
+                    cutoff: cutoff(now),
+                },
+                reason,
+            )
+            .await?;
+        let sessions: Vec<String> = all(
+            &tx,
+            "SELECT id FROM identity_sessions WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL",
+            vec![user_id.clone().into(), account_id.clone().into()],
+        )
+        .await?
+        .iter()
+        .map(|r| get::<String>(r, "id"))
+        .collect::<Result<_, _>>()?;
+        let ended = self.end_sessions(&tx, &sessions, &user_id, reason).await?;
+        let (tokens, last) = self
+            .revoke_api_tokens_of(&tx, &user_id, &account_id, "")
+            .await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        let position = last.max(position).max(self.head_position().await?);
+        Ok((
+            i32::try_from(ended).unwrap_or(i32::MAX),
+            i32::try_from(tokens).unwrap_or(i32::MAX),
+            position,
+        ))
+    }
+
+    /// Revokes a member's API tokens for an account; returns (count, last
+    /// position).
+    pub(crate) async fn revoke_api_tokens_of<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        user_id: &str,
+        account_id: &str,
+        by: &str,
+    ) -> Result<(i64, i64), Error> {
+        let now = self.now();
+        let rows = all(
+            c,
+            "SELECT id FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL",
+            vec![user_id.into(), account_id.into()],
+        )
+        .await?;
+        let mut count = 0;
+        let mut last = 0;
+        for r in rows {
+            let id: String = get(&r, "id")?;
+            let n = exec(
+                c,
+                "UPDATE identity_api_tokens SET revoke_time = $1, revoked_by = $2 WHERE id = $3 AND revoke_time IS NULL",
+                vec![now.millis().into(), by.into(), id.clone().into()],
+            )
+            .await?;
+            if n == 1 {
+                count += 1;
+                last = self
+                    .append_revocation(
+                        c,
+                        Revocation::ApiToken {
+                            id,
+                            user_id: user_id.to_owned(),
+                            account_id: account_id.to_owned(),
+                        },
+                        pb::RevocationReason::RevokedByOwner,
+                    )
+                    .await?;
+            }
+        }
+        Ok((count, last))
+    }
+}

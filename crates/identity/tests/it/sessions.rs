@@ -1,0 +1,413 @@
+//! Login, access tokens (JWT/JWKS), refresh rotation, logout, throttling,
+//! and the revocation log.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use tenancy_proto::identity::login_response::Outcome;
+use tenancy_proto::identity::watch_revocations_response::Item;
+use tenancy_proto::identity::*;
+
+use crate::harness::{Env, PASSWORD, reason};
+
+fn login(email: &str, password: &str) -> LoginRequest {
+    LoginRequest {
+        email: email.into(),
+        password: password.into(),
+        account_id: String::new(),
+    }
+}
+
+async fn session(env: &Env, email: &str) -> SessionCredentials {
+    let r = env
+        .anonymous("198.51.100.7")
+        .login(login(email, PASSWORD))
+        .await
+        .unwrap()
+        .into_inner();
+    match r.outcome.unwrap() {
+        Outcome::Session(s) => s,
+        Outcome::MfaChallenge(_) => panic!("unexpected challenge"),
+    }
+}
+
+fn decode(env_jwks: &[Jwk], token: &str) -> serde_json::Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    let kid = header.kid.unwrap();
+    let jwk = env_jwks.iter().find(|k| k.kid == kid).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ed_components(&jwk.x).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["tenancy-portal"]);
+    validation.set_issuer(&["tenancy"]);
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}
+
+async fn jwks(env: &Env) -> Vec<Jwk> {
+    env.anonymous("198.51.100.7")
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+}
+
+#[tokio::test]
+async fn login_issues_an_eddsa_access_token_verifiable_with_the_jwks() {
+    let env = Env::start("login").await;
+    let user = env.verified_user("alice@example.com").await;
+    let s = session(&env, "ALICE@example.com").await;
+    assert_eq!(s.user_id, user);
+    assert!(s.refresh_token.starts_with("tnr_"));
+    let access = s.access_token.unwrap();
+    let claims = decode(&jwks(&env).await, &access.token);
+    assert_eq!(claims["sub"], user.as_str());
+    assert_eq!(claims["sid"], s.session_id.as_str());
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+    assert_eq!(claims["kind"], "portal");
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(claims["exp"].as_i64().unwrap() - iat, 600);
+    let keys = jwks(&env).await;
+    assert_eq!(keys[0].kty, "OKP");
+    assert_eq!(keys[0].crv, "Ed25519");
+    assert_eq!(keys[0].alg, "EdDSA");
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_are_refused_alike() {
+    let env = Env::start("badlogin").await;
+    env.verified_user("bob@example.com").await;
+    let mut c = env.anonymous("198.51.100.8");
+    let a = c
+        .login(login("bob@example.com", "wrong password here"))
+        .await
+        .unwrap_err();
+    let b = c
+        .login(login("nobody@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    let d = c
+        .login(login("bob@example.com", &"x".repeat(2000)))
+        .await
+        .unwrap_err();
+    for e in [&a, &b, &d] {
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert_eq!(reason(e), "INVALID_CREDENTIALS");
+        assert_eq!(e.message(), a.message());
+    }
+}
+
+#[tokio::test]
+async fn unverified_users_cannot_log_in_but_learn_it_only_with_the_right_password() {
+    let env = Env::start("unverified").await;
+    let mut c = env.anonymous("198.51.100.9");
+    c.sign_up(SignUpRequest {
+        email: "carol@example.com".into(),
+        password: PASSWORD.into(),
+        name: "Carol".into(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .login(login("carol@example.com", "wrong password here"))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    let e = c
+        .login(login("carol@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&e), "EMAIL_NOT_VERIFIED");
+    // Resent at most once per 10 minutes.
+    assert_eq!(env.outbox.count_to("carol@example.com"), 1);
+    env.advance(Duration::from_secs(601));
+    c.login(login("carol@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(env.outbox.count_to("carol@example.com"), 2);
+}
+
+#[tokio::test]
+async fn failures_back_off_per_email_and_address_without_locking_out_other_addresses() {
+    let env = Env::start("throttle").await;
+    env.verified_user("dave@example.com").await;
+    let mut attacker = env.anonymous("203.0.113.66");
+    for _ in 0..5 {
+        let e = attacker
+            .login(login("dave@example.com", "wrong password here"))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    }
+    // Sixth attempt is refused before checking, even with the right password.
+    let e = attacker
+        .login(login("dave@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(reason(&e), "TOO_MANY_ATTEMPTS");
+    // The real user from elsewhere is not locked out.
+    session(&env, "dave@example.com").await;
+    // After the back-off the attacker's address may try again; a success resets.
+    env.advance(Duration::from_secs(2));
+    let r = attacker
+        .login(login("dave@example.com", PASSWORD))
+        .await
+        .unwrap();
+    assert!(matches!(r.into_inner().outcome, Some(Outcome::Session(_))));
+    let e = attacker
+        .login(login("dave@example.com", "wrong password here"))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_session() {
+    let env = Env::start("refresh").await;
+    env.verified_user("erin@example.com").await;
+    let s = session(&env, "erin@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    let next = c
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s.refresh_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(next.session_id, s.session_id);
+    assert_ne!(next.refresh_token, s.refresh_token);
+    // Presenting the rotated-out token revokes the whole session.
+    let e = c
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_REUSED");
+    let e = c
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: next.refresh_token.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    // The revocation is in the log.
+    let mut stream = env
+        .internal()
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: 0,
+            watcher: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    match first.item.unwrap() {
+        Item::Event(e) => {
+            assert_eq!(e.reason, RevocationReason::RefreshTokenReused as i32);
+            match e.kind.unwrap() {
+                revocation_event::Kind::Session(sr) => assert_eq!(sr.session_id, s.session_id),
+                other => panic!("{other:?}"),
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        stream.next().await.unwrap().unwrap().item,
+        Some(Item::CaughtUp(_))
+    ));
+}
+
+#[tokio::test]
+async fn sessions_end_after_the_idle_timeout_and_the_absolute_lifetime() {
+    let env = Env::start("idle").await;
+    env.verified_user("fay@example.com").await;
+    let s = session(&env, "fay@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    env.advance(Duration::from_secs(14 * 24 * 3600 + 1));
+    let e = c
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    // Refreshing every 10 days keeps it alive, but only up to 30 days.
+    let s = session(&env, "fay@example.com").await;
+    let mut token = s.refresh_token;
+    for _ in 0..2 {
+        env.advance(Duration::from_secs(10 * 24 * 3600));
+        token = c
+            .refresh_session(RefreshSessionRequest {
+                refresh_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+            .refresh_token;
+    }
+    env.advance(Duration::from_secs(10 * 24 * 3600 + 1));
+    let e = c
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_is_streamed_live() {
+    let env = Env::start("logout").await;
+    let user = env.verified_user("gus@example.com").await;
+    let s = session(&env, "gus@example.com").await;
+    let mut stream = env
+        .internal()
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: 0,
+            watcher: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        stream.next().await.unwrap().unwrap().item,
+        Some(Item::CaughtUp(CaughtUp { head_position: 0 }))
+    ));
+    let mut principal = tenancy_testkit::member(&user, "", tenancy_testkit::Role::Unspecified);
+    principal.account_id = None;
+    principal.session_id = Some(s.session_id.clone());
+    env.as_principal(principal)
+        .logout(LogoutRequest {})
+        .await
+        .unwrap();
+    let live = tokio::time::timeout(Duration::from_secs(1), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match live.item.unwrap() {
+        Item::Event(e) => assert_eq!(e.reason, RevocationReason::Logout as i32),
+        other => panic!("{other:?}"),
+    }
+    let e = env
+        .anonymous("198.51.100.7")
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+}
+
+#[tokio::test]
+async fn revoke_account_access_appends_a_user_account_event_and_refuses_other_reasons() {
+    let env = Env::start("revokeaccess").await;
+    let user = env.verified_user("hal@example.com").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let mut internal = env.internal();
+    let r = internal
+        .revoke_account_access(RevokeAccountAccessRequest {
+            user_id: user.clone(),
+            account_id: account.clone(),
+            reason: RevocationReason::MemberSuspended as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.position >= 1);
+    let e = internal
+        .revoke_account_access(RevokeAccountAccessRequest {
+            user_id: user.clone(),
+            account_id: account.clone(),
+            reason: RevocationReason::Logout as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REASON_INVALID");
+    let mut stream = internal
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: 0,
+            watcher: "t".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match stream.next().await.unwrap().unwrap().item.unwrap() {
+        Item::Event(e) => match e.kind.unwrap() {
+            revocation_event::Kind::UserAccount(ua) => {
+                assert_eq!(ua.user_id, user);
+                assert_eq!(ua.account_id, account);
+                assert_eq!(ua.issued_before.unwrap().nanos, 0);
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    // Resuming beyond the head starts with a reset.
+    let mut stream = internal
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: 1000,
+            watcher: "t".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        stream.next().await.unwrap().unwrap().item,
+        Some(Item::Reset(_))
+    ));
+}
+
+#[tokio::test]
+async fn emergency_rotation_withdraws_the_old_key_and_normal_rotation_publishes_ahead() {
+    let env = Env::start("rotate").await;
+    let mut internal = env.internal();
+    let before = jwks(&env).await;
+    assert_eq!(before.len(), 1);
+    let r = internal
+        .rotate_signing_key(RotateSigningKeyRequest {
+            revoke_current: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.previous_kid, before[0].kid);
+    let keys = jwks(&env).await;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].kid, before[0].kid, "the old key still signs");
+    let e = internal
+        .rotate_signing_key(RotateSigningKeyRequest {
+            revoke_current: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "ROTATION_IN_PROGRESS");
+    env.advance(Duration::from_secs(301));
+    let keys = jwks(&env).await;
+    assert_eq!(keys[0].kid, r.new_key.as_ref().unwrap().kid);
+    env.advance(Duration::from_secs(601));
+    assert_eq!(
+        jwks(&env).await.len(),
+        1,
+        "retired key dropped after token lifetime"
+    );
+    let e = internal
+        .rotate_signing_key(RotateSigningKeyRequest {
+            revoke_current: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let keys = jwks(&env).await;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].kid, e.new_key.unwrap().kid);
+}
