@@ -357,3 +357,39 @@ async fn cc_users_must_be_members_who_may_see_the_ticket() {
         .unwrap();
     assert_eq!(removed.cc_user_ids, vec![w.selected.clone()]);
 }
+
+#[tokio::test]
+async fn concurrent_messages_get_distinct_consecutive_sequences() {
+    let w = World::new("lc_concurrent").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    let calls = (0..8).map(|i| {
+        let mut c = w.customer(&w.owner);
+        let t = t.clone();
+        async move {
+            c.add_message(pb::AddMessageRequest {
+                ticket_id: t,
+                body: format!("message {i}"),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message
+            .unwrap()
+            .sequence
+        }
+    });
+    let mut sequences = futures::future::join_all(calls).await;
+    sequences.sort();
+    assert_eq!(sequences, (2..=9).collect::<Vec<i64>>());
+    let after = w
+        .customer(&w.owner)
+        .get_ticket(pb::GetTicketRequest { ticket_id: t })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(after.message_count, 9);
+    assert_eq!(after.last_message_sequence, 9);
+}
