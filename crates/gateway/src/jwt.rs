@@ -154,3 +154,166 @@ impl JwtVerifier {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::SigningKey;
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    struct Issuer {
+        kid: &'static str,
+        key: SigningKey,
+    }
+
+    impl Issuer {
+        fn new(kid: &'static str) -> Self {
+            Self {
+                kid,
+                key: SigningKey::generate(&mut rand::rngs::OsRng),
+            }
+        }
+
+        fn x(&self) -> String {
+            URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes())
+        }
+
+        fn sign(&self, claims: &serde_json::Value) -> String {
+            let der = self.key.to_pkcs8_der().unwrap();
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.kid.to_owned());
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes()))
+                .unwrap()
+        }
+    }
+
+    fn now() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64
+    }
+
+    fn claims(exp_offset: i64) -> serde_json::Value {
+        json!({
+            "iss": "tenancy", "aud": "tenancy-portal", "sub": "u1", "sid": "s1",
+            "acc": "a1", "iat": now() - 10, "exp": now() + exp_offset,
+            "auth_time": now() - 10, "amr": ["pwd"], "mfa": false, "staff": false,
+        })
+    }
+
+    fn verifier(issuer: &Issuer) -> JwtVerifier {
+        let verifier = JwtVerifier::new("tenancy", "tenancy-portal");
+        let x = issuer.x();
+        verifier.set_keys([(issuer.kid, x.as_str())]);
+        verifier
+    }
+
+    #[test]
+    fn a_token_signed_by_a_published_key_verifies() {
+        let issuer = Issuer::new("k1");
+        let claims = verifier(&issuer)
+            .verify(&issuer.sign(&claims(600)))
+            .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.acc.as_deref()),
+            ("u1", Some("a1"))
+        );
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let issuer = Issuer::new("k1");
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"k1","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims(600).to_string());
+        let token = format!("{header}.{payload}.");
+        assert!(matches!(
+            verifier(&issuer).verify(&token),
+            Err(TokenError::Malformed | TokenError::WrongAlgorithm)
+        ));
+    }
+
+    #[test]
+    fn an_hmac_token_keyed_with_the_public_key_is_refused() {
+        let issuer = Issuer::new("k1");
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims(600),
+            &EncodingKey::from_secret(issuer.x().as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier(&issuer).verify(&token),
+            Err(TokenError::WrongAlgorithm)
+        );
+    }
+
+    #[test]
+    fn a_token_signed_by_another_key_under_a_known_kid_is_refused() {
+        let real = Issuer::new("k1");
+        let forger = Issuer::new("k1");
+        assert_eq!(
+            verifier(&real).verify(&forger.sign(&claims(600))),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn an_unknown_kid_asks_for_a_key_refresh() {
+        let real = Issuer::new("k1");
+        let other = Issuer::new("k2");
+        assert_eq!(
+            verifier(&real).verify(&other.sign(&claims(600))),
+            Err(TokenError::UnknownKey("k2".into()))
+        );
+    }
+
+    #[test]
+    fn expiry_allows_at_most_30_seconds_of_skew() {
+        let issuer = Issuer::new("k1");
+        let verifier = verifier(&issuer);
+        assert!(
+            verifier.verify(&issuer.sign(&claims(-20))).is_ok(),
+            "within leeway"
+        );
+        assert_eq!(
+            verifier.verify(&issuer.sign(&claims(-31))),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn wrong_audience_and_issuer_are_refused() {
+        let issuer = Issuer::new("k1");
+        let verifier = verifier(&issuer);
+        let mut other_audience = claims(600);
+        other_audience["aud"] = json!("someone-else");
+        assert_eq!(
+            verifier.verify(&issuer.sign(&other_audience)),
+            Err(TokenError::WrongAudience)
+        );
+        let mut other_issuer = claims(600);
+        other_issuer["iss"] = json!("evil");
+        assert_eq!(
+            verifier.verify(&issuer.sign(&other_issuer)),
+            Err(TokenError::WrongIssuer)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_withdrawn_keys_stop_verifying() {
+        let issuer = Issuer::new("k1");
+        let verifier = verifier(&issuer);
+        assert_eq!(verifier.verify("not.a.jwt"), Err(TokenError::Malformed));
+        let token = issuer.sign(&claims(600));
+        verifier.withdraw(&["k1".to_owned()]);
+        assert_eq!(
+            verifier.verify(&token),
+            Err(TokenError::UnknownKey("k1".into()))
+        );
+    }
+}

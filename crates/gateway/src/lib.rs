@@ -98,6 +98,11 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(prune_periodically(gateway.clone(), shutdown.clone()));
+    tokio::spawn(
+        gateway
+            .clone()
+            .check_upstreams(Duration::from_secs(2), shutdown.clone()),
+    );
     gateway.serve(listener, shutdown).await
 }
 

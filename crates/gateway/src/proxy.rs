@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -53,20 +53,31 @@ const OWNERS: &[(&str, ServiceName)] = &[
     ),
 ];
 
-/// One service's upstream addresses, used round-robin, and its limit.
+/// One address of an upstream and whether its last health check passed.
+struct Replica {
+    authority: Authority,
+    healthy: AtomicBool,
+}
+
+/// One service's upstream addresses, used round-robin among the healthy
+/// ones, and its concurrency limit.
 struct Upstream {
-    authorities: Vec<Authority>,
+    replicas: Vec<Replica>,
     next: AtomicUsize,
     slots: Arc<Semaphore>,
 }
 
 impl Upstream {
+    /// The next healthy replica; when none is healthy, the next one anyway
+    /// (the call fails fast with UNAVAILABLE rather than never trying).
     fn pick(&self) -> Option<&Authority> {
-        if self.authorities.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.authorities.len();
-        self.authorities.get(i)
+        let n = self.replicas.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| &self.replicas[(start + k) % n])
+            .find(|r| r.healthy.load(Ordering::Relaxed))
+            .or_else(|| self.replicas.get(start % n.max(1)))
+            .map(|r| &r.authority)
     }
 }
 
@@ -117,7 +128,13 @@ impl Gateway {
             by_service.insert(
                 *name,
                 Arc::new(Upstream {
-                    authorities,
+                    replicas: authorities
+                        .into_iter()
+                        .map(|authority| Replica {
+                            authority,
+                            healthy: AtomicBool::new(true),
+                        })
+                        .collect(),
                     next: AtomicUsize::new(0),
                     slots: Arc::new(Semaphore::new(config.gateway.upstream_concurrency.max(1))),
                 }),
@@ -132,7 +149,7 @@ impl Gateway {
             else {
                 continue;
             };
-            let (Some(rule), Some(upstream)) = (method.rule.clone(), by_service.get(owner)) else {
+            let (Some(rule), Some(upstream)) = (method.rule, by_service.get(owner)) else {
                 continue;
             };
             if matches!(rule.audience(), Audience::Internal | Audience::Unspecified) {
@@ -256,7 +273,8 @@ impl Gateway {
             user: String::new(),
             started,
         };
-        match self.admit(request, ip, request_id).await {
+        let echoed = http::HeaderValue::from_str(&log.request_id).ok();
+        let mut response = match self.admit(request, ip, request_id).await {
             Ok((request, permit, user)) => {
                 let log = AccessLog { user, ..log };
                 self.forward(request, permit, log).await
@@ -265,7 +283,12 @@ impl Gateway {
                 log.finish(error.code.grpc() as i32);
                 tonic::Status::from(error).into_http()
             }
+        };
+        // The client can quote it when reporting a problem.
+        if let Some(id) = echoed {
+            response.headers_mut().insert("x-request-id", id);
         }
+        response
     }
 
     /// Decides the call; on success returns the request to forward (with
@@ -380,6 +403,51 @@ impl Gateway {
 impl Gateway {
     pub(crate) fn limits_prune(&self) {
         self.limits.prune();
+    }
+
+    /// Checks every replica's gRPC health every `interval` until shutdown;
+    /// unhealthy replicas get no calls while a healthy one exists.
+    pub(crate) async fn check_upstreams(
+        self: Arc<Self>,
+        interval: std::time::Duration,
+        shutdown: Shutdown,
+    ) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
+        for route in self.routes.values() {
+            if !upstreams.iter().any(|u| Arc::ptr_eq(u, &route.upstream)) {
+                upstreams.push(route.upstream.clone());
+            }
+        }
+        loop {
+            for upstream in &upstreams {
+                for replica in &upstream.replicas {
+                    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!(
+                        "http://{}",
+                        replica.authority
+                    )) else {
+                        continue;
+                    };
+                    let endpoint = endpoint.connect_timeout(interval).timeout(interval);
+                    let healthy = match endpoint.connect().await {
+                        Ok(channel) => HealthClient::new(channel)
+                            .check(HealthCheckRequest::default())
+                            .await
+                            .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving),
+                        Err(_) => false,
+                    };
+                    if replica.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+                        tracing::warn!(upstream = %replica.authority, healthy, "upstream health changed");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.clone().wait() => return,
+            }
+        }
     }
 }
 

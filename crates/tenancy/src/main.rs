@@ -34,6 +34,32 @@ enum Command {
         #[arg(value_enum, default_value = "all")]
         part: Part,
     },
+    /// Operator commands, sent to the identity service (`identity.url`)
+    /// signed with `principal_key`.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Make a user a member of the provider's support team.
+    GrantStaff {
+        /// The user's email address.
+        email: String,
+    },
+    /// Take a user off the support team (their sessions end).
+    RevokeStaff {
+        /// The user's email address.
+        email: String,
+    },
+    /// Publish a new signing key for access tokens; the old one stays
+    /// published until every token it signed has expired.
+    RotateSigningKey {
+        /// Also withdraw the current key at once (a suspected leak): every
+        /// token it signed stops working.
+        #[arg(long)]
+        revoke_current: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +104,59 @@ async fn serve(config: Config, part: Part) -> Result<(), String> {
         .run_until(shutdown::signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn admin(config: Config, command: Admin) -> Result<(), String> {
+    use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
+    use tenancy_proto::identity::{GrantStaffRequest, RevokeStaffRequest, RotateSigningKeyRequest};
+    use tenancy_runtime::config::ServiceName;
+
+    let key = tenancy::principal_key(&config, Part::All).map_err(|e| e.to_string())?;
+    let context = tenancy_runtime::Context {
+        config: Arc::new(config),
+        key,
+        clock: Arc::new(SystemClock),
+        rules: Arc::new(tenancy_runtime::rules::MethodRules::default()),
+    };
+    let channel = context
+        .channel_to(ServiceName::Identity)
+        .map_err(|e| e.to_string())?;
+    let mut identity =
+        IdentityInternalServiceClient::with_interceptor(channel, context.service_auth());
+    let status = |s: tonic::Status| format!("identity: {} ({:?})", s.message(), s.code());
+    match command {
+        Admin::GrantStaff { email } => {
+            identity
+                .grant_staff(GrantStaffRequest {
+                    email: email.clone(),
+                })
+                .await
+                .map_err(status)?;
+            println!("tenancy: {email} is now support staff");
+        }
+        Admin::RevokeStaff { email } => {
+            identity
+                .revoke_staff(RevokeStaffRequest {
+                    email: email.clone(),
+                })
+                .await
+                .map_err(status)?;
+            println!("tenancy: {email} is no longer support staff");
+        }
+        Admin::RotateSigningKey { revoke_current } => {
+            let response = identity
+                .rotate_signing_key(RotateSigningKeyRequest { revoke_current })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let kid = response.new_key.map(|k| k.kid).unwrap_or_default();
+            println!(
+                "tenancy: new signing key {kid} (previous {})",
+                response.previous_kid
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One line on stderr, no backtrace: what a person fixing a setting needs.
