@@ -25,9 +25,7 @@ pub(crate) use routing::Directory;
 #[derive(Clone)]
 pub(crate) struct Api {
     pub(crate) outbox: Outbox,
-    #[allow(dead_code)]
     pub(crate) directory: Directory,
-    #[allow(dead_code)]
     pub(crate) portal_url: String,
 }
 

@@ -10,6 +10,9 @@
     dead_code
 )]
 
+mod contacts;
 mod delivery;
+mod fakes;
 mod outbox;
+mod routing;
 mod support;

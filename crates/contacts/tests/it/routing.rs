@@ -1,0 +1,376 @@
+//! Preferences, ResolveRecipients and Notify, with in-test fakes of the
+//! identity and account internal APIs (see fakes.rs).
+
+use std::collections::HashMap;
+
+use tenancy_proto::contacts as pb;
+use tenancy_proto::contacts::{
+    ContactRole, ExclusionReason, MessageTemplate, NotificationCategory as C, RecipientReasonKind,
+};
+use tenancy_testkit::Role;
+
+use crate::contacts::verify;
+use crate::fakes::Fake;
+use crate::support::{Env, id, reason};
+
+async fn env_with_fakes(label: &str) -> (Env, Fake) {
+    let fake = Fake::default();
+    let address = fake.serve().await;
+    let env = Env::start_with(label, |c| {
+        c.account.url = Some(format!("http://{address}"));
+        c.identity.url = Some(format!("http://{address}"));
+    })
+    .await;
+    (env, fake)
+}
+
+fn prefs(list: &[(C, bool)]) -> Vec<pb::NotificationPreference> {
+    list.iter()
+        .map(|(c, e)| pb::NotificationPreference {
+            category: *c as i32,
+            enabled: *e,
+            locked: false,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn members_see_defaults_and_security_is_locked_on() {
+    let (env, _fake) = env_with_fakes("prefs_defaults").await;
+    let api = env.member(&id(), &id(), Role::Manager).await;
+    let p = api
+        .clone()
+        .get_notification_preferences(pb::GetNotificationPreferencesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_preferences
+        .unwrap();
+    let got: Vec<_> = p
+        .preferences
+        .iter()
+        .map(|x| (x.category, x.enabled, x.locked))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (C::Billing as i32, false, false),
+            (C::TechnicalIncidents as i32, true, false),
+            (C::Maintenance as i32, true, false),
+            (C::Security as i32, true, true),
+            (C::SupportReplies as i32, true, false),
+            (C::Account as i32, true, false),
+            (C::Abuse as i32, false, false),
+        ]
+    );
+    assert!(p.update_time.is_none());
+    let error = api
+        .clone()
+        .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
+            user_id: String::new(),
+            preferences: prefs(&[(C::Billing, true), (C::Security, false)]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason(&error), "NOTIFICATION_CATEGORY_LOCKED");
+    let p = api
+        .clone()
+        .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
+            user_id: String::new(),
+            preferences: prefs(&[(C::Billing, true), (C::Maintenance, false)]),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_preferences
+        .unwrap();
+    assert!(p.preferences[0].enabled);
+    assert!(!p.preferences[2].enabled);
+    assert!(p.update_time.is_some());
+    let error = api
+        .clone()
+        .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
+            user_id: String::new(),
+            preferences: prefs(&[(C::Billing, true), (C::Billing, false)]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn only_an_owner_sets_another_members_preferences() {
+    let (env, fake) = env_with_fakes("prefs_owner").await;
+    let account = id();
+    let (owner, manager, outsider) = (id(), id(), id());
+    fake.add_account(&account);
+    fake.add_member(&account, &manager, "m@example.com", true);
+    let as_manager = env.member(&id(), &account, Role::Manager).await;
+    let error = as_manager
+        .clone()
+        .get_notification_preferences(pb::GetNotificationPreferencesRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason(&error), "OWNER_ROLE_REQUIRED");
+    let as_owner = env.member(&owner, &account, Role::Owner).await;
+    as_owner
+        .clone()
+        .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
+            user_id: manager.clone(),
+            preferences: prefs(&[(C::Abuse, true)]),
+        })
+        .await
+        .unwrap();
+    let p = env
+        .member(&manager, &account, Role::Manager)
+        .await
+        .get_notification_preferences(pb::GetNotificationPreferencesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .notification_preferences
+        .unwrap();
+    assert!(p.preferences[6].enabled);
+    let error = as_owner
+        .clone()
+        .get_notification_preferences(pb::GetNotificationPreferencesRequest { user_id: outsider })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::NotFound);
+    assert_eq!(reason(&error), "MEMBER_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn recipients_come_from_verified_contact_roles_and_member_preferences_deduplicated() {
+    let (env, fake) = env_with_fakes("resolve").await;
+    let account = id();
+    fake.add_account(&account);
+    let (alice, bob, sus) = (id(), id(), id());
+    fake.add_member(&account, &alice, "alice@example.com", true);
+    fake.add_member(&account, &bob, "bob@example.com", true);
+    fake.add_member(&account, &sus, "sus@example.com", false);
+    let api = env.member(&alice, &account, Role::Owner).await;
+    // Alice opts in to billing; she is also the (verified) billing contact.
+    api.clone()
+        .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
+            user_id: String::new(),
+            preferences: prefs(&[(C::Billing, true)]),
+        })
+        .await
+        .unwrap();
+    api.clone()
+        .create_contact(pb::CreateContactRequest {
+            contact: Some(pb::Contact {
+                name: "Alice".into(),
+                email: "ALICE@example.com".into(),
+                roles: vec![ContactRole::Billing as i32],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    api.clone()
+        .create_contact(pb::CreateContactRequest {
+            contact: Some(pb::Contact {
+                name: "Unverified".into(),
+                email: "unverified@example.com".into(),
+                roles: vec![ContactRole::Billing as i32],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    verify(&env, "alice@example.com").await;
+    let internal = env.internal().await;
+    let r = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: account.clone(),
+            category: C::Billing as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.recipients.len(), 1, "{r:?}");
+    let alice_r = &r.recipients[0];
+    let kinds: Vec<_> = alice_r.reasons.iter().map(|x| x.kind).collect();
+    // Primary + billing contact, and her preference.
+    assert_eq!(
+        kinds,
+        [
+            RecipientReasonKind::ContactRole as i32,
+            RecipientReasonKind::ContactRole as i32,
+            RecipientReasonKind::UserPreference as i32
+        ]
+    );
+    assert_eq!(alice_r.name, "Name of alice@example.com");
+    assert_eq!(r.excluded.len(), 1);
+    assert_eq!(
+        r.excluded[0].reason,
+        ExclusionReason::ContactEmailUnverified as i32
+    );
+
+    // Security reaches every ACTIVE member (not the suspended one).
+    let r = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: account.clone(),
+            category: C::Security as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let emails: Vec<_> = r.recipients.iter().map(|x| x.email.as_str()).collect();
+    assert_eq!(emails, ["ALICE@example.com", "bob@example.com"]);
+    assert!(r.recipients[1].reasons[0].kind == RecipientReasonKind::Mandatory as i32);
+
+    // Extra recipients: a suspended user is left out, a plain address kept.
+    let r = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: account.clone(),
+            category: C::SupportReplies as i32,
+            extra_recipients: vec![
+                pb::ExtraRecipient {
+                    user_id: sus.clone(),
+                    email: "sus@example.com".into(),
+                    name: String::new(),
+                },
+                pb::ExtraRecipient {
+                    user_id: String::new(),
+                    email: "cc@example.com".into(),
+                    name: "CC".into(),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let emails: Vec<_> = r.recipients.iter().map(|x| x.email.as_str()).collect();
+    assert_eq!(emails, ["cc@example.com"]);
+    assert_eq!(
+        r.excluded[0].reason,
+        ExclusionReason::MemberNotActive as i32
+    );
+
+    // Service filter.
+    let service = id();
+    fake.deny_service(&bob, &service);
+    let r = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: account.clone(),
+            category: C::Maintenance as i32,
+            service_id: service,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.excluded
+            .iter()
+            .any(|e| e.user_id == bob && e.reason == ExclusionReason::NoServiceAccess as i32)
+    );
+    let error = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: id(),
+            category: C::Billing as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&error), "ACCOUNT_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn notify_queues_one_message_per_recipient_once_per_key() {
+    let (env, fake) = env_with_fakes("notify").await;
+    let account = id();
+    fake.add_account(&account);
+    let (alice, bob) = (id(), id());
+    fake.add_member(&account, &alice, "alice@example.com", true);
+    fake.add_member(&account, &bob, "bob@example.com", true);
+    let request = pb::NotifyRequest {
+        idempotency_key: "account:2fa-enforced:1".into(),
+        account_id: account.clone(),
+        category: C::Security as i32,
+        template: MessageTemplate::GenericNotification as i32,
+        template_data: HashMap::from([
+            ("subject".into(), "2FA is now required".into()),
+            ("body".into(), "Your account now requires 2FA.".into()),
+        ]),
+        ..Default::default()
+    };
+    let internal = env.internal().await;
+    let first = internal
+        .clone()
+        .notify(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.messages.len(), 2);
+    assert!(!first.duplicate);
+    assert_eq!(first.messages[0].category, C::Security as i32);
+    assert_eq!(first.messages[0].subject, "2FA is now required");
+    let again = internal
+        .clone()
+        .notify(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.messages.len(), 2);
+    let mut other = request;
+    other.category = C::Billing as i32;
+    let error = internal.clone().notify(other).await.unwrap_err();
+    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+}
+
+#[tokio::test]
+async fn notify_is_unavailable_while_the_account_service_is_down_and_queues_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::start_with("notify_down", |c| {
+        c.account.url = Some(format!("http://127.0.0.1:{port}"));
+        c.identity.url = Some(format!("http://127.0.0.1:{port}"));
+    })
+    .await;
+    let internal = env.internal().await;
+    let error = internal
+        .clone()
+        .notify(pb::NotifyRequest {
+            idempotency_key: "k".into(),
+            account_id: id(),
+            category: C::Account as i32,
+            template: MessageTemplate::GenericNotification as i32,
+            template_data: HashMap::from([
+                ("subject".into(), "s".into()),
+                ("body".into(), "b".into()),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::Unavailable);
+    let listed = internal
+        .clone()
+        .list_outbox_messages(pb::ListOutboxMessagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.messages.is_empty());
+}
