@@ -196,6 +196,19 @@ impl Api {
         let now = self.now();
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
+        // The caller's own membership may have changed since the request
+        // began (e.g. demoted by another owner a moment ago): check again
+        // under the lock.
+        let me = store::member(&txn, &caller.account_id, &caller.user_id).await?;
+        let still = me.as_ref().is_some_and(|m| {
+            m.status == status::ACTIVE && m.portal_access && m.role >= caller.member.role
+        });
+        if !still {
+            return Err(Error::permission_denied(
+                "ROLE_TOO_LOW",
+                "your role in this account changed; this is no longer allowed",
+            ));
+        }
         let before = store::member(&txn, &caller.account_id, target)
             .await?
             .ok_or_else(member_not_found)?;

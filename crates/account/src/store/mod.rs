@@ -107,9 +107,21 @@ pub async fn lock_account<C: ConnectionTrait>(c: &C, account_id: &str) -> Result
         == 1)
 }
 
-/// Opens a transaction.
+/// Opens a write transaction. On SQLite it takes the database's write lock
+/// at once (BEGIN IMMEDIATE semantics, through a no-op write), so a
+/// transaction that reads before it writes cannot fail with a busy snapshot
+/// when another writer commits in between; writers queue instead.
 pub async fn begin(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, Error> {
-    Ok(db.begin().await?)
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Sqlite {
+        exec(
+            &txn,
+            "UPDATE account_policy_head SET position = position WHERE id = 1",
+            vec![],
+        )
+        .await?;
+    }
+    Ok(txn)
 }
 
 /// Kinds of policy log entries.

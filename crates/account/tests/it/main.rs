@@ -11,6 +11,7 @@
 
 mod access;
 mod accounts;
+mod e2e;
 mod fakes;
 mod invitations;
 mod members;

@@ -102,7 +102,7 @@ async fn with_a_second_owner_an_owner_may_step_down() {
 #[tokio::test]
 async fn two_owners_demoting_each_other_at_once_cannot_both_succeed() {
     let env = Env::new().await;
-    for _ in 0..5 {
+    for _ in 0..10 {
         let (account, a) = env.account().await;
         let b = env.owner(&account, &a).await;
         let mut ca = env.as_member(&a, &account, Role::Owner);
@@ -120,7 +120,12 @@ async fn two_owners_demoting_each_other_at_once_cannot_both_succeed() {
         let ok = [ra.is_ok(), rb.is_ok()].iter().filter(|x| **x).count();
         assert_eq!(ok, 1, "{ra:?} {rb:?}");
         let failed = ra.err().or(rb.err()).unwrap();
-        assert_eq!(reason(&failed), "LAST_ACTIVE_OWNER");
+        // Refused either by the invariant or because the loser was demoted
+        // before their own change ran.
+        assert!(
+            ["LAST_ACTIVE_OWNER", "ROLE_TOO_LOW"].contains(&reason(&failed).as_str()),
+            "{failed:?}"
+        );
         let owners = env
             .as_member(&a, &account, Role::Manager)
             .list_members(pb::ListMembersRequest {
