@@ -249,11 +249,10 @@ pub async fn start(
         let built = tenancy_gateway::build(&context)?;
         let stop = trigger.subscribe();
         tracing::info!(%address, "gateway listening");
+        let gateway_context = context.clone();
         tasks.spawn(async move {
-            (
-                "gateway",
-                tenancy_gateway::serve(built, listener, stop).await,
-            )
+            let served = tenancy_gateway::serve(&gateway_context, built, listener, stop).await;
+            ("gateway", served)
         });
         gateway = Some(address);
     }

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
             Command::Migrate { part } => tenancy::migrate(&config, part)
                 .await
                 .map_err(|e| e.to_string()),
+            Command::Admin(command) => admin(config, command).await,
         }
     });
     match result {
