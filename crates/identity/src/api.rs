@@ -13,6 +13,7 @@ use tenancy_runtime::server::principal;
 use tenancy_runtime::{Error, Principal};
 use tonic::{Request, Response, Status};
 
+use crate::core::mfa::Factor;
 use crate::core::{Client, Core};
 use crate::domain::profile::truncate_user_agent;
 
@@ -96,6 +97,133 @@ impl IdentityService for Api {
             self.core.logout(p.user()?, session).await?;
         }
         ok(pb::LogoutResponse {})
+    }
+
+    async fn complete_mfa(
+        &self,
+        request: Request<pb::CompleteMfaRequest>,
+    ) -> Reply<pb::CompleteMfaResponse> {
+        let c = client(principal(&request)?);
+        let r = request.into_inner();
+        let factor = r.second_factor.map(|f| match f {
+            pb::complete_mfa_request::SecondFactor::TotpCode(code) => Factor::Totp(code),
+            pb::complete_mfa_request::SecondFactor::RecoveryCode(code) => Factor::Recovery(code),
+        });
+        let session = self
+            .core
+            .complete_mfa(&r.challenge_token, factor, &c)
+            .await?;
+        ok(pb::CompleteMfaResponse {
+            session: Some(session),
+        })
+    }
+
+    async fn switch_account(
+        &self,
+        request: Request<pb::SwitchAccountRequest>,
+    ) -> Reply<pb::SwitchAccountResponse> {
+        let p = principal(&request)?;
+        let c = client(p);
+        let token = self
+            .core
+            .switch_account(
+                p.user()?,
+                p.session_id.as_deref(),
+                &request.get_ref().account_id,
+                &c,
+            )
+            .await?;
+        ok(pb::SwitchAccountResponse {
+            access_token: Some(token),
+        })
+    }
+
+    async fn reauthenticate(
+        &self,
+        request: Request<pb::ReauthenticateRequest>,
+    ) -> Reply<pb::ReauthenticateResponse> {
+        let p = principal(&request)?;
+        let c = client(p);
+        let r = request.get_ref();
+        let factor = r.second_factor.clone().map(|f| match f {
+            pb::reauthenticate_request::SecondFactor::TotpCode(code) => Factor::Totp(code),
+            pb::reauthenticate_request::SecondFactor::RecoveryCode(code) => Factor::Recovery(code),
+        });
+        let token = self
+            .core
+            .reauthenticate(p.user()?, p.session_id.as_deref(), &r.password, factor, &c)
+            .await?;
+        ok(pb::ReauthenticateResponse {
+            access_token: Some(token),
+        })
+    }
+
+    async fn begin_totp_enrollment(
+        &self,
+        request: Request<pb::BeginTotpEnrollmentRequest>,
+    ) -> Reply<pb::BeginTotpEnrollmentResponse> {
+        let p = principal(&request)?;
+        ok(self.core.begin_totp(p.user()?).await?)
+    }
+
+    async fn confirm_totp_enrollment(
+        &self,
+        request: Request<pb::ConfirmTotpEnrollmentRequest>,
+    ) -> Reply<pb::ConfirmTotpEnrollmentResponse> {
+        let p = principal(&request)?;
+        let (recovery_codes, token) = self
+            .core
+            .confirm_totp(
+                p.user()?,
+                p.session_id.as_deref(),
+                &request.get_ref().totp_code,
+            )
+            .await?;
+        ok(pb::ConfirmTotpEnrollmentResponse {
+            recovery_codes,
+            access_token: Some(token),
+        })
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Reply<pb::ListSessionsResponse> {
+        let p = principal(&request)?;
+        tenancy_runtime::ids::page_size(request.get_ref().page_size)?;
+        let sessions = self
+            .core
+            .list_sessions(p.user()?, p.session_id.as_deref(), None)
+            .await?;
+        ok(pb::ListSessionsResponse {
+            sessions,
+            next_page_token: String::new(),
+        })
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Reply<pb::RevokeSessionResponse> {
+        let p = principal(&request)?;
+        self.core
+            .revoke_own_sessions(p.user()?, Some(&request.get_ref().session_id), None)
+            .await?;
+        ok(pb::RevokeSessionResponse {})
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        request: Request<pb::RevokeOtherSessionsRequest>,
+    ) -> Reply<pb::RevokeOtherSessionsResponse> {
+        let p = principal(&request)?;
+        let n = self
+            .core
+            .revoke_own_sessions(p.user()?, None, p.session_id.as_deref())
+            .await?;
+        ok(pb::RevokeOtherSessionsResponse {
+            revoked_session_count: i32::try_from(n).unwrap_or(i32::MAX),
+        })
     }
 
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {

@@ -2,6 +2,7 @@
 //! stores the result in one transaction. Called by the thin gRPC layer.
 
 pub(crate) mod keys;
+pub(crate) mod mfa;
 pub(crate) mod revocations;
 pub(crate) mod sessions;
 pub(crate) mod users;

@@ -63,6 +63,32 @@ impl Outbox {
     }
 }
 
+/// In-test stand-in for the account service's membership answer
+/// (`AccountInternalService.GetPrincipalState`), behind the service's
+/// `Accounts` port: the pairs listed are ACTIVE members.
+#[derive(Clone, Default)]
+pub struct Members(pub Arc<Mutex<std::collections::HashSet<(String, String)>>>);
+
+#[tonic::async_trait]
+impl tenancy_identity::accounts::Accounts for Members {
+    async fn is_active_member(&self, user_id: &str, account_id: &str) -> Result<bool, Error> {
+        Ok(self
+            .0
+            .lock()
+            .contains(&(user_id.to_owned(), account_id.to_owned())))
+    }
+}
+
+impl Members {
+    pub fn add(&self, user: &str, account: &str) {
+        self.0.lock().insert((user.to_owned(), account.to_owned()));
+    }
+
+    pub fn remove(&self, user: &str, account: &str) {
+        self.0.lock().remove(&(user.to_owned(), account.to_owned()));
+    }
+}
+
 pub type Internal = IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;
 pub type Public = IdentityServiceClient<InterceptedService<Channel, Caller>>;
 
@@ -70,6 +96,7 @@ pub struct Env {
     pub clock: ManualClock,
     pub channel: Channel,
     pub outbox: Outbox,
+    pub members: Members,
     pub db: TestDatabase,
     _stop: ShutdownTrigger,
 }
@@ -94,9 +121,14 @@ impl Env {
         let clock = ManualClock::new(Timestamp(1_700_000_000_000));
         let context = test_context(config, Arc::new(clock.clone()));
         let outbox = Outbox::default();
-        let service = IdentityService::open_with_mailer(context, Arc::new(outbox.clone()))
-            .await
-            .unwrap();
+        let members = Members::default();
+        let service = IdentityService::open_with(
+            context,
+            Arc::new(outbox.clone()),
+            Arc::new(members.clone()),
+        )
+        .await
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (trigger, stop) = shutdown::channel();
@@ -114,6 +146,7 @@ impl Env {
             clock,
             channel,
             outbox,
+            members,
             db,
             _stop: trigger,
         }
@@ -142,6 +175,38 @@ impl Env {
             request_id: "r".into(),
             ..Principal::default()
         })
+    }
+
+    /// A client calling with a portal session of `user`.
+    pub fn in_session(&self, user: &str, session: &str, account: Option<&str>) -> Public {
+        self.as_principal(Principal {
+            user_id: Some(user.into()),
+            account_id: account.map(str::to_owned),
+            session_id: Some(session.into()),
+            token_kind: tenancy_testkit::TokenKind::Portal,
+            client_ip: Some("198.51.100.7".parse().unwrap()),
+            user_agent: "tests".into(),
+            request_id: "r".into(),
+            ..Principal::default()
+        })
+    }
+
+    /// Logs in (no 2FA) and returns the session.
+    pub async fn login(&self, email: &str) -> tenancy_proto::identity::SessionCredentials {
+        let r = self
+            .anonymous("198.51.100.7")
+            .login(tenancy_proto::identity::LoginRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match r.outcome.unwrap() {
+            tenancy_proto::identity::login_response::Outcome::Session(s) => s,
+            other => panic!("{other:?}"),
+        }
     }
 
     pub fn advance(&self, by: Duration) {

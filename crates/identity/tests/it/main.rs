@@ -10,5 +10,6 @@
 )]
 
 mod harness;
+mod mfa;
 mod sessions;
 mod users;

@@ -1,0 +1,605 @@
+//! TOTP enrolment, MFA challenges, recovery codes, re-authentication,
+//! account switching and the caller's own sessions.
+
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use tenancy_proto::identity as pb;
+use tenancy_runtime::secret::SecretToken;
+use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+
+use super::sessions::SessionRow;
+use super::{Client, Core};
+use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
+use crate::domain::password::normalise;
+use crate::domain::profile::invalid;
+use crate::domain::throttle::Counter;
+use crate::domain::totp;
+use crate::store::{all, exec, get, one};
+
+/// Pending enrolments are discarded after this long.
+const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);
+/// Wrong answers a challenge allows.
+const CHALLENGE_ATTEMPTS: i32 = 5;
+
+fn challenge_invalid() -> Error {
+    Error::unauthenticated("MFA_CHALLENGE_INVALID", "log in again")
+}
+
+/// A second factor as presented.
+pub(crate) enum Factor {
+    Totp(String),
+    Recovery(String),
+}
+
+impl Core {
+    /// The caller's live session, or UNAUTHENTICATED.
+    pub(crate) async fn own_session(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+    ) -> Result<SessionRow, Error> {
+        let id = session_id.ok_or_else(|| {
+            Error::unauthenticated("SESSION_REQUIRED", "this method needs a portal session")
+        })?;
+        match self.load_session(&self.db, id).await? {
+            Some(s) if s.user_id == user_id && !s.revoked => Ok(s),
+            _ => Err(Error::unauthenticated(
+                "SESSION_ENDED",
+                "the session has ended",
+            )),
+        }
+    }
+
+    /// Checks a TOTP code and spends its time step (once per user, enforced
+    /// by the primary key of `identity_totp_used_steps`).
+    pub(crate) async fn spend_totp<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        user_id: &str,
+        sealed_secret: &str,
+        code: &str,
+        field: &str,
+    ) -> Result<(), Error> {
+        let secret = self
+            .secrets
+            .open(sealed_secret, user_id)
+            .map_err(Error::internal)?;
+        let seconds = u64::try_from(self.now().seconds()).unwrap_or(0);
+        let Some(step) = totp::matching_step(&secret, code, seconds) else {
+            return Err(Error {
+                code: ErrorCode::InvalidArgument,
+                ..invalid("SECOND_FACTOR_INVALID", field, "wrong code")
+            });
+        };
+        let inserted = exec(
+            c,
+            "INSERT INTO identity_totp_used_steps (user_id, step, use_time) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, step) DO NOTHING",
+            vec![user_id.into(), step.into(), self.now().millis().into()],
+        )
+        .await?;
+        if inserted == 0 {
+            return Err(invalid(
+                "TOTP_CODE_REUSED",
+                field,
+                "this code was already used; wait for the next one",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn spend_recovery<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        user_id: &str,
+        code: &str,
+        field: &str,
+    ) -> Result<(), Error> {
+        let n = exec(
+            c,
+            "UPDATE identity_recovery_codes SET used_time = $1 WHERE code_hash = $2 AND user_id = $3 \
+             AND used_time IS NULL",
+            vec![
+                self.now().millis().into(),
+                recovery_code_hash(user_id, code).into(),
+                user_id.into(),
+            ],
+        )
+        .await?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(invalid("SECOND_FACTOR_INVALID", field, "wrong code"))
+        }
+    }
+
+    async fn totp_secret_of(&self, user_id: &str) -> Result<Option<String>, Error> {
+        Ok(one(
+            &self.db,
+            "SELECT totp_secret FROM identity_users WHERE id = $1",
+            vec![user_id.into()],
+        )
+        .await?
+        .map(|r| get::<Option<String>>(&r, "totp_secret"))
+        .transpose()?
+        .flatten())
+    }
+
+    /// BeginTotpEnrollment.
+    pub(crate) async fn begin_totp(
+        &self,
+        user_id: &str,
+    ) -> Result<pb::BeginTotpEnrollmentResponse, Error> {
+        let user = self.get_user(user_id).await?;
+        if user.totp_enabled {
+            return Err(Error::failed_precondition(
+                "TOTP_ALREADY_ENABLED",
+                "2FA is already on",
+            ));
+        }
+        let secret = totp::generate_secret();
+        let (b32, uri, png) = totp::enrollment(&secret, &user.email).map_err(Error::internal)?;
+        let sealed = self
+            .secrets
+            .seal(&secret, user_id)
+            .map_err(Error::internal)?;
+        let expire = self.now().plus(ENROLLMENT_LIFETIME);
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            "DELETE FROM identity_totp_pending WHERE user_id = $1",
+            vec![user_id.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "INSERT INTO identity_totp_pending (user_id, secret, expire_time) VALUES ($1, $2, $3)",
+            vec![user_id.into(), sealed.into(), expire.millis().into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(pb::BeginTotpEnrollmentResponse {
+            secret: b32,
+            otpauth_uri: uri,
+            qr_code_png: png,
+            digits: i32::from(totp::DIGITS),
+            period_seconds: 30,
+            expire_time: Some(expire.to_proto()),
+        })
+    }
+
+    async fn store_recovery_codes<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        user_id: &str,
+    ) -> Result<Vec<String>, Error> {
+        exec(
+            c,
+            "DELETE FROM identity_recovery_codes WHERE user_id = $1",
+            vec![user_id.into()],
+        )
+        .await?;
+        let codes = new_recovery_codes();
+        for code in &codes {
+            exec(
+                c,
+                "INSERT INTO identity_recovery_codes (code_hash, user_id) VALUES ($1, $2)",
+                vec![recovery_code_hash(user_id, code).into(), user_id.into()],
+            )
+            .await?;
+        }
+        Ok(codes)
+    }
+
+    /// ConfirmTotpEnrollment.
+    pub(crate) async fn confirm_totp(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        code: &str,
+    ) -> Result<(Vec<String>, pb::AccessToken), Error> {
+        let mut session = self.own_session(user_id, session_id).await?;
+        let tx = self.db.begin().await?;
+        let pending = one(
+            &tx,
+            "SELECT secret FROM identity_totp_pending WHERE user_id = $1 AND expire_time > $2",
+            vec![user_id.into(), self.now().millis().into()],
+        )
+        .await?;
+        let Some(pending) = pending else {
+            return Err(Error::failed_precondition(
+                "TOTP_ENROLLMENT_NOT_STARTED",
+                "start the enrolment first",
+            ));
+        };
+        let sealed: String = get(&pending, "secret")?;
+        self.spend_totp(&tx, user_id, &sealed, code, "totp_code")
+            .await?;
+        let on = exec(
+            &tx,
+            "UPDATE identity_users SET totp_secret = $1, update_time = $2 WHERE id = $3 AND totp_secret IS NULL",
+            vec![sealed.into(), self.now().millis().into(), user_id.into()],
+        )
+        .await?;
+        if on == 0 {
+            return Err(Error::failed_precondition(
+                "TOTP_ALREADY_ENABLED",
+                "2FA is already on",
+            ));
+        }
+        exec(
+            &tx,
+            "DELETE FROM identity_totp_pending WHERE user_id = $1",
+            vec![user_id.into()],
+        )
+        .await?;
+        let codes = self.store_recovery_codes(&tx, user_id).await?;
+        exec(
+            &tx,
+            "UPDATE identity_sessions SET amr = 'pwd otp' WHERE id = $1",
+            vec![session.id.clone().into()],
+        )
+        .await?;
+        tx.commit().await?;
+        session.amr = vec!["pwd".into(), "otp".into()];
+        let access = self.access_token(&session, None).await?;
+        Ok((codes, access))
+    }
+
+    /// CompleteMfa: answers a challenge and creates the session.
+    pub(crate) async fn complete_mfa(
+        &self,
+        challenge: &str,
+        factor: Option<Factor>,
+        client: &Client,
+    ) -> Result<pb::SessionCredentials, Error> {
+        let Some(factor) = factor else {
+            return Err(invalid(
+                "SECOND_FACTOR_REQUIRED",
+                "second_factor",
+                "give a TOTP or recovery code",
+            ));
+        };
+        let hash = SecretToken::from_client(challenge.trim().to_owned()).hash();
+        let now = self.now();
+        let row = one(
+            &self.db,
+            "SELECT user_id, account_id, failures FROM identity_mfa_challenges WHERE token_hash = $1 \
+             AND used_time IS NULL AND expire_time > $2",
+            vec![hash.clone().into(), now.millis().into()],
+        )
+        .await?
+        .ok_or_else(challenge_invalid)?;
+        let failures: i32 = get(&row, "failures")?;
+        if failures >= CHALLENGE_ATTEMPTS {
+            return Err(challenge_invalid());
+        }
+        let user_id: String = get(&row, "user_id")?;
+        let account_id: String = get(&row, "account_id")?;
+        let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
+        if let Some(until) = self.throttled(&throttle_key).await? {
+            let wait = u64::try_from((until.millis() - now.millis()).max(1000)).unwrap_or(1000);
+            return Err(Error::throttled(
+                "TOO_MANY_ATTEMPTS",
+                std::time::Duration::from_millis(wait),
+            ));
+        }
+        let sealed = self
+            .totp_secret_of(&user_id)
+            .await?
+            .ok_or_else(challenge_invalid)?;
+        let tx = self.db.begin().await?;
+        let (method, result) = match &factor {
+            Factor::Totp(code) => (
+                pb::LoginMethod::Totp,
+                self.spend_totp(&tx, &user_id, &sealed, code, "totp_code")
+                    .await,
+            ),
+            Factor::Recovery(code) => (
+                pb::LoginMethod::RecoveryCode,
+                self.spend_recovery(&tx, &user_id, code, "recovery_code")
+                    .await,
+            ),
+        };
+        if let Err(e) = result {
+            drop(tx);
+            if e.reason != "INTERNAL" {
+                exec(
+                    &self.db,
+                    "UPDATE identity_mfa_challenges SET failures = failures + 1 WHERE token_hash = $1",
+                    vec![hash.into()],
+                )
+                .await?;
+                self.record_failure(&throttle_key).await?;
+                self.login_event(
+                    &self.db,
+                    &user_id,
+                    &account_id,
+                    "",
+                    client,
+                    method,
+                    pb::LoginOutcome::FailureBadSecondFactor,
+                )
+                .await?;
+            }
+            return Err(Error {
+                code: ErrorCode::Unauthenticated,
+                violations: Vec::new(),
+                ..e
+            });
+        }
+        let used = exec(
+            &tx,
+            "UPDATE identity_mfa_challenges SET used_time = $1 WHERE token_hash = $2 AND used_time IS NULL",
+            vec![now.millis().into(), hash.into()],
+        )
+        .await?;
+        if used == 0 {
+            return Err(challenge_invalid());
+        }
+        tx.commit().await?;
+        let account = (!account_id.is_empty()).then_some(account_id);
+        self.create_session(
+            &user_id,
+            account,
+            vec!["pwd".into(), "otp".into()],
+            client,
+            method,
+        )
+        .await
+    }
+
+    /// Reauthenticate: password plus second factor for 2FA users.
+    pub(crate) async fn reauthenticate(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        password: &str,
+        factor: Option<Factor>,
+        client: &Client,
+    ) -> Result<pb::AccessToken, Error> {
+        let mut session = self.own_session(user_id, session_id).await?;
+        let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
+        if let Some(until) = self.throttled(&keys).await? {
+            let wait =
+                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
+            return Err(Error::throttled(
+                "TOO_MANY_ATTEMPTS",
+                std::time::Duration::from_millis(wait),
+            ));
+        }
+        let hash = one(
+            &self.db,
+            "SELECT password_hash FROM identity_users WHERE id = $1",
+            vec![user_id.into()],
+        )
+        .await?
+        .map(|r| get::<Option<String>>(&r, "password_hash"))
+        .transpose()?
+        .flatten();
+        let (ok, _) = self.hasher.verify(normalise(password), hash).await?;
+        let account = session.account_id.clone().unwrap_or_default();
+        if !ok {
+            self.record_failure(&keys).await?;
+            self.login_event(
+                &self.db,
+                user_id,
+                &account,
+                &session.id,
+                client,
+                pb::LoginMethod::Reauthenticate,
+                pb::LoginOutcome::FailureBadCredentials,
+            )
+            .await?;
+            return Err(invalid("WRONG_PASSWORD", "password", "wrong password"));
+        }
+        let mut amr = vec!["pwd".to_owned()];
+        if let Some(sealed) = self.totp_secret_of(user_id).await? {
+            let result = match &factor {
+                None => Err(invalid(
+                    "SECOND_FACTOR_REQUIRED",
+                    "second_factor",
+                    "give a TOTP or recovery code",
+                )),
+                Some(Factor::Totp(code)) => {
+                    self.spend_totp(&self.db, user_id, &sealed, code, "totp_code")
+                        .await
+                }
+                Some(Factor::Recovery(code)) => {
+                    self.spend_recovery(&self.db, user_id, code, "recovery_code")
+                        .await
+                }
+            };
+            if let Err(e) = result {
+                if e.reason != "SECOND_FACTOR_REQUIRED" {
+                    self.record_failure(&keys).await?;
+                    self.login_event(
+                        &self.db,
+                        user_id,
+                        &account,
+                        &session.id,
+                        client,
+                        pb::LoginMethod::Reauthenticate,
+                        pb::LoginOutcome::FailureBadSecondFactor,
+                    )
+                    .await?;
+                }
+                return Err(e);
+            }
+            amr.push("otp".into());
+        }
+        let now = self.now();
+        exec(
+            &self.db,
+            "UPDATE identity_sessions SET auth_time = $1, amr = $2, last_seen_time = $1 WHERE id = $3",
+            vec![now.millis().into(), amr.join(" ").into(), session.id.clone().into()],
+        )
+        .await?;
+        self.reset_failures(&keys[0].0).await?;
+        self.login_event(
+            &self.db,
+            user_id,
+            &account,
+            &session.id,
+            client,
+            pb::LoginMethod::Reauthenticate,
+            pb::LoginOutcome::Success,
+        )
+        .await?;
+        session.auth_time = now.millis();
+        session.amr = amr;
+        self.access_token(&session, None).await
+    }
+
+    /// Refuses unless the session authenticated within the reauth window.
+    pub(crate) fn require_recent(&self, session: &SessionRow) -> Result<(), Error> {
+        if Timestamp(session.auth_time).plus(self.auth.reauth_window) < self.now() {
+            return Err(Error::failed_precondition(
+                "REAUTH_REQUIRED",
+                "confirm your password again (Reauthenticate), then retry",
+            ));
+        }
+        Ok(())
+    }
+
+    /// SwitchAccount.
+    pub(crate) async fn switch_account(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        account_id: &str,
+        client: &Client,
+    ) -> Result<pb::AccessToken, Error> {
+        let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
+            reason: "ACCOUNT_ID_INVALID",
+            ..e
+        })?;
+        let mut session = self.own_session(user_id, session_id).await?;
+        if !self.accounts.is_active_member(user_id, &account_id).await? {
+            self.login_event(
+                &self.db,
+                user_id,
+                &account_id,
+                &session.id,
+                client,
+                pb::LoginMethod::SwitchAccount,
+                pb::LoginOutcome::FailureAccountAccessDenied,
+            )
+            .await?;
+            return Err(Error::permission_denied(
+                "NOT_AN_ACTIVE_MEMBER",
+                "you are not an active member of this account",
+            ));
+        }
+        let now = self.now();
+        exec(
+            &self.db,
+            "UPDATE identity_sessions SET account_id = $1, last_seen_time = $2 WHERE id = $3",
+            vec![
+                account_id.clone().into(),
+                now.millis().into(),
+                session.id.clone().into(),
+            ],
+        )
+        .await?;
+        exec(
+            &self.db,
+            "UPDATE identity_users SET last_account_id = $1 WHERE id = $2",
+            vec![account_id.clone().into(), user_id.into()],
+        )
+        .await?;
+        self.login_event(
+            &self.db,
+            user_id,
+            &account_id,
+            &session.id,
+            client,
+            pb::LoginMethod::SwitchAccount,
+            pb::LoginOutcome::Success,
+        )
+        .await?;
+        session.account_id = Some(account_id);
+        self.access_token(&session, None).await
+    }
+
+    /// ListSessions: the caller's live sessions, most recently seen first.
+    pub(crate) async fn list_sessions(
+        &self,
+        user_id: &str,
+        current: Option<&str>,
+        account: Option<&str>,
+    ) -> Result<Vec<pb::Session>, Error> {
+        let now = self.now().millis();
+        let rows = all(
+            &self.db,
+            "SELECT id, user_id, account_id, user_agent, create_ip, last_ip, amr, create_time, last_seen_time, \
+             auth_time, expire_time FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL \
+             AND expire_time > $2 AND end_time > $2 AND ($3 = '' OR account_id = $3) \
+             ORDER BY last_seen_time DESC, id DESC LIMIT 500",
+            vec![user_id.into(), now.into(), account.unwrap_or_default().into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = get(r, "id")?;
+                let ua: String = get(r, "user_agent")?;
+                Ok(pb::Session {
+                    current: current == Some(id.as_str()),
+                    id,
+                    user_id: get(r, "user_id")?,
+                    account_id: get::<Option<String>>(r, "account_id")?.unwrap_or_default(),
+                    device: crate::domain::profile::device(&ua),
+                    user_agent: ua,
+                    create_ip_address: get(r, "create_ip")?,
+                    last_ip_address: get(r, "last_ip")?,
+                    create_time: Some(Timestamp(get(r, "create_time")?).to_proto()),
+                    last_seen_time: Some(Timestamp(get(r, "last_seen_time")?).to_proto()),
+                    auth_time: Some(Timestamp(get(r, "auth_time")?).to_proto()),
+                    expire_time: Some(Timestamp(get(r, "expire_time")?).to_proto()),
+                    amr: get::<String>(r, "amr")?
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// RevokeSession / RevokeOtherSessions.
+    pub(crate) async fn revoke_own_sessions(
+        &self,
+        user_id: &str,
+        only: Option<&str>,
+        keep: Option<&str>,
+    ) -> Result<i64, Error> {
+        let tx = self.db.begin().await?;
+        let ids_in: Vec<String> = match only {
+            Some(id) => {
+                let owned = one(
+                    &tx,
+                    "SELECT id FROM identity_sessions WHERE id = $1 AND user_id = $2",
+                    vec![id.into(), user_id.into()],
+                )
+                .await?;
+                if owned.is_none() {
+                    return Err(Error::new(ErrorCode::NotFound, "SESSION_NOT_FOUND", "no such session"));
+                }
+                vec![id.to_owned()]
+            }
+            None => all(
+                &tx,
+                "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL AND id <> $2",
+                vec![user_id.into(), keep.unwrap_or_default().into()],
+            )
+            .await?
+            .iter()
+            .map(|r| get::<String>(r, "id"))
+            .collect::<Result<_, _>>()?,
+        };
+        let n = self
+            .end_sessions(&tx, &ids_in, user_id, pb::RevocationReason::RevokedByUser)
+            .await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        Ok(n)
+    }
+}

@@ -1,0 +1,395 @@
+//! TOTP enrolment, MFA challenges with replay prevention, recovery codes,
+//! re-authentication, account switching and the caller's sessions.
+
+use std::time::Duration;
+
+use tenancy_proto::identity::complete_mfa_request::SecondFactor;
+use tenancy_proto::identity::login_response::Outcome;
+use tenancy_proto::identity::*;
+
+use crate::harness::{Env, PASSWORD, reason};
+
+/// The TOTP code of a base32 secret at a Unix time (independent RFC 6238).
+fn code(secret_b32: &str, unix_seconds: i64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret_b32).unwrap();
+    let t = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    t.generate(u64::try_from(unix_seconds).unwrap()).to_string()
+}
+
+fn now_s(env: &Env) -> i64 {
+    use tenancy_runtime::Clock as _;
+    env.clock.now().seconds()
+}
+
+/// A verified user with 2FA on; returns (user id, base32 secret, codes).
+async fn enrolled(env: &Env, email: &str) -> (String, String, Vec<String>) {
+    let user = env.verified_user(email).await;
+    let s = env.login(email).await;
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let begun = c
+        .begin_totp_enrollment(BeginTotpEnrollmentRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(begun.otpauth_uri.starts_with("otpauth://totp/"));
+    assert!(begun.qr_code_png.starts_with(b"\x89PNG"));
+    assert_eq!((begun.digits, begun.period_seconds), (6, 30));
+    let confirmed = c
+        .confirm_totp_enrollment(ConfirmTotpEnrollmentRequest {
+            totp_code: code(&begun.secret, now_s(env)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(confirmed.recovery_codes.len(), 10);
+    // Move past the steps used so far.
+    env.advance(Duration::from_secs(90));
+    (user, begun.secret, confirmed.recovery_codes)
+}
+
+async fn challenge(env: &Env, email: &str) -> String {
+    let r = env
+        .anonymous("198.51.100.7")
+        .login(LoginRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    match r.outcome.unwrap() {
+        Outcome::MfaChallenge(c) => c.challenge_token,
+        Outcome::Session(_) => panic!("expected a challenge"),
+    }
+}
+
+fn answer(token: &str, factor: SecondFactor) -> CompleteMfaRequest {
+    CompleteMfaRequest {
+        challenge_token: token.into(),
+        second_factor: Some(factor),
+    }
+}
+
+#[tokio::test]
+async fn a_2fa_login_needs_a_totp_code_and_a_code_is_accepted_once() {
+    let env = Env::start("mfa").await;
+    let (user, secret, _) = enrolled(&env, "ann@example.com").await;
+    let me = env
+        .internal()
+        .batch_get_users(BatchGetUsersRequest {
+            user_ids: vec![user.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users
+        .remove(0);
+    assert!(me.totp_enabled);
+    assert_eq!(me.recovery_codes_remaining, 10);
+    let mut c = env.anonymous("198.51.100.7");
+    let t = challenge(&env, "ann@example.com").await;
+    let current = code(&secret, now_s(&env));
+    let s = c
+        .complete_mfa(answer(&t, SecondFactor::TotpCode(current.clone())))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(s.user_id, user);
+    // The challenge is single use; the code cannot be replayed.
+    let e = c
+        .complete_mfa(answer(&t, SecondFactor::TotpCode(current.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "MFA_CHALLENGE_INVALID");
+    let t2 = challenge(&env, "ann@example.com").await;
+    let e = c
+        .complete_mfa(answer(&t2, SecondFactor::TotpCode(current)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&e), "TOTP_CODE_REUSED");
+    let e = c
+        .complete_mfa(CompleteMfaRequest {
+            challenge_token: t2,
+            second_factor: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SECOND_FACTOR_REQUIRED");
+}
+
+#[tokio::test]
+async fn two_concurrent_submissions_of_one_code_succeed_exactly_once() {
+    let env = Env::start("mfarace").await;
+    let (_, secret, _) = enrolled(&env, "ben@example.com").await;
+    let current = code(&secret, now_s(&env));
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let t = challenge(&env, "ben@example.com").await;
+        let mut c = env.anonymous("198.51.100.7");
+        let code = current.clone();
+        handles.push(tokio::spawn(async move {
+            c.complete_mfa(answer(&t, SecondFactor::TotpCode(code)))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    let mut reused = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(e) if reason(&e) == "TOTP_CODE_REUSED" => reused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((wins, reused), (1, 1));
+}
+
+#[tokio::test]
+async fn codes_are_accepted_with_one_step_of_skew_only() {
+    let env = Env::start("mfaskew").await;
+    let (_, secret, _) = enrolled(&env, "cat@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    let t = challenge(&env, "cat@example.com").await;
+    let stale = code(&secret, now_s(&env) - 90);
+    if stale != code(&secret, now_s(&env) - 30)
+        && stale != code(&secret, now_s(&env))
+        && stale != code(&secret, now_s(&env) + 30)
+    {
+        let e = c
+            .complete_mfa(answer(&t, SecondFactor::TotpCode(stale)))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+    }
+    c.complete_mfa(answer(
+        &t,
+        SecondFactor::TotpCode(code(&secret, now_s(&env) - 30)),
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_challenge_allows_five_wrong_codes_and_expires_after_five_minutes() {
+    let env = Env::start("mfalimit").await;
+    let (_, secret, _) = enrolled(&env, "dan@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    let t = challenge(&env, "dan@example.com").await;
+    let right = code(&secret, now_s(&env));
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
+        let e = c
+            .complete_mfa(answer(&t, SecondFactor::TotpCode(wrong.into())))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+    }
+    let e = c
+        .complete_mfa(answer(&t, SecondFactor::TotpCode(right)))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "MFA_CHALLENGE_INVALID");
+    let t = challenge(&env, "dan@example.com").await;
+    env.advance(Duration::from_secs(301));
+    let e = c
+        .complete_mfa(answer(
+            &t,
+            SecondFactor::TotpCode(code(&secret, now_s(&env))),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "MFA_CHALLENGE_INVALID");
+}
+
+#[tokio::test]
+async fn a_recovery_code_works_once() {
+    let env = Env::start("recovery").await;
+    let (_, _, codes) = enrolled(&env, "eve@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    let t = challenge(&env, "eve@example.com").await;
+    c.complete_mfa(answer(
+        &t,
+        SecondFactor::RecoveryCode(codes[0].to_uppercase()),
+    ))
+    .await
+    .unwrap();
+    let t = challenge(&env, "eve@example.com").await;
+    let e = c
+        .complete_mfa(answer(&t, SecondFactor::RecoveryCode(codes[0].clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+}
+
+#[tokio::test]
+async fn reauthenticate_needs_the_password_and_for_2fa_users_a_code() {
+    let env = Env::start("reauth").await;
+    let (user, secret, _) = enrolled(&env, "fred@example.com").await;
+    let t = challenge(&env, "fred@example.com").await;
+    let s = env
+        .anonymous("198.51.100.7")
+        .complete_mfa(answer(
+            &t,
+            SecondFactor::TotpCode(code(&secret, now_s(&env))),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    env.advance(Duration::from_secs(3600));
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let e = c
+        .reauthenticate(ReauthenticateRequest {
+            password: "wrong password here".into(),
+            second_factor: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "WRONG_PASSWORD");
+    let e = c
+        .reauthenticate(ReauthenticateRequest {
+            password: PASSWORD.into(),
+            second_factor: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SECOND_FACTOR_REQUIRED");
+    let token = c
+        .reauthenticate(ReauthenticateRequest {
+            password: PASSWORD.into(),
+            second_factor: Some(reauthenticate_request::SecondFactor::TotpCode(code(
+                &secret,
+                now_s(&env),
+            ))),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+        .unwrap();
+    assert_eq!(token.auth_time.unwrap().seconds, now_s(&env));
+}
+
+#[tokio::test]
+async fn switch_account_needs_an_active_membership() {
+    let env = Env::start("switch").await;
+    let user = env.verified_user("gil@example.com").await;
+    let s = env.login("gil@example.com").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let e = c
+        .switch_account(SwitchAccountRequest {
+            account_id: account.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason(&e), "NOT_AN_ACTIVE_MEMBER");
+    let e = c
+        .switch_account(SwitchAccountRequest {
+            account_id: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "ACCOUNT_ID_INVALID");
+    env.members.add(&user, &account);
+    let token = c
+        .switch_account(SwitchAccountRequest {
+            account_id: account.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+        .unwrap();
+    assert_eq!(token.account_id, account);
+    // Refresh stays in the account while the membership is active...
+    let mut anon = env.anonymous("198.51.100.7");
+    let next = anon
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s.refresh_token,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(next.access_token.unwrap().account_id, account);
+    // ...and selects none once it is not.
+    env.members.remove(&user, &account);
+    let after = anon
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: next.refresh_token,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(after.access_token.unwrap().account_id, "");
+    // Login naming an account refuses a non-member after the password.
+    let e = anon
+        .login(LoginRequest {
+            email: "gil@example.com".into(),
+            password: PASSWORD.into(),
+            account_id: account,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "NOT_AN_ACTIVE_MEMBER");
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_revoked_individually_or_all_but_current() {
+    let env = Env::start("ownsessions").await;
+    let user = env.verified_user("hank@example.com").await;
+    let a = env.login("hank@example.com").await;
+    let b = env.login("hank@example.com").await;
+    let d = env.login("hank@example.com").await;
+    let mut c = env.in_session(&user, &a.session_id, None);
+    let listed = c
+        .list_sessions(ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.iter().filter(|s| s.current).count(), 1);
+    c.revoke_session(RevokeSessionRequest {
+        session_id: b.session_id.clone(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .revoke_session(RevokeSessionRequest {
+            session_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SESSION_NOT_FOUND");
+    let n = c
+        .revoke_other_sessions(RevokeOtherSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .revoked_session_count;
+    assert_eq!(n, 1);
+    let listed = c
+        .list_sessions(ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, a.session_id);
+    let _ = d;
+}
