@@ -146,7 +146,7 @@ impl Api {
         let now = self.outbox.clock.now();
         let token = SecretToken::generate("tcv_");
         let txn = store::begin(&self.outbox.db).await?;
-        let created_result = store::create(
+        let (model, created) = store::create(
             &txn,
             &account,
             &fields,
@@ -155,11 +155,7 @@ impl Api {
             &token.hash(),
             now,
         )
-        .await;
-        if let Err(e) = &created_result {
-            eprintln!("DEBUG create: {e}");
-        }
-        let (model, created) = created_result?;
+        .await?;
         if created {
             self.queue_verification(&txn, &model, &token).await?;
         }

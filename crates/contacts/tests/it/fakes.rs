@@ -7,7 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tenancy_proto::account::account_internal_service_server::{
     AccountInternalService, AccountInternalServiceServer,
@@ -36,10 +38,10 @@ pub struct Fake(pub Arc<Mutex<Directory>>);
 
 impl Fake {
     pub fn add_account(&self, account: &str) {
-        self.0.lock().unwrap().accounts.insert(account.to_owned());
+        self.0.lock().accounts.insert(account.to_owned());
     }
     pub fn add_member(&self, account: &str, user: &str, email: &str, active: bool) {
-        let mut d = self.0.lock().unwrap();
+        let mut d = self.0.lock();
         d.members
             .insert((account.to_owned(), user.to_owned()), active);
         d.users.insert(
@@ -48,7 +50,7 @@ impl Fake {
         );
     }
     pub fn add_user(&self, user: &str, email: &str) {
-        self.0.lock().unwrap().users.insert(
+        self.0.lock().users.insert(
             user.to_owned(),
             (email.to_owned(), format!("Name of {email}")),
         );
@@ -56,7 +58,6 @@ impl Fake {
     pub fn deny_service(&self, user: &str, service: &str) {
         self.0
             .lock()
-            .unwrap()
             .no_access
             .insert((user.to_owned(), service.to_owned()));
     }
@@ -81,7 +82,7 @@ impl AccountInternalService for Fake {
         request: Request<apb::GetPrincipalStateRequest>,
     ) -> Result<Response<apb::GetPrincipalStateResponse>, Status> {
         let r = request.into_inner();
-        let d = self.0.lock().unwrap();
+        let d = self.0.lock();
         if !d.accounts.contains(&r.account_id) {
             return Err(Status::not_found("ACCOUNT_NOT_FOUND"));
         }
@@ -108,7 +109,7 @@ impl AccountInternalService for Fake {
         &self,
         _request: Request<apb::WatchPoliciesRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<apb::WatchPoliciesResponse>>, Status> {
-        let d = self.0.lock().unwrap();
+        let d = self.0.lock();
         let mut events = vec![Event::Reset(apb::PolicyReset::default())];
         for ((account, user), active) in &d.members {
             events.push(Event::MembershipChanged(apb::MembershipState {
@@ -123,10 +124,7 @@ impl AccountInternalService for Fake {
                 ..Default::default()
             }));
         }
-        events.push(Event::CaughtUp(apb::CaughtUp {
-            snapshot: true,
-            ..Default::default()
-        }));
+        events.push(Event::CaughtUp(apb::CaughtUp { snapshot: true }));
         let items: Vec<Result<apb::WatchPoliciesResponse, Status>> = events
             .into_iter()
             .map(|e| {
@@ -148,7 +146,7 @@ impl AccountInternalService for Fake {
         request: Request<apb::BatchCheckAccessRequest>,
     ) -> Result<Response<apb::BatchCheckAccessResponse>, Status> {
         let r = request.into_inner();
-        let d = self.0.lock().unwrap();
+        let d = self.0.lock();
         let results = r
             .service_ids
             .iter()
@@ -171,7 +169,7 @@ impl IdentityInternalService for Fake {
         &self,
         request: Request<ipb::BatchGetUsersRequest>,
     ) -> Result<Response<ipb::BatchGetUsersResponse>, Status> {
-        let d = self.0.lock().unwrap();
+        let d = self.0.lock();
         let users = request
             .into_inner()
             .user_ids
