@@ -226,6 +226,75 @@ impl IdentityService for Api {
         })
     }
 
+    async fn create_api_token(
+        &self,
+        request: Request<pb::CreateApiTokenRequest>,
+    ) -> Reply<pb::CreateApiTokenResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let expire = r
+            .expire_time
+            .as_ref()
+            .map(tenancy_runtime::Timestamp::from_proto);
+        let (token, secret) = self
+            .core
+            .create_api_token(p, &r.name, expire, r.read_only)
+            .await?;
+        ok(pb::CreateApiTokenResponse {
+            api_token: Some(token),
+            secret,
+        })
+    }
+
+    async fn list_api_tokens(
+        &self,
+        request: Request<pb::ListApiTokensRequest>,
+    ) -> Reply<pb::ListApiTokensResponse> {
+        let p = principal(&request)?;
+        let api_tokens = self
+            .core
+            .list_api_tokens(p, &request.get_ref().user_id)
+            .await?;
+        ok(pb::ListApiTokensResponse {
+            api_tokens,
+            next_page_token: String::new(),
+        })
+    }
+
+    async fn revoke_api_token(
+        &self,
+        request: Request<pb::RevokeApiTokenRequest>,
+    ) -> Reply<pb::RevokeApiTokenResponse> {
+        let p = principal(&request)?;
+        let token = self
+            .core
+            .revoke_api_token(p, &request.get_ref().api_token_id)
+            .await?;
+        ok(pb::RevokeApiTokenResponse {
+            api_token: Some(token),
+        })
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Reply<pb::RequestPasswordResetResponse> {
+        let ip = ip_of(principal(&request)?);
+        self.core
+            .request_password_reset(&request.get_ref().email, &ip)
+            .await?;
+        ok(pb::RequestPasswordResetResponse {})
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Reply<pb::ResetPasswordResponse> {
+        let r = request.into_inner();
+        self.core.reset_password(&r.token, &r.new_password).await?;
+        ok(pb::ResetPasswordResponse {})
+    }
+
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         let keys = self.core.jwks().await?;
         ok(pb::GetJwksResponse {
@@ -296,6 +365,16 @@ impl IdentityInternalService for Api {
             revoked_api_token_count: tokens,
             position,
         })
+    }
+
+    async fn introspect_api_token(
+        &self,
+        request: Request<pb::IntrospectApiTokenRequest>,
+    ) -> Reply<pb::IntrospectApiTokenResponse> {
+        ok(self
+            .core
+            .introspect_api_token(&request.get_ref().secret)
+            .await?)
     }
 
     async fn rotate_signing_key(

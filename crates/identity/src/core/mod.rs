@@ -5,6 +5,7 @@ pub(crate) mod keys;
 pub(crate) mod mfa;
 pub(crate) mod revocations;
 pub(crate) mod sessions;
+pub(crate) mod tokens;
 pub(crate) mod users;
 
 use std::collections::HashMap;

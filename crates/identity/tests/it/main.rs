@@ -12,4 +12,5 @@
 mod harness;
 mod mfa;
 mod sessions;
+mod tokens;
 mod users;

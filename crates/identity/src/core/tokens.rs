@@ -1,0 +1,351 @@
+//! Public API tokens and password resets.
+
+use sea_orm::{QueryResult, TransactionTrait};
+use tenancy_proto::identity as pb;
+use tenancy_runtime::secret::{SecretToken, sha256_hex};
+use tenancy_runtime::{Error, ErrorCode, Principal, Timestamp, ids};
+
+use super::Core;
+use super::revocations::{Revocation, cutoff};
+use super::users::RESET;
+use crate::domain::credentials::{api_token_well_formed, new_api_token};
+use crate::domain::password::check_new_password;
+use crate::domain::profile::{invalid, parse_email, parse_label};
+use crate::store::{all, exec, get, one};
+
+const TOKEN_COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only, create_time, expire_time, \
+    last_used_time, last_used_ip, revoke_time, revoked_by";
+
+fn token_not_found() -> Error {
+    Error::new(
+        ErrorCode::NotFound,
+        "API_TOKEN_NOT_FOUND",
+        "no such API token",
+    )
+}
+
+fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, Error> {
+    let expire: Option<i64> = get(r, "expire_time")?;
+    let revoke: Option<i64> = get(r, "revoke_time")?;
+    let state = if revoke.is_some() {
+        pb::ApiTokenState::Revoked
+    } else if expire.is_some_and(|e| e <= now.millis()) {
+        pb::ApiTokenState::Expired
+    } else {
+        pb::ApiTokenState::Active
+    };
+    Ok(pb::ApiToken {
+        id: get(r, "id")?,
+        name: get(r, "name")?,
+        user_id: get(r, "user_id")?,
+        account_id: get(r, "account_id")?,
+        last_four: get(r, "last_four")?,
+        read_only: get(r, "read_only")?,
+        state: state as i32,
+        create_time: Some(Timestamp(get(r, "create_time")?).to_proto()),
+        expire_time: expire.map(|t| Timestamp(t).to_proto()),
+        last_used_time: get::<Option<i64>>(r, "last_used_time")?.map(|t| Timestamp(t).to_proto()),
+        last_used_ip_address: get(r, "last_used_ip")?,
+        revoke_time: revoke.map(|t| Timestamp(t).to_proto()),
+        revoked_by_user_id: get(r, "revoked_by")?,
+    })
+}
+
+impl Core {
+    /// CreateApiToken (portal session, recent authentication).
+    pub(crate) async fn create_api_token(
+        &self,
+        p: &Principal,
+        name: &str,
+        expire: Option<Timestamp>,
+        read_only: bool,
+    ) -> Result<(pb::ApiToken, String), Error> {
+        let user_id = p.user()?.to_owned();
+        let account_id = p.account()?.to_owned();
+        if p.token_kind != tenancy_runtime::principal::TokenKind::Portal {
+            return Err(Error::permission_denied(
+                "PORTAL_SESSION_REQUIRED",
+                "an API token cannot create tokens",
+            ));
+        }
+        let session = self.own_session(&user_id, p.session_id.as_deref()).await?;
+        self.require_recent(&session)?;
+        let name = parse_label("name", name)?;
+        let now = self.now();
+        if expire.is_some_and(|e| e <= now) {
+            return Err(invalid(
+                "EXPIRE_TIME_INVALID",
+                "expire_time",
+                "must be in the future",
+            ));
+        }
+        let secret = new_api_token();
+        let id = ids::new_id();
+        let tx = self.db.begin().await?;
+        let active = one(
+            &tx,
+            "SELECT COUNT(*) AS n FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 \
+             AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $3)",
+            vec![
+                user_id.clone().into(),
+                account_id.clone().into(),
+                now.millis().into(),
+            ],
+        )
+        .await?
+        .map(|r| get::<i64>(&r, "n"))
+        .transpose()?
+        .unwrap_or(0);
+        if active >= 50 {
+            return Err(Error::new(
+                ErrorCode::ResourceExhausted,
+                "API_TOKEN_LIMIT_REACHED",
+                "at most 50 active API tokens per user and account",
+            ));
+        }
+        exec(
+            &tx,
+            "INSERT INTO identity_api_tokens (id, token_hash, user_id, account_id, name, last_four, read_only, \
+             create_time, expire_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            vec![
+                id.clone().into(),
+                sha256_hex(secret.as_bytes()).into(),
+                user_id.into(),
+                account_id.into(),
+                name.into(),
+                secret[secret.len() - 4..].to_owned().into(),
+                read_only.into(),
+                now.millis().into(),
+                expire.map(|e| e.millis()).into(),
+            ],
+        )
+        .await?;
+        let row = one(
+            &tx,
+            &format!("SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE id = $1"),
+            vec![id.into()],
+        )
+        .await?
+        .ok_or_else(|| Error::internal("token vanished"))?;
+        tx.commit().await?;
+        Ok((token_from_row(&row, now)?, secret))
+    }
+
+    /// RevokeApiToken: managers their own, owners any in the account.
+    pub(crate) async fn revoke_api_token(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<pb::ApiToken, Error> {
+        let account_id = p.account()?.to_owned();
+        let user_id = p.user()?.to_owned();
+        let id = ids::parse_id("api_token_id", id).map_err(|_| token_not_found())?;
+        let now = self.now();
+        let tx = self.db.begin().await?;
+        let row = one(
+            &tx,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE id = $1 AND account_id = $2"
+            ),
+            vec![id.clone().into(), account_id.clone().into()],
+        )
+        .await?
+        .ok_or_else(token_not_found)?;
+        let token = token_from_row(&row, now)?;
+        if !p.is_owner() && token.user_id != user_id {
+            return Err(token_not_found());
+        }
+        if token.state != pb::ApiTokenState::Active as i32 {
+            return Ok(token);
+        }
+        let n = exec(
+            &tx,
+            "UPDATE identity_api_tokens SET revoke_time = $1, revoked_by = $2 WHERE id = $3 AND revoke_time IS NULL",
+            vec![now.millis().into(), user_id.clone().into(), id.clone().into()],
+        )
+        .await?;
+        if n == 1 {
+            let reason = if token.user_id == user_id {
+                pb::RevocationReason::RevokedByUser
+            } else {
+                pb::RevocationReason::RevokedByOwner
+            };
+            self.append_revocation(
+                &tx,
+                Revocation::ApiToken {
+                    id: id.clone(),
+                    user_id: token.user_id.clone(),
+                    account_id,
+                },
+                reason,
+            )
+            .await?;
+        }
+        let row = one(
+            &tx,
+            &format!("SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE id = $1"),
+            vec![id.into()],
+        )
+        .await?
+        .ok_or_else(token_not_found)?;
+        tx.commit().await?;
+        self.notify_revocations();
+        token_from_row(&row, now)
+    }
+
+    /// ListApiTokens (newest first, up to 500).
+    pub(crate) async fn list_api_tokens(
+        &self,
+        p: &Principal,
+        user_filter: &str,
+    ) -> Result<Vec<pb::ApiToken>, Error> {
+        let account_id = p.account()?.to_owned();
+        let me = p.user()?.to_owned();
+        let filter = if p.is_owner() {
+            user_filter.to_owned()
+        } else if user_filter.is_empty() || user_filter == me {
+            me
+        } else {
+            return Err(Error::permission_denied(
+                "OWNER_REQUIRED",
+                "managers only see their own tokens",
+            ));
+        };
+        let now = self.now();
+        let rows = all(
+            &self.db,
+            &format!(
+                "SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE account_id = $1 AND ($2 = '' OR user_id = $2) \
+                 AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $3) ORDER BY id DESC LIMIT 500"
+            ),
+            vec![account_id.into(), filter.into(), now.millis().into()],
+        )
+        .await?;
+        rows.iter().map(|r| token_from_row(r, now)).collect()
+    }
+
+    /// IntrospectApiToken.
+    pub(crate) async fn introspect_api_token(
+        &self,
+        secret: &str,
+    ) -> Result<pb::IntrospectApiTokenResponse, Error> {
+        let invalid_token = || {
+            Error::new(
+                ErrorCode::NotFound,
+                "API_TOKEN_INVALID",
+                "unknown, revoked or expired token",
+            )
+        };
+        if !api_token_well_formed(secret) {
+            return Err(invalid_token());
+        }
+        let now = self.now();
+        let row = one(
+            &self.db,
+            "SELECT id, user_id, account_id, read_only, expire_time, create_time FROM identity_api_tokens \
+             WHERE token_hash = $1 AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $2)",
+            vec![sha256_hex(secret.as_bytes()).into(), now.millis().into()],
+        )
+        .await?
+        .ok_or_else(invalid_token)?;
+        Ok(pb::IntrospectApiTokenResponse {
+            api_token_id: get(&row, "id")?,
+            user_id: get(&row, "user_id")?,
+            account_id: get(&row, "account_id")?,
+            read_only: get(&row, "read_only")?,
+            expire_time: get::<Option<i64>>(&row, "expire_time")?.map(|t| Timestamp(t).to_proto()),
+            create_time: Some(Timestamp(get(&row, "create_time")?).to_proto()),
+        })
+    }
+
+    /// RequestPasswordReset: the same answer whether or not the email exists.
+    pub(crate) async fn request_password_reset(&self, email: &str, ip: &str) -> Result<(), Error> {
+        let email = parse_email("email", email)?;
+        if let Some(user) = self.user_by_email(&self.db, &email).await? {
+            self.send_reset(&user, ip).await?;
+        }
+        Ok(())
+    }
+
+    /// ResetPassword: new password, email verified, every session ended.
+    pub(crate) async fn reset_password(&self, token: &str, password: &str) -> Result<(), Error> {
+        let hash = SecretToken::from_client(token.trim().to_owned()).hash();
+        let now = self.now();
+        let row = one(
+            &self.db,
+            "SELECT t.user_id, t.expire_time, t.used_time, u.email FROM identity_email_tokens t \
+             JOIN identity_users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.purpose = $2",
+            vec![hash.clone().into(), RESET.into()],
+        )
+        .await?
+        .ok_or_else(|| invalid("RESET_TOKEN_INVALID", "token", "unknown or used"))?;
+        if get::<Option<i64>>(&row, "used_time")?.is_some() {
+            return Err(invalid("RESET_TOKEN_INVALID", "token", "unknown or used"));
+        }
+        if get::<i64>(&row, "expire_time")? <= now.millis() {
+            return Err(invalid("RESET_TOKEN_EXPIRED", "token", "expired"));
+        }
+        let user_id: String = get(&row, "user_id")?;
+        let email: String = get(&row, "email")?;
+        let local = parse_email("email", &email).ok().map(|e| e.local);
+        let password = check_new_password(
+            "new_password",
+            password,
+            self.auth.password_min_chars,
+            local.as_deref(),
+        )?;
+        let new_hash = self.hasher.hash(password).await?;
+        let tx = self.db.begin().await?;
+        let spent = exec(
+            &tx,
+            "UPDATE identity_email_tokens SET used_time = $1 WHERE token_hash = $2 AND used_time IS NULL",
+            vec![now.millis().into(), hash.into()],
+        )
+        .await?;
+        if spent == 0 {
+            return Err(invalid("RESET_TOKEN_INVALID", "token", "unknown or used"));
+        }
+        // Every other outstanding reset link dies with the change.
+        exec(
+            &tx,
+            "UPDATE identity_email_tokens SET used_time = $1 WHERE user_id = $2 AND purpose = $3 AND used_time IS NULL",
+            vec![now.millis().into(), user_id.clone().into(), RESET.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE identity_users SET password_hash = $1, password_update_time = $2, update_time = $2, \
+             email_verified = TRUE WHERE id = $3",
+            vec![new_hash.into(), now.millis().into(), user_id.clone().into()],
+        )
+        .await?;
+        let sessions: Vec<String> = all(
+            &tx,
+            "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL",
+            vec![user_id.clone().into()],
+        )
+        .await?
+        .iter()
+        .map(|r| get::<String>(r, "id"))
+        .collect::<Result<_, _>>()?;
+        self.end_sessions(
+            &tx,
+            &sessions,
+            &user_id,
+            pb::RevocationReason::PasswordReset,
+        )
+        .await?;
+        self.append_revocation(
+            &tx,
+            Revocation::UserTokensBefore {
+                user_id,
+                cutoff: cutoff(now),
+            },
+            pb::RevocationReason::PasswordReset,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        Ok(())
+    }
+}

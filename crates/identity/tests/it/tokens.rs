@@ -1,0 +1,351 @@
+//! API tokens, password reset, and the secrets scan.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Database, Statement};
+use tenancy_proto::identity::*;
+use tenancy_testkit::{Role, TokenKind};
+
+use crate::harness::{Env, PASSWORD, reason};
+
+fn portal(user: &str, session: &str, account: &str, role: Role) -> tenancy_runtime::Principal {
+    tenancy_runtime::Principal {
+        user_id: Some(user.into()),
+        account_id: Some(account.into()),
+        role,
+        session_id: Some(session.into()),
+        token_kind: TokenKind::Portal,
+        client_ip: Some("198.51.100.7".parse().unwrap()),
+        request_id: "r".into(),
+        ..tenancy_runtime::Principal::default()
+    }
+}
+
+#[tokio::test]
+async fn api_tokens_are_shown_once_introspected_and_revoked() {
+    let env = Env::start("apitokens").await;
+    let user = env.verified_user("ivy@example.com").await;
+    let s = env.login("ivy@example.com").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let mut c = env.as_principal(portal(&user, &s.session_id, &account, Role::Manager));
+    let created = c
+        .create_api_token(CreateApiTokenRequest {
+            name: "terraform ci".into(),
+            expire_time: None,
+            read_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.secret.starts_with("tny_"));
+    assert_eq!(created.secret.len(), 4 + 43 + 6);
+    let token = created.api_token.unwrap();
+    assert_eq!(token.last_four, created.secret[created.secret.len() - 4..]);
+    let mut internal = env.internal();
+    let seen = internal
+        .introspect_api_token(IntrospectApiTokenRequest {
+            secret: created.secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (seen.user_id.as_str(), seen.account_id.as_str()),
+        (user.as_str(), account.as_str())
+    );
+    assert!(seen.read_only);
+    // A token with a broken checksum is refused without lookup.
+    let mut broken = created.secret.clone();
+    broken.pop();
+    broken.push('x');
+    let e = internal
+        .introspect_api_token(IntrospectApiTokenRequest { secret: broken })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    let revoked = c
+        .revoke_api_token(RevokeApiTokenRequest {
+            api_token_id: token.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_token
+        .unwrap();
+    assert_eq!(revoked.state, ApiTokenState::Revoked as i32);
+    let e = internal
+        .introspect_api_token(IntrospectApiTokenRequest {
+            secret: created.secret,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+}
+
+#[tokio::test]
+async fn api_tokens_need_recent_authentication_and_expire() {
+    let env = Env::start("apitokenexp").await;
+    let user = env.verified_user("jay@example.com").await;
+    let s = env.login("jay@example.com").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let mut c = env.as_principal(portal(&user, &s.session_id, &account, Role::Owner));
+    use tenancy_runtime::Clock as _;
+    let soon = env.clock.now().plus(Duration::from_secs(60));
+    let created = c
+        .create_api_token(CreateApiTokenRequest {
+            name: "short".into(),
+            expire_time: Some(soon.to_proto()),
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = c
+        .create_api_token(CreateApiTokenRequest {
+            name: "past".into(),
+            expire_time: Some(env.clock.now().to_proto()),
+            read_only: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "EXPIRE_TIME_INVALID");
+    env.advance(Duration::from_secs(61));
+    let e = env
+        .internal()
+        .introspect_api_token(IntrospectApiTokenRequest {
+            secret: created.secret,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    env.advance(Duration::from_secs(15 * 60));
+    let e = c
+        .create_api_token(CreateApiTokenRequest {
+            name: "late".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+}
+
+#[tokio::test]
+async fn managers_cannot_revoke_other_members_tokens() {
+    let env = Env::start("apitokenmgr").await;
+    let owner = env.verified_user("kim@example.com").await;
+    let manager = env.verified_user("lee@example.com").await;
+    let so = env.login("kim@example.com").await;
+    let sm = env.login("lee@example.com").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let mut o = env.as_principal(portal(&owner, &so.session_id, &account, Role::Owner));
+    let mut m = env.as_principal(portal(&manager, &sm.session_id, &account, Role::Manager));
+    let token = o
+        .create_api_token(CreateApiTokenRequest {
+            name: "owner's".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_token
+        .unwrap();
+    let e = m
+        .revoke_api_token(RevokeApiTokenRequest {
+            api_token_id: token.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "API_TOKEN_NOT_FOUND");
+    let e = m
+        .list_api_tokens(ListApiTokensRequest {
+            user_id: owner.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "OWNER_REQUIRED");
+    assert!(
+        m.list_api_tokens(ListApiTokensRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .api_tokens
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknown_emails() {
+    let env = Env::start("reset").await;
+    env.verified_user("max@example.com").await;
+    let s = env.login("max@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    c.request_password_reset(RequestPasswordResetRequest {
+        email: "nobody@example.com".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(env.outbox.count_to("nobody@example.com"), 0);
+    c.request_password_reset(RequestPasswordResetRequest {
+        email: "MAX@example.com".into(),
+    })
+    .await
+    .unwrap();
+    let token = env
+        .outbox
+        .last_token("max@example.com", "reset_url")
+        .unwrap();
+    let e = c
+        .reset_password(ResetPasswordRequest {
+            token: token.clone(),
+            new_password: "short".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "PASSWORD_TOO_SHORT");
+    c.reset_password(ResetPasswordRequest {
+        token: token.clone(),
+        new_password: "a brand new passphrase".into(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .reset_password(ResetPasswordRequest {
+            token,
+            new_password: "yet another passphrase".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "RESET_TOKEN_INVALID");
+    // Sessions ended; the old password no longer works, the new one does.
+    let e = c
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    let e = c
+        .login(LoginRequest {
+            email: "max@example.com".into(),
+            password: PASSWORD.into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    c.login(LoginRequest {
+        email: "max@example.com".into(),
+        password: "a brand new passphrase".into(),
+        account_id: String::new(),
+    })
+    .await
+    .unwrap();
+    // Reset links expire after an hour.
+    c.request_password_reset(RequestPasswordResetRequest {
+        email: "max@example.com".into(),
+    })
+    .await
+    .unwrap();
+    let token = env
+        .outbox
+        .last_token("max@example.com", "reset_url")
+        .unwrap();
+    env.advance(Duration::from_secs(3601));
+    let e = c
+        .reset_password(ResetPasswordRequest {
+            token,
+            new_password: "a third good passphrase".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "RESET_TOKEN_EXPIRED");
+}
+
+/// Every text value stored in the identity tables.
+async fn dump(env: &Env) -> String {
+    let db = Database::connect(&env.db.url).await.unwrap();
+    let backend = db.get_database_backend();
+    let tables = [
+        "identity_users",
+        "identity_email_tokens",
+        "identity_sessions",
+        "identity_refresh_tokens",
+        "identity_login_events",
+        "identity_throttle",
+        "identity_mfa_challenges",
+        "identity_totp_pending",
+        "identity_recovery_codes",
+        "identity_signing_keys",
+        "identity_revocations",
+        "identity_api_tokens",
+    ];
+    let mut out = String::new();
+    for table in tables {
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                backend,
+                format!("SELECT * FROM {table}"),
+            ))
+            .await
+            .unwrap();
+        for row in rows {
+            for column in row.column_names() {
+                if let Ok(Some(text)) = row.try_get::<Option<String>>("", &column) {
+                    out.push_str(&text);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_secret_is_stored_in_plain_form() {
+    let env = Env::start("secrets").await;
+    let user = env.verified_user("nat@example.com").await;
+    let s = env.login("nat@example.com").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let mut c = env.as_principal(portal(&user, &s.session_id, &account, Role::Owner));
+    let api = c
+        .create_api_token(CreateApiTokenRequest {
+            name: "t".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let begun = c
+        .begin_totp_enrollment(BeginTotpEnrollmentRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let access = s.access_token.clone().unwrap().token;
+    let verify_token = env
+        .outbox
+        .last_token("nat@example.com", "verify_url")
+        .unwrap();
+    let text = dump(&env).await;
+    assert!(
+        text.contains("nat@example.com"),
+        "the dump reads the tables"
+    );
+    for secret in [
+        PASSWORD,
+        s.refresh_token.as_str(),
+        access.as_str(),
+        api.as_str(),
+        begun.secret.as_str(),
+        verify_token.as_str(),
+    ] {
+        assert!(!text.contains(secret), "plaintext secret in the database");
+    }
+    assert!(!text.to_lowercase().contains(&begun.secret.to_lowercase()));
+}
