@@ -662,3 +662,37 @@ pub struct TicketSeed {
     /// Unix ms of create and update.
     pub time: i64,
 }
+
+/// For benchmarks: one ListTickets page query for an account, limited to
+/// account-general tickets plus `visible` services when given, as the
+/// handler runs it (with the CC lookup). Returns the number of tickets.
+#[doc(hidden)]
+pub async fn bench_list_page(
+    db: &DatabaseConnection,
+    account_id: &str,
+    visible: Option<Vec<String>>,
+    statuses: Vec<i32>,
+    priority_order: bool,
+) -> Result<usize, Error> {
+    let store = Store::new(db.clone());
+    let query = list::TicketQuery {
+        accounts: list::Accounts::One(account_id.to_owned()),
+        visible_services: visible,
+        service_id: None,
+        general_only: false,
+        statuses,
+        priorities: Vec::new(),
+        categories: Vec::new(),
+        created_by: None,
+        assignee: None,
+        unassigned_only: false,
+        order: if priority_order {
+            list::Order::PriorityDesc
+        } else {
+            list::Order::UpdateDesc
+        },
+        after: None,
+        limit: 50,
+    };
+    Ok(store.list_tickets(&query).await?.0.len())
+}
