@@ -295,6 +295,27 @@ impl IdentityService for Api {
         ok(pb::ResetPasswordResponse {})
     }
 
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Reply<pb::ChangePasswordResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let (token, n) = self
+            .core
+            .change_password(
+                p.user()?,
+                p.session_id.as_deref(),
+                &r.current_password,
+                &r.new_password,
+            )
+            .await?;
+        ok(pb::ChangePasswordResponse {
+            access_token: Some(token),
+            revoked_session_count: i32::try_from(n).unwrap_or(i32::MAX),
+        })
+    }
+
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         let keys = self.core.jwks().await?;
         ok(pb::GetJwksResponse {
@@ -375,6 +396,30 @@ impl IdentityInternalService for Api {
             .core
             .introspect_api_token(&request.get_ref().secret)
             .await?)
+    }
+
+    async fn grant_staff(
+        &self,
+        request: Request<pb::GrantStaffRequest>,
+    ) -> Reply<pb::GrantStaffResponse> {
+        let user = self.core.set_staff(&request.get_ref().email, true).await?;
+        ok(pb::GrantStaffResponse { user: Some(user) })
+    }
+
+    async fn revoke_staff(
+        &self,
+        request: Request<pb::RevokeStaffRequest>,
+    ) -> Reply<pb::RevokeStaffResponse> {
+        let user = self.core.set_staff(&request.get_ref().email, false).await?;
+        ok(pb::RevokeStaffResponse { user: Some(user) })
+    }
+
+    async fn record_usage(
+        &self,
+        request: Request<pb::RecordUsageRequest>,
+    ) -> Reply<pb::RecordUsageResponse> {
+        self.core.record_usage(request.get_ref()).await?;
+        ok(pb::RecordUsageResponse {})
     }
 
     async fn rotate_signing_key(

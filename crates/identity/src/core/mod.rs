@@ -1,6 +1,7 @@
 //! The identity use cases: each one validates, runs the domain rules and
 //! stores the result in one transaction. Called by the thin gRPC layer.
 
+pub(crate) mod admin;
 pub(crate) mod keys;
 pub(crate) mod mfa;
 pub(crate) mod revocations;

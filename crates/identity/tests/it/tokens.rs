@@ -349,3 +349,84 @@ async fn no_secret_is_stored_in_plain_form() {
     }
     assert!(!text.to_lowercase().contains(&begun.secret.to_lowercase()));
 }
+
+#[tokio::test]
+async fn change_password_needs_the_current_one_and_ends_other_sessions() {
+    let env = Env::start("changepw").await;
+    let user = env.verified_user("oz@example.com").await;
+    let a = env.login("oz@example.com").await;
+    let b = env.login("oz@example.com").await;
+    let mut c = env.in_session(&user, &a.session_id, None);
+    let e = c
+        .change_password(ChangePasswordRequest {
+            current_password: "wrong password here".into(),
+            new_password: "a brand new passphrase".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "WRONG_PASSWORD");
+    let e = c
+        .change_password(ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "PASSWORD_UNCHANGED");
+    let r = c
+        .change_password(ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: "a brand new passphrase".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.revoked_session_count, 1);
+    let mut anon = env.anonymous("198.51.100.7");
+    let e = anon
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: b.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    anon.refresh_session(RefreshSessionRequest {
+        refresh_token: a.refresh_token,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn staff_is_granted_and_revoked_by_email_with_a_revocation_event() {
+    let env = Env::start("staff").await;
+    env.verified_user("pam@example.com").await;
+    let mut internal = env.internal();
+    let u = internal
+        .grant_staff(GrantStaffRequest {
+            email: "PAM@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(u.staff);
+    let u = internal
+        .revoke_staff(RevokeStaffRequest {
+            email: "pam@example.com".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert!(!u.staff);
+    let e = internal
+        .grant_staff(GrantStaffRequest {
+            email: "ghost@example.com".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "USER_NOT_FOUND");
+}

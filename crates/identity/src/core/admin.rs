@@ -1,0 +1,181 @@
+//! Staff grants, usage reports from gateways, password change.
+
+use sea_orm::TransactionTrait;
+use tenancy_proto::identity as pb;
+use tenancy_runtime::{Error, ErrorCode, Timestamp};
+
+use super::Core;
+use super::revocations::{Revocation, cutoff};
+use crate::domain::password::{check_new_password, normalise};
+use crate::domain::profile::{invalid, parse_email, truncate_user_agent};
+use crate::domain::throttle::Counter;
+use crate::store::{all, exec, get, one};
+
+impl Core {
+    /// GrantStaff / RevokeStaff (idempotent).
+    pub(crate) async fn set_staff(&self, email: &str, staff: bool) -> Result<pb::User, Error> {
+        let email = parse_email("email", email)?;
+        let user = self
+            .user_by_email(&self.db, &email)
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found"))?;
+        let tx = self.db.begin().await?;
+        let changed = exec(
+            &tx,
+            "UPDATE identity_users SET staff = $1, update_time = $2 WHERE id = $3 AND staff <> $1",
+            vec![
+                staff.into(),
+                self.now().millis().into(),
+                user.id.clone().into(),
+            ],
+        )
+        .await?;
+        if changed == 1 && !staff {
+            self.append_revocation(
+                &tx,
+                Revocation::UserTokensBefore {
+                    user_id: user.id.clone(),
+                    cutoff: cutoff(self.now()),
+                },
+                pb::RevocationReason::StaffRevoked,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.notify_revocations();
+        self.get_user(&user.id).await
+    }
+
+    /// RecordUsage: newer times only; unknown ids ignored.
+    pub(crate) async fn record_usage(&self, r: &pb::RecordUsageRequest) -> Result<(), Error> {
+        if r.api_token_usages.len() + r.session_activities.len() > 10_000 {
+            return Err(invalid(
+                "TOO_MANY_ENTRIES",
+                "api_token_usages",
+                "at most 10000 entries",
+            ));
+        }
+        for u in &r.api_token_usages {
+            let t = u
+                .last_used_time
+                .as_ref()
+                .map_or(0, |t| Timestamp::from_proto(t).millis());
+            exec(
+                &self.db,
+                "UPDATE identity_api_tokens SET last_used_time = $1, last_used_ip = $2 WHERE id = $3 \
+                 AND (last_used_time IS NULL OR last_used_time < $1)",
+                vec![t.into(), u.ip_address.clone().into(), u.api_token_id.clone().into()],
+            )
+            .await?;
+        }
+        for s in &r.session_activities {
+            let t = s
+                .last_seen_time
+                .as_ref()
+                .map_or(0, |t| Timestamp::from_proto(t).millis());
+            exec(
+                &self.db,
+                "UPDATE identity_sessions SET last_seen_time = $1, last_ip = $2, user_agent = $3 WHERE id = $4 \
+                 AND last_seen_time < $1",
+                vec![
+                    t.into(),
+                    s.ip_address.clone().into(),
+                    truncate_user_agent(&s.user_agent).into(),
+                    s.session_id.clone().into(),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// ChangePassword: proves the current one, ends every other session.
+    pub(crate) async fn change_password(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        current: &str,
+        new: &str,
+    ) -> Result<(pb::AccessToken, i64), Error> {
+        let mut session = self.own_session(user_id, session_id).await?;
+        let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
+        if let Some(until) = self.throttled(&keys).await? {
+            let wait =
+                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
+            return Err(Error::throttled(
+                "TOO_MANY_ATTEMPTS",
+                std::time::Duration::from_millis(wait),
+            ));
+        }
+        let row = one(
+            &self.db,
+            "SELECT password_hash, email FROM identity_users WHERE id = $1",
+            vec![user_id.into()],
+        )
+        .await?
+        .ok_or_else(|| Error::unauthenticated("SESSION_ENDED", "the session has ended"))?;
+        let hash: Option<String> = get(&row, "password_hash")?;
+        let (ok, _) = self.hasher.verify(normalise(current), hash).await?;
+        if !ok {
+            self.record_failure(&keys).await?;
+            return Err(invalid(
+                "WRONG_PASSWORD",
+                "current_password",
+                "wrong password",
+            ));
+        }
+        if normalise(current) == normalise(new) {
+            return Err(invalid(
+                "PASSWORD_UNCHANGED",
+                "new_password",
+                "choose a different password",
+            ));
+        }
+        let email: String = get(&row, "email")?;
+        let local = parse_email("email", &email).ok().map(|e| e.local);
+        let password = check_new_password(
+            "new_password",
+            new,
+            self.auth.password_min_chars,
+            local.as_deref(),
+        )?;
+        let new_hash = self.hasher.hash(password).await?;
+        let now = self.now();
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            "UPDATE identity_users SET password_hash = $1, password_update_time = $2, update_time = $2 WHERE id = $3",
+            vec![new_hash.into(), now.millis().into(), user_id.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE identity_email_tokens SET used_time = $1 WHERE user_id = $2 AND purpose = 'reset' AND used_time IS NULL",
+            vec![now.millis().into(), user_id.into()],
+        )
+        .await?;
+        let others: Vec<String> = all(
+            &tx,
+            "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL AND id <> $2",
+            vec![user_id.into(), session.id.clone().into()],
+        )
+        .await?
+        .iter()
+        .map(|r| get::<String>(r, "id"))
+        .collect::<Result<_, _>>()?;
+        let n = self
+            .end_sessions(&tx, &others, user_id, pb::RevocationReason::PasswordChanged)
+            .await?;
+        exec(
+            &tx,
+            "UPDATE identity_sessions SET auth_time = $1 WHERE id = $2",
+            vec![now.millis().into(), session.id.clone().into()],
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        self.reset_failures(&keys[0].0).await?;
+        session.auth_time = now.millis();
+        Ok((self.access_token(&session, None).await?, n))
+    }
+}
