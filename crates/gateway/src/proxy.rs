@@ -100,6 +100,31 @@ pub struct Gateway {
     /// Health and reflection, answered here.
     local: tonic::service::Routes,
     pub(crate) health: tonic_health::server::HealthReporter,
+    request_ids: RequestIds,
+}
+
+/// Request ids: a random per-process prefix and a counter. Unique across
+/// gateways and restarts without a random draw (a syscall) per call.
+struct RequestIds {
+    prefix: String,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            prefix: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        format!(
+            "{}-{:x}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
 }
 
 impl Gateway {
@@ -193,6 +218,7 @@ impl Gateway {
             client,
             local,
             health,
+            request_ids: RequestIds::new(),
         })
     }
 
@@ -265,7 +291,7 @@ impl Gateway {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+            .map_or_else(|| self.request_ids.next(), str::to_owned);
         let log = AccessLog {
             method: path.to_owned(),
             ip,
