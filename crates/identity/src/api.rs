@@ -316,6 +316,21 @@ impl IdentityService for Api {
         })
     }
 
+    async fn set_code_word(
+        &self,
+        request: Request<pb::SetCodeWordRequest>,
+    ) -> Reply<pb::SetCodeWordResponse> {
+        let p = principal(&request)?;
+        self.core
+            .set_code_word(
+                p.user()?,
+                p.session_id.as_deref(),
+                &request.get_ref().code_word,
+            )
+            .await?;
+        ok(pb::SetCodeWordResponse {})
+    }
+
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         let keys = self.core.jwks().await?;
         ok(pb::GetJwksResponse {
@@ -420,6 +435,13 @@ impl IdentityInternalService for Api {
     ) -> Reply<pb::RecordUsageResponse> {
         self.core.record_usage(request.get_ref()).await?;
         ok(pb::RecordUsageResponse {})
+    }
+
+    async fn verify_code_word(
+        &self,
+        request: Request<pb::VerifyCodeWordRequest>,
+    ) -> Reply<pb::VerifyCodeWordResponse> {
+        ok(self.core.verify_code_word(request.get_ref()).await?)
     }
 
     async fn rotate_signing_key(

@@ -15,8 +15,6 @@
 //! (HMAC-SHA256 with a fixed label), so a deployment works out of the box;
 //! set it explicitly to rotate the principal key independently.
 
-#![allow(dead_code)] // Work in progress: some rules are not wired to methods yet.
-
 pub mod accounts;
 mod api;
 mod core;

@@ -178,4 +178,97 @@ impl Core {
         session.auth_time = now.millis();
         Ok((self.access_token(&session, None).await?, n))
     }
+
+    /// SetCodeWord (recent authentication).
+    pub(crate) async fn set_code_word(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        word: &str,
+    ) -> Result<(), Error> {
+        let session = self.own_session(user_id, session_id).await?;
+        self.require_recent(&session)?;
+        let word = crate::domain::credentials::normalise_code_word(word)
+            .ok_or_else(|| invalid("CODE_WORD_INVALID", "code_word", "must be 4–64 characters"))?;
+        let hash = self.hasher.hash(word).await?;
+        exec(
+            &self.db,
+            "UPDATE identity_users SET code_word_hash = $1, update_time = $2 WHERE id = $3",
+            vec![hash.into(), self.now().millis().into(), user_id.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// VerifyCodeWord: at most 5 failed checks per user per hour; audited.
+    pub(crate) async fn verify_code_word(
+        &self,
+        r: &pb::VerifyCodeWordRequest,
+    ) -> Result<pb::VerifyCodeWordResponse, Error> {
+        if r.staff_user_id.trim().is_empty() {
+            return Err(invalid(
+                "STAFF_USER_ID_REQUIRED",
+                "staff_user_id",
+                "required",
+            ));
+        }
+        let user_id = tenancy_runtime::ids::parse_id("user_id", &r.user_id)
+            .map_err(|_| Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found"))?;
+        let row = one(
+            &self.db,
+            "SELECT code_word_hash FROM identity_users WHERE id = $1",
+            vec![user_id.clone().into()],
+        )
+        .await?
+        .ok_or_else(|| Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found"))?;
+        let hash: Option<String> = get(&row, "code_word_hash")?;
+        let now = self.now();
+        let hour_ago = now.minus(std::time::Duration::from_secs(3600)).millis();
+        let failures = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM identity_code_word_checks WHERE user_id = $1 AND matched = FALSE AND time > $2",
+            vec![user_id.clone().into(), hour_ago.into()],
+        )
+        .await?
+        .map(|r| get::<i64>(&r, "n"))
+        .transpose()?
+        .unwrap_or(0);
+        if failures >= 5 {
+            return Err(Error::throttled(
+                "CODE_WORD_ATTEMPTS_EXCEEDED",
+                std::time::Duration::from_secs(3600),
+            ));
+        }
+        let set = hash.is_some();
+        let matched = match (
+            hash,
+            crate::domain::credentials::normalise_code_word(&r.code_word),
+        ) {
+            (Some(h), Some(w)) => self.hasher.verify(w, Some(h)).await?.0,
+            (h, _) => {
+                // Same work whether or not a word is set.
+                let _ = self.hasher.verify(r.code_word.clone(), h).await?;
+                false
+            }
+        };
+        exec(
+            &self.db,
+            "INSERT INTO identity_code_word_checks (id, user_id, staff_user_id, account_id, time, matched)              VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                tenancy_runtime::ids::new_id().into(),
+                user_id.into(),
+                r.staff_user_id.clone().into(),
+                r.account_id.clone().into(),
+                now.millis().into(),
+                matched.into(),
+            ],
+        )
+        .await?;
+        let used = failures + i64::from(!matched);
+        Ok(pb::VerifyCodeWordResponse {
+            r#match: matched,
+            code_word_set: set,
+            remaining_attempts: i32::try_from((5 - used).max(0)).unwrap_or(0),
+        })
+    }
 }

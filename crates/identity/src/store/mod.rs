@@ -38,8 +38,3 @@ pub(crate) async fn one<C: ConnectionTrait>(
 pub(crate) fn get<T: TryGetable>(row: &QueryResult, column: &str) -> Result<T, DbErr> {
     row.try_get::<T>("", column)
 }
-
-/// Whether the connection is PostgreSQL (for `FOR UPDATE`).
-pub(crate) fn is_postgres<C: ConnectionTrait>(c: &C) -> bool {
-    c.get_database_backend() == sea_orm::DbBackend::Postgres
-}

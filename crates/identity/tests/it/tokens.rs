@@ -430,3 +430,75 @@ async fn staff_is_granted_and_revoked_by_email_with_a_revocation_event() {
         .unwrap_err();
     assert_eq!(reason(&e), "USER_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
+    let env = Env::start("codeword").await;
+    let user = env.verified_user("quinn@example.com").await;
+    let s = env.login("quinn@example.com").await;
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let e = c
+        .set_code_word(SetCodeWordRequest {
+            code_word: "abc".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "CODE_WORD_INVALID");
+    c.set_code_word(SetCodeWordRequest {
+        code_word: "Blue  Moon".into(),
+    })
+    .await
+    .unwrap();
+    let staff = uuid::Uuid::now_v7().to_string();
+    let check = |word: &str| VerifyCodeWordRequest {
+        user_id: user.clone(),
+        code_word: word.into(),
+        staff_user_id: staff.clone(),
+        account_id: String::new(),
+    };
+    let mut internal = env.internal();
+    let ok = internal
+        .verify_code_word(check(" blue moon "))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.r#match && ok.code_word_set);
+    for _ in 0..5 {
+        let r = internal
+            .verify_code_word(check("red sun"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.r#match);
+    }
+    let e = internal
+        .verify_code_word(check("blue moon"))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "CODE_WORD_ATTEMPTS_EXCEEDED");
+    env.advance(Duration::from_secs(3601));
+    assert!(
+        internal
+            .verify_code_word(check("blue moon"))
+            .await
+            .unwrap()
+            .into_inner()
+            .r#match
+    );
+    let e = internal
+        .verify_code_word(VerifyCodeWordRequest {
+            staff_user_id: String::new(),
+            ..check("x")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "STAFF_USER_ID_REQUIRED");
+    // Setting it needs a recent authentication.
+    let e = c
+        .set_code_word(SetCodeWordRequest {
+            code_word: "green tree".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+}
