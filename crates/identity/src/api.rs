@@ -331,6 +331,43 @@ impl IdentityService for Api {
         ok(pb::SetCodeWordResponse {})
     }
 
+    async fn list_member_sessions(
+        &self,
+        request: Request<pb::ListMemberSessionsRequest>,
+    ) -> Reply<pb::ListMemberSessionsResponse> {
+        let p = principal(&request)?;
+        let account = p.account()?;
+        let member = tenancy_runtime::ids::parse_id("user_id", &request.get_ref().user_id)
+            .map_err(|e| Error {
+                reason: "USER_ID_INVALID",
+                ..e
+            })?;
+        let sessions = self
+            .core
+            .list_sessions(&member, None, Some(account))
+            .await?;
+        ok(pb::ListMemberSessionsResponse {
+            sessions,
+            next_page_token: String::new(),
+        })
+    }
+
+    async fn revoke_member_sessions(
+        &self,
+        request: Request<pb::RevokeMemberSessionsRequest>,
+    ) -> Reply<pb::RevokeMemberSessionsResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let (sessions, tokens) = self
+            .core
+            .revoke_member_sessions(p.user()?, p.account()?, &r.user_id, r.revoke_api_tokens)
+            .await?;
+        ok(pb::RevokeMemberSessionsResponse {
+            revoked_session_count: i32::try_from(sessions).unwrap_or(i32::MAX),
+            revoked_api_token_count: i32::try_from(tokens).unwrap_or(i32::MAX),
+        })
+    }
+
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         let keys = self.core.jwks().await?;
         ok(pb::GetJwksResponse {
@@ -471,6 +508,3 @@ impl IdentityInternalService for Api {
         ok(pb::SetInitialPasswordResponse { user: Some(user) })
     }
 }
-
-#[allow(dead_code)]
-fn unused(_: Error) {}

@@ -271,4 +271,57 @@ impl Core {
             remaining_attempts: i32::try_from((5 - used).max(0)).unwrap_or(0),
         })
     }
+
+    /// RevokeMemberSessions: ends the member's sessions in the caller's
+    /// account, refuses their earlier tokens for it, optionally API tokens.
+    pub(crate) async fn revoke_member_sessions(
+        &self,
+        owner: &str,
+        account_id: &str,
+        member: &str,
+        api_tokens: bool,
+    ) -> Result<(i64, i64), Error> {
+        let member = tenancy_runtime::ids::parse_id("user_id", member).map_err(|e| Error {
+            reason: "USER_ID_INVALID",
+            ..e
+        })?;
+        let tx = self.db.begin().await?;
+        self.append_revocation(
+            &tx,
+            Revocation::UserAccount {
+                user_id: member.clone(),
+                account_id: account_id.to_owned(),
+                cutoff: cutoff(self.now()),
+            },
+            pb::RevocationReason::RevokedByOwner,
+        )
+        .await?;
+        let sessions: Vec<String> = all(
+            &tx,
+            "SELECT id FROM identity_sessions WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL",
+            vec![member.clone().into(), account_id.into()],
+        )
+        .await?
+        .iter()
+        .map(|r| get::<String>(r, "id"))
+        .collect::<Result<_, _>>()?;
+        let n = self
+            .end_sessions(
+                &tx,
+                &sessions,
+                &member,
+                pb::RevocationReason::RevokedByOwner,
+            )
+            .await?;
+        let tokens = if api_tokens {
+            self.revoke_api_tokens_of(&tx, &member, account_id, owner)
+                .await?
+                .0
+        } else {
+            0
+        };
+        tx.commit().await?;
+        self.notify_revocations();
+        Ok((n, tokens))
+    }
 }

@@ -393,3 +393,66 @@ async fn sessions_are_listed_and_revoked_individually_or_all_but_current() {
     assert_eq!(listed[0].id, a.session_id);
     let _ = d;
 }
+
+#[tokio::test]
+async fn owners_see_and_end_a_members_sessions_in_their_account_only() {
+    let env = Env::start("membersessions").await;
+    let owner = env.verified_user("olga@example.com").await;
+    let member = env.verified_user("mia@example.com").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let other = uuid::Uuid::now_v7().to_string();
+    env.members.add(&member, &account);
+    env.members.add(&member, &other);
+    let s1 = env.login("mia@example.com").await;
+    let s2 = env.login("mia@example.com").await;
+    env.in_session(&member, &s1.session_id, None)
+        .switch_account(SwitchAccountRequest {
+            account_id: account.clone(),
+        })
+        .await
+        .unwrap();
+    env.in_session(&member, &s2.session_id, None)
+        .switch_account(SwitchAccountRequest {
+            account_id: other.clone(),
+        })
+        .await
+        .unwrap();
+    let so = env.login("olga@example.com").await;
+    let mut principal = tenancy_testkit::member(&owner, &account, tenancy_testkit::Role::Owner);
+    principal.session_id = Some(so.session_id);
+    let mut c = env.as_principal(principal);
+    let listed = c
+        .list_member_sessions(ListMemberSessionsRequest {
+            user_id: member.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, s1.session_id);
+    let r = c
+        .revoke_member_sessions(RevokeMemberSessionsRequest {
+            user_id: member.clone(),
+            revoke_api_tokens: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.revoked_session_count, 1);
+    let mut anon = env.anonymous("198.51.100.7");
+    let e = anon
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s1.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    // The session in the other account is untouched.
+    anon.refresh_session(RefreshSessionRequest {
+        refresh_token: s2.refresh_token,
+    })
+    .await
+    .unwrap();
+}
