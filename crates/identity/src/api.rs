@@ -368,6 +368,66 @@ impl IdentityService for Api {
         })
     }
 
+    async fn list_login_events(
+        &self,
+        request: Request<pb::ListLoginEventsRequest>,
+    ) -> Reply<pb::ListLoginEventsResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let limit = tenancy_runtime::ids::page_size(r.page_size)?;
+        let ts = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref().map(tenancy_runtime::Timestamp::from_proto)
+        };
+        let login_events = self
+            .core
+            .login_events(
+                p.user()?,
+                None,
+                ts(&r.start_time),
+                ts(&r.end_time),
+                &r.methods,
+                &r.outcomes,
+                limit,
+            )
+            .await?;
+        ok(pb::ListLoginEventsResponse {
+            login_events,
+            next_page_token: String::new(),
+        })
+    }
+
+    async fn list_member_login_events(
+        &self,
+        request: Request<pb::ListMemberLoginEventsRequest>,
+    ) -> Reply<pb::ListMemberLoginEventsResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let member = tenancy_runtime::ids::parse_id("user_id", &r.user_id).map_err(|e| Error {
+            reason: "USER_ID_INVALID",
+            ..e
+        })?;
+        let limit = tenancy_runtime::ids::page_size(r.page_size)?;
+        let ts = |t: &Option<prost_types::Timestamp>| {
+            t.as_ref().map(tenancy_runtime::Timestamp::from_proto)
+        };
+        let login_events = self
+            .core
+            .login_events(
+                &member,
+                Some(p.account()?),
+                ts(&r.start_time),
+                ts(&r.end_time),
+                &r.methods,
+                &r.outcomes,
+                limit,
+            )
+            .await?;
+        ok(pb::ListMemberLoginEventsResponse {
+            login_events,
+            next_page_token: String::new(),
+        })
+    }
+
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         let keys = self.core.jwks().await?;
         ok(pb::GetJwksResponse {

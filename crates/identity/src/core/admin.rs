@@ -324,4 +324,65 @@ impl Core {
         self.notify_revocations();
         Ok((n, tokens))
     }
+
+    /// ListLoginEvents / ListMemberLoginEvents (newest first, one page).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn login_events(
+        &self,
+        user_id: &str,
+        account: Option<&str>,
+        start: Option<Timestamp>,
+        end: Option<Timestamp>,
+        methods: &[i32],
+        outcomes: &[i32],
+        limit: u64,
+    ) -> Result<Vec<pb::LoginEvent>, Error> {
+        if let (Some(s), Some(e)) = (start, end)
+            && s > e
+        {
+            return Err(invalid(
+                "TIME_RANGE_INVALID",
+                "start_time",
+                "after end_time",
+            ));
+        }
+        let rows = all(
+            &self.db,
+            "SELECT id, user_id, account_id, session_id, time, ip, user_agent, method, outcome              FROM identity_login_events WHERE user_id = $1 AND ($2 = '' OR account_id = $2)              AND time >= $3 AND time < $4 ORDER BY time DESC, id DESC",
+            vec![
+                user_id.into(),
+                account.unwrap_or_default().into(),
+                start.map_or(i64::MIN, |t| t.millis()).into(),
+                end.map_or(i64::MAX, |t| t.millis()).into(),
+            ],
+        )
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let method: i32 = get(&r, "method")?;
+            let outcome: i32 = get(&r, "outcome")?;
+            if (!methods.is_empty() && !methods.contains(&method))
+                || (!outcomes.is_empty() && !outcomes.contains(&outcome))
+            {
+                continue;
+            }
+            let ua: String = get(&r, "user_agent")?;
+            out.push(pb::LoginEvent {
+                id: get(&r, "id")?,
+                user_id: get(&r, "user_id")?,
+                account_id: get(&r, "account_id")?,
+                session_id: get(&r, "session_id")?,
+                time: Some(Timestamp(get(&r, "time")?).to_proto()),
+                ip_address: get(&r, "ip")?,
+                device: crate::domain::profile::device(&ua),
+                user_agent: ua,
+                method,
+                outcome,
+            });
+            if out.len() as u64 >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
 }

@@ -411,3 +411,48 @@ async fn emergency_rotation_withdraws_the_old_key_and_normal_rotation_publishes_
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].kid, e.new_key.unwrap().kid);
 }
+
+#[tokio::test]
+async fn every_login_attempt_of_a_known_user_is_in_the_login_history() {
+    let env = Env::start("history").await;
+    let user = env.verified_user("ida@example.com").await;
+    let mut c = env.anonymous("198.51.100.9");
+    c.login(login("ida@example.com", "wrong password here"))
+        .await
+        .unwrap_err();
+    let s = session(&env, "ida@example.com").await;
+    let events = env
+        .in_session(&user, &s.session_id, None)
+        .list_login_events(ListLoginEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .login_events;
+    let outcomes: Vec<i32> = events.iter().map(|e| e.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            LoginOutcome::Success as i32,
+            LoginOutcome::FailureBadCredentials as i32
+        ]
+    );
+    assert_eq!(events[1].ip_address, "198.51.100.9");
+    assert_eq!(events[1].method, LoginMethod::Password as i32);
+    assert_eq!(events[1].device, "Firefox on Linux");
+    let e = env
+        .in_session(&user, &s.session_id, None)
+        .list_login_events(ListLoginEventsRequest {
+            start_time: Some(prost_types::Timestamp {
+                seconds: 10,
+                nanos: 0,
+            }),
+            end_time: Some(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "TIME_RANGE_INVALID");
+}
