@@ -428,6 +428,46 @@ impl IdentityService for Api {
         })
     }
 
+    async fn disable_totp(
+        &self,
+        request: Request<pb::DisableTotpRequest>,
+    ) -> Reply<pb::DisableTotpResponse> {
+        let p = principal(&request)?;
+        let (password, code) = match &request.get_ref().proof {
+            Some(pb::disable_totp_request::Proof::Password(pw)) => (Some(pw.as_str()), None),
+            Some(pb::disable_totp_request::Proof::TotpCode(c)) => (None, Some(c.as_str())),
+            None => (None, None),
+        };
+        let token = self
+            .core
+            .disable_totp(p.user()?, p.session_id.as_deref(), password, code)
+            .await?;
+        ok(pb::DisableTotpResponse {
+            access_token: Some(token),
+        })
+    }
+
+    async fn regenerate_recovery_codes(
+        &self,
+        request: Request<pb::RegenerateRecoveryCodesRequest>,
+    ) -> Reply<pb::RegenerateRecoveryCodesResponse> {
+        let p = principal(&request)?;
+        let (password, code) = match &request.get_ref().proof {
+            Some(pb::regenerate_recovery_codes_request::Proof::Password(pw)) => {
+                (Some(pw.as_str()), None)
+            }
+            Some(pb::regenerate_recovery_codes_request::Proof::TotpCode(c)) => {
+                (None, Some(c.as_str()))
+            }
+            None => (None, None),
+        };
+        let recovery_codes = self
+            .core
+            .regenerate_recovery_codes(p.user()?, password, code)
+            .await?;
+        ok(pb::RegenerateRecoveryCodesResponse { recovery_codes })
+    }
+
     async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         let keys = self.core.jwks().await?;
         ok(pb::GetJwksResponse {

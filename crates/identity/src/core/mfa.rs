@@ -602,4 +602,121 @@ impl Core {
         self.notify_revocations();
         Ok(n)
     }
+
+    /// The proof of DisableTotp / RegenerateRecoveryCodes: the password or
+    /// a current TOTP code (attempt-limited).
+    async fn prove(
+        &self,
+        user_id: &str,
+        password: Option<&str>,
+        code: Option<&str>,
+    ) -> Result<String, Error> {
+        let sealed = self
+            .totp_secret_of(user_id)
+            .await?
+            .ok_or_else(|| Error::failed_precondition("TOTP_NOT_ENABLED", "2FA is not on"))?;
+        let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
+        if let Some(until) = self.throttled(&keys).await? {
+            let wait =
+                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
+            return Err(Error::throttled(
+                "TOO_MANY_ATTEMPTS",
+                std::time::Duration::from_millis(wait),
+            ));
+        }
+        let result = match (password, code) {
+            (Some(p), _) => {
+                let hash = one(
+                    &self.db,
+                    "SELECT password_hash FROM identity_users WHERE id = $1",
+                    vec![user_id.into()],
+                )
+                .await?
+                .map(|r| get::<Option<String>>(&r, "password_hash"))
+                .transpose()?
+                .flatten();
+                if self.hasher.verify(normalise(p), hash).await?.0 {
+                    Ok(())
+                } else {
+                    Err(invalid("WRONG_PASSWORD", "password", "wrong password"))
+                }
+            }
+            (None, Some(c)) => {
+                self.spend_totp(&self.db, user_id, &sealed, c, "totp_code")
+                    .await
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "PROOF_REQUIRED",
+                    "proof",
+                    "give the password or a TOTP code",
+                ));
+            }
+        };
+        if let Err(e) = result {
+            self.record_failure(&keys).await?;
+            return Err(e);
+        }
+        Ok(sealed)
+    }
+
+    /// DisableTotp.
+    pub(crate) async fn disable_totp(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        password: Option<&str>,
+        code: Option<&str>,
+    ) -> Result<pb::AccessToken, Error> {
+        let mut session = self.own_session(user_id, session_id).await?;
+        self.prove(user_id, password, code).await?;
+        let now = self.now();
+        let cut = super::revocations::cutoff(now);
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            "UPDATE identity_users SET totp_secret = NULL, update_time = $1 WHERE id = $2",
+            vec![now.millis().into(), user_id.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "DELETE FROM identity_recovery_codes WHERE user_id = $1",
+            vec![user_id.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE identity_sessions SET amr = 'pwd' WHERE user_id = $1",
+            vec![user_id.into()],
+        )
+        .await?;
+        self.append_revocation(
+            &tx,
+            super::revocations::Revocation::UserTokensBefore {
+                user_id: user_id.to_owned(),
+                cutoff: cut,
+            },
+            pb::RevocationReason::TotpDisabled,
+        )
+        .await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        session.amr = vec!["pwd".into()];
+        self.access_token(&session, Some(cut)).await
+    }
+
+    /// RegenerateRecoveryCodes.
+    pub(crate) async fn regenerate_recovery_codes(
+        &self,
+        user_id: &str,
+        password: Option<&str>,
+        code: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        self.prove(user_id, password, code).await?;
+        let tx = self.db.begin().await?;
+        let codes = self.store_recovery_codes(&tx, user_id).await?;
+        tx.commit().await?;
+        Ok(codes)
+    }
 }

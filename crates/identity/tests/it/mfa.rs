@@ -456,3 +456,68 @@ async fn owners_see_and_end_a_members_sessions_in_their_account_only() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones() {
+    let env = Env::start("disabletotp").await;
+    let (user, secret, old_codes) = enrolled(&env, "jim@example.com").await;
+    let t = challenge(&env, "jim@example.com").await;
+    let s = env
+        .anonymous("198.51.100.7")
+        .complete_mfa(answer(
+            &t,
+            SecondFactor::TotpCode(code(&secret, now_s(&env))),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let e = c
+        .regenerate_recovery_codes(RegenerateRecoveryCodesRequest { proof: None })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "PROOF_REQUIRED");
+    let new_codes = c
+        .regenerate_recovery_codes(RegenerateRecoveryCodesRequest {
+            proof: Some(regenerate_recovery_codes_request::Proof::Password(
+                PASSWORD.into(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .recovery_codes;
+    assert_eq!(new_codes.len(), 10);
+    let t = challenge(&env, "jim@example.com").await;
+    let e = env
+        .anonymous("198.51.100.7")
+        .complete_mfa(answer(&t, SecondFactor::RecoveryCode(old_codes[0].clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+    let e = c
+        .disable_totp(DisableTotpRequest {
+            proof: Some(disable_totp_request::Proof::Password(
+                "wrong password here".into(),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "WRONG_PASSWORD");
+    c.disable_totp(DisableTotpRequest {
+        proof: Some(disable_totp_request::Proof::Password(PASSWORD.into())),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .disable_totp(DisableTotpRequest {
+            proof: Some(disable_totp_request::Proof::Password(PASSWORD.into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "TOTP_NOT_ENABLED");
+    // Logins no longer ask for a second factor.
+    env.login("jim@example.com").await;
+}
