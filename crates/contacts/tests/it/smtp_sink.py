@@ -1,6 +1,6 @@
 """A tiny SMTP sink for the contacts tests and benchmark.
 
-Usage: python3 smtp_sink.py PORT DIR
+Usage: python3 smtp_sink.py PORT DIR [raw]
 Accepts every message on 127.0.0.1:PORT and writes it to DIR as one JSON
 file (message_id, to, subject, text, html), decoded with the standard
 email package. Prints "ready" once listening; runs until killed.
@@ -17,8 +17,10 @@ from aiosmtpd.controller import Controller
 
 
 class Sink:
-    def __init__(self, outdir):
+    def __init__(self, outdir, raw):
         self.outdir = outdir
+        self.raw = raw
+        self.count = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("reject"):
@@ -27,6 +29,12 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.raw:
+            # Benchmark mode: keep the raw message, skip MIME parsing.
+            self.count += 1
+            with open(os.path.join(self.outdir, "%08d.eml" % self.count), "wb") as f:
+                f.write(envelope.original_content or envelope.content)
+            return "250 OK"
         message = email.message_from_bytes(envelope.original_content or envelope.content,
                                            policy=email.policy.default)
         text = message.get_body(preferencelist=("plain",))
@@ -51,7 +59,8 @@ def main():
     port = int(sys.argv[1])
     outdir = sys.argv[2]
     os.makedirs(outdir, exist_ok=True)
-    controller = Controller(Sink(outdir), hostname="127.0.0.1", port=port)
+    raw = len(sys.argv) > 3 and sys.argv[3] == "raw"
+    controller = Controller(Sink(outdir, raw), hostname="127.0.0.1", port=port)
     controller.start()
     print("ready", flush=True)
     threading.Event().wait()
