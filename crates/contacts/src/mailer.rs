@@ -11,7 +11,7 @@ use tenancy_runtime::config::{ConfigError, redact_url};
 use crate::store::entities::outbox_message as msg;
 
 /// Concurrent SMTP connections (and deliveries in flight).
-pub const SMTP_CONNECTIONS: u32 = 8;
+pub const SMTP_CONNECTIONS: u32 = 16;
 
 /// How one delivery attempt failed.
 #[derive(Debug, Clone)]

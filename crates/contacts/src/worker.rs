@@ -18,7 +18,7 @@ use crate::store::outbox::{self, Outcome};
 /// How often the worker looks for due messages when nothing woke it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Messages claimed per round.
-const BATCH: u64 = 64;
+const BATCH: u64 = 128;
 
 /// The delivery worker of one service instance.
 pub struct Worker {
