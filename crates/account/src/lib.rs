@@ -75,6 +75,7 @@ impl TenancyService for AccountService {
             self.peers.clone(),
             self.context.config.clone(),
             notify,
+            shutdown.clone(),
         );
         let job = tokio::spawn(reminders::run(
             self.db.clone(),

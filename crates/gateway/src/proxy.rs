@@ -259,7 +259,14 @@ impl Gateway {
                 }
             });
         }
-        graceful.shutdown().await;
+        // Streams through the gateway never end by themselves: after the
+        // grace period the rest are cut off.
+        if tokio::time::timeout(tenancy_runtime::server::SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over; cutting remaining calls");
+        }
         Ok(())
     }
 

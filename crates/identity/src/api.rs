@@ -21,11 +21,13 @@ use crate::domain::profile::truncate_user_agent;
 #[derive(Clone)]
 pub(crate) struct Api {
     core: Arc<Core>,
+    /// Ends Watch streams when the server stops.
+    shutdown: tenancy_runtime::shutdown::Shutdown,
 }
 
 impl Api {
-    pub(crate) fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub(crate) fn new(core: Arc<Core>, shutdown: tenancy_runtime::shutdown::Shutdown) -> Self {
+        Self { core, shutdown }
     }
 }
 
@@ -521,7 +523,10 @@ impl IdentityInternalService for Api {
     > {
         let from = request.into_inner().from_position;
         let stream = self.core.clone().watch_revocations(from).await?;
-        Ok(Response::new(stream))
+        Ok(Response::new(tenancy_runtime::shutdown::until_shutdown(
+            stream,
+            self.shutdown.clone(),
+        )))
     }
 
     async fn revoke_account_access(

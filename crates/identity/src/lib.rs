@@ -65,7 +65,7 @@ impl TenancyService for IdentityService {
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
-        let api = api::Api::new(self.core.clone());
+        let api = api::Api::new(self.core.clone(), shutdown.clone());
         let routes = tonic::service::Routes::new(
             IdentityServiceServer::new(api.clone())
                 .max_decoding_message_size(limit)

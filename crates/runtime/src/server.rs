@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tenancy_proto::auth::{Audience, Role};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 
@@ -60,17 +59,37 @@ pub async fn serve(
     }
     let (reflection_v1, reflection_v1alpha) = reflection(service_names)?;
 
-    tonic::transport::Server::builder()
+    let shutdown = futures::FutureExt::shared(shutdown);
+    let server = tonic::transport::Server::builder()
         .timeout(options.request_timeout)
         .layer(PrincipalLayer::new(&options))
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(Error::internal)
+        // Without TCP_NODELAY, a response's headers, data and trailers wait
+        // on Nagle's algorithm and the client's delayed ACK: ~40 ms a call.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.clone(),
+        );
+    // Graceful shutdown waits for in-flight calls, and a Watch stream never
+    // ends by itself: after the grace period the rest are cut off (clients
+    // resume their streams elsewhere).
+    tokio::select! {
+        served = server => served.map_err(Error::internal),
+        () = async {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("shutdown grace period over; cutting remaining calls");
+            Ok(())
+        }
+    }
 }
+
+/// How long in-flight calls may finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Reflection for `service_names` and health, in both protocol versions.
 pub fn reflection(

@@ -63,3 +63,28 @@ pub async fn signal() {
     }
     tracing::info!("shutdown signal received");
 }
+
+/// A boxed gRPC response stream.
+pub type ResponseStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// Ends `stream` with UNAVAILABLE once shutdown starts. Watch streams never
+/// end by themselves; without this a graceful shutdown would wait for them,
+/// and clients would not learn to reconnect elsewhere.
+pub fn until_shutdown<T: Send + 'static>(
+    stream: impl futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static,
+    shutdown: Shutdown,
+) -> ResponseStream<T> {
+    use futures::StreamExt as _;
+    let flag = shutdown.clone();
+    let farewell = futures::stream::once(async move { flag.is_triggered() }).filter_map(
+        |stopped| async move {
+            stopped.then(|| {
+                Err(tonic::Status::unavailable(
+                    "server shutting down; reconnect",
+                ))
+            })
+        },
+    );
+    Box::pin(stream.take_until(shutdown.wait()).chain(farewell))
+}

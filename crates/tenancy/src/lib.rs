@@ -72,6 +72,18 @@ impl Running {
             .map(|(_, a)| *a)
     }
 
+    /// A record of where parts listen, running nothing (for tests that
+    /// start parts separately and hand helpers one view of them).
+    pub fn listing(services: Vec<(ServiceName, SocketAddr)>) -> Self {
+        let (trigger, _) = shutdown::channel();
+        Self {
+            gateway: None,
+            services,
+            trigger,
+            tasks: JoinSet::new(),
+        }
+    }
+
     /// A handle that stops everything.
     pub fn shutdown_handle(&self) -> Shutdown {
         self.trigger.subscribe()

@@ -34,6 +34,8 @@ pub(crate) struct Api {
     /// Woken after every commit that appended to the policy log, so local
     /// WatchPolicies streams send at once (other replicas poll).
     policy_changed: Arc<Notify>,
+    /// Ends WatchPolicies streams when the server stops.
+    shutdown: tenancy_runtime::shutdown::Shutdown,
 }
 
 /// The caller of an account method, checked against live membership.
@@ -55,6 +57,7 @@ impl Api {
         peers: Peers,
         config: Arc<Config>,
         policy_changed: Arc<Notify>,
+        shutdown: tenancy_runtime::shutdown::Shutdown,
     ) -> Self {
         Self {
             db,
@@ -62,6 +65,7 @@ impl Api {
             peers,
             config,
             policy_changed,
+            shutdown,
         }
     }
 
@@ -652,7 +656,11 @@ impl pb::account_internal_service_server::AccountInternalService for Api {
         &self,
         r: tonic::Request<pb::WatchPoliciesRequest>,
     ) -> R<watch::PolicyStream> {
-        ok(self.do_watch_policies(r.into_inner()).await?)
+        let stream = self.do_watch_policies(r.into_inner()).await?;
+        ok(tenancy_runtime::shutdown::until_shutdown(
+            stream,
+            self.shutdown.clone(),
+        ))
     }
     async fn check_support_access(
         &self,

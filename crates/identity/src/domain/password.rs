@@ -160,10 +160,45 @@ impl Hasher {
             .acquire()
             .await
             .map_err(|e| Error::internal(format_args!("hasher closed: {e}")))?;
-        tokio::task::spawn_blocking(work)
+        tokio::task::spawn_blocking(move || at_idle_priority(work))
             .await
             .map_err(|e| Error::internal(format_args!("hasher task: {e}")))?
     }
+}
+
+/// Runs `work` with the thread at idle scheduling priority (Linux
+/// SCHED_IDLE), then restores it. argon2 then uses every cycle the request
+/// path leaves but never delays it: while logins saturate the CPU, cheap
+/// calls like GetMe still get a core at once. Where the policy cannot be set,
+/// the work runs at normal priority.
+fn at_idle_priority<T>(work: impl FnOnce() -> T) -> T {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::ThreadPriority;
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let id = thread_native_id();
+        let lowered = set_thread_priority_and_policy(
+            id,
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+        .is_ok();
+        let result = work();
+        if lowered {
+            // The blocking pool's threads serve other work afterwards.
+            let _ = set_thread_priority_and_policy(
+                id,
+                ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+            );
+        }
+        result
+    }
+    #[cfg(not(target_os = "linux"))]
+    work()
 }
 
 fn argon(p: HashParams) -> Result<Argon2<'static>, String> {

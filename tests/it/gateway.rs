@@ -1,0 +1,723 @@
+//! The gateway against the real suite: every refusal of issue 6 that needs
+//! live identity and account state, over real gRPC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tenancy::{Part, Running, start};
+use tenancy_proto::account::account_service_client::AccountServiceClient;
+use tenancy_proto::account::{
+    AcceptInvitationRequest, AccessScope, Account, AccountType, CreateAccountRequest,
+    GetAccountRequest, InviteMemberRequest, PostalAddress, SecuritySettings, ServiceAccess,
+    SuspendMemberRequest, UpdateSecuritySettingsRequest,
+};
+use tenancy_proto::auth::Role;
+use tenancy_proto::contacts::ListOutboxMessagesRequest;
+use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
+use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_proto::identity::login_response::Outcome;
+use tenancy_proto::identity::{
+    CreateApiTokenRequest, GetMeRequest, LoginRequest, LogoutRequest, SignUpRequest,
+    SwitchAccountRequest, VerifyEmailRequest,
+};
+use tenancy_runtime::config::{Config, ServiceName};
+use tenancy_runtime::error::reason_of;
+use tenancy_runtime::{Principal, SystemClock};
+use tenancy_testkit::{Caller, TestDatabase, test_config};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Suite {
+    running: Running,
+    gateway: Channel,
+}
+
+/// A `Bearer` token on every call.
+#[derive(Clone)]
+struct Bearer(String, Vec<(&'static str, String)>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let value: MetadataValue<_> = format!("Bearer {}", self.0)
+            .parse()
+            .map_err(|_| tonic::Status::internal("bad token"))?;
+        request.metadata_mut().insert("authorization", value);
+        for (key, value) in &self.1 {
+            if let Ok(v) = value.parse() {
+                request.metadata_mut().insert(*key, v);
+            }
+        }
+        Ok(request)
+    }
+}
+
+fn bearer(token: &str) -> Bearer {
+    Bearer(token.to_owned(), Vec::new())
+}
+
+async fn channel(address: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+impl Suite {
+    async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDatabase::new("gateway").await;
+        let mut config = test_config(&db);
+        // Cheap hashing: these tests are about the gateway.
+        config.auth.argon2_memory_kib = 1024;
+        config.auth.argon2_iterations = 1;
+        config.gateway.public_rate_per_minute = 600;
+        config.gateway.public_burst = 200;
+        tweak(&mut config);
+        let running = start(config, Part::All, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        let gateway = channel(running.gateway.unwrap()).await;
+        let suite = Self { running, gateway };
+        suite.wait_ready().await;
+        suite
+    }
+
+    async fn wait_ready(&self) {
+        use tonic_health::pb::{
+            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = HealthClient::new(self.gateway.clone())
+                .check(HealthCheckRequest::default())
+                .await
+                .map(|r| r.into_inner().status());
+            if status.ok() == Some(ServingStatus::Serving) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn identity(
+        &self,
+        token: &str,
+    ) -> IdentityServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>
+    {
+        IdentityServiceClient::with_interceptor(self.gateway.clone(), bearer(token))
+    }
+
+    fn account(
+        &self,
+        token: &str,
+    ) -> AccountServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>
+    {
+        AccountServiceClient::with_interceptor(self.gateway.clone(), bearer(token))
+    }
+
+    /// The `token=` of the last link sent to `email` under `key`.
+    async fn emailed_token(&self, email: &str, key: &str) -> String {
+        let contacts = self.running.service(ServiceName::Contacts).unwrap();
+        let mut client = ContactsInternalServiceClient::with_interceptor(
+            channel(contacts).await,
+            Caller::new(Principal::service("test"), Arc::new(SystemClock)),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let messages = client
+                .list_outbox_messages(ListOutboxMessagesRequest {
+                    to_email: email.to_owned(),
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .messages;
+            if let Some(url) = messages.iter().rev().find_map(|m| m.template_data.get(key)) {
+                return url.split("token=").nth(1).unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "no {key} emailed to {email}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Signs up, verifies and logs in through the gateway; returns the
+    /// access token.
+    async fn user(&self, email: &str) -> String {
+        let mut anonymous = IdentityServiceClient::new(self.gateway.clone());
+        anonymous
+            .sign_up(SignUpRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                name: "Gateway Test".into(),
+            })
+            .await
+            .unwrap();
+        let token = self.emailed_token(email, "verify_url").await;
+        anonymous
+            .verify_email(VerifyEmailRequest { token })
+            .await
+            .unwrap();
+        self.login(email).await
+    }
+
+    async fn login(&self, email: &str) -> String {
+        let response = IdentityServiceClient::new(self.gateway.clone())
+            .login(LoginRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match response.outcome.unwrap() {
+            Outcome::Session(s) => s.access_token.unwrap().token,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Creates an account as the holder of `token` and returns the account
+    /// id and a token selecting it.
+    async fn account_of(&self, token: &str) -> (String, String) {
+        let account = self
+            .account(token)
+            .create_account(CreateAccountRequest {
+                account: Some(Account {
+                    r#type: AccountType::Individual as i32,
+                    name: "Ada Lovelace".into(),
+                    legal_name: "Ada Lovelace".into(),
+                    country_code: "GB".into(),
+                    address: Some(PostalAddress {
+                        lines: vec!["12 St James's Square".into()],
+                        city: "London".into(),
+                        postal_code: "SW1Y 4JH".into(),
+                        region: String::new(),
+                        country_code: "GB".into(),
+                    }),
+                    ..Default::default()
+                }),
+                idempotency_key: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .account
+            .unwrap();
+        let switched = self.switch(token, &account.id).await;
+        (account.id, switched)
+    }
+
+    async fn switch(&self, token: &str, account_id: &str) -> String {
+        let token = self
+            .identity(token)
+            .switch_account(SwitchAccountRequest {
+                account_id: account_id.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token
+            .unwrap()
+            .token;
+        // Wait until the membership has reached the gateway.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self
+            .account(&token)
+            .get_account(GetAccountRequest::default())
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "membership never reached the gateway"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        token
+    }
+
+    /// Invites `email` with `role` into the account of `owner_token`; the
+    /// invitee (already a user) accepts; returns their account token.
+    async fn member(&self, owner_token: &str, account_id: &str, email: &str, role: Role) -> String {
+        let member_token = self.user(email).await;
+        self.account(owner_token)
+            .invite_member(InviteMemberRequest {
+                email: email.into(),
+                role: role as i32,
+                access_scope: Some(AccessScope {
+                    portal_access: true,
+                    service_access: ServiceAccess::All as i32,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        let token = self.emailed_token(email, "accept_url").await;
+        AccountServiceClient::new(self.gateway.clone())
+            .accept_invitation(AcceptInvitationRequest {
+                token,
+                name: String::new(),
+                password: String::new(),
+            })
+            .await
+            .unwrap();
+        self.switch(&member_token, account_id).await
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    reason_of(status).unwrap_or_default()
+}
+
+/// Polls `call` until it fails (with `code`, when given); returns how long
+/// that took and the refusal.
+async fn refused_within<F, Fut, T>(
+    limit: Duration,
+    code: impl Into<Option<tonic::Code>>,
+    mut call: F,
+) -> (Duration, tonic::Status)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let code = code.into();
+    let started = Instant::now();
+    loop {
+        if let Err(status) = call().await
+            && code.is_none_or(|c| status.code() == c)
+        {
+            return (started.elapsed(), status);
+        }
+        assert!(started.elapsed() < limit, "not refused within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn missing_and_garbled_credentials_are_unauthenticated() {
+    let suite = Suite::start(|_| {}).await;
+    let status = IdentityServiceClient::new(suite.gateway.clone())
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (tonic::Code::Unauthenticated, "CREDENTIALS_MISSING")
+    );
+    let status = suite
+        .identity("garbage")
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (tonic::Code::Unauthenticated, "TOKEN_MALFORMED")
+    );
+    let status = suite
+        .identity("tny_notarealtoken")
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_member_token_reaches_the_service_with_its_live_role() {
+    let suite = Suite::start(|_| {}).await;
+    let token = suite.user("owner@example.com").await;
+    let me = suite
+        .identity(&token)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user.unwrap().email, "owner@example.com");
+    let (_, account_token) = suite.account_of(&token).await;
+    let account = suite
+        .account(&account_token)
+        .get_account(GetAccountRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(account.into_inner().account.unwrap().name, "Ada Lovelace");
+    // A token without a selected account cannot call ACCOUNT methods.
+    let status = suite
+        .account(&token)
+        .get_account(GetAccountRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "ACCOUNT_REQUIRED");
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_within_a_second() {
+    let suite = Suite::start(|_| {}).await;
+    let token = suite.user("leaver@example.com").await;
+    suite
+        .identity(&token)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap();
+    suite
+        .identity(&token)
+        .logout(LogoutRequest::default())
+        .await
+        .unwrap();
+    let (took, status) =
+        refused_within(Duration::from_secs(1), tonic::Code::Unauthenticated, || {
+            let mut client = suite.identity(&token);
+            async move { client.get_me(GetMeRequest::default()).await }
+        })
+        .await;
+    assert_eq!(reason(&status), "TOKEN_REVOKED", "refused after {took:?}");
+}
+
+#[tokio::test]
+async fn a_suspended_member_is_refused_within_a_second_and_roles_are_enforced() {
+    let suite = Suite::start(|_| {}).await;
+    let owner = suite.user("boss@example.com").await;
+    let (account_id, owner) = suite.account_of(&owner).await;
+    let manager = suite
+        .member(&owner, &account_id, "manager@example.com", Role::Manager)
+        .await;
+
+    // A MANAGER may read the account but not change security settings.
+    suite
+        .account(&manager)
+        .get_account(GetAccountRequest::default())
+        .await
+        .unwrap();
+    let status = suite
+        .account(&manager)
+        .update_security_settings(UpdateSecuritySettingsRequest {
+            settings: Some(SecuritySettings::default()),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["enforce_mfa".into()],
+            }),
+            force: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (tonic::Code::PermissionDenied, "ROLE_TOO_LOW")
+    );
+
+    let me = suite
+        .identity(&manager)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    suite
+        .account(&owner)
+        .suspend_member(SuspendMemberRequest { user_id: me.id })
+        .await
+        .unwrap();
+    // Whichever reaches the gateway first refuses: the membership change
+    // (MEMBER_SUSPENDED) or identity's revocation of the member's tokens
+    // for this account (TOKEN_REVOKED).
+    let (took, status) = refused_within(Duration::from_secs(1), None, || {
+        let mut client = suite.account(&manager);
+        async move { client.get_account(GetAccountRequest::default()).await }
+    })
+    .await;
+    assert!(
+        ["MEMBER_SUSPENDED", "TOKEN_REVOKED"].contains(&reason(&status).as_str()),
+        "{status:?} after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_allowlist_refuses_portal_tokens_from_outside_but_not_api_tokens() {
+    let suite = Suite::start(|_| {}).await;
+    let owner = suite.user("allow@example.com").await;
+    let (_, owner) = suite.account_of(&owner).await;
+    let api = suite
+        .identity(&owner)
+        .create_api_token(CreateApiTokenRequest {
+            name: "ci".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+
+    // The test connects from 127.0.0.1: an allowlist without it locks the
+    // portal session out (forced past the self-lock-out guard).
+    suite
+        .account(&owner)
+        .update_security_settings(UpdateSecuritySettingsRequest {
+            settings: Some(SecuritySettings {
+                ip_allowlist: vec!["198.51.100.0/24".into()],
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["ip_allowlist".into()],
+            }),
+            force: true,
+        })
+        .await
+        .unwrap();
+    let (_, status) = refused_within(
+        Duration::from_secs(1),
+        tonic::Code::PermissionDenied,
+        || {
+            let mut client = suite.account(&owner);
+            async move { client.get_account(GetAccountRequest::default()).await }
+        },
+    )
+    .await;
+    assert_eq!(reason(&status), "IP_NOT_ALLOWED");
+
+    // A spoofed x-forwarded-for from an untrusted peer changes nothing.
+    let spoofed = Bearer(
+        owner.clone(),
+        vec![("x-forwarded-for", "198.51.100.7".into())],
+    );
+    let status = AccountServiceClient::with_interceptor(suite.gateway.clone(), spoofed)
+        .get_account(GetAccountRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "IP_NOT_ALLOWED");
+
+    // The Public API token is not restricted by the allowlist (seed 000).
+    let services = suite
+        .account(&api)
+        .list_services(tenancy_proto::account::ListServicesRequest::default())
+        .await;
+    assert!(services.is_ok(), "{services:?}");
+}
+
+#[tokio::test]
+async fn rate_limited_public_methods_answer_resource_exhausted_with_retry_info() {
+    let suite = Suite::start(|config| {
+        config.gateway.public_rate_per_minute = 1;
+        config.gateway.public_burst = 3;
+    })
+    .await;
+    let mut anonymous = IdentityServiceClient::new(suite.gateway.clone());
+    let login = || LoginRequest {
+        email: "nobody@example.com".into(),
+        password: "wrong password entirely".into(),
+        account_id: String::new(),
+    };
+    for _ in 0..3 {
+        let status = anonymous.login(login()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+    let status = anonymous.login(login()).await.unwrap_err();
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (tonic::Code::ResourceExhausted, "RATE_LIMITED")
+    );
+    use tonic_types::StatusExt as _;
+    assert!(status.get_details_retry_info().is_some());
+}
+
+/// The suite started part by part, so parts can be stopped and restarted.
+struct Parts {
+    config: Config,
+    services: Vec<(ServiceName, Running)>,
+    gateway: Option<Running>,
+}
+
+impl Parts {
+    async fn start() -> Self {
+        let db = TestDatabase::new("restart").await;
+        let mut config = test_config(&db);
+        config.auth.argon2_memory_kib = 1024;
+        config.auth.argon2_iterations = 1;
+        let mut parts = Self {
+            config,
+            services: Vec::new(),
+            gateway: None,
+        };
+        for (name, part) in [
+            (ServiceName::Contacts, Part::Contacts),
+            (ServiceName::Identity, Part::Identity),
+            (ServiceName::Account, Part::Account),
+            (ServiceName::Support, Part::Support),
+        ] {
+            let running = start(parts.config.clone(), part, Arc::new(SystemClock))
+                .await
+                .unwrap();
+            let address = running.service(name).unwrap();
+            // Restarts come back on the same address; others reach it there.
+            parts.config.service_mut(name).listen = address;
+            parts.config.service_mut(name).url = Some(format!("http://{address}"));
+            parts.services.push((name, running));
+        }
+        parts.start_gateway().await;
+        parts
+    }
+
+    async fn start_gateway(&mut self) {
+        let running = start(self.config.clone(), Part::Gateway, Arc::new(SystemClock))
+            .await
+            .unwrap();
+        self.config.gateway.listen = running.gateway.unwrap();
+        self.gateway = Some(running);
+    }
+
+    async fn suite(&self) -> Suite {
+        // A Suite view for the helpers: contacts lookups go to the real part.
+        let gateway = channel(self.config.gateway.listen).await;
+        let running = start_view(&self.services);
+        let suite = Suite { running, gateway };
+        suite.wait_ready().await;
+        suite
+    }
+}
+
+/// A `Running` stand-in listing where the parts listen (only `service()` is
+/// used by the helpers).
+fn start_view(services: &[(ServiceName, Running)]) -> Running {
+    Running::listing(
+        services
+            .iter()
+            .map(|(n, r)| (*n, r.service(*n).unwrap()))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn while_identity_restarts_nothing_is_allowed_and_the_stream_resumes() {
+    let mut parts = Parts::start().await;
+    let suite = parts.suite().await;
+    let token = suite.user("restart@example.com").await;
+    suite
+        .identity(&token)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap();
+
+    // Identity stops: the gateway cannot learn of revocations, so it refuses
+    // authenticated calls (fail closed) instead of trusting stale state.
+    let index = parts
+        .services
+        .iter()
+        .position(|(n, _)| *n == ServiceName::Identity)
+        .unwrap();
+    let (_, identity) = parts.services.remove(index);
+    identity.stop().await.unwrap();
+    let (_, status) = refused_within(Duration::from_secs(2), tonic::Code::Unavailable, || {
+        let mut client = suite.account(&token);
+        async move {
+            client
+                .list_my_accounts(tenancy_proto::account::ListMyAccountsRequest::default())
+                .await
+        }
+    })
+    .await;
+    assert!(
+        ["GATEWAY_NOT_READY", ""].contains(&reason(&status).as_str()),
+        "{status:?}"
+    );
+
+    // Identity is back: the gateway resumes from its position and the same
+    // token works again; a logout after the restart is honoured.
+    let running = start(parts.config.clone(), Part::Identity, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    parts.services.push((ServiceName::Identity, running));
+    suite.wait_ready().await;
+    suite
+        .identity(&token)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap();
+    suite
+        .identity(&token)
+        .logout(LogoutRequest::default())
+        .await
+        .unwrap();
+    let (_, status) = refused_within(Duration::from_secs(1), tonic::Code::Unauthenticated, || {
+        let mut client = suite.identity(&token);
+        async move { client.get_me(GetMeRequest::default()).await }
+    })
+    .await;
+    assert_eq!(reason(&status), "TOKEN_REVOKED");
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_replays_revocations_made_while_it_was_down() {
+    let mut parts = Parts::start().await;
+    let suite = parts.suite().await;
+    let kept = suite.user("kept@example.com").await;
+    let revoked = suite.user("revoked@example.com").await;
+
+    parts.gateway.take().unwrap().stop().await.unwrap();
+    // Revoke the session behind the gateway's back, straight at identity.
+    let identity = parts
+        .services
+        .iter()
+        .find(|(n, _)| *n == ServiceName::Identity)
+        .unwrap()
+        .1
+        .service(ServiceName::Identity)
+        .unwrap();
+    let claims_sid = session_of(&revoked);
+    let user = user_of(&revoked);
+    let mut as_user = IdentityServiceClient::with_interceptor(
+        channel(identity).await,
+        Caller::new(
+            Principal {
+                user_id: Some(user),
+                session_id: Some(claims_sid),
+                token_kind: tenancy_proto::auth::TokenKind::Portal,
+                amr: vec!["pwd".into()],
+                request_id: "t".into(),
+                ..Principal::default()
+            },
+            Arc::new(SystemClock),
+        ),
+    );
+    as_user.logout(LogoutRequest::default()).await.unwrap();
+
+    parts.start_gateway().await;
+    let suite = parts.suite().await;
+    suite
+        .identity(&kept)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap();
+    let status = suite
+        .identity(&revoked)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status), "TOKEN_REVOKED");
+}
+
+/// The `sid` claim of an access token (read without verification: the test
+/// only needs to know which session to revoke).
+fn session_of(token: &str) -> String {
+    claim(token, "sid")
+}
+
+fn user_of(token: &str) -> String {
+    claim(token, "sub")
+}
+
+fn claim(token: &str, name: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    json[name].as_str().unwrap().to_owned()
+}
