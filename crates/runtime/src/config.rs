@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Top-level keys that environment variables may set. Other `TENANCY_*`
 /// variables (`TENANCY_CONFIG`, `TENANCY_TEST_DATABASE_URL`) are not config.
@@ -35,7 +35,7 @@ const ENV_KEYS: &[&str] = &[
 ];
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -47,7 +47,7 @@ pub enum LogFormat {
 
 /// The whole configuration of the suite. One struct for every process, so
 /// `tenancy serve` and `tenancy serve <service>` read the same file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where `tenancy serve` keeps SQLite files and generated keys.
@@ -85,7 +85,7 @@ pub struct Config {
 
 /// Authentication settings, shared by identity (which issues tokens) and the
 /// gateway (which verifies them).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// JWT `iss` of access tokens.
@@ -136,7 +136,7 @@ impl Default for AuthConfig {
 }
 
 /// Email settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
     /// The `From:` of every message.
@@ -163,7 +163,7 @@ impl Default for MailConfig {
 }
 
 /// The gateway's settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// Where clients connect.
@@ -184,7 +184,7 @@ pub struct GatewayConfig {
 }
 
 /// One service's settings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Where the service listens.
@@ -292,7 +292,11 @@ impl ConfigError {
 impl Config {
     /// Loads defaults, then `file` (when given), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
+        // Defaults first, so a file or variable that sets one key of a
+        // section (say `identity.database_url`) keeps the section's other
+        // defaults.
+        let mut figment =
+            Figment::from(figment::providers::Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::new(
@@ -479,6 +483,17 @@ mod tests {
             let config = Config::load(Some(Path::new("t.toml"))).unwrap();
             assert_eq!(config.gateway.listen.to_string(), "127.0.0.1:2");
             assert_eq!(config.smtp_url.as_deref(), Some("smtp://localhost:25"));
+            jail.set_env("TENANCY_IDENTITY__DATABASE_URL", "postgres://db/identity");
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.identity.listen.to_string(),
+                "127.0.0.1:50061",
+                "one key keeps the section's defaults"
+            );
+            assert_eq!(
+                config.identity.database_url.as_deref(),
+                Some("postgres://db/identity")
+            );
             jail.set_env("TENANCY_REQUEST_TIMEOUT", "soon");
             let error = Config::load(None).unwrap_err();
             assert_eq!(error.setting, "request_timeout");
