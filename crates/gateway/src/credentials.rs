@@ -61,6 +61,13 @@ impl Tagger {
     }
 }
 
+/// Whether a token with `claims` is still valid at `now_ms`, with the same
+/// leeway as its verification.
+fn unexpired(claims: &Claims, now_ms: i64) -> bool {
+    const LEEWAY_MS: i64 = LEEWAY_SECONDS as i64 * 1000;
+    claims.exp.saturating_mul(1000) + LEEWAY_MS > now_ms
+}
+
 /// Resolves credentials; shared by every connection.
 pub struct Authenticator {
     jwt: JwtVerifier,
@@ -124,11 +131,10 @@ impl Authenticator {
 
     /// A cached portal token, if known and unexpired: the hot path.
     pub fn cached_portal(&self, token: &str, now_ms: i64) -> Option<Arc<Claims>> {
-        let leeway_ms = i64::try_from(LEEWAY_SECONDS).unwrap_or(0) * 1000;
         self.portal
             .read()
             .get(&self.tagger.tag(token))
-            .filter(|claims| claims.exp.saturating_mul(1000) + leeway_ms > now_ms)
+            .filter(|claims| unexpired(claims, now_ms))
             .cloned()
     }
 
@@ -254,10 +260,7 @@ impl Authenticator {
 
     /// Drops expired entries; run periodically.
     pub fn prune(&self, now_ms: i64) {
-        let leeway_ms = i64::try_from(LEEWAY_SECONDS).unwrap_or(0) * 1000;
-        self.portal
-            .write()
-            .retain(|_, c| c.exp.saturating_mul(1000) + leeway_ms > now_ms);
+        self.portal.write().retain(|_, c| unexpired(c, now_ms));
         self.api.write().retain(|_, e| match e {
             ApiEntry::Known(t) => t.expire_ms.is_none_or(|x| x > now_ms),
             ApiEntry::Unknown { until_ms } => *until_ms > now_ms,

@@ -9,7 +9,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tenancy_proto::auth::{AccessRule, Audience, Role, TokenKind};
+use tenancy_proto::auth::{AccessRule, Audience, TokenKind};
+use tenancy_runtime::principal::role_at_least;
 use tenancy_runtime::{Error, ErrorCode, Principal};
 
 use crate::jwt::Claims;
@@ -56,14 +57,6 @@ impl MethodPolicy {
             .iter()
             .any(|prefix| method.starts_with(prefix));
         Self { rule, read_only }
-    }
-}
-
-fn rank(role: Role) -> u8 {
-    match role {
-        Role::Unspecified => 0,
-        Role::Manager => 1,
-        Role::Owner => 2,
     }
 }
 
@@ -225,7 +218,7 @@ pub fn decide(
                 "you have no access to this account",
             ));
         }
-        if rank(member.role) < rank(rule.min_role()) {
+        if !role_at_least(member.role, rule.min_role()) {
             return Err(denied(
                 "ROLE_TOO_LOW",
                 "your role in this account does not allow this",
@@ -279,6 +272,7 @@ mod tests {
 
     use super::*;
     use crate::state::{Membership, Settings};
+    use tenancy_proto::auth::Role;
 
     const NOW: i64 = 1_800_000_000_000;
 

@@ -35,6 +35,19 @@ pub const SIGNATURE_LIFETIME: Duration = Duration::from_secs(60);
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Whether `role` is at least `min` in the order MANAGER < OWNER (no role is
+/// below both).
+pub fn role_at_least(role: Role, min: Role) -> bool {
+    fn rank(role: Role) -> u8 {
+        match role {
+            Role::Unspecified => 0,
+            Role::Manager => 1,
+            Role::Owner => 2,
+        }
+    }
+    rank(role) >= rank(min)
+}
+
 /// The verified caller of a request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Principal {
@@ -254,6 +267,21 @@ pub struct SignedPrincipal {
 }
 
 impl SignedPrincipal {
+    /// Writes both entries into a tonic request's metadata, replacing any
+    /// present (service-to-service clients, test callers).
+    pub fn insert_into_metadata(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let (Ok(bytes), Ok(signature)) = (
+            STANDARD_NO_PAD.decode(&self.principal),
+            self.signature.parse(),
+        ) {
+            metadata.insert_bin(
+                PRINCIPAL_HEADER,
+                tonic::metadata::MetadataValue::from_bytes(&bytes),
+            );
+            metadata.insert(SIGNATURE_HEADER, signature);
+        }
+    }
+
     /// Writes both entries into HTTP headers, replacing any present.
     pub fn insert_into(&self, headers: &mut http::HeaderMap) {
         if let (Ok(p), Ok(s)) = (
@@ -300,19 +328,9 @@ impl tonic::service::Interceptor for ServiceAuth {
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         let request_id = tracing_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let signed = self
-            .key
-            .sign(&Principal::service(request_id), self.clock.now());
-        let metadata = request.metadata_mut();
-        let principal = tonic::metadata::MetadataValue::from_bytes(
-            &STANDARD_NO_PAD
-                .decode(&signed.principal)
-                .unwrap_or_default(),
-        );
-        metadata.insert_bin(PRINCIPAL_HEADER, principal);
-        if let Ok(sig) = signed.signature.parse() {
-            metadata.insert(SIGNATURE_HEADER, sig);
-        }
+        self.key
+            .sign(&Principal::service(request_id), self.clock.now())
+            .insert_into_metadata(request.metadata_mut());
         Ok(request)
     }
 }

@@ -24,6 +24,7 @@ use crate::clock::SharedClock;
 use crate::error::Error;
 use crate::principal::{
     PRINCIPAL_HEADER, Principal, PrincipalError, PrincipalKey, REQUEST_ID, SIGNATURE_HEADER,
+    role_at_least,
 };
 use crate::rules::MethodRules;
 
@@ -219,7 +220,7 @@ impl PrincipalCheck {
                     if principal.account_id.is_none() {
                         return denied("ACCOUNT_REQUIRED", "select an account first");
                     }
-                    if role_rank(principal.role) < role_rank(rule.min_role()) {
+                    if !role_at_least(principal.role, rule.min_role()) {
                         return denied(
                             "ROLE_TOO_LOW",
                             "your role in this account does not allow this",
@@ -229,14 +230,6 @@ impl PrincipalCheck {
             }
         }
         Ok(Some(principal))
-    }
-}
-
-fn role_rank(role: Role) -> u8 {
-    match role {
-        Role::Unspecified => 0,
-        Role::Manager => 1,
-        Role::Owner => 2,
     }
 }
 

@@ -187,12 +187,7 @@ pub async fn start(
     clock: SharedClock,
 ) -> Result<Running, StartError> {
     if part == Part::All {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            ConfigError::new(
-                "data_dir",
-                format_args!("{}: {e}", config.data_dir.display()),
-            )
-        })?;
+        create_data_dir(&config)?;
     }
     let key = principal_key(&config, part)?;
     let rules = MethodRules::tenancy().map_err(|e| ConfigError::new("proto", e))?;
@@ -287,6 +282,16 @@ async fn open_service<S: TenancyService>(
     Ok(Box::pin(service.serve(listener, stop)))
 }
 
+/// The all-in-one suite keeps its SQLite files and keys in `data_dir`.
+fn create_data_dir(config: &Config) -> Result<(), ConfigError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ConfigError::new(
+            "data_dir",
+            format_args!("{}: {e}", config.data_dir.display()),
+        )
+    })
+}
+
 /// Runs the migrations of `part` and returns.
 pub async fn migrate(config: &Config, part: Part) -> Result<(), ConfigError> {
     let context = Context {
@@ -296,12 +301,7 @@ pub async fn migrate(config: &Config, part: Part) -> Result<(), ConfigError> {
         rules: Arc::new(MethodRules::default()),
     };
     if part == Part::All {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            ConfigError::new(
-                "data_dir",
-                format_args!("{}: {e}", config.data_dir.display()),
-            )
-        })?;
+        create_data_dir(config)?;
     }
     for name in part.services() {
         match name {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use sea_orm::{ConnectionTrait, Database};
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::{Config, ServiceName};
-use tenancy_runtime::principal::{PRINCIPAL_HEADER, Principal, SIGNATURE_HEADER};
+use tenancy_runtime::principal::Principal;
 use tenancy_runtime::rules::MethodRules;
 use tenancy_runtime::shutdown::{self, ShutdownTrigger};
 use tenancy_runtime::{Context, ManualClock, PrincipalKey, TenancyService};
@@ -166,19 +166,9 @@ impl tonic::service::Interceptor for Caller {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let signed = test_key().sign(&self.principal, self.clock.now());
-        let bytes = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD_NO_PAD,
-            &signed.principal,
-        )
-        .unwrap();
-        request.metadata_mut().insert_bin(
-            PRINCIPAL_HEADER,
-            tonic::metadata::MetadataValue::from_bytes(&bytes),
-        );
-        request
-            .metadata_mut()
-            .insert(SIGNATURE_HEADER, signed.signature.parse().unwrap());
+        test_key()
+            .sign(&self.principal, self.clock.now())
+            .insert_into_metadata(request.metadata_mut());
         Ok(request)
     }
 }
