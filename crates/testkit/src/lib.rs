@@ -130,7 +130,22 @@ impl Running {
 
 /// Opens `S` with `context` and serves it on an ephemeral loopback port.
 pub async fn start<S: TenancyService>(context: Context, clock: ManualClock) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on::<S>(loopback().await, context, clock).await
+}
+
+/// An ephemeral loopback listener, bound before anything serves on it, so
+/// services that call each other can all be configured with every address
+/// before the first one starts (see [`start_on`]).
+pub async fn loopback() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Opens `S` with `context` and serves it on `listener`.
+pub async fn start_on<S: TenancyService>(
+    listener: TcpListener,
+    context: Context,
+    clock: ManualClock,
+) -> Running {
     let address = listener.local_addr().unwrap();
     let service = S::open(context).await.unwrap();
     let (trigger, stop) = shutdown::channel();
