@@ -149,6 +149,15 @@ pub struct MailConfig {
     /// First retry delay; doubles on each attempt.
     #[serde(with = "humantime_serde")]
     pub retry_base_delay: Duration,
+    /// SMTP deliveries in flight at once (pooled SMTP connections).
+    pub delivery_concurrency: u32,
+    /// How long delivered outbox messages are kept before they are pruned.
+    #[serde(with = "humantime_serde")]
+    pub sent_retention: Duration,
+    /// How long failed outbox messages (and expired verification tokens)
+    /// are kept before they are pruned.
+    #[serde(with = "humantime_serde")]
+    pub failed_retention: Duration,
 }
 
 impl Default for MailConfig {
@@ -158,6 +167,9 @@ impl Default for MailConfig {
             portal_url: "http://localhost:8080".to_owned(),
             max_attempts: 8,
             retry_base_delay: Duration::from_secs(5),
+            delivery_concurrency: 16,
+            sent_retention: Duration::from_secs(30 * 24 * 3600),
+            failed_retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
