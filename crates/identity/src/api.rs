@@ -1,6 +1,5 @@
 //! The gRPC surface of the identity service: proto ⇄ use cases, nothing
-//! else. Methods not implemented yet answer UNIMPLEMENTED (the generated
-//! default stubs).
+//! else.
 
 use std::sync::Arc;
 
@@ -485,6 +484,74 @@ impl IdentityService for Api {
         let p = principal(&request)?;
         let user = self.core.get_user(p.user()?).await?;
         ok(pb::GetMeResponse { user: Some(user) })
+    }
+
+    async fn update_me(
+        &self,
+        request: Request<pb::UpdateMeRequest>,
+    ) -> Reply<pb::UpdateMeResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let paths = r
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default();
+        if paths.is_empty() || paths.iter().any(|path| path != "name" && path != "email") {
+            return Err(Error {
+                reason: "UPDATE_MASK_INVALID",
+                ..Error::invalid_field("update_mask", "name and/or email")
+            }
+            .into());
+        }
+        let wanted = |field: &str| paths.iter().any(|path| path == field);
+        let given = r.user.clone().unwrap_or_default();
+        let user = self
+            .core
+            .update_me(
+                p,
+                wanted("name").then_some(given.name.as_str()),
+                wanted("email").then_some(given.email.as_str()),
+            )
+            .await?;
+        ok(pb::UpdateMeResponse { user: Some(user) })
+    }
+
+    async fn add_ssh_key(
+        &self,
+        request: Request<pb::AddSshKeyRequest>,
+    ) -> Reply<pb::AddSshKeyResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let key = self.core.add_ssh_key(p, &r.name, &r.public_key).await?;
+        ok(pb::AddSshKeyResponse { ssh_key: Some(key) })
+    }
+
+    async fn list_ssh_keys(
+        &self,
+        request: Request<pb::ListSshKeysRequest>,
+    ) -> Reply<pb::ListSshKeysResponse> {
+        let p = principal(&request)?;
+        let r = request.get_ref();
+        let (ssh_keys, next_page_token) = self
+            .core
+            .list_ssh_keys(p, r.page_size, &r.page_token)
+            .await?;
+        ok(pb::ListSshKeysResponse {
+            ssh_keys,
+            next_page_token,
+        })
+    }
+
+    async fn delete_ssh_key(
+        &self,
+        request: Request<pb::DeleteSshKeyRequest>,
+    ) -> Reply<pb::DeleteSshKeyResponse> {
+        let p = principal(&request)?;
+        self.core
+            .delete_ssh_key(p, &request.get_ref().ssh_key_id)
+            .await?;
+        ok(pb::DeleteSshKeyResponse {})
     }
 }
 

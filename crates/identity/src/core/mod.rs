@@ -6,6 +6,7 @@ pub(crate) mod keys;
 pub(crate) mod mfa;
 pub(crate) mod revocations;
 pub(crate) mod sessions;
+pub(crate) mod ssh;
 pub(crate) mod tokens;
 pub(crate) mod users;
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
+use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
-use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+use tenancy_runtime::{Error, ErrorCode, Principal, Timestamp, ids};
 
 use super::{Core, USER_COLUMNS, time_text, user_from_row};
 use crate::domain::password::check_new_password;
@@ -282,6 +283,93 @@ impl Core {
         }
         tx.commit().await?;
         Ok(address)
+    }
+
+    /// UpdateMe: the name changes at once; a new email becomes
+    /// `pending_email`, gets a verification link (VerifyEmail switches it),
+    /// and the current address gets a notice. An email change needs a
+    /// portal session with recent authentication. Whether the new address
+    /// is taken is not revealed here (VerifyEmail refuses it later).
+    pub(crate) async fn update_me(
+        &self,
+        p: &Principal,
+        name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<pb::User, Error> {
+        let user_id = p.user()?.to_owned();
+        let mut violations = Vec::new();
+        let name = name
+            .map(|n| parse_name("user.name", n, 1))
+            .transpose()
+            .map_err(|e| violations.push(e))
+            .ok()
+            .flatten();
+        let email = email
+            .map(|e| parse_email("user.email", e))
+            .transpose()
+            .map_err(|e| violations.push(e))
+            .ok()
+            .flatten();
+        if !violations.is_empty() {
+            return Err(merge(violations));
+        }
+        if email.is_some() {
+            if p.token_kind != TokenKind::Portal {
+                return Err(Error::permission_denied(
+                    "PORTAL_SESSION_REQUIRED",
+                    "the email is changed in a portal session",
+                ));
+            }
+            let session = self.own_session(&user_id, p.session_id.as_deref()).await?;
+            self.require_recent(&session)?;
+        }
+        let now = self.now();
+        let before = self
+            .load_user(&self.db, &user_id)
+            .await?
+            .ok_or_else(user_not_found)?;
+        // The same address (case-insensitively) cancels a pending change.
+        let pending = email.as_ref().map(|e| {
+            if e.key == before.email.to_lowercase() {
+                String::new()
+            } else {
+                e.address.clone()
+            }
+        });
+        exec(
+            &self.db,
+            "UPDATE identity_users SET name = COALESCE($1, name), \
+             pending_email = COALESCE($2, pending_email), update_time = $3 WHERE id = $4",
+            vec![
+                name.into(),
+                pending.clone().into(),
+                now.millis().into(),
+                user_id.clone().into(),
+            ],
+        )
+        .await?;
+        let after = self.get_user(&user_id).await?;
+        if let Some(new_email) = pending.filter(|e| !e.is_empty()) {
+            self.send_verification(&user_id, &new_email, &after.name)
+                .await?;
+            self.send(
+                format!("identity:email-change:{user_id}:{}", now.millis()),
+                &before.email,
+                &after.name,
+                MessageTemplate::SecurityEmailChanged,
+                &[
+                    ("old_email", before.email.clone()),
+                    ("new_email", new_email),
+                    ("change_time", time_text(now)),
+                    (
+                        "ip",
+                        p.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    ),
+                ],
+            )
+            .await?;
+        }
+        Ok(after)
     }
 
     /// EnsureUser: idempotent by email; concurrent calls create one user.

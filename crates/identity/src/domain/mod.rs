@@ -3,5 +3,6 @@
 pub(crate) mod credentials;
 pub(crate) mod password;
 pub(crate) mod profile;
+pub(crate) mod ssh;
 pub(crate) mod throttle;
 pub(crate) mod totp;

@@ -12,5 +12,6 @@
 mod harness;
 mod mfa;
 mod sessions;
+mod ssh_keys;
 mod tokens;
 mod users;
