@@ -7,12 +7,15 @@
 //! - `domain`: the rules as plain Rust (access decisions, the last-owner
 //!   invariant, validation, 2FA deadlines), unit-tested.
 //! - `store`: SQL for SQLite and PostgreSQL, locking and the policy log.
+//! - `cache`: the in-memory access cache of CheckAccess, kept correct by
+//!   invalidation after local commits and by following the policy log.
 //! - `peers`: clients of identity and contacts.
 //! - `reminders`: the background job emailing 2FA deadline reminders and
 //!   pruning the policy log.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
+mod cache;
 pub mod domain;
 pub mod migration;
 mod peers;
@@ -69,12 +72,15 @@ impl TenancyService for AccountService {
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
         let notify = Arc::new(tokio::sync::Notify::new());
+        let cache = Arc::new(cache::AccessCache::default());
+        let follower = cache.start(self.db.clone()).await?;
         let api = api::Api::new(
             self.db.clone(),
             self.context.clock.clone(),
             self.peers.clone(),
             self.context.config.clone(),
             notify,
+            cache,
             shutdown.clone(),
         );
         let job = tokio::spawn(reminders::run(
@@ -102,6 +108,7 @@ impl TenancyService for AccountService {
         )
         .await;
         job.abort();
+        follower.abort();
         result
     }
 }

@@ -344,7 +344,7 @@ impl Api {
         let settings = super::settings_entry(&row);
         store::append_policy(&txn, now, vec![settings, membership_entry(&member)]).await?;
         txn.commit().await?;
-        self.policy_committed();
+        self.policy_committed(&row.id);
         let scope = Scope {
             portal_access: true,
             service_access: service_access::ALL,

@@ -1,14 +1,12 @@
 //! AccountInternalService: access decisions, principal state, audit writes.
 
-use std::collections::{HashMap, HashSet};
-
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::new_id;
 use tenancy_runtime::{Error, ErrorCode};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
-use crate::domain::access::{self, MemberFacts, Target, TargetGrants, reason};
+use crate::domain::access::{self, Target, reason};
 use crate::domain::{level, role, service_access, status};
 use crate::store::{self, AccountRow, AuditRow, s};
 
@@ -24,13 +22,14 @@ fn required(v: &mut Violations, field: &str, value: &str) {
     v.check(!value.trim().is_empty(), field, "required");
 }
 
-fn facts(row: &sea_orm::QueryResult) -> Result<MemberFacts, Error> {
-    Ok(MemberFacts {
-        role: store::get(row, "role")?,
-        status: store::get(row, "status")?,
-        portal_access: store::get(row, "portal_access")?,
-        service_access: store::get(row, "service_access")?,
-    })
+/// An id or tag as stored: trimmed, lower case (borrowed when it already is).
+fn normalised(value: &str) -> std::borrow::Cow<'_, str> {
+    let value = value.trim();
+    if value.bytes().any(|b| b.is_ascii_uppercase()) || !value.is_ascii() {
+        std::borrow::Cow::Owned(value.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
 }
 
 impl Api {
@@ -46,69 +45,26 @@ impl Api {
             v.add("level", "VIEW or MANAGE is required with a target");
         }
         v.finish()?;
-        let user = req.user_id.trim().to_lowercase();
-        let account = req.account_id.trim().to_lowercase();
-        let (member, target) = match &req.target {
-            None => {
-                let row = store::one(
-                    &self.db,
-                    "SELECT role, status, portal_access, service_access FROM account_members WHERE account_id = $1 AND user_id = $2",
-                    vec![s(account.as_str()), s(user.as_str())],
-                )
-                .await?;
-                (row.map(|r| facts(&r)).transpose()?, Target::Account)
-            }
-            Some(pb::check_access_request::Target::ServiceId(id)) => {
-                let id = id.trim().to_lowercase();
-                let row = store::one(
-                    &self.db,
-                    "SELECT m.role, m.status, m.portal_access, m.service_access, \
-                     (SELECT COUNT(*) FROM account_services sv WHERE sv.id = $3 AND sv.account_id = $1) AS svc, \
-                     (SELECT COUNT(*) FROM account_member_grants g WHERE g.account_id = $1 AND g.user_id = $2 AND g.grant_kind = 1 AND g.grant_key = $3) AS sel, \
-                     (SELECT MAX(g.level) FROM account_member_grants g WHERE g.account_id = $1 AND g.user_id = $2 AND g.grant_kind = 2 AND g.grant_key = $3) AS res, \
-                     (SELECT MAX(g.level) FROM account_member_grants g JOIN account_service_tags t ON t.tag = g.grant_key AND t.account_id = g.account_id WHERE t.service_id = $3 AND g.account_id = $1 AND g.user_id = $2 AND g.grant_kind = 3) AS tagl \
-                     FROM account_members m WHERE m.account_id = $1 AND m.user_id = $2",
-                    vec![s(account.as_str()), s(user.as_str()), s(id.as_str())],
-                )
-                .await?;
-                match row {
-                    None => (None, Target::Account),
-                    Some(r) => {
-                        let grants = TargetGrants {
-                            exists: store::get::<i64>(&r, "svc")? > 0,
-                            selected: store::get::<i64>(&r, "sel")? > 0,
-                            resource_level: store::get::<Option<i32>>(&r, "res")?.unwrap_or(0),
-                            tag_level: store::get::<Option<i32>>(&r, "tagl")?.unwrap_or(0),
-                        };
-                        (Some(facts(&r)?), Target::Service(grants))
-                    }
+        let user = normalised(&req.user_id);
+        let account = normalised(&req.account_id);
+        let member = self.cache.member(&self.db, &account, &user).await?;
+        let facts = member.as_ref().map(|m| m.facts);
+        let target = match (&member, &req.target) {
+            (None, _) | (_, None) => Target::Account,
+            (Some(m), Some(pb::check_access_request::Target::ServiceId(id))) => {
+                if access::membership_denial(facts).is_some() {
+                    Target::Account
+                } else {
+                    let catalogue = self.cache.catalogue(&self.db, &account).await?;
+                    Target::Service(m.on_service(&catalogue, &normalised(id)))
                 }
             }
-            Some(pb::check_access_request::Target::Tag(tag)) => {
-                let tag = tag.trim().to_lowercase();
-                let row = store::one(
-                    &self.db,
-                    "SELECT m.role, m.status, m.portal_access, m.service_access, \
-                     (SELECT MAX(g.level) FROM account_member_grants g WHERE g.account_id = $1 AND g.user_id = $2 AND g.grant_kind = 3 AND g.grant_key = $3) AS tagl \
-                     FROM account_members m WHERE m.account_id = $1 AND m.user_id = $2",
-                    vec![s(account.as_str()), s(user.as_str()), s(tag.as_str())],
-                )
-                .await?;
-                match row {
-                    None => (None, Target::Account),
-                    Some(r) => {
-                        let grants = TargetGrants {
-                            exists: true,
-                            tag_level: store::get::<Option<i32>>(&r, "tagl")?.unwrap_or(0),
-                            ..TargetGrants::default()
-                        };
-                        (Some(facts(&r)?), Target::Tag(grants))
-                    }
-                }
+            (Some(m), Some(pb::check_access_request::Target::Tag(tag))) => {
+                Target::Tag(m.on_tag(&normalised(tag)))
             }
         };
-        let decision = access::decide(member, target, wanted);
-        let (role, status) = match member {
+        let decision = access::decide(facts, target, wanted);
+        let (role, status) = match facts {
             Some(m) if m.status != status::REVOKED => (m.role, m.status),
             _ => (0, 0),
         };
@@ -134,25 +90,15 @@ impl Api {
         }
         v.check(req.service_ids.len() <= 500, "service_ids", "at most 500");
         v.finish()?;
-        let user = req.user_id.trim().to_lowercase();
-        let account = req.account_id.trim().to_lowercase();
-        let ids: Vec<String> = req
-            .service_ids
-            .iter()
-            .map(|i| i.trim().to_lowercase())
-            .collect();
-        let row = store::member(&self.db, &account, &user).await?;
-        let member = row.as_ref().map(|r| MemberFacts {
-            role: r.role,
-            status: r.status,
-            portal_access: r.portal_access,
-            service_access: r.service_access,
-        });
-        let member_role = match member {
+        let user = normalised(&req.user_id);
+        let account = normalised(&req.account_id);
+        let member = self.cache.member(&self.db, &account, &user).await?;
+        let facts = member.as_ref().map(|m| m.facts);
+        let member_role = match facts {
             Some(m) if m.status != status::REVOKED => m.role,
             _ => 0,
         };
-        if let Some(denied) = access::membership_denial(member) {
+        if let Some(denied) = access::membership_denial(facts) {
             return Ok(pb::BatchCheckAccessResponse {
                 results: req
                     .service_ids
@@ -171,62 +117,16 @@ impl Api {
                 accessible_service_ids: Vec::new(),
             });
         }
-        let (Some(m), Some(row)) = (member, row) else {
+        let Some(member) = member else {
             return Err(Error::internal("member vanished"));
         };
-        let existing = store::existing_services(&self.db, &account, &ids).await?;
-        let scope = store::scope(&self.db, &row).await?;
-        let selected: HashSet<&str> = scope.selected.iter().map(String::as_str).collect();
-        let resources: HashMap<&str, i32> = scope
-            .resources
-            .iter()
-            .map(|(k, l)| (k.as_str(), *l))
-            .collect();
-        let tag_levels: HashMap<&str, i32> =
-            scope.tags.iter().map(|(k, l)| (k.as_str(), *l)).collect();
-        // Tags of the requested services, for tag grants.
-        let mut service_tags: HashMap<String, Vec<String>> = HashMap::new();
-        if !scope.tags.is_empty() && !existing.is_empty() {
-            let list: Vec<String> = existing.iter().cloned().collect();
-            for chunk in list.chunks(500) {
-                let placeholders: Vec<String> =
-                    (0..chunk.len()).map(|k| format!("${}", k + 2)).collect();
-                let mut values = vec![s(account.as_str())];
-                values.extend(chunk.iter().map(|c| s(c.as_str())));
-                let rows = store::all(
-                    &self.db,
-                    &format!("SELECT service_id, tag FROM account_service_tags WHERE account_id = $1 AND service_id IN ({})", placeholders.join(", ")),
-                    values,
-                )
-                .await?;
-                for r in rows {
-                    service_tags
-                        .entry(store::get(&r, "service_id")?)
-                        .or_default()
-                        .push(store::get(&r, "tag")?);
-                }
-            }
-        }
+        let m = member.facts;
+        let catalogue = self.cache.catalogue(&self.db, &account).await?;
         let results = req
             .service_ids
             .iter()
-            .zip(&ids)
-            .map(|(original, id)| {
-                let grants = TargetGrants {
-                    exists: existing.contains(id),
-                    selected: selected.contains(id.as_str()),
-                    resource_level: resources.get(id.as_str()).copied().unwrap_or(0),
-                    tag_level: service_tags
-                        .get(id)
-                        .map(|tags| {
-                            tags.iter()
-                                .filter_map(|t| tag_levels.get(t.as_str()))
-                                .copied()
-                                .max()
-                                .unwrap_or(0)
-                        })
-                        .unwrap_or(0),
-                };
+            .map(|original| {
+                let grants = member.on_service(&catalogue, &normalised(original));
                 let d = access::decide(Some(m), Target::Service(grants), wanted);
                 pb::ServiceAccessResult {
                     service_id: original.clone(),
@@ -237,43 +137,11 @@ impl Api {
             })
             .collect();
         let all_services = m.role == role::OWNER || m.service_access == service_access::ALL;
-        let mut accessible = Vec::new();
-        if req.include_accessible_service_ids && !all_services {
-            let mut set: HashSet<String> = HashSet::new();
-            if m.service_access == service_access::SELECTED {
-                set.extend(scope.selected.iter().cloned());
-            }
-            set.extend(
-                scope
-                    .resources
-                    .iter()
-                    .filter(|(_, l)| *l >= wanted)
-                    .map(|(k, _)| k.clone()),
-            );
-            let tags: Vec<&String> = scope
-                .tags
-                .iter()
-                .filter(|(_, l)| *l >= wanted)
-                .map(|(k, _)| k)
-                .collect();
-            if !tags.is_empty() {
-                let placeholders: Vec<String> =
-                    (0..tags.len()).map(|k| format!("${}", k + 2)).collect();
-                let mut values = vec![s(account.as_str())];
-                values.extend(tags.iter().map(|t| s(t.as_str())));
-                let rows = store::all(
-                    &self.db,
-                    &format!("SELECT DISTINCT service_id FROM account_service_tags WHERE account_id = $1 AND tag IN ({})", placeholders.join(", ")),
-                    values,
-                )
-                .await?;
-                for r in rows {
-                    set.insert(store::get(&r, "service_id")?);
-                }
-            }
-            accessible = set.into_iter().collect();
-            accessible.sort();
-        }
+        let accessible = if req.include_accessible_service_ids && !all_services {
+            member.accessible(&catalogue, wanted)
+        } else {
+            Vec::new()
+        };
         Ok(pb::BatchCheckAccessResponse {
             results,
             membership_reason: if m.role == role::OWNER {

@@ -680,7 +680,7 @@ impl Api {
         audit.insert(&txn).await?;
         store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
         txn.commit().await?;
-        self.policy_committed();
+        self.policy_committed(&inv.account_id);
         Ok(pb::AcceptInvitationResponse {
             account_id: inv.account_id.clone(),
             user_id: user.id.clone(),

@@ -8,7 +8,10 @@ use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token, encode_page_token, page_size, parse_id};
 use tenancy_runtime::{Error, ErrorCode};
 
-use super::{Api, Caller, fingerprint, join_deadline, mask_paths, member_json, membership_entry};
+use super::{
+    Api, Caller, access_entry, fingerprint, join_deadline, mask_paths, member_json,
+    membership_entry,
+};
 use crate::domain::owners::{OwnerFacts, change_keeps_an_owner};
 use crate::domain::{Scope, level, role, service_access, status, validate};
 use crate::store::{self, AccountRow, MemberRow, b, i, n, s};
@@ -248,16 +251,19 @@ impl Api {
         )
         .insert(&txn)
         .await?;
+        // Gateways follow role, status and portal access; a scope change
+        // alone is logged for the access caches only.
         let policy_relevant = before.role != row.role
             || before.status != row.status
             || before.portal_access != row.portal_access;
-        if policy_relevant {
-            store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
-        }
+        let entry = if policy_relevant {
+            membership_entry(&row)
+        } else {
+            access_entry(&row.account_id)
+        };
+        store::append_policy(&txn, now, vec![entry]).await?;
         txn.commit().await?;
-        if policy_relevant {
-            self.policy_committed();
-        }
+        self.policy_committed(&row.account_id);
         let lost_access = (before.status == status::ACTIVE && row.status != status::ACTIVE)
             || (before.portal_access && !row.portal_access);
         if lost_access {
@@ -574,7 +580,7 @@ impl Api {
         .await?;
         store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
         txn.commit().await?;
-        self.policy_committed();
+        self.policy_committed(&row.account_id);
         Ok(pb::AddMemberResponse {
             member: Some(self.member_pb(&row, &scope, Some(&user), Some(&account))),
         })

@@ -11,6 +11,7 @@ use tenancy_runtime::config::Config;
 use tenancy_runtime::{Error, Principal, Timestamp};
 use tokio::sync::Notify;
 
+use crate::cache::AccessCache;
 use crate::domain::{Scope, role, status, validate};
 use crate::peers::{Peers, UserInfo};
 use crate::store::{self, AccountRow, AuditRow, MemberRow, PolicyEntry, policy_kind};
@@ -34,6 +35,9 @@ pub(crate) struct Api {
     /// Woken after every commit that appended to the policy log, so local
     /// WatchPolicies streams send at once (other replicas poll).
     policy_changed: Arc<Notify>,
+    /// What CheckAccess needs, in memory; dropped per account after every
+    /// commit that changes access (see `crate::cache`).
+    cache: Arc<AccessCache>,
     /// Ends WatchPolicies streams when the server stops.
     shutdown: tenancy_runtime::shutdown::Shutdown,
 }
@@ -57,6 +61,7 @@ impl Api {
         peers: Peers,
         config: Arc<Config>,
         policy_changed: Arc<Notify>,
+        cache: Arc<AccessCache>,
         shutdown: tenancy_runtime::shutdown::Shutdown,
     ) -> Self {
         Self {
@@ -65,6 +70,7 @@ impl Api {
             peers,
             config,
             policy_changed,
+            cache,
             shutdown,
         }
     }
@@ -149,8 +155,12 @@ impl Api {
         }
     }
 
-    /// Wakes local policy watchers after a commit.
-    fn policy_committed(&self) {
+    /// After the commit of a transaction that appended to the policy log
+    /// for `account_id`: drops the account from the access cache (so this
+    /// replica answers from the new state at once) and wakes local policy
+    /// watchers.
+    fn policy_committed(&self, account_id: &str) {
+        self.cache.invalidate(account_id);
         self.policy_changed.notify_waiters();
     }
 
@@ -277,6 +287,17 @@ pub(crate) fn membership_entry(row: &MemberRow) -> PolicyEntry {
             kind: policy_kind::MEMBERSHIP_CHANGED,
             payload: encode(&membership_state(row)),
         }
+    }
+}
+
+/// The policy log entry for a change of the account's service catalogue or
+/// of a member's grants: read by the access caches of every replica, not
+/// streamed to gateways.
+pub(crate) fn access_entry(account_id: &str) -> PolicyEntry {
+    PolicyEntry {
+        account_id: account_id.to_owned(),
+        kind: policy_kind::ACCESS_CHANGED,
+        payload: String::new(),
     }
 }
 

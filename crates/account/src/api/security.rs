@@ -215,7 +215,7 @@ impl Api {
         .await?;
         store::append_policy(&txn, now, vec![settings_entry(&row)]).await?;
         txn.commit().await?;
-        self.policy_committed();
+        self.policy_committed(&row.id);
         Ok(pb::UpdateSecuritySettingsResponse {
             settings: Some(settings_pb(&row)),
         })

@@ -8,7 +8,7 @@ use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_si
 use tenancy_runtime::{Error, ErrorCode};
 
 use super::internal::account_not_found;
-use super::{Api, Caller, fingerprint, mask_paths, ts};
+use super::{Api, Caller, access_entry, fingerprint, mask_paths, ts};
 use crate::domain::{Scope, level, role, service_access, validate};
 use crate::store::{self, SERVICE_COLUMNS, ServiceRow, s};
 
@@ -224,7 +224,9 @@ impl Api {
         );
         audit.actor_id = "service".to_owned();
         audit.insert(&txn).await?;
+        store::append_policy(&txn, now, vec![access_entry(&row.account_id)]).await?;
         txn.commit().await?;
+        self.policy_committed(&row.account_id);
         Ok(pb::RegisterServiceResponse {
             service: Some(service_pb(&row, 0)),
         })
@@ -276,7 +278,9 @@ impl Api {
         );
         audit.actor_id = "service".to_owned();
         audit.insert(&txn).await?;
+        store::append_policy(&txn, row.update_time, vec![access_entry(&row.account_id)]).await?;
         txn.commit().await?;
+        self.policy_committed(&row.account_id);
         Ok(pb::UpdateServiceResponse {
             service: Some(service_pb(&row, 0)),
         })
@@ -325,7 +329,9 @@ impl Api {
         );
         audit.actor_id = "service".to_owned();
         audit.insert(&txn).await?;
+        store::append_policy(&txn, self.now(), vec![access_entry(&row.account_id)]).await?;
         txn.commit().await?;
+        self.policy_committed(&row.account_id);
         Ok(pb::DeleteServiceResponse {})
     }
 

@@ -132,6 +132,10 @@ pub mod policy_kind {
     pub const MEMBERSHIP_REMOVED: i32 = 2;
     /// A `SecuritySettings`.
     pub const SECURITY_SETTINGS_CHANGED: i32 = 3;
+    /// The account's service catalogue or a member's grants changed (no
+    /// payload). Followed by the access caches of all replicas; WatchPolicies
+    /// skips it.
+    pub const ACCESS_CHANGED: i32 = 4;
 }
 
 /// One policy log entry to append.

@@ -7,7 +7,7 @@ use crate::{Env, fields, mask, reason};
 #[tokio::test]
 async fn create_account_makes_the_caller_its_first_active_owner() {
     let env = Env::new().await;
-    let user = env.user("ann@example.com");
+    let user = env.user("ann@example.com").await;
     let created = env
         .as_user(&user)
         .create_account(pb::CreateAccountRequest {
@@ -47,7 +47,7 @@ async fn create_account_makes_the_caller_its_first_active_owner() {
 #[tokio::test]
 async fn create_account_refuses_invalid_fields_each_named() {
     let env = Env::new().await;
-    let user = env.user("ann@example.com");
+    let user = env.user("ann@example.com").await;
     let error = env
         .as_user(&user)
         .create_account(pb::CreateAccountRequest {
@@ -71,7 +71,7 @@ async fn create_account_refuses_invalid_fields_each_named() {
 #[tokio::test]
 async fn create_account_with_the_same_idempotency_key_returns_the_first_account() {
     let env = Env::new().await;
-    let user = env.user("ann@example.com");
+    let user = env.user("ann@example.com").await;
     let request = pb::CreateAccountRequest {
         account: Some(pb::Account {
             r#type: 1,

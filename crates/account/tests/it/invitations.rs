@@ -45,7 +45,7 @@ async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
         .into_inner()
         .members;
     assert_eq!(members.len(), 1);
-    let token = env.invitation_token("new.person@example.com");
+    let token = env.invitation_token("new.person@example.com").await;
     let e = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token: token.clone(),
@@ -76,7 +76,7 @@ async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
     assert!(accepted.user_created);
     assert_eq!(accepted.account_id, account);
     assert_eq!(
-        env.identity.user(&accepted.user_id).unwrap().name,
+        env.identity_user(&accepted.user_id).await.name,
         "New Person"
     );
     let m = env
@@ -106,11 +106,11 @@ async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
 async fn an_existing_user_joins_by_accepting_without_a_password() {
     let env = Env::new().await;
     let (account, owner) = env.account().await;
-    let user = env.user("existing@example.com");
+    let user = env.user("existing@example.com").await;
     invite(&env, &account, &owner, "existing@example.com")
         .await
         .unwrap();
-    let token = env.invitation_token("existing@example.com");
+    let token = env.invitation_token("existing@example.com").await;
     let accepted = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token,
@@ -128,11 +128,11 @@ async fn an_existing_user_joins_by_accepting_without_a_password() {
 async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
     let env = Env::new().await;
     let (account, owner) = env.account().await;
-    env.user("late@example.com");
+    env.user("late@example.com").await;
     invite(&env, &account, &owner, "late@example.com")
         .await
         .unwrap();
-    let token = env.invitation_token("late@example.com");
+    let token = env.invitation_token("late@example.com").await;
     env.clock.advance(Duration::from_secs(7 * 24 * 3600 + 1));
     let e = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
@@ -161,7 +161,7 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
         .invitation
         .unwrap();
     assert_eq!(cancelled.state, pb::InvitationState::Cancelled as i32);
-    let token = env.invitation_token("late@example.com");
+    let token = env.invitation_token("late@example.com").await;
     let e = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token,
@@ -202,11 +202,11 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
 async fn resending_kills_the_old_link_and_is_rate_limited() {
     let env = Env::new().await;
     let (account, owner) = env.account().await;
-    env.user("r@example.com");
+    env.user("r@example.com").await;
     let inv = invite(&env, &account, &owner, "r@example.com")
         .await
         .unwrap();
-    let old = env.invitation_token("r@example.com");
+    let old = env.invitation_token("r@example.com").await;
     let e = env
         .as_member(&owner, &account, Role::Owner)
         .resend_invitation(pb::ResendInvitationRequest {
@@ -228,7 +228,7 @@ async fn resending_kills_the_old_link_and_is_rate_limited() {
         .invitation
         .unwrap();
     assert_eq!(resent.send_count, 2);
-    let new = env.invitation_token("r@example.com");
+    let new = env.invitation_token("r@example.com").await;
     assert_ne!(old, new);
     let e = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
@@ -252,7 +252,7 @@ async fn active_members_cannot_be_invited_but_revoked_ones_can() {
     let env = Env::new().await;
     let (account, owner) = env.account().await;
     let manager = env.manager(&account, &owner).await;
-    let email = env.identity.user(&manager).unwrap().email;
+    let email = env.identity_user(&manager).await.email;
     let e = invite(&env, &account, &owner, &email).await.unwrap_err();
     assert_eq!(reason(&e), "ALREADY_MEMBER");
     env.as_member(&owner, &account, Role::Owner)
@@ -262,7 +262,7 @@ async fn active_members_cannot_be_invited_but_revoked_ones_can() {
         .await
         .unwrap();
     invite(&env, &account, &owner, &email).await.unwrap();
-    let token = env.invitation_token(&email);
+    let token = env.invitation_token(&email).await;
     anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token,
@@ -331,7 +331,7 @@ async fn giving_portal_access_to_an_added_member_emails_an_invitation_to_set_a_p
         .into_inner();
     let inv = r.invitation.unwrap();
     assert_eq!(inv.user_id, added.user_id);
-    let token = env.invitation_token("later@example.com");
+    let token = env.invitation_token("later@example.com").await;
     let accepted = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token,

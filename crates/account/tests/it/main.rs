@@ -11,8 +11,8 @@
 
 mod access;
 mod accounts;
+mod cache;
 mod e2e;
-mod fakes;
 mod invitations;
 mod members;
 mod security;
@@ -21,11 +21,20 @@ mod watch;
 use std::sync::Arc;
 
 use tenancy_account::AccountService;
+use tenancy_contacts::ContactsService;
+use tenancy_identity::IdentityService;
 use tenancy_proto::account::{
     self as pb, account_internal_service_client::AccountInternalServiceClient,
     account_service_client::AccountServiceClient,
 };
-use tenancy_proto::contacts::MessageTemplate;
+use tenancy_proto::contacts::{
+    self as cpb, MessageTemplate, contacts_internal_service_client::ContactsInternalServiceClient,
+};
+use tenancy_proto::identity::{
+    self as ipb, identity_internal_service_client::IdentityInternalServiceClient,
+    identity_service_client::IdentityServiceClient,
+};
+use tenancy_runtime::config::Config;
 use tenancy_runtime::{ManualClock, Principal};
 use tenancy_testkit::{
     Caller, Role, Running, TestDatabase, member, start, test_config, test_context,
@@ -35,13 +44,38 @@ use tonic::transport::Channel;
 
 pub type Client = AccountServiceClient<InterceptedService<Channel, Caller>>;
 pub type Internal = AccountInternalServiceClient<InterceptedService<Channel, Caller>>;
+pub type IdentityInternal = IdentityInternalServiceClient<InterceptedService<Channel, Caller>>;
 
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The account service with the REAL identity and contacts services, each
+/// on loopback, all on one test database.
 pub struct Env {
     pub running: Running,
     pub clock: ManualClock,
-    pub identity: fakes::FakeIdentity,
-    pub contacts: fakes::FakeContacts,
+    pub identity: Running,
+    pub contacts: Running,
+    /// The database all three use (tests write behind the service's back).
+    pub database_url: String,
+    config: Config,
     channel: Channel,
+}
+
+/// Another replica of the account service on the same database.
+pub struct Replica {
+    _running: Running,
+    channel: Channel,
+    clock: ManualClock,
+}
+
+impl Replica {
+    pub fn internal(&self) -> Internal {
+        AccountInternalServiceClient::with_interceptor(
+            self.channel.clone(),
+            Caller::new(Principal::service("test"), Arc::new(self.clock.clone())),
+        )
+    }
 }
 
 pub fn reason(status: &tonic::Status) -> String {
@@ -62,11 +96,20 @@ impl Env {
     pub async fn new() -> Self {
         let db = TestDatabase::new("account").await;
         let mut config = test_config(&db);
-        let (peer, identity, contacts) = fakes::start().await;
-        config.identity.url = Some(format!("http://{peer}"));
-        config.contacts.url = Some(format!("http://{peer}"));
         let clock = ManualClock::starting_now();
-        let context = test_context(config, Arc::new(clock.clone()));
+        let contacts = start::<ContactsService>(
+            test_context(config.clone(), Arc::new(clock.clone())),
+            clock.clone(),
+        )
+        .await;
+        config.contacts.url = Some(format!("http://{}", contacts.address));
+        let identity = start::<IdentityService>(
+            test_context(config.clone(), Arc::new(clock.clone())),
+            clock.clone(),
+        )
+        .await;
+        config.identity.url = Some(format!("http://{}", identity.address));
+        let context = test_context(config.clone(), Arc::new(clock.clone()));
         let running = start::<AccountService>(context, clock.clone()).await;
         let channel = running.channel().await;
         Self {
@@ -74,8 +117,171 @@ impl Env {
             clock,
             identity,
             contacts,
+            database_url: db.url.clone(),
+            config,
             channel,
         }
+    }
+
+    /// A second account server on the same database and peers.
+    pub async fn replica(&self) -> Replica {
+        let context = test_context(self.config.clone(), Arc::new(self.clock.clone()));
+        let running = start::<AccountService>(context, self.clock.clone()).await;
+        let channel = running.channel().await;
+        Replica {
+            _running: running,
+            channel,
+            clock: self.clock.clone(),
+        }
+    }
+
+    fn service(&self) -> Caller {
+        Caller::new(Principal::service("test"), Arc::new(self.clock.clone()))
+    }
+
+    /// Identity's internal API.
+    pub async fn identity_internal(&self) -> IdentityInternal {
+        IdentityInternalServiceClient::with_interceptor(
+            self.identity.channel().await,
+            self.service(),
+        )
+    }
+
+    /// A user of identity, by id.
+    pub async fn identity_user(&self, id: &str) -> ipb::User {
+        self.identity_internal()
+            .await
+            .batch_get_users(ipb::BatchGetUsersRequest {
+                user_ids: vec![id.to_owned()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .users
+            .pop()
+            .expect("a user")
+    }
+
+    /// Messages in the real contacts outbox to `email` with `template`,
+    /// newest first.
+    pub async fn outbox(&self, email: &str, template: MessageTemplate) -> Vec<cpb::OutboxMessage> {
+        ContactsInternalServiceClient::with_interceptor(
+            self.contacts.channel().await,
+            self.service(),
+        )
+        .list_outbox_messages(cpb::ListOutboxMessagesRequest {
+            to_email: email.into(),
+            template: template as i32,
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+    }
+
+    /// Messages in the outbox concerning `account`.
+    pub async fn outbox_of_account(&self, account: &str) -> Vec<cpb::OutboxMessage> {
+        ContactsInternalServiceClient::with_interceptor(
+            self.contacts.channel().await,
+            self.service(),
+        )
+        .list_outbox_messages(cpb::ListOutboxMessagesRequest {
+            account_id: account.into(),
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .messages
+    }
+
+    /// Turns on TOTP for a user with [`PASSWORD`], through identity's
+    /// public API: log in, begin, confirm with the current code.
+    pub async fn enrol_totp(&self, user: &str, email: &str) {
+        let channel = self.identity.channel().await;
+        let as_principal = |p: Principal| {
+            IdentityServiceClient::with_interceptor(
+                channel.clone(),
+                Caller::new(p, Arc::new(self.clock.clone())),
+            )
+        };
+        let login = as_principal(Principal::anonymous(None, "r"))
+            .login(ipb::LoginRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(ipb::login_response::Outcome::Session(session)) = login.outcome else {
+            panic!("expected a session");
+        };
+        let mut c = as_principal(Principal {
+            user_id: Some(user.into()),
+            session_id: Some(session.session_id),
+            token_kind: tenancy_testkit::TokenKind::Portal,
+            client_ip: Some("198.51.100.7".parse().unwrap()),
+            request_id: "r".into(),
+            ..Principal::default()
+        });
+        let begun = c
+            .begin_totp_enrollment(ipb::BeginTotpEnrollmentRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let secret = totp_rs::Secret::try_from_base32(&begun.secret).unwrap();
+        let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+        let now = u64::try_from(self.clock.now_secs()).unwrap();
+        c.confirm_totp_enrollment(ipb::ConfirmTotpEnrollmentRequest {
+            totp_code: totp.generate(now).to_string(),
+        })
+        .await
+        .unwrap();
+    }
+
+    /// The (user, account) access revocations in identity's revocation log.
+    pub async fn account_revocations(&self) -> Vec<(String, String)> {
+        use ipb::watch_revocations_response::Item;
+        let mut stream = self
+            .identity_internal()
+            .await
+            .watch_revocations(ipb::WatchRevocationsRequest {
+                from_position: 0,
+                watcher: "account-tests".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(item) = stream.message().await.unwrap() {
+            match item.item {
+                Some(Item::Event(e)) => {
+                    if let Some(ipb::revocation_event::Kind::UserAccount(r)) = e.kind {
+                        out.push((r.user_id, r.account_id));
+                    }
+                }
+                Some(Item::CaughtUp(_)) => break,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Accepts an invitation as an existing user; returns the user id.
+    pub async fn accept(&self, token: &str) -> String {
+        self.client(Principal::anonymous(None, "r"))
+            .accept_invitation(pb::AcceptInvitationRequest {
+                token: token.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user_id
     }
 
     pub fn principal(&self, user: &str, account: &str, role: Role) -> Principal {
@@ -108,16 +314,38 @@ impl Env {
         )
     }
 
-    pub fn user(&self, email: &str) -> String {
-        self.identity.add_user(email, &email.replace('@', " at "))
+    /// A user with [`PASSWORD`] in the real identity service.
+    pub async fn user(&self, email: &str) -> String {
+        let mut identity = self.identity_internal().await;
+        let user = identity
+            .ensure_user(ipb::EnsureUserRequest {
+                email: email.into(),
+                name: email.replace('@', " at "),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap();
+        identity
+            .set_initial_password(ipb::SetInitialPasswordRequest {
+                user_id: user.id.clone(),
+                password: PASSWORD.into(),
+                name: String::new(),
+            })
+            .await
+            .unwrap();
+        user.id
     }
 
     /// A new account of a new owner: (account id, owner id).
     pub async fn account(&self) -> (String, String) {
-        let owner = self.user(&format!(
-            "owner-{}@example.com",
-            uuid::Uuid::now_v7().simple()
-        ));
+        let owner = self
+            .user(&format!(
+                "owner-{}@example.com",
+                uuid::Uuid::now_v7().simple()
+            ))
+            .await;
         let account = self
             .as_user(&owner)
             .create_account(pb::CreateAccountRequest {
@@ -138,10 +366,11 @@ impl Env {
         (account.id, owner)
     }
 
-    /// The token in the newest invitation email to `email`.
-    pub fn invitation_token(&self, email: &str) -> String {
-        let messages = self.contacts.to(email, MessageTemplate::Invitation);
-        let url = messages.last().expect("an invitation email").template_data["accept_url"].clone();
+    /// The token in the newest invitation email to `email`, read from the
+    /// real contacts outbox.
+    pub async fn invitation_token(&self, email: &str) -> String {
+        let messages = self.outbox(email, MessageTemplate::Invitation).await;
+        let url = &messages.first().expect("an invitation email").template_data["accept_url"];
         url.split("token=").nth(1).unwrap().to_owned()
     }
 
@@ -155,7 +384,7 @@ impl Env {
         scope: pb::AccessScope,
     ) -> String {
         let email = format!("member-{}@example.com", uuid::Uuid::now_v7().simple());
-        let user = self.user(&email);
+        let user = self.user(&email).await;
         self.as_member(owner, account, Role::Owner)
             .invite_member(pb::InviteMemberRequest {
                 email: email.clone(),
@@ -164,17 +393,8 @@ impl Env {
             })
             .await
             .unwrap();
-        let token = self.invitation_token(&email);
-        let accepted = self
-            .client(Principal::anonymous(None, "r"))
-            .accept_invitation(pb::AcceptInvitationRequest {
-                token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(accepted.user_id, user);
+        let token = self.invitation_token(&email).await;
+        assert_eq!(self.accept(&token).await, user);
         user
     }
 
