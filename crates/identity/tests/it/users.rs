@@ -329,3 +329,157 @@ async fn internal_methods_refuse_non_service_callers() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
 }
+
+fn update(name: &str, email: &str, paths: &[&str]) -> UpdateMeRequest {
+    UpdateMeRequest {
+        user: Some(User {
+            name: name.into(),
+            email: email.into(),
+            ..User::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn update_me_changes_the_name_at_once_and_only_masked_fields() {
+    let env = Env::start("updatename").await;
+    let user = env.verified_user("nia@example.com").await;
+    let s = env.login("nia@example.com").await;
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let me = c
+        .update_me(update("  Nia Long ", "ignored@example.com", &["name"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.name, "Nia Long");
+    assert_eq!(me.email, "nia@example.com");
+    assert!(me.pending_email.is_empty());
+    for paths in [&[][..], &["password"], &["name", "staff"]] {
+        let e = c.update_me(update("X", "", paths)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{paths:?}");
+        assert_eq!(reason(&e), "UPDATE_MASK_INVALID", "{paths:?}");
+    }
+    let e = c.update_me(update("  ", "", &["name"])).await.unwrap_err();
+    assert_eq!(reason(&e), "NAME_INVALID");
+    let e = c
+        .update_me(update("", "not-an-address", &["email"]))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "EMAIL_INVALID");
+    // A name change needs no recent authentication.
+    env.advance(std::time::Duration::from_secs(3600));
+    c.update_me(update("Nia", "", &["name"])).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_email_change_needs_recent_authentication_and_applies_once_verified() {
+    let env = Env::start("updateemail").await;
+    let user = env.verified_user("oli@example.com").await;
+    let s = env.login("oli@example.com").await;
+    let mut c = env.in_session(&user, &s.session_id, None);
+    env.advance(std::time::Duration::from_secs(15 * 60 + 1));
+    let e = c
+        .update_me(update("", "oliver@example.org", &["email"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert!(
+        env.outbox
+            .last_token("oliver@example.org", "verify_url")
+            .is_none()
+    );
+    c.reauthenticate(ReauthenticateRequest {
+        password: PASSWORD.into(),
+        second_factor: None,
+    })
+    .await
+    .unwrap();
+    let me = c
+        .update_me(update("", " Oliver@Example.ORG ", &["email"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.email, "oli@example.com");
+    assert_eq!(me.pending_email, "Oliver@example.org");
+    // The old address is told, with both addresses.
+    assert_eq!(
+        env.outbox
+            .last_value("oli@example.com", "new_email")
+            .as_deref(),
+        Some("Oliver@example.org")
+    );
+    // Until verified, the old address still logs in.
+    env.login("oli@example.com").await;
+    let token = env
+        .outbox
+        .last_token("oliver@example.org", "verify_url")
+        .unwrap();
+    let mut anon = env.anonymous("198.51.100.1");
+    anon.verify_email(VerifyEmailRequest { token })
+        .await
+        .unwrap();
+    let me = c
+        .get_me(GetMeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.email, "Oliver@example.org");
+    assert!(me.pending_email.is_empty() && me.email_verified);
+    env.login("oliver@example.org").await;
+    let e = anon
+        .login(LoginRequest {
+            email: "oli@example.com".into(),
+            password: PASSWORD.into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn an_email_change_to_a_taken_address_is_refused_only_at_verification() {
+    let env = Env::start("updatetaken").await;
+    let user = env.verified_user("pia@example.com").await;
+    env.verified_user("quinn@example.com").await;
+    let s = env.login("pia@example.com").await;
+    let mut c = env.in_session(&user, &s.session_id, None);
+    // The answer does not reveal that the address is registered.
+    let me = c
+        .update_me(update("", "QUINN@example.com", &["email"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.pending_email, "QUINN@example.com");
+    let token = env
+        .outbox
+        .last_token("quinn@example.com", "verify_url")
+        .unwrap();
+    let e = env
+        .anonymous("198.51.100.1")
+        .verify_email(VerifyEmailRequest { token })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&e), "EMAIL_TAKEN");
+    let me = c
+        .get_me(GetMeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    assert_eq!(me.email, "pia@example.com");
+}
