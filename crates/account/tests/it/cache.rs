@@ -322,6 +322,9 @@ async fn answers_come_from_memory_and_follow_the_policy_log() {
     let mut internal = env.internal();
     let web = register(&mut internal, &account, "web", &[]).await;
     let manager = env.manager(&account, &owner).await;
+    // Let the log follower pass the entries of the setup (it drops the
+    // account again when it reads them), then warm the cache.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         decide(&mut internal, &manager, &account, &web).await,
         (true, R::AllServices)
