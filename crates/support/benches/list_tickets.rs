@@ -3,8 +3,11 @@
 //!
 //! Rows are seeded straight into the database; the account service is a
 //! minimal in-bench fake answering BatchCheckAccess (the member reaches 10
-//! of the 500 services). Run: `cargo bench -p tenancy-support`, with
-//! `TENANCY_TEST_DATABASE_URL=postgres://…` for PostgreSQL.
+//! of the 500 services). Prints p50/p99 of every order, with and without a
+//! status filter, for the store query alone and over gRPC. Run:
+//! `cargo bench --profile dev -p tenancy-support`, with
+//! `TENANCY_TEST_DATABASE_URL=postgres://…` for PostgreSQL and
+//! `SUPPORT_BENCH_PLANS=1` to print each query plan.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -122,31 +125,61 @@ async fn main() {
         start.elapsed()
     );
 
-    // The database work of one page, without gRPC.
-    for (name, statuses, priority) in [
-        ("first page, default order", vec![], false),
-        ("open + awaiting support, priority desc", vec![1, 3], true),
+    // The database work of one page, without gRPC, for every order, with
+    // and without a status filter; the plan of each once.
+    let orders = [
+        (pb::TicketOrder::CreateTimeAsc, "create time asc"),
+        (pb::TicketOrder::CreateTimeDesc, "create time desc"),
+        (pb::TicketOrder::UpdateTimeAsc, "update time asc"),
+        (
+            pb::TicketOrder::UpdateTimeDesc,
+            "update time desc (default)",
+        ),
+        (pb::TicketOrder::PriorityAsc, "priority asc"),
+        (pb::TicketOrder::PriorityDesc, "priority desc"),
+    ];
+    let show_plans = std::env::var_os("SUPPORT_BENCH_PLANS").is_some();
+    for (statuses, filter) in [
+        (vec![], "all statuses"),
+        (vec![1, 3], "open + awaiting support"),
     ] {
-        let mut times = Vec::new();
-        for _ in 0..300 {
-            let t = Instant::now();
-            tenancy_support::store::bench_list_page(
-                &conn,
-                &account_id,
-                Some(selected.clone()),
-                statuses.clone(),
-                priority,
-            )
-            .await
-            .unwrap();
-            times.push(t.elapsed());
+        for (order, order_name) in orders {
+            if show_plans {
+                let plan = tenancy_support::store::bench_explain_page(
+                    &conn,
+                    &account_id,
+                    Some(selected.clone()),
+                    statuses.clone(),
+                    order as i32,
+                )
+                .await
+                .unwrap();
+                println!("plan [{backend}] {filter}, {order_name}:");
+                for line in plan {
+                    println!("    {line}");
+                }
+            }
+            let mut times = Vec::new();
+            for _ in 0..200 {
+                let t = Instant::now();
+                tenancy_support::store::bench_list_page(
+                    &conn,
+                    &account_id,
+                    Some(selected.clone()),
+                    statuses.clone(),
+                    order as i32,
+                )
+                .await
+                .unwrap();
+                times.push(t.elapsed());
+            }
+            times.sort();
+            println!(
+                "store query [{backend}] {filter}, {order_name}: p50 {:.2} ms, p99 {:.2} ms",
+                percentile(&times, 0.50).as_secs_f64() * 1e3,
+                percentile(&times, 0.99).as_secs_f64() * 1e3,
+            );
         }
-        times.sort();
-        println!(
-            "store query [{backend}] {name}: p50 {:.2} ms, p99 {:.2} ms",
-            percentile(&times, 0.50).as_secs_f64() * 1e3,
-            percentile(&times, 0.99).as_secs_f64() * 1e3,
-        );
     }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -176,27 +209,31 @@ async fn main() {
         Caller::new(principal, Arc::new(clock.clone())),
     );
 
-    let scenarios: Vec<(&str, pb::ListTicketsRequest)> = vec![
-        (
-            "first page, default order (update time desc)",
-            pb::ListTicketsRequest::default(),
-        ),
-        (
-            "open + awaiting support, priority desc",
+    let mut scenarios: Vec<(String, pb::ListTicketsRequest)> = Vec::new();
+    for (order, order_name) in orders {
+        scenarios.push((
+            order_name.to_owned(),
+            pb::ListTicketsRequest {
+                order_by: order as i32,
+                ..Default::default()
+            },
+        ));
+        scenarios.push((
+            format!("open + awaiting support, {order_name}"),
             pb::ListTicketsRequest {
                 statuses: vec![1, 3],
-                order_by: pb::TicketOrder::PriorityDesc as i32,
+                order_by: order as i32,
                 ..Default::default()
             },
-        ),
-        (
-            "one selected service",
-            pb::ListTicketsRequest {
-                service_id: selected[3].clone(),
-                ..Default::default()
-            },
-        ),
-    ];
+        ));
+    }
+    scenarios.push((
+        "one selected service".to_owned(),
+        pb::ListTicketsRequest {
+            service_id: selected[3].clone(),
+            ..Default::default()
+        },
+    ));
     for (name, request) in scenarios {
         // Warm-up, and the 3rd page token for a deeper page.
         let mut token = String::new();
@@ -212,7 +249,7 @@ async fn main() {
         }
         let mut times = Vec::new();
         let mut returned = 0;
-        for i in 0..300 {
+        for i in 0..200 {
             let mut r = request.clone();
             if i % 2 == 1 {
                 r.page_token = token.clone();
@@ -224,7 +261,7 @@ async fn main() {
         }
         times.sort();
         println!(
-            "ListTickets [{backend}] {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} per page, 300 calls, pages 1 and 4)",
+            "ListTickets [{backend}] {name}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} per page, 200 calls, pages 1 and 4)",
             percentile(&times, 0.50).as_secs_f64() * 1e3,
             percentile(&times, 0.99).as_secs_f64() * 1e3,
             times.last().unwrap().as_secs_f64() * 1e3,

@@ -5,7 +5,7 @@
 //! `k1 > v1 OR (k1 = v1 AND (k2 > v2 OR ...))` with each `>` or `<` per
 //! key direction. The `(account_id, <order keys>, id)` indexes serve them.
 
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use serde::{Deserialize, Serialize};
 use tenancy_runtime::Error;
 
@@ -120,13 +120,10 @@ pub(crate) struct TicketQuery {
     pub(crate) limit: u64,
 }
 
-impl Store {
-    /// One page of tickets and the cursor of the next page (its `f` left
-    /// for the caller to fill in).
-    pub(crate) async fn list_tickets(
-        &self,
-        query: &TicketQuery,
-    ) -> Result<(Vec<Ticket>, Option<Cursor>), Error> {
+impl TicketQuery {
+    /// The page query: filters, keyset and order (limit added by callers).
+    pub(crate) fn select(&self) -> Select<ticket::Entity> {
+        let query = self;
         let mut select = ticket::Entity::find();
         select = match &query.accounts {
             Accounts::One(id) => select.filter(Column::AccountId.eq(id.clone())),
@@ -175,11 +172,23 @@ impl Store {
                 select.order_by_desc(*column)
             };
         }
-        select = if id_ascending {
+        if id_ascending {
             select.order_by_asc(Column::Id)
         } else {
             select.order_by_desc(Column::Id)
-        };
+        }
+    }
+}
+
+impl Store {
+    /// One page of tickets and the cursor of the next page (its `f` left
+    /// for the caller to fill in).
+    pub(crate) async fn list_tickets(
+        &self,
+        query: &TicketQuery,
+    ) -> Result<(Vec<Ticket>, Option<Cursor>), Error> {
+        let keys = query.order.keys();
+        let select = query.select();
         let mut rows = select.limit(query.limit + 1).all(self.db()).await?;
         let next = if rows.len() as u64 > query.limit {
             rows.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));

@@ -663,19 +663,17 @@ pub struct TicketSeed {
     pub time: i64,
 }
 
-/// For benchmarks: one ListTickets page query for an account, limited to
-/// account-general tickets plus `visible` services when given, as the
-/// handler runs it (with the CC lookup). Returns the number of tickets.
-#[doc(hidden)]
-pub async fn bench_list_page(
-    db: &DatabaseConnection,
+/// For benchmarks: the ListTickets page query of an account, limited to
+/// account-general tickets plus `visible` services when given, with
+/// `statuses` and `order` (proto `TicketOrder` value) as the handler builds
+/// it.
+fn bench_query(
     account_id: &str,
     visible: Option<Vec<String>>,
     statuses: Vec<i32>,
-    priority_order: bool,
-) -> Result<usize, Error> {
-    let store = Store::new(db.clone());
-    let query = list::TicketQuery {
+    order: i32,
+) -> Result<list::TicketQuery, Error> {
+    Ok(list::TicketQuery {
         accounts: list::Accounts::One(account_id.to_owned()),
         visible_services: visible,
         service_id: None,
@@ -686,13 +684,52 @@ pub async fn bench_list_page(
         created_by: None,
         assignee: None,
         unassigned_only: false,
-        order: if priority_order {
-            list::Order::PriorityDesc
-        } else {
-            list::Order::UpdateDesc
-        },
+        order: list::Order::from_i32(order)
+            .ok_or_else(|| Error::invalid_field("order_by", "unknown order"))?,
         after: None,
         limit: 50,
+    })
+}
+
+/// For benchmarks: runs one page of [`bench_query`] (with the CC lookup);
+/// returns the number of tickets.
+#[doc(hidden)]
+pub async fn bench_list_page(
+    db: &DatabaseConnection,
+    account_id: &str,
+    visible: Option<Vec<String>>,
+    statuses: Vec<i32>,
+    order: i32,
+) -> Result<usize, Error> {
+    let query = bench_query(account_id, visible, statuses, order)?;
+    Ok(Store::new(db.clone()).list_tickets(&query).await?.0.len())
+}
+
+/// For benchmarks: the database's plan of one page of [`bench_query`]
+/// (`EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on PostgreSQL), one line per
+/// step.
+#[doc(hidden)]
+pub async fn bench_explain_page(
+    db: &DatabaseConnection,
+    account_id: &str,
+    visible: Option<Vec<String>>,
+    statuses: Vec<i32>,
+    order: i32,
+) -> Result<Vec<String>, Error> {
+    use sea_orm::{ConnectionTrait, DbBackend, QuerySelect, QueryTrait, Statement};
+    let query = bench_query(account_id, visible, statuses, order)?;
+    let backend = db.get_database_backend();
+    let statement = query.select().limit(51).build(backend);
+    let (prefix, column) = match backend {
+        DbBackend::Sqlite => ("EXPLAIN QUERY PLAN ", "detail"),
+        _ => ("EXPLAIN ", "QUERY PLAN"),
     };
-    Ok(store.list_tickets(&query).await?.0.len())
+    let explain = Statement {
+        sql: format!("{prefix}{}", statement.sql),
+        ..statement
+    };
+    let rows = db.query_all_raw(explain).await?;
+    rows.iter()
+        .map(|r| r.try_get::<String>("", column).map_err(Error::from))
+        .collect()
 }

@@ -87,7 +87,7 @@ async fn ticket_in(w: &World, status: S) -> String {
 #[tokio::test]
 async fn customer_messages_keep_open_and_otherwise_await_support() {
     let w = World::new("lc_cust_msg").await;
-    w.grant(Duration::from_secs(3600));
+    w.grant(Duration::from_secs(3600)).await;
     let t = ticket_in(&w, S::Open).await;
     assert_eq!(customer_says(&w, &t).await.unwrap().status, S::Open as i32);
     for from in [S::AwaitingCustomer, S::AwaitingSupport, S::Resolved] {
@@ -103,7 +103,7 @@ async fn customer_messages_keep_open_and_otherwise_await_support() {
 #[tokio::test]
 async fn messages_on_a_closed_ticket_are_refused_until_reopened() {
     let w = World::new("lc_closed").await;
-    w.grant(Duration::from_secs(3600));
+    w.grant(Duration::from_secs(3600)).await;
     let t = ticket_in(&w, S::Closed).await;
     assert_refused(
         customer_says(&w, &t).await,
@@ -147,7 +147,7 @@ async fn messages_on_a_closed_ticket_are_refused_until_reopened() {
 #[tokio::test]
 async fn every_refused_status_transition_is_failed_precondition() {
     let w = World::new("lc_refused").await;
-    w.grant(Duration::from_secs(3600));
+    w.grant(Duration::from_secs(3600)).await;
     let refused = [
         (S::Open, S::Open, false),
         (S::AwaitingCustomer, S::Open, true),

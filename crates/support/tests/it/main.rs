@@ -1,6 +1,6 @@
 //! The support service over real gRPC, on SQLite (default) or PostgreSQL
-//! (`TENANCY_TEST_DATABASE_URL`). Peer services are in-test fakes (see
-//! `fakes`).
+//! (`TENANCY_TEST_DATABASE_URL`), with the real account, identity and
+//! contacts services, each on its own database (see `harness`).
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +10,6 @@
     missing_docs
 )]
 
-mod fakes;
 mod harness;
 mod lifecycle;
 mod notifications;

@@ -1,6 +1,7 @@
 //! Replies notify the creator and CC users through contacts' Notify
 //! (SUPPORT_REPLIES, preferences applied there), staff replies on technical
-//! tickets also the TECHNICAL contacts; internal notes notify nobody.
+//! tickets also the TECHNICAL contacts; internal notes notify nobody. Read
+//! from the real contacts outbox.
 
 use std::time::Duration;
 
@@ -9,129 +10,132 @@ use tenancy_proto::support as pb;
 
 use crate::harness::{World, create};
 
-async fn until_notified(w: &World, n: usize) -> Vec<cpb::NotifyRequest> {
-    for _ in 0..100 {
-        let seen = replies(w);
-        if seen.len() >= n {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    replies(w)
-}
-
-/// Notifications of replies (not of ticket creation).
-fn replies(w: &World) -> Vec<cpb::NotifyRequest> {
-    w.contacts
-        .notified
-        .lock()
-        .iter()
-        .filter(|n| n.idempotency_key.starts_with("support:ticket-reply"))
-        .cloned()
-        .collect()
-}
-
-#[tokio::test]
-async fn a_new_ticket_notifies_its_creator_and_cc_users() {
-    let w = World::new("nt_create").await;
+async fn ticket_with_cc(w: &World, category: pb::TicketCategory) -> pb::Ticket {
     let mut req = create(None);
+    req.category = category as i32;
     req.cc_user_ids = vec![w.all.clone()];
-    let t = w
-        .customer(&w.owner)
+    w.customer(&w.owner)
         .create_ticket(req)
         .await
         .unwrap()
         .into_inner()
         .ticket
-        .unwrap();
-    let key = format!("support:ticket-created:{}", t.id);
-    for _ in 0..100 {
-        if !w.contacts.notified.lock().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let sent = w.contacts.notified.lock().clone();
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].idempotency_key, key);
-    let mut to: Vec<&str> = sent[0]
-        .extra_recipients
-        .iter()
-        .map(|r| r.user_id.as_str())
-        .collect();
-    to.sort();
-    let mut expected = vec![w.owner.as_str(), w.all.as_str()];
-    expected.sort();
-    assert_eq!(to, expected);
+        .unwrap()
 }
 
-#[tokio::test]
-async fn a_staff_reply_notifies_creator_cc_and_technical_contacts_once_per_message() {
-    let w = World::new("nt_staff").await;
-    let mut req = create(None);
-    req.cc_user_ids = vec![w.all.clone()];
-    let t = w
-        .customer(&w.owner)
-        .create_ticket(req)
+fn sorted(mut users: Vec<String>) -> Vec<String> {
+    users.sort();
+    users
+}
+
+/// A verified contact of the account with `roles`; returns its email.
+async fn verified_contact(w: &World, name: &str, roles: &[cpb::ContactRole]) -> String {
+    let email = format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple());
+    w.owner_contacts()
+        .create_contact(cpb::CreateContactRequest {
+            contact: Some(cpb::Contact {
+                name: name.into(),
+                email: email.clone(),
+                roles: roles.iter().map(|r| *r as i32).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
         .await
-        .unwrap()
-        .into_inner()
-        .ticket
         .unwrap();
-    w.grant(Duration::from_secs(3600));
-    let m = w
-        .staff()
-        .add_message(pb::SupportStaffServiceAddMessageRequest {
-            ticket_id: t.id.clone(),
-            body: "Fixed".into(),
+    let link = w
+        .contacts_internal()
+        .list_outbox_messages(cpb::ListOutboxMessagesRequest {
+            to_email: email.clone(),
+            template: cpb::MessageTemplate::ContactVerification as i32,
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
+        .messages
+        .remove(0)
+        .template_data["verify_url"]
+        .clone();
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    w.public_contacts()
+        .verify_contact_email(cpb::VerifyContactEmailRequest { token })
+        .await
+        .unwrap();
+    email
+}
+
+#[tokio::test]
+async fn a_new_ticket_notifies_its_creator_and_cc_users() {
+    let w = World::new("nt_create").await;
+    let t = ticket_with_cc(&w, pb::TicketCategory::Technical).await;
+    let sent = w.outbox_at_least("support:", 2).await;
+    assert!(sent.iter().all(
+        |m| m.idempotency_key == format!("support:ticket-created:{}", t.id)
+            && m.template == cpb::MessageTemplate::TicketReply as i32
+    ));
+    assert_eq!(
+        w.recipients(&sent),
+        sorted(vec![w.owner.clone(), w.all.clone()])
+    );
+}
+
+#[tokio::test]
+async fn a_staff_reply_notifies_creator_cc_and_technical_contacts_once_per_message() {
+    let w = World::new("nt_staff").await;
+    let technical = verified_contact(&w, "tech", &[cpb::ContactRole::Technical]).await;
+    let t = ticket_with_cc(&w, pb::TicketCategory::Technical).await;
+    w.grant(Duration::from_secs(3600)).await;
+    let reply = pb::SupportStaffServiceAddMessageRequest {
+        ticket_id: t.id.clone(),
+        body: "Fixed".into(),
+        request_id: crate::harness::id(),
+        ..Default::default()
+    };
+    let m = w
+        .staff()
+        .add_message(reply.clone())
+        .await
+        .unwrap()
+        .into_inner()
         .message
         .unwrap();
-    let sent = until_notified(&w, 2).await;
-    assert_eq!(sent.len(), 2, "{sent:?}");
-    let replies = sent
-        .iter()
-        .find(|n| n.category == cpb::NotificationCategory::SupportReplies as i32)
-        .unwrap();
+    let replies = w
+        .outbox_at_least(&format!("support:ticket-reply:{}", m.id), 2)
+        .await;
     assert_eq!(
-        replies.idempotency_key,
-        format!("support:ticket-reply:{}", m.id)
+        w.recipients(&replies),
+        sorted(vec![w.owner.clone(), w.all.clone()])
     );
-    let mut to: Vec<&str> = replies
-        .extra_recipients
-        .iter()
-        .map(|r| r.user_id.as_str())
-        .collect();
-    to.sort();
-    let mut expected = vec![w.owner.as_str(), w.all.as_str()];
-    expected.sort();
-    assert_eq!(to, expected);
-    assert_eq!(replies.template, cpb::MessageTemplate::TicketReply as i32);
+    assert!(replies.iter().all(|r| {
+        r.template == cpb::MessageTemplate::TicketReply as i32
+            && r.category == cpb::NotificationCategory::SupportReplies as i32
+            && r.template_data["message_excerpt"] == "Fixed"
+            && r.template_data["author_name"] == "Support"
+    }));
+    let technical_key = format!("support:ticket-reply-technical:{}", m.id);
+    let to_contacts = w.outbox_at_least(&technical_key, 1).await;
     assert!(
-        sent.iter()
-            .any(|n| n.category == cpb::NotificationCategory::TechnicalIncidents as i32)
+        w.recipients(&to_contacts).contains(&technical),
+        "{to_contacts:?}"
     );
+    // A retried reply is the same message: nobody is notified twice.
+    w.staff().add_message(reply).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        w.outbox(&format!("support:ticket-reply:{}", m.id))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(w.outbox(&technical_key).await.len(), to_contacts.len());
 }
 
 #[tokio::test]
 async fn a_customer_reply_notifies_the_others_but_not_the_author_and_notes_notify_nobody() {
     let w = World::new("nt_cust").await;
-    let mut req = create(None);
-    req.category = pb::TicketCategory::General as i32;
-    req.cc_user_ids = vec![w.all.clone()];
-    let t = w
-        .customer(&w.owner)
-        .create_ticket(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
-    w.grant(Duration::from_secs(3600));
+    let t = ticket_with_cc(&w, pb::TicketCategory::General).await;
+    w.grant(Duration::from_secs(3600)).await;
     w.staff()
         .add_internal_note(pb::AddInternalNoteRequest {
             ticket_id: t.id.clone(),
@@ -148,15 +152,12 @@ async fn a_customer_reply_notifies_the_others_but_not_the_author_and_notes_notif
         })
         .await
         .unwrap();
-    let sent = until_notified(&w, 1).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent_after = replies(&w);
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent_after.len(), 1, "the note notified nobody");
-    let to: Vec<&str> = sent[0]
-        .extra_recipients
-        .iter()
-        .map(|r| r.user_id.as_str())
-        .collect();
-    assert_eq!(to, [w.owner.as_str()]);
+    let sent = w.outbox_at_least("support:ticket-reply", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        w.outbox("support:ticket-reply").await.len(),
+        1,
+        "the note notified nobody"
+    );
+    assert_eq!(w.recipients(&sent), std::slice::from_ref(&w.owner));
 }

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use tenancy_proto::support as pb;
 use tonic::Code;
 
-use crate::fakes::Scope;
+use tenancy_proto::account::ServiceAccess;
+
 use crate::harness::{World, assert_refused, create};
 
 /// Tickets on s1, s2 and account-general, created by the owner.
@@ -150,10 +151,12 @@ async fn a_change_of_scope_applies_at_once() {
     let w = World::new("vis_scope").await;
     let t = w.ticket(&w.owner, Some(&w.s1)).await;
     gets(&w, &w.selected, &t).await.unwrap();
-    w.account.state.lock().members.insert(
-        (w.account_id.clone(), w.selected.clone()),
-        Scope::Selected(HashSet::from([w.s2.clone()])),
-    );
+    w.set_scope(
+        &w.selected,
+        ServiceAccess::Selected,
+        std::slice::from_ref(&w.s2),
+    )
+    .await;
     assert_refused(
         gets(&w, &w.selected, &t).await,
         Code::NotFound,
@@ -166,11 +169,7 @@ async fn a_change_of_scope_applies_at_once() {
 async fn suspended_members_and_outsiders_see_nothing() {
     let w = World::new("vis_susp").await;
     let general = w.ticket(&w.owner, None).await;
-    w.account
-        .state
-        .lock()
-        .suspended
-        .insert((w.account_id.clone(), w.all.clone()));
+    w.suspend(&w.all).await;
     for user in [&w.all, &w.outsider] {
         assert_refused(
             gets(&w, user, &general).await,
@@ -188,7 +187,7 @@ async fn a_list_makes_one_access_check_whatever_its_size() {
         w.ticket(&w.owner, Some(&w.s1)).await;
         w.ticket(&w.owner, Some(&w.s2)).await;
     }
-    let before = w.account.state.lock().batch_calls;
+    let before = w.batch_checks.load(std::sync::atomic::Ordering::SeqCst);
     let tickets = w
         .customer(&w.selected)
         .list_tickets(pb::ListTicketsRequest::default())
@@ -197,24 +196,18 @@ async fn a_list_makes_one_access_check_whatever_its_size() {
         .into_inner()
         .tickets;
     assert_eq!(tickets.len(), 5);
-    assert_eq!(w.account.state.lock().batch_calls - before, 1);
+    assert_eq!(
+        w.batch_checks.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_ticket_of_another_account_is_not_found() {
     let w = World::new("vis_other").await;
     let t = w.ticket(&w.owner, None).await;
-    let other = crate::harness::id();
-    w.account
-        .state
-        .lock()
-        .members
-        .insert((other.clone(), w.owner.clone()), Scope::Owner);
-    let principal = tenancy_testkit::member(&w.owner, &other, tenancy_testkit::Role::Owner);
-    let mut c = pb::support_service_client::SupportServiceClient::with_interceptor(
-        w.channel.clone(),
-        tenancy_testkit::Caller::new(principal, std::sync::Arc::new(w.clock.clone())),
-    );
+    let other = w.create_account(&w.owner).await;
+    let mut c = w.customer_of(&w.owner, &other);
     assert_refused(
         c.get_ticket(pb::GetTicketRequest { ticket_id: t.id }).await,
         Code::NotFound,

@@ -7,7 +7,8 @@ use tenancy_proto::support as pb;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::fakes::Scope;
+use tenancy_proto::account::ServiceAccess;
+
 use crate::harness::World;
 
 use pb::watch_ticket_response::Event as E;
@@ -43,7 +44,7 @@ async fn a_watcher_gets_the_snapshot_replay_and_live_messages_and_status_changes
         .into_inner();
     assert!(matches!(next(&mut stream).await.unwrap(), E::Snapshot(s) if s.id == t));
     assert!(matches!(next(&mut stream).await.unwrap(), E::MessageAdded(m) if m.sequence == 2));
-    w.grant(Duration::from_secs(3600));
+    w.grant(Duration::from_secs(3600)).await;
     w.staff()
         .add_message(pb::SupportStaffServiceAddMessageRequest {
             ticket_id: t.clone(),
@@ -79,11 +80,7 @@ async fn a_watch_ends_with_not_found_when_service_access_is_withdrawn() {
         .unwrap()
         .into_inner();
     assert!(matches!(next(&mut stream).await.unwrap(), E::Snapshot(_)));
-    w.account
-        .state
-        .lock()
-        .members
-        .insert((w.account_id.clone(), w.selected.clone()), Scope::None);
+    w.set_scope(&w.selected, ServiceAccess::None, &[]).await;
     let status = next(&mut stream).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(
@@ -111,7 +108,7 @@ async fn a_watch_cannot_start_on_an_invisible_ticket() {
 async fn a_staff_watch_ends_when_the_grant_expires_during_the_stream() {
     let w = World::new("wt_grant").await;
     let t = w.ticket(&w.owner, None).await.id;
-    w.grant(Duration::from_secs(600));
+    w.grant(Duration::from_secs(600)).await;
     let mut stream = w
         .staff_as_customer_api()
         .watch_ticket(pb::WatchTicketRequest {
