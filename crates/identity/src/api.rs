@@ -291,8 +291,11 @@ impl IdentityService for Api {
         &self,
         request: Request<pb::ResetPasswordRequest>,
     ) -> Reply<pb::ResetPasswordResponse> {
+        let ip = ip_of(principal(&request)?);
         let r = request.into_inner();
-        self.core.reset_password(&r.token, &r.new_password).await?;
+        self.core
+            .reset_password(&r.token, &r.new_password, &ip)
+            .await?;
         ok(pb::ResetPasswordResponse {})
     }
 
@@ -309,6 +312,7 @@ impl IdentityService for Api {
                 p.session_id.as_deref(),
                 &r.current_password,
                 &r.new_password,
+                &ip_of(p),
             )
             .await?;
         ok(pb::ChangePasswordResponse {
@@ -441,7 +445,13 @@ impl IdentityService for Api {
         };
         let token = self
             .core
-            .disable_totp(p.user()?, p.session_id.as_deref(), password, code)
+            .disable_totp(
+                p.user()?,
+                p.session_id.as_deref(),
+                password,
+                code,
+                &ip_of(p),
+            )
             .await?;
         ok(pb::DisableTotpResponse {
             access_token: Some(token),

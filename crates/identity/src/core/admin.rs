@@ -1,6 +1,7 @@
 //! Staff grants, usage reports from gateways, password change.
 
 use sea_orm::TransactionTrait;
+use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::{Error, ErrorCode, Timestamp};
 
@@ -96,6 +97,7 @@ impl Core {
         session_id: Option<&str>,
         current: &str,
         new: &str,
+        ip: &str,
     ) -> Result<(pb::AccessToken, i64), Error> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
@@ -175,6 +177,13 @@ impl Core {
         tx.commit().await?;
         self.notify_revocations();
         self.reset_failures(&keys[0].0).await?;
+        self.security_notice(
+            user_id,
+            MessageTemplate::SecurityPasswordChanged,
+            ip,
+            &[("reset_url", self.portal_page("forgot-password"))],
+        )
+        .await;
         session.auth_time = now.millis();
         Ok((self.access_token(&session, None).await?, n))
     }

@@ -2,6 +2,7 @@
 //! account switching and the caller's own sessions.
 
 use sea_orm::{ConnectionTrait, TransactionTrait};
+use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
@@ -667,6 +668,7 @@ impl Core {
         session_id: Option<&str>,
         password: Option<&str>,
         code: Option<&str>,
+        ip: &str,
     ) -> Result<pb::AccessToken, Error> {
         let mut session = self.own_session(user_id, session_id).await?;
         self.prove(user_id, password, code).await?;
@@ -702,6 +704,13 @@ impl Core {
         .await?;
         tx.commit().await?;
         self.notify_revocations();
+        self.security_notice(
+            user_id,
+            MessageTemplate::SecurityTotpDisabled,
+            ip,
+            &[("security_url", self.portal_page("security"))],
+        )
+        .await;
         session.amr = vec!["pwd".into()];
         self.access_token(&session, Some(cut)).await
     }

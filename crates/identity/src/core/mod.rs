@@ -76,6 +76,47 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Sends a security notice about a committed change to the user's
+    /// address. The change stands whatever happens to the mail, so a
+    /// failure is logged (without content), not returned.
+    pub(crate) async fn security_notice(
+        &self,
+        user_id: &str,
+        template: MessageTemplate,
+        ip: &str,
+        extra: &[(&str, String)],
+    ) {
+        let user = match self.load_user(&self.db, user_id).await {
+            Ok(Some(user)) => user,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "security notice: user not loaded");
+                return;
+            }
+        };
+        let now = self.now();
+        let mut data = vec![("change_time", time_text(now)), ("ip", ip.to_owned())];
+        data.extend(extra.iter().cloned());
+        let key = format!(
+            "identity:notice:{}:{user_id}:{}",
+            template.as_str_name(),
+            now.millis()
+        );
+        if let Err(error) = self
+            .send(key, &user.email, &user.name, template, &data)
+            .await
+        {
+            tracing::warn!(%error, template = template.as_str_name(), "security notice not queued");
+        }
+    }
+
+    /// A portal page, for links in notices.
+    pub(crate) fn portal_page(&self, path: &str) -> String {
+        format!("{}/{path}", self.mail.portal_url.trim_end_matches('/'))
+    }
+}
+
 /// A `Timestamp` as RFC 3339-ish UTC text for email templates.
 pub(crate) fn time_text(t: Timestamp) -> String {
     let secs = t.seconds();

@@ -1,6 +1,7 @@
 //! Public API tokens and password resets.
 
 use sea_orm::{QueryResult, TransactionTrait};
+use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
 use tenancy_runtime::{Error, ErrorCode, Principal, Timestamp, ids};
@@ -268,7 +269,12 @@ impl Core {
     }
 
     /// ResetPassword: new password, email verified, every session ended.
-    pub(crate) async fn reset_password(&self, token: &str, password: &str) -> Result<(), Error> {
+    pub(crate) async fn reset_password(
+        &self,
+        token: &str,
+        password: &str,
+        ip: &str,
+    ) -> Result<(), Error> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let row = one(
@@ -335,6 +341,7 @@ impl Core {
             pb::RevocationReason::PasswordReset,
         )
         .await?;
+        let user_id_for_notice = user_id.clone();
         self.append_revocation(
             &tx,
             Revocation::UserTokensBefore {
@@ -346,6 +353,13 @@ impl Core {
         .await?;
         tx.commit().await?;
         self.notify_revocations();
+        self.security_notice(
+            &user_id_for_notice,
+            MessageTemplate::SecurityPasswordChanged,
+            ip,
+            &[],
+        )
+        .await;
         Ok(())
     }
 }

@@ -58,6 +58,16 @@ impl Outbox {
             .count()
     }
 
+    /// The templates of the messages sent to `to`, oldest first.
+    pub fn templates_to(&self, to: &str) -> Vec<tenancy_proto::contacts::MessageTemplate> {
+        self.0
+            .lock()
+            .iter()
+            .filter(|m| m.to.eq_ignore_ascii_case(to))
+            .map(|m| m.template)
+            .collect()
+    }
+
     pub fn all(&self) -> Vec<OutgoingEmail> {
         self.0.lock().clone()
     }

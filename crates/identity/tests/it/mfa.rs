@@ -506,11 +506,22 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "WRONG_PASSWORD");
+    let disabled = tenancy_proto::contacts::MessageTemplate::SecurityTotpDisabled;
+    assert!(
+        !env.outbox
+            .templates_to("jim@example.com")
+            .contains(&disabled)
+    );
     c.disable_totp(DisableTotpRequest {
         proof: Some(disable_totp_request::Proof::Password(PASSWORD.into())),
     })
     .await
     .unwrap();
+    // The user is told by email.
+    assert_eq!(
+        env.outbox.templates_to("jim@example.com").last(),
+        Some(&disabled)
+    );
     let e = c
         .disable_totp(DisableTotpRequest {
             proof: Some(disable_totp_request::Proof::Password(PASSWORD.into())),

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database, Statement};
+use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity::*;
 use tenancy_testkit::{Role, TokenKind};
 
@@ -207,12 +208,26 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "PASSWORD_TOO_SHORT");
+    let notices = |env: &Env| {
+        env.outbox
+            .templates_to("max@example.com")
+            .iter()
+            .filter(|t| **t == MessageTemplate::SecurityPasswordChanged)
+            .count()
+    };
+    assert_eq!(notices(&env), 0);
     c.reset_password(ResetPasswordRequest {
         token: token.clone(),
         new_password: "a brand new passphrase".into(),
     })
     .await
     .unwrap();
+    // The user is told, with the address the reset came from.
+    assert_eq!(notices(&env), 1);
+    assert_eq!(
+        env.outbox.last_value("max@example.com", "ip").as_deref(),
+        Some("198.51.100.7")
+    );
     let e = c
         .reset_password(ResetPasswordRequest {
             token,
@@ -382,6 +397,16 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         .unwrap()
         .into_inner();
     assert_eq!(r.revoked_session_count, 1);
+    // The user is told by email, with a link to recover if it was not them.
+    assert_eq!(
+        env.outbox.templates_to("oz@example.com").last(),
+        Some(&MessageTemplate::SecurityPasswordChanged)
+    );
+    assert!(
+        env.outbox
+            .last_value("oz@example.com", "reset_url")
+            .is_some_and(|u| u.ends_with("/forgot-password"))
+    );
     let mut anon = env.anonymous("198.51.100.7");
     let e = anon
         .refresh_session(RefreshSessionRequest {
