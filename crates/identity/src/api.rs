@@ -282,8 +282,7 @@ impl IdentityService for Api {
     ) -> Reply<pb::RequestPasswordResetResponse> {
         let ip = ip_of(principal(&request)?);
         self.core
-            .request_password_reset(&request.get_ref().email, &ip)
-            .await?;
+            .request_password_reset(&request.get_ref().email, &ip)?;
         ok(pb::RequestPasswordResetResponse {})
     }
 

@@ -1,5 +1,7 @@
 //! Public API tokens and password resets.
 
+use std::sync::Arc;
+
 use sea_orm::{QueryResult, TransactionTrait};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
@@ -259,12 +261,27 @@ impl Core {
         })
     }
 
-    /// RequestPasswordReset: the same answer whether or not the email exists.
-    pub(crate) async fn request_password_reset(&self, email: &str, ip: &str) -> Result<(), Error> {
+    /// RequestPasswordReset: the same answer, in the same time, whether or
+    /// not the email exists: only the address's syntax is checked before
+    /// answering; the lookup and the message happen in the background.
+    pub(crate) fn request_password_reset(
+        self: &Arc<Self>,
+        email: &str,
+        ip: &str,
+    ) -> Result<(), Error> {
         let email = parse_email("email", email)?;
-        if let Some(user) = self.user_by_email(&self.db, &email).await? {
-            self.send_reset(&user, ip).await?;
-        }
+        let core = Arc::clone(self);
+        let ip = ip.to_owned();
+        tokio::spawn(async move {
+            let sent = match core.user_by_email(&core.db, &email).await {
+                Ok(Some(user)) => core.send_reset(&user, &ip).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(error) = sent {
+                tracing::warn!(%error, "password reset message not queued");
+            }
+        });
         Ok(())
     }
 

@@ -23,17 +23,44 @@ use tonic::transport::Channel;
 
 /// Records every email the service sends.
 #[derive(Clone, Default)]
-pub struct Outbox(pub Arc<Mutex<Vec<OutgoingEmail>>>);
+pub struct Outbox(
+    pub Arc<Mutex<Vec<OutgoingEmail>>>,
+    /// While write-locked (`hold`), sending waits: a slow outbox.
+    Arc<tokio::sync::RwLock<()>>,
+    Arc<Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>>,
+);
 
 #[tonic::async_trait]
 impl Mailer for Outbox {
     async fn send(&self, email: OutgoingEmail) -> Result<(), Error> {
+        let _open = self.1.read().await;
         self.0.lock().push(email);
         Ok(())
     }
 }
 
 impl Outbox {
+    /// Makes sending wait until `release`.
+    pub async fn hold(&self) {
+        let guard = self.1.clone().write_owned().await;
+        *self.2.lock() = Some(guard);
+    }
+
+    pub fn release(&self) {
+        self.2.lock().take();
+    }
+
+    /// Waits (up to 5 s) for a token under `key` to `to` other than `not`.
+    pub async fn wait_token(&self, to: &str, key: &str, not: Option<&str>) -> String {
+        for _ in 0..1000 {
+            if let Some(t) = self.last_token(to, key).filter(|t| Some(t.as_str()) != not) {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no new {key} message to {to}");
+    }
+
     /// The variable `key` of the last message to `to`.
     pub fn last_value(&self, to: &str, key: &str) -> Option<String> {
         self.0

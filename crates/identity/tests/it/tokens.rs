@@ -198,8 +198,8 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
     .unwrap();
     let token = env
         .outbox
-        .last_token("max@example.com", "reset_url")
-        .unwrap();
+        .wait_token("max@example.com", "reset_url", None)
+        .await;
     let e = c
         .reset_password(ResetPasswordRequest {
             token: token.clone(),
@@ -230,7 +230,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
     );
     let e = c
         .reset_password(ResetPasswordRequest {
-            token,
+            token: token.clone(),
             new_password: "yet another passphrase".into(),
         })
         .await
@@ -268,8 +268,8 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
     .unwrap();
     let token = env
         .outbox
-        .last_token("max@example.com", "reset_url")
-        .unwrap();
+        .wait_token("max@example.com", "reset_url", Some(&token))
+        .await;
     env.advance(Duration::from_secs(3601));
     let e = c
         .reset_password(ResetPasswordRequest {
@@ -279,6 +279,45 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "RESET_TOKEN_EXPIRED");
+}
+
+#[tokio::test]
+async fn reset_requests_answer_before_the_lookup_and_the_message() {
+    let env = Env::start("resetfast").await;
+    env.verified_user("ned@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    // With the outbox stalled, a known address answers as promptly as an
+    // unknown one: the answer never waits for the message.
+    env.outbox.hold().await;
+    for email in ["ned@example.com", "nobody@example.com"] {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            c.request_password_reset(RequestPasswordResetRequest {
+                email: email.into(),
+            }),
+        )
+        .await
+        .expect("answered without waiting for the outbox")
+        .unwrap();
+    }
+    assert_eq!(
+        env.outbox.count_to("ned@example.com"),
+        1,
+        "only the verification"
+    );
+    env.outbox.release();
+    env.outbox
+        .wait_token("ned@example.com", "reset_url", None)
+        .await;
+    // A malformed address is still refused at once.
+    let e = c
+        .request_password_reset(RequestPasswordResetRequest {
+            email: "not an address".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "EMAIL_INVALID");
+    assert_eq!(env.outbox.count_to("nobody@example.com"), 0);
 }
 
 /// Every text value stored in the identity tables.
