@@ -242,6 +242,12 @@ pub async fn scope<C: ConnectionTrait>(c: &C, row: &MemberRow) -> Result<Scope, 
 }
 
 /// The grants of several members of one account.
+///
+/// One row per (member, grant kind), the grants folded into one string by
+/// the database: a member with a thousand selected services costs one row,
+/// not a thousand (per-row overhead dominated ListMembers pages holding
+/// such a member). Keys are UUIDs or tags, which never contain the ASCII
+/// separators used.
 pub async fn scopes<C: ConnectionTrait>(
     c: &C,
     account_id: &str,
@@ -254,10 +260,15 @@ pub async fn scopes<C: ConnectionTrait>(
     let placeholders: Vec<String> = (0..user_ids.len()).map(|k| format!("${}", k + 2)).collect();
     let mut values = vec![s(account_id)];
     values.extend(user_ids.iter().map(|u| s(u.as_str())));
+    let fold = if c.get_database_backend() == DbBackend::Postgres {
+        "string_agg(grant_key || chr(31) || CAST(level AS TEXT), chr(30))"
+    } else {
+        "group_concat(grant_key || char(31) || CAST(level AS TEXT), char(30))"
+    };
     let rows = all(
         c,
         &format!(
-            "SELECT user_id, grant_kind, grant_key, level FROM account_member_grants WHERE account_id = $1 AND user_id IN ({}) ORDER BY user_id, grant_kind, grant_key",
+            "SELECT user_id, grant_kind, {fold} AS grants FROM account_member_grants WHERE account_id = $1 AND user_id IN ({}) GROUP BY user_id, grant_kind",
             placeholders.join(", ")
         ),
         values,
@@ -266,13 +277,20 @@ pub async fn scopes<C: ConnectionTrait>(
     for row in rows {
         let user: String = get(&row, "user_id")?;
         let kind: i32 = get(&row, "grant_kind")?;
-        let key: String = get(&row, "grant_key")?;
-        let lvl: i32 = get(&row, "level")?;
+        let grants: String = get(&row, "grants")?;
+        let mut parsed: Vec<(String, i32)> = grants
+            .split('\u{1e}')
+            .filter_map(|g| {
+                let (key, lvl) = g.split_once('\u{1f}')?;
+                Some((key.to_owned(), lvl.parse().ok()?))
+            })
+            .collect();
+        parsed.sort_unstable();
         let scope = out.entry(user).or_default();
         match kind {
-            grant_kind::SELECTED => scope.selected.push(key),
-            grant_kind::RESOURCE => scope.resources.push((key, lvl)),
-            _ => scope.tags.push((key, lvl)),
+            grant_kind::SELECTED => scope.selected = parsed.into_iter().map(|(k, _)| k).collect(),
+            grant_kind::RESOURCE => scope.resources = parsed,
+            _ => scope.tags = parsed,
         }
     }
     Ok(out)

@@ -204,10 +204,90 @@ async fn enforcing_2fa_gives_personal_deadlines_never_extended_and_shortened_whe
         .into_inner();
     assert_eq!(state.mfa_deadline.map(|t| t.seconds), Some(start + 5 * day));
     assert!(state.security_settings.unwrap().enforce_mfa);
+    // ListMembers shows the same personal deadline.
+    assert_eq!(
+        listed_deadline(&env, &account, &owner, &manager).await,
+        Some(start + 5 * day)
+    );
     // Members with 2FA show no deadline.
     let email = env.identity_user(&manager).await.email;
     env.enrol_totp(&manager, &email).await;
     assert_eq!(deadline(&env).await, None);
+}
+
+async fn listed_deadline(env: &Env, account: &str, owner: &str, user: &str) -> Option<i64> {
+    env.as_member(owner, account, Role::Owner)
+        .list_members(pb::ListMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members
+        .into_iter()
+        .find(|m| m.user_id == user)
+        .expect("listed")
+        .mfa_deadline
+        .map(|t| t.seconds)
+}
+
+#[tokio::test]
+async fn past_the_2fa_deadline_a_member_stays_a_member_until_they_enrol() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let day = 24 * 3600;
+    let start = tenancy_runtime::Clock::now(&env.clock).seconds();
+    env.as_member(&owner, &account, Role::Owner)
+        .update_security_settings(mfa(true, 2 * day))
+        .await
+        .unwrap();
+    // Someone joining later counts from their join time.
+    env.clock.advance(Duration::from_secs(day as u64));
+    let late = env.manager(&account, &owner).await;
+    assert_eq!(
+        listed_deadline(&env, &account, &owner, &late).await,
+        Some(start + 3 * day)
+    );
+    // Past the deadline (and past the reminder job's runs): still an ACTIVE
+    // member, the past deadline still shown, and handed to the gateway,
+    // which limits them to enrolment.
+    env.clock.advance(Duration::from_secs(5 * day as u64));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let member = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_member(pb::GetMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(member.status, pb::MemberStatus::Active as i32);
+    assert_eq!(
+        member.mfa_deadline.map(|t| t.seconds),
+        Some(start + 2 * day)
+    );
+    let state = env
+        .internal()
+        .get_principal_state(pb::GetPrincipalStateRequest {
+            user_id: manager.clone(),
+            account_id: account.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state.membership.unwrap().status,
+        pb::MemberStatus::Active as i32
+    );
+    assert_eq!(state.mfa_deadline.map(|t| t.seconds), Some(start + 2 * day));
+    // Enrolling lifts it.
+    let email = env.identity_user(&manager).await.email;
+    env.enrol_totp(&manager, &email).await;
+    assert_eq!(
+        listed_deadline(&env, &account, &owner, &manager).await,
+        None
+    );
 }
 
 #[tokio::test]
