@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_tickets;
+mod m20261123_000001_priority_order_indexes;
 
 /// Every migration step of the support service, in order.
 pub struct Migrator;
@@ -10,7 +11,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_create_tickets::Migration)]
+        vec![
+            Box::new(m20261122_000001_create_tickets::Migration),
+            Box::new(m20261123_000001_priority_order_indexes::Migration),
+        ]
     }
 
     /// Each service keeps its own migration history, so services can share

@@ -382,6 +382,16 @@ impl World {
             .unwrap();
     }
 
+    /// Ends a membership for good, as the owner.
+    pub async fn revoke(&self, user: &str) {
+        self.owner_account(None)
+            .revoke_member(apb::RevokeMemberRequest {
+                user_id: user.to_owned(),
+            })
+            .await
+            .unwrap();
+    }
+
     /// Logs `user` in; returns the session id.
     pub async fn login(&self, user: &str) -> String {
         let response = IdentityServiceClient::with_interceptor(

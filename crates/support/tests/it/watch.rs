@@ -127,3 +127,40 @@ async fn a_staff_watch_ends_when_the_grant_expires_during_the_stream() {
         Some("SUPPORT_ACCESS_NOT_GRANTED")
     );
 }
+
+/// Suspending or revoking the member ends their watch within about a
+/// second, with NOT_FOUND, even when nothing happens on the ticket.
+#[tokio::test]
+async fn a_watch_ends_within_a_second_when_the_member_is_suspended_or_revoked() {
+    let w = World::new("wt_member").await;
+    let t = w.ticket(&w.owner, None).await.id;
+    for (user, end) in [(&w.all, "suspend"), (&w.none, "revoke")] {
+        let mut stream = w
+            .customer(user)
+            .watch_ticket(pb::WatchTicketRequest {
+                ticket_id: t.clone(),
+                after_message_sequence: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(matches!(next(&mut stream).await.unwrap(), E::Snapshot(_)));
+        let started = std::time::Instant::now();
+        if end == "suspend" {
+            w.suspend(user).await;
+        } else {
+            w.revoke(user).await;
+        }
+        let status = next(&mut stream).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{end}: ended after {:?}",
+            started.elapsed()
+        );
+        assert_eq!(status.code(), Code::NotFound, "{end}");
+        assert_eq!(
+            tenancy_runtime::error::reason_of(&status).as_deref(),
+            Some("TICKET_NOT_FOUND")
+        );
+    }
+}
