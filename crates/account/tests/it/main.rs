@@ -165,32 +165,34 @@ impl Env {
     /// Messages in the real contacts outbox to `email` with `template`,
     /// newest first.
     pub async fn outbox(&self, email: &str, template: MessageTemplate) -> Vec<cpb::OutboxMessage> {
-        ContactsInternalServiceClient::with_interceptor(
-            self.contacts.channel().await,
-            self.service(),
-        )
-        .list_outbox_messages(cpb::ListOutboxMessagesRequest {
+        self.outbox_where(cpb::ListOutboxMessagesRequest {
             to_email: email.into(),
             template: template as i32,
-            page_size: 500,
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
-        .messages
     }
 
     /// Messages in the outbox concerning `account`.
     pub async fn outbox_of_account(&self, account: &str) -> Vec<cpb::OutboxMessage> {
+        self.outbox_where(cpb::ListOutboxMessagesRequest {
+            account_id: account.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn outbox_where(
+        &self,
+        filter: cpb::ListOutboxMessagesRequest,
+    ) -> Vec<cpb::OutboxMessage> {
         ContactsInternalServiceClient::with_interceptor(
             self.contacts.channel().await,
             self.service(),
         )
         .list_outbox_messages(cpb::ListOutboxMessagesRequest {
-            account_id: account.into(),
             page_size: 500,
-            ..Default::default()
+            ..filter
         })
         .await
         .unwrap()
