@@ -56,7 +56,10 @@ error_log $DATA/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream identity { server $ID; keepalive 64; }
+  # nginx closes a client connection after 1,000 requests by default; the
+  # other two paths don't, so neither may it (else h2load counts failures).
+  keepalive_requests 10000000;
+  upstream identity { server $ID; keepalive 64; keepalive_requests 10000000; }
   server {
     listen $NGINX http2;
     location / { grpc_pass grpc://identity; }
@@ -66,26 +69,39 @@ CONF
 nginx -c "$DATA/nginx.conf" -p "$DATA" &
 NGINX_PID=$!
 sleep 0.5
+NGINX_WORKER=$(pgrep -P "$(cat "$DATA/nginx.pid")" | head -1)
 
 printf '\0\0\0\0\0' >"$DATA/empty.grpc" # one gRPC frame: an empty GetMeRequest
 principal_headers() { "$BIN" admin principal --user-id "$USER_ID" | sed 's/^/-H\n/'; }
 
-# run NAME ADDRESS HEADER...: h2load, then requests/s and latency percentiles.
+# CPU time (ms, user + system) a process has used so far.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
+
+# run NAME ADDRESS HEADER...: h2load, then requests/s, latency percentiles
+# and the CPU each process spent per call (the machine has few cores: a
+# proxy's CPU is taken from the service behind it).
 run() {
   local name=$1 address=$2; shift 2
   local log="$DATA/$name.h2load.log"
+  local gw0 id0 nx0
+  gw0=$(cpu_ms $GATEWAY_PID) id0=$(cpu_ms $SERVE) nx0=$(cpu_ms "$NGINX_WORKER")
   h2load -n "$N" -c "$C" -m "$M" -t 1 -d "$DATA/empty.grpc" \
     -H 'content-type: application/grpc' -H 'te: trailers' "$@" \
     --log-file="$log" "http://$address/tenancy.identity.v1.IdentityService/GetMe" >"$DATA/$name.out"
   local rps ok
   rps=$(grep -o 'finished in [^,]*, [0-9.]* req/s' "$DATA/$name.out" | grep -o '[0-9.]* req/s' | cut -d' ' -f1)
   ok=$(grep -o '[0-9]* succeeded' "$DATA/$name.out" | cut -d' ' -f1)
-  python3 - "$log" "$name" "$rps" "$ok" "$N" <<'PY'
+  local gw id nx
+  gw=$(($(cpu_ms $GATEWAY_PID) - gw0)) id=$(($(cpu_ms $SERVE) - id0))
+  nx=$(($(cpu_ms "$NGINX_WORKER") - nx0))
+  python3 - "$log" "$name" "$rps" "$ok" "$N" "$gw" "$id" "$nx" <<'PY'
 import sys
-log, name, rps, ok, n = sys.argv[1:]
+log, name, rps, ok, n, gw, ident, nx = sys.argv[1:]
 lat = sorted(int(line.split("\t")[2]) for line in open(log) if line.strip())
 pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))] / 1000
-print(f"{name:8} {float(rps):9.0f} req/s  p50 {pct(0.50):6.2f} ms  p99 {pct(0.99):6.2f} ms  ({ok}/{n} succeeded)")
+per = lambda ms: int(ms) * 1000 / int(n)
+print(f"{name:8} {float(rps):9.0f} req/s  p50 {pct(0.50):6.2f} ms  p99 {pct(0.99):6.2f} ms  ({ok}/{n} succeeded)"
+      f"  CPU per call: gateway {per(gw):5.1f} us, nginx {per(nx):5.1f} us, service {per(ident):5.1f} us")
 PY
   echo "$rps" >"$DATA/$name.rps"
 }
