@@ -9,7 +9,7 @@ use tonic::Code;
 
 use tenancy_proto::account::ServiceAccess;
 
-use crate::harness::World;
+use crate::harness::{Customer, World, assert_refused};
 
 use pb::watch_ticket_response::Event as E;
 
@@ -20,6 +20,20 @@ async fn next(stream: &mut tonic::Streaming<pb::WatchTicketResponse>) -> Result<
         Ok(None) => panic!("stream ended without status"),
         Err(_) => panic!("no event within 5 s"),
     }
+}
+
+/// A watch of `ticket` by `client` from the start, past its snapshot.
+async fn watching(mut client: Customer, ticket: &str) -> tonic::Streaming<pb::WatchTicketResponse> {
+    let mut stream = client
+        .watch_ticket(pb::WatchTicketRequest {
+            ticket_id: ticket.to_owned(),
+            after_message_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(next(&mut stream).await.unwrap(), E::Snapshot(_)));
+    stream
 }
 
 #[tokio::test]
@@ -70,23 +84,9 @@ async fn a_watcher_gets_the_snapshot_replay_and_live_messages_and_status_changes
 async fn a_watch_ends_with_not_found_when_service_access_is_withdrawn() {
     let w = World::new("wt_scope").await;
     let t = w.ticket(&w.owner, Some(&w.s1)).await.id;
-    let mut stream = w
-        .customer(&w.selected)
-        .watch_ticket(pb::WatchTicketRequest {
-            ticket_id: t.clone(),
-            after_message_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(next(&mut stream).await.unwrap(), E::Snapshot(_)));
+    let mut stream = watching(w.customer(&w.selected), &t).await;
     w.set_scope(&w.selected, ServiceAccess::None, &[]).await;
-    let status = next(&mut stream).await.unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
-    assert_eq!(
-        tenancy_runtime::error::reason_of(&status).as_deref(),
-        Some("TICKET_NOT_FOUND")
-    );
+    assert_refused(next(&mut stream).await, Code::NotFound, "TICKET_NOT_FOUND");
 }
 
 #[tokio::test]
@@ -109,22 +109,12 @@ async fn a_staff_watch_ends_when_the_grant_expires_during_the_stream() {
     let w = World::new("wt_grant").await;
     let t = w.ticket(&w.owner, None).await.id;
     w.grant(Duration::from_secs(600)).await;
-    let mut stream = w
-        .staff_as_customer_api()
-        .watch_ticket(pb::WatchTicketRequest {
-            ticket_id: t.clone(),
-            after_message_sequence: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(next(&mut stream).await.unwrap(), E::Snapshot(_)));
+    let mut stream = watching(w.staff_as_customer_api(), &t).await;
     w.clock.advance(Duration::from_secs(601));
-    let status = next(&mut stream).await.unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied);
-    assert_eq!(
-        tenancy_runtime::error::reason_of(&status).as_deref(),
-        Some("SUPPORT_ACCESS_NOT_GRANTED")
+    assert_refused(
+        next(&mut stream).await,
+        Code::PermissionDenied,
+        "SUPPORT_ACCESS_NOT_GRANTED",
     );
 }
 
@@ -135,32 +125,19 @@ async fn a_watch_ends_within_a_second_when_the_member_is_suspended_or_revoked() 
     let w = World::new("wt_member").await;
     let t = w.ticket(&w.owner, None).await.id;
     for (user, end) in [(&w.all, "suspend"), (&w.none, "revoke")] {
-        let mut stream = w
-            .customer(user)
-            .watch_ticket(pb::WatchTicketRequest {
-                ticket_id: t.clone(),
-                after_message_sequence: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(matches!(next(&mut stream).await.unwrap(), E::Snapshot(_)));
+        let mut stream = watching(w.customer(user), &t).await;
         let started = std::time::Instant::now();
         if end == "suspend" {
             w.suspend(user).await;
         } else {
             w.revoke(user).await;
         }
-        let status = next(&mut stream).await.unwrap_err();
+        let ended = next(&mut stream).await;
         assert!(
             started.elapsed() < Duration::from_millis(2500),
             "{end}: ended after {:?}",
             started.elapsed()
         );
-        assert_eq!(status.code(), Code::NotFound, "{end}");
-        assert_eq!(
-            tenancy_runtime::error::reason_of(&status).as_deref(),
-            Some("TICKET_NOT_FOUND")
-        );
+        assert_refused(ended, Code::NotFound, "TICKET_NOT_FOUND");
     }
 }
