@@ -8,6 +8,7 @@
 //! - `outbox`: queueing email (validation, rendering, idempotency).
 //! - `mailer` and `worker`: delivery by SMTP or the dev mailer, with
 //!   retries, leases and back-off.
+//! - `retention`: the periodic removal of old messages, keys and tokens.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod mailer;
 pub mod migration;
 pub mod outbox;
+pub mod retention;
 pub mod store;
 pub mod worker;
 
@@ -53,6 +55,7 @@ impl TenancyService for ContactsService {
             tenancy_runtime::db::open::<migration::Migrator>(&url, "contacts.database_url").await?;
         let mailer = Arc::new(mailer::Mailer::from_config(
             context.config.smtp_url.as_deref(),
+            context.config.mail.delivery_concurrency,
         )?);
         let from = mailer::parse_from(&context.config.mail.from)?;
         if mailer.is_dev() {
@@ -83,9 +86,17 @@ impl TenancyService for ContactsService {
             from: self.from.clone(),
             max_attempts: self.context.config.mail.max_attempts,
             retry_base_delay: self.context.config.mail.retry_base_delay,
+            concurrency: self.context.config.mail.delivery_concurrency.max(1) as usize,
             wake,
         };
         let worker = tokio::spawn(worker.run(shutdown.clone()));
+        let retention = retention::Retention {
+            db: self.db.clone(),
+            clock: self.context.clock.clone(),
+            sent: self.context.config.mail.sent_retention,
+            failed: self.context.config.mail.failed_retention,
+        };
+        let retention = tokio::spawn(retention.run(shutdown.clone()));
         let api = api::Api {
             outbox,
             directory: api::Directory::new(&self.context),
@@ -116,6 +127,7 @@ impl TenancyService for ContactsService {
         )
         .await;
         let _ = worker.await;
+        let _ = retention.await;
         served
     }
 }

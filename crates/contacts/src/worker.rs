@@ -1,5 +1,19 @@
-//! The delivery worker: claims due outbox messages with a lease, delivers
-//! them concurrently, and records the outcome with retries and back-off.
+//! The delivery worker: claims due outbox messages in batches with a lease,
+//! delivers them over several SMTP connections at once, and records the
+//! outcomes in batches, with retries and back-off.
+//!
+//! The three stages overlap: the next batch is claimed while the previous
+//! one is still being sent, and outcomes are written by a recorder that
+//! takes whatever has finished since its last write (one transaction per
+//! write), so under load a write covers many messages and when idle each
+//! outcome is written at once.
+//!
+//! Guarantees: a message is sent at least once (an outcome not recorded,
+//! because of a crash or a failed write, leaves the message SENDING until
+//! its lease ends, and it is sent again, with the same Message-ID so a
+//! receiver can drop the duplicate); never twice at the same time (claims
+//! are exclusive, see [`outbox::claim_due`]); never lost (the row stays
+//! until delivered or given up).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,16 +23,22 @@ use lettre::message::Mailbox;
 use sea_orm::DatabaseConnection;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::shutdown::Shutdown;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::domain::backoff::{self, AfterFailure};
-use crate::mailer::{Mailer, SMTP_CONNECTIONS};
-use crate::store::outbox::{self, Outcome};
+use crate::mailer::Mailer;
+use crate::store::entities::outbox_message as msg;
+use crate::store::outbox::{self, Finished, Outcome};
 
 /// How often the worker looks for due messages when nothing woke it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// Messages claimed per round.
-const BATCH: u64 = 128;
+/// Messages claimed per query, per concurrent delivery.
+const CLAIM_PER_CONNECTION: usize = 8;
+/// Most outcomes written in one transaction.
+const RECORD_BATCH: usize = 256;
+/// How long deliveries already under way may finish after shutdown; what
+/// is still in flight then is sent again after its lease.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The delivery worker of one service instance.
 pub struct Worker {
@@ -28,12 +48,15 @@ pub struct Worker {
     pub(crate) from: Mailbox,
     pub(crate) max_attempts: u32,
     pub(crate) retry_base_delay: Duration,
+    /// Deliveries in flight at once (the SMTP pool holds as many connections).
+    pub(crate) concurrency: usize,
     pub(crate) wake: Arc<Notify>,
 }
 
 impl Worker {
-    /// Delivers until `shutdown`. A delivery cut short by shutdown keeps its
-    /// lease and is sent again when the lease expires (at least once).
+    /// Delivers until `shutdown`. After shutdown nothing more is claimed;
+    /// deliveries under way get [`SHUTDOWN_GRACE`] to finish and be
+    /// recorded.
     pub async fn run(self, shutdown: Shutdown) {
         let stop = shutdown.clone().wait();
         tokio::pin!(stop);
@@ -41,14 +64,17 @@ impl Worker {
             if shutdown.is_triggered() {
                 break;
             }
-            let delivered = tokio::select! {
-                result = self.round() => result,
-                () = &mut stop => break,
+            let drain = self.drain(&shutdown);
+            tokio::pin!(drain);
+            let claimed = tokio::select! {
+                n = &mut drain => n,
+                () = &mut stop => {
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
+                    break;
+                }
             };
-            match delivered {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "outbox delivery round failed"),
+            if claimed > 0 {
+                continue;
             }
             tokio::select! {
                 () = self.wake.notified() => {}
@@ -59,45 +85,94 @@ impl Worker {
         tracing::debug!("outbox worker stopped");
     }
 
-    /// One round: claims due messages and delivers them; returns how many
-    /// were claimed.
-    pub async fn round(&self) -> Result<usize, tenancy_runtime::Error> {
-        let now = self.clock.now();
-        let claimed = outbox::claim_due(&self.db, now, backoff::LEASE, BATCH).await?;
-        let n = claimed.len();
-        futures::stream::iter(claimed)
-            .for_each_concurrent(SMTP_CONNECTIONS as usize, |m| async move {
-                let outcome = match self.mailer.send(&m, &self.from).await {
-                    Ok(()) => Outcome::Sent,
-                    Err(e) => {
-                        let attempts = u32::try_from(m.attempts).unwrap_or(u32::MAX);
-                        match backoff::after_failure(
-                            attempts,
-                            self.max_attempts,
-                            self.retry_base_delay,
-                            e.permanent,
-                        ) {
-                            AfterFailure::RetryAfter(delay) => {
-                                tracing::info!(message_id = %m.id, attempts, error = %e.message, "delivery failed; will retry");
-                                Outcome::Retry {
-                                    at: self.clock.now().plus(delay),
-                                    error: e.message,
-                                }
-                            }
-                            AfterFailure::GiveUp => {
-                                tracing::warn!(message_id = %m.id, attempts, error = %e.message, "delivery failed; giving up");
-                                Outcome::Failed { error: e.message }
-                            }
-                        }
+    /// Delivers due messages until none is left (or shutdown); returns how
+    /// many were claimed.
+    pub async fn drain(&self, shutdown: &Shutdown) -> usize {
+        let batch = self.concurrency.saturating_mul(CLAIM_PER_CONNECTION).max(1);
+        let (claims, to_send) = mpsc::channel::<msg::Model>(batch);
+        let (outcomes, received) = mpsc::channel::<Finished>(batch);
+        let claim = async move {
+            let mut claimed = 0;
+            while !shutdown.is_triggered() {
+                let now = self.clock.now();
+                let due = match outbox::claim_due(&self.db, now, backoff::LEASE, batch as u64).await
+                {
+                    Ok(due) => due,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not claim outbox messages");
+                        break;
                     }
                 };
-                let now = self.clock.now();
-                if let Err(error) = outbox::finish(&self.db, &m.id, m.attempts, outcome, now).await
-                {
-                    tracing::warn!(message_id = %m.id, %error, "could not record delivery outcome");
+                claimed += due.len();
+                let exhausted = due.len() < batch;
+                for m in due {
+                    // The receiver lives until every claim is taken.
+                    let _ = claims.send(m).await;
                 }
-            })
-            .await;
-        Ok(n)
+                if exhausted {
+                    break;
+                }
+            }
+            claimed
+        };
+        let deliver = async move {
+            tokio_stream::wrappers::ReceiverStream::new(to_send)
+                .for_each_concurrent(self.concurrency, |m| {
+                    let outcomes = outcomes.clone();
+                    async move {
+                        let outcome = self.attempt(&m).await;
+                        let finished = Finished {
+                            id: m.id,
+                            attempts: m.attempts,
+                            outcome,
+                        };
+                        // The recorder lives until every sender is gone.
+                        let _ = outcomes.send(finished).await;
+                    }
+                })
+                .await;
+            drop(outcomes);
+        };
+        let (claimed, (), ()) = tokio::join!(claim, deliver, self.record(received));
+        claimed
+    }
+
+    /// Sends one claimed message; what to record.
+    async fn attempt(&self, m: &msg::Model) -> Outcome {
+        let Err(e) = self.mailer.send(m, &self.from).await else {
+            return Outcome::Sent;
+        };
+        let attempts = u32::try_from(m.attempts).unwrap_or(u32::MAX);
+        match backoff::after_failure(
+            attempts,
+            self.max_attempts,
+            self.retry_base_delay,
+            e.permanent,
+        ) {
+            AfterFailure::RetryAfter(delay) => {
+                tracing::info!(message_id = %m.id, attempts, error = %e.message, "delivery failed; will retry");
+                Outcome::Retry {
+                    at: self.clock.now().plus(delay),
+                    error: e.message,
+                }
+            }
+            AfterFailure::GiveUp => {
+                tracing::warn!(message_id = %m.id, attempts, error = %e.message, "delivery failed; giving up");
+                Outcome::Failed { error: e.message }
+            }
+        }
+    }
+
+    /// Writes outcomes as they arrive, each write taking all that are
+    /// waiting (up to [`RECORD_BATCH`]), until every sender is gone.
+    async fn record(&self, mut received: mpsc::Receiver<Finished>) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while received.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            if let Err(error) = outbox::finish_all(&self.db, &batch, self.clock.now()).await {
+                // Left SENDING: sent again when the lease ends.
+                tracing::warn!(%error, count = batch.len(), "could not record delivery outcomes");
+            }
+            batch.clear();
+        }
     }
 }

@@ -3,5 +3,6 @@
 pub mod backoff;
 pub mod contact;
 pub mod email;
+pub mod retention;
 pub mod routing;
 pub mod templates;

@@ -2,7 +2,7 @@
 //! verification message, each change in one transaction.
 #![allow(missing_docs)]
 
-use sea_orm::sea_query::Condition;
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
@@ -519,4 +519,22 @@ pub async fn all(db: &DatabaseConnection, account: &str) -> Result<Vec<contact::
         .order_by_asc(contact::Column::CreatedAt)
         .all(db)
         .await?)
+}
+
+/// Forgets verification tokens (spent or not) that expired before
+/// `expired_before`; returns how many.
+pub async fn prune_verification_tokens(
+    db: &DatabaseConnection,
+    expired_before: Timestamp,
+) -> Result<u64, Error> {
+    Ok(contact::Entity::update_many()
+        .col_expr(
+            contact::Column::VerificationTokenHash,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(contact::Column::VerificationTokenHash.is_not_null())
+        .filter(contact::Column::VerificationExpiresAt.lt(expired_before.millis()))
+        .exec(db)
+        .await?
+        .rows_affected)
 }

@@ -5,7 +5,7 @@
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
 use tenancy_runtime::{Error, Timestamp};
 
@@ -228,11 +228,14 @@ fn due(now: i64) -> Condition {
         )
 }
 
-/// Claims up to `limit` due messages for delivery: each is moved to SENDING
-/// with a lease by a conditional UPDATE, so several workers never claim the
-/// same message, and an expired lease (a worker that died mid-send) makes
-/// the message due again. Returns the claimed messages, `attempts` already
-/// counting this attempt.
+/// Claims up to `limit` due messages for delivery in one statement: an
+/// UPDATE … WHERE id IN (the oldest due ids) AND still due … RETURNING.
+/// The repeated "still due" condition is what makes a claim exclusive: a
+/// concurrent worker that picked the same ids finds them SENDING with a
+/// live lease (PostgreSQL re-checks the condition on the locked row, SQLite
+/// has one writer) and skips them. An expired lease (a worker that died
+/// mid-send) makes a message due again. Returns the claimed messages,
+/// `attempts` already counting this attempt.
 pub async fn claim_due(
     db: &DatabaseConnection,
     now: Timestamp,
@@ -240,42 +243,30 @@ pub async fn claim_due(
     limit: u64,
 ) -> Result<Vec<msg::Model>, Error> {
     let now_ms = now.millis();
-    let candidates = msg::Entity::find()
+    let oldest_due = msg::Entity::find()
+        .select_only()
+        .column(msg::Column::Id)
         .filter(due(now_ms))
         .order_by_asc(msg::Column::NextAttemptAt)
         .order_by_asc(msg::Column::Id)
         .limit(limit)
-        .all(db)
+        .into_query();
+    let mut claimed = msg::Entity::update_many()
+        .col_expr(msg::Column::State, Expr::value(SENDING))
+        .col_expr(
+            msg::Column::LeaseUntil,
+            Expr::value(now.plus(lease).millis()),
+        )
+        .col_expr(msg::Column::LastAttemptAt, Expr::value(now_ms))
+        .col_expr(
+            msg::Column::Attempts,
+            Expr::col(msg::Column::Attempts).add(1),
+        )
+        .filter(msg::Column::Id.in_subquery(oldest_due))
+        .filter(due(now_ms))
+        .exec_with_returning(db)
         .await?;
-    if candidates.is_empty() {
-        return Ok(Vec::new());
-    }
-    let lease_until = now.plus(lease).millis();
-    let txn = db.begin().await?;
-    let mut claimed = Vec::with_capacity(candidates.len());
-    for mut m in candidates {
-        let result = msg::Entity::update_many()
-            .col_expr(msg::Column::State, Expr::value(SENDING))
-            .col_expr(msg::Column::LeaseUntil, Expr::value(lease_until))
-            .col_expr(msg::Column::LastAttemptAt, Expr::value(now_ms))
-            .col_expr(
-                msg::Column::Attempts,
-                Expr::col(msg::Column::Attempts).add(1),
-            )
-            .filter(msg::Column::Id.eq(m.id.as_str()))
-            .filter(msg::Column::Attempts.eq(m.attempts))
-            .filter(due(now_ms))
-            .exec(&txn)
-            .await?;
-        if result.rows_affected == 1 {
-            m.state = SENDING;
-            m.attempts += 1;
-            m.lease_until = Some(lease_until);
-            m.last_attempt_at = Some(now_ms);
-            claimed.push(m);
-        }
-    }
-    txn.commit().await?;
+    claimed.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
     Ok(claimed)
 }
 
@@ -290,58 +281,70 @@ pub enum Outcome {
     Failed { error: String },
 }
 
-/// Records the outcome of the attempt `attempts` of message `id`, unless
-/// the claim was lost meanwhile (then nothing changes).
-pub async fn finish(
-    db: &DatabaseConnection,
-    id: &str,
-    attempts: i32,
-    outcome: Outcome,
-    now: Timestamp,
-) -> Result<bool, Error> {
-    let update = msg::Entity::update_many()
-        .col_expr(msg::Column::LeaseUntil, Expr::value(Option::<i64>::None));
-    let update = match outcome {
-        Outcome::Sent => update
-            .col_expr(msg::Column::State, Expr::value(SENT))
-            .col_expr(msg::Column::SentAt, Expr::value(now.millis()))
-            .col_expr(msg::Column::NextAttemptAt, Expr::value(Option::<i64>::None)),
-        Outcome::Retry { at, error } => update
-            .col_expr(msg::Column::State, Expr::value(PENDING))
-            .col_expr(msg::Column::NextAttemptAt, Expr::value(at.millis()))
-            .col_expr(msg::Column::LastError, Expr::value(truncate(&error))),
-        Outcome::Failed { error } => update
-            .col_expr(msg::Column::State, Expr::value(FAILED))
-            .col_expr(msg::Column::NextAttemptAt, Expr::value(Option::<i64>::None))
-            .col_expr(msg::Column::LastError, Expr::value(truncate(&error))),
-    };
-    let result = update
-        .filter(msg::Column::Id.eq(id))
-        .filter(msg::Column::State.eq(SENDING))
-        .filter(msg::Column::Attempts.eq(attempts))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected == 1)
+/// The outcome of one attempt: attempt number `attempts` of message `id`.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub id: String,
+    pub attempts: i32,
+    pub outcome: Outcome,
 }
 
-/// The earliest time a message becomes due, if any is waiting.
-pub async fn next_due(db: &DatabaseConnection) -> Result<Option<i64>, Error> {
-    let pending = msg::Entity::find()
-        .filter(msg::Column::State.eq(PENDING))
-        .order_by_asc(msg::Column::NextAttemptAt)
-        .one(db)
-        .await?
-        .and_then(|m| m.next_attempt_at);
-    let leased = msg::Entity::find()
-        .filter(msg::Column::State.eq(SENDING))
-        .order_by_asc(msg::Column::LeaseUntil)
-        .one(db)
-        .await?
-        .and_then(|m| m.lease_until);
-    Ok(match (pending, leased) {
-        (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-        (a, b) => a.or(b),
-    })
+/// Records the outcomes of a batch of attempts in one transaction (one
+/// UPDATE for all the sent ones of the same attempt number, the usual
+/// case). An outcome whose claim was lost meanwhile (lease expired and the
+/// message claimed again) changes nothing. Returns how many were recorded.
+pub async fn finish_all(
+    db: &DatabaseConnection,
+    finished: &[Finished],
+    now: Timestamp,
+) -> Result<u64, Error> {
+    let mut sent: std::collections::BTreeMap<i32, Vec<&str>> = std::collections::BTreeMap::new();
+    let mut others = Vec::new();
+    for f in finished {
+        match f.outcome {
+            Outcome::Sent => sent.entry(f.attempts).or_default().push(&f.id),
+            _ => others.push(f),
+        }
+    }
+    let txn = db.begin().await?;
+    let mut recorded = 0;
+    for (attempts, ids) in sent {
+        recorded += msg::Entity::update_many()
+            .col_expr(msg::Column::LeaseUntil, Expr::value(Option::<i64>::None))
+            .col_expr(msg::Column::State, Expr::value(SENT))
+            .col_expr(msg::Column::SentAt, Expr::value(now.millis()))
+            .col_expr(msg::Column::NextAttemptAt, Expr::value(Option::<i64>::None))
+            .filter(msg::Column::Id.is_in(ids))
+            .filter(msg::Column::State.eq(SENDING))
+            .filter(msg::Column::Attempts.eq(attempts))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+    }
+    for f in others {
+        let update = msg::Entity::update_many()
+            .col_expr(msg::Column::LeaseUntil, Expr::value(Option::<i64>::None));
+        let update = match &f.outcome {
+            Outcome::Sent => continue,
+            Outcome::Retry { at, error } => update
+                .col_expr(msg::Column::State, Expr::value(PENDING))
+                .col_expr(msg::Column::NextAttemptAt, Expr::value(at.millis()))
+                .col_expr(msg::Column::LastError, Expr::value(truncate(error))),
+            Outcome::Failed { error } => update
+                .col_expr(msg::Column::State, Expr::value(FAILED))
+                .col_expr(msg::Column::NextAttemptAt, Expr::value(Option::<i64>::None))
+                .col_expr(msg::Column::LastError, Expr::value(truncate(error))),
+        };
+        recorded += update
+            .filter(msg::Column::Id.eq(f.id.as_str()))
+            .filter(msg::Column::State.eq(SENDING))
+            .filter(msg::Column::Attempts.eq(f.attempts))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+    }
+    txn.commit().await?;
+    Ok(recorded)
 }
 
 /// Counts messages in `state`, for tests and benchmarks.
@@ -354,4 +357,46 @@ pub async fn count_in_state(db: &DatabaseConnection, state: i32) -> Result<u64, 
 
 fn truncate(error: &str) -> String {
     error.chars().take(1000).collect()
+}
+
+/// What a retention run removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub sent: u64,
+    pub failed: u64,
+    pub keys: u64,
+}
+
+/// Deletes delivered and failed messages past their retention, then the
+/// idempotency keys past theirs that no message refers to any more (a
+/// repeat of such a call queues again), in one transaction.
+pub async fn prune(
+    db: &DatabaseConnection,
+    cutoffs: &crate::domain::retention::Cutoffs,
+) -> Result<Pruned, Error> {
+    let txn = db.begin().await?;
+    let sent = msg::Entity::delete_many()
+        .filter(msg::Column::State.eq(SENT))
+        .filter(msg::Column::SentAt.lt(cutoffs.sent_before.millis()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let failed = msg::Entity::delete_many()
+        .filter(msg::Column::State.eq(FAILED))
+        .filter(msg::Column::LastAttemptAt.lt(cutoffs.failed_before.millis()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    let in_use = msg::Entity::find()
+        .select_only()
+        .column(msg::Column::IdempotencyKey)
+        .into_query();
+    let keys = req::Entity::delete_many()
+        .filter(req::Column::CreatedAt.lt(cutoffs.keys_before.millis()))
+        .filter(req::Column::IdempotencyKey.not_in_subquery(in_use))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    txn.commit().await?;
+    Ok(Pruned { sent, failed, keys })
 }

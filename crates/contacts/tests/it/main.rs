@@ -12,7 +12,7 @@
 
 mod contacts;
 mod delivery;
-mod fakes;
 mod outbox;
 mod routing;
 mod support;
+mod world;

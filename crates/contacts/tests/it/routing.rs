@@ -1,5 +1,5 @@
-//! Preferences, ResolveRecipients and Notify, with in-test fakes of the
-//! identity and account internal APIs (see fakes.rs).
+//! Preferences, ResolveRecipients and Notify, with the real identity and
+//! account services beside contacts (see world.rs).
 
 use std::collections::HashMap;
 
@@ -9,20 +9,11 @@ use tenancy_proto::contacts::{
 };
 use tenancy_testkit::Role;
 
-use crate::contacts::verify;
-use crate::fakes::Fake;
-use crate::support::{Env, id, reason};
+use tenancy_proto::account::ServiceAccess;
 
-async fn env_with_fakes(label: &str) -> (Env, Fake) {
-    let fake = Fake::default();
-    let address = fake.serve().await;
-    let env = Env::start_with(label, |c| {
-        c.account.url = Some(format!("http://{address}"));
-        c.identity.url = Some(format!("http://{address}"));
-    })
-    .await;
-    (env, fake)
-}
+use crate::contacts::verify;
+use crate::support::{Env, id, reason};
+use crate::world::World;
 
 fn prefs(list: &[(C, bool)]) -> Vec<pb::NotificationPreference> {
     list.iter()
@@ -36,7 +27,7 @@ fn prefs(list: &[(C, bool)]) -> Vec<pb::NotificationPreference> {
 
 #[tokio::test]
 async fn members_see_defaults_and_security_is_locked_on() {
-    let (env, _fake) = env_with_fakes("prefs_defaults").await;
+    let env = Env::start("prefs_defaults").await;
     let api = env.member(&id(), &id(), Role::Manager).await;
     let p = api
         .clone()
@@ -101,11 +92,10 @@ async fn members_see_defaults_and_security_is_locked_on() {
 
 #[tokio::test]
 async fn only_an_owner_sets_another_members_preferences() {
-    let (env, fake) = env_with_fakes("prefs_owner").await;
-    let account = id();
-    let (owner, manager, outsider) = (id(), id(), id());
-    fake.add_account(&account);
-    fake.add_member(&account, &manager, "m@example.com", true);
+    let mut world = World::start("prefs_owner", "owner@example.com").await;
+    let manager = world.member("m@example.com", ServiceAccess::All).await;
+    let outsider = world.user("outsider@example.com").await;
+    let (env, account, owner) = (&world.env, world.account_id.clone(), world.owner.clone());
     let as_manager = env.member(&id(), &account, Role::Manager).await;
     let error = as_manager
         .clone()
@@ -146,13 +136,12 @@ async fn only_an_owner_sets_another_members_preferences() {
 
 #[tokio::test]
 async fn recipients_come_from_verified_contact_roles_and_member_preferences_deduplicated() {
-    let (env, fake) = env_with_fakes("resolve").await;
-    let account = id();
-    fake.add_account(&account);
-    let (alice, bob, sus) = (id(), id(), id());
-    fake.add_member(&account, &alice, "alice@example.com", true);
-    fake.add_member(&account, &bob, "bob@example.com", true);
-    fake.add_member(&account, &sus, "sus@example.com", false);
+    let mut world = World::start("resolve", "alice@example.com").await;
+    let alice = world.owner.clone();
+    let bob = world.member("bob@example.com", ServiceAccess::None).await;
+    let sus = world.member("sus@example.com", ServiceAccess::All).await;
+    world.suspend(&sus).await;
+    let (env, account) = (&world.env, world.account_id.clone());
     let api = env.member(&alice, &account, Role::Owner).await;
     // Alice opts in to billing; she is also the (verified) billing contact.
     api.clone()
@@ -186,7 +175,7 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
         })
         .await
         .unwrap();
-    verify(&env, "alice@example.com").await;
+    verify(env, "alice@example.com").await;
     let internal = env.internal().await;
     let r = internal
         .clone()
@@ -210,7 +199,10 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
             RecipientReasonKind::UserPreference as i32
         ]
     );
-    assert_eq!(alice_r.name, "Name of alice@example.com");
+    assert_eq!(
+        alice_r.name, "alice",
+        "the user's name (from identity) comes first"
+    );
     assert_eq!(r.excluded.len(), 1);
     assert_eq!(
         r.excluded[0].reason,
@@ -262,9 +254,8 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
         ExclusionReason::MemberNotActive as i32
     );
 
-    // Service filter.
-    let service = id();
-    fake.deny_service(&bob, &service);
+    // Service filter: bob's access scope is NONE.
+    let service = world.register_service("vps-1").await;
     let r = internal
         .clone()
         .resolve_recipients(pb::ResolveRecipientsRequest {
@@ -295,12 +286,9 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
 
 #[tokio::test]
 async fn notify_queues_one_message_per_recipient_once_per_key() {
-    let (env, fake) = env_with_fakes("notify").await;
-    let account = id();
-    fake.add_account(&account);
-    let (alice, bob) = (id(), id());
-    fake.add_member(&account, &alice, "alice@example.com", true);
-    fake.add_member(&account, &bob, "bob@example.com", true);
+    let mut world = World::start("notify", "alice@example.com").await;
+    world.member("bob@example.com", ServiceAccess::All).await;
+    let (env, account) = (&world.env, world.account_id.clone());
     let request = pb::NotifyRequest {
         idempotency_key: "account:2fa-enforced:1".into(),
         account_id: account.clone(),

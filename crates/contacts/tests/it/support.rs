@@ -34,6 +34,16 @@ impl Env {
 
     /// As [`Env::start`], with the configuration changed by `configure`.
     pub async fn start_with(label: &str, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(label, None, configure).await
+    }
+
+    /// As [`Env::start_with`], serving on `listener` (a restart binds a
+    /// new port).
+    pub async fn start_on(
+        label: &str,
+        listener: Option<tokio::net::TcpListener>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let db = TestDatabase::new(label).await;
         let mut config = tenancy_testkit::test_config(&db);
         configure(&mut config);
@@ -44,20 +54,26 @@ impl Env {
             running: None,
             config,
         };
-        env.restart().await;
+        match listener {
+            Some(listener) => env.running = Some(env.start_running(listener).await),
+            None => env.restart().await,
+        }
         env
+    }
+
+    async fn start_running(&self, listener: tokio::net::TcpListener) -> Running {
+        let context = tenancy_testkit::test_context(
+            self.config.clone(),
+            std::sync::Arc::new(self.clock.clone()),
+        );
+        tenancy_testkit::start_on::<ContactsService>(listener, context, self.clock.clone()).await
     }
 
     /// Stops the service (if running) and starts it again on the same
     /// database and clock.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let context = tenancy_testkit::test_context(
-            self.config.clone(),
-            std::sync::Arc::new(self.clock.clone()),
-        );
-        self.running =
-            Some(tenancy_testkit::start::<ContactsService>(context, self.clock.clone()).await);
+        self.running = Some(self.start_running(tenancy_testkit::loopback().await).await);
     }
 
     /// Stops the service.
