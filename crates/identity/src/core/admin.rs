@@ -1,6 +1,5 @@
 //! Staff grants, usage reports from gateways, password change.
 
-use sea_orm::TransactionTrait;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::{Error, ErrorCode, Timestamp};
@@ -20,7 +19,7 @@ impl Core {
             .user_by_email(&self.db, &email)
             .await?
             .ok_or_else(|| Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found"))?;
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let changed = exec(
             &tx,
             "UPDATE identity_users SET staff = $1, update_time = $2 WHERE id = $3 AND staff <> $1",
@@ -143,7 +142,7 @@ impl Core {
         )?;
         let new_hash = self.hasher.hash(password).await?;
         let now = self.now();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         exec(
             &tx,
             "UPDATE identity_users SET password_hash = $1, password_update_time = $2, update_time = $2 WHERE id = $3",
@@ -294,7 +293,7 @@ impl Core {
             reason: "USER_ID_INVALID",
             ..e
         })?;
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         self.append_revocation(
             &tx,
             Revocation::UserAccount {

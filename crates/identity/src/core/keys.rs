@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore as _;
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
 use tenancy_runtime::{Error, Timestamp, ids};
@@ -190,7 +190,7 @@ impl Core {
         revoke_current: bool,
     ) -> Result<(pb::Jwk, Timestamp, String), Error> {
         let now = self.now();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         // Serialise rotations (and take the revocation head lock first).
         let keys = self.keys(&tx).await?;
         let pending = keys.iter().any(|k| k.activate_time > now.millis());

@@ -1,7 +1,7 @@
 //! TOTP enrolment, MFA challenges, recovery codes, re-authentication,
 //! account switching and the caller's own sessions.
 
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::SecretToken;
@@ -144,7 +144,7 @@ impl Core {
             .seal(&secret, user_id)
             .map_err(Error::internal)?;
         let expire = self.now().plus(ENROLLMENT_LIFETIME);
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         exec(
             &tx,
             "DELETE FROM identity_totp_pending WHERE user_id = $1",
@@ -199,7 +199,7 @@ impl Core {
         code: &str,
     ) -> Result<(Vec<String>, pb::AccessToken), Error> {
         let mut session = self.own_session(user_id, session_id).await?;
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let pending = one(
             &tx,
             "SELECT secret FROM identity_totp_pending WHERE user_id = $1 AND expire_time > $2",
@@ -288,7 +288,7 @@ impl Core {
             .totp_secret_of(&user_id)
             .await?
             .ok_or_else(challenge_invalid)?;
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let (method, result) = match &factor {
             Factor::Totp(code) => (
                 pb::LoginMethod::Totp,
@@ -572,7 +572,7 @@ impl Core {
         only: Option<&str>,
         keep: Option<&str>,
     ) -> Result<i64, Error> {
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let ids_in: Vec<String> = match only {
             Some(id) => {
                 let owned = one(
@@ -674,7 +674,7 @@ impl Core {
         self.prove(user_id, password, code).await?;
         let now = self.now();
         let cut = super::revocations::cutoff(now);
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         exec(
             &tx,
             "UPDATE identity_users SET totp_secret = NULL, update_time = $1 WHERE id = $2",
@@ -723,7 +723,7 @@ impl Core {
         code: Option<&str>,
     ) -> Result<Vec<String>, Error> {
         self.prove(user_id, password, code).await?;
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let codes = self.store_recovery_codes(&tx, user_id).await?;
         tx.commit().await?;
         Ok(codes)

@@ -1,7 +1,7 @@
 //! Login, sessions, refresh-token rotation with reuse detection, logout,
 //! and ending a member's access to an account.
 
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
@@ -189,7 +189,7 @@ impl Core {
         let end = now.plus(self.auth.session_lifetime);
         let expire = now.plus(self.auth.session_idle_timeout).min(end);
         let refresh = SecretToken::generate("tnr_");
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         exec(
             &tx,
             "INSERT INTO identity_sessions (id, user_id, account_id, user_agent, create_ip, last_ip, amr, \
@@ -501,7 +501,7 @@ impl Core {
     ) -> Result<pb::SessionCredentials, Error> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let rotated = exec(
             &tx,
             "UPDATE identity_refresh_tokens SET rotate_time = $1 WHERE token_hash = $2 AND rotate_time IS NULL",
@@ -646,7 +646,7 @@ impl Core {
 
     /// Logout: ends the caller's session.
     pub(crate) async fn logout(&self, user_id: &str, session_id: &str) -> Result<(), Error> {
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let owned = one(
             &tx,
             "SELECT id FROM identity_sessions WHERE id = $1 AND user_id = $2",
@@ -698,7 +698,7 @@ impl Core {
             }
         };
         let now = self.now();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let position = self
             .append_revocation(
                 &tx,

@@ -5,7 +5,7 @@
 //! authentication is recent (REAUTH_REQUIRED otherwise). The gateway admits
 //! only owners for both; listing is open to managers and API tokens.
 
-use sea_orm::{QueryResult, TransactionTrait};
+use sea_orm::QueryResult;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
 use tenancy_runtime::principal::TokenKind;
@@ -86,7 +86,7 @@ impl Core {
         };
         let now = self.now();
         let id = ids::new_id();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let count = one(
             &tx,
             "SELECT COUNT(*) AS n FROM identity_ssh_keys WHERE account_id = $1",

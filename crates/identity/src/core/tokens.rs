@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{QueryResult, TransactionTrait};
+use sea_orm::QueryResult;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
@@ -84,7 +84,7 @@ impl Core {
         }
         let secret = new_api_token();
         let id = ids::new_id();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let active = one(
             &tx,
             "SELECT COUNT(*) AS n FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 \
@@ -144,7 +144,7 @@ impl Core {
         let user_id = p.user()?.to_owned();
         let id = ids::parse_id("api_token_id", id).map_err(|_| token_not_found())?;
         let now = self.now();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let row = one(
             &tx,
             &format!(
@@ -318,7 +318,7 @@ impl Core {
             local.as_deref(),
         )?;
         let new_hash = self.hasher.hash(password).await?;
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let spent = exec(
             &tx,
             "UPDATE identity_email_tokens SET used_time = $1 WHERE token_hash = $2 AND used_time IS NULL",

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::principal::TokenKind;
@@ -209,7 +209,7 @@ impl Core {
     pub(crate) async fn verify_email(&self, token: &str) -> Result<String, Error> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
-        let tx = self.db.begin().await?;
+        let tx = crate::store::begin(&self.db).await?;
         let spent = exec(
             &tx,
             "UPDATE identity_email_tokens SET used_time = $1 WHERE token_hash = $2 \

@@ -135,7 +135,31 @@ pub struct Env {
     pub outbox: Outbox,
     pub members: Members,
     pub db: TestDatabase,
+    config: tenancy_runtime::config::Config,
     _stop: ShutdownTrigger,
+}
+
+/// A second identity server on the same database (another replica).
+pub struct Replica {
+    pub channel: Channel,
+    clock: ManualClock,
+    _stop: ShutdownTrigger,
+}
+
+impl Replica {
+    pub fn internal(&self) -> Internal {
+        IdentityInternalServiceClient::with_interceptor(
+            self.channel.clone(),
+            ServiceAuth::new(test_key(), Arc::new(self.clock.clone())),
+        )
+    }
+
+    pub fn as_principal(&self, principal: Principal) -> Public {
+        IdentityServiceClient::with_interceptor(
+            self.channel.clone(),
+            Caller::new(principal, Arc::new(self.clock.clone())),
+        )
+    }
 }
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -156,35 +180,27 @@ impl Env {
         config.auth.argon2_iterations = 1;
         tweak(&mut config);
         let clock = ManualClock::new(Timestamp(1_700_000_000_000));
-        let context = test_context(config, Arc::new(clock.clone()));
         let outbox = Outbox::default();
         let members = Members::default();
-        let service = IdentityService::open_with(
-            context,
-            Arc::new(outbox.clone()),
-            Arc::new(members.clone()),
-        )
-        .await
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (trigger, stop) = shutdown::channel();
-        tokio::spawn(async move {
-            if let Err(error) = service.serve(listener, stop).await {
-                eprintln!("identity stopped: {error}");
-            }
-        });
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let (channel, trigger) = serve(&config, &clock, &outbox, &members).await;
         Self {
             clock,
             channel,
             outbox,
             members,
             db,
+            config,
+            _stop: trigger,
+        }
+    }
+
+    /// Another replica on the same database, clock and ports.
+    pub async fn replica(&self) -> Replica {
+        let (channel, trigger) =
+            serve(&self.config, &self.clock, &self.outbox, &self.members).await;
+        Replica {
+            channel,
+            clock: self.clock.clone(),
             _stop: trigger,
         }
     }
@@ -275,6 +291,34 @@ impl Env {
             .into_inner();
         users.user.unwrap().id
     }
+}
+
+/// Opens an identity server and serves it on a loopback port.
+async fn serve(
+    config: &tenancy_runtime::config::Config,
+    clock: &ManualClock,
+    outbox: &Outbox,
+    members: &Members,
+) -> (Channel, ShutdownTrigger) {
+    let context = test_context(config.clone(), Arc::new(clock.clone()));
+    let service =
+        IdentityService::open_with(context, Arc::new(outbox.clone()), Arc::new(members.clone()))
+            .await
+            .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (trigger, stop) = shutdown::channel();
+    tokio::spawn(async move {
+        if let Err(error) = service.serve(listener, stop).await {
+            eprintln!("identity stopped: {error}");
+        }
+    });
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (channel, trigger)
 }
 
 /// The ErrorInfo reason of a status.

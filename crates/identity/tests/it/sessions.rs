@@ -456,3 +456,86 @@ async fn every_login_attempt_of_a_known_user_is_in_the_login_history() {
         .unwrap_err();
     assert_eq!(reason(&e), "TIME_RANGE_INVALID");
 }
+
+/// The session ids of the next `n` events of a watch, with their positions.
+async fn next_events(
+    stream: &mut tonic::Streaming<WatchRevocationsResponse>,
+    n: usize,
+) -> Vec<(i64, String)> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let item = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("event within 5 s")
+            .unwrap()
+            .unwrap()
+            .item
+            .unwrap();
+        match item {
+            Item::Event(e) => match e.kind.unwrap() {
+                revocation_event::Kind::Session(s) => seen.push((e.position, s.session_id)),
+                other => panic!("{other:?}"),
+            },
+            Item::CaughtUp(_) | Item::Heartbeat(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn revocations_of_two_replicas_reach_every_watcher_in_one_gapless_order() {
+    let env = Env::start("replicas").await;
+    let b = env.replica().await;
+    let user = env.verified_user("ray@example.com").await;
+    // A gateway watching replica B.
+    let mut on_b = b
+        .internal()
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: 0,
+            watcher: "gateway-b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        sessions.push(session(&env, "ray@example.com").await.session_id);
+    }
+    // Logouts through both replicas at once.
+    let logouts = sessions.iter().enumerate().map(|(i, sid)| {
+        let mut principal = tenancy_testkit::member(&user, "", tenancy_testkit::Role::Unspecified);
+        principal.account_id = None;
+        principal.session_id = Some(sid.clone());
+        let mut client = if i % 2 == 0 {
+            env.as_principal(principal)
+        } else {
+            b.as_principal(principal)
+        };
+        async move { client.logout(LogoutRequest {}).await.unwrap() }
+    });
+    futures::future::join_all(logouts).await;
+    let from_b = next_events(&mut on_b, sessions.len()).await;
+    let positions: Vec<i64> = from_b.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        positions,
+        (1..=8).collect::<Vec<i64>>(),
+        "gapless, in order"
+    );
+    let mut ids: Vec<&String> = from_b.iter().map(|(_, s)| s).collect();
+    ids.sort();
+    let mut want: Vec<&String> = sessions.iter().collect();
+    want.sort();
+    assert_eq!(ids, want, "every logout, from either replica");
+    // A gateway reconnecting to replica A from the middle misses nothing.
+    let mut on_a = env
+        .internal()
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: 4,
+            watcher: "gateway-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next_events(&mut on_a, 4).await, from_b[4..].to_vec());
+}
