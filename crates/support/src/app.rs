@@ -272,6 +272,7 @@ impl App {
                     template_data: data.clone(),
                     service_id: ticket.row.service_id.clone().unwrap_or_default(),
                     extra_recipients,
+                    contact_roles: Vec::new(),
                 })
                 .await?;
         }
@@ -285,6 +286,7 @@ impl App {
                     template_data: data,
                     service_id: ticket.row.service_id.clone().unwrap_or_default(),
                     extra_recipients: Vec::new(),
+                    contact_roles: Vec::new(),
                 })
                 .await?;
         }

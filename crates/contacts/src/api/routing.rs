@@ -20,7 +20,8 @@ use tonic::{Response, Status};
 use super::{Api, message_to_proto, optional_id, sorted};
 use crate::domain::email;
 use crate::domain::routing::{
-    self, Category, ContactCandidate, Exclusion, PlainExtra, Reason, Resolution, UserCandidate,
+    self, Category, ContactCandidate, Exclusion, PlainExtra, Reason, Resolution, Role,
+    UserCandidate,
 };
 use crate::domain::templates::Template;
 use crate::outbox::{self, Address, Email};
@@ -192,6 +193,8 @@ struct Routing {
     category: Category,
     service: String,
     extras: Vec<pb::ExtraRecipient>,
+    /// Contact roles replacing the category's (empty: the category's).
+    contact_roles: Vec<Role>,
 }
 
 fn check_routing(
@@ -200,6 +203,7 @@ fn check_routing(
     category: i32,
     service_id: &str,
     extras: Vec<pb::ExtraRecipient>,
+    contact_roles: &[i32],
 ) -> Option<Routing> {
     let account = v.take(
         "account_id",
@@ -221,11 +225,24 @@ fn check_routing(
             v.add(format!("extra_recipients[{i}].user_id"), "must be a UUID");
         }
     }
+    let roles: Vec<Role> = contact_roles
+        .iter()
+        .filter_map(|r| Role::from_i32(*r))
+        .collect();
+    let mut distinct = roles.clone();
+    distinct.sort();
+    distinct.dedup();
+    v.check(
+        roles.len() == contact_roles.len() && distinct.len() == roles.len(),
+        "contact_roles",
+        "known ContactRole values, each at most once",
+    );
     Some(Routing {
         account: account?,
         category: category?,
         service,
         extras,
+        contact_roles: roles,
     })
 }
 
@@ -325,8 +342,9 @@ impl Api {
                 u.service_access = allowed;
             }
         }
-        Ok(routing::resolve(
+        Ok(routing::resolve_with(
             r.category,
+            &r.contact_roles,
             &contact_candidates,
             &members,
             &user_extras,
@@ -345,6 +363,7 @@ impl Api {
             r.category,
             &r.service_id,
             r.extra_recipients,
+            &r.contact_roles,
         );
         v.finish()?;
         let routing = routing.ok_or_else(|| Error::invalid_field("account_id", "required"))?;
@@ -389,12 +408,20 @@ impl Api {
                 .map(|e| (&e.user_id, &e.email, &e.name))
                 .collect::<Vec<_>>(),
         ));
+        // Hashed only when set, so keys of calls made before the field
+        // existed still match their retries.
+        let hash = if r.contact_roles.is_empty() {
+            hash
+        } else {
+            outbox::content_hash(&(hash, &r.contact_roles))
+        };
         let routing = check_routing(
             &mut v,
             &r.account_id,
             r.category,
             &r.service_id,
             r.extra_recipients,
+            &r.contact_roles,
         );
         v.finish()?;
         if let Some(e) = missing {

@@ -242,6 +242,20 @@ pub fn resolve(
     user_extras: &[UserCandidate],
     plain_extras: &[PlainExtra],
 ) -> Resolution {
+    resolve_with(category, &[], contacts, members, user_extras, plain_extras)
+}
+
+/// As [`resolve`], with the contacts chosen by `contact_roles` instead of
+/// by the category when it is not empty (e.g. a support reply to the
+/// TECHNICAL contacts only).
+pub fn resolve_with(
+    category: Category,
+    contact_roles: &[Role],
+    contacts: &[ContactCandidate],
+    members: &[UserCandidate],
+    user_extras: &[UserCandidate],
+    plain_extras: &[PlainExtra],
+) -> Resolution {
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
     let mut excluded: Vec<(String, Excluded)> = Vec::new();
     fn add<'a>(
@@ -264,7 +278,13 @@ pub fn resolve(
             .roles
             .iter()
             .copied()
-            .filter(|r| r.receives(category))
+            .filter(|r| {
+                if contact_roles.is_empty() {
+                    r.receives(category)
+                } else {
+                    contact_roles.contains(r)
+                }
+            })
             .collect();
         if roles.is_empty() {
             continue;
@@ -536,6 +556,26 @@ mod tests {
         );
         let emails: Vec<_> = r.recipients.iter().map(|r| r.email.as_str()).collect();
         assert_eq!(emails, ["b@example.com"]);
+    }
+
+    #[test]
+    fn contact_roles_replace_the_categorys_choice_of_contacts() {
+        let contacts = [
+            contact("c1", "p@example.com", &[Role::Primary], true),
+            contact("c2", "t@example.com", &[Role::Technical], true),
+            contact("c3", "u@example.com", &[Role::Technical], false),
+        ];
+        let r = resolve_with(
+            Category::SupportReplies,
+            &[Role::Technical],
+            &contacts,
+            &[],
+            &[user("u2", "b@example.com", None)],
+            &[],
+        );
+        let emails: Vec<_> = r.recipients.iter().map(|r| r.email.as_str()).collect();
+        assert_eq!(emails, ["b@example.com", "t@example.com"]);
+        assert_eq!(r.excluded[0].reason, Exclusion::ContactEmailUnverified);
     }
 
     #[test]

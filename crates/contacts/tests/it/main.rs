@@ -13,6 +13,7 @@
 mod contacts;
 mod delivery;
 mod outbox;
+mod retention;
 mod routing;
 mod support;
 mod world;

@@ -47,7 +47,12 @@ async fn sent_messages_go_after_30_days_failed_ones_after_90_and_old_tokens_with
     let send = |key: &'static str, to: &'static str| {
         let api = api.clone();
         async move {
-            api.clone().send_email(email(key, to)).await.unwrap().into_inner().messages[0]
+            api.clone()
+                .send_email(email(key, to))
+                .await
+                .unwrap()
+                .into_inner()
+                .messages[0]
                 .id
                 .clone()
         }
@@ -93,9 +98,16 @@ async fn sent_messages_go_after_30_days_failed_ones_after_90_and_old_tokens_with
     // 29 days on: everything is kept (a run happens within a tick).
     env.clock.advance(29 * DAY);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(state(&api, &sent).await, Ok(OutboxMessageState::Sent as i32));
+    assert_eq!(
+        state(&api, &sent).await,
+        Ok(OutboxMessageState::Sent as i32)
+    );
     assert_eq!(reason(&verify().await), "VERIFICATION_TOKEN_EXPIRED");
-    let again = api.clone().send_email(email("k:sent", "ann@example.com")).await.unwrap();
+    let again = api
+        .clone()
+        .send_email(email("k:sent", "ann@example.com"))
+        .await
+        .unwrap();
     assert!(again.into_inner().duplicate, "the key is still remembered");
 
     // 40 days on: the sent message, its key and the expired token are gone;
@@ -107,9 +119,16 @@ async fn sent_messages_go_after_30_days_failed_ones_after_90_and_old_tokens_with
         async move { state(&api, &sent).await == Err(tonic::Code::NotFound) }
     })
     .await;
-    assert_eq!(state(&api, &failed).await, Ok(OutboxMessageState::Failed as i32));
+    assert_eq!(
+        state(&api, &failed).await,
+        Ok(OutboxMessageState::Failed as i32)
+    );
     assert_eq!(reason(&verify().await), "VERIFICATION_TOKEN_INVALID");
-    let again = api.clone().send_email(email("k:sent", "ann@example.com")).await.unwrap();
+    let again = api
+        .clone()
+        .send_email(email("k:sent", "ann@example.com"))
+        .await
+        .unwrap();
     assert!(!again.into_inner().duplicate, "a forgotten key queues anew");
 
     // 91 days on: the failed message is gone too.

@@ -362,3 +362,81 @@ async fn notify_is_unavailable_while_the_account_service_is_down_and_queues_noth
         .into_inner();
     assert!(listed.messages.is_empty());
 }
+
+#[tokio::test]
+async fn a_support_reply_can_go_to_the_technical_contacts_only() {
+    let world = World::start("technical_only", "olga@example.com").await;
+    let (env, account) = (&world.env, world.account_id.clone());
+    let api = env.member(&world.owner, &account, Role::Owner).await;
+    for (name, email, role) in [
+        ("Pat", "pat@example.com", ContactRole::Billing),
+        ("Tess", "tess@example.com", ContactRole::Technical),
+    ] {
+        api.clone()
+            .create_contact(pb::CreateContactRequest {
+                contact: Some(pb::Contact {
+                    name: name.into(),
+                    email: email.into(),
+                    roles: vec![role as i32],
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+        verify(env, email).await;
+    }
+    let reply = |roles: Vec<i32>| pb::NotifyRequest {
+        idempotency_key: format!("support:reply:{}", roles.len()),
+        account_id: account.clone(),
+        category: C::SupportReplies as i32,
+        template: MessageTemplate::GenericNotification as i32,
+        template_data: HashMap::from([
+            ("subject".into(), "Re: ticket".into()),
+            ("body".into(), "Fixed.".into()),
+        ]),
+        extra_recipients: vec![pb::ExtraRecipient {
+            user_id: world.owner.clone(),
+            email: "olga@example.com".into(),
+            name: String::new(),
+        }],
+        contact_roles: roles,
+        ..Default::default()
+    };
+    let internal = env.internal().await;
+    let to = |r: pb::NotifyResponse| -> Vec<String> {
+        r.messages
+            .into_iter()
+            .map(|m| m.to.unwrap().email)
+            .collect()
+    };
+    // Without roles: the ticket's people only (Pat is also PRIMARY).
+    let plain = internal
+        .clone()
+        .notify(reply(vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(to(plain), ["olga@example.com"]);
+    let technical = internal
+        .clone()
+        .notify(reply(vec![ContactRole::Technical as i32]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(to(technical), ["olga@example.com", "tess@example.com"]);
+    for bad in [vec![0], vec![3, 3], vec![99]] {
+        let error = internal
+            .clone()
+            .resolve_recipients(pb::ResolveRecipientsRequest {
+                account_id: account.clone(),
+                category: C::SupportReplies as i32,
+                contact_roles: bad,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert_eq!(crate::support::fields(&error), ["contact_roles"]);
+    }
+}
