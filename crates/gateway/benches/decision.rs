@@ -104,6 +104,7 @@ fn main() {
                         active: true,
                         portal_access: true,
                         join_time_ms: NOW_MS - 86_400_000,
+                        mfa_deadline_ms: None,
                     },
                 );
                 let token = fake_jwt(&mut rng);

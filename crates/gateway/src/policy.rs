@@ -255,7 +255,7 @@ pub fn decide(
         if settings.enforce_mfa
             && !claims.has_second_factor()
             && !rule.allowed_during_mfa_enrollment
-            && now_ms >= settings.mfa_deadline_ms(member.join_time_ms)
+            && now_ms >= member.mfa_deadline_ms(settings)
         {
             return Err(denied(
                 "MFA_ENROLLMENT_REQUIRED",
@@ -320,6 +320,7 @@ mod tests {
                     active,
                     portal_access: true,
                     join_time_ms: NOW - 86_400_000,
+                    mfa_deadline_ms: None,
                 },
             );
         }
@@ -621,6 +622,32 @@ mod tests {
                 later
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_personal_2fa_deadline_wins_over_a_lengthened_grace_period() {
+        let state = ready_state();
+        // Enforced with a 10 s grace, then lengthened to a day: the member's
+        // personal deadline (NOW + 9 s) stays.
+        state.policies.write().set_settings(
+            "acc",
+            Settings {
+                enforce_mfa: true,
+                enforce_mfa_time_ms: NOW - 1000,
+                mfa_grace_ms: 86_400_000,
+                ip_allowlist: Vec::new(),
+            },
+        );
+        let mut member = state.policies.read().accounts["acc"].members["owner"].clone();
+        member.mfa_deadline_ms = Some(NOW + 9_000);
+        state.policies.write().upsert_member("acc", "owner", member);
+        let method = account_method(Role::Manager);
+        let caller = claims("owner", Some("acc"));
+        assert!(decide(&method, Some(&caller), &state, ip(), NOW + 8_999).is_ok());
+        assert_eq!(
+            reason(decide(&method, Some(&caller), &state, ip(), NOW + 9_000)),
+            "MFA_ENROLLMENT_REQUIRED"
         );
     }
 

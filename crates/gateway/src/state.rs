@@ -24,6 +24,19 @@ pub struct Membership {
     /// When they joined (Unix ms): the start of their 2FA grace period if
     /// they joined after enforcement began.
     pub join_time_ms: i64,
+    /// Their personal 2FA deadline (Unix ms) as the account service keeps
+    /// it: never extended when the grace period is lengthened later.
+    pub mfa_deadline_ms: Option<i64>,
+}
+
+impl Membership {
+    /// When this member must have 2FA under `settings`: their personal
+    /// deadline, or, before the account service sent one, the deadline the
+    /// settings give.
+    pub fn mfa_deadline_ms(&self, settings: &Settings) -> i64 {
+        self.mfa_deadline_ms
+            .unwrap_or_else(|| settings.mfa_deadline_ms(self.join_time_ms))
+    }
 }
 
 /// An account's security settings, as the gateway needs them.

@@ -257,6 +257,7 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
                 status,
                 portal_access,
                 join_time,
+                mfa_deadline,
             } = m;
             policies.upsert_member(
                 &account_id,
@@ -266,6 +267,7 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
                     active: status == MemberStatus::Active as i32,
                     portal_access,
                     join_time_ms: millis(join_time.as_ref()),
+                    mfa_deadline_ms: mfa_deadline.as_ref().map(|t| millis(Some(t))),
                 },
             );
         }

@@ -263,6 +263,7 @@ pub(crate) fn membership_state(row: &MemberRow) -> pb::MembershipState {
         status: row.status,
         portal_access: row.portal_access,
         join_time: Some(ts(row.join_time)),
+        mfa_deadline: row.mfa_deadline.map(ts),
     }
 }
 

@@ -8,8 +8,8 @@ use tenancy_runtime::{Error, ErrorCode};
 
 use super::internal::account_not_found;
 use super::{Api, allowlist_nets, mask_paths, settings_entry, settings_pb, ts};
-use crate::domain::{mfa, role, validate};
-use crate::store::{self, AccountRow, get, i, oi, s};
+use crate::domain::{mfa, role, status, validate};
+use crate::store::{self, AccountRow, get, i, n, oi, s};
 
 /// The longest support-access grant.
 const MAX_SUPPORT_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -213,7 +213,23 @@ impl Api {
         )
         .insert(&txn)
         .await?;
-        store::append_policy(&txn, now, vec![settings_entry(&row)]).await?;
+        let mut entries = vec![settings_entry(&row)];
+        if turned_on || (row.enforce_mfa && row.mfa_grace_ms != before.mfa_grace_ms) {
+            // Personal deadlines moved: gateways enforce each member's own.
+            let members = store::all(
+                &txn,
+                &format!(
+                    "SELECT {} FROM account_members WHERE account_id = $1 AND status <> $2",
+                    store::member_columns()
+                ),
+                vec![s(row.id.as_str()), n(status::REVOKED)],
+            )
+            .await?;
+            for member in &members {
+                entries.push(super::membership_entry(&store::MemberRow::read(member)?));
+            }
+        }
+        store::append_policy(&txn, now, entries).await?;
         txn.commit().await?;
         self.policy_committed(&row.id);
         Ok(pb::UpdateSecuritySettingsResponse {

@@ -167,14 +167,37 @@ pub async fn append_policy<C: ConnectionTrait>(
     .ok_or_else(|| Error::internal("policy head row missing"))?;
     let last: i64 = get(&row, "position")?;
     let mut position = last - count;
-    for entry in entries {
-        position += 1;
-        exec(
-            c,
-            "INSERT INTO account_policy_log (position, event_time, account_id, event_kind, payload) VALUES ($1, $2, $3, $4, $5)",
-            vec![i(position), i(now), s(entry.account_id), n(entry.kind), s(entry.payload)],
-        )
-        .await?;
+    // Multi-row inserts: a settings change can re-send every member's state.
+    const ROWS_PER_INSERT: usize = 200;
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        let mut sql = String::from(
+            "INSERT INTO account_policy_log (position, event_time, account_id, event_kind, payload) VALUES ",
+        );
+        let mut values = Vec::new();
+        for (k, entry) in entries.by_ref().take(ROWS_PER_INSERT).enumerate() {
+            position += 1;
+            let b = k * 5;
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5
+            ));
+            values.extend([
+                i(position),
+                i(now),
+                s(entry.account_id),
+                n(entry.kind),
+                s(entry.payload),
+            ]);
+        }
+        exec(c, &sql, values).await?;
     }
     Ok(last)
 }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use tenancy_proto::account as pb;
+use tenancy_proto::account::watch_policies_response::Event;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_testkit::Role;
 use tonic::Code;
@@ -186,12 +187,28 @@ async fn enforcing_2fa_gives_personal_deadlines_never_extended_and_shortened_whe
         .await
         .unwrap();
     assert_eq!(deadline(&env).await, Some(start + 5 * day));
-    // Loosening again does not extend it.
+    // Loosening again does not extend it, and gateways are sent every
+    // member's personal deadline again.
+    let mut watch = env
+        .internal()
+        .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    while !matches!(next_event(&mut watch).await, Event::CaughtUp(_)) {}
     env.as_member(&owner, &account, Role::Owner)
         .update_security_settings(mfa(true, 20 * day))
         .await
         .unwrap();
     assert_eq!(deadline(&env).await, Some(start + 5 * day));
+    let sent = loop {
+        if let Event::MembershipChanged(m) = next_event(&mut watch).await
+            && m.user_id == manager
+        {
+            break m;
+        }
+    };
+    assert_eq!(sent.mfa_deadline.map(|t| t.seconds), Some(start + 5 * day));
     // The gateway's view carries it too.
     let state = env
         .internal()
@@ -213,6 +230,19 @@ async fn enforcing_2fa_gives_personal_deadlines_never_extended_and_shortened_whe
     let email = env.identity_user(&manager).await.email;
     env.enrol_totp(&manager, &email).await;
     assert_eq!(deadline(&env).await, None);
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::WatchPoliciesResponse>) -> Event {
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_stream::StreamExt::next(stream),
+    )
+    .await
+    .expect("an event in time")
+    .expect("stream open")
+    .expect("an event")
+    .event
+    .expect("event set")
 }
 
 async fn listed_deadline(env: &Env, account: &str, owner: &str, user: &str) -> Option<i64> {
