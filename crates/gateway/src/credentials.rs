@@ -12,7 +12,6 @@
 //! cached the same way; unknown ones are remembered briefly so guessing
 //! costs the attacker, not identity.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher as _, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use tonic::transport::Channel;
 
 use crate::jwt::{Claims, JwtVerifier, LEEWAY_SECONDS, TokenError};
 use crate::policy::{ApiToken, Credential};
+use crate::state::FastMap;
 
 /// Prefix of Public API tokens.
 pub const API_TOKEN_PREFIX: &str = "tny_";
@@ -72,8 +72,8 @@ fn unexpired(claims: &Claims, now_ms: i64) -> bool {
 pub struct Authenticator {
     jwt: JwtVerifier,
     tagger: Tagger,
-    portal: RwLock<HashMap<TokenTag, Arc<Claims>>>,
-    api: RwLock<HashMap<TokenTag, ApiEntry>>,
+    portal: RwLock<FastMap<TokenTag, Arc<Claims>>>,
+    api: RwLock<FastMap<TokenTag, ApiEntry>>,
     identity_public: IdentityServiceClient<InterceptedService<Channel, ServiceAuth>>,
     identity_internal: IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
     last_jwks_fetch: tokio::sync::Mutex<Option<Instant>>,
@@ -85,8 +85,8 @@ impl Authenticator {
         Self {
             jwt: JwtVerifier::new(issuer, audience),
             tagger: Tagger::new(),
-            portal: RwLock::new(HashMap::new()),
-            api: RwLock::new(HashMap::new()),
+            portal: RwLock::new(FastMap::default()),
+            api: RwLock::new(FastMap::default()),
             identity_public: IdentityServiceClient::with_interceptor(channel.clone(), auth.clone()),
             identity_internal: IdentityInternalServiceClient::with_interceptor(channel, auth),
             last_jwks_fetch: tokio::sync::Mutex::new(None),

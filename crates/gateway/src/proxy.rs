@@ -39,7 +39,7 @@ use crate::client_ip::client_ip;
 use crate::credentials::Authenticator;
 use crate::limits::RateLimits;
 use crate::policy::{self, MethodPolicy};
-use crate::state::LiveState;
+use crate::state::{FastMap, LiveState};
 
 /// gRPC services of the Tenancy protocol and the server that owns each.
 const OWNERS: &[(&str, ServiceName)] = &[
@@ -89,7 +89,7 @@ struct Route {
 
 /// The gateway: routing table, decision state, HTTP/2 client.
 pub struct Gateway {
-    routes: HashMap<String, Route>,
+    routes: FastMap<String, Route>,
     pub(crate) state: Arc<LiveState>,
     pub(crate) authenticator: Arc<Authenticator>,
     limits: RateLimits,
@@ -165,7 +165,7 @@ impl Gateway {
                 }),
             );
         }
-        let mut routes = HashMap::new();
+        let mut routes = FastMap::default();
         for method in context.rules.methods() {
             let Some(owner) = OWNERS
                 .iter()

@@ -12,6 +12,13 @@ use ipnet::IpNet;
 use parking_lot::RwLock;
 use tenancy_proto::auth::Role;
 
+/// Maps of the live state. Keys are ids our services generate (UUIDs), not
+/// chosen by clients, so a fast seeded hash is safe here; it saves ~40 ns
+/// on each of the decision's five lookups compared with SipHash.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A set of the live state (see [`FastMap`]).
+pub type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 /// A member of an account, as the gateway needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
@@ -68,14 +75,14 @@ pub struct AccountPolicy {
     /// Security settings (default when never set).
     pub settings: Settings,
     /// Members by user id.
-    pub members: HashMap<String, Membership>,
+    pub members: FastMap<String, Membership>,
 }
 
 /// Memberships and settings of every account.
 #[derive(Clone, Debug, Default)]
 pub struct Policies {
     /// Accounts by id.
-    pub accounts: HashMap<String, AccountPolicy>,
+    pub accounts: FastMap<String, AccountPolicy>,
 }
 
 impl Policies {
@@ -108,14 +115,14 @@ impl Policies {
 #[derive(Clone, Debug, Default)]
 pub struct Revocations {
     /// Revoked session ids → when the revocation may be forgotten (ms).
-    pub sessions: HashMap<String, i64>,
+    pub sessions: FastMap<String, i64>,
     /// Users whose tokens issued before the time (ms) are dead.
-    pub users_before: HashMap<String, i64>,
+    pub users_before: FastMap<String, i64>,
     /// (user → account → time): tokens of the user for the account issued
     /// before the time are dead.
-    pub user_accounts_before: HashMap<String, HashMap<String, i64>>,
+    pub user_accounts_before: FastMap<String, FastMap<String, i64>>,
     /// Revoked API token ids.
-    pub api_tokens: HashSet<String>,
+    pub api_tokens: FastSet<String>,
 }
 
 impl Revocations {
