@@ -1,8 +1,7 @@
-//! Starts the identity service on a fresh database with a manual clock.
-//!
-//! Email: the contacts service is built in parallel; until its outbox is
-//! usable from here, messages go to `Outbox`, an in-test recorder behind the
-//! service's `Mailer` port (the same port the contacts adapter implements).
+//! Starts the identity service on a fresh database with a manual clock,
+//! with the REAL contacts service on loopback (its own test database)
+//! behind identity's real `ContactsMailer`; emails are read back from the
+//! contacts outbox (`ContactsInternalService.ListOutboxMessages`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,92 +10,138 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use tenancy_identity::IdentityService;
-use tenancy_identity::mail::{Mailer, OutgoingEmail};
+use tenancy_identity::mail::{ContactsMailer, Mailer, OutgoingEmail};
+use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
+use tenancy_proto::contacts::{self as cpb, ListOutboxMessagesRequest};
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::{self, ShutdownTrigger};
 use tenancy_runtime::{Error, ManualClock, Principal, TenancyService, Timestamp};
-use tenancy_testkit::{Caller, TestDatabase, test_config, test_context, test_key};
+use tenancy_testkit::{Caller, Running, TestDatabase, test_config, test_context, test_key};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// Records every email the service sends.
+/// A gate in front of the real `ContactsMailer`: while shut (`Outbox::hold`),
+/// sending waits. Kept only because one test needs an outbox that is slow
+/// on purpose (RequestPasswordReset must answer without waiting for it);
+/// the real contacts service cannot be made to stall on demand. Messages
+/// still go to the real contacts outbox.
 #[derive(Clone, Default)]
-pub struct Outbox(
-    pub Arc<Mutex<Vec<OutgoingEmail>>>,
-    /// While write-locked (`hold`), sending waits: a slow outbox.
-    Arc<tokio::sync::RwLock<()>>,
-    Arc<Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>>,
-);
+struct Gate {
+    lock: Arc<tokio::sync::RwLock<()>>,
+    shut: Arc<Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>>,
+}
+
+struct GatedMailer {
+    gate: Gate,
+    inner: ContactsMailer,
+}
 
 #[tonic::async_trait]
-impl Mailer for Outbox {
+impl Mailer for GatedMailer {
     async fn send(&self, email: OutgoingEmail) -> Result<(), Error> {
-        let _open = self.1.read().await;
-        self.0.lock().push(email);
-        Ok(())
+        let _open = self.gate.lock.read().await;
+        self.inner.send(email).await
     }
 }
 
+/// The contacts outbox, read back through the internal API.
+#[derive(Clone)]
+pub struct Outbox {
+    client: ContactsInternalServiceClient<InterceptedService<Channel, Caller>>,
+    /// Set when identity sends through a [`Gate`] (`Env::start_held`).
+    gate: Option<Gate>,
+}
+
 impl Outbox {
-    /// Makes sending wait until `release`.
+    /// Makes sending wait until `release` (only in `Env::start_held`).
     pub async fn hold(&self) {
-        let guard = self.1.clone().write_owned().await;
-        *self.2.lock() = Some(guard);
+        let gate = self.gate.as_ref().expect("started with Env::start_held");
+        let guard = gate.lock.clone().write_owned().await;
+        *gate.shut.lock() = Some(guard);
     }
 
     pub fn release(&self) {
-        self.2.lock().take();
+        if let Some(gate) = &self.gate {
+            gate.shut.lock().take();
+        }
+    }
+
+    /// Every message to `to` (all messages if empty), newest first.
+    async fn to(&self, to: &str) -> Vec<cpb::OutboxMessage> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .client
+                .clone()
+                .list_outbox_messages(ListOutboxMessagesRequest {
+                    page_size: 500,
+                    page_token,
+                    to_email: to.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            out.extend(page.messages);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Waits (up to 5 s) for a token under `key` to `to` other than `not`.
     pub async fn wait_token(&self, to: &str, key: &str, not: Option<&str>) -> String {
-        for _ in 0..1000 {
-            if let Some(t) = self.last_token(to, key).filter(|t| Some(t.as_str()) != not) {
+        for _ in 0..250 {
+            if let Some(t) = self
+                .last_token(to, key)
+                .await
+                .filter(|t| Some(t.as_str()) != not)
+            {
                 return t;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("no new {key} message to {to}");
     }
 
     /// The variable `key` of the last message to `to`.
-    pub fn last_value(&self, to: &str, key: &str) -> Option<String> {
-        self.0
-            .lock()
-            .iter()
-            .rev()
-            .find(|m| m.to.eq_ignore_ascii_case(to))
-            .and_then(|m| m.data.get(key).cloned())
+    pub async fn last_value(&self, to: &str, key: &str) -> Option<String> {
+        self.to(to)
+            .await
+            .into_iter()
+            .next()
+            .and_then(|m| m.template_data.get(key).cloned())
     }
 
     /// The token in the last link sent to `to` under `key`.
-    pub fn last_token(&self, to: &str, key: &str) -> Option<String> {
+    pub async fn last_token(&self, to: &str, key: &str) -> Option<String> {
         self.last_value(to, key)
+            .await
             .and_then(|url| url.split("token=").nth(1).map(str::to_owned))
     }
 
-    pub fn count_to(&self, to: &str) -> usize {
-        self.0
-            .lock()
-            .iter()
-            .filter(|m| m.to.eq_ignore_ascii_case(to))
-            .count()
+    pub async fn count_to(&self, to: &str) -> usize {
+        self.to(to).await.len()
     }
 
     /// The templates of the messages sent to `to`, oldest first.
-    pub fn templates_to(&self, to: &str) -> Vec<tenancy_proto::contacts::MessageTemplate> {
-        self.0
-            .lock()
+    pub async fn templates_to(&self, to: &str) -> Vec<cpb::MessageTemplate> {
+        self.to(to)
+            .await
             .iter()
-            .filter(|m| m.to.eq_ignore_ascii_case(to))
-            .map(|m| m.template)
+            .rev()
+            .map(|m| m.template())
             .collect()
     }
 
-    pub fn all(&self) -> Vec<OutgoingEmail> {
-        self.0.lock().clone()
+    /// Every message in the outbox, newest first.
+    pub async fn all(&self) -> Vec<cpb::OutboxMessage> {
+        self.to("").await
     }
 }
 
@@ -137,6 +182,7 @@ pub struct Env {
     pub db: TestDatabase,
     config: tenancy_runtime::config::Config,
     _stop: ShutdownTrigger,
+    _contacts: (Running, TestDatabase),
 }
 
 /// A second identity server on the same database (another replica).
@@ -173,14 +219,44 @@ impl Env {
         label: &str,
         tweak: impl FnOnce(&mut tenancy_runtime::config::Config),
     ) -> Self {
+        Self::open(label, tweak, false).await
+    }
+
+    /// Like `start`, with a gate in front of the mailer (`Outbox::hold`).
+    pub async fn start_held(label: &str) -> Self {
+        Self::open(label, |_| {}, true).await
+    }
+
+    async fn open(
+        label: &str,
+        tweak: impl FnOnce(&mut tenancy_runtime::config::Config),
+        held: bool,
+    ) -> Self {
         let db = TestDatabase::new(label).await;
+        let contacts_db = TestDatabase::new(&format!("{label}_c")).await;
         let mut config = test_config(&db);
+        config.contacts.database_url = Some(contacts_db.url.clone());
         // Cheap hashing in tests; the benchmark measures the real settings.
         config.auth.argon2_memory_kib = 1024;
         config.auth.argon2_iterations = 1;
         tweak(&mut config);
         let clock = ManualClock::new(Timestamp(1_700_000_000_000));
-        let outbox = Outbox::default();
+        let contacts = tenancy_testkit::start::<tenancy_contacts::ContactsService>(
+            test_context(config.clone(), Arc::new(clock.clone())),
+            clock.clone(),
+        )
+        .await;
+        config.contacts.url = Some(format!("http://{}", contacts.address));
+        let outbox = Outbox {
+            client: ContactsInternalServiceClient::with_interceptor(
+                contacts.channel().await,
+                Caller::new(
+                    Principal::service("identity-tests"),
+                    Arc::new(clock.clone()),
+                ),
+            ),
+            gate: held.then(Gate::default),
+        };
         let members = Members::default();
         let (channel, trigger) = serve(&config, &clock, &outbox, &members).await;
         Self {
@@ -191,6 +267,7 @@ impl Env {
             db,
             config,
             _stop: trigger,
+            _contacts: (contacts, contacts_db),
         }
     }
 
@@ -276,7 +353,7 @@ impl Env {
         })
         .await
         .unwrap();
-        let token = self.outbox.last_token(email, "verify_url").unwrap();
+        let token = self.outbox.wait_token(email, "verify_url", None).await;
         c.verify_email(tenancy_proto::identity::VerifyEmailRequest { token })
             .await
             .unwrap();
@@ -301,10 +378,20 @@ async fn serve(
     members: &Members,
 ) -> (Channel, ShutdownTrigger) {
     let context = test_context(config.clone(), Arc::new(clock.clone()));
-    let service =
-        IdentityService::open_with(context, Arc::new(outbox.clone()), Arc::new(members.clone()))
-            .await
-            .unwrap();
+    let contacts = ContactsMailer::new(
+        context.channel_to(ServiceName::Contacts).unwrap(),
+        context.service_auth(),
+    );
+    let mailer: Arc<dyn Mailer> = match &outbox.gate {
+        Some(gate) => Arc::new(GatedMailer {
+            gate: gate.clone(),
+            inner: contacts,
+        }),
+        None => Arc::new(contacts),
+    };
+    let service = IdentityService::open_with(context, mailer, Arc::new(members.clone()))
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (trigger, stop) = shutdown::channel();

@@ -510,6 +510,7 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
     assert!(
         !env.outbox
             .templates_to("jim@example.com")
+            .await
             .contains(&disabled)
     );
     c.disable_totp(DisableTotpRequest {
@@ -519,7 +520,7 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
     .unwrap();
     // The user is told by email.
     assert_eq!(
-        env.outbox.templates_to("jim@example.com").last(),
+        env.outbox.templates_to("jim@example.com").await.last(),
         Some(&disabled)
     );
     let e = c

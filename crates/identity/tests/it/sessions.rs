@@ -122,12 +122,12 @@ async fn unverified_users_cannot_log_in_but_learn_it_only_with_the_right_passwor
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert_eq!(reason(&e), "EMAIL_NOT_VERIFIED");
     // Resent at most once per 10 minutes.
-    assert_eq!(env.outbox.count_to("carol@example.com"), 1);
+    assert_eq!(env.outbox.count_to("carol@example.com").await, 1);
     env.advance(Duration::from_secs(601));
     c.login(login("carol@example.com", PASSWORD))
         .await
         .unwrap_err();
-    assert_eq!(env.outbox.count_to("carol@example.com"), 2);
+    assert_eq!(env.outbox.count_to("carol@example.com").await, 2);
 }
 
 #[tokio::test]

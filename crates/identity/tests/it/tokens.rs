@@ -190,7 +190,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
     })
     .await
     .unwrap();
-    assert_eq!(env.outbox.count_to("nobody@example.com"), 0);
+    assert_eq!(env.outbox.count_to("nobody@example.com").await, 0);
     c.request_password_reset(RequestPasswordResetRequest {
         email: "MAX@example.com".into(),
     })
@@ -208,14 +208,15 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "PASSWORD_TOO_SHORT");
-    let notices = |env: &Env| {
+    let notices = async |env: &Env| {
         env.outbox
             .templates_to("max@example.com")
+            .await
             .iter()
             .filter(|t| **t == MessageTemplate::SecurityPasswordChanged)
             .count()
     };
-    assert_eq!(notices(&env), 0);
+    assert_eq!(notices(&env).await, 0);
     c.reset_password(ResetPasswordRequest {
         token: token.clone(),
         new_password: "a brand new passphrase".into(),
@@ -223,9 +224,12 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
     .await
     .unwrap();
     // The user is told, with the address the reset came from.
-    assert_eq!(notices(&env), 1);
+    assert_eq!(notices(&env).await, 1);
     assert_eq!(
-        env.outbox.last_value("max@example.com", "ip").as_deref(),
+        env.outbox
+            .last_value("max@example.com", "ip")
+            .await
+            .as_deref(),
         Some("198.51.100.7")
     );
     let e = c
@@ -283,7 +287,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
 
 #[tokio::test]
 async fn reset_requests_answer_before_the_lookup_and_the_message() {
-    let env = Env::start("resetfast").await;
+    let env = Env::start_held("resetfast").await;
     env.verified_user("ned@example.com").await;
     let mut c = env.anonymous("198.51.100.7");
     // With the outbox stalled, a known address answers as promptly as an
@@ -301,7 +305,7 @@ async fn reset_requests_answer_before_the_lookup_and_the_message() {
         .unwrap();
     }
     assert_eq!(
-        env.outbox.count_to("ned@example.com"),
+        env.outbox.count_to("ned@example.com").await,
         1,
         "only the verification"
     );
@@ -317,7 +321,7 @@ async fn reset_requests_answer_before_the_lookup_and_the_message() {
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "EMAIL_INVALID");
-    assert_eq!(env.outbox.count_to("nobody@example.com"), 0);
+    assert_eq!(env.outbox.count_to("nobody@example.com").await, 0);
 }
 
 /// Every text value stored in the identity tables.
@@ -385,6 +389,7 @@ async fn no_secret_is_stored_in_plain_form() {
     let verify_token = env
         .outbox
         .last_token("nat@example.com", "verify_url")
+        .await
         .unwrap();
     let text = dump(&env).await;
     assert!(
@@ -438,12 +443,13 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
     assert_eq!(r.revoked_session_count, 1);
     // The user is told by email, with a link to recover if it was not them.
     assert_eq!(
-        env.outbox.templates_to("oz@example.com").last(),
+        env.outbox.templates_to("oz@example.com").await.last(),
         Some(&MessageTemplate::SecurityPasswordChanged)
     );
     assert!(
         env.outbox
             .last_value("oz@example.com", "reset_url")
+            .await
             .is_some_and(|u| u.ends_with("/forgot-password"))
     );
     let mut anon = env.anonymous("198.51.100.7");

@@ -22,6 +22,7 @@ async fn sign_up_sends_a_verification_link_that_verifies_once() {
     let token = env
         .outbox
         .last_token("alice@example.com", "verify_url")
+        .await
         .unwrap();
     let verified = c
         .verify_email(VerifyEmailRequest {
@@ -61,6 +62,7 @@ async fn verification_links_expire_after_24_hours() {
     let token = env
         .outbox
         .last_token("bob@example.com", "verify_url")
+        .await
         .unwrap();
     env.advance(std::time::Duration::from_secs(24 * 3600 + 1));
     let e = c
@@ -82,7 +84,7 @@ async fn verification_links_expire_after_24_hours() {
 async fn sign_up_does_not_reveal_a_taken_address() {
     let env = Env::start("signuptaken").await;
     env.verified_user("carol@example.com").await;
-    let before = env.outbox.count_to("carol@example.com");
+    let before = env.outbox.count_to("carol@example.com").await;
     let mut c = env.anonymous("198.51.100.2");
     // Same (empty) answer; the owner gets a notice with a reset link instead.
     c.sign_up(sign_up(
@@ -92,10 +94,11 @@ async fn sign_up_does_not_reveal_a_taken_address() {
     ))
     .await
     .unwrap();
-    assert_eq!(env.outbox.count_to("carol@example.com"), before + 1);
+    assert_eq!(env.outbox.count_to("carol@example.com").await, before + 1);
     assert!(
         env.outbox
             .last_value("carol@example.com", "reset_url")
+            .await
             .is_some()
     );
     // An unverified address gets its verification message again.
@@ -105,7 +108,7 @@ async fn sign_up_does_not_reveal_a_taken_address() {
     c.sign_up(sign_up("dave@example.com", PASSWORD, "Dave"))
         .await
         .unwrap();
-    assert_eq!(env.outbox.count_to("dave@example.com"), 2);
+    assert_eq!(env.outbox.count_to("dave@example.com").await, 2);
 }
 
 #[tokio::test]
@@ -153,7 +156,7 @@ async fn sign_up_refuses_invalid_input_with_field_violations() {
             "{expected}"
         );
     }
-    assert!(env.outbox.all().is_empty());
+    assert!(env.outbox.all().await.is_empty());
 }
 
 #[tokio::test]
@@ -392,6 +395,7 @@ async fn an_email_change_needs_recent_authentication_and_applies_once_verified()
     assert!(
         env.outbox
             .last_token("oliver@example.org", "verify_url")
+            .await
             .is_none()
     );
     c.reauthenticate(ReauthenticateRequest {
@@ -413,6 +417,7 @@ async fn an_email_change_needs_recent_authentication_and_applies_once_verified()
     assert_eq!(
         env.outbox
             .last_value("oli@example.com", "new_email")
+            .await
             .as_deref(),
         Some("Oliver@example.org")
     );
@@ -421,6 +426,7 @@ async fn an_email_change_needs_recent_authentication_and_applies_once_verified()
     let token = env
         .outbox
         .last_token("oliver@example.org", "verify_url")
+        .await
         .unwrap();
     let mut anon = env.anonymous("198.51.100.1");
     anon.verify_email(VerifyEmailRequest { token })
@@ -466,6 +472,7 @@ async fn an_email_change_to_a_taken_address_is_refused_only_at_verification() {
     let token = env
         .outbox
         .last_token("quinn@example.com", "verify_url")
+        .await
         .unwrap();
     let e = env
         .anonymous("198.51.100.1")
