@@ -249,47 +249,48 @@ impl App {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        if !people.is_empty() {
-            let users = self.peers.users(people).await?;
-            let extra_recipients = users
+        // Staff replies on technical tickets also reach the account's
+        // TECHNICAL contacts (and only those contacts: chosen by role, not
+        // by category), in the same Notify so that an address that is both
+        // a member and a contact gets one email.
+        let technical = staff_reply && ticket.row.category == Category::Technical as i32;
+        if people.is_empty() && !technical {
+            return Ok(());
+        }
+        let extra_recipients = if people.is_empty() {
+            Vec::new()
+        } else {
+            self.peers
+                .users(people)
+                .await?
                 .into_iter()
                 .map(|u| contacts_pb::ExtraRecipient {
                     user_id: u.id,
                     email: u.email,
                     name: u.name,
                 })
-                .collect();
-            self.peers
-                .notify(contacts_pb::NotifyRequest {
-                    idempotency_key: if created {
-                        format!("support:ticket-created:{}", ticket.row.id)
-                    } else {
-                        format!("support:ticket-reply:{}", message.id)
-                    },
-                    account_id: ticket.row.account_id.clone(),
-                    category: contacts_pb::NotificationCategory::SupportReplies as i32,
-                    template: contacts_pb::MessageTemplate::TicketReply as i32,
-                    template_data: data.clone(),
-                    service_id: ticket.row.service_id.clone().unwrap_or_default(),
-                    extra_recipients,
-                    contact_roles: Vec::new(),
-                })
-                .await?;
-        }
-        if staff_reply && ticket.row.category == Category::Technical as i32 {
-            self.peers
-                .notify(contacts_pb::NotifyRequest {
-                    idempotency_key: format!("support:ticket-reply-technical:{}", message.id),
-                    account_id: ticket.row.account_id.clone(),
-                    category: contacts_pb::NotificationCategory::TechnicalIncidents as i32,
-                    template: contacts_pb::MessageTemplate::TicketReply as i32,
-                    template_data: data,
-                    service_id: ticket.row.service_id.clone().unwrap_or_default(),
-                    extra_recipients: Vec::new(),
-                    contact_roles: Vec::new(),
-                })
-                .await?;
-        }
+                .collect()
+        };
+        self.peers
+            .notify(contacts_pb::NotifyRequest {
+                idempotency_key: if created {
+                    format!("support:ticket-created:{}", ticket.row.id)
+                } else {
+                    format!("support:ticket-reply:{}", message.id)
+                },
+                account_id: ticket.row.account_id.clone(),
+                category: contacts_pb::NotificationCategory::SupportReplies as i32,
+                template: contacts_pb::MessageTemplate::TicketReply as i32,
+                template_data: data,
+                service_id: ticket.row.service_id.clone().unwrap_or_default(),
+                extra_recipients,
+                contact_roles: if technical {
+                    vec![contacts_pb::ContactRole::Technical as i32]
+                } else {
+                    Vec::new()
+                },
+            })
+            .await?;
         Ok(())
     }
 }
