@@ -1,7 +1,9 @@
 //! Starts the identity service on a fresh database with a manual clock,
 //! with the REAL contacts service on loopback (its own test database)
 //! behind identity's real `ContactsMailer`; emails are read back from the
-//! contacts outbox (`ContactsInternalService.ListOutboxMessages`).
+//! contacts outbox (`ContactsInternalService.ListOutboxMessages`); and
+//! the REAL account service (own test database) answering identity's
+//! membership questions, with accounts and members made through its API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use tenancy_identity::IdentityService;
 use tenancy_identity::mail::{ContactsMailer, Mailer, OutgoingEmail};
+use tenancy_proto::account::{self as apb, account_service_client::AccountServiceClient};
 use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
 use tenancy_proto::contacts::{self as cpb, ListOutboxMessagesRequest};
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
@@ -18,7 +21,7 @@ use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::{self, ShutdownTrigger};
-use tenancy_runtime::{Error, ManualClock, Principal, TenancyService, Timestamp};
+use tenancy_runtime::{Clock as _, Error, ManualClock, Principal, TenancyService, Timestamp};
 use tenancy_testkit::{Caller, Running, TestDatabase, test_config, test_context, test_key};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -145,40 +148,16 @@ impl Outbox {
     }
 }
 
-/// In-test stand-in for the account service's membership answer
-/// (`AccountInternalService.GetPrincipalState`), behind the service's
-/// `Accounts` port: the pairs listed are ACTIVE members.
-#[derive(Clone, Default)]
-pub struct Members(pub Arc<Mutex<std::collections::HashSet<(String, String)>>>);
-
-#[tonic::async_trait]
-impl tenancy_identity::accounts::Accounts for Members {
-    async fn is_active_member(&self, user_id: &str, account_id: &str) -> Result<bool, Error> {
-        Ok(self
-            .0
-            .lock()
-            .contains(&(user_id.to_owned(), account_id.to_owned())))
-    }
-}
-
-impl Members {
-    pub fn add(&self, user: &str, account: &str) {
-        self.0.lock().insert((user.to_owned(), account.to_owned()));
-    }
-
-    pub fn remove(&self, user: &str, account: &str) {
-        self.0.lock().remove(&(user.to_owned(), account.to_owned()));
-    }
-}
-
 pub type Internal = IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;
+type AccountClient = AccountServiceClient<InterceptedService<Channel, Caller>>;
 pub type Public = IdentityServiceClient<InterceptedService<Channel, Caller>>;
 
 pub struct Env {
     pub clock: ManualClock,
     pub channel: Channel,
     pub outbox: Outbox,
-    pub members: Members,
+    account: Running,
+    account_db: TestDatabase,
     pub db: TestDatabase,
     config: tenancy_runtime::config::Config,
     _stop: ShutdownTrigger,
@@ -247,6 +226,21 @@ impl Env {
         )
         .await;
         config.contacts.url = Some(format!("http://{}", contacts.address));
+        // Identity and account call each other: both addresses first.
+        let account_db = TestDatabase::new(&format!("{label}_a")).await;
+        config.account.database_url = Some(account_db.url.clone());
+        let (identity_l, account_l) = (
+            tenancy_testkit::loopback().await,
+            tenancy_testkit::loopback().await,
+        );
+        config.identity.url = Some(format!("http://{}", identity_l.local_addr().unwrap()));
+        config.account.url = Some(format!("http://{}", account_l.local_addr().unwrap()));
+        let account = tenancy_testkit::start_on::<tenancy_account::AccountService>(
+            account_l,
+            test_context(config.clone(), Arc::new(clock.clone())),
+            clock.clone(),
+        )
+        .await;
         let outbox = Outbox {
             client: ContactsInternalServiceClient::with_interceptor(
                 contacts.channel().await,
@@ -257,13 +251,13 @@ impl Env {
             ),
             gate: held.then(Gate::default),
         };
-        let members = Members::default();
-        let (channel, trigger) = serve(&config, &clock, &outbox, &members).await;
+        let (channel, trigger) = serve(identity_l, &config, &clock, &outbox).await;
         Self {
             clock,
             channel,
             outbox,
-            members,
+            account,
+            account_db,
             db,
             config,
             _stop: trigger,
@@ -273,8 +267,13 @@ impl Env {
 
     /// Another replica on the same database, clock and ports.
     pub async fn replica(&self) -> Replica {
-        let (channel, trigger) =
-            serve(&self.config, &self.clock, &self.outbox, &self.members).await;
+        let (channel, trigger) = serve(
+            tenancy_testkit::loopback().await,
+            &self.config,
+            &self.clock,
+            &self.outbox,
+        )
+        .await;
         Replica {
             channel,
             clock: self.clock.clone(),
@@ -339,6 +338,97 @@ impl Env {
         }
     }
 
+    /// An account service client for `user` (fresh login, no account
+    /// selected, or `role` in `account`).
+    fn accounts_as(&self, user: &str, account: &str, role: tenancy_testkit::Role) -> AccountClient {
+        let mut p = tenancy_testkit::member(user, account, role);
+        p.auth_time = Some(self.clock.now().seconds());
+        AccountServiceClient::with_interceptor(
+            self.account_channel(),
+            Caller::new(p, Arc::new(self.clock.clone())),
+        )
+    }
+
+    fn account_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.account.address))
+            .unwrap()
+            .connect_lazy()
+    }
+
+    /// A new account created by `owner` through the real account service
+    /// (its ACTIVE owner with portal access); returns its id.
+    pub async fn create_account(&self, owner: &str) -> String {
+        self.accounts_as(owner, "", tenancy_testkit::Role::Unspecified)
+            .create_account(apb::CreateAccountRequest {
+                account: Some(apb::Account {
+                    r#type: apb::AccountType::Company as i32,
+                    name: "Acme".into(),
+                    legal_name: "Acme B.V.".into(),
+                    country_code: "NL".into(),
+                    ..Default::default()
+                }),
+                idempotency_key: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .account
+            .unwrap()
+            .id
+    }
+
+    /// Makes the user with `email` an ACTIVE member (manager, portal access)
+    /// of `account`: `owner` invites, the user accepts the emailed link.
+    pub async fn join(&self, account: &str, owner: &str, email: &str) {
+        self.accounts_as(owner, account, tenancy_testkit::Role::Owner)
+            .invite_member(apb::InviteMemberRequest {
+                email: email.into(),
+                role: tenancy_testkit::Role::Manager as i32,
+                access_scope: Some(apb::AccessScope {
+                    service_access: apb::ServiceAccess::All as i32,
+                    portal_access: true,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        let token = self.outbox.wait_token(email, "accept_url", None).await;
+        AccountServiceClient::with_interceptor(
+            self.account_channel(),
+            Caller::new(
+                Principal::anonymous(None, "r"),
+                Arc::new(self.clock.clone()),
+            ),
+        )
+        .accept_invitation(apb::AcceptInvitationRequest {
+            token,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Suspends a membership in the account service's database, behind its
+    /// back: the account service then answers "not active", but identity is
+    /// never told (as when its RevokeAccountAccess call is lost), so the
+    /// test sees identity's own membership check rather than the revocation.
+    pub async fn suspend_behind_accounts_back(&self, user: &str, account: &str) {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(&self.account_db.url)
+            .await
+            .unwrap();
+        let n = db
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                db.get_database_backend(),
+                "UPDATE account_members SET status = 2 WHERE user_id = $1 AND account_id = $2",
+                [user.into(), account.into()],
+            ))
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(n, 1);
+    }
+
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
@@ -372,10 +462,10 @@ impl Env {
 
 /// Opens an identity server and serves it on a loopback port.
 async fn serve(
+    listener: tokio::net::TcpListener,
     config: &tenancy_runtime::config::Config,
     clock: &ManualClock,
     outbox: &Outbox,
-    members: &Members,
 ) -> (Channel, ShutdownTrigger) {
     let context = test_context(config.clone(), Arc::new(clock.clone()));
     let contacts = ContactsMailer::new(
@@ -389,10 +479,10 @@ async fn serve(
         }),
         None => Arc::new(contacts),
     };
-    let service = IdentityService::open_with(context, mailer, Arc::new(members.clone()))
+    // Membership questions go to the real account service (config).
+    let service = IdentityService::open_with_mailer(context, mailer)
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (trigger, stop) = shutdown::channel();
     tokio::spawn(async move {

@@ -284,11 +284,13 @@ async fn switch_account_needs_an_active_membership() {
     let env = Env::start("switch").await;
     let user = env.verified_user("gil@example.com").await;
     let s = env.login("gil@example.com").await;
-    let account = uuid::Uuid::now_v7().to_string();
+    // An account gil does not belong to (someone else's), then his own.
+    let stranger = env.verified_user("gus@example.com").await;
+    let theirs = env.create_account(&stranger).await;
     let mut c = env.in_session(&user, &s.session_id, None);
     let e = c
         .switch_account(SwitchAccountRequest {
-            account_id: account.clone(),
+            account_id: theirs.clone(),
         })
         .await
         .unwrap_err();
@@ -301,7 +303,7 @@ async fn switch_account_needs_an_active_membership() {
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "ACCOUNT_ID_INVALID");
-    env.members.add(&user, &account);
+    let account = env.create_account(&user).await;
     let token = c
         .switch_account(SwitchAccountRequest {
             account_id: account.clone(),
@@ -325,7 +327,7 @@ async fn switch_account_needs_an_active_membership() {
         .unwrap();
     assert_eq!(next.access_token.unwrap().account_id, account);
     // ...and selects none once it is not.
-    env.members.remove(&user, &account);
+    env.suspend_behind_accounts_back(&user, &account).await;
     let after = anon
         .refresh_session(RefreshSessionRequest {
             refresh_token: next.refresh_token,
@@ -399,10 +401,10 @@ async fn owners_see_and_end_a_members_sessions_in_their_account_only() {
     let env = Env::start("membersessions").await;
     let owner = env.verified_user("olga@example.com").await;
     let member = env.verified_user("mia@example.com").await;
-    let account = uuid::Uuid::now_v7().to_string();
-    let other = uuid::Uuid::now_v7().to_string();
-    env.members.add(&member, &account);
-    env.members.add(&member, &other);
+    // Mia owns `other` and joins olga's `account`.
+    let account = env.create_account(&owner).await;
+    let other = env.create_account(&member).await;
+    env.join(&account, &owner, "mia@example.com").await;
     let s1 = env.login("mia@example.com").await;
     let s2 = env.login("mia@example.com").await;
     env.in_session(&member, &s1.session_id, None)
