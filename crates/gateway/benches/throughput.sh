@@ -31,7 +31,7 @@ GATEWAY_PID= NGINX_PID=
 cleanup() { kill $SERVE $GATEWAY_PID $NGINX_PID 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do [ -s "$DATA/principal.key" ] && grep -q 'gateway listening' "$DATA/serve.log" && break; sleep 0.1; done
-TENANCY_PRINCIPAL_KEY=$(cat "$DATA/principal.key") TENANCY_GATEWAY__LISTEN=$GW "$BIN" serve gateway >"$DATA/gateway.log" 2>&1 &
+TOKIO_WORKER_THREADS=${GATEWAY_THREADS:-2} TENANCY_PRINCIPAL_KEY=$(cat "$DATA/principal.key") TENANCY_GATEWAY__LISTEN=$GW "$BIN" serve gateway >"$DATA/gateway.log" 2>&1 &
 GATEWAY_PID=$!
 for _ in $(seq 1 100); do
   grpcurl -plaintext $GW grpc.health.v1.Health/Check 2>/dev/null | grep -q '"SERVING"' && break
