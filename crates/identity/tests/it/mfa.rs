@@ -10,7 +10,7 @@ use tenancy_proto::identity::*;
 use crate::harness::{Env, PASSWORD, reason};
 
 /// The TOTP code of a base32 secret at a Unix time (independent RFC 6238).
-fn code(secret_b32: &str, unix_seconds: i64) -> String {
+pub(crate) fn code(secret_b32: &str, unix_seconds: i64) -> String {
     let secret = totp_rs::Secret::try_from_base32(secret_b32).unwrap();
     let t = totp_rs::Builder::new().with_secret(secret).build().unwrap();
     t.generate(u64::try_from(unix_seconds).unwrap()).to_string()
