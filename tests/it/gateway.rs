@@ -721,3 +721,62 @@ fn claim(token: &str, name: &str) -> String {
     let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     json[name].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn an_open_stream_ends_within_a_second_when_its_session_is_revoked() {
+    use tenancy_proto::support::support_service_client::SupportServiceClient;
+    use tenancy_proto::support::{
+        CreateTicketRequest, TicketCategory, TicketPriority, WatchTicketRequest,
+    };
+    let suite = Suite::start(|_| {}).await;
+    let owner = suite.user("watcher@example.com").await;
+    let (_account_id, owner) = suite.account_of(&owner).await;
+    let mut support = SupportServiceClient::with_interceptor(suite.gateway.clone(), bearer(&owner));
+    let ticket = support
+        .create_ticket(CreateTicketRequest {
+            subject: "Disk full".into(),
+            body: "The disk of my server is full.".into(),
+            priority: TicketPriority::Normal as i32,
+            category: TicketCategory::General as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let mut stream = support
+        .watch_ticket(WatchTicketRequest {
+            ticket_id: ticket.id.clone(),
+            after_message_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the snapshot in time")
+        .unwrap()
+        .expect("a snapshot");
+    suite
+        .identity(&owner)
+        .logout(LogoutRequest::default())
+        .await
+        .unwrap();
+    let revoked_at = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without a refusal"),
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended");
+    let took = revoked_at.elapsed();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(reason(&status), "TOKEN_REVOKED");
+    assert!(took < Duration::from_secs(1), "ended after {took:?}");
+}

@@ -84,6 +84,7 @@ pub async fn serve(
         .map_err(Error::internal)?;
     tokio::spawn(sync::follow_revocations(
         gateway.state.clone(),
+        gateway.clock.clone(),
         gateway.authenticator.clone(),
         identity,
         auth.clone(),
@@ -92,6 +93,7 @@ pub async fn serve(
     ));
     tokio::spawn(sync::follow_policies(
         gateway.state.clone(),
+        gateway.clock.clone(),
         account,
         auth,
         ready,

@@ -626,6 +626,50 @@ mod tests {
     }
 
     #[test]
+    fn open_streams_end_when_the_state_no_longer_allows_them_and_only_then() {
+        let state = ready_state();
+        let method = account_method(Role::Manager);
+        let (_, mut owner_stream) =
+            state
+                .streams
+                .open(method.clone(), claims("owner", Some("acc")), ip());
+        let (manager_id, mut manager_stream) =
+            state
+                .streams
+                .open(method.clone(), claims("manager", Some("acc")), ip());
+        state.recheck_streams(NOW);
+        assert!(owner_stream.try_recv().is_err(), "still allowed: kept");
+        assert_eq!(state.streams.len(), 2);
+
+        // Out of sync: nothing is known, nothing is ended.
+        state.revocations_ready.store(false, Ordering::Release);
+        state
+            .revocations
+            .write()
+            .sessions
+            .insert("s-owner".into(), NOW + 1);
+        state.recheck_streams(NOW);
+        assert!(owner_stream.try_recv().is_err());
+
+        state.revocations_ready.store(true, Ordering::Release);
+        state.recheck_streams(NOW);
+        assert_eq!(owner_stream.try_recv().unwrap().reason, "TOKEN_REVOKED");
+        assert!(manager_stream.try_recv().is_err());
+        assert_eq!(state.streams.len(), 1);
+
+        let mut suspended = state.policies.read().accounts["acc"].members["manager"].clone();
+        suspended.active = false;
+        state
+            .policies
+            .write()
+            .upsert_member("acc", "manager", suspended);
+        state.recheck_streams(NOW);
+        assert!(manager_stream.try_recv().is_ok(), "suspended: ended");
+        state.streams.close(manager_id);
+        assert!(state.streams.is_empty());
+    }
+
+    #[test]
     fn the_personal_2fa_deadline_wins_over_a_lengthened_grace_period() {
         let state = ready_state();
         // Enforced with a 10 s grace, then lengthened to a day: the member's

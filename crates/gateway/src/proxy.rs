@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -85,6 +86,8 @@ impl Upstream {
 struct Route {
     policy: MethodPolicy,
     upstream: Arc<Upstream>,
+    /// Server streams are decided again whenever the live state changes.
+    server_streaming: bool,
 }
 
 /// The gateway: routing table, decision state, HTTP/2 client.
@@ -186,6 +189,7 @@ impl Gateway {
                 Route {
                     policy: MethodPolicy::new(name, rule),
                     upstream: upstream.clone(),
+                    server_streaming: method.server_streaming,
                 },
             );
         }
@@ -308,9 +312,9 @@ impl Gateway {
         };
         let echoed = http::HeaderValue::from_str(&log.request_id).ok();
         let mut response = match self.admit(request, ip, request_id).await {
-            Ok((request, permit, user)) => {
+            Ok((request, permit, user, stream)) => {
                 let log = AccessLog { user, ..log };
-                self.forward(request, permit, log).await
+                self.forward(request, permit, log, stream).await
             }
             Err(error) => {
                 log.finish(error.code.grpc() as i32);
@@ -336,6 +340,7 @@ impl Gateway {
             http::Request<hyper::body::Incoming>,
             (OwnedSemaphorePermit, Authority),
             String,
+            Option<OpenStreamGuard>,
         ),
         Error,
     > {
@@ -365,6 +370,20 @@ impl Gateway {
         if !public {
             self.limits.check_principal(&user)?;
         }
+        let stream = match (&credential, route.server_streaming) {
+            (Some(credential), true) => {
+                let (id, ended) =
+                    self.state
+                        .streams
+                        .open(route.policy.clone(), credential.clone(), ip);
+                Some(OpenStreamGuard {
+                    id,
+                    ended,
+                    state: self.state.clone(),
+                })
+            }
+            _ => None,
+        };
         let permit = route
             .upstream
             .slots
@@ -392,7 +411,7 @@ impl Gateway {
         self.key
             .sign(&principal, self.clock.now())
             .insert_into(headers);
-        Ok((request, (permit, authority), user))
+        Ok((request, (permit, authority), user, stream))
     }
 
     async fn forward(
@@ -400,6 +419,7 @@ impl Gateway {
         mut request: http::Request<hyper::body::Incoming>,
         (permit, authority): (OwnedSemaphorePermit, Authority),
         log: AccessLog,
+        stream: Option<OpenStreamGuard>,
     ) -> http::Response<Body> {
         let mut parts = request.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTP);
@@ -420,6 +440,8 @@ impl Gateway {
                         inner: incoming,
                         log: Some(log),
                         status: header_status,
+                        stream,
+                        ended: false,
                         _permit: permit,
                     })
                 })
@@ -516,13 +538,31 @@ impl AccessLog {
     }
 }
 
+/// An open server stream's registration: ended with a refusal when the
+/// live state no longer allows it; forgotten when dropped.
+struct OpenStreamGuard {
+    id: u64,
+    ended: tokio::sync::oneshot::Receiver<Error>,
+    state: Arc<LiveState>,
+}
+
+impl Drop for OpenStreamGuard {
+    fn drop(&mut self) {
+        self.state.streams.close(self.id);
+    }
+}
+
 /// The upstream's response body, passed through untouched; notes the
 /// grpc-status from the trailers for the access line and releases the
-/// upstream slot when the call ends.
+/// upstream slot when the call ends. A server stream whose caller is no
+/// longer allowed ends here with the refusal in its trailers (dropping the
+/// upstream half cancels the call at the service).
 struct Observed {
     inner: hyper::body::Incoming,
     log: Option<AccessLog>,
     status: Option<i32>,
+    stream: Option<OpenStreamGuard>,
+    ended: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -534,6 +574,29 @@ impl HttpBody for Observed {
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if self.ended {
+            if let Some(log) = self.log.take() {
+                log.finish(self.status.unwrap_or(tonic::Code::Unknown as i32));
+            }
+            return Poll::Ready(None);
+        }
+        if let Some(guard) = self.stream.as_mut() {
+            match Pin::new(&mut guard.ended).poll(cx) {
+                Poll::Ready(Ok(error)) => {
+                    self.ended = true;
+                    self.stream = None;
+                    let status = tonic::Status::from(error);
+                    self.status = Some(status.code() as i32);
+                    tracing::info!(code = ?status.code(), "stream ended: no longer allowed");
+                    let mut trailers = status.into_http::<()>().into_parts().0.headers;
+                    trailers.remove(http::header::CONTENT_TYPE);
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                // Registration gone (gateway shutting down): pass through.
+                Poll::Ready(Err(_)) => self.stream = None,
+                Poll::Pending => {}
+            }
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -552,7 +615,7 @@ impl HttpBody for Observed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

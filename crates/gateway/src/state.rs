@@ -6,11 +6,15 @@
 //! service applies at the next request once the event arrives.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use ipnet::IpNet;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tenancy_proto::auth::Role;
+use tenancy_runtime::Error;
+
+use crate::policy::{Credential, MethodPolicy, decide};
 
 /// Maps of the live state. Keys are ids our services generate (UUIDs), not
 /// chosen by clients, so a fast seeded hash is safe here; it saves ~40 ns
@@ -174,6 +178,102 @@ pub struct LiveState {
     pub revocations_position: AtomicI64,
     /// The last policy position applied.
     pub policies_position: AtomicI64,
+    /// Server streams in flight, decided again on every change.
+    pub streams: OpenStreams,
+}
+
+/// A server stream in flight through the gateway: what it was decided on,
+/// and how to end it.
+struct OpenStream {
+    method: MethodPolicy,
+    credential: Credential,
+    client_ip: IpAddr,
+    end: tokio::sync::oneshot::Sender<Error>,
+}
+
+/// Server streams (Watch…) in flight. A stream outlives the decision that
+/// let it start, so after every change of the live state each is decided
+/// again, and one no longer allowed (session revoked, member suspended,
+/// role lowered, …) is ended with the refusal: within the same second as
+/// the next call would be.
+#[derive(Default)]
+pub struct OpenStreams {
+    next: AtomicU64,
+    open: Mutex<FastMap<u64, OpenStream>>,
+}
+
+impl std::fmt::Debug for OpenStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenStreams")
+            .field("open", &self.open.lock().len())
+            .finish()
+    }
+}
+
+impl OpenStreams {
+    /// Registers a stream; the receiver yields the refusal that ends it.
+    pub fn open(
+        &self,
+        method: MethodPolicy,
+        credential: Credential,
+        client_ip: IpAddr,
+    ) -> (u64, tokio::sync::oneshot::Receiver<Error>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (end, ended) = tokio::sync::oneshot::channel();
+        self.open.lock().insert(
+            id,
+            OpenStream {
+                method,
+                credential,
+                client_ip,
+                end,
+            },
+        );
+        (id, ended)
+    }
+
+    /// Forgets a stream that ended.
+    pub fn close(&self, id: u64) {
+        self.open.lock().remove(&id);
+    }
+
+    /// How many streams are open.
+    pub fn len(&self) -> usize {
+        self.open.lock().len()
+    }
+
+    /// Whether no stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl LiveState {
+    /// Decides every open stream again after a change; ends those refused.
+    /// While the state is not in sync nothing is ended (nothing is known
+    /// either way; new calls are refused meanwhile).
+    pub fn recheck_streams(&self, now_ms: i64) {
+        if !self.is_ready() {
+            return;
+        }
+        let mut open = self.streams.open.lock();
+        if open.is_empty() {
+            return;
+        }
+        let refused: Vec<(u64, Error)> = open
+            .iter()
+            .filter_map(|(id, s)| {
+                decide(&s.method, Some(&s.credential), self, s.client_ip, now_ms)
+                    .err()
+                    .map(|e| (*id, e))
+            })
+            .collect();
+        for (id, error) in refused {
+            if let Some(stream) = open.remove(&id) {
+                let _ = stream.end.send(error);
+            }
+        }
+    }
 }
 
 impl LiveState {

@@ -21,6 +21,7 @@ use tenancy_proto::identity::revocation_event::Kind as RevocationKind;
 use tenancy_proto::identity::watch_revocations_response::Item as RevocationItem;
 use tenancy_proto::identity::{RevocationEvent, WatchRevocationsRequest};
 use tenancy_runtime::Timestamp;
+use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::Shutdown;
 use tonic::transport::Channel;
@@ -51,6 +52,7 @@ async fn backoff(attempt: &mut u32, shutdown: &Shutdown) -> bool {
 /// Follows identity's revocation log until shutdown.
 pub async fn follow_revocations(
     state: Arc<LiveState>,
+    clock: SharedClock,
     authenticator: Arc<Authenticator>,
     channel: Channel,
     auth: ServiceAuth,
@@ -93,10 +95,12 @@ pub async fn follow_revocations(
                             state
                                 .revocations_position
                                 .store(event.position, Ordering::Release);
+                            state.recheck_streams(clock.now().millis());
                         }
                         Some(RevocationItem::CaughtUp(_)) => {
                             state.revocations_ready.store(true, Ordering::Release);
                             ready(state.is_ready());
+                            state.recheck_streams(clock.now().millis());
                             tracing::info!(
                                 position = state.revocations_position.load(Ordering::Acquire),
                                 "revocations in sync"
@@ -170,6 +174,7 @@ async fn apply_revocation(
 /// Follows account's policy log until shutdown.
 pub async fn follow_policies(
     state: Arc<LiveState>,
+    clock: SharedClock,
     channel: Channel,
     auth: ServiceAuth,
     ready: ReadinessHook,
@@ -220,6 +225,7 @@ pub async fn follow_policies(
                             state.policies_ready.store(true, Ordering::Release);
                             ready(state.is_ready());
                             tracing::info!(position, "policies in sync");
+                            state.recheck_streams(clock.now().millis());
                             continue;
                         }
                         Some(PolicyEvent::Heartbeat(_)) | None => continue,
@@ -230,6 +236,7 @@ pub async fn follow_policies(
                     }
                     if staging.is_none() {
                         state.policies_position.store(position, Ordering::Release);
+                        state.recheck_streams(clock.now().millis());
                     }
                 }
             }
