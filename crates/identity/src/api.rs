@@ -12,6 +12,7 @@ use tenancy_runtime::server::principal;
 use tenancy_runtime::{Error, Principal};
 use tonic::{Request, Response, Status};
 
+use crate::core::admin::LoginEventFilter;
 use crate::core::mfa::Factor;
 use crate::core::{Client, Core};
 use crate::domain::profile::truncate_user_agent;
@@ -382,21 +383,19 @@ impl IdentityService for Api {
         let ts = |t: &Option<prost_types::Timestamp>| {
             t.as_ref().map(tenancy_runtime::Timestamp::from_proto)
         };
-        let login_events = self
+        let filter = LoginEventFilter {
+            start: ts(&r.start_time),
+            end: ts(&r.end_time),
+            methods: &r.methods,
+            outcomes: &r.outcomes,
+        };
+        let (login_events, next_page_token) = self
             .core
-            .login_events(
-                p.user()?,
-                None,
-                ts(&r.start_time),
-                ts(&r.end_time),
-                &r.methods,
-                &r.outcomes,
-                limit,
-            )
+            .login_events(p.user()?, None, &filter, limit, &r.page_token)
             .await?;
         ok(pb::ListLoginEventsResponse {
             login_events,
-            next_page_token: String::new(),
+            next_page_token,
         })
     }
 
@@ -414,21 +413,19 @@ impl IdentityService for Api {
         let ts = |t: &Option<prost_types::Timestamp>| {
             t.as_ref().map(tenancy_runtime::Timestamp::from_proto)
         };
-        let login_events = self
+        let filter = LoginEventFilter {
+            start: ts(&r.start_time),
+            end: ts(&r.end_time),
+            methods: &r.methods,
+            outcomes: &r.outcomes,
+        };
+        let (login_events, next_page_token) = self
             .core
-            .login_events(
-                &member,
-                Some(p.account()?),
-                ts(&r.start_time),
-                ts(&r.end_time),
-                &r.methods,
-                &r.outcomes,
-                limit,
-            )
+            .login_events(&member, Some(p.account()?), &filter, limit, &r.page_token)
             .await?;
         ok(pb::ListMemberLoginEventsResponse {
             login_events,
-            next_page_token: String::new(),
+            next_page_token,
         })
     }
 

@@ -2,7 +2,7 @@
 
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, ErrorCode, Timestamp};
+use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
 
 use super::Core;
 use super::revocations::{Revocation, cutoff};
@@ -339,13 +339,11 @@ impl Core {
         &self,
         user_id: &str,
         account: Option<&str>,
-        start: Option<Timestamp>,
-        end: Option<Timestamp>,
-        methods: &[i32],
-        outcomes: &[i32],
+        filter: &LoginEventFilter<'_>,
         limit: u64,
-    ) -> Result<Vec<pb::LoginEvent>, Error> {
-        if let (Some(s), Some(e)) = (start, end)
+        page_token: &str,
+    ) -> Result<(Vec<pb::LoginEvent>, String), Error> {
+        if let (Some(s), Some(e)) = (filter.start, filter.end)
             && s > e
         {
             return Err(invalid(
@@ -354,43 +352,115 @@ impl Core {
                 "after end_time",
             ));
         }
-        let rows = all(
-            &self.db,
-            "SELECT id, user_id, account_id, session_id, time, ip, user_agent, method, outcome              FROM identity_login_events WHERE user_id = $1 AND ($2 = '' OR account_id = $2)              AND time >= $3 AND time < $4 ORDER BY time DESC, id DESC",
-            vec![
-                user_id.into(),
-                account.unwrap_or_default().into(),
-                start.map_or(i64::MIN, |t| t.millis()).into(),
-                end.map_or(i64::MAX, |t| t.millis()).into(),
-            ],
-        )
-        .await?;
-        let mut out = Vec::new();
-        for r in rows {
-            let method: i32 = get(&r, "method")?;
-            let outcome: i32 = get(&r, "outcome")?;
-            if (!methods.is_empty() && !methods.contains(&method))
-                || (!outcomes.is_empty() && !outcomes.contains(&outcome))
-            {
+        let list = LoginEventList {
+            user: user_id.to_owned(),
+            account: account.unwrap_or_default().to_owned(),
+            time: 0,
+            id: String::new(),
+        };
+        let after = ids::decode_page_token::<LoginEventList>(page_token)?;
+        if after
+            .as_ref()
+            .is_some_and(|c| c.user != list.user || c.account != list.account)
+        {
+            return Err(Error::new(
+                ErrorCode::InvalidArgument,
+                "INVALID_PAGE_TOKEN",
+                "page_token belongs to another list",
+            )
+            .with_field("page_token", "not a token this list returned"));
+        }
+        let (after_time, after_id) = after.map_or((i64::MAX, String::new()), |c| (c.time, c.id));
+        // Keyset pagination over (time, id), newest first; the filters are
+        // in the query so that pages are full and never skip a row.
+        let mut sql = String::from(
+            "SELECT id, user_id, account_id, session_id, time, ip, user_agent, method, outcome \
+             FROM identity_login_events WHERE user_id = $1 AND ($2 = '' OR account_id = $2) \
+             AND time >= $3 AND time < $4 AND (time < $5 OR (time = $5 AND ($6 = '' OR id < $6)))",
+        );
+        let mut values: Vec<sea_orm::Value> = vec![
+            user_id.into(),
+            list.account.clone().into(),
+            filter.start.map_or(i64::MIN, |t| t.millis()).into(),
+            filter.end.map_or(i64::MAX, |t| t.millis()).into(),
+            after_time.into(),
+            after_id.into(),
+        ];
+        for (column, wanted) in [("method", filter.methods), ("outcome", filter.outcomes)] {
+            if wanted.is_empty() {
                 continue;
             }
-            let ua: String = get(&r, "user_agent")?;
-            out.push(pb::LoginEvent {
-                id: get(&r, "id")?,
-                user_id: get(&r, "user_id")?,
-                account_id: get(&r, "account_id")?,
-                session_id: get(&r, "session_id")?,
-                time: Some(Timestamp(get(&r, "time")?).to_proto()),
-                ip_address: get(&r, "ip")?,
-                device: crate::domain::profile::device(&ua),
-                user_agent: ua,
-                method,
-                outcome,
-            });
-            if out.len() as u64 >= limit {
+            let mut placeholders = Vec::new();
+            for value in wanted {
+                values.push((*value).into());
+                placeholders.push(format!("${}", values.len()));
+            }
+            sql.push_str(&format!(" AND {column} IN ({})", placeholders.join(", ")));
+        }
+        values.push(
+            i64::try_from(limit)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1)
+                .into(),
+        );
+        sql.push_str(&format!(
+            " ORDER BY time DESC, id DESC LIMIT ${}",
+            values.len()
+        ));
+        let rows = all(&self.db, &sql, values).await?;
+        let mut out = Vec::new();
+        let mut next = String::new();
+        for r in &rows {
+            if out.len() as u64 == limit {
+                if let Some(last) = out.last() {
+                    let last: &pb::LoginEvent = last;
+                    next = ids::encode_page_token(&LoginEventList {
+                        time: last
+                            .time
+                            .as_ref()
+                            .map_or(0, |t| Timestamp::from_proto(t).millis()),
+                        id: last.id.clone(),
+                        ..list
+                    });
+                }
                 break;
             }
+            let ua: String = get(r, "user_agent")?;
+            out.push(pb::LoginEvent {
+                id: get(r, "id")?,
+                user_id: get(r, "user_id")?,
+                account_id: get(r, "account_id")?,
+                session_id: get(r, "session_id")?,
+                time: Some(Timestamp(get(r, "time")?).to_proto()),
+                ip_address: get(r, "ip")?,
+                device: crate::domain::profile::device(&ua),
+                user_agent: ua,
+                method: get(r, "method")?,
+                outcome: get(r, "outcome")?,
+            });
         }
-        Ok(out)
+        Ok((out, next))
     }
+}
+
+/// The filters of ListLoginEvents / ListMemberLoginEvents.
+pub(crate) struct LoginEventFilter<'a> {
+    /// Events at or after this time.
+    pub(crate) start: Option<Timestamp>,
+    /// Events before this time.
+    pub(crate) end: Option<Timestamp>,
+    /// Only these methods (all when empty).
+    pub(crate) methods: &'a [i32],
+    /// Only these outcomes (all when empty).
+    pub(crate) outcomes: &'a [i32],
+}
+
+/// Where the next page of a login-event list starts (after this event), and
+/// which list (user, account filter) the token was issued for.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LoginEventList {
+    user: String,
+    account: String,
+    time: i64,
+    id: String,
 }

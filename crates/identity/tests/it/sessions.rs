@@ -457,6 +457,68 @@ async fn every_login_attempt_of_a_known_user_is_in_the_login_history() {
     assert_eq!(reason(&e), "TIME_RANGE_INVALID");
 }
 
+#[tokio::test]
+async fn the_login_history_pages_by_keyset_with_filters_in_every_page() {
+    let env = Env::start("history_pages").await;
+    let user = env.verified_user("jo@example.com").await;
+    let mut anon = env.anonymous("198.51.100.10");
+    for _ in 0..4 {
+        anon.login(login("jo@example.com", "wrong password here"))
+            .await
+            .unwrap_err();
+        env.advance(Duration::from_secs(60));
+    }
+    let s = session(&env, "jo@example.com").await;
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let (mut seen, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = c
+            .list_login_events(ListLoginEventsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                outcomes: vec![LoginOutcome::FailureBadCredentials as i32],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.login_events.len() <= 2);
+        seen.extend(page.login_events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    // Every failure exactly once, newest first, the success filtered out.
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|e| e.outcome == LoginOutcome::FailureBadCredentials as i32)
+    );
+    let times: Vec<i64> = seen.iter().map(|e| e.time.unwrap().seconds).collect();
+    assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");
+    // A token of this list is refused by another user's list.
+    let other = env.verified_user("kim@example.com").await;
+    let o = session(&env, "kim@example.com").await;
+    let first = c
+        .list_login_events(ListLoginEventsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = env
+        .in_session(&other, &o.session_id, None)
+        .list_login_events(ListLoginEventsRequest {
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), "INVALID_PAGE_TOKEN");
+}
+
 /// The session ids of the next `n` events of a watch, with their positions.
 async fn next_events(
     stream: &mut tonic::Streaming<WatchRevocationsResponse>,
