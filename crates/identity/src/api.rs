@@ -253,13 +253,10 @@ impl IdentityService for Api {
         request: Request<pb::ListApiTokensRequest>,
     ) -> Reply<pb::ListApiTokensResponse> {
         let p = principal(&request)?;
-        let api_tokens = self
-            .core
-            .list_api_tokens(p, &request.get_ref().user_id)
-            .await?;
+        let (api_tokens, next_page_token) = self.core.list_api_tokens(p, request.get_ref()).await?;
         ok(pb::ListApiTokensResponse {
             api_tokens,
-            next_page_token: String::new(),
+            next_page_token,
         })
     }
 

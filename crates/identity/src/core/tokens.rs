@@ -196,14 +196,16 @@ impl Core {
         token_from_row(&row, now)
     }
 
-    /// ListApiTokens (newest first, up to 500).
+    /// ListApiTokens: newest first, keyset-paginated by id (UUIDv7, so
+    /// creation order), filtered by user and states.
     pub(crate) async fn list_api_tokens(
         &self,
         p: &Principal,
-        user_filter: &str,
-    ) -> Result<Vec<pb::ApiToken>, Error> {
+        request: &pb::ListApiTokensRequest,
+    ) -> Result<(Vec<pb::ApiToken>, String), Error> {
         let account_id = p.account()?.to_owned();
         let me = p.user()?.to_owned();
+        let user_filter = request.user_id.as_str();
         let filter = if p.is_owner() {
             user_filter.to_owned()
         } else if user_filter.is_empty() || user_filter == me {
@@ -214,17 +216,83 @@ impl Core {
                 "managers only see their own tokens",
             ));
         };
+        let size = ids::page_size(request.page_size)?;
+        let mut states: Vec<i32> = request.states.clone();
+        if states.is_empty() {
+            states.push(pb::ApiTokenState::Active as i32);
+        }
+        states.sort_unstable();
+        states.dedup();
+        let list = TokenList {
+            account: account_id.clone(),
+            user: filter.clone(),
+            states: states.clone(),
+            after: String::new(),
+        };
+        let after = ids::decode_page_token::<TokenList>(&request.page_token)?;
+        if after.as_ref().is_some_and(|c| {
+            c.account != list.account || c.user != list.user || c.states != list.states
+        }) {
+            return Err(Error::new(
+                ErrorCode::InvalidArgument,
+                "INVALID_PAGE_TOKEN",
+                "page_token belongs to another list or other filters",
+            )
+            .with_field("page_token", "only valid with the same filters"));
+        }
         let now = self.now();
+        let mut conditions = Vec::new();
+        for state in &states {
+            conditions.push(match pb::ApiTokenState::try_from(*state) {
+                Ok(pb::ApiTokenState::Active) => {
+                    "(revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $3))"
+                }
+                Ok(pb::ApiTokenState::Expired) => {
+                    "(revoke_time IS NULL AND expire_time IS NOT NULL AND expire_time <= $3)"
+                }
+                Ok(pb::ApiTokenState::Revoked) => "(revoke_time IS NOT NULL)",
+                _ => {
+                    return Err(Error::new(
+                        ErrorCode::InvalidArgument,
+                        "API_TOKEN_STATE_INVALID",
+                        "states may list ACTIVE, EXPIRED and REVOKED",
+                    )
+                    .with_field("states", "unknown or unspecified state"));
+                }
+            });
+        }
+        let limit = i64::try_from(size).unwrap_or(50) + 1;
         let rows = all(
             &self.db,
             &format!(
                 "SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE account_id = $1 AND ($2 = '' OR user_id = $2) \
-                 AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $3) ORDER BY id DESC LIMIT 500"
+                 AND ({}) AND ($4 = '' OR id < $4) ORDER BY id DESC LIMIT $5",
+                conditions.join(" OR ")
             ),
-            vec![account_id.into(), filter.into(), now.millis().into()],
+            vec![
+                account_id.into(),
+                filter.into(),
+                now.millis().into(),
+                after.map(|c| c.after).unwrap_or_default().into(),
+                limit.into(),
+            ],
         )
         .await?;
-        rows.iter().map(|r| token_from_row(r, now)).collect()
+        let mut tokens = rows
+            .iter()
+            .map(|r| token_from_row(r, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut next = String::new();
+        if tokens.len() > usize::try_from(size).unwrap_or(50) {
+            tokens.pop();
+            if let Some(last) = tokens.last() {
+                next = ids::encode_page_token(&TokenList {
+                    after: last.id.clone(),
+                    ..list
+                });
+            }
+        }
+        Ok((tokens, next))
     }
 
     /// IntrospectApiToken.
@@ -379,4 +447,14 @@ impl Core {
         .await;
         Ok(())
     }
+}
+
+/// Where the next page of ListApiTokens starts (after this token id), and
+/// the list and filters the token was issued for.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TokenList {
+    account: String,
+    user: String,
+    states: Vec<i32>,
+    after: String,
 }
