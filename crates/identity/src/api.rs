@@ -44,6 +44,14 @@ fn client(p: &Principal) -> Client {
     }
 }
 
+/// A member's user id from a request, refused as USER_ID_INVALID.
+fn member_id(raw: &str) -> Result<String, Error> {
+    tenancy_runtime::ids::parse_id("user_id", raw).map_err(|e| Error {
+        reason: "USER_ID_INVALID",
+        ..e
+    })
+}
+
 fn ip_of(p: &Principal) -> String {
     p.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
 }
@@ -339,11 +347,7 @@ impl IdentityService for Api {
     ) -> Reply<pb::ListMemberSessionsResponse> {
         let p = principal(&request)?;
         let account = p.account()?;
-        let member = tenancy_runtime::ids::parse_id("user_id", &request.get_ref().user_id)
-            .map_err(|e| Error {
-                reason: "USER_ID_INVALID",
-                ..e
-            })?;
+        let member = member_id(&request.get_ref().user_id)?;
         let sessions = self
             .core
             .list_sessions(&member, None, Some(account))
@@ -377,15 +381,7 @@ impl IdentityService for Api {
         let p = principal(&request)?;
         let r = request.get_ref();
         let limit = tenancy_runtime::ids::page_size(r.page_size)?;
-        let ts = |t: &Option<prost_types::Timestamp>| {
-            t.as_ref().map(tenancy_runtime::Timestamp::from_proto)
-        };
-        let filter = LoginEventFilter {
-            start: ts(&r.start_time),
-            end: ts(&r.end_time),
-            methods: &r.methods,
-            outcomes: &r.outcomes,
-        };
+        let filter = LoginEventFilter::new(&r.start_time, &r.end_time, &r.methods, &r.outcomes);
         let (login_events, next_page_token) = self
             .core
             .login_events(p.user()?, None, &filter, limit, &r.page_token)
@@ -402,20 +398,9 @@ impl IdentityService for Api {
     ) -> Reply<pb::ListMemberLoginEventsResponse> {
         let p = principal(&request)?;
         let r = request.get_ref();
-        let member = tenancy_runtime::ids::parse_id("user_id", &r.user_id).map_err(|e| Error {
-            reason: "USER_ID_INVALID",
-            ..e
-        })?;
+        let member = member_id(&r.user_id)?;
         let limit = tenancy_runtime::ids::page_size(r.page_size)?;
-        let ts = |t: &Option<prost_types::Timestamp>| {
-            t.as_ref().map(tenancy_runtime::Timestamp::from_proto)
-        };
-        let filter = LoginEventFilter {
-            start: ts(&r.start_time),
-            end: ts(&r.end_time),
-            methods: &r.methods,
-            outcomes: &r.outcomes,
-        };
+        let filter = LoginEventFilter::new(&r.start_time, &r.end_time, &r.methods, &r.outcomes);
         let (login_events, next_page_token) = self
             .core
             .login_events(&member, Some(p.account()?), &filter, limit, &r.page_token)

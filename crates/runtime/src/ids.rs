@@ -64,9 +64,44 @@ pub fn decode_page_token<C: DeserializeOwned>(token: &str) -> Result<Option<C>, 
         })
 }
 
+/// Decodes a page token and checks it was issued for this list (the same
+/// owner, filters and order, as `issued_here` tells from the cursor): a
+/// token of another list is refused like a garbled one, never honoured.
+pub fn decode_page_token_for<C: DeserializeOwned>(
+    token: &str,
+    issued_here: impl FnOnce(&C) -> bool,
+) -> Result<Option<C>, Error> {
+    match decode_page_token::<C>(token)? {
+        Some(cursor) if !issued_here(&cursor) => Err(Error::new(
+            crate::ErrorCode::InvalidArgument,
+            "INVALID_PAGE_TOKEN",
+            "page_token was issued for another list or other filters",
+        )
+        .with_field(
+            "page_token",
+            "only valid with the list and filters it came from",
+        )),
+        other => Ok(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_token_of_another_list_is_refused() {
+        let token = encode_page_token(&("list-a", 7));
+        let ours = decode_page_token_for::<(String, i32)>(&token, |c| c.0 == "list-a").unwrap();
+        assert_eq!(ours, Some(("list-a".to_owned(), 7)));
+        let error =
+            decode_page_token_for::<(String, i32)>(&token, |c| c.0 == "list-b").unwrap_err();
+        assert_eq!(error.reason, "INVALID_PAGE_TOKEN");
+        assert_eq!(
+            decode_page_token_for::<(String, i32)>("", |_| false).unwrap(),
+            None
+        );
+    }
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {

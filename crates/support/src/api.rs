@@ -104,22 +104,6 @@ fn filter_hash(parts: &[String]) -> String {
     sha256_hex(parts.join("\u{1f}").as_bytes())[..16].to_owned()
 }
 
-fn check_token<C>(
-    cursor: Option<C>,
-    hash: &str,
-    f: impl Fn(&C) -> &str,
-) -> Result<Option<C>, Error> {
-    match cursor {
-        Some(c) if f(&c) != hash => Err(Error::new(
-            ErrorCode::InvalidArgument,
-            "INVALID_PAGE_TOKEN",
-            "page_token was issued for other filters or another order",
-        )
-        .with_field("page_token", "issued for other filters or another order")),
-        other => Ok(other),
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 struct MessageCursor {
     f: String,
@@ -151,11 +135,7 @@ async fn list_messages(
         include_internal.to_string(),
         newest_first.to_string(),
     ]);
-    let cursor = check_token(
-        ids::decode_page_token::<MessageCursor>(page_token)?,
-        &hash,
-        |c| &c.f,
-    )?;
+    let cursor = ids::decode_page_token_for::<MessageCursor>(page_token, |c| c.f == hash)?;
     let (from, before) = match (&cursor, newest_first) {
         (Some(c), false) => (c.s.max(after), None),
         (Some(c), true) => (after, Some(c.s)),
@@ -486,11 +466,7 @@ impl SupportService for Api {
             format!("{service_id:?}{created_by:?}{}", r.account_general_only),
             (order as i32).to_string(),
         ]);
-        let after = check_token(
-            ids::decode_page_token::<Cursor>(&r.page_token)?,
-            &hash,
-            |c| &c.f,
-        )?;
+        let after = ids::decode_page_token_for::<Cursor>(&r.page_token, |c| c.f == hash)?;
         // ONE access decision for the whole list.
         let visibility = self.app.list_visibility(&user, &account).await?;
         if visibility == Visibility::Nothing {
@@ -895,11 +871,7 @@ impl SupportStaffService for Api {
             format!("{account:?}{assignee:?}{}", r.unassigned_only),
             (order as i32).to_string(),
         ]);
-        let after = check_token(
-            ids::decode_page_token::<Cursor>(&r.page_token)?,
-            &hash,
-            |c| &c.f,
-        )?;
+        let after = ids::decode_page_token_for::<Cursor>(&r.page_token, |c| c.f == hash)?;
         let accounts = match &account {
             Some(a) => {
                 self.app.require_grant(a).await?;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size};
+use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size};
 use tenancy_runtime::{Error, ErrorCode};
 
 use super::{Api, fingerprint, join_deadline, mask_paths, membership_entry, ts};
@@ -365,11 +365,8 @@ impl Api {
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let f = fingerprint(&"my_accounts");
-        let cursor = match decode_page_token::<MyAccountsToken>(&req.page_token)? {
-            Some(t) if t.f == f => Some(t.c),
-            Some(_) => return Err(super::bad_page_token()),
-            None => None,
-        };
+        let cursor =
+            decode_page_token_for::<MyAccountsToken>(&req.page_token, |t| t.f == f)?.map(|t| t.c);
         let mut values = vec![s(user_id.as_str()), n(status::ACTIVE), n(status::SUSPENDED)];
         let mut sql = "SELECT a.id, a.account_type, a.name, a.enforce_mfa, m.role, m.status, m.portal_access, m.join_time, m.mfa_deadline FROM account_members m JOIN account_accounts a ON a.id = m.account_id WHERE m.user_id = $1 AND m.status IN ($2, $3)".to_string();
         if let Some(c) = &cursor {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
-use tenancy_runtime::ids::{decode_page_token, encode_page_token, page_size};
+use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, page_size};
 
 use super::{Api, fingerprint, to_struct, ts};
 use crate::domain::role;
@@ -63,11 +63,7 @@ impl Api {
             start,
             end,
         ));
-        let cursor = match decode_page_token::<Token>(&req.page_token)? {
-            Some(t) if t.f == f => Some(t),
-            Some(_) => return Err(super::bad_page_token()),
-            None => None,
-        };
+        let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let mut sql =
             format!("SELECT {AUDIT_COLUMNS} FROM account_audit_events WHERE account_id = $1");
         let mut values = vec![s(caller.account_id.as_str())];

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size, parse_id};
+use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, ErrorCode};
 
@@ -378,11 +378,7 @@ impl Api {
         states.sort_unstable();
         states.dedup();
         let f = fingerprint(&states);
-        let cursor = match decode_page_token::<Token>(&req.page_token)? {
-            Some(t) if t.f == f => Some(t),
-            Some(_) => return Err(super::bad_page_token()),
-            None => None,
-        };
+        let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let now = self.now();
         let mut sql = format!("SELECT {COLUMNS} FROM account_invitations WHERE account_id = $1");
         let mut values = vec![s(caller.account_id.as_str()), i(now)];

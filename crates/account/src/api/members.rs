@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_proto::identity::RevocationReason;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token, encode_page_token, page_size, parse_id};
+use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, page_size, parse_id};
 use tenancy_runtime::{Error, ErrorCode};
 
 use super::{
@@ -610,11 +610,7 @@ async fn list_members(
         req.order_by,
         req.descending,
     ));
-    let cursor = match decode_page_token::<Token>(&req.page_token)? {
-        Some(t) if t.f == f => Some(t),
-        Some(_) => return Err(super::bad_page_token()),
-        None => None,
-    };
+    let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
     let column = match pb::MemberOrderBy::try_from(req.order_by).unwrap_or_default() {
         pb::MemberOrderBy::Name => "name_key",
         pb::MemberOrderBy::Email => "email",

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size, parse_id};
+use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
 use tenancy_runtime::{Error, ErrorCode};
 
 use super::internal::account_not_found;
@@ -352,11 +352,7 @@ impl Api {
             .collect();
         v.finish()?;
         let f = fingerprint(&(&req.kind, &filter_tags, req.min_access_level));
-        let cursor = match decode_page_token::<Token>(&req.page_token)? {
-            Some(t) if t.f == f => Some(t),
-            Some(_) => return Err(super::bad_page_token()),
-            None => None,
-        };
+        let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let scope = store::scope(&self.db, &caller.member).await?;
         let mut sql =
             format!("SELECT {SERVICE_COLUMNS} FROM account_services sv WHERE sv.account_id = $1");

@@ -358,18 +358,9 @@ impl Core {
             time: 0,
             id: String::new(),
         };
-        let after = ids::decode_page_token::<LoginEventList>(page_token)?;
-        if after
-            .as_ref()
-            .is_some_and(|c| c.user != list.user || c.account != list.account)
-        {
-            return Err(Error::new(
-                ErrorCode::InvalidArgument,
-                "INVALID_PAGE_TOKEN",
-                "page_token belongs to another list",
-            )
-            .with_field("page_token", "not a token this list returned"));
-        }
+        let after = ids::decode_page_token_for::<LoginEventList>(page_token, |c| {
+            c.user == list.user && c.account == list.account
+        })?;
         let (after_time, after_id) = after.map_or((i64::MAX, String::new()), |c| (c.time, c.id));
         // Keyset pagination over (time, id), newest first; the filters are
         // in the query so that pages are full and never skip a row.
@@ -446,13 +437,30 @@ impl Core {
 /// The filters of ListLoginEvents / ListMemberLoginEvents.
 pub(crate) struct LoginEventFilter<'a> {
     /// Events at or after this time.
-    pub(crate) start: Option<Timestamp>,
+    start: Option<Timestamp>,
     /// Events before this time.
-    pub(crate) end: Option<Timestamp>,
+    end: Option<Timestamp>,
     /// Only these methods (all when empty).
-    pub(crate) methods: &'a [i32],
+    methods: &'a [i32],
     /// Only these outcomes (all when empty).
-    pub(crate) outcomes: &'a [i32],
+    outcomes: &'a [i32],
+}
+
+impl<'a> LoginEventFilter<'a> {
+    /// The filters as both list requests carry them.
+    pub(crate) fn new(
+        start: &Option<prost_types::Timestamp>,
+        end: &Option<prost_types::Timestamp>,
+        methods: &'a [i32],
+        outcomes: &'a [i32],
+    ) -> Self {
+        Self {
+            start: start.as_ref().map(Timestamp::from_proto),
+            end: end.as_ref().map(Timestamp::from_proto),
+            methods,
+            outcomes,
+        }
+    }
 }
 
 /// Where the next page of a login-event list starts (after this event), and

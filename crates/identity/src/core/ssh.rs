@@ -150,15 +150,7 @@ impl Core {
     ) -> Result<(Vec<pb::SshKey>, String), Error> {
         let account_id = p.account()?.to_owned();
         let size = ids::page_size(page_size)?;
-        let after = ids::decode_page_token::<Cursor>(page_token)?;
-        if after.as_ref().is_some_and(|c| c.account != account_id) {
-            return Err(Error::new(
-                ErrorCode::InvalidArgument,
-                "INVALID_PAGE_TOKEN",
-                "page_token belongs to another account's list",
-            )
-            .with_field("page_token", "not a token this list returned"));
-        }
+        let after = ids::decode_page_token_for::<Cursor>(page_token, |c| c.account == account_id)?;
         let (time, id) = after.map_or((i64::MAX, String::new()), |c| (c.time, c.id));
         let limit = i64::try_from(size).unwrap_or(50) + 1;
         let rows = all(

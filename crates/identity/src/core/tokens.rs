@@ -229,17 +229,9 @@ impl Core {
             states: states.clone(),
             after: String::new(),
         };
-        let after = ids::decode_page_token::<TokenList>(&request.page_token)?;
-        if after.as_ref().is_some_and(|c| {
-            c.account != list.account || c.user != list.user || c.states != list.states
-        }) {
-            return Err(Error::new(
-                ErrorCode::InvalidArgument,
-                "INVALID_PAGE_TOKEN",
-                "page_token belongs to another list or other filters",
-            )
-            .with_field("page_token", "only valid with the same filters"));
-        }
+        let after = ids::decode_page_token_for::<TokenList>(&request.page_token, |c| {
+            c.account == list.account && c.user == list.user && c.states == list.states
+        })?;
         let now = self.now();
         let mut conditions = Vec::new();
         for state in &states {
