@@ -349,11 +349,30 @@ async fn answers_come_from_memory_and_follow_the_policy_log() {
     db.execute_unprepared("UPDATE account_policy_head SET position = position + 1 WHERE id = 1")
         .await
         .unwrap();
+    // While the follower catches up, a poll may land between the single
+    // and the batched check, so only the single one is polled here; both
+    // must agree once the change is seen.
     let start = Instant::now();
-    while decide(&mut internal, &manager, &account, &web).await.0 {
+    while check_one(&mut internal, &manager, &account, &web).await {
         assert!(start.elapsed() < Duration::from_millis(1500), "still stale");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(!decide(&mut internal, &manager, &account, &web).await.0);
+}
+
+/// CheckAccess alone on one service at MANAGE: whether it is allowed.
+async fn check_one(internal: &mut Internal, user: &str, account: &str, service: &str) -> bool {
+    internal
+        .check_access(pb::CheckAccessRequest {
+            user_id: user.into(),
+            account_id: account.into(),
+            target: Some(pb::check_access_request::Target::ServiceId(service.into())),
+            level: pb::AccessLevel::Manage as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .allowed
 }
 
 #[tokio::test]
