@@ -19,7 +19,13 @@ use tenancy_proto::account::{
     account_service_client::AccountServiceClient,
 };
 use tenancy_runtime::{ManualClock, Principal};
-use tenancy_testkit::{Caller, Role, TestDatabase, member, start, test_config, test_context};
+use tenancy_testkit::{
+    Caller, Role, TestDatabase, member, start, test_config, test_context, test_key,
+};
+
+/// The allocator the `tenancy` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const MEMBERS: usize = 100_000;
 const SERVICES: usize = 1_000;
@@ -296,6 +302,127 @@ async fn main() {
         ms(percentile(&lat, 0.5)),
         ms(percentile(&lat, 0.99))
     );
+    drop(clients);
+
+    // The same check from an external load generator, as another service
+    // calls it: the in-process tonic callers above spend about as much CPU
+    // as the server they measure, on the same cores.
+    let request = pb::CheckAccessRequest {
+        user_id: user,
+        account_id,
+        target: Some(pb::check_access_request::Target::ServiceId(id(500_123))),
+        level: pb::AccessLevel::Manage as i32,
+    };
+    let signed = test_key().sign(
+        &Principal::service("bench"),
+        tenancy_runtime::Clock::now(&clock),
+    );
+    // The very headers h2load sends must pass: one call with them first.
+    let mut metadata_call = tonic::Request::new(request.clone());
+    signed.insert_into_metadata(metadata_call.metadata_mut());
+    let answer = AccountInternalServiceClient::new(account.channel().await)
+        .check_access(metadata_call)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.allowed);
+    for (conns, streams) in h2load_shapes() {
+        match h2load_check_access(account.address, &request, &signed, conns, streams) {
+            Ok(line) => println!("{line}"),
+            Err(why) => {
+                println!("CheckAccess via h2load: skipped ({why})");
+                break;
+            }
+        }
+    }
+}
+
+/// h2load connection × stream shapes: `CHECK_H2LOAD=4x4,8x4` or these.
+fn h2load_shapes() -> Vec<(usize, usize)> {
+    std::env::var("CHECK_H2LOAD")
+        .unwrap_or_else(|_| "2x8,4x4,4x8".to_owned())
+        .split(',')
+        .filter_map(|shape| {
+            let (c, m) = shape.split_once('x')?;
+            Some((c.trim().parse().ok()?, m.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs h2load (Debian's nghttp2-client) against CheckAccess with `conns`
+/// connections of `streams` concurrent streams each; returns the result
+/// line, or why it could not run.
+fn h2load_check_access(
+    address: std::net::SocketAddr,
+    request: &pb::CheckAccessRequest,
+    signed: &tenancy_runtime::principal::SignedPrincipal,
+    conns: usize,
+    streams: usize,
+) -> Result<String, String> {
+    use prost::Message as _;
+    use tenancy_runtime::principal::{PRINCIPAL_HEADER, SIGNATURE_HEADER};
+    const CALLS: usize = 200_000;
+    let dir = std::env::temp_dir().join(format!("account-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // One gRPC frame: uncompressed flag, big-endian length, the message.
+    let message = request.encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend(u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend(message);
+    let body = dir.join("check.grpc");
+    let log = dir.join("h2load.log");
+    std::fs::write(&body, frame).map_err(|e| e.to_string())?;
+    let output = std::process::Command::new("h2load")
+        .args(["-n", &CALLS.to_string(), "-c", &conns.to_string()])
+        .args(["-m", &streams.to_string(), "-t", "1"])
+        .arg("-d")
+        .arg(&body)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("{PRINCIPAL_HEADER}: {}", signed.principal)])
+        .args(["-H", &format!("{SIGNATURE_HEADER}: {}", signed.signature)])
+        .arg(format!("--log-file={}", log.display()))
+        .arg(format!(
+            "http://{address}/tenancy.account.v1.AccountInternalService/CheckAccess"
+        ))
+        .output()
+        .map_err(|e| format!("h2load: {e}"))?;
+    let out = String::from_utf8_lossy(&output.stdout);
+    let rate = out
+        .split("req/s")
+        .next()
+        .and_then(|head| head.rsplit(", ").next())
+        .and_then(|r| r.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("unexpected h2load output: {out}"))?;
+    // Every answer must be an allowing message (a refusal is trailers-only,
+    // so no DATA): h2load counts HTTP 200s, not gRPC statuses.
+    assert!(
+        out.contains(&format!("{CALLS} succeeded")),
+        "h2load: not every call succeeded: {out}"
+    );
+    let data: usize = out
+        .split(") data")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unexpected h2load output: {out}"))?;
+    // A frame header (5 bytes) and at least `allowed = true` (2) each.
+    assert!(
+        data >= CALLS * 7,
+        "h2load: answers without a message: {out}"
+    );
+    let mut latencies: Vec<Duration> = std::fs::read_to_string(&log)
+        .map_err(|e| e.to_string())?
+        .lines()
+        .filter_map(|line| line.split('\t').nth(2)?.parse().ok())
+        .map(Duration::from_micros)
+        .collect();
+    latencies.sort();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(format!(
+        "CheckAccess via h2load (1,000 services, 100 tag grants, {conns} connections x {streams} streams, {CALLS} calls): {rate:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99))
+    ))
 }
 
 type Client = AccountInternalServiceClient<

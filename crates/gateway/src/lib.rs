@@ -25,6 +25,7 @@ pub mod policy;
 mod proxy;
 pub mod state;
 pub mod sync;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;

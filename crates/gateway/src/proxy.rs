@@ -21,10 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use http::uri::{Authority, Scheme};
+use http::uri::Scheme;
 use http_body::{Body as HttpBody, Frame};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tenancy_proto::auth::Audience;
 use tenancy_runtime::config::{ConfigError, ServiceName};
@@ -41,6 +39,7 @@ use crate::credentials::Authenticator;
 use crate::limits::RateLimits;
 use crate::policy::{self, MethodPolicy};
 use crate::state::{FastMap, LiveState};
+use crate::upstream::{Connection, UpstreamBody};
 
 /// gRPC services of the Tenancy protocol and the server that owns each.
 const OWNERS: &[(&str, ServiceName)] = &[
@@ -54,9 +53,10 @@ const OWNERS: &[(&str, ServiceName)] = &[
     ),
 ];
 
-/// One address of an upstream and whether its last health check passed.
+/// One address of an upstream, its connection, and whether its last
+/// health check passed.
 struct Replica {
-    authority: Authority,
+    connection: Arc<Connection>,
     healthy: AtomicBool,
 }
 
@@ -71,14 +71,14 @@ struct Upstream {
 impl Upstream {
     /// The next healthy replica; when none is healthy, the next one anyway
     /// (the call fails fast with UNAVAILABLE rather than never trying).
-    fn pick(&self) -> Option<&Authority> {
+    fn pick(&self) -> Option<&Arc<Connection>> {
         let n = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|k| &self.replicas[(start + k) % n])
             .find(|r| r.healthy.load(Ordering::Relaxed))
             .or_else(|| self.replicas.get(start % n.max(1)))
-            .map(|r| &r.authority)
+            .map(|r| &r.connection)
     }
 }
 
@@ -90,7 +90,7 @@ struct Route {
     server_streaming: bool,
 }
 
-/// The gateway: routing table, decision state, HTTP/2 client.
+/// The gateway: routing table, decision state, upstream connections.
 pub struct Gateway {
     routes: FastMap<String, Route>,
     pub(crate) state: Arc<LiveState>,
@@ -99,7 +99,6 @@ pub struct Gateway {
     trusted_proxies: Vec<ipnet::IpNet>,
     key: PrincipalKey,
     pub(crate) clock: SharedClock,
-    client: Client<HttpConnector, Body>,
     /// Health and reflection, answered here.
     local: tonic::service::Routes,
     pub(crate) health: tonic_health::server::HealthReporter,
@@ -159,7 +158,7 @@ impl Gateway {
                     replicas: authorities
                         .into_iter()
                         .map(|authority| Replica {
-                            authority,
+                            connection: Connection::new(authority),
                             healthy: AtomicBool::new(true),
                         })
                         .collect(),
@@ -193,11 +192,6 @@ impl Gateway {
                 },
             );
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector);
         let (health, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) =
             tenancy_runtime::server::reflection(tenancy_proto::PUBLIC_SERVICES)
@@ -219,7 +213,6 @@ impl Gateway {
             trusted_proxies: config.gateway.trusted_proxies.clone(),
             key: context.key.clone(),
             clock: context.clock.clone(),
-            client,
             local,
             health,
             request_ids: RequestIds::new(),
@@ -338,7 +331,7 @@ impl Gateway {
     ) -> Result<
         (
             http::Request<hyper::body::Incoming>,
-            (OwnedSemaphorePermit, Authority),
+            (OwnedSemaphorePermit, Arc<Connection>),
             String,
             Option<OpenStreamGuard>,
         ),
@@ -392,7 +385,7 @@ impl Gateway {
             .map_err(|_| {
                 Error::throttled("UPSTREAM_BUSY", std::time::Duration::from_millis(100))
             })?;
-        let authority = route
+        let connection = route
             .upstream
             .pick()
             .cloned()
@@ -411,19 +404,19 @@ impl Gateway {
         self.key
             .sign(&principal, self.clock.now())
             .insert_into(headers);
-        Ok((request, (permit, authority), user, stream))
+        Ok((request, (permit, connection), user, stream))
     }
 
     async fn forward(
         &self,
         mut request: http::Request<hyper::body::Incoming>,
-        (permit, authority): (OwnedSemaphorePermit, Authority),
+        (permit, connection): (OwnedSemaphorePermit, Arc<Connection>),
         log: AccessLog,
         stream: Option<OpenStreamGuard>,
     ) -> http::Response<Body> {
         let mut parts = request.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(authority.clone());
+        parts.authority = Some(connection.authority().clone());
         match http::Uri::from_parts(parts) {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
@@ -431,7 +424,7 @@ impl Gateway {
                 return tonic::Status::invalid_argument("not a valid gRPC path").into_http();
             }
         }
-        match self.client.request(request.map(Body::new)).await {
+        match connection.send(request).await {
             Ok(response) => {
                 // Trailers-only responses carry the status in the headers.
                 let header_status = grpc_status(response.headers());
@@ -447,7 +440,7 @@ impl Gateway {
                 })
             }
             Err(error) => {
-                tracing::warn!(%error, upstream = %authority, "upstream call failed");
+                tracing::warn!(%error, upstream = %connection.authority(), "upstream call failed");
                 log.finish(tonic::Code::Unavailable as i32);
                 tonic::Status::unavailable("the service is unavailable; retry").into_http()
             }
@@ -481,7 +474,7 @@ impl Gateway {
                 for replica in &upstream.replicas {
                     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!(
                         "http://{}",
-                        replica.authority
+                        replica.connection.authority()
                     )) else {
                         continue;
                     };
@@ -494,7 +487,7 @@ impl Gateway {
                         Err(_) => false,
                     };
                     if replica.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-                        tracing::warn!(upstream = %replica.authority, healthy, "upstream health changed");
+                        tracing::warn!(upstream = %replica.connection.authority(), healthy, "upstream health changed");
                     }
                 }
             }
@@ -558,7 +551,7 @@ impl Drop for OpenStreamGuard {
 /// longer allowed ends here with the refusal in its trailers (dropping the
 /// upstream half cancels the call at the service).
 struct Observed {
-    inner: hyper::body::Incoming,
+    inner: UpstreamBody,
     log: Option<AccessLog>,
     status: Option<i32>,
     stream: Option<OpenStreamGuard>,
@@ -568,7 +561,7 @@ struct Observed {
 
 impl HttpBody for Observed {
     type Data = hyper::body::Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

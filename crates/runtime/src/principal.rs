@@ -164,7 +164,12 @@ pub enum PrincipalError {
 /// `Debug` nor `PartialEq`: it must not reach a log or a variable-time
 /// comparison.
 #[derive(Clone)]
-pub struct PrincipalKey(Vec<u8>);
+pub struct PrincipalKey {
+    bytes: Vec<u8>,
+    /// HMAC state with the key already absorbed: every call signs or
+    /// verifies, and cloning this saves two SHA-256 blocks each time.
+    keyed: HmacSha256,
+}
 
 impl PrincipalKey {
     /// The minimum key length: HMAC-SHA256 wants 32 bytes of entropy.
@@ -172,7 +177,12 @@ impl PrincipalKey {
 
     /// A key from raw bytes; `None` when shorter than [`Self::MIN_LEN`].
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        (bytes.len() >= Self::MIN_LEN).then(|| Self(bytes.to_vec()))
+        // HMAC accepts keys of any length; ≥ 32 is our rule.
+        let keyed = <HmacSha256 as Mac>::new_from_slice(bytes).ok()?;
+        (bytes.len() >= Self::MIN_LEN).then(|| Self {
+            bytes: bytes.to_vec(),
+            keyed,
+        })
     }
 
     /// Parses the configured form: hex or base64 of at least 32 bytes.
@@ -190,17 +200,16 @@ impl PrincipalKey {
         use rand::RngCore as _;
         let mut bytes = vec![0u8; Self::MIN_LEN];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        Self(bytes)
+        Self::from_bytes(&bytes).unwrap_or_else(|| unreachable!("MIN_LEN bytes"))
     }
 
     /// The hex form, for writing a generated key to a file.
     pub fn to_hex(&self) -> String {
-        hex::encode(&self.0)
+        hex::encode(&self.bytes)
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length; `from_bytes` enforces ≥ 32.
-        <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
+        self.keyed.clone()
     }
 
     /// Signs `principal`, valid until `now + SIGNATURE_LIFETIME`, returning
@@ -274,20 +283,28 @@ impl SignedPrincipal {
             STANDARD_NO_PAD.decode(&self.principal),
             self.signature.parse(),
         ) {
-            metadata.insert_bin(
-                PRINCIPAL_HEADER,
-                tonic::metadata::MetadataValue::from_bytes(&bytes),
-            );
+            let mut principal = tonic::metadata::MetadataValue::from_bytes(&bytes);
+            let mut signature: tonic::metadata::AsciiMetadataValue = signature;
+            principal.set_sensitive(true);
+            signature.set_sensitive(true);
+            metadata.insert_bin(PRINCIPAL_HEADER, principal);
             metadata.insert(SIGNATURE_HEADER, signature);
         }
     }
 
     /// Writes both entries into HTTP headers, replacing any present.
+    ///
+    /// Both are marked sensitive: HPACK then sends them as never-indexed
+    /// literals. They differ on every call, so indexing them would only
+    /// churn both ends' header tables (a measurable share of the gateway's
+    /// CPU), and a signature has no business in a shared table anyway.
     pub fn insert_into(&self, headers: &mut http::HeaderMap) {
-        if let (Ok(p), Ok(s)) = (
+        if let (Ok(mut p), Ok(mut s)) = (
             http::HeaderValue::from_str(&self.principal),
             http::HeaderValue::from_str(&self.signature),
         ) {
+            p.set_sensitive(true);
+            s.set_sensitive(true);
             headers.insert(PRINCIPAL_HEADER, p);
             headers.insert(SIGNATURE_HEADER, s);
         }
