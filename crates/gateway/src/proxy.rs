@@ -303,7 +303,14 @@ impl Gateway {
             user: String::new(),
             started,
         };
-        let echoed = http::HeaderValue::from_str(&log.request_id).ok();
+        // Unique per call: sent as a never-indexed HPACK literal, as
+        // indexing it would only churn the client's header table.
+        let echoed = http::HeaderValue::from_str(&log.request_id)
+            .ok()
+            .map(|mut id| {
+                id.set_sensitive(true);
+                id
+            });
         let mut response = match self.admit(request, ip, request_id).await {
             Ok((request, permit, user, stream)) => {
                 let log = AccessLog { user, ..log };
