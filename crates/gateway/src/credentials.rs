@@ -13,7 +13,6 @@
 //! costs the attacker, not identity.
 
 use std::hash::{BuildHasher as _, RandomState};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -25,9 +24,9 @@ use tenancy_runtime::{Error, ErrorCode, Timestamp};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::jwt::{Claims, JwtVerifier, LEEWAY_SECONDS, TokenError};
+use crate::jwt::{Claims, JwtVerifier, LEEWAY_SECONDS, PortalToken, TokenError};
 use crate::policy::{ApiToken, Credential};
-use crate::state::FastMap;
+use crate::state::{FastMap, parse_id};
 
 /// Prefix of Public API tokens.
 pub const API_TOKEN_PREFIX: &str = "tny_";
@@ -38,9 +37,9 @@ const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Beyond this many cached tokens the caches are emptied (memory bound).
 const CACHE_CAP: usize = 1_000_000;
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum ApiEntry {
-    Known(Arc<ApiToken>),
+    Known(ApiToken),
     Unknown { until_ms: i64 },
 }
 
@@ -61,18 +60,19 @@ impl Tagger {
     }
 }
 
-/// Whether a token with `claims` is still valid at `now_ms`, with the same
-/// leeway as its verification.
-fn unexpired(claims: &Claims, now_ms: i64) -> bool {
+/// Whether `token` is still valid at `now_ms`, with the same leeway as its
+/// verification.
+fn unexpired(token: &PortalToken, now_ms: i64) -> bool {
     const LEEWAY_MS: i64 = LEEWAY_SECONDS as i64 * 1000;
-    claims.exp.saturating_mul(1000) + LEEWAY_MS > now_ms
+    token.expire_ms.saturating_add(LEEWAY_MS) > now_ms
 }
 
 /// Resolves credentials; shared by every connection.
 pub struct Authenticator {
     jwt: JwtVerifier,
     tagger: Tagger,
-    portal: RwLock<FastMap<TokenTag, Arc<Claims>>>,
+    /// Verified portal tokens, inline (no pointer to follow on a hit).
+    portal: RwLock<FastMap<TokenTag, PortalToken>>,
     api: RwLock<FastMap<TokenTag, ApiEntry>>,
     identity_public: IdentityServiceClient<InterceptedService<Channel, ServiceAuth>>,
     identity_internal: IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
@@ -130,40 +130,41 @@ impl Authenticator {
     }
 
     /// A cached portal token, if known and unexpired: the hot path.
-    pub fn cached_portal(&self, token: &str, now_ms: i64) -> Option<Arc<Claims>> {
+    pub fn cached_portal(&self, token: &str, now_ms: i64) -> Option<PortalToken> {
+        let tag = self.tagger.tag(token);
         self.portal
             .read()
-            .get(&self.tagger.tag(token))
-            .filter(|claims| unexpired(claims, now_ms))
-            .cloned()
+            .get(&tag)
+            .copied()
+            .filter(|cached| unexpired(cached, now_ms))
     }
 
-    async fn portal_token(&self, token: &str, now_ms: i64) -> Result<Arc<Claims>, Error> {
+    async fn portal_token(&self, token: &str, now_ms: i64) -> Result<PortalToken, Error> {
         if let Some(claims) = self.cached_portal(token, now_ms) {
             return Ok(claims);
         }
-        let claims = match self.jwt.verify(token) {
+        let verified = match self.jwt.verify(token) {
             Err(TokenError::UnknownKey(_)) => {
                 self.refresh_keys().await?;
                 self.jwt.verify(token)
             }
             other => other,
         }
+        .and_then(|claims| PortalToken::from_claims(&claims))
         .map_err(|e| Error::unauthenticated(e.reason(), e.to_string()))?;
-        let claims = Arc::new(claims);
         let mut cache = self.portal.write();
         if cache.len() >= CACHE_CAP {
             cache.clear();
         }
-        cache.insert(self.tagger.tag(token), claims.clone());
-        Ok(claims)
+        cache.insert(self.tagger.tag(token), verified);
+        Ok(verified)
     }
 
-    async fn api_token(&self, token: &str, now_ms: i64) -> Result<Arc<ApiToken>, Error> {
+    async fn api_token(&self, token: &str, now_ms: i64) -> Result<ApiToken, Error> {
         let invalid = || Error::unauthenticated("TOKEN_INVALID", "unknown API token");
         let tag = self.tagger.tag(token);
         match self.api.read().get(&tag) {
-            Some(ApiEntry::Known(t)) => return Ok(t.clone()),
+            Some(ApiEntry::Known(t)) => return Ok(*t),
             Some(ApiEntry::Unknown { until_ms }) if *until_ms > now_ms => return Err(invalid()),
             _ => {}
         }
@@ -177,16 +178,26 @@ impl Authenticator {
         let entry = match answer {
             Ok(response) => {
                 let r = response.into_inner();
-                ApiEntry::Known(Arc::new(ApiToken {
-                    id: r.api_token_id,
-                    user_id: r.user_id,
-                    account_id: r.account_id,
+                let (Some(id), Some(user_id), Some(account_id)) = (
+                    parse_id(&r.api_token_id),
+                    parse_id(&r.user_id),
+                    parse_id(&r.account_id),
+                ) else {
+                    // Identity issues UUIDs; anything else is refused, never
+                    // guessed at.
+                    tracing::warn!("API token introspection answered ids that are not UUIDs");
+                    return Err(invalid());
+                };
+                ApiEntry::Known(ApiToken {
+                    id,
+                    user_id,
+                    account_id,
                     read_only: r.read_only,
                     expire_ms: r
                         .expire_time
                         .as_ref()
                         .map(|t| Timestamp::from_proto(t).millis()),
-                }))
+                })
             }
             Err(status)
                 if matches!(
@@ -213,7 +224,7 @@ impl Authenticator {
         if cache.len() >= CACHE_CAP {
             cache.clear();
         }
-        cache.insert(tag, entry.clone());
+        cache.insert(tag, entry);
         match entry {
             ApiEntry::Known(t) => Ok(t),
             ApiEntry::Unknown { .. } => Err(invalid()),
@@ -274,9 +285,9 @@ impl Authenticator {
 
     /// Inserts verified claims directly (benchmarks and tests of the hot
     /// path).
-    pub fn insert_verified(&self, token: &str, claims: Claims) {
-        self.portal
-            .write()
-            .insert(self.tagger.tag(token), Arc::new(claims));
+    pub fn insert_verified(&self, token: &str, claims: &Claims) -> Result<(), TokenError> {
+        let verified = PortalToken::from_claims(claims)?;
+        self.portal.write().insert(self.tagger.tag(token), verified);
+        Ok(())
     }
 }

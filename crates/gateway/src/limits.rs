@@ -9,10 +9,12 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tenancy_runtime::Error;
 use tenancy_runtime::config::GatewayConfig;
 
+use crate::state::Id;
+
 /// The gateway's rate limiters.
 pub struct RateLimits {
     public: DefaultKeyedRateLimiter<IpAddr>,
-    principal: DefaultKeyedRateLimiter<String>,
+    principal: DefaultKeyedRateLimiter<Id>,
     clock: DefaultClock,
 }
 
@@ -42,13 +44,10 @@ impl RateLimits {
     }
 
     /// One authenticated call by `user`.
-    pub fn check_principal(&self, user: &str) -> Result<(), Error> {
-        // Keyed by an owned String: governor's keyed store needs owned keys.
-        self.principal
-            .check_key(&user.to_owned())
-            .map_err(|not_until| {
-                Error::throttled("RATE_LIMITED", not_until.wait_time_from(self.clock.now()))
-            })
+    pub fn check_principal(&self, user: Id) -> Result<(), Error> {
+        self.principal.check_key(&user).map_err(|not_until| {
+            Error::throttled("RATE_LIMITED", not_until.wait_time_from(self.clock.now()))
+        })
     }
 
     /// Forgets idle keys; run periodically so memory stays bounded.

@@ -7,24 +7,23 @@
 //! second factor.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use tenancy_proto::auth::{AccessRule, Audience, TokenKind};
 use tenancy_runtime::principal::role_at_least;
 use tenancy_runtime::{Error, ErrorCode, Principal};
 
-use crate::jwt::Claims;
-use crate::state::LiveState;
+use crate::jwt::PortalToken;
+use crate::state::{Id, LiveState, id_string};
 
 /// A resolved Public API token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiToken {
     /// Token id.
-    pub id: String,
+    pub id: Id,
     /// Owner.
-    pub user_id: String,
+    pub user_id: Id,
     /// The account it is bound to.
-    pub account_id: String,
+    pub account_id: Id,
     /// Restricted to read methods.
     pub read_only: bool,
     /// Expiry (Unix ms), if any.
@@ -32,12 +31,22 @@ pub struct ApiToken {
 }
 
 /// A verified credential.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum Credential {
     /// A portal session's access token.
-    Portal(Arc<Claims>),
+    Portal(PortalToken),
     /// A Public API token.
-    Api(Arc<ApiToken>),
+    Api(ApiToken),
+}
+
+impl Credential {
+    /// The user it authenticates.
+    pub fn user(&self) -> Id {
+        match self {
+            Self::Portal(token) => token.user,
+            Self::Api(token) => token.user_id,
+        }
+    }
 }
 
 /// What the gateway knows of a method besides its rule.
@@ -108,30 +117,20 @@ pub fn decide(
         client_ip: Some(client_ip),
         ..Principal::default()
     };
-    let (user, account, portal_claims) = match credential {
-        Credential::Portal(claims) => {
-            let revoked = state.revocations.read().portal_token_revoked(
-                &claims.sub,
-                &claims.sid,
-                claims.acc.as_deref(),
-                claims.iat.saturating_mul(1000),
-            );
-            if revoked {
+    let (user, account, portal) = match credential {
+        Credential::Portal(token) => {
+            if state.revocations.read().portal_token_revoked(token) {
                 return Err(Error::unauthenticated(
                     "TOKEN_REVOKED",
                     "this session has ended",
                 ));
             }
             principal.token_kind = TokenKind::Portal;
-            principal.session_id = Some(claims.sid.clone());
-            principal.amr = claims.amr.clone();
-            principal.staff = claims.staff;
-            principal.auth_time = Some(claims.auth_time);
-            (
-                claims.sub.as_str(),
-                claims.acc.as_deref(),
-                Some(claims.as_ref()),
-            )
+            principal.session_id = Some(id_string(token.session));
+            principal.amr = token.amr.names().map(str::to_owned).collect();
+            principal.staff = token.staff;
+            principal.auth_time = Some(token.auth_time);
+            (token.user, token.account, Some(token))
         }
         Credential::Api(token) => {
             if !rule.api_tokens_allowed {
@@ -159,20 +158,16 @@ pub fn decide(
                 ));
             }
             principal.token_kind = TokenKind::Api;
-            principal.api_token_id = Some(token.id.clone());
+            principal.api_token_id = Some(id_string(token.id));
             principal.read_only = token.read_only;
-            (
-                token.user_id.as_str(),
-                Some(token.account_id.as_str()),
-                None,
-            )
+            (token.user_id, Some(token.account_id), None)
         }
     };
-    principal.user_id = Some(user.to_owned());
+    principal.user_id = Some(id_string(user));
 
     if audience == Audience::Staff {
         return if principal.staff {
-            principal.account_id = account.map(str::to_owned);
+            principal.account_id = account.map(id_string);
             Ok(principal)
         } else {
             Err(denied(
@@ -184,13 +179,14 @@ pub fn decide(
     if audience == Audience::Account && rule.staff_allowed && principal.staff {
         // Support staff act on accounts that granted them access; the
         // service checks the grant for the resource they touch.
-        principal.account_id = account.map(str::to_owned);
+        principal.account_id = account.map(id_string);
         return Ok(principal);
     }
 
     let policies = state.policies.read();
-    let account_policy = account.and_then(|a| policies.accounts.get(a));
-    let membership = account_policy.and_then(|p| p.members.get(user));
+    // Two lookups keyed by the token alone: independent, so they overlap.
+    let membership = account.and_then(|a| policies.member(a, user));
+    let settings = account.and_then(|a| policies.settings.get(&a));
     let usable = membership.filter(|m| m.active && m.portal_access);
 
     if audience == Audience::Account {
@@ -224,25 +220,18 @@ pub fn decide(
                 "your role in this account does not allow this",
             ));
         }
-        if portal_claims.is_some()
-            && let Some(settings) = account_policy.map(|p| &p.settings)
-            && !settings.ip_allowlist.is_empty()
-            && !settings
-                .ip_allowlist
-                .iter()
-                .any(|net| net.contains(&client_ip))
-        {
+        if portal.is_some() && settings.is_some_and(|s| !s.admits(client_ip)) {
             return Err(denied(
                 "IP_NOT_ALLOWED",
                 "this account only allows portal access from its IP allowlist",
             )
             .with_metadata("client_ip", client_ip.to_string()));
         }
-        principal.account_id = Some(account_id.to_owned());
+        principal.account_id = Some(id_string(account_id));
     } else if usable.is_some() {
         // USER methods: pass the selected account on only while the caller
         // may still use it.
-        principal.account_id = account.map(str::to_owned);
+        principal.account_id = account.map(id_string);
     }
     if let Some(member) = usable {
         principal.role = member.role;
@@ -250,18 +239,16 @@ pub fn decide(
 
     // Enforced 2FA: a portal session without a second factor may only enrol
     // (and the few methods that needs) once the member's deadline passed.
-    if let (Some(claims), Some(member), Some(policy)) = (portal_claims, usable, account_policy) {
-        let settings = &policy.settings;
-        if settings.enforce_mfa
-            && !claims.has_second_factor()
-            && !rule.allowed_during_mfa_enrollment
-            && now_ms >= member.mfa_deadline_ms(settings)
-        {
-            return Err(denied(
-                "MFA_ENROLLMENT_REQUIRED",
-                "this account requires two-factor authentication: enrol with BeginTotpEnrollment",
-            ));
-        }
+    if let (Some(token), Some(member), Some(settings)) = (portal, usable, settings)
+        && settings.enforce_mfa
+        && !token.has_second_factor()
+        && !rule.allowed_during_mfa_enrollment
+        && now_ms >= member.mfa_deadline_ms(settings)
+    {
+        return Err(denied(
+            "MFA_ENROLLMENT_REQUIRED",
+            "this account requires two-factor authentication: enrol with BeginTotpEnrollment",
+        ));
     }
     Ok(principal)
 }
@@ -271,6 +258,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
+    use crate::jwt::Amr;
     use crate::state::{Membership, Settings};
     use tenancy_proto::auth::Role;
 
@@ -288,18 +276,25 @@ mod tests {
         MethodPolicy::new("ListMembers", rule(Audience::Account, min_role))
     }
 
+    /// A stable id per name, so tests read as names.
+    fn id(name: &str) -> Id {
+        Id::from_u128(name.bytes().fold(0xcbf2_9ce4_8422_2325, |h: u128, b| {
+            (h ^ u128::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }))
+    }
+
     fn claims(user: &str, account: Option<&str>) -> Credential {
-        Credential::Portal(Arc::new(Claims {
-            sub: user.into(),
-            sid: format!("s-{user}"),
-            acc: account.map(Into::into),
-            iat: NOW / 1000 - 60,
-            exp: NOW / 1000 + 540,
+        Credential::Portal(PortalToken {
+            user: id(user),
+            session: id(&format!("s-{user}")),
+            account: account.map(id),
+            issued_at_ms: NOW - 60_000,
+            expire_ms: NOW + 540_000,
             auth_time: NOW / 1000 - 60,
-            amr: vec!["pwd".into()],
+            amr: Amr::from_names(["pwd"]),
             mfa: false,
             staff: false,
-        }))
+        })
     }
 
     fn ready_state() -> LiveState {
@@ -313,8 +308,8 @@ mod tests {
             ("suspended", Role::Owner, false),
         ] {
             policies.upsert_member(
-                "acc",
-                user,
+                id("acc"),
+                id(user),
                 Membership {
                     role,
                     active,
@@ -384,7 +379,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(owner.role, Role::Owner);
-        assert_eq!(owner.account_id.as_deref(), Some("acc"));
+        assert_eq!(owner.account_id, Some(id_string(id("acc"))));
         assert_eq!(
             reason(decide(
                 &account_method(Role::Owner),
@@ -450,7 +445,7 @@ mod tests {
             .revocations
             .write()
             .sessions
-            .insert("s-owner".into(), NOW + 1000);
+            .insert(id("s-owner"), NOW + 1000);
         let error = decide(
             &method,
             Some(&claims("owner", Some("acc"))),
@@ -467,7 +462,7 @@ mod tests {
             .revocations
             .write()
             .users_before
-            .insert("manager".into(), NOW);
+            .insert(id("manager"), NOW);
         assert_eq!(
             reason(decide(
                 &method,
@@ -484,9 +479,9 @@ mod tests {
     fn the_allowlist_limits_portal_tokens_but_not_api_tokens() {
         let state = ready_state();
         state.policies.write().set_settings(
-            "acc",
+            id("acc"),
             Settings {
-                ip_allowlist: vec!["198.51.100.0/24".parse().unwrap()],
+                ip_allowlist: Some(vec!["198.51.100.0/24".parse().unwrap()]),
                 ..Settings::default()
             },
         );
@@ -513,13 +508,13 @@ mod tests {
             )
             .is_ok()
         );
-        let api = Credential::Api(Arc::new(ApiToken {
-            id: "t1".into(),
-            user_id: "owner".into(),
-            account_id: "acc".into(),
+        let api = Credential::Api(ApiToken {
+            id: id("t1"),
+            user_id: id("owner"),
+            account_id: id("acc"),
             read_only: false,
             expire_ms: None,
-        }));
+        });
         let principal = decide(&method, Some(&api), &state, ip(), NOW).unwrap();
         assert_eq!(principal.token_kind, TokenKind::Api);
     }
@@ -528,13 +523,13 @@ mod tests {
     fn api_tokens_only_where_allowed_unexpired_unrevoked_and_read_only_reads() {
         let state = ready_state();
         let token = |read_only, expire_ms| {
-            Credential::Api(Arc::new(ApiToken {
-                id: "t1".into(),
-                user_id: "owner".into(),
-                account_id: "acc".into(),
+            Credential::Api(ApiToken {
+                id: id("t1"),
+                user_id: id("owner"),
+                account_id: id("acc"),
                 read_only,
                 expire_ms,
-            }))
+            })
         };
         let portal_only = account_method(Role::Manager);
         assert_eq!(
@@ -566,7 +561,7 @@ mod tests {
             )),
             "TOKEN_EXPIRED"
         );
-        state.revocations.write().api_tokens.insert("t1".into());
+        state.revocations.write().api_tokens.insert(id("t1"));
         assert_eq!(
             reason(decide(&read, Some(&token(false, None)), &state, ip(), NOW)),
             "TOKEN_REVOKED"
@@ -577,12 +572,12 @@ mod tests {
     fn enforced_2fa_allows_only_enrolment_after_the_grace_period() {
         let state = ready_state();
         state.policies.write().set_settings(
-            "acc",
+            id("acc"),
             Settings {
                 enforce_mfa: true,
                 enforce_mfa_time_ms: NOW - 1000,
                 mfa_grace_ms: 10_000,
-                ip_allowlist: Vec::new(),
+                ip_allowlist: None,
             },
         );
         let method = account_method(Role::Manager);
@@ -611,12 +606,12 @@ mod tests {
         let Credential::Portal(c) = &caller else {
             unreachable!()
         };
-        let mut with_otp = (**c).clone();
-        with_otp.amr.push("otp".into());
+        let mut with_otp = *c;
+        with_otp.amr.insert("otp");
         assert!(
             decide(
                 &method,
-                Some(&Credential::Portal(Arc::new(with_otp))),
+                Some(&Credential::Portal(with_otp)),
                 &state,
                 ip(),
                 later
@@ -647,7 +642,7 @@ mod tests {
             .revocations
             .write()
             .sessions
-            .insert("s-owner".into(), NOW + 1);
+            .insert(id("s-owner"), NOW + 1);
         state.recheck_streams(NOW);
         assert!(owner_stream.try_recv().is_err());
 
@@ -657,12 +652,17 @@ mod tests {
         assert!(manager_stream.try_recv().is_err());
         assert_eq!(state.streams.len(), 1);
 
-        let mut suspended = state.policies.read().accounts["acc"].members["manager"].clone();
+        let mut suspended = state
+            .policies
+            .read()
+            .member(id("acc"), id("manager"))
+            .unwrap()
+            .clone();
         suspended.active = false;
         state
             .policies
             .write()
-            .upsert_member("acc", "manager", suspended);
+            .upsert_member(id("acc"), id("manager"), suspended);
         state.recheck_streams(NOW);
         assert!(manager_stream.try_recv().is_ok(), "suspended: ended");
         state.streams.close(manager_id);
@@ -675,17 +675,25 @@ mod tests {
         // Enforced with a 10 s grace, then lengthened to a day: the member's
         // personal deadline (NOW + 9 s) stays.
         state.policies.write().set_settings(
-            "acc",
+            id("acc"),
             Settings {
                 enforce_mfa: true,
                 enforce_mfa_time_ms: NOW - 1000,
                 mfa_grace_ms: 86_400_000,
-                ip_allowlist: Vec::new(),
+                ip_allowlist: None,
             },
         );
-        let mut member = state.policies.read().accounts["acc"].members["owner"].clone();
+        let mut member = state
+            .policies
+            .read()
+            .member(id("acc"), id("owner"))
+            .unwrap()
+            .clone();
         member.mfa_deadline_ms = Some(NOW + 9_000);
-        state.policies.write().upsert_member("acc", "owner", member);
+        state
+            .policies
+            .write()
+            .upsert_member(id("acc"), id("owner"), member);
         let method = account_method(Role::Manager);
         let caller = claims("owner", Some("acc"));
         assert!(decide(&method, Some(&caller), &state, ip(), NOW + 8_999).is_ok());
@@ -712,9 +720,9 @@ mod tests {
         let Credential::Portal(c) = claims("agent", None) else {
             unreachable!()
         };
-        let mut staff = (*c).clone();
+        let mut staff = c;
         staff.staff = true;
-        let staff = Credential::Portal(Arc::new(staff));
+        let staff = Credential::Portal(staff);
         assert!(decide(&staff_method, Some(&staff), &state, ip(), NOW).is_ok());
         let mut shared = account_method(Role::Manager);
         assert_eq!(

@@ -367,15 +367,15 @@ impl Gateway {
         let mut principal =
             policy::decide(&route.policy, credential.as_ref(), &self.state, ip, now)?;
         let user = principal.user_id.clone().unwrap_or_default();
-        if !public {
-            self.limits.check_principal(&user)?;
+        if let Some(credential) = &credential {
+            self.limits.check_principal(credential.user())?;
         }
         let stream = match (&credential, route.server_streaming) {
             (Some(credential), true) => {
-                let (id, ended) =
-                    self.state
-                        .streams
-                        .open(route.policy.clone(), credential.clone(), ip);
+                let (id, ended) = self
+                    .state
+                    .streams
+                    .open(route.policy.clone(), *credential, ip);
                 Some(OpenStreamGuard {
                     id,
                     ended,

@@ -27,7 +27,7 @@ use tenancy_runtime::shutdown::Shutdown;
 use tonic::transport::Channel;
 
 use crate::credentials::Authenticator;
-use crate::state::{LiveState, Membership, Policies, Settings};
+use crate::state::{Id, LiveState, Membership, Policies, Settings, parse_id};
 
 /// Longest silence on a stream (servers send heartbeats every 15 s) before
 /// the gateway reconnects.
@@ -35,6 +35,17 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 
 /// Called whenever readiness may have changed (to update health).
 pub type ReadinessHook = Arc<dyn Fn(bool) + Send + Sync>;
+
+/// An id of an event. Our services issue UUIDs; an event naming anything
+/// else concerns no token the gateway accepts (those carry UUIDs only), so
+/// it is logged and skipped.
+fn event_id(text: &str, what: &'static str) -> Option<Id> {
+    let id = parse_id(text);
+    if id.is_none() {
+        tracing::warn!(what, "event with an id that is not a UUID skipped");
+    }
+    id
+}
 
 fn millis(ts: Option<&prost_types::Timestamp>) -> i64 {
     ts.map(|t| Timestamp::from_proto(t).millis()).unwrap_or(0)
@@ -141,31 +152,40 @@ async fn apply_revocation(
     let mut revocations = state.revocations.write();
     match kind {
         RevocationKind::Session(s) => {
+            let Some(session) = event_id(&s.session_id, "session") else {
+                return;
+            };
             // Keep the entry until every token of the session has expired.
             let expire = millis(event.expire_time.as_ref())
                 .max(millis(event.create_time.as_ref()) + 3_600_000);
-            revocations.sessions.insert(s.session_id.clone(), expire);
+            revocations.sessions.insert(session, expire);
         }
         RevocationKind::UserTokensBefore(u) => {
+            let Some(user) = event_id(&u.user_id, "user") else {
+                return;
+            };
             let before = millis(u.issued_before.as_ref());
-            let entry = revocations
-                .users_before
-                .entry(u.user_id.clone())
-                .or_default();
+            let entry = revocations.users_before.entry(user).or_default();
             *entry = (*entry).max(before);
         }
         RevocationKind::UserAccount(ua) => {
+            let (Some(user), Some(account)) = (
+                event_id(&ua.user_id, "user"),
+                event_id(&ua.account_id, "account"),
+            ) else {
+                return;
+            };
             let before = millis(ua.issued_before.as_ref());
             let entry = revocations
                 .user_accounts_before
-                .entry(ua.user_id.clone())
-                .or_default()
-                .entry(ua.account_id.clone())
+                .entry((user, account))
                 .or_default();
             *entry = (*entry).max(before);
         }
         RevocationKind::ApiToken(t) => {
-            revocations.api_tokens.insert(t.api_token_id.clone());
+            if let Some(token) = event_id(&t.api_token_id, "API token") {
+                revocations.api_tokens.insert(token);
+            }
         }
         RevocationKind::SigningKeysChanged(_) => {}
     }
@@ -266,9 +286,14 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
                 join_time,
                 mfa_deadline,
             } = m;
+            let (Some(account), Some(user)) =
+                (event_id(&account_id, "account"), event_id(&user_id, "user"))
+            else {
+                return;
+            };
             policies.upsert_member(
-                &account_id,
-                &user_id,
+                account,
+                user,
                 Membership {
                     role: tenancy_proto::auth::Role::try_from(role).unwrap_or_default(),
                     active: status == MemberStatus::Active as i32,
@@ -278,17 +303,26 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
                 },
             );
         }
-        PolicyEvent::MembershipRemoved(r) => policies.remove_member(&r.account_id, &r.user_id),
+        PolicyEvent::MembershipRemoved(r) => {
+            if let (Some(account), Some(user)) = (
+                event_id(&r.account_id, "account"),
+                event_id(&r.user_id, "user"),
+            ) {
+                policies.remove_member(account, user);
+            }
+        }
         PolicyEvent::SecuritySettingsChanged(s) => {
-            let account_id = s.account_id.clone();
-            policies.set_settings(&account_id, settings_from_proto(&s));
+            if let Some(account) = event_id(&s.account_id, "account") {
+                policies.set_settings(account, settings_from_proto(&s));
+            }
         }
         PolicyEvent::Reset(_) | PolicyEvent::CaughtUp(_) | PolicyEvent::Heartbeat(_) => {}
     }
 }
 
 /// The gateway's view of an account's settings. Entries that do not parse
-/// are dropped (the account service validates them; this is defence).
+/// are dropped (the account service validates them; this is defence); a
+/// list of only such entries admits no address, never every address.
 pub fn settings_from_proto(s: &SecuritySettings) -> Settings {
     let grace = s
         .mfa_grace_period
@@ -299,16 +333,17 @@ pub fn settings_from_proto(s: &SecuritySettings) -> Settings {
         enforce_mfa: s.enforce_mfa,
         enforce_mfa_time_ms: millis(s.enforce_mfa_time.as_ref()),
         mfa_grace_ms: grace,
-        ip_allowlist: s
-            .ip_allowlist
-            .iter()
-            .filter_map(|cidr| {
-                cidr.parse::<ipnet::IpNet>().ok().or_else(|| {
-                    cidr.parse::<std::net::IpAddr>()
-                        .ok()
-                        .map(ipnet::IpNet::from)
+        ip_allowlist: (!s.ip_allowlist.is_empty()).then(|| {
+            s.ip_allowlist
+                .iter()
+                .filter_map(|cidr| {
+                    cidr.parse::<ipnet::IpNet>().ok().or_else(|| {
+                        cidr.parse::<std::net::IpAddr>()
+                            .ok()
+                            .map(ipnet::IpNet::from)
+                    })
                 })
-            })
-            .collect(),
+                .collect()
+        }),
     }
 }
