@@ -7,6 +7,9 @@
 //!   loopback port, stopped when the handle drops.
 //! - [`Caller`]: signs a principal onto every call of a generated client, as
 //!   the gateway would.
+//! - `Peers` (feature `peers`): the real identity, account and contacts
+//!   services beside the one under test, each on its own database and
+//!   loopback port, on one clock.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -25,6 +28,11 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
 pub use tenancy_runtime::principal::{Role, TokenKind};
+
+#[cfg(feature = "peers")]
+mod peers;
+#[cfg(feature = "peers")]
+pub use peers::Peers;
 
 /// The environment variable naming a PostgreSQL server for tests, e.g.
 /// `postgres://tenancy:tenancy@127.0.0.1:5432/postgres`.

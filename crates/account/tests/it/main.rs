@@ -21,8 +21,6 @@ mod watch;
 use std::sync::Arc;
 
 use tenancy_account::AccountService;
-use tenancy_contacts::ContactsService;
-use tenancy_identity::IdentityService;
 use tenancy_proto::account::{
     self as pb, account_internal_service_client::AccountInternalServiceClient,
     account_service_client::AccountServiceClient,
@@ -34,10 +32,10 @@ use tenancy_proto::identity::{
     self as ipb, identity_internal_service_client::IdentityInternalServiceClient,
     identity_service_client::IdentityServiceClient,
 };
-use tenancy_runtime::config::Config;
+use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::{ManualClock, Principal};
 use tenancy_testkit::{
-    Caller, Role, Running, TestDatabase, member, start, test_config, test_context,
+    Caller, Peers, Role, Running, TestDatabase, member, start, start_on, test_context,
 };
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -50,13 +48,12 @@ pub type IdentityInternal = IdentityInternalServiceClient<InterceptedService<Cha
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The account service with the REAL identity and contacts services, each
-/// on loopback, all on one test database.
+/// on its own database and loopback port.
 pub struct Env {
     pub running: Running,
     pub clock: ManualClock,
-    pub identity: Running,
-    pub contacts: Running,
-    /// The database all three use (tests write behind the service's back).
+    pub peers: Peers,
+    /// The account service's database (tests write behind its back).
     pub database_url: String,
     config: Config,
     channel: Channel,
@@ -95,28 +92,17 @@ pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
 impl Env {
     pub async fn new() -> Self {
         let db = TestDatabase::new("account").await;
-        let mut config = test_config(&db);
         let clock = ManualClock::starting_now();
-        let contacts = start::<ContactsService>(
-            test_context(config.clone(), Arc::new(clock.clone())),
-            clock.clone(),
-        )
-        .await;
-        config.contacts.url = Some(format!("http://{}", contacts.address));
-        let identity = start::<IdentityService>(
-            test_context(config.clone(), Arc::new(clock.clone())),
-            clock.clone(),
-        )
-        .await;
-        config.identity.url = Some(format!("http://{}", identity.address));
+        let (peers, listener) =
+            Peers::start("account", ServiceName::Account, &db, clock.clone(), |_| {}).await;
+        let config = peers.config.clone();
         let context = test_context(config.clone(), Arc::new(clock.clone()));
-        let running = start::<AccountService>(context, clock.clone()).await;
+        let running = start_on::<AccountService>(listener, context, clock.clone()).await;
         let channel = running.channel().await;
         Self {
             running,
             clock,
-            identity,
-            contacts,
+            peers,
             database_url: db.url.clone(),
             config,
             channel,
@@ -142,7 +128,7 @@ impl Env {
     /// Identity's internal API.
     pub async fn identity_internal(&self) -> IdentityInternal {
         IdentityInternalServiceClient::with_interceptor(
-            self.identity.channel().await,
+            self.peers.channel(ServiceName::Identity).await,
             self.service(),
         )
     }
@@ -187,7 +173,7 @@ impl Env {
         filter: cpb::ListOutboxMessagesRequest,
     ) -> Vec<cpb::OutboxMessage> {
         ContactsInternalServiceClient::with_interceptor(
-            self.contacts.channel().await,
+            self.peers.channel(ServiceName::Contacts).await,
             self.service(),
         )
         .list_outbox_messages(cpb::ListOutboxMessagesRequest {
@@ -203,7 +189,7 @@ impl Env {
     /// Turns on TOTP for a user with [`PASSWORD`], through identity's
     /// public API: log in, begin, confirm with the current code.
     pub async fn enrol_totp(&self, user: &str, email: &str) {
-        let channel = self.identity.channel().await;
+        let channel = self.peers.channel(ServiceName::Identity).await;
         let as_principal = |p: Principal| {
             IdentityServiceClient::with_interceptor(
                 channel.clone(),

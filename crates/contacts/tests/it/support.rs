@@ -34,30 +34,34 @@ impl Env {
 
     /// As [`Env::start`], with the configuration changed by `configure`.
     pub async fn start_with(label: &str, configure: impl FnOnce(&mut Config)) -> Self {
-        Self::start_on(label, None, configure).await
-    }
-
-    /// As [`Env::start_with`], serving on `listener` (a restart binds a
-    /// new port).
-    pub async fn start_on(
-        label: &str,
-        listener: Option<tokio::net::TcpListener>,
-        configure: impl FnOnce(&mut Config),
-    ) -> Self {
         let db = TestDatabase::new(label).await;
         let mut config = tenancy_testkit::test_config(&db);
         configure(&mut config);
-        let clock = ManualClock::starting_now();
+        let mut env = Self {
+            db,
+            clock: ManualClock::starting_now(),
+            running: None,
+            config,
+        };
+        env.restart().await;
+        env
+    }
+
+    /// A contacts service on `db` with `config` and `clock`, serving on
+    /// `listener` (whose address peers know already).
+    pub async fn start_on(
+        db: TestDatabase,
+        config: Config,
+        clock: ManualClock,
+        listener: tokio::net::TcpListener,
+    ) -> Self {
         let mut env = Self {
             db,
             clock,
             running: None,
             config,
         };
-        match listener {
-            Some(listener) => env.running = Some(env.start_running(listener).await),
-            None => env.restart().await,
-        }
+        env.running = Some(env.start_running(listener).await);
         env
     }
 

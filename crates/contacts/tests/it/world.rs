@@ -13,8 +13,9 @@ use tenancy_proto::account::{
 use tenancy_proto::identity::{
     self as ipb, identity_internal_service_client::IdentityInternalServiceClient,
 };
-use tenancy_runtime::{Clock as _, Principal};
-use tenancy_testkit::{Caller, Role, Running, TestDatabase};
+use tenancy_runtime::config::ServiceName;
+use tenancy_runtime::{Clock as _, ManualClock, Principal};
+use tenancy_testkit::{Caller, Peers, Role, TestDatabase};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -31,49 +32,23 @@ pub struct World {
     pub users: HashMap<String, (String, String)>,
     identity_channel: Channel,
     account_channel: Channel,
-    _peers: (Running, Running, TestDatabase, TestDatabase),
+    /// The real identity and account services.
+    _peers: Peers,
 }
 
 impl World {
     /// Starts the three services and creates an account owned by a user
     /// with `owner_email`.
     pub async fn start(label: &str, owner_email: &str) -> Self {
-        let identity_l = tenancy_testkit::loopback().await;
-        let account_l = tenancy_testkit::loopback().await;
-        let contacts_l = tenancy_testkit::loopback().await;
-        let url = |l: &tokio::net::TcpListener| format!("http://{}", l.local_addr().unwrap());
-        let (identity_url, account_url, contacts_url) =
-            (url(&identity_l), url(&account_l), url(&contacts_l));
-        let env = Env::start_on(label, Some(contacts_l), |c| {
-            c.identity.url = Some(identity_url);
-            c.account.url = Some(account_url);
-            c.contacts.url = Some(contacts_url);
-        })
-        .await;
-        let identity_db = TestDatabase::new(&format!("{label}_i")).await;
-        let account_db = TestDatabase::new(&format!("{label}_a")).await;
-        let mut config = env.config.clone();
-        config.identity.database_url = Some(identity_db.url.clone());
-        config.account.database_url = Some(account_db.url.clone());
-        config.auth.argon2_memory_kib = 1024;
-        config.auth.argon2_iterations = 1;
-        let context = || tenancy_testkit::test_context(config.clone(), Arc::new(env.clock.clone()));
-        let identity = tenancy_testkit::start_on::<tenancy_identity::IdentityService>(
-            identity_l,
-            context(),
-            env.clock.clone(),
-        )
-        .await;
-        let account = tenancy_testkit::start_on::<tenancy_account::AccountService>(
-            account_l,
-            context(),
-            env.clock.clone(),
-        )
-        .await;
+        let db = TestDatabase::new(label).await;
+        let clock = ManualClock::starting_now();
+        let (peers, listener) =
+            Peers::start(label, ServiceName::Contacts, &db, clock.clone(), |_| {}).await;
+        let env = Env::start_on(db, peers.config.clone(), clock, listener).await;
         let mut world = Self {
-            identity_channel: identity.channel().await,
-            account_channel: account.channel().await,
-            _peers: (identity, account, identity_db, account_db),
+            identity_channel: peers.channel(ServiceName::Identity).await,
+            account_channel: peers.channel(ServiceName::Account).await,
+            _peers: peers,
             env,
             account_id: String::new(),
             owner: String::new(),

@@ -22,7 +22,7 @@ use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::{self, ShutdownTrigger};
 use tenancy_runtime::{Clock as _, Error, ManualClock, Principal, TenancyService, Timestamp};
-use tenancy_testkit::{Caller, Running, TestDatabase, test_config, test_context, test_key};
+use tenancy_testkit::{Caller, Peers, TestDatabase, test_context, test_key};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -156,12 +156,11 @@ pub struct Env {
     pub clock: ManualClock,
     pub channel: Channel,
     pub outbox: Outbox,
-    account: Running,
-    account_db: TestDatabase,
+    /// The real contacts and account services.
+    peers: Peers,
     pub db: TestDatabase,
     config: tenancy_runtime::config::Config,
     _stop: ShutdownTrigger,
-    _contacts: (Running, TestDatabase),
 }
 
 /// A second identity server on the same database (another replica).
@@ -212,38 +211,13 @@ impl Env {
         held: bool,
     ) -> Self {
         let db = TestDatabase::new(label).await;
-        let contacts_db = TestDatabase::new(&format!("{label}_c")).await;
-        let mut config = test_config(&db);
-        config.contacts.database_url = Some(contacts_db.url.clone());
-        // Cheap hashing in tests; the benchmark measures the real settings.
-        config.auth.argon2_memory_kib = 1024;
-        config.auth.argon2_iterations = 1;
-        tweak(&mut config);
         let clock = ManualClock::new(Timestamp(1_700_000_000_000));
-        let contacts = tenancy_testkit::start::<tenancy_contacts::ContactsService>(
-            test_context(config.clone(), Arc::new(clock.clone())),
-            clock.clone(),
-        )
-        .await;
-        config.contacts.url = Some(format!("http://{}", contacts.address));
-        // Identity and account call each other: both addresses first.
-        let account_db = TestDatabase::new(&format!("{label}_a")).await;
-        config.account.database_url = Some(account_db.url.clone());
-        let (identity_l, account_l) = (
-            tenancy_testkit::loopback().await,
-            tenancy_testkit::loopback().await,
-        );
-        config.identity.url = Some(format!("http://{}", identity_l.local_addr().unwrap()));
-        config.account.url = Some(format!("http://{}", account_l.local_addr().unwrap()));
-        let account = tenancy_testkit::start_on::<tenancy_account::AccountService>(
-            account_l,
-            test_context(config.clone(), Arc::new(clock.clone())),
-            clock.clone(),
-        )
-        .await;
+        let (peers, listener) =
+            Peers::start(label, ServiceName::Identity, &db, clock.clone(), tweak).await;
+        let config = peers.config.clone();
         let outbox = Outbox {
             client: ContactsInternalServiceClient::with_interceptor(
-                contacts.channel().await,
+                peers.channel(ServiceName::Contacts).await,
                 Caller::new(
                     Principal::service("identity-tests"),
                     Arc::new(clock.clone()),
@@ -251,17 +225,15 @@ impl Env {
             ),
             gate: held.then(Gate::default),
         };
-        let (channel, trigger) = serve(identity_l, &config, &clock, &outbox).await;
+        let (channel, trigger) = serve(listener, &config, &clock, &outbox).await;
         Self {
             clock,
             channel,
             outbox,
-            account,
-            account_db,
+            peers,
             db,
             config,
             _stop: trigger,
-            _contacts: (contacts, contacts_db),
         }
     }
 
@@ -350,9 +322,12 @@ impl Env {
     }
 
     fn account_channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.account.address))
-            .unwrap()
-            .connect_lazy()
+        Channel::from_shared(format!(
+            "http://{}",
+            self.peers.address(ServiceName::Account)
+        ))
+        .unwrap()
+        .connect_lazy()
     }
 
     /// A new account created by `owner` through the real account service
@@ -414,7 +389,7 @@ impl Env {
     /// test sees identity's own membership check rather than the revocation.
     pub async fn suspend_behind_accounts_back(&self, user: &str, account: &str) {
         use sea_orm::ConnectionTrait;
-        let db = sea_orm::Database::connect(&self.account_db.url)
+        let db = sea_orm::Database::connect(&self.peers.database(ServiceName::Account).url)
             .await
             .unwrap();
         let n = db

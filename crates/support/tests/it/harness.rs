@@ -25,9 +25,10 @@ use tenancy_proto::support::{
     self as pb, support_service_client::SupportServiceClient,
     support_staff_service_client::SupportStaffServiceClient,
 };
+use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::error::reason_of;
 use tenancy_runtime::{Clock as _, ManualClock, Principal};
-use tenancy_testkit::{Caller, Role, Running, TestDatabase, TokenKind};
+use tenancy_testkit::{Caller, Peers, Role, Running, TestDatabase, TokenKind};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -37,21 +38,14 @@ pub type Staff = SupportStaffServiceClient<Signed>;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-/// The four services of one test.
-#[allow(dead_code)]
-struct Services {
-    support: Running,
-    account: Running,
-    identity: Running,
-    contacts: Running,
-}
-
 /// An account with an owner and managers of each scope, two services
 /// (`s1` selected for the SELECTED member, `s2` not), an outsider with no
 /// membership, and a staff user.
 pub struct World {
-    #[allow(dead_code)]
-    services: Services,
+    /// Support itself; stops when dropped.
+    _support: Running,
+    /// The real account, identity and contacts services.
+    _peers: Peers,
     pub channel: Channel,
     account_channel: Channel,
     identity_channel: Channel,
@@ -83,70 +77,33 @@ fn url(listener: &tokio::net::TcpListener) -> String {
 impl World {
     pub async fn new(label: &str) -> Self {
         let clock = ManualClock::starting_now();
-        let shared = || -> tenancy_runtime::clock::SharedClock { Arc::new(clock.clone()) };
         let support_db = TestDatabase::new(&format!("{label}_s")).await;
-        let account_db = TestDatabase::new(&format!("{label}_a")).await;
-        let identity_db = TestDatabase::new(&format!("{label}_i")).await;
-        let contacts_db = TestDatabase::new(&format!("{label}_c")).await;
-        let mut config = tenancy_testkit::test_config(&support_db);
-        config.account.database_url = Some(account_db.url.clone());
-        config.identity.database_url = Some(identity_db.url.clone());
-        config.contacts.database_url = Some(contacts_db.url.clone());
-        config.auth.argon2_memory_kib = 1024;
-        config.auth.argon2_iterations = 1;
-        // Every address is known before anything serves: the services call
-        // each other. Support reaches account through a call counter.
-        let listeners = [
-            tenancy_testkit::loopback().await,
-            tenancy_testkit::loopback().await,
-            tenancy_testkit::loopback().await,
-            tenancy_testkit::loopback().await,
-        ];
-        let [support_l, account_l, identity_l, contacts_l] = listeners;
-        config.account.url = Some(url(&account_l));
-        config.identity.url = Some(url(&identity_l));
-        config.contacts.url = Some(url(&contacts_l));
-        let context = |config: &tenancy_runtime::config::Config| {
-            tenancy_testkit::test_context(config.clone(), shared())
-        };
-        let identity = tenancy_testkit::start_on::<tenancy_identity::IdentityService>(
-            identity_l,
-            context(&config),
+        let (peers, support_l) = Peers::start(
+            label,
+            ServiceName::Support,
+            &support_db,
             clock.clone(),
+            |_| {},
         )
         .await;
-        let account = tenancy_testkit::start_on::<tenancy_account::AccountService>(
-            account_l,
-            context(&config),
-            clock.clone(),
-        )
-        .await;
-        let contacts = tenancy_testkit::start_on::<tenancy_contacts::ContactsService>(
-            contacts_l,
-            context(&config),
-            clock.clone(),
-        )
-        .await;
-        let account_channel = account.channel().await;
+        // Support reaches account through a call counter.
+        let mut config = peers.config.clone();
+        let account_channel = peers.channel(ServiceName::Account).await;
         let batch_checks = Arc::new(AtomicUsize::new(0));
         config.account.url = Some(count_calls(account_channel.clone(), batch_checks.clone()).await);
         let support = tenancy_testkit::start_on::<tenancy_support::SupportService>(
             support_l,
-            context(&config),
+            tenancy_testkit::test_context(config, Arc::new(clock.clone())),
             clock.clone(),
         )
         .await;
         let mut w = Self {
             channel: support.channel().await,
-            identity_channel: identity.channel().await,
-            contacts_channel: contacts.channel().await,
+            identity_channel: peers.channel(ServiceName::Identity).await,
+            contacts_channel: peers.channel(ServiceName::Contacts).await,
             account_channel,
-            services: Services {
-                support,
-                account,
-                identity,
-                contacts,
-            },
+            _support: support,
+            _peers: peers,
             clock,
             batch_checks,
             account_id: String::new(),
