@@ -23,6 +23,10 @@ use tokio::net::TcpStream;
 /// protocol default) would stall large ticket attachments or list pages.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// Longest wait for a replica to accept a connection: one that drops
+/// packets must not hold callers until the kernel gives up on the SYN
+/// (minutes). Health checks steer later calls to other replicas.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a call could not be handed to the service.
 #[derive(Debug, thiserror::Error)]
@@ -64,14 +68,20 @@ impl Connection {
     where
         B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     {
+        // A sender of a connection that just ended (service restarted)
+        // fails here, before anything was sent: forget it and try once more
+        // on a new connection, so the restart costs no call.
         let (generation, sender) = self.sender().await?;
-        // A sender of a connection that just ended fails here, before the
-        // request was sent: forget it so the next call dials again.
-        let mut sender = match sender.ready().await {
-            Ok(sender) => sender,
-            Err(error) => {
+        let (generation, mut sender) = match sender.ready().await {
+            Ok(sender) => (generation, sender),
+            Err(_) => {
                 self.forget(generation);
-                return Err(error.into());
+                let (generation, sender) = self.sender().await?;
+                let sender = sender
+                    .ready()
+                    .await
+                    .inspect_err(|_| self.forget(generation))?;
+                (generation, sender)
             }
         };
         let (parts, body) = request.into_parts();
@@ -103,7 +113,10 @@ impl Connection {
         if let Some(live) = self.sender.lock().clone() {
             return Ok(live);
         }
-        let tcp = TcpStream::connect(self.authority.as_str()).await?;
+        let tcp =
+            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.authority.as_str()))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         // Headers, data and trailers must not wait on Nagle's algorithm.
         tcp.set_nodelay(true)?;
         let (sender, connection) = h2::client::Builder::new()
@@ -209,5 +222,48 @@ impl HttpBody for UpstreamBody {
 
     fn is_end_stream(&self) -> bool {
         self.recv.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A replica whose accept queue is full drops further SYNs, like one
+    /// behind a black hole: the call fails after the connect timeout
+    /// instead of waiting for the kernel to give up (minutes).
+    #[tokio::test]
+    async fn a_replica_that_never_answers_fails_the_call_after_the_connect_timeout() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let address = listener.local_addr().unwrap();
+        // Fill the accept queue; nobody accepts.
+        let mut parked = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(address))
+                .await
+            {
+                Ok(Ok(stream)) => parked.push(stream),
+                _ => break,
+            }
+        }
+        let connection = Connection::new(address.to_string().parse().unwrap());
+        let request = http::Request::builder()
+            .uri(format!(
+                "http://{address}/tenancy.identity.v1.IdentityService/GetMe"
+            ))
+            .body(String::new())
+            .unwrap();
+        let started = Instant::now();
+        let result = tokio::time::timeout(CONNECT_TIMEOUT * 3, connection.send(request)).await;
+        assert!(
+            matches!(result, Ok(Err(UpstreamError::Connect(_)))),
+            "the call fails with a connect error"
+        );
+        assert!(started.elapsed() >= CONNECT_TIMEOUT - Duration::from_millis(100));
+        drop((listener, parked));
     }
 }
