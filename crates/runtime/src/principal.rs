@@ -178,8 +178,11 @@ impl PrincipalKey {
     /// A key from raw bytes; `None` when shorter than [`Self::MIN_LEN`].
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         // HMAC accepts keys of any length; ≥ 32 is our rule.
+        if bytes.len() < Self::MIN_LEN {
+            return None;
+        }
         let keyed = <HmacSha256 as Mac>::new_from_slice(bytes).ok()?;
-        (bytes.len() >= Self::MIN_LEN).then(|| Self {
+        Some(Self {
             bytes: bytes.to_vec(),
             keyed,
         })
