@@ -412,4 +412,41 @@ mod tests {
             Err(TokenError::UnknownKey("k1".into()))
         );
     }
+
+    #[test]
+    fn cached_tokens_need_uuid_ids_and_keep_only_registered_methods() {
+        let issuer = Issuer::new("k1");
+        let verifier = verifier(&issuer);
+        let mut good = claims(600);
+        good["sub"] = json!("0195f3a2-7c1e-7d3a-9b2c-4e5f6a7b8c9d");
+        good["sid"] = json!("0195f3a2-7c1e-7d3a-9b2c-4e5f6a7b8c9e");
+        good["acc"] = json!("0195f3a2-7c1e-7d3a-9b2c-4e5f6a7b8c9f");
+        good["amr"] = json!(["pwd", "otp", "made-up"]);
+        let token =
+            PortalToken::from_claims(&verifier.verify(&issuer.sign(&good)).unwrap()).unwrap();
+        assert_eq!(
+            crate::state::id_string(token.user),
+            "0195f3a2-7c1e-7d3a-9b2c-4e5f6a7b8c9d"
+        );
+        assert_eq!(token.amr.names().collect::<Vec<_>>(), ["otp", "pwd"]);
+        assert!(token.has_second_factor());
+        assert_eq!(token.expire_ms, good["exp"].as_i64().unwrap() * 1000);
+
+        // The fixture's "u1", "s1", "a1" are not ids identity issues.
+        let odd = verifier.verify(&issuer.sign(&claims(600))).unwrap();
+        assert_eq!(PortalToken::from_claims(&odd), Err(TokenError::Malformed));
+        let mut no_account = good.clone();
+        no_account.as_object_mut().unwrap().remove("acc");
+        let token =
+            PortalToken::from_claims(&verifier.verify(&issuer.sign(&no_account)).unwrap()).unwrap();
+        assert_eq!(token.account, None);
+        assert!(
+            !PortalToken {
+                mfa: false,
+                amr: Amr::from_names(["pwd"]),
+                ..token
+            }
+            .has_second_factor()
+        );
+    }
 }

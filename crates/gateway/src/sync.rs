@@ -347,3 +347,53 @@ pub fn settings_from_proto(s: &SecuritySettings) -> Settings {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(allowlist: &[&str]) -> Settings {
+        settings_from_proto(&SecuritySettings {
+            ip_allowlist: allowlist.iter().map(|s| (*s).to_owned()).collect(),
+            ..SecuritySettings::default()
+        })
+    }
+
+    #[test]
+    fn allowlist_entries_parse_as_networks_or_addresses_and_bad_ones_never_open_it() {
+        let inside: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+        let host: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(settings(&[]).admits(inside), "no allowlist: anywhere");
+        let list = settings(&["203.0.113.0/24", "198.51.100.1", "not a network"]);
+        assert!(list.admits(inside));
+        assert!(list.admits(host));
+        assert!(!list.admits("192.0.2.1".parse().unwrap()));
+        assert!(
+            !settings(&["not a network"]).admits(inside),
+            "only unparsable entries: nowhere, not anywhere"
+        );
+    }
+
+    #[test]
+    fn membership_events_apply_by_id_and_events_without_uuid_ids_change_nothing() {
+        let account = "0195f3a2-7c1e-7d3a-9b2c-4e5f6a7b8c9f";
+        let user = "0195f3a2-7c1e-7d3a-9b2c-4e5f6a7b8c9d";
+        let joined = |account: &str, user: &str| {
+            PolicyEvent::MembershipChanged(MembershipState {
+                account_id: account.to_owned(),
+                user_id: user.to_owned(),
+                role: tenancy_proto::auth::Role::Owner as i32,
+                status: MemberStatus::Active as i32,
+                portal_access: true,
+                ..MembershipState::default()
+            })
+        };
+        let mut policies = Policies::default();
+        apply_policy(&mut policies, joined("acme", user));
+        apply_policy(&mut policies, joined(account, "someone"));
+        assert!(policies.members.is_empty());
+        apply_policy(&mut policies, joined(account, user));
+        let (account, user) = (parse_id(account).unwrap(), parse_id(user).unwrap());
+        assert!(policies.member(account, user).is_some_and(|m| m.active));
+    }
+}
