@@ -68,19 +68,23 @@ impl Amr {
         set
     }
 
+    /// The bit of a registered value; 0 (no bit) for any other.
+    fn bit(name: &str) -> u32 {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |index| 1 << index)
+    }
+
     /// Adds `name` if it is a registered value.
     pub fn insert(&mut self, name: &str) {
-        if let Some(bit) = Self::NAMES.iter().position(|n| *n == name) {
-            self.0 |= 1 << bit;
-        }
+        self.0 |= Self::bit(name);
     }
 
     /// Whether `name` is in the set.
     pub fn contains(self, name: &str) -> bool {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .is_some_and(|bit| self.0 & (1 << bit) != 0)
+        let bit = Self::bit(name);
+        bit != 0 && self.0 & bit != 0
     }
 
     /// The values in the set, in registry order.

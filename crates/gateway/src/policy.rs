@@ -323,6 +323,13 @@ mod tests {
         state
     }
 
+    /// Changes `user`'s membership of "acc" in place, as an event would.
+    fn change_member(state: &LiveState, user: &str, change: impl FnOnce(&mut Membership)) {
+        let mut policies = state.policies.write();
+        let member = policies.members.get_mut(&(id("acc"), id(user))).unwrap();
+        change(member);
+    }
+
     fn ip() -> IpAddr {
         "203.0.113.7".parse().unwrap()
     }
@@ -652,17 +659,7 @@ mod tests {
         assert!(manager_stream.try_recv().is_err());
         assert_eq!(state.streams.len(), 1);
 
-        let mut suspended = state
-            .policies
-            .read()
-            .member(id("acc"), id("manager"))
-            .unwrap()
-            .clone();
-        suspended.active = false;
-        state
-            .policies
-            .write()
-            .upsert_member(id("acc"), id("manager"), suspended);
+        change_member(&state, "manager", |m| m.active = false);
         state.recheck_streams(NOW);
         assert!(manager_stream.try_recv().is_ok(), "suspended: ended");
         state.streams.close(manager_id);
@@ -683,17 +680,7 @@ mod tests {
                 ip_allowlist: None,
             },
         );
-        let mut member = state
-            .policies
-            .read()
-            .member(id("acc"), id("owner"))
-            .unwrap()
-            .clone();
-        member.mfa_deadline_ms = Some(NOW + 9_000);
-        state
-            .policies
-            .write()
-            .upsert_member(id("acc"), id("owner"), member);
+        change_member(&state, "owner", |m| m.mfa_deadline_ms = Some(NOW + 9_000));
         let method = account_method(Role::Manager);
         let caller = claims("owner", Some("acc"));
         assert!(decide(&method, Some(&caller), &state, ip(), NOW + 8_999).is_ok());

@@ -17,16 +17,7 @@ use pb::AccessReason as R;
 /// CheckAccess and BatchCheckAccess on one service at MANAGE; both must
 /// agree. Returns (allowed, reason).
 async fn decide(internal: &mut Internal, user: &str, account: &str, service: &str) -> (bool, R) {
-    let one = internal
-        .check_access(pb::CheckAccessRequest {
-            user_id: user.into(),
-            account_id: account.into(),
-            target: Some(pb::check_access_request::Target::ServiceId(service.into())),
-            level: pb::AccessLevel::Manage as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let one = check(internal, user, account, service).await;
     let batch = internal
         .batch_check_access(pb::BatchCheckAccessRequest {
             user_id: user.into(),
@@ -353,15 +344,20 @@ async fn answers_come_from_memory_and_follow_the_policy_log() {
     // and the batched check, so only the single one is polled here; both
     // must agree once the change is seen.
     let start = Instant::now();
-    while check_one(&mut internal, &manager, &account, &web).await {
+    while check(&mut internal, &manager, &account, &web).await.allowed {
         assert!(start.elapsed() < Duration::from_millis(1500), "still stale");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!decide(&mut internal, &manager, &account, &web).await.0);
 }
 
-/// CheckAccess alone on one service at MANAGE: whether it is allowed.
-async fn check_one(internal: &mut Internal, user: &str, account: &str, service: &str) -> bool {
+/// CheckAccess alone on one service at MANAGE.
+async fn check(
+    internal: &mut Internal,
+    user: &str,
+    account: &str,
+    service: &str,
+) -> pb::CheckAccessResponse {
     internal
         .check_access(pb::CheckAccessRequest {
             user_id: user.into(),
@@ -372,7 +368,6 @@ async fn check_one(internal: &mut Internal, user: &str, account: &str, service: 
         .await
         .unwrap()
         .into_inner()
-        .allowed
 }
 
 #[tokio::test]
