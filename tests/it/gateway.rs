@@ -9,8 +9,9 @@ use tenancy::{Part, Running, start};
 use tenancy_proto::account::account_service_client::AccountServiceClient;
 use tenancy_proto::account::{
     AcceptInvitationRequest, AccessScope, Account, AccountType, CreateAccountRequest,
-    GetAccountRequest, InviteMemberRequest, PostalAddress, SecuritySettings, ServiceAccess,
-    SuspendMemberRequest, UpdateSecuritySettingsRequest,
+    GetAccountRequest, GrantSupportAccessRequest, InviteMemberRequest, PostalAddress,
+    RevokeSupportAccessRequest, SecuritySettings, ServiceAccess, SuspendMemberRequest,
+    UpdateAccountRequest, UpdateSecuritySettingsRequest, grant_support_access_request,
 };
 use tenancy_proto::auth::Role;
 use tenancy_proto::contacts::ListOutboxMessagesRequest;
@@ -435,6 +436,103 @@ async fn a_suspended_member_is_refused_within_a_second_and_roles_are_enforced() 
     assert!(
         ["MEMBER_SUSPENDED", "TOKEN_REVOKED"].contains(&reason(&status).as_str()),
         "{status:?} after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_manager_updates_the_account_profile_but_not_users_security_or_support_access() {
+    let suite = Suite::start(|_| {}).await;
+    let owner = suite.user("chief@example.com").await;
+    let (account_id, owner) = suite.account_of(&owner).await;
+    let manager = suite
+        .member(&owner, &account_id, "deputy@example.com", Role::Manager)
+        .await;
+
+    // Seed 004: "full access to account without the ability to invite and
+    // edit users": the profile is the manager's to change.
+    let updated = suite
+        .account(&manager)
+        .update_account(UpdateAccountRequest {
+            account: Some(Account {
+                name: "Lovelace Analytical Engines".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["name".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(updated.name, "Lovelace Analytical Engines");
+    let seen = suite
+        .account(&owner)
+        .get_account(GetAccountRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(seen.name, "Lovelace Analytical Engines");
+
+    // Users, security settings and support-team access stay with owners.
+    let denied = |status: tonic::Status| {
+        assert_eq!(
+            (status.code(), reason(&status).as_str()),
+            (tonic::Code::PermissionDenied, "ROLE_TOO_LOW"),
+            "{status:?}"
+        );
+    };
+    denied(
+        suite
+            .account(&manager)
+            .invite_member(InviteMemberRequest {
+                email: "friend@example.com".into(),
+                role: Role::Manager as i32,
+                access_scope: None,
+            })
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        suite
+            .account(&manager)
+            .update_security_settings(UpdateSecuritySettingsRequest {
+                settings: Some(SecuritySettings {
+                    enforce_mfa: true,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["enforce_mfa".into()],
+                }),
+                force: false,
+            })
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        suite
+            .account(&manager)
+            .grant_support_access(GrantSupportAccessRequest {
+                expiration: Some(grant_support_access_request::Expiration::Ttl(
+                    prost_types::Duration {
+                        seconds: 3600,
+                        nanos: 0,
+                    },
+                )),
+                note: String::new(),
+            })
+            .await
+            .unwrap_err(),
+    );
+    denied(
+        suite
+            .account(&manager)
+            .revoke_support_access(RevokeSupportAccessRequest::default())
+            .await
+            .unwrap_err(),
     );
 }
 

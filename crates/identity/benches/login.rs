@@ -38,6 +38,9 @@ impl Accounts for NoAccounts {
     async fn is_active_member(&self, _: &str, _: &str) -> Result<bool, Error> {
         Ok(false)
     }
+    async fn default_account(&self, _: &str, _: &[String]) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
 }
 
 const PASSWORD: &str = "correct horse battery staple";

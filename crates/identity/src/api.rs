@@ -187,6 +187,7 @@ impl IdentityService for Api {
                 p.user()?,
                 p.session_id.as_deref(),
                 &request.get_ref().totp_code,
+                &client(p).ip,
             )
             .await?;
         ok(pb::ConfirmTotpEnrollmentResponse {

@@ -7,6 +7,7 @@ use tenancy_runtime::{Error, ErrorCode};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
+use crate::domain::default_account::{Usable, default_account};
 use crate::domain::{level, role, service_access, status};
 use crate::store::{self, AccountRow, AuditRow, s};
 
@@ -191,6 +192,72 @@ impl Api {
                 None
             },
             position,
+        })
+    }
+
+    pub(super) async fn do_get_default_account(
+        &self,
+        req: pb::GetDefaultAccountRequest,
+    ) -> Result<pb::GetDefaultAccountResponse, Error> {
+        /// Most preferred accounts a request may name.
+        const MAX_PREFERRED: usize = 10;
+        let mut v = Violations::default();
+        required(&mut v, "user_id", &req.user_id);
+        v.check(
+            req.preferred_account_ids.len() <= MAX_PREFERRED,
+            "preferred_account_ids",
+            "at most 10",
+        );
+        v.finish()?;
+        let user = normalised(&req.user_id);
+        let preferred: Vec<String> = req
+            .preferred_account_ids
+            .iter()
+            .map(|id| normalised(id).into_owned())
+            .filter(|id| !id.is_empty())
+            .collect();
+        // Only the preferred memberships and the earliest joined one are
+        // read: enough for the domain rule (see `default_account`).
+        let usable_sql = "SELECT account_id, join_time FROM account_members \
+            WHERE user_id = $1 AND status = $2 AND portal_access = $3";
+        let mut usable = Vec::new();
+        if !preferred.is_empty() {
+            let list = (0..preferred.len())
+                .map(|i| format!("${}", i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut values = vec![s(user.as_ref()), n(status::ACTIVE), store::b(true)];
+            values.extend(preferred.iter().map(|id| s(id.as_str())));
+            usable.extend(
+                store::all(
+                    &self.db,
+                    &format!("{usable_sql} AND account_id IN ({list})"),
+                    values,
+                )
+                .await?,
+            );
+        }
+        usable.extend(
+            store::all(
+                &self.db,
+                &format!("{usable_sql} ORDER BY join_time, account_id LIMIT 1"),
+                vec![s(user.as_ref()), n(status::ACTIVE), store::b(true)],
+            )
+            .await?,
+        );
+        let usable = usable
+            .iter()
+            .map(|row| {
+                Ok(Usable {
+                    account_id: store::get(row, "account_id")?,
+                    join_time: store::get(row, "join_time")?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(pb::GetDefaultAccountResponse {
+            account_id: default_account(&preferred, &usable)
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 

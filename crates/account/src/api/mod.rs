@@ -674,6 +674,12 @@ impl pb::account_internal_service_server::AccountInternalService for Api {
     ) -> R<pb::GetPrincipalStateResponse> {
         ok(self.do_get_principal_state(r.into_inner()).await?)
     }
+    async fn get_default_account(
+        &self,
+        r: tonic::Request<pb::GetDefaultAccountRequest>,
+    ) -> R<pb::GetDefaultAccountResponse> {
+        ok(self.do_get_default_account(r.into_inner()).await?)
+    }
     async fn watch_policies(
         &self,
         r: tonic::Request<pb::WatchPoliciesRequest>,

@@ -5,8 +5,10 @@
 //! - [`owners`]: the "at least one active owner" invariant.
 //! - [`validate`]: parsing of account fields, emails, tags, kinds and CIDRs.
 //! - [`mfa`]: personal 2FA deadlines.
+//! - [`default_account`]: the account a login selects when none was named.
 
 pub mod access;
+pub mod default_account;
 pub mod mfa;
 pub mod owners;
 pub mod validate;

@@ -101,7 +101,7 @@ async fn create_account_with_the_same_idempotency_key_returns_the_first_account(
 }
 
 #[tokio::test]
-async fn owners_update_account_details_and_managers_cannot() {
+async fn owners_and_managers_update_account_details() {
     let env = Env::new().await;
     let (account, owner) = env.account().await;
     let manager = env.manager(&account, &owner).await;
@@ -121,25 +121,35 @@ async fn owners_update_account_details_and_managers_cannot() {
         .unwrap();
     assert_eq!(updated.name, "Acme Cloud");
     assert_eq!(updated.legal_name, "Acme B.V.");
-    let got = env
-        .as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(got.account.unwrap().name, "Acme Cloud");
-    let error = env
+    // Seed 004: a manager has full access to the account but for users.
+    let updated = env
         .as_member(&manager, &account, Role::Manager)
         .update_account(pb::UpdateAccountRequest {
             account: Some(pb::Account {
-                name: "Mine".into(),
+                name: "Acme Hosting".into(),
+                vat_number: "NL123456789B01".into(),
                 ..Default::default()
             }),
-            update_mask: mask(&["name"]),
+            update_mask: mask(&["name", "vat_number"]),
         })
         .await
-        .unwrap_err();
-    assert_eq!(error.code(), Code::PermissionDenied);
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(updated.name, "Acme Hosting");
+    let got = env
+        .as_member(&owner, &account, Role::Owner)
+        .get_account(pb::GetAccountRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.vat_number.as_str()),
+        ("Acme Hosting", "NL123456789B01")
+    );
 }
 
 #[tokio::test]
@@ -149,16 +159,17 @@ async fn a_manager_whose_token_claims_owner_is_still_refused_by_live_role() {
     let manager = env.manager(&account, &owner).await;
     let error = env
         .as_member(&manager, &account, Role::Owner)
-        .update_account(pb::UpdateAccountRequest {
-            account: Some(pb::Account {
-                name: "Mine".into(),
-                ..Default::default()
-            }),
-            update_mask: mask(&["name"]),
+        .invite_member(pb::InviteMemberRequest {
+            email: "friend@example.com".into(),
+            role: Role::Owner as i32,
+            access_scope: None,
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "ROLE_TOO_LOW");
+    assert_eq!(
+        (error.code(), reason(&error).as_str()),
+        (Code::PermissionDenied, "ROLE_TOO_LOW")
+    );
 }
 
 #[tokio::test]

@@ -31,10 +31,16 @@ pub enum Template {
     TwoFactorDeadlineReminder = 10,
     /// Anything without its own template.
     GenericNotification = 11,
+    /// 2FA was turned on.
+    SecurityTotpEnabled = 12,
+    /// A recovery code was used (and is spent).
+    SecurityRecoveryCodeUsed = 13,
+    /// Support was given a wrong code word for the user.
+    SecurityCodeWordFailed = 14,
 }
 
 /// Every template, in enum order.
-pub const ALL: [Template; 11] = [
+pub const ALL: [Template; 14] = [
     Template::EmailVerification,
     Template::PasswordReset,
     Template::Invitation,
@@ -46,6 +52,9 @@ pub const ALL: [Template; 11] = [
     Template::TicketReply,
     Template::TwoFactorDeadlineReminder,
     Template::GenericNotification,
+    Template::SecurityTotpEnabled,
+    Template::SecurityRecoveryCodeUsed,
+    Template::SecurityCodeWordFailed,
 ];
 
 /// Limits on `template_data`.
@@ -75,6 +84,9 @@ impl Template {
             Self::TicketReply => "ticket_reply",
             Self::TwoFactorDeadlineReminder => "two_factor_deadline_reminder",
             Self::GenericNotification => "generic_notification",
+            Self::SecurityTotpEnabled => "security_totp_enabled",
+            Self::SecurityRecoveryCodeUsed => "security_recovery_code_used",
+            Self::SecurityCodeWordFailed => "security_code_word_failed",
         }
     }
 
@@ -104,6 +116,11 @@ impl Template {
             ],
             Self::TwoFactorDeadlineReminder => &["account_name", "deadline_time", "enroll_url"],
             Self::GenericNotification => &["subject", "body"],
+            Self::SecurityTotpEnabled => &["change_time", "ip", "security_url"],
+            Self::SecurityRecoveryCodeUsed => {
+                &["change_time", "ip", "codes_remaining", "security_url"]
+            }
+            Self::SecurityCodeWordFailed => &["check_time", "security_url"],
         }
     }
 
@@ -163,6 +180,21 @@ impl Template {
                 "{{ subject }}",
                 "{{ body }}\n{% if action_url %}\n{{ action_label or \"Open\" }}: {{ action_url }}\n{% endif %}",
                 "<p>{{ body }}</p>{% if action_url %}\n<p><a href=\"{{ action_url }}\">{{ action_label or \"Open\" }}</a></p>{% endif %}",
+            ),
+            Self::SecurityTotpEnabled => (
+                "Two-factor authentication was turned on",
+                "Hello {{ recipient_name or recipient_email }},\n\ntwo-factor authentication was turned on for your account at {{ change_time }} from {{ ip }}. From now on, signing in needs a code from your authenticator app or one of your recovery codes.\n\nIf it was not you, someone else controls your second factor: secure your account at once:\n\n{{ security_url }}\n",
+                "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p>two-factor authentication was turned on for your account at {{ change_time }} from {{ ip }}. From now on, signing in needs a code from your authenticator app or one of your recovery codes.</p>\n<p>If it was not you, someone else controls your second factor: <a href=\"{{ security_url }}\">secure your account</a> at once.</p>",
+            ),
+            Self::SecurityRecoveryCodeUsed => (
+                "A recovery code was used for your account",
+                "Hello {{ recipient_name or recipient_email }},\n\none of your recovery codes was used at {{ change_time }} from {{ ip }} instead of your authenticator app. It cannot be used again; {{ codes_remaining }} unused codes are left.\n\nIf it was not you, your password and recovery codes are known to someone else: change your password, end your sessions and create new recovery codes:\n\n{{ security_url }}\n",
+                "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p>one of your recovery codes was used at {{ change_time }} from {{ ip }} instead of your authenticator app. It cannot be used again; {{ codes_remaining }} unused codes are left.</p>\n<p>If it was not you, your password and recovery codes are known to someone else: <a href=\"{{ security_url }}\">change your password, end your sessions and create new recovery codes</a>.</p>",
+            ),
+            Self::SecurityCodeWordFailed => (
+                "A wrong code word was given for your account",
+                "Hello {{ recipient_name or recipient_email }},\n\nat {{ check_time }} someone talking to our support team on your behalf gave a code word that does not match yours (or you have none set). Support was told that the caller could not be verified.\n\nIf it was you and you forgot the word, set a new one:\n\n{{ security_url }}\n\nIf it was not you, someone is trying to impersonate you: be wary of calls or messages claiming to be from us.\n",
+                "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p>at {{ check_time }} someone talking to our support team on your behalf gave a code word that does not match yours (or you have none set). Support was told that the caller could not be verified.</p>\n<p>If it was you and you forgot the word, <a href=\"{{ security_url }}\">set a new one</a>.</p>\n<p>If it was not you, someone is trying to impersonate you: be wary of calls or messages claiming to be from us.</p>",
             ),
         }
     }
@@ -328,6 +360,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_message_template_of_the_proto_has_a_template_of_the_same_name() {
+        use tenancy_proto::contacts::MessageTemplate;
+        for t in ALL {
+            let proto = MessageTemplate::try_from(t as i32).unwrap();
+            assert_eq!(
+                proto.as_str_name(),
+                format!("MESSAGE_TEMPLATE_{}", t.name().to_uppercase())
+            );
+        }
+        // No proto value beyond the last one here.
+        assert!(MessageTemplate::try_from(ALL.len() as i32 + 1).is_err());
+        assert_eq!(Template::from_i32(ALL.len() as i32 + 1), None);
     }
 
     #[test]

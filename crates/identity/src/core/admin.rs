@@ -264,7 +264,7 @@ impl Core {
             "INSERT INTO identity_code_word_checks (id, user_id, staff_user_id, account_id, time, matched)              VALUES ($1, $2, $3, $4, $5, $6)",
             vec![
                 tenancy_runtime::ids::new_id().into(),
-                user_id.into(),
+                user_id.clone().into(),
                 r.staff_user_id.clone().into(),
                 r.account_id.clone().into(),
                 now.millis().into(),
@@ -272,6 +272,19 @@ impl Core {
             ],
         )
         .await?;
+        if !matched {
+            // At most 5 a user an hour: failed checks are limited above.
+            self.security_notice(
+                &user_id,
+                MessageTemplate::SecurityCodeWordFailed,
+                "",
+                &[
+                    ("check_time", super::time_text(now)),
+                    ("security_url", self.portal_page("security")),
+                ],
+            )
+            .await;
+        }
         let used = failures + i64::from(!matched);
         Ok(pb::VerifyCodeWordResponse {
             r#match: matched,

@@ -197,6 +197,7 @@ impl Core {
         user_id: &str,
         session_id: Option<&str>,
         code: &str,
+        ip: &str,
     ) -> Result<(Vec<String>, pb::AccessToken), Error> {
         let mut session = self.own_session(user_id, session_id).await?;
         let tx = crate::store::begin(&self.db).await?;
@@ -241,6 +242,13 @@ impl Core {
         )
         .await?;
         tx.commit().await?;
+        self.security_notice(
+            user_id,
+            MessageTemplate::SecurityTotpEnabled,
+            ip,
+            &[("security_url", self.portal_page("security"))],
+        )
+        .await;
         session.amr = vec!["pwd".into(), "otp".into()];
         let access = self.access_token(&session, None).await?;
         Ok((codes, access))
@@ -288,18 +296,26 @@ impl Core {
             .totp_secret_of(&user_id)
             .await?
             .ok_or_else(challenge_invalid)?;
+        let method = match &factor {
+            Factor::Totp(_) => pb::LoginMethod::Totp,
+            Factor::Recovery(_) => pb::LoginMethod::RecoveryCode,
+        };
+        // The account the Login named must still be usable; checked before
+        // the code, so a refusal spends neither code nor challenge.
+        if !account_id.is_empty() {
+            self.require_membership(&user_id, &account_id, "", client, method)
+                .await?;
+        }
         let tx = crate::store::begin(&self.db).await?;
-        let (method, result) = match &factor {
-            Factor::Totp(code) => (
-                pb::LoginMethod::Totp,
+        let result = match &factor {
+            Factor::Totp(code) => {
                 self.spend_totp(&tx, &user_id, &sealed, code, "totp_code")
-                    .await,
-            ),
-            Factor::Recovery(code) => (
-                pb::LoginMethod::RecoveryCode,
+                    .await
+            }
+            Factor::Recovery(code) => {
                 self.spend_recovery(&tx, &user_id, code, "recovery_code")
-                    .await,
-            ),
+                    .await
+            }
         };
         if let Err(e) = result {
             drop(tx);
@@ -338,7 +354,14 @@ impl Core {
             return Err(challenge_invalid());
         }
         tx.commit().await?;
-        let account = (!account_id.is_empty()).then_some(account_id);
+        if let Factor::Recovery(_) = factor {
+            self.recovery_code_notice(&user_id, &client.ip).await;
+        }
+        let account = if account_id.is_empty() {
+            self.login_account(&user_id).await
+        } else {
+            Some(account_id)
+        };
         self.create_session(
             &user_id,
             account,
@@ -410,6 +433,11 @@ impl Core {
                         .await
                 }
             };
+            if result.is_ok()
+                && let Some(Factor::Recovery(_)) = &factor
+            {
+                self.recovery_code_notice(user_id, &client.ip).await;
+            }
             if let Err(e) = result {
                 if e.reason != "SECOND_FACTOR_REQUIRED" {
                     self.record_failure(&keys).await?;
@@ -475,22 +503,14 @@ impl Core {
             ..e
         })?;
         let mut session = self.own_session(user_id, session_id).await?;
-        if !self.accounts.is_active_member(user_id, &account_id).await? {
-            self.login_event(
-                &self.db,
-                user_id,
-                &account_id,
-                &session.id,
-                client,
-                pb::LoginMethod::SwitchAccount,
-                pb::LoginOutcome::FailureAccountAccessDenied,
-            )
-            .await?;
-            return Err(Error::permission_denied(
-                "NOT_AN_ACTIVE_MEMBER",
-                "you are not an active member of this account",
-            ));
-        }
+        self.require_membership(
+            user_id,
+            &account_id,
+            &session.id,
+            client,
+            pb::LoginMethod::SwitchAccount,
+        )
+        .await?;
         let now = self.now();
         exec(
             &self.db,

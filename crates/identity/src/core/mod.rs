@@ -4,7 +4,9 @@
 pub(crate) mod admin;
 pub(crate) mod keys;
 pub(crate) mod mfa;
+pub(crate) mod notices;
 pub(crate) mod revocations;
+pub(crate) mod selection;
 pub(crate) mod sessions;
 pub(crate) mod ssh;
 pub(crate) mod tokens;
@@ -96,6 +98,11 @@ impl Core {
             }
         };
         let now = self.now();
+        let ip = if ip.trim().is_empty() {
+            "an unknown address"
+        } else {
+            ip
+        };
         let mut data = vec![("change_time", time_text(now)), ("ip", ip.to_owned())];
         data.extend(extra.iter().cloned());
         let key = format!(

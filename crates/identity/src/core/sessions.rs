@@ -4,7 +4,7 @@
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+use tenancy_runtime::{Error, Timestamp, ids};
 
 use super::keys::Claims;
 use super::revocations::{Revocation, cutoff};
@@ -190,6 +190,7 @@ impl Core {
         let expire = now.plus(self.auth.session_idle_timeout).min(end);
         let refresh = SecretToken::generate("tnr_");
         let tx = crate::store::begin(&self.db).await?;
+        let new_network = self.note_login_network(&tx, user_id, client).await?;
         exec(
             &tx,
             "INSERT INTO identity_sessions (id, user_id, account_id, user_agent, create_ip, last_ip, amr, \
@@ -232,6 +233,9 @@ impl Core {
         )
         .await?;
         tx.commit().await?;
+        if new_network {
+            self.new_login_notice(user_id, client).await;
+        }
         let session = SessionRow {
             id: id.clone(),
             user_id: user_id.to_owned(),
@@ -250,17 +254,6 @@ impl Core {
             refresh_token: refresh.expose().to_owned(),
             refresh_token_expire_time: Some(expire.to_proto()),
         })
-    }
-
-    async fn check_membership(&self, user_id: &str, account_id: &str) -> Result<(), Error> {
-        if self.accounts.is_active_member(user_id, account_id).await? {
-            Ok(())
-        } else {
-            Err(Error::permission_denied(
-                "NOT_AN_ACTIVE_MEMBER",
-                "you are not an active member of this account",
-            ))
-        }
     }
 
     /// Login with email and password.
@@ -374,29 +367,21 @@ impl Core {
                 "verify your email address first; a new link was sent",
             ));
         }
-        if let Some(account) = &account
-            && let Err(e) = self.check_membership(&user_id, account).await
-        {
-            if e.code == ErrorCode::PermissionDenied {
-                self.login_event(
-                    &self.db,
-                    &user_id,
-                    account,
-                    "",
-                    client,
-                    pb::LoginMethod::Password,
-                    pb::LoginOutcome::FailureAccountAccessDenied,
-                )
+        if let Some(account) = &account {
+            self.require_membership(&user_id, account, "", client, pb::LoginMethod::Password)
                 .await?;
-            }
-            return Err(e);
         }
         if get::<bool>(&row, "totp")? {
+            // CompleteMfa chooses the account when the session is created.
             return self
                 .mfa_challenge(&user_id, &account_text, client)
                 .await
                 .map(pb::login_response::Outcome::MfaChallenge);
         }
+        let account = match account {
+            Some(account) => Some(account),
+            None => self.login_account(&user_id).await,
+        };
         let _ = LOGIN_PASSWORD;
         self.create_session(
             &user_id,
@@ -581,21 +566,21 @@ impl Core {
         .await?;
         tx.commit().await?;
         let mut session = session;
-        if let Some(account) = session.account_id.clone() {
-            // Not a member any more: the new token selects no account.
-            if let Ok(false) = self
-                .accounts
-                .is_active_member(&session.user_id, &account)
-                .await
-            {
-                session.account_id = None;
-                exec(
-                    &self.db,
-                    "UPDATE identity_sessions SET account_id = NULL WHERE id = $1",
-                    vec![session.id.clone().into()],
-                )
-                .await?;
-            }
+        // The session's account while still usable, else chosen as at login.
+        // No answer from the account service: keep it (the gateway checks
+        // the membership on every call anyway).
+        if let Ok(chosen) = self
+            .default_account(&session.user_id, session.account_id.as_deref())
+            .await
+            && chosen != session.account_id
+        {
+            exec(
+                &self.db,
+                "UPDATE identity_sessions SET account_id = $1 WHERE id = $2",
+                vec![chosen.clone().into(), session.id.clone().into()],
+            )
+            .await?;
+            session.account_id = chosen;
         }
         let access = self.access_token(&session, None).await?;
         Ok(pb::SessionCredentials {

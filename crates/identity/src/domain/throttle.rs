@@ -17,6 +17,9 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(3600);
 pub(crate) const EMAIL_CAP: i64 = 100;
 /// Failures per source IP per window (all emails together).
 pub(crate) const IP_CAP: i64 = 300;
+/// Security notices of one kind to one user per window, so that whoever
+/// can trigger them cannot flood the user's mailbox.
+pub(crate) const NOTICE_CAP: i64 = 5;
 
 /// The kind of counter, which decides its rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +30,9 @@ pub(crate) enum Counter {
     Email,
     /// One source IP: a cap per window.
     Ip,
+    /// One kind of notice to one user: a cap per window (counts notices
+    /// sent, not failures).
+    Notice,
 }
 
 /// One stored counter.
@@ -50,11 +56,11 @@ pub(crate) fn blocked_until(kind: Counter, state: State, now: Timestamp) -> Opti
             let delay = Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF);
             state.last_failure.plus(delay)
         }
-        Counter::Email | Counter::Ip => {
-            let cap = if kind == Counter::Email {
-                EMAIL_CAP
-            } else {
-                IP_CAP
+        Counter::Email | Counter::Ip | Counter::Notice => {
+            let cap = match kind {
+                Counter::Email => EMAIL_CAP,
+                Counter::Notice => NOTICE_CAP,
+                _ => IP_CAP,
             };
             if state.failures < cap {
                 return None;
@@ -69,7 +75,7 @@ pub(crate) fn blocked_until(kind: Counter, state: State, now: Timestamp) -> Opti
 pub(crate) fn window_over(kind: Counter, state: State, now: Timestamp) -> bool {
     match kind {
         Counter::Pair => state.last_failure.plus(MAX_BACKOFF.max(WINDOW)) <= now,
-        Counter::Email | Counter::Ip => state.window_start.plus(WINDOW) <= now,
+        Counter::Email | Counter::Ip | Counter::Notice => state.window_start.plus(WINDOW) <= now,
     }
 }
 
@@ -114,5 +120,10 @@ mod tests {
         );
         assert_eq!(blocked_until(Counter::Ip, state(299, 0), now), None);
         assert!(window_over(Counter::Ip, state(1, 0), Timestamp(3_600_000)));
+        assert_eq!(blocked_until(Counter::Notice, state(4, 0), now), None);
+        assert_eq!(
+            blocked_until(Counter::Notice, state(5, 0), now),
+            Some(Timestamp(3_600_000))
+        );
     }
 }

@@ -1,0 +1,122 @@
+//! Security notices that need more than one line at their call site: the
+//! new-address notice (which networks a user logged in from) and the
+//! per-user bound on notices an attacker could trigger repeatedly.
+
+use sea_orm::ConnectionTrait;
+use tenancy_proto::contacts::MessageTemplate;
+use tenancy_runtime::Error;
+
+use super::{Client, Core, time_text};
+use crate::domain::network::{KNOWN_FOR, login_network};
+use crate::domain::throttle::Counter;
+use crate::store::{exec, get, one};
+
+impl Core {
+    /// Remembers that `user_id` creates a session from `client`'s network
+    /// (in `c`'s transaction, before the session's `last_login_time` is
+    /// written) and says whether that deserves the new-address notice: the
+    /// user logged in before, but not from this network within
+    /// [`KNOWN_FOR`].
+    pub(crate) async fn note_login_network<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        user_id: &str,
+        client: &Client,
+    ) -> Result<bool, Error> {
+        let now = self.now();
+        let network = login_network(&client.ip);
+        let logged_in_before = one(
+            c,
+            "SELECT last_login_time FROM identity_users WHERE id = $1",
+            vec![user_id.into()],
+        )
+        .await?
+        .map(|row| get::<Option<i64>>(&row, "last_login_time"))
+        .transpose()?
+        .flatten()
+        .is_some();
+        let known = one(
+            c,
+            "SELECT last_time FROM identity_login_networks WHERE user_id = $1 AND network = $2",
+            vec![user_id.into(), network.clone().into()],
+        )
+        .await?
+        .map(|row| get::<i64>(&row, "last_time"))
+        .transpose()?
+        .is_some_and(|last| now.minus(KNOWN_FOR).millis() < last);
+        exec(
+            c,
+            "INSERT INTO identity_login_networks (user_id, network, last_time) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, network) DO UPDATE SET last_time = excluded.last_time",
+            vec![user_id.into(), network.into(), now.millis().into()],
+        )
+        .await?;
+        Ok(logged_in_before && !known)
+    }
+
+    /// Sends the new-address notice for a session just created.
+    pub(crate) async fn new_login_notice(&self, user_id: &str, client: &Client) {
+        if !self.notice_allowed("new-login", user_id).await {
+            return;
+        }
+        let user_agent = if client.user_agent.trim().is_empty() {
+            "an unknown client".to_owned()
+        } else {
+            client.user_agent.clone()
+        };
+        self.security_notice(
+            user_id,
+            MessageTemplate::SecurityNewLogin,
+            &client.ip,
+            &[
+                ("login_time", time_text(self.now())),
+                ("user_agent", user_agent),
+                ("sessions_url", self.portal_page("security/sessions")),
+            ],
+        )
+        .await;
+    }
+
+    /// Tells the user that one of their recovery codes was just spent.
+    pub(crate) async fn recovery_code_notice(&self, user_id: &str, ip: &str) {
+        let remaining = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM identity_recovery_codes WHERE user_id = $1 AND used_time IS NULL",
+            vec![user_id.into()],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|row| get::<i64>(&row, "n").ok())
+        .map_or_else(|| "some".to_owned(), |n| n.to_string());
+        self.security_notice(
+            user_id,
+            MessageTemplate::SecurityRecoveryCodeUsed,
+            ip,
+            &[
+                ("codes_remaining", remaining),
+                ("security_url", self.portal_page("security")),
+            ],
+        )
+        .await;
+    }
+
+    /// Counts one notice of `kind` to `user_id`; false once the user got
+    /// [`NOTICE_CAP`](crate::domain::throttle::NOTICE_CAP) of them this
+    /// hour (those are dropped: the user has been warned already). A
+    /// database failure lets the notice through.
+    pub(crate) async fn notice_allowed(&self, kind: &str, user_id: &str) -> bool {
+        let keys = [(format!("notice:{kind}:{user_id}"), Counter::Notice)];
+        let counted = async {
+            if self.throttled(&keys).await?.is_some() {
+                return Ok(false);
+            }
+            self.record_failure(&keys).await?;
+            Ok::<_, Error>(true)
+        };
+        counted.await.unwrap_or_else(|error| {
+            tracing::warn!(%error, kind, "notice counter unavailable; sending");
+            true
+        })
+    }
+}
