@@ -226,7 +226,7 @@ impl Api {
                 .map(|i| format!("${}", i + 4))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut values = vec![s(user.as_ref()), n(status::ACTIVE), store::b(true)];
+            let mut values = vec![s(user.as_ref()), store::n(status::ACTIVE), store::b(true)];
             values.extend(preferred.iter().map(|id| s(id.as_str())));
             usable.extend(
                 store::all(
@@ -241,7 +241,7 @@ impl Api {
             store::all(
                 &self.db,
                 &format!("{usable_sql} ORDER BY join_time, account_id LIMIT 1"),
-                vec![s(user.as_ref()), n(status::ACTIVE), store::b(true)],
+                vec![s(user.as_ref()), store::n(status::ACTIVE), store::b(true)],
             )
             .await?,
         );

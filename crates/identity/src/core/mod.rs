@@ -105,10 +105,12 @@ impl Core {
         };
         let mut data = vec![("change_time", time_text(now)), ("ip", ip.to_owned())];
         data.extend(extra.iter().cloned());
+        // One message per event: two events in the same millisecond (two
+        // logins from new networks) are two notices.
+        // (The template is on the message; keys are at most 128 bytes.)
         let key = format!(
-            "identity:notice:{}:{user_id}:{}",
-            template.as_str_name(),
-            now.millis()
+            "identity:notice:{user_id}:{}",
+            tenancy_runtime::ids::new_id()
         );
         if let Err(error) = self
             .send(key, &user.email, &user.name, template, &data)

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use sea_orm_migration::prelude::*;
+use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 
 use crate::domain::network::{KNOWN_FOR, login_network};
 use crate::store::{all, exec, get};
@@ -18,7 +19,7 @@ impl MigrationName for Migration {
 }
 
 #[allow(elided_lifetimes_in_paths)]
-#[async_trait::async_trait]
+#[sea_orm_migration::async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();

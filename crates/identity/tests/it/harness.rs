@@ -112,13 +112,13 @@ impl Outbox {
         panic!("no new {key} message to {to}");
     }
 
-    /// The variable `key` of the last message to `to`.
+    /// The variable `key` of the last message to `to` that has it (security
+    /// notices may have followed).
     pub async fn last_value(&self, to: &str, key: &str) -> Option<String> {
         self.to(to)
             .await
             .into_iter()
-            .next()
-            .and_then(|m| m.template_data.get(key).cloned())
+            .find_map(|m| m.template_data.get(key).cloned())
     }
 
     /// The token in the last link sent to `to` under `key`.
@@ -145,6 +145,18 @@ impl Outbox {
     /// Every message in the outbox, newest first.
     pub async fn all(&self) -> Vec<cpb::OutboxMessage> {
         self.to("").await
+    }
+
+    /// The messages to `to` made from `template`, oldest first.
+    pub async fn sent(&self, to: &str, template: cpb::MessageTemplate) -> Vec<cpb::OutboxMessage> {
+        let mut messages: Vec<_> = self
+            .to(to)
+            .await
+            .into_iter()
+            .filter(|m| m.template() == template)
+            .collect();
+        messages.reverse();
+        messages
     }
 }
 
@@ -239,9 +251,24 @@ impl Env {
 
     /// Another replica on the same database, clock and ports.
     pub async fn replica(&self) -> Replica {
+        self.replica_with(self.config.clone()).await
+    }
+
+    /// A replica whose account service never answers: its address accepts
+    /// connections (the kernel does) but nothing ever reads or replies, as
+    /// with a hung peer or a network that drops packets.
+    pub async fn replica_without_accounts(&self) -> (Replica, tokio::net::TcpListener) {
+        let silent = tenancy_testkit::loopback().await;
+        let mut config = self.config.clone();
+        config.service_mut(ServiceName::Account).url =
+            Some(format!("http://{}", silent.local_addr().unwrap()));
+        (self.replica_with(config).await, silent)
+    }
+
+    async fn replica_with(&self, config: tenancy_runtime::config::Config) -> Replica {
         let (channel, trigger) = serve(
             tenancy_testkit::loopback().await,
-            &self.config,
+            &config,
             &self.clock,
             &self.outbox,
         )
@@ -294,8 +321,17 @@ impl Env {
 
     /// Logs in (no 2FA) and returns the session.
     pub async fn login(&self, email: &str) -> tenancy_proto::identity::SessionCredentials {
+        self.login_from("198.51.100.7", email).await
+    }
+
+    /// Logs in (no 2FA) from `ip` and returns the session.
+    pub async fn login_from(
+        &self,
+        ip: &str,
+        email: &str,
+    ) -> tenancy_proto::identity::SessionCredentials {
         let r = self
-            .anonymous("198.51.100.7")
+            .anonymous(ip)
             .login(tenancy_proto::identity::LoginRequest {
                 email: email.into(),
                 password: PASSWORD.into(),
@@ -381,6 +417,38 @@ impl Env {
         })
         .await
         .unwrap();
+    }
+
+    /// `owner` suspends `user` in `account` through the account service
+    /// (which ends the member's access there through identity, as in
+    /// production).
+    pub async fn suspend(&self, account: &str, owner: &str, user: &str) {
+        self.accounts_as(owner, account, tenancy_testkit::Role::Owner)
+            .suspend_member(apb::SuspendMemberRequest {
+                user_id: user.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// `owner` reactivates `user`'s suspended membership of `account`.
+    pub async fn reactivate(&self, account: &str, owner: &str, user: &str) {
+        self.accounts_as(owner, account, tenancy_testkit::Role::Owner)
+            .reactivate_member(apb::ReactivateMemberRequest {
+                user_id: user.into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// `owner` ends `user`'s membership of `account` for good.
+    pub async fn revoke(&self, account: &str, owner: &str, user: &str) {
+        self.accounts_as(owner, account, tenancy_testkit::Role::Owner)
+            .revoke_member(apb::RevokeMemberRequest {
+                user_id: user.into(),
+            })
+            .await
+            .unwrap();
     }
 
     /// Suspends a membership in the account service's database, behind its

@@ -11,6 +11,8 @@
 
 mod harness;
 mod mfa;
+mod notices;
+mod selection;
 mod sessions;
 mod ssh_keys;
 mod tokens;

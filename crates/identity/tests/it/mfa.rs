@@ -16,16 +16,22 @@ pub(crate) fn code(secret_b32: &str, unix_seconds: i64) -> String {
     t.generate(u64::try_from(unix_seconds).unwrap()).to_string()
 }
 
-fn now_s(env: &Env) -> i64 {
+pub(crate) fn now_s(env: &Env) -> i64 {
     use tenancy_runtime::Clock as _;
     env.clock.now().seconds()
 }
 
 /// A verified user with 2FA on; returns (user id, base32 secret, codes).
-async fn enrolled(env: &Env, email: &str) -> (String, String, Vec<String>) {
+pub(crate) async fn enrolled(env: &Env, email: &str) -> (String, String, Vec<String>) {
     let user = env.verified_user(email).await;
     let s = env.login(email).await;
-    let mut c = env.in_session(&user, &s.session_id, None);
+    let (secret, codes) = enroll(env, &user, &s).await;
+    (user, secret, codes)
+}
+
+/// Turns 2FA on for `user` in session `s`; returns (base32 secret, codes).
+pub(crate) async fn enroll(env: &Env, user: &str, s: &SessionCredentials) -> (String, Vec<String>) {
+    let mut c = env.in_session(user, &s.session_id, None);
     let begun = c
         .begin_totp_enrollment(BeginTotpEnrollmentRequest {})
         .await
@@ -44,10 +50,10 @@ async fn enrolled(env: &Env, email: &str) -> (String, String, Vec<String>) {
     assert_eq!(confirmed.recovery_codes.len(), 10);
     // Move past the steps used so far.
     env.advance(Duration::from_secs(90));
-    (user, begun.secret, confirmed.recovery_codes)
+    (begun.secret, confirmed.recovery_codes)
 }
 
-async fn challenge(env: &Env, email: &str) -> String {
+pub(crate) async fn challenge(env: &Env, email: &str) -> String {
     let r = env
         .anonymous("198.51.100.7")
         .login(LoginRequest {
@@ -64,7 +70,7 @@ async fn challenge(env: &Env, email: &str) -> String {
     }
 }
 
-fn answer(token: &str, factor: SecondFactor) -> CompleteMfaRequest {
+pub(crate) fn answer(token: &str, factor: SecondFactor) -> CompleteMfaRequest {
     CompleteMfaRequest {
         challenge_token: token.into(),
         second_factor: Some(factor),
