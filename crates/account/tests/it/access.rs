@@ -320,3 +320,99 @@ async fn external_ids_are_unique_within_an_account() {
         assert!(f.contains(&field.to_owned()), "{f:?}");
     }
 }
+
+/// Invites the existing user `user` into `account`; they accept.
+async fn invite_existing(env: &Env, account: &str, owner: &str, user: &str) {
+    let email = env.identity_user(user).await.email;
+    env.as_member(owner, account, Role::Owner)
+        .invite_member(pb::InviteMemberRequest {
+            email: email.clone(),
+            role: Role::Manager as i32,
+            access_scope: Some(crate::all_services()),
+        })
+        .await
+        .unwrap();
+    let token = env.invitation_token(&email).await;
+    assert_eq!(env.accept(&token).await, user);
+}
+
+#[tokio::test]
+async fn the_default_account_is_the_first_usable_preferred_one_else_the_earliest_joined() {
+    let env = Env::new().await;
+    let (a, owner_a) = env.account().await;
+    let user = env.manager(&a, &owner_a).await;
+    env.clock.advance(std::time::Duration::from_secs(1));
+    let (b, owner_b) = env.account().await;
+    invite_existing(&env, &b, &owner_b, &user).await;
+    // A membership without portal access is never picked.
+    let (c, owner_c) = env.account().await;
+    invite_existing(&env, &c, &owner_c, &user).await;
+    env.as_member(&owner_c, &c, Role::Owner)
+        .set_member_access(pb::SetMemberAccessRequest {
+            user_id: user.clone(),
+            access_scope: Some(pb::AccessScope::default()),
+            update_mask: mask(&["portal_access"]),
+        })
+        .await
+        .unwrap();
+    let internal = env.internal();
+    let default = |preferred: &[&str]| {
+        let request = pb::GetDefaultAccountRequest {
+            user_id: user.clone(),
+            preferred_account_ids: preferred.iter().map(|id| (*id).to_owned()).collect(),
+        };
+        let mut internal = internal.clone();
+        async move {
+            internal
+                .get_default_account(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .account_id
+        }
+    };
+    assert_eq!(default(&[]).await, a);
+    assert_eq!(default(&[&b]).await, b);
+    assert_eq!(default(&[&c, &b, &a]).await, b);
+    let stranger = uuid::Uuid::now_v7().to_string();
+    assert_eq!(default(&[&stranger, &c]).await, a);
+    // Suspended in the earliest: the next one joined.
+    env.as_member(&owner_a, &a, Role::Owner)
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: user.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(default(&[&a]).await, b);
+    // A user without any usable membership gets none, not an error.
+    let nobody = env
+        .internal()
+        .get_default_account(pb::GetDefaultAccountRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            preferred_account_ids: vec![a.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nobody.account_id, "");
+}
+
+#[tokio::test]
+async fn the_default_account_needs_a_user_and_at_most_10_preferences() {
+    let env = Env::new().await;
+    let mut internal = env.internal();
+    let e = internal
+        .get_default_account(pb::GetDefaultAccountRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(crate::fields(&e), ["user_id"]);
+    let e = internal
+        .get_default_account(pb::GetDefaultAccountRequest {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            preferred_account_ids: (0..11).map(|_| uuid::Uuid::now_v7().to_string()).collect(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(crate::fields(&e), ["preferred_account_ids"]);
+}
