@@ -97,8 +97,6 @@ impl Accounts for AccountService {
             }),
         )
         .await?;
-        Ok(reply
-            .map(|r| r.account_id)
-            .filter(|id| !id.is_empty()))
+        Ok(reply.map(|r| r.account_id).filter(|id| !id.is_empty()))
     }
 }

@@ -100,14 +100,7 @@ impl Core {
     ) -> Result<(pb::AccessToken, i64), Error> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
-        if let Some(until) = self.throttled(&keys).await? {
-            let wait =
-                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-            return Err(Error::throttled(
-                "TOO_MANY_ATTEMPTS",
-                std::time::Duration::from_millis(wait),
-            ));
-        }
+        self.refuse_if_throttled(&keys).await?;
         let row = one(
             &self.db,
             "SELECT password_hash, email FROM identity_users WHERE id = $1",

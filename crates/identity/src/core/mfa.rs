@@ -200,6 +200,8 @@ impl Core {
         ip: &str,
     ) -> Result<(Vec<String>, pb::AccessToken), Error> {
         let mut session = self.own_session(user_id, session_id).await?;
+        let keys = [(format!("totp-enroll:{user_id}"), Counter::Pair)];
+        self.refuse_if_throttled(&keys).await?;
         let tx = crate::store::begin(&self.db).await?;
         let pending = one(
             &tx,
@@ -214,8 +216,17 @@ impl Core {
             ));
         };
         let sealed: String = get(&pending, "secret")?;
-        self.spend_totp(&tx, user_id, &sealed, code, "totp_code")
-            .await?;
+        if let Err(e) = self
+            .spend_totp(&tx, user_id, &sealed, code, "totp_code")
+            .await
+        {
+            // Counted outside the transaction (SQLite: one writer at a time).
+            drop(tx);
+            if e.reason == "SECOND_FACTOR_INVALID" {
+                self.record_failure(&keys).await?;
+            }
+            return Err(e);
+        }
         let on = exec(
             &tx,
             "UPDATE identity_users SET totp_secret = $1, update_time = $2 WHERE id = $3 AND totp_secret IS NULL",
@@ -285,13 +296,7 @@ impl Core {
         let user_id: String = get(&row, "user_id")?;
         let account_id: String = get(&row, "account_id")?;
         let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
-        if let Some(until) = self.throttled(&throttle_key).await? {
-            let wait = u64::try_from((until.millis() - now.millis()).max(1000)).unwrap_or(1000);
-            return Err(Error::throttled(
-                "TOO_MANY_ATTEMPTS",
-                std::time::Duration::from_millis(wait),
-            ));
-        }
+        self.refuse_if_throttled(&throttle_key).await?;
         let sealed = self
             .totp_secret_of(&user_id)
             .await?
@@ -383,14 +388,7 @@ impl Core {
     ) -> Result<pb::AccessToken, Error> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
-        if let Some(until) = self.throttled(&keys).await? {
-            let wait =
-                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-            return Err(Error::throttled(
-                "TOO_MANY_ATTEMPTS",
-                std::time::Duration::from_millis(wait),
-            ));
-        }
+        self.refuse_if_throttled(&keys).await?;
         let hash = one(
             &self.db,
             "SELECT password_hash FROM identity_users WHERE id = $1",
@@ -637,14 +635,7 @@ impl Core {
             .await?
             .ok_or_else(|| Error::failed_precondition("TOTP_NOT_ENABLED", "2FA is not on"))?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
-        if let Some(until) = self.throttled(&keys).await? {
-            let wait =
-                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-            return Err(Error::throttled(
-                "TOO_MANY_ATTEMPTS",
-                std::time::Duration::from_millis(wait),
-            ));
-        }
+        self.refuse_if_throttled(&keys).await?;
         let result = match (password, code) {
             (Some(p), _) => {
                 let hash = one(

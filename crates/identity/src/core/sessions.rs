@@ -101,6 +101,25 @@ impl Core {
         Ok(until)
     }
 
+    /// Refuses with TOO_MANY_ATTEMPTS, saying when to retry, while any of
+    /// `keys` refuses attempts.
+    pub(crate) async fn refuse_if_throttled(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<(), Error> {
+        match self.throttled(keys).await? {
+            Some(until) => {
+                let wait =
+                    u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
+                Err(Error::throttled(
+                    "TOO_MANY_ATTEMPTS",
+                    std::time::Duration::from_millis(wait),
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Counts a failure on every key (atomic upsert).
     pub(crate) async fn record_failure(&self, keys: &[(String, Counter)]) -> Result<(), Error> {
         let now = self.now().millis();

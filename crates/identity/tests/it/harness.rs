@@ -346,6 +346,20 @@ impl Env {
         }
     }
 
+    /// RefreshSession from the usual address; returns the rotated session.
+    pub async fn refresh(
+        &self,
+        refresh_token: String,
+    ) -> tenancy_proto::identity::SessionCredentials {
+        self.anonymous("198.51.100.7")
+            .refresh_session(tenancy_proto::identity::RefreshSessionRequest { refresh_token })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap()
+    }
+
     /// An account service client for `user` (fresh login, no account
     /// selected, or `role` in `account`).
     fn accounts_as(&self, user: &str, account: &str, role: tenancy_testkit::Role) -> AccountClient {

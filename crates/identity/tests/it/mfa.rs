@@ -7,7 +7,7 @@ use tenancy_proto::identity::complete_mfa_request::SecondFactor;
 use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::*;
 
-use crate::harness::{Env, PASSWORD, reason};
+use crate::harness::{Env, PASSWORD, Public, reason};
 
 /// The TOTP code of a base32 secret at a Unix time (independent RFC 6238).
 pub(crate) fn code(secret_b32: &str, unix_seconds: i64) -> String {
@@ -54,12 +54,16 @@ pub(crate) async fn enroll(env: &Env, user: &str, s: &SessionCredentials) -> (St
 }
 
 pub(crate) async fn challenge(env: &Env, email: &str) -> String {
-    let r = env
-        .anonymous("198.51.100.7")
+    challenge_by(&mut env.anonymous("198.51.100.7"), email, "").await
+}
+
+/// The challenge token of a correct Login of a 2FA user by `client`.
+pub(crate) async fn challenge_by(client: &mut Public, email: &str, account_id: &str) -> String {
+    let r = client
         .login(LoginRequest {
             email: email.into(),
             password: PASSWORD.into(),
-            account_id: String::new(),
+            account_id: account_id.into(),
         })
         .await
         .unwrap()
@@ -322,27 +326,11 @@ async fn switch_account_needs_an_active_membership() {
     assert_eq!(token.account_id, account);
     // Refresh stays in the account while the membership is active...
     let mut anon = env.anonymous("198.51.100.7");
-    let next = anon
-        .refresh_session(RefreshSessionRequest {
-            refresh_token: s.refresh_token,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let next = env.refresh(s.refresh_token).await;
     assert_eq!(next.access_token.unwrap().account_id, account);
     // ...and selects none once it is not.
     env.suspend_behind_accounts_back(&user, &account).await;
-    let after = anon
-        .refresh_session(RefreshSessionRequest {
-            refresh_token: next.refresh_token,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap();
+    let after = env.refresh(next.refresh_token).await;
     assert_eq!(after.access_token.unwrap().account_id, "");
     // Login naming an account refuses a non-member after the password.
     let e = anon
@@ -540,4 +528,46 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
     assert_eq!(reason(&e), "TOTP_NOT_ENABLED");
     // Logins no longer ask for a second factor.
     env.login("jim@example.com").await;
+}
+
+#[tokio::test]
+async fn enrolment_codes_are_attempt_limited() {
+    let env = Env::start("enrolthrottle").await;
+    let user = env.verified_user("kim@example.com").await;
+    let s = env.login("kim@example.com").await;
+    let mut c = env.in_session(&user, &s.session_id, None);
+    let secret = c
+        .begin_totp_enrollment(BeginTotpEnrollmentRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    // A code no step around now accepts.
+    let accepted: Vec<String> = [-30, 0, 30]
+        .iter()
+        .map(|d| code(&secret, now_s(&env) + d))
+        .collect();
+    let wrong = (0..)
+        .map(|n: u32| format!("{n:06}"))
+        .find(|w| !accepted.contains(w))
+        .unwrap();
+    let confirm = |totp_code: String| {
+        let mut c = c.clone();
+        async move {
+            c.confirm_totp_enrollment(ConfirmTotpEnrollmentRequest { totp_code })
+                .await
+        }
+    };
+    for _ in 0..5 {
+        let e = confirm(wrong.clone()).await.unwrap_err();
+        assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+    }
+    // Now even the right code waits for the back-off.
+    let e = confirm(code(&secret, now_s(&env))).await.unwrap_err();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::ResourceExhausted, "TOO_MANY_ATTEMPTS")
+    );
+    env.advance(Duration::from_secs(2));
+    confirm(code(&secret, now_s(&env))).await.unwrap();
 }

@@ -10,7 +10,7 @@ use tenancy_proto::identity::complete_mfa_request::SecondFactor;
 use tenancy_proto::identity::*;
 
 use crate::harness::{Env, PASSWORD, reason};
-use crate::mfa::{answer, challenge, code, enrolled, now_s};
+use crate::mfa::{answer, challenge, challenge_by, code, enrolled, now_s};
 
 async fn new_logins(env: &Env, email: &str) -> Vec<OutboxMessage> {
     env.outbox
@@ -52,7 +52,8 @@ async fn a_login_from_a_new_network_is_notified_but_not_the_first_login_or_a_kno
     assert_eq!(new_logins(&env, "ann@example.com").await.len(), 1);
     // IPv6: one notice per /64, not per address inside it.
     env.login_from("2001:db8:1:2::1", "ann@example.com").await;
-    env.login_from("2001:db8:1:2:aaaa::99", "ann@example.com").await;
+    env.login_from("2001:db8:1:2:aaaa::99", "ann@example.com")
+        .await;
     assert_eq!(new_logins(&env, "ann@example.com").await.len(), 2);
     env.login_from("2001:db8:1:3::1", "ann@example.com").await;
     assert_eq!(new_logins(&env, "ann@example.com").await.len(), 3);
@@ -91,21 +92,7 @@ async fn a_2fa_login_from_a_new_network_is_notified_only_after_the_second_factor
     let env = Env::start("notice_newlogin_mfa").await;
     let (_, secret, _) = enrolled(&env, "dan@example.com").await;
     let mut far = env.anonymous("203.0.113.50");
-    let token = match far
-        .login(LoginRequest {
-            email: "dan@example.com".into(),
-            password: PASSWORD.into(),
-            account_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap()
-    {
-        login_response::Outcome::MfaChallenge(c) => c.challenge_token,
-        other => panic!("{other:?}"),
-    };
+    let token = challenge_by(&mut far, "dan@example.com", "").await;
     let e = far
         .complete_mfa(answer(&token, SecondFactor::TotpCode("000000".into())))
         .await
@@ -156,9 +143,12 @@ async fn every_used_recovery_code_is_notified_with_the_codes_left() {
     // A wrong recovery code is no use of one.
     let token = challenge(&env, "fay@example.com").await;
     let mut c = env.anonymous("198.51.100.7");
-    c.complete_mfa(answer(&token, SecondFactor::RecoveryCode("nope-nope".into())))
-        .await
-        .unwrap_err();
+    c.complete_mfa(answer(
+        &token,
+        SecondFactor::RecoveryCode("nope-nope".into()),
+    ))
+    .await
+    .unwrap_err();
     assert!(used().await.is_empty());
     // Logging in with one.
     let s = c
@@ -233,7 +223,10 @@ async fn every_failed_code_word_check_is_notified() {
         internal.verify_code_word(check("red sun")).await.unwrap();
     }
     assert_eq!(failed().await.len(), 5);
-    let e = internal.verify_code_word(check("red sun")).await.unwrap_err();
+    let e = internal
+        .verify_code_word(check("red sun"))
+        .await
+        .unwrap_err();
     assert_eq!(reason(&e), "CODE_WORD_ATTEMPTS_EXCEEDED");
     assert_eq!(failed().await.len(), 5);
 }

@@ -11,15 +11,11 @@ use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::*;
 
 use crate::harness::{Env, PASSWORD, reason};
-use crate::mfa::{challenge, code, enroll, now_s};
+use crate::mfa::{challenge, challenge_by, code, enroll, now_s};
 
 /// The account a login of `email` (no 2FA, no account named) selects.
 async fn login_account(env: &Env, email: &str) -> String {
-    env.login(email)
-        .await
-        .access_token
-        .unwrap()
-        .account_id
+    env.login(email).await.access_token.unwrap().account_id
 }
 
 /// Ann owns "first" (joined first) and joins Olga's "second" afterwards.
@@ -43,16 +39,6 @@ async fn two_accounts(env: &Env) -> TwoAccounts {
         first,
         second,
     }
-}
-
-async fn refresh(env: &Env, refresh_token: String) -> SessionCredentials {
-    env.anonymous("198.51.100.7")
-        .refresh_session(RefreshSessionRequest { refresh_token })
-        .await
-        .unwrap()
-        .into_inner()
-        .session
-        .unwrap()
 }
 
 async fn switch(env: &Env, user: &str, session: &SessionCredentials, account: &str) {
@@ -149,27 +135,13 @@ async fn complete_mfa_refuses_a_named_account_left_meanwhile_without_spending_th
     let t = two_accounts(&env).await;
     let s = env.login("ann@example.com").await;
     let (secret, _) = enroll(&env, &t.ann, &s).await;
-    let named = |account: &str| LoginRequest {
-        email: "ann@example.com".into(),
-        password: PASSWORD.into(),
-        account_id: account.into(),
-    };
     let mut anonymous = env.anonymous("198.51.100.7");
-    let Outcome::MfaChallenge(named_second) = anonymous
-        .login(named(&t.second))
-        .await
-        .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap()
-    else {
-        panic!("expected a challenge");
-    };
+    let named_second = challenge_by(&mut anonymous, "ann@example.com", &t.second).await;
     env.suspend(&t.second, &t.olga, &t.ann).await;
     let current = code(&secret, now_s(&env));
     let e = anonymous
         .complete_mfa(CompleteMfaRequest {
-            challenge_token: named_second.challenge_token,
+            challenge_token: named_second,
             second_factor: Some(SecondFactor::TotpCode(current.clone())),
         })
         .await
@@ -179,19 +151,10 @@ async fn complete_mfa_refuses_a_named_account_left_meanwhile_without_spending_th
         (tonic::Code::PermissionDenied, "NOT_AN_ACTIVE_MEMBER")
     );
     // The code was not spent: it completes a login into "first".
-    let Outcome::MfaChallenge(named_first) = anonymous
-        .login(named(&t.first))
-        .await
-        .unwrap()
-        .into_inner()
-        .outcome
-        .unwrap()
-    else {
-        panic!("expected a challenge");
-    };
+    let named_first = challenge_by(&mut anonymous, "ann@example.com", &t.first).await;
     let session = anonymous
         .complete_mfa(CompleteMfaRequest {
-            challenge_token: named_first.challenge_token,
+            challenge_token: named_first,
             second_factor: Some(SecondFactor::TotpCode(current)),
         })
         .await
@@ -211,19 +174,19 @@ async fn refresh_keeps_the_sessions_account_and_otherwise_chooses_as_login_does(
     assert_eq!(s.access_token.as_ref().unwrap().account_id, "");
     // ...until the user has one: the next refresh selects it.
     let first = env.create_account(&ann).await;
-    let s = refresh(&env, s.refresh_token).await;
+    let s = env.refresh(s.refresh_token).await;
     assert_eq!(s.access_token.as_ref().unwrap().account_id, first);
     // A session in "second" stays there while Ann is active in it...
     let olga = env.verified_user("olga@example.com").await;
     let second = env.create_account(&olga).await;
     env.join(&second, &olga, "ann@example.com").await;
     switch(&env, &ann, &s, &second).await;
-    let s = refresh(&env, s.refresh_token).await;
+    let s = env.refresh(s.refresh_token).await;
     assert_eq!(s.access_token.as_ref().unwrap().account_id, second);
     // ...and falls back to "first" once she is not (suspended behind
     // identity's back, so the session itself is not ended).
     env.suspend_behind_accounts_back(&ann, &second).await;
-    let s = refresh(&env, s.refresh_token).await;
+    let s = env.refresh(s.refresh_token).await;
     assert_eq!(s.access_token.as_ref().unwrap().account_id, first);
     // The session now has "first" selected.
     let listed = env
