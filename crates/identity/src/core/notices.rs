@@ -51,6 +51,13 @@ impl Core {
             vec![user_id.into(), network.into(), now.millis().into()],
         )
         .await?;
+        // Networks no longer known are forgotten: a user's rows stay few.
+        exec(
+            c,
+            "DELETE FROM identity_login_networks WHERE user_id = $1 AND last_time <= $2",
+            vec![user_id.into(), now.minus(KNOWN_FOR).millis().into()],
+        )
+        .await?;
         Ok(logged_in_before && !known)
     }
 

@@ -59,10 +59,14 @@ async fn a_login_from_a_new_network_is_notified_but_not_the_first_login_or_a_kno
     assert_eq!(new_logins(&env, "ann@example.com").await.len(), 3);
     // A network not used for more than 90 days is new again.
     env.advance(Duration::from_secs(91 * 24 * 3600));
+    // (Counting is no use here: the outbox's retention may drop the month-old
+    // messages any time now. None was about this address before.)
     env.login_from("198.51.100.7", "ann@example.com").await;
     let sent = new_logins(&env, "ann@example.com").await;
-    assert_eq!(sent.len(), 4);
-    assert_eq!(sent[3].template_data["ip"], "198.51.100.7");
+    assert!(
+        sent.iter().any(|m| m.template_data["ip"] == "198.51.100.7"),
+        "{sent:?}"
+    );
 }
 
 #[tokio::test]
@@ -229,4 +233,80 @@ async fn every_failed_code_word_check_is_notified() {
         .unwrap_err();
     assert_eq!(reason(&e), "CODE_WORD_ATTEMPTS_EXCEEDED");
     assert_eq!(failed().await.len(), 5);
+}
+
+#[tokio::test]
+async fn the_upgrade_remembers_the_networks_of_recent_logins_from_the_history() {
+    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm_migration::MigratorTrait;
+    use tenancy_identity::migration::Migrator;
+
+    let db = tenancy_testkit::TestDatabase::new("notice_upgrade").await;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    // The schema before the login-network table, with some history.
+    Migrator::up(&conn, Some(1)).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 24 * 3600 * 1000;
+    let user = uuid::Uuid::now_v7().to_string();
+    let password = LoginMethod::Password as i32;
+    let success = LoginOutcome::Success as i32;
+    for (ip, method, outcome, time) in [
+        ("2001:db8:1:2::5", password, success, now - day),
+        (
+            "2001:db8:1:2::6",
+            LoginMethod::Totp as i32,
+            success,
+            now - 2 * day,
+        ),
+        (
+            "203.0.113.9",
+            password,
+            LoginOutcome::FailureBadCredentials as i32,
+            now,
+        ),
+        ("198.51.100.1", password, success, now - 200 * day),
+        ("198.51.100.2", LoginMethod::Refresh as i32, success, now),
+    ] {
+        conn.execute_raw(Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            "INSERT INTO identity_login_events (id, user_id, time, ip, user_agent, method, outcome) \
+             VALUES ($1, $2, $3, $4, '', $5, $6)",
+            [
+                uuid::Uuid::now_v7().to_string().into(),
+                user.clone().into(),
+                time.into(),
+                ip.into(),
+                method.into(),
+                outcome.into(),
+            ],
+        ))
+        .await
+        .unwrap();
+    }
+    Migrator::up(&conn, None).await.unwrap();
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT user_id, network, last_time FROM identity_login_networks",
+        ))
+        .await
+        .unwrap();
+    let remembered: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "user_id").unwrap(),
+                r.try_get("", "network").unwrap(),
+                r.try_get("", "last_time").unwrap(),
+            )
+        })
+        .collect();
+    // Only sessions created within 90 days count; one row per network.
+    assert_eq!(
+        remembered,
+        [(user, "2001:db8:1:2::/64".to_owned(), now - day)]
+    );
 }
