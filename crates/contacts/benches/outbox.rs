@@ -8,10 +8,9 @@
 //!    prints the delivery rate of the worker alone, from the commit to the
 //!    last message SENT.
 //!
-//! The sink is a minimal SMTP server in this file (tokio; it counts
-//! messages and their Message-IDs), because the Python aiosmtpd sink of
-//! the e2e tests tops out near 700 messages/s on its own on a 2-core
-//! machine. `OUTBOX_BENCH_SINK=aiosmtpd` uses that one instead.
+//! The sink is the tests' SMTP server (`tenancy_testkit::SmtpServer`, in
+//! this process, on loopback); it keeps every message, and the benchmark
+//! counts them and their distinct Message-IDs at the end.
 //!
 //! Run: `cargo bench --profile dev -p tenancy-contacts` (set
 //! TENANCY_TEST_DATABASE_URL for PostgreSQL; `OUTBOX_BENCH_MESSAGES`
@@ -21,14 +20,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::BufRead as _;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use parking_lot::Mutex;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tenancy_contacts::ContactsService;
 use tenancy_contacts::domain::templates::{self, Template};
@@ -36,8 +31,7 @@ use tenancy_contacts::store::outbox::{NewMessage, SENT, count_in_state, enqueue}
 use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
 use tenancy_runtime::{Clock as _, ManualClock, Principal};
-use tenancy_testkit::{Caller, TestDatabase};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tenancy_testkit::{Caller, SmtpServer, TestDatabase};
 
 const CONCURRENCY: usize = 32;
 
@@ -47,20 +41,11 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let use_aiosmtpd = std::env::var("OUTBOX_BENCH_SINK").is_ok_and(|v| v == "aiosmtpd");
-    let dir = std::env::temp_dir().join(format!("outbox-bench-{}", tenancy_runtime::ids::new_id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (port, sink) = if use_aiosmtpd {
-        let (port, child) = aiosmtpd(&dir);
-        (port, Sink::Python(child, dir.join("mail")))
-    } else {
-        let sink = TokioSink::start().await;
-        (sink.port, Sink::Tokio(sink))
-    };
+    let sink = SmtpServer::start().await;
 
     let db = TestDatabase::new("outbox_bench").await;
     let mut config = tenancy_testkit::test_config(&db);
-    config.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+    config.smtp_url = Some(sink.url());
     if let Some(n) = std::env::var("OUTBOX_BENCH_CONCURRENCY")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -112,15 +97,16 @@ async fn main() {
     all_sent(&reader, 2 * total, start).await;
     let drained = start.elapsed();
 
-    let (received, distinct) = sink.stop();
+    let received = sink.received();
+    let distinct: HashSet<&str> = received.iter().map(|m| m.message_id.as_str()).collect();
+    let (received, distinct) = (received.len(), distinct.len());
     let backend = if TestDatabase::is_postgres() {
         "PostgreSQL"
     } else {
         "SQLite"
     };
-    let sink_name = if use_aiosmtpd { "aiosmtpd" } else { "tokio" };
     println!(
-        "outbox benchmark ({backend}, {total} + {total} messages, {sink_name} SMTP sink, \
+        "outbox benchmark ({backend}, {total} + {total} messages, testkit SMTP server, \
          mail.delivery_concurrency = {})",
         config.mail.delivery_concurrency
     );
@@ -196,131 +182,5 @@ async fn all_sent(reader: &DatabaseConnection, n: usize, start: Instant) {
             "delivery stalled at {sent}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-enum Sink {
-    Python(Child, std::path::PathBuf),
-    Tokio(TokioSink),
-}
-
-impl Sink {
-    /// Stops the sink; (messages received, distinct Message-IDs).
-    fn stop(self) -> (usize, usize) {
-        match self {
-            Self::Python(mut child, dir) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let n = std::fs::read_dir(dir).unwrap().count();
-                (n, n)
-            }
-            Self::Tokio(sink) => {
-                let ids = sink.ids.lock();
-                (ids.0, ids.1.len())
-            }
-        }
-    }
-}
-
-fn aiosmtpd(dir: &Path) -> (u16, Child) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/smtp_sink.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(dir.join("mail"))
-        .arg("raw")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 with aiosmtpd");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    (port, child)
-}
-
-/// Just enough SMTP to accept mail from lettre: EHLO, MAIL, RCPT, DATA,
-/// RSET, NOOP, QUIT. Counts messages and their Message-IDs.
-struct TokioSink {
-    port: u16,
-    ids: Arc<Mutex<(usize, HashSet<String>)>>,
-}
-
-impl TokioSink {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let ids = Arc::new(Mutex::new((0, HashSet::new())));
-        let seen = ids.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(session(stream, seen.clone()));
-            }
-        });
-        Self { port, ids }
-    }
-}
-
-async fn session(
-    stream: tokio::net::TcpStream,
-    seen: Arc<Mutex<(usize, HashSet<String>)>>,
-) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::new(read);
-    write.write_all(b"220 bench ESMTP\r\n").await?;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if read.read_until(b'\n', &mut line).await? == 0 {
-            return Ok(());
-        }
-        let verb = line
-            .get(..4)
-            .map(|v| v.to_ascii_uppercase())
-            .unwrap_or_default();
-        match verb.as_slice() {
-            b"EHLO" => {
-                write
-                    .write_all(b"250-bench\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-                    .await?;
-            }
-            b"DATA" => {
-                write.write_all(b"354 end with .\r\n").await?;
-                let mut id = String::new();
-                loop {
-                    line.clear();
-                    if read.read_until(b'\n', &mut line).await? == 0 {
-                        return Ok(());
-                    }
-                    if line == b".\r\n" {
-                        break;
-                    }
-                    if id.is_empty()
-                        && line.len() > 11
-                        && line[..11].eq_ignore_ascii_case(b"message-id:")
-                    {
-                        id = String::from_utf8_lossy(&line[11..]).trim().to_owned();
-                    }
-                }
-                {
-                    let mut seen = seen.lock();
-                    seen.0 += 1;
-                    seen.1.insert(id);
-                }
-                write.write_all(b"250 OK queued\r\n").await?;
-            }
-            b"QUIT" => {
-                write.write_all(b"221 bye\r\n").await?;
-                return Ok(());
-            }
-            _ => write.write_all(b"250 OK\r\n").await?,
-        }
     }
 }

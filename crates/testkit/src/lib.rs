@@ -10,6 +10,8 @@
 //! - `Peers` (feature `peers`): the real identity, account and contacts
 //!   services beside the one under test, each on its own database and
 //!   loopback port, on one clock.
+//! - [`SmtpServer`]: a real SMTP server on loopback that keeps what it
+//!   receives, refuses on demand and can be stopped and restarted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,6 +30,9 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
 pub use tenancy_runtime::principal::{Role, TokenKind};
+
+pub mod smtp;
+pub use smtp::{Received, Reply, SmtpServer};
 
 #[cfg(feature = "peers")]
 mod peers;

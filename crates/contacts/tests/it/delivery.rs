@@ -7,7 +7,7 @@ use std::time::Duration;
 use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::{MessageTemplate, OutboxMessageState};
 
-use crate::support::{Env, Internal, SmtpSink, eventually};
+use crate::support::{Env, Internal, Reply, eventually, smtp_server};
 
 fn invitation(key: &str, to: &str) -> pb::SendEmailRequest {
     pb::SendEmailRequest {
@@ -47,8 +47,7 @@ async fn state_is(api: &Internal, id: &str, state: OutboxMessageState) -> bool {
 
 #[tokio::test]
 async fn a_message_is_delivered_to_a_real_smtp_server_and_reads_back() {
-    let dir = std::env::temp_dir().join(format!("sink-{}", crate::support::id()));
-    let sink = SmtpSink::start(&dir);
+    let sink = smtp_server().await;
     let url = sink.url();
     let env = Env::start_with("smtp_delivery", |c| c.smtp_url = Some(url)).await;
     let api = env.internal().await;
@@ -89,8 +88,7 @@ async fn a_message_is_delivered_to_a_real_smtp_server_and_reads_back() {
 
 #[tokio::test]
 async fn a_permanent_rejection_marks_the_message_failed_with_the_reason() {
-    let dir = std::env::temp_dir().join(format!("sink-{}", crate::support::id()));
-    let sink = SmtpSink::start(&dir);
+    let sink = smtp_server().await;
     let url = sink.url();
     let env = Env::start_with("smtp_permanent", |c| c.smtp_url = Some(url)).await;
     let api = env.internal().await;
@@ -110,6 +108,51 @@ async fn a_permanent_rejection_marks_the_message_failed_with_the_reason() {
     assert!(m.last_error.contains("550"), "{}", m.last_error);
     assert!(m.next_attempt_time.is_none());
     assert!(sink.received().is_empty());
+}
+
+#[tokio::test]
+async fn a_transient_refusal_is_retried_after_the_backoff_and_then_delivered_once() {
+    let sink = smtp_server().await;
+    sink.on_rcpt(|_| Some(Reply::new(451, "4.3.0 Mailbox busy, try again later")));
+    let url = sink.url();
+    let env = Env::start_with("smtp_transient", |c| {
+        c.smtp_url = Some(url);
+        c.mail.retry_base_delay = Duration::from_secs(30);
+    })
+    .await;
+    let api = env.internal().await;
+    let queued = api
+        .clone()
+        .send_email(invitation("k:transient", "ann@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = queued.messages[0].id.clone();
+    eventually(15, "the refused attempt", || {
+        let api = api.clone();
+        let id = id.clone();
+        async move { message(&api, &id).await.attempts == 1 }
+    })
+    .await;
+    let m = message(&api, &id).await;
+    assert_eq!(m.state, OutboxMessageState::Pending as i32, "{m:?}");
+    assert!(m.last_error.contains("451"), "{}", m.last_error);
+    assert!(m.next_attempt_time.is_some());
+    assert_eq!(sink.count(), 0);
+
+    // The relay accepts again; the retry waits for its back-off.
+    sink.on_rcpt(|_| None);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(message(&api, &id).await.attempts, 1);
+    env.clock.advance(Duration::from_secs(30));
+    eventually(15, "delivery on retry", || {
+        state_is(&api, &id, OutboxMessageState::Sent)
+    })
+    .await;
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rcpt, ["ann@example.com"]);
+    assert_eq!(message(&api, &id).await.attempts, 2);
 }
 
 #[tokio::test]
@@ -170,9 +213,7 @@ async fn temporary_failures_retry_with_backoff_then_give_up_after_max_attempts()
 
 #[tokio::test]
 async fn queued_messages_survive_an_smtp_outage_and_a_restart_and_arrive_exactly_once() {
-    let dir = std::env::temp_dir().join(format!("sink-{}", crate::support::id()));
-    let mut sink = SmtpSink::start(&dir);
-    let port = sink.port;
+    let mut sink = smtp_server().await;
     let url = sink.url();
     let mut env = Env::start_with("smtp_outage", |c| {
         c.smtp_url = Some(url);
@@ -196,14 +237,14 @@ async fn queued_messages_survive_an_smtp_outage_and_a_restart_and_arrive_exactly
         if i == 5 {
             // Mid-queue: the first messages are on their way; cut SMTP.
             eventually(15, "the first delivery", || {
-                let n = sink.received().len();
+                let n = sink.count();
                 async move { n > 0 }
             })
             .await;
-            sink.stop();
+            sink.stop().await;
         }
     }
-    let delivered_before = sink.received().len();
+    let delivered_before = sink.count();
     assert!(
         delivered_before < total,
         "the outage must leave messages queued"
@@ -220,7 +261,7 @@ async fn queued_messages_survive_an_smtp_outage_and_a_restart_and_arrive_exactly
 
     env.restart().await;
     let api = env.internal().await;
-    let sink = SmtpSink::start_on(port, &dir);
+    sink.restart().await;
     // Past every back-off and any lease a stopped worker still held.
     env.clock.advance(Duration::from_secs(10 * 60));
     eventually(60, "every message sent", || {

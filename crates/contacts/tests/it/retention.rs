@@ -9,7 +9,7 @@ use tenancy_proto::contacts::{ContactRole, MessageTemplate, OutboxMessageState};
 use tenancy_testkit::Role;
 
 use crate::contacts::verification_token;
-use crate::support::{Env, Internal, SmtpSink, eventually, id, reason};
+use crate::support::{Env, Internal, eventually, id, reason, smtp_server};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -49,8 +49,7 @@ async fn repeat_is_duplicate(api: &Internal) -> bool {
 
 #[tokio::test]
 async fn sent_messages_go_after_30_days_failed_ones_after_90_and_old_tokens_with_them() {
-    let dir = std::env::temp_dir().join(format!("sink-{}", id()));
-    let sink = SmtpSink::start(&dir);
+    let sink = smtp_server().await;
     let url = sink.url();
     let env = Env::start_with("retention", |c| c.smtp_url = Some(url)).await;
     let api = env.internal().await;

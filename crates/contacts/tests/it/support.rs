@@ -1,9 +1,6 @@
 //! Shared fixtures: a contacts server on a fresh database, clients that sign
-//! principals like the gateway, and a loopback SMTP sink.
+//! principals like the gateway, and a loopback SMTP server.
 
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tenancy_contacts::ContactsService;
@@ -11,6 +8,7 @@ use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalS
 use tenancy_proto::contacts::contacts_service_client::ContactsServiceClient;
 use tenancy_runtime::config::Config;
 use tenancy_runtime::{ManualClock, Principal};
+pub use tenancy_testkit::{Reply, SmtpServer};
 use tenancy_testkit::{Caller, Role, Running, TestDatabase};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -156,90 +154,14 @@ where
     }
 }
 
-/// A loopback SMTP server (aiosmtpd) writing each message as JSON to a
-/// directory; killed when dropped.
-pub struct SmtpSink {
-    pub port: u16,
-    pub dir: PathBuf,
-    child: Option<Child>,
-}
-
-/// One message the sink received.
-#[derive(Debug, serde::Deserialize)]
-pub struct Received {
-    pub message_id: String,
-    pub to: String,
-    pub subject: String,
-    pub rcpt: Vec<String>,
-    pub text: String,
-    pub html: String,
-}
-
-impl SmtpSink {
-    /// Starts a sink on a free port, writing to `dir`.
-    pub fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port, dir)
-    }
-
-    /// Starts a sink on `port`, writing to `dir`.
-    pub fn start_on(port: u16, dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/smtp_sink.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 with aiosmtpd");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "smtp sink did not start");
-        Self {
-            port,
-            dir: dir.to_owned(),
-            child: Some(child),
-        }
-    }
-
-    /// The `smtp_url` of the sink.
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops the sink.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Every message received so far.
-    pub fn received(&self) -> Vec<Received> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                out.push(serde_json::from_str(&text).unwrap());
-            }
-        }
-        out
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// The SMTP server the delivery tests send to, refusing recipients whose
+/// address starts with `reject` permanently (550), as a relay refuses an
+/// unknown mailbox.
+pub async fn smtp_server() -> SmtpServer {
+    let server = SmtpServer::start().await;
+    server.on_rcpt(|to| {
+        to.starts_with("reject")
+            .then(|| Reply::new(550, "5.1.1 No such user here"))
+    });
+    server
 }
