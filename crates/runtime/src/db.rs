@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::{ConfigError, redact_url};
@@ -51,14 +54,39 @@ pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, Con
     Ok(db)
 }
 
-/// Runs every pending migration of `M`.
+/// Runs every pending migration of `M`, one migrator at a time.
+///
+/// Every replica migrates at start (deploy runs `tenancy migrate` as an init
+/// container of each), so several may start on one fresh database at once.
+/// All of `M`'s migrations run in one transaction that first takes a lock
+/// for `M` alone: on PostgreSQL a transaction-level advisory lock keyed by
+/// `M`'s migration table (services sharing a database do not wait for each
+/// other), on SQLite the database's write lock (`BEGIN IMMEDIATE`). The
+/// next migrator waits, then finds nothing pending. A failed migration
+/// rolls back every step of this run.
 pub async fn migrate<M: MigratorTrait>(
     db: &DatabaseConnection,
     setting: &str,
 ) -> Result<(), ConfigError> {
-    M::up(db, None)
+    let failed = |e: sea_orm::DbErr| ConfigError::new(setting, format_args!("migration failed: {e}"));
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
         .await
-        .map_err(|e| ConfigError::new(setting, format_args!("migration failed: {e}")))
+        .map_err(failed)?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext('tenancy migrations'), hashtext($1))",
+            [M::migration_table_name().to_string().into()],
+        ))
+        .await
+        .map_err(failed)?;
+    }
+    M::up(&txn, None).await.map_err(failed)?;
+    txn.commit().await.map_err(failed)
 }
 
 /// Connects and migrates: what every service does at start.

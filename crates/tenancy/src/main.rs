@@ -66,20 +66,42 @@ enum Admin {
         revoke_current: bool,
     },
     /// Print the two metadata entries of a signed principal (valid 60 s),
-    /// to call a service directly, bypassing the gateway, e.g. with
-    /// `grpcurl -H "x-tenancy-principal-bin: …" -H "x-tenancy-principal-sig: …"`.
-    /// Needs the principal key: an operator tool, never for clients.
+    /// one per line, to call a service directly, bypassing the gateway,
+    /// e.g. with `grpcurl -H "x-tenancy-principal-bin: …" -H
+    /// "x-tenancy-principal-sig: …"`. Either a portal user (`--user-id`)
+    /// or an internal caller (`--service`, for INTERNAL methods). Needs the
+    /// principal key: an operator tool, never for clients.
+    #[command(group(clap::ArgGroup::new("caller").required(true).args(["user_id", "service"])))]
     Principal {
-        /// The user to act as.
+        /// The user to act as (a portal session of theirs).
         #[arg(long)]
-        user_id: String,
-        /// The selected account.
-        #[arg(long)]
+        user_id: Option<String>,
+        /// The selected account (with `--user-id`).
+        #[arg(long, requires = "user_id", conflicts_with = "service")]
         account_id: Option<String>,
-        /// The role in that account.
-        #[arg(long, value_parser = ["manager", "owner"])]
+        /// The role in that account (with `--user-id`).
+        #[arg(long, value_parser = ["manager", "owner"], requires = "user_id", conflicts_with = "service")]
         role: Option<String>,
+        /// Act as an internal caller, e.g. `billing` or `provisioning`: a
+        /// SERVICE principal, as another Tenancy service sends, which
+        /// INTERNAL methods accept. NAME shows as the caller's user agent
+        /// in logs and audit entries.
+        #[arg(long, value_name = "NAME", value_parser = service_name)]
+        service: Option<String>,
     },
+}
+
+/// An internal caller's name: 1–64 of `a-z 0-9 - _ .`.
+fn service_name(name: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err("1 to 64 of a-z, 0-9, '-', '_', '.'".to_owned())
+    }
 }
 
 fn main() -> ExitCode {
@@ -137,21 +159,29 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
         user_id,
         account_id,
         role,
+        service,
     } = &command
     {
         use tenancy_runtime::principal::{PRINCIPAL_HEADER, Role, SIGNATURE_HEADER, TokenKind};
-        let principal = tenancy_runtime::Principal {
-            user_id: Some(user_id.clone()),
-            account_id: account_id.clone(),
-            role: match role.as_deref() {
-                Some("owner") => Role::Owner,
-                Some("manager") => Role::Manager,
-                _ => Role::Unspecified,
+        let request_id = format!("admin-{}", tenancy_runtime::ids::new_id());
+        let principal = match service {
+            Some(name) => tenancy_runtime::Principal {
+                user_agent: name.clone(),
+                ..tenancy_runtime::Principal::service(request_id)
             },
-            token_kind: TokenKind::Portal,
-            amr: vec!["pwd".to_owned()],
-            request_id: "admin".to_owned(),
-            ..Default::default()
+            None => tenancy_runtime::Principal {
+                user_id: user_id.clone(),
+                account_id: account_id.clone(),
+                role: match role.as_deref() {
+                    Some("owner") => Role::Owner,
+                    Some("manager") => Role::Manager,
+                    _ => Role::Unspecified,
+                },
+                token_kind: TokenKind::Portal,
+                amr: vec!["pwd".to_owned()],
+                request_id,
+                ..Default::default()
+            },
         };
         let signed = key.sign(&principal, tenancy_runtime::Clock::now(&SystemClock));
         println!("{PRINCIPAL_HEADER}: {}", signed.principal);

@@ -128,10 +128,14 @@ async fn a_transient_refusal_is_retried_after_the_backoff_and_then_delivered_onc
         .unwrap()
         .into_inner();
     let id = queued.messages[0].id.clone();
-    eventually(15, "the refused attempt", || {
+    eventually(15, "the refused attempt recorded", || {
         let api = api.clone();
         let id = id.clone();
-        async move { message(&api, &id).await.attempts == 1 }
+        async move {
+            // Claiming counts the attempt; its outcome follows.
+            let m = message(&api, &id).await;
+            m.attempts == 1 && !m.last_error.is_empty()
+        }
     })
     .await;
     let m = message(&api, &id).await;
