@@ -49,11 +49,21 @@ pub fn test_key() -> PrincipalKey {
 }
 
 /// A database of one's own for one test.
+///
+/// On PostgreSQL the database is dropped once this value is dropped and
+/// nothing is connected to it any more (the services of a test close their
+/// connections when the test's runtime ends, just after): a background
+/// thread tries for a few seconds, and PostgreSQL refuses to drop a
+/// database in use, so one still in use is never pulled away (it is left,
+/// as a test process that exits first leaves its last ones; CI drops
+/// leftovers at start). Keep it alive as long as the test uses the database.
 pub struct TestDatabase {
     /// The URL services connect to.
     pub url: String,
     /// Where SQLite files (and anything else) of the test live.
     pub dir: PathBuf,
+    /// PostgreSQL: the server's admin URL and the database's name.
+    postgres: Option<(String, String)>,
 }
 
 impl TestDatabase {
@@ -67,6 +77,7 @@ impl TestDatabase {
         let dir =
             std::env::temp_dir().join(format!("tenancy-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
+        let mut postgres = None;
         let url = match std::env::var(POSTGRES_ENV) {
             Ok(admin_url) if !admin_url.is_empty() => {
                 let name = format!(
@@ -79,11 +90,51 @@ impl TestDatabase {
                     .await
                     .unwrap();
                 admin.close().await.unwrap();
-                replace_database(&admin_url, &name)
+                let url = replace_database(&admin_url, &name);
+                postgres = Some((admin_url, name));
+                url
             }
             _ => format!("sqlite://{}/{label}.db?mode=rwc", dir.display()),
         };
-        Self { url, dir }
+        Self { url, dir, postgres }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Not `WITH (FORCE)`: a database something still uses stays.
+        // PostgreSQL waits up to 5 s for its other sessions to end before it
+        // refuses; the thread runs on its own runtime, as the test's may be
+        // ending.
+        let drop_database = move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                for _ in 0..3 {
+                    if let Ok(admin) = Database::connect(&admin_url).await {
+                        let dropped = admin
+                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                            .await
+                            .is_ok();
+                        let _ = admin.close().await;
+                        if dropped {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            });
+        };
+        let _ = std::thread::Builder::new()
+            .name("drop-test-database".to_owned())
+            .spawn(drop_database);
     }
 }
 
