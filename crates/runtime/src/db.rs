@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, SqliteTransactionMode,
-    Statement, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -68,7 +68,8 @@ pub async fn migrate<M: MigratorTrait>(
     db: &DatabaseConnection,
     setting: &str,
 ) -> Result<(), ConfigError> {
-    let failed = |e: sea_orm::DbErr| ConfigError::new(setting, format_args!("migration failed: {e}"));
+    let failed =
+        |e: sea_orm::DbErr| ConfigError::new(setting, format_args!("migration failed: {e}"));
     let txn = db
         .begin_with_options(TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),

@@ -9,7 +9,9 @@
 //! stopped and started again on the same port to simulate an outage.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use mail_parser::{MessageParser, PartType};
 use mailin::{Action, Handler, Response, SessionBuilder};
@@ -174,7 +176,7 @@ impl SmtpServer {
     /// Replies to each `RCPT TO` with what `rule` returns for the address;
     /// `None` accepts it. Replaces any earlier rule.
     pub fn on_rcpt(&self, rule: impl Fn(&str) -> Option<Reply> + Send + Sync + 'static) {
-        *self.shared.on_rcpt.lock().unwrap() = Some(Arc::new(move |to: &[String]| {
+        *self.shared.on_rcpt.lock() = Some(Arc::new(move |to: &[String]| {
             to.first().and_then(|address| rule(address))
         }));
     }
@@ -183,17 +185,17 @@ impl SmtpServer {
     /// for its recipients; `None` accepts (and keeps) the message. Replaces
     /// any earlier rule.
     pub fn on_data(&self, rule: impl Fn(&[String]) -> Option<Reply> + Send + Sync + 'static) {
-        *self.shared.on_data.lock().unwrap() = Some(Arc::new(rule));
+        *self.shared.on_data.lock() = Some(Arc::new(rule));
     }
 
     /// How many messages were accepted so far (cheap: nothing is parsed).
     pub fn count(&self) -> usize {
-        self.shared.arrived.lock().unwrap().len()
+        self.shared.arrived.lock().len()
     }
 
     /// Every message accepted so far, parsed.
     pub fn received(&self) -> Vec<Received> {
-        let arrived = self.shared.arrived.lock().unwrap();
+        let arrived = self.shared.arrived.lock();
         arrived
             .iter()
             .map(|a| Received::parse(a.mail_from.clone(), a.rcpt.clone(), a.raw.clone()))
@@ -287,7 +289,7 @@ impl Sink {
     }
 
     fn rule(rule: &Mutex<Option<Rule>>, subject: &[String]) -> Option<Response> {
-        let rule = rule.lock().unwrap().clone()?;
+        let rule = rule.lock().clone()?;
         rule(subject).map(|reply| Response::custom(reply.code, reply.text))
     }
 }
@@ -309,7 +311,13 @@ impl Handler for Sink {
         }
     }
 
-    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, _to: &[String]) -> Response {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> Response {
         self.data.clear();
         mailin::response::OK
     }
@@ -325,7 +333,7 @@ impl Handler for Sink {
         if let Some(refused) = Self::rule(&self.shared.on_data, &rcpt) {
             return refused;
         }
-        self.shared.arrived.lock().unwrap().push(Arrived {
+        self.shared.arrived.lock().push(Arrived {
             mail_from: std::mem::take(&mut self.mail_from),
             rcpt,
             raw,
@@ -373,7 +381,10 @@ mod tests {
     #[tokio::test]
     async fn accepts_a_message_and_parses_it_and_refuses_on_demand() {
         let server = SmtpServer::start().await;
-        server.on_rcpt(|to| to.starts_with("nobody").then(|| Reply::new(550, "no such user")));
+        server.on_rcpt(|to| {
+            to.starts_with("nobody")
+                .then(|| Reply::new(550, "no such user"))
+        });
         let replies = converse(
             &server,
             &[

@@ -26,7 +26,10 @@ fn admin_principal(args: &[&str]) -> Vec<(String, String)> {
         .args(["admin", "principal"])
         .args(args)
         .env("TENANCY_PRINCIPAL_KEY", "11".repeat(32))
-        .env("TENANCY_DATA_DIR", std::env::temp_dir().join("tenancy-admin-test"))
+        .env(
+            "TENANCY_DATA_DIR",
+            std::env::temp_dir().join("tenancy-admin-test"),
+        )
         .output()
         .unwrap();
     assert!(
@@ -46,7 +49,10 @@ fn admin_principal(args: &[&str]) -> Vec<(String, String)> {
 
 /// A RegisterService request carrying `entries` as its metadata, as grpcurl
 /// `-H "key: value"` sends them (a `-bin` value is base64).
-fn register(account_id: &str, entries: &[(String, String)]) -> tonic::Request<RegisterServiceRequest> {
+fn register(
+    account_id: &str,
+    entries: &[(String, String)],
+) -> tonic::Request<RegisterServiceRequest> {
     let mut request = tonic::Request::new(RegisterServiceRequest {
         service: Some(Service {
             account_id: account_id.to_owned(),
@@ -94,7 +100,10 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
     let owner = tenancy_runtime::ids::new_id();
     let account = AccountServiceClient::with_interceptor(
         channel(account_address).await,
-        Caller::new(member(&owner, "", Role::Unspecified), Arc::new(clock.clone())),
+        Caller::new(
+            member(&owner, "", Role::Unspecified),
+            Arc::new(clock.clone()),
+        ),
     )
     .create_account(CreateAccountRequest {
         account: Some(Account {
@@ -136,7 +145,14 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
     assert_eq!(registered.account_id, account.id);
 
     // A portal user's principal is refused by the same INTERNAL method.
-    let user = admin_principal(&["--user-id", &owner, "--account-id", &account.id, "--role", "owner"]);
+    let user = admin_principal(&[
+        "--user-id",
+        &owner,
+        "--account-id",
+        &account.id,
+        "--role",
+        "owner",
+    ]);
     let status = internal
         .register_service(register(&account.id, &user))
         .await

@@ -24,7 +24,11 @@ fn keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
 #[test]
 fn the_readme_configuration_table_lists_every_setting() {
     let mut all = Vec::new();
-    keys("", &serde_json::to_value(Config::default()).unwrap(), &mut all);
+    keys(
+        "",
+        &serde_json::to_value(Config::default()).unwrap(),
+        &mut all,
+    );
     assert!(all.len() > 30, "{all:?}");
     let services: Vec<&str> = ServiceName::ALL.iter().map(|s| s.as_str()).collect();
     let missing: Vec<&String> = all
