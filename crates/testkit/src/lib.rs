@@ -269,6 +269,21 @@ pub fn member(user_id: &str, account_id: &str, role: Role) -> Principal {
     }
 }
 
+/// A valid CreateAccount request: a company, "Acme" in the Netherlands.
+pub fn new_account() -> tenancy_proto::account::CreateAccountRequest {
+    use tenancy_proto::account::{Account, AccountType, CreateAccountRequest};
+    CreateAccountRequest {
+        account: Some(Account {
+            r#type: AccountType::Company as i32,
+            name: "Acme".into(),
+            legal_name: "Acme B.V.".into(),
+            country_code: "NL".into(),
+            ..Default::default()
+        }),
+        idempotency_key: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

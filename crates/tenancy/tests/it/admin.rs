@@ -9,14 +9,12 @@ use base64::Engine as _;
 use tenancy::{Part, start};
 use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
 use tenancy_proto::account::account_service_client::AccountServiceClient;
-use tenancy_proto::account::{
-    Account, AccountType, CreateAccountRequest, PostalAddress, RegisterServiceRequest, Service,
-};
+use tenancy_proto::account::{RegisterServiceRequest, Service};
 use tenancy_runtime::ManualClock;
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::error::reason_of;
 use tenancy_runtime::principal::{PRINCIPAL_HEADER, SIGNATURE_HEADER};
-use tenancy_testkit::{Caller, Role, TestDatabase, member, test_config};
+use tenancy_testkit::{Caller, Role, TestDatabase, member, new_account, test_config};
 use tonic::transport::Channel;
 
 /// Runs `tenancy admin principal ARGS` with the tests' principal key and
@@ -105,23 +103,7 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
             Arc::new(clock.clone()),
         ),
     )
-    .create_account(CreateAccountRequest {
-        account: Some(Account {
-            r#type: AccountType::Individual as i32,
-            name: "Ada Lovelace".into(),
-            legal_name: "Ada Lovelace".into(),
-            country_code: "GB".into(),
-            address: Some(PostalAddress {
-                lines: vec!["12 St James's Square".into()],
-                city: "London".into(),
-                postal_code: "SW1Y 4JH".into(),
-                region: String::new(),
-                country_code: "GB".into(),
-            }),
-            ..Default::default()
-        }),
-        idempotency_key: String::new(),
-    })
+    .create_account(new_account())
     .await
     .unwrap()
     .into_inner()
