@@ -70,13 +70,24 @@ pub async fn migrate<M: MigratorTrait>(
 ) -> Result<(), ConfigError> {
     let failed =
         |e: sea_orm::DbErr| ConfigError::new(setting, format_args!("migration failed: {e}"));
-    let txn = db
-        .begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..TransactionOptions::default()
-        })
-        .await
-        .map_err(failed)?;
+    // SQLite gives up waiting for its write lock after its busy timeout
+    // (5 s); another migrator may hold it longer on a loaded machine.
+    let deadline = std::time::Instant::now() + MIGRATION_LOCK_WAIT;
+    let txn = loop {
+        let begun = db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await;
+        match begun {
+            Ok(txn) => break txn,
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(failed(e)),
+        }
+    };
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -88,6 +99,14 @@ pub async fn migrate<M: MigratorTrait>(
     }
     M::up(&txn, None).await.map_err(failed)?;
     txn.commit().await.map_err(failed)
+}
+
+/// How long a migrator waits for another one on SQLite before it fails.
+const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Whether SQLite refused a lock after its busy timeout (`SQLITE_BUSY`).
+fn is_busy(error: &sea_orm::DbErr) -> bool {
+    error.to_string().contains("database is locked")
 }
 
 /// Connects and migrates: what every service does at start.
