@@ -28,6 +28,11 @@ pub struct ApiToken {
     pub read_only: bool,
     /// Expiry (Unix ms), if any.
     pub expire_ms: Option<i64>,
+    /// Whether its user had 2FA when it was introspected (MFA_CHANGED
+    /// events override it: [`Revocations::user_has_mfa`]).
+    ///
+    /// [`Revocations::user_has_mfa`]: crate::state::Revocations::user_has_mfa
+    pub mfa: bool,
 }
 
 /// A verified credential.
@@ -71,6 +76,40 @@ impl MethodPolicy {
 
 fn denied(reason: &'static str, message: &str) -> Error {
     Error::permission_denied(reason, message)
+}
+
+/// A refusal about the caller's standing in `account`: PERMISSION_DENIED,
+/// naming the account in the message and in ErrorInfo metadata
+/// `account_id`, so a portal can say which account it concerns.
+fn account_denied(reason: &'static str, account: Id, what: impl FnOnce(&str) -> String) -> Error {
+    let account = id_string(account);
+    Error::permission_denied(reason, what(&account)).with_metadata("account_id", account)
+}
+
+/// The refusal of a revoked API token (cached or not: one answer).
+pub fn api_token_revoked() -> Error {
+    Error::unauthenticated("TOKEN_REVOKED", "this API token was revoked")
+}
+
+/// The refusal of an expired API token (cached or not: one answer).
+pub fn api_token_expired() -> Error {
+    Error::unauthenticated("TOKEN_EXPIRED", "this API token has expired")
+}
+
+/// The refusal under enforced 2FA once the member's deadline has passed.
+fn mfa_required(account: Id, deadline_ms: i64, portal: bool) -> Error {
+    let what = if portal {
+        "enrol with BeginTotpEnrollment"
+    } else {
+        "the token's owner must turn on two-factor authentication in the portal"
+    };
+    account_denied("MFA_ENROLLMENT_REQUIRED", account, |account| {
+        format!("account {account} requires two-factor authentication: {what}")
+    })
+    .with_metadata(
+        "mfa_deadline",
+        tenancy_runtime::Timestamp(deadline_ms).to_proto().to_string(),
+    )
 }
 
 /// Decides a call. `Ok` carries the principal to forward (without request id
@@ -133,22 +172,18 @@ pub fn decide(
             (token.user, token.account, Some(token))
         }
         Credential::Api(token) => {
+            // The token's own state first, as for an uncached token (whose
+            // introspection says revoked or expired whatever the method).
+            if state.revocations.read().api_tokens.contains(&token.id) {
+                return Err(api_token_revoked());
+            }
+            if token.expire_ms.is_some_and(|expire| expire <= now_ms) {
+                return Err(api_token_expired());
+            }
             if !rule.api_tokens_allowed {
                 return Err(denied(
                     "API_TOKEN_NOT_ALLOWED",
                     "this method needs a portal session",
-                ));
-            }
-            if token.expire_ms.is_some_and(|expire| expire <= now_ms) {
-                return Err(Error::unauthenticated(
-                    "TOKEN_EXPIRED",
-                    "this API token has expired",
-                ));
-            }
-            if state.revocations.read().api_tokens.contains(&token.id) {
-                return Err(Error::unauthenticated(
-                    "TOKEN_REVOKED",
-                    "this API token was revoked",
                 ));
             }
             if token.read_only && !method.read_only {
@@ -197,34 +232,29 @@ pub fn decide(
             ));
         };
         let Some(member) = membership else {
-            return Err(denied(
-                "NOT_A_MEMBER",
-                "you are not a member of this account",
-            ));
+            return Err(account_denied("NOT_A_MEMBER", account_id, |a| {
+                format!("you are not a member of account {a}")
+            }));
         };
         if !member.active {
-            return Err(denied(
-                "MEMBER_SUSPENDED",
-                "your membership of this account is suspended",
-            ));
+            return Err(account_denied("MEMBER_SUSPENDED", account_id, |a| {
+                format!("your membership of account {a} is suspended")
+            }));
         }
         if !member.portal_access {
-            return Err(denied(
-                "NO_PORTAL_ACCESS",
-                "you have no access to this account",
-            ));
+            return Err(account_denied("NO_PORTAL_ACCESS", account_id, |a| {
+                format!("you have no access to account {a}")
+            }));
         }
         if !role_at_least(member.role, rule.min_role()) {
-            return Err(denied(
-                "ROLE_TOO_LOW",
-                "your role in this account does not allow this",
-            ));
+            return Err(account_denied("ROLE_TOO_LOW", account_id, |a| {
+                format!("your role in account {a} does not allow this")
+            }));
         }
         if portal.is_some() && settings.is_some_and(|s| !s.admits(client_ip)) {
-            return Err(denied(
-                "IP_NOT_ALLOWED",
-                "this account only allows portal access from its IP allowlist",
-            )
+            return Err(account_denied("IP_NOT_ALLOWED", account_id, |a| {
+                format!("account {a} only allows portal access from its IP allowlist")
+            })
             .with_metadata("client_ip", client_ip.to_string()));
         }
         principal.account_id = Some(id_string(account_id));
@@ -237,18 +267,27 @@ pub fn decide(
         principal.role = member.role;
     }
 
-    // Enforced 2FA: a portal session without a second factor may only enrol
-    // (and the few methods that needs) once the member's deadline passed.
-    if let (Some(token), Some(member), Some(settings)) = (portal, usable, settings)
+    // Enforced 2FA: once the member's deadline passed, a portal session
+    // without a second factor, or an API token of a user without 2FA, may
+    // only call what enrolment needs.
+    if let (Some(member), Some(settings), Some(account_id)) = (usable, settings, account)
         && settings.enforce_mfa
-        && !token.has_second_factor()
         && !rule.allowed_during_mfa_enrollment
-        && now_ms >= member.mfa_deadline_ms(settings)
+        && !portal.is_some_and(PortalToken::has_second_factor)
     {
-        return Err(denied(
-            "MFA_ENROLLMENT_REQUIRED",
-            "this account requires two-factor authentication: enrol with BeginTotpEnrollment",
-        ));
+        let deadline_ms = member.mfa_deadline_ms(settings);
+        if now_ms >= deadline_ms {
+            let has_second_factor = match credential {
+                Credential::Portal(_) => false,
+                Credential::Api(token) => state
+                    .revocations
+                    .read()
+                    .user_has_mfa(token.user_id, token.mfa),
+            };
+            if !has_second_factor {
+                return Err(mfa_required(account_id, deadline_ms, portal.is_some()));
+            }
+        }
     }
     Ok(principal)
 }
@@ -288,7 +327,7 @@ mod tests {
             user: id(user),
             session: id(&format!("s-{user}")),
             account: account.map(id),
-            issued_at_ms: NOW - 60_000,
+            rev: 10,
             expire_ms: NOW + 540_000,
             auth_time: NOW / 1000 - 60,
             amr: Amr::from_names(["pwd"]),
@@ -465,19 +504,18 @@ mod tests {
             (error.code, error.reason),
             (ErrorCode::Unauthenticated, "TOKEN_REVOKED")
         );
-        state
-            .revocations
-            .write()
-            .users_before
-            .insert(id("manager"), NOW);
+        // The manager's token was issued at position 10: a cut-off at 10 was
+        // committed before it and spares it, one at 11 ends it.
+        let cut = |position| crate::state::CutOff {
+            position,
+            expire_ms: NOW + 600_000,
+        };
+        let manager = claims("manager", Some("acc"));
+        state.revocations.write().cut_off_user(id("manager"), cut(10));
+        assert!(decide(&method, Some(&manager), &state, ip(), NOW).is_ok());
+        state.revocations.write().cut_off_user(id("manager"), cut(11));
         assert_eq!(
-            reason(decide(
-                &method,
-                Some(&claims("manager", Some("acc"))),
-                &state,
-                ip(),
-                NOW
-            )),
+            reason(decide(&method, Some(&manager), &state, ip(), NOW)),
             "TOKEN_REVOKED"
         );
     }
@@ -521,6 +559,7 @@ mod tests {
             account_id: id("acc"),
             read_only: false,
             expire_ms: None,
+            mfa: false,
         });
         let principal = decide(&method, Some(&api), &state, ip(), NOW).unwrap();
         assert_eq!(principal.token_kind, TokenKind::Api);
@@ -536,6 +575,7 @@ mod tests {
                 account_id: id("acc"),
                 read_only,
                 expire_ms,
+                mfa: false,
             })
         };
         let portal_only = account_method(Role::Manager);
@@ -733,5 +773,129 @@ mod tests {
             )),
             "METHOD_NOT_ROUTABLE"
         );
+    }
+
+    fn api_token(expire_ms: Option<i64>, mfa: bool) -> Credential {
+        Credential::Api(ApiToken {
+            id: id("t1"),
+            user_id: id("owner"),
+            account_id: id("acc"),
+            read_only: false,
+            expire_ms,
+            mfa,
+        })
+    }
+
+    #[test]
+    fn a_dead_api_token_gets_one_answer_whatever_the_method() {
+        let state = ready_state();
+        // A portal-only method: the token's state is still what is said
+        // (an uncached token is refused as revoked or expired before any
+        // method is looked at, so a cached one must be too).
+        let portal_only = account_method(Role::Manager);
+        assert_eq!(
+            reason(decide(&portal_only, Some(&api_token(Some(NOW), false)), &state, ip(), NOW)),
+            "TOKEN_EXPIRED"
+        );
+        state.revocations.write().api_tokens.insert(id("t1"));
+        let error = decide(&portal_only, Some(&api_token(Some(NOW), false)), &state, ip(), NOW)
+            .unwrap_err();
+        assert_eq!(
+            (error.code, error.reason),
+            (ErrorCode::Unauthenticated, "TOKEN_REVOKED"),
+            "revocation wins over expiry, as identity answers"
+        );
+        assert_eq!(error, api_token_revoked());
+        assert_eq!(api_token_expired().reason, "TOKEN_EXPIRED");
+    }
+
+    #[test]
+    fn account_refusals_name_the_account() {
+        let state = ready_state();
+        let method = account_method(Role::Owner);
+        let account = id_string(id("acc"));
+        for (user, expected) in [
+            ("suspended", "MEMBER_SUSPENDED"),
+            ("stranger", "NOT_A_MEMBER"),
+            ("manager", "ROLE_TOO_LOW"),
+        ] {
+            let error = decide(&method, Some(&claims(user, Some("acc"))), &state, ip(), NOW)
+                .unwrap_err();
+            assert_eq!((error.code, error.reason), (ErrorCode::PermissionDenied, expected));
+            assert_eq!(error.metadata.get("account_id"), Some(&account), "{expected}");
+            assert!(error.message.contains(&account), "{}", error.message);
+        }
+        change_member(&state, "manager", |m| m.portal_access = false);
+        let error = decide(
+            &account_method(Role::Manager),
+            Some(&claims("manager", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(error.reason, "NO_PORTAL_ACCESS");
+        assert_eq!(error.metadata.get("account_id"), Some(&account));
+    }
+
+    #[test]
+    fn a_suspended_member_keeps_user_methods_without_the_account() {
+        let state = ready_state();
+        let me = MethodPolicy::new("GetMe", rule(Audience::User, Role::Unspecified));
+        let principal = decide(&me, Some(&claims("suspended", Some("acc"))), &state, ip(), NOW)
+            .unwrap();
+        assert_eq!(principal.user_id, Some(id_string(id("suspended"))));
+        assert_eq!(principal.account_id, None, "the suspended account is not passed on");
+        assert_eq!(principal.role, Role::Unspecified);
+    }
+
+    #[test]
+    fn enforced_2fa_refuses_api_tokens_of_users_without_it_after_their_deadline() {
+        let state = ready_state();
+        state.policies.write().set_settings(
+            id("acc"),
+            Settings {
+                enforce_mfa: true,
+                enforce_mfa_time_ms: NOW - 1000,
+                mfa_grace_ms: 10_000,
+                ip_allowlist: None,
+            },
+        );
+        let mut method = account_method(Role::Manager);
+        method.rule.api_tokens_allowed = true;
+        let deadline = NOW + 9_000;
+        assert!(
+            decide(&method, Some(&api_token(None, false)), &state, ip(), deadline - 1).is_ok(),
+            "before the deadline"
+        );
+        let error = decide(&method, Some(&api_token(None, false)), &state, ip(), deadline)
+            .unwrap_err();
+        assert_eq!(
+            (error.code, error.reason),
+            (ErrorCode::PermissionDenied, "MFA_ENROLLMENT_REQUIRED")
+        );
+        assert_eq!(
+            error.metadata.get("account_id"),
+            Some(&id_string(id("acc")))
+        );
+        assert_eq!(
+            error.metadata.get("mfa_deadline").map(String::as_str),
+            Some("2027-01-15T08:00:09Z")
+        );
+        assert!(
+            decide(&method, Some(&api_token(None, true)), &state, ip(), deadline).is_ok(),
+            "introspected with 2FA"
+        );
+        // Pushed changes win over the introspection, both ways.
+        state.revocations.write().set_mfa(id("owner"), true);
+        assert!(decide(&method, Some(&api_token(None, false)), &state, ip(), deadline).is_ok());
+        state.revocations.write().set_mfa(id("owner"), false);
+        assert_eq!(
+            reason(decide(&method, Some(&api_token(None, true)), &state, ip(), deadline)),
+            "MFA_ENROLLMENT_REQUIRED"
+        );
+        // Accounts that do not enforce 2FA do not care.
+        state.policies.write().settings.clear();
+        assert!(decide(&method, Some(&api_token(None, false)), &state, ip(), deadline).is_ok());
     }
 }
