@@ -231,8 +231,66 @@ impl Env {
         .unwrap();
     }
 
-    /// The (user, account) access revocations in identity's revocation log.
-    pub async fn account_revocations(&self) -> Vec<(String, String)> {
+    /// A Public API token of `user` (whose password is [`PASSWORD`]) for
+    /// `account`, created through identity's public API as they would:
+    /// log in, then CreateApiToken in the session. Returns the token's id.
+    pub async fn api_token(&self, user: &str, account: &str) -> String {
+        let email = self
+            .identity_internal()
+            .await
+            .batch_get_users(ipb::BatchGetUsersRequest {
+                user_ids: vec![user.to_owned()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .users
+            .remove(0)
+            .email;
+        let channel = self.peers.channel(ServiceName::Identity).await;
+        let as_principal = |p: Principal| {
+            IdentityServiceClient::with_interceptor(
+                channel.clone(),
+                Caller::new(p, Arc::new(self.clock.clone())),
+            )
+        };
+        let login = as_principal(Principal::anonymous(None, "r"))
+            .login(ipb::LoginRequest {
+                email,
+                password: PASSWORD.into(),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(ipb::login_response::Outcome::Session(session)) = login.outcome else {
+            panic!("expected a session");
+        };
+        as_principal(Principal {
+            user_id: Some(user.into()),
+            account_id: Some(account.into()),
+            role: Role::Manager,
+            session_id: Some(session.session_id),
+            token_kind: tenancy_testkit::TokenKind::Portal,
+            request_id: "r".into(),
+            ..Principal::default()
+        })
+        .create_api_token(ipb::CreateApiTokenRequest {
+            name: "ci".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_token
+        .unwrap()
+        .id
+    }
+
+    /// The (API token, user, account) revocations in identity's revocation
+    /// log.
+    pub async fn api_token_revocations(&self) -> Vec<(String, String, String)> {
         use ipb::watch_revocations_response::Item;
         let mut stream = self
             .identity_internal()
@@ -248,8 +306,8 @@ impl Env {
         while let Some(item) = stream.message().await.unwrap() {
             match item.item {
                 Some(Item::Event(e)) => {
-                    if let Some(ipb::revocation_event::Kind::UserAccount(r)) = e.kind {
-                        out.push((r.user_id, r.account_id));
+                    if let Some(ipb::revocation_event::Kind::ApiToken(r)) = e.kind {
+                        out.push((r.api_token_id, r.user_id, r.account_id));
                     }
                 }
                 Some(Item::CaughtUp(_)) => break,

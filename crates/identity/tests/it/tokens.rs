@@ -85,8 +85,11 @@ async fn api_tokens_are_shown_once_introspected_and_revoked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    // Its holder learns why, as the gateway will tell them.
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::Unauthenticated, "TOKEN_REVOKED")
+    );
 }
 
 #[tokio::test]
@@ -116,6 +119,15 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         .await
         .unwrap_err();
     assert_eq!(reason(&e), "EXPIRE_TIME_INVALID");
+    let live = env
+        .internal()
+        .introspect_api_token(IntrospectApiTokenRequest {
+            secret: created.secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!live.mfa_enabled, "the user has no 2FA");
     env.advance(Duration::from_secs(61));
     let e = env
         .internal()
@@ -124,7 +136,10 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (tonic::Code::Unauthenticated, "TOKEN_EXPIRED")
+    );
     env.advance(Duration::from_secs(15 * 60));
     let e = c
         .create_api_token(CreateApiTokenRequest {
