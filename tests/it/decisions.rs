@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tenancy_proto::account::{
-    GetAccountRequest, ListServicesRequest, ReactivateMemberRequest, RevokeMemberRequest, SecuritySettings,
-    SuspendMemberRequest, UpdateSecuritySettingsRequest,
+    GetAccountRequest, ListServicesRequest, ReactivateMemberRequest, RevokeMemberRequest,
+    SecuritySettings, SuspendMemberRequest, UpdateSecuritySettingsRequest,
 };
 use tenancy_proto::auth::Role;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::{
     BeginTotpEnrollmentRequest, ConfirmTotpEnrollmentRequest, CreateApiTokenRequest,
-    DisableTotpRequest, GetMeRequest, ListApiTokensRequest, LoginRequest, RequestPasswordResetRequest,
-    ResetPasswordRequest, RevokeApiTokenRequest, RevokeMemberSessionsRequest,
-    RevokeOtherSessionsRequest, SwitchAccountRequest, disable_totp_request,
+    DisableTotpRequest, GetMeRequest, ListApiTokensRequest, LoginRequest,
+    RequestPasswordResetRequest, ResetPasswordRequest, RevokeApiTokenRequest,
+    RevokeMemberSessionsRequest, RevokeOtherSessionsRequest, SwitchAccountRequest,
+    disable_totp_request,
 };
 use tenancy_runtime::{Clock as _, ManualClock, SystemClock, Timestamp};
 use tonic::Code;
@@ -189,9 +190,7 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
     let owner = suite.user("acme-owner@example.com").await;
     let (acme, owner) = suite.account_of(&owner).await;
     let email = "contractor@example.com";
-    let in_acme = suite
-        .member(&owner, &acme, email, Role::Manager)
-        .await;
+    let in_acme = suite.member(&owner, &acme, email, Role::Manager).await;
     let member = user_of(&in_acme);
     // The member's own account, for switching to.
     let plain = suite.login(email).await;
@@ -217,7 +216,10 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
         (Code::PermissionDenied, "MEMBER_SUSPENDED"),
         "{status:?} after {took:?}"
     );
-    assert_eq!(metadata(&status, "account_id").as_deref(), Some(acme.as_str()));
+    assert_eq!(
+        metadata(&status, "account_id").as_deref(),
+        Some(acme.as_str())
+    );
     assert!(status.message().contains(&acme), "{}", status.message());
     // Their API tokens for the account are revoked for good.
     let (_, status) = refused_within(Duration::from_secs(1), None, || {
@@ -260,8 +262,15 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(1);
-    while let Err(status) = suite.account(&in_acme).get_account(GetAccountRequest::default()).await {
-        assert!(Instant::now() < deadline, "not back after reactivation: {status:?}");
+    while let Err(status) = suite
+        .account(&in_acme)
+        .get_account(GetAccountRequest::default())
+        .await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not back after reactivation: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let status = with_api_token(&suite, &api).await.unwrap_err();
@@ -283,7 +292,10 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
         (Code::PermissionDenied, "NOT_A_MEMBER"),
         "{status:?}"
     );
-    assert_eq!(metadata(&status, "account_id").as_deref(), Some(acme.as_str()));
+    assert_eq!(
+        metadata(&status, "account_id").as_deref(),
+        Some(acme.as_str())
+    );
     suite
         .identity(&in_acme)
         .get_me(GetMeRequest::default())

@@ -22,9 +22,9 @@ use tenancy_proto::identity::{
     CreateApiTokenRequest, GetMeRequest, LoginRequest, LogoutRequest, SignUpRequest,
     SwitchAccountRequest, VerifyEmailRequest,
 };
+use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::error::reason_of;
-use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::{Principal, SystemClock};
 use tenancy_testkit::{Caller, TestDatabase, test_config};
 use tonic::metadata::MetadataValue;
@@ -268,7 +268,13 @@ impl Suite {
 
     /// Invites `email` with `role` into the account of `owner_token`; the
     /// invitee (already a user) accepts; returns their account token.
-    pub(crate) async fn member(&self, owner_token: &str, account_id: &str, email: &str, role: Role) -> String {
+    pub(crate) async fn member(
+        &self,
+        owner_token: &str,
+        account_id: &str,
+        email: &str,
+        role: Role,
+    ) -> String {
         let member_token = self.user(email).await;
         self.account(owner_token)
             .invite_member(InviteMemberRequest {

@@ -187,14 +187,21 @@ fn main() {
     // each report interval starts with an empty map, so the first use of a
     // session inserts and later ones update.
     let usage = UsageRecorder::default();
-    let agent = http::HeaderValue::from_static("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0");
+    let agent = http::HeaderValue::from_static(
+        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+    );
     let credentials: Vec<Credential> = tokens
         .iter()
         .map(|t| Credential::Portal(authenticator.cached_portal(t, NOW_MS).unwrap()))
         .collect();
     let recorded_started = Instant::now();
     for i in 0..iterations {
-        usage.record(&credentials[(i * 7919) % credentials.len()], ip, Some(&agent), NOW_MS + i as i64);
+        usage.record(
+            &credentials[(i * 7919) % credentials.len()],
+            ip,
+            Some(&agent),
+            NOW_MS + i as i64,
+        );
     }
     let recorded = recorded_started.elapsed();
     assert_eq!(usage.pending(), credentials.len());

@@ -127,8 +127,7 @@ pub async fn serve(
     let _ = reporter.await;
     let pending = usage.pending();
     if pending > 0 {
-        match tokio::time::timeout(FINAL_USAGE_REPORT_TIMEOUT, usage.report(&usage_client)).await
-        {
+        match tokio::time::timeout(FINAL_USAGE_REPORT_TIMEOUT, usage.report(&usage_client)).await {
             Ok(true) => tracing::info!(credentials = pending, "usage reported at shutdown"),
             _ => tracing::warn!(credentials = pending, "usage not reported at shutdown"),
         }

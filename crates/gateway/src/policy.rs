@@ -108,7 +108,9 @@ fn mfa_required(account: Id, deadline_ms: i64, portal: bool) -> Error {
     })
     .with_metadata(
         "mfa_deadline",
-        tenancy_runtime::Timestamp(deadline_ms).to_proto().to_string(),
+        tenancy_runtime::Timestamp(deadline_ms)
+            .to_proto()
+            .to_string(),
     )
 }
 
@@ -511,9 +513,15 @@ mod tests {
             expire_ms: NOW + 600_000,
         };
         let manager = claims("manager", Some("acc"));
-        state.revocations.write().cut_off_user(id("manager"), cut(10));
+        state
+            .revocations
+            .write()
+            .cut_off_user(id("manager"), cut(10));
         assert!(decide(&method, Some(&manager), &state, ip(), NOW).is_ok());
-        state.revocations.write().cut_off_user(id("manager"), cut(11));
+        state
+            .revocations
+            .write()
+            .cut_off_user(id("manager"), cut(11));
         assert_eq!(
             reason(decide(&method, Some(&manager), &state, ip(), NOW)),
             "TOKEN_REVOKED"
@@ -794,12 +802,24 @@ mod tests {
         // method is looked at, so a cached one must be too).
         let portal_only = account_method(Role::Manager);
         assert_eq!(
-            reason(decide(&portal_only, Some(&api_token(Some(NOW), false)), &state, ip(), NOW)),
+            reason(decide(
+                &portal_only,
+                Some(&api_token(Some(NOW), false)),
+                &state,
+                ip(),
+                NOW
+            )),
             "TOKEN_EXPIRED"
         );
         state.revocations.write().api_tokens.insert(id("t1"));
-        let error = decide(&portal_only, Some(&api_token(Some(NOW), false)), &state, ip(), NOW)
-            .unwrap_err();
+        let error = decide(
+            &portal_only,
+            Some(&api_token(Some(NOW), false)),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(
             (error.code, error.reason),
             (ErrorCode::Unauthenticated, "TOKEN_REVOKED"),
@@ -819,10 +839,17 @@ mod tests {
             ("stranger", "NOT_A_MEMBER"),
             ("manager", "ROLE_TOO_LOW"),
         ] {
-            let error = decide(&method, Some(&claims(user, Some("acc"))), &state, ip(), NOW)
-                .unwrap_err();
-            assert_eq!((error.code, error.reason), (ErrorCode::PermissionDenied, expected));
-            assert_eq!(error.metadata.get("account_id"), Some(&account), "{expected}");
+            let error =
+                decide(&method, Some(&claims(user, Some("acc"))), &state, ip(), NOW).unwrap_err();
+            assert_eq!(
+                (error.code, error.reason),
+                (ErrorCode::PermissionDenied, expected)
+            );
+            assert_eq!(
+                error.metadata.get("account_id"),
+                Some(&account),
+                "{expected}"
+            );
             assert!(error.message.contains(&account), "{}", error.message);
         }
         change_member(&state, "manager", |m| m.portal_access = false);
@@ -842,10 +869,19 @@ mod tests {
     fn a_suspended_member_keeps_user_methods_without_the_account() {
         let state = ready_state();
         let me = MethodPolicy::new("GetMe", rule(Audience::User, Role::Unspecified));
-        let principal = decide(&me, Some(&claims("suspended", Some("acc"))), &state, ip(), NOW)
-            .unwrap();
+        let principal = decide(
+            &me,
+            Some(&claims("suspended", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(principal.user_id, Some(id_string(id("suspended"))));
-        assert_eq!(principal.account_id, None, "the suspended account is not passed on");
+        assert_eq!(
+            principal.account_id, None,
+            "the suspended account is not passed on"
+        );
         assert_eq!(principal.role, Role::Unspecified);
     }
 
@@ -865,11 +901,24 @@ mod tests {
         method.rule.api_tokens_allowed = true;
         let deadline = NOW + 9_000;
         assert!(
-            decide(&method, Some(&api_token(None, false)), &state, ip(), deadline - 1).is_ok(),
+            decide(
+                &method,
+                Some(&api_token(None, false)),
+                &state,
+                ip(),
+                deadline - 1
+            )
+            .is_ok(),
             "before the deadline"
         );
-        let error = decide(&method, Some(&api_token(None, false)), &state, ip(), deadline)
-            .unwrap_err();
+        let error = decide(
+            &method,
+            Some(&api_token(None, false)),
+            &state,
+            ip(),
+            deadline,
+        )
+        .unwrap_err();
         assert_eq!(
             (error.code, error.reason),
             (ErrorCode::PermissionDenied, "MFA_ENROLLMENT_REQUIRED")
@@ -883,19 +932,50 @@ mod tests {
             Some("2027-01-15T08:00:09Z")
         );
         assert!(
-            decide(&method, Some(&api_token(None, true)), &state, ip(), deadline).is_ok(),
+            decide(
+                &method,
+                Some(&api_token(None, true)),
+                &state,
+                ip(),
+                deadline
+            )
+            .is_ok(),
             "introspected with 2FA"
         );
         // Pushed changes win over the introspection, both ways.
         state.revocations.write().set_mfa(id("owner"), true);
-        assert!(decide(&method, Some(&api_token(None, false)), &state, ip(), deadline).is_ok());
+        assert!(
+            decide(
+                &method,
+                Some(&api_token(None, false)),
+                &state,
+                ip(),
+                deadline
+            )
+            .is_ok()
+        );
         state.revocations.write().set_mfa(id("owner"), false);
         assert_eq!(
-            reason(decide(&method, Some(&api_token(None, true)), &state, ip(), deadline)),
+            reason(decide(
+                &method,
+                Some(&api_token(None, true)),
+                &state,
+                ip(),
+                deadline
+            )),
             "MFA_ENROLLMENT_REQUIRED"
         );
         // Accounts that do not enforce 2FA do not care.
         state.policies.write().settings.clear();
-        assert!(decide(&method, Some(&api_token(None, false)), &state, ip(), deadline).is_ok());
+        assert!(
+            decide(
+                &method,
+                Some(&api_token(None, false)),
+                &state,
+                ip(),
+                deadline
+            )
+            .is_ok()
+        );
     }
 }

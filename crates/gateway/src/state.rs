@@ -459,7 +459,10 @@ mod tests {
         assert!(!r.portal_token_revoked(&token(u2, id(8), None, 70)));
         r.prune(10_001);
         assert!(!r.portal_token_revoked(&token(id(9), s1, None, 0)));
-        assert!(r.portal_token_revoked(&token(u2, id(8), None, 0)), "cut-off kept until its tokens expired");
+        assert!(
+            r.portal_token_revoked(&token(u2, id(8), None, 0)),
+            "cut-off kept until its tokens expired"
+        );
         r.prune(20_000 + 30_000);
         assert!(!r.portal_token_revoked(&token(u2, id(8), None, 0)));
         assert!(r.users_before.is_empty() && r.user_accounts_before.is_empty());
@@ -468,17 +471,29 @@ mod tests {
     #[test]
     fn pushed_2fa_state_overrides_the_introspection_and_the_cap_drops_it_all() {
         let mut r = Revocations::default();
-        assert!(!r.user_has_mfa(id(1), false), "nothing pushed: as introspected");
+        assert!(
+            !r.user_has_mfa(id(1), false),
+            "nothing pushed: as introspected"
+        );
         assert!(r.user_has_mfa(id(1), true));
         assert!(r.set_mfa(id(1), true));
-        assert!(r.user_has_mfa(id(1), false), "enrolled after the introspection");
+        assert!(
+            r.user_has_mfa(id(1), false),
+            "enrolled after the introspection"
+        );
         assert!(r.set_mfa(id(1), false));
-        assert!(!r.user_has_mfa(id(1), true), "turned off after the introspection");
+        assert!(
+            !r.user_has_mfa(id(1), true),
+            "turned off after the introspection"
+        );
         for n in 2..=MFA_STATES_CAP as u128 {
             r.mfa.insert(id(n), true);
         }
         assert!(r.set_mfa(id(1), true), "a known user never overflows");
-        assert!(!r.set_mfa(id(0), true), "a new one beyond the cap drops the states");
+        assert!(
+            !r.set_mfa(id(0), true),
+            "a new one beyond the cap drops the states"
+        );
         assert!(r.mfa.is_empty());
     }
 }

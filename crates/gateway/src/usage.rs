@@ -349,7 +349,11 @@ mod tests {
         usage.record(&api(8), ip(5), None, 6_000);
         assert_eq!(usage.pending(), 2);
         let taken = std::mem::take(&mut *usage.pending.lock());
-        let requests: Vec<_> = taken.into_chunks().iter().map(Pending::to_request).collect();
+        let requests: Vec<_> = taken
+            .into_chunks()
+            .iter()
+            .map(Pending::to_request)
+            .collect();
         assert_eq!(requests.len(), 1);
         let request = &requests[0];
         assert_eq!(request.session_activities.len(), 1);

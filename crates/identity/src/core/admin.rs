@@ -58,7 +58,8 @@ impl Core {
                 "at most 10000 entries",
             ));
         }
-        let millis = |t: Option<&prost_types::Timestamp>| t.map_or(0, |t| Timestamp::from_proto(t).millis());
+        let millis =
+            |t: Option<&prost_types::Timestamp>| t.map_or(0, |t| Timestamp::from_proto(t).millis());
         let idle = i64::try_from(self.auth.session_idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let tx = crate::store::begin(&self.db).await?;
         for u in &r.api_token_usages {
@@ -341,8 +342,8 @@ impl Core {
                 owner,
                 pb::RevocationReason::RevokedByOwner,
             )
-                .await?
-                .0
+            .await?
+            .0
         } else {
             0
         };

@@ -160,7 +160,10 @@ impl Core {
     /// revocation log's head as committed now: revocations committed before
     /// this call end it, later ones (at higher positions) do not. Call it
     /// after committing what the token must survive.
-    pub(crate) async fn access_token(&self, session: &SessionRow) -> Result<pb::AccessToken, Error> {
+    pub(crate) async fn access_token(
+        &self,
+        session: &SessionRow,
+    ) -> Result<pb::AccessToken, Error> {
         let flags = one(
             &self.db,
             "SELECT staff, totp_secret IS NOT NULL AS mfa, \
