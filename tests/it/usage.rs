@@ -7,32 +7,14 @@ use std::time::{Duration, Instant};
 
 use tenancy_proto::account::ListServicesRequest;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
-use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::{
     ApiToken, CreateApiTokenRequest, GetMeRequest, ListApiTokensRequest, ListSessionsRequest,
-    LoginRequest, RefreshSessionRequest, SessionCredentials,
+    RefreshSessionRequest,
 };
 use tenancy_runtime::{Clock as _, ManualClock, SystemClock, Timestamp};
 use tonic::Code;
 
 use crate::gateway::{PASSWORD, Parts, Suite, reason, session_of};
-
-/// Logs in through the gateway; returns the session's credentials.
-async fn login(suite: &Suite, email: &str) -> SessionCredentials {
-    let response = IdentityServiceClient::new(suite.gateway.clone())
-        .login(LoginRequest {
-            email: email.into(),
-            password: PASSWORD.into(),
-            account_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    match response.outcome.unwrap() {
-        Outcome::Session(s) => s,
-        other => panic!("{other:?}"),
-    }
-}
 
 /// An account of a new user, the owner's token for it and an API token.
 async fn owner_with_api_token(suite: &Suite, email: &str) -> (String, String) {
@@ -116,8 +98,8 @@ async fn activity_keeps_a_session_alive_and_an_unused_one_idles_out() {
     })
     .await;
     suite.user("idle@example.com").await;
-    let used = login(&suite, "idle@example.com").await;
-    let unused = login(&suite, "idle@example.com").await;
+    let used = suite.session("idle@example.com", PASSWORD, "").await;
+    let unused = suite.session("idle@example.com", PASSWORD, "").await;
     let token = used.access_token.as_ref().unwrap().token.clone();
     // Used every four minutes for twenty: twice the idle timeout.
     for _ in 0..5 {

@@ -561,14 +561,7 @@ mod tests {
             )
             .is_ok()
         );
-        let api = Credential::Api(ApiToken {
-            id: id("t1"),
-            user_id: id("owner"),
-            account_id: id("acc"),
-            read_only: false,
-            expire_ms: None,
-            mfa: false,
-        });
+        let api = api_token_of(false, None, false);
         let principal = decide(&method, Some(&api), &state, ip(), NOW).unwrap();
         assert_eq!(principal.token_kind, TokenKind::Api);
     }
@@ -576,16 +569,7 @@ mod tests {
     #[test]
     fn api_tokens_only_where_allowed_unexpired_unrevoked_and_read_only_reads() {
         let state = ready_state();
-        let token = |read_only, expire_ms| {
-            Credential::Api(ApiToken {
-                id: id("t1"),
-                user_id: id("owner"),
-                account_id: id("acc"),
-                read_only,
-                expire_ms,
-                mfa: false,
-            })
-        };
+        let token = |read_only, expire_ms| api_token_of(read_only, expire_ms, false);
         let portal_only = account_method(Role::Manager);
         assert_eq!(
             reason(decide(
@@ -783,15 +767,20 @@ mod tests {
         );
     }
 
-    fn api_token(expire_ms: Option<i64>, mfa: bool) -> Credential {
+    /// The owner's API token "t1" for "acc".
+    fn api_token_of(read_only: bool, expire_ms: Option<i64>, mfa: bool) -> Credential {
         Credential::Api(ApiToken {
             id: id("t1"),
             user_id: id("owner"),
             account_id: id("acc"),
-            read_only: false,
+            read_only,
             expire_ms,
             mfa,
         })
+    }
+
+    fn api_token(expire_ms: Option<i64>, mfa: bool) -> Credential {
+        api_token_of(false, expire_ms, mfa)
     }
 
     #[test]

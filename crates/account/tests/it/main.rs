@@ -188,17 +188,25 @@ impl Env {
 
     /// Turns on TOTP for a user with [`PASSWORD`], through identity's
     /// public API: log in, begin, confirm with the current code.
-    pub async fn enrol_totp(&self, user: &str, email: &str) {
-        let channel = self.peers.channel(ServiceName::Identity).await;
-        let as_principal = |p: Principal| {
-            IdentityServiceClient::with_interceptor(
-                channel.clone(),
-                Caller::new(p, Arc::new(self.clock.clone())),
-            )
-        };
-        let login = as_principal(Principal::anonymous(None, "r"))
+    /// A client of identity's public API calling as `principal`.
+    async fn identity_as(
+        &self,
+        principal: Principal,
+    ) -> IdentityServiceClient<InterceptedService<Channel, Caller>> {
+        IdentityServiceClient::with_interceptor(
+            self.peers.channel(ServiceName::Identity).await,
+            Caller::new(principal, Arc::new(self.clock.clone())),
+        )
+    }
+
+    /// Logs in with [`PASSWORD`] through identity's public API; returns the
+    /// new session's id.
+    async fn session_of(&self, email: String) -> String {
+        let login = self
+            .identity_as(Principal::anonymous(None, "r"))
+            .await
             .login(ipb::LoginRequest {
-                email: email.into(),
+                email,
                 password: PASSWORD.into(),
                 account_id: String::new(),
             })
@@ -208,14 +216,21 @@ impl Env {
         let Some(ipb::login_response::Outcome::Session(session)) = login.outcome else {
             panic!("expected a session");
         };
-        let mut c = as_principal(Principal {
-            user_id: Some(user.into()),
-            session_id: Some(session.session_id),
-            token_kind: tenancy_testkit::TokenKind::Portal,
-            client_ip: Some("198.51.100.7".parse().unwrap()),
-            request_id: "r".into(),
-            ..Principal::default()
-        });
+        session.session_id
+    }
+
+    pub async fn enrol_totp(&self, user: &str, email: &str) {
+        let session_id = self.session_of(email.to_owned()).await;
+        let mut c = self
+            .identity_as(Principal {
+                user_id: Some(user.into()),
+                session_id: Some(session_id),
+                token_kind: tenancy_testkit::TokenKind::Portal,
+                client_ip: Some("198.51.100.7".parse().unwrap()),
+                request_id: "r".into(),
+                ..Principal::default()
+            })
+            .await;
         let begun = c
             .begin_totp_enrollment(ipb::BeginTotpEnrollmentRequest {})
             .await
@@ -247,34 +262,17 @@ impl Env {
             .users
             .remove(0)
             .email;
-        let channel = self.peers.channel(ServiceName::Identity).await;
-        let as_principal = |p: Principal| {
-            IdentityServiceClient::with_interceptor(
-                channel.clone(),
-                Caller::new(p, Arc::new(self.clock.clone())),
-            )
-        };
-        let login = as_principal(Principal::anonymous(None, "r"))
-            .login(ipb::LoginRequest {
-                email,
-                password: PASSWORD.into(),
-                account_id: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(ipb::login_response::Outcome::Session(session)) = login.outcome else {
-            panic!("expected a session");
-        };
-        as_principal(Principal {
+        let session_id = self.session_of(email).await;
+        self.identity_as(Principal {
             user_id: Some(user.into()),
             account_id: Some(account.into()),
             role: Role::Manager,
-            session_id: Some(session.session_id),
+            session_id: Some(session_id),
             token_kind: tenancy_testkit::TokenKind::Portal,
             request_id: "r".into(),
             ..Principal::default()
         })
+        .await
         .create_api_token(ipb::CreateApiTokenRequest {
             name: "ci".into(),
             expire_time: None,
