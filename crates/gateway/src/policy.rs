@@ -279,13 +279,16 @@ pub fn decide(
     {
         let deadline_ms = member.mfa_deadline_ms(settings);
         if now_ms >= deadline_ms {
+            // What identity pushed since: a user who enrolled meanwhile is
+            // let through at once (a session's next token records it); one
+            // who turned 2FA off has no older portal token left (that
+            // revoked them) and their API tokens follow the pushed state.
+            let revocations = state.revocations.read();
             let has_second_factor = match credential {
-                Credential::Portal(_) => false,
-                Credential::Api(token) => state
-                    .revocations
-                    .read()
-                    .user_has_mfa(token.user_id, token.mfa),
+                Credential::Portal(token) => revocations.user_has_mfa(token.user, false),
+                Credential::Api(token) => revocations.user_has_mfa(token.user_id, token.mfa),
             };
+            drop(revocations);
             if !has_second_factor {
                 return Err(mfa_required(account_id, deadline_ms, portal.is_some()));
             }
@@ -642,6 +645,10 @@ mod tests {
             reason(decide(&user_method, Some(&caller), &state, ip(), later)),
             "MFA_ENROLLMENT_REQUIRED"
         );
+        // Enrolled in another session: pushed by identity, let through.
+        state.revocations.write().set_mfa(id("owner"), true);
+        assert!(decide(&method, Some(&caller), &state, ip(), later).is_ok());
+        state.revocations.write().mfa.clear();
         let Credential::Portal(c) = &caller else {
             unreachable!()
         };
