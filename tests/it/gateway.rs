@@ -38,6 +38,8 @@ pub(crate) struct Suite {
     pub(crate) gateway: Channel,
     /// The configuration it was started with.
     pub(crate) config: Config,
+    /// Its database, dropped (on PostgreSQL) once the test is done with it.
+    pub(crate) database: Arc<TestDatabase>,
 }
 
 /// A `Bearer` token on every call.
@@ -84,26 +86,31 @@ impl Suite {
         clock: SharedClock,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
-        let db = TestDatabase::new("gateway").await;
-        let mut config = test_config(&db);
+        let database = Arc::new(TestDatabase::new("gateway").await);
+        let mut config = test_config(&database);
         // Cheap hashing: these tests are about the gateway.
         config.auth.argon2_memory_kib = 1024;
         config.auth.argon2_iterations = 1;
         config.gateway.public_rate_per_minute = 600;
         config.gateway.public_burst = 200;
         tweak(&mut config);
-        Self::start_on(config, clock).await
+        Self::start_on(config, database, clock).await
     }
 
-    /// The suite with `config` as it is (e.g. again, on the databases of a
-    /// suite that was stopped).
-    pub(crate) async fn start_on(config: Config, clock: SharedClock) -> Self {
+    /// The suite with `config` as it is, on `database` (e.g. again, after
+    /// a suite on it was stopped).
+    pub(crate) async fn start_on(
+        config: Config,
+        database: Arc<TestDatabase>,
+        clock: SharedClock,
+    ) -> Self {
         let running = start(config.clone(), Part::All, clock).await.unwrap();
         let gateway = channel(running.gateway.unwrap()).await;
         let suite = Self {
             running,
             gateway,
             config,
+            database,
         };
         suite.wait_ready().await;
         suite
@@ -677,6 +684,7 @@ pub(crate) struct Parts {
     pub(crate) config: Config,
     pub(crate) services: Vec<(ServiceName, Running)>,
     pub(crate) gateway: Option<Running>,
+    database: Arc<TestDatabase>,
 }
 
 impl Parts {
@@ -685,8 +693,8 @@ impl Parts {
     }
 
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
-        let db = TestDatabase::new("restart").await;
-        let mut config = test_config(&db);
+        let database = Arc::new(TestDatabase::new("restart").await);
+        let mut config = test_config(&database);
         config.auth.argon2_memory_kib = 1024;
         config.auth.argon2_iterations = 1;
         tweak(&mut config);
@@ -694,6 +702,7 @@ impl Parts {
             config,
             services: Vec::new(),
             gateway: None,
+            database,
         };
         let parts_in_order = [
             (ServiceName::Contacts, Part::Contacts),
@@ -736,6 +745,7 @@ impl Parts {
             running,
             gateway,
             config: self.config.clone(),
+            database: self.database.clone(),
         };
         suite.wait_ready().await;
         suite

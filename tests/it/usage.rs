@@ -206,10 +206,10 @@ async fn the_whole_suite_stopped_gracefully_keeps_what_its_gateway_saw() {
     .await;
     let (owner, secret) = owner_with_api_token(&suite, "suite-stop@example.com").await;
     use_api_token(&suite, &secret).await;
-    let config = suite.config.clone();
+    let (config, database) = (suite.config.clone(), suite.database.clone());
     suite.running.stop().await.unwrap();
 
-    let suite = Suite::start_on(config, Arc::new(SystemClock)).await;
+    let suite = Suite::start_on(config, database, Arc::new(SystemClock)).await;
     let token = &api_tokens(&suite, &owner).await[0];
     assert!(token.last_used_time.is_some(), "{token:?}");
 }
