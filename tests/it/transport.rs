@@ -245,23 +245,27 @@ async fn answers(address: SocketAddr, config: Arc<rustls::ClientConfig>, server:
             .ok()?;
         let (client, connection) = h2::client::handshake(tls).await.ok()?;
         tokio::spawn(connection);
-        let mut client = client.ready().await.ok()?;
-        let request = http::Request::post(format!("https://{address}/grpc.health.v1.Health/Check"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
-        let (response, mut body) = client.send_request(request, false).ok()?;
-        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
-            .ok()?;
-        let response = response.await.ok()?;
-        Some(response.status() == http::StatusCode::OK)
+        Some(h2_health(client).await? == http::StatusCode::OK)
     };
     tokio::time::timeout(Duration::from_secs(5), attempt)
         .await
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// Asks for gRPC health on an HTTP/2 connection; the HTTP status.
+async fn h2_health(client: h2::client::SendRequest<bytes::Bytes>) -> Option<http::StatusCode> {
+    let mut client = client.ready().await.ok()?;
+    let request = http::Request::post("https://localhost/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).ok()?;
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .ok()?;
+    Some(response.await.ok()?.status())
 }
 
 /// A service answers a client with a certificate from the internal CA, and
@@ -382,31 +386,96 @@ async fn grpcurl(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The suite with TLS on the public port, from certificate files in a
+/// directory of the test's own, read again every 100 ms.
+struct PublicTlsSuite {
+    dir: std::path::PathBuf,
+    pki: DevPki,
+    name: String,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    running: Running,
+}
+
+impl PublicTlsSuite {
+    async fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tenancy-public-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = DevPki::open(tenancy_testkit::test_pki()).unwrap();
+        let (cert, key) = (dir.join("public.pem"), dir.join("public.key"));
+        let this_name = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+        Self::install(&pki, &this_name, &dir, &cert, &key);
+        let running = suite(|config| {
+            config.gateway.tls_cert_file = Some(cert.clone());
+            config.gateway.tls_key_file = Some(key.clone());
+            config.tls.reload_interval = Some(Duration::from_millis(100));
+        })
+        .await;
+        assert!(running.gateway_tls);
+        Self {
+            dir,
+            pki,
+            name: this_name,
+            cert,
+            key,
+            running,
+        }
+    }
+
+    /// Issues a new certificate and key for the public names and puts them
+    /// in place (key first, each by rename, as cert-manager's volumes swap).
+    fn install(pki: &DevPki, name: &str, dir: &Path, cert: &Path, key: &Path) {
+        let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let issued = pki.issue(name, &names).unwrap();
+        std::fs::copy(&issued.key, dir.join("next.key")).unwrap();
+        std::fs::copy(&issued.cert, dir.join("next.pem")).unwrap();
+        std::fs::rename(dir.join("next.key"), key).unwrap();
+        std::fs::rename(dir.join("next.pem"), cert).unwrap();
+    }
+
+    /// Rotates the certificate on disk and waits until new connections get
+    /// it.
+    async fn rotate(&self) {
+        let gateway = self.running.gateway.unwrap();
+        let before = served_certificate(gateway).await;
+        Self::install(&self.pki, &self.name, &self.dir, &self.cert, &self.key);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now_served = served_certificate(gateway).await;
+            if now_served != before {
+                let expected = std::fs::read_to_string(&self.cert).unwrap();
+                assert!(
+                    expected.contains(std::str::from_utf8(&now_served).unwrap().trim()),
+                    "the new certificate is served"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the rotated certificate was never served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.running.stop().await.unwrap();
+        std::fs::remove_dir_all(self.dir).unwrap();
+    }
+}
+
 /// The public port serves TLS from files: grpcurl with `-cacert` lists the
 /// public services (and no internal one: reflection finds none), and a
 /// certificate rotated on disk is served to new connections without a
 /// restart while an open connection goes on.
 #[tokio::test]
 async fn the_public_port_serves_tls_from_files_reloaded_when_they_change() {
-    let dir = std::env::temp_dir().join(format!("tenancy-public-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = tenancy_testkit::test_pki().join("ca.pem");
-    let pki = DevPki::open(tenancy_testkit::test_pki()).unwrap();
-    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let issued = pki.issue("rotating", &names).unwrap();
-    let (cert, key) = (dir.join("public.pem"), dir.join("public.key"));
-    std::fs::copy(&issued.cert, &cert).unwrap();
-    std::fs::copy(&issued.key, &key).unwrap();
-    let running = suite(|config| {
-        config.gateway.tls_cert_file = Some(cert.clone());
-        config.gateway.tls_key_file = Some(key.clone());
-        config.tls.reload_interval = Some(Duration::from_millis(100));
-    })
-    .await;
-    let gateway = running.gateway.unwrap();
-    assert!(running.gateway_tls);
-    let address = gateway.to_string();
-    let ca_arg = ca.display().to_string();
+    let public = PublicTlsSuite::start("rotating").await;
+    let address = public.running.gateway.unwrap().to_string();
+    let ca_arg = tenancy_testkit::test_pki()
+        .join("ca.pem")
+        .display()
+        .to_string();
 
     let (ok, out) = grpcurl(&["-cacert", &ca_arg, &address, "list"]).await;
     assert!(ok, "{out}");
@@ -427,55 +496,20 @@ async fn the_public_port_serves_tls_from_files_reloaded_when_they_change() {
     let (ok, out) = grpcurl(&["-plaintext", &address, "list"]).await;
     assert!(!ok, "plaintext on a TLS port: {out}");
 
-    let before = served_certificate(gateway).await;
-    let rotated = pki.issue("rotating", &names).unwrap();
-    std::fs::copy(&rotated.key, dir.join("next.key")).unwrap();
-    std::fs::copy(&rotated.cert, dir.join("next.pem")).unwrap();
-    std::fs::rename(dir.join("next.key"), &key).unwrap();
-    std::fs::rename(dir.join("next.pem"), &cert).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now_served = served_certificate(gateway).await;
-        if now_served != before {
-            let expected = std::fs::read_to_string(&cert).unwrap();
-            assert!(
-                expected.contains(std::str::from_utf8(&now_served).unwrap().trim()),
-                "the new certificate is served"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the rotated certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    public.rotate().await;
     let (ok, out) = grpcurl(&["-cacert", &ca_arg, &address, "list"]).await;
     assert!(ok, "after rotation: {out}");
-    running.stop().await.unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
+    public.stop().await;
 }
 
-/// An open HTTP/2 connection over TLS survives a rotation: proved with
-/// one h2 connection making a call before and after.
+/// An open HTTP/2 connection over TLS survives a rotation: one connection
+/// answers a call before and after.
 #[tokio::test]
 async fn an_open_public_connection_survives_a_certificate_rotation() {
-    let dir = std::env::temp_dir().join(format!("tenancy-public-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pki = DevPki::open(tenancy_testkit::test_pki()).unwrap();
-    let names = ["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let issued = pki.issue("rotating-open", &names).unwrap();
-    let (cert, key) = (dir.join("public.pem"), dir.join("public.key"));
-    std::fs::copy(&issued.cert, &cert).unwrap();
-    std::fs::copy(&issued.key, &key).unwrap();
-    let running = suite(|config| {
-        config.gateway.tls_cert_file = Some(cert.clone());
-        config.gateway.tls_key_file = Some(key.clone());
-        config.tls.reload_interval = Some(Duration::from_millis(100));
-    })
-    .await;
-    let gateway = running.gateway.unwrap();
-    let tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    let public = PublicTlsSuite::start("rotating-open").await;
+    let tcp = tokio::net::TcpStream::connect(public.running.gateway.unwrap())
+        .await
+        .unwrap();
     let tls = tokio_rustls::TlsConnector::from(client_config(None))
         .connect(
             rustls_pki_types::ServerName::try_from("localhost").unwrap(),
@@ -485,38 +519,14 @@ async fn an_open_public_connection_survives_a_certificate_rotation() {
         .unwrap();
     let (client, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(connection);
-    let health = |client: h2::client::SendRequest<bytes::Bytes>| async move {
-        let mut client = client.ready().await.unwrap();
-        let request = http::Request::post("https://localhost/grpc.health.v1.Health/Check")
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
-        let (response, mut body) = client.send_request(request, false).unwrap();
-        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
-            .unwrap();
-        response.await.unwrap().status()
-    };
-    assert_eq!(health(client.clone()).await, http::StatusCode::OK);
-    let before = served_certificate(gateway).await;
-    let rotated = pki.issue("rotating-open", &names).unwrap();
-    std::fs::copy(&rotated.key, &key).unwrap();
-    std::fs::copy(&rotated.cert, &cert).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while served_certificate(gateway).await == before {
-        assert!(
-            Instant::now() < deadline,
-            "the rotated certificate was never served"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(h2_health(client.clone()).await, Some(http::StatusCode::OK));
+    public.rotate().await;
     assert_eq!(
-        health(client).await,
-        http::StatusCode::OK,
+        h2_health(client).await,
+        Some(http::StatusCode::OK),
         "the connection opened before the rotation still works"
     );
-    running.stop().await.unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
+    public.stop().await;
 }
 
 /// Reflection through the gateway: an internal service's symbol is

@@ -155,13 +155,16 @@ fn server_config(
     Ok(config)
 }
 
+/// What builds a value from the contents of watched files.
+type Build<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync>;
+
 /// Files watched for changes, and what was last built from them.
 pub struct Reloading<T> {
     label: String,
     files: Vec<PathBuf>,
     seen: Mutex<Vec<Vec<u8>>>,
     current: RwLock<Arc<T>>,
-    build: Box<dyn Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync>,
+    build: Build<T>,
 }
 
 impl<T: Send + Sync + 'static> Reloading<T> {
