@@ -421,3 +421,50 @@ pub async fn migrate(config: &Config, part: Part) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn fresh() -> Config {
+        let dir = std::env::temp_dir().join(format!("tenancy-keys-{}", uuid::Uuid::new_v4()));
+        Config {
+            data_dir: dir,
+            ..Config::default()
+        }
+    }
+
+    /// A command that only reads keys (`tenancy admin`) refuses with the
+    /// setting's name when the suite never made them, instead of inventing
+    /// one; `serve`/`migrate` of the whole suite make them once, and later
+    /// commands read the same ones.
+    #[test]
+    fn keys_come_from_one_place_and_are_never_made_up() {
+        let mut config = fresh();
+        let error = principal_key(&config, Part::All, Keys::Existing)
+            .err()
+            .unwrap();
+        assert_eq!(error.setting, "principal_key", "{error}");
+        let error = tls_config(&mut config.clone(), Part::All, Keys::Existing)
+            .err()
+            .unwrap();
+        assert_eq!(error.setting, "tls.ca_file", "{error}");
+        let error = principal_key(&config, Part::Identity, Keys::CreateInDataDir)
+            .err()
+            .unwrap();
+        assert_eq!(error.setting, "principal_key", "a part alone needs it set");
+
+        create_data_dir(&config).unwrap();
+        let made = principal_key(&config, Part::All, Keys::CreateInDataDir).unwrap();
+        let read = principal_key(&config, Part::All, Keys::Existing).unwrap();
+        assert_eq!(made.to_hex(), read.to_hex());
+        tls_config(&mut config, Part::All, Keys::CreateInDataDir).unwrap();
+        let mut later = fresh();
+        later.data_dir = config.data_dir.clone();
+        tls_config(&mut later, Part::All, Keys::Existing).unwrap();
+        assert_eq!(later.tls.ca_file, config.tls.ca_file);
+        std::fs::remove_dir_all(&config.data_dir).unwrap();
+    }
+}
