@@ -107,30 +107,41 @@ impl Context {
     /// balanced over its configured URLs. Calls fail with UNAVAILABLE while
     /// it is down, and succeed again once it is back.
     pub fn channel_to(&self, name: ServiceName) -> Result<Channel, ConfigError> {
-        let setting = format!("{}.url", name.as_str());
-        let urls = self.config.service_urls(name);
-        if urls.is_empty() {
-            return Err(ConfigError::new(setting, "no URL"));
-        }
-        let dialer = LazyConnector {
-            tls: self.tls.clone(),
-            part: self.part,
-            server: name.caller(),
-        };
-        let replicas = urls
-            .into_iter()
-            .map(|url| {
-                tonic::transport::Endpoint::from_shared(url.clone())
-                    .map(|e| {
-                        e.connect_timeout(CONNECT_TIMEOUT)
-                            .timeout(self.config.request_timeout)
-                            .connect_with_connector_lazy(dialer.clone())
-                    })
-                    .map_err(|e| ConfigError::new(&setting, format_args!("{url:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Channel::balance(replicas))
+        channel_to(&self.config, &self.tls, self.part, name)
     }
+}
+
+/// A lazily-connecting channel from `part` (presenting its certificate from
+/// `tls`) to the service `name`, balanced over its configured URLs.
+pub fn channel_to(
+    config: &Config,
+    tls: &Arc<TlsParts>,
+    part: Caller,
+    name: ServiceName,
+) -> Result<Channel, ConfigError> {
+    let setting = format!("{}.url", name.as_str());
+    let urls = config.service_urls(name);
+    if urls.is_empty() {
+        return Err(ConfigError::new(setting, "no URL"));
+    }
+    let dialer = LazyConnector {
+        tls: tls.clone(),
+        part,
+        server: name.caller(),
+    };
+    let replicas = urls
+        .into_iter()
+        .map(|url| {
+            tonic::transport::Endpoint::from_shared(url.clone())
+                .map(|e| {
+                    e.connect_timeout(CONNECT_TIMEOUT)
+                        .timeout(config.request_timeout)
+                        .connect_with_connector_lazy(dialer.clone())
+                })
+                .map_err(|e| ConfigError::new(&setting, format_args!("{url:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Channel::balance(replicas))
 }
 
 /// Longest wait for another part to accept a connection.

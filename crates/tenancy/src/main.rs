@@ -189,23 +189,22 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
     let mut config = config;
     tenancy::tls_config(&mut config, Part::All, tenancy::Keys::Existing)
         .map_err(|e| e.to_string())?;
+    // Operator calls carry no principal: the operator's certificate is the
+    // credential (GrantStaff and the like name CALLER_OPERATOR).
     let tls = Arc::new(tenancy_runtime::TlsParts::new(&config.tls));
-    let context = tenancy_runtime::Context {
-        // Operator calls carry no principal: the certificate is the
-        // credential, and the key is not needed.
-        key: tenancy_runtime::PrincipalKey::generate(),
-        config: Arc::new(config),
-        clock: Arc::new(SystemClock),
-        rules: Arc::new(tenancy_runtime::rules::MethodRules::default()),
-        tls,
-        part: tenancy_runtime::tls::Caller::Operator,
-    };
-    context.part_tls().map_err(|e| e.to_string())?;
-    let channel = context
-        .channel_to(ServiceName::Identity)
+    tls.part(tenancy_runtime::tls::Caller::Operator)
         .map_err(|e| e.to_string())?;
-    let mut identity =
-        IdentityInternalServiceClient::with_interceptor(channel, context.service_auth());
+    let channel = tenancy_runtime::service::channel_to(
+        &config,
+        &tls,
+        tenancy_runtime::tls::Caller::Operator,
+        ServiceName::Identity,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut identity = IdentityInternalServiceClient::with_interceptor(
+        channel,
+        tenancy_runtime::principal::ServiceAuth::new(),
+    );
     let status = |s: tonic::Status| format!("identity: {} ({:?})", s.message(), s.code());
     match command {
         Admin::GrantStaff { email } => {
