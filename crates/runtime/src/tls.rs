@@ -507,7 +507,7 @@ pub struct Connector {
 
 impl Connector {
     /// A connector presenting `tls` and expecting `server`, giving up on a
-    /// TCP connect after `timeout`.
+    /// connection not established (TCP and TLS) after `timeout`.
     pub fn new(tls: Arc<PartTls>, server: Caller, timeout: Duration) -> Self {
         Self {
             tls,
@@ -521,11 +521,16 @@ impl Connector {
         &self,
         authority: &str,
     ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect(authority))
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        tcp.set_nodelay(true)?;
-        self.tls.connect(tcp, self.server).await
+        // The TCP connect and the handshake together: a peer that accepts
+        // connections but never answers (hung, or packets dropped) holds
+        // nobody longer than this.
+        tokio::time::timeout(self.timeout, async {
+            let tcp = TcpStream::connect(authority).await?;
+            tcp.set_nodelay(true)?;
+            self.tls.connect(tcp, self.server).await
+        })
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
     }
 }
 
