@@ -415,6 +415,7 @@ async fn the_default_account_needs_a_user_and_at_most_10_preferences() {
         .await
         .unwrap_err();
     assert_eq!(crate::fields(&e), ["preferred_account_ids"]);
+}
 
 /// The service catalogue is written by billing and provisioning, each
 /// recorded in the audit log under the name its certificate gives it.
