@@ -90,7 +90,6 @@ enum Admin {
     },
 }
 
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
