@@ -35,15 +35,18 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-async fn suite(tweak: impl FnOnce(&mut Config)) -> Running {
+/// The whole suite on a database of its own, returned with it: keep the
+/// database as long as the suite runs (dropping it drops a PostgreSQL one).
+async fn suite(tweak: impl FnOnce(&mut Config)) -> (Running, TestDatabase) {
     let db = TestDatabase::new("transport").await;
     let mut config = test_config(&db);
     config.auth.argon2_memory_kib = 1024;
     config.auth.argon2_iterations = 1;
     tweak(&mut config);
-    start(config, Part::All, Arc::new(SystemClock))
+    let running = start(config, Part::All, Arc::new(SystemClock))
         .await
-        .unwrap()
+        .unwrap();
+    (running, db)
 }
 
 fn service(running: &Running, name: ServiceName) -> TestChannel {
@@ -80,7 +83,7 @@ const LIST_CONTACTS: &str = "/tenancy.contacts.v1.ContactsService/ListContacts";
 /// same service, and to another service (InviteMember as an OWNER).
 #[tokio::test]
 async fn a_signed_principal_is_good_for_one_call_of_one_method() {
-    let running = suite(|_| {}).await;
+    let (running, _db) = suite(|_| {}).await;
     let contacts = service(&running, ServiceName::Contacts).as_caller(Peer::Gateway);
     let account = service(&running, ServiceName::Account).as_caller(Peer::Gateway);
     let captured = signed_for(LIST_CONTACTS, 1);
@@ -166,7 +169,7 @@ async fn raw_call(channel: TestChannel, path: &str) -> Option<tonic::Status> {
 /// names: nothing in metadata is consulted.
 #[tokio::test]
 async fn every_internal_method_is_refused_to_the_callers_its_rule_does_not_name() {
-    let running = suite(|_| {}).await;
+    let (running, _db) = suite(|_| {}).await;
     let rules = MethodRules::tenancy().unwrap();
     let owner = |service: &str| match service.split('.').nth(1) {
         Some("identity") => ServiceName::Identity,
@@ -273,7 +276,7 @@ async fn h2_health(client: h2::client::SendRequest<bytes::Bytes>) -> Option<http
 /// part: those are refused at the handshake, before any HTTP/2.
 #[tokio::test]
 async fn a_client_without_a_certificate_or_with_another_cas_cannot_connect_to_a_service() {
-    let running = suite(|_| {}).await;
+    let (running, _db) = suite(|_| {}).await;
     let identity = running.service(ServiceName::Identity).unwrap();
     let pki = tenancy_testkit::test_pki();
     let ours = client_config(Some((&pki.join("gateway.pem"), &pki.join("gateway.key"))));
@@ -308,7 +311,7 @@ async fn a_client_without_a_certificate_or_with_another_cas_cannot_connect_to_a_
 /// principal signed for the call.
 #[tokio::test]
 async fn public_methods_on_a_service_port_are_served_to_the_gateway_only() {
-    let running = suite(|_| {}).await;
+    let (running, _db) = suite(|_| {}).await;
     let identity = service(&running, ServiceName::Identity);
     let login = || LoginRequest {
         email: "ada@example.com".into(),
@@ -395,6 +398,7 @@ struct PublicTlsSuite {
     cert: std::path::PathBuf,
     key: std::path::PathBuf,
     running: Running,
+    _database: TestDatabase,
 }
 
 impl PublicTlsSuite {
@@ -405,7 +409,7 @@ impl PublicTlsSuite {
         let (cert, key) = (dir.join("public.pem"), dir.join("public.key"));
         let this_name = format!("{name}-{}", uuid::Uuid::new_v4().simple());
         Self::install(&pki, &this_name, &dir, &cert, &key);
-        let running = suite(|config| {
+        let (running, database) = suite(|config| {
             config.gateway.tls_cert_file = Some(cert.clone());
             config.gateway.tls_key_file = Some(key.clone());
             config.tls.reload_interval = Some(Duration::from_millis(100));
@@ -419,6 +423,7 @@ impl PublicTlsSuite {
             cert,
             key,
             running,
+            _database: database,
         }
     }
 
@@ -533,7 +538,7 @@ async fn an_open_public_connection_survives_a_certificate_rotation() {
 /// NOT_FOUND (the public ones are found).
 #[tokio::test]
 async fn reflection_through_the_gateway_does_not_find_internal_services() {
-    let running = suite(|_| {}).await;
+    let (running, _db) = suite(|_| {}).await;
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", running.gateway.unwrap()))
             .unwrap()
@@ -586,21 +591,15 @@ async fn reflection_through_the_gateway_does_not_find_internal_services() {
 /// unless explicitly allowed.
 #[tokio::test]
 async fn plaintext_on_a_non_loopback_address_is_refused_unless_allowed() {
-    let error = start(
-        {
-            let db = TestDatabase::new("plaintext").await;
-            let mut config = test_config(&db);
-            config.gateway.listen = "0.0.0.0:0".parse().unwrap();
-            config
-        },
-        Part::All,
-        Arc::new(SystemClock),
-    )
-    .await
-    .err()
-    .unwrap();
+    let db = TestDatabase::new("plaintext").await;
+    let mut config = test_config(&db);
+    config.gateway.listen = "0.0.0.0:0".parse().unwrap();
+    let error = start(config, Part::All, Arc::new(SystemClock))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(error.setting, "gateway.listen", "{error}");
-    let running = suite(|config| {
+    let (running, _db) = suite(|config| {
         config.gateway.listen = "0.0.0.0:0".parse().unwrap();
         config.gateway.allow_plaintext = true;
     })
