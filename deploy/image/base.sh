@@ -16,6 +16,7 @@
 #       parts of dependencies (ring, SQLite, mimalloc), and this machine's
 #       Rust toolchain copied in (`rustc --print sysroot`, without its docs):
 #       no toolchain download, which would need a network we do not have.
+#       It also trusts this machine's local CAs (see below).
 #
 # Both are Debian 12 (bookworm), as the images they replace are, so a binary
 # built on one runs on the other. Packages come from the machine's apt
@@ -52,13 +53,16 @@ trap 'rm -rf "$work"' EXIT
 commit_tree() { # tree, image, config args...
   local tree=$1 image=$2
   shift 2
-  local container mount
+  local container mount previous
+  previous=$(buildah images --quiet --no-trunc "$image" 2>/dev/null || true)
   container=$(buildah from scratch)
   mount=$(buildah mount "$container")
   cp -a "$tree/." "$mount/"
   buildah umount "$container" >/dev/null
   buildah config "$@" "$container"
   buildah commit --quiet --rm "$container" "$image" >/dev/null
+  # The image this one replaces, unless something still uses it.
+  if [ -n "$previous" ]; then buildah rmi "$previous" >/dev/null 2>&1 || true; fi
   echo "built $image ($(buildah images --format '{{.Size}}' "$image"))"
 }
 
@@ -128,6 +132,14 @@ build_builder() {
     "$SUITE" "$root" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log" >&2; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  # The builder trusts what this machine trusts: its local CAs (e.g. that of
+  # a TLS-inspecting egress proxy, as on our CI machines) are added, so cargo
+  # inside the build reaches crates.io as it does here. Only the builder:
+  # the runtime base keeps Debian's bundle alone.
+  if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null
+  fi
   # The toolchain: rustc, cargo, the standard library (no docs, no rustup:
   # a toolchain is one directory that runs from wherever it is).
   sysroot=$(rustc --print sysroot)
