@@ -50,9 +50,9 @@ impl TenancyService for ContactsService {
     const NAME: ServiceName = ServiceName::Contacts;
 
     async fn open(context: Context) -> Result<Self, ConfigError> {
-        let url = context.config.database_url(Self::NAME);
-        let db =
-            tenancy_runtime::db::open::<migration::Migrator>(&url, "contacts.database_url").await?;
+        let db = context
+            .open_database::<migration::Migrator>(Self::NAME)
+            .await?;
         let mailer = Arc::new(mailer::Mailer::from_config(
             context.config.smtp_url.as_deref(),
             context.config.mail.delivery_concurrency,

@@ -105,9 +105,9 @@ impl IdentityService {
         mailer: Arc<dyn Mailer>,
         accounts: Arc<dyn Accounts>,
     ) -> Result<Self, ConfigError> {
-        let url = context.config.database_url(Self::NAME);
-        let db: DatabaseConnection =
-            tenancy_runtime::db::open::<migration::Migrator>(&url, "identity.database_url").await?;
+        let db: DatabaseConnection = context
+            .open_database::<migration::Migrator>(Self::NAME)
+            .await?;
         let auth = context.config.auth.clone();
         let hasher = Hasher::new(HashParams {
             memory_kib: auth.argon2_memory_kib,
