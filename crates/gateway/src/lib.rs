@@ -17,11 +17,13 @@
 //! - `client_ip`: the client address behind trusted proxies.
 //! - `limits`: rate limits.
 //! - `usage`: last use of tokens and sessions, reported to identity.
+//! - `metrics`: decisions, limits, token caches and streams, measured.
 
 pub mod client_ip;
 pub mod credentials;
 pub mod jwt;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
 mod proxy;
 pub mod state;
@@ -110,6 +112,7 @@ pub async fn serve(
         identity,
         auth.clone(),
         ready.clone(),
+        metrics::Watch::new(&context.metrics, "revocations"),
         shutdown.clone(),
     ));
     tokio::spawn(sync::follow_policies(
@@ -118,6 +121,7 @@ pub async fn serve(
         account,
         auth,
         ready,
+        metrics::Watch::new(&context.metrics, "policies"),
         shutdown.clone(),
     ));
     tokio::spawn(prune_periodically(gateway.clone(), shutdown.clone()));

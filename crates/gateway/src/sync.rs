@@ -27,6 +27,7 @@ use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::Shutdown;
 
 use crate::credentials::Authenticator;
+use crate::metrics::Watch;
 use crate::state::{CutOff, Id, LiveState, Membership, Policies, Settings, parse_id};
 
 /// Longest silence on a stream (servers send heartbeats every 15 s) before
@@ -68,11 +69,13 @@ pub async fn follow_revocations(
     channel: Channel,
     auth: ServiceAuth,
     ready: ReadinessHook,
+    watch: Watch,
     shutdown: Shutdown,
 ) {
     let mut attempt = 0;
     loop {
         let from = state.revocations_position.load(Ordering::Acquire);
+        watch.resumed_from(from);
         let mut client =
             IdentityInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
         let request = WatchRevocationsRequest {
@@ -100,15 +103,20 @@ pub async fn follow_revocations(
                         }
                     };
                     attempt = 0;
+                    watch.message();
                     match item {
                         Some(RevocationItem::Event(event)) => {
                             apply_revocation(&state, &authenticator, &event).await;
                             state
                                 .revocations_position
                                 .store(event.position, Ordering::Release);
-                            state.recheck_streams(clock.now().millis());
+                            let now = clock.now().millis();
+                            watch.applied(event.position, millis(event.create_time.as_ref()), now);
+                            state.recheck_streams(now);
                         }
-                        Some(RevocationItem::CaughtUp(_)) => {
+                        Some(RevocationItem::CaughtUp(caught_up)) => {
+                            watch.head(caught_up.head_position);
+                            watch.caught_up(true);
                             state.revocations_ready.store(true, Ordering::Release);
                             ready(state.is_ready());
                             state.recheck_streams(clock.now().millis());
@@ -123,8 +131,12 @@ pub async fn follow_revocations(
                             *state.revocations.write() = Default::default();
                             authenticator.forget_api_tokens();
                             state.revocations_position.store(0, Ordering::Release);
+                            watch.resumed_from(0);
                         }
-                        Some(RevocationItem::Heartbeat(_)) | None => {}
+                        Some(RevocationItem::Heartbeat(heartbeat)) => {
+                            watch.head(heartbeat.head_position);
+                        }
+                        None => {}
                     }
                 }
             }
@@ -134,6 +146,7 @@ pub async fn follow_revocations(
         }
         state.revocations_ready.store(false, Ordering::Release);
         ready(false);
+        watch.reconnect();
         if !backoff(&mut attempt, &shutdown).await {
             return;
         }
@@ -206,11 +219,13 @@ pub async fn follow_policies(
     channel: Channel,
     auth: ServiceAuth,
     ready: ReadinessHook,
+    watch: Watch,
     shutdown: Shutdown,
 ) {
     let mut attempt = 0;
     loop {
         let from = state.policies_position.load(Ordering::Acquire);
+        watch.resumed_from(from);
         let mut client =
             AccountInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
         // A snapshot being received replaces the live state only once
@@ -242,10 +257,14 @@ pub async fn follow_policies(
                         }
                     };
                     attempt = 0;
+                    watch.message();
                     let position = message.position;
+                    let committed = millis(message.time.as_ref());
                     match message.event {
                         Some(PolicyEvent::Reset(_)) => staging = Some(Policies::default()),
                         Some(PolicyEvent::CaughtUp(_)) => {
+                            watch.head(position);
+                            watch.caught_up(true);
                             if let Some(snapshot) = staging.take() {
                                 *state.policies.write() = snapshot;
                             }
@@ -256,11 +275,18 @@ pub async fn follow_policies(
                             state.recheck_streams(clock.now().millis());
                             continue;
                         }
-                        Some(PolicyEvent::Heartbeat(_)) | None => continue,
-                        Some(event) => match staging.as_mut() {
-                            Some(snapshot) => apply_policy(snapshot, event),
-                            None => apply_policy(&mut state.policies.write(), event),
-                        },
+                        Some(PolicyEvent::Heartbeat(_)) => {
+                            watch.head(position);
+                            continue;
+                        }
+                        None => continue,
+                        Some(event) => {
+                            match staging.as_mut() {
+                                Some(snapshot) => apply_policy(snapshot, event),
+                                None => apply_policy(&mut state.policies.write(), event),
+                            }
+                            watch.applied(position, committed, clock.now().millis());
+                        }
                     }
                     if staging.is_none() {
                         state.policies_position.store(position, Ordering::Release);
@@ -276,6 +302,7 @@ pub async fn follow_policies(
         }
         state.policies_ready.store(false, Ordering::Release);
         ready(false);
+        watch.reconnect();
         if !backoff(&mut attempt, &shutdown).await {
             return;
         }

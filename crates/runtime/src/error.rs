@@ -96,6 +96,12 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
+    /// The reason's name, as `ErrorInfo.reason` carries it: a name from a
+    /// fixed set, so fit for a metric label.
+    pub fn reason_name(&self) -> &'static str {
+        self.reason
+    }
+
     /// An error of `code` with a stable `reason`.
     pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
