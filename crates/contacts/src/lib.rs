@@ -88,7 +88,13 @@ impl TenancyService for ContactsService {
             retry_base_delay: self.context.config.mail.retry_base_delay,
             concurrency: self.context.config.mail.delivery_concurrency.max(1) as usize,
             wake,
+            deliveries: worker::Deliveries::new(&self.context.metrics),
         };
+        worker::measure_backlog(
+            &self.context.metrics,
+            self.db.clone(),
+            self.context.clock.clone(),
+        );
         let worker = tokio::spawn(worker.run(shutdown.clone()));
         let retention = retention::Retention {
             db: self.db.clone(),

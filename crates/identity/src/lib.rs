@@ -20,6 +20,7 @@ mod api;
 mod core;
 mod domain;
 pub mod mail;
+mod metrics;
 pub mod migration;
 mod store;
 
@@ -114,7 +115,8 @@ impl IdentityService {
             iterations: auth.argon2_iterations,
             parallelism: auth.argon2_parallelism,
         })
-        .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?;
+        .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?
+        .measured(&context.metrics);
         let secrets = SecretBox::new(totp_key(&context)?);
         let core = core::Core {
             db,
@@ -126,6 +128,7 @@ impl IdentityService {
             mailer,
             accounts,
             signal: Arc::new(tokio::sync::Notify::new()),
+            outcomes: metrics::Outcomes::new(&context.metrics),
         };
         core.ensure_signing_key()
             .await

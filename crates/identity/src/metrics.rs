@@ -1,0 +1,84 @@
+//! What identity measures (README: Operations): logins and second factors
+//! by outcome, and the password-hashing pool. Outcomes are names from the
+//! fixed sets below, never ids or addresses.
+
+use tenancy_runtime::Error;
+use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Family, Metrics, OutcomeLabel};
+use tenancy_proto::identity as pb;
+
+/// A second factor's outcome and kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MfaLabels {
+    factor: &'static str,
+    outcome: &'static str,
+}
+
+/// Logins and second factors, counted by outcome.
+#[derive(Clone)]
+pub(crate) struct Outcomes {
+    logins: Family<OutcomeLabel, Counter>,
+    mfa: Family<MfaLabels, Counter>,
+}
+
+impl Outcomes {
+    pub(crate) fn new(metrics: &Metrics) -> Self {
+        Self {
+            logins: metrics.counter_family(
+                "tenancy_identity_logins",
+                "Password logins by outcome: success, mfa_required (a second factor is asked for), wrong_password (a known user), unknown_user, throttled, email_not_verified, account_refused (the account named is not usable), invalid_request, error",
+            ),
+            mfa: metrics.counter_family(
+                "tenancy_identity_mfa",
+                "Second factors presented at login (CompleteMfa) by factor (totp, recovery_code, none) and outcome: success, wrong_code, code_reused, challenge_invalid (unknown, expired or used up), throttled, account_refused, invalid_request, error",
+            ),
+        }
+    }
+
+    /// Counts a login that ended with `result`; `known_user` says whether
+    /// the email belonged to a user.
+    pub(crate) fn login(
+        &self,
+        result: &Result<pb::login_response::Outcome, Error>,
+        known_user: bool,
+    ) {
+        let outcome = match result {
+            Ok(pb::login_response::Outcome::Session(_)) => "success",
+            Ok(pb::login_response::Outcome::MfaChallenge(_)) => "mfa_required",
+            Err(error) => match error.reason_name() {
+                "INVALID_CREDENTIALS" if known_user => "wrong_password",
+                "INVALID_CREDENTIALS" => "unknown_user",
+                "EMAIL_NOT_VERIFIED" => "email_not_verified",
+                _ => common(error),
+            },
+        };
+        self.logins.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Counts a second factor (`factor`) that ended with `result`.
+    pub(crate) fn mfa<T>(&self, factor: &'static str, result: &Result<T, Error>) {
+        let outcome = match result {
+            Ok(_) => "success",
+            Err(error) => match error.reason_name() {
+                "SECOND_FACTOR_INVALID" => "wrong_code",
+                "TOTP_CODE_REUSED" => "code_reused",
+                "MFA_CHALLENGE_INVALID" => "challenge_invalid",
+                _ => common(error),
+            },
+        };
+        self.mfa
+            .get_or_create(&MfaLabels { factor, outcome })
+            .inc();
+    }
+}
+
+/// The outcome of a refusal both counters share.
+fn common(error: &Error) -> &'static str {
+    match error.code.grpc() {
+        tonic::Code::ResourceExhausted => "throttled",
+        tonic::Code::InvalidArgument => "invalid_request",
+        tonic::Code::PermissionDenied
+        | tonic::Code::NotFound
+        | tonic::Code::FailedPrecondition => "account_refused",
+        _ => "error",
+    }
+}
