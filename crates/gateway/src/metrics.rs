@@ -313,8 +313,8 @@ impl RouteCalls {
     pub(crate) fn of(metrics: &Metrics, path: &str) -> Self {
         match metrics.grpc() {
             Some(grpc) => Self {
-                server: Some(grpc.server.method(path).clone()),
-                client: Some(grpc.client.method(path).clone()),
+                server: Some(grpc.server("gateway").method(path).clone()),
+                client: Some(grpc.client("gateway").method(path).clone()),
             },
             None => Self::default(),
         }

@@ -227,7 +227,7 @@ impl Gateway {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         let local = tower::Layer::layer(
-            &GrpcServerLayer::new(&context.metrics, Some(config.request_timeout)),
+            &GrpcServerLayer::new(&context.metrics, "gateway", Some(config.request_timeout)),
             local,
         );
         let authenticator = Authenticator::new(

@@ -472,12 +472,16 @@ async fn answer<B>(
 // --- gRPC calls ---------------------------------------------------------
 
 /// A method's labels: `grpc_type` (unary, client_stream, server_stream,
-/// bidi_stream), `grpc_service`, `grpc_method`.
+/// bidi_stream), `grpc_service`, `grpc_method`, and the `part` that served
+/// or made the call (`gateway`, `identity`, …: in `tenancy serve` every
+/// part shares one registry, and the gateway and identity both serve
+/// GetMe).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabels {
     grpc_type: &'static str,
     grpc_service: &'static str,
     grpc_method: &'static str,
+    part: &'static str,
 }
 
 /// A method's labels and a status code (`OK`, `NotFound`, … as Go names
@@ -488,6 +492,7 @@ pub struct CodeLabels {
     grpc_service: &'static str,
     grpc_method: &'static str,
     grpc_code: &'static str,
+    part: &'static str,
 }
 
 /// gRPC codes as Go's `codes.Code.String()` writes them, which is what
@@ -528,14 +533,90 @@ struct Families {
     seconds: HistogramFamily<MethodLabels>,
 }
 
-/// The per-call metrics of one side (server or client), by method.
+/// The per-call metrics of one part on one side (server or client), by
+/// method.
 pub struct Calls {
     methods: HashMap<&'static str, Arc<MethodCalls>>,
     unknown: Arc<MethodCalls>,
 }
 
 impl Calls {
-    fn new(metrics: &Metrics, side: &str, table: &[(&'static str, MethodLabels)]) -> Self {
+    fn new(families: &Families, part: &'static str, table: &[(&'static str, MethodLabels)]) -> Self {
+        let method = |labels: &MethodLabels| {
+            Arc::new(MethodCalls {
+                labels: MethodLabels {
+                    part,
+                    ..labels.clone()
+                },
+                families: families.clone(),
+                started: OnceLock::new(),
+                seconds: OnceLock::new(),
+                handled: std::array::from_fn(|_| OnceLock::new()),
+            })
+        };
+        Self {
+            methods: table
+                .iter()
+                .map(|(path, labels)| (*path, method(labels)))
+                .collect(),
+            unknown: method(&MethodLabels {
+                grpc_type: "unary",
+                grpc_service: "unknown",
+                grpc_method: "unknown",
+                part,
+            }),
+        }
+    }
+
+    /// The metrics of the method at `path` (`unknown` for a path that is
+    /// not one of ours).
+    pub fn method(&self, path: &str) -> &Arc<MethodCalls> {
+        self.methods.get(path).unwrap_or(&self.unknown)
+    }
+}
+
+/// The per-call gRPC metrics of a process, both sides, by part.
+pub struct GrpcMetrics {
+    server: Families,
+    client: Families,
+    table: Vec<(&'static str, MethodLabels)>,
+    parts: parking_lot::Mutex<HashMap<(bool, &'static str), Arc<Calls>>>,
+}
+
+impl GrpcMetrics {
+    fn new(metrics: &Metrics, rules: &MethodRules) -> Self {
+        Self {
+            server: Families::new(metrics, "server"),
+            client: Families::new(metrics, "client"),
+            table: method_table(rules),
+            parts: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The calls `part` serves.
+    pub fn server(&self, part: &'static str) -> Arc<Calls> {
+        self.calls(true, part)
+    }
+
+    /// The calls `part` makes.
+    pub fn client(&self, part: &'static str) -> Arc<Calls> {
+        self.calls(false, part)
+    }
+
+    fn calls(&self, server: bool, part: &'static str) -> Arc<Calls> {
+        self.parts
+            .lock()
+            .entry((server, part))
+            .or_insert_with(|| {
+                let families = if server { &self.server } else { &self.client };
+                Arc::new(Calls::new(families, part, &self.table))
+            })
+            .clone()
+    }
+}
+
+impl Families {
+    fn new(metrics: &Metrics, side: &str) -> Self {
         let (who, started, handled) = match side {
             "server" => (
                 "on the server",
@@ -548,57 +629,13 @@ impl Calls {
                 "RPCs completed by the client, by status code (a stream when it ends)",
             ),
         };
-        let families = Families {
+        Self {
             started: metrics.counter_family(&format!("grpc_{side}_started"), started),
             handled: metrics.counter_family(&format!("grpc_{side}_handled"), handled),
             seconds: metrics.seconds_histogram_family(
                 &format!("grpc_{side}_handling_seconds"),
                 &format!("Time from an RPC's start to its status {who} (a stream's whole life)"),
             ),
-        };
-        let method = |labels: MethodLabels| {
-            Arc::new(MethodCalls {
-                labels,
-                families: families.clone(),
-                started: OnceLock::new(),
-                seconds: OnceLock::new(),
-                handled: std::array::from_fn(|_| OnceLock::new()),
-            })
-        };
-        Self {
-            methods: table
-                .iter()
-                .map(|(path, labels)| (*path, method(labels.clone())))
-                .collect(),
-            unknown: method(MethodLabels {
-                grpc_type: "unary",
-                grpc_service: "unknown",
-                grpc_method: "unknown",
-            }),
-        }
-    }
-
-    /// The metrics of the method at `path` (`unknown` for a path that is
-    /// not one of ours).
-    pub fn method(&self, path: &str) -> &Arc<MethodCalls> {
-        self.methods.get(path).unwrap_or(&self.unknown)
-    }
-}
-
-/// The per-call gRPC metrics, both sides.
-pub struct GrpcMetrics {
-    /// Calls this process served.
-    pub server: Calls,
-    /// Calls this process made.
-    pub client: Calls,
-}
-
-impl GrpcMetrics {
-    fn new(metrics: &Metrics, rules: &MethodRules) -> Self {
-        let table = method_table(rules);
-        Self {
-            server: Calls::new(metrics, "server", &table),
-            client: Calls::new(metrics, "client", &table),
         }
     }
 }
@@ -616,6 +653,7 @@ fn method_table(rules: &MethodRules) -> Vec<(&'static str, MethodLabels)> {
                     grpc_type: grpc_type(m.client_streaming, m.server_streaming),
                     grpc_service: intern(&m.service),
                     grpc_method: intern(name),
+                    part: "",
                 },
             )
         })
@@ -642,6 +680,7 @@ fn method_table(rules: &MethodRules) -> Vec<(&'static str, MethodLabels)> {
                 grpc_type: grpc_type(client, server),
                 grpc_service: service,
                 grpc_method: method,
+                part: "",
             },
         ));
     }
@@ -709,6 +748,7 @@ impl MethodCalls {
                     grpc_service: self.labels.grpc_service,
                     grpc_method: self.labels.grpc_method,
                     grpc_code: code_name(code),
+                    part: self.labels.part,
                 })
             })
             .inc();
@@ -865,16 +905,17 @@ where
 /// handler count too.
 #[derive(Clone)]
 pub struct GrpcServerLayer {
-    grpc: Option<Arc<GrpcMetrics>>,
+    calls: Option<Arc<Calls>>,
     timeout: Option<Duration>,
 }
 
 impl GrpcServerLayer {
-    /// A layer recording into `metrics` (nothing when it records no calls);
-    /// `timeout` is the server's own limit on unary calls.
-    pub fn new(metrics: &Metrics, timeout: Option<Duration>) -> Self {
+    /// A layer recording the calls `part` serves into `metrics` (nothing
+    /// when it records no calls); `timeout` is the server's own limit on
+    /// unary calls.
+    pub fn new(metrics: &Metrics, part: &'static str, timeout: Option<Duration>) -> Self {
         Self {
-            grpc: metrics.grpc().cloned(),
+            calls: metrics.grpc().map(|grpc| grpc.server(part)),
             timeout,
         }
     }
@@ -913,8 +954,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let call = self.layer.grpc.as_ref().map(|grpc| {
-            grpc.server
+        let call = self.layer.calls.as_ref().map(|calls| {
+            calls
                 .method(request.uri().path())
                 .start()
                 .with_deadline(deadline_of(request.headers(), self.layer.timeout))
@@ -963,31 +1004,25 @@ mod tests {
     fn unknown_paths_share_one_series_and_known_ones_carry_their_names() {
         let rules = MethodRules::tenancy().unwrap();
         let metrics = Metrics::new(&rules);
-        let grpc = metrics.grpc().unwrap();
+        let grpc = metrics.grpc().unwrap().server("identity");
         for n in 0..50 {
-            grpc.server
-                .method(&format!("/made.up.Service{n}/Method{n}"))
+            grpc.method(&format!("/made.up.Service{n}/Method{n}"))
                 .start()
                 .end(tonic::Code::Unimplemented);
         }
-        grpc.server
-            .method("/tenancy.identity.v1.IdentityService/GetMe")
+        grpc.method("/tenancy.identity.v1.IdentityService/GetMe")
             .start()
             .end(tonic::Code::Ok);
-        drop(
-            grpc.server
-                .method("/grpc.health.v1.Health/Watch")
-                .start(),
-        );
+        drop(grpc.method("/grpc.health.v1.Health/Watch").start());
         let text = metrics.encode(Format::Prometheus);
         assert!(text.contains(
-            r#"grpc_server_handled_total{grpc_type="unary",grpc_service="unknown",grpc_method="unknown",grpc_code="Unimplemented"} 50"#
+            r#"grpc_server_handled_total{grpc_type="unary",grpc_service="unknown",grpc_method="unknown",grpc_code="Unimplemented",part="identity"} 50"#
         ), "{text}");
         assert!(text.contains(
-            r#"grpc_server_handled_total{grpc_type="unary",grpc_service="tenancy.identity.v1.IdentityService",grpc_method="GetMe",grpc_code="OK"} 1"#
+            r#"grpc_server_handled_total{grpc_type="unary",grpc_service="tenancy.identity.v1.IdentityService",grpc_method="GetMe",grpc_code="OK",part="identity"} 1"#
         ), "{text}");
         assert!(text.contains(
-            r#"grpc_server_handled_total{grpc_type="server_stream",grpc_service="grpc.health.v1.Health",grpc_method="Watch",grpc_code="Canceled"} 1"#
+            r#"grpc_server_handled_total{grpc_type="server_stream",grpc_service="grpc.health.v1.Health",grpc_method="Watch",grpc_code="Canceled",part="identity"} 1"#
         ), "{text}");
         assert!(!text.contains("made.up"), "{text}");
     }

@@ -83,6 +83,7 @@ pub async fn serve(
         .timeout(options.request_timeout)
         .layer(crate::metrics::GrpcServerLayer::new(
             &options.metrics,
+            crate::tls::caller_name(options.tls.caller()),
             Some(options.request_timeout),
         ))
         .layer(PrincipalLayer::new(&options))

@@ -111,7 +111,8 @@ impl Context {
     /// balanced over its configured URLs. Calls fail with UNAVAILABLE while
     /// it is down, and succeed again once it is back.
     pub fn channel_to(&self, name: ServiceName) -> Result<Channel, ConfigError> {
-        channel_to(&self.config, &self.tls, self.part, name).map(|c| c.measured(&self.metrics))
+        channel_to(&self.config, &self.tls, self.part, name)
+            .map(|c| c.measured(&self.metrics, caller_name(self.part)))
     }
 
     /// Connects to this service's database (`<service>.database_url`),
@@ -208,7 +209,7 @@ pub struct Channel {
     next: Arc<AtomicUsize>,
     /// The replica made ready for the next call.
     ready: Option<tonic::transport::Channel>,
-    grpc: Option<Arc<crate::metrics::GrpcMetrics>>,
+    calls: Option<Arc<crate::metrics::Calls>>,
 }
 
 impl Channel {
@@ -218,14 +219,14 @@ impl Channel {
             replicas: replicas.into(),
             next: Arc::new(AtomicUsize::new(0)),
             ready: None,
-            grpc: None,
+            calls: None,
         }
     }
 
-    /// The same channel, recording `grpc_client_*` into `metrics` (when it
-    /// records calls).
-    pub fn measured(mut self, metrics: &Metrics) -> Self {
-        self.grpc = metrics.grpc().cloned();
+    /// The same channel, recording `grpc_client_*` of the calls `part`
+    /// makes into `metrics` (when it records calls).
+    pub fn measured(mut self, metrics: &Metrics, part: &'static str) -> Self {
+        self.calls = metrics.grpc().map(|grpc| grpc.client(part));
         self
     }
 }
@@ -249,9 +250,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let call = self
-            .grpc
+            .calls
             .as_ref()
-            .map(|grpc| grpc.client.method(request.uri().path()).start());
+            .map(|calls| calls.method(request.uri().path()).start());
         let response: Self::Future = match self.ready.take() {
             Some(mut replica) => Box::pin(tower::Service::call(&mut replica, request)),
             None => {
