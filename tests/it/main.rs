@@ -5,6 +5,7 @@
 
 mod decisions;
 mod gateway;
+mod metrics;
 mod suite;
 mod transport;
 mod usage;

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use tenancy_runtime::Metrics;
-use tenancy_runtime::metrics::{
-    Counter, EncodeLabelSet, Family, Gauge, Histogram, MethodCalls,
-};
+use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Family, Gauge, Histogram, MethodCalls};
 
 /// A decision's labels: `decision` (`allowed`, `refused`) and the refusal's
 /// `reason` and gRPC `code` (`none` and `OK` when allowed).
@@ -140,8 +138,12 @@ impl TokenCache {
         metrics.on_scrape(move || {
             if let Some((portal, api)) = entries() {
                 let wide = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-                gauge.get_or_create(&KindLabel { kind: "portal" }).set(wide(portal));
-                gauge.get_or_create(&KindLabel { kind: "api" }).set(wide(api));
+                gauge
+                    .get_or_create(&KindLabel { kind: "portal" })
+                    .set(wide(portal));
+                gauge
+                    .get_or_create(&KindLabel { kind: "api" })
+                    .set(wide(api));
             }
             std::future::ready(())
         });

@@ -664,7 +664,10 @@ struct AccessLog {
 impl AccessLog {
     fn finish(mut self, code: i32) {
         let grpc_code = tonic::Code::from_i32(code);
-        for call in [self.call.take(), self.upstream.take()].into_iter().flatten() {
+        for call in [self.call.take(), self.upstream.take()]
+            .into_iter()
+            .flatten()
+        {
             call.end(grpc_code);
         }
         tracing::info!(

@@ -2,9 +2,9 @@
 //! by outcome, and the password-hashing pool. Outcomes are names from the
 //! fixed sets below, never ids or addresses.
 
+use tenancy_proto::identity as pb;
 use tenancy_runtime::Error;
 use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Family, Metrics, OutcomeLabel};
-use tenancy_proto::identity as pb;
 
 /// A second factor's outcome and kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,8 +20,46 @@ pub(crate) struct Outcomes {
     mfa: Family<MfaLabels, Counter>,
 }
 
+/// Every login outcome, counted from 0 (so rates work from the start).
+const LOGIN_OUTCOMES: [&str; 9] = [
+    "success",
+    "mfa_required",
+    "wrong_password",
+    "unknown_user",
+    "throttled",
+    "email_not_verified",
+    "account_refused",
+    "invalid_request",
+    "error",
+];
+
+/// Every second-factor outcome.
+const MFA_OUTCOMES: [&str; 8] = [
+    "success",
+    "wrong_code",
+    "code_reused",
+    "challenge_invalid",
+    "throttled",
+    "account_refused",
+    "invalid_request",
+    "error",
+];
+
 impl Outcomes {
     pub(crate) fn new(metrics: &Metrics) -> Self {
+        let outcomes = Self::registered(metrics);
+        for outcome in LOGIN_OUTCOMES {
+            drop(outcomes.logins.get_or_create(&OutcomeLabel { outcome }));
+        }
+        for factor in ["totp", "recovery_code"] {
+            for outcome in MFA_OUTCOMES {
+                drop(outcomes.mfa.get_or_create(&MfaLabels { factor, outcome }));
+            }
+        }
+        outcomes
+    }
+
+    fn registered(metrics: &Metrics) -> Self {
         Self {
             logins: metrics.counter_family(
                 "tenancy_identity_logins",
@@ -65,9 +103,7 @@ impl Outcomes {
                 _ => common(error),
             },
         };
-        self.mfa
-            .get_or_create(&MfaLabels { factor, outcome })
-            .inc();
+        self.mfa.get_or_create(&MfaLabels { factor, outcome }).inc();
     }
 }
 
@@ -76,9 +112,9 @@ fn common(error: &Error) -> &'static str {
     match error.code.grpc() {
         tonic::Code::ResourceExhausted => "throttled",
         tonic::Code::InvalidArgument => "invalid_request",
-        tonic::Code::PermissionDenied
-        | tonic::Code::NotFound
-        | tonic::Code::FailedPrecondition => "account_refused",
+        tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
+            "account_refused"
+        }
         _ => "error",
     }
 }

@@ -385,9 +385,7 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-            Self::OpenMetrics => {
-                "application/openmetrics-text; version=1.0.0; charset=utf-8"
-            }
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
         }
     }
 }
@@ -445,13 +443,11 @@ async fn answer<B>(
         );
     }
     if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
-        let mut response = text(
-            http::StatusCode::METHOD_NOT_ALLOWED,
-            "GET /metrics\n",
+        let mut response = text(http::StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
+        response.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
         );
-        response
-            .headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     let format = Format::from_accept(
@@ -519,10 +515,7 @@ const CODE_NAMES: [&str; 17] = [
 
 /// The label value of a gRPC code.
 pub fn code_name(code: tonic::Code) -> &'static str {
-    CODE_NAMES
-        .get(code as usize)
-        .copied()
-        .unwrap_or("Unknown")
+    CODE_NAMES.get(code as usize).copied().unwrap_or("Unknown")
 }
 
 /// The families of one side (server or client).
@@ -541,7 +534,11 @@ pub struct Calls {
 }
 
 impl Calls {
-    fn new(families: &Families, part: &'static str, table: &[(&'static str, MethodLabels)]) -> Self {
+    fn new(
+        families: &Families,
+        part: &'static str,
+        table: &[(&'static str, MethodLabels)],
+    ) -> Self {
         let method = |labels: &MethodLabels| {
             Arc::new(MethodCalls {
                 labels: MethodLabels {
@@ -841,7 +838,10 @@ pub fn observe<B>(call: Call, response: http::Response<B>) -> http::Response<Obs
     match grpc_status(response.headers()) {
         Some(code) => {
             call.end(code);
-            response.map(|body| ObservedBody { inner: body, call: None })
+            response.map(|body| ObservedBody {
+                inner: body,
+                call: None,
+            })
         }
         None => response.map(|body| ObservedBody {
             inner: body,
@@ -884,7 +884,9 @@ where
                 Poll::Ready(Some(Err(_))) | Poll::Ready(None) => Some(tonic::Code::Unknown),
                 Poll::Pending => None,
             };
-            if let (Some(code), Some(call)) = (code, self.call.take()) {
+            if let Some(code) = code
+                && let Some(call) = self.call.take()
+            {
                 call.end(code);
             }
         }
@@ -1025,6 +1027,56 @@ mod tests {
             r#"grpc_server_handled_total{grpc_type="server_stream",grpc_service="grpc.health.v1.Health",grpc_method="Watch",grpc_code="Canceled",part="identity"} 1"#
         ), "{text}");
         assert!(!text.contains("made.up"), "{text}");
+    }
+
+    /// A body of two data frames, then trailers with `grpc-status: 5`.
+    struct Frames(Vec<Frame<Bytes>>);
+
+    impl HttpBody for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(if self.0.is_empty() {
+                None
+            } else {
+                Some(Ok(self.0.remove(0)))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_response_is_handled_with_its_trailers_status_and_an_abandoned_one_canceled()
+    {
+        use http_body_util::BodyExt as _;
+        let rules = MethodRules::tenancy().unwrap();
+        let metrics = Metrics::new(&rules);
+        let calls = metrics.grpc().unwrap().server("account");
+        let method = calls.method("/tenancy.account.v1.AccountService/GetAccount");
+        let frames = || {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+            Frames(vec![
+                Frame::data(Bytes::from_static(b"a")),
+                Frame::data(Bytes::from_static(b"b")),
+                Frame::trailers(trailers),
+            ])
+        };
+        let whole = observe(method.start(), http::Response::new(frames()));
+        whole.into_body().collect().await.unwrap();
+        let mut abandoned = observe(method.start(), http::Response::new(frames())).into_body();
+        abandoned.frame().await.unwrap().unwrap();
+        drop(abandoned);
+        let text = metrics.encode(Format::Prometheus);
+        for (code, n) in [("NotFound", 1), ("Canceled", 1)] {
+            let line = format!(
+                r#"grpc_server_handled_total{{grpc_type="unary",grpc_service="tenancy.account.v1.AccountService",grpc_method="GetAccount",grpc_code="{code}",part="account"}} {n}"#
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]

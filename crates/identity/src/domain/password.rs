@@ -219,11 +219,8 @@ impl Hasher {
         let waiting = Dequeue(&self.measured.queued);
         let permit = self.permits.acquire().await;
         drop(waiting);
-        let _permit =
-            permit.map_err(|e| Error::internal(format_args!("hasher closed: {e}")))?;
-        self.measured
-            .wait
-            .observe(queued.elapsed().as_secs_f64());
+        let _permit = permit.map_err(|e| Error::internal(format_args!("hasher closed: {e}")))?;
+        self.measured.wait.observe(queued.elapsed().as_secs_f64());
         let hash = self.measured.hash.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
