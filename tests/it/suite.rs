@@ -8,9 +8,9 @@ use futures::StreamExt as _;
 use tenancy::{Part, Running, start};
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_runtime::Reason;
 use tenancy_runtime::SystemClock;
 use tenancy_runtime::config::{Config, ServiceName};
-use tenancy_runtime::error::reason_of;
 use tenancy_testkit::{Caller, Role, TestDatabase, member, test_config};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -184,7 +184,7 @@ async fn services_refuse_calls_without_a_signed_principal() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_MISSING"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalMissing);
 
     // A user may not call an INTERNAL method, even with a valid signature.
     let user = Caller::new(member("u-1", "a-1", Role::Owner), Arc::new(SystemClock));
@@ -193,7 +193,10 @@ async fn services_refuse_calls_without_a_signed_principal() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert_eq!(reason_of(&status).as_deref(), Some("INTERNAL_METHOD"));
+    assert_eq!(
+        tenancy_testkit::refusal(&status),
+        Reason::MethodInternalOnly
+    );
     running.stop().await.unwrap();
 }
 

@@ -8,7 +8,7 @@ use tenancy_proto::contacts::{
     contacts_service_server::ContactsService,
 };
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{email, templates::Template};
@@ -81,8 +81,7 @@ fn optional_id(v: &mut Violations, field: &str, value: &str) -> String {
 
 fn page_token_invalid() -> Error {
     Error::new(
-        ErrorCode::InvalidArgument,
-        "PAGE_TOKEN_INVALID",
+        Reason::PageTokenInvalid,
         "page_token is not a token this list returned",
     )
     .with_field("page_token", "not a token this list returned")
@@ -161,13 +160,7 @@ impl ContactsInternalService for Api {
         request: Request<pb::GetOutboxMessageRequest>,
     ) -> Reply<pb::GetOutboxMessageResponse> {
         let r = request.into_inner();
-        let not_found = || {
-            Error::new(
-                ErrorCode::NotFound,
-                "OUTBOX_MESSAGE_NOT_FOUND",
-                "outbox message not found",
-            )
-        };
+        let not_found = || Error::new(Reason::OutboxMessageNotFound, "outbox message not found");
         let id = ids::parse_id("id", &r.id)?;
         let m = store::get(&self.outbox.db, &id)
             .await?

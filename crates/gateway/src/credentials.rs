@@ -20,7 +20,7 @@ use tenancy_proto::identity::identity_internal_service_client::IdentityInternalS
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::{GetJwksRequest, IntrospectApiTokenRequest};
 use tenancy_runtime::principal::ServiceAuth;
-use tenancy_runtime::{Error, ErrorCode, Timestamp};
+use tenancy_runtime::{Error, Reason, Timestamp};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -113,8 +113,8 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                Error::unauthenticated(
-                    "CREDENTIALS_MALFORMED",
+                Error::new(
+                    Reason::CredentialsMalformed,
                     "expected `authorization: Bearer <token>`",
                 )
             })?;
@@ -151,7 +151,7 @@ impl Authenticator {
             other => other,
         }
         .and_then(|claims| PortalToken::from_claims(&claims))
-        .map_err(|e| Error::unauthenticated(e.reason(), e.to_string()))?;
+        .map_err(|e| Error::new(e.reason(), e.to_string()))?;
         let mut cache = self.portal.write();
         if cache.len() >= CACHE_CAP {
             cache.clear();
@@ -161,7 +161,7 @@ impl Authenticator {
     }
 
     async fn api_token(&self, token: &str, now_ms: i64) -> Result<ApiToken, Error> {
-        let invalid = || Error::unauthenticated("TOKEN_INVALID", "unknown API token");
+        let invalid = || Error::new(Reason::TokenInvalid, "unknown API token");
         let tag = self.tagger.tag(token);
         match self.api.read().get(&tag) {
             Some(ApiEntry::Known(t)) => return Ok(*t),
@@ -213,11 +213,8 @@ impl Authenticator {
             }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), "API token introspection failed");
-                return Err(Error::new(
-                    ErrorCode::Unavailable,
-                    "IDENTITY_UNAVAILABLE",
-                    "cannot check the API token now; retry",
-                ));
+                return Err(Error::unavailable("cannot check the API token now; retry")
+                    .with_metadata("service", "identity"));
             }
         };
         let mut cache = self.api.write();
@@ -246,11 +243,8 @@ impl Authenticator {
             .await
             .map_err(|status| {
                 tracing::warn!(code = ?status.code(), "cannot fetch signing keys");
-                Error::new(
-                    ErrorCode::Unavailable,
-                    "IDENTITY_UNAVAILABLE",
-                    "cannot fetch signing keys; retry",
-                )
+                Error::unavailable("cannot fetch signing keys; retry")
+                    .with_metadata("service", "identity")
             })?
             .into_inner();
         self.jwt

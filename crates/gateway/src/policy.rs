@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use tenancy_proto::auth::{AccessRule, Audience, TokenKind};
 use tenancy_runtime::principal::role_at_least;
-use tenancy_runtime::{Error, ErrorCode, Principal};
+use tenancy_runtime::{Error, Principal, Reason};
 
 use crate::jwt::PortalToken;
 use crate::state::{Id, LiveState, id_string};
@@ -69,10 +69,6 @@ impl MethodPolicy {
     }
 }
 
-fn denied(reason: &'static str, message: &str) -> Error {
-    Error::permission_denied(reason, message)
-}
-
 /// Decides a call. `Ok` carries the principal to forward (without request id
 /// and user agent, which the proxy adds).
 pub fn decide(
@@ -92,23 +88,22 @@ pub fn decide(
             });
         }
         Audience::Unspecified | Audience::Internal => {
-            return Err(denied(
-                "METHOD_NOT_ROUTABLE",
+            return Err(Error::new(
+                Reason::MethodNotRoutable,
                 "this method is not callable from outside",
             ));
         }
         Audience::User | Audience::Account | Audience::Staff => {}
     }
     let Some(credential) = credential else {
-        return Err(Error::unauthenticated(
-            "CREDENTIALS_MISSING",
+        return Err(Error::new(
+            Reason::CredentialsMissing,
             "send `authorization: Bearer <access token or API token>`",
         ));
     };
     if !state.is_ready() {
         return Err(Error::new(
-            ErrorCode::Unavailable,
-            "GATEWAY_NOT_READY",
+            Reason::GatewayNotReady,
             "the gateway is synchronising its state; retry shortly",
         ));
     }
@@ -120,10 +115,7 @@ pub fn decide(
     let (user, account, portal) = match credential {
         Credential::Portal(token) => {
             if state.revocations.read().portal_token_revoked(token) {
-                return Err(Error::unauthenticated(
-                    "TOKEN_REVOKED",
-                    "this session has ended",
-                ));
+                return Err(Error::new(Reason::TokenRevoked, "this session has ended"));
             }
             principal.token_kind = TokenKind::Portal;
             principal.session_id = Some(id_string(token.session));
@@ -134,26 +126,26 @@ pub fn decide(
         }
         Credential::Api(token) => {
             if !rule.api_tokens_allowed {
-                return Err(denied(
-                    "API_TOKEN_NOT_ALLOWED",
+                return Err(Error::new(
+                    Reason::ApiTokenNotAllowed,
                     "this method needs a portal session",
                 ));
             }
             if token.expire_ms.is_some_and(|expire| expire <= now_ms) {
-                return Err(Error::unauthenticated(
-                    "TOKEN_EXPIRED",
+                return Err(Error::new(
+                    Reason::TokenExpired,
                     "this API token has expired",
                 ));
             }
             if state.revocations.read().api_tokens.contains(&token.id) {
-                return Err(Error::unauthenticated(
-                    "TOKEN_REVOKED",
+                return Err(Error::new(
+                    Reason::TokenRevoked,
                     "this API token was revoked",
                 ));
             }
             if token.read_only && !method.read_only {
-                return Err(denied(
-                    "API_TOKEN_READ_ONLY",
+                return Err(Error::new(
+                    Reason::ApiTokenReadOnly,
                     "this API token may only read",
                 ));
             }
@@ -170,8 +162,8 @@ pub fn decide(
             principal.account_id = account.map(id_string);
             Ok(principal)
         } else {
-            Err(denied(
-                "STAFF_ONLY",
+            Err(Error::new(
+                Reason::StaffRequired,
                 "only the support team may call this method",
             ))
         };
@@ -191,38 +183,38 @@ pub fn decide(
 
     if audience == Audience::Account {
         let Some(account_id) = account else {
-            return Err(denied(
-                "ACCOUNT_REQUIRED",
+            return Err(Error::new(
+                Reason::AccountRequired,
                 "select an account first (SwitchAccount)",
             ));
         };
         let Some(member) = membership else {
-            return Err(denied(
-                "NOT_A_MEMBER",
+            return Err(Error::new(
+                Reason::NotAMember,
                 "you are not a member of this account",
             ));
         };
         if !member.active {
-            return Err(denied(
-                "MEMBER_SUSPENDED",
+            return Err(Error::new(
+                Reason::MemberSuspended,
                 "your membership of this account is suspended",
             ));
         }
         if !member.portal_access {
-            return Err(denied(
-                "NO_PORTAL_ACCESS",
+            return Err(Error::new(
+                Reason::PortalAccessDisabled,
                 "you have no access to this account",
             ));
         }
         if !role_at_least(member.role, rule.min_role()) {
-            return Err(denied(
-                "ROLE_TOO_LOW",
+            return Err(Error::role_too_low(
+                rule.min_role(),
                 "your role in this account does not allow this",
             ));
         }
         if portal.is_some() && settings.is_some_and(|s| !s.admits(client_ip)) {
-            return Err(denied(
-                "IP_NOT_ALLOWED",
+            return Err(Error::new(
+                Reason::IpNotAllowed,
                 "this account only allows portal access from its IP allowlist",
             )
             .with_metadata("client_ip", client_ip.to_string()));
@@ -245,8 +237,8 @@ pub fn decide(
         && !rule.allowed_during_mfa_enrollment
         && now_ms >= member.mfa_deadline_ms(settings)
     {
-        return Err(denied(
-            "MFA_ENROLLMENT_REQUIRED",
+        return Err(Error::new(
+            Reason::MfaEnrollmentRequired,
             "this account requires two-factor authentication: enrol with BeginTotpEnrollment",
         ));
     }
@@ -334,7 +326,7 @@ mod tests {
         "203.0.113.7".parse().unwrap()
     }
 
-    fn reason(result: Result<Principal, Error>) -> &'static str {
+    fn reason(result: Result<Principal, Error>) -> Reason {
         result.unwrap_err().reason
     }
 
@@ -356,8 +348,8 @@ mod tests {
             NOW,
         )
         .unwrap_err();
-        assert_eq!(error.code, ErrorCode::Unauthenticated);
-        assert_eq!(error.reason, "CREDENTIALS_MISSING");
+        assert_eq!(error.code(), tonic::Code::Unauthenticated);
+        assert_eq!(error.reason, Reason::CredentialsMissing);
     }
 
     #[test]
@@ -371,7 +363,7 @@ mod tests {
             NOW,
         )
         .unwrap_err();
-        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert_eq!(error.code(), tonic::Code::Unavailable);
     }
 
     #[test]
@@ -395,7 +387,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "ROLE_TOO_LOW"
+            Reason::RoleTooLow
         );
         let manager = decide(
             &account_method(Role::Manager),
@@ -420,7 +412,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "MEMBER_SUSPENDED"
+            Reason::MemberSuspended
         );
         assert_eq!(
             reason(decide(
@@ -430,7 +422,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "NOT_A_MEMBER"
+            Reason::NotAMember
         );
         assert_eq!(
             reason(decide(
@@ -440,7 +432,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "ACCOUNT_REQUIRED"
+            Reason::AccountRequired
         );
     }
 
@@ -462,8 +454,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            (error.code, error.reason),
-            (ErrorCode::Unauthenticated, "TOKEN_REVOKED")
+            (error.code(), error.reason),
+            (tonic::Code::Unauthenticated, Reason::TokenRevoked)
         );
         state
             .revocations
@@ -478,7 +470,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "TOKEN_REVOKED"
+            Reason::TokenRevoked
         );
     }
 
@@ -502,7 +494,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "IP_NOT_ALLOWED"
+            Reason::IpNotAllowed
         );
         let inside: IpAddr = "198.51.100.20".parse().unwrap();
         assert!(
@@ -547,7 +539,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "API_TOKEN_NOT_ALLOWED"
+            Reason::ApiTokenNotAllowed
         );
         let mut write = MethodPolicy::new("CreateContact", rule(Audience::Account, Role::Manager));
         write.rule.api_tokens_allowed = true;
@@ -555,7 +547,7 @@ mod tests {
         read.rule.api_tokens_allowed = true;
         assert_eq!(
             reason(decide(&write, Some(&token(true, None)), &state, ip(), NOW)),
-            "API_TOKEN_READ_ONLY"
+            Reason::ApiTokenReadOnly
         );
         assert!(decide(&read, Some(&token(true, None)), &state, ip(), NOW).is_ok());
         assert_eq!(
@@ -566,12 +558,12 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "TOKEN_EXPIRED"
+            Reason::TokenExpired
         );
         state.revocations.write().api_tokens.insert(id("t1"));
         assert_eq!(
             reason(decide(&read, Some(&token(false, None)), &state, ip(), NOW)),
-            "TOKEN_REVOKED"
+            Reason::TokenRevoked
         );
     }
 
@@ -596,7 +588,7 @@ mod tests {
         let later = NOW + 9_000;
         assert_eq!(
             reason(decide(&method, Some(&caller), &state, ip(), later)),
-            "MFA_ENROLLMENT_REQUIRED"
+            Reason::MfaEnrollmentRequired
         );
         let mut enrol = MethodPolicy::new(
             "BeginTotpEnrollment",
@@ -608,7 +600,7 @@ mod tests {
             MethodPolicy::new("ChangePassword", rule(Audience::User, Role::Unspecified));
         assert_eq!(
             reason(decide(&user_method, Some(&caller), &state, ip(), later)),
-            "MFA_ENROLLMENT_REQUIRED"
+            Reason::MfaEnrollmentRequired
         );
         let Credential::Portal(c) = &caller else {
             unreachable!()
@@ -655,7 +647,10 @@ mod tests {
 
         state.revocations_ready.store(true, Ordering::Release);
         state.recheck_streams(NOW);
-        assert_eq!(owner_stream.try_recv().unwrap().reason, "TOKEN_REVOKED");
+        assert_eq!(
+            owner_stream.try_recv().unwrap().reason,
+            Reason::TokenRevoked
+        );
         assert!(manager_stream.try_recv().is_err());
         assert_eq!(state.streams.len(), 1);
 
@@ -686,7 +681,7 @@ mod tests {
         assert!(decide(&method, Some(&caller), &state, ip(), NOW + 8_999).is_ok());
         assert_eq!(
             reason(decide(&method, Some(&caller), &state, ip(), NOW + 9_000)),
-            "MFA_ENROLLMENT_REQUIRED"
+            Reason::MfaEnrollmentRequired
         );
     }
 
@@ -702,7 +697,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "STAFF_ONLY"
+            Reason::StaffRequired
         );
         let Credential::Portal(c) = claims("agent", None) else {
             unreachable!()
@@ -714,7 +709,7 @@ mod tests {
         let mut shared = account_method(Role::Manager);
         assert_eq!(
             reason(decide(&shared, Some(&staff), &state, ip(), NOW)),
-            "ACCOUNT_REQUIRED"
+            Reason::AccountRequired
         );
         shared.rule.staff_allowed = true;
         assert!(decide(&shared, Some(&staff), &state, ip(), NOW).is_ok());
@@ -731,7 +726,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "METHOD_NOT_ROUTABLE"
+            Reason::MethodNotRoutable
         );
     }
 }

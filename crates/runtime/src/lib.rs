@@ -33,6 +33,6 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use error::{Error, ErrorCode, FieldViolation};
+pub use error::{Error, FieldViolation, Reason};
 pub use principal::{Principal, PrincipalKey};
 pub use service::{Context, TenancyService};

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::error::Reason;
 use tenancy_proto::auth::{Audience, Role};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -165,8 +166,8 @@ impl PrincipalCheck {
             return Ok(None);
         };
         let Some(rule) = method.rule.as_ref() else {
-            return Err(Error::permission_denied(
-                "NO_ACCESS_RULE",
+            return Err(Error::new(
+                Reason::AccessRuleMissing,
                 "method has no access rule",
             ));
         };
@@ -185,46 +186,48 @@ impl PrincipalCheck {
                 Principal::anonymous(None, uuid::Uuid::new_v4().to_string())
             }
             (_, Err(PrincipalError::Missing)) => {
-                return Err(Error::unauthenticated(
-                    "PRINCIPAL_MISSING",
+                return Err(Error::new(
+                    Reason::PrincipalMissing,
                     "this method needs a caller verified by the gateway",
                 ));
             }
-            (_, Err(e)) => return Err(Error::unauthenticated("PRINCIPAL_INVALID", e.to_string())),
+            (_, Err(e)) => return Err(Error::new(Reason::PrincipalInvalid, e.to_string())),
         };
-        let denied = |reason, message| Err(Error::permission_denied(reason, message));
+        let denied = |reason, message| Err(Error::new(reason, message));
         match audience {
-            Audience::Unspecified => return denied("NO_ACCESS_RULE", "method has no audience"),
+            Audience::Unspecified => {
+                return denied(Reason::AccessRuleMissing, "method has no audience");
+            }
             Audience::Public => {}
             Audience::Internal if !principal.is_service() => {
                 return denied(
-                    "INTERNAL_METHOD",
+                    Reason::MethodInternalOnly,
                     "only Tenancy services may call this method",
                 );
             }
             Audience::Internal => {}
             _ if principal.user_id.is_none() => {
-                return Err(Error::unauthenticated(
-                    "USER_REQUIRED",
-                    "this method needs a user",
-                ));
+                return Err(Error::new(Reason::UserRequired, "this method needs a user"));
             }
             Audience::User => {}
             Audience::Staff if !principal.staff => {
-                return denied("STAFF_ONLY", "only the support team may call this method");
+                return denied(
+                    Reason::StaffRequired,
+                    "only the support team may call this method",
+                );
             }
             Audience::Staff => {}
             Audience::Account => {
                 let staff_ok = rule.staff_allowed && principal.staff;
                 if !staff_ok {
                     if principal.account_id.is_none() {
-                        return denied("ACCOUNT_REQUIRED", "select an account first");
+                        return denied(Reason::AccountRequired, "select an account first");
                     }
                     if !role_at_least(principal.role, rule.min_role()) {
-                        return denied(
-                            "ROLE_TOO_LOW",
+                        return Err(Error::role_too_low(
+                            rule.min_role(),
                             "your role in this account does not allow this",
-                        );
+                        ));
                     }
                 }
             }
@@ -268,7 +271,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         match decision {
             Err(error) => {
-                tracing::debug!(method = %path, reason = error.reason, "refused");
+                tracing::debug!(method = %path, reason = %error.reason, "refused");
                 Box::pin(async move { Ok(tonic::Status::from(error).into_http()) })
             }
             Ok(None) => Box::pin(inner.call(request)),
@@ -298,7 +301,7 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, Error> {
     request
         .extensions()
         .get::<Principal>()
-        .ok_or_else(|| Error::unauthenticated("PRINCIPAL_MISSING", "no verified caller"))
+        .ok_or_else(|| Error::new(Reason::PrincipalMissing, "no verified caller"))
 }
 
 impl Principal {
@@ -306,14 +309,14 @@ impl Principal {
     pub fn user(&self) -> Result<&str, Error> {
         self.user_id
             .as_deref()
-            .ok_or_else(|| Error::unauthenticated("USER_REQUIRED", "this method needs a user"))
+            .ok_or_else(|| Error::new(Reason::UserRequired, "this method needs a user"))
     }
 
     /// The selected account, or PERMISSION_DENIED.
     pub fn account(&self) -> Result<&str, Error> {
         self.account_id
             .as_deref()
-            .ok_or_else(|| Error::permission_denied("ACCOUNT_REQUIRED", "select an account first"))
+            .ok_or_else(|| Error::new(Reason::AccountRequired, "select an account first"))
     }
 
     /// Whether the caller is an OWNER of the selected account.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size};
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::{Api, fingerprint, join_deadline, mask_paths, membership_entry, ts};
 use crate::domain::{Scope, role, service_access, status, validate};
@@ -279,10 +279,10 @@ impl Api {
             txn.commit().await?;
             let account = AccountRow::load(&self.db, &existing)
                 .await?
-                .ok_or_else(|| Error::not_found("account"))?;
+                .ok_or_else(super::internal::account_not_found)?;
             let member = store::member(&self.db, &existing, &user_id)
                 .await?
-                .ok_or_else(|| Error::not_found("member"))?;
+                .ok_or_else(super::members::member_not_found)?;
             return Ok(pb::CreateAccountResponse {
                 account: Some(account_pb(&account)),
                 member: Some(self.render_member(&member).await?),
@@ -299,8 +299,7 @@ impl Api {
         .unwrap_or(0);
         if created >= MAX_ACCOUNTS_PER_USER {
             return Err(Error::new(
-                ErrorCode::ResourceExhausted,
-                "ACCOUNT_LIMIT_REACHED",
+                Reason::AccountLimitReached,
                 format!("a user may create at most {MAX_ACCOUNTS_PER_USER} accounts"),
             ));
         }
@@ -425,13 +424,7 @@ impl Api {
         let caller = self.caller(&request, role::MANAGER).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::NotFound,
-                    "ACCOUNT_NOT_FOUND",
-                    "account not found",
-                )
-            })?;
+            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
         Ok(pb::GetAccountResponse {
             account: Some(account_pb(&account)),
         })
@@ -458,13 +451,7 @@ impl Api {
         store::lock_account(&txn, &caller.account_id).await?;
         let before = AccountRow::load(&txn, &caller.account_id)
             .await?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::NotFound,
-                    "ACCOUNT_NOT_FOUND",
-                    "account not found",
-                )
-            })?;
+            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
         let mut row = before.clone();
         let mut v = Violations::default();
         apply(&mut row, &input, &paths, &mut v);

@@ -3,7 +3,7 @@
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::new_id;
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
@@ -12,11 +12,7 @@ use crate::domain::{level, role, service_access, status};
 use crate::store::{self, AccountRow, AuditRow, s};
 
 pub(crate) fn account_not_found() -> Error {
-    Error::new(
-        ErrorCode::NotFound,
-        "ACCOUNT_NOT_FOUND",
-        "account not found",
-    )
+    Error::new(Reason::AccountNotFound, "account not found")
 }
 
 fn required(v: &mut Violations, field: &str, value: &str) {

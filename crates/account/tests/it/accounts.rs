@@ -1,4 +1,5 @@
 use tenancy_proto::account as pb;
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 use tonic::Code;
 
@@ -97,7 +98,7 @@ async fn create_account_with_the_same_idempotency_key_returns_the_first_account(
     let mut other = request;
     other.account.as_mut().unwrap().name = "B".into();
     let error = env.as_user(&user).create_account(other).await.unwrap_err();
-    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(reason(&error), Reason::RequestIdReused);
 }
 
 #[tokio::test]
@@ -167,8 +168,8 @@ async fn a_manager_whose_token_claims_owner_is_still_refused_by_live_role() {
         .await
         .unwrap_err();
     assert_eq!(
-        (error.code(), reason(&error).as_str()),
-        (Code::PermissionDenied, "ROLE_TOO_LOW")
+        (error.code(), reason(&error)),
+        (Code::PermissionDenied, Reason::RoleTooLow)
     );
 }
 
@@ -185,7 +186,7 @@ async fn update_account_refuses_an_empty_or_unknown_mask() {
             })
             .await
             .unwrap_err();
-        assert_eq!(reason(&error), "INVALID_UPDATE_MASK", "{paths:?}");
+        assert_eq!(reason(&error), Reason::UpdateMaskInvalid, "{paths:?}");
     }
 }
 
@@ -253,7 +254,7 @@ async fn audit_log_records_changes_with_actor_and_address_for_owners_only() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "INVALID_PAGE_TOKEN");
+    assert_eq!(reason(&error), Reason::PageTokenInvalid);
     let error = env
         .as_member(&manager, &account, Role::Manager)
         .list_audit_events(pb::ListAuditEventsRequest::default())
@@ -328,5 +329,5 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "ACCOUNT_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::AccountNotFound);
 }

@@ -75,8 +75,8 @@ impl Replica {
     }
 }
 
-pub fn reason(status: &tonic::Status) -> String {
-    tenancy_runtime::error::reason_of(status).unwrap_or_default()
+pub fn reason(status: &tonic::Status) -> tenancy_testkit::Reason {
+    tenancy_testkit::refusal(status)
 }
 
 pub fn fields(status: &tonic::Status) -> Vec<String> {

@@ -12,7 +12,7 @@ use tenancy_proto::identity::identity_internal_service_client::IdentityInternalS
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::principal::ServiceAuth;
-use tenancy_runtime::{Error, ErrorCode, ids};
+use tenancy_runtime::{Error, ids};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
@@ -96,8 +96,7 @@ impl Directory {
         match response {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::NotFound => Err(Error::new(
-                ErrorCode::NotFound,
-                "ACCOUNT_NOT_FOUND",
+                tenancy_runtime::Reason::AccountNotFound,
                 "no such account",
             )),
             Err(s) => Err(unavailable("account", &s)),
@@ -205,10 +204,7 @@ fn check_routing(
     extras: Vec<pb::ExtraRecipient>,
     contact_roles: &[i32],
 ) -> Option<Routing> {
-    let account = v.take(
-        "account_id",
-        ids::parse_id("account_id", account_id).map_err(|e| e.message),
-    );
+    let account = v.take("account_id", ids::parse_id("account_id", account_id));
     let category = Category::from_i32(category);
     v.check(
         category.is_some(),

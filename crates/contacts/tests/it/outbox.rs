@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::{MessageTemplate, OutboxMessageState};
+use tenancy_runtime::Reason;
 
 use crate::support::{Env, eventually, fields, id, reason};
 
@@ -97,7 +98,7 @@ async fn reusing_a_key_with_other_content_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(reason(&error), Reason::RequestIdReused);
 }
 
 #[tokio::test]
@@ -108,7 +109,7 @@ async fn a_missing_template_variable_is_named() {
     request.template_data.remove("reset_url");
     let error = api.send_email(request).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    assert_eq!(reason(&error), "TEMPLATE_DATA_INVALID");
+    assert_eq!(reason(&error), Reason::TemplateDataInvalid);
     assert_eq!(fields(&error), ["template_data[reset_url]"]);
 }
 
@@ -177,7 +178,7 @@ async fn an_unknown_outbox_message_is_not_found() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&error), "OUTBOX_MESSAGE_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::OutboxMessageNotFound);
 }
 
 #[tokio::test]
@@ -235,7 +236,7 @@ async fn outbox_messages_list_newest_first_by_filters_and_pages() {
             })
             .await
             .unwrap_err();
-        assert_eq!(reason(&error), "PAGE_TOKEN_INVALID");
+        assert_eq!(reason(&error), Reason::PageTokenInvalid);
     }
     let by_template = api
         .list_outbox_messages(pb::ListOutboxMessagesRequest {

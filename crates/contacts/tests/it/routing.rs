@@ -7,6 +7,7 @@ use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::{
     ContactRole, ExclusionReason, MessageTemplate, NotificationCategory as C, RecipientReasonKind,
 };
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 
 use tenancy_proto::account::ServiceAccess;
@@ -64,7 +65,7 @@ async fn members_see_defaults_and_security_is_locked_on() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    assert_eq!(reason(&error), "NOTIFICATION_CATEGORY_LOCKED");
+    assert_eq!(reason(&error), Reason::NotificationCategoryLocked);
     let p = api
         .clone()
         .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
@@ -105,7 +106,7 @@ async fn only_an_owner_sets_another_members_preferences() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied);
-    assert_eq!(reason(&error), "OWNER_ROLE_REQUIRED");
+    assert_eq!(reason(&error), Reason::RoleTooLow);
     let as_owner = env.member(&owner, &account, Role::Owner).await;
     as_owner
         .clone()
@@ -131,7 +132,7 @@ async fn only_an_owner_sets_another_members_preferences() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&error), "MEMBER_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::MemberNotFound);
 }
 
 #[tokio::test]
@@ -281,7 +282,7 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "ACCOUNT_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::AccountNotFound);
 }
 
 #[tokio::test]
@@ -322,7 +323,7 @@ async fn notify_queues_one_message_per_recipient_once_per_key() {
     let mut other = request;
     other.category = C::Billing as i32;
     let error = internal.clone().notify(other).await.unwrap_err();
-    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(reason(&error), Reason::RequestIdReused);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 use tenancy_testkit::{Role, TokenKind};
 
 use crate::harness::{Env, PASSWORD, reason};
@@ -68,7 +69,7 @@ async fn api_tokens_are_shown_once_introspected_and_revoked() {
         .introspect_api_token(IntrospectApiTokenRequest { secret: broken })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::ApiTokenInvalid);
     let revoked = c
         .revoke_api_token(RevokeApiTokenRequest {
             api_token_id: token.id.clone(),
@@ -86,7 +87,7 @@ async fn api_tokens_are_shown_once_introspected_and_revoked() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::ApiTokenInvalid);
 }
 
 #[tokio::test]
@@ -115,7 +116,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "EXPIRE_TIME_INVALID");
+    assert_eq!(reason(&e), Reason::ExpireTimeInvalid);
     env.advance(Duration::from_secs(61));
     let e = env
         .internal()
@@ -124,7 +125,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::ApiTokenInvalid);
     env.advance(Duration::from_secs(15 * 60));
     let e = c
         .create_api_token(CreateApiTokenRequest {
@@ -135,7 +136,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
 }
 
 #[tokio::test]
@@ -216,12 +217,12 @@ async fn api_tokens_list_by_state_and_page_by_keyset() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_PAGE_TOKEN");
+    assert_eq!(reason(&e), Reason::PageTokenInvalid);
     let e = o
         .list_api_tokens(list(vec![ApiTokenState::Unspecified]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_STATE_INVALID");
+    assert_eq!(reason(&e), Reason::ApiTokenStateInvalid);
 }
 
 #[tokio::test]
@@ -251,7 +252,7 @@ async fn managers_cannot_revoke_other_members_tokens() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::ApiTokenNotFound);
     let e = m
         .list_api_tokens(ListApiTokensRequest {
             user_id: owner.clone(),
@@ -259,7 +260,7 @@ async fn managers_cannot_revoke_other_members_tokens() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "OWNER_REQUIRED");
+    assert_eq!(reason(&e), Reason::RoleTooLow);
     assert!(
         m.list_api_tokens(ListApiTokensRequest::default())
             .await
@@ -298,7 +299,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "PASSWORD_TOO_SHORT");
+    assert_eq!(reason(&e), Reason::PasswordTooShort);
     let notices = async |env: &Env| {
         env.outbox
             .templates_to("max@example.com")
@@ -330,7 +331,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "RESET_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::ResetTokenInvalid);
     // Sessions ended; the old password no longer works, the new one does.
     let e = c
         .refresh_session(RefreshSessionRequest {
@@ -338,7 +339,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
     let e = c
         .login(LoginRequest {
             email: "max@example.com".into(),
@@ -347,7 +348,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    assert_eq!(reason(&e), Reason::CredentialsInvalid);
     c.login(LoginRequest {
         email: "max@example.com".into(),
         password: "a brand new passphrase".into(),
@@ -373,7 +374,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "RESET_TOKEN_EXPIRED");
+    assert_eq!(reason(&e), Reason::ResetTokenExpired);
 }
 
 #[tokio::test]
@@ -411,7 +412,7 @@ async fn reset_requests_answer_before_the_lookup_and_the_message() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "EMAIL_INVALID");
+    assert_eq!(reason(&e), Reason::EmailInvalid);
     assert_eq!(env.outbox.count_to("nobody@example.com").await, 0);
 }
 
@@ -606,7 +607,7 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "WRONG_PASSWORD");
+    assert_eq!(reason(&e), Reason::PasswordIncorrect);
     let e = c
         .change_password(ChangePasswordRequest {
             current_password: PASSWORD.into(),
@@ -614,7 +615,7 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "PASSWORD_UNCHANGED");
+    assert_eq!(reason(&e), Reason::PasswordUnchanged);
     let r = c
         .change_password(ChangePasswordRequest {
             current_password: PASSWORD.into(),
@@ -642,7 +643,7 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
     anon.refresh_session(RefreshSessionRequest {
         refresh_token: a.refresh_token,
     })
@@ -681,7 +682,7 @@ async fn staff_is_granted_and_revoked_by_email_with_a_revocation_event() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "USER_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::UserNotFound);
 }
 
 #[tokio::test]
@@ -696,7 +697,7 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "CODE_WORD_INVALID");
+    assert_eq!(reason(&e), Reason::CodeWordInvalid);
     c.set_code_word(SetCodeWordRequest {
         code_word: "Blue  Moon".into(),
     })
@@ -728,7 +729,7 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         .verify_code_word(check("blue moon"))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "CODE_WORD_ATTEMPTS_EXCEEDED");
+    assert_eq!(reason(&e), Reason::CodeWordAttemptsExceeded);
     env.advance(Duration::from_secs(3601));
     assert!(
         internal
@@ -745,7 +746,7 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "STAFF_USER_ID_REQUIRED");
+    assert_eq!(reason(&e), Reason::StaffUserIdRequired);
     // Setting it needs a recent authentication.
     let e = c
         .set_code_word(SetCodeWordRequest {
@@ -753,5 +754,5 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
 }

@@ -26,8 +26,7 @@ use tenancy_proto::support::{
     support_staff_service_client::SupportStaffServiceClient,
 };
 use tenancy_runtime::config::ServiceName;
-use tenancy_runtime::error::reason_of;
-use tenancy_runtime::{Clock as _, ManualClock, Principal};
+use tenancy_runtime::{Clock as _, ManualClock, Principal, Reason};
 use tenancy_testkit::{Caller, Peers, Role, Running, TestDatabase, TokenKind};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -605,9 +604,9 @@ pub fn create(service: Option<&str>) -> pb::CreateTicketRequest {
 pub fn assert_refused<T: std::fmt::Debug>(
     result: Result<T, tonic::Status>,
     code: tonic::Code,
-    reason: &str,
+    reason: Reason,
 ) {
     let status = result.expect_err("must be refused");
     assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some(reason), "{status:?}");
+    assert_eq!(tenancy_testkit::refusal(&status), reason, "{status:?}");
 }

@@ -11,8 +11,8 @@ use tenancy_proto::account::account_internal_service_client::AccountInternalServ
 use tenancy_proto::account::account_service_client::AccountServiceClient;
 use tenancy_proto::account::{RegisterServiceRequest, Service};
 use tenancy_runtime::ManualClock;
+use tenancy_runtime::Reason;
 use tenancy_runtime::config::ServiceName;
-use tenancy_runtime::error::reason_of;
 use tenancy_runtime::principal::{PRINCIPAL_HEADER, SIGNATURE_HEADER};
 use tenancy_testkit::{Caller, Role, TestDatabase, member, new_account, test_config};
 use tonic::transport::Channel;
@@ -140,7 +140,10 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some("INTERNAL_METHOD"));
+    assert_eq!(
+        tenancy_testkit::refusal(&status),
+        Reason::MethodInternalOnly
+    );
 
     // Changed after signing: refused.
     let mut tampered = billing.clone();
@@ -156,7 +159,7 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_INVALID"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalInvalid);
     assert!(status.message().contains("does not match"), "{status:?}");
 
     // The printed principal is valid 60 s: just before, accepted; after,
@@ -172,7 +175,7 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_INVALID"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalInvalid);
     assert!(status.message().contains("expired"), "{status:?}");
     running.stop().await.unwrap();
 }
