@@ -44,9 +44,9 @@ impl tonic::service::Interceptor for Bearer {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let value: MetadataValue<_> = format!("Bearer {}", self.0)
-            .parse()
-            .map_err(|_| tonic::Status::internal("bad token"))?;
+        let value: MetadataValue<_> = format!("Bearer {}", self.0).parse().map_err(|_| {
+            tenancy_runtime::Error::invalid_field("authorization", "not a header value")
+        })?;
         request.metadata_mut().insert("authorization", value);
         for (key, value) in &self.1 {
             if let Ok(v) = value.parse() {

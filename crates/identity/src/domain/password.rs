@@ -43,7 +43,7 @@ pub(crate) fn check_new_password(
         return Err(Error::invalid(
             Reason::PasswordTooShort,
             field,
-            &format!("at least {min_chars} characters"),
+            format!("at least {min_chars} characters"),
         ));
     }
     let lower = nfc.to_lowercase();

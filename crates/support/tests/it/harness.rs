@@ -566,11 +566,17 @@ async fn count_calls(account: Channel, batch_checks: Arc<AtomicUsize>) -> String
             let mut account = self.account.clone();
             Box::pin(async move {
                 if let Err(e) = futures::future::poll_fn(|cx| account.poll_ready(cx)).await {
-                    return Ok(tonic::Status::unavailable(e.to_string()).into_http());
+                    return Ok(tonic::Status::from(tenancy_runtime::Error::unavailable(
+                        e.to_string(),
+                    ))
+                    .into_http());
                 }
                 Ok(match account.call(request).await {
                     Ok(response) => response.map(tonic::body::Body::new),
-                    Err(e) => tonic::Status::unavailable(e.to_string()).into_http(),
+                    Err(e) => {
+                        tonic::Status::from(tenancy_runtime::Error::unavailable(e.to_string()))
+                            .into_http()
+                    }
                 })
             })
         }
