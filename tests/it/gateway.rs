@@ -205,7 +205,7 @@ impl Suite {
                     }),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()

@@ -182,7 +182,7 @@ impl Peers {
         self.contacts
             .clone()
             .send_email(cpb::SendEmailRequest {
-                idempotency_key,
+                request_id: idempotency_key,
                 to: vec![cpb::EmailAddress {
                     email: to.0.to_owned(),
                     name: to.1.to_owned(),

@@ -49,7 +49,7 @@ pub struct Outbox {
 pub fn check_key(v: &mut Violations, key: &str) {
     v.check(
         !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| (0x20..=0x7e).contains(&b)),
-        "idempotency_key",
+        "request_id",
         "1 to 128 printable ASCII characters",
     );
 }

@@ -220,7 +220,7 @@ impl Peers {
                     request_id: p.request_id.clone(),
                     ..Default::default()
                 }),
-                idempotency_key: event.idempotency_key.unwrap_or_default(),
+                request_id: event.idempotency_key.unwrap_or_default(),
             })
             .await
             .map_err(|s| peer_error("account", s))?;

@@ -354,7 +354,7 @@ pub fn new_account() -> tenancy_proto::account::CreateAccountRequest {
             country_code: "NL".into(),
             ..Default::default()
         }),
-        idempotency_key: String::new(),
+        request_id: String::new(),
     }
 }
 

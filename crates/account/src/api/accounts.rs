@@ -245,8 +245,8 @@ impl Api {
             paths.push("address".to_owned());
         }
         let mut v = Violations::default();
-        if req.idempotency_key.chars().count() > 64 {
-            v.add("idempotency_key", "at most 64 characters");
+        if req.request_id.chars().count() > 64 {
+            v.add("request_id", "at most 64 characters");
         }
         apply(&mut row, &input, &paths, &mut v);
         v.finish()?;
@@ -266,11 +266,11 @@ impl Api {
         let me = me.get(&user_id);
 
         let txn = store::begin(&self.db).await?;
-        if !req.idempotency_key.is_empty()
+        if !req.request_id.is_empty()
             && let Some(existing) = store::idempotent(
                 &txn,
                 &idem_scope,
-                &req.idempotency_key,
+                &req.request_id,
                 &request_hash,
                 now - IDEMPOTENCY_WINDOW_MS,
             )
@@ -319,11 +319,11 @@ impl Api {
             mfa_deadline: join_deadline(&row, now),
         };
         member.upsert(&txn).await?;
-        if !req.idempotency_key.is_empty() {
+        if !req.request_id.is_empty() {
             store::remember(
                 &txn,
                 &idem_scope,
-                &req.idempotency_key,
+                &req.request_id,
                 &request_hash,
                 &row.id,
                 now,

@@ -299,8 +299,8 @@ impl Api {
             "at most 500 characters",
         );
         v.check(
-            req.idempotency_key.chars().count() <= 64,
-            "idempotency_key",
+            req.request_id.chars().count() <= 64,
+            "request_id",
             "at most 64 characters",
         );
         v.finish()?;
@@ -348,11 +348,11 @@ impl Api {
             return Err(account_not_found());
         }
         let scope = "record_audit_event";
-        if !req.idempotency_key.is_empty()
+        if !req.request_id.is_empty()
             && let Some(id) = store::idempotent(
                 &txn,
                 scope,
-                &req.idempotency_key,
+                &req.request_id,
                 &hash,
                 now - super::accounts::IDEMPOTENCY_WINDOW_MS,
             )
@@ -374,8 +374,8 @@ impl Api {
             });
         }
         row.insert(&txn).await?;
-        if !req.idempotency_key.is_empty() {
-            store::remember(&txn, scope, &req.idempotency_key, &hash, &row.id, now).await?;
+        if !req.request_id.is_empty() {
+            store::remember(&txn, scope, &req.request_id, &hash, &row.id, now).await?;
         }
         txn.commit().await?;
         Ok(pb::RecordAuditEventResponse {

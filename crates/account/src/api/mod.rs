@@ -429,7 +429,7 @@ pub(crate) fn auth_role(role: i32) -> tenancy_proto::auth::Role {
     tenancy_proto::auth::Role::try_from(role).unwrap_or(tenancy_proto::auth::Role::Owner)
 }
 
-/// The paths of a field mask; INVALID_UPDATE_MASK when empty or not in
+/// The paths of a field mask; UPDATE_MASK_INVALID when empty or not in
 /// `allowed`.
 pub(crate) fn mask_paths(
     mask: Option<&prost_types::FieldMask>,
@@ -457,7 +457,7 @@ pub(crate) fn fingerprint(parts: &impl serde::Serialize) -> String {
     tenancy_runtime::secret::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
-/// An INVALID_PAGE_TOKEN error.
+/// An PAGE_TOKEN_INVALID error.
 pub(crate) fn bad_page_token() -> Error {
     Error::new(
         Reason::PageTokenInvalid,

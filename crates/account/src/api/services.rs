@@ -152,8 +152,8 @@ impl Api {
             &mut v,
         );
         v.check(
-            req.idempotency_key.chars().count() <= 64,
-            "idempotency_key",
+            req.request_id.chars().count() <= 64,
+            "request_id",
             "at most 64 characters",
         );
         v.finish()?;
@@ -168,11 +168,11 @@ impl Api {
         if !store::lock_account(&txn, &row.account_id).await? {
             return Err(account_not_found());
         }
-        if !req.idempotency_key.is_empty()
+        if !req.request_id.is_empty()
             && let Some(id) = store::idempotent(
                 &txn,
                 "register_service",
-                &req.idempotency_key,
+                &req.request_id,
                 &hash,
                 now - super::accounts::IDEMPOTENCY_WINDOW_MS,
             )
@@ -199,11 +199,11 @@ impl Api {
             }
             return Err(e);
         }
-        if !req.idempotency_key.is_empty() {
+        if !req.request_id.is_empty() {
             store::remember(
                 &txn,
                 "register_service",
-                &req.idempotency_key,
+                &req.request_id,
                 &hash,
                 &row.id,
                 now,

@@ -406,7 +406,7 @@ pub async fn existing_services<C: ConnectionTrait>(
 }
 
 /// Records an idempotency key; returns the earlier result id when the key
-/// was used before (with the same request), or IDEMPOTENCY_KEY_REUSED.
+/// was used before (with the same request), or REQUEST_ID_REUSED.
 pub async fn idempotent<C: ConnectionTrait>(
     c: &C,
     scope: &str,

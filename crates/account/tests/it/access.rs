@@ -15,7 +15,7 @@ pub async fn register(internal: &mut Internal, account: &str, name: &str, tags: 
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -290,7 +290,7 @@ async fn external_ids_are_unique_within_an_account() {
             external_id: "ord-1".into(),
             ..Default::default()
         }),
-        idempotency_key: String::new(),
+        request_id: String::new(),
     };
     let first = internal
         .register_service(req.clone())
@@ -312,7 +312,7 @@ async fn external_ids_are_unique_within_an_account() {
                 tags: vec!["ok".into(), "bad tag".into()],
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();

@@ -19,7 +19,7 @@ async fn create_account_makes_the_caller_its_first_active_owner() {
                 vat_number: "de 123.456.789".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -58,7 +58,7 @@ async fn create_account_refuses_invalid_fields_each_named() {
                 country_code: "nld".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -80,7 +80,7 @@ async fn create_account_with_the_same_idempotency_key_returns_the_first_account(
             country_code: "NL".into(),
             ..Default::default()
         }),
-        idempotency_key: "k1".into(),
+        request_id: "k1".into(),
     };
     let a = env
         .as_user(&user)
@@ -280,7 +280,7 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
         .internal()
         .record_audit_event(pb::RecordAuditEventRequest {
             event: Some(event.clone()),
-            idempotency_key: "x".into(),
+            request_id: "x".into(),
         })
         .await
         .unwrap()
@@ -289,7 +289,7 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
         .internal()
         .record_audit_event(pb::RecordAuditEventRequest {
             event: Some(event.clone()),
-            idempotency_key: "x".into(),
+            request_id: "x".into(),
         })
         .await
         .unwrap()
@@ -313,7 +313,7 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
                 action: "Bad Action".into(),
                 ..event.clone()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -325,7 +325,7 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
                 account_id: uuid::Uuid::now_v7().to_string(),
                 ..event
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();

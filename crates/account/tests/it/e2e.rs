@@ -23,7 +23,7 @@ async fn invitations_travel_through_the_real_outbox_for_new_and_existing_users()
                 country_code: "NL".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()

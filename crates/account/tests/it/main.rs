@@ -344,7 +344,7 @@ impl Env {
                     country_code: "NL".into(),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()

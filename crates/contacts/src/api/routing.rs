@@ -383,7 +383,7 @@ impl Api {
         r: pb::NotifyRequest,
     ) -> Result<Response<pb::NotifyResponse>, Status> {
         let mut v = Violations::default();
-        outbox::check_key(&mut v, &r.idempotency_key);
+        outbox::check_key(&mut v, &r.request_id);
         let template = Template::from_i32(r.template);
         v.check(
             template.is_some(),
@@ -426,7 +426,7 @@ impl Api {
         let (Some(routing), Some(template)) = (routing, template) else {
             return Err(Error::invalid_field("template", "required").into());
         };
-        if let Some(earlier) = self.outbox.earlier(&r.idempotency_key, &hash).await? {
+        if let Some(earlier) = self.outbox.earlier(&r.request_id, &hash).await? {
             return Ok(Response::new(pb::NotifyResponse {
                 messages: earlier.messages.into_iter().map(message_to_proto).collect(),
                 duplicate: true,
@@ -449,10 +449,7 @@ impl Api {
             category: routing.category as i32,
         };
         let messages = self.outbox.render(&email, &to)?;
-        let queued = self
-            .outbox
-            .enqueue(&r.idempotency_key, &hash, messages)
-            .await?;
+        let queued = self.outbox.enqueue(&r.request_id, &hash, messages).await?;
         let excluded = if queued.duplicate {
             Vec::new()
         } else {

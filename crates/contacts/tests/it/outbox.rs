@@ -10,7 +10,7 @@ use crate::support::{Env, eventually, fields, id, reason};
 
 pub fn reset_request(key: &str, to: &str) -> pb::SendEmailRequest {
     pb::SendEmailRequest {
-        idempotency_key: key.to_owned(),
+        request_id: key.to_owned(),
         to: vec![pb::EmailAddress {
             email: to.to_owned(),
             name: "Ann Example".to_owned(),
@@ -77,7 +77,7 @@ async fn a_retried_send_email_with_the_same_key_sends_once() {
     assert_eq!(again.messages[0].id, first.messages[0].id);
     let listed = api
         .list_outbox_messages(pb::ListOutboxMessagesRequest {
-            idempotency_key: "identity:reset:2".into(),
+            request_id: "identity:reset:2".into(),
             ..Default::default()
         })
         .await
@@ -118,7 +118,7 @@ async fn malformed_send_email_requests_are_refused_with_every_field() {
     let env = Env::start("send_email_invalid").await;
     let mut api = env.internal().await;
     let request = pb::SendEmailRequest {
-        idempotency_key: String::new(),
+        request_id: String::new(),
         to: vec![pb::EmailAddress {
             email: "not-an-address".into(),
             name: String::new(),
@@ -131,7 +131,7 @@ async fn malformed_send_email_requests_are_refused_with_every_field() {
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         fields(&error),
-        ["idempotency_key", "to[0].email", "template", "account_id"]
+        ["request_id", "to[0].email", "template", "account_id"]
     );
     let mut request = reset_request("k", "a@example.com");
     request.to.clear();
@@ -203,11 +203,7 @@ async fn outbox_messages_list_newest_first_by_filters_and_pages() {
         .await
         .unwrap()
         .into_inner();
-    let keys: Vec<_> = page
-        .messages
-        .iter()
-        .map(|m| m.idempotency_key.clone())
-        .collect();
+    let keys: Vec<_> = page.messages.iter().map(|m| m.request_id.clone()).collect();
     assert_eq!(keys, ["k4", "k3", "k2"]);
     let next = api
         .list_outbox_messages(pb::ListOutboxMessagesRequest {
@@ -219,11 +215,7 @@ async fn outbox_messages_list_newest_first_by_filters_and_pages() {
         .await
         .unwrap()
         .into_inner();
-    let keys: Vec<_> = next
-        .messages
-        .iter()
-        .map(|m| m.idempotency_key.clone())
-        .collect();
+    let keys: Vec<_> = next.messages.iter().map(|m| m.request_id.clone()).collect();
     assert_eq!(keys, ["k1", "k0"]);
     assert!(next.next_page_token.is_empty());
     // A token from another filter, or garbage, is refused.

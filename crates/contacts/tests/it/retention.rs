@@ -16,7 +16,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn email(key: &str, to: &str) -> pb::SendEmailRequest {
     pb::SendEmailRequest {
-        idempotency_key: key.to_owned(),
+        request_id: key.to_owned(),
         to: vec![pb::EmailAddress {
             email: to.to_owned(),
             name: String::new(),

@@ -291,7 +291,7 @@ async fn notify_queues_one_message_per_recipient_once_per_key() {
     world.member("bob@example.com", ServiceAccess::All).await;
     let (env, account) = (&world.env, world.account_id.clone());
     let request = pb::NotifyRequest {
-        idempotency_key: "account:2fa-enforced:1".into(),
+        request_id: "account:2fa-enforced:1".into(),
         account_id: account.clone(),
         category: C::Security as i32,
         template: MessageTemplate::GenericNotification as i32,
@@ -342,7 +342,7 @@ async fn notify_is_unavailable_while_the_account_service_is_down_and_queues_noth
     let error = internal
         .clone()
         .notify(pb::NotifyRequest {
-            idempotency_key: "k".into(),
+            request_id: "k".into(),
             account_id: id(),
             category: C::Account as i32,
             template: MessageTemplate::GenericNotification as i32,
@@ -388,7 +388,7 @@ async fn a_support_reply_can_go_to_the_technical_contacts_only() {
         verify(env, email).await;
     }
     let reply = |roles: Vec<i32>| pb::NotifyRequest {
-        idempotency_key: format!("support:reply:{}", roles.len()),
+        request_id: format!("support:reply:{}", roles.len()),
         account_id: account.clone(),
         category: C::SupportReplies as i32,
         template: MessageTemplate::GenericNotification as i32,

@@ -251,7 +251,7 @@ impl World {
                 country_code: "NL".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -271,7 +271,7 @@ impl World {
                     name: name.into(),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()
@@ -488,7 +488,7 @@ impl World {
             .into_inner()
             .messages
             .into_iter()
-            .filter(|m| m.idempotency_key.starts_with(prefix))
+            .filter(|m| m.request_id.starts_with(prefix))
             .collect()
     }
 

@@ -59,7 +59,7 @@ fn register(
             external_id: format!("order-{}", tenancy_runtime::ids::new_id()),
             ..Default::default()
         }),
-        idempotency_key: String::new(),
+        request_id: String::new(),
     });
     for (key, value) in entries {
         if key == PRINCIPAL_HEADER {
