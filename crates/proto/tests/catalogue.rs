@@ -94,7 +94,14 @@ fn every_reason_a_proto_comment_names_is_in_the_catalogue_with_that_code() {
     let pool = pool();
     let codes = code_names(&pool);
     let code_of_name: HashMap<&str, i32> = codes.iter().map(|(n, s)| (s.as_str(), *n)).collect();
+    // Names a comment may mention besides reasons and codes: enum values
+    // (in full or short) and field names in capitals (`UPDATE_TIME`).
     let mut enum_values = BTreeSet::new();
+    for m in pool.all_messages() {
+        for f in m.fields() {
+            enum_values.insert(f.name().to_ascii_uppercase());
+        }
+    }
     for e in pool.all_enums() {
         let prefix = upper_snake(e.name()) + "_";
         for v in e.values() {
@@ -118,6 +125,9 @@ fn every_reason_a_proto_comment_names_is_in_the_catalogue_with_that_code() {
             for word in words(&text) {
                 if let Some(&code) = code_of_name.get(word.as_str()) {
                     current_code = Some(code);
+                    continue;
+                }
+                if !word.contains('_') {
                     continue;
                 }
                 if let Some(reason) = Reason::from_str_name(&word) {
@@ -157,12 +167,12 @@ fn upper_snake(name: &str) -> String {
     out
 }
 
-/// The UPPER_SNAKE words (at least one underscore) of `text`.
+/// The UPPER_SNAKE words of `text` (`NOT_FOUND`, `UNAUTHENTICATED`).
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .map(|w| w.trim_matches('_'))
         .filter(|w| {
-            w.contains('_')
+            w.len() > 1
                 && w.chars().next().is_some_and(|c| c.is_ascii_uppercase())
                 && w.chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
