@@ -30,14 +30,14 @@ use tonic::transport::Channel;
 
 const PASSWORD: &str = "correct horse battery staple";
 
-struct Suite {
+pub(crate) struct Suite {
     running: Running,
-    gateway: Channel,
+    pub(crate) gateway: Channel,
 }
 
 /// A `Bearer` token on every call.
 #[derive(Clone)]
-struct Bearer(String, Vec<(&'static str, String)>);
+pub(crate) struct Bearer(String, Vec<(&'static str, String)>);
 
 impl tonic::service::Interceptor for Bearer {
     fn call(
@@ -57,7 +57,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
-fn bearer(token: &str) -> Bearer {
+pub(crate) fn bearer(token: &str) -> Bearer {
     Bearer(token.to_owned(), Vec::new())
 }
 
@@ -70,7 +70,7 @@ async fn channel(address: SocketAddr) -> Channel {
 }
 
 impl Suite {
-    async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDatabase::new("gateway").await;
         let mut config = test_config(&db);
         // Cheap hashing: these tests are about the gateway.
@@ -106,7 +106,7 @@ impl Suite {
         }
     }
 
-    fn identity(
+    pub(crate) fn identity(
         &self,
         token: &str,
     ) -> IdentityServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>
@@ -114,7 +114,7 @@ impl Suite {
         IdentityServiceClient::with_interceptor(self.gateway.clone(), bearer(token))
     }
 
-    fn account(
+    pub(crate) fn account(
         &self,
         token: &str,
     ) -> AccountServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>
@@ -151,7 +151,7 @@ impl Suite {
 
     /// Signs up, verifies and logs in through the gateway; returns the
     /// access token.
-    async fn user(&self, email: &str) -> String {
+    pub(crate) async fn user(&self, email: &str) -> String {
         let mut anonymous = IdentityServiceClient::new(self.gateway.clone());
         anonymous
             .sign_up(SignUpRequest {
@@ -187,7 +187,7 @@ impl Suite {
 
     /// Creates an account as the holder of `token` and returns the account
     /// id and a token selecting it.
-    async fn account_of(&self, token: &str) -> (String, String) {
+    pub(crate) async fn account_of(&self, token: &str) -> (String, String) {
         let account = self
             .account(token)
             .create_account(CreateAccountRequest {

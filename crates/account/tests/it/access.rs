@@ -273,7 +273,8 @@ async fn members_see_only_the_services_they_may_access_and_deleted_services_drop
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), Reason::ServiceNotFound);
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason(&e), Reason::ServiceIdUnknown);
     assert_eq!(crate::fields(&e), ["access_scope.selected_service_ids[1]"]);
 }
 

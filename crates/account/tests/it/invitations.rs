@@ -65,6 +65,11 @@ async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // Identity's refusal comes back whole: its reason, its violation, and
+    // the field named once (not "password: password: ...").
+    assert_eq!(reason(&e), Reason::PasswordTooShort);
+    assert_eq!(crate::fields(&e), ["password"]);
+    assert_eq!(e.message(), "password: at least 12 characters");
     let accepted = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token: token.clone(),

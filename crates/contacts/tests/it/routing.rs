@@ -283,6 +283,19 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
         .await
         .unwrap_err();
     assert_eq!(reason(&error), Reason::AccountNotFound);
+    // A malformed id is named once, with what is wrong with it.
+    let error = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: "not-a-uuid".into(),
+            category: C::Billing as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&error), Reason::FieldInvalid);
+    assert_eq!(crate::support::fields(&error), ["account_id"]);
+    assert_eq!(error.message(), "account_id: must be a UUID");
 }
 
 #[tokio::test]

@@ -120,8 +120,10 @@ async fn a_2fa_login_needs_a_totp_code_and_a_code_is_accepted_once() {
         .complete_mfa(answer(&t2, SecondFactor::TotpCode(current)))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    // The same code and reason as everywhere else a code is checked.
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert_eq!(reason(&e), Reason::TotpCodeReused);
+    assert_eq!(tenancy_runtime::error::violated_fields(&e), ["totp_code"]);
     let e = c
         .complete_mfa(CompleteMfaRequest {
             challenge_token: t2,

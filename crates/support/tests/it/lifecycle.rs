@@ -240,7 +240,7 @@ async fn a_repeated_request_id_returns_the_first_result_and_other_content_is_ref
     req.body = "something else".into();
     assert_refused(
         c.create_ticket(req).await,
-        Code::InvalidArgument,
+        Code::FailedPrecondition,
         Reason::RequestIdReused,
     );
     let t = first.ticket.unwrap().id;
