@@ -60,28 +60,31 @@ async fn reflect(gateway: &Channel, request: MessageRequest) -> Vec<Vec<u8>> {
 /// reflection: reason name → gRPC code number, read from the
 /// `(tenancy.errors.v1.code)` option of each `Reason` value.
 async fn reflected_catalogue(gateway: &Channel) -> HashMap<String, i32> {
-    let mut files: Vec<prost_types::FileDescriptorProto> = Vec::new();
+    // Raw bytes: prost_types would drop the custom options on decoding.
+    let mut files: Vec<(prost_types::FileDescriptorProto, Vec<u8>)> = Vec::new();
     let mut wanted = vec![MessageRequest::FileContainingSymbol(
         "tenancy.errors.v1.Reason".to_owned(),
     )];
     while let Some(request) = wanted.pop() {
         for bytes in reflect(gateway, request).await {
             let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
-            if files.iter().any(|f| f.name == file.name) {
+            if files.iter().any(|(f, _)| f.name == file.name) {
                 continue;
             }
             for dependency in &file.dependency {
-                if !files.iter().any(|f| f.name() == dependency) {
+                if !files.iter().any(|(f, _)| f.name() == dependency) {
                     wanted.push(MessageRequest::FileByFilename(dependency.clone()));
                 }
             }
-            files.push(file);
+            files.push((file, bytes));
         }
     }
     // Dependencies first.
-    files.sort_by_key(|f| f.name() != "google/protobuf/descriptor.proto");
+    files.sort_by_key(|(f, _)| f.name() != "google/protobuf/descriptor.proto");
     let mut pool = DescriptorPool::new();
-    pool.add_file_descriptor_protos(files).unwrap();
+    for (_, bytes) in files {
+        pool.decode_file_descriptor_proto(bytes.as_slice()).unwrap();
+    }
     let reason = pool.get_enum_by_name("tenancy.errors.v1.Reason").unwrap();
     let code = pool
         .get_extension_by_name("tenancy.errors.v1.code")
