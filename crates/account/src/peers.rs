@@ -148,8 +148,9 @@ impl Peers {
         Ok(())
     }
 
-    /// Ends the user's tokens for the account. Best effort: failures are
-    /// logged; the policy log stays the source of truth for gateways.
+    /// Revokes the member's API tokens for the account (for good). Best
+    /// effort: failures are logged; gateways refuse the member's calls from
+    /// the policy log either way.
     pub(crate) async fn revoke_account_access(
         &self,
         user_id: &str,

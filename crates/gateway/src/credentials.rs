@@ -10,7 +10,10 @@
 //! decision budget.
 //! API tokens are resolved through identity's IntrospectApiToken once and
 //! cached the same way; unknown ones are remembered briefly so guessing
-//! costs the attacker, not identity.
+//! costs the attacker, not identity. A dead token gets the same answer
+//! whether or not it was cached: identity says why an uncached one is dead
+//! (revoked, expired) and [`policy::decide`](crate::policy::decide) says the
+//! same of a cached one; unknown or malformed is `TOKEN_INVALID`.
 
 use std::hash::{BuildHasher as _, RandomState};
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use parking_lot::RwLock;
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::{GetJwksRequest, IntrospectApiTokenRequest};
+use tenancy_runtime::error::reason_of;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Error, Reason, Timestamp};
 use tonic::service::interceptor::InterceptedService;
@@ -32,15 +36,39 @@ use crate::state::{FastMap, parse_id};
 pub const API_TOKEN_PREFIX: &str = "tny_";
 /// How long an unknown API token is remembered as unknown.
 const NEGATIVE_TTL_MS: i64 = 5_000;
+/// How long a revoked or expired API token is remembered as such (it never
+/// comes back to life; the bound only lets the cache forget it).
+const DEAD_TTL_MS: i64 = 300_000;
 /// Least time between two JWKS fetches triggered by unknown `kid`s.
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Beyond this many cached tokens the caches are emptied (memory bound).
 const CACHE_CAP: usize = 1_000_000;
 
+/// Why an API token cannot be used, as identity said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dead {
+    /// Never issued, or malformed.
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Expired.
+    Expired,
+}
+
+impl Dead {
+    fn error(self) -> Error {
+        match self {
+            Self::Unknown => Error::new(Reason::TokenInvalid, "unknown API token"),
+            Self::Revoked => crate::policy::api_token_revoked(),
+            Self::Expired => crate::policy::api_token_expired(),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum ApiEntry {
     Known(ApiToken),
-    Unknown { until_ms: i64 },
+    Dead { why: Dead, until_ms: i64 },
 }
 
 /// A keyed 64-bit tag of a token: the cache key.
@@ -161,11 +189,10 @@ impl Authenticator {
     }
 
     async fn api_token(&self, token: &str, now_ms: i64) -> Result<ApiToken, Error> {
-        let invalid = || Error::new(Reason::TokenInvalid, "unknown API token");
         let tag = self.tagger.tag(token);
         match self.api.read().get(&tag) {
             Some(ApiEntry::Known(t)) => return Ok(*t),
-            Some(ApiEntry::Unknown { until_ms }) if *until_ms > now_ms => return Err(invalid()),
+            Some(ApiEntry::Dead { why, until_ms }) if *until_ms > now_ms => return Err(why.error()),
             _ => {}
         }
         let answer = self
@@ -175,6 +202,10 @@ impl Authenticator {
                 secret: token.to_owned(),
             })
             .await;
+        let dead = |why, ttl| ApiEntry::Dead {
+            why,
+            until_ms: now_ms + ttl,
+        };
         let entry = match answer {
             Ok(response) => {
                 let r = response.into_inner();
@@ -186,7 +217,7 @@ impl Authenticator {
                     // Identity issues UUIDs; anything else is refused, never
                     // guessed at.
                     tracing::warn!("API token introspection answered ids that are not UUIDs");
-                    return Err(invalid());
+                    return Err(Dead::Unknown.error());
                 };
                 ApiEntry::Known(ApiToken {
                     id,
@@ -197,19 +228,23 @@ impl Authenticator {
                         .expire_time
                         .as_ref()
                         .map(|t| Timestamp::from_proto(t).millis()),
+                    mfa: r.mfa_enabled,
                 })
+            }
+            Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                match reason_of(&status) {
+                    Some(Reason::TokenRevoked) => dead(Dead::Revoked, DEAD_TTL_MS),
+                    Some(Reason::TokenExpired) => dead(Dead::Expired, DEAD_TTL_MS),
+                    _ => dead(Dead::Unknown, NEGATIVE_TTL_MS),
+                }
             }
             Err(status)
                 if matches!(
                     status.code(),
-                    tonic::Code::NotFound
-                        | tonic::Code::InvalidArgument
-                        | tonic::Code::Unauthenticated
+                    tonic::Code::NotFound | tonic::Code::InvalidArgument
                 ) =>
             {
-                ApiEntry::Unknown {
-                    until_ms: now_ms + NEGATIVE_TTL_MS,
-                }
+                dead(Dead::Unknown, NEGATIVE_TTL_MS)
             }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), "API token introspection failed");
@@ -224,8 +259,14 @@ impl Authenticator {
         cache.insert(tag, entry);
         match entry {
             ApiEntry::Known(t) => Ok(t),
-            ApiEntry::Unknown { .. } => Err(invalid()),
+            ApiEntry::Dead { why, .. } => Err(why.error()),
         }
+    }
+
+    /// Forgets every cached API-token introspection (after a revocation
+    /// log reset, or when the 2FA states that correct them were dropped).
+    pub fn forget_api_tokens(&self) {
+        self.api.write().clear();
     }
 
     /// Fetches the published keys (at most once per second when triggered
@@ -268,7 +309,7 @@ impl Authenticator {
         self.portal.write().retain(|_, c| unexpired(c, now_ms));
         self.api.write().retain(|_, e| match e {
             ApiEntry::Known(t) => t.expire_ms.is_none_or(|x| x > now_ms),
-            ApiEntry::Unknown { until_ms } => *until_ms > now_ms,
+            ApiEntry::Dead { until_ms, .. } => *until_ms > now_ms,
         });
     }
 

@@ -30,6 +30,12 @@ pub struct Claims {
     pub acc: Option<String>,
     /// Issued at (Unix seconds).
     pub iat: i64,
+    /// The revocation log's position when identity issued the token: cut-off
+    /// revocations (USER_TOKENS_BEFORE, USER_ACCOUNT) end the tokens whose
+    /// `rev` is below the event's position. Absent (0) in a token from
+    /// before positions: any cut-off ends it.
+    #[serde(default)]
+    pub rev: i64,
     /// Expiry (Unix seconds).
     pub exp: i64,
     /// When the session last proved its credentials (Unix seconds).
@@ -111,8 +117,8 @@ pub struct PortalToken {
     pub session: Id,
     /// The selected account, if any.
     pub account: Option<Id>,
-    /// Issued at (Unix ms).
-    pub issued_at_ms: i64,
+    /// The revocation log's position when it was issued (the `rev` claim).
+    pub rev: i64,
     /// Expiry (Unix ms).
     pub expire_ms: i64,
     /// When the session last proved its credentials (Unix seconds).
@@ -136,7 +142,7 @@ impl PortalToken {
             user: id(&claims.sub)?,
             session: id(&claims.sid)?,
             account: claims.acc.as_deref().map(id).transpose()?,
-            issued_at_ms: claims.iat.saturating_mul(1000),
+            rev: claims.rev,
             expire_ms: claims.exp.saturating_mul(1000),
             auth_time: claims.auth_time,
             amr: Amr::from_names(claims.amr.iter().map(String::as_str)),

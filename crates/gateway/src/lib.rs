@@ -16,6 +16,7 @@
 //! - `sync`: the Watch streams that keep `state` current.
 //! - `client_ip`: the client address behind trusted proxies.
 //! - `limits`: rate limits.
+//! - `usage`: last use of tokens and sessions, reported to identity.
 
 pub mod client_ip;
 pub mod credentials;
@@ -26,6 +27,7 @@ mod proxy;
 pub mod state;
 pub mod sync;
 mod upstream;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +54,13 @@ pub fn build(context: &Context) -> Result<Gateway, ConfigError> {
     )
 }
 
+/// Longest wait for identity when reporting the last usage at shutdown.
+const FINAL_USAGE_REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves the gateway on `listener` until `shutdown`, following identity's
-/// and account's streams meanwhile.
+/// and account's streams and reporting usage meanwhile. Once the last call
+/// has finished, reports the usage still pending (graceful shutdown loses
+/// none).
 pub async fn serve(
     context: &Context,
     gateway: Gateway,
@@ -83,6 +90,15 @@ pub async fn serve(
     let account = context
         .channel_to(ServiceName::Account)
         .map_err(Error::internal)?;
+    let usage_client: usage::IdentityClient =
+        tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient::with_interceptor(identity.clone(), auth.clone());
+    let usage = gateway.usage.clone();
+    let reporter = {
+        let (usage, client) = (usage.clone(), usage_client.clone());
+        let interval = context.config.gateway.usage_report_interval;
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { usage.report_periodically(client, interval, shutdown).await })
+    };
     tokio::spawn(sync::follow_revocations(
         gateway.state.clone(),
         gateway.clock.clone(),
@@ -106,7 +122,17 @@ pub async fn serve(
             .clone()
             .check_upstreams(Duration::from_secs(2), shutdown.clone()),
     );
-    gateway.serve(listener, shutdown).await
+    let served = gateway.serve(listener, shutdown).await;
+    // A report in flight finishes first, so none is sent twice at once.
+    let _ = reporter.await;
+    let pending = usage.pending();
+    if pending > 0 {
+        match tokio::time::timeout(FINAL_USAGE_REPORT_TIMEOUT, usage.report(&usage_client)).await {
+            Ok(true) => tracing::info!(credentials = pending, "usage reported at shutdown"),
+            _ => tracing::warn!(credentials = pending, "usage not reported at shutdown"),
+        }
+    }
+    served
 }
 
 async fn prune_periodically(gateway: Arc<Gateway>, shutdown: Shutdown) {

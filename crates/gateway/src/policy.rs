@@ -28,6 +28,11 @@ pub struct ApiToken {
     pub read_only: bool,
     /// Expiry (Unix ms), if any.
     pub expire_ms: Option<i64>,
+    /// Whether its user had 2FA when it was introspected (MFA_CHANGED
+    /// events override it: [`Revocations::user_has_mfa`]).
+    ///
+    /// [`Revocations::user_has_mfa`]: crate::state::Revocations::user_has_mfa
+    pub mfa: bool,
 }
 
 /// A verified credential.
@@ -67,6 +72,45 @@ impl MethodPolicy {
             .any(|prefix| method.starts_with(prefix));
         Self { rule, read_only }
     }
+}
+
+/// A refusal about the caller's standing in `account`: PERMISSION_DENIED,
+/// naming the account in the message and in ErrorInfo metadata
+/// `account_id`, so a portal can say which account it concerns.
+fn account_denied(account: Id, error: impl FnOnce(&str) -> Error) -> Error {
+    let account = id_string(account);
+    error(&account).with_metadata("account_id", account)
+}
+
+/// The refusal of a revoked API token (cached or not: one answer).
+pub fn api_token_revoked() -> Error {
+    Error::new(Reason::TokenRevoked, "this API token was revoked")
+}
+
+/// The refusal of an expired API token (cached or not: one answer).
+pub fn api_token_expired() -> Error {
+    Error::new(Reason::TokenExpired, "this API token has expired")
+}
+
+/// The refusal under enforced 2FA once the member's deadline has passed.
+fn mfa_required(account: Id, deadline_ms: i64, portal: bool) -> Error {
+    let what = if portal {
+        "enrol with BeginTotpEnrollment"
+    } else {
+        "the token's owner must turn on two-factor authentication in the portal"
+    };
+    account_denied(account, |account| {
+        Error::new(
+            Reason::MfaEnrollmentRequired,
+            format!("account {account} requires two-factor authentication: {what}"),
+        )
+    })
+    .with_metadata(
+        "mfa_deadline",
+        tenancy_runtime::Timestamp(deadline_ms)
+            .to_proto()
+            .to_string(),
+    )
 }
 
 /// Decides a call. `Ok` carries the principal to forward (without request id
@@ -125,22 +169,18 @@ pub fn decide(
             (token.user, token.account, Some(token))
         }
         Credential::Api(token) => {
+            // The token's own state first, as for an uncached token (whose
+            // introspection says revoked or expired whatever the method).
+            if state.revocations.read().api_tokens.contains(&token.id) {
+                return Err(api_token_revoked());
+            }
+            if token.expire_ms.is_some_and(|expire| expire <= now_ms) {
+                return Err(api_token_expired());
+            }
             if !rule.api_tokens_allowed {
                 return Err(Error::new(
                     Reason::ApiTokenNotAllowed,
                     "this method needs a portal session",
-                ));
-            }
-            if token.expire_ms.is_some_and(|expire| expire <= now_ms) {
-                return Err(Error::new(
-                    Reason::TokenExpired,
-                    "this API token has expired",
-                ));
-            }
-            if state.revocations.read().api_tokens.contains(&token.id) {
-                return Err(Error::new(
-                    Reason::TokenRevoked,
-                    "this API token was revoked",
                 ));
             }
             if token.read_only && !method.read_only {
@@ -189,34 +229,44 @@ pub fn decide(
             ));
         };
         let Some(member) = membership else {
-            return Err(Error::new(
-                Reason::NotAMember,
-                "you are not a member of this account",
-            ));
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::NotAMember,
+                    format!("you are not a member of account {a}"),
+                )
+            }));
         };
         if !member.active {
-            return Err(Error::new(
-                Reason::MemberSuspended,
-                "your membership of this account is suspended",
-            ));
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::MemberSuspended,
+                    format!("your membership of account {a} is suspended"),
+                )
+            }));
         }
         if !member.portal_access {
-            return Err(Error::new(
-                Reason::PortalAccessDisabled,
-                "you have no access to this account",
-            ));
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::PortalAccessDisabled,
+                    format!("you have no access to account {a}"),
+                )
+            }));
         }
         if !role_at_least(member.role, rule.min_role()) {
-            return Err(Error::role_too_low(
-                rule.min_role(),
-                "your role in this account does not allow this",
-            ));
+            return Err(account_denied(account_id, |a| {
+                Error::role_too_low(
+                    rule.min_role(),
+                    format!("your role in account {a} does not allow this"),
+                )
+            }));
         }
         if portal.is_some() && settings.is_some_and(|s| !s.admits(client_ip)) {
-            return Err(Error::new(
-                Reason::IpNotAllowed,
-                "this account only allows portal access from its IP allowlist",
-            )
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::IpNotAllowed,
+                    format!("account {a} only allows portal access from its IP allowlist"),
+                )
+            })
             .with_metadata("client_ip", client_ip.to_string()));
         }
         principal.account_id = Some(id_string(account_id));
@@ -229,18 +279,30 @@ pub fn decide(
         principal.role = member.role;
     }
 
-    // Enforced 2FA: a portal session without a second factor may only enrol
-    // (and the few methods that needs) once the member's deadline passed.
-    if let (Some(token), Some(member), Some(settings)) = (portal, usable, settings)
+    // Enforced 2FA: once the member's deadline passed, a portal session
+    // without a second factor, or an API token of a user without 2FA, may
+    // only call what enrolment needs.
+    if let (Some(member), Some(settings), Some(account_id)) = (usable, settings, account)
         && settings.enforce_mfa
-        && !token.has_second_factor()
         && !rule.allowed_during_mfa_enrollment
-        && now_ms >= member.mfa_deadline_ms(settings)
+        && !portal.is_some_and(PortalToken::has_second_factor)
     {
-        return Err(Error::new(
-            Reason::MfaEnrollmentRequired,
-            "this account requires two-factor authentication: enrol with BeginTotpEnrollment",
-        ));
+        let deadline_ms = member.mfa_deadline_ms(settings);
+        if now_ms >= deadline_ms {
+            // What identity pushed since: a user who enrolled meanwhile is
+            // let through at once (a session's next token records it); one
+            // who turned 2FA off has no older portal token left (that
+            // revoked them) and their API tokens follow the pushed state.
+            let revocations = state.revocations.read();
+            let has_second_factor = match credential {
+                Credential::Portal(token) => revocations.user_has_mfa(token.user, false),
+                Credential::Api(token) => revocations.user_has_mfa(token.user_id, token.mfa),
+            };
+            drop(revocations);
+            if !has_second_factor {
+                return Err(mfa_required(account_id, deadline_ms, portal.is_some()));
+            }
+        }
     }
     Ok(principal)
 }
@@ -280,7 +342,7 @@ mod tests {
             user: id(user),
             session: id(&format!("s-{user}")),
             account: account.map(id),
-            issued_at_ms: NOW - 60_000,
+            rev: 10,
             expire_ms: NOW + 540_000,
             auth_time: NOW / 1000 - 60,
             amr: Amr::from_names(["pwd"]),
@@ -457,19 +519,24 @@ mod tests {
             (error.code(), error.reason),
             (tonic::Code::Unauthenticated, Reason::TokenRevoked)
         );
+        // The manager's token was issued at position 10: a cut-off at 10 was
+        // committed before it and spares it, one at 11 ends it.
+        let cut = |position| crate::state::CutOff {
+            position,
+            expire_ms: NOW + 600_000,
+        };
+        let manager = claims("manager", Some("acc"));
         state
             .revocations
             .write()
-            .users_before
-            .insert(id("manager"), NOW);
+            .cut_off_user(id("manager"), cut(10));
+        assert!(decide(&method, Some(&manager), &state, ip(), NOW).is_ok());
+        state
+            .revocations
+            .write()
+            .cut_off_user(id("manager"), cut(11));
         assert_eq!(
-            reason(decide(
-                &method,
-                Some(&claims("manager", Some("acc"))),
-                &state,
-                ip(),
-                NOW
-            )),
+            reason(decide(&method, Some(&manager), &state, ip(), NOW)),
             Reason::TokenRevoked
         );
     }
@@ -507,13 +574,7 @@ mod tests {
             )
             .is_ok()
         );
-        let api = Credential::Api(ApiToken {
-            id: id("t1"),
-            user_id: id("owner"),
-            account_id: id("acc"),
-            read_only: false,
-            expire_ms: None,
-        });
+        let api = api_token_of(false, None, false);
         let principal = decide(&method, Some(&api), &state, ip(), NOW).unwrap();
         assert_eq!(principal.token_kind, TokenKind::Api);
     }
@@ -521,15 +582,7 @@ mod tests {
     #[test]
     fn api_tokens_only_where_allowed_unexpired_unrevoked_and_read_only_reads() {
         let state = ready_state();
-        let token = |read_only, expire_ms| {
-            Credential::Api(ApiToken {
-                id: id("t1"),
-                user_id: id("owner"),
-                account_id: id("acc"),
-                read_only,
-                expire_ms,
-            })
-        };
+        let token = |read_only, expire_ms| api_token_of(read_only, expire_ms, false);
         let portal_only = account_method(Role::Manager);
         assert_eq!(
             reason(decide(
@@ -602,6 +655,10 @@ mod tests {
             reason(decide(&user_method, Some(&caller), &state, ip(), later)),
             Reason::MfaEnrollmentRequired
         );
+        // Enrolled in another session: pushed by identity, let through.
+        state.revocations.write().set_mfa(id("owner"), true);
+        assert!(decide(&method, Some(&caller), &state, ip(), later).is_ok());
+        state.revocations.write().mfa.clear();
         let Credential::Portal(c) = &caller else {
             unreachable!()
         };
@@ -727,6 +784,207 @@ mod tests {
                 NOW
             )),
             Reason::MethodNotRoutable
+        );
+    }
+
+    /// The owner's API token "t1" for "acc".
+    fn api_token_of(read_only: bool, expire_ms: Option<i64>, mfa: bool) -> Credential {
+        Credential::Api(ApiToken {
+            id: id("t1"),
+            user_id: id("owner"),
+            account_id: id("acc"),
+            read_only,
+            expire_ms,
+            mfa,
+        })
+    }
+
+    fn api_token(expire_ms: Option<i64>, mfa: bool) -> Credential {
+        api_token_of(false, expire_ms, mfa)
+    }
+
+    #[test]
+    fn a_dead_api_token_gets_one_answer_whatever_the_method() {
+        let state = ready_state();
+        // A portal-only method: the token's state is still what is said
+        // (an uncached token is refused as revoked or expired before any
+        // method is looked at, so a cached one must be too).
+        let portal_only = account_method(Role::Manager);
+        assert_eq!(
+            reason(decide(
+                &portal_only,
+                Some(&api_token(Some(NOW), false)),
+                &state,
+                ip(),
+                NOW
+            )),
+            Reason::TokenExpired
+        );
+        state.revocations.write().api_tokens.insert(id("t1"));
+        let error = decide(
+            &portal_only,
+            Some(&api_token(Some(NOW), false)),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (error.code(), error.reason),
+            (tonic::Code::Unauthenticated, Reason::TokenRevoked),
+            "revocation wins over expiry, as identity answers"
+        );
+        assert_eq!(error, api_token_revoked());
+        assert_eq!(api_token_expired().reason, Reason::TokenExpired);
+    }
+
+    #[test]
+    fn account_refusals_name_the_account() {
+        let state = ready_state();
+        let method = account_method(Role::Owner);
+        let account = id_string(id("acc"));
+        for (user, expected) in [
+            ("suspended", Reason::MemberSuspended),
+            ("stranger", Reason::NotAMember),
+            ("manager", Reason::RoleTooLow),
+        ] {
+            let error =
+                decide(&method, Some(&claims(user, Some("acc"))), &state, ip(), NOW).unwrap_err();
+            assert_eq!(
+                (error.code(), error.reason),
+                (tonic::Code::PermissionDenied, expected)
+            );
+            assert_eq!(
+                error.metadata.get("account_id"),
+                Some(&account),
+                "{expected}"
+            );
+            assert!(error.message.contains(&account), "{}", error.message);
+        }
+        change_member(&state, "manager", |m| m.portal_access = false);
+        let error = decide(
+            &account_method(Role::Manager),
+            Some(&claims("manager", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(error.reason, Reason::PortalAccessDisabled);
+        assert_eq!(error.metadata.get("account_id"), Some(&account));
+    }
+
+    #[test]
+    fn a_suspended_member_keeps_user_methods_without_the_account() {
+        let state = ready_state();
+        let me = MethodPolicy::new("GetMe", rule(Audience::User, Role::Unspecified));
+        let principal = decide(
+            &me,
+            Some(&claims("suspended", Some("acc"))),
+            &state,
+            ip(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(principal.user_id, Some(id_string(id("suspended"))));
+        assert_eq!(
+            principal.account_id, None,
+            "the suspended account is not passed on"
+        );
+        assert_eq!(principal.role, Role::Unspecified);
+    }
+
+    #[test]
+    fn enforced_2fa_refuses_api_tokens_of_users_without_it_after_their_deadline() {
+        let state = ready_state();
+        state.policies.write().set_settings(
+            id("acc"),
+            Settings {
+                enforce_mfa: true,
+                enforce_mfa_time_ms: NOW - 1000,
+                mfa_grace_ms: 10_000,
+                ip_allowlist: None,
+            },
+        );
+        let mut method = account_method(Role::Manager);
+        method.rule.api_tokens_allowed = true;
+        let deadline = NOW + 9_000;
+        assert!(
+            decide(
+                &method,
+                Some(&api_token(None, false)),
+                &state,
+                ip(),
+                deadline - 1
+            )
+            .is_ok(),
+            "before the deadline"
+        );
+        let error = decide(
+            &method,
+            Some(&api_token(None, false)),
+            &state,
+            ip(),
+            deadline,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (error.code(), error.reason),
+            (tonic::Code::PermissionDenied, Reason::MfaEnrollmentRequired)
+        );
+        assert_eq!(
+            error.metadata.get("account_id"),
+            Some(&id_string(id("acc")))
+        );
+        assert_eq!(
+            error.metadata.get("mfa_deadline").map(String::as_str),
+            Some("2027-01-15T08:00:09Z")
+        );
+        assert!(
+            decide(
+                &method,
+                Some(&api_token(None, true)),
+                &state,
+                ip(),
+                deadline
+            )
+            .is_ok(),
+            "introspected with 2FA"
+        );
+        // Pushed changes win over the introspection, both ways.
+        state.revocations.write().set_mfa(id("owner"), true);
+        assert!(
+            decide(
+                &method,
+                Some(&api_token(None, false)),
+                &state,
+                ip(),
+                deadline
+            )
+            .is_ok()
+        );
+        state.revocations.write().set_mfa(id("owner"), false);
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&api_token(None, true)),
+                &state,
+                ip(),
+                deadline
+            )),
+            Reason::MfaEnrollmentRequired
+        );
+        // Accounts that do not enforce 2FA do not care.
+        state.policies.write().settings.clear();
+        assert!(
+            decide(
+                &method,
+                Some(&api_token(None, false)),
+                &state,
+                ip(),
+                deadline
+            )
+            .is_ok()
         );
     }
 }

@@ -40,6 +40,7 @@ use crate::limits::RateLimits;
 use crate::policy::{self, MethodPolicy};
 use crate::state::{FastMap, LiveState};
 use crate::upstream::{Connection, UpstreamBody};
+use crate::usage::UsageRecorder;
 
 /// gRPC services of the Tenancy protocol and the server that owns each.
 const OWNERS: &[(&str, ServiceName)] = &[
@@ -99,6 +100,8 @@ pub struct Gateway {
     trusted_proxies: Vec<ipnet::IpNet>,
     key: PrincipalKey,
     pub(crate) clock: SharedClock,
+    /// Uses of tokens and sessions, reported to identity in batches.
+    pub(crate) usage: Arc<UsageRecorder>,
     /// Health and reflection, answered here.
     local: tonic::service::Routes,
     pub(crate) health: tonic_health::server::HealthReporter,
@@ -213,6 +216,7 @@ impl Gateway {
             trusted_proxies: config.gateway.trusted_proxies.clone(),
             key: context.key.clone(),
             clock: context.clock.clone(),
+            usage: Arc::new(UsageRecorder::default()),
             local,
             health,
             request_ids: RequestIds::new(),
@@ -368,6 +372,12 @@ impl Gateway {
         let user = principal.user_id.clone().unwrap_or_default();
         if let Some(credential) = &credential {
             self.limits.check_principal(credential.user())?;
+            self.usage.record(
+                credential,
+                ip,
+                request.headers().get(http::header::USER_AGENT),
+                now,
+            );
         }
         let stream = match (&credential, route.server_streaming) {
             (Some(credential), true) => {

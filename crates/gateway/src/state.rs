@@ -136,47 +136,117 @@ impl Policies {
     }
 }
 
-/// Revoked credentials.
+/// A revocation by cut-off: the tokens issued before the event at
+/// `position` are dead, and after `expire_ms` none of them is alive anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CutOff {
+    /// The event's position: tokens whose `rev` is lower are refused.
+    pub position: i64,
+    /// When the last token it can concern expires (Unix ms).
+    pub expire_ms: i64,
+}
+
+impl CutOff {
+    /// Whether it ends a token issued at revocation-log position `rev`.
+    pub fn ends(&self, rev: i64) -> bool {
+        rev < self.position
+    }
+
+    /// Folds a later cut-off for the same tokens into this one.
+    fn extend(&mut self, later: CutOff) {
+        self.position = self.position.max(later.position);
+        self.expire_ms = self.expire_ms.max(later.expire_ms);
+    }
+}
+
+/// Most users whose 2FA state is kept from MFA_CHANGED events; beyond, the
+/// states and the cached API-token introspections they correct are dropped
+/// together (the next introspection answers the current state).
+pub const MFA_STATES_CAP: usize = 1_000_000;
+
+/// Revoked credentials, and users' 2FA state as identity last pushed it.
 #[derive(Clone, Debug, Default)]
 pub struct Revocations {
     /// Revoked session ids → when the revocation may be forgotten (ms).
     pub sessions: FastMap<Id, i64>,
-    /// Users whose tokens issued before the time (ms) are dead.
-    pub users_before: FastMap<Id, i64>,
-    /// (user, account) → time: tokens of the user for the account issued
-    /// before the time are dead.
-    pub user_accounts_before: FastMap<(Id, Id), i64>,
+    /// Users whose tokens issued before a position are dead.
+    pub users_before: FastMap<Id, CutOff>,
+    /// (user, account) → cut-off: tokens of the user for the account issued
+    /// before the position are dead.
+    pub user_accounts_before: FastMap<(Id, Id), CutOff>,
     /// Revoked API token ids.
     pub api_tokens: FastSet<Id>,
+    /// Users whose 2FA was turned on (true) or off (false) since the events
+    /// the gateway replayed began: overrides what an API token's
+    /// introspection said, which may be older.
+    pub mfa: FastMap<Id, bool>,
 }
 
 impl Revocations {
     /// Whether a portal token is revoked: its session, every token of its
     /// user, or its user's tokens for its account.
     pub fn portal_token_revoked(&self, token: &PortalToken) -> bool {
-        let issued_at_ms = token.issued_at_ms;
         self.sessions.contains_key(&token.session)
             || self
                 .users_before
                 .get(&token.user)
-                .is_some_and(|before| issued_at_ms < *before)
+                .is_some_and(|cut| cut.ends(token.rev))
             || token
                 .account
-                .is_some_and(|account| self.user_account_revoked(token.user, account, issued_at_ms))
+                .is_some_and(|account| self.user_account_revoked(token.user, account, token.rev))
     }
 
-    /// Whether the user's tokens for the account issued at `issued_at_ms` are
-    /// revoked.
-    pub fn user_account_revoked(&self, user: Id, account: Id, issued_at_ms: i64) -> bool {
+    /// Whether the user's tokens for the account issued at revocation-log
+    /// position `rev` are revoked.
+    pub fn user_account_revoked(&self, user: Id, account: Id, rev: i64) -> bool {
         self.user_accounts_before
             .get(&(user, account))
-            .is_some_and(|before| issued_at_ms < *before)
+            .is_some_and(|cut| cut.ends(rev))
     }
 
-    /// Drops session revocations past their expiry (the tokens they concern
-    /// have expired anyway).
+    /// Applies a USER_TOKENS_BEFORE event.
+    pub fn cut_off_user(&mut self, user: Id, cut: CutOff) {
+        self.users_before
+            .entry(user)
+            .and_modify(|c| c.extend(cut))
+            .or_insert(cut);
+    }
+
+    /// Applies a USER_ACCOUNT event.
+    pub fn cut_off_user_account(&mut self, user: Id, account: Id, cut: CutOff) {
+        self.user_accounts_before
+            .entry((user, account))
+            .and_modify(|c| c.extend(cut))
+            .or_insert(cut);
+    }
+
+    /// Applies an MFA_CHANGED event. Returns false when the cap was reached
+    /// and the states were dropped: the caller must then drop the cached
+    /// introspections they corrected.
+    pub fn set_mfa(&mut self, user: Id, enabled: bool) -> bool {
+        if self.mfa.len() >= MFA_STATES_CAP && !self.mfa.contains_key(&user) {
+            self.mfa.clear();
+            return false;
+        }
+        self.mfa.insert(user, enabled);
+        true
+    }
+
+    /// Whether the user has 2FA: as identity last pushed it, else as the
+    /// API token's introspection said (`introspected`).
+    pub fn user_has_mfa(&self, user: Id, introspected: bool) -> bool {
+        self.mfa.get(&user).copied().unwrap_or(introspected)
+    }
+
+    /// Drops revocations that can no longer matter: every token they
+    /// concern has expired (with the verification leeway).
     pub fn prune(&mut self, now_ms: i64) {
+        const LEEWAY_MS: i64 = crate::jwt::LEEWAY_SECONDS as i64 * 1000;
         self.sessions.retain(|_, expire| *expire > now_ms);
+        self.users_before
+            .retain(|_, cut| cut.expire_ms.saturating_add(LEEWAY_MS) > now_ms);
+        self.user_accounts_before
+            .retain(|_, cut| cut.expire_ms.saturating_add(LEEWAY_MS) > now_ms);
     }
 }
 
@@ -310,12 +380,12 @@ mod tests {
         Id::from_u128(n)
     }
 
-    fn token(user: Id, session: Id, account: Option<Id>, issued_at_ms: i64) -> PortalToken {
+    fn token(user: Id, session: Id, account: Option<Id>, rev: i64) -> PortalToken {
         PortalToken {
             user,
             session,
             account,
-            issued_at_ms,
+            rev,
             expire_ms: i64::MAX,
             auth_time: 0,
             amr: crate::jwt::Amr::default(),
@@ -361,22 +431,69 @@ mod tests {
     fn revocations_by_session_user_and_account() {
         let mut r = Revocations::default();
         let (s1, u2, u3, a1) = (id(1), id(2), id(3), id(4));
+        let cut = |position| CutOff {
+            position,
+            expire_ms: 20_000,
+        };
         r.sessions.insert(s1, 10_000);
-        r.users_before.insert(u2, 5_000);
-        r.user_accounts_before.insert((u3, a1), 5_000);
+        r.cut_off_user(u2, cut(50));
+        r.cut_off_user_account(u3, a1, cut(50));
         assert!(r.portal_token_revoked(&token(id(9), s1, None, 0)));
         assert!(!r.portal_token_revoked(&token(id(9), id(8), None, 0)));
-        assert!(r.portal_token_revoked(&token(u2, id(8), None, 4_999)));
+        assert!(r.portal_token_revoked(&token(u2, id(8), None, 49)));
         assert!(
-            !r.portal_token_revoked(&token(u2, id(8), None, 5_000)),
-            "issued after the cut-off"
+            !r.portal_token_revoked(&token(u2, id(8), None, 50)),
+            "issued once the cut-off was committed: alive"
         );
-        assert!(r.portal_token_revoked(&token(u3, id(8), Some(a1), 4_000)));
+        assert!(r.portal_token_revoked(&token(u3, id(8), Some(a1), 49)));
+        assert!(!r.portal_token_revoked(&token(u3, id(8), Some(a1), 50)));
         assert!(
-            !r.portal_token_revoked(&token(u3, id(8), Some(id(5)), 4_000)),
+            !r.portal_token_revoked(&token(u3, id(8), Some(id(5)), 0)),
             "other account"
         );
+        // A later cut-off moves the position; an event replayed out of
+        // order never moves it back.
+        r.cut_off_user(u2, cut(70));
+        r.cut_off_user(u2, cut(60));
+        assert!(r.portal_token_revoked(&token(u2, id(8), None, 69)));
+        assert!(!r.portal_token_revoked(&token(u2, id(8), None, 70)));
         r.prune(10_001);
         assert!(!r.portal_token_revoked(&token(id(9), s1, None, 0)));
+        assert!(
+            r.portal_token_revoked(&token(u2, id(8), None, 0)),
+            "cut-off kept until its tokens expired"
+        );
+        r.prune(20_000 + 30_000);
+        assert!(!r.portal_token_revoked(&token(u2, id(8), None, 0)));
+        assert!(r.users_before.is_empty() && r.user_accounts_before.is_empty());
+    }
+
+    #[test]
+    fn pushed_2fa_state_overrides_the_introspection_and_the_cap_drops_it_all() {
+        let mut r = Revocations::default();
+        assert!(
+            !r.user_has_mfa(id(1), false),
+            "nothing pushed: as introspected"
+        );
+        assert!(r.user_has_mfa(id(1), true));
+        assert!(r.set_mfa(id(1), true));
+        assert!(
+            r.user_has_mfa(id(1), false),
+            "enrolled after the introspection"
+        );
+        assert!(r.set_mfa(id(1), false));
+        assert!(
+            !r.user_has_mfa(id(1), true),
+            "turned off after the introspection"
+        );
+        for n in 2..=MFA_STATES_CAP as u128 {
+            r.mfa.insert(id(n), true);
+        }
+        assert!(r.set_mfa(id(1), true), "a known user never overflows");
+        assert!(
+            !r.set_mfa(id(0), true),
+            "a new one beyond the cap drops the states"
+        );
+        assert!(r.mfa.is_empty());
     }
 }

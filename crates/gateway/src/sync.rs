@@ -27,7 +27,7 @@ use tenancy_runtime::shutdown::Shutdown;
 use tonic::transport::Channel;
 
 use crate::credentials::Authenticator;
-use crate::state::{Id, LiveState, Membership, Policies, Settings, parse_id};
+use crate::state::{CutOff, Id, LiveState, Membership, Policies, Settings, parse_id};
 
 /// Longest silence on a stream (servers send heartbeats every 15 s) before
 /// the gateway reconnects.
@@ -118,7 +118,10 @@ pub async fn follow_revocations(
                             );
                         }
                         Some(RevocationItem::Reset(_)) => {
+                            // What follows rebuilds the state; introspections
+                            // cached before may be older than what it says.
                             *state.revocations.write() = Default::default();
+                            authenticator.forget_api_tokens();
                             state.revocations_position.store(0, Ordering::Release);
                         }
                         Some(RevocationItem::Heartbeat(_)) | None => {}
@@ -149,6 +152,11 @@ async fn apply_revocation(
             .await;
         return;
     }
+    let position = event.position;
+    let cut = || CutOff {
+        position,
+        expire_ms: millis(event.expire_time.as_ref()),
+    };
     let mut revocations = state.revocations.write();
     match kind {
         RevocationKind::Session(s) => {
@@ -161,30 +169,30 @@ async fn apply_revocation(
             revocations.sessions.insert(session, expire);
         }
         RevocationKind::UserTokensBefore(u) => {
-            let Some(user) = event_id(&u.user_id, "user") else {
-                return;
-            };
-            let before = millis(u.issued_before.as_ref());
-            let entry = revocations.users_before.entry(user).or_default();
-            *entry = (*entry).max(before);
+            if let Some(user) = event_id(&u.user_id, "user") {
+                revocations.cut_off_user(user, cut());
+            }
         }
         RevocationKind::UserAccount(ua) => {
-            let (Some(user), Some(account)) = (
+            if let (Some(user), Some(account)) = (
                 event_id(&ua.user_id, "user"),
                 event_id(&ua.account_id, "account"),
-            ) else {
-                return;
-            };
-            let before = millis(ua.issued_before.as_ref());
-            let entry = revocations
-                .user_accounts_before
-                .entry((user, account))
-                .or_default();
-            *entry = (*entry).max(before);
+            ) {
+                revocations.cut_off_user_account(user, account, cut());
+            }
         }
         RevocationKind::ApiToken(t) => {
             if let Some(token) = event_id(&t.api_token_id, "API token") {
                 revocations.api_tokens.insert(token);
+            }
+        }
+        RevocationKind::MfaChanged(m) => {
+            if let Some(user) = event_id(&m.user_id, "user")
+                && !revocations.set_mfa(user, m.mfa_enabled)
+            {
+                drop(revocations);
+                tracing::warn!("too many users' 2FA states; cached API tokens dropped");
+                authenticator.forget_api_tokens();
             }
         }
         RevocationKind::SigningKeysChanged(_) => {}

@@ -590,12 +590,11 @@ impl IdentityInternalService for Api {
         request: Request<pb::RevokeAccountAccessRequest>,
     ) -> Reply<pb::RevokeAccountAccessResponse> {
         let r = request.into_inner();
-        let (sessions, tokens, position) = self
+        let (tokens, position) = self
             .core
             .revoke_account_access(&r.user_id, &r.account_id, r.reason)
             .await?;
         ok(pb::RevokeAccountAccessResponse {
-            revoked_session_count: sessions,
             revoked_api_token_count: tokens,
             position,
         })

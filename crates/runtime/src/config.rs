@@ -193,6 +193,11 @@ pub struct GatewayConfig {
     pub principal_burst: u32,
     /// Calls in flight to one service at most; beyond, RESOURCE_EXHAUSTED.
     pub upstream_concurrency: usize,
+    /// How often the gateway reports API-token and session use to identity
+    /// (`last_used_time`, session activity and idle expiry lag by at most
+    /// this much).
+    #[serde(with = "humantime_serde")]
+    pub usage_report_interval: Duration,
 }
 
 /// One service's settings.
@@ -228,6 +233,7 @@ impl Default for GatewayConfig {
             principal_rate_per_second: 100,
             principal_burst: 200,
             upstream_concurrency: 1024,
+            usage_report_interval: Duration::from_secs(30),
         }
     }
 }

@@ -221,9 +221,21 @@ pub async fn start(
         rules: Arc::new(rules),
     };
     let (trigger, _) = shutdown::channel();
+    // With the gateway in this process, the services stop only once it has
+    // stopped: its last calls, and its last usage report to identity, still
+    // find them serving.
+    let (services_trigger, _) = shutdown::channel();
+    let services_trigger = Arc::new(services_trigger);
+    if !part.has_gateway() {
+        let (stop, services_trigger) = (trigger.subscribe(), services_trigger.clone());
+        tokio::spawn(async move {
+            stop.wait().await;
+            services_trigger.trigger();
+        });
+    }
     let mut opened = Vec::new();
     for (name, listener, address) in listeners {
-        let stop = trigger.subscribe();
+        let stop = services_trigger.subscribe();
         let serve = match name {
             ServiceName::Identity => {
                 open_service::<tenancy_identity::IdentityService>(&context, listener, stop).await?
@@ -257,8 +269,10 @@ pub async fn start(
         let stop = trigger.subscribe();
         tracing::info!(%address, "gateway listening");
         let gateway_context = context.clone();
+        let services_trigger = services_trigger.clone();
         tasks.spawn(async move {
             let served = tenancy_gateway::serve(&gateway_context, built, listener, stop).await;
+            services_trigger.trigger();
             ("gateway", served)
         });
         gateway = Some(address);

@@ -188,17 +188,25 @@ impl Env {
 
     /// Turns on TOTP for a user with [`PASSWORD`], through identity's
     /// public API: log in, begin, confirm with the current code.
-    pub async fn enrol_totp(&self, user: &str, email: &str) {
-        let channel = self.peers.channel(ServiceName::Identity).await;
-        let as_principal = |p: Principal| {
-            IdentityServiceClient::with_interceptor(
-                channel.clone(),
-                Caller::new(p, Arc::new(self.clock.clone())),
-            )
-        };
-        let login = as_principal(Principal::anonymous(None, "r"))
+    /// A client of identity's public API calling as `principal`.
+    async fn identity_as(
+        &self,
+        principal: Principal,
+    ) -> IdentityServiceClient<InterceptedService<Channel, Caller>> {
+        IdentityServiceClient::with_interceptor(
+            self.peers.channel(ServiceName::Identity).await,
+            Caller::new(principal, Arc::new(self.clock.clone())),
+        )
+    }
+
+    /// Logs in with [`PASSWORD`] through identity's public API; returns the
+    /// new session's id.
+    async fn session_of(&self, email: String) -> String {
+        let login = self
+            .identity_as(Principal::anonymous(None, "r"))
+            .await
             .login(ipb::LoginRequest {
-                email: email.into(),
+                email,
                 password: PASSWORD.into(),
                 account_id: String::new(),
             })
@@ -208,14 +216,21 @@ impl Env {
         let Some(ipb::login_response::Outcome::Session(session)) = login.outcome else {
             panic!("expected a session");
         };
-        let mut c = as_principal(Principal {
-            user_id: Some(user.into()),
-            session_id: Some(session.session_id),
-            token_kind: tenancy_testkit::TokenKind::Portal,
-            client_ip: Some("198.51.100.7".parse().unwrap()),
-            request_id: "r".into(),
-            ..Principal::default()
-        });
+        session.session_id
+    }
+
+    pub async fn enrol_totp(&self, user: &str, email: &str) {
+        let session_id = self.session_of(email.to_owned()).await;
+        let mut c = self
+            .identity_as(Principal {
+                user_id: Some(user.into()),
+                session_id: Some(session_id),
+                token_kind: tenancy_testkit::TokenKind::Portal,
+                client_ip: Some("198.51.100.7".parse().unwrap()),
+                request_id: "r".into(),
+                ..Principal::default()
+            })
+            .await;
         let begun = c
             .begin_totp_enrollment(ipb::BeginTotpEnrollmentRequest {})
             .await
@@ -231,8 +246,49 @@ impl Env {
         .unwrap();
     }
 
-    /// The (user, account) access revocations in identity's revocation log.
-    pub async fn account_revocations(&self) -> Vec<(String, String)> {
+    /// A Public API token of `user` (whose password is [`PASSWORD`]) for
+    /// `account`, created through identity's public API as they would:
+    /// log in, then CreateApiToken in the session. Returns the token's id.
+    pub async fn api_token(&self, user: &str, account: &str) -> String {
+        let email = self
+            .identity_internal()
+            .await
+            .batch_get_users(ipb::BatchGetUsersRequest {
+                user_ids: vec![user.to_owned()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .users
+            .remove(0)
+            .email;
+        let session_id = self.session_of(email).await;
+        self.identity_as(Principal {
+            user_id: Some(user.into()),
+            account_id: Some(account.into()),
+            role: Role::Manager,
+            session_id: Some(session_id),
+            token_kind: tenancy_testkit::TokenKind::Portal,
+            request_id: "r".into(),
+            ..Principal::default()
+        })
+        .await
+        .create_api_token(ipb::CreateApiTokenRequest {
+            name: "ci".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_token
+        .unwrap()
+        .id
+    }
+
+    /// The (API token, user, account) revocations in identity's revocation
+    /// log.
+    pub async fn api_token_revocations(&self) -> Vec<(String, String, String)> {
         use ipb::watch_revocations_response::Item;
         let mut stream = self
             .identity_internal()
@@ -248,8 +304,8 @@ impl Env {
         while let Some(item) = stream.message().await.unwrap() {
             match item.item {
                 Some(Item::Event(e)) => {
-                    if let Some(ipb::revocation_event::Kind::UserAccount(r)) = e.kind {
-                        out.push((r.user_id, r.account_id));
+                    if let Some(ipb::revocation_event::Kind::ApiToken(r)) = e.kind {
+                        out.push((r.api_token_id, r.user_id, r.account_id));
                     }
                 }
                 Some(Item::CaughtUp(_)) => break,

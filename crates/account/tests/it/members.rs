@@ -155,6 +155,7 @@ async fn a_suspended_member_is_refused_everything_and_loses_tokens() {
     let env = Env::new().await;
     let (account, owner) = env.account().await;
     let manager = env.manager(&account, &owner).await;
+    let token = env.api_token(&manager, &account).await;
     let m = env
         .as_member(&owner, &account, Role::Owner)
         .suspend_member(pb::SuspendMemberRequest {
@@ -173,10 +174,12 @@ async fn a_suspended_member_is_refused_everything_and_loses_tokens() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(reason(&e), Reason::MemberSuspended);
+    // Identity was told: the member's API tokens for the account are
+    // revoked for good.
     assert!(
-        env.account_revocations()
+        env.api_token_revocations()
             .await
-            .contains(&(manager.clone(), account.clone()))
+            .contains(&(token, manager.clone(), account.clone()))
     );
     // Still listed for the switcher, as SUSPENDED.
     let mine = env

@@ -5,7 +5,7 @@ use tenancy_proto::identity as pb;
 use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::Core;
-use super::revocations::{Revocation, cutoff};
+use super::revocations::Revocation;
 use crate::domain::password::{check_new_password, normalise};
 use crate::domain::profile::{parse_email, truncate_user_agent};
 use crate::domain::throttle::Counter;
@@ -35,7 +35,6 @@ impl Core {
                 &tx,
                 Revocation::UserTokensBefore {
                     user_id: user.id.clone(),
-                    cutoff: cutoff(self.now()),
                 },
                 pb::RevocationReason::StaffRevoked,
             )
@@ -46,7 +45,11 @@ impl Core {
         self.get_user(&user.id).await
     }
 
-    /// RecordUsage: newer times only; unknown ids ignored.
+    /// RecordUsage: newer times only; unknown ids ignored; one transaction.
+    /// A session's activity also moves its idle expiry
+    /// (`auth.session_idle_timeout` after the activity, never beyond its
+    /// lifetime, never backwards), unless the session had already ended by
+    /// then: activity reported late never revives it.
     pub(crate) async fn record_usage(&self, r: &pb::RecordUsageRequest) -> Result<(), Error> {
         if r.api_token_usages.len() + r.session_activities.len() > 10_000 {
             return Err(Error::invalid(
@@ -55,37 +58,42 @@ impl Core {
                 "at most 10000 entries",
             ));
         }
+        let millis =
+            |t: Option<&prost_types::Timestamp>| t.map_or(0, |t| Timestamp::from_proto(t).millis());
+        let idle = i64::try_from(self.auth.session_idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let tx = crate::store::begin(&self.db).await?;
         for u in &r.api_token_usages {
-            let t = u
-                .last_used_time
-                .as_ref()
-                .map_or(0, |t| Timestamp::from_proto(t).millis());
             exec(
-                &self.db,
+                &tx,
                 "UPDATE identity_api_tokens SET last_used_time = $1, last_used_ip = $2 WHERE id = $3 \
                  AND (last_used_time IS NULL OR last_used_time < $1)",
-                vec![t.into(), u.ip_address.clone().into(), u.api_token_id.clone().into()],
-            )
-            .await?;
-        }
-        for s in &r.session_activities {
-            let t = s
-                .last_seen_time
-                .as_ref()
-                .map_or(0, |t| Timestamp::from_proto(t).millis());
-            exec(
-                &self.db,
-                "UPDATE identity_sessions SET last_seen_time = $1, last_ip = $2, user_agent = $3 WHERE id = $4 \
-                 AND last_seen_time < $1",
                 vec![
-                    t.into(),
-                    s.ip_address.clone().into(),
-                    truncate_user_agent(&s.user_agent).into(),
-                    s.session_id.clone().into(),
+                    millis(u.last_used_time.as_ref()).into(),
+                    u.ip_address.clone().into(),
+                    u.api_token_id.clone().into(),
                 ],
             )
             .await?;
         }
+        for s in &r.session_activities {
+            let seen = millis(s.last_seen_time.as_ref());
+            exec(
+                &tx,
+                "UPDATE identity_sessions SET last_seen_time = $1, last_ip = $2, user_agent = $3, \
+                 expire_time = CASE WHEN revoke_time IS NULL AND expire_time > $1 AND $5 > expire_time \
+                 THEN CASE WHEN $5 < end_time THEN $5 ELSE end_time END ELSE expire_time END \
+                 WHERE id = $4 AND last_seen_time < $1",
+                vec![
+                    seen.into(),
+                    s.ip_address.clone().into(),
+                    truncate_user_agent(&s.user_agent).into(),
+                    s.session_id.clone().into(),
+                    seen.saturating_add(idle).into(),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -177,7 +185,7 @@ impl Core {
         )
         .await;
         session.auth_time = now.millis();
-        Ok((self.access_token(&session, None).await?, n))
+        Ok((self.access_token(&session).await?, n))
     }
 
     /// SetCodeWord (recent authentication).
@@ -310,7 +318,6 @@ impl Core {
             Revocation::UserAccount {
                 user_id: member.clone(),
                 account_id: account_id.to_owned(),
-                cutoff: cutoff(self.now()),
             },
             pb::RevocationReason::RevokedByOwner,
         )
@@ -333,9 +340,15 @@ impl Core {
             )
             .await?;
         let tokens = if api_tokens {
-            self.revoke_api_tokens_of(&tx, &member, account_id, owner)
-                .await?
-                .0
+            self.revoke_api_tokens_of(
+                &tx,
+                &member,
+                account_id,
+                owner,
+                pb::RevocationReason::RevokedByOwner,
+            )
+            .await?
+            .0
         } else {
             0
         };

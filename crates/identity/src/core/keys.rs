@@ -40,6 +40,11 @@ pub(crate) struct Claims {
     pub(crate) acc: Option<String>,
     /// Issued at (s).
     pub(crate) iat: i64,
+    /// The revocation log's position when the token was issued: a
+    /// revocation by cut-off (USER_TOKENS_BEFORE, USER_ACCOUNT) ends the
+    /// tokens whose `rev` is below the event's position, which orders
+    /// tokens and revocations exactly, whatever the clocks say.
+    pub(crate) rev: i64,
     /// Expires at (s).
     pub(crate) exp: i64,
     /// When the session last proved its credentials (s).

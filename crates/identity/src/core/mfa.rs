@@ -250,7 +250,17 @@ impl Core {
             vec![session.id.clone().into()],
         )
         .await?;
+        self.append_revocation(
+            &tx,
+            super::revocations::Revocation::Mfa {
+                user_id: user_id.to_owned(),
+                enabled: true,
+            },
+            pb::RevocationReason::TotpEnabled,
+        )
+        .await?;
         tx.commit().await?;
+        self.notify_revocations();
         self.security_notice(
             user_id,
             MessageTemplate::SecurityTotpEnabled,
@@ -259,7 +269,7 @@ impl Core {
         )
         .await;
         session.amr = vec!["pwd".into(), "otp".into()];
-        let access = self.access_token(&session, None).await?;
+        let access = self.access_token(&session).await?;
         Ok((codes, access))
     }
 
@@ -472,7 +482,7 @@ impl Core {
         .await?;
         session.auth_time = now.millis();
         session.amr = amr;
-        self.access_token(&session, None).await
+        self.access_token(&session).await
     }
 
     /// Refuses unless the session authenticated within the reauth window.
@@ -535,7 +545,7 @@ impl Core {
         )
         .await?;
         session.account_id = Some(account_id);
-        self.access_token(&session, None).await
+        self.access_token(&session).await
     }
 
     /// ListSessions: the caller's live sessions, most recently seen first.
@@ -686,7 +696,6 @@ impl Core {
         let mut session = self.own_session(user_id, session_id).await?;
         self.prove(user_id, password, code).await?;
         let now = self.now();
-        let cut = super::revocations::cutoff(now);
         let tx = crate::store::begin(&self.db).await?;
         exec(
             &tx,
@@ -710,7 +719,15 @@ impl Core {
             &tx,
             super::revocations::Revocation::UserTokensBefore {
                 user_id: user_id.to_owned(),
-                cutoff: cut,
+            },
+            pb::RevocationReason::TotpDisabled,
+        )
+        .await?;
+        self.append_revocation(
+            &tx,
+            super::revocations::Revocation::Mfa {
+                user_id: user_id.to_owned(),
+                enabled: false,
             },
             pb::RevocationReason::TotpDisabled,
         )
@@ -725,7 +742,7 @@ impl Core {
         )
         .await;
         session.amr = vec!["pwd".into()];
-        self.access_token(&session, Some(cut)).await
+        self.access_token(&session).await
     }
 
     /// RegenerateRecoveryCodes.

@@ -22,21 +22,23 @@ const POLL: Duration = Duration::from_millis(200);
 /// Heartbeat after this long without other messages.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// What is revoked.
+/// What is revoked (or, for `Mfa`, changed) — one event of the log.
 #[derive(Clone, Debug)]
 pub(crate) enum Revocation {
     Session {
         session_id: String,
         user_id: String,
     },
+    /// Every access token of the user issued before the event (`rev` claim
+    /// below its position).
     UserTokensBefore {
         user_id: String,
-        cutoff: Timestamp,
     },
+    /// Every access token of the user for the account issued before the
+    /// event.
     UserAccount {
         user_id: String,
         account_id: String,
-        cutoff: Timestamp,
     },
     ApiToken {
         id: String,
@@ -46,11 +48,12 @@ pub(crate) enum Revocation {
     SigningKeys {
         withdrawn: Vec<String>,
     },
-}
-
-/// A cut-off rounded up to a whole second (tokens' `iat` are seconds).
-pub(crate) fn cutoff(now: Timestamp) -> Timestamp {
-    Timestamp((now.millis() + 999).div_euclid(1000) * 1000)
+    /// The user turned 2FA on or off: gateways judge the user's API tokens
+    /// by it under enforced 2FA.
+    Mfa {
+        user_id: String,
+        enabled: bool,
+    },
 }
 
 impl Core {
@@ -71,7 +74,9 @@ impl Core {
         .ok_or_else(|| Error::internal("revocation head missing"))?;
         let position: i64 = get(&row, "position")?;
         let lifetime = self.auth.access_token_lifetime;
-        let (kind, subject, user, account, cut, kids, expire) = match what {
+        // A cut-off can matter only while a token issued before it lives.
+        let cut_off_expiry = Some(now.plus(lifetime));
+        let (kind, subject, user, account, kids, expire) = match what {
             Revocation::Session {
                 session_id,
                 user_id,
@@ -80,52 +85,47 @@ impl Core {
                 session_id,
                 user_id,
                 String::new(),
-                None,
                 String::new(),
                 Some(now.plus(lifetime)),
             ),
-            Revocation::UserTokensBefore { user_id, cutoff } => (
+            Revocation::UserTokensBefore { user_id } => (
                 "user_tokens_before",
                 String::new(),
                 user_id,
                 String::new(),
-                Some(cutoff),
                 String::new(),
-                Some(cutoff.plus(lifetime)),
+                cut_off_expiry,
             ),
             Revocation::UserAccount {
                 user_id,
                 account_id,
-                cutoff,
             } => (
                 "user_account",
                 String::new(),
                 user_id,
                 account_id,
-                Some(cutoff),
                 String::new(),
-                Some(cutoff.plus(lifetime)),
+                cut_off_expiry,
             ),
             Revocation::ApiToken {
                 id,
                 user_id,
                 account_id,
-            } => (
-                "api_token",
-                id,
-                user_id,
-                account_id,
-                None,
-                String::new(),
-                None,
-            ),
+            } => ("api_token", id, user_id, account_id, String::new(), None),
             Revocation::SigningKeys { withdrawn } => (
                 "signing_keys",
                 String::new(),
                 String::new(),
                 String::new(),
-                None,
                 withdrawn.join(","),
+                None,
+            ),
+            Revocation::Mfa { user_id, enabled } => (
+                "mfa",
+                if enabled { "on" } else { "off" }.to_owned(),
+                user_id,
+                String::new(),
+                String::new(),
                 None,
             ),
         };
@@ -142,7 +142,7 @@ impl Core {
                 subject.into(),
                 user.into(),
                 account.into(),
-                cut.map(|t| t.millis()).into(),
+                Option::<i64>::None.into(),
                 kids.into(),
             ],
         )
@@ -276,26 +276,25 @@ fn event_from_row(row: &QueryResult) -> Result<pb::RevocationEvent, Error> {
     let subject: String = get(row, "subject")?;
     let user_id: String = get(row, "user_id")?;
     let account_id: String = get(row, "account_id")?;
-    let cutoff = get::<Option<i64>>(row, "cutoff")?.map(|c| Timestamp(c).to_proto());
     let kids: String = get(row, "kids")?;
     let kind = match kind.as_str() {
         "session" => Kind::Session(pb::SessionRevocation {
             session_id: subject,
             user_id,
         }),
-        "user_tokens_before" => Kind::UserTokensBefore(pb::UserTokensRevocation {
-            user_id,
-            issued_before: cutoff,
-        }),
+        "user_tokens_before" => Kind::UserTokensBefore(pb::UserTokensRevocation { user_id }),
         "user_account" => Kind::UserAccount(pb::UserAccountRevocation {
             user_id,
             account_id,
-            issued_before: cutoff,
         }),
         "api_token" => Kind::ApiToken(pb::ApiTokenRevocation {
             api_token_id: subject,
             user_id,
             account_id,
+        }),
+        "mfa" => Kind::MfaChanged(pb::MfaChanged {
+            user_id,
+            mfa_enabled: subject == "on",
         }),
         _ => Kind::SigningKeysChanged(pb::SigningKeysChanged {
             withdrawn_kids: kids

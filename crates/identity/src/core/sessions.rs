@@ -7,7 +7,7 @@ use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::keys::Claims;
-use super::revocations::{Revocation, cutoff};
+use super::revocations::Revocation;
 use super::{Client, Core};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
@@ -156,21 +156,25 @@ impl Core {
         Ok(())
     }
 
-    /// Issues an access token for a session.
+    /// Issues an access token for a session. Its `rev` claim is the
+    /// revocation log's head as committed now: revocations committed before
+    /// this call end it, later ones (at higher positions) do not. Call it
+    /// after committing what the token must survive.
     pub(crate) async fn access_token(
         &self,
         session: &SessionRow,
-        min_iat: Option<Timestamp>,
     ) -> Result<pb::AccessToken, Error> {
         let flags = one(
             &self.db,
-            "SELECT staff, totp_secret IS NOT NULL AS mfa FROM identity_users WHERE id = $1",
+            "SELECT staff, totp_secret IS NOT NULL AS mfa, \
+             (SELECT position FROM identity_revocation_head WHERE id = 1) AS rev \
+             FROM identity_users WHERE id = $1",
             vec![session.user_id.clone().into()],
         )
         .await?
         .ok_or_else(refresh_invalid)?;
         let now = self.now();
-        let iat = min_iat.map_or(now.seconds(), |m| m.seconds().max(now.seconds()));
+        let iat = now.seconds();
         let exp = Timestamp(iat * 1000).plus(self.auth.access_token_lifetime);
         let claims = Claims {
             iss: self.auth.issuer.clone(),
@@ -179,6 +183,7 @@ impl Core {
             sid: session.id.clone(),
             acc: session.account_id.clone(),
             iat,
+            rev: get::<Option<i64>>(&flags, "rev")?.unwrap_or(0),
             exp: exp.seconds(),
             auth_time: Timestamp(session.auth_time).seconds(),
             amr: session.amr.clone(),
@@ -265,7 +270,7 @@ impl Core {
             end_time: end.millis(),
             revoked: false,
         };
-        let access = self.access_token(&session, None).await?;
+        let access = self.access_token(&session).await?;
         Ok(pb::SessionCredentials {
             session_id: id,
             user_id: user_id.to_owned(),
@@ -601,7 +606,7 @@ impl Core {
             .await?;
             session.account_id = chosen;
         }
-        let access = self.access_token(&session, None).await?;
+        let access = self.access_token(&session).await?;
         Ok(pb::SessionCredentials {
             session_id: session.id.clone(),
             user_id: session.user_id.clone(),
@@ -671,14 +676,17 @@ impl Core {
         Ok(())
     }
 
-    /// RevokeAccountAccess: ends the member's sessions in the account and
-    /// API tokens for it; appends USER_ACCOUNT and API_TOKEN events.
+    /// RevokeAccountAccess: revokes the member's API tokens for the account
+    /// for good (one API_TOKEN event each). Their sessions are left alone:
+    /// gateways refuse the account's calls from the membership they follow
+    /// (MEMBER_SUSPENDED, NOT_A_MEMBER) while the session stays usable for
+    /// the user's other accounts. Returns (tokens revoked, position).
     pub(crate) async fn revoke_account_access(
         &self,
         user_id: &str,
         account_id: &str,
         reason: i32,
-    ) -> Result<(i32, i32, i64), Error> {
+    ) -> Result<(i32, i64), Error> {
         let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
             reason: Reason::UserIdInvalid,
             ..e
@@ -701,39 +709,15 @@ impl Core {
                 ));
             }
         };
-        let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        let position = self
-            .append_revocation(
-                &tx,
-                Revocation::UserAccount {
-                    user_id: user_id.clone(),
-                    account_id: account_id.clone(),
-                    cutoff: cutoff(now),
-                },
-                reason,
-            )
-            .await?;
-        let sessions: Vec<String> = all(
-            &tx,
-            "SELECT id FROM identity_sessions WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL",
-            vec![user_id.clone().into(), account_id.clone().into()],
-        )
-        .await?
-        .iter()
-        .map(|r| get::<String>(r, "id"))
-        .collect::<Result<_, _>>()?;
-        let ended = self.end_sessions(&tx, &sessions, &user_id, reason).await?;
-        let (tokens, last) = self
-            .revoke_api_tokens_of(&tx, &user_id, &account_id, "")
+        let (tokens, _) = self
+            .revoke_api_tokens_of(&tx, &user_id, &account_id, "", reason)
             .await?;
         tx.commit().await?;
         self.notify_revocations();
-        let position = last.max(position).max(self.head_position().await?);
         Ok((
-            i32::try_from(ended).unwrap_or(i32::MAX),
             i32::try_from(tokens).unwrap_or(i32::MAX),
-            position,
+            self.head_position().await?,
         ))
     }
 
@@ -745,6 +729,7 @@ impl Core {
         user_id: &str,
         account_id: &str,
         by: &str,
+        reason: pb::RevocationReason,
     ) -> Result<(i64, i64), Error> {
         let now = self.now();
         let rows = all(
@@ -773,7 +758,7 @@ impl Core {
                             user_id: user_id.to_owned(),
                             account_id: account_id.to_owned(),
                         },
-                        pb::RevocationReason::RevokedByOwner,
+                        reason,
                     )
                     .await?;
             }

@@ -9,7 +9,7 @@ use tenancy_runtime::secret::{SecretToken, sha256_hex};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
 
 use super::Core;
-use super::revocations::{Revocation, cutoff};
+use super::revocations::Revocation;
 use super::users::RESET;
 use crate::domain::credentials::{api_token_well_formed, new_api_token};
 use crate::domain::password::check_new_password;
@@ -281,32 +281,50 @@ impl Core {
         Ok((tokens, next))
     }
 
-    /// IntrospectApiToken.
+    /// IntrospectApiToken: the principal of a live token. A token identity
+    /// never issued (or malformed) is NOT_FOUND `API_TOKEN_INVALID`; one it
+    /// issued but that is dead says why, as the gateway tells its holder:
+    /// UNAUTHENTICATED `TOKEN_REVOKED` (revocation wins over expiry) or
+    /// `TOKEN_EXPIRED`. Only the holder of the full secret learns that.
     pub(crate) async fn introspect_api_token(
         &self,
         secret: &str,
     ) -> Result<pb::IntrospectApiTokenResponse, Error> {
-        let invalid_token =
-            || Error::new(Reason::ApiTokenInvalid, "unknown, revoked or expired token");
+        let invalid_token = || Error::new(Reason::ApiTokenInvalid, "unknown API token");
         if !api_token_well_formed(secret) {
             return Err(invalid_token());
         }
         let now = self.now();
         let row = one(
             &self.db,
-            "SELECT id, user_id, account_id, read_only, expire_time, create_time FROM identity_api_tokens \
-             WHERE token_hash = $1 AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $2)",
-            vec![sha256_hex(secret.as_bytes()).into(), now.millis().into()],
+            "SELECT t.id, t.user_id, t.account_id, t.read_only, t.expire_time, t.create_time, \
+             t.revoke_time, u.totp_secret IS NOT NULL AS mfa FROM identity_api_tokens t \
+             JOIN identity_users u ON u.id = t.user_id WHERE t.token_hash = $1",
+            vec![sha256_hex(secret.as_bytes()).into()],
         )
         .await?
         .ok_or_else(invalid_token)?;
+        let expire: Option<i64> = get(&row, "expire_time")?;
+        if get::<Option<i64>>(&row, "revoke_time")?.is_some() {
+            return Err(Error::new(
+                Reason::TokenRevoked,
+                "this API token was revoked",
+            ));
+        }
+        if expire.is_some_and(|e| e <= now.millis()) {
+            return Err(Error::new(
+                Reason::TokenExpired,
+                "this API token has expired",
+            ));
+        }
         Ok(pb::IntrospectApiTokenResponse {
             api_token_id: get(&row, "id")?,
             user_id: get(&row, "user_id")?,
             account_id: get(&row, "account_id")?,
             read_only: get(&row, "read_only")?,
-            expire_time: get::<Option<i64>>(&row, "expire_time")?.map(|t| Timestamp(t).to_proto()),
+            expire_time: expire.map(|t| Timestamp(t).to_proto()),
             create_time: Some(Timestamp(get(&row, "create_time")?).to_proto()),
+            mfa_enabled: get(&row, "mfa")?,
         })
     }
 
@@ -422,10 +440,7 @@ impl Core {
         let user_id_for_notice = user_id.clone();
         self.append_revocation(
             &tx,
-            Revocation::UserTokensBefore {
-                user_id,
-                cutoff: cutoff(now),
-            },
+            Revocation::UserTokensBefore { user_id },
             pb::RevocationReason::PasswordReset,
         )
         .await?;

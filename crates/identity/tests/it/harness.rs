@@ -97,9 +97,9 @@ impl Outbox {
         }
     }
 
-    /// Waits (up to 5 s) for a token under `key` to `to` other than `not`.
+    /// Waits (up to 30 s: a loaded CI machine is slow) for a token under `key` to `to` other than `not`.
     pub async fn wait_token(&self, to: &str, key: &str, not: Option<&str>) -> String {
-        for _ in 0..250 {
+        for _ in 0..1500 {
             if let Some(t) = self
                 .last_token(to, key)
                 .await

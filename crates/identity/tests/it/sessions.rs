@@ -310,10 +310,31 @@ async fn logout_ends_the_session_and_is_streamed_live() {
 }
 
 #[tokio::test]
-async fn revoke_account_access_appends_a_user_account_event_and_refuses_other_reasons() {
+async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions() {
     let env = Env::start("revokeaccess").await;
     let user = env.verified_user("hal@example.com").await;
+    let s = env.login("hal@example.com").await;
     let account = uuid::Uuid::now_v7().to_string();
+    let mut portal = env.as_principal(tenancy_runtime::Principal {
+        user_id: Some(user.clone()),
+        account_id: Some(account.clone()),
+        role: tenancy_testkit::Role::Manager,
+        session_id: Some(s.session_id.clone()),
+        token_kind: tenancy_testkit::TokenKind::Portal,
+        client_ip: Some("198.51.100.7".parse().unwrap()),
+        request_id: "r".into(),
+        ..tenancy_runtime::Principal::default()
+    });
+    let token = portal
+        .create_api_token(CreateApiTokenRequest {
+            name: "ci".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let token_id = token.api_token.unwrap().id;
     let mut internal = env.internal();
     let r = internal
         .revoke_account_access(RevokeAccountAccessRequest {
@@ -324,7 +345,15 @@ async fn revoke_account_access_appends_a_user_account_event_and_refuses_other_re
         .await
         .unwrap()
         .into_inner();
+    assert_eq!(r.revoked_api_token_count, 1);
     assert!(r.position >= 1);
+    let e = internal
+        .introspect_api_token(IntrospectApiTokenRequest {
+            secret: token.secret,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::TokenRevoked);
     let e = internal
         .revoke_account_access(RevokeAccountAccessRequest {
             user_id: user.clone(),
@@ -334,6 +363,8 @@ async fn revoke_account_access_appends_a_user_account_event_and_refuses_other_re
         .await
         .unwrap_err();
     assert_eq!(reason(&e), Reason::ReasonInvalid);
+    // The log holds the API token's revocation and nothing that ends the
+    // session or the user's tokens: the session still refreshes.
     let mut stream = internal
         .watch_revocations(WatchRevocationsRequest {
             from_position: 0,
@@ -342,17 +373,24 @@ async fn revoke_account_access_appends_a_user_account_event_and_refuses_other_re
         .await
         .unwrap()
         .into_inner();
-    match stream.next().await.unwrap().unwrap().item.unwrap() {
-        Item::Event(e) => match e.kind.unwrap() {
-            revocation_event::Kind::UserAccount(ua) => {
-                assert_eq!(ua.user_id, user);
-                assert_eq!(ua.account_id, account);
-                assert_eq!(ua.issued_before.unwrap().nanos, 0);
-            }
+    let mut kinds = Vec::new();
+    loop {
+        match stream.next().await.unwrap().unwrap().item.unwrap() {
+            Item::Event(e) => kinds.push(e.kind.unwrap()),
+            Item::CaughtUp(_) => break,
             other => panic!("{other:?}"),
-        },
-        other => panic!("{other:?}"),
+        }
     }
+    assert!(
+        matches!(&kinds[..], [revocation_event::Kind::ApiToken(t)] if t.api_token_id == token_id),
+        "{kinds:?}"
+    );
+    env.anonymous("198.51.100.7")
+        .refresh_session(RefreshSessionRequest {
+            refresh_token: s.refresh_token,
+        })
+        .await
+        .unwrap();
     // Resuming beyond the head starts with a reset.
     let mut stream = internal
         .watch_revocations(WatchRevocationsRequest {

@@ -86,8 +86,9 @@ async fn api_tokens_are_shown_once_introspected_and_revoked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&e), Reason::ApiTokenInvalid);
+    // Its holder learns why, as the gateway will tell them.
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&e), Reason::TokenRevoked);
 }
 
 #[tokio::test]
@@ -117,6 +118,15 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         .await
         .unwrap_err();
     assert_eq!(reason(&e), Reason::ExpireTimeInvalid);
+    let live = env
+        .internal()
+        .introspect_api_token(IntrospectApiTokenRequest {
+            secret: created.secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!live.mfa_enabled, "the user has no 2FA");
     env.advance(Duration::from_secs(61));
     let e = env
         .internal()
@@ -125,7 +135,8 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), Reason::ApiTokenInvalid);
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&e), Reason::TokenExpired);
     env.advance(Duration::from_secs(15 * 60));
     let e = c
         .create_api_token(CreateApiTokenRequest {

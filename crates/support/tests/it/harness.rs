@@ -492,10 +492,10 @@ impl World {
             .collect()
     }
 
-    /// Waits (up to 5 s) until at least `n` outbox messages match `prefix`
+    /// Waits (up to 30 s: a loaded CI machine is slow) until at least `n` outbox messages match `prefix`
     /// (notifications are sent after the reply commits); returns them.
     pub async fn outbox_at_least(&self, prefix: &str, n: usize) -> Vec<cpb::OutboxMessage> {
-        for _ in 0..250 {
+        for _ in 0..1500 {
             let seen = self.outbox(prefix).await;
             if seen.len() >= n {
                 return seen;
