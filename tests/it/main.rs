@@ -6,4 +6,5 @@
 mod decisions;
 mod gateway;
 mod suite;
+mod transport;
 mod usage;

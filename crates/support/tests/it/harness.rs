@@ -28,9 +28,9 @@ use tenancy_proto::support::{
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::error::reason_of;
 use tenancy_runtime::{Clock as _, ManualClock, Principal};
+use tenancy_testkit::TestChannel as Channel;
 use tenancy_testkit::{Caller, Peers, Role, Running, TestDatabase, TokenKind};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 type Signed = InterceptedService<Channel, Caller>;
 pub type Customer = SupportServiceClient<Signed>;
@@ -71,7 +71,7 @@ pub fn id() -> String {
 }
 
 fn url(listener: &tokio::net::TcpListener) -> String {
-    format!("http://{}", listener.local_addr().unwrap())
+    format!("https://{}", listener.local_addr().unwrap())
 }
 
 impl World {
@@ -584,7 +584,11 @@ async fn count_calls(account: Channel, batch_checks: Arc<AtomicUsize>) -> String
                 account,
                 batch_checks,
             })
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            // Support dials it as the account service: mutual TLS with
+            // account's certificate.
+            .serve_with_incoming(
+                tenancy_testkit::tls_for(tenancy_runtime::tls::Caller::Account).incoming(listener),
+            ),
     );
     address
 }
