@@ -25,7 +25,7 @@ use tenancy_proto::identity::{
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::{Principal, Reason, SystemClock};
-use tenancy_testkit::{Caller, TestDatabase, test_config};
+use tenancy_testkit::{Caller, TestChannel, TestDatabase, test_config};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -153,7 +153,7 @@ impl Suite {
     pub(crate) async fn emailed_token(&self, email: &str, key: &str) -> String {
         let contacts = self.running.service(ServiceName::Contacts).unwrap();
         let mut client = ContactsInternalServiceClient::with_interceptor(
-            channel(contacts).await,
+            TestChannel::new(tenancy_runtime::tls::Caller::Contacts, contacts),
             Caller::new(Principal::service("test"), Arc::new(SystemClock)),
         );
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -720,7 +720,7 @@ impl Parts {
                 .and_then(|l| l.local_addr())
                 .unwrap();
             parts.config.service_mut(name).listen = address;
-            parts.config.service_mut(name).url = Some(format!("http://{address}"));
+            parts.config.service_mut(name).url = Some(format!("https://{address}"));
         }
         for (name, part) in parts_in_order {
             let running = start(parts.config.clone(), part, Arc::new(SystemClock))
@@ -845,7 +845,7 @@ async fn a_restarted_gateway_replays_revocations_made_while_it_was_down() {
     let claims_sid = session_of(&revoked);
     let user = user_of(&revoked);
     let mut as_user = IdentityServiceClient::with_interceptor(
-        channel(identity).await,
+        TestChannel::new(tenancy_runtime::tls::Caller::Identity, identity),
         Caller::new(
             Principal {
                 user_id: Some(user),

@@ -7,4 +7,5 @@ mod decisions;
 mod errors;
 mod gateway;
 mod suite;
+mod transport;
 mod usage;

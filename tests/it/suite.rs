@@ -11,7 +11,8 @@ use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_runtime::Reason;
 use tenancy_runtime::SystemClock;
 use tenancy_runtime::config::{Config, ServiceName};
-use tenancy_testkit::{Caller, Role, TestDatabase, member, test_config};
+use tenancy_runtime::tls::Caller as Peer;
+use tenancy_testkit::{Caller, Role, TestChannel, TestDatabase, member, test_config};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -28,6 +29,12 @@ async fn suite() -> Running {
         .unwrap()
 }
 
+/// A channel to `name` of `running`, over mutual TLS.
+fn service(running: &Running, name: ServiceName) -> TestChannel {
+    TestChannel::new(name.caller(), running.service(name).unwrap())
+}
+
+/// A plaintext channel to the gateway's loopback port.
 async fn channel(address: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{address}"))
         .unwrap()
@@ -36,8 +43,14 @@ async fn channel(address: SocketAddr) -> Channel {
         .unwrap()
 }
 
-async fn health(address: SocketAddr, service: &str) -> ServingStatus {
-    let response = HealthClient::new(channel(address).await)
+async fn health<T>(channel: T, service: &str) -> ServingStatus
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: service.to_owned(),
         })
@@ -46,8 +59,14 @@ async fn health(address: SocketAddr, service: &str) -> ServingStatus {
     response.into_inner().status()
 }
 
-async fn listed_services(address: SocketAddr) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(channel(address).await);
+async fn listed_services<T>(channel: T) -> Vec<String>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut client = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -73,7 +92,7 @@ async fn listed_services(address: SocketAddr) -> Vec<String> {
 async fn eventually_serving(address: SocketAddr, limit: std::time::Duration) -> ServingStatus {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let status = health(address, "").await;
+        let status = health(channel(address).await, "").await;
         if status == ServingStatus::Serving || tokio::time::Instant::now() > deadline {
             return status;
         }
@@ -92,15 +111,18 @@ async fn every_server_of_the_suite_reports_serving() {
     );
     for (name, address) in &running.services {
         assert_eq!(
-            health(*address, "").await,
+            health(TestChannel::new(name.caller(), *address), "").await,
             ServingStatus::Serving,
             "{}",
             name.as_str()
         );
     }
-    let identity = running.service(ServiceName::Identity).unwrap();
     assert_eq!(
-        health(identity, "tenancy.identity.v1.IdentityService").await,
+        health(
+            service(&running, ServiceName::Identity),
+            "tenancy.identity.v1.IdentityService"
+        )
+        .await,
         ServingStatus::Serving
     );
     running.stop().await.unwrap();
@@ -109,7 +131,7 @@ async fn every_server_of_the_suite_reports_serving() {
 #[tokio::test]
 async fn the_gateway_reflects_the_public_services_only() {
     let running = suite().await;
-    let services = listed_services(running.gateway.unwrap()).await;
+    let services = listed_services(channel(running.gateway.unwrap()).await).await;
     for expected in [
         "grpc.health.v1.Health",
         "tenancy.account.v1.AccountService",
@@ -127,7 +149,7 @@ async fn the_gateway_reflects_the_public_services_only() {
         !services.iter().any(|s| s.contains("Internal")),
         "internal services must not be reflected by the gateway: {services:?}"
     );
-    let identity = listed_services(running.service(ServiceName::Identity).unwrap()).await;
+    let identity = listed_services(service(&running, ServiceName::Identity)).await;
     assert!(
         identity
             .iter()
@@ -163,10 +185,10 @@ async fn a_principal_forged_by_the_client_is_stripped_by_the_gateway() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
-    // The same principal sent straight to the service is accepted: the
-    // refusal above came from the gateway's stripping.
-    let identity = running.service(ServiceName::Identity).unwrap();
-    let mut direct = IdentityServiceClient::with_interceptor(channel(identity).await, forged);
+    // The same principal sent straight to the service (as the gateway) is
+    // accepted: the refusal above came from the gateway's stripping.
+    let mut direct =
+        IdentityServiceClient::with_interceptor(service(&running, ServiceName::Identity), forged);
     let status = direct
         .get_me(tenancy_proto::identity::GetMeRequest::default())
         .await
@@ -178,25 +200,24 @@ async fn a_principal_forged_by_the_client_is_stripped_by_the_gateway() {
 #[tokio::test]
 async fn services_refuse_calls_without_a_signed_principal() {
     let running = suite().await;
-    let identity = running.service(ServiceName::Identity).unwrap();
-    let status = IdentityServiceClient::new(channel(identity).await)
+    let identity = service(&running, ServiceName::Identity);
+    let status = IdentityServiceClient::new(identity.clone())
         .get_me(tenancy_proto::identity::GetMeRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalMissing);
 
-    // A user may not call an INTERNAL method, even with a valid signature.
+    // The gateway may not call an INTERNAL method it is not listed for,
+    // whatever principal it signs.
     let user = Caller::new(member("u-1", "a-1", Role::Owner), Arc::new(SystemClock));
-    let status = IdentityInternalServiceClient::with_interceptor(channel(identity).await, user)
-        .batch_get_users(tenancy_proto::identity::BatchGetUsersRequest::default())
-        .await
-        .unwrap_err();
+    let status =
+        IdentityInternalServiceClient::with_interceptor(identity.as_caller(Peer::Gateway), user)
+            .batch_get_users(tenancy_proto::identity::BatchGetUsersRequest::default())
+            .await
+            .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert_eq!(
-        tenancy_testkit::refusal(&status),
-        Reason::MethodInternalOnly
-    );
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::CallerNotAllowed);
     running.stop().await.unwrap();
 }
 

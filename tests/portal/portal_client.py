@@ -14,7 +14,7 @@ exit status 1.
 Run (see .ci/run):
     python -m grpc_tools.protoc -Iproto --python_out=STUBS --grpc_python_out=STUBS proto/**/*.proto
     PYTHONPATH=STUBS python tests/portal/portal_client.py --gateway HOST:PORT \
-        --log tenancy.log --account-service HOST:PORT --principal-key-file tenancy-data/principal.key
+        --log tenancy.log --account-service HOST:PORT --tls-dir tenancy-data/tls
 """
 
 import argparse
@@ -135,7 +135,7 @@ def main():
     parser.add_argument("--gateway", required=True, help="HOST:PORT of the gateway")
     parser.add_argument("--log", required=True, help="the log of `tenancy serve` (dev mailer)")
     parser.add_argument("--account-service", required=True, help="HOST:PORT of the account service")
-    parser.add_argument("--principal-key-file", required=True, help="principal_key, hex")
+    parser.add_argument("--tls-dir", required=True, help="the development CA and certificates of tenancy serve")
     args = parser.parse_args()
 
     gateway = grpc.insecure_channel(args.gateway)
@@ -184,31 +184,38 @@ def main():
     step(f"account {account_id} created and selected")
 
     # 4. Billing activates an order: an INTERNAL call, straight to the
-    #    account service, signed as the README shows.
+    #    account service, over mutual TLS with billing's certificate, as the
+    #    README shows.
     internal_auth = {}
     exec(readme_python_block("Internal callers"), internal_auth)  # noqa: S102 - our README's snippet
-    key = bytes.fromhex(pathlib.Path(args.principal_key_file).read_text().strip())
-    billing = account_internal_grpc.AccountInternalServiceStub(grpc.insecure_channel(args.account_service))
+    channel = internal_auth["internal_channel"]
+    billing = account_internal_grpc.AccountInternalServiceStub(
+        channel(args.account_service, args.tls_dir, "billing", "account")
+    )
     registered = billing.RegisterService(
         account_internal.RegisterServiceRequest(
             service=service_pb2.Service(account_id=account_id, kind="vps", name="web-1", external_id=f"order-{run}"),
             request_id=f"order-{run}",
         ),
-        metadata=internal_auth["service_metadata"](key, "billing"),
     )
     service_id = registered.service.id
     check(service_id, "RegisterService returned no service")
+    # The gateway's certificate is a real one, but not a caller this rule
+    # names.
+    as_gateway = account_internal_grpc.AccountInternalServiceStub(
+        channel(args.account_service, args.tls_dir, "gateway", "account")
+    )
     try:
-        billing.RegisterService(
+        as_gateway.RegisterService(
             account_internal.RegisterServiceRequest(
                 service=service_pb2.Service(account_id=account_id, kind="vps", name="web-2", external_id=f"x-{run}")
             ),
             metadata=bearer(owner),
         )
-        raise Failed("an INTERNAL method accepted a call without a signed service principal")
+        raise Failed("an INTERNAL method accepted a caller its rule does not name")
     except grpc.RpcError as error:
-        check(error.code() == grpc.StatusCode.UNAUTHENTICATED, f"unsigned internal call: {error}")
-    step("billing registered a service (internal call, signed as the README shows)")
+        check(error.code() == grpc.StatusCode.PERMISSION_DENIED, f"unlisted internal caller: {error}")
+    step("billing registered a service (internal call over mutual TLS, as the README shows)")
 
     # 5. Invite a second user as MANAGER with access to every service; they
     #    accept from the email's link, creating their user.

@@ -103,7 +103,7 @@ impl TenancyService for AccountService {
             listener,
             routes,
             SERVICE_NAMES,
-            self.context.server_options(),
+            self.context.server_options()?,
             shutdown.wait(),
         )
         .await;

@@ -9,10 +9,10 @@ use tenancy_proto::contacts::{
 use tenancy_proto::identity::{
     self as ipb, identity_internal_service_client::IdentityInternalServiceClient,
 };
+use tenancy_runtime::Channel;
 use tenancy_runtime::Error;
 use tenancy_runtime::principal::ServiceAuth;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 type Identity = IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;
 type Contacts = ContactsInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;

@@ -122,7 +122,7 @@ impl TenancyService for ContactsService {
             listener,
             routes,
             SERVICE_NAMES,
-            self.context.server_options(),
+            self.context.server_options()?,
             shutdown.wait(),
         )
         .await;

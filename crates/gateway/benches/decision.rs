@@ -75,12 +75,19 @@ fn main() {
     state.policies_ready.store(true, Ordering::Release);
     let key = PrincipalKey::generate();
     let clock = Arc::new(ManualClock::new(tenancy_runtime::Timestamp(NOW_MS)));
-    let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+    let channel = tenancy_runtime::Channel::balance(vec![
+        tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy(),
+    ]);
     let authenticator = Authenticator::new(
         "tenancy",
         "tenancy-portal",
         channel,
-        ServiceAuth::new(key, clock),
+        ServiceAuth::new(),
+        tenancy_gateway::credentials::Signer {
+            key,
+            clock,
+            ids: Default::default(),
+        },
     );
 
     // 10,000 accounts with settings (enforced 2FA, a small allowlist) and

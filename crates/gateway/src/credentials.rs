@@ -22,11 +22,11 @@ use parking_lot::RwLock;
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::{GetJwksRequest, IntrospectApiTokenRequest};
+use tenancy_runtime::Channel;
 use tenancy_runtime::error::reason_of;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Error, Reason, Timestamp};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::jwt::{Claims, JwtVerifier, LEEWAY_SECONDS, PortalToken, TokenError};
 use crate::policy::{ApiToken, Credential};
@@ -105,11 +105,49 @@ pub struct Authenticator {
     identity_public: IdentityServiceClient<InterceptedService<Channel, ServiceAuth>>,
     identity_internal: IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
     last_jwks_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Signs the principal of the gateway's own PUBLIC calls (GetJwks):
+    /// identity serves PUBLIC methods only with one, as it does for
+    /// forwarded calls.
+    signer: Signer,
+}
+
+/// What signs the gateway's principals: the key, time, unique call ids.
+pub struct Signer {
+    /// The principal key.
+    pub key: tenancy_runtime::PrincipalKey,
+    /// Time.
+    pub clock: tenancy_runtime::clock::SharedClock,
+    /// Call ids.
+    pub ids: tenancy_runtime::principal::CallIds,
+}
+
+impl Signer {
+    /// `principal`, signed for one call of `method`.
+    pub fn sign(
+        &self,
+        principal: &tenancy_runtime::Principal,
+        method: &str,
+    ) -> tenancy_runtime::principal::SignedPrincipal {
+        self.key.sign(
+            principal,
+            tenancy_runtime::principal::Call {
+                method,
+                id: self.ids.next(),
+            },
+            self.clock.now(),
+        )
+    }
 }
 
 impl Authenticator {
     /// An authenticator asking identity over `channel`.
-    pub fn new(issuer: &str, audience: &str, channel: Channel, auth: ServiceAuth) -> Self {
+    pub fn new(
+        issuer: &str,
+        audience: &str,
+        channel: Channel,
+        auth: ServiceAuth,
+        signer: Signer,
+    ) -> Self {
         Self {
             jwt: JwtVerifier::new(issuer, audience),
             tagger: Tagger::new(),
@@ -118,6 +156,7 @@ impl Authenticator {
             identity_public: IdentityServiceClient::with_interceptor(channel.clone(), auth.clone()),
             identity_internal: IdentityInternalServiceClient::with_interceptor(channel, auth),
             last_jwks_fetch: tokio::sync::Mutex::new(None),
+            signer,
         }
     }
 
@@ -277,10 +316,17 @@ impl Authenticator {
             return Ok(());
         }
         *last = Some(Instant::now());
+        let mut request = tonic::Request::new(GetJwksRequest::default());
+        self.signer
+            .sign(
+                &tenancy_runtime::Principal::anonymous(None, "gateway-jwks"),
+                "/tenancy.identity.v1.IdentityService/GetJwks",
+            )
+            .insert_into_metadata(request.metadata_mut());
         let response = self
             .identity_public
             .clone()
-            .get_jwks(GetJwksRequest::default())
+            .get_jwks(request)
             .await
             .map_err(|status| {
                 tracing::warn!(code = ?status.code(), "cannot fetch signing keys");

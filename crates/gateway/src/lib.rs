@@ -72,6 +72,10 @@ pub async fn serve(
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
+    if let Some(address) = context.config.gateway.health_listen {
+        tenancy_runtime::server::serve_health(address, health.clone(), shutdown.clone().wait())
+            .await?;
+    }
     let ready: sync::ReadinessHook = Arc::new(move |ready| {
         let health = health.clone();
         tokio::spawn(async move {

@@ -26,8 +26,9 @@ use http_body::{Body as HttpBody, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tenancy_proto::auth::Audience;
 use tenancy_runtime::config::{ConfigError, ServiceName};
-use tenancy_runtime::principal::{PrincipalKey, strip_reserved};
+use tenancy_runtime::principal::{Call, CallIds, PrincipalKey, strip_reserved};
 use tenancy_runtime::shutdown::Shutdown;
+use tenancy_runtime::tls::{Connector, PublicTls};
 use tenancy_runtime::{Context, Error, Reason, clock::SharedClock};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -106,6 +107,10 @@ pub struct Gateway {
     local: tonic::service::Routes,
     pub(crate) health: tonic_health::server::HealthReporter,
     request_ids: RequestIds,
+    /// One id per signed principal: services refuse a repeated one.
+    call_ids: CallIds,
+    /// The public port's certificate; `None` serves plaintext.
+    public_tls: Option<PublicTls>,
 }
 
 /// Request ids: a random per-process prefix and a counter. Unique across
@@ -138,9 +143,13 @@ impl Gateway {
     pub fn new(
         context: &Context,
         upstreams: &[(ServiceName, Vec<String>)],
-        identity: tonic::transport::Channel,
+        identity: tenancy_runtime::Channel,
     ) -> Result<Self, ConfigError> {
         let config = &context.config;
+        let own = context
+            .part_tls()
+            .map_err(|e| ConfigError::new(e.setting, e.message))?;
+        let public_tls = public_tls(config)?;
         let mut by_service = HashMap::new();
         for (name, urls) in upstreams {
             let setting = format!("{}.url", name.as_str());
@@ -161,7 +170,14 @@ impl Gateway {
                     replicas: authorities
                         .into_iter()
                         .map(|authority| Replica {
-                            connection: Connection::new(authority),
+                            connection: Connection::new(
+                                authority,
+                                Connector::new(
+                                    own.clone(),
+                                    name.caller(),
+                                    UPSTREAM_CONNECT_TIMEOUT,
+                                ),
+                            ),
                             healthy: AtomicBool::new(true),
                         })
                         .collect(),
@@ -179,7 +195,7 @@ impl Gateway {
             else {
                 continue;
             };
-            let (Some(rule), Some(upstream)) = (method.rule, by_service.get(owner)) else {
+            let (Some(rule), Some(upstream)) = (method.rule.clone(), by_service.get(owner)) else {
                 continue;
             };
             if matches!(rule.audience(), Audience::Internal | Audience::Unspecified) {
@@ -207,6 +223,11 @@ impl Gateway {
             &config.auth.audience,
             identity,
             context.service_auth(),
+            crate::credentials::Signer {
+                key: context.key.clone(),
+                clock: context.clock.clone(),
+                ids: CallIds::default(),
+            },
         );
         Ok(Self {
             routes,
@@ -220,11 +241,13 @@ impl Gateway {
             local,
             health,
             request_ids: RequestIds::new(),
+            call_ids: CallIds::default(),
+            public_tls,
         })
     }
 
-    /// Accepts HTTP/2 connections until `shutdown`, then lets in-flight
-    /// calls finish.
+    /// Accepts HTTP/2 connections (over TLS when the public port has a
+    /// certificate) until `shutdown`, then lets in-flight calls finish.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -252,10 +275,31 @@ impl Gateway {
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
             });
-            let connection =
-                graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+            let watcher = graceful.watcher();
+            let builder = builder.clone();
+            let gateway = self.clone();
+            // The handshake runs in the connection's task: a slow client
+            // delays nobody else.
             tokio::spawn(async move {
-                if let Err(error) = connection.await {
+                let served = match &gateway.public_tls {
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Err(error) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                    },
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                };
+                if let Err(error) = served {
                     tracing::debug!(%error, "connection ended");
                 }
             });
@@ -349,7 +393,7 @@ impl Gateway {
         Error,
     > {
         let path = request.uri().path();
-        let Some(route) = self.routes.get(path) else {
+        let Some((method, route)) = self.routes.get_key_value(path) else {
             return Err(Error::new(
                 Reason::MethodUnknown,
                 format!("unknown method {path}"),
@@ -417,8 +461,16 @@ impl Gateway {
         // Credentials stay at the gateway: services trust the principal.
         headers.remove(http::header::AUTHORIZATION);
         strip_reserved(headers);
+        // Good for this one call of this method only.
         self.key
-            .sign(&principal, self.clock.now())
+            .sign(
+                &principal,
+                Call {
+                    method,
+                    id: self.call_ids.next(),
+                },
+                self.clock.now(),
+            )
             .insert_into(headers);
         Ok((request, (permit, connection), user, stream))
     }
@@ -431,7 +483,7 @@ impl Gateway {
         stream: Option<OpenStreamGuard>,
     ) -> http::Response<Body> {
         let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(Scheme::HTTPS);
         parts.authority = Some(connection.authority().clone());
         match http::Uri::from_parts(parts) {
             Ok(uri) => *request.uri_mut() = uri,
@@ -466,6 +518,39 @@ impl Gateway {
     }
 }
 
+/// Longest wait for a replica to accept a connection: one that drops
+/// packets must not hold callers until the kernel gives up on the SYN
+/// (minutes). Health checks steer later calls to other replicas.
+const UPSTREAM_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The public port's TLS: a certificate from files, or plaintext, which is
+/// refused on a non-loopback address unless explicitly allowed.
+fn public_tls(config: &tenancy_runtime::config::Config) -> Result<Option<PublicTls>, ConfigError> {
+    let interval = config.tls.reload_interval();
+    let config = &config.gateway;
+    match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => PublicTls::load(cert, key, interval)
+            .map(Some)
+            .map_err(|e| ConfigError::new("gateway.tls_cert_file", e)),
+        (Some(_), None) => Err(ConfigError::new(
+            "gateway.tls_key_file",
+            "required with gateway.tls_cert_file",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "gateway.tls_cert_file",
+            "required with gateway.tls_key_file",
+        )),
+        (None, None) if config.listen.ip().is_loopback() || config.allow_plaintext => Ok(None),
+        (None, None) => Err(ConfigError::new(
+            "gateway.listen",
+            format_args!(
+                "{} is not a loopback address: set gateway.tls_cert_file and gateway.tls_key_file, or gateway.allow_plaintext = true behind a TLS-terminating load balancer",
+                config.listen
+            ),
+        )),
+    }
+}
+
 impl Gateway {
     pub(crate) fn limits_prune(&self) {
         self.limits.prune();
@@ -487,23 +572,31 @@ impl Gateway {
                 upstreams.push(route.upstream.clone());
             }
         }
+        // One health connection per replica, kept (and redialled) across
+        // checks: a TLS handshake every interval would cost both ends.
+        let mut checks = Vec::new();
+        for upstream in &upstreams {
+            for replica in &upstream.replicas {
+                let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!(
+                    "https://{}",
+                    replica.connection.authority()
+                )) else {
+                    continue;
+                };
+                let channel = endpoint
+                    .connect_timeout(interval)
+                    .timeout(interval)
+                    .connect_with_connector_lazy(replica.connection.connector().clone());
+                checks.push((HealthClient::new(channel), replica));
+            }
+        }
         loop {
-            for upstream in &upstreams {
-                for replica in &upstream.replicas {
-                    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!(
-                        "http://{}",
-                        replica.connection.authority()
-                    )) else {
-                        continue;
-                    };
-                    let endpoint = endpoint.connect_timeout(interval).timeout(interval);
-                    let healthy = match endpoint.connect().await {
-                        Ok(channel) => HealthClient::new(channel)
-                            .check(HealthCheckRequest::default())
-                            .await
-                            .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving),
-                        Err(_) => false,
-                    };
+            for (client, replica) in &mut checks {
+                {
+                    let healthy = client
+                        .check(HealthCheckRequest::default())
+                        .await
+                        .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving);
                     if replica.healthy.swap(healthy, Ordering::Relaxed) != healthy {
                         tracing::warn!(upstream = %replica.connection.authority(), healthy, "upstream health changed");
                     }

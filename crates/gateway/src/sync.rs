@@ -20,11 +20,11 @@ use tenancy_proto::identity::identity_internal_service_client::IdentityInternalS
 use tenancy_proto::identity::revocation_event::Kind as RevocationKind;
 use tenancy_proto::identity::watch_revocations_response::Item as RevocationItem;
 use tenancy_proto::identity::{RevocationEvent, WatchRevocationsRequest};
+use tenancy_runtime::Channel;
 use tenancy_runtime::Timestamp;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::Shutdown;
-use tonic::transport::Channel;
 
 use crate::credentials::Authenticator;
 use crate::state::{CutOff, Id, LiveState, Membership, Policies, Settings, parse_id};

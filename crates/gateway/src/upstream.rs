@@ -1,4 +1,5 @@
-//! HTTP/2 connections to the services, driven with the h2 crate directly.
+//! HTTP/2 connections to the services, over mutual TLS, driven with the h2
+//! crate directly.
 //!
 //! Why not hyper's pooled client: per call it hands the request to the
 //! connection's task through one channel and the response back through
@@ -17,16 +18,12 @@ use h2::client::SendRequest;
 use http::uri::Authority;
 use http_body::{Body as HttpBody, Frame};
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
+use tenancy_runtime::tls::Connector;
 
 /// Flow-control windows as hyper's client sets them: a 64 KiB window (the
 /// protocol default) would stall large ticket attachments or list pages.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
-/// Longest wait for a replica to accept a connection: one that drops
-/// packets must not hold callers until the kernel gives up on the SYN
-/// (minutes). Health checks steer later calls to other replicas.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a call could not be handed to the service.
 #[derive(Debug, thiserror::Error)]
@@ -41,15 +38,19 @@ pub(crate) enum UpstreamError {
 /// ends (service restarted, GOAWAY, network), one dial at a time.
 pub(crate) struct Connection {
     authority: Authority,
+    /// Dials the replica over mutual TLS, presenting the gateway's
+    /// certificate and checking the service's.
+    connector: Connector,
     /// The live sender and the generation it belongs to.
     sender: Mutex<Option<(u64, SendRequest<Bytes>)>>,
     dialing: tokio::sync::Mutex<u64>,
 }
 
 impl Connection {
-    pub(crate) fn new(authority: Authority) -> Arc<Self> {
+    pub(crate) fn new(authority: Authority, connector: Connector) -> Arc<Self> {
         Arc::new(Self {
             authority,
+            connector,
             sender: Mutex::new(None),
             dialing: tokio::sync::Mutex::new(0),
         })
@@ -57,6 +58,10 @@ impl Connection {
 
     pub(crate) fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     /// Sends `request` (whose URI names this replica) and returns the
@@ -113,16 +118,14 @@ impl Connection {
         if let Some(live) = self.sender.lock().clone() {
             return Ok(live);
         }
-        let tcp =
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.authority.as_str()))
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        // Headers, data and trailers must not wait on Nagle's algorithm.
-        tcp.set_nodelay(true)?;
+        // TCP_NODELAY, a connect timeout, then the TLS handshake. One
+        // connection per replica carries every call, so the handshake is
+        // paid once, not per call.
+        let tls = self.connector.dial(self.authority.as_str()).await?;
         let (sender, connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(tls)
             .await?;
         *generation += 1;
         let live = (*generation, sender);
@@ -229,7 +232,11 @@ impl HttpBody for UpstreamBody {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use tokio::net::TcpStream;
+
     use super::*;
+
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
     /// A replica whose accept queue is full drops further SYNs, like one
     /// behind a black hole: the call fails after the connect timeout
@@ -250,7 +257,14 @@ mod tests {
                 _ => break,
             }
         }
-        let connection = Connection::new(address.to_string().parse().unwrap());
+        let connection = Connection::new(
+            address.to_string().parse().unwrap(),
+            Connector::new(
+                tenancy_testkit::tls_for(tenancy_runtime::tls::Caller::Gateway),
+                tenancy_runtime::tls::Caller::Identity,
+                CONNECT_TIMEOUT,
+            ),
+        );
         let request = http::Request::builder()
             .uri(format!(
                 "http://{address}/tenancy.identity.v1.IdentityService/GetMe"

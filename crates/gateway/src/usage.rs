@@ -21,12 +21,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::{ApiTokenUsage, RecordUsageRequest, SessionActivity};
+use tenancy_runtime::Channel;
 use tenancy_runtime::Timestamp;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::Shutdown;
 use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::policy::Credential;
 use crate::state::{FastMap, Id, id_string};

@@ -21,8 +21,8 @@ use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::*;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Error, Principal, SystemClock, TenancyService};
-use tenancy_testkit::{Caller, TestDatabase, test_config, test_context, test_key};
-use tonic::transport::Channel;
+use tenancy_testkit::TestChannel as Channel;
+use tenancy_testkit::{Caller, TestDatabase, test_config, test_context};
 
 struct NoMail;
 #[tonic::async_trait]
@@ -82,7 +82,8 @@ async fn main() {
 
     // 2. The service on loopback.
     let clock: tenancy_runtime::clock::SharedClock = Arc::new(SystemClock);
-    let context = test_context(config, clock.clone());
+    let context =
+        test_context(config, clock.clone()).for_part(tenancy_runtime::tls::Caller::Identity);
     let service = IdentityService::open_with(context, Arc::new(NoMail), Arc::new(NoAccounts))
         .await
         .unwrap();
@@ -90,15 +91,9 @@ async fn main() {
     let address = listener.local_addr().unwrap();
     let (_trigger, stop) = tenancy_runtime::shutdown::channel();
     tokio::spawn(service.serve(listener, stop));
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut internal = IdentityInternalServiceClient::with_interceptor(
-        channel.clone(),
-        ServiceAuth::new(test_key(), clock.clone()),
-    );
+    let channel = Channel::new(tenancy_runtime::tls::Caller::Identity, address);
+    let mut internal =
+        IdentityInternalServiceClient::with_interceptor(channel.clone(), ServiceAuth::new());
     let mut users = Vec::new();
     for i in 0..CLIENTS {
         let email = format!("bench{i}@example.com");

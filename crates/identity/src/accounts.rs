@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
 use tenancy_proto::account::{GetDefaultAccountRequest, GetPrincipalStateRequest, MemberStatus};
+use tenancy_runtime::Channel;
 use tenancy_runtime::Error;
 use tenancy_runtime::principal::ServiceAuth;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// How long identity waits for the account service. A login must not hang
 /// on it: past this, a login without `account_id` goes on without an

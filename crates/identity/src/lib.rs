@@ -80,7 +80,7 @@ impl TenancyService for IdentityService {
             listener,
             routes,
             SERVICE_NAMES,
-            self.context.server_options(),
+            self.context.server_options()?,
             shutdown.wait(),
         )
         .await

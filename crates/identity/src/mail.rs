@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
 use tenancy_proto::contacts::{EmailAddress, MessageTemplate, SendEmailRequest};
+use tenancy_runtime::Channel;
 use tenancy_runtime::Error;
 use tenancy_runtime::principal::ServiceAuth;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// One message to queue.
 #[derive(Clone, Debug)]

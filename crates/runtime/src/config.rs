@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "smtp_url",
     "max_message_bytes",
     "request_timeout",
+    "tls",
     "auth",
     "mail",
     "gateway",
@@ -67,6 +68,8 @@ pub struct Config {
     /// Longest a unary call may take before DEADLINE_EXCEEDED.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Mutual TLS between the parts.
+    pub tls: TlsConfig,
     /// Logins, sessions, tokens and passwords (identity and gateway).
     pub auth: AuthConfig,
     /// Email delivery (contacts).
@@ -81,6 +84,57 @@ pub struct Config {
     pub contacts: ServiceConfig,
     /// The support service.
     pub support: ServiceConfig,
+}
+
+/// Mutual TLS between the parts: the internal CA and this part's
+/// certificate. `tenancy serve` (the whole suite) makes a throw-away CA and
+/// certificates in `data_dir/tls` when these are unset; a part run alone,
+/// and `tenancy admin`, need them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate(s) of the internal CA peers are verified against.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain of this part, naming it `<part>.tenancy`;
+    /// `{part}` in the path is replaced by the part's name.
+    pub cert_file: Option<String>,
+    /// PEM private key of that certificate; `{part}` as in `cert_file`.
+    pub key_file: Option<String>,
+    /// How often the files are read again (a rotated certificate is used
+    /// for new connections, open ones go on).
+    #[serde(with = "humantime_serde::option")]
+    pub reload_interval: Option<Duration>,
+}
+
+impl TlsConfig {
+    /// How often certificate files are read again (default 10 s).
+    pub fn reload_interval(&self) -> Duration {
+        self.reload_interval.unwrap_or(Duration::from_secs(10))
+    }
+
+    /// The files of `part`, or which setting is missing.
+    pub fn files(&self, part: &str) -> Result<crate::tls::TlsFiles, ConfigError> {
+        let missing = |setting: &str| {
+            ConfigError::new(
+                format!("tls.{setting}"),
+                "required: the internal CA and this part's certificate (run `tenancy serve` once to make development ones in data_dir/tls)",
+            )
+        };
+        let ca = self.ca_file.clone().ok_or_else(|| missing("ca_file"))?;
+        let cert = self
+            .cert_file
+            .as_deref()
+            .ok_or_else(|| missing("cert_file"))?;
+        let key = self
+            .key_file
+            .as_deref()
+            .ok_or_else(|| missing("key_file"))?;
+        Ok(crate::tls::TlsFiles {
+            ca,
+            cert: PathBuf::from(cert.replace("{part}", part)),
+            key: PathBuf::from(key.replace("{part}", part)),
+        })
+    }
 }
 
 /// Authentication settings, shared by identity (which issues tokens) and the
@@ -180,6 +234,16 @@ impl Default for MailConfig {
 pub struct GatewayConfig {
     /// Where clients connect.
     pub listen: SocketAddr,
+    /// PEM certificate chain of the public port; with `tls_key_file`, the
+    /// port serves TLS (1.2 and 1.3, ALPN h2). Read again when it changes.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback `listen` address (behind a
+    /// TLS-terminating load balancer). Without it, that is refused.
+    pub allow_plaintext: bool,
+    /// Where to serve gRPC health alone, in plaintext, for probes.
+    pub health_listen: Option<SocketAddr>,
     /// Proxies whose `x-forwarded-for` is believed (CIDRs).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Rate of rate-limited PUBLIC calls (login, sign-up, password reset)
@@ -209,8 +273,12 @@ pub struct ServiceConfig {
     /// `sqlite://…` or `postgres://…`; default: a SQLite file in `data_dir`.
     pub database_url: Option<String>,
     /// How the gateway and other services reach it (one or more
-    /// comma-separated `http://host:port`); default: its `listen` address.
+    /// comma-separated `https://host:port`; always mutual TLS, whatever the
+    /// scheme); default: its `listen` address.
     pub url: Option<String>,
+    /// Where to serve gRPC health alone, in plaintext, for probes that
+    /// cannot do mutual TLS (Kubernetes).
+    pub health_listen: Option<SocketAddr>,
 }
 
 impl ServiceConfig {
@@ -219,6 +287,7 @@ impl ServiceConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             database_url: None,
             url: None,
+            health_listen: None,
         }
     }
 }
@@ -227,6 +296,10 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            allow_plaintext: false,
+            health_listen: None,
             trusted_proxies: Vec::new(),
             public_rate_per_minute: 10,
             public_burst: 20,
@@ -248,6 +321,7 @@ impl Default for Config {
             smtp_url: None,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             mail: MailConfig::default(),
             gateway: GatewayConfig::default(),
@@ -275,6 +349,16 @@ pub enum ServiceName {
 impl ServiceName {
     /// Every service, in start-up order (dependencies first).
     pub const ALL: [Self; 4] = [Self::Contacts, Self::Identity, Self::Account, Self::Support];
+
+    /// The caller this service is to others (its certificate's name).
+    pub fn caller(self) -> crate::tls::Caller {
+        match self {
+            Self::Identity => crate::tls::Caller::Identity,
+            Self::Account => crate::tls::Caller::Account,
+            Self::Contacts => crate::tls::Caller::Contacts,
+            Self::Support => crate::tls::Caller::Support,
+        }
+    }
 
     /// The lower-case name used in config keys, file names and logs.
     pub fn as_str(self) -> &'static str {
@@ -400,7 +484,7 @@ impl Config {
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            None => vec![format!("http://{}", service.listen)],
+            None => vec![format!("https://{}", service.listen)],
         }
     }
 
@@ -448,7 +532,7 @@ mod tests {
         );
         assert_eq!(
             config.service_urls(ServiceName::Account),
-            ["http://127.0.0.1:50062"]
+            ["https://127.0.0.1:50062"]
         );
     }
 

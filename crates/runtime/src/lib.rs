@@ -17,6 +17,8 @@
 //! - [`secret`]: random tokens, SHA-256 storage hashes, constant-time
 //!   comparison.
 //! - [`clock`]: injectable time.
+//! - [`tls`]: TLS on the public port, mutual TLS between parts, the
+//!   development CA.
 //! - [`telemetry`] and [`shutdown`]: logs and signals.
 
 pub mod clock;
@@ -31,8 +33,9 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, FieldViolation, Reason};
 pub use principal::{Principal, PrincipalKey};
-pub use service::{Context, TenancyService};
+pub use service::{Channel, Context, TenancyService, TlsParts};

@@ -1,12 +1,16 @@
 //! The verified caller, as the gateway forwards it to services.
 //!
-//! The gateway (and a service calling another service) encodes a
-//! [`Principal`] as the protobuf `tenancy.auth.v1.Principal` in the
-//! `x-tenancy-principal-bin` metadata entry and signs those bytes with
-//! HMAC-SHA256 under a key shared by every server, in
-//! `x-tenancy-principal-sig`. The principal carries its own expiry, so a
-//! captured pair is useless after a few seconds. Services verify both and
-//! refuse every non-PUBLIC call without a valid pair.
+//! The gateway encodes a [`Principal`] as the protobuf
+//! `tenancy.auth.v1.Principal` in the `x-tenancy-principal-bin` metadata
+//! entry and signs those bytes with HMAC-SHA256 under a key shared by the
+//! gateway and the services, in `x-tenancy-principal-sig`. A signed
+//! principal is good for one call: it names the method it was signed for,
+//! carries a unique call id and expires after [`SIGNATURE_LIFETIME`].
+//! Services verify all three ([`ReplayCache`] remembers the ids) and refuse
+//! every forwarded call without a valid one.
+//!
+//! Service-to-service calls carry no principal: the caller is the one its
+//! mutual-TLS certificate names (`crate::tls`).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -29,9 +33,16 @@ pub const SIGNATURE_HEADER: &str = "x-tenancy-principal-sig";
 /// Every metadata key with this prefix is ours: the gateway strips
 /// client-supplied copies.
 pub const RESERVED_PREFIX: &str = "x-tenancy-";
-/// How long a signed principal stays valid: long enough for one hop and
-/// clock skew between hosts, short enough that a captured one is useless.
-pub const SIGNATURE_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a principal the gateway signs stays valid: long enough for one
+/// hop and clock skew between hosts, short enough that the ids services
+/// must remember stay few.
+pub const SIGNATURE_LIFETIME: Duration = Duration::from_secs(15);
+/// The longest lifetime a service accepts (`tenancy admin principal` signs
+/// for this long, for a person to paste into grpcurl). Longer ones are
+/// refused, which keeps the replay cache bounded.
+pub const MAX_SIGNATURE_LIFETIME: Duration = Duration::from_secs(60);
+/// Clock skew between hosts tolerated on top of [`MAX_SIGNATURE_LIFETIME`].
+const CLOCK_SKEW: Duration = Duration::from_secs(5);
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -77,6 +88,9 @@ pub struct Principal {
     pub user_agent: String,
     /// Whether an API token is read-only.
     pub read_only: bool,
+    /// For service-to-service calls: the calling service, as its
+    /// certificate names it (never signed, never sent).
+    pub caller: Option<crate::tls::Caller>,
 }
 
 impl Principal {
@@ -104,7 +118,7 @@ impl Principal {
         self.token_kind == TokenKind::Service
     }
 
-    fn to_proto(&self, expires_at: Timestamp) -> pb::Principal {
+    fn to_proto(&self, call: &Call<'_>, expires_at: Timestamp) -> pb::Principal {
         pb::Principal {
             user_id: self.user_id.clone().unwrap_or_default(),
             account_id: self.account_id.clone().unwrap_or_default(),
@@ -120,6 +134,8 @@ impl Principal {
             expires_at_ms: expires_at.millis(),
             user_agent: self.user_agent.clone(),
             read_only: self.read_only,
+            method: call.method.to_owned(),
+            call_id: call.id.to_vec(),
         }
     }
 
@@ -139,7 +155,61 @@ impl Principal {
             auth_time: (p.auth_time != 0).then_some(p.auth_time),
             user_agent: p.user_agent,
             read_only: p.read_only,
+            caller: None,
         }
+    }
+}
+
+/// The one call a principal is signed for.
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The full gRPC method, `/package.Service/Method`.
+    pub method: &'a str,
+    /// A unique id (see [`CallIds`]).
+    pub id: [u8; 16],
+}
+
+/// A verified principal and the call it was signed for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Who calls.
+    pub principal: Principal,
+    /// The method it was signed for.
+    pub method: String,
+    /// Its unique id.
+    pub call_id: Vec<u8>,
+    /// When it stops being valid (Unix milliseconds).
+    pub expires_at_ms: i64,
+}
+
+/// Unique call ids without a random draw (a syscall) per call: a random
+/// per-process prefix and a counter.
+pub struct CallIds {
+    prefix: [u8; 8],
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Default for CallIds {
+    fn default() -> Self {
+        use rand::RngCore as _;
+        let mut prefix = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut prefix);
+        Self {
+            prefix,
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl CallIds {
+    /// The next id: unique in this process, and across processes but for a
+    /// 2^-64 chance per pair of processes.
+    pub fn next(&self) -> [u8; 16] {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.prefix);
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        id
     }
 }
 
@@ -158,6 +228,9 @@ pub enum PrincipalError {
     /// Signed, but too old.
     #[error("signed principal expired")]
     Expired,
+    /// Signed for longer than any signer may.
+    #[error("signed principal valid for too long")]
+    TooLong,
 }
 
 /// The key shared by the gateway and the services. Deliberately neither
@@ -215,12 +288,25 @@ impl PrincipalKey {
         self.keyed.clone()
     }
 
-    /// Signs `principal`, valid until `now + SIGNATURE_LIFETIME`, returning
-    /// the two metadata values (principal in base64 without padding as gRPC
-    /// binary metadata expects, signature in base64url).
-    pub fn sign(&self, principal: &Principal, now: Timestamp) -> SignedPrincipal {
+    /// Signs `principal` for `call`, valid until `now +
+    /// SIGNATURE_LIFETIME`, returning the two metadata values (principal in
+    /// base64 without padding as gRPC binary metadata expects, signature in
+    /// base64url).
+    pub fn sign(&self, principal: &Principal, call: Call<'_>, now: Timestamp) -> SignedPrincipal {
+        self.sign_for(principal, call, now, SIGNATURE_LIFETIME)
+    }
+
+    /// [`Self::sign`] with another lifetime (at most
+    /// [`MAX_SIGNATURE_LIFETIME`] is accepted).
+    pub fn sign_for(
+        &self,
+        principal: &Principal,
+        call: Call<'_>,
+        now: Timestamp,
+        lifetime: Duration,
+    ) -> SignedPrincipal {
         let bytes = principal
-            .to_proto(now.plus(SIGNATURE_LIFETIME))
+            .to_proto(&call, now.plus(lifetime))
             .encode_to_vec();
         let mut mac = self.mac();
         mac.update(&bytes);
@@ -231,13 +317,14 @@ impl PrincipalKey {
         }
     }
 
-    /// Verifies the two metadata values and returns the principal.
+    /// Verifies the two metadata values and returns the principal and the
+    /// call it was signed for (the caller checks the method and the id).
     pub fn verify(
         &self,
         principal: Option<&[u8]>,
         signature: Option<&[u8]>,
         now: Timestamp,
-    ) -> Result<Principal, PrincipalError> {
+    ) -> Result<Verified, PrincipalError> {
         let (Some(principal), Some(signature)) = (principal, signature) else {
             return Err(if principal.is_none() && signature.is_none() {
                 PrincipalError::Missing
@@ -254,12 +341,97 @@ impl PrincipalKey {
         // `verify_slice` compares in constant time.
         mac.verify_slice(&signature)
             .map_err(|_| PrincipalError::BadSignature)?;
-        let decoded =
+        let mut decoded =
             pb::Principal::decode(bytes.as_slice()).map_err(|_| PrincipalError::Malformed)?;
         if decoded.expires_at_ms < now.millis() {
             return Err(PrincipalError::Expired);
         }
-        Ok(Principal::from_proto(decoded))
+        if decoded.expires_at_ms > now.plus(MAX_SIGNATURE_LIFETIME + CLOCK_SKEW).millis() {
+            return Err(PrincipalError::TooLong);
+        }
+        let method = std::mem::take(&mut decoded.method);
+        let call_id = std::mem::take(&mut decoded.call_id);
+        let expires_at_ms = decoded.expires_at_ms;
+        Ok(Verified {
+            principal: Principal::from_proto(decoded),
+            method,
+            call_id,
+            expires_at_ms,
+        })
+    }
+}
+
+/// What [`ReplayCache::first_use`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Never seen: the call may proceed.
+    First,
+    /// Seen before, within its lifetime: a replay.
+    Repeated,
+    /// Too many ids alive to remember another: refuse (fail closed).
+    Full,
+}
+
+/// The call ids of principals a service has accepted, each kept until the
+/// principal expires, so a captured principal cannot be used twice. Bounded:
+/// at most [`ReplayCache::CAPACITY`] ids, pruned of expired ones every
+/// second; when full of live ids, calls are refused rather than a replay
+/// let through.
+pub struct ReplayCache {
+    shards: Vec<parking_lot::Mutex<Shard>>,
+    per_shard: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    expiries: std::collections::HashMap<[u8; 16], i64>,
+    next_prune: i64,
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        Self::with_capacity(Self::CAPACITY)
+    }
+}
+
+impl ReplayCache {
+    /// Ids remembered at most: a replica answering 20,000 calls a second
+    /// holds 300,000 for [`SIGNATURE_LIFETIME`].
+    pub const CAPACITY: usize = 1_000_000;
+    const SHARDS: usize = 16;
+
+    /// A cache of at most `capacity` ids.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            shards: (0..Self::SHARDS)
+                .map(|_| parking_lot::Mutex::new(Shard::default()))
+                .collect(),
+            per_shard: capacity.div_ceil(Self::SHARDS).max(1),
+        }
+    }
+
+    /// Records `id` (valid until `expires_at_ms`) at `now_ms` and says
+    /// whether this is its first use. Ids that are not 16 bytes are
+    /// [`Use::Repeated`]: no signer makes them.
+    pub fn first_use(&self, id: &[u8], expires_at_ms: i64, now_ms: i64) -> Use {
+        let Ok(id) = <[u8; 16]>::try_from(id) else {
+            return Use::Repeated;
+        };
+        // The counter half of gateway ids varies fastest.
+        let shard = &self.shards[usize::from(id[15]) % Self::SHARDS];
+        let mut shard = shard.lock();
+        if now_ms >= shard.next_prune || shard.expiries.len() >= self.per_shard {
+            shard.expiries.retain(|_, expires| *expires >= now_ms);
+            shard.next_prune = now_ms + 1000;
+        }
+        if shard.expiries.contains_key(&id) {
+            return Use::Repeated;
+        }
+        if shard.expiries.len() >= self.per_shard {
+            return Use::Full;
+        }
+        shard.expiries.insert(id, expires_at_ms);
+        Use::First
     }
 }
 
@@ -327,18 +499,19 @@ pub fn strip_reserved(headers: &mut http::HeaderMap) {
     }
 }
 
-/// A tonic interceptor for service-to-service clients: signs a SERVICE
-/// principal on every outgoing call.
-#[derive(Clone)]
-pub struct ServiceAuth {
-    key: PrincipalKey,
-    clock: crate::clock::SharedClock,
-}
+/// Metadata key of the request id shared by every hop of one client call.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A tonic interceptor for service-to-service clients: passes the request
+/// id of the call being served on, so logs of every hop correlate. The
+/// caller itself is authenticated by its mutual-TLS certificate.
+#[derive(Clone, Default)]
+pub struct ServiceAuth;
 
 impl ServiceAuth {
-    /// An interceptor signing with `key`.
-    pub fn new(key: PrincipalKey, clock: crate::clock::SharedClock) -> Self {
-        Self { key, clock }
+    /// The interceptor.
+    pub fn new() -> Self {
+        Self
     }
 }
 
@@ -347,10 +520,9 @@ impl tonic::service::Interceptor for ServiceAuth {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let request_id = tracing_request_id().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        self.key
-            .sign(&Principal::service(request_id), self.clock.now())
-            .insert_into_metadata(request.metadata_mut());
+        if let Some(id) = tracing_request_id().and_then(|id| id.parse().ok()) {
+            request.metadata_mut().insert(REQUEST_ID_HEADER, id);
+        }
         Ok(request)
     }
 }
@@ -384,6 +556,11 @@ mod tests {
         }
     }
 
+    const CALL: Call<'static> = Call {
+        method: "/tenancy.identity.v1.IdentityService/GetMe",
+        id: [7; 16],
+    };
+
     fn verify(
         key: &PrincipalKey,
         signed: &SignedPrincipal,
@@ -394,19 +571,55 @@ mod tests {
             Some(signed.signature.as_bytes()),
             now,
         )
+        .map(|v| v.principal)
     }
 
     #[test]
     fn a_signed_principal_verifies_and_round_trips() {
         let key = PrincipalKey::generate();
         let now = Timestamp(1_000_000);
-        let signed = key.sign(&sample(), now);
+        let signed = key.sign(&sample(), CALL, now);
         assert_eq!(verify(&key, &signed, now), Ok(sample()));
+        let verified = key
+            .verify(
+                Some(signed.principal.as_bytes()),
+                Some(signed.signature.as_bytes()),
+                now,
+            )
+            .unwrap();
+        assert_eq!(verified.method, CALL.method);
+        assert_eq!(verified.call_id, CALL.id);
+    }
+
+    #[test]
+    fn a_principal_signed_for_too_long_is_refused() {
+        let key = PrincipalKey::generate();
+        let now = Timestamp(1_000_000);
+        let ok = key.sign_for(&sample(), CALL, now, MAX_SIGNATURE_LIFETIME);
+        assert!(verify(&key, &ok, now).is_ok());
+        let long = key.sign_for(&sample(), CALL, now, MAX_SIGNATURE_LIFETIME * 2);
+        assert_eq!(verify(&key, &long, now), Err(PrincipalError::TooLong));
+    }
+
+    #[test]
+    fn the_replay_cache_refuses_a_second_use_until_expiry_and_fails_closed_when_full() {
+        let cache = ReplayCache::with_capacity(16);
+        assert_eq!(cache.first_use(&[1; 16], 2_000, 1_000), Use::First);
+        assert_eq!(cache.first_use(&[1; 16], 2_000, 1_500), Use::Repeated);
+        assert_eq!(cache.first_use(&[1; 3], 2_000, 1_500), Use::Repeated);
+        // Shard of id[15] == 1 holds one id: another live one does not fit.
+        let mut other = [2; 16];
+        other[15] = 1;
+        assert_eq!(cache.first_use(&other, 2_000, 1_600), Use::Full);
+        // Once the first expired it is forgotten and room is made.
+        assert_eq!(cache.first_use(&other, 9_000, 2_001), Use::First);
+        let ids = CallIds::default();
+        assert_ne!(ids.next(), ids.next());
     }
 
     #[test]
     fn another_key_is_refused() {
-        let signed = PrincipalKey::generate().sign(&sample(), Timestamp(0));
+        let signed = PrincipalKey::generate().sign(&sample(), CALL, Timestamp(0));
         assert_eq!(
             verify(&PrincipalKey::generate(), &signed, Timestamp(0)),
             Err(PrincipalError::BadSignature)
@@ -416,11 +629,11 @@ mod tests {
     #[test]
     fn a_tampered_principal_is_refused() {
         let key = PrincipalKey::generate();
-        let signed = key.sign(&sample(), Timestamp(0));
+        let signed = key.sign(&sample(), CALL, Timestamp(0));
         let mut owner = sample();
         owner.user_id = Some("someone-else".into());
         let forged = SignedPrincipal {
-            principal: key.sign(&owner, Timestamp(0)).principal,
+            principal: key.sign(&owner, CALL, Timestamp(0)).principal,
             signature: signed.signature,
         };
         assert_eq!(
@@ -432,7 +645,7 @@ mod tests {
     #[test]
     fn an_expired_principal_is_refused() {
         let key = PrincipalKey::generate();
-        let signed = key.sign(&sample(), Timestamp(0));
+        let signed = key.sign(&sample(), CALL, Timestamp(0));
         let later = Timestamp(0).plus(SIGNATURE_LIFETIME + Duration::from_millis(1));
         assert_eq!(verify(&key, &signed, later), Err(PrincipalError::Expired));
     }

@@ -162,6 +162,37 @@ mod tests {
         }
     }
 
+    /// Every INTERNAL method names who may call it, and nothing else names
+    /// callers (only the gateway forwards client calls).
+    #[test]
+    fn every_internal_method_names_its_callers_and_only_internal_methods_do() {
+        let rules = MethodRules::tenancy().unwrap();
+        let mut internal = 0;
+        for method in rules.methods() {
+            let rule = method.rule.as_ref().unwrap();
+            let callers: Vec<_> = rule.callers().collect();
+            if rule.audience() == Audience::Internal {
+                internal += 1;
+                assert!(!callers.is_empty(), "{} names no caller", method.path);
+                assert!(
+                    !callers.contains(&tenancy_proto::auth::Caller::Unspecified),
+                    "{} names CALLER_UNSPECIFIED",
+                    method.path
+                );
+            } else {
+                assert!(callers.is_empty(), "{} names callers", method.path);
+            }
+        }
+        assert!(internal >= 27, "only {internal} INTERNAL methods found");
+        let grant = rules
+            .rule("/tenancy.identity.v1.IdentityInternalService/GrantStaff")
+            .unwrap();
+        assert_eq!(
+            grant.callers().collect::<Vec<_>>(),
+            [tenancy_proto::auth::Caller::Operator]
+        );
+    }
+
     #[test]
     fn login_is_public_and_rate_limited() {
         let rules = MethodRules::tenancy().unwrap();

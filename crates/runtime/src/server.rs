@@ -3,12 +3,16 @@
 //! Layers, outermost first, and why they sit there:
 //! 1. tonic's request timeout, so no handler outlives `request_timeout`
 //!    (streams are bounded by their own deadline, not this one);
-//! 2. [`PrincipalLayer`], which refuses a non-PUBLIC call without a valid
-//!    signed principal before any handler or database is touched, and hands
-//!    handlers the verified [`Principal`] in the request extensions;
+//! 2. [`PrincipalLayer`], which decides who may call before any handler or
+//!    database is touched: INTERNAL methods only the callers their rule
+//!    names (as their mutual-TLS certificates name them), every other
+//!    method only the gateway, with a valid principal signed for this method
+//!    and never used before; it hands handlers the verified [`Principal`]
+//!    in the request extensions;
 //! 3. the routes: the service's own, health, and reflection (v1 and v1alpha,
 //!    so grpcurl 1.8 works).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,10 +28,11 @@ use tonic_health::ServingStatus;
 use crate::clock::SharedClock;
 use crate::error::Error;
 use crate::principal::{
-    PRINCIPAL_HEADER, Principal, PrincipalError, PrincipalKey, REQUEST_ID, SIGNATURE_HEADER,
-    role_at_least,
+    PRINCIPAL_HEADER, Principal, PrincipalError, PrincipalKey, REQUEST_ID, REQUEST_ID_HEADER,
+    ReplayCache, SIGNATURE_HEADER, Use, role_at_least,
 };
 use crate::rules::MethodRules;
+use crate::tls::{Caller, PartTls, PeerInfo};
 
 /// What a server needs besides its routes.
 #[derive(Clone)]
@@ -41,6 +46,12 @@ pub struct ServerOptions {
     pub rules: Arc<MethodRules>,
     /// The clock signatures are checked against.
     pub clock: SharedClock,
+    /// This part's certificate: the server accepts only mutual-TLS clients
+    /// with a certificate from the same CA.
+    pub tls: Arc<PartTls>,
+    /// Where to serve gRPC health alone, in plaintext, for probes that
+    /// cannot do mutual TLS (Kubernetes).
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Serves `routes` (whose gRPC service names are `service_names`) with
@@ -62,6 +73,9 @@ pub async fn serve(
     let (reflection_v1, reflection_v1alpha) = reflection(service_names)?;
 
     let shutdown = futures::FutureExt::shared(shutdown);
+    if let Some(address) = options.health_listen {
+        serve_health(address, health_reporter.clone(), shutdown.clone()).await?;
+    }
     let server = tonic::transport::Server::builder()
         .timeout(options.request_timeout)
         .layer(PrincipalLayer::new(&options))
@@ -69,12 +83,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        // Without TCP_NODELAY, a response's headers, data and trailers wait
-        // on Nagle's algorithm and the client's delayed ACK: ~40 ms a call.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown.clone(),
-        );
+        .serve_with_incoming_shutdown(options.tls.incoming(listener), shutdown.clone());
     // Graceful shutdown waits for in-flight calls, and a Watch stream never
     // ends by itself: after the grace period the rest are cut off (clients
     // resume their streams elsewhere).
@@ -88,6 +97,34 @@ pub async fn serve(
             Ok(())
         }
     }
+}
+
+/// Serves gRPC health alone on `address`, in plaintext, until `shutdown`,
+/// answering what `reporter` reports.
+pub async fn serve_health(
+    address: std::net::SocketAddr,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::internal(format!("health_listen: cannot listen on {address}: {e}")))?;
+    let service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(reporter),
+    );
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "health port stopped");
+        }
+    });
+    Ok(())
 }
 
 /// How long in-flight calls may finish after a shutdown signal.
@@ -107,9 +144,10 @@ pub fn reflection(
     ),
     Error,
 > {
+    let files = served_descriptor_set(service_names)?;
     let builder = || {
         let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tenancy_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(files)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
         for name in service_names {
@@ -120,6 +158,82 @@ pub fn reflection(
     let v1 = builder().build_v1().map_err(Error::internal)?;
     let v1alpha = builder().build_v1alpha().map_err(Error::internal)?;
     Ok((v1, v1alpha))
+}
+
+/// [`descriptor_set_of`] the Tenancy protocol for `service_names`, made
+/// once per distinct set of names (a handful per process) and kept.
+fn served_descriptor_set(service_names: &[&str]) -> Result<&'static [u8], Error> {
+    type Made = parking_lot::Mutex<HashMap<Vec<String>, &'static [u8]>>;
+    static MADE: std::sync::OnceLock<Made> = std::sync::OnceLock::new();
+    let key: Vec<String> = service_names.iter().map(|s| (*s).to_owned()).collect();
+    let mut made = MADE.get_or_init(Made::default).lock();
+    if let Some(files) = made.get(&key) {
+        return Ok(files);
+    }
+    let files: &'static [u8] = Box::leak(
+        descriptor_set_of(tenancy_proto::FILE_DESCRIPTOR_SET, service_names)?.into_boxed_slice(),
+    );
+    made.insert(key, files);
+    Ok(files)
+}
+
+/// The files of an encoded `FileDescriptorSet` that define `service_names`
+/// and those they import, transitively, as an encoded set: what reflection
+/// describes. A server describes nothing it does not serve (the gateway no
+/// internal service, nor a message only an internal service uses). Files
+/// are kept byte for byte, custom options (the access rules) included.
+pub fn descriptor_set_of(set: &[u8], service_names: &[&str]) -> Result<Vec<u8>, Error> {
+    use prost::Message as _;
+    // A FileDescriptorSet is `repeated FileDescriptorProto file = 1`: walk
+    // the entries on the wire, so unknown fields survive untouched.
+    let mut files: Vec<(&[u8], prost_types::FileDescriptorProto)> = Vec::new();
+    let mut rest = set;
+    while !rest.is_empty() {
+        let key = prost::encoding::decode_varint(&mut rest).map_err(Error::internal)?;
+        let length = prost::encoding::decode_varint(&mut rest).map_err(Error::internal)?;
+        let length = usize::try_from(length).map_err(Error::internal)?;
+        if key != (1 << 3 | 2) || length > rest.len() {
+            return Err(Error::internal("not an encoded FileDescriptorSet"));
+        }
+        let (file, tail) = rest.split_at(length);
+        rest = tail;
+        files.push((
+            file,
+            prost_types::FileDescriptorProto::decode(file).map_err(Error::internal)?,
+        ));
+    }
+    let full_name = |file: &prost_types::FileDescriptorProto, service: &str| {
+        format!("{}.{service}", file.package())
+    };
+    let mut wanted: Vec<&str> = files
+        .iter()
+        .filter(|(_, file)| {
+            file.service
+                .iter()
+                .any(|s| service_names.contains(&full_name(file, s.name()).as_str()))
+        })
+        .map(|(_, file)| file.name())
+        .collect();
+    let mut i = 0;
+    while i < wanted.len() {
+        if let Some((_, file)) = files.iter().find(|(_, f)| f.name() == wanted[i]) {
+            for dependency in &file.dependency {
+                if !wanted.contains(&dependency.as_str()) {
+                    wanted.push(dependency);
+                }
+            }
+        }
+        i += 1;
+    }
+    let mut out = Vec::with_capacity(set.len());
+    for (bytes, file) in &files {
+        if wanted.contains(&file.name()) {
+            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut out);
+            prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+            out.extend_from_slice(bytes);
+        }
+    }
+    Ok(out)
 }
 
 /// Verifies the forwarded principal of every call to a Tenancy method.
@@ -136,6 +250,7 @@ impl PrincipalLayer {
                 key: options.key.clone(),
                 rules: options.rules.clone(),
                 clock: options.clock.clone(),
+                replays: ReplayCache::default(),
             }),
         }
     }
@@ -156,12 +271,27 @@ struct PrincipalCheck {
     key: Option<PrincipalKey>,
     rules: Arc<MethodRules>,
     clock: SharedClock,
+    replays: ReplayCache,
+}
+
+/// The request id a service-to-service call passes on, if it is sane.
+fn request_id_of(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
 impl PrincipalCheck {
     /// `Ok(None)` for paths that are not Tenancy methods (health,
     /// reflection, unknown: tonic answers those itself).
-    fn decide(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Principal>, Error> {
+    fn decide(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+        peer: Option<&PeerInfo>,
+    ) -> Result<Option<Principal>, Error> {
         let Some(method) = self.rules.method(path) else {
             return Ok(None);
         };
@@ -171,41 +301,88 @@ impl PrincipalCheck {
                 "method has no access rule",
             ));
         };
+        let Some(caller) = peer.map(|p| p.caller) else {
+            return Err(Error::new(
+                Reason::CallerUnknown,
+                "this server needs a client certificate",
+            ));
+        };
+        let audience = rule.audience();
+        if audience == Audience::Internal {
+            // The caller is the one its certificate names; metadata claims
+            // nothing here.
+            if !rule.callers().any(|allowed| allowed == caller) {
+                let name = crate::tls::caller_name(caller);
+                return Err(Error::new(
+                    Reason::CallerNotAllowed,
+                    format!("{name} may not call this method"),
+                )
+                .with_metadata("caller", name));
+            }
+            let mut principal = Principal::service(request_id_of(headers));
+            principal.caller = Some(caller);
+            return Ok(Some(principal));
+        }
+        // Client calls reach services through the gateway only (and, but
+        // for PUBLIC methods, from the operator's command line), so its
+        // throttles and rate limits cannot be bypassed.
+        let forwarder = caller == Caller::Gateway
+            || (caller == Caller::Operator && audience != Audience::Public);
+        if !forwarder {
+            return Err(Error::new(
+                Reason::GatewayOnly,
+                "this method is served through the gateway only",
+            ));
+        }
+        let now = self.clock.now();
         let verified = match &self.key {
             Some(key) => key.verify(
                 headers.get(PRINCIPAL_HEADER).map(|v| v.as_bytes()),
                 headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes()),
-                self.clock.now(),
+                now,
             ),
             None => Err(PrincipalError::Missing),
         };
-        let audience = rule.audience();
-        let principal = match (audience, verified) {
-            (_, Ok(principal)) => principal,
-            (Audience::Public, Err(PrincipalError::Missing)) => {
-                Principal::anonymous(None, uuid::Uuid::new_v4().to_string())
-            }
-            (_, Err(PrincipalError::Missing)) => {
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(PrincipalError::Missing) => {
                 return Err(Error::new(
                     Reason::PrincipalMissing,
                     "this method needs a caller verified by the gateway",
                 ));
             }
-            (_, Err(e)) => return Err(Error::new(Reason::PrincipalInvalid, e.to_string())),
+            Err(e) => return Err(Error::new(Reason::PrincipalInvalid, e.to_string())),
         };
+        if verified.method != path {
+            return Err(Error::new(
+                Reason::PrincipalWrongMethod,
+                "the principal was signed for another method",
+            ));
+        }
+        match self
+            .replays
+            .first_use(&verified.call_id, verified.expires_at_ms, now.millis())
+        {
+            Use::First => {}
+            Use::Repeated => {
+                return Err(Error::new(
+                    Reason::PrincipalReplayed,
+                    "the principal was used before",
+                ));
+            }
+            Use::Full => {
+                return Err(Error::unavailable(
+                    "too many calls in flight to check for replays; retry",
+                ));
+            }
+        }
+        let principal = verified.principal;
         let denied = |reason, message| Err(Error::new(reason, message));
         match audience {
             Audience::Unspecified => {
                 return denied(Reason::AccessRuleMissing, "method has no audience");
             }
-            Audience::Public => {}
-            Audience::Internal if !principal.is_service() => {
-                return denied(
-                    Reason::MethodInternalOnly,
-                    "only Tenancy services may call this method",
-                );
-            }
-            Audience::Internal => {}
+            Audience::Public | Audience::Internal => {}
             _ if principal.user_id.is_none() => {
                 return Err(Error::new(Reason::UserRequired, "this method needs a user"));
             }
@@ -265,7 +442,11 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        let decision = self.check.decide(&path, request.headers());
+        let decision = self.check.decide(
+            &path,
+            request.headers(),
+            request.extensions().get::<PeerInfo>(),
+        );
         // Take the service that was made ready, leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

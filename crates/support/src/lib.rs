@@ -77,7 +77,7 @@ impl TenancyService for SupportService {
             listener,
             routes,
             SERVICE_NAMES,
-            self.context.server_options(),
+            self.context.server_options()?,
             shutdown.wait(),
         )
         .await

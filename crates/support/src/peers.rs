@@ -13,11 +13,11 @@ use tenancy_proto::contacts::{
 use tenancy_proto::identity::{
     self as identity_pb, identity_internal_service_client::IdentityInternalServiceClient,
 };
+use tenancy_runtime::Channel;
 use tenancy_runtime::config::{ConfigError, ServiceName};
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Context, Error, Principal, Reason};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::domain::Visibility;
 

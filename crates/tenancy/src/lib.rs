@@ -13,8 +13,9 @@ use futures::future::BoxFuture;
 use tenancy_runtime::config::{Config, ConfigError, ServiceName};
 use tenancy_runtime::rules::MethodRules;
 use tenancy_runtime::shutdown::{self, Shutdown, ShutdownTrigger};
+use tenancy_runtime::tls::{Caller, dev::DevPki};
 use tenancy_runtime::{
-    Context, Error, PrincipalKey, SystemClock, TenancyService, clock::SharedClock,
+    Context, Error, PrincipalKey, SystemClock, TenancyService, TlsParts, clock::SharedClock,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -57,6 +58,8 @@ impl Part {
 pub struct Running {
     /// Where the gateway listens, when it runs.
     pub gateway: Option<SocketAddr>,
+    /// Whether the gateway's port serves TLS (else plaintext).
+    pub gateway_tls: bool,
     /// Where each running service listens.
     pub services: Vec<(ServiceName, SocketAddr)>,
     trigger: ShutdownTrigger,
@@ -78,6 +81,7 @@ impl Running {
         let (trigger, _) = shutdown::channel();
         Self {
             gateway: None,
+            gateway_tls: false,
             services,
             trigger,
             tasks: JoinSet::new(),
@@ -130,9 +134,23 @@ fn task_error(
     }
 }
 
-/// The principal key: configured, or (for the all-in-one suite) generated
-/// once and kept in the data directory so restarts keep it.
-pub fn principal_key(config: &Config, part: Part) -> Result<PrincipalKey, ConfigError> {
+/// Whether a command may create what the data directory lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// `tenancy serve` and `tenancy migrate` of the whole suite: generate
+    /// the key once and keep it in the data directory.
+    CreateInDataDir,
+    /// Other commands: use the key where the suite keeps it, or refuse.
+    Existing,
+}
+
+/// The principal key, from the one place every command reads it: the
+/// `principal_key` setting, or (for the all-in-one suite) the data
+/// directory's `principal.key`. Only `keys = CreateInDataDir` writes a new
+/// one there; otherwise a missing key is an error naming the setting,
+/// never a key made up for the occasion (a command that sealed data with
+/// one would leave it unreadable).
+pub fn principal_key(config: &Config, part: Part, keys: Keys) -> Result<PrincipalKey, ConfigError> {
     if let Some(key) = config.principal_key()? {
         return Ok(key);
     }
@@ -154,9 +172,59 @@ pub fn principal_key(config: &Config, part: Part) -> Result<PrincipalKey, Config
             )
         });
     }
+    if keys == Keys::Existing {
+        return Err(ConfigError::new(
+            "principal_key",
+            format_args!(
+                "not set, and {} does not exist (start `tenancy serve` once, or set TENANCY_PRINCIPAL_KEY)",
+                path.display()
+            ),
+        ));
+    }
     let key = PrincipalKey::generate();
     write_private(&path, &key.to_hex()).map_err(io_error)?;
     Ok(key)
+}
+
+/// Where the all-in-one suite keeps its development CA and certificates.
+pub fn dev_tls_dir(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("tls")
+}
+
+/// Fills `config.tls` for the all-in-one suite when it is unset: a
+/// throw-away CA in `data_dir/tls` (kept across restarts, so a `grpcurl
+/// -cacert` path stays valid) and a certificate for every part, issued
+/// afresh (`keys = CreateInDataDir`), or those already there (`Existing`).
+/// A part run alone needs `tls.*` set.
+pub fn tls_config(config: &mut Config, part: Part, keys: Keys) -> Result<(), ConfigError> {
+    let tls = &config.tls;
+    if tls.ca_file.is_some()
+        || tls.cert_file.is_some()
+        || tls.key_file.is_some()
+        || part != Part::All
+    {
+        return Ok(());
+    }
+    let dir = dev_tls_dir(config);
+    let pki_error = |e: String| ConfigError::new("data_dir", e);
+    if keys == Keys::CreateInDataDir {
+        DevPki::open(&dir)
+            .map_err(pki_error)?
+            .issue_all()
+            .map_err(pki_error)?;
+    } else if !dir.join(tenancy_runtime::tls::dev::CA_FILE).is_file() {
+        return Err(ConfigError::new(
+            "tls.ca_file",
+            format_args!(
+                "not set, and {} has no development CA (start `tenancy serve` once, or set tls.ca_file, tls.cert_file and tls.key_file)",
+                dir.display()
+            ),
+        ));
+    }
+    config.tls.ca_file = Some(dir.join(tenancy_runtime::tls::dev::CA_FILE));
+    config.tls.cert_file = Some(dir.join("{part}.pem").display().to_string());
+    config.tls.key_file = Some(dir.join("{part}.key").display().to_string());
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -189,7 +257,8 @@ pub async fn start(
     if part == Part::All {
         create_data_dir(&config)?;
     }
-    let key = principal_key(&config, part)?;
+    let key = principal_key(&config, part, Keys::CreateInDataDir)?;
+    tls_config(&mut config, part, Keys::CreateInDataDir)?;
     let rules = MethodRules::tenancy().map_err(|e| ConfigError::new("proto", e))?;
 
     let mut listeners = Vec::new();
@@ -204,7 +273,7 @@ pub async fn start(
             .map_err(|e| ConfigError::new("listen", e))?;
         // In one process, services reach each other where they really listen.
         if part == Part::All {
-            config.service_mut(name).url = Some(format!("http://{address}"));
+            config.service_mut(name).url = Some(format!("https://{address}"));
         }
         listeners.push((name, listener, address));
     }
@@ -214,12 +283,23 @@ pub async fn start(
         None
     };
 
+    let tls = Arc::new(TlsParts::new(&config.tls));
     let context = Context {
         config: Arc::new(config),
         key,
         clock,
         rules: Arc::new(rules),
+        tls,
+        part: Caller::Unspecified,
     };
+    // Every part's certificate is loaded (and checked to name it) before
+    // anything serves, so a bad file fails the start with its setting.
+    for name in part.services() {
+        context.tls.part(name.caller())?;
+    }
+    if part.has_gateway() {
+        context.tls.part(Caller::Gateway)?;
+    }
     let (trigger, _) = shutdown::channel();
     // With the gateway in this process, the services stop only once it has
     // stopped: its last calls, and its last usage report to identity, still
@@ -236,6 +316,7 @@ pub async fn start(
     let mut opened = Vec::new();
     for (name, listener, address) in listeners {
         let stop = services_trigger.subscribe();
+        let context = context.for_part(name.caller());
         let serve = match name {
             ServiceName::Identity => {
                 open_service::<tenancy_identity::IdentityService>(&context, listener, stop).await?
@@ -265,10 +346,10 @@ pub async fn start(
         let address = listener
             .local_addr()
             .map_err(|e| ConfigError::new("gateway.listen", e))?;
-        let built = tenancy_gateway::build(&context)?;
+        let gateway_context = context.for_part(Caller::Gateway);
+        let built = tenancy_gateway::build(&gateway_context)?;
         let stop = trigger.subscribe();
         tracing::info!(%address, "gateway listening");
-        let gateway_context = context.clone();
         let services_trigger = services_trigger.clone();
         tasks.spawn(async move {
             let served = tenancy_gateway::serve(&gateway_context, built, listener, stop).await;
@@ -279,6 +360,7 @@ pub async fn start(
     }
     Ok(Running {
         gateway,
+        gateway_tls: context.config.gateway.tls_cert_file.is_some(),
         services,
         trigger,
         tasks,
@@ -306,17 +388,20 @@ fn create_data_dir(config: &Config) -> Result<(), ConfigError> {
     })
 }
 
-/// Runs the migrations of `part` and returns.
+/// Runs the migrations of `part` and returns. Uses the same keys as
+/// `serve` (the first signing key is sealed with them), from the same place.
 pub async fn migrate(config: &Config, part: Part) -> Result<(), ConfigError> {
-    let context = Context {
-        config: Arc::new(config.clone()),
-        key: PrincipalKey::generate(),
-        clock: Arc::new(SystemClock),
-        rules: Arc::new(MethodRules::default()),
-    };
     if part == Part::All {
         create_data_dir(config)?;
     }
+    let context = Context {
+        config: Arc::new(config.clone()),
+        key: principal_key(config, part, Keys::CreateInDataDir)?,
+        clock: Arc::new(SystemClock),
+        rules: Arc::new(MethodRules::default()),
+        tls: Arc::new(TlsParts::new(&config.tls)),
+        part: Caller::Unspecified,
+    };
     for name in part.services() {
         match name {
             ServiceName::Identity => {
@@ -335,4 +420,51 @@ pub async fn migrate(config: &Config, part: Part) -> Result<(), ConfigError> {
         println!("tenancy: {} migrated", name.as_str());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn fresh() -> Config {
+        let dir = std::env::temp_dir().join(format!("tenancy-keys-{}", uuid::Uuid::new_v4()));
+        Config {
+            data_dir: dir,
+            ..Config::default()
+        }
+    }
+
+    /// A command that only reads keys (`tenancy admin`) refuses with the
+    /// setting's name when the suite never made them, instead of inventing
+    /// one; `serve`/`migrate` of the whole suite make them once, and later
+    /// commands read the same ones.
+    #[test]
+    fn keys_come_from_one_place_and_are_never_made_up() {
+        let mut config = fresh();
+        let error = principal_key(&config, Part::All, Keys::Existing)
+            .err()
+            .unwrap();
+        assert_eq!(error.setting, "principal_key", "{error}");
+        let error = tls_config(&mut config.clone(), Part::All, Keys::Existing)
+            .err()
+            .unwrap();
+        assert_eq!(error.setting, "tls.ca_file", "{error}");
+        let error = principal_key(&config, Part::Identity, Keys::CreateInDataDir)
+            .err()
+            .unwrap();
+        assert_eq!(error.setting, "principal_key", "a part alone needs it set");
+
+        create_data_dir(&config).unwrap();
+        let made = principal_key(&config, Part::All, Keys::CreateInDataDir).unwrap();
+        let read = principal_key(&config, Part::All, Keys::Existing).unwrap();
+        assert_eq!(made.to_hex(), read.to_hex());
+        tls_config(&mut config, Part::All, Keys::CreateInDataDir).unwrap();
+        let mut later = fresh();
+        later.data_dir = config.data_dir.clone();
+        tls_config(&mut later, Part::All, Keys::Existing).unwrap();
+        assert_eq!(later.tls.ca_file, config.tls.ca_file);
+        std::fs::remove_dir_all(&config.data_dir).unwrap();
+    }
 }

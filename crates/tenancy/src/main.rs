@@ -40,7 +40,8 @@ enum Command {
         part: Part,
     },
     /// Operator commands, sent to the identity service (`identity.url`)
-    /// signed with `principal_key`.
+    /// over mutual TLS with the operator's certificate (`tls.*`, or the
+    /// development one `tenancy serve` keeps in data_dir/tls).
     #[command(subcommand)]
     Admin(Admin),
 }
@@ -65,43 +66,28 @@ enum Admin {
         #[arg(long)]
         revoke_current: bool,
     },
-    /// Print the two metadata entries of a signed principal (valid 60 s),
-    /// one per line, to call a service directly, bypassing the gateway,
-    /// e.g. with `grpcurl -H "x-tenancy-principal-bin: …" -H
-    /// "x-tenancy-principal-sig: …"`. Either a portal user (`--user-id`)
-    /// or an internal caller (`--service`, for INTERNAL methods). Needs the
-    /// principal key: an operator tool, never for clients.
-    #[command(group(clap::ArgGroup::new("caller").required(true).args(["user_id", "service"])))]
+    /// Print the two metadata entries of a principal signed for one call of
+    /// one method (valid 60 s, usable once), to call a service directly,
+    /// bypassing the gateway, with grpcurl and the operator's certificate:
+    /// `grpcurl -cacert CA -cert operator.pem -key operator.key -H
+    /// "x-tenancy-principal-bin: …" -H "x-tenancy-principal-sig: …"`.
+    /// Needs the principal key: an operator tool, never for clients. PUBLIC
+    /// methods are served through the gateway only.
     Principal {
-        /// The user to act as (a portal session of theirs).
+        /// The full method it is for, e.g.
+        /// `/tenancy.identity.v1.IdentityService/GetMe`.
         #[arg(long)]
-        user_id: Option<String>,
-        /// The selected account (with `--user-id`).
-        #[arg(long, requires = "user_id", conflicts_with = "service")]
+        method: String,
+        /// The user to act as.
+        #[arg(long)]
+        user_id: String,
+        /// The selected account.
+        #[arg(long)]
         account_id: Option<String>,
-        /// The role in that account (with `--user-id`).
-        #[arg(long, value_parser = ["manager", "owner"], requires = "user_id", conflicts_with = "service")]
+        /// The role in that account.
+        #[arg(long, value_parser = ["manager", "owner"])]
         role: Option<String>,
-        /// Act as an internal caller, e.g. `billing` or `provisioning`: a
-        /// SERVICE principal, as another Tenancy service sends, which
-        /// INTERNAL methods accept. NAME shows as the caller's user agent
-        /// in logs and audit entries.
-        #[arg(long, value_name = "NAME", value_parser = service_name)]
-        service: Option<String>,
     },
-}
-
-/// An internal caller's name: 1–64 of `a-z 0-9 - _ .`.
-fn service_name(name: &str) -> Result<String, String> {
-    let valid = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    if valid {
-        Ok(name.to_owned())
-    } else {
-        Err("1 to 64 of a-z, 0-9, '-', '_', '.'".to_owned())
-    }
 }
 
 fn main() -> ExitCode {
@@ -138,7 +124,13 @@ async fn serve(config: Config, part: Part) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     if let Some(address) = running.gateway {
-        println!("tenancy: gateway listening on {address} (grpcurl -plaintext {address} list)");
+        if running.gateway_tls {
+            println!(
+                "tenancy: gateway listening on {address}, TLS (grpcurl -cacert CA {address} list)"
+            );
+        } else {
+            println!("tenancy: gateway listening on {address} (grpcurl -plaintext {address} list)");
+        }
     }
     for (name, address) in &running.services {
         println!("tenancy: {} service listening on {address}", name.as_str());
@@ -154,51 +146,64 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
     use tenancy_proto::identity::{GrantStaffRequest, RevokeStaffRequest, RotateSigningKeyRequest};
     use tenancy_runtime::config::ServiceName;
 
-    let key = tenancy::principal_key(&config, Part::All).map_err(|e| e.to_string())?;
     if let Admin::Principal {
+        method,
         user_id,
         account_id,
         role,
-        service,
     } = &command
     {
-        use tenancy_runtime::principal::{PRINCIPAL_HEADER, Role, SIGNATURE_HEADER, TokenKind};
-        let request_id = format!("admin-{}", tenancy_runtime::ids::new_id());
-        let principal = match service {
-            Some(name) => tenancy_runtime::Principal {
-                user_agent: name.clone(),
-                ..tenancy_runtime::Principal::service(request_id)
-            },
-            None => tenancy_runtime::Principal {
-                user_id: user_id.clone(),
-                account_id: account_id.clone(),
-                role: match role.as_deref() {
-                    Some("owner") => Role::Owner,
-                    Some("manager") => Role::Manager,
-                    _ => Role::Unspecified,
-                },
-                token_kind: TokenKind::Portal,
-                amr: vec!["pwd".to_owned()],
-                request_id,
-                ..Default::default()
-            },
+        use tenancy_runtime::principal::{
+            Call, MAX_SIGNATURE_LIFETIME, PRINCIPAL_HEADER, Role, SIGNATURE_HEADER, TokenKind,
         };
-        let signed = key.sign(&principal, tenancy_runtime::Clock::now(&SystemClock));
+        let key = tenancy::principal_key(&config, Part::All, tenancy::Keys::Existing)
+            .map_err(|e| e.to_string())?;
+        let principal = tenancy_runtime::Principal {
+            user_id: Some(user_id.clone()),
+            account_id: account_id.clone(),
+            role: match role.as_deref() {
+                Some("owner") => Role::Owner,
+                Some("manager") => Role::Manager,
+                _ => Role::Unspecified,
+            },
+            token_kind: TokenKind::Portal,
+            amr: vec!["pwd".to_owned()],
+            request_id: format!("admin-{}", tenancy_runtime::ids::new_id()),
+            ..Default::default()
+        };
+        let call = Call {
+            method,
+            id: *uuid::Uuid::new_v4().as_bytes(),
+        };
+        let signed = key.sign_for(
+            &principal,
+            call,
+            tenancy_runtime::Clock::now(&SystemClock),
+            MAX_SIGNATURE_LIFETIME,
+        );
         println!("{PRINCIPAL_HEADER}: {}", signed.principal);
         println!("{SIGNATURE_HEADER}: {}", signed.signature);
         return Ok(());
     }
-    let context = tenancy_runtime::Context {
-        config: Arc::new(config),
-        key,
-        clock: Arc::new(SystemClock),
-        rules: Arc::new(tenancy_runtime::rules::MethodRules::default()),
-    };
-    let channel = context
-        .channel_to(ServiceName::Identity)
+    let mut config = config;
+    tenancy::tls_config(&mut config, Part::All, tenancy::Keys::Existing)
         .map_err(|e| e.to_string())?;
-    let mut identity =
-        IdentityInternalServiceClient::with_interceptor(channel, context.service_auth());
+    // Operator calls carry no principal: the operator's certificate is the
+    // credential (GrantStaff and the like name CALLER_OPERATOR).
+    let tls = Arc::new(tenancy_runtime::TlsParts::new(&config.tls));
+    tls.part(tenancy_runtime::tls::Caller::Operator)
+        .map_err(|e| e.to_string())?;
+    let channel = tenancy_runtime::service::channel_to(
+        &config,
+        &tls,
+        tenancy_runtime::tls::Caller::Operator,
+        ServiceName::Identity,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut identity = IdentityInternalServiceClient::with_interceptor(
+        channel,
+        tenancy_runtime::principal::ServiceAuth::new(),
+    );
     let status = |s: tonic::Status| format!("identity: {} ({:?})", s.message(), s.code());
     match command {
         Admin::GrantStaff { email } => {

@@ -6,7 +6,11 @@
 //! - [`start`]: a service opened on that database and served on an ephemeral
 //!   loopback port, stopped when the handle drops.
 //! - [`Caller`]: signs a principal onto every call of a generated client, as
-//!   the gateway would.
+//!   the gateway would (for the method called, with a fresh call id).
+//! - [`TestChannel`]: a channel to a service over mutual TLS, with
+//!   certificates of the per-test-run CA ([`test_pki`]): it presents the
+//!   certificate of a caller the method allows (the gateway for client
+//!   methods), or one chosen with [`TestChannel::as_caller`].
 //! - [`refusal`]: the catalogue reason of a refusal, checked against what
 //!   the catalogue promises (every test that looks at a reason checks it).
 //! - `Peers` (feature `peers`): the real identity, account and contacts
@@ -17,19 +21,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, Database};
+use tenancy_proto::auth::Audience;
 use tenancy_runtime::clock::SharedClock;
-use tenancy_runtime::config::{Config, ServiceName};
-use tenancy_runtime::principal::Principal;
+use tenancy_runtime::config::{Config, ServiceName, TlsConfig};
+use tenancy_runtime::principal::{Call, CallIds, Principal};
 use tenancy_runtime::rules::MethodRules;
 use tenancy_runtime::shutdown::{self, ShutdownTrigger};
-use tenancy_runtime::{Context, ManualClock, PrincipalKey, TenancyService};
+use tenancy_runtime::tls::{Caller as Part, Connector, PartTls, dev::DevPki};
+use tenancy_runtime::{Context, ManualClock, PrincipalKey, TenancyService, TlsParts};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
 
 pub use tenancy_runtime::Reason;
 pub use tenancy_runtime::principal::{Role, TokenKind};
@@ -120,6 +130,41 @@ pub const POSTGRES_ENV: &str = "TENANCY_TEST_DATABASE_URL";
 /// The principal key every test server and test client shares.
 pub fn test_key() -> PrincipalKey {
     PrincipalKey::parse(&"11".repeat(32)).unwrap()
+}
+
+/// The per-test-run CA and a certificate for every caller, made once per
+/// test process in a temporary directory.
+pub fn test_pki() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "tenancy-test-pki-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let pki = DevPki::open(&dir).unwrap();
+        pki.issue_all().unwrap();
+        dir
+    })
+}
+
+/// `tls.*` settings naming the per-test-run CA's files.
+pub fn test_tls_config() -> TlsConfig {
+    let dir = test_pki();
+    TlsConfig {
+        ca_file: Some(dir.join("ca.pem")),
+        cert_file: Some(dir.join("{part}.pem").display().to_string()),
+        key_file: Some(dir.join("{part}.key").display().to_string()),
+        reload_interval: None,
+    }
+}
+
+/// The per-test-run certificate of `caller`, loaded once.
+pub fn tls_for(caller: Part) -> Arc<PartTls> {
+    static LOADED: OnceLock<TlsParts> = OnceLock::new();
+    LOADED
+        .get_or_init(|| TlsParts::new(&test_tls_config()))
+        .part(caller)
+        .unwrap()
 }
 
 /// A database of one's own for one test.
@@ -227,23 +272,36 @@ fn replace_database(url: &str, name: &str) -> String {
     }
 }
 
-/// A configuration for one test: ephemeral ports, `db` for every service.
+/// A configuration for one test: ephemeral ports, `db` for every service,
+/// the per-test-run CA.
 pub fn test_config(db: &TestDatabase) -> Config {
     let mut config = Config::for_test(&db.dir);
+    config.tls = test_tls_config();
     for name in ServiceName::ALL {
         config.service_mut(name).database_url = Some(db.url.clone());
     }
     config
 }
 
-/// A context for servers under test, on `clock`.
+/// A context for servers under test, on `clock` ([`start`] makes it the
+/// started service's).
 pub fn test_context(config: Config, clock: SharedClock) -> Context {
+    let tls = Arc::new(TlsParts::new(&config.tls));
     Context {
         config: Arc::new(config),
         key: test_key(),
         clock,
-        rules: Arc::new(MethodRules::tenancy().unwrap()),
+        rules: rules(),
+        tls,
+        part: Part::Unspecified,
     }
+}
+
+fn rules() -> Arc<MethodRules> {
+    static RULES: OnceLock<Arc<MethodRules>> = OnceLock::new();
+    RULES
+        .get_or_init(|| Arc::new(MethodRules::tenancy().unwrap()))
+        .clone()
 }
 
 /// A service served on an ephemeral port; stops when dropped.
@@ -252,17 +310,15 @@ pub struct Running {
     pub address: SocketAddr,
     /// The clock the service runs on.
     pub clock: ManualClock,
+    /// Which service it is.
+    pub part: Part,
     _stop: ShutdownTrigger,
 }
 
 impl Running {
-    /// A channel to the service.
-    pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+    /// A channel to the service (see [`TestChannel`]).
+    pub async fn channel(&self) -> TestChannel {
+        TestChannel::new(self.part, self.address)
     }
 }
 
@@ -285,6 +341,7 @@ pub async fn start_on<S: TenancyService>(
     clock: ManualClock,
 ) -> Running {
     let address = listener.local_addr().unwrap();
+    let context = context.for_part(S::NAME.caller());
     let service = S::open(context).await.unwrap();
     let (trigger, stop) = shutdown::channel();
     tokio::spawn(async move {
@@ -295,8 +352,111 @@ pub async fn start_on<S: TenancyService>(
     Running {
         address,
         clock,
+        part: S::NAME.caller(),
         _stop: trigger,
     }
+}
+
+/// A channel to one service over mutual TLS with the per-test-run CA's
+/// certificates. Each call presents the certificate of a caller its method
+/// allows: the first one an INTERNAL method's rule names, the gateway for
+/// every other method; [`TestChannel::as_caller`] presents one chosen
+/// instead (refusal tests). A principal a [`Caller`] attached is signed
+/// here, for the method being called, with a fresh call id, as the gateway
+/// does.
+#[derive(Clone)]
+pub struct TestChannel {
+    server: Part,
+    address: SocketAddr,
+    pinned: Option<Part>,
+    connections: Arc<parking_lot::Mutex<HashMap<Part, tonic::transport::Channel>>>,
+}
+
+impl TestChannel {
+    /// A channel to `server` at `address`.
+    pub fn new(server: Part, address: SocketAddr) -> Self {
+        Self {
+            server,
+            address,
+            pinned: None,
+            connections: Arc::default(),
+        }
+    }
+
+    /// The same service, every call presenting the certificate of `caller`.
+    pub fn as_caller(&self, caller: Part) -> Self {
+        Self {
+            pinned: Some(caller),
+            connections: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    fn caller_for(&self, path: &str) -> Part {
+        if let Some(pinned) = self.pinned {
+            return pinned;
+        }
+        match rules().rule(path) {
+            Some(rule) if rule.audience() == Audience::Internal => {
+                rule.callers().next().unwrap_or(Part::Gateway)
+            }
+            _ => Part::Gateway,
+        }
+    }
+
+    fn connection(&self, caller: Part) -> tonic::transport::Channel {
+        self.connections
+            .lock()
+            .entry(caller)
+            .or_insert_with(|| {
+                tonic::transport::Endpoint::from_shared(format!("https://{}", self.address))
+                    .unwrap()
+                    .connect_with_connector_lazy(Connector::new(
+                        tls_for(caller),
+                        self.server,
+                        Duration::from_secs(5),
+                    ))
+            })
+            .clone()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for TestChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        if let Some(sign) = request.extensions_mut().remove::<SignAs>() {
+            static IDS: OnceLock<CallIds> = OnceLock::new();
+            test_key()
+                .sign(
+                    &sign.principal,
+                    Call {
+                        method: &path,
+                        id: IDS.get_or_init(CallIds::default).next(),
+                    },
+                    sign.clock.now(),
+                )
+                .insert_into(request.headers_mut());
+        }
+        let connection = self.connection(self.caller_for(&path));
+        Box::pin(tower::ServiceExt::oneshot(connection, request))
+    }
+}
+
+/// A principal to sign onto a call, attached by [`Caller`].
+#[derive(Clone)]
+struct SignAs {
+    principal: Principal,
+    clock: SharedClock,
 }
 
 /// Signs `principal` onto every call, as the gateway does.
@@ -319,9 +479,12 @@ impl tonic::service::Interceptor for Caller {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        test_key()
-            .sign(&self.principal, self.clock.now())
-            .insert_into_metadata(request.metadata_mut());
+        // The method is known only to the channel: it signs (see
+        // `TestChannel`).
+        request.extensions_mut().insert(SignAs {
+            principal: self.principal.clone(),
+            clock: self.clock.clone(),
+        });
         Ok(request)
     }
 }

@@ -4,12 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::{Running, TestChannel, TestDatabase, loopback, start_on, test_config, test_context};
 use tenancy_runtime::ManualClock;
 use tenancy_runtime::config::{Config, ServiceName};
 use tokio::net::TcpListener;
-use tonic::transport::Channel;
-
-use crate::{Running, TestDatabase, loopback, start_on, test_config, test_context};
 
 /// The services that can be peers, in start-up order.
 const PEERS: [ServiceName; 3] = [
@@ -111,8 +109,8 @@ impl Peers {
         self.running(name).address
     }
 
-    /// A connected channel to peer `name`.
-    pub async fn channel(&self, name: ServiceName) -> Channel {
+    /// A channel to peer `name`.
+    pub async fn channel(&self, name: ServiceName) -> TestChannel {
         self.running(name).channel().await
     }
 
@@ -125,7 +123,7 @@ impl Peers {
     }
 }
 
-/// `http://` and where `listener` listens.
+/// `https://` and where `listener` listens.
 fn url_of(listener: &TcpListener) -> String {
-    format!("http://{}", listener.local_addr().unwrap())
+    format!("https://{}", listener.local_addr().unwrap())
 }

@@ -138,7 +138,17 @@ impl Api {
             } else {
                 pb::ActorKind::Service as i32
             },
-            actor_id: principal.user_id.clone().unwrap_or_default(),
+            // A service's calls are recorded under the name its
+            // certificate gives it (e.g. `billing`).
+            actor_id: principal
+                .user_id
+                .clone()
+                .or_else(|| {
+                    principal
+                        .caller
+                        .map(|c| tenancy_runtime::tls::caller_name(c).to_owned())
+                })
+                .unwrap_or_default(),
             actor_display_name: String::new(),
             token_kind: principal.token_kind as i32,
             client_ip: principal

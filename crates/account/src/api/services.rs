@@ -210,7 +210,7 @@ impl Api {
             )
             .await?;
         }
-        let mut audit = self.audit(
+        let audit = self.audit(
             &principal,
             &row.account_id,
             "service.register",
@@ -218,7 +218,6 @@ impl Api {
             None,
             Some(serde_json::json!({"kind": row.kind, "name": row.name, "tags": row.tags})),
         );
-        audit.actor_id = "service".to_owned();
         audit.insert(&txn).await?;
         store::append_policy(&txn, now, vec![access_entry(&row.account_id)]).await?;
         txn.commit().await?;
@@ -264,7 +263,7 @@ impl Api {
             return Err(e);
         }
         let snap = |r: &ServiceRow| serde_json::json!({"kind": r.kind, "name": r.name, "tags": r.tags, "external_id": r.external_id});
-        let mut audit = self.audit(
+        let audit = self.audit(
             &principal,
             &row.account_id,
             "service.update",
@@ -272,7 +271,6 @@ impl Api {
             Some(snap(&before)),
             Some(snap(&row)),
         );
-        audit.actor_id = "service".to_owned();
         audit.insert(&txn).await?;
         store::append_policy(&txn, row.update_time, vec![access_entry(&row.account_id)]).await?;
         txn.commit().await?;
@@ -315,7 +313,7 @@ impl Api {
             vec![s(row.account_id.as_str()), s(id.as_str())],
         )
         .await?;
-        let mut audit = self.audit(
+        let audit = self.audit(
             &principal,
             &row.account_id,
             "service.delete",
@@ -323,7 +321,6 @@ impl Api {
             Some(serde_json::json!({"kind": row.kind, "name": row.name})),
             None,
         );
-        audit.actor_id = "service".to_owned();
         audit.insert(&txn).await?;
         store::append_policy(&txn, self.now(), vec![access_entry(&row.account_id)]).await?;
         txn.commit().await?;

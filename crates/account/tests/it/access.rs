@@ -418,3 +418,27 @@ async fn the_default_account_needs_a_user_and_at_most_10_preferences() {
         .unwrap_err();
     assert_eq!(crate::fields(&e), ["preferred_account_ids"]);
 }
+
+/// The service catalogue is written by billing and provisioning, each
+/// recorded in the audit log under the name its certificate gives it.
+#[tokio::test]
+async fn catalogue_changes_are_audited_under_the_calling_service() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let mut internal = env.internal();
+    register(&mut internal, &account, "web-01", &[]).await;
+    let events = env
+        .as_member(&owner, &account, Role::Owner)
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: "service.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].actor_kind, pb::ActorKind::Service as i32);
+    // The test channel presents the first caller the rule names: billing.
+    assert_eq!(events[0].actor_id, "billing");
+}

@@ -34,11 +34,11 @@ use tenancy_proto::identity::{
 };
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::{ManualClock, Principal};
+use tenancy_testkit::TestChannel as Channel;
 use tenancy_testkit::{
     Caller, Peers, Role, Running, TestDatabase, member, start, start_on, test_context,
 };
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 pub type Client = AccountServiceClient<InterceptedService<Channel, Caller>>;
 pub type Internal = AccountInternalServiceClient<InterceptedService<Channel, Caller>>;

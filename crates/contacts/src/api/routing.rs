@@ -9,12 +9,12 @@ use tenancy_proto::account::{self as apb, watch_policies_response::Event};
 use tenancy_proto::contacts as pb;
 use tenancy_proto::identity::BatchGetUsersRequest;
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
+use tenancy_runtime::Channel;
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Error, ids};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Response, Status};
 
 use super::{Api, message_to_proto, optional_id, sorted};

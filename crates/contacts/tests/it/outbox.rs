@@ -241,15 +241,23 @@ async fn outbox_messages_list_newest_first_by_filters_and_pages() {
     assert!(by_template.messages.is_empty());
 }
 
+/// The caller is the one its certificate names: the gateway is not among
+/// SendEmail's callers (identity, account, support).
 #[tokio::test]
-async fn the_internal_api_refuses_calls_without_a_service_principal() {
+async fn the_internal_api_refuses_callers_its_rule_does_not_name() {
     let env = Env::start("outbox_auth").await;
     let channel = env.running.as_ref().unwrap().channel().await;
-    let mut anonymous =
-        tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient::new(channel);
-    let error = anonymous
+    let mut gateway =
+        tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient::new(
+            channel.as_caller(tenancy_runtime::tls::Caller::Gateway),
+        );
+    let error = gateway
         .send_email(reset_request("k", "a@example.com"))
         .await
         .unwrap_err();
-    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+    assert_eq!(error.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        tenancy_testkit::refusal(&error),
+        tenancy_runtime::Reason::CallerNotAllowed
+    );
 }

@@ -8,10 +8,10 @@ use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalS
 use tenancy_proto::contacts::contacts_service_client::ContactsServiceClient;
 use tenancy_runtime::config::Config;
 use tenancy_runtime::{ManualClock, Principal};
+use tenancy_testkit::TestChannel as Channel;
 use tenancy_testkit::{Caller, Role, Running, TestDatabase};
 pub use tenancy_testkit::{Reply, SmtpServer};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 pub type Internal = ContactsInternalServiceClient<InterceptedService<Channel, Caller>>;
 pub type Public = ContactsServiceClient<InterceptedService<Channel, Caller>>;

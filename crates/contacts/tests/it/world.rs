@@ -15,9 +15,9 @@ use tenancy_proto::identity::{
 };
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::{Clock as _, ManualClock, Principal};
+use tenancy_testkit::TestChannel as Channel;
 use tenancy_testkit::{Caller, Peers, Role, TestDatabase};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::support::{Env, Public};
 

@@ -22,9 +22,9 @@ use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::{self, ShutdownTrigger};
 use tenancy_runtime::{Clock as _, Error, ManualClock, Principal, TenancyService, Timestamp};
-use tenancy_testkit::{Caller, Peers, TestDatabase, test_context, test_key};
+use tenancy_testkit::TestChannel as Channel;
+use tenancy_testkit::{Caller, Peers, TestDatabase, test_context};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 /// A gate in front of the real `ContactsMailer`: while shut (`Outbox::hold`),
 /// sending waits. Kept only because one test needs an outbox that is slow
@@ -184,10 +184,7 @@ pub struct Replica {
 
 impl Replica {
     pub fn internal(&self) -> Internal {
-        IdentityInternalServiceClient::with_interceptor(
-            self.channel.clone(),
-            ServiceAuth::new(test_key(), Arc::new(self.clock.clone())),
-        )
+        IdentityInternalServiceClient::with_interceptor(self.channel.clone(), ServiceAuth::new())
     }
 
     pub fn as_principal(&self, principal: Principal) -> Public {
@@ -281,10 +278,7 @@ impl Env {
     }
 
     pub fn internal(&self) -> Internal {
-        IdentityInternalServiceClient::with_interceptor(
-            self.channel.clone(),
-            ServiceAuth::new(test_key(), Arc::new(self.clock.clone())),
-        )
+        IdentityInternalServiceClient::with_interceptor(self.channel.clone(), ServiceAuth::new())
     }
 
     /// A client calling as `principal` (signed like the gateway does).
@@ -372,12 +366,10 @@ impl Env {
     }
 
     fn account_channel(&self) -> Channel {
-        Channel::from_shared(format!(
-            "http://{}",
-            self.peers.address(ServiceName::Account)
-        ))
-        .unwrap()
-        .connect_lazy()
+        Channel::new(
+            tenancy_runtime::tls::Caller::Account,
+            self.peers.address(ServiceName::Account),
+        )
     }
 
     /// A new account created by `owner` through the real account service
@@ -524,7 +516,8 @@ async fn serve(
     clock: &ManualClock,
     outbox: &Outbox,
 ) -> (Channel, ShutdownTrigger) {
-    let context = test_context(config.clone(), Arc::new(clock.clone()));
+    let context = test_context(config.clone(), Arc::new(clock.clone()))
+        .for_part(tenancy_runtime::tls::Caller::Identity);
     let contacts = ContactsMailer::new(
         context.channel_to(ServiceName::Contacts).unwrap(),
         context.service_auth(),
@@ -547,11 +540,7 @@ async fn serve(
             eprintln!("identity stopped: {error}");
         }
     });
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = Channel::new(tenancy_runtime::tls::Caller::Identity, address);
     (channel, trigger)
 }
 

@@ -314,11 +314,13 @@ async fn batch_get_users_keeps_request_order_and_skips_unknown_ids() {
     assert_eq!(reason(&e), Reason::ListTooLong);
 }
 
+/// EnsureUser is for the account service: the gateway's certificate, even
+/// with a user's signed principal, is refused.
 #[tokio::test]
-async fn internal_methods_refuse_non_service_callers() {
+async fn internal_methods_refuse_callers_their_rule_does_not_name() {
     let env = Env::start("internalonly").await;
     let mut c = tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient::with_interceptor(
-        env.channel.clone(),
+        env.channel.as_caller(tenancy_runtime::tls::Caller::Gateway),
         tenancy_testkit::Caller::new(
             tenancy_testkit::member("u", "a", tenancy_testkit::Role::Owner),
             std::sync::Arc::new(env.clock.clone()),
@@ -332,6 +334,7 @@ async fn internal_methods_refuse_non_service_callers() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert_eq!(reason(&e), Reason::CallerNotAllowed);
 }
 
 fn update(name: &str, email: &str, paths: &[&str]) -> UpdateMeRequest {

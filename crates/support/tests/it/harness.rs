@@ -27,9 +27,9 @@ use tenancy_proto::support::{
 };
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::{Clock as _, ManualClock, Principal, Reason};
+use tenancy_testkit::TestChannel as Channel;
 use tenancy_testkit::{Caller, Peers, Role, Running, TestDatabase, TokenKind};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 type Signed = InterceptedService<Channel, Caller>;
 pub type Customer = SupportServiceClient<Signed>;
@@ -70,7 +70,7 @@ pub fn id() -> String {
 }
 
 fn url(listener: &tokio::net::TcpListener) -> String {
-    format!("http://{}", listener.local_addr().unwrap())
+    format!("https://{}", listener.local_addr().unwrap())
 }
 
 impl World {
@@ -589,7 +589,11 @@ async fn count_calls(account: Channel, batch_checks: Arc<AtomicUsize>) -> String
                 account,
                 batch_checks,
             })
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            // Support dials it as the account service: mutual TLS with
+            // account's certificate.
+            .serve_with_incoming(
+                tenancy_testkit::tls_for(tenancy_runtime::tls::Caller::Account).incoming(listener),
+            ),
     );
     address
 }

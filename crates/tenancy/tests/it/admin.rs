@@ -1,21 +1,20 @@
-//! `tenancy admin principal --service NAME`: what it prints is accepted by
-//! a real service for an INTERNAL method, and refused once expired or
-//! changed.
+//! `tenancy admin principal --method M --user-id U …`: what it prints is
+//! accepted by a real service, over the operator's certificate, for one call
+//! of that method only, and refused once used, expired or changed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tenancy::{Part, start};
-use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
 use tenancy_proto::account::account_service_client::AccountServiceClient;
-use tenancy_proto::account::{RegisterServiceRequest, Service};
+use tenancy_proto::account::{GetAccountRequest, ListMembersRequest};
 use tenancy_runtime::ManualClock;
 use tenancy_runtime::Reason;
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::principal::{PRINCIPAL_HEADER, SIGNATURE_HEADER};
-use tenancy_testkit::{Caller, Role, TestDatabase, member, new_account, test_config};
-use tonic::transport::Channel;
+use tenancy_runtime::tls::Caller as Peer;
+use tenancy_testkit::{Caller, Role, TestChannel, TestDatabase, member, new_account, test_config};
 
 /// Runs `tenancy admin principal ARGS` with the tests' principal key and
 /// returns its two printed metadata entries.
@@ -45,22 +44,10 @@ fn admin_principal(args: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A RegisterService request carrying `entries` as its metadata, as grpcurl
-/// `-H "key: value"` sends them (a `-bin` value is base64).
-fn register(
-    account_id: &str,
-    entries: &[(String, String)],
-) -> tonic::Request<RegisterServiceRequest> {
-    let mut request = tonic::Request::new(RegisterServiceRequest {
-        service: Some(Service {
-            account_id: account_id.to_owned(),
-            kind: "vps".into(),
-            name: "web-1".into(),
-            external_id: format!("order-{}", tenancy_runtime::ids::new_id()),
-            ..Default::default()
-        }),
-        request_id: String::new(),
-    });
+/// `message` carrying `entries` as its metadata, as grpcurl `-H "key:
+/// value"` sends them (a `-bin` value is base64).
+fn with_entries<T>(message: T, entries: &[(String, String)]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
     for (key, value) in entries {
         if key == PRINCIPAL_HEADER {
             let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
@@ -79,25 +66,22 @@ fn register(
     request
 }
 
-async fn channel(address: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
+const GET_ACCOUNT: &str = "/tenancy.account.v1.AccountService/GetAccount";
 
 #[tokio::test]
-async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expires() {
+async fn a_principal_from_the_cli_is_good_for_one_call_of_its_method_until_it_expires() {
     let db = TestDatabase::new("admin").await;
     let clock = ManualClock::starting_now();
     let running = start(test_config(&db), Part::All, Arc::new(clock.clone()))
         .await
         .unwrap();
-    let account_address = running.service(ServiceName::Account).unwrap();
+    let account_service = TestChannel::new(
+        Peer::Account,
+        running.service(ServiceName::Account).unwrap(),
+    );
     let owner = tenancy_runtime::ids::new_id();
     let account = AccountServiceClient::with_interceptor(
-        channel(account_address).await,
+        account_service.clone(),
         Caller::new(
             member(&owner, "", Role::Unspecified),
             Arc::new(clock.clone()),
@@ -109,44 +93,57 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
     .into_inner()
     .account
     .unwrap();
-    let mut internal = AccountInternalServiceClient::new(channel(account_address).await);
+    // grpcurl with the operator's certificate, the printed entries as -H.
+    let mut operator = AccountServiceClient::new(account_service.as_caller(Peer::Operator));
+    let as_owner = |method: &str| {
+        admin_principal(&[
+            "--method",
+            method,
+            "--user-id",
+            &owner,
+            "--account-id",
+            &account.id,
+            "--role",
+            "owner",
+        ])
+    };
 
     let signed_at = tenancy_runtime::Clock::now(&tenancy_runtime::SystemClock);
-    let billing = admin_principal(&["--service", "billing"]);
+    let principal = as_owner(GET_ACCOUNT);
     assert_eq!(
-        billing.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        principal
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
         [PRINCIPAL_HEADER, SIGNATURE_HEADER]
     );
-    let registered = internal
-        .register_service(register(&account.id, &billing))
+    let got = operator
+        .get_account(with_entries(GetAccountRequest::default(), &principal))
         .await
         .unwrap()
-        .into_inner()
-        .service
-        .unwrap();
-    assert_eq!(registered.account_id, account.id);
+        .into_inner();
+    assert_eq!(got.account.unwrap().id, account.id);
 
-    // A portal user's principal is refused by the same INTERNAL method.
-    let user = admin_principal(&[
-        "--user-id",
-        &owner,
-        "--account-id",
-        &account.id,
-        "--role",
-        "owner",
-    ]);
-    let status = internal
-        .register_service(register(&account.id, &user))
+    // Once only, and for its method only.
+    let status = operator
+        .get_account(with_entries(GetAccountRequest::default(), &principal))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalReplayed);
+    let status = operator
+        .list_members(with_entries(
+            ListMembersRequest::default(),
+            &as_owner(GET_ACCOUNT),
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(
         tenancy_testkit::refusal(&status),
-        Reason::MethodInternalOnly
+        Reason::PrincipalWrongMethod
     );
 
     // Changed after signing: refused.
-    let mut tampered = billing.clone();
+    let mut tampered = as_owner(GET_ACCOUNT);
     let (_, value) = &mut tampered[0];
     let mut bytes = base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(value.trim_end_matches('='))
@@ -154,8 +151,8 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     *value = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
-    let status = internal
-        .register_service(register(&account.id, &tampered))
+    let status = operator
+        .get_account(with_entries(GetAccountRequest::default(), &tampered))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
@@ -164,14 +161,16 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
 
     // The printed principal is valid 60 s: just before, accepted; after,
     // refused.
+    let fresh = as_owner(GET_ACCOUNT);
+    let later = as_owner(GET_ACCOUNT);
     clock.set(signed_at.plus(Duration::from_secs(59)));
-    internal
-        .register_service(register(&account.id, &billing))
+    operator
+        .get_account(with_entries(GetAccountRequest::default(), &fresh))
         .await
         .unwrap();
     clock.set(signed_at.plus(Duration::from_secs(70)));
-    let status = internal
-        .register_service(register(&account.id, &billing))
+    let status = operator
+        .get_account(with_entries(GetAccountRequest::default(), &later))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
@@ -181,12 +180,18 @@ async fn a_service_principal_from_the_cli_calls_an_internal_method_until_it_expi
 }
 
 #[test]
-fn a_service_name_is_required_to_be_short_and_plain_and_excludes_a_user() {
+fn a_principal_needs_a_method_and_a_user() {
     for args in [
-        &["--service", ""][..],
-        &["--service", "Billing Team"],
-        &["--service", "billing", "--user-id", "u-1"],
-        &["--service", "billing", "--role", "owner"],
+        &["--user-id", "u-1"][..],
+        &["--method", GET_ACCOUNT],
+        &[
+            "--method",
+            GET_ACCOUNT,
+            "--user-id",
+            "u-1",
+            "--role",
+            "admin",
+        ],
         &[],
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_tenancy"))
