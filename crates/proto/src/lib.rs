@@ -67,6 +67,11 @@ pub use tenancy::{
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tenancy_descriptor.bin"));
 
+/// The proto file of the error-reason catalogue ([`errors::Reason`]). Every
+/// Tenancy server describes it through reflection, whatever it serves: every
+/// error it returns names one of its values.
+pub const ERRORS_FILE: &str = "tenancy/errors/v1/reason.proto";
+
 /// Fully-qualified names of the services clients reach through the gateway.
 pub const PUBLIC_SERVICES: &[&str] = &[
     "tenancy.identity.v1.IdentityService",

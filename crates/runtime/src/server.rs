@@ -177,11 +177,13 @@ fn served_descriptor_set(service_names: &[&str]) -> Result<&'static [u8], Error>
     Ok(files)
 }
 
-/// The files of an encoded `FileDescriptorSet` that define `service_names`
-/// and those they import, transitively, as an encoded set: what reflection
-/// describes. A server describes nothing it does not serve (the gateway no
-/// internal service, nor a message only an internal service uses). Files
-/// are kept byte for byte, custom options (the access rules) included.
+/// The files of an encoded `FileDescriptorSet` that define `service_names`,
+/// and the error catalogue ([`tenancy_proto::ERRORS_FILE`]: every error
+/// names one of its reasons), with those they import, transitively, as an
+/// encoded set: what reflection describes. A server describes nothing else
+/// (the gateway no internal service, nor a message only an internal service
+/// uses). Files are kept byte for byte, custom options (the access rules
+/// and the reasons' codes) included.
 pub fn descriptor_set_of(set: &[u8], service_names: &[&str]) -> Result<Vec<u8>, Error> {
     use prost::Message as _;
     // A FileDescriptorSet is `repeated FileDescriptorProto file = 1`: walk
@@ -214,6 +216,12 @@ pub fn descriptor_set_of(set: &[u8], service_names: &[&str]) -> Result<Vec<u8>, 
         })
         .map(|(_, file)| file.name())
         .collect();
+    if files
+        .iter()
+        .any(|(_, file)| file.name() == tenancy_proto::ERRORS_FILE)
+    {
+        wanted.push(tenancy_proto::ERRORS_FILE);
+    }
     let mut i = 0;
     while i < wanted.len() {
         if let Some((_, file)) = files.iter().find(|(_, f)| f.name() == wanted[i]) {
