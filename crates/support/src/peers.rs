@@ -16,7 +16,7 @@ use tenancy_proto::identity::{
 use tenancy_runtime::Channel;
 use tenancy_runtime::config::{ConfigError, ServiceName};
 use tenancy_runtime::principal::ServiceAuth;
-use tenancy_runtime::{Context, Error, ErrorCode, Principal};
+use tenancy_runtime::{Context, Error, Principal, Reason};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::domain::Visibility;
@@ -220,7 +220,7 @@ impl Peers {
                     request_id: p.request_id.clone(),
                     ..Default::default()
                 }),
-                idempotency_key: event.idempotency_key.unwrap_or_default(),
+                request_id: event.idempotency_key.unwrap_or_default(),
             })
             .await
             .map_err(|s| peer_error("account", s))?;
@@ -279,8 +279,7 @@ impl Peers {
                 })
             }
             Err(s) if s.code() == tonic::Code::NotFound => Err(Error::new(
-                ErrorCode::NotFound,
-                "MEMBER_NOT_FOUND",
+                Reason::MemberNotFound,
                 "no such member of the account",
             )),
             Err(s) if s.code() == tonic::Code::ResourceExhausted => {
@@ -289,7 +288,7 @@ impl Peers {
                     .get_details_retry_info()
                     .and_then(|r| r.retry_delay)
                     .unwrap_or(std::time::Duration::from_secs(3600));
-                Err(Error::throttled("CODE_WORD_ATTEMPTS_EXCEEDED", after))
+                Err(Error::throttled(Reason::CodeWordAttemptsExceeded, after))
             }
             Err(s) => Err(peer_error("identity", s)),
         }
