@@ -58,17 +58,14 @@ pub(crate) struct Peers {
 }
 
 fn unavailable(service: &str, status: &tonic::Status) -> Error {
-    tracing::warn!(service, code = ?status.code(), message = status.message(), "peer call failed");
-    Error::unavailable(format!("{service} is not available"))
+    Error::from_peer(service, status, &[])
 }
 
 /// A peer's refusal with one of `codes` passes to our caller as it is
-/// (reason, message, field violations: identity names the same fields as
-/// our requests); anything else means the peer is unavailable.
+/// (identity names the same fields as our requests); anything else means
+/// the peer is unavailable.
 fn refused(status: &tonic::Status, codes: &[tonic::Code], service: &str) -> Error {
-    Error::from_status(status)
-        .filter(|e| codes.contains(&e.code()))
-        .unwrap_or_else(|| unavailable(service, status))
+    Error::from_peer(service, status, codes)
 }
 
 impl Peers {

@@ -158,6 +158,27 @@ impl Error {
         Some(error)
     }
 
+    /// What a failed call to the peer `service` means to our caller, the one
+    /// mapping every service uses: a catalogue refusal whose code is one of
+    /// `pass` reaches our caller as the peer gave it (reason, message, field
+    /// violations); anything else (transport failure, deadline, a refusal we
+    /// did not expect) is logged and answered SERVICE_UNAVAILABLE naming the
+    /// peer, never INTERNAL: the caller may retry.
+    pub fn from_peer(service: &str, status: &tonic::Status, pass: &[tonic::Code]) -> Self {
+        Self::from_status(status)
+            .filter(|e| pass.contains(&e.code()))
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    service,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "peer call failed"
+                );
+                Self::unavailable(format!("{service} is not available"))
+                    .with_metadata("service", service)
+            })
+    }
+
     /// The status clients receive.
     fn status(self) -> tonic::Status {
         let mut details = ErrorDetails::new();
@@ -430,6 +451,30 @@ mod tests {
         ];
         for status in foreign {
             assert_eq!(Error::from_status(&status), None, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_peers_failure_passes_only_the_refusals_named_else_unavailable() {
+        let not_found = Error::new(Reason::UserNotFound, "no such user");
+        let status = tonic::Status::from(not_found.clone());
+        assert_eq!(
+            Error::from_peer("identity", &status, &[tonic::Code::NotFound]),
+            not_found
+        );
+        // A refusal the caller did not list, a transport failure, tonic's
+        // own errors: the peer is unavailable, named, never INTERNAL.
+        #[allow(clippy::disallowed_methods)]
+        let others = [
+            status,
+            tonic::Status::unknown("h2 protocol error"),
+            tonic::Status::deadline_exceeded("timeout"),
+            tonic::Status::internal("boom"),
+        ];
+        for status in others {
+            let error = Error::from_peer("identity", &status, &[tonic::Code::InvalidArgument]);
+            assert_eq!(error.reason, Reason::ServiceUnavailable, "{status:?}");
+            assert_eq!(error.metadata["service"], "identity");
         }
     }
 

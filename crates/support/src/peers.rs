@@ -31,19 +31,21 @@ pub(crate) struct Peers {
     contacts: ContactsInternalServiceClient<Svc>,
 }
 
-/// A peer's failure as our error: its own refusals pass through with their
-/// code, transport failures become UNAVAILABLE.
+/// A peer's failure as our error: its refusals about the request (bad
+/// input, not found, precondition, throttled) pass through as the peer gave
+/// them; anything else means the peer is unavailable (never INTERNAL).
 fn peer_error(service: &str, status: tonic::Status) -> Error {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            Error::unavailable(format!("{service} service unavailable"))
-        }
-        _ => Error::internal(format_args!(
-            "{service} service: {:?} {}",
-            status.code(),
-            status.message()
-        )),
-    }
+    use tonic::Code;
+    Error::from_peer(
+        service,
+        &status,
+        &[
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::ResourceExhausted,
+        ],
+    )
 }
 
 /// What a code-word check found.
