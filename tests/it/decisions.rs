@@ -18,7 +18,7 @@ use tenancy_proto::identity::{
     ResetPasswordRequest, RevokeApiTokenRequest, RevokeMemberSessionsRequest,
     RevokeOtherSessionsRequest, SwitchAccountRequest, disable_totp_request,
 };
-use tenancy_runtime::{Clock as _, ManualClock, SystemClock, Timestamp};
+use tenancy_runtime::{Clock as _, ManualClock, Reason, SystemClock, Timestamp};
 use tonic::Code;
 use tonic_types::StatusExt as _;
 
@@ -57,7 +57,7 @@ async fn wait_revoked(suite: &Suite, token: &str) {
         async move { client.get_me(GetMeRequest::default()).await }
     })
     .await;
-    assert_eq!(reason(&status), "TOKEN_REVOKED", "after {took:?}");
+    assert_eq!(reason(&status), Reason::TokenRevoked, "after {took:?}");
 }
 
 /// Once the gateway has applied a revocation (it refuses `before`), the
@@ -201,8 +201,8 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
     // The first refusal already says what happened, naming the account.
     let status = suite.account_refusal(&in_acme).await;
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (Code::PermissionDenied, "MEMBER_SUSPENDED"),
+        (status.code(), reason(&status)),
+        (Code::PermissionDenied, Reason::MemberSuspended),
         "{status:?}"
     );
     assert_eq!(
@@ -216,8 +216,8 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
     })
     .await;
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (Code::Unauthenticated, "TOKEN_REVOKED")
+        (status.code(), reason(&status)),
+        (Code::Unauthenticated, Reason::TokenRevoked)
     );
     // The session lives on: USER methods, and switching to another account.
     suite
@@ -263,7 +263,7 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let status = with_api_token(&suite, &api).await.unwrap_err();
-    assert_eq!(reason(&status), "TOKEN_REVOKED");
+    assert_eq!(reason(&status), Reason::TokenRevoked);
 
     // Revoked: not a member any more, named; the session lives on.
     suite
@@ -273,8 +273,8 @@ async fn a_suspended_member_is_told_so_for_that_account_and_keeps_their_session(
         .unwrap();
     let status = suite.account_refusal(&in_acme).await;
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (Code::PermissionDenied, "NOT_A_MEMBER"),
+        (status.code(), reason(&status)),
+        (Code::PermissionDenied, Reason::NotAMember),
         "{status:?}"
     );
     assert_eq!(
@@ -335,8 +335,8 @@ async fn a_dead_api_token_gets_the_same_refusal_whether_or_not_the_gateway_knew_
     let uncached = with_api_token(&suite, &unused).await.unwrap_err();
     for status in [&cached, &uncached] {
         assert_eq!(
-            (status.code(), reason(status).as_str()),
-            (Code::Unauthenticated, "TOKEN_REVOKED"),
+            (status.code(), reason(status)),
+            (Code::Unauthenticated, Reason::TokenRevoked),
             "{status:?}"
         );
     }
@@ -346,7 +346,7 @@ async fn a_dead_api_token_gets_the_same_refusal_whether_or_not_the_gateway_knew_
         .create_api_token(CreateApiTokenRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), "TOKEN_REVOKED");
+    assert_eq!(reason(&status), Reason::TokenRevoked);
 
     // Expired: the same, cached or not.
     let soon = clock.now().plus(Duration::from_secs(60)).to_proto();
@@ -358,8 +358,8 @@ async fn a_dead_api_token_gets_the_same_refusal_whether_or_not_the_gateway_knew_
     let uncached = with_api_token(&suite, &unused).await.unwrap_err();
     for status in [&cached, &uncached] {
         assert_eq!(
-            (status.code(), reason(status).as_str()),
-            (Code::Unauthenticated, "TOKEN_EXPIRED"),
+            (status.code(), reason(status)),
+            (Code::Unauthenticated, Reason::TokenExpired),
             "{status:?}"
         );
     }
@@ -369,8 +369,8 @@ async fn a_dead_api_token_gets_the_same_refusal_whether_or_not_the_gateway_knew_
     for _ in 0..2 {
         let status = with_api_token(&suite, &unknown).await.unwrap_err();
         assert_eq!(
-            (status.code(), reason(&status).as_str()),
-            (Code::Unauthenticated, "TOKEN_INVALID")
+            (status.code(), reason(&status)),
+            (Code::Unauthenticated, Reason::TokenInvalid)
         );
     }
 }
@@ -423,8 +423,8 @@ async fn enforced_2fa_refuses_api_tokens_of_members_without_it_after_their_deadl
     })
     .await;
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (Code::PermissionDenied, "MFA_ENROLLMENT_REQUIRED"),
+        (status.code(), reason(&status)),
+        (Code::PermissionDenied, Reason::MfaEnrollmentRequired),
         "{status:?} after {took:?}"
     );
     assert_eq!(
@@ -447,7 +447,7 @@ async fn enforced_2fa_refuses_api_tokens_of_members_without_it_after_their_deadl
     with_api_token(&suite, &api).await.unwrap();
     clock.set(deadline);
     let status = with_api_token(&suite, &api).await.unwrap_err();
-    assert_eq!(reason(&status), "MFA_ENROLLMENT_REQUIRED");
+    assert_eq!(reason(&status), Reason::MfaEnrollmentRequired);
 
     // The member enrols (in a fresh portal session: enrolment needs a
     // recent login): the token the gateway has cached is accepted at once.
@@ -491,7 +491,7 @@ async fn enforced_2fa_refuses_api_tokens_of_members_without_it_after_their_deadl
     })
     .await;
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (Code::PermissionDenied, "MFA_ENROLLMENT_REQUIRED")
+        (status.code(), reason(&status)),
+        (Code::PermissionDenied, Reason::MfaEnrollmentRequired)
     );
 }

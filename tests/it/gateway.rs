@@ -24,8 +24,7 @@ use tenancy_proto::identity::{
 };
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::{Config, ServiceName};
-use tenancy_runtime::error::reason_of;
-use tenancy_runtime::{Principal, SystemClock};
+use tenancy_runtime::{Principal, Reason, SystemClock};
 use tenancy_testkit::{Caller, TestChannel, TestDatabase, test_config};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -51,9 +50,9 @@ impl tonic::service::Interceptor for Bearer {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
-        let value: MetadataValue<_> = format!("Bearer {}", self.0)
-            .parse()
-            .map_err(|_| tonic::Status::internal("bad token"))?;
+        let value: MetadataValue<_> = format!("Bearer {}", self.0).parse().map_err(|_| {
+            tenancy_runtime::Error::invalid_field("authorization", "not a header value")
+        })?;
         request.metadata_mut().insert("authorization", value);
         for (key, value) in &self.1 {
             if let Ok(v) = value.parse() {
@@ -259,7 +258,7 @@ impl Suite {
                     }),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()
@@ -334,8 +333,8 @@ impl Suite {
     }
 }
 
-pub(crate) fn reason(status: &tonic::Status) -> String {
-    reason_of(status).unwrap_or_default()
+pub(crate) fn reason(status: &tonic::Status) -> Reason {
+    tenancy_testkit::refusal(status)
 }
 
 /// Polls `call` until it fails (with `code`, when given); returns how long
@@ -370,8 +369,8 @@ async fn missing_and_garbled_credentials_are_unauthenticated() {
         .await
         .unwrap_err();
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (tonic::Code::Unauthenticated, "CREDENTIALS_MISSING")
+        (status.code(), reason(&status)),
+        (tonic::Code::Unauthenticated, Reason::CredentialsMissing)
     );
     let status = suite
         .identity("garbage")
@@ -379,8 +378,8 @@ async fn missing_and_garbled_credentials_are_unauthenticated() {
         .await
         .unwrap_err();
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (tonic::Code::Unauthenticated, "TOKEN_MALFORMED")
+        (status.code(), reason(&status)),
+        (tonic::Code::Unauthenticated, Reason::TokenMalformed)
     );
     let status = suite
         .identity("tny_notarealtoken")
@@ -414,7 +413,7 @@ async fn a_member_token_reaches_the_service_with_its_live_role() {
         .get_account(GetAccountRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), "ACCOUNT_REQUIRED");
+    assert_eq!(reason(&status), Reason::AccountRequired);
 }
 
 #[tokio::test]
@@ -437,7 +436,11 @@ async fn a_revoked_session_is_refused_within_a_second() {
             async move { client.get_me(GetMeRequest::default()).await }
         })
         .await;
-    assert_eq!(reason(&status), "TOKEN_REVOKED", "refused after {took:?}");
+    assert_eq!(
+        reason(&status),
+        Reason::TokenRevoked,
+        "refused after {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -467,8 +470,8 @@ async fn a_suspended_member_is_refused_within_a_second_and_roles_are_enforced() 
         .await
         .unwrap_err();
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (tonic::Code::PermissionDenied, "ROLE_TOO_LOW")
+        (status.code(), reason(&status)),
+        (tonic::Code::PermissionDenied, Reason::RoleTooLow)
     );
 
     let me = suite
@@ -487,8 +490,8 @@ async fn a_suspended_member_is_refused_within_a_second_and_roles_are_enforced() 
     // The membership change refuses, saying so (the session is not ended).
     let status = suite.account_refusal(&manager).await;
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (tonic::Code::PermissionDenied, "MEMBER_SUSPENDED"),
+        (status.code(), reason(&status)),
+        (tonic::Code::PermissionDenied, Reason::MemberSuspended),
         "{status:?}"
     );
 }
@@ -534,8 +537,8 @@ async fn a_manager_updates_the_account_profile_but_not_users_security_or_support
     // Users, security settings and support-team access stay with owners.
     let denied = |status: tonic::Status| {
         assert_eq!(
-            (status.code(), reason(&status).as_str()),
-            (tonic::Code::PermissionDenied, "ROLE_TOO_LOW"),
+            (status.code(), reason(&status)),
+            (tonic::Code::PermissionDenied, Reason::RoleTooLow),
             "{status:?}"
         );
     };
@@ -632,7 +635,7 @@ async fn the_allowlist_refuses_portal_tokens_from_outside_but_not_api_tokens() {
         },
     )
     .await;
-    assert_eq!(reason(&status), "IP_NOT_ALLOWED");
+    assert_eq!(reason(&status), Reason::IpNotAllowed);
 
     // A spoofed x-forwarded-for from an untrusted peer changes nothing.
     let spoofed = Bearer(
@@ -643,7 +646,7 @@ async fn the_allowlist_refuses_portal_tokens_from_outside_but_not_api_tokens() {
         .get_account(GetAccountRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), "IP_NOT_ALLOWED");
+    assert_eq!(reason(&status), Reason::IpNotAllowed);
 
     // The Public API token is not restricted by the allowlist (seed 000).
     let services = suite
@@ -672,8 +675,8 @@ async fn rate_limited_public_methods_answer_resource_exhausted_with_retry_info()
     }
     let status = anonymous.login(login()).await.unwrap_err();
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (tonic::Code::ResourceExhausted, "RATE_LIMITED")
+        (status.code(), reason(&status)),
+        (tonic::Code::ResourceExhausted, Reason::RateLimited)
     );
     use tonic_types::StatusExt as _;
     assert!(status.get_details_retry_info().is_some());
@@ -793,7 +796,7 @@ async fn while_identity_restarts_nothing_is_allowed_and_the_stream_resumes() {
     })
     .await;
     assert!(
-        ["GATEWAY_NOT_READY", ""].contains(&reason(&status).as_str()),
+        [Reason::GatewayNotReady, Reason::ServiceUnavailable].contains(&reason(&status)),
         "{status:?}"
     );
 
@@ -819,7 +822,7 @@ async fn while_identity_restarts_nothing_is_allowed_and_the_stream_resumes() {
         async move { client.get_me(GetMeRequest::default()).await }
     })
     .await;
-    assert_eq!(reason(&status), "TOKEN_REVOKED");
+    assert_eq!(reason(&status), Reason::TokenRevoked);
 }
 
 #[tokio::test]
@@ -869,7 +872,7 @@ async fn a_restarted_gateway_replays_revocations_made_while_it_was_down() {
         .get_me(GetMeRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(reason(&status), "TOKEN_REVOKED");
+    assert_eq!(reason(&status), Reason::TokenRevoked);
 }
 
 /// The `sid` claim of an access token (read without verification: the test
@@ -947,6 +950,6 @@ async fn an_open_stream_ends_within_a_second_when_its_session_is_revoked() {
     .expect("the stream ended");
     let took = revoked_at.elapsed();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    assert_eq!(reason(&status), "TOKEN_REVOKED");
+    assert_eq!(reason(&status), Reason::TokenRevoked);
     assert!(took < Duration::from_secs(1), "ended after {took:?}");
 }

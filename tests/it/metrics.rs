@@ -319,14 +319,14 @@ async fn metrics_move_by_what_traffic_did_and_no_label_holds_an_id() {
     assert_eq!(
         moved_sum(
             decisions,
-            &[("decision", "refused"), ("reason", &garbled_reason)]
+            &[("decision", "refused"), ("reason", garbled_reason.as_str())]
         ),
         1.0
     );
     assert_eq!(
         moved_sum(
             decisions,
-            &[("decision", "refused"), ("reason", "UNKNOWN_METHOD")]
+            &[("decision", "refused"), ("reason", "METHOD_UNKNOWN")]
         ),
         20.0
     );

@@ -8,9 +8,9 @@ use futures::StreamExt as _;
 use tenancy::{Part, Running, start};
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_runtime::Reason;
 use tenancy_runtime::SystemClock;
 use tenancy_runtime::config::{Config, ServiceName};
-use tenancy_runtime::error::reason_of;
 use tenancy_runtime::tls::Caller as Peer;
 use tenancy_testkit::{Caller, Role, TestChannel, TestDatabase, member, test_config};
 use tonic::transport::Channel;
@@ -206,7 +206,7 @@ async fn services_refuse_calls_without_a_signed_principal() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_MISSING"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalMissing);
 
     // The gateway may not call an INTERNAL method it is not listed for,
     // whatever principal it signs.
@@ -217,7 +217,7 @@ async fn services_refuse_calls_without_a_signed_principal() {
             .await
             .unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
-    assert_eq!(reason_of(&status).as_deref(), Some("CALLER_NOT_ALLOWED"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::CallerNotAllowed);
     running.stop().await.unwrap();
 }
 

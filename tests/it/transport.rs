@@ -28,8 +28,10 @@ use tenancy_runtime::principal::{Call, SignedPrincipal};
 use tenancy_runtime::rules::MethodRules;
 use tenancy_runtime::tls::dev::DevPki;
 use tenancy_runtime::tls::{CALLERS, Caller as Peer, caller_name};
-use tenancy_runtime::{Clock as _, SystemClock};
-use tenancy_testkit::{Caller, Role, TestChannel, TestDatabase, member, test_config, test_key};
+use tenancy_runtime::{Clock as _, Reason, SystemClock};
+use tenancy_testkit::{
+    Caller, Role, TestChannel, TestDatabase, member, refusal, test_config, test_key,
+};
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -94,8 +96,8 @@ async fn a_signed_principal_is_good_for_one_call_of_one_method() {
     // The principal's account does not exist: the handler may refuse, but
     // the principal itself was accepted.
     if let Err(status) = &first {
-        let reason = reason_of(status).unwrap_or_default();
-        assert!(!reason.starts_with("PRINCIPAL_"), "{status:?}");
+        let reason = refusal(status);
+        assert!(!reason.as_str().starts_with("PRINCIPAL_"), "{status:?}");
     }
 
     let again = ContactsServiceClient::new(contacts.clone())
@@ -103,16 +105,13 @@ async fn a_signed_principal_is_good_for_one_call_of_one_method() {
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::Unauthenticated);
-    assert_eq!(reason_of(&again).as_deref(), Some("PRINCIPAL_REPLAYED"));
+    assert_eq!(refusal(&again), Reason::PrincipalReplayed);
 
     let other_method = ContactsServiceClient::new(contacts)
         .create_contact(with(CreateContactRequest::default(), &captured))
         .await
         .unwrap_err();
-    assert_eq!(
-        reason_of(&other_method).as_deref(),
-        Some("PRINCIPAL_WRONG_METHOD")
-    );
+    assert_eq!(refusal(&other_method), Reason::PrincipalWrongMethod);
 
     // Never used on account, so only the method binding stops it there.
     let fresh = signed_for(LIST_CONTACTS, 2);
@@ -128,10 +127,7 @@ async fn a_signed_principal_is_good_for_one_call_of_one_method() {
         .await
         .unwrap_err();
     assert_eq!(other_service.code(), tonic::Code::Unauthenticated);
-    assert_eq!(
-        reason_of(&other_service).as_deref(),
-        Some("PRINCIPAL_WRONG_METHOD")
-    );
+    assert_eq!(refusal(&other_service), Reason::PrincipalWrongMethod);
     running.stop().await.unwrap();
 }
 
@@ -190,7 +186,7 @@ async fn every_internal_method_is_refused_to_the_callers_its_rule_does_not_name(
             let status = raw_call(channel.as_caller(caller), &method.path).await;
             let refused = status.as_ref().is_some_and(|s| {
                 s.code() == tonic::Code::PermissionDenied
-                    && reason_of(s).as_deref() == Some("CALLER_NOT_ALLOWED")
+                    && reason_of(s) == Some(Reason::CallerNotAllowed)
             });
             assert_eq!(
                 refused,
@@ -331,14 +327,14 @@ async fn public_methods_on_a_service_port_are_served_to_the_gateway_only() {
         .await
         .unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-        assert_eq!(reason_of(&status).as_deref(), Some("GATEWAY_ONLY"));
+        assert_eq!(refusal(&status), Reason::GatewayOnly);
     }
     let status = IdentityServiceClient::new(identity.as_caller(Peer::Gateway))
         .sign_up(SignUpRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_MISSING"));
+    assert_eq!(refusal(&status), Reason::PrincipalMissing);
     // With the gateway's certificate and principal, Login reaches identity
     // (and fails for the unknown user, not for the caller).
     let status = IdentityServiceClient::with_interceptor(
@@ -350,8 +346,8 @@ async fn public_methods_on_a_service_port_are_served_to_the_gateway_only() {
     .unwrap_err();
     assert!(
         !matches!(
-            reason_of(&status).as_deref(),
-            Some("GATEWAY_ONLY" | "PRINCIPAL_MISSING")
+            refusal(&status),
+            Reason::GatewayOnly | Reason::PrincipalMissing
         ),
         "{status:?}"
     );

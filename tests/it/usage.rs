@@ -11,7 +11,7 @@ use tenancy_proto::identity::{
     ApiToken, CreateApiTokenRequest, GetMeRequest, ListApiTokensRequest, ListSessionsRequest,
     RefreshSessionRequest,
 };
-use tenancy_runtime::{Clock as _, ManualClock, SystemClock, Timestamp};
+use tenancy_runtime::{Clock as _, ManualClock, Reason, SystemClock, Timestamp};
 use tonic::Code;
 
 use crate::gateway::{PASSWORD, Parts, Suite, reason, session_of};
@@ -149,8 +149,8 @@ async fn activity_keeps_a_session_alive_and_an_unused_one_idles_out() {
         .await
         .unwrap_err();
     assert_eq!(
-        (status.code(), reason(&status).as_str()),
-        (Code::Unauthenticated, "REFRESH_TOKEN_INVALID")
+        (status.code(), reason(&status)),
+        (Code::Unauthenticated, Reason::RefreshTokenInvalid)
     );
 }
 

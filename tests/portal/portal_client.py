@@ -171,7 +171,7 @@ def main():
                     lines=["1 Main Street"], city="London", postal_code="N1 9GU", country_code="GB"
                 ),
             ),
-            idempotency_key=f"portal-{run}",
+            request_id=f"portal-{run}",
         ),
         metadata=bearer(owner),
     )
@@ -195,7 +195,7 @@ def main():
     registered = billing.RegisterService(
         account_internal.RegisterServiceRequest(
             service=service_pb2.Service(account_id=account_id, kind="vps", name="web-1", external_id=f"order-{run}"),
-            idempotency_key=f"order-{run}",
+            request_id=f"order-{run}",
         ),
     )
     service_id = registered.service.id

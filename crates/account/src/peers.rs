@@ -58,8 +58,14 @@ pub(crate) struct Peers {
 }
 
 fn unavailable(service: &str, status: &tonic::Status) -> Error {
-    tracing::warn!(service, code = ?status.code(), message = status.message(), "peer call failed");
-    Error::unavailable(format!("{service} is not available"))
+    Error::from_peer(service, status, &[])
+}
+
+/// A peer's refusal with one of `codes` passes to our caller as it is
+/// (identity names the same fields as our requests); anything else means
+/// the peer is unavailable.
+fn refused(status: &tonic::Status, codes: &[tonic::Code], service: &str) -> Error {
+    Error::from_peer(service, status, codes)
 }
 
 impl Peers {
@@ -85,19 +91,7 @@ impl Peers {
                 name: name.to_owned(),
             })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::InvalidArgument => {
-                    let field = if tenancy_runtime::error::reason_of(&status).as_deref()
-                        == Some("NAME_INVALID")
-                    {
-                        "name"
-                    } else {
-                        "email"
-                    };
-                    Error::invalid_field(field, status.message())
-                }
-                _ => unavailable("identity", &status),
-            })?
+            .map_err(|status| refused(&status, &[tonic::Code::InvalidArgument], "identity"))?
             .into_inner();
         let user = response
             .user
@@ -141,21 +135,12 @@ impl Peers {
                 name: name.to_owned(),
             })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::InvalidArgument => {
-                    let reason = tenancy_runtime::error::reason_of(&status).unwrap_or_default();
-                    let field = if reason.starts_with("NAME") {
-                        "name"
-                    } else {
-                        "password"
-                    };
-                    Error::invalid_field(field, status.message())
-                }
-                tonic::Code::FailedPrecondition => Error::failed_precondition(
-                    "PASSWORD_ALREADY_SET",
-                    "the user already has a password",
-                ),
-                _ => unavailable("identity", &status),
+            .map_err(|status| {
+                let codes = [
+                    tonic::Code::InvalidArgument,
+                    tonic::Code::FailedPrecondition,
+                ];
+                refused(&status, &codes, "identity")
             })?;
         Ok(())
     }
@@ -195,7 +180,7 @@ impl Peers {
         self.contacts
             .clone()
             .send_email(cpb::SendEmailRequest {
-                idempotency_key,
+                request_id: idempotency_key,
                 to: vec![cpb::EmailAddress {
                     email: to.0.to_owned(),
                     name: to.1.to_owned(),

@@ -130,7 +130,7 @@ async fn main() {
 
 fn request(i: usize) -> pb::SendEmailRequest {
     pb::SendEmailRequest {
-        idempotency_key: format!("bench:{i}"),
+        request_id: format!("bench:{i}"),
         to: vec![pb::EmailAddress {
             email: format!("user{i}@example.com"),
             name: format!("User {i}"),

@@ -8,7 +8,7 @@ use tenancy_proto::contacts::{
     contacts_service_server::ContactsService,
 };
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{email, templates::Template};
@@ -40,7 +40,7 @@ pub(crate) fn message_to_proto(m: msg::Model) -> pb::OutboxMessage {
     let started = m.attempts > 0;
     pb::OutboxMessage {
         id: m.id,
-        idempotency_key: m.idempotency_key,
+        request_id: m.idempotency_key,
         to: Some(pb::EmailAddress {
             email: m.to_email,
             name: m.to_name,
@@ -81,8 +81,7 @@ fn optional_id(v: &mut Violations, field: &str, value: &str) -> String {
 
 fn page_token_invalid() -> Error {
     Error::new(
-        ErrorCode::InvalidArgument,
-        "PAGE_TOKEN_INVALID",
+        Reason::PageTokenInvalid,
         "page_token is not a token this list returned",
     )
     .with_field("page_token", "not a token this list returned")
@@ -103,7 +102,7 @@ impl ContactsInternalService for Api {
     ) -> Reply<pb::SendEmailResponse> {
         let r = request.into_inner();
         let mut v = Violations::default();
-        outbox::check_key(&mut v, &r.idempotency_key);
+        outbox::check_key(&mut v, &r.request_id);
         v.check((1..=50).contains(&r.to.len()), "to", "1 to 50 recipients");
         let mut to = Vec::with_capacity(r.to.len());
         for (i, a) in r.to.iter().enumerate() {
@@ -146,10 +145,7 @@ impl ContactsInternalService for Api {
             category: 0,
         };
         let messages = self.outbox.render(&email, &to)?;
-        let queued = self
-            .outbox
-            .enqueue(&r.idempotency_key, &hash, messages)
-            .await?;
+        let queued = self.outbox.enqueue(&r.request_id, &hash, messages).await?;
         Ok(Response::new(pb::SendEmailResponse {
             messages: queued.messages.into_iter().map(message_to_proto).collect(),
             duplicate: queued.duplicate,
@@ -161,13 +157,7 @@ impl ContactsInternalService for Api {
         request: Request<pb::GetOutboxMessageRequest>,
     ) -> Reply<pb::GetOutboxMessageResponse> {
         let r = request.into_inner();
-        let not_found = || {
-            Error::new(
-                ErrorCode::NotFound,
-                "OUTBOX_MESSAGE_NOT_FOUND",
-                "outbox message not found",
-            )
-        };
+        let not_found = || Error::new(Reason::OutboxMessageNotFound, "outbox message not found");
         let id = ids::parse_id("id", &r.id)?;
         let m = store::get(&self.outbox.db, &id)
             .await?
@@ -210,7 +200,7 @@ impl ContactsInternalService for Api {
         v.finish()?;
         let filter = store::ListFilter {
             state,
-            idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
+            idempotency_key: Some(r.request_id).filter(|k| !k.is_empty()),
             to_email_norm: Some(email::normalize(&r.to_email)).filter(|e| !e.is_empty()),
             account_id: Some(account_id).filter(|a| !a.is_empty()),
             template,

@@ -7,17 +7,12 @@ use std::sync::Arc;
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 use tokio::sync::Notify;
 
 use crate::domain::{email, templates};
 use crate::store::entities::outbox_message as msg;
 use crate::store::outbox::{self, EnqueueError, NewMessage};
-
-/// Reason of a missing template variable.
-pub const TEMPLATE_DATA_INVALID: &str = "TEMPLATE_DATA_INVALID";
-/// Reason of a key reused with other content.
-pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 
 /// One recipient.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -54,7 +49,7 @@ pub struct Outbox {
 pub fn check_key(v: &mut Violations, key: &str) {
     v.check(
         !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| (0x20..=0x7e).contains(&b)),
-        "idempotency_key",
+        "request_id",
         "1 to 128 printable ASCII characters",
     );
 }
@@ -68,8 +63,7 @@ pub fn check_data(
 ) -> Option<Error> {
     let template = template?;
     let mut missing = Error::new(
-        ErrorCode::InvalidArgument,
-        TEMPLATE_DATA_INVALID,
+        Reason::TemplateDataInvalid,
         "a required template variable is missing",
     );
     let mut any_missing = false;
@@ -123,7 +117,7 @@ impl Outbox {
     }
 
     /// The earlier call with `key`, if any: its messages when `hash`
-    /// matches, IDEMPOTENCY_KEY_REUSED otherwise.
+    /// matches, REQUEST_ID_REUSED otherwise.
     pub async fn earlier(&self, key: &str, hash: &str) -> Result<Option<Queued>, Error> {
         match outbox::earlier_call(&self.db, key).await? {
             None => Ok(None),
@@ -134,9 +128,9 @@ impl Outbox {
                         duplicate: true,
                     }))
                 } else {
-                    Err(Error::failed_precondition(
-                        IDEMPOTENCY_KEY_REUSED,
-                        "this idempotency key was used with different content",
+                    Err(Error::new(
+                        Reason::RequestIdReused,
+                        "this request_id was used with different content",
                     ))
                 }
             }
@@ -187,7 +181,7 @@ impl Outbox {
                 drop(txn);
                 self.earlier(key, hash)
                     .await?
-                    .ok_or_else(|| Error::new(ErrorCode::Aborted, "ABORTED", "retry"))
+                    .ok_or_else(|| Error::new(Reason::RequestInProgress, "retry"))
             }
             Err(EnqueueError::Other(e)) => Err(e),
         }

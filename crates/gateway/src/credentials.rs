@@ -25,7 +25,7 @@ use tenancy_proto::identity::{GetJwksRequest, IntrospectApiTokenRequest};
 use tenancy_runtime::Channel;
 use tenancy_runtime::error::reason_of;
 use tenancy_runtime::principal::ServiceAuth;
-use tenancy_runtime::{Error, ErrorCode, Timestamp};
+use tenancy_runtime::{Error, Reason, Timestamp};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::jwt::{Claims, JwtVerifier, LEEWAY_SECONDS, PortalToken, TokenError};
@@ -58,7 +58,7 @@ enum Dead {
 impl Dead {
     fn error(self) -> Error {
         match self {
-            Self::Unknown => Error::unauthenticated("TOKEN_INVALID", "unknown API token"),
+            Self::Unknown => Error::new(Reason::TokenInvalid, "unknown API token"),
             Self::Revoked => crate::policy::api_token_revoked(),
             Self::Expired => crate::policy::api_token_expired(),
         }
@@ -194,8 +194,8 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
-                Error::unauthenticated(
-                    "CREDENTIALS_MALFORMED",
+                Error::new(
+                    Reason::CredentialsMalformed,
                     "expected `authorization: Bearer <token>`",
                 )
             })?;
@@ -234,7 +234,7 @@ impl Authenticator {
             other => other,
         }
         .and_then(|claims| PortalToken::from_claims(&claims))
-        .map_err(|e| Error::unauthenticated(e.reason(), e.to_string()))?;
+        .map_err(|e| Error::new(e.reason(), e.to_string()))?;
         let mut cache = self.portal.write();
         if cache.len() >= CACHE_CAP {
             cache.clear();
@@ -293,9 +293,9 @@ impl Authenticator {
                 })
             }
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
-                match reason_of(&status).as_deref() {
-                    Some("TOKEN_REVOKED") => dead(Dead::Revoked, DEAD_TTL_MS),
-                    Some("TOKEN_EXPIRED") => dead(Dead::Expired, DEAD_TTL_MS),
+                match reason_of(&status) {
+                    Some(Reason::TokenRevoked) => dead(Dead::Revoked, DEAD_TTL_MS),
+                    Some(Reason::TokenExpired) => dead(Dead::Expired, DEAD_TTL_MS),
                     _ => dead(Dead::Unknown, NEGATIVE_TTL_MS),
                 }
             }
@@ -309,11 +309,8 @@ impl Authenticator {
             }
             Err(status) => {
                 tracing::warn!(code = ?status.code(), "API token introspection failed");
-                return Err(Error::new(
-                    ErrorCode::Unavailable,
-                    "IDENTITY_UNAVAILABLE",
-                    "cannot check the API token now; retry",
-                ));
+                return Err(Error::unavailable("cannot check the API token now; retry")
+                    .with_metadata("service", "identity"));
             }
         };
         let mut cache = self.api.write();
@@ -355,11 +352,8 @@ impl Authenticator {
             .await
             .map_err(|status| {
                 tracing::warn!(code = ?status.code(), "cannot fetch signing keys");
-                Error::new(
-                    ErrorCode::Unavailable,
-                    "IDENTITY_UNAVAILABLE",
-                    "cannot fetch signing keys; retry",
-                )
+                Error::unavailable("cannot fetch signing keys; retry")
+                    .with_metadata("service", "identity")
             })?
             .into_inner();
         self.jwt

@@ -11,6 +11,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::RwLock;
 use serde::Deserialize;
+use tenancy_runtime::Reason;
 
 use crate::state::{Id, parse_id};
 
@@ -184,15 +185,15 @@ pub enum TokenError {
 
 impl TokenError {
     /// The stable ErrorInfo reason.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Malformed => "TOKEN_MALFORMED",
-            Self::WrongAlgorithm => "TOKEN_ALGORITHM_REFUSED",
-            Self::UnknownKey(_) => "TOKEN_KEY_UNKNOWN",
-            Self::BadSignature => "TOKEN_SIGNATURE_INVALID",
-            Self::Expired => "TOKEN_EXPIRED",
-            Self::WrongAudience => "TOKEN_AUDIENCE_INVALID",
-            Self::WrongIssuer => "TOKEN_ISSUER_INVALID",
+            Self::Malformed => Reason::TokenMalformed,
+            Self::WrongAlgorithm => Reason::TokenAlgorithmRefused,
+            Self::UnknownKey(_) => Reason::TokenKeyUnknown,
+            Self::BadSignature => Reason::TokenSignatureInvalid,
+            Self::Expired => Reason::TokenExpired,
+            Self::WrongAudience => Reason::TokenAudienceInvalid,
+            Self::WrongIssuer => Reason::TokenIssuerInvalid,
         }
     }
 }

@@ -6,8 +6,8 @@ use std::num::NonZeroU32;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tenancy_runtime::Error;
 use tenancy_runtime::config::GatewayConfig;
+use tenancy_runtime::{Error, Reason};
 
 use crate::state::Id;
 
@@ -53,7 +53,10 @@ impl RateLimits {
     pub fn check_public(&self, ip: IpAddr) -> Result<(), Error> {
         self.public.check_key(&ip).map_err(|not_until| {
             self.refused.client_address.inc();
-            Error::throttled("RATE_LIMITED", not_until.wait_time_from(self.clock.now()))
+            Error::throttled(
+                Reason::RateLimited,
+                not_until.wait_time_from(self.clock.now()),
+            )
         })
     }
 
@@ -61,7 +64,10 @@ impl RateLimits {
     pub fn check_principal(&self, user: Id) -> Result<(), Error> {
         self.principal.check_key(&user).map_err(|not_until| {
             self.refused.user.inc();
-            Error::throttled("RATE_LIMITED", not_until.wait_time_from(self.clock.now()))
+            Error::throttled(
+                Reason::RateLimited,
+                not_until.wait_time_from(self.clock.now()),
+            )
         })
     }
 
@@ -89,7 +95,7 @@ mod tests {
             limits.check_public(ip).unwrap();
         }
         let error = limits.check_public(ip).unwrap_err();
-        assert_eq!(error.reason, "RATE_LIMITED");
+        assert_eq!(error.reason, Reason::RateLimited);
         assert!(error.retry_after.unwrap() > std::time::Duration::ZERO);
         limits.check_public("203.0.113.2".parse().unwrap()).unwrap();
     }

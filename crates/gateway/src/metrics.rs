@@ -69,8 +69,8 @@ impl Decisions {
         self.family
             .get_or_create(&DecisionLabels {
                 decision: "refused",
-                reason: error.reason_name(),
-                code: tenancy_runtime::metrics::code_name(error.code.grpc()),
+                reason: error.reason.as_str(),
+                code: tenancy_runtime::metrics::code_name(error.code()),
             })
             .inc();
     }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use tenancy_proto::auth::{AccessRule, Audience, TokenKind};
 use tenancy_runtime::principal::role_at_least;
-use tenancy_runtime::{Error, ErrorCode, Principal};
+use tenancy_runtime::{Error, Principal, Reason};
 
 use crate::jwt::PortalToken;
 use crate::state::{Id, LiveState, id_string};
@@ -74,26 +74,22 @@ impl MethodPolicy {
     }
 }
 
-fn denied(reason: &'static str, message: &str) -> Error {
-    Error::permission_denied(reason, message)
-}
-
 /// A refusal about the caller's standing in `account`: PERMISSION_DENIED,
 /// naming the account in the message and in ErrorInfo metadata
 /// `account_id`, so a portal can say which account it concerns.
-fn account_denied(reason: &'static str, account: Id, what: impl FnOnce(&str) -> String) -> Error {
+fn account_denied(account: Id, error: impl FnOnce(&str) -> Error) -> Error {
     let account = id_string(account);
-    Error::permission_denied(reason, what(&account)).with_metadata("account_id", account)
+    error(&account).with_metadata("account_id", account)
 }
 
 /// The refusal of a revoked API token (cached or not: one answer).
 pub fn api_token_revoked() -> Error {
-    Error::unauthenticated("TOKEN_REVOKED", "this API token was revoked")
+    Error::new(Reason::TokenRevoked, "this API token was revoked")
 }
 
 /// The refusal of an expired API token (cached or not: one answer).
 pub fn api_token_expired() -> Error {
-    Error::unauthenticated("TOKEN_EXPIRED", "this API token has expired")
+    Error::new(Reason::TokenExpired, "this API token has expired")
 }
 
 /// The refusal under enforced 2FA once the member's deadline has passed.
@@ -103,8 +99,11 @@ fn mfa_required(account: Id, deadline_ms: i64, portal: bool) -> Error {
     } else {
         "the token's owner must turn on two-factor authentication in the portal"
     };
-    account_denied("MFA_ENROLLMENT_REQUIRED", account, |account| {
-        format!("account {account} requires two-factor authentication: {what}")
+    account_denied(account, |account| {
+        Error::new(
+            Reason::MfaEnrollmentRequired,
+            format!("account {account} requires two-factor authentication: {what}"),
+        )
     })
     .with_metadata(
         "mfa_deadline",
@@ -133,23 +132,22 @@ pub fn decide(
             });
         }
         Audience::Unspecified | Audience::Internal => {
-            return Err(denied(
-                "METHOD_NOT_ROUTABLE",
+            return Err(Error::new(
+                Reason::MethodNotRoutable,
                 "this method is not callable from outside",
             ));
         }
         Audience::User | Audience::Account | Audience::Staff => {}
     }
     let Some(credential) = credential else {
-        return Err(Error::unauthenticated(
-            "CREDENTIALS_MISSING",
+        return Err(Error::new(
+            Reason::CredentialsMissing,
             "send `authorization: Bearer <access token or API token>`",
         ));
     };
     if !state.is_ready() {
         return Err(Error::new(
-            ErrorCode::Unavailable,
-            "GATEWAY_NOT_READY",
+            Reason::GatewayNotReady,
             "the gateway is synchronising its state; retry shortly",
         ));
     }
@@ -161,10 +159,7 @@ pub fn decide(
     let (user, account, portal) = match credential {
         Credential::Portal(token) => {
             if state.revocations.read().portal_token_revoked(token) {
-                return Err(Error::unauthenticated(
-                    "TOKEN_REVOKED",
-                    "this session has ended",
-                ));
+                return Err(Error::new(Reason::TokenRevoked, "this session has ended"));
             }
             principal.token_kind = TokenKind::Portal;
             principal.session_id = Some(id_string(token.session));
@@ -183,14 +178,14 @@ pub fn decide(
                 return Err(api_token_expired());
             }
             if !rule.api_tokens_allowed {
-                return Err(denied(
-                    "API_TOKEN_NOT_ALLOWED",
+                return Err(Error::new(
+                    Reason::ApiTokenNotAllowed,
                     "this method needs a portal session",
                 ));
             }
             if token.read_only && !method.read_only {
-                return Err(denied(
-                    "API_TOKEN_READ_ONLY",
+                return Err(Error::new(
+                    Reason::ApiTokenReadOnly,
                     "this API token may only read",
                 ));
             }
@@ -207,8 +202,8 @@ pub fn decide(
             principal.account_id = account.map(id_string);
             Ok(principal)
         } else {
-            Err(denied(
-                "STAFF_ONLY",
+            Err(Error::new(
+                Reason::StaffRequired,
                 "only the support team may call this method",
             ))
         };
@@ -228,34 +223,49 @@ pub fn decide(
 
     if audience == Audience::Account {
         let Some(account_id) = account else {
-            return Err(denied(
-                "ACCOUNT_REQUIRED",
+            return Err(Error::new(
+                Reason::AccountRequired,
                 "select an account first (SwitchAccount)",
             ));
         };
         let Some(member) = membership else {
-            return Err(account_denied("NOT_A_MEMBER", account_id, |a| {
-                format!("you are not a member of account {a}")
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::NotAMember,
+                    format!("you are not a member of account {a}"),
+                )
             }));
         };
         if !member.active {
-            return Err(account_denied("MEMBER_SUSPENDED", account_id, |a| {
-                format!("your membership of account {a} is suspended")
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::MemberSuspended,
+                    format!("your membership of account {a} is suspended"),
+                )
             }));
         }
         if !member.portal_access {
-            return Err(account_denied("NO_PORTAL_ACCESS", account_id, |a| {
-                format!("you have no access to account {a}")
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::PortalAccessDisabled,
+                    format!("you have no access to account {a}"),
+                )
             }));
         }
         if !role_at_least(member.role, rule.min_role()) {
-            return Err(account_denied("ROLE_TOO_LOW", account_id, |a| {
-                format!("your role in account {a} does not allow this")
+            return Err(account_denied(account_id, |a| {
+                Error::role_too_low(
+                    rule.min_role(),
+                    format!("your role in account {a} does not allow this"),
+                )
             }));
         }
         if portal.is_some() && settings.is_some_and(|s| !s.admits(client_ip)) {
-            return Err(account_denied("IP_NOT_ALLOWED", account_id, |a| {
-                format!("account {a} only allows portal access from its IP allowlist")
+            return Err(account_denied(account_id, |a| {
+                Error::new(
+                    Reason::IpNotAllowed,
+                    format!("account {a} only allows portal access from its IP allowlist"),
+                )
             })
             .with_metadata("client_ip", client_ip.to_string()));
         }
@@ -378,7 +388,7 @@ mod tests {
         "203.0.113.7".parse().unwrap()
     }
 
-    fn reason(result: Result<Principal, Error>) -> &'static str {
+    fn reason(result: Result<Principal, Error>) -> Reason {
         result.unwrap_err().reason
     }
 
@@ -400,8 +410,8 @@ mod tests {
             NOW,
         )
         .unwrap_err();
-        assert_eq!(error.code, ErrorCode::Unauthenticated);
-        assert_eq!(error.reason, "CREDENTIALS_MISSING");
+        assert_eq!(error.code(), tonic::Code::Unauthenticated);
+        assert_eq!(error.reason, Reason::CredentialsMissing);
     }
 
     #[test]
@@ -415,7 +425,7 @@ mod tests {
             NOW,
         )
         .unwrap_err();
-        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert_eq!(error.code(), tonic::Code::Unavailable);
     }
 
     #[test]
@@ -439,7 +449,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "ROLE_TOO_LOW"
+            Reason::RoleTooLow
         );
         let manager = decide(
             &account_method(Role::Manager),
@@ -464,7 +474,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "MEMBER_SUSPENDED"
+            Reason::MemberSuspended
         );
         assert_eq!(
             reason(decide(
@@ -474,7 +484,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "NOT_A_MEMBER"
+            Reason::NotAMember
         );
         assert_eq!(
             reason(decide(
@@ -484,7 +494,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "ACCOUNT_REQUIRED"
+            Reason::AccountRequired
         );
     }
 
@@ -506,8 +516,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            (error.code, error.reason),
-            (ErrorCode::Unauthenticated, "TOKEN_REVOKED")
+            (error.code(), error.reason),
+            (tonic::Code::Unauthenticated, Reason::TokenRevoked)
         );
         // The manager's token was issued at position 10: a cut-off at 10 was
         // committed before it and spares it, one at 11 ends it.
@@ -527,7 +537,7 @@ mod tests {
             .cut_off_user(id("manager"), cut(11));
         assert_eq!(
             reason(decide(&method, Some(&manager), &state, ip(), NOW)),
-            "TOKEN_REVOKED"
+            Reason::TokenRevoked
         );
     }
 
@@ -551,7 +561,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "IP_NOT_ALLOWED"
+            Reason::IpNotAllowed
         );
         let inside: IpAddr = "198.51.100.20".parse().unwrap();
         assert!(
@@ -582,7 +592,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "API_TOKEN_NOT_ALLOWED"
+            Reason::ApiTokenNotAllowed
         );
         let mut write = MethodPolicy::new("CreateContact", rule(Audience::Account, Role::Manager));
         write.rule.api_tokens_allowed = true;
@@ -590,7 +600,7 @@ mod tests {
         read.rule.api_tokens_allowed = true;
         assert_eq!(
             reason(decide(&write, Some(&token(true, None)), &state, ip(), NOW)),
-            "API_TOKEN_READ_ONLY"
+            Reason::ApiTokenReadOnly
         );
         assert!(decide(&read, Some(&token(true, None)), &state, ip(), NOW).is_ok());
         assert_eq!(
@@ -601,12 +611,12 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "TOKEN_EXPIRED"
+            Reason::TokenExpired
         );
         state.revocations.write().api_tokens.insert(id("t1"));
         assert_eq!(
             reason(decide(&read, Some(&token(false, None)), &state, ip(), NOW)),
-            "TOKEN_REVOKED"
+            Reason::TokenRevoked
         );
     }
 
@@ -631,7 +641,7 @@ mod tests {
         let later = NOW + 9_000;
         assert_eq!(
             reason(decide(&method, Some(&caller), &state, ip(), later)),
-            "MFA_ENROLLMENT_REQUIRED"
+            Reason::MfaEnrollmentRequired
         );
         let mut enrol = MethodPolicy::new(
             "BeginTotpEnrollment",
@@ -643,7 +653,7 @@ mod tests {
             MethodPolicy::new("ChangePassword", rule(Audience::User, Role::Unspecified));
         assert_eq!(
             reason(decide(&user_method, Some(&caller), &state, ip(), later)),
-            "MFA_ENROLLMENT_REQUIRED"
+            Reason::MfaEnrollmentRequired
         );
         // Enrolled in another session: pushed by identity, let through.
         state.revocations.write().set_mfa(id("owner"), true);
@@ -694,7 +704,10 @@ mod tests {
 
         state.revocations_ready.store(true, Ordering::Release);
         state.recheck_streams(NOW);
-        assert_eq!(owner_stream.try_recv().unwrap().reason, "TOKEN_REVOKED");
+        assert_eq!(
+            owner_stream.try_recv().unwrap().reason,
+            Reason::TokenRevoked
+        );
         assert!(manager_stream.try_recv().is_err());
         assert_eq!(state.streams.len(), 1);
 
@@ -725,7 +738,7 @@ mod tests {
         assert!(decide(&method, Some(&caller), &state, ip(), NOW + 8_999).is_ok());
         assert_eq!(
             reason(decide(&method, Some(&caller), &state, ip(), NOW + 9_000)),
-            "MFA_ENROLLMENT_REQUIRED"
+            Reason::MfaEnrollmentRequired
         );
     }
 
@@ -741,7 +754,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "STAFF_ONLY"
+            Reason::StaffRequired
         );
         let Credential::Portal(c) = claims("agent", None) else {
             unreachable!()
@@ -753,7 +766,7 @@ mod tests {
         let mut shared = account_method(Role::Manager);
         assert_eq!(
             reason(decide(&shared, Some(&staff), &state, ip(), NOW)),
-            "ACCOUNT_REQUIRED"
+            Reason::AccountRequired
         );
         shared.rule.staff_allowed = true;
         assert!(decide(&shared, Some(&staff), &state, ip(), NOW).is_ok());
@@ -770,7 +783,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "METHOD_NOT_ROUTABLE"
+            Reason::MethodNotRoutable
         );
     }
 
@@ -805,7 +818,7 @@ mod tests {
                 ip(),
                 NOW
             )),
-            "TOKEN_EXPIRED"
+            Reason::TokenExpired
         );
         state.revocations.write().api_tokens.insert(id("t1"));
         let error = decide(
@@ -817,12 +830,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            (error.code, error.reason),
-            (ErrorCode::Unauthenticated, "TOKEN_REVOKED"),
+            (error.code(), error.reason),
+            (tonic::Code::Unauthenticated, Reason::TokenRevoked),
             "revocation wins over expiry, as identity answers"
         );
         assert_eq!(error, api_token_revoked());
-        assert_eq!(api_token_expired().reason, "TOKEN_EXPIRED");
+        assert_eq!(api_token_expired().reason, Reason::TokenExpired);
     }
 
     #[test]
@@ -831,15 +844,15 @@ mod tests {
         let method = account_method(Role::Owner);
         let account = id_string(id("acc"));
         for (user, expected) in [
-            ("suspended", "MEMBER_SUSPENDED"),
-            ("stranger", "NOT_A_MEMBER"),
-            ("manager", "ROLE_TOO_LOW"),
+            ("suspended", Reason::MemberSuspended),
+            ("stranger", Reason::NotAMember),
+            ("manager", Reason::RoleTooLow),
         ] {
             let error =
                 decide(&method, Some(&claims(user, Some("acc"))), &state, ip(), NOW).unwrap_err();
             assert_eq!(
-                (error.code, error.reason),
-                (ErrorCode::PermissionDenied, expected)
+                (error.code(), error.reason),
+                (tonic::Code::PermissionDenied, expected)
             );
             assert_eq!(
                 error.metadata.get("account_id"),
@@ -857,7 +870,7 @@ mod tests {
             NOW,
         )
         .unwrap_err();
-        assert_eq!(error.reason, "NO_PORTAL_ACCESS");
+        assert_eq!(error.reason, Reason::PortalAccessDisabled);
         assert_eq!(error.metadata.get("account_id"), Some(&account));
     }
 
@@ -916,8 +929,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(
-            (error.code, error.reason),
-            (ErrorCode::PermissionDenied, "MFA_ENROLLMENT_REQUIRED")
+            (error.code(), error.reason),
+            (tonic::Code::PermissionDenied, Reason::MfaEnrollmentRequired)
         );
         assert_eq!(
             error.metadata.get("account_id"),
@@ -959,7 +972,7 @@ mod tests {
                 ip(),
                 deadline
             )),
-            "MFA_ENROLLMENT_REQUIRED"
+            Reason::MfaEnrollmentRequired
         );
         // Accounts that do not enforce 2FA do not care.
         state.policies.write().settings.clear();

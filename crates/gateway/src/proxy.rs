@@ -30,7 +30,7 @@ use tenancy_runtime::metrics::{Call as CallMetrics, GrpcServerLayer, GrpcServerS
 use tenancy_runtime::principal::{Call, CallIds, PrincipalKey, strip_reserved};
 use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::tls::{Connector, PublicTls};
-use tenancy_runtime::{Context, Error, ErrorCode, clock::SharedClock};
+use tenancy_runtime::{Context, Error, Reason, clock::SharedClock};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
@@ -395,7 +395,7 @@ impl Gateway {
             }
             Err(error) => {
                 self.decisions.refused(&error);
-                log.finish(error.code.grpc() as i32);
+                log.finish(error.code() as i32);
                 tonic::Status::from(error).into_http()
             }
         };
@@ -426,8 +426,7 @@ impl Gateway {
         let path = request.uri().path();
         let Some((method, route)) = route else {
             return Err(Error::new(
-                ErrorCode::Unimplemented,
-                "UNKNOWN_METHOD",
+                Reason::MethodUnknown,
                 format!("unknown method {path}"),
             ));
         };
@@ -476,7 +475,7 @@ impl Gateway {
             .try_acquire_owned()
             .map_err(|_| {
                 self.limits.refused().upstream.inc();
-                Error::throttled("UPSTREAM_BUSY", std::time::Duration::from_millis(100))
+                Error::throttled(Reason::UpstreamBusy, std::time::Duration::from_millis(100))
             })?;
         let connection = route
             .upstream
@@ -521,8 +520,9 @@ impl Gateway {
         match http::Uri::from_parts(parts) {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
-                log.finish(tonic::Code::InvalidArgument as i32);
-                return tonic::Status::invalid_argument("not a valid gRPC path").into_http();
+                let error = Error::new(Reason::MethodUnknown, "not a valid gRPC path");
+                log.finish(error.code() as i32);
+                return tonic::Status::from(error).into_http();
             }
         }
         match connection.send(request).await {
@@ -542,8 +542,9 @@ impl Gateway {
             }
             Err(error) => {
                 tracing::warn!(%error, upstream = %connection.authority(), "upstream call failed");
-                log.finish(tonic::Code::Unavailable as i32);
-                tonic::Status::unavailable("the service is unavailable; retry").into_http()
+                let error = Error::unavailable("the service is unavailable; retry");
+                log.finish(error.code() as i32);
+                tonic::Status::from(error).into_http()
             }
         }
     }

@@ -54,13 +54,13 @@ async fn ask<T>(
     method: &'static str,
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<Option<T>, Error> {
-    let status = match tokio::time::timeout(ANSWER_WITHIN, call).await {
+    let code = match tokio::time::timeout(ANSWER_WITHIN, call).await {
         Ok(Ok(reply)) => return Ok(Some(reply.into_inner())),
         Ok(Err(status)) if status.code() == tonic::Code::NotFound => return Ok(None),
-        Ok(Err(status)) => status,
-        Err(_) => tonic::Status::deadline_exceeded("no answer in time"),
+        Ok(Err(status)) => status.code(),
+        Err(_) => tonic::Code::DeadlineExceeded,
     };
-    tracing::warn!(code = ?status.code(), method, "account service call failed");
+    tracing::warn!(?code, method, "account service call failed");
     Err(Error::unavailable(
         "the account service is unavailable; retry",
     ))

@@ -9,7 +9,7 @@ use tenancy_proto::identity::{
     identity_service_server::IdentityService,
 };
 use tenancy_runtime::server::principal;
-use tenancy_runtime::{Error, Principal};
+use tenancy_runtime::{Error, Principal, Reason};
 use tonic::{Request, Response, Status};
 
 use crate::core::admin::LoginEventFilter;
@@ -47,7 +47,7 @@ fn client(p: &Principal) -> Client {
 /// A member's user id from a request, refused as USER_ID_INVALID.
 fn member_id(raw: &str) -> Result<String, Error> {
     tenancy_runtime::ids::parse_id("user_id", raw).map_err(|e| Error {
-        reason: "USER_ID_INVALID",
+        reason: Reason::UserIdInvalid,
         ..e
     })
 }
@@ -488,7 +488,7 @@ impl IdentityService for Api {
             .unwrap_or_default();
         if paths.is_empty() || paths.iter().any(|path| path != "name" && path != "email") {
             return Err(Error {
-                reason: "UPDATE_MASK_INVALID",
+                reason: Reason::UpdateMaskInvalid,
                 ..Error::invalid_field("update_mask", "name and/or email")
             }
             .into());

@@ -51,7 +51,7 @@ impl ContactsMailer {
 impl Mailer for ContactsMailer {
     async fn send(&self, email: OutgoingEmail) -> Result<(), Error> {
         let request = SendEmailRequest {
-            idempotency_key: email.idempotency_key,
+            request_id: email.idempotency_key,
             to: vec![EmailAddress {
                 email: email.to,
                 name: email.to_name,

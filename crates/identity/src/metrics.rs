@@ -3,8 +3,8 @@
 //! fixed sets below, never ids or addresses.
 
 use tenancy_proto::identity as pb;
-use tenancy_runtime::Error;
 use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Family, Metrics, OutcomeLabel};
+use tenancy_runtime::{Error, Reason};
 
 /// A second factor's outcome and kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,10 +82,10 @@ impl Outcomes {
         let outcome = match result {
             Ok(pb::login_response::Outcome::Session(_)) => "success",
             Ok(pb::login_response::Outcome::MfaChallenge(_)) => "mfa_required",
-            Err(error) => match error.reason_name() {
-                "INVALID_CREDENTIALS" if known_user => "wrong_password",
-                "INVALID_CREDENTIALS" => "unknown_user",
-                "EMAIL_NOT_VERIFIED" => "email_not_verified",
+            Err(error) => match error.reason {
+                Reason::CredentialsInvalid if known_user => "wrong_password",
+                Reason::CredentialsInvalid => "unknown_user",
+                Reason::EmailNotVerified => "email_not_verified",
                 _ => common(error),
             },
         };
@@ -96,10 +96,10 @@ impl Outcomes {
     pub(crate) fn mfa<T>(&self, factor: &'static str, result: &Result<T, Error>) {
         let outcome = match result {
             Ok(_) => "success",
-            Err(error) => match error.reason_name() {
-                "SECOND_FACTOR_INVALID" => "wrong_code",
-                "TOTP_CODE_REUSED" => "code_reused",
-                "MFA_CHALLENGE_INVALID" => "challenge_invalid",
+            Err(error) => match error.reason {
+                Reason::SecondFactorInvalid => "wrong_code",
+                Reason::TotpCodeReused => "code_reused",
+                Reason::MfaChallengeInvalid => "challenge_invalid",
                 _ => common(error),
             },
         };
@@ -109,7 +109,7 @@ impl Outcomes {
 
 /// The outcome of a refusal both counters share.
 fn common(error: &Error) -> &'static str {
-    match error.code.grpc() {
+    match error.code() {
         tonic::Code::ResourceExhausted => "throttled",
         tonic::Code::InvalidArgument => "invalid_request",
         tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {

@@ -1,65 +1,25 @@
 //! The one mapping from domain errors to `tonic::Status`.
 //!
 //! Every service crate has its own error type; each converts into [`Error`],
-//! whose [`ErrorCode`] is deliberately small. [`Error`] becomes a
-//! `tonic::Status` here and nowhere else, always with a `google.rpc.ErrorInfo`
-//! carrying a stable `reason` clients can switch on, plus `BadRequest` field
-//! violations for invalid input and `RetryInfo` for throttling.
+//! whose [`Reason`] comes from the catalogue in
+//! `proto/tenancy/errors/v1/reason.proto`. The reason decides the gRPC code,
+//! so an error can neither carry a reason outside the catalogue nor another
+//! code than the catalogue's. [`Error`] becomes a `tonic::Status` here and
+//! nowhere else (clippy's `disallowed-methods` bans building one by hand),
+//! always with a `google.rpc.ErrorInfo` carrying the reason clients switch
+//! on, plus `BadRequest` field violations for invalid input and `RetryInfo`
+//! for throttling.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use tenancy_proto::auth::Role;
+pub use tenancy_proto::errors::Reason;
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// The `ErrorInfo.domain` of every Tenancy error.
 pub const ERROR_DOMAIN: &str = "tenancy.dev";
-
-/// The few kinds of failure a client needs to tell apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// The request is malformed; field violations say where.
-    InvalidArgument,
-    /// Credentials are missing or invalid.
-    Unauthenticated,
-    /// A known caller without the right to do this.
-    PermissionDenied,
-    /// The resource does not exist, or the caller may not know it exists.
-    NotFound,
-    /// The resource already exists.
-    AlreadyExists,
-    /// A rule forbids this in the current state (e.g. last active owner).
-    FailedPrecondition,
-    /// Throttled or over a quota; retry later.
-    ResourceExhausted,
-    /// A concurrent change won; retry the whole operation.
-    Aborted,
-    /// A dependency is not reachable; retry later.
-    Unavailable,
-    /// Not implemented yet.
-    Unimplemented,
-    /// A bug or an unexpected failure; details are only in the server log.
-    Internal,
-}
-
-impl ErrorCode {
-    /// The gRPC status code.
-    pub fn grpc(self) -> tonic::Code {
-        match self {
-            Self::InvalidArgument => tonic::Code::InvalidArgument,
-            Self::Unauthenticated => tonic::Code::Unauthenticated,
-            Self::PermissionDenied => tonic::Code::PermissionDenied,
-            Self::NotFound => tonic::Code::NotFound,
-            Self::AlreadyExists => tonic::Code::AlreadyExists,
-            Self::FailedPrecondition => tonic::Code::FailedPrecondition,
-            Self::ResourceExhausted => tonic::Code::ResourceExhausted,
-            Self::Aborted => tonic::Code::Aborted,
-            Self::Unavailable => tonic::Code::Unavailable,
-            Self::Unimplemented => tonic::Code::Unimplemented,
-            Self::Internal => tonic::Code::Internal,
-        }
-    }
-}
 
 /// One invalid request field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,13 +33,11 @@ pub struct FieldViolation {
 /// A failure as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
-    /// The kind of failure.
-    pub code: ErrorCode,
-    /// Stable UPPER_SNAKE reason for `ErrorInfo`.
-    pub reason: &'static str,
+    /// The catalogue reason; it decides the gRPC code.
+    pub reason: Reason,
     /// A human-readable message (never a secret).
     pub message: String,
-    /// Invalid fields, for [`ErrorCode::InvalidArgument`].
+    /// Invalid fields, for INVALID_ARGUMENT reasons.
     pub violations: Vec<FieldViolation>,
     /// When the client may retry, for throttling.
     pub retry_after: Option<Duration>,
@@ -89,29 +47,27 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} {}: {}", self.code, self.reason, self.message)
+        write!(f, "{:?} {}: {}", self.code(), self.reason, self.message)
     }
 }
 
 impl std::error::Error for Error {}
 
 impl Error {
-    /// The reason's name, as `ErrorInfo.reason` carries it: a name from a
-    /// fixed set, so fit for a metric label.
-    pub fn reason_name(&self) -> &'static str {
-        self.reason
-    }
-
-    /// An error of `code` with a stable `reason`.
-    pub fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `reason` (and so the reason's gRPC code).
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
-            code,
             reason,
             message: message.into(),
             violations: Vec::new(),
             retry_after: None,
             metadata: HashMap::new(),
         }
+    }
+
+    /// The gRPC status code, as the catalogue declares it for the reason.
+    pub fn code(&self) -> tonic::Code {
+        self.reason.code()
     }
 
     /// Adds a `BadRequest` field violation.
@@ -129,48 +85,37 @@ impl Error {
         self
     }
 
-    /// One invalid field.
+    /// One invalid field (reason FIELD_INVALID).
     pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::invalid(Reason::FieldInvalid, field, description)
+    }
+
+    /// One invalid field with a specific INVALID_ARGUMENT `reason`.
+    pub fn invalid(
+        reason: Reason,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
         let mut violations = Violations::default();
         violations.add(field, description);
-        violations.into_error()
+        Error {
+            reason,
+            ..violations.into_error()
+        }
     }
 
-    /// Something the caller may not see, or that does not exist.
-    pub fn not_found(what: &str) -> Self {
-        Self::new(
-            ErrorCode::NotFound,
-            "NOT_FOUND",
-            format!("{what} not found"),
-        )
-    }
-
-    /// Missing or invalid credentials.
-    pub fn unauthenticated(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Unauthenticated, reason, message)
-    }
-
-    /// A known caller without the right.
-    pub fn permission_denied(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::PermissionDenied, reason, message)
-    }
-
-    /// A rule forbids the change.
-    pub fn failed_precondition(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::FailedPrecondition, reason, message)
-    }
-
-    /// The resource exists already.
-    pub fn already_exists(reason: &'static str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::AlreadyExists, reason, message)
+    /// The caller's role is below `required` (ROLE_TOO_LOW, metadata
+    /// `required_role`).
+    pub fn role_too_low(required: Role, message: impl Into<String>) -> Self {
+        Self::new(Reason::RoleTooLow, message)
+            .with_metadata("required_role", required.as_str_name())
     }
 
     /// Throttled: retry after `retry_after`.
-    pub fn throttled(reason: &'static str, retry_after: Duration) -> Self {
+    pub fn throttled(reason: Reason, retry_after: Duration) -> Self {
         Self {
             retry_after: Some(retry_after),
             ..Self::new(
-                ErrorCode::ResourceExhausted,
                 reason,
                 format!(
                     "too many attempts; retry in {} s",
@@ -184,26 +129,75 @@ impl Error {
     /// client, which only learns that something went wrong.
     pub fn internal(cause: impl fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(ErrorCode::Internal, "INTERNAL", "internal error")
+        Self::new(Reason::InternalError, "internal error")
     }
 
-    /// A dependency is unreachable.
+    /// A dependency is unreachable (SERVICE_UNAVAILABLE).
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Unavailable, "UNAVAILABLE", message)
+        Self::new(Reason::ServiceUnavailable, message)
+    }
+
+    /// A peer service's refusal as our own error: its reason, message,
+    /// field violations, metadata and retry delay carried over unchanged.
+    /// `None` when the status carries no catalogue reason with the
+    /// catalogue's code (a transport failure, tonic's own errors): callers
+    /// treat the peer as unavailable or broken then.
+    pub fn from_status(status: &tonic::Status) -> Option<Self> {
+        let details = status.get_error_details();
+        let info = details.error_info()?;
+        let reason = Reason::from_str_name(&info.reason)
+            .filter(|r| info.domain == ERROR_DOMAIN && r.code() == status.code())?;
+        let mut error = Self::new(reason, status.message());
+        error.metadata = info.metadata.clone();
+        if let Some(bad) = details.bad_request() {
+            for v in &bad.field_violations {
+                error = error.with_field(v.field.clone(), v.description.clone());
+            }
+        }
+        error.retry_after = details.retry_info().and_then(|r| r.retry_delay);
+        Some(error)
+    }
+
+    /// What a failed call to the peer `service` means to our caller, the one
+    /// mapping every service uses: a catalogue refusal whose code is one of
+    /// `pass` reaches our caller as the peer gave it (reason, message, field
+    /// violations); anything else (transport failure, deadline, a refusal we
+    /// did not expect) is logged and answered SERVICE_UNAVAILABLE naming the
+    /// peer, never INTERNAL: the caller may retry.
+    pub fn from_peer(service: &str, status: &tonic::Status, pass: &[tonic::Code]) -> Self {
+        Self::from_status(status)
+            .filter(|e| pass.contains(&e.code()))
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    service,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "peer call failed"
+                );
+                Self::unavailable(format!("{service} is not available"))
+                    .with_metadata("service", service)
+            })
+    }
+
+    /// The status clients receive.
+    fn status(self) -> tonic::Status {
+        let mut details = ErrorDetails::new();
+        details.set_error_info(self.reason.as_str(), ERROR_DOMAIN, self.metadata);
+        for v in self.violations {
+            details.add_bad_request_violation(v.field, v.description);
+        }
+        if let Some(after) = self.retry_after {
+            details.set_retry_info(Some(after));
+        }
+        // The one place a Status is built: every other goes through here.
+        #[allow(clippy::disallowed_methods)]
+        tonic::Status::with_error_details(self.reason.code(), self.message, details)
     }
 }
 
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
-        let mut details = ErrorDetails::new();
-        details.set_error_info(error.reason, ERROR_DOMAIN, error.metadata);
-        for v in &error.violations {
-            details.add_bad_request_violation(v.field.clone(), v.description.clone());
-        }
-        if let Some(after) = error.retry_after {
-            details.set_retry_info(Some(after));
-        }
-        tonic::Status::with_error_details(error.code.grpc(), error.message, details)
+        error.status()
     }
 }
 
@@ -222,18 +216,63 @@ impl From<sea_orm::TransactionError<Error>> for Error {
     }
 }
 
+/// What parsing one field found wrong, for [`Violations::take`]: a
+/// description of the problem, or an [`Error`] whose own violations are
+/// taken over (never its `Display`, which would repeat the field name).
+pub trait FieldProblem {
+    /// Records the problem as violations of `field`.
+    fn record(self, field: &str, violations: &mut Violations);
+}
+
+impl FieldProblem for String {
+    fn record(self, field: &str, violations: &mut Violations) {
+        violations.add(field, self);
+    }
+}
+
+impl FieldProblem for &str {
+    fn record(self, field: &str, violations: &mut Violations) {
+        violations.add(field, self);
+    }
+}
+
+impl FieldProblem for Error {
+    fn record(self, field: &str, violations: &mut Violations) {
+        if self.violations.is_empty() {
+            violations.push(self.reason, field.to_owned(), self.message);
+            return;
+        }
+        for v in self.violations {
+            // Keep a more precise path (`field.sub`, `field[3]`), else name
+            // the field as the caller knows it.
+            let precise = v
+                .field
+                .strip_prefix(field)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']));
+            let name = if precise { v.field } else { field.to_owned() };
+            violations.push(self.reason, name, v.description);
+        }
+    }
+}
+
 /// Collects every invalid field of a request, so the client learns all of
 /// them at once.
 #[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    list: Vec<FieldViolation>,
+    /// The reason each violation came with (FIELD_INVALID for plain ones).
+    reasons: Vec<Reason>,
+}
 
 impl Violations {
+    fn push(&mut self, reason: Reason, field: String, description: String) {
+        self.list.push(FieldViolation { field, description });
+        self.reasons.push(reason);
+    }
+
     /// Records an invalid field.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push(FieldViolation {
-            field: field.into(),
-            description: description.into(),
-        });
+        self.push(Reason::FieldInvalid, field.into(), description.into());
     }
 
     /// Records `field` as invalid unless `ok`.
@@ -243,12 +282,12 @@ impl Violations {
         }
     }
 
-    /// Takes the result of parsing one field, recording its error.
-    pub fn take<T, E: fmt::Display>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {
+    /// Takes the result of parsing one field, recording its problem.
+    pub fn take<T, E: FieldProblem>(&mut self, field: &str, parsed: Result<T, E>) -> Option<T> {
         match parsed {
             Ok(v) => Some(v),
             Err(e) => {
-                self.add(field, e.to_string());
+                e.record(field, self);
                 None
             }
         }
@@ -256,36 +295,45 @@ impl Violations {
 
     /// Whether no field was invalid.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 
     /// `Ok` when no field was invalid, else an INVALID_ARGUMENT error.
     pub fn finish(self) -> Result<(), Error> {
-        if self.0.is_empty() {
+        if self.list.is_empty() {
             Ok(())
         } else {
             Err(self.into_error())
         }
     }
 
+    /// The error: the violations' common specific reason if they share
+    /// one (e.g. EMAIL_INVALID), else FIELD_INVALID. The message lists
+    /// each field once: `email: not an email address; name: required`.
     fn into_error(self) -> Error {
+        let reason = match self.reasons.split_first() {
+            Some((first, rest)) if rest.iter().all(|r| r == first) => *first,
+            _ => Reason::FieldInvalid,
+        };
         let message = self
-            .0
+            .list
             .iter()
             .map(|v| format!("{}: {}", v.field, v.description))
             .collect::<Vec<_>>()
             .join("; ");
         Error {
-            violations: self.0,
-            ..Error::new(ErrorCode::InvalidArgument, "INVALID_ARGUMENT", message)
+            violations: self.list,
+            ..Error::new(reason, message)
         }
     }
 }
 
-/// Reads the `ErrorInfo` reason of a status, if it has one: for clients and
-/// tests that switch on reasons.
-pub fn reason_of(status: &tonic::Status) -> Option<String> {
-    status.get_details_error_info().map(|info| info.reason)
+/// Reads the `ErrorInfo` reason of a status, if it has one from the
+/// catalogue: for clients and tests that switch on reasons.
+pub fn reason_of(status: &tonic::Status) -> Option<Reason> {
+    status
+        .get_details_error_info()
+        .and_then(|info| Reason::from_str_name(&info.reason))
 }
 
 /// Reads the `BadRequest` field names of a status.
@@ -301,30 +349,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_maps_to_its_grpc_code_with_reason_and_domain() {
-        let cases = [
-            (ErrorCode::InvalidArgument, tonic::Code::InvalidArgument),
-            (ErrorCode::Unauthenticated, tonic::Code::Unauthenticated),
-            (ErrorCode::PermissionDenied, tonic::Code::PermissionDenied),
-            (ErrorCode::NotFound, tonic::Code::NotFound),
-            (ErrorCode::AlreadyExists, tonic::Code::AlreadyExists),
-            (
-                ErrorCode::FailedPrecondition,
-                tonic::Code::FailedPrecondition,
-            ),
-            (ErrorCode::ResourceExhausted, tonic::Code::ResourceExhausted),
-            (ErrorCode::Aborted, tonic::Code::Aborted),
-            (ErrorCode::Unavailable, tonic::Code::Unavailable),
-            (ErrorCode::Unimplemented, tonic::Code::Unimplemented),
-            (ErrorCode::Internal, tonic::Code::Internal),
-        ];
-        for (code, grpc) in cases {
-            let status = tonic::Status::from(Error::new(code, "SOME_REASON", "m"));
-            assert_eq!(status.code(), grpc);
+    fn every_reason_becomes_its_catalogue_code_with_reason_and_domain() {
+        for &reason in Reason::ALL {
+            let status = tonic::Status::from(Error::new(reason, "m"));
+            assert_eq!(status.code(), reason.code(), "{reason}");
             let info = status.get_details_error_info().expect("error info");
-            assert_eq!(info.reason, "SOME_REASON");
+            assert_eq!(info.reason, reason.as_str());
             assert_eq!(info.domain, ERROR_DOMAIN);
+            assert_eq!(reason_of(&status), Some(reason));
         }
+        assert_eq!(
+            Reason::PageTokenInvalid.code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(Reason::TokenRevoked.code(), tonic::Code::Unauthenticated);
+        assert_eq!(Reason::RoleTooLow.as_str(), "ROLE_TOO_LOW");
     }
 
     #[test]
@@ -336,13 +375,122 @@ mod tests {
         let status = tonic::Status::from(v.finish().unwrap_err());
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert_eq!(violated_fields(&status), ["email", "name"]);
-        assert_eq!(reason_of(&status).as_deref(), Some("INVALID_ARGUMENT"));
+        assert_eq!(reason_of(&status), Some(Reason::FieldInvalid));
+        assert_eq!(
+            status.message(),
+            "email: not an email address; name: required"
+        );
+    }
+
+    #[test]
+    fn a_parse_error_taken_as_a_field_problem_names_its_field_once() {
+        // An Error whose message already says "account_id: …" must not be
+        // recorded as "account_id: account_id: …".
+        let mut v = Violations::default();
+        let parsed: Result<(), Error> = Err(Error::invalid_field("account_id", "must be a UUID"));
+        assert!(v.take("account_id", parsed).is_none());
+        let error = v.finish().unwrap_err();
+        assert_eq!(error.message, "account_id: must be a UUID");
+        assert_eq!(
+            error.violations,
+            [FieldViolation {
+                field: "account_id".into(),
+                description: "must be a UUID".into()
+            }]
+        );
+        // A specific reason survives when every violation shares it.
+        let mut v = Violations::default();
+        let parsed: Result<(), Error> = Err(Error::invalid(
+            Reason::EmailInvalid,
+            "address",
+            "not an email address",
+        ));
+        v.take("to.email", parsed);
+        let error = v.finish().unwrap_err();
+        assert_eq!(error.reason, Reason::EmailInvalid);
+        assert_eq!(error.violations[0].field, "to.email");
+        assert_eq!(error.message, "to.email: not an email address");
+        // Mixed with a plain violation it is FIELD_INVALID.
+        let mut v = Violations::default();
+        v.take::<(), _>(
+            "email",
+            Err(Error::invalid(Reason::EmailInvalid, "email", "bad")),
+        );
+        v.add("name", "required");
+        assert_eq!(v.finish().unwrap_err().reason, Reason::FieldInvalid);
+    }
+
+    #[test]
+    fn a_peers_refusal_comes_back_whole() {
+        let sent = Error::invalid(
+            Reason::PasswordTooShort,
+            "password",
+            "must be at least 12 characters",
+        )
+        .with_metadata("min", "12");
+        let received = Error::from_status(&tonic::Status::from(sent.clone())).unwrap();
+        assert_eq!(received, sent);
+        assert_eq!(received.message, "password: must be at least 12 characters");
+        let throttled = Error::throttled(Reason::AttemptsExceeded, Duration::from_secs(8));
+        let received = Error::from_status(&tonic::Status::from(throttled)).unwrap();
+        assert_eq!(received.retry_after, Some(Duration::from_secs(8)));
+        // Not ours: no reason, an unknown one, or one with another code.
+        #[allow(clippy::disallowed_methods)]
+        let foreign = [
+            tonic::Status::unavailable("connection refused"),
+            tonic::Status::with_error_details(
+                tonic::Code::NotFound,
+                "m",
+                ErrorDetails::with_error_info("NO_SUCH_REASON", ERROR_DOMAIN, HashMap::new()),
+            ),
+            tonic::Status::with_error_details(
+                tonic::Code::Internal,
+                "m",
+                ErrorDetails::with_error_info("PAGE_TOKEN_INVALID", ERROR_DOMAIN, HashMap::new()),
+            ),
+        ];
+        for status in foreign {
+            assert_eq!(Error::from_status(&status), None, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_peers_failure_passes_only_the_refusals_named_else_unavailable() {
+        let not_found = Error::new(Reason::UserNotFound, "no such user");
+        let status = tonic::Status::from(not_found.clone());
+        assert_eq!(
+            Error::from_peer("identity", &status, &[tonic::Code::NotFound]),
+            not_found
+        );
+        // A refusal the caller did not list, a transport failure, tonic's
+        // own errors: the peer is unavailable, named, never INTERNAL.
+        #[allow(clippy::disallowed_methods)]
+        let others = [
+            status,
+            tonic::Status::unknown("h2 protocol error"),
+            tonic::Status::deadline_exceeded("timeout"),
+            tonic::Status::internal("boom"),
+        ];
+        for status in others {
+            let error = Error::from_peer("identity", &status, &[tonic::Code::InvalidArgument]);
+            assert_eq!(error.reason, Reason::ServiceUnavailable, "{status:?}");
+            assert_eq!(error.metadata["service"], "identity");
+        }
+    }
+
+    #[test]
+    fn role_refusals_name_the_role_needed() {
+        let error = Error::role_too_low(Role::Owner, "owners only");
+        assert_eq!(error.code(), tonic::Code::PermissionDenied);
+        assert_eq!(error.metadata["required_role"], "ROLE_OWNER");
     }
 
     #[test]
     fn throttling_carries_retry_info() {
-        let status =
-            tonic::Status::from(Error::throttled("LOGIN_THROTTLED", Duration::from_secs(8)));
+        let status = tonic::Status::from(Error::throttled(
+            Reason::AttemptsExceeded,
+            Duration::from_secs(8),
+        ));
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let retry = status.get_details_retry_info().expect("retry info");
         assert_eq!(retry.retry_delay, Some(Duration::from_secs(8)));
@@ -352,5 +500,6 @@ mod tests {
     fn internal_errors_hide_their_cause() {
         let status = tonic::Status::from(Error::internal("connection string postgres://secret@db"));
         assert_eq!(status.message(), "internal error");
+        assert_eq!(reason_of(&status), Some(Reason::InternalError));
     }
 }

@@ -5,6 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::Error;
+use crate::error::Reason;
 
 /// A new resource id: a UUIDv7 (time-ordered, so B-tree inserts stay local),
 /// lower-case hyphenated.
@@ -56,8 +57,7 @@ pub fn decode_page_token<C: DeserializeOwned>(token: &str) -> Result<Option<C>, 
         .map(Some)
         .ok_or_else(|| {
             Error::new(
-                crate::ErrorCode::InvalidArgument,
-                "INVALID_PAGE_TOKEN",
+                Reason::PageTokenInvalid,
                 "page_token is not a token this list returned",
             )
             .with_field("page_token", "not a token this list returned")
@@ -73,8 +73,7 @@ pub fn decode_page_token_for<C: DeserializeOwned>(
 ) -> Result<Option<C>, Error> {
     match decode_page_token::<C>(token)? {
         Some(cursor) if !issued_here(&cursor) => Err(Error::new(
-            crate::ErrorCode::InvalidArgument,
-            "INVALID_PAGE_TOKEN",
+            Reason::PageTokenInvalid,
             "page_token was issued for another list or other filters",
         )
         .with_field(
@@ -96,7 +95,7 @@ mod tests {
         assert_eq!(ours, Some(("list-a".to_owned(), 7)));
         let error =
             decode_page_token_for::<(String, i32)>(&token, |c| c.0 == "list-b").unwrap_err();
-        assert_eq!(error.reason, "INVALID_PAGE_TOKEN");
+        assert_eq!(error.reason, Reason::PageTokenInvalid);
         assert_eq!(
             decode_page_token_for::<(String, i32)>("", |_| false).unwrap(),
             None
@@ -112,7 +111,7 @@ mod tests {
         );
         assert_eq!(decode_page_token::<(String, i32)>("").unwrap(), None);
         let error = decode_page_token::<(String, i32)>("!!garbage").unwrap_err();
-        assert_eq!(error.reason, "INVALID_PAGE_TOKEN");
+        assert_eq!(error.reason, Reason::PageTokenInvalid);
     }
 
     #[test]

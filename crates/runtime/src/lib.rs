@@ -39,7 +39,7 @@ pub mod telemetry;
 pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use error::{Error, ErrorCode, FieldViolation};
+pub use error::{Error, FieldViolation, Reason};
 pub use metrics::Metrics;
 pub use principal::{Principal, PrincipalKey};
 pub use service::{Channel, Context, TenancyService, TlsParts};

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::error::Reason;
 use tenancy_proto::auth::{Audience, Role};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -185,11 +186,13 @@ fn served_descriptor_set(service_names: &[&str]) -> Result<&'static [u8], Error>
     Ok(files)
 }
 
-/// The files of an encoded `FileDescriptorSet` that define `service_names`
-/// and those they import, transitively, as an encoded set: what reflection
-/// describes. A server describes nothing it does not serve (the gateway no
-/// internal service, nor a message only an internal service uses). Files
-/// are kept byte for byte, custom options (the access rules) included.
+/// The files of an encoded `FileDescriptorSet` that define `service_names`,
+/// and the error catalogue ([`tenancy_proto::ERRORS_FILE`]: every error
+/// names one of its reasons), with those they import, transitively, as an
+/// encoded set: what reflection describes. A server describes nothing else
+/// (the gateway no internal service, nor a message only an internal service
+/// uses). Files are kept byte for byte, custom options (the access rules
+/// and the reasons' codes) included.
 pub fn descriptor_set_of(set: &[u8], service_names: &[&str]) -> Result<Vec<u8>, Error> {
     use prost::Message as _;
     // A FileDescriptorSet is `repeated FileDescriptorProto file = 1`: walk
@@ -222,6 +225,12 @@ pub fn descriptor_set_of(set: &[u8], service_names: &[&str]) -> Result<Vec<u8>, 
         })
         .map(|(_, file)| file.name())
         .collect();
+    if files
+        .iter()
+        .any(|(_, file)| file.name() == tenancy_proto::ERRORS_FILE)
+    {
+        wanted.push(tenancy_proto::ERRORS_FILE);
+    }
     let mut i = 0;
     while i < wanted.len() {
         if let Some((_, file)) = files.iter().find(|(_, f)| f.name() == wanted[i]) {
@@ -304,14 +313,14 @@ impl PrincipalCheck {
             return Ok(None);
         };
         let Some(rule) = method.rule.as_ref() else {
-            return Err(Error::permission_denied(
-                "NO_ACCESS_RULE",
+            return Err(Error::new(
+                Reason::AccessRuleMissing,
                 "method has no access rule",
             ));
         };
         let Some(caller) = peer.map(|p| p.caller) else {
-            return Err(Error::unauthenticated(
-                "CALLER_UNKNOWN",
+            return Err(Error::new(
+                Reason::CallerUnknown,
                 "this server needs a client certificate",
             ));
         };
@@ -320,13 +329,12 @@ impl PrincipalCheck {
             // The caller is the one its certificate names; metadata claims
             // nothing here.
             if !rule.callers().any(|allowed| allowed == caller) {
-                return Err(Error::permission_denied(
-                    "CALLER_NOT_ALLOWED",
-                    format!(
-                        "{} may not call this method",
-                        crate::tls::caller_name(caller)
-                    ),
-                ));
+                let name = crate::tls::caller_name(caller);
+                return Err(Error::new(
+                    Reason::CallerNotAllowed,
+                    format!("{name} may not call this method"),
+                )
+                .with_metadata("caller", name));
             }
             let mut principal = Principal::service(request_id_of(headers));
             principal.caller = Some(caller);
@@ -338,8 +346,8 @@ impl PrincipalCheck {
         let forwarder = caller == Caller::Gateway
             || (caller == Caller::Operator && audience != Audience::Public);
         if !forwarder {
-            return Err(Error::permission_denied(
-                "GATEWAY_ONLY",
+            return Err(Error::new(
+                Reason::GatewayOnly,
                 "this method is served through the gateway only",
             ));
         }
@@ -355,16 +363,16 @@ impl PrincipalCheck {
         let verified = match verified {
             Ok(verified) => verified,
             Err(PrincipalError::Missing) => {
-                return Err(Error::unauthenticated(
-                    "PRINCIPAL_MISSING",
+                return Err(Error::new(
+                    Reason::PrincipalMissing,
                     "this method needs a caller verified by the gateway",
                 ));
             }
-            Err(e) => return Err(Error::unauthenticated("PRINCIPAL_INVALID", e.to_string())),
+            Err(e) => return Err(Error::new(Reason::PrincipalInvalid, e.to_string())),
         };
         if verified.method != path {
-            return Err(Error::unauthenticated(
-                "PRINCIPAL_WRONG_METHOD",
+            return Err(Error::new(
+                Reason::PrincipalWrongMethod,
                 "the principal was signed for another method",
             ));
         }
@@ -374,8 +382,8 @@ impl PrincipalCheck {
         {
             Use::First => {}
             Use::Repeated => {
-                return Err(Error::unauthenticated(
-                    "PRINCIPAL_REPLAYED",
+                return Err(Error::new(
+                    Reason::PrincipalReplayed,
                     "the principal was used before",
                 ));
             }
@@ -386,32 +394,34 @@ impl PrincipalCheck {
             }
         }
         let principal = verified.principal;
-        let denied = |reason, message| Err(Error::permission_denied(reason, message));
+        let denied = |reason, message| Err(Error::new(reason, message));
         match audience {
-            Audience::Unspecified => return denied("NO_ACCESS_RULE", "method has no audience"),
+            Audience::Unspecified => {
+                return denied(Reason::AccessRuleMissing, "method has no audience");
+            }
             Audience::Public | Audience::Internal => {}
             _ if principal.user_id.is_none() => {
-                return Err(Error::unauthenticated(
-                    "USER_REQUIRED",
-                    "this method needs a user",
-                ));
+                return Err(Error::new(Reason::UserRequired, "this method needs a user"));
             }
             Audience::User => {}
             Audience::Staff if !principal.staff => {
-                return denied("STAFF_ONLY", "only the support team may call this method");
+                return denied(
+                    Reason::StaffRequired,
+                    "only the support team may call this method",
+                );
             }
             Audience::Staff => {}
             Audience::Account => {
                 let staff_ok = rule.staff_allowed && principal.staff;
                 if !staff_ok {
                     if principal.account_id.is_none() {
-                        return denied("ACCOUNT_REQUIRED", "select an account first");
+                        return denied(Reason::AccountRequired, "select an account first");
                     }
                     if !role_at_least(principal.role, rule.min_role()) {
-                        return denied(
-                            "ROLE_TOO_LOW",
+                        return Err(Error::role_too_low(
+                            rule.min_role(),
                             "your role in this account does not allow this",
-                        );
+                        ));
                     }
                 }
             }
@@ -459,7 +469,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         match decision {
             Err(error) => {
-                tracing::debug!(method = %path, reason = error.reason, "refused");
+                tracing::debug!(method = %path, reason = %error.reason, "refused");
                 Box::pin(async move { Ok(tonic::Status::from(error).into_http()) })
             }
             Ok(None) => Box::pin(inner.call(request)),
@@ -489,7 +499,7 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<&Principal, Error> {
     request
         .extensions()
         .get::<Principal>()
-        .ok_or_else(|| Error::unauthenticated("PRINCIPAL_MISSING", "no verified caller"))
+        .ok_or_else(|| Error::new(Reason::PrincipalMissing, "no verified caller"))
 }
 
 impl Principal {
@@ -497,14 +507,14 @@ impl Principal {
     pub fn user(&self) -> Result<&str, Error> {
         self.user_id
             .as_deref()
-            .ok_or_else(|| Error::unauthenticated("USER_REQUIRED", "this method needs a user"))
+            .ok_or_else(|| Error::new(Reason::UserRequired, "this method needs a user"))
     }
 
     /// The selected account, or PERMISSION_DENIED.
     pub fn account(&self) -> Result<&str, Error> {
         self.account_id
             .as_deref()
-            .ok_or_else(|| Error::permission_denied("ACCOUNT_REQUIRED", "select an account first"))
+            .ok_or_else(|| Error::new(Reason::AccountRequired, "select an account first"))
     }
 
     /// Whether the caller is an OWNER of the selected account.

@@ -80,9 +80,11 @@ pub fn until_shutdown<T: Send + 'static>(
     let farewell = futures::stream::once(async move { flag.is_triggered() }).filter_map(
         |stopped| async move {
             stopped.then(|| {
-                Err(tonic::Status::unavailable(
+                Err(crate::Error::new(
+                    crate::Reason::ServerShuttingDown,
                     "server shutting down; reconnect",
-                ))
+                )
+                .into())
             })
         },
     );

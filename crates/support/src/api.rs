@@ -15,7 +15,7 @@ use tenancy_proto::support::{
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::secret::sha256_hex;
 use tenancy_runtime::server::principal;
-use tenancy_runtime::{Error, ErrorCode, Principal, ids};
+use tenancy_runtime::{Error, Principal, Reason, ids};
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status as GrpcStatus};
 
@@ -337,13 +337,9 @@ impl SupportService for Api {
             }
         }
         if cc.len() > MAX_CC {
-            return Err(Error::new(
-                ErrorCode::InvalidArgument,
-                "CC_LIMIT_EXCEEDED",
-                "at most 20 CC users",
-            )
-            .with_field("cc_user_ids", "at most 20 CC users")
-            .into());
+            return Err(Error::new(Reason::CcLimitExceeded, "at most 20 CC users")
+                .with_field("cc_user_ids", "at most 20 CC users")
+                .into());
         }
         let key = request_key(
             &user,
@@ -360,11 +356,9 @@ impl SupportService for Api {
             .visibility(&user, &account, service_id.iter().cloned().collect(), false)
             .await?;
         if visibility == Visibility::Nothing {
-            return Err(Error::permission_denied(
-                "NOT_A_MEMBER",
-                "not an active member of the account",
-            )
-            .into());
+            return Err(
+                Error::new(Reason::NotAMember, "not an active member of the account").into(),
+            );
         }
         if !visibility.sees(service_id.as_deref()) {
             return Err(Error::from(SupportError::ServiceNotFound).into());
@@ -382,8 +376,7 @@ impl SupportService for Api {
                 .await?;
             if !theirs.sees(service_id.as_deref()) {
                 return Err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "CC_USER_NOT_ELIGIBLE",
+                    Reason::CcUserNotEligible,
                     "a CC user is not an active member who may see the ticket",
                 )
                 .with_field(
@@ -653,8 +646,7 @@ impl SupportService for Api {
                 .await?;
             if !theirs.sees(ticket.row.service_id.as_deref()) {
                 return Err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "CC_USER_NOT_ELIGIBLE",
+                    Reason::CcUserNotEligible,
                     "a user is not an active member who may see the ticket",
                 )
                 .with_field(
@@ -672,13 +664,9 @@ impl SupportService for Api {
         let (after, changed) = match outcome {
             Ok(done) => done,
             Err(_) => {
-                return Err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "CC_LIMIT_EXCEEDED",
-                    "at most 20 CC users",
-                )
-                .with_field("add_user_ids", "at most 20 CC users")
-                .into());
+                return Err(Error::new(Reason::CcLimitExceeded, "at most 20 CC users")
+                    .with_field("add_user_ids", "at most 20 CC users")
+                    .into());
             }
         };
         if changed {
@@ -764,7 +752,8 @@ async fn watch(
     loop {
         let event = tokio::select! {
             _ = &mut stop => {
-                let _ = tx.send(Err(GrpcStatus::unavailable("server shutting down; reconnect"))).await;
+                let farewell = Error::new(Reason::ServerShuttingDown, "server shutting down; reconnect");
+                let _ = tx.send(Err(farewell.into())).await;
                 return;
             }
             _ = tx.closed() => return,
@@ -1086,8 +1075,7 @@ impl SupportStaffService for Api {
             let users = self.app.peers.users(vec![a.clone()]).await?;
             if !users.iter().any(|u| u.staff) {
                 return Err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "ASSIGNEE_NOT_STAFF",
+                    Reason::AssigneeNotStaff,
                     "the user is not on the support team",
                 )
                 .with_field("assignee_user_id", "not on the support team")
@@ -1172,8 +1160,7 @@ impl SupportStaffService for Api {
                 .ok_or_else(|| Error::from(SupportError::TicketNotFound))?;
             if t.row.account_id != account {
                 return Err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "TICKET_ACCOUNT_MISMATCH",
+                    Reason::TicketAccountMismatch,
                     "the ticket belongs to another account",
                 )
                 .with_field("ticket_id", "belongs to another account")
@@ -1183,12 +1170,7 @@ impl SupportStaffService for Api {
             Some(t)
         };
         if !self.app.peers.is_member(&user, &account).await? {
-            return Err(Error::new(
-                ErrorCode::NotFound,
-                "MEMBER_NOT_FOUND",
-                "no such member of the account",
-            )
-            .into());
+            return Err(Error::new(Reason::MemberNotFound, "no such member of the account").into());
         }
         let outcome = self
             .app

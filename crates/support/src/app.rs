@@ -273,7 +273,7 @@ impl App {
         };
         self.peers
             .notify(contacts_pb::NotifyRequest {
-                idempotency_key: if created {
+                request_id: if created {
                     format!("support:ticket-created:{}", ticket.row.id)
                 } else {
                     format!("support:ticket-reply:{}", message.id)

@@ -16,7 +16,7 @@ use tenancy_proto::identity::{
 use tenancy_runtime::Channel;
 use tenancy_runtime::config::{ConfigError, ServiceName};
 use tenancy_runtime::principal::ServiceAuth;
-use tenancy_runtime::{Context, Error, ErrorCode, Principal};
+use tenancy_runtime::{Context, Error, Principal, Reason};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::domain::Visibility;
@@ -31,19 +31,21 @@ pub(crate) struct Peers {
     contacts: ContactsInternalServiceClient<Svc>,
 }
 
-/// A peer's failure as our error: its own refusals pass through with their
-/// code, transport failures become UNAVAILABLE.
+/// A peer's failure as our error: its refusals about the request (bad
+/// input, not found, precondition, throttled) pass through as the peer gave
+/// them; anything else means the peer is unavailable (never INTERNAL).
 fn peer_error(service: &str, status: tonic::Status) -> Error {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            Error::unavailable(format!("{service} service unavailable"))
-        }
-        _ => Error::internal(format_args!(
-            "{service} service: {:?} {}",
-            status.code(),
-            status.message()
-        )),
-    }
+    use tonic::Code;
+    Error::from_peer(
+        service,
+        &status,
+        &[
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::ResourceExhausted,
+        ],
+    )
 }
 
 /// What a code-word check found.
@@ -220,7 +222,7 @@ impl Peers {
                     request_id: p.request_id.clone(),
                     ..Default::default()
                 }),
-                idempotency_key: event.idempotency_key.unwrap_or_default(),
+                request_id: event.idempotency_key.unwrap_or_default(),
             })
             .await
             .map_err(|s| peer_error("account", s))?;
@@ -279,8 +281,7 @@ impl Peers {
                 })
             }
             Err(s) if s.code() == tonic::Code::NotFound => Err(Error::new(
-                ErrorCode::NotFound,
-                "MEMBER_NOT_FOUND",
+                Reason::MemberNotFound,
                 "no such member of the account",
             )),
             Err(s) if s.code() == tonic::Code::ResourceExhausted => {
@@ -289,7 +290,7 @@ impl Peers {
                     .get_details_retry_info()
                     .and_then(|r| r.retry_delay)
                     .unwrap_or(std::time::Duration::from_secs(3600));
-                Err(Error::throttled("CODE_WORD_ATTEMPTS_EXCEEDED", after))
+                Err(Error::throttled(Reason::CodeWordAttemptsExceeded, after))
             }
             Err(s) => Err(peer_error("identity", s)),
         }

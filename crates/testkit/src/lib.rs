@@ -11,6 +11,8 @@
 //!   certificates of the per-test-run CA ([`test_pki`]): it presents the
 //!   certificate of a caller the method allows (the gateway for client
 //!   methods), or one chosen with [`TestChannel::as_caller`].
+//! - [`refusal`]: the catalogue reason of a refusal, checked against what
+//!   the catalogue promises (every test that looks at a reason checks it).
 //! - `Peers` (feature `peers`): the real identity, account and contacts
 //!   services beside the one under test, each on its own database and
 //!   loopback port, on one clock.
@@ -39,10 +41,82 @@ use tenancy_runtime::tls::{Caller as Part, Connector, PartTls, dev::DevPki};
 use tenancy_runtime::{Context, ManualClock, PrincipalKey, TenancyService, TlsParts};
 use tokio::net::TcpListener;
 
+pub use tenancy_runtime::Reason;
 pub use tenancy_runtime::principal::{Role, TokenKind};
 
 pub mod smtp;
 pub use smtp::{Received, Reply, SmtpServer};
+
+/// The catalogue reason of a refusal, after checking that it keeps every
+/// promise of `proto/tenancy/errors/v1/reason.proto`: one
+/// `google.rpc.ErrorInfo` of domain `tenancy.dev` whose reason is in the
+/// catalogue and whose gRPC code is the catalogue's for it; INVALID_ARGUMENT
+/// with at least one field violation, each naming its field and saying
+/// specifically what is wrong (not a bare reason or code name, not the
+/// field's name again), and a message that names no field twice in a row
+/// ("password: password: …"). Panics (failing the test) otherwise.
+#[track_caller]
+pub fn refusal(status: &tonic::Status) -> Reason {
+    use tonic_types::StatusExt as _;
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"));
+    assert_eq!(
+        info.domain,
+        tenancy_runtime::error::ERROR_DOMAIN,
+        "{status:?}"
+    );
+    let reason = Reason::from_str_name(&info.reason).unwrap_or_else(|| {
+        panic!(
+            "reason {:?} is not in the catalogue (tenancy.errors.v1.Reason): {status:?}",
+            info.reason
+        )
+    });
+    assert_eq!(
+        status.code(),
+        reason.code(),
+        "{reason} must have the catalogue's code: {status:?}"
+    );
+    let violations = details
+        .bad_request()
+        .map(|b| b.field_violations.clone())
+        .unwrap_or_default();
+    if status.code() == tonic::Code::InvalidArgument {
+        assert!(
+            !violations.is_empty(),
+            "INVALID_ARGUMENT without field violations: {status:?}"
+        );
+    }
+    for v in &violations {
+        let d = v.description.trim();
+        assert!(!v.field.is_empty(), "violation without a field: {status:?}");
+        assert!(
+            !d.is_empty(),
+            "violation of {} says nothing: {status:?}",
+            v.field
+        );
+        assert!(
+            !d.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+            "violation of {} only names a reason or code ({d}): {status:?}",
+            v.field
+        );
+        assert!(
+            !d.starts_with(&format!("{}:", v.field)),
+            "violation of {} repeats its field name: {status:?}",
+            v.field
+        );
+    }
+    let words: Vec<&str> = status.message().split_whitespace().collect();
+    assert!(
+        !words
+            .windows(2)
+            .any(|w| w[0] == w[1] && w[0].ends_with(':')),
+        "message names a field twice: {:?}",
+        status.message()
+    );
+    reason
+}
 
 #[cfg(feature = "peers")]
 mod peers;
@@ -444,7 +518,7 @@ pub fn new_account() -> tenancy_proto::account::CreateAccountRequest {
             country_code: "NL".into(),
             ..Default::default()
         }),
-        idempotency_key: String::new(),
+        request_id: String::new(),
     }
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size};
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::{Api, fingerprint, join_deadline, mask_paths, membership_entry, ts};
 use crate::domain::{Scope, role, service_access, status, validate};
@@ -245,8 +245,8 @@ impl Api {
             paths.push("address".to_owned());
         }
         let mut v = Violations::default();
-        if req.idempotency_key.chars().count() > 64 {
-            v.add("idempotency_key", "at most 64 characters");
+        if req.request_id.chars().count() > 64 {
+            v.add("request_id", "at most 64 characters");
         }
         apply(&mut row, &input, &paths, &mut v);
         v.finish()?;
@@ -266,11 +266,11 @@ impl Api {
         let me = me.get(&user_id);
 
         let txn = store::begin(&self.db).await?;
-        if !req.idempotency_key.is_empty()
+        if !req.request_id.is_empty()
             && let Some(existing) = store::idempotent(
                 &txn,
                 &idem_scope,
-                &req.idempotency_key,
+                &req.request_id,
                 &request_hash,
                 now - IDEMPOTENCY_WINDOW_MS,
             )
@@ -279,10 +279,10 @@ impl Api {
             txn.commit().await?;
             let account = AccountRow::load(&self.db, &existing)
                 .await?
-                .ok_or_else(|| Error::not_found("account"))?;
+                .ok_or_else(super::internal::account_not_found)?;
             let member = store::member(&self.db, &existing, &user_id)
                 .await?
-                .ok_or_else(|| Error::not_found("member"))?;
+                .ok_or_else(super::members::member_not_found)?;
             return Ok(pb::CreateAccountResponse {
                 account: Some(account_pb(&account)),
                 member: Some(self.render_member(&member).await?),
@@ -299,8 +299,7 @@ impl Api {
         .unwrap_or(0);
         if created >= MAX_ACCOUNTS_PER_USER {
             return Err(Error::new(
-                ErrorCode::ResourceExhausted,
-                "ACCOUNT_LIMIT_REACHED",
+                Reason::AccountLimitReached,
                 format!("a user may create at most {MAX_ACCOUNTS_PER_USER} accounts"),
             ));
         }
@@ -320,11 +319,11 @@ impl Api {
             mfa_deadline: join_deadline(&row, now),
         };
         member.upsert(&txn).await?;
-        if !req.idempotency_key.is_empty() {
+        if !req.request_id.is_empty() {
             store::remember(
                 &txn,
                 &idem_scope,
-                &req.idempotency_key,
+                &req.request_id,
                 &request_hash,
                 &row.id,
                 now,
@@ -425,13 +424,7 @@ impl Api {
         let caller = self.caller(&request, role::MANAGER).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::NotFound,
-                    "ACCOUNT_NOT_FOUND",
-                    "account not found",
-                )
-            })?;
+            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
         Ok(pb::GetAccountResponse {
             account: Some(account_pb(&account)),
         })
@@ -458,13 +451,7 @@ impl Api {
         store::lock_account(&txn, &caller.account_id).await?;
         let before = AccountRow::load(&txn, &caller.account_id)
             .await?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::NotFound,
-                    "ACCOUNT_NOT_FOUND",
-                    "account not found",
-                )
-            })?;
+            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
         let mut row = before.clone();
         let mut v = Violations::default();
         apply(&mut row, &input, &paths, &mut v);

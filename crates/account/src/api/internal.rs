@@ -3,7 +3,7 @@
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::new_id;
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
@@ -12,11 +12,7 @@ use crate::domain::{level, role, service_access, status};
 use crate::store::{self, AccountRow, AuditRow, s};
 
 pub(crate) fn account_not_found() -> Error {
-    Error::new(
-        ErrorCode::NotFound,
-        "ACCOUNT_NOT_FOUND",
-        "account not found",
-    )
+    Error::new(Reason::AccountNotFound, "account not found")
 }
 
 fn required(v: &mut Violations, field: &str, value: &str) {
@@ -303,8 +299,8 @@ impl Api {
             "at most 500 characters",
         );
         v.check(
-            req.idempotency_key.chars().count() <= 64,
-            "idempotency_key",
+            req.request_id.chars().count() <= 64,
+            "request_id",
             "at most 64 characters",
         );
         v.finish()?;
@@ -352,11 +348,11 @@ impl Api {
             return Err(account_not_found());
         }
         let scope = "record_audit_event";
-        if !req.idempotency_key.is_empty()
+        if !req.request_id.is_empty()
             && let Some(id) = store::idempotent(
                 &txn,
                 scope,
-                &req.idempotency_key,
+                &req.request_id,
                 &hash,
                 now - super::accounts::IDEMPOTENCY_WINDOW_MS,
             )
@@ -378,8 +374,8 @@ impl Api {
             });
         }
         row.insert(&txn).await?;
-        if !req.idempotency_key.is_empty() {
-            store::remember(&txn, scope, &req.idempotency_key, &hash, &row.id, now).await?;
+        if !req.request_id.is_empty() {
+            store::remember(&txn, scope, &req.request_id, &hash, &row.id, now).await?;
         }
         txn.commit().await?;
         Ok(pb::RecordAuditEventResponse {

@@ -9,7 +9,7 @@ use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::members::{ScopeFields, parse_role};
 use super::{
@@ -93,24 +93,23 @@ impl InvitationRow {
 }
 
 fn not_found() -> Error {
-    Error::new(
-        ErrorCode::NotFound,
-        "INVITATION_NOT_FOUND",
-        "invitation not found",
-    )
+    Error::new(Reason::InvitationNotFound, "invitation not found")
 }
 
 fn used() -> Error {
-    Error::failed_precondition("INVITATION_USED", "the invitation was already accepted")
+    Error::new(
+        Reason::InvitationUsed,
+        "the invitation was already accepted",
+    )
 }
 
 fn cancelled() -> Error {
-    Error::failed_precondition("INVITATION_CANCELLED", "the invitation was cancelled")
+    Error::new(Reason::InvitationCancelled, "the invitation was cancelled")
 }
 
 fn pending_exists() -> Error {
-    Error::already_exists(
-        "INVITATION_PENDING",
+    Error::new(
+        Reason::InvitationPending,
         "a pending invitation for this email exists; resend it instead",
     )
 }
@@ -277,8 +276,8 @@ impl Api {
         if let Some(m) = store::member(&txn, &caller.account_id, &user.id).await?
             && m.status != status::REVOKED
         {
-            return Err(Error::already_exists(
-                "ALREADY_MEMBER",
+            return Err(Error::new(
+                Reason::MemberExists,
                 "this person is already a member",
             ));
         }
@@ -446,7 +445,7 @@ impl Api {
         if inv.send_time + RESEND_INTERVAL_MS > now {
             let wait = u64::try_from(inv.send_time + RESEND_INTERVAL_MS - now).unwrap_or(0);
             return Err(Error::throttled(
-                "RESEND_TOO_SOON",
+                Reason::InvitationResendTooSoon,
                 std::time::Duration::from_millis(wait),
             ));
         }
@@ -565,8 +564,8 @@ impl Api {
             st::ACCEPTED => return Err(used()),
             st::CANCELLED => return Err(cancelled()),
             st::EXPIRED => {
-                return Err(Error::failed_precondition(
-                    "INVITATION_EXPIRED",
+                return Err(Error::new(
+                    Reason::InvitationExpired,
                     "the invitation expired; ask for a new one",
                 ));
             }
@@ -613,8 +612,8 @@ impl Api {
         let row = match existing {
             Some(mut m) if m.status != status::REVOKED => {
                 if !(inv.for_existing_member && m.status == status::ACTIVE) {
-                    return Err(Error::already_exists(
-                        "ALREADY_MEMBER",
+                    return Err(Error::new(
+                        Reason::MemberExists,
                         "you are already a member of this account",
                     ));
                 }

@@ -6,7 +6,7 @@ use tenancy_proto::account as pb;
 use tenancy_proto::identity::RevocationReason;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, page_size, parse_id};
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::{
     Api, Caller, access_entry, fingerprint, join_deadline, mask_paths, member_json,
@@ -17,19 +17,19 @@ use crate::domain::{Scope, level, role, service_access, status, validate};
 use crate::store::{self, AccountRow, MemberRow, b, i, n, s};
 
 pub(crate) fn member_not_found() -> Error {
-    Error::new(ErrorCode::NotFound, "MEMBER_NOT_FOUND", "member not found")
+    Error::new(Reason::MemberNotFound, "member not found")
 }
 
 fn last_owner() -> Error {
-    Error::failed_precondition(
-        "LAST_ACTIVE_OWNER",
+    Error::new(
+        Reason::LastActiveOwner,
         "the account must keep at least one active owner with portal access",
     )
 }
 
 fn revoked() -> Error {
-    Error::failed_precondition(
-        "MEMBER_REVOKED",
+    Error::new(
+        Reason::MemberRevoked,
         "the membership was revoked; invite them again",
     )
 }
@@ -168,11 +168,7 @@ impl Api {
         v.finish()?;
         let ids: Vec<String> = ids_to_check.iter().map(|(_, id)| id.clone()).collect();
         let existing = store::existing_services(&self.db, account_id, &ids).await?;
-        let mut missing = Error::new(
-            ErrorCode::InvalidArgument,
-            "SERVICE_NOT_FOUND",
-            "unknown service ids",
-        );
+        let mut missing = Error::new(Reason::ServiceIdUnknown, "unknown service ids");
         let mut any = false;
         for (field, id) in &ids_to_check {
             if !existing.contains(id) {
@@ -207,8 +203,8 @@ impl Api {
             m.status == status::ACTIVE && m.portal_access && m.role >= caller.member.role
         });
         if !still {
-            return Err(Error::permission_denied(
-                "ROLE_TOO_LOW",
+            return Err(Error::role_too_low(
+                super::auth_role(caller.member.role),
                 "your role in this account changed; this is no longer allowed",
             ));
         }
@@ -337,10 +333,7 @@ impl Api {
         let caller = self.caller(&request, role::OWNER).await?;
         let user = parse_id("user_id", &request.get_ref().user_id)?;
         if user == caller.user_id {
-            return Err(Error::failed_precondition(
-                "CANNOT_TARGET_SELF",
-                "use LeaveAccount",
-            ));
+            return Err(Error::new(Reason::TargetIsSelf, "use LeaveAccount"));
         }
         let (_, row) = self
             .mutate_member(
@@ -397,10 +390,7 @@ impl Api {
         let caller = self.caller(&request, role::OWNER).await?;
         let user = parse_id("user_id", &request.get_ref().user_id)?;
         if user == caller.user_id {
-            return Err(Error::failed_precondition(
-                "CANNOT_TARGET_SELF",
-                "use LeaveAccount",
-            ));
+            return Err(Error::new(Reason::TargetIsSelf, "use LeaveAccount"));
         }
         let (_, row) = self
             .mutate_member(
@@ -544,8 +534,8 @@ impl Api {
         if let Some(existing) = store::member(&txn, &caller.account_id, &user.id).await?
             && existing.status != status::REVOKED
         {
-            return Err(Error::already_exists(
-                "ALREADY_MEMBER",
+            return Err(Error::new(
+                Reason::MemberExists,
                 "this person is already a member",
             ));
         }

@@ -8,7 +8,7 @@ use sea_orm::DatabaseConnection;
 use tenancy_proto::account as pb;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::Config;
-use tenancy_runtime::{Error, Principal, Timestamp};
+use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 use tokio::sync::Notify;
 
 use crate::cache::AccessCache;
@@ -89,23 +89,23 @@ impl Api {
             .await?
             .filter(|m| m.status != status::REVOKED)
             .ok_or_else(|| {
-                Error::permission_denied("NOT_A_MEMBER", "you are not a member of this account")
+                Error::new(Reason::NotAMember, "you are not a member of this account")
             })?;
         if member.status != status::ACTIVE {
-            return Err(Error::permission_denied(
-                "MEMBER_SUSPENDED",
+            return Err(Error::new(
+                Reason::MemberSuspended,
                 "your membership of this account is suspended",
             ));
         }
         if !member.portal_access {
-            return Err(Error::permission_denied(
-                "NO_PORTAL_ACCESS",
+            return Err(Error::new(
+                Reason::PortalAccessDisabled,
                 "you may not sign in to this account",
             ));
         }
         if role_rank(member.role) < role_rank(min_role) {
-            return Err(Error::permission_denied(
-                "ROLE_TOO_LOW",
+            return Err(Error::role_too_low(
+                auth_role(min_role),
                 "your role in this account does not allow this",
             ));
         }
@@ -434,7 +434,12 @@ pub(crate) fn from_struct(s: &prost_types::Struct) -> String {
     object(s).to_string()
 }
 
-/// The paths of a field mask; INVALID_UPDATE_MASK when empty or not in
+/// The `tenancy.auth.v1.Role` of a role number (the numbers are the same).
+pub(crate) fn auth_role(role: i32) -> tenancy_proto::auth::Role {
+    tenancy_proto::auth::Role::try_from(role).unwrap_or(tenancy_proto::auth::Role::Owner)
+}
+
+/// The paths of a field mask; UPDATE_MASK_INVALID when empty or not in
 /// `allowed`.
 pub(crate) fn mask_paths(
     mask: Option<&prost_types::FieldMask>,
@@ -442,12 +447,7 @@ pub(crate) fn mask_paths(
 ) -> Result<Vec<String>, Error> {
     let paths: Vec<String> = mask.map(|m| m.paths.clone()).unwrap_or_default();
     let bad = |message: String| {
-        Error::new(
-            tenancy_runtime::ErrorCode::InvalidArgument,
-            "INVALID_UPDATE_MASK",
-            message.clone(),
-        )
-        .with_field("update_mask", message)
+        Error::new(Reason::UpdateMaskInvalid, message.clone()).with_field("update_mask", message)
     };
     if paths.is_empty() {
         return Err(bad("update_mask must name at least one field".to_owned()));
@@ -467,11 +467,10 @@ pub(crate) fn fingerprint(parts: &impl serde::Serialize) -> String {
     tenancy_runtime::secret::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
-/// An INVALID_PAGE_TOKEN error.
+/// An PAGE_TOKEN_INVALID error.
 pub(crate) fn bad_page_token() -> Error {
     Error::new(
-        tenancy_runtime::ErrorCode::InvalidArgument,
-        "INVALID_PAGE_TOKEN",
+        Reason::PageTokenInvalid,
         "page_token is not a token this list returned for these filters",
     )
     .with_field(

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size};
 use tenancy_runtime::principal::TokenKind;
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::internal::account_not_found;
 use super::{Api, allowlist_nets, mask_paths, settings_entry, settings_pb, ts};
@@ -91,8 +91,8 @@ impl Api {
                 .auth_time
                 .is_some_and(|t| now - t.saturating_mul(1000) <= window);
             if !fresh {
-                return Err(Error::failed_precondition(
-                    "REAUTH_REQUIRED",
+                return Err(Error::new(
+                    Reason::ReauthRequired,
                     "confirm your password first (Reauthenticate)",
                 ));
             }
@@ -112,21 +112,13 @@ impl Api {
         let mut allowlist = None;
         if has("ip_allowlist") {
             if input.ip_allowlist.len() > validate::MAX_ALLOWLIST {
-                return Err(Error::new(
-                    ErrorCode::InvalidArgument,
-                    "ALLOWLIST_TOO_LONG",
-                    "at most 100 entries",
-                )
-                .with_field("settings.ip_allowlist", "at most 100 entries"));
+                return Err(Error::new(Reason::AllowlistTooLong, "at most 100 entries")
+                    .with_field("settings.ip_allowlist", "at most 100 entries"));
             }
             match validate::allowlist(&input.ip_allowlist) {
                 Ok(nets) => allowlist = Some(nets),
                 Err(bad) => {
-                    let mut e = Error::new(
-                        ErrorCode::InvalidArgument,
-                        "INVALID_CIDR",
-                        "invalid IP allowlist entries",
-                    );
+                    let mut e = Error::new(Reason::CidrInvalid, "invalid IP allowlist entries");
                     for (k, why) in bad {
                         e = e.with_field(format!("settings.ip_allowlist[{k}]"), why);
                     }
@@ -143,9 +135,7 @@ impl Api {
                 .client_ip
                 .map(|ip| ip.to_string())
                 .unwrap_or_default();
-            return Err(Error::failed_precondition(
-                    "SELF_LOCKOUT",
-                    "the new allowlist does not contain your current address; set force to apply it anyway",
+            return Err(Error::new(Reason::SelfLockout, "the new allowlist does not contain your current address; set force to apply it anyway",
                 )
                 .with_metadata("client_ip", ip));
         }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::internal::account_not_found;
 use super::{Api, Caller, access_entry, fingerprint, mask_paths, ts};
@@ -13,11 +13,7 @@ use crate::domain::{Scope, level, role, service_access, validate};
 use crate::store::{self, SERVICE_COLUMNS, ServiceRow, s};
 
 fn service_not_found() -> Error {
-    Error::new(
-        ErrorCode::NotFound,
-        "SERVICE_NOT_FOUND",
-        "service not found",
-    )
+    Error::new(Reason::ServiceNotFound, "service not found")
 }
 
 pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
@@ -119,8 +115,8 @@ impl Api {
             .and_then(|r| store::get::<String>(&r, "id").ok()),
             None => None,
         };
-        Error::already_exists(
-            "EXTERNAL_ID_IN_USE",
+        Error::new(
+            Reason::ExternalIdInUse,
             "another service of the account has this external_id",
         )
         .with_metadata("service_id", existing.unwrap_or_default())
@@ -156,8 +152,8 @@ impl Api {
             &mut v,
         );
         v.check(
-            req.idempotency_key.chars().count() <= 64,
-            "idempotency_key",
+            req.request_id.chars().count() <= 64,
+            "request_id",
             "at most 64 characters",
         );
         v.finish()?;
@@ -172,11 +168,11 @@ impl Api {
         if !store::lock_account(&txn, &row.account_id).await? {
             return Err(account_not_found());
         }
-        if !req.idempotency_key.is_empty()
+        if !req.request_id.is_empty()
             && let Some(id) = store::idempotent(
                 &txn,
                 "register_service",
-                &req.idempotency_key,
+                &req.request_id,
                 &hash,
                 now - super::accounts::IDEMPOTENCY_WINDOW_MS,
             )
@@ -192,7 +188,7 @@ impl Api {
         }
         if let Err(e) = row.save(&txn, true).await {
             drop(txn);
-            if e.code == ErrorCode::Internal {
+            if e.code() == tonic::Code::Internal {
                 // A unique violation of (account_id, external_id) is the only
                 // expected failure here.
                 if row.external_id.is_some() {
@@ -203,11 +199,11 @@ impl Api {
             }
             return Err(e);
         }
-        if !req.idempotency_key.is_empty() {
+        if !req.request_id.is_empty() {
             store::remember(
                 &txn,
                 "register_service",
-                &req.idempotency_key,
+                &req.request_id,
                 &hash,
                 &row.id,
                 now,

@@ -15,7 +15,7 @@
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait, Value,
 };
-use tenancy_runtime::Error;
+use tenancy_runtime::{Error, Reason};
 
 use crate::domain::{Scope, grant_kind, level, role, service_access, status};
 
@@ -406,7 +406,7 @@ pub async fn existing_services<C: ConnectionTrait>(
 }
 
 /// Records an idempotency key; returns the earlier result id when the key
-/// was used before (with the same request), or IDEMPOTENCY_KEY_REUSED.
+/// was used before (with the same request), or REQUEST_ID_REUSED.
 pub async fn idempotent<C: ConnectionTrait>(
     c: &C,
     scope: &str,
@@ -424,8 +424,8 @@ pub async fn idempotent<C: ConnectionTrait>(
         Some(row) => {
             let hash: String = get(&row, "request_hash")?;
             if hash != request_hash {
-                return Err(Error::failed_precondition(
-                    "IDEMPOTENCY_KEY_REUSED",
+                return Err(Error::new(
+                    Reason::RequestIdReused,
                     "idempotency_key was used for a different request",
                 ));
             }

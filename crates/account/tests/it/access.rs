@@ -1,4 +1,5 @@
 use tenancy_proto::account as pb;
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 use tonic::Code;
 
@@ -14,7 +15,7 @@ pub async fn register(internal: &mut Internal, account: &str, name: &str, tags: 
                 tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -222,7 +223,7 @@ async fn members_see_only_the_services_they_may_access_and_deleted_services_drop
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SERVICE_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::ServiceNotFound);
     let batch = internal
         .batch_check_access(pb::BatchCheckAccessRequest {
             user_id: manager.clone(),
@@ -272,7 +273,8 @@ async fn members_see_only_the_services_they_may_access_and_deleted_services_drop
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SERVICE_NOT_FOUND");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason(&e), Reason::ServiceIdUnknown);
     assert_eq!(crate::fields(&e), ["access_scope.selected_service_ids[1]"]);
 }
 
@@ -289,7 +291,7 @@ async fn external_ids_are_unique_within_an_account() {
             external_id: "ord-1".into(),
             ..Default::default()
         }),
-        idempotency_key: String::new(),
+        request_id: String::new(),
     };
     let first = internal
         .register_service(req.clone())
@@ -299,7 +301,7 @@ async fn external_ids_are_unique_within_an_account() {
         .service
         .unwrap();
     let e = internal.register_service(req).await.unwrap_err();
-    assert_eq!(reason(&e), "EXTERNAL_ID_IN_USE");
+    assert_eq!(reason(&e), Reason::ExternalIdInUse);
     let info = tonic_types::StatusExt::get_details_error_info(&e).unwrap();
     assert_eq!(info.metadata["service_id"], first.id);
     let e = internal
@@ -311,7 +313,7 @@ async fn external_ids_are_unique_within_an_account() {
                 tags: vec!["ok".into(), "bad tag".into()],
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();

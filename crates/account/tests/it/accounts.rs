@@ -1,4 +1,5 @@
 use tenancy_proto::account as pb;
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 use tonic::Code;
 
@@ -18,7 +19,7 @@ async fn create_account_makes_the_caller_its_first_active_owner() {
                 vat_number: "de 123.456.789".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -57,7 +58,7 @@ async fn create_account_refuses_invalid_fields_each_named() {
                 country_code: "nld".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -79,7 +80,7 @@ async fn create_account_with_the_same_idempotency_key_returns_the_first_account(
             country_code: "NL".into(),
             ..Default::default()
         }),
-        idempotency_key: "k1".into(),
+        request_id: "k1".into(),
     };
     let a = env
         .as_user(&user)
@@ -97,7 +98,7 @@ async fn create_account_with_the_same_idempotency_key_returns_the_first_account(
     let mut other = request;
     other.account.as_mut().unwrap().name = "B".into();
     let error = env.as_user(&user).create_account(other).await.unwrap_err();
-    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(reason(&error), Reason::RequestIdReused);
 }
 
 #[tokio::test]
@@ -167,8 +168,8 @@ async fn a_manager_whose_token_claims_owner_is_still_refused_by_live_role() {
         .await
         .unwrap_err();
     assert_eq!(
-        (error.code(), reason(&error).as_str()),
-        (Code::PermissionDenied, "ROLE_TOO_LOW")
+        (error.code(), reason(&error)),
+        (Code::PermissionDenied, Reason::RoleTooLow)
     );
 }
 
@@ -185,7 +186,7 @@ async fn update_account_refuses_an_empty_or_unknown_mask() {
             })
             .await
             .unwrap_err();
-        assert_eq!(reason(&error), "INVALID_UPDATE_MASK", "{paths:?}");
+        assert_eq!(reason(&error), Reason::UpdateMaskInvalid, "{paths:?}");
     }
 }
 
@@ -253,7 +254,7 @@ async fn audit_log_records_changes_with_actor_and_address_for_owners_only() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "INVALID_PAGE_TOKEN");
+    assert_eq!(reason(&error), Reason::PageTokenInvalid);
     let error = env
         .as_member(&manager, &account, Role::Manager)
         .list_audit_events(pb::ListAuditEventsRequest::default())
@@ -279,7 +280,7 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
         .internal()
         .record_audit_event(pb::RecordAuditEventRequest {
             event: Some(event.clone()),
-            idempotency_key: "x".into(),
+            request_id: "x".into(),
         })
         .await
         .unwrap()
@@ -288,7 +289,7 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
         .internal()
         .record_audit_event(pb::RecordAuditEventRequest {
             event: Some(event.clone()),
-            idempotency_key: "x".into(),
+            request_id: "x".into(),
         })
         .await
         .unwrap()
@@ -312,7 +313,7 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
                 action: "Bad Action".into(),
                 ..event.clone()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -324,9 +325,9 @@ async fn other_services_record_audit_events_once_per_idempotency_key() {
                 account_id: uuid::Uuid::now_v7().to_string(),
                 ..event
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "ACCOUNT_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::AccountNotFound);
 }

@@ -4,6 +4,7 @@
 
 use tenancy_proto::account as pb;
 use tenancy_runtime::Principal;
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 
 use crate::Env;
@@ -22,7 +23,7 @@ async fn invitations_travel_through_the_real_outbox_for_new_and_existing_users()
                 country_code: "NL".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -62,7 +63,7 @@ async fn invitations_travel_through_the_real_outbox_for_new_and_existing_users()
         })
         .await
         .unwrap_err();
-    assert_eq!(crate::reason(&e), "INVITATION_USED");
+    assert_eq!(crate::reason(&e), Reason::InvitationUsed);
 
     // An existing user.
     let existing = env.user("existing@example.com").await;

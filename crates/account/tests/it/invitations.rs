@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use tenancy_proto::account as pb;
 use tenancy_runtime::Principal;
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 use tonic::Code;
 
@@ -64,6 +65,11 @@ async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // Identity's refusal comes back whole: its reason, its violation, and
+    // the field named once (not "password: password: ...").
+    assert_eq!(reason(&e), Reason::PasswordTooShort);
+    assert_eq!(crate::fields(&e), ["password"]);
+    assert_eq!(e.message(), "password: at least 12 characters");
     let accepted = anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token: token.clone(),
@@ -99,7 +105,7 @@ async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVITATION_USED");
+    assert_eq!(reason(&e), Reason::InvitationUsed);
 }
 
 #[tokio::test]
@@ -141,7 +147,7 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVITATION_EXPIRED");
+    assert_eq!(reason(&e), Reason::InvitationExpired);
     // An expired invitation no longer blocks a new one.
     let second = invite(&env, &account, &owner, "late@example.com")
         .await
@@ -149,7 +155,7 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
     let e = invite(&env, &account, &owner, "late@example.com")
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVITATION_PENDING");
+    assert_eq!(reason(&e), Reason::InvitationPending);
     let cancelled = env
         .as_member(&owner, &account, Role::Owner)
         .cancel_invitation(pb::CancelInvitationRequest {
@@ -169,7 +175,7 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVITATION_CANCELLED");
+    assert_eq!(reason(&e), Reason::InvitationCancelled);
     let e = env
         .as_member(&owner, &account, Role::Owner)
         .resend_invitation(pb::ResendInvitationRequest {
@@ -177,7 +183,7 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVITATION_CANCELLED");
+    assert_eq!(reason(&e), Reason::InvitationCancelled);
     // And after cancelling, the email can be invited again.
     invite(&env, &account, &owner, "late@example.com")
         .await
@@ -215,7 +221,7 @@ async fn resending_kills_the_old_link_and_is_rate_limited() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);
-    assert_eq!(reason(&e), "RESEND_TOO_SOON");
+    assert_eq!(reason(&e), Reason::InvitationResendTooSoon);
     env.clock.advance(Duration::from_secs(61));
     let resent = env
         .as_member(&owner, &account, Role::Owner)
@@ -237,7 +243,7 @@ async fn resending_kills_the_old_link_and_is_rate_limited() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVITATION_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::InvitationNotFound);
     anon(&env)
         .accept_invitation(pb::AcceptInvitationRequest {
             token: new,
@@ -254,7 +260,7 @@ async fn active_members_cannot_be_invited_but_revoked_ones_can() {
     let manager = env.manager(&account, &owner).await;
     let email = env.identity_user(&manager).await.email;
     let e = invite(&env, &account, &owner, &email).await.unwrap_err();
-    assert_eq!(reason(&e), "ALREADY_MEMBER");
+    assert_eq!(reason(&e), Reason::MemberExists);
     env.as_member(&owner, &account, Role::Owner)
         .revoke_member(pb::RevokeMemberRequest {
             user_id: manager.clone(),
@@ -288,7 +294,7 @@ async fn unknown_tokens_are_not_found_and_managers_cannot_invite() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVITATION_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::InvitationNotFound);
     let e = invite(&env, &account, &manager, "x@example.com")
         .await
         .unwrap_err();

@@ -75,8 +75,8 @@ impl Replica {
     }
 }
 
-pub fn reason(status: &tonic::Status) -> String {
-    tenancy_runtime::error::reason_of(status).unwrap_or_default()
+pub fn reason(status: &tonic::Status) -> tenancy_testkit::Reason {
+    tenancy_testkit::refusal(status)
 }
 
 pub fn fields(status: &tonic::Status) -> Vec<String> {
@@ -400,7 +400,7 @@ impl Env {
                     country_code: "NL".into(),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()

@@ -1,5 +1,5 @@
 use tenancy_proto::account as pb;
-use tenancy_testkit::Role;
+use tenancy_testkit::{Reason, Role};
 use tonic::Code;
 
 use crate::{Env, mask, reason};
@@ -17,7 +17,7 @@ async fn last_active_owner_cannot_be_demoted() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::FailedPrecondition);
-    assert_eq!(reason(&error), "LAST_ACTIVE_OWNER");
+    assert_eq!(reason(&error), Reason::LastActiveOwner);
 }
 
 #[tokio::test]
@@ -29,7 +29,7 @@ async fn last_active_owner_cannot_leave_or_drop_portal_access() {
         .leave_account(pb::LeaveAccountRequest {})
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "LAST_ACTIVE_OWNER");
+    assert_eq!(reason(&error), Reason::LastActiveOwner);
     let error = env
         .as_member(&owner, &account, Role::Owner)
         .set_member_access(pb::SetMemberAccessRequest {
@@ -42,7 +42,7 @@ async fn last_active_owner_cannot_leave_or_drop_portal_access() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "LAST_ACTIVE_OWNER");
+    assert_eq!(reason(&error), Reason::LastActiveOwner);
 }
 
 #[tokio::test]
@@ -57,7 +57,7 @@ async fn owners_cannot_suspend_or_revoke_themselves() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "CANNOT_TARGET_SELF");
+    assert_eq!(reason(&e), Reason::TargetIsSelf);
     let e = c
         .clone()
         .revoke_member(pb::RevokeMemberRequest {
@@ -65,7 +65,7 @@ async fn owners_cannot_suspend_or_revoke_themselves() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "CANNOT_TARGET_SELF");
+    assert_eq!(reason(&e), Reason::TargetIsSelf);
 }
 
 #[tokio::test]
@@ -94,7 +94,7 @@ async fn with_a_second_owner_an_owner_may_step_down() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "LAST_ACTIVE_OWNER");
+    assert_eq!(reason(&e), Reason::LastActiveOwner);
 }
 
 #[tokio::test]
@@ -121,7 +121,7 @@ async fn two_owners_demoting_each_other_at_once_cannot_both_succeed() {
         // Refused either by the invariant or because the loser was demoted
         // before their own change ran.
         assert!(
-            ["LAST_ACTIVE_OWNER", "ROLE_TOO_LOW"].contains(&reason(&failed).as_str()),
+            [Reason::LastActiveOwner, Reason::RoleTooLow].contains(&reason(&failed)),
             "{failed:?}"
         );
         let owners = env
@@ -173,7 +173,7 @@ async fn a_suspended_member_is_refused_everything_and_loses_tokens() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(reason(&e), "MEMBER_SUSPENDED");
+    assert_eq!(reason(&e), Reason::MemberSuspended);
     // Identity was told: the member's API tokens for the account are
     // revoked for good.
     assert!(
@@ -221,7 +221,7 @@ async fn revoked_members_lose_access_and_stay_listed_as_revoked() {
         .get_account(pb::GetAccountRequest {})
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "NOT_A_MEMBER");
+    assert_eq!(reason(&e), Reason::NotAMember);
     let got = env
         .as_member(&owner, &account, Role::Owner)
         .get_member(pb::GetMemberRequest {
@@ -240,7 +240,7 @@ async fn revoked_members_lose_access_and_stay_listed_as_revoked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "MEMBER_REVOKED");
+    assert_eq!(reason(&e), Reason::MemberRevoked);
     let e = env
         .as_member(&owner, &account, Role::Owner)
         .change_member_role(pb::ChangeMemberRoleRequest {
@@ -249,7 +249,7 @@ async fn revoked_members_lose_access_and_stay_listed_as_revoked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "MEMBER_REVOKED");
+    assert_eq!(reason(&e), Reason::MemberRevoked);
     assert!(
         env.as_user(&manager)
             .list_my_accounts(pb::ListMyAccountsRequest::default())
@@ -297,7 +297,7 @@ async fn unknown_members_are_not_found() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "MEMBER_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::MemberNotFound);
     let e = env
         .as_member(&owner, &account, Role::Owner)
         .get_member(pb::GetMemberRequest {
@@ -422,7 +422,7 @@ async fn list_members_pages_by_keyset_with_profiles_from_identity() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_PAGE_TOKEN");
+    assert_eq!(reason(&e), Reason::PageTokenInvalid);
     env.as_member(&owner, &account, Role::Owner)
         .suspend_member(pb::SuspendMemberRequest {
             user_id: ids[1].clone(),
@@ -480,5 +480,5 @@ async fn add_member_creates_a_member_without_portal_access_and_sends_nothing() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "ALREADY_MEMBER");
+    assert_eq!(reason(&e), Reason::MemberExists);
 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 use tenancy_proto::account as pb;
 use tenancy_proto::account::watch_policies_response::Event;
 use tenancy_proto::contacts::MessageTemplate;
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 use tonic::Code;
 
@@ -75,7 +76,7 @@ async fn invalid_cidrs_are_refused_with_their_index_and_long_lists_too() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(reason(&e), "INVALID_CIDR");
+    assert_eq!(reason(&e), Reason::CidrInvalid);
     assert_eq!(
         crate::fields(&e),
         ["settings.ip_allowlist[1]", "settings.ip_allowlist[2]"]
@@ -87,7 +88,7 @@ async fn invalid_cidrs_are_refused_with_their_index_and_long_lists_too() {
         .update_security_settings(settings(&refs))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "ALLOWLIST_TOO_LONG");
+    assert_eq!(reason(&e), Reason::AllowlistTooLong);
 }
 
 #[tokio::test]
@@ -99,7 +100,7 @@ async fn an_allowlist_shutting_out_the_callers_address_needs_force() {
         .update_security_settings(settings(&["10.0.0.0/8"]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SELF_LOCKOUT");
+    assert_eq!(reason(&e), Reason::SelfLockout);
     let mut forced = settings(&["10.0.0.0/8"]);
     forced.force = true;
     env.as_member(&owner, &account, Role::Owner)
@@ -127,7 +128,7 @@ async fn security_settings_need_a_recent_authentication_and_an_owner() {
         .update_security_settings(settings(&[]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
     let e = env
         .as_member(&manager, &account, Role::Manager)
         .update_security_settings(settings(&[]))
@@ -427,5 +428,5 @@ async fn support_access_is_granted_for_at_most_30_days_and_can_be_revoked() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "ACCOUNT_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::AccountNotFound);
 }

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use tenancy_proto::account as pb;
 use tenancy_proto::account::watch_policies_response::Event;
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 use tokio_stream::StreamExt;
 
@@ -145,5 +146,5 @@ async fn principal_state_reflects_membership_and_a_position() {
         })
         .await
         .unwrap_err();
-    assert_eq!(crate::reason(&e), "ACCOUNT_NOT_FOUND");
+    assert_eq!(crate::reason(&e), Reason::AccountNotFound);
 }

@@ -6,7 +6,7 @@ use tenancy_proto::contacts as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::server::principal;
-use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 use tonic::{Request, Response, Status};
 
 use super::{Api, page_token_invalid, ts};
@@ -120,7 +120,7 @@ impl Api {
         let key = format!("contacts:verify:{}:{}", c.id, &hash[..16]);
         match self.outbox.enqueue_in(txn, &key, &hash, messages).await {
             Ok(_) => Ok(()),
-            Err(EnqueueError::KeyTaken) => Err(Error::new(ErrorCode::Aborted, "ABORTED", "retry")),
+            Err(EnqueueError::KeyTaken) => Err(Error::new(Reason::RequestInProgress, "retry")),
             Err(EnqueueError::Other(e)) => Err(e),
         }
     }
@@ -187,12 +187,8 @@ impl Api {
         let c = r.contact.unwrap_or_default();
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let mask_invalid = |why: &str| {
-            Error::new(
-                ErrorCode::InvalidArgument,
-                "UPDATE_MASK_INVALID",
-                why.to_owned(),
-            )
-            .with_field("update_mask", why.to_owned())
+            Error::new(Reason::UpdateMaskInvalid, why.to_owned())
+                .with_field("update_mask", why.to_owned())
         };
         if paths.is_empty() {
             return Err(mask_invalid("name at least one field").into());
@@ -359,15 +355,14 @@ impl Api {
         }
         let user = ids::parse_id("user_id", user_id)?;
         if !p.is_owner() {
-            return Err(Error::permission_denied(
-                "OWNER_ROLE_REQUIRED",
+            return Err(Error::role_too_low(
+                tenancy_proto::auth::Role::Owner,
                 "only an OWNER manages another member's preferences",
             ));
         }
         if !self.directory.is_member(&account, &user).await? {
             return Err(Error::new(
-                ErrorCode::NotFound,
-                "MEMBER_NOT_FOUND",
+                Reason::MemberNotFound,
                 "no such member in this account",
             ));
         }
@@ -455,8 +450,7 @@ impl Api {
         v.finish()?;
         if let Some(i) = locked {
             return Err(Error::new(
-                ErrorCode::InvalidArgument,
-                "NOTIFICATION_CATEGORY_LOCKED",
+                Reason::NotificationCategoryLocked,
                 "security notices cannot be switched off",
             )
             .with_field(format!("preferences[{i}].enabled"), "SECURITY is mandatory")

@@ -13,7 +13,7 @@ use tenancy_runtime::Channel;
 use tenancy_runtime::config::ServiceName;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::principal::ServiceAuth;
-use tenancy_runtime::{Error, ErrorCode, ids};
+use tenancy_runtime::{Error, ids};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Response, Status};
 
@@ -96,8 +96,7 @@ impl Directory {
         match response {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::NotFound => Err(Error::new(
-                ErrorCode::NotFound,
-                "ACCOUNT_NOT_FOUND",
+                tenancy_runtime::Reason::AccountNotFound,
                 "no such account",
             )),
             Err(s) => Err(unavailable("account", &s)),
@@ -205,10 +204,7 @@ fn check_routing(
     extras: Vec<pb::ExtraRecipient>,
     contact_roles: &[i32],
 ) -> Option<Routing> {
-    let account = v.take(
-        "account_id",
-        ids::parse_id("account_id", account_id).map_err(|e| e.message),
-    );
+    let account = v.take("account_id", ids::parse_id("account_id", account_id));
     let category = Category::from_i32(category);
     v.check(
         category.is_some(),
@@ -387,7 +383,7 @@ impl Api {
         r: pb::NotifyRequest,
     ) -> Result<Response<pb::NotifyResponse>, Status> {
         let mut v = Violations::default();
-        outbox::check_key(&mut v, &r.idempotency_key);
+        outbox::check_key(&mut v, &r.request_id);
         let template = Template::from_i32(r.template);
         v.check(
             template.is_some(),
@@ -430,7 +426,7 @@ impl Api {
         let (Some(routing), Some(template)) = (routing, template) else {
             return Err(Error::invalid_field("template", "required").into());
         };
-        if let Some(earlier) = self.outbox.earlier(&r.idempotency_key, &hash).await? {
+        if let Some(earlier) = self.outbox.earlier(&r.request_id, &hash).await? {
             return Ok(Response::new(pb::NotifyResponse {
                 messages: earlier.messages.into_iter().map(message_to_proto).collect(),
                 duplicate: true,
@@ -453,10 +449,7 @@ impl Api {
             category: routing.category as i32,
         };
         let messages = self.outbox.render(&email, &to)?;
-        let queued = self
-            .outbox
-            .enqueue(&r.idempotency_key, &hash, messages)
-            .await?;
+        let queued = self.outbox.enqueue(&r.request_id, &hash, messages).await?;
         let excluded = if queued.duplicate {
             Vec::new()
         } else {

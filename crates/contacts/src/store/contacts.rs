@@ -8,7 +8,7 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
-use tenancy_runtime::{Error, ErrorCode, Timestamp};
+use tenancy_runtime::{Error, Reason, Timestamp};
 
 use super::entities::contact;
 use crate::domain::routing::Role;
@@ -56,16 +56,12 @@ fn set_roles(a: &mut contact::ActiveModel, roles: &[Role]) {
 
 /// The not-found error of every contact method.
 pub fn not_found() -> Error {
-    Error::new(
-        ErrorCode::NotFound,
-        "CONTACT_NOT_FOUND",
-        "contact not found",
-    )
+    Error::new(Reason::ContactNotFound, "contact not found")
 }
 
 fn email_taken() -> Error {
-    Error::already_exists(
-        "CONTACT_EMAIL_TAKEN",
+    Error::new(
+        Reason::ContactEmailTaken,
         "another contact of the account has this email",
     )
 }
@@ -153,8 +149,7 @@ pub async fn create(
         .await?;
     if count >= crate::domain::contact::MAX_CONTACTS {
         return Err(Error::new(
-            ErrorCode::ResourceExhausted,
-            "CONTACT_LIMIT_REACHED",
+            Reason::ContactLimitReached,
             "an account has at most 100 contacts",
         ));
     }
@@ -165,8 +160,8 @@ pub async fn create(
         .await?
         > 0;
     if wants_primary && has_primary {
-        return Err(Error::failed_precondition(
-            "PRIMARY_CHANGE_REQUIRES_SET_PRIMARY",
+        return Err(Error::new(
+            Reason::PrimaryChangeRequiresSetPrimary,
             "the account has a primary contact: use SetPrimaryContact",
         ));
     }
@@ -235,14 +230,14 @@ pub async fn update(
     if let Some(roles) = &changes.roles {
         let wants_primary = roles.contains(&Role::Primary);
         if current.is_primary && !wants_primary {
-            return Err(Error::failed_precondition(
-                "PRIMARY_CONTACT_REQUIRED",
+            return Err(Error::new(
+                Reason::PrimaryContactRequired,
                 "the primary contact keeps PRIMARY: make another contact primary first",
             ));
         }
         if !current.is_primary && wants_primary {
-            return Err(Error::failed_precondition(
-                "PRIMARY_CHANGE_REQUIRES_SET_PRIMARY",
+            return Err(Error::new(
+                Reason::PrimaryChangeRequiresSetPrimary,
                 "use SetPrimaryContact to change the primary contact",
             ));
         }
@@ -303,8 +298,8 @@ pub async fn delete(db: &DatabaseConnection, account: &str, id: &str) -> Result<
             .count(&txn)
             .await?;
         if others > 0 {
-            return Err(Error::failed_precondition(
-                "PRIMARY_CONTACT_REQUIRED",
+            return Err(Error::new(
+                Reason::PrimaryContactRequired,
                 "make another contact primary before deleting the primary contact",
             ));
         }
@@ -331,8 +326,8 @@ pub async fn set_primary(
         return Ok((target, None));
     }
     if !target.email_verified {
-        return Err(Error::failed_precondition(
-            "CONTACT_EMAIL_UNVERIFIED",
+        return Err(Error::new(
+            Reason::ContactEmailUnverified,
             "the new primary contact must have verified its email",
         ));
     }
@@ -370,8 +365,8 @@ pub async fn renew_verification(
     lock_account(txn, account).await?;
     let current = get(txn, account, id).await?;
     if current.email_verified {
-        return Err(Error::failed_precondition(
-            "CONTACT_EMAIL_ALREADY_VERIFIED",
+        return Err(Error::new(
+            Reason::ContactEmailAlreadyVerified,
             "the contact's email is verified",
         ));
     }
@@ -382,7 +377,7 @@ pub async fn renew_verification(
             let wait = std::time::Duration::from_millis(
                 u64::try_from(next.millis() - now.millis()).unwrap_or(0),
             );
-            return Err(Error::throttled("VERIFICATION_RESEND_TOO_SOON", wait));
+            return Err(Error::throttled(Reason::VerificationResendTooSoon, wait));
         }
     }
     let day = 24 * 3600 * 1000;
@@ -394,7 +389,7 @@ pub async fn renew_verification(
         let wait = std::time::Duration::from_millis(
             u64::try_from(window + day - now.millis()).unwrap_or(0),
         );
-        return Err(Error::throttled("VERIFICATION_RESEND_TOO_SOON", wait));
+        return Err(Error::throttled(Reason::VerificationResendTooSoon, wait));
     }
     let mut a = current.into_active_model();
     new_verification(&mut a, token_hash, now);
@@ -420,8 +415,7 @@ pub async fn verify(
 ) -> Result<Verified, Error> {
     let invalid = || {
         Error::new(
-            ErrorCode::NotFound,
-            "VERIFICATION_TOKEN_INVALID",
+            Reason::VerificationTokenInvalid,
             "this link is not valid (superseded, or the contact was deleted)",
         )
     };
@@ -442,8 +436,8 @@ pub async fn verify(
         .verification_expires_at
         .is_none_or(|t| now.millis() >= t)
     {
-        return Err(Error::failed_precondition(
-            "VERIFICATION_TOKEN_EXPIRED",
+        return Err(Error::new(
+            Reason::VerificationTokenExpired,
             "this link has expired: ask the account for a new one",
         ));
     }

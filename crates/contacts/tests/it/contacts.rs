@@ -4,6 +4,7 @@
 use prost_types::FieldMask;
 use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::{ContactRole, MessageTemplate};
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 
 use crate::support::{Env, Internal, Public, fields, id, reason};
@@ -121,7 +122,7 @@ async fn a_duplicate_email_in_the_same_account_is_refused_but_not_across_account
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::AlreadyExists);
-    assert_eq!(reason(&error), "CONTACT_EMAIL_TAKEN");
+    assert_eq!(reason(&error), Reason::ContactEmailTaken);
     let other = env.member(&id(), &id(), Role::Manager).await;
     create(&other, "C", "same@example.com", &[]).await;
 }
@@ -157,7 +158,7 @@ async fn primary_is_not_granted_by_create_or_update_and_cannot_be_removed() {
         .create_contact(new_contact("Q", "q@example.com", &[ContactRole::Primary]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "PRIMARY_CHANGE_REQUIRES_SET_PRIMARY");
+    assert_eq!(reason(&error), Reason::PrimaryChangeRequiresSetPrimary);
     let other = create(&api, "O", "o@example.com", &[]).await;
     let error = api
         .clone()
@@ -171,7 +172,7 @@ async fn primary_is_not_granted_by_create_or_update_and_cannot_be_removed() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "PRIMARY_CHANGE_REQUIRES_SET_PRIMARY");
+    assert_eq!(reason(&error), Reason::PrimaryChangeRequiresSetPrimary);
     let error = api
         .clone()
         .update_contact(pb::UpdateContactRequest {
@@ -184,7 +185,7 @@ async fn primary_is_not_granted_by_create_or_update_and_cannot_be_removed() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "PRIMARY_CONTACT_REQUIRED");
+    assert_eq!(reason(&error), Reason::PrimaryContactRequired);
     let error = api
         .clone()
         .delete_contact(pb::DeleteContactRequest {
@@ -193,7 +194,7 @@ async fn primary_is_not_granted_by_create_or_update_and_cannot_be_removed() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&error), "PRIMARY_CONTACT_REQUIRED");
+    assert_eq!(reason(&error), Reason::PrimaryContactRequired);
     // Once alone, the primary may go.
     api.clone()
         .delete_contact(pb::DeleteContactRequest { id: other.id })
@@ -218,7 +219,7 @@ async fn set_primary_moves_the_role_atomically_and_needs_a_verified_email() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "CONTACT_EMAIL_UNVERIFIED");
+    assert_eq!(reason(&error), Reason::ContactEmailUnverified);
     verify(&env, "s@example.com").await;
     let moved = api
         .clone()
@@ -269,13 +270,13 @@ async fn contacts_of_another_account_are_not_found() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&error), "CONTACT_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::ContactNotFound);
     let error = stranger
         .clone()
         .delete_contact(pb::DeleteContactRequest { id: c.id })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "CONTACT_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::ContactNotFound);
 }
 
 #[tokio::test]
@@ -330,11 +331,11 @@ async fn update_applies_only_the_masked_fields_and_a_new_email_needs_verifying_a
         .verify_contact_email(pb::VerifyContactEmailRequest { token: old_token })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "VERIFICATION_TOKEN_INVALID");
+    assert_eq!(reason(&error), Reason::VerificationTokenInvalid);
     verify(&env, "new@example.com").await;
     for (m, expected) in [
-        (None, "UPDATE_MASK_INVALID"),
-        (mask(&["email_verified"]), "UPDATE_MASK_INVALID"),
+        (None, Reason::UpdateMaskInvalid),
+        (mask(&["email_verified"]), Reason::UpdateMaskInvalid),
     ] {
         let error = api
             .clone()
@@ -378,7 +379,7 @@ async fn verification_links_verify_once_expire_and_resends_are_limited() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(reason(&error), "VERIFICATION_RESEND_TOO_SOON");
+    assert_eq!(reason(&error), Reason::VerificationResendTooSoon);
     env.clock.advance(std::time::Duration::from_secs(61));
     api.clone()
         .resend_contact_verification(pb::ResendContactVerificationRequest {
@@ -403,7 +404,7 @@ async fn verification_links_verify_once_expire_and_resends_are_limited() {
         .verify_contact_email(pb::VerifyContactEmailRequest { token })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "VERIFICATION_TOKEN_EXPIRED");
+    assert_eq!(reason(&error), Reason::VerificationTokenExpired);
     api.clone()
         .resend_contact_verification(pb::ResendContactVerificationRequest {
             contact_id: c.id.clone(),
@@ -433,7 +434,7 @@ async fn verification_links_verify_once_expire_and_resends_are_limited() {
         .resend_contact_verification(pb::ResendContactVerificationRequest { contact_id: c.id })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "CONTACT_EMAIL_ALREADY_VERIFIED");
+    assert_eq!(reason(&error), Reason::ContactEmailAlreadyVerified);
 }
 
 #[tokio::test]
@@ -494,5 +495,5 @@ async fn contacts_list_primary_first_filtered_by_role_and_paged() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "PAGE_TOKEN_INVALID");
+    assert_eq!(reason(&error), Reason::PageTokenInvalid);
 }

@@ -11,7 +11,7 @@ use crate::support::{Env, Internal, Reply, eventually, smtp_server};
 
 fn invitation(key: &str, to: &str) -> pb::SendEmailRequest {
     pb::SendEmailRequest {
-        idempotency_key: key.to_owned(),
+        request_id: key.to_owned(),
         to: vec![pb::EmailAddress {
             email: to.to_owned(),
             name: "Ann Example".to_owned(),

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 
 use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::{MessageTemplate, OutboxMessageState};
+use tenancy_runtime::Reason;
 
 use crate::support::{Env, eventually, fields, id, reason};
 
 pub fn reset_request(key: &str, to: &str) -> pb::SendEmailRequest {
     pb::SendEmailRequest {
-        idempotency_key: key.to_owned(),
+        request_id: key.to_owned(),
         to: vec![pb::EmailAddress {
             email: to.to_owned(),
             name: "Ann Example".to_owned(),
@@ -76,7 +77,7 @@ async fn a_retried_send_email_with_the_same_key_sends_once() {
     assert_eq!(again.messages[0].id, first.messages[0].id);
     let listed = api
         .list_outbox_messages(pb::ListOutboxMessagesRequest {
-            idempotency_key: "identity:reset:2".into(),
+            request_id: "identity:reset:2".into(),
             ..Default::default()
         })
         .await
@@ -97,7 +98,7 @@ async fn reusing_a_key_with_other_content_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(reason(&error), Reason::RequestIdReused);
 }
 
 #[tokio::test]
@@ -108,7 +109,7 @@ async fn a_missing_template_variable_is_named() {
     request.template_data.remove("reset_url");
     let error = api.send_email(request).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    assert_eq!(reason(&error), "TEMPLATE_DATA_INVALID");
+    assert_eq!(reason(&error), Reason::TemplateDataInvalid);
     assert_eq!(fields(&error), ["template_data[reset_url]"]);
 }
 
@@ -117,7 +118,7 @@ async fn malformed_send_email_requests_are_refused_with_every_field() {
     let env = Env::start("send_email_invalid").await;
     let mut api = env.internal().await;
     let request = pb::SendEmailRequest {
-        idempotency_key: String::new(),
+        request_id: String::new(),
         to: vec![pb::EmailAddress {
             email: "not-an-address".into(),
             name: String::new(),
@@ -130,7 +131,7 @@ async fn malformed_send_email_requests_are_refused_with_every_field() {
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         fields(&error),
-        ["idempotency_key", "to[0].email", "template", "account_id"]
+        ["request_id", "to[0].email", "template", "account_id"]
     );
     let mut request = reset_request("k", "a@example.com");
     request.to.clear();
@@ -177,7 +178,7 @@ async fn an_unknown_outbox_message_is_not_found() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&error), "OUTBOX_MESSAGE_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::OutboxMessageNotFound);
 }
 
 #[tokio::test]
@@ -202,11 +203,7 @@ async fn outbox_messages_list_newest_first_by_filters_and_pages() {
         .await
         .unwrap()
         .into_inner();
-    let keys: Vec<_> = page
-        .messages
-        .iter()
-        .map(|m| m.idempotency_key.clone())
-        .collect();
+    let keys: Vec<_> = page.messages.iter().map(|m| m.request_id.clone()).collect();
     assert_eq!(keys, ["k4", "k3", "k2"]);
     let next = api
         .list_outbox_messages(pb::ListOutboxMessagesRequest {
@@ -218,11 +215,7 @@ async fn outbox_messages_list_newest_first_by_filters_and_pages() {
         .await
         .unwrap()
         .into_inner();
-    let keys: Vec<_> = next
-        .messages
-        .iter()
-        .map(|m| m.idempotency_key.clone())
-        .collect();
+    let keys: Vec<_> = next.messages.iter().map(|m| m.request_id.clone()).collect();
     assert_eq!(keys, ["k1", "k0"]);
     assert!(next.next_page_token.is_empty());
     // A token from another filter, or garbage, is refused.
@@ -235,7 +228,7 @@ async fn outbox_messages_list_newest_first_by_filters_and_pages() {
             })
             .await
             .unwrap_err();
-        assert_eq!(reason(&error), "PAGE_TOKEN_INVALID");
+        assert_eq!(reason(&error), Reason::PageTokenInvalid);
     }
     let by_template = api
         .list_outbox_messages(pb::ListOutboxMessagesRequest {
@@ -264,7 +257,7 @@ async fn the_internal_api_refuses_callers_its_rule_does_not_name() {
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied);
     assert_eq!(
-        tenancy_runtime::error::reason_of(&error).as_deref(),
-        Some("CALLER_NOT_ALLOWED")
+        tenancy_testkit::refusal(&error),
+        tenancy_runtime::Reason::CallerNotAllowed
     );
 }

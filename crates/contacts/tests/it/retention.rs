@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::{ContactRole, MessageTemplate, OutboxMessageState};
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 
 use crate::contacts::verification_token;
@@ -15,7 +16,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn email(key: &str, to: &str) -> pb::SendEmailRequest {
     pb::SendEmailRequest {
-        idempotency_key: key.to_owned(),
+        request_id: key.to_owned(),
         to: vec![pb::EmailAddress {
             email: to.to_owned(),
             name: String::new(),
@@ -111,7 +112,7 @@ async fn sent_messages_go_after_30_days_failed_ones_after_90_and_old_tokens_with
         state(&api, &sent).await,
         Ok(OutboxMessageState::Sent as i32)
     );
-    assert_eq!(reason(&verify().await), "VERIFICATION_TOKEN_EXPIRED");
+    assert_eq!(reason(&verify().await), Reason::VerificationTokenExpired);
     assert!(
         repeat_is_duplicate(&api).await,
         "the key is still remembered"
@@ -130,7 +131,7 @@ async fn sent_messages_go_after_30_days_failed_ones_after_90_and_old_tokens_with
         state(&api, &failed).await,
         Ok(OutboxMessageState::Failed as i32)
     );
-    assert_eq!(reason(&verify().await), "VERIFICATION_TOKEN_INVALID");
+    assert_eq!(reason(&verify().await), Reason::VerificationTokenInvalid);
     assert!(
         !repeat_is_duplicate(&api).await,
         "a forgotten key queues anew"

@@ -7,6 +7,7 @@ use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::{
     ContactRole, ExclusionReason, MessageTemplate, NotificationCategory as C, RecipientReasonKind,
 };
+use tenancy_runtime::Reason;
 use tenancy_testkit::Role;
 
 use tenancy_proto::account::ServiceAccess;
@@ -64,7 +65,7 @@ async fn members_see_defaults_and_security_is_locked_on() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    assert_eq!(reason(&error), "NOTIFICATION_CATEGORY_LOCKED");
+    assert_eq!(reason(&error), Reason::NotificationCategoryLocked);
     let p = api
         .clone()
         .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
@@ -105,7 +106,7 @@ async fn only_an_owner_sets_another_members_preferences() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::PermissionDenied);
-    assert_eq!(reason(&error), "OWNER_ROLE_REQUIRED");
+    assert_eq!(reason(&error), Reason::RoleTooLow);
     let as_owner = env.member(&owner, &account, Role::Owner).await;
     as_owner
         .clone()
@@ -131,7 +132,7 @@ async fn only_an_owner_sets_another_members_preferences() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&error), "MEMBER_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::MemberNotFound);
 }
 
 #[tokio::test]
@@ -281,7 +282,20 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&error), "ACCOUNT_NOT_FOUND");
+    assert_eq!(reason(&error), Reason::AccountNotFound);
+    // A malformed id is named once, with what is wrong with it.
+    let error = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: "not-a-uuid".into(),
+            category: C::Billing as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&error), Reason::FieldInvalid);
+    assert_eq!(crate::support::fields(&error), ["account_id"]);
+    assert_eq!(error.message(), "account_id: must be a UUID");
 }
 
 #[tokio::test]
@@ -290,7 +304,7 @@ async fn notify_queues_one_message_per_recipient_once_per_key() {
     world.member("bob@example.com", ServiceAccess::All).await;
     let (env, account) = (&world.env, world.account_id.clone());
     let request = pb::NotifyRequest {
-        idempotency_key: "account:2fa-enforced:1".into(),
+        request_id: "account:2fa-enforced:1".into(),
         account_id: account.clone(),
         category: C::Security as i32,
         template: MessageTemplate::GenericNotification as i32,
@@ -322,7 +336,7 @@ async fn notify_queues_one_message_per_recipient_once_per_key() {
     let mut other = request;
     other.category = C::Billing as i32;
     let error = internal.clone().notify(other).await.unwrap_err();
-    assert_eq!(reason(&error), "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(reason(&error), Reason::RequestIdReused);
 }
 
 #[tokio::test]
@@ -341,7 +355,7 @@ async fn notify_is_unavailable_while_the_account_service_is_down_and_queues_noth
     let error = internal
         .clone()
         .notify(pb::NotifyRequest {
-            idempotency_key: "k".into(),
+            request_id: "k".into(),
             account_id: id(),
             category: C::Account as i32,
             template: MessageTemplate::GenericNotification as i32,
@@ -387,7 +401,7 @@ async fn a_support_reply_can_go_to_the_technical_contacts_only() {
         verify(env, email).await;
     }
     let reply = |roles: Vec<i32>| pb::NotifyRequest {
-        idempotency_key: format!("support:reply:{}", roles.len()),
+        request_id: format!("support:reply:{}", roles.len()),
         account_id: account.clone(),
         category: C::SupportReplies as i32,
         template: MessageTemplate::GenericNotification as i32,

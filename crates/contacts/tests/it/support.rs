@@ -125,9 +125,9 @@ pub fn id() -> String {
     tenancy_runtime::ids::new_id()
 }
 
-/// The ErrorInfo reason of a status.
-pub fn reason(status: &tonic::Status) -> String {
-    tenancy_runtime::error::reason_of(status).unwrap_or_default()
+/// The ErrorInfo reason of a status, checked against the catalogue.
+pub fn reason(status: &tonic::Status) -> tenancy_testkit::Reason {
+    tenancy_testkit::refusal(status)
 }
 
 /// The field violations of a status.

@@ -125,7 +125,7 @@ impl World {
                 country_code: "NL".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -176,7 +176,7 @@ impl World {
                     name: name.into(),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()

@@ -2,12 +2,12 @@
 
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::Core;
 use super::revocations::Revocation;
 use crate::domain::password::{check_new_password, normalise};
-use crate::domain::profile::{invalid, parse_email, truncate_user_agent};
+use crate::domain::profile::{parse_email, truncate_user_agent};
 use crate::domain::throttle::Counter;
 use crate::store::{all, exec, get, one};
 
@@ -18,7 +18,7 @@ impl Core {
         let user = self
             .user_by_email(&self.db, &email)
             .await?
-            .ok_or_else(|| Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found"))?;
+            .ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))?;
         let tx = crate::store::begin(&self.db).await?;
         let changed = exec(
             &tx,
@@ -52,8 +52,8 @@ impl Core {
     /// then: activity reported late never revives it.
     pub(crate) async fn record_usage(&self, r: &pb::RecordUsageRequest) -> Result<(), Error> {
         if r.api_token_usages.len() + r.session_activities.len() > 10_000 {
-            return Err(invalid(
-                "TOO_MANY_ENTRIES",
+            return Err(Error::invalid(
+                Reason::ListTooLong,
                 "api_token_usages",
                 "at most 10000 entries",
             ));
@@ -115,20 +115,20 @@ impl Core {
             vec![user_id.into()],
         )
         .await?
-        .ok_or_else(|| Error::unauthenticated("SESSION_ENDED", "the session has ended"))?;
+        .ok_or_else(|| Error::new(Reason::SessionEnded, "the session has ended"))?;
         let hash: Option<String> = get(&row, "password_hash")?;
         let (ok, _) = self.hasher.verify(normalise(current), hash).await?;
         if !ok {
             self.record_failure(&keys).await?;
-            return Err(invalid(
-                "WRONG_PASSWORD",
+            return Err(Error::invalid(
+                Reason::PasswordIncorrect,
                 "current_password",
                 "wrong password",
             ));
         }
         if normalise(current) == normalise(new) {
-            return Err(invalid(
-                "PASSWORD_UNCHANGED",
+            return Err(Error::invalid(
+                Reason::PasswordUnchanged,
                 "new_password",
                 "choose a different password",
             ));
@@ -197,8 +197,13 @@ impl Core {
     ) -> Result<(), Error> {
         let session = self.own_session(user_id, session_id).await?;
         self.require_recent(&session)?;
-        let word = crate::domain::credentials::normalise_code_word(word)
-            .ok_or_else(|| invalid("CODE_WORD_INVALID", "code_word", "must be 4–64 characters"))?;
+        let word = crate::domain::credentials::normalise_code_word(word).ok_or_else(|| {
+            Error::invalid(
+                Reason::CodeWordInvalid,
+                "code_word",
+                "must be 4–64 characters",
+            )
+        })?;
         let hash = self.hasher.hash(word).await?;
         exec(
             &self.db,
@@ -215,21 +220,21 @@ impl Core {
         r: &pb::VerifyCodeWordRequest,
     ) -> Result<pb::VerifyCodeWordResponse, Error> {
         if r.staff_user_id.trim().is_empty() {
-            return Err(invalid(
-                "STAFF_USER_ID_REQUIRED",
+            return Err(Error::invalid(
+                Reason::StaffUserIdRequired,
                 "staff_user_id",
                 "required",
             ));
         }
         let user_id = tenancy_runtime::ids::parse_id("user_id", &r.user_id)
-            .map_err(|_| Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found"))?;
+            .map_err(|_| Error::new(Reason::UserNotFound, "user not found"))?;
         let row = one(
             &self.db,
             "SELECT code_word_hash FROM identity_users WHERE id = $1",
             vec![user_id.clone().into()],
         )
         .await?
-        .ok_or_else(|| Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found"))?;
+        .ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))?;
         let hash: Option<String> = get(&row, "code_word_hash")?;
         let now = self.now();
         let hour_ago = now.minus(std::time::Duration::from_secs(3600)).millis();
@@ -244,7 +249,7 @@ impl Core {
         .unwrap_or(0);
         if failures >= 5 {
             return Err(Error::throttled(
-                "CODE_WORD_ATTEMPTS_EXCEEDED",
+                Reason::CodeWordAttemptsExceeded,
                 std::time::Duration::from_secs(3600),
             ));
         }
@@ -304,7 +309,7 @@ impl Core {
         api_tokens: bool,
     ) -> Result<(i64, i64), Error> {
         let member = tenancy_runtime::ids::parse_id("user_id", member).map_err(|e| Error {
-            reason: "USER_ID_INVALID",
+            reason: Reason::UserIdInvalid,
             ..e
         })?;
         let tx = crate::store::begin(&self.db).await?;
@@ -365,8 +370,8 @@ impl Core {
         if let (Some(s), Some(e)) = (filter.start, filter.end)
             && s > e
         {
-            return Err(invalid(
-                "TIME_RANGE_INVALID",
+            return Err(Error::invalid(
+                Reason::TimeRangeInvalid,
                 "start_time",
                 "after end_time",
             ));

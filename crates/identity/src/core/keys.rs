@@ -9,7 +9,7 @@ use rand::RngCore as _;
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::Core;
 use super::revocations::Revocation;
@@ -200,8 +200,8 @@ impl Core {
         let keys = self.keys(&tx).await?;
         let pending = keys.iter().any(|k| k.activate_time > now.millis());
         if pending && !revoke_current {
-            return Err(Error::failed_precondition(
-                "ROTATION_IN_PROGRESS",
+            return Err(Error::new(
+                Reason::RotationInProgress,
                 "a published next key is not active yet; use revoke_current to force",
             ));
         }

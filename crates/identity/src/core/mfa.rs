@@ -5,13 +5,12 @@ use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, ErrorCode, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::sessions::SessionRow;
 use super::{Client, Core};
 use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
 use crate::domain::password::normalise;
-use crate::domain::profile::invalid;
 use crate::domain::throttle::Counter;
 use crate::domain::totp;
 use crate::store::{all, exec, get, one};
@@ -22,7 +21,7 @@ const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(
 const CHALLENGE_ATTEMPTS: i32 = 5;
 
 fn challenge_invalid() -> Error {
-    Error::unauthenticated("MFA_CHALLENGE_INVALID", "log in again")
+    Error::new(Reason::MfaChallengeInvalid, "log in again")
 }
 
 /// A second factor as presented.
@@ -39,14 +38,14 @@ impl Core {
         session_id: Option<&str>,
     ) -> Result<SessionRow, Error> {
         let id = session_id.ok_or_else(|| {
-            Error::unauthenticated("SESSION_REQUIRED", "this method needs a portal session")
+            Error::new(
+                Reason::PortalSessionRequired,
+                "this method needs a portal session",
+            )
         })?;
         match self.load_session(&self.db, id).await? {
             Some(s) if s.user_id == user_id && !s.revoked => Ok(s),
-            _ => Err(Error::unauthenticated(
-                "SESSION_ENDED",
-                "the session has ended",
-            )),
+            _ => Err(Error::new(Reason::SessionEnded, "the session has ended")),
         }
     }
 
@@ -66,10 +65,11 @@ impl Core {
             .map_err(Error::internal)?;
         let seconds = u64::try_from(self.now().seconds()).unwrap_or(0);
         let Some(step) = totp::matching_step(&secret, code, seconds) else {
-            return Err(Error {
-                code: ErrorCode::InvalidArgument,
-                ..invalid("SECOND_FACTOR_INVALID", field, "wrong code")
-            });
+            return Err(Error::invalid(
+                Reason::SecondFactorInvalid,
+                field,
+                "wrong code",
+            ));
         };
         let inserted = exec(
             c,
@@ -79,8 +79,8 @@ impl Core {
         )
         .await?;
         if inserted == 0 {
-            return Err(invalid(
-                "TOTP_CODE_REUSED",
+            return Err(Error::invalid(
+                Reason::TotpCodeReused,
                 field,
                 "this code was already used; wait for the next one",
             ));
@@ -109,7 +109,11 @@ impl Core {
         if n == 1 {
             Ok(())
         } else {
-            Err(invalid("SECOND_FACTOR_INVALID", field, "wrong code"))
+            Err(Error::invalid(
+                Reason::SecondFactorInvalid,
+                field,
+                "wrong code",
+            ))
         }
     }
 
@@ -132,10 +136,7 @@ impl Core {
     ) -> Result<pb::BeginTotpEnrollmentResponse, Error> {
         let user = self.get_user(user_id).await?;
         if user.totp_enabled {
-            return Err(Error::failed_precondition(
-                "TOTP_ALREADY_ENABLED",
-                "2FA is already on",
-            ));
+            return Err(Error::new(Reason::TotpAlreadyEnabled, "2FA is already on"));
         }
         let secret = totp::generate_secret();
         let (b32, uri, png) = totp::enrollment(&secret, &user.email).map_err(Error::internal)?;
@@ -210,8 +211,8 @@ impl Core {
         )
         .await?;
         let Some(pending) = pending else {
-            return Err(Error::failed_precondition(
-                "TOTP_ENROLLMENT_NOT_STARTED",
+            return Err(Error::new(
+                Reason::TotpEnrollmentNotStarted,
                 "start the enrolment first",
             ));
         };
@@ -222,7 +223,7 @@ impl Core {
         {
             // Counted outside the transaction (SQLite: one writer at a time).
             drop(tx);
-            if e.reason == "SECOND_FACTOR_INVALID" {
+            if e.reason == Reason::SecondFactorInvalid {
                 self.record_failure(&keys).await?;
             }
             return Err(e);
@@ -234,10 +235,7 @@ impl Core {
         )
         .await?;
         if on == 0 {
-            return Err(Error::failed_precondition(
-                "TOTP_ALREADY_ENABLED",
-                "2FA is already on",
-            ));
+            return Err(Error::new(Reason::TotpAlreadyEnabled, "2FA is already on"));
         }
         exec(
             &tx,
@@ -299,8 +297,8 @@ impl Core {
         client: &Client,
     ) -> Result<pb::SessionCredentials, Error> {
         let Some(factor) = factor else {
-            return Err(invalid(
-                "SECOND_FACTOR_REQUIRED",
+            return Err(Error::invalid(
+                Reason::SecondFactorRequired,
                 "second_factor",
                 "give a TOTP or recovery code",
             ));
@@ -350,7 +348,7 @@ impl Core {
         };
         if let Err(e) = result {
             drop(tx);
-            if e.reason != "INTERNAL" {
+            if e.reason != Reason::InternalError {
                 exec(
                     &self.db,
                     "UPDATE identity_mfa_challenges SET failures = failures + 1 WHERE token_hash = $1",
@@ -369,11 +367,7 @@ impl Core {
                 )
                 .await?;
             }
-            return Err(Error {
-                code: ErrorCode::Unauthenticated,
-                violations: Vec::new(),
-                ..e
-            });
+            return Err(e);
         }
         let used = exec(
             &tx,
@@ -438,13 +432,17 @@ impl Core {
                 pb::LoginOutcome::FailureBadCredentials,
             )
             .await?;
-            return Err(invalid("WRONG_PASSWORD", "password", "wrong password"));
+            return Err(Error::invalid(
+                Reason::PasswordIncorrect,
+                "password",
+                "wrong password",
+            ));
         }
         let mut amr = vec!["pwd".to_owned()];
         if let Some(sealed) = self.totp_secret_of(user_id).await? {
             let result = match &factor {
-                None => Err(invalid(
-                    "SECOND_FACTOR_REQUIRED",
+                None => Err(Error::invalid(
+                    Reason::SecondFactorRequired,
                     "second_factor",
                     "give a TOTP or recovery code",
                 )),
@@ -463,7 +461,7 @@ impl Core {
                 self.recovery_code_notice(user_id, &client.ip).await;
             }
             if let Err(e) = result {
-                if e.reason != "SECOND_FACTOR_REQUIRED" {
+                if e.reason != Reason::SecondFactorRequired {
                     self.record_failure(&keys).await?;
                     self.login_event(
                         &self.db,
@@ -506,8 +504,8 @@ impl Core {
     /// Refuses unless the session authenticated within the reauth window.
     pub(crate) fn require_recent(&self, session: &SessionRow) -> Result<(), Error> {
         if Timestamp(session.auth_time).plus(self.auth.reauth_window) < self.now() {
-            return Err(Error::failed_precondition(
-                "REAUTH_REQUIRED",
+            return Err(Error::new(
+                Reason::ReauthRequired,
                 "confirm your password again (Reauthenticate), then retry",
             ));
         }
@@ -523,7 +521,7 @@ impl Core {
         client: &Client,
     ) -> Result<pb::AccessToken, Error> {
         let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
-            reason: "ACCOUNT_ID_INVALID",
+            reason: Reason::AccountIdInvalid,
             ..e
         })?;
         let mut session = self.own_session(user_id, session_id).await?;
@@ -626,7 +624,7 @@ impl Core {
                 )
                 .await?;
                 if owned.is_none() {
-                    return Err(Error::new(ErrorCode::NotFound, "SESSION_NOT_FOUND", "no such session"));
+                    return Err(Error::new(Reason::SessionNotFound, "no such session"));
                 }
                 vec![id.to_owned()]
             }
@@ -659,7 +657,7 @@ impl Core {
         let sealed = self
             .totp_secret_of(user_id)
             .await?
-            .ok_or_else(|| Error::failed_precondition("TOTP_NOT_ENABLED", "2FA is not on"))?;
+            .ok_or_else(|| Error::new(Reason::TotpNotEnabled, "2FA is not on"))?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
         let result = match (password, code) {
@@ -676,7 +674,11 @@ impl Core {
                 if self.hasher.verify(normalise(p), hash).await?.0 {
                     Ok(())
                 } else {
-                    Err(invalid("WRONG_PASSWORD", "password", "wrong password"))
+                    Err(Error::invalid(
+                        Reason::PasswordIncorrect,
+                        "password",
+                        "wrong password",
+                    ))
                 }
             }
             (None, Some(c)) => {
@@ -684,8 +686,8 @@ impl Core {
                     .await
             }
             (None, None) => {
-                return Err(invalid(
-                    "PROOF_REQUIRED",
+                return Err(Error::invalid(
+                    Reason::ProofRequired,
                     "proof",
                     "give the password or a TOTP code",
                 ));

@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, QueryResult};
 use tenancy_proto::identity as pb;
 use tenancy_proto::identity::revocation_event::Kind;
 use tenancy_proto::identity::watch_revocations_response::Item;
-use tenancy_runtime::{Error, Timestamp};
+use tenancy_runtime::{Error, Reason, Timestamp};
 
 use super::Core;
 use crate::store::{all, exec, get, one};
@@ -190,7 +190,7 @@ impl Core {
     > {
         if from < 0 {
             return Err(Error {
-                reason: "POSITION_INVALID",
+                reason: Reason::PositionInvalid,
                 ..Error::invalid_field("from_position", "must not be negative")
             });
         }

@@ -4,7 +4,7 @@
 //! membership; else none.
 
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::{Client, Core};
 use crate::store::{get, one};
@@ -60,13 +60,13 @@ impl Core {
     ) -> Result<(), Error> {
         let error = match self.accounts.is_active_member(user_id, account_id).await {
             Ok(true) => return Ok(()),
-            Ok(false) => Error::permission_denied(
-                "NOT_AN_ACTIVE_MEMBER",
+            Ok(false) => Error::new(
+                Reason::NotAMember,
                 "you are not an active member of this account",
             ),
             Err(error) => error,
         };
-        if error.code == ErrorCode::PermissionDenied {
+        if error.code() == tonic::Code::PermissionDenied {
             self.login_event(
                 &self.db,
                 user_id,

@@ -4,24 +4,24 @@
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::keys::Claims;
 use super::revocations::Revocation;
 use super::{Client, Core};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
-use crate::domain::profile::{invalid, parse_email};
+use crate::domain::profile::parse_email;
 use crate::domain::throttle::{self, Counter};
 use crate::store::{all, exec, get, one};
 
 const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
 
 fn invalid_credentials() -> Error {
-    Error::unauthenticated("INVALID_CREDENTIALS", "wrong email or password")
+    Error::new(Reason::CredentialsInvalid, "wrong email or password")
 }
 
 fn refresh_invalid() -> Error {
-    Error::unauthenticated("REFRESH_TOKEN_INVALID", "log in again")
+    Error::new(Reason::RefreshTokenInvalid, "log in again")
 }
 
 /// A session row as the token issuer needs it.
@@ -112,7 +112,7 @@ impl Core {
                 let wait =
                     u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
                 Err(Error::throttled(
-                    "TOO_MANY_ATTEMPTS",
+                    Reason::AttemptsExceeded,
                     std::time::Duration::from_millis(wait),
                 ))
             }
@@ -311,7 +311,7 @@ impl Core {
             None
         } else {
             Some(ids::parse_id("account_id", account_id).map_err(|e| Error {
-                reason: "ACCOUNT_ID_INVALID",
+                reason: Reason::AccountIdInvalid,
                 ..e
             })?)
         };
@@ -352,7 +352,7 @@ impl Core {
             let wait =
                 u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
             return Err(Error::throttled(
-                "TOO_MANY_ATTEMPTS",
+                Reason::AttemptsExceeded,
                 std::time::Duration::from_millis(wait),
             ));
         }
@@ -406,8 +406,8 @@ impl Core {
                 let name: String = get(&row, "name")?;
                 self.send_verification(&user_id, &address, &name).await?;
             }
-            return Err(Error::failed_precondition(
-                "EMAIL_NOT_VERIFIED",
+            return Err(Error::new(
+                Reason::EmailNotVerified,
                 "verify your email address first; a new link was sent",
             ));
         }
@@ -574,8 +574,8 @@ impl Core {
             .await?;
             tx.commit().await?;
             self.notify_revocations();
-            return Err(Error::unauthenticated(
-                "REFRESH_TOKEN_REUSED",
+            return Err(Error::new(
+                Reason::RefreshTokenReused,
                 "this refresh token was already used; the session was ended",
             ));
         }
@@ -708,11 +708,11 @@ impl Core {
         reason: i32,
     ) -> Result<(i32, i64), Error> {
         let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
-            reason: "USER_ID_INVALID",
+            reason: Reason::UserIdInvalid,
             ..e
         })?;
         let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
-            reason: "ACCOUNT_ID_INVALID",
+            reason: Reason::AccountIdInvalid,
             ..e
         })?;
         let reason = match pb::RevocationReason::try_from(reason) {
@@ -722,8 +722,8 @@ impl Core {
                 | pb::RevocationReason::MemberLeft),
             ) => r,
             _ => {
-                return Err(invalid(
-                    "REASON_INVALID",
+                return Err(Error::invalid(
+                    Reason::ReasonInvalid,
                     "reason",
                     "not a member-related reason",
                 ));

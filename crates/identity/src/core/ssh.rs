@@ -9,7 +9,7 @@ use sea_orm::QueryResult;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
 use tenancy_runtime::principal::TokenKind;
-use tenancy_runtime::{Error, ErrorCode, Principal, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
 
 use super::Core;
 use crate::domain::profile::parse_label;
@@ -31,7 +31,7 @@ struct Cursor {
 }
 
 fn key_not_found() -> Error {
-    Error::new(ErrorCode::NotFound, "SSH_KEY_NOT_FOUND", "no such SSH key")
+    Error::new(Reason::SshKeyNotFound, "no such SSH key")
 }
 
 fn key_from_row(r: &QueryResult) -> Result<pb::SshKey, Error> {
@@ -56,8 +56,8 @@ impl Core {
         let user_id = p.user()?.to_owned();
         let account_id = p.account()?.to_owned();
         if p.token_kind != TokenKind::Portal {
-            return Err(Error::permission_denied(
-                "PORTAL_SESSION_REQUIRED",
+            return Err(Error::new(
+                Reason::PortalSessionRequired,
                 "SSH keys are changed in a portal session, not with an API token",
             ));
         }
@@ -98,8 +98,7 @@ impl Core {
         .unwrap_or(0);
         if count >= MAX_KEYS_PER_ACCOUNT {
             return Err(Error::new(
-                ErrorCode::ResourceExhausted,
-                "SSH_KEY_LIMIT_REACHED",
+                Reason::SshKeyLimitReached,
                 "at most 100 SSH keys per account",
             ));
         }
@@ -124,8 +123,7 @@ impl Core {
         .await?;
         if inserted == 0 {
             return Err(Error::new(
-                ErrorCode::AlreadyExists,
-                "SSH_KEY_EXISTS",
+                Reason::SshKeyExists,
                 "this key is already registered in the account",
             )
             .with_field("public_key", "same SHA256 fingerprint as an existing key"));

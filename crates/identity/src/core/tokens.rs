@@ -6,25 +6,21 @@ use sea_orm::QueryResult;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
-use tenancy_runtime::{Error, ErrorCode, Principal, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
 
 use super::Core;
 use super::revocations::Revocation;
 use super::users::RESET;
 use crate::domain::credentials::{api_token_well_formed, new_api_token};
 use crate::domain::password::check_new_password;
-use crate::domain::profile::{invalid, parse_email, parse_label};
+use crate::domain::profile::{parse_email, parse_label};
 use crate::store::{all, exec, get, one};
 
 const TOKEN_COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only, create_time, expire_time, \
     last_used_time, last_used_ip, revoke_time, revoked_by";
 
 fn token_not_found() -> Error {
-    Error::new(
-        ErrorCode::NotFound,
-        "API_TOKEN_NOT_FOUND",
-        "no such API token",
-    )
+    Error::new(Reason::ApiTokenNotFound, "no such API token")
 }
 
 fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, Error> {
@@ -66,8 +62,8 @@ impl Core {
         let user_id = p.user()?.to_owned();
         let account_id = p.account()?.to_owned();
         if p.token_kind != tenancy_runtime::principal::TokenKind::Portal {
-            return Err(Error::permission_denied(
-                "PORTAL_SESSION_REQUIRED",
+            return Err(Error::new(
+                Reason::PortalSessionRequired,
                 "an API token cannot create tokens",
             ));
         }
@@ -76,8 +72,8 @@ impl Core {
         let name = parse_label("name", name)?;
         let now = self.now();
         if expire.is_some_and(|e| e <= now) {
-            return Err(invalid(
-                "EXPIRE_TIME_INVALID",
+            return Err(Error::invalid(
+                Reason::ExpireTimeInvalid,
                 "expire_time",
                 "must be in the future",
             ));
@@ -101,8 +97,7 @@ impl Core {
         .unwrap_or(0);
         if active >= 50 {
             return Err(Error::new(
-                ErrorCode::ResourceExhausted,
-                "API_TOKEN_LIMIT_REACHED",
+                Reason::ApiTokenLimitReached,
                 "at most 50 active API tokens per user and account",
             ));
         }
@@ -211,8 +206,8 @@ impl Core {
         } else if user_filter.is_empty() || user_filter == me {
             me
         } else {
-            return Err(Error::permission_denied(
-                "OWNER_REQUIRED",
+            return Err(Error::role_too_low(
+                tenancy_proto::auth::Role::Owner,
                 "managers only see their own tokens",
             ));
         };
@@ -245,8 +240,7 @@ impl Core {
                 Ok(pb::ApiTokenState::Revoked) => "(revoke_time IS NOT NULL)",
                 _ => {
                     return Err(Error::new(
-                        ErrorCode::InvalidArgument,
-                        "API_TOKEN_STATE_INVALID",
+                        Reason::ApiTokenStateInvalid,
                         "states may list ACTIVE, EXPIRED and REVOKED",
                     )
                     .with_field("states", "unknown or unspecified state"));
@@ -296,13 +290,7 @@ impl Core {
         &self,
         secret: &str,
     ) -> Result<pb::IntrospectApiTokenResponse, Error> {
-        let invalid_token = || {
-            Error::new(
-                ErrorCode::NotFound,
-                "API_TOKEN_INVALID",
-                "unknown API token",
-            )
-        };
+        let invalid_token = || Error::new(Reason::ApiTokenInvalid, "unknown API token");
         if !api_token_well_formed(secret) {
             return Err(invalid_token());
         }
@@ -318,14 +306,14 @@ impl Core {
         .ok_or_else(invalid_token)?;
         let expire: Option<i64> = get(&row, "expire_time")?;
         if get::<Option<i64>>(&row, "revoke_time")?.is_some() {
-            return Err(Error::unauthenticated(
-                "TOKEN_REVOKED",
+            return Err(Error::new(
+                Reason::TokenRevoked,
                 "this API token was revoked",
             ));
         }
         if expire.is_some_and(|e| e <= now.millis()) {
-            return Err(Error::unauthenticated(
-                "TOKEN_EXPIRED",
+            return Err(Error::new(
+                Reason::TokenExpired,
                 "this API token has expired",
             ));
         }
@@ -380,12 +368,20 @@ impl Core {
             vec![hash.clone().into(), RESET.into()],
         )
         .await?
-        .ok_or_else(|| invalid("RESET_TOKEN_INVALID", "token", "unknown or used"))?;
+        .ok_or_else(|| Error::invalid(Reason::ResetTokenInvalid, "token", "unknown or used"))?;
         if get::<Option<i64>>(&row, "used_time")?.is_some() {
-            return Err(invalid("RESET_TOKEN_INVALID", "token", "unknown or used"));
+            return Err(Error::invalid(
+                Reason::ResetTokenInvalid,
+                "token",
+                "unknown or used",
+            ));
         }
         if get::<i64>(&row, "expire_time")? <= now.millis() {
-            return Err(invalid("RESET_TOKEN_EXPIRED", "token", "expired"));
+            return Err(Error::invalid(
+                Reason::ResetTokenExpired,
+                "token",
+                "expired",
+            ));
         }
         let user_id: String = get(&row, "user_id")?;
         let email: String = get(&row, "email")?;
@@ -405,7 +401,11 @@ impl Core {
         )
         .await?;
         if spent == 0 {
-            return Err(invalid("RESET_TOKEN_INVALID", "token", "unknown or used"));
+            return Err(Error::invalid(
+                Reason::ResetTokenInvalid,
+                "token",
+                "unknown or used",
+            ));
         }
         // Every other outstanding reset link dies with the change.
         exec(

@@ -7,11 +7,11 @@ use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
-use tenancy_runtime::{Error, ErrorCode, Principal, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
 
 use super::{Core, USER_COLUMNS, time_text, user_from_row};
 use crate::domain::password::check_new_password;
-use crate::domain::profile::{Email, invalid, parse_email, parse_name};
+use crate::domain::profile::{Email, parse_email, parse_name};
 use crate::store::{all, exec, get, one};
 
 /// Verification links are valid this long.
@@ -24,7 +24,7 @@ pub(crate) const VERIFY: &str = "verify";
 pub(crate) const RESET: &str = "reset";
 
 fn user_not_found() -> Error {
-    Error::new(ErrorCode::NotFound, "USER_NOT_FOUND", "user not found")
+    Error::new(Reason::UserNotFound, "user not found")
 }
 
 impl Core {
@@ -225,14 +225,18 @@ impl Core {
         )
         .await?;
         let Some(row) = row else {
-            return Err(invalid("EMAIL_TOKEN_INVALID", "token", "unknown or used"));
+            return Err(Error::invalid(
+                Reason::EmailTokenInvalid,
+                "token",
+                "unknown or used",
+            ));
         };
         if spent == 0 {
             let used: Option<i64> = get(&row, "used_time")?;
             return Err(if used.is_none() {
-                invalid("EMAIL_TOKEN_EXPIRED", "token", "expired")
+                Error::invalid(Reason::EmailTokenExpired, "token", "expired")
             } else {
-                invalid("EMAIL_TOKEN_INVALID", "token", "unknown or used")
+                Error::invalid(Reason::EmailTokenInvalid, "token", "unknown or used")
             });
         }
         let user_id: String = get(&row, "user_id")?;
@@ -244,7 +248,7 @@ impl Core {
             vec![user_id.clone().into()],
         )
         .await?
-        .ok_or_else(|| invalid("EMAIL_TOKEN_INVALID", "token", "unknown or used"))?;
+        .ok_or_else(|| Error::invalid(Reason::EmailTokenInvalid, "token", "unknown or used"))?;
         let current_key: String = get(&user, "email_key")?;
         let pending: String = get(&user, "pending_email")?;
         if current_key == key {
@@ -269,8 +273,8 @@ impl Core {
             .await;
             match changed {
                 Err(e) if tenancy_runtime::db::is_unique_violation(&e) => {
-                    return Err(Error::failed_precondition(
-                        "EMAIL_TAKEN",
+                    return Err(Error::new(
+                        Reason::EmailTaken,
                         "the address was registered by another user meanwhile",
                     ));
                 }
@@ -279,7 +283,11 @@ impl Core {
                 }
             }
         } else {
-            return Err(invalid("EMAIL_TOKEN_INVALID", "token", "unknown or used"));
+            return Err(Error::invalid(
+                Reason::EmailTokenInvalid,
+                "token",
+                "unknown or used",
+            ));
         }
         tx.commit().await?;
         Ok(address)
@@ -315,8 +323,8 @@ impl Core {
         }
         if email.is_some() {
             if p.token_kind != TokenKind::Portal {
-                return Err(Error::permission_denied(
-                    "PORTAL_SESSION_REQUIRED",
+                return Err(Error::new(
+                    Reason::PortalSessionRequired,
                     "the email is changed in a portal session",
                 ));
             }
@@ -408,12 +416,16 @@ impl Core {
     /// BatchGetUsers: in request order, unknown ids left out.
     pub(crate) async fn batch_get_users(&self, ids_in: &[String]) -> Result<Vec<pb::User>, Error> {
         if ids_in.len() > 500 {
-            return Err(invalid("TOO_MANY_IDS", "user_ids", "at most 500 ids"));
+            return Err(Error::invalid(
+                Reason::ListTooLong,
+                "user_ids",
+                "at most 500 ids",
+            ));
         }
         let mut wanted: Vec<String> = Vec::new();
         for (i, raw) in ids_in.iter().enumerate() {
             let id = ids::parse_id(&format!("user_ids[{i}]"), raw).map_err(|e| Error {
-                reason: "USER_ID_INVALID",
+                reason: Reason::UserIdInvalid,
                 ..e
             })?;
             if !wanted.contains(&id) {
@@ -449,7 +461,7 @@ impl Core {
         name: &str,
     ) -> Result<pb::User, Error> {
         let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
-            reason: "USER_ID_INVALID",
+            reason: Reason::UserIdInvalid,
             ..e
         })?;
         let user = self
@@ -457,8 +469,8 @@ impl Core {
             .await?
             .ok_or_else(user_not_found)?;
         if user.password_set {
-            return Err(Error::failed_precondition(
-                "PASSWORD_ALREADY_SET",
+            return Err(Error::new(
+                Reason::PasswordAlreadySet,
                 "the user already has a password",
             ));
         }
@@ -490,8 +502,8 @@ impl Core {
         )
         .await?;
         if updated == 0 {
-            return Err(Error::failed_precondition(
-                "PASSWORD_ALREADY_SET",
+            return Err(Error::new(
+                Reason::PasswordAlreadySet,
                 "the user already has a password",
             ));
         }

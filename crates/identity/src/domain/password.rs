@@ -7,12 +7,10 @@ use std::time::Instant;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tenancy_runtime::Error;
 use tenancy_runtime::metrics::{Gauge, Histogram, Metrics, latency_histogram};
+use tenancy_runtime::{Error, Reason};
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
-
-use super::profile::invalid;
 
 /// The longest password accepted, in bytes of UTF-8 (never truncated).
 pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
@@ -36,24 +34,24 @@ pub(crate) fn check_new_password(
     email_local: Option<&str>,
 ) -> Result<String, Error> {
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(invalid(
-            "PASSWORD_TOO_LONG",
+        return Err(Error::invalid(
+            Reason::PasswordTooLong,
             field,
             "at most 1024 bytes of UTF-8",
         ));
     }
     let nfc: String = password.nfc().collect();
     if nfc.chars().count() < min_chars {
-        return Err(invalid(
-            "PASSWORD_TOO_SHORT",
+        return Err(Error::invalid(
+            Reason::PasswordTooShort,
             field,
-            &format!("at least {min_chars} characters"),
+            format!("at least {min_chars} characters"),
         ));
     }
     let lower = nfc.to_lowercase();
     if COMMON.contains(lower.as_str()) {
-        return Err(invalid(
-            "PASSWORD_TOO_COMMON",
+        return Err(Error::invalid(
+            Reason::PasswordTooCommon,
             field,
             "is one of the most commonly used passwords",
         ));
@@ -62,8 +60,8 @@ pub(crate) fn check_new_password(
         && local.chars().count() >= 3
         && lower.contains(local)
     {
-        return Err(invalid(
-            "PASSWORD_TOO_COMMON",
+        return Err(Error::invalid(
+            Reason::PasswordTooCommon,
             field,
             "must not contain the email address",
         ));
@@ -281,13 +279,13 @@ mod tests {
     #[test]
     fn short_long_and_common_passwords_are_refused() {
         let e = check_new_password("p", "short", 12, None).unwrap_err();
-        assert_eq!(e.reason, "PASSWORD_TOO_SHORT");
+        assert_eq!(e.reason, Reason::PasswordTooShort);
         let e = check_new_password("p", &"a".repeat(1025), 12, None).unwrap_err();
-        assert_eq!(e.reason, "PASSWORD_TOO_LONG");
+        assert_eq!(e.reason, Reason::PasswordTooLong);
         let e = check_new_password("p", "q1w2e3r4t5y6", 12, None).unwrap_err();
-        assert_eq!(e.reason, "PASSWORD_TOO_COMMON");
+        assert_eq!(e.reason, Reason::PasswordTooCommon);
         let e = check_new_password("p", "xx-alice-horse-battery", 12, Some("alice")).unwrap_err();
-        assert_eq!(e.reason, "PASSWORD_TOO_COMMON");
+        assert_eq!(e.reason, Reason::PasswordTooCommon);
     }
 
     #[test]
@@ -298,7 +296,7 @@ mod tests {
             check_new_password("p", &decomposed, 12, None)
                 .unwrap_err()
                 .reason,
-            "PASSWORD_TOO_SHORT"
+            Reason::PasswordTooShort
         );
         assert!(check_new_password("p", &"é".repeat(12), 12, None).is_ok());
         // 64 characters and any Unicode are accepted, case is kept.

@@ -1,7 +1,6 @@
 //! Email addresses and display names.
 
-use tenancy_runtime::Error;
-use tenancy_runtime::ErrorCode;
+use tenancy_runtime::{Error, Reason};
 
 /// The longest email address accepted, in bytes.
 pub(crate) const MAX_EMAIL_BYTES: usize = 254;
@@ -16,10 +15,7 @@ pub(crate) struct Email {
 }
 
 fn email_error(field: &str, why: &str) -> Error {
-    Error {
-        reason: "EMAIL_INVALID",
-        ..Error::invalid_field(field, why)
-    }
+    Error::invalid(Reason::EmailInvalid, field, why)
 }
 
 /// Parses and normalises an email address (a pragmatic subset of RFC 5322
@@ -72,10 +68,11 @@ pub(crate) fn parse_name(field: &str, raw: &str, min: usize) -> Result<String, E
     let name = raw.trim();
     let count = name.chars().count();
     if count < min || count > 200 || name.chars().any(char::is_control) {
-        return Err(Error {
-            reason: "NAME_INVALID",
-            ..Error::invalid_field(field, format!("must be {min}–200 characters"))
-        });
+        return Err(Error::invalid(
+            Reason::NameInvalid,
+            field,
+            format!("must be {min}–200 characters"),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -85,20 +82,13 @@ pub(crate) fn parse_label(field: &str, raw: &str) -> Result<String, Error> {
     let name = raw.trim();
     let count = name.chars().count();
     if !(1..=100).contains(&count) || name.chars().any(char::is_control) {
-        return Err(Error {
-            reason: "NAME_INVALID",
-            ..Error::invalid_field(field, "must be 1–100 characters")
-        });
+        return Err(Error::invalid(
+            Reason::NameInvalid,
+            field,
+            "must be 1–100 characters",
+        ));
     }
     Ok(name.to_owned())
-}
-
-/// An INVALID_ARGUMENT error with a specific reason and one field.
-pub(crate) fn invalid(reason: &'static str, field: &str, why: &str) -> Error {
-    Error {
-        reason,
-        ..Error::invalid_field(field, why)
-    }
 }
 
 /// Truncates a user agent to 512 bytes at a character boundary.
@@ -144,7 +134,7 @@ pub(crate) fn device(ua: &str) -> String {
 /// Whether `code` is a client error worth showing as is.
 #[allow(dead_code)]
 pub(crate) fn is_client_error(e: &Error) -> bool {
-    e.code != ErrorCode::Internal
+    e.code() != tonic::Code::Internal
 }
 
 #[cfg(test)]
@@ -171,7 +161,7 @@ mod tests {
             "a..b@example.com",
         ] {
             let e = parse_email("email", bad).unwrap_err();
-            assert_eq!(e.reason, "EMAIL_INVALID", "{bad}");
+            assert_eq!(e.reason, Reason::EmailInvalid, "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(parse_email("email", &long).is_err());

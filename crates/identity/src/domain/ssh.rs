@@ -12,9 +12,7 @@
 
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PublicKey};
 use tenancy_proto::identity::SshKeyAlgorithm;
-use tenancy_runtime::Error;
-
-use super::profile::invalid;
+use tenancy_runtime::{Error, Reason};
 
 /// The longest public-key text accepted, in bytes.
 pub(crate) const MAX_PUBLIC_KEY_BYTES: usize = 16 * 1024;
@@ -38,7 +36,7 @@ pub(crate) struct SshPublicKey {
 }
 
 fn malformed(why: &str) -> Error {
-    invalid("SSH_KEY_MALFORMED", FIELD, why)
+    Error::invalid(Reason::SshKeyMalformed, FIELD, why)
 }
 
 fn looks_private(text: &str) -> bool {
@@ -52,8 +50,8 @@ pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, Error> {
     }
     let text = raw.trim();
     if looks_private(text) {
-        return Err(invalid(
-            "SSH_KEY_IS_PRIVATE",
+        return Err(Error::invalid(
+            Reason::SshKeyIsPrivate,
             FIELD,
             "this is a private key; paste the .pub file instead (the text was discarded)",
         ));
@@ -68,8 +66,8 @@ pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, Error> {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let first = line.split(' ').next().unwrap_or_default();
     if first == "ssh-dss" {
-        return Err(invalid(
-            "SSH_KEY_ALGORITHM_UNSUPPORTED",
+        return Err(Error::invalid(
+            Reason::SshKeyAlgorithmUnsupported,
             FIELD,
             "DSA keys are not accepted; use ed25519, ECDSA or RSA (2048 bits or more)",
         ));
@@ -90,8 +88,8 @@ pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, Error> {
 }
 
 fn unsupported() -> Error {
-    invalid(
-        "SSH_KEY_ALGORITHM_UNSUPPORTED",
+    Error::invalid(
+        Reason::SshKeyAlgorithmUnsupported,
         FIELD,
         "accepted: ed25519, ECDSA P-256/P-384/P-521, RSA (2048–16384 bits), FIDO2 sk keys",
     )
@@ -132,8 +130,8 @@ fn strength(key: &PublicKey) -> Result<(SshKeyAlgorithm, u32), Error> {
             let e = k.e.as_positive_bytes().unwrap_or_default();
             let e_usable = bit_length(e) >= 2 && e.last().is_some_and(|b| b & 1 == 1);
             if bits < MIN_RSA_BITS || !e_usable {
-                return Err(invalid(
-                    "SSH_KEY_TOO_WEAK",
+                return Err(Error::invalid(
+                    Reason::SshKeyTooWeak,
                     FIELD,
                     "RSA keys need at least 2048 bits",
                 ));
@@ -184,26 +182,29 @@ mod tests {
     #[test]
     fn weak_malformed_private_and_dsa_keys_are_refused_with_their_reason() {
         let cases = [
-            (RSA1024, "SSH_KEY_TOO_WEAK"),
+            (RSA1024, Reason::SshKeyTooWeak),
             (
                 "ssh-dss AAAAB3NzaC1kc3MAAACBALkhq13R root@vm",
-                "SSH_KEY_ALGORITHM_UNSUPPORTED",
+                Reason::SshKeyAlgorithmUnsupported,
             ),
             (
                 "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----",
-                "SSH_KEY_IS_PRIVATE",
+                Reason::SshKeyIsPrivate,
             ),
-            ("", "SSH_KEY_MALFORMED"),
-            ("ssh-ed25519 not-base64!", "SSH_KEY_MALFORMED"),
+            ("", Reason::SshKeyMalformed),
+            ("ssh-ed25519 not-base64!", Reason::SshKeyMalformed),
             // The algorithm named in the text differs from the encoded one.
             (
                 &ED25519.replace("ssh-ed25519", "ssh-rsa"),
-                "SSH_KEY_MALFORMED",
+                Reason::SshKeyMalformed,
             ),
             // authorized_keys options are not part of a public key.
-            (&format!("no-pty {ED25519}"), "SSH_KEY_MALFORMED"),
-            (&format!("{ED25519}\n{ED25519}"), "SSH_KEY_MALFORMED"),
-            (&"A".repeat(MAX_PUBLIC_KEY_BYTES + 1), "SSH_KEY_MALFORMED"),
+            (&format!("no-pty {ED25519}"), Reason::SshKeyMalformed),
+            (&format!("{ED25519}\n{ED25519}"), Reason::SshKeyMalformed),
+            (
+                &"A".repeat(MAX_PUBLIC_KEY_BYTES + 1),
+                Reason::SshKeyMalformed,
+            ),
         ];
         for (text, want) in cases {
             let e = parse_ssh_public_key(text).unwrap_err();

@@ -384,7 +384,7 @@ impl Env {
                     country_code: "NL".into(),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()
@@ -544,9 +544,9 @@ async fn serve(
     (channel, trigger)
 }
 
-/// The ErrorInfo reason of a status.
-pub fn reason(status: &tonic::Status) -> String {
-    tenancy_runtime::error::reason_of(status).unwrap_or_default()
+/// The ErrorInfo reason of a status, checked against the catalogue.
+pub fn reason(status: &tonic::Status) -> tenancy_testkit::Reason {
+    tenancy_testkit::refusal(status)
 }
 
 #[allow(dead_code)]

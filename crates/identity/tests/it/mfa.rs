@@ -6,6 +6,7 @@ use std::time::Duration;
 use tenancy_proto::identity::complete_mfa_request::SecondFactor;
 use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 
 use crate::harness::{Env, PASSWORD, Public, reason};
 
@@ -113,14 +114,16 @@ async fn a_2fa_login_needs_a_totp_code_and_a_code_is_accepted_once() {
         .complete_mfa(answer(&t, SecondFactor::TotpCode(current.clone())))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "MFA_CHALLENGE_INVALID");
+    assert_eq!(reason(&e), Reason::MfaChallengeInvalid);
     let t2 = challenge(&env, "ann@example.com").await;
     let e = c
         .complete_mfa(answer(&t2, SecondFactor::TotpCode(current)))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unauthenticated);
-    assert_eq!(reason(&e), "TOTP_CODE_REUSED");
+    // The same code and reason as everywhere else a code is checked.
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason(&e), Reason::TotpCodeReused);
+    assert_eq!(tenancy_runtime::error::violated_fields(&e), ["totp_code"]);
     let e = c
         .complete_mfa(CompleteMfaRequest {
             challenge_token: t2,
@@ -128,7 +131,7 @@ async fn a_2fa_login_needs_a_totp_code_and_a_code_is_accepted_once() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SECOND_FACTOR_REQUIRED");
+    assert_eq!(reason(&e), Reason::SecondFactorRequired);
 }
 
 #[tokio::test]
@@ -151,7 +154,7 @@ async fn two_concurrent_submissions_of_one_code_succeed_exactly_once() {
     for h in handles {
         match h.await.unwrap() {
             Ok(_) => wins += 1,
-            Err(e) if reason(&e) == "TOTP_CODE_REUSED" => reused += 1,
+            Err(e) if reason(&e) == Reason::TotpCodeReused => reused += 1,
             Err(e) => panic!("{e:?}"),
         }
     }
@@ -173,7 +176,7 @@ async fn codes_are_accepted_with_one_step_of_skew_only() {
             .complete_mfa(answer(&t, SecondFactor::TotpCode(stale)))
             .await
             .unwrap_err();
-        assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+        assert_eq!(reason(&e), Reason::SecondFactorInvalid);
     }
     c.complete_mfa(answer(
         &t,
@@ -200,13 +203,13 @@ async fn a_challenge_allows_five_wrong_codes_and_expires_after_five_minutes() {
             .complete_mfa(answer(&t, SecondFactor::TotpCode(wrong.into())))
             .await
             .unwrap_err();
-        assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+        assert_eq!(reason(&e), Reason::SecondFactorInvalid);
     }
     let e = c
         .complete_mfa(answer(&t, SecondFactor::TotpCode(right)))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "MFA_CHALLENGE_INVALID");
+    assert_eq!(reason(&e), Reason::MfaChallengeInvalid);
     let t = challenge(&env, "dan@example.com").await;
     env.advance(Duration::from_secs(301));
     let e = c
@@ -216,7 +219,7 @@ async fn a_challenge_allows_five_wrong_codes_and_expires_after_five_minutes() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "MFA_CHALLENGE_INVALID");
+    assert_eq!(reason(&e), Reason::MfaChallengeInvalid);
 }
 
 #[tokio::test]
@@ -236,7 +239,7 @@ async fn a_recovery_code_works_once() {
         .complete_mfa(answer(&t, SecondFactor::RecoveryCode(codes[0].clone())))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+    assert_eq!(reason(&e), Reason::SecondFactorInvalid);
 }
 
 #[tokio::test]
@@ -264,7 +267,7 @@ async fn reauthenticate_needs_the_password_and_for_2fa_users_a_code() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "WRONG_PASSWORD");
+    assert_eq!(reason(&e), Reason::PasswordIncorrect);
     let e = c
         .reauthenticate(ReauthenticateRequest {
             password: PASSWORD.into(),
@@ -272,7 +275,7 @@ async fn reauthenticate_needs_the_password_and_for_2fa_users_a_code() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SECOND_FACTOR_REQUIRED");
+    assert_eq!(reason(&e), Reason::SecondFactorRequired);
     let token = c
         .reauthenticate(ReauthenticateRequest {
             password: PASSWORD.into(),
@@ -305,14 +308,14 @@ async fn switch_account_needs_an_active_membership() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    assert_eq!(reason(&e), "NOT_AN_ACTIVE_MEMBER");
+    assert_eq!(reason(&e), Reason::NotAMember);
     let e = c
         .switch_account(SwitchAccountRequest {
             account_id: "x".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "ACCOUNT_ID_INVALID");
+    assert_eq!(reason(&e), Reason::AccountIdInvalid);
     let account = env.create_account(&user).await;
     let token = c
         .switch_account(SwitchAccountRequest {
@@ -341,7 +344,7 @@ async fn switch_account_needs_an_active_membership() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "NOT_AN_ACTIVE_MEMBER");
+    assert_eq!(reason(&e), Reason::NotAMember);
 }
 
 #[tokio::test]
@@ -371,7 +374,7 @@ async fn sessions_are_listed_and_revoked_individually_or_all_but_current() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SESSION_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::SessionNotFound);
     let n = c
         .revoke_other_sessions(RevokeOtherSessionsRequest {})
         .await
@@ -444,7 +447,7 @@ async fn owners_see_and_end_a_members_sessions_in_their_account_only() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
     // The session in the other account is untouched.
     anon.refresh_session(RefreshSessionRequest {
         refresh_token: s2.refresh_token,
@@ -474,7 +477,7 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
         .regenerate_recovery_codes(RegenerateRecoveryCodesRequest { proof: None })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "PROOF_REQUIRED");
+    assert_eq!(reason(&e), Reason::ProofRequired);
     let new_codes = c
         .regenerate_recovery_codes(RegenerateRecoveryCodesRequest {
             proof: Some(regenerate_recovery_codes_request::Proof::Password(
@@ -492,7 +495,7 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
         .complete_mfa(answer(&t, SecondFactor::RecoveryCode(old_codes[0].clone())))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+    assert_eq!(reason(&e), Reason::SecondFactorInvalid);
     let e = c
         .disable_totp(DisableTotpRequest {
             proof: Some(disable_totp_request::Proof::Password(
@@ -501,7 +504,7 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "WRONG_PASSWORD");
+    assert_eq!(reason(&e), Reason::PasswordIncorrect);
     let disabled = tenancy_proto::contacts::MessageTemplate::SecurityTotpDisabled;
     assert!(
         !env.outbox
@@ -525,7 +528,7 @@ async fn disabling_2fa_needs_a_proof_and_regenerated_codes_replace_the_old_ones(
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "TOTP_NOT_ENABLED");
+    assert_eq!(reason(&e), Reason::TotpNotEnabled);
     // Logins no longer ask for a second factor.
     env.login("jim@example.com").await;
 }
@@ -560,13 +563,13 @@ async fn enrolment_codes_are_attempt_limited() {
     };
     for _ in 0..5 {
         let e = confirm(wrong.clone()).await.unwrap_err();
-        assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+        assert_eq!(reason(&e), Reason::SecondFactorInvalid);
     }
     // Now even the right code waits for the back-off.
     let e = confirm(code(&secret, now_s(&env))).await.unwrap_err();
     assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (tonic::Code::ResourceExhausted, "TOO_MANY_ATTEMPTS")
+        (e.code(), reason(&e)),
+        (tonic::Code::ResourceExhausted, Reason::AttemptsExceeded)
     );
     env.advance(Duration::from_secs(2));
     confirm(code(&secret, now_s(&env))).await.unwrap();

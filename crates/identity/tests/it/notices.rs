@@ -8,6 +8,7 @@ use std::time::Duration;
 use tenancy_proto::contacts::{MessageTemplate, OutboxMessage};
 use tenancy_proto::identity::complete_mfa_request::SecondFactor;
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 
 use crate::harness::{Env, PASSWORD, reason};
 use crate::mfa::{answer, challenge, challenge_by, code, enrolled, now_s};
@@ -36,7 +37,7 @@ async fn a_login_from_a_new_network_is_notified_but_not_the_first_login_or_a_kno
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    assert_eq!(reason(&e), Reason::CredentialsInvalid);
     assert!(new_logins(&env, "ann@example.com").await.is_empty());
     // The right password from there: one notice, with what the user needs.
     env.login_from("203.0.113.9", "ann@example.com").await;
@@ -101,7 +102,7 @@ async fn a_2fa_login_from_a_new_network_is_notified_only_after_the_second_factor
         .complete_mfa(answer(&token, SecondFactor::TotpCode("000000".into())))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "SECOND_FACTOR_INVALID");
+    assert_eq!(reason(&e), Reason::SecondFactorInvalid);
     assert!(new_logins(&env, "dan@example.com").await.is_empty());
     far.complete_mfa(answer(
         &token,
@@ -231,7 +232,7 @@ async fn every_failed_code_word_check_is_notified() {
         .verify_code_word(check("red sun"))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "CODE_WORD_ATTEMPTS_EXCEEDED");
+    assert_eq!(reason(&e), Reason::CodeWordAttemptsExceeded);
     assert_eq!(failed().await.len(), 5);
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tenancy_proto::identity::complete_mfa_request::SecondFactor;
 use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 
 use crate::harness::{Env, PASSWORD, reason};
 use crate::mfa::{challenge, challenge_by, code, enroll, now_s};
@@ -147,8 +148,8 @@ async fn complete_mfa_refuses_a_named_account_left_meanwhile_without_spending_th
         .await
         .unwrap_err();
     assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (tonic::Code::PermissionDenied, "NOT_AN_ACTIVE_MEMBER")
+        (e.code(), reason(&e)),
+        (tonic::Code::PermissionDenied, Reason::NotAMember)
     );
     // The code was not spent: it completes a login into "first".
     let named_first = challenge_by(&mut anonymous, "ann@example.com", &t.first).await;

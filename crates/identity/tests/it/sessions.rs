@@ -7,6 +7,7 @@ use futures::StreamExt as _;
 use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::watch_revocations_response::Item;
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 
 use crate::harness::{Env, PASSWORD, reason};
 
@@ -94,7 +95,7 @@ async fn unknown_email_and_wrong_password_are_refused_alike() {
         .unwrap_err();
     for e in [&a, &b, &d] {
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        assert_eq!(reason(e), "INVALID_CREDENTIALS");
+        assert_eq!(reason(e), Reason::CredentialsInvalid);
         assert_eq!(e.message(), a.message());
     }
 }
@@ -114,13 +115,13 @@ async fn unverified_users_cannot_log_in_but_learn_it_only_with_the_right_passwor
         .login(login("carol@example.com", "wrong password here"))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    assert_eq!(reason(&e), Reason::CredentialsInvalid);
     let e = c
         .login(login("carol@example.com", PASSWORD))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&e), "EMAIL_NOT_VERIFIED");
+    assert_eq!(reason(&e), Reason::EmailNotVerified);
     // Resent at most once per 10 minutes.
     assert_eq!(env.outbox.count_to("carol@example.com").await, 1);
     env.advance(Duration::from_secs(601));
@@ -140,7 +141,7 @@ async fn failures_back_off_per_email_and_address_without_locking_out_other_addre
             .login(login("dave@example.com", "wrong password here"))
             .await
             .unwrap_err();
-        assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+        assert_eq!(reason(&e), Reason::CredentialsInvalid);
     }
     // Sixth attempt is refused before checking, even with the right password.
     let e = attacker
@@ -148,7 +149,7 @@ async fn failures_back_off_per_email_and_address_without_locking_out_other_addre
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(reason(&e), "TOO_MANY_ATTEMPTS");
+    assert_eq!(reason(&e), Reason::AttemptsExceeded);
     // The real user from elsewhere is not locked out.
     session(&env, "dave@example.com").await;
     // After the back-off the attacker's address may try again; a success resets.
@@ -162,7 +163,7 @@ async fn failures_back_off_per_email_and_address_without_locking_out_other_addre
         .login(login("dave@example.com", "wrong password here"))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    assert_eq!(reason(&e), Reason::CredentialsInvalid);
 }
 
 #[tokio::test]
@@ -189,14 +190,14 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_REUSED");
+    assert_eq!(reason(&e), Reason::RefreshTokenReused);
     let e = c
         .refresh_session(RefreshSessionRequest {
             refresh_token: next.refresh_token.clone(),
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
     // The revocation is in the log.
     let mut stream = env
         .internal()
@@ -237,7 +238,7 @@ async fn sessions_end_after_the_idle_timeout_and_the_absolute_lifetime() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
     // Refreshing every 10 days keeps it alive, but only up to 30 days.
     let s = session(&env, "fay@example.com").await;
     let mut token = s.refresh_token;
@@ -261,7 +262,7 @@ async fn sessions_end_after_the_idle_timeout_and_the_absolute_lifetime() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
 }
 
 #[tokio::test]
@@ -305,7 +306,7 @@ async fn logout_ends_the_session_and_is_streamed_live() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
 }
 
 #[tokio::test]
@@ -352,7 +353,7 @@ async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions()
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "TOKEN_REVOKED");
+    assert_eq!(reason(&e), Reason::TokenRevoked);
     let e = internal
         .revoke_account_access(RevokeAccountAccessRequest {
             user_id: user.clone(),
@@ -361,7 +362,7 @@ async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions()
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REASON_INVALID");
+    assert_eq!(reason(&e), Reason::ReasonInvalid);
     // The log holds the API token's revocation and nothing that ends the
     // session or the user's tokens: the session still refreshes.
     let mut stream = internal
@@ -428,7 +429,7 @@ async fn emergency_rotation_withdraws_the_old_key_and_normal_rotation_publishes_
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "ROTATION_IN_PROGRESS");
+    assert_eq!(reason(&e), Reason::RotationInProgress);
     env.advance(Duration::from_secs(301));
     let keys = jwks(&env).await;
     assert_eq!(keys[0].kid, r.new_key.as_ref().unwrap().kid);
@@ -492,7 +493,7 @@ async fn every_login_attempt_of_a_known_user_is_in_the_login_history() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "TIME_RANGE_INVALID");
+    assert_eq!(reason(&e), Reason::TimeRangeInvalid);
 }
 
 #[tokio::test]
@@ -554,7 +555,7 @@ async fn the_login_history_pages_by_keyset_with_filters_in_every_page() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_PAGE_TOKEN");
+    assert_eq!(reason(&e), Reason::PageTokenInvalid);
 }
 
 /// The session ids of the next `n` events of a watch, with their positions.

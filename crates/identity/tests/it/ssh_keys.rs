@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 use tenancy_testkit::{Role, TokenKind};
 
 use crate::harness::{Env, reason};
@@ -167,12 +168,12 @@ async fn weak_malformed_private_and_dsa_keys_are_refused_on_the_field() {
     let env = Env::start("sshbad").await;
     let (_, _, mut c) = owner(&env, "tom@example.com").await;
     let cases = [
-        (RSA1024, "SSH_KEY_TOO_WEAK"),
-        (DSA, "SSH_KEY_ALGORITHM_UNSUPPORTED"),
-        (PRIVATE, "SSH_KEY_IS_PRIVATE"),
-        ("ssh-ed25519 AAAA", "SSH_KEY_MALFORMED"),
-        ("hello world", "SSH_KEY_MALFORMED"),
-        ("", "SSH_KEY_MALFORMED"),
+        (RSA1024, Reason::SshKeyTooWeak),
+        (DSA, Reason::SshKeyAlgorithmUnsupported),
+        (PRIVATE, Reason::SshKeyIsPrivate),
+        ("ssh-ed25519 AAAA", Reason::SshKeyMalformed),
+        ("hello world", Reason::SshKeyMalformed),
+        ("", Reason::SshKeyMalformed),
     ];
     for (text, want) in cases {
         let e = c.add_ssh_key(add("k", text)).await.unwrap_err();
@@ -184,7 +185,7 @@ async fn weak_malformed_private_and_dsa_keys_are_refused_on_the_field() {
         assert!(!e.message().contains("b3BlbnNzaC1rZXkt"));
     }
     let e = c.add_ssh_key(add("  ", ED25519)).await.unwrap_err();
-    assert_eq!(reason(&e), "NAME_INVALID");
+    assert_eq!(reason(&e), Reason::NameInvalid);
     assert!(
         c.list_ssh_keys(ListSshKeysRequest::default())
             .await
@@ -204,7 +205,7 @@ async fn a_key_is_registered_once_per_account() {
     let again = ED25519.replace("alice@laptop", "alice@desktop");
     let e = c.add_ssh_key(add("second", &again)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::AlreadyExists);
-    assert_eq!(reason(&e), "SSH_KEY_EXISTS");
+    assert_eq!(reason(&e), Reason::SshKeyExists);
     // Another account may register it too.
     let (_, _, mut other) = owner(&env, "una@example.com").await;
     other.add_ssh_key(add("mine", ED25519)).await.unwrap();
@@ -222,7 +223,7 @@ async fn an_account_holds_at_most_100_keys() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-    assert_eq!(reason(&e), "SSH_KEY_LIMIT_REACHED");
+    assert_eq!(reason(&e), Reason::SshKeyLimitReached);
 }
 
 #[tokio::test]
@@ -242,10 +243,10 @@ async fn keys_are_deleted_only_in_their_own_account() {
     };
     let e = other.delete_ssh_key(delete()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
-    assert_eq!(reason(&e), "SSH_KEY_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::SshKeyNotFound);
     c.delete_ssh_key(delete()).await.unwrap();
     let e = c.delete_ssh_key(delete()).await.unwrap_err();
-    assert_eq!(reason(&e), "SSH_KEY_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::SshKeyNotFound);
     assert!(
         c.list_ssh_keys(ListSshKeysRequest::default())
             .await
@@ -280,7 +281,7 @@ async fn key_changes_need_a_recent_portal_login_but_listing_does_not() {
         ..tenancy_runtime::Principal::default()
     });
     let e = api.add_ssh_key(add("k", P256)).await.unwrap_err();
-    assert_eq!(reason(&e), "PORTAL_SESSION_REQUIRED");
+    assert_eq!(reason(&e), Reason::PortalSessionRequired);
     assert_eq!(
         api.list_ssh_keys(ListSshKeysRequest::default())
             .await
@@ -293,14 +294,14 @@ async fn key_changes_need_a_recent_portal_login_but_listing_does_not() {
     env.advance(Duration::from_secs(15 * 60 + 1));
     let e = c.add_ssh_key(add("k", P256)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
     let e = c
         .delete_ssh_key(DeleteSshKeyRequest {
             ssh_key_id: key.id.clone(),
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
     assert_eq!(
         c.list_ssh_keys(ListSshKeysRequest::default())
             .await
@@ -338,5 +339,5 @@ async fn managers_list_keys_but_only_owners_change_them() {
     );
     let e = m.add_ssh_key(add("k", P256)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    assert_eq!(reason(&e), "ROLE_TOO_LOW");
+    assert_eq!(reason(&e), Reason::RoleTooLow);
 }

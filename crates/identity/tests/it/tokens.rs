@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 use tenancy_testkit::{Role, TokenKind};
 
 use crate::harness::{Env, PASSWORD, reason};
@@ -68,7 +69,7 @@ async fn api_tokens_are_shown_once_introspected_and_revoked() {
         .introspect_api_token(IntrospectApiTokenRequest { secret: broken })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::ApiTokenInvalid);
     let revoked = c
         .revoke_api_token(RevokeApiTokenRequest {
             api_token_id: token.id.clone(),
@@ -86,10 +87,8 @@ async fn api_tokens_are_shown_once_introspected_and_revoked() {
         .await
         .unwrap_err();
     // Its holder learns why, as the gateway will tell them.
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (tonic::Code::Unauthenticated, "TOKEN_REVOKED")
-    );
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&e), Reason::TokenRevoked);
 }
 
 #[tokio::test]
@@ -118,7 +117,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "EXPIRE_TIME_INVALID");
+    assert_eq!(reason(&e), Reason::ExpireTimeInvalid);
     let live = env
         .internal()
         .introspect_api_token(IntrospectApiTokenRequest {
@@ -136,10 +135,8 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        (e.code(), reason(&e).as_str()),
-        (tonic::Code::Unauthenticated, "TOKEN_EXPIRED")
-    );
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&e), Reason::TokenExpired);
     env.advance(Duration::from_secs(15 * 60));
     let e = c
         .create_api_token(CreateApiTokenRequest {
@@ -150,7 +147,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
 }
 
 #[tokio::test]
@@ -231,12 +228,12 @@ async fn api_tokens_list_by_state_and_page_by_keyset() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_PAGE_TOKEN");
+    assert_eq!(reason(&e), Reason::PageTokenInvalid);
     let e = o
         .list_api_tokens(list(vec![ApiTokenState::Unspecified]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_STATE_INVALID");
+    assert_eq!(reason(&e), Reason::ApiTokenStateInvalid);
 }
 
 #[tokio::test]
@@ -266,7 +263,7 @@ async fn managers_cannot_revoke_other_members_tokens() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "API_TOKEN_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::ApiTokenNotFound);
     let e = m
         .list_api_tokens(ListApiTokensRequest {
             user_id: owner.clone(),
@@ -274,7 +271,7 @@ async fn managers_cannot_revoke_other_members_tokens() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "OWNER_REQUIRED");
+    assert_eq!(reason(&e), Reason::RoleTooLow);
     assert!(
         m.list_api_tokens(ListApiTokensRequest::default())
             .await
@@ -313,7 +310,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "PASSWORD_TOO_SHORT");
+    assert_eq!(reason(&e), Reason::PasswordTooShort);
     let notices = async |env: &Env| {
         env.outbox
             .templates_to("max@example.com")
@@ -345,7 +342,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "RESET_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::ResetTokenInvalid);
     // Sessions ended; the old password no longer works, the new one does.
     let e = c
         .refresh_session(RefreshSessionRequest {
@@ -353,7 +350,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
     let e = c
         .login(LoginRequest {
             email: "max@example.com".into(),
@@ -362,7 +359,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "INVALID_CREDENTIALS");
+    assert_eq!(reason(&e), Reason::CredentialsInvalid);
     c.login(LoginRequest {
         email: "max@example.com".into(),
         password: "a brand new passphrase".into(),
@@ -388,7 +385,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "RESET_TOKEN_EXPIRED");
+    assert_eq!(reason(&e), Reason::ResetTokenExpired);
 }
 
 #[tokio::test]
@@ -426,7 +423,7 @@ async fn reset_requests_answer_before_the_lookup_and_the_message() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "EMAIL_INVALID");
+    assert_eq!(reason(&e), Reason::EmailInvalid);
     assert_eq!(env.outbox.count_to("nobody@example.com").await, 0);
 }
 
@@ -621,7 +618,7 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "WRONG_PASSWORD");
+    assert_eq!(reason(&e), Reason::PasswordIncorrect);
     let e = c
         .change_password(ChangePasswordRequest {
             current_password: PASSWORD.into(),
@@ -629,7 +626,7 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "PASSWORD_UNCHANGED");
+    assert_eq!(reason(&e), Reason::PasswordUnchanged);
     let r = c
         .change_password(ChangePasswordRequest {
             current_password: PASSWORD.into(),
@@ -657,7 +654,7 @@ async fn change_password_needs_the_current_one_and_ends_other_sessions() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REFRESH_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::RefreshTokenInvalid);
     anon.refresh_session(RefreshSessionRequest {
         refresh_token: a.refresh_token,
     })
@@ -696,7 +693,7 @@ async fn staff_is_granted_and_revoked_by_email_with_a_revocation_event() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "USER_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::UserNotFound);
 }
 
 #[tokio::test]
@@ -711,7 +708,7 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "CODE_WORD_INVALID");
+    assert_eq!(reason(&e), Reason::CodeWordInvalid);
     c.set_code_word(SetCodeWordRequest {
         code_word: "Blue  Moon".into(),
     })
@@ -743,7 +740,7 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         .verify_code_word(check("blue moon"))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "CODE_WORD_ATTEMPTS_EXCEEDED");
+    assert_eq!(reason(&e), Reason::CodeWordAttemptsExceeded);
     env.advance(Duration::from_secs(3601));
     assert!(
         internal
@@ -760,7 +757,7 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "STAFF_USER_ID_REQUIRED");
+    assert_eq!(reason(&e), Reason::StaffUserIdRequired);
     // Setting it needs a recent authentication.
     let e = c
         .set_code_word(SetCodeWordRequest {
@@ -768,5 +765,5 @@ async fn code_words_are_checked_case_insensitively_with_an_attempt_limit() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
 }

@@ -1,6 +1,7 @@
 //! Sign-up, email verification, and the internal user methods.
 
 use tenancy_proto::identity::*;
+use tenancy_runtime::Reason;
 
 use crate::harness::{Env, PASSWORD, reason};
 
@@ -36,7 +37,7 @@ async fn sign_up_sends_a_verification_link_that_verifies_once() {
         .verify_email(VerifyEmailRequest { token })
         .await
         .unwrap_err();
-    assert_eq!(reason(&again), "EMAIL_TOKEN_INVALID");
+    assert_eq!(reason(&again), Reason::EmailTokenInvalid);
     let user = env
         .internal()
         .ensure_user(EnsureUserRequest {
@@ -70,14 +71,14 @@ async fn verification_links_expire_after_24_hours() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert_eq!(reason(&e), "EMAIL_TOKEN_EXPIRED");
+    assert_eq!(reason(&e), Reason::EmailTokenExpired);
     let e = c
         .verify_email(VerifyEmailRequest {
             token: "tnv_nonsense".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "EMAIL_TOKEN_INVALID");
+    assert_eq!(reason(&e), Reason::EmailTokenInvalid);
 }
 
 #[tokio::test]
@@ -118,32 +119,32 @@ async fn sign_up_refuses_invalid_input_with_field_violations() {
     let cases = [
         (
             sign_up("not-an-email", PASSWORD, "A"),
-            "EMAIL_INVALID",
+            Reason::EmailInvalid,
             "email",
         ),
         (
             sign_up("a@example.com", PASSWORD, "  "),
-            "NAME_INVALID",
+            Reason::NameInvalid,
             "name",
         ),
         (
             sign_up("a@example.com", "short pw", "A"),
-            "PASSWORD_TOO_SHORT",
+            Reason::PasswordTooShort,
             "password",
         ),
         (
             sign_up("a@example.com", &"x".repeat(1025), "A"),
-            "PASSWORD_TOO_LONG",
+            Reason::PasswordTooLong,
             "password",
         ),
         (
             sign_up("a@example.com", "1qaz2wsx3edc", "A"),
-            "PASSWORD_TOO_COMMON",
+            Reason::PasswordTooCommon,
             "password",
         ),
         (
             sign_up("longname@example.com", "my longname passphrase", "A"),
-            "PASSWORD_TOO_COMMON",
+            Reason::PasswordTooCommon,
             "password",
         ),
     ];
@@ -206,7 +207,7 @@ async fn ensure_user_is_idempotent_and_creates_one_user_under_concurrency() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "EMAIL_INVALID");
+    assert_eq!(reason(&e), Reason::EmailInvalid);
 }
 
 #[tokio::test]
@@ -231,7 +232,7 @@ async fn set_initial_password_works_once_and_verifies_the_email() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "PASSWORD_TOO_SHORT");
+    assert_eq!(reason(&e), Reason::PasswordTooShort);
     let set = internal
         .set_initial_password(SetInitialPasswordRequest {
             user_id: user.id.clone(),
@@ -254,7 +255,7 @@ async fn set_initial_password_works_once_and_verifies_the_email() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&e), "PASSWORD_ALREADY_SET");
+    assert_eq!(reason(&e), Reason::PasswordAlreadySet);
     let e = internal
         .set_initial_password(SetInitialPasswordRequest {
             user_id: uuid::Uuid::now_v7().to_string(),
@@ -263,7 +264,7 @@ async fn set_initial_password_works_once_and_verifies_the_email() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "USER_NOT_FOUND");
+    assert_eq!(reason(&e), Reason::UserNotFound);
 }
 
 #[tokio::test]
@@ -303,14 +304,14 @@ async fn batch_get_users_keeps_request_order_and_skips_unknown_ids() {
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "USER_ID_INVALID");
+    assert_eq!(reason(&e), Reason::UserIdInvalid);
     let e = internal
         .batch_get_users(BatchGetUsersRequest {
             user_ids: vec![ids[0].clone(); 501],
         })
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "TOO_MANY_IDS");
+    assert_eq!(reason(&e), Reason::ListTooLong);
 }
 
 /// EnsureUser is for the account service: the gateway's certificate, even
@@ -333,7 +334,7 @@ async fn internal_methods_refuse_callers_their_rule_does_not_name() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    assert_eq!(reason(&e), "CALLER_NOT_ALLOWED");
+    assert_eq!(reason(&e), Reason::CallerNotAllowed);
 }
 
 fn update(name: &str, email: &str, paths: &[&str]) -> UpdateMeRequest {
@@ -368,15 +369,15 @@ async fn update_me_changes_the_name_at_once_and_only_masked_fields() {
     for paths in [&[][..], &["password"], &["name", "staff"]] {
         let e = c.update_me(update("X", "", paths)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{paths:?}");
-        assert_eq!(reason(&e), "UPDATE_MASK_INVALID", "{paths:?}");
+        assert_eq!(reason(&e), Reason::UpdateMaskInvalid, "{paths:?}");
     }
     let e = c.update_me(update("  ", "", &["name"])).await.unwrap_err();
-    assert_eq!(reason(&e), "NAME_INVALID");
+    assert_eq!(reason(&e), Reason::NameInvalid);
     let e = c
         .update_me(update("", "not-an-address", &["email"]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&e), "EMAIL_INVALID");
+    assert_eq!(reason(&e), Reason::EmailInvalid);
     // A name change needs no recent authentication.
     env.advance(std::time::Duration::from_secs(3600));
     c.update_me(update("Nia", "", &["name"])).await.unwrap();
@@ -394,7 +395,7 @@ async fn an_email_change_needs_recent_authentication_and_applies_once_verified()
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&e), "REAUTH_REQUIRED");
+    assert_eq!(reason(&e), Reason::ReauthRequired);
     assert!(
         env.outbox
             .last_token("oliver@example.org", "verify_url")
@@ -483,7 +484,7 @@ async fn an_email_change_to_a_taken_address_is_refused_only_at_verification() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert_eq!(reason(&e), "EMAIL_TAKEN");
+    assert_eq!(reason(&e), Reason::EmailTaken);
     let me = c
         .get_me(GetMeRequest {})
         .await

@@ -1,7 +1,7 @@
 //! The crate's one error type, mapped to [`tenancy_runtime::Error`] here and
 //! nowhere else.
 
-use tenancy_runtime::{Error, ErrorCode};
+use tenancy_runtime::{Error, Reason};
 
 use super::Status;
 
@@ -46,28 +46,22 @@ impl From<SupportError> for Error {
     fn from(error: SupportError) -> Self {
         let message = error.to_string();
         match error {
-            SupportError::TicketNotFound => {
-                Error::new(ErrorCode::NotFound, "TICKET_NOT_FOUND", message)
-            }
-            SupportError::ServiceNotFound => {
-                Error::new(ErrorCode::NotFound, "SERVICE_NOT_FOUND", message)
-            }
-            SupportError::TicketClosed => Error::failed_precondition("TICKET_CLOSED", message),
+            SupportError::TicketNotFound => Error::new(Reason::TicketNotFound, message),
+            SupportError::ServiceNotFound => Error::new(Reason::ServiceNotFound, message),
+            SupportError::TicketClosed => Error::new(Reason::TicketClosed, message),
             SupportError::InvalidTransition { from, to } => {
-                Error::failed_precondition("INVALID_STATUS_TRANSITION", message)
+                Error::new(Reason::StatusTransitionInvalid, message)
                     .with_metadata("from", from.name())
                     .with_metadata("to", to.name())
             }
             SupportError::SupportAccessNotGranted { account_id } => {
-                Error::permission_denied("SUPPORT_ACCESS_NOT_GRANTED", message)
+                Error::new(Reason::SupportAccessNotGranted, message)
                     .with_metadata("account_id", account_id)
             }
-            SupportError::RequestIdReused => {
-                Error::new(ErrorCode::InvalidArgument, "REQUEST_ID_REUSED", message)
-                    .with_field("request_id", "used before for a different request")
-            }
+            SupportError::RequestIdReused => Error::new(Reason::RequestIdReused, message)
+                .with_field("request_id", "used before for a different request"),
             SupportError::AlreadyAssigned { assignee_user_id } => {
-                Error::failed_precondition("TICKET_ALREADY_ASSIGNED", message)
+                Error::new(Reason::TicketAlreadyAssigned, message)
                     .with_metadata("assignee_user_id", assignee_user_id)
             }
         }
@@ -81,8 +75,8 @@ mod tests {
     #[test]
     fn invisible_tickets_are_not_found_never_permission_denied() {
         let error = Error::from(SupportError::TicketNotFound);
-        assert_eq!(error.code, ErrorCode::NotFound);
-        assert_eq!(error.reason, "TICKET_NOT_FOUND");
+        assert_eq!(error.code(), tonic::Code::NotFound);
+        assert_eq!(error.reason, Reason::TicketNotFound);
     }
 
     #[test]
@@ -91,7 +85,7 @@ mod tests {
             from: Status::AwaitingCustomer,
             to: Status::Open,
         });
-        assert_eq!(error.code, ErrorCode::FailedPrecondition);
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
         assert_eq!(error.metadata["from"], "AWAITING_CUSTOMER");
         assert_eq!(error.metadata["to"], "OPEN");
     }

@@ -17,7 +17,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use tenancy_runtime::{Error, Timestamp, ids};
+use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 pub(crate) use entities::message::Model as MessageRow;
 pub(crate) use entities::ticket::Model as TicketRow;
@@ -558,8 +558,7 @@ async fn record_request(
             // A concurrent call with the same request id won; the client
             // retries and gets its result.
             Error::new(
-                tenancy_runtime::ErrorCode::Aborted,
-                "CONCURRENT_REQUEST",
+                Reason::RequestInProgress,
                 "the same request_id is being processed; retry",
             )
         } else {

@@ -26,8 +26,7 @@ use tenancy_proto::support::{
     support_staff_service_client::SupportStaffServiceClient,
 };
 use tenancy_runtime::config::ServiceName;
-use tenancy_runtime::error::reason_of;
-use tenancy_runtime::{Clock as _, ManualClock, Principal};
+use tenancy_runtime::{Clock as _, ManualClock, Principal, Reason};
 use tenancy_testkit::TestChannel as Channel;
 use tenancy_testkit::{Caller, Peers, Role, Running, TestDatabase, TokenKind};
 use tonic::service::interceptor::InterceptedService;
@@ -252,7 +251,7 @@ impl World {
                 country_code: "NL".into(),
                 ..Default::default()
             }),
-            idempotency_key: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap()
@@ -272,7 +271,7 @@ impl World {
                     name: name.into(),
                     ..Default::default()
                 }),
-                idempotency_key: String::new(),
+                request_id: String::new(),
             })
             .await
             .unwrap()
@@ -489,7 +488,7 @@ impl World {
             .into_inner()
             .messages
             .into_iter()
-            .filter(|m| m.idempotency_key.starts_with(prefix))
+            .filter(|m| m.request_id.starts_with(prefix))
             .collect()
     }
 
@@ -567,11 +566,17 @@ async fn count_calls(account: Channel, batch_checks: Arc<AtomicUsize>) -> String
             let mut account = self.account.clone();
             Box::pin(async move {
                 if let Err(e) = futures::future::poll_fn(|cx| account.poll_ready(cx)).await {
-                    return Ok(tonic::Status::unavailable(e.to_string()).into_http());
+                    return Ok(tonic::Status::from(tenancy_runtime::Error::unavailable(
+                        e.to_string(),
+                    ))
+                    .into_http());
                 }
                 Ok(match account.call(request).await {
                     Ok(response) => response.map(tonic::body::Body::new),
-                    Err(e) => tonic::Status::unavailable(e.to_string()).into_http(),
+                    Err(e) => {
+                        tonic::Status::from(tenancy_runtime::Error::unavailable(e.to_string()))
+                            .into_http()
+                    }
                 })
             })
         }
@@ -609,9 +614,9 @@ pub fn create(service: Option<&str>) -> pb::CreateTicketRequest {
 pub fn assert_refused<T: std::fmt::Debug>(
     result: Result<T, tonic::Status>,
     code: tonic::Code,
-    reason: &str,
+    reason: Reason,
 ) {
     let status = result.expect_err("must be refused");
     assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some(reason), "{status:?}");
+    assert_eq!(tenancy_testkit::refusal(&status), reason, "{status:?}");
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tenancy_proto::support as pb;
+use tenancy_runtime::Reason;
 use tenancy_runtime::error::violated_fields;
 use tonic::Code;
 
@@ -108,7 +109,7 @@ async fn messages_on_a_closed_ticket_are_refused_until_reopened() {
     assert_refused(
         customer_says(&w, &t).await,
         Code::FailedPrecondition,
-        "TICKET_CLOSED",
+        Reason::TicketClosed,
     );
     assert_refused(
         w.staff()
@@ -119,7 +120,7 @@ async fn messages_on_a_closed_ticket_are_refused_until_reopened() {
             })
             .await,
         Code::FailedPrecondition,
-        "TICKET_CLOSED",
+        Reason::TicketClosed,
     );
     // Internal notes are allowed on closed tickets.
     w.staff()
@@ -163,8 +164,8 @@ async fn every_refused_status_transition_is_failed_precondition() {
             let status = result.unwrap_err();
             assert_eq!(status.code(), Code::FailedPrecondition, "{from:?}->{to:?}");
             assert_eq!(
-                tenancy_runtime::error::reason_of(&status).as_deref(),
-                Some("INVALID_STATUS_TRANSITION")
+                tenancy_testkit::refusal(&status),
+                Reason::StatusTransitionInvalid
             );
         } else {
             assert_eq!(result.unwrap().status, to as i32, "no-op");
@@ -178,7 +179,7 @@ async fn every_refused_status_transition_is_failed_precondition() {
                 .reopen_ticket(pb::ReopenTicketRequest { ticket_id: t })
                 .await,
             Code::FailedPrecondition,
-            "INVALID_STATUS_TRANSITION",
+            Reason::StatusTransitionInvalid,
         );
     }
     // A staff reply may not name OPEN or CLOSED.
@@ -239,8 +240,8 @@ async fn a_repeated_request_id_returns_the_first_result_and_other_content_is_ref
     req.body = "something else".into();
     assert_refused(
         c.create_ticket(req).await,
-        Code::InvalidArgument,
-        "REQUEST_ID_REUSED",
+        Code::FailedPrecondition,
+        Reason::RequestIdReused,
     );
     let t = first.ticket.unwrap().id;
     let msg = pb::AddMessageRequest {
@@ -302,7 +303,7 @@ async fn lists_page_by_keyset_and_refuse_tokens_of_other_filters() {
         })
         .await,
         Code::InvalidArgument,
-        "INVALID_PAGE_TOKEN",
+        Reason::PageTokenInvalid,
     );
     assert_refused(
         c.list_tickets(pb::ListTicketsRequest {
@@ -311,7 +312,7 @@ async fn lists_page_by_keyset_and_refuse_tokens_of_other_filters() {
         })
         .await,
         Code::InvalidArgument,
-        "INVALID_PAGE_TOKEN",
+        Reason::PageTokenInvalid,
     );
 }
 
@@ -341,7 +342,7 @@ async fn cc_users_must_be_members_who_may_see_the_ticket() {
             })
             .await,
             Code::InvalidArgument,
-            "CC_USER_NOT_ELIGIBLE",
+            Reason::CcUserNotEligible,
         );
     }
     let removed = c

@@ -71,7 +71,7 @@ async fn a_new_ticket_notifies_its_creator_and_cc_users() {
     let t = ticket_with_cc(&w, pb::TicketCategory::Technical).await;
     let sent = w.outbox_at_least("support:", 2).await;
     assert!(sent.iter().all(
-        |m| m.idempotency_key == format!("support:ticket-created:{}", t.id)
+        |m| m.request_id == format!("support:ticket-created:{}", t.id)
             && m.template == cpb::MessageTemplate::TicketReply as i32
     ));
     assert_eq!(

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tenancy_proto::support as pb;
+use tenancy_runtime::Reason;
 use tonic::Code;
 
 use crate::harness::{World, assert_refused};
@@ -25,7 +26,7 @@ async fn staff_without_a_grant_are_refused_everywhere() {
     assert_refused(
         get(&w, &t).await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
     assert_refused(
         s.list_messages(pb::SupportStaffServiceListMessagesRequest {
@@ -34,7 +35,7 @@ async fn staff_without_a_grant_are_refused_everywhere() {
         })
         .await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
     assert_refused(
         s.add_message(pb::SupportStaffServiceAddMessageRequest {
@@ -44,7 +45,7 @@ async fn staff_without_a_grant_are_refused_everywhere() {
         })
         .await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
     assert_refused(
         s.set_ticket_status(pb::SetTicketStatusRequest {
@@ -53,7 +54,7 @@ async fn staff_without_a_grant_are_refused_everywhere() {
         })
         .await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
     assert_refused(
         w.staff_as_customer_api()
@@ -63,7 +64,7 @@ async fn staff_without_a_grant_are_refused_everywhere() {
             })
             .await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
     assert!(
         s.list_queue(pb::ListQueueRequest::default())
@@ -86,7 +87,7 @@ async fn access_ends_at_once_when_the_grant_expires() {
     assert_refused(
         get(&w, &t).await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
 }
 
@@ -100,7 +101,7 @@ async fn access_ends_at_once_when_the_owner_revokes_the_grant() {
     assert_refused(
         get(&w, &t).await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
 }
 
@@ -296,7 +297,7 @@ async fn the_queue_holds_only_accounts_with_an_active_grant() {
         })
         .await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
 }
 
@@ -324,7 +325,7 @@ async fn a_claim_does_not_override_another_assignee_and_assignees_must_be_staff(
         })
         .await,
         Code::FailedPrecondition,
-        "TICKET_ALREADY_ASSIGNED",
+        Reason::TicketAlreadyAssigned,
     );
     assert_refused(
         s.assign_ticket(pb::AssignTicketRequest {
@@ -336,7 +337,7 @@ async fn a_claim_does_not_override_another_assignee_and_assignees_must_be_staff(
         })
         .await,
         Code::InvalidArgument,
-        "ASSIGNEE_NOT_STAFF",
+        Reason::AssigneeNotStaff,
     );
     let customer_view = w
         .customer(&w.owner)
@@ -360,7 +361,7 @@ async fn customers_cannot_use_the_staff_service() {
     assert_refused(
         c.list_queue(pb::ListQueueRequest::default()).await,
         Code::PermissionDenied,
-        "STAFF_ONLY",
+        Reason::StaffRequired,
     );
 }
 
@@ -403,12 +404,12 @@ async fn callers_are_verified_by_code_word_attempt_limited_and_audited() {
     assert_refused(
         s.verify_caller(verify(&w, &w.owner, "blue falcon")).await,
         Code::ResourceExhausted,
-        "CODE_WORD_ATTEMPTS_EXCEEDED",
+        Reason::CodeWordAttemptsExceeded,
     );
     assert_refused(
         s.verify_caller(verify(&w, &w.outsider, "x")).await,
         Code::NotFound,
-        "MEMBER_NOT_FOUND",
+        Reason::MemberNotFound,
     );
     let audit = w.staff_audit().await;
     assert_eq!(audit.len(), 7);
@@ -439,7 +440,7 @@ async fn verification_on_a_ticket_needs_the_grant_and_leaves_a_system_note() {
         assert_refused(
             s.verify_caller(wrong).await,
             Code::PermissionDenied,
-            "SUPPORT_ACCESS_NOT_GRANTED",
+            Reason::SupportAccessNotGranted,
         );
     }
     w.grant(Duration::from_secs(3600)).await;

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use tenancy_proto::support as pb;
+use tenancy_runtime::Reason;
 use tonic::Code;
 
 use tenancy_proto::account::ServiceAccess;
@@ -69,7 +70,7 @@ async fn selected_members_see_general_tickets_and_their_services_only() {
     assert_refused(
         gets(&w, &w.selected, &b).await,
         Code::NotFound,
-        "TICKET_NOT_FOUND",
+        Reason::TicketNotFound,
     );
 }
 
@@ -82,7 +83,7 @@ async fn none_members_see_only_account_general_tickets() {
         assert_refused(
             gets(&w, &w.none, hidden).await,
             Code::NotFound,
-            "TICKET_NOT_FOUND",
+            Reason::TicketNotFound,
         );
     }
 }
@@ -101,7 +102,7 @@ async fn invisible_tickets_are_not_found_in_add_message_close_and_reopen() {
             })
             .await,
             Code::NotFound,
-            "TICKET_NOT_FOUND",
+            Reason::TicketNotFound,
         );
         assert_refused(
             c.close_ticket(pb::CloseTicketRequest {
@@ -109,7 +110,7 @@ async fn invisible_tickets_are_not_found_in_add_message_close_and_reopen() {
             })
             .await,
             Code::NotFound,
-            "TICKET_NOT_FOUND",
+            Reason::TicketNotFound,
         );
         assert_refused(
             c.reopen_ticket(pb::ReopenTicketRequest {
@@ -117,7 +118,7 @@ async fn invisible_tickets_are_not_found_in_add_message_close_and_reopen() {
             })
             .await,
             Code::NotFound,
-            "TICKET_NOT_FOUND",
+            Reason::TicketNotFound,
         );
         assert_refused(
             c.list_messages(pb::ListMessagesRequest {
@@ -126,7 +127,7 @@ async fn invisible_tickets_are_not_found_in_add_message_close_and_reopen() {
             })
             .await,
             Code::NotFound,
-            "TICKET_NOT_FOUND",
+            Reason::TicketNotFound,
         );
     }
 }
@@ -141,7 +142,7 @@ async fn members_create_tickets_only_for_services_they_reach() {
         assert_refused(
             w.customer(user).create_ticket(create(Some(service))).await,
             Code::NotFound,
-            "SERVICE_NOT_FOUND",
+            Reason::ServiceNotFound,
         );
     }
 }
@@ -160,7 +161,7 @@ async fn a_change_of_scope_applies_at_once() {
     assert_refused(
         gets(&w, &w.selected, &t).await,
         Code::NotFound,
-        "TICKET_NOT_FOUND",
+        Reason::TicketNotFound,
     );
     assert!(listed(&w, &w.selected).await.is_empty());
 }
@@ -174,7 +175,7 @@ async fn suspended_members_and_outsiders_see_nothing() {
         assert_refused(
             gets(&w, user, &general).await,
             Code::NotFound,
-            "TICKET_NOT_FOUND",
+            Reason::TicketNotFound,
         );
         assert!(listed(&w, user).await.is_empty());
     }
@@ -211,6 +212,6 @@ async fn a_ticket_of_another_account_is_not_found() {
     assert_refused(
         c.get_ticket(pb::GetTicketRequest { ticket_id: t.id }).await,
         Code::NotFound,
-        "TICKET_NOT_FOUND",
+        Reason::TicketNotFound,
     );
 }

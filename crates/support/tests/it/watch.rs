@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tenancy_proto::support as pb;
+use tenancy_runtime::Reason;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -86,7 +87,11 @@ async fn a_watch_ends_with_not_found_when_service_access_is_withdrawn() {
     let t = w.ticket(&w.owner, Some(&w.s1)).await.id;
     let mut stream = watching(w.customer(&w.selected), &t).await;
     w.set_scope(&w.selected, ServiceAccess::None, &[]).await;
-    assert_refused(next(&mut stream).await, Code::NotFound, "TICKET_NOT_FOUND");
+    assert_refused(
+        next(&mut stream).await,
+        Code::NotFound,
+        Reason::TicketNotFound,
+    );
 }
 
 #[tokio::test]
@@ -114,7 +119,7 @@ async fn a_staff_watch_ends_when_the_grant_expires_during_the_stream() {
     assert_refused(
         next(&mut stream).await,
         Code::PermissionDenied,
-        "SUPPORT_ACCESS_NOT_GRANTED",
+        Reason::SupportAccessNotGranted,
     );
 }
 
@@ -138,6 +143,6 @@ async fn a_watch_ends_within_a_second_when_the_member_is_suspended_or_revoked() 
             "{end}: ended after {:?}",
             started.elapsed()
         );
-        assert_refused(ended, Code::NotFound, "TICKET_NOT_FOUND");
+        assert_refused(ended, Code::NotFound, Reason::TicketNotFound);
     }
 }

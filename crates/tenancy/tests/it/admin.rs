@@ -10,8 +10,8 @@ use tenancy::{Part, start};
 use tenancy_proto::account::account_service_client::AccountServiceClient;
 use tenancy_proto::account::{GetAccountRequest, ListMembersRequest};
 use tenancy_runtime::ManualClock;
+use tenancy_runtime::Reason;
 use tenancy_runtime::config::ServiceName;
-use tenancy_runtime::error::reason_of;
 use tenancy_runtime::principal::{PRINCIPAL_HEADER, SIGNATURE_HEADER};
 use tenancy_runtime::tls::Caller as Peer;
 use tenancy_testkit::{Caller, Role, TestChannel, TestDatabase, member, new_account, test_config};
@@ -129,7 +129,7 @@ async fn a_principal_from_the_cli_is_good_for_one_call_of_its_method_until_it_ex
         .get_account(with_entries(GetAccountRequest::default(), &principal))
         .await
         .unwrap_err();
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_REPLAYED"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalReplayed);
     let status = operator
         .list_members(with_entries(
             ListMembersRequest::default(),
@@ -138,8 +138,8 @@ async fn a_principal_from_the_cli_is_good_for_one_call_of_its_method_until_it_ex
         .await
         .unwrap_err();
     assert_eq!(
-        reason_of(&status).as_deref(),
-        Some("PRINCIPAL_WRONG_METHOD")
+        tenancy_testkit::refusal(&status),
+        Reason::PrincipalWrongMethod
     );
 
     // Changed after signing: refused.
@@ -156,7 +156,7 @@ async fn a_principal_from_the_cli_is_good_for_one_call_of_its_method_until_it_ex
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_INVALID"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalInvalid);
     assert!(status.message().contains("does not match"), "{status:?}");
 
     // The printed principal is valid 60 s: just before, accepted; after,
@@ -174,7 +174,7 @@ async fn a_principal_from_the_cli_is_good_for_one_call_of_its_method_until_it_ex
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    assert_eq!(reason_of(&status).as_deref(), Some("PRINCIPAL_INVALID"));
+    assert_eq!(tenancy_testkit::refusal(&status), Reason::PrincipalInvalid);
     assert!(status.message().contains("expired"), "{status:?}");
     running.stop().await.unwrap();
 }
