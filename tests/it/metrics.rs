@@ -562,10 +562,7 @@ fn strip_groupings(expr: &str) -> String {
         "group_left",
         "group_right",
     ] {
-        loop {
-            let Some(at) = find_keyword(&out, keyword) else {
-                break;
-            };
+        while let Some(at) = find_keyword(&out, keyword) {
             let rest = &out[at + keyword.len()..];
             if !rest.trim_start().starts_with('(') {
                 break;

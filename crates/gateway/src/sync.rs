@@ -25,6 +25,7 @@ use tenancy_runtime::Timestamp;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::Shutdown;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::credentials::Authenticator;
 use crate::metrics::Watch;
@@ -66,8 +67,7 @@ pub async fn follow_revocations(
     state: Arc<LiveState>,
     clock: SharedClock,
     authenticator: Arc<Authenticator>,
-    channel: Channel,
-    auth: ServiceAuth,
+    identity: IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
     ready: ReadinessHook,
     watch: Watch,
     shutdown: Shutdown,
@@ -76,8 +76,7 @@ pub async fn follow_revocations(
     loop {
         let from = state.revocations_position.load(Ordering::Acquire);
         watch.resumed_from(from);
-        let mut client =
-            IdentityInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
+        let mut client = identity.clone();
         let request = WatchRevocationsRequest {
             from_position: from,
             watcher: "gateway".to_owned(),
@@ -216,8 +215,7 @@ async fn apply_revocation(
 pub async fn follow_policies(
     state: Arc<LiveState>,
     clock: SharedClock,
-    channel: Channel,
-    auth: ServiceAuth,
+    account: AccountInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
     ready: ReadinessHook,
     watch: Watch,
     shutdown: Shutdown,
@@ -226,8 +224,7 @@ pub async fn follow_policies(
     loop {
         let from = state.policies_position.load(Ordering::Acquire);
         watch.resumed_from(from);
-        let mut client =
-            AccountInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
+        let mut client = account.clone();
         // A snapshot being received replaces the live state only once
         // complete, so a half-received snapshot never allows anything.
         let mut staging: Option<Policies> = None;
