@@ -6,6 +6,7 @@
 mod decisions;
 mod errors;
 mod gateway;
+mod metrics;
 mod suite;
 mod transport;
 mod usage;

@@ -58,9 +58,9 @@ impl TenancyService for AccountService {
     const NAME: ServiceName = ServiceName::Account;
 
     async fn open(context: Context) -> Result<Self, ConfigError> {
-        let url = context.config.database_url(Self::NAME);
-        let db =
-            tenancy_runtime::db::open::<migration::Migrator>(&url, "account.database_url").await?;
+        let db = context
+            .open_database::<migration::Migrator>(Self::NAME)
+            .await?;
         let peers = peers::Peers::new(
             context.channel_to(ServiceName::Identity)?,
             context.channel_to(ServiceName::Contacts)?,

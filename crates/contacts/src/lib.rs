@@ -50,9 +50,9 @@ impl TenancyService for ContactsService {
     const NAME: ServiceName = ServiceName::Contacts;
 
     async fn open(context: Context) -> Result<Self, ConfigError> {
-        let url = context.config.database_url(Self::NAME);
-        let db =
-            tenancy_runtime::db::open::<migration::Migrator>(&url, "contacts.database_url").await?;
+        let db = context
+            .open_database::<migration::Migrator>(Self::NAME)
+            .await?;
         let mailer = Arc::new(mailer::Mailer::from_config(
             context.config.smtp_url.as_deref(),
             context.config.mail.delivery_concurrency,
@@ -88,7 +88,13 @@ impl TenancyService for ContactsService {
             retry_base_delay: self.context.config.mail.retry_base_delay,
             concurrency: self.context.config.mail.delivery_concurrency.max(1) as usize,
             wake,
+            deliveries: worker::Deliveries::new(&self.context.metrics),
         };
+        worker::measure_backlog(
+            &self.context.metrics,
+            self.db.clone(),
+            self.context.clock.clone(),
+        );
         let worker = tokio::spawn(worker.run(shutdown.clone()));
         let retention = retention::Retention {
             db: self.db.clone(),

@@ -22,6 +22,7 @@ use futures::StreamExt as _;
 use lettre::message::Mailbox;
 use sea_orm::DatabaseConnection;
 use tenancy_runtime::clock::SharedClock;
+use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Metrics, OutcomeLabel};
 use tenancy_runtime::shutdown::Shutdown;
 use tokio::sync::{Notify, mpsc};
 
@@ -51,6 +52,68 @@ pub struct Worker {
     /// Deliveries in flight at once (the SMTP pool holds as many connections).
     pub(crate) concurrency: usize,
     pub(crate) wake: Arc<Notify>,
+    pub(crate) deliveries: Deliveries,
+}
+
+/// Delivery attempts by outcome.
+#[derive(Clone)]
+pub(crate) struct Deliveries {
+    sent: Counter,
+    retry: Counter,
+    failed: Counter,
+}
+
+impl Deliveries {
+    pub(crate) fn new(metrics: &Metrics) -> Self {
+        let family = metrics.counter_family::<OutcomeLabel>(
+            "tenancy_contacts_deliveries",
+            "Email delivery attempts by outcome: sent, retry (failed, tried again later), failed (given up: permanent failure or out of attempts)",
+        );
+        let outcome = |outcome| family.get_or_create_owned(&OutcomeLabel { outcome });
+        Self {
+            sent: outcome("sent"),
+            retry: outcome("retry"),
+            failed: outcome("failed"),
+        }
+    }
+}
+
+/// Refreshes the outbox's backlog gauges whenever metrics are scraped.
+pub(crate) fn measure_backlog(metrics: &Metrics, db: DatabaseConnection, clock: SharedClock) {
+    let messages = metrics.gauge_family::<StateLabel>(
+        "tenancy_contacts_outbox_messages",
+        "Outbox messages not delivered yet, by state: pending (waiting, or waiting for a retry) and sending (claimed by a worker)",
+    );
+    let oldest = metrics.gauge_f64(
+        "tenancy_contacts_outbox_oldest_age_seconds",
+        "Age of the oldest outbox message not delivered yet (0 when there is none)",
+    );
+    metrics.on_scrape(move || {
+        let (db, clock, messages, oldest) =
+            (db.clone(), clock.clone(), messages.clone(), oldest.clone());
+        async move {
+            match outbox::backlog(&db).await {
+                Ok(backlog) => {
+                    messages
+                        .get_or_create(&StateLabel { state: "pending" })
+                        .set(backlog.pending);
+                    messages
+                        .get_or_create(&StateLabel { state: "sending" })
+                        .set(backlog.sending);
+                    let age = backlog
+                        .oldest_created_at
+                        .map_or(0, |at| (clock.now().millis() - at).max(0));
+                    oldest.set(age as f64 / 1000.0);
+                }
+                Err(error) => tracing::warn!(%error, "metrics: cannot read the outbox backlog"),
+            }
+        }
+    });
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
 }
 
 impl Worker {
@@ -140,6 +203,7 @@ impl Worker {
     /// Sends one claimed message; what to record.
     async fn attempt(&self, m: &msg::Model) -> Outcome {
         let Err(e) = self.mailer.send(m, &self.from).await else {
+            self.deliveries.sent.inc();
             return Outcome::Sent;
         };
         let attempts = u32::try_from(m.attempts).unwrap_or(u32::MAX);
@@ -150,6 +214,7 @@ impl Worker {
             e.permanent,
         ) {
             AfterFailure::RetryAfter(delay) => {
+                self.deliveries.retry.inc();
                 tracing::info!(message_id = %m.id, attempts, error = %e.message, "delivery failed; will retry");
                 Outcome::Retry {
                     at: self.clock.now().plus(delay),
@@ -157,6 +222,7 @@ impl Worker {
                 }
             }
             AfterFailure::GiveUp => {
+                self.deliveries.failed.inc();
                 tracing::warn!(message_id = %m.id, attempts, error = %e.message, "delivery failed; giving up");
                 Outcome::Failed { error: e.message }
             }

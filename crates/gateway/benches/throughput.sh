@@ -13,6 +13,11 @@
 # present a client certificate, and identity serves mTLS only.
 # Prints requests/s and p50/p99 latency of each, and the ratio the issue
 # targets (gateway/nginx >= 1.0).
+# A third path (issue 19): a second gateway process, the same binary with
+# metrics on (`metrics_listen`: every call timed into grpc_server_* and
+# grpc_client_*, scraped once a round as Prometheus would), against the
+# first, which serves none and times no call. The ratio metrics/gateway is
+# what metrics cost (target >= 0.95). METRICS=0 leaves it out.
 #
 # nginx forwards the principal `tenancy admin principal` signed, the same on
 # every call: identity accepts its first use and refuses the others
@@ -36,7 +41,8 @@ M=${3:-4}
 DATA=$(mktemp -d)
 # The suite's services in one process; the gateway under test in a process
 # of its own, like nginx (in production each part runs alone).
-GW=127.0.0.1:50751 ID=127.0.0.1:50761 NGINX=127.0.0.1:50771
+GW=127.0.0.1:50751 ID=127.0.0.1:50761 NGINX=127.0.0.1:50771 GW_METRICS=127.0.0.1:50752
+METRICS_PORT=127.0.0.1:50753 WITH_METRICS=${METRICS:-1}
 TLS=$DATA/tls
 export TENANCY_DATA_DIR=$DATA TENANCY_LOG_FILTER=warn,tenancy_contacts::dev_mailer=info \
   TENANCY_IDENTITY__LISTEN=$ID TENANCY_ACCOUNT__LISTEN=127.0.0.1:50762 \
@@ -44,8 +50,8 @@ export TENANCY_DATA_DIR=$DATA TENANCY_LOG_FILTER=warn,tenancy_contacts::dev_mail
   TENANCY_GATEWAY__PRINCIPAL_RATE_PER_SECOND=10000000 TENANCY_GATEWAY__PRINCIPAL_BURST=10000000
 TENANCY_GATEWAY__LISTEN=127.0.0.1:0 "$BIN" serve >"$DATA/serve.log" 2>&1 &
 SERVE=$!
-GATEWAY_PID= NGINX_PID=
-cleanup() { kill $SERVE $GATEWAY_PID $NGINX_PID 2>/dev/null || true; }
+GATEWAY_PID= NGINX_PID= METRICS_GATEWAY_PID=
+cleanup() { kill $SERVE $GATEWAY_PID $NGINX_PID $METRICS_GATEWAY_PID 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do [ -s "$DATA/principal.key" ] && grep -q 'gateway listening' "$DATA/serve.log" && break; sleep 0.1; done
 # The gateway alone, as in production: the development CA and certificates
@@ -56,10 +62,20 @@ TOKIO_WORKER_THREADS=${GATEWAY_THREADS:-2} TENANCY_PRINCIPAL_KEY=$(cat "$DATA/pr
   TENANCY_GATEWAY__TLS_CERT_FILE=$TLS/public.pem TENANCY_GATEWAY__TLS_KEY_FILE=$TLS/public.key \
   TENANCY_GATEWAY__LISTEN=$GW "$BIN" serve gateway >"$DATA/gateway.log" 2>&1 &
 GATEWAY_PID=$!
+if [ "$WITH_METRICS" = 1 ]; then
+  TOKIO_WORKER_THREADS=${GATEWAY_THREADS:-2} TENANCY_PRINCIPAL_KEY=$(cat "$DATA/principal.key") \
+    TENANCY_TLS__CA_FILE=$TLS/ca.pem TENANCY_TLS__CERT_FILE="$TLS/{part}.pem" TENANCY_TLS__KEY_FILE="$TLS/{part}.key" \
+    TENANCY_GATEWAY__TLS_CERT_FILE=$TLS/public.pem TENANCY_GATEWAY__TLS_KEY_FILE=$TLS/public.key \
+    TENANCY_METRICS_LISTEN=$METRICS_PORT \
+    TENANCY_GATEWAY__LISTEN=$GW_METRICS "$BIN" serve gateway >"$DATA/gateway-metrics.log" 2>&1 &
+  METRICS_GATEWAY_PID=$!
+fi
 G="-cacert $TLS/ca.pem"
-for _ in $(seq 1 100); do
-  grpcurl $G $GW grpc.health.v1.Health/Check 2>/dev/null | grep -q '"SERVING"' && break
-  sleep 0.2
+for address in $GW $([ "$WITH_METRICS" = 1 ] && echo $GW_METRICS); do
+  for _ in $(seq 1 100); do
+    grpcurl $G $address grpc.health.v1.Health/Check 2>/dev/null | grep -q '"SERVING"' && break
+    sleep 0.2
+  done
 done
 
 EMAIL=bench-$RANDOM@example.com PASSWORD='correct horse battery staple'
@@ -120,8 +136,8 @@ cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) 
 run() {
   local name=$1 address=$2; shift 2
   local log="$DATA/$name.h2load.log"
-  local gw0 id0 nx0
-  gw0=$(cpu_ms $GATEWAY_PID) id0=$(cpu_ms $SERVE) nx0=$(cpu_ms "$NGINX_WORKER")
+  local gw0 id0 nx0 gateway=${RUN_GATEWAY_PID:-$GATEWAY_PID}
+  gw0=$(cpu_ms $gateway) id0=$(cpu_ms $SERVE) nx0=$(cpu_ms "$NGINX_WORKER")
   h2load -n "$N" -c "$C" -m "$M" -t 1 -d "$DATA/empty.grpc" \
     -H 'content-type: application/grpc' -H 'te: trailers' "$@" \
     --log-file="$log" "https://$address/tenancy.identity.v1.IdentityService/GetMe" >"$DATA/$name.out"
@@ -129,7 +145,7 @@ run() {
   rps=$(grep -o 'finished in [^,]*, [0-9.]* req/s' "$DATA/$name.out" | grep -o '[0-9.]* req/s' | cut -d' ' -f1)
   ok=$(grep -o '[0-9]* succeeded' "$DATA/$name.out" | cut -d' ' -f1)
   local gw id nx
-  gw=$(($(cpu_ms $GATEWAY_PID) - gw0)) id=$(($(cpu_ms $SERVE) - id0))
+  gw=$(($(cpu_ms $gateway) - gw0)) id=$(($(cpu_ms $SERVE) - id0))
   nx=$(($(cpu_ms "$NGINX_WORKER") - nx0))
   python3 - "$log" "$name" "$rps" "$ok" "$N" "$gw" "$id" "$nx" <<'PY'
 import sys
@@ -156,6 +172,17 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round"
   run gateway $GW -H "authorization: Bearer $TOKEN"
+  if [ "$WITH_METRICS" = 1 ]; then
+    RUN_GATEWAY_PID=$METRICS_GATEWAY_PID run metrics $GW_METRICS -H "authorization: Bearer $TOKEN"
+    # What Prometheus would scrape; proves every call was counted.
+    python3 - "$METRICS_PORT" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics").read().decode()
+ok = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+         if l.startswith("grpc_server_handled_total{") and 'grpc_method="GetMe"' in l and 'grpc_code="OK"' in l)
+print(f"         scraped {len(text)} bytes: grpc_server_handled_total GetMe OK = {ok:.0f}")
+PY
+  fi
   mapfile -t DIRECT_HEADERS < <(principal_headers)
   run nginx $NGINX "${DIRECT_HEADERS[@]}"
 done
@@ -163,7 +190,10 @@ python3 - "$DATA" <<'PY'
 import sys, pathlib, statistics
 d = pathlib.Path(sys.argv[1])
 r = {n: statistics.median(float(x) for x in (d / f"{n}.rps").read_text().split())
-     for n in ("gateway", "nginx")}
+     for n in ("gateway", "metrics", "nginx") if (d / f"{n}.rps").exists()}
 print("median req/s: " + ", ".join(f"{n} {v:.0f}" for n, v in r.items()))
 print(f"gateway/nginx  = {r['gateway'] / r['nginx']:.2f} (target >= 1.0)")
+if "metrics" in r:
+    print(f"metrics/nginx  = {r['metrics'] / r['nginx']:.2f}")
+    print(f"metrics/gateway = {r['metrics'] / r['gateway']:.3f} (metrics on vs off; target >= 0.95)")
 PY

@@ -109,6 +109,7 @@ pub struct Authenticator {
     /// identity serves PUBLIC methods only with one, as it does for
     /// forwarded calls.
     signer: Signer,
+    lookups: crate::metrics::TokenCache,
 }
 
 /// What signs the gateway's principals: the key, time, unique call ids.
@@ -157,7 +158,20 @@ impl Authenticator {
             identity_internal: IdentityInternalServiceClient::with_interceptor(channel, auth),
             last_jwks_fetch: tokio::sync::Mutex::new(None),
             signer,
+            lookups: crate::metrics::TokenCache::default(),
         }
+    }
+
+    /// The same authenticator, counting cache hits and misses into
+    /// `metrics`.
+    pub fn measured(mut self, metrics: &tenancy_runtime::Metrics) -> Self {
+        self.lookups = crate::metrics::TokenCache::new(metrics);
+        self
+    }
+
+    /// How many portal and API tokens are cached.
+    pub fn cached(&self) -> (usize, usize) {
+        (self.portal.read().len(), self.api.read().len())
     }
 
     /// The credential of a request; `Ok(None)` without an `authorization`
@@ -208,8 +222,10 @@ impl Authenticator {
 
     async fn portal_token(&self, token: &str, now_ms: i64) -> Result<PortalToken, Error> {
         if let Some(claims) = self.cached_portal(token, now_ms) {
+            self.lookups.portal_hit.inc();
             return Ok(claims);
         }
+        self.lookups.portal_miss.inc();
         let verified = match self.jwt.verify(token) {
             Err(TokenError::UnknownKey(_)) => {
                 self.refresh_keys().await?;
@@ -230,10 +246,16 @@ impl Authenticator {
     async fn api_token(&self, token: &str, now_ms: i64) -> Result<ApiToken, Error> {
         let tag = self.tagger.tag(token);
         match self.api.read().get(&tag) {
-            Some(ApiEntry::Known(t)) => return Ok(*t),
-            Some(ApiEntry::Dead { why, until_ms }) if *until_ms > now_ms => return Err(why.error()),
-            _ => {}
-        }
+            Some(ApiEntry::Known(t)) => {
+                self.lookups.api_hit.inc();
+                return Ok(*t);
+            }
+            Some(ApiEntry::Dead { why, until_ms }) if *until_ms > now_ms => {
+                self.lookups.api_hit.inc();
+                return Err(why.error());
+            }
+            _ => self.lookups.api_miss.inc(),
+        };
         let answer = self
             .identity_internal
             .clone()

@@ -17,11 +17,13 @@
 //! - `client_ip`: the client address behind trusted proxies.
 //! - `limits`: rate limits.
 //! - `usage`: last use of tokens and sessions, reported to identity.
+//! - `metrics`: decisions, limits, token caches and streams, measured.
 
 pub mod client_ip;
 pub mod credentials;
 pub mod jwt;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
 mod proxy;
 pub mod state;
@@ -107,17 +109,17 @@ pub async fn serve(
         gateway.state.clone(),
         gateway.clock.clone(),
         gateway.authenticator.clone(),
-        identity,
-        auth.clone(),
+        tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient::with_interceptor(identity, auth.clone()),
         ready.clone(),
+        metrics::Watch::new(&context.metrics, "revocations"),
         shutdown.clone(),
     ));
     tokio::spawn(sync::follow_policies(
         gateway.state.clone(),
         gateway.clock.clone(),
-        account,
-        auth,
+        tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient::with_interceptor(account, auth),
         ready,
+        metrics::Watch::new(&context.metrics, "policies"),
         shutdown.clone(),
     ));
     tokio::spawn(prune_periodically(gateway.clone(), shutdown.clone()));

@@ -16,6 +16,7 @@ pub struct RateLimits {
     public: DefaultKeyedRateLimiter<IpAddr>,
     principal: DefaultKeyedRateLimiter<Id>,
     clock: DefaultClock,
+    refused: crate::metrics::Limits,
 }
 
 fn non_zero(n: u32) -> NonZeroU32 {
@@ -33,12 +34,25 @@ impl RateLimits {
             public: RateLimiter::keyed(public),
             principal: RateLimiter::keyed(principal),
             clock: DefaultClock::default(),
+            refused: crate::metrics::Limits::default(),
         }
+    }
+
+    /// The same limits, counting refusals into `metrics`.
+    pub fn measured(mut self, metrics: &tenancy_runtime::Metrics) -> Self {
+        self.refused = crate::metrics::Limits::new(metrics);
+        self
+    }
+
+    /// The counters of refusals.
+    pub(crate) fn refused(&self) -> &crate::metrics::Limits {
+        &self.refused
     }
 
     /// One rate-limited PUBLIC call from `ip`.
     pub fn check_public(&self, ip: IpAddr) -> Result<(), Error> {
         self.public.check_key(&ip).map_err(|not_until| {
+            self.refused.client_address.inc();
             Error::throttled(
                 Reason::RateLimited,
                 not_until.wait_time_from(self.clock.now()),
@@ -49,6 +63,7 @@ impl RateLimits {
     /// One authenticated call by `user`.
     pub fn check_principal(&self, user: Id) -> Result<(), Error> {
         self.principal.check_key(&user).map_err(|not_until| {
+            self.refused.user.inc();
             Error::throttled(
                 Reason::RateLimited,
                 not_until.wait_time_from(self.clock.now()),

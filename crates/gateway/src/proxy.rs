@@ -26,6 +26,7 @@ use http_body::{Body as HttpBody, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tenancy_proto::auth::Audience;
 use tenancy_runtime::config::{ConfigError, ServiceName};
+use tenancy_runtime::metrics::{Call as CallMetrics, GrpcServerLayer, GrpcServerService};
 use tenancy_runtime::principal::{Call, CallIds, PrincipalKey, strip_reserved};
 use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::tls::{Connector, PublicTls};
@@ -38,6 +39,7 @@ use tower::ServiceExt as _;
 use crate::client_ip::client_ip;
 use crate::credentials::Authenticator;
 use crate::limits::RateLimits;
+use crate::metrics::{Decisions, RouteCalls};
 use crate::policy::{self, MethodPolicy};
 use crate::state::{FastMap, LiveState};
 use crate::upstream::{Connection, UpstreamBody};
@@ -90,6 +92,8 @@ struct Route {
     upstream: Arc<Upstream>,
     /// Server streams are decided again whenever the live state changes.
     server_streaming: bool,
+    /// The method's gRPC metrics, when calls are recorded.
+    calls: RouteCalls,
 }
 
 /// The gateway: routing table, decision state, upstream connections.
@@ -104,13 +108,16 @@ pub struct Gateway {
     /// Uses of tokens and sessions, reported to identity in batches.
     pub(crate) usage: Arc<UsageRecorder>,
     /// Health and reflection, answered here.
-    local: tonic::service::Routes,
+    local: GrpcServerService<tonic::service::Routes>,
     pub(crate) health: tonic_health::server::HealthReporter,
     request_ids: RequestIds,
     /// One id per signed principal: services refuse a repeated one.
     call_ids: CallIds,
     /// The public port's certificate; `None` serves plaintext.
     public_tls: Option<PublicTls>,
+    decisions: Decisions,
+    /// The metrics of paths that are no route.
+    unknown_calls: RouteCalls,
 }
 
 /// Request ids: a random per-process prefix and a counter. Unique across
@@ -208,6 +215,7 @@ impl Gateway {
                     policy: MethodPolicy::new(name, rule),
                     upstream: upstream.clone(),
                     server_streaming: method.server_streaming,
+                    calls: RouteCalls::of(&context.metrics, &method.path),
                 },
             );
         }
@@ -218,6 +226,10 @@ impl Gateway {
         let local = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
+        let local = tower::Layer::layer(
+            &GrpcServerLayer::new(&context.metrics, "gateway", Some(config.request_timeout)),
+            local,
+        );
         let authenticator = Authenticator::new(
             &config.auth.issuer,
             &config.auth.audience,
@@ -228,12 +240,18 @@ impl Gateway {
                 clock: context.clock.clone(),
                 ids: CallIds::default(),
             },
-        );
+        )
+        .measured(&context.metrics);
+        let authenticator = Arc::new(authenticator);
+        let cached = Arc::downgrade(&authenticator);
+        crate::metrics::TokenCache::entries(&context.metrics, move || {
+            cached.upgrade().map(|a| a.cached())
+        });
         Ok(Self {
             routes,
             state: Arc::new(LiveState::default()),
-            authenticator: Arc::new(authenticator),
-            limits: RateLimits::new(&config.gateway),
+            authenticator,
+            limits: RateLimits::new(&config.gateway).measured(&context.metrics),
             trusted_proxies: config.gateway.trusted_proxies.clone(),
             key: context.key.clone(),
             clock: context.clock.clone(),
@@ -243,6 +261,8 @@ impl Gateway {
             request_ids: RequestIds::new(),
             call_ids: CallIds::default(),
             public_tls,
+            decisions: Decisions::new(&context.metrics),
+            unknown_calls: RouteCalls::of(&context.metrics, ""),
         })
     }
 
@@ -324,11 +344,13 @@ impl Gateway {
         let service = path.split('/').nth(1).unwrap_or_default();
         if service == "grpc.health.v1.Health" || service.starts_with("grpc.reflection.") {
             return match self.local.clone().oneshot(request.map(Body::new)).await {
-                Ok(response) => response,
+                Ok(response) => response.map(Body::new),
                 Err(never) => match never {},
             };
         }
         let started = Instant::now();
+        let route = self.routes.get_key_value(path);
+        let calls = route.map_or(&self.unknown_calls, |(_, r)| &r.calls);
         let ip = client_ip(
             peer.ip(),
             request
@@ -350,6 +372,8 @@ impl Gateway {
             request_id: request_id.clone(),
             user: String::new(),
             started,
+            call: calls.server.as_ref().map(|m| m.start_at(started)),
+            upstream: None,
         };
         // Unique per call: sent as a never-indexed HPACK literal, as
         // indexing it would only churn the client's header table.
@@ -359,12 +383,18 @@ impl Gateway {
                 id.set_sensitive(true);
                 id
             });
-        let mut response = match self.admit(request, ip, request_id).await {
+        let mut response = match self.admit(route, request, ip, request_id).await {
             Ok((request, permit, user, stream)) => {
-                let log = AccessLog { user, ..log };
+                self.decisions.allowed();
+                let log = AccessLog {
+                    user,
+                    upstream: calls.client.as_ref().map(|m| m.start()),
+                    ..log
+                };
                 self.forward(request, permit, log, stream).await
             }
             Err(error) => {
+                self.decisions.refused(&error);
                 log.finish(error.code() as i32);
                 tonic::Status::from(error).into_http()
             }
@@ -380,6 +410,7 @@ impl Gateway {
     /// its signed principal) and the upstream slot it holds.
     async fn admit(
         &self,
+        route: Option<(&String, &Route)>,
         mut request: http::Request<hyper::body::Incoming>,
         ip: std::net::IpAddr,
         request_id: String,
@@ -393,7 +424,7 @@ impl Gateway {
         Error,
     > {
         let path = request.uri().path();
-        let Some((method, route)) = self.routes.get_key_value(path) else {
+        let Some((method, route)) = route else {
             return Err(Error::new(
                 Reason::MethodUnknown,
                 format!("unknown method {path}"),
@@ -443,6 +474,7 @@ impl Gateway {
             .clone()
             .try_acquire_owned()
             .map_err(|_| {
+                self.limits.refused().upstream.inc();
                 Error::throttled(Reason::UpstreamBusy, std::time::Duration::from_millis(100))
             })?;
         let connection = route
@@ -618,17 +650,27 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 }
 
 /// The access line of one call: method, principal, address, code, latency.
-/// Never a token.
+/// Never a token. Ends the call's gRPC metrics too: as served, and as
+/// forwarded (`upstream`, once it was).
 struct AccessLog {
     method: String,
     ip: std::net::IpAddr,
     request_id: String,
     user: String,
     started: Instant,
+    call: Option<CallMetrics>,
+    upstream: Option<CallMetrics>,
 }
 
 impl AccessLog {
-    fn finish(self, code: i32) {
+    fn finish(mut self, code: i32) {
+        let grpc_code = tonic::Code::from_i32(code);
+        for call in [self.call.take(), self.upstream.take()]
+            .into_iter()
+            .flatten()
+        {
+            call.end(grpc_code);
+        }
         tracing::info!(
             target: "tenancy_gateway::access",
             method = %self.method,

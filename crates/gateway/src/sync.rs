@@ -25,8 +25,10 @@ use tenancy_runtime::Timestamp;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::shutdown::Shutdown;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::credentials::Authenticator;
+use crate::metrics::Watch;
 use crate::state::{CutOff, Id, LiveState, Membership, Policies, Settings, parse_id};
 
 /// Longest silence on a stream (servers send heartbeats every 15 s) before
@@ -65,16 +67,16 @@ pub async fn follow_revocations(
     state: Arc<LiveState>,
     clock: SharedClock,
     authenticator: Arc<Authenticator>,
-    channel: Channel,
-    auth: ServiceAuth,
+    identity: IdentityInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
     ready: ReadinessHook,
+    watch: Watch,
     shutdown: Shutdown,
 ) {
     let mut attempt = 0;
     loop {
         let from = state.revocations_position.load(Ordering::Acquire);
-        let mut client =
-            IdentityInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
+        watch.resumed_from(from);
+        let mut client = identity.clone();
         let request = WatchRevocationsRequest {
             from_position: from,
             watcher: "gateway".to_owned(),
@@ -100,15 +102,20 @@ pub async fn follow_revocations(
                         }
                     };
                     attempt = 0;
+                    watch.message();
                     match item {
                         Some(RevocationItem::Event(event)) => {
                             apply_revocation(&state, &authenticator, &event).await;
                             state
                                 .revocations_position
                                 .store(event.position, Ordering::Release);
-                            state.recheck_streams(clock.now().millis());
+                            let now = clock.now().millis();
+                            watch.applied(event.position, millis(event.create_time.as_ref()), now);
+                            state.recheck_streams(now);
                         }
-                        Some(RevocationItem::CaughtUp(_)) => {
+                        Some(RevocationItem::CaughtUp(caught_up)) => {
+                            watch.head(caught_up.head_position);
+                            watch.caught_up(true);
                             state.revocations_ready.store(true, Ordering::Release);
                             ready(state.is_ready());
                             state.recheck_streams(clock.now().millis());
@@ -123,8 +130,12 @@ pub async fn follow_revocations(
                             *state.revocations.write() = Default::default();
                             authenticator.forget_api_tokens();
                             state.revocations_position.store(0, Ordering::Release);
+                            watch.resumed_from(0);
                         }
-                        Some(RevocationItem::Heartbeat(_)) | None => {}
+                        Some(RevocationItem::Heartbeat(heartbeat)) => {
+                            watch.head(heartbeat.head_position);
+                        }
+                        None => {}
                     }
                 }
             }
@@ -134,6 +145,7 @@ pub async fn follow_revocations(
         }
         state.revocations_ready.store(false, Ordering::Release);
         ready(false);
+        watch.reconnect();
         if !backoff(&mut attempt, &shutdown).await {
             return;
         }
@@ -203,16 +215,16 @@ async fn apply_revocation(
 pub async fn follow_policies(
     state: Arc<LiveState>,
     clock: SharedClock,
-    channel: Channel,
-    auth: ServiceAuth,
+    account: AccountInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
     ready: ReadinessHook,
+    watch: Watch,
     shutdown: Shutdown,
 ) {
     let mut attempt = 0;
     loop {
         let from = state.policies_position.load(Ordering::Acquire);
-        let mut client =
-            AccountInternalServiceClient::with_interceptor(channel.clone(), auth.clone());
+        watch.resumed_from(from);
+        let mut client = account.clone();
         // A snapshot being received replaces the live state only once
         // complete, so a half-received snapshot never allows anything.
         let mut staging: Option<Policies> = None;
@@ -242,10 +254,14 @@ pub async fn follow_policies(
                         }
                     };
                     attempt = 0;
+                    watch.message();
                     let position = message.position;
+                    let committed = millis(message.time.as_ref());
                     match message.event {
                         Some(PolicyEvent::Reset(_)) => staging = Some(Policies::default()),
                         Some(PolicyEvent::CaughtUp(_)) => {
+                            watch.head(position);
+                            watch.caught_up(true);
                             if let Some(snapshot) = staging.take() {
                                 *state.policies.write() = snapshot;
                             }
@@ -256,11 +272,18 @@ pub async fn follow_policies(
                             state.recheck_streams(clock.now().millis());
                             continue;
                         }
-                        Some(PolicyEvent::Heartbeat(_)) | None => continue,
-                        Some(event) => match staging.as_mut() {
-                            Some(snapshot) => apply_policy(snapshot, event),
-                            None => apply_policy(&mut state.policies.write(), event),
-                        },
+                        Some(PolicyEvent::Heartbeat(_)) => {
+                            watch.head(position);
+                            continue;
+                        }
+                        None => continue,
+                        Some(event) => {
+                            match staging.as_mut() {
+                                Some(snapshot) => apply_policy(snapshot, event),
+                                None => apply_policy(&mut state.policies.write(), event),
+                            }
+                            watch.applied(position, committed, clock.now().millis());
+                        }
                     }
                     if staging.is_none() {
                         state.policies_position.store(position, Ordering::Release);
@@ -276,6 +299,7 @@ pub async fn follow_policies(
         }
         state.policies_ready.store(false, Ordering::Release);
         ready(false);
+        watch.reconnect();
         if !backoff(&mut attempt, &shutdown).await {
             return;
         }

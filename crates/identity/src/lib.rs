@@ -20,6 +20,7 @@ mod api;
 mod core;
 mod domain;
 pub mod mail;
+mod metrics;
 pub mod migration;
 mod store;
 
@@ -105,16 +106,17 @@ impl IdentityService {
         mailer: Arc<dyn Mailer>,
         accounts: Arc<dyn Accounts>,
     ) -> Result<Self, ConfigError> {
-        let url = context.config.database_url(Self::NAME);
-        let db: DatabaseConnection =
-            tenancy_runtime::db::open::<migration::Migrator>(&url, "identity.database_url").await?;
+        let db: DatabaseConnection = context
+            .open_database::<migration::Migrator>(Self::NAME)
+            .await?;
         let auth = context.config.auth.clone();
         let hasher = Hasher::new(HashParams {
             memory_kib: auth.argon2_memory_kib,
             iterations: auth.argon2_iterations,
             parallelism: auth.argon2_parallelism,
         })
-        .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?;
+        .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?
+        .measured(&context.metrics);
         let secrets = SecretBox::new(totp_key(&context)?);
         let core = core::Core {
             db,
@@ -126,6 +128,7 @@ impl IdentityService {
             mailer,
             accounts,
             signal: Arc::new(tokio::sync::Notify::new()),
+            outcomes: metrics::Outcomes::new(&context.metrics),
         };
         core.ensure_signing_key()
             .await

@@ -25,6 +25,7 @@ const ENV_KEYS: &[&str] = &[
     "smtp_url",
     "max_message_bytes",
     "request_timeout",
+    "metrics_listen",
     "tls",
     "auth",
     "mail",
@@ -68,6 +69,9 @@ pub struct Config {
     /// Longest a unary call may take before DEADLINE_EXCEEDED.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Where to serve Prometheus metrics (`/metrics`, plain HTTP); unset:
+    /// none are served, and calls are not timed.
+    pub metrics_listen: Option<SocketAddr>,
     /// Mutual TLS between the parts.
     pub tls: TlsConfig,
     /// Logins, sessions, tokens and passwords (identity and gateway).
@@ -321,6 +325,7 @@ impl Default for Config {
             smtp_url: None,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            metrics_listen: None,
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             mail: MailConfig::default(),

@@ -13,6 +13,8 @@
 //!   the descriptor set.
 //! - [`error`]: the one mapping from domain errors to `tonic::Status` with
 //!   rich error details.
+//! - [`metrics`]: Prometheus metrics, the standard gRPC ones from a tower
+//!   layer on every server and every [`Channel`], served on `metrics_listen`.
 //! - [`ids`]: UUIDv7 ids, page sizes and opaque keyset page tokens.
 //! - [`secret`]: random tokens, SHA-256 storage hashes, constant-time
 //!   comparison.
@@ -26,6 +28,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod principal;
 pub mod rules;
 pub mod secret;
@@ -37,5 +40,6 @@ pub mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, FieldViolation, Reason};
+pub use metrics::Metrics;
 pub use principal::{Principal, PrincipalKey};
 pub use service::{Channel, Context, TenancyService, TlsParts};

@@ -3,13 +3,15 @@
 //! Layers, outermost first, and why they sit there:
 //! 1. tonic's request timeout, so no handler outlives `request_timeout`
 //!    (streams are bounded by their own deadline, not this one);
-//! 2. [`PrincipalLayer`], which decides who may call before any handler or
+//! 2. the gRPC metrics ([`GrpcServerLayer`](crate::metrics::GrpcServerLayer)),
+//!    so every call counts, refusals before any handler included;
+//! 3. [`PrincipalLayer`], which decides who may call before any handler or
 //!    database is touched: INTERNAL methods only the callers their rule
 //!    names (as their mutual-TLS certificates name them), every other
 //!    method only the gateway, with a valid principal signed for this method
 //!    and never used before; it hands handlers the verified [`Principal`]
 //!    in the request extensions;
-//! 3. the routes: the service's own, health, and reflection (v1 and v1alpha,
+//! 4. the routes: the service's own, health, and reflection (v1 and v1alpha,
 //!    so grpcurl 1.8 works).
 
 use std::collections::HashMap;
@@ -52,6 +54,8 @@ pub struct ServerOptions {
     /// Where to serve gRPC health alone, in plaintext, for probes that
     /// cannot do mutual TLS (Kubernetes).
     pub health_listen: Option<std::net::SocketAddr>,
+    /// Where the server's gRPC metrics go.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Serves `routes` (whose gRPC service names are `service_names`) with
@@ -78,6 +82,11 @@ pub async fn serve(
     }
     let server = tonic::transport::Server::builder()
         .timeout(options.request_timeout)
+        .layer(crate::metrics::GrpcServerLayer::new(
+            &options.metrics,
+            crate::tls::caller_name(options.tls.caller()),
+            Some(options.request_timeout),
+        ))
         .layer(PrincipalLayer::new(&options))
         .add_routes(routes)
         .add_service(health_service)

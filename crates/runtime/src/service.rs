@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError, ServiceName, TlsConfig};
 use crate::error::Error;
+use crate::metrics::{Metrics, ObservedBody};
 use crate::principal::{PrincipalKey, ServiceAuth};
 use crate::rules::MethodRules;
 use crate::server::ServerOptions;
@@ -35,6 +36,8 @@ pub struct Context {
     pub tls: Arc<TlsParts>,
     /// The part this context runs: its certificate is presented.
     pub part: Caller,
+    /// The process's metrics (one registry for every part in it).
+    pub metrics: Metrics,
 }
 
 /// Each part's mutual-TLS material, loaded from `tls.*` on first use and
@@ -95,6 +98,7 @@ impl Context {
             clock: self.clock.clone(),
             tls: self.part_tls().map_err(Error::internal)?,
             health_listen,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -108,6 +112,21 @@ impl Context {
     /// it is down, and succeed again once it is back.
     pub fn channel_to(&self, name: ServiceName) -> Result<Channel, ConfigError> {
         channel_to(&self.config, &self.tls, self.part, name)
+            .map(|c| c.measured(&self.metrics, caller_name(self.part)))
+    }
+
+    /// Connects to this service's database (`<service>.database_url`),
+    /// migrates it with `M`, and measures it (see
+    /// [`Metrics::watch_database`]).
+    pub async fn open_database<M: sea_orm_migration::MigratorTrait>(
+        &self,
+        name: ServiceName,
+    ) -> Result<sea_orm::DatabaseConnection, ConfigError> {
+        let url = self.config.database_url(name);
+        let setting = format!("{}.database_url", name.as_str());
+        let mut db = crate::db::open::<M>(&url, &setting).await?;
+        self.metrics.watch_database(name.as_str(), &mut db);
+        Ok(db)
     }
 }
 
@@ -182,12 +201,15 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A channel to one service, round-robin over its replicas (one HTTP/2
 /// connection each, over mutual TLS). What generated clients are built on.
+/// Records the client-side gRPC metrics of its calls when
+/// [`measured`](Self::measured).
 #[derive(Clone)]
 pub struct Channel {
     replicas: Arc<[tonic::transport::Channel]>,
     next: Arc<AtomicUsize>,
     /// The replica made ready for the next call.
     ready: Option<tonic::transport::Channel>,
+    calls: Option<Arc<crate::metrics::Calls>>,
 }
 
 impl Channel {
@@ -197,7 +219,15 @@ impl Channel {
             replicas: replicas.into(),
             next: Arc::new(AtomicUsize::new(0)),
             ready: None,
+            calls: None,
         }
+    }
+
+    /// The same channel, recording `grpc_client_*` of the calls `part`
+    /// makes into `metrics` (when it records calls).
+    pub fn measured(mut self, metrics: &Metrics, part: &'static str) -> Self {
+        self.calls = metrics.grpc().map(|grpc| grpc.client(part));
+        self
     }
 }
 
@@ -219,7 +249,11 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        match self.ready.take() {
+        let call = self
+            .calls
+            .as_ref()
+            .map(|calls| calls.method(request.uri().path()).start());
+        let response: Self::Future = match self.ready.take() {
             Some(mut replica) => Box::pin(tower::Service::call(&mut replica, request)),
             None => {
                 let mut first = self.replicas[0].clone();
@@ -229,7 +263,21 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
                     tower::Service::call(&mut first, request).await
                 })
             }
-        }
+        };
+        let Some(call) = call else {
+            return response;
+        };
+        Box::pin(async move {
+            match response.await {
+                Ok(response) => Ok(crate::metrics::observe(call, response)
+                    .map(|body: ObservedBody<_>| tonic::body::Body::new(body))),
+                Err(error) => {
+                    // Not sent, or no answer: what tonic reports as UNAVAILABLE.
+                    call.end(tonic::Code::Unavailable);
+                    Err(error)
+                }
+            }
+        })
     }
 }
 

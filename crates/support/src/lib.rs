@@ -44,9 +44,9 @@ impl TenancyService for SupportService {
     const NAME: ServiceName = ServiceName::Support;
 
     async fn open(context: Context) -> Result<Self, ConfigError> {
-        let url = context.config.database_url(Self::NAME);
-        let db =
-            tenancy_runtime::db::open::<migration::Migrator>(&url, "support.database_url").await?;
+        let db = context
+            .open_database::<migration::Migrator>(Self::NAME)
+            .await?;
         Ok(Self { context, db })
     }
 

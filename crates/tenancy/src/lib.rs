@@ -15,7 +15,8 @@ use tenancy_runtime::rules::MethodRules;
 use tenancy_runtime::shutdown::{self, Shutdown, ShutdownTrigger};
 use tenancy_runtime::tls::{Caller, dev::DevPki};
 use tenancy_runtime::{
-    Context, Error, PrincipalKey, SystemClock, TenancyService, TlsParts, clock::SharedClock,
+    Context, Error, Metrics, PrincipalKey, SystemClock, TenancyService, TlsParts,
+    clock::SharedClock,
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -62,6 +63,8 @@ pub struct Running {
     pub gateway_tls: bool,
     /// Where each running service listens.
     pub services: Vec<(ServiceName, SocketAddr)>,
+    /// Where Prometheus metrics are served (`/metrics`), when they are.
+    pub metrics: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     tasks: JoinSet<(&'static str, Result<(), Error>)>,
 }
@@ -83,6 +86,7 @@ impl Running {
             gateway: None,
             gateway_tls: false,
             services,
+            metrics: None,
             trigger,
             tasks: JoinSet::new(),
         }
@@ -282,8 +286,18 @@ pub async fn start(
     } else {
         None
     };
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(bind(address, "metrics_listen").await?),
+        None => None,
+    };
 
     let tls = Arc::new(TlsParts::new(&config.tls));
+    // One registry for every part of the process; calls are timed only
+    // when something serves them.
+    let metrics = match config.metrics_listen {
+        Some(_) => Metrics::new(&rules),
+        None => Metrics::without_calls(),
+    };
     let context = Context {
         config: Arc::new(config),
         key,
@@ -291,6 +305,7 @@ pub async fn start(
         rules: Arc::new(rules),
         tls,
         part: Caller::Unspecified,
+        metrics,
     };
     // Every part's certificate is loaded (and checked to name it) before
     // anything serves, so a bad file fails the start with its setting.
@@ -358,10 +373,26 @@ pub async fn start(
         });
         gateway = Some(address);
     }
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let address = listener
+                .local_addr()
+                .map_err(|e| ConfigError::new("metrics_listen", e))?;
+            tenancy_runtime::metrics::serve(
+                listener,
+                context.metrics.clone(),
+                trigger.subscribe().wait(),
+            );
+            tracing::info!(%address, "metrics at /metrics");
+            Some(address)
+        }
+        None => None,
+    };
     Ok(Running {
         gateway,
         gateway_tls: context.config.gateway.tls_cert_file.is_some(),
         services,
+        metrics,
         trigger,
         tasks,
     })
@@ -401,6 +432,7 @@ pub async fn migrate(config: &Config, part: Part) -> Result<(), ConfigError> {
         rules: Arc::new(MethodRules::default()),
         tls: Arc::new(TlsParts::new(&config.tls)),
         part: Caller::Unspecified,
+        metrics: tenancy_runtime::Metrics::without_calls(),
     };
     for name in part.services() {
         match name {

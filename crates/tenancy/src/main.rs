@@ -135,6 +135,9 @@ async fn serve(config: Config, part: Part) -> Result<(), String> {
     for (name, address) in &running.services {
         println!("tenancy: {} service listening on {address}", name.as_str());
     }
+    if let Some(address) = running.metrics {
+        println!("tenancy: metrics at http://{address}/metrics");
+    }
     running
         .run_until(shutdown::signal())
         .await

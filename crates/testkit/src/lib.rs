@@ -291,6 +291,7 @@ pub fn test_context(config: Config, clock: SharedClock) -> Context {
         config: Arc::new(config),
         key: test_key(),
         clock,
+        metrics: tenancy_runtime::Metrics::new(&rules()),
         rules: rules(),
         tls,
         part: Part::Unspecified,

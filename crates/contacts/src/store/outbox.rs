@@ -400,3 +400,40 @@ pub async fn prune(
     txn.commit().await?;
     Ok(Pruned { sent, failed, keys })
 }
+
+/// What the outbox holds that is not delivered yet: messages PENDING and
+/// SENDING, and when the oldest of them was queued (Unix ms).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: i64,
+    pub sending: i64,
+    pub oldest_created_at: Option<i64>,
+}
+
+/// The outbox's [`Backlog`] (one query over the `(state, next_attempt_at)`
+/// index).
+pub async fn backlog(db: &DatabaseConnection) -> Result<Backlog, Error> {
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT state, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox_message \
+             WHERE state IN ($1, $2) GROUP BY state",
+            [PENDING.into(), SENDING.into()],
+        ))
+        .await?;
+    let mut backlog = Backlog::default();
+    for row in rows {
+        let state: i32 = row.try_get("", "state")?;
+        let n: i64 = row.try_get("", "n")?;
+        let oldest: Option<i64> = row.try_get("", "oldest")?;
+        match state {
+            PENDING => backlog.pending = n,
+            _ => backlog.sending = n,
+        }
+        backlog.oldest_created_at = match (backlog.oldest_created_at, oldest) {
+            (Some(a), Some(b)) => Some(Ord::min(a, b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(backlog)
+}

@@ -280,6 +280,22 @@ impl Core {
         factor: Option<Factor>,
         client: &Client,
     ) -> Result<pb::SessionCredentials, Error> {
+        let kind = match &factor {
+            Some(Factor::Totp(_)) => "totp",
+            Some(Factor::Recovery(_)) => "recovery_code",
+            None => "none",
+        };
+        let result = self.second_factor(challenge, factor, client).await;
+        self.outcomes.mfa(kind, &result);
+        result
+    }
+
+    async fn second_factor(
+        &self,
+        challenge: &str,
+        factor: Option<Factor>,
+        client: &Client,
+    ) -> Result<pb::SessionCredentials, Error> {
         let Some(factor) = factor else {
             return Err(Error::invalid(
                 Reason::SecondFactorRequired,

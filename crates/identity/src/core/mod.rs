@@ -46,6 +46,8 @@ pub(crate) struct Core {
     pub(crate) accounts: Arc<dyn crate::accounts::Accounts>,
     /// Wakes this replica's revocation watchers.
     pub(crate) signal: Arc<tokio::sync::Notify>,
+    /// Logins and second factors by outcome.
+    pub(crate) outcomes: crate::metrics::Outcomes,
 }
 
 impl Core {

@@ -288,6 +288,25 @@ impl Core {
         account_id: &str,
         client: &Client,
     ) -> Result<pb::login_response::Outcome, Error> {
+        let mut known_user = false;
+        let result = self
+            .password_login(email, password, account_id, client, &mut known_user)
+            .await;
+        self.outcomes.login(&result, known_user);
+        result
+    }
+
+    /// [`Self::login`]; sets `known_user` once it knows whether the email
+    /// is a user's (for the metrics, which tell wrong passwords from
+    /// unknown users; the client never learns which).
+    async fn password_login(
+        &self,
+        email: &str,
+        password: &str,
+        account_id: &str,
+        client: &Client,
+        known_user: &mut bool,
+    ) -> Result<pb::login_response::Outcome, Error> {
         let account = if account_id.trim().is_empty() {
             None
         } else {
@@ -316,6 +335,7 @@ impl Core {
         )
         .await?;
         let user_id: Option<String> = row.as_ref().map(|r| get(r, "id")).transpose()?;
+        *known_user = user_id.is_some();
         if let Some(until) = self.throttled(&keys).await? {
             if let Some(id) = &user_id {
                 self.login_event(

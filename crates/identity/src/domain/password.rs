@@ -2,10 +2,12 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use tenancy_runtime::metrics::{Gauge, Histogram, Metrics, latency_histogram};
 use tenancy_runtime::{Error, Reason};
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
@@ -87,6 +89,36 @@ pub(crate) struct Hasher {
     params: HashParams,
     permits: Arc<Semaphore>,
     dummy: Arc<String>,
+    measured: PoolMetrics,
+}
+
+/// The hashing pool, measured: hashes waiting for a core, how long they
+/// waited, how long one took.
+#[derive(Clone)]
+struct PoolMetrics {
+    queued: Gauge,
+    wait: Histogram,
+    hash: Histogram,
+}
+
+/// Takes one off the queue gauge when dropped.
+struct Dequeue<'a>(&'a Gauge);
+
+impl Drop for Dequeue<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl PoolMetrics {
+    /// Counting, served by no registry (until [`Hasher::measured`]).
+    fn unregistered() -> Self {
+        Self {
+            queued: Gauge::default(),
+            wait: latency_histogram(),
+            hash: latency_histogram(),
+        }
+    }
 }
 
 impl Hasher {
@@ -102,7 +134,32 @@ impl Hasher {
             params,
             permits: Arc::new(Semaphore::new(cores)),
             dummy: Arc::new(dummy),
+            measured: PoolMetrics::unregistered(),
         })
+    }
+
+    /// The same hasher, measured into `metrics`.
+    pub(crate) fn measured(mut self, metrics: &Metrics) -> Self {
+        let slots = metrics.gauge(
+            "tenancy_identity_password_hash_slots",
+            "Password hashes (argon2id) that run at once: the cores this process sees",
+        );
+        slots.set(i64::try_from(self.permits.available_permits()).unwrap_or(i64::MAX));
+        self.measured = PoolMetrics {
+            queued: metrics.gauge(
+                "tenancy_identity_password_hash_queue",
+                "Password hashes (logins, sign-ups, password changes) waiting for a free slot of the hashing pool",
+            ),
+            wait: metrics.seconds_histogram(
+                "tenancy_identity_password_hash_wait_seconds",
+                "Time a password hash waited for a slot of the hashing pool",
+            ),
+            hash: metrics.seconds_histogram(
+                "tenancy_identity_password_hash_seconds",
+                "Time one password hash (argon2id) took, once it had a slot",
+            ),
+        };
+        self
     }
 
     /// Hashes `secret` into a PHC string.
@@ -153,14 +210,24 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| Error::internal(format_args!("hasher closed: {e}")))?;
-        tokio::task::spawn_blocking(move || at_idle_priority(work))
-            .await
-            .map_err(|e| Error::internal(format_args!("hasher task: {e}")))?
+        let queued = Instant::now();
+        self.measured.queued.inc();
+        // Leaves the queue however the wait ends (a caller that gives up
+        // drops this future).
+        let waiting = Dequeue(&self.measured.queued);
+        let permit = self.permits.acquire().await;
+        drop(waiting);
+        let _permit = permit.map_err(|e| Error::internal(format_args!("hasher closed: {e}")))?;
+        self.measured.wait.observe(queued.elapsed().as_secs_f64());
+        let hash = self.measured.hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let result = at_idle_priority(work);
+            hash.observe(started.elapsed().as_secs_f64());
+            result
+        })
+        .await
+        .map_err(|e| Error::internal(format_args!("hasher task: {e}")))?
     }
 }
 
