@@ -626,6 +626,31 @@ impl IdentityInternalService for Api {
         ok(pb::RevokeStaffResponse { user: Some(user) })
     }
 
+    async fn unlock_login(
+        &self,
+        request: Request<pb::UnlockLoginRequest>,
+    ) -> Reply<pb::UnlockLoginResponse> {
+        let (user, cleared) = self.core.unlock_login(&request.get_ref().email).await?;
+        ok(pb::UnlockLoginResponse {
+            user_id: user.id,
+            cleared,
+        })
+    }
+
+    async fn end_user_sessions(
+        &self,
+        request: Request<pb::EndUserSessionsRequest>,
+    ) -> Reply<pb::EndUserSessionsResponse> {
+        let (user, sessions_ended) = self
+            .core
+            .end_user_sessions(request.get_ref().user.as_ref())
+            .await?;
+        ok(pb::EndUserSessionsResponse {
+            user_id: user.id,
+            sessions_ended,
+        })
+    }
+
     async fn record_usage(
         &self,
         request: Request<pb::RecordUsageRequest>,

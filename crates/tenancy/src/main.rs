@@ -66,6 +66,32 @@ enum Admin {
         #[arg(long)]
         revoke_current: bool,
     },
+    /// Clear the login throttle of an email address: the back-off after
+    /// failed passwords (from every client address) and the hourly cap per
+    /// email, so the right password works at once. Limits per client
+    /// address stay. Audited (log event `admin.unlock_login`).
+    ///
+    /// Fails with USER_NOT_FOUND when no user has the email.
+    UnlockLogin {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+    },
+    /// End every session of a user: gateways refuse their access tokens
+    /// within a second and their refresh tokens stop working, so they must
+    /// log in again. API tokens are not touched. Audited (log event
+    /// `admin.end_sessions`).
+    ///
+    /// Fails with USER_NOT_FOUND when no such user exists.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "email"])))]
+    EndSessions {
+        /// The user's id.
+        #[arg(long)]
+        user: Option<String>,
+        /// The user's email address.
+        #[arg(long)]
+        email: Option<String>,
+    },
     /// Print the two metadata entries of a principal signed for one call of
     /// one method (valid 60 s, usable once), to call a service directly,
     /// bypassing the gateway, with grpcurl and the operator's certificate:
@@ -143,7 +169,10 @@ async fn serve(config: Config, part: Part) -> Result<(), String> {
 
 async fn admin(config: Config, command: Admin) -> Result<(), String> {
     use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
-    use tenancy_proto::identity::{GrantStaffRequest, RevokeStaffRequest, RotateSigningKeyRequest};
+    use tenancy_proto::identity::{
+        EndUserSessionsRequest, GrantStaffRequest, RevokeStaffRequest, RotateSigningKeyRequest,
+        UnlockLoginRequest, end_user_sessions_request,
+    };
     use tenancy_runtime::config::ServiceName;
 
     if let Admin::Principal {
@@ -234,6 +263,34 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
             println!(
                 "tenancy: new signing key {kid} (previous {})",
                 response.previous_kid
+            );
+        }
+        Admin::UnlockLogin { email } => {
+            let response = identity
+                .unlock_login(UnlockLoginRequest {
+                    email: email.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "tenancy: logins of {email} (user {}) unlocked ({} throttle counters cleared)",
+                response.user_id, response.cleared
+            );
+        }
+        Admin::EndSessions { user, email } => {
+            let named = match (user, email) {
+                (Some(id), _) => end_user_sessions_request::User::UserId(id),
+                (None, email) => end_user_sessions_request::User::Email(email.unwrap_or_default()),
+            };
+            let response = identity
+                .end_user_sessions(EndUserSessionsRequest { user: Some(named) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "tenancy: {} sessions of user {} ended",
+                response.sessions_ended, response.user_id
             );
         }
         // Handled above, before connecting to identity.
