@@ -47,20 +47,16 @@ impl Core {
 
     /// The user an operator command names, by id or by email: refuses a
     /// malformed one with its field, an unknown one with USER_NOT_FOUND.
-    pub(crate) async fn named_user(
-        &self,
-        user: Option<&pb::end_user_sessions_request::User>,
-    ) -> Result<pb::User, Error> {
-        use pb::end_user_sessions_request::User;
+    pub(crate) async fn named_user(&self, user: Option<UserRef<'_>>) -> Result<pb::User, Error> {
         let found = match user {
-            Some(User::UserId(id)) => {
+            Some(UserRef::Id(id)) => {
                 let id = ids::parse_id("user_id", id).map_err(|e| Error {
                     reason: Reason::UserIdInvalid,
                     ..e
                 })?;
                 self.load_user(&self.db, &id).await?
             }
-            Some(User::Email(email)) => {
+            Some(UserRef::Email(email)) => {
                 self.user_by_email(&self.db, &parse_email("email", email)?)
                     .await?
             }
@@ -73,6 +69,16 @@ impl Core {
             }
         };
         found.ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))
+    }
+
+    /// DescribeUser: the user and their live sessions (no secrets).
+    pub(crate) async fn describe_user(
+        &self,
+        user: Option<UserRef<'_>>,
+    ) -> Result<(pb::User, Vec<pb::Session>), Error> {
+        let user = self.named_user(user).await?;
+        let sessions = self.list_sessions(&user.id, None, None).await?;
+        Ok((user, sessions))
     }
 
     /// UnlockLogin: clears the back-off of every (email, address) pair and
@@ -107,7 +113,7 @@ impl Core {
     /// revocation event each (as RevokeSession), in one transaction.
     pub(crate) async fn end_user_sessions(
         &self,
-        user: Option<&pb::end_user_sessions_request::User>,
+        user: Option<UserRef<'_>>,
     ) -> Result<(pb::User, i64), Error> {
         let user = self.named_user(user).await?;
         let tx = crate::store::begin(&self.db).await?;
@@ -551,6 +557,15 @@ impl Core {
         }
         Ok((out, next))
     }
+}
+
+/// How an operator command names a user.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum UserRef<'a> {
+    /// By id.
+    Id(&'a str),
+    /// By email.
+    Email(&'a str),
 }
 
 /// The filters of ListLoginEvents / ListMemberLoginEvents.

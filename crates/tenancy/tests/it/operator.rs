@@ -58,6 +58,7 @@ impl Suite {
         let pki = test_pki();
         let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
         let identity = self.identity;
+        let account = self.running.service(ServiceName::Account).unwrap();
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_tenancy"))
                 .arg("admin")
@@ -67,6 +68,7 @@ impl Suite {
                 .env("TENANCY_TLS__CERT_FILE", pki.join("{part}.pem"))
                 .env("TENANCY_TLS__KEY_FILE", pki.join("{part}.key"))
                 .env("TENANCY_IDENTITY__URL", format!("https://{identity}"))
+                .env("TENANCY_ACCOUNT__URL", format!("https://{account}"))
                 .env("TENANCY_DATA_DIR", pki.join("no-data-dir"))
                 .output()
                 .unwrap()
@@ -277,5 +279,75 @@ async fn end_sessions_ends_every_session_of_the_user_and_no_one_elses() {
             .status
             .success()
     );
+    suite.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn show_user_lists_memberships_and_sessions_without_secrets() {
+    use tenancy_proto::account::account_service_client::AccountServiceClient;
+    use tenancy_testkit::{Caller, Role, member, new_account};
+    let suite = Suite::start("show-user").await;
+    let user = suite.user("ada@example.com").await;
+    let account = AccountServiceClient::with_interceptor(
+        TestChannel::new(
+            Peer::Account,
+            suite.running.service(ServiceName::Account).unwrap(),
+        ),
+        Caller::new(
+            member(&user, "", Role::Unspecified),
+            Arc::new(ManualClock::starting_now()),
+        ),
+    )
+    .create_account(new_account())
+    .await
+    .unwrap()
+    .into_inner()
+    .account
+    .unwrap();
+    let session = suite.login("ada@example.com", PASSWORD).await.unwrap();
+
+    for args in [
+        ["show-user", "--email", "ada@example.com"],
+        ["show-user", "--user", user.as_str()],
+    ] {
+        let printed = suite.admin_ok(&args).await;
+        assert!(
+            printed.contains(&format!("user {user} <ada@example.com>")),
+            "{printed}"
+        );
+        assert!(printed.contains("memberships: 1"), "{printed}");
+        let line = printed
+            .lines()
+            .find(|l| l.contains(&account.id))
+            .unwrap_or_else(|| panic!("no membership line: {printed}"));
+        assert!(
+            line.contains("ROLE_OWNER") && line.contains("MEMBER_STATUS_ACTIVE"),
+            "{line}"
+        );
+        assert!(printed.contains("sessions: 1"), "{printed}");
+        let line = printed
+            .lines()
+            .find(|l| l.contains(&session.session_id))
+            .unwrap_or_else(|| panic!("no session line: {printed}"));
+        assert!(line.contains("from 127.0.0.1"), "{line}");
+        assert!(!printed.contains(&session.refresh_token), "{printed}");
+        assert!(
+            !printed.contains(&session.access_token.clone().unwrap().token),
+            "{printed}"
+        );
+    }
+    // An ended session is no longer listed.
+    suite.admin_ok(&["end-sessions", "--user", &user]).await;
+    let printed = suite.admin_ok(&["show-user", "--user", &user]).await;
+    assert!(printed.contains("sessions: 0"), "{printed}");
+
+    let stderr = refused(
+        &suite
+            .admin(&["show-user", "--email", "nobody@example.com"])
+            .await,
+    );
+    assert!(stderr.contains("user not found"), "{stderr}");
+    let stderr = refused(&suite.admin(&["show-user", "--user", "not-a-uuid"]).await);
+    assert!(stderr.contains("InvalidArgument"), "{stderr}");
     suite.running.stop().await.unwrap();
 }
