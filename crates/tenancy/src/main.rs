@@ -39,8 +39,8 @@ enum Command {
         #[arg(value_enum, default_value = "all")]
         part: Part,
     },
-    /// Operator commands, sent to the identity service (`identity.url`;
-    /// show-user also to `account.url`) over mutual TLS with the operator's
+    /// Operator commands, sent to the identity service (`identity.url`)
+    /// or the account service (`account.url`) over mutual TLS with the operator's
     /// certificate (`tls.*`, or the development one `tenancy serve` keeps
     /// in data_dir/tls).
     #[command(subcommand)]
@@ -107,6 +107,18 @@ enum Admin {
         /// The user's email address.
         #[arg(long)]
         email: Option<String>,
+    },
+    /// Send an invitation again (any account's), as its owner's "resend"
+    /// does: a new link (the old one stops working), the expiry starts
+    /// anew. At most one resend per invitation per minute. Audited in the
+    /// account's log (`invitation.resend` by `operator`).
+    ///
+    /// Fails with INVITATION_NOT_FOUND, INVITATION_USED,
+    /// INVITATION_CANCELLED or INVITATION_RESEND_TOO_SOON.
+    ResendInvitation {
+        /// The invitation's id.
+        #[arg(long)]
+        invitation: String,
     },
     /// Print the two metadata entries of a principal signed for one call of
     /// one method (valid 60 s, usable once), to call a service directly,
@@ -253,6 +265,7 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
         tenancy_runtime::principal::ServiceAuth::new(),
     );
     let status = |s: tonic::Status| format!("identity: {} ({:?})", s.message(), s.code());
+    let account_status = |s: tonic::Status| format!("account: {} ({:?})", s.message(), s.code());
     match command {
         Admin::GrantStaff { email } => {
             identity
@@ -333,10 +346,34 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
                     user_id: user.id.clone(),
                 })
                 .await
-                .map_err(|s| format!("account: {} ({:?})", s.message(), s.code()))?
+                .map_err(account_status)?
                 .into_inner()
                 .memberships;
             print!("{}", show_user(&user, &memberships, &described.sessions));
+        }
+        Admin::ResendInvitation { invitation } => {
+            use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
+            let mut account = AccountInternalServiceClient::with_interceptor(
+                dial(ServiceName::Account)?,
+                tenancy_runtime::principal::ServiceAuth::new(),
+            );
+            let sent = account
+                .resend_invitation_as_operator(
+                    tenancy_proto::account::ResendInvitationAsOperatorRequest {
+                        invitation_id: invitation,
+                    },
+                )
+                .await
+                .map_err(account_status)?
+                .into_inner()
+                .invitation
+                .unwrap_or_default();
+            println!(
+                "tenancy: invitation {} sent again to {} (expires {})",
+                sent.id,
+                sent.email,
+                sent.expire_time.map(|t| t.to_string()).unwrap_or_default()
+            );
         }
         // Handled above, before connecting to identity.
         Admin::Principal { .. } => {}

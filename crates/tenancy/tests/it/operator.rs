@@ -25,6 +25,7 @@ const PASSWORD: &str = "correct horse battery staple";
 /// A whole suite on loopback, as `tenancy serve` runs it.
 struct Suite {
     running: Running,
+    clock: ManualClock,
     gateway: Channel,
     identity: std::net::SocketAddr,
     _db: TestDatabase,
@@ -32,9 +33,16 @@ struct Suite {
 
 impl Suite {
     async fn start(label: &str) -> Self {
+        Self::start_with(label, None).await
+    }
+
+    /// A suite sending its email to `smtp_url`, when given.
+    async fn start_with(label: &str, smtp_url: Option<String>) -> Self {
         let db = TestDatabase::new(label).await;
         let clock = ManualClock::starting_now();
-        let running = start(test_config(&db), Part::All, Arc::new(clock))
+        let mut config = test_config(&db);
+        config.smtp_url = smtp_url;
+        let running = start(config, Part::All, Arc::new(clock.clone()))
             .await
             .unwrap();
         let gateway = Channel::from_shared(format!("http://{}", running.gateway.unwrap()))
@@ -45,6 +53,7 @@ impl Suite {
         let identity = running.service(ServiceName::Identity).unwrap();
         Self {
             running,
+            clock,
             gateway,
             identity,
             _db: db,
@@ -349,5 +358,87 @@ async fn show_user_lists_memberships_and_sessions_without_secrets() {
     assert!(stderr.contains("user not found"), "{stderr}");
     let stderr = refused(&suite.admin(&["show-user", "--user", "not-a-uuid"]).await);
     assert!(stderr.contains("InvalidArgument"), "{stderr}");
+    suite.running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn resend_invitation_sends_a_new_link_within_the_owners_limits() {
+    use tenancy_proto::account::InviteMemberRequest;
+    use tenancy_proto::account::account_service_client::AccountServiceClient;
+    use tenancy_testkit::{Caller, Role, SmtpServer, member, new_account};
+    let smtp = SmtpServer::start().await;
+    let suite = Suite::start_with("resend-invitation", Some(smtp.url())).await;
+    let owner = suite.user("ada@example.com").await;
+    let channel = TestChannel::new(
+        Peer::Account,
+        suite.running.service(ServiceName::Account).unwrap(),
+    );
+    let as_user = |account: &str, role| {
+        AccountServiceClient::with_interceptor(
+            channel.clone(),
+            Caller::new(member(&owner, account, role), Arc::new(suite.clock.clone())),
+        )
+    };
+    let account = as_user("", Role::Unspecified)
+        .create_account(new_account())
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    let invitation = as_user(&account.id, Role::Owner)
+        .invite_member(InviteMemberRequest {
+            email: "bob@example.com".to_owned(),
+            role: tenancy_proto::auth::Role::Owner as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation
+        .unwrap();
+    let emails_to_bob = || {
+        smtp.received()
+            .into_iter()
+            .filter(|m| m.rcpt.iter().any(|r| r.contains("bob@example.com")))
+            .count()
+    };
+    let until = |n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while emails_to_bob() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} emails to bob, wanted {n}",
+                emails_to_bob()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    until(1).await;
+
+    // Within a minute of the last send: refused, as the owner would be.
+    let stderr = refused(
+        &suite
+            .admin(&["resend-invitation", "--invitation", &invitation.id])
+            .await,
+    );
+    assert!(stderr.contains("ResourceExhausted"), "{stderr}");
+    suite.clock.advance(Duration::from_secs(61));
+    let printed = suite
+        .admin_ok(&["resend-invitation", "--invitation", &invitation.id])
+        .await;
+    assert!(
+        printed.contains("sent again to bob@example.com"),
+        "{printed}"
+    );
+    until(2).await;
+
+    let unknown = tenancy_runtime::ids::new_id();
+    let stderr = refused(
+        &suite
+            .admin(&["resend-invitation", "--invitation", &unknown])
+            .await,
+    );
+    assert!(stderr.contains("NotFound"), "{stderr}");
     suite.running.stop().await.unwrap();
 }
