@@ -12,7 +12,7 @@ use tenancy_runtime::server::principal;
 use tenancy_runtime::{Error, Principal, Reason};
 use tonic::{Request, Response, Status};
 
-use crate::core::admin::LoginEventFilter;
+use crate::core::admin::{LoginEventFilter, UserRef};
 use crate::core::mfa::Factor;
 use crate::core::{Client, Core};
 use crate::domain::profile::truncate_user_agent;
@@ -624,6 +624,51 @@ impl IdentityInternalService for Api {
     ) -> Reply<pb::RevokeStaffResponse> {
         let user = self.core.set_staff(&request.get_ref().email, false).await?;
         ok(pb::RevokeStaffResponse { user: Some(user) })
+    }
+
+    async fn unlock_login(
+        &self,
+        request: Request<pb::UnlockLoginRequest>,
+    ) -> Reply<pb::UnlockLoginResponse> {
+        let (user, cleared) = self.core.unlock_login(&request.get_ref().email).await?;
+        ok(pb::UnlockLoginResponse {
+            user_id: user.id,
+            cleared,
+        })
+    }
+
+    async fn end_user_sessions(
+        &self,
+        request: Request<pb::EndUserSessionsRequest>,
+    ) -> Reply<pb::EndUserSessionsResponse> {
+        let (user, sessions_ended) = self
+            .core
+            .end_user_sessions(request.get_ref().user.as_ref().map(|u| match u {
+                pb::end_user_sessions_request::User::UserId(id) => UserRef::Id(id),
+                pb::end_user_sessions_request::User::Email(email) => UserRef::Email(email),
+            }))
+            .await?;
+        ok(pb::EndUserSessionsResponse {
+            user_id: user.id,
+            sessions_ended,
+        })
+    }
+
+    async fn describe_user(
+        &self,
+        request: Request<pb::DescribeUserRequest>,
+    ) -> Reply<pb::DescribeUserResponse> {
+        let (user, sessions) = self
+            .core
+            .describe_user(request.get_ref().user.as_ref().map(|u| match u {
+                pb::describe_user_request::User::UserId(id) => UserRef::Id(id),
+                pb::describe_user_request::User::Email(email) => UserRef::Email(email),
+            }))
+            .await?;
+        ok(pb::DescribeUserResponse {
+            user: Some(user),
+            sessions,
+        })
     }
 
     async fn record_usage(

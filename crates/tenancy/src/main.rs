@@ -40,8 +40,9 @@ enum Command {
         part: Part,
     },
     /// Operator commands, sent to the identity service (`identity.url`)
-    /// over mutual TLS with the operator's certificate (`tls.*`, or the
-    /// development one `tenancy serve` keeps in data_dir/tls).
+    /// or the account service (`account.url`) over mutual TLS with the operator's
+    /// certificate (`tls.*`, or the development one `tenancy serve` keeps
+    /// in data_dir/tls).
     #[command(subcommand)]
     Admin(Admin),
 }
@@ -65,6 +66,59 @@ enum Admin {
         /// token it signed stops working.
         #[arg(long)]
         revoke_current: bool,
+    },
+    /// Clear the login throttle of an email address: the back-off after
+    /// failed passwords (from every client address) and the hourly cap per
+    /// email, so the right password works at once. Limits per client
+    /// address stay. Audited (log event `admin.unlock_login`).
+    ///
+    /// Fails with USER_NOT_FOUND when no user has the email.
+    UnlockLogin {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+    },
+    /// End every session of a user: gateways refuse their access tokens
+    /// within a second and their refresh tokens stop working, so they must
+    /// log in again. API tokens are not touched. Audited (log event
+    /// `admin.end_sessions`).
+    ///
+    /// Fails with USER_NOT_FOUND when no such user exists.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "email"])))]
+    EndSessions {
+        /// The user's id.
+        #[arg(long)]
+        user: Option<String>,
+        /// The user's email address.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Show a user: their profile, every membership (account, role,
+    /// status, portal access) from the account service, and their live
+    /// sessions (created, last used, client address, user agent), most
+    /// recently used first. Never a secret.
+    ///
+    /// Fails with USER_NOT_FOUND when no such user exists.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["user", "email"])))]
+    ShowUser {
+        /// The user's id.
+        #[arg(long)]
+        user: Option<String>,
+        /// The user's email address.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Send an invitation again (any account's), as its owner's "resend"
+    /// does: a new link (the old one stops working), the expiry starts
+    /// anew. At most one resend per invitation per minute. Audited in the
+    /// account's log (`invitation.resend` by `operator`).
+    ///
+    /// Fails with INVITATION_NOT_FOUND, INVITATION_USED,
+    /// INVITATION_CANCELLED or INVITATION_RESEND_TOO_SOON.
+    ResendInvitation {
+        /// The invitation's id.
+        #[arg(long)]
+        invitation: String,
     },
     /// Print the two metadata entries of a principal signed for one call of
     /// one method (valid 60 s, usable once), to call a service directly,
@@ -146,7 +200,11 @@ async fn serve(config: Config, part: Part) -> Result<(), String> {
 
 async fn admin(config: Config, command: Admin) -> Result<(), String> {
     use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
-    use tenancy_proto::identity::{GrantStaffRequest, RevokeStaffRequest, RotateSigningKeyRequest};
+    use tenancy_proto::identity::{
+        DescribeUserRequest, EndUserSessionsRequest, GrantStaffRequest, RevokeStaffRequest,
+        RotateSigningKeyRequest, UnlockLoginRequest, describe_user_request,
+        end_user_sessions_request,
+    };
     use tenancy_runtime::config::ServiceName;
 
     if let Admin::Principal {
@@ -196,18 +254,21 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
     let tls = Arc::new(tenancy_runtime::TlsParts::new(&config.tls));
     tls.part(tenancy_runtime::tls::Caller::Operator)
         .map_err(|e| e.to_string())?;
-    let channel = tenancy_runtime::service::channel_to(
-        &config,
-        &tls,
-        tenancy_runtime::tls::Caller::Operator,
-        ServiceName::Identity,
-    )
-    .map_err(|e| e.to_string())?;
+    let dial = |service| {
+        tenancy_runtime::service::channel_to(
+            &config,
+            &tls,
+            tenancy_runtime::tls::Caller::Operator,
+            service,
+        )
+        .map_err(|e| e.to_string())
+    };
     let mut identity = IdentityInternalServiceClient::with_interceptor(
-        channel,
+        dial(ServiceName::Identity)?,
         tenancy_runtime::principal::ServiceAuth::new(),
     );
     let status = |s: tonic::Status| format!("identity: {} ({:?})", s.message(), s.code());
+    let account_status = |s: tonic::Status| format!("account: {} ({:?})", s.message(), s.code());
     match command {
         Admin::GrantStaff { email } => {
             identity
@@ -239,10 +300,153 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
                 response.previous_kid
             );
         }
+        Admin::UnlockLogin { email } => {
+            let response = identity
+                .unlock_login(UnlockLoginRequest {
+                    email: email.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "tenancy: logins of {email} (user {}) unlocked ({} throttle counters cleared)",
+                response.user_id, response.cleared
+            );
+        }
+        Admin::EndSessions { user, email } => {
+            let named = match (user, email) {
+                (Some(id), _) => end_user_sessions_request::User::UserId(id),
+                (None, email) => end_user_sessions_request::User::Email(email.unwrap_or_default()),
+            };
+            let response = identity
+                .end_user_sessions(EndUserSessionsRequest { user: Some(named) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "tenancy: {} sessions of user {} ended",
+                response.sessions_ended, response.user_id
+            );
+        }
+        Admin::ShowUser { user, email } => {
+            use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
+            let named = match (user, email) {
+                (Some(id), _) => describe_user_request::User::UserId(id),
+                (None, email) => describe_user_request::User::Email(email.unwrap_or_default()),
+            };
+            let described = identity
+                .describe_user(DescribeUserRequest { user: Some(named) })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let user = described.user.unwrap_or_default();
+            let mut account = AccountInternalServiceClient::with_interceptor(
+                dial(ServiceName::Account)?,
+                tenancy_runtime::principal::ServiceAuth::new(),
+            );
+            let memberships = account
+                .list_user_memberships(tenancy_proto::account::ListUserMembershipsRequest {
+                    user_id: user.id.clone(),
+                })
+                .await
+                .map_err(account_status)?
+                .into_inner()
+                .memberships;
+            print!("{}", show_user(&user, &memberships, &described.sessions));
+        }
+        Admin::ResendInvitation { invitation } => {
+            use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
+            let mut account = AccountInternalServiceClient::with_interceptor(
+                dial(ServiceName::Account)?,
+                tenancy_runtime::principal::ServiceAuth::new(),
+            );
+            let sent = account
+                .resend_invitation_as_operator(
+                    tenancy_proto::account::ResendInvitationAsOperatorRequest {
+                        invitation_id: invitation,
+                    },
+                )
+                .await
+                .map_err(account_status)?
+                .into_inner()
+                .invitation
+                .unwrap_or_default();
+            println!(
+                "tenancy: invitation {} sent again to {} (expires {})",
+                sent.id,
+                sent.email,
+                sent.expire_time.map(|t| t.to_string()).unwrap_or_default()
+            );
+        }
         // Handled above, before connecting to identity.
         Admin::Principal { .. } => {}
     }
     Ok(())
+}
+
+/// What `tenancy admin show-user` prints: the user, their memberships and
+/// their sessions, one per line.
+fn show_user(
+    user: &tenancy_proto::identity::User,
+    memberships: &[tenancy_proto::account::AccountMembership],
+    sessions: &[tenancy_proto::identity::Session],
+) -> String {
+    use std::fmt::Write as _;
+    use tenancy_proto::account::MemberStatus;
+    use tenancy_proto::auth::Role;
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let time = |t: &Option<_>| {
+        t.as_ref().map_or_else(
+            || "-".to_owned(),
+            |t: &prost_types::Timestamp| t.to_string(),
+        )
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "user {} <{}> {:?}\n  email verified: {}, password: {}, 2FA: {}, staff: {}, last login: {}",
+        user.id,
+        user.email,
+        user.name,
+        yes(user.email_verified),
+        yes(user.password_set),
+        yes(user.totp_enabled),
+        yes(user.staff),
+        time(&user.last_login_time),
+    );
+    let _ = writeln!(out, "memberships: {}", memberships.len());
+    for m in memberships {
+        let account = m.account.clone().unwrap_or_default();
+        let role = Role::try_from(m.role).map_or("?", |r| r.as_str_name());
+        let status = MemberStatus::try_from(m.status).map_or("?", |s| s.as_str_name());
+        let _ = writeln!(
+            out,
+            "  account {} {:?}: {role}, {status}, portal access: {}, joined {}",
+            account.id,
+            account.name,
+            yes(m.portal_access),
+            time(&m.join_time),
+        );
+    }
+    let _ = writeln!(out, "sessions: {}", sessions.len());
+    for s in sessions {
+        let _ = writeln!(
+            out,
+            "  session {}: created {} from {}, last used {} from {}, account {}, {:?}",
+            s.id,
+            time(&s.create_time),
+            s.create_ip_address,
+            time(&s.last_seen_time),
+            s.last_ip_address,
+            if s.account_id.is_empty() {
+                "-"
+            } else {
+                &s.account_id
+            },
+            s.user_agent,
+        );
+    }
+    out
 }
 
 /// One line on stderr, no backtrace: what a person fixing a setting needs.

@@ -355,6 +355,33 @@ impl Api {
         })
     }
 
+    /// ListUserMemberships (operator): every membership of a user, any
+    /// status, by account name, at most [`MAX_USER_MEMBERSHIPS`].
+    pub(super) async fn do_list_user_memberships(
+        &self,
+        req: pb::ListUserMembershipsRequest,
+    ) -> Result<pb::ListUserMembershipsResponse, Error> {
+        let user_id =
+            tenancy_runtime::ids::parse_id("user_id", &req.user_id).map_err(|e| Error {
+                reason: Reason::UserIdInvalid,
+                ..e
+            })?;
+        let rows = store::all(
+            &self.db,
+            &format!("{MEMBERSHIPS_OF_USER} ORDER BY a.name, a.id LIMIT {MAX_USER_MEMBERSHIPS}"),
+            vec![s(user_id.as_str())],
+        )
+        .await?;
+        let users = self.users_or_empty(std::slice::from_ref(&user_id)).await;
+        let has_mfa = users.get(&user_id).is_some_and(|u| u.totp_enabled);
+        Ok(pb::ListUserMembershipsResponse {
+            memberships: rows
+                .iter()
+                .map(|row| account_membership(row, has_mfa))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
     pub(super) async fn do_list_my_accounts(
         &self,
         request: tonic::Request<pb::ListMyAccountsRequest>,
@@ -367,7 +394,7 @@ impl Api {
         let cursor =
             decode_page_token_for::<MyAccountsToken>(&req.page_token, |t| t.f == f)?.map(|t| t.c);
         let mut values = vec![s(user_id.as_str()), n(status::ACTIVE), n(status::SUSPENDED)];
-        let mut sql = "SELECT a.id, a.account_type, a.name, a.enforce_mfa, m.role, m.status, m.portal_access, m.join_time, m.mfa_deadline FROM account_members m JOIN account_accounts a ON a.id = m.account_id WHERE m.user_id = $1 AND m.status IN ($2, $3)".to_string();
+        let mut sql = format!("{MEMBERSHIPS_OF_USER} AND m.status IN ($2, $3)");
         if let Some(c) = &cursor {
             sql.push_str(" AND (a.name > $4 OR (a.name = $4 AND a.id > $5))");
             values.push(s(c.name.as_str()));
@@ -384,28 +411,14 @@ impl Api {
             .iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
         {
-            let id: String = store::get(row, "id")?;
-            let name: String = store::get(row, "name")?;
-            let enforce: bool = store::get(row, "enforce_mfa")?;
-            let deadline: Option<i64> = store::get(row, "mfa_deadline")?;
-            memberships.push(pb::AccountMembership {
-                account: Some(pb::AccountSummary {
-                    id: id.clone(),
-                    r#type: store::get(row, "account_type")?,
-                    name: name.clone(),
-                }),
-                role: store::get(row, "role")?,
-                status: store::get(row, "status")?,
-                portal_access: store::get(row, "portal_access")?,
-                join_time: Some(ts(store::get(row, "join_time")?)),
-                enforce_mfa: enforce,
-                mfa_deadline: if enforce && !has_mfa {
-                    deadline.map(ts)
-                } else {
-                    None
-                },
-            });
-            last = Some(MyAccountsCursor { name, id });
+            let membership = account_membership(row, has_mfa)?;
+            if let Some(account) = &membership.account {
+                last = Some(MyAccountsCursor {
+                    name: account.name.clone(),
+                    id: account.id.clone(),
+                });
+            }
+            memberships.push(membership);
         }
         let next_page_token = match (more, last) {
             (true, Some(c)) => encode_page_token(&MyAccountsToken { f, c }),
@@ -481,4 +494,38 @@ impl Api {
             account: Some(account_pb(&row)),
         })
     }
+}
+
+/// Most memberships ListUserMemberships returns.
+const MAX_USER_MEMBERSHIPS: u64 = 1000;
+
+/// The memberships of user `$1` with their accounts (callers add status
+/// filters, order and limit).
+const MEMBERSHIPS_OF_USER: &str = "SELECT a.id, a.account_type, a.name, a.enforce_mfa, m.role, m.status, m.portal_access, m.join_time, m.mfa_deadline FROM account_members m JOIN account_accounts a ON a.id = m.account_id WHERE m.user_id = $1";
+
+/// One row of [`MEMBERSHIPS_OF_USER`]; the 2FA deadline only while it
+/// applies (enforced, and the user has no 2FA).
+fn account_membership(
+    row: &sea_orm::QueryResult,
+    has_mfa: bool,
+) -> Result<pb::AccountMembership, Error> {
+    let enforce: bool = store::get(row, "enforce_mfa")?;
+    let deadline: Option<i64> = store::get(row, "mfa_deadline")?;
+    Ok(pb::AccountMembership {
+        account: Some(pb::AccountSummary {
+            id: store::get(row, "id")?,
+            r#type: store::get(row, "account_type")?,
+            name: store::get(row, "name")?,
+        }),
+        role: store::get(row, "role")?,
+        status: store::get(row, "status")?,
+        portal_access: store::get(row, "portal_access")?,
+        join_time: Some(ts(store::get(row, "join_time")?)),
+        enforce_mfa: enforce,
+        mfa_deadline: if enforce && !has_mfa {
+            deadline.map(ts)
+        } else {
+            None
+        },
+    })
 }

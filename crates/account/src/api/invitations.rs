@@ -433,9 +433,41 @@ impl Api {
         request: tonic::Request<pb::ResendInvitationRequest>,
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let caller = self.caller(&request, role::OWNER).await?;
-        let mut inv = self
+        let inv = self
             .load_invitation(&caller.account_id, &request.get_ref().invitation_id)
             .await?;
+        self.resend(inv, &caller.principal, &caller.user_id).await
+    }
+
+    /// ResendInvitationAsOperator: the same as the owner's ResendInvitation
+    /// (limits, audit), for any account's invitation; the email names the
+    /// member who invited.
+    pub(super) async fn do_operator_resend_invitation(
+        &self,
+        request: tonic::Request<pb::ResendInvitationAsOperatorRequest>,
+    ) -> Result<pb::ResendInvitationResponse, Error> {
+        let principal = tenancy_runtime::server::principal(&request)?.clone();
+        let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
+        let row = store::one(
+            &self.db,
+            &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1"),
+            vec![s(id)],
+        )
+        .await?
+        .ok_or_else(not_found)?;
+        let inv = InvitationRow::read(&row)?;
+        let inviter = inv.invited_by.clone();
+        self.resend(inv, &principal, &inviter).await
+    }
+
+    /// Sends `inv` again with a new link, at most once a minute, audited as
+    /// `principal`'s; the email names `inviter`.
+    async fn resend(
+        &self,
+        mut inv: InvitationRow,
+        principal: &tenancy_runtime::Principal,
+        inviter: &str,
+    ) -> Result<pb::ResendInvitationResponse, Error> {
         let now = self.now();
         match inv.state {
             st::ACCEPTED => return Err(used()),
@@ -458,7 +490,7 @@ impl Api {
         inv.send_count += 1;
         inv.close_time = None;
         let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
+        store::lock_account(&txn, &inv.account_id).await?;
         let updated = txn
             .execute_raw(store::stmt(
                 sea_orm::ConnectionTrait::get_database_backend(&txn),
@@ -473,8 +505,8 @@ impl Api {
             Err(e) => return Err(e.into()),
         }
         self.audit(
-            &caller.principal,
-            &caller.account_id,
+            principal,
+            &inv.account_id,
             "invitation.resend",
             ("invitation", &inv.id),
             Some(serde_json::json!({"state": before_state})),
@@ -483,7 +515,7 @@ impl Api {
         .insert(&txn)
         .await?;
         txn.commit().await?;
-        self.send_invitation(&inv, &token, &caller.user_id).await?;
+        self.send_invitation(&inv, &token, inviter).await?;
         Ok(pb::ResendInvitationResponse {
             invitation: Some(invitation_pb(&inv, now)),
         })

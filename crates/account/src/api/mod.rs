@@ -683,6 +683,19 @@ impl pb::account_internal_service_server::AccountInternalService for Api {
     ) -> R<pb::GetPrincipalStateResponse> {
         ok(self.do_get_principal_state(r.into_inner()).await?)
     }
+    async fn resend_invitation_as_operator(
+        &self,
+        r: tonic::Request<pb::ResendInvitationAsOperatorRequest>,
+    ) -> R<pb::ResendInvitationAsOperatorResponse> {
+        let invitation = self.do_operator_resend_invitation(r).await?.invitation;
+        ok(pb::ResendInvitationAsOperatorResponse { invitation })
+    }
+    async fn list_user_memberships(
+        &self,
+        r: tonic::Request<pb::ListUserMembershipsRequest>,
+    ) -> R<pb::ListUserMembershipsResponse> {
+        ok(self.do_list_user_memberships(r.into_inner()).await?)
+    }
     async fn get_default_account(
         &self,
         r: tonic::Request<pb::GetDefaultAccountRequest>,

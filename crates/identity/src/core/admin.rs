@@ -45,6 +45,107 @@ impl Core {
         self.get_user(&user.id).await
     }
 
+    /// The user an operator command names, by id or by email: refuses a
+    /// malformed one with its field, an unknown one with USER_NOT_FOUND.
+    pub(crate) async fn named_user(&self, user: Option<UserRef<'_>>) -> Result<pb::User, Error> {
+        let found = match user {
+            Some(UserRef::Id(id)) => {
+                let id = ids::parse_id("user_id", id).map_err(|e| Error {
+                    reason: Reason::UserIdInvalid,
+                    ..e
+                })?;
+                self.load_user(&self.db, &id).await?
+            }
+            Some(UserRef::Email(email)) => {
+                self.user_by_email(&self.db, &parse_email("email", email)?)
+                    .await?
+            }
+            None => {
+                return Err(Error::invalid(
+                    Reason::UserIdInvalid,
+                    "user_id",
+                    "name the user by user_id or email",
+                ));
+            }
+        };
+        found.ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))
+    }
+
+    /// DescribeUser: the user and their live sessions (no secrets).
+    pub(crate) async fn describe_user(
+        &self,
+        user: Option<UserRef<'_>>,
+    ) -> Result<(pb::User, Vec<pb::Session>), Error> {
+        let user = self.named_user(user).await?;
+        let sessions = self.list_sessions(&user.id, None, None).await?;
+        Ok((user, sessions))
+    }
+
+    /// UnlockLogin: clears the back-off of every (email, address) pair and
+    /// the per-email cap of password logins (see `login`'s keys). Returns
+    /// the user and how many counters were cleared.
+    pub(crate) async fn unlock_login(&self, email: &str) -> Result<(pb::User, i32), Error> {
+        let email = parse_email("email", email)?;
+        let user = self
+            .user_by_email(&self.db, &email)
+            .await?
+            .ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))?;
+        // `pw:{key}|{ip}` for every address; compared by prefix without
+        // LIKE, whose wildcards an email may contain (`_`).
+        let pairs = format!("pw:{}|", email.key);
+        let cleared = exec(
+            &self.db,
+            "DELETE FROM identity_throttle WHERE key = $1 OR substr(key, 1, length($2)) = $2",
+            vec![format!("pwe:{}", email.key).into(), pairs.into()],
+        )
+        .await?;
+        tracing::info!(
+            event = "admin.unlock_login",
+            caller = "operator",
+            user_id = %user.id,
+            cleared,
+            "an operator unlocked the user's logins"
+        );
+        Ok((user, i32::try_from(cleared).unwrap_or(i32::MAX)))
+    }
+
+    /// EndUserSessions: ends every open session of the user, one
+    /// revocation event each (as RevokeSession), in one transaction.
+    pub(crate) async fn end_user_sessions(
+        &self,
+        user: Option<UserRef<'_>>,
+    ) -> Result<(pb::User, i64), Error> {
+        let user = self.named_user(user).await?;
+        let tx = crate::store::begin(&self.db).await?;
+        let sessions: Vec<String> = all(
+            &tx,
+            "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL",
+            vec![user.id.clone().into()],
+        )
+        .await?
+        .iter()
+        .map(|r| get::<String>(r, "id"))
+        .collect::<Result<_, _>>()?;
+        let ended = self
+            .end_sessions(
+                &tx,
+                &sessions,
+                &user.id,
+                pb::RevocationReason::RevokedByOperator,
+            )
+            .await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        tracing::info!(
+            event = "admin.end_sessions",
+            caller = "operator",
+            user_id = %user.id,
+            ended,
+            "an operator ended the user's sessions"
+        );
+        Ok((user, ended))
+    }
+
     /// RecordUsage: newer times only; unknown ids ignored; one transaction.
     /// A session's activity also moves its idle expiry
     /// (`auth.session_idle_timeout` after the activity, never beyond its
@@ -456,6 +557,15 @@ impl Core {
         }
         Ok((out, next))
     }
+}
+
+/// How an operator command names a user.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum UserRef<'a> {
+    /// By id.
+    Id(&'a str),
+    /// By email.
+    Email(&'a str),
 }
 
 /// The filters of ListLoginEvents / ListMemberLoginEvents.

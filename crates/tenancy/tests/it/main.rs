@@ -6,4 +6,5 @@
 
 mod admin;
 mod migrate;
+mod operator;
 mod readme;
