@@ -20,12 +20,13 @@
 //! RevokeAccountAccess is idempotent and carries the change's time, so a
 //! late or repeated delivery revokes nothing created after it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity::RevocationReason;
 use tenancy_runtime::Error;
+use tenancy_runtime::clock::{Clock, SystemClock};
 
 use crate::peers::Peers;
 use crate::store::{self, get, i, n, s};
@@ -83,10 +84,7 @@ impl RevokeAccess {
 /// Wall-clock Unix milliseconds: leases and retries are operational time,
 /// shared by replicas, not the service's (possibly manual) business clock.
 fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    SystemClock.now().millis()
 }
 
 fn ms(d: Duration) -> i64 {

@@ -15,6 +15,7 @@ mod cache;
 mod e2e;
 mod invitations;
 mod members;
+mod peer_calls;
 mod security;
 mod watch;
 
@@ -250,6 +251,11 @@ impl Env {
     /// `account`, created through identity's public API as they would:
     /// log in, then CreateApiToken in the session. Returns the token's id.
     pub async fn api_token(&self, user: &str, account: &str) -> String {
+        self.api_token_with_secret(user, account).await.0
+    }
+
+    /// A new API token of `user` for `account`: (id, secret).
+    pub async fn api_token_with_secret(&self, user: &str, account: &str) -> (String, String) {
         let email = self
             .identity_internal()
             .await
@@ -263,7 +269,8 @@ impl Env {
             .remove(0)
             .email;
         let session_id = self.session_of(email).await;
-        self.identity_as(Principal {
+        let created = self
+            .identity_as(Principal {
             user_id: Some(user.into()),
             account_id: Some(account.into()),
             role: Role::Manager,
@@ -280,10 +287,8 @@ impl Env {
         })
         .await
         .unwrap()
-        .into_inner()
-        .api_token
-        .unwrap()
-        .id
+        .into_inner();
+        (created.api_token.unwrap().id, created.secret)
     }
 
     /// The (API token, user, account) revocations in identity's revocation
