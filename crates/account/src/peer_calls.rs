@@ -163,8 +163,8 @@ impl PeerCalls {
 
     /// Makes one call.
     async fn call(&self, call: &RevokeAccess) -> Result<(), String> {
-        let reason = RevocationReason::try_from(call.reason)
-            .unwrap_or(RevocationReason::MemberRevoked);
+        let reason =
+            RevocationReason::try_from(call.reason).unwrap_or(RevocationReason::MemberRevoked);
         let result = tokio::time::timeout(
             CALL_TIMEOUT,
             self.peers.revoke_account_access(

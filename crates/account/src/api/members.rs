@@ -280,7 +280,13 @@ impl Api {
         txn.commit().await?;
         self.policy_committed(&row.account_id);
         if let Some((id, call)) = revoke {
-            self.peer_calls.deliver(&id, &call).await;
+            // In a task of its own, so a caller hanging up cannot leave the
+            // call waiting for its lease to run out.
+            let calls = self.peer_calls.clone();
+            let delivery = tokio::spawn(async move { calls.deliver(&id, &call).await });
+            if let Err(error) = delivery.await {
+                tracing::warn!(%error, "peer call delivery task failed; the worker retries");
+            }
         }
         Ok((before, row))
     }

@@ -271,23 +271,23 @@ impl Env {
         let session_id = self.session_of(email).await;
         let created = self
             .identity_as(Principal {
-            user_id: Some(user.into()),
-            account_id: Some(account.into()),
-            role: Role::Manager,
-            session_id: Some(session_id),
-            token_kind: tenancy_testkit::TokenKind::Portal,
-            request_id: "r".into(),
-            ..Principal::default()
-        })
-        .await
-        .create_api_token(ipb::CreateApiTokenRequest {
-            name: "ci".into(),
-            expire_time: None,
-            read_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+                user_id: Some(user.into()),
+                account_id: Some(account.into()),
+                role: Role::Manager,
+                session_id: Some(session_id),
+                token_kind: tenancy_testkit::TokenKind::Portal,
+                request_id: "r".into(),
+                ..Principal::default()
+            })
+            .await
+            .create_api_token(ipb::CreateApiTokenRequest {
+                name: "ci".into(),
+                expire_time: None,
+                read_only: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
         (created.api_token.unwrap().id, created.secret)
     }
 

@@ -102,11 +102,11 @@ async fn a_suspension_made_while_identity_is_down_still_ends_api_tokens_for_good
         pending(&db).await == 0
     })
     .await;
-    assert!(
-        env.api_token_revocations()
-            .await
-            .contains(&(token.clone(), manager.clone(), account.clone()))
-    );
+    assert!(env.api_token_revocations().await.contains(&(
+        token.clone(),
+        manager.clone(),
+        account.clone()
+    )));
 
     // Reactivation restores the membership, not the token.
     reactivate(&env, &owner, &account, &manager).await;
@@ -223,7 +223,10 @@ async fn a_repeated_or_late_delivery_is_harmless() {
 
     // The token made after the reactivation lives; the old one stays
     // revoked; no new event.
-    assert_eq!(introspect(&env, &new_secret).await.unwrap().api_token_id, new);
+    assert_eq!(
+        introspect(&env, &new_secret).await.unwrap().api_token_id,
+        new
+    );
     assert_eq!(
         reason(&introspect(&env, &old_secret).await.unwrap_err()),
         Reason::TokenRevoked
@@ -236,5 +239,46 @@ async fn a_repeated_or_late_delivery_is_harmless() {
             .map(|(t, _, _)| t.clone())
             .collect::<Vec<_>>(),
         vec![old]
+    );
+}
+
+#[tokio::test]
+async fn a_call_another_replica_holds_is_left_alone_until_its_lease_runs_out() {
+    let env = Env::new().await;
+    let db = Database::connect(&env.database_url).await.unwrap();
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let (_, secret) = env.api_token_with_secret(&manager, &account).await;
+    // A call claimed by a replica that died: leased for 3 more seconds.
+    let now = tenancy_runtime::clock::SystemClock.now().millis();
+    let payload = serde_json::json!({
+        "user_id": manager,
+        "account_id": account,
+        "reason": ipb::RevocationReason::MemberRevoked as i32,
+        "change_time": env.clock.now().millis(),
+    })
+    .to_string();
+    let lease = now + 3_000;
+    db.execute_unprepared(&format!(
+        "INSERT INTO account_peer_calls (id, call_kind, payload, create_time, attempts, due_time, lease_until, last_error) \
+         VALUES ('held', 1, '{payload}', {now}, 0, {now}, {lease}, '')"
+    ))
+    .await
+    .unwrap();
+    // The worker polls every 500 ms: while the lease holds, it does not
+    // take the call.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    if tenancy_runtime::clock::SystemClock.now().millis() < lease {
+        assert_eq!(pending(&db).await, 1, "taken while another replica held it");
+        introspect(&env, &secret).await.unwrap();
+    }
+    // Then it does, and delivers.
+    eventually("the expired lease is taken over", || async {
+        pending(&db).await == 0
+    })
+    .await;
+    assert_eq!(
+        reason(&introspect(&env, &secret).await.unwrap_err()),
+        Reason::TokenRevoked
     );
 }
