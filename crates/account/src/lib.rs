@@ -82,7 +82,6 @@ impl TenancyService for AccountService {
         let api = api::Api::new(
             self.db.clone(),
             self.context.clock.clone(),
-            self.peers.clone(),
             peer_calls.clone(),
             self.context.config.clone(),
             notify,

@@ -147,6 +147,11 @@ impl PeerCalls {
         Self { db, peers }
     }
 
+    /// The clients the calls are made with.
+    pub(crate) fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
     /// Delivers the call `id` that this replica just committed (and holds
     /// the lease of). On failure it is left to the worker, which retries
     /// after a backoff; the error is logged, not returned: the change is

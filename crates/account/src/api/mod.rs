@@ -61,7 +61,6 @@ impl Api {
     pub(crate) fn new(
         db: DatabaseConnection,
         clock: SharedClock,
-        peers: Peers,
         peer_calls: PeerCalls,
         config: Arc<Config>,
         policy_changed: Arc<Notify>,
@@ -71,7 +70,7 @@ impl Api {
         Self {
             db,
             clock,
-            peers,
+            peers: peer_calls.peers().clone(),
             peer_calls,
             config,
             policy_changed,
