@@ -10,6 +10,9 @@
 //! - `cache`: the in-memory access cache of CheckAccess, kept correct by
 //!   invalidation after local commits and by following the policy log.
 //! - `peers`: clients of identity and contacts.
+//! - `peer_calls`: the outbox of calls to identity that a rule depends on
+//!   (RevokeAccountAccess), written with the change and delivered until
+//!   acknowledged.
 //! - `reminders`: the background job emailing 2FA deadline reminders and
 //!   pruning the policy log.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
@@ -18,6 +21,7 @@ mod api;
 mod cache;
 pub mod domain;
 pub mod migration;
+mod peer_calls;
 mod peers;
 mod reminders;
 pub mod store;
@@ -74,10 +78,11 @@ impl TenancyService for AccountService {
         let notify = Arc::new(tokio::sync::Notify::new());
         let cache = Arc::new(cache::AccessCache::default());
         let follower = cache.start(self.db.clone()).await?;
+        let peer_calls = peer_calls::PeerCalls::new(self.db.clone(), self.peers.clone());
         let api = api::Api::new(
             self.db.clone(),
             self.context.clock.clone(),
-            self.peers.clone(),
+            peer_calls.clone(),
             self.context.config.clone(),
             notify,
             cache,
@@ -89,6 +94,7 @@ impl TenancyService for AccountService {
             self.peers.clone(),
             self.context.config.clone(),
         ));
+        let deliverer = tokio::spawn(peer_calls::run(peer_calls));
         let routes = tonic::service::Routes::new(
             AccountServiceServer::new(api.clone())
                 .max_decoding_message_size(limit)
@@ -108,6 +114,7 @@ impl TenancyService for AccountService {
         )
         .await;
         job.abort();
+        deliverer.abort();
         follower.abort();
         result
     }

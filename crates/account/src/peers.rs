@@ -145,27 +145,26 @@ impl Peers {
         Ok(())
     }
 
-    /// Revokes the member's API tokens for the account (for good). Best
-    /// effort: failures are logged; gateways refuse the member's calls from
-    /// the policy log either way.
+    /// Revokes the member's API tokens for the account created at or before
+    /// `change_time` (for good). Idempotent on identity's side; made through
+    /// the outbox of `crate::peer_calls`, which retries until acknowledged.
     pub(crate) async fn revoke_account_access(
         &self,
         user_id: &str,
         account_id: &str,
         reason: ipb::RevocationReason,
-    ) {
-        let result = self
-            .identity
+        change_time: i64,
+    ) -> Result<(), tonic::Status> {
+        self.identity
             .clone()
             .revoke_account_access(ipb::RevokeAccountAccessRequest {
                 user_id: user_id.to_owned(),
                 account_id: account_id.to_owned(),
                 reason: reason as i32,
+                change_time: Some(tenancy_runtime::Timestamp(change_time).to_proto()),
             })
-            .await;
-        if let Err(status) = result {
-            tracing::warn!(code = ?status.code(), "RevokeAccountAccess failed; gateways still deny from the policy log");
-        }
+            .await?;
+        Ok(())
     }
 
     /// Queues one email from a template.

@@ -592,7 +592,14 @@ impl IdentityInternalService for Api {
         let r = request.into_inner();
         let (tokens, position) = self
             .core
-            .revoke_account_access(&r.user_id, &r.account_id, r.reason)
+            .revoke_account_access(
+                &r.user_id,
+                &r.account_id,
+                r.reason,
+                r.change_time
+                    .as_ref()
+                    .map(|t| tenancy_runtime::Timestamp::from_proto(t).millis()),
+            )
             .await?;
         ok(pb::RevokeAccountAccessResponse {
             revoked_api_token_count: tokens,

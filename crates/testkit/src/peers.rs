@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::{Running, TestChannel, TestDatabase, loopback, start_on, test_config, test_context};
 use tenancy_runtime::ManualClock;
@@ -29,6 +30,8 @@ pub struct Peers {
     running: Vec<(ServiceName, Running)>,
     /// Each peer's database, so tests can write behind a peer's back.
     databases: Vec<(ServiceName, TestDatabase)>,
+    /// The clock every peer runs on.
+    clock: ManualClock,
 }
 
 impl Peers {
@@ -70,28 +73,13 @@ impl Peers {
         configure(&mut config);
         let mut running = Vec::new();
         for (name, listener) in listeners {
-            let context = test_context(config.clone(), Arc::new(clock.clone()));
-            let started = match name {
-                ServiceName::Contacts => {
-                    start_on::<tenancy_contacts::ContactsService>(listener, context, clock.clone())
-                        .await
-                }
-                ServiceName::Identity => {
-                    start_on::<tenancy_identity::IdentityService>(listener, context, clock.clone())
-                        .await
-                }
-                ServiceName::Account => {
-                    start_on::<tenancy_account::AccountService>(listener, context, clock.clone())
-                        .await
-                }
-                ServiceName::Support => panic!("support is no peer"),
-            };
-            running.push((name, started));
+            running.push((name, start_peer(name, listener, &config, &clock).await));
         }
         let peers = Self {
             config,
             running,
             databases,
+            clock,
         };
         (peers, own)
     }
@@ -114,12 +102,74 @@ impl Peers {
         self.running(name).channel().await
     }
 
+    /// Stops peer `name`, as if its only replica died: its server ends and
+    /// calls to its address are refused until [`Peers::restart`].
+    pub async fn stop(&mut self, name: ServiceName) {
+        self.running.retain(|(n, _)| *n != name);
+        // Wait until the port refuses connections, so the next call fails.
+        let address = self.config.service(name).url.clone().unwrap_or_default();
+        let address = address.trim_start_matches("https://").to_owned();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(&address).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not stop",
+                name.as_str()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts peer `name` again after [`Peers::stop`]: a new server on the
+    /// same address, database and clock, as a restarted replica.
+    pub async fn restart(&mut self, name: ServiceName) {
+        let url = self.config.service(name).url.clone().unwrap_or_default();
+        let address = url.trim_start_matches("https://").to_owned();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(&address).await {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "cannot listen on {address} again: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let started = start_peer(name, listener, &self.config, &self.clock).await;
+        self.running.push((name, started));
+    }
+
     /// The database of peer `name`.
     pub fn database(&self, name: ServiceName) -> &TestDatabase {
         self.databases
             .iter()
             .find_map(|(n, db)| (*n == name).then_some(db))
             .unwrap_or_else(|| panic!("{} is the service under test", name.as_str()))
+    }
+}
+
+/// Starts peer `name` on `listener`.
+async fn start_peer(
+    name: ServiceName,
+    listener: TcpListener,
+    config: &Config,
+    clock: &ManualClock,
+) -> Running {
+    let context = test_context(config.clone(), Arc::new(clock.clone()));
+    match name {
+        ServiceName::Contacts => {
+            start_on::<tenancy_contacts::ContactsService>(listener, context, clock.clone()).await
+        }
+        ServiceName::Identity => {
+            start_on::<tenancy_identity::IdentityService>(listener, context, clock.clone()).await
+        }
+        ServiceName::Account => {
+            start_on::<tenancy_account::AccountService>(listener, context, clock.clone()).await
+        }
+        ServiceName::Support => panic!("support is no peer"),
     }
 }
 

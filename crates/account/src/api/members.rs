@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_proto::identity::RevocationReason;
+
+use crate::peer_calls::{self, RevokeAccess};
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, page_size, parse_id};
 use tenancy_runtime::{Error, Reason};
@@ -258,19 +260,33 @@ impl Api {
             access_entry(&row.account_id)
         };
         store::append_policy(&txn, now, vec![entry]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        // A member who loses access loses their API tokens for the account
+        // in identity, for good: the call is written in this transaction
+        // (see `crate::peer_calls`) so it cannot be forgotten.
         let lost_access = (before.status == status::ACTIVE && row.status != status::ACTIVE)
             || (before.portal_access && !row.portal_access);
-        if lost_access {
+        let revoke = if lost_access {
             let reason = match (row.status, action) {
                 (status::SUSPENDED, _) => RevocationReason::MemberSuspended,
                 (_, "member.leave") => RevocationReason::MemberLeft,
                 _ => RevocationReason::MemberRevoked,
             };
-            self.peers
-                .revoke_account_access(&row.user_id, &row.account_id, reason)
-                .await;
+            let call = RevokeAccess::new(&row.user_id, &row.account_id, reason, now);
+            let id = peer_calls::enqueue(&txn, &call).await?;
+            Some((id, call))
+        } else {
+            None
+        };
+        txn.commit().await?;
+        self.policy_committed(&row.account_id);
+        if let Some((id, call)) = revoke {
+            // In a task of its own, so a caller hanging up cannot leave the
+            // call waiting for its lease to run out.
+            let calls = self.peer_calls.clone();
+            let delivery = tokio::spawn(async move { calls.deliver(&id, &call).await });
+            if let Err(error) = delivery.await {
+                tracing::warn!(%error, "peer call delivery task failed; the worker retries");
+            }
         }
         Ok((before, row))
     }

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::cache::AccessCache;
 use crate::domain::{Scope, role, status, validate};
+use crate::peer_calls::PeerCalls;
 use crate::peers::{Peers, UserInfo};
 use crate::store::{self, AccountRow, AuditRow, MemberRow, PolicyEntry, policy_kind};
 
@@ -31,6 +32,8 @@ pub(crate) struct Api {
     db: DatabaseConnection,
     clock: SharedClock,
     peers: Peers,
+    /// The outbox of calls to identity a rule depends on.
+    peer_calls: PeerCalls,
     config: Arc<Config>,
     /// Woken after every commit that appended to the policy log, so local
     /// WatchPolicies streams send at once (other replicas poll).
@@ -58,7 +61,7 @@ impl Api {
     pub(crate) fn new(
         db: DatabaseConnection,
         clock: SharedClock,
-        peers: Peers,
+        peer_calls: PeerCalls,
         config: Arc<Config>,
         policy_changed: Arc<Notify>,
         cache: Arc<AccessCache>,
@@ -67,7 +70,8 @@ impl Api {
         Self {
             db,
             clock,
-            peers,
+            peers: peer_calls.peers().clone(),
+            peer_calls,
             config,
             policy_changed,
             cache,

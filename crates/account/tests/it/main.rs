@@ -15,6 +15,7 @@ mod cache;
 mod e2e;
 mod invitations;
 mod members;
+mod peer_calls;
 mod security;
 mod watch;
 
@@ -250,6 +251,11 @@ impl Env {
     /// `account`, created through identity's public API as they would:
     /// log in, then CreateApiToken in the session. Returns the token's id.
     pub async fn api_token(&self, user: &str, account: &str) -> String {
+        self.api_token_with_secret(user, account).await.0
+    }
+
+    /// A new API token of `user` for `account`: (id, secret).
+    pub async fn api_token_with_secret(&self, user: &str, account: &str) -> (String, String) {
         let email = self
             .identity_internal()
             .await
@@ -263,27 +269,26 @@ impl Env {
             .remove(0)
             .email;
         let session_id = self.session_of(email).await;
-        self.identity_as(Principal {
-            user_id: Some(user.into()),
-            account_id: Some(account.into()),
-            role: Role::Manager,
-            session_id: Some(session_id),
-            token_kind: tenancy_testkit::TokenKind::Portal,
-            request_id: "r".into(),
-            ..Principal::default()
-        })
-        .await
-        .create_api_token(ipb::CreateApiTokenRequest {
-            name: "ci".into(),
-            expire_time: None,
-            read_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .api_token
-        .unwrap()
-        .id
+        let created = self
+            .identity_as(Principal {
+                user_id: Some(user.into()),
+                account_id: Some(account.into()),
+                role: Role::Manager,
+                session_id: Some(session_id),
+                token_kind: tenancy_testkit::TokenKind::Portal,
+                request_id: "r".into(),
+                ..Principal::default()
+            })
+            .await
+            .create_api_token(ipb::CreateApiTokenRequest {
+                name: "ci".into(),
+                expire_time: None,
+                read_only: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (created.api_token.unwrap().id, created.secret)
     }
 
     /// The (API token, user, account) revocations in identity's revocation

@@ -447,6 +447,7 @@ impl Core {
                 account_id,
                 owner,
                 pb::RevocationReason::RevokedByOwner,
+                None,
             )
             .await?
             .0

@@ -700,12 +700,17 @@ impl Core {
     /// for good (one API_TOKEN event each). Their sessions are left alone:
     /// gateways refuse the account's calls from the membership they follow
     /// (MEMBER_SUSPENDED, NOT_A_MEMBER) while the session stays usable for
-    /// the user's other accounts. Returns (tokens revoked, position).
+    /// the user's other accounts. Only tokens created at or before
+    /// `change_time` (Unix ms; the membership change) are revoked, so a
+    /// delayed or repeated delivery spares tokens made after a reactivation.
+    /// Idempotent: tokens already revoked are left as they are, without a
+    /// new event. Returns (tokens revoked, position).
     pub(crate) async fn revoke_account_access(
         &self,
         user_id: &str,
         account_id: &str,
         reason: i32,
+        change_time: Option<i64>,
     ) -> Result<(i32, i64), Error> {
         let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
             reason: Reason::UserIdInvalid,
@@ -731,7 +736,7 @@ impl Core {
         };
         let tx = crate::store::begin(&self.db).await?;
         let (tokens, _) = self
-            .revoke_api_tokens_of(&tx, &user_id, &account_id, "", reason)
+            .revoke_api_tokens_of(&tx, &user_id, &account_id, "", reason, change_time)
             .await?;
         tx.commit().await?;
         self.notify_revocations();
@@ -741,7 +746,8 @@ impl Core {
         ))
     }
 
-    /// Revokes a member's API tokens for an account; returns (count, last
+    /// Revokes a member's API tokens for an account (those created at or
+    /// before `created_until`, Unix ms, when given); returns (count, last
     /// position).
     pub(crate) async fn revoke_api_tokens_of<C: ConnectionTrait>(
         &self,
@@ -750,12 +756,17 @@ impl Core {
         account_id: &str,
         by: &str,
         reason: pb::RevocationReason,
+        created_until: Option<i64>,
     ) -> Result<(i64, i64), Error> {
         let now = self.now();
         let rows = all(
             c,
-            "SELECT id FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL",
-            vec![user_id.into(), account_id.into()],
+            "SELECT id FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL AND create_time <= $3",
+            vec![
+                user_id.into(),
+                account_id.into(),
+                created_until.unwrap_or(i64::MAX).into(),
+            ],
         )
         .await?;
         let mut count = 0;

@@ -341,6 +341,7 @@ async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions()
             user_id: user.clone(),
             account_id: account.clone(),
             reason: RevocationReason::MemberSuspended as i32,
+            change_time: None,
         })
         .await
         .unwrap()
@@ -359,6 +360,7 @@ async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions()
             user_id: user.clone(),
             account_id: account.clone(),
             reason: RevocationReason::Logout as i32,
+            change_time: None,
         })
         .await
         .unwrap_err();

@@ -1,0 +1,56 @@
+//! The outbox of calls to other services: side effects in identity that a
+//! rule depends on (today RevokeAccountAccess), written in the same
+//! transaction as the change that needs them and delivered by
+//! `crate::peer_calls` until acknowledged.
+
+use sea_orm::ConnectionTrait;
+use sea_orm_migration::prelude::*;
+
+/// Creates `account_peer_calls`.
+pub(super) struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261129_000001_peer_calls"
+    }
+}
+
+/// `due_time` and `lease_until` are wall-clock Unix milliseconds (delivery
+/// is operational, not business time); `lease_until` is set while one
+/// replica delivers the call, so two replicas never both hold it.
+const TABLES: &str = r#"
+CREATE TABLE account_peer_calls (
+    id TEXT PRIMARY KEY,
+    call_kind INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    due_time BIGINT NOT NULL,
+    lease_until BIGINT NULL,
+    last_error TEXT NOT NULL
+);
+CREATE INDEX account_peer_calls_by_due ON account_peer_calls (due_time, id)
+"#;
+
+#[allow(elided_lifetimes_in_paths)]
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        for statement in TABLES.split(';') {
+            let statement = statement.trim();
+            if !statement.is_empty() {
+                db.execute_unprepared(statement).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared("DROP TABLE IF EXISTS account_peer_calls")
+            .await?;
+        Ok(())
+    }
+}
