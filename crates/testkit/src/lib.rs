@@ -415,7 +415,9 @@ impl TestChannel {
                     .connect_with_connector_lazy(Connector::new(
                         tls_for(caller),
                         self.server,
-                        Duration::from_secs(5),
+                        // Generous: a loaded 2-core CI machine running many
+                        // suites at once can take seconds to accept.
+                        Duration::from_secs(20),
                     ))
             })
             .clone()
