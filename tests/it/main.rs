@@ -7,6 +7,7 @@ mod decisions;
 mod errors;
 mod gateway;
 mod metrics;
+mod replicas;
 mod suite;
 mod transport;
 mod usage;

@@ -75,9 +75,15 @@ fn main() {
     state.policies_ready.store(true, Ordering::Release);
     let key = PrincipalKey::generate();
     let clock = Arc::new(ManualClock::new(tenancy_runtime::Timestamp(NOW_MS)));
-    let channel = tenancy_runtime::Channel::balance(vec![
-        tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy(),
-    ]);
+    // Never called: every token the benchmark decides is cached.
+    let config = tenancy_runtime::config::Config::default();
+    let channel = tenancy_runtime::service::channel_to(
+        &config,
+        &Arc::new(tenancy_runtime::TlsParts::new(&config.tls)),
+        tenancy_runtime::tls::Caller::Gateway,
+        tenancy_runtime::config::ServiceName::Identity,
+    )
+    .unwrap();
     let authenticator = Authenticator::new(
         "tenancy",
         "tenancy-portal",

@@ -28,7 +28,6 @@ pub mod policy;
 mod proxy;
 pub mod state;
 pub mod sync;
-mod upstream;
 pub mod usage;
 
 use std::sync::Arc;
@@ -123,11 +122,6 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tokio::spawn(prune_periodically(gateway.clone(), shutdown.clone()));
-    tokio::spawn(
-        gateway
-            .clone()
-            .check_upstreams(Duration::from_secs(2), shutdown.clone()),
-    );
     let served = gateway.serve(listener, shutdown).await;
     // A report in flight finishes first, so none is sent twice at once.
     let _ = reporter.await;

@@ -67,10 +67,10 @@ pub struct MethodPolicy {
 impl MethodPolicy {
     /// The policy of the method named `method` with `rule`.
     pub fn new(method: &str, rule: AccessRule) -> Self {
-        let read_only = ["Get", "List", "Watch", "Check", "BatchGet", "Resolve"]
-            .iter()
-            .any(|prefix| method.starts_with(prefix));
-        Self { rule, read_only }
+        Self {
+            rule,
+            read_only: tenancy_runtime::rules::is_read_only(method),
+        }
     }
 }
 

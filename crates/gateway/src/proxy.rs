@@ -17,19 +17,20 @@ use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
-use http::uri::Scheme;
 use http_body::{Body as HttpBody, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tenancy_proto::auth::Audience;
 use tenancy_runtime::config::{ConfigError, ServiceName};
 use tenancy_runtime::metrics::{Call as CallMetrics, GrpcServerLayer, GrpcServerService};
 use tenancy_runtime::principal::{Call, CallIds, PrincipalKey, strip_reserved};
+use tenancy_runtime::replicas::ReplicaSet;
 use tenancy_runtime::shutdown::Shutdown;
-use tenancy_runtime::tls::{Connector, PublicTls};
+use tenancy_runtime::tls::PublicTls;
+use tenancy_runtime::upstream::{Dialer, UpstreamBody};
 use tenancy_runtime::{Context, Error, Reason, clock::SharedClock};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -42,7 +43,6 @@ use crate::limits::RateLimits;
 use crate::metrics::{Decisions, RouteCalls};
 use crate::policy::{self, MethodPolicy};
 use crate::state::{FastMap, LiveState};
-use crate::upstream::{Connection, UpstreamBody};
 use crate::usage::UsageRecorder;
 
 /// gRPC services of the Tenancy protocol and the server that owns each.
@@ -57,33 +57,11 @@ const OWNERS: &[(&str, ServiceName)] = &[
     ),
 ];
 
-/// One address of an upstream, its connection, and whether its last
-/// health check passed.
-struct Replica {
-    connection: Arc<Connection>,
-    healthy: AtomicBool,
-}
-
-/// One service's upstream addresses, used round-robin among the healthy
-/// ones, and its concurrency limit.
+/// One service's replicas (health-checked, used round-robin among the
+/// healthy ones: `tenancy_runtime::replicas`) and its concurrency limit.
 struct Upstream {
-    replicas: Vec<Replica>,
-    next: AtomicUsize,
+    replicas: Arc<ReplicaSet>,
     slots: Arc<Semaphore>,
-}
-
-impl Upstream {
-    /// The next healthy replica; when none is healthy, the next one anyway
-    /// (the call fails fast with UNAVAILABLE rather than never trying).
-    fn pick(&self) -> Option<&Arc<Connection>> {
-        let n = self.replicas.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| &self.replicas[(start + k) % n])
-            .find(|r| r.healthy.load(Ordering::Relaxed))
-            .or_else(|| self.replicas.get(start % n.max(1)))
-            .map(|r| &r.connection)
-    }
 }
 
 /// A routable method.
@@ -153,42 +131,24 @@ impl Gateway {
         identity: tenancy_runtime::Channel,
     ) -> Result<Self, ConfigError> {
         let config = &context.config;
-        let own = context
+        // The gateway's certificate, checked now rather than at the first
+        // call.
+        context
             .part_tls()
             .map_err(|e| ConfigError::new(e.setting, e.message))?;
         let public_tls = public_tls(config)?;
         let mut by_service = HashMap::new();
         for (name, urls) in upstreams {
-            let setting = format!("{}.url", name.as_str());
-            let authorities = urls
-                .iter()
-                .map(|url| {
-                    url.parse::<http::Uri>()
-                        .ok()
-                        .and_then(|uri| uri.authority().cloned())
-                        .ok_or_else(|| {
-                            ConfigError::new(&setting, format_args!("not a URL: {url:?}"))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let dialer = Dialer::new(
+                context.tls.clone(),
+                context.part,
+                name.caller(),
+                UPSTREAM_CONNECT_TIMEOUT,
+            );
             by_service.insert(
                 *name,
                 Arc::new(Upstream {
-                    replicas: authorities
-                        .into_iter()
-                        .map(|authority| Replica {
-                            connection: Connection::new(
-                                authority,
-                                Connector::new(
-                                    own.clone(),
-                                    name.caller(),
-                                    UPSTREAM_CONNECT_TIMEOUT,
-                                ),
-                            ),
-                            healthy: AtomicBool::new(true),
-                        })
-                        .collect(),
-                    next: AtomicUsize::new(0),
+                    replicas: ReplicaSet::new(*name, urls, &dialer)?,
                     slots: Arc::new(Semaphore::new(config.gateway.upstream_concurrency.max(1))),
                 }),
             );
@@ -417,7 +377,7 @@ impl Gateway {
     ) -> Result<
         (
             http::Request<hyper::body::Incoming>,
-            (OwnedSemaphorePermit, Arc<Connection>),
+            (OwnedSemaphorePermit, Arc<ReplicaSet>),
             String,
             Option<OpenStreamGuard>,
         ),
@@ -477,11 +437,7 @@ impl Gateway {
                 self.limits.refused().upstream.inc();
                 Error::throttled(Reason::UpstreamBusy, std::time::Duration::from_millis(100))
             })?;
-        let connection = route
-            .upstream
-            .pick()
-            .cloned()
-            .ok_or_else(|| Error::unavailable("no upstream configured"))?;
+        let replicas = route.upstream.replicas.clone();
 
         principal.request_id = request_id;
         let headers = request.headers_mut();
@@ -504,28 +460,40 @@ impl Gateway {
                 self.clock.now(),
             )
             .insert_into(headers);
-        Ok((request, (permit, connection), user, stream))
+        Ok((request, (permit, replicas), user, stream))
     }
 
+    /// Sends the call to the next healthy replica; one that cannot be
+    /// reached (nothing sent) is ejected and the next one tried. A call that
+    /// went out is never sent twice: its body is streamed from the client.
     async fn forward(
         &self,
-        mut request: http::Request<hyper::body::Incoming>,
-        (permit, connection): (OwnedSemaphorePermit, Arc<Connection>),
+        request: http::Request<hyper::body::Incoming>,
+        (permit, replicas): (OwnedSemaphorePermit, Arc<ReplicaSet>),
         log: AccessLog,
         stream: Option<OpenStreamGuard>,
     ) -> http::Response<Body> {
-        let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(Scheme::HTTPS);
-        parts.authority = Some(connection.authority().clone());
-        match http::Uri::from_parts(parts) {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(_) => {
-                let error = Error::new(Reason::MethodUnknown, "not a valid gRPC path");
-                log.finish(error.code() as i32);
-                return tonic::Status::from(error).into_http();
+        let mut ready = None;
+        for replica in replicas.order() {
+            match replica.connection().ready().await {
+                Ok(sender) => {
+                    replica.note_sent();
+                    ready = Some((replica, sender));
+                    break;
+                }
+                Err(error) => replica.eject(&error),
             }
         }
-        match connection.send(request).await {
+        let Some((replica, ready)) = ready else {
+            tracing::warn!(
+                service = replicas.service().as_str(),
+                "no upstream replica reachable"
+            );
+            let error = Error::unavailable("the service is unavailable; retry");
+            log.finish(error.code() as i32);
+            return tonic::Status::from(error).into_http();
+        };
+        match ready.send(request).await {
             Ok(response) => {
                 // Trailers-only responses carry the status in the headers.
                 let header_status = grpc_status(response.headers());
@@ -540,8 +508,11 @@ impl Gateway {
                     })
                 })
             }
-            Err(error) => {
-                tracing::warn!(%error, upstream = %connection.authority(), "upstream call failed");
+            Err(failure) => {
+                tracing::warn!(%failure, upstream = %replica.connection().authority(), "upstream call failed");
+                if failure.is_transport() {
+                    replica.eject(&failure);
+                }
                 let error = Error::unavailable("the service is unavailable; retry");
                 log.finish(error.code() as i32);
                 tonic::Status::from(error).into_http()
@@ -552,7 +523,8 @@ impl Gateway {
 
 /// Longest wait for a replica to accept a connection: one that drops
 /// packets must not hold callers until the kernel gives up on the SYN
-/// (minutes). Health checks steer later calls to other replicas.
+/// (minutes). The call then goes to the next replica, and the one that
+/// did not answer is out of rotation until a health check passes.
 const UPSTREAM_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The public port's TLS: a certificate from files, or plaintext, which is
@@ -586,59 +558,6 @@ fn public_tls(config: &tenancy_runtime::config::Config) -> Result<Option<PublicT
 impl Gateway {
     pub(crate) fn limits_prune(&self) {
         self.limits.prune();
-    }
-
-    /// Checks every replica's gRPC health every `interval` until shutdown;
-    /// unhealthy replicas get no calls while a healthy one exists.
-    pub(crate) async fn check_upstreams(
-        self: Arc<Self>,
-        interval: std::time::Duration,
-        shutdown: Shutdown,
-    ) {
-        use tonic_health::pb::{
-            HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-        };
-        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
-        for route in self.routes.values() {
-            if !upstreams.iter().any(|u| Arc::ptr_eq(u, &route.upstream)) {
-                upstreams.push(route.upstream.clone());
-            }
-        }
-        // One health connection per replica, kept (and redialled) across
-        // checks: a TLS handshake every interval would cost both ends.
-        let mut checks = Vec::new();
-        for upstream in &upstreams {
-            for replica in &upstream.replicas {
-                let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!(
-                    "https://{}",
-                    replica.connection.authority()
-                )) else {
-                    continue;
-                };
-                let channel = endpoint
-                    .connect_timeout(interval)
-                    .timeout(interval)
-                    .connect_with_connector_lazy(replica.connection.connector().clone());
-                checks.push((HealthClient::new(channel), replica));
-            }
-        }
-        loop {
-            for (client, replica) in &mut checks {
-                {
-                    let healthy = client
-                        .check(HealthCheckRequest::default())
-                        .await
-                        .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving);
-                    if replica.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-                        tracing::warn!(upstream = %replica.connection.authority(), healthy, "upstream health changed");
-                    }
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = shutdown.clone().wait() => return,
-            }
-        }
     }
 }
 

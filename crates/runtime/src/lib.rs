@@ -21,6 +21,9 @@
 //! - [`clock`]: injectable time.
 //! - [`tls`]: TLS on the public port, mutual TLS between parts, the
 //!   development CA.
+//! - [`service`], [`replicas`] and [`upstream`]: what a part is started
+//!   with, and how it calls other parts: HTTP/2 connections to every
+//!   replica, health-checked, calls retried on another replica when safe.
 //! - [`telemetry`] and [`shutdown`]: logs and signals.
 
 pub mod clock;
@@ -30,6 +33,7 @@ pub mod error;
 pub mod ids;
 pub mod metrics;
 pub mod principal;
+pub mod replicas;
 pub mod rules;
 pub mod secret;
 pub mod server;
@@ -37,6 +41,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, FieldViolation, Reason};

@@ -38,6 +38,8 @@ pub struct Method {
     pub client_streaming: bool,
     /// Whether the server streams.
     pub server_streaming: bool,
+    /// Whether the method only reads (see [`is_read_only`]).
+    pub read_only: bool,
     /// The declared rule; `None` when the method has none (refused).
     pub rule: Option<AccessRule>,
 }
@@ -89,6 +91,7 @@ impl MethodRules {
                         service: service.full_name().to_owned(),
                         client_streaming: method.is_client_streaming(),
                         server_streaming: method.is_server_streaming(),
+                        read_only: is_read_only(method.name()),
                         rule,
                     },
                 );
@@ -118,6 +121,25 @@ impl MethodRules {
         self.rule(path)
             .is_some_and(|r| r.audience() == Audience::Public)
     }
+}
+
+/// Whether the method named `name` (`GetMe`, `BatchCheckAccess`) only
+/// reads: `Get…`, `BatchGet…`, `List…`, `Watch…`, `Check…`,
+/// `BatchCheck…`, `Resolve…`, `Introspect…`. What a read-only API token may
+/// call, and what a service-to-service call may repeat on another replica
+/// after UNAVAILABLE or a lost connection (repeating it changes nothing).
+pub fn is_read_only(name: &str) -> bool {
+    const READS: [&str; 8] = [
+        "Get",
+        "BatchGet",
+        "List",
+        "Watch",
+        "Check",
+        "BatchCheck",
+        "Resolve",
+        "Introspect",
+    ];
+    READS.iter().any(|prefix| name.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -191,6 +213,38 @@ mod tests {
             grant.callers().collect::<Vec<_>>(),
             [tenancy_proto::auth::Caller::Operator]
         );
+    }
+
+    /// What a retry may repeat: reads, never a write; the names the
+    /// services call each other with are classified as expected.
+    #[test]
+    fn reads_are_told_from_writes() {
+        let rules = MethodRules::tenancy().unwrap();
+        let read_only = |path: &str| rules.method(path).unwrap().read_only;
+        for path in [
+            "/tenancy.account.v1.AccountInternalService/GetPrincipalState",
+            "/tenancy.account.v1.AccountInternalService/GetDefaultAccount",
+            "/tenancy.account.v1.AccountInternalService/BatchCheckAccess",
+            "/tenancy.account.v1.AccountInternalService/WatchPolicies",
+            "/tenancy.identity.v1.IdentityInternalService/BatchGetUsers",
+            "/tenancy.identity.v1.IdentityInternalService/IntrospectApiToken",
+            "/tenancy.contacts.v1.ContactsInternalService/ResolveRecipients",
+            "/tenancy.account.v1.AccountService/ListMembers",
+        ] {
+            assert!(read_only(path), "{path}");
+        }
+        for path in [
+            "/tenancy.identity.v1.IdentityInternalService/RevokeAccountAccess",
+            "/tenancy.identity.v1.IdentityInternalService/RecordUsage",
+            "/tenancy.identity.v1.IdentityInternalService/VerifyCodeWord",
+            "/tenancy.identity.v1.IdentityInternalService/EnsureUser",
+            "/tenancy.contacts.v1.ContactsInternalService/Notify",
+            "/tenancy.contacts.v1.ContactsInternalService/SendEmail",
+            "/tenancy.account.v1.AccountInternalService/RecordAuditEvent",
+            "/tenancy.identity.v1.IdentityService/Login",
+        ] {
+            assert!(!read_only(path), "{path}");
+        }
     }
 
     #[test]

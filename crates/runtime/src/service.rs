@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::net::TcpListener;
 
 use crate::clock::SharedClock;
@@ -15,10 +15,12 @@ use crate::config::{Config, ConfigError, ServiceName, TlsConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, ObservedBody};
 use crate::principal::{PrincipalKey, ServiceAuth};
+use crate::replicas::{ReplicaSet, ReplicaStatus, Replayable};
 use crate::rules::MethodRules;
 use crate::server::ServerOptions;
 use crate::shutdown::Shutdown;
-use crate::tls::{Caller, Connector, PartTls, caller_name};
+use crate::tls::{Caller, PartTls, caller_name};
+use crate::upstream::{Dialer, Failure, UpstreamBody};
 
 /// Everything a part is started with: configuration, the shared key, time,
 /// the method rules, and which part it is (whose certificate it presents).
@@ -108,8 +110,7 @@ impl Context {
     }
 
     /// A lazily-connecting channel to another service over mutual TLS,
-    /// balanced over its configured URLs. Calls fail with UNAVAILABLE while
-    /// it is down, and succeed again once it is back.
+    /// over its healthy replicas (see [`Channel`]).
     pub fn channel_to(&self, name: ServiceName) -> Result<Channel, ConfigError> {
         channel_to(&self.config, &self.tls, self.part, name)
             .map(|c| c.measured(&self.metrics, caller_name(self.part)))
@@ -131,94 +132,61 @@ impl Context {
 }
 
 /// A lazily-connecting channel from `part` (presenting its certificate from
-/// `tls`) to the service `name`, balanced over its configured URLs.
+/// `tls`) to the service `name`, over its configured URLs (`<name>.url`).
 pub fn channel_to(
     config: &Config,
     tls: &Arc<TlsParts>,
     part: Caller,
     name: ServiceName,
 ) -> Result<Channel, ConfigError> {
-    let setting = format!("{}.url", name.as_str());
-    let urls = config.service_urls(name);
-    if urls.is_empty() {
-        return Err(ConfigError::new(setting, "no URL"));
-    }
-    let dialer = LazyConnector {
-        tls: tls.clone(),
-        part,
-        server: name.caller(),
-    };
-    let replicas = urls
-        .into_iter()
-        .map(|url| {
-            tonic::transport::Endpoint::from_shared(url.clone())
-                .map(|e| {
-                    e.connect_timeout(CONNECT_TIMEOUT)
-                        .timeout(config.request_timeout)
-                        .connect_with_connector_lazy(dialer.clone())
-                })
-                .map_err(|e| ConfigError::new(&setting, format_args!("{url:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Channel::balance(replicas))
+    let dialer = Dialer::new(tls.clone(), part, name.caller(), CONNECT_TIMEOUT);
+    let replicas = ReplicaSet::new(name, &config.service_urls(name), &dialer)?;
+    Ok(Channel::new(replicas, config.request_timeout))
 }
 
 /// Longest wait for another part to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Dials with the calling part's certificate, loading it on first use (so
-/// commands that never call, like `migrate`, need none).
-#[derive(Clone)]
-struct LazyConnector {
-    tls: Arc<TlsParts>,
-    part: Caller,
-    server: Caller,
-}
-
-impl tower::Service<http::Uri> for LazyConnector {
-    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-    type Error = std::io::Error;
-    type Future = BoxFuture<std::io::Result<Self::Response>>;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let loaded = self
-            .tls
-            .part(self.part)
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        let server = self.server;
-        Box::pin(async move {
-            let mut connector = Connector::new(loaded?, server, CONNECT_TIMEOUT);
-            tower::Service::call(&mut connector, uri).await
-        })
-    }
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// A channel to one service, round-robin over its replicas (one HTTP/2
-/// connection each, over mutual TLS). What generated clients are built on.
+/// The access rules compiled into this binary: which methods only read and
+/// which stream requests, for retries.
+static METHODS: LazyLock<MethodRules> =
+    LazyLock::new(|| MethodRules::tenancy().unwrap_or_default());
+
+/// A channel to one service over its replicas (one HTTP/2 connection each,
+/// over mutual TLS): what generated clients are built on.
+///
+/// Calls go round-robin over the replicas that pass their health checks
+/// ([`crate::replicas`]). A call that fails is sent to another replica
+/// when that is safe:
+/// - it never left (no connection, or the connection took no new stream),
+///   or the replica refused it unprocessed (REFUSED_STREAM, GOAWAY): any
+///   method;
+/// - it is a read (`rules::is_read_only`) and the replica answered
+///   UNAVAILABLE or the connection broke before the answer.
+///
+/// A write that may have reached a replica is never sent again. Each
+/// replica is tried at most once per call, within the call's deadline
+/// (its `grpc-timeout`, at most `request_timeout`; past it the call ends
+/// CANCELLED, as tonic's own channel did). When every attempt failed the
+/// call ends UNAVAILABLE.
+///
 /// Records the client-side gRPC metrics of its calls when
 /// [`measured`](Self::measured).
 #[derive(Clone)]
 pub struct Channel {
-    replicas: Arc<[tonic::transport::Channel]>,
-    next: Arc<AtomicUsize>,
-    /// The replica made ready for the next call.
-    ready: Option<tonic::transport::Channel>,
+    replicas: Arc<ReplicaSet>,
+    timeout: Duration,
     calls: Option<Arc<crate::metrics::Calls>>,
 }
 
 impl Channel {
-    /// Balances over `replicas` (at least one).
-    pub fn balance(replicas: Vec<tonic::transport::Channel>) -> Self {
+    /// A channel over `replicas`, calls bounded by `timeout`.
+    pub fn new(replicas: Arc<ReplicaSet>, timeout: Duration) -> Self {
         Self {
-            replicas: replicas.into(),
-            next: Arc::new(AtomicUsize::new(0)),
-            ready: None,
+            replicas,
+            timeout,
             calls: None,
         }
     }
@@ -229,56 +197,197 @@ impl Channel {
         self.calls = metrics.grpc().map(|grpc| grpc.client(part));
         self
     }
+
+    /// Each replica as this channel sees it: healthy or not, calls sent.
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.replicas.status()
+    }
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
+    type Error = tonic::codegen::StdError;
     type Future = BoxFuture<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.ready.is_none() {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
-            self.ready = self.replicas.get(n % self.replicas.len().max(1)).cloned();
-        }
-        match self.ready.as_mut() {
-            Some(replica) => tower::Service::poll_ready(replica, cx),
-            // No replica at all: `channel_to` refuses that.
-            None => Poll::Pending,
-        }
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let timeout = grpc_timeout(request.headers()).map_or(self.timeout, |t| t.min(self.timeout));
+        let deadline = tokio::time::Instant::now() + timeout;
+        let replicas = self.replicas.clone();
         let call = self
             .calls
             .as_ref()
             .map(|calls| calls.method(request.uri().path()).start());
-        let response: Self::Future = match self.ready.take() {
-            Some(mut replica) => Box::pin(tower::Service::call(&mut replica, request)),
-            None => {
-                let mut first = self.replicas[0].clone();
-                Box::pin(async move {
-                    futures::future::poll_fn(|cx| tower::Service::poll_ready(&mut first, cx))
-                        .await?;
-                    tower::Service::call(&mut first, request).await
-                })
-            }
-        };
-        let Some(call) = call else {
-            return response;
-        };
         Box::pin(async move {
-            match response.await {
+            let answer = match tokio::time::timeout_at(deadline, attempts(&replicas, request)).await
+            {
+                Ok(answer) => answer,
+                Err(_) => Err(Box::new(tonic::TimeoutExpired(())) as tonic::codegen::StdError),
+            };
+            let Some(call) = call else {
+                return answer;
+            };
+            match answer {
                 Ok(response) => Ok(crate::metrics::observe(call, response)
                     .map(|body: ObservedBody<_>| tonic::body::Body::new(body))),
                 Err(error) => {
-                    // Not sent, or no answer: what tonic reports as UNAVAILABLE.
-                    call.end(tonic::Code::Unavailable);
+                    // What the caller's client reports: our UNAVAILABLE, or
+                    // tonic's CANCELLED for the deadline.
+                    let code = error
+                        .downcast_ref::<tonic::Status>()
+                        .map_or(tonic::Code::Cancelled, tonic::Status::code);
+                    call.end(code);
                     Err(error)
                 }
             }
         })
     }
+}
+
+/// A call's request body: kept whole to be sent again, or streamed once.
+enum Payload {
+    Replayable(Bytes),
+    Once(Option<tonic::body::Body>),
+}
+
+/// Tries the replicas in [`ReplicaSet::order`] until one answers or a
+/// failure may not be repeated.
+async fn attempts(
+    replicas: &Arc<ReplicaSet>,
+    request: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, tonic::codegen::StdError> {
+    let method = METHODS.method(request.uri().path());
+    // Client streams are sent as they come; every other request is one
+    // message, already encoded.
+    let replayable = method.is_some_and(|m| !m.client_streaming);
+    let read_only = method.is_some_and(|m| m.read_only);
+    let (parts, body) = request.into_parts();
+    let mut payload = if replayable {
+        Payload::Replayable(http_body_util::BodyExt::collect(body).await?.to_bytes())
+    } else {
+        Payload::Once(Some(body))
+    };
+    let mut last: Option<Result<http::Response<UpstreamBody>, String>> = None;
+    for replica in replicas.order() {
+        let ready = match replica.connection().ready().await {
+            Ok(ready) => ready,
+            Err(error) => {
+                // Nothing was sent: the next replica gets the call.
+                replica.eject(&error);
+                last = Some(Err(error.to_string()));
+                continue;
+            }
+        };
+        let body = match &mut payload {
+            Payload::Replayable(bytes) => tonic::body::Body::new(Replayable(Some(bytes.clone()))),
+            Payload::Once(body) => match body.take() {
+                Some(body) => body,
+                None => break,
+            },
+        };
+        let mut attempt = http::Request::new(body);
+        *attempt.method_mut() = parts.method.clone();
+        *attempt.uri_mut() = parts.uri.clone();
+        *attempt.version_mut() = parts.version;
+        *attempt.headers_mut() = parts.headers.clone();
+        replica.note_sent();
+        match ready.send(attempt).await {
+            Ok(response) => {
+                if read_only && replayable && grpc_status(response.headers()) == Some(UNAVAILABLE) {
+                    // A read may be asked again; kept in case no one else
+                    // answers.
+                    last = Some(Ok(response));
+                    continue;
+                }
+                return Ok(response.map(response_body));
+            }
+            Err(failure) => {
+                if failure.is_transport() {
+                    replica.eject(&failure);
+                }
+                let again = replayable
+                    && match failure {
+                        Failure::NotSent(_) | Failure::Refused(_) => true,
+                        Failure::Lost(_) => read_only,
+                    };
+                tracing::debug!(
+                    service = replicas.service().as_str(),
+                    method = parts.uri.path(),
+                    replica = %replica.connection().authority(),
+                    %failure,
+                    again,
+                    "call failed"
+                );
+                last = Some(Err(failure.to_string()));
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    match last {
+        Some(Ok(response)) => Ok(response.map(response_body)),
+        Some(Err(cause)) => {
+            let service = replicas.service().as_str();
+            tracing::warn!(service, method = parts.uri.path(), %cause, "no replica answered");
+            Err(Box::new(tonic::Status::from(
+                Error::unavailable(format!("{service} is not available"))
+                    .with_metadata("service", service),
+            )))
+        }
+        None => Err(Box::new(tonic::Status::from(Error::unavailable(
+            "no replica to call",
+        )))),
+    }
+}
+
+/// `grpc-status` UNAVAILABLE.
+const UNAVAILABLE: i32 = tonic::Code::Unavailable as i32;
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A response body for tonic: a connection lost mid-answer is UNAVAILABLE
+/// (tonic would make UNKNOWN of it); other stream errors tonic maps itself.
+fn response_body(body: UpstreamBody) -> tonic::body::Body {
+    tonic::body::Body::new(http_body_util::BodyExt::map_err(
+        body,
+        |error: h2::Error| -> tonic::codegen::StdError {
+            if error.is_io() || error.is_go_away() {
+                Box::new(tonic::Status::from(Error::unavailable(format!(
+                    "connection lost: {error}"
+                ))))
+            } else {
+                Box::new(error)
+            }
+        },
+    ))
+}
+
+/// The `grpc-timeout` of a request (`<digits><unit>`, gRPC over HTTP/2).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// A Tenancy service: opened (database connected and migrated), then served.
@@ -295,4 +404,29 @@ pub trait TenancyService: Sized + Send + 'static {
         listener: TcpListener,
         shutdown: Shutdown,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-timeout", value.parse().unwrap());
+        grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit_and_junk_is_ignored() {
+        assert_eq!(timeout_of("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout_of("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(timeout_of("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout_of("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(timeout_of("9n"), Some(Duration::from_nanos(9)));
+        for junk in ["", "S", "10", "10x", "123456789S", "-1S", "1.5S"] {
+            assert_eq!(timeout_of(junk), None, "{junk:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
 }

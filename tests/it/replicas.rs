@@ -1,0 +1,756 @@
+//! Two replicas of identity and of account, each a process of its own on
+//! one database, behind one gateway (issue 20 §0, second defect): calls
+//! between services stop going to a replica that died (kill -9) or hangs
+//! (SIGSTOP: its port accepts, nothing answers) within a second or two,
+//! calls that are safe to repeat go to the other replica meanwhile, and a
+//! replica that comes back gets calls again.
+//!
+//! Under a steady load of the three flows that cross services — a login
+//! naming an account (gateway → identity → account), ListMembers with
+//! names (gateway → account → identity) and ListTickets (gateway → support
+//! → account) — every fault is measured: calls failed in each second after
+//! it (printed), none failed once the dead replica is out of rotation
+//! (asserted).
+//!
+//! The replicas are this test binary run again as a child process
+//! ([`replica_process`]) serving one part with `tenancy::start`, as
+//! `tenancy serve <part>` does; contacts, support and the gateway run in
+//! the test's process.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tenancy::{Part, Running, start};
+use tenancy_proto::account::account_service_client::AccountServiceClient;
+use tenancy_proto::account::{Account, AccountType, CreateAccountRequest, ListMembersRequest, PostalAddress};
+use tenancy_proto::contacts::ListOutboxMessagesRequest;
+use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
+use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_proto::identity::login_response::Outcome;
+use tenancy_proto::identity::{LoginRequest, SignUpRequest, SwitchAccountRequest, VerifyEmailRequest};
+use tenancy_proto::support::support_service_client::SupportServiceClient;
+use tenancy_proto::support::{CreateTicketRequest, ListTicketsRequest, TicketCategory, TicketPriority};
+use tenancy_runtime::config::{Config, ServiceName};
+use tenancy_runtime::tls::Caller as Peer;
+use tenancy_runtime::{Principal, SystemClock, TlsParts};
+use tenancy_testkit::{Caller, TestChannel, TestDatabase, test_config};
+use tokio::io::AsyncBufReadExt as _;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::gateway::{PASSWORD, bearer, channel};
+
+/// Set in a replica process: what to serve (JSON of [`Spec`]).
+const REPLICA_ENV: &str = "TENANCY_E2E_REPLICA";
+/// A replica process prints this, then its address, once it serves.
+const READY: &str = "replica serving on";
+
+/// A replica process: the part and the configuration to serve it with.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Spec {
+    part: String,
+    config: Config,
+}
+
+fn part_named(name: &str) -> Part {
+    match name {
+        "identity" => Part::Identity,
+        "account" => Part::Account,
+        other => panic!("no replica part {other}"),
+    }
+}
+
+/// The entry point of a replica process (run by the test below, never on
+/// its own): serves one part until its stdin closes — the test ended, or
+/// died, or killed it.
+#[test]
+#[ignore = "a replica process of the multi-replica test, started by it"]
+fn replica_process() {
+    let Ok(spec) = std::env::var(REPLICA_ENV) else {
+        return;
+    };
+    let spec: Spec = serde_json::from_str(&spec).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        tenancy_runtime::telemetry::init(spec.config.log_format, &spec.config.log_filter);
+        let running = start(spec.config, part_named(&spec.part), Arc::new(SystemClock))
+            .await
+            .unwrap();
+        println!("{READY} {}", running.services[0].1);
+        let stdin_closed = async {
+            let _ = tokio::task::spawn_blocking(|| {
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
+            })
+            .await;
+        };
+        running.run_until(stdin_closed).await.unwrap();
+    });
+    std::process::exit(0);
+}
+
+/// One replica process.
+struct Replica {
+    name: String,
+    spec: String,
+    child: Option<tokio::process::Child>,
+}
+
+impl Replica {
+    /// Starts `part` listening on `address`, and waits until it serves.
+    async fn start(part: &str, index: usize, config: &Config, address: SocketAddr) -> Self {
+        let mut config = config.clone();
+        let name = ServiceName::ALL
+            .into_iter()
+            .find(|n| n.as_str() == part)
+            .unwrap();
+        config.service_mut(name).listen = address;
+        let spec = serde_json::to_string(&Spec {
+            part: part.to_owned(),
+            config,
+        })
+        .unwrap();
+        let mut replica = Self {
+            name: format!("{part}#{index}"),
+            spec,
+            child: None,
+        };
+        replica.spawn().await;
+        replica
+    }
+
+    async fn spawn(&mut self) {
+        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "replicas::replica_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(REPLICA_ENV, &self.spec)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                // libtest's "test … ... " precedes it on the line.
+                if line.contains(READY) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(ready, Ok(true), "{} did not start", self.name);
+        // Keep reading so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        let id = self.child.as_ref().and_then(|c| c.id()).unwrap();
+        nix::unistd::Pid::from_raw(i32::try_from(id).unwrap())
+    }
+
+    /// kill -9, and wait until the process is gone.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// SIGSTOP: the port still accepts connections, nothing answers.
+    fn freeze(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
+
+    fn thaw(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
+    }
+}
+
+/// A free loopback port (bound, then released for a replica to bind).
+fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The three flows under load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Flow {
+    /// Login naming an account: gateway → identity → account.
+    Login,
+    /// ListMembers with names and emails: gateway → account → identity.
+    Members,
+    /// ListTickets: gateway → support → account.
+    Tickets,
+}
+
+const FLOWS: [Flow; 3] = [Flow::Login, Flow::Members, Flow::Tickets];
+
+/// One call of the load: when it started, how long it took, and how it
+/// failed, if it did.
+struct Sample {
+    flow: Flow,
+    started: Instant,
+    took: Duration,
+    failure: Option<String>,
+}
+
+/// Deadline of every call of the load (the client's own).
+const CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Everything the flows need, through the one gateway.
+#[derive(Clone)]
+struct Client {
+    gateway: Channel,
+    email: String,
+    account_id: String,
+    token: String,
+}
+
+impl Client {
+    async fn call(&self, flow: Flow) -> Result<(), String> {
+        match flow {
+            Flow::Login => {
+                let mut request = tonic::Request::new(LoginRequest {
+                    email: self.email.clone(),
+                    password: PASSWORD.into(),
+                    account_id: self.account_id.clone(),
+                });
+                request.set_timeout(CALL_DEADLINE);
+                let response = IdentityServiceClient::new(self.gateway.clone())
+                    .login(request)
+                    .await
+                    .map_err(describe)?
+                    .into_inner();
+                match response.outcome {
+                    Some(Outcome::Session(session)) if session.access_token.is_some() => Ok(()),
+                    other => Err(format!("no session: {other:?}")),
+                }
+            }
+            Flow::Members => {
+                let mut request = tonic::Request::new(ListMembersRequest::default());
+                request.set_timeout(CALL_DEADLINE);
+                let members = AccountServiceClient::with_interceptor(
+                    self.gateway.clone(),
+                    bearer(&self.token),
+                )
+                .list_members(request)
+                .await
+                .map_err(describe)?
+                .into_inner()
+                .members;
+                if members.is_empty() {
+                    return Err("no members".into());
+                }
+                if members.iter().any(|m| m.name.is_empty() || m.email.is_empty()) {
+                    return Err("members without names".into());
+                }
+                Ok(())
+            }
+            Flow::Tickets => {
+                let mut request = tonic::Request::new(ListTicketsRequest::default());
+                request.set_timeout(CALL_DEADLINE);
+                let tickets = SupportServiceClient::with_interceptor(
+                    self.gateway.clone(),
+                    bearer(&self.token),
+                )
+                .list_tickets(request)
+                .await
+                .map_err(describe)?
+                .into_inner()
+                .tickets;
+                if tickets.is_empty() {
+                    return Err("no tickets".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn describe(status: tonic::Status) -> String {
+    let reason = tenancy_runtime::error::reason_of(&status).map_or("", |r| r.as_str());
+    format!("{:?} {reason}", status.code())
+}
+
+/// How often each flow starts a call: open loop, whether earlier calls
+/// have answered or not, so calls keep starting while some are stuck on a
+/// hung replica and every second after a fault is measured.
+const CALL_EVERY: Duration = Duration::from_millis(25);
+
+/// The load: per flow, a call started every [`CALL_EVERY`], every outcome
+/// recorded.
+struct Load {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(client: &Client) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = FLOWS
+            .into_iter()
+            .map(|flow| {
+                let (client, samples, stopped) = (client.clone(), samples.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    let mut calls = tokio::task::JoinSet::new();
+                    let mut every = tokio::time::interval(CALL_EVERY);
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    while !*stopped.borrow() {
+                        every.tick().await;
+                        let (client, samples) = (client.clone(), samples.clone());
+                        calls.spawn(async move {
+                            let started = Instant::now();
+                            // The deadline bounds the answer's headers; a
+                            // body that never ends is caught here.
+                            let failure =
+                                tokio::time::timeout(CALL_DEADLINE * 2, client.call(flow))
+                                    .await
+                                    .unwrap_or_else(|_| Err("no answer past the deadline".into()))
+                                    .err();
+                            samples.lock().push(Sample {
+                                flow,
+                                started,
+                                took: started.elapsed(),
+                                failure,
+                            });
+                        });
+                        while calls.try_join_next().is_some() {}
+                    }
+                    while calls.join_next().await.is_some() {}
+                })
+            })
+            .collect();
+        Self {
+            samples,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops starting calls, waits for those in flight, returns them all.
+    async fn stop(self) -> Vec<Sample> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        std::mem::take(&mut *self.samples.lock())
+    }
+}
+
+/// Prints, per flow and second after `fault` (calls made before it in
+/// "before"), the calls that failed of those made, with why; then the
+/// slowest call that started `settled` after the fault. Returns the calls
+/// that failed although they started `settled` after it.
+fn report(title: &str, samples: &[Sample], fault: Instant, settled: Duration) -> Vec<String> {
+    type Row = (usize, usize, BTreeMap<String, usize>);
+    let mut table: BTreeMap<(Flow, Option<u64>), Row> = BTreeMap::new();
+    for sample in samples {
+        let second = sample
+            .started
+            .checked_duration_since(fault)
+            .map(|d| d.as_secs());
+        let row = table.entry((sample.flow, second)).or_default();
+        row.0 += 1;
+        if let Some(failure) = &sample.failure {
+            row.1 += 1;
+            let took = sample.took.as_secs_f64().round();
+            *row.2.entry(format!("{failure} after ~{took} s")).or_default() += 1;
+        }
+    }
+    println!("\n{title}: calls failed / made, by when they started");
+    for ((flow, second), (made, failed, why)) in table {
+        let when = second.map_or("before".to_owned(), |s| format!("+{s}–{} s", s + 1));
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!("  {why:?}")
+        };
+        println!("  {flow:?} {when}: {failed} / {made}{why}");
+    }
+    let failed = samples.iter().filter(|s| s.failure.is_some()).count();
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.started >= fault + settled)
+        .collect();
+    let slowest = after.iter().map(|s| s.took).max().unwrap_or_default();
+    println!(
+        "  all flows: {failed} of {} calls failed; from +{settled:?}: {} calls, slowest {slowest:?}",
+        samples.len(),
+        after.len()
+    );
+    after
+        .iter()
+        .filter_map(|s| {
+            s.failure.as_ref().map(|f| {
+                format!(
+                    "{:?} at +{:?}: {f}",
+                    s.flow,
+                    s.started.saturating_duration_since(fault)
+                )
+            })
+        })
+        .collect()
+}
+
+/// Runs the load for `length`; prints what failed and returns it.
+async fn load_for(client: &Client, title: &str, length: Duration) -> Vec<String> {
+    let started = Instant::now();
+    let load = Load::start(client);
+    tokio::time::sleep(length).await;
+    let samples = load.stop().await;
+    for flow in FLOWS {
+        assert!(samples.iter().any(|s| s.flow == flow), "no {flow:?} call made");
+    }
+    report(title, &samples, started, Duration::ZERO)
+}
+
+/// How long after a fault every call must succeed: a dead replica is out of
+/// rotation within 1–2 s (a check a second, one second to answer), plus
+/// room for a loaded CI machine and a call's own time.
+const SETTLED: Duration = Duration::from_secs(4);
+
+/// A runtime channel from the gateway to `name`, as the gateway's own,
+/// probed with health checks: its view of each replica shows whether a
+/// restarted one is back in rotation and gets calls again.
+struct Probe {
+    channel: tenancy_runtime::Channel,
+}
+
+impl Probe {
+    fn new(config: &Config, name: ServiceName) -> Self {
+        let channel = tenancy_runtime::service::channel_to(
+            config,
+            &Arc::new(TlsParts::new(&config.tls)),
+            Peer::Gateway,
+            name,
+        )
+        .unwrap();
+        Self { channel }
+    }
+
+    /// A few health checks through the channel (each to the next replica
+    /// in rotation).
+    async fn call(&self, calls: usize) {
+        for _ in 0..calls {
+            let mut request = tonic::Request::new(HealthCheckRequest::default());
+            request.set_timeout(Duration::from_millis(500));
+            let _ = HealthClient::new(self.channel.clone()).check(request).await;
+        }
+    }
+
+    /// Calls until replica `index` is out of rotation; returns how long
+    /// that took.
+    async fn until_ejected(&self, index: usize, limit: Duration) -> Duration {
+        let started = Instant::now();
+        while self.channel.replicas()[index].healthy {
+            self.call(1).await;
+            assert!(
+                started.elapsed() < limit,
+                "replica {index} still in rotation: {:?}",
+                self.channel.replicas()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+
+    /// Calls until replica `index` is healthy and has received `calls`
+    /// more calls; returns how long that took.
+    async fn until_serving(&self, index: usize, calls: u64, limit: Duration) -> Duration {
+        let started = Instant::now();
+        let before = self.channel.replicas()[index].sent;
+        loop {
+            self.call(1).await;
+            let now = &self.channel.replicas()[index];
+            if now.healthy && now.sent >= before + calls {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "replica {index} not back in rotation: {:?}",
+                self.channel.replicas()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The emailed token (`key` link) last sent to `email`.
+async fn emailed_token(contacts: SocketAddr, email: &str, key: &str) -> String {
+    let mut client = ContactsInternalServiceClient::with_interceptor(
+        TestChannel::new(Peer::Contacts, contacts),
+        Caller::new(Principal::service("test"), Arc::new(SystemClock)),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let messages = client
+            .list_outbox_messages(ListOutboxMessagesRequest {
+                to_email: email.to_owned(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .messages;
+        if let Some(url) = messages.iter().rev().find_map(|m| m.template_data.get(key)) {
+            return url.split("token=").nth(1).unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no {key} emailed to {email}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A verified user with an account and a ticket in it; returns the client
+/// of the flows.
+async fn customer(gateway: Channel, contacts: SocketAddr) -> Client {
+    let email = "ada@example.com".to_owned();
+    let mut anonymous = IdentityServiceClient::new(gateway.clone());
+    anonymous
+        .sign_up(SignUpRequest {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            name: "Ada Lovelace".into(),
+        })
+        .await
+        .unwrap();
+    let token = emailed_token(contacts, &email, "verify_url").await;
+    anonymous
+        .verify_email(VerifyEmailRequest { token })
+        .await
+        .unwrap();
+    let login = anonymous
+        .login(LoginRequest {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Outcome::Session(session)) = login.outcome else {
+        panic!("{login:?}");
+    };
+    let user_token = session.access_token.unwrap().token;
+    let account = AccountServiceClient::with_interceptor(gateway.clone(), bearer(&user_token))
+        .create_account(CreateAccountRequest {
+            account: Some(Account {
+                r#type: AccountType::Individual as i32,
+                name: "Ada Lovelace".into(),
+                legal_name: "Ada Lovelace".into(),
+                country_code: "GB".into(),
+                address: Some(PostalAddress {
+                    lines: vec!["12 St James's Square".into()],
+                    city: "London".into(),
+                    postal_code: "SW1Y 4JH".into(),
+                    region: String::new(),
+                    country_code: "GB".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .account
+        .unwrap();
+    let token = IdentityServiceClient::with_interceptor(gateway.clone(), bearer(&user_token))
+        .switch_account(SwitchAccountRequest {
+            account_id: account.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+        .unwrap()
+        .token;
+    // Once the gateway knows the membership, the ticket goes in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let created = SupportServiceClient::with_interceptor(gateway.clone(), bearer(&token))
+            .create_ticket(CreateTicketRequest {
+                subject: "Disk full".into(),
+                body: "The disk of my server is full.".into(),
+                priority: TicketPriority::Normal as i32,
+                category: TicketCategory::General as i32,
+                ..Default::default()
+            })
+            .await;
+        if created.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{created:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Client {
+        gateway,
+        email,
+        account_id: account.id,
+        token,
+    }
+}
+
+/// Waits until the gateway reports SERVING.
+async fn gateway_ready(gateway: &Channel) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = HealthClient::new(gateway.clone())
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status());
+        if status.ok() == Some(ServingStatus::Serving) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_again() {
+    let db = TestDatabase::new("replicas").await;
+    let mut config = test_config(&db);
+    config.auth.argon2_memory_kib = 1024;
+    config.auth.argon2_iterations = 1;
+    config.gateway.public_rate_per_minute = 1_000_000;
+    config.gateway.public_burst = 1_000_000;
+    config.gateway.principal_rate_per_second = 1_000_000;
+    config.gateway.principal_burst = 1_000_000;
+    config.log_filter = "warn,tenancy_runtime::replicas=info".into();
+    let identity = [free_address(), free_address()];
+    let account = [free_address(), free_address()];
+    let urls = |addresses: &[SocketAddr]| {
+        addresses
+            .iter()
+            .map(|a| format!("https://{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    config.identity.url = Some(urls(&identity));
+    config.account.url = Some(urls(&account));
+    for part in [Part::Identity, Part::Account, Part::Contacts, Part::Support] {
+        tenancy::migrate(&config, part).await.unwrap();
+    }
+    // Contacts first: the replicas send mail through it.
+    let contacts = start(config.clone(), Part::Contacts, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let contacts_address = contacts.service(ServiceName::Contacts).unwrap();
+    config.contacts.url = Some(format!("https://{contacts_address}"));
+    let mut identities = Vec::new();
+    let mut accounts = Vec::new();
+    for index in 0..2 {
+        identities.push(Replica::start("identity", index, &config, identity[index]).await);
+        accounts.push(Replica::start("account", index, &config, account[index]).await);
+    }
+    let support = start(config.clone(), Part::Support, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    config.support.url = Some(format!(
+        "https://{}",
+        support.service(ServiceName::Support).unwrap()
+    ));
+    let gateway_part: Running = start(config.clone(), Part::Gateway, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let gateway = channel(gateway_part.gateway.unwrap()).await;
+    gateway_ready(&gateway).await;
+    let client = customer(gateway.clone(), contacts_address).await;
+    let probes = [
+        Probe::new(&config, ServiceName::Identity),
+        Probe::new(&config, ServiceName::Account),
+    ];
+    for probe in &probes {
+        probe.call(4).await;
+    }
+
+    // Every replica up: every call succeeds.
+    let failed = load_for(&client, "every replica up", Duration::from_secs(2)).await;
+    assert!(failed.is_empty(), "calls failed with every replica up: {failed:#?}");
+
+    // 1. kill -9 one replica of identity and one of account.
+    let load = Load::start(&client);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fault = Instant::now();
+    identities[1].kill().await;
+    accounts[1].kill().await;
+    for (probe, name) in probes.iter().zip(["identity", "account"]) {
+        let out = probe.until_ejected(1, SETTLED).await;
+        println!("{name}#1 killed: out of rotation after {out:?}");
+    }
+    tokio::time::sleep(SETTLED + Duration::from_secs(3)).await;
+    let samples = load.stop().await;
+    let late = report("identity#1 and account#1 killed (-9)", &samples, fault, SETTLED);
+    assert!(late.is_empty(), "calls failed once the dead replicas were out: {late:#?}");
+
+    // 2. They come back on the same ports: back in rotation, they get calls
+    // again, and no call fails meanwhile.
+    let load = Load::start(&client);
+    let fault = Instant::now();
+    identities[1].spawn().await;
+    accounts[1].spawn().await;
+    for (probe, name) in probes.iter().zip(["identity", "account"]) {
+        let back = probe.until_serving(1, 3, Duration::from_secs(10)).await;
+        println!("{name}#1 restarted: back in rotation and called {back:?} after it served");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let samples = load.stop().await;
+    let failed = report("identity#1 and account#1 restarted", &samples, fault, Duration::ZERO);
+    assert!(failed.is_empty(), "calls failed while replicas rejoined: {failed:#?}");
+
+    // 3. The other two hang (SIGSTOP): their ports accept, nothing answers.
+    // Calls stuck on them end by their deadline; every one starting once
+    // they are out of rotation goes to the replicas that came back in 2.
+    let load = Load::start(&client);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fault = Instant::now();
+    identities[0].freeze();
+    accounts[0].freeze();
+    for (probe, name) in probes.iter().zip(["identity", "account"]) {
+        let out = probe.until_ejected(0, SETTLED).await;
+        println!("{name}#0 hung: out of rotation after {out:?}");
+    }
+    tokio::time::sleep(SETTLED + Duration::from_secs(3)).await;
+    let samples = load.stop().await;
+    identities[0].thaw();
+    accounts[0].thaw();
+    let late = report("identity#0 and account#0 hung (SIGSTOP)", &samples, fault, SETTLED);
+    assert!(late.is_empty(), "calls failed once the hung replicas were out: {late:#?}");
+
+    // 4. Resumed, they rejoin and get calls again.
+    for (probe, name) in probes.iter().zip(["identity", "account"]) {
+        let back = probe.until_serving(0, 3, Duration::from_secs(10)).await;
+        println!("{name}#0 resumed: back in rotation and called after {back:?}");
+    }
+    let failed = load_for(&client, "every replica back", Duration::from_secs(2)).await;
+    assert!(failed.is_empty(), "calls failed with every replica back: {failed:#?}");
+
+    gateway_part.stop().await.unwrap();
+    support.stop().await.unwrap();
+    contacts.stop().await.unwrap();
+    for mut replica in identities.into_iter().chain(accounts) {
+        replica.kill().await;
+    }
+}
