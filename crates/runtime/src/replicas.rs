@@ -13,7 +13,8 @@
 //!   `Check` over the connection calls use; no answer within
 //!   [`CHECK_TIMEOUT`], or anything but SERVING, ejects it, and the next
 //!   SERVING answer admits it again. A dead replica is out within a second
-//!   (connection refused) or two (no answer).
+//!   (connection refused) or two (no answer); calls stuck on one that
+//!   stopped answering fail at its second silent check.
 //! - A call that cannot reach a replica (connect refused, connection lost)
 //!   ejects it at once, without waiting for its next check.
 //! - Calls go round-robin over the healthy replicas; a call that has to try
@@ -371,7 +372,15 @@ async fn lookup(authority: &Authority) -> Option<Vec<SocketAddr>> {
 }
 
 /// Checks `replica` every [`CHECK_INTERVAL`] until it is retired or gone.
+///
+/// A replica that stops answering (hung, or packets dropped) is ejected at
+/// its first silent check, and its connection set aside so the next check
+/// and call dial afresh; calls already in flight on it are left to finish.
+/// Silent at the next check too, the set-aside connection is closed: those
+/// calls fail (reads are asked again elsewhere) within about three seconds
+/// instead of at their deadlines, and streams on it reconnect elsewhere.
 async fn check_loop(replica: Weak<Replica>) {
+    let mut silent = 0u32;
     loop {
         let Some(strong) = replica.upgrade() else {
             return;
@@ -380,11 +389,21 @@ async fn check_loop(replica: Weak<Replica>) {
             return;
         }
         match check(&strong.connection).await {
-            Ok(()) => strong.set_healthy(true, ""),
-            Err(Unhealthy::Answered(status)) => strong.set_healthy(false, &status),
+            Ok(()) => {
+                silent = 0;
+                strong.connection.keep();
+                strong.set_healthy(true, "");
+            }
+            Err(Unhealthy::Answered(status)) => {
+                silent = 0;
+                strong.connection.keep();
+                strong.set_healthy(false, &status);
+            }
             Err(Unhealthy::Silent(why)) => {
-                // A connection that stopped answering may stay open for
-                // minutes: the next check (and call) dials afresh.
+                silent += 1;
+                if silent >= 2 {
+                    strong.connection.abandon();
+                }
                 strong.connection.reset();
                 strong.set_healthy(false, &why);
             }

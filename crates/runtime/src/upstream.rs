@@ -126,6 +126,11 @@ pub struct Connection {
     dialer: Dialer,
     /// The live sender and the generation it belongs to.
     sender: Mutex<Option<(u64, SendRequest<Bytes>)>>,
+    /// The task driving each connection made, by generation.
+    tasks: Mutex<Vec<(u64, tokio::task::AbortHandle)>>,
+    /// Connections set aside by [`reset`](Self::reset), still carrying the
+    /// calls that were in flight on them.
+    set_aside: Mutex<Vec<u64>>,
     /// Held while dialing; the generation of the last connection made.
     dialing: tokio::sync::Mutex<u64>,
     /// Dials that failed so far: callers that waited for a dial that then
@@ -140,6 +145,8 @@ impl Connection {
             authority,
             dialer,
             sender: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            set_aside: Mutex::new(Vec::new()),
             dialing: tokio::sync::Mutex::new(0),
             failed_dials: AtomicU64::new(0),
         })
@@ -177,11 +184,40 @@ impl Connection {
         })
     }
 
-    /// Drops the live connection, if any, so the next call dials afresh
-    /// (calls in flight on it go on). For a connection that stopped
-    /// answering: its TCP session may stay open for minutes.
+    /// Sets the live connection aside, if any, so the next call dials
+    /// afresh: for a connection that stopped answering, whose TCP session
+    /// may stay open for minutes. Calls in flight on it go on until
+    /// [`abandon`](Self::abandon) or [`keep`](Self::keep).
     pub fn reset(&self) {
-        *self.sender.lock() = None;
+        if let Some((generation, _)) = self.sender.lock().take() {
+            self.set_aside.lock().push(generation);
+        }
+    }
+
+    /// Closes the connections set aside: the calls still in flight on them
+    /// fail at once (as a lost connection) instead of waiting for their
+    /// deadlines, so reads can be asked of another replica, and streams
+    /// (the gateway's Watch streams) reconnect elsewhere.
+    pub fn abandon(&self) {
+        let set_aside = std::mem::take(&mut *self.set_aside.lock());
+        if set_aside.is_empty() {
+            return;
+        }
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|(generation, task)| {
+            let abandon = set_aside.contains(generation);
+            if abandon {
+                task.abort();
+            }
+            !abandon
+        });
+        tracing::warn!(upstream = %self.authority, "silent connection closed; calls in flight on it fail");
+    }
+
+    /// Lets the connections set aside finish their calls (the replica
+    /// answers again).
+    pub fn keep(&self) {
+        self.set_aside.lock().clear();
     }
 
     async fn sender(self: &Arc<Self>) -> Result<(u64, SendRequest<Bytes>), UpstreamError> {
@@ -214,12 +250,16 @@ impl Connection {
         *self.sender.lock() = Some(live.clone());
         let this = self.clone();
         let ended = *generation;
-        tokio::spawn(async move {
+        // Held while spawning, so the task's own removal comes after this.
+        let mut tasks = self.tasks.lock();
+        let task = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, upstream = %this.authority, "upstream connection ended");
             }
             this.forget(ended);
+            this.tasks.lock().retain(|(g, _)| *g != ended);
         });
+        tasks.push((ended, task.abort_handle()));
         Ok(live)
     }
 

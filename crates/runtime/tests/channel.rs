@@ -76,6 +76,10 @@ enum Behaviour {
 struct Script {
     behaviour: Mutex<Behaviour>,
     serving: AtomicBool,
+    /// Stops answering anything, on open connections too (as a stopped
+    /// process): the next stream to arrive freezes its connection, new
+    /// connections are held without a handshake.
+    frozen: AtomicBool,
     /// Paths of the calls received (health checks not counted).
     received: Mutex<Vec<String>>,
 }
@@ -92,6 +96,7 @@ impl Replica {
         let script = Arc::new(Script {
             behaviour: Mutex::new(behaviour),
             serving: AtomicBool::new(true),
+            frozen: AtomicBool::new(false),
             received: Mutex::new(Vec::new()),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -133,6 +138,10 @@ impl Replica {
         self.serve(listener);
     }
 
+    fn freeze(&self) {
+        self.script.frozen.store(true, Ordering::Relaxed);
+    }
+
     fn set_serving(&self, serving: bool) {
         self.script.serving.store(serving, Ordering::Relaxed);
     }
@@ -148,7 +157,7 @@ impl Replica {
 
 async fn serve_connection(tcp: tokio::net::TcpStream, script: Arc<Script>) {
     let behaviour = *script.behaviour.lock();
-    if behaviour == Behaviour::Silent {
+    if behaviour == Behaviour::Silent || script.frozen.load(Ordering::Relaxed) {
         let _held = tcp;
         return std::future::pending::<()>().await;
     }
@@ -167,6 +176,10 @@ async fn serve_connection(tcp: tokio::net::TcpStream, script: Arc<Script>) {
         return;
     }
     while let Some(Ok((request, mut respond))) = connection.accept().await {
+        if script.frozen.load(Ordering::Relaxed) {
+            let _held = (connection, request, respond);
+            return std::future::pending::<()>().await;
+        }
         let path = request.uri().path().to_owned();
         if path == HEALTH_CHECK {
             // HealthCheckResponse { status: SERVING (1) or NOT_SERVING (2) }
@@ -518,4 +531,44 @@ async fn a_host_name_is_resolved_into_one_replica_per_address() {
     let status = channel.replicas();
     let used = status.iter().find(|r| r.authority == resolved).unwrap();
     assert!(used.sent >= 10, "{status:?}");
+}
+
+/// A replica that stops answering with calls in flight on its connection
+/// (a stopped process): those calls do not wait for their deadline (10 s
+/// here). At the replica's second silent health check its connection is
+/// closed: a read in flight is asked again of the other replica, a write
+/// fails UNAVAILABLE (it may have arrived).
+#[tokio::test]
+async fn calls_stuck_on_a_replica_that_stopped_answering_end_at_its_second_silent_check() {
+    let a = Replica::start(Behaviour::Answer).await;
+    let b = Replica::start(Behaviour::Answer).await;
+    let channel = channel(&[&a, &b]);
+    let mut client = Client::new(channel.clone());
+    // Connections up, round-robin back at a.
+    read(&mut client).await.unwrap();
+    read(&mut client).await.unwrap();
+    a.freeze();
+
+    let started = Instant::now();
+    read(&mut client).await.unwrap();
+    let took = started.elapsed();
+    println!("read stuck on a frozen replica answered by the other after {took:?}");
+    assert!(took < Duration::from_secs(7), "{took:?}");
+    assert_eq!(b.received(), [READ, READ]);
+    assert!(!channel.replicas()[0].healthy);
+
+    // The same for a write, on a fresh pair (a is out of rotation here).
+    let c = Replica::start(Behaviour::Answer).await;
+    let d = Replica::start(Behaviour::Answer).await;
+    let channel = self::channel(&[&c, &d]);
+    let mut client = Client::new(channel.clone());
+    read(&mut client).await.unwrap();
+    read(&mut client).await.unwrap();
+    c.freeze();
+    let started = Instant::now();
+    let status = write(&mut client).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(took < Duration::from_secs(7), "{took:?}");
+    assert_eq!(d.received(), [READ], "the write was sent again");
 }
