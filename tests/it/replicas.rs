@@ -25,25 +25,25 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tenancy::{Part, Running, start};
+use tenancy_proto::account::ListMembersRequest;
 use tenancy_proto::account::account_service_client::AccountServiceClient;
-use tenancy_proto::account::{Account, AccountType, CreateAccountRequest, ListMembersRequest, PostalAddress};
-use tenancy_proto::contacts::ListOutboxMessagesRequest;
-use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
+use tenancy_proto::identity::LoginRequest;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::login_response::Outcome;
-use tenancy_proto::identity::{LoginRequest, SignUpRequest, SwitchAccountRequest, VerifyEmailRequest};
 use tenancy_proto::support::support_service_client::SupportServiceClient;
-use tenancy_proto::support::{CreateTicketRequest, ListTicketsRequest, TicketCategory, TicketPriority};
+use tenancy_proto::support::{
+    CreateTicketRequest, ListTicketsRequest, TicketCategory, TicketPriority,
+};
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::tls::Caller as Peer;
-use tenancy_runtime::{Principal, SystemClock, TlsParts};
-use tenancy_testkit::{Caller, TestChannel, TestDatabase, test_config};
+use tenancy_runtime::{SystemClock, TlsParts};
+use tenancy_testkit::{TestDatabase, test_config};
 use tokio::io::AsyncBufReadExt as _;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::gateway::{PASSWORD, bearer, channel};
+use crate::gateway::{PASSWORD, Suite, bearer, channel};
 
 /// Set in a replica process: what to serve (JSON of [`Spec`]).
 const REPLICA_ENV: &str = "TENANCY_E2E_REPLICA";
@@ -259,7 +259,10 @@ impl Client {
                 if members.is_empty() {
                     return Err("no members".into());
                 }
-                if members.iter().any(|m| m.name.is_empty() || m.email.is_empty()) {
+                if members
+                    .iter()
+                    .any(|m| m.name.is_empty() || m.email.is_empty())
+                {
                     return Err("members without names".into());
                 }
                 Ok(())
@@ -374,7 +377,9 @@ fn report(title: &str, samples: &[Sample], fault: Instant, settled: Duration) ->
         if let Some(failure) = &sample.failure {
             row.1 += 1;
             let took = sample.took.as_secs_f64().round();
-            *row.2.entry(format!("{failure} after ~{took} s")).or_default() += 1;
+            *row.2
+                .entry(format!("{failure} after ~{took} s"))
+                .or_default() += 1;
         }
     }
     println!("\n{title}: calls failed / made, by when they started");
@@ -419,7 +424,10 @@ async fn load_for(client: &Client, title: &str, length: Duration) -> Vec<String>
     tokio::time::sleep(length).await;
     let samples = load.stop().await;
     for flow in FLOWS {
-        assert!(samples.iter().any(|s| s.flow == flow), "no {flow:?} call made");
+        assert!(
+            samples.iter().any(|s| s.flow == flow),
+            "no {flow:?} call made"
+        );
     }
     report(title, &samples, started, Duration::ZERO)
 }
@@ -498,118 +506,26 @@ impl Probe {
     }
 }
 
-/// The emailed token (`key` link) last sent to `email`.
-async fn emailed_token(contacts: SocketAddr, email: &str, key: &str) -> String {
-    let mut client = ContactsInternalServiceClient::with_interceptor(
-        TestChannel::new(Peer::Contacts, contacts),
-        Caller::new(Principal::service("test"), Arc::new(SystemClock)),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let messages = client
-            .list_outbox_messages(ListOutboxMessagesRequest {
-                to_email: email.to_owned(),
-                page_size: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .messages;
-        if let Some(url) = messages.iter().rev().find_map(|m| m.template_data.get(key)) {
-            return url.split("token=").nth(1).unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "no {key} emailed to {email}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A verified user with an account and a ticket in it; returns the client
-/// of the flows.
-async fn customer(gateway: Channel, contacts: SocketAddr) -> Client {
+/// A verified user with an account and a ticket in it, through the
+/// gateway of `suite`; returns the client of the flows.
+async fn customer(suite: &Suite) -> Client {
     let email = "ada@example.com".to_owned();
-    let mut anonymous = IdentityServiceClient::new(gateway.clone());
-    anonymous
-        .sign_up(SignUpRequest {
-            email: email.clone(),
-            password: PASSWORD.into(),
-            name: "Ada Lovelace".into(),
-        })
-        .await
-        .unwrap();
-    let token = emailed_token(contacts, &email, "verify_url").await;
-    anonymous
-        .verify_email(VerifyEmailRequest { token })
-        .await
-        .unwrap();
-    let login = anonymous
-        .login(LoginRequest {
-            email: email.clone(),
-            password: PASSWORD.into(),
-            account_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(Outcome::Session(session)) = login.outcome else {
-        panic!("{login:?}");
-    };
-    let user_token = session.access_token.unwrap().token;
-    let account = AccountServiceClient::with_interceptor(gateway.clone(), bearer(&user_token))
-        .create_account(CreateAccountRequest {
-            account: Some(Account {
-                r#type: AccountType::Individual as i32,
-                name: "Ada Lovelace".into(),
-                legal_name: "Ada Lovelace".into(),
-                country_code: "GB".into(),
-                address: Some(PostalAddress {
-                    lines: vec!["12 St James's Square".into()],
-                    city: "London".into(),
-                    postal_code: "SW1Y 4JH".into(),
-                    region: String::new(),
-                    country_code: "GB".into(),
-                }),
-                ..Default::default()
-            }),
+    let token = suite.user(&email).await;
+    let (account_id, token) = suite.account_of(&token).await;
+    SupportServiceClient::with_interceptor(suite.gateway.clone(), bearer(&token))
+        .create_ticket(CreateTicketRequest {
+            subject: "Disk full".into(),
+            body: "The disk of my server is full.".into(),
+            priority: TicketPriority::Normal as i32,
+            category: TicketCategory::General as i32,
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
-        .account
         .unwrap();
-    let token = IdentityServiceClient::with_interceptor(gateway.clone(), bearer(&user_token))
-        .switch_account(SwitchAccountRequest {
-            account_id: account.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token
-        .unwrap()
-        .token;
-    // Once the gateway knows the membership, the ticket goes in.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let created = SupportServiceClient::with_interceptor(gateway.clone(), bearer(&token))
-            .create_ticket(CreateTicketRequest {
-                subject: "Disk full".into(),
-                body: "The disk of my server is full.".into(),
-                priority: TicketPriority::Normal as i32,
-                category: TicketCategory::General as i32,
-                ..Default::default()
-            })
-            .await;
-        if created.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{created:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     Client {
-        gateway,
+        gateway: suite.gateway.clone(),
         email,
-        account_id: account.id,
+        account_id,
         token,
     }
 }
@@ -633,8 +549,8 @@ async fn gateway_ready(gateway: &Channel) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_again() {
-    let db = TestDatabase::new("replicas").await;
-    let mut config = test_config(&db);
+    let database = Arc::new(TestDatabase::new("replicas").await);
+    let mut config = test_config(&database);
     config.auth.argon2_memory_kib = 1024;
     config.auth.argon2_iterations = 1;
     config.gateway.public_rate_per_minute = 1_000_000;
@@ -680,7 +596,14 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
         .unwrap();
     let gateway = channel(gateway_part.gateway.unwrap()).await;
     gateway_ready(&gateway).await;
-    let client = customer(gateway.clone(), contacts_address).await;
+    // The e2e helpers, on these parts.
+    let suite = Suite {
+        running: Running::listing(vec![(ServiceName::Contacts, contacts_address)]),
+        gateway: gateway.clone(),
+        config: config.clone(),
+        database: database.clone(),
+    };
+    let client = customer(&suite).await;
     let probes = [
         Probe::new(&config, ServiceName::Identity),
         Probe::new(&config, ServiceName::Account),
@@ -691,7 +614,10 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
 
     // Every replica up: every call succeeds.
     let failed = load_for(&client, "every replica up", Duration::from_secs(2)).await;
-    assert!(failed.is_empty(), "calls failed with every replica up: {failed:#?}");
+    assert!(
+        failed.is_empty(),
+        "calls failed with every replica up: {failed:#?}"
+    );
 
     // 1. kill -9 one replica of identity and one of account.
     let load = Load::start(&client);
@@ -705,8 +631,16 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
     }
     tokio::time::sleep(SETTLED + Duration::from_secs(3)).await;
     let samples = load.stop().await;
-    let late = report("identity#1 and account#1 killed (-9)", &samples, fault, SETTLED);
-    assert!(late.is_empty(), "calls failed once the dead replicas were out: {late:#?}");
+    let late = report(
+        "identity#1 and account#1 killed (-9)",
+        &samples,
+        fault,
+        SETTLED,
+    );
+    assert!(
+        late.is_empty(),
+        "calls failed once the dead replicas were out: {late:#?}"
+    );
 
     // 2. They come back on the same ports: back in rotation, they get calls
     // again, and no call fails meanwhile.
@@ -720,8 +654,16 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let samples = load.stop().await;
-    let failed = report("identity#1 and account#1 restarted", &samples, fault, Duration::ZERO);
-    assert!(failed.is_empty(), "calls failed while replicas rejoined: {failed:#?}");
+    let failed = report(
+        "identity#1 and account#1 restarted",
+        &samples,
+        fault,
+        Duration::ZERO,
+    );
+    assert!(
+        failed.is_empty(),
+        "calls failed while replicas rejoined: {failed:#?}"
+    );
 
     // 3. The other two hang (SIGSTOP): their ports accept, nothing answers.
     // Calls stuck on them end by their deadline; every one starting once
@@ -739,8 +681,16 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
     let samples = load.stop().await;
     identities[0].thaw();
     accounts[0].thaw();
-    let late = report("identity#0 and account#0 hung (SIGSTOP)", &samples, fault, SETTLED);
-    assert!(late.is_empty(), "calls failed once the hung replicas were out: {late:#?}");
+    let late = report(
+        "identity#0 and account#0 hung (SIGSTOP)",
+        &samples,
+        fault,
+        SETTLED,
+    );
+    assert!(
+        late.is_empty(),
+        "calls failed once the hung replicas were out: {late:#?}"
+    );
 
     // 4. Resumed, they rejoin and get calls again.
     for (probe, name) in probes.iter().zip(["identity", "account"]) {
@@ -748,7 +698,10 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
         println!("{name}#0 resumed: back in rotation and called after {back:?}");
     }
     let failed = load_for(&client, "every replica back", Duration::from_secs(2)).await;
-    assert!(failed.is_empty(), "calls failed with every replica back: {failed:#?}");
+    assert!(
+        failed.is_empty(),
+        "calls failed with every replica back: {failed:#?}"
+    );
 
     gateway_part.stop().await.unwrap();
     support.stop().await.unwrap();

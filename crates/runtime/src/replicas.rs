@@ -24,7 +24,6 @@
 //! Checks and lookups start with the first call and stop once the set is
 //! dropped.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +35,7 @@ use http::uri::Authority;
 use parking_lot::RwLock;
 
 use crate::config::{ConfigError, ServiceName};
+use crate::service::BoxFuture;
 use crate::upstream::{Connection, Dialer};
 
 /// How often every replica's health is checked.
@@ -168,7 +168,10 @@ impl ReplicaSet {
                     .ok_or_else(|| {
                         ConfigError::new(&setting, format_args!("not a URL with a port: {url:?}"))
                     })?;
-                let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+                let host = authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
                 let named = host.parse::<std::net::IpAddr>().is_err();
                 Ok(Source { authority, named })
             })
@@ -305,11 +308,17 @@ impl ReplicaSet {
             added.retain(|a| members.iter().any(|m| Arc::ptr_eq(a, m)));
         }
         let unchanged = members.len() == current.len()
-            && members.iter().zip(current.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+            && members
+                .iter()
+                .zip(current.iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b));
         if unchanged {
             return Vec::new();
         }
-        for gone in current.iter().filter(|r| !members.iter().any(|m| Arc::ptr_eq(m, r))) {
+        for gone in current
+            .iter()
+            .filter(|r| !members.iter().any(|m| Arc::ptr_eq(m, r)))
+        {
             gone.retired.store(true, Ordering::Relaxed);
         }
         let authorities: Vec<String> = members
@@ -444,8 +453,6 @@ async fn check(connection: &Arc<Connection>) -> Result<(), Unhealthy> {
 #[derive(Clone)]
 struct Direct(Arc<Connection>);
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 impl tower::Service<http::Request<tonic::body::Body>> for Direct {
     type Response = http::Response<tonic::body::Body>;
     type Error = tonic::codegen::StdError;
@@ -459,7 +466,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for Direct {
         let connection = self.0.clone();
         Box::pin(async move {
             let unavailable = |e: &dyn std::fmt::Display| {
-                Box::new(tonic::Status::from(crate::Error::unavailable(e.to_string())))
+                Box::new(tonic::Status::from(crate::Error::unavailable(
+                    e.to_string(),
+                )))
             };
             let ready = connection.ready().await.map_err(|e| unavailable(&e))?;
             let response = ready.send(request).await.map_err(|e| unavailable(&e))?;
@@ -678,6 +687,9 @@ mod tests {
         assert!(set.update(&[None, None]).is_empty());
         assert!(set.update(&[Some(Vec::new()), None]).is_empty());
         assert_eq!(set.status().len(), 3);
-        assert!(set.update(&[addresses(&["10.1.0.2:50061", "10.1.0.3:50061"]), None]).is_empty());
+        assert!(
+            set.update(&[addresses(&["10.1.0.2:50061", "10.1.0.3:50061"]), None])
+                .is_empty()
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError, ServiceName, TlsConfig};
 use crate::error::Error;
 use crate::metrics::{Metrics, ObservedBody};
 use crate::principal::{PrincipalKey, ServiceAuth};
-use crate::replicas::{ReplicaSet, ReplicaStatus, Replayable};
+use crate::replicas::{Replayable, ReplicaSet, ReplicaStatus};
 use crate::rules::MethodRules;
 use crate::server::ServerOptions;
 use crate::shutdown::Shutdown;
@@ -147,7 +147,8 @@ pub fn channel_to(
 /// Longest wait for another part to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// The access rules compiled into this binary: which methods only read and
 /// which stream requests, for retries.

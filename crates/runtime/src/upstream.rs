@@ -108,7 +108,10 @@ impl Dialer {
         }
     }
 
-    async fn dial(&self, authority: &str) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    async fn dial(
+        &self,
+        authority: &str,
+    ) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let tls = self
             .tls
             .part(self.part)

@@ -239,6 +239,16 @@ fn channel(replicas: &[&Replica]) -> Channel {
 
 type Client = IdentityInternalServiceClient<Channel>;
 
+/// Two scripted replicas, a channel over them (round-robin starting at
+/// the first) and a client on it.
+async fn pair(first: Behaviour, second: Behaviour) -> (Replica, Replica, Channel, Client) {
+    let a = Replica::start(first).await;
+    let b = Replica::start(second).await;
+    let channel = channel(&[&a, &b]);
+    let client = Client::new(channel.clone());
+    (a, b, channel, client)
+}
+
 async fn read(client: &mut Client) -> Result<(), tonic::Status> {
     client
         .batch_get_users(BatchGetUsersRequest::default())
@@ -255,7 +265,12 @@ async fn write(client: &mut Client) -> Result<(), tonic::Status> {
 
 /// Polls `channel`'s view of replica `index` until `healthy`, for at most
 /// `limit`; returns how long it took.
-async fn until_healthy(channel: &Channel, index: usize, healthy: bool, limit: Duration) -> Duration {
+async fn until_healthy(
+    channel: &Channel,
+    index: usize,
+    healthy: bool,
+    limit: Duration,
+) -> Duration {
     let started = Instant::now();
     loop {
         let status: Vec<ReplicaStatus> = channel.replicas();
@@ -273,9 +288,7 @@ async fn until_healthy(channel: &Channel, index: usize, healthy: bool, limit: Du
 
 #[tokio::test]
 async fn calls_are_spread_over_the_replicas() {
-    let a = Replica::start(Behaviour::Answer).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let mut client = Client::new(channel(&[&a, &b]));
+    let (a, b, _, mut client) = pair(Behaviour::Answer, Behaviour::Answer).await;
     for _ in 0..10 {
         read(&mut client).await.unwrap();
         write(&mut client).await.unwrap();
@@ -290,10 +303,7 @@ async fn calls_are_spread_over_the_replicas() {
 /// and gets calls again.
 #[tokio::test]
 async fn a_dead_replica_costs_no_call_and_rejoins_once_it_serves_again() {
-    let mut a = Replica::start(Behaviour::Answer).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (mut a, b, channel, mut client) = pair(Behaviour::Answer, Behaviour::Answer).await;
     write(&mut client).await.unwrap();
     write(&mut client).await.unwrap();
     assert_eq!((a.received().len(), b.received().len()), (1, 1));
@@ -315,17 +325,16 @@ async fn a_dead_replica_costs_no_call_and_rejoins_once_it_serves_again() {
     for _ in 0..20 {
         write(&mut client).await.unwrap();
     }
-    assert!(a.received().len() >= 1 + 8, "{:?}", channel.replicas());
+    // One call before the kill, then about half of twenty.
+    let calls = a.received().len() - 1;
+    assert!(calls >= 8, "{calls}: {:?}", channel.replicas());
 }
 
 /// A replica that answers NOT_SERVING leaves the rotation within a check
 /// and gets no calls; SERVING again brings it back.
 #[tokio::test]
 async fn health_checks_take_a_replica_out_and_bring_it_back() {
-    let a = Replica::start(Behaviour::Answer).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (a, _b, channel, mut client) = pair(Behaviour::Answer, Behaviour::Answer).await;
     read(&mut client).await.unwrap();
 
     a.set_serving(false);
@@ -349,10 +358,7 @@ async fn health_checks_take_a_replica_out_and_bring_it_back() {
 /// rather than fail without trying.
 #[tokio::test]
 async fn with_no_healthy_replica_every_one_is_still_tried() {
-    let a = Replica::start(Behaviour::Answer).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (a, b, channel, mut client) = pair(Behaviour::Answer, Behaviour::Answer).await;
     read(&mut client).await.unwrap();
     a.set_serving(false);
     b.set_serving(false);
@@ -369,10 +375,7 @@ async fn with_no_healthy_replica_every_one_is_still_tried() {
 /// write answered UNAVAILABLE reached a replica, so it is not.
 #[tokio::test]
 async fn unavailable_reads_are_asked_again_elsewhere_writes_never() {
-    let a = Replica::start(Behaviour::Unavailable).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (a, b, channel, mut client) = pair(Behaviour::Unavailable, Behaviour::Answer).await;
 
     // Round-robin starts at the first replica.
     read(&mut client).await.unwrap();
@@ -394,10 +397,7 @@ async fn unavailable_reads_are_asked_again_elsewhere_writes_never() {
 /// elsewhere, a write is not (the replica may have done it).
 #[tokio::test]
 async fn a_connection_lost_in_flight_repeats_reads_not_writes() {
-    let a = Replica::start(Behaviour::DropConnection).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (a, b, channel, mut client) = pair(Behaviour::DropConnection, Behaviour::Answer).await;
 
     let status = write(&mut client).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
@@ -422,10 +422,7 @@ async fn a_connection_lost_in_flight_repeats_reads_not_writes() {
 /// writes included.
 #[tokio::test]
 async fn streams_refused_unprocessed_are_sent_again_even_writes() {
-    let a = Replica::start(Behaviour::GoAway).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (a, b, channel, mut client) = pair(Behaviour::GoAway, Behaviour::Answer).await;
     write(&mut client).await.unwrap();
     assert!(a.received().is_empty());
     assert_eq!(b.received(), [WRITE]);
@@ -438,10 +435,7 @@ async fn streams_refused_unprocessed_are_sent_again_even_writes() {
 /// replica, and later calls skip the silent one without waiting.
 #[tokio::test]
 async fn a_silent_replica_delays_one_call_by_the_connect_timeout_then_none() {
-    let a = Replica::start(Behaviour::Silent).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (_a, b, channel, mut client) = pair(Behaviour::Silent, Behaviour::Answer).await;
     let started = Instant::now();
     write(&mut client).await.unwrap();
     let first = started.elapsed();
@@ -454,7 +448,11 @@ async fn a_silent_replica_delays_one_call_by_the_connect_timeout_then_none() {
     for _ in 0..10 {
         write(&mut client).await.unwrap();
     }
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(b.received().len(), 11);
     println!("first call {first:?}, ten more {:?}", started.elapsed());
 }
@@ -464,9 +462,7 @@ async fn a_silent_replica_delays_one_call_by_the_connect_timeout_then_none() {
 /// per replica.
 #[tokio::test]
 async fn retries_respect_the_callers_deadline() {
-    let a = Replica::start(Behaviour::Silent).await;
-    let b = Replica::start(Behaviour::Silent).await;
-    let mut client = Client::new(channel(&[&a, &b]));
+    let (_a, _b, _, mut client) = pair(Behaviour::Silent, Behaviour::Silent).await;
     let mut request = tonic::Request::new(RevokeAccountAccessRequest::default());
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
@@ -521,7 +517,9 @@ async fn a_host_name_is_resolved_into_one_replica_per_address() {
     }
     let replicas = channel.replicas();
     assert!(
-        replicas.iter().all(|r| !r.authority.starts_with("localhost")),
+        replicas
+            .iter()
+            .all(|r| !r.authority.starts_with("localhost")),
         "{replicas:?}"
     );
     for _ in 0..10 {
@@ -540,10 +538,7 @@ async fn a_host_name_is_resolved_into_one_replica_per_address() {
 /// fails UNAVAILABLE (it may have arrived).
 #[tokio::test]
 async fn calls_stuck_on_a_replica_that_stopped_answering_end_at_its_second_silent_check() {
-    let a = Replica::start(Behaviour::Answer).await;
-    let b = Replica::start(Behaviour::Answer).await;
-    let channel = channel(&[&a, &b]);
-    let mut client = Client::new(channel.clone());
+    let (a, b, channel, mut client) = pair(Behaviour::Answer, Behaviour::Answer).await;
     // Connections up, round-robin back at a.
     read(&mut client).await.unwrap();
     read(&mut client).await.unwrap();
@@ -558,10 +553,7 @@ async fn calls_stuck_on_a_replica_that_stopped_answering_end_at_its_second_silen
     assert!(!channel.replicas()[0].healthy);
 
     // The same for a write, on a fresh pair (a is out of rotation here).
-    let c = Replica::start(Behaviour::Answer).await;
-    let d = Replica::start(Behaviour::Answer).await;
-    let channel = self::channel(&[&c, &d]);
-    let mut client = Client::new(channel.clone());
+    let (c, d, _, mut client) = pair(Behaviour::Answer, Behaviour::Answer).await;
     read(&mut client).await.unwrap();
     read(&mut client).await.unwrap();
     c.freeze();
