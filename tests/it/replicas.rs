@@ -182,12 +182,37 @@ impl Replica {
     }
 }
 
-/// A free loopback port (bound, then released for a replica to bind).
+/// A free loopback port for a replica to bind, now and again after a
+/// restart. Taken below the kernel's ephemeral range (which starts at
+/// 32768 unless configured lower), where the ports other tests bind (port
+/// 0) and outgoing connections come from: none of them takes it between
+/// this check and the replica's bind, or while the replica is down, and
+/// it takes none that another test means to bind again.
 fn free_address() -> SocketAddr {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (20_000, ephemeral_from.min(32_768));
+    if high > low {
+        let start = u16::try_from(rand_below(u32::from(high - low))).unwrap();
+        for k in 0..(high - low) {
+            let port = low + (start + k) % (high - low);
+            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return listener.local_addr().unwrap();
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// A number below `n` that differs between test runs.
+fn rand_below(n: u32) -> u32 {
+    let seed = uuid::Uuid::new_v4().as_u128();
+    u32::try_from(seed % u128::from(n.max(1))).unwrap()
 }
 
 /// The three flows under load.
