@@ -207,6 +207,15 @@ impl ReplicaSet {
         })
     }
 
+    /// Never checks its replicas in the background nor looks names up: for
+    /// a one-shot client (an operator's command), whose few calls try every
+    /// replica anyway and which ends before a check could tell anything
+    /// (a check cut short as the process exits would only log a false
+    /// ejection).
+    pub fn without_checks(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
     /// Which service these are replicas of.
     pub fn service(&self) -> ServiceName {
         self.service

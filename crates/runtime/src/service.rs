@@ -192,6 +192,13 @@ impl Channel {
         }
     }
 
+    /// The same channel, for a one-shot client: no background health
+    /// checks ([`ReplicaSet::without_checks`]).
+    pub fn one_shot(self) -> Self {
+        self.replicas.without_checks();
+        self
+    }
+
     /// The same channel, recording `grpc_client_*` of the calls `part`
     /// makes into `metrics` (when it records calls).
     pub fn measured(mut self, metrics: &Metrics, part: &'static str) -> Self {

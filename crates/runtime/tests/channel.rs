@@ -354,6 +354,22 @@ async fn health_checks_take_a_replica_out_and_bring_it_back() {
     assert!(a.received().len() >= before + 8);
 }
 
+/// A one-shot channel (an operator's command) checks nothing in the
+/// background: a replica answering NOT_SERVING stays in rotation, and the
+/// calls still reach it.
+#[tokio::test]
+async fn a_one_shot_channel_runs_no_health_checks() {
+    let a = Replica::start(Behaviour::Answer).await;
+    a.set_serving(false);
+    let channel = channel(&[&a]).one_shot();
+    let mut client = Client::new(channel.clone());
+    read(&mut client).await.unwrap();
+    tokio::time::sleep(EJECTION_WITHIN).await;
+    assert!(channel.replicas()[0].healthy, "{:?}", channel.replicas());
+    read(&mut client).await.unwrap();
+    assert_eq!(a.received().len(), 2);
+}
+
 /// When every replica is out of rotation, calls still try them all
 /// rather than fail without trying.
 #[tokio::test]

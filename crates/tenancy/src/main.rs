@@ -261,6 +261,7 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
             tenancy_runtime::tls::Caller::Operator,
             service,
         )
+        .map(tenancy_runtime::service::Channel::one_shot)
         .map_err(|e| e.to_string())
     };
     let mut identity = IdentityInternalServiceClient::with_interceptor(
