@@ -133,6 +133,49 @@ fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
     }
 }
 
+/// Runs a statement of portable SQL (`$1`-style parameters, which both
+/// SQLite and PostgreSQL bind by number), returning the rows it changed.
+/// The one query helper every service's `store/` uses.
+pub async fn exec<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<u64, sea_orm::DbErr> {
+    Ok(c.execute_raw(statement(c, sql, values))
+        .await?
+        .rows_affected())
+}
+
+/// Runs a query of portable SQL, returning every row.
+pub async fn all<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+    c.query_all_raw(statement(c, sql, values)).await
+}
+
+/// Runs a query of portable SQL, returning its first row if any.
+pub async fn one<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
+    c.query_one_raw(statement(c, sql, values)).await
+}
+
+/// Reads column `column` of `row`.
+pub fn get<T: sea_orm::TryGetable>(
+    row: &sea_orm::QueryResult,
+    column: &str,
+) -> Result<T, sea_orm::DbErr> {
+    row.try_get::<T>("", column)
+}
+
+fn statement<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    Statement::from_sql_and_values(c.get_database_backend(), sql, values)
+}
+
 /// Whether a database error is a unique-constraint violation, which services
 /// turn into ALREADY_EXISTS instead of INTERNAL.
 pub fn is_unique_violation(error: &sea_orm::DbErr) -> bool {
@@ -145,6 +188,39 @@ pub fn is_unique_violation(error: &sea_orm::DbErr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `$n` binds by number on SQLite too (sqlx maps `$n` to argument n),
+    /// so one SQL text serves both databases, parameters in any order and
+    /// repeated.
+    #[tokio::test]
+    async fn numbered_parameters_bind_by_number_on_sqlite() {
+        let db = connect("sqlite::memory:", "x").await.unwrap();
+        let row = one(
+            &db,
+            "SELECT $2 || $1 || $2 AS joined",
+            vec!["a".into(), "b".into()],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(get::<String>(&row, "joined").unwrap(), "bab");
+        exec(&db, "CREATE TABLE t (a TEXT, b INTEGER)", vec![])
+            .await
+            .unwrap();
+        let changed = exec(
+            &db,
+            "INSERT INTO t (b, a) VALUES ($2, $1), ($2, $1)",
+            vec!["x".into(), 7.into()],
+        )
+        .await
+        .unwrap();
+        assert_eq!(changed, 2);
+        let rows = all(&db, "SELECT a, b FROM t WHERE b = $1", vec![7.into()])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(get::<String>(&rows[0], "a").unwrap(), "x");
+    }
 
     #[tokio::test]
     async fn an_unsupported_url_names_the_setting() {

@@ -21,6 +21,99 @@ pub fn parse_id(field: &str, value: &str) -> Result<String, Error> {
         .map_err(|_| Error::invalid_field(field, "must be a UUID"))
 }
 
+/// Declares typed ids: a newtype over a canonical lower-case UUID string
+/// per kind of resource, so `revoke(user_id, account_id)` cannot be called
+/// with the two swapped. Parsed once at the edge ([`UserId::parse`] names
+/// the request field when the value is not a UUID); inside, a value that
+/// exists is an id of its kind. Stored and bound as text (sea-orm's
+/// `DeriveValueType`), serialized as the bare string.
+#[macro_export]
+macro_rules! typed_ids {
+    ($($(#[$doc:meta])* $name:ident;)+) => {$(
+        $(#[$doc])*
+        #[derive(
+            Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+            serde::Serialize, serde::Deserialize, sea_orm::DeriveValueType,
+        )]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A new id (UUIDv7: time-ordered).
+            #[allow(clippy::new_without_default)]
+            pub fn new() -> Self {
+                Self($crate::ids::new_id())
+            }
+
+            /// A client-supplied id, naming `field` when it is not a UUID.
+            pub fn parse(field: &str, value: &str) -> Result<Self, $crate::Error> {
+                $crate::ids::parse_id(field, value).map(Self)
+            }
+
+            /// An id this system issued and kept (a column, a peer's answer,
+            /// a verified principal): not parsed again.
+            pub fn trusted(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as an owned string (for proto messages).
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl From<&$name> for sea_orm::Value {
+            fn from(id: &$name) -> sea_orm::Value {
+                id.0.clone().into()
+            }
+        }
+    )+};
+}
+
+typed_ids! {
+    /// A person's or an API member's user id (identity).
+    UserId;
+    /// An account (a legal entity, the tenant).
+    AccountId;
+    /// A login session.
+    SessionId;
+    /// A Public API token.
+    ApiTokenId;
+    /// An SSH public key of a user.
+    SshKeyId;
+    /// An invitation to join an account.
+    InvitationId;
+    /// A contact (person or role address) of an account.
+    ContactId;
+    /// A support ticket.
+    TicketId;
+    /// A message on a support ticket.
+    MessageId;
+}
+
 /// The default and maximum page sizes of every List method.
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 /// The largest page a client may ask for.
@@ -119,6 +212,21 @@ mod tests {
         assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(10_000).unwrap(), MAX_PAGE_SIZE);
         assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn typed_ids_parse_once_and_name_the_field() {
+        let id = UserId::new();
+        let parsed = UserId::parse("user_id", &id.as_str().to_uppercase()).unwrap();
+        assert_eq!(parsed, id);
+        let error = AccountId::parse("account_id", "nope").unwrap_err();
+        assert_eq!(error.reason, Reason::FieldInvalid);
+        assert_eq!(error.violations[0].field, "account_id");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            format!("\"{id}\""),
+            "serialized as the bare string"
+        );
     }
 
     #[test]
