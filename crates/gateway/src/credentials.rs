@@ -28,9 +28,10 @@ use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Error, Reason, Timestamp};
 use tonic::service::interceptor::InterceptedService;
 
+use crate::id::parse_id;
 use crate::jwt::{Claims, JwtVerifier, LEEWAY_SECONDS, PortalToken, TokenError};
 use crate::policy::{ApiToken, Credential};
-use crate::state::{FastMap, parse_id};
+use crate::state::FastMap;
 
 /// Prefix of Public API tokens.
 pub const API_TOKEN_PREFIX: &str = "tny_";

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 use tenancy_runtime::Reason;
 
-use crate::state::{Id, parse_id};
+use crate::id::{Id, parse_id};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 30;
@@ -436,7 +436,7 @@ mod tests {
         let token =
             PortalToken::from_claims(&verifier.verify(&issuer.sign(&good)).unwrap()).unwrap();
         assert_eq!(
-            crate::state::id_string(token.user),
+            crate::id::id_string(token.user),
             "0195f3a2-7c1e-7d3a-9b2c-4e5f6a7b8c9d"
         );
         assert_eq!(token.amr.names().collect::<Vec<_>>(), ["otp", "pwd"]);

@@ -11,6 +11,8 @@
 //! - `proxy`: routing table, per-call pipeline, byte forwarding.
 //! - `policy`: the decision, a pure function.
 //! - `credentials`: JWT and API-token resolution with caches.
+//! - `id`: the 16-byte ids of the live state (users, accounts, sessions,
+//!   tokens), parsed from and printed in the form the services issue.
 //! - `jwt`: EdDSA-only access-token verification.
 //! - `state`: revocations, memberships, settings.
 //! - `sync`: the Watch streams that keep `state` current.
@@ -21,6 +23,7 @@
 
 pub mod client_ip;
 pub mod credentials;
+pub mod id;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;

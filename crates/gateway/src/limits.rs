@@ -9,7 +9,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tenancy_runtime::config::GatewayConfig;
 use tenancy_runtime::{Error, Reason};
 
-use crate::state::Id;
+use crate::id::Id;
 
 /// The gateway's rate limiters.
 pub struct RateLimits {

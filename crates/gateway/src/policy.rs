@@ -12,8 +12,9 @@ use tenancy_proto::auth::{AccessRule, Audience, TokenKind};
 use tenancy_runtime::principal::role_at_least;
 use tenancy_runtime::{Error, Principal, Reason};
 
+use crate::id::{Id, id_string};
 use crate::jwt::PortalToken;
-use crate::state::{Id, LiveState, id_string};
+use crate::state::LiveState;
 
 /// A resolved Public API token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,8 +28,9 @@ use tenancy_runtime::shutdown::Shutdown;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::credentials::Authenticator;
+use crate::id::{Id, parse_id};
 use crate::metrics::Watch;
-use crate::state::{CutOff, Id, LiveState, Membership, Policies, Settings, parse_id};
+use crate::state::{CutOff, LiveState, Membership, Policies, Settings};
 
 /// Longest silence on a stream (servers send heartbeats every 15 s) before
 /// the gateway reconnects.

@@ -28,8 +28,9 @@ use tenancy_runtime::shutdown::Shutdown;
 use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::id::{Id, id_string};
 use crate::policy::Credential;
-use crate::state::{FastMap, Id, id_string};
+use crate::state::FastMap;
 
 /// Most credentials pending at once (~200 bytes each).
 pub const PENDING_CAP: usize = 200_000;
