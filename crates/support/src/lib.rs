@@ -12,7 +12,6 @@
 
 mod api;
 mod app;
-mod convert;
 pub mod domain;
 pub mod migration;
 mod peers;
