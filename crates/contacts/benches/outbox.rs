@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tenancy_contacts::ContactsService;
+use tenancy_contacts::domain::outbox::MessageState;
 use tenancy_contacts::domain::templates::{self, Template};
-use tenancy_contacts::store::outbox::{NewMessage, SENT, count_in_state, enqueue};
+use tenancy_contacts::store::outbox::{NewMessage, count_in_state, enqueue};
 use tenancy_proto::contacts as pb;
 use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
 use tenancy_runtime::{Clock as _, ManualClock, Principal};
@@ -173,7 +174,7 @@ fn message(i: usize) -> NewMessage {
 
 async fn all_sent(reader: &DatabaseConnection, n: usize, start: Instant) {
     loop {
-        let sent = count_in_state(reader, SENT).await.unwrap();
+        let sent = count_in_state(reader, MessageState::Sent).await.unwrap();
         if sent as usize >= n {
             return;
         }

@@ -12,10 +12,12 @@
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
+mod app;
 pub mod domain;
 pub mod mailer;
 pub mod migration;
 pub mod outbox;
+mod peers;
 pub mod retention;
 pub mod store;
 pub mod worker;
@@ -104,15 +106,17 @@ impl TenancyService for ContactsService {
         };
         let retention = tokio::spawn(retention.run(shutdown.clone()));
         let api = api::Api {
-            outbox,
-            directory: api::Directory::new(&self.context),
-            portal_url: self
-                .context
-                .config
-                .mail
-                .portal_url
-                .trim_end_matches('/')
-                .to_owned(),
+            app: app::App {
+                outbox,
+                peers: peers::Peers::new(&self.context),
+                portal_url: self
+                    .context
+                    .config
+                    .mail
+                    .portal_url
+                    .trim_end_matches('/')
+                    .to_owned(),
+            },
         };
         let routes = tonic::service::Routes::new(
             ContactsServiceServer::new(api.clone())

@@ -10,7 +10,7 @@ use tenancy_runtime::error::Violations;
 use tenancy_runtime::{Error, Reason};
 use tokio::sync::Notify;
 
-use crate::domain::{email, templates};
+use crate::domain::{ContactsError, email, templates};
 use crate::store::entities::outbox_message as msg;
 use crate::store::outbox::{self, EnqueueError, NewMessage};
 
@@ -128,10 +128,7 @@ impl Outbox {
                         duplicate: true,
                     }))
                 } else {
-                    Err(Error::new(
-                        Reason::RequestIdReused,
-                        "this request_id was used with different content",
-                    ))
+                    Err(ContactsError::RequestIdReused.into())
                 }
             }
         }
@@ -181,7 +178,7 @@ impl Outbox {
                 drop(txn);
                 self.earlier(key, hash)
                     .await?
-                    .ok_or_else(|| Error::new(Reason::RequestInProgress, "retry"))
+                    .ok_or_else(|| ContactsError::RequestInProgress.into())
             }
             Err(EnqueueError::Other(e)) => Err(e),
         }

@@ -1,44 +1,25 @@
-//! ContactsService: contacts and notification preferences.
+//! ContactsService: the contacts of the caller's account and members'
+//! notification preferences.
 
-use std::collections::BTreeMap;
-
-use tenancy_proto::contacts as pb;
+use tenancy_proto::contacts::{self as pb, contacts_service_server::ContactsService};
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::secret::SecretToken;
+use tenancy_runtime::ids::{self, AccountId, ContactId, UserId};
 use tenancy_runtime::server::principal;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
-use tonic::{Request, Response, Status};
+use tenancy_runtime::{Error, Principal, Reason};
+use tonic::{Request, Response};
 
-use super::{Api, page_token_invalid, ts};
+use super::{Api, Reply, convert, page_token_invalid};
+use crate::app::contacts as app;
+use crate::app::preferences::{self, Caller};
+use crate::domain::ContactsError;
 use crate::domain::contact as rules;
-use crate::domain::routing::{CATEGORIES, Category, Role, member_receives};
-use crate::domain::templates::Template;
-use crate::outbox::{Address, Email};
-use crate::store::contacts::{self as store, Changes, Fields, Verified};
-use crate::store::entities::contact;
-use crate::store::outbox::EnqueueError;
-use crate::store::preferences;
+use crate::domain::routing::{Category, Role};
+use crate::store::contacts::{Changes, Fields, ListFilter};
 
-type Reply<T> = Result<Response<T>, Status>;
+const ALL_FIELDS: [&str; 5] = ["name", "email", "phone", "notes", "roles"];
 
-fn to_proto(c: contact::Model) -> pb::Contact {
-    let roles = store::roles_of(&c).into_iter().map(|r| r as i32).collect();
-    pb::Contact {
-        email_verify_time: ts(c.email_verified_at.filter(|_| c.email_verified)),
-        verification_send_time: ts(c.verification_sent_at.filter(|_| !c.email_verified)),
-        id: c.id,
-        account_id: c.account_id,
-        name: c.name,
-        email: c.email,
-        email_verified: c.email_verified,
-        phone: c.phone,
-        notes: c.notes,
-        roles,
-        create_time: ts(Some(c.created_at)),
-        update_time: ts(Some(c.updated_at)),
-    }
-}
-
+/// The fields of `c` named in `names`, checked; and whether its roles ask
+/// for PRIMARY.
 fn check_fields(v: &mut Violations, c: &pb::Contact, names: &[&str]) -> (Fields, bool) {
     let mut fields = Fields {
         name: c.name.trim().to_owned(),
@@ -71,7 +52,31 @@ fn check_fields(v: &mut Violations, c: &pb::Contact, names: &[&str]) -> (Fields,
     (fields, wants_primary)
 }
 
-const ALL_FIELDS: [&str; 5] = ["name", "email", "phone", "notes", "roles"];
+/// The caller's selected account.
+fn account_of(request: &Request<impl Sized>) -> Result<AccountId, Error> {
+    Ok(AccountId::trusted(principal(request)?.account()?))
+}
+
+/// A contact id from the request; a malformed one is simply not found.
+fn contact_id(field: &str, raw: &str) -> Result<ContactId, Error> {
+    ContactId::parse(field, raw).map_err(|_| ContactsError::ContactNotFound.into())
+}
+
+/// Who asks about preferences, and about whom: `None` for oneself (an
+/// empty `user_id` or the caller's own).
+fn preference_request(p: &Principal, user_id: &str) -> Result<(Caller, Option<UserId>), Error> {
+    let caller = Caller {
+        account: AccountId::trusted(p.account()?),
+        user: UserId::trusted(p.user()?),
+        is_owner: p.is_owner(),
+    };
+    let other = if user_id.is_empty() || user_id.trim().eq_ignore_ascii_case(caller.user.as_str()) {
+        None
+    } else {
+        Some(UserId::parse("user_id", user_id)?)
+    };
+    Ok((caller, other))
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContactCursor {
@@ -79,57 +84,13 @@ struct ContactCursor {
     f: String,
 }
 
-impl Api {
-    fn verification_email(&self, to: &contact::Model, token: &SecretToken) -> Email {
-        let expire = Timestamp(to.verification_expires_at.unwrap_or_default());
-        let expire = expire.to_proto().to_string();
-        Email {
-            template: Template::ContactVerification,
-            data: BTreeMap::from([
-                // The account service offers no internal name look-up yet.
-                ("account_name".to_owned(), "your hosting account".to_owned()),
-                (
-                    "verify_url".to_owned(),
-                    format!(
-                        "{}/verify-contact-email?token={}",
-                        self.portal_url,
-                        token.expose()
-                    ),
-                ),
-                ("expire_time".to_owned(), expire),
-            ]),
-            account_id: to.account_id.clone(),
-            category: 0,
-        }
-    }
-
-    /// Queues the verification message of `c` in `txn`.
-    async fn queue_verification(
-        &self,
-        txn: &sea_orm::DatabaseTransaction,
-        c: &contact::Model,
-        token: &SecretToken,
-    ) -> Result<(), Error> {
-        let email = self.verification_email(c, token);
-        let to = [Address {
-            email: c.email.clone(),
-            name: c.name.clone(),
-        }];
-        let messages = self.outbox.render(&email, &to)?;
-        let hash = token.hash();
-        let key = format!("contacts:verify:{}:{}", c.id, &hash[..16]);
-        match self.outbox.enqueue_in(txn, &key, &hash, messages).await {
-            Ok(_) => Ok(()),
-            Err(EnqueueError::KeyTaken) => Err(Error::new(Reason::RequestInProgress, "retry")),
-            Err(EnqueueError::Other(e)) => Err(e),
-        }
-    }
-
-    pub(super) async fn create_contact_impl(
+#[tonic::async_trait]
+impl ContactsService for Api {
+    async fn create_contact(
         &self,
         request: Request<pb::CreateContactRequest>,
     ) -> Reply<pb::CreateContactResponse> {
-        let account = principal(&request)?.account()?.to_owned();
+        let account = account_of(&request)?;
         let r = request.into_inner();
         let mut v = Violations::default();
         let c = r.contact.unwrap_or_default();
@@ -143,46 +104,36 @@ impl Api {
             )
         };
         v.finish()?;
-        let now = self.outbox.clock.now();
-        let token = SecretToken::generate("tcv_");
-        let txn = store::begin(&self.outbox.db).await?;
-        let (model, created) = store::create(
-            &txn,
+        let model = app::create(
+            &self.app,
             &account,
             &fields,
             wants_primary,
             request_id.as_deref(),
-            &token.hash(),
-            now,
         )
         .await?;
-        if created {
-            self.queue_verification(&txn, &model, &token).await?;
-        }
-        txn.commit().await.map_err(Error::from)?;
-        self.outbox.wake();
         Ok(Response::new(pb::CreateContactResponse {
-            contact: Some(to_proto(model)),
+            contact: Some(convert::contact(model)),
         }))
     }
 
-    pub(super) async fn get_contact_impl(
+    async fn get_contact(
         &self,
         request: Request<pb::GetContactRequest>,
     ) -> Reply<pb::GetContactResponse> {
-        let account = principal(&request)?.account()?.to_owned();
-        let id = ids::parse_id("id", &request.get_ref().id).map_err(|_| store::not_found())?;
-        let c = store::get(&self.outbox.db, &account, &id).await?;
+        let account = account_of(&request)?;
+        let id = contact_id("id", &request.get_ref().id)?;
+        let c = app::get(&self.app, &account, &id).await?;
         Ok(Response::new(pb::GetContactResponse {
-            contact: Some(to_proto(c)),
+            contact: Some(convert::contact(c)),
         }))
     }
 
-    pub(super) async fn update_contact_impl(
+    async fn update_contact(
         &self,
         request: Request<pb::UpdateContactRequest>,
     ) -> Reply<pb::UpdateContactResponse> {
-        let account = principal(&request)?.account()?.to_owned();
+        let account = account_of(&request)?;
         let r = request.into_inner();
         let c = r.contact.unwrap_or_default();
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -202,53 +153,38 @@ impl Api {
                 }
             }
         }
-        let id = ids::parse_id("contact.id", &c.id).map_err(|_| store::not_found())?;
+        let id = contact_id("contact.id", &c.id)?;
         let mut v = Violations::default();
         let (fields, _) = check_fields(&mut v, &c, &names);
         v.finish()?;
-        let mut roles = None;
-        if names.contains(&"roles") {
-            roles = Some(fields.roles.clone());
-        }
         let changes = Changes {
             name: names.contains(&"name").then(|| fields.name.clone()),
             email: names.contains(&"email").then(|| fields.email.clone()),
             phone: names.contains(&"phone").then(|| fields.phone.clone()),
             notes: names.contains(&"notes").then(|| fields.notes.clone()),
-            roles,
+            roles: names.contains(&"roles").then(|| fields.roles.clone()),
         };
-        let now = self.outbox.clock.now();
-        let token = SecretToken::generate("tcv_");
-        let txn = store::begin(&self.outbox.db).await?;
-        let (model, email_changed) =
-            store::update(&txn, &account, &id, &changes, &token.hash(), now).await?;
-        if email_changed {
-            self.queue_verification(&txn, &model, &token).await?;
-        }
-        txn.commit().await.map_err(Error::from)?;
-        if email_changed {
-            self.outbox.wake();
-        }
+        let model = app::update(&self.app, &account, &id, &changes).await?;
         Ok(Response::new(pb::UpdateContactResponse {
-            contact: Some(to_proto(model)),
+            contact: Some(convert::contact(model)),
         }))
     }
 
-    pub(super) async fn delete_contact_impl(
+    async fn delete_contact(
         &self,
         request: Request<pb::DeleteContactRequest>,
     ) -> Reply<pb::DeleteContactResponse> {
-        let account = principal(&request)?.account()?.to_owned();
-        let id = ids::parse_id("id", &request.get_ref().id).map_err(|_| store::not_found())?;
-        store::delete(&self.outbox.db, &account, &id).await?;
+        let account = account_of(&request)?;
+        let id = contact_id("id", &request.get_ref().id)?;
+        app::delete(&self.app, &account, &id).await?;
         Ok(Response::new(pb::DeleteContactResponse {}))
     }
 
-    pub(super) async fn list_contacts_impl(
+    async fn list_contacts(
         &self,
         request: Request<pb::ListContactsRequest>,
     ) -> Reply<pb::ListContactsResponse> {
-        let account = principal(&request)?.account()?.to_owned();
+        let account = account_of(&request)?;
         let r = request.into_inner();
         let size = ids::page_size(r.page_size)?;
         let role = match r.role {
@@ -258,7 +194,7 @@ impl Api {
                     .ok_or_else(|| Error::invalid_field("role", "unknown ContactRole"))?,
             ),
         };
-        let filter = store::ListFilter {
+        let filter = ListFilter {
             role,
             email_verified: r.email_verified,
         };
@@ -270,7 +206,7 @@ impl Api {
             Some(_) => return Err(page_token_invalid().into()),
             None => 0,
         };
-        let (rows, total) = store::list(&self.outbox.db, &account, &filter, offset, size).await?;
+        let (rows, total) = app::list(&self.app, &account, &filter, offset, size).await?;
         let next = offset + rows.len() as u64;
         let next_page_token = if next < total {
             ids::encode_page_token(&ContactCursor {
@@ -281,47 +217,38 @@ impl Api {
             String::new()
         };
         Ok(Response::new(pb::ListContactsResponse {
-            contacts: rows.into_iter().map(to_proto).collect(),
+            contacts: rows.into_iter().map(convert::contact).collect(),
             next_page_token,
             total_size: i32::try_from(total).unwrap_or(i32::MAX),
         }))
     }
 
-    pub(super) async fn set_primary_contact_impl(
+    async fn set_primary_contact(
         &self,
         request: Request<pb::SetPrimaryContactRequest>,
     ) -> Reply<pb::SetPrimaryContactResponse> {
-        let account = principal(&request)?.account()?.to_owned();
-        let id = ids::parse_id("contact_id", &request.get_ref().contact_id)
-            .map_err(|_| store::not_found())?;
-        let (c, previous) =
-            store::set_primary(&self.outbox.db, &account, &id, self.outbox.clock.now()).await?;
+        let account = account_of(&request)?;
+        let id = contact_id("contact_id", &request.get_ref().contact_id)?;
+        let (c, previous) = app::set_primary(&self.app, &account, &id).await?;
         Ok(Response::new(pb::SetPrimaryContactResponse {
-            contact: Some(to_proto(c)),
-            previous_primary: previous.map(to_proto),
+            contact: Some(convert::contact(c)),
+            previous_primary: previous.map(convert::contact),
         }))
     }
 
-    pub(super) async fn resend_contact_verification_impl(
+    async fn resend_contact_verification(
         &self,
         request: Request<pb::ResendContactVerificationRequest>,
     ) -> Reply<pb::ResendContactVerificationResponse> {
-        let account = principal(&request)?.account()?.to_owned();
-        let id = ids::parse_id("contact_id", &request.get_ref().contact_id)
-            .map_err(|_| store::not_found())?;
-        let token = SecretToken::generate("tcv_");
-        let now = self.outbox.clock.now();
-        let txn = store::begin(&self.outbox.db).await?;
-        let c = store::renew_verification(&txn, &account, &id, &token.hash(), now).await?;
-        self.queue_verification(&txn, &c, &token).await?;
-        txn.commit().await.map_err(Error::from)?;
-        self.outbox.wake();
+        let account = account_of(&request)?;
+        let id = contact_id("contact_id", &request.get_ref().contact_id)?;
+        let c = app::resend_verification(&self.app, &account, &id).await?;
         Ok(Response::new(pb::ResendContactVerificationResponse {
-            contact: Some(to_proto(c)),
+            contact: Some(convert::contact(c)),
         }))
     }
 
-    pub(super) async fn verify_contact_email_impl(
+    async fn verify_contact_email(
         &self,
         request: Request<pb::VerifyContactEmailRequest>,
     ) -> Reply<pb::VerifyContactEmailResponse> {
@@ -329,89 +256,25 @@ impl Api {
         if token.is_empty() || token.len() > 128 {
             return Err(Error::invalid_field("token", "1 to 128 characters").into());
         }
-        let hash = SecretToken::from_client(token).hash();
-        let (c, already) =
-            match store::verify(&self.outbox.db, &hash, self.outbox.clock.now()).await? {
-                Verified::Now(c) => (c, false),
-                Verified::Already(c) => (c, true),
-            };
+        let (c, already_verified) = app::verify_email(&self.app, token).await?;
         Ok(Response::new(pb::VerifyContactEmailResponse {
             email: c.email,
-            already_verified: already,
+            already_verified,
         }))
     }
 
-    /// The member whose preferences a request is about, after the access
-    /// rule: oneself, or anyone for an OWNER (who must be a member).
-    async fn preference_subject(
-        &self,
-        p: &tenancy_runtime::Principal,
-        user_id: &str,
-    ) -> Result<(String, String), Error> {
-        let account = p.account()?.to_owned();
-        let me = p.user()?.to_owned();
-        if user_id.is_empty() || user_id.trim().eq_ignore_ascii_case(&me) {
-            return Ok((account, me));
-        }
-        let user = ids::parse_id("user_id", user_id)?;
-        if !p.is_owner() {
-            return Err(Error::role_too_low(
-                tenancy_proto::auth::Role::Owner,
-                "only an OWNER manages another member's preferences",
-            ));
-        }
-        if !self.directory.is_member(&account, &user).await? {
-            return Err(Error::new(
-                Reason::MemberNotFound,
-                "no such member in this account",
-            ));
-        }
-        Ok((account, user))
-    }
-
-    async fn preferences_of(
-        &self,
-        account: &str,
-        user: &str,
-    ) -> Result<pb::NotificationPreferences, Error> {
-        let stored = preferences::get(&self.outbox.db, account, user).await?;
-        let update_time = stored.iter().map(|s| s.updated_at).max();
-        let preferences = CATEGORIES
-            .iter()
-            .map(|c| {
-                let choice = stored
-                    .iter()
-                    .find(|s| s.category == *c as i32)
-                    .map(|s| s.enabled);
-                pb::NotificationPreference {
-                    category: *c as i32,
-                    enabled: member_receives(*c, choice),
-                    locked: c.is_mandatory(),
-                }
-            })
-            .collect();
-        Ok(pb::NotificationPreferences {
-            account_id: account.to_owned(),
-            user_id: user.to_owned(),
-            preferences,
-            update_time: ts(update_time),
-        })
-    }
-
-    pub(super) async fn get_notification_preferences_impl(
+    async fn get_notification_preferences(
         &self,
         request: Request<pb::GetNotificationPreferencesRequest>,
     ) -> Reply<pb::GetNotificationPreferencesResponse> {
-        let p = principal(&request)?.clone();
-        let (account, user) = self
-            .preference_subject(&p, &request.get_ref().user_id)
-            .await?;
+        let (caller, other) = preference_request(principal(&request)?, &request.get_ref().user_id)?;
+        let found = preferences::get(&self.app, &caller, other).await?;
         Ok(Response::new(pb::GetNotificationPreferencesResponse {
-            notification_preferences: Some(self.preferences_of(&account, &user).await?),
+            notification_preferences: Some(convert::preferences(found)),
         }))
     }
 
-    pub(super) async fn update_notification_preferences_impl(
+    async fn update_notification_preferences(
         &self,
         request: Request<pb::UpdateNotificationPreferencesRequest>,
     ) -> Reply<pb::UpdateNotificationPreferencesResponse> {
@@ -442,7 +305,7 @@ impl Api {
                             locked.get_or_insert(i);
                         }
                     } else {
-                        choices.push((c as i32, pref.enabled));
+                        choices.push((c, pref.enabled));
                     }
                 }
             }
@@ -456,19 +319,10 @@ impl Api {
             .with_field(format!("preferences[{i}].enabled"), "SECURITY is mandatory")
             .into());
         }
-        let (account, user) = self.preference_subject(&p, &r.user_id).await?;
-        if !choices.is_empty() {
-            preferences::set(
-                &self.outbox.db,
-                &account,
-                &user,
-                &choices,
-                self.outbox.clock.now(),
-            )
-            .await?;
-        }
+        let (caller, other) = preference_request(&p, &r.user_id)?;
+        let stored = preferences::update(&self.app, &caller, other, &choices).await?;
         Ok(Response::new(pb::UpdateNotificationPreferencesResponse {
-            notification_preferences: Some(self.preferences_of(&account, &user).await?),
+            notification_preferences: Some(convert::preferences(stored)),
         }))
     }
 }

@@ -1,6 +1,9 @@
 //! Contact fields: validation and the rules about roles.
 
+use tenancy_runtime::Timestamp;
+
 use super::email;
+use super::error::ContactsError;
 use super::routing::Role;
 
 /// Longest name, in characters.
@@ -72,9 +75,204 @@ pub fn parse_roles(values: &[i32]) -> Result<Vec<Role>, &'static str> {
     Ok(roles)
 }
 
+/// How long a contact remembers a create's request id (a retry within it
+/// returns the contact created first).
+pub const REQUEST_ID_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The window [`RESENDS_PER_DAY`] counts in.
+const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Whether a new contact may be added to an account holding `count`
+/// contacts, `has_primary` telling whether one of them is the primary. The
+/// first contact becomes primary; asking for PRIMARY when there is one is
+/// refused (SetPrimaryContact changes it).
+pub fn check_new(count: u64, has_primary: bool, wants_primary: bool) -> Result<(), ContactsError> {
+    if count >= MAX_CONTACTS {
+        return Err(ContactsError::ContactLimitReached);
+    }
+    if wants_primary && has_primary {
+        return Err(ContactsError::PrimaryExists);
+    }
+    Ok(())
+}
+
+/// Whether an update may set a contact's roles: PRIMARY stays where it is
+/// (taken off the primary, or given to another, only by SetPrimaryContact).
+pub fn check_roles_change(is_primary: bool, wants_primary: bool) -> Result<(), ContactsError> {
+    match (is_primary, wants_primary) {
+        (true, false) => Err(ContactsError::PrimaryKeepsRole),
+        (false, true) => Err(ContactsError::PrimaryOnlyBySetPrimary),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a contact may be deleted: the primary only when it is the last
+/// (`others`: how many other contacts the account has).
+pub fn check_delete(is_primary: bool, others: u64) -> Result<(), ContactsError> {
+    if is_primary && others > 0 {
+        Err(ContactsError::PrimaryDeletedFirst)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a contact may become the primary: its address is verified.
+pub fn check_new_primary(email_verified: bool) -> Result<(), ContactsError> {
+    if email_verified {
+        Ok(())
+    } else {
+        Err(ContactsError::ContactEmailUnverified)
+    }
+}
+
+/// A contact's verification-resend state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resends {
+    /// When the last verification message was sent.
+    pub last_sent: Option<Timestamp>,
+    /// When the current day's window started.
+    pub window_start: Option<Timestamp>,
+    /// Messages sent in that window.
+    pub count: i32,
+}
+
+/// The resend state after one more verification message at `now`, or why
+/// not yet: a verified address needs none; at most one per
+/// [`RESEND_INTERVAL`] and [`RESENDS_PER_DAY`] per day.
+pub fn resend(
+    email_verified: bool,
+    before: Resends,
+    now: Timestamp,
+) -> Result<Resends, ContactsError> {
+    if email_verified {
+        return Err(ContactsError::ContactEmailAlreadyVerified);
+    }
+    let wait_until = |t: Timestamp| ContactsError::VerificationResendTooSoon {
+        retry_after: std::time::Duration::from_millis(
+            u64::try_from(t.millis() - now.millis()).unwrap_or(0),
+        ),
+    };
+    if let Some(sent) = before.last_sent {
+        let next = sent.plus(RESEND_INTERVAL);
+        if now < next {
+            return Err(wait_until(next));
+        }
+    }
+    let (window, count) = match before.window_start {
+        Some(start) if now < start.plus(RESEND_WINDOW) => (start, before.count),
+        _ => (now, 0),
+    };
+    if count >= RESENDS_PER_DAY {
+        return Err(wait_until(window.plus(RESEND_WINDOW)));
+    }
+    Ok(Resends {
+        last_sent: Some(now),
+        window_start: Some(window),
+        count: count + 1,
+    })
+}
+
+/// Whether a verification token that expires at `expires_at` is still good
+/// at `now`.
+pub fn check_token_fresh(
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(), ContactsError> {
+    if expires_at.is_none_or(|t| now >= t) {
+        Err(ContactsError::VerificationTokenExpired)
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hundredth_contact_is_the_last_and_primary_is_taken_once() {
+        assert!(check_new(99, true, false).is_ok());
+        assert_eq!(
+            check_new(100, true, false),
+            Err(ContactsError::ContactLimitReached)
+        );
+        assert!(check_new(0, false, true).is_ok());
+        assert_eq!(check_new(3, true, true), Err(ContactsError::PrimaryExists));
+    }
+
+    #[test]
+    fn primary_moves_only_by_set_primary_and_is_deleted_last() {
+        assert!(check_roles_change(true, true).is_ok());
+        assert!(check_roles_change(false, false).is_ok());
+        assert_eq!(
+            check_roles_change(true, false),
+            Err(ContactsError::PrimaryKeepsRole)
+        );
+        assert_eq!(
+            check_roles_change(false, true),
+            Err(ContactsError::PrimaryOnlyBySetPrimary)
+        );
+        assert!(check_delete(true, 0).is_ok());
+        assert!(check_delete(false, 5).is_ok());
+        assert_eq!(
+            check_delete(true, 1),
+            Err(ContactsError::PrimaryDeletedFirst)
+        );
+        assert_eq!(
+            check_new_primary(false),
+            Err(ContactsError::ContactEmailUnverified)
+        );
+    }
+
+    #[test]
+    fn resends_wait_a_minute_and_stop_at_ten_a_day() {
+        let t0 = Timestamp(1_000_000_000);
+        let first = Resends {
+            last_sent: Some(t0),
+            window_start: Some(t0),
+            count: 1,
+        };
+        assert_eq!(
+            resend(true, first, t0.plus(RESEND_INTERVAL)),
+            Err(ContactsError::ContactEmailAlreadyVerified)
+        );
+        assert_eq!(
+            resend(false, first, Timestamp(t0.millis() + 59_000)),
+            Err(ContactsError::VerificationResendTooSoon {
+                retry_after: std::time::Duration::from_secs(1)
+            })
+        );
+        let mut state = first;
+        let mut now = t0;
+        for _ in 1..RESENDS_PER_DAY {
+            now = now.plus(RESEND_INTERVAL);
+            state = resend(false, state, now).unwrap();
+        }
+        assert_eq!(state.count, RESENDS_PER_DAY);
+        assert_eq!(state.window_start, Some(t0));
+        let refused = resend(false, state, now.plus(RESEND_INTERVAL));
+        assert!(matches!(
+            refused,
+            Err(ContactsError::VerificationResendTooSoon { .. })
+        ));
+        let next_day = resend(false, state, t0.plus(RESEND_WINDOW)).unwrap();
+        assert_eq!(next_day.count, 1);
+        assert_eq!(next_day.window_start, Some(t0.plus(RESEND_WINDOW)));
+    }
+
+    #[test]
+    fn a_token_is_good_until_it_expires() {
+        let t = Timestamp(5_000);
+        assert!(check_token_fresh(Some(Timestamp(5_001)), t).is_ok());
+        assert_eq!(
+            check_token_fresh(Some(t), t),
+            Err(ContactsError::VerificationTokenExpired)
+        );
+        assert_eq!(
+            check_token_fresh(None, t),
+            Err(ContactsError::VerificationTokenExpired)
+        );
+    }
 
     #[test]
     fn phones_must_be_e164() {

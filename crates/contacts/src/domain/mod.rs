@@ -3,6 +3,10 @@
 pub mod backoff;
 pub mod contact;
 pub mod email;
+pub mod error;
+pub mod outbox;
 pub mod retention;
 pub mod routing;
 pub mod templates;
+
+pub use error::ContactsError;

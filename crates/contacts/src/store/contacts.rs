@@ -8,9 +8,13 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
-use tenancy_runtime::{Error, Reason, Timestamp};
+use tenancy_runtime::db;
+use tenancy_runtime::ids::{AccountId, ContactId};
+use tenancy_runtime::{Error, Timestamp};
 
 use super::entities::contact;
+use crate::domain::ContactsError;
+use crate::domain::contact::{self as rules, Resends};
 use crate::domain::routing::Role;
 
 /// A contact's editable fields.
@@ -54,16 +58,8 @@ fn set_roles(a: &mut contact::ActiveModel, roles: &[Role]) {
     a.role_abuse = Set(roles.contains(&Role::Abuse));
 }
 
-/// The not-found error of every contact method.
-pub fn not_found() -> Error {
-    Error::new(Reason::ContactNotFound, "contact not found")
-}
-
 fn email_taken() -> Error {
-    Error::new(
-        Reason::ContactEmailTaken,
-        "another contact of the account has this email",
-    )
+    ContactsError::ContactEmailTaken.into()
 }
 
 /// Locks the account's contacts for the rest of `txn`, so the checks of the
@@ -71,18 +67,19 @@ fn email_taken() -> Error {
 /// on PostgreSQL; on SQLite a no-op write that takes the database's write
 /// lock at once (a read-then-write transaction would fail with "database is
 /// locked" when another writer committed in between).
-async fn lock_account(txn: &DatabaseTransaction, account: &str) -> Result<(), Error> {
-    if txn.get_database_backend() == DbBackend::Sqlite {
-        txn.execute_unprepared("UPDATE contact SET id = id WHERE 1 = 0")
+async fn lock_account(txn: &DatabaseTransaction, account: &AccountId) -> Result<(), Error> {
+    match txn.get_database_backend() {
+        DbBackend::Sqlite => {
+            db::exec(txn, "UPDATE contact SET id = id WHERE 1 = 0", Vec::new()).await?;
+        }
+        _ => {
+            db::exec(
+                txn,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                vec![format!("contacts:{account}").into()],
+            )
             .await?;
-    }
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            [format!("contacts:{account}").into()],
-        ))
-        .await?;
+        }
     }
     Ok(())
 }
@@ -96,14 +93,14 @@ pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, Error
 /// One contact of `account`.
 pub async fn get<C: ConnectionTrait>(
     db: &C,
-    account: &str,
-    id: &str,
+    account: &AccountId,
+    id: &ContactId,
 ) -> Result<contact::Model, Error> {
-    contact::Entity::find_by_id(id.to_owned())
-        .filter(contact::Column::AccountId.eq(account))
+    contact::Entity::find_by_id(id.as_str())
+        .filter(contact::Column::AccountId.eq(account.as_str()))
         .one(db)
         .await?
-        .ok_or_else(not_found)
+        .ok_or_else(|| ContactsError::ContactNotFound.into())
 }
 
 /// A new verification token's hash and expiry, set on `a`.
@@ -112,10 +109,7 @@ fn new_verification(a: &mut contact::ActiveModel, token_hash: &str, now: Timesta
     a.email_verified_at = Set(None);
     a.verification_token_hash = Set(Some(token_hash.to_owned()));
     a.verification_sent_at = Set(Some(now.millis()));
-    a.verification_expires_at = Set(Some(
-        now.plus(crate::domain::contact::VERIFICATION_LIFETIME)
-            .millis(),
-    ));
+    a.verification_expires_at = Set(Some(now.plus(rules::VERIFICATION_LIFETIME).millis()));
 }
 
 /// Creates a contact in `txn` (the first of the account becomes primary);
@@ -124,7 +118,7 @@ fn new_verification(a: &mut contact::ActiveModel, token_hash: &str, now: Timesta
 /// `request_id`.
 pub async fn create(
     txn: &DatabaseTransaction,
-    account: &str,
+    account: &AccountId,
     fields: &Fields,
     wants_primary: bool,
     request_id: Option<&str>,
@@ -134,9 +128,12 @@ pub async fn create(
     lock_account(txn, account).await?;
     if let Some(request_id) = request_id {
         let earlier = contact::Entity::find()
-            .filter(contact::Column::AccountId.eq(account))
+            .filter(contact::Column::AccountId.eq(account.as_str()))
             .filter(contact::Column::RequestId.eq(request_id))
-            .filter(contact::Column::CreatedAt.gte(now.millis() - 24 * 3600 * 1000))
+            .filter(
+                contact::Column::CreatedAt
+                    .gte(now.millis() - rules::REQUEST_ID_WINDOW.as_millis() as i64),
+            )
             .one(txn)
             .await?;
         if let Some(c) = earlier {
@@ -144,30 +141,19 @@ pub async fn create(
         }
     }
     let count = contact::Entity::find()
-        .filter(contact::Column::AccountId.eq(account))
+        .filter(contact::Column::AccountId.eq(account.as_str()))
         .count(txn)
         .await?;
-    if count >= crate::domain::contact::MAX_CONTACTS {
-        return Err(Error::new(
-            Reason::ContactLimitReached,
-            "an account has at most 100 contacts",
-        ));
-    }
     let has_primary = contact::Entity::find()
-        .filter(contact::Column::AccountId.eq(account))
+        .filter(contact::Column::AccountId.eq(account.as_str()))
         .filter(contact::Column::IsPrimary.eq(true))
         .count(txn)
         .await?
         > 0;
-    if wants_primary && has_primary {
-        return Err(Error::new(
-            Reason::PrimaryChangeRequiresSetPrimary,
-            "the account has a primary contact: use SetPrimaryContact",
-        ));
-    }
+    rules::check_new(count, has_primary, wants_primary)?;
     let norm = crate::domain::email::normalize(&fields.email);
     let taken = contact::Entity::find()
-        .filter(contact::Column::AccountId.eq(account))
+        .filter(contact::Column::AccountId.eq(account.as_str()))
         .filter(contact::Column::EmailNorm.eq(norm.as_str()))
         .count(txn)
         .await?;
@@ -175,8 +161,8 @@ pub async fn create(
         return Err(email_taken());
     }
     let mut a = contact::ActiveModel {
-        id: Set(tenancy_runtime::ids::new_id()),
-        account_id: Set(account.to_owned()),
+        id: Set(ContactId::new().into_string()),
+        account_id: Set(account.to_string()),
         name: Set(fields.name.clone()),
         email: Set(fields.email.clone()),
         email_norm: Set(norm),
@@ -218,8 +204,8 @@ pub struct Changes {
 /// whether the email changed.
 pub async fn update(
     txn: &DatabaseTransaction,
-    account: &str,
-    id: &str,
+    account: &AccountId,
+    id: &ContactId,
     changes: &Changes,
     token_hash: &str,
     now: Timestamp,
@@ -228,19 +214,7 @@ pub async fn update(
     let current = get(txn, account, id).await?;
     let mut a = current.clone().into_active_model();
     if let Some(roles) = &changes.roles {
-        let wants_primary = roles.contains(&Role::Primary);
-        if current.is_primary && !wants_primary {
-            return Err(Error::new(
-                Reason::PrimaryContactRequired,
-                "the primary contact keeps PRIMARY: make another contact primary first",
-            ));
-        }
-        if !current.is_primary && wants_primary {
-            return Err(Error::new(
-                Reason::PrimaryChangeRequiresSetPrimary,
-                "use SetPrimaryContact to change the primary contact",
-            ));
-        }
+        rules::check_roles_change(current.is_primary, roles.contains(&Role::Primary))?;
         set_roles(&mut a, roles);
     }
     if let Some(name) = &changes.name {
@@ -260,9 +234,9 @@ pub async fn update(
         }
         if norm != current.email_norm {
             let taken = contact::Entity::find()
-                .filter(contact::Column::AccountId.eq(account))
+                .filter(contact::Column::AccountId.eq(account.as_str()))
                 .filter(contact::Column::EmailNorm.eq(norm.as_str()))
-                .filter(contact::Column::Id.ne(id))
+                .filter(contact::Column::Id.ne(id.as_str()))
                 .count(txn)
                 .await?;
             if taken > 0 {
@@ -287,24 +261,23 @@ pub async fn update(
 }
 
 /// Deletes a contact; the primary only when it is the last.
-pub async fn delete(db: &DatabaseConnection, account: &str, id: &str) -> Result<(), Error> {
+pub async fn delete(
+    db: &DatabaseConnection,
+    account: &AccountId,
+    id: &ContactId,
+) -> Result<(), Error> {
     let txn = db.begin().await?;
     lock_account(&txn, account).await?;
     let current = get(&txn, account, id).await?;
     if current.is_primary {
         let others = contact::Entity::find()
-            .filter(contact::Column::AccountId.eq(account))
-            .filter(contact::Column::Id.ne(id))
+            .filter(contact::Column::AccountId.eq(account.as_str()))
+            .filter(contact::Column::Id.ne(id.as_str()))
             .count(&txn)
             .await?;
-        if others > 0 {
-            return Err(Error::new(
-                Reason::PrimaryContactRequired,
-                "make another contact primary before deleting the primary contact",
-            ));
-        }
+        rules::check_delete(current.is_primary, others)?;
     }
-    contact::Entity::delete_by_id(id.to_owned())
+    contact::Entity::delete_by_id(id.as_str())
         .exec(&txn)
         .await?;
     txn.commit().await?;
@@ -315,8 +288,8 @@ pub async fn delete(db: &DatabaseConnection, account: &str, id: &str) -> Result<
 /// primary (if it changed).
 pub async fn set_primary(
     db: &DatabaseConnection,
-    account: &str,
-    id: &str,
+    account: &AccountId,
+    id: &ContactId,
     now: Timestamp,
 ) -> Result<(contact::Model, Option<contact::Model>), Error> {
     let txn = db.begin().await?;
@@ -325,14 +298,9 @@ pub async fn set_primary(
     if target.is_primary {
         return Ok((target, None));
     }
-    if !target.email_verified {
-        return Err(Error::new(
-            Reason::ContactEmailUnverified,
-            "the new primary contact must have verified its email",
-        ));
-    }
+    rules::check_new_primary(target.email_verified)?;
     let previous = contact::Entity::find()
-        .filter(contact::Column::AccountId.eq(account))
+        .filter(contact::Column::AccountId.eq(account.as_str()))
         .filter(contact::Column::IsPrimary.eq(true))
         .one(&txn)
         .await?;
@@ -357,44 +325,26 @@ pub async fn set_primary(
 /// resend limits.
 pub async fn renew_verification(
     txn: &DatabaseTransaction,
-    account: &str,
-    id: &str,
+    account: &AccountId,
+    id: &ContactId,
     token_hash: &str,
     now: Timestamp,
 ) -> Result<contact::Model, Error> {
     lock_account(txn, account).await?;
     let current = get(txn, account, id).await?;
-    if current.email_verified {
-        return Err(Error::new(
-            Reason::ContactEmailAlreadyVerified,
-            "the contact's email is verified",
-        ));
-    }
-    let interval = crate::domain::contact::RESEND_INTERVAL;
-    if let Some(sent) = current.verification_sent_at {
-        let next = Timestamp(sent).plus(interval);
-        if now < next {
-            let wait = std::time::Duration::from_millis(
-                u64::try_from(next.millis() - now.millis()).unwrap_or(0),
-            );
-            return Err(Error::throttled(Reason::VerificationResendTooSoon, wait));
-        }
-    }
-    let day = 24 * 3600 * 1000;
-    let (window, count) = match current.resend_window_start {
-        Some(start) if now.millis() - start < day => (start, current.resend_count),
-        _ => (now.millis(), 0),
-    };
-    if count >= crate::domain::contact::RESENDS_PER_DAY {
-        let wait = std::time::Duration::from_millis(
-            u64::try_from(window + day - now.millis()).unwrap_or(0),
-        );
-        return Err(Error::throttled(Reason::VerificationResendTooSoon, wait));
-    }
+    let after = rules::resend(
+        current.email_verified,
+        Resends {
+            last_sent: current.verification_sent_at.map(Timestamp),
+            window_start: current.resend_window_start.map(Timestamp),
+            count: current.resend_count,
+        },
+        now,
+    )?;
     let mut a = current.into_active_model();
     new_verification(&mut a, token_hash, now);
-    a.resend_window_start = Set(Some(window));
-    a.resend_count = Set(count + 1);
+    a.resend_window_start = Set(after.window_start.map(Timestamp::millis));
+    a.resend_count = Set(after.count);
     a.updated_at = Set(now.millis());
     Ok(a.update(txn).await?)
 }
@@ -413,16 +363,10 @@ pub async fn verify(
     token_hash: &str,
     now: Timestamp,
 ) -> Result<Verified, Error> {
-    let invalid = || {
-        Error::new(
-            Reason::VerificationTokenInvalid,
-            "this link is not valid (superseded, or the contact was deleted)",
-        )
-    };
+    let invalid = || Error::from(ContactsError::VerificationTokenInvalid);
     let txn = db.begin().await?;
     if txn.get_database_backend() == DbBackend::Sqlite {
-        txn.execute_unprepared("UPDATE contact SET id = id WHERE 1 = 0")
-            .await?;
+        db::exec(&txn, "UPDATE contact SET id = id WHERE 1 = 0", Vec::new()).await?;
     }
     let current = contact::Entity::find()
         .filter(contact::Column::VerificationTokenHash.eq(token_hash))
@@ -432,15 +376,7 @@ pub async fn verify(
     if current.email_verified {
         return Ok(Verified::Already(current));
     }
-    if current
-        .verification_expires_at
-        .is_none_or(|t| now.millis() >= t)
-    {
-        return Err(Error::new(
-            Reason::VerificationTokenExpired,
-            "this link has expired: ask the account for a new one",
-        ));
-    }
+    rules::check_token_fresh(current.verification_expires_at.map(Timestamp), now)?;
     let result = contact::Entity::update_many()
         .col_expr(contact::Column::EmailVerified, true.into())
         .col_expr(contact::Column::EmailVerifiedAt, now.millis().into())
@@ -452,7 +388,12 @@ pub async fn verify(
     if result.rows_affected != 1 {
         return Err(invalid());
     }
-    let model = get(&txn, &current.account_id, &current.id).await?;
+    let model = get(
+        &txn,
+        &AccountId::trusted(current.account_id),
+        &ContactId::trusted(current.id),
+    )
+    .await?;
     txn.commit().await?;
     Ok(Verified::Now(model))
 }
@@ -464,8 +405,8 @@ pub struct ListFilter {
     pub email_verified: Option<bool>,
 }
 
-fn list_condition(account: &str, filter: &ListFilter) -> Condition {
-    let mut cond = Condition::all().add(contact::Column::AccountId.eq(account));
+fn list_condition(account: &AccountId, filter: &ListFilter) -> Condition {
+    let mut cond = Condition::all().add(contact::Column::AccountId.eq(account.as_str()));
     if let Some(role) = filter.role {
         let col = match role {
             Role::Primary => contact::Column::IsPrimary,
@@ -485,7 +426,7 @@ fn list_condition(account: &str, filter: &ListFilter) -> Condition {
 /// A page of contacts (primary first, then by creation) and the total.
 pub async fn list(
     db: &DatabaseConnection,
-    account: &str,
+    account: &AccountId,
     filter: &ListFilter,
     offset: u64,
     limit: u64,
@@ -507,9 +448,12 @@ pub async fn list(
 }
 
 /// Every contact of `account`, for routing.
-pub async fn all(db: &DatabaseConnection, account: &str) -> Result<Vec<contact::Model>, Error> {
+pub async fn all(
+    db: &DatabaseConnection,
+    account: &AccountId,
+) -> Result<Vec<contact::Model>, Error> {
     Ok(contact::Entity::find()
-        .filter(contact::Column::AccountId.eq(account))
+        .filter(contact::Column::AccountId.eq(account.as_str()))
         .order_by_asc(contact::Column::CreatedAt)
         .all(db)
         .await?)

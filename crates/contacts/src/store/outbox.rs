@@ -7,18 +7,17 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
 };
-use tenancy_runtime::{Error, Timestamp};
+use tenancy_runtime::ids::AccountId;
+use tenancy_runtime::{Error, Timestamp, db};
 
 use super::entities::{outbox_message as msg, outbox_request as req};
+use crate::domain::outbox::MessageState;
+use crate::domain::templates::Template;
 
-/// Delivery states, numbered as `OutboxMessageState`.
-pub const PENDING: i32 = 1;
-/// Claimed by a worker.
-pub const SENDING: i32 = 2;
-/// Delivered.
-pub const SENT: i32 = 3;
-/// Given up.
-pub const FAILED: i32 = 4;
+const PENDING: i32 = MessageState::Pending as i32;
+const SENDING: i32 = MessageState::Sending as i32;
+const SENT: i32 = MessageState::Sent as i32;
+const FAILED: i32 = MessageState::Failed as i32;
 
 /// A message to queue.
 #[derive(Debug, Clone)]
@@ -154,17 +153,17 @@ pub async fn earlier_call(
 
 /// One message.
 pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<msg::Model>, Error> {
-    Ok(msg::Entity::find_by_id(id.to_owned()).one(db).await?)
+    Ok(msg::Entity::find_by_id(id).one(db).await?)
 }
 
 /// Filters of [`list`]; all combine with AND.
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
-    pub state: Option<i32>,
+    pub state: Option<MessageState>,
     pub idempotency_key: Option<String>,
     pub to_email_norm: Option<String>,
-    pub account_id: Option<String>,
-    pub template: Option<i32>,
+    pub account_id: Option<AccountId>,
+    pub template: Option<Template>,
     pub created_after: Option<i64>,
 }
 
@@ -177,7 +176,7 @@ pub async fn list(
 ) -> Result<Vec<msg::Model>, Error> {
     let mut cond = Condition::all();
     if let Some(s) = filter.state {
-        cond = cond.add(msg::Column::State.eq(s));
+        cond = cond.add(msg::Column::State.eq(s as i32));
     }
     if let Some(k) = &filter.idempotency_key {
         cond = cond.add(msg::Column::IdempotencyKey.eq(k.as_str()));
@@ -189,7 +188,7 @@ pub async fn list(
         cond = cond.add(msg::Column::AccountId.eq(a.as_str()));
     }
     if let Some(t) = filter.template {
-        cond = cond.add(msg::Column::Template.eq(t));
+        cond = cond.add(msg::Column::Template.eq(t as i32));
     }
     if let Some(t) = filter.created_after {
         cond = cond.add(msg::Column::CreatedAt.gte(t));
@@ -348,9 +347,9 @@ pub async fn finish_all(
 }
 
 /// Counts messages in `state`, for tests and benchmarks.
-pub async fn count_in_state(db: &DatabaseConnection, state: i32) -> Result<u64, Error> {
+pub async fn count_in_state(db: &DatabaseConnection, state: MessageState) -> Result<u64, Error> {
     Ok(msg::Entity::find()
-        .filter(msg::Column::State.eq(state))
+        .filter(msg::Column::State.eq(state as i32))
         .count(db)
         .await?)
 }
@@ -413,19 +412,18 @@ pub struct Backlog {
 /// The outbox's [`Backlog`] (one query over the `(state, next_attempt_at)`
 /// index).
 pub async fn backlog(db: &DatabaseConnection) -> Result<Backlog, Error> {
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
-            db.get_database_backend(),
-            "SELECT state, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox_message \
-             WHERE state IN ($1, $2) GROUP BY state",
-            [PENDING.into(), SENDING.into()],
-        ))
-        .await?;
+    let rows = db::all(
+        db,
+        "SELECT state, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox_message \
+         WHERE state IN ($1, $2) GROUP BY state",
+        vec![PENDING.into(), SENDING.into()],
+    )
+    .await?;
     let mut backlog = Backlog::default();
     for row in rows {
-        let state: i32 = row.try_get("", "state")?;
-        let n: i64 = row.try_get("", "n")?;
-        let oldest: Option<i64> = row.try_get("", "oldest")?;
+        let state: i32 = db::get(&row, "state")?;
+        let n: i64 = db::get(&row, "n")?;
+        let oldest: Option<i64> = db::get(&row, "oldest")?;
         match state {
             PENDING => backlog.pending = n,
             _ => backlog.sending = n,

@@ -4,19 +4,21 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
 };
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Timestamp};
 
 use super::entities::notification_preference as pref;
+use crate::domain::routing::Category;
 
 /// The stored choices of `user` in `account`: (category, enabled, updated_at).
 pub async fn get(
     db: &DatabaseConnection,
-    account: &str,
-    user: &str,
+    account: &AccountId,
+    user: &UserId,
 ) -> Result<Vec<pref::Model>, Error> {
     Ok(pref::Entity::find()
-        .filter(pref::Column::AccountId.eq(account))
-        .filter(pref::Column::UserId.eq(user))
+        .filter(pref::Column::AccountId.eq(account.as_str()))
+        .filter(pref::Column::UserId.eq(user.as_str()))
         .all(db)
         .await?)
 }
@@ -24,12 +26,12 @@ pub async fn get(
 /// The stored choices for `category` of every user in `account`.
 pub async fn for_category(
     db: &DatabaseConnection,
-    account: &str,
-    category: i32,
+    account: &AccountId,
+    category: Category,
 ) -> Result<Vec<pref::Model>, Error> {
     Ok(pref::Entity::find()
-        .filter(pref::Column::AccountId.eq(account))
-        .filter(pref::Column::Category.eq(category))
+        .filter(pref::Column::AccountId.eq(account.as_str()))
+        .filter(pref::Column::Category.eq(category as i32))
         .all(db)
         .await?)
 }
@@ -38,17 +40,17 @@ pub async fn for_category(
 /// transaction.
 pub async fn set(
     db: &DatabaseConnection,
-    account: &str,
-    user: &str,
-    choices: &[(i32, bool)],
+    account: &AccountId,
+    user: &UserId,
+    choices: &[(Category, bool)],
     now: Timestamp,
 ) -> Result<(), Error> {
     let txn = db.begin().await?;
     for (category, enabled) in choices {
         pref::Entity::insert(pref::ActiveModel {
-            account_id: Set(account.to_owned()),
-            user_id: Set(user.to_owned()),
-            category: Set(*category),
+            account_id: Set(account.to_string()),
+            user_id: Set(user.to_string()),
+            category: Set(*category as i32),
             enabled: Set(*enabled),
             updated_at: Set(now.millis()),
         })

@@ -1,0 +1,319 @@
+//! ContactsInternalService: SendEmail and the outbox (read methods) for the
+//! suite's services and operators; ResolveRecipients and Notify, which
+//! route a notification of an account to its contacts and members.
+
+use tenancy_proto::contacts::{
+    self as pb, contacts_internal_service_server::ContactsInternalService,
+};
+use tenancy_runtime::error::Violations;
+use tenancy_runtime::ids::{self, AccountId, UserId};
+use tenancy_runtime::{Error, Timestamp};
+use tonic::{Request, Response};
+
+use super::{Api, Reply, convert, optional_id, page_token_invalid, sorted};
+use crate::app::routing::{ExtraRecipient, Routing};
+use crate::app::{outbox as app_outbox, routing as app_routing};
+use crate::domain::email;
+use crate::domain::outbox::MessageState;
+use crate::domain::routing::{Category, Role};
+use crate::domain::templates::Template;
+use crate::outbox::{self, Address, Email};
+use crate::store::outbox::ListFilter;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OutboxCursor {
+    c: i64,
+    i: String,
+    f: String,
+}
+
+/// The routing part of ResolveRecipients and Notify, checked.
+fn check_routing(
+    v: &mut Violations,
+    account_id: &str,
+    category: i32,
+    service_id: &str,
+    extras: &[pb::ExtraRecipient],
+    contact_roles: &[i32],
+) -> Option<Routing> {
+    let account = v.take("account_id", AccountId::parse("account_id", account_id));
+    let category = Category::from_i32(category);
+    v.check(
+        category.is_some(),
+        "category",
+        "required: a known NotificationCategory",
+    );
+    let service = optional_id(v, "service_id", service_id, ids::parse_id);
+    v.check(extras.len() <= 100, "extra_recipients", "at most 100");
+    let mut named = Vec::with_capacity(extras.len());
+    for (i, e) in extras.iter().enumerate() {
+        if let Err(why) = email::validate(e.email.trim()) {
+            v.add(format!("extra_recipients[{i}].email"), why);
+        }
+        let user_id = if e.user_id.is_empty() {
+            None
+        } else {
+            let parsed = UserId::parse("x", &e.user_id).ok();
+            if parsed.is_none() {
+                v.add(format!("extra_recipients[{i}].user_id"), "must be a UUID");
+            }
+            parsed
+        };
+        named.push(ExtraRecipient {
+            user_id,
+            email: e.email.trim().to_owned(),
+            name: e.name.clone(),
+        });
+    }
+    let roles: Vec<Role> = contact_roles
+        .iter()
+        .filter_map(|r| Role::from_i32(*r))
+        .collect();
+    let mut distinct = roles.clone();
+    distinct.sort();
+    distinct.dedup();
+    v.check(
+        roles.len() == contact_roles.len() && distinct.len() == roles.len(),
+        "contact_roles",
+        "known ContactRole values, each at most once",
+    );
+    Some(Routing {
+        account: account?,
+        category: category?,
+        service,
+        extras: named,
+        contact_roles: roles,
+    })
+}
+
+#[tonic::async_trait]
+impl ContactsInternalService for Api {
+    async fn send_email(
+        &self,
+        request: Request<pb::SendEmailRequest>,
+    ) -> Reply<pb::SendEmailResponse> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        outbox::check_key(&mut v, &r.request_id);
+        v.check((1..=50).contains(&r.to.len()), "to", "1 to 50 recipients");
+        let mut to = Vec::with_capacity(r.to.len());
+        for (i, a) in r.to.iter().enumerate() {
+            let address = a.email.trim();
+            if let Err(e) = email::validate(address) {
+                v.add(format!("to[{i}].email"), e);
+            }
+            v.check(
+                a.name.chars().count() <= 200,
+                &format!("to[{i}].name"),
+                "at most 200 characters",
+            );
+            to.push(Address {
+                email: address.to_owned(),
+                name: a.name.trim().to_owned(),
+            });
+        }
+        let template = Template::from_i32(r.template);
+        v.check(
+            template.is_some(),
+            "template",
+            "required: a known MessageTemplate",
+        );
+        let data = sorted(r.template_data);
+        let missing = outbox::check_data(&mut v, template, &data);
+        let account_id =
+            optional_id(&mut v, "account_id", &r.account_id, ids::parse_id).unwrap_or_default();
+        v.finish()?;
+        if let Some(e) = missing {
+            return Err(e.into());
+        }
+        let Some(template) = template else {
+            return Err(Error::invalid_field("template", "required").into());
+        };
+        let to = outbox::distinct(to);
+        let hash = outbox::content_hash(&("send_email", &to, template as i32, &data, &account_id));
+        let email = Email {
+            template,
+            data,
+            account_id,
+            category: 0,
+        };
+        let queued = app_outbox::send(&self.app, &r.request_id, &hash, &email, &to).await?;
+        Ok(Response::new(pb::SendEmailResponse {
+            messages: queued.messages.into_iter().map(convert::message).collect(),
+            duplicate: queued.duplicate,
+        }))
+    }
+
+    async fn get_outbox_message(
+        &self,
+        request: Request<pb::GetOutboxMessageRequest>,
+    ) -> Reply<pb::GetOutboxMessageResponse> {
+        let id = ids::parse_id("id", &request.get_ref().id)?;
+        let m = app_outbox::get(&self.app, &id).await?;
+        Ok(Response::new(pb::GetOutboxMessageResponse {
+            message: Some(convert::message(m)),
+        }))
+    }
+
+    async fn list_outbox_messages(
+        &self,
+        request: Request<pb::ListOutboxMessagesRequest>,
+    ) -> Reply<pb::ListOutboxMessagesResponse> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let size = v.take(
+            "page_size",
+            ids::page_size(r.page_size).map_err(|e| e.message),
+        );
+        let state = match r.state {
+            0 => None,
+            s => {
+                let state = MessageState::from_i32(s);
+                if state.is_none() {
+                    v.add("state", "unknown OutboxMessageState");
+                }
+                state
+            }
+        };
+        let template = match r.template {
+            0 => None,
+            t => {
+                let template = Template::from_i32(t);
+                v.check(template.is_some(), "template", "unknown MessageTemplate");
+                template
+            }
+        };
+        let account_id = optional_id(&mut v, "account_id", &r.account_id, AccountId::parse);
+        v.finish()?;
+        let filter = ListFilter {
+            state,
+            idempotency_key: Some(r.request_id).filter(|k| !k.is_empty()),
+            to_email_norm: Some(email::normalize(&r.to_email)).filter(|e| !e.is_empty()),
+            account_id,
+            template,
+            created_after: r
+                .create_time_after
+                .as_ref()
+                .map(|t| Timestamp::from_proto(t).millis()),
+        };
+        let filter_hash = outbox::content_hash(&format!("{filter:?}"));
+        let after = ids::decode_page_token::<OutboxCursor>(&r.page_token)
+            .map_err(|_| page_token_invalid())?;
+        let after = match after {
+            Some(c) if c.f == filter_hash => Some((c.c, c.i)),
+            Some(_) => return Err(page_token_invalid().into()),
+            None => None,
+        };
+        let size = size.unwrap_or(ids::DEFAULT_PAGE_SIZE);
+        let mut rows = app_outbox::list(&self.app, &filter, after, size + 1).await?;
+        let more = rows.len() as u64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => ids::encode_page_token(&OutboxCursor {
+                c: last.created_at,
+                i: last.id.clone(),
+                f: filter_hash,
+            }),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListOutboxMessagesResponse {
+            messages: rows.into_iter().map(convert::message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn resolve_recipients(
+        &self,
+        request: Request<pb::ResolveRecipientsRequest>,
+    ) -> Reply<pb::ResolveRecipientsResponse> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let routing = check_routing(
+            &mut v,
+            &r.account_id,
+            r.category,
+            &r.service_id,
+            &r.extra_recipients,
+            &r.contact_roles,
+        );
+        v.finish()?;
+        let routing = routing.ok_or_else(|| Error::invalid_field("account_id", "required"))?;
+        let resolution = app_routing::resolve(&self.app, &routing).await?;
+        Ok(Response::new(pb::ResolveRecipientsResponse {
+            recipients: resolution
+                .recipients
+                .into_iter()
+                .map(convert::recipient)
+                .collect(),
+            excluded: resolution
+                .excluded
+                .into_iter()
+                .map(convert::excluded)
+                .collect(),
+        }))
+    }
+
+    async fn notify(&self, request: Request<pb::NotifyRequest>) -> Reply<pb::NotifyResponse> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        outbox::check_key(&mut v, &r.request_id);
+        let template = Template::from_i32(r.template);
+        v.check(
+            template.is_some(),
+            "template",
+            "required: a known MessageTemplate",
+        );
+        let data = sorted(r.template_data);
+        let missing = outbox::check_data(&mut v, template, &data);
+        let hash = outbox::content_hash(&(
+            "notify",
+            &r.account_id,
+            r.category,
+            r.template,
+            &data,
+            &r.service_id,
+            r.extra_recipients
+                .iter()
+                .map(|e| (&e.user_id, &e.email, &e.name))
+                .collect::<Vec<_>>(),
+        ));
+        // Hashed only when set, so keys of calls made before the field
+        // existed still match their retries.
+        let hash = if r.contact_roles.is_empty() {
+            hash
+        } else {
+            outbox::content_hash(&(hash, &r.contact_roles))
+        };
+        let routing = check_routing(
+            &mut v,
+            &r.account_id,
+            r.category,
+            &r.service_id,
+            &r.extra_recipients,
+            &r.contact_roles,
+        );
+        v.finish()?;
+        if let Some(e) = missing {
+            return Err(e.into());
+        }
+        let (Some(routing), Some(template)) = (routing, template) else {
+            return Err(Error::invalid_field("template", "required").into());
+        };
+        let notified =
+            app_routing::notify(&self.app, &r.request_id, &hash, &routing, template, data).await?;
+        Ok(Response::new(pb::NotifyResponse {
+            messages: notified
+                .queued
+                .messages
+                .into_iter()
+                .map(convert::message)
+                .collect(),
+            duplicate: notified.queued.duplicate,
+            excluded: notified
+                .excluded
+                .into_iter()
+                .map(convert::excluded)
+                .collect(),
+        }))
+    }
+}
