@@ -1,10 +1,22 @@
 //! The contacts service: contacts by role, notification preferences and routing, and the email outbox.
 //!
 //! # Layout
-//! - `api`: the tonic trait implementations: proto ⇄ domain, nothing else.
-//! - `domain`: the rules as plain Rust (templates, routing, contact fields,
-//!   back-off), unit-tested.
-//! - `store`: sea-orm entities, queries and transactions.
+//! A request is read as a walk: `api/` (parse) → `app/` (one use case, one
+//! transaction) → `domain/` (decide) and `store/` (read, write) → back to
+//! `api/` (render).
+//! - `api/`: the tonic trait implementations, proto ⇄ domain and
+//!   validation at the edge: `contacts.rs` (ContactsService: contacts and
+//!   preferences), `internal.rs` (ContactsInternalService: SendEmail, the
+//!   outbox, ResolveRecipients, Notify), `convert.rs` (rows → proto).
+//! - `app/`: one function per use case (`contacts`, `preferences`,
+//!   `outbox`, `routing`), typed ids and domain values in and out.
+//! - `domain/`: the rules as plain Rust, unit-tested: contact fields and
+//!   the primary-contact, limit and resend rules (`contact`), routing,
+//!   templates, back-off, retention, outbox states, and `ContactsError`,
+//!   the crate's one error type, mapped to a gRPC status in one place.
+//! - `store/`: sea-orm entities, queries and transactions (raw SQL through
+//!   `tenancy_runtime::db`).
+//! - `peers`: the account and identity clients (`Error::from_peer`).
 //! - `outbox`: queueing email (validation, rendering, idempotency).
 //! - `mailer` and `worker`: delivery by SMTP or the dev mailer, with
 //!   retries, leases and back-off.

@@ -2,6 +2,7 @@
 
 use tenancy_proto::contacts as pb;
 use tenancy_runtime::Timestamp;
+use tenancy_runtime::ids::{ContactId, UserId};
 
 use crate::app::preferences::Preferences;
 use crate::domain::outbox::MessageState;
@@ -96,23 +97,23 @@ pub(super) fn recipient(r: routing::Recipient) -> pb::Recipient {
             .map(|reason| match reason {
                 Reason::ContactRole { contact_id, role } => pb::RecipientReason {
                     kind: pb::RecipientReasonKind::ContactRole as i32,
-                    contact_id,
+                    contact_id: contact_id.into_string(),
                     contact_role: role as i32,
                     user_id: String::new(),
                 },
                 Reason::UserPreference { user_id } => pb::RecipientReason {
                     kind: pb::RecipientReasonKind::UserPreference as i32,
-                    user_id,
+                    user_id: user_id.into_string(),
                     ..Default::default()
                 },
                 Reason::Mandatory { user_id } => pb::RecipientReason {
                     kind: pb::RecipientReasonKind::Mandatory as i32,
-                    user_id,
+                    user_id: user_id.into_string(),
                     ..Default::default()
                 },
                 Reason::ExtraRecipient { user_id } => pb::RecipientReason {
                     kind: pb::RecipientReasonKind::ExtraRecipient as i32,
-                    user_id: user_id.unwrap_or_default(),
+                    user_id: user_id.map(UserId::into_string).unwrap_or_default(),
                     ..Default::default()
                 },
             })
@@ -124,8 +125,8 @@ pub(super) fn recipient(r: routing::Recipient) -> pb::Recipient {
 pub(super) fn excluded(e: routing::Excluded) -> pb::ExcludedRecipient {
     pb::ExcludedRecipient {
         email: e.email,
-        contact_id: e.contact_id.unwrap_or_default(),
-        user_id: e.user_id.unwrap_or_default(),
+        contact_id: e.contact_id.map(ContactId::into_string).unwrap_or_default(),
+        user_id: e.user_id.map(UserId::into_string).unwrap_or_default(),
         reason: match e.reason {
             Exclusion::ContactEmailUnverified => pb::ExclusionReason::ContactEmailUnverified,
             Exclusion::CategoryDisabled => pb::ExclusionReason::CategoryDisabled,

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tenancy_runtime::Error;
-use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, ContactId, UserId};
 
 use super::App;
 use crate::domain::routing::{
@@ -56,7 +56,7 @@ pub(crate) async fn resolve(app: &App, r: &Routing) -> Result<Resolution, Error>
     let contact_candidates: Vec<_> = stored
         .iter()
         .map(|c| ContactCandidate {
-            id: c.id.clone(),
+            id: ContactId::trusted(c.id.clone()),
             email: c.email.clone(),
             name: c.name.clone(),
             roles: contacts::roles_of(c),
@@ -87,7 +87,7 @@ pub(crate) async fn resolve(app: &App, r: &Routing) -> Result<Resolution, Error>
     wanted.dedup();
     let users = peers.users(wanted).await?;
     let candidate = |user_id: &UserId, email: String, name: String| UserCandidate {
-        user_id: user_id.to_string(),
+        user_id: user_id.clone(),
         email,
         name,
         active: active.get(user_id).copied().unwrap_or(false),
@@ -119,7 +119,7 @@ pub(crate) async fn resolve(app: &App, r: &Routing) -> Result<Resolution, Error>
         }
     }
     if let Some(service) = &r.service {
-        let mut access: HashMap<String, bool> = HashMap::new();
+        let mut access: HashMap<UserId, bool> = HashMap::new();
         for u in members.iter_mut().chain(user_extras.iter_mut()) {
             if !u.active {
                 continue;
@@ -127,8 +127,9 @@ pub(crate) async fn resolve(app: &App, r: &Routing) -> Result<Resolution, Error>
             let allowed = match access.get(&u.user_id) {
                 Some(a) => *a,
                 None => {
-                    let user = UserId::trusted(u.user_id.clone());
-                    let a = peers.service_access(&r.account, &user, service).await?;
+                    let a = peers
+                        .service_access(&r.account, &u.user_id, service)
+                        .await?;
                     access.insert(u.user_id.clone(), a);
                     a
                 }

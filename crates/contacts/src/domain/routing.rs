@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use tenancy_runtime::ids::{ContactId, UserId};
+
 use super::email::normalize;
 
 /// Notification categories, numbered as `NotificationCategory`.
@@ -112,7 +114,7 @@ pub fn member_receives(category: Category, choice: Option<bool>) -> bool {
 #[derive(Debug, Clone)]
 pub struct ContactCandidate {
     /// Its id.
-    pub id: String,
+    pub id: ContactId,
     /// Its address.
     pub email: String,
     /// Its name.
@@ -127,7 +129,7 @@ pub struct ContactCandidate {
 #[derive(Debug, Clone)]
 pub struct UserCandidate {
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Their address.
     pub email: String,
     /// Their name.
@@ -156,24 +158,24 @@ pub enum Reason {
     /// A verified contact with a role receiving the category.
     ContactRole {
         /// The contact.
-        contact_id: String,
+        contact_id: ContactId,
         /// The role.
         role: Role,
     },
     /// A member's preference (or default) enables the category.
     UserPreference {
         /// The member.
-        user_id: String,
+        user_id: UserId,
     },
     /// A mandatory category to an ACTIVE member.
     Mandatory {
         /// The member.
-        user_id: String,
+        user_id: UserId,
     },
     /// Named by the caller.
     ExtraRecipient {
         /// The user, when given.
-        user_id: Option<String>,
+        user_id: Option<UserId>,
     },
 }
 
@@ -207,9 +209,9 @@ pub struct Excluded {
     /// The address.
     pub email: String,
     /// The contact, if a contact.
-    pub contact_id: Option<String>,
+    pub contact_id: Option<ContactId>,
     /// The user, if a user.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// Why.
     pub reason: Exclusion,
 }
@@ -419,7 +421,7 @@ mod tests {
 
     fn contact(id: &str, email: &str, roles: &[Role], verified: bool) -> ContactCandidate {
         ContactCandidate {
-            id: id.into(),
+            id: ContactId::trusted(id),
             email: email.into(),
             name: format!("contact {id}"),
             roles: roles.to_vec(),
@@ -429,7 +431,7 @@ mod tests {
 
     fn user(id: &str, email: &str, choice: Option<bool>) -> UserCandidate {
         UserCandidate {
-            user_id: id.into(),
+            user_id: UserId::trusted(id),
             email: email.into(),
             name: format!("user {id}"),
             active: true,
@@ -540,7 +542,7 @@ mod tests {
         assert_eq!(
             r.recipients[0].reasons,
             [Reason::Mandatory {
-                user_id: "u1".into()
+                user_id: UserId::trusted("u1")
             }]
         );
     }
