@@ -1,12 +1,21 @@
 //! The support service: support tickets scoped by service access, and the support team's staff access.
 //!
 //! # Layout
-//! - `api`: the tonic trait implementations: proto ⇄ domain, nothing else.
-//! - `app`: shared handler state and the access decisions (customer
+//! A request is read as a walk: `api/` (parse) → `app/` (the use case) →
+//! `domain/` (decide) and `store/` (read, write) or `peers` (ask) → back
+//! to `api/` (render).
+//! - `api/`: the tonic trait implementations, proto ⇄ domain and
+//!   validation at the edge: `customer.rs` (SupportService), `watch.rs`
+//!   (WatchTicket's live stream), `staff.rs` (SupportStaffService),
+//!   `convert.rs` (rows → proto, per side).
+//! - `app/`: shared handler state and the access decisions (customer
 //!   visibility through account's BatchCheckAccess, staff grants through
-//!   CheckSupportAccess, staff audit through RecordAuditEvent).
-//! - `domain`: the rules (status transitions, visibility, validation).
-//! - `store`: tickets, messages, CC users, request ids (sea-orm).
+//!   CheckSupportAccess, staff audit through RecordAuditEvent); one
+//!   function per use case in `tickets`, `messages`, `staff`; `notify`.
+//! - `domain/`: the rules (status transitions, visibility, validation) and
+//!   `SupportError`, the crate's one error type, mapped in one place.
+//! - `store/`: tickets, messages, CC users, request ids (sea-orm); typed
+//!   ids in, rows out; `list` builds the keyset-paginated ticket queries.
 //! - `peers`: clients of account, identity and contacts.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 

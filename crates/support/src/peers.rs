@@ -15,11 +15,12 @@ use tenancy_proto::identity::{
 };
 use tenancy_runtime::Channel;
 use tenancy_runtime::config::{ConfigError, ServiceName};
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Context, Error, Principal, Reason};
 use tonic::service::interceptor::InterceptedService;
 
-use crate::domain::Visibility;
+use crate::domain::{SupportError, Visibility};
 
 type Svc = InterceptedService<Channel, ServiceAuth>;
 
@@ -59,12 +60,23 @@ pub(crate) enum CodeWordOutcome {
     NoCodeWord,
 }
 
+impl CodeWordOutcome {
+    /// The outcome as the audit log and the system note name it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CodeWordOutcome::Verified => "VERIFIED",
+            CodeWordOutcome::Mismatch => "MISMATCH",
+            CodeWordOutcome::NoCodeWord => "NO_CODE_WORD",
+        }
+    }
+}
+
 /// One audit event to record.
 pub(crate) struct Audit<'a> {
     /// Who acted.
     pub(crate) principal: &'a Principal,
     /// The account.
-    pub(crate) account_id: &'a str,
+    pub(crate) account_id: &'a AccountId,
     /// `ticket.read`, `ticket.message_add`, ...
     pub(crate) action: &'a str,
     /// `ticket` or `member`.
@@ -101,8 +113,8 @@ impl Peers {
     /// (level VIEW), with the complete accessible set when `whole_set`.
     pub(crate) async fn visibility(
         &self,
-        user_id: &str,
-        account_id: &str,
+        user_id: &UserId,
+        account_id: &AccountId,
         service_ids: Vec<String>,
         whole_set: bool,
     ) -> Result<Visibility, Error> {
@@ -110,8 +122,8 @@ impl Peers {
             .account
             .clone()
             .batch_check_access(account_pb::BatchCheckAccessRequest {
-                user_id: user_id.to_owned(),
-                account_id: account_id.to_owned(),
+                user_id: user_id.to_string(),
+                account_id: account_id.to_string(),
                 service_ids,
                 level: account_pb::AccessLevel::View as i32,
                 include_accessible_service_ids: whole_set,
@@ -142,12 +154,12 @@ impl Peers {
     }
 
     /// Whether the account has an active support-access grant now.
-    pub(crate) async fn support_access(&self, account_id: &str) -> Result<bool, Error> {
+    pub(crate) async fn support_access(&self, account_id: &AccountId) -> Result<bool, Error> {
         match self
             .account
             .clone()
             .check_support_access(account_pb::CheckSupportAccessRequest {
-                account_id: account_id.to_owned(),
+                account_id: account_id.to_string(),
             })
             .await
         {
@@ -158,7 +170,7 @@ impl Peers {
     }
 
     /// Every account with an active support-access grant.
-    pub(crate) async fn granted_accounts(&self) -> Result<Vec<String>, Error> {
+    pub(crate) async fn granted_accounts(&self) -> Result<Vec<AccountId>, Error> {
         let mut accounts = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -178,7 +190,7 @@ impl Peers {
                 page.grants
                     .into_iter()
                     .filter(|g| g.active)
-                    .map(|g| g.account_id),
+                    .map(|g| AccountId::trusted(g.account_id)),
             );
             if page.next_page_token.is_empty() {
                 break;
@@ -209,7 +221,7 @@ impl Peers {
             .clone()
             .record_audit_event(account_pb::RecordAuditEventRequest {
                 event: Some(account_pb::AuditEvent {
-                    account_id: event.account_id.to_owned(),
+                    account_id: event.account_id.to_string(),
                     actor_kind: account_pb::ActorKind::Staff as i32,
                     actor_id: p.user_id.clone().unwrap_or_default(),
                     token_kind: p.token_kind as i32,
@@ -230,13 +242,17 @@ impl Peers {
     }
 
     /// Whether `user_id` is an ACTIVE member of `account_id`.
-    pub(crate) async fn is_member(&self, user_id: &str, account_id: &str) -> Result<bool, Error> {
+    pub(crate) async fn is_member(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<bool, Error> {
         let response = self
             .account
             .clone()
             .check_access(account_pb::CheckAccessRequest {
-                user_id: user_id.to_owned(),
-                account_id: account_id.to_owned(),
+                user_id: user_id.to_string(),
+                account_id: account_id.to_string(),
                 target: None,
                 level: account_pb::AccessLevel::Unspecified as i32,
             })
@@ -254,19 +270,19 @@ impl Peers {
     /// kept or logged.
     pub(crate) async fn verify_code_word(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         code_word: String,
-        staff_user_id: &str,
-        account_id: &str,
+        staff_user_id: &UserId,
+        account_id: &AccountId,
     ) -> Result<CodeWordOutcome, Error> {
         let response = self
             .identity
             .clone()
             .verify_code_word(identity_pb::VerifyCodeWordRequest {
-                user_id: user_id.to_owned(),
+                user_id: user_id.to_string(),
                 code_word,
-                staff_user_id: staff_user_id.to_owned(),
-                account_id: account_id.to_owned(),
+                staff_user_id: staff_user_id.to_string(),
+                account_id: account_id.to_string(),
             })
             .await;
         match response {
@@ -280,10 +296,7 @@ impl Peers {
                     CodeWordOutcome::Mismatch
                 })
             }
-            Err(s) if s.code() == tonic::Code::NotFound => Err(Error::new(
-                Reason::MemberNotFound,
-                "no such member of the account",
-            )),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(SupportError::MemberNotFound.into()),
             Err(s) if s.code() == tonic::Code::ResourceExhausted => {
                 use tonic_types::StatusExt as _;
                 let after = s
@@ -297,14 +310,16 @@ impl Peers {
     }
 
     /// Users by id (unknown ids left out).
-    pub(crate) async fn users(&self, ids: Vec<String>) -> Result<Vec<identity_pb::User>, Error> {
+    pub(crate) async fn users(&self, ids: Vec<UserId>) -> Result<Vec<identity_pb::User>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         Ok(self
             .identity
             .clone()
-            .batch_get_users(identity_pb::BatchGetUsersRequest { user_ids: ids })
+            .batch_get_users(identity_pb::BatchGetUsersRequest {
+                user_ids: ids.into_iter().map(UserId::into_string).collect(),
+            })
             .await
             .map_err(|s| peer_error("identity", s))?
             .into_inner()

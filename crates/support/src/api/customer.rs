@@ -4,18 +4,19 @@
 use std::collections::BTreeSet;
 
 use tenancy_proto::support::{self as pb, support_service_server::SupportService};
+use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::{Error, Reason, ids};
+use tenancy_runtime::ids::{self, AccountId, UserId};
 use tonic::Request;
 
 use super::watch::WatchStream;
 use super::{
-    Api, Reply, caller, convert, enum_list, filter_hash, list_messages, ok, optional_id,
-    request_key,
+    Api, Reply, add_message, caller, convert, enum_list, filter_hash, list_messages, ok,
+    optional_id, request_key, ticket_id,
 };
-use crate::app::{Event, Side, ticket_id};
+use crate::app::{Side, messages, tickets};
 use crate::domain::validate::{self, MAX_CC};
-use crate::domain::{Category, Priority, Status, SupportError, Visibility};
+use crate::domain::{Category, Priority, Status, SupportError};
 use crate::store::NewTicket;
 use crate::store::list::{Accounts, Cursor, Order, TicketQuery};
 
@@ -27,38 +28,41 @@ impl SupportService for Api {
     ) -> Reply<pb::CreateTicketResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let user = p.user()?.to_owned();
-        let account = p.account()?.to_owned();
+        let user = UserId::trusted(p.user()?);
+        let account = AccountId::trusted(p.account()?);
         let mut v = Violations::default();
         let subject = v.take("subject", validate::subject(&r.subject));
         if let Err(e) = validate::body(&r.body) {
             v.add("body", e);
         }
+        let priority = Priority::from_i32(r.priority);
         v.check(
-            Priority::from_i32(r.priority).is_some(),
+            priority.is_some(),
             "priority",
             "required: LOW, NORMAL, HIGH or URGENT",
         );
+        let category = Category::from_i32(r.category);
         v.check(
-            Category::from_i32(r.category).is_some(),
+            category.is_some(),
             "category",
             "required: GENERAL, TECHNICAL or BILLING",
         );
-        let service_id = optional_id("service_id", &r.service_id, &mut v);
-        let mut cc: BTreeSet<String> = BTreeSet::new();
+        let service_id = optional_id("service_id", &r.service_id, ids::parse_id, &mut v);
+        let mut cc: BTreeSet<UserId> = BTreeSet::new();
         for (i, raw) in r.cc_user_ids.iter().enumerate() {
             if let Some(id) = v.take(
                 &format!("cc_user_ids[{i}]"),
-                ids::parse_id("cc_user_ids", raw).map_err(|_| "must be a UUID"),
+                UserId::parse("cc_user_ids", raw).map_err(|_| "must be a UUID"),
             ) && id != user
             {
                 cc.insert(id);
             }
         }
         if cc.len() > MAX_CC {
-            return Err(Error::new(Reason::CcLimitExceeded, "at most 20 CC users")
-                .with_field("cc_user_ids", "at most 20 CC users")
-                .into());
+            return Err(Error::from(SupportError::CcLimitExceeded {
+                field: "cc_user_ids",
+            })
+            .into());
         }
         let key = request_key(
             &user,
@@ -67,63 +71,24 @@ impl SupportService for Api {
             &mut v,
         );
         v.finish()?;
-        let subject = subject.unwrap_or_default();
-        // The creator must see the ticket: the service must be one they reach.
-        let visibility = self
-            .app
-            .peers
-            .visibility(&user, &account, service_id.iter().cloned().collect(), false)
-            .await?;
-        if visibility == Visibility::Nothing {
-            return Err(
-                Error::new(Reason::NotAMember, "not an active member of the account").into(),
-            );
-        }
-        if !visibility.sees(service_id.as_deref()) {
-            return Err(Error::from(SupportError::ServiceNotFound).into());
-        }
-        for (i, cc_user) in cc.iter().enumerate() {
-            let theirs = self
-                .app
-                .peers
-                .visibility(
-                    cc_user,
-                    &account,
-                    service_id.iter().cloned().collect(),
-                    false,
-                )
-                .await?;
-            if !theirs.sees(service_id.as_deref()) {
-                return Err(Error::new(
-                    Reason::CcUserNotEligible,
-                    "a CC user is not an active member who may see the ticket",
-                )
-                .with_field(
-                    format!("cc_user_ids[{i}]"),
-                    "not an active member who may see the ticket",
-                )
-                .into());
-            }
-        }
-        let (ticket, message) = self
-            .app
-            .store
-            .create_ticket(
-                NewTicket {
-                    account_id: account,
-                    subject,
-                    service_id,
-                    category: r.category,
-                    priority: r.priority,
-                    created_by_user_id: user,
-                    body: r.body,
-                    cc: cc.into_iter().collect(),
-                },
-                key,
-                self.app.clock.now(),
-            )
-            .await?;
-        self.app.notify_message(&ticket, &message, true);
+        let (Some(priority), Some(category)) = (priority, category) else {
+            return Err(Error::invalid_field("priority", "required").into());
+        };
+        let (ticket, message) = tickets::create(
+            &self.app,
+            NewTicket {
+                account_id: account,
+                subject: subject.unwrap_or_default(),
+                service_id,
+                category,
+                priority,
+                created_by_user_id: user,
+                body: r.body,
+                cc: cc.into_iter().collect(),
+            },
+            key,
+        )
+        .await?;
         ok(pb::CreateTicketResponse {
             ticket: Some(convert::ticket(&ticket, Side::Customer)),
             message: Some(convert::message(&message, Side::Customer)),
@@ -135,8 +100,10 @@ impl SupportService for Api {
         request: Request<pb::GetTicketRequest>,
     ) -> Reply<pb::GetTicketResponse> {
         let p = caller(&request)?;
-        let (side, ticket) = self.shared_ticket(&p, &request.get_ref().ticket_id).await?;
-        self.audit_if_staff(&p, side, &ticket, "ticket.read", None)
+        let id = ticket_id(&request.get_ref().ticket_id)?;
+        let (side, ticket) = self.app.shared_ticket(&p, &id).await?;
+        self.app
+            .audit_if_staff(&p, side, &ticket, "ticket.read", None)
             .await?;
         ok(pb::GetTicketResponse {
             ticket: Some(convert::ticket(&ticket, Side::Customer)),
@@ -149,14 +116,22 @@ impl SupportService for Api {
     ) -> Reply<pb::ListTicketsResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let user = p.user()?.to_owned();
-        let account = p.account()?.to_owned();
+        let user = UserId::trusted(p.user()?);
+        let account = AccountId::trusted(p.account()?);
         let mut v = Violations::default();
-        let statuses = enum_list("statuses", &r.statuses, Status::from_i32, &mut v);
-        let priorities = enum_list("priorities", &r.priorities, Priority::from_i32, &mut v);
-        let categories = enum_list("categories", &r.categories, Category::from_i32, &mut v);
-        let service_id = optional_id("service_id", &r.service_id, &mut v);
-        let created_by = optional_id("created_by_user_id", &r.created_by_user_id, &mut v);
+        let (statuses, status_filter) =
+            enum_list("statuses", &r.statuses, Status::from_i32, &mut v);
+        let (priorities, priority_filter) =
+            enum_list("priorities", &r.priorities, Priority::from_i32, &mut v);
+        let (categories, category_filter) =
+            enum_list("categories", &r.categories, Category::from_i32, &mut v);
+        let service_id = optional_id("service_id", &r.service_id, ids::parse_id, &mut v);
+        let created_by = optional_id(
+            "created_by_user_id",
+            &r.created_by_user_id,
+            UserId::parse,
+            &mut v,
+        );
         v.check(
             !(service_id.is_some() && r.account_general_only),
             "account_general_only",
@@ -175,23 +150,23 @@ impl SupportService for Api {
         let order = order.unwrap_or(Order::UpdateDesc);
         let hash = filter_hash(&[
             format!("{statuses:?}{priorities:?}{categories:?}"),
-            format!("{service_id:?}{created_by:?}{}", r.account_general_only),
+            format!(
+                "{:?}{:?}{}",
+                service_id,
+                created_by.as_ref().map(UserId::as_str),
+                r.account_general_only
+            ),
             (order as i32).to_string(),
         ]);
         let after = ids::decode_page_token_for::<Cursor>(&r.page_token, |c| c.f == hash)?;
-        // ONE access decision for the whole list.
-        let visibility = self.app.list_visibility(&user, &account).await?;
-        if visibility == Visibility::Nothing {
-            return ok(pb::ListTicketsResponse::default());
-        }
         let query = TicketQuery {
-            accounts: Accounts::One(account),
-            visible_services: visibility.service_filter(),
+            accounts: Accounts::One(account.clone()),
+            visible_services: None,
             service_id,
             general_only: r.account_general_only,
-            statuses,
-            priorities,
-            categories,
+            statuses: status_filter,
+            priorities: priority_filter,
+            categories: category_filter,
             created_by,
             assignee: None,
             unassigned_only: false,
@@ -199,7 +174,7 @@ impl SupportService for Api {
             after,
             limit: limit.unwrap_or(ids::DEFAULT_PAGE_SIZE),
         };
-        let (tickets, next) = self.app.store.list_tickets(&query).await?;
+        let (tickets, next) = tickets::list(&self.app, &user, &account, query).await?;
         ok(pb::ListTicketsResponse {
             tickets: tickets
                 .iter()
@@ -220,18 +195,28 @@ impl SupportService for Api {
     ) -> Reply<pb::AddMessageResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let (side, ticket) = self.shared_ticket(&p, &r.ticket_id).await?;
-        let (written, message) = self
-            .add_message_as(&p, &ticket, side, r.body, None, false, &r.request_id)
-            .await?;
-        self.audit_if_staff(
+        let id = ticket_id(&r.ticket_id)?;
+        let (side, ticket) = self.app.shared_ticket(&p, &id).await?;
+        let (written, message) = add_message(
+            &self.app,
             &p,
-            side,
             &ticket,
-            "ticket.message_add",
-            Some(message.id.clone()),
+            side,
+            r.body,
+            None,
+            false,
+            &r.request_id,
         )
         .await?;
+        self.app
+            .audit_if_staff(
+                &p,
+                side,
+                &ticket,
+                "ticket.message_add",
+                Some(message.id.clone()),
+            )
+            .await?;
         ok(pb::AddMessageResponse {
             message: Some(convert::message(&message, Side::Customer)),
             ticket: Some(convert::ticket(&written.ticket, Side::Customer)),
@@ -244,10 +229,11 @@ impl SupportService for Api {
     ) -> Reply<pb::ListMessagesResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let (side, ticket) = self.shared_ticket(&p, &r.ticket_id).await?;
+        let id = ticket_id(&r.ticket_id)?;
+        let (side, ticket) = self.app.shared_ticket(&p, &id).await?;
         let (messages, next_page_token) = list_messages(
             &self.app,
-            &ticket.row.id,
+            &id,
             r.after_message_sequence,
             false,
             r.newest_first,
@@ -256,7 +242,8 @@ impl SupportService for Api {
             Side::Customer,
         )
         .await?;
-        self.audit_if_staff(&p, side, &ticket, "ticket.messages_read", None)
+        self.app
+            .audit_if_staff(&p, side, &ticket, "ticket.messages_read", None)
             .await?;
         ok(pb::ListMessagesResponse {
             messages,
@@ -269,11 +256,14 @@ impl SupportService for Api {
         request: Request<pb::CloseTicketRequest>,
     ) -> Reply<pb::CloseTicketResponse> {
         let p = caller(&request)?;
-        let (side, ticket) = self.shared_ticket(&p, &request.get_ref().ticket_id).await?;
-        let written = self
-            .change_status_as(&p, &ticket, side, |from| from.change_to(Status::Closed))
-            .await?;
-        self.audit_if_staff(&p, side, &ticket, "ticket.close", None)
+        let id = ticket_id(&request.get_ref().ticket_id)?;
+        let (side, ticket) = self.app.shared_ticket(&p, &id).await?;
+        let written = messages::change_status(&self.app, &p, &ticket, side, |from| {
+            from.change_to(Status::Closed)
+        })
+        .await?;
+        self.app
+            .audit_if_staff(&p, side, &ticket, "ticket.close", None)
             .await?;
         ok(pb::CloseTicketResponse {
             ticket: Some(convert::ticket(&written.ticket, Side::Customer)),
@@ -285,11 +275,14 @@ impl SupportService for Api {
         request: Request<pb::ReopenTicketRequest>,
     ) -> Reply<pb::ReopenTicketResponse> {
         let p = caller(&request)?;
-        let (side, ticket) = self.shared_ticket(&p, &request.get_ref().ticket_id).await?;
-        let written = self
-            .change_status_as(&p, &ticket, side, |from| from.change_to(Status::Open))
-            .await?;
-        self.audit_if_staff(&p, side, &ticket, "ticket.reopen", None)
+        let id = ticket_id(&request.get_ref().ticket_id)?;
+        let (side, ticket) = self.app.shared_ticket(&p, &id).await?;
+        let written = messages::change_status(&self.app, &p, &ticket, side, |from| {
+            from.change_to(Status::Open)
+        })
+        .await?;
+        self.app
+            .audit_if_staff(&p, side, &ticket, "ticket.reopen", None)
             .await?;
         ok(pb::ReopenTicketResponse {
             ticket: Some(convert::ticket(&written.ticket, Side::Customer)),
@@ -308,15 +301,15 @@ impl SupportService for Api {
         let r = request.into_inner();
         let id = ticket_id(&r.ticket_id)?;
         let ticket = self.app.customer_ticket(&p, &id).await?;
-        let account = p.account()?.to_owned();
+        let account = AccountId::trusted(p.account()?);
         let mut v = Violations::default();
-        let parse = |field: &str, list: &[String], v: &mut Violations| -> Vec<String> {
+        let parse = |field: &str, list: &[String], v: &mut Violations| -> Vec<UserId> {
             list.iter()
                 .enumerate()
                 .filter_map(|(i, raw)| {
                     v.take(
                         &format!("{field}[{i}]"),
-                        ids::parse_id(field, raw).map_err(|_| "must be a UUID"),
+                        UserId::parse(field, raw).map_err(|_| "must be a UUID"),
                     )
                 })
                 .collect()
@@ -324,54 +317,7 @@ impl SupportService for Api {
         let add = parse("add_user_ids", &r.add_user_ids, &mut v);
         let remove = parse("remove_user_ids", &r.remove_user_ids, &mut v);
         v.finish()?;
-        for (i, user) in add.iter().enumerate() {
-            if ticket.cc.contains(user) && !remove.contains(user) {
-                continue;
-            }
-            let theirs = self
-                .app
-                .peers
-                .visibility(
-                    user,
-                    &account,
-                    ticket.row.service_id.iter().cloned().collect(),
-                    false,
-                )
-                .await?;
-            if !theirs.sees(ticket.row.service_id.as_deref()) {
-                return Err(Error::new(
-                    Reason::CcUserNotEligible,
-                    "a user is not an active member who may see the ticket",
-                )
-                .with_field(
-                    format!("add_user_ids[{i}]"),
-                    "not an active member who may see the ticket",
-                )
-                .into());
-            }
-        }
-        let outcome = self
-            .app
-            .store
-            .update_cc(&id, &remove, &add, MAX_CC, self.app.clock.now())
-            .await?;
-        let (after, changed) = match outcome {
-            Ok(done) => done,
-            Err(_) => {
-                return Err(Error::new(Reason::CcLimitExceeded, "at most 20 CC users")
-                    .with_field("add_user_ids", "at most 20 CC users")
-                    .into());
-            }
-        };
-        if changed {
-            self.app.publish(
-                &id,
-                Event::Updated {
-                    ticket: Box::new(after.clone()),
-                    fields: vec!["cc_user_ids".to_owned()],
-                },
-            );
-        }
+        let after = tickets::update_cc(&self.app, &account, &ticket, &add, &remove).await?;
         ok(pb::UpdateTicketCcResponse {
             ticket: Some(convert::ticket(&after, Side::Customer)),
         })

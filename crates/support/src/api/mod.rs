@@ -17,15 +17,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::support as pb;
 use tenancy_runtime::error::Violations;
+use tenancy_runtime::ids::{self, TicketId, UserId};
 use tenancy_runtime::secret::sha256_hex;
 use tenancy_runtime::server::principal;
-use tenancy_runtime::{Error, Principal, ids};
+use tenancy_runtime::{Error, Principal};
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use crate::app::{App, Event, Side, ticket_id};
+use crate::app::{App, Side, messages};
 use crate::domain::validate;
-use crate::domain::{ActorKind, Status, SupportError};
-use crate::store::{NewMessage, RequestKey, Ticket, Written};
+use crate::domain::{Status, SupportError};
+use crate::store::{RequestKey, Ticket, Written};
 
 /// The handlers; cheap to clone.
 #[derive(Clone)]
@@ -48,7 +49,7 @@ fn ok<T>(value: T) -> Reply<T> {
 /// The request id of a retry-safe call, with the fingerprint of its
 /// content.
 fn request_key(
-    user: &str,
+    user: &UserId,
     raw: &str,
     parts: &[&str],
     violations: &mut Violations,
@@ -67,36 +68,47 @@ fn request_key(
         content.push_str(p);
     }
     Some(RequestKey {
-        user_id: user.to_owned(),
+        user_id: user.clone(),
         request_id,
         fingerprint: sha256_hex(content.as_bytes()),
     })
 }
 
+/// A repeated enum filter: its distinct proto values in order (what page
+/// tokens hash) and the parsed values; unknown ones are violations.
 fn enum_list<T>(
     field: &str,
     values: &[i32],
     parse: fn(i32) -> Option<T>,
     violations: &mut Violations,
-) -> Vec<i32> {
+) -> (Vec<i32>, Vec<T>) {
     for (i, v) in values.iter().enumerate() {
         if parse(*v).is_none() {
             violations.add(format!("{field}[{i}]"), "unknown or UNSPECIFIED value");
         }
     }
     let set: BTreeSet<i32> = values.iter().copied().collect();
-    set.into_iter().collect()
+    let parsed = set.iter().filter_map(|v| parse(*v)).collect();
+    (set.into_iter().collect(), parsed)
 }
 
-fn optional_id(field: &str, raw: &str, violations: &mut Violations) -> Option<String> {
+/// An optional id field: empty means none; anything else must be a UUID.
+fn optional_id<T>(
+    field: &str,
+    raw: &str,
+    parse: fn(&str, &str) -> Result<T, Error>,
+    violations: &mut Violations,
+) -> Option<T> {
     if raw.is_empty() {
         None
     } else {
-        violations.take(
-            field,
-            ids::parse_id(field, raw).map_err(|_| "must be a UUID"),
-        )
+        violations.take(field, parse(field, raw).map_err(|_| "must be a UUID"))
     }
+}
+
+/// Parses a ticket id; a malformed one is simply not found.
+fn ticket_id(raw: &str) -> Result<TicketId, Error> {
+    TicketId::parse("ticket_id", raw).map_err(|_| SupportError::TicketNotFound.into())
 }
 
 /// Page tokens carry a hash of the filters they were issued for.
@@ -114,7 +126,7 @@ struct MessageCursor {
 #[allow(clippy::too_many_arguments)]
 async fn list_messages(
     app: &App,
-    ticket_id: &str,
+    ticket_id: &TicketId,
     after: i64,
     include_internal: bool,
     newest_first: bool,
@@ -130,7 +142,7 @@ async fn list_messages(
     }
     let limit = ids::page_size(page_size)?;
     let hash = filter_hash(&[
-        ticket_id.to_owned(),
+        ticket_id.to_string(),
         after.to_string(),
         include_internal.to_string(),
         newest_first.to_string(),
@@ -141,17 +153,16 @@ async fn list_messages(
         (Some(c), true) => (after, Some(c.s)),
         (None, _) => (after, None),
     };
-    let mut rows = app
-        .store
-        .messages(
-            ticket_id,
-            from,
-            before,
-            include_internal,
-            newest_first,
-            limit + 1,
-        )
-        .await?;
+    let mut rows = messages::page(
+        app,
+        ticket_id,
+        from,
+        before,
+        include_internal,
+        newest_first,
+        limit + 1,
+    )
+    .await?;
     let next = if rows.len() as u64 > limit {
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         rows.last()
@@ -171,129 +182,35 @@ async fn list_messages(
     ))
 }
 
-/// The customer-visible events of a write, published to watchers.
-fn publish_written(app: &App, written: &Written, by_kind: ActorKind, by_user: Option<String>) {
-    if let Some(previous) = written.previous_status {
-        app.publish(
-            &written.ticket.row.id,
-            Event::Status {
-                previous,
-                by_kind,
-                by_user,
-                ticket: Box::new(written.ticket.clone()),
-            },
-        );
-    }
-}
-
 fn caller(request: &Request<impl Sized>) -> Result<Principal, Error> {
     principal(request).cloned()
 }
 
-impl Api {
-    /// Loads the ticket for the caller's side: customers need visibility,
-    /// staff the account's grant (and every staff call is audited by the
-    /// caller of this).
-    async fn shared_ticket(&self, p: &Principal, raw_id: &str) -> Result<(Side, Ticket), Error> {
-        let id = ticket_id(raw_id)?;
-        match App::side(p) {
-            Side::Customer => Ok((Side::Customer, self.app.customer_ticket(p, &id).await?)),
-            Side::Staff => Ok((
-                Side::Staff,
-                self.app.staff_ticket(Some(p.account()?), &id).await?,
-            )),
-        }
+/// Adds a message as the caller on `side`, after checking the body and
+/// the request id (once the ticket is known to be reachable).
+#[allow(clippy::too_many_arguments)]
+async fn add_message(
+    app: &Arc<App>,
+    p: &Principal,
+    ticket: &Ticket,
+    side: Side,
+    body: String,
+    status_after: Option<Status>,
+    internal: bool,
+    raw_request_id: &str,
+) -> Result<(Written, crate::store::MessageRow), Error> {
+    let user = UserId::trusted(p.user()?);
+    let mut v = Violations::default();
+    if let Err(e) = validate::body(&body) {
+        v.add("body", e);
     }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn add_message_as(
-        &self,
-        p: &Principal,
-        ticket: &Ticket,
-        side: Side,
-        body: String,
-        status_after: Option<Status>,
-        internal: bool,
-        raw_request_id: &str,
-    ) -> Result<(Written, crate::store::MessageRow), Error> {
-        let user = p.user()?.to_owned();
-        let mut v = Violations::default();
-        if let Err(e) = validate::body(&body) {
-            v.add("body", e);
-        }
-        let kind = if internal { "note" } else { "message" };
-        let key = request_key(
-            &user,
-            raw_request_id,
-            &[kind, &ticket.row.id, &body],
-            &mut v,
-        );
-        v.finish()?;
-        let author_kind = match side {
-            Side::Customer => ActorKind::Customer,
-            Side::Staff => ActorKind::Staff,
-        };
-        let (written, message) = self
-            .app
-            .store
-            .add_message(
-                &ticket.row.id,
-                NewMessage {
-                    author_kind,
-                    author_user_id: Some(user.clone()),
-                    body,
-                    internal,
-                },
-                move |before| match side {
-                    Side::Customer => before.after_customer_message(),
-                    Side::Staff => before.after_staff_reply(status_after),
-                },
-                key,
-                self.app.clock.now(),
-            )
-            .await?;
-        if !written.replayed {
-            self.app
-                .publish(&ticket.row.id, Event::Message(message.clone()));
-            publish_written(&self.app, &written, author_kind, Some(user));
-            self.app.notify_message(&written.ticket, &message, false);
-        }
-        Ok((written, message))
-    }
-
-    async fn change_status_as(
-        &self,
-        p: &Principal,
-        ticket: &Ticket,
-        side: Side,
-        decide: impl FnOnce(Status) -> Result<Option<Status>, SupportError> + Send,
-    ) -> Result<Written, Error> {
-        let written = self
-            .app
-            .store
-            .change_status(&ticket.row.id, decide, self.app.clock.now())
-            .await?;
-        let kind = match side {
-            Side::Customer => ActorKind::Customer,
-            Side::Staff => ActorKind::Staff,
-        };
-        publish_written(&self.app, &written, kind, p.user_id.clone());
-        Ok(written)
-    }
-
-    async fn audit_if_staff(
-        &self,
-        p: &Principal,
-        side: Side,
-        ticket: &Ticket,
-        action: &str,
-        key: Option<String>,
-    ) -> Result<(), Error> {
-        if side == Side::Staff {
-            self.app
-                .audit_staff(p, &ticket.row.account_id, action, &ticket.row.id, key)
-                .await?;
-        }
-        Ok(())
-    }
+    let kind = if internal { "note" } else { "message" };
+    let key = request_key(
+        &user,
+        raw_request_id,
+        &[kind, &ticket.row.id, &body],
+        &mut v,
+    );
+    v.finish()?;
+    messages::add(app, p, ticket, side, body, status_after, internal, key).await
 }

@@ -1,18 +1,20 @@
 //! SupportStaffService: the support team's queue and ticket work, under
 //! each account's support-access grant; every call is audited.
 
-use std::collections::BTreeSet;
-
 use tenancy_proto::support::{self as pb, support_staff_service_server::SupportStaffService};
+use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::{Error, Reason, ids};
+use tenancy_runtime::ids::{self, AccountId, UserId};
 use tonic::Request;
 
-use super::{Api, Reply, caller, convert, enum_list, filter_hash, list_messages, ok, optional_id};
-use crate::app::{Side, ticket_id};
-use crate::domain::{ActorKind, Category, Priority, Status, SupportError};
+use super::{
+    Api, Reply, add_message, caller, convert, enum_list, filter_hash, list_messages, ok,
+    optional_id, ticket_id,
+};
+use crate::app::staff::{self, CallerCheck};
+use crate::app::{Side, messages};
+use crate::domain::{Category, Priority, Status};
 use crate::peers::CodeWordOutcome;
-use crate::store::NewMessage;
 use crate::store::list::{Accounts, Cursor, Order, TicketQuery};
 
 #[tonic::async_trait]
@@ -24,11 +26,19 @@ impl SupportStaffService for Api {
         let p = caller(&request)?;
         let r = request.into_inner();
         let mut v = Violations::default();
-        let statuses = enum_list("statuses", &r.statuses, Status::from_i32, &mut v);
-        let priorities = enum_list("priorities", &r.priorities, Priority::from_i32, &mut v);
-        let categories = enum_list("categories", &r.categories, Category::from_i32, &mut v);
-        let account = optional_id("account_id", &r.account_id, &mut v);
-        let assignee = optional_id("assignee_user_id", &r.assignee_user_id, &mut v);
+        let (statuses, status_filter) =
+            enum_list("statuses", &r.statuses, Status::from_i32, &mut v);
+        let (priorities, priority_filter) =
+            enum_list("priorities", &r.priorities, Priority::from_i32, &mut v);
+        let (categories, category_filter) =
+            enum_list("categories", &r.categories, Category::from_i32, &mut v);
+        let account = optional_id("account_id", &r.account_id, AccountId::parse, &mut v);
+        let assignee = optional_id(
+            "assignee_user_id",
+            &r.assignee_user_id,
+            UserId::parse,
+            &mut v,
+        );
         v.check(
             !(assignee.is_some() && r.unassigned_only),
             "unassigned_only",
@@ -47,28 +57,23 @@ impl SupportStaffService for Api {
         let order = order.unwrap_or(Order::PriorityDesc);
         let hash = filter_hash(&[
             format!("{statuses:?}{priorities:?}{categories:?}"),
-            format!("{account:?}{assignee:?}{}", r.unassigned_only),
+            format!(
+                "{:?}{:?}{}",
+                account.as_ref().map(AccountId::as_str),
+                assignee.as_ref().map(UserId::as_str),
+                r.unassigned_only
+            ),
             (order as i32).to_string(),
         ]);
         let after = ids::decode_page_token_for::<Cursor>(&r.page_token, |c| c.f == hash)?;
-        let accounts = match &account {
-            Some(a) => {
-                self.app.require_grant(a).await?;
-                Accounts::One(a.clone())
-            }
-            None => Accounts::Many(self.app.peers.granted_accounts().await?),
-        };
-        if matches!(&accounts, Accounts::Many(a) if a.is_empty()) {
-            return ok(pb::ListQueueResponse::default());
-        }
         let query = TicketQuery {
-            accounts,
+            accounts: Accounts::Many(Vec::new()),
             visible_services: None,
             service_id: None,
             general_only: false,
-            statuses,
-            priorities,
-            categories,
+            statuses: status_filter,
+            priorities: priority_filter,
+            categories: category_filter,
             created_by: None,
             assignee,
             unassigned_only: r.unassigned_only,
@@ -76,14 +81,7 @@ impl SupportStaffService for Api {
             after,
             limit: limit.unwrap_or(ids::DEFAULT_PAGE_SIZE),
         };
-        let (tickets, next) = self.app.store.list_tickets(&query).await?;
-        // Audit the read once per account whose tickets were shown.
-        let shown: BTreeSet<&str> = tickets.iter().map(|t| t.row.account_id.as_str()).collect();
-        for account_id in shown {
-            self.app
-                .audit_staff(&p, account_id, "ticket.list", "", None)
-                .await?;
-        }
+        let (tickets, next) = staff::queue(&self.app, &p, account, query).await?;
         ok(pb::ListQueueResponse {
             tickets: tickets
                 .iter()
@@ -103,18 +101,10 @@ impl SupportStaffService for Api {
         request: Request<pb::SupportStaffServiceGetTicketRequest>,
     ) -> Reply<pb::SupportStaffServiceGetTicketResponse> {
         let p = caller(&request)?;
-        let ticket = self
-            .app
-            .staff_ticket(None, &ticket_id(&request.get_ref().ticket_id)?)
-            .await?;
+        let id = ticket_id(&request.get_ref().ticket_id)?;
+        let ticket = self.app.staff_ticket(None, &id).await?;
         self.app
-            .audit_staff(
-                &p,
-                &ticket.row.account_id,
-                "ticket.read",
-                &ticket.row.id,
-                None,
-            )
+            .audit_if_staff(&p, Side::Staff, &ticket, "ticket.read", None)
             .await?;
         ok(pb::SupportStaffServiceGetTicketResponse {
             ticket: Some(convert::ticket(&ticket, Side::Staff)),
@@ -127,13 +117,11 @@ impl SupportStaffService for Api {
     ) -> Reply<pb::SupportStaffServiceListMessagesResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let ticket = self
-            .app
-            .staff_ticket(None, &ticket_id(&r.ticket_id)?)
-            .await?;
+        let id = ticket_id(&r.ticket_id)?;
+        let ticket = self.app.staff_ticket(None, &id).await?;
         let (messages, next_page_token) = list_messages(
             &self.app,
-            &ticket.row.id,
+            &id,
             r.after_message_sequence,
             !r.exclude_internal,
             r.newest_first,
@@ -143,13 +131,7 @@ impl SupportStaffService for Api {
         )
         .await?;
         self.app
-            .audit_staff(
-                &p,
-                &ticket.row.account_id,
-                "ticket.messages_read",
-                &ticket.row.id,
-                None,
-            )
+            .audit_if_staff(&p, Side::Staff, &ticket, "ticket.messages_read", None)
             .await?;
         ok(pb::SupportStaffServiceListMessagesResponse {
             messages,
@@ -176,27 +158,25 @@ impl SupportStaffService for Api {
                 }
             },
         };
-        let ticket = self
-            .app
-            .staff_ticket(None, &ticket_id(&r.ticket_id)?)
-            .await?;
-        let (written, message) = self
-            .add_message_as(
-                &p,
-                &ticket,
-                Side::Staff,
-                r.body,
-                status_after,
-                false,
-                &r.request_id,
-            )
-            .await?;
+        let id = ticket_id(&r.ticket_id)?;
+        let ticket = self.app.staff_ticket(None, &id).await?;
+        let (written, message) = add_message(
+            &self.app,
+            &p,
+            &ticket,
+            Side::Staff,
+            r.body,
+            status_after,
+            false,
+            &r.request_id,
+        )
+        .await?;
         self.app
-            .audit_staff(
+            .audit_if_staff(
                 &p,
-                &ticket.row.account_id,
+                Side::Staff,
+                &ticket,
                 "ticket.message_add",
-                &ticket.row.id,
                 Some(message.id.clone()),
             )
             .await?;
@@ -212,19 +192,25 @@ impl SupportStaffService for Api {
     ) -> Reply<pb::AddInternalNoteResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let ticket = self
-            .app
-            .staff_ticket(None, &ticket_id(&r.ticket_id)?)
-            .await?;
-        let (written, note) = self
-            .add_message_as(&p, &ticket, Side::Staff, r.body, None, true, &r.request_id)
-            .await?;
+        let id = ticket_id(&r.ticket_id)?;
+        let ticket = self.app.staff_ticket(None, &id).await?;
+        let (written, note) = add_message(
+            &self.app,
+            &p,
+            &ticket,
+            Side::Staff,
+            r.body,
+            None,
+            true,
+            &r.request_id,
+        )
+        .await?;
         self.app
-            .audit_staff(
+            .audit_if_staff(
                 &p,
-                &ticket.row.account_id,
+                Side::Staff,
+                &ticket,
                 "ticket.note_add",
-                &ticket.row.id,
                 Some(note.id.clone()),
             )
             .await?;
@@ -241,13 +227,10 @@ impl SupportStaffService for Api {
         use pb::assign_ticket_request::Assignee;
         let p = caller(&request)?;
         let r = request.into_inner();
-        let me = p.user()?.to_owned();
+        let me = UserId::trusted(p.user()?);
         let assignee = match r.assignee {
-            Some(Assignee::AssigneeUserId(raw)) => {
-                let id = ids::parse_id("assignee_user_id", &raw)?;
-                Some(id)
-            }
-            Some(Assignee::AssignToSelf(true)) => Some(me.clone()),
+            Some(Assignee::AssigneeUserId(raw)) => Some(UserId::parse("assignee_user_id", &raw)?),
+            Some(Assignee::AssignToSelf(true)) => Some(me),
             Some(Assignee::Unassign(true)) => None,
             _ => {
                 return Err(Error::invalid_field(
@@ -257,35 +240,8 @@ impl SupportStaffService for Api {
                 .into());
             }
         };
-        let ticket = self
-            .app
-            .staff_ticket(None, &ticket_id(&r.ticket_id)?)
-            .await?;
-        if let Some(a) = assignee.as_ref().filter(|a| **a != me) {
-            let users = self.app.peers.users(vec![a.clone()]).await?;
-            if !users.iter().any(|u| u.staff) {
-                return Err(Error::new(
-                    Reason::AssigneeNotStaff,
-                    "the user is not on the support team",
-                )
-                .with_field("assignee_user_id", "not on the support team")
-                .into());
-            }
-        }
-        let after = self
-            .app
-            .store
-            .assign(&ticket.row.id, assignee, r.only_if_unassigned)
-            .await?;
-        self.app
-            .audit_staff(
-                &p,
-                &ticket.row.account_id,
-                "ticket.assign",
-                &ticket.row.id,
-                None,
-            )
-            .await?;
+        let id = ticket_id(&r.ticket_id)?;
+        let after = staff::assign(&self.app, &p, &id, assignee, r.only_if_unassigned).await?;
         ok(pb::AssignTicketResponse {
             ticket: Some(convert::ticket(&after, Side::Staff)),
         })
@@ -299,21 +255,14 @@ impl SupportStaffService for Api {
         let r = request.into_inner();
         let to = Status::from_i32(r.status)
             .ok_or_else(|| Error::invalid_field("status", "required: a TicketStatus"))?;
-        let ticket = self
-            .app
-            .staff_ticket(None, &ticket_id(&r.ticket_id)?)
-            .await?;
-        let written = self
-            .change_status_as(&p, &ticket, Side::Staff, move |from| from.change_to(to))
-            .await?;
+        let id = ticket_id(&r.ticket_id)?;
+        let ticket = self.app.staff_ticket(None, &id).await?;
+        let written = messages::change_status(&self.app, &p, &ticket, Side::Staff, move |from| {
+            from.change_to(to)
+        })
+        .await?;
         self.app
-            .audit_staff(
-                &p,
-                &ticket.row.account_id,
-                "ticket.set_status",
-                &ticket.row.id,
-                None,
-            )
+            .audit_if_staff(&p, Side::Staff, &ticket, "ticket.set_status", None)
             .await?;
         ok(pb::SetTicketStatusResponse {
             ticket: Some(convert::ticket(&written.ticket, Side::Staff)),
@@ -326,89 +275,44 @@ impl SupportStaffService for Api {
     ) -> Reply<pb::VerifyCallerResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let staff = p.user()?.to_owned();
+        p.user()?;
         let mut v = Violations::default();
         let account = v.take(
             "account_id",
-            ids::parse_id("account_id", &r.account_id).map_err(|_| "must be a UUID"),
+            AccountId::parse("account_id", &r.account_id).map_err(|_| "must be a UUID"),
         );
         let user = v.take(
             "user_id",
-            ids::parse_id("user_id", &r.user_id).map_err(|_| "must be a UUID"),
+            UserId::parse("user_id", &r.user_id).map_err(|_| "must be a UUID"),
         );
         v.check(!r.code_word.trim().is_empty(), "code_word", "required");
         v.finish()?;
-        let (account, user) = (account.unwrap_or_default(), user.unwrap_or_default());
+        let (Some(account), Some(user)) = (account, user) else {
+            return Err(Error::invalid_field("account_id", "required").into());
+        };
         let ticket = if r.ticket_id.is_empty() {
             None
         } else {
-            let t = self
-                .app
-                .store
-                .ticket(&ticket_id(&r.ticket_id)?)
-                .await?
-                .ok_or_else(|| Error::from(SupportError::TicketNotFound))?;
-            if t.row.account_id != account {
-                return Err(Error::new(
-                    Reason::TicketAccountMismatch,
-                    "the ticket belongs to another account",
-                )
-                .with_field("ticket_id", "belongs to another account")
-                .into());
-            }
-            self.app.require_grant(&account).await?;
-            Some(t)
+            Some((ticket_id(&r.ticket_id)?, r.ticket_id.clone()))
         };
-        if !self.app.peers.is_member(&user, &account).await? {
-            return Err(Error::new(Reason::MemberNotFound, "no such member of the account").into());
-        }
-        let outcome = self
-            .app
-            .peers
-            .verify_code_word(&user, r.code_word, &staff, &account)
-            .await?;
-        let (label, proto) = match outcome {
-            CodeWordOutcome::Verified => ("VERIFIED", pb::VerifyCallerOutcome::Verified),
-            CodeWordOutcome::Mismatch => ("MISMATCH", pb::VerifyCallerOutcome::Mismatch),
-            CodeWordOutcome::NoCodeWord => ("NO_CODE_WORD", pb::VerifyCallerOutcome::NoCodeWord),
-        };
-        self.app
-            .peers
-            .audit(crate::peers::Audit {
-                principal: &p,
-                account_id: &account,
-                action: "member.verify_caller",
-                target_type: "member",
-                target_id: &user,
-                after: vec![
-                    ("outcome", label.to_owned()),
-                    ("ticket_id", r.ticket_id.clone()),
-                ],
-                idempotency_key: None,
-            })
-            .await?;
-        if let Some(t) = ticket {
-            self.app
-                .store
-                .add_message(
-                    &t.row.id,
-                    NewMessage {
-                        author_kind: ActorKind::System,
-                        author_user_id: None,
-                        body: format!(
-                            "Caller verification for user {user} by staff {staff}: {label}"
-                        ),
-                        internal: true,
-                    },
-                    Ok,
-                    None,
-                    self.app.clock.now(),
-                )
-                .await?;
-        }
+        let outcome = staff::verify_caller(
+            &self.app,
+            &p,
+            CallerCheck {
+                account,
+                user,
+                code_word: r.code_word,
+                ticket,
+            },
+        )
+        .await?;
         ok(pb::VerifyCallerResponse {
             verified: outcome == CodeWordOutcome::Verified,
-            outcome: proto as i32,
+            outcome: match outcome {
+                CodeWordOutcome::Verified => pb::VerifyCallerOutcome::Verified,
+                CodeWordOutcome::Mismatch => pb::VerifyCallerOutcome::Mismatch,
+                CodeWordOutcome::NoCodeWord => pb::VerifyCallerOutcome::NoCodeWord,
+            } as i32,
         })
     }
 }

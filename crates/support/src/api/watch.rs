@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use futures::Stream;
 use tenancy_proto::support as pb;
+use tenancy_runtime::ids::{AccountId, TicketId, UserId};
 use tenancy_runtime::{Error, Principal, Reason};
 use tokio::sync::{broadcast, mpsc};
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use super::{Api, Reply, caller, convert};
+use super::{Api, Reply, caller, convert, ticket_id};
 use crate::app::{App, Event, Side};
 use crate::domain::{ActorKind, SupportError};
 use crate::store::Ticket;
@@ -34,13 +35,15 @@ impl Api {
         }
         // Subscribe before the snapshot so nothing falls in between.
         let events = self.app.events.subscribe();
-        let (side, ticket) = self.shared_ticket(&p, &r.ticket_id).await?;
-        self.audit_if_staff(&p, side, &ticket, "ticket.watch", None)
+        let id = ticket_id(&r.ticket_id)?;
+        let (side, ticket) = self.app.shared_ticket(&p, &id).await?;
+        self.app
+            .audit_if_staff(&p, side, &ticket, "ticket.watch", None)
             .await?;
         let replay = if r.after_message_sequence > 0 {
             self.app
                 .store
-                .messages_after(&ticket.row.id, r.after_message_sequence, false)
+                .messages_after(&id, r.after_message_sequence, false)
                 .await?
         } else {
             Vec::new()
@@ -64,12 +67,12 @@ async fn watch(
     side: Side,
     ticket: Ticket,
     replay: Vec<crate::store::MessageRow>,
-    mut events: broadcast::Receiver<(String, Event)>,
+    mut events: broadcast::Receiver<(TicketId, Event)>,
     tx: mpsc::Sender<Result<pb::WatchTicketResponse, GrpcStatus>>,
 ) {
     use pb::watch_ticket_response::Event as E;
     let send = |e: E| pb::WatchTicketResponse { event: Some(e) };
-    let id = ticket.row.id.clone();
+    let id = ticket.id();
     let mut last_sent = ticket.row.last_message_sequence;
     if tx
         .send(Ok(send(E::Snapshot(convert::ticket(
@@ -101,13 +104,14 @@ async fn watch(
                 let (Ok(user), Ok(account)) = (p.user(), p.account()) else {
                     return Err(Error::from(SupportError::TicketNotFound));
                 };
-                if app.customer_sees(user, account, &ticket).await? {
+                let (user, account) = (UserId::trusted(user), AccountId::trusted(account));
+                if app.customer_sees(&user, &account, &ticket).await? {
                     Ok(())
                 } else {
                     Err(SupportError::TicketNotFound.into())
                 }
             }
-            Side::Staff => app.require_grant(&ticket.row.account_id).await,
+            Side::Staff => app.require_grant(&ticket.account()).await,
         }
     };
     let mut shutdown = app.shutdown.clone();
@@ -174,7 +178,7 @@ async fn watch(
                     status: ticket.row.status,
                     changed_by_kind: by_kind as i32,
                     changed_by_user_id: if by_kind == ActorKind::Customer {
-                        by_user.unwrap_or_default()
+                        by_user.map(UserId::into_string).unwrap_or_default()
                     } else {
                         String::new()
                     },

@@ -8,9 +8,11 @@
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use serde::{Deserialize, Serialize};
 use tenancy_runtime::Error;
+use tenancy_runtime::ids::{AccountId, UserId};
 
 use super::entities::ticket::{self, Column};
 use super::{Store, Ticket, TicketRow};
+use crate::domain::{Category, Priority, Status};
 
 /// The sort orders (proto `TicketOrder` values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,9 +85,9 @@ pub(crate) struct Cursor {
 #[derive(Clone, Debug)]
 pub(crate) enum Accounts {
     /// One account (customers, or staff naming one).
-    One(String),
+    One(AccountId),
     /// Several (the staff queue: accounts with an active grant).
-    Many(Vec<String>),
+    Many(Vec<AccountId>),
 }
 
 /// A ticket list query.
@@ -100,16 +102,16 @@ pub(crate) struct TicketQuery {
     pub(crate) service_id: Option<String>,
     /// Only account-general tickets.
     pub(crate) general_only: bool,
-    /// Status values (OR).
-    pub(crate) statuses: Vec<i32>,
-    /// Priority values (OR).
-    pub(crate) priorities: Vec<i32>,
-    /// Category values (OR).
-    pub(crate) categories: Vec<i32>,
+    /// Statuses (OR).
+    pub(crate) statuses: Vec<Status>,
+    /// Priorities (OR).
+    pub(crate) priorities: Vec<Priority>,
+    /// Categories (OR).
+    pub(crate) categories: Vec<Category>,
     /// Only tickets this user created.
-    pub(crate) created_by: Option<String>,
+    pub(crate) created_by: Option<UserId>,
     /// Only tickets assigned to this staff user.
-    pub(crate) assignee: Option<String>,
+    pub(crate) assignee: Option<UserId>,
     /// Only unassigned tickets.
     pub(crate) unassigned_only: bool,
     /// The order.
@@ -126,8 +128,10 @@ impl TicketQuery {
         let query = self;
         let mut select = ticket::Entity::find();
         select = match &query.accounts {
-            Accounts::One(id) => select.filter(Column::AccountId.eq(id.clone())),
-            Accounts::Many(ids) => select.filter(Column::AccountId.is_in(ids.clone())),
+            Accounts::One(id) => select.filter(Column::AccountId.eq(id.as_str())),
+            Accounts::Many(ids) => {
+                select.filter(Column::AccountId.is_in(ids.iter().map(AccountId::as_str)))
+            }
         };
         if let Some(visible) = &query.visible_services {
             let mut cond = Condition::any().add(Column::ServiceId.is_null());
@@ -143,19 +147,21 @@ impl TicketQuery {
             select = select.filter(Column::ServiceId.is_null());
         }
         if !query.statuses.is_empty() {
-            select = select.filter(Column::Status.is_in(query.statuses.clone()));
+            select = select.filter(Column::Status.is_in(query.statuses.iter().map(|s| *s as i32)));
         }
         if !query.priorities.is_empty() {
-            select = select.filter(Column::Priority.is_in(query.priorities.clone()));
+            select =
+                select.filter(Column::Priority.is_in(query.priorities.iter().map(|p| *p as i32)));
         }
         if !query.categories.is_empty() {
-            select = select.filter(Column::Category.is_in(query.categories.clone()));
+            select =
+                select.filter(Column::Category.is_in(query.categories.iter().map(|c| *c as i32)));
         }
         if let Some(user) = &query.created_by {
-            select = select.filter(Column::CreatedByUserId.eq(user.clone()));
+            select = select.filter(Column::CreatedByUserId.eq(user.as_str()));
         }
         if let Some(user) = &query.assignee {
-            select = select.filter(Column::AssigneeUserId.eq(user.clone()));
+            select = select.filter(Column::AssigneeUserId.eq(user.as_str()));
         }
         if query.unassigned_only {
             select = select.filter(Column::AssigneeUserId.is_null());

@@ -17,13 +17,14 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
+use tenancy_runtime::ids::{self, AccountId, TicketId, UserId};
+use tenancy_runtime::{Error, Reason, Timestamp};
 
 pub(crate) use entities::message::Model as MessageRow;
 pub(crate) use entities::ticket::Model as TicketRow;
 use entities::{cc, message, request, ticket};
 
-use crate::domain::{ActorKind, Status, SupportError};
+use crate::domain::{ActorKind, Category, Priority, Status, SupportError};
 
 /// How long a request id is remembered.
 const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -37,11 +38,23 @@ pub(crate) struct Ticket {
     pub(crate) cc: Vec<String>,
 }
 
+impl Ticket {
+    /// The ticket's id.
+    pub(crate) fn id(&self) -> TicketId {
+        TicketId::trusted(self.row.id.clone())
+    }
+
+    /// The ticket's account.
+    pub(crate) fn account(&self) -> AccountId {
+        AccountId::trusted(self.row.account_id.clone())
+    }
+}
+
 /// A client request id with the fingerprint of what it asked for.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestKey {
     /// The caller.
-    pub(crate) user_id: String,
+    pub(crate) user_id: UserId,
     /// The client's UUID.
     pub(crate) request_id: String,
     /// SHA-256 of the request's content (kind, ticket, body...).
@@ -52,21 +65,21 @@ pub(crate) struct RequestKey {
 #[derive(Clone, Debug)]
 pub(crate) struct NewTicket {
     /// The account.
-    pub(crate) account_id: String,
+    pub(crate) account_id: AccountId,
     /// Trimmed subject.
     pub(crate) subject: String,
     /// The service; `None`: account-general.
     pub(crate) service_id: Option<String>,
-    /// Category value.
-    pub(crate) category: i32,
-    /// Priority value.
-    pub(crate) priority: i32,
+    /// Its category.
+    pub(crate) category: Category,
+    /// Its priority.
+    pub(crate) priority: Priority,
     /// The creator.
-    pub(crate) created_by_user_id: String,
+    pub(crate) created_by_user_id: UserId,
     /// The first message.
     pub(crate) body: String,
     /// Initial CC users (deduplicated, creator removed).
-    pub(crate) cc: Vec<String>,
+    pub(crate) cc: Vec<UserId>,
 }
 
 /// What a new message holds.
@@ -75,7 +88,7 @@ pub(crate) struct NewMessage {
     /// Who writes it.
     pub(crate) author_kind: ActorKind,
     /// The author; `None` for the system.
-    pub(crate) author_user_id: Option<String>,
+    pub(crate) author_user_id: Option<UserId>,
     /// Plain text.
     pub(crate) body: String,
     /// Staff-only note.
@@ -110,8 +123,8 @@ impl Store {
     }
 
     /// One ticket by id.
-    pub(crate) async fn ticket(&self, id: &str) -> Result<Option<Ticket>, Error> {
-        load_ticket(&self.db, id).await
+    pub(crate) async fn ticket(&self, id: &TicketId) -> Result<Option<Ticket>, Error> {
+        load_ticket(&self.db, id.as_str()).await
     }
 
     /// CC users of many tickets at once.
@@ -147,13 +160,13 @@ impl Store {
         let now = now.millis();
         let row = TicketRow {
             id: id.clone(),
-            account_id: new.account_id,
+            account_id: new.account_id.into_string(),
             subject: new.subject,
             service_id: new.service_id,
-            category: new.category,
-            priority: new.priority,
+            category: new.category as i32,
+            priority: new.priority as i32,
             status: Status::Open as i32,
-            created_by_user_id: new.created_by_user_id.clone(),
+            created_by_user_id: new.created_by_user_id.to_string(),
             assignee_user_id: None,
             message_count: 1,
             internal_note_count: 0,
@@ -172,7 +185,7 @@ impl Store {
             ticket_id: id.clone(),
             sequence: 1,
             author_kind: ActorKind::Customer as i32,
-            author_user_id: Some(new.created_by_user_id),
+            author_user_id: Some(new.created_by_user_id.into_string()),
             body: new.body,
             internal: false,
             create_time: now,
@@ -180,7 +193,7 @@ impl Store {
         message::Entity::insert(message_active(&first))
             .exec_without_returning(&txn)
             .await?;
-        let cc: BTreeSet<String> = new.cc.into_iter().collect();
+        let cc: BTreeSet<String> = new.cc.into_iter().map(UserId::into_string).collect();
         for user_id in &cc {
             cc::Entity::insert(cc::ActiveModel {
                 ticket_id: Set(id.clone()),
@@ -206,12 +219,13 @@ impl Store {
     /// from the status before (and may refuse, e.g. TICKET_CLOSED).
     pub(crate) async fn add_message(
         &self,
-        ticket_id: &str,
+        ticket_id: &TicketId,
         new: NewMessage,
         next_status: impl FnOnce(Status) -> Result<Status, SupportError> + Send,
         key: Option<RequestKey>,
         now: Timestamp,
     ) -> Result<(Written, MessageRow), Error> {
+        let ticket_id = ticket_id.as_str();
         let txn = self.db.begin().await?;
         let kind = if new.internal { "note" } else { "message" };
         if let Some(key) = &key
@@ -248,7 +262,7 @@ impl Store {
             ticket_id: ticket_id.to_owned(),
             sequence: row.last_sequence,
             author_kind: new.author_kind as i32,
-            author_user_id: new.author_user_id,
+            author_user_id: new.author_user_id.map(UserId::into_string),
             body: new.body,
             internal: new.internal,
             create_time: now_ms,
@@ -289,10 +303,11 @@ impl Store {
     /// Changes the status following the transition table.
     pub(crate) async fn change_status(
         &self,
-        ticket_id: &str,
+        ticket_id: &TicketId,
         decide: impl FnOnce(Status) -> Result<Option<Status>, SupportError> + Send,
         now: Timestamp,
     ) -> Result<Written, Error> {
+        let ticket_id = ticket_id.as_str();
         let txn = self.db.begin().await?;
         let mut row = lock_ticket(&txn, ticket_id).await?;
         let before = Status::from_i32(row.status).unwrap_or(Status::Open);
@@ -321,10 +336,12 @@ impl Store {
     /// someone else holds the ticket (decided by a conditional UPDATE).
     pub(crate) async fn assign(
         &self,
-        ticket_id: &str,
-        assignee: Option<String>,
+        ticket_id: &TicketId,
+        assignee: Option<UserId>,
         only_if_unassigned: bool,
     ) -> Result<Ticket, Error> {
+        let ticket_id = ticket_id.as_str();
+        let assignee = assignee.map(UserId::into_string);
         let mut update = ticket::Entity::update_many()
             .col_expr(
                 ticket::Column::AssigneeUserId,
@@ -357,21 +374,22 @@ impl Store {
     /// `Err(count)` inside `Ok`). Returns whether anything changed.
     pub(crate) async fn update_cc(
         &self,
-        ticket_id: &str,
-        remove: &[String],
-        add: &[String],
+        ticket_id: &TicketId,
+        remove: &[UserId],
+        add: &[UserId],
         max: usize,
         now: Timestamp,
     ) -> Result<Result<(Ticket, bool), usize>, Error> {
+        let ticket_id = ticket_id.as_str();
         let txn = self.db.begin().await?;
         let mut row = lock_ticket(&txn, ticket_id).await?;
         let before = cc_in(&txn, ticket_id).await?;
         let mut after: BTreeSet<String> = before.iter().cloned().collect();
         for r in remove {
-            after.remove(r);
+            after.remove(r.as_str());
         }
         for a in add {
-            after.insert(a.clone());
+            after.insert(a.to_string());
         }
         if after.len() > max {
             return Ok(Err(after.len()));
@@ -403,13 +421,14 @@ impl Store {
     /// Messages of a ticket after `after` (exclusive) in sequence order.
     pub(crate) async fn messages(
         &self,
-        ticket_id: &str,
+        ticket_id: &TicketId,
         after: i64,
         before: Option<i64>,
         include_internal: bool,
         newest_first: bool,
         limit: u64,
     ) -> Result<Vec<MessageRow>, Error> {
+        let ticket_id = ticket_id.as_str();
         let mut query = message::Entity::find()
             .filter(message::Column::TicketId.eq(ticket_id))
             .filter(message::Column::Sequence.gt(after));
@@ -431,7 +450,7 @@ impl Store {
     /// customer-visible only unless `include_internal` (for WatchTicket).
     pub(crate) async fn messages_after(
         &self,
-        ticket_id: &str,
+        ticket_id: &TicketId,
         after: i64,
         include_internal: bool,
     ) -> Result<Vec<MessageRow>, Error> {
@@ -510,14 +529,15 @@ async fn take_request(
     kind: &str,
     now: Timestamp,
 ) -> Result<Option<request::Model>, Error> {
-    let Some(earlier) = request::Entity::find_by_id((key.user_id.clone(), key.request_id.clone()))
-        .one(txn)
-        .await?
+    let Some(earlier) =
+        request::Entity::find_by_id((key.user_id.to_string(), key.request_id.clone()))
+            .one(txn)
+            .await?
     else {
         return Ok(None);
     };
     if earlier.create_time < now.minus(REQUEST_ID_WINDOW).millis() {
-        request::Entity::delete_by_id((key.user_id.clone(), key.request_id.clone()))
+        request::Entity::delete_by_id((key.user_id.to_string(), key.request_id.clone()))
             .exec(txn)
             .await?;
         return Ok(None);
@@ -543,7 +563,7 @@ async fn record_request(
     now: i64,
 ) -> Result<(), Error> {
     request::Entity::insert(request::ActiveModel {
-        user_id: Set(key.user_id.clone()),
+        user_id: Set(key.user_id.to_string()),
         request_id: Set(key.request_id.clone()),
         kind: Set(kind.to_owned()),
         ticket_id: Set(ticket_id.to_owned()),
@@ -673,11 +693,11 @@ fn bench_query(
     order: i32,
 ) -> Result<list::TicketQuery, Error> {
     Ok(list::TicketQuery {
-        accounts: list::Accounts::One(account_id.to_owned()),
+        accounts: list::Accounts::One(AccountId::trusted(account_id)),
         visible_services: visible,
         service_id: None,
         general_only: false,
-        statuses,
+        statuses: statuses.into_iter().filter_map(Status::from_i32).collect(),
         priorities: Vec::new(),
         categories: Vec::new(),
         created_by: None,

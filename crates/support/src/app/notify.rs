@@ -1,0 +1,141 @@
+//! Notifications of customer-visible messages, through contacts' Notify.
+
+use std::sync::Arc;
+
+use tenancy_proto::contacts as contacts_pb;
+use tenancy_runtime::Error;
+use tenancy_runtime::ids::UserId;
+
+use super::App;
+use crate::domain::{ActorKind, Category};
+use crate::store::{MessageRow, Ticket};
+
+impl App {
+    /// Notifies a customer-visible message, best effort, after commit: the
+    /// creator and CC users (except the author) through contacts' Notify
+    /// with SUPPORT_REPLIES (their preferences apply there), and for staff
+    /// replies on technical tickets the account's TECHNICAL contacts. One
+    /// idempotency key per message, so a retry never sends twice.
+    /// `created`: the first message of a new ticket, which also notifies
+    /// its author (the creator) as a receipt.
+    pub(crate) fn notify_message(
+        self: &Arc<Self>,
+        ticket: &Ticket,
+        message: &MessageRow,
+        created: bool,
+    ) {
+        if message.internal {
+            return;
+        }
+        let app = self.clone();
+        let ticket = ticket.clone();
+        let message = message.clone();
+        tokio::spawn(async move {
+            if let Err(error) = app.send_notifications(&ticket, &message, created).await {
+                tracing::warn!(ticket_id = %ticket.row.id, %error, "ticket notification not sent");
+            }
+        });
+    }
+
+    async fn send_notifications(
+        &self,
+        ticket: &Ticket,
+        message: &MessageRow,
+        created: bool,
+    ) -> Result<(), Error> {
+        let author = if created {
+            None
+        } else {
+            message.author_user_id.clone()
+        };
+        let mut people: Vec<UserId> = std::iter::once(ticket.row.created_by_user_id.clone())
+            .chain(ticket.cc.iter().cloned())
+            .filter(|u| Some(u) != author.as_ref())
+            .map(UserId::trusted)
+            .collect();
+        people.sort();
+        people.dedup();
+        let staff_reply = message.author_kind == ActorKind::Staff as i32;
+        let author_name = if staff_reply {
+            "Support".to_owned()
+        } else {
+            self.peers
+                .users(
+                    message
+                        .author_user_id
+                        .iter()
+                        .cloned()
+                        .map(UserId::trusted)
+                        .collect(),
+                )
+                .await
+                .ok()
+                .and_then(|u| u.into_iter().next())
+                .map(|u| u.name)
+                .unwrap_or_default()
+        };
+        let data: std::collections::HashMap<String, String> = [
+            ("ticket_id", ticket.row.id.clone()),
+            ("ticket_subject", ticket.row.subject.clone()),
+            ("author_name", author_name),
+            (
+                "message_excerpt",
+                message.body.chars().take(500).collect::<String>(),
+            ),
+            (
+                "ticket_url",
+                format!(
+                    "{}/support/tickets/{}",
+                    self.portal_url.trim_end_matches('/'),
+                    ticket.row.id
+                ),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        // Staff replies on technical tickets also reach the account's
+        // TECHNICAL contacts (and only those contacts: chosen by role, not
+        // by category), in the same Notify so that an address that is both
+        // a member and a contact gets one email.
+        let technical = staff_reply && ticket.row.category == Category::Technical as i32;
+        if people.is_empty() && !technical {
+            return Ok(());
+        }
+        let extra_recipients = if people.is_empty() {
+            Vec::new()
+        } else {
+            self.peers
+                .users(people)
+                .await?
+                .into_iter()
+                .map(|u| contacts_pb::ExtraRecipient {
+                    user_id: u.id,
+                    email: u.email,
+                    name: u.name,
+                })
+                .collect()
+        };
+        self.peers
+            .notify(contacts_pb::NotifyRequest {
+                request_id: if created {
+                    format!("support:ticket-created:{}", ticket.row.id)
+                } else {
+                    format!("support:ticket-reply:{}", message.id)
+                },
+                account_id: ticket.row.account_id.clone(),
+                category: contacts_pb::NotificationCategory::SupportReplies as i32,
+                template: contacts_pb::MessageTemplate::TicketReply as i32,
+                template_data: data,
+                service_id: ticket.row.service_id.clone().unwrap_or_default(),
+                extra_recipients,
+                contact_roles: if technical {
+                    vec![contacts_pb::ContactRole::Technical as i32]
+                } else {
+                    Vec::new()
+                },
+            })
+            .await?;
+        Ok(())
+    }
+}
