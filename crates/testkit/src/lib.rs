@@ -119,7 +119,11 @@ pub fn refusal(status: &tonic::Status) -> Reason {
 }
 
 #[cfg(feature = "peers")]
+mod acme;
+#[cfg(feature = "peers")]
 mod peers;
+#[cfg(feature = "peers")]
+pub use acme::{Acme, PASSWORD, Signed};
 #[cfg(feature = "peers")]
 pub use peers::Peers;
 
