@@ -11,14 +11,14 @@ use tonic::Request;
 
 use super::watch::WatchStream;
 use super::{
-    Api, Reply, add_message, caller, convert, enum_list, filter_hash, list_messages, ok,
-    optional_id, request_key, ticket_id,
+    Api, Reply, add_message, caller, convert, enum_filters, list_messages, next_ticket_token, ok,
+    optional_id, order_and_size, request_key, ticket_id, ticket_page,
 };
 use crate::app::{Side, messages, tickets};
 use crate::domain::validate::{self, MAX_CC};
 use crate::domain::{Category, Priority, Status, SupportError};
 use crate::store::NewTicket;
-use crate::store::list::{Accounts, Cursor, Order, TicketQuery};
+use crate::store::list::{Accounts, Order, TicketQuery};
 
 #[tonic::async_trait]
 impl SupportService for Api {
@@ -119,12 +119,7 @@ impl SupportService for Api {
         let user = UserId::trusted(p.user()?);
         let account = AccountId::trusted(p.account()?);
         let mut v = Violations::default();
-        let (statuses, status_filter) =
-            enum_list("statuses", &r.statuses, Status::from_i32, &mut v);
-        let (priorities, priority_filter) =
-            enum_list("priorities", &r.priorities, Priority::from_i32, &mut v);
-        let (categories, category_filter) =
-            enum_list("categories", &r.categories, Category::from_i32, &mut v);
+        let enums = enum_filters(&r.statuses, &r.priorities, &r.categories, &mut v);
         let service_id = optional_id("service_id", &r.service_id, ids::parse_id, &mut v);
         let created_by = optional_id(
             "created_by_user_id",
@@ -137,42 +132,33 @@ impl SupportService for Api {
             "account_general_only",
             "cannot be combined with service_id",
         );
-        let order = match r.order_by {
-            0 => Some(Order::UpdateDesc),
-            n => Order::from_i32(n),
-        };
-        v.check(order.is_some(), "order_by", "unknown order");
-        let limit = v.take(
-            "page_size",
-            ids::page_size(r.page_size).map_err(|e| e.message),
-        );
+        let (order, limit) = order_and_size(r.order_by, Order::UpdateDesc, r.page_size, &mut v);
         v.finish()?;
-        let order = order.unwrap_or(Order::UpdateDesc);
-        let hash = filter_hash(&[
-            format!("{statuses:?}{priorities:?}{categories:?}"),
+        let (hash, after) = ticket_page(
+            &enums,
             format!(
                 "{:?}{:?}{}",
                 service_id,
                 created_by.as_ref().map(UserId::as_str),
                 r.account_general_only
             ),
-            (order as i32).to_string(),
-        ]);
-        let after = ids::decode_page_token_for::<Cursor>(&r.page_token, |c| c.f == hash)?;
+            order,
+            &r.page_token,
+        )?;
         let query = TicketQuery {
             accounts: Accounts::One(account.clone()),
             visible_services: None,
             service_id,
             general_only: r.account_general_only,
-            statuses: status_filter,
-            priorities: priority_filter,
-            categories: category_filter,
+            statuses: enums.statuses,
+            priorities: enums.priorities,
+            categories: enums.categories,
             created_by,
             assignee: None,
             unassigned_only: false,
             order,
             after,
-            limit: limit.unwrap_or(ids::DEFAULT_PAGE_SIZE),
+            limit,
         };
         let (tickets, next) = tickets::list(&self.app, &user, &account, query).await?;
         ok(pb::ListTicketsResponse {
@@ -180,12 +166,7 @@ impl SupportService for Api {
                 .iter()
                 .map(|t| convert::ticket(t, Side::Customer))
                 .collect(),
-            next_page_token: next
-                .map(|mut c| {
-                    c.f = hash.clone();
-                    ids::encode_page_token(&c)
-                })
-                .unwrap_or_default(),
+            next_page_token: next_ticket_token(next, &hash),
         })
     }
 

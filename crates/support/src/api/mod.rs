@@ -25,7 +25,8 @@ use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::app::{App, Side, messages};
 use crate::domain::validate;
-use crate::domain::{Status, SupportError};
+use crate::domain::{Category, Priority, Status, SupportError};
+use crate::store::list::{Cursor, Order};
 use crate::store::{RequestKey, Ticket, Written};
 
 /// The handlers; cheap to clone.
@@ -104,6 +105,78 @@ fn optional_id<T>(
     } else {
         violations.take(field, parse(field, raw).map_err(|_| "must be a UUID"))
     }
+}
+
+/// The enum filters ListTickets and ListQueue share.
+struct EnumFilters {
+    /// Their proto values, as page tokens hash them.
+    key: String,
+    statuses: Vec<Status>,
+    priorities: Vec<Priority>,
+    categories: Vec<Category>,
+}
+
+/// Checks the status, priority and category filters of a ticket list.
+fn enum_filters(
+    statuses: &[i32],
+    priorities: &[i32],
+    categories: &[i32],
+    v: &mut Violations,
+) -> EnumFilters {
+    let (status_values, statuses) = enum_list("statuses", statuses, Status::from_i32, v);
+    let (priority_values, priorities) = enum_list("priorities", priorities, Priority::from_i32, v);
+    let (category_values, categories) = enum_list("categories", categories, Category::from_i32, v);
+    EnumFilters {
+        key: format!("{status_values:?}{priority_values:?}{category_values:?}"),
+        statuses,
+        priorities,
+        categories,
+    }
+}
+
+/// The order (`default` for UNSPECIFIED) and page size of a ticket list.
+fn order_and_size(
+    order_by: i32,
+    default: Order,
+    page_size: i32,
+    v: &mut Violations,
+) -> (Order, u64) {
+    let order = match order_by {
+        0 => Some(default),
+        n => Order::from_i32(n),
+    };
+    v.check(order.is_some(), "order_by", "unknown order");
+    let limit = v.take(
+        "page_size",
+        ids::page_size(page_size).map_err(|e| e.message),
+    );
+    (
+        order.unwrap_or(default),
+        limit.unwrap_or(ids::DEFAULT_PAGE_SIZE),
+    )
+}
+
+/// Where a ticket list continues: the hash of its filters (`enums`, the
+/// others as `rest`, the order) and the cursor of `page_token`, refused if
+/// issued for other filters.
+fn ticket_page(
+    enums: &EnumFilters,
+    rest: String,
+    order: Order,
+    page_token: &str,
+) -> Result<(String, Option<Cursor>), Error> {
+    let hash = filter_hash(&[enums.key.clone(), rest, (order as i32).to_string()]);
+    let after = ids::decode_page_token_for::<Cursor>(page_token, |c| c.f == hash)?;
+    Ok((hash, after))
+}
+
+/// The next page token of a ticket list.
+fn next_ticket_token(next: Option<Cursor>, hash: &str) -> String {
+    next.map(|mut c| {
+        c.f = hash.to_owned();
+        ids::encode_page_token(&c)
+    })
+    .unwrap_or_default()
 }
 
 /// Parses a ticket id; a malformed one is simply not found.

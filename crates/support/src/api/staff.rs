@@ -2,20 +2,58 @@
 //! each account's support-access grant; every call is audited.
 
 use tenancy_proto::support::{self as pb, support_staff_service_server::SupportStaffService};
-use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{self, AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::{Error, Principal};
 use tonic::Request;
 
 use super::{
-    Api, Reply, add_message, caller, convert, enum_list, filter_hash, list_messages, ok,
-    optional_id, ticket_id,
+    Api, Reply, add_message, caller, convert, enum_filters, list_messages, next_ticket_token, ok,
+    optional_id, order_and_size, ticket_id, ticket_page,
 };
 use crate::app::staff::{self, CallerCheck};
 use crate::app::{Side, messages};
-use crate::domain::{Category, Priority, Status};
+use crate::domain::Status;
 use crate::peers::CodeWordOutcome;
-use crate::store::list::{Accounts, Cursor, Order, TicketQuery};
+use crate::store::list::{Accounts, Order, TicketQuery};
+use crate::store::{MessageRow, Written};
+
+impl Api {
+    /// A staff reply (or internal note) on a ticket whose account granted
+    /// access, audited.
+    async fn staff_write(
+        &self,
+        p: &Principal,
+        raw_ticket_id: &str,
+        body: String,
+        status_after: Option<Status>,
+        internal: bool,
+        request_id: &str,
+    ) -> Result<(Written, MessageRow), Error> {
+        let id = ticket_id(raw_ticket_id)?;
+        let ticket = self.app.staff_ticket(None, &id).await?;
+        let (written, message) = add_message(
+            &self.app,
+            p,
+            &ticket,
+            Side::Staff,
+            body,
+            status_after,
+            internal,
+            request_id,
+        )
+        .await?;
+        let action = if internal {
+            "ticket.note_add"
+        } else {
+            "ticket.message_add"
+        };
+        self.app
+            .audit_if_staff(p, Side::Staff, &ticket, action, Some(message.id.clone()))
+            .await?;
+        Ok((written, message))
+    }
+}
 
 #[tonic::async_trait]
 impl SupportStaffService for Api {
@@ -26,12 +64,7 @@ impl SupportStaffService for Api {
         let p = caller(&request)?;
         let r = request.into_inner();
         let mut v = Violations::default();
-        let (statuses, status_filter) =
-            enum_list("statuses", &r.statuses, Status::from_i32, &mut v);
-        let (priorities, priority_filter) =
-            enum_list("priorities", &r.priorities, Priority::from_i32, &mut v);
-        let (categories, category_filter) =
-            enum_list("categories", &r.categories, Category::from_i32, &mut v);
+        let enums = enum_filters(&r.statuses, &r.priorities, &r.categories, &mut v);
         let account = optional_id("account_id", &r.account_id, AccountId::parse, &mut v);
         let assignee = optional_id(
             "assignee_user_id",
@@ -44,42 +77,33 @@ impl SupportStaffService for Api {
             "unassigned_only",
             "cannot be combined with assignee_user_id",
         );
-        let order = match r.order_by {
-            0 => Some(Order::PriorityDesc),
-            n => Order::from_i32(n),
-        };
-        v.check(order.is_some(), "order_by", "unknown order");
-        let limit = v.take(
-            "page_size",
-            ids::page_size(r.page_size).map_err(|e| e.message),
-        );
+        let (order, limit) = order_and_size(r.order_by, Order::PriorityDesc, r.page_size, &mut v);
         v.finish()?;
-        let order = order.unwrap_or(Order::PriorityDesc);
-        let hash = filter_hash(&[
-            format!("{statuses:?}{priorities:?}{categories:?}"),
+        let (hash, after) = ticket_page(
+            &enums,
             format!(
                 "{:?}{:?}{}",
                 account.as_ref().map(AccountId::as_str),
                 assignee.as_ref().map(UserId::as_str),
                 r.unassigned_only
             ),
-            (order as i32).to_string(),
-        ]);
-        let after = ids::decode_page_token_for::<Cursor>(&r.page_token, |c| c.f == hash)?;
+            order,
+            &r.page_token,
+        )?;
         let query = TicketQuery {
             accounts: Accounts::Many(Vec::new()),
             visible_services: None,
             service_id: None,
             general_only: false,
-            statuses: status_filter,
-            priorities: priority_filter,
-            categories: category_filter,
+            statuses: enums.statuses,
+            priorities: enums.priorities,
+            categories: enums.categories,
             created_by: None,
             assignee,
             unassigned_only: r.unassigned_only,
             order,
             after,
-            limit: limit.unwrap_or(ids::DEFAULT_PAGE_SIZE),
+            limit,
         };
         let (tickets, next) = staff::queue(&self.app, &p, account, query).await?;
         ok(pb::ListQueueResponse {
@@ -87,12 +111,7 @@ impl SupportStaffService for Api {
                 .iter()
                 .map(|t| convert::ticket(t, Side::Staff))
                 .collect(),
-            next_page_token: next
-                .map(|mut c| {
-                    c.f = hash.clone();
-                    ids::encode_page_token(&c)
-                })
-                .unwrap_or_default(),
+            next_page_token: next_ticket_token(next, &hash),
         })
     }
 
@@ -158,27 +177,8 @@ impl SupportStaffService for Api {
                 }
             },
         };
-        let id = ticket_id(&r.ticket_id)?;
-        let ticket = self.app.staff_ticket(None, &id).await?;
-        let (written, message) = add_message(
-            &self.app,
-            &p,
-            &ticket,
-            Side::Staff,
-            r.body,
-            status_after,
-            false,
-            &r.request_id,
-        )
-        .await?;
-        self.app
-            .audit_if_staff(
-                &p,
-                Side::Staff,
-                &ticket,
-                "ticket.message_add",
-                Some(message.id.clone()),
-            )
+        let (written, message) = self
+            .staff_write(&p, &r.ticket_id, r.body, status_after, false, &r.request_id)
             .await?;
         ok(pb::SupportStaffServiceAddMessageResponse {
             message: Some(convert::message(&message, Side::Staff)),
@@ -192,27 +192,8 @@ impl SupportStaffService for Api {
     ) -> Reply<pb::AddInternalNoteResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
-        let id = ticket_id(&r.ticket_id)?;
-        let ticket = self.app.staff_ticket(None, &id).await?;
-        let (written, note) = add_message(
-            &self.app,
-            &p,
-            &ticket,
-            Side::Staff,
-            r.body,
-            None,
-            true,
-            &r.request_id,
-        )
-        .await?;
-        self.app
-            .audit_if_staff(
-                &p,
-                Side::Staff,
-                &ticket,
-                "ticket.note_add",
-                Some(note.id.clone()),
-            )
+        let (written, note) = self
+            .staff_write(&p, &r.ticket_id, r.body, None, true, &r.request_id)
             .await?;
         ok(pb::AddInternalNoteResponse {
             note: Some(convert::message(&note, Side::Staff)),
