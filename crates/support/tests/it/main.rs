@@ -13,6 +13,7 @@
 mod harness;
 mod lifecycle;
 mod notifications;
+mod rules;
 mod staff;
 mod visibility;
 mod watch;
