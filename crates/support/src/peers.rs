@@ -71,6 +71,36 @@ impl CodeWordOutcome {
     }
 }
 
+/// A user as identity reports them.
+#[derive(Clone, Debug)]
+pub(crate) struct User {
+    /// Their id.
+    pub(crate) id: UserId,
+    /// Their address.
+    pub(crate) email: String,
+    /// Their display name.
+    pub(crate) name: String,
+    /// Whether they are on the support team.
+    pub(crate) staff: bool,
+}
+
+/// A ticket notification for contacts' Notify (category SUPPORT_REPLIES,
+/// template TICKET_REPLY).
+pub(crate) struct TicketNotice {
+    /// The idempotency key: one per message.
+    pub(crate) request_id: String,
+    /// The ticket's account.
+    pub(crate) account_id: AccountId,
+    /// The ticket's service, if any (recipients need access to it).
+    pub(crate) service_id: Option<String>,
+    /// The template's variables.
+    pub(crate) data: std::collections::HashMap<String, String>,
+    /// The users to notify (their preferences apply).
+    pub(crate) users: Vec<User>,
+    /// Whether the account's TECHNICAL contacts are notified too.
+    pub(crate) technical_contacts: bool,
+}
+
 /// One audit event to record.
 pub(crate) struct Audit<'a> {
     /// Who acted.
@@ -310,7 +340,7 @@ impl Peers {
     }
 
     /// Users by id (unknown ids left out).
-    pub(crate) async fn users(&self, ids: Vec<UserId>) -> Result<Vec<identity_pb::User>, Error> {
+    pub(crate) async fn users(&self, ids: Vec<UserId>) -> Result<Vec<User>, Error> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -323,11 +353,41 @@ impl Peers {
             .await
             .map_err(|s| peer_error("identity", s))?
             .into_inner()
-            .users)
+            .users
+            .into_iter()
+            .map(|u| User {
+                id: UserId::trusted(u.id),
+                email: u.email,
+                name: u.name,
+                staff: u.staff,
+            })
+            .collect())
     }
 
-    /// Queues a notification through contacts.
-    pub(crate) async fn notify(&self, request: contacts_pb::NotifyRequest) -> Result<(), Error> {
+    /// Queues a ticket notification through contacts.
+    pub(crate) async fn notify(&self, notice: TicketNotice) -> Result<(), Error> {
+        let request = contacts_pb::NotifyRequest {
+            request_id: notice.request_id,
+            account_id: notice.account_id.into_string(),
+            category: contacts_pb::NotificationCategory::SupportReplies as i32,
+            template: contacts_pb::MessageTemplate::TicketReply as i32,
+            template_data: notice.data,
+            service_id: notice.service_id.unwrap_or_default(),
+            extra_recipients: notice
+                .users
+                .into_iter()
+                .map(|u| contacts_pb::ExtraRecipient {
+                    user_id: u.id.into_string(),
+                    email: u.email,
+                    name: u.name,
+                })
+                .collect(),
+            contact_roles: if notice.technical_contacts {
+                vec![contacts_pb::ContactRole::Technical as i32]
+            } else {
+                Vec::new()
+            },
+        };
         self.contacts
             .clone()
             .notify(request)

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use tenancy_proto::contacts as contacts_pb;
 use tenancy_runtime::Error;
 use tenancy_runtime::ids::UserId;
 
 use super::App;
 use crate::domain::{ActorKind, Category};
+use crate::peers::TicketNotice;
 use crate::store::{MessageRow, Ticket};
 
 impl App {
@@ -102,38 +102,23 @@ impl App {
         if people.is_empty() && !technical {
             return Ok(());
         }
-        let extra_recipients = if people.is_empty() {
+        let users = if people.is_empty() {
             Vec::new()
         } else {
-            self.peers
-                .users(people)
-                .await?
-                .into_iter()
-                .map(|u| contacts_pb::ExtraRecipient {
-                    user_id: u.id,
-                    email: u.email,
-                    name: u.name,
-                })
-                .collect()
+            self.peers.users(people).await?
         };
         self.peers
-            .notify(contacts_pb::NotifyRequest {
+            .notify(TicketNotice {
                 request_id: if created {
                     format!("support:ticket-created:{}", ticket.row.id)
                 } else {
                     format!("support:ticket-reply:{}", message.id)
                 },
-                account_id: ticket.row.account_id.clone(),
-                category: contacts_pb::NotificationCategory::SupportReplies as i32,
-                template: contacts_pb::MessageTemplate::TicketReply as i32,
-                template_data: data,
-                service_id: ticket.row.service_id.clone().unwrap_or_default(),
-                extra_recipients,
-                contact_roles: if technical {
-                    vec![contacts_pb::ContactRole::Technical as i32]
-                } else {
-                    Vec::new()
-                },
+                account_id: ticket.account(),
+                service_id: ticket.row.service_id.clone(),
+                data,
+                users,
+                technical_contacts: technical,
             })
             .await?;
         Ok(())
