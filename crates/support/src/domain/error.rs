@@ -65,6 +65,9 @@ pub enum SupportError {
     /// The user to verify is no member of the account.
     #[error("no such member of the account")]
     MemberNotFound,
+    /// A concurrent call with the same request id is being processed.
+    #[error("the same request_id is being processed; retry")]
+    RequestInProgress,
     /// Someone else holds the ticket.
     #[error("the ticket is assigned to someone else")]
     AlreadyAssigned {
@@ -91,6 +94,7 @@ impl From<SupportError> for Error {
             }
             SupportError::RequestIdReused => Error::new(Reason::RequestIdReused, message)
                 .with_field("request_id", "used before for a different request"),
+            SupportError::RequestInProgress => Error::new(Reason::RequestInProgress, message),
             SupportError::NotAMember => Error::new(Reason::NotAMember, message),
             SupportError::CcUserNotEligible { index } => {
                 Error::new(Reason::CcUserNotEligible, message).with_field(

@@ -18,7 +18,7 @@ use sea_orm::{
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use tenancy_runtime::ids::{self, AccountId, TicketId, UserId};
-use tenancy_runtime::{Error, Reason, Timestamp};
+use tenancy_runtime::{Error, Timestamp};
 
 pub(crate) use entities::message::Model as MessageRow;
 pub(crate) use entities::ticket::Model as TicketRow;
@@ -577,10 +577,7 @@ async fn record_request(
         if tenancy_runtime::db::is_unique_violation(&e) {
             // A concurrent call with the same request id won; the client
             // retries and gets its result.
-            Error::new(
-                Reason::RequestInProgress,
-                "the same request_id is being processed; retry",
-            )
+            Error::from(SupportError::RequestInProgress)
         } else {
             e.into()
         }
