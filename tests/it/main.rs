@@ -9,5 +9,6 @@ mod gateway;
 mod metrics;
 mod replicas;
 mod suite;
+mod traces;
 mod transport;
 mod usage;

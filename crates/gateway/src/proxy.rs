@@ -326,8 +326,13 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map_or_else(|| self.request_ids.next(), str::to_owned);
+        // The call's span: the client's `traceparent` its parent, passed on
+        // to the service as this span (in `admit`).
+        let span = tenancy_runtime::telemetry::server_span(path, "gateway", &request_id);
+        tenancy_runtime::telemetry::accept_parent(&span, request.headers());
         let log = AccessLog {
             method: path.to_owned(),
+            trace_id: tenancy_runtime::telemetry::trace_id(&span).unwrap_or_default(),
             ip,
             request_id: request_id.clone(),
             user: String::new(),
@@ -343,22 +348,26 @@ impl Gateway {
                 id.set_sensitive(true);
                 id
             });
-        let mut response = match self.admit(route, request, ip, request_id).await {
-            Ok((request, permit, user, stream)) => {
-                self.decisions.allowed();
-                let log = AccessLog {
-                    user,
-                    upstream: calls.client.as_ref().map(|m| m.start()),
-                    ..log
-                };
-                self.forward(request, permit, log, stream).await
-            }
-            Err(error) => {
-                self.decisions.refused(&error);
-                log.finish(error.code() as i32);
-                tonic::Status::from(error).into_http()
+        let decided = async {
+            match self.admit(route, request, ip, request_id).await {
+                Ok((request, permit, user, stream)) => {
+                    tracing::Span::current().record("user", user.as_str());
+                    self.decisions.allowed();
+                    let log = AccessLog {
+                        user,
+                        upstream: calls.client.as_ref().map(|m| m.start()),
+                        ..log
+                    };
+                    self.forward(request, permit, log, stream).await
+                }
+                Err(error) => {
+                    self.decisions.refused(&error);
+                    log.finish(error.code() as i32);
+                    tonic::Status::from(error).into_http()
+                }
             }
         };
+        let mut response = tracing::Instrument::instrument(decided, span).await;
         // The client can quote it when reporting a problem.
         if let Some(id) = echoed {
             response.headers_mut().insert("x-request-id", id);
@@ -449,6 +458,8 @@ impl Gateway {
         // Credentials stay at the gateway: services trust the principal.
         headers.remove(http::header::AUTHORIZATION);
         strip_reserved(headers);
+        // The service's span is a child of this call's.
+        tenancy_runtime::telemetry::inject(&tracing::Span::current(), headers);
         // Good for this one call of this method only.
         self.key
             .sign(
@@ -573,6 +584,8 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 /// forwarded (`upstream`, once it was).
 struct AccessLog {
     method: String,
+    /// The call's trace (empty without the OpenTelemetry layer).
+    trace_id: String,
     ip: std::net::IpAddr,
     request_id: String,
     user: String,
@@ -596,6 +609,7 @@ impl AccessLog {
             user = %self.user,
             ip = %self.ip,
             request_id = %self.request_id,
+            trace_id = %self.trace_id,
             code,
             latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "call"

@@ -72,6 +72,8 @@ pub struct Config {
     /// Where to serve Prometheus metrics (`/metrics`, plain HTTP); unset:
     /// none are served, and calls are not timed.
     pub metrics_listen: Option<SocketAddr>,
+    /// Traces (OpenTelemetry, OTLP).
+    pub otel: OtelConfig,
     /// Mutual TLS between the parts.
     pub tls: TlsConfig,
     /// Logins, sessions, tokens and passwords (identity and gateway).
@@ -88,6 +90,29 @@ pub struct Config {
     pub contacts: ServiceConfig,
     /// The support service.
     pub support: ServiceConfig,
+}
+
+/// Traces: every RPC is a span (W3C `traceparent` accepted from clients and
+/// passed on between parts), exported over OTLP/gRPC when an endpoint is
+/// set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelConfig {
+    /// The OTLP/gRPC collector spans are sent to, e.g.
+    /// `http://otel-collector:4317`. Unset: `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// both unset, nothing is exported (trace ids still propagate and
+    /// appear in logs).
+    pub endpoint: Option<String>,
+}
+
+impl OtelConfig {
+    /// Where spans are exported, if anywhere.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .filter(|e| !e.trim().is_empty())
+    }
 }
 
 /// Mutual TLS between the parts: the internal CA and this part's
@@ -326,6 +351,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             metrics_listen: None,
+            otel: OtelConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             mail: MailConfig::default(),

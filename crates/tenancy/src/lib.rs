@@ -39,6 +39,19 @@ pub enum Part {
 }
 
 impl Part {
+    /// The OpenTelemetry `service.name` of a process running this part:
+    /// `tenancy` for the whole suite, `tenancy-<part>` otherwise.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Self::All => "tenancy",
+            Self::Identity => "tenancy-identity",
+            Self::Account => "tenancy-account",
+            Self::Contacts => "tenancy-contacts",
+            Self::Support => "tenancy-support",
+            Self::Gateway => "tenancy-gateway",
+        }
+    }
+
     fn services(self) -> Vec<ServiceName> {
         match self {
             Self::All => ServiceName::ALL.to_vec(),
