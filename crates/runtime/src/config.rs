@@ -22,7 +22,9 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "log_filter",
     "principal_key",
+    "principal_keys_accepted",
     "smtp_url",
+    "otel",
     "max_message_bytes",
     "request_timeout",
     "metrics_listen",
@@ -62,6 +64,12 @@ pub struct Config {
     /// verify them with: hex or base64, at least 32 bytes. `tenancy serve`
     /// generates one in `data_dir` when unset; a single service requires it.
     pub principal_key: Option<String>,
+    /// More keys (comma-separated, each as `principal_key`) services accept
+    /// principals signed with, for a rotation without downtime: first every
+    /// service accepts the new key here, then the gateways sign with it
+    /// (`principal_key`), then every service takes it as `principal_key`
+    /// and the old one leaves this list.
+    pub principal_keys_accepted: Option<String>,
     /// `smtp://`/`smtps://` URL of the mail relay; unset = log emails.
     pub smtp_url: Option<String>,
     /// Largest accepted gRPC message, in bytes.
@@ -347,6 +355,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_filter: "info,sea_orm_migration=warn".to_owned(),
             principal_key: None,
+            principal_keys_accepted: None,
             smtp_url: None,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
@@ -519,19 +528,39 @@ impl Config {
         }
     }
 
-    /// The principal key, parsed. `None` when unset.
+    /// The principal key, parsed, accepting [`Self::principal_keys_accepted`]
+    /// too. `None` when unset.
     pub fn principal_key(&self) -> Result<Option<crate::PrincipalKey>, ConfigError> {
-        self.principal_key
+        let Some(text) = self.principal_key.as_deref() else {
+            return Ok(None);
+        };
+        let key = crate::PrincipalKey::parse(text).ok_or_else(|| {
+            ConfigError::new(
+                "principal_key",
+                "must be hex or base64 of at least 32 bytes",
+            )
+        })?;
+        Ok(Some(key.also_accepting(self.principal_keys_accepted()?)))
+    }
+
+    /// The keys of `principal_keys_accepted`, parsed.
+    pub fn principal_keys_accepted(&self) -> Result<Vec<crate::PrincipalKey>, ConfigError> {
+        self.principal_keys_accepted
             .as_deref()
-            .map(|text| {
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .enumerate()
+            .map(|(i, text)| {
                 crate::PrincipalKey::parse(text).ok_or_else(|| {
                     ConfigError::new(
-                        "principal_key",
-                        "must be hex or base64 of at least 32 bytes",
+                        "principal_keys_accepted",
+                        format_args!("key {}: must be hex or base64 of at least 32 bytes", i + 1),
                     )
                 })
             })
-            .transpose()
+            .collect()
     }
 }
 
@@ -627,6 +656,17 @@ mod tests {
                 config.identity.database_url.as_deref(),
                 Some("postgres://db/identity")
             );
+            jail.set_env("TENANCY_OTEL__ENDPOINT", "http://collector:4317");
+            jail.set_env("TENANCY_PRINCIPAL_KEYS_ACCEPTED", "not a key");
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.otel.endpoint().as_deref(),
+                Some("http://collector:4317")
+            );
+            let Err(error) = config.principal_keys_accepted() else {
+                panic!("a bad accepted key was taken");
+            };
+            assert_eq!(error.setting, "principal_keys_accepted");
             jail.set_env("TENANCY_REQUEST_TIMEOUT", "soon");
             let error = Config::load(None).unwrap_err();
             assert_eq!(error.setting, "request_timeout");

@@ -182,12 +182,15 @@ pub fn principal_key(config: &Config, part: Part, keys: Keys) -> Result<Principa
         |e: std::io::Error| ConfigError::new("data_dir", format_args!("{}: {e}", path.display()));
     if path.exists() {
         let text = std::fs::read_to_string(&path).map_err(io_error)?;
-        return PrincipalKey::parse(&text).ok_or_else(|| {
-            ConfigError::new(
-                "data_dir",
-                format_args!("{} is not a valid key", path.display()),
-            )
-        });
+        let accepted = config.principal_keys_accepted()?;
+        return PrincipalKey::parse(&text)
+            .map(|key| key.also_accepting(accepted))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "data_dir",
+                    format_args!("{} is not a valid key", path.display()),
+                )
+            });
     }
     if keys == Keys::Existing {
         return Err(ConfigError::new(
