@@ -20,6 +20,7 @@
 //! - `metrics`: decisions, limits, token caches and streams, measured.
 
 pub mod client_ip;
+mod connections;
 pub mod credentials;
 pub mod jwt;
 pub mod limits;

@@ -38,6 +38,7 @@ use tonic::body::Body;
 use tower::ServiceExt as _;
 
 use crate::client_ip::client_ip;
+use crate::connections::{Activity, Closed, ConnectionLimits, Slot, Tracked};
 use crate::credentials::Authenticator;
 use crate::limits::RateLimits;
 use crate::metrics::{Decisions, RouteCalls};
@@ -93,6 +94,10 @@ pub struct Gateway {
     call_ids: CallIds,
     /// The public port's certificate; `None` serves plaintext.
     public_tls: Option<PublicTls>,
+    /// The public port's connection limits.
+    connections: Arc<ConnectionLimits>,
+    /// Timeouts and keepalive of public connections.
+    connection_config: tenancy_runtime::config::GatewayConfig,
     decisions: Decisions,
     /// The metrics of paths that are no route.
     unknown_calls: RouteCalls,
@@ -221,21 +226,31 @@ impl Gateway {
             request_ids: RequestIds::new(),
             call_ids: CallIds::default(),
             public_tls,
+            connections: ConnectionLimits::new(&config.gateway, &context.metrics),
+            connection_config: config.gateway.clone(),
             decisions: Decisions::new(&context.metrics),
             unknown_calls: RouteCalls::of(&context.metrics, ""),
         })
     }
 
     /// Accepts HTTP/2 connections (over TLS when the public port has a
-    /// certificate) until `shutdown`, then lets in-flight calls finish.
+    /// certificate) until `shutdown`, within the connection limits
+    /// ([`crate::connections`]), then lets in-flight calls finish.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: Shutdown,
     ) -> Result<(), Error> {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let config = self.connection_config.clone();
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder.max_header_list_size(64 * 1024);
+        builder
+            .max_header_list_size(64 * 1024)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(config.keepalive_interval))
+            .keep_alive_timeout(config.keepalive_timeout);
+        // Each connection's task holds a sender: when all are gone, every
+        // connection has ended.
+        let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
         let stop = shutdown.clone().wait();
         tokio::pin!(stop);
         loop {
@@ -249,44 +264,57 @@ impl Gateway {
                 },
                 () = &mut stop => break,
             };
+            let Ok(slot) = self.connections.admit(peer.ip()) else {
+                // Over a limit: closed before any TLS (counted).
+                continue;
+            };
             let _ = stream.set_nodelay(true);
+            let activity = Activity::new();
             let gateway = self.clone();
+            let calls = activity.clone();
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                let call = calls.call();
+                async move {
+                    let response = gateway.handle(request, peer).await;
+                    Ok::<_, Infallible>(
+                        response.map(|inner| Body::new(Tracked { inner, _call: call })),
+                    )
+                }
             });
-            let watcher = graceful.watcher();
-            let builder = builder.clone();
+            let connection = Connection {
+                builder: builder.clone(),
+                activity,
+                limits: self.connections.clone(),
+                config: config.clone(),
+                shutdown: shutdown.clone(),
+                _slot: slot,
+                _alive: alive.clone(),
+            };
             let gateway = self.clone();
             // The handshake runs in the connection's task: a slow client
             // delays nobody else.
             tokio::spawn(async move {
-                let served = match &gateway.public_tls {
-                    Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(stream), service))
-                                .await
+                match &gateway.public_tls {
+                    Some(tls) => {
+                        let handshake =
+                            tokio::time::timeout(config.handshake_timeout, tls.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => connection.drive(stream, service).await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                            }
+                            Err(_) => connection.limits.closed(Closed::HandshakeTimeout),
                         }
-                        Err(error) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                    },
-                    None => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), service))
-                            .await
                     }
-                };
-                if let Err(error) = served {
-                    tracing::debug!(%error, "connection ended");
+                    None => connection.drive(stream, service).await,
                 }
             });
         }
         // Streams through the gateway never end by themselves: after the
         // grace period the rest are cut off.
-        if tokio::time::timeout(tenancy_runtime::server::SHUTDOWN_GRACE, graceful.shutdown())
+        drop(alive);
+        if tokio::time::timeout(tenancy_runtime::server::SHUTDOWN_GRACE, all_ended.recv())
             .await
             .is_err()
         {
@@ -577,6 +605,70 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// One admitted public connection and what it needs to be served.
+struct Connection {
+    builder: hyper::server::conn::http2::Builder<TokioExecutor>,
+    activity: Arc<Activity>,
+    limits: Arc<ConnectionLimits>,
+    config: tenancy_runtime::config::GatewayConfig,
+    shutdown: Shutdown,
+    /// Its place among the connection limits, freed when it ends.
+    _slot: Slot,
+    /// Held until it ends (see `serve`).
+    _alive: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Connection {
+    /// Serves HTTP/2 on `io` until the client closes, the gateway shuts
+    /// down, or the connection stays without a call past its limits
+    /// ([`crate::connections::idle`]). Shutdown and the idle timeout end it
+    /// gracefully (GOAWAY, calls in flight finish); a connection that never
+    /// called is closed outright at the handshake timeout.
+    async fn drive<I, S>(self, io: I, service: S)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body> + Send,
+        S::Future: Send + 'static,
+    {
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let stop = self.shutdown.clone().wait();
+        tokio::pin!(stop);
+        let idle = crate::connections::idle(
+            &self.activity,
+            self.config.handshake_timeout,
+            self.config.idle_timeout,
+        );
+        tokio::pin!(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(%error, "connection ended");
+                    }
+                    return;
+                }
+                () = &mut stop, if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                why = &mut idle, if !closing => {
+                    self.limits.closed(why);
+                    if why == Closed::HandshakeTimeout {
+                        // It never called: nothing to finish, and one that
+                        // has not even sent the preface would not read a
+                        // GOAWAY. Dropping it closes the socket.
+                        return;
+                    }
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
 }
 
 /// The access line of one call: method, principal, address, code, latency.

@@ -299,6 +299,27 @@ pub struct GatewayConfig {
     /// this much).
     #[serde(with = "humantime_serde")]
     pub usage_report_interval: Duration,
+    /// Public connections open at once at most; beyond, new ones are
+    /// closed at accept.
+    pub max_connections: usize,
+    /// Public connections from one client address (IPv6: one /64) at most;
+    /// trusted proxies are limited by `max_connections` only.
+    pub max_connections_per_address: u32,
+    /// Longest a new public connection may take to finish its TLS
+    /// handshake and send its first call.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A public connection with no call in flight for this long is closed
+    /// (GOAWAY; clients reconnect on their next call).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often the gateway pings a public connection (HTTP/2 PING) to
+    /// find peers that vanished.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
 }
 
 /// One service's settings.
@@ -344,6 +365,12 @@ impl Default for GatewayConfig {
             principal_burst: 200,
             upstream_concurrency: 1024,
             usage_report_interval: Duration::from_secs(30),
+            max_connections: 4096,
+            max_connections_per_address: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
