@@ -176,3 +176,103 @@ async fn connections_beyond_the_per_address_limit_are_closed_at_once() {
         "the freed place was not given again"
     );
 }
+
+/// Issue 21 §4: one customer's open streams cannot fill the slots every
+/// customer shares. A user past `max_calls_per_user` calls in flight, and
+/// an account past `max_calls_per_account`, are refused
+/// RESOURCE_EXHAUSTED `CONCURRENCY_LIMITED` naming the limit; another
+/// customer is served meanwhile, and a closed stream gives its place back.
+#[tokio::test]
+async fn one_customers_open_streams_leave_other_customers_served() {
+    use tenancy_proto::auth::Role;
+    use tenancy_proto::support::support_service_client::SupportServiceClient;
+    use tenancy_proto::support::{
+        CreateTicketRequest, ListTicketsRequest, TicketCategory, TicketPriority, WatchTicketRequest,
+    };
+    use tenancy_runtime::Reason;
+
+    use crate::gateway::{bearer, reason};
+
+    let suite = Suite::start(|config| {
+        config.gateway.max_calls_per_user = 2;
+        config.gateway.max_calls_per_account = 3;
+    })
+    .await;
+    let owner = suite.user("owner@example.com").await;
+    let (account_id, owner) = suite.account_of(&owner).await;
+    let manager = suite
+        .member(&owner, &account_id, "manager@example.com", Role::Manager)
+        .await;
+    let stranger = suite.user("stranger@example.com").await;
+    let (_, stranger) = suite.account_of(&stranger).await;
+    let support =
+        |token: &str| SupportServiceClient::with_interceptor(suite.gateway.clone(), bearer(token));
+    let ticket = support(&owner)
+        .create_ticket(CreateTicketRequest {
+            subject: "Disk full".into(),
+            body: "The disk of my server is full.".into(),
+            priority: TicketPriority::Normal as i32,
+            category: TicketCategory::General as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    let watch = |token: String| {
+        let mut client = support(&token);
+        let ticket_id = ticket.id.clone();
+        async move {
+            client
+                .watch_ticket(WatchTicketRequest {
+                    ticket_id,
+                    after_message_sequence: 0,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let limited = |status: tonic::Status, limit: &str| {
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert_eq!(reason(&status), Reason::ConcurrencyLimited);
+        let info = tonic_types::StatusExt::get_error_details(&status);
+        assert_eq!(
+            info.error_info()
+                .unwrap()
+                .metadata
+                .get("limit")
+                .map(String::as_str),
+            Some(limit),
+            "{status:?}"
+        );
+    };
+
+    let first = watch(owner.clone()).await.unwrap();
+    let _second = watch(owner.clone()).await.unwrap();
+    limited(watch(owner.clone()).await.unwrap_err(), "user");
+    // The manager has a place of their own, and takes the account's last.
+    let _third = watch(manager.clone()).await.unwrap();
+    limited(watch(manager.clone()).await.unwrap_err(), "account");
+    // Another customer is served meanwhile.
+    support(&stranger)
+        .list_tickets(ListTicketsRequest::default())
+        .await
+        .unwrap();
+    // A closed stream gives its place back (within a moment).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match support(&owner)
+            .list_tickets(ListTicketsRequest::default())
+            .await
+        {
+            Ok(_) => break,
+            Err(status) if Instant::now() < deadline => {
+                assert_eq!(reason(&status), Reason::ConcurrencyLimited);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("the place never came back: {status:?}"),
+        }
+    }
+}

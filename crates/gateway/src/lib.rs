@@ -22,6 +22,7 @@
 pub mod client_ip;
 mod connections;
 pub mod credentials;
+mod in_flight;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;

@@ -40,6 +40,7 @@ use tower::ServiceExt as _;
 use crate::client_ip::client_ip;
 use crate::connections::{Activity, Closed, ConnectionLimits, Slot, Tracked};
 use crate::credentials::Authenticator;
+use crate::in_flight::{Held, InFlight};
 use crate::limits::RateLimits;
 use crate::metrics::{Decisions, RouteCalls};
 use crate::policy::{self, MethodPolicy};
@@ -96,6 +97,10 @@ pub struct Gateway {
     public_tls: Option<PublicTls>,
     /// The public port's connection limits.
     connections: Arc<ConnectionLimits>,
+    /// Calls in flight per user (`gateway.max_calls_per_user`).
+    users_in_flight: Arc<InFlight<String>>,
+    /// Calls in flight per account (`gateway.max_calls_per_account`).
+    accounts_in_flight: Arc<InFlight<String>>,
     /// Timeouts and keepalive of public connections.
     connection_config: tenancy_runtime::config::GatewayConfig,
     decisions: Decisions,
@@ -227,6 +232,8 @@ impl Gateway {
             call_ids: CallIds::default(),
             public_tls,
             connections: ConnectionLimits::new(&config.gateway, &context.metrics),
+            users_in_flight: InFlight::new(config.gateway.max_calls_per_user),
+            accounts_in_flight: InFlight::new(config.gateway.max_calls_per_account),
             connection_config: config.gateway.clone(),
             decisions: Decisions::new(&context.metrics),
             unknown_calls: RouteCalls::of(&context.metrics, ""),
@@ -414,7 +421,7 @@ impl Gateway {
     ) -> Result<
         (
             http::Request<hyper::body::Incoming>,
-            (OwnedSemaphorePermit, Arc<ReplicaSet>),
+            (Slots, Arc<ReplicaSet>),
             String,
             Option<OpenStreamGuard>,
         ),
@@ -451,6 +458,11 @@ impl Gateway {
                 now,
             );
         }
+        // One customer's calls cannot take every upstream slot.
+        let callers = match &credential {
+            Some(_) => self.hold_caller_slots(&principal)?,
+            None => CallerSlots::default(),
+        };
         let stream = match (&credential, route.server_streaming) {
             (Some(credential), true) => {
                 let (id, ended) = self
@@ -499,7 +511,11 @@ impl Gateway {
                 self.clock.now(),
             )
             .insert_into(headers);
-        Ok((request, (permit, replicas), user, stream))
+        let slots = Slots {
+            _upstream: permit,
+            _callers: callers,
+        };
+        Ok((request, (slots, replicas), user, stream))
     }
 
     /// Sends the call to the next healthy replica; one that cannot be
@@ -508,7 +524,7 @@ impl Gateway {
     async fn forward(
         &self,
         request: http::Request<hyper::body::Incoming>,
-        (permit, replicas): (OwnedSemaphorePermit, Arc<ReplicaSet>),
+        (permit, replicas): (Slots, Arc<ReplicaSet>),
         log: AccessLog,
         stream: Option<OpenStreamGuard>,
     ) -> http::Response<Body> {
@@ -595,6 +611,41 @@ fn public_tls(config: &tenancy_runtime::config::Config) -> Result<Option<PublicT
 }
 
 impl Gateway {
+    /// Places for one more call of the principal's user and account, or
+    /// RESOURCE_EXHAUSTED `CONCURRENCY_LIMITED` naming the limit.
+    fn hold_caller_slots(
+        &self,
+        principal: &tenancy_runtime::Principal,
+    ) -> Result<CallerSlots, Error> {
+        let refused = |limit: &str| {
+            Error::throttled(
+                Reason::ConcurrencyLimited,
+                std::time::Duration::from_secs(1),
+            )
+            .with_metadata("limit", limit)
+        };
+        let user = match &principal.user_id {
+            Some(user) => Some(self.users_in_flight.enter(user.clone()).ok_or_else(|| {
+                self.limits.refused().user_concurrency.inc();
+                refused("user")
+            })?),
+            None => None,
+        };
+        let account = match &principal.account_id {
+            Some(account) => Some(self.accounts_in_flight.enter(account.clone()).ok_or_else(
+                || {
+                    self.limits.refused().account_concurrency.inc();
+                    refused("account")
+                },
+            )?),
+            None => None,
+        };
+        Ok(CallerSlots {
+            _user: user,
+            _account: account,
+        })
+    }
+
     pub(crate) fn limits_prune(&self) {
         self.limits.prune();
     }
@@ -605,6 +656,20 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// What a forwarded call holds until its response ends: its upstream slot
+/// and its places among its user's and account's calls in flight.
+struct Slots {
+    _upstream: OwnedSemaphorePermit,
+    _callers: CallerSlots,
+}
+
+/// A call's places among its user's and its account's calls in flight.
+#[derive(Default)]
+struct CallerSlots {
+    _user: Option<Held<String>>,
+    _account: Option<Held<String>>,
 }
 
 /// One admitted public connection and what it needs to be served.
@@ -734,7 +799,7 @@ struct Observed {
     status: Option<i32>,
     stream: Option<OpenStreamGuard>,
     ended: bool,
-    _permit: OwnedSemaphorePermit,
+    _permit: Slots,
 }
 
 impl HttpBody for Observed {

@@ -299,6 +299,13 @@ pub struct GatewayConfig {
     /// this much).
     #[serde(with = "humantime_serde")]
     pub usage_report_interval: Duration,
+    /// Calls and streams one user may have in flight through the gateway
+    /// at once; beyond, RESOURCE_EXHAUSTED `CONCURRENCY_LIMITED`.
+    pub max_calls_per_user: u32,
+    /// Calls and streams in flight for one account (all its members and
+    /// API tokens) at once; below `upstream_concurrency`, so no customer
+    /// can take every slot.
+    pub max_calls_per_account: u32,
     /// Public connections open at once at most; beyond, new ones are
     /// closed at accept.
     pub max_connections: usize,
@@ -365,6 +372,8 @@ impl Default for GatewayConfig {
             principal_burst: 200,
             upstream_concurrency: 1024,
             usage_report_interval: Duration::from_secs(30),
+            max_calls_per_user: 64,
+            max_calls_per_account: 256,
             max_connections: 4096,
             max_connections_per_address: 64,
             handshake_timeout: Duration::from_secs(10),
