@@ -67,6 +67,11 @@ pub(crate) fn bearer(token: &str) -> Bearer {
     Bearer(token.to_owned(), Vec::new())
 }
 
+/// A `Bearer` token and other metadata on every call.
+pub(crate) fn bearer_with(token: &str, metadata: Vec<(&'static str, String)>) -> Bearer {
+    Bearer(token.to_owned(), metadata)
+}
+
 pub(crate) async fn channel(address: SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{address}"))
         .unwrap()

@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod connections;
 mod decisions;
 mod errors;
 mod gateway;
 mod metrics;
 mod replicas;
 mod suite;
+mod traces;
 mod transport;
 mod usage;

@@ -81,7 +81,13 @@ fn replica_process() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        tenancy_runtime::telemetry::init(spec.config.log_format, &spec.config.log_filter);
+        let _logs = tenancy_runtime::telemetry::init(
+            spec.config.log_format,
+            &spec.config.log_filter,
+            &spec.config.otel,
+            part_named(&spec.part).service_name(),
+        )
+        .unwrap();
         let running = start(spec.config, part_named(&spec.part), Arc::new(SystemClock))
             .await
             .unwrap();

@@ -24,7 +24,7 @@ use tenancy_proto::identity::{LoginRequest, SignUpRequest, VerifyEmailRequest};
 const PASSWORD: &str = "correct horse battery staple";
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::error::reason_of;
-use tenancy_runtime::principal::{Call, SignedPrincipal};
+use tenancy_runtime::principal::{Call, PrincipalKey, SignedPrincipal};
 use tenancy_runtime::rules::MethodRules;
 use tenancy_runtime::tls::dev::DevPki;
 use tenancy_runtime::tls::{CALLERS, Caller as Peer, caller_name};
@@ -128,6 +128,55 @@ async fn a_signed_principal_is_good_for_one_call_of_one_method() {
         .unwrap_err();
     assert_eq!(other_service.code(), tonic::Code::Unauthenticated);
     assert_eq!(refusal(&other_service), Reason::PrincipalWrongMethod);
+    running.stop().await.unwrap();
+}
+
+/// A principal-key rotation: services with the next key in
+/// `principal_keys_accepted` take principals signed with it as well as
+/// with `principal_key` (so gateways can switch one by one), and still
+/// refuse any other key.
+#[tokio::test]
+async fn during_a_key_rotation_services_accept_the_current_and_the_next_key_only() {
+    let next = PrincipalKey::generate();
+    let next_hex = next.to_hex();
+    let (running, _db) = suite(|config| {
+        config.principal_keys_accepted = Some(format!(" {next_hex} "));
+    })
+    .await;
+    let contacts = service(&running, ServiceName::Contacts).as_caller(Peer::Gateway);
+    let call = |key: &PrincipalKey, id: u8| {
+        let signed = key.sign(
+            &member(
+                &uuid::Uuid::now_v7().to_string(),
+                &uuid::Uuid::now_v7().to_string(),
+                Role::Owner,
+            ),
+            Call {
+                method: LIST_CONTACTS,
+                id: [id; 16],
+            },
+            SystemClock.now(),
+        );
+        let mut client = ContactsServiceClient::new(contacts.clone());
+        async move {
+            client
+                .list_contacts(with(ListContactsRequest::default(), &signed))
+                .await
+        }
+    };
+    for (key, id) in [(test_key(), 1), (next, 2)] {
+        // The principal's account does not exist: the handler may refuse,
+        // but the principal itself was accepted.
+        if let Err(status) = call(&key, id).await {
+            assert!(
+                !refusal(&status).as_str().starts_with("PRINCIPAL_"),
+                "{status:?}"
+            );
+        }
+    }
+    let stranger = call(&PrincipalKey::generate(), 3).await.unwrap_err();
+    assert_eq!(stranger.code(), tonic::Code::Unauthenticated);
+    assert_eq!(refusal(&stranger), Reason::PrincipalInvalid);
     running.stop().await.unwrap();
 }
 

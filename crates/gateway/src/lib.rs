@@ -22,8 +22,10 @@
 //! - `metrics`: decisions, limits, token caches and streams, measured.
 
 pub mod client_ip;
+mod connections;
 pub mod credentials;
 pub mod id;
+mod in_flight;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;

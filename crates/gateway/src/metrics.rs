@@ -85,19 +85,25 @@ pub(crate) struct Limits {
     pub(crate) user: Counter,
     /// Calls in flight to one service (`gateway.upstream_concurrency`).
     pub(crate) upstream: Counter,
+    /// Calls in flight for one user (`gateway.max_calls_per_user`).
+    pub(crate) user_concurrency: Counter,
+    /// Calls in flight for one account (`gateway.max_calls_per_account`).
+    pub(crate) account_concurrency: Counter,
 }
 
 impl Limits {
     pub(crate) fn new(metrics: &Metrics) -> Self {
         let family = metrics.counter_family::<LimitLabel>(
             "tenancy_gateway_rate_limited",
-            "Calls refused by a limit: client_address (rate-limited PUBLIC methods per address), user (authenticated calls per user), upstream_concurrency (calls in flight to one service)",
+            "Calls refused by a limit: client_address (rate-limited PUBLIC methods per address), user (authenticated calls per user), upstream_concurrency (calls in flight to one service), user_concurrency and account_concurrency (calls in flight for one user or one account)",
         );
         let limit = |limit| family.get_or_create_owned(&LimitLabel { limit });
         Self {
             client_address: limit("client_address"),
             user: limit("user"),
             upstream: limit("upstream_concurrency"),
+            user_concurrency: limit("user_concurrency"),
+            account_concurrency: limit("account_concurrency"),
         }
     }
 }

@@ -38,7 +38,9 @@ use tonic::body::Body;
 use tower::ServiceExt as _;
 
 use crate::client_ip::client_ip;
+use crate::connections::{Activity, Closed, ConnectionLimits, Slot, Tracked};
 use crate::credentials::Authenticator;
+use crate::in_flight::{Held, InFlight};
 use crate::limits::RateLimits;
 use crate::metrics::{Decisions, RouteCalls};
 use crate::policy::{self, MethodPolicy};
@@ -93,6 +95,14 @@ pub struct Gateway {
     call_ids: CallIds,
     /// The public port's certificate; `None` serves plaintext.
     public_tls: Option<PublicTls>,
+    /// The public port's connection limits.
+    connections: Arc<ConnectionLimits>,
+    /// Calls in flight per user (`gateway.max_calls_per_user`).
+    users_in_flight: Arc<InFlight<String>>,
+    /// Calls in flight per account (`gateway.max_calls_per_account`).
+    accounts_in_flight: Arc<InFlight<String>>,
+    /// Timeouts and keepalive of public connections.
+    connection_config: tenancy_runtime::config::GatewayConfig,
     decisions: Decisions,
     /// The metrics of paths that are no route.
     unknown_calls: RouteCalls,
@@ -221,21 +231,33 @@ impl Gateway {
             request_ids: RequestIds::new(),
             call_ids: CallIds::default(),
             public_tls,
+            connections: ConnectionLimits::new(&config.gateway, &context.metrics),
+            users_in_flight: InFlight::new(config.gateway.max_calls_per_user),
+            accounts_in_flight: InFlight::new(config.gateway.max_calls_per_account),
+            connection_config: config.gateway.clone(),
             decisions: Decisions::new(&context.metrics),
             unknown_calls: RouteCalls::of(&context.metrics, ""),
         })
     }
 
     /// Accepts HTTP/2 connections (over TLS when the public port has a
-    /// certificate) until `shutdown`, then lets in-flight calls finish.
+    /// certificate) until `shutdown`, within the connection limits
+    /// ([`crate::connections`]), then lets in-flight calls finish.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: Shutdown,
     ) -> Result<(), Error> {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let config = self.connection_config.clone();
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder.max_header_list_size(64 * 1024);
+        builder
+            .max_header_list_size(64 * 1024)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Some(config.keepalive_interval))
+            .keep_alive_timeout(config.keepalive_timeout);
+        // Each connection's task holds a sender: when all are gone, every
+        // connection has ended.
+        let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
         let stop = shutdown.clone().wait();
         tokio::pin!(stop);
         loop {
@@ -249,44 +271,57 @@ impl Gateway {
                 },
                 () = &mut stop => break,
             };
+            let Ok(slot) = self.connections.admit(peer.ip()) else {
+                // Over a limit: closed before any TLS (counted).
+                continue;
+            };
             let _ = stream.set_nodelay(true);
+            let activity = Activity::new();
             let gateway = self.clone();
+            let calls = activity.clone();
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                let call = calls.call();
+                async move {
+                    let response = gateway.handle(request, peer).await;
+                    Ok::<_, Infallible>(
+                        response.map(|inner| Body::new(Tracked { inner, _call: call })),
+                    )
+                }
             });
-            let watcher = graceful.watcher();
-            let builder = builder.clone();
+            let connection = Connection {
+                builder: builder.clone(),
+                activity,
+                limits: self.connections.clone(),
+                config: config.clone(),
+                shutdown: shutdown.clone(),
+                _slot: slot,
+                _alive: alive.clone(),
+            };
             let gateway = self.clone();
             // The handshake runs in the connection's task: a slow client
             // delays nobody else.
             tokio::spawn(async move {
-                let served = match &gateway.public_tls {
-                    Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(stream), service))
-                                .await
+                match &gateway.public_tls {
+                    Some(tls) => {
+                        let handshake =
+                            tokio::time::timeout(config.handshake_timeout, tls.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(stream)) => connection.drive(stream, service).await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                            }
+                            Err(_) => connection.limits.closed(Closed::HandshakeTimeout),
                         }
-                        Err(error) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                    },
-                    None => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), service))
-                            .await
                     }
-                };
-                if let Err(error) = served {
-                    tracing::debug!(%error, "connection ended");
+                    None => connection.drive(stream, service).await,
                 }
             });
         }
         // Streams through the gateway never end by themselves: after the
         // grace period the rest are cut off.
-        if tokio::time::timeout(tenancy_runtime::server::SHUTDOWN_GRACE, graceful.shutdown())
+        drop(alive);
+        if tokio::time::timeout(tenancy_runtime::server::SHUTDOWN_GRACE, all_ended.recv())
             .await
             .is_err()
         {
@@ -326,8 +361,13 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map_or_else(|| self.request_ids.next(), str::to_owned);
+        // The call's span: the client's `traceparent` its parent, passed on
+        // to the service as this span (in `admit`).
+        let span = tenancy_runtime::telemetry::server_span(path, "gateway", &request_id);
+        tenancy_runtime::telemetry::accept_parent(&span, request.headers());
         let log = AccessLog {
             method: path.to_owned(),
+            trace_id: tenancy_runtime::telemetry::trace_id(&span).unwrap_or_default(),
             ip,
             request_id: request_id.clone(),
             user: String::new(),
@@ -343,22 +383,26 @@ impl Gateway {
                 id.set_sensitive(true);
                 id
             });
-        let mut response = match self.admit(route, request, ip, request_id).await {
-            Ok((request, permit, user, stream)) => {
-                self.decisions.allowed();
-                let log = AccessLog {
-                    user,
-                    upstream: calls.client.as_ref().map(|m| m.start()),
-                    ..log
-                };
-                self.forward(request, permit, log, stream).await
-            }
-            Err(error) => {
-                self.decisions.refused(&error);
-                log.finish(error.code() as i32);
-                tonic::Status::from(error).into_http()
+        let decided = async {
+            match self.admit(route, request, ip, request_id).await {
+                Ok((request, permit, user, stream)) => {
+                    tracing::Span::current().record("user", user.as_str());
+                    self.decisions.allowed();
+                    let log = AccessLog {
+                        user,
+                        upstream: calls.client.as_ref().map(|m| m.start()),
+                        ..log
+                    };
+                    self.forward(request, permit, log, stream).await
+                }
+                Err(error) => {
+                    self.decisions.refused(&error);
+                    log.finish(error.code() as i32);
+                    tonic::Status::from(error).into_http()
+                }
             }
         };
+        let mut response = tracing::Instrument::instrument(decided, span).await;
         // The client can quote it when reporting a problem.
         if let Some(id) = echoed {
             response.headers_mut().insert("x-request-id", id);
@@ -377,7 +421,7 @@ impl Gateway {
     ) -> Result<
         (
             http::Request<hyper::body::Incoming>,
-            (OwnedSemaphorePermit, Arc<ReplicaSet>),
+            (Slots, Arc<ReplicaSet>),
             String,
             Option<OpenStreamGuard>,
         ),
@@ -414,6 +458,11 @@ impl Gateway {
                 now,
             );
         }
+        // One customer's calls cannot take every upstream slot.
+        let callers = match &credential {
+            Some(_) => self.hold_caller_slots(&principal)?,
+            None => CallerSlots::default(),
+        };
         let stream = match (&credential, route.server_streaming) {
             (Some(credential), true) => {
                 let (id, ended) = self
@@ -449,6 +498,8 @@ impl Gateway {
         // Credentials stay at the gateway: services trust the principal.
         headers.remove(http::header::AUTHORIZATION);
         strip_reserved(headers);
+        // The service's span is a child of this call's.
+        tenancy_runtime::telemetry::inject(&tracing::Span::current(), headers);
         // Good for this one call of this method only.
         self.key
             .sign(
@@ -460,7 +511,11 @@ impl Gateway {
                 self.clock.now(),
             )
             .insert_into(headers);
-        Ok((request, (permit, replicas), user, stream))
+        let slots = Slots {
+            _upstream: permit,
+            _callers: callers,
+        };
+        Ok((request, (slots, replicas), user, stream))
     }
 
     /// Sends the call to the next healthy replica; one that cannot be
@@ -469,7 +524,7 @@ impl Gateway {
     async fn forward(
         &self,
         request: http::Request<hyper::body::Incoming>,
-        (permit, replicas): (OwnedSemaphorePermit, Arc<ReplicaSet>),
+        (permit, replicas): (Slots, Arc<ReplicaSet>),
         log: AccessLog,
         stream: Option<OpenStreamGuard>,
     ) -> http::Response<Body> {
@@ -556,6 +611,41 @@ fn public_tls(config: &tenancy_runtime::config::Config) -> Result<Option<PublicT
 }
 
 impl Gateway {
+    /// Places for one more call of the principal's user and account, or
+    /// RESOURCE_EXHAUSTED `CONCURRENCY_LIMITED` naming the limit.
+    fn hold_caller_slots(
+        &self,
+        principal: &tenancy_runtime::Principal,
+    ) -> Result<CallerSlots, Error> {
+        let refused = |limit: &str| {
+            Error::throttled(
+                Reason::ConcurrencyLimited,
+                std::time::Duration::from_secs(1),
+            )
+            .with_metadata("limit", limit)
+        };
+        let user = match &principal.user_id {
+            Some(user) => Some(self.users_in_flight.enter(user.clone()).ok_or_else(|| {
+                self.limits.refused().user_concurrency.inc();
+                refused("user")
+            })?),
+            None => None,
+        };
+        let account = match &principal.account_id {
+            Some(account) => Some(self.accounts_in_flight.enter(account.clone()).ok_or_else(
+                || {
+                    self.limits.refused().account_concurrency.inc();
+                    refused("account")
+                },
+            )?),
+            None => None,
+        };
+        Ok(CallerSlots {
+            _user: user,
+            _account: account,
+        })
+    }
+
     pub(crate) fn limits_prune(&self) {
         self.limits.prune();
     }
@@ -568,11 +658,91 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// What a forwarded call holds until its response ends: its upstream slot
+/// and its places among its user's and account's calls in flight.
+struct Slots {
+    _upstream: OwnedSemaphorePermit,
+    _callers: CallerSlots,
+}
+
+/// A call's places among its user's and its account's calls in flight.
+#[derive(Default)]
+struct CallerSlots {
+    _user: Option<Held<String>>,
+    _account: Option<Held<String>>,
+}
+
+/// One admitted public connection and what it needs to be served.
+struct Connection {
+    builder: hyper::server::conn::http2::Builder<TokioExecutor>,
+    activity: Arc<Activity>,
+    limits: Arc<ConnectionLimits>,
+    config: tenancy_runtime::config::GatewayConfig,
+    shutdown: Shutdown,
+    /// Its place among the connection limits, freed when it ends.
+    _slot: Slot,
+    /// Held until it ends (see `serve`).
+    _alive: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Connection {
+    /// Serves HTTP/2 on `io` until the client closes, the gateway shuts
+    /// down, or the connection stays without a call past its limits
+    /// ([`crate::connections::idle`]). Shutdown and the idle timeout end it
+    /// gracefully (GOAWAY, calls in flight finish); a connection that never
+    /// called is closed outright at the handshake timeout.
+    async fn drive<I, S>(self, io: I, service: S)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::HttpService<hyper::body::Incoming, ResBody = Body> + Send,
+        S::Future: Send + 'static,
+    {
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let stop = self.shutdown.clone().wait();
+        tokio::pin!(stop);
+        let idle = crate::connections::idle(
+            &self.activity,
+            self.config.handshake_timeout,
+            self.config.idle_timeout,
+        );
+        tokio::pin!(idle);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(%error, "connection ended");
+                    }
+                    return;
+                }
+                () = &mut stop, if !closing => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                why = &mut idle, if !closing => {
+                    self.limits.closed(why);
+                    if why == Closed::HandshakeTimeout {
+                        // It never called: nothing to finish, and one that
+                        // has not even sent the preface would not read a
+                        // GOAWAY. Dropping it closes the socket.
+                        return;
+                    }
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
 /// The access line of one call: method, principal, address, code, latency.
 /// Never a token. Ends the call's gRPC metrics too: as served, and as
 /// forwarded (`upstream`, once it was).
 struct AccessLog {
     method: String,
+    /// The call's trace (empty without the OpenTelemetry layer).
+    trace_id: String,
     ip: std::net::IpAddr,
     request_id: String,
     user: String,
@@ -596,6 +766,7 @@ impl AccessLog {
             user = %self.user,
             ip = %self.ip,
             request_id = %self.request_id,
+            trace_id = %self.trace_id,
             code,
             latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "call"
@@ -628,7 +799,7 @@ struct Observed {
     status: Option<i32>,
     stream: Option<OpenStreamGuard>,
     ended: bool,
-    _permit: OwnedSemaphorePermit,
+    _permit: Slots,
 }
 
 impl HttpBody for Observed {

@@ -22,7 +22,9 @@ const ENV_KEYS: &[&str] = &[
     "log_format",
     "log_filter",
     "principal_key",
+    "principal_keys_accepted",
     "smtp_url",
+    "otel",
     "max_message_bytes",
     "request_timeout",
     "metrics_listen",
@@ -62,6 +64,12 @@ pub struct Config {
     /// verify them with: hex or base64, at least 32 bytes. `tenancy serve`
     /// generates one in `data_dir` when unset; a single service requires it.
     pub principal_key: Option<String>,
+    /// More keys (comma-separated, each as `principal_key`) services accept
+    /// principals signed with, for a rotation without downtime: first every
+    /// service accepts the new key here, then the gateways sign with it
+    /// (`principal_key`), then every service takes it as `principal_key`
+    /// and the old one leaves this list.
+    pub principal_keys_accepted: Option<String>,
     /// `smtp://`/`smtps://` URL of the mail relay; unset = log emails.
     pub smtp_url: Option<String>,
     /// Largest accepted gRPC message, in bytes.
@@ -72,6 +80,8 @@ pub struct Config {
     /// Where to serve Prometheus metrics (`/metrics`, plain HTTP); unset:
     /// none are served, and calls are not timed.
     pub metrics_listen: Option<SocketAddr>,
+    /// Traces (OpenTelemetry, OTLP).
+    pub otel: OtelConfig,
     /// Mutual TLS between the parts.
     pub tls: TlsConfig,
     /// Logins, sessions, tokens and passwords (identity and gateway).
@@ -88,6 +98,29 @@ pub struct Config {
     pub contacts: ServiceConfig,
     /// The support service.
     pub support: ServiceConfig,
+}
+
+/// Traces: every RPC is a span (W3C `traceparent` accepted from clients and
+/// passed on between parts), exported over OTLP/gRPC when an endpoint is
+/// set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelConfig {
+    /// The OTLP/gRPC collector spans are sent to, e.g.
+    /// `http://otel-collector:4317`. Unset: `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// both unset, nothing is exported (trace ids still propagate and
+    /// appear in logs).
+    pub endpoint: Option<String>,
+}
+
+impl OtelConfig {
+    /// Where spans are exported, if anywhere.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .filter(|e| !e.trim().is_empty())
+    }
 }
 
 /// Mutual TLS between the parts: the internal CA and this part's
@@ -266,6 +299,34 @@ pub struct GatewayConfig {
     /// this much).
     #[serde(with = "humantime_serde")]
     pub usage_report_interval: Duration,
+    /// Calls and streams one user may have in flight through the gateway
+    /// at once; beyond, RESOURCE_EXHAUSTED `CONCURRENCY_LIMITED`.
+    pub max_calls_per_user: u32,
+    /// Calls and streams in flight for one account (all its members and
+    /// API tokens) at once; below `upstream_concurrency`, so no customer
+    /// can take every slot.
+    pub max_calls_per_account: u32,
+    /// Public connections open at once at most; beyond, new ones are
+    /// closed at accept.
+    pub max_connections: usize,
+    /// Public connections from one client address (IPv6: one /64) at most;
+    /// trusted proxies are limited by `max_connections` only.
+    pub max_connections_per_address: u32,
+    /// Longest a new public connection may take to finish its TLS
+    /// handshake and send its first call.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A public connection with no call in flight for this long is closed
+    /// (GOAWAY; clients reconnect on their next call).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How often the gateway pings a public connection (HTTP/2 PING) to
+    /// find peers that vanished.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
 }
 
 /// One service's settings.
@@ -311,6 +372,14 @@ impl Default for GatewayConfig {
             principal_burst: 200,
             upstream_concurrency: 1024,
             usage_report_interval: Duration::from_secs(30),
+            max_calls_per_user: 64,
+            max_calls_per_account: 256,
+            max_connections: 4096,
+            max_connections_per_address: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -322,10 +391,12 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_filter: "info,sea_orm_migration=warn".to_owned(),
             principal_key: None,
+            principal_keys_accepted: None,
             smtp_url: None,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             metrics_listen: None,
+            otel: OtelConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             mail: MailConfig::default(),
@@ -493,19 +564,39 @@ impl Config {
         }
     }
 
-    /// The principal key, parsed. `None` when unset.
+    /// The principal key, parsed, accepting [`Self::principal_keys_accepted`]
+    /// too. `None` when unset.
     pub fn principal_key(&self) -> Result<Option<crate::PrincipalKey>, ConfigError> {
-        self.principal_key
+        let Some(text) = self.principal_key.as_deref() else {
+            return Ok(None);
+        };
+        let key = crate::PrincipalKey::parse(text).ok_or_else(|| {
+            ConfigError::new(
+                "principal_key",
+                "must be hex or base64 of at least 32 bytes",
+            )
+        })?;
+        Ok(Some(key.also_accepting(self.principal_keys_accepted()?)))
+    }
+
+    /// The keys of `principal_keys_accepted`, parsed.
+    pub fn principal_keys_accepted(&self) -> Result<Vec<crate::PrincipalKey>, ConfigError> {
+        self.principal_keys_accepted
             .as_deref()
-            .map(|text| {
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .enumerate()
+            .map(|(i, text)| {
                 crate::PrincipalKey::parse(text).ok_or_else(|| {
                     ConfigError::new(
-                        "principal_key",
-                        "must be hex or base64 of at least 32 bytes",
+                        "principal_keys_accepted",
+                        format_args!("key {}: must be hex or base64 of at least 32 bytes", i + 1),
                     )
                 })
             })
-            .transpose()
+            .collect()
     }
 }
 
@@ -601,6 +692,17 @@ mod tests {
                 config.identity.database_url.as_deref(),
                 Some("postgres://db/identity")
             );
+            jail.set_env("TENANCY_OTEL__ENDPOINT", "http://collector:4317");
+            jail.set_env("TENANCY_PRINCIPAL_KEYS_ACCEPTED", "not a key");
+            let config = Config::load(None).unwrap();
+            assert_eq!(
+                config.otel.endpoint().as_deref(),
+                Some("http://collector:4317")
+            );
+            let Err(error) = config.principal_keys_accepted() else {
+                panic!("a bad accepted key was taken");
+            };
+            assert_eq!(error.setting, "principal_keys_accepted");
             jail.set_env("TENANCY_REQUEST_TIMEOUT", "soon");
             let error = Config::load(None).unwrap_err();
             assert_eq!(error.setting, "request_timeout");

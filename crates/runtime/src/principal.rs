@@ -242,6 +242,10 @@ pub struct PrincipalKey {
     /// HMAC state with the key already absorbed: every call signs or
     /// verifies, and cloning this saves two SHA-256 blocks each time.
     keyed: HmacSha256,
+    /// Other keys signatures are accepted with, never signed with: the
+    /// next or the previous key during a rotation
+    /// (`principal_keys_accepted`).
+    accepted: Vec<HmacSha256>,
 }
 
 impl PrincipalKey {
@@ -258,7 +262,17 @@ impl PrincipalKey {
         Some(Self {
             bytes: bytes.to_vec(),
             keyed,
+            accepted: Vec::new(),
         })
+    }
+
+    /// This key, verifying signatures made with any of `others` too (a
+    /// rotation: services accept the next key before the gateway signs
+    /// with it, and the previous one until every gateway stopped).
+    #[must_use]
+    pub fn also_accepting(mut self, others: impl IntoIterator<Item = PrincipalKey>) -> Self {
+        self.accepted.extend(others.into_iter().map(|k| k.keyed));
+        self
     }
 
     /// Parses the configured form: hex or base64 of at least 32 bytes.
@@ -336,11 +350,16 @@ impl PrincipalKey {
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| PrincipalError::Malformed)?;
-        let mut mac = self.mac();
-        mac.update(&bytes);
-        // `verify_slice` compares in constant time.
-        mac.verify_slice(&signature)
-            .map_err(|_| PrincipalError::BadSignature)?;
+        // `verify_slice` compares in constant time. The accepted keys are
+        // tried only when the signing key fails (a rotation under way).
+        let signed_with = |key: &HmacSha256| {
+            let mut mac = key.clone();
+            mac.update(&bytes);
+            mac.verify_slice(&signature).is_ok()
+        };
+        if !signed_with(&self.keyed) && !self.accepted.iter().any(signed_with) {
+            return Err(PrincipalError::BadSignature);
+        }
         let mut decoded =
             pb::Principal::decode(bytes.as_slice()).map_err(|_| PrincipalError::Malformed)?;
         if decoded.expires_at_ms < now.millis() {
@@ -589,6 +608,26 @@ mod tests {
             .unwrap();
         assert_eq!(verified.method, CALL.method);
         assert_eq!(verified.call_id, CALL.id);
+    }
+
+    #[test]
+    fn accepted_keys_verify_but_never_sign() {
+        let current = PrincipalKey::generate();
+        let next = PrincipalKey::generate();
+        let rotating = current.clone().also_accepting([next.clone()]);
+        let now = Timestamp(1_000_000);
+        assert!(verify(&rotating, &current.sign(&sample(), CALL, now), now).is_ok());
+        assert!(verify(&rotating, &next.sign(&sample(), CALL, now), now).is_ok());
+        let stranger = PrincipalKey::generate().sign(&sample(), CALL, now);
+        assert_eq!(
+            verify(&rotating, &stranger, now),
+            Err(PrincipalError::BadSignature)
+        );
+        // It signs with the current key: a service not accepting the next
+        // one yet still verifies it.
+        let signed = rotating.sign(&sample(), CALL, now);
+        assert!(verify(&current, &signed, now).is_ok());
+        assert!(verify(&next, &signed, now).is_err());
     }
 
     #[test]

@@ -264,6 +264,7 @@ impl PrincipalLayer {
     pub fn new(options: &ServerOptions) -> Self {
         Self {
             check: Arc::new(PrincipalCheck {
+                part: crate::tls::caller_name(options.tls.caller()),
                 key: options.key.clone(),
                 rules: options.rules.clone(),
                 clock: options.clock.clone(),
@@ -285,6 +286,8 @@ impl<S> tower::Layer<S> for PrincipalLayer {
 }
 
 struct PrincipalCheck {
+    /// Who serves (for spans).
+    part: &'static str,
     key: Option<PrincipalKey>,
     rules: Arc<MethodRules>,
     clock: SharedClock,
@@ -474,13 +477,11 @@ where
             }
             Ok(None) => Box::pin(inner.call(request)),
             Ok(Some(principal)) => {
-                let span = tracing::info_span!(
-                    "grpc",
-                    method = %path,
-                    request_id = %principal.request_id,
-                    user = principal.user_id.as_deref().unwrap_or("-"),
-                    account = principal.account_id.as_deref().unwrap_or("-"),
-                );
+                let span =
+                    crate::telemetry::server_span(&path, self.check.part, &principal.request_id);
+                span.record("user", principal.user_id.as_deref().unwrap_or("-"));
+                span.record("account", principal.account_id.as_deref().unwrap_or("-"));
+                crate::telemetry::accept_parent(&span, request.headers());
                 let request_id = principal.request_id.clone();
                 request.extensions_mut().insert(principal);
                 let future = inner.call(request);

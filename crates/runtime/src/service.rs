@@ -221,7 +221,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let span = crate::telemetry::client_span(request.uri().path());
+        crate::telemetry::inject(&span, request.headers_mut());
         let timeout = grpc_timeout(request.headers()).map_or(self.timeout, |t| t.min(self.timeout));
         let deadline = tokio::time::Instant::now() + timeout;
         let replicas = self.replicas.clone();
@@ -229,29 +231,33 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
             .calls
             .as_ref()
             .map(|calls| calls.method(request.uri().path()).start());
-        Box::pin(async move {
-            let answer = match tokio::time::timeout_at(deadline, attempts(&replicas, request)).await
-            {
-                Ok(answer) => answer,
-                Err(_) => Err(Box::new(tonic::TimeoutExpired(())) as tonic::codegen::StdError),
-            };
-            let Some(call) = call else {
-                return answer;
-            };
-            match answer {
-                Ok(response) => Ok(crate::metrics::observe(call, response)
-                    .map(|body: ObservedBody<_>| tonic::body::Body::new(body))),
-                Err(error) => {
-                    // What the caller's client reports: our UNAVAILABLE, or
-                    // tonic's CANCELLED for the deadline.
-                    let code = error
-                        .downcast_ref::<tonic::Status>()
-                        .map_or(tonic::Code::Cancelled, tonic::Status::code);
-                    call.end(code);
-                    Err(error)
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let answer = match tokio::time::timeout_at(deadline, attempts(&replicas, request))
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(_) => Err(Box::new(tonic::TimeoutExpired(())) as tonic::codegen::StdError),
+                };
+                let Some(call) = call else {
+                    return answer;
+                };
+                match answer {
+                    Ok(response) => Ok(crate::metrics::observe(call, response)
+                        .map(|body: ObservedBody<_>| tonic::body::Body::new(body))),
+                    Err(error) => {
+                        // What the caller's client reports: our UNAVAILABLE, or
+                        // tonic's CANCELLED for the deadline.
+                        let code = error
+                            .downcast_ref::<tonic::Status>()
+                            .map_or(tonic::Code::Cancelled, tonic::Status::code);
+                        call.end(code);
+                        Err(error)
+                    }
                 }
-            }
-        })
+            },
+            span,
+        ))
     }
 }
 

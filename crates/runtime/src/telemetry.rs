@@ -1,21 +1,357 @@
-//! Structured logs with `tracing`: text for people, JSON for collectors.
+//! Structured logs with `tracing` (text for people, JSON for collectors)
+//! and traces with OpenTelemetry.
+//!
+//! Every RPC a part serves is a span (`grpc`, named after the method, with
+//! the stable RPC semantic-convention attributes `rpc.system`,
+//! `rpc.service`, `rpc.method`); its parent is the W3C `traceparent` the
+//! caller sent ([`accept_parent`]): a client's at the gateway, the
+//! gateway's or another part's inside. Calls a part makes carry its current
+//! span as their `traceparent` ([`inject`]), so one client call is one
+//! trace across every part it touches. The span's `trace_id` is a field of
+//! every log line written inside it.
+//!
+//! Spans are exported over OTLP/gRPC (batched, off the request path) only
+//! when `otel.endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set; without,
+//! trace ids are still made, passed on and logged.
 
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::LogFormat;
+use crate::config::{ConfigError, LogFormat, OtelConfig};
 
-/// Installs the global subscriber. `RUST_LOG` overrides `filter`. Calling it
-/// twice is harmless (tests start many servers in one process).
-pub fn init(format: LogFormat, filter: &str) {
+/// What [`init`] installed; [`Telemetry::shutdown`] sends the spans still
+/// buffered.
+#[must_use = "shut it down at exit, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exports(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes and stops the exporter (at most a few seconds).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "trace exporter did not shut down cleanly");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs in `format` filtered by `filter`
+/// (`RUST_LOG` overrides it), and spans as OpenTelemetry spans of
+/// `service_name`, exported as `otel` says. Calling it twice is harmless
+/// (tests start many servers in one process): the first call wins.
+///
+/// Needs a tokio runtime when spans are exported (the OTLP client runs on
+/// it): call it inside one.
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    otel: &OtelConfig,
+    service_name: &str,
+) -> Result<Telemetry, ConfigError> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build(),
+    );
+    let exported = match otel.endpoint() {
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig as _;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| ConfigError::new("otel.endpoint", e))?;
+            builder = builder.with_batch_exporter(exporter);
+            true
+        }
+        None => false,
     };
+    let provider = builder.build();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let installed = subscriber(format, filter, &provider, std::io::stderr, ansi).try_init();
+    Ok(Telemetry {
+        provider: (installed.is_ok() && exported).then_some(provider),
+    })
+}
+
+/// The subscriber [`init`] installs, writing logs to `writer`.
+fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    provider: &SdkTracerProvider,
+    writer: W,
+    ansi: bool,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    // Spans (the RPCs, at INFO) go to OpenTelemetry whatever the log
+    // filter says; events only when they are warnings or errors (span
+    // events, for what went wrong in the call).
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("tenancy"))
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            let level = *metadata.level();
+            if metadata.is_span() {
+                level <= tracing::Level::INFO
+            } else {
+                level <= tracing::Level::WARN
+            }
+        }));
+    // Log lines carry the fields of the span they are written in: the
+    // RPC's method, request id, trace id, user and account.
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    };
+    // The RPC spans stay known to the log layer whatever its level, so a
+    // warning still names its call.
+    let rpc_spans = tracing_subscriber::filter::filter_fn(|metadata| {
+        metadata.is_span() && *metadata.level() <= tracing::Level::INFO
+    });
+    tracing_subscriber::registry()
+        .with(spans)
+        .with(logs.with_filter(filter.or(rpc_spans)))
+}
+
+/// Makes the caller's `traceparent` (and `tracestate`) in `headers` the
+/// parent of `span`, and records the trace id in its `trace_id` field.
+/// Without a valid `traceparent` the span starts a trace of its own.
+pub fn accept_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    if let Some(trace) = trace_id(span) {
+        span.record("trace_id", trace);
+    }
+}
+
+/// The trace `span` belongs to, as 32 hex digits; `None` without the
+/// OpenTelemetry layer.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let trace = context.span().span_context().trace_id();
+    (trace != opentelemetry::trace::TraceId::INVALID).then(|| trace.to_string())
+}
+
+/// Writes `span` as the `traceparent` (and `tracestate`) of a call about
+/// to be sent, replacing whatever the headers carried.
+pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    headers.remove(TRACEPARENT);
+    headers.remove(TRACESTATE);
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut HeadersMut(headers));
+    }
+}
+
+/// The W3C trace-context header.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C vendor trace state.
+const TRACESTATE: &str = "tracestate";
+
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The span of one RPC served, named after `path`
+/// (`/package.Service/Method`), with the RPC semantic-convention
+/// attributes; `part` is who serves it (`gateway`, `identity`, …). Its
+/// `trace_id`, `user` and `account` are recorded later.
+pub fn server_span(path: &str, part: &str, request_id: &str) -> tracing::Span {
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    tracing::info_span!(
+        "grpc",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        part,
+        method = path,
+        request_id,
+        trace_id = tracing::field::Empty,
+        user = tracing::field::Empty,
+        account = tracing::field::Empty,
+    )
+}
+
+/// The span of one call a part makes to another, child of the current
+/// span (the RPC being served, if any).
+pub fn client_span(path: &str) -> tracing::Span {
+    let name = path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    tracing::info_span!(
+        "grpc.client",
+        otel.name = name,
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JSON log line written while serving an RPC names the method, the
+    /// request id, the trace id and the principal, under `span`.
+    #[test]
+    fn json_log_lines_carry_the_request_and_trace_ids() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber(
+            LogFormat::Json,
+            EnvFilter::new("warn"),
+            &provider,
+            move || writer.clone(),
+            false,
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = http::HeaderMap::new();
+            incoming.insert(
+                TRACEPARENT,
+                http::HeaderValue::from_static(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            );
+            let span = server_span(
+                "/tenancy.identity.v1.IdentityService/GetMe",
+                "identity",
+                "req-1",
+            );
+            span.record("user", "u-1");
+            accept_parent(&span, &incoming);
+            span.in_scope(|| {
+                tracing::info!("filtered out at warn");
+                tracing::warn!(event = "login.locked", "a security event");
+            });
+        });
+        let written = String::from_utf8(lines.0.lock().clone()).unwrap();
+        let logged: Vec<serde_json::Value> = written
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(logged.len(), 1, "{written}");
+        let line = &logged[0];
+        assert_eq!(line["event"], "login.locked");
+        assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(line["span"]["request_id"], "req-1");
+        assert_eq!(
+            line["span"]["method"],
+            "/tenancy.identity.v1.IdentityService/GetMe"
+        );
+        assert_eq!(line["span"]["user"], "u-1");
+    }
+
+    /// With the OpenTelemetry layer in place, a span takes the caller's
+    /// trace id, records it, and passes on a `traceparent` of the same
+    /// trace naming itself as the parent.
+    #[test]
+    fn a_traceparent_is_accepted_recorded_and_passed_on() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = http::HeaderMap::new();
+            incoming.insert(
+                TRACEPARENT,
+                http::HeaderValue::from_static(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            );
+            let span = server_span(
+                "/tenancy.identity.v1.IdentityService/GetMe",
+                "identity",
+                "r",
+            );
+            accept_parent(&span, &incoming);
+            let mut outgoing = http::HeaderMap::new();
+            outgoing.insert(TRACEPARENT, http::HeaderValue::from_static("forged"));
+            inject(&span, &mut outgoing);
+            let sent = outgoing[TRACEPARENT].to_str().unwrap();
+            assert!(
+                sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{sent}"
+            );
+            assert!(
+                !sent.contains("00f067aa0ba902b7"),
+                "the span is the new parent: {sent}"
+            );
+
+            // Garbage starts a trace of its own.
+            let mut garbage = http::HeaderMap::new();
+            garbage.insert(TRACEPARENT, http::HeaderValue::from_static("00-zz-yy-01"));
+            let other = server_span("/x.Y/Z", "identity", "r");
+            accept_parent(&other, &garbage);
+            let mut out = http::HeaderMap::new();
+            inject(&other, &mut out);
+            let own = out[TRACEPARENT].to_str().unwrap();
+            assert!(!own.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{own}");
+            assert_eq!(own.len(), 55, "{own}");
+        });
+    }
 }

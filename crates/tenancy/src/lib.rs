@@ -39,6 +39,19 @@ pub enum Part {
 }
 
 impl Part {
+    /// The OpenTelemetry `service.name` of a process running this part:
+    /// `tenancy` for the whole suite, `tenancy-<part>` otherwise.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Self::All => "tenancy",
+            Self::Identity => "tenancy-identity",
+            Self::Account => "tenancy-account",
+            Self::Contacts => "tenancy-contacts",
+            Self::Support => "tenancy-support",
+            Self::Gateway => "tenancy-gateway",
+        }
+    }
+
     fn services(self) -> Vec<ServiceName> {
         match self {
             Self::All => ServiceName::ALL.to_vec(),
@@ -169,12 +182,15 @@ pub fn principal_key(config: &Config, part: Part, keys: Keys) -> Result<Principa
         |e: std::io::Error| ConfigError::new("data_dir", format_args!("{}: {e}", path.display()));
     if path.exists() {
         let text = std::fs::read_to_string(&path).map_err(io_error)?;
-        return PrincipalKey::parse(&text).ok_or_else(|| {
-            ConfigError::new(
-                "data_dir",
-                format_args!("{} is not a valid key", path.display()),
-            )
-        });
+        let accepted = config.principal_keys_accepted()?;
+        return PrincipalKey::parse(&text)
+            .map(|key| key.also_accepting(accepted))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "data_dir",
+                    format_args!("{} is not a valid key", path.display()),
+                )
+            });
     }
     if keys == Keys::Existing {
         return Err(ConfigError::new(

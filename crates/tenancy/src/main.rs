@@ -150,12 +150,29 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&error),
     };
-    telemetry::init(config.log_format, &config.log_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
+        Err(error) => return fail(&error),
+    };
+    let service_name = match &cli.command {
+        Command::Serve { part } => part.service_name(),
+        _ => "tenancy-cli",
+    };
+    // Inside the runtime: the OTLP exporter's client runs on it.
+    let telemetry = {
+        let _entered = runtime.enter();
+        telemetry::init(
+            config.log_format,
+            &config.log_filter,
+            &config.otel,
+            service_name,
+        )
+    };
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
         Err(error) => return fail(&error),
     };
     let result = runtime.block_on(async move {
@@ -167,6 +184,10 @@ fn main() -> ExitCode {
             Command::Admin(command) => admin(config, command).await,
         }
     });
+    {
+        let _entered = runtime.enter();
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error),
