@@ -15,13 +15,12 @@
 //! (HMAC-SHA256 with a fixed label), so a deployment works out of the box;
 //! set it explicitly to rotate the principal key independently.
 
-pub mod accounts;
 mod api;
 mod core;
 mod domain;
-pub mod mail;
 mod metrics;
 pub mod migration;
+pub mod peers;
 mod store;
 
 use std::sync::Arc;
@@ -38,10 +37,9 @@ use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::{Context, Error, TenancyService, server};
 use tokio::net::TcpListener;
 
-use crate::accounts::{AccountService, Accounts};
 use crate::domain::password::{HashParams, Hasher};
 use crate::domain::totp::SecretBox;
-use crate::mail::{ContactsMailer, Mailer};
+use crate::peers::{AccountService, Accounts, ContactsMailer, Mailer};
 
 /// The gRPC service names this server answers.
 pub const SERVICE_NAMES: &[&str] = &[

@@ -9,7 +9,7 @@ use super::revocations::Revocation;
 use crate::domain::password::{check_new_password, normalise};
 use crate::domain::profile::{parse_email, truncate_user_agent};
 use crate::domain::throttle::Counter;
-use crate::store::{all, exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
 impl Core {
     /// GrantStaff / RevokeStaff (idempotent).

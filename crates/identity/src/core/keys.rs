@@ -13,7 +13,7 @@ use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::Core;
 use super::revocations::Revocation;
-use crate::store::{all, exec, get};
+use tenancy_runtime::db::{all, exec, get};
 
 /// How long verifiers may cache GetJwks; a new key is published this long
 /// before it signs.

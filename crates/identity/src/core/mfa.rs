@@ -13,7 +13,7 @@ use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
 use crate::domain::password::normalise;
 use crate::domain::throttle::Counter;
 use crate::domain::totp;
-use crate::store::{all, exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
 /// Pending enrolments are discarded after this long.
 const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);

@@ -24,8 +24,8 @@ use tenancy_runtime::{Error, Timestamp};
 
 use crate::domain::password::Hasher;
 use crate::domain::totp::SecretBox;
-use crate::mail::{Mailer, OutgoingEmail};
-use crate::store::get;
+use crate::peers::{Mailer, OutgoingEmail};
+use tenancy_runtime::db::get;
 
 /// Who is calling, as the gateway saw them.
 #[derive(Clone, Debug, Default)]
@@ -43,7 +43,7 @@ pub(crate) struct Core {
     pub(crate) hasher: Hasher,
     pub(crate) secrets: SecretBox,
     pub(crate) mailer: Arc<dyn Mailer>,
-    pub(crate) accounts: Arc<dyn crate::accounts::Accounts>,
+    pub(crate) accounts: Arc<dyn crate::peers::Accounts>,
     /// Wakes this replica's revocation watchers.
     pub(crate) signal: Arc<tokio::sync::Notify>,
     /// Logins and second factors by outcome.

@@ -9,7 +9,7 @@ use tenancy_runtime::Error;
 use super::{Client, Core, time_text};
 use crate::domain::network::{KNOWN_FOR, login_network};
 use crate::domain::throttle::Counter;
-use crate::store::{exec, get, one};
+use tenancy_runtime::db::{exec, get, one};
 
 impl Core {
     /// Remembers that `user_id` creates a session from `client`'s network

@@ -15,7 +15,7 @@ use tenancy_proto::identity::watch_revocations_response::Item;
 use tenancy_runtime::{Error, Reason, Timestamp};
 
 use super::Core;
-use crate::store::{all, exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
 /// How often watchers look for appends by other replicas.
 const POLL: Duration = Duration::from_millis(200);

@@ -4,10 +4,11 @@
 //! membership; else none.
 
 use tenancy_proto::identity as pb;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Reason};
 
 use super::{Client, Core};
-use crate::store::{get, one};
+use tenancy_runtime::db::{get, one};
 
 impl Core {
     /// The account a new token of `user_id` selects when the client named
@@ -31,9 +32,16 @@ impl Core {
         .map(|row| get::<Option<String>>(&row, "last_account_id"))
         .transpose()?
         .flatten();
-        let mut preferred: Vec<String> = current.map(str::to_owned).into_iter().collect();
-        preferred.extend(last.filter(|last| Some(last.as_str()) != current));
-        self.accounts.default_account(user_id, &preferred).await
+        let mut preferred: Vec<AccountId> = current.map(AccountId::trusted).into_iter().collect();
+        preferred.extend(
+            last.filter(|last| Some(last.as_str()) != current)
+                .map(AccountId::trusted),
+        );
+        Ok(self
+            .accounts
+            .default_account(&UserId::trusted(user_id), &preferred)
+            .await?
+            .map(AccountId::into_string))
     }
 
     /// [`Core::default_account`] for a new session: without an answer from
@@ -58,7 +66,11 @@ impl Core {
         client: &Client,
         method: pb::LoginMethod,
     ) -> Result<(), Error> {
-        let error = match self.accounts.is_active_member(user_id, account_id).await {
+        let error = match self
+            .accounts
+            .is_active_member(&UserId::trusted(user_id), &AccountId::trusted(account_id))
+            .await
+        {
             Ok(true) => return Ok(()),
             Ok(false) => Error::new(
                 Reason::NotAMember,

@@ -12,7 +12,7 @@ use super::{Client, Core};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
 use crate::domain::throttle::{self, Counter};
-use crate::store::{all, exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
 const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
 

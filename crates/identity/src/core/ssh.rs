@@ -14,7 +14,7 @@ use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
 use super::Core;
 use crate::domain::profile::parse_label;
 use crate::domain::ssh::parse_ssh_public_key;
-use crate::store::{all, exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
 /// Keys one account may hold.
 pub(crate) const MAX_KEYS_PER_ACCOUNT: i64 = 100;

@@ -14,7 +14,7 @@ use super::users::RESET;
 use crate::domain::credentials::{api_token_well_formed, new_api_token};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{parse_email, parse_label};
-use crate::store::{all, exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
 const TOKEN_COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only, create_time, expire_time, \
     last_used_time, last_used_ip, revoke_time, revoked_by";

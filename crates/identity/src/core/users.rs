@@ -12,7 +12,7 @@ use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
 use super::{Core, USER_COLUMNS, time_text, user_from_row};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{Email, parse_email, parse_name};
-use crate::store::{all, exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
 /// Verification links are valid this long.
 pub(crate) const VERIFY_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);

@@ -1,0 +1,76 @@
+//! Calls of other services: EnsureUser, BatchGetUsers, WatchRevocations,
+//! RevokeAccountAccess, RecordUsage.
+
+use tenancy_proto::identity as pb;
+use tonic::{Request, Response, Status};
+
+use super::{Api, Reply, ok};
+
+pub(super) async fn ensure_user(
+    api: &Api,
+    request: Request<pb::EnsureUserRequest>,
+) -> Reply<pb::EnsureUserResponse> {
+    let r = request.into_inner();
+    let (user, created) = api.core.ensure_user(&r.email, &r.name).await?;
+    ok(pb::EnsureUserResponse {
+        user: Some(user),
+        created,
+    })
+}
+
+pub(super) async fn batch_get_users(
+    api: &Api,
+    request: Request<pb::BatchGetUsersRequest>,
+) -> Reply<pb::BatchGetUsersResponse> {
+    let users = api
+        .core
+        .batch_get_users(&request.into_inner().user_ids)
+        .await?;
+    ok(pb::BatchGetUsersResponse { users })
+}
+
+pub(super) async fn watch_revocations(
+    api: &Api,
+    request: Request<pb::WatchRevocationsRequest>,
+) -> Reply<
+    std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>,
+    >,
+> {
+    let from = request.into_inner().from_position;
+    let stream = api.core.clone().watch_revocations(from).await?;
+    Ok(Response::new(tenancy_runtime::shutdown::until_shutdown(
+        stream,
+        api.shutdown.clone(),
+    )))
+}
+
+pub(super) async fn revoke_account_access(
+    api: &Api,
+    request: Request<pb::RevokeAccountAccessRequest>,
+) -> Reply<pb::RevokeAccountAccessResponse> {
+    let r = request.into_inner();
+    let (tokens, position) = api
+        .core
+        .revoke_account_access(
+            &r.user_id,
+            &r.account_id,
+            r.reason,
+            r.change_time
+                .as_ref()
+                .map(|t| tenancy_runtime::Timestamp::from_proto(t).millis()),
+        )
+        .await?;
+    ok(pb::RevokeAccountAccessResponse {
+        revoked_api_token_count: tokens,
+        position,
+    })
+}
+
+pub(super) async fn record_usage(
+    api: &Api,
+    request: Request<pb::RecordUsageRequest>,
+) -> Reply<pb::RecordUsageResponse> {
+    api.core.record_usage(request.get_ref()).await?;
+    ok(pb::RecordUsageResponse {})
+}
