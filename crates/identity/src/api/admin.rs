@@ -4,7 +4,7 @@
 use tenancy_proto::identity as pb;
 use tonic::Request;
 
-use super::{Api, Reply, ok};
+use super::{Api, Reply, member_id, ok};
 use crate::core::admin::UserRef;
 
 pub(super) async fn grant_staff(
@@ -40,10 +40,13 @@ pub(super) async fn end_user_sessions(
 ) -> Reply<pb::EndUserSessionsResponse> {
     let (user, sessions_ended) = api
         .core
-        .end_user_sessions(request.get_ref().user.as_ref().map(|u| match u {
-            pb::end_user_sessions_request::User::UserId(id) => UserRef::Id(id),
-            pb::end_user_sessions_request::User::Email(email) => UserRef::Email(email),
-        }))
+        .end_user_sessions(match &request.get_ref().user {
+            Some(pb::end_user_sessions_request::User::UserId(id)) => {
+                Some(UserRef::Id(member_id(id)?))
+            }
+            Some(pb::end_user_sessions_request::User::Email(email)) => Some(UserRef::Email(email)),
+            None => None,
+        })
         .await?;
     ok(pb::EndUserSessionsResponse {
         user_id: user.id,
@@ -57,10 +60,11 @@ pub(super) async fn describe_user(
 ) -> Reply<pb::DescribeUserResponse> {
     let (user, sessions) = api
         .core
-        .describe_user(request.get_ref().user.as_ref().map(|u| match u {
-            pb::describe_user_request::User::UserId(id) => UserRef::Id(id),
-            pb::describe_user_request::User::Email(email) => UserRef::Email(email),
-        }))
+        .describe_user(match &request.get_ref().user {
+            Some(pb::describe_user_request::User::UserId(id)) => Some(UserRef::Id(member_id(id)?)),
+            Some(pb::describe_user_request::User::Email(email)) => Some(UserRef::Email(email)),
+            None => None,
+        })
         .await?;
     ok(pb::DescribeUserResponse {
         user: Some(user),

@@ -36,7 +36,13 @@ pub(super) async fn list_member_login_events(
     let filter = LoginEventFilter::new(&r.start_time, &r.end_time, &r.methods, &r.outcomes);
     let (login_events, next_page_token) = api
         .core
-        .login_events(&member, Some(p.account()?), &filter, limit, &r.page_token)
+        .login_events(
+            member.as_str(),
+            Some(p.account()?),
+            &filter,
+            limit,
+            &r.page_token,
+        )
         .await?;
     ok(pb::ListMemberLoginEventsResponse {
         login_events,

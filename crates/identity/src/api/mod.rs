@@ -19,6 +19,7 @@ use tenancy_proto::identity::{
     identity_internal_service_server::IdentityInternalService,
     identity_service_server::IdentityService,
 };
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason};
 use tonic::{Request, Response, Status};
 
@@ -53,9 +54,17 @@ fn client(p: &Principal) -> Client {
 }
 
 /// A member's user id from a request, refused as USER_ID_INVALID.
-fn member_id(raw: &str) -> Result<String, Error> {
-    tenancy_runtime::ids::parse_id("user_id", raw).map_err(|e| Error {
+fn member_id(raw: &str) -> Result<UserId, Error> {
+    UserId::parse("user_id", raw).map_err(|e| Error {
         reason: Reason::UserIdInvalid,
+        ..e
+    })
+}
+
+/// An account id from a request, refused as ACCOUNT_ID_INVALID.
+fn account_id(raw: &str) -> Result<AccountId, Error> {
+    AccountId::parse("account_id", raw).map_err(|e| Error {
+        reason: Reason::AccountIdInvalid,
         ..e
     })
 }

@@ -5,7 +5,7 @@ use tenancy_proto::identity as pb;
 use tenancy_runtime::server::principal;
 use tonic::Request;
 
-use super::{Api, Reply, client, member_id, ok};
+use super::{Api, Reply, account_id, client, member_id, ok};
 
 pub(super) async fn login(
     api: &Api,
@@ -53,14 +53,11 @@ pub(super) async fn switch_account(
 ) -> Reply<pb::SwitchAccountResponse> {
     let p = principal(&request)?;
     let c = client(p);
+    let user = p.user()?;
+    let account = account_id(&request.get_ref().account_id)?;
     let token = api
         .core
-        .switch_account(
-            p.user()?,
-            p.session_id.as_deref(),
-            &request.get_ref().account_id,
-            &c,
-        )
+        .switch_account(user, p.session_id.as_deref(), &account, &c)
         .await?;
     ok(pb::SwitchAccountResponse {
         access_token: Some(token),
@@ -115,7 +112,10 @@ pub(super) async fn list_member_sessions(
     let p = principal(&request)?;
     let account = p.account()?;
     let member = member_id(&request.get_ref().user_id)?;
-    let sessions = api.core.list_sessions(&member, None, Some(account)).await?;
+    let sessions = api
+        .core
+        .list_sessions(member.as_str(), None, Some(account))
+        .await?;
     ok(pb::ListMemberSessionsResponse {
         sessions,
         next_page_token: String::new(),
@@ -128,9 +128,11 @@ pub(super) async fn revoke_member_sessions(
 ) -> Reply<pb::RevokeMemberSessionsResponse> {
     let p = principal(&request)?;
     let r = request.get_ref();
+    let (owner, account) = (p.user()?, p.account()?);
+    let member = member_id(&r.user_id)?;
     let (sessions, tokens) = api
         .core
-        .revoke_member_sessions(p.user()?, p.account()?, &r.user_id, r.revoke_api_tokens)
+        .revoke_member_sessions(owner, account, &member, r.revoke_api_tokens)
         .await?;
     ok(pb::RevokeMemberSessionsResponse {
         revoked_session_count: i32::try_from(sessions).unwrap_or(i32::MAX),

@@ -2,10 +2,12 @@
 
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
+use tenancy_runtime::ids::UserId;
+use tenancy_runtime::{Timestamp, ids};
 
 use super::Core;
 use super::revocations::Revocation;
+use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{check_new_password, normalise};
 use crate::domain::profile::{parse_email, truncate_user_agent};
 use crate::domain::throttle::Counter;
@@ -13,12 +15,16 @@ use tenancy_runtime::db::{all, exec, get, one};
 
 impl Core {
     /// GrantStaff / RevokeStaff (idempotent).
-    pub(crate) async fn set_staff(&self, email: &str, staff: bool) -> Result<pb::User, Error> {
+    pub(crate) async fn set_staff(
+        &self,
+        email: &str,
+        staff: bool,
+    ) -> Result<pb::User, IdentityError> {
         let email = parse_email("email", email)?;
         let user = self
             .user_by_email(&self.db, &email)
             .await?
-            .ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))?;
+            .ok_or(IdentityError::UserNotFound)?;
         let tx = crate::store::begin(&self.db).await?;
         let changed = exec(
             &tx,
@@ -47,35 +53,32 @@ impl Core {
 
     /// The user an operator command names, by id or by email: refuses a
     /// malformed one with its field, an unknown one with USER_NOT_FOUND.
-    pub(crate) async fn named_user(&self, user: Option<UserRef<'_>>) -> Result<pb::User, Error> {
+    pub(crate) async fn named_user(
+        &self,
+        user: Option<UserRef<'_>>,
+    ) -> Result<pb::User, IdentityError> {
         let found = match user {
-            Some(UserRef::Id(id)) => {
-                let id = ids::parse_id("user_id", id).map_err(|e| Error {
-                    reason: Reason::UserIdInvalid,
-                    ..e
-                })?;
-                self.load_user(&self.db, &id).await?
-            }
+            Some(UserRef::Id(id)) => self.load_user(&self.db, id.as_str()).await?,
             Some(UserRef::Email(email)) => {
                 self.user_by_email(&self.db, &parse_email("email", email)?)
                     .await?
             }
             None => {
-                return Err(Error::invalid(
-                    Reason::UserIdInvalid,
+                return Err(IdentityError::invalid(
+                    Invalid::UserId,
                     "user_id",
                     "name the user by user_id or email",
                 ));
             }
         };
-        found.ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))
+        found.ok_or(IdentityError::UserNotFound)
     }
 
     /// DescribeUser: the user and their live sessions (no secrets).
     pub(crate) async fn describe_user(
         &self,
         user: Option<UserRef<'_>>,
-    ) -> Result<(pb::User, Vec<pb::Session>), Error> {
+    ) -> Result<(pb::User, Vec<pb::Session>), IdentityError> {
         let user = self.named_user(user).await?;
         let sessions = self.list_sessions(&user.id, None, None).await?;
         Ok((user, sessions))
@@ -84,12 +87,12 @@ impl Core {
     /// UnlockLogin: clears the back-off of every (email, address) pair and
     /// the per-email cap of password logins (see `login`'s keys). Returns
     /// the user and how many counters were cleared.
-    pub(crate) async fn unlock_login(&self, email: &str) -> Result<(pb::User, i32), Error> {
+    pub(crate) async fn unlock_login(&self, email: &str) -> Result<(pb::User, i32), IdentityError> {
         let email = parse_email("email", email)?;
         let user = self
             .user_by_email(&self.db, &email)
             .await?
-            .ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))?;
+            .ok_or(IdentityError::UserNotFound)?;
         // `pw:{key}|{ip}` for every address; compared by prefix without
         // LIKE, whose wildcards an email may contain (`_`).
         let pairs = format!("pw:{}|", email.key);
@@ -114,7 +117,7 @@ impl Core {
     pub(crate) async fn end_user_sessions(
         &self,
         user: Option<UserRef<'_>>,
-    ) -> Result<(pb::User, i64), Error> {
+    ) -> Result<(pb::User, i64), IdentityError> {
         let user = self.named_user(user).await?;
         let tx = crate::store::begin(&self.db).await?;
         let sessions: Vec<String> = all(
@@ -151,10 +154,13 @@ impl Core {
     /// (`auth.session_idle_timeout` after the activity, never beyond its
     /// lifetime, never backwards), unless the session had already ended by
     /// then: activity reported late never revives it.
-    pub(crate) async fn record_usage(&self, r: &pb::RecordUsageRequest) -> Result<(), Error> {
+    pub(crate) async fn record_usage(
+        &self,
+        r: &pb::RecordUsageRequest,
+    ) -> Result<(), IdentityError> {
         if r.api_token_usages.len() + r.session_activities.len() > 10_000 {
-            return Err(Error::invalid(
-                Reason::ListTooLong,
+            return Err(IdentityError::invalid(
+                Invalid::ListTooLong,
                 "api_token_usages",
                 "at most 10000 entries",
             ));
@@ -206,7 +212,7 @@ impl Core {
         current: &str,
         new: &str,
         ip: &str,
-    ) -> Result<(pb::AccessToken, i64), Error> {
+    ) -> Result<(pb::AccessToken, i64), IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
@@ -216,20 +222,20 @@ impl Core {
             vec![user_id.into()],
         )
         .await?
-        .ok_or_else(|| Error::new(Reason::SessionEnded, "the session has ended"))?;
+        .ok_or(IdentityError::SessionEnded)?;
         let hash: Option<String> = get(&row, "password_hash")?;
         let (ok, _) = self.hasher.verify(normalise(current), hash).await?;
         if !ok {
             self.record_failure(&keys).await?;
-            return Err(Error::invalid(
-                Reason::PasswordIncorrect,
+            return Err(IdentityError::invalid(
+                Invalid::PasswordIncorrect,
                 "current_password",
                 "wrong password",
             ));
         }
         if normalise(current) == normalise(new) {
-            return Err(Error::invalid(
-                Reason::PasswordUnchanged,
+            return Err(IdentityError::invalid(
+                Invalid::PasswordUnchanged,
                 "new_password",
                 "choose a different password",
             ));
@@ -295,15 +301,11 @@ impl Core {
         user_id: &str,
         session_id: Option<&str>,
         word: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let session = self.own_session(user_id, session_id).await?;
         self.require_recent(&session)?;
         let word = crate::domain::credentials::normalise_code_word(word).ok_or_else(|| {
-            Error::invalid(
-                Reason::CodeWordInvalid,
-                "code_word",
-                "must be 4–64 characters",
-            )
+            IdentityError::invalid(Invalid::CodeWord, "code_word", "must be 4–64 characters")
         })?;
         let hash = self.hasher.hash(word).await?;
         exec(
@@ -319,23 +321,23 @@ impl Core {
     pub(crate) async fn verify_code_word(
         &self,
         r: &pb::VerifyCodeWordRequest,
-    ) -> Result<pb::VerifyCodeWordResponse, Error> {
+    ) -> Result<pb::VerifyCodeWordResponse, IdentityError> {
         if r.staff_user_id.trim().is_empty() {
-            return Err(Error::invalid(
-                Reason::StaffUserIdRequired,
+            return Err(IdentityError::invalid(
+                Invalid::StaffUserIdRequired,
                 "staff_user_id",
                 "required",
             ));
         }
         let user_id = tenancy_runtime::ids::parse_id("user_id", &r.user_id)
-            .map_err(|_| Error::new(Reason::UserNotFound, "user not found"))?;
+            .map_err(|_| IdentityError::UserNotFound)?;
         let row = one(
             &self.db,
             "SELECT code_word_hash FROM identity_users WHERE id = $1",
             vec![user_id.clone().into()],
         )
         .await?
-        .ok_or_else(|| Error::new(Reason::UserNotFound, "user not found"))?;
+        .ok_or(IdentityError::UserNotFound)?;
         let hash: Option<String> = get(&row, "code_word_hash")?;
         let now = self.now();
         let hour_ago = now.minus(std::time::Duration::from_secs(3600)).millis();
@@ -349,10 +351,9 @@ impl Core {
         .transpose()?
         .unwrap_or(0);
         if failures >= 5 {
-            return Err(Error::throttled(
-                Reason::CodeWordAttemptsExceeded,
-                std::time::Duration::from_secs(3600),
-            ));
+            return Err(IdentityError::CodeWordChecksExceeded {
+                retry_after: std::time::Duration::from_secs(3600),
+            });
         }
         let set = hash.is_some();
         let matched = match (
@@ -406,13 +407,10 @@ impl Core {
         &self,
         owner: &str,
         account_id: &str,
-        member: &str,
+        member: &UserId,
         api_tokens: bool,
-    ) -> Result<(i64, i64), Error> {
-        let member = tenancy_runtime::ids::parse_id("user_id", member).map_err(|e| Error {
-            reason: Reason::UserIdInvalid,
-            ..e
-        })?;
+    ) -> Result<(i64, i64), IdentityError> {
+        let member = member.to_string();
         let tx = crate::store::begin(&self.db).await?;
         self.append_revocation(
             &tx,
@@ -468,12 +466,12 @@ impl Core {
         filter: &LoginEventFilter<'_>,
         limit: u64,
         page_token: &str,
-    ) -> Result<(Vec<pb::LoginEvent>, String), Error> {
+    ) -> Result<(Vec<pb::LoginEvent>, String), IdentityError> {
         if let (Some(s), Some(e)) = (filter.start, filter.end)
             && s > e
         {
-            return Err(Error::invalid(
-                Reason::TimeRangeInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::TimeRange,
                 "start_time",
                 "after end_time",
             ));
@@ -561,10 +559,10 @@ impl Core {
 }
 
 /// How an operator command names a user.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum UserRef<'a> {
     /// By id.
-    Id(&'a str),
+    Id(UserId),
     /// By email.
     Email(&'a str),
 }

@@ -9,10 +9,11 @@ use rand::RngCore as _;
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
+use tenancy_runtime::{Error, Timestamp, ids};
 
 use super::Core;
 use super::revocations::Revocation;
+use crate::domain::error::IdentityError;
 use tenancy_runtime::db::{all, exec, get};
 
 /// How long verifiers may cache GetJwks; a new key is published this long
@@ -68,7 +69,7 @@ struct KeyRow {
 }
 
 impl Core {
-    async fn keys<C: ConnectionTrait>(&self, c: &C) -> Result<Vec<KeyRow>, Error> {
+    async fn keys<C: ConnectionTrait>(&self, c: &C) -> Result<Vec<KeyRow>, IdentityError> {
         let rows = all(
             c,
             "SELECT kid, private_key, public_x, activate_time, retire_time FROM identity_signing_keys \
@@ -94,7 +95,7 @@ impl Core {
         &self,
         c: &C,
         activate: Timestamp,
-    ) -> Result<(String, String), Error> {
+    ) -> Result<(String, String), IdentityError> {
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let public = ed25519_dalek::SigningKey::from_bytes(&seed)
@@ -122,7 +123,7 @@ impl Core {
     }
 
     /// Makes sure a signing key exists (first start).
-    pub(crate) async fn ensure_signing_key(&self) -> Result<(), Error> {
+    pub(crate) async fn ensure_signing_key(&self) -> Result<(), IdentityError> {
         if self.keys(&self.db).await?.is_empty() {
             self.insert_key(&self.db, self.now()).await?;
         }
@@ -130,7 +131,7 @@ impl Core {
     }
 
     /// Signs claims with the current key.
-    pub(crate) async fn sign(&self, claims: &Claims) -> Result<String, Error> {
+    pub(crate) async fn sign(&self, claims: &Claims) -> Result<String, IdentityError> {
         let now = self.now().millis();
         let keys = self.keys(&self.db).await?;
         let key = keys
@@ -151,11 +152,11 @@ impl Core {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der))
-            .map_err(|e| Error::internal(format_args!("jwt: {e}")))
+            .map_err(|e| Error::internal(format_args!("jwt: {e}")).into())
     }
 
     /// GetJwks: current key first, then next and retired keys still valid.
-    pub(crate) async fn jwks(&self) -> Result<Vec<pb::Jwk>, Error> {
+    pub(crate) async fn jwks(&self) -> Result<Vec<pb::Jwk>, IdentityError> {
         let now = self.now().millis();
         let lifetime = i64::try_from(self.auth.access_token_lifetime.as_millis()).unwrap_or(0);
         let keys = self.keys(&self.db).await?;
@@ -193,17 +194,14 @@ impl Core {
     pub(crate) async fn rotate_signing_key(
         &self,
         revoke_current: bool,
-    ) -> Result<(pb::Jwk, Timestamp, String), Error> {
+    ) -> Result<(pb::Jwk, Timestamp, String), IdentityError> {
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
         // Serialise rotations (and take the revocation head lock first).
         let keys = self.keys(&tx).await?;
         let pending = keys.iter().any(|k| k.activate_time > now.millis());
         if pending && !revoke_current {
-            return Err(Error::new(
-                Reason::RotationInProgress,
-                "a published next key is not active yet; use revoke_current to force",
-            ));
+            return Err(IdentityError::RotationInProgress);
         }
         let previous = keys
             .iter()

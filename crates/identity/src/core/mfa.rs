@@ -4,12 +4,14 @@
 use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
+use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
+use tenancy_runtime::{Error, Timestamp};
 
 use super::sessions::SessionRow;
 use super::{Client, Core};
 use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
+use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::normalise;
 use crate::domain::throttle::Counter;
 use crate::domain::totp;
@@ -19,10 +21,6 @@ use tenancy_runtime::db::{all, exec, get, one};
 const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);
 /// Wrong answers a challenge allows.
 const CHALLENGE_ATTEMPTS: i32 = 5;
-
-fn challenge_invalid() -> Error {
-    Error::new(Reason::MfaChallengeInvalid, "log in again")
-}
 
 /// A second factor as presented.
 pub(crate) enum Factor {
@@ -36,16 +34,13 @@ impl Core {
         &self,
         user_id: &str,
         session_id: Option<&str>,
-    ) -> Result<SessionRow, Error> {
-        let id = session_id.ok_or_else(|| {
-            Error::new(
-                Reason::PortalSessionRequired,
-                "this method needs a portal session",
-            )
+    ) -> Result<SessionRow, IdentityError> {
+        let id = session_id.ok_or({
+            IdentityError::PortalSessionRequired("this method needs a portal session")
         })?;
         match self.load_session(&self.db, id).await? {
             Some(s) if s.user_id == user_id && !s.revoked => Ok(s),
-            _ => Err(Error::new(Reason::SessionEnded, "the session has ended")),
+            _ => Err(IdentityError::SessionEnded),
         }
     }
 
@@ -58,15 +53,15 @@ impl Core {
         sealed_secret: &str,
         code: &str,
         field: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let secret = self
             .secrets
             .open(sealed_secret, user_id)
             .map_err(Error::internal)?;
         let seconds = u64::try_from(self.now().seconds()).unwrap_or(0);
         let Some(step) = totp::matching_step(&secret, code, seconds) else {
-            return Err(Error::invalid(
-                Reason::SecondFactorInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::SecondFactor,
                 field,
                 "wrong code",
             ));
@@ -79,8 +74,8 @@ impl Core {
         )
         .await?;
         if inserted == 0 {
-            return Err(Error::invalid(
-                Reason::TotpCodeReused,
+            return Err(IdentityError::invalid(
+                Invalid::TotpCodeReused,
                 field,
                 "this code was already used; wait for the next one",
             ));
@@ -94,7 +89,7 @@ impl Core {
         user_id: &str,
         code: &str,
         field: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let n = exec(
             c,
             "UPDATE identity_recovery_codes SET used_time = $1 WHERE code_hash = $2 AND user_id = $3 \
@@ -109,15 +104,15 @@ impl Core {
         if n == 1 {
             Ok(())
         } else {
-            Err(Error::invalid(
-                Reason::SecondFactorInvalid,
+            Err(IdentityError::invalid(
+                Invalid::SecondFactor,
                 field,
                 "wrong code",
             ))
         }
     }
 
-    async fn totp_secret_of(&self, user_id: &str) -> Result<Option<String>, Error> {
+    async fn totp_secret_of(&self, user_id: &str) -> Result<Option<String>, IdentityError> {
         Ok(one(
             &self.db,
             "SELECT totp_secret FROM identity_users WHERE id = $1",
@@ -133,10 +128,10 @@ impl Core {
     pub(crate) async fn begin_totp(
         &self,
         user_id: &str,
-    ) -> Result<pb::BeginTotpEnrollmentResponse, Error> {
+    ) -> Result<pb::BeginTotpEnrollmentResponse, IdentityError> {
         let user = self.get_user(user_id).await?;
         if user.totp_enabled {
-            return Err(Error::new(Reason::TotpAlreadyEnabled, "2FA is already on"));
+            return Err(IdentityError::TotpAlreadyEnabled);
         }
         let secret = totp::generate_secret();
         let (b32, uri, png) = totp::enrollment(&secret, &user.email).map_err(Error::internal)?;
@@ -173,7 +168,7 @@ impl Core {
         &self,
         c: &C,
         user_id: &str,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<String>, IdentityError> {
         exec(
             c,
             "DELETE FROM identity_recovery_codes WHERE user_id = $1",
@@ -199,7 +194,7 @@ impl Core {
         session_id: Option<&str>,
         code: &str,
         ip: &str,
-    ) -> Result<(Vec<String>, pb::AccessToken), Error> {
+    ) -> Result<(Vec<String>, pb::AccessToken), IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = [(format!("totp-enroll:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
@@ -211,10 +206,7 @@ impl Core {
         )
         .await?;
         let Some(pending) = pending else {
-            return Err(Error::new(
-                Reason::TotpEnrollmentNotStarted,
-                "start the enrolment first",
-            ));
+            return Err(IdentityError::TotpEnrollmentNotStarted);
         };
         let sealed: String = get(&pending, "secret")?;
         if let Err(e) = self
@@ -223,7 +215,7 @@ impl Core {
         {
             // Counted outside the transaction (SQLite: one writer at a time).
             drop(tx);
-            if e.reason == Reason::SecondFactorInvalid {
+            if e.rule() == Some(Invalid::SecondFactor) {
                 self.record_failure(&keys).await?;
             }
             return Err(e);
@@ -235,7 +227,7 @@ impl Core {
         )
         .await?;
         if on == 0 {
-            return Err(Error::new(Reason::TotpAlreadyEnabled, "2FA is already on"));
+            return Err(IdentityError::TotpAlreadyEnabled);
         }
         exec(
             &tx,
@@ -279,7 +271,7 @@ impl Core {
         challenge: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<pb::SessionCredentials, IdentityError> {
         let kind = match &factor {
             Some(Factor::Totp(_)) => "totp",
             Some(Factor::Recovery(_)) => "recovery_code",
@@ -295,10 +287,10 @@ impl Core {
         challenge: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<pb::SessionCredentials, IdentityError> {
         let Some(factor) = factor else {
-            return Err(Error::invalid(
-                Reason::SecondFactorRequired,
+            return Err(IdentityError::invalid(
+                Invalid::SecondFactorRequired,
                 "second_factor",
                 "give a TOTP or recovery code",
             ));
@@ -312,10 +304,10 @@ impl Core {
             vec![hash.clone().into(), now.millis().into()],
         )
         .await?
-        .ok_or_else(challenge_invalid)?;
+        .ok_or(IdentityError::MfaChallengeInvalid)?;
         let failures: i32 = get(&row, "failures")?;
         if failures >= CHALLENGE_ATTEMPTS {
-            return Err(challenge_invalid());
+            return Err(IdentityError::MfaChallengeInvalid);
         }
         let user_id: String = get(&row, "user_id")?;
         let account_id: String = get(&row, "account_id")?;
@@ -324,7 +316,7 @@ impl Core {
         let sealed = self
             .totp_secret_of(&user_id)
             .await?
-            .ok_or_else(challenge_invalid)?;
+            .ok_or(IdentityError::MfaChallengeInvalid)?;
         let method = match &factor {
             Factor::Totp(_) => pb::LoginMethod::Totp,
             Factor::Recovery(_) => pb::LoginMethod::RecoveryCode,
@@ -348,7 +340,7 @@ impl Core {
         };
         if let Err(e) = result {
             drop(tx);
-            if e.reason != Reason::InternalError {
+            if !matches!(e, IdentityError::Service(_)) {
                 exec(
                     &self.db,
                     "UPDATE identity_mfa_challenges SET failures = failures + 1 WHERE token_hash = $1",
@@ -376,7 +368,7 @@ impl Core {
         )
         .await?;
         if used == 0 {
-            return Err(challenge_invalid());
+            return Err(IdentityError::MfaChallengeInvalid);
         }
         tx.commit().await?;
         if let Factor::Recovery(_) = factor {
@@ -405,7 +397,7 @@ impl Core {
         password: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::AccessToken, Error> {
+    ) -> Result<pb::AccessToken, IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
@@ -432,8 +424,8 @@ impl Core {
                 pb::LoginOutcome::FailureBadCredentials,
             )
             .await?;
-            return Err(Error::invalid(
-                Reason::PasswordIncorrect,
+            return Err(IdentityError::invalid(
+                Invalid::PasswordIncorrect,
                 "password",
                 "wrong password",
             ));
@@ -441,8 +433,8 @@ impl Core {
         let mut amr = vec!["pwd".to_owned()];
         if let Some(sealed) = self.totp_secret_of(user_id).await? {
             let result = match &factor {
-                None => Err(Error::invalid(
-                    Reason::SecondFactorRequired,
+                None => Err(IdentityError::invalid(
+                    Invalid::SecondFactorRequired,
                     "second_factor",
                     "give a TOTP or recovery code",
                 )),
@@ -461,7 +453,7 @@ impl Core {
                 self.recovery_code_notice(user_id, &client.ip).await;
             }
             if let Err(e) = result {
-                if e.reason != Reason::SecondFactorRequired {
+                if e.rule() != Some(Invalid::SecondFactorRequired) {
                     self.record_failure(&keys).await?;
                     self.login_event(
                         &self.db,
@@ -502,12 +494,9 @@ impl Core {
     }
 
     /// Refuses unless the session authenticated within the reauth window.
-    pub(crate) fn require_recent(&self, session: &SessionRow) -> Result<(), Error> {
+    pub(crate) fn require_recent(&self, session: &SessionRow) -> Result<(), IdentityError> {
         if Timestamp(session.auth_time).plus(self.auth.reauth_window) < self.now() {
-            return Err(Error::new(
-                Reason::ReauthRequired,
-                "confirm your password again (Reauthenticate), then retry",
-            ));
+            return Err(IdentityError::ReauthRequired);
         }
         Ok(())
     }
@@ -517,13 +506,10 @@ impl Core {
         &self,
         user_id: &str,
         session_id: Option<&str>,
-        account_id: &str,
+        account_id: &AccountId,
         client: &Client,
-    ) -> Result<pb::AccessToken, Error> {
-        let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
-            reason: Reason::AccountIdInvalid,
-            ..e
-        })?;
+    ) -> Result<pb::AccessToken, IdentityError> {
+        let account_id = account_id.to_string();
         let mut session = self.own_session(user_id, session_id).await?;
         self.require_membership(
             user_id,
@@ -570,7 +556,7 @@ impl Core {
         user_id: &str,
         current: Option<&str>,
         account: Option<&str>,
-    ) -> Result<Vec<pb::Session>, Error> {
+    ) -> Result<Vec<pb::Session>, IdentityError> {
         let now = self.now().millis();
         let rows = all(
             &self.db,
@@ -613,7 +599,7 @@ impl Core {
         user_id: &str,
         only: Option<&str>,
         keep: Option<&str>,
-    ) -> Result<i64, Error> {
+    ) -> Result<i64, IdentityError> {
         let tx = crate::store::begin(&self.db).await?;
         let ids_in: Vec<String> = match only {
             Some(id) => {
@@ -624,7 +610,7 @@ impl Core {
                 )
                 .await?;
                 if owned.is_none() {
-                    return Err(Error::new(Reason::SessionNotFound, "no such session"));
+                    return Err(IdentityError::SessionNotFound);
                 }
                 vec![id.to_owned()]
             }
@@ -653,11 +639,11 @@ impl Core {
         user_id: &str,
         password: Option<&str>,
         code: Option<&str>,
-    ) -> Result<String, Error> {
+    ) -> Result<String, IdentityError> {
         let sealed = self
             .totp_secret_of(user_id)
             .await?
-            .ok_or_else(|| Error::new(Reason::TotpNotEnabled, "2FA is not on"))?;
+            .ok_or(IdentityError::TotpNotEnabled)?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
         let result = match (password, code) {
@@ -674,8 +660,8 @@ impl Core {
                 if self.hasher.verify(normalise(p), hash).await?.0 {
                     Ok(())
                 } else {
-                    Err(Error::invalid(
-                        Reason::PasswordIncorrect,
+                    Err(IdentityError::invalid(
+                        Invalid::PasswordIncorrect,
                         "password",
                         "wrong password",
                     ))
@@ -686,8 +672,8 @@ impl Core {
                     .await
             }
             (None, None) => {
-                return Err(Error::invalid(
-                    Reason::ProofRequired,
+                return Err(IdentityError::invalid(
+                    Invalid::ProofRequired,
                     "proof",
                     "give the password or a TOTP code",
                 ));
@@ -708,7 +694,7 @@ impl Core {
         password: Option<&str>,
         code: Option<&str>,
         ip: &str,
-    ) -> Result<pb::AccessToken, Error> {
+    ) -> Result<pb::AccessToken, IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         self.prove(user_id, password, code).await?;
         let now = self.now();
@@ -767,7 +753,7 @@ impl Core {
         user_id: &str,
         password: Option<&str>,
         code: Option<&str>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<String>, IdentityError> {
         self.prove(user_id, password, code).await?;
         let tx = crate::store::begin(&self.db).await?;
         let codes = self.store_recovery_codes(&tx, user_id).await?;

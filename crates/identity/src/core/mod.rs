@@ -18,10 +18,11 @@ use std::sync::Arc;
 use sea_orm::{DatabaseConnection, QueryResult};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
+use tenancy_runtime::Timestamp;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::{AuthConfig, MailConfig};
-use tenancy_runtime::{Error, Timestamp};
 
+use crate::domain::error::IdentityError;
 use crate::domain::password::Hasher;
 use crate::domain::totp::SecretBox;
 use crate::peers::{Mailer, OutgoingEmail};
@@ -63,7 +64,7 @@ impl Core {
         to_name: &str,
         template: MessageTemplate,
         data: &[(&str, String)],
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let data: HashMap<String, String> = data
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -76,7 +77,8 @@ impl Core {
                 template,
                 data,
             })
-            .await
+            .await?;
+        Ok(())
     }
 }
 
@@ -160,10 +162,10 @@ pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, pending_email,
      AND r.used_time IS NULL) AS recovery_codes_remaining";
 
 /// Maps a row selected with [`USER_COLUMNS`].
-pub(crate) fn user_from_row(row: &QueryResult) -> Result<pb::User, Error> {
+pub(crate) fn user_from_row(row: &QueryResult) -> Result<pb::User, IdentityError> {
     let totp_enabled: bool = get(row, "totp_enabled")?;
     let remaining: i64 = get(row, "recovery_codes_remaining")?;
-    let opt_time = |c: &str| -> Result<Option<prost_types::Timestamp>, Error> {
+    let opt_time = |c: &str| -> Result<Option<prost_types::Timestamp>, IdentityError> {
         Ok(get::<Option<i64>>(row, c)?.map(|ms| Timestamp(ms).to_proto()))
     };
     Ok(pb::User {

@@ -4,9 +4,9 @@
 
 use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
-use tenancy_runtime::Error;
 
 use super::{Client, Core, time_text};
+use crate::domain::error::IdentityError;
 use crate::domain::network::{KNOWN_FOR, login_network};
 use crate::domain::throttle::Counter;
 use tenancy_runtime::db::{exec, get, one};
@@ -22,7 +22,7 @@ impl Core {
         c: &C,
         user_id: &str,
         client: &Client,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, IdentityError> {
         let now = self.now();
         let network = login_network(&client.ip);
         let logged_in_before = one(
@@ -119,7 +119,7 @@ impl Core {
                 return Ok(false);
             }
             self.record_failure(&keys).await?;
-            Ok::<_, Error>(true)
+            Ok::<_, IdentityError>(true)
         };
         counted.await.unwrap_or_else(|error| {
             tracing::warn!(%error, kind, "notice counter unavailable; sending");

@@ -12,9 +12,10 @@ use sea_orm::{ConnectionTrait, QueryResult};
 use tenancy_proto::identity as pb;
 use tenancy_proto::identity::revocation_event::Kind;
 use tenancy_proto::identity::watch_revocations_response::Item;
-use tenancy_runtime::{Error, Reason, Timestamp};
+use tenancy_runtime::{Error, Timestamp};
 
 use super::Core;
+use crate::domain::error::{IdentityError, Invalid};
 use tenancy_runtime::db::{all, exec, get, one};
 
 /// How often watchers look for appends by other replicas.
@@ -63,7 +64,7 @@ impl Core {
         c: &C,
         what: Revocation,
         reason: pb::RevocationReason,
-    ) -> Result<i64, Error> {
+    ) -> Result<i64, IdentityError> {
         let now = self.now();
         let row = one(
             c,
@@ -155,7 +156,7 @@ impl Core {
         self.signal.notify_waiters();
     }
 
-    async fn events_after(&self, position: i64) -> Result<Vec<pb::RevocationEvent>, Error> {
+    async fn events_after(&self, position: i64) -> Result<Vec<pb::RevocationEvent>, IdentityError> {
         let rows = all(
             &self.db,
             "SELECT position, create_time, expire_time, reason, kind, subject, user_id, account_id, \
@@ -166,7 +167,7 @@ impl Core {
         rows.iter().map(event_from_row).collect()
     }
 
-    pub(crate) async fn head_position(&self) -> Result<i64, Error> {
+    pub(crate) async fn head_position(&self) -> Result<i64, IdentityError> {
         let row = one(
             &self.db,
             "SELECT position FROM identity_revocation_head WHERE id = 1",
@@ -186,13 +187,14 @@ impl Core {
         from: i64,
     ) -> Result<
         Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, tonic::Status>> + Send>>,
-        Error,
+        IdentityError,
     > {
         if from < 0 {
-            return Err(Error {
-                reason: Reason::PositionInvalid,
-                ..Error::invalid_field("from_position", "must not be negative")
-            });
+            return Err(IdentityError::invalid(
+                Invalid::Position,
+                "from_position",
+                "must not be negative",
+            ));
         }
         let head = self.head_position().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -271,7 +273,7 @@ impl Core {
     }
 }
 
-fn event_from_row(row: &QueryResult) -> Result<pb::RevocationEvent, Error> {
+fn event_from_row(row: &QueryResult) -> Result<pb::RevocationEvent, IdentityError> {
     let kind: String = get(row, "kind")?;
     let subject: String = get(row, "subject")?;
     let user_id: String = get(row, "user_id")?;

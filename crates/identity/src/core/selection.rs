@@ -4,10 +4,11 @@
 //! membership; else none.
 
 use tenancy_proto::identity as pb;
+use tenancy_runtime::Error;
 use tenancy_runtime::ids::{AccountId, UserId};
-use tenancy_runtime::{Error, Reason};
 
 use super::{Client, Core};
+use crate::domain::error::IdentityError;
 use tenancy_runtime::db::{get, one};
 
 impl Core {
@@ -22,7 +23,7 @@ impl Core {
         &self,
         user_id: &str,
         current: Option<&str>,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<String>, IdentityError> {
         let last: Option<String> = one(
             &self.db,
             "SELECT last_account_id FROM identity_users WHERE id = $1",
@@ -65,20 +66,17 @@ impl Core {
         session_id: &str,
         client: &Client,
         method: pb::LoginMethod,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let error = match self
             .accounts
             .is_active_member(&UserId::trusted(user_id), &AccountId::trusted(account_id))
             .await
         {
             Ok(true) => return Ok(()),
-            Ok(false) => Error::new(
-                Reason::NotAMember,
-                "you are not an active member of this account",
-            ),
-            Err(error) => error,
+            Ok(false) => IdentityError::NotAMember,
+            Err(error) => IdentityError::Service(error),
         };
-        if error.code() == tonic::Code::PermissionDenied {
+        if Error::from(error.clone()).code() == tonic::Code::PermissionDenied {
             self.login_event(
                 &self.db,
                 user_id,

@@ -4,25 +4,18 @@
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
+use tenancy_runtime::{Timestamp, ids};
 
 use super::keys::Claims;
 use super::revocations::Revocation;
 use super::{Client, Core};
+use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
 use crate::domain::throttle::{self, Counter};
 use tenancy_runtime::db::{all, exec, get, one};
 
 const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
-
-fn invalid_credentials() -> Error {
-    Error::new(Reason::CredentialsInvalid, "wrong email or password")
-}
-
-fn refresh_invalid() -> Error {
-    Error::new(Reason::RefreshTokenInvalid, "log in again")
-}
 
 /// A session row as the token issuer needs it.
 pub(crate) struct SessionRow {
@@ -48,7 +41,7 @@ impl Core {
         client: &Client,
         method: pb::LoginMethod,
         outcome: pb::LoginOutcome,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         exec(
             c,
             "INSERT INTO identity_login_events (id, user_id, account_id, session_id, time, ip, \
@@ -73,7 +66,7 @@ impl Core {
     pub(crate) async fn throttled(
         &self,
         keys: &[(String, Counter)],
-    ) -> Result<Option<Timestamp>, Error> {
+    ) -> Result<Option<Timestamp>, IdentityError> {
         let now = self.now();
         let mut until: Option<Timestamp> = None;
         for (key, kind) in keys {
@@ -106,22 +99,24 @@ impl Core {
     pub(crate) async fn refuse_if_throttled(
         &self,
         keys: &[(String, Counter)],
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         match self.throttled(keys).await? {
             Some(until) => {
                 let wait =
                     u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-                Err(Error::throttled(
-                    Reason::AttemptsExceeded,
-                    std::time::Duration::from_millis(wait),
-                ))
+                Err(IdentityError::Throttled {
+                    retry_after: std::time::Duration::from_millis(wait),
+                })
             }
             None => Ok(()),
         }
     }
 
     /// Counts a failure on every key (atomic upsert).
-    pub(crate) async fn record_failure(&self, keys: &[(String, Counter)]) -> Result<(), Error> {
+    pub(crate) async fn record_failure(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<(), IdentityError> {
         let now = self.now().millis();
         let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
         for (key, kind) in keys {
@@ -146,7 +141,7 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), Error> {
+    pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), IdentityError> {
         exec(
             &self.db,
             "DELETE FROM identity_throttle WHERE key = $1",
@@ -163,7 +158,7 @@ impl Core {
     pub(crate) async fn access_token(
         &self,
         session: &SessionRow,
-    ) -> Result<pb::AccessToken, Error> {
+    ) -> Result<pb::AccessToken, IdentityError> {
         let flags = one(
             &self.db,
             "SELECT staff, totp_secret IS NOT NULL AS mfa, \
@@ -172,7 +167,7 @@ impl Core {
             vec![session.user_id.clone().into()],
         )
         .await?
-        .ok_or_else(refresh_invalid)?;
+        .ok_or(IdentityError::RefreshTokenInvalid)?;
         let now = self.now();
         let iat = now.seconds();
         let exp = Timestamp(iat * 1000).plus(self.auth.access_token_lifetime);
@@ -207,7 +202,7 @@ impl Core {
         amr: Vec<String>,
         client: &Client,
         method: pb::LoginMethod,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<pb::SessionCredentials, IdentityError> {
         let now = self.now();
         let id = ids::new_id();
         let end = now.plus(self.auth.session_lifetime);
@@ -287,7 +282,7 @@ impl Core {
         password: &str,
         account_id: &str,
         client: &Client,
-    ) -> Result<pb::login_response::Outcome, Error> {
+    ) -> Result<pb::login_response::Outcome, IdentityError> {
         let mut known_user = false;
         let result = self
             .password_login(email, password, account_id, client, &mut known_user)
@@ -306,20 +301,20 @@ impl Core {
         account_id: &str,
         client: &Client,
         known_user: &mut bool,
-    ) -> Result<pb::login_response::Outcome, Error> {
+    ) -> Result<pb::login_response::Outcome, IdentityError> {
         let account = if account_id.trim().is_empty() {
             None
         } else {
-            Some(ids::parse_id("account_id", account_id).map_err(|e| Error {
-                reason: Reason::AccountIdInvalid,
-                ..e
-            })?)
+            Some(
+                ids::parse_id("account_id", account_id)
+                    .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e))?,
+            )
         };
         let Ok(email) = parse_email("email", email) else {
-            return Err(invalid_credentials());
+            return Err(IdentityError::CredentialsInvalid);
         };
         if password.len() > MAX_PASSWORD_BYTES {
-            return Err(invalid_credentials());
+            return Err(IdentityError::CredentialsInvalid);
         }
         let pair = format!("pw:{}|{}", email.key, client.ip);
         let keys = vec![
@@ -351,10 +346,9 @@ impl Core {
             }
             let wait =
                 u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-            return Err(Error::throttled(
-                Reason::AttemptsExceeded,
-                std::time::Duration::from_millis(wait),
-            ));
+            return Err(IdentityError::Throttled {
+                retry_after: std::time::Duration::from_millis(wait),
+            });
         }
         let hash: Option<String> = row
             .as_ref()
@@ -376,7 +370,7 @@ impl Core {
                 )
                 .await?;
             }
-            return Err(invalid_credentials());
+            return Err(IdentityError::CredentialsInvalid);
         };
         self.reset_failures(&pair).await?;
         if rehash {
@@ -406,10 +400,7 @@ impl Core {
                 let name: String = get(&row, "name")?;
                 self.send_verification(&user_id, &address, &name).await?;
             }
-            return Err(Error::new(
-                Reason::EmailNotVerified,
-                "verify your email address first; a new link was sent",
-            ));
+            return Err(IdentityError::EmailNotVerified);
         }
         if let Some(account) = &account {
             self.require_membership(&user_id, account, "", client, pb::LoginMethod::Password)
@@ -444,7 +435,7 @@ impl Core {
         user_id: &str,
         account_id: &str,
         client: &Client,
-    ) -> Result<pb::MfaChallenge, Error> {
+    ) -> Result<pb::MfaChallenge, IdentityError> {
         let token = SecretToken::generate("tnc_");
         let now = self.now();
         let expire = now.plus(std::time::Duration::from_secs(300));
@@ -495,7 +486,7 @@ impl Core {
         &self,
         c: &C,
         id: &str,
-    ) -> Result<Option<SessionRow>, Error> {
+    ) -> Result<Option<SessionRow>, IdentityError> {
         let row = one(
             c,
             "SELECT id, user_id, account_id, amr, auth_time, expire_time, end_time, revoke_time \
@@ -527,7 +518,7 @@ impl Core {
         &self,
         token: &str,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<pb::SessionCredentials, IdentityError> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
@@ -544,11 +535,11 @@ impl Core {
         )
         .await?
         else {
-            return Err(refresh_invalid());
+            return Err(IdentityError::RefreshTokenInvalid);
         };
         let session_id: String = get(&row, "session_id")?;
         let Some(session) = self.load_session(&tx, &session_id).await? else {
-            return Err(refresh_invalid());
+            return Err(IdentityError::RefreshTokenInvalid);
         };
         let account = session.account_id.clone().unwrap_or_default();
         if rotated == 0 {
@@ -574,16 +565,13 @@ impl Core {
             .await?;
             tx.commit().await?;
             self.notify_revocations();
-            return Err(Error::new(
-                Reason::RefreshTokenReused,
-                "this refresh token was already used; the session was ended",
-            ));
+            return Err(IdentityError::RefreshTokenReused);
         }
         if session.revoked
             || session.expire_time <= now.millis()
             || session.end_time <= now.millis()
         {
-            return Err(refresh_invalid());
+            return Err(IdentityError::RefreshTokenInvalid);
         }
         let refresh = SecretToken::generate("tnr_");
         let expire = now
@@ -644,7 +632,7 @@ impl Core {
         ids_in: &[String],
         user_id: &str,
         reason: pb::RevocationReason,
-    ) -> Result<i64, Error> {
+    ) -> Result<i64, IdentityError> {
         let now = self.now();
         let mut count = 0;
         let mut last = 0;
@@ -674,7 +662,11 @@ impl Core {
     }
 
     /// Logout: ends the caller's session.
-    pub(crate) async fn logout(&self, user_id: &str, session_id: &str) -> Result<(), Error> {
+    pub(crate) async fn logout(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<(), IdentityError> {
         let tx = crate::store::begin(&self.db).await?;
         let owned = one(
             &tx,
@@ -711,15 +703,11 @@ impl Core {
         account_id: &str,
         reason: i32,
         change_time: Option<i64>,
-    ) -> Result<(i32, i64), Error> {
-        let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
-            reason: Reason::UserIdInvalid,
-            ..e
-        })?;
-        let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
-            reason: Reason::AccountIdInvalid,
-            ..e
-        })?;
+    ) -> Result<(i32, i64), IdentityError> {
+        let user_id = ids::parse_id("user_id", user_id)
+            .map_err(|e| IdentityError::bad_id(Invalid::UserId, e))?;
+        let account_id = ids::parse_id("account_id", account_id)
+            .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e))?;
         let reason = match pb::RevocationReason::try_from(reason) {
             Ok(
                 r @ (pb::RevocationReason::MemberSuspended
@@ -727,8 +715,8 @@ impl Core {
                 | pb::RevocationReason::MemberLeft),
             ) => r,
             _ => {
-                return Err(Error::invalid(
-                    Reason::ReasonInvalid,
+                return Err(IdentityError::invalid(
+                    Invalid::Reason,
                     "reason",
                     "not a member-related reason",
                 ));
@@ -757,7 +745,7 @@ impl Core {
         by: &str,
         reason: pb::RevocationReason,
         created_until: Option<i64>,
-    ) -> Result<(i64, i64), Error> {
+    ) -> Result<(i64, i64), IdentityError> {
         let now = self.now();
         let rows = all(
             c,

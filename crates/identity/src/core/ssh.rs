@@ -9,9 +9,10 @@ use sea_orm::QueryResult;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
 use tenancy_runtime::principal::TokenKind;
-use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Timestamp, ids};
 
 use super::Core;
+use crate::domain::error::IdentityError;
 use crate::domain::profile::parse_label;
 use crate::domain::ssh::parse_ssh_public_key;
 use tenancy_runtime::db::{all, exec, get, one};
@@ -30,11 +31,7 @@ struct Cursor {
     id: String,
 }
 
-fn key_not_found() -> Error {
-    Error::new(Reason::SshKeyNotFound, "no such SSH key")
-}
-
-fn key_from_row(r: &QueryResult) -> Result<pb::SshKey, Error> {
+fn key_from_row(r: &QueryResult) -> Result<pb::SshKey, IdentityError> {
     Ok(pb::SshKey {
         id: get(r, "id")?,
         account_id: get(r, "account_id")?,
@@ -52,12 +49,14 @@ fn key_from_row(r: &QueryResult) -> Result<pb::SshKey, Error> {
 
 impl Core {
     /// A portal session with recent authentication, for key changes.
-    async fn require_recent_portal(&self, p: &Principal) -> Result<(String, String), Error> {
+    async fn require_recent_portal(
+        &self,
+        p: &Principal,
+    ) -> Result<(String, String), IdentityError> {
         let user_id = p.user()?.to_owned();
         let account_id = p.account()?.to_owned();
         if p.token_kind != TokenKind::Portal {
-            return Err(Error::new(
-                Reason::PortalSessionRequired,
+            return Err(IdentityError::PortalSessionRequired(
                 "SSH keys are changed in a portal session, not with an API token",
             ));
         }
@@ -72,14 +71,14 @@ impl Core {
         p: &Principal,
         name: &str,
         public_key: &str,
-    ) -> Result<pb::SshKey, Error> {
+    ) -> Result<pb::SshKey, IdentityError> {
         let (user_id, account_id) = self.require_recent_portal(p).await?;
         let name = parse_label("name", name);
         let key = parse_ssh_public_key(public_key);
         let (name, key) = match (name, key) {
             (Ok(n), Ok(k)) => (n, k),
             (n, k) => {
-                return Err(super::users::merge(
+                return Err(IdentityError::several(
                     k.err().into_iter().chain(n.err()).collect(),
                 ));
             }
@@ -97,10 +96,9 @@ impl Core {
         .transpose()?
         .unwrap_or(0);
         if count >= MAX_KEYS_PER_ACCOUNT {
-            return Err(Error::new(
-                Reason::SshKeyLimitReached,
-                "at most 100 SSH keys per account",
-            ));
+            return Err(IdentityError::SshKeyLimitReached {
+                limit: MAX_KEYS_PER_ACCOUNT,
+            });
         }
         let inserted = exec(
             &tx,
@@ -122,11 +120,7 @@ impl Core {
         )
         .await?;
         if inserted == 0 {
-            return Err(Error::new(
-                Reason::SshKeyExists,
-                "this key is already registered in the account",
-            )
-            .with_field("public_key", "same SHA256 fingerprint as an existing key"));
+            return Err(IdentityError::SshKeyExists);
         }
         let row = one(
             &tx,
@@ -145,7 +139,7 @@ impl Core {
         p: &Principal,
         page_size: i32,
         page_token: &str,
-    ) -> Result<(Vec<pb::SshKey>, String), Error> {
+    ) -> Result<(Vec<pb::SshKey>, String), IdentityError> {
         let account_id = p.account()?.to_owned();
         let size = ids::page_size(page_size)?;
         let after = ids::decode_page_token_for::<Cursor>(page_token, |c| c.account == account_id)?;
@@ -188,9 +182,13 @@ impl Core {
     }
 
     /// DeleteSshKey: only keys of the selected account.
-    pub(crate) async fn delete_ssh_key(&self, p: &Principal, id: &str) -> Result<(), Error> {
+    pub(crate) async fn delete_ssh_key(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<(), IdentityError> {
         let (_, account_id) = self.require_recent_portal(p).await?;
-        let id = ids::parse_id("ssh_key_id", id).map_err(|_| key_not_found())?;
+        let id = ids::parse_id("ssh_key_id", id).map_err(|_| IdentityError::SshKeyNotFound)?;
         let n = exec(
             &self.db,
             "DELETE FROM identity_ssh_keys WHERE id = $1 AND account_id = $2",
@@ -198,7 +196,7 @@ impl Core {
         )
         .await?;
         if n == 0 {
-            return Err(key_not_found());
+            return Err(IdentityError::SshKeyNotFound);
         }
         Ok(())
     }

@@ -6,12 +6,13 @@ use sea_orm::QueryResult;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
-use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Timestamp, ids};
 
 use super::Core;
 use super::revocations::Revocation;
 use super::users::RESET;
 use crate::domain::credentials::{api_token_well_formed, new_api_token};
+use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{parse_email, parse_label};
 use tenancy_runtime::db::{all, exec, get, one};
@@ -19,11 +20,7 @@ use tenancy_runtime::db::{all, exec, get, one};
 const TOKEN_COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only, create_time, expire_time, \
     last_used_time, last_used_ip, revoke_time, revoked_by";
 
-fn token_not_found() -> Error {
-    Error::new(Reason::ApiTokenNotFound, "no such API token")
-}
-
-fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, Error> {
+fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, IdentityError> {
     let expire: Option<i64> = get(r, "expire_time")?;
     let revoke: Option<i64> = get(r, "revoke_time")?;
     let state = if revoke.is_some() {
@@ -50,6 +47,9 @@ fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, Error
     })
 }
 
+/// Active API tokens a user may hold per account.
+const MAX_ACTIVE_TOKENS: i64 = 50;
+
 impl Core {
     /// CreateApiToken (portal session, recent authentication).
     pub(crate) async fn create_api_token(
@@ -58,12 +58,11 @@ impl Core {
         name: &str,
         expire: Option<Timestamp>,
         read_only: bool,
-    ) -> Result<(pb::ApiToken, String), Error> {
+    ) -> Result<(pb::ApiToken, String), IdentityError> {
         let user_id = p.user()?.to_owned();
         let account_id = p.account()?.to_owned();
         if p.token_kind != tenancy_runtime::principal::TokenKind::Portal {
-            return Err(Error::new(
-                Reason::PortalSessionRequired,
+            return Err(IdentityError::PortalSessionRequired(
                 "an API token cannot create tokens",
             ));
         }
@@ -72,8 +71,8 @@ impl Core {
         let name = parse_label("name", name)?;
         let now = self.now();
         if expire.is_some_and(|e| e <= now) {
-            return Err(Error::invalid(
-                Reason::ExpireTimeInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::ExpireTime,
                 "expire_time",
                 "must be in the future",
             ));
@@ -95,11 +94,10 @@ impl Core {
         .map(|r| get::<i64>(&r, "n"))
         .transpose()?
         .unwrap_or(0);
-        if active >= 50 {
-            return Err(Error::new(
-                Reason::ApiTokenLimitReached,
-                "at most 50 active API tokens per user and account",
-            ));
+        if active >= MAX_ACTIVE_TOKENS {
+            return Err(IdentityError::ApiTokenLimitReached {
+                limit: MAX_ACTIVE_TOKENS,
+            });
         }
         exec(
             &tx,
@@ -134,10 +132,10 @@ impl Core {
         &self,
         p: &Principal,
         id: &str,
-    ) -> Result<pb::ApiToken, Error> {
+    ) -> Result<pb::ApiToken, IdentityError> {
         let account_id = p.account()?.to_owned();
         let user_id = p.user()?.to_owned();
-        let id = ids::parse_id("api_token_id", id).map_err(|_| token_not_found())?;
+        let id = ids::parse_id("api_token_id", id).map_err(|_| IdentityError::ApiTokenNotFound)?;
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
         let row = one(
@@ -148,10 +146,10 @@ impl Core {
             vec![id.clone().into(), account_id.clone().into()],
         )
         .await?
-        .ok_or_else(token_not_found)?;
+        .ok_or(IdentityError::ApiTokenNotFound)?;
         let token = token_from_row(&row, now)?;
         if !p.is_owner() && token.user_id != user_id {
-            return Err(token_not_found());
+            return Err(IdentityError::ApiTokenNotFound);
         }
         if token.state != pb::ApiTokenState::Active as i32 {
             return Ok(token);
@@ -185,7 +183,7 @@ impl Core {
             vec![id.into()],
         )
         .await?
-        .ok_or_else(token_not_found)?;
+        .ok_or(IdentityError::ApiTokenNotFound)?;
         tx.commit().await?;
         self.notify_revocations();
         token_from_row(&row, now)
@@ -197,7 +195,7 @@ impl Core {
         &self,
         p: &Principal,
         request: &pb::ListApiTokensRequest,
-    ) -> Result<(Vec<pb::ApiToken>, String), Error> {
+    ) -> Result<(Vec<pb::ApiToken>, String), IdentityError> {
         let account_id = p.account()?.to_owned();
         let me = p.user()?.to_owned();
         let user_filter = request.user_id.as_str();
@@ -206,10 +204,7 @@ impl Core {
         } else if user_filter.is_empty() || user_filter == me {
             me
         } else {
-            return Err(Error::role_too_low(
-                tenancy_proto::auth::Role::Owner,
-                "managers only see their own tokens",
-            ));
+            return Err(IdentityError::OthersTokensNeedOwner);
         };
         let size = ids::page_size(request.page_size)?;
         let mut states: Vec<i32> = request.states.clone();
@@ -239,11 +234,7 @@ impl Core {
                 }
                 Ok(pb::ApiTokenState::Revoked) => "(revoke_time IS NOT NULL)",
                 _ => {
-                    return Err(Error::new(
-                        Reason::ApiTokenStateInvalid,
-                        "states may list ACTIVE, EXPIRED and REVOKED",
-                    )
-                    .with_field("states", "unknown or unspecified state"));
+                    return Err(IdentityError::ApiTokenStateInvalid);
                 }
             });
         }
@@ -289,8 +280,8 @@ impl Core {
     pub(crate) async fn introspect_api_token(
         &self,
         secret: &str,
-    ) -> Result<pb::IntrospectApiTokenResponse, Error> {
-        let invalid_token = || Error::new(Reason::ApiTokenInvalid, "unknown API token");
+    ) -> Result<pb::IntrospectApiTokenResponse, IdentityError> {
+        let invalid_token = || IdentityError::ApiTokenInvalid;
         if !api_token_well_formed(secret) {
             return Err(invalid_token());
         }
@@ -306,16 +297,10 @@ impl Core {
         .ok_or_else(invalid_token)?;
         let expire: Option<i64> = get(&row, "expire_time")?;
         if get::<Option<i64>>(&row, "revoke_time")?.is_some() {
-            return Err(Error::new(
-                Reason::TokenRevoked,
-                "this API token was revoked",
-            ));
+            return Err(IdentityError::TokenRevoked);
         }
         if expire.is_some_and(|e| e <= now.millis()) {
-            return Err(Error::new(
-                Reason::TokenExpired,
-                "this API token has expired",
-            ));
+            return Err(IdentityError::TokenExpired);
         }
         Ok(pb::IntrospectApiTokenResponse {
             api_token_id: get(&row, "id")?,
@@ -335,7 +320,7 @@ impl Core {
         self: &Arc<Self>,
         email: &str,
         ip: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let email = parse_email("email", email)?;
         let core = Arc::clone(self);
         let ip = ip.to_owned();
@@ -358,7 +343,7 @@ impl Core {
         token: &str,
         password: &str,
         ip: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let row = one(
@@ -368,17 +353,17 @@ impl Core {
             vec![hash.clone().into(), RESET.into()],
         )
         .await?
-        .ok_or_else(|| Error::invalid(Reason::ResetTokenInvalid, "token", "unknown or used"))?;
+        .ok_or_else(|| IdentityError::invalid(Invalid::ResetToken, "token", "unknown or used"))?;
         if get::<Option<i64>>(&row, "used_time")?.is_some() {
-            return Err(Error::invalid(
-                Reason::ResetTokenInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::ResetToken,
                 "token",
                 "unknown or used",
             ));
         }
         if get::<i64>(&row, "expire_time")? <= now.millis() {
-            return Err(Error::invalid(
-                Reason::ResetTokenExpired,
+            return Err(IdentityError::invalid(
+                Invalid::ResetTokenExpired,
                 "token",
                 "expired",
             ));
@@ -401,8 +386,8 @@ impl Core {
         )
         .await?;
         if spent == 0 {
-            return Err(Error::invalid(
-                Reason::ResetTokenInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::ResetToken,
                 "token",
                 "unknown or used",
             ));

@@ -7,9 +7,10 @@ use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
-use tenancy_runtime::{Error, Principal, Reason, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Timestamp, ids};
 
 use super::{Core, USER_COLUMNS, time_text, user_from_row};
+use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{Email, parse_email, parse_name};
 use tenancy_runtime::db::{all, exec, get, one};
@@ -23,16 +24,12 @@ pub(crate) const VERIFY: &str = "verify";
 /// Purpose of a reset token.
 pub(crate) const RESET: &str = "reset";
 
-fn user_not_found() -> Error {
-    Error::new(Reason::UserNotFound, "user not found")
-}
-
 impl Core {
     pub(crate) async fn load_user<C: ConnectionTrait>(
         &self,
         c: &C,
         user_id: &str,
-    ) -> Result<Option<pb::User>, Error> {
+    ) -> Result<Option<pb::User>, IdentityError> {
         let row = one(
             c,
             &format!("SELECT {USER_COLUMNS} FROM identity_users WHERE id = $1"),
@@ -46,7 +43,7 @@ impl Core {
         &self,
         c: &C,
         email: &Email,
-    ) -> Result<Option<pb::User>, Error> {
+    ) -> Result<Option<pb::User>, IdentityError> {
         let row = one(
             c,
             &format!("SELECT {USER_COLUMNS} FROM identity_users WHERE email_key = $1"),
@@ -57,10 +54,10 @@ impl Core {
     }
 
     /// The caller's own profile.
-    pub(crate) async fn get_user(&self, user_id: &str) -> Result<pb::User, Error> {
+    pub(crate) async fn get_user(&self, user_id: &str) -> Result<pb::User, IdentityError> {
         self.load_user(&self.db, user_id)
             .await?
-            .ok_or_else(user_not_found)
+            .ok_or(IdentityError::UserNotFound)
     }
 
     /// Stores a single-use email token and returns its secret.
@@ -71,7 +68,7 @@ impl Core {
         purpose: &str,
         email: &str,
         lifetime: Duration,
-    ) -> Result<(String, Timestamp), Error> {
+    ) -> Result<(String, Timestamp), IdentityError> {
         let token = SecretToken::generate(if purpose == VERIFY { "tnv_" } else { "tnp_" });
         let now = self.now();
         let expire = now.plus(lifetime);
@@ -98,7 +95,7 @@ impl Core {
         user_id: &str,
         email: &str,
         name: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let (token, expire) = self
             .new_email_token(&self.db, user_id, VERIFY, email, VERIFY_TOKEN_LIFETIME)
             .await?;
@@ -123,7 +120,7 @@ impl Core {
     }
 
     /// Sends a password-reset link to a user.
-    pub(crate) async fn send_reset(&self, user: &pb::User, ip: &str) -> Result<(), Error> {
+    pub(crate) async fn send_reset(&self, user: &pb::User, ip: &str) -> Result<(), IdentityError> {
         let (token, expire) = self
             .new_email_token(&self.db, &user.id, RESET, &user.email, RESET_TOKEN_LIFETIME)
             .await?;
@@ -152,7 +149,7 @@ impl Core {
         password: &str,
         name: &str,
         ip: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let mut violations = Vec::new();
         let email = parse_email("email", email)
             .map_err(|e| violations.push(e))
@@ -169,7 +166,7 @@ impl Core {
         .map_err(|e| violations.push(e))
         .ok();
         let (Some(email), Some(name), Some(password)) = (email, name, password) else {
-            return Err(merge(violations));
+            return Err(IdentityError::several(violations));
         };
         // Hash before looking: a taken address answers in the same time.
         let hash = self.hasher.hash(password).await?;
@@ -206,7 +203,7 @@ impl Core {
     }
 
     /// VerifyEmail: spends the token and verifies or switches the address.
-    pub(crate) async fn verify_email(&self, token: &str) -> Result<String, Error> {
+    pub(crate) async fn verify_email(&self, token: &str) -> Result<String, IdentityError> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
@@ -225,8 +222,8 @@ impl Core {
         )
         .await?;
         let Some(row) = row else {
-            return Err(Error::invalid(
-                Reason::EmailTokenInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::EmailToken,
                 "token",
                 "unknown or used",
             ));
@@ -234,9 +231,9 @@ impl Core {
         if spent == 0 {
             let used: Option<i64> = get(&row, "used_time")?;
             return Err(if used.is_none() {
-                Error::invalid(Reason::EmailTokenExpired, "token", "expired")
+                IdentityError::invalid(Invalid::EmailTokenExpired, "token", "expired")
             } else {
-                Error::invalid(Reason::EmailTokenInvalid, "token", "unknown or used")
+                IdentityError::invalid(Invalid::EmailToken, "token", "unknown or used")
             });
         }
         let user_id: String = get(&row, "user_id")?;
@@ -248,7 +245,7 @@ impl Core {
             vec![user_id.clone().into()],
         )
         .await?
-        .ok_or_else(|| Error::invalid(Reason::EmailTokenInvalid, "token", "unknown or used"))?;
+        .ok_or_else(|| IdentityError::invalid(Invalid::EmailToken, "token", "unknown or used"))?;
         let current_key: String = get(&user, "email_key")?;
         let pending: String = get(&user, "pending_email")?;
         if current_key == key {
@@ -273,18 +270,15 @@ impl Core {
             .await;
             match changed {
                 Err(e) if tenancy_runtime::db::is_unique_violation(&e) => {
-                    return Err(Error::new(
-                        Reason::EmailTaken,
-                        "the address was registered by another user meanwhile",
-                    ));
+                    return Err(IdentityError::EmailTaken);
                 }
                 other => {
                     other?;
                 }
             }
         } else {
-            return Err(Error::invalid(
-                Reason::EmailTokenInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::EmailToken,
                 "token",
                 "unknown or used",
             ));
@@ -303,7 +297,7 @@ impl Core {
         p: &Principal,
         name: Option<&str>,
         email: Option<&str>,
-    ) -> Result<pb::User, Error> {
+    ) -> Result<pb::User, IdentityError> {
         let user_id = p.user()?.to_owned();
         let mut violations = Vec::new();
         let name = name
@@ -319,12 +313,11 @@ impl Core {
             .ok()
             .flatten();
         if !violations.is_empty() {
-            return Err(merge(violations));
+            return Err(IdentityError::several(violations));
         }
         if email.is_some() {
             if p.token_kind != TokenKind::Portal {
-                return Err(Error::new(
-                    Reason::PortalSessionRequired,
+                return Err(IdentityError::PortalSessionRequired(
                     "the email is changed in a portal session",
                 ));
             }
@@ -335,7 +328,7 @@ impl Core {
         let before = self
             .load_user(&self.db, &user_id)
             .await?
-            .ok_or_else(user_not_found)?;
+            .ok_or(IdentityError::UserNotFound)?;
         // The same address (case-insensitively) cancels a pending change.
         let pending = email.as_ref().map(|e| {
             if e.key == before.email.to_lowercase() {
@@ -385,12 +378,16 @@ impl Core {
         &self,
         email: &str,
         name: &str,
-    ) -> Result<(pb::User, bool), Error> {
+    ) -> Result<(pb::User, bool), IdentityError> {
         let email = parse_email("email", email);
         let name = parse_name("name", name, 0);
         let (email, name) = match (email, name) {
             (Ok(e), Ok(n)) => (e, n),
-            (e, n) => return Err(merge(e.err().into_iter().chain(n.err()).collect())),
+            (e, n) => {
+                return Err(IdentityError::several(
+                    e.err().into_iter().chain(n.err()).collect(),
+                ));
+            }
         };
         let now = self.now();
         let inserted = exec(
@@ -414,20 +411,21 @@ impl Core {
     }
 
     /// BatchGetUsers: in request order, unknown ids left out.
-    pub(crate) async fn batch_get_users(&self, ids_in: &[String]) -> Result<Vec<pb::User>, Error> {
+    pub(crate) async fn batch_get_users(
+        &self,
+        ids_in: &[String],
+    ) -> Result<Vec<pb::User>, IdentityError> {
         if ids_in.len() > 500 {
-            return Err(Error::invalid(
-                Reason::ListTooLong,
+            return Err(IdentityError::invalid(
+                Invalid::ListTooLong,
                 "user_ids",
                 "at most 500 ids",
             ));
         }
         let mut wanted: Vec<String> = Vec::new();
         for (i, raw) in ids_in.iter().enumerate() {
-            let id = ids::parse_id(&format!("user_ids[{i}]"), raw).map_err(|e| Error {
-                reason: Reason::UserIdInvalid,
-                ..e
-            })?;
+            let id = ids::parse_id(&format!("user_ids[{i}]"), raw)
+                .map_err(|e| IdentityError::bad_id(Invalid::UserId, e))?;
             if !wanted.contains(&id) {
                 wanted.push(id);
             }
@@ -459,20 +457,15 @@ impl Core {
         user_id: &str,
         password: &str,
         name: &str,
-    ) -> Result<pb::User, Error> {
-        let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
-            reason: Reason::UserIdInvalid,
-            ..e
-        })?;
+    ) -> Result<pb::User, IdentityError> {
+        let user_id = ids::parse_id("user_id", user_id)
+            .map_err(|e| IdentityError::bad_id(Invalid::UserId, e))?;
         let user = self
             .load_user(&self.db, &user_id)
             .await?
-            .ok_or_else(user_not_found)?;
+            .ok_or(IdentityError::UserNotFound)?;
         if user.password_set {
-            return Err(Error::new(
-                Reason::PasswordAlreadySet,
-                "the user already has a password",
-            ));
+            return Err(IdentityError::PasswordAlreadySet);
         }
         let name = if name.trim().is_empty() {
             None
@@ -502,29 +495,8 @@ impl Core {
         )
         .await?;
         if updated == 0 {
-            return Err(Error::new(
-                Reason::PasswordAlreadySet,
-                "the user already has a password",
-            ));
+            return Err(IdentityError::PasswordAlreadySet);
         }
         self.get_user(&user_id).await
     }
-}
-
-/// Merges several INVALID_ARGUMENT errors into one (first reason wins).
-pub(crate) fn merge(errors: Vec<Error>) -> Error {
-    let mut iter = errors.into_iter();
-    let Some(mut first) = iter.next() else {
-        return Error::internal("no error to merge");
-    };
-    for e in iter {
-        first.violations.extend(e.violations);
-    }
-    first.message = first
-        .violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect::<Vec<_>>()
-        .join("; ");
-    first
 }

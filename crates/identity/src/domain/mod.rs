@@ -1,6 +1,7 @@
 //! The identity rules as plain Rust: no gRPC, no database. Unit-tested here.
 
 pub(crate) mod credentials;
+pub(crate) mod error;
 pub(crate) mod network;
 pub(crate) mod password;
 pub(crate) mod profile;

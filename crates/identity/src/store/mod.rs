@@ -9,6 +9,8 @@ use sea_orm::{
 };
 use tenancy_runtime::db::exec;
 
+use crate::domain::error::IdentityError;
+
 /// Opens a write transaction. On SQLite it takes the database's write lock
 /// at once (BEGIN IMMEDIATE semantics, through a no-op write), so a
 /// transaction that reads before it writes cannot fail with a busy snapshot
@@ -26,4 +28,10 @@ pub(crate) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction
         .await?;
     }
     Ok(tx)
+}
+
+impl From<DbErr> for IdentityError {
+    fn from(error: DbErr) -> Self {
+        IdentityError::Service(error.into())
+    }
 }
