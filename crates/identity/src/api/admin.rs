@@ -5,13 +5,13 @@ use tenancy_proto::identity as pb;
 use tonic::Request;
 
 use super::{Api, Reply, member_id, ok};
-use crate::core::admin::UserRef;
+use crate::app::admin::UserRef;
 
 pub(super) async fn grant_staff(
     api: &Api,
     request: Request<pb::GrantStaffRequest>,
 ) -> Reply<pb::GrantStaffResponse> {
-    let user = api.core.set_staff(&request.get_ref().email, true).await?;
+    let user = api.app.set_staff(&request.get_ref().email, true).await?;
     ok(pb::GrantStaffResponse { user: Some(user) })
 }
 
@@ -19,7 +19,7 @@ pub(super) async fn revoke_staff(
     api: &Api,
     request: Request<pb::RevokeStaffRequest>,
 ) -> Reply<pb::RevokeStaffResponse> {
-    let user = api.core.set_staff(&request.get_ref().email, false).await?;
+    let user = api.app.set_staff(&request.get_ref().email, false).await?;
     ok(pb::RevokeStaffResponse { user: Some(user) })
 }
 
@@ -27,7 +27,7 @@ pub(super) async fn unlock_login(
     api: &Api,
     request: Request<pb::UnlockLoginRequest>,
 ) -> Reply<pb::UnlockLoginResponse> {
-    let (user, cleared) = api.core.unlock_login(&request.get_ref().email).await?;
+    let (user, cleared) = api.app.unlock_login(&request.get_ref().email).await?;
     ok(pb::UnlockLoginResponse {
         user_id: user.id,
         cleared,
@@ -39,7 +39,7 @@ pub(super) async fn end_user_sessions(
     request: Request<pb::EndUserSessionsRequest>,
 ) -> Reply<pb::EndUserSessionsResponse> {
     let (user, sessions_ended) = api
-        .core
+        .app
         .end_user_sessions(match &request.get_ref().user {
             Some(pb::end_user_sessions_request::User::UserId(id)) => {
                 Some(UserRef::Id(member_id(id)?))
@@ -59,7 +59,7 @@ pub(super) async fn describe_user(
     request: Request<pb::DescribeUserRequest>,
 ) -> Reply<pb::DescribeUserResponse> {
     let (user, sessions) = api
-        .core
+        .app
         .describe_user(match &request.get_ref().user {
             Some(pb::describe_user_request::User::UserId(id)) => Some(UserRef::Id(member_id(id)?)),
             Some(pb::describe_user_request::User::Email(email)) => Some(UserRef::Email(email)),
@@ -76,7 +76,7 @@ pub(super) async fn verify_code_word(
     api: &Api,
     request: Request<pb::VerifyCodeWordRequest>,
 ) -> Reply<pb::VerifyCodeWordResponse> {
-    ok(api.core.verify_code_word(request.get_ref()).await?)
+    ok(api.app.verify_code_word(request.get_ref()).await?)
 }
 
 pub(super) async fn rotate_signing_key(
@@ -84,7 +84,7 @@ pub(super) async fn rotate_signing_key(
     request: Request<pb::RotateSigningKeyRequest>,
 ) -> Reply<pb::RotateSigningKeyResponse> {
     let (key, activate, previous_kid) = api
-        .core
+        .app
         .rotate_signing_key(request.into_inner().revoke_current)
         .await?;
     ok(pb::RotateSigningKeyResponse {
@@ -100,7 +100,7 @@ pub(super) async fn set_initial_password(
 ) -> Reply<pb::SetInitialPasswordResponse> {
     let r = request.into_inner();
     let user = api
-        .core
+        .app
         .set_initial_password(&r.user_id, &r.password, &r.name)
         .await?;
     ok(pb::SetInitialPasswordResponse { user: Some(user) })

@@ -11,7 +11,7 @@ pub(super) async fn ensure_user(
     request: Request<pb::EnsureUserRequest>,
 ) -> Reply<pb::EnsureUserResponse> {
     let r = request.into_inner();
-    let (user, created) = api.core.ensure_user(&r.email, &r.name).await?;
+    let (user, created) = api.app.ensure_user(&r.email, &r.name).await?;
     ok(pb::EnsureUserResponse {
         user: Some(user),
         created,
@@ -23,7 +23,7 @@ pub(super) async fn batch_get_users(
     request: Request<pb::BatchGetUsersRequest>,
 ) -> Reply<pb::BatchGetUsersResponse> {
     let users = api
-        .core
+        .app
         .batch_get_users(&request.into_inner().user_ids)
         .await?;
     ok(pb::BatchGetUsersResponse { users })
@@ -38,7 +38,7 @@ pub(super) async fn watch_revocations(
     >,
 > {
     let from = request.into_inner().from_position;
-    let stream = api.core.clone().watch_revocations(from).await?;
+    let stream = api.app.clone().watch_revocations(from).await?;
     Ok(Response::new(tenancy_runtime::shutdown::until_shutdown(
         stream,
         api.shutdown.clone(),
@@ -51,7 +51,7 @@ pub(super) async fn revoke_account_access(
 ) -> Reply<pb::RevokeAccountAccessResponse> {
     let r = request.into_inner();
     let (tokens, position) = api
-        .core
+        .app
         .revoke_account_access(
             &r.user_id,
             &r.account_id,
@@ -71,6 +71,6 @@ pub(super) async fn record_usage(
     api: &Api,
     request: Request<pb::RecordUsageRequest>,
 ) -> Reply<pb::RecordUsageResponse> {
-    api.core.record_usage(request.get_ref()).await?;
+    api.app.record_usage(request.get_ref()).await?;
     ok(pb::RecordUsageResponse {})
 }

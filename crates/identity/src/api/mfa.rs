@@ -6,7 +6,7 @@ use tenancy_runtime::server::principal;
 use tonic::Request;
 
 use super::{Api, Reply, client, ip_of, ok};
-use crate::core::mfa::Factor;
+use crate::app::mfa::Factor;
 
 pub(super) async fn complete_mfa(
     api: &Api,
@@ -18,10 +18,7 @@ pub(super) async fn complete_mfa(
         pb::complete_mfa_request::SecondFactor::TotpCode(code) => Factor::Totp(code),
         pb::complete_mfa_request::SecondFactor::RecoveryCode(code) => Factor::Recovery(code),
     });
-    let session = api
-        .core
-        .complete_mfa(&r.challenge_token, factor, &c)
-        .await?;
+    let session = api.app.complete_mfa(&r.challenge_token, factor, &c).await?;
     ok(pb::CompleteMfaResponse {
         session: Some(session),
     })
@@ -39,7 +36,7 @@ pub(super) async fn reauthenticate(
         pb::reauthenticate_request::SecondFactor::RecoveryCode(code) => Factor::Recovery(code),
     });
     let token = api
-        .core
+        .app
         .reauthenticate(p.user()?, p.session_id.as_deref(), &r.password, factor, &c)
         .await?;
     ok(pb::ReauthenticateResponse {
@@ -52,7 +49,7 @@ pub(super) async fn begin_totp_enrollment(
     request: Request<pb::BeginTotpEnrollmentRequest>,
 ) -> Reply<pb::BeginTotpEnrollmentResponse> {
     let p = principal(&request)?;
-    ok(api.core.begin_totp(p.user()?).await?)
+    ok(api.app.begin_totp(p.user()?).await?)
 }
 
 pub(super) async fn confirm_totp_enrollment(
@@ -61,7 +58,7 @@ pub(super) async fn confirm_totp_enrollment(
 ) -> Reply<pb::ConfirmTotpEnrollmentResponse> {
     let p = principal(&request)?;
     let (recovery_codes, token) = api
-        .core
+        .app
         .confirm_totp(
             p.user()?,
             p.session_id.as_deref(),
@@ -86,7 +83,7 @@ pub(super) async fn disable_totp(
         None => (None, None),
     };
     let token = api
-        .core
+        .app
         .disable_totp(
             p.user()?,
             p.session_id.as_deref(),
@@ -113,7 +110,7 @@ pub(super) async fn regenerate_recovery_codes(
         None => (None, None),
     };
     let recovery_codes = api
-        .core
+        .app
         .regenerate_recovery_codes(p.user()?, password, code)
         .await?;
     ok(pb::RegenerateRecoveryCodesResponse { recovery_codes })

@@ -23,20 +23,20 @@ use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason};
 use tonic::{Request, Response, Status};
 
-use crate::core::{Client, Core};
+use crate::app::{App, Client};
 use crate::domain::profile::truncate_user_agent;
 
 /// The handlers; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Api {
-    core: Arc<Core>,
+    app: Arc<App>,
     /// Ends Watch streams when the server stops.
     shutdown: tenancy_runtime::shutdown::Shutdown,
 }
 
 impl Api {
-    pub(crate) fn new(core: Arc<Core>, shutdown: tenancy_runtime::shutdown::Shutdown) -> Self {
-        Self { core, shutdown }
+    pub(crate) fn new(app: Arc<App>, shutdown: tenancy_runtime::shutdown::Shutdown) -> Self {
+        Self { app, shutdown }
     }
 }
 

@@ -14,7 +14,7 @@ pub(super) async fn login(
     let c = client(principal(&request)?);
     let r = request.into_inner();
     let outcome = api
-        .core
+        .app
         .login(&r.email, &r.password, &r.account_id, &c)
         .await?;
     ok(pb::LoginResponse {
@@ -28,7 +28,7 @@ pub(super) async fn refresh_session(
 ) -> Reply<pb::RefreshSessionResponse> {
     let c = client(principal(&request)?);
     let session = api
-        .core
+        .app
         .refresh(&request.into_inner().refresh_token, &c)
         .await?;
     ok(pb::RefreshSessionResponse {
@@ -42,7 +42,7 @@ pub(super) async fn logout(
 ) -> Reply<pb::LogoutResponse> {
     let p = principal(&request)?;
     if let Some(session) = p.session_id.as_deref() {
-        api.core.logout(p.user()?, session).await?;
+        api.app.logout(p.user()?, session).await?;
     }
     ok(pb::LogoutResponse {})
 }
@@ -56,7 +56,7 @@ pub(super) async fn switch_account(
     let user = p.user()?;
     let account = account_id(&request.get_ref().account_id)?;
     let token = api
-        .core
+        .app
         .switch_account(user, p.session_id.as_deref(), &account, &c)
         .await?;
     ok(pb::SwitchAccountResponse {
@@ -71,7 +71,7 @@ pub(super) async fn list_sessions(
     let p = principal(&request)?;
     tenancy_runtime::ids::page_size(request.get_ref().page_size)?;
     let sessions = api
-        .core
+        .app
         .list_sessions(p.user()?, p.session_id.as_deref(), None)
         .await?;
     ok(pb::ListSessionsResponse {
@@ -85,7 +85,7 @@ pub(super) async fn revoke_session(
     request: Request<pb::RevokeSessionRequest>,
 ) -> Reply<pb::RevokeSessionResponse> {
     let p = principal(&request)?;
-    api.core
+    api.app
         .revoke_own_sessions(p.user()?, Some(&request.get_ref().session_id), None)
         .await?;
     ok(pb::RevokeSessionResponse {})
@@ -97,7 +97,7 @@ pub(super) async fn revoke_other_sessions(
 ) -> Reply<pb::RevokeOtherSessionsResponse> {
     let p = principal(&request)?;
     let n = api
-        .core
+        .app
         .revoke_own_sessions(p.user()?, None, p.session_id.as_deref())
         .await?;
     ok(pb::RevokeOtherSessionsResponse {
@@ -113,7 +113,7 @@ pub(super) async fn list_member_sessions(
     let account = p.account()?;
     let member = member_id(&request.get_ref().user_id)?;
     let sessions = api
-        .core
+        .app
         .list_sessions(member.as_str(), None, Some(account))
         .await?;
     ok(pb::ListMemberSessionsResponse {
@@ -131,7 +131,7 @@ pub(super) async fn revoke_member_sessions(
     let (owner, account) = (p.user()?, p.account()?);
     let member = member_id(&r.user_id)?;
     let (sessions, tokens) = api
-        .core
+        .app
         .revoke_member_sessions(owner, account, &member, r.revoke_api_tokens)
         .await?;
     ok(pb::RevokeMemberSessionsResponse {

@@ -18,7 +18,7 @@ pub(super) async fn create_api_token(
         .as_ref()
         .map(tenancy_runtime::Timestamp::from_proto);
     let (token, secret) = api
-        .core
+        .app
         .create_api_token(p, &r.name, expire, r.read_only)
         .await?;
     ok(pb::CreateApiTokenResponse {
@@ -32,7 +32,7 @@ pub(super) async fn list_api_tokens(
     request: Request<pb::ListApiTokensRequest>,
 ) -> Reply<pb::ListApiTokensResponse> {
     let p = principal(&request)?;
-    let (api_tokens, next_page_token) = api.core.list_api_tokens(p, request.get_ref()).await?;
+    let (api_tokens, next_page_token) = api.app.list_api_tokens(p, request.get_ref()).await?;
     ok(pb::ListApiTokensResponse {
         api_tokens,
         next_page_token,
@@ -45,7 +45,7 @@ pub(super) async fn revoke_api_token(
 ) -> Reply<pb::RevokeApiTokenResponse> {
     let p = principal(&request)?;
     let token = api
-        .core
+        .app
         .revoke_api_token(p, &request.get_ref().api_token_id)
         .await?;
     ok(pb::RevokeApiTokenResponse {
@@ -57,11 +57,11 @@ pub(super) async fn get_jwks(
     api: &Api,
     _request: Request<pb::GetJwksRequest>,
 ) -> Reply<pb::GetJwksResponse> {
-    let keys = api.core.jwks().await?;
+    let keys = api.app.jwks().await?;
     ok(pb::GetJwksResponse {
         keys,
         cache_duration: Some(prost_types::Duration {
-            seconds: i64::try_from(crate::core::keys::JWKS_CACHE.as_secs()).unwrap_or(300),
+            seconds: i64::try_from(crate::app::keys::JWKS_CACHE.as_secs()).unwrap_or(300),
             nanos: 0,
         }),
     })
@@ -72,7 +72,7 @@ pub(super) async fn introspect_api_token(
     request: Request<pb::IntrospectApiTokenRequest>,
 ) -> Reply<pb::IntrospectApiTokenResponse> {
     ok(api
-        .core
+        .app
         .introspect_api_token(&request.get_ref().secret)
         .await?)
 }

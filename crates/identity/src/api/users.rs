@@ -14,9 +14,7 @@ pub(super) async fn sign_up(
 ) -> Reply<pb::SignUpResponse> {
     let ip = ip_of(principal(&request)?);
     let r = request.into_inner();
-    api.core
-        .sign_up(&r.email, &r.password, &r.name, &ip)
-        .await?;
+    api.app.sign_up(&r.email, &r.password, &r.name, &ip).await?;
     ok(pb::SignUpResponse {})
 }
 
@@ -24,7 +22,7 @@ pub(super) async fn verify_email(
     api: &Api,
     request: Request<pb::VerifyEmailRequest>,
 ) -> Reply<pb::VerifyEmailResponse> {
-    let email = api.core.verify_email(&request.into_inner().token).await?;
+    let email = api.app.verify_email(&request.into_inner().token).await?;
     ok(pb::VerifyEmailResponse { email })
 }
 
@@ -33,7 +31,7 @@ pub(super) async fn request_password_reset(
     request: Request<pb::RequestPasswordResetRequest>,
 ) -> Reply<pb::RequestPasswordResetResponse> {
     let ip = ip_of(principal(&request)?);
-    api.core
+    api.app
         .request_password_reset(&request.get_ref().email, &ip)?;
     ok(pb::RequestPasswordResetResponse {})
 }
@@ -44,7 +42,7 @@ pub(super) async fn reset_password(
 ) -> Reply<pb::ResetPasswordResponse> {
     let ip = ip_of(principal(&request)?);
     let r = request.into_inner();
-    api.core
+    api.app
         .reset_password(&r.token, &r.new_password, &ip)
         .await?;
     ok(pb::ResetPasswordResponse {})
@@ -57,7 +55,7 @@ pub(super) async fn change_password(
     let p = principal(&request)?;
     let r = request.get_ref();
     let (token, n) = api
-        .core
+        .app
         .change_password(
             p.user()?,
             p.session_id.as_deref(),
@@ -77,7 +75,7 @@ pub(super) async fn set_code_word(
     request: Request<pb::SetCodeWordRequest>,
 ) -> Reply<pb::SetCodeWordResponse> {
     let p = principal(&request)?;
-    api.core
+    api.app
         .set_code_word(
             p.user()?,
             p.session_id.as_deref(),
@@ -92,7 +90,7 @@ pub(super) async fn get_me(
     request: Request<pb::GetMeRequest>,
 ) -> Reply<pb::GetMeResponse> {
     let p = principal(&request)?;
-    let user = api.core.get_user(p.user()?).await?;
+    let user = api.app.get_user(p.user()?).await?;
     ok(pb::GetMeResponse { user: Some(user) })
 }
 
@@ -117,7 +115,7 @@ pub(super) async fn update_me(
     let wanted = |field: &str| paths.iter().any(|path| path == field);
     let given = r.user.clone().unwrap_or_default();
     let user = api
-        .core
+        .app
         .update_me(
             p,
             wanted("name").then_some(given.name.as_str()),

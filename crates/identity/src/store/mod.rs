@@ -4,6 +4,15 @@
 //! ([`begin`]); rules that must hold under concurrency are enforced by keys
 //! and conditional updates.
 
+pub(crate) mod api_tokens;
+pub(crate) mod keys;
+pub(crate) mod login_events;
+pub(crate) mod networks;
+pub(crate) mod revocations;
+pub(crate) mod ssh_keys;
+pub(crate) mod throttle;
+pub(crate) mod users;
+
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
 };

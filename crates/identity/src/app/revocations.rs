@@ -8,15 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use sea_orm::{ConnectionTrait, QueryResult};
+use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
 use tenancy_proto::identity::revocation_event::Kind;
 use tenancy_proto::identity::watch_revocations_response::Item;
 use tenancy_runtime::{Error, Timestamp};
 
-use super::Core;
+use super::App;
 use crate::domain::error::{IdentityError, Invalid};
-use tenancy_runtime::db::{all, exec, get, one};
+use crate::store::revocations::{self, StoredEvent};
 
 /// How often watchers look for appends by other replicas.
 const POLL: Duration = Duration::from_millis(200);
@@ -57,7 +57,7 @@ pub(crate) enum Revocation {
     },
 }
 
-impl Core {
+impl App {
     /// Appends an event inside the caller's transaction; returns its position.
     pub(crate) async fn append_revocation<C: ConnectionTrait>(
         &self,
@@ -66,88 +66,69 @@ impl Core {
         reason: pb::RevocationReason,
     ) -> Result<i64, IdentityError> {
         let now = self.now();
-        let row = one(
-            c,
-            "UPDATE identity_revocation_head SET position = position + 1 WHERE id = 1 RETURNING position",
-            vec![],
-        )
-        .await?
-        .ok_or_else(|| Error::internal("revocation head missing"))?;
-        let position: i64 = get(&row, "position")?;
+        let position = revocations::next_position(c)
+            .await?
+            .ok_or_else(|| Error::internal("revocation head missing"))?;
         let lifetime = self.auth.access_token_lifetime;
         // A cut-off can matter only while a token issued before it lives.
-        let cut_off_expiry = Some(now.plus(lifetime));
-        let (kind, subject, user, account, kids, expire) = match what {
+        let cut_off_expiry = Some(now.plus(lifetime).millis());
+        let event = StoredEvent {
+            position,
+            create_time: now.millis(),
+            reason: reason as i32,
+            ..StoredEvent::default()
+        };
+        let event = match what {
             Revocation::Session {
                 session_id,
                 user_id,
-            } => (
-                "session",
-                session_id,
+            } => StoredEvent {
+                kind: "session".into(),
+                subject: session_id,
                 user_id,
-                String::new(),
-                String::new(),
-                Some(now.plus(lifetime)),
-            ),
-            Revocation::UserTokensBefore { user_id } => (
-                "user_tokens_before",
-                String::new(),
+                expire_time: cut_off_expiry,
+                ..event
+            },
+            Revocation::UserTokensBefore { user_id } => StoredEvent {
+                kind: "user_tokens_before".into(),
                 user_id,
-                String::new(),
-                String::new(),
-                cut_off_expiry,
-            ),
+                expire_time: cut_off_expiry,
+                ..event
+            },
             Revocation::UserAccount {
                 user_id,
                 account_id,
-            } => (
-                "user_account",
-                String::new(),
+            } => StoredEvent {
+                kind: "user_account".into(),
                 user_id,
                 account_id,
-                String::new(),
-                cut_off_expiry,
-            ),
+                expire_time: cut_off_expiry,
+                ..event
+            },
             Revocation::ApiToken {
                 id,
                 user_id,
                 account_id,
-            } => ("api_token", id, user_id, account_id, String::new(), None),
-            Revocation::SigningKeys { withdrawn } => (
-                "signing_keys",
-                String::new(),
-                String::new(),
-                String::new(),
-                withdrawn.join(","),
-                None,
-            ),
-            Revocation::Mfa { user_id, enabled } => (
-                "mfa",
-                if enabled { "on" } else { "off" }.to_owned(),
+            } => StoredEvent {
+                kind: "api_token".into(),
+                subject: id,
                 user_id,
-                String::new(),
-                String::new(),
-                None,
-            ),
+                account_id,
+                ..event
+            },
+            Revocation::SigningKeys { withdrawn } => StoredEvent {
+                kind: "signing_keys".into(),
+                kids: withdrawn.join(","),
+                ..event
+            },
+            Revocation::Mfa { user_id, enabled } => StoredEvent {
+                kind: "mfa".into(),
+                subject: if enabled { "on" } else { "off" }.to_owned(),
+                user_id,
+                ..event
+            },
         };
-        exec(
-            c,
-            "INSERT INTO identity_revocations (position, create_time, expire_time, reason, kind, \
-             subject, user_id, account_id, cutoff, kids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            vec![
-                position.into(),
-                now.millis().into(),
-                expire.map(|t| t.millis()).into(),
-                (reason as i32).into(),
-                kind.into(),
-                subject.into(),
-                user.into(),
-                account.into(),
-                Option::<i64>::None.into(),
-                kids.into(),
-            ],
-        )
-        .await?;
+        revocations::insert(c, event).await?;
         Ok(position)
     }
 
@@ -157,27 +138,15 @@ impl Core {
     }
 
     async fn events_after(&self, position: i64) -> Result<Vec<pb::RevocationEvent>, IdentityError> {
-        let rows = all(
-            &self.db,
-            "SELECT position, create_time, expire_time, reason, kind, subject, user_id, account_id, \
-             cutoff, kids FROM identity_revocations WHERE position > $1 ORDER BY position LIMIT 1000",
-            vec![position.into()],
-        )
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        Ok(revocations::after(&self.db, position)
+            .await?
+            .into_iter()
+            .map(event_of)
+            .collect())
     }
 
     pub(crate) async fn head_position(&self) -> Result<i64, IdentityError> {
-        let row = one(
-            &self.db,
-            "SELECT position FROM identity_revocation_head WHERE id = 1",
-            vec![],
-        )
-        .await?;
-        Ok(row
-            .map(|r| get::<i64>(&r, "position"))
-            .transpose()?
-            .unwrap_or(0))
+        Ok(revocations::head(&self.db).await?)
     }
 
     /// WatchRevocations: backlog, `caught_up`, then live events and
@@ -198,7 +167,7 @@ impl Core {
         }
         let head = self.head_position().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let core = self;
+        let app = self;
         tokio::spawn(async move {
             let send = |item: Item| {
                 let tx = tx.clone();
@@ -217,7 +186,7 @@ impl Core {
             }
             // Backlog.
             loop {
-                match core.events_after(last).await {
+                match app.events_after(last).await {
                     Ok(events) if events.is_empty() => break,
                     Ok(events) => {
                         for e in events {
@@ -239,13 +208,13 @@ impl Core {
             }
             let mut quiet_since = tokio::time::Instant::now();
             loop {
-                let notified = core.signal.notified();
+                let notified = app.signal.notified();
                 tokio::select! {
                     () = notified => {}
                     () = tokio::time::sleep(POLL) => {}
                     () = tx.closed() => return,
                 }
-                match core.events_after(last).await {
+                match app.events_after(last).await {
                     Ok(events) => {
                         for e in events {
                             last = e.position;
@@ -261,7 +230,7 @@ impl Core {
                     quiet_since = tokio::time::Instant::now();
                     let beat = Item::Heartbeat(pb::Heartbeat {
                         head_position: last,
-                        time: Some(core.now().to_proto()),
+                        time: Some(app.now().to_proto()),
                     });
                     if !send(beat).await {
                         return;
@@ -273,13 +242,16 @@ impl Core {
     }
 }
 
-fn event_from_row(row: &QueryResult) -> Result<pb::RevocationEvent, IdentityError> {
-    let kind: String = get(row, "kind")?;
-    let subject: String = get(row, "subject")?;
-    let user_id: String = get(row, "user_id")?;
-    let account_id: String = get(row, "account_id")?;
-    let kids: String = get(row, "kids")?;
-    let kind = match kind.as_str() {
+/// A stored event as gateways receive it.
+fn event_of(event: StoredEvent) -> pb::RevocationEvent {
+    let StoredEvent {
+        subject,
+        user_id,
+        account_id,
+        kids,
+        ..
+    } = event;
+    let kind = match event.kind.as_str() {
         "session" => Kind::Session(pb::SessionRevocation {
             session_id: subject,
             user_id,
@@ -306,11 +278,11 @@ fn event_from_row(row: &QueryResult) -> Result<pb::RevocationEvent, IdentityErro
                 .collect(),
         }),
     };
-    Ok(pb::RevocationEvent {
-        position: get(row, "position")?,
-        create_time: Some(Timestamp(get(row, "create_time")?).to_proto()),
-        expire_time: get::<Option<i64>>(row, "expire_time")?.map(|t| Timestamp(t).to_proto()),
-        reason: get(row, "reason")?,
+    pb::RevocationEvent {
+        position: event.position,
+        create_time: Some(Timestamp(event.create_time).to_proto()),
+        expire_time: event.expire_time.map(|t| Timestamp(t).to_proto()),
+        reason: event.reason,
         kind: Some(kind),
-    })
+    }
 }

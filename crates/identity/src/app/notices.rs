@@ -5,13 +5,15 @@
 use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
 
-use super::{Client, Core, time_text};
+use super::{App, Client, time_text};
 use crate::domain::error::IdentityError;
 use crate::domain::network::{KNOWN_FOR, login_network};
 use crate::domain::throttle::Counter;
-use tenancy_runtime::db::{exec, get, one};
+use crate::store::{networks, users};
+use tenancy_runtime::db::{get, one};
+use tenancy_runtime::ids::UserId;
 
-impl Core {
+impl App {
     /// Remembers that `user_id` creates a session from `client`'s network
     /// (in `c`'s transaction, before the session's `last_login_time` is
     /// written) and says whether that deserves the new-address notice: the
@@ -25,39 +27,14 @@ impl Core {
     ) -> Result<bool, IdentityError> {
         let now = self.now();
         let network = login_network(&client.ip);
-        let logged_in_before = one(
-            c,
-            "SELECT last_login_time FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|row| get::<Option<i64>>(&row, "last_login_time"))
-        .transpose()?
-        .flatten()
-        .is_some();
-        let known = one(
-            c,
-            "SELECT last_time FROM identity_login_networks WHERE user_id = $1 AND network = $2",
-            vec![user_id.into(), network.clone().into()],
-        )
-        .await?
-        .map(|row| get::<i64>(&row, "last_time"))
-        .transpose()?
-        .is_some_and(|last| now.minus(KNOWN_FOR).millis() < last);
-        exec(
-            c,
-            "INSERT INTO identity_login_networks (user_id, network, last_time) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, network) DO UPDATE SET last_time = excluded.last_time",
-            vec![user_id.into(), network.into(), now.millis().into()],
-        )
-        .await?;
+        let user = UserId::trusted(user_id);
+        let logged_in_before = users::last_login_time(c, &user).await?.is_some();
+        let forget_until = now.minus(KNOWN_FOR).millis();
+        let known = networks::last_seen(c, &user, &network)
+            .await?
+            .is_some_and(|last| forget_until < last);
         // Networks no longer known are forgotten: a user's rows stay few.
-        exec(
-            c,
-            "DELETE FROM identity_login_networks WHERE user_id = $1 AND last_time <= $2",
-            vec![user_id.into(), now.minus(KNOWN_FOR).millis().into()],
-        )
-        .await?;
+        networks::remember(c, &user, &network, now.millis(), forget_until).await?;
         Ok(logged_in_before && !known)
     }
 

@@ -9,7 +9,7 @@ use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
 use tenancy_runtime::{Error, Principal, Timestamp, ids};
 
-use super::{Core, USER_COLUMNS, time_text, user_from_row};
+use super::{App, USER_COLUMNS, time_text, user_from_row};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{Email, parse_email, parse_name};
@@ -24,7 +24,7 @@ pub(crate) const VERIFY: &str = "verify";
 /// Purpose of a reset token.
 pub(crate) const RESET: &str = "reset";
 
-impl Core {
+impl App {
     pub(crate) async fn load_user<C: ConnectionTrait>(
         &self,
         c: &C,

@@ -9,7 +9,7 @@ use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Timestamp};
 
 use super::sessions::SessionRow;
-use super::{Client, Core};
+use super::{App, Client};
 use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::normalise;
@@ -28,7 +28,7 @@ pub(crate) enum Factor {
     Recovery(String),
 }
 
-impl Core {
+impl App {
     /// The caller's live session, or UNAUTHENTICATED.
     pub(crate) async fn own_session(
         &self,

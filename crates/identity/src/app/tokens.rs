@@ -8,13 +8,15 @@ use tenancy_proto::identity as pb;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
 use tenancy_runtime::{Error, Principal, Timestamp, ids};
 
-use super::Core;
+use super::App;
 use super::revocations::Revocation;
 use super::users::RESET;
+use crate::domain::api_tokens::{TokenState, token_state};
 use crate::domain::credentials::{api_token_well_formed, new_api_token};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{parse_email, parse_label};
+use crate::store::api_tokens;
 use tenancy_runtime::db::{all, exec, get, one};
 
 const TOKEN_COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only, create_time, expire_time, \
@@ -23,12 +25,10 @@ const TOKEN_COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only
 fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, IdentityError> {
     let expire: Option<i64> = get(r, "expire_time")?;
     let revoke: Option<i64> = get(r, "revoke_time")?;
-    let state = if revoke.is_some() {
-        pb::ApiTokenState::Revoked
-    } else if expire.is_some_and(|e| e <= now.millis()) {
-        pb::ApiTokenState::Expired
-    } else {
-        pb::ApiTokenState::Active
+    let state = match token_state(revoke, expire, now.millis()) {
+        TokenState::Active => pb::ApiTokenState::Active,
+        TokenState::Expired => pb::ApiTokenState::Expired,
+        TokenState::Revoked => pb::ApiTokenState::Revoked,
     };
     Ok(pb::ApiToken {
         id: get(r, "id")?,
@@ -50,7 +50,7 @@ fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, Ident
 /// Active API tokens a user may hold per account.
 const MAX_ACTIVE_TOKENS: i64 = 50;
 
-impl Core {
+impl App {
     /// CreateApiToken (portal session, recent authentication).
     pub(crate) async fn create_api_token(
         &self,
@@ -80,20 +80,7 @@ impl Core {
         let secret = new_api_token();
         let id = ids::new_id();
         let tx = crate::store::begin(&self.db).await?;
-        let active = one(
-            &tx,
-            "SELECT COUNT(*) AS n FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 \
-             AND revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $3)",
-            vec![
-                user_id.clone().into(),
-                account_id.clone().into(),
-                now.millis().into(),
-            ],
-        )
-        .await?
-        .map(|r| get::<i64>(&r, "n"))
-        .transpose()?
-        .unwrap_or(0);
+        let active = api_tokens::count_active(&tx, &user_id, &account_id, now.millis()).await?;
         if active >= MAX_ACTIVE_TOKENS {
             return Err(IdentityError::ApiTokenLimitReached {
                 limit: MAX_ACTIVE_TOKENS,
@@ -225,18 +212,13 @@ impl Core {
         let now = self.now();
         let mut conditions = Vec::new();
         for state in &states {
-            conditions.push(match pb::ApiTokenState::try_from(*state) {
-                Ok(pb::ApiTokenState::Active) => {
-                    "(revoke_time IS NULL AND (expire_time IS NULL OR expire_time > $3))"
-                }
-                Ok(pb::ApiTokenState::Expired) => {
-                    "(revoke_time IS NULL AND expire_time IS NOT NULL AND expire_time <= $3)"
-                }
-                Ok(pb::ApiTokenState::Revoked) => "(revoke_time IS NOT NULL)",
-                _ => {
-                    return Err(IdentityError::ApiTokenStateInvalid);
-                }
-            });
+            let state = match pb::ApiTokenState::try_from(*state) {
+                Ok(pb::ApiTokenState::Active) => TokenState::Active,
+                Ok(pb::ApiTokenState::Expired) => TokenState::Expired,
+                Ok(pb::ApiTokenState::Revoked) => TokenState::Revoked,
+                _ => return Err(IdentityError::ApiTokenStateInvalid),
+            };
+            conditions.push(api_tokens::state_condition(state, "$3"));
         }
         let limit = i64::try_from(size).unwrap_or(50) + 1;
         let rows = all(
@@ -322,11 +304,11 @@ impl Core {
         ip: &str,
     ) -> Result<(), IdentityError> {
         let email = parse_email("email", email)?;
-        let core = Arc::clone(self);
+        let app = Arc::clone(self);
         let ip = ip.to_owned();
         tokio::spawn(async move {
-            let sent = match core.user_by_email(&core.db, &email).await {
-                Ok(Some(user)) => core.send_reset(&user, &ip).await,
+            let sent = match app.user_by_email(&app.db, &email).await {
+                Ok(Some(user)) => app.send_reset(&user, &ip).await,
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };

@@ -8,11 +8,13 @@ use tenancy_runtime::{Timestamp, ids};
 
 use super::keys::Claims;
 use super::revocations::Revocation;
-use super::{Client, Core};
+use super::{App, Client};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
 use crate::domain::throttle::{self, Counter};
+use crate::store;
+use crate::store::login_events::{self, LoginEventRow};
 use tenancy_runtime::db::{all, exec, get, one};
 
 const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
@@ -29,7 +31,7 @@ pub(crate) struct SessionRow {
     pub(crate) revoked: bool,
 }
 
-impl Core {
+impl App {
     /// Records a login event (only for known users).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn login_event<C: ConnectionTrait>(
@@ -42,21 +44,19 @@ impl Core {
         method: pb::LoginMethod,
         outcome: pb::LoginOutcome,
     ) -> Result<(), IdentityError> {
-        exec(
+        login_events::insert(
             c,
-            "INSERT INTO identity_login_events (id, user_id, account_id, session_id, time, ip, \
-             user_agent, method, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            vec![
-                ids::new_id().into(),
-                user_id.into(),
-                account_id.into(),
-                session_id.into(),
-                self.now().millis().into(),
-                client.ip.clone().into(),
-                client.user_agent.clone().into(),
-                (method as i32).into(),
-                (outcome as i32).into(),
-            ],
+            LoginEventRow {
+                id: ids::new_id(),
+                user_id: user_id.to_owned(),
+                account_id: account_id.to_owned(),
+                session_id: session_id.to_owned(),
+                time: self.now().millis(),
+                ip: client.ip.clone(),
+                user_agent: client.user_agent.clone(),
+                method: method as i32,
+                outcome: outcome as i32,
+            },
         )
         .await?;
         Ok(())
@@ -70,19 +70,8 @@ impl Core {
         let now = self.now();
         let mut until: Option<Timestamp> = None;
         for (key, kind) in keys {
-            let Some(row) = one(
-                &self.db,
-                "SELECT failures, window_start, last_failure FROM identity_throttle WHERE key = $1",
-                vec![key.clone().into()],
-            )
-            .await?
-            else {
+            let Some(state) = store::throttle::state(&self.db, key).await? else {
                 continue;
-            };
-            let state = throttle::State {
-                failures: get(&row, "failures")?,
-                window_start: Timestamp(get(&row, "window_start")?),
-                last_failure: Timestamp(get(&row, "last_failure")?),
             };
             if throttle::window_over(*kind, state, now) {
                 continue;
@@ -120,35 +109,16 @@ impl Core {
         let now = self.now().millis();
         let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
         for (key, kind) in keys {
-            let since = if *kind == Counter::Pair {
-                "identity_throttle.last_failure"
-            } else {
-                "identity_throttle.window_start"
-            };
-            exec(
-                &self.db,
-                &format!(
-                    "INSERT INTO identity_throttle (key, failures, window_start, last_failure) \
-                     VALUES ($1, 1, $2, $2) ON CONFLICT (key) DO UPDATE SET \
-                     failures = CASE WHEN {since} + $3 <= $2 THEN 1 ELSE identity_throttle.failures + 1 END, \
-                     window_start = CASE WHEN {since} + $3 <= $2 THEN $2 ELSE identity_throttle.window_start END, \
-                     last_failure = $2"
-                ),
-                vec![key.clone().into(), now.into(), window.into()],
-            )
-            .await?;
+            // A pair's back-off runs from its last failure, the caps' from
+            // their window's start.
+            store::throttle::count_failure(&self.db, key, now, window, *kind == Counter::Pair)
+                .await?;
         }
         Ok(())
     }
 
     pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), IdentityError> {
-        exec(
-            &self.db,
-            "DELETE FROM identity_throttle WHERE key = $1",
-            vec![key.into()],
-        )
-        .await?;
-        Ok(())
+        Ok(store::throttle::clear(&self.db, key).await?)
     }
 
     /// Issues an access token for a session. Its `rev` claim is the

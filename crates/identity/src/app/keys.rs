@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
 use tenancy_runtime::{Error, Timestamp, ids};
 
-use super::Core;
+use super::App;
 use super::revocations::Revocation;
 use crate::domain::error::IdentityError;
-use tenancy_runtime::db::{all, exec, get};
+use crate::store::keys::{self, KeyRow};
 
 /// How long verifiers may cache GetJwks; a new key is published this long
 /// before it signs.
@@ -60,34 +60,9 @@ pub(crate) struct Claims {
     pub(crate) kind: String,
 }
 
-struct KeyRow {
-    kid: String,
-    private_key: String,
-    public_x: String,
-    activate_time: i64,
-    retire_time: Option<i64>,
-}
-
-impl Core {
+impl App {
     async fn keys<C: ConnectionTrait>(&self, c: &C) -> Result<Vec<KeyRow>, IdentityError> {
-        let rows = all(
-            c,
-            "SELECT kid, private_key, public_x, activate_time, retire_time FROM identity_signing_keys \
-             WHERE withdrawn = FALSE ORDER BY activate_time DESC",
-            vec![],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(KeyRow {
-                    kid: get(r, "kid")?,
-                    private_key: get(r, "private_key")?,
-                    public_x: get(r, "public_x")?,
-                    activate_time: get(r, "activate_time")?,
-                    retire_time: get(r, "retire_time")?,
-                })
-            })
-            .collect()
+        Ok(keys::live(c).await?)
     }
 
     /// Creates a key pair, stored with its private half encrypted.
@@ -106,20 +81,15 @@ impl Core {
         der.extend_from_slice(&seed);
         let sealed = self.secrets.seal(&der, &kid).map_err(Error::internal)?;
         let x = URL_SAFE_NO_PAD.encode(public);
-        exec(
-            c,
-            "INSERT INTO identity_signing_keys (kid, private_key, public_x, create_time, activate_time) \
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                kid.clone().into(),
-                sealed.into(),
-                x.clone().into(),
-                self.now().millis().into(),
-                activate.millis().into(),
-            ],
-        )
-        .await?;
-        Ok((kid, x))
+        let key = KeyRow {
+            kid,
+            private_key: sealed,
+            public_x: x,
+            activate_time: activate.millis(),
+            retire_time: None,
+        };
+        keys::insert(c, &key, self.now().millis()).await?;
+        Ok((key.kid, key.public_x))
     }
 
     /// Makes sure a signing key exists (first start).
@@ -218,21 +188,9 @@ impl Core {
             for k in &keys {
                 withdrawn.push(k.kid.clone());
             }
-            exec(
-                &tx,
-                "UPDATE identity_signing_keys SET withdrawn = TRUE, retire_time = $1 \
-                 WHERE withdrawn = FALSE",
-                vec![now.millis().into()],
-            )
-            .await?;
+            keys::withdraw_all(&tx, now.millis()).await?;
         } else {
-            exec(
-                &tx,
-                "UPDATE identity_signing_keys SET retire_time = $1 \
-                 WHERE withdrawn = FALSE AND retire_time IS NULL",
-                vec![activate.millis().into()],
-            )
-            .await?;
+            keys::retire_current(&tx, activate.millis()).await?;
         }
         let (kid, x) = self.insert_key(&tx, activate).await?;
         self.append_revocation(

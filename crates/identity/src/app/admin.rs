@@ -5,15 +5,17 @@ use tenancy_proto::identity as pb;
 use tenancy_runtime::ids::UserId;
 use tenancy_runtime::{Timestamp, ids};
 
-use super::Core;
+use super::App;
 use super::revocations::Revocation;
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{check_new_password, normalise};
 use crate::domain::profile::{parse_email, truncate_user_agent};
 use crate::domain::throttle::Counter;
+use crate::store;
+use crate::store::login_events::{self, LoginEventRow};
 use tenancy_runtime::db::{all, exec, get, one};
 
-impl Core {
+impl App {
     /// GrantStaff / RevokeStaff (idempotent).
     pub(crate) async fn set_staff(
         &self,
@@ -96,12 +98,9 @@ impl Core {
         // `pw:{key}|{ip}` for every address; compared by prefix without
         // LIKE, whose wildcards an email may contain (`_`).
         let pairs = format!("pw:{}|", email.key);
-        let cleared = exec(
-            &self.db,
-            "DELETE FROM identity_throttle WHERE key = $1 OR substr(key, 1, length($2)) = $2",
-            vec![format!("pwe:{}", email.key).into(), pairs.into()],
-        )
-        .await?;
+        let cleared =
+            store::throttle::clear_with_prefix(&self.db, &format!("pwe:{}", email.key), &pairs)
+                .await?;
         tracing::info!(
             event = "admin.unlock_login",
             caller = "operator",
@@ -466,7 +465,7 @@ impl Core {
         filter: &LoginEventFilter<'_>,
         limit: u64,
         page_token: &str,
-    ) -> Result<(Vec<pb::LoginEvent>, String), IdentityError> {
+    ) -> Result<(Vec<LoginEventRow>, String), IdentityError> {
         if let (Some(s), Some(e)) = (filter.start, filter.end)
             && s > e
         {
@@ -485,76 +484,33 @@ impl Core {
         let after = ids::decode_page_token_for::<LoginEventList>(page_token, |c| {
             c.user == list.user && c.account == list.account
         })?;
-        let (after_time, after_id) = after.map_or((i64::MAX, String::new()), |c| (c.time, c.id));
-        // Keyset pagination over (time, id), newest first; the filters are
-        // in the query so that pages are full and never skip a row.
-        let mut sql = String::from(
-            "SELECT id, user_id, account_id, session_id, time, ip, user_agent, method, outcome \
-             FROM identity_login_events WHERE user_id = $1 AND ($2 = '' OR account_id = $2) \
-             AND time >= $3 AND time < $4 AND (time < $5 OR (time = $5 AND ($6 = '' OR id < $6)))",
-        );
-        let mut values: Vec<sea_orm::Value> = vec![
-            user_id.into(),
-            list.account.clone().into(),
-            filter.start.map_or(i64::MIN, |t| t.millis()).into(),
-            filter.end.map_or(i64::MAX, |t| t.millis()).into(),
-            after_time.into(),
-            after_id.into(),
-        ];
-        for (column, wanted) in [("method", filter.methods), ("outcome", filter.outcomes)] {
-            if wanted.is_empty() {
-                continue;
-            }
-            let mut placeholders = Vec::new();
-            for value in wanted {
-                values.push((*value).into());
-                placeholders.push(format!("${}", values.len()));
-            }
-            sql.push_str(&format!(" AND {column} IN ({})", placeholders.join(", ")));
-        }
-        values.push(
-            i64::try_from(limit)
-                .unwrap_or(i64::MAX)
-                .saturating_add(1)
-                .into(),
-        );
-        sql.push_str(&format!(
-            " ORDER BY time DESC, id DESC LIMIT ${}",
-            values.len()
-        ));
-        let rows = all(&self.db, &sql, values).await?;
-        let mut out = Vec::new();
+        let after = after.map_or((i64::MAX, String::new()), |c| (c.time, c.id));
+        let mut rows = login_events::page(
+            &self.db,
+            login_events::Query {
+                user_id,
+                account_id: &list.account,
+                start: filter.start.map_or(i64::MIN, |t| t.millis()),
+                end: filter.end.map_or(i64::MAX, |t| t.millis()),
+                after,
+                methods: filter.methods,
+                outcomes: filter.outcomes,
+                limit: i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1),
+            },
+        )
+        .await?;
         let mut next = String::new();
-        for r in &rows {
-            if out.len() as u64 == limit {
-                if let Some(last) = out.last() {
-                    let last: &pb::LoginEvent = last;
-                    next = ids::encode_page_token(&LoginEventList {
-                        time: last
-                            .time
-                            .as_ref()
-                            .map_or(0, |t| Timestamp::from_proto(t).millis()),
-                        id: last.id.clone(),
-                        ..list
-                    });
-                }
-                break;
+        if rows.len() as u64 > limit {
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            if let Some(last) = rows.last() {
+                next = ids::encode_page_token(&LoginEventList {
+                    time: last.time,
+                    id: last.id.clone(),
+                    ..list
+                });
             }
-            let ua: String = get(r, "user_agent")?;
-            out.push(pb::LoginEvent {
-                id: get(r, "id")?,
-                user_id: get(r, "user_id")?,
-                account_id: get(r, "account_id")?,
-                session_id: get(r, "session_id")?,
-                time: Some(Timestamp(get(r, "time")?).to_proto()),
-                ip_address: get(r, "ip")?,
-                device: crate::domain::profile::device(&ua),
-                user_agent: ua,
-                method: get(r, "method")?,
-                outcome: get(r, "outcome")?,
-            });
         }
-        Ok((out, next))
+        Ok((rows, next))
     }
 }
 
@@ -570,30 +526,13 @@ pub(crate) enum UserRef<'a> {
 /// The filters of ListLoginEvents / ListMemberLoginEvents.
 pub(crate) struct LoginEventFilter<'a> {
     /// Events at or after this time.
-    start: Option<Timestamp>,
+    pub(crate) start: Option<Timestamp>,
     /// Events before this time.
-    end: Option<Timestamp>,
+    pub(crate) end: Option<Timestamp>,
     /// Only these methods (all when empty).
-    methods: &'a [i32],
+    pub(crate) methods: &'a [i32],
     /// Only these outcomes (all when empty).
-    outcomes: &'a [i32],
-}
-
-impl<'a> LoginEventFilter<'a> {
-    /// The filters as both list requests carry them.
-    pub(crate) fn new(
-        start: &Option<prost_types::Timestamp>,
-        end: &Option<prost_types::Timestamp>,
-        methods: &'a [i32],
-        outcomes: &'a [i32],
-    ) -> Self {
-        Self {
-            start: start.as_ref().map(Timestamp::from_proto),
-            end: end.as_ref().map(Timestamp::from_proto),
-            methods,
-            outcomes,
-        }
-    }
+    pub(crate) outcomes: &'a [i32],
 }
 
 /// Where the next page of a login-event list starts (after this event), and

@@ -36,7 +36,7 @@ pub(crate) struct Client {
 }
 
 /// Everything the use cases need.
-pub(crate) struct Core {
+pub(crate) struct App {
     pub(crate) db: DatabaseConnection,
     pub(crate) clock: SharedClock,
     pub(crate) auth: AuthConfig,
@@ -51,7 +51,7 @@ pub(crate) struct Core {
     pub(crate) outcomes: crate::metrics::Outcomes,
 }
 
-impl Core {
+impl App {
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -82,7 +82,7 @@ impl Core {
     }
 }
 
-impl Core {
+impl App {
     /// Sends a security notice about a committed change to the user's
     /// address. The change stands whatever happens to the mail, so a
     /// failure is logged (without content), not returned.

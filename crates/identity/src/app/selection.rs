@@ -7,11 +7,11 @@ use tenancy_proto::identity as pb;
 use tenancy_runtime::Error;
 use tenancy_runtime::ids::{AccountId, UserId};
 
-use super::{Client, Core};
+use super::{App, Client};
 use crate::domain::error::IdentityError;
-use tenancy_runtime::db::{get, one};
+use crate::store::users;
 
-impl Core {
+impl App {
     /// The account a new token of `user_id` selects when the client named
     /// none: `current` (the session's account, for RefreshSession) if the
     /// user is still an ACTIVE member with portal access there, else the
@@ -24,20 +24,9 @@ impl Core {
         user_id: &str,
         current: Option<&str>,
     ) -> Result<Option<String>, IdentityError> {
-        let last: Option<String> = one(
-            &self.db,
-            "SELECT last_account_id FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|row| get::<Option<String>>(&row, "last_account_id"))
-        .transpose()?
-        .flatten();
+        let last = users::last_account(&self.db, &UserId::trusted(user_id)).await?;
         let mut preferred: Vec<AccountId> = current.map(AccountId::trusted).into_iter().collect();
-        preferred.extend(
-            last.filter(|last| Some(last.as_str()) != current)
-                .map(AccountId::trusted),
-        );
+        preferred.extend(last.filter(|last| Some(last.as_str()) != current));
         Ok(self
             .accounts
             .default_account(&UserId::trusted(user_id), &preferred)
@@ -45,7 +34,7 @@ impl Core {
             .map(AccountId::into_string))
     }
 
-    /// [`Core::default_account`] for a new session: without an answer from
+    /// [`App::default_account`] for a new session: without an answer from
     /// the account service the session starts with no account (logged).
     pub(crate) async fn login_account(&self, user_id: &str) -> Option<String> {
         self.default_account(user_id, None)
