@@ -4,32 +4,36 @@
 use tenancy_proto::identity as pb;
 use tonic::Request;
 
-use super::{Api, Reply, member_id, ok};
+use super::{Api, Reply, member_id, ok, user};
 use crate::app::admin::UserRef;
 
 pub(super) async fn grant_staff(
     api: &Api,
     request: Request<pb::GrantStaffRequest>,
 ) -> Reply<pb::GrantStaffResponse> {
-    let user = api.app.set_staff(&request.get_ref().email, true).await?;
-    ok(pb::GrantStaffResponse { user: Some(user) })
+    let found = api.app.set_staff(&request.get_ref().email, true).await?;
+    ok(pb::GrantStaffResponse {
+        user: Some(user(found)),
+    })
 }
 
 pub(super) async fn revoke_staff(
     api: &Api,
     request: Request<pb::RevokeStaffRequest>,
 ) -> Reply<pb::RevokeStaffResponse> {
-    let user = api.app.set_staff(&request.get_ref().email, false).await?;
-    ok(pb::RevokeStaffResponse { user: Some(user) })
+    let found = api.app.set_staff(&request.get_ref().email, false).await?;
+    ok(pb::RevokeStaffResponse {
+        user: Some(user(found)),
+    })
 }
 
 pub(super) async fn unlock_login(
     api: &Api,
     request: Request<pb::UnlockLoginRequest>,
 ) -> Reply<pb::UnlockLoginResponse> {
-    let (user, cleared) = api.app.unlock_login(&request.get_ref().email).await?;
+    let (found, cleared) = api.app.unlock_login(&request.get_ref().email).await?;
     ok(pb::UnlockLoginResponse {
-        user_id: user.id,
+        user_id: found.id,
         cleared,
     })
 }
@@ -38,7 +42,7 @@ pub(super) async fn end_user_sessions(
     api: &Api,
     request: Request<pb::EndUserSessionsRequest>,
 ) -> Reply<pb::EndUserSessionsResponse> {
-    let (user, sessions_ended) = api
+    let (found, sessions_ended) = api
         .app
         .end_user_sessions(match &request.get_ref().user {
             Some(pb::end_user_sessions_request::User::UserId(id)) => {
@@ -49,7 +53,7 @@ pub(super) async fn end_user_sessions(
         })
         .await?;
     ok(pb::EndUserSessionsResponse {
-        user_id: user.id,
+        user_id: found.id,
         sessions_ended,
     })
 }
@@ -58,7 +62,7 @@ pub(super) async fn describe_user(
     api: &Api,
     request: Request<pb::DescribeUserRequest>,
 ) -> Reply<pb::DescribeUserResponse> {
-    let (user, sessions) = api
+    let (found, sessions) = api
         .app
         .describe_user(match &request.get_ref().user {
             Some(pb::describe_user_request::User::UserId(id)) => Some(UserRef::Id(member_id(id)?)),
@@ -67,7 +71,7 @@ pub(super) async fn describe_user(
         })
         .await?;
     ok(pb::DescribeUserResponse {
-        user: Some(user),
+        user: Some(user(found)),
         sessions,
     })
 }
@@ -99,9 +103,11 @@ pub(super) async fn set_initial_password(
     request: Request<pb::SetInitialPasswordRequest>,
 ) -> Reply<pb::SetInitialPasswordResponse> {
     let r = request.into_inner();
-    let user = api
+    let found = api
         .app
         .set_initial_password(&r.user_id, &r.password, &r.name)
         .await?;
-    ok(pb::SetInitialPasswordResponse { user: Some(user) })
+    ok(pb::SetInitialPasswordResponse {
+        user: Some(user(found)),
+    })
 }

@@ -4,16 +4,16 @@
 use tenancy_proto::identity as pb;
 use tonic::{Request, Response, Status};
 
-use super::{Api, Reply, ok};
+use super::{Api, Reply, ok, user};
 
 pub(super) async fn ensure_user(
     api: &Api,
     request: Request<pb::EnsureUserRequest>,
 ) -> Reply<pb::EnsureUserResponse> {
     let r = request.into_inner();
-    let (user, created) = api.app.ensure_user(&r.email, &r.name).await?;
+    let (found, created) = api.app.ensure_user(&r.email, &r.name).await?;
     ok(pb::EnsureUserResponse {
-        user: Some(user),
+        user: Some(user(found)),
         created,
     })
 }
@@ -26,7 +26,9 @@ pub(super) async fn batch_get_users(
         .app
         .batch_get_users(&request.into_inner().user_ids)
         .await?;
-    ok(pb::BatchGetUsersResponse { users })
+    ok(pb::BatchGetUsersResponse {
+        users: users.into_iter().map(user).collect(),
+    })
 }
 
 pub(super) async fn watch_revocations(

@@ -20,11 +20,12 @@ use tenancy_proto::identity::{
     identity_service_server::IdentityService,
 };
 use tenancy_runtime::ids::{AccountId, UserId};
-use tenancy_runtime::{Error, Principal, Reason};
+use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::app::{App, Client};
 use crate::domain::profile::truncate_user_agent;
+use crate::store::users::UserRow;
 
 /// The handlers; cheap to clone.
 #[derive(Clone)]
@@ -71,6 +72,32 @@ fn account_id(raw: &str) -> Result<AccountId, Error> {
 
 fn ip_of(p: &Principal) -> String {
     p.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
+}
+
+/// A user as clients see them.
+fn user(u: UserRow) -> pb::User {
+    let time = |ms: i64| Timestamp(ms).to_proto();
+    pb::User {
+        id: u.id,
+        email: u.email,
+        email_verified: u.email_verified,
+        pending_email: u.pending_email,
+        name: u.name,
+        // Recovery codes count only while TOTP is on.
+        recovery_codes_remaining: if u.totp_enabled {
+            i32::try_from(u.recovery_codes_remaining).unwrap_or(0)
+        } else {
+            0
+        },
+        totp_enabled: u.totp_enabled,
+        password_set: u.password_set,
+        code_word_set: u.code_word_set,
+        staff: u.staff,
+        create_time: Some(time(u.create_time)),
+        update_time: Some(time(u.update_time)),
+        last_login_time: u.last_login_time.map(time),
+        password_update_time: u.password_update_time.map(time),
+    }
 }
 
 #[tonic::async_trait]

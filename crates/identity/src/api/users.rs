@@ -6,7 +6,7 @@ use tenancy_runtime::server::principal;
 use tenancy_runtime::{Error, Reason};
 use tonic::Request;
 
-use super::{Api, Reply, ip_of, ok};
+use super::{Api, Reply, ip_of, ok, user};
 
 pub(super) async fn sign_up(
     api: &Api,
@@ -90,8 +90,10 @@ pub(super) async fn get_me(
     request: Request<pb::GetMeRequest>,
 ) -> Reply<pb::GetMeResponse> {
     let p = principal(&request)?;
-    let user = api.app.get_user(p.user()?).await?;
-    ok(pb::GetMeResponse { user: Some(user) })
+    let found = api.app.get_user(p.user()?).await?;
+    ok(pb::GetMeResponse {
+        user: Some(user(found)),
+    })
 }
 
 pub(super) async fn update_me(
@@ -114,7 +116,7 @@ pub(super) async fn update_me(
     }
     let wanted = |field: &str| paths.iter().any(|path| path == field);
     let given = r.user.clone().unwrap_or_default();
-    let user = api
+    let found = api
         .app
         .update_me(
             p,
@@ -122,5 +124,7 @@ pub(super) async fn update_me(
             wanted("email").then_some(given.email.as_str()),
         )
         .await?;
-    ok(pb::UpdateMeResponse { user: Some(user) })
+    ok(pb::UpdateMeResponse {
+        user: Some(user(found)),
+    })
 }

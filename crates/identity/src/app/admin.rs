@@ -12,8 +12,10 @@ use crate::domain::password::{check_new_password, normalise};
 use crate::domain::profile::{parse_email, truncate_user_agent};
 use crate::domain::throttle::Counter;
 use crate::store;
+use crate::store::email_tokens::Purpose;
 use crate::store::login_events::{self, LoginEventRow};
-use tenancy_runtime::db::{all, exec, get, one};
+use crate::store::users::UserRow;
+use crate::store::{code_words, sessions, users};
 
 impl App {
     /// GrantStaff / RevokeStaff (idempotent).
@@ -21,24 +23,15 @@ impl App {
         &self,
         email: &str,
         staff: bool,
-    ) -> Result<pb::User, IdentityError> {
+    ) -> Result<UserRow, IdentityError> {
         let email = parse_email("email", email)?;
         let user = self
             .user_by_email(&self.db, &email)
             .await?
             .ok_or(IdentityError::UserNotFound)?;
         let tx = crate::store::begin(&self.db).await?;
-        let changed = exec(
-            &tx,
-            "UPDATE identity_users SET staff = $1, update_time = $2 WHERE id = $3 AND staff <> $1",
-            vec![
-                staff.into(),
-                self.now().millis().into(),
-                user.id.clone().into(),
-            ],
-        )
-        .await?;
-        if changed == 1 && !staff {
+        let changed = users::set_staff(&tx, &user.id, staff, self.now().millis()).await?;
+        if changed && !staff {
             self.append_revocation(
                 &tx,
                 Revocation::UserTokensBefore {
@@ -58,7 +51,7 @@ impl App {
     pub(crate) async fn named_user(
         &self,
         user: Option<UserRef<'_>>,
-    ) -> Result<pb::User, IdentityError> {
+    ) -> Result<UserRow, IdentityError> {
         let found = match user {
             Some(UserRef::Id(id)) => self.load_user(&self.db, id.as_str()).await?,
             Some(UserRef::Email(email)) => {
@@ -80,7 +73,7 @@ impl App {
     pub(crate) async fn describe_user(
         &self,
         user: Option<UserRef<'_>>,
-    ) -> Result<(pb::User, Vec<pb::Session>), IdentityError> {
+    ) -> Result<(UserRow, Vec<pb::Session>), IdentityError> {
         let user = self.named_user(user).await?;
         let sessions = self.list_sessions(&user.id, None, None).await?;
         Ok((user, sessions))
@@ -89,7 +82,7 @@ impl App {
     /// UnlockLogin: clears the back-off of every (email, address) pair and
     /// the per-email cap of password logins (see `login`'s keys). Returns
     /// the user and how many counters were cleared.
-    pub(crate) async fn unlock_login(&self, email: &str) -> Result<(pb::User, i32), IdentityError> {
+    pub(crate) async fn unlock_login(&self, email: &str) -> Result<(UserRow, i32), IdentityError> {
         let email = parse_email("email", email)?;
         let user = self
             .user_by_email(&self.db, &email)
@@ -116,18 +109,10 @@ impl App {
     pub(crate) async fn end_user_sessions(
         &self,
         user: Option<UserRef<'_>>,
-    ) -> Result<(pb::User, i64), IdentityError> {
+    ) -> Result<(UserRow, i64), IdentityError> {
         let user = self.named_user(user).await?;
         let tx = crate::store::begin(&self.db).await?;
-        let sessions: Vec<String> = all(
-            &tx,
-            "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL",
-            vec![user.id.clone().into()],
-        )
-        .await?
-        .iter()
-        .map(|r| get::<String>(r, "id"))
-        .collect::<Result<_, _>>()?;
+        let sessions = sessions::open_ids(&tx, &user.id, None, None).await?;
         let ended = self
             .end_sessions(
                 &tx,
@@ -169,33 +154,23 @@ impl App {
         let idle = i64::try_from(self.auth.session_idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let tx = crate::store::begin(&self.db).await?;
         for u in &r.api_token_usages {
-            exec(
+            store::api_tokens::record_use(
                 &tx,
-                "UPDATE identity_api_tokens SET last_used_time = $1, last_used_ip = $2 WHERE id = $3 \
-                 AND (last_used_time IS NULL OR last_used_time < $1)",
-                vec![
-                    millis(u.last_used_time.as_ref()).into(),
-                    u.ip_address.clone().into(),
-                    u.api_token_id.clone().into(),
-                ],
+                &u.api_token_id,
+                millis(u.last_used_time.as_ref()),
+                &u.ip_address,
             )
             .await?;
         }
         for s in &r.session_activities {
             let seen = millis(s.last_seen_time.as_ref());
-            exec(
+            sessions::seen(
                 &tx,
-                "UPDATE identity_sessions SET last_seen_time = $1, last_ip = $2, user_agent = $3, \
-                 expire_time = CASE WHEN revoke_time IS NULL AND expire_time > $1 AND $5 > expire_time \
-                 THEN CASE WHEN $5 < end_time THEN $5 ELSE end_time END ELSE expire_time END \
-                 WHERE id = $4 AND last_seen_time < $1",
-                vec![
-                    seen.into(),
-                    s.ip_address.clone().into(),
-                    truncate_user_agent(&s.user_agent).into(),
-                    s.session_id.clone().into(),
-                    seen.saturating_add(idle).into(),
-                ],
+                &s.session_id,
+                seen,
+                &s.ip_address,
+                &truncate_user_agent(&s.user_agent),
+                seen.saturating_add(idle),
             )
             .await?;
         }
@@ -215,14 +190,9 @@ impl App {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
-        let row = one(
-            &self.db,
-            "SELECT password_hash, email FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .ok_or(IdentityError::SessionEnded)?;
-        let hash: Option<String> = get(&row, "password_hash")?;
+        let (hash, email) = users::password_and_email(&self.db, user_id)
+            .await?
+            .ok_or(IdentityError::SessionEnded)?;
         let (ok, _) = self.hasher.verify(normalise(current), hash).await?;
         if !ok {
             self.record_failure(&keys).await?;
@@ -239,7 +209,6 @@ impl App {
                 "choose a different password",
             ));
         }
-        let email: String = get(&row, "email")?;
         let local = parse_email("email", &email).ok().map(|e| e.local);
         let password = check_new_password(
             "new_password",
@@ -250,36 +219,13 @@ impl App {
         let new_hash = self.hasher.hash(password).await?;
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        exec(
-            &tx,
-            "UPDATE identity_users SET password_hash = $1, password_update_time = $2, update_time = $2 WHERE id = $3",
-            vec![new_hash.into(), now.millis().into(), user_id.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_email_tokens SET used_time = $1 WHERE user_id = $2 AND purpose = 'reset' AND used_time IS NULL",
-            vec![now.millis().into(), user_id.into()],
-        )
-        .await?;
-        let others: Vec<String> = all(
-            &tx,
-            "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL AND id <> $2",
-            vec![user_id.into(), session.id.clone().into()],
-        )
-        .await?
-        .iter()
-        .map(|r| get::<String>(r, "id"))
-        .collect::<Result<_, _>>()?;
+        users::set_password(&tx, user_id, new_hash, now.millis(), false).await?;
+        store::email_tokens::spend_all_of(&tx, user_id, Purpose::Reset, now.millis()).await?;
+        let others = sessions::open_ids(&tx, user_id, None, Some(&session.id)).await?;
         let n = self
             .end_sessions(&tx, &others, user_id, pb::RevocationReason::PasswordChanged)
             .await?;
-        exec(
-            &tx,
-            "UPDATE identity_sessions SET auth_time = $1 WHERE id = $2",
-            vec![now.millis().into(), session.id.clone().into()],
-        )
-        .await?;
+        sessions::set_auth_time(&tx, &session.id, now.millis()).await?;
         tx.commit().await?;
         self.notify_revocations();
         self.reset_failures(&keys[0].0).await?;
@@ -307,12 +253,7 @@ impl App {
             IdentityError::invalid(Invalid::CodeWord, "code_word", "must be 4–64 characters")
         })?;
         let hash = self.hasher.hash(word).await?;
-        exec(
-            &self.db,
-            "UPDATE identity_users SET code_word_hash = $1, update_time = $2 WHERE id = $3",
-            vec![hash.into(), self.now().millis().into(), user_id.into()],
-        )
-        .await?;
+        users::set_code_word(&self.db, user_id, hash, self.now().millis()).await?;
         Ok(())
     }
 
@@ -330,25 +271,12 @@ impl App {
         }
         let user_id = tenancy_runtime::ids::parse_id("user_id", &r.user_id)
             .map_err(|_| IdentityError::UserNotFound)?;
-        let row = one(
-            &self.db,
-            "SELECT code_word_hash FROM identity_users WHERE id = $1",
-            vec![user_id.clone().into()],
-        )
-        .await?
-        .ok_or(IdentityError::UserNotFound)?;
-        let hash: Option<String> = get(&row, "code_word_hash")?;
+        let hash = users::code_word_hash(&self.db, &user_id)
+            .await?
+            .ok_or(IdentityError::UserNotFound)?;
         let now = self.now();
         let hour_ago = now.minus(std::time::Duration::from_secs(3600)).millis();
-        let failures = one(
-            &self.db,
-            "SELECT COUNT(*) AS n FROM identity_code_word_checks WHERE user_id = $1 AND matched = FALSE AND time > $2",
-            vec![user_id.clone().into(), hour_ago.into()],
-        )
-        .await?
-        .map(|r| get::<i64>(&r, "n"))
-        .transpose()?
-        .unwrap_or(0);
+        let failures = code_words::failures_since(&self.db, &user_id, hour_ago).await?;
         if failures >= 5 {
             return Err(IdentityError::CodeWordChecksExceeded {
                 retry_after: std::time::Duration::from_secs(3600),
@@ -366,17 +294,16 @@ impl App {
                 false
             }
         };
-        exec(
+        code_words::record(
             &self.db,
-            "INSERT INTO identity_code_word_checks (id, user_id, staff_user_id, account_id, time, matched)              VALUES ($1, $2, $3, $4, $5, $6)",
-            vec![
-                tenancy_runtime::ids::new_id().into(),
-                user_id.clone().into(),
-                r.staff_user_id.clone().into(),
-                r.account_id.clone().into(),
-                now.millis().into(),
-                matched.into(),
-            ],
+            code_words::Check {
+                id: tenancy_runtime::ids::new_id(),
+                user_id: &user_id,
+                staff_user_id: &r.staff_user_id,
+                account_id: &r.account_id,
+                time: now.millis(),
+                matched,
+            },
         )
         .await?;
         if !matched {
@@ -420,15 +347,7 @@ impl App {
             pb::RevocationReason::RevokedByOwner,
         )
         .await?;
-        let sessions: Vec<String> = all(
-            &tx,
-            "SELECT id FROM identity_sessions WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL",
-            vec![member.clone().into(), account_id.into()],
-        )
-        .await?
-        .iter()
-        .map(|r| get::<String>(r, "id"))
-        .collect::<Result<_, _>>()?;
+        let sessions = sessions::open_ids(&tx, &member, Some(account_id), None).await?;
         let n = self
             .end_sessions(
                 &tx,

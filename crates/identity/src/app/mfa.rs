@@ -8,14 +8,14 @@ use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Timestamp};
 
-use super::sessions::SessionRow;
 use super::{App, Client};
 use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::normalise;
 use crate::domain::throttle::Counter;
 use crate::domain::totp;
-use tenancy_runtime::db::{all, exec, get, one};
+use crate::store::sessions::{self, SessionRow};
+use crate::store::{mfa, users};
 
 /// Pending enrolments are discarded after this long.
 const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);
@@ -66,14 +66,7 @@ impl App {
                 "wrong code",
             ));
         };
-        let inserted = exec(
-            c,
-            "INSERT INTO identity_totp_used_steps (user_id, step, use_time) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, step) DO NOTHING",
-            vec![user_id.into(), step.into(), self.now().millis().into()],
-        )
-        .await?;
-        if inserted == 0 {
+        if !mfa::spend_step(c, user_id, step, self.now().millis()).await? {
             return Err(IdentityError::invalid(
                 Invalid::TotpCodeReused,
                 field,
@@ -90,18 +83,8 @@ impl App {
         code: &str,
         field: &str,
     ) -> Result<(), IdentityError> {
-        let n = exec(
-            c,
-            "UPDATE identity_recovery_codes SET used_time = $1 WHERE code_hash = $2 AND user_id = $3 \
-             AND used_time IS NULL",
-            vec![
-                self.now().millis().into(),
-                recovery_code_hash(user_id, code).into(),
-                user_id.into(),
-            ],
-        )
-        .await?;
-        if n == 1 {
+        let code_hash = recovery_code_hash(user_id, code);
+        if mfa::spend_recovery_code(c, user_id, code_hash, self.now().millis()).await? {
             Ok(())
         } else {
             Err(IdentityError::invalid(
@@ -113,15 +96,7 @@ impl App {
     }
 
     async fn totp_secret_of(&self, user_id: &str) -> Result<Option<String>, IdentityError> {
-        Ok(one(
-            &self.db,
-            "SELECT totp_secret FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|r| get::<Option<String>>(&r, "totp_secret"))
-        .transpose()?
-        .flatten())
+        Ok(users::totp_secret(&self.db, user_id).await?)
     }
 
     /// BeginTotpEnrollment.
@@ -141,18 +116,7 @@ impl App {
             .map_err(Error::internal)?;
         let expire = self.now().plus(ENROLLMENT_LIFETIME);
         let tx = crate::store::begin(&self.db).await?;
-        exec(
-            &tx,
-            "DELETE FROM identity_totp_pending WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "INSERT INTO identity_totp_pending (user_id, secret, expire_time) VALUES ($1, $2, $3)",
-            vec![user_id.into(), sealed.into(), expire.millis().into()],
-        )
-        .await?;
+        mfa::start_enrollment(&tx, user_id, sealed, expire.millis()).await?;
         tx.commit().await?;
         Ok(pb::BeginTotpEnrollmentResponse {
             secret: b32,
@@ -169,21 +133,12 @@ impl App {
         c: &C,
         user_id: &str,
     ) -> Result<Vec<String>, IdentityError> {
-        exec(
-            c,
-            "DELETE FROM identity_recovery_codes WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
         let codes = new_recovery_codes();
-        for code in &codes {
-            exec(
-                c,
-                "INSERT INTO identity_recovery_codes (code_hash, user_id) VALUES ($1, $2)",
-                vec![recovery_code_hash(user_id, code).into(), user_id.into()],
-            )
-            .await?;
-        }
+        let hashes = codes
+            .iter()
+            .map(|code| recovery_code_hash(user_id, code))
+            .collect();
+        mfa::replace_recovery_codes(c, user_id, hashes).await?;
         Ok(codes)
     }
 
@@ -199,16 +154,9 @@ impl App {
         let keys = [(format!("totp-enroll:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
         let tx = crate::store::begin(&self.db).await?;
-        let pending = one(
-            &tx,
-            "SELECT secret FROM identity_totp_pending WHERE user_id = $1 AND expire_time > $2",
-            vec![user_id.into(), self.now().millis().into()],
-        )
-        .await?;
-        let Some(pending) = pending else {
+        let Some(sealed) = mfa::pending_enrollment(&tx, user_id, self.now().millis()).await? else {
             return Err(IdentityError::TotpEnrollmentNotStarted);
         };
-        let sealed: String = get(&pending, "secret")?;
         if let Err(e) = self
             .spend_totp(&tx, user_id, &sealed, code, "totp_code")
             .await
@@ -220,28 +168,12 @@ impl App {
             }
             return Err(e);
         }
-        let on = exec(
-            &tx,
-            "UPDATE identity_users SET totp_secret = $1, update_time = $2 WHERE id = $3 AND totp_secret IS NULL",
-            vec![sealed.into(), self.now().millis().into(), user_id.into()],
-        )
-        .await?;
-        if on == 0 {
+        if !users::enable_totp(&tx, user_id, sealed, self.now().millis()).await? {
             return Err(IdentityError::TotpAlreadyEnabled);
         }
-        exec(
-            &tx,
-            "DELETE FROM identity_totp_pending WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
+        mfa::end_enrollment(&tx, user_id).await?;
         let codes = self.store_recovery_codes(&tx, user_id).await?;
-        exec(
-            &tx,
-            "UPDATE identity_sessions SET amr = 'pwd otp' WHERE id = $1",
-            vec![session.id.clone().into()],
-        )
-        .await?;
+        sessions::set_amr(&tx, &session.id, "pwd otp").await?;
         self.append_revocation(
             &tx,
             super::revocations::Revocation::Mfa {
@@ -297,20 +229,17 @@ impl App {
         };
         let hash = SecretToken::from_client(challenge.trim().to_owned()).hash();
         let now = self.now();
-        let row = one(
-            &self.db,
-            "SELECT user_id, account_id, failures FROM identity_mfa_challenges WHERE token_hash = $1 \
-             AND used_time IS NULL AND expire_time > $2",
-            vec![hash.clone().into(), now.millis().into()],
-        )
-        .await?
-        .ok_or(IdentityError::MfaChallengeInvalid)?;
-        let failures: i32 = get(&row, "failures")?;
-        if failures >= CHALLENGE_ATTEMPTS {
+        let challenge = mfa::live_challenge(&self.db, &hash, now.millis())
+            .await?
+            .ok_or(IdentityError::MfaChallengeInvalid)?;
+        if challenge.failures >= CHALLENGE_ATTEMPTS {
             return Err(IdentityError::MfaChallengeInvalid);
         }
-        let user_id: String = get(&row, "user_id")?;
-        let account_id: String = get(&row, "account_id")?;
+        let mfa::Challenge {
+            user_id,
+            account_id,
+            ..
+        } = challenge;
         let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
         self.refuse_if_throttled(&throttle_key).await?;
         let sealed = self
@@ -341,12 +270,7 @@ impl App {
         if let Err(e) = result {
             drop(tx);
             if !matches!(e, IdentityError::Service(_)) {
-                exec(
-                    &self.db,
-                    "UPDATE identity_mfa_challenges SET failures = failures + 1 WHERE token_hash = $1",
-                    vec![hash.into()],
-                )
-                .await?;
+                mfa::challenge_failed(&self.db, &hash).await?;
                 self.record_failure(&throttle_key).await?;
                 self.login_event(
                     &self.db,
@@ -361,13 +285,7 @@ impl App {
             }
             return Err(e);
         }
-        let used = exec(
-            &tx,
-            "UPDATE identity_mfa_challenges SET used_time = $1 WHERE token_hash = $2 AND used_time IS NULL",
-            vec![now.millis().into(), hash.into()],
-        )
-        .await?;
-        if used == 0 {
+        if !mfa::use_challenge(&tx, &hash, now.millis()).await? {
             return Err(IdentityError::MfaChallengeInvalid);
         }
         tx.commit().await?;
@@ -401,15 +319,7 @@ impl App {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
-        let hash = one(
-            &self.db,
-            "SELECT password_hash FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|r| get::<Option<String>>(&r, "password_hash"))
-        .transpose()?
-        .flatten();
+        let hash = users::password_hash(&self.db, user_id).await?.flatten();
         let (ok, _) = self.hasher.verify(normalise(password), hash).await?;
         let account = session.account_id.clone().unwrap_or_default();
         if !ok {
@@ -471,12 +381,7 @@ impl App {
             amr.push("otp".into());
         }
         let now = self.now();
-        exec(
-            &self.db,
-            "UPDATE identity_sessions SET auth_time = $1, amr = $2, last_seen_time = $1 WHERE id = $3",
-            vec![now.millis().into(), amr.join(" ").into(), session.id.clone().into()],
-        )
-        .await?;
+        sessions::reauthenticated(&self.db, &session.id, now.millis(), &amr.join(" ")).await?;
         self.reset_failures(&keys[0].0).await?;
         self.login_event(
             &self.db,
@@ -520,22 +425,8 @@ impl App {
         )
         .await?;
         let now = self.now();
-        exec(
-            &self.db,
-            "UPDATE identity_sessions SET account_id = $1, last_seen_time = $2 WHERE id = $3",
-            vec![
-                account_id.clone().into(),
-                now.millis().into(),
-                session.id.clone().into(),
-            ],
-        )
-        .await?;
-        exec(
-            &self.db,
-            "UPDATE identity_users SET last_account_id = $1 WHERE id = $2",
-            vec![account_id.clone().into(), user_id.into()],
-        )
-        .await?;
+        sessions::switch_account(&self.db, &session.id, &account_id, now.millis()).await?;
+        users::set_last_account(&self.db, user_id, &account_id).await?;
         self.login_event(
             &self.db,
             user_id,
@@ -558,39 +449,26 @@ impl App {
         account: Option<&str>,
     ) -> Result<Vec<pb::Session>, IdentityError> {
         let now = self.now().millis();
-        let rows = all(
-            &self.db,
-            "SELECT id, user_id, account_id, user_agent, create_ip, last_ip, amr, create_time, last_seen_time, \
-             auth_time, expire_time FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL \
-             AND expire_time > $2 AND end_time > $2 AND ($3 = '' OR account_id = $3) \
-             ORDER BY last_seen_time DESC, id DESC LIMIT 500",
-            vec![user_id.into(), now.into(), account.unwrap_or_default().into()],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = get(r, "id")?;
-                let ua: String = get(r, "user_agent")?;
-                Ok(pb::Session {
-                    current: current == Some(id.as_str()),
-                    id,
-                    user_id: get(r, "user_id")?,
-                    account_id: get::<Option<String>>(r, "account_id")?.unwrap_or_default(),
-                    device: crate::domain::profile::device(&ua),
-                    user_agent: ua,
-                    create_ip_address: get(r, "create_ip")?,
-                    last_ip_address: get(r, "last_ip")?,
-                    create_time: Some(Timestamp(get(r, "create_time")?).to_proto()),
-                    last_seen_time: Some(Timestamp(get(r, "last_seen_time")?).to_proto()),
-                    auth_time: Some(Timestamp(get(r, "auth_time")?).to_proto()),
-                    expire_time: Some(Timestamp(get(r, "expire_time")?).to_proto()),
-                    amr: get::<String>(r, "amr")?
-                        .split_whitespace()
-                        .map(str::to_owned)
-                        .collect(),
-                })
+        let time = |ms: i64| Some(Timestamp(ms).to_proto());
+        Ok(sessions::list_open(&self.db, user_id, account, now)
+            .await?
+            .into_iter()
+            .map(|s| pb::Session {
+                current: current == Some(s.id.as_str()),
+                device: crate::domain::profile::device(&s.user_agent),
+                id: s.id,
+                user_id: s.user_id,
+                account_id: s.account_id,
+                user_agent: s.user_agent,
+                create_ip_address: s.create_ip,
+                last_ip_address: s.last_ip,
+                create_time: time(s.create_time),
+                last_seen_time: time(s.last_seen_time),
+                auth_time: time(s.auth_time),
+                expire_time: time(s.expire_time),
+                amr: s.amr,
             })
-            .collect()
+            .collect())
     }
 
     /// RevokeSession / RevokeOtherSessions.
@@ -603,26 +481,12 @@ impl App {
         let tx = crate::store::begin(&self.db).await?;
         let ids_in: Vec<String> = match only {
             Some(id) => {
-                let owned = one(
-                    &tx,
-                    "SELECT id FROM identity_sessions WHERE id = $1 AND user_id = $2",
-                    vec![id.into(), user_id.into()],
-                )
-                .await?;
-                if owned.is_none() {
+                if !sessions::is_users(&tx, id, user_id).await? {
                     return Err(IdentityError::SessionNotFound);
                 }
                 vec![id.to_owned()]
             }
-            None => all(
-                &tx,
-                "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL AND id <> $2",
-                vec![user_id.into(), keep.unwrap_or_default().into()],
-            )
-            .await?
-            .iter()
-            .map(|r| get::<String>(r, "id"))
-            .collect::<Result<_, _>>()?,
+            None => sessions::open_ids(&tx, user_id, None, keep).await?,
         };
         let n = self
             .end_sessions(&tx, &ids_in, user_id, pb::RevocationReason::RevokedByUser)
@@ -648,15 +512,7 @@ impl App {
         self.refuse_if_throttled(&keys).await?;
         let result = match (password, code) {
             (Some(p), _) => {
-                let hash = one(
-                    &self.db,
-                    "SELECT password_hash FROM identity_users WHERE id = $1",
-                    vec![user_id.into()],
-                )
-                .await?
-                .map(|r| get::<Option<String>>(&r, "password_hash"))
-                .transpose()?
-                .flatten();
+                let hash = users::password_hash(&self.db, user_id).await?.flatten();
                 if self.hasher.verify(normalise(p), hash).await?.0 {
                     Ok(())
                 } else {
@@ -699,24 +555,9 @@ impl App {
         self.prove(user_id, password, code).await?;
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        exec(
-            &tx,
-            "UPDATE identity_users SET totp_secret = NULL, update_time = $1 WHERE id = $2",
-            vec![now.millis().into(), user_id.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "DELETE FROM identity_recovery_codes WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_sessions SET amr = 'pwd' WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
+        users::disable_totp(&tx, user_id, now.millis()).await?;
+        mfa::replace_recovery_codes(&tx, user_id, Vec::new()).await?;
+        sessions::set_amr_of_user(&tx, user_id, "pwd").await?;
         self.append_revocation(
             &tx,
             super::revocations::Revocation::UserTokensBefore {

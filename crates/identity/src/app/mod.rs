@@ -15,9 +15,8 @@ pub(crate) mod users;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, QueryResult};
+use sea_orm::DatabaseConnection;
 use tenancy_proto::contacts::MessageTemplate;
-use tenancy_proto::identity as pb;
 use tenancy_runtime::Timestamp;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::{AuthConfig, MailConfig};
@@ -26,7 +25,6 @@ use crate::domain::error::IdentityError;
 use crate::domain::password::Hasher;
 use crate::domain::totp::SecretBox;
 use crate::peers::{Mailer, OutgoingEmail};
-use tenancy_runtime::db::get;
 
 /// Who is calling, as the gateway saw them.
 #[derive(Clone, Debug, Default)]
@@ -151,43 +149,6 @@ pub(crate) fn time_text(t: Timestamp) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
-}
-
-/// The columns of `identity_users` a `User` message needs.
-pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, pending_email, name, \
-    password_hash IS NOT NULL AS password_set, totp_secret IS NOT NULL AS totp_enabled, \
-    code_word_hash IS NOT NULL AS code_word_set, staff, create_time, update_time, \
-    last_login_time, password_update_time, \
-    (SELECT COUNT(*) FROM identity_recovery_codes r WHERE r.user_id = identity_users.id \
-     AND r.used_time IS NULL) AS recovery_codes_remaining";
-
-/// Maps a row selected with [`USER_COLUMNS`].
-pub(crate) fn user_from_row(row: &QueryResult) -> Result<pb::User, IdentityError> {
-    let totp_enabled: bool = get(row, "totp_enabled")?;
-    let remaining: i64 = get(row, "recovery_codes_remaining")?;
-    let opt_time = |c: &str| -> Result<Option<prost_types::Timestamp>, IdentityError> {
-        Ok(get::<Option<i64>>(row, c)?.map(|ms| Timestamp(ms).to_proto()))
-    };
-    Ok(pb::User {
-        id: get(row, "id")?,
-        email: get(row, "email")?,
-        email_verified: get(row, "email_verified")?,
-        pending_email: get(row, "pending_email")?,
-        name: get(row, "name")?,
-        totp_enabled,
-        recovery_codes_remaining: if totp_enabled {
-            i32::try_from(remaining).unwrap_or(0)
-        } else {
-            0
-        },
-        password_set: get(row, "password_set")?,
-        code_word_set: get(row, "code_word_set")?,
-        staff: get(row, "staff")?,
-        create_time: Some(Timestamp(get(row, "create_time")?).to_proto()),
-        update_time: Some(Timestamp(get(row, "update_time")?).to_proto()),
-        last_login_time: opt_time("last_login_time")?,
-        password_update_time: opt_time("password_update_time")?,
-    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@ use super::{App, Client, time_text};
 use crate::domain::error::IdentityError;
 use crate::domain::network::{KNOWN_FOR, login_network};
 use crate::domain::throttle::Counter;
-use crate::store::{networks, users};
-use tenancy_runtime::db::{get, one};
+use crate::store::{mfa, networks, users};
 use tenancy_runtime::ids::UserId;
 
 impl App {
@@ -63,16 +62,10 @@ impl App {
 
     /// Tells the user that one of their recovery codes was just spent.
     pub(crate) async fn recovery_code_notice(&self, user_id: &str, ip: &str) {
-        let remaining = one(
-            &self.db,
-            "SELECT COUNT(*) AS n FROM identity_recovery_codes WHERE user_id = $1 AND used_time IS NULL",
-            vec![user_id.into()],
-        )
-        .await
-        .ok()
-        .flatten()
-        .and_then(|row| get::<i64>(&row, "n").ok())
-        .map_or_else(|| "some".to_owned(), |n| n.to_string());
+        let remaining = mfa::recovery_codes_left(&self.db, user_id)
+            .await
+            .ok()
+            .map_or_else(|| "some".to_owned(), |n| n.to_string());
         self.security_notice(
             user_id,
             MessageTemplate::SecurityRecoveryCodeUsed,

@@ -14,22 +14,12 @@ use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
 use crate::domain::throttle::{self, Counter};
 use crate::store;
+use crate::store::api_tokens;
 use crate::store::login_events::{self, LoginEventRow};
-use tenancy_runtime::db::{all, exec, get, one};
+use crate::store::sessions::{self, NewSession, SessionRow};
+use crate::store::{mfa, users};
 
 const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
-
-/// A session row as the token issuer needs it.
-pub(crate) struct SessionRow {
-    pub(crate) id: String,
-    pub(crate) user_id: String,
-    pub(crate) account_id: Option<String>,
-    pub(crate) amr: Vec<String>,
-    pub(crate) auth_time: i64,
-    pub(crate) expire_time: i64,
-    pub(crate) end_time: i64,
-    pub(crate) revoked: bool,
-}
 
 impl App {
     /// Records a login event (only for known users).
@@ -129,15 +119,9 @@ impl App {
         &self,
         session: &SessionRow,
     ) -> Result<pb::AccessToken, IdentityError> {
-        let flags = one(
-            &self.db,
-            "SELECT staff, totp_secret IS NOT NULL AS mfa, \
-             (SELECT position FROM identity_revocation_head WHERE id = 1) AS rev \
-             FROM identity_users WHERE id = $1",
-            vec![session.user_id.clone().into()],
-        )
-        .await?
-        .ok_or(IdentityError::RefreshTokenInvalid)?;
+        let flags = users::token_flags(&self.db, &session.user_id)
+            .await?
+            .ok_or(IdentityError::RefreshTokenInvalid)?;
         let now = self.now();
         let iat = now.seconds();
         let exp = Timestamp(iat * 1000).plus(self.auth.access_token_lifetime);
@@ -148,12 +132,12 @@ impl App {
             sid: session.id.clone(),
             acc: session.account_id.clone(),
             iat,
-            rev: get::<Option<i64>>(&flags, "rev")?.unwrap_or(0),
+            rev: flags.rev,
             exp: exp.seconds(),
             auth_time: Timestamp(session.auth_time).seconds(),
             amr: session.amr.clone(),
-            mfa: get(&flags, "mfa")?,
-            staff: get(&flags, "staff")?,
+            mfa: flags.mfa,
+            staff: flags.staff,
             kind: "portal".into(),
         };
         Ok(pb::AccessToken {
@@ -180,37 +164,23 @@ impl App {
         let refresh = SecretToken::generate("tnr_");
         let tx = crate::store::begin(&self.db).await?;
         let new_network = self.note_login_network(&tx, user_id, client).await?;
-        exec(
+        sessions::insert(
             &tx,
-            "INSERT INTO identity_sessions (id, user_id, account_id, user_agent, create_ip, last_ip, amr, \
-             create_time, last_seen_time, auth_time, expire_time, end_time) \
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $7, $7, $8, $9)",
-            vec![
-                id.clone().into(),
-                user_id.into(),
-                account_id.clone().into(),
-                client.user_agent.clone().into(),
-                client.ip.clone().into(),
-                amr.join(" ").into(),
-                now.millis().into(),
-                expire.millis().into(),
-                end.millis().into(),
-            ],
+            NewSession {
+                id: &id,
+                user_id,
+                account_id: account_id.clone(),
+                user_agent: &client.user_agent,
+                ip: &client.ip,
+                amr: amr.join(" "),
+                now: now.millis(),
+                expire_time: expire.millis(),
+                end_time: end.millis(),
+            },
         )
         .await?;
-        exec(
-            &tx,
-            "INSERT INTO identity_refresh_tokens (token_hash, session_id, create_time) VALUES ($1, $2, $3)",
-            vec![refresh.hash().into(), id.clone().into(), now.millis().into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_users SET last_login_time = $1, last_account_id = COALESCE($2, last_account_id) \
-             WHERE id = $3",
-            vec![now.millis().into(), account_id.clone().into(), user_id.into()],
-        )
-        .await?;
+        sessions::insert_refresh(&tx, refresh.hash(), &id, now.millis()).await?;
+        users::note_login(&tx, user_id, account_id.clone(), now.millis()).await?;
         self.login_event(
             &tx,
             user_id,
@@ -292,14 +262,8 @@ impl App {
             (format!("pwe:{}", email.key), Counter::Email),
             (format!("ip:{}", client.ip), Counter::Ip),
         ];
-        let row = one(
-            &self.db,
-            "SELECT id, password_hash, email_verified, totp_secret IS NOT NULL AS totp, name, email, \
-             last_verification_sent FROM identity_users WHERE email_key = $1",
-            vec![email.key.clone().into()],
-        )
-        .await?;
-        let user_id: Option<String> = row.as_ref().map(|r| get(r, "id")).transpose()?;
+        let row = users::login_row(&self.db, &email.key).await?;
+        let user_id: Option<String> = row.as_ref().map(|r| r.id.clone());
         *known_user = user_id.is_some();
         if let Some(until) = self.throttled(&keys).await? {
             if let Some(id) = &user_id {
@@ -320,11 +284,7 @@ impl App {
                 retry_after: std::time::Duration::from_millis(wait),
             });
         }
-        let hash: Option<String> = row
-            .as_ref()
-            .map(|r| get::<Option<String>>(r, "password_hash"))
-            .transpose()?
-            .flatten();
+        let hash: Option<String> = row.as_ref().and_then(|r| r.password_hash.clone());
         let (ok, rehash) = self.hasher.verify(normalise(password), hash).await?;
         let (Some(row), Some(user_id), true) = (row, user_id, ok) else {
             self.record_failure(&keys).await?;
@@ -345,15 +305,10 @@ impl App {
         self.reset_failures(&pair).await?;
         if rehash {
             let new_hash = self.hasher.hash(normalise(password)).await?;
-            exec(
-                &self.db,
-                "UPDATE identity_users SET password_hash = $1 WHERE id = $2",
-                vec![new_hash.into(), user_id.clone().into()],
-            )
-            .await?;
+            users::rehash_password(&self.db, &user_id, new_hash).await?;
         }
         let account_text = account.clone().unwrap_or_default();
-        if !get::<bool>(&row, "email_verified")? {
+        if !row.email_verified {
             self.login_event(
                 &self.db,
                 &user_id,
@@ -364,11 +319,9 @@ impl App {
                 pb::LoginOutcome::FailureUnverified,
             )
             .await?;
-            let last: i64 = get(&row, "last_verification_sent")?;
-            if last + 600_000 <= self.now().millis() {
-                let address: String = get(&row, "email")?;
-                let name: String = get(&row, "name")?;
-                self.send_verification(&user_id, &address, &name).await?;
+            if row.last_verification_sent + 600_000 <= self.now().millis() {
+                self.send_verification(&user_id, &row.email, &row.name)
+                    .await?;
             }
             return Err(IdentityError::EmailNotVerified);
         }
@@ -376,7 +329,7 @@ impl App {
             self.require_membership(&user_id, account, "", client, pb::LoginMethod::Password)
                 .await?;
         }
-        if get::<bool>(&row, "totp")? {
+        if row.totp {
             // CompleteMfa chooses the account when the session is created.
             return self
                 .mfa_challenge(&user_id, &account_text, client)
@@ -409,17 +362,13 @@ impl App {
         let token = SecretToken::generate("tnc_");
         let now = self.now();
         let expire = now.plus(std::time::Duration::from_secs(300));
-        exec(
+        mfa::insert_challenge(
             &self.db,
-            "INSERT INTO identity_mfa_challenges (token_hash, user_id, account_id, create_time, expire_time) \
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                token.hash().into(),
-                user_id.into(),
-                account_id.into(),
-                now.millis().into(),
-                expire.millis().into(),
-            ],
+            token.hash(),
+            user_id,
+            account_id,
+            now.millis(),
+            expire.millis(),
         )
         .await?;
         self.login_event(
@@ -432,15 +381,7 @@ impl App {
             pb::LoginOutcome::MfaRequired,
         )
         .await?;
-        let codes = one(
-            &self.db,
-            "SELECT COUNT(*) AS n FROM identity_recovery_codes WHERE user_id = $1 AND used_time IS NULL",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|r| get::<i64>(&r, "n"))
-        .transpose()?
-        .unwrap_or(0);
+        let codes = mfa::recovery_codes_left(&self.db, user_id).await?;
         let mut allowed = vec![pb::SecondFactorType::Totp as i32];
         if codes > 0 {
             allowed.push(pb::SecondFactorType::RecoveryCode as i32);
@@ -457,29 +398,7 @@ impl App {
         c: &C,
         id: &str,
     ) -> Result<Option<SessionRow>, IdentityError> {
-        let row = one(
-            c,
-            "SELECT id, user_id, account_id, amr, auth_time, expire_time, end_time, revoke_time \
-             FROM identity_sessions WHERE id = $1",
-            vec![id.into()],
-        )
-        .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                id: get(&r, "id")?,
-                user_id: get(&r, "user_id")?,
-                account_id: get(&r, "account_id")?,
-                amr: get::<String>(&r, "amr")?
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
-                auth_time: get(&r, "auth_time")?,
-                expire_time: get(&r, "expire_time")?,
-                end_time: get(&r, "end_time")?,
-                revoked: get::<Option<i64>>(&r, "revoke_time")?.is_some(),
-            })
-        })
-        .transpose()
+        Ok(sessions::load(c, id).await?)
     }
 
     /// RefreshSession: rotates the refresh token; a rotated-out token
@@ -492,27 +411,15 @@ impl App {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        let rotated = exec(
-            &tx,
-            "UPDATE identity_refresh_tokens SET rotate_time = $1 WHERE token_hash = $2 AND rotate_time IS NULL",
-            vec![now.millis().into(), hash.clone().into()],
-        )
-        .await?;
-        let Some(row) = one(
-            &tx,
-            "SELECT session_id FROM identity_refresh_tokens WHERE token_hash = $1",
-            vec![hash.into()],
-        )
-        .await?
-        else {
+        let rotated = sessions::rotate_refresh(&tx, &hash, now.millis()).await?;
+        let Some(session_id) = sessions::session_of_refresh(&tx, &hash).await? else {
             return Err(IdentityError::RefreshTokenInvalid);
         };
-        let session_id: String = get(&row, "session_id")?;
         let Some(session) = self.load_session(&tx, &session_id).await? else {
             return Err(IdentityError::RefreshTokenInvalid);
         };
         let account = session.account_id.clone().unwrap_or_default();
-        if rotated == 0 {
+        if !rotated {
             // Reuse of a rotated-out token: revoke the session (theft).
             if !session.revoked {
                 self.end_sessions(
@@ -547,23 +454,14 @@ impl App {
         let expire = now
             .plus(self.auth.session_idle_timeout)
             .min(Timestamp(session.end_time));
-        exec(
+        sessions::insert_refresh(&tx, refresh.hash(), &session.id, now.millis()).await?;
+        sessions::refreshed(
             &tx,
-            "INSERT INTO identity_refresh_tokens (token_hash, session_id, create_time) VALUES ($1, $2, $3)",
-            vec![refresh.hash().into(), session.id.clone().into(), now.millis().into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_sessions SET expire_time = $1, last_seen_time = $2, last_ip = $3, user_agent = $4 \
-             WHERE id = $5",
-            vec![
-                expire.millis().into(),
-                now.millis().into(),
-                client.ip.clone().into(),
-                client.user_agent.clone().into(),
-                session.id.clone().into(),
-            ],
+            &session.id,
+            expire.millis(),
+            now.millis(),
+            &client.ip,
+            &client.user_agent,
         )
         .await?;
         tx.commit().await?;
@@ -576,12 +474,7 @@ impl App {
             .await
             && chosen != session.account_id
         {
-            exec(
-                &self.db,
-                "UPDATE identity_sessions SET account_id = $1 WHERE id = $2",
-                vec![chosen.clone().into(), session.id.clone().into()],
-            )
-            .await?;
+            sessions::set_account(&self.db, &session.id, chosen.clone()).await?;
             session.account_id = chosen;
         }
         let access = self.access_token(&session).await?;
@@ -607,13 +500,7 @@ impl App {
         let mut count = 0;
         let mut last = 0;
         for id in ids_in {
-            let ended = exec(
-                c,
-                "UPDATE identity_sessions SET revoke_time = $1 WHERE id = $2 AND revoke_time IS NULL",
-                vec![now.millis().into(), id.clone().into()],
-            )
-            .await?;
-            if ended == 1 {
+            if sessions::end(c, id, now.millis()).await? {
                 count += 1;
                 last = self
                     .append_revocation(
@@ -638,13 +525,7 @@ impl App {
         session_id: &str,
     ) -> Result<(), IdentityError> {
         let tx = crate::store::begin(&self.db).await?;
-        let owned = one(
-            &tx,
-            "SELECT id FROM identity_sessions WHERE id = $1 AND user_id = $2",
-            vec![session_id.into(), user_id.into()],
-        )
-        .await?;
-        if owned.is_some() {
+        if sessions::is_users(&tx, session_id, user_id).await? {
             self.end_sessions(
                 &tx,
                 &[session_id.to_owned()],
@@ -717,27 +598,13 @@ impl App {
         created_until: Option<i64>,
     ) -> Result<(i64, i64), IdentityError> {
         let now = self.now();
-        let rows = all(
-            c,
-            "SELECT id FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL AND create_time <= $3",
-            vec![
-                user_id.into(),
-                account_id.into(),
-                created_until.unwrap_or(i64::MAX).into(),
-            ],
-        )
-        .await?;
+        let ids =
+            api_tokens::unrevoked_of(c, user_id, account_id, created_until.unwrap_or(i64::MAX))
+                .await?;
         let mut count = 0;
         let mut last = 0;
-        for r in rows {
-            let id: String = get(&r, "id")?;
-            let n = exec(
-                c,
-                "UPDATE identity_api_tokens SET revoke_time = $1, revoked_by = $2 WHERE id = $3 AND revoke_time IS NULL",
-                vec![now.millis().into(), by.into(), id.clone().into()],
-            )
-            .await?;
-            if n == 1 {
+        for id in ids {
+            if api_tokens::revoke(c, &id, by, now.millis()).await? {
                 count += 1;
                 last = self
                     .append_revocation(

@@ -2,49 +2,45 @@
 
 use std::sync::Arc;
 
-use sea_orm::QueryResult;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
+use tenancy_runtime::ids::{self, ApiTokenId};
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
-use tenancy_runtime::{Error, Principal, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Timestamp};
 
 use super::App;
 use super::revocations::Revocation;
-use super::users::RESET;
 use crate::domain::api_tokens::{TokenState, token_state};
 use crate::domain::credentials::{api_token_well_formed, new_api_token};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{parse_email, parse_label};
-use crate::store::api_tokens;
-use tenancy_runtime::db::{all, exec, get, one};
+use crate::store::api_tokens::{self, ApiTokenRow};
+use crate::store::email_tokens::{self, Purpose};
+use crate::store::{sessions, users};
 
-const TOKEN_COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only, create_time, expire_time, \
-    last_used_time, last_used_ip, revoke_time, revoked_by";
-
-fn token_from_row(r: &QueryResult, now: Timestamp) -> Result<pb::ApiToken, IdentityError> {
-    let expire: Option<i64> = get(r, "expire_time")?;
-    let revoke: Option<i64> = get(r, "revoke_time")?;
-    let state = match token_state(revoke, expire, now.millis()) {
+/// A stored token as clients see it at `now`.
+fn api_token(t: ApiTokenRow, now: Timestamp) -> pb::ApiToken {
+    let state = match token_state(t.revoke_time, t.expire_time, now.millis()) {
         TokenState::Active => pb::ApiTokenState::Active,
         TokenState::Expired => pb::ApiTokenState::Expired,
         TokenState::Revoked => pb::ApiTokenState::Revoked,
     };
-    Ok(pb::ApiToken {
-        id: get(r, "id")?,
-        name: get(r, "name")?,
-        user_id: get(r, "user_id")?,
-        account_id: get(r, "account_id")?,
-        last_four: get(r, "last_four")?,
-        read_only: get(r, "read_only")?,
+    pb::ApiToken {
+        id: t.id,
+        name: t.name,
+        user_id: t.user_id,
+        account_id: t.account_id,
+        last_four: t.last_four,
+        read_only: t.read_only,
         state: state as i32,
-        create_time: Some(Timestamp(get(r, "create_time")?).to_proto()),
-        expire_time: expire.map(|t| Timestamp(t).to_proto()),
-        last_used_time: get::<Option<i64>>(r, "last_used_time")?.map(|t| Timestamp(t).to_proto()),
-        last_used_ip_address: get(r, "last_used_ip")?,
-        revoke_time: revoke.map(|t| Timestamp(t).to_proto()),
-        revoked_by_user_id: get(r, "revoked_by")?,
-    })
+        create_time: Some(Timestamp(t.create_time).to_proto()),
+        expire_time: t.expire_time.map(|t| Timestamp(t).to_proto()),
+        last_used_time: t.last_used_time.map(|t| Timestamp(t).to_proto()),
+        last_used_ip_address: t.last_used_ip,
+        revoke_time: t.revoke_time.map(|t| Timestamp(t).to_proto()),
+        revoked_by_user_id: t.revoked_by,
+    }
 }
 
 /// Active API tokens a user may hold per account.
@@ -78,7 +74,7 @@ impl App {
             ));
         }
         let secret = new_api_token();
-        let id = ids::new_id();
+        let id = ApiTokenId::new();
         let tx = crate::store::begin(&self.db).await?;
         let active = api_tokens::count_active(&tx, &user_id, &account_id, now.millis()).await?;
         if active >= MAX_ACTIVE_TOKENS {
@@ -86,32 +82,26 @@ impl App {
                 limit: MAX_ACTIVE_TOKENS,
             });
         }
-        exec(
-            &tx,
-            "INSERT INTO identity_api_tokens (id, token_hash, user_id, account_id, name, last_four, read_only, \
-             create_time, expire_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            vec![
-                id.clone().into(),
-                sha256_hex(secret.as_bytes()).into(),
-                user_id.into(),
-                account_id.into(),
-                name.into(),
-                secret[secret.len() - 4..].to_owned().into(),
-                read_only.into(),
-                now.millis().into(),
-                expire.map(|e| e.millis()).into(),
-            ],
-        )
-        .await?;
-        let row = one(
-            &tx,
-            &format!("SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE id = $1"),
-            vec![id.into()],
-        )
-        .await?
-        .ok_or_else(|| Error::internal("token vanished"))?;
+        let token = ApiTokenRow {
+            id: id.to_string(),
+            name,
+            user_id,
+            account_id,
+            last_four: secret[secret.len() - 4..].to_owned(),
+            read_only,
+            create_time: now.millis(),
+            expire_time: expire.map(|e| e.millis()),
+            last_used_time: None,
+            last_used_ip: String::new(),
+            revoke_time: None,
+            revoked_by: String::new(),
+        };
+        api_tokens::insert(&tx, &token, sha256_hex(secret.as_bytes())).await?;
+        let stored = api_tokens::get_token(&tx, &id, None)
+            .await?
+            .ok_or_else(|| Error::internal("token vanished"))?;
         tx.commit().await?;
-        Ok((token_from_row(&row, now)?, secret))
+        Ok((api_token(stored, now), secret))
     }
 
     /// RevokeApiToken: managers their own, owners any in the account.
@@ -122,32 +112,20 @@ impl App {
     ) -> Result<pb::ApiToken, IdentityError> {
         let account_id = p.account()?.to_owned();
         let user_id = p.user()?.to_owned();
-        let id = ids::parse_id("api_token_id", id).map_err(|_| IdentityError::ApiTokenNotFound)?;
+        let id =
+            ApiTokenId::parse("api_token_id", id).map_err(|_| IdentityError::ApiTokenNotFound)?;
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        let row = one(
-            &tx,
-            &format!(
-                "SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE id = $1 AND account_id = $2"
-            ),
-            vec![id.clone().into(), account_id.clone().into()],
-        )
-        .await?
-        .ok_or(IdentityError::ApiTokenNotFound)?;
-        let token = token_from_row(&row, now)?;
+        let token = api_tokens::get_token(&tx, &id, Some(&account_id))
+            .await?
+            .ok_or(IdentityError::ApiTokenNotFound)?;
         if !p.is_owner() && token.user_id != user_id {
             return Err(IdentityError::ApiTokenNotFound);
         }
-        if token.state != pb::ApiTokenState::Active as i32 {
-            return Ok(token);
+        if token_state(token.revoke_time, token.expire_time, now.millis()) != TokenState::Active {
+            return Ok(api_token(token, now));
         }
-        let n = exec(
-            &tx,
-            "UPDATE identity_api_tokens SET revoke_time = $1, revoked_by = $2 WHERE id = $3 AND revoke_time IS NULL",
-            vec![now.millis().into(), user_id.clone().into(), id.clone().into()],
-        )
-        .await?;
-        if n == 1 {
+        if api_tokens::revoke(&tx, id.as_str(), &user_id, now.millis()).await? {
             let reason = if token.user_id == user_id {
                 pb::RevocationReason::RevokedByUser
             } else {
@@ -156,7 +134,7 @@ impl App {
             self.append_revocation(
                 &tx,
                 Revocation::ApiToken {
-                    id: id.clone(),
+                    id: id.to_string(),
                     user_id: token.user_id.clone(),
                     account_id,
                 },
@@ -164,16 +142,12 @@ impl App {
             )
             .await?;
         }
-        let row = one(
-            &tx,
-            &format!("SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE id = $1"),
-            vec![id.into()],
-        )
-        .await?
-        .ok_or(IdentityError::ApiTokenNotFound)?;
+        let revoked = api_tokens::get_token(&tx, &id, None)
+            .await?
+            .ok_or(IdentityError::ApiTokenNotFound)?;
         tx.commit().await?;
         self.notify_revocations();
-        token_from_row(&row, now)
+        Ok(api_token(revoked, now))
     }
 
     /// ListApiTokens: newest first, keyset-paginated by id (UUIDv7, so
@@ -210,37 +184,29 @@ impl App {
             c.account == list.account && c.user == list.user && c.states == list.states
         })?;
         let now = self.now();
-        let mut conditions = Vec::new();
+        let mut wanted = Vec::new();
         for state in &states {
-            let state = match pb::ApiTokenState::try_from(*state) {
+            wanted.push(match pb::ApiTokenState::try_from(*state) {
                 Ok(pb::ApiTokenState::Active) => TokenState::Active,
                 Ok(pb::ApiTokenState::Expired) => TokenState::Expired,
                 Ok(pb::ApiTokenState::Revoked) => TokenState::Revoked,
                 _ => return Err(IdentityError::ApiTokenStateInvalid),
-            };
-            conditions.push(api_tokens::state_condition(state, "$3"));
+            });
         }
-        let limit = i64::try_from(size).unwrap_or(50) + 1;
-        let rows = all(
+        let after = after.map(|c| c.after).unwrap_or_default();
+        let rows = api_tokens::page(
             &self.db,
-            &format!(
-                "SELECT {TOKEN_COLUMNS} FROM identity_api_tokens WHERE account_id = $1 AND ($2 = '' OR user_id = $2) \
-                 AND ({}) AND ($4 = '' OR id < $4) ORDER BY id DESC LIMIT $5",
-                conditions.join(" OR ")
-            ),
-            vec![
-                account_id.into(),
-                filter.into(),
-                now.millis().into(),
-                after.map(|c| c.after).unwrap_or_default().into(),
-                limit.into(),
-            ],
+            api_tokens::Query {
+                account_id: &account_id,
+                user_id: &filter,
+                states: &wanted,
+                now: now.millis(),
+                after: &after,
+                limit: i64::try_from(size).unwrap_or(50) + 1,
+            },
         )
         .await?;
-        let mut tokens = rows
-            .iter()
-            .map(|r| token_from_row(r, now))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut tokens: Vec<pb::ApiToken> = rows.into_iter().map(|t| api_token(t, now)).collect();
         let mut next = String::new();
         if tokens.len() > usize::try_from(size).unwrap_or(50) {
             tokens.pop();
@@ -268,30 +234,23 @@ impl App {
             return Err(invalid_token());
         }
         let now = self.now();
-        let row = one(
-            &self.db,
-            "SELECT t.id, t.user_id, t.account_id, t.read_only, t.expire_time, t.create_time, \
-             t.revoke_time, u.totp_secret IS NOT NULL AS mfa FROM identity_api_tokens t \
-             JOIN identity_users u ON u.id = t.user_id WHERE t.token_hash = $1",
-            vec![sha256_hex(secret.as_bytes()).into()],
-        )
-        .await?
-        .ok_or_else(invalid_token)?;
-        let expire: Option<i64> = get(&row, "expire_time")?;
-        if get::<Option<i64>>(&row, "revoke_time")?.is_some() {
-            return Err(IdentityError::TokenRevoked);
-        }
-        if expire.is_some_and(|e| e <= now.millis()) {
-            return Err(IdentityError::TokenExpired);
+        let found = api_tokens::by_hash(&self.db, &sha256_hex(secret.as_bytes()))
+            .await?
+            .ok_or_else(invalid_token)?;
+        let token = found.token;
+        match token_state(token.revoke_time, token.expire_time, now.millis()) {
+            TokenState::Revoked => return Err(IdentityError::TokenRevoked),
+            TokenState::Expired => return Err(IdentityError::TokenExpired),
+            TokenState::Active => {}
         }
         Ok(pb::IntrospectApiTokenResponse {
-            api_token_id: get(&row, "id")?,
-            user_id: get(&row, "user_id")?,
-            account_id: get(&row, "account_id")?,
-            read_only: get(&row, "read_only")?,
-            expire_time: expire.map(|t| Timestamp(t).to_proto()),
-            create_time: Some(Timestamp(get(&row, "create_time")?).to_proto()),
-            mfa_enabled: get(&row, "mfa")?,
+            api_token_id: token.id,
+            user_id: token.user_id,
+            account_id: token.account_id,
+            read_only: token.read_only,
+            expire_time: token.expire_time.map(|t| Timestamp(t).to_proto()),
+            create_time: Some(Timestamp(token.create_time).to_proto()),
+            mfa_enabled: found.mfa,
         })
     }
 
@@ -328,30 +287,30 @@ impl App {
     ) -> Result<(), IdentityError> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
-        let row = one(
-            &self.db,
-            "SELECT t.user_id, t.expire_time, t.used_time, u.email FROM identity_email_tokens t \
-             JOIN identity_users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.purpose = $2",
-            vec![hash.clone().into(), RESET.into()],
-        )
-        .await?
-        .ok_or_else(|| IdentityError::invalid(Invalid::ResetToken, "token", "unknown or used"))?;
-        if get::<Option<i64>>(&row, "used_time")?.is_some() {
+        let unknown = || IdentityError::invalid(Invalid::ResetToken, "token", "unknown or used");
+        let link = email_tokens::find(&self.db, &hash, Purpose::Reset)
+            .await?
+            .ok_or_else(unknown)?;
+        // The user's address now (the link went to the one they had then).
+        let email = users::by_id(&self.db, &link.user_id)
+            .await?
+            .ok_or_else(unknown)?
+            .email;
+        if link.used_time.is_some() {
             return Err(IdentityError::invalid(
                 Invalid::ResetToken,
                 "token",
                 "unknown or used",
             ));
         }
-        if get::<i64>(&row, "expire_time")? <= now.millis() {
+        if link.expire_time <= now.millis() {
             return Err(IdentityError::invalid(
                 Invalid::ResetTokenExpired,
                 "token",
                 "expired",
             ));
         }
-        let user_id: String = get(&row, "user_id")?;
-        let email: String = get(&row, "email")?;
+        let user_id = link.user_id;
         let local = parse_email("email", &email).ok().map(|e| e.local);
         let password = check_new_password(
             "new_password",
@@ -361,13 +320,7 @@ impl App {
         )?;
         let new_hash = self.hasher.hash(password).await?;
         let tx = crate::store::begin(&self.db).await?;
-        let spent = exec(
-            &tx,
-            "UPDATE identity_email_tokens SET used_time = $1 WHERE token_hash = $2 AND used_time IS NULL",
-            vec![now.millis().into(), hash.into()],
-        )
-        .await?;
-        if spent == 0 {
+        if !email_tokens::spend(&tx, &hash, now.millis()).await? {
             return Err(IdentityError::invalid(
                 Invalid::ResetToken,
                 "token",
@@ -375,28 +328,9 @@ impl App {
             ));
         }
         // Every other outstanding reset link dies with the change.
-        exec(
-            &tx,
-            "UPDATE identity_email_tokens SET used_time = $1 WHERE user_id = $2 AND purpose = $3 AND used_time IS NULL",
-            vec![now.millis().into(), user_id.clone().into(), RESET.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_users SET password_hash = $1, password_update_time = $2, update_time = $2, \
-             email_verified = TRUE WHERE id = $3",
-            vec![new_hash.into(), now.millis().into(), user_id.clone().into()],
-        )
-        .await?;
-        let sessions: Vec<String> = all(
-            &tx,
-            "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL",
-            vec![user_id.clone().into()],
-        )
-        .await?
-        .iter()
-        .map(|r| get::<String>(r, "id"))
-        .collect::<Result<_, _>>()?;
+        email_tokens::spend_all_of(&tx, &user_id, Purpose::Reset, now.millis()).await?;
+        users::set_password(&tx, &user_id, new_hash, now.millis(), true).await?;
+        let sessions = sessions::open_ids(&tx, &user_id, None, None).await?;
         self.end_sessions(
             &tx,
             &sessions,

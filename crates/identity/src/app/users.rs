@@ -4,57 +4,42 @@ use std::time::Duration;
 
 use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
-use tenancy_proto::identity as pb;
+use tenancy_runtime::ids::UserId;
 use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
 use tenancy_runtime::{Error, Principal, Timestamp, ids};
 
-use super::{App, USER_COLUMNS, time_text, user_from_row};
+use super::{App, time_text};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{Email, parse_email, parse_name};
-use tenancy_runtime::db::{all, exec, get, one};
+use crate::store::email_tokens::{self, Purpose};
+use crate::store::users::{self, NewUser, UserRow};
 
 /// Verification links are valid this long.
 pub(crate) const VERIFY_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Password-reset links are valid this long.
 pub(crate) const RESET_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-/// Purpose of a verification token.
-pub(crate) const VERIFY: &str = "verify";
-/// Purpose of a reset token.
-pub(crate) const RESET: &str = "reset";
 
 impl App {
     pub(crate) async fn load_user<C: ConnectionTrait>(
         &self,
         c: &C,
         user_id: &str,
-    ) -> Result<Option<pb::User>, IdentityError> {
-        let row = one(
-            c,
-            &format!("SELECT {USER_COLUMNS} FROM identity_users WHERE id = $1"),
-            vec![user_id.into()],
-        )
-        .await?;
-        row.as_ref().map(user_from_row).transpose()
+    ) -> Result<Option<UserRow>, IdentityError> {
+        Ok(users::by_id(c, user_id).await?)
     }
 
     pub(crate) async fn user_by_email<C: ConnectionTrait>(
         &self,
         c: &C,
         email: &Email,
-    ) -> Result<Option<pb::User>, IdentityError> {
-        let row = one(
-            c,
-            &format!("SELECT {USER_COLUMNS} FROM identity_users WHERE email_key = $1"),
-            vec![email.key.clone().into()],
-        )
-        .await?;
-        row.as_ref().map(user_from_row).transpose()
+    ) -> Result<Option<UserRow>, IdentityError> {
+        Ok(users::by_email_key(c, &email.key).await?)
     }
 
     /// The caller's own profile.
-    pub(crate) async fn get_user(&self, user_id: &str) -> Result<pb::User, IdentityError> {
+    pub(crate) async fn get_user(&self, user_id: &str) -> Result<UserRow, IdentityError> {
         self.load_user(&self.db, user_id)
             .await?
             .ok_or(IdentityError::UserNotFound)
@@ -65,25 +50,24 @@ impl App {
         &self,
         c: &C,
         user_id: &str,
-        purpose: &str,
+        purpose: Purpose,
         email: &str,
         lifetime: Duration,
     ) -> Result<(String, Timestamp), IdentityError> {
-        let token = SecretToken::generate(if purpose == VERIFY { "tnv_" } else { "tnp_" });
+        let token = SecretToken::generate(match purpose {
+            Purpose::Verify => "tnv_",
+            Purpose::Reset => "tnp_",
+        });
         let now = self.now();
         let expire = now.plus(lifetime);
-        exec(
+        email_tokens::insert(
             c,
-            "INSERT INTO identity_email_tokens (token_hash, user_id, purpose, email, create_time, expire_time) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            vec![
-                token.hash().into(),
-                user_id.into(),
-                purpose.into(),
-                email.into(),
-                now.millis().into(),
-                expire.millis().into(),
-            ],
+            token.hash(),
+            user_id,
+            purpose,
+            email,
+            now.millis(),
+            expire.millis(),
         )
         .await?;
         Ok((token.expose().to_owned(), expire))
@@ -97,14 +81,15 @@ impl App {
         name: &str,
     ) -> Result<(), IdentityError> {
         let (token, expire) = self
-            .new_email_token(&self.db, user_id, VERIFY, email, VERIFY_TOKEN_LIFETIME)
+            .new_email_token(
+                &self.db,
+                user_id,
+                Purpose::Verify,
+                email,
+                VERIFY_TOKEN_LIFETIME,
+            )
             .await?;
-        exec(
-            &self.db,
-            "UPDATE identity_users SET last_verification_sent = $1 WHERE id = $2",
-            vec![self.now().millis().into(), user_id.into()],
-        )
-        .await?;
+        users::mark_verification_sent(&self.db, user_id, self.now().millis()).await?;
         let url = format!(
             "{}/verify-email?token={token}",
             self.mail.portal_url.trim_end_matches('/')
@@ -120,9 +105,15 @@ impl App {
     }
 
     /// Sends a password-reset link to a user.
-    pub(crate) async fn send_reset(&self, user: &pb::User, ip: &str) -> Result<(), IdentityError> {
+    pub(crate) async fn send_reset(&self, user: &UserRow, ip: &str) -> Result<(), IdentityError> {
         let (token, expire) = self
-            .new_email_token(&self.db, &user.id, RESET, &user.email, RESET_TOKEN_LIFETIME)
+            .new_email_token(
+                &self.db,
+                &user.id,
+                Purpose::Reset,
+                &user.email,
+                RESET_TOKEN_LIFETIME,
+            )
             .await?;
         let url = format!(
             "{}/reset-password?token={token}",
@@ -171,24 +162,18 @@ impl App {
         // Hash before looking: a taken address answers in the same time.
         let hash = self.hasher.hash(password).await?;
         let now = self.now();
-        let id = ids::new_id();
-        let inserted = exec(
-            &self.db,
-            "INSERT INTO identity_users (id, email, email_key, name, password_hash, \
-             password_update_time, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $6, $6) \
-             ON CONFLICT (email_key) DO NOTHING",
-            vec![
-                id.clone().into(),
-                email.address.clone().into(),
-                email.key.clone().into(),
-                name.clone().into(),
-                hash.into(),
-                now.millis().into(),
-            ],
-        )
-        .await?;
-        if inserted == 1 {
-            return self.send_verification(&id, &email.address, &name).await;
+        let id = UserId::new();
+        let new = NewUser {
+            id: &id,
+            email: &email.address,
+            email_key: &email.key,
+            name: &name,
+            password_hash: Some(hash),
+        };
+        if users::insert(&self.db, new, now.millis()).await? {
+            return self
+                .send_verification(id.as_str(), &email.address, &name)
+                .await;
         }
         let Some(existing) = self.user_by_email(&self.db, &email).await? else {
             return Ok(());
@@ -207,67 +192,31 @@ impl App {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        let spent = exec(
-            &tx,
-            "UPDATE identity_email_tokens SET used_time = $1 WHERE token_hash = $2 \
-             AND purpose = $3 AND used_time IS NULL AND expire_time > $1",
-            vec![now.millis().into(), hash.clone().into(), VERIFY.into()],
-        )
-        .await?;
-        let row = one(
-            &tx,
-            "SELECT user_id, email, expire_time, used_time FROM identity_email_tokens \
-             WHERE token_hash = $1 AND purpose = $2",
-            vec![hash.into(), VERIFY.into()],
-        )
-        .await?;
-        let Some(row) = row else {
+        let spent = email_tokens::spend_live(&tx, &hash, Purpose::Verify, now.millis()).await?;
+        let Some(link) = email_tokens::find(&tx, &hash, Purpose::Verify).await? else {
             return Err(IdentityError::invalid(
                 Invalid::EmailToken,
                 "token",
                 "unknown or used",
             ));
         };
-        if spent == 0 {
-            let used: Option<i64> = get(&row, "used_time")?;
-            return Err(if used.is_none() {
+        if !spent {
+            return Err(if link.used_time.is_none() {
                 IdentityError::invalid(Invalid::EmailTokenExpired, "token", "expired")
             } else {
                 IdentityError::invalid(Invalid::EmailToken, "token", "unknown or used")
             });
         }
-        let user_id: String = get(&row, "user_id")?;
-        let address: String = get(&row, "email")?;
+        let user_id = link.user_id;
+        let address = link.email;
         let key = address.to_lowercase();
-        let user = one(
-            &tx,
-            "SELECT email_key, pending_email FROM identity_users WHERE id = $1",
-            vec![user_id.clone().into()],
-        )
-        .await?
-        .ok_or_else(|| IdentityError::invalid(Invalid::EmailToken, "token", "unknown or used"))?;
-        let current_key: String = get(&user, "email_key")?;
-        let pending: String = get(&user, "pending_email")?;
+        let (current_key, pending) = users::email_keys(&tx, &user_id).await?.ok_or_else(|| {
+            IdentityError::invalid(Invalid::EmailToken, "token", "unknown or used")
+        })?;
         if current_key == key {
-            exec(
-                &tx,
-                "UPDATE identity_users SET email_verified = TRUE, update_time = $1 WHERE id = $2",
-                vec![now.millis().into(), user_id.into()],
-            )
-            .await?;
+            users::mark_verified(&tx, &user_id, now.millis()).await?;
         } else if pending.to_lowercase() == key {
-            let changed = exec(
-                &tx,
-                "UPDATE identity_users SET email = $1, email_key = $2, pending_email = '', \
-                 email_verified = TRUE, update_time = $3 WHERE id = $4",
-                vec![
-                    address.clone().into(),
-                    key.into(),
-                    now.millis().into(),
-                    user_id.into(),
-                ],
-            )
-            .await;
+            let changed = users::switch_email(&tx, &user_id, &address, &key, now.millis()).await;
             match changed {
                 Err(e) if tenancy_runtime::db::is_unique_violation(&e) => {
                     return Err(IdentityError::EmailTaken);
@@ -297,7 +246,7 @@ impl App {
         p: &Principal,
         name: Option<&str>,
         email: Option<&str>,
-    ) -> Result<pb::User, IdentityError> {
+    ) -> Result<UserRow, IdentityError> {
         let user_id = p.user()?.to_owned();
         let mut violations = Vec::new();
         let name = name
@@ -337,18 +286,7 @@ impl App {
                 e.address.clone()
             }
         });
-        exec(
-            &self.db,
-            "UPDATE identity_users SET name = COALESCE($1, name), \
-             pending_email = COALESCE($2, pending_email), update_time = $3 WHERE id = $4",
-            vec![
-                name.into(),
-                pending.clone().into(),
-                now.millis().into(),
-                user_id.clone().into(),
-            ],
-        )
-        .await?;
+        users::update_profile(&self.db, &user_id, name, pending.clone(), now.millis()).await?;
         let after = self.get_user(&user_id).await?;
         if let Some(new_email) = pending.filter(|e| !e.is_empty()) {
             self.send_verification(&user_id, &new_email, &after.name)
@@ -378,7 +316,7 @@ impl App {
         &self,
         email: &str,
         name: &str,
-    ) -> Result<(pb::User, bool), IdentityError> {
+    ) -> Result<(UserRow, bool), IdentityError> {
         let email = parse_email("email", email);
         let name = parse_name("name", name, 0);
         let (email, name) = match (email, name) {
@@ -390,31 +328,26 @@ impl App {
             }
         };
         let now = self.now();
-        let inserted = exec(
-            &self.db,
-            "INSERT INTO identity_users (id, email, email_key, name, create_time, update_time) \
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email_key) DO NOTHING",
-            vec![
-                ids::new_id().into(),
-                email.address.clone().into(),
-                email.key.clone().into(),
-                name.into(),
-                now.millis().into(),
-            ],
-        )
-        .await?;
+        let new = NewUser {
+            id: &UserId::new(),
+            email: &email.address,
+            email_key: &email.key,
+            name: &name,
+            password_hash: None,
+        };
+        let inserted = users::insert(&self.db, new, now.millis()).await?;
         let user = self
             .user_by_email(&self.db, &email)
             .await?
             .ok_or_else(|| Error::internal("ensured user vanished"))?;
-        Ok((user, inserted == 1))
+        Ok((user, inserted))
     }
 
     /// BatchGetUsers: in request order, unknown ids left out.
     pub(crate) async fn batch_get_users(
         &self,
         ids_in: &[String],
-    ) -> Result<Vec<pb::User>, IdentityError> {
+    ) -> Result<Vec<UserRow>, IdentityError> {
         if ids_in.len() > 500 {
             return Err(IdentityError::invalid(
                 Invalid::ListTooLong,
@@ -422,32 +355,16 @@ impl App {
                 "at most 500 ids",
             ));
         }
-        let mut wanted: Vec<String> = Vec::new();
+        let mut wanted: Vec<UserId> = Vec::new();
         for (i, raw) in ids_in.iter().enumerate() {
-            let id = ids::parse_id(&format!("user_ids[{i}]"), raw)
+            let id = UserId::parse(&format!("user_ids[{i}]"), raw)
                 .map_err(|e| IdentityError::bad_id(Invalid::UserId, e))?;
             if !wanted.contains(&id) {
                 wanted.push(id);
             }
         }
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let placeholders: Vec<String> = (1..=wanted.len()).map(|i| format!("${i}")).collect();
-        let rows = all(
-            &self.db,
-            &format!(
-                "SELECT {USER_COLUMNS} FROM identity_users WHERE id IN ({})",
-                placeholders.join(", ")
-            ),
-            wanted.iter().map(|s| s.clone().into()).collect(),
-        )
-        .await?;
-        let mut users = rows
-            .iter()
-            .map(user_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        users.sort_by_key(|u| wanted.iter().position(|w| *w == u.id));
+        let mut users = users::by_ids(&self.db, &wanted).await?;
+        users.sort_by_key(|u| wanted.iter().position(|w| w.as_str() == u.id));
         Ok(users)
     }
 
@@ -457,7 +374,7 @@ impl App {
         user_id: &str,
         password: &str,
         name: &str,
-    ) -> Result<pb::User, IdentityError> {
+    ) -> Result<UserRow, IdentityError> {
         let user_id = ids::parse_id("user_id", user_id)
             .map_err(|e| IdentityError::bad_id(Invalid::UserId, e))?;
         let user = self
@@ -481,20 +398,7 @@ impl App {
         )?;
         let hash = self.hasher.hash(password).await?;
         let now = self.now();
-        let updated = exec(
-            &self.db,
-            "UPDATE identity_users SET password_hash = $1, password_update_time = $2, \
-             update_time = $2, email_verified = TRUE, name = COALESCE($3, name) \
-             WHERE id = $4 AND password_hash IS NULL",
-            vec![
-                hash.into(),
-                now.millis().into(),
-                name.into(),
-                user_id.clone().into(),
-            ],
-        )
-        .await?;
-        if updated == 0 {
+        if !users::set_initial_password(&self.db, &user_id, hash, name, now.millis()).await? {
             return Err(IdentityError::PasswordAlreadySet);
         }
         self.get_user(&user_id).await

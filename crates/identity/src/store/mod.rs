@@ -5,10 +5,14 @@
 //! and conditional updates.
 
 pub(crate) mod api_tokens;
+pub(crate) mod code_words;
+pub(crate) mod email_tokens;
 pub(crate) mod keys;
 pub(crate) mod login_events;
+pub(crate) mod mfa;
 pub(crate) mod networks;
 pub(crate) mod revocations;
+pub(crate) mod sessions;
 pub(crate) mod ssh_keys;
 pub(crate) mod throttle;
 pub(crate) mod users;
