@@ -4,7 +4,8 @@
 use tenancy_proto::identity as pb;
 use tonic::{Request, Response, Status};
 
-use super::{Api, Reply, ok, user};
+use super::{Api, Reply, account_id, member_id, ok, user};
+use crate::domain::error::{IdentityError, Invalid};
 
 pub(super) async fn ensure_user(
     api: &Api,
@@ -52,12 +53,30 @@ pub(super) async fn revoke_account_access(
     request: Request<pb::RevokeAccountAccessRequest>,
 ) -> Reply<pb::RevokeAccountAccessResponse> {
     let r = request.into_inner();
+    let user = member_id(&r.user_id)?;
+    let account = account_id(&r.account_id)?;
+    // Only a membership change ends a member's access to an account.
+    let reason = match pb::RevocationReason::try_from(r.reason) {
+        Ok(
+            reason @ (pb::RevocationReason::MemberSuspended
+            | pb::RevocationReason::MemberRevoked
+            | pb::RevocationReason::MemberLeft),
+        ) => reason,
+        _ => {
+            return Err(IdentityError::invalid(
+                Invalid::Reason,
+                "reason",
+                "not a member-related reason",
+            )
+            .into());
+        }
+    };
     let (tokens, position) = api
         .app
         .revoke_account_access(
-            &r.user_id,
-            &r.account_id,
-            r.reason,
+            &user,
+            &account,
+            reason,
             r.change_time
                 .as_ref()
                 .map(|t| tenancy_runtime::Timestamp::from_proto(t).millis()),

@@ -1,13 +1,15 @@
 //! TOTP enrolment, MFA challenges, recovery codes, re-authentication,
 //! account switching and the caller's own sessions.
 
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::ids::AccountId;
+use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, Timestamp};
+use tenancy_runtime::{Error, Principal, Timestamp};
 
+use super::revocations::Revocation;
 use super::{App, Client};
 use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
 use crate::domain::error::{IdentityError, Invalid};
@@ -174,27 +176,43 @@ impl App {
         mfa::end_enrollment(&tx, user_id).await?;
         let codes = self.store_recovery_codes(&tx, user_id).await?;
         sessions::set_amr(&tx, &session.id, "pwd otp").await?;
-        self.append_revocation(
-            &tx,
-            super::revocations::Revocation::Mfa {
-                user_id: user_id.to_owned(),
-                enabled: true,
-            },
-            pb::RevocationReason::TotpEnabled,
-        )
-        .await?;
-        tx.commit().await?;
-        self.notify_revocations();
-        self.security_notice(
-            user_id,
-            MessageTemplate::SecurityTotpEnabled,
-            ip,
-            &[("security_url", self.portal_page("security"))],
-        )
-        .await;
+        self.commit_totp_change(tx, user_id, true, ip).await?;
         session.amr = vec!["pwd".into(), "otp".into()];
         let access = self.access_token(&session).await?;
         Ok((codes, access))
+    }
+
+    /// Ends a change of the user's 2FA: appends the MFA event (gateways
+    /// judge API tokens by it), commits `tx`, wakes the watchers and tells
+    /// the user.
+    async fn commit_totp_change(
+        &self,
+        tx: DatabaseTransaction,
+        user_id: &str,
+        enabled: bool,
+        ip: &str,
+    ) -> Result<(), IdentityError> {
+        let (reason, template) = if enabled {
+            (
+                pb::RevocationReason::TotpEnabled,
+                MessageTemplate::SecurityTotpEnabled,
+            )
+        } else {
+            (
+                pb::RevocationReason::TotpDisabled,
+                MessageTemplate::SecurityTotpDisabled,
+            )
+        };
+        let event = Revocation::Mfa {
+            user_id: user_id.to_owned(),
+            enabled,
+        };
+        self.append_revocation(&tx, event, reason).await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        let security = [("security_url", self.portal_page("security"))];
+        self.security_notice(user_id, template, ip, &security).await;
+        Ok(())
     }
 
     /// CompleteMfa: answers a challenge and creates the session.
@@ -322,7 +340,8 @@ impl App {
         let hash = users::password_hash(&self.db, user_id).await?.flatten();
         let (ok, _) = self.hasher.verify(normalise(password), hash).await?;
         let account = session.account_id.clone().unwrap_or_default();
-        if !ok {
+        // A failed attempt: counted, and recorded in the login history.
+        let failed = async |outcome| {
             self.record_failure(&keys).await?;
             self.login_event(
                 &self.db,
@@ -331,9 +350,12 @@ impl App {
                 &session.id,
                 client,
                 pb::LoginMethod::Reauthenticate,
-                pb::LoginOutcome::FailureBadCredentials,
+                outcome,
             )
-            .await?;
+            .await
+        };
+        if !ok {
+            failed(pb::LoginOutcome::FailureBadCredentials).await?;
             return Err(IdentityError::invalid(
                 Invalid::PasswordIncorrect,
                 "password",
@@ -364,17 +386,7 @@ impl App {
             }
             if let Err(e) = result {
                 if e.rule() != Some(Invalid::SecondFactorRequired) {
-                    self.record_failure(&keys).await?;
-                    self.login_event(
-                        &self.db,
-                        user_id,
-                        &account,
-                        &session.id,
-                        client,
-                        pb::LoginMethod::Reauthenticate,
-                        pb::LoginOutcome::FailureBadSecondFactor,
-                    )
-                    .await?;
+                    failed(pb::LoginOutcome::FailureBadSecondFactor).await?;
                 }
                 return Err(e);
             }
@@ -396,6 +408,22 @@ impl App {
         session.auth_time = now.millis();
         session.amr = amr;
         self.access_token(&session).await
+    }
+
+    /// The caller's portal session, authenticated within the reauth window:
+    /// what sensitive changes need. `why` tells an API-token caller what
+    /// it may not do.
+    pub(crate) async fn recent_portal_session(
+        &self,
+        p: &Principal,
+        why: &'static str,
+    ) -> Result<SessionRow, IdentityError> {
+        if p.token_kind != TokenKind::Portal {
+            return Err(IdentityError::PortalSessionRequired(why));
+        }
+        let session = self.own_session(p.user()?, p.session_id.as_deref()).await?;
+        self.require_recent(&session)?;
+        Ok(session)
     }
 
     /// Refuses unless the session authenticated within the reauth window.
@@ -566,24 +594,7 @@ impl App {
             pb::RevocationReason::TotpDisabled,
         )
         .await?;
-        self.append_revocation(
-            &tx,
-            super::revocations::Revocation::Mfa {
-                user_id: user_id.to_owned(),
-                enabled: false,
-            },
-            pb::RevocationReason::TotpDisabled,
-        )
-        .await?;
-        tx.commit().await?;
-        self.notify_revocations();
-        self.security_notice(
-            user_id,
-            MessageTemplate::SecurityTotpDisabled,
-            ip,
-            &[("security_url", self.portal_page("security"))],
-        )
-        .await;
+        self.commit_totp_change(tx, user_id, false, ip).await?;
         session.amr = vec!["pwd".into()];
         self.access_token(&session).await
     }

@@ -3,8 +3,9 @@
 
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
+use tenancy_runtime::Timestamp;
+use tenancy_runtime::ids::{self, AccountId, UserId};
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Timestamp, ids};
 
 use super::keys::Claims;
 use super::revocations::Revocation;
@@ -18,8 +19,6 @@ use crate::store::api_tokens;
 use crate::store::login_events::{self, LoginEventRow};
 use crate::store::sessions::{self, NewSession, SessionRow};
 use crate::store::{mfa, users};
-
-const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
 
 impl App {
     /// Records a login event (only for known users).
@@ -340,7 +339,6 @@ impl App {
             Some(account) => Some(account),
             None => self.login_account(&user_id).await,
         };
-        let _ = LOGIN_PASSWORD;
         self.create_session(
             &user_id,
             account,
@@ -550,32 +548,21 @@ impl App {
     /// new event. Returns (tokens revoked, position).
     pub(crate) async fn revoke_account_access(
         &self,
-        user_id: &str,
-        account_id: &str,
-        reason: i32,
+        user_id: &UserId,
+        account_id: &AccountId,
+        reason: pb::RevocationReason,
         change_time: Option<i64>,
     ) -> Result<(i32, i64), IdentityError> {
-        let user_id = ids::parse_id("user_id", user_id)
-            .map_err(|e| IdentityError::bad_id(Invalid::UserId, e))?;
-        let account_id = ids::parse_id("account_id", account_id)
-            .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e))?;
-        let reason = match pb::RevocationReason::try_from(reason) {
-            Ok(
-                r @ (pb::RevocationReason::MemberSuspended
-                | pb::RevocationReason::MemberRevoked
-                | pb::RevocationReason::MemberLeft),
-            ) => r,
-            _ => {
-                return Err(IdentityError::invalid(
-                    Invalid::Reason,
-                    "reason",
-                    "not a member-related reason",
-                ));
-            }
-        };
         let tx = crate::store::begin(&self.db).await?;
         let (tokens, _) = self
-            .revoke_api_tokens_of(&tx, &user_id, &account_id, "", reason, change_time)
+            .revoke_api_tokens_of(
+                &tx,
+                user_id.as_str(),
+                account_id.as_str(),
+                "",
+                reason,
+                change_time,
+            )
             .await?;
         tx.commit().await?;
         self.notify_revocations();

@@ -7,7 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_runtime::ids::{self, AccountId, SshKeyId, UserId};
-use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::{Error, Principal};
 
 use super::App;
@@ -36,15 +35,11 @@ impl App {
     ) -> Result<(UserId, AccountId), IdentityError> {
         let user_id = UserId::trusted(p.user()?);
         let account_id = AccountId::trusted(p.account()?);
-        if p.token_kind != TokenKind::Portal {
-            return Err(IdentityError::PortalSessionRequired(
-                "SSH keys are changed in a portal session, not with an API token",
-            ));
-        }
-        let session = self
-            .own_session(user_id.as_str(), p.session_id.as_deref())
-            .await?;
-        self.require_recent(&session)?;
+        self.recent_portal_session(
+            p,
+            "SSH keys are changed in a portal session, not with an API token",
+        )
+        .await?;
         Ok((user_id, account_id))
     }
 

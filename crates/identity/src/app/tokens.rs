@@ -57,13 +57,8 @@ impl App {
     ) -> Result<(pb::ApiToken, String), IdentityError> {
         let user_id = p.user()?.to_owned();
         let account_id = p.account()?.to_owned();
-        if p.token_kind != tenancy_runtime::principal::TokenKind::Portal {
-            return Err(IdentityError::PortalSessionRequired(
-                "an API token cannot create tokens",
-            ));
-        }
-        let session = self.own_session(&user_id, p.session_id.as_deref()).await?;
-        self.require_recent(&session)?;
+        self.recent_portal_session(p, "an API token cannot create tokens")
+            .await?;
         let name = parse_label("name", name)?;
         let now = self.now();
         if expire.is_some_and(|e| e <= now) {

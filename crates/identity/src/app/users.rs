@@ -5,7 +5,6 @@ use std::time::Duration;
 use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::ids::UserId;
-use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
 use tenancy_runtime::{Error, Principal, Timestamp, ids};
 
@@ -265,13 +264,8 @@ impl App {
             return Err(IdentityError::several(violations));
         }
         if email.is_some() {
-            if p.token_kind != TokenKind::Portal {
-                return Err(IdentityError::PortalSessionRequired(
-                    "the email is changed in a portal session",
-                ));
-            }
-            let session = self.own_session(&user_id, p.session_id.as_deref()).await?;
-            self.require_recent(&session)?;
+            self.recent_portal_session(p, "the email is changed in a portal session")
+                .await?;
         }
         let now = self.now();
         let before = self
