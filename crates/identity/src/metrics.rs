@@ -2,10 +2,10 @@
 //! by outcome, and the password-hashing pool. Outcomes are names from the
 //! fixed sets below, never ids or addresses.
 
-use tenancy_proto::identity as pb;
 use tenancy_runtime::Error;
 use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Family, Metrics, OutcomeLabel};
 
+use crate::app::sessions::LoginOutcome;
 use crate::domain::error::{IdentityError, Invalid};
 
 /// A second factor's outcome and kind.
@@ -76,14 +76,10 @@ impl Outcomes {
 
     /// Counts a login that ended with `result`; `known_user` says whether
     /// the email belonged to a user.
-    pub(crate) fn login(
-        &self,
-        result: &Result<pb::login_response::Outcome, IdentityError>,
-        known_user: bool,
-    ) {
+    pub(crate) fn login(&self, result: &Result<LoginOutcome, IdentityError>, known_user: bool) {
         let outcome = match result {
-            Ok(pb::login_response::Outcome::Session(_)) => "success",
-            Ok(pb::login_response::Outcome::MfaChallenge(_)) => "mfa_required",
+            Ok(LoginOutcome::Session(_)) => "success",
+            Ok(LoginOutcome::MfaChallenge(_)) => "mfa_required",
             Err(IdentityError::CredentialsInvalid) if known_user => "wrong_password",
             Err(IdentityError::CredentialsInvalid) => "unknown_user",
             Err(IdentityError::EmailNotVerified) => "email_not_verified",

@@ -2,10 +2,12 @@
 //! users, code-word checks, signing-key rotation, initial passwords.
 
 use tenancy_proto::identity as pb;
+use tenancy_runtime::ids::UserId;
 use tonic::Request;
 
-use super::{Api, Reply, member_id, ok, user};
+use super::{Api, Reply, jwk, member_id, ok, session, user};
 use crate::app::admin::UserRef;
+use crate::domain::error::{IdentityError, Invalid};
 
 pub(super) async fn grant_staff(
     api: &Api,
@@ -72,7 +74,7 @@ pub(super) async fn describe_user(
         .await?;
     ok(pb::DescribeUserResponse {
         user: Some(user(found)),
-        sessions,
+        sessions: sessions.into_iter().map(|s| session(s, None)).collect(),
     })
 }
 
@@ -80,20 +82,36 @@ pub(super) async fn verify_code_word(
     api: &Api,
     request: Request<pb::VerifyCodeWordRequest>,
 ) -> Reply<pb::VerifyCodeWordResponse> {
-    ok(api.app.verify_code_word(request.get_ref()).await?)
+    let r = request.get_ref();
+    if r.staff_user_id.trim().is_empty() {
+        let missing =
+            IdentityError::invalid(Invalid::StaffUserIdRequired, "staff_user_id", "required");
+        return Err(missing.into());
+    }
+    // A malformed id names no user.
+    let user = UserId::parse("user_id", &r.user_id).map_err(|_| IdentityError::UserNotFound)?;
+    let check = api
+        .app
+        .verify_code_word(&user, &r.staff_user_id, &r.account_id, &r.code_word)
+        .await?;
+    ok(pb::VerifyCodeWordResponse {
+        r#match: check.matched,
+        code_word_set: check.set,
+        remaining_attempts: i32::try_from(check.remaining_attempts).unwrap_or(0),
+    })
 }
 
 pub(super) async fn rotate_signing_key(
     api: &Api,
     request: Request<pb::RotateSigningKeyRequest>,
 ) -> Reply<pb::RotateSigningKeyResponse> {
-    let (key, activate, previous_kid) = api
+    let (key, previous_kid) = api
         .app
         .rotate_signing_key(request.into_inner().revoke_current)
         .await?;
     ok(pb::RotateSigningKeyResponse {
-        new_key: Some(key),
-        activate_time: Some(activate.to_proto()),
+        activate_time: Some(key.not_before.to_proto()),
+        new_key: Some(jwk(key)),
         previous_kid,
     })
 }

@@ -2,9 +2,11 @@
 //! RevokeAccountAccess, RecordUsage.
 
 use tenancy_proto::identity as pb;
+use tenancy_runtime::Timestamp;
 use tonic::{Request, Response, Status};
 
 use super::{Api, Reply, account_id, member_id, ok, user};
+use crate::app::admin::Usage;
 use crate::domain::error::{IdentityError, Invalid};
 
 pub(super) async fn ensure_user(
@@ -92,6 +94,37 @@ pub(super) async fn record_usage(
     api: &Api,
     request: Request<pb::RecordUsageRequest>,
 ) -> Reply<pb::RecordUsageResponse> {
-    api.app.record_usage(request.get_ref()).await?;
+    let r = request.get_ref();
+    if r.api_token_usages.len() + r.session_activities.len() > 10_000 {
+        let error = IdentityError::invalid(
+            Invalid::ListTooLong,
+            "api_token_usages",
+            "at most 10000 entries",
+        );
+        return Err(error.into());
+    }
+    let millis =
+        |t: Option<&prost_types::Timestamp>| t.map_or(0, |t| Timestamp::from_proto(t).millis());
+    let tokens: Vec<Usage<'_>> = r
+        .api_token_usages
+        .iter()
+        .map(|u| Usage {
+            id: &u.api_token_id,
+            time: millis(u.last_used_time.as_ref()),
+            ip: &u.ip_address,
+            user_agent: "",
+        })
+        .collect();
+    let sessions: Vec<Usage<'_>> = r
+        .session_activities
+        .iter()
+        .map(|s| Usage {
+            id: &s.session_id,
+            time: millis(s.last_seen_time.as_ref()),
+            ip: &s.ip_address,
+            user_agent: &s.user_agent,
+        })
+        .collect();
+    api.app.record_usage(&tokens, &sessions).await?;
     ok(pb::RecordUsageResponse {})
 }

@@ -5,8 +5,9 @@ use tenancy_proto::identity as pb;
 use tenancy_runtime::server::principal;
 use tonic::Request;
 
-use super::{Api, Reply, client, ip_of, ok};
+use super::{Api, Reply, access_token, client, credentials, ip_of, ok};
 use crate::app::mfa::Factor;
+use crate::domain::totp;
 
 pub(super) async fn complete_mfa(
     api: &Api,
@@ -20,7 +21,7 @@ pub(super) async fn complete_mfa(
     });
     let session = api.app.complete_mfa(&r.challenge_token, factor, &c).await?;
     ok(pb::CompleteMfaResponse {
-        session: Some(session),
+        session: Some(credentials(session)),
     })
 }
 
@@ -40,7 +41,7 @@ pub(super) async fn reauthenticate(
         .reauthenticate(p.user()?, p.session_id.as_deref(), &r.password, factor, &c)
         .await?;
     ok(pb::ReauthenticateResponse {
-        access_token: Some(token),
+        access_token: Some(access_token(token)),
     })
 }
 
@@ -49,7 +50,15 @@ pub(super) async fn begin_totp_enrollment(
     request: Request<pb::BeginTotpEnrollmentRequest>,
 ) -> Reply<pb::BeginTotpEnrollmentResponse> {
     let p = principal(&request)?;
-    ok(api.app.begin_totp(p.user()?).await?)
+    let begun = api.app.begin_totp(p.user()?).await?;
+    ok(pb::BeginTotpEnrollmentResponse {
+        secret: begun.secret,
+        otpauth_uri: begun.otpauth_uri,
+        qr_code_png: begun.qr_code_png,
+        digits: i32::from(totp::DIGITS),
+        period_seconds: i32::try_from(totp::PERIOD).unwrap_or(30),
+        expire_time: Some(begun.expire_time.to_proto()),
+    })
 }
 
 pub(super) async fn confirm_totp_enrollment(
@@ -68,7 +77,7 @@ pub(super) async fn confirm_totp_enrollment(
         .await?;
     ok(pb::ConfirmTotpEnrollmentResponse {
         recovery_codes,
-        access_token: Some(token),
+        access_token: Some(access_token(token)),
     })
 }
 
@@ -93,7 +102,7 @@ pub(super) async fn disable_totp(
         )
         .await?;
     ok(pb::DisableTotpResponse {
-        access_token: Some(token),
+        access_token: Some(access_token(token)),
     })
 }
 

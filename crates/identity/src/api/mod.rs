@@ -23,8 +23,11 @@ use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 use tonic::{Request, Response, Status};
 
+use crate::app::keys::PublicKey;
+use crate::app::sessions::{AccessToken, Credentials};
 use crate::app::{App, Client};
-use crate::domain::profile::truncate_user_agent;
+use crate::domain::profile::{device, truncate_user_agent};
+use crate::store::sessions::SessionListing;
 use crate::store::users::UserRow;
 
 /// The handlers; cheap to clone.
@@ -72,6 +75,61 @@ fn account_id(raw: &str) -> Result<AccountId, Error> {
 
 fn ip_of(p: &Principal) -> String {
     p.client_ip.map(|ip| ip.to_string()).unwrap_or_default()
+}
+
+/// An access token as clients receive it.
+fn access_token(t: AccessToken) -> pb::AccessToken {
+    pb::AccessToken {
+        token: t.token,
+        expire_time: Some(t.expire_time.to_proto()),
+        account_id: t.account_id.unwrap_or_default(),
+        auth_time: Some(t.auth_time.to_proto()),
+    }
+}
+
+/// A session's credentials as clients receive them.
+fn credentials(c: Credentials) -> pb::SessionCredentials {
+    pb::SessionCredentials {
+        session_id: c.session_id,
+        user_id: c.user_id,
+        access_token: Some(access_token(c.access)),
+        refresh_token: c.refresh_token,
+        refresh_token_expire_time: Some(c.refresh_expire_time.to_proto()),
+    }
+}
+
+/// A live session as ListSessions shows it; `current` names the caller's.
+fn session(s: SessionListing, current: Option<&str>) -> pb::Session {
+    let time = |ms: i64| Some(Timestamp(ms).to_proto());
+    pb::Session {
+        current: current == Some(s.id.as_str()),
+        device: device(&s.user_agent),
+        id: s.id,
+        user_id: s.user_id,
+        account_id: s.account_id,
+        user_agent: s.user_agent,
+        create_ip_address: s.create_ip,
+        last_ip_address: s.last_ip,
+        create_time: time(s.create_time),
+        last_seen_time: time(s.last_seen_time),
+        auth_time: time(s.auth_time),
+        expire_time: time(s.expire_time),
+        amr: s.amr,
+    }
+}
+
+/// A signing key as a JWK (RFC 8037: OKP, Ed25519, EdDSA).
+fn jwk(key: PublicKey) -> pb::Jwk {
+    pb::Jwk {
+        kid: key.kid,
+        kty: "OKP".into(),
+        crv: "Ed25519".into(),
+        x: key.x,
+        alg: "EdDSA".into(),
+        r#use: "sig".into(),
+        not_before: Some(key.not_before.to_proto()),
+        not_after: key.not_after.map(|t| t.to_proto()),
+    }
 }
 
 /// A user as clients see them.

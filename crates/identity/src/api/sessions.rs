@@ -2,10 +2,13 @@
 //! the caller's and a member's sessions.
 
 use tenancy_proto::identity as pb;
+use tenancy_proto::identity::login_response::Outcome;
 use tenancy_runtime::server::principal;
 use tonic::Request;
 
-use super::{Api, Reply, account_id, client, member_id, ok};
+use crate::app::sessions::LoginOutcome;
+
+use super::{Api, Reply, access_token, account_id, client, credentials, member_id, ok, session};
 
 pub(super) async fn login(
     api: &Api,
@@ -17,6 +20,20 @@ pub(super) async fn login(
         .app
         .login(&r.email, &r.password, &r.account_id, &c)
         .await?;
+    let outcome = match outcome {
+        LoginOutcome::Session(session) => Outcome::Session(credentials(session)),
+        LoginOutcome::MfaChallenge(challenge) => {
+            let mut allowed = vec![pb::SecondFactorType::Totp as i32];
+            if challenge.recovery_codes_allowed {
+                allowed.push(pb::SecondFactorType::RecoveryCode as i32);
+            }
+            Outcome::MfaChallenge(pb::MfaChallenge {
+                challenge_token: challenge.token,
+                expire_time: Some(challenge.expire_time.to_proto()),
+                allowed_factors: allowed,
+            })
+        }
+    };
     ok(pb::LoginResponse {
         outcome: Some(outcome),
     })
@@ -32,7 +49,7 @@ pub(super) async fn refresh_session(
         .refresh(&request.into_inner().refresh_token, &c)
         .await?;
     ok(pb::RefreshSessionResponse {
-        session: Some(session),
+        session: Some(credentials(session)),
     })
 }
 
@@ -60,7 +77,7 @@ pub(super) async fn switch_account(
         .switch_account(user, p.session_id.as_deref(), &account, &c)
         .await?;
     ok(pb::SwitchAccountResponse {
-        access_token: Some(token),
+        access_token: Some(access_token(token)),
     })
 }
 
@@ -70,12 +87,10 @@ pub(super) async fn list_sessions(
 ) -> Reply<pb::ListSessionsResponse> {
     let p = principal(&request)?;
     tenancy_runtime::ids::page_size(request.get_ref().page_size)?;
-    let sessions = api
-        .app
-        .list_sessions(p.user()?, p.session_id.as_deref(), None)
-        .await?;
+    let sessions = api.app.list_sessions(p.user()?, None).await?;
+    let current = p.session_id.as_deref();
     ok(pb::ListSessionsResponse {
-        sessions,
+        sessions: sessions.into_iter().map(|s| session(s, current)).collect(),
         next_page_token: String::new(),
     })
 }
@@ -114,10 +129,10 @@ pub(super) async fn list_member_sessions(
     let member = member_id(&request.get_ref().user_id)?;
     let sessions = api
         .app
-        .list_sessions(member.as_str(), None, Some(account))
+        .list_sessions(member.as_str(), Some(account))
         .await?;
     ok(pb::ListMemberSessionsResponse {
-        sessions,
+        sessions: sessions.into_iter().map(|s| session(s, None)).collect(),
         next_page_token: String::new(),
     })
 }

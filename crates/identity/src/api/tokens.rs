@@ -2,10 +2,13 @@
 //! access tokens fetch.
 
 use tenancy_proto::identity as pb;
+use tenancy_runtime::Timestamp;
 use tenancy_runtime::server::principal;
 use tonic::Request;
 
-use super::{Api, Reply, ok};
+use super::{Api, Reply, jwk, ok};
+use crate::app::tokens::ApiToken;
+use crate::domain::api_tokens::TokenState;
 
 pub(super) async fn create_api_token(
     api: &Api,
@@ -22,7 +25,7 @@ pub(super) async fn create_api_token(
         .create_api_token(p, &r.name, expire, r.read_only)
         .await?;
     ok(pb::CreateApiTokenResponse {
-        api_token: Some(token),
+        api_token: Some(api_token(token)),
         secret,
     })
 }
@@ -34,7 +37,7 @@ pub(super) async fn list_api_tokens(
     let p = principal(&request)?;
     let (api_tokens, next_page_token) = api.app.list_api_tokens(p, request.get_ref()).await?;
     ok(pb::ListApiTokensResponse {
-        api_tokens,
+        api_tokens: api_tokens.into_iter().map(api_token).collect(),
         next_page_token,
     })
 }
@@ -49,7 +52,7 @@ pub(super) async fn revoke_api_token(
         .revoke_api_token(p, &request.get_ref().api_token_id)
         .await?;
     ok(pb::RevokeApiTokenResponse {
-        api_token: Some(token),
+        api_token: Some(api_token(token)),
     })
 }
 
@@ -59,7 +62,7 @@ pub(super) async fn get_jwks(
 ) -> Reply<pb::GetJwksResponse> {
     let keys = api.app.jwks().await?;
     ok(pb::GetJwksResponse {
-        keys,
+        keys: keys.into_iter().map(jwk).collect(),
         cache_duration: Some(prost_types::Duration {
             seconds: i64::try_from(crate::app::keys::JWKS_CACHE.as_secs()).unwrap_or(300),
             nanos: 0,
@@ -71,8 +74,44 @@ pub(super) async fn introspect_api_token(
     api: &Api,
     request: Request<pb::IntrospectApiTokenRequest>,
 ) -> Reply<pb::IntrospectApiTokenResponse> {
-    ok(api
+    let found = api
         .app
         .introspect_api_token(&request.get_ref().secret)
-        .await?)
+        .await?;
+    let token = found.token;
+    ok(pb::IntrospectApiTokenResponse {
+        api_token_id: token.id,
+        user_id: token.user_id,
+        account_id: token.account_id,
+        read_only: token.read_only,
+        expire_time: token.expire_time.map(|t| Timestamp(t).to_proto()),
+        create_time: Some(Timestamp(token.create_time).to_proto()),
+        mfa_enabled: found.mfa,
+    })
+}
+
+/// A token as clients see it (never its secret).
+fn api_token(view: ApiToken) -> pb::ApiToken {
+    let t = view.token;
+    let state = match view.state {
+        TokenState::Active => pb::ApiTokenState::Active,
+        TokenState::Expired => pb::ApiTokenState::Expired,
+        TokenState::Revoked => pb::ApiTokenState::Revoked,
+    };
+    let time = |ms: i64| Timestamp(ms).to_proto();
+    pb::ApiToken {
+        id: t.id,
+        name: t.name,
+        user_id: t.user_id,
+        account_id: t.account_id,
+        last_four: t.last_four,
+        read_only: t.read_only,
+        state: state as i32,
+        create_time: Some(time(t.create_time)),
+        expire_time: t.expire_time.map(time),
+        last_used_time: t.last_used_time.map(time),
+        last_used_ip_address: t.last_used_ip,
+        revoke_time: t.revoke_time.map(time),
+        revoked_by_user_id: t.revoked_by,
+    }
 }

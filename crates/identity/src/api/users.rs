@@ -6,7 +6,7 @@ use tenancy_runtime::server::principal;
 use tenancy_runtime::{Error, Reason};
 use tonic::Request;
 
-use super::{Api, Reply, ip_of, ok, user};
+use super::{Api, Reply, access_token, ip_of, ok, user};
 
 pub(super) async fn sign_up(
     api: &Api,
@@ -65,7 +65,7 @@ pub(super) async fn change_password(
         )
         .await?;
     ok(pb::ChangePasswordResponse {
-        access_token: Some(token),
+        access_token: Some(access_token(token)),
         revoked_session_count: i32::try_from(n).unwrap_or(i32::MAX),
     })
 }

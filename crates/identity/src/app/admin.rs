@@ -7,6 +7,7 @@ use tenancy_runtime::{Timestamp, ids};
 
 use super::App;
 use super::revocations::Revocation;
+use super::sessions::AccessToken;
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{check_new_password, normalise};
 use crate::domain::profile::{parse_email, truncate_user_agent};
@@ -14,8 +15,34 @@ use crate::domain::throttle::Counter;
 use crate::store;
 use crate::store::email_tokens::Purpose;
 use crate::store::login_events::{self, LoginEventRow};
+use crate::store::sessions::SessionListing;
 use crate::store::users::UserRow;
 use crate::store::{code_words, sessions, users};
+
+/// Failed code-word checks a user's word allows an hour.
+const CODE_WORD_FAILURES_PER_HOUR: i64 = 5;
+
+/// The answer of a code-word check.
+pub(crate) struct CodeWordCheck {
+    /// Whether the word matched.
+    pub(crate) matched: bool,
+    /// Whether the user has a code word.
+    pub(crate) set: bool,
+    /// Failed checks left this hour.
+    pub(crate) remaining_attempts: i64,
+}
+
+/// A gateway's report that an API token or a session was used.
+pub(crate) struct Usage<'a> {
+    /// The token or session.
+    pub(crate) id: &'a str,
+    /// When it was last used (Unix ms).
+    pub(crate) time: i64,
+    /// From where.
+    pub(crate) ip: &'a str,
+    /// By which client (sessions only).
+    pub(crate) user_agent: &'a str,
+}
 
 impl App {
     /// GrantStaff / RevokeStaff (idempotent).
@@ -73,9 +100,9 @@ impl App {
     pub(crate) async fn describe_user(
         &self,
         user: Option<UserRef<'_>>,
-    ) -> Result<(UserRow, Vec<pb::Session>), IdentityError> {
+    ) -> Result<(UserRow, Vec<SessionListing>), IdentityError> {
         let user = self.named_user(user).await?;
-        let sessions = self.list_sessions(&user.id, None, None).await?;
+        let sessions = self.list_sessions(&user.id, None).await?;
         Ok((user, sessions))
     }
 
@@ -140,39 +167,18 @@ impl App {
     /// then: activity reported late never revives it.
     pub(crate) async fn record_usage(
         &self,
-        r: &pb::RecordUsageRequest,
+        tokens: &[Usage<'_>],
+        sessions_seen: &[Usage<'_>],
     ) -> Result<(), IdentityError> {
-        if r.api_token_usages.len() + r.session_activities.len() > 10_000 {
-            return Err(IdentityError::invalid(
-                Invalid::ListTooLong,
-                "api_token_usages",
-                "at most 10000 entries",
-            ));
-        }
-        let millis =
-            |t: Option<&prost_types::Timestamp>| t.map_or(0, |t| Timestamp::from_proto(t).millis());
         let idle = i64::try_from(self.auth.session_idle_timeout.as_millis()).unwrap_or(i64::MAX);
         let tx = crate::store::begin(&self.db).await?;
-        for u in &r.api_token_usages {
-            store::api_tokens::record_use(
-                &tx,
-                &u.api_token_id,
-                millis(u.last_used_time.as_ref()),
-                &u.ip_address,
-            )
-            .await?;
+        for u in tokens {
+            store::api_tokens::record_use(&tx, u.id, u.time, u.ip).await?;
         }
-        for s in &r.session_activities {
-            let seen = millis(s.last_seen_time.as_ref());
-            sessions::seen(
-                &tx,
-                &s.session_id,
-                seen,
-                &s.ip_address,
-                &truncate_user_agent(&s.user_agent),
-                seen.saturating_add(idle),
-            )
-            .await?;
+        for s in sessions_seen {
+            let user_agent = truncate_user_agent(s.user_agent);
+            let idle_until = s.time.saturating_add(idle);
+            sessions::seen(&tx, s.id, s.time, s.ip, &user_agent, idle_until).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -186,7 +192,7 @@ impl App {
         current: &str,
         new: &str,
         ip: &str,
-    ) -> Result<(pb::AccessToken, i64), IdentityError> {
+    ) -> Result<(AccessToken, i64), IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
@@ -260,24 +266,19 @@ impl App {
     /// VerifyCodeWord: at most 5 failed checks per user per hour; audited.
     pub(crate) async fn verify_code_word(
         &self,
-        r: &pb::VerifyCodeWordRequest,
-    ) -> Result<pb::VerifyCodeWordResponse, IdentityError> {
-        if r.staff_user_id.trim().is_empty() {
-            return Err(IdentityError::invalid(
-                Invalid::StaffUserIdRequired,
-                "staff_user_id",
-                "required",
-            ));
-        }
-        let user_id = tenancy_runtime::ids::parse_id("user_id", &r.user_id)
-            .map_err(|_| IdentityError::UserNotFound)?;
+        user: &UserId,
+        staff_user_id: &str,
+        account_id: &str,
+        code_word: &str,
+    ) -> Result<CodeWordCheck, IdentityError> {
+        let user_id = user.to_string();
         let hash = users::code_word_hash(&self.db, &user_id)
             .await?
             .ok_or(IdentityError::UserNotFound)?;
         let now = self.now();
         let hour_ago = now.minus(std::time::Duration::from_secs(3600)).millis();
         let failures = code_words::failures_since(&self.db, &user_id, hour_ago).await?;
-        if failures >= 5 {
+        if failures >= CODE_WORD_FAILURES_PER_HOUR {
             return Err(IdentityError::CodeWordChecksExceeded {
                 retry_after: std::time::Duration::from_secs(3600),
             });
@@ -285,12 +286,12 @@ impl App {
         let set = hash.is_some();
         let matched = match (
             hash,
-            crate::domain::credentials::normalise_code_word(&r.code_word),
+            crate::domain::credentials::normalise_code_word(code_word),
         ) {
             (Some(h), Some(w)) => self.hasher.verify(w, Some(h)).await?.0,
             (h, _) => {
                 // Same work whether or not a word is set.
-                let _ = self.hasher.verify(r.code_word.clone(), h).await?;
+                let _ = self.hasher.verify(code_word.to_owned(), h).await?;
                 false
             }
         };
@@ -299,8 +300,8 @@ impl App {
             code_words::Check {
                 id: tenancy_runtime::ids::new_id(),
                 user_id: &user_id,
-                staff_user_id: &r.staff_user_id,
-                account_id: &r.account_id,
+                staff_user_id,
+                account_id,
                 time: now.millis(),
                 matched,
             },
@@ -320,10 +321,10 @@ impl App {
             .await;
         }
         let used = failures + i64::from(!matched);
-        Ok(pb::VerifyCodeWordResponse {
-            r#match: matched,
-            code_word_set: set,
-            remaining_attempts: i32::try_from((5 - used).max(0)).unwrap_or(0),
+        Ok(CodeWordCheck {
+            matched,
+            set,
+            remaining_attempts: (CODE_WORD_FAILURES_PER_HOUR - used).max(0),
         })
     }
 

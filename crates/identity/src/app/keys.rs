@@ -60,6 +60,18 @@ pub(crate) struct Claims {
     pub(crate) kind: String,
 }
 
+/// A signing key's public half as verifiers see it (Ed25519).
+pub(crate) struct PublicKey {
+    /// The key id.
+    pub(crate) kid: String,
+    /// The public key, base64url.
+    pub(crate) x: String,
+    /// When it starts signing.
+    pub(crate) not_before: Timestamp,
+    /// After when no token it signed is valid, once it is retired.
+    pub(crate) not_after: Option<Timestamp>,
+}
+
 impl App {
     async fn keys<C: ConnectionTrait>(&self, c: &C) -> Result<Vec<KeyRow>, IdentityError> {
         Ok(keys::live(c).await?)
@@ -126,26 +138,22 @@ impl App {
     }
 
     /// GetJwks: current key first, then next and retired keys still valid.
-    pub(crate) async fn jwks(&self) -> Result<Vec<pb::Jwk>, IdentityError> {
+    pub(crate) async fn jwks(&self) -> Result<Vec<PublicKey>, IdentityError> {
         let now = self.now().millis();
         let lifetime = i64::try_from(self.auth.access_token_lifetime.as_millis()).unwrap_or(0);
         let keys = self.keys(&self.db).await?;
-        let mut current: Vec<pb::Jwk> = Vec::new();
-        let mut others: Vec<pb::Jwk> = Vec::new();
+        let mut current: Vec<PublicKey> = Vec::new();
+        let mut others: Vec<PublicKey> = Vec::new();
         let mut current_found = false;
         for k in keys {
             if k.retire_time.is_some_and(|r| r + lifetime <= now) {
                 continue;
             }
-            let jwk = pb::Jwk {
+            let jwk = PublicKey {
                 kid: k.kid.clone(),
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
                 x: k.public_x.clone(),
-                alg: "EdDSA".into(),
-                r#use: "sig".into(),
-                not_before: Some(Timestamp(k.activate_time).to_proto()),
-                not_after: k.retire_time.map(|r| Timestamp(r + lifetime).to_proto()),
+                not_before: Timestamp(k.activate_time),
+                not_after: k.retire_time.map(|r| Timestamp(r + lifetime)),
             };
             let is_current =
                 !current_found && k.activate_time <= now && k.retire_time.is_none_or(|r| r > now);
@@ -164,7 +172,7 @@ impl App {
     pub(crate) async fn rotate_signing_key(
         &self,
         revoke_current: bool,
-    ) -> Result<(pb::Jwk, Timestamp, String), IdentityError> {
+    ) -> Result<(PublicKey, String), IdentityError> {
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
         // Serialise rotations (and take the revocation head lock first).
@@ -201,16 +209,12 @@ impl App {
         .await?;
         tx.commit().await?;
         self.notify_revocations();
-        let jwk = pb::Jwk {
+        let key = PublicKey {
             kid,
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
             x,
-            alg: "EdDSA".into(),
-            r#use: "sig".into(),
-            not_before: Some(activate.to_proto()),
+            not_before: activate,
             not_after: None,
         };
-        Ok((jwk, activate, previous))
+        Ok((key, previous))
     }
 }

@@ -10,13 +10,14 @@ use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Principal, Timestamp};
 
 use super::revocations::Revocation;
+use super::sessions::{AccessToken, Credentials};
 use super::{App, Client};
 use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::normalise;
 use crate::domain::throttle::Counter;
 use crate::domain::totp;
-use crate::store::sessions::{self, SessionRow};
+use crate::store::sessions::{self, SessionListing, SessionRow};
 use crate::store::{mfa, users};
 
 /// Pending enrolments are discarded after this long.
@@ -28,6 +29,18 @@ const CHALLENGE_ATTEMPTS: i32 = 5;
 pub(crate) enum Factor {
     Totp(String),
     Recovery(String),
+}
+
+/// A TOTP enrolment begun: what the user's authenticator app needs.
+pub(crate) struct Enrollment {
+    /// The secret, base32.
+    pub(crate) secret: String,
+    /// The `otpauth://` URI.
+    pub(crate) otpauth_uri: String,
+    /// The URI as a QR code (PNG).
+    pub(crate) qr_code_png: Vec<u8>,
+    /// When the enrolment lapses unless confirmed.
+    pub(crate) expire_time: Timestamp,
 }
 
 impl App {
@@ -102,10 +115,7 @@ impl App {
     }
 
     /// BeginTotpEnrollment.
-    pub(crate) async fn begin_totp(
-        &self,
-        user_id: &str,
-    ) -> Result<pb::BeginTotpEnrollmentResponse, IdentityError> {
+    pub(crate) async fn begin_totp(&self, user_id: &str) -> Result<Enrollment, IdentityError> {
         let user = self.get_user(user_id).await?;
         if user.totp_enabled {
             return Err(IdentityError::TotpAlreadyEnabled);
@@ -120,13 +130,11 @@ impl App {
         let tx = crate::store::begin(&self.db).await?;
         mfa::start_enrollment(&tx, user_id, sealed, expire.millis()).await?;
         tx.commit().await?;
-        Ok(pb::BeginTotpEnrollmentResponse {
+        Ok(Enrollment {
             secret: b32,
             otpauth_uri: uri,
             qr_code_png: png,
-            digits: i32::from(totp::DIGITS),
-            period_seconds: 30,
-            expire_time: Some(expire.to_proto()),
+            expire_time: expire,
         })
     }
 
@@ -151,7 +159,7 @@ impl App {
         session_id: Option<&str>,
         code: &str,
         ip: &str,
-    ) -> Result<(Vec<String>, pb::AccessToken), IdentityError> {
+    ) -> Result<(Vec<String>, AccessToken), IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = [(format!("totp-enroll:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
@@ -221,7 +229,7 @@ impl App {
         challenge: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, IdentityError> {
+    ) -> Result<Credentials, IdentityError> {
         let kind = match &factor {
             Some(Factor::Totp(_)) => "totp",
             Some(Factor::Recovery(_)) => "recovery_code",
@@ -237,7 +245,7 @@ impl App {
         challenge: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, IdentityError> {
+    ) -> Result<Credentials, IdentityError> {
         let Some(factor) = factor else {
             return Err(IdentityError::invalid(
                 Invalid::SecondFactorRequired,
@@ -333,7 +341,7 @@ impl App {
         password: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::AccessToken, IdentityError> {
+    ) -> Result<AccessToken, IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
@@ -441,7 +449,7 @@ impl App {
         session_id: Option<&str>,
         account_id: &AccountId,
         client: &Client,
-    ) -> Result<pb::AccessToken, IdentityError> {
+    ) -> Result<AccessToken, IdentityError> {
         let account_id = account_id.to_string();
         let mut session = self.own_session(user_id, session_id).await?;
         self.require_membership(
@@ -473,30 +481,9 @@ impl App {
     pub(crate) async fn list_sessions(
         &self,
         user_id: &str,
-        current: Option<&str>,
         account: Option<&str>,
-    ) -> Result<Vec<pb::Session>, IdentityError> {
-        let now = self.now().millis();
-        let time = |ms: i64| Some(Timestamp(ms).to_proto());
-        Ok(sessions::list_open(&self.db, user_id, account, now)
-            .await?
-            .into_iter()
-            .map(|s| pb::Session {
-                current: current == Some(s.id.as_str()),
-                device: crate::domain::profile::device(&s.user_agent),
-                id: s.id,
-                user_id: s.user_id,
-                account_id: s.account_id,
-                user_agent: s.user_agent,
-                create_ip_address: s.create_ip,
-                last_ip_address: s.last_ip,
-                create_time: time(s.create_time),
-                last_seen_time: time(s.last_seen_time),
-                auth_time: time(s.auth_time),
-                expire_time: time(s.expire_time),
-                amr: s.amr,
-            })
-            .collect())
+    ) -> Result<Vec<SessionListing>, IdentityError> {
+        Ok(sessions::list_open(&self.db, user_id, account, self.now().millis()).await?)
     }
 
     /// RevokeSession / RevokeOtherSessions.
@@ -578,7 +565,7 @@ impl App {
         password: Option<&str>,
         code: Option<&str>,
         ip: &str,
-    ) -> Result<pb::AccessToken, IdentityError> {
+    ) -> Result<AccessToken, IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         self.prove(user_id, password, code).await?;
         let now = self.now();

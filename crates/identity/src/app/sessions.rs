@@ -20,6 +20,50 @@ use crate::store::login_events::{self, LoginEventRow};
 use crate::store::sessions::{self, NewSession, SessionRow};
 use crate::store::{mfa, users};
 
+/// An access token just signed.
+pub(crate) struct AccessToken {
+    /// The JWT.
+    pub(crate) token: String,
+    /// When it expires.
+    pub(crate) expire_time: Timestamp,
+    /// The account it selects.
+    pub(crate) account_id: Option<String>,
+    /// When its session last proved its credentials.
+    pub(crate) auth_time: Timestamp,
+}
+
+/// What a new or refreshed session hands its client.
+pub(crate) struct Credentials {
+    /// The session.
+    pub(crate) session_id: String,
+    /// Its user.
+    pub(crate) user_id: String,
+    /// A fresh access token.
+    pub(crate) access: AccessToken,
+    /// The next refresh token (shown once).
+    pub(crate) refresh_token: String,
+    /// When that refresh token expires unless used.
+    pub(crate) refresh_expire_time: Timestamp,
+}
+
+/// A login that needs a second factor first.
+pub(crate) struct MfaChallenge {
+    /// The challenge token (shown once).
+    pub(crate) token: String,
+    /// When it expires.
+    pub(crate) expire_time: Timestamp,
+    /// Whether a recovery code may answer it (the user has some left).
+    pub(crate) recovery_codes_allowed: bool,
+}
+
+/// How a password login ended.
+pub(crate) enum LoginOutcome {
+    /// A session was created.
+    Session(Credentials),
+    /// A second factor is needed.
+    MfaChallenge(MfaChallenge),
+}
+
 impl App {
     /// Records a login event (only for known users).
     #[allow(clippy::too_many_arguments)]
@@ -117,7 +161,7 @@ impl App {
     pub(crate) async fn access_token(
         &self,
         session: &SessionRow,
-    ) -> Result<pb::AccessToken, IdentityError> {
+    ) -> Result<AccessToken, IdentityError> {
         let flags = users::token_flags(&self.db, &session.user_id)
             .await?
             .ok_or(IdentityError::RefreshTokenInvalid)?;
@@ -139,11 +183,11 @@ impl App {
             staff: flags.staff,
             kind: "portal".into(),
         };
-        Ok(pb::AccessToken {
+        Ok(AccessToken {
             token: self.sign(&claims).await?,
-            expire_time: Some(exp.to_proto()),
-            account_id: session.account_id.clone().unwrap_or_default(),
-            auth_time: Some(Timestamp(session.auth_time).to_proto()),
+            expire_time: exp,
+            account_id: session.account_id.clone(),
+            auth_time: Timestamp(session.auth_time),
         })
     }
 
@@ -155,7 +199,7 @@ impl App {
         amr: Vec<String>,
         client: &Client,
         method: pb::LoginMethod,
-    ) -> Result<pb::SessionCredentials, IdentityError> {
+    ) -> Result<Credentials, IdentityError> {
         let now = self.now();
         let id = ids::new_id();
         let end = now.plus(self.auth.session_lifetime);
@@ -205,12 +249,12 @@ impl App {
             revoked: false,
         };
         let access = self.access_token(&session).await?;
-        Ok(pb::SessionCredentials {
+        Ok(Credentials {
             session_id: id,
             user_id: user_id.to_owned(),
-            access_token: Some(access),
+            access,
             refresh_token: refresh.expose().to_owned(),
-            refresh_token_expire_time: Some(expire.to_proto()),
+            refresh_expire_time: expire,
         })
     }
 
@@ -221,7 +265,7 @@ impl App {
         password: &str,
         account_id: &str,
         client: &Client,
-    ) -> Result<pb::login_response::Outcome, IdentityError> {
+    ) -> Result<LoginOutcome, IdentityError> {
         let mut known_user = false;
         let result = self
             .password_login(email, password, account_id, client, &mut known_user)
@@ -240,7 +284,7 @@ impl App {
         account_id: &str,
         client: &Client,
         known_user: &mut bool,
-    ) -> Result<pb::login_response::Outcome, IdentityError> {
+    ) -> Result<LoginOutcome, IdentityError> {
         let account = if account_id.trim().is_empty() {
             None
         } else {
@@ -333,7 +377,7 @@ impl App {
             return self
                 .mfa_challenge(&user_id, &account_text, client)
                 .await
-                .map(pb::login_response::Outcome::MfaChallenge);
+                .map(LoginOutcome::MfaChallenge);
         }
         let account = match account {
             Some(account) => Some(account),
@@ -347,7 +391,7 @@ impl App {
             pb::LoginMethod::Password,
         )
         .await
-        .map(pb::login_response::Outcome::Session)
+        .map(LoginOutcome::Session)
     }
 
     /// Issues an MFA challenge (TOTP users).
@@ -356,7 +400,7 @@ impl App {
         user_id: &str,
         account_id: &str,
         client: &Client,
-    ) -> Result<pb::MfaChallenge, IdentityError> {
+    ) -> Result<MfaChallenge, IdentityError> {
         let token = SecretToken::generate("tnc_");
         let now = self.now();
         let expire = now.plus(std::time::Duration::from_secs(300));
@@ -380,14 +424,10 @@ impl App {
         )
         .await?;
         let codes = mfa::recovery_codes_left(&self.db, user_id).await?;
-        let mut allowed = vec![pb::SecondFactorType::Totp as i32];
-        if codes > 0 {
-            allowed.push(pb::SecondFactorType::RecoveryCode as i32);
-        }
-        Ok(pb::MfaChallenge {
-            challenge_token: token.expose().to_owned(),
-            expire_time: Some(expire.to_proto()),
-            allowed_factors: allowed,
+        Ok(MfaChallenge {
+            token: token.expose().to_owned(),
+            expire_time: expire,
+            recovery_codes_allowed: codes > 0,
         })
     }
 
@@ -405,7 +445,7 @@ impl App {
         &self,
         token: &str,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, IdentityError> {
+    ) -> Result<Credentials, IdentityError> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
@@ -476,12 +516,12 @@ impl App {
             session.account_id = chosen;
         }
         let access = self.access_token(&session).await?;
-        Ok(pb::SessionCredentials {
+        Ok(Credentials {
             session_id: session.id.clone(),
             user_id: session.user_id.clone(),
-            access_token: Some(access),
+            access,
             refresh_token: refresh.expose().to_owned(),
-            refresh_token_expire_time: Some(expire.to_proto()),
+            refresh_expire_time: expire,
         })
     }
 

@@ -15,32 +15,22 @@ use crate::domain::credentials::{api_token_well_formed, new_api_token};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{parse_email, parse_label};
-use crate::store::api_tokens::{self, ApiTokenRow};
+use crate::store::api_tokens::{self, ApiTokenRow, Introspected};
 use crate::store::email_tokens::{self, Purpose};
 use crate::store::{sessions, users};
 
-/// A stored token as clients see it at `now`.
-fn api_token(t: ApiTokenRow, now: Timestamp) -> pb::ApiToken {
-    let state = match token_state(t.revoke_time, t.expire_time, now.millis()) {
-        TokenState::Active => pb::ApiTokenState::Active,
-        TokenState::Expired => pb::ApiTokenState::Expired,
-        TokenState::Revoked => pb::ApiTokenState::Revoked,
-    };
-    pb::ApiToken {
-        id: t.id,
-        name: t.name,
-        user_id: t.user_id,
-        account_id: t.account_id,
-        last_four: t.last_four,
-        read_only: t.read_only,
-        state: state as i32,
-        create_time: Some(Timestamp(t.create_time).to_proto()),
-        expire_time: t.expire_time.map(|t| Timestamp(t).to_proto()),
-        last_used_time: t.last_used_time.map(|t| Timestamp(t).to_proto()),
-        last_used_ip_address: t.last_used_ip,
-        revoke_time: t.revoke_time.map(|t| Timestamp(t).to_proto()),
-        revoked_by_user_id: t.revoked_by,
-    }
+/// A token and its state when it was read.
+pub(crate) struct ApiToken {
+    /// The token.
+    pub(crate) token: ApiTokenRow,
+    /// Its state then.
+    pub(crate) state: TokenState,
+}
+
+/// A stored token with its state at `now`.
+fn api_token(token: ApiTokenRow, now: Timestamp) -> ApiToken {
+    let state = token_state(token.revoke_time, token.expire_time, now.millis());
+    ApiToken { token, state }
 }
 
 /// Active API tokens a user may hold per account.
@@ -54,7 +44,7 @@ impl App {
         name: &str,
         expire: Option<Timestamp>,
         read_only: bool,
-    ) -> Result<(pb::ApiToken, String), IdentityError> {
+    ) -> Result<(ApiToken, String), IdentityError> {
         let user_id = p.user()?.to_owned();
         let account_id = p.account()?.to_owned();
         self.recent_portal_session(p, "an API token cannot create tokens")
@@ -104,7 +94,7 @@ impl App {
         &self,
         p: &Principal,
         id: &str,
-    ) -> Result<pb::ApiToken, IdentityError> {
+    ) -> Result<ApiToken, IdentityError> {
         let account_id = p.account()?.to_owned();
         let user_id = p.user()?.to_owned();
         let id =
@@ -151,7 +141,7 @@ impl App {
         &self,
         p: &Principal,
         request: &pb::ListApiTokensRequest,
-    ) -> Result<(Vec<pb::ApiToken>, String), IdentityError> {
+    ) -> Result<(Vec<ApiToken>, String), IdentityError> {
         let account_id = p.account()?.to_owned();
         let me = p.user()?.to_owned();
         let user_filter = request.user_id.as_str();
@@ -201,13 +191,13 @@ impl App {
             },
         )
         .await?;
-        let mut tokens: Vec<pb::ApiToken> = rows.into_iter().map(|t| api_token(t, now)).collect();
+        let mut tokens: Vec<ApiToken> = rows.into_iter().map(|t| api_token(t, now)).collect();
         let mut next = String::new();
         if tokens.len() > usize::try_from(size).unwrap_or(50) {
             tokens.pop();
             if let Some(last) = tokens.last() {
                 next = ids::encode_page_token(&TokenList {
-                    after: last.id.clone(),
+                    after: last.token.id.clone(),
                     ..list
                 });
             }
@@ -223,7 +213,7 @@ impl App {
     pub(crate) async fn introspect_api_token(
         &self,
         secret: &str,
-    ) -> Result<pb::IntrospectApiTokenResponse, IdentityError> {
+    ) -> Result<Introspected, IdentityError> {
         let invalid_token = || IdentityError::ApiTokenInvalid;
         if !api_token_well_formed(secret) {
             return Err(invalid_token());
@@ -232,21 +222,15 @@ impl App {
         let found = api_tokens::by_hash(&self.db, &sha256_hex(secret.as_bytes()))
             .await?
             .ok_or_else(invalid_token)?;
-        let token = found.token;
-        match token_state(token.revoke_time, token.expire_time, now.millis()) {
-            TokenState::Revoked => return Err(IdentityError::TokenRevoked),
-            TokenState::Expired => return Err(IdentityError::TokenExpired),
-            TokenState::Active => {}
+        match token_state(
+            found.token.revoke_time,
+            found.token.expire_time,
+            now.millis(),
+        ) {
+            TokenState::Revoked => Err(IdentityError::TokenRevoked),
+            TokenState::Expired => Err(IdentityError::TokenExpired),
+            TokenState::Active => Ok(found),
         }
-        Ok(pb::IntrospectApiTokenResponse {
-            api_token_id: token.id,
-            user_id: token.user_id,
-            account_id: token.account_id,
-            read_only: token.read_only,
-            expire_time: token.expire_time.map(|t| Timestamp(t).to_proto()),
-            create_time: Some(Timestamp(token.create_time).to_proto()),
-            mfa_enabled: found.mfa,
-        })
     }
 
     /// RequestPasswordReset: the same answer, in the same time, whether or
