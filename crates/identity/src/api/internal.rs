@@ -1,13 +1,18 @@
 //! Calls of other services: EnsureUser, BatchGetUsers, WatchRevocations,
 //! RevokeAccountAccess, RecordUsage.
 
+use futures::StreamExt as _;
 use tenancy_proto::identity as pb;
+use tenancy_proto::identity::revocation_event::Kind;
+use tenancy_proto::identity::watch_revocations_response::Item;
 use tenancy_runtime::Timestamp;
 use tonic::{Request, Response, Status};
 
 use super::{Api, Reply, account_id, member_id, ok, user};
 use crate::app::admin::Usage;
+use crate::app::revocations::WatchItem;
 use crate::domain::error::{IdentityError, Invalid};
+use crate::store::revocations::StoredEvent;
 
 pub(super) async fn ensure_user(
     api: &Api,
@@ -43,7 +48,21 @@ pub(super) async fn watch_revocations(
     >,
 > {
     let from = request.into_inner().from_position;
-    let stream = api.app.clone().watch_revocations(from).await?;
+    let stream = api.app.clone().watch_revocations(from).await?.map(|item| {
+        let item = match item {
+            WatchItem::Reset { oldest_position } => Item::Reset(pb::Reset { oldest_position }),
+            WatchItem::Event(event) => Item::Event(event_of(event)),
+            WatchItem::CaughtUp { head_position } => Item::CaughtUp(pb::CaughtUp { head_position }),
+            WatchItem::Heartbeat {
+                head_position,
+                time,
+            } => Item::Heartbeat(pb::Heartbeat {
+                head_position,
+                time: Some(time.to_proto()),
+            }),
+        };
+        Ok(pb::WatchRevocationsResponse { item: Some(item) })
+    });
     Ok(Response::new(tenancy_runtime::shutdown::until_shutdown(
         stream,
         api.shutdown.clone(),
@@ -127,4 +146,49 @@ pub(super) async fn record_usage(
         .collect();
     api.app.record_usage(&tokens, &sessions).await?;
     ok(pb::RecordUsageResponse {})
+}
+
+/// A stored event as gateways receive it.
+fn event_of(event: StoredEvent) -> pb::RevocationEvent {
+    let StoredEvent {
+        subject,
+        user_id,
+        account_id,
+        kids,
+        ..
+    } = event;
+    let kind = match event.kind.as_str() {
+        "session" => Kind::Session(pb::SessionRevocation {
+            session_id: subject,
+            user_id,
+        }),
+        "user_tokens_before" => Kind::UserTokensBefore(pb::UserTokensRevocation { user_id }),
+        "user_account" => Kind::UserAccount(pb::UserAccountRevocation {
+            user_id,
+            account_id,
+        }),
+        "api_token" => Kind::ApiToken(pb::ApiTokenRevocation {
+            api_token_id: subject,
+            user_id,
+            account_id,
+        }),
+        "mfa" => Kind::MfaChanged(pb::MfaChanged {
+            user_id,
+            mfa_enabled: subject == "on",
+        }),
+        _ => Kind::SigningKeysChanged(pb::SigningKeysChanged {
+            withdrawn_kids: kids
+                .split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }),
+    };
+    pb::RevocationEvent {
+        position: event.position,
+        create_time: Some(Timestamp(event.create_time).to_proto()),
+        expire_time: event.expire_time.map(|t| Timestamp(t).to_proto()),
+        reason: event.reason,
+        kind: Some(kind),
+    }
 }

@@ -10,8 +10,6 @@ use std::time::Duration;
 use futures::Stream;
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
-use tenancy_proto::identity::revocation_event::Kind;
-use tenancy_proto::identity::watch_revocations_response::Item;
 use tenancy_runtime::{Error, Timestamp};
 
 use super::App;
@@ -54,6 +52,29 @@ pub(crate) enum Revocation {
     Mfa {
         user_id: String,
         enabled: bool,
+    },
+}
+
+/// What a revocation watcher receives, in order.
+pub(crate) enum WatchItem {
+    /// The position asked for is past the head: start again from here.
+    Reset {
+        /// The oldest position kept.
+        oldest_position: i64,
+    },
+    /// One event of the log.
+    Event(StoredEvent),
+    /// The backlog is delivered; live events follow.
+    CaughtUp {
+        /// The last position delivered.
+        head_position: i64,
+    },
+    /// Nothing happened for a while.
+    Heartbeat {
+        /// The last position delivered.
+        head_position: i64,
+        /// The time now.
+        time: Timestamp,
     },
 }
 
@@ -137,12 +158,8 @@ impl App {
         self.signal.notify_waiters();
     }
 
-    async fn events_after(&self, position: i64) -> Result<Vec<pb::RevocationEvent>, IdentityError> {
-        Ok(revocations::after(&self.db, position)
-            .await?
-            .into_iter()
-            .map(event_of)
-            .collect())
+    async fn events_after(&self, position: i64) -> Result<Vec<StoredEvent>, IdentityError> {
+        Ok(revocations::after(&self.db, position).await?)
     }
 
     pub(crate) async fn head_position(&self) -> Result<i64, IdentityError> {
@@ -154,10 +171,7 @@ impl App {
     pub(crate) async fn watch_revocations(
         self: Arc<Self>,
         from: i64,
-    ) -> Result<
-        Pin<Box<dyn Stream<Item = Result<pb::WatchRevocationsResponse, tonic::Status>> + Send>>,
-        IdentityError,
-    > {
+    ) -> Result<Pin<Box<dyn Stream<Item = WatchItem> + Send>>, IdentityError> {
         if from < 0 {
             return Err(IdentityError::invalid(
                 Invalid::Position,
@@ -169,17 +183,13 @@ impl App {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let app = self;
         tokio::spawn(async move {
-            let send = |item: Item| {
+            let send = |item: WatchItem| {
                 let tx = tx.clone();
-                async move {
-                    tx.send(Ok(pb::WatchRevocationsResponse { item: Some(item) }))
-                        .await
-                        .is_ok()
-                }
+                async move { tx.send(item).await.is_ok() }
             };
             let mut last = from;
             if from > head {
-                if !send(Item::Reset(pb::Reset { oldest_position: 1 })).await {
+                if !send(WatchItem::Reset { oldest_position: 1 }).await {
                     return;
                 }
                 last = 0;
@@ -191,7 +201,7 @@ impl App {
                     Ok(events) => {
                         for e in events {
                             last = e.position;
-                            if !send(Item::Event(e)).await {
+                            if !send(WatchItem::Event(e)).await {
                                 return;
                             }
                         }
@@ -199,9 +209,9 @@ impl App {
                     Err(_) => return,
                 }
             }
-            if !send(Item::CaughtUp(pb::CaughtUp {
+            if !send(WatchItem::CaughtUp {
                 head_position: last,
-            }))
+            })
             .await
             {
                 return;
@@ -219,7 +229,7 @@ impl App {
                         for e in events {
                             last = e.position;
                             quiet_since = tokio::time::Instant::now();
-                            if !send(Item::Event(e)).await {
+                            if !send(WatchItem::Event(e)).await {
                                 return;
                             }
                         }
@@ -228,10 +238,10 @@ impl App {
                 }
                 if quiet_since.elapsed() >= HEARTBEAT {
                     quiet_since = tokio::time::Instant::now();
-                    let beat = Item::Heartbeat(pb::Heartbeat {
+                    let beat = WatchItem::Heartbeat {
                         head_position: last,
-                        time: Some(app.now().to_proto()),
-                    });
+                        time: app.now(),
+                    };
                     if !send(beat).await {
                         return;
                     }
@@ -239,50 +249,5 @@ impl App {
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
-    }
-}
-
-/// A stored event as gateways receive it.
-fn event_of(event: StoredEvent) -> pb::RevocationEvent {
-    let StoredEvent {
-        subject,
-        user_id,
-        account_id,
-        kids,
-        ..
-    } = event;
-    let kind = match event.kind.as_str() {
-        "session" => Kind::Session(pb::SessionRevocation {
-            session_id: subject,
-            user_id,
-        }),
-        "user_tokens_before" => Kind::UserTokensBefore(pb::UserTokensRevocation { user_id }),
-        "user_account" => Kind::UserAccount(pb::UserAccountRevocation {
-            user_id,
-            account_id,
-        }),
-        "api_token" => Kind::ApiToken(pb::ApiTokenRevocation {
-            api_token_id: subject,
-            user_id,
-            account_id,
-        }),
-        "mfa" => Kind::MfaChanged(pb::MfaChanged {
-            user_id,
-            mfa_enabled: subject == "on",
-        }),
-        _ => Kind::SigningKeysChanged(pb::SigningKeysChanged {
-            withdrawn_kids: kids
-                .split(',')
-                .filter(|k| !k.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        }),
-    };
-    pb::RevocationEvent {
-        position: event.position,
-        create_time: Some(Timestamp(event.create_time).to_proto()),
-        expire_time: event.expire_time.map(|t| Timestamp(t).to_proto()),
-        reason: event.reason,
-        kind: Some(kind),
     }
 }
