@@ -1,5 +1,9 @@
-//! The identity use cases: each one validates, runs the domain rules and
-//! stores the result in one transaction. Called by the thin gRPC layer.
+//! The identity use cases, one function each: it runs the domain rules,
+//! reads and writes through `store/` in one transaction, and returns plain
+//! values (`api/` renders them). Security notices and revocation-log
+//! events are written here. The remaining proto types are the wire enums
+//! of login methods, outcomes and revocation reasons, and the
+//! ListApiTokens request.
 
 pub(crate) mod admin;
 pub(crate) mod keys;
