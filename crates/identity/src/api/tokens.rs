@@ -7,7 +7,7 @@ use tenancy_runtime::server::principal;
 use tonic::Request;
 
 use super::{Api, Reply, jwk, ok};
-use crate::app::tokens::ApiToken;
+use crate::app::tokens::{ApiToken, TokenListing};
 use crate::domain::api_tokens::TokenState;
 
 pub(super) async fn create_api_token(
@@ -35,7 +35,14 @@ pub(super) async fn list_api_tokens(
     request: Request<pb::ListApiTokensRequest>,
 ) -> Reply<pb::ListApiTokensResponse> {
     let p = principal(&request)?;
-    let (api_tokens, next_page_token) = api.app.list_api_tokens(p, request.get_ref()).await?;
+    let r = request.get_ref();
+    let listing = TokenListing {
+        user_id: &r.user_id,
+        states: &r.states,
+        page_size: r.page_size,
+        page_token: &r.page_token,
+    };
+    let (api_tokens, next_page_token) = api.app.list_api_tokens(p, listing).await?;
     ok(pb::ListApiTokensResponse {
         api_tokens: api_tokens.into_iter().map(api_token).collect(),
         next_page_token,

@@ -2,8 +2,7 @@
 //! reads and writes through `store/` in one transaction, and returns plain
 //! values (`api/` renders them). Security notices and revocation-log
 //! events are written here. The remaining proto types are the wire enums
-//! of login methods, outcomes and revocation reasons, and the
-//! ListApiTokens request.
+//! of login methods, outcomes and revocation reasons.
 
 pub(crate) mod admin;
 pub(crate) mod keys;

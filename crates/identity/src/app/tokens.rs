@@ -36,6 +36,19 @@ fn api_token(token: ApiTokenRow, now: Timestamp) -> ApiToken {
 /// Active API tokens a user may hold per account.
 const MAX_ACTIVE_TOKENS: i64 = 50;
 
+/// What ListApiTokens asks for, as the client sent it (validated by the
+/// use case, in its order).
+pub(crate) struct TokenListing<'a> {
+    /// Whose tokens (empty: the caller's, or everyone's for owners).
+    pub(crate) user_id: &'a str,
+    /// `ApiTokenState` numbers (empty: ACTIVE).
+    pub(crate) states: &'a [i32],
+    /// The page size asked for.
+    pub(crate) page_size: i32,
+    /// Where the page starts.
+    pub(crate) page_token: &'a str,
+}
+
 impl App {
     /// CreateApiToken (portal session, recent authentication).
     pub(crate) async fn create_api_token(
@@ -140,11 +153,11 @@ impl App {
     pub(crate) async fn list_api_tokens(
         &self,
         p: &Principal,
-        request: &pb::ListApiTokensRequest,
+        request: TokenListing<'_>,
     ) -> Result<(Vec<ApiToken>, String), IdentityError> {
         let account_id = p.account()?.to_owned();
         let me = p.user()?.to_owned();
-        let user_filter = request.user_id.as_str();
+        let user_filter = request.user_id;
         let filter = if p.is_owner() {
             user_filter.to_owned()
         } else if user_filter.is_empty() || user_filter == me {
@@ -153,7 +166,7 @@ impl App {
             return Err(IdentityError::OthersTokensNeedOwner);
         };
         let size = ids::page_size(request.page_size)?;
-        let mut states: Vec<i32> = request.states.clone();
+        let mut states: Vec<i32> = request.states.to_vec();
         if states.is_empty() {
             states.push(pb::ApiTokenState::Active as i32);
         }
@@ -165,7 +178,7 @@ impl App {
             states: states.clone(),
             after: String::new(),
         };
-        let after = ids::decode_page_token_for::<TokenList>(&request.page_token, |c| {
+        let after = ids::decode_page_token_for::<TokenList>(request.page_token, |c| {
             c.account == list.account && c.user == list.user && c.states == list.states
         })?;
         let now = self.now();
