@@ -13,6 +13,7 @@ use super::{App, Client};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
+use crate::domain::sessions::session_live;
 use crate::domain::throttle::{self, Counter};
 use crate::store;
 use crate::store::api_tokens;
@@ -482,10 +483,12 @@ impl App {
             self.notify_revocations();
             return Err(IdentityError::RefreshTokenReused);
         }
-        if session.revoked
-            || session.expire_time <= now.millis()
-            || session.end_time <= now.millis()
-        {
+        if !session_live(
+            session.revoked,
+            session.expire_time,
+            session.end_time,
+            now.millis(),
+        ) {
             return Err(IdentityError::RefreshTokenInvalid);
         }
         let refresh = SecretToken::generate("tnr_");

@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub(crate) mod network;
 pub(crate) mod password;
 pub(crate) mod profile;
+pub(crate) mod sessions;
 pub(crate) mod ssh;
 pub(crate) mod throttle;
 pub(crate) mod totp;

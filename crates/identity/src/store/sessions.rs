@@ -4,6 +4,11 @@
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use tenancy_runtime::db::{all, exec, get, one};
 
+/// The condition selecting sessions live at the time bound to `$2`: the SQL
+/// form of [`session_live`](crate::domain::sessions::session_live), which
+/// stays the definition (the tests below prove the two agree).
+const LIVE: &str = "revoke_time IS NULL AND expire_time > $2 AND end_time > $2";
+
 /// A session as the token issuer needs it.
 pub(crate) struct SessionRow {
     /// Its id.
@@ -159,10 +164,12 @@ pub(crate) async fn list_open<C: ConnectionTrait>(
 ) -> Result<Vec<SessionListing>, DbErr> {
     all(
         c,
-        "SELECT id, user_id, account_id, user_agent, create_ip, last_ip, amr, create_time, \
-         last_seen_time, auth_time, expire_time FROM identity_sessions WHERE user_id = $1 \
-         AND revoke_time IS NULL AND expire_time > $2 AND end_time > $2 \
-         AND ($3 = '' OR account_id = $3) ORDER BY last_seen_time DESC, id DESC LIMIT 500",
+        &format!(
+            "SELECT id, user_id, account_id, user_agent, create_ip, last_ip, amr, create_time, \
+             last_seen_time, auth_time, expire_time FROM identity_sessions WHERE user_id = $1 \
+             AND {LIVE} AND ($3 = '' OR account_id = $3) \
+             ORDER BY last_seen_time DESC, id DESC LIMIT 500"
+        ),
         vec![
             user_id.into(),
             now.into(),
@@ -404,4 +411,67 @@ pub(crate) async fn session_of_refresh<C: ConnectionTrait>(
     .await?
     .map(|r| get::<String>(&r, "session_id"))
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::TransactionTrait;
+    use tenancy_runtime::db::connect;
+
+    use super::*;
+    use crate::domain::sessions::session_live;
+
+    /// Every combination of revocation, idle expiry and end around `now`:
+    /// the rows [`LIVE`] selects are exactly those the domain calls live.
+    #[tokio::test]
+    async fn sql_liveness_agrees_with_the_domain_rule() {
+        let pool = connect("sqlite::memory:", "test").await.unwrap();
+        // One connection throughout: each in-memory connection is its own
+        // database.
+        let db = pool.begin().await.unwrap();
+        exec(
+            &db,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, revoke_time BIGINT, expire_time BIGINT, \
+             end_time BIGINT)",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let times = [0_i64, 99, 100, 101, i64::MAX];
+        let mut rows = Vec::new();
+        for revoke in [None, Some(50_i64)] {
+            for expire in times {
+                for end in times {
+                    let id = i64::try_from(rows.len()).unwrap();
+                    exec(
+                        &db,
+                        "INSERT INTO t (id, revoke_time, expire_time, end_time) VALUES ($1, $2, $3, $4)",
+                        vec![id.into(), revoke.into(), expire.into(), end.into()],
+                    )
+                    .await
+                    .unwrap();
+                    rows.push((revoke.is_some(), expire, end));
+                }
+            }
+        }
+        for now in [0_i64, 99, 100, 101] {
+            let got: Vec<i64> = all(
+                &db,
+                &format!("SELECT id FROM t WHERE $1 = $1 AND {LIVE} ORDER BY id"),
+                vec![0_i64.into(), now.into()],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| get::<i64>(r, "id").unwrap())
+            .collect();
+            let want: Vec<i64> = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, (revoked, expire, end))| session_live(*revoked, *expire, *end, now))
+                .map(|(i, _)| i64::try_from(i).unwrap())
+                .collect();
+            assert_eq!(got, want, "at {now}");
+        }
+    }
 }
