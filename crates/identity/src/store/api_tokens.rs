@@ -279,28 +279,15 @@ pub(crate) async fn record_use<C: ConnectionTrait>(
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::TransactionTrait;
-    use tenancy_runtime::db::{all, connect, exec};
-
     use super::*;
     use crate::domain::api_tokens::token_state;
+    use crate::store::scratch::Table;
 
     /// Every combination of revocation and expiry around `now`: the rows
     /// each state's SQL selects are exactly those the domain function puts
     /// in that state.
     #[tokio::test]
     async fn sql_state_filters_agree_with_the_domain_rule() {
-        let pool = connect("sqlite::memory:", "test").await.unwrap();
-        // One connection throughout: each in-memory connection is its own
-        // database.
-        let db = pool.begin().await.unwrap();
-        exec(
-            &db,
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, revoke_time BIGINT, expire_time BIGINT)",
-            vec![],
-        )
-        .await
-        .unwrap();
         let times = [
             None,
             Some(0_i64),
@@ -312,34 +299,17 @@ mod tests {
         let mut rows = Vec::new();
         for revoke in times {
             for expire in times {
-                let id = i64::try_from(rows.len()).unwrap();
-                exec(
-                    &db,
-                    "INSERT INTO t (id, revoke_time, expire_time) VALUES ($1, $2, $3)",
-                    vec![id.into(), revoke.into(), expire.into()],
-                )
-                .await
-                .unwrap();
-                rows.push((revoke, expire));
+                rows.push(vec![revoke, expire]);
             }
         }
+        let table = Table::new(&["revoke_time", "expire_time"], &rows).await;
         for now in [0_i64, 99, 100, 101] {
             for state in TokenState::ALL {
-                let sql = format!(
-                    "SELECT id FROM t WHERE {} ORDER BY id",
-                    state_condition(state, "$1")
-                );
-                let got: Vec<i64> = all(&db, &sql, vec![now.into()])
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| get::<i64>(r, "id").unwrap())
-                    .collect();
-                let want: Vec<i64> = rows
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (r, e))| token_state(*r, *e, now) == state)
-                    .map(|(i, _)| i64::try_from(i).unwrap())
+                let got = table
+                    .selected(&state_condition(state, "$1"), vec![now.into()])
+                    .await;
+                let want: Vec<usize> = (0..rows.len())
+                    .filter(|&i| token_state(rows[i][0], rows[i][1], now) == state)
                     .collect();
                 assert_eq!(got, want, "{state:?} at {now}");
             }

@@ -48,3 +48,56 @@ impl From<DbErr> for IdentityError {
         IdentityError::Service(error.into())
     }
 }
+
+/// Scratch tables for the tests proving that SQL filters agree with the
+/// domain rules they pre-compute.
+#[cfg(test)]
+pub(crate) mod scratch {
+    use sea_orm::{DatabaseTransaction, TransactionTrait, Value};
+    use tenancy_runtime::db::{all, connect, exec, get};
+
+    /// A table `t (id, columns…)` of BIGINT (NULL for `None`) in a fresh
+    /// in-memory SQLite database, row `i` with id `i`.
+    pub(crate) struct Table {
+        // One connection throughout: each in-memory connection is its own
+        // database.
+        tx: DatabaseTransaction,
+    }
+
+    impl Table {
+        /// Creates the table and fills it with `rows`.
+        pub(crate) async fn new(columns: &[&str], rows: &[Vec<Option<i64>>]) -> Self {
+            let pool = connect("sqlite::memory:", "test").await.unwrap();
+            let tx = pool.begin().await.unwrap();
+            let defs: Vec<String> = columns.iter().map(|c| format!("{c} BIGINT")).collect();
+            let sql = format!(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, {})",
+                defs.join(", ")
+            );
+            exec(&tx, &sql, vec![]).await.unwrap();
+            let marks: Vec<String> = (2..=columns.len() + 1).map(|i| format!("${i}")).collect();
+            let insert = format!(
+                "INSERT INTO t (id, {}) VALUES ($1, {})",
+                columns.join(", "),
+                marks.join(", ")
+            );
+            for (id, row) in rows.iter().enumerate() {
+                let mut values: Vec<Value> = vec![i64::try_from(id).unwrap().into()];
+                values.extend(row.iter().map(|v| Value::from(*v)));
+                exec(&tx, &insert, values).await.unwrap();
+            }
+            Self { tx }
+        }
+
+        /// The ids of the rows `condition` selects, in order.
+        pub(crate) async fn selected(&self, condition: &str, values: Vec<Value>) -> Vec<usize> {
+            let sql = format!("SELECT id FROM t WHERE {condition} ORDER BY id");
+            all(&self.tx, &sql, values)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| usize::try_from(get::<i64>(r, "id").unwrap()).unwrap())
+                .collect()
+        }
+    }
+}

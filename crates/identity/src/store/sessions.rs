@@ -415,61 +415,35 @@ pub(crate) async fn session_of_refresh<C: ConnectionTrait>(
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::TransactionTrait;
-    use tenancy_runtime::db::connect;
-
     use super::*;
     use crate::domain::sessions::session_live;
+    use crate::store::scratch::Table;
 
     /// Every combination of revocation, idle expiry and end around `now`:
     /// the rows [`LIVE`] selects are exactly those the domain calls live.
     #[tokio::test]
     async fn sql_liveness_agrees_with_the_domain_rule() {
-        let pool = connect("sqlite::memory:", "test").await.unwrap();
-        // One connection throughout: each in-memory connection is its own
-        // database.
-        let db = pool.begin().await.unwrap();
-        exec(
-            &db,
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, revoke_time BIGINT, expire_time BIGINT, \
-             end_time BIGINT)",
-            vec![],
-        )
-        .await
-        .unwrap();
         let times = [0_i64, 99, 100, 101, i64::MAX];
         let mut rows = Vec::new();
         for revoke in [None, Some(50_i64)] {
             for expire in times {
                 for end in times {
-                    let id = i64::try_from(rows.len()).unwrap();
-                    exec(
-                        &db,
-                        "INSERT INTO t (id, revoke_time, expire_time, end_time) VALUES ($1, $2, $3, $4)",
-                        vec![id.into(), revoke.into(), expire.into(), end.into()],
-                    )
-                    .await
-                    .unwrap();
-                    rows.push((revoke.is_some(), expire, end));
+                    rows.push(vec![revoke, Some(expire), Some(end)]);
                 }
             }
         }
+        let table = Table::new(&["revoke_time", "expire_time", "end_time"], &rows).await;
         for now in [0_i64, 99, 100, 101] {
-            let got: Vec<i64> = all(
-                &db,
-                &format!("SELECT id FROM t WHERE $1 = $1 AND {LIVE} ORDER BY id"),
-                vec![0_i64.into(), now.into()],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| get::<i64>(r, "id").unwrap())
-            .collect();
-            let want: Vec<i64> = rows
-                .iter()
-                .enumerate()
-                .filter(|(_, (revoked, expire, end))| session_live(*revoked, *expire, *end, now))
-                .map(|(i, _)| i64::try_from(i).unwrap())
+            // LIVE binds the time as $2.
+            let condition = format!("$1 = $1 AND {LIVE}");
+            let got = table
+                .selected(&condition, vec![0_i64.into(), now.into()])
+                .await;
+            let want: Vec<usize> = (0..rows.len())
+                .filter(|&i| {
+                    let (revoked, expire, end) = (rows[i][0].is_some(), rows[i][1], rows[i][2]);
+                    session_live(revoked, expire.unwrap_or(0), end.unwrap_or(0), now)
+                })
                 .collect();
             assert_eq!(got, want, "at {now}");
         }
