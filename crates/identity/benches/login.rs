@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tenancy_identity::IdentityService;
-use tenancy_identity::accounts::Accounts;
-use tenancy_identity::mail::{Mailer, OutgoingEmail};
+use tenancy_identity::peers::Accounts;
+use tenancy_identity::peers::{Mailer, OutgoingEmail};
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::*;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Error, Principal, SystemClock, TenancyService};
 use tenancy_testkit::TestChannel as Channel;
@@ -35,10 +36,14 @@ impl Mailer for NoMail {
 struct NoAccounts;
 #[tonic::async_trait]
 impl Accounts for NoAccounts {
-    async fn is_active_member(&self, _: &str, _: &str) -> Result<bool, Error> {
+    async fn is_active_member(&self, _: &UserId, _: &AccountId) -> Result<bool, Error> {
         Ok(false)
     }
-    async fn default_account(&self, _: &str, _: &[String]) -> Result<Option<String>, Error> {
+    async fn default_account(
+        &self,
+        _: &UserId,
+        _: &[AccountId],
+    ) -> Result<Option<AccountId>, Error> {
         Ok(None)
     }
 }

@@ -1,12 +1,23 @@
 //! The identity service: users, argon2id logins, TOTP 2FA, sessions, API tokens, SSH keys and login history.
 //!
 //! # Layout
-//! - `api`: the tonic trait implementations: proto ⇄ domain, nothing else.
-//! - `core`: the use cases, one transaction each.
-//! - `domain`: the rules as plain Rust (passwords, emails, TOTP, throttling,
-//!   token formats), unit-tested.
-//! - `store`: portable SQL helpers.
-//! - [`mail`]: the port for outgoing email and its contacts-service adapter.
+//! A request is a walk `api/` (parse) → `app/` (one transaction) →
+//! `domain/` (decide) and `store/` (read, write) → `api/` (render).
+//! - `api/`: the tonic trait implementations, one file per resource
+//!   (`users`, `sessions`, `login_events`, `mfa`, `tokens`, `ssh_keys`,
+//!   `internal`, `admin`): request fields parsed into typed ids at the edge,
+//!   one use case called, its answer rendered. `mod.rs` only dispatches.
+//! - `app/`: the use cases, one transaction each; security notices and the
+//!   revocation log written here.
+//! - `domain/`: the rules as plain Rust (passwords, emails, names, TOTP,
+//!   throttling, login networks, SSH keys, token formats), unit-tested, and
+//!   the crate's one error type, `IdentityError`, mapped to
+//!   `tenancy_runtime::Error` in one tested place (`domain/error.rs`).
+//! - `store/`: SQL, through the one portable query helper
+//!   (`tenancy_runtime::db`), and the write-transaction opener.
+//! - [`peers`]: the ports to the account service (membership, default
+//!   account) and the contacts outbox (email), with their gRPC adapters.
+//! - `metrics`: logins and second factors by outcome.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 //!
 //! # Secrets at rest
@@ -15,13 +26,12 @@
 //! (HMAC-SHA256 with a fixed label), so a deployment works out of the box;
 //! set it explicitly to rotate the principal key independently.
 
-pub mod accounts;
 mod api;
-mod core;
+mod app;
 mod domain;
-pub mod mail;
 mod metrics;
 pub mod migration;
+pub mod peers;
 mod store;
 
 use std::sync::Arc;
@@ -38,10 +48,9 @@ use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::{Context, Error, TenancyService, server};
 use tokio::net::TcpListener;
 
-use crate::accounts::{AccountService, Accounts};
 use crate::domain::password::{HashParams, Hasher};
 use crate::domain::totp::SecretBox;
-use crate::mail::{ContactsMailer, Mailer};
+use crate::peers::{AccountService, Accounts, ContactsMailer, Mailer};
 
 /// The gRPC service names this server answers.
 pub const SERVICE_NAMES: &[&str] = &[
@@ -52,7 +61,7 @@ pub const SERVICE_NAMES: &[&str] = &[
 /// The identity service, opened and ready to serve.
 pub struct IdentityService {
     context: Context,
-    core: Arc<core::Core>,
+    app: Arc<app::App>,
 }
 
 impl TenancyService for IdentityService {
@@ -66,7 +75,7 @@ impl TenancyService for IdentityService {
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
-        let api = api::Api::new(self.core.clone(), shutdown.clone());
+        let api = api::Api::new(self.app.clone(), shutdown.clone());
         let routes = tonic::service::Routes::new(
             IdentityServiceServer::new(api.clone())
                 .max_decoding_message_size(limit)
@@ -118,7 +127,7 @@ impl IdentityService {
         .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?
         .measured(&context.metrics);
         let secrets = SecretBox::new(totp_key(&context)?);
-        let core = core::Core {
+        let app = app::App {
             db,
             clock: context.clock.clone(),
             auth,
@@ -130,12 +139,12 @@ impl IdentityService {
             signal: Arc::new(tokio::sync::Notify::new()),
             outcomes: metrics::Outcomes::new(&context.metrics),
         };
-        core.ensure_signing_key()
+        app.ensure_signing_key()
             .await
             .map_err(|e| ConfigError::new("identity.database_url", e))?;
         Ok(Self {
             context,
-            core: Arc::new(core),
+            app: Arc::new(app),
         })
     }
 }

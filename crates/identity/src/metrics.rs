@@ -2,9 +2,11 @@
 //! by outcome, and the password-hashing pool. Outcomes are names from the
 //! fixed sets below, never ids or addresses.
 
-use tenancy_proto::identity as pb;
+use tenancy_runtime::Error;
 use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Family, Metrics, OutcomeLabel};
-use tenancy_runtime::{Error, Reason};
+
+use crate::app::sessions::LoginOutcome;
+use crate::domain::error::{IdentityError, Invalid};
 
 /// A second factor's outcome and kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,32 +76,26 @@ impl Outcomes {
 
     /// Counts a login that ended with `result`; `known_user` says whether
     /// the email belonged to a user.
-    pub(crate) fn login(
-        &self,
-        result: &Result<pb::login_response::Outcome, Error>,
-        known_user: bool,
-    ) {
+    pub(crate) fn login(&self, result: &Result<LoginOutcome, IdentityError>, known_user: bool) {
         let outcome = match result {
-            Ok(pb::login_response::Outcome::Session(_)) => "success",
-            Ok(pb::login_response::Outcome::MfaChallenge(_)) => "mfa_required",
-            Err(error) => match error.reason {
-                Reason::CredentialsInvalid if known_user => "wrong_password",
-                Reason::CredentialsInvalid => "unknown_user",
-                Reason::EmailNotVerified => "email_not_verified",
-                _ => common(error),
-            },
+            Ok(LoginOutcome::Session(_)) => "success",
+            Ok(LoginOutcome::MfaChallenge(_)) => "mfa_required",
+            Err(IdentityError::CredentialsInvalid) if known_user => "wrong_password",
+            Err(IdentityError::CredentialsInvalid) => "unknown_user",
+            Err(IdentityError::EmailNotVerified) => "email_not_verified",
+            Err(error) => common(error),
         };
         self.logins.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Counts a second factor (`factor`) that ended with `result`.
-    pub(crate) fn mfa<T>(&self, factor: &'static str, result: &Result<T, Error>) {
+    pub(crate) fn mfa<T>(&self, factor: &'static str, result: &Result<T, IdentityError>) {
         let outcome = match result {
             Ok(_) => "success",
-            Err(error) => match error.reason {
-                Reason::SecondFactorInvalid => "wrong_code",
-                Reason::TotpCodeReused => "code_reused",
-                Reason::MfaChallengeInvalid => "challenge_invalid",
+            Err(IdentityError::MfaChallengeInvalid) => "challenge_invalid",
+            Err(error) => match error.rule() {
+                Some(Invalid::SecondFactor) => "wrong_code",
+                Some(Invalid::TotpCodeReused) => "code_reused",
                 _ => common(error),
             },
         };
@@ -108,8 +104,8 @@ impl Outcomes {
 }
 
 /// The outcome of a refusal both counters share.
-fn common(error: &Error) -> &'static str {
-    match error.code() {
+fn common(error: &IdentityError) -> &'static str {
+    match Error::from(error.clone()).code() {
         tonic::Code::ResourceExhausted => "throttled",
         tonic::Code::InvalidArgument => "invalid_request",
         tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {

@@ -7,8 +7,10 @@ use std::time::Instant;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use tenancy_runtime::Error;
 use tenancy_runtime::metrics::{Gauge, Histogram, Metrics, latency_histogram};
-use tenancy_runtime::{Error, Reason};
+
+use super::error::{IdentityError, Invalid};
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 
@@ -32,26 +34,26 @@ pub(crate) fn check_new_password(
     password: &str,
     min_chars: usize,
     email_local: Option<&str>,
-) -> Result<String, Error> {
+) -> Result<String, IdentityError> {
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(Error::invalid(
-            Reason::PasswordTooLong,
+        return Err(IdentityError::invalid(
+            Invalid::PasswordTooLong,
             field,
             "at most 1024 bytes of UTF-8",
         ));
     }
     let nfc: String = password.nfc().collect();
     if nfc.chars().count() < min_chars {
-        return Err(Error::invalid(
-            Reason::PasswordTooShort,
+        return Err(IdentityError::invalid(
+            Invalid::PasswordTooShort,
             field,
             format!("at least {min_chars} characters"),
         ));
     }
     let lower = nfc.to_lowercase();
     if COMMON.contains(lower.as_str()) {
-        return Err(Error::invalid(
-            Reason::PasswordTooCommon,
+        return Err(IdentityError::invalid(
+            Invalid::PasswordTooCommon,
             field,
             "is one of the most commonly used passwords",
         ));
@@ -60,8 +62,8 @@ pub(crate) fn check_new_password(
         && local.chars().count() >= 3
         && lower.contains(local)
     {
-        return Err(Error::invalid(
-            Reason::PasswordTooCommon,
+        return Err(IdentityError::invalid(
+            Invalid::PasswordTooCommon,
             field,
             "must not contain the email address",
         ));
@@ -275,16 +277,25 @@ fn argon(p: HashParams) -> Result<Argon2<'static>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tenancy_runtime::{Error, Reason};
 
     #[test]
     fn short_long_and_common_passwords_are_refused() {
-        let e = check_new_password("p", "short", 12, None).unwrap_err();
+        let e = check_new_password("p", "short", 12, None)
+            .map_err(Error::from)
+            .unwrap_err();
         assert_eq!(e.reason, Reason::PasswordTooShort);
-        let e = check_new_password("p", &"a".repeat(1025), 12, None).unwrap_err();
+        let e = check_new_password("p", &"a".repeat(1025), 12, None)
+            .map_err(Error::from)
+            .unwrap_err();
         assert_eq!(e.reason, Reason::PasswordTooLong);
-        let e = check_new_password("p", "q1w2e3r4t5y6", 12, None).unwrap_err();
+        let e = check_new_password("p", "q1w2e3r4t5y6", 12, None)
+            .map_err(Error::from)
+            .unwrap_err();
         assert_eq!(e.reason, Reason::PasswordTooCommon);
-        let e = check_new_password("p", "xx-alice-horse-battery", 12, Some("alice")).unwrap_err();
+        let e = check_new_password("p", "xx-alice-horse-battery", 12, Some("alice"))
+            .map_err(Error::from)
+            .unwrap_err();
         assert_eq!(e.reason, Reason::PasswordTooCommon);
     }
 
@@ -294,6 +305,7 @@ mod tests {
         let decomposed = "e\u{301}".repeat(11);
         assert_eq!(
             check_new_password("p", &decomposed, 12, None)
+                .map_err(Error::from)
                 .unwrap_err()
                 .reason,
             Reason::PasswordTooShort

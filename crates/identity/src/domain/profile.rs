@@ -1,6 +1,6 @@
 //! Email addresses and display names.
 
-use tenancy_runtime::{Error, Reason};
+use super::error::{IdentityError, Invalid};
 
 /// The longest email address accepted, in bytes.
 pub(crate) const MAX_EMAIL_BYTES: usize = 254;
@@ -14,14 +14,14 @@ pub(crate) struct Email {
     pub(crate) local: String,
 }
 
-fn email_error(field: &str, why: &str) -> Error {
-    Error::invalid(Reason::EmailInvalid, field, why)
+fn email_error(field: &str, why: &str) -> IdentityError {
+    IdentityError::invalid(Invalid::Email, field, why)
 }
 
 /// Parses and normalises an email address (a pragmatic subset of RFC 5322
 /// addr-spec: `local@domain`, no white space or control characters, a
 /// dotted domain of letters, digits and hyphens).
-pub(crate) fn parse_email(field: &str, raw: &str) -> Result<Email, Error> {
+pub(crate) fn parse_email(field: &str, raw: &str) -> Result<Email, IdentityError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(email_error(field, "required"));
@@ -64,12 +64,12 @@ pub(crate) fn parse_email(field: &str, raw: &str) -> Result<Email, Error> {
 
 /// Validates a display name: trimmed, `min`–200 code points, no control
 /// characters.
-pub(crate) fn parse_name(field: &str, raw: &str, min: usize) -> Result<String, Error> {
+pub(crate) fn parse_name(field: &str, raw: &str, min: usize) -> Result<String, IdentityError> {
     let name = raw.trim();
     let count = name.chars().count();
     if count < min || count > 200 || name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            Reason::NameInvalid,
+        return Err(IdentityError::invalid(
+            Invalid::Name,
             field,
             format!("must be {min}–200 characters"),
         ));
@@ -78,12 +78,12 @@ pub(crate) fn parse_name(field: &str, raw: &str, min: usize) -> Result<String, E
 }
 
 /// A label (API token, SSH key): 1–100 code points after trimming.
-pub(crate) fn parse_label(field: &str, raw: &str) -> Result<String, Error> {
+pub(crate) fn parse_label(field: &str, raw: &str) -> Result<String, IdentityError> {
     let name = raw.trim();
     let count = name.chars().count();
     if !(1..=100).contains(&count) || name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            Reason::NameInvalid,
+        return Err(IdentityError::invalid(
+            Invalid::Name,
             field,
             "must be 1–100 characters",
         ));
@@ -131,15 +131,10 @@ pub(crate) fn device(ua: &str) -> String {
     }
 }
 
-/// Whether `code` is a client error worth showing as is.
-#[allow(dead_code)]
-pub(crate) fn is_client_error(e: &Error) -> bool {
-    e.code() != tonic::Code::Internal
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tenancy_runtime::{Error, Reason};
 
     #[test]
     fn emails_are_trimmed_and_domains_lower_cased() {
@@ -160,7 +155,7 @@ mod tests {
             "alice@exa_mple.com",
             "a..b@example.com",
         ] {
-            let e = parse_email("email", bad).unwrap_err();
+            let e = parse_email("email", bad).map_err(Error::from).unwrap_err();
             assert_eq!(e.reason, Reason::EmailInvalid, "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(250));

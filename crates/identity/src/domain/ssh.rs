@@ -10,9 +10,9 @@
 //! - DSA and unknown algorithms (`SSH_KEY_ALGORITHM_UNSUPPORTED`);
 //! - RSA under 2048 bits or with an unusable exponent (`SSH_KEY_TOO_WEAK`).
 
+use super::error::{IdentityError, Invalid};
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, PublicKey};
 use tenancy_proto::identity::SshKeyAlgorithm;
-use tenancy_runtime::{Error, Reason};
 
 /// The longest public-key text accepted, in bytes.
 pub(crate) const MAX_PUBLIC_KEY_BYTES: usize = 16 * 1024;
@@ -35,8 +35,8 @@ pub(crate) struct SshPublicKey {
     pub(crate) comment: String,
 }
 
-fn malformed(why: &str) -> Error {
-    Error::invalid(Reason::SshKeyMalformed, FIELD, why)
+fn malformed(why: &str) -> IdentityError {
+    IdentityError::invalid(Invalid::SshKeyMalformed, FIELD, why)
 }
 
 fn looks_private(text: &str) -> bool {
@@ -44,14 +44,14 @@ fn looks_private(text: &str) -> bool {
 }
 
 /// Parses and checks one OpenSSH public-key line.
-pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, Error> {
+pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, IdentityError> {
     if raw.len() > MAX_PUBLIC_KEY_BYTES {
         return Err(malformed("at most 16 KiB"));
     }
     let text = raw.trim();
     if looks_private(text) {
-        return Err(Error::invalid(
-            Reason::SshKeyIsPrivate,
+        return Err(IdentityError::invalid(
+            Invalid::SshKeyIsPrivate,
             FIELD,
             "this is a private key; paste the .pub file instead (the text was discarded)",
         ));
@@ -66,8 +66,8 @@ pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, Error> {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     let first = line.split(' ').next().unwrap_or_default();
     if first == "ssh-dss" {
-        return Err(Error::invalid(
-            Reason::SshKeyAlgorithmUnsupported,
+        return Err(IdentityError::invalid(
+            Invalid::SshKeyAlgorithmUnsupported,
             FIELD,
             "DSA keys are not accepted; use ed25519, ECDSA or RSA (2048 bits or more)",
         ));
@@ -87,16 +87,16 @@ pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, Error> {
     })
 }
 
-fn unsupported() -> Error {
-    Error::invalid(
-        Reason::SshKeyAlgorithmUnsupported,
+fn unsupported() -> IdentityError {
+    IdentityError::invalid(
+        Invalid::SshKeyAlgorithmUnsupported,
         FIELD,
         "accepted: ed25519, ECDSA P-256/P-384/P-521, RSA (2048–16384 bits), FIDO2 sk keys",
     )
 }
 
 /// The algorithm and size, after checking the key material is usable.
-fn strength(key: &PublicKey) -> Result<(SshKeyAlgorithm, u32), Error> {
+fn strength(key: &PublicKey) -> Result<(SshKeyAlgorithm, u32), IdentityError> {
     let data = key.key_data();
     match key.algorithm() {
         Algorithm::Ed25519 => {
@@ -130,8 +130,8 @@ fn strength(key: &PublicKey) -> Result<(SshKeyAlgorithm, u32), Error> {
             let e = k.e.as_positive_bytes().unwrap_or_default();
             let e_usable = bit_length(e) >= 2 && e.last().is_some_and(|b| b & 1 == 1);
             if bits < MIN_RSA_BITS || !e_usable {
-                return Err(Error::invalid(
-                    Reason::SshKeyTooWeak,
+                return Err(IdentityError::invalid(
+                    Invalid::SshKeyTooWeak,
                     FIELD,
                     "RSA keys need at least 2048 bits",
                 ));
@@ -159,6 +159,7 @@ fn bit_length(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tenancy_runtime::{Error, Reason};
 
     const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAa0v3QhULbRaq7nCkb7w4PcOzgT1J2dnvmmV+wIUYQW alice@laptop";
     const RSA1024: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQCXeRUHfngaVzZm++26o3uKH+dryw7IkYyyrX5mmfnx5mzmO3TqO8dJxH5Ri9lXKNUURfaWIyjL21Zi0KBM9Bv8OeXTl6CtD8wAJVf/WYLyLVxf9me7A3NZx2tJyGz4VOmzXUTrIsMEMl9QfXsjRj3DcK6V0O+pHRWZXb0bzrZVmQ== weak";
@@ -207,7 +208,7 @@ mod tests {
             ),
         ];
         for (text, want) in cases {
-            let e = parse_ssh_public_key(text).unwrap_err();
+            let e = parse_ssh_public_key(text).map_err(Error::from).unwrap_err();
             assert_eq!(e.reason, want, "{text}");
             assert_eq!(e.violations[0].field, "public_key");
             assert!(

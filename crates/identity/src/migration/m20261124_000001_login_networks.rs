@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbErr};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 
 use crate::domain::network::{KNOWN_FOR, login_network};
-use crate::store::{all, exec, get};
+use tenancy_runtime::db::{all, exec, get};
 
 pub(super) struct Migration;
 

@@ -1,46 +1,28 @@
-//! Portable SQL (SQLite and PostgreSQL both accept `$n` placeholders) and
-//! row mapping. Every multi-step write runs in one transaction; rules that
-//! must hold under concurrency are enforced by keys and conditional updates.
+//! All of identity's SQL: portable (`$n` placeholders, which SQLite and
+//! PostgreSQL both bind by number) through the one query helper,
+//! [`tenancy_runtime::db`]. Every multi-step write runs in one transaction
+//! ([`begin`]); rules that must hold under concurrency are enforced by keys
+//! and conditional updates.
+
+pub(crate) mod api_tokens;
+pub(crate) mod code_words;
+pub(crate) mod email_tokens;
+pub(crate) mod keys;
+pub(crate) mod login_events;
+pub(crate) mod mfa;
+pub(crate) mod networks;
+pub(crate) mod revocations;
+pub(crate) mod sessions;
+pub(crate) mod ssh_keys;
+pub(crate) mod throttle;
+pub(crate) mod users;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult,
-    Statement, TransactionTrait, TryGetable, Value,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
 };
+use tenancy_runtime::db::exec;
 
-/// Runs a statement, returning the number of rows affected.
-pub(crate) async fn exec<C: ConnectionTrait>(
-    c: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<u64, DbErr> {
-    let statement = Statement::from_sql_and_values(c.get_database_backend(), sql, values);
-    Ok(c.execute_raw(statement).await?.rows_affected())
-}
-
-/// Runs a query, returning all rows.
-pub(crate) async fn all<C: ConnectionTrait>(
-    c: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Vec<QueryResult>, DbErr> {
-    let statement = Statement::from_sql_and_values(c.get_database_backend(), sql, values);
-    c.query_all_raw(statement).await
-}
-
-/// Runs a query, returning the first row if any.
-pub(crate) async fn one<C: ConnectionTrait>(
-    c: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Option<QueryResult>, DbErr> {
-    let statement = Statement::from_sql_and_values(c.get_database_backend(), sql, values);
-    c.query_one_raw(statement).await
-}
-
-/// Reads a column.
-pub(crate) fn get<T: TryGetable>(row: &QueryResult, column: &str) -> Result<T, DbErr> {
-    row.try_get::<T>("", column)
-}
+use crate::domain::error::IdentityError;
 
 /// Opens a write transaction. On SQLite it takes the database's write lock
 /// at once (BEGIN IMMEDIATE semantics, through a no-op write), so a
@@ -59,4 +41,63 @@ pub(crate) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction
         .await?;
     }
     Ok(tx)
+}
+
+impl From<DbErr> for IdentityError {
+    fn from(error: DbErr) -> Self {
+        IdentityError::Service(error.into())
+    }
+}
+
+/// Scratch tables for the tests proving that SQL filters agree with the
+/// domain rules they pre-compute.
+#[cfg(test)]
+pub(crate) mod scratch {
+    use sea_orm::{DatabaseTransaction, TransactionTrait, Value};
+    use tenancy_runtime::db::{all, connect, exec, get};
+
+    /// A table `t (id, columns…)` of BIGINT (NULL for `None`) in a fresh
+    /// in-memory SQLite database, row `i` with id `i`.
+    pub(crate) struct Table {
+        // One connection throughout: each in-memory connection is its own
+        // database.
+        tx: DatabaseTransaction,
+    }
+
+    impl Table {
+        /// Creates the table and fills it with `rows`.
+        pub(crate) async fn new(columns: &[&str], rows: &[Vec<Option<i64>>]) -> Self {
+            let pool = connect("sqlite::memory:", "test").await.unwrap();
+            let tx = pool.begin().await.unwrap();
+            let defs: Vec<String> = columns.iter().map(|c| format!("{c} BIGINT")).collect();
+            let sql = format!(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY, {})",
+                defs.join(", ")
+            );
+            exec(&tx, &sql, vec![]).await.unwrap();
+            let marks: Vec<String> = (2..=columns.len() + 1).map(|i| format!("${i}")).collect();
+            let insert = format!(
+                "INSERT INTO t (id, {}) VALUES ($1, {})",
+                columns.join(", "),
+                marks.join(", ")
+            );
+            for (id, row) in rows.iter().enumerate() {
+                let mut values: Vec<Value> = vec![i64::try_from(id).unwrap().into()];
+                values.extend(row.iter().map(|v| Value::from(*v)));
+                exec(&tx, &insert, values).await.unwrap();
+            }
+            Self { tx }
+        }
+
+        /// The ids of the rows `condition` selects, in order.
+        pub(crate) async fn selected(&self, condition: &str, values: Vec<Value>) -> Vec<usize> {
+            let sql = format!("SELECT id FROM t WHERE {condition} ORDER BY id");
+            all(&self.tx, &sql, values)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| usize::try_from(get::<i64>(r, "id").unwrap()).unwrap())
+                .collect()
+        }
+    }
 }

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use tenancy_identity::IdentityService;
-use tenancy_identity::mail::{ContactsMailer, Mailer, OutgoingEmail};
+use tenancy_identity::peers::{ContactsMailer, Mailer, OutgoingEmail};
 use tenancy_proto::account::{self as apb, account_service_client::AccountServiceClient};
 use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
 use tenancy_proto::contacts::{self as cpb, ListOutboxMessagesRequest};

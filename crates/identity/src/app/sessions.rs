@@ -3,40 +3,69 @@
 
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
+use tenancy_runtime::Timestamp;
+use tenancy_runtime::ids::{self, AccountId, UserId};
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
 
 use super::keys::Claims;
 use super::revocations::Revocation;
-use super::{Client, Core};
+use super::{App, Client};
+use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
+use crate::domain::sessions::session_live;
 use crate::domain::throttle::{self, Counter};
-use crate::store::{all, exec, get, one};
+use crate::store;
+use crate::store::api_tokens;
+use crate::store::login_events::{self, LoginEventRow};
+use crate::store::sessions::{self, NewSession, SessionRow};
+use crate::store::{mfa, users};
 
-const LOGIN_PASSWORD: i32 = pb::LoginMethod::Password as i32;
-
-fn invalid_credentials() -> Error {
-    Error::new(Reason::CredentialsInvalid, "wrong email or password")
-}
-
-fn refresh_invalid() -> Error {
-    Error::new(Reason::RefreshTokenInvalid, "log in again")
-}
-
-/// A session row as the token issuer needs it.
-pub(crate) struct SessionRow {
-    pub(crate) id: String,
-    pub(crate) user_id: String,
+/// An access token just signed.
+pub(crate) struct AccessToken {
+    /// The JWT.
+    pub(crate) token: String,
+    /// When it expires.
+    pub(crate) expire_time: Timestamp,
+    /// The account it selects.
     pub(crate) account_id: Option<String>,
-    pub(crate) amr: Vec<String>,
-    pub(crate) auth_time: i64,
-    pub(crate) expire_time: i64,
-    pub(crate) end_time: i64,
-    pub(crate) revoked: bool,
+    /// When its session last proved its credentials.
+    pub(crate) auth_time: Timestamp,
 }
 
-impl Core {
+/// What a new or refreshed session hands its client.
+pub(crate) struct Credentials {
+    /// The session.
+    pub(crate) session_id: String,
+    /// Its user.
+    pub(crate) user_id: String,
+    /// A fresh access token.
+    pub(crate) access: AccessToken,
+    /// The next refresh token (shown once).
+    pub(crate) refresh_token: String,
+    /// When that refresh token expires unless used.
+    pub(crate) refresh_expire_time: Timestamp,
+}
+
+/// A login that needs a second factor first.
+pub(crate) struct MfaChallenge {
+    /// The challenge token (shown once).
+    pub(crate) token: String,
+    /// When it expires.
+    pub(crate) expire_time: Timestamp,
+    /// Whether a recovery code may answer it (the user has some left).
+    pub(crate) recovery_codes_allowed: bool,
+}
+
+/// How a password login ended.
+pub(crate) enum LoginOutcome {
+    /// A session was created.
+    Session(Credentials),
+    /// A second factor is needed.
+    MfaChallenge(MfaChallenge),
+}
+
+impl App {
     /// Records a login event (only for known users).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn login_event<C: ConnectionTrait>(
@@ -48,22 +77,20 @@ impl Core {
         client: &Client,
         method: pb::LoginMethod,
         outcome: pb::LoginOutcome,
-    ) -> Result<(), Error> {
-        exec(
+    ) -> Result<(), IdentityError> {
+        login_events::insert(
             c,
-            "INSERT INTO identity_login_events (id, user_id, account_id, session_id, time, ip, \
-             user_agent, method, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            vec![
-                ids::new_id().into(),
-                user_id.into(),
-                account_id.into(),
-                session_id.into(),
-                self.now().millis().into(),
-                client.ip.clone().into(),
-                client.user_agent.clone().into(),
-                (method as i32).into(),
-                (outcome as i32).into(),
-            ],
+            LoginEventRow {
+                id: ids::new_id(),
+                user_id: user_id.to_owned(),
+                account_id: account_id.to_owned(),
+                session_id: session_id.to_owned(),
+                time: self.now().millis(),
+                ip: client.ip.clone(),
+                user_agent: client.user_agent.clone(),
+                method: method as i32,
+                outcome: outcome as i32,
+            },
         )
         .await?;
         Ok(())
@@ -73,23 +100,12 @@ impl Core {
     pub(crate) async fn throttled(
         &self,
         keys: &[(String, Counter)],
-    ) -> Result<Option<Timestamp>, Error> {
+    ) -> Result<Option<Timestamp>, IdentityError> {
         let now = self.now();
         let mut until: Option<Timestamp> = None;
         for (key, kind) in keys {
-            let Some(row) = one(
-                &self.db,
-                "SELECT failures, window_start, last_failure FROM identity_throttle WHERE key = $1",
-                vec![key.clone().into()],
-            )
-            .await?
-            else {
+            let Some(state) = store::throttle::state(&self.db, key).await? else {
                 continue;
-            };
-            let state = throttle::State {
-                failures: get(&row, "failures")?,
-                window_start: Timestamp(get(&row, "window_start")?),
-                last_failure: Timestamp(get(&row, "last_failure")?),
             };
             if throttle::window_over(*kind, state, now) {
                 continue;
@@ -106,54 +122,37 @@ impl Core {
     pub(crate) async fn refuse_if_throttled(
         &self,
         keys: &[(String, Counter)],
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         match self.throttled(keys).await? {
             Some(until) => {
                 let wait =
                     u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-                Err(Error::throttled(
-                    Reason::AttemptsExceeded,
-                    std::time::Duration::from_millis(wait),
-                ))
+                Err(IdentityError::Throttled {
+                    retry_after: std::time::Duration::from_millis(wait),
+                })
             }
             None => Ok(()),
         }
     }
 
     /// Counts a failure on every key (atomic upsert).
-    pub(crate) async fn record_failure(&self, keys: &[(String, Counter)]) -> Result<(), Error> {
+    pub(crate) async fn record_failure(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<(), IdentityError> {
         let now = self.now().millis();
         let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
         for (key, kind) in keys {
-            let since = if *kind == Counter::Pair {
-                "identity_throttle.last_failure"
-            } else {
-                "identity_throttle.window_start"
-            };
-            exec(
-                &self.db,
-                &format!(
-                    "INSERT INTO identity_throttle (key, failures, window_start, last_failure) \
-                     VALUES ($1, 1, $2, $2) ON CONFLICT (key) DO UPDATE SET \
-                     failures = CASE WHEN {since} + $3 <= $2 THEN 1 ELSE identity_throttle.failures + 1 END, \
-                     window_start = CASE WHEN {since} + $3 <= $2 THEN $2 ELSE identity_throttle.window_start END, \
-                     last_failure = $2"
-                ),
-                vec![key.clone().into(), now.into(), window.into()],
-            )
-            .await?;
+            // A pair's back-off runs from its last failure, the caps' from
+            // their window's start.
+            store::throttle::count_failure(&self.db, key, now, window, *kind == Counter::Pair)
+                .await?;
         }
         Ok(())
     }
 
-    pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), Error> {
-        exec(
-            &self.db,
-            "DELETE FROM identity_throttle WHERE key = $1",
-            vec![key.into()],
-        )
-        .await?;
-        Ok(())
+    pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), IdentityError> {
+        Ok(store::throttle::clear(&self.db, key).await?)
     }
 
     /// Issues an access token for a session. Its `rev` claim is the
@@ -163,16 +162,10 @@ impl Core {
     pub(crate) async fn access_token(
         &self,
         session: &SessionRow,
-    ) -> Result<pb::AccessToken, Error> {
-        let flags = one(
-            &self.db,
-            "SELECT staff, totp_secret IS NOT NULL AS mfa, \
-             (SELECT position FROM identity_revocation_head WHERE id = 1) AS rev \
-             FROM identity_users WHERE id = $1",
-            vec![session.user_id.clone().into()],
-        )
-        .await?
-        .ok_or_else(refresh_invalid)?;
+    ) -> Result<AccessToken, IdentityError> {
+        let flags = users::token_flags(&self.db, &session.user_id)
+            .await?
+            .ok_or(IdentityError::RefreshTokenInvalid)?;
         let now = self.now();
         let iat = now.seconds();
         let exp = Timestamp(iat * 1000).plus(self.auth.access_token_lifetime);
@@ -183,19 +176,19 @@ impl Core {
             sid: session.id.clone(),
             acc: session.account_id.clone(),
             iat,
-            rev: get::<Option<i64>>(&flags, "rev")?.unwrap_or(0),
+            rev: flags.rev,
             exp: exp.seconds(),
             auth_time: Timestamp(session.auth_time).seconds(),
             amr: session.amr.clone(),
-            mfa: get(&flags, "mfa")?,
-            staff: get(&flags, "staff")?,
+            mfa: flags.mfa,
+            staff: flags.staff,
             kind: "portal".into(),
         };
-        Ok(pb::AccessToken {
+        Ok(AccessToken {
             token: self.sign(&claims).await?,
-            expire_time: Some(exp.to_proto()),
-            account_id: session.account_id.clone().unwrap_or_default(),
-            auth_time: Some(Timestamp(session.auth_time).to_proto()),
+            expire_time: exp,
+            account_id: session.account_id.clone(),
+            auth_time: Timestamp(session.auth_time),
         })
     }
 
@@ -207,7 +200,7 @@ impl Core {
         amr: Vec<String>,
         client: &Client,
         method: pb::LoginMethod,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<Credentials, IdentityError> {
         let now = self.now();
         let id = ids::new_id();
         let end = now.plus(self.auth.session_lifetime);
@@ -215,37 +208,23 @@ impl Core {
         let refresh = SecretToken::generate("tnr_");
         let tx = crate::store::begin(&self.db).await?;
         let new_network = self.note_login_network(&tx, user_id, client).await?;
-        exec(
+        sessions::insert(
             &tx,
-            "INSERT INTO identity_sessions (id, user_id, account_id, user_agent, create_ip, last_ip, amr, \
-             create_time, last_seen_time, auth_time, expire_time, end_time) \
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $7, $7, $8, $9)",
-            vec![
-                id.clone().into(),
-                user_id.into(),
-                account_id.clone().into(),
-                client.user_agent.clone().into(),
-                client.ip.clone().into(),
-                amr.join(" ").into(),
-                now.millis().into(),
-                expire.millis().into(),
-                end.millis().into(),
-            ],
+            NewSession {
+                id: &id,
+                user_id,
+                account_id: account_id.clone(),
+                user_agent: &client.user_agent,
+                ip: &client.ip,
+                amr: amr.join(" "),
+                now: now.millis(),
+                expire_time: expire.millis(),
+                end_time: end.millis(),
+            },
         )
         .await?;
-        exec(
-            &tx,
-            "INSERT INTO identity_refresh_tokens (token_hash, session_id, create_time) VALUES ($1, $2, $3)",
-            vec![refresh.hash().into(), id.clone().into(), now.millis().into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_users SET last_login_time = $1, last_account_id = COALESCE($2, last_account_id) \
-             WHERE id = $3",
-            vec![now.millis().into(), account_id.clone().into(), user_id.into()],
-        )
-        .await?;
+        sessions::insert_refresh(&tx, refresh.hash(), &id, now.millis()).await?;
+        users::note_login(&tx, user_id, account_id.clone(), now.millis()).await?;
         self.login_event(
             &tx,
             user_id,
@@ -271,12 +250,12 @@ impl Core {
             revoked: false,
         };
         let access = self.access_token(&session).await?;
-        Ok(pb::SessionCredentials {
+        Ok(Credentials {
             session_id: id,
             user_id: user_id.to_owned(),
-            access_token: Some(access),
+            access,
             refresh_token: refresh.expose().to_owned(),
-            refresh_token_expire_time: Some(expire.to_proto()),
+            refresh_expire_time: expire,
         })
     }
 
@@ -287,7 +266,7 @@ impl Core {
         password: &str,
         account_id: &str,
         client: &Client,
-    ) -> Result<pb::login_response::Outcome, Error> {
+    ) -> Result<LoginOutcome, IdentityError> {
         let mut known_user = false;
         let result = self
             .password_login(email, password, account_id, client, &mut known_user)
@@ -306,20 +285,20 @@ impl Core {
         account_id: &str,
         client: &Client,
         known_user: &mut bool,
-    ) -> Result<pb::login_response::Outcome, Error> {
+    ) -> Result<LoginOutcome, IdentityError> {
         let account = if account_id.trim().is_empty() {
             None
         } else {
-            Some(ids::parse_id("account_id", account_id).map_err(|e| Error {
-                reason: Reason::AccountIdInvalid,
-                ..e
-            })?)
+            Some(
+                ids::parse_id("account_id", account_id)
+                    .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e))?,
+            )
         };
         let Ok(email) = parse_email("email", email) else {
-            return Err(invalid_credentials());
+            return Err(IdentityError::CredentialsInvalid);
         };
         if password.len() > MAX_PASSWORD_BYTES {
-            return Err(invalid_credentials());
+            return Err(IdentityError::CredentialsInvalid);
         }
         let pair = format!("pw:{}|{}", email.key, client.ip);
         let keys = vec![
@@ -327,14 +306,8 @@ impl Core {
             (format!("pwe:{}", email.key), Counter::Email),
             (format!("ip:{}", client.ip), Counter::Ip),
         ];
-        let row = one(
-            &self.db,
-            "SELECT id, password_hash, email_verified, totp_secret IS NOT NULL AS totp, name, email, \
-             last_verification_sent FROM identity_users WHERE email_key = $1",
-            vec![email.key.clone().into()],
-        )
-        .await?;
-        let user_id: Option<String> = row.as_ref().map(|r| get(r, "id")).transpose()?;
+        let row = users::login_row(&self.db, &email.key).await?;
+        let user_id: Option<String> = row.as_ref().map(|r| r.id.clone());
         *known_user = user_id.is_some();
         if let Some(until) = self.throttled(&keys).await? {
             if let Some(id) = &user_id {
@@ -351,16 +324,11 @@ impl Core {
             }
             let wait =
                 u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-            return Err(Error::throttled(
-                Reason::AttemptsExceeded,
-                std::time::Duration::from_millis(wait),
-            ));
+            return Err(IdentityError::Throttled {
+                retry_after: std::time::Duration::from_millis(wait),
+            });
         }
-        let hash: Option<String> = row
-            .as_ref()
-            .map(|r| get::<Option<String>>(r, "password_hash"))
-            .transpose()?
-            .flatten();
+        let hash: Option<String> = row.as_ref().and_then(|r| r.password_hash.clone());
         let (ok, rehash) = self.hasher.verify(normalise(password), hash).await?;
         let (Some(row), Some(user_id), true) = (row, user_id, ok) else {
             self.record_failure(&keys).await?;
@@ -376,20 +344,15 @@ impl Core {
                 )
                 .await?;
             }
-            return Err(invalid_credentials());
+            return Err(IdentityError::CredentialsInvalid);
         };
         self.reset_failures(&pair).await?;
         if rehash {
             let new_hash = self.hasher.hash(normalise(password)).await?;
-            exec(
-                &self.db,
-                "UPDATE identity_users SET password_hash = $1 WHERE id = $2",
-                vec![new_hash.into(), user_id.clone().into()],
-            )
-            .await?;
+            users::rehash_password(&self.db, &user_id, new_hash).await?;
         }
         let account_text = account.clone().unwrap_or_default();
-        if !get::<bool>(&row, "email_verified")? {
+        if !row.email_verified {
             self.login_event(
                 &self.db,
                 &user_id,
@@ -400,33 +363,27 @@ impl Core {
                 pb::LoginOutcome::FailureUnverified,
             )
             .await?;
-            let last: i64 = get(&row, "last_verification_sent")?;
-            if last + 600_000 <= self.now().millis() {
-                let address: String = get(&row, "email")?;
-                let name: String = get(&row, "name")?;
-                self.send_verification(&user_id, &address, &name).await?;
+            if row.last_verification_sent + 600_000 <= self.now().millis() {
+                self.send_verification(&user_id, &row.email, &row.name)
+                    .await?;
             }
-            return Err(Error::new(
-                Reason::EmailNotVerified,
-                "verify your email address first; a new link was sent",
-            ));
+            return Err(IdentityError::EmailNotVerified);
         }
         if let Some(account) = &account {
             self.require_membership(&user_id, account, "", client, pb::LoginMethod::Password)
                 .await?;
         }
-        if get::<bool>(&row, "totp")? {
+        if row.totp {
             // CompleteMfa chooses the account when the session is created.
             return self
                 .mfa_challenge(&user_id, &account_text, client)
                 .await
-                .map(pb::login_response::Outcome::MfaChallenge);
+                .map(LoginOutcome::MfaChallenge);
         }
         let account = match account {
             Some(account) => Some(account),
             None => self.login_account(&user_id).await,
         };
-        let _ = LOGIN_PASSWORD;
         self.create_session(
             &user_id,
             account,
@@ -435,7 +392,7 @@ impl Core {
             pb::LoginMethod::Password,
         )
         .await
-        .map(pb::login_response::Outcome::Session)
+        .map(LoginOutcome::Session)
     }
 
     /// Issues an MFA challenge (TOTP users).
@@ -444,21 +401,17 @@ impl Core {
         user_id: &str,
         account_id: &str,
         client: &Client,
-    ) -> Result<pb::MfaChallenge, Error> {
+    ) -> Result<MfaChallenge, IdentityError> {
         let token = SecretToken::generate("tnc_");
         let now = self.now();
         let expire = now.plus(std::time::Duration::from_secs(300));
-        exec(
+        mfa::insert_challenge(
             &self.db,
-            "INSERT INTO identity_mfa_challenges (token_hash, user_id, account_id, create_time, expire_time) \
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                token.hash().into(),
-                user_id.into(),
-                account_id.into(),
-                now.millis().into(),
-                expire.millis().into(),
-            ],
+            token.hash(),
+            user_id,
+            account_id,
+            now.millis(),
+            expire.millis(),
         )
         .await?;
         self.login_event(
@@ -471,23 +424,11 @@ impl Core {
             pb::LoginOutcome::MfaRequired,
         )
         .await?;
-        let codes = one(
-            &self.db,
-            "SELECT COUNT(*) AS n FROM identity_recovery_codes WHERE user_id = $1 AND used_time IS NULL",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|r| get::<i64>(&r, "n"))
-        .transpose()?
-        .unwrap_or(0);
-        let mut allowed = vec![pb::SecondFactorType::Totp as i32];
-        if codes > 0 {
-            allowed.push(pb::SecondFactorType::RecoveryCode as i32);
-        }
-        Ok(pb::MfaChallenge {
-            challenge_token: token.expose().to_owned(),
-            expire_time: Some(expire.to_proto()),
-            allowed_factors: allowed,
+        let codes = mfa::recovery_codes_left(&self.db, user_id).await?;
+        Ok(MfaChallenge {
+            token: token.expose().to_owned(),
+            expire_time: expire,
+            recovery_codes_allowed: codes > 0,
         })
     }
 
@@ -495,30 +436,8 @@ impl Core {
         &self,
         c: &C,
         id: &str,
-    ) -> Result<Option<SessionRow>, Error> {
-        let row = one(
-            c,
-            "SELECT id, user_id, account_id, amr, auth_time, expire_time, end_time, revoke_time \
-             FROM identity_sessions WHERE id = $1",
-            vec![id.into()],
-        )
-        .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                id: get(&r, "id")?,
-                user_id: get(&r, "user_id")?,
-                account_id: get(&r, "account_id")?,
-                amr: get::<String>(&r, "amr")?
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect(),
-                auth_time: get(&r, "auth_time")?,
-                expire_time: get(&r, "expire_time")?,
-                end_time: get(&r, "end_time")?,
-                revoked: get::<Option<i64>>(&r, "revoke_time")?.is_some(),
-            })
-        })
-        .transpose()
+    ) -> Result<Option<SessionRow>, IdentityError> {
+        Ok(sessions::load(c, id).await?)
     }
 
     /// RefreshSession: rotates the refresh token; a rotated-out token
@@ -527,31 +446,19 @@ impl Core {
         &self,
         token: &str,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<Credentials, IdentityError> {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        let rotated = exec(
-            &tx,
-            "UPDATE identity_refresh_tokens SET rotate_time = $1 WHERE token_hash = $2 AND rotate_time IS NULL",
-            vec![now.millis().into(), hash.clone().into()],
-        )
-        .await?;
-        let Some(row) = one(
-            &tx,
-            "SELECT session_id FROM identity_refresh_tokens WHERE token_hash = $1",
-            vec![hash.into()],
-        )
-        .await?
-        else {
-            return Err(refresh_invalid());
+        let rotated = sessions::rotate_refresh(&tx, &hash, now.millis()).await?;
+        let Some(session_id) = sessions::session_of_refresh(&tx, &hash).await? else {
+            return Err(IdentityError::RefreshTokenInvalid);
         };
-        let session_id: String = get(&row, "session_id")?;
         let Some(session) = self.load_session(&tx, &session_id).await? else {
-            return Err(refresh_invalid());
+            return Err(IdentityError::RefreshTokenInvalid);
         };
         let account = session.account_id.clone().unwrap_or_default();
-        if rotated == 0 {
+        if !rotated {
             // Reuse of a rotated-out token: revoke the session (theft).
             if !session.revoked {
                 self.end_sessions(
@@ -574,38 +481,28 @@ impl Core {
             .await?;
             tx.commit().await?;
             self.notify_revocations();
-            return Err(Error::new(
-                Reason::RefreshTokenReused,
-                "this refresh token was already used; the session was ended",
-            ));
+            return Err(IdentityError::RefreshTokenReused);
         }
-        if session.revoked
-            || session.expire_time <= now.millis()
-            || session.end_time <= now.millis()
-        {
-            return Err(refresh_invalid());
+        if !session_live(
+            session.revoked,
+            session.expire_time,
+            session.end_time,
+            now.millis(),
+        ) {
+            return Err(IdentityError::RefreshTokenInvalid);
         }
         let refresh = SecretToken::generate("tnr_");
         let expire = now
             .plus(self.auth.session_idle_timeout)
             .min(Timestamp(session.end_time));
-        exec(
+        sessions::insert_refresh(&tx, refresh.hash(), &session.id, now.millis()).await?;
+        sessions::refreshed(
             &tx,
-            "INSERT INTO identity_refresh_tokens (token_hash, session_id, create_time) VALUES ($1, $2, $3)",
-            vec![refresh.hash().into(), session.id.clone().into(), now.millis().into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_sessions SET expire_time = $1, last_seen_time = $2, last_ip = $3, user_agent = $4 \
-             WHERE id = $5",
-            vec![
-                expire.millis().into(),
-                now.millis().into(),
-                client.ip.clone().into(),
-                client.user_agent.clone().into(),
-                session.id.clone().into(),
-            ],
+            &session.id,
+            expire.millis(),
+            now.millis(),
+            &client.ip,
+            &client.user_agent,
         )
         .await?;
         tx.commit().await?;
@@ -618,21 +515,16 @@ impl Core {
             .await
             && chosen != session.account_id
         {
-            exec(
-                &self.db,
-                "UPDATE identity_sessions SET account_id = $1 WHERE id = $2",
-                vec![chosen.clone().into(), session.id.clone().into()],
-            )
-            .await?;
+            sessions::set_account(&self.db, &session.id, chosen.clone()).await?;
             session.account_id = chosen;
         }
         let access = self.access_token(&session).await?;
-        Ok(pb::SessionCredentials {
+        Ok(Credentials {
             session_id: session.id.clone(),
             user_id: session.user_id.clone(),
-            access_token: Some(access),
+            access,
             refresh_token: refresh.expose().to_owned(),
-            refresh_token_expire_time: Some(expire.to_proto()),
+            refresh_expire_time: expire,
         })
     }
 
@@ -644,18 +536,12 @@ impl Core {
         ids_in: &[String],
         user_id: &str,
         reason: pb::RevocationReason,
-    ) -> Result<i64, Error> {
+    ) -> Result<i64, IdentityError> {
         let now = self.now();
         let mut count = 0;
         let mut last = 0;
         for id in ids_in {
-            let ended = exec(
-                c,
-                "UPDATE identity_sessions SET revoke_time = $1 WHERE id = $2 AND revoke_time IS NULL",
-                vec![now.millis().into(), id.clone().into()],
-            )
-            .await?;
-            if ended == 1 {
+            if sessions::end(c, id, now.millis()).await? {
                 count += 1;
                 last = self
                     .append_revocation(
@@ -674,15 +560,13 @@ impl Core {
     }
 
     /// Logout: ends the caller's session.
-    pub(crate) async fn logout(&self, user_id: &str, session_id: &str) -> Result<(), Error> {
+    pub(crate) async fn logout(
+        &self,
+        user_id: &str,
+        session_id: &str,
+    ) -> Result<(), IdentityError> {
         let tx = crate::store::begin(&self.db).await?;
-        let owned = one(
-            &tx,
-            "SELECT id FROM identity_sessions WHERE id = $1 AND user_id = $2",
-            vec![session_id.into(), user_id.into()],
-        )
-        .await?;
-        if owned.is_some() {
+        if sessions::is_users(&tx, session_id, user_id).await? {
             self.end_sessions(
                 &tx,
                 &[session_id.to_owned()],
@@ -707,36 +591,21 @@ impl Core {
     /// new event. Returns (tokens revoked, position).
     pub(crate) async fn revoke_account_access(
         &self,
-        user_id: &str,
-        account_id: &str,
-        reason: i32,
+        user_id: &UserId,
+        account_id: &AccountId,
+        reason: pb::RevocationReason,
         change_time: Option<i64>,
-    ) -> Result<(i32, i64), Error> {
-        let user_id = ids::parse_id("user_id", user_id).map_err(|e| Error {
-            reason: Reason::UserIdInvalid,
-            ..e
-        })?;
-        let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
-            reason: Reason::AccountIdInvalid,
-            ..e
-        })?;
-        let reason = match pb::RevocationReason::try_from(reason) {
-            Ok(
-                r @ (pb::RevocationReason::MemberSuspended
-                | pb::RevocationReason::MemberRevoked
-                | pb::RevocationReason::MemberLeft),
-            ) => r,
-            _ => {
-                return Err(Error::invalid(
-                    Reason::ReasonInvalid,
-                    "reason",
-                    "not a member-related reason",
-                ));
-            }
-        };
+    ) -> Result<(i32, i64), IdentityError> {
         let tx = crate::store::begin(&self.db).await?;
         let (tokens, _) = self
-            .revoke_api_tokens_of(&tx, &user_id, &account_id, "", reason, change_time)
+            .revoke_api_tokens_of(
+                &tx,
+                user_id.as_str(),
+                account_id.as_str(),
+                "",
+                reason,
+                change_time,
+            )
             .await?;
         tx.commit().await?;
         self.notify_revocations();
@@ -757,29 +626,15 @@ impl Core {
         by: &str,
         reason: pb::RevocationReason,
         created_until: Option<i64>,
-    ) -> Result<(i64, i64), Error> {
+    ) -> Result<(i64, i64), IdentityError> {
         let now = self.now();
-        let rows = all(
-            c,
-            "SELECT id FROM identity_api_tokens WHERE user_id = $1 AND account_id = $2 AND revoke_time IS NULL AND create_time <= $3",
-            vec![
-                user_id.into(),
-                account_id.into(),
-                created_until.unwrap_or(i64::MAX).into(),
-            ],
-        )
-        .await?;
+        let ids =
+            api_tokens::unrevoked_of(c, user_id, account_id, created_until.unwrap_or(i64::MAX))
+                .await?;
         let mut count = 0;
         let mut last = 0;
-        for r in rows {
-            let id: String = get(&r, "id")?;
-            let n = exec(
-                c,
-                "UPDATE identity_api_tokens SET revoke_time = $1, revoked_by = $2 WHERE id = $3 AND revoke_time IS NULL",
-                vec![now.millis().into(), by.into(), id.clone().into()],
-            )
-            .await?;
-            if n == 1 {
+        for id in ids {
+            if api_tokens::revoke(c, &id, by, now.millis()).await? {
                 count += 1;
                 last = self
                     .append_revocation(

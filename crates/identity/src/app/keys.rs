@@ -9,11 +9,12 @@ use rand::RngCore as _;
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
+use tenancy_runtime::{Error, Timestamp, ids};
 
-use super::Core;
+use super::App;
 use super::revocations::Revocation;
-use crate::store::{all, exec, get};
+use crate::domain::error::IdentityError;
+use crate::store::keys::{self, KeyRow};
 
 /// How long verifiers may cache GetJwks; a new key is published this long
 /// before it signs.
@@ -59,34 +60,21 @@ pub(crate) struct Claims {
     pub(crate) kind: String,
 }
 
-struct KeyRow {
-    kid: String,
-    private_key: String,
-    public_x: String,
-    activate_time: i64,
-    retire_time: Option<i64>,
+/// A signing key's public half as verifiers see it (Ed25519).
+pub(crate) struct PublicKey {
+    /// The key id.
+    pub(crate) kid: String,
+    /// The public key, base64url.
+    pub(crate) x: String,
+    /// When it starts signing.
+    pub(crate) not_before: Timestamp,
+    /// After when no token it signed is valid, once it is retired.
+    pub(crate) not_after: Option<Timestamp>,
 }
 
-impl Core {
-    async fn keys<C: ConnectionTrait>(&self, c: &C) -> Result<Vec<KeyRow>, Error> {
-        let rows = all(
-            c,
-            "SELECT kid, private_key, public_x, activate_time, retire_time FROM identity_signing_keys \
-             WHERE withdrawn = FALSE ORDER BY activate_time DESC",
-            vec![],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(KeyRow {
-                    kid: get(r, "kid")?,
-                    private_key: get(r, "private_key")?,
-                    public_x: get(r, "public_x")?,
-                    activate_time: get(r, "activate_time")?,
-                    retire_time: get(r, "retire_time")?,
-                })
-            })
-            .collect()
+impl App {
+    async fn keys<C: ConnectionTrait>(&self, c: &C) -> Result<Vec<KeyRow>, IdentityError> {
+        Ok(keys::live(c).await?)
     }
 
     /// Creates a key pair, stored with its private half encrypted.
@@ -94,7 +82,7 @@ impl Core {
         &self,
         c: &C,
         activate: Timestamp,
-    ) -> Result<(String, String), Error> {
+    ) -> Result<(String, String), IdentityError> {
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let public = ed25519_dalek::SigningKey::from_bytes(&seed)
@@ -105,24 +93,19 @@ impl Core {
         der.extend_from_slice(&seed);
         let sealed = self.secrets.seal(&der, &kid).map_err(Error::internal)?;
         let x = URL_SAFE_NO_PAD.encode(public);
-        exec(
-            c,
-            "INSERT INTO identity_signing_keys (kid, private_key, public_x, create_time, activate_time) \
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                kid.clone().into(),
-                sealed.into(),
-                x.clone().into(),
-                self.now().millis().into(),
-                activate.millis().into(),
-            ],
-        )
-        .await?;
-        Ok((kid, x))
+        let key = KeyRow {
+            kid,
+            private_key: sealed,
+            public_x: x,
+            activate_time: activate.millis(),
+            retire_time: None,
+        };
+        keys::insert(c, &key, self.now().millis()).await?;
+        Ok((key.kid, key.public_x))
     }
 
     /// Makes sure a signing key exists (first start).
-    pub(crate) async fn ensure_signing_key(&self) -> Result<(), Error> {
+    pub(crate) async fn ensure_signing_key(&self) -> Result<(), IdentityError> {
         if self.keys(&self.db).await?.is_empty() {
             self.insert_key(&self.db, self.now()).await?;
         }
@@ -130,7 +113,7 @@ impl Core {
     }
 
     /// Signs claims with the current key.
-    pub(crate) async fn sign(&self, claims: &Claims) -> Result<String, Error> {
+    pub(crate) async fn sign(&self, claims: &Claims) -> Result<String, IdentityError> {
         let now = self.now().millis();
         let keys = self.keys(&self.db).await?;
         let key = keys
@@ -151,30 +134,26 @@ impl Core {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der))
-            .map_err(|e| Error::internal(format_args!("jwt: {e}")))
+            .map_err(|e| Error::internal(format_args!("jwt: {e}")).into())
     }
 
     /// GetJwks: current key first, then next and retired keys still valid.
-    pub(crate) async fn jwks(&self) -> Result<Vec<pb::Jwk>, Error> {
+    pub(crate) async fn jwks(&self) -> Result<Vec<PublicKey>, IdentityError> {
         let now = self.now().millis();
         let lifetime = i64::try_from(self.auth.access_token_lifetime.as_millis()).unwrap_or(0);
         let keys = self.keys(&self.db).await?;
-        let mut current: Vec<pb::Jwk> = Vec::new();
-        let mut others: Vec<pb::Jwk> = Vec::new();
+        let mut current: Vec<PublicKey> = Vec::new();
+        let mut others: Vec<PublicKey> = Vec::new();
         let mut current_found = false;
         for k in keys {
             if k.retire_time.is_some_and(|r| r + lifetime <= now) {
                 continue;
             }
-            let jwk = pb::Jwk {
+            let jwk = PublicKey {
                 kid: k.kid.clone(),
-                kty: "OKP".into(),
-                crv: "Ed25519".into(),
                 x: k.public_x.clone(),
-                alg: "EdDSA".into(),
-                r#use: "sig".into(),
-                not_before: Some(Timestamp(k.activate_time).to_proto()),
-                not_after: k.retire_time.map(|r| Timestamp(r + lifetime).to_proto()),
+                not_before: Timestamp(k.activate_time),
+                not_after: k.retire_time.map(|r| Timestamp(r + lifetime)),
             };
             let is_current =
                 !current_found && k.activate_time <= now && k.retire_time.is_none_or(|r| r > now);
@@ -193,17 +172,14 @@ impl Core {
     pub(crate) async fn rotate_signing_key(
         &self,
         revoke_current: bool,
-    ) -> Result<(pb::Jwk, Timestamp, String), Error> {
+    ) -> Result<(PublicKey, String), IdentityError> {
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
         // Serialise rotations (and take the revocation head lock first).
         let keys = self.keys(&tx).await?;
         let pending = keys.iter().any(|k| k.activate_time > now.millis());
         if pending && !revoke_current {
-            return Err(Error::new(
-                Reason::RotationInProgress,
-                "a published next key is not active yet; use revoke_current to force",
-            ));
+            return Err(IdentityError::RotationInProgress);
         }
         let previous = keys
             .iter()
@@ -220,21 +196,9 @@ impl Core {
             for k in &keys {
                 withdrawn.push(k.kid.clone());
             }
-            exec(
-                &tx,
-                "UPDATE identity_signing_keys SET withdrawn = TRUE, retire_time = $1 \
-                 WHERE withdrawn = FALSE",
-                vec![now.millis().into()],
-            )
-            .await?;
+            keys::withdraw_all(&tx, now.millis()).await?;
         } else {
-            exec(
-                &tx,
-                "UPDATE identity_signing_keys SET retire_time = $1 \
-                 WHERE withdrawn = FALSE AND retire_time IS NULL",
-                vec![activate.millis().into()],
-            )
-            .await?;
+            keys::retire_current(&tx, activate.millis()).await?;
         }
         let (kid, x) = self.insert_key(&tx, activate).await?;
         self.append_revocation(
@@ -245,16 +209,12 @@ impl Core {
         .await?;
         tx.commit().await?;
         self.notify_revocations();
-        let jwk = pb::Jwk {
+        let key = PublicKey {
             kid,
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
             x,
-            alg: "EdDSA".into(),
-            r#use: "sig".into(),
-            not_before: Some(activate.to_proto()),
+            not_before: activate,
             not_after: None,
         };
-        Ok((jwk, activate, previous))
+        Ok((key, previous))
     }
 }

@@ -1,5 +1,8 @@
-//! The identity use cases: each one validates, runs the domain rules and
-//! stores the result in one transaction. Called by the thin gRPC layer.
+//! The identity use cases, one function each: it runs the domain rules,
+//! reads and writes through `store/` in one transaction, and returns plain
+//! values (`api/` renders them). Security notices and revocation-log
+//! events are written here. The remaining proto types are the wire enums
+//! of login methods, outcomes and revocation reasons.
 
 pub(crate) mod admin;
 pub(crate) mod keys;
@@ -15,17 +18,16 @@ pub(crate) mod users;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, QueryResult};
+use sea_orm::DatabaseConnection;
 use tenancy_proto::contacts::MessageTemplate;
-use tenancy_proto::identity as pb;
+use tenancy_runtime::Timestamp;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::{AuthConfig, MailConfig};
-use tenancy_runtime::{Error, Timestamp};
 
+use crate::domain::error::IdentityError;
 use crate::domain::password::Hasher;
 use crate::domain::totp::SecretBox;
-use crate::mail::{Mailer, OutgoingEmail};
-use crate::store::get;
+use crate::peers::{Mailer, OutgoingEmail};
 
 /// Who is calling, as the gateway saw them.
 #[derive(Clone, Debug, Default)]
@@ -35,7 +37,7 @@ pub(crate) struct Client {
 }
 
 /// Everything the use cases need.
-pub(crate) struct Core {
+pub(crate) struct App {
     pub(crate) db: DatabaseConnection,
     pub(crate) clock: SharedClock,
     pub(crate) auth: AuthConfig,
@@ -43,14 +45,14 @@ pub(crate) struct Core {
     pub(crate) hasher: Hasher,
     pub(crate) secrets: SecretBox,
     pub(crate) mailer: Arc<dyn Mailer>,
-    pub(crate) accounts: Arc<dyn crate::accounts::Accounts>,
+    pub(crate) accounts: Arc<dyn crate::peers::Accounts>,
     /// Wakes this replica's revocation watchers.
     pub(crate) signal: Arc<tokio::sync::Notify>,
     /// Logins and second factors by outcome.
     pub(crate) outcomes: crate::metrics::Outcomes,
 }
 
-impl Core {
+impl App {
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -63,7 +65,7 @@ impl Core {
         to_name: &str,
         template: MessageTemplate,
         data: &[(&str, String)],
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let data: HashMap<String, String> = data
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -76,11 +78,12 @@ impl Core {
                 template,
                 data,
             })
-            .await
+            .await?;
+        Ok(())
     }
 }
 
-impl Core {
+impl App {
     /// Sends a security notice about a committed change to the user's
     /// address. The change stands whatever happens to the mail, so a
     /// failure is logged (without content), not returned.
@@ -149,43 +152,6 @@ pub(crate) fn time_text(t: Timestamp) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
-}
-
-/// The columns of `identity_users` a `User` message needs.
-pub(crate) const USER_COLUMNS: &str = "id, email, email_verified, pending_email, name, \
-    password_hash IS NOT NULL AS password_set, totp_secret IS NOT NULL AS totp_enabled, \
-    code_word_hash IS NOT NULL AS code_word_set, staff, create_time, update_time, \
-    last_login_time, password_update_time, \
-    (SELECT COUNT(*) FROM identity_recovery_codes r WHERE r.user_id = identity_users.id \
-     AND r.used_time IS NULL) AS recovery_codes_remaining";
-
-/// Maps a row selected with [`USER_COLUMNS`].
-pub(crate) fn user_from_row(row: &QueryResult) -> Result<pb::User, Error> {
-    let totp_enabled: bool = get(row, "totp_enabled")?;
-    let remaining: i64 = get(row, "recovery_codes_remaining")?;
-    let opt_time = |c: &str| -> Result<Option<prost_types::Timestamp>, Error> {
-        Ok(get::<Option<i64>>(row, c)?.map(|ms| Timestamp(ms).to_proto()))
-    };
-    Ok(pb::User {
-        id: get(row, "id")?,
-        email: get(row, "email")?,
-        email_verified: get(row, "email_verified")?,
-        pending_email: get(row, "pending_email")?,
-        name: get(row, "name")?,
-        totp_enabled,
-        recovery_codes_remaining: if totp_enabled {
-            i32::try_from(remaining).unwrap_or(0)
-        } else {
-            0
-        },
-        password_set: get(row, "password_set")?,
-        code_word_set: get(row, "code_word_set")?,
-        staff: get(row, "staff")?,
-        create_time: Some(Timestamp(get(row, "create_time")?).to_proto()),
-        update_time: Some(Timestamp(get(row, "update_time")?).to_proto()),
-        last_login_time: opt_time("last_login_time")?,
-        password_update_time: opt_time("password_update_time")?,
-    })
 }
 
 #[cfg(test)]

@@ -1,28 +1,29 @@
 //! TOTP enrolment, MFA challenges, recovery codes, re-authentication,
 //! account switching and the caller's own sessions.
 
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
+use tenancy_runtime::ids::AccountId;
+use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::SecretToken;
-use tenancy_runtime::{Error, Reason, Timestamp, ids};
+use tenancy_runtime::{Error, Principal, Timestamp};
 
-use super::sessions::SessionRow;
-use super::{Client, Core};
+use super::revocations::Revocation;
+use super::sessions::{AccessToken, Credentials};
+use super::{App, Client};
 use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
+use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::normalise;
 use crate::domain::throttle::Counter;
 use crate::domain::totp;
-use crate::store::{all, exec, get, one};
+use crate::store::sessions::{self, SessionListing, SessionRow};
+use crate::store::{mfa, users};
 
 /// Pending enrolments are discarded after this long.
 const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);
 /// Wrong answers a challenge allows.
 const CHALLENGE_ATTEMPTS: i32 = 5;
-
-fn challenge_invalid() -> Error {
-    Error::new(Reason::MfaChallengeInvalid, "log in again")
-}
 
 /// A second factor as presented.
 pub(crate) enum Factor {
@@ -30,22 +31,31 @@ pub(crate) enum Factor {
     Recovery(String),
 }
 
-impl Core {
+/// A TOTP enrolment begun: what the user's authenticator app needs.
+pub(crate) struct Enrollment {
+    /// The secret, base32.
+    pub(crate) secret: String,
+    /// The `otpauth://` URI.
+    pub(crate) otpauth_uri: String,
+    /// The URI as a QR code (PNG).
+    pub(crate) qr_code_png: Vec<u8>,
+    /// When the enrolment lapses unless confirmed.
+    pub(crate) expire_time: Timestamp,
+}
+
+impl App {
     /// The caller's live session, or UNAUTHENTICATED.
     pub(crate) async fn own_session(
         &self,
         user_id: &str,
         session_id: Option<&str>,
-    ) -> Result<SessionRow, Error> {
-        let id = session_id.ok_or_else(|| {
-            Error::new(
-                Reason::PortalSessionRequired,
-                "this method needs a portal session",
-            )
+    ) -> Result<SessionRow, IdentityError> {
+        let id = session_id.ok_or({
+            IdentityError::PortalSessionRequired("this method needs a portal session")
         })?;
         match self.load_session(&self.db, id).await? {
             Some(s) if s.user_id == user_id && !s.revoked => Ok(s),
-            _ => Err(Error::new(Reason::SessionEnded, "the session has ended")),
+            _ => Err(IdentityError::SessionEnded),
         }
     }
 
@@ -58,29 +68,22 @@ impl Core {
         sealed_secret: &str,
         code: &str,
         field: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<(), IdentityError> {
         let secret = self
             .secrets
             .open(sealed_secret, user_id)
             .map_err(Error::internal)?;
         let seconds = u64::try_from(self.now().seconds()).unwrap_or(0);
         let Some(step) = totp::matching_step(&secret, code, seconds) else {
-            return Err(Error::invalid(
-                Reason::SecondFactorInvalid,
+            return Err(IdentityError::invalid(
+                Invalid::SecondFactor,
                 field,
                 "wrong code",
             ));
         };
-        let inserted = exec(
-            c,
-            "INSERT INTO identity_totp_used_steps (user_id, step, use_time) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, step) DO NOTHING",
-            vec![user_id.into(), step.into(), self.now().millis().into()],
-        )
-        .await?;
-        if inserted == 0 {
-            return Err(Error::invalid(
-                Reason::TotpCodeReused,
+        if !mfa::spend_step(c, user_id, step, self.now().millis()).await? {
+            return Err(IdentityError::invalid(
+                Invalid::TotpCodeReused,
                 field,
                 "this code was already used; wait for the next one",
             ));
@@ -94,49 +97,28 @@ impl Core {
         user_id: &str,
         code: &str,
         field: &str,
-    ) -> Result<(), Error> {
-        let n = exec(
-            c,
-            "UPDATE identity_recovery_codes SET used_time = $1 WHERE code_hash = $2 AND user_id = $3 \
-             AND used_time IS NULL",
-            vec![
-                self.now().millis().into(),
-                recovery_code_hash(user_id, code).into(),
-                user_id.into(),
-            ],
-        )
-        .await?;
-        if n == 1 {
+    ) -> Result<(), IdentityError> {
+        let code_hash = recovery_code_hash(user_id, code);
+        if mfa::spend_recovery_code(c, user_id, code_hash, self.now().millis()).await? {
             Ok(())
         } else {
-            Err(Error::invalid(
-                Reason::SecondFactorInvalid,
+            Err(IdentityError::invalid(
+                Invalid::SecondFactor,
                 field,
                 "wrong code",
             ))
         }
     }
 
-    async fn totp_secret_of(&self, user_id: &str) -> Result<Option<String>, Error> {
-        Ok(one(
-            &self.db,
-            "SELECT totp_secret FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|r| get::<Option<String>>(&r, "totp_secret"))
-        .transpose()?
-        .flatten())
+    async fn totp_secret_of(&self, user_id: &str) -> Result<Option<String>, IdentityError> {
+        Ok(users::totp_secret(&self.db, user_id).await?)
     }
 
     /// BeginTotpEnrollment.
-    pub(crate) async fn begin_totp(
-        &self,
-        user_id: &str,
-    ) -> Result<pb::BeginTotpEnrollmentResponse, Error> {
+    pub(crate) async fn begin_totp(&self, user_id: &str) -> Result<Enrollment, IdentityError> {
         let user = self.get_user(user_id).await?;
         if user.totp_enabled {
-            return Err(Error::new(Reason::TotpAlreadyEnabled, "2FA is already on"));
+            return Err(IdentityError::TotpAlreadyEnabled);
         }
         let secret = totp::generate_secret();
         let (b32, uri, png) = totp::enrollment(&secret, &user.email).map_err(Error::internal)?;
@@ -146,26 +128,13 @@ impl Core {
             .map_err(Error::internal)?;
         let expire = self.now().plus(ENROLLMENT_LIFETIME);
         let tx = crate::store::begin(&self.db).await?;
-        exec(
-            &tx,
-            "DELETE FROM identity_totp_pending WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "INSERT INTO identity_totp_pending (user_id, secret, expire_time) VALUES ($1, $2, $3)",
-            vec![user_id.into(), sealed.into(), expire.millis().into()],
-        )
-        .await?;
+        mfa::start_enrollment(&tx, user_id, sealed, expire.millis()).await?;
         tx.commit().await?;
-        Ok(pb::BeginTotpEnrollmentResponse {
+        Ok(Enrollment {
             secret: b32,
             otpauth_uri: uri,
             qr_code_png: png,
-            digits: i32::from(totp::DIGITS),
-            period_seconds: 30,
-            expire_time: Some(expire.to_proto()),
+            expire_time: expire,
         })
     }
 
@@ -173,22 +142,13 @@ impl Core {
         &self,
         c: &C,
         user_id: &str,
-    ) -> Result<Vec<String>, Error> {
-        exec(
-            c,
-            "DELETE FROM identity_recovery_codes WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
+    ) -> Result<Vec<String>, IdentityError> {
         let codes = new_recovery_codes();
-        for code in &codes {
-            exec(
-                c,
-                "INSERT INTO identity_recovery_codes (code_hash, user_id) VALUES ($1, $2)",
-                vec![recovery_code_hash(user_id, code).into(), user_id.into()],
-            )
-            .await?;
-        }
+        let hashes = codes
+            .iter()
+            .map(|code| recovery_code_hash(user_id, code))
+            .collect();
+        mfa::replace_recovery_codes(c, user_id, hashes).await?;
         Ok(codes)
     }
 
@@ -199,78 +159,68 @@ impl Core {
         session_id: Option<&str>,
         code: &str,
         ip: &str,
-    ) -> Result<(Vec<String>, pb::AccessToken), Error> {
+    ) -> Result<(Vec<String>, AccessToken), IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = [(format!("totp-enroll:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
         let tx = crate::store::begin(&self.db).await?;
-        let pending = one(
-            &tx,
-            "SELECT secret FROM identity_totp_pending WHERE user_id = $1 AND expire_time > $2",
-            vec![user_id.into(), self.now().millis().into()],
-        )
-        .await?;
-        let Some(pending) = pending else {
-            return Err(Error::new(
-                Reason::TotpEnrollmentNotStarted,
-                "start the enrolment first",
-            ));
+        let Some(sealed) = mfa::pending_enrollment(&tx, user_id, self.now().millis()).await? else {
+            return Err(IdentityError::TotpEnrollmentNotStarted);
         };
-        let sealed: String = get(&pending, "secret")?;
         if let Err(e) = self
             .spend_totp(&tx, user_id, &sealed, code, "totp_code")
             .await
         {
             // Counted outside the transaction (SQLite: one writer at a time).
             drop(tx);
-            if e.reason == Reason::SecondFactorInvalid {
+            if e.rule() == Some(Invalid::SecondFactor) {
                 self.record_failure(&keys).await?;
             }
             return Err(e);
         }
-        let on = exec(
-            &tx,
-            "UPDATE identity_users SET totp_secret = $1, update_time = $2 WHERE id = $3 AND totp_secret IS NULL",
-            vec![sealed.into(), self.now().millis().into(), user_id.into()],
-        )
-        .await?;
-        if on == 0 {
-            return Err(Error::new(Reason::TotpAlreadyEnabled, "2FA is already on"));
+        if !users::enable_totp(&tx, user_id, sealed, self.now().millis()).await? {
+            return Err(IdentityError::TotpAlreadyEnabled);
         }
-        exec(
-            &tx,
-            "DELETE FROM identity_totp_pending WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
+        mfa::end_enrollment(&tx, user_id).await?;
         let codes = self.store_recovery_codes(&tx, user_id).await?;
-        exec(
-            &tx,
-            "UPDATE identity_sessions SET amr = 'pwd otp' WHERE id = $1",
-            vec![session.id.clone().into()],
-        )
-        .await?;
-        self.append_revocation(
-            &tx,
-            super::revocations::Revocation::Mfa {
-                user_id: user_id.to_owned(),
-                enabled: true,
-            },
-            pb::RevocationReason::TotpEnabled,
-        )
-        .await?;
-        tx.commit().await?;
-        self.notify_revocations();
-        self.security_notice(
-            user_id,
-            MessageTemplate::SecurityTotpEnabled,
-            ip,
-            &[("security_url", self.portal_page("security"))],
-        )
-        .await;
+        sessions::set_amr(&tx, &session.id, "pwd otp").await?;
+        self.commit_totp_change(tx, user_id, true, ip).await?;
         session.amr = vec!["pwd".into(), "otp".into()];
         let access = self.access_token(&session).await?;
         Ok((codes, access))
+    }
+
+    /// Ends a change of the user's 2FA: appends the MFA event (gateways
+    /// judge API tokens by it), commits `tx`, wakes the watchers and tells
+    /// the user.
+    async fn commit_totp_change(
+        &self,
+        tx: DatabaseTransaction,
+        user_id: &str,
+        enabled: bool,
+        ip: &str,
+    ) -> Result<(), IdentityError> {
+        let (reason, template) = if enabled {
+            (
+                pb::RevocationReason::TotpEnabled,
+                MessageTemplate::SecurityTotpEnabled,
+            )
+        } else {
+            (
+                pb::RevocationReason::TotpDisabled,
+                MessageTemplate::SecurityTotpDisabled,
+            )
+        };
+        let event = Revocation::Mfa {
+            user_id: user_id.to_owned(),
+            enabled,
+        };
+        self.append_revocation(&tx, event, reason).await?;
+        tx.commit().await?;
+        self.notify_revocations();
+        let security = [("security_url", self.portal_page("security"))];
+        self.security_notice(user_id, template, ip, &security).await;
+        Ok(())
     }
 
     /// CompleteMfa: answers a challenge and creates the session.
@@ -279,7 +229,7 @@ impl Core {
         challenge: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<Credentials, IdentityError> {
         let kind = match &factor {
             Some(Factor::Totp(_)) => "totp",
             Some(Factor::Recovery(_)) => "recovery_code",
@@ -295,36 +245,33 @@ impl Core {
         challenge: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::SessionCredentials, Error> {
+    ) -> Result<Credentials, IdentityError> {
         let Some(factor) = factor else {
-            return Err(Error::invalid(
-                Reason::SecondFactorRequired,
+            return Err(IdentityError::invalid(
+                Invalid::SecondFactorRequired,
                 "second_factor",
                 "give a TOTP or recovery code",
             ));
         };
         let hash = SecretToken::from_client(challenge.trim().to_owned()).hash();
         let now = self.now();
-        let row = one(
-            &self.db,
-            "SELECT user_id, account_id, failures FROM identity_mfa_challenges WHERE token_hash = $1 \
-             AND used_time IS NULL AND expire_time > $2",
-            vec![hash.clone().into(), now.millis().into()],
-        )
-        .await?
-        .ok_or_else(challenge_invalid)?;
-        let failures: i32 = get(&row, "failures")?;
-        if failures >= CHALLENGE_ATTEMPTS {
-            return Err(challenge_invalid());
+        let challenge = mfa::live_challenge(&self.db, &hash, now.millis())
+            .await?
+            .ok_or(IdentityError::MfaChallengeInvalid)?;
+        if challenge.failures >= CHALLENGE_ATTEMPTS {
+            return Err(IdentityError::MfaChallengeInvalid);
         }
-        let user_id: String = get(&row, "user_id")?;
-        let account_id: String = get(&row, "account_id")?;
+        let mfa::Challenge {
+            user_id,
+            account_id,
+            ..
+        } = challenge;
         let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
         self.refuse_if_throttled(&throttle_key).await?;
         let sealed = self
             .totp_secret_of(&user_id)
             .await?
-            .ok_or_else(challenge_invalid)?;
+            .ok_or(IdentityError::MfaChallengeInvalid)?;
         let method = match &factor {
             Factor::Totp(_) => pb::LoginMethod::Totp,
             Factor::Recovery(_) => pb::LoginMethod::RecoveryCode,
@@ -348,13 +295,8 @@ impl Core {
         };
         if let Err(e) = result {
             drop(tx);
-            if e.reason != Reason::InternalError {
-                exec(
-                    &self.db,
-                    "UPDATE identity_mfa_challenges SET failures = failures + 1 WHERE token_hash = $1",
-                    vec![hash.into()],
-                )
-                .await?;
+            if !matches!(e, IdentityError::Service(_)) {
+                mfa::challenge_failed(&self.db, &hash).await?;
                 self.record_failure(&throttle_key).await?;
                 self.login_event(
                     &self.db,
@@ -369,14 +311,8 @@ impl Core {
             }
             return Err(e);
         }
-        let used = exec(
-            &tx,
-            "UPDATE identity_mfa_challenges SET used_time = $1 WHERE token_hash = $2 AND used_time IS NULL",
-            vec![now.millis().into(), hash.into()],
-        )
-        .await?;
-        if used == 0 {
-            return Err(challenge_invalid());
+        if !mfa::use_challenge(&tx, &hash, now.millis()).await? {
+            return Err(IdentityError::MfaChallengeInvalid);
         }
         tx.commit().await?;
         if let Factor::Recovery(_) = factor {
@@ -405,22 +341,15 @@ impl Core {
         password: &str,
         factor: Option<Factor>,
         client: &Client,
-    ) -> Result<pb::AccessToken, Error> {
+    ) -> Result<AccessToken, IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
-        let hash = one(
-            &self.db,
-            "SELECT password_hash FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|r| get::<Option<String>>(&r, "password_hash"))
-        .transpose()?
-        .flatten();
+        let hash = users::password_hash(&self.db, user_id).await?.flatten();
         let (ok, _) = self.hasher.verify(normalise(password), hash).await?;
         let account = session.account_id.clone().unwrap_or_default();
-        if !ok {
+        // A failed attempt: counted, and recorded in the login history.
+        let failed = async |outcome| {
             self.record_failure(&keys).await?;
             self.login_event(
                 &self.db,
@@ -429,11 +358,14 @@ impl Core {
                 &session.id,
                 client,
                 pb::LoginMethod::Reauthenticate,
-                pb::LoginOutcome::FailureBadCredentials,
+                outcome,
             )
-            .await?;
-            return Err(Error::invalid(
-                Reason::PasswordIncorrect,
+            .await
+        };
+        if !ok {
+            failed(pb::LoginOutcome::FailureBadCredentials).await?;
+            return Err(IdentityError::invalid(
+                Invalid::PasswordIncorrect,
                 "password",
                 "wrong password",
             ));
@@ -441,8 +373,8 @@ impl Core {
         let mut amr = vec!["pwd".to_owned()];
         if let Some(sealed) = self.totp_secret_of(user_id).await? {
             let result = match &factor {
-                None => Err(Error::invalid(
-                    Reason::SecondFactorRequired,
+                None => Err(IdentityError::invalid(
+                    Invalid::SecondFactorRequired,
                     "second_factor",
                     "give a TOTP or recovery code",
                 )),
@@ -461,30 +393,15 @@ impl Core {
                 self.recovery_code_notice(user_id, &client.ip).await;
             }
             if let Err(e) = result {
-                if e.reason != Reason::SecondFactorRequired {
-                    self.record_failure(&keys).await?;
-                    self.login_event(
-                        &self.db,
-                        user_id,
-                        &account,
-                        &session.id,
-                        client,
-                        pb::LoginMethod::Reauthenticate,
-                        pb::LoginOutcome::FailureBadSecondFactor,
-                    )
-                    .await?;
+                if e.rule() != Some(Invalid::SecondFactorRequired) {
+                    failed(pb::LoginOutcome::FailureBadSecondFactor).await?;
                 }
                 return Err(e);
             }
             amr.push("otp".into());
         }
         let now = self.now();
-        exec(
-            &self.db,
-            "UPDATE identity_sessions SET auth_time = $1, amr = $2, last_seen_time = $1 WHERE id = $3",
-            vec![now.millis().into(), amr.join(" ").into(), session.id.clone().into()],
-        )
-        .await?;
+        sessions::reauthenticated(&self.db, &session.id, now.millis(), &amr.join(" ")).await?;
         self.reset_failures(&keys[0].0).await?;
         self.login_event(
             &self.db,
@@ -501,13 +418,26 @@ impl Core {
         self.access_token(&session).await
     }
 
+    /// The caller's portal session, authenticated within the reauth window:
+    /// what sensitive changes need. `why` tells an API-token caller what
+    /// it may not do.
+    pub(crate) async fn recent_portal_session(
+        &self,
+        p: &Principal,
+        why: &'static str,
+    ) -> Result<SessionRow, IdentityError> {
+        if p.token_kind != TokenKind::Portal {
+            return Err(IdentityError::PortalSessionRequired(why));
+        }
+        let session = self.own_session(p.user()?, p.session_id.as_deref()).await?;
+        self.require_recent(&session)?;
+        Ok(session)
+    }
+
     /// Refuses unless the session authenticated within the reauth window.
-    pub(crate) fn require_recent(&self, session: &SessionRow) -> Result<(), Error> {
+    pub(crate) fn require_recent(&self, session: &SessionRow) -> Result<(), IdentityError> {
         if Timestamp(session.auth_time).plus(self.auth.reauth_window) < self.now() {
-            return Err(Error::new(
-                Reason::ReauthRequired,
-                "confirm your password again (Reauthenticate), then retry",
-            ));
+            return Err(IdentityError::ReauthRequired);
         }
         Ok(())
     }
@@ -517,13 +447,10 @@ impl Core {
         &self,
         user_id: &str,
         session_id: Option<&str>,
-        account_id: &str,
+        account_id: &AccountId,
         client: &Client,
-    ) -> Result<pb::AccessToken, Error> {
-        let account_id = ids::parse_id("account_id", account_id).map_err(|e| Error {
-            reason: Reason::AccountIdInvalid,
-            ..e
-        })?;
+    ) -> Result<AccessToken, IdentityError> {
+        let account_id = account_id.to_string();
         let mut session = self.own_session(user_id, session_id).await?;
         self.require_membership(
             user_id,
@@ -534,22 +461,8 @@ impl Core {
         )
         .await?;
         let now = self.now();
-        exec(
-            &self.db,
-            "UPDATE identity_sessions SET account_id = $1, last_seen_time = $2 WHERE id = $3",
-            vec![
-                account_id.clone().into(),
-                now.millis().into(),
-                session.id.clone().into(),
-            ],
-        )
-        .await?;
-        exec(
-            &self.db,
-            "UPDATE identity_users SET last_account_id = $1 WHERE id = $2",
-            vec![account_id.clone().into(), user_id.into()],
-        )
-        .await?;
+        sessions::switch_account(&self.db, &session.id, &account_id, now.millis()).await?;
+        users::set_last_account(&self.db, user_id, &account_id).await?;
         self.login_event(
             &self.db,
             user_id,
@@ -568,43 +481,9 @@ impl Core {
     pub(crate) async fn list_sessions(
         &self,
         user_id: &str,
-        current: Option<&str>,
         account: Option<&str>,
-    ) -> Result<Vec<pb::Session>, Error> {
-        let now = self.now().millis();
-        let rows = all(
-            &self.db,
-            "SELECT id, user_id, account_id, user_agent, create_ip, last_ip, amr, create_time, last_seen_time, \
-             auth_time, expire_time FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL \
-             AND expire_time > $2 AND end_time > $2 AND ($3 = '' OR account_id = $3) \
-             ORDER BY last_seen_time DESC, id DESC LIMIT 500",
-            vec![user_id.into(), now.into(), account.unwrap_or_default().into()],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = get(r, "id")?;
-                let ua: String = get(r, "user_agent")?;
-                Ok(pb::Session {
-                    current: current == Some(id.as_str()),
-                    id,
-                    user_id: get(r, "user_id")?,
-                    account_id: get::<Option<String>>(r, "account_id")?.unwrap_or_default(),
-                    device: crate::domain::profile::device(&ua),
-                    user_agent: ua,
-                    create_ip_address: get(r, "create_ip")?,
-                    last_ip_address: get(r, "last_ip")?,
-                    create_time: Some(Timestamp(get(r, "create_time")?).to_proto()),
-                    last_seen_time: Some(Timestamp(get(r, "last_seen_time")?).to_proto()),
-                    auth_time: Some(Timestamp(get(r, "auth_time")?).to_proto()),
-                    expire_time: Some(Timestamp(get(r, "expire_time")?).to_proto()),
-                    amr: get::<String>(r, "amr")?
-                        .split_whitespace()
-                        .map(str::to_owned)
-                        .collect(),
-                })
-            })
-            .collect()
+    ) -> Result<Vec<SessionListing>, IdentityError> {
+        Ok(sessions::list_open(&self.db, user_id, account, self.now().millis()).await?)
     }
 
     /// RevokeSession / RevokeOtherSessions.
@@ -613,30 +492,16 @@ impl Core {
         user_id: &str,
         only: Option<&str>,
         keep: Option<&str>,
-    ) -> Result<i64, Error> {
+    ) -> Result<i64, IdentityError> {
         let tx = crate::store::begin(&self.db).await?;
         let ids_in: Vec<String> = match only {
             Some(id) => {
-                let owned = one(
-                    &tx,
-                    "SELECT id FROM identity_sessions WHERE id = $1 AND user_id = $2",
-                    vec![id.into(), user_id.into()],
-                )
-                .await?;
-                if owned.is_none() {
-                    return Err(Error::new(Reason::SessionNotFound, "no such session"));
+                if !sessions::is_users(&tx, id, user_id).await? {
+                    return Err(IdentityError::SessionNotFound);
                 }
                 vec![id.to_owned()]
             }
-            None => all(
-                &tx,
-                "SELECT id FROM identity_sessions WHERE user_id = $1 AND revoke_time IS NULL AND id <> $2",
-                vec![user_id.into(), keep.unwrap_or_default().into()],
-            )
-            .await?
-            .iter()
-            .map(|r| get::<String>(r, "id"))
-            .collect::<Result<_, _>>()?,
+            None => sessions::open_ids(&tx, user_id, None, keep).await?,
         };
         let n = self
             .end_sessions(&tx, &ids_in, user_id, pb::RevocationReason::RevokedByUser)
@@ -653,29 +518,21 @@ impl Core {
         user_id: &str,
         password: Option<&str>,
         code: Option<&str>,
-    ) -> Result<String, Error> {
+    ) -> Result<String, IdentityError> {
         let sealed = self
             .totp_secret_of(user_id)
             .await?
-            .ok_or_else(|| Error::new(Reason::TotpNotEnabled, "2FA is not on"))?;
+            .ok_or(IdentityError::TotpNotEnabled)?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
         self.refuse_if_throttled(&keys).await?;
         let result = match (password, code) {
             (Some(p), _) => {
-                let hash = one(
-                    &self.db,
-                    "SELECT password_hash FROM identity_users WHERE id = $1",
-                    vec![user_id.into()],
-                )
-                .await?
-                .map(|r| get::<Option<String>>(&r, "password_hash"))
-                .transpose()?
-                .flatten();
+                let hash = users::password_hash(&self.db, user_id).await?.flatten();
                 if self.hasher.verify(normalise(p), hash).await?.0 {
                     Ok(())
                 } else {
-                    Err(Error::invalid(
-                        Reason::PasswordIncorrect,
+                    Err(IdentityError::invalid(
+                        Invalid::PasswordIncorrect,
                         "password",
                         "wrong password",
                     ))
@@ -686,8 +543,8 @@ impl Core {
                     .await
             }
             (None, None) => {
-                return Err(Error::invalid(
-                    Reason::ProofRequired,
+                return Err(IdentityError::invalid(
+                    Invalid::ProofRequired,
                     "proof",
                     "give the password or a TOTP code",
                 ));
@@ -708,29 +565,14 @@ impl Core {
         password: Option<&str>,
         code: Option<&str>,
         ip: &str,
-    ) -> Result<pb::AccessToken, Error> {
+    ) -> Result<AccessToken, IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         self.prove(user_id, password, code).await?;
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
-        exec(
-            &tx,
-            "UPDATE identity_users SET totp_secret = NULL, update_time = $1 WHERE id = $2",
-            vec![now.millis().into(), user_id.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "DELETE FROM identity_recovery_codes WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE identity_sessions SET amr = 'pwd' WHERE user_id = $1",
-            vec![user_id.into()],
-        )
-        .await?;
+        users::disable_totp(&tx, user_id, now.millis()).await?;
+        mfa::replace_recovery_codes(&tx, user_id, Vec::new()).await?;
+        sessions::set_amr_of_user(&tx, user_id, "pwd").await?;
         self.append_revocation(
             &tx,
             super::revocations::Revocation::UserTokensBefore {
@@ -739,24 +581,7 @@ impl Core {
             pb::RevocationReason::TotpDisabled,
         )
         .await?;
-        self.append_revocation(
-            &tx,
-            super::revocations::Revocation::Mfa {
-                user_id: user_id.to_owned(),
-                enabled: false,
-            },
-            pb::RevocationReason::TotpDisabled,
-        )
-        .await?;
-        tx.commit().await?;
-        self.notify_revocations();
-        self.security_notice(
-            user_id,
-            MessageTemplate::SecurityTotpDisabled,
-            ip,
-            &[("security_url", self.portal_page("security"))],
-        )
-        .await;
+        self.commit_totp_change(tx, user_id, false, ip).await?;
         session.amr = vec!["pwd".into()];
         self.access_token(&session).await
     }
@@ -767,7 +592,7 @@ impl Core {
         user_id: &str,
         password: Option<&str>,
         code: Option<&str>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<String>, IdentityError> {
         self.prove(user_id, password, code).await?;
         let tx = crate::store::begin(&self.db).await?;
         let codes = self.store_recovery_codes(&tx, user_id).await?;

@@ -4,14 +4,15 @@
 
 use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
-use tenancy_runtime::Error;
 
-use super::{Client, Core, time_text};
+use super::{App, Client, time_text};
+use crate::domain::error::IdentityError;
 use crate::domain::network::{KNOWN_FOR, login_network};
 use crate::domain::throttle::Counter;
-use crate::store::{exec, get, one};
+use crate::store::{mfa, networks, users};
+use tenancy_runtime::ids::UserId;
 
-impl Core {
+impl App {
     /// Remembers that `user_id` creates a session from `client`'s network
     /// (in `c`'s transaction, before the session's `last_login_time` is
     /// written) and says whether that deserves the new-address notice: the
@@ -22,42 +23,17 @@ impl Core {
         c: &C,
         user_id: &str,
         client: &Client,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, IdentityError> {
         let now = self.now();
         let network = login_network(&client.ip);
-        let logged_in_before = one(
-            c,
-            "SELECT last_login_time FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|row| get::<Option<i64>>(&row, "last_login_time"))
-        .transpose()?
-        .flatten()
-        .is_some();
-        let known = one(
-            c,
-            "SELECT last_time FROM identity_login_networks WHERE user_id = $1 AND network = $2",
-            vec![user_id.into(), network.clone().into()],
-        )
-        .await?
-        .map(|row| get::<i64>(&row, "last_time"))
-        .transpose()?
-        .is_some_and(|last| now.minus(KNOWN_FOR).millis() < last);
-        exec(
-            c,
-            "INSERT INTO identity_login_networks (user_id, network, last_time) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, network) DO UPDATE SET last_time = excluded.last_time",
-            vec![user_id.into(), network.into(), now.millis().into()],
-        )
-        .await?;
+        let user = UserId::trusted(user_id);
+        let logged_in_before = users::last_login_time(c, &user).await?.is_some();
+        let forget_until = now.minus(KNOWN_FOR).millis();
+        let known = networks::last_seen(c, &user, &network)
+            .await?
+            .is_some_and(|last| forget_until < last);
         // Networks no longer known are forgotten: a user's rows stay few.
-        exec(
-            c,
-            "DELETE FROM identity_login_networks WHERE user_id = $1 AND last_time <= $2",
-            vec![user_id.into(), now.minus(KNOWN_FOR).millis().into()],
-        )
-        .await?;
+        networks::remember(c, &user, &network, now.millis(), forget_until).await?;
         Ok(logged_in_before && !known)
     }
 
@@ -86,16 +62,10 @@ impl Core {
 
     /// Tells the user that one of their recovery codes was just spent.
     pub(crate) async fn recovery_code_notice(&self, user_id: &str, ip: &str) {
-        let remaining = one(
-            &self.db,
-            "SELECT COUNT(*) AS n FROM identity_recovery_codes WHERE user_id = $1 AND used_time IS NULL",
-            vec![user_id.into()],
-        )
-        .await
-        .ok()
-        .flatten()
-        .and_then(|row| get::<i64>(&row, "n").ok())
-        .map_or_else(|| "some".to_owned(), |n| n.to_string());
+        let remaining = mfa::recovery_codes_left(&self.db, user_id)
+            .await
+            .ok()
+            .map_or_else(|| "some".to_owned(), |n| n.to_string());
         self.security_notice(
             user_id,
             MessageTemplate::SecurityRecoveryCodeUsed,
@@ -119,7 +89,7 @@ impl Core {
                 return Ok(false);
             }
             self.record_failure(&keys).await?;
-            Ok::<_, Error>(true)
+            Ok::<_, IdentityError>(true)
         };
         counted.await.unwrap_or_else(|error| {
             tracing::warn!(%error, kind, "notice counter unavailable; sending");

@@ -4,12 +4,14 @@
 //! membership; else none.
 
 use tenancy_proto::identity as pb;
-use tenancy_runtime::{Error, Reason};
+use tenancy_runtime::Error;
+use tenancy_runtime::ids::{AccountId, UserId};
 
-use super::{Client, Core};
-use crate::store::{get, one};
+use super::{App, Client};
+use crate::domain::error::IdentityError;
+use crate::store::users;
 
-impl Core {
+impl App {
     /// The account a new token of `user_id` selects when the client named
     /// none: `current` (the session's account, for RefreshSession) if the
     /// user is still an ACTIVE member with portal access there, else the
@@ -21,22 +23,18 @@ impl Core {
         &self,
         user_id: &str,
         current: Option<&str>,
-    ) -> Result<Option<String>, Error> {
-        let last: Option<String> = one(
-            &self.db,
-            "SELECT last_account_id FROM identity_users WHERE id = $1",
-            vec![user_id.into()],
-        )
-        .await?
-        .map(|row| get::<Option<String>>(&row, "last_account_id"))
-        .transpose()?
-        .flatten();
-        let mut preferred: Vec<String> = current.map(str::to_owned).into_iter().collect();
+    ) -> Result<Option<String>, IdentityError> {
+        let last = users::last_account(&self.db, &UserId::trusted(user_id)).await?;
+        let mut preferred: Vec<AccountId> = current.map(AccountId::trusted).into_iter().collect();
         preferred.extend(last.filter(|last| Some(last.as_str()) != current));
-        self.accounts.default_account(user_id, &preferred).await
+        Ok(self
+            .accounts
+            .default_account(&UserId::trusted(user_id), &preferred)
+            .await?
+            .map(AccountId::into_string))
     }
 
-    /// [`Core::default_account`] for a new session: without an answer from
+    /// [`App::default_account`] for a new session: without an answer from
     /// the account service the session starts with no account (logged).
     pub(crate) async fn login_account(&self, user_id: &str) -> Option<String> {
         self.default_account(user_id, None)
@@ -57,16 +55,17 @@ impl Core {
         session_id: &str,
         client: &Client,
         method: pb::LoginMethod,
-    ) -> Result<(), Error> {
-        let error = match self.accounts.is_active_member(user_id, account_id).await {
+    ) -> Result<(), IdentityError> {
+        let error = match self
+            .accounts
+            .is_active_member(&UserId::trusted(user_id), &AccountId::trusted(account_id))
+            .await
+        {
             Ok(true) => return Ok(()),
-            Ok(false) => Error::new(
-                Reason::NotAMember,
-                "you are not an active member of this account",
-            ),
-            Err(error) => error,
+            Ok(false) => IdentityError::NotAMember,
+            Err(error) => IdentityError::Service(error),
         };
-        if error.code() == tonic::Code::PermissionDenied {
+        if Error::from(error.clone()).code() == tonic::Code::PermissionDenied {
             self.login_event(
                 &self.db,
                 user_id,

@@ -1,0 +1,156 @@
+//! Logins and portal sessions: Login, RefreshSession, Logout, SwitchAccount,
+//! the caller's and a member's sessions.
+
+use tenancy_proto::identity as pb;
+use tenancy_proto::identity::login_response::Outcome;
+use tenancy_runtime::server::principal;
+use tonic::Request;
+
+use crate::app::sessions::LoginOutcome;
+
+use super::{Api, Reply, access_token, account_id, client, credentials, member_id, ok, session};
+
+pub(super) async fn login(
+    api: &Api,
+    request: Request<pb::LoginRequest>,
+) -> Reply<pb::LoginResponse> {
+    let c = client(principal(&request)?);
+    let r = request.into_inner();
+    let outcome = api
+        .app
+        .login(&r.email, &r.password, &r.account_id, &c)
+        .await?;
+    let outcome = match outcome {
+        LoginOutcome::Session(session) => Outcome::Session(credentials(session)),
+        LoginOutcome::MfaChallenge(challenge) => {
+            let mut allowed = vec![pb::SecondFactorType::Totp as i32];
+            if challenge.recovery_codes_allowed {
+                allowed.push(pb::SecondFactorType::RecoveryCode as i32);
+            }
+            Outcome::MfaChallenge(pb::MfaChallenge {
+                challenge_token: challenge.token,
+                expire_time: Some(challenge.expire_time.to_proto()),
+                allowed_factors: allowed,
+            })
+        }
+    };
+    ok(pb::LoginResponse {
+        outcome: Some(outcome),
+    })
+}
+
+pub(super) async fn refresh_session(
+    api: &Api,
+    request: Request<pb::RefreshSessionRequest>,
+) -> Reply<pb::RefreshSessionResponse> {
+    let c = client(principal(&request)?);
+    let session = api
+        .app
+        .refresh(&request.into_inner().refresh_token, &c)
+        .await?;
+    ok(pb::RefreshSessionResponse {
+        session: Some(credentials(session)),
+    })
+}
+
+pub(super) async fn logout(
+    api: &Api,
+    request: Request<pb::LogoutRequest>,
+) -> Reply<pb::LogoutResponse> {
+    let p = principal(&request)?;
+    if let Some(session) = p.session_id.as_deref() {
+        api.app.logout(p.user()?, session).await?;
+    }
+    ok(pb::LogoutResponse {})
+}
+
+pub(super) async fn switch_account(
+    api: &Api,
+    request: Request<pb::SwitchAccountRequest>,
+) -> Reply<pb::SwitchAccountResponse> {
+    let p = principal(&request)?;
+    let c = client(p);
+    let user = p.user()?;
+    let account = account_id(&request.get_ref().account_id)?;
+    let token = api
+        .app
+        .switch_account(user, p.session_id.as_deref(), &account, &c)
+        .await?;
+    ok(pb::SwitchAccountResponse {
+        access_token: Some(access_token(token)),
+    })
+}
+
+pub(super) async fn list_sessions(
+    api: &Api,
+    request: Request<pb::ListSessionsRequest>,
+) -> Reply<pb::ListSessionsResponse> {
+    let p = principal(&request)?;
+    tenancy_runtime::ids::page_size(request.get_ref().page_size)?;
+    let sessions = api.app.list_sessions(p.user()?, None).await?;
+    let current = p.session_id.as_deref();
+    ok(pb::ListSessionsResponse {
+        sessions: sessions.into_iter().map(|s| session(s, current)).collect(),
+        next_page_token: String::new(),
+    })
+}
+
+pub(super) async fn revoke_session(
+    api: &Api,
+    request: Request<pb::RevokeSessionRequest>,
+) -> Reply<pb::RevokeSessionResponse> {
+    let p = principal(&request)?;
+    api.app
+        .revoke_own_sessions(p.user()?, Some(&request.get_ref().session_id), None)
+        .await?;
+    ok(pb::RevokeSessionResponse {})
+}
+
+pub(super) async fn revoke_other_sessions(
+    api: &Api,
+    request: Request<pb::RevokeOtherSessionsRequest>,
+) -> Reply<pb::RevokeOtherSessionsResponse> {
+    let p = principal(&request)?;
+    let n = api
+        .app
+        .revoke_own_sessions(p.user()?, None, p.session_id.as_deref())
+        .await?;
+    ok(pb::RevokeOtherSessionsResponse {
+        revoked_session_count: i32::try_from(n).unwrap_or(i32::MAX),
+    })
+}
+
+pub(super) async fn list_member_sessions(
+    api: &Api,
+    request: Request<pb::ListMemberSessionsRequest>,
+) -> Reply<pb::ListMemberSessionsResponse> {
+    let p = principal(&request)?;
+    let account = p.account()?;
+    let member = member_id(&request.get_ref().user_id)?;
+    let sessions = api
+        .app
+        .list_sessions(member.as_str(), Some(account))
+        .await?;
+    ok(pb::ListMemberSessionsResponse {
+        sessions: sessions.into_iter().map(|s| session(s, None)).collect(),
+        next_page_token: String::new(),
+    })
+}
+
+pub(super) async fn revoke_member_sessions(
+    api: &Api,
+    request: Request<pb::RevokeMemberSessionsRequest>,
+) -> Reply<pb::RevokeMemberSessionsResponse> {
+    let p = principal(&request)?;
+    let r = request.get_ref();
+    let (owner, account) = (p.user()?, p.account()?);
+    let member = member_id(&r.user_id)?;
+    let (sessions, tokens) = api
+        .app
+        .revoke_member_sessions(owner, account, &member, r.revoke_api_tokens)
+        .await?;
+    ok(pb::RevokeMemberSessionsResponse {
+        revoked_session_count: i32::try_from(sessions).unwrap_or(i32::MAX),
+        revoked_api_token_count: i32::try_from(tokens).unwrap_or(i32::MAX),
+    })
+}

@@ -1,0 +1,253 @@
+//! The revocation log: every revocation gets a position; gateways stream
+//! the backlog then live changes (WatchRevocations). Appends take the
+//! head row's lock, so positions commit in order across replicas; watchers
+//! poll the table (and wake at once for appends of this replica).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use sea_orm::ConnectionTrait;
+use tenancy_proto::identity as pb;
+use tenancy_runtime::{Error, Timestamp};
+
+use super::App;
+use crate::domain::error::{IdentityError, Invalid};
+use crate::store::revocations::{self, StoredEvent};
+
+/// How often watchers look for appends by other replicas.
+const POLL: Duration = Duration::from_millis(200);
+/// Heartbeat after this long without other messages.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// What is revoked (or, for `Mfa`, changed) — one event of the log.
+#[derive(Clone, Debug)]
+pub(crate) enum Revocation {
+    Session {
+        session_id: String,
+        user_id: String,
+    },
+    /// Every access token of the user issued before the event (`rev` claim
+    /// below its position).
+    UserTokensBefore {
+        user_id: String,
+    },
+    /// Every access token of the user for the account issued before the
+    /// event.
+    UserAccount {
+        user_id: String,
+        account_id: String,
+    },
+    ApiToken {
+        id: String,
+        user_id: String,
+        account_id: String,
+    },
+    SigningKeys {
+        withdrawn: Vec<String>,
+    },
+    /// The user turned 2FA on or off: gateways judge the user's API tokens
+    /// by it under enforced 2FA.
+    Mfa {
+        user_id: String,
+        enabled: bool,
+    },
+}
+
+/// What a revocation watcher receives, in order.
+pub(crate) enum WatchItem {
+    /// The position asked for is past the head: start again from here.
+    Reset {
+        /// The oldest position kept.
+        oldest_position: i64,
+    },
+    /// One event of the log.
+    Event(StoredEvent),
+    /// The backlog is delivered; live events follow.
+    CaughtUp {
+        /// The last position delivered.
+        head_position: i64,
+    },
+    /// Nothing happened for a while.
+    Heartbeat {
+        /// The last position delivered.
+        head_position: i64,
+        /// The time now.
+        time: Timestamp,
+    },
+}
+
+impl App {
+    /// Appends an event inside the caller's transaction; returns its position.
+    pub(crate) async fn append_revocation<C: ConnectionTrait>(
+        &self,
+        c: &C,
+        what: Revocation,
+        reason: pb::RevocationReason,
+    ) -> Result<i64, IdentityError> {
+        let now = self.now();
+        let position = revocations::next_position(c)
+            .await?
+            .ok_or_else(|| Error::internal("revocation head missing"))?;
+        let lifetime = self.auth.access_token_lifetime;
+        // A cut-off can matter only while a token issued before it lives.
+        let cut_off_expiry = Some(now.plus(lifetime).millis());
+        let event = StoredEvent {
+            position,
+            create_time: now.millis(),
+            reason: reason as i32,
+            ..StoredEvent::default()
+        };
+        let event = match what {
+            Revocation::Session {
+                session_id,
+                user_id,
+            } => StoredEvent {
+                kind: "session".into(),
+                subject: session_id,
+                user_id,
+                expire_time: cut_off_expiry,
+                ..event
+            },
+            Revocation::UserTokensBefore { user_id } => StoredEvent {
+                kind: "user_tokens_before".into(),
+                user_id,
+                expire_time: cut_off_expiry,
+                ..event
+            },
+            Revocation::UserAccount {
+                user_id,
+                account_id,
+            } => StoredEvent {
+                kind: "user_account".into(),
+                user_id,
+                account_id,
+                expire_time: cut_off_expiry,
+                ..event
+            },
+            Revocation::ApiToken {
+                id,
+                user_id,
+                account_id,
+            } => StoredEvent {
+                kind: "api_token".into(),
+                subject: id,
+                user_id,
+                account_id,
+                ..event
+            },
+            Revocation::SigningKeys { withdrawn } => StoredEvent {
+                kind: "signing_keys".into(),
+                kids: withdrawn.join(","),
+                ..event
+            },
+            Revocation::Mfa { user_id, enabled } => StoredEvent {
+                kind: "mfa".into(),
+                subject: if enabled { "on" } else { "off" }.to_owned(),
+                user_id,
+                ..event
+            },
+        };
+        revocations::insert(c, event).await?;
+        Ok(position)
+    }
+
+    /// Wakes this replica's watchers (after a commit).
+    pub(crate) fn notify_revocations(&self) {
+        self.signal.notify_waiters();
+    }
+
+    async fn events_after(&self, position: i64) -> Result<Vec<StoredEvent>, IdentityError> {
+        Ok(revocations::after(&self.db, position).await?)
+    }
+
+    pub(crate) async fn head_position(&self) -> Result<i64, IdentityError> {
+        Ok(revocations::head(&self.db).await?)
+    }
+
+    /// WatchRevocations: backlog, `caught_up`, then live events and
+    /// heartbeats.
+    pub(crate) async fn watch_revocations(
+        self: Arc<Self>,
+        from: i64,
+    ) -> Result<Pin<Box<dyn Stream<Item = WatchItem> + Send>>, IdentityError> {
+        if from < 0 {
+            return Err(IdentityError::invalid(
+                Invalid::Position,
+                "from_position",
+                "must not be negative",
+            ));
+        }
+        let head = self.head_position().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let app = self;
+        tokio::spawn(async move {
+            let send = |item: WatchItem| {
+                let tx = tx.clone();
+                async move { tx.send(item).await.is_ok() }
+            };
+            let mut last = from;
+            if from > head {
+                if !send(WatchItem::Reset { oldest_position: 1 }).await {
+                    return;
+                }
+                last = 0;
+            }
+            // Backlog.
+            loop {
+                match app.events_after(last).await {
+                    Ok(events) if events.is_empty() => break,
+                    Ok(events) => {
+                        for e in events {
+                            last = e.position;
+                            if !send(WatchItem::Event(e)).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+            if !send(WatchItem::CaughtUp {
+                head_position: last,
+            })
+            .await
+            {
+                return;
+            }
+            let mut quiet_since = tokio::time::Instant::now();
+            loop {
+                let notified = app.signal.notified();
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    () = tx.closed() => return,
+                }
+                match app.events_after(last).await {
+                    Ok(events) => {
+                        for e in events {
+                            last = e.position;
+                            quiet_since = tokio::time::Instant::now();
+                            if !send(WatchItem::Event(e)).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => return,
+                }
+                if quiet_since.elapsed() >= HEARTBEAT {
+                    quiet_since = tokio::time::Instant::now();
+                    let beat = WatchItem::Heartbeat {
+                        head_position: last,
+                        time: app.now(),
+                    };
+                    if !send(beat).await {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,187 @@
+//! Clients of the other services identity calls, behind ports tests and
+//! tools may replace:
+//! - [`Accounts`] asks the account service whether a user is an ACTIVE
+//!   member, and which account a new token of theirs selects;
+//! - [`Mailer`] queues email in the contacts service's outbox
+//!   (`ContactsInternalService.SendEmail`).
+//!
+//! A peer's failure becomes our error through the one shared mapping,
+//! [`Error::from_peer`]: SERVICE_UNAVAILABLE naming the peer, so callers may
+//! retry.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
+use tenancy_proto::account::{GetDefaultAccountRequest, GetPrincipalStateRequest, MemberStatus};
+use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
+use tenancy_proto::contacts::{EmailAddress, MessageTemplate, SendEmailRequest};
+use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::principal::ServiceAuth;
+use tenancy_runtime::{Channel, Error};
+use tonic::service::interceptor::InterceptedService;
+
+/// How long identity waits for the account service. A login must not hang
+/// on it: past this, a login without `account_id` goes on without an
+/// account, one with an `account_id` answers UNAVAILABLE.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// The peer names in logs and in the `service` metadata of UNAVAILABLE.
+const ACCOUNT: &str = "account";
+const CONTACTS: &str = "contacts";
+
+/// Membership questions identity asks the account service.
+#[tonic::async_trait]
+pub trait Accounts: Send + Sync + 'static {
+    /// Whether `user_id` is an ACTIVE member of `account_id` with portal
+    /// access (false for unknown accounts).
+    async fn is_active_member(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<bool, Error>;
+
+    /// The account a new token of `user_id` selects when the client named
+    /// none: the first of `preferred` where the user is an ACTIVE member
+    /// with portal access, else their earliest-joined such membership, else
+    /// none.
+    async fn default_account(
+        &self,
+        user_id: &UserId,
+        preferred: &[AccountId],
+    ) -> Result<Option<AccountId>, Error>;
+}
+
+/// Asks `AccountInternalService` (GetPrincipalState, GetDefaultAccount).
+pub struct AccountService {
+    client: AccountInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
+}
+
+impl AccountService {
+    /// A client over a (lazy) channel to the account service.
+    pub fn new(channel: Channel, auth: ServiceAuth) -> Self {
+        Self {
+            client: AccountInternalServiceClient::with_interceptor(channel, auth),
+        }
+    }
+}
+
+/// The answer of `call`, or `None` for NOT_FOUND; UNAVAILABLE for any other
+/// failure and for no answer within [`ANSWER_WITHIN`].
+async fn ask<T>(
+    method: &'static str,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<Option<T>, Error> {
+    match tokio::time::timeout(ANSWER_WITHIN, call).await {
+        Ok(Ok(reply)) => Ok(Some(reply.into_inner())),
+        Ok(Err(status)) if status.code() == tonic::Code::NotFound => Ok(None),
+        Ok(Err(status)) => Err(Error::from_peer(ACCOUNT, &status, &[])),
+        Err(_) => {
+            tracing::warn!(method, "account service did not answer in time");
+            Err(Error::unavailable(format!("{ACCOUNT} is not available"))
+                .with_metadata("service", ACCOUNT))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Accounts for AccountService {
+    async fn is_active_member(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<bool, Error> {
+        let mut client = self.client.clone();
+        let reply = ask(
+            "GetPrincipalState",
+            client.get_principal_state(GetPrincipalStateRequest {
+                user_id: user_id.to_string(),
+                account_id: account_id.to_string(),
+            }),
+        )
+        .await?;
+        Ok(reply
+            .and_then(|r| r.membership)
+            .is_some_and(|m| m.status == MemberStatus::Active as i32 && m.portal_access))
+    }
+
+    async fn default_account(
+        &self,
+        user_id: &UserId,
+        preferred: &[AccountId],
+    ) -> Result<Option<AccountId>, Error> {
+        let mut client = self.client.clone();
+        let reply = ask(
+            "GetDefaultAccount",
+            client.get_default_account(GetDefaultAccountRequest {
+                user_id: user_id.to_string(),
+                preferred_account_ids: preferred.iter().map(ToString::to_string).collect(),
+            }),
+        )
+        .await?;
+        Ok(reply
+            .map(|r| r.account_id)
+            .filter(|id| !id.is_empty())
+            .map(AccountId::trusted))
+    }
+}
+
+/// One message to queue.
+#[derive(Clone, Debug)]
+pub struct OutgoingEmail {
+    /// Unique per logical message (`identity:<kind>:<id>`); repeats are
+    /// deduplicated by the outbox.
+    pub idempotency_key: String,
+    /// The recipient's address.
+    pub to: String,
+    /// The recipient's name (may be empty).
+    pub to_name: String,
+    /// The template.
+    pub template: MessageTemplate,
+    /// The template's variables (may contain links with tokens).
+    pub data: HashMap<String, String>,
+}
+
+/// Where identity's emails go.
+#[tonic::async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// Queues one message (idempotent by key).
+    async fn send(&self, email: OutgoingEmail) -> Result<(), Error>;
+}
+
+/// Sends through the contacts service's outbox.
+pub struct ContactsMailer {
+    client: ContactsInternalServiceClient<InterceptedService<Channel, ServiceAuth>>,
+}
+
+impl ContactsMailer {
+    /// A mailer over a (lazy) channel to the contacts service.
+    pub fn new(channel: Channel, auth: ServiceAuth) -> Self {
+        Self {
+            client: ContactsInternalServiceClient::with_interceptor(channel, auth),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Mailer for ContactsMailer {
+    async fn send(&self, email: OutgoingEmail) -> Result<(), Error> {
+        let request = SendEmailRequest {
+            request_id: email.idempotency_key,
+            to: vec![EmailAddress {
+                email: email.to,
+                name: email.to_name,
+            }],
+            template: email.template as i32,
+            template_data: email.data,
+            account_id: String::new(),
+        };
+        self.client
+            .clone()
+            .send_email(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| Error::from_peer(CONTACTS, &status, &[]))
+    }
+}

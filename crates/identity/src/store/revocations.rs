@@ -1,0 +1,108 @@
+//! The revocation log (`identity_revocations`) and its head
+//! (`identity_revocation_head`, whose row lock orders appends).
+
+use sea_orm::{ConnectionTrait, DbErr, QueryResult};
+use tenancy_runtime::db::{all, exec, get, one};
+
+/// One event of the log as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StoredEvent {
+    /// Its position (1, 2, …).
+    pub(crate) position: i64,
+    /// When it was appended (Unix ms).
+    pub(crate) create_time: i64,
+    /// Until when it matters (Unix ms), if it ends.
+    pub(crate) expire_time: Option<i64>,
+    /// The `RevocationReason` number.
+    pub(crate) reason: i32,
+    /// `session`, `user_tokens_before`, `user_account`, `api_token`,
+    /// `signing_keys` or `mfa`.
+    pub(crate) kind: String,
+    /// The session or API token revoked, or `on`/`off` for `mfa`.
+    pub(crate) subject: String,
+    /// The user concerned (may be empty).
+    pub(crate) user_id: String,
+    /// The account concerned (may be empty).
+    pub(crate) account_id: String,
+    /// The withdrawn key ids, comma-separated, for `signing_keys`.
+    pub(crate) kids: String,
+}
+
+/// Takes the next position (locking the head row until commit).
+pub(crate) async fn next_position<C: ConnectionTrait>(c: &C) -> Result<Option<i64>, DbErr> {
+    one(
+        c,
+        "UPDATE identity_revocation_head SET position = position + 1 WHERE id = 1 RETURNING position",
+        vec![],
+    )
+    .await?
+    .map(|row| get::<i64>(&row, "position"))
+    .transpose()
+}
+
+/// Stores an event at the position [`next_position`] gave.
+pub(crate) async fn insert<C: ConnectionTrait>(c: &C, event: StoredEvent) -> Result<(), DbErr> {
+    exec(
+        c,
+        "INSERT INTO identity_revocations (position, create_time, expire_time, reason, kind, \
+         subject, user_id, account_id, cutoff, kids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        vec![
+            event.position.into(),
+            event.create_time.into(),
+            event.expire_time.into(),
+            event.reason.into(),
+            event.kind.into(),
+            event.subject.into(),
+            event.user_id.into(),
+            event.account_id.into(),
+            Option::<i64>::None.into(),
+            event.kids.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Up to 1000 events after `position`, in order.
+pub(crate) async fn after<C: ConnectionTrait>(
+    c: &C,
+    position: i64,
+) -> Result<Vec<StoredEvent>, DbErr> {
+    all(
+        c,
+        "SELECT position, create_time, expire_time, reason, kind, subject, user_id, account_id, \
+         kids FROM identity_revocations WHERE position > $1 ORDER BY position LIMIT 1000",
+        vec![position.into()],
+    )
+    .await?
+    .iter()
+    .map(event_from_row)
+    .collect()
+}
+
+/// The position of the last event committed (0 for none).
+pub(crate) async fn head<C: ConnectionTrait>(c: &C) -> Result<i64, DbErr> {
+    Ok(one(
+        c,
+        "SELECT position FROM identity_revocation_head WHERE id = 1",
+        vec![],
+    )
+    .await?
+    .map(|r| get::<i64>(&r, "position"))
+    .transpose()?
+    .unwrap_or(0))
+}
+
+fn event_from_row(row: &QueryResult) -> Result<StoredEvent, DbErr> {
+    Ok(StoredEvent {
+        position: get(row, "position")?,
+        create_time: get(row, "create_time")?,
+        expire_time: get(row, "expire_time")?,
+        reason: get(row, "reason")?,
+        kind: get(row, "kind")?,
+        subject: get(row, "subject")?,
+        user_id: get(row, "user_id")?,
+        account_id: get(row, "account_id")?,
+        kids: get(row, "kids")?,
+    })
+}
