@@ -18,6 +18,7 @@
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
+mod app;
 mod cache;
 pub mod domain;
 pub mod migration;
@@ -79,15 +80,16 @@ impl TenancyService for AccountService {
         let cache = Arc::new(cache::AccessCache::default());
         let follower = cache.start(self.db.clone()).await?;
         let peer_calls = peer_calls::PeerCalls::new(self.db.clone(), self.peers.clone());
-        let api = api::Api::new(
-            self.db.clone(),
-            self.context.clock.clone(),
-            peer_calls.clone(),
-            self.context.config.clone(),
-            notify,
+        let app = app::App {
+            db: self.db.clone(),
+            clock: self.context.clock.clone(),
+            peers: peer_calls.peers().clone(),
+            peer_calls: peer_calls.clone(),
+            config: self.context.config.clone(),
+            policy_changed: notify,
             cache,
-            shutdown.clone(),
-        );
+        };
+        let api = api::Api::new(app, shutdown.clone());
         let job = tokio::spawn(reminders::run(
             self.db.clone(),
             self.context.clock.clone(),

@@ -57,17 +57,6 @@ pub(crate) struct Peers {
     contacts: Contacts,
 }
 
-fn unavailable(service: &str, status: &tonic::Status) -> Error {
-    Error::from_peer(service, status, &[])
-}
-
-/// A peer's refusal with one of `codes` passes to our caller as it is
-/// (identity names the same fields as our requests); anything else means
-/// the peer is unavailable.
-fn refused(status: &tonic::Status, codes: &[tonic::Code], service: &str) -> Error {
-    Error::from_peer(service, status, codes)
-}
-
 impl Peers {
     /// Clients over the given channels.
     pub(crate) fn new(identity: Channel, contacts: Channel, auth: ServiceAuth) -> Self {
@@ -91,7 +80,9 @@ impl Peers {
                 name: name.to_owned(),
             })
             .await
-            .map_err(|status| refused(&status, &[tonic::Code::InvalidArgument], "identity"))?
+            .map_err(|status| {
+                Error::from_peer("identity", &status, &[tonic::Code::InvalidArgument])
+            })?
             .into_inner();
         let user = response
             .user
@@ -110,7 +101,7 @@ impl Peers {
                     user_ids: chunk.to_vec(),
                 })
                 .await
-                .map_err(|s| unavailable("identity", &s))?
+                .map_err(|s| Error::from_peer("identity", &s, &[]))?
                 .into_inner()
                 .users;
             for user in users {
@@ -140,7 +131,7 @@ impl Peers {
                     tonic::Code::InvalidArgument,
                     tonic::Code::FailedPrecondition,
                 ];
-                refused(&status, &codes, "identity")
+                Error::from_peer("identity", &status, &codes)
             })?;
         Ok(())
     }
@@ -189,7 +180,7 @@ impl Peers {
                 account_id: account_id.to_owned(),
             })
             .await
-            .map_err(|s| unavailable("contacts", &s))?;
+            .map_err(|s| Error::from_peer("contacts", &s, &[]))?;
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tenancy_runtime::db::{self, get};
 
 use sea_orm::DatabaseConnection;
 use tenancy_proto::contacts::MessageTemplate;
@@ -10,9 +11,9 @@ use tenancy_runtime::Error;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::Config;
 
-use crate::domain::{mfa, status};
+use crate::domain::{MemberStatus, mfa};
 use crate::peers::Peers;
-use crate::store::{self, b, get, i, n, s};
+use crate::store::{b, i, n, s};
 
 /// How often the job looks for members to remind.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -41,13 +42,13 @@ pub(crate) async fn tick(
     config: &Config,
 ) -> Result<(), Error> {
     let now = clock.now().millis();
-    let rows = store::all(
+    let rows = db::all(
         db,
         "SELECT m.account_id, m.user_id, m.mfa_deadline, a.name FROM account_members m JOIN account_accounts a ON a.id = m.account_id \
          WHERE a.enforce_mfa = $1 AND m.status = $2 AND m.portal_access = $1 AND m.mfa_deadline IS NOT NULL \
          AND m.mfa_deadline > $3 AND m.mfa_deadline <= $4 \
          AND (m.mfa_reminded_deadline IS NULL OR m.mfa_reminded_deadline <> m.mfa_deadline) LIMIT 500",
-        vec![b(true), n(status::ACTIVE), i(now), i(now + mfa::REMINDER_BEFORE_MS)],
+        vec![b(true), n(MemberStatus::Active.code()), i(now), i(now + mfa::REMINDER_BEFORE_MS)],
     )
     .await?;
     if !rows.is_empty() {
@@ -84,7 +85,7 @@ pub(crate) async fn tick(
                     )
                     .await?;
             }
-            store::exec(
+            db::exec(
                 db,
                 "UPDATE account_members SET mfa_reminded_deadline = $3 WHERE account_id = $1 AND user_id = $2",
                 vec![s(account.as_str()), s(user.as_str()), i(deadline)],
@@ -92,7 +93,7 @@ pub(crate) async fn tick(
             .await?;
         }
     }
-    store::exec(
+    db::exec(
         db,
         "DELETE FROM account_policy_log WHERE event_time < $1 AND position < (SELECT position FROM account_policy_head WHERE id = 1)",
         vec![i(now - crate::api::RETENTION_MS)],

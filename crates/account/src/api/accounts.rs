@@ -2,12 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
+use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size};
 use tenancy_runtime::{Error, Reason};
 
-use super::{Api, fingerprint, join_deadline, mask_paths, membership_entry, ts};
-use crate::domain::{Scope, role, service_access, status, validate};
+use super::{Api, fingerprint, join_deadline, mask_paths, ts};
+use crate::app::policy::membership_entry;
+use crate::domain::{MemberStatus, Role, Scope, ServiceAccess, validate};
 use crate::store::{self, AccountRow, MemberRow, n, s};
 
 /// The most accounts one user may create.
@@ -282,19 +284,19 @@ impl Api {
                 .ok_or_else(super::internal::account_not_found)?;
             let member = store::member(&self.db, &existing, &user_id)
                 .await?
-                .ok_or_else(super::members::member_not_found)?;
+                .ok_or(crate::domain::AccountError::MemberNotFound)?;
             return Ok(pb::CreateAccountResponse {
                 account: Some(account_pb(&account)),
                 member: Some(self.render_member(&member).await?),
             });
         }
-        let created = store::one(
+        let created = db::one(
             &txn,
             "SELECT COUNT(*) AS c FROM account_accounts WHERE created_by = $1",
             vec![s(user_id.as_str())],
         )
         .await?
-        .map(|r| store::get::<i64>(&r, "c"))
+        .map(|r| db::get::<i64>(&r, "c"))
         .transpose()?
         .unwrap_or(0);
         if created >= MAX_ACCOUNTS_PER_USER {
@@ -307,11 +309,11 @@ impl Api {
         let member = MemberRow {
             account_id: row.id.clone(),
             user_id: user_id.clone(),
-            role: role::OWNER,
-            status: status::ACTIVE,
+            role: Role::Owner,
+            status: MemberStatus::Active,
             portal_access: true,
             password_pending: false,
-            service_access: service_access::ALL,
+            service_access: ServiceAccess::All,
             join_time: now,
             update_time: now,
             name_key: me.map(|u| u.name.to_lowercase()).unwrap_or_default(),
@@ -340,13 +342,13 @@ impl Api {
         )
         .insert(&txn)
         .await?;
-        let settings = super::settings_entry(&row);
+        let settings = crate::app::policy::settings_entry(&row);
         store::append_policy(&txn, now, vec![settings, membership_entry(&member)]).await?;
         txn.commit().await?;
         self.policy_committed(&row.id);
         let scope = Scope {
             portal_access: true,
-            service_access: service_access::ALL,
+            service_access: ServiceAccess::All,
             ..Scope::default()
         };
         Ok(pb::CreateAccountResponse {
@@ -366,7 +368,7 @@ impl Api {
                 reason: Reason::UserIdInvalid,
                 ..e
             })?;
-        let rows = store::all(
+        let rows = db::all(
             &self.db,
             &format!("{MEMBERSHIPS_OF_USER} ORDER BY a.name, a.id LIMIT {MAX_USER_MEMBERSHIPS}"),
             vec![s(user_id.as_str())],
@@ -393,7 +395,11 @@ impl Api {
         let f = fingerprint(&"my_accounts");
         let cursor =
             decode_page_token_for::<MyAccountsToken>(&req.page_token, |t| t.f == f)?.map(|t| t.c);
-        let mut values = vec![s(user_id.as_str()), n(status::ACTIVE), n(status::SUSPENDED)];
+        let mut values = vec![
+            s(user_id.as_str()),
+            n(MemberStatus::Active.code()),
+            n(MemberStatus::Suspended.code()),
+        ];
         let mut sql = format!("{MEMBERSHIPS_OF_USER} AND m.status IN ($2, $3)");
         if let Some(c) = &cursor {
             sql.push_str(" AND (a.name > $4 OR (a.name = $4 AND a.id > $5))");
@@ -401,7 +407,7 @@ impl Api {
             values.push(s(c.id.as_str()));
         }
         sql.push_str(&format!(" ORDER BY a.name, a.id LIMIT {}", size + 1));
-        let rows = store::all(&self.db, &sql, values).await?;
+        let rows = db::all(&self.db, &sql, values).await?;
         let more = rows.len() as u64 > size;
         let me = self.users_or_empty(std::slice::from_ref(&user_id)).await;
         let has_mfa = me.get(&user_id).is_some_and(|u| u.totp_enabled);
@@ -434,7 +440,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetAccountRequest>,
     ) -> Result<pb::GetAccountResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
             .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
@@ -449,7 +455,7 @@ impl Api {
     ) -> Result<pb::UpdateAccountResponse, Error> {
         // Managers too: every path is the account's profile (seed 004: full
         // access but for users); security and support access are elsewhere.
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let req = request.into_inner();
         let paths = mask_paths(req.update_mask.as_ref(), ACCOUNT_PATHS)?;
         let input = req.account.unwrap_or_default();
@@ -509,18 +515,18 @@ fn account_membership(
     row: &sea_orm::QueryResult,
     has_mfa: bool,
 ) -> Result<pb::AccountMembership, Error> {
-    let enforce: bool = store::get(row, "enforce_mfa")?;
-    let deadline: Option<i64> = store::get(row, "mfa_deadline")?;
+    let enforce: bool = db::get(row, "enforce_mfa")?;
+    let deadline: Option<i64> = db::get(row, "mfa_deadline")?;
     Ok(pb::AccountMembership {
         account: Some(pb::AccountSummary {
-            id: store::get(row, "id")?,
-            r#type: store::get(row, "account_type")?,
-            name: store::get(row, "name")?,
+            id: db::get(row, "id")?,
+            r#type: db::get(row, "account_type")?,
+            name: db::get(row, "name")?,
         }),
-        role: store::get(row, "role")?,
-        status: store::get(row, "status")?,
-        portal_access: store::get(row, "portal_access")?,
-        join_time: Some(ts(store::get(row, "join_time")?)),
+        role: db::get(row, "role")?,
+        status: db::get(row, "status")?,
+        portal_access: db::get(row, "portal_access")?,
+        join_time: Some(ts(db::get(row, "join_time")?)),
         enforce_mfa: enforce,
         mfa_deadline: if enforce && !has_mfa {
             deadline.map(ts)

@@ -1,6 +1,7 @@
 //! AccountInternalService: access decisions, principal state, audit writes.
 
 use tenancy_proto::account as pb;
+use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::new_id;
 use tenancy_runtime::{Error, Reason};
@@ -8,7 +9,7 @@ use tenancy_runtime::{Error, Reason};
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
 use crate::domain::default_account::{Usable, default_account};
-use crate::domain::{level, role, service_access, status};
+use crate::domain::{Level, MemberStatus, Role, ServiceAccess};
 use crate::store::{self, AccountRow, AuditRow, s};
 
 pub(crate) fn account_not_found() -> Error {
@@ -37,8 +38,8 @@ impl Api {
         let mut v = Violations::default();
         required(&mut v, "user_id", &req.user_id);
         required(&mut v, "account_id", &req.account_id);
-        let wanted = req.level;
-        if req.target.is_some() && !(wanted == level::VIEW || wanted == level::MANAGE) {
+        let wanted = Level::grantable(req.level);
+        if req.target.is_some() && wanted.is_none() {
             v.add("level", "VIEW or MANAGE is required with a target");
         }
         v.finish()?;
@@ -60,15 +61,15 @@ impl Api {
                 Target::Tag(m.on_tag(&normalised(tag)))
             }
         };
-        let decision = access::decide(facts, target, wanted);
+        let decision = access::decide(facts, target, wanted.unwrap_or(Level::None));
         let (role, status) = match facts {
-            Some(m) if m.status != status::REVOKED => (m.role, m.status),
+            Some(m) if m.status != MemberStatus::Revoked => (m.role.code(), m.status.code()),
             _ => (0, 0),
         };
         Ok(pb::CheckAccessResponse {
             allowed: decision.allowed,
             reason: decision.reason,
-            effective_level: decision.effective_level,
+            effective_level: decision.effective_level.code(),
             role,
             status,
         })
@@ -81,18 +82,19 @@ impl Api {
         let mut v = Violations::default();
         required(&mut v, "user_id", &req.user_id);
         required(&mut v, "account_id", &req.account_id);
-        let wanted = req.level;
-        if !(wanted == level::VIEW || wanted == level::MANAGE) {
+        let wanted = Level::grantable(req.level);
+        if wanted.is_none() {
             v.add("level", "VIEW or MANAGE is required");
         }
         v.check(req.service_ids.len() <= 500, "service_ids", "at most 500");
         v.finish()?;
+        let wanted = wanted.unwrap_or(Level::View);
         let user = normalised(&req.user_id);
         let account = normalised(&req.account_id);
         let member = self.cache.member(&self.db, &account, &user).await?;
         let facts = member.as_ref().map(|m| m.facts);
         let member_role = match facts {
-            Some(m) if m.status != status::REVOKED => m.role,
+            Some(m) if m.status != MemberStatus::Revoked => m.role.code(),
             _ => 0,
         };
         if let Some(denied) = access::membership_denial(facts) {
@@ -129,11 +131,11 @@ impl Api {
                     service_id: original.clone(),
                     allowed: d.allowed,
                     reason: d.reason,
-                    effective_level: d.effective_level,
+                    effective_level: d.effective_level.code(),
                 }
             })
             .collect();
-        let all_services = m.role == role::OWNER || m.service_access == service_access::ALL;
+        let all_services = access::reaches_all_services(m);
         let accessible = if req.include_accessible_service_ids && !all_services {
             member.accessible(&catalogue, wanted)
         } else {
@@ -141,16 +143,16 @@ impl Api {
         };
         Ok(pb::BatchCheckAccessResponse {
             results,
-            membership_reason: if m.role == role::OWNER {
+            membership_reason: if m.role == Role::Owner {
                 reason::OWNER
             } else {
                 reason::ACTIVE_MEMBER
             },
-            role: m.role,
-            service_access: if m.role == role::OWNER {
-                service_access::ALL
+            role: m.role.code(),
+            service_access: if m.role == Role::Owner {
+                ServiceAccess::All.code()
             } else {
-                m.service_access
+                m.service_access.code()
             },
             all_services,
             accessible_service_ids: accessible,
@@ -173,7 +175,7 @@ impl Api {
             .ok_or_else(account_not_found)?;
         let row = store::member(&self.db, &account.id, req.user_id.trim())
             .await?
-            .filter(|m| m.status != status::REVOKED);
+            .filter(|m| m.status != MemberStatus::Revoked);
         let scope = match &row {
             Some(r) => Some(store::scope(&self.db, r).await?),
             None => None,
@@ -222,10 +224,14 @@ impl Api {
                 .map(|i| format!("${}", i + 4))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut values = vec![s(user.as_ref()), store::n(status::ACTIVE), store::b(true)];
+            let mut values = vec![
+                s(user.as_ref()),
+                store::n(MemberStatus::Active.code()),
+                store::b(true),
+            ];
             values.extend(preferred.iter().map(|id| s(id.as_str())));
             usable.extend(
-                store::all(
+                db::all(
                     &self.db,
                     &format!("{usable_sql} AND account_id IN ({list})"),
                     values,
@@ -234,10 +240,14 @@ impl Api {
             );
         }
         usable.extend(
-            store::all(
+            db::all(
                 &self.db,
                 &format!("{usable_sql} ORDER BY join_time, account_id LIMIT 1"),
-                vec![s(user.as_ref()), store::n(status::ACTIVE), store::b(true)],
+                vec![
+                    s(user.as_ref()),
+                    store::n(MemberStatus::Active.code()),
+                    store::b(true),
+                ],
             )
             .await?,
         );
@@ -245,8 +255,8 @@ impl Api {
             .iter()
             .map(|row| {
                 Ok(Usable {
-                    account_id: store::get(row, "account_id")?,
-                    join_time: store::get(row, "join_time")?,
+                    account_id: db::get(row, "account_id")?,
+                    join_time: db::get(row, "join_time")?,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -337,7 +347,7 @@ impl Api {
             &row.after,
         ));
         let txn = store::begin(&self.db).await?;
-        if store::one(
+        if db::one(
             &txn,
             "SELECT id FROM account_accounts WHERE id = $1",
             vec![s(row.account_id.as_str())],
@@ -358,7 +368,7 @@ impl Api {
             )
             .await?
         {
-            let existing = store::one(
+            let existing = db::one(
                 &txn,
                 &format!(
                     "SELECT {} FROM account_audit_events WHERE id = $1",

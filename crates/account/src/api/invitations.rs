@@ -1,8 +1,8 @@
 //! Invitations: invite, list, resend, cancel, accept.
 
 use std::collections::HashMap;
+use tenancy_runtime::db::{self, get};
 
-use sea_orm::ConnectionTrait as _;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_proto::contacts::MessageTemplate;
@@ -11,12 +11,11 @@ use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, pag
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Reason};
 
-use super::members::{ScopeFields, parse_role};
-use super::{
-    Api, Caller, fingerprint, join_deadline, membership_entry, pb_role_name, scope_pb, ts,
-};
-use crate::domain::{Scope, invitation_state as st, role, service_access, status, validate};
-use crate::store::{self, AccountRow, MemberRow, b, get, i, n, os, s};
+use super::members::ScopeFields;
+use super::{Api, Caller, fingerprint, join_deadline, scope_pb, ts};
+use crate::app::policy::{membership_entry, role_name};
+use crate::domain::{MemberStatus, Role, Scope, ServiceAccess, invitation_state as st, validate};
+use crate::store::{self, AccountRow, MemberRow, b, i, n, os, s};
 
 /// How long an invitation link works.
 pub(crate) const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -30,7 +29,7 @@ struct InvitationRow {
     id: String,
     account_id: String,
     email: String,
-    role: i32,
+    role: Role,
     scope: Scope,
     state: i32,
     token_hash: String,
@@ -51,7 +50,7 @@ impl InvitationRow {
             id: get(r, "id")?,
             account_id: get(r, "account_id")?,
             email: get(r, "email")?,
-            role: get(r, "role")?,
+            role: store::coded(r, "role", Role::from_code)?,
             scope: serde_json::from_str(&scope).unwrap_or_default(),
             state: get(r, "state")?,
             token_hash: get(r, "token_hash")?,
@@ -77,16 +76,16 @@ impl InvitationRow {
 
     async fn insert<C: sea_orm::ConnectionTrait>(&self, c: &C) -> Result<(), sea_orm::DbErr> {
         let scope = serde_json::to_string(&self.scope).unwrap_or_default();
-        c.execute_raw(store::stmt(
-            c.get_database_backend(),
+        db::exec(
+            c,
             &format!("INSERT INTO account_invitations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
             vec![
-                s(self.id.as_str()), s(self.account_id.as_str()), s(self.email.as_str()), n(self.role), s(scope),
+                s(self.id.as_str()), s(self.account_id.as_str()), s(self.email.as_str()), n(self.role.code()), s(scope),
                 n(self.state), s(self.token_hash.as_str()), i(self.create_time), i(self.expire_time),
                 s(self.invited_by.as_str()), i(self.send_time), n(self.send_count), store::oi(self.close_time),
                 os(self.user_id.clone()), b(self.for_existing_member),
             ],
-        ))
+        )
         .await?;
         Ok(())
     }
@@ -122,7 +121,7 @@ fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
         id: r.id.clone(),
         account_id: r.account_id.clone(),
         email: r.email.clone(),
-        role: r.role,
+        role: r.role.code(),
         access_scope: Some(scope_pb(&scope)),
         state,
         create_time: Some(ts(r.create_time)),
@@ -195,7 +194,7 @@ impl Api {
                 account.map(|a| a.name).unwrap_or_default(),
             ),
             ("inviter_name".to_owned(), inviter_name),
-            ("role".to_owned(), pb_role_name(inv.role).to_owned()),
+            ("role".to_owned(), role_name(inv.role).to_owned()),
             (
                 "accept_url".to_owned(),
                 format!("{portal}/accept-invitation?token={}", token.expose()),
@@ -215,7 +214,7 @@ impl Api {
 
     async fn load_invitation(&self, account_id: &str, id: &str) -> Result<InvitationRow, Error> {
         let id = parse_id("invitation_id", id)?;
-        let row = store::one(
+        let row = db::one(
             &self.db,
             &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1 AND account_id = $2"),
             vec![s(id), s(account_id)],
@@ -229,18 +228,20 @@ impl Api {
         &self,
         request: tonic::Request<pb::InviteMemberRequest>,
     ) -> Result<pb::InviteMemberResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let email = v.take("email", validate::email(&req.email));
-        if !(req.role == role::OWNER || req.role == role::MANAGER) {
+        let role = Role::from_code(req.role);
+        if role.is_none() {
             v.add("role", "must be OWNER or MANAGER");
         }
         v.finish()?;
+        let role = role.unwrap_or(Role::Manager);
         let email = email.unwrap_or_default();
         let mut input = req.access_scope.unwrap_or_default();
-        if req.role == role::OWNER && input.service_access == 0 {
-            input.service_access = service_access::ALL;
+        if role == Role::Owner && input.service_access == 0 {
+            input.service_access = ServiceAccess::All.code();
         }
         let mut scope = self
             .parse_scope(
@@ -258,7 +259,7 @@ impl Api {
             id: new_id(),
             account_id: caller.account_id.clone(),
             email: email.clone(),
-            role: req.role,
+            role,
             scope,
             state: st::PENDING,
             token_hash: token.hash(),
@@ -274,7 +275,7 @@ impl Api {
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
         if let Some(m) = store::member(&txn, &caller.account_id, &user.id).await?
-            && m.status != status::REVOKED
+            && m.status != MemberStatus::Revoked
         {
             return Err(Error::new(
                 Reason::MemberExists,
@@ -282,7 +283,7 @@ impl Api {
             ));
         }
         // An expired invitation no longer blocks a new one.
-        store::exec(
+        db::exec(
             &txn,
             "UPDATE account_invitations SET state = $4, close_time = expire_time WHERE account_id = $1 AND email = $2 AND state = 1 AND expire_time <= $3",
             vec![s(caller.account_id.as_str()), s(email.as_str()), i(now), n(st::EXPIRED)],
@@ -300,7 +301,7 @@ impl Api {
             "member.invite",
             ("invitation", &inv.id),
             None,
-            Some(serde_json::json!({"email": email, "role": pb_role_name(inv.role)})),
+            Some(serde_json::json!({"email": email, "role": role_name(inv.role)})),
         )
         .insert(&txn)
         .await?;
@@ -351,14 +352,14 @@ impl Api {
         };
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &member.account_id).await?;
-        store::exec(
+        db::exec(
             &txn,
             "UPDATE account_invitations SET state = $4, close_time = $3 WHERE account_id = $1 AND email = $2 AND state = 1",
             vec![s(member.account_id.as_str()), s(email.as_str()), i(now), n(st::CANCELLED)],
         )
         .await?;
         inv.insert(&txn).await?;
-        self.audit(&caller.principal, &member.account_id, "member.invite", ("invitation", &inv.id), None, Some(serde_json::json!({"email": email, "role": pb_role_name(inv.role), "portal_access": true})))
+        self.audit(&caller.principal, &member.account_id, "member.invite", ("invitation", &inv.id), None, Some(serde_json::json!({"email": email, "role": role_name(inv.role), "portal_access": true})))
             .insert(&txn)
             .await?;
         txn.commit().await?;
@@ -370,7 +371,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::ListInvitationsRequest>,
     ) -> Result<pb::ListInvitationsResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let mut states = req.states.clone();
@@ -407,7 +408,7 @@ impl Api {
             " ORDER BY create_time DESC, id DESC LIMIT {}",
             size + 1
         ));
-        let rows = store::all(&self.db, &sql, values).await?;
+        let rows = db::all(&self.db, &sql, values).await?;
         let more = rows.len() as u64 > size;
         let rows: Vec<InvitationRow> = rows
             .iter()
@@ -432,7 +433,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::ResendInvitationRequest>,
     ) -> Result<pb::ResendInvitationResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let inv = self
             .load_invitation(&caller.account_id, &request.get_ref().invitation_id)
             .await?;
@@ -448,7 +449,7 @@ impl Api {
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
         let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
-        let row = store::one(
+        let row = db::one(
             &self.db,
             &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1"),
             vec![s(id)],
@@ -491,15 +492,14 @@ impl Api {
         inv.close_time = None;
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &inv.account_id).await?;
-        let updated = txn
-            .execute_raw(store::stmt(
-                sea_orm::ConnectionTrait::get_database_backend(&txn),
-                "UPDATE account_invitations SET state = 1, token_hash = $2, expire_time = $3, send_time = $4, send_count = $5, close_time = NULL WHERE id = $1 AND state IN (1, 4)",
-                vec![s(inv.id.as_str()), s(inv.token_hash.as_str()), i(inv.expire_time), i(now), n(inv.send_count)],
-            ))
-            .await;
+        let updated = db::exec(
+            &txn,
+            "UPDATE account_invitations SET state = 1, token_hash = $2, expire_time = $3, send_time = $4, send_count = $5, close_time = NULL WHERE id = $1 AND state IN (1, 4)",
+            vec![s(inv.id.as_str()), s(inv.token_hash.as_str()), i(inv.expire_time), i(now), n(inv.send_count)],
+        )
+        .await;
         match updated {
-            Ok(r) if r.rows_affected() == 1 => {}
+            Ok(1) => {}
             Ok(_) => return Err(used()),
             Err(e) if tenancy_runtime::db::is_unique_violation(&e) => return Err(pending_exists()),
             Err(e) => return Err(e.into()),
@@ -525,7 +525,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::CancelInvitationRequest>,
     ) -> Result<pb::CancelInvitationResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let mut inv = self
             .load_invitation(&caller.account_id, &request.get_ref().invitation_id)
             .await?;
@@ -541,7 +541,7 @@ impl Api {
         }
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
-        let changed = store::exec(
+        let changed = db::exec(
             &txn,
             "UPDATE account_invitations SET state = 3, close_time = $2 WHERE id = $1 AND state IN (1, 4)",
             vec![s(inv.id.as_str()), i(now)],
@@ -578,7 +578,7 @@ impl Api {
             return Err(Error::invalid_field("token", "required"));
         }
         let hash = SecretToken::from_client(req.token.clone()).hash();
-        let row = store::one(
+        let row = db::one(
             &self.db,
             &format!("SELECT {COLUMNS} FROM account_invitations WHERE token_hash = $1"),
             vec![s(hash.as_str())],
@@ -628,7 +628,7 @@ impl Api {
         }
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &inv.account_id).await?;
-        let claimed = store::exec(
+        let claimed = db::exec(
             &txn,
             "UPDATE account_invitations SET state = 2, close_time = $2, user_id = $4 WHERE id = $1 AND state = 1 AND token_hash = $3 AND expire_time > $2",
             vec![s(inv.id.as_str()), i(now), s(hash.as_str()), s(user.id.as_str())],
@@ -642,8 +642,8 @@ impl Api {
             .ok_or_else(not_found)?;
         let existing = store::member(&txn, &inv.account_id, &user.id).await?;
         let row = match existing {
-            Some(mut m) if m.status != status::REVOKED => {
-                if !(inv.for_existing_member && m.status == status::ACTIVE) {
+            Some(mut m) if m.status != MemberStatus::Revoked => {
+                if !(inv.for_existing_member && m.status == MemberStatus::Active) {
                     return Err(Error::new(
                         Reason::MemberExists,
                         "you are already a member of this account",
@@ -669,15 +669,11 @@ impl Api {
                 let m = MemberRow {
                     account_id: inv.account_id.clone(),
                     user_id: user.id.clone(),
-                    role: parse_role(inv.role, "role").unwrap_or(role::MANAGER),
-                    status: status::ACTIVE,
+                    role: inv.role,
+                    status: MemberStatus::Active,
                     portal_access: true,
                     password_pending: false,
-                    service_access: if scope.service_access == 0 {
-                        service_access::NONE
-                    } else {
-                        scope.service_access
-                    },
+                    service_access: scope.service_access,
                     join_time: now,
                     update_time: now,
                     name_key: if user.name.is_empty() {
@@ -699,7 +695,7 @@ impl Api {
             "invitation.accept",
             ("invitation", &inv.id),
             None,
-            Some(super::member_json(&row)),
+            Some(crate::app::policy::member_json(&row)),
         );
         audit.actor_kind = pb::ActorKind::User as i32;
         audit.actor_id = user.id.clone();
@@ -711,7 +707,7 @@ impl Api {
         Ok(pb::AcceptInvitationResponse {
             account_id: inv.account_id.clone(),
             user_id: user.id.clone(),
-            role: row.role,
+            role: row.role.code(),
             user_created,
         })
     }

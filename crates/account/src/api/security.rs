@@ -2,14 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
+use tenancy_runtime::db::{self, get};
 use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size};
 use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::{Error, Reason};
 
 use super::internal::account_not_found;
-use super::{Api, allowlist_nets, mask_paths, settings_entry, settings_pb, ts};
-use crate::domain::{mfa, role, status, validate};
-use crate::store::{self, AccountRow, get, i, n, oi, s};
+use super::{Api, allowlist_nets, mask_paths, settings_pb, ts};
+use crate::app::policy::settings_entry;
+use crate::domain::{MemberStatus, Role, mfa, validate};
+use crate::store::{self, AccountRow, i, n, s};
 
 /// The longest support-access grant.
 const MAX_SUPPORT_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -43,7 +45,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetSecuritySettingsRequest>,
     ) -> Result<pb::GetSecuritySettingsResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
             .ok_or_else(account_not_found)?;
@@ -72,7 +74,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::UpdateSecuritySettingsRequest>,
     ) -> Result<pb::UpdateSecuritySettingsResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let paths = mask_paths(
             req.update_mask.as_ref(),
@@ -158,30 +160,15 @@ impl Api {
         let turned_on = row.enforce_mfa && !before.enforce_mfa;
         if turned_on {
             row.enforce_mfa_time = Some(now);
-            store::exec(
-                &txn,
-                "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1",
-                vec![s(row.id.as_str()), i(now), i(row.mfa_grace_ms)],
-            )
-            .await?;
+            store::start_mfa_deadlines(&txn, &row.id, now, row.mfa_grace_ms).await?;
         } else if row.enforce_mfa && row.mfa_grace_ms != before.mfa_grace_ms {
             // Re-saving never extends a personal deadline; tightening
             // shortens it.
             let start = row.enforce_mfa_time.unwrap_or(now);
-            store::exec(
-                &txn,
-                "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1",
-                vec![s(row.id.as_str()), i(start), i(row.mfa_grace_ms)],
-            )
-            .await?;
+            store::resave_mfa_deadlines(&txn, &row.id, start, row.mfa_grace_ms).await?;
         } else if !row.enforce_mfa && before.enforce_mfa {
             row.enforce_mfa_time = None;
-            store::exec(
-                &txn,
-                "UPDATE account_members SET mfa_deadline = $2 WHERE account_id = $1",
-                vec![s(row.id.as_str()), oi(None)],
-            )
-            .await?;
+            store::clear_mfa_deadlines(&txn, &row.id).await?;
         }
         row.security_update_time = Some(now);
         row.security_update_user = caller.user_id.clone();
@@ -206,17 +193,19 @@ impl Api {
         let mut entries = vec![settings_entry(&row)];
         if turned_on || (row.enforce_mfa && row.mfa_grace_ms != before.mfa_grace_ms) {
             // Personal deadlines moved: gateways enforce each member's own.
-            let members = store::all(
+            let members = db::all(
                 &txn,
                 &format!(
                     "SELECT {} FROM account_members WHERE account_id = $1 AND status <> $2",
                     store::member_columns()
                 ),
-                vec![s(row.id.as_str()), n(status::REVOKED)],
+                vec![s(row.id.as_str()), n(MemberStatus::Revoked.code())],
             )
             .await?;
             for member in &members {
-                entries.push(super::membership_entry(&store::MemberRow::read(member)?));
+                entries.push(crate::app::policy::membership_entry(
+                    &store::MemberRow::read(member)?,
+                ));
             }
         }
         store::append_policy(&txn, now, entries).await?;
@@ -231,7 +220,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::GrantSupportAccessRequest>,
     ) -> Result<pb::GrantSupportAccessResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let now = self.now();
         let expire = match &req.expiration {
@@ -270,13 +259,13 @@ impl Api {
         let id = new_id();
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
-        store::exec(
+        db::exec(
             &txn,
             "UPDATE account_support_grants SET revoke_time = $2, revoked_by = $3 WHERE account_id = $1 AND revoke_time IS NULL AND expire_time > $2",
             vec![s(caller.account_id.as_str()), i(now), s(caller.user_id.as_str())],
         )
         .await?;
-        store::exec(
+        db::exec(
             &txn,
             "INSERT INTO account_support_grants (id, account_id, granted_by, create_time, expire_time, note, revoke_time, revoked_by) VALUES ($1, $2, $3, $4, $5, $6, NULL, '')",
             vec![s(id.as_str()), s(caller.account_id.as_str()), s(caller.user_id.as_str()), i(now), i(expire), s(note.as_str())],
@@ -292,7 +281,7 @@ impl Api {
         )
         .insert(&txn)
         .await?;
-        let row = store::one(
+        let row = db::one(
             &txn,
             &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE id = $1"),
             vec![s(id.as_str())],
@@ -308,11 +297,11 @@ impl Api {
         &self,
         request: tonic::Request<pb::RevokeSupportAccessRequest>,
     ) -> Result<pb::RevokeSupportAccessResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let now = self.now();
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
-        let active = store::one(
+        let active = db::one(
             &txn,
             &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE account_id = $1 AND revoke_time IS NULL AND expire_time > $2 ORDER BY create_time DESC, id DESC"),
             vec![s(caller.account_id.as_str()), i(now)],
@@ -323,7 +312,7 @@ impl Api {
             return Ok(pb::RevokeSupportAccessResponse { grant: None });
         };
         let id: String = get(&active, "id")?;
-        store::exec(
+        db::exec(
             &txn,
             "UPDATE account_support_grants SET revoke_time = $2, revoked_by = $3 WHERE id = $1",
             vec![s(id.as_str()), i(now), s(caller.user_id.as_str())],
@@ -339,7 +328,7 @@ impl Api {
         )
         .insert(&txn)
         .await?;
-        let row = store::one(
+        let row = db::one(
             &txn,
             &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE id = $1"),
             vec![s(id.as_str())],
@@ -355,9 +344,9 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetSupportAccessRequest>,
     ) -> Result<pb::GetSupportAccessResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let now = self.now();
-        let row = store::one(
+        let row = db::one(
             &self.db,
             &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE account_id = $1 ORDER BY create_time DESC, id DESC"),
             vec![s(caller.account_id.as_str())],
@@ -376,7 +365,7 @@ impl Api {
         if account_id.is_empty() {
             return Err(Error::invalid_field("account_id", "required"));
         }
-        if store::one(
+        if db::one(
             &self.db,
             "SELECT id FROM account_accounts WHERE id = $1",
             vec![s(account_id.as_str())],
@@ -387,7 +376,7 @@ impl Api {
             return Err(account_not_found());
         }
         let now = self.now();
-        let row = store::one(
+        let row = db::one(
             &self.db,
             &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE account_id = $1 AND revoke_time IS NULL AND expire_time > $2 ORDER BY create_time DESC, id DESC"),
             vec![s(account_id.as_str()), i(now)],
@@ -410,7 +399,7 @@ impl Api {
             .map(|t| t.a)
             .unwrap_or_default();
         let now = self.now();
-        let rows = store::all(
+        let rows = db::all(
             &self.db,
             &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE revoke_time IS NULL AND expire_time > $1 AND account_id > $2 ORDER BY account_id LIMIT {}", size + 1),
             vec![i(now), s(after)],

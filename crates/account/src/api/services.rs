@@ -3,14 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
+use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
 use tenancy_runtime::{Error, Reason};
 
 use super::internal::account_not_found;
-use super::{Api, Caller, access_entry, fingerprint, mask_paths, ts};
-use crate::domain::{Scope, level, role, service_access, validate};
-use crate::store::{self, SERVICE_COLUMNS, ServiceRow, s};
+use super::{Api, Caller, fingerprint, mask_paths, ts};
+use crate::app::policy::access_entry;
+use crate::domain::access;
+use crate::domain::{Level, Role, Scope, validate};
+use crate::store::{self, ServiceRow, s};
 
 fn service_not_found() -> Error {
     Error::new(Reason::ServiceNotFound, "service not found")
@@ -71,27 +74,11 @@ fn apply(row: &mut ServiceRow, input: &pb::Service, paths: &[&str], v: &mut Viol
 }
 
 /// The caller's level on a service, from their scope.
-pub(crate) fn level_on(caller: &Caller, scope: &Scope, service: &ServiceRow) -> i32 {
-    if caller.member.role == role::OWNER || caller.member.service_access == service_access::ALL {
-        return level::MANAGE;
-    }
-    let mut best = 0;
-    if caller.member.service_access == service_access::SELECTED
-        && scope.selected.contains(&service.id)
-    {
-        best = level::MANAGE;
-    }
-    for (id, l) in &scope.resources {
-        if *id == service.id {
-            best = best.max(*l);
-        }
-    }
-    for (t, l) in &scope.tags {
-        if service.tags.contains(t) {
-            best = best.max(*l);
-        }
-    }
-    best
+fn level_on(caller: &Caller, scope: &Scope, service: &ServiceRow) -> Level {
+    access::service_level(
+        caller.member.access_facts(),
+        access::grants_on(scope, &service.id, &service.tags),
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -104,7 +91,7 @@ struct Token {
 impl Api {
     async fn external_id_conflict(&self, account_id: &str, external_id: &Option<String>) -> Error {
         let existing = match external_id {
-            Some(e) => store::one(
+            Some(e) => db::one(
                 &self.db,
                 "SELECT id FROM account_services WHERE account_id = $1 AND external_id = $2",
                 vec![s(account_id), s(e.as_str())],
@@ -112,7 +99,7 @@ impl Api {
             .await
             .ok()
             .flatten()
-            .and_then(|r| store::get::<String>(&r, "id").ok()),
+            .and_then(|r| db::get::<String>(&r, "id").ok()),
             None => None,
         };
         Error::new(
@@ -291,28 +278,9 @@ impl Api {
             .ok_or_else(service_not_found)?;
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &row.account_id).await?;
-        if store::exec(
-            &txn,
-            "DELETE FROM account_services WHERE id = $1",
-            vec![s(id.as_str())],
-        )
-        .await?
-            == 0
-        {
+        if !store::delete_service(&txn, &row.account_id, &id).await? {
             return Err(service_not_found());
         }
-        store::exec(
-            &txn,
-            "DELETE FROM account_service_tags WHERE service_id = $1",
-            vec![s(id.as_str())],
-        )
-        .await?;
-        store::exec(
-            &txn,
-            "DELETE FROM account_member_grants WHERE account_id = $1 AND grant_key = $2 AND grant_kind IN (1, 2)",
-            vec![s(row.account_id.as_str()), s(id.as_str())],
-        )
-        .await?;
         let audit = self.audit(
             &principal,
             &row.account_id,
@@ -332,7 +300,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::ListServicesRequest>,
     ) -> Result<pb::ListServicesResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let mut v = Violations::default();
@@ -347,44 +315,20 @@ impl Api {
         let f = fingerprint(&(&req.kind, &filter_tags, req.min_access_level));
         let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let scope = store::scope(&self.db, &caller.member).await?;
-        let mut sql =
-            format!("SELECT {SERVICE_COLUMNS} FROM account_services sv WHERE sv.account_id = $1");
-        let mut values = vec![s(caller.account_id.as_str())];
-        if !req.kind.is_empty() {
-            values.push(s(req.kind.as_str()));
-            sql.push_str(&format!(" AND sv.kind = ${}", values.len()));
-        }
-        for t in &filter_tags {
-            values.push(s(t.as_str()));
-            sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM account_service_tags t WHERE t.service_id = sv.id AND t.tag = ${})", values.len()));
-        }
-        let everything = caller.member.role == role::OWNER
-            || caller.member.service_access == service_access::ALL;
-        if !everything {
-            values.push(s(caller.user_id.as_str()));
-            let u = values.len();
-            sql.push_str(&format!(
-                " AND (sv.id IN (SELECT grant_key FROM account_member_grants WHERE account_id = $1 AND user_id = ${u} AND grant_kind IN (1, 2)) \
-                 OR sv.id IN (SELECT t.service_id FROM account_service_tags t JOIN account_member_grants g ON g.grant_key = t.tag AND g.account_id = t.account_id WHERE g.account_id = $1 AND g.user_id = ${u} AND g.grant_kind = 3))"
-            ));
-        }
-        if let Some(c) = &cursor {
-            values.push(s(c.name.as_str()));
-            let a = values.len();
-            values.push(s(c.id.as_str()));
-            let b = values.len();
-            sql.push_str(&format!(
-                " AND (sv.name > ${a} OR (sv.name = ${a} AND sv.id > ${b}))"
-            ));
-        }
-        sql.push_str(&format!(" ORDER BY sv.name, sv.id LIMIT {}", size + 1));
-        let rows = store::all(&self.db, &sql, values).await?;
+        let facts = caller.member.access_facts();
+        let query = store::ServiceQuery {
+            kind: &req.kind,
+            tags: &filter_tags,
+            reachable_by: (!access::reaches_all_services(facts)).then_some(caller.user_id.as_str()),
+            after: cursor.as_ref().map(|c| (c.name.as_str(), c.id.as_str())),
+            limit: size + 1,
+        };
+        let rows = store::list_services(&self.db, &caller.account_id, &query).await?;
         let more = rows.len() as u64 > size;
         let rows: Vec<ServiceRow> = rows
-            .iter()
+            .into_iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .map(ServiceRow::read)
-            .collect::<Result<_, _>>()?;
+            .collect();
         let next_page_token = match (more, rows.last()) {
             (true, Some(last)) => encode_page_token(&Token {
                 f,
@@ -396,8 +340,8 @@ impl Api {
         let services = rows
             .iter()
             .map(|r| (r, level_on(&caller, &scope, r)))
-            .filter(|(_, l)| *l > 0 && *l >= req.min_access_level)
-            .map(|(r, l)| service_pb(r, l))
+            .filter(|(_, l)| *l > Level::None && l.code() >= req.min_access_level)
+            .map(|(r, l)| service_pb(r, l.code()))
             .collect();
         Ok(pb::ListServicesResponse {
             services,
@@ -409,7 +353,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetServiceRequest>,
     ) -> Result<pb::GetServiceResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let id = parse_id("service_id", &request.get_ref().service_id)?;
         let row = ServiceRow::load(&self.db, &id)
             .await?
@@ -417,11 +361,11 @@ impl Api {
             .ok_or_else(service_not_found)?;
         let scope = store::scope(&self.db, &caller.member).await?;
         let l = level_on(&caller, &scope, &row);
-        if l == 0 {
+        if l == Level::None {
             return Err(service_not_found());
         }
         Ok(pb::GetServiceResponse {
-            service: Some(service_pb(&row, l)),
+            service: Some(service_pb(&row, l.code())),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The account service's tables and transactions.
 //!
 //! Queries are written once in SQL that both SQLite and PostgreSQL accept,
-//! with `$1`-style parameters ([`stmt`] rewrites them to SQLite's `?1`).
+//! with `$1`-style parameters, through `tenancy_runtime::db`.
 //! Invariants that must hold under concurrency are enforced here:
 //! - every write to an account's members, invitations or settings first
 //!   bumps the account row's `lock_version` ([`lock_account`]), which takes
@@ -12,53 +12,17 @@
 //!   bumped last in the transaction and held until commit, so log entries
 //!   become visible in position order (a poller never skips one).
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+use tenancy_runtime::db::{all, exec, get, one};
 use tenancy_runtime::{Error, Reason};
 
-use crate::domain::{Scope, grant_kind, level, role, service_access, status};
+use crate::domain::{GrantKind, Level, MemberStatus, Role, Scope, ServiceAccess};
 
 pub mod rows;
+pub mod services;
 
 pub use rows::*;
-
-/// A statement for `backend` from SQL with `$n` parameters.
-pub fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = if backend == DbBackend::Sqlite {
-        sql.replace('$', "?")
-    } else {
-        sql.to_owned()
-    };
-    Statement::from_sql_and_values(backend, sql, values)
-}
-
-/// Runs a query returning rows.
-pub async fn all<C: ConnectionTrait>(
-    c: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Vec<QueryResult>, Error> {
-    Ok(c.query_all_raw(stmt(c.get_database_backend(), sql, values))
-        .await?)
-}
-
-/// Runs a query returning at most one row.
-pub async fn one<C: ConnectionTrait>(
-    c: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Option<QueryResult>, Error> {
-    Ok(c.query_one_raw(stmt(c.get_database_backend(), sql, values))
-        .await?)
-}
-
-/// Runs a statement, returning the number of rows it changed.
-pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, Error> {
-    Ok(c.execute_raw(stmt(c.get_database_backend(), sql, values))
-        .await?
-        .rows_affected())
-}
+pub use services::*;
 
 /// A string value.
 pub fn s(v: impl Into<String>) -> Value {
@@ -88,11 +52,6 @@ pub fn n(v: i32) -> Value {
 /// A BOOLEAN value.
 pub fn b(v: bool) -> Value {
     Value::Bool(Some(v))
-}
-
-/// Reads a column.
-pub fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str) -> Result<T, Error> {
-    Ok(row.try_get::<T>("", col)?)
 }
 
 /// Takes the account's write lock for the rest of the transaction; false
@@ -211,17 +170,23 @@ pub async fn policy_head<C: ConnectionTrait>(c: &C) -> Result<i64, Error> {
     )
     .await?;
     match row {
-        Some(row) => get(&row, "position"),
+        Some(row) => Ok(get(&row, "position")?),
         None => Ok(0),
     }
 }
 
-/// Number of ACTIVE owners with portal access.
+/// Number of active owners: the members `domain::owners::OwnerFacts::
+/// is_active_owner` accepts, counted in SQL (a test proves they agree).
 pub async fn active_owners<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<u64, Error> {
     let row = one(
         c,
         "SELECT COUNT(*) AS c FROM account_members WHERE account_id = $1 AND role = $2 AND status = $3 AND portal_access = $4",
-        vec![s(account_id), n(role::OWNER), n(status::ACTIVE), b(true)],
+        vec![
+            s(account_id),
+            n(Role::Owner.code()),
+            n(MemberStatus::Active.code()),
+            b(true),
+        ],
     )
     .await?;
     let count: i64 = match row {
@@ -299,20 +264,22 @@ pub async fn scopes<C: ConnectionTrait>(
     .await?;
     for row in rows {
         let user: String = get(&row, "user_id")?;
-        let kind: i32 = get(&row, "grant_kind")?;
+        let kind = GrantKind::from_code(get(&row, "grant_kind")?);
         let grants: String = get(&row, "grants")?;
-        let mut parsed: Vec<(String, i32)> = grants
+        let mut parsed: Vec<(String, Level)> = grants
             .split('\u{1e}')
             .filter_map(|g| {
                 let (key, lvl) = g.split_once('\u{1f}')?;
-                Some((key.to_owned(), lvl.parse().ok()?))
+                Some((key.to_owned(), Level::from_code(lvl.parse().ok()?)?))
             })
             .collect();
         parsed.sort_unstable();
         let scope = out.entry(user).or_default();
         match kind {
-            grant_kind::SELECTED => scope.selected = parsed.into_iter().map(|(k, _)| k).collect(),
-            grant_kind::RESOURCE => scope.resources = parsed,
+            Some(GrantKind::Selected) => {
+                scope.selected = parsed.into_iter().map(|(k, _)| k).collect()
+            }
+            Some(GrantKind::Resource) => scope.resources = parsed,
             _ => scope.tags = parsed,
         }
     }
@@ -332,26 +299,26 @@ pub async fn replace_grants<C: ConnectionTrait>(
         vec![s(account_id), s(user_id)],
     )
     .await?;
-    let mut grants: Vec<(i32, &str, i32)> = Vec::new();
-    if scope.service_access == service_access::SELECTED {
+    let mut grants: Vec<(GrantKind, &str, Level)> = Vec::new();
+    if scope.service_access == ServiceAccess::Selected {
         grants.extend(
             scope
                 .selected
                 .iter()
-                .map(|id| (grant_kind::SELECTED, id.as_str(), level::MANAGE)),
+                .map(|id| (GrantKind::Selected, id.as_str(), Level::Manage)),
         );
     }
     grants.extend(
         scope
             .resources
             .iter()
-            .map(|(id, l)| (grant_kind::RESOURCE, id.as_str(), *l)),
+            .map(|(id, l)| (GrantKind::Resource, id.as_str(), *l)),
     );
     grants.extend(
         scope
             .tags
             .iter()
-            .map(|(t, l)| (grant_kind::TAG, t.as_str(), *l)),
+            .map(|(t, l)| (GrantKind::Tag, t.as_str(), *l)),
     );
     for chunk in grants.chunks(100) {
         let mut sql = String::from(
@@ -371,7 +338,13 @@ pub async fn replace_grants<C: ConnectionTrait>(
                 base + 4,
                 base + 5
             ));
-            values.extend([s(account_id), s(user_id), n(*kind), s(*key), n(*lvl)]);
+            values.extend([
+                s(account_id),
+                s(user_id),
+                n(kind.code()),
+                s(*key),
+                n(lvl.code()),
+            ]);
         }
         exec(c, &sql, values).await?;
     }
@@ -454,6 +427,54 @@ pub async fn remember<C: ConnectionTrait>(
         c,
         "INSERT INTO account_idempotency (scope, idem_key, request_hash, result_id, create_time) VALUES ($1, $2, $3, $4, $5)",
         vec![s(scope), s(key), s(request_hash), s(result_id), i(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Personal 2FA deadlines when enforcement starts at `start`: every member
+/// of the account gets `domain::mfa::deadline(start, join_time, grace_ms)`,
+/// computed in SQL (a test proves the two agree).
+pub async fn start_mfa_deadlines<C: ConnectionTrait>(
+    c: &C,
+    account_id: &str,
+    start: i64,
+    grace_ms: i64,
+) -> Result<(), Error> {
+    exec(
+        c,
+        "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1",
+        vec![s(account_id), i(start), i(grace_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Personal 2FA deadlines when the grace period changes under enforcement
+/// that started at `start`: every member gets `domain::mfa::resaved(current,
+/// domain::mfa::deadline(start, join_time, grace_ms))`, computed in SQL (a
+/// test proves the two agree).
+pub async fn resave_mfa_deadlines<C: ConnectionTrait>(
+    c: &C,
+    account_id: &str,
+    start: i64,
+    grace_ms: i64,
+) -> Result<(), Error> {
+    exec(
+        c,
+        "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1",
+        vec![s(account_id), i(start), i(grace_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Drops every personal 2FA deadline of the account (enforcement ended).
+pub async fn clear_mfa_deadlines<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<(), Error> {
+    exec(
+        c,
+        "UPDATE account_members SET mfa_deadline = $2 WHERE account_id = $1",
+        vec![s(account_id), oi(None)],
     )
     .await?;
     Ok(())

@@ -3,7 +3,20 @@
 use sea_orm::{ConnectionTrait, QueryResult};
 use tenancy_runtime::Error;
 
-use super::{exec, get, i, n, oi, os, s};
+use tenancy_runtime::db::{exec, get, one};
+
+use super::{i, n, oi, os, s};
+use crate::domain::access::MemberFacts;
+use crate::domain::members::CallerFacts;
+use crate::domain::owners::OwnerFacts;
+use crate::domain::{MemberStatus, Role, ServiceAccess};
+
+/// Reads an enum column stored as its code; an unknown code is a corrupt
+/// row (INTERNAL).
+pub fn coded<T>(r: &QueryResult, col: &str, from_code: fn(i32) -> Option<T>) -> Result<T, Error> {
+    let code: i32 = get(r, col)?;
+    from_code(code).ok_or_else(|| Error::internal(format!("unknown {col} code {code} stored")))
+}
 
 /// A membership.
 #[derive(Clone, Debug)]
@@ -12,16 +25,16 @@ pub struct MemberRow {
     pub account_id: String,
     /// The user.
     pub user_id: String,
-    /// Role code.
-    pub role: i32,
-    /// Status code.
-    pub status: i32,
+    /// Role.
+    pub role: Role,
+    /// Status.
+    pub status: MemberStatus,
     /// May sign in to the account.
     pub portal_access: bool,
     /// Added without password: turning portal access on sends an invitation.
     pub password_pending: bool,
     /// Service-access mode.
-    pub service_access: i32,
+    pub service_access: ServiceAccess,
     /// When they joined.
     pub join_time: i64,
     /// When role, status or scope last changed.
@@ -40,17 +53,45 @@ impl MemberRow {
         Ok(Self {
             account_id: get(r, "account_id")?,
             user_id: get(r, "user_id")?,
-            role: get(r, "role")?,
-            status: get(r, "status")?,
+            role: coded(r, "role", Role::from_code)?,
+            status: coded(r, "status", MemberStatus::from_code)?,
             portal_access: get(r, "portal_access")?,
             password_pending: get(r, "password_pending")?,
-            service_access: get(r, "service_access")?,
+            service_access: coded(r, "service_access", ServiceAccess::from_code)?,
             join_time: get(r, "join_time")?,
             update_time: get(r, "update_time")?,
             name_key: get(r, "name_key")?,
             email: get(r, "email")?,
             mfa_deadline: get(r, "mfa_deadline")?,
         })
+    }
+
+    /// The facts the access decision needs.
+    pub fn access_facts(&self) -> MemberFacts {
+        MemberFacts {
+            role: self.role,
+            status: self.status,
+            portal_access: self.portal_access,
+            service_access: self.service_access,
+        }
+    }
+
+    /// The facts the caller check needs.
+    pub fn caller_facts(&self) -> CallerFacts {
+        CallerFacts {
+            role: self.role,
+            status: self.status,
+            portal_access: self.portal_access,
+        }
+    }
+
+    /// The facts the last-owner rule needs.
+    pub fn owner_facts(&self) -> OwnerFacts {
+        OwnerFacts {
+            role: self.role,
+            status: self.status,
+            portal_access: self.portal_access,
+        }
     }
 
     /// Inserts the row, or replaces a REVOKED one of the same user.
@@ -67,11 +108,11 @@ impl MemberRow {
             vec![
                 s(self.account_id.as_str()),
                 s(self.user_id.as_str()),
-                n(self.role),
-                n(self.status),
+                n(self.role.code()),
+                n(self.status.code()),
                 super::b(self.portal_access),
                 super::b(self.password_pending),
-                n(self.service_access),
+                n(self.service_access.code()),
                 i(self.join_time),
                 i(self.update_time),
                 s(self.name_key.as_str()),
@@ -91,11 +132,11 @@ impl MemberRow {
             vec![
                 s(self.account_id.as_str()),
                 s(self.user_id.as_str()),
-                n(self.role),
-                n(self.status),
+                n(self.role.code()),
+                n(self.status.code()),
                 super::b(self.portal_access),
                 super::b(self.password_pending),
-                n(self.service_access),
+                n(self.service_access.code()),
                 i(self.update_time),
                 oi(self.mfa_deadline),
             ],
@@ -173,7 +214,7 @@ impl AccountRow {
 
     /// Loads an account.
     pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
-        let row = super::one(
+        let row = one(
             c,
             &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id = $1"),
             vec![s(id)],
@@ -370,7 +411,7 @@ impl ServiceRow {
 
     /// Loads a service.
     pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
-        let row = super::one(
+        let row = one(
             c,
             &format!("SELECT {SERVICE_COLUMNS} FROM account_services WHERE id = $1"),
             vec![s(id)],

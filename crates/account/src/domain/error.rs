@@ -1,0 +1,115 @@
+//! The account service's refusals: the one vocabulary its rules speak, and
+//! the one place that turns them into a gRPC answer (reason, message,
+//! metadata).
+
+use tenancy_proto::auth::Role as AuthRole;
+use tenancy_runtime::{Error, Reason};
+
+use super::Role;
+
+/// Why the account service refuses a request.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccountError {
+    /// The caller is not (or no longer) a member of the account.
+    #[error("you are not a member of this account")]
+    NotAMember,
+    /// The caller's membership is suspended.
+    #[error("your membership of this account is suspended")]
+    CallerSuspended,
+    /// The caller may not sign in to the account.
+    #[error("you may not sign in to this account")]
+    PortalAccessDisabled,
+    /// The caller's role is below what the method needs.
+    #[error("your role in this account does not allow this")]
+    RoleTooLow {
+        /// The role the method needs.
+        required: Role,
+    },
+    /// The account does not exist.
+    #[error("account not found")]
+    AccountNotFound,
+    /// The member does not exist.
+    #[error("member not found")]
+    MemberNotFound,
+    /// The membership was revoked: only a new invitation brings it back.
+    #[error("the membership was revoked; invite them again")]
+    MemberRevoked,
+    /// The person is a member already.
+    #[error("this person is already a member")]
+    MemberExists,
+    /// The change would leave the account without an active owner.
+    #[error("the account must keep at least one active owner with portal access")]
+    LastActiveOwner,
+    /// A method that acts on others named the caller.
+    #[error("use LeaveAccount")]
+    TargetIsSelf,
+    /// The service does not exist (or the caller may not see it).
+    #[error("service not found")]
+    ServiceNotFound,
+}
+
+impl From<AccountError> for Error {
+    fn from(error: AccountError) -> Self {
+        let message = error.to_string();
+        match error {
+            AccountError::NotAMember => Error::new(Reason::NotAMember, message),
+            AccountError::CallerSuspended => Error::new(Reason::MemberSuspended, message),
+            AccountError::PortalAccessDisabled => Error::new(Reason::PortalAccessDisabled, message),
+            AccountError::RoleTooLow { required } => Error::role_too_low(
+                AuthRole::try_from(required.code()).unwrap_or(AuthRole::Owner),
+                message,
+            ),
+            AccountError::AccountNotFound => Error::new(Reason::AccountNotFound, message),
+            AccountError::MemberNotFound => Error::new(Reason::MemberNotFound, message),
+            AccountError::MemberRevoked => Error::new(Reason::MemberRevoked, message),
+            AccountError::MemberExists => Error::new(Reason::MemberExists, message),
+            AccountError::LastActiveOwner => Error::new(Reason::LastActiveOwner, message),
+            AccountError::TargetIsSelf => Error::new(Reason::TargetIsSelf, message),
+            AccountError::ServiceNotFound => Error::new(Reason::ServiceNotFound, message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every refusal keeps the code, reason and message clients saw before
+    /// the enum existed; ROLE_TOO_LOW names the role needed.
+    #[test]
+    fn each_refusal_has_its_reason_code_and_message() {
+        let cases = [
+            (AccountError::NotAMember, Reason::NotAMember),
+            (AccountError::CallerSuspended, Reason::MemberSuspended),
+            (
+                AccountError::PortalAccessDisabled,
+                Reason::PortalAccessDisabled,
+            ),
+            (AccountError::AccountNotFound, Reason::AccountNotFound),
+            (AccountError::MemberNotFound, Reason::MemberNotFound),
+            (AccountError::MemberRevoked, Reason::MemberRevoked),
+            (AccountError::MemberExists, Reason::MemberExists),
+            (AccountError::LastActiveOwner, Reason::LastActiveOwner),
+            (AccountError::TargetIsSelf, Reason::TargetIsSelf),
+            (AccountError::ServiceNotFound, Reason::ServiceNotFound),
+        ];
+        for (error, reason) in cases {
+            let message = error.to_string();
+            let mapped = Error::from(error);
+            assert_eq!(mapped.reason, reason);
+            assert_eq!(mapped.message, message);
+        }
+        let mapped = Error::from(AccountError::RoleTooLow {
+            required: Role::Owner,
+        });
+        assert_eq!(mapped.reason, Reason::RoleTooLow);
+        assert_eq!(
+            mapped.metadata.get("required_role").map(String::as_str),
+            Some("ROLE_OWNER")
+        );
+        assert_eq!(
+            Error::from(AccountError::MemberRevoked).message,
+            "the membership was revoked; invite them again"
+        );
+    }
+}
