@@ -33,6 +33,7 @@ use tenancy_runtime::db;
 use parking_lot::RwLock;
 use sea_orm::DatabaseConnection;
 use tenancy_runtime::Error;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tokio::time::Instant;
 
 use crate::domain::access::{MemberFacts, TargetGrants};
@@ -222,14 +223,15 @@ impl AccessCache {
             }
             inner.epoch
         };
-        let loaded = match store::member(db, account, user).await? {
-            None => None,
-            Some(row) => {
-                let facts = row.access_facts();
-                let scope = store::scope(db, &row).await?;
-                Some(Arc::new(MemberAccess::new(facts, scope)))
-            }
-        };
+        let loaded =
+            match store::member(db, &AccountId::trusted(account), &UserId::trusted(user)).await? {
+                None => None,
+                Some(row) => {
+                    let facts = row.access_facts();
+                    let scope = store::scope(db, &row).await?;
+                    Some(Arc::new(MemberAccess::new(facts, scope)))
+                }
+            };
         if usable {
             let mut inner = self.inner.write();
             if inner.epoch == epoch {
@@ -448,7 +450,10 @@ mod tests {
                     .map(|t| (*t).to_owned())
                     .collect();
                 for t in &mine {
-                    by_tag.entry(t.as_str().into()).or_default().push(id.clone());
+                    by_tag
+                        .entry(t.as_str().into())
+                        .or_default()
+                        .push(id.clone());
                 }
                 services.insert(id.clone(), mine.iter().map(|t| t.as_str().into()).collect());
                 plain.push((id.clone(), mine));
@@ -485,8 +490,18 @@ mod tests {
                 let cached = member.on_service(&catalogue, id);
                 let defined = access::grants_on(&scope, id, service_tags);
                 assert_eq!(
-                    (cached.exists, cached.selected, cached.resource_level, cached.tag_level),
-                    (defined.exists, defined.selected, defined.resource_level, defined.tag_level),
+                    (
+                        cached.exists,
+                        cached.selected,
+                        cached.resource_level,
+                        cached.tag_level
+                    ),
+                    (
+                        defined.exists,
+                        defined.selected,
+                        defined.resource_level,
+                        defined.tag_level
+                    ),
                     "{id} {scope:?}"
                 );
             }

@@ -2,14 +2,30 @@
 //! security settings, service access and audit.
 //!
 //! # Layout
-//! - `api`: the tonic trait implementations, one submodule per topic: proto
-//!   ⇄ domain and each method's transaction.
-//! - `domain`: the rules as plain Rust (access decisions, the last-owner
-//!   invariant, validation, 2FA deadlines), unit-tested.
-//! - `store`: SQL for SQLite and PostgreSQL, locking and the policy log.
+//! A request reads as a walk: `api/<resource>.rs` (parse, validate at the
+//! edge) → `app/<resource>.rs` (one transaction) → `domain/` (decide) and
+//! `store/` (read, write) → back to `api/` (render). SuspendMember:
+//! `api/members.rs` → `app::members::change_member` → `domain::members`,
+//! `domain::owners` and `store`.
+//! - `api/`: the tonic trait implementations (`mod.rs` forwards each method
+//!   to its resource file: accounts, members, invitations, security,
+//!   services, audit, internal, watch); proto ⇄ domain conversion.
+//! - `app/`: use cases, each one transaction, domain and store types in and
+//!   out; audit and policy-log entries written with the change
+//!   (`app::policy` builds them). Member changes live here; the other
+//!   resources' transactions still sit in their `api/` handlers.
+//! - `domain/`: every rule once, as plain Rust over typed ids and enums
+//!   (`Role`, `MemberStatus`, `ServiceAccess`, `Level`, `GrantKind`):
+//!   access decisions and which services a member reaches, the last-owner
+//!   invariant, member changes, 2FA deadlines, validation; and
+//!   `AccountError`, the refusals, mapped to gRPC in one tested place.
+//! - `store/`: all SQL, through `tenancy_runtime::db`; locking
+//!   (`lock_account`) and the policy log's positions. Where SQL
+//!   pre-computes a domain rule for speed (ListServices' reach, active
+//!   owners, 2FA deadlines) `tests/it/rules.rs` proves the two agree.
 //! - `cache`: the in-memory access cache of CheckAccess, kept correct by
 //!   invalidation after local commits and by following the policy log.
-//! - `peers`: clients of identity and contacts.
+//! - `peers`: clients of identity and contacts (`Error::from_peer`).
 //! - `peer_calls`: the outbox of calls to identity that a rule depends on
 //!   (RevokeAccountAccess), written with the change and delivered until
 //!   acknowledged.

@@ -10,6 +10,7 @@ use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::Error;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::Config;
+use tenancy_runtime::ids::UserId;
 
 use crate::domain::{MemberStatus, mfa};
 use crate::peers::Peers;
@@ -52,15 +53,15 @@ pub(crate) async fn tick(
     )
     .await?;
     if !rows.is_empty() {
-        let ids: Vec<String> = rows
+        let ids: Vec<UserId> = rows
             .iter()
-            .filter_map(|r| get::<String>(r, "user_id").ok())
+            .filter_map(|r| get::<UserId>(r, "user_id").ok())
             .collect();
         let users = peers.users(&ids).await?;
         let portal = config.mail.portal_url.trim_end_matches('/');
         for row in rows {
             let account: String = get(&row, "account_id")?;
-            let user: String = get(&row, "user_id")?;
+            let user: UserId = get(&row, "user_id")?;
             let deadline: i64 = get(&row, "mfa_deadline")?;
             let name: String = get(&row, "name")?;
             let Some(info) = users.get(&user) else {

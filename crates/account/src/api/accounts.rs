@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size};
+use tenancy_runtime::ids::{
+    AccountId, UserId, decode_page_token_for, encode_page_token, page_size,
+};
 use tenancy_runtime::{Error, Reason};
 
 use super::{Api, fingerprint, join_deadline, mask_paths, ts};
@@ -44,7 +46,7 @@ fn address_pb(json: &str) -> Option<pb::PostalAddress> {
 
 pub(crate) fn account_pb(a: &AccountRow) -> pb::Account {
     pb::Account {
-        id: a.id.clone(),
+        id: a.id.to_string(),
         r#type: a.account_type,
         name: a.name.clone(),
         legal_name: a.legal_name.clone(),
@@ -209,12 +211,12 @@ impl Api {
         request: tonic::Request<pb::CreateAccountRequest>,
     ) -> Result<pb::CreateAccountResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
-        let user_id = principal.user()?.to_owned();
+        let user_id = UserId::trusted(principal.user()?);
         let req = request.into_inner();
         let input = req.account.unwrap_or_default();
         let now = self.now();
         let mut row = AccountRow {
-            id: new_id(),
+            id: AccountId::new(),
             account_type: 0,
             name: String::new(),
             legal_name: String::new(),
@@ -222,7 +224,7 @@ impl Api {
             vat_number: String::new(),
             registration_number: String::new(),
             address_json: serde_json::to_string(&Address::default()).unwrap_or_default(),
-            created_by: user_id.clone(),
+            created_by: user_id.to_string(),
             create_time: now,
             update_time: now,
             enforce_mfa: false,
@@ -279,6 +281,7 @@ impl Api {
             .await?
         {
             txn.commit().await?;
+            let existing = AccountId::trusted(existing);
             let account = AccountRow::load(&self.db, &existing)
                 .await?
                 .ok_or_else(super::internal::account_not_found)?;
@@ -327,7 +330,7 @@ impl Api {
                 &idem_scope,
                 &req.request_id,
                 &request_hash,
-                &row.id,
+                row.id.as_str(),
                 now,
             )
             .await?;
@@ -336,7 +339,7 @@ impl Api {
             &principal,
             &row.id,
             "account.create",
-            ("account", &row.id),
+            ("account", row.id.as_str()),
             None,
             Some(serde_json::json!({"name": row.name, "type": row.account_type})),
         )
@@ -363,11 +366,10 @@ impl Api {
         &self,
         req: pb::ListUserMembershipsRequest,
     ) -> Result<pb::ListUserMembershipsResponse, Error> {
-        let user_id =
-            tenancy_runtime::ids::parse_id("user_id", &req.user_id).map_err(|e| Error {
-                reason: Reason::UserIdInvalid,
-                ..e
-            })?;
+        let user_id = UserId::parse("user_id", &req.user_id).map_err(|e| Error {
+            reason: Reason::UserIdInvalid,
+            ..e
+        })?;
         let rows = db::all(
             &self.db,
             &format!("{MEMBERSHIPS_OF_USER} ORDER BY a.name, a.id LIMIT {MAX_USER_MEMBERSHIPS}"),
@@ -389,7 +391,7 @@ impl Api {
         request: tonic::Request<pb::ListMyAccountsRequest>,
     ) -> Result<pb::ListMyAccountsResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
-        let user_id = principal.user()?.to_owned();
+        let user_id = UserId::trusted(principal.user()?);
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let f = fingerprint(&"my_accounts");
@@ -459,7 +461,7 @@ impl Api {
         let req = request.into_inner();
         let paths = mask_paths(req.update_mask.as_ref(), ACCOUNT_PATHS)?;
         let input = req.account.unwrap_or_default();
-        if !input.id.is_empty() && input.id != caller.account_id {
+        if !input.id.is_empty() && input.id != caller.account_id.as_str() {
             return Err(Error::invalid_field(
                 "account.id",
                 "must be empty or the selected account's id",
@@ -489,7 +491,7 @@ impl Api {
             &caller.principal,
             &row.id,
             "account.update",
-            ("account", &row.id),
+            ("account", row.id.as_str()),
             Some(snapshot(&before)),
             Some(snapshot(&row)),
         )

@@ -3,7 +3,7 @@
 use tenancy_proto::account as pb;
 use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::new_id;
+use tenancy_runtime::ids::{AccountId, UserId, new_id};
 use tenancy_runtime::{Error, Reason};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
@@ -170,10 +170,12 @@ impl Api {
         // The position first: the state read after it includes every event
         // at or below it.
         let position = store::policy_head(&self.db).await?;
-        let account = AccountRow::load(&self.db, req.account_id.trim())
+        // Internal callers' ids are looked up as given (not validated as
+        // UUIDs): an unknown one is simply not found.
+        let account = AccountRow::load(&self.db, &AccountId::trusted(req.account_id.trim()))
             .await?
             .ok_or_else(account_not_found)?;
-        let row = store::member(&self.db, &account.id, req.user_id.trim())
+        let row = store::member(&self.db, &account.id, &UserId::trusted(req.user_id.trim()))
             .await?
             .filter(|m| m.status != MemberStatus::Revoked);
         let scope = match &row {

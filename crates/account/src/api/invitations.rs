@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
+use tenancy_runtime::ids::{
+    AccountId, UserId, decode_page_token_for, encode_page_token, new_id, page_size, parse_id,
+};
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Reason};
 
@@ -27,7 +29,7 @@ const COLUMNS: &str = "id, account_id, email, role, scope_json, state, token_has
 #[derive(Clone, Debug)]
 struct InvitationRow {
     id: String,
-    account_id: String,
+    account_id: AccountId,
     email: String,
     role: Role,
     scope: Scope,
@@ -119,7 +121,7 @@ fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
     scope.portal_access = true;
     pb::Invitation {
         id: r.id.clone(),
-        account_id: r.account_id.clone(),
+        account_id: r.account_id.to_string(),
         email: r.email.clone(),
         role: r.role.code(),
         access_scope: Some(scope_pb(&scope)),
@@ -178,7 +180,7 @@ impl Api {
         &self,
         inv: &InvitationRow,
         token: &SecretToken,
-        inviter: &str,
+        inviter: &UserId,
     ) -> Result<(), Error> {
         let account = AccountRow::load(&self.db, &inv.account_id).await?;
         let inviter_name = self
@@ -207,12 +209,16 @@ impl Api {
                 (&inv.email, ""),
                 MessageTemplate::Invitation,
                 data,
-                &inv.account_id,
+                inv.account_id.as_str(),
             )
             .await
     }
 
-    async fn load_invitation(&self, account_id: &str, id: &str) -> Result<InvitationRow, Error> {
+    async fn load_invitation(
+        &self,
+        account_id: &AccountId,
+        id: &str,
+    ) -> Result<InvitationRow, Error> {
         let id = parse_id("invitation_id", id)?;
         let row = db::one(
             &self.db,
@@ -265,11 +271,11 @@ impl Api {
             token_hash: token.hash(),
             create_time: now,
             expire_time: now + INVITATION_TTL_MS,
-            invited_by: caller.user_id.clone(),
+            invited_by: caller.user_id.to_string(),
             send_time: now,
             send_count: 1,
             close_time: None,
-            user_id: Some(user.id.clone()),
+            user_id: Some(user.id.to_string()),
             for_existing_member: false,
         };
         let txn = store::begin(&self.db).await?;
@@ -343,11 +349,11 @@ impl Api {
             token_hash: token.hash(),
             create_time: now,
             expire_time: now + INVITATION_TTL_MS,
-            invited_by: caller.user_id.clone(),
+            invited_by: caller.user_id.to_string(),
             send_time: now,
             send_count: 1,
             close_time: None,
-            user_id: Some(member.user_id.clone()),
+            user_id: Some(member.user_id.to_string()),
             for_existing_member: true,
         };
         let txn = store::begin(&self.db).await?;
@@ -457,7 +463,7 @@ impl Api {
         .await?
         .ok_or_else(not_found)?;
         let inv = InvitationRow::read(&row)?;
-        let inviter = inv.invited_by.clone();
+        let inviter = UserId::trusted(inv.invited_by.as_str());
         self.resend(inv, &principal, &inviter).await
     }
 
@@ -467,7 +473,7 @@ impl Api {
         &self,
         mut inv: InvitationRow,
         principal: &tenancy_runtime::Principal,
-        inviter: &str,
+        inviter: &UserId,
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let now = self.now();
         match inv.state {
@@ -605,7 +611,13 @@ impl Api {
         }
         // The invitee's user, created at invitation time.
         let user = match &inv.user_id {
-            Some(id) => self.peers.users(std::slice::from_ref(id)).await?.remove(id),
+            Some(id) => {
+                let id = UserId::trusted(id.as_str());
+                self.peers
+                    .users(std::slice::from_ref(&id))
+                    .await?
+                    .remove(&id)
+            }
             None => None,
         };
         let user = match user {
@@ -623,7 +635,7 @@ impl Api {
             v.check(!req.password.is_empty(), "password", "required");
             v.finish()?;
             self.peers
-                .set_initial_password(&user.id, &req.password, &name.unwrap_or_default())
+                .set_initial_password(user.id.as_str(), &req.password, &name.unwrap_or_default())
                 .await?;
         }
         let txn = store::begin(&self.db).await?;
@@ -698,15 +710,15 @@ impl Api {
             Some(crate::app::policy::member_json(&row)),
         );
         audit.actor_kind = pb::ActorKind::User as i32;
-        audit.actor_id = user.id.clone();
+        audit.actor_id = user.id.to_string();
         audit.actor_display_name = inv.email.clone();
         audit.insert(&txn).await?;
         store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
         txn.commit().await?;
         self.policy_committed(&inv.account_id);
         Ok(pb::AcceptInvitationResponse {
-            account_id: inv.account_id.clone(),
-            user_id: user.id.clone(),
+            account_id: inv.account_id.to_string(),
+            user_id: user.id.to_string(),
             role: row.role.code(),
             user_created,
         })

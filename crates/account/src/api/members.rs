@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{UserId, decode_page_token_for, encode_page_token, page_size, parse_id};
+use tenancy_runtime::ids::{
+    AccountId, UserId, decode_page_token_for, encode_page_token, page_size, parse_id,
+};
 use tenancy_runtime::{Error, Reason};
 
 use super::{Api, fingerprint, join_deadline, mask_paths};
@@ -50,7 +52,7 @@ impl Api {
     /// service id belongs to the account (SERVICE_NOT_FOUND).
     pub(crate) async fn parse_scope(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         input: &pb::AccessScope,
         fields: &ScopeFields,
         base: Scope,
@@ -169,7 +171,7 @@ impl Api {
         request: tonic::Request<pb::GetMemberRequest>,
     ) -> Result<pb::GetMemberResponse, Error> {
         let caller = self.caller(&request, Role::Manager).await?;
-        let user = parse_id("user_id", &request.get_ref().user_id)?;
+        let user = UserId::parse("user_id", &request.get_ref().user_id)?;
         let row = store::member(&self.db, &caller.account_id, &user)
             .await?
             .ok_or(AccountError::MemberNotFound)?;
@@ -276,7 +278,7 @@ impl Api {
         )?;
         let has = |p: &str| paths.iter().any(|x| x == p || x == "*");
         let input = req.access_scope.unwrap_or_default();
-        let current = store::member(&self.db, &caller.account_id, user.as_str())
+        let current = store::member(&self.db, &caller.account_id, &user)
             .await?
             .ok_or(AccountError::MemberNotFound)?;
         if current.status == MemberStatus::Revoked {
@@ -372,7 +374,7 @@ impl Api {
             &caller.principal,
             &caller.account_id,
             "member.add",
-            ("member", &row.user_id),
+            ("member", row.user_id.as_str()),
             None,
             Some(member_json(&row)),
         )
@@ -396,7 +398,7 @@ struct Token {
 
 async fn list_members(
     api: &Api,
-    account_id: &str,
+    account_id: &AccountId,
     req: pb::ListMembersRequest,
 ) -> Result<pb::ListMembersResponse, Error> {
     let size = page_size(req.page_size)?;
@@ -465,7 +467,7 @@ async fn list_members(
         .take(usize::try_from(size).unwrap_or(usize::MAX))
         .map(MemberRow::read)
         .collect::<Result<_, _>>()?;
-    let ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
+    let ids: Vec<UserId> = rows.iter().map(|r| r.user_id.clone()).collect();
     let account = AccountRow::load(&api.db, account_id).await?;
     let (users, scopes) = tokio::join!(
         api.users_or_empty(&ids),
@@ -491,7 +493,7 @@ async fn list_members(
             encode_page_token(&Token {
                 f,
                 k,
-                u: last.user_id.clone(),
+                u: last.user_id.to_string(),
             })
         }
         _ => String::new(),

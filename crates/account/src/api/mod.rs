@@ -2,6 +2,7 @@
 //! transactions of each method. Methods of a topic live in one submodule.
 
 use tenancy_proto::account as pb;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 
 use crate::app::App;
@@ -40,8 +41,8 @@ impl std::ops::Deref for Api {
 /// The caller of an account method, checked against live membership.
 pub(crate) struct Caller {
     principal: Principal,
-    user_id: String,
-    account_id: String,
+    user_id: UserId,
+    account_id: AccountId,
     member: MemberRow,
 }
 
@@ -58,8 +59,8 @@ impl Api {
         min_role: Role,
     ) -> Result<Caller, Error> {
         let principal = tenancy_runtime::server::principal(request)?.clone();
-        let user_id = principal.user()?.to_owned();
-        let account_id = principal.account()?.to_owned();
+        let user_id = UserId::trusted(principal.user()?);
+        let account_id = AccountId::trusted(principal.account()?);
         let member = store::member(&self.db, &account_id, &user_id).await?;
         check_caller(member.as_ref().map(MemberRow::caller_facts), min_role)?;
         let member = member.ok_or(AccountError::NotAMember)?;
@@ -73,7 +74,7 @@ impl Api {
 
     /// The users of `ids` from identity; empty when identity is down (lists
     /// still work, without names).
-    async fn users_or_empty(&self, ids: &[String]) -> std::collections::HashMap<String, UserInfo> {
+    async fn users_or_empty(&self, ids: &[UserId]) -> std::collections::HashMap<UserId, UserInfo> {
         match self.peers.users(ids).await {
             Ok(users) => users,
             Err(error) => {
@@ -94,8 +95,8 @@ impl Api {
         let enforce = account.is_some_and(|a| a.enforce_mfa);
         let has_mfa = user.is_some_and(|u| u.totp_enabled);
         pb::Member {
-            user_id: row.user_id.clone(),
-            account_id: row.account_id.clone(),
+            user_id: row.user_id.to_string(),
+            account_id: row.account_id.to_string(),
             name: user.map(|u| u.name.clone()).unwrap_or_default(),
             email: user
                 .map(|u| u.email.clone())

@@ -171,7 +171,7 @@ impl Api {
             store::clear_mfa_deadlines(&txn, &row.id).await?;
         }
         row.security_update_time = Some(now);
-        row.security_update_user = caller.user_id.clone();
+        row.security_update_user = caller.user_id.to_string();
         row.update(&txn).await?;
         let snap = |a: &AccountRow| {
             serde_json::json!({

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
+use tenancy_runtime::ids::{
+    AccountId, decode_page_token_for, encode_page_token, new_id, page_size, parse_id,
+};
 use tenancy_runtime::{Error, Reason};
 
 use super::internal::account_not_found;
@@ -22,7 +24,7 @@ fn service_not_found() -> Error {
 pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
     pb::Service {
         id: r.id.clone(),
-        account_id: r.account_id.clone(),
+        account_id: r.account_id.to_string(),
         kind: r.kind.clone(),
         name: r.name.clone(),
         tags: r.tags.clone(),
@@ -89,7 +91,11 @@ struct Token {
 }
 
 impl Api {
-    async fn external_id_conflict(&self, account_id: &str, external_id: &Option<String>) -> Error {
+    async fn external_id_conflict(
+        &self,
+        account_id: &AccountId,
+        external_id: &Option<String>,
+    ) -> Error {
         let existing = match external_id {
             Some(e) => db::one(
                 &self.db,
@@ -124,7 +130,7 @@ impl Api {
         );
         let mut row = ServiceRow {
             id: new_id(),
-            account_id: account_id.clone().unwrap_or_default(),
+            account_id: AccountId::trusted(account_id.clone().unwrap_or_default()),
             kind: String::new(),
             name: String::new(),
             tags: Vec::new(),
@@ -319,7 +325,7 @@ impl Api {
         let query = store::ServiceQuery {
             kind: &req.kind,
             tags: &filter_tags,
-            reachable_by: (!access::reaches_all_services(facts)).then_some(caller.user_id.as_str()),
+            reachable_by: (!access::reaches_all_services(facts)).then_some(&caller.user_id),
             after: cursor.as_ref().map(|c| (c.name.as_str(), c.id.as_str())),
             limit: size + 1,
         };

@@ -209,7 +209,7 @@ impl Api {
             let count = rows.len() as u64;
             for row in rows {
                 let a = AccountRow::read(&row)?;
-                after = a.id.clone();
+                after = a.id.to_string();
                 self.send(
                     tx,
                     position,
@@ -232,8 +232,8 @@ impl Api {
             let count = rows.len() as u64;
             for row in rows {
                 let m = MemberRow::read(&row)?;
-                a_after = m.account_id.clone();
-                u_after = m.user_id.clone();
+                a_after = m.account_id.to_string();
+                u_after = m.user_id.to_string();
                 self.send(tx, position, Event::MembershipChanged(membership_state(&m)))
                     .await?;
             }

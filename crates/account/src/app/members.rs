@@ -84,11 +84,11 @@ async fn apply(
     target: &UserId,
     change: Change,
 ) -> Result<MemberRow, Error> {
-    let account = actor.account_id.as_str();
+    let account = &actor.account_id;
     let now = app.now();
     let txn = store::begin(&app.db).await?;
     store::lock_account(&txn, account).await?;
-    let me = store::member(&txn, account, actor.user_id.as_str()).await?;
+    let me = store::member(&txn, account, &actor.user_id).await?;
     let min_role = match &change {
         Change::Membership(c) => c.min_role(),
         Change::Scope(_) => Role::Owner,
@@ -97,7 +97,7 @@ async fn apply(
     if let Change::Membership(c) = &change {
         c.check_target(*target == actor.user_id)?;
     }
-    let before = store::member(&txn, account, target.as_str())
+    let before = store::member(&txn, account, target)
         .await?
         .ok_or(AccountError::MemberNotFound)?;
     let mut row = before.clone();
@@ -135,7 +135,7 @@ async fn apply(
     row.update(&txn).await?;
     let (before_json, after_json) = match new_scope {
         Some(scope) => {
-            store::replace_grants(&txn, account, target.as_str(), scope).await?;
+            store::replace_grants(&txn, account, target, scope).await?;
             (
                 serde_json::to_value(&old_scope).ok(),
                 serde_json::to_value(scope).ok(),

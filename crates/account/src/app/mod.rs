@@ -12,6 +12,7 @@ use tenancy_proto::account as pb;
 use tenancy_runtime::Principal;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::Config;
+use tenancy_runtime::ids::AccountId;
 use tokio::sync::Notify;
 
 use crate::cache::AccessCache;
@@ -50,7 +51,7 @@ impl App {
     pub(crate) fn audit(
         &self,
         principal: &Principal,
-        account_id: &str,
+        account_id: &AccountId,
         action: &str,
         target: (&str, &str),
         before: Option<serde_json::Value>,
@@ -58,7 +59,7 @@ impl App {
     ) -> AuditRow {
         AuditRow {
             id: tenancy_runtime::ids::new_id(),
-            account_id: account_id.to_owned(),
+            account_id: account_id.to_string(),
             time: self.now(),
             actor_kind: if principal.staff {
                 pb::ActorKind::Staff as i32
@@ -98,8 +99,8 @@ impl App {
     /// for `account_id`: drops the account from the access cache (so this
     /// replica answers from the new state at once) and wakes local policy
     /// watchers.
-    pub(crate) fn policy_committed(&self, account_id: &str) {
-        self.cache.invalidate(account_id);
+    pub(crate) fn policy_committed(&self, account_id: &AccountId) {
+        self.cache.invalidate(account_id.as_str());
         self.policy_changed.notify_waiters();
     }
 }

@@ -6,6 +6,7 @@
 use base64::Engine as _;
 use tenancy_proto::account as pb;
 use tenancy_runtime::Timestamp;
+use tenancy_runtime::ids::AccountId;
 
 use crate::domain::{MemberStatus, Role};
 use crate::store::{AccountRow, MemberRow, PolicyEntry, policy_kind};
@@ -17,8 +18,8 @@ fn ts(ms: i64) -> prost_types::Timestamp {
 /// The gateway's view of a membership.
 pub(crate) fn membership_state(row: &MemberRow) -> pb::MembershipState {
     pb::MembershipState {
-        account_id: row.account_id.clone(),
-        user_id: row.user_id.clone(),
+        account_id: row.account_id.to_string(),
+        user_id: row.user_id.to_string(),
         role: row.role.code(),
         status: row.status.code(),
         portal_access: row.portal_access,
@@ -38,8 +39,8 @@ pub(crate) fn membership_entry(row: &MemberRow) -> PolicyEntry {
             account_id: row.account_id.clone(),
             kind: policy_kind::MEMBERSHIP_REMOVED,
             payload: encode(&pb::MembershipRemoved {
-                account_id: row.account_id.clone(),
-                user_id: row.user_id.clone(),
+                account_id: row.account_id.to_string(),
+                user_id: row.user_id.to_string(),
             }),
         }
     } else {
@@ -54,9 +55,9 @@ pub(crate) fn membership_entry(row: &MemberRow) -> PolicyEntry {
 /// The policy log entry for a change of the account's service catalogue or
 /// of a member's grants: read by the access caches of every replica, not
 /// streamed to gateways.
-pub(crate) fn access_entry(account_id: &str) -> PolicyEntry {
+pub(crate) fn access_entry(account_id: &AccountId) -> PolicyEntry {
     PolicyEntry {
-        account_id: account_id.to_owned(),
+        account_id: account_id.clone(),
         kind: policy_kind::ACCESS_CHANGED,
         payload: String::new(),
     }
@@ -74,7 +75,7 @@ pub(crate) fn settings_entry(account: &AccountRow) -> PolicyEntry {
 /// An account's security settings as the API shows them.
 pub(crate) fn settings_pb(account: &AccountRow) -> pb::SecuritySettings {
     pb::SecuritySettings {
-        account_id: account.id.clone(),
+        account_id: account.id.to_string(),
         enforce_mfa: account.enforce_mfa,
         mfa_grace_period: (account.mfa_grace_ms > 0).then_some(prost_types::Duration {
             seconds: account.mfa_grace_ms / 1000,

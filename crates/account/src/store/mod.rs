@@ -14,6 +14,7 @@
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
 use tenancy_runtime::db::{all, exec, get, one};
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Reason};
 
 use crate::domain::{GrantKind, Level, MemberStatus, Role, Scope, ServiceAccess};
@@ -25,8 +26,8 @@ pub use rows::*;
 pub use services::*;
 
 /// A string value.
-pub fn s(v: impl Into<String>) -> Value {
-    Value::String(Some(v.into()))
+pub fn s(v: impl AsRef<str>) -> Value {
+    Value::String(Some(v.as_ref().to_owned()))
 }
 
 /// A nullable string value.
@@ -56,11 +57,14 @@ pub fn b(v: bool) -> Value {
 
 /// Takes the account's write lock for the rest of the transaction; false
 /// when the account does not exist.
-pub async fn lock_account<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<bool, Error> {
+pub async fn lock_account<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<bool, Error> {
     Ok(exec(
         c,
         "UPDATE account_accounts SET lock_version = lock_version + 1 WHERE id = $1",
-        vec![s(account_id)],
+        vec![account_id.into()],
     )
     .await?
         == 1)
@@ -100,7 +104,7 @@ pub mod policy_kind {
 /// One policy log entry to append.
 pub struct PolicyEntry {
     /// The account it concerns.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// One of [`policy_kind`].
     pub kind: i32,
     /// The encoded protobuf message, base64.
@@ -151,7 +155,7 @@ pub async fn append_policy<C: ConnectionTrait>(
             values.extend([
                 i(position),
                 i(now),
-                s(entry.account_id),
+                (&entry.account_id).into(),
                 n(entry.kind),
                 s(entry.payload),
             ]);
@@ -177,12 +181,15 @@ pub async fn policy_head<C: ConnectionTrait>(c: &C) -> Result<i64, Error> {
 
 /// Number of active owners: the members `domain::owners::OwnerFacts::
 /// is_active_owner` accepts, counted in SQL (a test proves they agree).
-pub async fn active_owners<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<u64, Error> {
+pub async fn active_owners<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<u64, Error> {
     let row = one(
         c,
         "SELECT COUNT(*) AS c FROM account_members WHERE account_id = $1 AND role = $2 AND status = $3 AND portal_access = $4",
         vec![
-            s(account_id),
+            account_id.into(),
             n(Role::Owner.code()),
             n(MemberStatus::Active.code()),
             b(true),
@@ -201,15 +208,15 @@ const MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, 
 /// One membership row.
 pub async fn member<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
-    user_id: &str,
+    account_id: &AccountId,
+    user_id: &UserId,
 ) -> Result<Option<MemberRow>, Error> {
     let row = one(
         c,
         &format!(
             "SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1 AND user_id = $2"
         ),
-        vec![s(account_id), s(user_id)],
+        vec![account_id.into(), user_id.into()],
     )
     .await?;
     row.map(|r| MemberRow::read(&r)).transpose()
@@ -238,16 +245,16 @@ pub async fn scope<C: ConnectionTrait>(c: &C, row: &MemberRow) -> Result<Scope, 
 /// separators used.
 pub async fn scopes<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
-    user_ids: &[String],
-) -> Result<std::collections::HashMap<String, Scope>, Error> {
-    let mut out: std::collections::HashMap<String, Scope> = std::collections::HashMap::new();
+    account_id: &AccountId,
+    user_ids: &[UserId],
+) -> Result<std::collections::HashMap<UserId, Scope>, Error> {
+    let mut out: std::collections::HashMap<UserId, Scope> = std::collections::HashMap::new();
     if user_ids.is_empty() {
         return Ok(out);
     }
     let placeholders: Vec<String> = (0..user_ids.len()).map(|k| format!("${}", k + 2)).collect();
-    let mut values = vec![s(account_id)];
-    values.extend(user_ids.iter().map(|u| s(u.as_str())));
+    let mut values: Vec<Value> = vec![account_id.into()];
+    values.extend(user_ids.iter().map(Value::from));
     let fold = if c.get_database_backend() == DbBackend::Postgres {
         "string_agg(grant_key || chr(31) || CAST(level AS TEXT), chr(30))"
     } else {
@@ -263,7 +270,7 @@ pub async fn scopes<C: ConnectionTrait>(
     )
     .await?;
     for row in rows {
-        let user: String = get(&row, "user_id")?;
+        let user: UserId = get(&row, "user_id")?;
         let kind = GrantKind::from_code(get(&row, "grant_kind")?);
         let grants: String = get(&row, "grants")?;
         let mut parsed: Vec<(String, Level)> = grants
@@ -289,14 +296,14 @@ pub async fn scopes<C: ConnectionTrait>(
 /// Replaces a member's grants with those of `scope`.
 pub async fn replace_grants<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
-    user_id: &str,
+    account_id: &AccountId,
+    user_id: &UserId,
     scope: &Scope,
 ) -> Result<(), Error> {
     exec(
         c,
         "DELETE FROM account_member_grants WHERE account_id = $1 AND user_id = $2",
-        vec![s(account_id), s(user_id)],
+        vec![account_id.into(), user_id.into()],
     )
     .await?;
     let mut grants: Vec<(GrantKind, &str, Level)> = Vec::new();
@@ -339,8 +346,8 @@ pub async fn replace_grants<C: ConnectionTrait>(
                 base + 5
             ));
             values.extend([
-                s(account_id),
-                s(user_id),
+                account_id.into(),
+                user_id.into(),
                 n(kind.code()),
                 s(*key),
                 n(lvl.code()),
@@ -354,13 +361,13 @@ pub async fn replace_grants<C: ConnectionTrait>(
 /// Which of `ids` are services of the account.
 pub async fn existing_services<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
+    account_id: &AccountId,
     ids: &[String],
 ) -> Result<std::collections::HashSet<String>, Error> {
     let mut found = std::collections::HashSet::new();
     for chunk in ids.chunks(500) {
         let placeholders: Vec<String> = (0..chunk.len()).map(|k| format!("${}", k + 2)).collect();
-        let mut values = vec![s(account_id)];
+        let mut values: Vec<Value> = vec![account_id.into()];
         values.extend(chunk.iter().map(|u| s(u.as_str())));
         let rows = all(
             c,
@@ -437,14 +444,14 @@ pub async fn remember<C: ConnectionTrait>(
 /// computed in SQL (a test proves the two agree).
 pub async fn start_mfa_deadlines<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
+    account_id: &AccountId,
     start: i64,
     grace_ms: i64,
 ) -> Result<(), Error> {
     exec(
         c,
         "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1",
-        vec![s(account_id), i(start), i(grace_ms)],
+        vec![account_id.into(), i(start), i(grace_ms)],
     )
     .await?;
     Ok(())
@@ -456,25 +463,28 @@ pub async fn start_mfa_deadlines<C: ConnectionTrait>(
 /// test proves the two agree).
 pub async fn resave_mfa_deadlines<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
+    account_id: &AccountId,
     start: i64,
     grace_ms: i64,
 ) -> Result<(), Error> {
     exec(
         c,
         "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1",
-        vec![s(account_id), i(start), i(grace_ms)],
+        vec![account_id.into(), i(start), i(grace_ms)],
     )
     .await?;
     Ok(())
 }
 
 /// Drops every personal 2FA deadline of the account (enforcement ended).
-pub async fn clear_mfa_deadlines<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<(), Error> {
+pub async fn clear_mfa_deadlines<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<(), Error> {
     exec(
         c,
         "UPDATE account_members SET mfa_deadline = $2 WHERE account_id = $1",
-        vec![s(account_id), oi(None)],
+        vec![account_id.into(), oi(None)],
     )
     .await?;
     Ok(())

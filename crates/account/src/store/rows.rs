@@ -2,6 +2,7 @@
 
 use sea_orm::{ConnectionTrait, QueryResult};
 use tenancy_runtime::Error;
+use tenancy_runtime::ids::{AccountId, UserId};
 
 use tenancy_runtime::db::{exec, get, one};
 
@@ -22,9 +23,9 @@ pub fn coded<T>(r: &QueryResult, col: &str, from_code: fn(i32) -> Option<T>) -> 
 #[derive(Clone, Debug)]
 pub struct MemberRow {
     /// The account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Role.
     pub role: Role,
     /// Status.
@@ -99,15 +100,15 @@ impl MemberRow {
         exec(
             c,
             "DELETE FROM account_members WHERE account_id = $1 AND user_id = $2",
-            vec![s(self.account_id.as_str()), s(self.user_id.as_str())],
+            vec![(&self.account_id).into(), (&self.user_id).into()],
         )
         .await?;
         exec(
             c,
             "INSERT INTO account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             vec![
-                s(self.account_id.as_str()),
-                s(self.user_id.as_str()),
+                (&self.account_id).into(),
+                (&self.user_id).into(),
                 n(self.role.code()),
                 n(self.status.code()),
                 super::b(self.portal_access),
@@ -130,8 +131,8 @@ impl MemberRow {
             c,
             "UPDATE account_members SET role = $3, status = $4, portal_access = $5, password_pending = $6, service_access = $7, update_time = $8, mfa_deadline = $9 WHERE account_id = $1 AND user_id = $2",
             vec![
-                s(self.account_id.as_str()),
-                s(self.user_id.as_str()),
+                (&self.account_id).into(),
+                (&self.user_id).into(),
                 n(self.role.code()),
                 n(self.status.code()),
                 super::b(self.portal_access),
@@ -150,7 +151,7 @@ impl MemberRow {
 #[derive(Clone, Debug)]
 pub struct AccountRow {
     /// Id.
-    pub id: String,
+    pub id: AccountId,
     /// AccountType code.
     pub account_type: i32,
     /// Display name.
@@ -213,11 +214,11 @@ impl AccountRow {
     }
 
     /// Loads an account.
-    pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
+    pub async fn load<C: ConnectionTrait>(c: &C, id: &AccountId) -> Result<Option<Self>, Error> {
         let row = one(
             c,
             &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id = $1"),
-            vec![s(id)],
+            vec![id.into()],
         )
         .await?;
         row.map(|r| Self::read(&r)).transpose()
@@ -374,7 +375,7 @@ pub struct ServiceRow {
     /// Id.
     pub id: String,
     /// Account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Kind.
     pub kind: String,
     /// Name.

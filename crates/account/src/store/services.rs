@@ -1,8 +1,9 @@
 //! The service catalogue's queries.
 
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, Value};
 use tenancy_runtime::Error;
 use tenancy_runtime::db::{all, exec};
+use tenancy_runtime::ids::{AccountId, UserId};
 
 use super::{SERVICE_COLUMNS, ServiceRow, n, s};
 use crate::domain::GrantKind;
@@ -18,7 +19,7 @@ pub struct ServiceQuery<'a> {
     /// grant or a tag grant (`None`: every service, for owners and ALL
     /// mode). A pre-filter for speed: the rule is
     /// `domain::access::service_level`, and a test proves the two agree.
-    pub reachable_by: Option<&'a str>,
+    pub reachable_by: Option<&'a UserId>,
     /// Only services after this (name, id) in (name, id) order.
     pub after: Option<(&'a str, &'a str)>,
     /// At most this many.
@@ -28,12 +29,12 @@ pub struct ServiceQuery<'a> {
 /// The services of `account_id` matching `q`, in (name, id) order.
 pub async fn list_services<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
+    account_id: &AccountId,
     q: &ServiceQuery<'_>,
 ) -> Result<Vec<ServiceRow>, Error> {
     let mut sql =
         format!("SELECT {SERVICE_COLUMNS} FROM account_services sv WHERE sv.account_id = $1");
-    let mut values = vec![s(account_id)];
+    let mut values: Vec<Value> = vec![account_id.into()];
     if !q.kind.is_empty() {
         values.push(s(q.kind));
         sql.push_str(&format!(" AND sv.kind = ${}", values.len()));
@@ -43,7 +44,7 @@ pub async fn list_services<C: ConnectionTrait>(
         sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM account_service_tags t WHERE t.service_id = sv.id AND t.tag = ${})", values.len()));
     }
     if let Some(user_id) = q.reachable_by {
-        values.push(s(user_id));
+        values.push(user_id.into());
         let u = values.len();
         values.push(n(GrantKind::Selected.code()));
         let selected = values.len();
@@ -77,7 +78,7 @@ pub async fn list_services<C: ConnectionTrait>(
 /// and resource grants); false when it did not exist.
 pub async fn delete_service<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
+    account_id: &AccountId,
     service_id: &str,
 ) -> Result<bool, Error> {
     if exec(
@@ -100,7 +101,7 @@ pub async fn delete_service<C: ConnectionTrait>(
         c,
         "DELETE FROM account_member_grants WHERE account_id = $1 AND grant_key = $2 AND grant_kind IN ($3, $4)",
         vec![
-            s(account_id),
+            account_id.into(),
             s(service_id),
             n(GrantKind::Selected.code()),
             n(GrantKind::Resource.code()),

@@ -13,7 +13,7 @@ use tenancy_account::domain::access::{self, MemberFacts};
 use tenancy_account::domain::{Level, MemberStatus, Role, Scope, ServiceAccess, mfa};
 use tenancy_account::migration::Migrator;
 use tenancy_account::store::{self, MemberRow, ServiceQuery, ServiceRow};
-use tenancy_runtime::ids::new_id;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_testkit::TestDatabase;
 
 /// A small seeded generator (splitmix64): the same runs every time.
@@ -51,10 +51,15 @@ async fn database(db: &TestDatabase) -> DatabaseConnection {
         .unwrap()
 }
 
-fn member(account_id: &str, user_id: &str, facts: MemberFacts, join_time: i64) -> MemberRow {
+fn member(
+    account_id: &AccountId,
+    user_id: &UserId,
+    facts: MemberFacts,
+    join_time: i64,
+) -> MemberRow {
     MemberRow {
-        account_id: account_id.to_owned(),
-        user_id: user_id.to_owned(),
+        account_id: account_id.clone(),
+        user_id: user_id.clone(),
         role: facts.role,
         status: facts.status,
         portal_access: facts.portal_access,
@@ -62,7 +67,7 @@ fn member(account_id: &str, user_id: &str, facts: MemberFacts, join_time: i64) -
         service_access: facts.service_access,
         join_time,
         update_time: join_time,
-        name_key: user_id.to_owned(),
+        name_key: user_id.to_string(),
         email: format!("{user_id}@example.com"),
         mfa_deadline: None,
     }
@@ -76,7 +81,7 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
     let db = database(&test_db).await;
     let mut rng = Rng(0x5eed_0001);
     for round in 0..40 {
-        let account = new_id();
+        let account = AccountId::new();
         // A random catalogue: up to 12 services with random tags.
         let mut catalogue: Vec<ServiceRow> = Vec::new();
         for k in 0..rng.below(13) {
@@ -86,7 +91,7 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                 .map(|t| (*t).to_owned())
                 .collect();
             let row = ServiceRow {
-                id: new_id(),
+                id: tenancy_runtime::ids::new_id(),
                 account_id: account.clone(),
                 kind: "vm".to_owned(),
                 name: format!("service {k:02}"),
@@ -137,14 +142,14 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                     scope.tags.push((tag.to_owned(), level));
                 }
             }
-            let user = new_id();
+            let user = UserId::new();
             member(&account, &user, facts, 0).upsert(&db).await.unwrap();
             store::replace_grants(&db, &account, &user, &scope)
                 .await
                 .unwrap();
             let everything = access::reaches_all_services(facts);
             let query = ServiceQuery {
-                reachable_by: (!everything).then_some(user.as_str()),
+                reachable_by: (!everything).then_some(&user),
                 limit: 1000,
                 ..ServiceQuery::default()
             };
@@ -176,7 +181,7 @@ async fn active_owner_count_agrees_with_the_domain_rule() {
     let db = database(&test_db).await;
     let mut rng = Rng(0x5eed_0002);
     for round in 0..30 {
-        let account = new_id();
+        let account = AccountId::new();
         let mut expected = 0;
         for _ in 0..rng.below(8) {
             let facts = MemberFacts {
@@ -185,7 +190,7 @@ async fn active_owner_count_agrees_with_the_domain_rule() {
                 portal_access: rng.chance(70),
                 service_access: ServiceAccess::All,
             };
-            let row = member(&account, &new_id(), facts, 0);
+            let row = member(&account, &UserId::new(), facts, 0);
             if row.owner_facts().is_active_owner() {
                 expected += 1;
             }
@@ -207,7 +212,7 @@ async fn mfa_deadline_sql_agrees_with_the_domain_rule() {
     let day = 24 * 3600 * 1000;
     let base: i64 = 1_800_000_000_000;
     for round in 0..30 {
-        let account = new_id();
+        let account = AccountId::new();
         let mut rows = Vec::new();
         for _ in 0..rng.below(6) + 1 {
             let facts = MemberFacts {
@@ -217,7 +222,7 @@ async fn mfa_deadline_sql_agrees_with_the_domain_rule() {
                 service_access: ServiceAccess::All,
             };
             let join = base + i64::try_from(rng.below(60)).unwrap() * day / 2;
-            let mut row = member(&account, &new_id(), facts, join);
+            let mut row = member(&account, &UserId::new(), facts, join);
             row.mfa_deadline = rng
                 .chance(60)
                 .then(|| base + i64::try_from(rng.below(90)).unwrap() * day / 3);
