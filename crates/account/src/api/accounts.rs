@@ -10,15 +10,13 @@ use tenancy_runtime::ids::{
 use tenancy_runtime::{Error, Reason};
 
 use super::{Api, fingerprint, join_deadline, mask_paths, ts};
+use crate::app::IDEMPOTENCY_WINDOW_MS;
 use crate::app::policy::membership_entry;
 use crate::domain::{MemberStatus, Role, Scope, ServiceAccess, validate};
 use crate::store::{self, AccountRow, MemberRow, n, s};
 
 /// The most accounts one user may create.
 const MAX_ACCOUNTS_PER_USER: i64 = 100;
-
-/// How long idempotency keys are remembered.
-pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// A stored postal address.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -366,7 +366,7 @@ impl Api {
                 scope,
                 &req.request_id,
                 &hash,
-                now - super::accounts::IDEMPOTENCY_WINDOW_MS,
+                now - crate::app::IDEMPOTENCY_WINDOW_MS,
             )
             .await?
         {

@@ -6,6 +6,7 @@ use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 
 use crate::app::App;
+pub(crate) use crate::app::fingerprint;
 pub(crate) use crate::app::policy::{allowlist_of, membership_state, settings_pb};
 use crate::domain::members::check_caller;
 use crate::domain::{AccountError, Role, Scope, validate};
@@ -255,13 +256,6 @@ pub(crate) fn mask_paths(
         }
     }
     Ok(paths)
-}
-
-/// A fingerprint of list filters, carried in page tokens so a token is
-/// refused with other filters.
-pub(crate) fn fingerprint(parts: &impl serde::Serialize) -> String {
-    let text = serde_json::to_string(parts).unwrap_or_default();
-    tenancy_runtime::secret::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
 /// An PAGE_TOKEN_INVALID error.

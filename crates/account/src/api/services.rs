@@ -3,23 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
-use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{
     AccountId, decode_page_token_for, encode_page_token, new_id, page_size, parse_id,
 };
-use tenancy_runtime::{Error, Reason};
+use tenancy_runtime::Error;
 
-use super::internal::account_not_found;
 use super::{Api, Caller, fingerprint, mask_paths, ts};
-use crate::app::policy::access_entry;
+use crate::app::services as app;
 use crate::domain::access;
-use crate::domain::{Level, Role, Scope, validate};
-use crate::store::{self, ServiceRow, s};
-
-fn service_not_found() -> Error {
-    Error::new(Reason::ServiceNotFound, "service not found")
-}
+use crate::domain::{AccountError, Level, Role, Scope, validate};
+use crate::store::{self, ServiceRow};
 
 pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
     pb::Service {
@@ -91,30 +85,6 @@ struct Token {
 }
 
 impl Api {
-    async fn external_id_conflict(
-        &self,
-        account_id: &AccountId,
-        external_id: &Option<String>,
-    ) -> Error {
-        let existing = match external_id {
-            Some(e) => db::one(
-                &self.db,
-                "SELECT id FROM account_services WHERE account_id = $1 AND external_id = $2",
-                vec![s(account_id), s(e.as_str())],
-            )
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| db::get::<String>(&r, "id").ok()),
-            None => None,
-        };
-        Error::new(
-            Reason::ExternalIdInUse,
-            "another service of the account has this external_id",
-        )
-        .with_metadata("service_id", existing.unwrap_or_default())
-    }
-
     pub(super) async fn do_register_service(
         &self,
         request: tonic::Request<pb::RegisterServiceRequest>,
@@ -130,7 +100,7 @@ impl Api {
         );
         let mut row = ServiceRow {
             id: new_id(),
-            account_id: AccountId::trusted(account_id.clone().unwrap_or_default()),
+            account_id: AccountId::trusted(account_id.unwrap_or_default()),
             kind: String::new(),
             name: String::new(),
             tags: Vec::new(),
@@ -157,64 +127,9 @@ impl Api {
             &row.tags,
             &row.external_id,
         ));
-        let txn = store::begin(&self.db).await?;
-        if !store::lock_account(&txn, &row.account_id).await? {
-            return Err(account_not_found());
-        }
-        if !req.request_id.is_empty()
-            && let Some(id) = store::idempotent(
-                &txn,
-                "register_service",
-                &req.request_id,
-                &hash,
-                now - super::accounts::IDEMPOTENCY_WINDOW_MS,
-            )
-            .await?
-        {
-            txn.commit().await?;
-            let existing = ServiceRow::load(&self.db, &id)
-                .await?
-                .ok_or_else(service_not_found)?;
-            return Ok(pb::RegisterServiceResponse {
-                service: Some(service_pb(&existing, 0)),
-            });
-        }
-        if let Err(e) = row.save(&txn, true).await {
-            drop(txn);
-            if e.code() == tonic::Code::Internal {
-                // A unique violation of (account_id, external_id) is the only
-                // expected failure here.
-                if row.external_id.is_some() {
-                    return Err(self
-                        .external_id_conflict(&row.account_id, &row.external_id)
-                        .await);
-                }
-            }
-            return Err(e);
-        }
-        if !req.request_id.is_empty() {
-            store::remember(
-                &txn,
-                "register_service",
-                &req.request_id,
-                &hash,
-                &row.id,
-                now,
-            )
-            .await?;
-        }
-        let audit = self.audit(
-            &principal,
-            &row.account_id,
-            "service.register",
-            ("service", &row.id),
-            None,
-            Some(serde_json::json!({"kind": row.kind, "name": row.name, "tags": row.tags})),
-        );
-        audit.insert(&txn).await?;
-        store::append_policy(&txn, now, vec![access_entry(&row.account_id)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        let request =
+            (!req.request_id.is_empty()).then_some((req.request_id.as_str(), hash.as_str()));
+        let row = app::register_service(self, &principal, row, request).await?;
         Ok(pb::RegisterServiceResponse {
             service: Some(service_pb(&row, 0)),
         })
@@ -232,42 +147,13 @@ impl Api {
         )?;
         let input = req.service.unwrap_or_default();
         let id = parse_id("service.id", &input.id)?;
-        let before = ServiceRow::load(&self.db, &id)
-            .await?
-            .ok_or_else(service_not_found)?;
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &before.account_id).await?;
-        let before = ServiceRow::load(&txn, &id)
-            .await?
-            .ok_or_else(service_not_found)?;
-        let mut row = before.clone();
-        let mut v = Violations::default();
         let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-        apply(&mut row, &input, &refs, &mut v);
-        v.finish()?;
-        row.update_time = self.now();
-        if let Err(e) = row.save(&txn, false).await {
-            drop(txn);
-            if row.external_id.is_some() && row.external_id != before.external_id {
-                return Err(self
-                    .external_id_conflict(&row.account_id, &row.external_id)
-                    .await);
-            }
-            return Err(e);
-        }
-        let snap = |r: &ServiceRow| serde_json::json!({"kind": r.kind, "name": r.name, "tags": r.tags, "external_id": r.external_id});
-        let audit = self.audit(
-            &principal,
-            &row.account_id,
-            "service.update",
-            ("service", &row.id),
-            Some(snap(&before)),
-            Some(snap(&row)),
-        );
-        audit.insert(&txn).await?;
-        store::append_policy(&txn, row.update_time, vec![access_entry(&row.account_id)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        let row = app::update_service(self, &principal, &id, |row| {
+            let mut v = Violations::default();
+            apply(row, &input, &refs, &mut v);
+            v.finish()
+        })
+        .await?;
         Ok(pb::UpdateServiceResponse {
             service: Some(service_pb(&row, 0)),
         })
@@ -279,26 +165,7 @@ impl Api {
     ) -> Result<pb::DeleteServiceResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
         let id = parse_id("service_id", &request.get_ref().service_id)?;
-        let row = ServiceRow::load(&self.db, &id)
-            .await?
-            .ok_or_else(service_not_found)?;
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &row.account_id).await?;
-        if !store::delete_service(&txn, &row.account_id, &id).await? {
-            return Err(service_not_found());
-        }
-        let audit = self.audit(
-            &principal,
-            &row.account_id,
-            "service.delete",
-            ("service", &row.id),
-            Some(serde_json::json!({"kind": row.kind, "name": row.name})),
-            None,
-        );
-        audit.insert(&txn).await?;
-        store::append_policy(&txn, self.now(), vec![access_entry(&row.account_id)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        app::delete_service(self, &principal, &id).await?;
         Ok(pb::DeleteServiceResponse {})
     }
 
@@ -364,11 +231,11 @@ impl Api {
         let row = ServiceRow::load(&self.db, &id)
             .await?
             .filter(|r| r.account_id == caller.account_id)
-            .ok_or_else(service_not_found)?;
+            .ok_or(AccountError::ServiceNotFound)?;
         let scope = store::scope(&self.db, &caller.member).await?;
         let l = level_on(&caller, &scope, &row);
         if l == Level::None {
-            return Err(service_not_found());
+            return Err(AccountError::ServiceNotFound.into());
         }
         Ok(pb::GetServiceResponse {
             service: Some(service_pb(&row, l.code())),

@@ -22,6 +22,18 @@ use crate::store::AuditRow;
 
 pub(crate) mod members;
 pub(crate) mod policy;
+pub(crate) mod services;
+
+/// How long an idempotency key (`request_id`) is remembered.
+pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// A short fingerprint of serializable parts: of a request, for
+/// idempotency keys, and of list filters, carried in page tokens so a
+/// token is refused with other filters.
+pub(crate) fn fingerprint(parts: &impl serde::Serialize) -> String {
+    let text = serde_json::to_string(parts).unwrap_or_default();
+    tenancy_runtime::secret::sha256_hex(text.as_bytes())[..16].to_owned()
+}
 
 /// What every use case works with; cheap to clone (the database handle is
 /// a pool).

@@ -46,6 +46,12 @@ pub enum AccountError {
     /// The service does not exist (or the caller may not see it).
     #[error("service not found")]
     ServiceNotFound,
+    /// Another service of the account has this external id.
+    #[error("another service of the account has this external_id")]
+    ExternalIdInUse {
+        /// The service holding it (empty if it went away meanwhile).
+        service_id: String,
+    },
 }
 
 impl From<AccountError> for Error {
@@ -66,6 +72,9 @@ impl From<AccountError> for Error {
             AccountError::LastActiveOwner => Error::new(Reason::LastActiveOwner, message),
             AccountError::TargetIsSelf => Error::new(Reason::TargetIsSelf, message),
             AccountError::ServiceNotFound => Error::new(Reason::ServiceNotFound, message),
+            AccountError::ExternalIdInUse { service_id } => {
+                Error::new(Reason::ExternalIdInUse, message).with_metadata("service_id", service_id)
+            }
         }
     }
 }
@@ -106,6 +115,14 @@ mod tests {
         assert_eq!(
             mapped.metadata.get("required_role").map(String::as_str),
             Some("ROLE_OWNER")
+        );
+        let mapped = Error::from(AccountError::ExternalIdInUse {
+            service_id: "s1".to_owned(),
+        });
+        assert_eq!(mapped.reason, Reason::ExternalIdInUse);
+        assert_eq!(
+            mapped.metadata.get("service_id").map(String::as_str),
+            Some("s1")
         );
         assert_eq!(
             Error::from(AccountError::MemberRevoked).message,

@@ -2,7 +2,7 @@
 
 use sea_orm::{ConnectionTrait, Value};
 use tenancy_runtime::Error;
-use tenancy_runtime::db::{all, exec};
+use tenancy_runtime::db::{all, exec, get, one};
 use tenancy_runtime::ids::{AccountId, UserId};
 
 use super::{SERVICE_COLUMNS, ServiceRow, n, s};
@@ -72,6 +72,21 @@ pub async fn list_services<C: ConnectionTrait>(
         .iter()
         .map(ServiceRow::read)
         .collect()
+}
+
+/// The service of the account holding `external_id`, if any.
+pub async fn service_with_external_id<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+    external_id: &str,
+) -> Result<Option<String>, Error> {
+    let row = one(
+        c,
+        "SELECT id FROM account_services WHERE account_id = $1 AND external_id = $2",
+        vec![account_id.into(), s(external_id)],
+    )
+    .await?;
+    Ok(row.map(|r| get::<String>(&r, "id")).transpose()?)
 }
 
 /// Deletes a service with its tags and the grants naming it (selections
