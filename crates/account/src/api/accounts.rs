@@ -9,14 +9,10 @@ use tenancy_runtime::ids::{
 };
 use tenancy_runtime::{Error, Reason};
 
-use super::{Api, fingerprint, join_deadline, mask_paths, ts};
-use crate::app::IDEMPOTENCY_WINDOW_MS;
-use crate::app::policy::membership_entry;
-use crate::domain::{MemberStatus, Role, Scope, ServiceAccess, validate};
-use crate::store::{self, AccountRow, MemberRow, n, s};
-
-/// The most accounts one user may create.
-const MAX_ACCOUNTS_PER_USER: i64 = 100;
+use super::{Api, fingerprint, mask_paths, ts};
+use crate::app::accounts as app;
+use crate::domain::{AccountError, MemberStatus, Role, Scope, ServiceAccess, validate};
+use crate::store::{AccountRow, n, s};
 
 /// A stored postal address.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -261,100 +257,25 @@ impl Api {
             &row.registration_number,
             &row.address_json,
         ));
-        let idem_scope = format!("create_account:{user_id}");
-
         // The creator's profile, for sorting members; best effort.
         let me = self.users_or_empty(std::slice::from_ref(&user_id)).await;
         let me = me.get(&user_id);
-
-        let txn = store::begin(&self.db).await?;
-        if !req.request_id.is_empty()
-            && let Some(existing) = store::idempotent(
-                &txn,
-                &idem_scope,
-                &req.request_id,
-                &request_hash,
-                now - IDEMPOTENCY_WINDOW_MS,
-            )
-            .await?
-        {
-            txn.commit().await?;
-            let existing = AccountId::trusted(existing);
-            let account = AccountRow::load(&self.db, &existing)
-                .await?
-                .ok_or_else(super::internal::account_not_found)?;
-            let member = store::member(&self.db, &existing, &user_id)
-                .await?
-                .ok_or(crate::domain::AccountError::MemberNotFound)?;
-            return Ok(pb::CreateAccountResponse {
-                account: Some(account_pb(&account)),
-                member: Some(self.render_member(&member).await?),
-            });
-        }
-        let created = db::one(
-            &txn,
-            "SELECT COUNT(*) AS c FROM account_accounts WHERE created_by = $1",
-            vec![s(user_id.as_str())],
-        )
-        .await?
-        .map(|r| db::get::<i64>(&r, "c"))
-        .transpose()?
-        .unwrap_or(0);
-        if created >= MAX_ACCOUNTS_PER_USER {
-            return Err(Error::new(
-                Reason::AccountLimitReached,
-                format!("a user may create at most {MAX_ACCOUNTS_PER_USER} accounts"),
-            ));
-        }
-        row.insert(&txn).await?;
-        let member = MemberRow {
-            account_id: row.id.clone(),
-            user_id: user_id.clone(),
-            role: Role::Owner,
-            status: MemberStatus::Active,
-            portal_access: true,
-            password_pending: false,
-            service_access: ServiceAccess::All,
-            join_time: now,
-            update_time: now,
-            name_key: me.map(|u| u.name.to_lowercase()).unwrap_or_default(),
-            email: me.map(|u| u.email.clone()).unwrap_or_default(),
-            mfa_deadline: join_deadline(&row, now),
-        };
-        member.upsert(&txn).await?;
-        if !req.request_id.is_empty() {
-            store::remember(
-                &txn,
-                &idem_scope,
-                &req.request_id,
-                &request_hash,
-                row.id.as_str(),
-                now,
-            )
-            .await?;
-        }
-        self.audit(
-            &principal,
-            &row.id,
-            "account.create",
-            ("account", row.id.as_str()),
-            None,
-            Some(serde_json::json!({"name": row.name, "type": row.account_type})),
-        )
-        .insert(&txn)
-        .await?;
-        let settings = crate::app::policy::settings_entry(&row);
-        store::append_policy(&txn, now, vec![settings, membership_entry(&member)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.id);
-        let scope = Scope {
-            portal_access: true,
-            service_access: ServiceAccess::All,
-            ..Scope::default()
+        let request = (!req.request_id.is_empty())
+            .then_some((req.request_id.as_str(), request_hash.as_str()));
+        let created = app::create_account(self, &principal, &user_id, row, me, request).await?;
+        let member = if created.fresh {
+            let scope = Scope {
+                portal_access: true,
+                service_access: ServiceAccess::All,
+                ..Scope::default()
+            };
+            self.member_pb(&created.owner, &scope, me, Some(&created.account))
+        } else {
+            self.render_member(&created.owner).await?
         };
         Ok(pb::CreateAccountResponse {
-            account: Some(account_pb(&row)),
-            member: Some(self.member_pb(&member, &scope, me, Some(&row))),
+            account: Some(account_pb(&created.account)),
+            member: Some(member),
         })
     }
 
@@ -443,7 +364,7 @@ impl Api {
         let caller = self.caller(&request, Role::Manager).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
-            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
+            .ok_or(AccountError::AccountNotFound)?;
         Ok(pb::GetAccountResponse {
             account: Some(account_pb(&account)),
         })
@@ -465,37 +386,12 @@ impl Api {
                 "must be empty or the selected account's id",
             ));
         }
-        let now = self.now();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        let before = AccountRow::load(&txn, &caller.account_id)
-            .await?
-            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
-        let mut row = before.clone();
-        let mut v = Violations::default();
-        apply(&mut row, &input, &paths, &mut v);
-        v.finish()?;
-        row.update_time = now;
-        row.update(&txn).await?;
-        let snapshot = |a: &AccountRow| {
-            serde_json::json!({
-                "type": a.account_type, "name": a.name, "legal_name": a.legal_name,
-                "country_code": a.country_code, "vat_number": a.vat_number,
-                "registration_number": a.registration_number,
-                "address": serde_json::from_str::<serde_json::Value>(&a.address_json).unwrap_or_default(),
-            })
-        };
-        self.audit(
-            &caller.principal,
-            &row.id,
-            "account.update",
-            ("account", row.id.as_str()),
-            Some(snapshot(&before)),
-            Some(snapshot(&row)),
-        )
-        .insert(&txn)
+        let row = app::update_account(self, &caller.principal, &caller.account_id, |row| {
+            let mut v = Violations::default();
+            apply(row, &input, &paths, &mut v);
+            v.finish()
+        })
         .await?;
-        txn.commit().await?;
         Ok(pb::UpdateAccountResponse {
             account: Some(account_pb(&row)),
         })

@@ -1,7 +1,6 @@
 //! Invitations: invite, list, resend, cancel, accept.
 
 use std::collections::HashMap;
-use tenancy_runtime::db::{self, get};
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
@@ -16,107 +15,23 @@ use tenancy_runtime::{Error, Reason};
 use super::members::ScopeFields;
 use super::{Api, Caller, fingerprint, join_deadline, scope_pb, ts};
 use crate::app::policy::{membership_entry, role_name};
-use crate::domain::{MemberStatus, Role, Scope, ServiceAccess, invitation_state as st, validate};
-use crate::store::{self, AccountRow, MemberRow, b, i, n, os, s};
+use crate::domain::{
+    AccountError, InvitationState, MemberStatus, Role, Scope, ServiceAccess, validate,
+};
+use crate::store::{self, AccountRow, InvitationRow, MemberRow};
 
 /// How long an invitation link works.
 pub(crate) const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The shortest time between two sends of one invitation.
 const RESEND_INTERVAL_MS: i64 = 60 * 1000;
 
-const COLUMNS: &str = "id, account_id, email, role, scope_json, state, token_hash, create_time, expire_time, invited_by, send_time, send_count, close_time, user_id, for_existing_member";
-
-#[derive(Clone, Debug)]
-struct InvitationRow {
-    id: String,
-    account_id: AccountId,
-    email: String,
-    role: Role,
-    scope: Scope,
-    state: i32,
-    token_hash: String,
-    create_time: i64,
-    expire_time: i64,
-    invited_by: String,
-    send_time: i64,
-    send_count: i32,
-    close_time: Option<i64>,
-    user_id: Option<String>,
-    for_existing_member: bool,
-}
-
-impl InvitationRow {
-    fn read(r: &sea_orm::QueryResult) -> Result<Self, Error> {
-        let scope: String = get(r, "scope_json")?;
-        Ok(Self {
-            id: get(r, "id")?,
-            account_id: get(r, "account_id")?,
-            email: get(r, "email")?,
-            role: store::coded(r, "role", Role::from_code)?,
-            scope: serde_json::from_str(&scope).unwrap_or_default(),
-            state: get(r, "state")?,
-            token_hash: get(r, "token_hash")?,
-            create_time: get(r, "create_time")?,
-            expire_time: get(r, "expire_time")?,
-            invited_by: get(r, "invited_by")?,
-            send_time: get(r, "send_time")?,
-            send_count: get(r, "send_count")?,
-            close_time: get(r, "close_time")?,
-            user_id: get(r, "user_id")?,
-            for_existing_member: get(r, "for_existing_member")?,
-        })
-    }
-
-    /// The state as clients see it: PENDING past its expiry is EXPIRED.
-    fn effective_state(&self, now: i64) -> i32 {
-        if self.state == st::PENDING && self.expire_time <= now {
-            st::EXPIRED
-        } else {
-            self.state
-        }
-    }
-
-    async fn insert<C: sea_orm::ConnectionTrait>(&self, c: &C) -> Result<(), sea_orm::DbErr> {
-        let scope = serde_json::to_string(&self.scope).unwrap_or_default();
-        db::exec(
-            c,
-            &format!("INSERT INTO account_invitations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
-            vec![
-                s(self.id.as_str()), s(self.account_id.as_str()), s(self.email.as_str()), n(self.role.code()), s(scope),
-                n(self.state), s(self.token_hash.as_str()), i(self.create_time), i(self.expire_time),
-                s(self.invited_by.as_str()), i(self.send_time), n(self.send_count), store::oi(self.close_time),
-                os(self.user_id.clone()), b(self.for_existing_member),
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-}
-
-fn not_found() -> Error {
-    Error::new(Reason::InvitationNotFound, "invitation not found")
-}
-
-fn used() -> Error {
-    Error::new(
-        Reason::InvitationUsed,
-        "the invitation was already accepted",
-    )
-}
-
-fn cancelled() -> Error {
-    Error::new(Reason::InvitationCancelled, "the invitation was cancelled")
-}
-
-fn pending_exists() -> Error {
-    Error::new(
-        Reason::InvitationPending,
-        "a pending invitation for this email exists; resend it instead",
-    )
-}
-
 fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
     let state = r.effective_state(now);
+    let closed = match state {
+        InvitationState::Pending => None,
+        InvitationState::Expired => Some(ts(r.close_time.unwrap_or(r.expire_time))),
+        _ => r.close_time.map(ts),
+    };
     let mut scope = r.scope.clone();
     scope.portal_access = true;
     pb::Invitation {
@@ -125,18 +40,14 @@ fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
         email: r.email.clone(),
         role: r.role.code(),
         access_scope: Some(scope_pb(&scope)),
-        state,
+        state: state.code(),
         create_time: Some(ts(r.create_time)),
         expire_time: Some(ts(r.expire_time)),
         invited_by_user_id: r.invited_by.clone(),
         send_time: Some(ts(r.send_time)),
         send_count: r.send_count,
-        close_time: match state {
-            st::PENDING => None,
-            st::EXPIRED => Some(ts(r.close_time.unwrap_or(r.expire_time))),
-            _ => r.close_time.map(ts),
-        },
-        user_id: if state == st::ACCEPTED || r.for_existing_member {
+        close_time: closed,
+        user_id: if state == InvitationState::Accepted || r.for_existing_member {
             r.user_id.clone().unwrap_or_default()
         } else {
             String::new()
@@ -220,14 +131,9 @@ impl Api {
         id: &str,
     ) -> Result<InvitationRow, Error> {
         let id = parse_id("invitation_id", id)?;
-        let row = db::one(
-            &self.db,
-            &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1 AND account_id = $2"),
-            vec![s(id), s(account_id)],
-        )
-        .await?
-        .ok_or_else(not_found)?;
-        InvitationRow::read(&row)
+        Ok(store::invitation(&self.db, &id, Some(account_id))
+            .await?
+            .ok_or(AccountError::InvitationNotFound)?)
     }
 
     pub(super) async fn do_invite_member(
@@ -267,7 +173,7 @@ impl Api {
             email: email.clone(),
             role,
             scope,
-            state: st::PENDING,
+            state: InvitationState::Pending,
             token_hash: token.hash(),
             create_time: now,
             expire_time: now + INVITATION_TTL_MS,
@@ -283,21 +189,13 @@ impl Api {
         if let Some(m) = store::member(&txn, &caller.account_id, &user.id).await?
             && m.status != MemberStatus::Revoked
         {
-            return Err(Error::new(
-                Reason::MemberExists,
-                "this person is already a member",
-            ));
+            return Err(AccountError::MemberExists.into());
         }
         // An expired invitation no longer blocks a new one.
-        db::exec(
-            &txn,
-            "UPDATE account_invitations SET state = $4, close_time = expire_time WHERE account_id = $1 AND email = $2 AND state = 1 AND expire_time <= $3",
-            vec![s(caller.account_id.as_str()), s(email.as_str()), i(now), n(st::EXPIRED)],
-        )
-        .await?;
+        store::expire_invitations(&txn, &caller.account_id, &email, now).await?;
         if let Err(e) = inv.insert(&txn).await {
             if tenancy_runtime::db::is_unique_violation(&e) {
-                return Err(pending_exists());
+                return Err(AccountError::InvitationPending.into());
             }
             return Err(e.into());
         }
@@ -345,7 +243,7 @@ impl Api {
             email: email.clone(),
             role: member.role,
             scope,
-            state: st::PENDING,
+            state: InvitationState::Pending,
             token_hash: token.hash(),
             create_time: now,
             expire_time: now + INVITATION_TTL_MS,
@@ -358,12 +256,7 @@ impl Api {
         };
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &member.account_id).await?;
-        db::exec(
-            &txn,
-            "UPDATE account_invitations SET state = $4, close_time = $3 WHERE account_id = $1 AND email = $2 AND state = 1",
-            vec![s(member.account_id.as_str()), s(email.as_str()), i(now), n(st::CANCELLED)],
-        )
-        .await?;
+        store::cancel_pending_invitations(&txn, &member.account_id, &email, now).await?;
         inv.insert(&txn).await?;
         self.audit(&caller.principal, &member.account_id, "member.invite", ("invitation", &inv.id), None, Some(serde_json::json!({"email": email, "role": role_name(inv.role), "portal_access": true})))
             .insert(&txn)
@@ -386,41 +279,24 @@ impl Api {
         let f = fingerprint(&states);
         let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let now = self.now();
-        let mut sql = format!("SELECT {COLUMNS} FROM account_invitations WHERE account_id = $1");
-        let mut values = vec![s(caller.account_id.as_str()), i(now)];
-        let mut ors = Vec::new();
-        for state in &states {
-            match *state {
-                st::PENDING => ors.push("(state = 1 AND expire_time > $2)".to_owned()),
-                st::EXPIRED => {
-                    ors.push("(state = 4 OR (state = 1 AND expire_time <= $2))".to_owned())
-                }
-                st::ACCEPTED => ors.push("state = 2".to_owned()),
-                st::CANCELLED => ors.push("state = 3".to_owned()),
-                _ => {}
-            }
-        }
-        if !ors.is_empty() {
-            sql.push_str(&format!(" AND ({})", ors.join(" OR ")));
-        } else {
-            sql.push_str(" AND $2 = $2");
-        }
-        if let Some(c) = &cursor {
-            values.push(i(c.t));
-            values.push(s(c.id.as_str()));
-            sql.push_str(" AND (create_time < $3 OR (create_time = $3 AND id < $4))");
-        }
-        sql.push_str(&format!(
-            " ORDER BY create_time DESC, id DESC LIMIT {}",
-            size + 1
-        ));
-        let rows = db::all(&self.db, &sql, values).await?;
+        let wanted: Vec<InvitationState> = states
+            .iter()
+            .filter_map(|s| InvitationState::from_code(*s))
+            .collect();
+        let rows = store::list_invitations(
+            &self.db,
+            &caller.account_id,
+            &wanted,
+            now,
+            cursor.as_ref().map(|c| (c.t, c.id.as_str())),
+            size + 1,
+        )
+        .await?;
         let more = rows.len() as u64 > size;
         let rows: Vec<InvitationRow> = rows
-            .iter()
+            .into_iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .map(InvitationRow::read)
-            .collect::<Result<_, _>>()?;
+            .collect();
         let next_page_token = match (more, rows.last()) {
             (true, Some(l)) => encode_page_token(&Token {
                 f,
@@ -455,14 +331,9 @@ impl Api {
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
         let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
-        let row = db::one(
-            &self.db,
-            &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1"),
-            vec![s(id)],
-        )
-        .await?
-        .ok_or_else(not_found)?;
-        let inv = InvitationRow::read(&row)?;
+        let inv = store::invitation(&self.db, &id, None)
+            .await?
+            .ok_or(AccountError::InvitationNotFound)?;
         let inviter = UserId::trusted(inv.invited_by.as_str());
         self.resend(inv, &principal, &inviter).await
     }
@@ -477,8 +348,8 @@ impl Api {
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let now = self.now();
         match inv.state {
-            st::ACCEPTED => return Err(used()),
-            st::CANCELLED => return Err(cancelled()),
+            InvitationState::Accepted => return Err(AccountError::InvitationUsed.into()),
+            InvitationState::Cancelled => return Err(AccountError::InvitationCancelled.into()),
             _ => {}
         }
         if inv.send_time + RESEND_INTERVAL_MS > now {
@@ -490,7 +361,7 @@ impl Api {
         }
         let token = SecretToken::generate("tni_");
         let before_state = inv.effective_state(now);
-        inv.state = st::PENDING;
+        inv.state = InvitationState::Pending;
         inv.token_hash = token.hash();
         inv.expire_time = now + INVITATION_TTL_MS;
         inv.send_time = now;
@@ -498,16 +369,12 @@ impl Api {
         inv.close_time = None;
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &inv.account_id).await?;
-        let updated = db::exec(
-            &txn,
-            "UPDATE account_invitations SET state = 1, token_hash = $2, expire_time = $3, send_time = $4, send_count = $5, close_time = NULL WHERE id = $1 AND state IN (1, 4)",
-            vec![s(inv.id.as_str()), s(inv.token_hash.as_str()), i(inv.expire_time), i(now), n(inv.send_count)],
-        )
-        .await;
-        match updated {
-            Ok(1) => {}
-            Ok(_) => return Err(used()),
-            Err(e) if tenancy_runtime::db::is_unique_violation(&e) => return Err(pending_exists()),
+        match store::renew_invitation(&txn, &inv).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AccountError::InvitationUsed.into()),
+            Err(e) if tenancy_runtime::db::is_unique_violation(&e) => {
+                return Err(AccountError::InvitationPending.into());
+            }
             Err(e) => return Err(e.into()),
         }
         self.audit(
@@ -515,7 +382,7 @@ impl Api {
             &inv.account_id,
             "invitation.resend",
             ("invitation", &inv.id),
-            Some(serde_json::json!({"state": before_state})),
+            Some(serde_json::json!({"state": before_state.code()})),
             Some(serde_json::json!({"send_count": inv.send_count})),
         )
         .insert(&txn)
@@ -537,8 +404,8 @@ impl Api {
             .await?;
         let now = self.now();
         match inv.state {
-            st::ACCEPTED => return Err(used()),
-            st::CANCELLED => {
+            InvitationState::Accepted => return Err(AccountError::InvitationUsed.into()),
+            InvitationState::Cancelled => {
                 return Ok(pb::CancelInvitationResponse {
                     invitation: Some(invitation_pb(&inv, now)),
                 });
@@ -547,14 +414,8 @@ impl Api {
         }
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
-        let changed = db::exec(
-            &txn,
-            "UPDATE account_invitations SET state = 3, close_time = $2 WHERE id = $1 AND state IN (1, 4)",
-            vec![s(inv.id.as_str()), i(now)],
-        )
-        .await?;
-        if changed == 0 {
-            return Err(used());
+        if !store::cancel_invitation(&txn, &inv.id, now).await? {
+            return Err(AccountError::InvitationUsed.into());
         }
         self.audit(
             &caller.principal,
@@ -567,7 +428,7 @@ impl Api {
         .insert(&txn)
         .await?;
         txn.commit().await?;
-        inv.state = st::CANCELLED;
+        inv.state = InvitationState::Cancelled;
         inv.close_time = Some(now);
         Ok(pb::CancelInvitationResponse {
             invitation: Some(invitation_pb(&inv, now)),
@@ -584,30 +445,20 @@ impl Api {
             return Err(Error::invalid_field("token", "required"));
         }
         let hash = SecretToken::from_client(req.token.clone()).hash();
-        let row = db::one(
-            &self.db,
-            &format!("SELECT {COLUMNS} FROM account_invitations WHERE token_hash = $1"),
-            vec![s(hash.as_str())],
-        )
-        .await?
-        .ok_or_else(not_found)?;
-        let inv = InvitationRow::read(&row)?;
+        let inv = store::invitation_by_token(&self.db, &hash)
+            .await?
+            .ok_or(AccountError::InvitationNotFound)?;
         // The lookup is by hash of a 256-bit token; compare once more in
         // constant time for good measure.
         if !tenancy_runtime::secret::constant_time_eq(inv.token_hash.as_bytes(), hash.as_bytes()) {
-            return Err(not_found());
+            return Err(AccountError::InvitationNotFound.into());
         }
         let now = self.now();
         match inv.effective_state(now) {
-            st::ACCEPTED => return Err(used()),
-            st::CANCELLED => return Err(cancelled()),
-            st::EXPIRED => {
-                return Err(Error::new(
-                    Reason::InvitationExpired,
-                    "the invitation expired; ask for a new one",
-                ));
-            }
-            _ => {}
+            InvitationState::Accepted => return Err(AccountError::InvitationUsed.into()),
+            InvitationState::Cancelled => return Err(AccountError::InvitationCancelled.into()),
+            InvitationState::Expired => return Err(AccountError::InvitationExpired.into()),
+            InvitationState::Pending => {}
         }
         // The invitee's user, created at invitation time.
         let user = match &inv.user_id {
@@ -640,26 +491,17 @@ impl Api {
         }
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &inv.account_id).await?;
-        let claimed = db::exec(
-            &txn,
-            "UPDATE account_invitations SET state = 2, close_time = $2, user_id = $4 WHERE id = $1 AND state = 1 AND token_hash = $3 AND expire_time > $2",
-            vec![s(inv.id.as_str()), i(now), s(hash.as_str()), s(user.id.as_str())],
-        )
-        .await?;
-        if claimed == 0 {
-            return Err(used());
+        if !store::claim_invitation(&txn, &inv.id, &hash, now, &user.id).await? {
+            return Err(AccountError::InvitationUsed.into());
         }
         let account = AccountRow::load(&txn, &inv.account_id)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or(AccountError::InvitationNotFound)?;
         let existing = store::member(&txn, &inv.account_id, &user.id).await?;
         let row = match existing {
             Some(mut m) if m.status != MemberStatus::Revoked => {
                 if !(inv.for_existing_member && m.status == MemberStatus::Active) {
-                    return Err(Error::new(
-                        Reason::MemberExists,
-                        "you are already a member of this account",
-                    ));
+                    return Err(AccountError::AlreadyMember.into());
                 }
                 m.portal_access = true;
                 m.password_pending = false;

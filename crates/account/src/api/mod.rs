@@ -6,6 +6,7 @@ use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 
 use crate::app::App;
+pub(crate) use crate::app::accounts::join_deadline;
 pub(crate) use crate::app::fingerprint;
 pub(crate) use crate::app::policy::{allowlist_of, membership_state, settings_pb};
 use crate::domain::members::check_caller;
@@ -169,19 +170,6 @@ pub(crate) fn allowlist_nets(account: &AccountRow) -> Vec<ipnet::IpNet> {
         .iter()
         .filter_map(|e| validate::cidr(e).ok())
         .collect()
-}
-
-/// The personal deadline of a member joining now.
-pub(crate) fn join_deadline(account: &AccountRow, join_time: i64) -> Option<i64> {
-    if account.enforce_mfa {
-        Some(crate::domain::mfa::deadline(
-            account.enforce_mfa_time.unwrap_or(join_time),
-            join_time,
-            account.mfa_grace_ms,
-        ))
-    } else {
-        None
-    }
 }
 
 /// A JSON object as a protobuf Struct.

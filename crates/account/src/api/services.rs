@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
+use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{
     AccountId, decode_page_token_for, encode_page_token, new_id, page_size, parse_id,
 };
-use tenancy_runtime::Error;
 
 use super::{Api, Caller, fingerprint, mask_paths, ts};
 use crate::app::services as app;

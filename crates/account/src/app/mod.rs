@@ -20,8 +20,10 @@ use crate::peer_calls::PeerCalls;
 use crate::peers::Peers;
 use crate::store::AuditRow;
 
+pub(crate) mod accounts;
 pub(crate) mod members;
 pub(crate) mod policy;
+pub(crate) mod security;
 pub(crate) mod services;
 
 /// How long an idempotency key (`request_id`) is remembered.

@@ -37,6 +37,24 @@ pub enum AccountError {
     /// The person is a member already.
     #[error("this person is already a member")]
     MemberExists,
+    /// The invitee is a member already.
+    #[error("you are already a member of this account")]
+    AlreadyMember,
+    /// No such invitation (or not of the caller's account).
+    #[error("invitation not found")]
+    InvitationNotFound,
+    /// The invitation was accepted.
+    #[error("the invitation was already accepted")]
+    InvitationUsed,
+    /// The invitation was cancelled.
+    #[error("the invitation was cancelled")]
+    InvitationCancelled,
+    /// The invitation expired.
+    #[error("the invitation expired; ask for a new one")]
+    InvitationExpired,
+    /// A pending invitation for the email exists.
+    #[error("a pending invitation for this email exists; resend it instead")]
+    InvitationPending,
     /// The change would leave the account without an active owner.
     #[error("the account must keep at least one active owner with portal access")]
     LastActiveOwner,
@@ -46,6 +64,12 @@ pub enum AccountError {
     /// The service does not exist (or the caller may not see it).
     #[error("service not found")]
     ServiceNotFound,
+    /// The user created as many accounts as one may.
+    #[error("a user may create at most {max} accounts")]
+    AccountLimitReached {
+        /// The limit.
+        max: i64,
+    },
     /// Another service of the account has this external id.
     #[error("another service of the account has this external_id")]
     ExternalIdInUse {
@@ -69,9 +93,18 @@ impl From<AccountError> for Error {
             AccountError::MemberNotFound => Error::new(Reason::MemberNotFound, message),
             AccountError::MemberRevoked => Error::new(Reason::MemberRevoked, message),
             AccountError::MemberExists => Error::new(Reason::MemberExists, message),
+            AccountError::AlreadyMember => Error::new(Reason::MemberExists, message),
+            AccountError::InvitationNotFound => Error::new(Reason::InvitationNotFound, message),
+            AccountError::InvitationUsed => Error::new(Reason::InvitationUsed, message),
+            AccountError::InvitationCancelled => Error::new(Reason::InvitationCancelled, message),
+            AccountError::InvitationExpired => Error::new(Reason::InvitationExpired, message),
+            AccountError::InvitationPending => Error::new(Reason::InvitationPending, message),
             AccountError::LastActiveOwner => Error::new(Reason::LastActiveOwner, message),
             AccountError::TargetIsSelf => Error::new(Reason::TargetIsSelf, message),
             AccountError::ServiceNotFound => Error::new(Reason::ServiceNotFound, message),
+            AccountError::AccountLimitReached { .. } => {
+                Error::new(Reason::AccountLimitReached, message)
+            }
             AccountError::ExternalIdInUse { service_id } => {
                 Error::new(Reason::ExternalIdInUse, message).with_metadata("service_id", service_id)
             }
@@ -99,6 +132,15 @@ mod tests {
             (AccountError::MemberRevoked, Reason::MemberRevoked),
             (AccountError::MemberExists, Reason::MemberExists),
             (AccountError::LastActiveOwner, Reason::LastActiveOwner),
+            (AccountError::AlreadyMember, Reason::MemberExists),
+            (AccountError::InvitationNotFound, Reason::InvitationNotFound),
+            (AccountError::InvitationUsed, Reason::InvitationUsed),
+            (
+                AccountError::InvitationCancelled,
+                Reason::InvitationCancelled,
+            ),
+            (AccountError::InvitationExpired, Reason::InvitationExpired),
+            (AccountError::InvitationPending, Reason::InvitationPending),
             (AccountError::TargetIsSelf, Reason::TargetIsSelf),
             (AccountError::ServiceNotFound, Reason::ServiceNotFound),
         ];
@@ -116,6 +158,9 @@ mod tests {
             mapped.metadata.get("required_role").map(String::as_str),
             Some("ROLE_OWNER")
         );
+        let mapped = Error::from(AccountError::AccountLimitReached { max: 100 });
+        assert_eq!(mapped.reason, Reason::AccountLimitReached);
+        assert_eq!(mapped.message, "a user may create at most 100 accounts");
         let mapped = Error::from(AccountError::ExternalIdInUse {
             service_id: "s1".to_owned(),
         });

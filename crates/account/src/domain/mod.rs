@@ -143,17 +143,32 @@ coded_enum! {
     }
 }
 
-/// Invitation states as stored (the `InvitationState` numbers; EXPIRED is
-/// also derived from `expire_time` for PENDING rows).
-pub mod invitation_state {
-    /// Waiting for acceptance.
-    pub const PENDING: i32 = 1;
-    /// Accepted.
-    pub const ACCEPTED: i32 = 2;
-    /// Cancelled.
-    pub const CANCELLED: i32 = 3;
-    /// Expired (stored once a newer invitation replaces it).
-    pub const EXPIRED: i32 = 4;
+coded_enum! {
+    /// An invitation's state (the `InvitationState` numbers).
+    InvitationState {
+        /// Waiting for acceptance.
+        Pending = 1,
+        /// Accepted.
+        Accepted = 2,
+        /// Cancelled.
+        Cancelled = 3,
+        /// Expired (stored once a newer invitation replaces it; otherwise
+        /// derived, see [`InvitationState::at`]).
+        Expired = 4,
+    }
+}
+
+impl InvitationState {
+    /// The state clients see at `now` of an invitation stored in this
+    /// state that expires at `expire_time`: PENDING past its expiry is
+    /// EXPIRED.
+    pub fn at(self, expire_time: i64, now: i64) -> Self {
+        if self == Self::Pending && expire_time <= now {
+            Self::Expired
+        } else {
+            self
+        }
+    }
 }
 
 /// A member's access scope, as the domain sees it.

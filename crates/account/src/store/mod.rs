@@ -19,11 +19,15 @@ use tenancy_runtime::{Error, Reason};
 
 use crate::domain::{GrantKind, Level, MemberStatus, Role, Scope, ServiceAccess};
 
+pub mod invitations;
 pub mod rows;
 pub mod services;
+pub mod support;
 
+pub use invitations::*;
 pub use rows::*;
 pub use services::*;
+pub use support::*;
 
 /// A string value.
 pub fn s(v: impl AsRef<str>) -> Value {
@@ -220,6 +224,54 @@ pub async fn member<C: ConnectionTrait>(
     )
     .await?;
     row.map(|r| MemberRow::read(&r)).transpose()
+}
+
+/// How many accounts the user created.
+pub async fn accounts_created_by<C: ConnectionTrait>(
+    c: &C,
+    user_id: &UserId,
+) -> Result<i64, Error> {
+    Ok(one(
+        c,
+        "SELECT COUNT(*) AS c FROM account_accounts WHERE created_by = $1",
+        vec![user_id.into()],
+    )
+    .await?
+    .map(|r| get::<i64>(&r, "c"))
+    .transpose()?
+    .unwrap_or(0))
+}
+
+/// Whether the account exists.
+pub async fn account_exists<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<bool, Error> {
+    Ok(one(
+        c,
+        "SELECT id FROM account_accounts WHERE id = $1",
+        vec![account_id.into()],
+    )
+    .await?
+    .is_some())
+}
+
+/// The account's members that are not revoked.
+pub async fn current_members<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<Vec<MemberRow>, Error> {
+    all(
+        c,
+        &format!(
+            "SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1 AND status <> $2"
+        ),
+        vec![account_id.into(), n(MemberStatus::Revoked.code())],
+    )
+    .await?
+    .iter()
+    .map(MemberRow::read)
+    .collect()
 }
 
 /// The SELECT list of member rows, for list queries.
