@@ -338,58 +338,7 @@ impl Api {
                 e.request_id
             },
         };
-        let hash = super::fingerprint(&(
-            &row.account_id,
-            row.actor_kind,
-            &row.actor_id,
-            &row.action,
-            &row.target_type,
-            &row.target_id,
-            &row.before,
-            &row.after,
-        ));
-        let txn = store::begin(&self.db).await?;
-        if db::one(
-            &txn,
-            "SELECT id FROM account_accounts WHERE id = $1",
-            vec![s(row.account_id.as_str())],
-        )
-        .await?
-        .is_none()
-        {
-            return Err(account_not_found());
-        }
-        let scope = "record_audit_event";
-        if !req.request_id.is_empty()
-            && let Some(id) = store::idempotent(
-                &txn,
-                scope,
-                &req.request_id,
-                &hash,
-                now - crate::app::IDEMPOTENCY_WINDOW_MS,
-            )
-            .await?
-        {
-            let existing = db::one(
-                &txn,
-                &format!(
-                    "SELECT {} FROM account_audit_events WHERE id = $1",
-                    store::AUDIT_COLUMNS
-                ),
-                vec![s(id)],
-            )
-            .await?
-            .ok_or_else(|| Error::internal("remembered audit event missing"))?;
-            txn.commit().await?;
-            return Ok(pb::RecordAuditEventResponse {
-                event: Some(super::audit::event_pb(&AuditRow::read(&existing)?)),
-            });
-        }
-        row.insert(&txn).await?;
-        if !req.request_id.is_empty() {
-            store::remember(&txn, scope, &req.request_id, &hash, &row.id, now).await?;
-        }
-        txn.commit().await?;
+        let row = crate::app::audit::record_audit_event(self, row, &req.request_id).await?;
         Ok(pb::RecordAuditEventResponse {
             event: Some(super::audit::event_pb(&row)),
         })

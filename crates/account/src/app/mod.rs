@@ -21,6 +21,7 @@ use crate::peers::Peers;
 use crate::store::AuditRow;
 
 pub(crate) mod accounts;
+pub(crate) mod audit;
 pub(crate) mod members;
 pub(crate) mod policy;
 pub(crate) mod security;

@@ -54,11 +54,11 @@ pub(crate) async fn update_settings(
     match deadlines {
         DeadlineChange::Start => {
             row.enforce_mfa_time = Some(now);
-            store::start_mfa_deadlines(&txn, account, now, row.mfa_grace_ms).await?;
+            store::set_mfa_deadlines(&txn, account, now, row.mfa_grace_ms, false).await?;
         }
         DeadlineChange::Resave => {
             let start = row.enforce_mfa_time.unwrap_or(now);
-            store::resave_mfa_deadlines(&txn, account, start, row.mfa_grace_ms).await?;
+            store::set_mfa_deadlines(&txn, account, start, row.mfa_grace_ms, true).await?;
         }
         DeadlineChange::Clear => {
             row.enforce_mfa_time = None;

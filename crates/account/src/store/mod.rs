@@ -491,40 +491,24 @@ pub async fn remember<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Personal 2FA deadlines when enforcement starts at `start`: every member
-/// of the account gets `domain::mfa::deadline(start, join_time, grace_ms)`,
-/// computed in SQL (a test proves the two agree).
-pub async fn start_mfa_deadlines<C: ConnectionTrait>(
+/// Sets every member's personal 2FA deadline under enforcement that
+/// started at `start` with `grace_ms` of grace: `domain::mfa::deadline(
+/// start, join_time, grace_ms)`, or with `never_later` (the grace period
+/// changed) `domain::mfa::resaved(current, that)`. Computed in SQL; a test
+/// proves the two agree.
+pub async fn set_mfa_deadlines<C: ConnectionTrait>(
     c: &C,
     account_id: &AccountId,
     start: i64,
     grace_ms: i64,
+    never_later: bool,
 ) -> Result<(), Error> {
-    exec(
-        c,
-        "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1",
-        vec![account_id.into(), i(start), i(grace_ms)],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Personal 2FA deadlines when the grace period changes under enforcement
-/// that started at `start`: every member gets `domain::mfa::resaved(current,
-/// domain::mfa::deadline(start, join_time, grace_ms))`, computed in SQL (a
-/// test proves the two agree).
-pub async fn resave_mfa_deadlines<C: ConnectionTrait>(
-    c: &C,
-    account_id: &AccountId,
-    start: i64,
-    grace_ms: i64,
-) -> Result<(), Error> {
-    exec(
-        c,
-        "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1",
-        vec![account_id.into(), i(start), i(grace_ms)],
-    )
-    .await?;
+    let sql = if never_later {
+        "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1"
+    } else {
+        "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1"
+    };
+    exec(c, sql, vec![account_id.into(), i(start), i(grace_ms)]).await?;
     Ok(())
 }
 

@@ -320,7 +320,7 @@ pub struct AuditRow {
 pub const AUDIT_COLUMNS: &str = "id, account_id, event_time, actor_kind, actor_id, actor_display_name, token_kind, client_ip, user_agent, action, target_type, target_id, before_json, after_json, request_id";
 
 impl AuditRow {
-    /// Reads a row selected with [`AUDIT_COLUMNS`].
+    /// Reads a row selected with [`AUDIT_COLUMNS`] (see [`audit_event`]).
     pub fn read(r: &QueryResult) -> Result<Self, Error> {
         Ok(Self {
             id: get(r, "id")?,
@@ -471,4 +471,16 @@ impl ServiceRow {
         }
         Ok(())
     }
+}
+
+/// One audit event.
+pub async fn audit_event<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<AuditRow>, Error> {
+    one(
+        c,
+        &format!("SELECT {AUDIT_COLUMNS} FROM account_audit_events WHERE id = $1"),
+        vec![s(id)],
+    )
+    .await?
+    .map(|r| AuditRow::read(&r))
+    .transpose()
 }

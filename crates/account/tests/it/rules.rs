@@ -6,7 +6,7 @@
 //! - "active owner" (`domain::owners::OwnerFacts::is_active_owner`) vs
 //!   `store::active_owners`;
 //! - personal 2FA deadlines (`domain::mfa::{deadline, resaved}`) vs the
-//!   SQL of `store::{start,resave}_mfa_deadlines`.
+//!   SQL of `store::set_mfa_deadlines`.
 
 use sea_orm::DatabaseConnection;
 use tenancy_account::domain::access::{self, MemberFacts};
@@ -232,15 +232,9 @@ async fn mfa_deadline_sql_agrees_with_the_domain_rule() {
         let start = base + i64::try_from(rng.below(60)).unwrap() * day / 2;
         let grace = i64::try_from(rng.below(31)).unwrap() * day;
         let resave = rng.chance(50);
-        if resave {
-            store::resave_mfa_deadlines(&db, &account, start, grace)
-                .await
-                .unwrap();
-        } else {
-            store::start_mfa_deadlines(&db, &account, start, grace)
-                .await
-                .unwrap();
-        }
+        store::set_mfa_deadlines(&db, &account, start, grace, resave)
+            .await
+            .unwrap();
         for row in rows {
             let computed = mfa::deadline(start, row.join_time, grace);
             let expected = if resave {
