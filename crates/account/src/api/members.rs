@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
-use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{
     AccountId, UserId, decode_page_token_for, encode_page_token, page_size, parse_id,
@@ -15,7 +14,7 @@ use crate::app::members::{self as app, Actor};
 use crate::app::policy::{member_json, membership_entry};
 use crate::domain::members::MemberChange;
 use crate::domain::{AccountError, Level, MemberStatus, Role, Scope, ServiceAccess, validate};
-use crate::store::{self, AccountRow, MemberRow, b, i, n, s};
+use crate::store::{self, AccountRow, MemberKey, MemberOrder, MemberQuery, MemberRow};
 
 /// A role from the request: OWNER or MANAGER.
 pub(crate) fn parse_role(value: i32, field: &str) -> Result<Role, Error> {
@@ -413,60 +412,37 @@ async fn list_members(
         req.descending,
     ));
     let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
-    let column = match pb::MemberOrderBy::try_from(req.order_by).unwrap_or_default() {
-        pb::MemberOrderBy::Name => "name_key",
-        pb::MemberOrderBy::Email => "email",
-        _ => "join_time",
+    let order = match pb::MemberOrderBy::try_from(req.order_by).unwrap_or_default() {
+        pb::MemberOrderBy::Name => MemberOrder::Name,
+        pb::MemberOrderBy::Email => MemberOrder::Email,
+        _ => MemberOrder::JoinTime,
     };
-    let mut sql = format!(
-        "SELECT {} FROM account_members WHERE account_id = $1",
-        store::member_columns()
-    );
-    let mut values = vec![s(account_id)];
-    if req.role != 0 {
-        values.push(n(req.role));
-        sql.push_str(&format!(" AND role = ${}", values.len()));
-    }
-    if !statuses.is_empty() {
-        let mut ph = Vec::new();
-        for st in &statuses {
-            values.push(n(*st));
-            ph.push(format!("${}", values.len()));
+    let after = match &cursor {
+        Some(c) => {
+            let key = if order == MemberOrder::JoinTime {
+                MemberKey::Time(c.k.as_i64().ok_or_else(super::bad_page_token)?)
+            } else {
+                MemberKey::Text(c.k.as_str().ok_or_else(super::bad_page_token)?.to_owned())
+            };
+            Some((key, c.u.as_str()))
         }
-        sql.push_str(&format!(" AND status IN ({})", ph.join(", ")));
-    }
-    if let Some(p) = req.portal_access {
-        values.push(b(p));
-        sql.push_str(&format!(" AND portal_access = ${}", values.len()));
-    }
-    let (cmp, dir) = if req.descending {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
+        None => None,
     };
-    if let Some(c) = &cursor {
-        let key = if column == "join_time" {
-            i(c.k.as_i64().ok_or_else(super::bad_page_token)?)
-        } else {
-            s(c.k.as_str().ok_or_else(super::bad_page_token)?)
-        };
-        values.push(key);
-        let a = values.len();
-        values.push(s(c.u.as_str()));
-        let bb = values.len();
-        sql.push_str(&format!(" AND ({column}, user_id) {cmp} (${a}, ${bb})"));
-    }
-    sql.push_str(&format!(
-        " ORDER BY {column} {dir}, user_id {dir} LIMIT {}",
-        size + 1
-    ));
-    let rows = db::all(&api.db, &sql, values).await?;
+    let query = MemberQuery {
+        role: req.role,
+        statuses: &statuses,
+        portal_access: req.portal_access,
+        order,
+        descending: req.descending,
+        after,
+        limit: size + 1,
+    };
+    let rows = store::list_members(&api.db, account_id, &query).await?;
     let more = rows.len() as u64 > size;
     let rows: Vec<MemberRow> = rows
-        .iter()
+        .into_iter()
         .take(usize::try_from(size).unwrap_or(usize::MAX))
-        .map(MemberRow::read)
-        .collect::<Result<_, _>>()?;
+        .collect();
     let ids: Vec<UserId> = rows.iter().map(|r| r.user_id.clone()).collect();
     let account = AccountRow::load(&api.db, account_id).await?;
     let (users, scopes) = tokio::join!(
@@ -485,10 +461,10 @@ async fn list_members(
         .collect();
     let next_page_token = match (more, rows.last()) {
         (true, Some(last)) => {
-            let k = match column {
-                "name_key" => serde_json::json!(last.name_key),
-                "email" => serde_json::json!(last.email),
-                _ => serde_json::json!(last.join_time),
+            let k = match order {
+                MemberOrder::Name => serde_json::json!(last.name_key),
+                MemberOrder::Email => serde_json::json!(last.email),
+                MemberOrder::JoinTime => serde_json::json!(last.join_time),
             };
             encode_page_token(&Token {
                 f,

@@ -274,6 +274,100 @@ pub async fn current_members<C: ConnectionTrait>(
     .collect()
 }
 
+/// The column a member list is ordered by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberOrder {
+    /// Join time (the default).
+    JoinTime,
+    /// Lower-cased name at join time.
+    Name,
+    /// Email at join time.
+    Email,
+}
+
+/// Where a member list page starts: after this key and user id.
+#[derive(Clone, Debug)]
+pub enum MemberKey {
+    /// A join time.
+    Time(i64),
+    /// A name or an email.
+    Text(String),
+}
+
+/// Which members a ListMembers page reads.
+#[derive(Clone, Debug)]
+pub struct MemberQuery<'a> {
+    /// Only this role code (0: any).
+    pub role: i32,
+    /// Only these status codes (empty: any).
+    pub statuses: &'a [i32],
+    /// Only members with or without portal access.
+    pub portal_access: Option<bool>,
+    /// The order.
+    pub order: MemberOrder,
+    /// Descending instead of ascending.
+    pub descending: bool,
+    /// Only members after this (key, user id) in that order.
+    pub after: Option<(MemberKey, &'a str)>,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// A page of the account's members.
+pub async fn list_members<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+    q: &MemberQuery<'_>,
+) -> Result<Vec<MemberRow>, Error> {
+    let column = match q.order {
+        MemberOrder::Name => "name_key",
+        MemberOrder::Email => "email",
+        MemberOrder::JoinTime => "join_time",
+    };
+    let mut sql = format!("SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1");
+    let mut values: Vec<Value> = vec![account_id.into()];
+    if q.role != 0 {
+        values.push(n(q.role));
+        sql.push_str(&format!(" AND role = ${}", values.len()));
+    }
+    if !q.statuses.is_empty() {
+        let mut ph = Vec::new();
+        for st in q.statuses {
+            values.push(n(*st));
+            ph.push(format!("${}", values.len()));
+        }
+        sql.push_str(&format!(" AND status IN ({})", ph.join(", ")));
+    }
+    if let Some(p) = q.portal_access {
+        values.push(b(p));
+        sql.push_str(&format!(" AND portal_access = ${}", values.len()));
+    }
+    let (cmp, dir) = if q.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((key, user)) = &q.after {
+        values.push(match key {
+            MemberKey::Time(t) => i(*t),
+            MemberKey::Text(t) => s(t),
+        });
+        let a = values.len();
+        values.push(s(user));
+        let bb = values.len();
+        sql.push_str(&format!(" AND ({column}, user_id) {cmp} (${a}, ${bb})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY {column} {dir}, user_id {dir} LIMIT {}",
+        q.limit
+    ));
+    all(c, &sql, values)
+        .await?
+        .iter()
+        .map(MemberRow::read)
+        .collect()
+}
+
 /// The SELECT list of member rows, for list queries.
 pub fn member_columns() -> &'static str {
     MEMBER_COLUMNS
