@@ -18,7 +18,7 @@ use crate::app::policy::{membership_entry, role_name};
 use crate::domain::{
     AccountError, InvitationState, MemberStatus, Role, Scope, ServiceAccess, validate,
 };
-use crate::store::{self, AccountRow, InvitationRow, MemberRow};
+use crate::store::{self, AccountRow, CloseAs, InvitationRow, MemberRow};
 
 /// How long an invitation link works.
 pub(crate) const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -192,7 +192,8 @@ impl Api {
             return Err(AccountError::MemberExists.into());
         }
         // An expired invitation no longer blocks a new one.
-        store::expire_invitations(&txn, &caller.account_id, &email, now).await?;
+        store::close_pending_invitations(&txn, &caller.account_id, &email, now, CloseAs::Expired)
+            .await?;
         if let Err(e) = inv.insert(&txn).await {
             if tenancy_runtime::db::is_unique_violation(&e) {
                 return Err(AccountError::InvitationPending.into());
@@ -256,7 +257,8 @@ impl Api {
         };
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &member.account_id).await?;
-        store::cancel_pending_invitations(&txn, &member.account_id, &email, now).await?;
+        store::close_pending_invitations(&txn, &member.account_id, &email, now, CloseAs::Cancelled)
+            .await?;
         inv.insert(&txn).await?;
         self.audit(&caller.principal, &member.account_id, "member.invite", ("invitation", &inv.id), None, Some(serde_json::json!({"email": email, "role": role_name(inv.role), "portal_access": true})))
             .insert(&txn)

@@ -182,36 +182,39 @@ pub async fn list_invitations<C: ConnectionTrait>(
         .collect()
 }
 
-/// Marks the email's pending invitations to the account that expired by
-/// `now` as EXPIRED (an expired invitation no longer blocks a new one).
-pub async fn expire_invitations<C: ConnectionTrait>(
-    c: &C,
-    account_id: &AccountId,
-    email: &str,
-    now: i64,
-) -> Result<(), Error> {
-    exec(
-        c,
-        &format!("UPDATE account_invitations SET state = $4, close_time = expire_time WHERE account_id = $1 AND email = $2 AND state = {PENDING} AND expire_time <= $3"),
-        vec![account_id.into(), s(email), i(now), n(EXPIRED)],
-    )
-    .await?;
-    Ok(())
+/// How [`close_pending_invitations`] closes an email's pending invitations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseAs {
+    /// Those that expired by `now` become EXPIRED (an expired invitation no
+    /// longer blocks a new one).
+    Expired,
+    /// All of them are CANCELLED at `now` (a new one replaces them).
+    Cancelled,
 }
 
-/// Cancels the email's pending invitations to the account at `now`.
-pub async fn cancel_pending_invitations<C: ConnectionTrait>(
+/// Closes the email's pending invitations to the account.
+pub async fn close_pending_invitations<C: ConnectionTrait>(
     c: &C,
     account_id: &AccountId,
     email: &str,
     now: i64,
+    how: CloseAs,
 ) -> Result<(), Error> {
-    exec(
-        c,
-        &format!("UPDATE account_invitations SET state = $4, close_time = $3 WHERE account_id = $1 AND email = $2 AND state = {PENDING}"),
-        vec![account_id.into(), s(email), i(now), n(CANCELLED)],
-    )
-    .await?;
+    let (sql, state) = match how {
+        CloseAs::Expired => (
+            format!(
+                "UPDATE account_invitations SET state = $4, close_time = expire_time WHERE account_id = $1 AND email = $2 AND state = {PENDING} AND expire_time <= $3"
+            ),
+            EXPIRED,
+        ),
+        CloseAs::Cancelled => (
+            format!(
+                "UPDATE account_invitations SET state = $4, close_time = $3 WHERE account_id = $1 AND email = $2 AND state = {PENDING}"
+            ),
+            CANCELLED,
+        ),
+    };
+    exec(c, &sql, vec![account_id.into(), s(email), i(now), n(state)]).await?;
     Ok(())
 }
 
