@@ -1,20 +1,16 @@
 //! AccountInternalService: access decisions, principal state, audit writes.
 
 use tenancy_proto::account as pb;
+use tenancy_runtime::Error;
 use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{AccountId, UserId, new_id};
-use tenancy_runtime::{Error, Reason};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
 use crate::domain::default_account::{Usable, default_account};
 use crate::domain::{Level, MemberStatus, Role, ServiceAccess};
 use crate::store::{self, AccountRow, AuditRow, s};
-
-pub(crate) fn account_not_found() -> Error {
-    Error::new(Reason::AccountNotFound, "account not found")
-}
 
 fn required(v: &mut Violations, field: &str, value: &str) {
     v.check(!value.trim().is_empty(), field, "required");
@@ -174,7 +170,7 @@ impl Api {
         // UUIDs): an unknown one is simply not found.
         let account = AccountRow::load(&self.db, &AccountId::trusted(req.account_id.trim()))
             .await?
-            .ok_or_else(account_not_found)?;
+            .ok_or(crate::domain::AccountError::AccountNotFound)?;
         let row = store::member(&self.db, &account.id, &UserId::trusted(req.user_id.trim()))
             .await?
             .filter(|m| m.status != MemberStatus::Revoked);

@@ -352,7 +352,7 @@ impl Api {
         }
         let account = AccountRow::load(&txn, &caller.account_id)
             .await?
-            .ok_or_else(super::internal::account_not_found)?;
+            .ok_or(AccountError::AccountNotFound)?;
         let row = MemberRow {
             account_id: caller.account_id.clone(),
             user_id: user.id.clone(),

@@ -6,7 +6,6 @@ use tenancy_runtime::ids::{AccountId, decode_page_token, encode_page_token, page
 use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::{Error, Reason};
 
-use super::internal::account_not_found;
 use super::{Api, allowlist_nets, mask_paths, settings_pb, ts};
 use crate::app::members::Actor;
 use crate::app::security::{self as app, SettingsChange};
@@ -44,7 +43,7 @@ impl Api {
         let caller = self.caller(&request, Role::Manager).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
-            .ok_or_else(account_not_found)?;
+            .ok_or(AccountError::AccountNotFound)?;
         let nets = allowlist_nets(&account);
         let me = self
             .users_or_empty(std::slice::from_ref(&caller.user_id))

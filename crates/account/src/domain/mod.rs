@@ -90,8 +90,10 @@ coded_enum! {
 
 coded_enum! {
     /// Which services a member reaches wholesale (the `ServiceAccess` numbers).
+    #[derive(Default)]
     ServiceAccess {
         /// No service wholesale (grants only).
+        #[default]
         None = 1,
         /// Every service.
         All = 2,
@@ -100,27 +102,17 @@ coded_enum! {
     }
 }
 
-impl Default for ServiceAccess {
-    fn default() -> Self {
-        Self::None
-    }
-}
-
 coded_enum! {
     /// An access level (the `AccessLevel` numbers); higher is more.
+    #[derive(Default)]
     Level {
         /// No access.
+        #[default]
         None = 0,
         /// See.
         View = 1,
         /// See and change.
         Manage = 2,
-    }
-}
-
-impl Default for Level {
-    fn default() -> Self {
-        Self::None
     }
 }
 
