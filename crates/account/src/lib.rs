@@ -12,8 +12,9 @@
 //!   services, audit, internal, watch); proto ⇄ domain conversion.
 //! - `app/`: use cases, each one transaction, domain and store types in and
 //!   out; audit and policy-log entries written with the change
-//!   (`app::policy` builds them). Member changes live here; the other
-//!   resources' transactions still sit in their `api/` handlers.
+//!   (`app::policy` builds them): members, accounts, security and support
+//!   access, services, audit. Still in their `api/` handlers: the
+//!   invitation transactions, AddMember, and the read-only lists.
 //! - `domain/`: every rule once, as plain Rust over typed ids and enums
 //!   (`Role`, `MemberStatus`, `ServiceAccess`, `Level`, `GrantKind`):
 //!   access decisions and which services a member reaches, the last-owner

@@ -2,8 +2,10 @@
 //! transaction, taking and returning domain and store types (no proto).
 //! Audit and policy-log entries are written here, with the change.
 //!
-//! Moved so far: the member changes ([`members`]). The other use cases
-//! still live in their `api/` handlers (see the crate's Layout).
+//! Here: member changes ([`members`]), accounts, security settings and
+//! support access, the service catalogue, recorded audit events. Still in
+//! their `api/` handlers: the invitation transactions, AddMember and the
+//! read-only lists (see the crate's Layout).
 
 use std::sync::Arc;
 
