@@ -28,14 +28,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tenancy_runtime::db;
 
 use parking_lot::RwLock;
 use sea_orm::DatabaseConnection;
 use tenancy_runtime::Error;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tokio::time::Instant;
 
 use crate::domain::access::{MemberFacts, TargetGrants};
-use crate::domain::{Scope, service_access};
+use crate::domain::{Level, Scope, ServiceAccess};
 use crate::store;
 
 /// How often the policy log is polled for other replicas' changes.
@@ -66,19 +68,19 @@ pub(crate) struct MemberAccess {
     /// Selected services (SELECTED mode rows).
     selected: HashSet<String>,
     /// Service id → resource grant level.
-    resources: HashMap<String, i32>,
+    resources: HashMap<String, Level>,
     /// Tag → tag grant level.
-    tags: HashMap<String, i32>,
+    tags: HashMap<String, Level>,
 }
 
 impl MemberAccess {
     fn new(facts: MemberFacts, scope: Scope) -> Self {
-        let mut tags: HashMap<String, i32> = HashMap::with_capacity(scope.tags.len());
+        let mut tags: HashMap<String, Level> = HashMap::with_capacity(scope.tags.len());
         for (tag, level) in scope.tags {
             let l = tags.entry(tag).or_default();
             *l = (*l).max(level);
         }
-        let mut resources: HashMap<String, i32> = HashMap::with_capacity(scope.resources.len());
+        let mut resources: HashMap<String, Level> = HashMap::with_capacity(scope.resources.len());
         for (id, level) in scope.resources {
             let l = resources.entry(id).or_default();
             *l = (*l).max(level);
@@ -91,7 +93,8 @@ impl MemberAccess {
         }
     }
 
-    /// What the scope grants on service `id` of `catalogue`.
+    /// What the scope grants on service `id` of `catalogue`: the same as
+    /// `domain::access::grants_on`, from indexes (tested to agree).
     pub(crate) fn on_service(&self, catalogue: &Catalogue, id: &str) -> TargetGrants {
         let Some(service_tags) = catalogue.services.get(id) else {
             return TargetGrants::default();
@@ -99,13 +102,13 @@ impl MemberAccess {
         TargetGrants {
             exists: true,
             selected: self.selected.contains(id),
-            resource_level: self.resources.get(id).copied().unwrap_or(0),
+            resource_level: self.resources.get(id).copied().unwrap_or_default(),
             tag_level: service_tags
                 .iter()
                 .filter_map(|t| self.tags.get(&**t))
                 .copied()
                 .max()
-                .unwrap_or(0),
+                .unwrap_or_default(),
         }
     }
 
@@ -113,16 +116,18 @@ impl MemberAccess {
     pub(crate) fn on_tag(&self, tag: &str) -> TargetGrants {
         TargetGrants {
             exists: true,
-            tag_level: self.tags.get(tag).copied().unwrap_or(0),
+            tag_level: self.tags.get(tag).copied().unwrap_or_default(),
             ..TargetGrants::default()
         }
     }
 
     /// Services reachable at `wanted` or above through selection, resource
-    /// grants and tag grants (not through OWNER or ALL), sorted.
-    pub(crate) fn accessible(&self, catalogue: &Catalogue, wanted: i32) -> Vec<String> {
+    /// grants and tag grants (not through OWNER or ALL), sorted: for a
+    /// member who does not reach every service, the same as
+    /// `domain::access::reachable_services`, from indexes (tested to agree).
+    pub(crate) fn accessible(&self, catalogue: &Catalogue, wanted: Level) -> Vec<String> {
         let mut set: HashSet<&str> = HashSet::new();
-        if self.facts.service_access == service_access::SELECTED {
+        if self.facts.service_access == ServiceAccess::Selected {
             set.extend(self.selected.iter().map(String::as_str));
         }
         set.extend(
@@ -218,19 +223,15 @@ impl AccessCache {
             }
             inner.epoch
         };
-        let loaded = match store::member(db, account, user).await? {
-            None => None,
-            Some(row) => {
-                let facts = MemberFacts {
-                    role: row.role,
-                    status: row.status,
-                    portal_access: row.portal_access,
-                    service_access: row.service_access,
-                };
-                let scope = store::scope(db, &row).await?;
-                Some(Arc::new(MemberAccess::new(facts, scope)))
-            }
-        };
+        let loaded =
+            match store::member(db, &AccountId::trusted(account), &UserId::trusted(user)).await? {
+                None => None,
+                Some(row) => {
+                    let facts = row.access_facts();
+                    let scope = store::scope(db, &row).await?;
+                    Some(Arc::new(MemberAccess::new(facts, scope)))
+                }
+            };
         if usable {
             let mut inner = self.inner.write();
             if inner.epoch == epoch {
@@ -349,7 +350,7 @@ impl AccessCache {
             return store::policy_head(db).await;
         };
         loop {
-            let rows = store::all(
+            let rows = db::all(
                 db,
                 &format!("SELECT position, account_id FROM account_policy_log WHERE position > $1 ORDER BY position LIMIT {BATCH}"),
                 vec![store::i(last)],
@@ -357,9 +358,9 @@ impl AccessCache {
             .await?;
             let count = rows.len();
             for row in rows {
-                let account: String = store::get(&row, "account_id")?;
+                let account: String = db::get(&row, "account_id")?;
                 self.invalidate(&account);
-                last = store::get(&row, "position")?;
+                last = db::get(&row, "position")?;
             }
             if i64::try_from(count).unwrap_or(0) < BATCH {
                 return Ok(last);
@@ -376,13 +377,13 @@ impl Inner {
 }
 
 async fn load_catalogue(db: &DatabaseConnection, account: &str) -> Result<Catalogue, Error> {
-    let ids = store::all(
+    let ids = db::all(
         db,
         "SELECT id FROM account_services WHERE account_id = $1",
         vec![store::s(account)],
     )
     .await?;
-    let tags = store::all(
+    let tags = db::all(
         db,
         "SELECT service_id, tag FROM account_service_tags WHERE account_id = $1",
         vec![store::s(account)],
@@ -392,8 +393,8 @@ async fn load_catalogue(db: &DatabaseConnection, account: &str) -> Result<Catalo
     let mut by_service: HashMap<String, Vec<Arc<str>>> = HashMap::new();
     let mut by_tag: HashMap<Arc<str>, Vec<String>> = HashMap::new();
     for row in tags {
-        let service: String = store::get(&row, "service_id")?;
-        let tag: String = store::get(&row, "tag")?;
+        let service: String = db::get(&row, "service_id")?;
+        let tag: String = db::get(&row, "tag")?;
         let tag = match interned.get(tag.as_str()) {
             Some(t) => t.clone(),
             None => {
@@ -407,7 +408,7 @@ async fn load_catalogue(db: &DatabaseConnection, account: &str) -> Result<Catalo
     }
     let mut services = HashMap::with_capacity(ids.len());
     for row in ids {
-        let id: String = store::get(&row, "id")?;
+        let id: String = db::get(&row, "id")?;
         let tags = by_service.remove(&id).unwrap_or_default();
         services.insert(id, tags.into_boxed_slice());
     }
@@ -416,4 +417,106 @@ async fn load_catalogue(db: &DatabaseConnection, account: &str) -> Result<Catalo
         ids.retain(|id| services.contains_key(id));
     }
     Ok(Catalogue { services, by_tag })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::access::{self, reachable_services};
+    use crate::domain::{MemberStatus, Role};
+
+    /// The cache answers from indexes what `domain::access` defines over
+    /// plain scopes: the same grants on every service and tag, the same
+    /// accessible services, over many random catalogues and scopes.
+    #[test]
+    fn indexes_agree_with_the_domain_rules() {
+        let mut seed: u64 = 0x5eed_cace;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let tags = ["a", "b", "c", "d"];
+        for _ in 0..500 {
+            let ids: Vec<String> = (0..next(8)).map(|k| format!("s{k}")).collect();
+            let mut services: HashMap<String, Box<[Arc<str>]>> = HashMap::new();
+            let mut by_tag: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+            let mut plain: Vec<(String, Vec<String>)> = Vec::new();
+            for id in &ids {
+                let mine: Vec<String> = tags
+                    .iter()
+                    .filter(|_| next(3) == 0)
+                    .map(|t| (*t).to_owned())
+                    .collect();
+                for t in &mine {
+                    by_tag
+                        .entry(t.as_str().into())
+                        .or_default()
+                        .push(id.clone());
+                }
+                services.insert(id.clone(), mine.iter().map(|t| t.as_str().into()).collect());
+                plain.push((id.clone(), mine));
+            }
+            let catalogue = Catalogue { services, by_tag };
+            let level = |n: u64| if n == 0 { Level::View } else { Level::Manage };
+            let mode = [ServiceAccess::None, ServiceAccess::Selected][usize::from(next(2) == 0)];
+            let mut scope = Scope {
+                portal_access: true,
+                service_access: mode,
+                ..Scope::default()
+            };
+            for id in &ids {
+                if mode == ServiceAccess::Selected && next(3) == 0 {
+                    scope.selected.push(id.clone());
+                }
+                if next(4) == 0 {
+                    scope.resources.push((id.clone(), level(next(2))));
+                }
+            }
+            for t in tags {
+                if next(3) == 0 {
+                    scope.tags.push((t.to_owned(), level(next(2))));
+                }
+            }
+            let facts = MemberFacts {
+                role: Role::Manager,
+                status: MemberStatus::Active,
+                portal_access: true,
+                service_access: mode,
+            };
+            let member = MemberAccess::new(facts, scope.clone());
+            for (id, service_tags) in &plain {
+                let cached = member.on_service(&catalogue, id);
+                let defined = access::grants_on(&scope, id, service_tags);
+                assert_eq!(
+                    (
+                        cached.exists,
+                        cached.selected,
+                        cached.resource_level,
+                        cached.tag_level
+                    ),
+                    (
+                        defined.exists,
+                        defined.selected,
+                        defined.resource_level,
+                        defined.tag_level
+                    ),
+                    "{id} {scope:?}"
+                );
+            }
+            for wanted in [Level::View, Level::Manage] {
+                assert_eq!(
+                    member.accessible(&catalogue, wanted),
+                    reachable_services(
+                        facts,
+                        &scope,
+                        plain.iter().map(|(id, t)| (id.as_str(), t.as_slice())),
+                        wanted,
+                    ),
+                    "{scope:?} at {wanted:?}"
+                );
+            }
+        }
+    }
 }

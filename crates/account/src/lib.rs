@@ -2,14 +2,31 @@
 //! security settings, service access and audit.
 //!
 //! # Layout
-//! - `api`: the tonic trait implementations, one submodule per topic: proto
-//!   ⇄ domain and each method's transaction.
-//! - `domain`: the rules as plain Rust (access decisions, the last-owner
-//!   invariant, validation, 2FA deadlines), unit-tested.
-//! - `store`: SQL for SQLite and PostgreSQL, locking and the policy log.
+//! A request reads as a walk: `api/<resource>.rs` (parse, validate at the
+//! edge) → `app/<resource>.rs` (one transaction) → `domain/` (decide) and
+//! `store/` (read, write) → back to `api/` (render). SuspendMember:
+//! `api/members.rs` → `app::members::change_member` → `domain::members`,
+//! `domain::owners` and `store`.
+//! - `api/`: the tonic trait implementations (`mod.rs` forwards each method
+//!   to its resource file: accounts, members, invitations, security,
+//!   services, audit, internal, watch); proto ⇄ domain conversion.
+//! - `app/`: use cases, each one transaction, domain and store types in and
+//!   out; audit and policy-log entries written with the change
+//!   (`app::policy` builds them): members, accounts, security and support
+//!   access, services, audit. Still in their `api/` handlers: the
+//!   invitation transactions, AddMember, and the read-only lists.
+//! - `domain/`: every rule once, as plain Rust over typed ids and enums
+//!   (`Role`, `MemberStatus`, `ServiceAccess`, `Level`, `GrantKind`):
+//!   access decisions and which services a member reaches, the last-owner
+//!   invariant, member changes, 2FA deadlines, validation; and
+//!   `AccountError`, the refusals, mapped to gRPC in one tested place.
+//! - `store/`: all SQL, through `tenancy_runtime::db`; locking
+//!   (`lock_account`) and the policy log's positions. Where SQL
+//!   pre-computes a domain rule for speed (ListServices' reach, active
+//!   owners, 2FA deadlines) `tests/it/rules.rs` proves the two agree.
 //! - `cache`: the in-memory access cache of CheckAccess, kept correct by
 //!   invalidation after local commits and by following the policy log.
-//! - `peers`: clients of identity and contacts.
+//! - `peers`: clients of identity and contacts (`Error::from_peer`).
 //! - `peer_calls`: the outbox of calls to identity that a rule depends on
 //!   (RevokeAccountAccess), written with the change and delivered until
 //!   acknowledged.
@@ -18,6 +35,7 @@
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
+mod app;
 mod cache;
 pub mod domain;
 pub mod migration;
@@ -79,15 +97,16 @@ impl TenancyService for AccountService {
         let cache = Arc::new(cache::AccessCache::default());
         let follower = cache.start(self.db.clone()).await?;
         let peer_calls = peer_calls::PeerCalls::new(self.db.clone(), self.peers.clone());
-        let api = api::Api::new(
-            self.db.clone(),
-            self.context.clock.clone(),
-            peer_calls.clone(),
-            self.context.config.clone(),
-            notify,
+        let app = app::App {
+            db: self.db.clone(),
+            clock: self.context.clock.clone(),
+            peers: peer_calls.peers().clone(),
+            peer_calls: peer_calls.clone(),
+            config: self.context.config.clone(),
+            policy_changed: notify,
             cache,
-            shutdown.clone(),
-        );
+        };
+        let api = api::Api::new(app, shutdown.clone());
         let job = tokio::spawn(reminders::run(
             self.db.clone(),
             self.context.clock.clone(),

@@ -21,15 +21,17 @@
 //! late or repeated delivery revokes nothing created after it.
 
 use std::time::Duration;
+use tenancy_runtime::db::{self, get};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend};
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity::RevocationReason;
 use tenancy_runtime::Error;
 use tenancy_runtime::clock::{Clock, SystemClock};
+use tenancy_runtime::ids::{AccountId, UserId};
 
 use crate::peers::Peers;
-use crate::store::{self, get, i, n, s};
+use crate::store::{i, n, s};
 
 /// Calls taken per claim.
 const BATCH: i64 = 50;
@@ -67,14 +69,14 @@ pub(crate) struct RevokeAccess {
 impl RevokeAccess {
     /// The call for a member who lost access by `reason` at `change_time`.
     pub(crate) fn new(
-        user_id: &str,
-        account_id: &str,
+        user_id: &UserId,
+        account_id: &AccountId,
         reason: RevocationReason,
         change_time: i64,
     ) -> Self {
         Self {
-            user_id: user_id.to_owned(),
-            account_id: account_id.to_owned(),
+            user_id: user_id.to_string(),
+            account_id: account_id.to_string(),
             reason: reason as i32,
             change_time,
         }
@@ -110,7 +112,7 @@ pub(crate) async fn enqueue<C: ConnectionTrait>(
     let payload = serde_json::to_string(call)
         .map_err(|e| Error::internal(format!("peer call payload: {e}")))?;
     let now = wall_ms();
-    store::exec(
+    db::exec(
         c,
         "INSERT INTO account_peer_calls (id, call_kind, payload, create_time, attempts, due_time, lease_until, last_error) \
          VALUES ($1, $2, $3, $4, 0, $4, $5, '')",
@@ -192,7 +194,7 @@ impl PeerCalls {
     async fn finish(&self, call: &Claimed, result: Result<(), String>) {
         let outcome = match &result {
             Ok(()) => {
-                store::exec(
+                db::exec(
                     &self.db,
                     "DELETE FROM account_peer_calls WHERE id = $1",
                     vec![s(call.id.as_str())],
@@ -206,7 +208,7 @@ impl PeerCalls {
                     %error,
                     "RevokeAccountAccess not delivered yet; retrying (gateways deny from the policy log meanwhile)"
                 );
-                store::exec(
+                db::exec(
                     &self.db,
                     "UPDATE account_peer_calls SET attempts = attempts + 1, due_time = $2, lease_until = NULL, last_error = $3 WHERE id = $1",
                     vec![
@@ -241,7 +243,7 @@ impl PeerCalls {
              AND (lease_until IS NULL OR lease_until <= $2) \
              RETURNING id, call_kind, payload, attempts"
         );
-        let rows = store::all(&self.db, &sql, vec![i(now + ms(LEASE)), i(now), i(BATCH)]).await?;
+        let rows = db::all(&self.db, &sql, vec![i(now + ms(LEASE)), i(now), i(BATCH)]).await?;
         rows.iter()
             .map(|r| {
                 Ok(Claimed {

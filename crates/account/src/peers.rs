@@ -11,6 +11,7 @@ use tenancy_proto::identity::{
 };
 use tenancy_runtime::Channel;
 use tenancy_runtime::Error;
+use tenancy_runtime::ids::UserId;
 use tenancy_runtime::principal::ServiceAuth;
 use tonic::service::interceptor::InterceptedService;
 
@@ -18,10 +19,10 @@ type Identity = IdentityInternalServiceClient<InterceptedService<Channel, Servic
 type Contacts = ContactsInternalServiceClient<InterceptedService<Channel, ServiceAuth>>;
 
 /// What the account service needs to know about a user.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct UserInfo {
     /// Id.
-    pub(crate) id: String,
+    pub(crate) id: UserId,
     /// Email.
     pub(crate) email: String,
     /// Display name.
@@ -37,7 +38,7 @@ pub(crate) struct UserInfo {
 impl From<ipb::User> for UserInfo {
     fn from(u: ipb::User) -> Self {
         Self {
-            id: u.id,
+            id: UserId::trusted(u.id),
             email: u.email,
             name: u.name,
             totp_enabled: u.totp_enabled,
@@ -55,17 +56,6 @@ impl From<ipb::User> for UserInfo {
 pub(crate) struct Peers {
     identity: Identity,
     contacts: Contacts,
-}
-
-fn unavailable(service: &str, status: &tonic::Status) -> Error {
-    Error::from_peer(service, status, &[])
-}
-
-/// A peer's refusal with one of `codes` passes to our caller as it is
-/// (identity names the same fields as our requests); anything else means
-/// the peer is unavailable.
-fn refused(status: &tonic::Status, codes: &[tonic::Code], service: &str) -> Error {
-    Error::from_peer(service, status, codes)
 }
 
 impl Peers {
@@ -91,7 +81,9 @@ impl Peers {
                 name: name.to_owned(),
             })
             .await
-            .map_err(|status| refused(&status, &[tonic::Code::InvalidArgument], "identity"))?
+            .map_err(|status| {
+                Error::from_peer("identity", &status, &[tonic::Code::InvalidArgument])
+            })?
             .into_inner();
         let user = response
             .user
@@ -100,21 +92,22 @@ impl Peers {
     }
 
     /// Users by id (unknown ids left out), in one call per 500 ids.
-    pub(crate) async fn users(&self, ids: &[String]) -> Result<HashMap<String, UserInfo>, Error> {
+    pub(crate) async fn users(&self, ids: &[UserId]) -> Result<HashMap<UserId, UserInfo>, Error> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let users = self
                 .identity
                 .clone()
                 .batch_get_users(ipb::BatchGetUsersRequest {
-                    user_ids: chunk.to_vec(),
+                    user_ids: chunk.iter().map(ToString::to_string).collect(),
                 })
                 .await
-                .map_err(|s| unavailable("identity", &s))?
+                .map_err(|s| Error::from_peer("identity", &s, &[]))?
                 .into_inner()
                 .users;
             for user in users {
-                out.insert(user.id.clone(), UserInfo::from(user));
+                let user = UserInfo::from(user);
+                out.insert(user.id.clone(), user);
             }
         }
         Ok(out)
@@ -140,7 +133,7 @@ impl Peers {
                     tonic::Code::InvalidArgument,
                     tonic::Code::FailedPrecondition,
                 ];
-                refused(&status, &codes, "identity")
+                Error::from_peer("identity", &status, &codes)
             })?;
         Ok(())
     }
@@ -189,7 +182,7 @@ impl Peers {
                 account_id: account_id.to_owned(),
             })
             .await
-            .map_err(|s| unavailable("contacts", &s))?;
+            .map_err(|s| Error::from_peer("contacts", &s, &[]))?;
         Ok(())
     }
 }

@@ -3,16 +3,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tenancy_runtime::db::{self, get};
 
 use sea_orm::DatabaseConnection;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::Error;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::Config;
+use tenancy_runtime::ids::UserId;
 
-use crate::domain::{mfa, status};
+use crate::domain::{MemberStatus, mfa};
 use crate::peers::Peers;
-use crate::store::{self, b, get, i, n, s};
+use crate::store::{b, i, n, s};
 
 /// How often the job looks for members to remind.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -41,25 +43,25 @@ pub(crate) async fn tick(
     config: &Config,
 ) -> Result<(), Error> {
     let now = clock.now().millis();
-    let rows = store::all(
+    let rows = db::all(
         db,
         "SELECT m.account_id, m.user_id, m.mfa_deadline, a.name FROM account_members m JOIN account_accounts a ON a.id = m.account_id \
          WHERE a.enforce_mfa = $1 AND m.status = $2 AND m.portal_access = $1 AND m.mfa_deadline IS NOT NULL \
          AND m.mfa_deadline > $3 AND m.mfa_deadline <= $4 \
          AND (m.mfa_reminded_deadline IS NULL OR m.mfa_reminded_deadline <> m.mfa_deadline) LIMIT 500",
-        vec![b(true), n(status::ACTIVE), i(now), i(now + mfa::REMINDER_BEFORE_MS)],
+        vec![b(true), n(MemberStatus::Active.code()), i(now), i(now + mfa::REMINDER_BEFORE_MS)],
     )
     .await?;
     if !rows.is_empty() {
-        let ids: Vec<String> = rows
+        let ids: Vec<UserId> = rows
             .iter()
-            .filter_map(|r| get::<String>(r, "user_id").ok())
+            .filter_map(|r| get::<UserId>(r, "user_id").ok())
             .collect();
         let users = peers.users(&ids).await?;
         let portal = config.mail.portal_url.trim_end_matches('/');
         for row in rows {
             let account: String = get(&row, "account_id")?;
-            let user: String = get(&row, "user_id")?;
+            let user: UserId = get(&row, "user_id")?;
             let deadline: i64 = get(&row, "mfa_deadline")?;
             let name: String = get(&row, "name")?;
             let Some(info) = users.get(&user) else {
@@ -84,7 +86,7 @@ pub(crate) async fn tick(
                     )
                     .await?;
             }
-            store::exec(
+            db::exec(
                 db,
                 "UPDATE account_members SET mfa_reminded_deadline = $3 WHERE account_id = $1 AND user_id = $2",
                 vec![s(account.as_str()), s(user.as_str()), i(deadline)],
@@ -92,7 +94,7 @@ pub(crate) async fn tick(
             .await?;
         }
     }
-    store::exec(
+    db::exec(
         db,
         "DELETE FROM account_policy_log WHERE event_time < $1 AND position < (SELECT position FROM account_policy_head WHERE id = 1)",
         vec![i(now - crate::api::RETENTION_MS)],

@@ -2,19 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
+use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size};
+use tenancy_runtime::ids::{
+    AccountId, UserId, decode_page_token_for, encode_page_token, page_size,
+};
 use tenancy_runtime::{Error, Reason};
 
-use super::{Api, fingerprint, join_deadline, mask_paths, membership_entry, ts};
-use crate::domain::{Scope, role, service_access, status, validate};
-use crate::store::{self, AccountRow, MemberRow, n, s};
-
-/// The most accounts one user may create.
-const MAX_ACCOUNTS_PER_USER: i64 = 100;
-
-/// How long idempotency keys are remembered.
-pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+use super::{Api, fingerprint, mask_paths, ts};
+use crate::app::accounts as app;
+use crate::domain::{AccountError, MemberStatus, Role, Scope, ServiceAccess, validate};
+use crate::store::{AccountRow, n, s};
 
 /// A stored postal address.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,7 +40,7 @@ fn address_pb(json: &str) -> Option<pb::PostalAddress> {
 
 pub(crate) fn account_pb(a: &AccountRow) -> pb::Account {
     pb::Account {
-        id: a.id.clone(),
+        id: a.id.to_string(),
         r#type: a.account_type,
         name: a.name.clone(),
         legal_name: a.legal_name.clone(),
@@ -207,12 +205,12 @@ impl Api {
         request: tonic::Request<pb::CreateAccountRequest>,
     ) -> Result<pb::CreateAccountResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
-        let user_id = principal.user()?.to_owned();
+        let user_id = UserId::trusted(principal.user()?);
         let req = request.into_inner();
         let input = req.account.unwrap_or_default();
         let now = self.now();
         let mut row = AccountRow {
-            id: new_id(),
+            id: AccountId::new(),
             account_type: 0,
             name: String::new(),
             legal_name: String::new(),
@@ -220,7 +218,7 @@ impl Api {
             vat_number: String::new(),
             registration_number: String::new(),
             address_json: serde_json::to_string(&Address::default()).unwrap_or_default(),
-            created_by: user_id.clone(),
+            created_by: user_id.to_string(),
             create_time: now,
             update_time: now,
             enforce_mfa: false,
@@ -259,99 +257,25 @@ impl Api {
             &row.registration_number,
             &row.address_json,
         ));
-        let idem_scope = format!("create_account:{user_id}");
-
         // The creator's profile, for sorting members; best effort.
         let me = self.users_or_empty(std::slice::from_ref(&user_id)).await;
         let me = me.get(&user_id);
-
-        let txn = store::begin(&self.db).await?;
-        if !req.request_id.is_empty()
-            && let Some(existing) = store::idempotent(
-                &txn,
-                &idem_scope,
-                &req.request_id,
-                &request_hash,
-                now - IDEMPOTENCY_WINDOW_MS,
-            )
-            .await?
-        {
-            txn.commit().await?;
-            let account = AccountRow::load(&self.db, &existing)
-                .await?
-                .ok_or_else(super::internal::account_not_found)?;
-            let member = store::member(&self.db, &existing, &user_id)
-                .await?
-                .ok_or_else(super::members::member_not_found)?;
-            return Ok(pb::CreateAccountResponse {
-                account: Some(account_pb(&account)),
-                member: Some(self.render_member(&member).await?),
-            });
-        }
-        let created = store::one(
-            &txn,
-            "SELECT COUNT(*) AS c FROM account_accounts WHERE created_by = $1",
-            vec![s(user_id.as_str())],
-        )
-        .await?
-        .map(|r| store::get::<i64>(&r, "c"))
-        .transpose()?
-        .unwrap_or(0);
-        if created >= MAX_ACCOUNTS_PER_USER {
-            return Err(Error::new(
-                Reason::AccountLimitReached,
-                format!("a user may create at most {MAX_ACCOUNTS_PER_USER} accounts"),
-            ));
-        }
-        row.insert(&txn).await?;
-        let member = MemberRow {
-            account_id: row.id.clone(),
-            user_id: user_id.clone(),
-            role: role::OWNER,
-            status: status::ACTIVE,
-            portal_access: true,
-            password_pending: false,
-            service_access: service_access::ALL,
-            join_time: now,
-            update_time: now,
-            name_key: me.map(|u| u.name.to_lowercase()).unwrap_or_default(),
-            email: me.map(|u| u.email.clone()).unwrap_or_default(),
-            mfa_deadline: join_deadline(&row, now),
-        };
-        member.upsert(&txn).await?;
-        if !req.request_id.is_empty() {
-            store::remember(
-                &txn,
-                &idem_scope,
-                &req.request_id,
-                &request_hash,
-                &row.id,
-                now,
-            )
-            .await?;
-        }
-        self.audit(
-            &principal,
-            &row.id,
-            "account.create",
-            ("account", &row.id),
-            None,
-            Some(serde_json::json!({"name": row.name, "type": row.account_type})),
-        )
-        .insert(&txn)
-        .await?;
-        let settings = super::settings_entry(&row);
-        store::append_policy(&txn, now, vec![settings, membership_entry(&member)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.id);
-        let scope = Scope {
-            portal_access: true,
-            service_access: service_access::ALL,
-            ..Scope::default()
+        let request = (!req.request_id.is_empty())
+            .then_some((req.request_id.as_str(), request_hash.as_str()));
+        let created = app::create_account(self, &principal, &user_id, row, me, request).await?;
+        let member = if created.fresh {
+            let scope = Scope {
+                portal_access: true,
+                service_access: ServiceAccess::All,
+                ..Scope::default()
+            };
+            self.member_pb(&created.owner, &scope, me, Some(&created.account))
+        } else {
+            self.render_member(&created.owner).await?
         };
         Ok(pb::CreateAccountResponse {
-            account: Some(account_pb(&row)),
-            member: Some(self.member_pb(&member, &scope, me, Some(&row))),
+            account: Some(account_pb(&created.account)),
+            member: Some(member),
         })
     }
 
@@ -361,12 +285,11 @@ impl Api {
         &self,
         req: pb::ListUserMembershipsRequest,
     ) -> Result<pb::ListUserMembershipsResponse, Error> {
-        let user_id =
-            tenancy_runtime::ids::parse_id("user_id", &req.user_id).map_err(|e| Error {
-                reason: Reason::UserIdInvalid,
-                ..e
-            })?;
-        let rows = store::all(
+        let user_id = UserId::parse("user_id", &req.user_id).map_err(|e| Error {
+            reason: Reason::UserIdInvalid,
+            ..e
+        })?;
+        let rows = db::all(
             &self.db,
             &format!("{MEMBERSHIPS_OF_USER} ORDER BY a.name, a.id LIMIT {MAX_USER_MEMBERSHIPS}"),
             vec![s(user_id.as_str())],
@@ -387,13 +310,17 @@ impl Api {
         request: tonic::Request<pb::ListMyAccountsRequest>,
     ) -> Result<pb::ListMyAccountsResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
-        let user_id = principal.user()?.to_owned();
+        let user_id = UserId::trusted(principal.user()?);
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let f = fingerprint(&"my_accounts");
         let cursor =
             decode_page_token_for::<MyAccountsToken>(&req.page_token, |t| t.f == f)?.map(|t| t.c);
-        let mut values = vec![s(user_id.as_str()), n(status::ACTIVE), n(status::SUSPENDED)];
+        let mut values = vec![
+            s(user_id.as_str()),
+            n(MemberStatus::Active.code()),
+            n(MemberStatus::Suspended.code()),
+        ];
         let mut sql = format!("{MEMBERSHIPS_OF_USER} AND m.status IN ($2, $3)");
         if let Some(c) = &cursor {
             sql.push_str(" AND (a.name > $4 OR (a.name = $4 AND a.id > $5))");
@@ -401,7 +328,7 @@ impl Api {
             values.push(s(c.id.as_str()));
         }
         sql.push_str(&format!(" ORDER BY a.name, a.id LIMIT {}", size + 1));
-        let rows = store::all(&self.db, &sql, values).await?;
+        let rows = db::all(&self.db, &sql, values).await?;
         let more = rows.len() as u64 > size;
         let me = self.users_or_empty(std::slice::from_ref(&user_id)).await;
         let has_mfa = me.get(&user_id).is_some_and(|u| u.totp_enabled);
@@ -434,10 +361,10 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetAccountRequest>,
     ) -> Result<pb::GetAccountResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
-            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
+            .ok_or(AccountError::AccountNotFound)?;
         Ok(pb::GetAccountResponse {
             account: Some(account_pb(&account)),
         })
@@ -449,47 +376,22 @@ impl Api {
     ) -> Result<pb::UpdateAccountResponse, Error> {
         // Managers too: every path is the account's profile (seed 004: full
         // access but for users); security and support access are elsewhere.
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let req = request.into_inner();
         let paths = mask_paths(req.update_mask.as_ref(), ACCOUNT_PATHS)?;
         let input = req.account.unwrap_or_default();
-        if !input.id.is_empty() && input.id != caller.account_id {
+        if !input.id.is_empty() && input.id != caller.account_id.as_str() {
             return Err(Error::invalid_field(
                 "account.id",
                 "must be empty or the selected account's id",
             ));
         }
-        let now = self.now();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        let before = AccountRow::load(&txn, &caller.account_id)
-            .await?
-            .ok_or_else(|| Error::new(Reason::AccountNotFound, "account not found"))?;
-        let mut row = before.clone();
-        let mut v = Violations::default();
-        apply(&mut row, &input, &paths, &mut v);
-        v.finish()?;
-        row.update_time = now;
-        row.update(&txn).await?;
-        let snapshot = |a: &AccountRow| {
-            serde_json::json!({
-                "type": a.account_type, "name": a.name, "legal_name": a.legal_name,
-                "country_code": a.country_code, "vat_number": a.vat_number,
-                "registration_number": a.registration_number,
-                "address": serde_json::from_str::<serde_json::Value>(&a.address_json).unwrap_or_default(),
-            })
-        };
-        self.audit(
-            &caller.principal,
-            &row.id,
-            "account.update",
-            ("account", &row.id),
-            Some(snapshot(&before)),
-            Some(snapshot(&row)),
-        )
-        .insert(&txn)
+        let row = app::update_account(self, &caller.principal, &caller.account_id, |row| {
+            let mut v = Violations::default();
+            apply(row, &input, &paths, &mut v);
+            v.finish()
+        })
         .await?;
-        txn.commit().await?;
         Ok(pb::UpdateAccountResponse {
             account: Some(account_pb(&row)),
         })
@@ -509,18 +411,18 @@ fn account_membership(
     row: &sea_orm::QueryResult,
     has_mfa: bool,
 ) -> Result<pb::AccountMembership, Error> {
-    let enforce: bool = store::get(row, "enforce_mfa")?;
-    let deadline: Option<i64> = store::get(row, "mfa_deadline")?;
+    let enforce: bool = db::get(row, "enforce_mfa")?;
+    let deadline: Option<i64> = db::get(row, "mfa_deadline")?;
     Ok(pb::AccountMembership {
         account: Some(pb::AccountSummary {
-            id: store::get(row, "id")?,
-            r#type: store::get(row, "account_type")?,
-            name: store::get(row, "name")?,
+            id: db::get(row, "id")?,
+            r#type: db::get(row, "account_type")?,
+            name: db::get(row, "name")?,
         }),
-        role: store::get(row, "role")?,
-        status: store::get(row, "status")?,
-        portal_access: store::get(row, "portal_access")?,
-        join_time: Some(ts(store::get(row, "join_time")?)),
+        role: db::get(row, "role")?,
+        status: db::get(row, "status")?,
+        portal_access: db::get(row, "portal_access")?,
+        join_time: Some(ts(db::get(row, "join_time")?)),
         enforce_mfa: enforce,
         mfa_deadline: if enforce && !has_mfa {
             deadline.map(ts)

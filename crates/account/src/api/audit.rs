@@ -3,11 +3,12 @@
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
+use tenancy_runtime::db;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, page_size};
 
 use super::{Api, fingerprint, to_struct, ts};
-use crate::domain::role;
-use crate::store::{self, AUDIT_COLUMNS, AuditRow, i, n, s};
+use crate::domain::Role;
+use crate::store::{AUDIT_COLUMNS, AuditRow, i, n, s};
 
 pub(crate) fn event_pb(r: &AuditRow) -> pb::AuditEvent {
     pb::AuditEvent {
@@ -41,7 +42,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::ListAuditEventsRequest>,
     ) -> Result<pb::ListAuditEventsResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let start = req.start_time.as_ref().map(super::ms);
@@ -145,7 +146,7 @@ impl Api {
             " ORDER BY event_time DESC, id DESC LIMIT {}",
             size + 1
         ));
-        let rows = store::all(&self.db, &sql, values).await?;
+        let rows = db::all(&self.db, &sql, values).await?;
         let more = rows.len() as u64 > size;
         let events: Vec<AuditRow> = rows
             .iter()

@@ -1,19 +1,16 @@
 //! AccountInternalService: access decisions, principal state, audit writes.
 
 use tenancy_proto::account as pb;
+use tenancy_runtime::Error;
+use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::new_id;
-use tenancy_runtime::{Error, Reason};
+use tenancy_runtime::ids::{AccountId, UserId, new_id};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
 use crate::domain::default_account::{Usable, default_account};
-use crate::domain::{level, role, service_access, status};
+use crate::domain::{Level, MemberStatus, Role, ServiceAccess};
 use crate::store::{self, AccountRow, AuditRow, s};
-
-pub(crate) fn account_not_found() -> Error {
-    Error::new(Reason::AccountNotFound, "account not found")
-}
 
 fn required(v: &mut Violations, field: &str, value: &str) {
     v.check(!value.trim().is_empty(), field, "required");
@@ -37,8 +34,8 @@ impl Api {
         let mut v = Violations::default();
         required(&mut v, "user_id", &req.user_id);
         required(&mut v, "account_id", &req.account_id);
-        let wanted = req.level;
-        if req.target.is_some() && !(wanted == level::VIEW || wanted == level::MANAGE) {
+        let wanted = Level::grantable(req.level);
+        if req.target.is_some() && wanted.is_none() {
             v.add("level", "VIEW or MANAGE is required with a target");
         }
         v.finish()?;
@@ -60,15 +57,15 @@ impl Api {
                 Target::Tag(m.on_tag(&normalised(tag)))
             }
         };
-        let decision = access::decide(facts, target, wanted);
+        let decision = access::decide(facts, target, wanted.unwrap_or(Level::None));
         let (role, status) = match facts {
-            Some(m) if m.status != status::REVOKED => (m.role, m.status),
+            Some(m) if m.status != MemberStatus::Revoked => (m.role.code(), m.status.code()),
             _ => (0, 0),
         };
         Ok(pb::CheckAccessResponse {
             allowed: decision.allowed,
             reason: decision.reason,
-            effective_level: decision.effective_level,
+            effective_level: decision.effective_level.code(),
             role,
             status,
         })
@@ -81,18 +78,19 @@ impl Api {
         let mut v = Violations::default();
         required(&mut v, "user_id", &req.user_id);
         required(&mut v, "account_id", &req.account_id);
-        let wanted = req.level;
-        if !(wanted == level::VIEW || wanted == level::MANAGE) {
+        let wanted = Level::grantable(req.level);
+        if wanted.is_none() {
             v.add("level", "VIEW or MANAGE is required");
         }
         v.check(req.service_ids.len() <= 500, "service_ids", "at most 500");
         v.finish()?;
+        let wanted = wanted.unwrap_or(Level::View);
         let user = normalised(&req.user_id);
         let account = normalised(&req.account_id);
         let member = self.cache.member(&self.db, &account, &user).await?;
         let facts = member.as_ref().map(|m| m.facts);
         let member_role = match facts {
-            Some(m) if m.status != status::REVOKED => m.role,
+            Some(m) if m.status != MemberStatus::Revoked => m.role.code(),
             _ => 0,
         };
         if let Some(denied) = access::membership_denial(facts) {
@@ -129,11 +127,11 @@ impl Api {
                     service_id: original.clone(),
                     allowed: d.allowed,
                     reason: d.reason,
-                    effective_level: d.effective_level,
+                    effective_level: d.effective_level.code(),
                 }
             })
             .collect();
-        let all_services = m.role == role::OWNER || m.service_access == service_access::ALL;
+        let all_services = access::reaches_all_services(m);
         let accessible = if req.include_accessible_service_ids && !all_services {
             member.accessible(&catalogue, wanted)
         } else {
@@ -141,16 +139,16 @@ impl Api {
         };
         Ok(pb::BatchCheckAccessResponse {
             results,
-            membership_reason: if m.role == role::OWNER {
+            membership_reason: if m.role == Role::Owner {
                 reason::OWNER
             } else {
                 reason::ACTIVE_MEMBER
             },
-            role: m.role,
-            service_access: if m.role == role::OWNER {
-                service_access::ALL
+            role: m.role.code(),
+            service_access: if m.role == Role::Owner {
+                ServiceAccess::All.code()
             } else {
-                m.service_access
+                m.service_access.code()
             },
             all_services,
             accessible_service_ids: accessible,
@@ -168,12 +166,14 @@ impl Api {
         // The position first: the state read after it includes every event
         // at or below it.
         let position = store::policy_head(&self.db).await?;
-        let account = AccountRow::load(&self.db, req.account_id.trim())
+        // Internal callers' ids are looked up as given (not validated as
+        // UUIDs): an unknown one is simply not found.
+        let account = AccountRow::load(&self.db, &AccountId::trusted(req.account_id.trim()))
             .await?
-            .ok_or_else(account_not_found)?;
-        let row = store::member(&self.db, &account.id, req.user_id.trim())
+            .ok_or(crate::domain::AccountError::AccountNotFound)?;
+        let row = store::member(&self.db, &account.id, &UserId::trusted(req.user_id.trim()))
             .await?
-            .filter(|m| m.status != status::REVOKED);
+            .filter(|m| m.status != MemberStatus::Revoked);
         let scope = match &row {
             Some(r) => Some(store::scope(&self.db, r).await?),
             None => None,
@@ -222,10 +222,14 @@ impl Api {
                 .map(|i| format!("${}", i + 4))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let mut values = vec![s(user.as_ref()), store::n(status::ACTIVE), store::b(true)];
+            let mut values = vec![
+                s(user.as_ref()),
+                store::n(MemberStatus::Active.code()),
+                store::b(true),
+            ];
             values.extend(preferred.iter().map(|id| s(id.as_str())));
             usable.extend(
-                store::all(
+                db::all(
                     &self.db,
                     &format!("{usable_sql} AND account_id IN ({list})"),
                     values,
@@ -234,10 +238,14 @@ impl Api {
             );
         }
         usable.extend(
-            store::all(
+            db::all(
                 &self.db,
                 &format!("{usable_sql} ORDER BY join_time, account_id LIMIT 1"),
-                vec![s(user.as_ref()), store::n(status::ACTIVE), store::b(true)],
+                vec![
+                    s(user.as_ref()),
+                    store::n(MemberStatus::Active.code()),
+                    store::b(true),
+                ],
             )
             .await?,
         );
@@ -245,8 +253,8 @@ impl Api {
             .iter()
             .map(|row| {
                 Ok(Usable {
-                    account_id: store::get(row, "account_id")?,
-                    join_time: store::get(row, "join_time")?,
+                    account_id: db::get(row, "account_id")?,
+                    join_time: db::get(row, "join_time")?,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -326,58 +334,7 @@ impl Api {
                 e.request_id
             },
         };
-        let hash = super::fingerprint(&(
-            &row.account_id,
-            row.actor_kind,
-            &row.actor_id,
-            &row.action,
-            &row.target_type,
-            &row.target_id,
-            &row.before,
-            &row.after,
-        ));
-        let txn = store::begin(&self.db).await?;
-        if store::one(
-            &txn,
-            "SELECT id FROM account_accounts WHERE id = $1",
-            vec![s(row.account_id.as_str())],
-        )
-        .await?
-        .is_none()
-        {
-            return Err(account_not_found());
-        }
-        let scope = "record_audit_event";
-        if !req.request_id.is_empty()
-            && let Some(id) = store::idempotent(
-                &txn,
-                scope,
-                &req.request_id,
-                &hash,
-                now - super::accounts::IDEMPOTENCY_WINDOW_MS,
-            )
-            .await?
-        {
-            let existing = store::one(
-                &txn,
-                &format!(
-                    "SELECT {} FROM account_audit_events WHERE id = $1",
-                    store::AUDIT_COLUMNS
-                ),
-                vec![s(id)],
-            )
-            .await?
-            .ok_or_else(|| Error::internal("remembered audit event missing"))?;
-            txn.commit().await?;
-            return Ok(pb::RecordAuditEventResponse {
-                event: Some(super::audit::event_pb(&AuditRow::read(&existing)?)),
-            });
-        }
-        row.insert(&txn).await?;
-        if !req.request_id.is_empty() {
-            store::remember(&txn, scope, &req.request_id, &hash, &row.id, now).await?;
-        }
-        txn.commit().await?;
+        let row = crate::app::audit::record_audit_event(self, row, &req.request_id).await?;
         Ok(pb::RecordAuditEventResponse {
             event: Some(super::audit::event_pb(&row)),
         })

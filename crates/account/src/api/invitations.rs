@@ -2,140 +2,52 @@
 
 use std::collections::HashMap;
 
-use sea_orm::ConnectionTrait as _;
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
+use tenancy_runtime::ids::{
+    AccountId, UserId, decode_page_token_for, encode_page_token, new_id, page_size, parse_id,
+};
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Reason};
 
-use super::members::{ScopeFields, parse_role};
-use super::{
-    Api, Caller, fingerprint, join_deadline, membership_entry, pb_role_name, scope_pb, ts,
+use super::members::ScopeFields;
+use super::{Api, Caller, fingerprint, join_deadline, scope_pb, ts};
+use crate::app::policy::{membership_entry, role_name};
+use crate::domain::{
+    AccountError, InvitationState, MemberStatus, Role, Scope, ServiceAccess, validate,
 };
-use crate::domain::{Scope, invitation_state as st, role, service_access, status, validate};
-use crate::store::{self, AccountRow, MemberRow, b, get, i, n, os, s};
+use crate::store::{self, AccountRow, CloseAs, InvitationRow, MemberRow};
 
 /// How long an invitation link works.
 pub(crate) const INVITATION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// The shortest time between two sends of one invitation.
 const RESEND_INTERVAL_MS: i64 = 60 * 1000;
 
-const COLUMNS: &str = "id, account_id, email, role, scope_json, state, token_hash, create_time, expire_time, invited_by, send_time, send_count, close_time, user_id, for_existing_member";
-
-#[derive(Clone, Debug)]
-struct InvitationRow {
-    id: String,
-    account_id: String,
-    email: String,
-    role: i32,
-    scope: Scope,
-    state: i32,
-    token_hash: String,
-    create_time: i64,
-    expire_time: i64,
-    invited_by: String,
-    send_time: i64,
-    send_count: i32,
-    close_time: Option<i64>,
-    user_id: Option<String>,
-    for_existing_member: bool,
-}
-
-impl InvitationRow {
-    fn read(r: &sea_orm::QueryResult) -> Result<Self, Error> {
-        let scope: String = get(r, "scope_json")?;
-        Ok(Self {
-            id: get(r, "id")?,
-            account_id: get(r, "account_id")?,
-            email: get(r, "email")?,
-            role: get(r, "role")?,
-            scope: serde_json::from_str(&scope).unwrap_or_default(),
-            state: get(r, "state")?,
-            token_hash: get(r, "token_hash")?,
-            create_time: get(r, "create_time")?,
-            expire_time: get(r, "expire_time")?,
-            invited_by: get(r, "invited_by")?,
-            send_time: get(r, "send_time")?,
-            send_count: get(r, "send_count")?,
-            close_time: get(r, "close_time")?,
-            user_id: get(r, "user_id")?,
-            for_existing_member: get(r, "for_existing_member")?,
-        })
-    }
-
-    /// The state as clients see it: PENDING past its expiry is EXPIRED.
-    fn effective_state(&self, now: i64) -> i32 {
-        if self.state == st::PENDING && self.expire_time <= now {
-            st::EXPIRED
-        } else {
-            self.state
-        }
-    }
-
-    async fn insert<C: sea_orm::ConnectionTrait>(&self, c: &C) -> Result<(), sea_orm::DbErr> {
-        let scope = serde_json::to_string(&self.scope).unwrap_or_default();
-        c.execute_raw(store::stmt(
-            c.get_database_backend(),
-            &format!("INSERT INTO account_invitations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
-            vec![
-                s(self.id.as_str()), s(self.account_id.as_str()), s(self.email.as_str()), n(self.role), s(scope),
-                n(self.state), s(self.token_hash.as_str()), i(self.create_time), i(self.expire_time),
-                s(self.invited_by.as_str()), i(self.send_time), n(self.send_count), store::oi(self.close_time),
-                os(self.user_id.clone()), b(self.for_existing_member),
-            ],
-        ))
-        .await?;
-        Ok(())
-    }
-}
-
-fn not_found() -> Error {
-    Error::new(Reason::InvitationNotFound, "invitation not found")
-}
-
-fn used() -> Error {
-    Error::new(
-        Reason::InvitationUsed,
-        "the invitation was already accepted",
-    )
-}
-
-fn cancelled() -> Error {
-    Error::new(Reason::InvitationCancelled, "the invitation was cancelled")
-}
-
-fn pending_exists() -> Error {
-    Error::new(
-        Reason::InvitationPending,
-        "a pending invitation for this email exists; resend it instead",
-    )
-}
-
 fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
     let state = r.effective_state(now);
+    let closed = match state {
+        InvitationState::Pending => None,
+        InvitationState::Expired => Some(ts(r.close_time.unwrap_or(r.expire_time))),
+        _ => r.close_time.map(ts),
+    };
     let mut scope = r.scope.clone();
     scope.portal_access = true;
     pb::Invitation {
         id: r.id.clone(),
-        account_id: r.account_id.clone(),
+        account_id: r.account_id.to_string(),
         email: r.email.clone(),
-        role: r.role,
+        role: r.role.code(),
         access_scope: Some(scope_pb(&scope)),
-        state,
+        state: state.code(),
         create_time: Some(ts(r.create_time)),
         expire_time: Some(ts(r.expire_time)),
         invited_by_user_id: r.invited_by.clone(),
         send_time: Some(ts(r.send_time)),
         send_count: r.send_count,
-        close_time: match state {
-            st::PENDING => None,
-            st::EXPIRED => Some(ts(r.close_time.unwrap_or(r.expire_time))),
-            _ => r.close_time.map(ts),
-        },
-        user_id: if state == st::ACCEPTED || r.for_existing_member {
+        close_time: closed,
+        user_id: if state == InvitationState::Accepted || r.for_existing_member {
             r.user_id.clone().unwrap_or_default()
         } else {
             String::new()
@@ -179,7 +91,7 @@ impl Api {
         &self,
         inv: &InvitationRow,
         token: &SecretToken,
-        inviter: &str,
+        inviter: &UserId,
     ) -> Result<(), Error> {
         let account = AccountRow::load(&self.db, &inv.account_id).await?;
         let inviter_name = self
@@ -195,7 +107,7 @@ impl Api {
                 account.map(|a| a.name).unwrap_or_default(),
             ),
             ("inviter_name".to_owned(), inviter_name),
-            ("role".to_owned(), pb_role_name(inv.role).to_owned()),
+            ("role".to_owned(), role_name(inv.role).to_owned()),
             (
                 "accept_url".to_owned(),
                 format!("{portal}/accept-invitation?token={}", token.expose()),
@@ -208,39 +120,40 @@ impl Api {
                 (&inv.email, ""),
                 MessageTemplate::Invitation,
                 data,
-                &inv.account_id,
+                inv.account_id.as_str(),
             )
             .await
     }
 
-    async fn load_invitation(&self, account_id: &str, id: &str) -> Result<InvitationRow, Error> {
+    async fn load_invitation(
+        &self,
+        account_id: &AccountId,
+        id: &str,
+    ) -> Result<InvitationRow, Error> {
         let id = parse_id("invitation_id", id)?;
-        let row = store::one(
-            &self.db,
-            &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1 AND account_id = $2"),
-            vec![s(id), s(account_id)],
-        )
-        .await?
-        .ok_or_else(not_found)?;
-        InvitationRow::read(&row)
+        Ok(store::invitation(&self.db, &id, Some(account_id))
+            .await?
+            .ok_or(AccountError::InvitationNotFound)?)
     }
 
     pub(super) async fn do_invite_member(
         &self,
         request: tonic::Request<pb::InviteMemberRequest>,
     ) -> Result<pb::InviteMemberResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let email = v.take("email", validate::email(&req.email));
-        if !(req.role == role::OWNER || req.role == role::MANAGER) {
+        let role = Role::from_code(req.role);
+        if role.is_none() {
             v.add("role", "must be OWNER or MANAGER");
         }
         v.finish()?;
+        let role = role.unwrap_or(Role::Manager);
         let email = email.unwrap_or_default();
         let mut input = req.access_scope.unwrap_or_default();
-        if req.role == role::OWNER && input.service_access == 0 {
-            input.service_access = service_access::ALL;
+        if role == Role::Owner && input.service_access == 0 {
+            input.service_access = ServiceAccess::All.code();
         }
         let mut scope = self
             .parse_scope(
@@ -258,39 +171,32 @@ impl Api {
             id: new_id(),
             account_id: caller.account_id.clone(),
             email: email.clone(),
-            role: req.role,
+            role,
             scope,
-            state: st::PENDING,
+            state: InvitationState::Pending,
             token_hash: token.hash(),
             create_time: now,
             expire_time: now + INVITATION_TTL_MS,
-            invited_by: caller.user_id.clone(),
+            invited_by: caller.user_id.to_string(),
             send_time: now,
             send_count: 1,
             close_time: None,
-            user_id: Some(user.id.clone()),
+            user_id: Some(user.id.to_string()),
             for_existing_member: false,
         };
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
         if let Some(m) = store::member(&txn, &caller.account_id, &user.id).await?
-            && m.status != status::REVOKED
+            && m.status != MemberStatus::Revoked
         {
-            return Err(Error::new(
-                Reason::MemberExists,
-                "this person is already a member",
-            ));
+            return Err(AccountError::MemberExists.into());
         }
         // An expired invitation no longer blocks a new one.
-        store::exec(
-            &txn,
-            "UPDATE account_invitations SET state = $4, close_time = expire_time WHERE account_id = $1 AND email = $2 AND state = 1 AND expire_time <= $3",
-            vec![s(caller.account_id.as_str()), s(email.as_str()), i(now), n(st::EXPIRED)],
-        )
-        .await?;
+        store::close_pending_invitations(&txn, &caller.account_id, &email, now, CloseAs::Expired)
+            .await?;
         if let Err(e) = inv.insert(&txn).await {
             if tenancy_runtime::db::is_unique_violation(&e) {
-                return Err(pending_exists());
+                return Err(AccountError::InvitationPending.into());
             }
             return Err(e.into());
         }
@@ -300,7 +206,7 @@ impl Api {
             "member.invite",
             ("invitation", &inv.id),
             None,
-            Some(serde_json::json!({"email": email, "role": pb_role_name(inv.role)})),
+            Some(serde_json::json!({"email": email, "role": role_name(inv.role)})),
         )
         .insert(&txn)
         .await?;
@@ -338,27 +244,23 @@ impl Api {
             email: email.clone(),
             role: member.role,
             scope,
-            state: st::PENDING,
+            state: InvitationState::Pending,
             token_hash: token.hash(),
             create_time: now,
             expire_time: now + INVITATION_TTL_MS,
-            invited_by: caller.user_id.clone(),
+            invited_by: caller.user_id.to_string(),
             send_time: now,
             send_count: 1,
             close_time: None,
-            user_id: Some(member.user_id.clone()),
+            user_id: Some(member.user_id.to_string()),
             for_existing_member: true,
         };
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &member.account_id).await?;
-        store::exec(
-            &txn,
-            "UPDATE account_invitations SET state = $4, close_time = $3 WHERE account_id = $1 AND email = $2 AND state = 1",
-            vec![s(member.account_id.as_str()), s(email.as_str()), i(now), n(st::CANCELLED)],
-        )
-        .await?;
+        store::close_pending_invitations(&txn, &member.account_id, &email, now, CloseAs::Cancelled)
+            .await?;
         inv.insert(&txn).await?;
-        self.audit(&caller.principal, &member.account_id, "member.invite", ("invitation", &inv.id), None, Some(serde_json::json!({"email": email, "role": pb_role_name(inv.role), "portal_access": true})))
+        self.audit(&caller.principal, &member.account_id, "member.invite", ("invitation", &inv.id), None, Some(serde_json::json!({"email": email, "role": role_name(inv.role), "portal_access": true})))
             .insert(&txn)
             .await?;
         txn.commit().await?;
@@ -370,7 +272,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::ListInvitationsRequest>,
     ) -> Result<pb::ListInvitationsResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let mut states = req.states.clone();
@@ -379,41 +281,24 @@ impl Api {
         let f = fingerprint(&states);
         let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let now = self.now();
-        let mut sql = format!("SELECT {COLUMNS} FROM account_invitations WHERE account_id = $1");
-        let mut values = vec![s(caller.account_id.as_str()), i(now)];
-        let mut ors = Vec::new();
-        for state in &states {
-            match *state {
-                st::PENDING => ors.push("(state = 1 AND expire_time > $2)".to_owned()),
-                st::EXPIRED => {
-                    ors.push("(state = 4 OR (state = 1 AND expire_time <= $2))".to_owned())
-                }
-                st::ACCEPTED => ors.push("state = 2".to_owned()),
-                st::CANCELLED => ors.push("state = 3".to_owned()),
-                _ => {}
-            }
-        }
-        if !ors.is_empty() {
-            sql.push_str(&format!(" AND ({})", ors.join(" OR ")));
-        } else {
-            sql.push_str(" AND $2 = $2");
-        }
-        if let Some(c) = &cursor {
-            values.push(i(c.t));
-            values.push(s(c.id.as_str()));
-            sql.push_str(" AND (create_time < $3 OR (create_time = $3 AND id < $4))");
-        }
-        sql.push_str(&format!(
-            " ORDER BY create_time DESC, id DESC LIMIT {}",
-            size + 1
-        ));
-        let rows = store::all(&self.db, &sql, values).await?;
+        let wanted: Vec<InvitationState> = states
+            .iter()
+            .filter_map(|s| InvitationState::from_code(*s))
+            .collect();
+        let rows = store::list_invitations(
+            &self.db,
+            &caller.account_id,
+            &wanted,
+            now,
+            cursor.as_ref().map(|c| (c.t, c.id.as_str())),
+            size + 1,
+        )
+        .await?;
         let more = rows.len() as u64 > size;
         let rows: Vec<InvitationRow> = rows
-            .iter()
+            .into_iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .map(InvitationRow::read)
-            .collect::<Result<_, _>>()?;
+            .collect();
         let next_page_token = match (more, rows.last()) {
             (true, Some(l)) => encode_page_token(&Token {
                 f,
@@ -432,7 +317,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::ResendInvitationRequest>,
     ) -> Result<pb::ResendInvitationResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let inv = self
             .load_invitation(&caller.account_id, &request.get_ref().invitation_id)
             .await?;
@@ -448,15 +333,10 @@ impl Api {
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
         let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
-        let row = store::one(
-            &self.db,
-            &format!("SELECT {COLUMNS} FROM account_invitations WHERE id = $1"),
-            vec![s(id)],
-        )
-        .await?
-        .ok_or_else(not_found)?;
-        let inv = InvitationRow::read(&row)?;
-        let inviter = inv.invited_by.clone();
+        let inv = store::invitation(&self.db, &id, None)
+            .await?
+            .ok_or(AccountError::InvitationNotFound)?;
+        let inviter = UserId::trusted(inv.invited_by.as_str());
         self.resend(inv, &principal, &inviter).await
     }
 
@@ -466,12 +346,12 @@ impl Api {
         &self,
         mut inv: InvitationRow,
         principal: &tenancy_runtime::Principal,
-        inviter: &str,
+        inviter: &UserId,
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let now = self.now();
         match inv.state {
-            st::ACCEPTED => return Err(used()),
-            st::CANCELLED => return Err(cancelled()),
+            InvitationState::Accepted => return Err(AccountError::InvitationUsed.into()),
+            InvitationState::Cancelled => return Err(AccountError::InvitationCancelled.into()),
             _ => {}
         }
         if inv.send_time + RESEND_INTERVAL_MS > now {
@@ -483,7 +363,7 @@ impl Api {
         }
         let token = SecretToken::generate("tni_");
         let before_state = inv.effective_state(now);
-        inv.state = st::PENDING;
+        inv.state = InvitationState::Pending;
         inv.token_hash = token.hash();
         inv.expire_time = now + INVITATION_TTL_MS;
         inv.send_time = now;
@@ -491,17 +371,12 @@ impl Api {
         inv.close_time = None;
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &inv.account_id).await?;
-        let updated = txn
-            .execute_raw(store::stmt(
-                sea_orm::ConnectionTrait::get_database_backend(&txn),
-                "UPDATE account_invitations SET state = 1, token_hash = $2, expire_time = $3, send_time = $4, send_count = $5, close_time = NULL WHERE id = $1 AND state IN (1, 4)",
-                vec![s(inv.id.as_str()), s(inv.token_hash.as_str()), i(inv.expire_time), i(now), n(inv.send_count)],
-            ))
-            .await;
-        match updated {
-            Ok(r) if r.rows_affected() == 1 => {}
-            Ok(_) => return Err(used()),
-            Err(e) if tenancy_runtime::db::is_unique_violation(&e) => return Err(pending_exists()),
+        match store::renew_invitation(&txn, &inv).await {
+            Ok(true) => {}
+            Ok(false) => return Err(AccountError::InvitationUsed.into()),
+            Err(e) if tenancy_runtime::db::is_unique_violation(&e) => {
+                return Err(AccountError::InvitationPending.into());
+            }
             Err(e) => return Err(e.into()),
         }
         self.audit(
@@ -509,7 +384,7 @@ impl Api {
             &inv.account_id,
             "invitation.resend",
             ("invitation", &inv.id),
-            Some(serde_json::json!({"state": before_state})),
+            Some(serde_json::json!({"state": before_state.code()})),
             Some(serde_json::json!({"send_count": inv.send_count})),
         )
         .insert(&txn)
@@ -525,14 +400,14 @@ impl Api {
         &self,
         request: tonic::Request<pb::CancelInvitationRequest>,
     ) -> Result<pb::CancelInvitationResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let mut inv = self
             .load_invitation(&caller.account_id, &request.get_ref().invitation_id)
             .await?;
         let now = self.now();
         match inv.state {
-            st::ACCEPTED => return Err(used()),
-            st::CANCELLED => {
+            InvitationState::Accepted => return Err(AccountError::InvitationUsed.into()),
+            InvitationState::Cancelled => {
                 return Ok(pb::CancelInvitationResponse {
                     invitation: Some(invitation_pb(&inv, now)),
                 });
@@ -541,14 +416,8 @@ impl Api {
         }
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
-        let changed = store::exec(
-            &txn,
-            "UPDATE account_invitations SET state = 3, close_time = $2 WHERE id = $1 AND state IN (1, 4)",
-            vec![s(inv.id.as_str()), i(now)],
-        )
-        .await?;
-        if changed == 0 {
-            return Err(used());
+        if !store::cancel_invitation(&txn, &inv.id, now).await? {
+            return Err(AccountError::InvitationUsed.into());
         }
         self.audit(
             &caller.principal,
@@ -561,7 +430,7 @@ impl Api {
         .insert(&txn)
         .await?;
         txn.commit().await?;
-        inv.state = st::CANCELLED;
+        inv.state = InvitationState::Cancelled;
         inv.close_time = Some(now);
         Ok(pb::CancelInvitationResponse {
             invitation: Some(invitation_pb(&inv, now)),
@@ -578,34 +447,30 @@ impl Api {
             return Err(Error::invalid_field("token", "required"));
         }
         let hash = SecretToken::from_client(req.token.clone()).hash();
-        let row = store::one(
-            &self.db,
-            &format!("SELECT {COLUMNS} FROM account_invitations WHERE token_hash = $1"),
-            vec![s(hash.as_str())],
-        )
-        .await?
-        .ok_or_else(not_found)?;
-        let inv = InvitationRow::read(&row)?;
+        let inv = store::invitation_by_token(&self.db, &hash)
+            .await?
+            .ok_or(AccountError::InvitationNotFound)?;
         // The lookup is by hash of a 256-bit token; compare once more in
         // constant time for good measure.
         if !tenancy_runtime::secret::constant_time_eq(inv.token_hash.as_bytes(), hash.as_bytes()) {
-            return Err(not_found());
+            return Err(AccountError::InvitationNotFound.into());
         }
         let now = self.now();
         match inv.effective_state(now) {
-            st::ACCEPTED => return Err(used()),
-            st::CANCELLED => return Err(cancelled()),
-            st::EXPIRED => {
-                return Err(Error::new(
-                    Reason::InvitationExpired,
-                    "the invitation expired; ask for a new one",
-                ));
-            }
-            _ => {}
+            InvitationState::Accepted => return Err(AccountError::InvitationUsed.into()),
+            InvitationState::Cancelled => return Err(AccountError::InvitationCancelled.into()),
+            InvitationState::Expired => return Err(AccountError::InvitationExpired.into()),
+            InvitationState::Pending => {}
         }
         // The invitee's user, created at invitation time.
         let user = match &inv.user_id {
-            Some(id) => self.peers.users(std::slice::from_ref(id)).await?.remove(id),
+            Some(id) => {
+                let id = UserId::trusted(id.as_str());
+                self.peers
+                    .users(std::slice::from_ref(&id))
+                    .await?
+                    .remove(&id)
+            }
             None => None,
         };
         let user = match user {
@@ -623,31 +488,22 @@ impl Api {
             v.check(!req.password.is_empty(), "password", "required");
             v.finish()?;
             self.peers
-                .set_initial_password(&user.id, &req.password, &name.unwrap_or_default())
+                .set_initial_password(user.id.as_str(), &req.password, &name.unwrap_or_default())
                 .await?;
         }
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &inv.account_id).await?;
-        let claimed = store::exec(
-            &txn,
-            "UPDATE account_invitations SET state = 2, close_time = $2, user_id = $4 WHERE id = $1 AND state = 1 AND token_hash = $3 AND expire_time > $2",
-            vec![s(inv.id.as_str()), i(now), s(hash.as_str()), s(user.id.as_str())],
-        )
-        .await?;
-        if claimed == 0 {
-            return Err(used());
+        if !store::claim_invitation(&txn, &inv.id, &hash, now, &user.id).await? {
+            return Err(AccountError::InvitationUsed.into());
         }
         let account = AccountRow::load(&txn, &inv.account_id)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or(AccountError::InvitationNotFound)?;
         let existing = store::member(&txn, &inv.account_id, &user.id).await?;
         let row = match existing {
-            Some(mut m) if m.status != status::REVOKED => {
-                if !(inv.for_existing_member && m.status == status::ACTIVE) {
-                    return Err(Error::new(
-                        Reason::MemberExists,
-                        "you are already a member of this account",
-                    ));
+            Some(mut m) if m.status != MemberStatus::Revoked => {
+                if !(inv.for_existing_member && m.status == MemberStatus::Active) {
+                    return Err(AccountError::AlreadyMember.into());
                 }
                 m.portal_access = true;
                 m.password_pending = false;
@@ -669,15 +525,11 @@ impl Api {
                 let m = MemberRow {
                     account_id: inv.account_id.clone(),
                     user_id: user.id.clone(),
-                    role: parse_role(inv.role, "role").unwrap_or(role::MANAGER),
-                    status: status::ACTIVE,
+                    role: inv.role,
+                    status: MemberStatus::Active,
                     portal_access: true,
                     password_pending: false,
-                    service_access: if scope.service_access == 0 {
-                        service_access::NONE
-                    } else {
-                        scope.service_access
-                    },
+                    service_access: scope.service_access,
                     join_time: now,
                     update_time: now,
                     name_key: if user.name.is_empty() {
@@ -699,19 +551,19 @@ impl Api {
             "invitation.accept",
             ("invitation", &inv.id),
             None,
-            Some(super::member_json(&row)),
+            Some(crate::app::policy::member_json(&row)),
         );
         audit.actor_kind = pb::ActorKind::User as i32;
-        audit.actor_id = user.id.clone();
+        audit.actor_id = user.id.to_string();
         audit.actor_display_name = inv.email.clone();
         audit.insert(&txn).await?;
         store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
         txn.commit().await?;
         self.policy_committed(&inv.account_id);
         Ok(pb::AcceptInvitationResponse {
-            account_id: inv.account_id.clone(),
-            user_id: user.id.clone(),
-            role: row.role,
+            account_id: inv.account_id.to_string(),
+            user_id: user.id.to_string(),
+            role: row.role.code(),
             user_created,
         })
     }

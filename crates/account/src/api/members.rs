@@ -3,54 +3,30 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
-use tenancy_proto::identity::RevocationReason;
-
-use crate::peer_calls::{self, RevokeAccess};
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, page_size, parse_id};
+use tenancy_runtime::ids::{
+    AccountId, UserId, decode_page_token_for, encode_page_token, page_size, parse_id,
+};
 use tenancy_runtime::{Error, Reason};
 
-use super::{
-    Api, Caller, access_entry, fingerprint, join_deadline, mask_paths, member_json,
-    membership_entry,
-};
-use crate::domain::owners::{OwnerFacts, change_keeps_an_owner};
-use crate::domain::{Scope, level, role, service_access, status, validate};
-use crate::store::{self, AccountRow, MemberRow, b, i, n, s};
-
-pub(crate) fn member_not_found() -> Error {
-    Error::new(Reason::MemberNotFound, "member not found")
-}
-
-fn last_owner() -> Error {
-    Error::new(
-        Reason::LastActiveOwner,
-        "the account must keep at least one active owner with portal access",
-    )
-}
-
-fn revoked() -> Error {
-    Error::new(
-        Reason::MemberRevoked,
-        "the membership was revoked; invite them again",
-    )
-}
-
-fn facts(m: &MemberRow) -> OwnerFacts {
-    OwnerFacts {
-        role: m.role,
-        status: m.status,
-        portal_access: m.portal_access,
-    }
-}
+use super::{Api, fingerprint, join_deadline, mask_paths};
+use crate::app::members::{self as app, Actor};
+use crate::app::policy::{member_json, membership_entry};
+use crate::domain::members::MemberChange;
+use crate::domain::{AccountError, Level, MemberStatus, Role, Scope, ServiceAccess, validate};
+use crate::store::{self, AccountRow, MemberKey, MemberOrder, MemberQuery, MemberRow};
 
 /// A role from the request: OWNER or MANAGER.
-pub(crate) fn parse_role(value: i32, field: &str) -> Result<i32, Error> {
-    if value == role::OWNER || value == role::MANAGER {
-        Ok(value)
-    } else {
-        Err(Error::invalid_field(field, "must be OWNER or MANAGER"))
-    }
+pub(crate) fn parse_role(value: i32, field: &str) -> Result<Role, Error> {
+    Role::from_code(value).ok_or_else(|| Error::invalid_field(field, "must be OWNER or MANAGER"))
+}
+
+/// A level from the request: VIEW or MANAGE.
+fn parse_level(value: i32, field: &str, v: &mut Violations) -> Level {
+    Level::grantable(value).unwrap_or_else(|| {
+        v.add(field, "VIEW or MANAGE is required");
+        Level::None
+    })
 }
 
 /// Which scope fields to read from the request.
@@ -75,7 +51,7 @@ impl Api {
     /// service id belongs to the account (SERVICE_NOT_FOUND).
     pub(crate) async fn parse_scope(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         input: &pb::AccessScope,
         fields: &ScopeFields,
         base: Scope,
@@ -84,8 +60,8 @@ impl Api {
         let mut v = Violations::default();
         let p = "access_scope";
         if fields.service_access {
-            if (1..=3).contains(&input.service_access) {
-                scope.service_access = input.service_access;
+            if let Some(mode) = ServiceAccess::from_code(input.service_access) {
+                scope.service_access = mode;
             } else {
                 v.add(
                     format!("{p}.service_access"),
@@ -114,7 +90,7 @@ impl Api {
             }
             scope.selected = out;
         }
-        if scope.service_access != service_access::SELECTED && !scope.selected.is_empty() {
+        if scope.service_access != ServiceAccess::Selected && !scope.selected.is_empty() {
             v.add(
                 format!("{p}.selected_service_ids"),
                 "must be empty unless service_access is SELECTED",
@@ -126,19 +102,17 @@ impl Api {
                 &format!("{p}.resource_grants"),
                 "at most 1000",
             );
-            let mut out: Vec<(String, i32)> = Vec::new();
+            let mut out: Vec<(String, Level)> = Vec::new();
             for (k, g) in input.resource_grants.iter().enumerate() {
                 let field = format!("{p}.resource_grants[{k}]");
-                if !(g.level == level::VIEW || g.level == level::MANAGE) {
-                    v.add(format!("{field}.level"), "VIEW or MANAGE is required");
-                }
+                let level = parse_level(g.level, &format!("{field}.level"), &mut v);
                 match parse_id(&field, &g.service_id) {
                     Ok(id) if out.iter().any(|(x, _)| *x == id) => {
                         v.add(format!("{field}.service_id"), "one grant per service")
                     }
                     Ok(id) => {
                         ids_to_check.push((format!("{field}.service_id"), id.clone()));
-                        out.push((id, g.level));
+                        out.push((id, level));
                     }
                     Err(_) => v.add(format!("{field}.service_id"), "must be a UUID"),
                 }
@@ -151,17 +125,15 @@ impl Api {
                 &format!("{p}.tag_grants"),
                 "at most 100",
             );
-            let mut out: Vec<(String, i32)> = Vec::new();
+            let mut out: Vec<(String, Level)> = Vec::new();
             for (k, g) in input.tag_grants.iter().enumerate() {
                 let field = format!("{p}.tag_grants[{k}]");
-                if !(g.level == level::VIEW || g.level == level::MANAGE) {
-                    v.add(format!("{field}.level"), "VIEW or MANAGE is required");
-                }
+                let level = parse_level(g.level, &format!("{field}.level"), &mut v);
                 match validate::tag(&g.tag) {
                     Ok(t) if out.iter().any(|(x, _)| *x == t) => {
                         v.add(format!("{field}.tag"), "one grant per tag")
                     }
-                    Ok(t) => out.push((t, g.level)),
+                    Ok(t) => out.push((t, level)),
                     Err(e) => v.add(format!("{field}.tag"), e),
                 }
             }
@@ -184,118 +156,11 @@ impl Api {
         Ok(scope)
     }
 
-    /// Changes one member in one transaction with the last-owner rule,
-    /// audit and policy log. `change` returns whether anything changed.
-    pub(crate) async fn mutate_member(
-        &self,
-        caller: &Caller,
-        target: &str,
-        action: &str,
-        change: impl FnOnce(&mut MemberRow, &mut Scope) -> Result<bool, Error>,
-        scope_changed: bool,
-    ) -> Result<(MemberRow, MemberRow), Error> {
-        let now = self.now();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        // The caller's own membership may have changed since the request
-        // began (e.g. demoted by another owner a moment ago): check again
-        // under the lock.
-        let me = store::member(&txn, &caller.account_id, &caller.user_id).await?;
-        let still = me.as_ref().is_some_and(|m| {
-            m.status == status::ACTIVE && m.portal_access && m.role >= caller.member.role
-        });
-        if !still {
-            return Err(Error::role_too_low(
-                super::auth_role(caller.member.role),
-                "your role in this account changed; this is no longer allowed",
-            ));
-        }
-        let before = store::member(&txn, &caller.account_id, target)
-            .await?
-            .ok_or_else(member_not_found)?;
-        let mut scope = store::scope(&txn, &before).await?;
-        let mut row = before.clone();
-        if !change(&mut row, &mut scope)? {
-            txn.commit().await?;
-            return Ok((before, row));
-        }
-        row.portal_access = scope.portal_access;
-        row.service_access = scope.service_access;
-        let owners = store::active_owners(&txn, &caller.account_id).await?;
-        if !change_keeps_an_owner(facts(&before), facts(&row), owners) {
-            return Err(last_owner());
-        }
-        row.update_time = now;
-        row.update(&txn).await?;
-        if scope_changed {
-            store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
-        }
-        let (b_json, a_json) = if scope_changed {
-            let old = store::scope(&self.db, &before).await.unwrap_or_default();
-            (
-                serde_json::to_value(&old).ok(),
-                serde_json::to_value(&scope).ok(),
-            )
-        } else {
-            (Some(member_json(&before)), Some(member_json(&row)))
-        };
-        self.audit(
-            &caller.principal,
-            &caller.account_id,
-            action,
-            ("member", target),
-            b_json,
-            a_json,
-        )
-        .insert(&txn)
-        .await?;
-        // Gateways follow role, status and portal access; a scope change
-        // alone is logged for the access caches only.
-        let policy_relevant = before.role != row.role
-            || before.status != row.status
-            || before.portal_access != row.portal_access;
-        let entry = if policy_relevant {
-            membership_entry(&row)
-        } else {
-            access_entry(&row.account_id)
-        };
-        store::append_policy(&txn, now, vec![entry]).await?;
-        // A member who loses access loses their API tokens for the account
-        // in identity, for good: the call is written in this transaction
-        // (see `crate::peer_calls`) so it cannot be forgotten.
-        let lost_access = (before.status == status::ACTIVE && row.status != status::ACTIVE)
-            || (before.portal_access && !row.portal_access);
-        let revoke = if lost_access {
-            let reason = match (row.status, action) {
-                (status::SUSPENDED, _) => RevocationReason::MemberSuspended,
-                (_, "member.leave") => RevocationReason::MemberLeft,
-                _ => RevocationReason::MemberRevoked,
-            };
-            let call = RevokeAccess::new(&row.user_id, &row.account_id, reason, now);
-            let id = peer_calls::enqueue(&txn, &call).await?;
-            Some((id, call))
-        } else {
-            None
-        };
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
-        if let Some((id, call)) = revoke {
-            // In a task of its own, so a caller hanging up cannot leave the
-            // call waiting for its lease to run out.
-            let calls = self.peer_calls.clone();
-            let delivery = tokio::spawn(async move { calls.deliver(&id, &call).await });
-            if let Err(error) = delivery.await {
-                tracing::warn!(%error, "peer call delivery task failed; the worker retries");
-            }
-        }
-        Ok((before, row))
-    }
-
     pub(super) async fn do_list_members(
         &self,
         request: tonic::Request<pb::ListMembersRequest>,
     ) -> Result<pb::ListMembersResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let req = request.into_inner();
         list_members(self, &caller.account_id, req).await
     }
@@ -304,41 +169,41 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetMemberRequest>,
     ) -> Result<pb::GetMemberResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
-        let user = parse_id("user_id", &request.get_ref().user_id)?;
+        let caller = self.caller(&request, Role::Manager).await?;
+        let user = UserId::parse("user_id", &request.get_ref().user_id)?;
         let row = store::member(&self.db, &caller.account_id, &user)
             .await?
-            .ok_or_else(member_not_found)?;
+            .ok_or(AccountError::MemberNotFound)?;
         Ok(pb::GetMemberResponse {
             member: Some(self.render_member(&row).await?),
         })
+    }
+
+    /// A member change by the principal of `request` on `target`; the
+    /// member as the API shows it afterwards.
+    async fn change_member<T>(
+        &self,
+        request: &tonic::Request<T>,
+        target: UserId,
+        change: MemberChange,
+    ) -> Result<pb::Member, Error> {
+        let principal = tenancy_runtime::server::principal(request)?;
+        let actor = Actor::of(principal)?;
+        let row = app::change_member(self, &actor, &target, change).await?;
+        self.render_member(&row).await
     }
 
     pub(super) async fn do_change_member_role(
         &self,
         request: tonic::Request<pb::ChangeMemberRoleRequest>,
     ) -> Result<pb::ChangeMemberRoleResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
-        let user = parse_id("user_id", &request.get_ref().user_id)?;
-        let new_role = parse_role(request.get_ref().role, "role")?;
-        let (_, row) = self
-            .mutate_member(
-                &caller,
-                &user,
-                "member.change_role",
-                |m, _| {
-                    if m.status == status::REVOKED {
-                        return Err(revoked());
-                    }
-                    let changed = m.role != new_role;
-                    m.role = new_role;
-                    Ok(changed)
-                },
-                false,
-            )
+        let user = UserId::parse("user_id", &request.get_ref().user_id)?;
+        let role = parse_role(request.get_ref().role, "role")?;
+        let member = self
+            .change_member(&request, user, MemberChange::Role(role))
             .await?;
         Ok(pb::ChangeMemberRoleResponse {
-            member: Some(self.render_member(&row).await?),
+            member: Some(member),
         })
     }
 
@@ -346,29 +211,12 @@ impl Api {
         &self,
         request: tonic::Request<pb::SuspendMemberRequest>,
     ) -> Result<pb::SuspendMemberResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
-        let user = parse_id("user_id", &request.get_ref().user_id)?;
-        if user == caller.user_id {
-            return Err(Error::new(Reason::TargetIsSelf, "use LeaveAccount"));
-        }
-        let (_, row) = self
-            .mutate_member(
-                &caller,
-                &user,
-                "member.suspend",
-                |m, _| {
-                    if m.status == status::REVOKED {
-                        return Err(revoked());
-                    }
-                    let changed = m.status != status::SUSPENDED;
-                    m.status = status::SUSPENDED;
-                    Ok(changed)
-                },
-                false,
-            )
+        let user = UserId::parse("user_id", &request.get_ref().user_id)?;
+        let member = self
+            .change_member(&request, user, MemberChange::Suspend)
             .await?;
         Ok(pb::SuspendMemberResponse {
-            member: Some(self.render_member(&row).await?),
+            member: Some(member),
         })
     }
 
@@ -376,26 +224,12 @@ impl Api {
         &self,
         request: tonic::Request<pb::ReactivateMemberRequest>,
     ) -> Result<pb::ReactivateMemberResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
-        let user = parse_id("user_id", &request.get_ref().user_id)?;
-        let (_, row) = self
-            .mutate_member(
-                &caller,
-                &user,
-                "member.reactivate",
-                |m, _| {
-                    if m.status == status::REVOKED {
-                        return Err(revoked());
-                    }
-                    let changed = m.status != status::ACTIVE;
-                    m.status = status::ACTIVE;
-                    Ok(changed)
-                },
-                false,
-            )
+        let user = UserId::parse("user_id", &request.get_ref().user_id)?;
+        let member = self
+            .change_member(&request, user, MemberChange::Reactivate)
             .await?;
         Ok(pb::ReactivateMemberResponse {
-            member: Some(self.render_member(&row).await?),
+            member: Some(member),
         })
     }
 
@@ -403,26 +237,12 @@ impl Api {
         &self,
         request: tonic::Request<pb::RevokeMemberRequest>,
     ) -> Result<pb::RevokeMemberResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
-        let user = parse_id("user_id", &request.get_ref().user_id)?;
-        if user == caller.user_id {
-            return Err(Error::new(Reason::TargetIsSelf, "use LeaveAccount"));
-        }
-        let (_, row) = self
-            .mutate_member(
-                &caller,
-                &user,
-                "member.revoke",
-                |m, _| {
-                    let changed = m.status != status::REVOKED;
-                    m.status = status::REVOKED;
-                    Ok(changed)
-                },
-                false,
-            )
+        let user = UserId::parse("user_id", &request.get_ref().user_id)?;
+        let member = self
+            .change_member(&request, user, MemberChange::Revoke)
             .await?;
         Ok(pb::RevokeMemberResponse {
-            member: Some(self.render_member(&row).await?),
+            member: Some(member),
         })
     }
 
@@ -430,19 +250,10 @@ impl Api {
         &self,
         request: tonic::Request<pb::LeaveAccountRequest>,
     ) -> Result<pb::LeaveAccountResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
-        let me = caller.user_id.clone();
-        self.mutate_member(
-            &caller,
-            &me,
-            "member.leave",
-            |m, _| {
-                m.status = status::REVOKED;
-                Ok(true)
-            },
-            false,
-        )
-        .await?;
+        let principal = tenancy_runtime::server::principal(&request)?;
+        let actor = Actor::of(principal)?;
+        let me = actor.user_id.clone();
+        app::change_member(self, &actor, &me, MemberChange::Leave).await?;
         Ok(pb::LeaveAccountResponse {})
     }
 
@@ -450,9 +261,9 @@ impl Api {
         &self,
         request: tonic::Request<pb::SetMemberAccessRequest>,
     ) -> Result<pb::SetMemberAccessResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
-        let user = parse_id("user_id", &req.user_id)?;
+        let user = UserId::parse("user_id", &req.user_id)?;
         let paths = mask_paths(
             req.update_mask.as_ref(),
             &[
@@ -468,9 +279,9 @@ impl Api {
         let input = req.access_scope.unwrap_or_default();
         let current = store::member(&self.db, &caller.account_id, &user)
             .await?
-            .ok_or_else(member_not_found)?;
-        if current.status == status::REVOKED {
-            return Err(revoked());
+            .ok_or(AccountError::MemberNotFound)?;
+        if current.status == MemberStatus::Revoked {
+            return Err(AccountError::MemberRevoked.into());
         }
         let base = store::scope(&self.db, &current).await?;
         let fields = ScopeFields {
@@ -492,22 +303,8 @@ impl Api {
         if needs_invitation {
             wanted.portal_access = false;
         }
-        let (_, row) = self
-            .mutate_member(
-                &caller,
-                &user,
-                "member.set_access",
-                |m, scope| {
-                    if m.status == status::REVOKED {
-                        return Err(revoked());
-                    }
-                    let changed = *scope != wanted;
-                    *scope = wanted;
-                    Ok(changed)
-                },
-                true,
-            )
-            .await?;
+        let actor = Actor::of(&caller.principal)?;
+        let row = app::set_member_access(self, &actor, &user, wanted).await?;
         let invitation = if needs_invitation {
             Some(self.invite_existing_member(&caller, &row).await?)
         } else {
@@ -523,12 +320,13 @@ impl Api {
         &self,
         request: tonic::Request<pb::AddMemberRequest>,
     ) -> Result<pb::AddMemberResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let mut v = Violations::default();
         let email = v.take("email", validate::email(&req.email));
         let name = v.take("name", validate::text(&req.name, 1, 100));
-        if !(req.role == role::OWNER || req.role == role::MANAGER) {
+        let role = Role::from_code(req.role);
+        if role.is_none() {
             v.add("role", "must be OWNER or MANAGER");
         }
         v.finish()?;
@@ -548,21 +346,18 @@ impl Api {
         let txn = store::begin(&self.db).await?;
         store::lock_account(&txn, &caller.account_id).await?;
         if let Some(existing) = store::member(&txn, &caller.account_id, &user.id).await?
-            && existing.status != status::REVOKED
+            && existing.status != MemberStatus::Revoked
         {
-            return Err(Error::new(
-                Reason::MemberExists,
-                "this person is already a member",
-            ));
+            return Err(AccountError::MemberExists.into());
         }
         let account = AccountRow::load(&txn, &caller.account_id)
             .await?
-            .ok_or_else(super::internal::account_not_found)?;
+            .ok_or(AccountError::AccountNotFound)?;
         let row = MemberRow {
             account_id: caller.account_id.clone(),
             user_id: user.id.clone(),
-            role: req.role,
-            status: status::ACTIVE,
+            role: role.unwrap_or(Role::Manager),
+            status: MemberStatus::Active,
             portal_access: false,
             password_pending: !user.password_set,
             service_access: scope.service_access,
@@ -578,7 +373,7 @@ impl Api {
             &caller.principal,
             &caller.account_id,
             "member.add",
-            ("member", &row.user_id),
+            ("member", row.user_id.as_str()),
             None,
             Some(member_json(&row)),
         )
@@ -602,7 +397,7 @@ struct Token {
 
 async fn list_members(
     api: &Api,
-    account_id: &str,
+    account_id: &AccountId,
     req: pb::ListMembersRequest,
 ) -> Result<pb::ListMembersResponse, Error> {
     let size = page_size(req.page_size)?;
@@ -617,61 +412,38 @@ async fn list_members(
         req.descending,
     ));
     let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
-    let column = match pb::MemberOrderBy::try_from(req.order_by).unwrap_or_default() {
-        pb::MemberOrderBy::Name => "name_key",
-        pb::MemberOrderBy::Email => "email",
-        _ => "join_time",
+    let order = match pb::MemberOrderBy::try_from(req.order_by).unwrap_or_default() {
+        pb::MemberOrderBy::Name => MemberOrder::Name,
+        pb::MemberOrderBy::Email => MemberOrder::Email,
+        _ => MemberOrder::JoinTime,
     };
-    let mut sql = format!(
-        "SELECT {} FROM account_members WHERE account_id = $1",
-        store::member_columns()
-    );
-    let mut values = vec![s(account_id)];
-    if req.role != 0 {
-        values.push(n(req.role));
-        sql.push_str(&format!(" AND role = ${}", values.len()));
-    }
-    if !statuses.is_empty() {
-        let mut ph = Vec::new();
-        for st in &statuses {
-            values.push(n(*st));
-            ph.push(format!("${}", values.len()));
+    let after = match &cursor {
+        Some(c) => {
+            let key = if order == MemberOrder::JoinTime {
+                MemberKey::Time(c.k.as_i64().ok_or_else(super::bad_page_token)?)
+            } else {
+                MemberKey::Text(c.k.as_str().ok_or_else(super::bad_page_token)?.to_owned())
+            };
+            Some((key, c.u.as_str()))
         }
-        sql.push_str(&format!(" AND status IN ({})", ph.join(", ")));
-    }
-    if let Some(p) = req.portal_access {
-        values.push(b(p));
-        sql.push_str(&format!(" AND portal_access = ${}", values.len()));
-    }
-    let (cmp, dir) = if req.descending {
-        ("<", "DESC")
-    } else {
-        (">", "ASC")
+        None => None,
     };
-    if let Some(c) = &cursor {
-        let key = if column == "join_time" {
-            i(c.k.as_i64().ok_or_else(super::bad_page_token)?)
-        } else {
-            s(c.k.as_str().ok_or_else(super::bad_page_token)?)
-        };
-        values.push(key);
-        let a = values.len();
-        values.push(s(c.u.as_str()));
-        let bb = values.len();
-        sql.push_str(&format!(" AND ({column}, user_id) {cmp} (${a}, ${bb})"));
-    }
-    sql.push_str(&format!(
-        " ORDER BY {column} {dir}, user_id {dir} LIMIT {}",
-        size + 1
-    ));
-    let rows = store::all(&api.db, &sql, values).await?;
+    let query = MemberQuery {
+        role: req.role,
+        statuses: &statuses,
+        portal_access: req.portal_access,
+        order,
+        descending: req.descending,
+        after,
+        limit: size + 1,
+    };
+    let rows = store::list_members(&api.db, account_id, &query).await?;
     let more = rows.len() as u64 > size;
     let rows: Vec<MemberRow> = rows
-        .iter()
+        .into_iter()
         .take(usize::try_from(size).unwrap_or(usize::MAX))
-        .map(MemberRow::read)
-        .collect::<Result<_, _>>()?;
-    let ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
+        .collect();
+    let ids: Vec<UserId> = rows.iter().map(|r| r.user_id.clone()).collect();
     let account = AccountRow::load(&api.db, account_id).await?;
     let (users, scopes) = tokio::join!(
         api.users_or_empty(&ids),
@@ -689,15 +461,15 @@ async fn list_members(
         .collect();
     let next_page_token = match (more, rows.last()) {
         (true, Some(last)) => {
-            let k = match column {
-                "name_key" => serde_json::json!(last.name_key),
-                "email" => serde_json::json!(last.email),
-                _ => serde_json::json!(last.join_time),
+            let k = match order {
+                MemberOrder::Name => serde_json::json!(last.name_key),
+                MemberOrder::Email => serde_json::json!(last.email),
+                MemberOrder::JoinTime => serde_json::json!(last.join_time),
             };
             encode_page_token(&Token {
                 f,
                 k,
-                u: last.user_id.clone(),
+                u: last.user_id.to_string(),
             })
         }
         _ => String::new(),

@@ -1,21 +1,18 @@
 //! The gRPC surface of the account service: proto ⇄ domain and the
 //! transactions of each method. Methods of a topic live in one submodule.
 
-use std::sync::Arc;
-
-use base64::Engine as _;
-use sea_orm::DatabaseConnection;
 use tenancy_proto::account as pb;
-use tenancy_runtime::clock::SharedClock;
-use tenancy_runtime::config::Config;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp};
-use tokio::sync::Notify;
 
-use crate::cache::AccessCache;
-use crate::domain::{Scope, role, status, validate};
-use crate::peer_calls::PeerCalls;
-use crate::peers::{Peers, UserInfo};
-use crate::store::{self, AccountRow, AuditRow, MemberRow, PolicyEntry, policy_kind};
+use crate::app::App;
+pub(crate) use crate::app::accounts::join_deadline;
+pub(crate) use crate::app::fingerprint;
+pub(crate) use crate::app::policy::{allowlist_of, membership_state, settings_pb};
+use crate::domain::members::check_caller;
+use crate::domain::{AccountError, Role, Scope, validate};
+use crate::peers::UserInfo;
+use crate::store::{self, AccountRow, MemberRow};
 
 mod accounts;
 mod audit;
@@ -26,93 +23,49 @@ mod security;
 mod services;
 mod watch;
 
-/// The handlers; cheap to clone (the database handle is a pool).
+/// The handlers over the use cases' state; cheap to clone. Handlers reach
+/// the [`App`] fields (`db`, `clock`, …) through `Deref`.
 #[derive(Clone)]
 pub(crate) struct Api {
-    db: DatabaseConnection,
-    clock: SharedClock,
-    peers: Peers,
-    /// The outbox of calls to identity a rule depends on.
-    peer_calls: PeerCalls,
-    config: Arc<Config>,
-    /// Woken after every commit that appended to the policy log, so local
-    /// WatchPolicies streams send at once (other replicas poll).
-    policy_changed: Arc<Notify>,
-    /// What CheckAccess needs, in memory; dropped per account after every
-    /// commit that changes access (see `crate::cache`).
-    cache: Arc<AccessCache>,
+    app: App,
     /// Ends WatchPolicies streams when the server stops.
     shutdown: tenancy_runtime::shutdown::Shutdown,
+}
+
+impl std::ops::Deref for Api {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 /// The caller of an account method, checked against live membership.
 pub(crate) struct Caller {
     principal: Principal,
-    user_id: String,
-    account_id: String,
+    user_id: UserId,
+    account_id: AccountId,
     member: MemberRow,
 }
 
-fn role_rank(role: i32) -> i32 {
-    role
-}
-
 impl Api {
-    pub(crate) fn new(
-        db: DatabaseConnection,
-        clock: SharedClock,
-        peer_calls: PeerCalls,
-        config: Arc<Config>,
-        policy_changed: Arc<Notify>,
-        cache: Arc<AccessCache>,
-        shutdown: tenancy_runtime::shutdown::Shutdown,
-    ) -> Self {
-        Self {
-            db,
-            clock,
-            peers: peer_calls.peers().clone(),
-            peer_calls,
-            config,
-            policy_changed,
-            cache,
-            shutdown,
-        }
-    }
-
-    fn now(&self) -> i64 {
-        self.clock.now().millis()
+    pub(crate) fn new(app: App, shutdown: tenancy_runtime::shutdown::Shutdown) -> Self {
+        Self { app, shutdown }
     }
 
     /// Checks that the principal is an ACTIVE member with portal access and
     /// at least `min_role`, from live membership (not only the token).
-    async fn caller<T>(&self, request: &tonic::Request<T>, min_role: i32) -> Result<Caller, Error> {
+    async fn caller<T>(
+        &self,
+        request: &tonic::Request<T>,
+        min_role: Role,
+    ) -> Result<Caller, Error> {
         let principal = tenancy_runtime::server::principal(request)?.clone();
-        let user_id = principal.user()?.to_owned();
-        let account_id = principal.account()?.to_owned();
-        let member = store::member(&self.db, &account_id, &user_id)
-            .await?
-            .filter(|m| m.status != status::REVOKED)
-            .ok_or_else(|| {
-                Error::new(Reason::NotAMember, "you are not a member of this account")
-            })?;
-        if member.status != status::ACTIVE {
-            return Err(Error::new(
-                Reason::MemberSuspended,
-                "your membership of this account is suspended",
-            ));
-        }
-        if !member.portal_access {
-            return Err(Error::new(
-                Reason::PortalAccessDisabled,
-                "you may not sign in to this account",
-            ));
-        }
-        if role_rank(member.role) < role_rank(min_role) {
-            return Err(Error::role_too_low(
-                auth_role(min_role),
-                "your role in this account does not allow this",
-            ));
-        }
+        let user_id = UserId::trusted(principal.user()?);
+        let account_id = AccountId::trusted(principal.account()?);
+        let member = store::member(&self.db, &account_id, &user_id).await?;
+        check_caller(member.as_ref().map(MemberRow::caller_facts), min_role)?;
+        let member = member.ok_or(AccountError::NotAMember)?;
         Ok(Caller {
             principal,
             user_id,
@@ -121,66 +74,9 @@ impl Api {
         })
     }
 
-    /// An audit event by `principal` (a user, or staff).
-    fn audit(
-        &self,
-        principal: &Principal,
-        account_id: &str,
-        action: &str,
-        target: (&str, &str),
-        before: Option<serde_json::Value>,
-        after: Option<serde_json::Value>,
-    ) -> AuditRow {
-        AuditRow {
-            id: tenancy_runtime::ids::new_id(),
-            account_id: account_id.to_owned(),
-            time: self.now(),
-            actor_kind: if principal.staff {
-                pb::ActorKind::Staff as i32
-            } else if principal.user_id.is_some() {
-                pb::ActorKind::User as i32
-            } else {
-                pb::ActorKind::Service as i32
-            },
-            // A service's calls are recorded under the name its
-            // certificate gives it (e.g. `billing`).
-            actor_id: principal
-                .user_id
-                .clone()
-                .or_else(|| {
-                    principal
-                        .caller
-                        .map(|c| tenancy_runtime::tls::caller_name(c).to_owned())
-                })
-                .unwrap_or_default(),
-            actor_display_name: String::new(),
-            token_kind: principal.token_kind as i32,
-            client_ip: principal
-                .client_ip
-                .map(|ip| ip.to_string())
-                .unwrap_or_default(),
-            user_agent: principal.user_agent.chars().take(500).collect(),
-            action: action.to_owned(),
-            target_type: target.0.to_owned(),
-            target_id: target.1.to_owned(),
-            before: before.map(|v| v.to_string()),
-            after: after.map(|v| v.to_string()),
-            request_id: principal.request_id.clone(),
-        }
-    }
-
-    /// After the commit of a transaction that appended to the policy log
-    /// for `account_id`: drops the account from the access cache (so this
-    /// replica answers from the new state at once) and wakes local policy
-    /// watchers.
-    fn policy_committed(&self, account_id: &str) {
-        self.cache.invalidate(account_id);
-        self.policy_changed.notify_waiters();
-    }
-
     /// The users of `ids` from identity; empty when identity is down (lists
     /// still work, without names).
-    async fn users_or_empty(&self, ids: &[String]) -> std::collections::HashMap<String, UserInfo> {
+    async fn users_or_empty(&self, ids: &[UserId]) -> std::collections::HashMap<UserId, UserInfo> {
         match self.peers.users(ids).await {
             Ok(users) => users,
             Err(error) => {
@@ -201,16 +97,16 @@ impl Api {
         let enforce = account.is_some_and(|a| a.enforce_mfa);
         let has_mfa = user.is_some_and(|u| u.totp_enabled);
         pb::Member {
-            user_id: row.user_id.clone(),
-            account_id: row.account_id.clone(),
+            user_id: row.user_id.to_string(),
+            account_id: row.account_id.to_string(),
             name: user.map(|u| u.name.clone()).unwrap_or_default(),
             email: user
                 .map(|u| u.email.clone())
                 .unwrap_or_else(|| row.email.clone()),
             last_login_time: user.and_then(|u| u.last_login_time).map(ts),
             totp_enabled: has_mfa,
-            role: row.role,
-            status: row.status,
+            role: row.role.code(),
+            status: row.status.code(),
             access_scope: Some(scope_pb(scope)),
             join_time: Some(ts(row.join_time)),
             mfa_deadline: if enforce && !has_mfa {
@@ -247,14 +143,14 @@ pub(crate) fn ms(t: &prost_types::Timestamp) -> i64 {
 pub(crate) fn scope_pb(scope: &Scope) -> pb::AccessScope {
     pb::AccessScope {
         portal_access: scope.portal_access,
-        service_access: scope.service_access,
+        service_access: scope.service_access.code(),
         selected_service_ids: scope.selected.clone(),
         resource_grants: scope
             .resources
             .iter()
             .map(|(id, l)| pb::ResourceGrant {
                 service_id: id.clone(),
-                level: *l,
+                level: l.code(),
             })
             .collect(),
         tag_grants: scope
@@ -262,92 +158,10 @@ pub(crate) fn scope_pb(scope: &Scope) -> pb::AccessScope {
             .iter()
             .map(|(t, l)| pb::TagGrant {
                 tag: t.clone(),
-                level: *l,
+                level: l.code(),
             })
             .collect(),
     }
-}
-
-/// The gateway's view of a membership.
-pub(crate) fn membership_state(row: &MemberRow) -> pb::MembershipState {
-    pb::MembershipState {
-        account_id: row.account_id.clone(),
-        user_id: row.user_id.clone(),
-        role: row.role,
-        status: row.status,
-        portal_access: row.portal_access,
-        join_time: Some(ts(row.join_time)),
-        mfa_deadline: row.mfa_deadline.map(ts),
-    }
-}
-
-fn encode(message: &impl prost::Message) -> String {
-    base64::engine::general_purpose::STANDARD.encode(message.encode_to_vec())
-}
-
-/// The policy log entry for a membership's new state.
-pub(crate) fn membership_entry(row: &MemberRow) -> PolicyEntry {
-    if row.status == status::REVOKED {
-        PolicyEntry {
-            account_id: row.account_id.clone(),
-            kind: policy_kind::MEMBERSHIP_REMOVED,
-            payload: encode(&pb::MembershipRemoved {
-                account_id: row.account_id.clone(),
-                user_id: row.user_id.clone(),
-            }),
-        }
-    } else {
-        PolicyEntry {
-            account_id: row.account_id.clone(),
-            kind: policy_kind::MEMBERSHIP_CHANGED,
-            payload: encode(&membership_state(row)),
-        }
-    }
-}
-
-/// The policy log entry for a change of the account's service catalogue or
-/// of a member's grants: read by the access caches of every replica, not
-/// streamed to gateways.
-pub(crate) fn access_entry(account_id: &str) -> PolicyEntry {
-    PolicyEntry {
-        account_id: account_id.to_owned(),
-        kind: policy_kind::ACCESS_CHANGED,
-        payload: String::new(),
-    }
-}
-
-/// The policy log entry for an account's settings.
-pub(crate) fn settings_entry(account: &AccountRow) -> PolicyEntry {
-    PolicyEntry {
-        account_id: account.id.clone(),
-        kind: policy_kind::SECURITY_SETTINGS_CHANGED,
-        payload: encode(&settings_pb(account)),
-    }
-}
-
-/// An account's security settings as the API shows them.
-pub(crate) fn settings_pb(account: &AccountRow) -> pb::SecuritySettings {
-    pb::SecuritySettings {
-        account_id: account.id.clone(),
-        enforce_mfa: account.enforce_mfa,
-        mfa_grace_period: (account.mfa_grace_ms > 0).then_some(prost_types::Duration {
-            seconds: account.mfa_grace_ms / 1000,
-            nanos: 0,
-        }),
-        enforce_mfa_time: if account.enforce_mfa {
-            account.enforce_mfa_time.map(ts)
-        } else {
-            None
-        },
-        ip_allowlist: allowlist_of(account),
-        update_time: account.security_update_time.map(ts),
-        update_user_id: account.security_update_user.clone(),
-    }
-}
-
-/// The stored allowlist.
-pub(crate) fn allowlist_of(account: &AccountRow) -> Vec<String> {
-    serde_json::from_str(&account.ip_allowlist_json).unwrap_or_default()
 }
 
 /// The stored allowlist, parsed.
@@ -356,33 +170,6 @@ pub(crate) fn allowlist_nets(account: &AccountRow) -> Vec<ipnet::IpNet> {
         .iter()
         .filter_map(|e| validate::cidr(e).ok())
         .collect()
-}
-
-/// The personal deadline of a member joining now.
-pub(crate) fn join_deadline(account: &AccountRow, join_time: i64) -> Option<i64> {
-    if account.enforce_mfa {
-        Some(crate::domain::mfa::deadline(
-            account.enforce_mfa_time.unwrap_or(join_time),
-            join_time,
-            account.mfa_grace_ms,
-        ))
-    } else {
-        None
-    }
-}
-
-/// The audit JSON of a member's state.
-pub(crate) fn member_json(row: &MemberRow) -> serde_json::Value {
-    serde_json::json!({
-        "role": pb_role_name(row.role),
-        "status": pb::MemberStatus::try_from(row.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
-        "portal_access": row.portal_access,
-    })
-}
-
-/// "OWNER" or "MANAGER".
-pub(crate) fn pb_role_name(r: i32) -> &'static str {
-    if r == role::OWNER { "OWNER" } else { "MANAGER" }
 }
 
 /// A JSON object as a protobuf Struct.
@@ -438,11 +225,6 @@ pub(crate) fn from_struct(s: &prost_types::Struct) -> String {
     object(s).to_string()
 }
 
-/// The `tenancy.auth.v1.Role` of a role number (the numbers are the same).
-pub(crate) fn auth_role(role: i32) -> tenancy_proto::auth::Role {
-    tenancy_proto::auth::Role::try_from(role).unwrap_or(tenancy_proto::auth::Role::Owner)
-}
-
 /// The paths of a field mask; UPDATE_MASK_INVALID when empty or not in
 /// `allowed`.
 pub(crate) fn mask_paths(
@@ -462,13 +244,6 @@ pub(crate) fn mask_paths(
         }
     }
     Ok(paths)
-}
-
-/// A fingerprint of list filters, carried in page tokens so a token is
-/// refused with other filters.
-pub(crate) fn fingerprint(parts: &impl serde::Serialize) -> String {
-    let text = serde_json::to_string(parts).unwrap_or_default();
-    tenancy_runtime::secret::sha256_hex(text.as_bytes())[..16].to_owned()
 }
 
 /// An PAGE_TOKEN_INVALID error.

@@ -2,35 +2,32 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
-use tenancy_runtime::ids::{decode_page_token, encode_page_token, new_id, page_size};
+use tenancy_runtime::ids::{AccountId, decode_page_token, encode_page_token, page_size};
 use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::{Error, Reason};
 
-use super::internal::account_not_found;
-use super::{Api, allowlist_nets, mask_paths, settings_entry, settings_pb, ts};
-use crate::domain::{mfa, role, status, validate};
-use crate::store::{self, AccountRow, get, i, n, oi, s};
+use super::{Api, allowlist_nets, mask_paths, settings_pb, ts};
+use crate::app::members::Actor;
+use crate::app::security::{self as app, SettingsChange};
+use crate::domain::{AccountError, Role, mfa, validate};
+use crate::store::{self, AccountRow, SupportGrantRow};
 
 /// The longest support-access grant.
 const MAX_SUPPORT_MS: i64 = 30 * 24 * 3600 * 1000;
 
-const GRANT_COLUMNS: &str =
-    "id, account_id, granted_by, create_time, expire_time, note, revoke_time, revoked_by";
-
-fn grant_pb(r: &sea_orm::QueryResult, now: i64) -> Result<pb::SupportAccessGrant, Error> {
-    let expire: i64 = get(r, "expire_time")?;
-    let revoke: Option<i64> = get(r, "revoke_time")?;
-    Ok(pb::SupportAccessGrant {
-        id: get(r, "id")?,
-        account_id: get(r, "account_id")?,
-        active: revoke.is_none() && expire > now,
-        granted_by_user_id: get(r, "granted_by")?,
-        create_time: Some(ts(get(r, "create_time")?)),
-        expire_time: Some(ts(expire)),
-        note: get(r, "note")?,
-        revoke_time: revoke.map(ts),
-        revoked_by_user_id: get(r, "revoked_by")?,
-    })
+/// A grant as the API shows it.
+fn grant_pb(g: &SupportGrantRow, now: i64) -> pb::SupportAccessGrant {
+    pb::SupportAccessGrant {
+        id: g.id.clone(),
+        account_id: g.account_id.clone(),
+        active: g.active(now),
+        granted_by_user_id: g.granted_by.clone(),
+        create_time: Some(ts(g.create_time)),
+        expire_time: Some(ts(g.expire_time)),
+        note: g.note.clone(),
+        revoke_time: g.revoke_time.map(ts),
+        revoked_by_user_id: g.revoked_by.clone(),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,10 +40,10 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetSecuritySettingsRequest>,
     ) -> Result<pb::GetSecuritySettingsResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let account = AccountRow::load(&self.db, &caller.account_id)
             .await?
-            .ok_or_else(account_not_found)?;
+            .ok_or(AccountError::AccountNotFound)?;
         let nets = allowlist_nets(&account);
         let me = self
             .users_or_empty(std::slice::from_ref(&caller.user_id))
@@ -72,7 +69,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::UpdateSecuritySettingsRequest>,
     ) -> Result<pb::UpdateSecuritySettingsResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let paths = mask_paths(
             req.update_mask.as_ref(),
@@ -139,89 +136,13 @@ impl Api {
                 )
                 .with_metadata("client_ip", ip));
         }
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        let before = AccountRow::load(&txn, &caller.account_id)
-            .await?
-            .ok_or_else(account_not_found)?;
-        let mut row = before.clone();
-        if has("enforce_mfa") {
-            row.enforce_mfa = input.enforce_mfa;
-        }
-        if let Some(g) = grace {
-            row.mfa_grace_ms = g;
-        }
-        if let Some(nets) = &allowlist {
-            let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
-            row.ip_allowlist_json = serde_json::to_string(&list).map_err(Error::internal)?;
-        }
-        let turned_on = row.enforce_mfa && !before.enforce_mfa;
-        if turned_on {
-            row.enforce_mfa_time = Some(now);
-            store::exec(
-                &txn,
-                "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1",
-                vec![s(row.id.as_str()), i(now), i(row.mfa_grace_ms)],
-            )
-            .await?;
-        } else if row.enforce_mfa && row.mfa_grace_ms != before.mfa_grace_ms {
-            // Re-saving never extends a personal deadline; tightening
-            // shortens it.
-            let start = row.enforce_mfa_time.unwrap_or(now);
-            store::exec(
-                &txn,
-                "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1",
-                vec![s(row.id.as_str()), i(start), i(row.mfa_grace_ms)],
-            )
-            .await?;
-        } else if !row.enforce_mfa && before.enforce_mfa {
-            row.enforce_mfa_time = None;
-            store::exec(
-                &txn,
-                "UPDATE account_members SET mfa_deadline = $2 WHERE account_id = $1",
-                vec![s(row.id.as_str()), oi(None)],
-            )
-            .await?;
-        }
-        row.security_update_time = Some(now);
-        row.security_update_user = caller.user_id.clone();
-        row.update(&txn).await?;
-        let snap = |a: &AccountRow| {
-            serde_json::json!({
-                "enforce_mfa": a.enforce_mfa,
-                "mfa_grace_period_seconds": a.mfa_grace_ms / 1000,
-                "ip_allowlist": super::allowlist_of(a),
-            })
+        let change = SettingsChange {
+            enforce_mfa: has("enforce_mfa").then_some(input.enforce_mfa),
+            grace_ms: grace,
+            allowlist: allowlist.map(|nets| nets.iter().map(ToString::to_string).collect()),
         };
-        self.audit(
-            &caller.principal,
-            &row.id,
-            "security_settings.update",
-            ("account", ""),
-            Some(snap(&before)),
-            Some(snap(&row)),
-        )
-        .insert(&txn)
-        .await?;
-        let mut entries = vec![settings_entry(&row)];
-        if turned_on || (row.enforce_mfa && row.mfa_grace_ms != before.mfa_grace_ms) {
-            // Personal deadlines moved: gateways enforce each member's own.
-            let members = store::all(
-                &txn,
-                &format!(
-                    "SELECT {} FROM account_members WHERE account_id = $1 AND status <> $2",
-                    store::member_columns()
-                ),
-                vec![s(row.id.as_str()), n(status::REVOKED)],
-            )
-            .await?;
-            for member in &members {
-                entries.push(super::membership_entry(&store::MemberRow::read(member)?));
-            }
-        }
-        store::append_policy(&txn, now, entries).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.id);
+        let actor = Actor::of(&caller.principal)?;
+        let row = app::update_settings(self, &actor, change).await?;
         Ok(pb::UpdateSecuritySettingsResponse {
             settings: Some(settings_pb(&row)),
         })
@@ -231,7 +152,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::GrantSupportAccessRequest>,
     ) -> Result<pb::GrantSupportAccessResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let now = self.now();
         let expire = match &req.expiration {
@@ -267,104 +188,35 @@ impl Api {
         };
         let note =
             validate::text(&req.note, 0, 500).map_err(|e| Error::invalid_field("note", e))?;
-        let id = new_id();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        store::exec(
-            &txn,
-            "UPDATE account_support_grants SET revoke_time = $2, revoked_by = $3 WHERE account_id = $1 AND revoke_time IS NULL AND expire_time > $2",
-            vec![s(caller.account_id.as_str()), i(now), s(caller.user_id.as_str())],
-        )
-        .await?;
-        store::exec(
-            &txn,
-            "INSERT INTO account_support_grants (id, account_id, granted_by, create_time, expire_time, note, revoke_time, revoked_by) VALUES ($1, $2, $3, $4, $5, $6, NULL, '')",
-            vec![s(id.as_str()), s(caller.account_id.as_str()), s(caller.user_id.as_str()), i(now), i(expire), s(note.as_str())],
-        )
-        .await?;
-        self.audit(
-            &caller.principal,
-            &caller.account_id,
-            "support_access.grant",
-            ("support_access", &id),
-            None,
-            Some(serde_json::json!({"expire_time_ms": expire, "note": note})),
-        )
-        .insert(&txn)
-        .await?;
-        let row = store::one(
-            &txn,
-            &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE id = $1"),
-            vec![s(id.as_str())],
-        )
-        .await?
-        .ok_or_else(|| Error::internal("grant missing"))?;
-        let grant = grant_pb(&row, now)?;
-        txn.commit().await?;
-        Ok(pb::GrantSupportAccessResponse { grant: Some(grant) })
+        let actor = Actor::of(&caller.principal)?;
+        let grant = app::grant_support_access(self, &actor, expire, note).await?;
+        Ok(pb::GrantSupportAccessResponse {
+            grant: Some(grant_pb(&grant, now)),
+        })
     }
 
     pub(super) async fn do_revoke_support_access(
         &self,
         request: tonic::Request<pb::RevokeSupportAccessRequest>,
     ) -> Result<pb::RevokeSupportAccessResponse, Error> {
-        let caller = self.caller(&request, role::OWNER).await?;
+        let caller = self.caller(&request, Role::Owner).await?;
         let now = self.now();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        let active = store::one(
-            &txn,
-            &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE account_id = $1 AND revoke_time IS NULL AND expire_time > $2 ORDER BY create_time DESC, id DESC"),
-            vec![s(caller.account_id.as_str()), i(now)],
-        )
-        .await?;
-        let Some(active) = active else {
-            txn.commit().await?;
-            return Ok(pb::RevokeSupportAccessResponse { grant: None });
-        };
-        let id: String = get(&active, "id")?;
-        store::exec(
-            &txn,
-            "UPDATE account_support_grants SET revoke_time = $2, revoked_by = $3 WHERE id = $1",
-            vec![s(id.as_str()), i(now), s(caller.user_id.as_str())],
-        )
-        .await?;
-        self.audit(
-            &caller.principal,
-            &caller.account_id,
-            "support_access.revoke",
-            ("support_access", &id),
-            None,
-            None,
-        )
-        .insert(&txn)
-        .await?;
-        let row = store::one(
-            &txn,
-            &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE id = $1"),
-            vec![s(id.as_str())],
-        )
-        .await?
-        .ok_or_else(|| Error::internal("grant missing"))?;
-        let grant = grant_pb(&row, now)?;
-        txn.commit().await?;
-        Ok(pb::RevokeSupportAccessResponse { grant: Some(grant) })
+        let actor = Actor::of(&caller.principal)?;
+        let grant = app::revoke_support_access(self, &actor).await?;
+        Ok(pb::RevokeSupportAccessResponse {
+            grant: grant.map(|g| grant_pb(&g, now)),
+        })
     }
 
     pub(super) async fn do_get_support_access(
         &self,
         request: tonic::Request<pb::GetSupportAccessRequest>,
     ) -> Result<pb::GetSupportAccessResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let now = self.now();
-        let row = store::one(
-            &self.db,
-            &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE account_id = $1 ORDER BY create_time DESC, id DESC"),
-            vec![s(caller.account_id.as_str())],
-        )
-        .await?;
+        let grant = store::latest_support_grant(&self.db, &caller.account_id).await?;
         Ok(pb::GetSupportAccessResponse {
-            grant: row.map(|r| grant_pb(&r, now)).transpose()?,
+            grant: grant.map(|g| grant_pb(&g, now)),
         })
     }
 
@@ -376,24 +228,16 @@ impl Api {
         if account_id.is_empty() {
             return Err(Error::invalid_field("account_id", "required"));
         }
-        if store::one(
-            &self.db,
-            "SELECT id FROM account_accounts WHERE id = $1",
-            vec![s(account_id.as_str())],
-        )
-        .await?
-        .is_none()
-        {
-            return Err(account_not_found());
+        // Internal callers' ids are looked up as given (not validated as
+        // UUIDs): an unknown one is simply not found.
+        let account_id = AccountId::trusted(account_id);
+        if !store::account_exists(&self.db, &account_id).await? {
+            return Err(AccountError::AccountNotFound.into());
         }
         let now = self.now();
-        let row = store::one(
-            &self.db,
-            &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE account_id = $1 AND revoke_time IS NULL AND expire_time > $2 ORDER BY create_time DESC, id DESC"),
-            vec![s(account_id.as_str()), i(now)],
-        )
-        .await?;
-        let grant = row.map(|r| grant_pb(&r, now)).transpose()?;
+        let grant = store::active_support_grant(&self.db, &account_id, now)
+            .await?
+            .map(|g| grant_pb(&g, now));
         Ok(pb::CheckSupportAccessResponse {
             active: grant.is_some(),
             expire_time: grant.as_ref().and_then(|g| g.expire_time),
@@ -410,18 +254,13 @@ impl Api {
             .map(|t| t.a)
             .unwrap_or_default();
         let now = self.now();
-        let rows = store::all(
-            &self.db,
-            &format!("SELECT {GRANT_COLUMNS} FROM account_support_grants WHERE revoke_time IS NULL AND expire_time > $1 AND account_id > $2 ORDER BY account_id LIMIT {}", size + 1),
-            vec![i(now), s(after)],
-        )
-        .await?;
+        let rows = store::active_support_grants(&self.db, now, &after, size + 1).await?;
         let more = rows.len() as u64 > size;
         let grants: Vec<pb::SupportAccessGrant> = rows
             .iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .map(|r| grant_pb(r, now))
-            .collect::<Result<_, _>>()?;
+            .map(|g| grant_pb(g, now))
+            .collect();
         let next_page_token = match (more, grants.last()) {
             (true, Some(g)) => encode_page_token(&Token {
                 a: g.account_id.clone(),

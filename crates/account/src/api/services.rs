@@ -3,23 +3,22 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
+use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, new_id, page_size, parse_id};
-use tenancy_runtime::{Error, Reason};
+use tenancy_runtime::ids::{
+    AccountId, decode_page_token_for, encode_page_token, new_id, page_size, parse_id,
+};
 
-use super::internal::account_not_found;
-use super::{Api, Caller, access_entry, fingerprint, mask_paths, ts};
-use crate::domain::{Scope, level, role, service_access, validate};
-use crate::store::{self, SERVICE_COLUMNS, ServiceRow, s};
-
-fn service_not_found() -> Error {
-    Error::new(Reason::ServiceNotFound, "service not found")
-}
+use super::{Api, Caller, fingerprint, mask_paths, ts};
+use crate::app::services as app;
+use crate::domain::access;
+use crate::domain::{AccountError, Level, Role, Scope, validate};
+use crate::store::{self, ServiceRow};
 
 pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
     pb::Service {
         id: r.id.clone(),
-        account_id: r.account_id.clone(),
+        account_id: r.account_id.to_string(),
         kind: r.kind.clone(),
         name: r.name.clone(),
         tags: r.tags.clone(),
@@ -71,27 +70,11 @@ fn apply(row: &mut ServiceRow, input: &pb::Service, paths: &[&str], v: &mut Viol
 }
 
 /// The caller's level on a service, from their scope.
-pub(crate) fn level_on(caller: &Caller, scope: &Scope, service: &ServiceRow) -> i32 {
-    if caller.member.role == role::OWNER || caller.member.service_access == service_access::ALL {
-        return level::MANAGE;
-    }
-    let mut best = 0;
-    if caller.member.service_access == service_access::SELECTED
-        && scope.selected.contains(&service.id)
-    {
-        best = level::MANAGE;
-    }
-    for (id, l) in &scope.resources {
-        if *id == service.id {
-            best = best.max(*l);
-        }
-    }
-    for (t, l) in &scope.tags {
-        if service.tags.contains(t) {
-            best = best.max(*l);
-        }
-    }
-    best
+fn level_on(caller: &Caller, scope: &Scope, service: &ServiceRow) -> Level {
+    access::service_level(
+        caller.member.access_facts(),
+        access::grants_on(scope, &service.id, &service.tags),
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,26 +85,6 @@ struct Token {
 }
 
 impl Api {
-    async fn external_id_conflict(&self, account_id: &str, external_id: &Option<String>) -> Error {
-        let existing = match external_id {
-            Some(e) => store::one(
-                &self.db,
-                "SELECT id FROM account_services WHERE account_id = $1 AND external_id = $2",
-                vec![s(account_id), s(e.as_str())],
-            )
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| store::get::<String>(&r, "id").ok()),
-            None => None,
-        };
-        Error::new(
-            Reason::ExternalIdInUse,
-            "another service of the account has this external_id",
-        )
-        .with_metadata("service_id", existing.unwrap_or_default())
-    }
-
     pub(super) async fn do_register_service(
         &self,
         request: tonic::Request<pb::RegisterServiceRequest>,
@@ -137,7 +100,7 @@ impl Api {
         );
         let mut row = ServiceRow {
             id: new_id(),
-            account_id: account_id.clone().unwrap_or_default(),
+            account_id: AccountId::trusted(account_id.unwrap_or_default()),
             kind: String::new(),
             name: String::new(),
             tags: Vec::new(),
@@ -164,64 +127,9 @@ impl Api {
             &row.tags,
             &row.external_id,
         ));
-        let txn = store::begin(&self.db).await?;
-        if !store::lock_account(&txn, &row.account_id).await? {
-            return Err(account_not_found());
-        }
-        if !req.request_id.is_empty()
-            && let Some(id) = store::idempotent(
-                &txn,
-                "register_service",
-                &req.request_id,
-                &hash,
-                now - super::accounts::IDEMPOTENCY_WINDOW_MS,
-            )
-            .await?
-        {
-            txn.commit().await?;
-            let existing = ServiceRow::load(&self.db, &id)
-                .await?
-                .ok_or_else(service_not_found)?;
-            return Ok(pb::RegisterServiceResponse {
-                service: Some(service_pb(&existing, 0)),
-            });
-        }
-        if let Err(e) = row.save(&txn, true).await {
-            drop(txn);
-            if e.code() == tonic::Code::Internal {
-                // A unique violation of (account_id, external_id) is the only
-                // expected failure here.
-                if row.external_id.is_some() {
-                    return Err(self
-                        .external_id_conflict(&row.account_id, &row.external_id)
-                        .await);
-                }
-            }
-            return Err(e);
-        }
-        if !req.request_id.is_empty() {
-            store::remember(
-                &txn,
-                "register_service",
-                &req.request_id,
-                &hash,
-                &row.id,
-                now,
-            )
-            .await?;
-        }
-        let audit = self.audit(
-            &principal,
-            &row.account_id,
-            "service.register",
-            ("service", &row.id),
-            None,
-            Some(serde_json::json!({"kind": row.kind, "name": row.name, "tags": row.tags})),
-        );
-        audit.insert(&txn).await?;
-        store::append_policy(&txn, now, vec![access_entry(&row.account_id)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        let request =
+            (!req.request_id.is_empty()).then_some((req.request_id.as_str(), hash.as_str()));
+        let row = app::register_service(self, &principal, row, request).await?;
         Ok(pb::RegisterServiceResponse {
             service: Some(service_pb(&row, 0)),
         })
@@ -239,42 +147,13 @@ impl Api {
         )?;
         let input = req.service.unwrap_or_default();
         let id = parse_id("service.id", &input.id)?;
-        let before = ServiceRow::load(&self.db, &id)
-            .await?
-            .ok_or_else(service_not_found)?;
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &before.account_id).await?;
-        let before = ServiceRow::load(&txn, &id)
-            .await?
-            .ok_or_else(service_not_found)?;
-        let mut row = before.clone();
-        let mut v = Violations::default();
         let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-        apply(&mut row, &input, &refs, &mut v);
-        v.finish()?;
-        row.update_time = self.now();
-        if let Err(e) = row.save(&txn, false).await {
-            drop(txn);
-            if row.external_id.is_some() && row.external_id != before.external_id {
-                return Err(self
-                    .external_id_conflict(&row.account_id, &row.external_id)
-                    .await);
-            }
-            return Err(e);
-        }
-        let snap = |r: &ServiceRow| serde_json::json!({"kind": r.kind, "name": r.name, "tags": r.tags, "external_id": r.external_id});
-        let audit = self.audit(
-            &principal,
-            &row.account_id,
-            "service.update",
-            ("service", &row.id),
-            Some(snap(&before)),
-            Some(snap(&row)),
-        );
-        audit.insert(&txn).await?;
-        store::append_policy(&txn, row.update_time, vec![access_entry(&row.account_id)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        let row = app::update_service(self, &principal, &id, |row| {
+            let mut v = Violations::default();
+            apply(row, &input, &refs, &mut v);
+            v.finish()
+        })
+        .await?;
         Ok(pb::UpdateServiceResponse {
             service: Some(service_pb(&row, 0)),
         })
@@ -286,45 +165,7 @@ impl Api {
     ) -> Result<pb::DeleteServiceResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
         let id = parse_id("service_id", &request.get_ref().service_id)?;
-        let row = ServiceRow::load(&self.db, &id)
-            .await?
-            .ok_or_else(service_not_found)?;
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &row.account_id).await?;
-        if store::exec(
-            &txn,
-            "DELETE FROM account_services WHERE id = $1",
-            vec![s(id.as_str())],
-        )
-        .await?
-            == 0
-        {
-            return Err(service_not_found());
-        }
-        store::exec(
-            &txn,
-            "DELETE FROM account_service_tags WHERE service_id = $1",
-            vec![s(id.as_str())],
-        )
-        .await?;
-        store::exec(
-            &txn,
-            "DELETE FROM account_member_grants WHERE account_id = $1 AND grant_key = $2 AND grant_kind IN (1, 2)",
-            vec![s(row.account_id.as_str()), s(id.as_str())],
-        )
-        .await?;
-        let audit = self.audit(
-            &principal,
-            &row.account_id,
-            "service.delete",
-            ("service", &row.id),
-            Some(serde_json::json!({"kind": row.kind, "name": row.name})),
-            None,
-        );
-        audit.insert(&txn).await?;
-        store::append_policy(&txn, self.now(), vec![access_entry(&row.account_id)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        app::delete_service(self, &principal, &id).await?;
         Ok(pb::DeleteServiceResponse {})
     }
 
@@ -332,7 +173,7 @@ impl Api {
         &self,
         request: tonic::Request<pb::ListServicesRequest>,
     ) -> Result<pb::ListServicesResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let mut v = Violations::default();
@@ -347,44 +188,20 @@ impl Api {
         let f = fingerprint(&(&req.kind, &filter_tags, req.min_access_level));
         let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let scope = store::scope(&self.db, &caller.member).await?;
-        let mut sql =
-            format!("SELECT {SERVICE_COLUMNS} FROM account_services sv WHERE sv.account_id = $1");
-        let mut values = vec![s(caller.account_id.as_str())];
-        if !req.kind.is_empty() {
-            values.push(s(req.kind.as_str()));
-            sql.push_str(&format!(" AND sv.kind = ${}", values.len()));
-        }
-        for t in &filter_tags {
-            values.push(s(t.as_str()));
-            sql.push_str(&format!(" AND EXISTS (SELECT 1 FROM account_service_tags t WHERE t.service_id = sv.id AND t.tag = ${})", values.len()));
-        }
-        let everything = caller.member.role == role::OWNER
-            || caller.member.service_access == service_access::ALL;
-        if !everything {
-            values.push(s(caller.user_id.as_str()));
-            let u = values.len();
-            sql.push_str(&format!(
-                " AND (sv.id IN (SELECT grant_key FROM account_member_grants WHERE account_id = $1 AND user_id = ${u} AND grant_kind IN (1, 2)) \
-                 OR sv.id IN (SELECT t.service_id FROM account_service_tags t JOIN account_member_grants g ON g.grant_key = t.tag AND g.account_id = t.account_id WHERE g.account_id = $1 AND g.user_id = ${u} AND g.grant_kind = 3))"
-            ));
-        }
-        if let Some(c) = &cursor {
-            values.push(s(c.name.as_str()));
-            let a = values.len();
-            values.push(s(c.id.as_str()));
-            let b = values.len();
-            sql.push_str(&format!(
-                " AND (sv.name > ${a} OR (sv.name = ${a} AND sv.id > ${b}))"
-            ));
-        }
-        sql.push_str(&format!(" ORDER BY sv.name, sv.id LIMIT {}", size + 1));
-        let rows = store::all(&self.db, &sql, values).await?;
+        let facts = caller.member.access_facts();
+        let query = store::ServiceQuery {
+            kind: &req.kind,
+            tags: &filter_tags,
+            reachable_by: (!access::reaches_all_services(facts)).then_some(&caller.user_id),
+            after: cursor.as_ref().map(|c| (c.name.as_str(), c.id.as_str())),
+            limit: size + 1,
+        };
+        let rows = store::list_services(&self.db, &caller.account_id, &query).await?;
         let more = rows.len() as u64 > size;
         let rows: Vec<ServiceRow> = rows
-            .iter()
+            .into_iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .map(ServiceRow::read)
-            .collect::<Result<_, _>>()?;
+            .collect();
         let next_page_token = match (more, rows.last()) {
             (true, Some(last)) => encode_page_token(&Token {
                 f,
@@ -396,8 +213,8 @@ impl Api {
         let services = rows
             .iter()
             .map(|r| (r, level_on(&caller, &scope, r)))
-            .filter(|(_, l)| *l > 0 && *l >= req.min_access_level)
-            .map(|(r, l)| service_pb(r, l))
+            .filter(|(_, l)| *l > Level::None && l.code() >= req.min_access_level)
+            .map(|(r, l)| service_pb(r, l.code()))
             .collect();
         Ok(pb::ListServicesResponse {
             services,
@@ -409,19 +226,19 @@ impl Api {
         &self,
         request: tonic::Request<pb::GetServiceRequest>,
     ) -> Result<pb::GetServiceResponse, Error> {
-        let caller = self.caller(&request, role::MANAGER).await?;
+        let caller = self.caller(&request, Role::Manager).await?;
         let id = parse_id("service_id", &request.get_ref().service_id)?;
         let row = ServiceRow::load(&self.db, &id)
             .await?
             .filter(|r| r.account_id == caller.account_id)
-            .ok_or_else(service_not_found)?;
+            .ok_or(AccountError::ServiceNotFound)?;
         let scope = store::scope(&self.db, &caller.member).await?;
         let l = level_on(&caller, &scope, &row);
-        if l == 0 {
-            return Err(service_not_found());
+        if l == Level::None {
+            return Err(AccountError::ServiceNotFound.into());
         }
         Ok(pb::GetServiceResponse {
-            service: Some(service_pb(&row, l)),
+            service: Some(service_pb(&row, l.code())),
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::time::Duration;
+use tenancy_runtime::db::{self, get};
 
 use base64::Engine as _;
 use futures::Stream;
@@ -12,8 +13,8 @@ use tenancy_runtime::Error;
 use tokio::sync::mpsc;
 
 use super::{Api, membership_state, settings_pb, ts};
-use crate::domain::status;
-use crate::store::{self, ACCOUNT_COLUMNS, AccountRow, MemberRow, get, i, n, policy_kind, s};
+use crate::domain::MemberStatus;
+use crate::store::{self, ACCOUNT_COLUMNS, AccountRow, MemberRow, i, n, policy_kind, s};
 
 /// The stream type of WatchPolicies.
 pub(crate) type PolicyStream =
@@ -72,7 +73,7 @@ impl Api {
 
     async fn watch(&self, from: i64, tx: &Tx) -> Result<(), Error> {
         let head = store::policy_head(&self.db).await?;
-        let oldest = store::one(
+        let oldest = db::one(
             &self.db,
             "SELECT MIN(position) AS p FROM account_policy_log",
             vec![],
@@ -157,7 +158,7 @@ impl Api {
     async fn backlog(&self, after: i64, tx: &Tx) -> Result<i64, Error> {
         let mut last = after;
         loop {
-            let rows = store::all(
+            let rows = db::all(
                 &self.db,
                 &format!("SELECT position, event_time, event_kind, payload FROM account_policy_log WHERE position > $1 ORDER BY position LIMIT {BATCH}"),
                 vec![i(last)],
@@ -204,11 +205,11 @@ impl Api {
         .await?;
         let mut after = String::new();
         loop {
-            let rows = store::all(&txn, &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id > $1 ORDER BY id LIMIT {BATCH}"), vec![s(after.as_str())]).await?;
+            let rows = db::all(&txn, &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id > $1 ORDER BY id LIMIT {BATCH}"), vec![s(after.as_str())]).await?;
             let count = rows.len() as u64;
             for row in rows {
                 let a = AccountRow::read(&row)?;
-                after = a.id.clone();
+                after = a.id.to_string();
                 self.send(
                     tx,
                     position,
@@ -222,17 +223,17 @@ impl Api {
         }
         let (mut a_after, mut u_after) = (String::new(), String::new());
         loop {
-            let rows = store::all(
+            let rows = db::all(
                 &txn,
                 &format!("SELECT {} FROM account_members WHERE status IN ($1, $2) AND (account_id, user_id) > ($3, $4) ORDER BY account_id, user_id LIMIT {BATCH}", store::member_columns()),
-                vec![n(status::ACTIVE), n(status::SUSPENDED), s(a_after.as_str()), s(u_after.as_str())],
+                vec![n(MemberStatus::Active.code()), n(MemberStatus::Suspended.code()), s(a_after.as_str()), s(u_after.as_str())],
             )
             .await?;
             let count = rows.len() as u64;
             for row in rows {
                 let m = MemberRow::read(&row)?;
-                a_after = m.account_id.clone();
-                u_after = m.user_id.clone();
+                a_after = m.account_id.to_string();
+                u_after = m.user_id.to_string();
                 self.send(tx, position, Event::MembershipChanged(membership_state(&m)))
                     .await?;
             }

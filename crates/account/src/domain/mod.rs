@@ -1,7 +1,10 @@
 //! The account service's rules as plain Rust: no tonic, no database.
 //!
 //! - [`access`]: the access decision of CheckAccess from role, status,
-//!   scope and tags.
+//!   scope and tags, and which services a member reaches.
+//! - [`members`]: who may change a membership and what each change does.
+//! - [`error`]: [`AccountError`], the refusals of these rules, and their
+//!   one mapping to a gRPC answer.
 //! - [`owners`]: the "at least one active owner" invariant.
 //! - [`validate`]: parsing of account fields, emails, tags, kinds and CIDRs.
 //! - [`mfa`]: personal 2FA deadlines.
@@ -9,69 +12,155 @@
 
 pub mod access;
 pub mod default_account;
+pub mod error;
+pub mod members;
 pub mod mfa;
 pub mod owners;
 pub mod validate;
 
-/// Role codes as stored (the `tenancy.auth.v1.Role` numbers).
-pub mod role {
-    /// A manager: full access without user management.
-    pub const MANAGER: i32 = 1;
-    /// An owner: full access with user management.
-    pub const OWNER: i32 = 2;
+pub use error::AccountError;
+
+/// An enum stored and sent as its `tenancy.*` proto number: `code()` and
+/// `from_code()` convert at the store and api edges; JSON (audit, stored
+/// invitation scopes) carries the number too.
+macro_rules! coded_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $code:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $code,)+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            /// The stored / proto number.
+            pub fn code(self) -> i32 {
+                self as i32
+            }
+
+            /// The value of a stored / proto number.
+            pub fn from_code(code: i32) -> Option<Self> {
+                match code {
+                    $($code => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_i32(self.code())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let code = <i32 as serde::Deserialize>::deserialize(d)?;
+                Self::from_code(code).ok_or_else(|| {
+                    serde::de::Error::custom(format_args!("unknown {} {code}", stringify!($name)))
+                })
+            }
+        }
+    };
 }
 
-/// Membership status codes as stored (the `MemberStatus` numbers).
-pub mod status {
-    /// In effect.
-    pub const ACTIVE: i32 = 1;
-    /// Disabled by an owner.
-    pub const SUSPENDED: i32 = 2;
-    /// Ended for good.
-    pub const REVOKED: i32 = 3;
+coded_enum! {
+    /// A member's role (the `tenancy.auth.v1.Role` numbers); higher is more.
+    Role {
+        /// Full access without user management.
+        Manager = 1,
+        /// Full access with user management.
+        Owner = 2,
+    }
 }
 
-/// Service-access modes as stored (the `ServiceAccess` numbers).
-pub mod service_access {
-    /// No service wholesale.
-    pub const NONE: i32 = 1;
-    /// Every service.
-    pub const ALL: i32 = 2;
-    /// The selected services.
-    pub const SELECTED: i32 = 3;
+coded_enum! {
+    /// A membership's status (the `MemberStatus` numbers).
+    MemberStatus {
+        /// In effect.
+        Active = 1,
+        /// Disabled by an owner.
+        Suspended = 2,
+        /// Ended for good (counts as not a member).
+        Revoked = 3,
+    }
 }
 
-/// Access levels (the `AccessLevel` numbers); higher is more.
-pub mod level {
-    /// No access.
-    pub const NONE: i32 = 0;
-    /// See.
-    pub const VIEW: i32 = 1;
-    /// See and change.
-    pub const MANAGE: i32 = 2;
+coded_enum! {
+    /// Which services a member reaches wholesale (the `ServiceAccess` numbers).
+    #[derive(Default)]
+    ServiceAccess {
+        /// No service wholesale (grants only).
+        #[default]
+        None = 1,
+        /// Every service.
+        All = 2,
+        /// The selected services.
+        Selected = 3,
+    }
 }
 
-/// Kinds of rows in the member grant table.
-pub mod grant_kind {
-    /// A selected service (SERVICE_ACCESS_SELECTED), always MANAGE.
-    pub const SELECTED: i32 = 1;
-    /// A per-service grant.
-    pub const RESOURCE: i32 = 2;
-    /// A per-tag grant.
-    pub const TAG: i32 = 3;
+coded_enum! {
+    /// An access level (the `AccessLevel` numbers); higher is more.
+    #[derive(Default)]
+    Level {
+        /// No access.
+        #[default]
+        None = 0,
+        /// See.
+        View = 1,
+        /// See and change.
+        Manage = 2,
+    }
 }
 
-/// Invitation states as stored (the `InvitationState` numbers; EXPIRED is
-/// also derived from `expire_time` for PENDING rows).
-pub mod invitation_state {
-    /// Waiting for acceptance.
-    pub const PENDING: i32 = 1;
-    /// Accepted.
-    pub const ACCEPTED: i32 = 2;
-    /// Cancelled.
-    pub const CANCELLED: i32 = 3;
-    /// Expired (stored once a newer invitation replaces it).
-    pub const EXPIRED: i32 = 4;
+impl Level {
+    /// A level a grant or a check may ask for: VIEW or MANAGE.
+    pub fn grantable(code: i32) -> Option<Self> {
+        Self::from_code(code).filter(|l| *l != Self::None)
+    }
+}
+
+coded_enum! {
+    /// Kinds of rows in the member grant table (`account_member_grants`).
+    GrantKind {
+        /// A selected service (SERVICE_ACCESS_SELECTED), always MANAGE.
+        Selected = 1,
+        /// A per-service grant.
+        Resource = 2,
+        /// A per-tag grant.
+        Tag = 3,
+    }
+}
+
+coded_enum! {
+    /// An invitation's state (the `InvitationState` numbers).
+    InvitationState {
+        /// Waiting for acceptance.
+        Pending = 1,
+        /// Accepted.
+        Accepted = 2,
+        /// Cancelled.
+        Cancelled = 3,
+        /// Expired (stored once a newer invitation replaces it; otherwise
+        /// derived, see [`InvitationState::at`]).
+        Expired = 4,
+    }
+}
+
+impl InvitationState {
+    /// The state clients see at `now` of an invitation stored in this
+    /// state that expires at `expire_time`: PENDING past its expiry is
+    /// EXPIRED.
+    pub fn at(self, expire_time: i64, now: i64) -> Self {
+        if self == Self::Pending && expire_time <= now {
+            Self::Expired
+        } else {
+            self
+        }
+    }
 }
 
 /// A member's access scope, as the domain sees it.
@@ -79,12 +168,21 @@ pub mod invitation_state {
 pub struct Scope {
     /// Whether the member may sign in to the account.
     pub portal_access: bool,
-    /// One of [`service_access`].
-    pub service_access: i32,
+    /// The wholesale mode (an unknown stored number reads as NONE, as
+    /// invitations always treated it).
+    #[serde(deserialize_with = "service_access_or_none")]
+    pub service_access: ServiceAccess,
     /// Selected service ids (SELECTED mode).
     pub selected: Vec<String>,
     /// (service id, level) grants.
-    pub resources: Vec<(String, i32)>,
+    pub resources: Vec<(String, Level)>,
     /// (tag, level) grants.
-    pub tags: Vec<(String, i32)>,
+    pub tags: Vec<(String, Level)>,
+}
+
+fn service_access_or_none<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<ServiceAccess, D::Error> {
+    let code = <i32 as serde::Deserialize>::deserialize(d)?;
+    Ok(ServiceAccess::from_code(code).unwrap_or_default())
 }

@@ -1,23 +1,25 @@
 //! The account must always keep one active owner: a member with role OWNER,
 //! status ACTIVE and portal access.
 
-use super::{role, status};
+use super::{MemberStatus, Role};
 
 /// The facts of a membership that decide whether it is an "active owner".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OwnerFacts {
-    /// The role code.
-    pub role: i32,
-    /// The status code.
-    pub status: i32,
+    /// The role.
+    pub role: Role,
+    /// The status.
+    pub status: MemberStatus,
     /// Whether the member has portal access.
     pub portal_access: bool,
 }
 
 impl OwnerFacts {
-    /// Whether these facts make an active owner.
+    /// Whether these facts make an active owner. THE definition:
+    /// `store::active_owners` counts the same in SQL, and a test
+    /// (`tests/it/rules.rs`) proves the two agree.
     pub fn is_active_owner(self) -> bool {
-        self.role == role::OWNER && self.status == status::ACTIVE && self.portal_access
+        self.role == Role::Owner && self.status == MemberStatus::Active && self.portal_access
     }
 }
 
@@ -36,19 +38,19 @@ mod tests {
     use super::*;
 
     const OWNER: OwnerFacts = OwnerFacts {
-        role: role::OWNER,
-        status: status::ACTIVE,
+        role: Role::Owner,
+        status: MemberStatus::Active,
         portal_access: true,
     };
 
     #[test]
     fn the_last_active_owner_cannot_stop_being_one() {
         let demoted = OwnerFacts {
-            role: role::MANAGER,
+            role: Role::Manager,
             ..OWNER
         };
         let suspended = OwnerFacts {
-            status: status::SUSPENDED,
+            status: MemberStatus::Suspended,
             ..OWNER
         };
         let no_portal = OwnerFacts {
@@ -64,11 +66,11 @@ mod tests {
     #[test]
     fn changes_to_other_members_are_free() {
         let manager = OwnerFacts {
-            role: role::MANAGER,
+            role: Role::Manager,
             ..OWNER
         };
         let suspended = OwnerFacts {
-            status: status::SUSPENDED,
+            status: MemberStatus::Suspended,
             ..manager
         };
         assert!(change_keeps_an_owner(manager, suspended, 1));

@@ -167,16 +167,7 @@ const DROP: &str = "account_idempotency account_policy_log account_policy_head \
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        // One statement at a time: PostgreSQL's extended protocol refuses
-        // several statements in one prepared query.
-        for statement in TABLES.split(';') {
-            let statement = statement.trim();
-            if !statement.is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
-        Ok(())
+        super::run_statements(manager, TABLES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -36,14 +36,7 @@ CREATE INDEX account_peer_calls_by_due ON account_peer_calls (due_time, id)
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for statement in TABLES.split(';') {
-            let statement = statement.trim();
-            if !statement.is_empty() {
-                db.execute_unprepared(statement).await?;
-            }
-        }
-        Ok(())
+        super::run_statements(manager, TABLES).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

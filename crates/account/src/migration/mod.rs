@@ -2,6 +2,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use sea_orm::ConnectionTrait;
+
 mod m20261122_000001_init;
 mod m20261129_000001_peer_calls;
 
@@ -22,4 +24,18 @@ impl MigratorTrait for Migrator {
     fn migration_table_name() -> DynIden {
         "account_migrations".into_iden()
     }
+}
+
+/// Runs `sql`, statements separated by `;`, one statement at a time:
+/// PostgreSQL's extended protocol refuses several statements in one
+/// prepared query.
+async fn run_statements(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in sql.split(';') {
+        let statement = statement.trim();
+        if !statement.is_empty() {
+            db.execute_unprepared(statement).await?;
+        }
+    }
+    Ok(())
 }

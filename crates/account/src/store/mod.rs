@@ -1,7 +1,7 @@
 //! The account service's tables and transactions.
 //!
 //! Queries are written once in SQL that both SQLite and PostgreSQL accept,
-//! with `$1`-style parameters ([`stmt`] rewrites them to SQLite's `?1`).
+//! with `$1`-style parameters, through `tenancy_runtime::db`.
 //! Invariants that must hold under concurrency are enforced here:
 //! - every write to an account's members, invitations or settings first
 //!   bumps the account row's `lock_version` ([`lock_account`]), which takes
@@ -12,57 +12,26 @@
 //!   bumped last in the transaction and held until commit, so log entries
 //!   become visible in position order (a poller never skips one).
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, QueryResult, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+use tenancy_runtime::db::{all, exec, get, one};
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Reason};
 
-use crate::domain::{Scope, grant_kind, level, role, service_access, status};
+use crate::domain::{GrantKind, Level, MemberStatus, Role, Scope, ServiceAccess};
 
+pub mod invitations;
 pub mod rows;
+pub mod services;
+pub mod support;
 
+pub use invitations::*;
 pub use rows::*;
-
-/// A statement for `backend` from SQL with `$n` parameters.
-pub fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    let sql = if backend == DbBackend::Sqlite {
-        sql.replace('$', "?")
-    } else {
-        sql.to_owned()
-    };
-    Statement::from_sql_and_values(backend, sql, values)
-}
-
-/// Runs a query returning rows.
-pub async fn all<C: ConnectionTrait>(
-    c: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Vec<QueryResult>, Error> {
-    Ok(c.query_all_raw(stmt(c.get_database_backend(), sql, values))
-        .await?)
-}
-
-/// Runs a query returning at most one row.
-pub async fn one<C: ConnectionTrait>(
-    c: &C,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<Option<QueryResult>, Error> {
-    Ok(c.query_one_raw(stmt(c.get_database_backend(), sql, values))
-        .await?)
-}
-
-/// Runs a statement, returning the number of rows it changed.
-pub async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, Error> {
-    Ok(c.execute_raw(stmt(c.get_database_backend(), sql, values))
-        .await?
-        .rows_affected())
-}
+pub use services::*;
+pub use support::*;
 
 /// A string value.
-pub fn s(v: impl Into<String>) -> Value {
-    Value::String(Some(v.into()))
+pub fn s(v: impl AsRef<str>) -> Value {
+    Value::String(Some(v.as_ref().to_owned()))
 }
 
 /// A nullable string value.
@@ -90,18 +59,16 @@ pub fn b(v: bool) -> Value {
     Value::Bool(Some(v))
 }
 
-/// Reads a column.
-pub fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str) -> Result<T, Error> {
-    Ok(row.try_get::<T>("", col)?)
-}
-
 /// Takes the account's write lock for the rest of the transaction; false
 /// when the account does not exist.
-pub async fn lock_account<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<bool, Error> {
+pub async fn lock_account<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<bool, Error> {
     Ok(exec(
         c,
         "UPDATE account_accounts SET lock_version = lock_version + 1 WHERE id = $1",
-        vec![s(account_id)],
+        vec![account_id.into()],
     )
     .await?
         == 1)
@@ -141,7 +108,7 @@ pub mod policy_kind {
 /// One policy log entry to append.
 pub struct PolicyEntry {
     /// The account it concerns.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// One of [`policy_kind`].
     pub kind: i32,
     /// The encoded protobuf message, base64.
@@ -192,7 +159,7 @@ pub async fn append_policy<C: ConnectionTrait>(
             values.extend([
                 i(position),
                 i(now),
-                s(entry.account_id),
+                (&entry.account_id).into(),
                 n(entry.kind),
                 s(entry.payload),
             ]);
@@ -211,17 +178,26 @@ pub async fn policy_head<C: ConnectionTrait>(c: &C) -> Result<i64, Error> {
     )
     .await?;
     match row {
-        Some(row) => get(&row, "position"),
+        Some(row) => Ok(get(&row, "position")?),
         None => Ok(0),
     }
 }
 
-/// Number of ACTIVE owners with portal access.
-pub async fn active_owners<C: ConnectionTrait>(c: &C, account_id: &str) -> Result<u64, Error> {
+/// Number of active owners: the members `domain::owners::OwnerFacts::
+/// is_active_owner` accepts, counted in SQL (a test proves they agree).
+pub async fn active_owners<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<u64, Error> {
     let row = one(
         c,
         "SELECT COUNT(*) AS c FROM account_members WHERE account_id = $1 AND role = $2 AND status = $3 AND portal_access = $4",
-        vec![s(account_id), n(role::OWNER), n(status::ACTIVE), b(true)],
+        vec![
+            account_id.into(),
+            n(Role::Owner.code()),
+            n(MemberStatus::Active.code()),
+            b(true),
+        ],
     )
     .await?;
     let count: i64 = match row {
@@ -236,18 +212,160 @@ const MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, 
 /// One membership row.
 pub async fn member<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
-    user_id: &str,
+    account_id: &AccountId,
+    user_id: &UserId,
 ) -> Result<Option<MemberRow>, Error> {
     let row = one(
         c,
         &format!(
             "SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1 AND user_id = $2"
         ),
-        vec![s(account_id), s(user_id)],
+        vec![account_id.into(), user_id.into()],
     )
     .await?;
     row.map(|r| MemberRow::read(&r)).transpose()
+}
+
+/// How many accounts the user created.
+pub async fn accounts_created_by<C: ConnectionTrait>(
+    c: &C,
+    user_id: &UserId,
+) -> Result<i64, Error> {
+    Ok(one(
+        c,
+        "SELECT COUNT(*) AS c FROM account_accounts WHERE created_by = $1",
+        vec![user_id.into()],
+    )
+    .await?
+    .map(|r| get::<i64>(&r, "c"))
+    .transpose()?
+    .unwrap_or(0))
+}
+
+/// Whether the account exists.
+pub async fn account_exists<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<bool, Error> {
+    Ok(one(
+        c,
+        "SELECT id FROM account_accounts WHERE id = $1",
+        vec![account_id.into()],
+    )
+    .await?
+    .is_some())
+}
+
+/// The account's members that are not revoked.
+pub async fn current_members<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<Vec<MemberRow>, Error> {
+    all(
+        c,
+        &format!(
+            "SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1 AND status <> $2"
+        ),
+        vec![account_id.into(), n(MemberStatus::Revoked.code())],
+    )
+    .await?
+    .iter()
+    .map(MemberRow::read)
+    .collect()
+}
+
+/// The column a member list is ordered by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberOrder {
+    /// Join time (the default).
+    JoinTime,
+    /// Lower-cased name at join time.
+    Name,
+    /// Email at join time.
+    Email,
+}
+
+/// Where a member list page starts: after this key and user id.
+#[derive(Clone, Debug)]
+pub enum MemberKey {
+    /// A join time.
+    Time(i64),
+    /// A name or an email.
+    Text(String),
+}
+
+/// Which members a ListMembers page reads.
+#[derive(Clone, Debug)]
+pub struct MemberQuery<'a> {
+    /// Only this role code (0: any).
+    pub role: i32,
+    /// Only these status codes (empty: any).
+    pub statuses: &'a [i32],
+    /// Only members with or without portal access.
+    pub portal_access: Option<bool>,
+    /// The order.
+    pub order: MemberOrder,
+    /// Descending instead of ascending.
+    pub descending: bool,
+    /// Only members after this (key, user id) in that order.
+    pub after: Option<(MemberKey, &'a str)>,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// A page of the account's members.
+pub async fn list_members<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+    q: &MemberQuery<'_>,
+) -> Result<Vec<MemberRow>, Error> {
+    let column = match q.order {
+        MemberOrder::Name => "name_key",
+        MemberOrder::Email => "email",
+        MemberOrder::JoinTime => "join_time",
+    };
+    let mut sql = format!("SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1");
+    let mut values: Vec<Value> = vec![account_id.into()];
+    if q.role != 0 {
+        values.push(n(q.role));
+        sql.push_str(&format!(" AND role = ${}", values.len()));
+    }
+    if !q.statuses.is_empty() {
+        let mut ph = Vec::new();
+        for st in q.statuses {
+            values.push(n(*st));
+            ph.push(format!("${}", values.len()));
+        }
+        sql.push_str(&format!(" AND status IN ({})", ph.join(", ")));
+    }
+    if let Some(p) = q.portal_access {
+        values.push(b(p));
+        sql.push_str(&format!(" AND portal_access = ${}", values.len()));
+    }
+    let (cmp, dir) = if q.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    if let Some((key, user)) = &q.after {
+        values.push(match key {
+            MemberKey::Time(t) => i(*t),
+            MemberKey::Text(t) => s(t),
+        });
+        let a = values.len();
+        values.push(s(user));
+        let bb = values.len();
+        sql.push_str(&format!(" AND ({column}, user_id) {cmp} (${a}, ${bb})"));
+    }
+    sql.push_str(&format!(
+        " ORDER BY {column} {dir}, user_id {dir} LIMIT {}",
+        q.limit
+    ));
+    all(c, &sql, values)
+        .await?
+        .iter()
+        .map(MemberRow::read)
+        .collect()
 }
 
 /// The SELECT list of member rows, for list queries.
@@ -273,16 +391,16 @@ pub async fn scope<C: ConnectionTrait>(c: &C, row: &MemberRow) -> Result<Scope, 
 /// separators used.
 pub async fn scopes<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
-    user_ids: &[String],
-) -> Result<std::collections::HashMap<String, Scope>, Error> {
-    let mut out: std::collections::HashMap<String, Scope> = std::collections::HashMap::new();
+    account_id: &AccountId,
+    user_ids: &[UserId],
+) -> Result<std::collections::HashMap<UserId, Scope>, Error> {
+    let mut out: std::collections::HashMap<UserId, Scope> = std::collections::HashMap::new();
     if user_ids.is_empty() {
         return Ok(out);
     }
     let placeholders: Vec<String> = (0..user_ids.len()).map(|k| format!("${}", k + 2)).collect();
-    let mut values = vec![s(account_id)];
-    values.extend(user_ids.iter().map(|u| s(u.as_str())));
+    let mut values: Vec<Value> = vec![account_id.into()];
+    values.extend(user_ids.iter().map(Value::from));
     let fold = if c.get_database_backend() == DbBackend::Postgres {
         "string_agg(grant_key || chr(31) || CAST(level AS TEXT), chr(30))"
     } else {
@@ -298,21 +416,23 @@ pub async fn scopes<C: ConnectionTrait>(
     )
     .await?;
     for row in rows {
-        let user: String = get(&row, "user_id")?;
-        let kind: i32 = get(&row, "grant_kind")?;
+        let user: UserId = get(&row, "user_id")?;
+        let kind = GrantKind::from_code(get(&row, "grant_kind")?);
         let grants: String = get(&row, "grants")?;
-        let mut parsed: Vec<(String, i32)> = grants
+        let mut parsed: Vec<(String, Level)> = grants
             .split('\u{1e}')
             .filter_map(|g| {
                 let (key, lvl) = g.split_once('\u{1f}')?;
-                Some((key.to_owned(), lvl.parse().ok()?))
+                Some((key.to_owned(), Level::from_code(lvl.parse().ok()?)?))
             })
             .collect();
         parsed.sort_unstable();
         let scope = out.entry(user).or_default();
         match kind {
-            grant_kind::SELECTED => scope.selected = parsed.into_iter().map(|(k, _)| k).collect(),
-            grant_kind::RESOURCE => scope.resources = parsed,
+            Some(GrantKind::Selected) => {
+                scope.selected = parsed.into_iter().map(|(k, _)| k).collect()
+            }
+            Some(GrantKind::Resource) => scope.resources = parsed,
             _ => scope.tags = parsed,
         }
     }
@@ -322,36 +442,36 @@ pub async fn scopes<C: ConnectionTrait>(
 /// Replaces a member's grants with those of `scope`.
 pub async fn replace_grants<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
-    user_id: &str,
+    account_id: &AccountId,
+    user_id: &UserId,
     scope: &Scope,
 ) -> Result<(), Error> {
     exec(
         c,
         "DELETE FROM account_member_grants WHERE account_id = $1 AND user_id = $2",
-        vec![s(account_id), s(user_id)],
+        vec![account_id.into(), user_id.into()],
     )
     .await?;
-    let mut grants: Vec<(i32, &str, i32)> = Vec::new();
-    if scope.service_access == service_access::SELECTED {
+    let mut grants: Vec<(GrantKind, &str, Level)> = Vec::new();
+    if scope.service_access == ServiceAccess::Selected {
         grants.extend(
             scope
                 .selected
                 .iter()
-                .map(|id| (grant_kind::SELECTED, id.as_str(), level::MANAGE)),
+                .map(|id| (GrantKind::Selected, id.as_str(), Level::Manage)),
         );
     }
     grants.extend(
         scope
             .resources
             .iter()
-            .map(|(id, l)| (grant_kind::RESOURCE, id.as_str(), *l)),
+            .map(|(id, l)| (GrantKind::Resource, id.as_str(), *l)),
     );
     grants.extend(
         scope
             .tags
             .iter()
-            .map(|(t, l)| (grant_kind::TAG, t.as_str(), *l)),
+            .map(|(t, l)| (GrantKind::Tag, t.as_str(), *l)),
     );
     for chunk in grants.chunks(100) {
         let mut sql = String::from(
@@ -371,7 +491,13 @@ pub async fn replace_grants<C: ConnectionTrait>(
                 base + 4,
                 base + 5
             ));
-            values.extend([s(account_id), s(user_id), n(*kind), s(*key), n(*lvl)]);
+            values.extend([
+                account_id.into(),
+                user_id.into(),
+                n(kind.code()),
+                s(*key),
+                n(lvl.code()),
+            ]);
         }
         exec(c, &sql, values).await?;
     }
@@ -381,13 +507,13 @@ pub async fn replace_grants<C: ConnectionTrait>(
 /// Which of `ids` are services of the account.
 pub async fn existing_services<C: ConnectionTrait>(
     c: &C,
-    account_id: &str,
+    account_id: &AccountId,
     ids: &[String],
 ) -> Result<std::collections::HashSet<String>, Error> {
     let mut found = std::collections::HashSet::new();
     for chunk in ids.chunks(500) {
         let placeholders: Vec<String> = (0..chunk.len()).map(|k| format!("${}", k + 2)).collect();
-        let mut values = vec![s(account_id)];
+        let mut values: Vec<Value> = vec![account_id.into()];
         values.extend(chunk.iter().map(|u| s(u.as_str())));
         let rows = all(
             c,
@@ -454,6 +580,41 @@ pub async fn remember<C: ConnectionTrait>(
         c,
         "INSERT INTO account_idempotency (scope, idem_key, request_hash, result_id, create_time) VALUES ($1, $2, $3, $4, $5)",
         vec![s(scope), s(key), s(request_hash), s(result_id), i(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets every member's personal 2FA deadline under enforcement that
+/// started at `start` with `grace_ms` of grace: `domain::mfa::deadline(
+/// start, join_time, grace_ms)`, or with `never_later` (the grace period
+/// changed) `domain::mfa::resaved(current, that)`. Computed in SQL; a test
+/// proves the two agree.
+pub async fn set_mfa_deadlines<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+    start: i64,
+    grace_ms: i64,
+    never_later: bool,
+) -> Result<(), Error> {
+    let sql = if never_later {
+        "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1"
+    } else {
+        "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1"
+    };
+    exec(c, sql, vec![account_id.into(), i(start), i(grace_ms)]).await?;
+    Ok(())
+}
+
+/// Drops every personal 2FA deadline of the account (enforcement ended).
+pub async fn clear_mfa_deadlines<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+) -> Result<(), Error> {
+    exec(
+        c,
+        "UPDATE account_members SET mfa_deadline = $2 WHERE account_id = $1",
+        vec![account_id.into(), oi(None)],
     )
     .await?;
     Ok(())

@@ -2,26 +2,40 @@
 
 use sea_orm::{ConnectionTrait, QueryResult};
 use tenancy_runtime::Error;
+use tenancy_runtime::ids::{AccountId, UserId};
 
-use super::{exec, get, i, n, oi, os, s};
+use tenancy_runtime::db::{exec, get, one};
+
+use super::{i, n, oi, os, s};
+use crate::domain::access::MemberFacts;
+use crate::domain::members::CallerFacts;
+use crate::domain::owners::OwnerFacts;
+use crate::domain::{MemberStatus, Role, ServiceAccess};
+
+/// Reads an enum column stored as its code; an unknown code is a corrupt
+/// row (INTERNAL).
+pub fn coded<T>(r: &QueryResult, col: &str, from_code: fn(i32) -> Option<T>) -> Result<T, Error> {
+    let code: i32 = get(r, col)?;
+    from_code(code).ok_or_else(|| Error::internal(format!("unknown {col} code {code} stored")))
+}
 
 /// A membership.
 #[derive(Clone, Debug)]
 pub struct MemberRow {
     /// The account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The user.
-    pub user_id: String,
-    /// Role code.
-    pub role: i32,
-    /// Status code.
-    pub status: i32,
+    pub user_id: UserId,
+    /// Role.
+    pub role: Role,
+    /// Status.
+    pub status: MemberStatus,
     /// May sign in to the account.
     pub portal_access: bool,
     /// Added without password: turning portal access on sends an invitation.
     pub password_pending: bool,
     /// Service-access mode.
-    pub service_access: i32,
+    pub service_access: ServiceAccess,
     /// When they joined.
     pub join_time: i64,
     /// When role, status or scope last changed.
@@ -40,11 +54,11 @@ impl MemberRow {
         Ok(Self {
             account_id: get(r, "account_id")?,
             user_id: get(r, "user_id")?,
-            role: get(r, "role")?,
-            status: get(r, "status")?,
+            role: coded(r, "role", Role::from_code)?,
+            status: coded(r, "status", MemberStatus::from_code)?,
             portal_access: get(r, "portal_access")?,
             password_pending: get(r, "password_pending")?,
-            service_access: get(r, "service_access")?,
+            service_access: coded(r, "service_access", ServiceAccess::from_code)?,
             join_time: get(r, "join_time")?,
             update_time: get(r, "update_time")?,
             name_key: get(r, "name_key")?,
@@ -53,25 +67,53 @@ impl MemberRow {
         })
     }
 
+    /// The facts the access decision needs.
+    pub fn access_facts(&self) -> MemberFacts {
+        MemberFacts {
+            role: self.role,
+            status: self.status,
+            portal_access: self.portal_access,
+            service_access: self.service_access,
+        }
+    }
+
+    /// The facts the caller check needs.
+    pub fn caller_facts(&self) -> CallerFacts {
+        CallerFacts {
+            role: self.role,
+            status: self.status,
+            portal_access: self.portal_access,
+        }
+    }
+
+    /// The facts the last-owner rule needs.
+    pub fn owner_facts(&self) -> OwnerFacts {
+        OwnerFacts {
+            role: self.role,
+            status: self.status,
+            portal_access: self.portal_access,
+        }
+    }
+
     /// Inserts the row, or replaces a REVOKED one of the same user.
     pub async fn upsert<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
         exec(
             c,
             "DELETE FROM account_members WHERE account_id = $1 AND user_id = $2",
-            vec![s(self.account_id.as_str()), s(self.user_id.as_str())],
+            vec![(&self.account_id).into(), (&self.user_id).into()],
         )
         .await?;
         exec(
             c,
             "INSERT INTO account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             vec![
-                s(self.account_id.as_str()),
-                s(self.user_id.as_str()),
-                n(self.role),
-                n(self.status),
+                (&self.account_id).into(),
+                (&self.user_id).into(),
+                n(self.role.code()),
+                n(self.status.code()),
                 super::b(self.portal_access),
                 super::b(self.password_pending),
-                n(self.service_access),
+                n(self.service_access.code()),
                 i(self.join_time),
                 i(self.update_time),
                 s(self.name_key.as_str()),
@@ -89,13 +131,13 @@ impl MemberRow {
             c,
             "UPDATE account_members SET role = $3, status = $4, portal_access = $5, password_pending = $6, service_access = $7, update_time = $8, mfa_deadline = $9 WHERE account_id = $1 AND user_id = $2",
             vec![
-                s(self.account_id.as_str()),
-                s(self.user_id.as_str()),
-                n(self.role),
-                n(self.status),
+                (&self.account_id).into(),
+                (&self.user_id).into(),
+                n(self.role.code()),
+                n(self.status.code()),
                 super::b(self.portal_access),
                 super::b(self.password_pending),
-                n(self.service_access),
+                n(self.service_access.code()),
                 i(self.update_time),
                 oi(self.mfa_deadline),
             ],
@@ -109,7 +151,7 @@ impl MemberRow {
 #[derive(Clone, Debug)]
 pub struct AccountRow {
     /// Id.
-    pub id: String,
+    pub id: AccountId,
     /// AccountType code.
     pub account_type: i32,
     /// Display name.
@@ -172,11 +214,11 @@ impl AccountRow {
     }
 
     /// Loads an account.
-    pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
-        let row = super::one(
+    pub async fn load<C: ConnectionTrait>(c: &C, id: &AccountId) -> Result<Option<Self>, Error> {
+        let row = one(
             c,
             &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id = $1"),
-            vec![s(id)],
+            vec![id.into()],
         )
         .await?;
         row.map(|r| Self::read(&r)).transpose()
@@ -278,7 +320,7 @@ pub struct AuditRow {
 pub const AUDIT_COLUMNS: &str = "id, account_id, event_time, actor_kind, actor_id, actor_display_name, token_kind, client_ip, user_agent, action, target_type, target_id, before_json, after_json, request_id";
 
 impl AuditRow {
-    /// Reads a row selected with [`AUDIT_COLUMNS`].
+    /// Reads a row selected with [`AUDIT_COLUMNS`] (see [`audit_event`]).
     pub fn read(r: &QueryResult) -> Result<Self, Error> {
         Ok(Self {
             id: get(r, "id")?,
@@ -333,7 +375,7 @@ pub struct ServiceRow {
     /// Id.
     pub id: String,
     /// Account.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Kind.
     pub kind: String,
     /// Name.
@@ -370,7 +412,7 @@ impl ServiceRow {
 
     /// Loads a service.
     pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
-        let row = super::one(
+        let row = one(
             c,
             &format!("SELECT {SERVICE_COLUMNS} FROM account_services WHERE id = $1"),
             vec![s(id)],
@@ -429,4 +471,16 @@ impl ServiceRow {
         }
         Ok(())
     }
+}
+
+/// One audit event.
+pub async fn audit_event<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<AuditRow>, Error> {
+    one(
+        c,
+        &format!("SELECT {AUDIT_COLUMNS} FROM account_audit_events WHERE id = $1"),
+        vec![s(id)],
+    )
+    .await?
+    .map(|r| AuditRow::read(&r))
+    .transpose()
 }

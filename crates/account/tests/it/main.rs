@@ -16,6 +16,7 @@ mod e2e;
 mod invitations;
 mod members;
 mod peer_calls;
+mod rules;
 mod security;
 mod watch;
 
