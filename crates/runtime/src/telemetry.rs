@@ -209,36 +209,38 @@ impl Injector for HeadersMut<'_> {
 /// `trace_id`, `user` and `account` are recorded later.
 pub fn server_span(path: &str, part: &str, request_id: &str) -> tracing::Span {
     let name = path.trim_start_matches('/');
-    let (service, method) = name.split_once('/').unwrap_or((name, ""));
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "grpc",
         otel.name = name,
         otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
         part,
         method = path,
         request_id,
         trace_id = tracing::field::Empty,
         user = tracing::field::Empty,
         account = tracing::field::Empty,
-    )
+    );
+    rpc_attributes(&span, name);
+    span
 }
 
 /// The span of one call a part makes to another, child of the current
 /// span (the RPC being served, if any).
 pub fn client_span(path: &str) -> tracing::Span {
     let name = path.trim_start_matches('/');
+    let span = tracing::info_span!("grpc.client", otel.name = name, otel.kind = "client");
+    rpc_attributes(&span, name);
+    span
+}
+
+/// The RPC semantic-convention attributes of the span of `name`
+/// (`package.Service/Method`): span attributes only, not log fields (the
+/// log lines have `method`).
+fn rpc_attributes(span: &tracing::Span, name: &str) {
     let (service, method) = name.split_once('/').unwrap_or((name, ""));
-    tracing::info_span!(
-        "grpc.client",
-        otel.name = name,
-        otel.kind = "client",
-        rpc.system = "grpc",
-        rpc.service = service,
-        rpc.method = method,
-    )
+    span.set_attribute("rpc.system", "grpc");
+    span.set_attribute("rpc.service", service.to_owned());
+    span.set_attribute("rpc.method", method.to_owned());
 }
 
 #[cfg(test)]
