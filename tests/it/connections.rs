@@ -186,9 +186,7 @@ async fn connections_beyond_the_per_address_limit_are_closed_at_once() {
 async fn one_customers_open_streams_leave_other_customers_served() {
     use tenancy_proto::auth::Role;
     use tenancy_proto::support::support_service_client::SupportServiceClient;
-    use tenancy_proto::support::{
-        CreateTicketRequest, ListTicketsRequest, TicketCategory, TicketPriority, WatchTicketRequest,
-    };
+    use tenancy_proto::support::{ListTicketsRequest, WatchTicketRequest};
     use tenancy_runtime::Reason;
 
     use crate::gateway::{bearer, reason};
@@ -207,19 +205,7 @@ async fn one_customers_open_streams_leave_other_customers_served() {
     let (_, stranger) = suite.account_of(&stranger).await;
     let support =
         |token: &str| SupportServiceClient::with_interceptor(suite.gateway.clone(), bearer(token));
-    let ticket = support(&owner)
-        .create_ticket(CreateTicketRequest {
-            subject: "Disk full".into(),
-            body: "The disk of my server is full.".into(),
-            priority: TicketPriority::Normal as i32,
-            category: TicketCategory::General as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let ticket = suite.ticket(&owner).await;
     let watch = |token: String| {
         let mut client = support(&token);
         let ticket_id = ticket.id.clone();

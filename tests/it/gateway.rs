@@ -303,6 +303,26 @@ impl Suite {
         token
     }
 
+    /// Opens a ticket ("Disk full") as the holder of `token`, through the
+    /// gateway.
+    pub(crate) async fn ticket(&self, token: &str) -> tenancy_proto::support::Ticket {
+        use tenancy_proto::support::support_service_client::SupportServiceClient;
+        use tenancy_proto::support::{CreateTicketRequest, TicketCategory, TicketPriority};
+        SupportServiceClient::with_interceptor(self.gateway.clone(), bearer(token))
+            .create_ticket(CreateTicketRequest {
+                subject: "Disk full".into(),
+                body: "The disk of my server is full.".into(),
+                priority: TicketPriority::Normal as i32,
+                category: TicketCategory::General as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ticket
+            .unwrap()
+    }
+
     /// Invites `email` with `role` into the account of `owner_token`; the
     /// invitee (already a user) accepts; returns their account token.
     pub(crate) async fn member(
@@ -902,27 +922,13 @@ pub(crate) fn claim(token: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn an_open_stream_ends_within_a_second_when_its_session_is_revoked() {
+    use tenancy_proto::support::WatchTicketRequest;
     use tenancy_proto::support::support_service_client::SupportServiceClient;
-    use tenancy_proto::support::{
-        CreateTicketRequest, TicketCategory, TicketPriority, WatchTicketRequest,
-    };
     let suite = Suite::start(|_| {}).await;
     let owner = suite.user("watcher@example.com").await;
     let (_account_id, owner) = suite.account_of(&owner).await;
     let mut support = SupportServiceClient::with_interceptor(suite.gateway.clone(), bearer(&owner));
-    let ticket = support
-        .create_ticket(CreateTicketRequest {
-            subject: "Disk full".into(),
-            body: "The disk of my server is full.".into(),
-            priority: TicketPriority::Normal as i32,
-            category: TicketCategory::General as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .ticket
-        .unwrap();
+    let ticket = suite.ticket(&owner).await;
     let mut stream = support
         .watch_ticket(WatchTicketRequest {
             ticket_id: ticket.id.clone(),

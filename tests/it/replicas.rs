@@ -30,10 +30,8 @@ use tenancy_proto::account::account_service_client::AccountServiceClient;
 use tenancy_proto::identity::LoginRequest;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::login_response::Outcome;
+use tenancy_proto::support::ListTicketsRequest;
 use tenancy_proto::support::support_service_client::SupportServiceClient;
-use tenancy_proto::support::{
-    CreateTicketRequest, ListTicketsRequest, TicketCategory, TicketPriority,
-};
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::tls::Caller as Peer;
 use tenancy_runtime::{SystemClock, TlsParts};
@@ -543,16 +541,7 @@ async fn customer(suite: &Suite) -> Client {
     let email = "ada@example.com".to_owned();
     let token = suite.user(&email).await;
     let (account_id, token) = suite.account_of(&token).await;
-    SupportServiceClient::with_interceptor(suite.gateway.clone(), bearer(&token))
-        .create_ticket(CreateTicketRequest {
-            subject: "Disk full".into(),
-            body: "The disk of my server is full.".into(),
-            priority: TicketPriority::Normal as i32,
-            category: TicketCategory::General as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    suite.ticket(&token).await;
     Client {
         gateway: suite.gateway.clone(),
         email,

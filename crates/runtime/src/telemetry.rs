@@ -247,6 +247,24 @@ fn rpc_attributes(span: &tracing::Span, name: &str) {
 mod tests {
     use super::*;
 
+    /// A GetMe server span (request id `req-1`) and the headers of a call
+    /// whose client sent trace 4bf92f35…, span 00f067aa0ba902b7.
+    fn get_me_span_with_a_client_parent() -> (tracing::Span, http::HeaderMap) {
+        let mut incoming = http::HeaderMap::new();
+        incoming.insert(
+            TRACEPARENT,
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        let span = server_span(
+            "/tenancy.identity.v1.IdentityService/GetMe",
+            "identity",
+            "req-1",
+        );
+        (span, incoming)
+    }
+
     /// A JSON log line written while serving an RPC names the method, the
     /// request id, the trace id and the principal, under `span`.
     #[test]
@@ -273,18 +291,7 @@ mod tests {
             false,
         );
         tracing::subscriber::with_default(subscriber, || {
-            let mut incoming = http::HeaderMap::new();
-            incoming.insert(
-                TRACEPARENT,
-                http::HeaderValue::from_static(
-                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                ),
-            );
-            let span = server_span(
-                "/tenancy.identity.v1.IdentityService/GetMe",
-                "identity",
-                "req-1",
-            );
+            let (span, incoming) = get_me_span_with_a_client_parent();
             span.record("user", "u-1");
             accept_parent(&span, &incoming);
             span.in_scope(|| {
@@ -318,18 +325,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry()
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
         tracing::subscriber::with_default(subscriber, || {
-            let mut incoming = http::HeaderMap::new();
-            incoming.insert(
-                TRACEPARENT,
-                http::HeaderValue::from_static(
-                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-                ),
-            );
-            let span = server_span(
-                "/tenancy.identity.v1.IdentityService/GetMe",
-                "identity",
-                "r",
-            );
+            let (span, incoming) = get_me_span_with_a_client_parent();
             accept_parent(&span, &incoming);
             let mut outgoing = http::HeaderMap::new();
             outgoing.insert(TRACEPARENT, http::HeaderValue::from_static("forged"));
