@@ -44,6 +44,20 @@ pub fn client_ip<'a>(
     peer
 }
 
+/// What per-address limits count `ip` under: the address itself for IPv4
+/// (IPv4-mapped IPv6 too), its /64 for IPv6 (what one subscriber usually
+/// holds: counting full addresses would give each of them 2^64 budgets).
+pub fn subscriber(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => ipnet::Ipv6Net::new(v6, 64)
+                .map_or(IpAddr::V6(v6), |net| IpAddr::V6(net.trunc().addr())),
+        },
+        v4 => v4,
+    }
+}
+
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }

@@ -79,7 +79,8 @@ impl ConnectionLimits {
             self.closed(Closed::MaxConnections);
             return Err(Closed::MaxConnections);
         }
-        let key = (!self.exempt.iter().any(|net| net.contains(&peer))).then(|| address_key(peer));
+        let key = (!self.exempt.iter().any(|net| net.contains(&peer)))
+            .then(|| crate::client_ip::subscriber(peer));
         if let Some(key) = key {
             let mut per_address = self.per_address.lock();
             let count = per_address.entry(key).or_insert(0);
@@ -107,21 +108,6 @@ impl ConnectionLimits {
             Closed::IdleTimeout => &self.metrics.idle_timeout,
         }
         .inc();
-    }
-}
-
-/// The key one address's connections are counted under: the address, or
-/// its /64 for IPv6 (IPv4-mapped addresses as IPv4).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let net = ipnet::Ipv6Net::new(v6, 64).map(|n| n.trunc().addr());
-                IpAddr::V6(net.unwrap_or(v6))
-            }
-        },
-        v4 => v4,
     }
 }
 

@@ -49,9 +49,10 @@ impl RateLimits {
         &self.refused
     }
 
-    /// One rate-limited PUBLIC call from `ip`.
+    /// One rate-limited PUBLIC call from `ip` (IPv6: counted per /64).
     pub fn check_public(&self, ip: IpAddr) -> Result<(), Error> {
-        self.public.check_key(&ip).map_err(|not_until| {
+        let key = crate::client_ip::subscriber(ip);
+        self.public.check_key(&key).map_err(|not_until| {
             self.refused.client_address.inc();
             Error::throttled(
                 Reason::RateLimited,
@@ -98,5 +99,29 @@ mod tests {
         assert_eq!(error.reason, Reason::RateLimited);
         assert!(error.retry_after.unwrap() > std::time::Duration::ZERO);
         limits.check_public("203.0.113.2".parse().unwrap()).unwrap();
+    }
+
+    /// Issue 21 §10: an IPv6 client cannot multiply its budget by hopping
+    /// addresses inside its /64; another /64 has its own.
+    #[test]
+    fn ipv6_addresses_of_one_slash_64_share_a_public_budget() {
+        let config = GatewayConfig {
+            public_rate_per_minute: 10,
+            public_burst: 3,
+            ..GatewayConfig::default()
+        };
+        let limits = RateLimits::new(&config);
+        for host in 1..=3 {
+            let ip: IpAddr = format!("2001:db8:7:9::{host}").parse().unwrap();
+            limits.check_public(ip).unwrap();
+        }
+        let hopped: IpAddr = "2001:db8:7:9:ffff::4".parse().unwrap();
+        assert_eq!(
+            limits.check_public(hopped).unwrap_err().reason,
+            Reason::RateLimited
+        );
+        limits
+            .check_public("2001:db8:7:a::1".parse().unwrap())
+            .unwrap();
     }
 }
