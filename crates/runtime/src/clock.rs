@@ -32,6 +32,30 @@ impl Timestamp {
         Self(self.0.saturating_sub(ms))
     }
 
+    /// RFC 3339 text in UTC to the second (`2023-11-14T22:13:20Z`), for
+    /// email templates and operators.
+    pub fn rfc3339(self) -> String {
+        let secs = self.seconds();
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+
     /// The protobuf form.
     pub fn to_proto(self) -> prost_types::Timestamp {
         prost_types::Timestamp {
@@ -109,6 +133,16 @@ pub type SharedClock = Arc<dyn Clock>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_render_as_rfc3339_utc() {
+        assert_eq!(Timestamp(0).rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp(1_700_000_000_000).rfc3339(),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(Timestamp(-1).rfc3339(), "1969-12-31T23:59:59Z");
+    }
 
     #[test]
     fn timestamp_round_trips_through_protobuf() {
