@@ -142,6 +142,9 @@ pub(crate) struct Activity {
     /// Whether a call came at all (until then the handshake timeout
     /// applies, not the idle one).
     called: std::sync::atomic::AtomicBool,
+    /// Signalled when the last call in flight ends: the idle clock starts
+    /// then, and [`idle`] waits for it instead of polling.
+    quiet: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -182,6 +185,9 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.0.since.lock() = Some(Instant::now());
+            // One watcher per connection: a permit stored while it sleeps
+            // on a deadline only costs it one more look.
+            self.0.quiet.notify_one();
         }
     }
 }
@@ -199,9 +205,10 @@ pub(crate) async fn idle(activity: &Activity, handshake: Duration, idle: Duratio
                 };
             }
             Some(deadline) => tokio::time::sleep_until(deadline).await,
-            // A call is in flight: look again later (its end restarts the
-            // clock).
-            None => tokio::time::sleep(idle.min(handshake).max(Duration::from_millis(100))).await,
+            // A call is in flight: wait for the last one to end (which
+            // restarts the clock). A call that ended between the look and
+            // this wait left its permit, so the wait returns at once.
+            None => activity.quiet.notified().await,
         }
     }
 }
@@ -348,6 +355,41 @@ mod tests {
             idle(&activity, handshake, idle_limit).await,
             Closed::IdleTimeout
         );
+        assert_eq!(ended.elapsed(), idle_limit);
+    }
+
+    /// The watcher of a connection with a call in flight sleeps until the
+    /// call ends, not on a timer: it is woken by the end of the call, and
+    /// nothing wakes it before.
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_last_call_wakes_the_idle_watcher() {
+        use std::future::Future as _;
+        use std::sync::atomic::AtomicUsize;
+        use std::task::{Wake, Waker};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let activity = Activity::new();
+        let (handshake, idle_limit) = (Duration::from_secs(10), Duration::from_secs(60));
+        let call = activity.call();
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = TaskContext::from_waker(&waker);
+        let watcher = idle(&activity, handshake, idle_limit);
+        tokio::pin!(watcher);
+        assert!(watcher.as_mut().poll(&mut cx).is_pending());
+        // Hours pass with the call open: no timer of the watcher fires.
+        tokio::time::advance(Duration::from_secs(3 * 3600)).await;
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "woken by a timer");
+        drop(call);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "not woken by the end");
+        assert!(watcher.as_mut().poll(&mut cx).is_pending());
+        let ended = Instant::now();
+        assert_eq!(watcher.await, Closed::IdleTimeout);
         assert_eq!(ended.elapsed(), idle_limit);
     }
 }

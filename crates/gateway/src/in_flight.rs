@@ -2,25 +2,27 @@
 //! calls and streams (a thousand WatchTicket streams) cannot fill the
 //! per-service slots (`gateway.upstream_concurrency`) every customer
 //! shares. A call holds a [`Held`] place in both counts until its response
-//! ends (a stream: until it closes).
+//! ends (a stream: until it closes). Keys are the 16-byte ids
+//! ([`crate::id::Id`]): taking and giving back a place allocates nothing.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::state::FastMap;
+
 /// How many calls each key has in flight, up to a limit.
 pub(crate) struct InFlight<K> {
     limit: u32,
-    counts: Mutex<HashMap<K, u32>>,
+    counts: Mutex<FastMap<K, u32>>,
 }
 
-impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
+impl<K: Hash + Eq + Copy + Send + 'static> InFlight<K> {
     pub(crate) fn new(limit: u32) -> Arc<Self> {
         Arc::new(Self {
             limit,
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(FastMap::default()),
         })
     }
 
@@ -28,7 +30,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> InFlight<K> {
     /// in flight.
     pub(crate) fn enter(self: &Arc<Self>, key: K) -> Option<Held<K>> {
         let mut counts = self.counts.lock();
-        let count = counts.entry(key.clone()).or_insert(0);
+        let count = counts.entry(key).or_insert(0);
         if *count >= self.limit {
             if *count == 0 {
                 counts.remove(&key);

@@ -53,6 +53,15 @@ impl Credential {
             Self::Api(token) => token.user_id,
         }
     }
+
+    /// The account it selects (a portal token's selected account, an API
+    /// token's account).
+    pub fn account(&self) -> Option<Id> {
+        match self {
+            Self::Portal(token) => token.account,
+            Self::Api(token) => Some(token.account_id),
+        }
+    }
 }
 
 /// What the gateway knows of a method besides its rule.

@@ -40,10 +40,11 @@ use tower::ServiceExt as _;
 use crate::client_ip::client_ip;
 use crate::connections::{Activity, Closed, ConnectionLimits, Slot, Tracked};
 use crate::credentials::Authenticator;
+use crate::id::Id;
 use crate::in_flight::{Held, InFlight};
 use crate::limits::RateLimits;
 use crate::metrics::{Decisions, RouteCalls};
-use crate::policy::{self, MethodPolicy};
+use crate::policy::{self, Credential, MethodPolicy};
 use crate::state::{FastMap, LiveState};
 use crate::usage::UsageRecorder;
 
@@ -98,9 +99,9 @@ pub struct Gateway {
     /// The public port's connection limits.
     connections: Arc<ConnectionLimits>,
     /// Calls in flight per user (`gateway.max_calls_per_user`).
-    users_in_flight: Arc<InFlight<String>>,
+    users_in_flight: Arc<InFlight<Id>>,
     /// Calls in flight per account (`gateway.max_calls_per_account`).
-    accounts_in_flight: Arc<InFlight<String>>,
+    accounts_in_flight: Arc<InFlight<Id>>,
     /// Timeouts and keepalive of public connections.
     connection_config: tenancy_runtime::config::GatewayConfig,
     decisions: Decisions,
@@ -460,7 +461,7 @@ impl Gateway {
         }
         // One customer's calls cannot take every upstream slot.
         let callers = match &credential {
-            Some(_) => self.hold_caller_slots(&principal)?,
+            Some(credential) => self.hold_caller_slots(credential, &principal)?,
             None => CallerSlots::default(),
         };
         let stream = match (&credential, route.server_streaming) {
@@ -611,10 +612,13 @@ fn public_tls(config: &tenancy_runtime::config::Config) -> Result<Option<PublicT
 }
 
 impl Gateway {
-    /// Places for one more call of the principal's user and account, or
-    /// RESOURCE_EXHAUSTED `CONCURRENCY_LIMITED` naming the limit.
+    /// Places for one more call of the caller's user and of the account
+    /// the principal passes on (if any), or RESOURCE_EXHAUSTED
+    /// `CONCURRENCY_LIMITED` naming the limit. Keyed by the 16-byte ids of
+    /// the credential: nothing is allocated on this path.
     fn hold_caller_slots(
         &self,
+        credential: &Credential,
         principal: &tenancy_runtime::Principal,
     ) -> Result<CallerSlots, Error> {
         let refused = |limit: &str| {
@@ -624,24 +628,24 @@ impl Gateway {
             )
             .with_metadata("limit", limit)
         };
-        let user = match &principal.user_id {
-            Some(user) => Some(self.users_in_flight.enter(user.clone()).ok_or_else(|| {
+        let user = self
+            .users_in_flight
+            .enter(credential.user())
+            .ok_or_else(|| {
                 self.limits.refused().user_concurrency.inc();
                 refused("user")
+            })?;
+        // The principal names the credential's account only while the
+        // caller may act in it (policy::decide); then it counts there.
+        let account = match principal.account_id.as_ref().and(credential.account()) {
+            Some(account) => Some(self.accounts_in_flight.enter(account).ok_or_else(|| {
+                self.limits.refused().account_concurrency.inc();
+                refused("account")
             })?),
             None => None,
         };
-        let account = match &principal.account_id {
-            Some(account) => Some(self.accounts_in_flight.enter(account.clone()).ok_or_else(
-                || {
-                    self.limits.refused().account_concurrency.inc();
-                    refused("account")
-                },
-            )?),
-            None => None,
-        };
         Ok(CallerSlots {
-            _user: user,
+            _user: Some(user),
             _account: account,
         })
     }
@@ -668,8 +672,8 @@ struct Slots {
 /// A call's places among its user's and its account's calls in flight.
 #[derive(Default)]
 struct CallerSlots {
-    _user: Option<Held<String>>,
-    _account: Option<Held<String>>,
+    _user: Option<Held<Id>>,
+    _account: Option<Held<Id>>,
 }
 
 /// One admitted public connection and what it needs to be served.
