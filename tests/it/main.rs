@@ -10,6 +10,7 @@ mod gateway;
 mod metrics;
 mod replicas;
 mod suite;
+mod tokens;
 mod traces;
 mod transport;
 mod usage;

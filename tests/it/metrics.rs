@@ -14,7 +14,7 @@ use crate::gateway::{PASSWORD, Suite, reason};
 type Series = (String, BTreeMap<String, String>);
 
 /// A scrape, parsed: every sample, and every family's `# TYPE`.
-struct Scrape {
+pub(crate) struct Scrape {
     samples: BTreeMap<Series, f64>,
     types: BTreeMap<String, String>,
 }
@@ -33,7 +33,7 @@ impl Scrape {
     }
 
     /// The sum of `name` over every sample whose labels include `labels`.
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|((n, l), _)| {
@@ -94,7 +94,7 @@ async fn http_get(
     )
 }
 
-async fn scrape(address: SocketAddr) -> Scrape {
+pub(crate) async fn scrape(address: SocketAddr) -> Scrape {
     let (status, headers, body) = http_get(address, "GET", "/metrics", None).await;
     assert!(status.contains(" 200 "), "{status}");
     assert!(
@@ -137,13 +137,20 @@ fn parse(text: &str) -> Scrape {
     Scrape { samples, types }
 }
 
-async fn suite_with_metrics() -> (Suite, SocketAddr) {
+/// The suite with `tweak` applied and its metrics served; the metrics
+/// address.
+pub(crate) async fn suite_with_metrics_and(tweak: impl FnOnce(&mut tenancy_runtime::config::Config)) -> (Suite, SocketAddr) {
     let suite = Suite::start(|config| {
         config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        tweak(config);
     })
     .await;
     let address = suite.running.metrics.expect("metrics are served");
     (suite, address)
+}
+
+async fn suite_with_metrics() -> (Suite, SocketAddr) {
+    suite_with_metrics_and(|_| {}).await
 }
 
 async fn login(suite: &Suite, email: &str, password: &str) -> tonic::Status {

@@ -142,6 +142,7 @@ fn main() {
                             amr: vec!["pwd".into(), "otp".into()],
                             mfa: true,
                             staff: false,
+                            kind: Some("portal".into()),
                         },
                     )
                     .unwrap();

@@ -9,13 +9,17 @@
 //! ~2 µs per 400-byte JWT on CPUs without SHA extensions — the whole
 //! decision budget.
 //! API tokens are resolved through identity's IntrospectApiToken once and
-//! cached the same way; unknown ones are remembered briefly so guessing
-//! costs the attacker, not identity. A dead token gets the same answer
+//! cached the same way. Guessing costs the attacker, not identity: a string
+//! without the API-token form and checksum is refused here, unknown tokens
+//! are remembered briefly, and an address whose introspections keep
+//! failing is refused further uncached ones for a while
+//! (`limits::FailedLookups`). A dead token gets the same answer
 //! whether or not it was cached: identity says why an uncached one is dead
 //! (revoked, expired) and [`policy::decide`](crate::policy::decide) says the
 //! same of a cached one; unknown or malformed is `TOKEN_INVALID`.
 
 use std::hash::{BuildHasher as _, RandomState};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -30,11 +34,12 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::id::parse_id;
 use crate::jwt::{Claims, JwtVerifier, LEEWAY_SECONDS, PortalToken, TokenError};
+use crate::limits::FailedLookups;
 use crate::policy::{ApiToken, Credential};
 use crate::state::FastMap;
 
 /// Prefix of Public API tokens.
-pub const API_TOKEN_PREFIX: &str = "tny_";
+pub const API_TOKEN_PREFIX: &str = tenancy_runtime::api_token::PREFIX;
 /// How long an unknown API token is remembered as unknown.
 const NEGATIVE_TTL_MS: i64 = 5_000;
 /// How long a revoked or expired API token is remembered as such (it never
@@ -111,6 +116,8 @@ pub struct Authenticator {
     /// forwarded calls.
     signer: Signer,
     lookups: crate::metrics::TokenCache,
+    /// Failed introspections per client address.
+    failures: FailedLookups,
 }
 
 /// What signs the gateway's principals: the key, time, unique call ids.
@@ -160,7 +167,23 @@ impl Authenticator {
             last_jwks_fetch: tokio::sync::Mutex::new(None),
             signer,
             lookups: crate::metrics::TokenCache::default(),
+            failures: FailedLookups::new(
+                &tenancy_runtime::config::GatewayConfig::default(),
+                tenancy_runtime::metrics::Counter::default(),
+            ),
         }
+    }
+
+    /// The same authenticator, limiting failed API-token introspections
+    /// per client address as `config` says, counting refusals into
+    /// `refused`.
+    pub(crate) fn limiting_failures(
+        mut self,
+        config: &tenancy_runtime::config::GatewayConfig,
+        refused: tenancy_runtime::metrics::Counter,
+    ) -> Self {
+        self.failures = FailedLookups::new(config, refused);
+        self
     }
 
     /// The same authenticator, counting cache hits and misses into
@@ -175,11 +198,12 @@ impl Authenticator {
         (self.portal.read().len(), self.api.read().len())
     }
 
-    /// The credential of a request; `Ok(None)` without an `authorization`
-    /// header.
+    /// The credential of a request from `ip`; `Ok(None)` without an
+    /// `authorization` header.
     pub async fn authenticate(
         &self,
         authorization: Option<&http::HeaderValue>,
+        ip: IpAddr,
         now_ms: i64,
     ) -> Result<Option<Credential>, Error> {
         let Some(header) = authorization else {
@@ -201,7 +225,7 @@ impl Authenticator {
                 )
             })?;
         if token.starts_with(API_TOKEN_PREFIX) {
-            self.api_token(token, now_ms)
+            self.api_token(token, ip, now_ms)
                 .await
                 .map(|t| Some(Credential::Api(t)))
         } else {
@@ -244,7 +268,15 @@ impl Authenticator {
         Ok(verified)
     }
 
-    async fn api_token(&self, token: &str, now_ms: i64) -> Result<ApiToken, Error> {
+    async fn api_token(&self, token: &str, ip: IpAddr, now_ms: i64) -> Result<ApiToken, Error> {
+        // Garbage and typos are told apart offline: no lookup, no cache
+        // entry, no introspection.
+        if !tenancy_runtime::api_token::well_formed(token) {
+            return Err(Error::new(
+                Reason::TokenMalformed,
+                "not an API token (wrong length, characters or checksum)",
+            ));
+        }
         let tag = self.tagger.tag(token);
         match self.api.read().get(&tag) {
             Some(ApiEntry::Known(t)) => {
@@ -257,6 +289,7 @@ impl Authenticator {
             }
             _ => self.lookups.api_miss.inc(),
         };
+        self.failures.check(ip)?;
         let answer = self
             .identity_internal
             .clone()
@@ -314,6 +347,15 @@ impl Authenticator {
                     .with_metadata("service", "identity"));
             }
         };
+        if matches!(
+            entry,
+            ApiEntry::Dead {
+                why: Dead::Unknown,
+                ..
+            }
+        ) {
+            self.failures.failed(ip);
+        }
         let mut cache = self.api.write();
         if cache.len() >= CACHE_CAP {
             cache.clear();
@@ -375,6 +417,7 @@ impl Authenticator {
 
     /// Drops expired entries; run periodically.
     pub fn prune(&self, now_ms: i64) {
+        self.failures.prune();
         self.portal.write().retain(|_, c| unexpired(c, now_ms));
         self.api.write().retain(|_, e| match e {
             ApiEntry::Known(t) => t.expire_ms.is_none_or(|x| x > now_ms),

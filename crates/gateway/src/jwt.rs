@@ -2,8 +2,12 @@
 //!
 //! Only EdDSA is accepted: the algorithm is fixed by us, never read from the
 //! token, so `alg: none` and algorithm-confusion tokens fail. Issuer,
-//! audience and expiry (with at most 30 s leeway) are checked. Keys are
-//! cached by `kid`; an unknown `kid` triggers one refresh (rate-limited).
+//! audience, expiry and not-before (with at most 30 s leeway) are checked,
+//! and the token's type: the `typ` header must be `at+jwt` (or `JWT` from
+//! identities before it set one) and the `kind` claim `portal`
+//! ([`tenancy_runtime::access_token`]), so no other kind of JWT signed with
+//! the same keys authenticates a call. Keys are cached by `kid`; an unknown
+//! `kid` triggers one refresh (rate-limited).
 
 use std::collections::HashMap;
 
@@ -11,7 +15,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::RwLock;
 use serde::Deserialize;
-use tenancy_runtime::Reason;
+use tenancy_runtime::{Reason, access_token};
 
 use crate::id::{Id, parse_id};
 
@@ -50,6 +54,9 @@ pub struct Claims {
     /// Whether the user is support staff.
     #[serde(default)]
     pub staff: bool,
+    /// The token's type: `portal` for an access token.
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 /// Authentication methods (RFC 8176) as a set of bits, so a cached token is
@@ -181,6 +188,12 @@ pub enum TokenError {
     /// From another issuer.
     #[error("token issuer not accepted")]
     WrongIssuer,
+    /// Before its `nbf` (beyond the leeway).
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// A JWT that is not an access token (`typ` header or `kind` claim).
+    #[error("not an access token")]
+    WrongType,
 }
 
 impl TokenError {
@@ -194,6 +207,8 @@ impl TokenError {
             Self::Expired => Reason::TokenExpired,
             Self::WrongAudience => Reason::TokenAudienceInvalid,
             Self::WrongIssuer => Reason::TokenIssuerInvalid,
+            Self::NotYetValid => Reason::TokenNotYetValid,
+            Self::WrongType => Reason::TokenTypeInvalid,
         }
     }
 }
@@ -209,6 +224,7 @@ impl JwtVerifier {
     pub fn new(issuer: &str, audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -246,19 +262,30 @@ impl JwtVerifier {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::WrongAlgorithm);
         }
+        if !matches!(
+            header.typ.as_deref(),
+            Some(access_token::TYP | access_token::LEGACY_TYP)
+        ) {
+            return Err(TokenError::WrongType);
+        }
         let kid = header.kid.ok_or(TokenError::Malformed)?;
         let keys = self.keys.read();
         let key = keys.get(&kid).ok_or(TokenError::UnknownKey(kid))?;
-        jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 ErrorKind::InvalidAudience => TokenError::WrongAudience,
                 ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
                 ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
                 _ => TokenError::Malformed,
-            })
+            })?;
+        if claims.kind.as_deref() != Some(access_token::KIND) {
+            return Err(TokenError::WrongType);
+        }
+        Ok(claims)
     }
 }
 
@@ -291,9 +318,14 @@ mod tests {
         }
 
         fn sign(&self, claims: &serde_json::Value) -> String {
-            let der = self.key.to_pkcs8_der().unwrap();
             let mut header = Header::new(Algorithm::EdDSA);
             header.kid = Some(self.kid.to_owned());
+            header.typ = Some("at+jwt".into());
+            self.sign_with(header, claims)
+        }
+
+        fn sign_with(&self, header: Header, claims: &serde_json::Value) -> String {
+            let der = self.key.to_pkcs8_der().unwrap();
             jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(der.as_bytes()))
                 .unwrap()
         }
@@ -308,6 +340,7 @@ mod tests {
             "iss": "tenancy", "aud": "tenancy-portal", "sub": "u1", "sid": "s1",
             "acc": "a1", "iat": now() - 10, "exp": now() + exp_offset,
             "auth_time": now() - 10, "amr": ["pwd"], "mfa": false, "staff": false,
+            "kind": "portal", "nbf": now() - 10,
         })
     }
 
@@ -459,5 +492,58 @@ mod tests {
             }
             .has_second_factor()
         );
+    }
+
+    #[test]
+    fn a_token_before_its_nbf_is_refused_beyond_the_leeway() {
+        let issuer = Issuer::new("k1");
+        let verifier = verifier(&issuer);
+        let mut early = claims(600);
+        early["nbf"] = json!(now() + 20);
+        assert!(verifier.verify(&issuer.sign(&early)).is_ok(), "within leeway");
+        early["nbf"] = json!(now() + 120);
+        assert_eq!(
+            verifier.verify(&issuer.sign(&early)),
+            Err(TokenError::NotYetValid)
+        );
+        // Tokens from before identity set `nbf` have none: still accepted.
+        let mut without = claims(600);
+        without.as_object_mut().unwrap().remove("nbf");
+        assert!(verifier.verify(&issuer.sign(&without)).is_ok());
+    }
+
+    #[test]
+    fn only_access_tokens_are_accepted() {
+        let issuer = Issuer::new("k1");
+        let verifier = verifier(&issuer);
+        // Another kind, or none.
+        let mut other = claims(600);
+        other["kind"] = json!("id");
+        assert_eq!(
+            verifier.verify(&issuer.sign(&other)),
+            Err(TokenError::WrongType)
+        );
+        other.as_object_mut().unwrap().remove("kind");
+        assert_eq!(
+            verifier.verify(&issuer.sign(&other)),
+            Err(TokenError::WrongType)
+        );
+        // Another `typ`, or none; the legacy `JWT` with `kind` portal passes.
+        for (typ, expected) in [
+            (Some("id+jwt"), Err(TokenError::WrongType)),
+            (None, Err(TokenError::WrongType)),
+            (Some("JWT"), Ok(())),
+        ] {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some("k1".into());
+            header.typ = typ.map(str::to_owned);
+            assert_eq!(
+                verifier
+                    .verify(&issuer.sign_with(header, &claims(600)))
+                    .map(|_| ()),
+                expected,
+                "{typ:?}"
+            );
+        }
     }
 }

@@ -1,12 +1,17 @@
 //! Abuse limits: per client address on rate-limited PUBLIC methods (login,
-//! sign-up, password reset), per user on everything authenticated.
+//! sign-up, password reset), per user on everything authenticated, and per
+//! client address on API-token introspections that fail.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::Mutex;
 use tenancy_runtime::config::GatewayConfig;
+use tenancy_runtime::metrics::Counter;
 use tenancy_runtime::{Error, Reason};
 
 use crate::id::Id;
@@ -79,6 +84,78 @@ impl RateLimits {
     }
 }
 
+/// Failed API-token introspections per client address (IPv6: per /64).
+///
+/// Every well-formed `tny_` string the gateway has not cached costs an
+/// introspection call to identity; a stranger cycling through made-up
+/// tokens would make the gateway ask identity for each. An address whose
+/// guesses failed `gateway.api_token_failure_burst` times (refilling at
+/// `gateway.api_token_failures_per_minute`) gets RESOURCE_EXHAUSTED
+/// `RATE_LIMITED` for uncached tokens until the budget refills, without
+/// identity being asked. Only failures count: an address introducing many
+/// real tokens (after a gateway restart, say) is never held up, and cached
+/// tokens, good or dead, are answered as before.
+pub(crate) struct FailedLookups {
+    budget: DefaultKeyedRateLimiter<IpAddr>,
+    /// Addresses out of budget, and until when.
+    blocked: Mutex<HashMap<IpAddr, Instant>>,
+    clock: DefaultClock,
+    refused: Counter,
+}
+
+impl FailedLookups {
+    /// Limits as configured; refusals counted into `refused`.
+    pub(crate) fn new(config: &GatewayConfig, refused: Counter) -> Self {
+        let quota = Quota::per_minute(non_zero(config.api_token_failures_per_minute))
+            .allow_burst(non_zero(config.api_token_failure_burst));
+        Self {
+            budget: RateLimiter::keyed(quota),
+            blocked: Mutex::new(HashMap::new()),
+            clock: DefaultClock::default(),
+            refused,
+        }
+    }
+
+    /// Whether `ip` may have an uncached token introspected now.
+    pub(crate) fn check(&self, ip: IpAddr) -> Result<(), Error> {
+        let key = crate::client_ip::subscriber(ip);
+        let now = Instant::now();
+        let mut blocked = self.blocked.lock();
+        match blocked.get(&key) {
+            Some(until) if *until > now => {
+                let wait = *until - now;
+                drop(blocked);
+                self.refused.inc();
+                Err(Error::throttled(Reason::RateLimited, wait))
+            }
+            Some(_) => {
+                blocked.remove(&key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// An introspection for `ip` found no live token: one failure spent;
+    /// the address is blocked when its budget is gone.
+    pub(crate) fn failed(&self, ip: IpAddr) {
+        let key = crate::client_ip::subscriber(ip);
+        if let Err(not_until) = self.budget.check_key(&key) {
+            let wait = not_until.wait_time_from(self.clock.now());
+            self.blocked
+                .lock()
+                .insert(key, Instant::now() + wait.max(Duration::from_millis(1)));
+        }
+    }
+
+    /// Forgets idle addresses; run periodically so memory stays bounded.
+    pub(crate) fn prune(&self) {
+        self.budget.retain_recent();
+        let now = Instant::now();
+        self.blocked.lock().retain(|_, until| *until > now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +200,26 @@ mod tests {
         limits
             .check_public("2001:db8:7:a::1".parse().unwrap())
             .unwrap();
+    }
+
+    #[test]
+    fn failed_lookups_block_an_address_once_its_budget_is_spent() {
+        let config = GatewayConfig {
+            api_token_failures_per_minute: 1,
+            api_token_failure_burst: 2,
+            ..GatewayConfig::default()
+        };
+        let failures = FailedLookups::new(&config, Counter::default());
+        let ip: IpAddr = "2001:db8:1:1::1".parse().unwrap();
+        for _ in 0..2 {
+            failures.check(ip).unwrap();
+            failures.failed(ip);
+        }
+        failures.check(ip).unwrap();
+        failures.failed(ip);
+        let refused = failures.check("2001:db8:1:1::2".parse().unwrap()).unwrap_err();
+        assert_eq!(refused.reason, Reason::RateLimited);
+        assert!(refused.retry_after.unwrap() > Duration::ZERO);
+        failures.check("2001:db8:1:2::1".parse().unwrap()).unwrap();
     }
 }

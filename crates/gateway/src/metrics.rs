@@ -89,13 +89,16 @@ pub(crate) struct Limits {
     pub(crate) user_concurrency: Counter,
     /// Calls in flight for one account (`gateway.max_calls_per_account`).
     pub(crate) account_concurrency: Counter,
+    /// Uncached API tokens from an address whose introspections failed
+    /// too often (`gateway.api_token_failure_burst`).
+    pub(crate) api_token_failures: Counter,
 }
 
 impl Limits {
     pub(crate) fn new(metrics: &Metrics) -> Self {
         let family = metrics.counter_family::<LimitLabel>(
             "tenancy_gateway_rate_limited",
-            "Calls refused by a limit: client_address (rate-limited PUBLIC methods per address), user (authenticated calls per user), upstream_concurrency (calls in flight to one service), user_concurrency and account_concurrency (calls in flight for one user or one account)",
+            "Calls refused by a limit: client_address (rate-limited PUBLIC methods per address), user (authenticated calls per user), upstream_concurrency (calls in flight to one service), user_concurrency and account_concurrency (calls in flight for one user or one account), api_token_failures (uncached API tokens from an address whose introspections failed too often)",
         );
         let limit = |limit| family.get_or_create_owned(&LimitLabel { limit });
         Self {
@@ -104,6 +107,7 @@ impl Limits {
             upstream: limit("upstream_concurrency"),
             user_concurrency: limit("user_concurrency"),
             account_concurrency: limit("account_concurrency"),
+            api_token_failures: limit("api_token_failures"),
         }
     }
 }

@@ -213,6 +213,11 @@ impl Gateway {
             },
         )
         .measured(&context.metrics);
+        let limits = RateLimits::new(&config.gateway).measured(&context.metrics);
+        let authenticator = authenticator.limiting_failures(
+            &config.gateway,
+            limits.refused().api_token_failures.clone(),
+        );
         let authenticator = Arc::new(authenticator);
         let cached = Arc::downgrade(&authenticator);
         crate::metrics::TokenCache::entries(&context.metrics, move || {
@@ -222,7 +227,7 @@ impl Gateway {
             routes,
             state: Arc::new(LiveState::default()),
             authenticator,
-            limits: RateLimits::new(&config.gateway).measured(&context.metrics),
+            limits,
             trusted_proxies: config.gateway.trusted_proxies.clone(),
             key: context.key.clone(),
             clock: context.clock.clone(),
@@ -444,7 +449,7 @@ impl Gateway {
             None
         } else {
             self.authenticator
-                .authenticate(request.headers().get(http::header::AUTHORIZATION), now)
+                .authenticate(request.headers().get(http::header::AUTHORIZATION), ip, now)
                 .await?
         };
         let mut principal =

@@ -288,6 +288,12 @@ pub struct GatewayConfig {
     pub public_rate_per_minute: u32,
     /// Burst of rate-limited PUBLIC calls per client address.
     pub public_burst: u32,
+    /// Failed API-token introspections (unknown tokens) per client address,
+    /// per minute, once the burst is spent; beyond, uncached API tokens
+    /// from that address are refused without asking identity.
+    pub api_token_failures_per_minute: u32,
+    /// Burst of failed API-token introspections per client address.
+    pub api_token_failure_burst: u32,
     /// Rate of authenticated calls per user, per second.
     pub principal_rate_per_second: u32,
     /// Burst of authenticated calls per user.
@@ -368,6 +374,8 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             public_rate_per_minute: 10,
             public_burst: 20,
+            api_token_failures_per_minute: 10,
+            api_token_failure_burst: 20,
             principal_rate_per_second: 100,
             principal_burst: 200,
             upstream_concurrency: 1024,

@@ -16,6 +16,8 @@
 //! - [`metrics`]: Prometheus metrics, the standard gRPC ones from a tower
 //!   layer on every server and every [`Channel`], served on `metrics_listen`.
 //! - [`ids`]: UUIDv7 ids, page sizes and opaque keyset page tokens.
+//! - [`api_token`] and [`access_token`]: the form of Public API tokens
+//!   (prefix, checksum) and what marks a JWT as an access token.
 //! - [`secret`]: random tokens, SHA-256 storage hashes, constant-time
 //!   comparison.
 //! - [`clock`]: injectable time.
@@ -26,6 +28,8 @@
 //!   replica, health-checked, calls retried on another replica when safe.
 //! - [`telemetry`] and [`shutdown`]: logs and signals.
 
+pub mod access_token;
+pub mod api_token;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -41,6 +41,9 @@ pub(crate) struct Claims {
     pub(crate) acc: Option<String>,
     /// Issued at (s).
     pub(crate) iat: i64,
+    /// Not before (s): the issue time; verifiers refuse the token before
+    /// it (with their clock-skew leeway).
+    pub(crate) nbf: i64,
     /// The revocation log's position when the token was issued: a
     /// revocation by cut-off (USER_TOKENS_BEFORE, USER_ACCOUNT) ends the
     /// tokens whose `rev` is below the event's position, which orders
@@ -56,7 +59,7 @@ pub(crate) struct Claims {
     pub(crate) mfa: bool,
     /// Whether the user is staff.
     pub(crate) staff: bool,
-    /// Token kind: "portal".
+    /// Token kind: [`tenancy_runtime::access_token::KIND`].
     pub(crate) kind: String,
 }
 
@@ -133,6 +136,9 @@ impl App {
             .map_err(Error::internal)?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
+        // Typed, so that no other JWT these keys may sign one day passes
+        // for an access token (RFC 9068 §2.1).
+        header.typ = Some(tenancy_runtime::access_token::TYP.to_owned());
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der))
             .map_err(|e| Error::internal(format_args!("jwt: {e}")).into())
     }

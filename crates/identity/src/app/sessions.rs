@@ -176,13 +176,14 @@ impl App {
             sid: session.id.clone(),
             acc: session.account_id.clone(),
             iat,
+            nbf: iat,
             rev: flags.rev,
             exp: exp.seconds(),
             auth_time: Timestamp(session.auth_time).seconds(),
             amr: session.amr.clone(),
             mfa: flags.mfa,
             staff: flags.staff,
-            kind: "portal".into(),
+            kind: tenancy_runtime::access_token::KIND.into(),
         };
         Ok(AccessToken {
             token: self.sign(&claims).await?,

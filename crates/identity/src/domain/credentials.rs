@@ -2,64 +2,13 @@
 //! code words.
 
 use rand::Rng as _;
-use rand::RngCore as _;
 use tenancy_runtime::secret::sha256_hex;
 
-/// Prefix of Public API tokens.
-pub(crate) const API_TOKEN_PREFIX: &str = "tny_";
-const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-/// Base62 characters encoding 32 random bytes.
-const BODY_LEN: usize = 43;
-/// Base62 characters encoding the CRC32 checksum.
-const CHECKSUM_LEN: usize = 6;
-
-fn base62(bytes: &[u8], width: usize) -> String {
-    let mut digits = Vec::with_capacity(width);
-    let mut number = bytes.to_vec();
-    while number.iter().any(|b| *b != 0) {
-        let mut rem = 0u32;
-        for byte in number.iter_mut() {
-            let acc = (rem << 8) | u32::from(*byte);
-            *byte = u8::try_from(acc / 62).unwrap_or(0);
-            rem = acc % 62;
-        }
-        digits.push(BASE62[usize::try_from(rem).unwrap_or(0)]);
-    }
-    while digits.len() < width {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    String::from_utf8(digits).unwrap_or_default()
-}
-
-/// A new API token: `tny_` + base62(32 random bytes) + base62(CRC32 of the
-/// body), recognisable by secret scanners and checkable offline.
-pub(crate) fn new_api_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let body = base62(&bytes, BODY_LEN);
-    let checksum = base62(
-        &crc32fast::hash(body.as_bytes()).to_be_bytes(),
-        CHECKSUM_LEN,
-    );
-    format!("{API_TOKEN_PREFIX}{body}{checksum}")
-}
-
-/// Whether `token` has the API-token shape and a valid checksum (cheap
-/// rejection of garbage before any lookup).
-pub(crate) fn api_token_well_formed(token: &str) -> bool {
-    let Some(rest) = token.strip_prefix(API_TOKEN_PREFIX) else {
-        return false;
-    };
-    if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return false;
-    }
-    let (body, checksum) = rest.split_at(BODY_LEN);
-    base62(
-        &crc32fast::hash(body.as_bytes()).to_be_bytes(),
-        CHECKSUM_LEN,
-    ) == checksum
-}
+/// API tokens: their form is shared with the gateway, which checks it
+/// before asking identity about a token.
+pub(crate) use tenancy_runtime::api_token::{
+    generate as new_api_token, well_formed as api_token_well_formed,
+};
 
 /// Ten fresh recovery codes, `xxxxx-xxxxx` in lower-case base32.
 pub(crate) fn new_recovery_codes() -> Vec<String> {
@@ -97,21 +46,6 @@ pub(crate) fn normalise_code_word(raw: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn api_tokens_have_prefix_length_and_checksum() {
-        let t = new_api_token();
-        assert!(t.starts_with("tny_"));
-        assert_eq!(t.len(), 4 + 43 + 6);
-        assert!(api_token_well_formed(&t));
-        let mut tampered = t.clone().into_bytes();
-        tampered[10] = if tampered[10] == b'A' { b'B' } else { b'A' };
-        assert!(!api_token_well_formed(
-            &String::from_utf8(tampered).unwrap()
-        ));
-        assert!(!api_token_well_formed("tny_short"));
-        assert_ne!(new_api_token(), t);
-    }
 
     #[test]
     fn recovery_codes_are_ten_and_normalise() {
