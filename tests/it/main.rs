@@ -7,6 +7,7 @@ mod connections;
 mod decisions;
 mod errors;
 mod gateway;
+mod malformed;
 mod metrics;
 mod replicas;
 mod suite;

@@ -28,6 +28,7 @@ use tenancy_runtime::config::{ConfigError, ServiceName};
 use tenancy_runtime::metrics::{Call as CallMetrics, GrpcServerLayer, GrpcServerService};
 use tenancy_runtime::principal::{Call, CallIds, PrincipalKey, strip_reserved};
 use tenancy_runtime::replicas::ReplicaSet;
+use tenancy_runtime::server::{Undecodable, UndecodableLayer};
 use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::tls::PublicTls;
 use tenancy_runtime::upstream::{Dialer, UpstreamBody};
@@ -89,7 +90,7 @@ pub struct Gateway {
     /// Uses of tokens and sessions, reported to identity in batches.
     pub(crate) usage: Arc<UsageRecorder>,
     /// Health and reflection, answered here.
-    local: GrpcServerService<tonic::service::Routes>,
+    local: GrpcServerService<Undecodable<tonic::service::Routes>>,
     pub(crate) health: tonic_health::server::HealthReporter,
     request_ids: RequestIds,
     /// One id per signed principal: services refuse a repeated one.
@@ -197,9 +198,11 @@ impl Gateway {
         let local = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
+        // What the gateway decodes itself answers undecodable requests as
+        // the services do.
         let local = tower::Layer::layer(
             &GrpcServerLayer::new(&context.metrics, "gateway", Some(config.request_timeout)),
-            local,
+            tower::Layer::layer(&UndecodableLayer, local),
         );
         let authenticator = Authenticator::new(
             &config.auth.issuer,

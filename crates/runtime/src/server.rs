@@ -5,13 +5,17 @@
 //!    (streams are bounded by their own deadline, not this one);
 //! 2. the gRPC metrics ([`GrpcServerLayer`](crate::metrics::GrpcServerLayer)),
 //!    so every call counts, refusals before any handler included;
-//! 3. [`PrincipalLayer`], which decides who may call before any handler or
+//! 3. [`UndecodableLayer`], which turns tonic's own refusals of a request
+//!    it could not decode (INTERNAL with the decoder's words, OUT_OF_RANGE
+//!    for an oversize message) into the catalogue's INVALID_ARGUMENT
+//!    `MESSAGE_MALFORMED` and RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE`;
+//! 4. [`PrincipalLayer`], which decides who may call before any handler or
 //!    database is touched: INTERNAL methods only the callers their rule
 //!    names (as their mutual-TLS certificates name them), every other
 //!    method only the gateway, with a valid principal signed for this method
 //!    and never used before; it hands handlers the verified [`Principal`]
 //!    in the request extensions;
-//! 4. the routes: the service's own, health, and reflection (v1 and v1alpha,
+//! 5. the routes: the service's own, health, and reflection (v1 and v1alpha,
 //!    so grpcurl 1.8 works).
 
 use std::collections::HashMap;
@@ -87,6 +91,7 @@ pub async fn serve(
             crate::tls::caller_name(options.tls.caller()),
             Some(options.request_timeout),
         ))
+        .layer(UndecodableLayer)
         .layer(PrincipalLayer::new(&options))
         .add_routes(routes)
         .add_service(health_service)
@@ -251,6 +256,101 @@ pub fn descriptor_set_of(set: &[u8], service_names: &[&str]) -> Result<Vec<u8>, 
         }
     }
     Ok(out)
+}
+
+/// Answers requests tonic could not decode as the catalogue says, not as
+/// tonic does.
+///
+/// Tonic refuses a request message it cannot decode before any handler
+/// runs: bad protobuf (prost's `DecodeError`), broken framing (a
+/// compression flag without `grpc-encoding`, a truncated frame, no message
+/// at all) as INTERNAL with the decoder's description, an oversize message
+/// as OUT_OF_RANGE, an oversize decompressed one as RESOURCE_EXHAUSTED —
+/// all client mistakes, none with an `ErrorInfo`. Those answers are
+/// trailers-only responses (the status in the headers) without
+/// `grpc-status-details-bin`; every answer of ours carries the details (the
+/// one [`Error`] → `Status` mapping), so such a response with one of those
+/// codes can only be tonic's. It becomes INVALID_ARGUMENT
+/// `MESSAGE_MALFORMED` or RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE` with a
+/// plain message; the decoder's words go to the debug log only. Every
+/// server uses it ([`serve`]), the gateway for what it answers itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UndecodableLayer;
+
+impl<S> tower::Layer<S> for UndecodableLayer {
+    type Service = Undecodable<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Undecodable { inner }
+    }
+}
+
+/// The service [`UndecodableLayer`] wraps.
+#[derive(Clone, Debug)]
+pub struct Undecodable<S> {
+    inner: S,
+}
+
+/// The refusal to send instead of tonic's answer in `headers`, if it is one
+/// of tonic's refusals of an undecodable request.
+fn undecodable(headers: &http::HeaderMap) -> Option<Error> {
+    if headers.contains_key("grpc-status-details-bin") {
+        return None;
+    }
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(tonic::Code::from_i32)?;
+    let error = match code {
+        // The whole message is at fault: the violation names no field of
+        // it, but the request itself.
+        tonic::Code::Internal => Error::invalid(
+            Reason::MessageMalformed,
+            "request",
+            "not a valid message of this method's request type",
+        ),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => Error::new(
+            Reason::MessageTooLarge,
+            "the request message is larger than this server accepts",
+        ),
+        _ => return None,
+    };
+    tracing::debug!(
+        ?code,
+        decoder = headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+        "request not decoded"
+    );
+    Some(error)
+}
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for Undecodable<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(match undecodable(response.headers()) {
+                Some(error) => tonic::Status::from(error).into_http(),
+                None => response,
+            })
+        })
+    }
 }
 
 /// Verifies the forwarded principal of every call to a Tenancy method.
