@@ -40,11 +40,26 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>, tonic::Code, Reason)> {
             malformed.1,
         ),
         // Wire type 7 does not exist.
-        ("bad wire type", frame(0, 2, &[0x0f, 0x00]), malformed.0, malformed.1),
+        (
+            "bad wire type",
+            frame(0, 2, &[0x0f, 0x00]),
+            malformed.0,
+            malformed.1,
+        ),
         // Compressed flag without `grpc-encoding`.
-        ("compressed flag", frame(1, 1, &[0x00]), malformed.0, malformed.1),
+        (
+            "compressed flag",
+            frame(1, 1, &[0x00]),
+            malformed.0,
+            malformed.1,
+        ),
         // A frame shorter than its header says.
-        ("truncated frame", frame(0, 10, &[0x0a]), malformed.0, malformed.1),
+        (
+            "truncated frame",
+            frame(0, 10, &[0x0a]),
+            malformed.0,
+            malformed.1,
+        ),
         // No message at all.
         ("no message", Vec::new(), malformed.0, malformed.1),
         // More than `max_message_bytes` (4 MiB) announced.
@@ -59,12 +74,17 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>, tonic::Code, Reason)> {
 
 /// Sends `body` as the request of `path` over `channel` (with `headers`),
 /// and returns the status of the answer (from its headers, or trailers).
-async fn send<S>(mut channel: S, path: &str, body: Vec<u8>, headers: http::HeaderMap) -> tonic::Status
+async fn send<S>(
+    mut channel: S,
+    path: &str,
+    body: Vec<u8>,
+    headers: http::HeaderMap,
+) -> tonic::Status
 where
     S: tonic::codegen::Service<
-        http::Request<tonic::body::Body>,
-        Response = http::Response<tonic::body::Body>,
-    >,
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        >,
     S::Error: std::fmt::Debug,
 {
     let mut request = http::Request::builder()
@@ -126,7 +146,14 @@ fn assert_refused(status: &tonic::Status, what: &str, code: tonic::Code, expecte
     );
     let message = status.message().to_lowercase();
     for internal in [
-        "decode", "protobuf", "buffer", "utf-8", "wire type", "eof", "compress", "bytes",
+        "decode",
+        "protobuf",
+        "buffer",
+        "utf-8",
+        "wire type",
+        "eof",
+        "compress",
+        "bytes",
     ] {
         assert!(!message.contains(internal), "{what}: {message}");
     }
@@ -136,13 +163,22 @@ fn assert_refused(status: &tonic::Status, what: &str, code: tonic::Code, expecte
 async fn malformed_requests_are_invalid_argument_from_every_service_directly() {
     let suite = Suite::start(|_| {}).await;
     for (service, path) in [
-        (ServiceName::Identity, "/tenancy.identity.v1.IdentityService/Login"),
-        (ServiceName::Account, "/tenancy.account.v1.AccountService/GetAccount"),
+        (
+            ServiceName::Identity,
+            "/tenancy.identity.v1.IdentityService/Login",
+        ),
+        (
+            ServiceName::Account,
+            "/tenancy.account.v1.AccountService/GetAccount",
+        ),
         (
             ServiceName::Contacts,
             "/tenancy.contacts.v1.ContactsService/ListContacts",
         ),
-        (ServiceName::Support, "/tenancy.support.v1.SupportService/ListTickets"),
+        (
+            ServiceName::Support,
+            "/tenancy.support.v1.SupportService/ListTickets",
+        ),
     ] {
         let channel = TestChannel::new(service.caller(), suite.running.service(service).unwrap())
             .as_caller(Peer::Gateway);
@@ -159,7 +195,12 @@ async fn malformed_requests_are_invalid_argument_from_every_service_directly() {
     )
     .as_caller(Peer::Gateway);
     let status = send(channel, login, not_utf8(), signed(login)).await;
-    assert_refused(&status, "not UTF-8", tonic::Code::InvalidArgument, Reason::MessageMalformed);
+    assert_refused(
+        &status,
+        "not UTF-8",
+        tonic::Code::InvalidArgument,
+        Reason::MessageMalformed,
+    );
     // Health and reflection on a service port, decoded by tonic too.
     let channel = TestChannel::new(
         Peer::Identity,
@@ -173,7 +214,12 @@ async fn malformed_requests_are_invalid_argument_from_every_service_directly() {
         http::HeaderMap::new(),
     )
     .await;
-    assert_refused(&status, "health", tonic::Code::InvalidArgument, Reason::MessageMalformed);
+    assert_refused(
+        &status,
+        "health",
+        tonic::Code::InvalidArgument,
+        Reason::MessageMalformed,
+    );
 }
 
 #[tokio::test]
@@ -185,9 +231,15 @@ async fn malformed_requests_are_invalid_argument_through_the_gateway() {
     authorized.insert("authorization", format!("Bearer {token}").parse().unwrap());
     for (path, headers) in [
         // PUBLIC, forwarded to identity.
-        ("/tenancy.identity.v1.IdentityService/Login", http::HeaderMap::new()),
+        (
+            "/tenancy.identity.v1.IdentityService/Login",
+            http::HeaderMap::new(),
+        ),
         // Authenticated, forwarded to account.
-        ("/tenancy.account.v1.AccountService/GetAccount", authorized.clone()),
+        (
+            "/tenancy.account.v1.AccountService/GetAccount",
+            authorized.clone(),
+        ),
         // Answered by the gateway itself.
         ("/grpc.health.v1.Health/Check", http::HeaderMap::new()),
     ] {
@@ -197,8 +249,19 @@ async fn malformed_requests_are_invalid_argument_through_the_gateway() {
         }
     }
     let login = "/tenancy.identity.v1.IdentityService/Login";
-    let status = send(suite.gateway.clone(), login, not_utf8(), http::HeaderMap::new()).await;
-    assert_refused(&status, "not UTF-8", tonic::Code::InvalidArgument, Reason::MessageMalformed);
+    let status = send(
+        suite.gateway.clone(),
+        login,
+        not_utf8(),
+        http::HeaderMap::new(),
+    )
+    .await;
+    assert_refused(
+        &status,
+        "not UTF-8",
+        tonic::Code::InvalidArgument,
+        Reason::MessageMalformed,
+    );
     // The gateway and the services still serve well-formed calls.
     suite.login("malformed@example.com").await;
 }

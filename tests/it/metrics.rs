@@ -139,7 +139,9 @@ fn parse(text: &str) -> Scrape {
 
 /// The suite with `tweak` applied and its metrics served; the metrics
 /// address.
-pub(crate) async fn suite_with_metrics_and(tweak: impl FnOnce(&mut tenancy_runtime::config::Config)) -> (Suite, SocketAddr) {
+pub(crate) async fn suite_with_metrics_and(
+    tweak: impl FnOnce(&mut tenancy_runtime::config::Config),
+) -> (Suite, SocketAddr) {
     let suite = Suite::start(|config| {
         config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
         tweak(config);

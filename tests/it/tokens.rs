@@ -113,10 +113,10 @@ async fn a_tny_string_is_checked_offline_and_failed_introspections_are_limited_p
     }
     assert_introspections(metrics, 5.0, "guesses from a blocked address").await;
     assert!(
-        scrape(metrics)
-            .await
-            .sum("tenancy_gateway_rate_limited_total", &[("limit", "api_token_failures")])
-            >= 5.0
+        scrape(metrics).await.sum(
+            "tenancy_gateway_rate_limited_total",
+            &[("limit", "api_token_failures")]
+        ) >= 5.0
     );
     // The cached real token still works from the blocked address, and the
     // portal session too.

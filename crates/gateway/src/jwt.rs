@@ -500,7 +500,10 @@ mod tests {
         let verifier = verifier(&issuer);
         let mut early = claims(600);
         early["nbf"] = json!(now() + 20);
-        assert!(verifier.verify(&issuer.sign(&early)).is_ok(), "within leeway");
+        assert!(
+            verifier.verify(&issuer.sign(&early)).is_ok(),
+            "within leeway"
+        );
         early["nbf"] = json!(now() + 120);
         assert_eq!(
             verifier.verify(&issuer.sign(&early)),

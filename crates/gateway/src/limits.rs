@@ -217,7 +217,9 @@ mod tests {
         }
         failures.check(ip).unwrap();
         failures.failed(ip);
-        let refused = failures.check("2001:db8:1:1::2".parse().unwrap()).unwrap_err();
+        let refused = failures
+            .check("2001:db8:1:1::2".parse().unwrap())
+            .unwrap_err();
         assert_eq!(refused.reason, Reason::RateLimited);
         assert!(refused.retry_after.unwrap() > Duration::ZERO);
         failures.check("2001:db8:1:2::1".parse().unwrap()).unwrap();

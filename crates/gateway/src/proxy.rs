@@ -217,10 +217,8 @@ impl Gateway {
         )
         .measured(&context.metrics);
         let limits = RateLimits::new(&config.gateway).measured(&context.metrics);
-        let authenticator = authenticator.limiting_failures(
-            &config.gateway,
-            limits.refused().api_token_failures.clone(),
-        );
+        let authenticator = authenticator
+            .limiting_failures(&config.gateway, limits.refused().api_token_failures.clone());
         let authenticator = Arc::new(authenticator);
         let cached = Arc::downgrade(&authenticator);
         crate::metrics::TokenCache::entries(&context.metrics, move || {

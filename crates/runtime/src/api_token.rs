@@ -44,7 +44,10 @@ fn base62(bytes: &[u8], width: usize) -> String {
 }
 
 fn checksum(body: &str) -> String {
-    base62(&crc32fast::hash(body.as_bytes()).to_be_bytes(), CHECKSUM_LEN)
+    base62(
+        &crc32fast::hash(body.as_bytes()).to_be_bytes(),
+        CHECKSUM_LEN,
+    )
 }
 
 /// A new API token.
