@@ -303,6 +303,21 @@ impl Suite {
         token
     }
 
+    /// Creates an API token ("ci", read-write, no expiry) as the holder of
+    /// `token` (selecting an account); returns its secret.
+    pub(crate) async fn api_token(&self, token: &str) -> String {
+        self.identity(token)
+            .create_api_token(CreateApiTokenRequest {
+                name: "ci".into(),
+                expire_time: None,
+                read_only: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .secret
+    }
+
     /// Opens a ticket ("Disk full") as the holder of `token`, through the
     /// gateway.
     pub(crate) async fn ticket(&self, token: &str) -> tenancy_proto::support::Ticket {
@@ -623,17 +638,7 @@ async fn the_allowlist_refuses_portal_tokens_from_outside_but_not_api_tokens() {
     let suite = Suite::start(|_| {}).await;
     let owner = suite.user("allow@example.com").await;
     let (_, owner) = suite.account_of(&owner).await;
-    let api = suite
-        .identity(&owner)
-        .create_api_token(CreateApiTokenRequest {
-            name: "ci".into(),
-            expire_time: None,
-            read_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let api = suite.api_token(&owner).await;
 
     // The test connects from 127.0.0.1: an allowlist without it locks the
     // portal session out (forced past the self-lock-out guard).

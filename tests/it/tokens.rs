@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tenancy_proto::identity::{CreateApiTokenRequest, GetMeRequest};
+use tenancy_proto::identity::GetMeRequest;
 use tenancy_runtime::Reason;
 use tonic_types::StatusExt as _;
 
@@ -42,17 +42,7 @@ async fn a_tny_string_is_checked_offline_and_failed_introspections_are_limited_p
     .await;
     let owner = suite.user("tokens@example.com").await;
     let (_, owner) = suite.account_of(&owner).await;
-    let real = suite
-        .identity(&owner)
-        .create_api_token(CreateApiTokenRequest {
-            name: "ci".into(),
-            expire_time: None,
-            read_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
+    let real = suite.api_token(&owner).await;
     // Used once: cached from now on.
     suite
         .identity(&real)
