@@ -6,6 +6,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_SUBJECT_CHARS: usize = 200;
 /// The most CC users of a ticket.
 pub const MAX_CC: usize = 20;
+/// The longest code word VerifyCaller passes on, in code points (identity
+/// keeps at most 64 after normalising).
+pub const MAX_CODE_WORD_CHARS: usize = 128;
 
 /// The subject trimmed: 1–200 code points, no control characters.
 pub fn subject(raw: &str) -> Result<String, &'static str> {
