@@ -10,7 +10,8 @@ pub const MAX_CC: usize = 20;
 /// keeps at most 64 after normalising).
 pub const MAX_CODE_WORD_CHARS: usize = 128;
 
-/// The subject trimmed: 1–200 code points, no control characters.
+/// The subject trimmed: 1–200 code points, one line (no control or bidi
+/// formatting characters).
 pub fn subject(raw: &str) -> Result<String, &'static str> {
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();
@@ -20,9 +21,7 @@ pub fn subject(raw: &str) -> Result<String, &'static str> {
     if chars > MAX_SUBJECT_CHARS {
         return Err("at most 200 characters");
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err("must not contain control characters");
-    }
+    tenancy_runtime::text::one_line(trimmed)?;
     Ok(trimmed.to_owned())
 }
 

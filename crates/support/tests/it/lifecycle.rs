@@ -55,6 +55,27 @@ async fn invalid_tickets_are_refused_with_every_field_named() {
     assert_eq!(violated_fields(&status), ["subject"]);
 }
 
+#[tokio::test]
+async fn subjects_with_bidi_controls_are_refused() {
+    let w = World::new("lc_bidi").await;
+    for subject in [
+        "Invoice \u{202E}fdp.exe",
+        "Refund \u{2067}urgent\u{2069}",
+        "Hi\u{061C}",
+        "two\u{2028}lines",
+    ] {
+        let mut request = create(None);
+        request.subject = subject.into();
+        let status = w
+            .customer(&w.owner)
+            .create_ticket(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{subject:?}");
+        assert_eq!(violated_fields(&status), ["subject"], "{subject:?}");
+    }
+}
+
 async fn staff_set(w: &World, t: &str, to: S) -> Result<pb::Ticket, tonic::Status> {
     w.staff()
         .set_ticket_status(pb::SetTicketStatusRequest {
