@@ -28,7 +28,9 @@ pub fn one_line(value: &str) -> Result<(), &'static str> {
         return Err("must be one line");
     }
     if value.chars().any(is_bidi_control) {
-        return Err("must not contain bidirectional formatting characters (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C)");
+        return Err(
+            "must not contain bidirectional formatting characters (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C)",
+        );
     }
     Ok(())
 }
@@ -101,7 +103,14 @@ mod tests {
 
     #[test]
     fn one_line_text_refuses_controls_and_bidi_formatting() {
-        for good in ["Ada Lovelace", "Zoë Ünal", "شركة", "日本語", "a–b", "O'Brien"] {
+        for good in [
+            "Ada Lovelace",
+            "Zoë Ünal",
+            "شركة",
+            "日本語",
+            "a–b",
+            "O'Brien",
+        ] {
             assert_eq!(one_line(good), Ok(()), "{good:?}");
         }
         for bad in [

@@ -572,8 +572,5 @@ async fn repeated_request_fields_are_limited_and_named() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
-    assert_eq!(
-        crate::support::fields(&error),
-        ["extra_recipients[0].name"]
-    );
+    assert_eq!(crate::support::fields(&error), ["extra_recipients[0].name"]);
 }

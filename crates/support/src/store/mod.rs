@@ -194,11 +194,7 @@ impl Store {
         message::Entity::insert(message_active(&first))
             .exec_without_returning(&txn)
             .await?;
-        let cc: BTreeSet<String> = new
-            .cc
-            .into_iter()
-            .map(|(_, id)| id.into_string())
-            .collect();
+        let cc: BTreeSet<String> = new.cc.into_iter().map(|(_, id)| id.into_string()).collect();
         for user_id in &cc {
             cc::Entity::insert(cc::ActiveModel {
                 ticket_id: Set(id.clone()),

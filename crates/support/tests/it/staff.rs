@@ -532,9 +532,7 @@ async fn concurrent_guesses_are_checked_at_most_up_to_the_limit() {
     );
     // The allowance is used up: even the right word is not checked now.
     assert_refused(
-        w.staff()
-            .verify_caller(verify(&w, &w.owner, "kiwi"))
-            .await,
+        w.staff().verify_caller(verify(&w, &w.owner, "kiwi")).await,
         Code::ResourceExhausted,
         Reason::CodeWordAttemptsExceeded,
     );
