@@ -450,7 +450,7 @@ async fn long_lists_are_refused_before_any_lookup_and_repeats_collapse() {
         .into_inner()
         .ticket
         .unwrap();
-    assert_eq!(after.cc_user_ids, [w.selected.clone()]);
+    assert_eq!(after.cc_user_ids, std::slice::from_ref(&w.selected));
     assert_eq!(w.batch_checks.load(SeqCst), checks + 2);
     // A change that would pass 20 CC users is refused before any user is
     // checked (only the caller's access is).
