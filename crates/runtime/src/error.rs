@@ -293,6 +293,22 @@ impl Violations {
         }
     }
 
+    /// Checks the length of a repeated request field: more than `max`
+    /// entries is recorded as LIST_TOO_LONG naming the field and the limit.
+    /// Returns whether the list is within the limit, so the caller looks at
+    /// its entries only then (a list far over it costs no per-entry work).
+    pub fn at_most(&mut self, field: &str, len: usize, max: usize) -> bool {
+        let ok = len <= max;
+        if !ok {
+            self.push(
+                Reason::ListTooLong,
+                field.to_owned(),
+                format!("at most {max} entries (got {len})"),
+            );
+        }
+        ok
+    }
+
     /// Whether no field was invalid.
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()

@@ -20,6 +20,8 @@
 //!   (prefix, checksum) and what marks a JWT as an access token.
 //! - [`secret`]: random tokens, SHA-256 storage hashes, constant-time
 //!   comparison.
+//! - [`text`]: the one rule for one-line names (no control or bidi
+//!   formatting characters) and email address syntax.
 //! - [`clock`]: injectable time.
 //! - [`tls`]: TLS on the public port, mutual TLS between parts, the
 //!   development CA.
@@ -44,6 +46,7 @@ pub mod server;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod upstream;
 

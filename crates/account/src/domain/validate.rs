@@ -10,7 +10,8 @@ fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-/// A trimmed text of `min..=max` characters without control characters.
+/// A trimmed text of `min..=max` characters on one line (no control or
+/// bidi formatting characters: [`tenancy_runtime::text::one_line`]).
 pub fn text(value: &str, min: usize, max: usize) -> Result<String, String> {
     let value = value.trim();
     let n = chars(value);
@@ -24,38 +25,16 @@ pub fn text(value: &str, min: usize, max: usize) -> Result<String, String> {
     if n > max {
         return Err(format!("at most {max} characters"));
     }
-    if value.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_owned());
-    }
+    tenancy_runtime::text::one_line(value)?;
     Ok(value.to_owned())
 }
 
-/// An email address, lower-cased: one "@", a non-empty local part, a domain
-/// with a dot, no spaces, at most 254 characters.
+/// An email address, lower-cased, in the syntax of
+/// [`tenancy_runtime::text::email`].
 pub fn email(value: &str) -> Result<String, String> {
     let value = value.trim().to_lowercase();
-    if value.is_empty() {
-        return Err("required".to_owned());
-    }
-    if value.len() > 254 {
-        return Err("at most 254 characters".to_owned());
-    }
-    let ok = match value.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !value.chars().any(|c| c.is_whitespace() || c.is_control())
-        }
-        None => false,
-    };
-    if ok {
-        Ok(value)
-    } else {
-        Err("not an email address".to_owned())
-    }
+    tenancy_runtime::text::email(&value)?;
+    Ok(value)
 }
 
 /// An ISO 3166-1 alpha-2 code: two upper-case ASCII letters.

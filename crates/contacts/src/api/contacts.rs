@@ -13,7 +13,7 @@ use crate::app::contacts as app;
 use crate::app::preferences::{self, Caller};
 use crate::domain::ContactsError;
 use crate::domain::contact as rules;
-use crate::domain::routing::{Category, Role};
+use crate::domain::routing::{Category, MAX_ENUM_ENTRIES, Role};
 use crate::store::contacts::{Changes, Fields, ListFilter};
 
 const ALL_FIELDS: [&str; 5] = ["name", "email", "phone", "notes", "roles"];
@@ -35,6 +35,7 @@ fn check_fields(v: &mut Violations, c: &pb::Contact, names: &[&str]) -> (Fields,
             "email" => rules::validate_email(&fields.email),
             "phone" => rules::validate_phone(&fields.phone),
             "notes" => rules::validate_notes(&fields.notes),
+            "roles" if !v.at_most("contact.roles", c.roles.len(), MAX_ENUM_ENTRIES) => continue,
             "roles" => match rules::parse_roles(&c.roles) {
                 Ok(roles) => {
                     wants_primary = roles.contains(&Role::Primary);
@@ -289,7 +290,8 @@ impl ContactsService for Api {
         let mut seen = Vec::new();
         let mut choices = Vec::new();
         let mut locked = None;
-        for (i, pref) in r.preferences.iter().enumerate() {
+        let within = v.at_most("preferences", r.preferences.len(), MAX_ENUM_ENTRIES);
+        for (i, pref) in r.preferences.iter().enumerate().filter(|_| within) {
             match Category::from_i32(pref.category) {
                 None => v.add(
                     format!("preferences[{i}].category"),

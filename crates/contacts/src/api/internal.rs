@@ -13,9 +13,10 @@ use tonic::{Request, Response};
 use super::{Api, Reply, convert, optional_id, page_token_invalid, sorted};
 use crate::app::routing::{ExtraRecipient, Routing};
 use crate::app::{outbox as app_outbox, routing as app_routing};
+use crate::domain::contact::MAX_NAME_CHARS;
 use crate::domain::email;
 use crate::domain::outbox::MessageState;
-use crate::domain::routing::{Category, Role};
+use crate::domain::routing::{Category, MAX_ENUM_ENTRIES, MAX_EXTRA_RECIPIENTS, Role};
 use crate::domain::templates::Template;
 use crate::outbox::{self, Address, Email};
 use crate::store::outbox::ListFilter;
@@ -25,6 +26,20 @@ struct OutboxCursor {
     c: i64,
     i: String,
     f: String,
+}
+
+/// The most recipients of one SendEmail.
+const MAX_TO: usize = 50;
+
+/// A recipient's display name: at most 200 characters. (Not held to the
+/// one-line rule: callers pass names stored before it; rendering replaces
+/// control characters.)
+fn check_name(v: &mut Violations, field: &str, name: &str) {
+    v.check(
+        name.chars().count() <= MAX_NAME_CHARS,
+        field,
+        "at most 200 characters",
+    );
 }
 
 /// The routing part of ResolveRecipients and Notify, checked.
@@ -44,12 +59,17 @@ fn check_routing(
         "required: a known NotificationCategory",
     );
     let service = optional_id(v, "service_id", service_id, ids::parse_id);
-    v.check(extras.len() <= 100, "extra_recipients", "at most 100");
+    let extras = if v.at_most("extra_recipients", extras.len(), MAX_EXTRA_RECIPIENTS) {
+        extras
+    } else {
+        &[]
+    };
     let mut named = Vec::with_capacity(extras.len());
     for (i, e) in extras.iter().enumerate() {
         if let Err(why) = email::validate(e.email.trim()) {
             v.add(format!("extra_recipients[{i}].email"), why);
         }
+        check_name(v, &format!("extra_recipients[{i}].name"), &e.name);
         let user_id = if e.user_id.is_empty() {
             None
         } else {
@@ -65,6 +85,11 @@ fn check_routing(
             name: e.name.clone(),
         });
     }
+    let contact_roles = if v.at_most("contact_roles", contact_roles.len(), MAX_ENUM_ENTRIES) {
+        contact_roles
+    } else {
+        &[]
+    };
     let roles: Vec<Role> = contact_roles
         .iter()
         .filter_map(|r| Role::from_i32(*r))
@@ -95,18 +120,15 @@ impl ContactsInternalService for Api {
         let r = request.into_inner();
         let mut v = Violations::default();
         outbox::check_key(&mut v, &r.request_id);
-        v.check((1..=50).contains(&r.to.len()), "to", "1 to 50 recipients");
+        v.check(!r.to.is_empty(), "to", "at least one recipient");
+        let within = v.at_most("to", r.to.len(), MAX_TO);
         let mut to = Vec::with_capacity(r.to.len());
-        for (i, a) in r.to.iter().enumerate() {
+        for (i, a) in r.to.iter().enumerate().filter(|_| within) {
             let address = a.email.trim();
             if let Err(e) = email::validate(address) {
                 v.add(format!("to[{i}].email"), e);
             }
-            v.check(
-                a.name.chars().count() <= 200,
-                &format!("to[{i}].name"),
-                "at most 200 characters",
-            );
+            check_name(&mut v, &format!("to[{i}].name"), &a.name);
             to.push(Address {
                 email: address.to_owned(),
                 name: a.name.trim().to_owned(),

@@ -20,13 +20,13 @@ pub const RESEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// Most verification messages per contact per day.
 pub const RESENDS_PER_DAY: i32 = 10;
 
-/// Validates a name (trimmed): 1 to 200 characters.
+/// Validates a name (trimmed): 1 to 200 characters, one line (no control
+/// or bidi formatting characters).
 pub fn validate_name(name: &str) -> Result<(), &'static str> {
     match name.chars().count() {
         0 => Err("required"),
         n if n > MAX_NAME_CHARS => Err("at most 200 characters"),
-        _ if name.chars().any(char::is_control) => Err("must not contain control characters"),
-        _ => Ok(()),
+        _ => tenancy_runtime::text::one_line(name),
     }
 }
 

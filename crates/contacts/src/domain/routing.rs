@@ -76,6 +76,14 @@ pub enum Role {
     Abuse = 5,
 }
 
+/// The most entries of a request's list of roles (`Contact.roles`,
+/// `contact_roles`) or of categories (`preferences`): twice the values
+/// there are, so a client that repeats one is still served (repeats are
+/// collapsed or refused per field) while a list of millions costs nothing.
+pub const MAX_ENUM_ENTRIES: usize = 10;
+/// The most extra recipients of one notification.
+pub const MAX_EXTRA_RECIPIENTS: usize = 100;
+
 /// Every role, in enum order.
 pub const ROLES: [Role; 5] = [
     Role::Primary,

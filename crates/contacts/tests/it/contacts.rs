@@ -112,6 +112,54 @@ async fn invalid_contacts_are_refused_with_every_field() {
 }
 
 #[tokio::test]
+async fn names_with_bidi_controls_and_ip_literal_emails_are_refused() {
+    let env = Env::start("contact_spoof").await;
+    let api = env.member(&id(), &id(), Role::Manager).await;
+    // A name that would render as "Billing Team (moc.elpmaxe)" reversed.
+    for name in ["Billing \u{202E}Team", "A\u{2066}B\u{2069}", "Mark\u{200F}"] {
+        let error = api
+            .clone()
+            .create_contact(new_contact(name, "ok@example.com", &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{name:?}");
+        assert_eq!(fields(&error), ["contact.name"], "{name:?}");
+    }
+    for email in [
+        "a@[127.0.0.1]",
+        "a@[IPv6:::1]",
+        "a@127.0.0.1",
+        "\"a b\"@example.com",
+        "a@localhost",
+    ] {
+        let error = api
+            .clone()
+            .create_contact(new_contact("Pat", email, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{email:?}");
+        assert_eq!(fields(&error), ["contact.email"], "{email:?}");
+    }
+    // Nor through an update.
+    let c = create(&api, "Pat", "pat@example.com", &[]).await;
+    let error = api
+        .clone()
+        .update_contact(pb::UpdateContactRequest {
+            contact: Some(pb::Contact {
+                id: c.id.clone(),
+                name: "Pat\u{202E}".into(),
+                email: "pat@[10.0.0.1]".into(),
+                ..Default::default()
+            }),
+            update_mask: mask(&["name", "email"]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert_eq!(fields(&error), ["contact.name", "contact.email"]);
+}
+
+#[tokio::test]
 async fn a_duplicate_email_in_the_same_account_is_refused_but_not_across_accounts() {
     let env = Env::start("contact_dup").await;
     let api = env.member(&id(), &id(), Role::Manager).await;

@@ -454,3 +454,123 @@ async fn a_support_reply_can_go_to_the_technical_contacts_only() {
         assert_eq!(crate::support::fields(&error), ["contact_roles"]);
     }
 }
+
+#[tokio::test]
+async fn repeated_request_fields_are_limited_and_named() {
+    let env = Env::start("list_limits").await;
+    let account = id();
+    let api = env.member(&id(), &account, Role::Manager).await;
+    let refused = |error: tonic::Status, field: &str| {
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{field}");
+        assert_eq!(reason(&error), Reason::ListTooLong, "{field}");
+        assert_eq!(crate::support::fields(&error), [field]);
+    };
+    // 100,000 copies of one role: refused whole, not collapsed.
+    let error = api
+        .clone()
+        .create_contact(pb::CreateContactRequest {
+            contact: Some(pb::Contact {
+                name: "Pat".into(),
+                email: "pat@example.com".into(),
+                roles: vec![ContactRole::Billing as i32; 100_000],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    refused(error, "contact.roles");
+    // Within the limit, repeats still collapse.
+    let c = api
+        .clone()
+        .create_contact(pb::CreateContactRequest {
+            contact: Some(pb::Contact {
+                name: "Pat".into(),
+                email: "pat@example.com".into(),
+                roles: vec![ContactRole::Billing as i32; 10],
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contact
+        .unwrap();
+    assert!(c.roles.contains(&(ContactRole::Billing as i32)));
+    let error = api
+        .clone()
+        .update_notification_preferences(pb::UpdateNotificationPreferencesRequest {
+            user_id: String::new(),
+            preferences: prefs(&[(C::Billing, true); 100_000]),
+        })
+        .await
+        .unwrap_err();
+    refused(error, "preferences");
+    let internal = env.internal().await;
+    let extra = pb::ExtraRecipient {
+        user_id: String::new(),
+        email: "x@example.com".into(),
+        name: "X".into(),
+    };
+    let error = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: account.clone(),
+            category: C::Security as i32,
+            extra_recipients: vec![extra.clone(); 101],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(error, "extra_recipients");
+    let error = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: account.clone(),
+            category: C::Security as i32,
+            contact_roles: vec![ContactRole::Billing as i32; 100_000],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    refused(error, "contact_roles");
+    let error = internal
+        .clone()
+        .send_email(pb::SendEmailRequest {
+            request_id: "test:limits:1".into(),
+            to: vec![
+                pb::EmailAddress {
+                    email: "x@example.com".into(),
+                    name: String::new(),
+                };
+                51
+            ],
+            template: MessageTemplate::GenericNotification as i32,
+            template_data: HashMap::from([
+                ("subject".into(), "s".into()),
+                ("body".into(), "b".into()),
+            ]),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    refused(error, "to");
+    // An extra recipient's name is bounded too.
+    let long_name = pb::ExtraRecipient {
+        name: "n".repeat(201),
+        ..extra
+    };
+    let error = internal
+        .clone()
+        .resolve_recipients(pb::ResolveRecipientsRequest {
+            account_id: account,
+            category: C::Security as i32,
+            extra_recipients: vec![long_name],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert_eq!(crate::support::fields(&error), ["extra_recipients[0].name"]);
+}

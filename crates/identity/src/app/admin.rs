@@ -263,7 +263,9 @@ impl App {
         Ok(())
     }
 
-    /// VerifyCodeWord: at most 5 failed checks per user per hour; audited.
+    /// VerifyCodeWord: at most 5 failed checks per user per hour (each
+    /// attempt takes its place atomically before the word is checked);
+    /// audited.
     pub(crate) async fn verify_code_word(
         &self,
         user: &UserId,
@@ -277,12 +279,27 @@ impl App {
             .ok_or(IdentityError::UserNotFound)?;
         let now = self.now();
         let hour_ago = now.minus(std::time::Duration::from_secs(3600)).millis();
-        let failures = code_words::failures_since(&self.db, &user_id, hour_ago).await?;
-        if failures >= CODE_WORD_FAILURES_PER_HOUR {
+        let check_id = tenancy_runtime::ids::new_id();
+        // The attempt is counted (as a failure) before the word is checked,
+        // in one locked step, so concurrent guesses cannot all pass.
+        let Some(failures) = code_words::reserve(
+            &self.db,
+            code_words::Check {
+                id: check_id.clone(),
+                user_id: &user_id,
+                staff_user_id,
+                account_id,
+                time: now.millis(),
+            },
+            hour_ago,
+            CODE_WORD_FAILURES_PER_HOUR,
+        )
+        .await?
+        else {
             return Err(IdentityError::CodeWordChecksExceeded {
                 retry_after: std::time::Duration::from_secs(3600),
             });
-        }
+        };
         let set = hash.is_some();
         let matched = match (
             hash,
@@ -295,19 +312,9 @@ impl App {
                 false
             }
         };
-        code_words::record(
-            &self.db,
-            code_words::Check {
-                id: tenancy_runtime::ids::new_id(),
-                user_id: &user_id,
-                staff_user_id,
-                account_id,
-                time: now.millis(),
-                matched,
-            },
-        )
-        .await?;
-        if !matched {
+        if matched {
+            code_words::matched(&self.db, &check_id).await?;
+        } else {
             // At most 5 a user an hour: failed checks are limited above.
             self.security_notice(
                 &user_id,

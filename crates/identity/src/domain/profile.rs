@@ -18,9 +18,8 @@ fn email_error(field: &str, why: &str) -> IdentityError {
     IdentityError::invalid(Invalid::Email, field, why)
 }
 
-/// Parses and normalises an email address (a pragmatic subset of RFC 5322
-/// addr-spec: `local@domain`, no white space or control characters, a
-/// dotted domain of letters, digits and hyphens).
+/// Parses and normalises an email address (the syntax of
+/// [`tenancy_runtime::text::email`]).
 pub(crate) fn parse_email(field: &str, raw: &str) -> Result<Email, IdentityError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -29,31 +28,11 @@ pub(crate) fn parse_email(field: &str, raw: &str) -> Result<Email, IdentityError
     if trimmed.len() > MAX_EMAIL_BYTES {
         return Err(email_error(field, "at most 254 bytes"));
     }
+    tenancy_runtime::text::email(trimmed).map_err(|why| email_error(field, why))?;
     let Some((local, domain)) = trimmed.rsplit_once('@') else {
         return Err(email_error(field, "not an email address"));
     };
-    let local_ok = !local.is_empty()
-        && local.len() <= 64
-        && !local.contains('@')
-        && !local.starts_with('.')
-        && !local.ends_with('.')
-        && !local.contains("..")
-        && local
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && !"()<>,;:\\\"[]".contains(c));
     let domain = domain.to_lowercase();
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-        });
-    if !local_ok || !domain_ok {
-        return Err(email_error(field, "not an email address"));
-    }
     let address = format!("{local}@{domain}");
     Ok(Email {
         key: address.to_lowercase(),
@@ -62,18 +41,21 @@ pub(crate) fn parse_email(field: &str, raw: &str) -> Result<Email, IdentityError
     })
 }
 
-/// Validates a display name: trimmed, `min`–200 code points, no control
-/// characters.
+/// Validates a display name: trimmed, `min`–200 code points, one line
+/// ([`tenancy_runtime::text::one_line`]: no control or bidi formatting
+/// characters).
 pub(crate) fn parse_name(field: &str, raw: &str, min: usize) -> Result<String, IdentityError> {
     let name = raw.trim();
     let count = name.chars().count();
-    if count < min || count > 200 || name.chars().any(char::is_control) {
+    if count < min || count > 200 {
         return Err(IdentityError::invalid(
             Invalid::Name,
             field,
             format!("must be {min}–200 characters"),
         ));
     }
+    tenancy_runtime::text::one_line(name)
+        .map_err(|why| IdentityError::invalid(Invalid::Name, field, why))?;
     Ok(name.to_owned())
 }
 
@@ -81,7 +63,7 @@ pub(crate) fn parse_name(field: &str, raw: &str, min: usize) -> Result<String, I
 pub(crate) fn parse_label(field: &str, raw: &str) -> Result<String, IdentityError> {
     let name = raw.trim();
     let count = name.chars().count();
-    if !(1..=100).contains(&count) || name.chars().any(char::is_control) {
+    if !(1..=100).contains(&count) || tenancy_runtime::text::one_line(name).is_err() {
         return Err(IdentityError::invalid(
             Invalid::Name,
             field,

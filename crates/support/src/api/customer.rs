@@ -1,8 +1,6 @@
 //! SupportService: the customer side of tickets (members of the ticket's
 //! account; staff acting on the selected account act as staff, audited).
 
-use std::collections::BTreeSet;
-
 use tenancy_proto::support::{self as pb, support_service_server::SupportService};
 use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
@@ -12,11 +10,11 @@ use tonic::Request;
 use super::watch::WatchStream;
 use super::{
     Api, Reply, add_message, caller, convert, enum_filters, list_messages, next_ticket_token, ok,
-    optional_id, order_and_size, request_key, ticket_id, ticket_page,
+    optional_id, order_and_size, request_key, ticket_id, ticket_page, user_list,
 };
 use crate::app::{Side, messages, tickets};
-use crate::domain::validate::{self, MAX_CC};
-use crate::domain::{Category, Priority, Status, SupportError};
+use crate::domain::validate;
+use crate::domain::{Category, Priority, Status};
 use crate::store::NewTicket;
 use crate::store::list::{Accounts, Order, TicketQuery};
 
@@ -48,22 +46,8 @@ impl SupportService for Api {
             "required: GENERAL, TECHNICAL or BILLING",
         );
         let service_id = optional_id("service_id", &r.service_id, ids::parse_id, &mut v);
-        let mut cc: BTreeSet<UserId> = BTreeSet::new();
-        for (i, raw) in r.cc_user_ids.iter().enumerate() {
-            if let Some(id) = v.take(
-                &format!("cc_user_ids[{i}]"),
-                UserId::parse("cc_user_ids", raw).map_err(|_| "must be a UUID"),
-            ) && id != user
-            {
-                cc.insert(id);
-            }
-        }
-        if cc.len() > MAX_CC {
-            return Err(Error::from(SupportError::CcLimitExceeded {
-                field: "cc_user_ids",
-            })
-            .into());
-        }
+        let mut cc = user_list("cc_user_ids", &r.cc_user_ids, &mut v);
+        cc.retain(|(_, id)| *id != user);
         let key = request_key(
             &user,
             &r.request_id,
@@ -84,7 +68,7 @@ impl SupportService for Api {
                 priority,
                 created_by_user_id: user,
                 body: r.body,
-                cc: cc.into_iter().collect(),
+                cc,
             },
             key,
         )
@@ -280,24 +264,14 @@ impl SupportService for Api {
     ) -> Reply<pb::UpdateTicketCcResponse> {
         let p = caller(&request)?;
         let r = request.into_inner();
+        let mut v = Violations::default();
+        let add = user_list("add_user_ids", &r.add_user_ids, &mut v);
+        let remove = user_list("remove_user_ids", &r.remove_user_ids, &mut v);
+        v.finish()?;
+        let remove: Vec<UserId> = remove.into_iter().map(|(_, id)| id).collect();
         let id = ticket_id(&r.ticket_id)?;
         let ticket = self.app.customer_ticket(&p, &id).await?;
         let account = AccountId::trusted(p.account()?);
-        let mut v = Violations::default();
-        let parse = |field: &str, list: &[String], v: &mut Violations| -> Vec<UserId> {
-            list.iter()
-                .enumerate()
-                .filter_map(|(i, raw)| {
-                    v.take(
-                        &format!("{field}[{i}]"),
-                        UserId::parse(field, raw).map_err(|_| "must be a UUID"),
-                    )
-                })
-                .collect()
-        };
-        let add = parse("add_user_ids", &r.add_user_ids, &mut v);
-        let remove = parse("remove_user_ids", &r.remove_user_ids, &mut v);
-        v.finish()?;
         let after = tickets::update_cc(&self.app, &account, &ticket, &add, &remove).await?;
         ok(pb::UpdateTicketCcResponse {
             ticket: Some(convert::ticket(&after, Side::Customer)),

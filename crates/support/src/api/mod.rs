@@ -76,13 +76,17 @@ fn request_key(
 }
 
 /// A repeated enum filter: its distinct proto values in order (what page
-/// tokens hash) and the parsed values; unknown ones are violations.
+/// tokens hash) and the parsed values; unknown ones are violations, and so
+/// is a list longer than [`validate::MAX_FILTER_VALUES`].
 fn enum_list<T>(
     field: &str,
     values: &[i32],
     parse: fn(i32) -> Option<T>,
     violations: &mut Violations,
 ) -> (Vec<i32>, Vec<T>) {
+    if !violations.at_most(field, values.len(), validate::MAX_FILTER_VALUES) {
+        return (Vec::new(), Vec::new());
+    }
     for (i, v) in values.iter().enumerate() {
         if parse(*v).is_none() {
             violations.add(format!("{field}[{i}]"), "unknown or UNSPECIFIED value");
@@ -177,6 +181,27 @@ fn next_ticket_token(next: Option<Cursor>, hash: &str) -> String {
         ids::encode_page_token(&c)
     })
     .unwrap_or_default()
+}
+
+/// A repeated user id field of at most [`validate::MAX_CC`] entries: each
+/// must be a UUID (violation `field[i]`); repeats are collapsed, each user
+/// kept with the index of its first entry.
+fn user_list(field: &str, raw: &[String], v: &mut Violations) -> Vec<(usize, UserId)> {
+    if !v.at_most(field, raw.len(), validate::MAX_CC) {
+        return Vec::new();
+    }
+    let mut seen = BTreeSet::new();
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            v.take(
+                &format!("{field}[{i}]"),
+                UserId::parse(field, raw).map_err(|_| "must be a UUID"),
+            )
+            .map(|id| (i, id))
+        })
+        .filter(|(_, id)| seen.insert(id.clone()))
+        .collect()
 }
 
 /// Parses a ticket id; a malformed one is simply not found.

@@ -14,6 +14,7 @@ use super::{
 use crate::app::staff::{self, CallerCheck};
 use crate::app::{Side, messages};
 use crate::domain::Status;
+use crate::domain::validate::MAX_CODE_WORD_CHARS;
 use crate::peers::CodeWordOutcome;
 use crate::store::list::{Accounts, Order, TicketQuery};
 use crate::store::{MessageRow, Written};
@@ -267,6 +268,11 @@ impl SupportStaffService for Api {
             UserId::parse("user_id", &r.user_id).map_err(|_| "must be a UUID"),
         );
         v.check(!r.code_word.trim().is_empty(), "code_word", "required");
+        v.check(
+            r.code_word.chars().count() <= MAX_CODE_WORD_CHARS,
+            "code_word",
+            "at most 128 characters",
+        );
         v.finish()?;
         let (Some(account), Some(user)) = (account, user) else {
             return Err(Error::invalid_field("account_id", "required").into());

@@ -79,9 +79,10 @@ pub(crate) struct CallerCheck {
     pub(crate) ticket: Option<(TicketId, String)>,
 }
 
-/// VerifyCaller: checks a caller's code word (identity), audited in the
-/// account's log; on a ticket (which needs the account's grant) a system
-/// note records the outcome.
+/// VerifyCaller: under the account's active support-access grant (always,
+/// with or without a ticket), checks a caller's code word (identity),
+/// audited in the account's log; on a ticket a system note records the
+/// outcome.
 pub(crate) async fn verify_caller(
     app: &App,
     p: &Principal,
@@ -98,6 +99,9 @@ pub(crate) async fn verify_caller(
         .as_ref()
         .map(|(_, raw)| raw.clone())
         .unwrap_or_default();
+    // Without the account's grant nothing is looked at, not even whether
+    // the user is a member (and no attempt of the user's allowance used).
+    app.require_grant(&account).await?;
     let ticket = match &ticket {
         None => None,
         Some((id, _)) => {
@@ -109,7 +113,6 @@ pub(crate) async fn verify_caller(
             if t.row.account_id != account.as_str() {
                 return Err(SupportError::TicketAccountMismatch.into());
             }
-            app.require_grant(&account).await?;
             Some(t)
         }
     };

@@ -1,6 +1,7 @@
 //! Tickets as customers see them: creating one, the list of those one may
 //! see, and its CC users.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tenancy_runtime::Error;
@@ -20,13 +21,12 @@ pub(crate) async fn create(
     new: NewTicket,
     key: Option<RequestKey>,
 ) -> Result<(Ticket, MessageRow), Error> {
-    let services: Vec<String> = new.service_id.iter().cloned().collect();
     let visibility = app
         .peers
         .visibility(
             &new.created_by_user_id,
             &new.account_id,
-            services.clone(),
+            new.service_id.iter().cloned().collect(),
             false,
         )
         .await?;
@@ -36,14 +36,8 @@ pub(crate) async fn create(
     if !visibility.sees(new.service_id.as_deref()) {
         return Err(SupportError::ServiceNotFound.into());
     }
-    for (index, cc_user) in new.cc.iter().enumerate() {
-        let theirs = app
-            .peers
-            .visibility(cc_user, &new.account_id, services.clone(), false)
-            .await?;
-        if !theirs.sees(new.service_id.as_deref()) {
-            return Err(SupportError::CcUserNotEligible { index }.into());
-        }
+    if let Some(index) = first_unseeing(app, &new.account_id, &new.service_id, &new.cc).await? {
+        return Err(SupportError::CcUserNotEligible { index }.into());
     }
     let (ticket, message) = app.store.create_ticket(new, key, app.clock.now()).await?;
     app.notify_message(&ticket, &message, true);
@@ -66,41 +60,40 @@ pub(crate) async fn list(
     app.store.list_tickets(&query).await
 }
 
-/// UpdateTicketCc: removes `remove`, then adds `add`, each added user an
-/// active member who may see the ticket; at most [`MAX_CC`] afterwards.
-/// Watchers hear of a change.
+/// UpdateTicketCc: removes `remove`, then adds `add` (each distinct user
+/// with the index of its request entry), each added user an active member
+/// who may see the ticket; at most [`MAX_CC`] afterwards, refused before
+/// any user is looked up. Watchers hear of a change.
 pub(crate) async fn update_cc(
     app: &App,
     account: &AccountId,
     ticket: &Ticket,
-    add: &[UserId],
+    add: &[(usize, UserId)],
     remove: &[UserId],
 ) -> Result<Ticket, Error> {
-    for (index, user) in add.iter().enumerate() {
-        if ticket.cc.iter().any(|c| c == user.as_str()) && !remove.contains(user) {
-            continue;
-        }
-        let theirs = app
-            .peers
-            .visibility(
-                user,
-                account,
-                ticket.row.service_id.iter().cloned().collect(),
-                false,
-            )
-            .await?;
-        if !theirs.sees(ticket.row.service_id.as_deref()) {
-            return Err(SupportError::AddedUserNotEligible { index }.into());
-        }
+    let mut after: BTreeSet<&str> = ticket.cc.iter().map(String::as_str).collect();
+    for r in remove {
+        after.remove(r.as_str());
     }
+    // Those already CC'd (and kept) need no check.
+    let new: Vec<(usize, UserId)> = add
+        .iter()
+        .filter(|(_, u)| after.insert(u.as_str()))
+        .cloned()
+        .collect();
+    if after.len() > MAX_CC {
+        return Err(too_many_cc());
+    }
+    if let Some(index) = first_unseeing(app, account, &ticket.row.service_id, &new).await? {
+        return Err(SupportError::AddedUserNotEligible { index }.into());
+    }
+    let add: Vec<UserId> = add.iter().map(|(_, u)| u.clone()).collect();
     let id = ticket.id();
     let (after, changed) = app
         .store
-        .update_cc(&id, remove, add, MAX_CC, app.clock.now())
+        .update_cc(&id, remove, &add, MAX_CC, app.clock.now())
         .await?
-        .map_err(|_| SupportError::CcLimitExceeded {
-            field: "add_user_ids",
-        })?;
+        .map_err(|_| too_many_cc())?;
     if changed {
         app.publish(
             &id,
@@ -111,4 +104,33 @@ pub(crate) async fn update_cc(
         );
     }
     Ok(after)
+}
+
+fn too_many_cc() -> Error {
+    SupportError::CcLimitExceeded {
+        field: "add_user_ids",
+    }
+    .into()
+}
+
+/// The request index of the first of `users` who may not see a ticket of
+/// `account` about `service` (not an active member, or without access to
+/// it), if any. One access check per user (account answers for one user
+/// at a time), all at once: the edge bounds `users` to [`MAX_CC`].
+async fn first_unseeing(
+    app: &App,
+    account: &AccountId,
+    service: &Option<String>,
+    users: &[(usize, UserId)],
+) -> Result<Option<usize>, Error> {
+    let services: Vec<String> = service.iter().cloned().collect();
+    let checks = users
+        .iter()
+        .map(|(_, user)| app.peers.visibility(user, account, services.clone(), false));
+    let seen = futures::future::try_join_all(checks).await?;
+    Ok(users
+        .iter()
+        .zip(seen)
+        .find(|(_, theirs)| !theirs.sees(service.as_deref()))
+        .map(|((index, _), _)| *index))
 }

@@ -4,10 +4,19 @@
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest subject, in Unicode code points after trimming.
 pub const MAX_SUBJECT_CHARS: usize = 200;
-/// The most CC users of a ticket.
+/// The most CC users of a ticket, and so the most entries of each list of
+/// CC users in a request (`cc_user_ids`, `add_user_ids`,
+/// `remove_user_ids`).
 pub const MAX_CC: usize = 20;
+/// The most entries of each enum filter of a ticket list (`statuses`,
+/// `priorities`, `categories`); repeats are collapsed.
+pub const MAX_FILTER_VALUES: usize = 10;
+/// The longest code word VerifyCaller passes on, in code points (identity
+/// keeps at most 64 after normalising).
+pub const MAX_CODE_WORD_CHARS: usize = 128;
 
-/// The subject trimmed: 1–200 code points, no control characters.
+/// The subject trimmed: 1–200 code points, one line (no control or bidi
+/// formatting characters).
 pub fn subject(raw: &str) -> Result<String, &'static str> {
     let trimmed = raw.trim();
     let chars = trimmed.chars().count();
@@ -17,9 +26,7 @@ pub fn subject(raw: &str) -> Result<String, &'static str> {
     if chars > MAX_SUBJECT_CHARS {
         return Err("at most 200 characters");
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err("must not contain control characters");
-    }
+    tenancy_runtime::text::one_line(trimmed)?;
     Ok(trimmed.to_owned())
 }
 

@@ -78,8 +78,9 @@ pub(crate) struct NewTicket {
     pub(crate) created_by_user_id: UserId,
     /// The first message.
     pub(crate) body: String,
-    /// Initial CC users (deduplicated, creator removed).
-    pub(crate) cc: Vec<UserId>,
+    /// Initial CC users (deduplicated, creator removed), each with the
+    /// index of its entry in the request (for errors).
+    pub(crate) cc: Vec<(usize, UserId)>,
 }
 
 /// What a new message holds.
@@ -193,7 +194,7 @@ impl Store {
         message::Entity::insert(message_active(&first))
             .exec_without_returning(&txn)
             .await?;
-        let cc: BTreeSet<String> = new.cc.into_iter().map(UserId::into_string).collect();
+        let cc: BTreeSet<String> = new.cc.into_iter().map(|(_, id)| id.into_string()).collect();
         for user_id in &cc {
             cc::Entity::insert(cc::ActiveModel {
                 ticket_id: Set(id.clone()),

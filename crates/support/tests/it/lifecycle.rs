@@ -55,6 +55,27 @@ async fn invalid_tickets_are_refused_with_every_field_named() {
     assert_eq!(violated_fields(&status), ["subject"]);
 }
 
+#[tokio::test]
+async fn subjects_with_bidi_controls_are_refused() {
+    let w = World::new("lc_bidi").await;
+    for subject in [
+        "Invoice \u{202E}fdp.exe",
+        "Refund \u{2067}urgent\u{2069}",
+        "Hi\u{061C}",
+        "two\u{2028}lines",
+    ] {
+        let mut request = create(None);
+        request.subject = subject.into();
+        let status = w
+            .customer(&w.owner)
+            .create_ticket(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{subject:?}");
+        assert_eq!(violated_fields(&status), ["subject"], "{subject:?}");
+    }
+}
+
 async fn staff_set(w: &World, t: &str, to: S) -> Result<pb::Ticket, tonic::Status> {
     w.staff()
         .set_ticket_status(pb::SetTicketStatusRequest {
@@ -357,6 +378,94 @@ async fn cc_users_must_be_members_who_may_see_the_ticket() {
         .ticket
         .unwrap();
     assert_eq!(removed.cc_user_ids, vec![w.selected.clone()]);
+}
+
+#[tokio::test]
+async fn long_lists_are_refused_before_any_lookup_and_repeats_collapse() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = World::new("lc_cc_amp").await;
+    let t = w.ticket(&w.owner, Some(&w.s1)).await.id;
+    let mut c = w.customer(&w.owner);
+    let refused = |status: tonic::Status, field: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}");
+        assert_eq!(tenancy_testkit::refusal(&status), Reason::ListTooLong);
+        assert_eq!(violated_fields(&status), [field]);
+    };
+    let checks = w.batch_checks.load(SeqCst);
+    // 20,000 copies of one id: refused at the edge, no access check made.
+    let status = c
+        .update_ticket_cc(pb::UpdateTicketCcRequest {
+            ticket_id: t.clone(),
+            add_user_ids: vec![w.selected.clone(); 20_000],
+            remove_user_ids: vec![],
+        })
+        .await
+        .unwrap_err();
+    refused(status, "add_user_ids");
+    let status = c
+        .update_ticket_cc(pb::UpdateTicketCcRequest {
+            ticket_id: t.clone(),
+            add_user_ids: vec![],
+            remove_user_ids: vec![w.selected.clone(); 21],
+        })
+        .await
+        .unwrap_err();
+    refused(status, "remove_user_ids");
+    let mut create_many = create(Some(&w.s1));
+    create_many.cc_user_ids = vec![w.selected.clone(); 21];
+    refused(
+        c.create_ticket(create_many).await.unwrap_err(),
+        "cc_user_ids",
+    );
+    refused(
+        c.list_tickets(pb::ListTicketsRequest {
+            statuses: vec![pb::TicketStatus::Open as i32; 40_000],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+        "statuses",
+    );
+    refused(
+        w.staff()
+            .list_queue(pb::ListQueueRequest {
+                priorities: vec![pb::TicketPriority::High as i32; 11],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+        "priorities",
+    );
+    assert_eq!(w.batch_checks.load(SeqCst), checks);
+    // Within the limit, 20 copies of one id are one user: one check for
+    // them (and one for the caller's access to the ticket).
+    let after = c
+        .update_ticket_cc(pb::UpdateTicketCcRequest {
+            ticket_id: t.clone(),
+            add_user_ids: vec![w.selected.clone(); 20],
+            remove_user_ids: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .unwrap();
+    assert_eq!(after.cc_user_ids, std::slice::from_ref(&w.selected));
+    assert_eq!(w.batch_checks.load(SeqCst), checks + 2);
+    // A change that would pass 20 CC users is refused before any user is
+    // checked (only the caller's access is).
+    let strangers: Vec<String> = (0..20).map(|_| id()).collect();
+    assert_refused(
+        c.update_ticket_cc(pb::UpdateTicketCcRequest {
+            ticket_id: t,
+            add_user_ids: strangers,
+            remove_user_ids: vec![],
+        })
+        .await,
+        Code::InvalidArgument,
+        Reason::CcLimitExceeded,
+    );
+    assert_eq!(w.batch_checks.load(SeqCst), checks + 3);
 }
 
 #[tokio::test]

@@ -378,6 +378,7 @@ fn verify(w: &World, user: &str, word: &str) -> pb::VerifyCallerRequest {
 async fn callers_are_verified_by_code_word_attempt_limited_and_audited() {
     let w = World::new("st_verify").await;
     w.set_code_word(&w.owner, "Blue Falcon").await;
+    w.grant(Duration::from_secs(3600)).await;
     let mut s = w.staff();
     let ok = s
         .verify_caller(verify(&w, &w.owner, "blue falcon"))
@@ -458,4 +459,82 @@ async fn verification_on_a_ticket_needs_the_grant_and_leaves_a_system_note() {
     assert!(note.internal);
     assert_eq!(note.author_kind, pb::ActorKind::System as i32);
     assert!(note.body.contains("VERIFIED") && !note.body.contains("kiwi"));
+}
+
+#[tokio::test]
+async fn verification_needs_the_grant_even_without_a_ticket() {
+    let w = World::new("st_verify_ng").await;
+    w.set_code_word(&w.owner, "kiwi").await;
+    let mut s = w.staff();
+    // Were any of these checked, identity would lock the code word (5
+    // failures an hour) and the right word below would be refused.
+    for _ in 0..5 {
+        assert_refused(
+            s.verify_caller(verify(&w, &w.owner, "wrong word")).await,
+            Code::PermissionDenied,
+            Reason::SupportAccessNotGranted,
+        );
+    }
+    // Nor does it tell a stranger's id from a member's.
+    assert_refused(
+        s.verify_caller(verify(&w, &w.outsider, "x")).await,
+        Code::PermissionDenied,
+        Reason::SupportAccessNotGranted,
+    );
+    assert!(w.staff_audit().await.is_empty());
+    w.grant(Duration::from_secs(3600)).await;
+    assert!(
+        s.verify_caller(verify(&w, &w.owner, "kiwi"))
+            .await
+            .unwrap()
+            .into_inner()
+            .verified
+    );
+    w.revoke_grant().await;
+    assert_refused(
+        s.verify_caller(verify(&w, &w.owner, "kiwi")).await,
+        Code::PermissionDenied,
+        Reason::SupportAccessNotGranted,
+    );
+}
+
+#[tokio::test]
+async fn concurrent_guesses_are_checked_at_most_up_to_the_limit() {
+    let w = World::new("st_verify_race").await;
+    w.set_code_word(&w.owner, "kiwi").await;
+    w.grant(Duration::from_secs(3600)).await;
+    let guesses = (0..10).map(|i| {
+        let mut s = w.staff();
+        let guess = verify(&w, &w.owner, &format!("guess number {i}"));
+        async move { s.verify_caller(guess).await }
+    });
+    let results = futures::future::join_all(guesses).await;
+    let mut checked = 0;
+    for r in results {
+        match r {
+            Ok(reply) => {
+                assert_eq!(
+                    reply.into_inner().outcome,
+                    pb::VerifyCallerOutcome::Mismatch as i32
+                );
+                checked += 1;
+            }
+            Err(status) => assert_refused::<()>(
+                Err(status),
+                Code::ResourceExhausted,
+                Reason::CodeWordAttemptsExceeded,
+            ),
+        }
+    }
+    assert!(
+        (1..=5).contains(&checked),
+        "{checked} of 10 concurrent guesses were checked; the limit is 5"
+    );
+    // The allowance is used up: even the right word is not checked now.
+    assert_refused(
+        w.staff().verify_caller(verify(&w, &w.owner, "kiwi")).await,
+        Code::ResourceExhausted,
+        Reason::CodeWordAttemptsExceeded,
+    );
+    assert_eq!(w.staff_audit().await.len(), checked);
 }
