@@ -171,7 +171,7 @@ impl Api {
     ) -> Result<pb::GetMemberResponse, Error> {
         let caller = self.caller(&request, Role::Manager).await?;
         let user = UserId::parse("user_id", &request.get_ref().user_id)?;
-        let row = store::member(&self.db, &caller.account_id, &user)
+        let row = store::member_by_public_id(&self.db, &caller.account_id, &user)
             .await?
             .ok_or(AccountError::MemberNotFound)?;
         Ok(pb::GetMemberResponse {
@@ -277,7 +277,7 @@ impl Api {
         )?;
         let has = |p: &str| paths.iter().any(|x| x == p || x == "*");
         let input = req.access_scope.unwrap_or_default();
-        let current = store::member(&self.db, &caller.account_id, &user)
+        let current = store::member_by_public_id(&self.db, &caller.account_id, &user)
             .await?
             .ok_or(AccountError::MemberNotFound)?;
         if current.status == MemberStatus::Revoked {
@@ -296,10 +296,11 @@ impl Api {
         if has("portal_access") {
             wanted.portal_access = input.portal_access;
         }
-        // Giving portal access to someone without a password goes through
-        // an invitation: they get access when they accept it.
-        let needs_invitation =
-            wanted.portal_access && !current.portal_access && current.password_pending;
+        // Giving portal access to someone who has not accepted (added with
+        // AddMember) goes through an invitation: they get access when they
+        // accept it, whether or not they have a password (which the reply
+        // must not tell).
+        let needs_invitation = wanted.portal_access && !current.portal_access && !current.accepted;
         if needs_invitation {
             wanted.portal_access = false;
         }
@@ -363,9 +364,14 @@ impl Api {
             service_access: scope.service_access,
             join_time: now,
             update_time: now,
-            name_key: user.name.to_lowercase(),
-            email: user.email.clone(),
+            // What the owner typed, never the user's own profile: they
+            // have not accepted anything (issue 21 §3).
+            name_key: name.to_lowercase(),
+            email: email.clone(),
             mfa_deadline: join_deadline(&account, now),
+            accepted: false,
+            alias_id: UserId::new(),
+            added_name: name.clone(),
         };
         row.upsert(&txn).await?;
         store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
@@ -373,7 +379,7 @@ impl Api {
             &caller.principal,
             &caller.account_id,
             "member.add",
-            ("member", row.user_id.as_str()),
+            ("member", row.public_id().as_str()),
             None,
             Some(member_json(&row)),
         )
@@ -383,7 +389,7 @@ impl Api {
         txn.commit().await?;
         self.policy_committed(&row.account_id);
         Ok(pb::AddMemberResponse {
-            member: Some(self.member_pb(&row, &scope, Some(&user), Some(&account))),
+            member: Some(self.member_pb(&row, &scope, None, Some(&account))),
         })
     }
 }
@@ -444,9 +450,16 @@ async fn list_members(
         .take(usize::try_from(size).unwrap_or(usize::MAX))
         .collect();
     let ids: Vec<UserId> = rows.iter().map(|r| r.user_id.clone()).collect();
+    // Profiles only of members who accepted: the others show what the
+    // adding owner typed.
+    let accepted: Vec<UserId> = rows
+        .iter()
+        .filter(|r| r.accepted)
+        .map(|r| r.user_id.clone())
+        .collect();
     let account = AccountRow::load(&api.db, account_id).await?;
     let (users, scopes) = tokio::join!(
-        api.users_or_empty(&ids),
+        api.users_or_empty(&accepted),
         store::scopes(&api.db, account_id, &ids)
     );
     let mut scopes = scopes?;
@@ -469,7 +482,7 @@ async fn list_members(
             encode_page_token(&Token {
                 f,
                 k,
-                u: last.user_id.to_string(),
+                u: last.alias_id.to_string(),
             })
         }
         _ => String::new(),

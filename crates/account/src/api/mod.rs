@@ -86,7 +86,10 @@ impl Api {
         }
     }
 
-    /// A member as the API shows it.
+    /// A member as the API shows it. A member who has not accepted (added
+    /// with AddMember) shows only what the adding owner typed: their
+    /// stand-in id, the name and email typed, no login or 2FA facts (so
+    /// no 2FA deadline either, whose presence would tell).
     fn member_pb(
         &self,
         row: &MemberRow,
@@ -94,12 +97,17 @@ impl Api {
         user: Option<&UserInfo>,
         account: Option<&AccountRow>,
     ) -> pb::Member {
+        let user = user.filter(|_| row.accepted);
         let enforce = account.is_some_and(|a| a.enforce_mfa);
         let has_mfa = user.is_some_and(|u| u.totp_enabled);
         pb::Member {
-            user_id: row.user_id.to_string(),
+            user_id: row.public_id().to_string(),
             account_id: row.account_id.to_string(),
-            name: user.map(|u| u.name.clone()).unwrap_or_default(),
+            name: match user {
+                Some(u) => u.name.clone(),
+                None if !row.accepted => row.added_name.clone(),
+                None => String::new(),
+            },
             email: user
                 .map(|u| u.email.clone())
                 .unwrap_or_else(|| row.email.clone()),
@@ -109,7 +117,7 @@ impl Api {
             status: row.status.code(),
             access_scope: Some(scope_pb(scope)),
             join_time: Some(ts(row.join_time)),
-            mfa_deadline: if enforce && !has_mfa {
+            mfa_deadline: if enforce && !has_mfa && row.accepted {
                 row.mfa_deadline.map(ts)
             } else {
                 None
@@ -121,9 +129,12 @@ impl Api {
     /// Loads and renders one member with profile and scope.
     async fn render_member(&self, row: &MemberRow) -> Result<pb::Member, Error> {
         let scope = store::scope(&self.db, row).await?;
-        let users = self
-            .users_or_empty(std::slice::from_ref(&row.user_id))
-            .await;
+        let users = if row.accepted {
+            self.users_or_empty(std::slice::from_ref(&row.user_id))
+                .await
+        } else {
+            Default::default()
+        };
         let account = AccountRow::load(&self.db, &row.account_id).await?;
         Ok(self.member_pb(row, &scope, users.get(&row.user_id), account.as_ref()))
     }
