@@ -270,6 +270,7 @@ impl Api {
         let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
+        super::at_most("states", req.states.len(), super::limits::ENUM_FILTERS)?;
         let mut states = req.states.clone();
         states.sort_unstable();
         states.dedup();
@@ -440,6 +441,11 @@ impl Api {
         let req = request.into_inner();
         if req.token.is_empty() {
             return Err(Error::invalid_field("token", "required"));
+        }
+        // Tokens are `tni_` and 43 characters; anything much longer is not
+        // one (and is not worth hashing).
+        if req.token.len() > 100 {
+            return Err(AccountError::InvitationNotFound.into());
         }
         let hash = SecretToken::from_client(req.token.clone()).hash();
         let inv = store::invitation_by_token(&self.db, &hash)

@@ -9,7 +9,7 @@ use tenancy_runtime::ids::{
 };
 use tenancy_runtime::{Error, Reason};
 
-use super::{Api, fingerprint, join_deadline, mask_paths};
+use super::{Api, at_most, fingerprint, join_deadline, limits, mask_paths};
 use crate::app::members::{self as app, Actor};
 use crate::app::policy::{member_json, membership_entry};
 use crate::domain::members::MemberChange;
@@ -69,13 +69,25 @@ impl Api {
                 );
             }
         }
+        // The limits first: an oversized list is refused before any entry
+        // is looked at (the duplicate checks below are quadratic).
+        at_most(
+            &format!("{p}.selected_service_ids"),
+            input.selected_service_ids.len(),
+            limits::SELECTED_SERVICES,
+        )?;
+        at_most(
+            &format!("{p}.resource_grants"),
+            input.resource_grants.len(),
+            limits::RESOURCE_GRANTS,
+        )?;
+        at_most(
+            &format!("{p}.tag_grants"),
+            input.tag_grants.len(),
+            limits::TAG_GRANTS,
+        )?;
         let mut ids_to_check: Vec<(String, String)> = Vec::new();
         if fields.selected {
-            v.check(
-                input.selected_service_ids.len() <= 1000,
-                &format!("{p}.selected_service_ids"),
-                "at most 1000",
-            );
             let mut out: Vec<String> = Vec::new();
             for (k, id) in input.selected_service_ids.iter().enumerate() {
                 let field = format!("{p}.selected_service_ids[{k}]");
@@ -97,11 +109,6 @@ impl Api {
             );
         }
         if fields.resources {
-            v.check(
-                input.resource_grants.len() <= 1000,
-                &format!("{p}.resource_grants"),
-                "at most 1000",
-            );
             let mut out: Vec<(String, Level)> = Vec::new();
             for (k, g) in input.resource_grants.iter().enumerate() {
                 let field = format!("{p}.resource_grants[{k}]");
@@ -120,11 +127,6 @@ impl Api {
             scope.resources = out;
         }
         if fields.tags {
-            v.check(
-                input.tag_grants.len() <= 100,
-                &format!("{p}.tag_grants"),
-                "at most 100",
-            );
             let mut out: Vec<(String, Level)> = Vec::new();
             for (k, g) in input.tag_grants.iter().enumerate() {
                 let field = format!("{p}.tag_grants[{k}]");
@@ -142,15 +144,19 @@ impl Api {
         v.finish()?;
         let ids: Vec<String> = ids_to_check.iter().map(|(_, id)| id.clone()).collect();
         let existing = store::existing_services(&self.db, account_id, &ids).await?;
-        let mut missing = Error::new(Reason::ServiceIdUnknown, "unknown service ids");
-        let mut any = false;
-        for (field, id) in &ids_to_check {
-            if !existing.contains(id) {
+        // The first few unknown ids are named: a thousand field violations
+        // would not fit in the response's headers.
+        const NAMED: usize = 20;
+        let unknown: Vec<&String> = ids_to_check
+            .iter()
+            .filter(|(_, id)| !existing.contains(id))
+            .map(|(field, _)| field)
+            .collect();
+        if !unknown.is_empty() {
+            let mut missing = Error::new(Reason::ServiceIdUnknown, "unknown service ids");
+            for field in unknown.into_iter().take(NAMED) {
                 missing = missing.with_field(field.clone(), "no such service in the account");
-                any = true;
             }
-        }
-        if any {
             return Err(missing);
         }
         Ok(scope)
@@ -407,6 +413,7 @@ async fn list_members(
     req: pb::ListMembersRequest,
 ) -> Result<pb::ListMembersResponse, Error> {
     let size = page_size(req.page_size)?;
+    at_most("statuses", req.statuses.len(), limits::ENUM_FILTERS)?;
     let mut statuses: Vec<i32> = req.statuses.clone();
     statuses.sort_unstable();
     statuses.dedup();

@@ -236,12 +236,57 @@ pub(crate) fn from_struct(s: &prost_types::Struct) -> String {
     object(s).to_string()
 }
 
+/// The most entries of a repeated field every one of this service's limits
+/// is (documented in the proto comments, issue 21 §6).
+pub(crate) mod limits {
+    /// `AccessScope.selected_service_ids`.
+    pub(crate) const SELECTED_SERVICES: usize = 1000;
+    /// `AccessScope.resource_grants`.
+    pub(crate) const RESOURCE_GRANTS: usize = 1000;
+    /// `AccessScope.tag_grants`.
+    pub(crate) const TAG_GRANTS: usize = 100;
+    /// `Service.tags`.
+    pub(crate) const SERVICE_TAGS: usize = 50;
+    /// Tag filters of ListServices.
+    pub(crate) const TAG_FILTERS: usize = 10;
+    /// Enum filters (ListMembers.statuses, ListInvitations.states).
+    pub(crate) const ENUM_FILTERS: usize = 10;
+    /// `update_mask.paths`.
+    pub(crate) const MASK_PATHS: usize = 20;
+    /// `PostalAddress.lines`.
+    pub(crate) const ADDRESS_LINES: usize = 3;
+    /// BatchCheckAccess `service_ids`.
+    pub(crate) const CHECKED_SERVICES: usize = 500;
+    /// GetDefaultAccount `preferred_account_ids`.
+    pub(crate) const PREFERRED_ACCOUNTS: usize = 10;
+}
+
+/// LIST_TOO_LONG naming `field` when a repeated field has more than `max`
+/// entries. Checked before any entry is looked at, so an oversized list
+/// costs nothing but its decoding.
+pub(crate) fn at_most(field: &str, len: usize, max: usize) -> Result<(), Error> {
+    if len <= max {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            Reason::ListTooLong,
+            field,
+            format!("at most {max} entries"),
+        ))
+    }
+}
+
 /// The paths of a field mask; UPDATE_MASK_INVALID when empty or not in
-/// `allowed`.
+/// `allowed`, LIST_TOO_LONG beyond [`limits::MASK_PATHS`].
 pub(crate) fn mask_paths(
     mask: Option<&prost_types::FieldMask>,
     allowed: &[&str],
 ) -> Result<Vec<String>, Error> {
+    at_most(
+        "update_mask.paths",
+        mask.map_or(0, |m| m.paths.len()),
+        limits::MASK_PATHS,
+    )?;
     let paths: Vec<String> = mask.map(|m| m.paths.clone()).unwrap_or_default();
     let bad = |message: String| {
         Error::new(Reason::UpdateMaskInvalid, message.clone()).with_field("update_mask", message)
