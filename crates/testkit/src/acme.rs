@@ -304,8 +304,14 @@ impl Acme {
     }
 
     /// Adds `user` to Acme as a MANAGER with `mode`, as the owner would in
-    /// the portal (AddMember only).
-    pub async fn add_member(&self, user: &str, mode: apb::ServiceAccess, selected: &[String]) {
+    /// the portal (AddMember only); the member as the reply shows it (until
+    /// `user` accepts an invitation, under a stand-in id).
+    pub async fn add_member(
+        &self,
+        user: &str,
+        mode: apb::ServiceAccess,
+        selected: &[String],
+    ) -> apb::Member {
         self.owner_account(None)
             .add_member(apb::AddMemberRequest {
                 email: self.emails[user].clone(),
@@ -314,24 +320,47 @@ impl Acme {
                 access_scope: Some(Self::scope(mode, selected)),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner()
+            .member
+            .unwrap()
     }
 
-    /// As [`Acme::add_member`], then grants portal access explicitly
-    /// (SetMemberAccess), as the owner does for a member who must sign in
-    /// at once.
+    /// As [`Acme::add_member`], then grants portal access (SetMemberAccess),
+    /// which emails `user` an invitation, and accepts it as `user`: an
+    /// ACTIVE MANAGER who may sign in, shown under their user id.
     pub async fn add_manager(&self, user: &str, mode: apb::ServiceAccess, selected: &[String]) {
-        self.add_member(user, mode, selected).await;
-        self.owner_account(None)
+        let added = self.add_member(user, mode, selected).await;
+        let invitation = self
+            .owner_account(None)
             .set_member_access(apb::SetMemberAccessRequest {
-                user_id: user.to_owned(),
+                user_id: added.user_id,
                 access_scope: Some(Self::scope(mode, selected)),
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["portal_access".into()],
                 }),
             })
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner()
+            .invitation
+            .expect("portal access for an added member goes through an invitation");
+        let mail = self
+            .outbox_at_least(&format!("account:invitation:{}:", invitation.id), 1)
+            .await;
+        let url = &mail.first().expect("the invitation email").template_data["accept_url"];
+        let token = url.split("token=").nth(1).unwrap_or_default().to_owned();
+        AccountServiceClient::with_interceptor(
+            self.account_channel(),
+            self.signed(Principal::anonymous(None, uuid::Uuid::now_v7().to_string())),
+        )
+        .accept_invitation(apb::AcceptInvitationRequest {
+            token,
+            name: String::new(),
+            password: PASSWORD.to_owned(),
+        })
+        .await
+        .unwrap();
     }
 
     /// Changes a member's service access, as the owner.

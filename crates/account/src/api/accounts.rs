@@ -108,11 +108,18 @@ fn apply(row: &mut AccountRow, input: &pb::Account, paths: &[String], v: &mut Vi
     let mut touched = false;
     if whole || has("address.lines") {
         touched = true;
-        if given.lines.is_empty() || given.lines.len() > 3 {
+        let limit = super::at_most(
+            "account.address.lines",
+            given.lines.len(),
+            super::limits::ADDRESS_LINES,
+        );
+        let within = v.take("account.address.lines", limit).is_some();
+        if given.lines.is_empty() {
             v.add("account.address.lines", "1 to 3 lines");
         }
         let mut lines = Vec::new();
-        for (k, line) in given.lines.iter().enumerate() {
+        let given_lines = if within { &given.lines[..] } else { &[] };
+        for (k, line) in given_lines.iter().enumerate() {
             if let Some(l) = v.take(
                 &format!("account.address.lines[{k}]"),
                 validate::text(line, 1, 200),

@@ -82,7 +82,12 @@ impl Api {
         if wanted.is_none() {
             v.add("level", "VIEW or MANAGE is required");
         }
-        v.check(req.service_ids.len() <= 500, "service_ids", "at most 500");
+        let limit = super::at_most(
+            "service_ids",
+            req.service_ids.len(),
+            super::limits::CHECKED_SERVICES,
+        );
+        v.take("service_ids", limit);
         v.finish()?;
         let wanted = wanted.unwrap_or(Level::View);
         let user = normalised(&req.user_id);
@@ -195,15 +200,14 @@ impl Api {
         &self,
         req: pb::GetDefaultAccountRequest,
     ) -> Result<pb::GetDefaultAccountResponse, Error> {
-        /// Most preferred accounts a request may name.
-        const MAX_PREFERRED: usize = 10;
         let mut v = Violations::default();
         required(&mut v, "user_id", &req.user_id);
-        v.check(
-            req.preferred_account_ids.len() <= MAX_PREFERRED,
+        let limit = super::at_most(
             "preferred_account_ids",
-            "at most 10",
+            req.preferred_account_ids.len(),
+            super::limits::PREFERRED_ACCOUNTS,
         );
+        v.take("preferred_account_ids", limit);
         v.finish()?;
         let user = normalised(&req.user_id);
         let preferred: Vec<String> = req

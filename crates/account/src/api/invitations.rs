@@ -18,6 +18,7 @@ use crate::app::policy::{membership_entry, role_name};
 use crate::domain::{
     AccountError, InvitationState, MemberStatus, Role, Scope, ServiceAccess, validate,
 };
+use crate::peers::UserInfo;
 use crate::store::{self, AccountRow, CloseAs, InvitationRow, MemberRow};
 
 /// How long an invitation link works.
@@ -52,6 +53,16 @@ fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
         } else {
             String::new()
         },
+    }
+}
+
+/// The sort key of an invitee's name: theirs, or the one they give when
+/// accepting creates them.
+fn name_key(user: &UserInfo, given: &str) -> String {
+    if user.name.is_empty() {
+        given.trim().to_lowercase()
+    } else {
+        user.name.to_lowercase()
     }
 }
 
@@ -234,7 +245,9 @@ impl Api {
             send_time: now,
             send_count: 1,
             close_time: None,
-            user_id: Some(member.user_id.to_string()),
+            // The member's id as the owner sees it (the stand-in until
+            // they accept); AcceptInvitation resolves it.
+            user_id: Some(member.public_id().to_string()),
             for_existing_member: true,
         };
         let txn = store::begin(&self.db).await?;
@@ -257,6 +270,7 @@ impl Api {
         let caller = self.caller(&request, Role::Owner).await?;
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
+        super::at_most("states", req.states.len(), super::limits::ENUM_FILTERS)?;
         let mut states = req.states.clone();
         states.sort_unstable();
         states.dedup();
@@ -428,6 +442,11 @@ impl Api {
         if req.token.is_empty() {
             return Err(Error::invalid_field("token", "required"));
         }
+        // Tokens are `tni_` and 43 characters; anything much longer is not
+        // one (and is not worth hashing).
+        if req.token.len() > 100 {
+            return Err(AccountError::InvitationNotFound.into());
+        }
         let hash = SecretToken::from_client(req.token.clone()).hash();
         let inv = store::invitation_by_token(&self.db, &hash)
             .await?
@@ -444,15 +463,24 @@ impl Api {
             InvitationState::Expired => return Err(AccountError::InvitationExpired.into()),
             InvitationState::Pending => {}
         }
-        // The invitee's user, created at invitation time.
-        let user = match &inv.user_id {
-            Some(id) => {
+        // The invitee's user, created at invitation time (for a member
+        // who was added, the invitation names the member's stand-in id).
+        let user_id = match &inv.user_id {
+            Some(id) if inv.for_existing_member => {
                 let id = UserId::trusted(id.as_str());
-                self.peers
-                    .users(std::slice::from_ref(&id))
+                store::member_by_public_id(&self.db, &inv.account_id, &id)
                     .await?
-                    .remove(&id)
+                    .map(|m| m.user_id)
             }
+            Some(id) => Some(UserId::trusted(id.as_str())),
+            None => None,
+        };
+        let user = match user_id {
+            Some(id) => self
+                .peers
+                .users(std::slice::from_ref(&id))
+                .await?
+                .remove(&id),
             None => None,
         };
         let user = match user {
@@ -490,6 +518,11 @@ impl Api {
                 m.portal_access = true;
                 m.password_pending = false;
                 m.update_time = now;
+                // Their own action: from now on the API shows them as
+                // they are.
+                m.accepted = true;
+                m.name_key = name_key(&user, &req.name);
+                m.email = inv.email.clone();
                 m.update(&txn).await?;
                 m
             }
@@ -514,13 +547,12 @@ impl Api {
                     service_access: scope.service_access,
                     join_time: now,
                     update_time: now,
-                    name_key: if user.name.is_empty() {
-                        req.name.trim().to_lowercase()
-                    } else {
-                        user.name.to_lowercase()
-                    },
+                    name_key: name_key(&user, &req.name),
                     email: inv.email.clone(),
                     mfa_deadline: join_deadline(&account, now),
+                    accepted: true,
+                    alias_id: user.id.clone(),
+                    added_name: String::new(),
                 };
                 m.upsert(&txn).await?;
                 store::replace_grants(&txn, &m.account_id, &m.user_id, &scope).await?;

@@ -9,7 +9,7 @@ use tenancy_runtime::ids::{
 };
 use tenancy_runtime::{Error, Reason};
 
-use super::{Api, fingerprint, join_deadline, mask_paths};
+use super::{Api, at_most, fingerprint, join_deadline, limits, mask_paths};
 use crate::app::members::{self as app, Actor};
 use crate::app::policy::{member_json, membership_entry};
 use crate::domain::members::MemberChange;
@@ -69,13 +69,25 @@ impl Api {
                 );
             }
         }
+        // The limits first: an oversized list is refused before any entry
+        // is looked at (the duplicate checks below are quadratic).
+        at_most(
+            &format!("{p}.selected_service_ids"),
+            input.selected_service_ids.len(),
+            limits::SELECTED_SERVICES,
+        )?;
+        at_most(
+            &format!("{p}.resource_grants"),
+            input.resource_grants.len(),
+            limits::RESOURCE_GRANTS,
+        )?;
+        at_most(
+            &format!("{p}.tag_grants"),
+            input.tag_grants.len(),
+            limits::TAG_GRANTS,
+        )?;
         let mut ids_to_check: Vec<(String, String)> = Vec::new();
         if fields.selected {
-            v.check(
-                input.selected_service_ids.len() <= 1000,
-                &format!("{p}.selected_service_ids"),
-                "at most 1000",
-            );
             let mut out: Vec<String> = Vec::new();
             for (k, id) in input.selected_service_ids.iter().enumerate() {
                 let field = format!("{p}.selected_service_ids[{k}]");
@@ -97,11 +109,6 @@ impl Api {
             );
         }
         if fields.resources {
-            v.check(
-                input.resource_grants.len() <= 1000,
-                &format!("{p}.resource_grants"),
-                "at most 1000",
-            );
             let mut out: Vec<(String, Level)> = Vec::new();
             for (k, g) in input.resource_grants.iter().enumerate() {
                 let field = format!("{p}.resource_grants[{k}]");
@@ -120,11 +127,6 @@ impl Api {
             scope.resources = out;
         }
         if fields.tags {
-            v.check(
-                input.tag_grants.len() <= 100,
-                &format!("{p}.tag_grants"),
-                "at most 100",
-            );
             let mut out: Vec<(String, Level)> = Vec::new();
             for (k, g) in input.tag_grants.iter().enumerate() {
                 let field = format!("{p}.tag_grants[{k}]");
@@ -142,15 +144,19 @@ impl Api {
         v.finish()?;
         let ids: Vec<String> = ids_to_check.iter().map(|(_, id)| id.clone()).collect();
         let existing = store::existing_services(&self.db, account_id, &ids).await?;
-        let mut missing = Error::new(Reason::ServiceIdUnknown, "unknown service ids");
-        let mut any = false;
-        for (field, id) in &ids_to_check {
-            if !existing.contains(id) {
+        // The first few unknown ids are named: a thousand field violations
+        // would not fit in the response's headers.
+        const NAMED: usize = 20;
+        let unknown: Vec<&String> = ids_to_check
+            .iter()
+            .filter(|(_, id)| !existing.contains(id))
+            .map(|(field, _)| field)
+            .collect();
+        if !unknown.is_empty() {
+            let mut missing = Error::new(Reason::ServiceIdUnknown, "unknown service ids");
+            for field in unknown.into_iter().take(NAMED) {
                 missing = missing.with_field(field.clone(), "no such service in the account");
-                any = true;
             }
-        }
-        if any {
             return Err(missing);
         }
         Ok(scope)
@@ -171,7 +177,7 @@ impl Api {
     ) -> Result<pb::GetMemberResponse, Error> {
         let caller = self.caller(&request, Role::Manager).await?;
         let user = UserId::parse("user_id", &request.get_ref().user_id)?;
-        let row = store::member(&self.db, &caller.account_id, &user)
+        let row = store::member_by_public_id(&self.db, &caller.account_id, &user)
             .await?
             .ok_or(AccountError::MemberNotFound)?;
         Ok(pb::GetMemberResponse {
@@ -277,7 +283,7 @@ impl Api {
         )?;
         let has = |p: &str| paths.iter().any(|x| x == p || x == "*");
         let input = req.access_scope.unwrap_or_default();
-        let current = store::member(&self.db, &caller.account_id, &user)
+        let current = store::member_by_public_id(&self.db, &caller.account_id, &user)
             .await?
             .ok_or(AccountError::MemberNotFound)?;
         if current.status == MemberStatus::Revoked {
@@ -296,10 +302,11 @@ impl Api {
         if has("portal_access") {
             wanted.portal_access = input.portal_access;
         }
-        // Giving portal access to someone without a password goes through
-        // an invitation: they get access when they accept it.
-        let needs_invitation =
-            wanted.portal_access && !current.portal_access && current.password_pending;
+        // Giving portal access to someone who has not accepted (added with
+        // AddMember) goes through an invitation: they get access when they
+        // accept it, whether or not they have a password (which the reply
+        // must not tell).
+        let needs_invitation = wanted.portal_access && !current.portal_access && !current.accepted;
         if needs_invitation {
             wanted.portal_access = false;
         }
@@ -363,9 +370,14 @@ impl Api {
             service_access: scope.service_access,
             join_time: now,
             update_time: now,
-            name_key: user.name.to_lowercase(),
-            email: user.email.clone(),
+            // What the owner typed, never the user's own profile: they
+            // have not accepted anything (issue 21 §3).
+            name_key: name.to_lowercase(),
+            email: email.clone(),
             mfa_deadline: join_deadline(&account, now),
+            accepted: false,
+            alias_id: UserId::new(),
+            added_name: name.clone(),
         };
         row.upsert(&txn).await?;
         store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
@@ -373,7 +385,7 @@ impl Api {
             &caller.principal,
             &caller.account_id,
             "member.add",
-            ("member", row.user_id.as_str()),
+            ("member", row.public_id().as_str()),
             None,
             Some(member_json(&row)),
         )
@@ -383,7 +395,7 @@ impl Api {
         txn.commit().await?;
         self.policy_committed(&row.account_id);
         Ok(pb::AddMemberResponse {
-            member: Some(self.member_pb(&row, &scope, Some(&user), Some(&account))),
+            member: Some(self.member_pb(&row, &scope, None, Some(&account))),
         })
     }
 }
@@ -401,6 +413,7 @@ async fn list_members(
     req: pb::ListMembersRequest,
 ) -> Result<pb::ListMembersResponse, Error> {
     let size = page_size(req.page_size)?;
+    at_most("statuses", req.statuses.len(), limits::ENUM_FILTERS)?;
     let mut statuses: Vec<i32> = req.statuses.clone();
     statuses.sort_unstable();
     statuses.dedup();
@@ -444,9 +457,16 @@ async fn list_members(
         .take(usize::try_from(size).unwrap_or(usize::MAX))
         .collect();
     let ids: Vec<UserId> = rows.iter().map(|r| r.user_id.clone()).collect();
+    // Profiles only of members who accepted: the others show what the
+    // adding owner typed.
+    let accepted: Vec<UserId> = rows
+        .iter()
+        .filter(|r| r.accepted)
+        .map(|r| r.user_id.clone())
+        .collect();
     let account = AccountRow::load(&api.db, account_id).await?;
     let (users, scopes) = tokio::join!(
-        api.users_or_empty(&ids),
+        api.users_or_empty(&accepted),
         store::scopes(&api.db, account_id, &ids)
     );
     let mut scopes = scopes?;
@@ -469,7 +489,7 @@ async fn list_members(
             encode_page_token(&Token {
                 f,
                 k,
-                u: last.user_id.to_string(),
+                u: last.alias_id.to_string(),
             })
         }
         _ => String::new(),

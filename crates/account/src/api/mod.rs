@@ -86,7 +86,10 @@ impl Api {
         }
     }
 
-    /// A member as the API shows it.
+    /// A member as the API shows it. A member who has not accepted (added
+    /// with AddMember) shows only what the adding owner typed: their
+    /// stand-in id, the name and email typed, no login or 2FA facts (so
+    /// no 2FA deadline either, whose presence would tell).
     fn member_pb(
         &self,
         row: &MemberRow,
@@ -94,12 +97,17 @@ impl Api {
         user: Option<&UserInfo>,
         account: Option<&AccountRow>,
     ) -> pb::Member {
+        let user = user.filter(|_| row.accepted);
         let enforce = account.is_some_and(|a| a.enforce_mfa);
         let has_mfa = user.is_some_and(|u| u.totp_enabled);
         pb::Member {
-            user_id: row.user_id.to_string(),
+            user_id: row.public_id().to_string(),
             account_id: row.account_id.to_string(),
-            name: user.map(|u| u.name.clone()).unwrap_or_default(),
+            name: match user {
+                Some(u) => u.name.clone(),
+                None if !row.accepted => row.added_name.clone(),
+                None => String::new(),
+            },
             email: user
                 .map(|u| u.email.clone())
                 .unwrap_or_else(|| row.email.clone()),
@@ -109,7 +117,7 @@ impl Api {
             status: row.status.code(),
             access_scope: Some(scope_pb(scope)),
             join_time: Some(ts(row.join_time)),
-            mfa_deadline: if enforce && !has_mfa {
+            mfa_deadline: if enforce && !has_mfa && row.accepted {
                 row.mfa_deadline.map(ts)
             } else {
                 None
@@ -121,9 +129,12 @@ impl Api {
     /// Loads and renders one member with profile and scope.
     async fn render_member(&self, row: &MemberRow) -> Result<pb::Member, Error> {
         let scope = store::scope(&self.db, row).await?;
-        let users = self
-            .users_or_empty(std::slice::from_ref(&row.user_id))
-            .await;
+        let users = if row.accepted {
+            self.users_or_empty(std::slice::from_ref(&row.user_id))
+                .await
+        } else {
+            Default::default()
+        };
         let account = AccountRow::load(&self.db, &row.account_id).await?;
         Ok(self.member_pb(row, &scope, users.get(&row.user_id), account.as_ref()))
     }
@@ -225,12 +236,57 @@ pub(crate) fn from_struct(s: &prost_types::Struct) -> String {
     object(s).to_string()
 }
 
+/// The most entries of a repeated field every one of this service's limits
+/// is (documented in the proto comments, issue 21 §6).
+pub(crate) mod limits {
+    /// `AccessScope.selected_service_ids`.
+    pub(crate) const SELECTED_SERVICES: usize = 1000;
+    /// `AccessScope.resource_grants`.
+    pub(crate) const RESOURCE_GRANTS: usize = 1000;
+    /// `AccessScope.tag_grants`.
+    pub(crate) const TAG_GRANTS: usize = 100;
+    /// `Service.tags`.
+    pub(crate) const SERVICE_TAGS: usize = 50;
+    /// Tag filters of ListServices.
+    pub(crate) const TAG_FILTERS: usize = 10;
+    /// Enum filters (ListMembers.statuses, ListInvitations.states).
+    pub(crate) const ENUM_FILTERS: usize = 10;
+    /// `update_mask.paths`.
+    pub(crate) const MASK_PATHS: usize = 20;
+    /// `PostalAddress.lines`.
+    pub(crate) const ADDRESS_LINES: usize = 3;
+    /// BatchCheckAccess `service_ids`.
+    pub(crate) const CHECKED_SERVICES: usize = 500;
+    /// GetDefaultAccount `preferred_account_ids`.
+    pub(crate) const PREFERRED_ACCOUNTS: usize = 10;
+}
+
+/// LIST_TOO_LONG naming `field` when a repeated field has more than `max`
+/// entries. Checked before any entry is looked at, so an oversized list
+/// costs nothing but its decoding.
+pub(crate) fn at_most(field: &str, len: usize, max: usize) -> Result<(), Error> {
+    if len <= max {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            Reason::ListTooLong,
+            field,
+            format!("at most {max} entries"),
+        ))
+    }
+}
+
 /// The paths of a field mask; UPDATE_MASK_INVALID when empty or not in
-/// `allowed`.
+/// `allowed`, LIST_TOO_LONG beyond [`limits::MASK_PATHS`].
 pub(crate) fn mask_paths(
     mask: Option<&prost_types::FieldMask>,
     allowed: &[&str],
 ) -> Result<Vec<String>, Error> {
+    at_most(
+        "update_mask.paths",
+        mask.map_or(0, |m| m.paths.len()),
+        limits::MASK_PATHS,
+    )?;
     let paths: Vec<String> = mask.map(|m| m.paths.clone()).unwrap_or_default();
     let bad = |message: String| {
         Error::new(Reason::UpdateMaskInvalid, message.clone()).with_field("update_mask", message)

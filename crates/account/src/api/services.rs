@@ -30,6 +30,10 @@ pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
 }
 
 fn tags(input: &[String], v: &mut Violations) -> Vec<String> {
+    let limit = super::at_most("service.tags", input.len(), super::limits::SERVICE_TAGS);
+    if v.take("service.tags", limit).is_none() {
+        return Vec::new();
+    }
     let mut out: Vec<String> = Vec::new();
     for (k, t) in input.iter().enumerate() {
         if let Some(t) = v.take(&format!("service.tags[{k}]"), validate::tag(t))
@@ -177,7 +181,7 @@ impl Api {
         let req = request.into_inner();
         let size = page_size(req.page_size)?;
         let mut v = Violations::default();
-        v.check(req.tags.len() <= 10, "tags", "at most 10");
+        super::at_most("tags", req.tags.len(), super::limits::TAG_FILTERS)?;
         let filter_tags: Vec<String> = req
             .tags
             .iter()

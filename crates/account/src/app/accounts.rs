@@ -78,6 +78,9 @@ pub(crate) async fn create_account(
         name_key: profile.map(|u| u.name.to_lowercase()).unwrap_or_default(),
         email: profile.map(|u| u.email.clone()).unwrap_or_default(),
         mfa_deadline: join_deadline(&row, now),
+        accepted: true,
+        alias_id: user_id.clone(),
+        added_name: String::new(),
     };
     owner.upsert(&txn).await?;
     if let Some((key, hash)) = request {

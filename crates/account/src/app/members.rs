@@ -94,12 +94,13 @@ async fn apply(
         Change::Scope(_) => Role::Owner,
     };
     members::check_caller(me.as_ref().map(MemberRow::caller_facts), min_role)?;
+    let before = store::member_by_public_id(&txn, account, target)
+        .await?
+        .ok_or(AccountError::MemberNotFound)?;
+    let target = &before.user_id;
     if let Change::Membership(c) = &change {
         c.check_target(*target == actor.user_id)?;
     }
-    let before = store::member(&txn, account, target)
-        .await?
-        .ok_or(AccountError::MemberNotFound)?;
     let mut row = before.clone();
     let old_scope = store::scope(&txn, &before).await?;
     let new_scope = match &change {
@@ -148,7 +149,7 @@ async fn apply(
         actor.principal,
         account,
         action,
-        ("member", target.as_str()),
+        ("member", before.public_id().as_str()),
         before_json,
         after_json,
     )

@@ -6,6 +6,7 @@ use sea_orm::ConnectionTrait;
 
 mod m20261122_000001_init;
 mod m20261129_000001_peer_calls;
+mod m20261129_000002_member_consent;
 
 /// Every migration step of the account service, in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_init::Migration),
             Box::new(m20261129_000001_peer_calls::Migration),
+            Box::new(m20261129_000002_member_consent::Migration),
         ]
     }
 

@@ -207,7 +207,7 @@ pub async fn active_owners<C: ConnectionTrait>(
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-const MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline";
+const MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline, accepted, alias_id, added_name";
 
 /// One membership row.
 pub async fn member<C: ConnectionTrait>(
@@ -221,6 +221,26 @@ pub async fn member<C: ConnectionTrait>(
             "SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1 AND user_id = $2"
         ),
         vec![account_id.into(), user_id.into()],
+    )
+    .await?;
+    row.map(|r| MemberRow::read(&r)).transpose()
+}
+
+/// The member the API addresses as `id` (see [`MemberRow::public_id`]):
+/// an accepted member by user id, or any member by the id it was first
+/// shown under. A member who has not accepted is never found by their
+/// user id, which the adding owner must not learn.
+pub async fn member_by_public_id<C: ConnectionTrait>(
+    c: &C,
+    account_id: &AccountId,
+    id: &UserId,
+) -> Result<Option<MemberRow>, Error> {
+    let row = one(
+        c,
+        &format!(
+            "SELECT {MEMBER_COLUMNS} FROM account_members WHERE account_id = $1 AND (alias_id = $2 OR (accepted AND user_id = $2))"
+        ),
+        vec![account_id.into(), id.into()],
     )
     .await?;
     row.map(|r| MemberRow::read(&r)).transpose()
@@ -355,10 +375,12 @@ pub async fn list_members<C: ConnectionTrait>(
         let a = values.len();
         values.push(s(user));
         let bb = values.len();
-        sql.push_str(&format!(" AND ({column}, user_id) {cmp} (${a}, ${bb})"));
+        sql.push_str(&format!(" AND ({column}, alias_id) {cmp} (${a}, ${bb})"));
     }
+    // Ties are broken by `alias_id`, which page tokens carry: never the
+    // user id of a member who has not accepted.
     sql.push_str(&format!(
-        " ORDER BY {column} {dir}, user_id {dir} LIMIT {}",
+        " ORDER BY {column} {dir}, alias_id {dir} LIMIT {}",
         q.limit
     ));
     all(c, &sql, values)

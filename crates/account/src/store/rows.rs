@@ -46,6 +46,17 @@ pub struct MemberRow {
     pub email: String,
     /// Personal 2FA deadline while 2FA is enforced.
     pub mfa_deadline: Option<i64>,
+    /// Whether the person joined through their own action (created the
+    /// account or accepted an invitation to it). Until then (added with
+    /// AddMember) the API shows only what the adding owner typed.
+    pub accepted: bool,
+    /// The id the member was first shown under: the user id, or for a
+    /// member added with AddMember a stand-in made then (a user id would
+    /// tell when, so whether, the email was registered). Unique in the
+    /// account; never changes.
+    pub alias_id: UserId,
+    /// The name the adding owner typed (AddMember); empty otherwise.
+    pub added_name: String,
 }
 
 impl MemberRow {
@@ -64,7 +75,20 @@ impl MemberRow {
             name_key: get(r, "name_key")?,
             email: get(r, "email")?,
             mfa_deadline: get(r, "mfa_deadline")?,
+            accepted: get(r, "accepted")?,
+            alias_id: get(r, "alias_id")?,
+            added_name: get(r, "added_name")?,
         })
+    }
+
+    /// The id the API shows and addresses the member by: the user id once
+    /// they accepted, the stand-in until then.
+    pub fn public_id(&self) -> &UserId {
+        if self.accepted {
+            &self.user_id
+        } else {
+            &self.alias_id
+        }
     }
 
     /// The facts the access decision needs.
@@ -105,7 +129,7 @@ impl MemberRow {
         .await?;
         exec(
             c,
-            "INSERT INTO account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            "INSERT INTO account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline, accepted, alias_id, added_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             vec![
                 (&self.account_id).into(),
                 (&self.user_id).into(),
@@ -119,17 +143,21 @@ impl MemberRow {
                 s(self.name_key.as_str()),
                 s(self.email.as_str()),
                 oi(self.mfa_deadline),
+                super::b(self.accepted),
+                (&self.alias_id).into(),
+                s(self.added_name.as_str()),
             ],
         )
         .await?;
         Ok(())
     }
 
-    /// Writes role, status, portal access, mode, update time and deadline.
+    /// Writes role, status, portal access, mode, update time, deadline,
+    /// acceptance and the sort keys.
     pub async fn update<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
         exec(
             c,
-            "UPDATE account_members SET role = $3, status = $4, portal_access = $5, password_pending = $6, service_access = $7, update_time = $8, mfa_deadline = $9 WHERE account_id = $1 AND user_id = $2",
+            "UPDATE account_members SET role = $3, status = $4, portal_access = $5, password_pending = $6, service_access = $7, update_time = $8, mfa_deadline = $9, accepted = $10, name_key = $11, email = $12 WHERE account_id = $1 AND user_id = $2",
             vec![
                 (&self.account_id).into(),
                 (&self.user_id).into(),
@@ -140,6 +168,9 @@ impl MemberRow {
                 n(self.service_access.code()),
                 i(self.update_time),
                 oi(self.mfa_deadline),
+                super::b(self.accepted),
+                s(self.name_key.as_str()),
+                s(self.email.as_str()),
             ],
         )
         .await?;

@@ -14,6 +14,7 @@ mod accounts;
 mod cache;
 mod e2e;
 mod invitations;
+mod limits;
 mod members;
 mod peer_calls;
 mod rules;

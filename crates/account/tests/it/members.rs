@@ -482,3 +482,206 @@ async fn add_member_creates_a_member_without_portal_access_and_sends_nothing() {
         .unwrap_err();
     assert_eq!(reason(&e), Reason::MemberExists);
 }
+
+/// Adds `email` as `name` to `account` as its owner; the reply's member.
+async fn add(env: &Env, account: &str, owner: &str, email: &str, name: &str) -> pb::Member {
+    env.as_member(owner, account, Role::Owner)
+        .add_member(pb::AddMemberRequest {
+            email: email.into(),
+            name: name.into(),
+            role: Role::Manager as i32,
+            access_scope: Some(crate::all_services()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap()
+}
+
+/// What two members have in common when only the typed email and the ids
+/// and times differ.
+fn without_identity(m: &pb::Member) -> pb::Member {
+    pb::Member {
+        user_id: String::new(),
+        email: String::new(),
+        join_time: None,
+        update_time: None,
+        ..m.clone()
+    }
+}
+
+/// Issue 21 §3: AddMember reveals nothing about the person behind an
+/// email — not their name, last login, 2FA, or user id (whose UUIDv7 would
+/// tell when they registered) — in its reply, GetMember, ListMembers, the
+/// audit log, or SetMemberAccess; until they accept an invitation, when
+/// they show as they are.
+#[tokio::test]
+async fn added_members_show_only_what_the_owner_typed_until_they_accept() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    // A registered person with a name of their own, a login and 2FA.
+    let victim = env.user("victim@example.com").await;
+    env.enrol_totp(&victim, "victim@example.com").await;
+    let real = env.identity_user(&victim).await;
+    assert!(real.last_login_time.is_some() && real.totp_enabled);
+    let real_name = real.name.clone();
+
+    let known = add(&env, &account, &owner, "Victim@Example.com", "Typed Person").await;
+    let unknown = add(&env, &account, &owner, "nobody@example.com", "Typed Person").await;
+    // Indistinguishable but for what was typed.
+    assert_eq!(without_identity(&known), without_identity(&unknown));
+    assert_eq!(known.name, "Typed Person");
+    assert_eq!(known.email, "victim@example.com");
+    assert!(known.last_login_time.is_none());
+    assert!(!known.totp_enabled);
+    assert!(known.mfa_deadline.is_none());
+    assert_ne!(known.user_id, victim);
+    // Both stand-in ids were made now, like a new user's would be.
+    let made = |id: &str| {
+        uuid::Uuid::parse_str(id)
+            .unwrap()
+            .get_timestamp()
+            .unwrap()
+            .to_unix()
+    };
+    assert!(made(&known.user_id) >= made(&victim));
+
+    let c = env.as_member(&owner, &account, Role::Owner);
+    // Every read shows the same; the real user id finds nothing.
+    let got = c
+        .clone()
+        .get_member(pb::GetMemberRequest {
+            user_id: known.user_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(got, known);
+    let e = c
+        .clone()
+        .get_member(pb::GetMemberRequest {
+            user_id: victim.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::MemberNotFound);
+    let e = c
+        .clone()
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: victim.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::MemberNotFound);
+    let listed = c
+        .clone()
+        .list_members(pb::ListMembersRequest {
+            page_size: 1,
+            order_by: pb::MemberOrderBy::Name as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let audit = c
+        .clone()
+        .list_audit_events(pb::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // SetMemberAccess answers both the same: an invitation, no access yet.
+    let mut invited = Vec::new();
+    for m in [&known, &unknown] {
+        let r = c
+            .clone()
+            .set_member_access(pb::SetMemberAccessRequest {
+                user_id: m.user_id.clone(),
+                access_scope: Some(pb::AccessScope {
+                    portal_access: true,
+                    ..Default::default()
+                }),
+                update_mask: mask(&["portal_access"]),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let inv = r.invitation.expect("an invitation, registered or not");
+        assert_eq!(inv.user_id, m.user_id);
+        let member = r.member.unwrap();
+        assert!(!member.access_scope.as_ref().unwrap().portal_access);
+        assert_eq!(without_identity(&member), without_identity(&unknown));
+        invited.push(format!("{inv:?} {member:?}"));
+    }
+    let seen = format!("{listed:?} {audit:?} {invited:?} {known:?}");
+    assert!(!seen.contains(&victim), "the user id leaked: {seen}");
+    assert!(!seen.contains(&real_name), "the real name leaked: {seen}");
+    // Page tokens are base64 JSON: no user id in them either.
+    let page_token = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &listed.next_page_token,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(!page_token.contains(&victim), "{page_token}");
+
+    // The person accepts: from then on they show as they are, under their
+    // user id (the stand-in still finds them).
+    let token = env.invitation_token("victim@example.com").await;
+    assert_eq!(env.accept(&token).await, victim);
+    let joined = c
+        .clone()
+        .get_member(pb::GetMemberRequest {
+            user_id: known.user_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(joined.user_id, victim);
+    assert_eq!(joined.name, real_name);
+    assert!(joined.totp_enabled && joined.last_login_time.is_some());
+    assert!(joined.access_scope.unwrap().portal_access);
+}
+
+/// AddMember of a registered and of an unknown email: the same errors, and
+/// MEMBER_EXISTS for each only when added twice.
+#[tokio::test]
+async fn add_member_errors_do_not_tell_registered_from_unknown() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    env.user("someone@example.com").await;
+    let c = env.as_member(&owner, &account, Role::Owner);
+    for email in ["someone@example.com", "no-one@example.com"] {
+        let bad = c
+            .clone()
+            .add_member(pb::AddMemberRequest {
+                email: email.into(),
+                name: String::new(),
+                role: Role::Manager as i32,
+                access_scope: Some(crate::all_services()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert_eq!(crate::fields(&bad), ["name"]);
+        add(&env, &account, &owner, email, "Typed").await;
+        let again = c
+            .clone()
+            .add_member(pb::AddMemberRequest {
+                email: email.into(),
+                name: "Typed".into(),
+                role: Role::Manager as i32,
+                access_scope: Some(crate::all_services()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&again), Reason::MemberExists);
+        assert_eq!(again.message(), "this person is already a member");
+    }
+}

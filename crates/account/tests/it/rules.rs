@@ -70,6 +70,9 @@ fn member(
         name_key: user_id.to_string(),
         email: format!("{user_id}@example.com"),
         mfa_deadline: None,
+        accepted: true,
+        alias_id: user_id.clone(),
+        added_name: String::new(),
     }
 }
 
