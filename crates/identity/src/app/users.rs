@@ -76,10 +76,11 @@ impl App {
     }
 
     /// Sends a verification link for `email` to `email`; following it
-    /// gives the user the credentials of `sign_up`, if any. Earlier
-    /// sign-ups' links stay valid (each only for its own credentials): a
-    /// later sign-up, perhaps an attacker's, cannot void the link the
-    /// address's owner got.
+    /// gives the user the credentials of `sign_up`, if any. Nothing is
+    /// made or sent once the address had its share of links this window
+    /// ([`App::mail_allowed`]). Earlier sign-ups' links stay valid (each
+    /// only for its own credentials): a later sign-up, perhaps an
+    /// attacker's, cannot void the link the address's owner got.
     pub(crate) async fn send_verification(
         &self,
         user_id: &str,
@@ -87,6 +88,9 @@ impl App {
         name: &str,
         sign_up: Option<&PendingSignUp>,
     ) -> Result<(), IdentityError> {
+        if !self.mail_allowed(email).await? {
+            return Ok(());
+        }
         let (token, expire) = self
             .new_email_token(
                 &self.db,
@@ -112,11 +116,19 @@ impl App {
         .await
     }
 
-    /// Sends a password-reset link to a user.
+    /// Sends a password-reset link to a user: only the newest link works
+    /// (earlier unused ones are spent), and nothing is made or sent once
+    /// the address had its share of links this window
+    /// ([`App::mail_allowed`]; its earlier link then stays valid).
     pub(crate) async fn send_reset(&self, user: &UserRow, ip: &str) -> Result<(), IdentityError> {
+        if !self.mail_allowed(&user.email).await? {
+            return Ok(());
+        }
+        let tx = crate::store::begin(&self.db).await?;
+        email_tokens::spend_all_of(&tx, &user.id, Purpose::Reset, self.now().millis()).await?;
         let (token, expire) = self
             .new_email_token(
-                &self.db,
+                &tx,
                 &user.id,
                 Purpose::Reset,
                 &user.email,
@@ -124,6 +136,7 @@ impl App {
                 RESET_TOKEN_LIFETIME,
             )
             .await?;
+        tx.commit().await?;
         let url = format!(
             "{}/reset-password?token={token}",
             self.mail.portal_url.trim_end_matches('/')

@@ -10,6 +10,7 @@
 )]
 
 mod harness;
+mod mail;
 mod mfa;
 mod notices;
 mod selection;
