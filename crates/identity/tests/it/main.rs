@@ -10,6 +10,7 @@
 )]
 
 mod harness;
+mod limits;
 mod mail;
 mod mfa;
 mod notices;
