@@ -108,7 +108,10 @@ impl App {
         let n = mail_quota::count(&self.db, &key, self.now().millis(), window).await?;
         let allowed = n <= i64::from(self.mail.max_per_recipient);
         if !allowed {
-            tracing::info!(sent = n - 1, "link to an address over its hourly bound not sent");
+            tracing::info!(
+                sent = n - 1,
+                "link to an address over its hourly bound not sent"
+            );
         }
         Ok(allowed)
     }

@@ -25,7 +25,11 @@ pub(crate) async fn count<C: ConnectionTrait>(
                         ELSE identity_throttle.window_start END, \
          last_failure = $2 \
          RETURNING failures",
-        vec![format!("mail:{email_key}").into(), now.into(), window.into()],
+        vec![
+            format!("mail:{email_key}").into(),
+            now.into(),
+            window.into(),
+        ],
     )
     .await?
     .ok_or_else(|| DbErr::RecordNotFound("mail count".to_owned()))?;

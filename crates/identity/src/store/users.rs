@@ -246,12 +246,7 @@ pub(crate) async fn activate_sign_up<C: ConnectionTrait>(
         "UPDATE identity_users SET password_hash = $1, password_update_time = $2, \
          update_time = $2, email_verified = TRUE, name = $3 \
          WHERE id = $4 AND email_verified = FALSE",
-        vec![
-            password_hash.into(),
-            now.into(),
-            name.into(),
-            id.into(),
-        ],
+        vec![password_hash.into(), now.into(), name.into(), id.into()],
     )
     .await?;
     Ok(n == 1)

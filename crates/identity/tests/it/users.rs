@@ -565,7 +565,10 @@ async fn a_verification_link_activates_only_the_sign_up_it_was_sent_for() {
         .unwrap();
 
     // The victim's credentials, and only theirs.
-    assert_eq!(login_refusal(&env, "victim@example.com", PASSWORD).await, None);
+    assert_eq!(
+        login_refusal(&env, "victim@example.com", PASSWORD).await,
+        None
+    );
     assert_eq!(
         login_refusal(&env, "victim@example.com", ATTACKER_PASSWORD).await,
         Some(Reason::CredentialsInvalid)
@@ -635,8 +638,13 @@ async fn a_person_added_as_a_member_gets_the_password_of_their_own_sign_up() {
     let env = Env::start("preaccountmember").await;
     let owner = env.verified_user("owner@example.com").await;
     let account = env.create_account(&owner).await;
-    env.add_member(&account, &owner, "pat@example.com", "Pat (typed by the owner)")
-        .await;
+    env.add_member(
+        &account,
+        &owner,
+        "pat@example.com",
+        "Pat (typed by the owner)",
+    )
+    .await;
     assert_eq!(
         profile_of(&env, "pat@example.com").await,
         ("Pat (typed by the owner)".to_owned(), false, false)
