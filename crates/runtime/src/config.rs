@@ -249,6 +249,14 @@ pub struct MailConfig {
     /// are kept before they are pruned.
     #[serde(with = "humantime_serde")]
     pub failed_retention: Duration,
+    /// Emails that callers who need not prove anything can make identity
+    /// send to one address (verification and password-reset links) per
+    /// `recipient_window`; beyond, such requests answer the same and send
+    /// nothing.
+    pub max_per_recipient: u32,
+    /// The window of `max_per_recipient`.
+    #[serde(with = "humantime_serde")]
+    pub recipient_window: Duration,
 }
 
 impl Default for MailConfig {
@@ -261,6 +269,8 @@ impl Default for MailConfig {
             delivery_concurrency: 16,
             sent_retention: Duration::from_secs(30 * 24 * 3600),
             failed_retention: Duration::from_secs(90 * 24 * 3600),
+            max_per_recipient: 5,
+            recipient_window: Duration::from_secs(3600),
         }
     }
 }

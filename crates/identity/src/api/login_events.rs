@@ -5,7 +5,7 @@ use tenancy_runtime::Timestamp;
 use tenancy_runtime::server::principal;
 use tonic::Request;
 
-use super::{Api, Reply, member_id, ok};
+use super::{Api, MAX_FILTER_VALUES, Reply, at_most, member_id, ok, page_token_sized};
 use crate::app::admin::LoginEventFilter;
 use crate::domain::profile::device;
 use crate::store::login_events::LoginEventRow;
@@ -17,7 +17,8 @@ pub(super) async fn list_login_events(
     let p = principal(&request)?;
     let r = request.get_ref();
     let limit = tenancy_runtime::ids::page_size(r.page_size)?;
-    let filter = filter(&r.start_time, &r.end_time, &r.methods, &r.outcomes);
+    let filter = filter(&r.start_time, &r.end_time, &r.methods, &r.outcomes)?;
+    page_token_sized(&r.page_token)?;
     let (login_events, next_page_token) = api
         .app
         .login_events(p.user()?, None, &filter, limit, &r.page_token)
@@ -36,7 +37,8 @@ pub(super) async fn list_member_login_events(
     let r = request.get_ref();
     let member = member_id(&r.user_id)?;
     let limit = tenancy_runtime::ids::page_size(r.page_size)?;
-    let filter = filter(&r.start_time, &r.end_time, &r.methods, &r.outcomes);
+    let filter = filter(&r.start_time, &r.end_time, &r.methods, &r.outcomes)?;
+    page_token_sized(&r.page_token)?;
     let (login_events, next_page_token) = api
         .app
         .login_events(
@@ -53,19 +55,22 @@ pub(super) async fn list_member_login_events(
     })
 }
 
-/// The filters as both list requests carry them.
+/// The filters as both list requests carry them; LIST_TOO_LONG for more
+/// than [`MAX_FILTER_VALUES`] methods or outcomes.
 fn filter<'a>(
     start: &Option<prost_types::Timestamp>,
     end: &Option<prost_types::Timestamp>,
     methods: &'a [i32],
     outcomes: &'a [i32],
-) -> LoginEventFilter<'a> {
-    LoginEventFilter {
+) -> Result<LoginEventFilter<'a>, tenancy_runtime::Error> {
+    at_most("methods", methods, MAX_FILTER_VALUES)?;
+    at_most("outcomes", outcomes, MAX_FILTER_VALUES)?;
+    Ok(LoginEventFilter {
         start: start.as_ref().map(Timestamp::from_proto),
         end: end.as_ref().map(Timestamp::from_proto),
         methods,
         outcomes,
-    }
+    })
 }
 
 fn login_event(event: LoginEventRow) -> pb::LoginEvent {

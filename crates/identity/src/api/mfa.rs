@@ -15,6 +15,11 @@ pub(super) async fn complete_mfa(
 ) -> Reply<pb::CompleteMfaResponse> {
     let c = client(principal(&request)?);
     let r = request.into_inner();
+    super::token_sized(
+        "challenge_token",
+        &r.challenge_token,
+        tenancy_runtime::Reason::FieldInvalid,
+    )?;
     let factor = r.second_factor.map(|f| match f {
         pb::complete_mfa_request::SecondFactor::TotpCode(code) => Factor::Totp(code),
         pb::complete_mfa_request::SecondFactor::RecoveryCode(code) => Factor::Recovery(code),

@@ -65,6 +65,45 @@ fn member_id(raw: &str) -> Result<UserId, Error> {
     })
 }
 
+/// Most values a repeated enum filter (`methods`, `outcomes`, `states`)
+/// may list; each enum has fewer, so a longer list only repeats them.
+const MAX_FILTER_VALUES: usize = 16;
+/// Longest token, code or page token a request may carry, in bytes: every
+/// one we issue is far shorter, and a longer one is refused before it is
+/// hashed, decoded or looked up.
+const MAX_TOKEN_BYTES: usize = 512;
+
+/// Refuses a repeated `field` with more than `max` entries as
+/// LIST_TOO_LONG, naming the field.
+fn at_most<T>(field: &str, list: &[T], max: usize) -> Result<(), Error> {
+    if list.len() <= max {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        Reason::ListTooLong,
+        field,
+        format!("at most {max} entries"),
+    ))
+}
+
+/// Refuses a token-like `field` over [`MAX_TOKEN_BYTES`] as
+/// `reason`, naming the field.
+fn token_sized(field: &str, value: &str, reason: Reason) -> Result<(), Error> {
+    if value.len() <= MAX_TOKEN_BYTES {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        reason,
+        field,
+        format!("at most {MAX_TOKEN_BYTES} bytes"),
+    ))
+}
+
+/// Refuses a `page_token` over [`MAX_TOKEN_BYTES`] (PAGE_TOKEN_INVALID).
+fn page_token_sized(value: &str) -> Result<(), Error> {
+    token_sized("page_token", value, Reason::PageTokenInvalid)
+}
+
 /// An account id from a request, refused as ACCOUNT_ID_INVALID.
 fn account_id(raw: &str) -> Result<AccountId, Error> {
     AccountId::parse("account_id", raw).map_err(|e| Error {

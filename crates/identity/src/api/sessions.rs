@@ -44,10 +44,13 @@ pub(super) async fn refresh_session(
     request: Request<pb::RefreshSessionRequest>,
 ) -> Reply<pb::RefreshSessionResponse> {
     let c = client(principal(&request)?);
-    let session = api
-        .app
-        .refresh(&request.into_inner().refresh_token, &c)
-        .await?;
+    let token = request.into_inner().refresh_token;
+    super::token_sized(
+        "refresh_token",
+        &token,
+        tenancy_runtime::Reason::FieldInvalid,
+    )?;
+    let session = api.app.refresh(&token, &c).await?;
     ok(pb::RefreshSessionResponse {
         session: Some(credentials(session)),
     })

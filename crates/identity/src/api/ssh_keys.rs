@@ -29,6 +29,7 @@ pub(super) async fn list_ssh_keys(
     let r = request.get_ref();
     let account = AccountId::trusted(p.account()?);
     let size = page_size(r.page_size)?;
+    super::page_token_sized(&r.page_token)?;
     let (keys, next_page_token) = api.app.list_ssh_keys(&account, size, &r.page_token).await?;
     ok(pb::ListSshKeysResponse {
         ssh_keys: keys.into_iter().map(ssh_key).collect(),

@@ -22,7 +22,9 @@ pub(super) async fn verify_email(
     api: &Api,
     request: Request<pb::VerifyEmailRequest>,
 ) -> Reply<pb::VerifyEmailResponse> {
-    let email = api.app.verify_email(&request.into_inner().token).await?;
+    let token = request.into_inner().token;
+    super::token_sized("token", &token, Reason::EmailTokenInvalid)?;
+    let email = api.app.verify_email(&token).await?;
     ok(pb::VerifyEmailResponse { email })
 }
 
@@ -42,6 +44,7 @@ pub(super) async fn reset_password(
 ) -> Reply<pb::ResetPasswordResponse> {
     let ip = ip_of(principal(&request)?);
     let r = request.into_inner();
+    super::token_sized("token", &r.token, Reason::ResetTokenInvalid)?;
     api.app
         .reset_password(&r.token, &r.new_password, &ip)
         .await?;

@@ -1,6 +1,7 @@
 //! Security notices that need more than one line at their call site: the
-//! new-address notice (which networks a user logged in from) and the
-//! per-user bound on notices an attacker could trigger repeatedly.
+//! new-address notice (which networks a user logged in from), the
+//! per-user bound on notices an attacker could trigger repeatedly, and the
+//! per-recipient bound on links anyone can have sent.
 
 use sea_orm::ConnectionTrait;
 use tenancy_proto::contacts::MessageTemplate;
@@ -9,7 +10,7 @@ use super::{App, Client, time_text};
 use crate::domain::error::IdentityError;
 use crate::domain::network::{KNOWN_FOR, login_network};
 use crate::domain::throttle::Counter;
-use crate::store::{mfa, networks, users};
+use crate::store::{mail_quota, mfa, networks, users};
 use tenancy_runtime::ids::UserId;
 
 impl App {
@@ -95,5 +96,23 @@ impl App {
             tracing::warn!(%error, kind, "notice counter unavailable; sending");
             true
         })
+    }
+
+    /// Counts one link to `email` that a caller who proved nothing may have
+    /// asked for; false once the address got `mail.max_per_recipient` of
+    /// them within `mail.recipient_window` (the caller is answered the
+    /// same, and nothing is made or sent).
+    pub(crate) async fn mail_allowed(&self, email: &str) -> Result<bool, IdentityError> {
+        let window = i64::try_from(self.mail.recipient_window.as_millis()).unwrap_or(i64::MAX / 4);
+        let key = email.trim().to_lowercase();
+        let n = mail_quota::count(&self.db, &key, self.now().millis(), window).await?;
+        let allowed = n <= i64::from(self.mail.max_per_recipient);
+        if !allowed {
+            tracing::info!(
+                sent = n - 1,
+                "link to an address over its hourly bound not sent"
+            );
+        }
+        Ok(allowed)
     }
 }

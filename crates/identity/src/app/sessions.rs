@@ -365,8 +365,7 @@ impl App {
             )
             .await?;
             if row.last_verification_sent + 600_000 <= self.now().millis() {
-                self.send_verification(&user_id, &row.email, &row.name)
-                    .await?;
+                self.resend_sign_up(&user_id, &row.email, &row.name).await?;
             }
             return Err(IdentityError::EmailNotVerified);
         }

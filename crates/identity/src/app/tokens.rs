@@ -321,6 +321,9 @@ impl App {
         }
         // Every other outstanding reset link dies with the change.
         email_tokens::spend_all_of(&tx, &user_id, Purpose::Reset, now.millis()).await?;
+        // The reset proved the address: no sign-up's link may replace the
+        // password chosen here.
+        email_tokens::spend_sign_ups(&tx, &user_id, now.millis()).await?;
         users::set_password(&tx, &user_id, new_hash, now.millis(), true).await?;
         let sessions = sessions::open_ids(&tx, &user_id, None, None).await?;
         self.end_sessions(

@@ -12,7 +12,7 @@ use super::{App, time_text};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{Email, parse_email, parse_name};
-use crate::store::email_tokens::{self, Purpose};
+use crate::store::email_tokens::{self, PendingSignUp, Purpose};
 use crate::store::users::{self, NewUser, UserRow};
 
 /// Verification links are valid this long.
@@ -44,13 +44,15 @@ impl App {
             .ok_or(IdentityError::UserNotFound)
     }
 
-    /// Stores a single-use email token and returns its secret.
+    /// Stores a single-use email token (for `sign_up`, if any) and
+    /// returns its secret.
     pub(crate) async fn new_email_token<C: ConnectionTrait>(
         &self,
         c: &C,
         user_id: &str,
         purpose: Purpose,
         email: &str,
+        sign_up: Option<&PendingSignUp>,
         lifetime: Duration,
     ) -> Result<(String, Timestamp), IdentityError> {
         let token = SecretToken::generate(match purpose {
@@ -65,6 +67,7 @@ impl App {
             user_id,
             purpose,
             email,
+            sign_up,
             now.millis(),
             expire.millis(),
         )
@@ -72,19 +75,29 @@ impl App {
         Ok((token.expose().to_owned(), expire))
     }
 
-    /// Sends a verification link for `email` to `email`.
+    /// Sends a verification link for `email` to `email`; following it
+    /// gives the user the credentials of `sign_up`, if any. Nothing is
+    /// made or sent once the address had its share of links this window
+    /// ([`App::mail_allowed`]). Earlier sign-ups' links stay valid (each
+    /// only for its own credentials): a later sign-up, perhaps an
+    /// attacker's, cannot void the link the address's owner got.
     pub(crate) async fn send_verification(
         &self,
         user_id: &str,
         email: &str,
         name: &str,
+        sign_up: Option<&PendingSignUp>,
     ) -> Result<(), IdentityError> {
+        if !self.mail_allowed(email).await? {
+            return Ok(());
+        }
         let (token, expire) = self
             .new_email_token(
                 &self.db,
                 user_id,
                 Purpose::Verify,
                 email,
+                sign_up,
                 VERIFY_TOKEN_LIFETIME,
             )
             .await?;
@@ -103,17 +116,27 @@ impl App {
         .await
     }
 
-    /// Sends a password-reset link to a user.
+    /// Sends a password-reset link to a user: only the newest link works
+    /// (earlier unused ones are spent), and nothing is made or sent once
+    /// the address had its share of links this window
+    /// ([`App::mail_allowed`]; its earlier link then stays valid).
     pub(crate) async fn send_reset(&self, user: &UserRow, ip: &str) -> Result<(), IdentityError> {
+        if !self.mail_allowed(&user.email).await? {
+            return Ok(());
+        }
+        let tx = crate::store::begin(&self.db).await?;
+        email_tokens::spend_all_of(&tx, &user.id, Purpose::Reset, self.now().millis()).await?;
         let (token, expire) = self
             .new_email_token(
-                &self.db,
+                &tx,
                 &user.id,
                 Purpose::Reset,
                 &user.email,
+                None,
                 RESET_TOKEN_LIFETIME,
             )
             .await?;
+        tx.commit().await?;
         let url = format!(
             "{}/reset-password?token={token}",
             self.mail.portal_url.trim_end_matches('/')
@@ -132,7 +155,26 @@ impl App {
         .await
     }
 
-    /// SignUp: the same answer whether or not the email is taken.
+    /// Sends an unverified user a new link for their newest unused
+    /// sign-up (a login with that sign-up's password asks for it).
+    pub(crate) async fn resend_sign_up(
+        &self,
+        user_id: &str,
+        email: &str,
+        name: &str,
+    ) -> Result<(), IdentityError> {
+        let sign_up = email_tokens::newest_sign_up(&self.db, user_id).await?;
+        let name = sign_up.as_ref().map_or(name, |s| s.name.as_str());
+        self.send_verification(user_id, email, name, sign_up.as_ref())
+            .await
+    }
+
+    /// SignUp: the same answer whether or not the email is taken. The
+    /// password and name wait on the verification link sent for this
+    /// sign-up and become the user's only when it is followed: whoever
+    /// signed up for the address before (or an owner who added the person
+    /// as a member) gets no say over the credentials of the one who
+    /// proves it. A verified address gets a password-reset link instead.
     pub(crate) async fn sign_up(
         &self,
         email: &str,
@@ -167,23 +209,21 @@ impl App {
             email: &email.address,
             email_key: &email.key,
             name: &name,
-            password_hash: Some(hash),
         };
-        if users::insert(&self.db, new, now.millis()).await? {
-            return self
-                .send_verification(id.as_str(), &email.address, &name)
-                .await;
-        }
-        let Some(existing) = self.user_by_email(&self.db, &email).await? else {
+        users::insert(&self.db, new, now.millis()).await?;
+        let Some(user) = self.user_by_email(&self.db, &email).await? else {
             return Ok(());
         };
-        if existing.email_verified {
+        if user.email_verified {
             // The owner learns someone tried; the link lets them reset.
-            self.send_reset(&existing, ip).await
-        } else {
-            self.send_verification(&existing.id, &existing.email, &existing.name)
-                .await
+            return self.send_reset(&user, ip).await;
         }
+        let sign_up = PendingSignUp {
+            password_hash: hash,
+            name,
+        };
+        self.send_verification(&user.id, &user.email, &sign_up.name, Some(&sign_up))
+            .await
     }
 
     /// VerifyEmail: spends the token and verifies or switches the address.
@@ -191,8 +231,10 @@ impl App {
         let hash = SecretToken::from_client(token.trim().to_owned()).hash();
         let now = self.now();
         let tx = crate::store::begin(&self.db).await?;
+        // Read before spending: spending clears the sign-up's credentials.
+        let found = email_tokens::find(&tx, &hash, Purpose::Verify).await?;
         let spent = email_tokens::spend_live(&tx, &hash, Purpose::Verify, now.millis()).await?;
-        let Some(link) = email_tokens::find(&tx, &hash, Purpose::Verify).await? else {
+        let Some(link) = found else {
             return Err(IdentityError::invalid(
                 Invalid::EmailToken,
                 "token",
@@ -212,7 +254,27 @@ impl App {
         let (current_key, pending) = users::email_keys(&tx, &user_id).await?.ok_or_else(|| {
             IdentityError::invalid(Invalid::EmailToken, "token", "unknown or used")
         })?;
-        if current_key == key {
+        if let (true, Some(sign_up)) = (current_key == key, &link.sign_up) {
+            // This sign-up's credentials, and no other's: every other
+            // sign-up's link dies with it. A user verified meanwhile (by
+            // another link, a reset or an invitation) keeps theirs.
+            let activated = users::activate_sign_up(
+                &tx,
+                &user_id,
+                &sign_up.password_hash,
+                &sign_up.name,
+                now.millis(),
+            )
+            .await?;
+            if !activated {
+                return Err(IdentityError::invalid(
+                    Invalid::EmailToken,
+                    "token",
+                    "unknown or used",
+                ));
+            }
+            email_tokens::spend_sign_ups(&tx, &user_id, now.millis()).await?;
+        } else if current_key == key {
             users::mark_verified(&tx, &user_id, now.millis()).await?;
         } else if pending.to_lowercase() == key {
             let changed = users::switch_email(&tx, &user_id, &address, &key, now.millis()).await;
@@ -283,7 +345,7 @@ impl App {
         users::update_profile(&self.db, &user_id, name, pending.clone(), now.millis()).await?;
         let after = self.get_user(&user_id).await?;
         if let Some(new_email) = pending.filter(|e| !e.is_empty()) {
-            self.send_verification(&user_id, &new_email, &after.name)
+            self.send_verification(&user_id, &new_email, &after.name, None)
                 .await?;
             self.send(
                 format!("identity:email-change:{user_id}:{}", now.millis()),
@@ -327,7 +389,6 @@ impl App {
             email: &email.address,
             email_key: &email.key,
             name: &name,
-            password_hash: None,
         };
         let inserted = users::insert(&self.db, new, now.millis()).await?;
         let user = self
@@ -392,9 +453,14 @@ impl App {
         )?;
         let hash = self.hasher.hash(password).await?;
         let now = self.now();
-        if !users::set_initial_password(&self.db, &user_id, hash, name, now.millis()).await? {
+        let tx = crate::store::begin(&self.db).await?;
+        if !users::set_initial_password(&tx, &user_id, hash, name, now.millis()).await? {
             return Err(IdentityError::PasswordAlreadySet);
         }
+        // The address is proved: no sign-up's credentials may replace
+        // these later.
+        email_tokens::spend_sign_ups(&tx, &user_id, now.millis()).await?;
+        tx.commit().await?;
         self.get_user(&user_id).await
     }
 }

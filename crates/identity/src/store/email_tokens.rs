@@ -1,5 +1,8 @@
 //! Single-use email links (`identity_email_tokens`): verification and
-//! password reset, stored as hashes.
+//! password reset, stored as hashes. A sign-up's verification link carries
+//! the credentials that sign-up chose ([`PendingSignUp`]): they become the
+//! user's only when that link is followed, and are cleared when it is
+//! spent.
 
 use sea_orm::{ConnectionTrait, DbErr};
 use tenancy_runtime::db::{exec, get, one};
@@ -23,6 +26,15 @@ impl Purpose {
     }
 }
 
+/// What a sign-up chose, waiting on its verification link.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingSignUp {
+    /// The argon2id hash of the password chosen.
+    pub(crate) password_hash: String,
+    /// The name given.
+    pub(crate) name: String,
+}
+
 /// A stored link.
 pub(crate) struct EmailToken {
     /// The user it was sent to.
@@ -33,22 +45,30 @@ pub(crate) struct EmailToken {
     pub(crate) expire_time: i64,
     /// When it was used (Unix ms), if it was.
     pub(crate) used_time: Option<i64>,
+    /// The sign-up it was sent for (verification links of sign-ups only).
+    pub(crate) sign_up: Option<PendingSignUp>,
 }
 
-/// Stores a link by the hash of its secret.
+/// What spending a link leaves of it: its use time, no credentials.
+const SPENT: &str = "used_time = $1, password_hash = NULL, name = NULL";
+
+/// Stores a link by the hash of its secret (with the sign-up it is sent
+/// for, if any).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert<C: ConnectionTrait>(
     c: &C,
     hash: String,
     user_id: &str,
     purpose: Purpose,
     email: &str,
+    sign_up: Option<&PendingSignUp>,
     now: i64,
     expire: i64,
 ) -> Result<(), DbErr> {
     exec(
         c,
-        "INSERT INTO identity_email_tokens (token_hash, user_id, purpose, email, create_time, expire_time) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO identity_email_tokens (token_hash, user_id, purpose, email, create_time, \
+         expire_time, password_hash, name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         vec![
             hash.into(),
             user_id.into(),
@@ -56,6 +76,8 @@ pub(crate) async fn insert<C: ConnectionTrait>(
             email.into(),
             now.into(),
             expire.into(),
+            sign_up.map(|s| s.password_hash.clone()).into(),
+            sign_up.map(|s| s.name.clone()).into(),
         ],
     )
     .await?;
@@ -70,17 +92,45 @@ pub(crate) async fn find<C: ConnectionTrait>(
 ) -> Result<Option<EmailToken>, DbErr> {
     one(
         c,
-        "SELECT user_id, email, expire_time, used_time FROM identity_email_tokens \
-         WHERE token_hash = $1 AND purpose = $2",
+        "SELECT user_id, email, expire_time, used_time, password_hash, name \
+         FROM identity_email_tokens WHERE token_hash = $1 AND purpose = $2",
         vec![hash.into(), purpose.as_str().into()],
     )
     .await?
     .map(|row| {
+        let password_hash: Option<String> = get(&row, "password_hash")?;
+        let name: Option<String> = get(&row, "name")?;
         Ok(EmailToken {
             user_id: get(&row, "user_id")?,
             email: get(&row, "email")?,
             expire_time: get(&row, "expire_time")?,
             used_time: get(&row, "used_time")?,
+            sign_up: password_hash.map(|password_hash| PendingSignUp {
+                password_hash,
+                name: name.unwrap_or_default(),
+            }),
+        })
+    })
+    .transpose()
+}
+
+/// The newest unused sign-up waiting on a link of the user's, if any.
+pub(crate) async fn newest_sign_up<C: ConnectionTrait>(
+    c: &C,
+    user_id: &str,
+) -> Result<Option<PendingSignUp>, DbErr> {
+    one(
+        c,
+        "SELECT password_hash, name FROM identity_email_tokens WHERE user_id = $1 \
+         AND purpose = 'verify' AND used_time IS NULL AND password_hash IS NOT NULL \
+         ORDER BY create_time DESC LIMIT 1",
+        vec![user_id.into()],
+    )
+    .await?
+    .map(|row| {
+        Ok(PendingSignUp {
+            password_hash: get(&row, "password_hash")?,
+            name: get::<Option<String>>(&row, "name")?.unwrap_or_default(),
         })
     })
     .transpose()
@@ -96,8 +146,10 @@ pub(crate) async fn spend_live<C: ConnectionTrait>(
 ) -> Result<bool, DbErr> {
     let n = exec(
         c,
-        "UPDATE identity_email_tokens SET used_time = $1 WHERE token_hash = $2 \
-         AND purpose = $3 AND used_time IS NULL AND expire_time > $1",
+        &format!(
+            "UPDATE identity_email_tokens SET {SPENT} WHERE token_hash = $2 \
+             AND purpose = $3 AND used_time IS NULL AND expire_time > $1"
+        ),
         vec![now.into(), hash.into(), purpose.as_str().into()],
     )
     .await?;
@@ -109,7 +161,9 @@ pub(crate) async fn spend_live<C: ConnectionTrait>(
 pub(crate) async fn spend<C: ConnectionTrait>(c: &C, hash: &str, now: i64) -> Result<bool, DbErr> {
     let n = exec(
         c,
-        "UPDATE identity_email_tokens SET used_time = $1 WHERE token_hash = $2 AND used_time IS NULL",
+        &format!(
+            "UPDATE identity_email_tokens SET {SPENT} WHERE token_hash = $2 AND used_time IS NULL"
+        ),
         vec![now.into(), hash.into()],
     )
     .await?;
@@ -125,9 +179,30 @@ pub(crate) async fn spend_all_of<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     exec(
         c,
-        "UPDATE identity_email_tokens SET used_time = $1 WHERE user_id = $2 AND purpose = $3 \
-         AND used_time IS NULL",
+        &format!(
+            "UPDATE identity_email_tokens SET {SPENT} WHERE user_id = $2 AND purpose = $3 \
+             AND used_time IS NULL"
+        ),
         vec![now.into(), user_id.into(), purpose.as_str().into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Spends every unused sign-up link of the user (their address was proved
+/// some other way, or one sign-up's link was followed).
+pub(crate) async fn spend_sign_ups<C: ConnectionTrait>(
+    c: &C,
+    user_id: &str,
+    now: i64,
+) -> Result<(), DbErr> {
+    exec(
+        c,
+        &format!(
+            "UPDATE identity_email_tokens SET {SPENT} WHERE user_id = $2 AND purpose = 'verify' \
+             AND used_time IS NULL AND password_hash IS NOT NULL"
+        ),
+        vec![now.into(), user_id.into()],
     )
     .await?;
     Ok(())

@@ -9,6 +9,7 @@ pub(crate) mod code_words;
 pub(crate) mod email_tokens;
 pub(crate) mod keys;
 pub(crate) mod login_events;
+pub(crate) mod mail_quota;
 pub(crate) mod mfa;
 pub(crate) mod networks;
 pub(crate) mod revocations;

@@ -150,7 +150,8 @@ pub(crate) async fn last_account<C: ConnectionTrait>(
     .map(AccountId::trusted))
 }
 
-/// A user to create.
+/// A user to create: without a password (a sign-up's waits on its
+/// verification link, an invited person's on their invitation).
 pub(crate) struct NewUser<'a> {
     /// Their id.
     pub(crate) id: &'a UserId,
@@ -160,8 +161,6 @@ pub(crate) struct NewUser<'a> {
     pub(crate) email_key: &'a str,
     /// Their name.
     pub(crate) name: &'a str,
-    /// Their password's hash, if they chose one.
-    pub(crate) password_hash: Option<String>,
 }
 
 /// Creates a user at `now` unless the address is taken; whether it was
@@ -171,19 +170,15 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     user: NewUser<'_>,
     now: i64,
 ) -> Result<bool, DbErr> {
-    let password_time = user.password_hash.as_ref().map(|_| now);
     let n = exec(
         c,
-        "INSERT INTO identity_users (id, email, email_key, name, password_hash, \
-         password_update_time, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-         ON CONFLICT (email_key) DO NOTHING",
+        "INSERT INTO identity_users (id, email, email_key, name, create_time, update_time) \
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email_key) DO NOTHING",
         vec![
             user.id.into(),
             user.email.into(),
             user.email_key.into(),
             user.name.into(),
-            user.password_hash.into(),
-            password_time.into(),
             now.into(),
         ],
     )
@@ -234,6 +229,27 @@ pub(crate) async fn mark_verified<C: ConnectionTrait>(
     )
     .await?;
     Ok(())
+}
+
+/// Verifies the unverified user's address with the credentials of the
+/// sign-up whose link was followed (replacing any password and the name
+/// that were there); whether the user was unverified.
+pub(crate) async fn activate_sign_up<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    password_hash: &str,
+    name: &str,
+    now: i64,
+) -> Result<bool, DbErr> {
+    let n = exec(
+        c,
+        "UPDATE identity_users SET password_hash = $1, password_update_time = $2, \
+         update_time = $2, email_verified = TRUE, name = $3 \
+         WHERE id = $4 AND email_verified = FALSE",
+        vec![password_hash.into(), now.into(), name.into(), id.into()],
+    )
+    .await?;
+    Ok(n == 1)
 }
 
 /// Makes `address` (key `key`) the user's verified address, clearing the
@@ -330,7 +346,9 @@ pub(crate) async fn token_flags<C: ConnectionTrait>(
 pub(crate) struct LoginRow {
     /// Their id.
     pub(crate) id: String,
-    /// Their password's hash, if any.
+    /// Their password's hash, if any; for an unverified user, the hash
+    /// their newest unused sign-up chose (which only says whether to
+    /// resend the link: it cannot log in before that link is followed).
     pub(crate) password_hash: Option<String>,
     /// Whether their address is verified.
     pub(crate) email_verified: bool,
@@ -351,7 +369,11 @@ pub(crate) async fn login_row<C: ConnectionTrait>(
 ) -> Result<Option<LoginRow>, DbErr> {
     one(
         c,
-        "SELECT id, password_hash, email_verified, totp_secret IS NOT NULL AS totp, name, email, \
+        "SELECT id, COALESCE(password_hash, (SELECT t.password_hash FROM identity_email_tokens t \
+         WHERE t.user_id = identity_users.id AND t.purpose = 'verify' AND t.used_time IS NULL \
+         AND t.password_hash IS NOT NULL AND email_verified = FALSE \
+         ORDER BY t.create_time DESC LIMIT 1)) AS password_hash, email_verified, \
+         totp_secret IS NOT NULL AS totp, name, email, \
          last_verification_sent FROM identity_users WHERE email_key = $1",
         vec![email_key.into()],
     )
@@ -371,7 +393,9 @@ pub(crate) async fn login_row<C: ConnectionTrait>(
 }
 
 /// Replaces the password's hash (a rehash at new parameters: the password
-/// itself did not change).
+/// itself did not change). A user without a password keeps none: an
+/// unverified user's login checks a sign-up's hash, which must not become
+/// theirs that way.
 pub(crate) async fn rehash_password<C: ConnectionTrait>(
     c: &C,
     id: &str,
@@ -379,7 +403,7 @@ pub(crate) async fn rehash_password<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     exec(
         c,
-        "UPDATE identity_users SET password_hash = $1 WHERE id = $2",
+        "UPDATE identity_users SET password_hash = $1 WHERE id = $2 AND password_hash IS NOT NULL",
         vec![hash.into(), id.into()],
     )
     .await?;

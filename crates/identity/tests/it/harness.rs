@@ -425,6 +425,24 @@ impl Env {
         .unwrap();
     }
 
+    /// `owner` adds the person with `email` to `account` (AddMember: the
+    /// account service creates them through identity's EnsureUser when
+    /// they have no user yet), typing `name` for them.
+    pub async fn add_member(&self, account: &str, owner: &str, email: &str, name: &str) {
+        self.accounts_as(owner, account, tenancy_testkit::Role::Owner)
+            .add_member(apb::AddMemberRequest {
+                email: email.into(),
+                name: name.into(),
+                role: tenancy_testkit::Role::Manager as i32,
+                access_scope: Some(apb::AccessScope {
+                    service_access: apb::ServiceAccess::All as i32,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
     /// `owner` suspends `user` in `account` through the account service
     /// (which ends the member's access there through identity, as in
     /// production).

@@ -10,6 +10,8 @@
 )]
 
 mod harness;
+mod limits;
+mod mail;
 mod mfa;
 mod notices;
 mod selection;

@@ -494,3 +494,175 @@ async fn an_email_change_to_a_taken_address_is_refused_only_at_verification() {
         .unwrap();
     assert_eq!(me.email, "pia@example.com");
 }
+
+/// Logs in with `password`; the refusal's reason, or `None` for a session.
+async fn login_refusal(env: &Env, email: &str, password: &str) -> Option<Reason> {
+    env.anonymous("198.51.100.9")
+        .login(LoginRequest {
+            email: email.into(),
+            password: password.into(),
+            account_id: String::new(),
+        })
+        .await
+        .err()
+        .map(|e| reason(&e))
+}
+
+/// The name and whether a password is set, for the user with `email`.
+async fn profile_of(env: &Env, email: &str) -> (String, bool, bool) {
+    let user = env
+        .internal()
+        .ensure_user(EnsureUserRequest {
+            email: email.into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    (user.name, user.password_set, user.email_verified)
+}
+
+const ATTACKER_PASSWORD: &str = "mallory's own passphrase";
+
+#[tokio::test]
+async fn a_verification_link_activates_only_the_sign_up_it_was_sent_for() {
+    let env = Env::start("preaccount").await;
+    let mut attacker = env.anonymous("203.0.113.66");
+    let first = attacker
+        .sign_up(sign_up("victim@example.com", ATTACKER_PASSWORD, "Mallory"))
+        .await
+        .unwrap()
+        .into_inner();
+    let attackers_link = env
+        .outbox
+        .wait_token("victim@example.com", "verify_url", None)
+        .await;
+    // Unverified, the attacker's password opens nothing.
+    assert_eq!(
+        login_refusal(&env, "victim@example.com", ATTACKER_PASSWORD).await,
+        Some(Reason::EmailNotVerified)
+    );
+
+    // The victim signs up later: the same answer as for a new address.
+    let mut victim = env.anonymous("198.51.100.1");
+    let second = victim
+        .sign_up(sign_up("victim@example.com", PASSWORD, "Victoria"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, second);
+    let victims_link = env
+        .outbox
+        .wait_token("victim@example.com", "verify_url", Some(&attackers_link))
+        .await;
+    victim
+        .verify_email(VerifyEmailRequest {
+            token: victims_link,
+        })
+        .await
+        .unwrap();
+
+    // The victim's credentials, and only theirs.
+    assert_eq!(
+        login_refusal(&env, "victim@example.com", PASSWORD).await,
+        None
+    );
+    assert_eq!(
+        login_refusal(&env, "victim@example.com", ATTACKER_PASSWORD).await,
+        Some(Reason::CredentialsInvalid)
+    );
+    assert_eq!(
+        profile_of(&env, "victim@example.com").await,
+        ("Victoria".to_owned(), true, true)
+    );
+    // The attacker's link died with the victim's.
+    let e = attacker
+        .verify_email(VerifyEmailRequest {
+            token: attackers_link,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::EmailTokenInvalid);
+    assert_eq!(
+        login_refusal(&env, "victim@example.com", ATTACKER_PASSWORD).await,
+        Some(Reason::CredentialsInvalid)
+    );
+}
+
+#[tokio::test]
+async fn a_later_sign_up_does_not_void_the_earlier_ones_link() {
+    let env = Env::start("preaccountlater").await;
+    let mut victim = env.anonymous("198.51.100.1");
+    victim
+        .sign_up(sign_up("vic@example.com", PASSWORD, "Vic"))
+        .await
+        .unwrap();
+    let victims_link = env
+        .outbox
+        .wait_token("vic@example.com", "verify_url", None)
+        .await;
+    // An attacker signs up for the same address before the victim clicks.
+    env.anonymous("203.0.113.66")
+        .sign_up(sign_up("vic@example.com", ATTACKER_PASSWORD, "Mallory"))
+        .await
+        .unwrap();
+    let attackers_link = env
+        .outbox
+        .wait_token("vic@example.com", "verify_url", Some(&victims_link))
+        .await;
+    victim
+        .verify_email(VerifyEmailRequest {
+            token: victims_link,
+        })
+        .await
+        .unwrap();
+    assert_eq!(login_refusal(&env, "vic@example.com", PASSWORD).await, None);
+    assert_eq!(
+        login_refusal(&env, "vic@example.com", ATTACKER_PASSWORD).await,
+        Some(Reason::CredentialsInvalid)
+    );
+    let e = victim
+        .verify_email(VerifyEmailRequest {
+            token: attackers_link,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::EmailTokenInvalid);
+    assert_eq!(profile_of(&env, "vic@example.com").await.0, "Vic");
+}
+
+#[tokio::test]
+async fn a_person_added_as_a_member_gets_the_password_of_their_own_sign_up() {
+    let env = Env::start("preaccountmember").await;
+    let owner = env.verified_user("owner@example.com").await;
+    let account = env.create_account(&owner).await;
+    env.add_member(
+        &account,
+        &owner,
+        "pat@example.com",
+        "Pat (typed by the owner)",
+    )
+    .await;
+    assert_eq!(
+        profile_of(&env, "pat@example.com").await,
+        ("Pat (typed by the owner)".to_owned(), false, false)
+    );
+    let mut pat = env.anonymous("198.51.100.3");
+    pat.sign_up(sign_up("pat@example.com", PASSWORD, "Pat"))
+        .await
+        .unwrap();
+    let link = env
+        .outbox
+        .wait_token("pat@example.com", "verify_url", None)
+        .await;
+    pat.verify_email(VerifyEmailRequest { token: link })
+        .await
+        .unwrap();
+    assert_eq!(login_refusal(&env, "pat@example.com", PASSWORD).await, None);
+    assert_eq!(
+        profile_of(&env, "pat@example.com").await,
+        ("Pat".to_owned(), true, true)
+    );
+}
