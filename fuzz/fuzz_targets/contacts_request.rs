@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         },
         pb::SendEmailRequest => |r: &pb::SendEmailRequest| {
             for to in &r.to {
-                let _ = email::validate(&to.address);
+                let _ = email::validate(&to.email);
             }
             template_data(r.template, &r.template_data);
         },

@@ -21,6 +21,11 @@ static KEY: LazyLock<PrincipalKey> = LazyLock::new(|| {
 /// A fixed "now", so expiry is decided the same on every run.
 const NOW: Timestamp = Timestamp(1_800_000_000_000);
 
+/// A metadata value; empty as absent.
+fn present(value: &[u8]) -> Option<&[u8]> {
+    (!value.is_empty()).then_some(value)
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((mode, rest)) = tenancy_fuzz::selector(data) else {
         return;
@@ -41,7 +46,6 @@ fuzz_target!(|data: &[u8]| {
             signature.into_bytes(),
         )
     };
-    let present = |v: &[u8]| (!v.is_empty()).then_some(v);
     if let Ok(verified) = KEY.verify(present(&principal), present(&signature), NOW) {
         // Only unexpired principals, signed for at most the longest lifetime.
         assert!(verified.expires_at_ms >= NOW.millis());
