@@ -452,15 +452,23 @@ mod properties {
     fn entry() -> impl Strategy<Value = Entry> {
         prop_oneof![
             (any::<u32>(), 0u8..=32).prop_map(|(a, p)| {
-                (format!("{}/{p}", Ipv4Addr::from(a)), Some((u128::from(a), p, true)))
+                (
+                    format!("{}/{p}", Ipv4Addr::from(a)),
+                    Some((u128::from(a), p, true)),
+                )
             }),
-            any::<u32>().prop_map(|a| (Ipv4Addr::from(a).to_string(), Some((u128::from(a), 32, true)))),
-            (any::<u128>(), 0u8..=128).prop_map(|(a, p)| {
-                (format!("{}/{p}", Ipv6Addr::from(a)), Some((a, p, false)))
-            }),
+            any::<u32>().prop_map(|a| (
+                Ipv4Addr::from(a).to_string(),
+                Some((u128::from(a), 32, true))
+            )),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, p)| { (format!("{}/{p}", Ipv6Addr::from(a)), Some((a, p, false))) }),
             // Small networks, so random addresses fall inside them too.
             (0u32..16, 28u8..=32).prop_map(|(a, p)| {
-                (format!("{}/{p}", Ipv4Addr::from(0x0a00_0000 | a)), Some((u128::from(0x0a00_0000 | a), p, true)))
+                (
+                    format!("{}/{p}", Ipv4Addr::from(0x0a00_0000 | a)),
+                    Some((u128::from(0x0a00_0000 | a), p, true)),
+                )
             }),
             // No digits or colons: garbage that can never parse as an address.
             "[ -/;-~]{0,20}".prop_map(|garbage| (garbage, None)),
