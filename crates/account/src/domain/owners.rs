@@ -150,8 +150,8 @@ mod properties {
     /// it; `false` when refused.
     fn run(members: &mut Vec<Member>, actor: usize, target: usize, op: Op) -> bool {
         let (actor, target) = (actor % members.len(), target % members.len());
-        let before = members[target];
-        let after = match op {
+        let caller = Some(members[actor].caller_facts());
+        let (target, after) = match op {
             Op::Join(role) => {
                 members.push(Member {
                     role,
@@ -166,44 +166,41 @@ mod properties {
                 } else {
                     target
                 };
-                let before = members[target];
-                if check_caller(Some(members[actor].caller_facts()), change.min_role()).is_err()
+                if check_caller(caller, change.min_role()).is_err()
                     || change.check_target(target == actor).is_err()
                 {
                     return false;
                 }
+                let before = members[target];
                 let Ok(Some((role, status))) = change.apply(before.role, before.status) else {
                     return false;
                 };
-                let after = Member {
-                    role,
-                    status,
-                    ..before
-                };
-                if !change_keeps_an_owner(
-                    before.owner_facts(),
-                    after.owner_facts(),
-                    active_owners(members),
-                ) {
-                    return false;
-                }
-                members[target] = after;
-                return true;
+                (
+                    target,
+                    Member {
+                        role,
+                        status,
+                        ..before
+                    },
+                )
             }
             Op::PortalAccess(portal_access) => {
-                if check_caller(Some(members[actor].caller_facts()), Role::Owner).is_err()
-                    || before.status == MemberStatus::Revoked
+                if check_caller(caller, Role::Owner).is_err()
+                    || members[target].status == MemberStatus::Revoked
                 {
                     return false;
                 }
-                Member {
-                    portal_access,
-                    ..before
-                }
+                (
+                    target,
+                    Member {
+                        portal_access,
+                        ..members[target]
+                    },
+                )
             }
         };
         if !change_keeps_an_owner(
-            before.owner_facts(),
+            members[target].owner_facts(),
             after.owner_facts(),
             active_owners(members),
         ) {
