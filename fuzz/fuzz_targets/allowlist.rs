@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(nets.is_empty() || inside, "{ip} admitted outside {nets:?}");
         }
         let shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        assert_eq!(allowlist(&shown).ok().as_ref(), Some(&nets), "not idempotent");
+        assert_eq!(
+            allowlist(&shown).ok().as_ref(),
+            Some(&nets),
+            "not idempotent"
+        );
         // The gateway decides from the list the account service stored.
         let settings = settings_from_proto(&SecuritySettings {
             ip_allowlist: shown,

@@ -37,5 +37,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(client, canonical(client), "client addresses are canonical");
     // An untrusted peer is the client, whatever it forwards.
     let stranger = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
-    assert_eq!(client_ip(stranger, forwarded.split('\n'), &TRUSTED), stranger);
+    assert_eq!(
+        client_ip(stranger, forwarded.split('\n'), &TRUSTED),
+        stranger
+    );
 });

@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let leeway = i64::try_from(tenancy_gateway::jwt::LEEWAY_SECONDS).unwrap_or(0);
-        assert!(claims.exp.saturating_add(leeway) >= now, "expired token verified");
+        assert!(
+            claims.exp.saturating_add(leeway) >= now,
+            "expired token verified"
+        );
         if let Ok(cached) = PortalToken::from_claims(&claims) {
             assert_eq!(cached.rev, claims.rev);
             assert_eq!(cached.expire_ms, claims.exp.saturating_mul(1000));

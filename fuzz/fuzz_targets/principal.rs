@@ -51,10 +51,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(verified.expires_at_ms >= NOW.millis());
         if mode % 2 == 0 {
             // A valid signature from unsigned input would be a forgery.
-            assert!(
-                !principal.is_empty(),
-                "verified without a principal value"
-            );
+            assert!(!principal.is_empty(), "verified without a principal value");
         }
     }
 });

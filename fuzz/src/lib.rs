@@ -110,9 +110,7 @@ pub fn refused<T>(result: Result<T, Error>) {
 /// A page size and token as every list method reads them.
 pub fn page(page_size: i32, page_token: &str) {
     refused(tenancy_runtime::ids::page_size(page_size));
-    refused(tenancy_runtime::ids::decode_page_token::<serde_json::Value>(
-        page_token,
-    ));
+    refused(tenancy_runtime::ids::decode_page_token::<serde_json::Value>(page_token));
 }
 
 /// An id field, parsed as the services parse ids at the edge.
