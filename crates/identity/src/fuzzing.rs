@@ -51,11 +51,6 @@ pub fn normalise_code_word(raw: &str) -> Option<String> {
     credentials::normalise_code_word(raw)
 }
 
-/// The stored form of a presented recovery code.
-pub fn recovery_code_hash(user_id: &str, code: &str) -> String {
-    credentials::recovery_code_hash(user_id, code)
-}
-
 /// The TOTP code for `secret` at Unix time `seconds`.
 pub fn totp_code_at(secret: &[u8], seconds: u64) -> String {
     totp::code_at(secret, seconds)
