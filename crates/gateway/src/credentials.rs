@@ -101,6 +101,25 @@ fn unexpired(token: &PortalToken, now_ms: i64) -> bool {
     token.expire_ms.saturating_add(LEEWAY_MS) > now_ms
 }
 
+/// The token of an `authorization: Bearer <token>` header.
+pub fn bearer_token(header: &http::HeaderValue) -> Result<&str, Error> {
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Error::new(
+                Reason::CredentialsMalformed,
+                "expected `authorization: Bearer <token>`",
+            )
+        })
+}
+
 /// Resolves credentials; shared by every connection.
 pub struct Authenticator {
     jwt: JwtVerifier,
@@ -209,21 +228,7 @@ impl Authenticator {
         let Some(header) = authorization else {
             return Ok(None);
         };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    Reason::CredentialsMalformed,
-                    "expected `authorization: Bearer <token>`",
-                )
-            })?;
+        let token = bearer_token(header)?;
         if token.starts_with(API_TOKEN_PREFIX) {
             self.api_token(token, ip, now_ms)
                 .await

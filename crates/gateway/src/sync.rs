@@ -430,3 +430,91 @@ mod tests {
         assert!(policies.member(account, user).is_some_and(|m| m.active));
     }
 }
+
+/// Property: whatever allowlist an account pushes (networks, bare
+/// addresses, IPv4-mapped forms, garbage), the gateway admits an address
+/// only if one of the entries contains it, checked with plain bit masks
+/// independent of `ipnet`; and admits every address an entry contains.
+#[cfg(test)]
+mod properties {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+    use tenancy_proto::account::SecuritySettings;
+
+    use super::settings_from_proto;
+    use crate::client_ip::canonical;
+
+    /// An entry: the text pushed, and the network it means (`None` for
+    /// garbage), as (first address bits, prefix, IPv4?).
+    type Entry = (String, Option<(u128, u8, bool)>);
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32).prop_map(|(a, p)| {
+                (
+                    format!("{}/{p}", Ipv4Addr::from(a)),
+                    Some((u128::from(a), p, true)),
+                )
+            }),
+            any::<u32>().prop_map(|a| (
+                Ipv4Addr::from(a).to_string(),
+                Some((u128::from(a), 32, true))
+            )),
+            (any::<u128>(), 0u8..=128)
+                .prop_map(|(a, p)| { (format!("{}/{p}", Ipv6Addr::from(a)), Some((a, p, false))) }),
+            // Small networks, so random addresses fall inside them too.
+            (0u32..16, 28u8..=32).prop_map(|(a, p)| {
+                (
+                    format!("{}/{p}", Ipv4Addr::from(0x0a00_0000 | a)),
+                    Some((u128::from(0x0a00_0000 | a), p, true)),
+                )
+            }),
+            // No digits or colons: garbage that can never parse as an address.
+            "[ -/;-~]{0,20}".prop_map(|garbage| (garbage, None)),
+        ]
+    }
+
+    fn address() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            (0u32..32).prop_map(|a| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | a))),
+            any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+            (0u32..32).prop_map(|a| IpAddr::V6(Ipv4Addr::from(0x0a00_0000 | a).to_ipv6_mapped())),
+        ]
+    }
+
+    /// Whether `ip` is inside the network, by masks.
+    fn inside(ip: IpAddr, (first, prefix, v4): (u128, u8, bool)) -> bool {
+        let (bits, width) = match ip {
+            IpAddr::V4(v4_ip) if v4 => (u128::from(u32::from(v4_ip)), 32u32),
+            IpAddr::V6(v6_ip) if !v4 => (u128::from(v6_ip), 128u32),
+            _ => return false,
+        };
+        let host = width - u32::from(prefix);
+        host == width || (bits ^ first) >> host == 0
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        #[test]
+        fn random_allowlists_never_admit_an_address_outside_them(
+            entries in prop::collection::vec(entry(), 0..6),
+            ip in address(),
+        ) {
+            let settings = settings_from_proto(&SecuritySettings {
+                ip_allowlist: entries.iter().map(|(text, _)| text.clone()).collect(),
+                ..SecuritySettings::default()
+            });
+            // The gateway decides on the canonical client address.
+            let ip = canonical(ip);
+            let contained = entries.iter().filter_map(|(_, net)| *net).any(|net| inside(ip, net));
+            if entries.is_empty() {
+                prop_assert!(settings.admits(ip), "no allowlist admits everyone");
+            } else {
+                prop_assert_eq!(settings.admits(ip), contained, "{} in {:?}", ip, entries);
+            }
+        }
+    }
+}

@@ -29,6 +29,9 @@
 mod api;
 mod app;
 mod domain;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod metrics;
 pub mod migration;
 pub mod peers;

@@ -77,3 +77,164 @@ mod tests {
         assert!(change_keeps_an_owner(OWNER, OWNER, 1));
     }
 }
+
+/// Property: whatever members do to each other, through the same checks
+/// `app::members` applies in one transaction (caller check, target check,
+/// the change itself, [`change_keeps_an_owner`]), the account keeps an
+/// active owner.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::super::members::{CallerFacts, MemberChange, check_caller};
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    struct Member {
+        role: Role,
+        status: MemberStatus,
+        portal_access: bool,
+    }
+
+    impl Member {
+        fn owner_facts(self) -> OwnerFacts {
+            OwnerFacts {
+                role: self.role,
+                status: self.status,
+                portal_access: self.portal_access,
+            }
+        }
+
+        fn caller_facts(self) -> CallerFacts {
+            CallerFacts {
+                role: self.role,
+                status: self.status,
+                portal_access: self.portal_access,
+            }
+        }
+    }
+
+    /// What a member can do to a membership (SetMemberAccess as the
+    /// portal-access switch; AddMember and AcceptInvitation as `Join`).
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Change(MemberChange),
+        PortalAccess(bool),
+        Join(Role),
+    }
+
+    fn role() -> impl Strategy<Value = Role> {
+        prop::sample::select(Role::ALL.to_vec())
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            role().prop_map(|r| Op::Change(MemberChange::Role(r))),
+            Just(Op::Change(MemberChange::Suspend)),
+            Just(Op::Change(MemberChange::Reactivate)),
+            Just(Op::Change(MemberChange::Revoke)),
+            Just(Op::Change(MemberChange::Leave)),
+            any::<bool>().prop_map(Op::PortalAccess),
+            role().prop_map(Op::Join),
+        ]
+    }
+
+    fn active_owners(members: &[Member]) -> u64 {
+        members
+            .iter()
+            .filter(|m| m.owner_facts().is_active_owner())
+            .count() as u64
+    }
+
+    /// One operation by `actor` on `target`, as `app::members::apply` runs
+    /// it; `false` when refused.
+    fn run(members: &mut Vec<Member>, actor: usize, target: usize, op: Op) -> bool {
+        let (actor, target) = (actor % members.len(), target % members.len());
+        let caller = Some(members[actor].caller_facts());
+        let (target, after) = match op {
+            Op::Join(role) => {
+                members.push(Member {
+                    role,
+                    status: MemberStatus::Active,
+                    portal_access: true,
+                });
+                return true;
+            }
+            Op::Change(change) => {
+                let target = if change == MemberChange::Leave {
+                    actor
+                } else {
+                    target
+                };
+                if check_caller(caller, change.min_role()).is_err()
+                    || change.check_target(target == actor).is_err()
+                {
+                    return false;
+                }
+                let before = members[target];
+                let Ok(Some((role, status))) = change.apply(before.role, before.status) else {
+                    return false;
+                };
+                (
+                    target,
+                    Member {
+                        role,
+                        status,
+                        ..before
+                    },
+                )
+            }
+            Op::PortalAccess(portal_access) => {
+                if check_caller(caller, Role::Owner).is_err()
+                    || members[target].status == MemberStatus::Revoked
+                {
+                    return false;
+                }
+                (
+                    target,
+                    Member {
+                        portal_access,
+                        ..members[target]
+                    },
+                )
+            }
+        };
+        if !change_keeps_an_owner(
+            members[target].owner_facts(),
+            after.owner_facts(),
+            active_owners(members),
+        ) {
+            return false;
+        }
+        members[target] = after;
+        true
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn member_operations_never_leave_an_account_without_an_active_owner(
+            others in prop::collection::vec(role(), 0..4),
+            ops in prop::collection::vec((any::<usize>(), any::<usize>(), op()), 1..60),
+        ) {
+            let mut members = vec![Member {
+                role: Role::Owner,
+                status: MemberStatus::Active,
+                portal_access: true,
+            }];
+            members.extend(others.into_iter().map(|role| Member {
+                role,
+                status: MemberStatus::Active,
+                portal_access: true,
+            }));
+            for (actor, target, op) in ops {
+                run(&mut members, actor, target, op);
+                prop_assert!(
+                    active_owners(&members) >= 1,
+                    "no active owner left after {op:?}: {members:?}"
+                );
+            }
+        }
+    }
+}

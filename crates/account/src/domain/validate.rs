@@ -206,3 +206,59 @@ mod tests {
         assert_eq!(vat_number("nl 1234.5678.9B01").unwrap(), "NL123456789B01");
     }
 }
+
+/// Property: an allowlist as UpdateSecuritySettings parses it never
+/// admits an address outside its entries (checked with plain bit masks),
+/// in whatever form (IPv4, IPv6, IPv4-mapped) the entry or the address
+/// comes.
+#[cfg(test)]
+mod properties {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An entry's text and the IPv4 network it means: (first address, prefix).
+    fn v4_entry() -> impl Strategy<Value = (String, (u32, u8))> {
+        (any::<u32>(), 0u8..=32, any::<bool>(), any::<bool>()).prop_map(|(a, p, mapped, bare)| {
+            let text = match (mapped, bare) {
+                (false, true) => Ipv4Addr::from(a).to_string(),
+                (false, false) => format!("{}/{p}", Ipv4Addr::from(a)),
+                (true, true) => Ipv4Addr::from(a).to_ipv6_mapped().to_string(),
+                (true, false) => format!("{}/{}", Ipv4Addr::from(a).to_ipv6_mapped(), p + 96),
+            };
+            (text, (a, if bare { 32 } else { p }))
+        })
+    }
+
+    fn inside(ip: u32, (first, prefix): (u32, u8)) -> bool {
+        let host = 32 - u32::from(prefix);
+        host == 32 || (ip ^ first) >> host == 0
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5_000))]
+
+        #[test]
+        fn random_allowlists_never_admit_an_address_outside_them(
+            entries in prop::collection::vec(v4_entry(), 1..6),
+            v6 in prop::collection::vec((any::<u128>(), 0u8..=128), 0..3),
+            ip in any::<u32>(),
+            near in any::<bool>(),
+            as_mapped in any::<bool>(),
+        ) {
+            // Half the time an address near the first entry's network.
+            let ip = if near { entries[0].1.0 ^ (ip & 0xff) } else { ip };
+            let mut texts: Vec<String> = entries.iter().map(|(t, _)| t.clone()).collect();
+            texts.extend(v6.iter().map(|(a, p)| format!("{}/{p}", Ipv6Addr::from(*a))));
+            let list = allowlist(&texts).map_err(|bad| TestCaseError::fail(format!("{bad:?}")))?;
+            let v4 = Ipv4Addr::from(ip);
+            let address = if as_mapped { IpAddr::V6(v4.to_ipv6_mapped()) } else { IpAddr::V4(v4) };
+            // An IPv4 client (mapped or not) is matched as IPv4: only the
+            // IPv4 entries (written mapped or not) can hold it.
+            let contained = entries.iter().any(|(_, net)| inside(ip, *net));
+            prop_assert_eq!(ip_allowed(&list, Some(address)), contained, "{} in {:?}", address, texts);
+        }
+    }
+}

@@ -64,6 +64,20 @@ pub(crate) fn parse_ssh_public_key(raw: &str) -> Result<SshPublicKey, IdentityEr
     }
     // Collapse runs of white space so `ssh-ed25519  AAAA…` parses too.
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Checked on what is stored, so the stored line parses again (fuzz
+    // target `ssh_key`): "PRIVATE<tab>KEY" collapses to the marker, and a
+    // NUL or other control character in the comment is not a key (and
+    // PostgreSQL refuses NUL in text).
+    if looks_private(&line) {
+        return Err(IdentityError::invalid(
+            Invalid::SshKeyIsPrivate,
+            FIELD,
+            "this is a private key; paste the .pub file instead (the text was discarded)",
+        ));
+    }
+    if line.chars().any(char::is_control) {
+        return Err(malformed("must not contain control characters"));
+    }
     let first = line.split(' ').next().unwrap_or_default();
     if first == "ssh-dss" {
         return Err(IdentityError::invalid(
@@ -206,6 +220,13 @@ mod tests {
                 &"A".repeat(MAX_PUBLIC_KEY_BYTES + 1),
                 Reason::SshKeyMalformed,
             ),
+            // Found by the fuzz target `ssh_key`: a comment with control
+            // characters was accepted (NUL then failed in PostgreSQL), and
+            // one with "PRIVATE<tab>KEY" was stored as a line that no
+            // longer parsed.
+            (&format!("{ED25519} a\0b"), Reason::SshKeyMalformed),
+            (&format!("{ED25519} a\u{1d}b"), Reason::SshKeyMalformed),
+            (&format!("{ED25519} PRIVATE\tKEY"), Reason::SshKeyIsPrivate),
         ];
         for (text, want) in cases {
             let e = parse_ssh_public_key(text).map_err(Error::from).unwrap_err();

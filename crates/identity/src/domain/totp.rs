@@ -192,3 +192,73 @@ mod tests {
         assert!(png.starts_with(b"\x89PNG"));
     }
 }
+
+/// Properties of TOTP acceptance over random secrets and times: a code is
+/// accepted only for a step within one of now and only for the step it
+/// was generated for, and acceptance is monotonic in time: a code's
+/// window is one interval that, once passed, never opens again.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Times from 2001 to 2100, as step numbers.
+    fn step() -> impl Strategy<Value = u64> {
+        (1_000_000_000u64 / PERIOD)..(4_102_444_800 / PERIOD)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        #[test]
+        fn codes_are_accepted_within_one_step_and_for_their_own_step(
+            secret in prop::collection::vec(any::<u8>(), 20),
+            now in step(),
+            within in 0..PERIOD,
+            offset in -4i64..=4,
+        ) {
+            let seconds = now * PERIOD + within;
+            let generated = now.saturating_add_signed(offset);
+            let code = code_at(&secret, generated * PERIOD);
+            match matching_step(&secret, &code, seconds) {
+                Some(step) => {
+                    let step = u64::try_from(step).unwrap();
+                    prop_assert!(step.abs_diff(now) <= 1, "step {step} accepted at {now}");
+                    prop_assert_eq!(code_at(&secret, step * PERIOD), code);
+                }
+                None => prop_assert!(offset.abs() > 1, "a code within one step refused"),
+            }
+        }
+
+        #[test]
+        fn acceptance_is_monotonic_in_time(
+            secret in prop::collection::vec(any::<u8>(), 20),
+            generated in step(),
+            times in prop::collection::vec(-6i64..=6, 2..12),
+        ) {
+            let code = code_at(&secret, generated * PERIOD);
+            // Codes of the steps around it that happen to be equal (one in
+            // 10^6) would make it acceptable again; such secrets prove
+            // nothing here.
+            let unique = (generated - 8..=generated + 8)
+                .filter(|s| *s != generated)
+                .all(|s| code_at(&secret, s * PERIOD) != code);
+            prop_assume!(unique);
+            let mut times: Vec<u64> = times.iter().map(|d| generated.saturating_add_signed(*d)).collect();
+            times.sort_unstable();
+            let mut was_accepted = false;
+            let mut closed = false;
+            for now in times {
+                let accepted = matching_step(&secret, &code, now * PERIOD + 1);
+                if let Some(step) = accepted {
+                    prop_assert!(!closed, "accepted again at step {now} after its window closed");
+                    prop_assert_eq!(u64::try_from(step).unwrap(), generated);
+                    was_accepted = true;
+                } else if was_accepted {
+                    closed = true;
+                }
+            }
+        }
+    }
+}
