@@ -144,6 +144,7 @@ async fn main() {
                     email: email.clone(),
                     password: PASSWORD.into(),
                     account_id: String::new(),
+                    unlock_token: String::new(),
                 })
                 .await
                 .unwrap();

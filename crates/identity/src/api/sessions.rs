@@ -18,7 +18,7 @@ pub(super) async fn login(
     let r = request.into_inner();
     let outcome = api
         .app
-        .login(&r.email, &r.password, &r.account_id, &c)
+        .login(&r.email, &r.password, &r.account_id, &r.unlock_token, &c)
         .await?;
     let outcome = match outcome {
         LoginOutcome::Session(session) => Outcome::Session(credentials(session)),

@@ -11,6 +11,8 @@ pub(crate) enum Purpose {
     Verify,
     /// Choosing a new password (`reset`).
     Reset,
+    /// Logging in past the per-email cap of failed logins (`unlock`).
+    Unlock,
 }
 
 impl Purpose {
@@ -19,6 +21,7 @@ impl Purpose {
         match self {
             Purpose::Verify => "verify",
             Purpose::Reset => "reset",
+            Purpose::Unlock => "unlock",
         }
     }
 }
