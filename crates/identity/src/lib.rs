@@ -142,6 +142,13 @@ impl IdentityService {
         app.ensure_signing_key()
             .await
             .map_err(|e| ConfigError::new("identity.database_url", e))?;
+        let rekeyed = app
+            .rekey_recovery_codes()
+            .await
+            .map_err(|e| ConfigError::new("identity.database_url", e))?;
+        if rekeyed > 0 {
+            tracing::info!(rekeyed, "recovery codes stored unkeyed re-keyed");
+        }
         Ok(Self {
             context,
             app: Arc::new(app),
