@@ -119,11 +119,14 @@ impl IdentityService {
             .open_database::<migration::Migrator>(Self::NAME)
             .await?;
         let auth = context.config.auth.clone();
-        let hasher = Hasher::new(HashParams {
-            memory_kib: auth.argon2_memory_kib,
-            iterations: auth.argon2_iterations,
-            parallelism: auth.argon2_parallelism,
-        })
+        let hasher = Hasher::new(
+            HashParams {
+                memory_kib: auth.argon2_memory_kib,
+                iterations: auth.argon2_iterations,
+                parallelism: auth.argon2_parallelism,
+            },
+            auth.password_hash_max_wait,
+        )
         .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?
         .measured(&context.metrics);
         let secrets = SecretBox::new(totp_key(&context)?);

@@ -84,9 +84,12 @@ impl App {
     /// database failure lets the notice through.
     pub(crate) async fn notice_allowed(&self, kind: &str, user_id: &str) -> bool {
         let keys = [(format!("notice:{kind}:{user_id}"), Counter::Notice)];
-        self.admit(&keys, &[]).await.map(|blocked| blocked.is_none()).unwrap_or_else(|error| {
-            tracing::warn!(%error, kind, "notice counter unavailable; sending");
-            true
-        })
+        self.admit(&keys, &[])
+            .await
+            .map(|blocked| blocked.is_none())
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, kind, "notice counter unavailable; sending");
+                true
+            })
     }
 }

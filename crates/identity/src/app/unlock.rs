@@ -51,9 +51,7 @@ impl App {
         let link = email_tokens::find(&self.db, &hash, Purpose::Unlock).await?;
         Ok(link
             .filter(|l| {
-                l.user_id == user_id
-                    && l.used_time.is_none()
-                    && l.expire_time > self.now().millis()
+                l.user_id == user_id && l.used_time.is_none() && l.expire_time > self.now().millis()
             })
             .map(|_| hash))
     }

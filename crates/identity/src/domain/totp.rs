@@ -150,8 +150,7 @@ mod tests {
     fn keyed_hashes_are_hmac_sha256() {
         use hmac::Mac as _;
         let key = [9u8; 32];
-        let mut reference =
-            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).unwrap();
+        let mut reference = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).unwrap();
         reference.update(b"data");
         let expected: [u8; 32] = reference.finalize().into_bytes().into();
         assert_eq!(mac(&key, b"data"), expected);

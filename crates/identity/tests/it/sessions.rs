@@ -269,6 +269,54 @@ async fn concurrent_failures_cannot_all_pass_the_throttle() {
     assert_eq!((checked, refused), (5, 15));
 }
 
+/// Admission control of the hashing pool: logins whose expected wait for a
+/// core exceeds `auth.password_hash_max_wait`, or that could not finish
+/// before the caller's deadline, are refused at once with UPSTREAM_BUSY and
+/// a retry delay instead of queueing.
+#[tokio::test]
+async fn logins_beyond_the_hashing_pool_are_shed_at_once() {
+    use tonic_types::StatusExt as _;
+    let env = Env::start_with("shed", |config| {
+        // Slow hashes (~0.2 s) and no queueing.
+        config.auth.argon2_memory_kib = 64 * 1024;
+        config.auth.argon2_iterations = 3;
+        config.auth.password_hash_max_wait = Duration::ZERO;
+    })
+    .await;
+    env.verified_user("ivan@example.com").await;
+    let attempts = (0..24).map(|i| {
+        let mut c = env.anonymous(&format!("198.51.100.{}", 30 + i));
+        async move { c.login(login("ivan@example.com", PASSWORD)).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let shed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(ok >= 1, "none admitted");
+    assert!(!shed.is_empty(), "none shed of {}", results.len());
+    for e in &shed {
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert_eq!(reason(e), Reason::UpstreamBusy);
+        assert!(e.get_details_retry_info().is_some(), "{e:?}");
+    }
+    // A caller whose deadline is shorter than one hash (~0.5 s) is refused
+    // at once (not left to time out in the queue).
+    let env = Env::start_with("sheddeadline", |config| {
+        config.auth.argon2_memory_kib = 128 * 1024;
+        config.auth.argon2_iterations = 4;
+    })
+    .await;
+    env.verified_user("jo@example.com").await;
+    let mut request = tonic::Request::new(login("jo@example.com", PASSWORD));
+    request.set_timeout(Duration::from_millis(150));
+    let e = env
+        .anonymous("198.51.100.9")
+        .login(request)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert_eq!(reason(&e), Reason::UpstreamBusy);
+}
+
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_session() {
     let env = Env::start("refresh").await;
