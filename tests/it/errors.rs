@@ -196,6 +196,7 @@ async fn every_refusal_through_the_gateway_has_a_catalogue_reason_with_its_code(
                 email: "ada@example.com".into(),
                 password: "not the password at all".into(),
                 account_id: String::new(),
+                unlock_token: String::new(),
             })
             .await
             .unwrap_err(),

@@ -222,6 +222,7 @@ impl Suite {
                 email: email.into(),
                 password: password.into(),
                 account_id: account_id.into(),
+                unlock_token: String::new(),
             })
             .await
             .unwrap()
@@ -698,6 +699,7 @@ async fn rate_limited_public_methods_answer_resource_exhausted_with_retry_info()
         email: "nobody@example.com".into(),
         password: "wrong password entirely".into(),
         account_id: String::new(),
+        unlock_token: String::new(),
     };
     for _ in 0..3 {
         let status = anonymous.login(login()).await.unwrap_err();

@@ -162,6 +162,7 @@ async fn login(suite: &Suite, email: &str, password: &str) -> tonic::Status {
             email: email.into(),
             password: password.into(),
             account_id: String::new(),
+            unlock_token: String::new(),
         })
         .await
         .unwrap_err()

@@ -261,6 +261,7 @@ impl Client {
                     email: self.email.clone(),
                     password: PASSWORD.into(),
                     account_id: self.account_id.clone(),
+                    unlock_token: String::new(),
                 });
                 request.set_timeout(CALL_DEADLINE);
                 let response = IdentityServiceClient::new(self.gateway.clone())

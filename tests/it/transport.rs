@@ -362,6 +362,7 @@ async fn public_methods_on_a_service_port_are_served_to_the_gateway_only() {
         email: "ada@example.com".into(),
         password: "correct horse battery staple".into(),
         account_id: String::new(),
+        unlock_token: String::new(),
     };
     let anonymous = tenancy_runtime::Principal::anonymous(
         Some("203.0.113.9".parse().unwrap()),
@@ -727,6 +728,7 @@ async fn migrate_then_serve_use_the_same_keys_and_login_works() {
             email: email.into(),
             password: PASSWORD.into(),
             account_id: String::new(),
+            unlock_token: String::new(),
         })
         .await
         .unwrap()

@@ -122,11 +122,14 @@ impl IdentityService {
             .open_database::<migration::Migrator>(Self::NAME)
             .await?;
         let auth = context.config.auth.clone();
-        let hasher = Hasher::new(HashParams {
-            memory_kib: auth.argon2_memory_kib,
-            iterations: auth.argon2_iterations,
-            parallelism: auth.argon2_parallelism,
-        })
+        let hasher = Hasher::new(
+            HashParams {
+                memory_kib: auth.argon2_memory_kib,
+                iterations: auth.argon2_iterations,
+                parallelism: auth.argon2_parallelism,
+            },
+            auth.password_hash_max_wait,
+        )
         .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?
         .measured(&context.metrics);
         let secrets = SecretBox::new(totp_key(&context)?);
@@ -145,6 +148,13 @@ impl IdentityService {
         app.ensure_signing_key()
             .await
             .map_err(|e| ConfigError::new("identity.database_url", e))?;
+        let rekeyed = app
+            .rekey_recovery_codes()
+            .await
+            .map_err(|e| ConfigError::new("identity.database_url", e))?;
+        if rekeyed > 0 {
+            tracing::info!(rekeyed, "recovery codes stored unkeyed re-keyed");
+        }
         Ok(Self {
             context,
             app: Arc::new(app),

@@ -203,6 +203,12 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
     /// argon2id lanes.
     pub argon2_parallelism: u32,
+    /// Admission control of the password-hashing pool: a password check
+    /// (login, sign-up, password change) whose expected wait for a free
+    /// core exceeds this is refused at once (RESOURCE_EXHAUSTED
+    /// UPSTREAM_BUSY with a retry delay) instead of queueing.
+    #[serde(with = "humantime_serde")]
+    pub password_hash_max_wait: Duration,
     /// Key encrypting TOTP secrets at rest: hex or base64 of 32 bytes.
     /// `tenancy serve` generates one in `data_dir` when unset.
     pub totp_encryption_key: Option<String>,
@@ -221,6 +227,7 @@ impl Default for AuthConfig {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            password_hash_max_wait: Duration::from_millis(500),
             totp_encryption_key: None,
         }
     }

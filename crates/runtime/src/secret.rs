@@ -2,8 +2,10 @@
 //!
 //! High-entropy secrets (API tokens, refresh tokens, email links) are stored
 //! as SHA-256: a slow hash buys nothing against 256-bit randomness, and the
-//! lookup by hash stays an index scan. Low-entropy secrets (passwords, code
-//! words, recovery codes) use argon2id in the identity service instead.
+//! lookup by hash stays an index scan. Low-entropy secrets are the identity
+//! service's business: passwords and code words use argon2id there;
+//! recovery codes (50 bits, looked up by hash) a keyed hash (HMAC-SHA256
+//! under a key derived from the at-rest key, which is not in the database).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -431,6 +431,7 @@ impl Acme {
             email: self.emails[user].clone(),
             password: PASSWORD.to_owned(),
             account_id: self.account_id.clone(),
+            unlock_token: String::new(),
         })
         .await
         .unwrap()

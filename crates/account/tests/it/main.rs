@@ -212,6 +212,7 @@ impl Env {
                 email,
                 password: PASSWORD.into(),
                 account_id: String::new(),
+                unlock_token: String::new(),
             })
             .await
             .unwrap()

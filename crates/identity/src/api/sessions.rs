@@ -6,19 +6,47 @@ use tenancy_proto::identity::login_response::Outcome;
 use tenancy_runtime::server::principal;
 use tonic::Request;
 
+use std::time::{Duration, Instant};
+
 use crate::app::sessions::LoginOutcome;
+use crate::domain::password::DEADLINE;
 
 use super::{Api, Reply, access_token, account_id, client, credentials, member_id, ok, session};
+
+/// When the caller gives up, from its `grpc-timeout` header (1 to 8 digits
+/// and a unit: H, M, S, m, u, n), if it sent one.
+fn caller_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Instant::now().checked_add(timeout)
+}
 
 pub(super) async fn login(
     api: &Api,
     request: Request<pb::LoginRequest>,
 ) -> Reply<pb::LoginResponse> {
     let c = client(principal(&request)?);
+    let deadline = caller_deadline(request.metadata());
     let r = request.into_inner();
-    let outcome = api
-        .app
-        .login(&r.email, &r.password, &r.account_id, &c)
+    let outcome = DEADLINE
+        .scope(
+            deadline,
+            api.app
+                .login(&r.email, &r.password, &r.account_id, &r.unlock_token, &c),
+        )
         .await?;
     let outcome = match outcome {
         LoginOutcome::Session(session) => Outcome::Session(credentials(session)),

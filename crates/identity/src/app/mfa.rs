@@ -12,7 +12,9 @@ use tenancy_runtime::{Error, Principal, Timestamp};
 use super::revocations::Revocation;
 use super::sessions::{AccessToken, Credentials};
 use super::{App, Client};
-use crate::domain::credentials::{new_recovery_codes, recovery_code_hash};
+use crate::domain::credentials::{
+    RECOVERY_KEYED, new_recovery_codes, recovery_code_hash, rekeyed_recovery_code_hash,
+};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::normalise;
 use crate::domain::throttle::Counter;
@@ -59,8 +61,8 @@ impl App {
         }
     }
 
-    /// Checks a TOTP code and spends its time step (once per user, enforced
-    /// by the primary key of `identity_totp_used_steps`).
+    /// Checks a TOTP code and spends its time step: refused when that step
+    /// is not after the last one the user had accepted ([`mfa::spend_step`]).
     pub(crate) async fn spend_totp<C: ConnectionTrait>(
         &self,
         c: &C,
@@ -98,7 +100,7 @@ impl App {
         code: &str,
         field: &str,
     ) -> Result<(), IdentityError> {
-        let code_hash = recovery_code_hash(user_id, code);
+        let code_hash = recovery_code_hash(&self.secrets, user_id, code);
         if mfa::spend_recovery_code(c, user_id, code_hash, self.now().millis()).await? {
             Ok(())
         } else {
@@ -138,6 +140,21 @@ impl App {
         })
     }
 
+    /// Re-keys recovery codes stored by earlier versions as plain SHA-256
+    /// (what an offline search could reverse) into the keyed form, in one
+    /// transaction; the codes users hold keep working. Run at start; how
+    /// many there were.
+    pub(crate) async fn rekey_recovery_codes(&self) -> Result<usize, IdentityError> {
+        let tx = crate::store::begin(&self.db).await?;
+        let legacy = mfa::recovery_codes_without_prefix(&tx, RECOVERY_KEYED).await?;
+        for old in &legacy {
+            mfa::rehash_recovery_code(&tx, old, rekeyed_recovery_code_hash(&self.secrets, old))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(legacy.len())
+    }
+
     async fn store_recovery_codes<C: ConnectionTrait>(
         &self,
         c: &C,
@@ -146,7 +163,7 @@ impl App {
         let codes = new_recovery_codes();
         let hashes = codes
             .iter()
-            .map(|code| recovery_code_hash(user_id, code))
+            .map(|code| recovery_code_hash(&self.secrets, user_id, code))
             .collect();
         mfa::replace_recovery_codes(c, user_id, hashes).await?;
         Ok(codes)

@@ -13,6 +13,7 @@ pub(crate) mod selection;
 pub(crate) mod sessions;
 pub(crate) mod ssh;
 pub(crate) mod tokens;
+pub(crate) mod unlock;
 pub(crate) mod users;
 
 use std::collections::HashMap;

@@ -85,17 +85,13 @@ impl App {
     /// database failure lets the notice through.
     pub(crate) async fn notice_allowed(&self, kind: &str, user_id: &str) -> bool {
         let keys = [(format!("notice:{kind}:{user_id}"), Counter::Notice)];
-        let counted = async {
-            if self.throttled(&keys).await?.is_some() {
-                return Ok(false);
-            }
-            self.record_failure(&keys).await?;
-            Ok::<_, IdentityError>(true)
-        };
-        counted.await.unwrap_or_else(|error| {
-            tracing::warn!(%error, kind, "notice counter unavailable; sending");
-            true
-        })
+        self.admit(&keys, &[])
+            .await
+            .map(|blocked| blocked.is_none())
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, kind, "notice counter unavailable; sending");
+                true
+            })
     }
 
     /// Counts one link to `email` that a caller who proved nothing may have

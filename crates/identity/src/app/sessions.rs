@@ -57,6 +57,25 @@ pub(crate) struct MfaChallenge {
     pub(crate) recovery_codes_allowed: bool,
 }
 
+/// Why [`App::admit`] refused an attempt.
+pub(crate) struct Blocked {
+    /// Until when.
+    pub(crate) until: Timestamp,
+    /// The kinds of counter that refused it.
+    pub(crate) by: Vec<Counter>,
+}
+
+impl Blocked {
+    /// The error the client sees at `now`: TOO_MANY_ATTEMPTS with when to
+    /// retry (at least a second).
+    pub(crate) fn error(&self, now: Timestamp) -> IdentityError {
+        let wait = u64::try_from((self.until.millis() - now.millis()).max(1000)).unwrap_or(1000);
+        IdentityError::Throttled {
+            retry_after: std::time::Duration::from_millis(wait),
+        }
+    }
+}
+
 /// How a password login ended.
 pub(crate) enum LoginOutcome {
     /// A session was created.
@@ -124,15 +143,83 @@ impl App {
         keys: &[(String, Counter)],
     ) -> Result<(), IdentityError> {
         match self.throttled(keys).await? {
-            Some(until) => {
-                let wait =
-                    u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-                Err(IdentityError::Throttled {
-                    retry_after: std::time::Duration::from_millis(wait),
-                })
+            Some(until) => Err(Blocked {
+                until,
+                by: Vec::new(),
             }
+            .error(self.now())),
             None => Ok(()),
         }
+    }
+
+    /// Checks and counts one attempt in one transaction: refused (nothing
+    /// counted) while any counter of `enforced` refuses attempts; else the
+    /// attempt is counted as a failure on every key of `enforced` and
+    /// `counted` (counted, never refusing) before it is checked, so that
+    /// concurrent attempts cannot all pass one check. An attempt that then
+    /// succeeds gives its count back ([`Self::attempt_succeeded`]).
+    pub(crate) async fn admit(
+        &self,
+        enforced: &[(String, Counter)],
+        counted: &[(String, Counter)],
+    ) -> Result<Option<Blocked>, IdentityError> {
+        let now = self.now();
+        let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
+        let mut keys: Vec<(&str, Counter, bool)> = enforced
+            .iter()
+            .map(|(k, c)| (k.as_str(), *c, true))
+            .chain(counted.iter().map(|(k, c)| (k.as_str(), *c, false)))
+            .collect();
+        // One order for every caller: two attempts never wait on each other
+        // crosswise.
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let tx = store::begin(&self.db).await?;
+        let mut blocked: Option<Blocked> = None;
+        for (key, kind, enforce) in &keys {
+            let Some(state) = store::throttle::lock(&tx, key).await? else {
+                continue;
+            };
+            if !enforce || throttle::window_over(*kind, state, now) {
+                continue;
+            }
+            if let Some(until) = throttle::blocked_until(*kind, state, now) {
+                let b = blocked.get_or_insert(Blocked {
+                    until,
+                    by: Vec::new(),
+                });
+                b.until = b.until.max(until);
+                b.by.push(*kind);
+            }
+        }
+        if blocked.is_some() {
+            // Dropping the transaction rolls it back: nothing counted.
+            return Ok(blocked);
+        }
+        for (key, kind, _) in &keys {
+            // A pair's back-off runs from its last failure, the caps' from
+            // their window's start.
+            store::throttle::count_failure(&tx, key, now.millis(), window, *kind == Counter::Pair)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// An attempt [`Self::admit`] counted succeeded: `cleared` starts
+    /// again (the back-off of this email and address), `refunded` gets the
+    /// attempt back.
+    pub(crate) async fn attempt_succeeded(
+        &self,
+        cleared: &str,
+        refunded: &[(String, Counter)],
+    ) -> Result<(), IdentityError> {
+        let tx = store::begin(&self.db).await?;
+        store::throttle::clear(&tx, cleared).await?;
+        for (key, _) in refunded {
+            store::throttle::refund(&tx, key).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Counts a failure on every key (atomic upsert).
@@ -266,11 +353,19 @@ impl App {
         email: &str,
         password: &str,
         account_id: &str,
+        unlock_token: &str,
         client: &Client,
     ) -> Result<LoginOutcome, IdentityError> {
         let mut known_user = false;
         let result = self
-            .password_login(email, password, account_id, client, &mut known_user)
+            .password_login(
+                email,
+                password,
+                account_id,
+                unlock_token,
+                client,
+                &mut known_user,
+            )
             .await;
         self.outcomes.login(&result, known_user);
         result
@@ -284,6 +379,7 @@ impl App {
         email: &str,
         password: &str,
         account_id: &str,
+        unlock_token: &str,
         client: &Client,
         known_user: &mut bool,
     ) -> Result<LoginOutcome, IdentityError> {
@@ -302,19 +398,36 @@ impl App {
             return Err(IdentityError::CredentialsInvalid);
         }
         let pair = format!("pw:{}|{}", email.key, client.ip);
-        let keys = vec![
-            (pair.clone(), Counter::Pair),
-            (format!("pwe:{}", email.key), Counter::Email),
-            (format!("ip:{}", client.ip), Counter::Ip),
-        ];
+        let per_email = (format!("pwe:{}", email.key), Counter::Email);
+        let per_ip = (format!("ip:{}", client.ip), Counter::Ip);
         let row = users::login_row(&self.db, &email.key).await?;
         let user_id: Option<String> = row.as_ref().map(|r| r.id.clone());
         *known_user = user_id.is_some();
-        if let Some(until) = self.throttled(&keys).await? {
-            if let Some(id) = &user_id {
+        // The per-email cap slows guessing spread over many addresses. The
+        // user is not held to it from a network they created a session from
+        // before, nor with an unlock link emailed to them; the back-off per
+        // (email, address) and the per-address cap hold for everyone, so
+        // the password is never checked unthrottled.
+        let unlock = match &user_id {
+            Some(id) => self.live_unlock_link(unlock_token, id).await?,
+            None => None,
+        };
+        let exempt = match &user_id {
+            Some(id) => unlock.is_some() || self.known_network(id, client).await?,
+            None => false,
+        };
+        let mut enforced = vec![(pair.clone(), Counter::Pair), per_ip.clone()];
+        let mut counted = Vec::new();
+        if exempt {
+            counted.push(per_email.clone());
+        } else {
+            enforced.push(per_email.clone());
+        }
+        if let Some(blocked) = self.admit(&enforced, &counted).await? {
+            if let Some(row) = &row {
                 self.login_event(
                     &self.db,
-                    id,
+                    &row.id,
                     account.as_deref().unwrap_or_default(),
                     "",
                     client,
@@ -322,17 +435,16 @@ impl App {
                     pb::LoginOutcome::FailureThrottled,
                 )
                 .await?;
+                if blocked.by == [Counter::Email] && row.email_verified {
+                    self.send_unlock_link(row, client).await;
+                }
             }
-            let wait =
-                u64::try_from((until.millis() - self.now().millis()).max(1000)).unwrap_or(1000);
-            return Err(IdentityError::Throttled {
-                retry_after: std::time::Duration::from_millis(wait),
-            });
+            return Err(blocked.error(self.now()));
         }
         let hash: Option<String> = row.as_ref().and_then(|r| r.password_hash.clone());
         let (ok, rehash) = self.hasher.verify(normalise(password), hash).await?;
         let (Some(row), Some(user_id), true) = (row, user_id, ok) else {
-            self.record_failure(&keys).await?;
+            // Counted as a failure already (admit).
             if let Some(id) = self.user_by_email(&self.db, &email).await?.map(|u| u.id) {
                 self.login_event(
                     &self.db,
@@ -347,7 +459,10 @@ impl App {
             }
             return Err(IdentityError::CredentialsInvalid);
         };
-        self.reset_failures(&pair).await?;
+        self.attempt_succeeded(&pair, &[per_email, per_ip]).await?;
+        if let Some(hash) = unlock {
+            self.spend_unlock_link(&hash).await?;
+        }
         if rehash {
             let new_hash = self.hasher.hash(normalise(password)).await?;
             users::rehash_password(&self.db, &user_id, new_hash).await?;

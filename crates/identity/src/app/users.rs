@@ -58,6 +58,7 @@ impl App {
         let token = SecretToken::generate(match purpose {
             Purpose::Verify => "tnv_",
             Purpose::Reset => "tnp_",
+            Purpose::Unlock => "tnu_",
         });
         let now = self.now();
         let expire = now.plus(lifetime);

@@ -1,14 +1,15 @@
 //! Password rules (NIST 800-63B, OWASP ASVS 5 §6.2) and argon2id hashing.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tenancy_runtime::Error;
-use tenancy_runtime::metrics::{Gauge, Histogram, Metrics, latency_histogram};
+use tenancy_runtime::metrics::{Counter, Gauge, Histogram, Metrics, latency_histogram};
 
 use super::error::{IdentityError, Invalid};
 use tokio::sync::Semaphore;
@@ -85,13 +86,77 @@ pub(crate) struct HashParams {
 }
 
 /// Hashes and verifies on a bounded blocking pool: at most as many at once
-/// as there are cores, never on the async workers.
+/// as there are cores, never on the async workers. Admission control: a
+/// hash whose expected wait for a slot (from the hashes admitted ahead of
+/// it and the measured time of one hash) exceeds the configured bound, or
+/// that could not finish before the caller's deadline ([`DEADLINE`]), is
+/// refused at once (UPSTREAM_BUSY with a retry delay) instead of queueing;
+/// a queued hash whose caller goes away is dropped with its future.
 #[derive(Clone)]
 pub(crate) struct Hasher {
     params: HashParams,
     permits: Arc<Semaphore>,
     dummy: Arc<String>,
     measured: PoolMetrics,
+    admission: Arc<Admission>,
+}
+
+tokio::task_local! {
+    /// When the caller of the current call gives up (its `grpc-timeout`),
+    /// if it said; hashes that could not finish by then are refused.
+    pub(crate) static DEADLINE: Option<Instant>;
+}
+
+/// The admission rule of the hashing pool.
+struct Admission {
+    /// Hashes that run at once.
+    slots: usize,
+    /// The longest expected wait for a slot that is accepted.
+    max_wait: Duration,
+    /// Hashes admitted and not finished (waiting or running).
+    admitted: AtomicUsize,
+    /// The time one hash takes, in nanoseconds: measured at start, then a
+    /// moving average (weight 1/8) of the hashes run.
+    hash_nanos: AtomicU64,
+}
+
+impl Admission {
+    fn hash_time(&self) -> Duration {
+        Duration::from_nanos(self.hash_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Admits one hash, or says how long to wait before trying again.
+    fn admit(&self, deadline: Option<Instant>) -> Result<Admitted<'_>, Duration> {
+        let ahead = self.admitted.fetch_add(1, Ordering::SeqCst);
+        let admitted = Admitted(&self.admitted);
+        let hash = self.hash_time();
+        // Full rounds of the pool before a slot is free for this one.
+        let rounds = u32::try_from(ahead / self.slots.max(1)).unwrap_or(u32::MAX);
+        let wait = hash.saturating_mul(rounds);
+        let too_late = deadline.is_some_and(|d| Instant::now() + wait + hash > d);
+        if wait > self.max_wait || too_late {
+            drop(admitted);
+            return Err(wait.max(Duration::from_secs(1)));
+        }
+        Ok(admitted)
+    }
+
+    fn observe(&self, took: Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.hash_nanos.load(Ordering::Relaxed);
+        let new = old - old / 8 + sample / 8;
+        self.hash_nanos.store(new, Ordering::Relaxed);
+    }
+}
+
+/// One admitted hash; leaves the count when dropped (finished, failed, or
+/// its caller went away).
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The hashing pool, measured: hashes waiting for a core, how long they
@@ -101,6 +166,7 @@ struct PoolMetrics {
     queued: Gauge,
     wait: Histogram,
     hash: Histogram,
+    shed: Counter,
 }
 
 /// Takes one off the queue gauge when dropped.
@@ -119,24 +185,35 @@ impl PoolMetrics {
             queued: Gauge::default(),
             wait: latency_histogram(),
             hash: latency_histogram(),
+            shed: Counter::default(),
         }
     }
 }
 
 impl Hasher {
-    pub(crate) fn new(params: HashParams) -> Result<Self, String> {
+    /// A pool with one slot per core, refusing hashes that would wait
+    /// longer than `max_wait` for a slot.
+    pub(crate) fn new(params: HashParams, max_wait: Duration) -> Result<Self, String> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let argon = argon(params)?;
         let salt = SaltString::generate(&mut OsRng);
+        let started = Instant::now();
         let dummy = argon
             .hash_password(b"dummy password for unknown users", &salt)
             .map_err(|e| e.to_string())?
             .to_string();
+        let hash_nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(cores)),
             dummy: Arc::new(dummy),
             measured: PoolMetrics::unregistered(),
+            admission: Arc::new(Admission {
+                slots: cores,
+                max_wait,
+                admitted: AtomicUsize::new(0),
+                hash_nanos: AtomicU64::new(hash_nanos),
+            }),
         })
     }
 
@@ -159,6 +236,10 @@ impl Hasher {
             hash: metrics.seconds_histogram(
                 "tenancy_identity_password_hash_seconds",
                 "Time one password hash (argon2id) took, once it had a slot",
+            ),
+            shed: metrics.counter(
+                "tenancy_identity_password_hash_shed",
+                "Password hashes refused at once (UPSTREAM_BUSY) because their expected wait for a slot exceeded auth.password_hash_max_wait or the caller's deadline",
             ),
         };
         self
@@ -212,6 +293,20 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
+        let deadline = DEADLINE.try_with(|d| *d).ok().flatten();
+        let _admitted = match self.admission.admit(deadline) {
+            Ok(admitted) => admitted,
+            Err(retry_after) => {
+                self.measured.shed.inc();
+                return Err(Error {
+                    retry_after: Some(retry_after),
+                    ..Error::new(
+                        tenancy_runtime::Reason::UpstreamBusy,
+                        "too many password checks waiting; retry later",
+                    )
+                });
+            }
+        };
         let queued = Instant::now();
         self.measured.queued.inc();
         // Leaves the queue however the wait ends (a caller that gives up
@@ -222,10 +317,13 @@ impl Hasher {
         let _permit = permit.map_err(|e| Error::internal(format_args!("hasher closed: {e}")))?;
         self.measured.wait.observe(queued.elapsed().as_secs_f64());
         let hash = self.measured.hash.clone();
+        let admission = self.admission.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let result = at_idle_priority(work);
-            hash.observe(started.elapsed().as_secs_f64());
+            let took = started.elapsed();
+            hash.observe(took.as_secs_f64());
+            admission.observe(took);
             result
         })
         .await
@@ -329,7 +427,7 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let hasher = Hasher::new(low).unwrap();
+        let hasher = Hasher::new(low, Duration::from_secs(1)).unwrap();
         let hash = hasher.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert_eq!(
@@ -346,10 +444,13 @@ mod tests {
                 .unwrap(),
             (false, false)
         );
-        let stronger = Hasher::new(HashParams {
-            memory_kib: 2048,
-            ..low
-        })
+        let stronger = Hasher::new(
+            HashParams {
+                memory_kib: 2048,
+                ..low
+            },
+            Duration::from_secs(1),
+        )
         .unwrap();
         assert_eq!(
             stronger

@@ -73,6 +73,17 @@ pub(crate) fn enrollment(
     Ok((b32.trim_end_matches('=').to_owned(), uri, png))
 }
 
+/// HMAC-SHA256 under a 32-byte key (zero-padded to the 64-byte block, as
+/// HMAC pads any shorter key).
+fn mac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new(&block.into());
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
 /// Encrypts secrets at rest with a 32-byte key.
 #[derive(Clone)]
 pub(crate) struct SecretBox {
@@ -103,6 +114,14 @@ impl SecretBox {
         Ok(STANDARD.encode(out))
     }
 
+    /// HMAC-SHA256 of `data` under a key derived from this one for
+    /// `purpose` (a fixed label per use), for secrets stored as keyed
+    /// hashes.
+    pub(crate) fn keyed_hash(&self, purpose: &[u8], data: &[u8]) -> [u8; 32] {
+        let derived = mac(&self.key, purpose);
+        mac(&derived, data)
+    }
+
     pub(crate) fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, String> {
         let bytes = STANDARD.decode(sealed).map_err(|e| e.to_string())?;
         if bytes.len() < 24 {
@@ -124,6 +143,20 @@ impl SecretBox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The padded key is HMAC's own key handling (RFC 4231 case 2 shape:
+    /// compare with the library's variable-length key path).
+    #[test]
+    fn keyed_hashes_are_hmac_sha256() {
+        use hmac::Mac as _;
+        let key = [9u8; 32];
+        let mut reference = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).unwrap();
+        reference.update(b"data");
+        let expected: [u8; 32] = reference.finalize().into_bytes().into();
+        assert_eq!(mac(&key, b"data"), expected);
+        let b = SecretBox::new(key);
+        assert_ne!(b.keyed_hash(b"a", b"data"), b.keyed_hash(b"b", b"data"));
+    }
 
     /// RFC 6238 appendix B, SHA-1 rows (8 digits, the 20-byte ASCII seed).
     #[test]

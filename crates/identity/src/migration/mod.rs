@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261124_000001_login_networks;
+mod m20261129_000001_totp_last_step;
 mod m20261129_000002_pending_sign_ups;
 
 /// Every migration step of the identity service, in order.
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261124_000001_login_networks::Migration),
+            Box::new(m20261129_000001_totp_last_step::Migration),
             Box::new(m20261129_000002_pending_sign_ups::Migration),
         ]
     }

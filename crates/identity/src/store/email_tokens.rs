@@ -14,6 +14,8 @@ pub(crate) enum Purpose {
     Verify,
     /// Choosing a new password (`reset`).
     Reset,
+    /// Logging in past the per-email cap of failed logins (`unlock`).
+    Unlock,
 }
 
 impl Purpose {
@@ -22,6 +24,7 @@ impl Purpose {
         match self {
             Purpose::Verify => "verify",
             Purpose::Reset => "reset",
+            Purpose::Unlock => "unlock",
         }
     }
 }

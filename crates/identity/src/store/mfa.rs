@@ -1,13 +1,15 @@
-//! Second factors: pending TOTP enrolments (`identity_totp_pending`), spent
-//! TOTP steps (`identity_totp_used_steps`), recovery codes
+//! Second factors: pending TOTP enrolments (`identity_totp_pending`), the
+//! last accepted TOTP step of each user (`identity_totp_last_step`), recovery codes
 //! (`identity_recovery_codes`, hashed) and MFA challenges
 //! (`identity_mfa_challenges`, hashed).
 
 use sea_orm::{ConnectionTrait, DbErr};
-use tenancy_runtime::db::{exec, get, one};
+use tenancy_runtime::db::{all, exec, get, one};
 
-/// Spends a TOTP time step of the user; false when it was spent already
-/// (the primary key enforces once).
+/// Spends a TOTP time step of the user; false when it is not after the
+/// last step the user had accepted (RFC 6238 §5.2: that step's code, and
+/// every earlier one, cannot be used again). One conditional upsert, so of
+/// concurrent uses at most one wins.
 pub(crate) async fn spend_step<C: ConnectionTrait>(
     c: &C,
     user_id: &str,
@@ -16,8 +18,9 @@ pub(crate) async fn spend_step<C: ConnectionTrait>(
 ) -> Result<bool, DbErr> {
     let n = exec(
         c,
-        "INSERT INTO identity_totp_used_steps (user_id, step, use_time) VALUES ($1, $2, $3) \
-         ON CONFLICT (user_id, step) DO NOTHING",
+        "INSERT INTO identity_totp_last_step (user_id, step, use_time) VALUES ($1, $2, $3) \
+         ON CONFLICT (user_id) DO UPDATE SET step = excluded.step, use_time = excluded.use_time \
+         WHERE identity_totp_last_step.step < excluded.step",
         vec![user_id.into(), step.into(), now.into()],
     )
     .await?;
@@ -40,6 +43,39 @@ pub(crate) async fn spend_recovery_code<C: ConnectionTrait>(
     )
     .await?;
     Ok(n == 1)
+}
+
+/// The stored recovery codes not yet in the keyed form (`prefix`), from
+/// earlier versions (their stored hashes).
+pub(crate) async fn recovery_codes_without_prefix<C: ConnectionTrait>(
+    c: &C,
+    prefix: &str,
+) -> Result<Vec<String>, DbErr> {
+    all(
+        c,
+        "SELECT code_hash FROM identity_recovery_codes \
+         WHERE substr(code_hash, 1, length($1)) <> $1",
+        vec![prefix.into()],
+    )
+    .await?
+    .iter()
+    .map(|row| get(row, "code_hash"))
+    .collect()
+}
+
+/// Replaces the stored hash of one recovery code.
+pub(crate) async fn rehash_recovery_code<C: ConnectionTrait>(
+    c: &C,
+    old: &str,
+    new: String,
+) -> Result<(), DbErr> {
+    exec(
+        c,
+        "UPDATE identity_recovery_codes SET code_hash = $1 WHERE code_hash = $2",
+        vec![new.into(), old.into()],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Replaces the user's recovery codes by these hashes (none: removes them).

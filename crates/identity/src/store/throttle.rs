@@ -1,7 +1,7 @@
 //! Failure counters (`identity_throttle`) behind the back-off of logins,
 //! second factors, proofs and notices.
 
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 use tenancy_runtime::Timestamp;
 use tenancy_runtime::db::{exec, get, one};
 
@@ -9,9 +9,15 @@ use crate::domain::throttle::State;
 
 /// The counter under `key`, if any.
 pub(crate) async fn state<C: ConnectionTrait>(c: &C, key: &str) -> Result<Option<State>, DbErr> {
+    read(c, key, "").await
+}
+
+async fn read<C: ConnectionTrait>(c: &C, key: &str, lock: &str) -> Result<Option<State>, DbErr> {
     one(
         c,
-        "SELECT failures, window_start, last_failure FROM identity_throttle WHERE key = $1",
+        &format!(
+            "SELECT failures, window_start, last_failure FROM identity_throttle WHERE key = $1{lock}"
+        ),
         vec![key.into()],
     )
     .await?
@@ -23,6 +29,38 @@ pub(crate) async fn state<C: ConnectionTrait>(c: &C, key: &str) -> Result<Option
         })
     })
     .transpose()
+}
+
+/// The counter under `key`, locked until `c`'s transaction ends (created
+/// empty when missing, so that there is a row to lock): concurrent attempts
+/// on one key are checked and counted one after the other. SQLite: the
+/// INSERT takes the database's write lock; PostgreSQL: `FOR UPDATE`.
+pub(crate) async fn lock<C: ConnectionTrait>(c: &C, key: &str) -> Result<Option<State>, DbErr> {
+    exec(
+        c,
+        "INSERT INTO identity_throttle (key, failures, window_start, last_failure) \
+         VALUES ($1, 0, 0, 0) ON CONFLICT (key) DO NOTHING",
+        vec![key.into()],
+    )
+    .await?;
+    let lock = if c.get_database_backend() == DbBackend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    read(c, key, lock).await
+}
+
+/// Takes back one counted attempt under `key` (it succeeded, so it was no
+/// failure).
+pub(crate) async fn refund<C: ConnectionTrait>(c: &C, key: &str) -> Result<(), DbErr> {
+    exec(
+        c,
+        "UPDATE identity_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
+        vec![key.into()],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Counts a failure under `key` at `now` (atomic upsert): a counter whose

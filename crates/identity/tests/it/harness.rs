@@ -330,6 +330,7 @@ impl Env {
                 email: email.into(),
                 password: PASSWORD.into(),
                 account_id: String::new(),
+                unlock_token: String::new(),
             })
             .await
             .unwrap()

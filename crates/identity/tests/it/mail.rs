@@ -141,6 +141,7 @@ async fn verification_links_to_one_address_are_bounded() {
                 email: to.into(),
                 password: PASSWORD.into(),
                 account_id: String::new(),
+                unlock_token: String::new(),
             })
             .await
             .unwrap_err();

@@ -65,6 +65,7 @@ pub(crate) async fn challenge_by(client: &mut Public, email: &str, account_id: &
             email: email.into(),
             password: PASSWORD.into(),
             account_id: account_id.into(),
+            unlock_token: String::new(),
         })
         .await
         .unwrap()
@@ -161,6 +162,50 @@ async fn two_concurrent_submissions_of_one_code_succeed_exactly_once() {
     assert_eq!((wins, reused), (1, 1));
 }
 
+/// RFC 6238 §5.2: once the code of step s was accepted, the unused code of
+/// step s−1 (still within the skew) is refused, at login and in
+/// Reauthenticate alike; the next step's code works.
+#[tokio::test]
+async fn codes_at_or_before_the_last_accepted_step_are_refused() {
+    let env = Env::start("mfasteps").await;
+    let (user, secret, _) = enrolled(&env, "gus@example.com").await;
+    let mut c = env.anonymous("198.51.100.7");
+    let t = challenge(&env, "gus@example.com").await;
+    let s = c
+        .complete_mfa(answer(
+            &t,
+            SecondFactor::TotpCode(code(&secret, now_s(&env))),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let earlier = code(&secret, now_s(&env) - 30);
+    let t2 = challenge(&env, "gus@example.com").await;
+    let e = c
+        .complete_mfa(answer(&t2, SecondFactor::TotpCode(earlier.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::TotpCodeReused);
+    let mut me = env.in_session(&user, &s.session_id, None);
+    let reauth = |totp: String| ReauthenticateRequest {
+        password: PASSWORD.into(),
+        second_factor: Some(reauthenticate_request::SecondFactor::TotpCode(totp)),
+    };
+    let e = me.reauthenticate(reauth(earlier)).await.unwrap_err();
+    assert_eq!(reason(&e), Reason::TotpCodeReused);
+    me.reauthenticate(reauth(code(&secret, now_s(&env) + 30)))
+        .await
+        .unwrap();
+    // Now the current step is behind the last accepted one too.
+    let e = me
+        .reauthenticate(reauth(code(&secret, now_s(&env))))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::TotpCodeReused);
+}
+
 #[tokio::test]
 async fn codes_are_accepted_with_one_step_of_skew_only() {
     let env = Env::start("mfaskew").await;
@@ -184,6 +229,60 @@ async fn codes_are_accepted_with_one_step_of_skew_only() {
     ))
     .await
     .unwrap();
+}
+
+/// Recovery codes are stored keyed: the database holds no plain SHA-256 of
+/// a code (which an offline search of its 50 bits would reverse). Codes an
+/// earlier version stored unkeyed are re-keyed when a server starts, and
+/// keep working.
+#[tokio::test]
+async fn recovery_codes_are_stored_keyed_and_old_ones_rekeyed_at_start() {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let env = Env::start("mfarekey").await;
+    let (user, _, codes) = enrolled(&env, "hal@example.com").await;
+    let db = Database::connect(&env.db.url).await.unwrap();
+    let backend = db.get_database_backend();
+    let sql = |q: String| Statement::from_string(backend, q);
+    let stored = || async {
+        db.query_all_raw(sql(format!(
+            "SELECT code_hash FROM identity_recovery_codes WHERE user_id = '{user}'"
+        )))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", "code_hash").unwrap())
+        .collect::<Vec<_>>()
+    };
+    let unkeyed = |code: &str| {
+        tenancy_runtime::secret::sha256_hex(format!("{user}:{}", code.replace('-', "")).as_bytes())
+    };
+    let now = stored().await;
+    assert_eq!(now.len(), 10);
+    for code in &codes {
+        assert!(!now.contains(&unkeyed(code)), "stored unkeyed");
+    }
+    // As an earlier version stored them.
+    db.execute_raw(sql(format!(
+        "DELETE FROM identity_recovery_codes WHERE user_id = '{user}'"
+    )))
+    .await
+    .unwrap();
+    db.execute_raw(sql(format!(
+        "INSERT INTO identity_recovery_codes (code_hash, user_id) VALUES ('{}', '{user}')",
+        unkeyed(&codes[0])
+    )))
+    .await
+    .unwrap();
+    // A server starting on the database re-keys them.
+    let _replica = env.replica().await;
+    let now = stored().await;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], unkeyed(&codes[0]));
+    let t = challenge(&env, "hal@example.com").await;
+    env.anonymous("198.51.100.7")
+        .complete_mfa(answer(&t, SecondFactor::RecoveryCode(codes[0].clone())))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -341,6 +440,7 @@ async fn switch_account_needs_an_active_membership() {
             email: "gil@example.com".into(),
             password: PASSWORD.into(),
             account_id: account,
+            unlock_token: String::new(),
         })
         .await
         .unwrap_err();

@@ -34,6 +34,7 @@ async fn a_login_from_a_new_network_is_notified_but_not_the_first_login_or_a_kno
             email: "ann@example.com".into(),
             password: "not the password at all".into(),
             account_id: String::new(),
+            unlock_token: String::new(),
         })
         .await
         .unwrap_err();

@@ -218,6 +218,7 @@ async fn login_goes_on_without_an_account_when_the_account_service_does_not_answ
         email: "ann@example.com".into(),
         password: PASSWORD.into(),
         account_id: account_id.into(),
+        unlock_token: String::new(),
     };
     // No account named: the login succeeds, in bounded time, selecting none.
     let started = Instant::now();

@@ -16,6 +16,7 @@ fn login(email: &str, password: &str) -> LoginRequest {
         email: email.into(),
         password: password.into(),
         account_id: String::new(),
+        unlock_token: String::new(),
     }
 }
 
@@ -164,6 +165,156 @@ async fn failures_back_off_per_email_and_address_without_locking_out_other_addre
         .await
         .unwrap_err();
     assert_eq!(reason(&e), Reason::CredentialsInvalid);
+}
+
+/// 105 wrong passwords from 21 addresses (5 each, under the back-off per
+/// address) reach the per-email cap. The real user still gets in: from a
+/// network they logged in from before at once, from a new one with the
+/// one-time unlock link the refusal emailed them (at most 5 such emails an
+/// hour). Strangers from new addresses stay capped.
+#[tokio::test]
+async fn an_attack_from_many_addresses_does_not_lock_out_the_user() {
+    let env = Env::start("lockout").await;
+    env.verified_user("frank@example.com").await;
+    let home = "198.51.100.20";
+    env.login_from(home, "frank@example.com").await;
+    for a in 0..21 {
+        let mut attacker = env.anonymous(&format!("203.0.113.{}", a + 1));
+        for i in 0..5 {
+            let e = attacker
+                .login(login("frank@example.com", "wrong password here"))
+                .await
+                .unwrap_err();
+            // The cap: 100 failures per email an hour.
+            let expected = if a * 5 + i < 100 {
+                Reason::CredentialsInvalid
+            } else {
+                Reason::AttemptsExceeded
+            };
+            assert_eq!(reason(&e), expected);
+        }
+    }
+    // The user's own network: the right password works.
+    env.login_from(home, "frank@example.com").await;
+    // A new address: refused before any check, even with the right password,
+    // and the user is sent an unlock link.
+    let mut travelling = env.anonymous("192.0.2.50");
+    let e = travelling
+        .login(login("frank@example.com", PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(reason(&e), Reason::AttemptsExceeded);
+    let token = env
+        .outbox
+        .wait_token("frank@example.com", "action_url", None)
+        .await;
+    assert!(token.starts_with("tnu_"), "{token}");
+    // A wrong token changes nothing; the right one lets the login past the
+    // cap, once.
+    let with = |token: &str| LoginRequest {
+        unlock_token: token.into(),
+        ..login("frank@example.com", PASSWORD)
+    };
+    let e = travelling.login(with("tnu_forged")).await.unwrap_err();
+    assert_eq!(reason(&e), Reason::AttemptsExceeded);
+    let r = travelling.login(with(&token)).await.unwrap().into_inner();
+    assert!(matches!(r.outcome, Some(Outcome::Session(_))));
+    let e = env
+        .anonymous("192.0.2.51")
+        .login(with(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::AttemptsExceeded);
+    // Refusals keep coming; unlock emails stop at 5 an hour.
+    for a in 0..10 {
+        env.anonymous(&format!("192.0.2.{}", 100 + a))
+            .login(login("frank@example.com", PASSWORD))
+            .await
+            .unwrap_err();
+    }
+    let unlocks = env
+        .outbox
+        .sent(
+            "frank@example.com",
+            tenancy_proto::contacts::MessageTemplate::GenericNotification,
+        )
+        .await;
+    assert_eq!(unlocks.len(), 5);
+}
+
+/// Concurrent wrong passwords from one address are checked and counted one
+/// after the other: only the 5 free ones reach the password check.
+#[tokio::test]
+async fn concurrent_failures_cannot_all_pass_the_throttle() {
+    let env = Env::start("throttlerace").await;
+    env.verified_user("gina@example.com").await;
+    let attempts = (0..20).map(|_| {
+        let mut c = env.anonymous("203.0.113.99");
+        async move {
+            c.login(login("gina@example.com", "wrong password here"))
+                .await
+                .unwrap_err()
+        }
+    });
+    let errors = futures::future::join_all(attempts).await;
+    let checked = errors
+        .iter()
+        .filter(|e| reason(e) == Reason::CredentialsInvalid)
+        .count();
+    let refused = errors
+        .iter()
+        .filter(|e| reason(e) == Reason::AttemptsExceeded)
+        .count();
+    assert_eq!((checked, refused), (5, 15));
+}
+
+/// Admission control of the hashing pool: logins whose expected wait for a
+/// core exceeds `auth.password_hash_max_wait`, or that could not finish
+/// before the caller's deadline, are refused at once with UPSTREAM_BUSY and
+/// a retry delay instead of queueing.
+#[tokio::test]
+async fn logins_beyond_the_hashing_pool_are_shed_at_once() {
+    use tonic_types::StatusExt as _;
+    let env = Env::start_with("shed", |config| {
+        // Slow hashes (~0.2 s) and no queueing.
+        config.auth.argon2_memory_kib = 64 * 1024;
+        config.auth.argon2_iterations = 3;
+        config.auth.password_hash_max_wait = Duration::ZERO;
+    })
+    .await;
+    env.verified_user("ivan@example.com").await;
+    let attempts = (0..24).map(|i| {
+        let mut c = env.anonymous(&format!("198.51.100.{}", 30 + i));
+        async move { c.login(login("ivan@example.com", PASSWORD)).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let shed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(ok >= 1, "none admitted");
+    assert!(!shed.is_empty(), "none shed of {}", results.len());
+    for e in &shed {
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert_eq!(reason(e), Reason::UpstreamBusy);
+        assert!(e.get_details_retry_info().is_some(), "{e:?}");
+    }
+    // A caller whose deadline is shorter than one hash (~0.5 s) is refused
+    // at once (not left to time out in the queue).
+    let env = Env::start_with("sheddeadline", |config| {
+        config.auth.argon2_memory_kib = 128 * 1024;
+        config.auth.argon2_iterations = 4;
+    })
+    .await;
+    env.verified_user("jo@example.com").await;
+    let mut request = tonic::Request::new(login("jo@example.com", PASSWORD));
+    request.set_timeout(Duration::from_millis(150));
+    let e = env
+        .anonymous("198.51.100.9")
+        .login(request)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert_eq!(reason(&e), Reason::UpstreamBusy);
 }
 
 #[tokio::test]

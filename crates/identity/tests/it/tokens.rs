@@ -356,6 +356,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
             email: "max@example.com".into(),
             password: PASSWORD.into(),
             account_id: String::new(),
+            unlock_token: String::new(),
         })
         .await
         .unwrap_err();
@@ -364,6 +365,7 @@ async fn password_reset_is_single_use_ends_sessions_and_answers_alike_for_unknow
         email: "max@example.com".into(),
         password: "a brand new passphrase".into(),
         account_id: String::new(),
+        unlock_token: String::new(),
     })
     .await
     .unwrap();

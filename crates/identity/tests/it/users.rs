@@ -451,6 +451,7 @@ async fn an_email_change_needs_recent_authentication_and_applies_once_verified()
             email: "oli@example.com".into(),
             password: PASSWORD.into(),
             account_id: String::new(),
+            unlock_token: String::new(),
         })
         .await
         .unwrap_err();
@@ -502,6 +503,7 @@ async fn login_refusal(env: &Env, email: &str, password: &str) -> Option<Reason>
             email: email.into(),
             password: password.into(),
             account_id: String::new(),
+            unlock_token: String::new(),
         })
         .await
         .err()
