@@ -140,8 +140,10 @@ async fn recipients_come_from_verified_contact_roles_and_member_preferences_dedu
     let mut world = World::start("resolve", "alice@example.com").await;
     let alice = world.owner.clone();
     let bob = world.member("bob@example.com", ServiceAccess::None).await;
-    let sus = world.member("sus@example.com", ServiceAccess::All).await;
-    world.suspend(&sus).await;
+    let sus = world.user("sus@example.com").await;
+    // A member who has not accepted is addressed by the id AddMember showed.
+    let added = world.add_member(&sus, ServiceAccess::All, &[]).await;
+    world.suspend(&added.user_id).await;
     let (env, account) = (&world.env, world.account_id.clone());
     let api = env.member(&alice, &account, Role::Owner).await;
     // Alice opts in to billing; she is also the (verified) billing contact.
