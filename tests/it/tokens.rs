@@ -139,13 +139,14 @@ fn jwt_parts(token: &str) -> (serde_json::Value, serde_json::Value) {
 #[tokio::test]
 async fn an_access_token_before_its_nbf_is_refused() {
     use tenancy_runtime::{Clock as _, ManualClock, SystemClock, Timestamp};
-    // Identity's clock runs ten minutes ahead of the gateway's: what it
-    // issues is not valid yet where it is checked.
-    let ahead = ManualClock::new(Timestamp(SystemClock.now().millis() + 600_000));
-    let suite = crate::gateway::Suite::start_with_clock(std::sync::Arc::new(ahead), |_| {}).await;
+    // The gateway checks `nbf` against its own clock: a token issued at T
+    // is not valid yet where the time reads T - 10 min.
+    let clock = std::sync::Arc::new(ManualClock::new(Timestamp(SystemClock.now().millis())));
+    let suite = crate::gateway::Suite::start_with_clock(clock.clone(), |_| {}).await;
     let token = suite.user("early@example.com").await;
     let (_, claims) = jwt_parts(&token);
     assert_eq!(claims["nbf"], claims["iat"], "{claims}");
+    clock.set(Timestamp(clock.now().millis() - 600_000));
     let status = suite
         .identity(&token)
         .get_me(GetMeRequest::default())
@@ -155,6 +156,13 @@ async fn an_access_token_before_its_nbf_is_refused() {
         (status.code(), reason(&status)),
         (tonic::Code::Unauthenticated, Reason::TokenNotYetValid)
     );
+    // Within the leeway it is accepted.
+    clock.set(Timestamp(clock.now().millis() + 600_000 - 20_000));
+    suite
+        .identity(&token)
+        .get_me(GetMeRequest::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -138,6 +138,7 @@ fn main() {
                             iat: NOW_MS / 1000 - 60,
                             rev: 1_000,
                             exp: NOW_MS / 1000 + 540,
+                            nbf: None,
                             auth_time: NOW_MS / 1000 - 60,
                             amr: vec!["pwd".into(), "otp".into()],
                             mfa: true,

@@ -177,7 +177,7 @@ impl Authenticator {
         signer: Signer,
     ) -> Self {
         Self {
-            jwt: JwtVerifier::new(issuer, audience),
+            jwt: JwtVerifier::new(issuer, audience).with_clock(signer.clock.clone()),
             tagger: Tagger::new(),
             portal: RwLock::new(FastMap::default()),
             api: RwLock::new(FastMap::default()),

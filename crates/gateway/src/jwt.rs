@@ -10,11 +10,14 @@
 //! `kid` triggers one refresh (rate-limited).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::RwLock;
 use serde::Deserialize;
+
+use tenancy_runtime::clock::{Clock as _, SharedClock, SystemClock};
 use tenancy_runtime::{Reason, access_token};
 
 use crate::id::{Id, parse_id};
@@ -42,6 +45,10 @@ pub struct Claims {
     pub rev: i64,
     /// Expiry (Unix seconds).
     pub exp: i64,
+    /// Not before (Unix seconds); absent in tokens from before identity
+    /// set it.
+    #[serde(default)]
+    pub nbf: Option<i64>,
     /// When the session last proved its credentials (Unix seconds).
     #[serde(default)]
     pub auth_time: i64,
@@ -217,21 +224,33 @@ impl TokenError {
 pub struct JwtVerifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     validation: Validation,
+    /// The time `exp` and `nbf` are checked against: the gateway's clock,
+    /// the one its caches and decisions use.
+    clock: SharedClock,
 }
 
 impl JwtVerifier {
     /// A verifier for tokens of `issuer` for `audience`.
     pub fn new(issuer: &str, audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = LEEWAY_SECONDS;
-        validation.validate_nbf = true;
+        // `exp` and `nbf` are checked in `verify`, against `clock`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         Self {
             keys: RwLock::new(HashMap::new()),
             validation,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same verifier, checking `exp` and `nbf` against `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Replaces the known keys: `(kid, x)` with `x` the base64url Ed25519
@@ -284,6 +303,17 @@ impl JwtVerifier {
             })?;
         if claims.kind.as_deref() != Some(access_token::KIND) {
             return Err(TokenError::WrongType);
+        }
+        let now = self.clock.now().seconds();
+        let leeway = i64::try_from(LEEWAY_SECONDS).unwrap_or(0);
+        if claims.exp.saturating_add(leeway) < now {
+            return Err(TokenError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf.saturating_sub(leeway) > now)
+        {
+            return Err(TokenError::NotYetValid);
         }
         Ok(claims)
     }
