@@ -17,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::RwLock;
 use serde::Deserialize;
 
-use tenancy_runtime::clock::{Clock as _, SharedClock, SystemClock};
+use tenancy_runtime::clock::{SharedClock, SystemClock};
 use tenancy_runtime::{Reason, access_token};
 
 use crate::id::{Id, parse_id};
