@@ -213,10 +213,21 @@ impl App {
         cleared: &str,
         refunded: &[(String, Counter)],
     ) -> Result<(), IdentityError> {
+        // Rows in the order `admit` locks them (by key): a success and an
+        // attempt on the same keys never wait on each other crosswise.
+        let mut keys: Vec<(&str, bool)> = refunded
+            .iter()
+            .map(|(k, _)| (k.as_str(), false))
+            .chain(std::iter::once((cleared, true)))
+            .collect();
+        keys.sort_unstable();
         let tx = store::begin(&self.db).await?;
-        store::throttle::clear(&tx, cleared).await?;
-        for (key, _) in refunded {
-            store::throttle::refund(&tx, key).await?;
+        for (key, clear) in keys {
+            if clear {
+                store::throttle::clear(&tx, key).await?;
+            } else {
+                store::throttle::refund(&tx, key).await?;
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -269,6 +269,39 @@ async fn concurrent_failures_cannot_all_pass_the_throttle() {
     assert_eq!((checked, refused), (5, 15));
 }
 
+/// Successes and failures from one address at once: the success's refund
+/// and the failures' counting take the shared counters (per address, per
+/// email) in one order, so none deadlocks (PostgreSQL answered "deadlock
+/// detected", INTERNAL, when a success released them in another order).
+#[tokio::test]
+async fn concurrent_successes_and_failures_from_one_address_all_get_an_answer() {
+    let env = Env::start("throttleorder").await;
+    let emails: Vec<String> = (0..4).map(|i| format!("hal{i}@example.com")).collect();
+    for email in &emails {
+        env.verified_user(email).await;
+    }
+    let attempts = (0..24).map(|i| {
+        let mut c = env.anonymous("203.0.113.77");
+        let email = emails[i % emails.len()].clone();
+        async move {
+            // A wrong password now and then, on the same counters.
+            let password = if i % 6 == 5 {
+                "wrong password here"
+            } else {
+                PASSWORD
+            };
+            c.login(login(&email, password)).await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    for r in &results {
+        if let Err(e) = r {
+            assert_eq!(reason(e), Reason::CredentialsInvalid, "{e:?}");
+        }
+    }
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 20);
+}
+
 /// Admission control of the hashing pool: logins whose expected wait for a
 /// core exceeds `auth.password_hash_max_wait`, or that could not finish
 /// before the caller's deadline, are refused at once with UPSTREAM_BUSY and
