@@ -300,11 +300,7 @@ impl Violations {
     pub fn at_most(&mut self, field: &str, len: usize, max: usize) -> bool {
         let ok = len <= max;
         if !ok {
-            self.push(
-                Reason::ListTooLong,
-                field.to_owned(),
-                format!("at most {max} entries (got {len})"),
-            );
+            self.push(Reason::ListTooLong, field.to_owned(), too_many(len, max));
         }
         ok
     }
@@ -341,6 +337,27 @@ impl Violations {
             violations: self.list,
             ..Error::new(reason, message)
         }
+    }
+}
+
+fn too_many(len: usize, max: usize) -> String {
+    format!("at most {max} entries (got {len})")
+}
+
+/// Refuses a repeated request `field` with more than `max` entries as
+/// INVALID_ARGUMENT LIST_TOO_LONG naming the field and the limit; for
+/// handlers that stop at the first invalid field ([`Violations::at_most`]
+/// collects instead). Checked before any entry is looked at, so an
+/// oversized list costs nothing but its decoding.
+pub fn at_most(field: &str, len: usize, max: usize) -> Result<(), Error> {
+    if len <= max {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            Reason::ListTooLong,
+            field,
+            too_many(len, max),
+        ))
     }
 }
 

@@ -261,20 +261,7 @@ pub(crate) mod limits {
     pub(crate) const PREFERRED_ACCOUNTS: usize = 10;
 }
 
-/// LIST_TOO_LONG naming `field` when a repeated field has more than `max`
-/// entries. Checked before any entry is looked at, so an oversized list
-/// costs nothing but its decoding.
-pub(crate) fn at_most(field: &str, len: usize, max: usize) -> Result<(), Error> {
-    if len <= max {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            Reason::ListTooLong,
-            field,
-            format!("at most {max} entries"),
-        ))
-    }
-}
+pub(crate) use tenancy_runtime::error::at_most;
 
 /// The paths of a field mask; UPDATE_MASK_INVALID when empty or not in
 /// `allowed`, LIST_TOO_LONG beyond [`limits::MASK_PATHS`].

@@ -63,8 +63,8 @@ fn filter<'a>(
     methods: &'a [i32],
     outcomes: &'a [i32],
 ) -> Result<LoginEventFilter<'a>, tenancy_runtime::Error> {
-    at_most("methods", methods, MAX_FILTER_VALUES)?;
-    at_most("outcomes", outcomes, MAX_FILTER_VALUES)?;
+    at_most("methods", methods.len(), MAX_FILTER_VALUES)?;
+    at_most("outcomes", outcomes.len(), MAX_FILTER_VALUES)?;
     Ok(LoginEventFilter {
         start: start.as_ref().map(Timestamp::from_proto),
         end: end.as_ref().map(Timestamp::from_proto),

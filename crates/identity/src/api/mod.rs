@@ -19,6 +19,7 @@ use tenancy_proto::identity::{
     identity_internal_service_server::IdentityInternalService,
     identity_service_server::IdentityService,
 };
+use tenancy_runtime::error::at_most;
 use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 use tonic::{Request, Response, Status};
@@ -72,19 +73,6 @@ const MAX_FILTER_VALUES: usize = 16;
 /// one we issue is far shorter, and a longer one is refused before it is
 /// hashed, decoded or looked up.
 const MAX_TOKEN_BYTES: usize = 512;
-
-/// Refuses a repeated `field` with more than `max` entries as
-/// LIST_TOO_LONG, naming the field.
-fn at_most<T>(field: &str, list: &[T], max: usize) -> Result<(), Error> {
-    if list.len() <= max {
-        return Ok(());
-    }
-    Err(Error::invalid(
-        Reason::ListTooLong,
-        field,
-        format!("at most {max} entries"),
-    ))
-}
 
 /// Refuses a token-like `field` over [`MAX_TOKEN_BYTES`] as
 /// `reason`, naming the field.

@@ -36,7 +36,7 @@ pub(super) async fn list_api_tokens(
 ) -> Reply<pb::ListApiTokensResponse> {
     let p = principal(&request)?;
     let r = request.get_ref();
-    super::at_most("states", &r.states, super::MAX_FILTER_VALUES)?;
+    super::at_most("states", r.states.len(), super::MAX_FILTER_VALUES)?;
     super::page_token_sized(&r.page_token)?;
     let listing = TokenListing {
         user_id: &r.user_id,
