@@ -686,43 +686,51 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
         "calls failed while replicas rejoined: {failed:#?}"
     );
 
-    // 3. The other two hang (SIGSTOP): their ports accept, nothing answers.
-    // Calls stuck on them end by their deadline; every one starting once
-    // they are out of rotation goes to the replicas that came back in 2.
-    let load = Load::start(&client);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let fault = Instant::now();
-    identities[0].freeze();
-    accounts[0].freeze();
-    for (probe, name) in probes.iter().zip(["identity", "account"]) {
-        let out = probe.until_ejected(0, SETTLED).await;
-        println!("{name}#0 hung: out of rotation after {out:?}");
-    }
-    tokio::time::sleep(SETTLED + Duration::from_secs(3)).await;
-    let samples = load.stop().await;
-    identities[0].thaw();
-    accounts[0].thaw();
-    let late = report(
-        "identity#0 and account#0 hung (SIGSTOP)",
-        &samples,
-        fault,
-        SETTLED,
-    );
-    assert!(
-        late.is_empty(),
-        "calls failed once the hung replicas were out: {late:#?}"
-    );
+    // 3. On SQLite the replicas share one file: a process stopped while it
+    // holds SQLite's write lock (a write transaction in flight) stops every
+    // writer of every replica, which no routing can help. Several replicas
+    // of a part need PostgreSQL in production; the hang is measured there.
+    if TestDatabase::is_postgres() {
+        // The other two hang (SIGSTOP): their ports accept, nothing answers.
+        // Calls stuck on them end by their deadline; every one starting once
+        // they are out of rotation goes to the replicas that came back in 2.
+        let load = Load::start(&client);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fault = Instant::now();
+        identities[0].freeze();
+        accounts[0].freeze();
+        for (probe, name) in probes.iter().zip(["identity", "account"]) {
+            let out = probe.until_ejected(0, SETTLED).await;
+            println!("{name}#0 hung: out of rotation after {out:?}");
+        }
+        tokio::time::sleep(SETTLED + Duration::from_secs(3)).await;
+        let samples = load.stop().await;
+        identities[0].thaw();
+        accounts[0].thaw();
+        let late = report(
+            "identity#0 and account#0 hung (SIGSTOP)",
+            &samples,
+            fault,
+            SETTLED,
+        );
+        assert!(
+            late.is_empty(),
+            "calls failed once the hung replicas were out: {late:#?}"
+        );
 
-    // 4. Resumed, they rejoin and get calls again.
-    for (probe, name) in probes.iter().zip(["identity", "account"]) {
-        let back = probe.until_serving(0, 3, Duration::from_secs(10)).await;
-        println!("{name}#0 resumed: back in rotation and called after {back:?}");
+        // 4. Resumed, they rejoin and get calls again.
+        for (probe, name) in probes.iter().zip(["identity", "account"]) {
+            let back = probe.until_serving(0, 3, Duration::from_secs(10)).await;
+            println!("{name}#0 resumed: back in rotation and called after {back:?}");
+        }
+        let failed = load_for(&client, "every replica back", Duration::from_secs(2)).await;
+        assert!(
+            failed.is_empty(),
+            "calls failed with every replica back: {failed:#?}"
+        );
+    } else {
+        println!("\nhung replicas (SIGSTOP): measured on PostgreSQL only");
     }
-    let failed = load_for(&client, "every replica back", Duration::from_secs(2)).await;
-    assert!(
-        failed.is_empty(),
-        "calls failed with every replica back: {failed:#?}"
-    );
 
     gateway_part.stop().await.unwrap();
     support.stop().await.unwrap();
