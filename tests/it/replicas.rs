@@ -248,8 +248,12 @@ const CALL_DEADLINE: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 struct Client {
     gateway: Channel,
-    email: String,
-    account_id: String,
+    /// Who logs in (email, account named), in turn: the login throttle
+    /// checks at most 5 passwords of one email from one address at once
+    /// (in-flight attempts count until they succeed), so the load spreads
+    /// its logins over several people as real traffic does.
+    logins: Arc<Vec<(String, String)>>,
+    turn: Arc<std::sync::atomic::AtomicUsize>,
     token: String,
 }
 
@@ -257,10 +261,12 @@ impl Client {
     async fn call(&self, flow: Flow) -> Result<(), String> {
         match flow {
             Flow::Login => {
+                let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (email, account_id) = &self.logins[turn % self.logins.len()];
                 let mut request = tonic::Request::new(LoginRequest {
-                    email: self.email.clone(),
+                    email: email.clone(),
                     password: PASSWORD.into(),
-                    account_id: self.account_id.clone(),
+                    account_id: account_id.clone(),
                     unlock_token: String::new(),
                 });
                 request.set_timeout(CALL_DEADLINE);
@@ -539,14 +545,21 @@ impl Probe {
 /// A verified user with an account and a ticket in it, through the
 /// gateway of `suite`; returns the client of the flows.
 async fn customer(suite: &Suite) -> Client {
-    let email = "ada@example.com".to_owned();
-    let token = suite.user(&email).await;
-    let (account_id, token) = suite.account_of(&token).await;
-    suite.ticket(&token).await;
+    let mut logins = Vec::new();
+    let mut token = String::new();
+    for i in 0..12 {
+        let email = format!("ada{i}@example.com");
+        let (account_id, in_account) = suite.account_of(&suite.user(&email).await).await;
+        if i == 0 {
+            suite.ticket(&in_account).await;
+            token = in_account;
+        }
+        logins.push((email, account_id));
+    }
     Client {
         gateway: suite.gateway.clone(),
-        email,
-        account_id,
+        logins: Arc::new(logins),
+        turn: Arc::default(),
         token,
     }
 }
