@@ -90,6 +90,7 @@ impl Suite {
         clock: SharedClock,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        log_errors();
         let database = Arc::new(TestDatabase::new("gateway").await);
         let mut config = test_config(&database);
         // Cheap hashing: these tests are about the gateway.
@@ -380,6 +381,15 @@ pub(crate) fn reason(status: &tonic::Status) -> Reason {
 
 /// Polls `call` until it fails (with `code`, when given); returns how long
 /// that took and the refusal.
+/// Prints what the parts log at ERROR (an INTERNAL answer's cause) with
+/// the test's output, shown when it fails.
+pub(crate) fn log_errors() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("error")
+        .with_test_writer()
+        .try_init();
+}
+
 pub(crate) async fn refused_within<F, Fut, T>(
     limit: Duration,
     code: impl Into<Option<tonic::Code>>,
@@ -728,6 +738,7 @@ impl Parts {
     }
 
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        log_errors();
         let database = Arc::new(TestDatabase::new("restart").await);
         let mut config = test_config(&database);
         config.auth.argon2_memory_kib = 1024;
