@@ -209,9 +209,9 @@ impl App {
         Ok((codes, access))
     }
 
-    /// Ends a change of the user's 2FA: appends the MFA event (gateways
-    /// judge API tokens by it), commits `tx`, wakes the watchers and tells
-    /// the user.
+    /// Ends a change of the user's TOTP: appends the MFA event (gateways
+    /// judge API tokens by it; a user with a passkey keeps 2FA), commits
+    /// `tx`, wakes the watchers and tells the user.
     async fn commit_totp_change(
         &self,
         tx: DatabaseTransaction,
@@ -230,6 +230,8 @@ impl App {
                 MessageTemplate::SecurityTotpDisabled,
             )
         };
+        // Without TOTP a user with a passkey still has 2FA.
+        let enabled = enabled || crate::store::passkeys::count(&tx, user_id).await? > 0;
         let event = Revocation::Mfa {
             user_id: user_id.to_owned(),
             enabled,

@@ -4,6 +4,20 @@
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use tenancy_runtime::db::{all, exec, get, one};
 
+/// SQL: whether the user whose id is the column `user_id` has a passkey.
+pub(crate) fn has_passkey(user_id: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM identity_passkeys p WHERE p.user_id = {user_id})")
+}
+
+/// SQL: whether the user (`users` is the alias of `identity_users`) has a
+/// second factor: TOTP or a passkey.
+pub(crate) fn has_second_factor(users: &str) -> String {
+    format!(
+        "({users}.totp_secret IS NOT NULL OR {})",
+        has_passkey(&format!("{users}.id"))
+    )
+}
+
 const COLUMNS: &str = "id, user_id, name, credential_id, credential, backup_eligible, suspect, \
     create_time, last_use_time";
 

@@ -330,10 +330,12 @@ pub(crate) async fn token_flags<C: ConnectionTrait>(
 ) -> Result<Option<TokenFlags>, DbErr> {
     one(
         c,
-        "SELECT staff, (totp_secret IS NOT NULL OR EXISTS (SELECT 1 FROM identity_passkeys p \
-         WHERE p.user_id = identity_users.id)) AS mfa, \
-         (SELECT position FROM identity_revocation_head WHERE id = 1) AS rev \
-         FROM identity_users WHERE id = $1",
+        &format!(
+            "SELECT staff, {} AS mfa, \
+             (SELECT position FROM identity_revocation_head WHERE id = 1) AS rev \
+             FROM identity_users WHERE id = $1",
+            super::passkeys::has_second_factor("identity_users")
+        ),
         vec![id.into()],
     )
     .await?
@@ -376,13 +378,15 @@ pub(crate) async fn login_row<C: ConnectionTrait>(
 ) -> Result<Option<LoginRow>, DbErr> {
     one(
         c,
-        "SELECT id, COALESCE(password_hash, (SELECT t.password_hash FROM identity_email_tokens t \
+        &format!(
+            "SELECT id, COALESCE(password_hash, (SELECT t.password_hash FROM identity_email_tokens t \
          WHERE t.user_id = identity_users.id AND t.purpose = 'verify' AND t.used_time IS NULL \
          AND t.password_hash IS NOT NULL AND email_verified = FALSE \
          ORDER BY t.create_time DESC LIMIT 1)) AS password_hash, email_verified, \
-         totp_secret IS NOT NULL AS totp, EXISTS (SELECT 1 FROM identity_passkeys p \
-         WHERE p.user_id = identity_users.id) AS passkeys, name, email, \
+         totp_secret IS NOT NULL AS totp, {} AS passkeys, name, email, \
          last_verification_sent FROM identity_users WHERE email_key = $1",
+            super::passkeys::has_passkey("identity_users.id")
+        ),
         vec![email_key.into()],
     )
     .await?

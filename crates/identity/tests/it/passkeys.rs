@@ -638,3 +638,53 @@ async fn without_enforcement_the_last_passkey_can_go_and_2fa_with_it() {
     // No second factor left: the password alone logs in again.
     env.login(email).await;
 }
+
+#[tokio::test]
+async fn a_passkey_is_2fa_for_api_tokens_also_after_totp_goes() {
+    let env = start("pk_api_tokens").await;
+    let email = "katherine@example.com";
+    let (user, session) = user(&env, email).await;
+    let mut device = Device::default();
+    register(&env, &user, &session, &mut device, "key").await;
+    let account = uuid::Uuid::now_v7().to_string();
+    let mut c = env.as_principal(tenancy_runtime::Principal {
+        user_id: Some(user.clone()),
+        account_id: Some(account),
+        role: tenancy_testkit::Role::Owner,
+        session_id: Some(session.session_id.clone()),
+        token_kind: tenancy_testkit::TokenKind::Portal,
+        client_ip: Some("198.51.100.7".parse().unwrap()),
+        request_id: "r".into(),
+        ..tenancy_runtime::Principal::default()
+    });
+    let created = c
+        .create_api_token(CreateApiTokenRequest {
+            name: "ci".into(),
+            expire_time: None,
+            read_only: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let introspect = || async {
+        env.internal()
+            .introspect_api_token(IntrospectApiTokenRequest {
+                secret: created.secret.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .mfa_enabled
+    };
+    assert!(introspect().await, "a passkey is a second factor");
+
+    // TOTP on, then off again: the passkey still counts.
+    crate::mfa::enroll(&env, &user, &session).await;
+    env.in_session(&user, &session.session_id, None)
+        .disable_totp(DisableTotpRequest {
+            proof: Some(disable_totp_request::Proof::Password(PASSWORD.into())),
+        })
+        .await
+        .unwrap();
+    assert!(introspect().await, "the passkey is left");
+}
