@@ -191,6 +191,15 @@ impl App {
             .await;
     }
 
+    /// PASSKEY_SUSPECT for `row`, telling the user when it was just marked.
+    async fn suspect(&self, row: &PasskeyRow, ip: &str) -> IdentityError {
+        if !row.suspect {
+            self.passkey_notice(&row.user_id, "suspect", &row.name, ip)
+                .await;
+        }
+        IdentityError::PasskeySuspect
+    }
+
     /// BeginPasskeyRegistration: the creation options as JSON and when they
     /// lapse.
     pub(crate) async fn begin_passkey_registration(
@@ -537,13 +546,7 @@ impl App {
                 )
                 .await?;
                 return Err(match (refused, row) {
-                    (Assertion::Cloned, Some(row)) => {
-                        if !row.suspect {
-                            self.passkey_notice(&user_id, "suspect", &row.name, &client.ip)
-                                .await;
-                        }
-                        IdentityError::PasskeySuspect
-                    }
+                    (Assertion::Cloned, Some(row)) => self.suspect(&row, &client.ip).await,
                     (Assertion::Refused(why), _) => {
                         IdentityError::invalid(Invalid::SecondFactor, FIELD, why)
                     }
@@ -657,8 +660,8 @@ impl App {
             return Err(IdentityError::CredentialsInvalid);
         };
         let per_user = vec![(format!("pkl:{}", row.user_id), Counter::Email)];
-        if let Some(until) = self.throttled(&per_user).await? {
-            drop(tx);
+        // A refusal once the user is known is in their login history.
+        let failed = async |outcome| {
             self.login_event(
                 &self.db,
                 &row.user_id,
@@ -666,9 +669,13 @@ impl App {
                 "",
                 client,
                 method,
-                pb::LoginOutcome::FailureThrottled,
+                outcome,
             )
-            .await?;
+            .await
+        };
+        if let Some(until) = self.throttled(&per_user).await? {
+            drop(tx);
+            failed(pb::LoginOutcome::FailureThrottled).await?;
             return Err(super::sessions::Blocked {
                 until,
                 by: Vec::new(),
@@ -689,24 +696,11 @@ impl App {
             Assertion::Verified { amr } => amr,
             refused => {
                 self.record_failure(&per_user).await?;
-                self.login_event(
-                    &self.db,
-                    &row.user_id,
-                    account.as_deref().unwrap_or_default(),
-                    "",
-                    client,
-                    method,
-                    pb::LoginOutcome::FailureBadCredentials,
-                )
-                .await?;
-                if let Assertion::Cloned = refused {
-                    if !row.suspect {
-                        self.passkey_notice(&row.user_id, "suspect", &row.name, &client.ip)
-                            .await;
-                    }
-                    return Err(IdentityError::PasskeySuspect);
-                }
-                return Err(IdentityError::CredentialsInvalid);
+                failed(pb::LoginOutcome::FailureBadCredentials).await?;
+                return Err(match refused {
+                    Assertion::Cloned => self.suspect(&row, &client.ip).await,
+                    _ => IdentityError::CredentialsInvalid,
+                });
             }
         };
         self.attempt_succeeded(&per_user[0].0, &[per_ip]).await?;
