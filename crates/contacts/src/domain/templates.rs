@@ -38,7 +38,7 @@ pub enum Template {
     /// Support was given a wrong code word for the user.
     SecurityCodeWordFailed = 14,
     /// A passkey was added, removed or found cloned.
-    SecurityPasskey = 15,
+    SecurityPasskey = 19,
 }
 
 /// Every template, in enum order.
