@@ -27,7 +27,7 @@ pub(crate) struct UserInfo {
     pub(crate) email: String,
     /// Display name.
     pub(crate) name: String,
-    /// 2FA enrolled.
+    /// 2FA enrolled: TOTP or a passkey.
     pub(crate) totp_enabled: bool,
     /// Whether the user has a password.
     pub(crate) password_set: bool,
@@ -41,7 +41,8 @@ impl From<ipb::User> for UserInfo {
             id: UserId::trusted(u.id),
             email: u.email,
             name: u.name,
-            totp_enabled: u.totp_enabled,
+            // A passkey is a second factor as much as TOTP is.
+            totp_enabled: u.totp_enabled || u.passkey_count > 0,
             password_set: u.password_set,
             last_login_time: u
                 .last_login_time

@@ -165,9 +165,10 @@ impl PortalToken {
         })
     }
 
-    /// Whether the caller has a second factor: enrolled, or used one.
+    /// Whether the caller has a second factor: enrolled, or used one (a
+    /// TOTP code, or a passkey: hardware- or software-secured key).
     pub fn has_second_factor(&self) -> bool {
-        self.mfa || self.amr.contains("otp")
+        self.mfa || self.amr.contains("otp") || self.amr.contains("hwk") || self.amr.contains("swk")
     }
 }
 

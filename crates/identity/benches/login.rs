@@ -46,6 +46,13 @@ impl Accounts for NoAccounts {
     ) -> Result<Option<AccountId>, Error> {
         Ok(None)
     }
+    async fn mfa_deadline(
+        &self,
+        _: &UserId,
+        _: &AccountId,
+    ) -> Result<Option<tenancy_runtime::Timestamp>, Error> {
+        Ok(None)
+    }
 }
 
 const PASSWORD: &str = "correct horse battery staple";

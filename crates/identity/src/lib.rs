@@ -1,4 +1,4 @@
-//! The identity service: users, argon2id logins, TOTP 2FA, sessions, API tokens, SSH keys and login history.
+//! The identity service: users, argon2id logins, TOTP 2FA, passkeys, sessions, API tokens, SSH keys and login history.
 //!
 //! # Layout
 //! A request is a walk `api/` (parse) → `app/` (one transaction) →
@@ -133,6 +133,7 @@ impl IdentityService {
         .map_err(|e| ConfigError::new("auth.argon2_memory_kib", e))?
         .measured(&context.metrics);
         let secrets = SecretBox::new(totp_key(&context)?);
+        let webauthn = app::passkeys::relying_party(&auth)?;
         let app = app::App {
             db,
             clock: context.clock.clone(),
@@ -144,6 +145,7 @@ impl IdentityService {
             accounts,
             signal: Arc::new(tokio::sync::Notify::new()),
             outcomes: metrics::Outcomes::new(&context.metrics),
+            webauthn,
         };
         app.ensure_signing_key()
             .await

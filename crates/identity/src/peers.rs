@@ -51,6 +51,14 @@ pub trait Accounts: Send + Sync + 'static {
         user_id: &UserId,
         preferred: &[AccountId],
     ) -> Result<Option<AccountId>, Error>;
+
+    /// The member's 2FA deadline in the account while it enforces 2FA
+    /// (none when it does not, or the user is not a member).
+    async fn mfa_deadline(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<Option<tenancy_runtime::Timestamp>, Error>;
 }
 
 /// Asks `AccountInternalService` (GetPrincipalState, GetDefaultAccount).
@@ -124,6 +132,26 @@ impl Accounts for AccountService {
             .map(|r| r.account_id)
             .filter(|id| !id.is_empty())
             .map(AccountId::trusted))
+    }
+
+    async fn mfa_deadline(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<Option<tenancy_runtime::Timestamp>, Error> {
+        let mut client = self.client.clone();
+        let reply = ask(
+            "GetPrincipalState",
+            client.get_principal_state(GetPrincipalStateRequest {
+                user_id: user_id.to_string(),
+                account_id: account_id.to_string(),
+            }),
+        )
+        .await?;
+        Ok(reply
+            .filter(|r| r.membership.is_some())
+            .and_then(|r| r.mfa_deadline)
+            .map(|t| tenancy_runtime::Timestamp::from_proto(&t)))
     }
 }
 

@@ -212,6 +212,14 @@ pub struct AuthConfig {
     /// Key encrypting TOTP secrets at rest: hex or base64 of 32 bytes.
     /// `tenancy serve` generates one in `data_dir` when unset.
     pub totp_encryption_key: Option<String>,
+    /// The WebAuthn relying-party id passkeys are bound to: the portal's
+    /// host name or a registrable suffix of it (`example.com` for
+    /// `https://portal.example.com`). Changing it orphans every passkey.
+    pub webauthn_rp_id: String,
+    /// The origins passkey ceremonies may come from (the portal's pages,
+    /// `https://portal.example.com`): each is the rp id or one of its
+    /// subdomains; `http://` only for `localhost`.
+    pub webauthn_origins: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -229,6 +237,8 @@ impl Default for AuthConfig {
             argon2_parallelism: 1,
             password_hash_max_wait: Duration::from_millis(500),
             totp_encryption_key: None,
+            webauthn_rp_id: "localhost".to_owned(),
+            webauthn_origins: vec!["http://localhost:8080".to_owned()],
         }
     }
 }

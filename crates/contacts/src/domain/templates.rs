@@ -37,10 +37,12 @@ pub enum Template {
     SecurityRecoveryCodeUsed = 13,
     /// Support was given a wrong code word for the user.
     SecurityCodeWordFailed = 14,
+    /// A passkey was added, removed or found cloned.
+    SecurityPasskey = 19,
 }
 
 /// Every template, in enum order.
-pub const ALL: [Template; 14] = [
+pub const ALL: [Template; 15] = [
     Template::EmailVerification,
     Template::PasswordReset,
     Template::Invitation,
@@ -55,6 +57,7 @@ pub const ALL: [Template; 14] = [
     Template::SecurityTotpEnabled,
     Template::SecurityRecoveryCodeUsed,
     Template::SecurityCodeWordFailed,
+    Template::SecurityPasskey,
 ];
 
 /// Limits on `template_data`.
@@ -87,6 +90,7 @@ impl Template {
             Self::SecurityTotpEnabled => "security_totp_enabled",
             Self::SecurityRecoveryCodeUsed => "security_recovery_code_used",
             Self::SecurityCodeWordFailed => "security_code_word_failed",
+            Self::SecurityPasskey => "security_passkey",
         }
     }
 
@@ -121,6 +125,9 @@ impl Template {
                 &["change_time", "ip", "codes_remaining", "security_url"]
             }
             Self::SecurityCodeWordFailed => &["check_time", "security_url"],
+            Self::SecurityPasskey => {
+                &["event", "passkey_name", "change_time", "ip", "security_url"]
+            }
         }
     }
 
@@ -195,6 +202,11 @@ impl Template {
                 "A wrong code word was given for your account",
                 "Hello {{ recipient_name or recipient_email }},\n\nat {{ check_time }} someone talking to our support team on your behalf gave a code word that does not match yours (or you have none set). Support was told that the caller could not be verified.\n\nIf it was you and you forgot the word, set a new one:\n\n{{ security_url }}\n\nIf it was not you, someone is trying to impersonate you: be wary of calls or messages claiming to be from us.\n",
                 "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p>at {{ check_time }} someone talking to our support team on your behalf gave a code word that does not match yours (or you have none set). Support was told that the caller could not be verified.</p>\n<p>If it was you and you forgot the word, <a href=\"{{ security_url }}\">set a new one</a>.</p>\n<p>If it was not you, someone is trying to impersonate you: be wary of calls or messages claiming to be from us.</p>",
+            ),
+            Self::SecurityPasskey => (
+                "{% if event == \"added\" %}A passkey was added to your account{% elif event == \"removed\" %}A passkey was removed from your account{% else %}One of your passkeys looks cloned and was refused{% endif %}",
+                "Hello {{ recipient_name or recipient_email }},\n\nPasskey {{ event }}: {{ passkey_name }}\n\n{% if event == \"added\" %}the passkey \"{{ passkey_name }}\" was added to your account at {{ change_time }} from {{ ip }}. It can sign you in and counts as your second factor.{% elif event == \"removed\" %}the passkey \"{{ passkey_name }}\" was removed from your account at {{ change_time }} from {{ ip }}.{% else %}at {{ change_time }} a sign-in from {{ ip }} used your passkey \"{{ passkey_name }}\" with a signature counter lower than before: the authenticator may have been copied. The passkey is refused from now on.{% endif %}\n\nIf it was not you, secure your account at once:\n\n{{ security_url }}\n",
+                "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p><strong>Passkey {{ event }}: {{ passkey_name }}</strong></p>\n<p>{% if event == \"added\" %}the passkey &ldquo;{{ passkey_name }}&rdquo; was added to your account at {{ change_time }} from {{ ip }}. It can sign you in and counts as your second factor.{% elif event == \"removed\" %}the passkey &ldquo;{{ passkey_name }}&rdquo; was removed from your account at {{ change_time }} from {{ ip }}.{% else %}at {{ change_time }} a sign-in from {{ ip }} used your passkey &ldquo;{{ passkey_name }}&rdquo; with a signature counter lower than before: the authenticator may have been copied. The passkey is refused from now on.{% endif %}</p>\n<p>If it was not you, <a href=\"{{ security_url }}\">secure your account</a> at once.</p>",
             ),
         }
     }

@@ -23,6 +23,9 @@ pub(super) async fn complete_mfa(
     let factor = r.second_factor.map(|f| match f {
         pb::complete_mfa_request::SecondFactor::TotpCode(code) => Factor::Totp(code),
         pb::complete_mfa_request::SecondFactor::RecoveryCode(code) => Factor::Recovery(code),
+        pb::complete_mfa_request::SecondFactor::PasskeyCredentialJson(json) => {
+            Factor::Passkey(json)
+        }
     });
     let session = api.app.complete_mfa(&r.challenge_token, factor, &c).await?;
     ok(pb::CompleteMfaResponse {

@@ -7,6 +7,7 @@ mod admin;
 mod internal;
 mod login_events;
 mod mfa;
+mod passkeys;
 mod sessions;
 mod ssh_keys;
 mod tokens;
@@ -175,6 +176,7 @@ fn user(u: UserRow) -> pb::User {
             0
         },
         totp_enabled: u.totp_enabled,
+        passkey_count: i32::try_from(u.passkey_count).unwrap_or(i32::MAX),
         password_set: u.password_set,
         code_word_set: u.code_word_set,
         staff: u.staff,
@@ -362,6 +364,55 @@ impl IdentityService for Api {
 
     async fn get_jwks(&self, request: Request<pb::GetJwksRequest>) -> Reply<pb::GetJwksResponse> {
         tokens::get_jwks(self, request).await
+    }
+
+    async fn begin_passkey_registration(
+        &self,
+        request: Request<pb::BeginPasskeyRegistrationRequest>,
+    ) -> Reply<pb::BeginPasskeyRegistrationResponse> {
+        passkeys::begin_passkey_registration(self, request).await
+    }
+
+    async fn finish_passkey_registration(
+        &self,
+        request: Request<pb::FinishPasskeyRegistrationRequest>,
+    ) -> Reply<pb::FinishPasskeyRegistrationResponse> {
+        passkeys::finish_passkey_registration(self, request).await
+    }
+
+    async fn list_passkeys(
+        &self,
+        request: Request<pb::ListPasskeysRequest>,
+    ) -> Reply<pb::ListPasskeysResponse> {
+        passkeys::list_passkeys(self, request).await
+    }
+
+    async fn rename_passkey(
+        &self,
+        request: Request<pb::RenamePasskeyRequest>,
+    ) -> Reply<pb::RenamePasskeyResponse> {
+        passkeys::rename_passkey(self, request).await
+    }
+
+    async fn delete_passkey(
+        &self,
+        request: Request<pb::DeletePasskeyRequest>,
+    ) -> Reply<pb::DeletePasskeyResponse> {
+        passkeys::delete_passkey(self, request).await
+    }
+
+    async fn begin_passkey_login(
+        &self,
+        request: Request<pb::BeginPasskeyLoginRequest>,
+    ) -> Reply<pb::BeginPasskeyLoginResponse> {
+        passkeys::begin_passkey_login(self, request).await
+    }
+
+    async fn finish_passkey_login(
+        &self,
+        request: Request<pb::FinishPasskeyLoginRequest>,
+    ) -> Reply<pb::FinishPasskeyLoginResponse> {
+        passkeys::finish_passkey_login(self, request).await
     }
 
     async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Reply<pb::GetMeResponse> {

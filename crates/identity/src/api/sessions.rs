@@ -51,14 +51,21 @@ pub(super) async fn login(
     let outcome = match outcome {
         LoginOutcome::Session(session) => Outcome::Session(credentials(session)),
         LoginOutcome::MfaChallenge(challenge) => {
-            let mut allowed = vec![pb::SecondFactorType::Totp as i32];
+            let mut allowed = Vec::new();
+            if challenge.totp_allowed {
+                allowed.push(pb::SecondFactorType::Totp as i32);
+            }
             if challenge.recovery_codes_allowed {
                 allowed.push(pb::SecondFactorType::RecoveryCode as i32);
+            }
+            if challenge.passkey_options.is_some() {
+                allowed.push(pb::SecondFactorType::Passkey as i32);
             }
             Outcome::MfaChallenge(pb::MfaChallenge {
                 challenge_token: challenge.token,
                 expire_time: Some(challenge.expire_time.to_proto()),
                 allowed_factors: allowed,
+                passkey_request_options_json: challenge.passkey_options.unwrap_or_default(),
             })
         }
     };

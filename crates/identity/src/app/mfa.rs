@@ -31,6 +31,8 @@ const CHALLENGE_ATTEMPTS: i32 = 5;
 pub(crate) enum Factor {
     Totp(String),
     Recovery(String),
+    /// A passkey assertion (the browser's credential JSON).
+    Passkey(String),
 }
 
 /// A TOTP enrolment begun: what the user's authenticator app needs.
@@ -207,9 +209,9 @@ impl App {
         Ok((codes, access))
     }
 
-    /// Ends a change of the user's 2FA: appends the MFA event (gateways
-    /// judge API tokens by it), commits `tx`, wakes the watchers and tells
-    /// the user.
+    /// Ends a change of the user's TOTP: appends the MFA event (gateways
+    /// judge API tokens by it; a user with a passkey keeps 2FA), commits
+    /// `tx`, wakes the watchers and tells the user.
     async fn commit_totp_change(
         &self,
         tx: DatabaseTransaction,
@@ -228,6 +230,8 @@ impl App {
                 MessageTemplate::SecurityTotpDisabled,
             )
         };
+        // Without TOTP a user with a passkey still has 2FA.
+        let enabled = enabled || crate::store::passkeys::count(&tx, user_id).await? > 0;
         let event = Revocation::Mfa {
             user_id: user_id.to_owned(),
             enabled,
@@ -250,6 +254,7 @@ impl App {
         let kind = match &factor {
             Some(Factor::Totp(_)) => "totp",
             Some(Factor::Recovery(_)) => "recovery_code",
+            Some(Factor::Passkey(_)) => "passkey",
             None => "none",
         };
         let result = self.second_factor(challenge, factor, client).await;
@@ -285,13 +290,29 @@ impl App {
         } = challenge;
         let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
         self.refuse_if_throttled(&throttle_key).await?;
+        if let Factor::Passkey(json) = &factor {
+            if !account_id.is_empty() {
+                self.require_membership(
+                    &user_id,
+                    &account_id,
+                    "",
+                    client,
+                    pb::LoginMethod::PasskeySecondFactor,
+                )
+                .await?;
+            }
+            return self
+                .passkey_second_factor(user_id, account_id, &hash, json, client)
+                .await;
+        }
         let sealed = self
             .totp_secret_of(&user_id)
             .await?
             .ok_or(IdentityError::MfaChallengeInvalid)?;
         let method = match &factor {
             Factor::Totp(_) => pb::LoginMethod::Totp,
-            Factor::Recovery(_) => pb::LoginMethod::RecoveryCode,
+            // (A passkey was answered above.)
+            Factor::Recovery(_) | Factor::Passkey(_) => pb::LoginMethod::RecoveryCode,
         };
         // The account the Login named must still be usable; checked before
         // the code, so a refusal spends neither code nor challenge.
@@ -305,7 +326,7 @@ impl App {
                 self.spend_totp(&tx, &user_id, &sealed, code, "totp_code")
                     .await
             }
-            Factor::Recovery(code) => {
+            Factor::Recovery(code) | Factor::Passkey(code) => {
                 self.spend_recovery(&tx, &user_id, code, "recovery_code")
                     .await
             }
@@ -403,6 +424,12 @@ impl App {
                     self.spend_recovery(&self.db, user_id, code, "recovery_code")
                         .await
                 }
+                // Reauthenticate takes codes only (the API gives no passkey).
+                Some(Factor::Passkey(_)) => Err(IdentityError::invalid(
+                    Invalid::SecondFactorRequired,
+                    "second_factor",
+                    "give a TOTP or recovery code",
+                )),
             };
             if result.is_ok()
                 && let Some(Factor::Recovery(_)) = &factor

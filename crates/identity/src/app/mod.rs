@@ -8,6 +8,7 @@ pub(crate) mod admin;
 pub(crate) mod keys;
 pub(crate) mod mfa;
 pub(crate) mod notices;
+pub(crate) mod passkeys;
 pub(crate) mod revocations;
 pub(crate) mod selection;
 pub(crate) mod sessions;
@@ -51,6 +52,8 @@ pub(crate) struct App {
     pub(crate) signal: Arc<tokio::sync::Notify>,
     /// Logins and second factors by outcome.
     pub(crate) outcomes: crate::metrics::Outcomes,
+    /// The WebAuthn relying party (passkeys).
+    pub(crate) webauthn: webauthn_rs::Webauthn,
 }
 
 impl App {

@@ -55,6 +55,10 @@ pub(crate) struct MfaChallenge {
     pub(crate) expire_time: Timestamp,
     /// Whether a recovery code may answer it (the user has some left).
     pub(crate) recovery_codes_allowed: bool,
+    /// Whether a TOTP code may answer it.
+    pub(crate) totp_allowed: bool,
+    /// The WebAuthn request options when a passkey may answer it.
+    pub(crate) passkey_options: Option<String>,
 }
 
 /// Why [`App::admit`] refused an attempt.
@@ -499,10 +503,10 @@ impl App {
             self.require_membership(&user_id, account, "", client, pb::LoginMethod::Password)
                 .await?;
         }
-        if row.totp {
+        if row.totp || row.passkeys {
             // CompleteMfa chooses the account when the session is created.
             return self
-                .mfa_challenge(&user_id, &account_text, client)
+                .mfa_challenge(&user_id, &account_text, client, row.totp)
                 .await
                 .map(LoginOutcome::MfaChallenge);
         }
@@ -521,12 +525,13 @@ impl App {
         .map(LoginOutcome::Session)
     }
 
-    /// Issues an MFA challenge (TOTP users).
+    /// Issues an MFA challenge (users with TOTP or a passkey).
     pub(crate) async fn mfa_challenge(
         &self,
         user_id: &str,
         account_id: &str,
         client: &Client,
+        totp: bool,
     ) -> Result<MfaChallenge, IdentityError> {
         let token = SecretToken::generate("tnc_");
         let now = self.now();
@@ -551,10 +556,15 @@ impl App {
         )
         .await?;
         let codes = mfa::recovery_codes_left(&self.db, user_id).await?;
+        let passkey_options = self
+            .passkey_challenge(user_id, &token.hash(), client, expire)
+            .await?;
         Ok(MfaChallenge {
             token: token.expose().to_owned(),
             expire_time: expire,
             recovery_codes_allowed: codes > 0,
+            totp_allowed: totp,
+            passkey_options,
         })
     }
 

@@ -97,6 +97,29 @@ pub(crate) enum IdentityError {
     /// A token state filter names no known state.
     #[error("states may list ACTIVE, EXPIRED and REVOKED")]
     ApiTokenStateInvalid,
+    /// No passkey registration begun in this session, or it lapsed.
+    #[error("begin the passkey registration again")]
+    PasskeyChallengeInvalid,
+    /// The passkey credential is registered already.
+    #[error("this passkey is registered already")]
+    PasskeyExists,
+    /// The user has their maximum of passkeys.
+    #[error("at most {limit} passkeys per user")]
+    PasskeyLimitReached {
+        /// The limit.
+        limit: i64,
+    },
+    /// No such passkey of the caller.
+    #[error("no such passkey")]
+    PasskeyNotFound,
+    /// The passkey's signature counter went backwards: refused.
+    #[error(
+        "this passkey looks cloned (its signature counter went backwards) and is refused; delete it"
+    )]
+    PasskeySuspect,
+    /// The change would remove the last second factor under enforced 2FA.
+    #[error("this is your last second factor and the account requires 2FA; add another first")]
+    LastFactorRequired,
     /// Too many failed attempts of a login, second factor or proof.
     #[error("too many attempts")]
     Throttled {
@@ -188,6 +211,8 @@ pub(crate) enum Invalid {
     SshKeyAlgorithmUnsupported,
     /// A key too short.
     SshKeyTooWeak,
+    /// A malformed passkey credential, or one a WebAuthn check refused.
+    Passkey,
 }
 
 impl Invalid {
@@ -222,6 +247,7 @@ impl Invalid {
             Invalid::SshKeyIsPrivate => Reason::SshKeyIsPrivate,
             Invalid::SshKeyAlgorithmUnsupported => Reason::SshKeyAlgorithmUnsupported,
             Invalid::SshKeyTooWeak => Reason::SshKeyTooWeak,
+            Invalid::Passkey => Reason::PasskeyInvalid,
         }
     }
 }
@@ -314,6 +340,16 @@ impl From<IdentityError> for Error {
                 Error::new(Reason::ApiTokenStateInvalid, message)
                     .with_field("states", "unknown or unspecified state")
             }
+            IdentityError::PasskeyChallengeInvalid => {
+                Error::new(Reason::PasskeyChallengeInvalid, message)
+            }
+            IdentityError::PasskeyExists => Error::new(Reason::PasskeyExists, message),
+            IdentityError::PasskeyLimitReached { .. } => {
+                Error::new(Reason::PasskeyLimitReached, message)
+            }
+            IdentityError::PasskeyNotFound => Error::new(Reason::PasskeyNotFound, message),
+            IdentityError::PasskeySuspect => Error::new(Reason::PasskeySuspect, message),
+            IdentityError::LastFactorRequired => Error::new(Reason::LastFactorRequired, message),
             IdentityError::Throttled { retry_after } => {
                 Error::throttled(Reason::AttemptsExceeded, retry_after)
             }

@@ -239,13 +239,14 @@ pub(crate) async fn by_hash<C: ConnectionTrait>(
     one(
         c,
         &format!(
-            "SELECT {}, u.totp_secret IS NOT NULL AS mfa FROM identity_api_tokens t \
+            "SELECT {}, {} AS mfa FROM identity_api_tokens t \
              JOIN identity_users u ON u.id = t.user_id WHERE t.token_hash = $1",
             COLUMNS
                 .split(", ")
                 .map(|c| format!("t.{c}"))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            super::passkeys::has_second_factor("u")
         ),
         vec![hash.into()],
     )

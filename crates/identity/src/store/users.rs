@@ -10,7 +10,8 @@ const COLUMNS: &str = "id, email, email_verified, pending_email, name, \
     code_word_hash IS NOT NULL AS code_word_set, staff, create_time, update_time, \
     last_login_time, password_update_time, \
     (SELECT COUNT(*) FROM identity_recovery_codes r WHERE r.user_id = identity_users.id \
-     AND r.used_time IS NULL) AS recovery_codes_remaining";
+     AND r.used_time IS NULL) AS recovery_codes_remaining, \
+    (SELECT COUNT(*) FROM identity_passkeys p WHERE p.user_id = identity_users.id) AS passkey_count";
 
 /// A user as the use cases see them (no secrets: only whether they are set).
 #[derive(Clone, Debug)]
@@ -43,6 +44,8 @@ pub(crate) struct UserRow {
     pub(crate) password_update_time: Option<i64>,
     /// Unused recovery codes.
     pub(crate) recovery_codes_remaining: i64,
+    /// Registered passkeys.
+    pub(crate) passkey_count: i64,
 }
 
 fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
@@ -61,6 +64,7 @@ fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
         last_login_time: get(row, "last_login_time")?,
         password_update_time: get(row, "password_update_time")?,
         recovery_codes_remaining: get(row, "recovery_codes_remaining")?,
+        passkey_count: get(row, "passkey_count")?,
     })
 }
 
@@ -313,7 +317,7 @@ pub(crate) async fn set_initial_password<C: ConnectionTrait>(
 pub(crate) struct TokenFlags {
     /// Whether they are staff.
     pub(crate) staff: bool,
-    /// Whether TOTP is on.
+    /// Whether they have a second factor (TOTP or a passkey).
     pub(crate) mfa: bool,
     /// The revocation log's head position.
     pub(crate) rev: i64,
@@ -326,9 +330,12 @@ pub(crate) async fn token_flags<C: ConnectionTrait>(
 ) -> Result<Option<TokenFlags>, DbErr> {
     one(
         c,
-        "SELECT staff, totp_secret IS NOT NULL AS mfa, \
-         (SELECT position FROM identity_revocation_head WHERE id = 1) AS rev \
-         FROM identity_users WHERE id = $1",
+        &format!(
+            "SELECT staff, {} AS mfa, \
+             (SELECT position FROM identity_revocation_head WHERE id = 1) AS rev \
+             FROM identity_users WHERE id = $1",
+            super::passkeys::has_second_factor("identity_users")
+        ),
         vec![id.into()],
     )
     .await?
@@ -354,6 +361,8 @@ pub(crate) struct LoginRow {
     pub(crate) email_verified: bool,
     /// Whether TOTP is on.
     pub(crate) totp: bool,
+    /// Whether they have a passkey.
+    pub(crate) passkeys: bool,
     /// Their name.
     pub(crate) name: String,
     /// Their address.
@@ -369,12 +378,15 @@ pub(crate) async fn login_row<C: ConnectionTrait>(
 ) -> Result<Option<LoginRow>, DbErr> {
     one(
         c,
-        "SELECT id, COALESCE(password_hash, (SELECT t.password_hash FROM identity_email_tokens t \
+        &format!(
+            "SELECT id, COALESCE(password_hash, (SELECT t.password_hash FROM identity_email_tokens t \
          WHERE t.user_id = identity_users.id AND t.purpose = 'verify' AND t.used_time IS NULL \
          AND t.password_hash IS NOT NULL AND email_verified = FALSE \
          ORDER BY t.create_time DESC LIMIT 1)) AS password_hash, email_verified, \
-         totp_secret IS NOT NULL AS totp, name, email, \
+         totp_secret IS NOT NULL AS totp, {} AS passkeys, name, email, \
          last_verification_sent FROM identity_users WHERE email_key = $1",
+            super::passkeys::has_passkey("identity_users.id")
+        ),
         vec![email_key.into()],
     )
     .await?
@@ -384,6 +396,7 @@ pub(crate) async fn login_row<C: ConnectionTrait>(
             password_hash: get(&row, "password_hash")?,
             email_verified: get(&row, "email_verified")?,
             totp: get(&row, "totp")?,
+            passkeys: get(&row, "passkeys")?,
             name: get(&row, "name")?,
             email: get(&row, "email")?,
             last_verification_sent: get(&row, "last_verification_sent")?,

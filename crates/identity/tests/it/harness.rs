@@ -444,6 +444,28 @@ impl Env {
             .unwrap();
     }
 
+    /// `owner` makes `account` enforce 2FA with no grace period: members
+    /// without a second factor are past their deadline at once.
+    pub async fn enforce_mfa(&self, account: &str, owner: &str) {
+        self.accounts_as(owner, account, tenancy_testkit::Role::Owner)
+            .update_security_settings(apb::UpdateSecuritySettingsRequest {
+                settings: Some(apb::SecuritySettings {
+                    enforce_mfa: true,
+                    mfa_grace_period: Some(prost_types::Duration {
+                        seconds: 0,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["enforce_mfa".into(), "mfa_grace_period".into()],
+                }),
+                force: false,
+            })
+            .await
+            .unwrap();
+    }
+
     /// `owner` suspends `user` in `account` through the account service
     /// (which ends the member's access there through identity, as in
     /// production).

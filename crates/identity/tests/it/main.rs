@@ -14,6 +14,7 @@ mod limits;
 mod mail;
 mod mfa;
 mod notices;
+mod passkeys;
 mod selection;
 mod sessions;
 mod ssh_keys;
