@@ -8,6 +8,7 @@ pub(crate) mod admin;
 pub(crate) mod keys;
 pub(crate) mod mfa;
 pub(crate) mod notices;
+pub(crate) mod phone;
 pub(crate) mod revocations;
 pub(crate) mod selection;
 pub(crate) mod sessions;
