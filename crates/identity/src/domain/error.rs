@@ -297,7 +297,9 @@ impl From<IdentityError> for Error {
                 Error::new(Reason::PortalSessionRequired, message)
             }
             IdentityError::ReauthRequired => Error::new(Reason::ReauthRequired, message),
-            IdentityError::PhoneCodeInvalid => Error::new(Reason::PhoneCodeInvalid, message),
+            IdentityError::PhoneCodeInvalid => {
+                Error::new(Reason::PhoneCodeInvalid, message.clone()).with_field("code", message)
+            }
             IdentityError::NotAMember => Error::new(Reason::NotAMember, message),
             IdentityError::TotpAlreadyEnabled => Error::new(Reason::TotpAlreadyEnabled, message),
             IdentityError::TotpNotEnabled => Error::new(Reason::TotpNotEnabled, message),
