@@ -304,6 +304,17 @@ async fn server_passwords_go_by_email_and_sms_and_are_kept_nowhere() {
     assert_eq!(sealed_rows(&world).await, 0, "sealed copies must be erased");
 }
 
+/// DeliverServerCredentials refused: the status.
+async fn refused(
+    api: &crate::support::Internal,
+    request: pb::DeliverServerCredentialsRequest,
+) -> tonic::Status {
+    api.clone()
+        .deliver_server_credentials(request)
+        .await
+        .unwrap_err()
+}
+
 /// The ErrorInfo metadata `method` of a refusal.
 fn method_of(status: &tonic::Status) -> Option<String> {
     use tonic_types::StatusExt as _;
@@ -335,18 +346,11 @@ async fn delivery_is_refused_without_a_verified_destination_or_membership() {
     let api = world.env.internal().await;
 
     // EMAIL without a PRIMARY contact, then with an unverified one.
-    let e = api
-        .clone()
-        .deliver_server_credentials(deliver(
-            "r:1",
-            &world,
-            &service,
-            &owner,
-            Method::Email,
-            "pw-1",
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(
+        &api,
+        deliver("r:1", &world, &service, &owner, Method::Email, "pw-1"),
+    )
+    .await;
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert_eq!(reason(&e), Reason::CredentialDestinationUnavailable);
     assert_eq!(method_of(&e).as_deref(), Some("EMAIL"));
@@ -363,18 +367,11 @@ async fn delivery_is_refused_without_a_verified_destination_or_membership() {
         })
         .await
         .unwrap();
-    let e = api
-        .clone()
-        .deliver_server_credentials(deliver(
-            "r:2",
-            &world,
-            &service,
-            &owner,
-            Method::Email,
-            "pw-1",
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(
+        &api,
+        deliver("r:2", &world, &service, &owner, Method::Email, "pw-1"),
+    )
+    .await;
     assert_eq!(reason(&e), Reason::CredentialDestinationUnavailable);
     // SMS without a verified phone: a code sent but not confirmed is not one.
     identity_as(&world, &owner)
@@ -383,18 +380,11 @@ async fn delivery_is_refused_without_a_verified_destination_or_membership() {
         })
         .await
         .unwrap();
-    let e = api
-        .clone()
-        .deliver_server_credentials(deliver(
-            "r:3",
-            &world,
-            &service,
-            &owner,
-            Method::Sms,
-            "pw-1",
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(
+        &api,
+        deliver("r:3", &world, &service, &owner, Method::Sms, "pw-1"),
+    )
+    .await;
     assert_eq!(reason(&e), Reason::CredentialDestinationUnavailable);
     assert_eq!(method_of(&e).as_deref(), Some("SMS"));
     // The account's default (NONE): nothing sent, nothing kept.
@@ -427,65 +417,37 @@ async fn delivery_is_refused_without_a_verified_destination_or_membership() {
     assert!(queued.messages.is_empty());
     // Not a member, or a member without access to the server.
     let stranger = world.user("stranger@example.com").await;
-    let e = api
-        .clone()
-        .deliver_server_credentials(deliver(
-            "r:5",
-            &world,
-            &service,
-            &stranger,
-            Method::None,
-            "pw-1",
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(
+        &api,
+        deliver("r:5", &world, &service, &stranger, Method::None, "pw-1"),
+    )
+    .await;
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(reason(&e), Reason::NotAMember);
     let none = world
         .member("mia@example.com", apb::ServiceAccess::None)
         .await;
-    let e = api
-        .clone()
-        .deliver_server_credentials(deliver(
-            "r:6",
-            &world,
-            &service,
-            &none,
-            Method::None,
-            "pw-1",
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(
+        &api,
+        deliver("r:6", &world, &service, &none, Method::None, "pw-1"),
+    )
+    .await;
     assert_eq!(reason(&e), Reason::NotAMember);
 
     // Only provisioning may call it.
     let billing = world.env.internal_as(Part::Billing).await;
-    let e = billing
-        .clone()
-        .deliver_server_credentials(deliver(
-            "r:7",
-            &world,
-            &service,
-            &owner,
-            Method::None,
-            "pw-1",
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(
+        &billing,
+        deliver("r:7", &world, &service, &owner, Method::None, "pw-1"),
+    )
+    .await;
     assert_eq!(e.code(), Code::PermissionDenied);
     // Bad input is named; SendEmail cannot forge a credentials message.
-    let e = api
-        .clone()
-        .deliver_server_credentials(deliver(
-            "r:8",
-            &world,
-            &service,
-            &owner,
-            Method::None,
-            "a\nb",
-        ))
-        .await
-        .unwrap_err();
+    let e = refused(
+        &api,
+        deliver("r:8", &world, &service, &owner, Method::None, "a\nb"),
+    )
+    .await;
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(tenancy_runtime::error::violated_fields(&e), ["secret"]);
     let e = world
