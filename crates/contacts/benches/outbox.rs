@@ -169,6 +169,8 @@ fn message(i: usize) -> NewMessage {
         template_data: serde_json::to_string(&data).unwrap(),
         account_id: String::new(),
         category: 0,
+        channel: tenancy_contacts::store::outbox::CHANNEL_EMAIL,
+        to_phone: String::new(),
     }
 }
 

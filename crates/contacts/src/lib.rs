@@ -31,6 +31,7 @@ pub mod migration;
 pub mod outbox;
 mod peers;
 pub mod retention;
+pub mod sms;
 pub mod store;
 pub mod worker;
 
@@ -57,6 +58,8 @@ pub struct ContactsService {
     context: Context,
     db: DatabaseConnection,
     mailer: Arc<mailer::Mailer>,
+    sms: Arc<sms::SmsSender>,
+    secrets: tenancy_runtime::secret::SecretBox,
     from: lettre::message::Mailbox,
 }
 
@@ -75,10 +78,23 @@ impl TenancyService for ContactsService {
         if mailer.is_dev() {
             tracing::info!("no smtp_url set: emails are written to the log (dev mailer)");
         }
+        let sms = Arc::new(sms::SmsSender::from_config(&context.config.sms)?);
+        if sms.is_dev() {
+            tracing::info!("no sms.url set: SMS are written to the log (dev sender)");
+        }
+        let secrets =
+            tenancy_runtime::secret::SecretBox::new(tenancy_runtime::secret::key_setting(
+                "mail.secret_key",
+                context.config.mail.secret_key.as_deref(),
+                &context.key.to_hex(),
+                b"tenancy contacts outbox secret key v1",
+            )?);
         Ok(Self {
             context,
             db,
             mailer,
+            sms,
+            secrets,
             from,
         })
     }
@@ -92,11 +108,14 @@ impl TenancyService for ContactsService {
             clock: self.context.clock.clone(),
             wake: wake.clone(),
             message_id_domain,
+            secrets: self.secrets.clone(),
         };
         let worker = worker::Worker {
             db: self.db.clone(),
             clock: self.context.clock.clone(),
             mailer: self.mailer.clone(),
+            sms: self.sms.clone(),
+            secrets: self.secrets.clone(),
             from: self.from.clone(),
             max_attempts: self.context.config.mail.max_attempts,
             retry_base_delay: self.context.config.mail.retry_base_delay,

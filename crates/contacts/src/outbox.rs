@@ -43,6 +43,8 @@ pub struct Outbox {
     pub(crate) clock: SharedClock,
     pub(crate) wake: Arc<Notify>,
     pub(crate) message_id_domain: String,
+    /// Seals secrets carried by messages (`mail.secret_key`).
+    pub(crate) secrets: tenancy_runtime::secret::SecretBox,
 }
 
 /// Checks an idempotency key: 1 to 128 printable ASCII characters.
@@ -111,6 +113,8 @@ impl Outbox {
                     template_data: serde_json::to_string(&data).map_err(Error::internal)?,
                     account_id: email.account_id.clone(),
                     category: email.category,
+                    channel: outbox::CHANNEL_EMAIL,
+                    to_phone: String::new(),
                 })
             })
             .collect()
@@ -161,11 +165,44 @@ impl Outbox {
         hash: &str,
         messages: Vec<NewMessage>,
     ) -> Result<Queued, Error> {
+        self.enqueue_carrying(key, hash, messages, None).await
+    }
+
+    /// Queues one message carrying `secret` (its template data holds
+    /// [`templates::SECRET_PLACEHOLDER`] in its place): the secret is kept
+    /// sealed, bound to the message id, in the same transaction, and the
+    /// worker erases it once the message is delivered or given up. A repeat
+    /// of an earlier call returns that call's message and keeps nothing.
+    pub async fn enqueue_secret(
+        &self,
+        key: &str,
+        hash: &str,
+        message: NewMessage,
+        secret: &str,
+    ) -> Result<Queued, Error> {
+        self.enqueue_carrying(key, hash, vec![message], Some(secret))
+            .await
+    }
+
+    async fn enqueue_carrying(
+        &self,
+        key: &str,
+        hash: &str,
+        messages: Vec<NewMessage>,
+        secret: Option<&str>,
+    ) -> Result<Queued, Error> {
         if let Some(earlier) = self.earlier(key, hash).await? {
             return Ok(earlier);
         }
         let txn = self.db.begin().await?;
-        match self.enqueue_in(&txn, key, hash, messages).await {
+        let queued = match self.enqueue_in(&txn, key, hash, messages).await {
+            Ok(models) => match secret {
+                None => Ok(models),
+                Some(secret) => self.keep_secrets(&txn, models, secret).await,
+            },
+            Err(e) => Err(e),
+        };
+        match queued {
             Ok(models) => {
                 txn.commit().await?;
                 self.wake.notify_one();
@@ -184,6 +221,24 @@ impl Outbox {
         }
     }
 
+    async fn keep_secrets<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        models: Vec<msg::Model>,
+        secret: &str,
+    ) -> Result<Vec<msg::Model>, EnqueueError> {
+        for m in &models {
+            let sealed = self
+                .secrets
+                .seal(secret.as_bytes(), &m.id)
+                .map_err(|e| EnqueueError::Other(Error::internal(e)))?;
+            outbox::insert_secret(txn, &m.id, sealed)
+                .await
+                .map_err(EnqueueError::Other)?;
+        }
+        Ok(models)
+    }
+
     /// Wakes the worker after a commit that queued messages.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -196,4 +251,25 @@ pub fn distinct(to: Vec<Address>) -> Vec<Address> {
     to.into_iter()
         .filter(|a| seen.insert(email::normalize(&a.email)))
         .collect()
+}
+
+/// The secret of message `m`, opened for its delivery; `None` when it
+/// carries none.
+pub(crate) async fn open_secret(
+    db: &DatabaseConnection,
+    secrets: &tenancy_runtime::secret::SecretBox,
+    m: &msg::Model,
+) -> Result<Option<String>, String> {
+    let carries = templates::Template::from_i32(m.template).is_some_and(|t| t.carries_secret());
+    if !carries {
+        return Ok(None);
+    }
+    let sealed = outbox::sealed_secret(db, &m.id)
+        .await
+        .map_err(|e| format!("cannot read the sealed secret: {e}"))?
+        .ok_or("the secret is gone (already delivered or given up)")?;
+    let plain = secrets.open(&sealed, &m.id)?;
+    String::from_utf8(plain)
+        .map(Some)
+        .map_err(|_| "the secret is not UTF-8".to_owned())
 }

@@ -76,6 +76,39 @@ impl Peers {
         }
     }
 
+    /// Whether `user` is an ACTIVE member of `account`, and the account's
+    /// `server_credential_delivery` setting; ACCOUNT_NOT_FOUND when there
+    /// is no such account.
+    pub(crate) async fn credential_delivery(
+        &self,
+        account: &AccountId,
+        user: &UserId,
+    ) -> Result<(bool, i32), Error> {
+        let response = self
+            .accounts()?
+            .get_principal_state(apb::GetPrincipalStateRequest {
+                user_id: user.to_string(),
+                account_id: account.to_string(),
+            })
+            .await;
+        match response {
+            Ok(r) => {
+                let r = r.into_inner();
+                let active = r
+                    .membership
+                    .is_some_and(|m| m.status == apb::MemberStatus::Active as i32);
+                let delivery = r
+                    .security_settings
+                    .map_or(0, |s| s.server_credential_delivery);
+                Ok((active, delivery))
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                Err(ContactsError::AccountNotFound.into())
+            }
+            Err(s) => Err(failed("account", &s)),
+        }
+    }
+
     /// Fails with ACCOUNT_NOT_FOUND unless `account` exists.
     pub(crate) async fn check_account(&self, account: &AccountId) -> Result<(), Error> {
         let response = self
@@ -149,6 +182,26 @@ impl Peers {
             .map_err(|s| failed("account", &s))?
             .into_inner();
         Ok(r.results.first().is_some_and(|x| x.allowed))
+    }
+
+    /// A user's verified phone number (empty when none).
+    pub(crate) async fn phone(&self, user: &UserId) -> Result<String, Error> {
+        let mut client = self
+            .identity
+            .clone()
+            .ok_or_else(|| Error::unavailable("the identity service is not configured"))?;
+        let r = client
+            .batch_get_users(BatchGetUsersRequest {
+                user_ids: vec![user.to_string()],
+            })
+            .await
+            .map_err(|s| failed("identity", &s))?
+            .into_inner();
+        Ok(r.users
+            .into_iter()
+            .find(|u| u.id == user.as_str())
+            .map(|u| u.phone)
+            .unwrap_or_default())
     }
 
     /// Users' (email, name) by id.

@@ -27,7 +27,9 @@ use tenancy_runtime::shutdown::Shutdown;
 use tokio::sync::{Notify, mpsc};
 
 use crate::domain::backoff::{self, AfterFailure};
-use crate::mailer::Mailer;
+use crate::domain::templates::SECRET_PLACEHOLDER;
+use crate::mailer::{Mailer, SendError};
+use crate::sms::SmsSender;
 use crate::store::entities::outbox_message as msg;
 use crate::store::outbox::{self, Finished, Outcome};
 
@@ -46,6 +48,8 @@ pub struct Worker {
     pub(crate) db: DatabaseConnection,
     pub(crate) clock: SharedClock,
     pub(crate) mailer: Arc<Mailer>,
+    pub(crate) sms: Arc<SmsSender>,
+    pub(crate) secrets: tenancy_runtime::secret::SecretBox,
     pub(crate) from: Mailbox,
     pub(crate) max_attempts: u32,
     pub(crate) retry_base_delay: Duration,
@@ -202,7 +206,7 @@ impl Worker {
 
     /// Sends one claimed message; what to record.
     async fn attempt(&self, m: &msg::Model) -> Outcome {
-        let Err(e) = self.mailer.send(m, &self.from).await else {
+        let Err(e) = self.deliver(m).await else {
             self.deliveries.sent.inc();
             return Outcome::Sent;
         };
@@ -229,6 +233,31 @@ impl Worker {
         }
     }
 
+    /// Sends one message by its channel, with its secret (if it carries
+    /// one) put in place of the placeholder for this attempt only.
+    async fn deliver(&self, m: &msg::Model) -> Result<(), SendError> {
+        let secret = crate::outbox::open_secret(&self.db, &self.secrets, m)
+            .await
+            .map_err(|message| SendError {
+                permanent: true,
+                message,
+            })?;
+        let with_secret = secret.map(|secret| {
+            let mut m = m.clone();
+            m.body_text = m.body_text.replace(SECRET_PLACEHOLDER, &secret);
+            m.body_html = m
+                .body_html
+                .replace(SECRET_PLACEHOLDER, &html_escape(&secret));
+            m
+        });
+        let m = with_secret.as_ref().unwrap_or(m);
+        if m.channel == outbox::CHANNEL_SMS {
+            self.sms.send(&m.id, &m.to_phone, &m.body_text).await
+        } else {
+            self.mailer.send(m, &self.from).await
+        }
+    }
+
     /// Writes outcomes as they arrive, each write taking all that are
     /// waiting (up to [`RECORD_BATCH`]), until every sender is gone.
     async fn record(&self, mut received: mpsc::Receiver<Finished>) {
@@ -241,4 +270,20 @@ impl Worker {
             batch.clear();
         }
     }
+}
+
+/// `text` escaped for HTML element content and attribute values.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -31,6 +31,13 @@ impl Mailer for NoMail {
     async fn send(&self, _: OutgoingEmail) -> Result<(), Error> {
         Ok(())
     }
+
+    async fn send_phone_code(
+        &self,
+        _: tenancy_identity::peers::OutgoingPhoneCode,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 struct NoAccounts;

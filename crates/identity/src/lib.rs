@@ -39,8 +39,6 @@ mod store;
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use sea_orm::DatabaseConnection;
 use tenancy_proto::identity::{
     identity_internal_service_server::IdentityInternalServiceServer,
@@ -165,20 +163,10 @@ impl IdentityService {
 }
 
 fn totp_key(context: &Context) -> Result<[u8; 32], ConfigError> {
-    const SETTING: &str = "auth.totp_encryption_key";
-    if let Some(text) = context.config.auth.totp_encryption_key.as_deref() {
-        let text = text.trim();
-        let bytes = hex::decode(text)
-            .ok()
-            .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
-            .ok_or_else(|| ConfigError::new(SETTING, "must be hex or base64 of 32 bytes"))?;
-        return <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| ConfigError::new(SETTING, "must be exactly 32 bytes"));
-    }
-    let principal = hex::decode(context.key.to_hex())
-        .map_err(|e| ConfigError::new(SETTING, format_args!("principal key: {e}")))?;
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&principal)
-        .map_err(|e| ConfigError::new(SETTING, e))?;
-    mac.update(b"tenancy identity totp encryption key v1");
-    Ok(mac.finalize().into_bytes().into())
+    tenancy_runtime::secret::key_setting(
+        "auth.totp_encryption_key",
+        context.config.auth.totp_encryption_key.as_deref(),
+        &context.key.to_hex(),
+        b"tenancy identity totp encryption key v1",
+    )
 }

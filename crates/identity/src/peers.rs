@@ -171,11 +171,29 @@ pub struct OutgoingEmail {
     pub data: HashMap<String, String>,
 }
 
-/// Where identity's emails go.
+/// One phone-verification code to send by SMS.
+#[derive(Clone)]
+pub struct OutgoingPhoneCode {
+    /// Unique per code; repeats are deduplicated by the outbox.
+    pub idempotency_key: String,
+    /// The user it is for.
+    pub user_id: String,
+    /// The number (E.164).
+    pub phone: String,
+    /// The code (a secret: sealed in the outbox, erased once delivered).
+    pub code: String,
+    /// When it expires.
+    pub expire_time: tenancy_runtime::Timestamp,
+}
+
+/// Where identity's emails (and SMS codes) go.
 #[tonic::async_trait]
 pub trait Mailer: Send + Sync + 'static {
     /// Queues one message (idempotent by key).
     async fn send(&self, email: OutgoingEmail) -> Result<(), Error>;
+
+    /// Queues one phone-verification code by SMS (idempotent by key).
+    async fn send_phone_code(&self, code: OutgoingPhoneCode) -> Result<(), Error>;
 }
 
 /// Sends through the contacts service's outbox.
@@ -208,6 +226,22 @@ impl Mailer for ContactsMailer {
         self.client
             .clone()
             .send_email(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| Error::from_peer(CONTACTS, &status, &[]))
+    }
+
+    async fn send_phone_code(&self, code: OutgoingPhoneCode) -> Result<(), Error> {
+        let request = tenancy_proto::contacts::SendPhoneCodeRequest {
+            request_id: code.idempotency_key,
+            phone: code.phone,
+            code: code.code,
+            expire_time: Some(code.expire_time.to_proto()),
+            user_id: code.user_id,
+        };
+        self.client
+            .clone()
+            .send_phone_code(request)
             .await
             .map(|_| ())
             .map_err(|status| Error::from_peer(CONTACTS, &status, &[]))

@@ -31,6 +31,7 @@ const ENV_KEYS: &[&str] = &[
     "tls",
     "auth",
     "mail",
+    "sms",
     "gateway",
     "identity",
     "account",
@@ -88,6 +89,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Email delivery (contacts).
     pub mail: MailConfig,
+    /// SMS delivery (contacts).
+    pub sms: SmsConfig,
     /// The public entry point.
     pub gateway: GatewayConfig,
     /// The identity service.
@@ -274,6 +277,44 @@ pub struct MailConfig {
     /// The window of `max_per_recipient`.
     #[serde(with = "humantime_serde")]
     pub recipient_window: Duration,
+    /// Key sealing the secrets outbox messages carry (server passwords,
+    /// phone codes) until they are delivered: hex or base64 of 32 bytes.
+    /// Unset: derived from the principal key.
+    pub secret_key: Option<String>,
+}
+
+/// SMS delivery: an HTTP provider when `url` is set, else the dev sender,
+/// which writes each SMS to the log.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// The provider's endpoint (`https://…`, or `http://` on loopback),
+    /// POSTed once per message. Unset: the dev sender.
+    pub url: Option<String>,
+    /// The `Authorization` header value sent with every request (e.g.
+    /// `Bearer …` or `Basic …`); unset: none.
+    pub authorization: Option<String>,
+    /// The request body, with `{to}`, `{from}` and `{text}` replaced by
+    /// the values, escaped for `content_type` (JSON string content, or
+    /// form-urlencoded).
+    pub body_template: String,
+    /// `Content-Type` of the body: `application/json` or
+    /// `application/x-www-form-urlencoded`.
+    pub content_type: String,
+    /// The sender name or number (`{from}`).
+    pub from: String,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            authorization: None,
+            body_template: r#"{"to":"{to}","from":"{from}","text":"{text}"}"#.to_owned(),
+            content_type: "application/json".to_owned(),
+            from: "Tenancy".to_owned(),
+        }
+    }
 }
 
 impl Default for MailConfig {
@@ -288,6 +329,7 @@ impl Default for MailConfig {
             failed_retention: Duration::from_secs(90 * 24 * 3600),
             max_per_recipient: 5,
             recipient_window: Duration::from_secs(3600),
+            secret_key: None,
         }
     }
 }
@@ -435,6 +477,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             mail: MailConfig::default(),
+            sms: SmsConfig::default(),
             gateway: GatewayConfig::default(),
             identity: ServiceConfig::on_port(50061),
             account: ServiceConfig::on_port(50062),

@@ -97,6 +97,30 @@ pub fn email(value: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A phone number in E.164 (ITU-T): `+`, a country code not starting
+/// with 0, 8 to 15 digits in all. Spaces, dashes, dots and parentheses
+/// people type between digits are dropped; anything else is refused.
+/// Returns the number as stored (`+` and digits).
+pub fn phone(input: &str) -> Result<String, &'static str> {
+    const RULE: &str = "E.164: \"+\", a country code (not starting with 0), 8 to 15 digits in all";
+    let rest = input.trim().strip_prefix('+').ok_or(RULE)?;
+    let mut digits = String::with_capacity(16);
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return Err(RULE),
+        }
+        if digits.len() > 15 {
+            return Err(RULE);
+        }
+    }
+    if digits.len() < 8 || digits.starts_with('0') {
+        return Err(RULE);
+    }
+    Ok(format!("+{digits}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +204,22 @@ mod tests {
         assert!(email(&format!("{}@example.com", "a".repeat(65))).is_err());
         assert!(email(&format!("a@{}.com", "b".repeat(64))).is_err());
         assert!(email(&format!("a@{}.com", "b.".repeat(130))).is_err());
+    }
+
+    #[test]
+    fn phone_numbers_are_e164() {
+        assert_eq!(phone(" +358 40 123-4567 ").unwrap(), "+358401234567");
+        assert_eq!(phone("+1 (415) 555.0100").unwrap(), "+14155550100");
+        for bad in [
+            "358401234567",
+            "+0358401234",
+            "+1234567",
+            "+1234567890123456",
+            "+35840x123456",
+            "+358\u{202e}401234567",
+            "",
+        ] {
+            assert!(phone(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -44,7 +44,9 @@ use tokio::net::TcpListener;
 pub use tenancy_runtime::Reason;
 pub use tenancy_runtime::principal::{Role, TokenKind};
 
+pub mod sms;
 pub mod smtp;
+pub use sms::{SmsRequest, SmsServer};
 pub use smtp::{Received, Reply, SmtpServer};
 
 /// The catalogue reason of a refusal, after checking that it keeps every
@@ -193,6 +195,56 @@ impl TestDatabase {
     /// Whether tests run against PostgreSQL.
     pub fn is_postgres() -> bool {
         std::env::var(POSTGRES_ENV).is_ok_and(|v| !v.is_empty())
+    }
+
+    /// Where `needle` occurs in the database, to prove a secret is kept
+    /// nowhere: PostgreSQL: every row of every table of the database, as
+    /// text (`"table": row`); SQLite: the bytes of every file in [`Self::dir`]
+    /// (the database, its WAL and journal: free pages and old row
+    /// versions included, as a backup copy would hold them).
+    pub async fn find_text(&self, needle: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.postgres.is_some() {
+            let db = Database::connect(&self.url).await.unwrap();
+            let tables = db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT table_name::text AS t FROM information_schema.tables \
+                     WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+                ))
+                .await
+                .unwrap();
+            for table in tables {
+                let table: String = table.try_get("", "t").unwrap();
+                let rows = db
+                    .query_all_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        format!("SELECT r::text AS row FROM \"{table}\" r"),
+                    ))
+                    .await
+                    .unwrap();
+                for row in rows {
+                    let text: String = row.try_get("", "row").unwrap();
+                    if text.contains(needle) {
+                        found.push(format!("{table}: {text}"));
+                    }
+                }
+            }
+            db.close().await.unwrap();
+        } else {
+            for entry in std::fs::read_dir(&self.dir).unwrap().flatten() {
+                let Ok(bytes) = std::fs::read(entry.path()) else {
+                    continue;
+                };
+                if bytes
+                    .windows(needle.len().max(1))
+                    .any(|w| w == needle.as_bytes())
+                {
+                    found.push(entry.path().display().to_string());
+                }
+            }
+        }
+        found
     }
 
     /// A fresh, empty database named after `label`.

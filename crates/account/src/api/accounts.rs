@@ -234,6 +234,7 @@ impl Api {
             ip_allowlist_json: "[]".to_owned(),
             security_update_time: None,
             security_update_user: String::new(),
+            server_credential_delivery: pb::ServerCredentialDelivery::None as i32,
         };
         let mut paths: Vec<String> = [
             "type",

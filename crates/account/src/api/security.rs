@@ -73,7 +73,12 @@ impl Api {
         let req = request.into_inner();
         let paths = mask_paths(
             req.update_mask.as_ref(),
-            &["enforce_mfa", "mfa_grace_period", "ip_allowlist"],
+            &[
+                "enforce_mfa",
+                "mfa_grace_period",
+                "ip_allowlist",
+                "server_credential_delivery",
+            ],
         )?;
         let has = |p: &str| paths.iter().any(|x| x == p);
         let input = req.settings.unwrap_or_default();
@@ -136,10 +141,29 @@ impl Api {
                 )
                 .with_metadata("client_ip", ip));
         }
+        let mut credential_delivery = None;
+        if has("server_credential_delivery") {
+            let delivery = input.server_credential_delivery;
+            let known = [
+                pb::ServerCredentialDelivery::None,
+                pb::ServerCredentialDelivery::Email,
+                pb::ServerCredentialDelivery::Sms,
+            ]
+            .iter()
+            .any(|d| *d as i32 == delivery);
+            if !known {
+                return Err(Error::invalid_field(
+                    "settings.server_credential_delivery",
+                    "NONE, EMAIL or SMS",
+                ));
+            }
+            credential_delivery = Some(delivery);
+        }
         let change = SettingsChange {
             enforce_mfa: has("enforce_mfa").then_some(input.enforce_mfa),
             grace_ms: grace,
             allowlist: allowlist.map(|nets| nets.iter().map(ToString::to_string).collect()),
+            credential_delivery,
         };
         let actor = Actor::of(&caller.principal)?;
         let row = app::update_settings(self, &actor, change).await?;

@@ -89,6 +89,7 @@ pub(crate) fn settings_pb(account: &AccountRow) -> pb::SecuritySettings {
         ip_allowlist: allowlist_of(account),
         update_time: account.security_update_time.map(ts),
         update_user_id: account.security_update_user.clone(),
+        server_credential_delivery: account.server_credential_delivery,
     }
 }
 

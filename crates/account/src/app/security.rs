@@ -22,6 +22,9 @@ pub(crate) struct SettingsChange {
     pub(crate) grace_ms: Option<i64>,
     /// The allowlist, as stored (normalised CIDRs).
     pub(crate) allowlist: Option<Vec<String>>,
+    /// The default delivery of new servers' root passwords
+    /// (`ServerCredentialDelivery` code: NONE, EMAIL or SMS).
+    pub(crate) credential_delivery: Option<i32>,
 }
 
 /// UpdateSecuritySettings: the account's settings afterwards.
@@ -46,6 +49,9 @@ pub(crate) async fn update_settings(
     }
     if let Some(list) = &change.allowlist {
         row.ip_allowlist_json = serde_json::to_string(list).map_err(Error::internal)?;
+    }
+    if let Some(delivery) = change.credential_delivery {
+        row.server_credential_delivery = delivery;
     }
     let deadlines = mfa::on_save(
         (before.enforce_mfa, before.mfa_grace_ms),
@@ -74,6 +80,7 @@ pub(crate) async fn update_settings(
             "enforce_mfa": a.enforce_mfa,
             "mfa_grace_period_seconds": a.mfa_grace_ms / 1000,
             "ip_allowlist": allowlist_of(a),
+            "server_credential_delivery": a.server_credential_delivery,
         })
     };
     app.audit(

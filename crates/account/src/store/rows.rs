@@ -215,10 +215,12 @@ pub struct AccountRow {
     pub security_update_time: Option<i64>,
     /// Settings changed by.
     pub security_update_user: String,
+    /// ServerCredentialDelivery code: the default for new servers.
+    pub server_credential_delivery: i32,
 }
 
 /// The SELECT list of account rows.
-pub const ACCOUNT_COLUMNS: &str = "id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user";
+pub const ACCOUNT_COLUMNS: &str = "id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user, server_credential_delivery";
 
 impl AccountRow {
     /// Reads a row selected with [`ACCOUNT_COLUMNS`].
@@ -241,6 +243,7 @@ impl AccountRow {
             ip_allowlist_json: get(r, "ip_allowlist_json")?,
             security_update_time: get(r, "security_update_time")?,
             security_update_user: get(r, "security_update_user")?,
+            server_credential_delivery: get(r, "server_credential_delivery")?,
         })
     }
 
@@ -259,7 +262,7 @@ impl AccountRow {
     pub async fn insert<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
         exec(
             c,
-            "INSERT INTO account_accounts (id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, lock_version, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15, $16, $17)",
+            "INSERT INTO account_accounts (id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, lock_version, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user, server_credential_delivery) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15, $16, $17, $18)",
             vec![
                 s(self.id.as_str()),
                 n(self.account_type),
@@ -278,6 +281,7 @@ impl AccountRow {
                 s(self.ip_allowlist_json.as_str()),
                 oi(self.security_update_time),
                 s(self.security_update_user.as_str()),
+                n(self.server_credential_delivery),
             ],
         )
         .await?;
@@ -288,7 +292,7 @@ impl AccountRow {
     pub async fn update<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
         exec(
             c,
-            "UPDATE account_accounts SET account_type = $2, name = $3, legal_name = $4, country_code = $5, vat_number = $6, registration_number = $7, address_json = $8, update_time = $9, enforce_mfa = $10, mfa_grace_ms = $11, enforce_mfa_time = $12, ip_allowlist_json = $13, security_update_time = $14, security_update_user = $15 WHERE id = $1",
+            "UPDATE account_accounts SET account_type = $2, name = $3, legal_name = $4, country_code = $5, vat_number = $6, registration_number = $7, address_json = $8, update_time = $9, enforce_mfa = $10, mfa_grace_ms = $11, enforce_mfa_time = $12, ip_allowlist_json = $13, security_update_time = $14, security_update_user = $15, server_credential_delivery = $16 WHERE id = $1",
             vec![
                 s(self.id.as_str()),
                 n(self.account_type),
@@ -305,6 +309,7 @@ impl AccountRow {
                 s(self.ip_allowlist_json.as_str()),
                 oi(self.security_update_time),
                 s(self.security_update_user.as_str()),
+                n(self.server_credential_delivery),
             ],
         )
         .await?;

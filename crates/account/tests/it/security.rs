@@ -430,3 +430,95 @@ async fn support_access_is_granted_for_at_most_30_days_and_can_be_revoked() {
         .unwrap_err();
     assert_eq!(reason(&e), Reason::AccountNotFound);
 }
+
+fn delivery(method: pb::ServerCredentialDelivery) -> pb::UpdateSecuritySettingsRequest {
+    pb::UpdateSecuritySettingsRequest {
+        settings: Some(pb::SecuritySettings {
+            server_credential_delivery: method as i32,
+            ..Default::default()
+        }),
+        update_mask: mask(&["server_credential_delivery"]),
+        force: false,
+    }
+}
+
+/// Issue 17 §2: the account's default delivery of new servers' root
+/// passwords is NONE until an owner changes it; every member reads it, a
+/// manager cannot change it, an unknown method is refused naming the field,
+/// and the change is audited.
+#[tokio::test]
+async fn credential_delivery_is_read_by_members_changed_by_owners_and_audited() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let read = |user: &str, role| {
+        let client = env.as_member(user, &account, role);
+        async move {
+            let mut client = client;
+            client
+                .get_security_settings(pb::GetSecuritySettingsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .settings
+                .unwrap()
+                .server_credential_delivery
+        }
+    };
+    assert_eq!(
+        read(&manager, Role::Manager).await,
+        pb::ServerCredentialDelivery::None as i32
+    );
+    let e = env
+        .as_member(&manager, &account, Role::Manager)
+        .update_security_settings(delivery(pb::ServerCredentialDelivery::Email))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .update_security_settings(delivery(pb::ServerCredentialDelivery::Unspecified))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(reason(&e), Reason::FieldInvalid);
+    assert_eq!(
+        read(&manager, Role::Manager).await,
+        pb::ServerCredentialDelivery::None as i32
+    );
+    let s = env
+        .as_member(&owner, &account, Role::Owner)
+        .update_security_settings(delivery(pb::ServerCredentialDelivery::Sms))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    assert_eq!(
+        s.server_credential_delivery,
+        pb::ServerCredentialDelivery::Sms as i32
+    );
+    assert_eq!(
+        read(&manager, Role::Manager).await,
+        pb::ServerCredentialDelivery::Sms as i32
+    );
+    let events = env
+        .as_member(&owner, &account, Role::Owner)
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: "security_settings.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(events.len(), 1, "one change, one event: {events:?}");
+    let after = events[0].after.as_ref().unwrap();
+    let value = &after.fields["server_credential_delivery"];
+    assert_eq!(
+        value.kind,
+        Some(prost_types::value::Kind::NumberValue(f64::from(
+            pb::ServerCredentialDelivery::Sms as i32
+        )))
+    );
+}

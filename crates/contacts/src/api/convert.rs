@@ -46,6 +46,10 @@ pub(super) fn message(m: msg::Model) -> pb::OutboxMessage {
         } else {
             String::new()
         },
+        carries_secret: crate::domain::templates::Template::from_i32(m.template)
+            .is_some_and(|t| t.carries_secret()),
+        channel: m.channel,
+        to_phone: m.to_phone,
     }
 }
 

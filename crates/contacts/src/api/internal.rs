@@ -11,6 +11,7 @@ use tenancy_runtime::{Error, Timestamp};
 use tonic::{Request, Response};
 
 use super::{Api, Reply, convert, optional_id, page_token_invalid, sorted};
+use crate::app::credentials::{self as app_credentials, Credentials};
 use crate::app::routing::{ExtraRecipient, Routing};
 use crate::app::{outbox as app_outbox, routing as app_routing};
 use crate::domain::contact::MAX_NAME_CHARS;
@@ -139,6 +140,11 @@ impl ContactsInternalService for Api {
             template.is_some(),
             "template",
             "required: a known MessageTemplate",
+        );
+        v.check(
+            !template.is_some_and(Template::carries_secret),
+            "template",
+            "queued by the contacts service only (DeliverServerCredentials, SendPhoneCode)",
         );
         let data = sorted(r.template_data);
         let missing = outbox::check_data(&mut v, template, &data);
@@ -285,6 +291,11 @@ impl ContactsInternalService for Api {
             "template",
             "required: a known MessageTemplate",
         );
+        v.check(
+            !template.is_some_and(Template::carries_secret),
+            "template",
+            "queued by the contacts service only (DeliverServerCredentials, SendPhoneCode)",
+        );
         let data = sorted(r.template_data);
         let missing = outbox::check_data(&mut v, template, &data);
         let hash = outbox::content_hash(&(
@@ -338,4 +349,94 @@ impl ContactsInternalService for Api {
                 .collect(),
         }))
     }
+
+    async fn deliver_server_credentials(
+        &self,
+        request: Request<pb::DeliverServerCredentialsRequest>,
+    ) -> Reply<pb::DeliverServerCredentialsResponse> {
+        use tenancy_proto::account::ServerCredentialDelivery as Method;
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        outbox::check_key(&mut v, &r.request_id);
+        let account = v.take("account_id", AccountId::parse("account_id", &r.account_id));
+        let service = v.take("service_id", ids::parse_id("service_id", &r.service_id));
+        let user = v.take("user_id", UserId::parse("user_id", &r.user_id));
+        let method = match Method::try_from(r.method) {
+            Ok(Method::Unspecified) => None,
+            Ok(m) => Some(m),
+            Err(_) => {
+                v.add("method", "a ServerCredentialDelivery value");
+                None
+            }
+        };
+        v.check(
+            !r.secret.is_empty()
+                && r.secret.len() <= MAX_SECRET_BYTES
+                && !r.secret.chars().any(char::is_control),
+            "secret",
+            "1 to 256 bytes, no control characters",
+        );
+        v.finish()?;
+        let (Some(account), Some(service), Some(user)) = (account, service, user) else {
+            return Err(Error::invalid_field("account_id", "required").into());
+        };
+        let credentials = Credentials {
+            account,
+            service,
+            user,
+            method,
+            secret: &r.secret,
+        };
+        let (method, queued) =
+            app_credentials::deliver(&self.app, &r.request_id, credentials).await?;
+        let (message, duplicate) = match queued {
+            Some(q) => (
+                q.messages.into_iter().next().map(convert::message),
+                q.duplicate,
+            ),
+            None => (None, false),
+        };
+        Ok(Response::new(pb::DeliverServerCredentialsResponse {
+            method: method as i32,
+            message,
+            duplicate,
+        }))
+    }
+
+    async fn send_phone_code(
+        &self,
+        request: Request<pb::SendPhoneCodeRequest>,
+    ) -> Reply<pb::SendPhoneCodeResponse> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        outbox::check_key(&mut v, &r.request_id);
+        let phone = v.take("phone", tenancy_runtime::text::phone(&r.phone));
+        v.check(
+            (4..=10).contains(&r.code.len()) && r.code.bytes().all(|b| b.is_ascii_digit()),
+            "code",
+            "4 to 10 digits",
+        );
+        v.check(r.expire_time.is_some(), "expire_time", "required");
+        let user = v.take("user_id", UserId::parse("user_id", &r.user_id));
+        v.finish()?;
+        let (Some(phone), Some(user), Some(expire)) = (phone, user, r.expire_time) else {
+            return Err(Error::invalid_field("phone", "required").into());
+        };
+        let expire = Timestamp::from_proto(&expire).rfc3339();
+        let queued = app_credentials::send_phone_code(
+            &self.app,
+            &r.request_id,
+            &phone,
+            &r.code,
+            expire,
+            &user,
+        )
+        .await?;
+        Ok(Response::new(pb::SendPhoneCodeResponse {
+            message: queued.messages.into_iter().next().map(convert::message),
+        }))
+    }
 }
+
+/// The longest server password DeliverServerCredentials takes.
+const MAX_SECRET_BYTES: usize = 256;

@@ -8,6 +8,7 @@
 //! - `routing`: who receives a notification (ResolveRecipients, Notify).
 
 pub(crate) mod contacts;
+pub(crate) mod credentials;
 pub(crate) mod outbox;
 pub(crate) mod preferences;
 pub(crate) mod routing;

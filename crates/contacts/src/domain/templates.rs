@@ -37,12 +37,26 @@ pub enum Template {
     SecurityRecoveryCodeUsed = 13,
     /// Support was given a wrong code word for the user.
     SecurityCodeWordFailed = 14,
+    /// A new server's root password, by email.
+    ServerCredentials = 15,
+    /// A new server's root password, by SMS.
+    ServerCredentialsSms = 16,
+    /// A phone-verification code, by SMS.
+    PhoneVerificationSms = 17,
+    /// The verified phone number was set or replaced.
+    SecurityPhoneChanged = 18,
     /// A passkey was added, removed or found cloned.
     SecurityPasskey = 19,
 }
 
+/// What a message carrying a secret holds in place of it (`secret` in its
+/// template data) until the worker puts the secret in at delivery: text
+/// between bidirectional isolates, which no stored name or value may
+/// contain (`runtime::text`), so nothing else can stand for it.
+pub const SECRET_PLACEHOLDER: &str = "\u{2066}secret withheld\u{2069}";
+
 /// Every template, in enum order.
-pub const ALL: [Template; 15] = [
+pub const ALL: [Template; 19] = [
     Template::EmailVerification,
     Template::PasswordReset,
     Template::Invitation,
@@ -57,6 +71,10 @@ pub const ALL: [Template; 15] = [
     Template::SecurityTotpEnabled,
     Template::SecurityRecoveryCodeUsed,
     Template::SecurityCodeWordFailed,
+    Template::ServerCredentials,
+    Template::ServerCredentialsSms,
+    Template::PhoneVerificationSms,
+    Template::SecurityPhoneChanged,
     Template::SecurityPasskey,
 ];
 
@@ -71,6 +89,24 @@ impl Template {
     /// From the proto number; `None` for UNSPECIFIED or unknown values.
     pub fn from_i32(value: i32) -> Option<Self> {
         ALL.iter().copied().find(|t| *t as i32 == value)
+    }
+
+    /// Whether messages of this template carry a secret (sealed apart,
+    /// put in at delivery, erased after): only the contacts service queues
+    /// them, never SendEmail or Notify.
+    pub fn carries_secret(self) -> bool {
+        matches!(
+            self,
+            Self::ServerCredentials | Self::ServerCredentialsSms | Self::PhoneVerificationSms
+        )
+    }
+
+    /// Whether messages of this template go by SMS (the plain-text body).
+    pub fn is_sms(self) -> bool {
+        matches!(
+            self,
+            Self::ServerCredentialsSms | Self::PhoneVerificationSms
+        )
     }
 
     /// The template's file stem.
@@ -90,6 +126,10 @@ impl Template {
             Self::SecurityTotpEnabled => "security_totp_enabled",
             Self::SecurityRecoveryCodeUsed => "security_recovery_code_used",
             Self::SecurityCodeWordFailed => "security_code_word_failed",
+            Self::ServerCredentials => "server_credentials",
+            Self::ServerCredentialsSms => "server_credentials_sms",
+            Self::PhoneVerificationSms => "phone_verification_sms",
+            Self::SecurityPhoneChanged => "security_phone_changed",
             Self::SecurityPasskey => "security_passkey",
         }
     }
@@ -125,6 +165,15 @@ impl Template {
                 &["change_time", "ip", "codes_remaining", "security_url"]
             }
             Self::SecurityCodeWordFailed => &["check_time", "security_url"],
+            Self::ServerCredentials | Self::ServerCredentialsSms => &["service_id", "secret"],
+            Self::PhoneVerificationSms => &["expire_time", "secret"],
+            Self::SecurityPhoneChanged => &[
+                "change_time",
+                "ip",
+                "old_phone",
+                "new_phone",
+                "security_url",
+            ],
             Self::SecurityPasskey => {
                 &["event", "passkey_name", "change_time", "ip", "security_url"]
             }
@@ -203,6 +252,25 @@ impl Template {
                 "Hello {{ recipient_name or recipient_email }},\n\nat {{ check_time }} someone talking to our support team on your behalf gave a code word that does not match yours (or you have none set). Support was told that the caller could not be verified.\n\nIf it was you and you forgot the word, set a new one:\n\n{{ security_url }}\n\nIf it was not you, someone is trying to impersonate you: be wary of calls or messages claiming to be from us.\n",
                 "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p>at {{ check_time }} someone talking to our support team on your behalf gave a code word that does not match yours (or you have none set). Support was told that the caller could not be verified.</p>\n<p>If it was you and you forgot the word, <a href=\"{{ security_url }}\">set a new one</a>.</p>\n<p>If it was not you, someone is trying to impersonate you: be wary of calls or messages claiming to be from us.</p>",
             ),
+            Self::ServerCredentials => (
+                "The root password of your new server",
+                "Hello {{ recipient_name or recipient_email }},\n\nthe root password of the new server {{ service_id }} is:\n\n{{ secret }}\n\nWe do not keep it and cannot send it again: store it safely, and change it after your first login.\n",
+                "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p>the root password of the new server {{ service_id }} is:</p>\n<p><code>{{ secret }}</code></p>\n<p>We do not keep it and cannot send it again: store it safely, and change it after your first login.</p>",
+            ),
+            Self::ServerCredentialsSms => (
+                "Server password",
+                "Root password of server {{ service_id }}: {{ secret }} (not kept by us; change it after your first login)",
+                "",
+            ),
+            Self::PhoneVerificationSms => (
+                "Verification code",
+                "Your verification code: {{ secret }} (valid until {{ expire_time }}). Never share it.",
+                "",
+            ),
+            Self::SecurityPhoneChanged => (
+                "Your phone number was changed",
+                "Hello {{ recipient_name or recipient_email }},\n\nthe phone number of your account was changed from {{ old_phone }} to {{ new_phone }} at {{ change_time }} from {{ ip }}. Server passwords sent by SMS now go to the new number.\n\nIf it was not you, secure your account at once:\n\n{{ security_url }}\n",
+                "<p>Hello {{ recipient_name or recipient_email }},</p>\n<p>the phone number of your account was changed from {{ old_phone }} to {{ new_phone }} at {{ change_time }} from {{ ip }}. Server passwords sent by SMS now go to the new number.</p>\n<p>If it was not you, <a href=\"{{ security_url }}\">secure your account</a> at once.</p>",
             Self::SecurityPasskey => (
                 "{% if event == \"added\" %}A passkey was added to your account{% elif event == \"removed\" %}A passkey was removed from your account{% else %}One of your passkeys looks cloned and was refused{% endif %}",
                 "Hello {{ recipient_name or recipient_email }},\n\nPasskey {{ event }}: {{ passkey_name }}\n\n{% if event == \"added\" %}the passkey \"{{ passkey_name }}\" was added to your account at {{ change_time }} from {{ ip }}. It can sign you in and counts as your second factor.{% elif event == \"removed\" %}the passkey \"{{ passkey_name }}\" was removed from your account at {{ change_time }} from {{ ip }}.{% else %}at {{ change_time }} a sign-in from {{ ip }} used your passkey \"{{ passkey_name }}\" with a signature counter lower than before: the authenticator may have been copied. The passkey is refused from now on.{% endif %}\n\nIf it was not you, secure your account at once:\n\n{{ security_url }}\n",
@@ -366,7 +434,7 @@ mod tests {
                 }
                 assert!(r.text.contains(&format!("<{k}>&")), "{t:?} text lacks {k}");
                 assert!(
-                    r.html.contains(&format!("&lt;{k}&gt;&amp;")),
+                    t.is_sms() || r.html.contains(&format!("&lt;{k}&gt;&amp;")),
                     "{t:?} html must escape {k}: {}",
                     r.html
                 );

@@ -50,6 +50,10 @@ pub mod outbox_message {
         pub created_at: i64,
         pub sent_at: Option<i64>,
         pub smtp_message_id: String,
+        /// `OutboxChannel`: 1 email, 2 SMS.
+        pub channel: i32,
+        /// The SMS recipient (E.164); empty for email.
+        pub to_phone: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -111,6 +115,25 @@ pub mod notification_preference {
         pub category: i32,
         pub enabled: bool,
         pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The sealed secret of one outbox message, deleted once it is delivered
+/// or given up.
+pub mod outbox_secret {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox_secret")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        pub sealed: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

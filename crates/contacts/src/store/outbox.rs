@@ -10,7 +10,7 @@ use sea_orm::{
 use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::{Error, Timestamp, db};
 
-use super::entities::{outbox_message as msg, outbox_request as req};
+use super::entities::{outbox_message as msg, outbox_request as req, outbox_secret as sec};
 use crate::domain::outbox::MessageState;
 use crate::domain::templates::Template;
 
@@ -32,7 +32,16 @@ pub struct NewMessage {
     pub template_data: String,
     pub account_id: String,
     pub category: i32,
+    /// `OutboxChannel`: 1 email, 2 SMS.
+    pub channel: i32,
+    /// The SMS recipient; empty for email.
+    pub to_phone: String,
 }
+
+/// Email, as stored in `channel`.
+pub const CHANNEL_EMAIL: i32 = 1;
+/// SMS, as stored in `channel`.
+pub const CHANNEL_SMS: i32 = 2;
 
 /// Why queueing did not happen.
 #[derive(Debug)]
@@ -95,6 +104,8 @@ pub async fn enqueue<C: ConnectionTrait>(
             last_error: String::new(),
             created_at: now.millis(),
             sent_at: None,
+            channel: m.channel,
+            to_phone: m.to_phone,
         };
         models.push(model);
     }
@@ -131,7 +142,33 @@ fn active(m: msg::Model) -> msg::ActiveModel {
         created_at: Set(m.created_at),
         sent_at: Set(m.sent_at),
         smtp_message_id: Set(m.smtp_message_id),
+        channel: Set(m.channel),
+        to_phone: Set(m.to_phone),
     }
+}
+
+/// Keeps the sealed secret of message `id` until it is delivered or given
+/// up, in the caller's transaction.
+pub async fn insert_secret<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    sealed: String,
+) -> Result<(), Error> {
+    sec::Entity::insert(sec::ActiveModel {
+        message_id: Set(id.to_owned()),
+        sealed: Set(sealed),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+/// The sealed secret of message `id`, while it is kept.
+pub async fn sealed_secret(db: &DatabaseConnection, id: &str) -> Result<Option<String>, Error> {
+    Ok(sec::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .map(|s| s.sealed))
 }
 
 /// The earlier call with `key`: its request hash and its messages, or
@@ -342,6 +379,19 @@ pub async fn finish_all(
             .await?
             .rows_affected;
     }
+    // Secrets of messages now SENT or FAILED are erased with the outcome:
+    // the row is deleted, not marked.
+    let finished_ids: Vec<&str> = finished.iter().map(|f| f.id.as_str()).collect();
+    let done = msg::Entity::find()
+        .select_only()
+        .column(msg::Column::Id)
+        .filter(msg::Column::Id.is_in(finished_ids))
+        .filter(msg::Column::State.is_in([SENT, FAILED]))
+        .into_query();
+    sec::Entity::delete_many()
+        .filter(sec::Column::MessageId.in_subquery(done))
+        .exec(&txn)
+        .await?;
     txn.commit().await?;
     Ok(recorded)
 }

@@ -11,6 +11,7 @@
 )]
 
 mod contacts;
+mod credentials;
 mod delivery;
 mod outbox;
 mod retention;

@@ -99,6 +99,19 @@ impl Env {
         ContactsInternalServiceClient::with_interceptor(self.channel().await, caller)
     }
 
+    /// The internal API, called with the certificate of `caller` (refusal
+    /// tests: a caller the method does not allow).
+    pub async fn internal_as(&self, caller: tenancy_runtime::tls::Caller) -> Internal {
+        let caller_principal = Caller::new(
+            Principal::service("test-request"),
+            std::sync::Arc::new(self.clock.clone()),
+        );
+        ContactsInternalServiceClient::with_interceptor(
+            self.channel().await.as_caller(caller),
+            caller_principal,
+        )
+    }
+
     /// The public API as `principal`.
     pub async fn public_as(&self, principal: Principal) -> Public {
         let caller = Caller::new(principal, std::sync::Arc::new(self.clock.clone()));

@@ -37,8 +37,18 @@ impl World {
     /// Starts the three services and creates an account owned by a user
     /// with `owner_email`.
     pub async fn start(label: &str, owner_email: &str) -> Self {
+        Self::start_with(label, owner_email, |_| {}).await
+    }
+
+    /// As [`World::start`], with the configuration (of every service)
+    /// changed by `configure`.
+    pub async fn start_with(
+        label: &str,
+        owner_email: &str,
+        configure: impl FnOnce(&mut tenancy_runtime::config::Config),
+    ) -> Self {
         let db = TestDatabase::new(label).await;
-        let (acme, listener) = Acme::start(label, ServiceName::Contacts, &db, |_| {}).await;
+        let (acme, listener) = Acme::start(label, ServiceName::Contacts, &db, configure).await;
         let env = Env::start_on(db, acme.config().clone(), acme.clock.clone(), listener).await;
         let mut world = Self { env, acme };
         let owner = world.user(owner_email).await;
@@ -59,6 +69,27 @@ impl World {
         let user = self.user(email).await;
         self.acme.add_member(&user, service_access, &[]).await;
         user
+    }
+
+    /// Every outbox message to `email` of `template`, newest first.
+    pub async fn outbox_all(
+        &self,
+        email: &str,
+        template: tenancy_proto::contacts::MessageTemplate,
+    ) -> Vec<tenancy_proto::contacts::OutboxMessage> {
+        self.env
+            .internal()
+            .await
+            .list_outbox_messages(tenancy_proto::contacts::ListOutboxMessagesRequest {
+                to_email: email.into(),
+                template: template as i32,
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .messages
     }
 
     /// ContactsService as `user` with `role` in the account.

@@ -184,6 +184,7 @@ fn user(u: UserRow) -> pb::User {
         update_time: Some(time(u.update_time)),
         last_login_time: u.last_login_time.map(time),
         password_update_time: u.password_update_time.map(time),
+        phone: u.phone,
     }
 }
 
@@ -445,6 +446,35 @@ impl IdentityService for Api {
         request: Request<pb::DeleteSshKeyRequest>,
     ) -> Reply<pb::DeleteSshKeyResponse> {
         ssh_keys::delete_ssh_key(self, request).await
+    }
+
+    async fn start_phone_verification(
+        &self,
+        request: Request<pb::StartPhoneVerificationRequest>,
+    ) -> Reply<pb::StartPhoneVerificationResponse> {
+        let p = tenancy_runtime::server::principal(&request)?;
+        let expire = self
+            .app
+            .start_phone_verification(p, &request.get_ref().phone)
+            .await?;
+        ok(pb::StartPhoneVerificationResponse {
+            expire_time: Some(expire.to_proto()),
+        })
+    }
+
+    async fn confirm_phone(
+        &self,
+        request: Request<pb::ConfirmPhoneRequest>,
+    ) -> Reply<pb::ConfirmPhoneResponse> {
+        let p = tenancy_runtime::server::principal(&request)?;
+        let ip = client(p).ip;
+        let u = self
+            .app
+            .confirm_phone(p, &request.get_ref().code, &ip)
+            .await?;
+        ok(pb::ConfirmPhoneResponse {
+            user: Some(user(u)),
+        })
     }
 }
 

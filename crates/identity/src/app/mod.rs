@@ -9,6 +9,7 @@ pub(crate) mod keys;
 pub(crate) mod mfa;
 pub(crate) mod notices;
 pub(crate) mod passkeys;
+pub(crate) mod phone;
 pub(crate) mod revocations;
 pub(crate) mod selection;
 pub(crate) mod sessions;

@@ -52,6 +52,10 @@ pub(crate) enum IdentityError {
     /// The method needs a portal session (not an API token); says what.
     #[error("{0}")]
     PortalSessionRequired(&'static str),
+    /// The phone code is wrong, spent, expired, or for another user or
+    /// number (one answer for all).
+    #[error("the code is wrong or no longer valid; ask for a new one")]
+    PhoneCodeInvalid,
     /// The session's last authentication is too old for this change.
     #[error("confirm your password again (Reauthenticate), then retry")]
     ReauthRequired,
@@ -195,6 +199,8 @@ pub(crate) enum Invalid {
     ListTooLong,
     /// A malformed or missing user id.
     UserId,
+    /// Not an E.164 phone number.
+    Phone,
     /// A malformed account id.
     AccountId,
     /// A revocation reason that does not fit.
@@ -239,6 +245,7 @@ impl Invalid {
             Invalid::TimeRange => Reason::TimeRangeInvalid,
             Invalid::ListTooLong => Reason::ListTooLong,
             Invalid::UserId => Reason::UserIdInvalid,
+            Invalid::Phone => Reason::PhoneInvalid,
             Invalid::AccountId => Reason::AccountIdInvalid,
             Invalid::Reason => Reason::ReasonInvalid,
             Invalid::StaffUserIdRequired => Reason::StaffUserIdRequired,
@@ -316,6 +323,9 @@ impl From<IdentityError> for Error {
                 Error::new(Reason::PortalSessionRequired, message)
             }
             IdentityError::ReauthRequired => Error::new(Reason::ReauthRequired, message),
+            IdentityError::PhoneCodeInvalid => {
+                Error::new(Reason::PhoneCodeInvalid, message.clone()).with_field("code", message)
+            }
             IdentityError::NotAMember => Error::new(Reason::NotAMember, message),
             IdentityError::TotpAlreadyEnabled => Error::new(Reason::TotpAlreadyEnabled, message),
             IdentityError::TotpNotEnabled => Error::new(Reason::TotpNotEnabled, message),

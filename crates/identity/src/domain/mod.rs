@@ -5,6 +5,7 @@ pub(crate) mod credentials;
 pub(crate) mod error;
 pub(crate) mod network;
 pub(crate) mod password;
+pub(crate) mod phone;
 pub(crate) mod profile;
 pub(crate) mod sessions;
 pub(crate) mod ssh;

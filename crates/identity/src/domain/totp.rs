@@ -1,10 +1,6 @@
 //! TOTP (RFC 6238): SHA-1, 6 digits, 30 s steps, ±1 step of skew, and the
-//! encryption of secrets at rest (XChaCha20-Poly1305).
+//! encryption of secrets at rest (XChaCha20-Poly1305, `runtime::secret`).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore as _;
 use subtle::ConstantTimeEq as _;
 use totp_rs::{Algorithm, Builder, Secret, Totp};
@@ -73,90 +69,11 @@ pub(crate) fn enrollment(
     Ok((b32.trim_end_matches('=').to_owned(), uri, png))
 }
 
-/// HMAC-SHA256 under a 32-byte key (zero-padded to the 64-byte block, as
-/// HMAC pads any shorter key).
-fn mac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
-    use hmac::Mac as _;
-    let mut block = [0u8; 64];
-    block[..32].copy_from_slice(key);
-    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new(&block.into());
-    mac.update(data);
-    mac.finalize().into_bytes().into()
-}
-
-/// Encrypts secrets at rest with a 32-byte key.
-#[derive(Clone)]
-pub(crate) struct SecretBox {
-    key: [u8; 32],
-}
-
-impl SecretBox {
-    pub(crate) fn new(key: [u8; 32]) -> Self {
-        Self { key }
-    }
-
-    /// base64(nonce ‖ ciphertext), bound to `context` (the user id).
-    pub(crate) fn seal(&self, plain: &[u8], context: &str) -> Result<String, String> {
-        let cipher = XChaCha20Poly1305::new((&self.key).into());
-        let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let sealed = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plain,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        Ok(STANDARD.encode(out))
-    }
-
-    /// HMAC-SHA256 of `data` under a key derived from this one for
-    /// `purpose` (a fixed label per use), for secrets stored as keyed
-    /// hashes.
-    pub(crate) fn keyed_hash(&self, purpose: &[u8], data: &[u8]) -> [u8; 32] {
-        let derived = mac(&self.key, purpose);
-        mac(&derived, data)
-    }
-
-    pub(crate) fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, String> {
-        let bytes = STANDARD.decode(sealed).map_err(|e| e.to_string())?;
-        if bytes.len() < 24 {
-            return Err("sealed secret too short".into());
-        }
-        let (nonce, body) = bytes.split_at(24);
-        XChaCha20Poly1305::new((&self.key).into())
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: body,
-                    aad: context.as_bytes(),
-                },
-            )
-            .map_err(|_| "cannot decrypt secret".to_owned())
-    }
-}
+pub(crate) use tenancy_runtime::secret::SecretBox;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The padded key is HMAC's own key handling (RFC 4231 case 2 shape:
-    /// compare with the library's variable-length key path).
-    #[test]
-    fn keyed_hashes_are_hmac_sha256() {
-        use hmac::Mac as _;
-        let key = [9u8; 32];
-        let mut reference = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).unwrap();
-        reference.update(b"data");
-        let expected: [u8; 32] = reference.finalize().into_bytes().into();
-        assert_eq!(mac(&key, b"data"), expected);
-        let b = SecretBox::new(key);
-        assert_ne!(b.keyed_hash(b"a", b"data"), b.keyed_hash(b"b", b"data"));
-    }
 
     /// RFC 6238 appendix B, SHA-1 rows (8 digits, the 20-byte ASCII seed).
     #[test]
@@ -203,15 +120,6 @@ mod tests {
             assert_eq!(matching_step(&secret, &old, now), None);
         }
         assert_eq!(matching_step(&secret, "12a456", now), None);
-    }
-
-    #[test]
-    fn sealed_secrets_open_only_with_the_key_and_context() {
-        let b = SecretBox::new([7; 32]);
-        let sealed = b.seal(b"secret", "user-1").unwrap();
-        assert_eq!(b.open(&sealed, "user-1").unwrap(), b"secret");
-        assert!(b.open(&sealed, "user-2").is_err());
-        assert!(SecretBox::new([8; 32]).open(&sealed, "user-1").is_err());
     }
 
     #[test]

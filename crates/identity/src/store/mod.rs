@@ -13,6 +13,7 @@ pub(crate) mod mail_quota;
 pub(crate) mod mfa;
 pub(crate) mod networks;
 pub(crate) mod passkeys;
+pub(crate) mod phones;
 pub(crate) mod revocations;
 pub(crate) mod sessions;
 pub(crate) mod ssh_keys;

@@ -8,7 +8,7 @@ use tenancy_runtime::ids::{AccountId, UserId};
 const COLUMNS: &str = "id, email, email_verified, pending_email, name, \
     password_hash IS NOT NULL AS password_set, totp_secret IS NOT NULL AS totp_enabled, \
     code_word_hash IS NOT NULL AS code_word_set, staff, create_time, update_time, \
-    last_login_time, password_update_time, \
+    last_login_time, password_update_time, phone, \
     (SELECT COUNT(*) FROM identity_recovery_codes r WHERE r.user_id = identity_users.id \
      AND r.used_time IS NULL) AS recovery_codes_remaining, \
     (SELECT COUNT(*) FROM identity_passkeys p WHERE p.user_id = identity_users.id) AS passkey_count";
@@ -46,6 +46,8 @@ pub(crate) struct UserRow {
     pub(crate) recovery_codes_remaining: i64,
     /// Registered passkeys.
     pub(crate) passkey_count: i64,
+    /// The verified phone number (E.164), empty when none.
+    pub(crate) phone: String,
 }
 
 fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
@@ -65,6 +67,7 @@ fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
         password_update_time: get(row, "password_update_time")?,
         recovery_codes_remaining: get(row, "recovery_codes_remaining")?,
         passkey_count: get(row, "passkey_count")?,
+        phone: get(row, "phone")?,
     })
 }
 

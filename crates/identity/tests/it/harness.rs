@@ -48,6 +48,13 @@ impl Mailer for GatedMailer {
         let _open = self.gate.lock.read().await;
         self.inner.send(email).await
     }
+
+    async fn send_phone_code(
+        &self,
+        code: tenancy_identity::peers::OutgoingPhoneCode,
+    ) -> Result<(), Error> {
+        self.inner.send_phone_code(code).await
+    }
 }
 
 /// The contacts outbox, read back through the internal API.
