@@ -7,6 +7,7 @@ use sea_orm::ConnectionTrait;
 mod m20261122_000001_init;
 mod m20261129_000001_peer_calls;
 mod m20261129_000002_member_consent;
+mod m20261130_000001_api_members;
 
 /// Every migration step of the account service, in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_init::Migration),
             Box::new(m20261129_000001_peer_calls::Migration),
             Box::new(m20261129_000002_member_consent::Migration),
+            Box::new(m20261130_000001_api_members::Migration),
         ]
     }
 

@@ -6,6 +6,7 @@ mod m20261122_000001_initial;
 mod m20261124_000001_login_networks;
 mod m20261129_000001_totp_last_step;
 mod m20261129_000002_pending_sign_ups;
+mod m20261130_000003_api_members;
 
 /// Every migration step of the identity service, in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_login_networks::Migration),
             Box::new(m20261129_000001_totp_last_step::Migration),
             Box::new(m20261129_000002_pending_sign_ups::Migration),
+            Box::new(m20261130_000003_api_members::Migration),
         ]
     }
 

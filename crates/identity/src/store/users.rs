@@ -8,7 +8,7 @@ use tenancy_runtime::ids::{AccountId, UserId};
 const COLUMNS: &str = "id, email, email_verified, pending_email, name, \
     password_hash IS NOT NULL AS password_set, totp_secret IS NOT NULL AS totp_enabled, \
     code_word_hash IS NOT NULL AS code_word_set, staff, create_time, update_time, \
-    last_login_time, password_update_time, \
+    last_login_time, password_update_time, api_account_id, \
     (SELECT COUNT(*) FROM identity_recovery_codes r WHERE r.user_id = identity_users.id \
      AND r.used_time IS NULL) AS recovery_codes_remaining";
 
@@ -43,6 +43,9 @@ pub(crate) struct UserRow {
     pub(crate) password_update_time: Option<i64>,
     /// Unused recovery codes.
     pub(crate) recovery_codes_remaining: i64,
+    /// For the user behind an API member: the account it belongs to (it
+    /// has no email, password or session); empty for people.
+    pub(crate) api_account_id: String,
 }
 
 fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
@@ -61,6 +64,7 @@ fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
         last_login_time: get(row, "last_login_time")?,
         password_update_time: get(row, "password_update_time")?,
         recovery_codes_remaining: get(row, "recovery_codes_remaining")?,
+        api_account_id: get(row, "api_account_id")?,
     })
 }
 
@@ -184,6 +188,31 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     )
     .await?;
     Ok(n == 1)
+}
+
+/// Creates the user behind an API member of `account_id`: no email (its
+/// `email_key` is `api:<id>`, which no parsed address equals), no password.
+pub(crate) async fn insert_api_user<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    account_id: &str,
+    name: &str,
+    now: i64,
+) -> Result<(), DbErr> {
+    exec(
+        c,
+        "INSERT INTO identity_users (id, email, email_key, name, api_account_id, create_time, \
+         update_time) VALUES ($1, '', $2, $3, $4, $5, $5)",
+        vec![
+            id.into(),
+            format!("api:{id}").into(),
+            name.into(),
+            account_id.into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Notes when a verification link was last sent.
