@@ -73,6 +73,9 @@ fn member(
         accepted: true,
         alias_id: user_id.clone(),
         added_name: String::new(),
+        api: false,
+        description: String::new(),
+        source_allowlist: String::new(),
     }
 }
 
