@@ -1,11 +1,14 @@
 //! API members (issue 17 §1): a membership's `kind` (1 person, 2 API
 //! member), an API member's `description` and `source_allowlist`
 //! (normalised CIDR blocks separated by spaces; empty: anywhere). Existing
-//! rows are people.
+//! rows are people. And (§3) the resource kind of a service
+//! (`ResourceKind`: 1 server, 2 storage, 3 other); existing services are
+//! "other" until billing says more.
 
 use sea_orm_migration::prelude::*;
 
-/// Adds `kind`, `description` and `source_allowlist` to `account_members`.
+/// Adds `kind`, `description` and `source_allowlist` to `account_members`,
+/// `resource_kind` to `account_services`.
 pub(super) struct Migration;
 
 impl MigrationName for Migration {
@@ -17,10 +20,12 @@ impl MigrationName for Migration {
 const UP: &str = r#"
 ALTER TABLE account_members ADD COLUMN kind INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE account_members ADD COLUMN description TEXT NOT NULL DEFAULT '';
-ALTER TABLE account_members ADD COLUMN source_allowlist TEXT NOT NULL DEFAULT ''
+ALTER TABLE account_members ADD COLUMN source_allowlist TEXT NOT NULL DEFAULT '';
+ALTER TABLE account_services ADD COLUMN resource_kind INTEGER NOT NULL DEFAULT 3
 "#;
 
 const DOWN: &str = r#"
+ALTER TABLE account_services DROP COLUMN resource_kind;
 ALTER TABLE account_members DROP COLUMN source_allowlist;
 ALTER TABLE account_members DROP COLUMN description;
 ALTER TABLE account_members DROP COLUMN kind

@@ -473,11 +473,13 @@ pub struct ServiceRow {
     pub create_time: i64,
     /// Changed.
     pub update_time: i64,
+    /// `ResourceKind` code (server, storage, other).
+    pub resource_kind: i32,
 }
 
 /// The SELECT list of service rows.
 pub const SERVICE_COLUMNS: &str =
-    "id, account_id, kind, name, tags_json, external_id, create_time, update_time";
+    "id, account_id, kind, name, tags_json, external_id, create_time, update_time, resource_kind";
 
 impl ServiceRow {
     /// Reads a row selected with [`SERVICE_COLUMNS`].
@@ -492,6 +494,7 @@ impl ServiceRow {
             external_id: get(r, "external_id")?,
             create_time: get(r, "create_time")?,
             update_time: get(r, "update_time")?,
+            resource_kind: get(r, "resource_kind")?,
         })
     }
 
@@ -512,7 +515,7 @@ impl ServiceRow {
         if insert {
             exec(
                 c,
-                "INSERT INTO account_services (id, account_id, kind, name, tags_json, external_id, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO account_services (id, account_id, kind, name, tags_json, external_id, create_time, update_time, resource_kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 vec![
                     s(self.id.as_str()),
                     s(self.account_id.as_str()),
@@ -522,13 +525,14 @@ impl ServiceRow {
                     os(self.external_id.clone()),
                     i(self.create_time),
                     i(self.update_time),
+                    n(self.resource_kind),
                 ],
             )
             .await?;
         } else {
             exec(
                 c,
-                "UPDATE account_services SET kind = $2, name = $3, tags_json = $4, external_id = $5, update_time = $6 WHERE id = $1",
+                "UPDATE account_services SET kind = $2, name = $3, tags_json = $4, external_id = $5, update_time = $6, resource_kind = $7 WHERE id = $1",
                 vec![
                     s(self.id.as_str()),
                     s(self.kind.as_str()),
@@ -536,6 +540,7 @@ impl ServiceRow {
                     s(tags),
                     os(self.external_id.clone()),
                     i(self.update_time),
+                    n(self.resource_kind),
                 ],
             )
             .await?;

@@ -105,6 +105,7 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                 external_id: None,
                 create_time: 0,
                 update_time: 0,
+                resource_kind: 1,
             };
             row.save(&db, true).await.unwrap();
             catalogue.push(row);
