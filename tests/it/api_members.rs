@@ -132,8 +132,14 @@ async fn an_owner_creates_an_api_member_and_calls_with_the_token_issued_for_it()
         .members;
     let listed = members.iter().find(|m| m.user_id == bot.user_id).unwrap();
     assert_eq!(listed.kind, MemberKind::Api as i32);
-    assert_eq!(listed.description, "CI pipeline of the infrastructure repository");
-    let me = members.iter().find(|m| m.user_id == user_of(&owner)).unwrap();
+    assert_eq!(
+        listed.description,
+        "CI pipeline of the infrastructure repository"
+    );
+    let me = members
+        .iter()
+        .find(|m| m.user_id == user_of(&owner))
+        .unwrap();
     assert_eq!(me.kind, MemberKind::Person as i32);
 
     // The owner issues its token (shown once) and the token acts as it.
@@ -147,7 +153,10 @@ async fn an_owner_creates_an_api_member_and_calls_with_the_token_issued_for_it()
         .into_inner()
         .user
         .unwrap();
-    assert_eq!((me.id.as_str(), me.email.as_str()), (bot.user_id.as_str(), ""));
+    assert_eq!(
+        (me.id.as_str(), me.email.as_str()),
+        (bot.user_id.as_str(), "")
+    );
     let listed = suite
         .identity(&owner)
         .list_api_tokens(ListApiTokensRequest {
@@ -406,7 +415,10 @@ async fn a_token_used_outside_its_source_allowlist_is_refused_by_the_gateway() {
     );
     assert_eq!(metadata(&status, "allowlist").as_deref(), Some("member"));
     assert_eq!(metadata(&status, "client_ip").as_deref(), Some("127.0.0.1"));
-    assert_eq!(metadata(&status, "account_id").as_deref(), Some(acme.as_str()));
+    assert_eq!(
+        metadata(&status, "account_id").as_deref(),
+        Some(acme.as_str())
+    );
     // The owner widens it: the gateway follows at once.
     suite
         .account(&owner)
@@ -441,9 +453,7 @@ async fn a_token_used_outside_its_source_allowlist_is_refused_by_the_gateway() {
         .into_inner()
         .api_tokens;
     assert!(
-        shown
-            .iter()
-            .any(|t| t.source_allowlist == ["192.0.2.0/24"]),
+        shown.iter().any(|t| t.source_allowlist == ["192.0.2.0/24"]),
         "{shown:?}"
     );
     // The account's portal allowlist still never applies to API tokens.

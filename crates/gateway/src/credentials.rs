@@ -77,7 +77,10 @@ impl Dead {
 enum ApiEntry {
     /// A live token, with its own source allowlist (`None`: anywhere).
     Known(ApiToken, Option<Arc<[IpNet]>>),
-    Dead { why: Dead, until_ms: i64 },
+    Dead {
+        why: Dead,
+        until_ms: i64,
+    },
 }
 
 /// A cached token as this call from `ip` presents it: whether `ip` is
@@ -333,18 +336,21 @@ impl Authenticator {
                     return Err(Dead::Unknown.error());
                 };
                 let allowlist = crate::sync::networks(&r.source_allowlist).map(Arc::from);
-                ApiEntry::Known(ApiToken {
-                    id,
-                    user_id,
-                    account_id,
-                    read_only: r.read_only,
-                    expire_ms: r
-                        .expire_time
-                        .as_ref()
-                        .map(|t| Timestamp::from_proto(t).millis()),
-                    mfa: r.mfa_enabled,
-                    outside_source_allowlist: false,
-                }, allowlist)
+                ApiEntry::Known(
+                    ApiToken {
+                        id,
+                        user_id,
+                        account_id,
+                        read_only: r.read_only,
+                        expire_ms: r
+                            .expire_time
+                            .as_ref()
+                            .map(|t| Timestamp::from_proto(t).millis()),
+                        mfa: r.mfa_enabled,
+                        outside_source_allowlist: false,
+                    },
+                    allowlist,
+                )
             }
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
                 match reason_of(&status) {

@@ -873,12 +873,24 @@ mod tests {
         );
         // A portal token naming it (it never has a session) is refused.
         assert_eq!(
-            reason(decide(&method, Some(&claims("bot", Some("acc"))), &state, ip(), NOW)),
+            reason(decide(
+                &method,
+                Some(&claims("bot", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
             Reason::MemberSuspended
         );
         change_member(&state, "bot", |m| m.active = true);
         assert_eq!(
-            reason(decide(&method, Some(&claims("bot", Some("acc"))), &state, ip(), NOW)),
+            reason(decide(
+                &method,
+                Some(&claims("bot", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
             Reason::PortalAccessDisabled
         );
         // A person without portal access still has every token refused.
@@ -888,7 +900,13 @@ mod tests {
         };
         person.user_id = id("manager");
         assert_eq!(
-            reason(decide(&method, Some(&Credential::Api(person)), &state, ip(), NOW)),
+            reason(decide(
+                &method,
+                Some(&Credential::Api(person)),
+                &state,
+                ip(),
+                NOW
+            )),
             Reason::PortalAccessDisabled
         );
     }

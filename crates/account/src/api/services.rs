@@ -66,10 +66,7 @@ fn apply(row: &mut ServiceRow, input: &pb::Service, paths: &[&str], v: &mut Viol
                     row.resource_kind = pb::ResourceKind::Other as i32;
                 }
                 Ok(kind) => row.resource_kind = kind as i32,
-                Err(_) => v.add(
-                    "service.resource_kind",
-                    "must be SERVER, STORAGE or OTHER",
-                ),
+                Err(_) => v.add("service.resource_kind", "must be SERVER, STORAGE or OTHER"),
             },
             "external_id" => {
                 if let Some(e) = v.take(

@@ -96,7 +96,9 @@ impl From<AccountError> for Error {
             AccountError::AccountNotFound => Error::new(Reason::AccountNotFound, message),
             AccountError::MemberNotFound => Error::new(Reason::MemberNotFound, message),
             AccountError::MemberRevoked => Error::new(Reason::MemberRevoked, message),
-            AccountError::ApiMemberRestricted(_) => Error::new(Reason::ApiMemberRestricted, message),
+            AccountError::ApiMemberRestricted(_) => {
+                Error::new(Reason::ApiMemberRestricted, message)
+            }
             AccountError::MemberExists => Error::new(Reason::MemberExists, message),
             AccountError::AlreadyMember => Error::new(Reason::MemberExists, message),
             AccountError::InvitationNotFound => Error::new(Reason::InvitationNotFound, message),

@@ -568,7 +568,11 @@ async fn check_access_per_resource_and_per_tag_for_servers_and_storage() {
         (&web, View, false, R::DeniedNoAccess),
     ] {
         let r = check(&mut internal, &bot, &account, service, level).await;
-        assert_eq!((r.allowed, r.reason), (allowed, why as i32), "API member: {service}");
+        assert_eq!(
+            (r.allowed, r.reason),
+            (allowed, why as i32),
+            "API member: {service}"
+        );
     }
     // The catalogue lists them by kind, as far as the member reaches.
     let listed = |kind: pb::ResourceKind| {

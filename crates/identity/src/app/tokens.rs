@@ -112,7 +112,8 @@ impl App {
             last_used_ip: String::new(),
             revoke_time: None,
             revoked_by: String::new(),
-            source_allowlist: tenancy_runtime::allowlist::to_strings(new.source_allowlist).join(" "),
+            source_allowlist: tenancy_runtime::allowlist::to_strings(new.source_allowlist)
+                .join(" "),
         };
         api_tokens::insert(&tx, &token, sha256_hex(secret.as_bytes())).await?;
         let stored = api_tokens::get_token(&tx, &id, None)
