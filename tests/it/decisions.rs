@@ -86,6 +86,7 @@ async fn api_token_expiring(
             name: "automation".into(),
             expire_time,
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -313,6 +313,7 @@ impl Suite {
                 name: "ci".into(),
                 expire_time: None,
                 read_only: false,
+                ..Default::default()
             })
             .await
             .unwrap()

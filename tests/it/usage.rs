@@ -26,6 +26,7 @@ async fn owner_with_api_token(suite: &Suite, email: &str) -> (String, String) {
             name: "deploys".into(),
             expire_time: None,
             read_only: true,
+            ..Default::default()
         })
         .await
         .unwrap()

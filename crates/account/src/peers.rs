@@ -11,7 +11,7 @@ use tenancy_proto::identity::{
 };
 use tenancy_runtime::Channel;
 use tenancy_runtime::Error;
-use tenancy_runtime::ids::UserId;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::principal::ServiceAuth;
 use tonic::service::interceptor::InterceptedService;
 
@@ -66,6 +66,31 @@ impl Peers {
             identity: IdentityInternalServiceClient::with_interceptor(identity, auth.clone()),
             contacts: ContactsInternalServiceClient::with_interceptor(contacts, auth),
         }
+    }
+
+    /// A new user for an API member of `account_id` (no email, no
+    /// password; see identity's CreateApiUser).
+    pub(crate) async fn create_api_user(
+        &self,
+        account_id: &AccountId,
+        name: &str,
+    ) -> Result<UserInfo, Error> {
+        let response = self
+            .identity
+            .clone()
+            .create_api_user(ipb::CreateApiUserRequest {
+                account_id: account_id.to_string(),
+                name: name.to_owned(),
+            })
+            .await
+            .map_err(|status| {
+                Error::from_peer("identity", &status, &[tonic::Code::InvalidArgument])
+            })?
+            .into_inner();
+        let user = response
+            .user
+            .ok_or_else(|| Error::internal("CreateApiUser returned no user"))?;
+        Ok(user.into())
     }
 
     /// The user with `email`, created (without password) if none exists.

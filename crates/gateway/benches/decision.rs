@@ -125,6 +125,8 @@ fn main() {
                         portal_access: true,
                         join_time_ms: NOW_MS - 86_400_000,
                         mfa_deadline_ms: None,
+                        api_member: false,
+                        source_allowlist: None,
                     },
                 );
                 let token = fake_jwt(&mut rng);

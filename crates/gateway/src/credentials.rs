@@ -20,8 +20,10 @@
 
 use std::hash::{BuildHasher as _, RandomState};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use parking_lot::RwLock;
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
@@ -71,10 +73,24 @@ impl Dead {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum ApiEntry {
-    Known(ApiToken),
-    Dead { why: Dead, until_ms: i64 },
+    /// A live token, with its own source allowlist (`None`: anywhere).
+    Known(ApiToken, Option<Arc<[IpNet]>>),
+    Dead {
+        why: Dead,
+        until_ms: i64,
+    },
+}
+
+/// A cached token as this call from `ip` presents it: whether `ip` is
+/// outside the token's own source allowlist (the decision refuses it then).
+fn from(token: ApiToken, allowlist: Option<&[IpNet]>, ip: IpAddr) -> ApiToken {
+    ApiToken {
+        outside_source_allowlist: allowlist
+            .is_some_and(|list| !list.iter().any(|net| net.contains(&ip))),
+        ..token
+    }
 }
 
 /// A keyed 64-bit tag of a token: the cache key.
@@ -284,9 +300,9 @@ impl Authenticator {
         }
         let tag = self.tagger.tag(token);
         match self.api.read().get(&tag) {
-            Some(ApiEntry::Known(t)) => {
+            Some(ApiEntry::Known(t, allowlist)) => {
                 self.lookups.api_hit.inc();
-                return Ok(*t);
+                return Ok(from(*t, allowlist.as_deref(), ip));
             }
             Some(ApiEntry::Dead { why, until_ms }) if *until_ms > now_ms => {
                 self.lookups.api_hit.inc();
@@ -319,17 +335,22 @@ impl Authenticator {
                     tracing::warn!("API token introspection answered ids that are not UUIDs");
                     return Err(Dead::Unknown.error());
                 };
-                ApiEntry::Known(ApiToken {
-                    id,
-                    user_id,
-                    account_id,
-                    read_only: r.read_only,
-                    expire_ms: r
-                        .expire_time
-                        .as_ref()
-                        .map(|t| Timestamp::from_proto(t).millis()),
-                    mfa: r.mfa_enabled,
-                })
+                let allowlist = crate::sync::networks(&r.source_allowlist).map(Arc::from);
+                ApiEntry::Known(
+                    ApiToken {
+                        id,
+                        user_id,
+                        account_id,
+                        read_only: r.read_only,
+                        expire_ms: r
+                            .expire_time
+                            .as_ref()
+                            .map(|t| Timestamp::from_proto(t).millis()),
+                        mfa: r.mfa_enabled,
+                        outside_source_allowlist: false,
+                    },
+                    allowlist,
+                )
             }
             Err(status) if status.code() == tonic::Code::Unauthenticated => {
                 match reason_of(&status) {
@@ -365,9 +386,9 @@ impl Authenticator {
         if cache.len() >= CACHE_CAP {
             cache.clear();
         }
-        cache.insert(tag, entry);
+        cache.insert(tag, entry.clone());
         match entry {
-            ApiEntry::Known(t) => Ok(t),
+            ApiEntry::Known(t, allowlist) => Ok(from(t, allowlist.as_deref(), ip)),
             ApiEntry::Dead { why, .. } => Err(why.error()),
         }
     }
@@ -425,7 +446,7 @@ impl Authenticator {
         self.failures.prune();
         self.portal.write().retain(|_, c| unexpired(c, now_ms));
         self.api.write().retain(|_, e| match e {
-            ApiEntry::Known(t) => t.expire_ms.is_none_or(|x| x > now_ms),
+            ApiEntry::Known(t, _) => t.expire_ms.is_none_or(|x| x > now_ms),
             ApiEntry::Dead { until_ms, .. } => *until_ms > now_ms,
         });
     }

@@ -14,7 +14,7 @@ use tenancy_runtime::{Error, Principal, Reason};
 
 use crate::id::{Id, id_string};
 use crate::jwt::PortalToken;
-use crate::state::LiveState;
+use crate::state::{LiveState, Membership};
 
 /// A resolved Public API token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct ApiToken {
     ///
     /// [`Revocations::user_has_mfa`]: crate::state::Revocations::user_has_mfa
     pub mfa: bool,
+    /// Whether this call comes from outside the token's own source
+    /// allowlist (set per call by the authenticator, which keeps the list).
+    pub outside_source_allowlist: bool,
 }
 
 /// A verified credential.
@@ -123,6 +126,22 @@ fn mfa_required(account: Id, deadline_ms: i64, portal: bool) -> Error {
     )
 }
 
+/// The refusal of an API token used from outside a source allowlist
+/// (`which`: the token's own or its API member's).
+fn source_refused(account: Id, client_ip: IpAddr, which: &'static str) -> Error {
+    account_denied(account, |a| {
+        Error::new(
+            Reason::SourceIpNotAllowed,
+            format!(
+                "this API token may not be used from {client_ip}: the {which}'s source allowlist \
+                 (in account {a}) does not contain it"
+            ),
+        )
+    })
+    .with_metadata("client_ip", client_ip.to_string())
+    .with_metadata("allowlist", which)
+}
+
 /// Decides a call. `Ok` carries the principal to forward (without request id
 /// and user agent, which the proxy adds).
 pub fn decide(
@@ -187,6 +206,9 @@ pub fn decide(
             if token.expire_ms.is_some_and(|expire| expire <= now_ms) {
                 return Err(api_token_expired());
             }
+            if token.outside_source_allowlist {
+                return Err(source_refused(token.account_id, client_ip, "token"));
+            }
             if !rule.api_tokens_allowed {
                 return Err(Error::new(
                     Reason::ApiTokenNotAllowed,
@@ -229,7 +251,10 @@ pub fn decide(
     // Two lookups keyed by the token alone: independent, so they overlap.
     let membership = account.and_then(|a| policies.member(a, user));
     let settings = account.and_then(|a| policies.settings.get(&a));
-    let usable = membership.filter(|m| m.active && m.portal_access);
+    // An API member has no portal access, yet its API tokens may use the
+    // account (it never has a portal session).
+    let may_use = |m: &Membership| m.portal_access || (m.api_member && portal.is_none());
+    let usable = membership.filter(|m| m.active && may_use(m));
 
     if audience == Audience::Account {
         let Some(account_id) = account else {
@@ -254,7 +279,7 @@ pub fn decide(
                 )
             }));
         }
-        if !member.portal_access {
+        if !may_use(member) {
             return Err(account_denied(account_id, |a| {
                 Error::new(
                     Reason::PortalAccessDisabled,
@@ -288,11 +313,19 @@ pub fn decide(
     if let Some(member) = usable {
         principal.role = member.role;
     }
+    // An API member's own source allowlist, for its tokens (the network
+    // step, like the portal allowlist above).
+    if let (Some(member), Some(account_id), None) = (usable, account, portal)
+        && !member.admits_source(client_ip)
+    {
+        return Err(source_refused(account_id, client_ip, "member"));
+    }
 
     // Enforced 2FA: once the member's deadline passed, a portal session
     // without a second factor, or an API token of a user without 2FA, may
     // only call what enrolment needs.
     if let (Some(member), Some(settings), Some(account_id)) = (usable, settings, account)
+        && !member.api_member
         && settings.enforce_mfa
         && !rule.allowed_during_mfa_enrollment
         && !portal.is_some_and(PortalToken::has_second_factor)
@@ -380,6 +413,8 @@ mod tests {
                     portal_access: true,
                     join_time_ms: NOW - 86_400_000,
                     mfa_deadline_ms: None,
+                    api_member: false,
+                    source_allowlist: None,
                 },
             );
         }
@@ -782,6 +817,122 @@ mod tests {
         assert!(decide(&shared, Some(&staff), &state, ip(), NOW).is_ok());
     }
 
+    /// An API member "bot" of "acc": no portal access, its own token.
+    fn api_member_state(allowlist: Option<&str>) -> (LiveState, Credential) {
+        let state = ready_state();
+        state.policies.write().upsert_member(
+            id("acc"),
+            id("bot"),
+            Membership {
+                role: Role::Manager,
+                active: true,
+                portal_access: false,
+                join_time_ms: NOW - 86_400_000,
+                mfa_deadline_ms: None,
+                api_member: true,
+                source_allowlist: allowlist.map(|a| vec![a.parse().unwrap()].into_boxed_slice()),
+            },
+        );
+        let Credential::Api(mut token) = api_token_of(false, None, false) else {
+            unreachable!()
+        };
+        token.user_id = id("bot");
+        (state, Credential::Api(token))
+    }
+
+    #[test]
+    fn an_api_members_tokens_work_without_portal_access_and_without_2fa() {
+        let (state, token) = api_member_state(None);
+        let mut method = account_method(Role::Manager);
+        method.rule.api_tokens_allowed = true;
+        let principal = decide(&method, Some(&token), &state, ip(), NOW).unwrap();
+        assert_eq!(principal.role, Role::Manager);
+        // Enforced 2FA, the deadline long past: not for an API member.
+        state.policies.write().set_settings(
+            id("acc"),
+            Settings {
+                enforce_mfa: true,
+                enforce_mfa_time_ms: NOW - 100_000,
+                mfa_grace_ms: 1_000,
+                // The portal allowlist never applies to API tokens.
+                ip_allowlist: Some(vec!["198.51.100.0/24".parse().unwrap()]),
+            },
+        );
+        assert!(decide(&method, Some(&token), &state, ip(), NOW).is_ok());
+        // Its role still counts, and suspension refuses at once.
+        let mut owners_only = account_method(Role::Owner);
+        owners_only.rule.api_tokens_allowed = true;
+        assert_eq!(
+            reason(decide(&owners_only, Some(&token), &state, ip(), NOW)),
+            Reason::RoleTooLow
+        );
+        change_member(&state, "bot", |m| m.active = false);
+        assert_eq!(
+            reason(decide(&method, Some(&token), &state, ip(), NOW)),
+            Reason::MemberSuspended
+        );
+        // A portal token naming it (it never has a session) is refused.
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("bot", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
+            Reason::MemberSuspended
+        );
+        change_member(&state, "bot", |m| m.active = true);
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&claims("bot", Some("acc"))),
+                &state,
+                ip(),
+                NOW
+            )),
+            Reason::PortalAccessDisabled
+        );
+        // A person without portal access still has every token refused.
+        change_member(&state, "manager", |m| m.portal_access = false);
+        let Credential::Api(mut person) = api_token_of(false, None, false) else {
+            unreachable!()
+        };
+        person.user_id = id("manager");
+        assert_eq!(
+            reason(decide(
+                &method,
+                Some(&Credential::Api(person)),
+                &state,
+                ip(),
+                NOW
+            )),
+            Reason::PortalAccessDisabled
+        );
+    }
+
+    #[test]
+    fn source_allowlists_of_api_members_and_tokens_refuse_other_addresses() {
+        let (state, token) = api_member_state(Some("203.0.113.0/24"));
+        let mut method = account_method(Role::Manager);
+        method.rule.api_tokens_allowed = true;
+        assert!(decide(&method, Some(&token), &state, ip(), NOW).is_ok());
+        let outside: IpAddr = "2001:db8::1".parse().unwrap();
+        let error = decide(&method, Some(&token), &state, outside, NOW).unwrap_err();
+        assert_eq!(error.reason, Reason::SourceIpNotAllowed);
+        assert_eq!(error.code(), tonic::Code::PermissionDenied);
+        assert_eq!(error.metadata["allowlist"], "member");
+        assert_eq!(error.metadata["client_ip"], "2001:db8::1");
+        // The token's own list, whoever holds it (here a person's token).
+        let Credential::Api(mut own) = api_token_of(false, None, false) else {
+            unreachable!()
+        };
+        own.outside_source_allowlist = true;
+        let error = decide(&method, Some(&Credential::Api(own)), &state, ip(), NOW).unwrap_err();
+        assert_eq!(error.reason, Reason::SourceIpNotAllowed);
+        assert_eq!(error.metadata["allowlist"], "token");
+    }
+
     #[test]
     fn internal_methods_are_never_allowed() {
         let method = MethodPolicy::new("EnsureUser", rule(Audience::Internal, Role::Unspecified));
@@ -806,6 +957,7 @@ mod tests {
             read_only,
             expire_ms,
             mfa,
+            outside_source_allowlist: false,
         })
     }
 

@@ -39,9 +39,22 @@ pub struct Membership {
     /// Their personal 2FA deadline (Unix ms) as the account service keeps
     /// it: never extended when the grace period is lengthened later.
     pub mfa_deadline_ms: Option<i64>,
+    /// An API member: no portal access, yet its API tokens are accepted;
+    /// enforced 2FA does not apply to it.
+    pub api_member: bool,
+    /// Networks the member's API tokens may be used from (API members);
+    /// `None` = anywhere.
+    pub source_allowlist: Option<Box<[IpNet]>>,
 }
 
 impl Membership {
+    /// Whether the member's API token may be used from `ip`.
+    pub fn admits_source(&self, ip: IpAddr) -> bool {
+        self.source_allowlist
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|net| net.contains(&ip)))
+    }
+
     /// When this member must have 2FA under `settings`: their personal
     /// deadline, or, before the account service sent one, the deadline the
     /// settings give.

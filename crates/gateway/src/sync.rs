@@ -318,6 +318,8 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
                 portal_access,
                 join_time,
                 mfa_deadline,
+                api_member,
+                source_allowlist,
             } = m;
             let (Some(account), Some(user)) =
                 (event_id(&account_id, "account"), event_id(&user_id, "user"))
@@ -333,6 +335,8 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
                     portal_access,
                     join_time_ms: millis(join_time.as_ref()),
                     mfa_deadline_ms: mfa_deadline.as_ref().map(|t| millis(Some(t))),
+                    api_member,
+                    source_allowlist: networks(&source_allowlist).map(Vec::into_boxed_slice),
                 },
             );
         }
@@ -366,19 +370,27 @@ pub fn settings_from_proto(s: &SecuritySettings) -> Settings {
         enforce_mfa: s.enforce_mfa,
         enforce_mfa_time_ms: millis(s.enforce_mfa_time.as_ref()),
         mfa_grace_ms: grace,
-        ip_allowlist: (!s.ip_allowlist.is_empty()).then(|| {
-            s.ip_allowlist
-                .iter()
-                .filter_map(|cidr| {
-                    cidr.parse::<ipnet::IpNet>().ok().or_else(|| {
-                        cidr.parse::<std::net::IpAddr>()
-                            .ok()
-                            .map(ipnet::IpNet::from)
-                    })
-                })
-                .collect()
-        }),
+        ip_allowlist: networks(&s.ip_allowlist),
     }
+}
+
+/// The networks of a pushed allowlist: `None` when it is empty (anywhere).
+/// Entries that do not parse are dropped (the services validate them; this
+/// is defence); a list of only such entries admits no address, never every
+/// address.
+pub fn networks(entries: &[String]) -> Option<Vec<ipnet::IpNet>> {
+    (!entries.is_empty()).then(|| {
+        entries
+            .iter()
+            .filter_map(|cidr| {
+                cidr.parse::<ipnet::IpNet>().ok().or_else(|| {
+                    cidr.parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(ipnet::IpNet::from)
+                })
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

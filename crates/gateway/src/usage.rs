@@ -331,6 +331,7 @@ mod tests {
             read_only: false,
             expire_ms: None,
             mfa: false,
+            outside_source_allowlist: false,
         })
     }
 

@@ -31,6 +31,7 @@
 //! - [`telemetry`] and [`shutdown`]: logs and signals.
 
 pub mod access_token;
+pub mod allowlist;
 pub mod api_token;
 pub mod clock;
 pub mod config;

@@ -553,6 +553,9 @@ impl Api {
                     accepted: true,
                     alias_id: user.id.clone(),
                     added_name: String::new(),
+                    api: false,
+                    description: String::new(),
+                    source_allowlist: String::new(),
                 };
                 m.upsert(&txn).await?;
                 store::replace_grants(&txn, &m.account_id, &m.user_id, &scope).await?;

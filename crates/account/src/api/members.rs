@@ -378,6 +378,9 @@ impl Api {
             accepted: false,
             alias_id: UserId::new(),
             added_name: name.clone(),
+            api: false,
+            description: String::new(),
+            source_allowlist: String::new(),
         };
         row.upsert(&txn).await?;
         store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
@@ -498,4 +501,166 @@ async fn list_members(
         members,
         next_page_token,
     })
+}
+
+/// An API member's source allowlist from request field `field`, in the
+/// stored form.
+fn source_allowlist(field: &str, entries: &[String]) -> Result<String, Error> {
+    use tenancy_runtime::allowlist;
+    let nets = allowlist::parse_field(field, entries, allowlist::MAX_SOURCE_ALLOWLIST)?;
+    Ok(allowlist::to_strings(&nets).join(" "))
+}
+
+impl Api {
+    /// CreateApiMember: the user in identity first (a failed transaction
+    /// after it leaves a user nobody can reach), then the membership.
+    pub(super) async fn do_create_api_member(
+        &self,
+        request: tonic::Request<pb::CreateApiMemberRequest>,
+    ) -> Result<pb::CreateApiMemberResponse, Error> {
+        let caller = self.caller(&request, Role::Owner).await?;
+        let req = request.into_inner();
+        let mut v = Violations::default();
+        let name = v.take("name", validate::text(&req.name, 1, 100));
+        let description = v.take("description", validate::text(&req.description, 0, 500));
+        v.finish()?;
+        let (name, description) = (name.unwrap_or_default(), description.unwrap_or_default());
+        let allowlist = source_allowlist("source_allowlist", &req.source_allowlist)?;
+        let input = req.access_scope.unwrap_or_default();
+        if input.portal_access {
+            return Err(AccountError::ApiMemberRestricted(
+                "an API member never has portal access: it acts through its API tokens",
+            )
+            .into());
+        }
+        let scope = self
+            .parse_scope(
+                &caller.account_id,
+                &input,
+                &ScopeFields::ALL,
+                Scope::default(),
+            )
+            .await?;
+        let user = self
+            .peers
+            .create_api_user(&caller.account_id, &name)
+            .await?;
+        let now = self.now();
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &caller.account_id).await?;
+        let account = AccountRow::load(&txn, &caller.account_id)
+            .await?
+            .ok_or(AccountError::AccountNotFound)?;
+        let row = MemberRow {
+            account_id: caller.account_id.clone(),
+            user_id: user.id.clone(),
+            role: Role::Manager,
+            status: MemberStatus::Active,
+            portal_access: false,
+            password_pending: false,
+            service_access: scope.service_access,
+            join_time: now,
+            update_time: now,
+            name_key: name.to_lowercase(),
+            email: String::new(),
+            mfa_deadline: None,
+            accepted: true,
+            alias_id: user.id.clone(),
+            added_name: name,
+            api: true,
+            description,
+            source_allowlist: allowlist,
+        };
+        row.upsert(&txn).await?;
+        store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
+        self.audit(
+            &caller.principal,
+            &caller.account_id,
+            "member.create_api",
+            ("member", row.public_id().as_str()),
+            None,
+            Some(member_json(&row)),
+        )
+        .insert(&txn)
+        .await?;
+        store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
+        txn.commit().await?;
+        self.policy_committed(&row.account_id);
+        Ok(pb::CreateApiMemberResponse {
+            member: Some(self.member_pb(&row, &scope, None, Some(&account))),
+        })
+    }
+
+    /// UpdateApiMember: name, description and source allowlist of an API
+    /// member; a new allowlist reaches the gateways through the policy log.
+    pub(super) async fn do_update_api_member(
+        &self,
+        request: tonic::Request<pb::UpdateApiMemberRequest>,
+    ) -> Result<pb::UpdateApiMemberResponse, Error> {
+        let caller = self.caller(&request, Role::Owner).await?;
+        let req = request.into_inner();
+        let user = UserId::parse("user_id", &req.user_id)?;
+        let paths = mask_paths(
+            req.update_mask.as_ref(),
+            &["*", "name", "description", "source_allowlist"],
+        )?;
+        let has = |p: &str| paths.iter().any(|x| x == p || x == "*");
+        let mut v = Violations::default();
+        let name = has("name")
+            .then(|| v.take("name", validate::text(&req.name, 1, 100)))
+            .flatten();
+        let description = has("description")
+            .then(|| v.take("description", validate::text(&req.description, 0, 500)))
+            .flatten();
+        v.finish()?;
+        let allowlist = if has("source_allowlist") {
+            Some(source_allowlist("source_allowlist", &req.source_allowlist)?)
+        } else {
+            None
+        };
+        let now = self.now();
+        let txn = store::begin(&self.db).await?;
+        store::lock_account(&txn, &caller.account_id).await?;
+        let before = store::member_by_public_id(&txn, &caller.account_id, &user)
+            .await?
+            .ok_or(AccountError::MemberNotFound)?;
+        if !before.api {
+            return Err(AccountError::ApiMemberRestricted(
+                "not an API member: change people with the member methods",
+            )
+            .into());
+        }
+        if before.status == MemberStatus::Revoked {
+            return Err(AccountError::MemberRevoked.into());
+        }
+        let mut row = before.clone();
+        if let Some(name) = name {
+            row.name_key = name.to_lowercase();
+            row.added_name = name;
+        }
+        if let Some(description) = description {
+            row.description = description;
+        }
+        if let Some(allowlist) = allowlist {
+            row.source_allowlist = allowlist;
+        }
+        row.update_time = now;
+        row.update_api(&txn).await?;
+        self.audit(
+            &caller.principal,
+            &caller.account_id,
+            "member.update_api",
+            ("member", row.public_id().as_str()),
+            Some(member_json(&before)),
+            Some(member_json(&row)),
+        )
+        .insert(&txn)
+        .await?;
+        store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
+        txn.commit().await?;
+        self.policy_committed(&row.account_id);
+        Ok(pb::UpdateApiMemberResponse {
+            member: Some(self.render_member(&row).await?),
+        })
+    }
 }

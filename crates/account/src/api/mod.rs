@@ -97,7 +97,8 @@ impl Api {
         user: Option<&UserInfo>,
         account: Option<&AccountRow>,
     ) -> pb::Member {
-        let user = user.filter(|_| row.accepted);
+        // An API member's name is the account's (no profile to show).
+        let user = user.filter(|_| row.accepted && !row.api);
         let enforce = account.is_some_and(|a| a.enforce_mfa);
         let has_mfa = user.is_some_and(|u| u.totp_enabled);
         pb::Member {
@@ -105,7 +106,7 @@ impl Api {
             account_id: row.account_id.to_string(),
             name: match user {
                 Some(u) => u.name.clone(),
-                None if !row.accepted => row.added_name.clone(),
+                None if !row.accepted || row.api => row.added_name.clone(),
                 None => String::new(),
             },
             email: user
@@ -117,12 +118,19 @@ impl Api {
             status: row.status.code(),
             access_scope: Some(scope_pb(scope)),
             join_time: Some(ts(row.join_time)),
-            mfa_deadline: if enforce && !has_mfa && row.accepted {
+            mfa_deadline: if enforce && !has_mfa && row.accepted && !row.api {
                 row.mfa_deadline.map(ts)
             } else {
                 None
             },
             update_time: Some(ts(row.update_time)),
+            kind: if row.api {
+                pb::MemberKind::Api
+            } else {
+                pb::MemberKind::Person
+            } as i32,
+            description: row.description.clone(),
+            source_allowlist: row.source_allowlist(),
         }
     }
 
@@ -380,6 +388,18 @@ impl pb::account_service_server::AccountService for Api {
         r: tonic::Request<pb::AddMemberRequest>,
     ) -> R<pb::AddMemberResponse> {
         ok(self.do_add_member(r).await?)
+    }
+    async fn create_api_member(
+        &self,
+        r: tonic::Request<pb::CreateApiMemberRequest>,
+    ) -> R<pb::CreateApiMemberResponse> {
+        ok(self.do_create_api_member(r).await?)
+    }
+    async fn update_api_member(
+        &self,
+        r: tonic::Request<pb::UpdateApiMemberRequest>,
+    ) -> R<pb::UpdateApiMemberResponse> {
+        ok(self.do_update_api_member(r).await?)
     }
     async fn change_member_role(
         &self,

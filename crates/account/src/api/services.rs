@@ -26,6 +26,7 @@ pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
         create_time: Some(ts(r.create_time)),
         update_time: Some(ts(r.update_time)),
         access_level,
+        resource_kind: r.resource_kind,
     }
 }
 
@@ -60,6 +61,13 @@ fn apply(row: &mut ServiceRow, input: &pb::Service, paths: &[&str], v: &mut Viol
                 }
             }
             "tags" => row.tags = tags(&input.tags, v),
+            "resource_kind" => match pb::ResourceKind::try_from(input.resource_kind) {
+                Ok(pb::ResourceKind::Unspecified) => {
+                    row.resource_kind = pb::ResourceKind::Other as i32;
+                }
+                Ok(kind) => row.resource_kind = kind as i32,
+                Err(_) => v.add("service.resource_kind", "must be SERVER, STORAGE or OTHER"),
+            },
             "external_id" => {
                 if let Some(e) = v.take(
                     "service.external_id",
@@ -111,11 +119,12 @@ impl Api {
             external_id: None,
             create_time: now,
             update_time: now,
+            resource_kind: pb::ResourceKind::Other as i32,
         };
         apply(
             &mut row,
             &input,
-            &["kind", "name", "tags", "external_id"],
+            &["kind", "name", "tags", "external_id", "resource_kind"],
             &mut v,
         );
         v.check(
@@ -130,6 +139,7 @@ impl Api {
             &row.name,
             &row.tags,
             &row.external_id,
+            row.resource_kind,
         ));
         let request =
             (!req.request_id.is_empty()).then_some((req.request_id.as_str(), hash.as_str()));
@@ -147,7 +157,7 @@ impl Api {
         let req = request.into_inner();
         let paths = mask_paths(
             req.update_mask.as_ref(),
-            &["kind", "name", "tags", "external_id"],
+            &["kind", "name", "tags", "external_id", "resource_kind"],
         )?;
         let input = req.service.unwrap_or_default();
         let id = parse_id("service.id", &input.id)?;
@@ -188,13 +198,24 @@ impl Api {
             .enumerate()
             .filter_map(|(k, t)| v.take(&format!("tags[{k}]"), validate::tag(t)))
             .collect();
+        v.check(
+            pb::ResourceKind::try_from(req.resource_kind).is_ok(),
+            "resource_kind",
+            "must be SERVER, STORAGE or OTHER (or unset)",
+        );
         v.finish()?;
-        let f = fingerprint(&(&req.kind, &filter_tags, req.min_access_level));
+        let f = fingerprint(&(
+            &req.kind,
+            &filter_tags,
+            req.min_access_level,
+            req.resource_kind,
+        ));
         let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
         let scope = store::scope(&self.db, &caller.member).await?;
         let facts = caller.member.access_facts();
         let query = store::ServiceQuery {
             kind: &req.kind,
+            resource_kind: req.resource_kind,
             tags: &filter_tags,
             reachable_by: (!access::reaches_all_services(facts)).then_some(&caller.user_id),
             after: cursor.as_ref().map(|c| (c.name.as_str(), c.id.as_str())),

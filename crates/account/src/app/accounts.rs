@@ -81,6 +81,9 @@ pub(crate) async fn create_account(
         accepted: true,
         alias_id: user_id.clone(),
         added_name: String::new(),
+        api: false,
+        description: String::new(),
+        source_allowlist: String::new(),
     };
     owner.upsert(&txn).await?;
     if let Some((key, hash)) = request {

@@ -101,6 +101,23 @@ async fn apply(
     if let Change::Membership(c) = &change {
         c.check_target(*target == actor.user_id)?;
     }
+    if before.api {
+        match &change {
+            Change::Membership(MemberChange::Role(Role::Owner)) => {
+                return Err(AccountError::ApiMemberRestricted(
+                    "an API member can never be an owner",
+                )
+                .into());
+            }
+            Change::Scope(wanted) if wanted.portal_access => {
+                return Err(AccountError::ApiMemberRestricted(
+                    "an API member never has portal access: it acts through its API tokens",
+                )
+                .into());
+            }
+            _ => {}
+        }
+    }
     let mut row = before.clone();
     let old_scope = store::scope(&txn, &before).await?;
     let new_scope = match &change {

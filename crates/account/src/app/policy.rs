@@ -24,7 +24,9 @@ pub(crate) fn membership_state(row: &MemberRow) -> pb::MembershipState {
         status: row.status.code(),
         portal_access: row.portal_access,
         join_time: Some(ts(row.join_time)),
-        mfa_deadline: row.mfa_deadline.map(ts),
+        mfa_deadline: row.mfa_deadline.filter(|_| !row.api).map(ts),
+        api_member: row.api,
+        source_allowlist: row.source_allowlist(),
     }
 }
 
@@ -100,11 +102,18 @@ pub(crate) fn allowlist_of(account: &AccountRow) -> Vec<String> {
 
 /// The audit JSON of a member's state.
 pub(crate) fn member_json(row: &MemberRow) -> serde_json::Value {
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "role": role_name(row.role),
         "status": pb::MemberStatus::try_from(row.status.code()).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
         "portal_access": row.portal_access,
-    })
+    });
+    if row.api {
+        json["kind"] = "API".into();
+        json["name"] = row.added_name.clone().into();
+        json["description"] = row.description.clone().into();
+        json["source_allowlist"] = row.source_allowlist().into();
+    }
+    json
 }
 
 /// "OWNER" or "MANAGER".

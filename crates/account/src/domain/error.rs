@@ -34,6 +34,10 @@ pub enum AccountError {
     /// The membership was revoked: only a new invitation brings it back.
     #[error("the membership was revoked; invite them again")]
     MemberRevoked,
+    /// The change does not apply to an API member (never an owner, never
+    /// portal access), or an API-member change named a person.
+    #[error("{0}")]
+    ApiMemberRestricted(&'static str),
     /// The person is a member already.
     #[error("this person is already a member")]
     MemberExists,
@@ -92,6 +96,9 @@ impl From<AccountError> for Error {
             AccountError::AccountNotFound => Error::new(Reason::AccountNotFound, message),
             AccountError::MemberNotFound => Error::new(Reason::MemberNotFound, message),
             AccountError::MemberRevoked => Error::new(Reason::MemberRevoked, message),
+            AccountError::ApiMemberRestricted(_) => {
+                Error::new(Reason::ApiMemberRestricted, message)
+            }
             AccountError::MemberExists => Error::new(Reason::MemberExists, message),
             AccountError::AlreadyMember => Error::new(Reason::MemberExists, message),
             AccountError::InvitationNotFound => Error::new(Reason::InvitationNotFound, message),

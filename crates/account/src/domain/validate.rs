@@ -1,10 +1,6 @@
 //! Parsing of user input into normalised values; each function returns a
 //! description of what is wrong, which the API turns into a field violation.
 
-use std::net::IpAddr;
-
-use ipnet::IpNet;
-
 /// Characters of a string (Unicode scalar values).
 fn chars(s: &str) -> usize {
     s.chars().count()
@@ -106,56 +102,7 @@ pub fn tag(value: &str) -> Result<String, String> {
 /// The most entries an IP allowlist may have.
 pub const MAX_ALLOWLIST: usize = 100;
 
-/// Parses one allowlist entry: a CIDR or a bare address, host bits
-/// cleared, IPv4-mapped IPv6 turned into IPv4.
-pub fn cidr(value: &str) -> Result<IpNet, String> {
-    let value = value.trim();
-    let net = match value.parse::<IpNet>() {
-        Ok(net) => net,
-        Err(_) => match value.parse::<IpAddr>() {
-            Ok(ip) => IpNet::from(ip),
-            Err(_) => return Err(format!("{value:?} is not an IP network in CIDR notation")),
-        },
-    };
-    let net = match net {
-        IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
-            Some(v4) if v6.prefix_len() >= 96 => {
-                IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).map_err(|e| e.to_string())?
-            }
-            _ => IpNet::V6(v6),
-        },
-        v4 => v4,
-    };
-    Ok(net.trunc())
-}
-
-/// Parses an allowlist: every bad entry's index with its problem, or the
-/// normalised, de-duplicated list in the given order.
-pub fn allowlist(entries: &[String]) -> Result<Vec<IpNet>, Vec<(usize, String)>> {
-    let mut bad = Vec::new();
-    let mut out: Vec<IpNet> = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        match cidr(entry) {
-            Ok(net) if !out.contains(&net) => out.push(net),
-            Ok(_) => {}
-            Err(e) => bad.push((i, e)),
-        }
-    }
-    if bad.is_empty() { Ok(out) } else { Err(bad) }
-}
-
-/// Whether `ip` may use the account under `allowlist` (empty: everyone).
-pub fn ip_allowed(allowlist: &[IpNet], ip: Option<IpAddr>) -> bool {
-    if allowlist.is_empty() {
-        return true;
-    }
-    let Some(ip) = ip else { return false };
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    allowlist.iter().any(|net| net.contains(&ip))
-}
+pub use tenancy_runtime::allowlist::{admits as ip_allowed, cidr, parse as allowlist};
 
 #[cfg(test)]
 mod tests {
@@ -213,7 +160,7 @@ mod tests {
 /// comes.
 #[cfg(test)]
 mod properties {
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
     use proptest::prelude::*;
 

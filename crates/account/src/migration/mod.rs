@@ -7,6 +7,7 @@ use sea_orm::ConnectionTrait;
 mod m20261122_000001_init;
 mod m20261129_000001_peer_calls;
 mod m20261129_000002_member_consent;
+mod m20261130_000001_api_members;
 mod m20261130_000002_credential_delivery;
 
 /// Every migration step of the account service, in order.
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_init::Migration),
             Box::new(m20261129_000001_peer_calls::Migration),
             Box::new(m20261129_000002_member_consent::Migration),
+            Box::new(m20261130_000001_api_members::Migration),
             Box::new(m20261130_000002_credential_delivery::Migration),
         ]
     }

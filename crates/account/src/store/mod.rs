@@ -207,7 +207,7 @@ pub async fn active_owners<C: ConnectionTrait>(
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-const MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline, accepted, alias_id, added_name";
+const MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline, accepted, alias_id, added_name, kind, description, source_allowlist";
 
 /// One membership row.
 pub async fn member<C: ConnectionTrait>(
@@ -620,9 +620,9 @@ pub async fn set_mfa_deadlines<C: ConnectionTrait>(
     never_later: bool,
 ) -> Result<(), Error> {
     let sql = if never_later {
-        "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1"
+        "UPDATE account_members SET mfa_deadline = CASE WHEN mfa_deadline IS NOT NULL AND mfa_deadline < (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 THEN mfa_deadline ELSE (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 END WHERE account_id = $1 AND kind = 1"
     } else {
-        "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1"
+        "UPDATE account_members SET mfa_deadline = (CASE WHEN join_time > $2 THEN join_time ELSE $2 END) + $3 WHERE account_id = $1 AND kind = 1"
     };
     exec(c, sql, vec![account_id.into(), i(start), i(grace_ms)]).await?;
     Ok(())

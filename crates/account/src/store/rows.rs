@@ -19,6 +19,11 @@ pub fn coded<T>(r: &QueryResult, col: &str, from_code: fn(i32) -> Option<T>) -> 
     from_code(code).ok_or_else(|| Error::internal(format!("unknown {col} code {code} stored")))
 }
 
+/// `account_members.kind` of a person (`MemberKind` PERSON).
+const MEMBER_KIND_PERSON: i32 = 1;
+/// `account_members.kind` of an API member (`MemberKind` API).
+const MEMBER_KIND_API: i32 = 2;
+
 /// A membership.
 #[derive(Clone, Debug)]
 pub struct MemberRow {
@@ -55,8 +60,17 @@ pub struct MemberRow {
     /// tell when, so whether, the email was registered). Unique in the
     /// account; never changes.
     pub alias_id: UserId,
-    /// The name the adding owner typed (AddMember); empty otherwise.
+    /// The name the adding owner typed (AddMember), or an API member's
+    /// name; empty otherwise.
     pub added_name: String,
+    /// Whether this is an API member (`kind` 2): no email, password or
+    /// portal access, never an owner; acts through its API tokens only.
+    pub api: bool,
+    /// An API member's description; empty otherwise.
+    pub description: String,
+    /// An API member's source allowlist: normalised CIDR blocks separated
+    /// by spaces; empty: anywhere.
+    pub source_allowlist: String,
 }
 
 impl MemberRow {
@@ -78,7 +92,18 @@ impl MemberRow {
             accepted: get(r, "accepted")?,
             alias_id: get(r, "alias_id")?,
             added_name: get(r, "added_name")?,
+            api: get::<i32>(r, "kind")? == MEMBER_KIND_API,
+            description: get(r, "description")?,
+            source_allowlist: get(r, "source_allowlist")?,
         })
+    }
+
+    /// An API member's source allowlist entries.
+    pub fn source_allowlist(&self) -> Vec<String> {
+        self.source_allowlist
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The id the API shows and addresses the member by: the user id once
@@ -91,12 +116,18 @@ impl MemberRow {
         }
     }
 
+    /// Whether the member may use the account at all: people with portal
+    /// access, and API members (through their API tokens).
+    fn may_use_account(&self) -> bool {
+        self.portal_access || self.api
+    }
+
     /// The facts the access decision needs.
     pub fn access_facts(&self) -> MemberFacts {
         MemberFacts {
             role: self.role,
             status: self.status,
-            portal_access: self.portal_access,
+            portal_access: self.may_use_account(),
             service_access: self.service_access,
         }
     }
@@ -106,7 +137,7 @@ impl MemberRow {
         CallerFacts {
             role: self.role,
             status: self.status,
-            portal_access: self.portal_access,
+            portal_access: self.may_use_account(),
         }
     }
 
@@ -129,7 +160,7 @@ impl MemberRow {
         .await?;
         exec(
             c,
-            "INSERT INTO account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline, accepted, alias_id, added_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            "INSERT INTO account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline, accepted, alias_id, added_name, kind, description, source_allowlist) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             vec![
                 (&self.account_id).into(),
                 (&self.user_id).into(),
@@ -146,6 +177,29 @@ impl MemberRow {
                 super::b(self.accepted),
                 (&self.alias_id).into(),
                 s(self.added_name.as_str()),
+                n(if self.api { MEMBER_KIND_API } else { MEMBER_KIND_PERSON }),
+                s(self.description.as_str()),
+                s(self.source_allowlist.as_str()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes an API member's name (and sort key), description and source
+    /// allowlist, and the update time.
+    pub async fn update_api<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
+        exec(
+            c,
+            "UPDATE account_members SET added_name = $3, name_key = $4, description = $5, source_allowlist = $6, update_time = $7 WHERE account_id = $1 AND user_id = $2",
+            vec![
+                (&self.account_id).into(),
+                (&self.user_id).into(),
+                s(self.added_name.as_str()),
+                s(self.name_key.as_str()),
+                s(self.description.as_str()),
+                s(self.source_allowlist.as_str()),
+                i(self.update_time),
             ],
         )
         .await?;
@@ -424,11 +478,13 @@ pub struct ServiceRow {
     pub create_time: i64,
     /// Changed.
     pub update_time: i64,
+    /// `ResourceKind` code (server, storage, other).
+    pub resource_kind: i32,
 }
 
 /// The SELECT list of service rows.
 pub const SERVICE_COLUMNS: &str =
-    "id, account_id, kind, name, tags_json, external_id, create_time, update_time";
+    "id, account_id, kind, name, tags_json, external_id, create_time, update_time, resource_kind";
 
 impl ServiceRow {
     /// Reads a row selected with [`SERVICE_COLUMNS`].
@@ -443,6 +499,7 @@ impl ServiceRow {
             external_id: get(r, "external_id")?,
             create_time: get(r, "create_time")?,
             update_time: get(r, "update_time")?,
+            resource_kind: get(r, "resource_kind")?,
         })
     }
 
@@ -463,7 +520,7 @@ impl ServiceRow {
         if insert {
             exec(
                 c,
-                "INSERT INTO account_services (id, account_id, kind, name, tags_json, external_id, create_time, update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO account_services (id, account_id, kind, name, tags_json, external_id, create_time, update_time, resource_kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 vec![
                     s(self.id.as_str()),
                     s(self.account_id.as_str()),
@@ -473,13 +530,14 @@ impl ServiceRow {
                     os(self.external_id.clone()),
                     i(self.create_time),
                     i(self.update_time),
+                    n(self.resource_kind),
                 ],
             )
             .await?;
         } else {
             exec(
                 c,
-                "UPDATE account_services SET kind = $2, name = $3, tags_json = $4, external_id = $5, update_time = $6 WHERE id = $1",
+                "UPDATE account_services SET kind = $2, name = $3, tags_json = $4, external_id = $5, update_time = $6, resource_kind = $7 WHERE id = $1",
                 vec![
                     s(self.id.as_str()),
                     s(self.kind.as_str()),
@@ -487,6 +545,7 @@ impl ServiceRow {
                     s(tags),
                     os(self.external_id.clone()),
                     i(self.update_time),
+                    n(self.resource_kind),
                 ],
             )
             .await?;

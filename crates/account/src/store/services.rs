@@ -13,6 +13,8 @@ use crate::domain::GrantKind;
 pub struct ServiceQuery<'a> {
     /// Only this kind (when not empty).
     pub kind: &'a str,
+    /// Only this `ResourceKind` code (when not 0).
+    pub resource_kind: i32,
     /// Only services carrying every one of these tags.
     pub tags: &'a [String],
     /// Only services this member may reach through a selection, a resource
@@ -38,6 +40,10 @@ pub async fn list_services<C: ConnectionTrait>(
     if !q.kind.is_empty() {
         values.push(s(q.kind));
         sql.push_str(&format!(" AND sv.kind = ${}", values.len()));
+    }
+    if q.resource_kind != 0 {
+        values.push(n(q.resource_kind));
+        sql.push_str(&format!(" AND sv.resource_kind = ${}", values.len()));
     }
     for t in q.tags {
         values.push(s(t.as_str()));

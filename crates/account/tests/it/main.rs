@@ -287,6 +287,7 @@ impl Env {
                 name: "ci".into(),
                 expire_time: None,
                 read_only: false,
+                ..Default::default()
             })
             .await
             .unwrap()

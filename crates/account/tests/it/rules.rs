@@ -73,6 +73,9 @@ fn member(
         accepted: true,
         alias_id: user_id.clone(),
         added_name: String::new(),
+        api: false,
+        description: String::new(),
+        source_allowlist: String::new(),
     }
 }
 
@@ -102,6 +105,7 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                 external_id: None,
                 create_time: 0,
                 update_time: 0,
+                resource_kind: 1,
             };
             row.save(&db, true).await.unwrap();
             catalogue.push(row);

@@ -1,4 +1,4 @@
-//! Calls of other services: EnsureUser, BatchGetUsers, WatchRevocations,
+//! Calls of other services: EnsureUser, CreateApiUser, BatchGetUsers, WatchRevocations,
 //! RevokeAccountAccess, RecordUsage.
 
 use futures::StreamExt as _;
@@ -23,6 +23,17 @@ pub(super) async fn ensure_user(
     ok(pb::EnsureUserResponse {
         user: Some(user(found)),
         created,
+    })
+}
+
+pub(super) async fn create_api_user(
+    api: &Api,
+    request: Request<pb::CreateApiUserRequest>,
+) -> Reply<pb::CreateApiUserResponse> {
+    let r = request.into_inner();
+    let created = api.app.create_api_user(&r.account_id, &r.name).await?;
+    ok(pb::CreateApiUserResponse {
+        user: Some(user(created)),
     })
 }
 

@@ -487,6 +487,13 @@ impl IdentityInternalService for Api {
         internal::ensure_user(self, request).await
     }
 
+    async fn create_api_user(
+        &self,
+        request: Request<pb::CreateApiUserRequest>,
+    ) -> Reply<pb::CreateApiUserResponse> {
+        internal::create_api_user(self, request).await
+    }
+
     async fn batch_get_users(
         &self,
         request: Request<pb::BatchGetUsersRequest>,

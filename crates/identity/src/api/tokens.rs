@@ -7,7 +7,7 @@ use tenancy_runtime::server::principal;
 use tonic::Request;
 
 use super::{Api, Reply, jwk, ok};
-use crate::app::tokens::{ApiToken, TokenListing};
+use crate::app::tokens::{ApiToken, NewToken, TokenListing};
 use crate::domain::api_tokens::TokenState;
 
 pub(super) async fn create_api_token(
@@ -20,10 +20,19 @@ pub(super) async fn create_api_token(
         .expire_time
         .as_ref()
         .map(tenancy_runtime::Timestamp::from_proto);
-    let (token, secret) = api
-        .app
-        .create_api_token(p, &r.name, expire, r.read_only)
-        .await?;
+    let source_allowlist = tenancy_runtime::allowlist::parse_field(
+        "source_allowlist",
+        &r.source_allowlist,
+        tenancy_runtime::allowlist::MAX_SOURCE_ALLOWLIST,
+    )?;
+    let new = NewToken {
+        name: &r.name,
+        expire,
+        read_only: r.read_only,
+        member_id: &r.member_id,
+        source_allowlist: &source_allowlist,
+    };
+    let (token, secret) = api.app.create_api_token(p, new).await?;
     ok(pb::CreateApiTokenResponse {
         api_token: Some(api_token(token)),
         secret,
@@ -88,6 +97,7 @@ pub(super) async fn introspect_api_token(
         .introspect_api_token(&request.get_ref().secret)
         .await?;
     let token = found.token;
+    let source_allowlist = token.source_allowlist();
     ok(pb::IntrospectApiTokenResponse {
         api_token_id: token.id,
         user_id: token.user_id,
@@ -96,6 +106,7 @@ pub(super) async fn introspect_api_token(
         expire_time: token.expire_time.map(|t| Timestamp(t).to_proto()),
         create_time: Some(Timestamp(token.create_time).to_proto()),
         mfa_enabled: found.mfa,
+        source_allowlist,
     })
 }
 
@@ -109,6 +120,7 @@ fn api_token(view: ApiToken) -> pb::ApiToken {
     };
     let time = |ms: i64| Timestamp(ms).to_proto();
     pb::ApiToken {
+        source_allowlist: t.source_allowlist(),
         id: t.id,
         name: t.name,
         user_id: t.user_id,

@@ -36,6 +36,20 @@ fn api_token(token: ApiTokenRow, now: Timestamp) -> ApiToken {
 /// Active API tokens a user may hold per account.
 const MAX_ACTIVE_TOKENS: i64 = 50;
 
+/// What CreateApiToken asks for (validated at the edge: the allowlist).
+pub(crate) struct NewToken<'a> {
+    /// The label, as sent.
+    pub(crate) name: &'a str,
+    /// When it expires, if ever.
+    pub(crate) expire: Option<Timestamp>,
+    /// Read-only methods only.
+    pub(crate) read_only: bool,
+    /// The API member to issue it for (empty: the caller).
+    pub(crate) member_id: &'a str,
+    /// Where it may be used from (empty: anywhere).
+    pub(crate) source_allowlist: &'a [ipnet::IpNet],
+}
+
 /// What ListApiTokens asks for, as the client sent it (validated by the
 /// use case, in its order).
 pub(crate) struct TokenListing<'a> {
@@ -50,27 +64,32 @@ pub(crate) struct TokenListing<'a> {
 }
 
 impl App {
-    /// CreateApiToken (portal session, recent authentication).
+    /// CreateApiToken (portal session, recent authentication): the
+    /// caller's own token, or (owners) one for an API member of the
+    /// account.
     pub(crate) async fn create_api_token(
         &self,
         p: &Principal,
-        name: &str,
-        expire: Option<Timestamp>,
-        read_only: bool,
+        new: NewToken<'_>,
     ) -> Result<(ApiToken, String), IdentityError> {
-        let user_id = p.user()?.to_owned();
         let account_id = p.account()?.to_owned();
         self.recent_portal_session(p, "an API token cannot create tokens")
             .await?;
-        let name = parse_label("name", name)?;
+        let name = parse_label("name", new.name)?;
         let now = self.now();
-        if expire.is_some_and(|e| e <= now) {
+        if new.expire.is_some_and(|e| e <= now) {
             return Err(IdentityError::invalid(
                 Invalid::ExpireTime,
                 "expire_time",
                 "must be in the future",
             ));
         }
+        let user_id = if new.member_id.is_empty() {
+            p.user()?.to_owned()
+        } else {
+            self.api_member_of(p, &account_id, new.member_id).await?
+        };
+        let (expire, read_only) = (new.expire, new.read_only);
         let secret = new_api_token();
         let id = ApiTokenId::new();
         let tx = crate::store::begin(&self.db).await?;
@@ -93,6 +112,8 @@ impl App {
             last_used_ip: String::new(),
             revoke_time: None,
             revoked_by: String::new(),
+            source_allowlist: tenancy_runtime::allowlist::to_strings(new.source_allowlist)
+                .join(" "),
         };
         api_tokens::insert(&tx, &token, sha256_hex(secret.as_bytes())).await?;
         let stored = api_tokens::get_token(&tx, &id, None)
@@ -100,6 +121,32 @@ impl App {
             .ok_or_else(|| Error::internal("token vanished"))?;
         tx.commit().await?;
         Ok((api_token(stored, now), secret))
+    }
+
+    /// The user id of `member_id` when it names an API member of
+    /// `account_id` and the caller is an owner there: only owners issue an
+    /// API member's tokens (ROLE_TOO_LOW otherwise); anything else,
+    /// including a person's id, is MEMBER_NOT_FOUND.
+    async fn api_member_of(
+        &self,
+        p: &Principal,
+        account_id: &str,
+        member_id: &str,
+    ) -> Result<String, IdentityError> {
+        if !p.is_owner() {
+            return Err(Error::role_too_low(
+                tenancy_proto::auth::Role::Owner,
+                "only owners issue an API member's tokens",
+            )
+            .into());
+        }
+        let Ok(id) = tenancy_runtime::ids::UserId::parse("member_id", member_id) else {
+            return Err(IdentityError::ApiMemberNotFound);
+        };
+        match users::by_id(&self.db, id.as_str()).await? {
+            Some(user) if user.api_account_id == account_id => Ok(user.id),
+            _ => Err(IdentityError::ApiMemberNotFound),
+        }
     }
 
     /// RevokeApiToken: managers their own, owners any in the account.

@@ -11,7 +11,7 @@ use tenancy_runtime::{Error, Principal, Timestamp, ids};
 use super::{App, time_text};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
-use crate::domain::profile::{Email, parse_email, parse_name};
+use crate::domain::profile::{Email, parse_email, parse_label, parse_name};
 use crate::store::email_tokens::{self, PendingSignUp, Purpose};
 use crate::store::users::{self, NewUser, UserRow};
 
@@ -397,6 +397,37 @@ impl App {
             .await?
             .ok_or_else(|| Error::internal("ensured user vanished"))?;
         Ok((user, inserted))
+    }
+
+    /// CreateApiUser: the user behind a new API member of `account_id`.
+    pub(crate) async fn create_api_user(
+        &self,
+        account_id: &str,
+        name: &str,
+    ) -> Result<UserRow, IdentityError> {
+        let account = tenancy_runtime::ids::AccountId::parse("account_id", account_id)
+            .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e));
+        let name = parse_label("name", name);
+        let (account, name) = match (account, name) {
+            (Ok(a), Ok(n)) => (a, n),
+            (a, n) => {
+                return Err(IdentityError::several(
+                    a.err().into_iter().chain(n.err()).collect(),
+                ));
+            }
+        };
+        let id = UserId::new();
+        users::insert_api_user(
+            &self.db,
+            id.as_str(),
+            account.as_str(),
+            &name,
+            self.now().millis(),
+        )
+        .await?;
+        users::by_id(&self.db, id.as_str())
+            .await?
+            .ok_or_else(|| Error::internal("created API user vanished").into())
     }
 
     /// BatchGetUsers: in request order, unknown ids left out.

@@ -19,6 +19,9 @@ pub(crate) enum IdentityError {
     /// No such API token in the caller's account (or not theirs to see).
     #[error("no such API token")]
     ApiTokenNotFound,
+    /// `member_id` names no API member of the caller's account.
+    #[error("no such API member in this account")]
+    ApiMemberNotFound,
     /// No such SSH key in the selected account.
     #[error("no such SSH key")]
     SshKeyNotFound,
@@ -309,6 +312,7 @@ impl From<IdentityError> for Error {
             IdentityError::UserNotFound => Error::new(Reason::UserNotFound, message),
             IdentityError::SessionNotFound => Error::new(Reason::SessionNotFound, message),
             IdentityError::ApiTokenNotFound => Error::new(Reason::ApiTokenNotFound, message),
+            IdentityError::ApiMemberNotFound => Error::new(Reason::MemberNotFound, message),
             IdentityError::SshKeyNotFound => Error::new(Reason::SshKeyNotFound, message),
             IdentityError::ApiTokenInvalid => Error::new(Reason::ApiTokenInvalid, message),
             IdentityError::TokenRevoked => Error::new(Reason::TokenRevoked, message),

@@ -6,6 +6,7 @@ mod m20261122_000001_initial;
 mod m20261124_000001_login_networks;
 mod m20261129_000001_totp_last_step;
 mod m20261129_000002_pending_sign_ups;
+mod m20261130_000003_api_members;
 mod m20261130_000004_phone;
 mod m20261130_000005_passkeys;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_login_networks::Migration),
             Box::new(m20261129_000001_totp_last_step::Migration),
             Box::new(m20261129_000002_pending_sign_ups::Migration),
+            Box::new(m20261130_000003_api_members::Migration),
             Box::new(m20261130_000004_phone::Migration),
             Box::new(m20261130_000005_passkeys::Migration),
         ]

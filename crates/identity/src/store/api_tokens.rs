@@ -45,7 +45,7 @@ pub(crate) async fn count_active<C: ConnectionTrait>(
 }
 
 const COLUMNS: &str = "id, name, user_id, account_id, last_four, read_only, create_time, \
-    expire_time, last_used_time, last_used_ip, revoke_time, revoked_by";
+    expire_time, last_used_time, last_used_ip, revoke_time, revoked_by, source_allowlist";
 
 /// A token as stored (never its secret).
 #[derive(Clone, Debug)]
@@ -74,6 +74,19 @@ pub(crate) struct ApiTokenRow {
     pub(crate) revoke_time: Option<i64>,
     /// Who revoked it.
     pub(crate) revoked_by: String,
+    /// Where it may be used from: normalised CIDR blocks separated by
+    /// spaces; empty: anywhere.
+    pub(crate) source_allowlist: String,
+}
+
+impl ApiTokenRow {
+    /// The source allowlist's entries.
+    pub(crate) fn source_allowlist(&self) -> Vec<String> {
+        self.source_allowlist
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 fn token_from_row(r: &QueryResult) -> Result<ApiTokenRow, DbErr> {
@@ -90,6 +103,7 @@ fn token_from_row(r: &QueryResult) -> Result<ApiTokenRow, DbErr> {
         last_used_ip: get(r, "last_used_ip")?,
         revoke_time: get(r, "revoke_time")?,
         revoked_by: get(r, "revoked_by")?,
+        source_allowlist: get(r, "source_allowlist")?,
     })
 }
 
@@ -102,7 +116,8 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     exec(
         c,
         "INSERT INTO identity_api_tokens (id, token_hash, user_id, account_id, name, last_four, \
-         read_only, create_time, expire_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         read_only, create_time, expire_time, source_allowlist) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         vec![
             token.id.clone().into(),
             secret_hash.into(),
@@ -113,6 +128,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
             token.read_only.into(),
             token.create_time.into(),
             token.expire_time.into(),
+            token.source_allowlist.clone().into(),
         ],
     )
     .await?;

@@ -8,7 +8,7 @@ use tenancy_runtime::ids::{AccountId, UserId};
 const COLUMNS: &str = "id, email, email_verified, pending_email, name, \
     password_hash IS NOT NULL AS password_set, totp_secret IS NOT NULL AS totp_enabled, \
     code_word_hash IS NOT NULL AS code_word_set, staff, create_time, update_time, \
-    last_login_time, password_update_time, phone, \
+    last_login_time, password_update_time, phone, api_account_id, \
     (SELECT COUNT(*) FROM identity_recovery_codes r WHERE r.user_id = identity_users.id \
      AND r.used_time IS NULL) AS recovery_codes_remaining, \
     (SELECT COUNT(*) FROM identity_passkeys p WHERE p.user_id = identity_users.id) AS passkey_count";
@@ -48,6 +48,9 @@ pub(crate) struct UserRow {
     pub(crate) passkey_count: i64,
     /// The verified phone number (E.164), empty when none.
     pub(crate) phone: String,
+    /// For the user behind an API member: the account it belongs to (it
+    /// has no email, password or session); empty for people.
+    pub(crate) api_account_id: String,
 }
 
 fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
@@ -68,6 +71,7 @@ fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
         recovery_codes_remaining: get(row, "recovery_codes_remaining")?,
         passkey_count: get(row, "passkey_count")?,
         phone: get(row, "phone")?,
+        api_account_id: get(row, "api_account_id")?,
     })
 }
 
@@ -191,6 +195,31 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     )
     .await?;
     Ok(n == 1)
+}
+
+/// Creates the user behind an API member of `account_id`: no email (its
+/// `email_key` is `api:<id>`, which no parsed address equals), no password.
+pub(crate) async fn insert_api_user<C: ConnectionTrait>(
+    c: &C,
+    id: &str,
+    account_id: &str,
+    name: &str,
+    now: i64,
+) -> Result<(), DbErr> {
+    exec(
+        c,
+        "INSERT INTO identity_users (id, email, email_key, name, api_account_id, create_time, \
+         update_time) VALUES ($1, '', $2, $3, $4, $5, $5)",
+        vec![
+            id.into(),
+            format!("api:{id}").into(),
+            name.into(),
+            account_id.into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Notes when a verification link was last sent.

@@ -514,6 +514,7 @@ async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions()
             name: "ci".into(),
             expire_time: None,
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap()

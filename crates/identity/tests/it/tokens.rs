@@ -38,6 +38,7 @@ async fn api_tokens_are_shown_once_introspected_and_revoked() {
             name: "terraform ci".into(),
             expire_time: None,
             read_only: true,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -105,6 +106,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
             name: "short".into(),
             expire_time: Some(soon.to_proto()),
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -114,6 +116,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
             name: "past".into(),
             expire_time: Some(env.clock.now().to_proto()),
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -143,6 +146,7 @@ async fn api_tokens_need_recent_authentication_and_expire() {
             name: "late".into(),
             expire_time: None,
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -168,6 +172,7 @@ async fn api_tokens_list_by_state_and_page_by_keyset() {
                 name: name.into(),
                 expire_time,
                 read_only: false,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -251,6 +256,7 @@ async fn managers_cannot_revoke_other_members_tokens() {
             name: "owner's".into(),
             expire_time: None,
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -520,6 +526,7 @@ async fn no_secret_is_stored_or_logged_in_plain_form() {
             name: "t".into(),
             expire_time: None,
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap()
