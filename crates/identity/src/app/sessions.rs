@@ -164,7 +164,6 @@ impl App {
         counted: &[(String, Counter)],
     ) -> Result<Option<Blocked>, IdentityError> {
         let now = self.now();
-        let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
         let mut keys: Vec<(&str, Counter, bool)> = enforced
             .iter()
             .map(|(k, c)| (k.as_str(), *c, true))
@@ -196,10 +195,7 @@ impl App {
             return Ok(blocked);
         }
         for (key, kind, _) in &keys {
-            // A pair's back-off runs from its last failure, the caps' from
-            // their window's start.
-            store::throttle::count_failure(&tx, key, now.millis(), window, *kind == Counter::Pair)
-                .await?;
+            store::throttle::count_failure(&tx, key, *kind, now).await?;
         }
         tx.commit().await?;
         Ok(None)
@@ -238,13 +234,9 @@ impl App {
         &self,
         keys: &[(String, Counter)],
     ) -> Result<(), IdentityError> {
-        let now = self.now().millis();
-        let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
+        let now = self.now();
         for (key, kind) in keys {
-            // A pair's back-off runs from its last failure, the caps' from
-            // their window's start.
-            store::throttle::count_failure(&self.db, key, now, window, *kind == Counter::Pair)
-                .await?;
+            store::throttle::count_failure(&self.db, key, *kind, now).await?;
         }
         Ok(())
     }
