@@ -115,41 +115,31 @@ impl App {
         Ok(())
     }
 
-    /// Until when any of `keys` refuses attempts.
-    pub(crate) async fn throttled(
-        &self,
-        keys: &[(String, Counter)],
-    ) -> Result<Option<Timestamp>, IdentityError> {
-        let now = self.now();
-        let mut until: Option<Timestamp> = None;
-        for (key, kind) in keys {
-            let Some(state) = store::throttle::state(&self.db, key).await? else {
-                continue;
-            };
-            if throttle::window_over(*kind, state, now) {
-                continue;
-            }
-            if let Some(t) = throttle::blocked_until(*kind, state, now) {
-                until = Some(until.map_or(t, |u| u.max(t)));
-            }
-        }
-        Ok(until)
-    }
-
-    /// Refuses with TOO_MANY_ATTEMPTS, saying when to retry, while any of
-    /// `keys` refuses attempts.
-    pub(crate) async fn refuse_if_throttled(
+    /// Admits one attempt on `keys` ([`Self::admit`], every key
+    /// enforced): TOO_MANY_ATTEMPTS, saying when to retry, while any of
+    /// them refuses attempts; else the attempt is counted as a failure
+    /// before it is checked, so that concurrent attempts cannot all be
+    /// checked. One that turns out no failure gives its count back
+    /// ([`Self::refund_attempt`], or [`Self::reset_failures`] when it
+    /// proved the user).
+    pub(crate) async fn admit_attempt(
         &self,
         keys: &[(String, Counter)],
     ) -> Result<(), IdentityError> {
-        match self.throttled(keys).await? {
-            Some(until) => Err(Blocked {
-                until,
-                by: Vec::new(),
-            }
-            .error(self.now())),
+        match self.admit(keys, &[]).await? {
+            Some(blocked) => Err(blocked.error(self.now())),
             None => Ok(()),
         }
+    }
+
+    /// Gives back the attempt [`Self::admit_attempt`] counted on `keys`: it
+    /// was no failure (it never reached a check, or failed for another
+    /// reason than a wrong secret).
+    pub(crate) async fn refund_attempt(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<(), IdentityError> {
+        self.attempt_succeeded(None, keys).await
     }
 
     /// Checks and counts one attempt in one transaction: refused (nothing
@@ -201,12 +191,12 @@ impl App {
         Ok(None)
     }
 
-    /// An attempt [`Self::admit`] counted succeeded: `cleared` starts
-    /// again (the back-off of this email and address), `refunded` gets the
-    /// attempt back.
+    /// An attempt [`Self::admit`] counted succeeded: `cleared` (if any)
+    /// starts again (the back-off of this email and address), `refunded`
+    /// gets the attempt back.
     pub(crate) async fn attempt_succeeded(
         &self,
-        cleared: &str,
+        cleared: Option<&str>,
         refunded: &[(String, Counter)],
     ) -> Result<(), IdentityError> {
         // Rows in the order `admit` locks them (by key): a success and an
@@ -214,7 +204,7 @@ impl App {
         let mut keys: Vec<(&str, bool)> = refunded
             .iter()
             .map(|(k, _)| (k.as_str(), false))
-            .chain(std::iter::once((cleared, true)))
+            .chain(cleared.map(|k| (k, true)))
             .collect();
         keys.sort_unstable();
         let tx = store::begin(&self.db).await?;
@@ -229,18 +219,7 @@ impl App {
         Ok(())
     }
 
-    /// Counts a failure on every key (atomic upsert).
-    pub(crate) async fn record_failure(
-        &self,
-        keys: &[(String, Counter)],
-    ) -> Result<(), IdentityError> {
-        let now = self.now();
-        for (key, kind) in keys {
-            store::throttle::count_failure(&self.db, key, *kind, now).await?;
-        }
-        Ok(())
-    }
-
+    /// Forgets the counter under `key` (an attempt proved the user).
     pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), IdentityError> {
         Ok(store::throttle::clear(&self.db, key).await?)
     }
@@ -462,7 +441,8 @@ impl App {
             }
             return Err(IdentityError::CredentialsInvalid);
         };
-        self.attempt_succeeded(&pair, &[per_email, per_ip]).await?;
+        self.attempt_succeeded(Some(&pair), &[per_email, per_ip])
+            .await?;
         if let Some(hash) = unlock {
             self.spend_unlock_link(&hash).await?;
         }

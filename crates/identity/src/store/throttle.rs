@@ -7,11 +7,6 @@ use tenancy_runtime::db::{exec, get, one};
 
 use crate::domain::throttle::{self, Counter, State};
 
-/// The counter under `key`, if any.
-pub(crate) async fn state<C: ConnectionTrait>(c: &C, key: &str) -> Result<Option<State>, DbErr> {
-    read(c, key, "").await
-}
-
 async fn read<C: ConnectionTrait>(c: &C, key: &str, lock: &str) -> Result<Option<State>, DbErr> {
     one(
         c,
@@ -214,7 +209,7 @@ mod tests {
                 let stored = runtime.block_on(async {
                     put(&db, "k", before).await;
                     count_failure(&db, "k", kind, now).await.unwrap();
-                    state(&db, "k").await.unwrap().unwrap()
+                    read(&db, "k", "").await.unwrap().unwrap()
                 });
                 let want = after_failure(kind, before, now);
                 prop_assert_eq!(stored, want, "{:?} {:?} at {:?}", kind, before, now);
