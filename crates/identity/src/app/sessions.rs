@@ -1,6 +1,8 @@
 //! Login, sessions, refresh-token rotation with reuse detection, logout,
 //! and ending a member's access to an account.
 
+use std::sync::Arc;
+
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::Timestamp;
@@ -331,7 +333,7 @@ impl App {
 
     /// Login with email and password.
     pub(crate) async fn login(
-        &self,
+        self: &Arc<Self>,
         email: &str,
         password: &str,
         account_id: &str,
@@ -357,7 +359,7 @@ impl App {
     /// is a user's (for the metrics, which tell wrong passwords from
     /// unknown users; the client never learns which).
     async fn password_login(
-        &self,
+        self: &Arc<Self>,
         email: &str,
         password: &str,
         account_id: &str,
@@ -418,7 +420,7 @@ impl App {
                 )
                 .await?;
                 if blocked.by == [Counter::Email] && row.email_verified {
-                    self.send_unlock_link(row, client).await;
+                    self.queue_unlock_link(row.clone(), client.clone());
                 }
             }
             return Err(blocked.error(self.now()));
@@ -463,7 +465,14 @@ impl App {
             )
             .await?;
             if row.last_verification_sent + 600_000 <= self.now().millis() {
-                self.resend_sign_up(&user_id, &row.email, &row.name).await?;
+                // In the background, as every mail the login path sends.
+                let app = Arc::clone(self);
+                let (id, email, name) = (user_id.clone(), row.email.clone(), row.name.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = app.resend_sign_up(&id, &email, &name).await {
+                        tracing::warn!(%error, "verification resend not queued");
+                    }
+                });
             }
             return Err(IdentityError::EmailNotVerified);
         }
