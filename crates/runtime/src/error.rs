@@ -201,8 +201,42 @@ impl From<Error> for tonic::Status {
     }
 }
 
+/// PostgreSQL's SQLSTATEs of a transaction that lost a race with another
+/// and succeeds when simply run again: `deadlock_detected` and
+/// `serialization_failure`.
+const TRANSIENT_SQLSTATES: [&str; 2] = ["40P01", "40001"];
+
+/// When a client may retry a call whose transaction lost such a race.
+const CONTENTION_RETRY: Duration = Duration::from_millis(100);
+
+/// Whether `error` is a transaction that lost a race ([`TRANSIENT_SQLSTATES`]).
+fn transient(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr};
+    let (DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = error
+    else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| TRANSIENT_SQLSTATES.contains(&code.as_ref()))
+}
+
+/// A database failure: a transaction that lost a race (deadlock,
+/// serialization failure) is UNAVAILABLE SERVICE_UNAVAILABLE (metadata
+/// `service` = `database`) with a RetryInfo delay, as the call succeeds
+/// when repeated; anything else is INTERNAL, its cause only logged.
 impl From<sea_orm::DbErr> for Error {
     fn from(error: sea_orm::DbErr) -> Self {
+        if transient(&error) {
+            tracing::warn!(%error, "database contention; the client may retry");
+            return Self {
+                retry_after: Some(CONTENTION_RETRY),
+                ..Self::unavailable("the database is busy; retry shortly")
+                    .with_metadata("service", "database")
+            };
+        }
         Self::internal(format_args!("database: {error}"))
     }
 }
@@ -380,6 +414,63 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real error with SQLSTATE `code`, raised by PostgreSQL (at
+    /// `TENANCY_TEST_DATABASE_URL`), or `None` when no PostgreSQL is
+    /// configured.
+    async fn postgres_error(code: &str) -> Option<sea_orm::DbErr> {
+        use sea_orm::ConnectionTrait;
+        let url = std::env::var("TENANCY_TEST_DATABASE_URL").ok()?;
+        let db = sea_orm::Database::connect(&url).await.unwrap();
+        let raised = db
+            .execute_unprepared(&format!(
+                "DO $$ BEGIN RAISE EXCEPTION 'lost a race' USING ERRCODE = '{code}'; END $$"
+            ))
+            .await;
+        db.close().await.unwrap();
+        Some(raised.unwrap_err())
+    }
+
+    /// Deadlocks and serialization failures are answered UNAVAILABLE with
+    /// a retry delay; other database errors stay INTERNAL (without their
+    /// cause). SQLite's own errors (a real one here) are INTERNAL; the
+    /// PostgreSQL codes are raised by a real server when one is configured
+    /// (`TENANCY_TEST_DATABASE_URL`, as CI runs it).
+    #[tokio::test]
+    async fn lost_races_in_the_database_are_unavailable_with_a_retry_delay() {
+        let sqlite = crate::db::connect("sqlite::memory:", "test").await.unwrap();
+        let broken = crate::db::exec(&sqlite, "SELECT * FROM missing", vec![])
+            .await
+            .unwrap_err();
+        let status = tonic::Status::from(Error::from(broken));
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(!status.message().contains("missing"), "{status:?}");
+        assert!(status.get_details_retry_info().is_none());
+        if !std::env::var("TENANCY_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+            return;
+        }
+        for code in ["40P01", "40001"] {
+            let error = postgres_error(code).await.unwrap();
+            let status = tonic::Status::from(Error::from(error));
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unavailable,
+                "{code}: {status:?}"
+            );
+            assert_eq!(reason_of(&status), Some(Reason::ServiceUnavailable));
+            let info = status.get_details_error_info().unwrap();
+            assert_eq!(
+                info.metadata.get("service").map(String::as_str),
+                Some("database")
+            );
+            let retry = status.get_details_retry_info().expect("retry info");
+            assert_eq!(retry.retry_delay, Some(CONTENTION_RETRY));
+        }
+        // Another PostgreSQL error (unique violation) stays INTERNAL.
+        let error = postgres_error("23505").await.unwrap();
+        let status = tonic::Status::from(Error::from(error));
+        assert_eq!(status.code(), tonic::Code::Internal);
+    }
 
     #[test]
     fn every_reason_becomes_its_catalogue_code_with_reason_and_domain() {

@@ -27,6 +27,7 @@ pub(super) async fn complete_mfa(
             Factor::Passkey(json)
         }
     });
+    factor_sized(factor.as_ref())?;
     let session = api.app.complete_mfa(&r.challenge_token, factor, &c).await?;
     ok(pb::CompleteMfaResponse {
         session: Some(credentials(session)),
@@ -44,6 +45,8 @@ pub(super) async fn reauthenticate(
         pb::reauthenticate_request::SecondFactor::TotpCode(code) => Factor::Totp(code),
         pb::reauthenticate_request::SecondFactor::RecoveryCode(code) => Factor::Recovery(code),
     });
+    super::password_sized("password", &r.password)?;
+    factor_sized(factor.as_ref())?;
     let token = api
         .app
         .reauthenticate(p.user()?, p.session_id.as_deref(), &r.password, factor, &c)
@@ -74,6 +77,7 @@ pub(super) async fn confirm_totp_enrollment(
     request: Request<pb::ConfirmTotpEnrollmentRequest>,
 ) -> Reply<pb::ConfirmTotpEnrollmentResponse> {
     let p = principal(&request)?;
+    super::code_sized("totp_code", &request.get_ref().totp_code)?;
     let (recovery_codes, token) = api
         .app
         .confirm_totp(
@@ -99,6 +103,7 @@ pub(super) async fn disable_totp(
         Some(pb::disable_totp_request::Proof::TotpCode(c)) => (None, Some(c.as_str())),
         None => (None, None),
     };
+    proof_sized(password, code)?;
     let token = api
         .app
         .disable_totp(
@@ -126,9 +131,30 @@ pub(super) async fn regenerate_recovery_codes(
         Some(pb::regenerate_recovery_codes_request::Proof::TotpCode(c)) => (None, Some(c.as_str())),
         None => (None, None),
     };
+    proof_sized(password, code)?;
     let recovery_codes = api
         .app
         .regenerate_recovery_codes(p.user()?, password, code)
         .await?;
     ok(pb::RegenerateRecoveryCodesResponse { recovery_codes })
+}
+
+/// Refuses an oversized second-factor code, naming its field.
+fn factor_sized(factor: Option<&Factor>) -> Result<(), tenancy_runtime::Error> {
+    match factor {
+        Some(Factor::Totp(code)) => super::code_sized("totp_code", code),
+        Some(Factor::Recovery(code)) => super::code_sized("recovery_code", code),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an oversized proof (password or TOTP code), naming its field.
+fn proof_sized(password: Option<&str>, code: Option<&str>) -> Result<(), tenancy_runtime::Error> {
+    if let Some(password) = password {
+        super::password_sized("password", password)?;
+    }
+    match code {
+        Some(code) => super::code_sized("totp_code", code),
+        None => Ok(()),
+    }
 }

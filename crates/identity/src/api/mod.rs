@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 use crate::app::keys::PublicKey;
 use crate::app::sessions::{AccessToken, Credentials};
 use crate::app::{App, Client};
+use crate::domain::password::MAX_PASSWORD_BYTES;
 use crate::domain::profile::{device, truncate_user_agent};
 use crate::store::sessions::SessionListing;
 use crate::store::users::UserRow;
@@ -75,17 +76,42 @@ const MAX_FILTER_VALUES: usize = 16;
 /// hashed, decoded or looked up.
 const MAX_TOKEN_BYTES: usize = 512;
 
-/// Refuses a token-like `field` over [`MAX_TOKEN_BYTES`] as
-/// `reason`, naming the field.
-fn token_sized(field: &str, value: &str, reason: Reason) -> Result<(), Error> {
-    if value.len() <= MAX_TOKEN_BYTES {
+/// Longest TOTP or recovery code a request may carry, in bytes: a TOTP
+/// code has 6 digits, a recovery code 11 characters; the rest is room for
+/// the spaces people type.
+const MAX_CODE_BYTES: usize = 64;
+
+/// Refuses `field` over `max` bytes as INVALID_ARGUMENT `reason`, naming
+/// the field: checked at the edge, before the value is hashed, decoded or
+/// looked up (and before any attempt is counted).
+fn sized(field: &str, value: &str, max: usize, reason: Reason) -> Result<(), Error> {
+    if value.len() <= max {
         return Ok(());
     }
     Err(Error::invalid(
         reason,
         field,
-        format!("at most {MAX_TOKEN_BYTES} bytes"),
+        format!("at most {max} bytes"),
     ))
+}
+
+/// Refuses a token-like `field` over [`MAX_TOKEN_BYTES`] as
+/// `reason`, naming the field.
+fn token_sized(field: &str, value: &str, reason: Reason) -> Result<(), Error> {
+    sized(field, value, MAX_TOKEN_BYTES, reason)
+}
+
+/// Refuses a TOTP or recovery code over [`MAX_CODE_BYTES`] as
+/// SECOND_FACTOR_INVALID (no code that long is right).
+fn code_sized(field: &str, value: &str) -> Result<(), Error> {
+    sized(field, value, MAX_CODE_BYTES, Reason::SecondFactorInvalid)
+}
+
+/// Refuses a password given as proof over the longest a password may be
+/// ([`MAX_PASSWORD_BYTES`]) as PASSWORD_INCORRECT (no password set is that
+/// long), before it is hashed.
+fn password_sized(field: &str, value: &str) -> Result<(), Error> {
+    sized(field, value, MAX_PASSWORD_BYTES, Reason::PasswordIncorrect)
 }
 
 /// Refuses a `page_token` over [`MAX_TOKEN_BYTES`] (PAGE_TOKEN_INVALID).

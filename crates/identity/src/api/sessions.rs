@@ -41,6 +41,11 @@ pub(super) async fn login(
     let c = client(principal(&request)?);
     let deadline = caller_deadline(request.metadata());
     let r = request.into_inner();
+    super::token_sized(
+        "unlock_token",
+        &r.unlock_token,
+        tenancy_runtime::Reason::FieldInvalid,
+    )?;
     let outcome = DEADLINE
         .scope(
             deadline,
@@ -125,6 +130,7 @@ pub(super) async fn list_sessions(
 ) -> Reply<pb::ListSessionsResponse> {
     let p = principal(&request)?;
     tenancy_runtime::ids::page_size(request.get_ref().page_size)?;
+    super::page_token_sized(&request.get_ref().page_token)?;
     let sessions = api.app.list_sessions(p.user()?, None).await?;
     let current = p.session_id.as_deref();
     ok(pb::ListSessionsResponse {
@@ -165,6 +171,7 @@ pub(super) async fn list_member_sessions(
     let p = principal(&request)?;
     let account = p.account()?;
     let member = member_id(&request.get_ref().user_id)?;
+    super::page_token_sized(&request.get_ref().page_token)?;
     let sessions = api
         .app
         .list_sessions(member.as_str(), Some(account))

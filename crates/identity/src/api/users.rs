@@ -57,6 +57,7 @@ pub(super) async fn change_password(
 ) -> Reply<pb::ChangePasswordResponse> {
     let p = principal(&request)?;
     let r = request.get_ref();
+    super::password_sized("current_password", &r.current_password)?;
     let (token, n) = api
         .app
         .change_password(

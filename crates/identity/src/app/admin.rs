@@ -195,19 +195,21 @@ impl App {
     ) -> Result<(AccessToken, i64), IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
-        self.refuse_if_throttled(&keys).await?;
+        // Counted before the password is checked (concurrent guesses cannot
+        // all be checked); the right one resets it.
+        self.admit_attempt(&keys).await?;
         let (hash, email) = users::password_and_email(&self.db, user_id)
             .await?
             .ok_or(IdentityError::SessionEnded)?;
         let (ok, _) = self.hasher.verify(normalise(current), hash).await?;
         if !ok {
-            self.record_failure(&keys).await?;
             return Err(IdentityError::invalid(
                 Invalid::PasswordIncorrect,
                 "current_password",
                 "wrong password",
             ));
         }
+        self.reset_failures(&keys[0].0).await?;
         if normalise(current) == normalise(new) {
             return Err(IdentityError::invalid(
                 Invalid::PasswordUnchanged,
@@ -234,7 +236,6 @@ impl App {
         sessions::set_auth_time(&tx, &session.id, now.millis()).await?;
         tx.commit().await?;
         self.notify_revocations();
-        self.reset_failures(&keys[0].0).await?;
         self.security_notice(
             user_id,
             MessageTemplate::SecurityPasswordChanged,

@@ -25,7 +25,7 @@ use crate::store::{mfa, users};
 /// Pending enrolments are discarded after this long.
 const ENROLLMENT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(900);
 /// Wrong answers a challenge allows.
-const CHALLENGE_ATTEMPTS: i32 = 5;
+pub(crate) const CHALLENGE_ATTEMPTS: i32 = 5;
 
 /// A second factor as presented.
 pub(crate) enum Factor {
@@ -181,22 +181,29 @@ impl App {
     ) -> Result<(Vec<String>, AccessToken), IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = [(format!("totp-enroll:{user_id}"), Counter::Pair)];
-        self.refuse_if_throttled(&keys).await?;
+        // Counted before the code is checked: concurrent wrong codes cannot
+        // all be checked.
+        self.admit_attempt(&keys).await?;
         let tx = crate::store::begin(&self.db).await?;
-        let Some(sealed) = mfa::pending_enrollment(&tx, user_id, self.now().millis()).await? else {
-            return Err(IdentityError::TotpEnrollmentNotStarted);
+        let checked = match mfa::pending_enrollment(&tx, user_id, self.now().millis()).await? {
+            None => Err(IdentityError::TotpEnrollmentNotStarted),
+            Some(sealed) => self
+                .spend_totp(&tx, user_id, &sealed, code, "totp_code")
+                .await
+                .map(|()| sealed),
         };
-        if let Err(e) = self
-            .spend_totp(&tx, user_id, &sealed, code, "totp_code")
-            .await
-        {
-            // Counted outside the transaction (SQLite: one writer at a time).
-            drop(tx);
-            if e.rule() == Some(Invalid::SecondFactor) {
-                self.record_failure(&keys).await?;
+        let sealed = match checked {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                // Outside the transaction (SQLite: one writer at a time).
+                drop(tx);
+                // Only a wrong code is a failure.
+                if e.rule() != Some(Invalid::SecondFactor) {
+                    self.refund_attempt(&keys).await?;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         if !users::enable_totp(&tx, user_id, sealed, self.now().millis()).await? {
             return Err(IdentityError::TotpAlreadyEnabled);
         }
@@ -204,6 +211,7 @@ impl App {
         let codes = self.store_recovery_codes(&tx, user_id).await?;
         sessions::set_amr(&tx, &session.id, "pwd otp").await?;
         self.commit_totp_change(tx, user_id, true, ip).await?;
+        self.reset_failures(&keys[0].0).await?;
         session.amr = vec!["pwd".into(), "otp".into()];
         let access = self.access_token(&session).await?;
         Ok((codes, access))
@@ -288,8 +296,6 @@ impl App {
             account_id,
             ..
         } = challenge;
-        let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
-        self.refuse_if_throttled(&throttle_key).await?;
         if let Factor::Passkey(json) = &factor {
             if !account_id.is_empty() {
                 self.require_membership(
@@ -320,6 +326,15 @@ impl App {
             self.require_membership(&user_id, &account_id, "", client, method)
                 .await?;
         }
+        // The attempt is counted (per user, and on the challenge) before
+        // the code is checked, so that concurrent wrong codes cannot all be
+        // checked; a success gives the user's count back.
+        let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
+        self.admit_attempt(&throttle_key).await?;
+        if !mfa::count_challenge_attempt(&self.db, &hash, now.millis(), CHALLENGE_ATTEMPTS).await? {
+            self.refund_attempt(&throttle_key).await?;
+            return Err(IdentityError::MfaChallengeInvalid);
+        }
         let tx = crate::store::begin(&self.db).await?;
         let result = match &factor {
             Factor::Totp(code) => {
@@ -334,8 +349,6 @@ impl App {
         if let Err(e) = result {
             drop(tx);
             if !matches!(e, IdentityError::Service(_)) {
-                mfa::challenge_failed(&self.db, &hash).await?;
-                self.record_failure(&throttle_key).await?;
                 self.login_event(
                     &self.db,
                     &user_id,
@@ -353,6 +366,7 @@ impl App {
             return Err(IdentityError::MfaChallengeInvalid);
         }
         tx.commit().await?;
+        self.refund_attempt(&throttle_key).await?;
         if let Factor::Recovery(_) = factor {
             self.recovery_code_notice(&user_id, &client.ip).await;
         }
@@ -382,13 +396,14 @@ impl App {
     ) -> Result<AccessToken, IdentityError> {
         let mut session = self.own_session(user_id, session_id).await?;
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
-        self.refuse_if_throttled(&keys).await?;
+        // Counted before anything is checked (concurrent guesses cannot all
+        // be checked); a success resets it.
+        self.admit_attempt(&keys).await?;
         let hash = users::password_hash(&self.db, user_id).await?.flatten();
         let (ok, _) = self.hasher.verify(normalise(password), hash).await?;
         let account = session.account_id.clone().unwrap_or_default();
-        // A failed attempt: counted, and recorded in the login history.
+        // A failed attempt (counted already): recorded in the login history.
         let failed = async |outcome| {
-            self.record_failure(&keys).await?;
             self.login_event(
                 &self.db,
                 user_id,
@@ -437,7 +452,10 @@ impl App {
                 self.recovery_code_notice(user_id, &client.ip).await;
             }
             if let Err(e) = result {
-                if e.rule() != Some(Invalid::SecondFactorRequired) {
+                if e.rule() == Some(Invalid::SecondFactorRequired) {
+                    // No code was tried.
+                    self.refund_attempt(&keys).await?;
+                } else {
                     failed(pb::LoginOutcome::FailureBadSecondFactor).await?;
                 }
                 return Err(e);
@@ -567,8 +585,16 @@ impl App {
             .totp_secret_of(user_id)
             .await?
             .ok_or(IdentityError::TotpNotEnabled)?;
+        if password.is_none() && code.is_none() {
+            return Err(IdentityError::invalid(
+                Invalid::ProofRequired,
+                "proof",
+                "give the password or a TOTP code",
+            ));
+        }
         let keys = vec![(format!("reauth:{user_id}"), Counter::Pair)];
-        self.refuse_if_throttled(&keys).await?;
+        // Counted before the proof is checked; a success resets it.
+        self.admit_attempt(&keys).await?;
         let result = match (password, code) {
             (Some(p), _) => {
                 let hash = users::password_hash(&self.db, user_id).await?.flatten();
@@ -586,18 +612,10 @@ impl App {
                 self.spend_totp(&self.db, user_id, &sealed, c, "totp_code")
                     .await
             }
-            (None, None) => {
-                return Err(IdentityError::invalid(
-                    Invalid::ProofRequired,
-                    "proof",
-                    "give the password or a TOTP code",
-                ));
-            }
+            (None, None) => Ok(()),
         };
-        if let Err(e) = result {
-            self.record_failure(&keys).await?;
-            return Err(e);
-        }
+        result?;
+        self.reset_failures(&keys[0].0).await?;
         Ok(sealed)
     }
 

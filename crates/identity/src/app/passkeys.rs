@@ -504,15 +504,18 @@ impl App {
         let method = pb::LoginMethod::PasskeySecondFactor;
         let credential: PublicKeyCredential = parse_credential(FIELD, json)?;
         let now = self.now();
+        // Counted (per user) before the assertion is checked; given back
+        // unless the assertion is refused.
+        let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
+        self.admit_attempt(&throttle_key).await?;
         let tx = crate::store::begin(&self.db).await?;
-        let Some(ceremony) =
-            passkeys::take_ceremony(&tx, &format!("mfa:{challenge_hash}"), now.millis()).await?
-        else {
+        let ceremony =
+            passkeys::take_ceremony(&tx, &format!("mfa:{challenge_hash}"), now.millis()).await?;
+        let Some(ceremony) = ceremony.filter(|c| c.user_id == user_id) else {
+            drop(tx);
+            self.refund_attempt(&throttle_key).await?;
             return Err(IdentityError::MfaChallengeInvalid);
         };
-        if ceremony.user_id != user_id {
-            return Err(IdentityError::MfaChallengeInvalid);
-        }
         let state: PasskeyAuthentication = from_json(&ceremony.state)?;
         let row = passkeys::by_credential(&tx, &credential_key(credential.get_credential_id()))
             .await?
@@ -532,9 +535,13 @@ impl App {
             refused => {
                 // The ceremony is spent (and a suspect mark kept) either way.
                 tx.commit().await?;
-                let throttle_key = vec![(format!("mfa:{user_id}"), Counter::Email)];
-                mfa::challenge_failed(&self.db, challenge_hash).await?;
-                self.record_failure(&throttle_key).await?;
+                mfa::count_challenge_attempt(
+                    &self.db,
+                    challenge_hash,
+                    now.millis(),
+                    super::mfa::CHALLENGE_ATTEMPTS,
+                )
+                .await?;
                 self.login_event(
                     &self.db,
                     &user_id,
@@ -555,9 +562,12 @@ impl App {
             }
         };
         if !mfa::use_challenge(&tx, challenge_hash, now.millis()).await? {
+            drop(tx);
+            self.refund_attempt(&throttle_key).await?;
             return Err(IdentityError::MfaChallengeInvalid);
         }
         tx.commit().await?;
+        self.refund_attempt(&throttle_key).await?;
         let account = if account_id.is_empty() {
             self.login_account(&user_id).await
         } else {
@@ -579,8 +589,11 @@ impl App {
         &self,
         client: &Client,
     ) -> Result<(String, String, Timestamp), IdentityError> {
+        // Refused while the per-address login cap refuses (admitted and
+        // given back at once: beginning checks no secret).
         let per_ip = [(format!("ip:{}", client.ip), Counter::Ip)];
-        self.refuse_if_throttled(&per_ip).await?;
+        self.admit_attempt(&per_ip).await?;
+        self.refund_attempt(&per_ip).await?;
         let now = self.now();
         if passkeys::live_from(&self.db, &client.ip, "login:", now.millis()).await?
             >= MAX_LOGINS_PER_ADDRESS
@@ -655,8 +668,9 @@ impl App {
             }
             Err(_) => None,
         };
+        // The ceremony is spent whatever follows.
+        tx.commit().await?;
         let Some(row) = row else {
-            tx.commit().await?;
             return Err(IdentityError::CredentialsInvalid);
         };
         let per_user = vec![(format!("pkl:{}", row.user_id), Counter::Email)];
@@ -673,15 +687,13 @@ impl App {
             )
             .await
         };
-        if let Some(until) = self.throttled(&per_user).await? {
-            drop(tx);
+        // Counted per user before the assertion is checked; cleared when
+        // it is right.
+        if let Some(blocked) = self.admit(&per_user, &[]).await? {
             failed(pb::LoginOutcome::FailureThrottled).await?;
-            return Err(super::sessions::Blocked {
-                until,
-                by: Vec::new(),
-            }
-            .error(self.now()));
+            return Err(blocked.error(self.now()));
         }
+        let tx = crate::store::begin(&self.db).await?;
         let outcome = if row.suspect {
             Assertion::Cloned
         } else {
@@ -695,7 +707,6 @@ impl App {
         let amr = match outcome {
             Assertion::Verified { amr } => amr,
             refused => {
-                self.record_failure(&per_user).await?;
                 failed(pb::LoginOutcome::FailureBadCredentials).await?;
                 return Err(match refused {
                     Assertion::Cloned => self.suspect(&row, &client.ip).await,
@@ -703,7 +714,8 @@ impl App {
                 });
             }
         };
-        self.attempt_succeeded(&per_user[0].0, &[per_ip]).await?;
+        self.attempt_succeeded(Some(&per_user[0].0), &[per_ip])
+            .await?;
         let user = self.get_user(&row.user_id).await?;
         if !user.email_verified {
             return Err(IdentityError::EmailNotVerified);

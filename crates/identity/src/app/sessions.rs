@@ -1,6 +1,8 @@
 //! Login, sessions, refresh-token rotation with reuse detection, logout,
 //! and ending a member's access to an account.
 
+use std::sync::Arc;
+
 use sea_orm::ConnectionTrait;
 use tenancy_proto::identity as pb;
 use tenancy_runtime::Timestamp;
@@ -119,41 +121,31 @@ impl App {
         Ok(())
     }
 
-    /// Until when any of `keys` refuses attempts.
-    pub(crate) async fn throttled(
-        &self,
-        keys: &[(String, Counter)],
-    ) -> Result<Option<Timestamp>, IdentityError> {
-        let now = self.now();
-        let mut until: Option<Timestamp> = None;
-        for (key, kind) in keys {
-            let Some(state) = store::throttle::state(&self.db, key).await? else {
-                continue;
-            };
-            if throttle::window_over(*kind, state, now) {
-                continue;
-            }
-            if let Some(t) = throttle::blocked_until(*kind, state, now) {
-                until = Some(until.map_or(t, |u| u.max(t)));
-            }
-        }
-        Ok(until)
-    }
-
-    /// Refuses with TOO_MANY_ATTEMPTS, saying when to retry, while any of
-    /// `keys` refuses attempts.
-    pub(crate) async fn refuse_if_throttled(
+    /// Admits one attempt on `keys` ([`Self::admit`], every key
+    /// enforced): TOO_MANY_ATTEMPTS, saying when to retry, while any of
+    /// them refuses attempts; else the attempt is counted as a failure
+    /// before it is checked, so that concurrent attempts cannot all be
+    /// checked. One that turns out no failure gives its count back
+    /// ([`Self::refund_attempt`], or [`Self::reset_failures`] when it
+    /// proved the user).
+    pub(crate) async fn admit_attempt(
         &self,
         keys: &[(String, Counter)],
     ) -> Result<(), IdentityError> {
-        match self.throttled(keys).await? {
-            Some(until) => Err(Blocked {
-                until,
-                by: Vec::new(),
-            }
-            .error(self.now())),
+        match self.admit(keys, &[]).await? {
+            Some(blocked) => Err(blocked.error(self.now())),
             None => Ok(()),
         }
+    }
+
+    /// Gives back the attempt [`Self::admit_attempt`] counted on `keys`: it
+    /// was no failure (it never reached a check, or failed for another
+    /// reason than a wrong secret).
+    pub(crate) async fn refund_attempt(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<(), IdentityError> {
+        self.attempt_succeeded(None, keys).await
     }
 
     /// Checks and counts one attempt in one transaction: refused (nothing
@@ -168,7 +160,6 @@ impl App {
         counted: &[(String, Counter)],
     ) -> Result<Option<Blocked>, IdentityError> {
         let now = self.now();
-        let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
         let mut keys: Vec<(&str, Counter, bool)> = enforced
             .iter()
             .map(|(k, c)| (k.as_str(), *c, true))
@@ -200,21 +191,18 @@ impl App {
             return Ok(blocked);
         }
         for (key, kind, _) in &keys {
-            // A pair's back-off runs from its last failure, the caps' from
-            // their window's start.
-            store::throttle::count_failure(&tx, key, now.millis(), window, *kind == Counter::Pair)
-                .await?;
+            store::throttle::count_failure(&tx, key, *kind, now).await?;
         }
         tx.commit().await?;
         Ok(None)
     }
 
-    /// An attempt [`Self::admit`] counted succeeded: `cleared` starts
-    /// again (the back-off of this email and address), `refunded` gets the
-    /// attempt back.
+    /// An attempt [`Self::admit`] counted succeeded: `cleared` (if any)
+    /// starts again (the back-off of this email and address), `refunded`
+    /// gets the attempt back.
     pub(crate) async fn attempt_succeeded(
         &self,
-        cleared: &str,
+        cleared: Option<&str>,
         refunded: &[(String, Counter)],
     ) -> Result<(), IdentityError> {
         // Rows in the order `admit` locks them (by key): a success and an
@@ -222,7 +210,7 @@ impl App {
         let mut keys: Vec<(&str, bool)> = refunded
             .iter()
             .map(|(k, _)| (k.as_str(), false))
-            .chain(std::iter::once((cleared, true)))
+            .chain(cleared.map(|k| (k, true)))
             .collect();
         keys.sort_unstable();
         let tx = store::begin(&self.db).await?;
@@ -237,22 +225,7 @@ impl App {
         Ok(())
     }
 
-    /// Counts a failure on every key (atomic upsert).
-    pub(crate) async fn record_failure(
-        &self,
-        keys: &[(String, Counter)],
-    ) -> Result<(), IdentityError> {
-        let now = self.now().millis();
-        let window = i64::try_from(throttle::WINDOW.as_millis()).unwrap_or(3_600_000);
-        for (key, kind) in keys {
-            // A pair's back-off runs from its last failure, the caps' from
-            // their window's start.
-            store::throttle::count_failure(&self.db, key, now, window, *kind == Counter::Pair)
-                .await?;
-        }
-        Ok(())
-    }
-
+    /// Forgets the counter under `key` (an attempt proved the user).
     pub(crate) async fn reset_failures(&self, key: &str) -> Result<(), IdentityError> {
         Ok(store::throttle::clear(&self.db, key).await?)
     }
@@ -364,7 +337,7 @@ impl App {
 
     /// Login with email and password.
     pub(crate) async fn login(
-        &self,
+        self: &Arc<Self>,
         email: &str,
         password: &str,
         account_id: &str,
@@ -390,7 +363,7 @@ impl App {
     /// is a user's (for the metrics, which tell wrong passwords from
     /// unknown users; the client never learns which).
     async fn password_login(
-        &self,
+        self: &Arc<Self>,
         email: &str,
         password: &str,
         account_id: &str,
@@ -451,7 +424,7 @@ impl App {
                 )
                 .await?;
                 if blocked.by == [Counter::Email] && row.email_verified {
-                    self.send_unlock_link(row, client).await;
+                    self.queue_unlock_link(row.clone(), client.clone());
                 }
             }
             return Err(blocked.error(self.now()));
@@ -474,7 +447,8 @@ impl App {
             }
             return Err(IdentityError::CredentialsInvalid);
         };
-        self.attempt_succeeded(&pair, &[per_email, per_ip]).await?;
+        self.attempt_succeeded(Some(&pair), &[per_email, per_ip])
+            .await?;
         if let Some(hash) = unlock {
             self.spend_unlock_link(&hash).await?;
         }
@@ -495,7 +469,14 @@ impl App {
             )
             .await?;
             if row.last_verification_sent + 600_000 <= self.now().millis() {
-                self.resend_sign_up(&user_id, &row.email, &row.name).await?;
+                // In the background, as every mail the login path sends.
+                let app = Arc::clone(self);
+                let (id, email, name) = (user_id.clone(), row.email.clone(), row.name.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = app.resend_sign_up(&id, &email, &name).await {
+                        tracing::warn!(%error, "verification resend not queued");
+                    }
+                });
             }
             return Err(IdentityError::EmailNotVerified);
         }

@@ -2,6 +2,7 @@
 //! created a session from before, or with a one-time unlock link emailed
 //! to the user when the cap refused them elsewhere.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tenancy_proto::contacts::MessageTemplate;
@@ -62,13 +63,22 @@ impl App {
         Ok(())
     }
 
+    /// Sends `user` an unlock link ([`Self::send_unlock_link`]) in the
+    /// background: the refused login answers without waiting for the
+    /// notice counter, the token or the mailer, so a refusal takes no
+    /// longer for a known user than for an unknown one.
+    pub(crate) fn queue_unlock_link(self: &Arc<Self>, user: LoginRow, client: Client) {
+        let app = Arc::clone(self);
+        tokio::spawn(async move { app.send_unlock_link(&user, &client).await });
+    }
+
     /// Emails the user a one-time link that lets their next login skip the
     /// per-email cap, which has just refused a login for them from an
     /// address they never created a session from. Anyone can trigger this,
     /// so at most [`NOTICE_CAP`](crate::domain::throttle::NOTICE_CAP) per
     /// user per hour (later refusals send nothing). Failures are logged,
     /// never returned: the client sees the same refusal either way.
-    pub(crate) async fn send_unlock_link(&self, user: &LoginRow, client: &Client) {
+    async fn send_unlock_link(&self, user: &LoginRow, client: &Client) {
         if !self.notice_allowed("login-unlock", &user.id).await {
             return;
         }

@@ -36,7 +36,7 @@ pub(crate) enum Counter {
 }
 
 /// One stored counter.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct State {
     pub(crate) failures: i64,
     pub(crate) window_start: Timestamp,
@@ -71,11 +71,47 @@ pub(crate) fn blocked_until(kind: Counter, state: State, now: Timestamp) -> Opti
     (until > now).then_some(until)
 }
 
-/// Whether the window of a capped counter is over (the counter restarts).
-pub(crate) fn window_over(kind: Counter, state: State, now: Timestamp) -> bool {
+/// How long a counter's window lasts: a pair's from its last failure (it
+/// outlasts the longest back-off), a cap's from its window's start.
+pub(crate) fn window(kind: Counter) -> Duration {
     match kind {
-        Counter::Pair => state.last_failure.plus(MAX_BACKOFF.max(WINDOW)) <= now,
-        Counter::Email | Counter::Ip | Counter::Notice => state.window_start.plus(WINDOW) <= now,
+        Counter::Pair => MAX_BACKOFF.max(WINDOW),
+        Counter::Email | Counter::Ip | Counter::Notice => WINDOW,
+    }
+}
+
+/// Whether `kind`'s window runs from the last failure (pairs) rather than
+/// from the window's start (caps).
+pub(crate) fn window_from_last_failure(kind: Counter) -> bool {
+    kind == Counter::Pair
+}
+
+/// Whether the window of a counter is over (the counter restarts).
+pub(crate) fn window_over(kind: Counter, state: State, now: Timestamp) -> bool {
+    let since = if window_from_last_failure(kind) {
+        state.last_failure
+    } else {
+        state.window_start
+    };
+    since.plus(window(kind)) <= now
+}
+
+/// The counter after one more failure at `now` (`None`: there was none
+/// yet): one whose window is over starts again at 1. What
+/// `store::throttle::count_failure` computes in SQL.
+#[cfg(test)]
+pub(crate) fn after_failure(kind: Counter, state: Option<State>, now: Timestamp) -> State {
+    match state {
+        Some(s) if !window_over(kind, s, now) => State {
+            failures: s.failures + 1,
+            window_start: s.window_start,
+            last_failure: now,
+        },
+        _ => State {
+            failures: 1,
+            window_start: now,
+            last_failure: now,
+        },
     }
 }
 

@@ -219,15 +219,25 @@ pub(crate) async fn live_challenge<C: ConnectionTrait>(
     .transpose()
 }
 
-/// Counts a wrong answer to the challenge.
-pub(crate) async fn challenge_failed<C: ConnectionTrait>(c: &C, hash: &str) -> Result<(), DbErr> {
-    exec(
+/// Counts an answer to the challenge before it is checked (one atomic
+/// conditional update, so concurrent answers cannot all pass the limit):
+/// whether the unused challenge, alive at `now`, had fewer than `limit`
+/// counted. A right answer uses the challenge up, so what is counted are
+/// the wrong ones.
+pub(crate) async fn count_challenge_attempt<C: ConnectionTrait>(
+    c: &C,
+    hash: &str,
+    now: i64,
+    limit: i32,
+) -> Result<bool, DbErr> {
+    let n = exec(
         c,
-        "UPDATE identity_mfa_challenges SET failures = failures + 1 WHERE token_hash = $1",
-        vec![hash.into()],
+        "UPDATE identity_mfa_challenges SET failures = failures + 1 WHERE token_hash = $1 \
+         AND used_time IS NULL AND expire_time > $2 AND failures < $3",
+        vec![hash.into(), now.into(), limit.into()],
     )
     .await?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// Uses the challenge up; whether it was unused.

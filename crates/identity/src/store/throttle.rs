@@ -5,12 +5,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 use tenancy_runtime::Timestamp;
 use tenancy_runtime::db::{exec, get, one};
 
-use crate::domain::throttle::State;
-
-/// The counter under `key`, if any.
-pub(crate) async fn state<C: ConnectionTrait>(c: &C, key: &str) -> Result<Option<State>, DbErr> {
-    read(c, key, "").await
-}
+use crate::domain::throttle::{self, Counter, State};
 
 async fn read<C: ConnectionTrait>(c: &C, key: &str, lock: &str) -> Result<Option<State>, DbErr> {
     one(
@@ -64,20 +59,20 @@ pub(crate) async fn refund<C: ConnectionTrait>(c: &C, key: &str) -> Result<(), D
 }
 
 /// Counts a failure under `key` at `now` (atomic upsert): a counter whose
-/// window (from its `last_failure` when `since_last`, else from its
-/// `window_start`) is over starts again at 1.
+/// window is over starts again at 1 (the domain's `throttle::after_failure`,
+/// whose rule this SQL is; the test below holds them together).
 pub(crate) async fn count_failure<C: ConnectionTrait>(
     c: &C,
     key: &str,
-    now: i64,
-    window: i64,
-    since_last: bool,
+    kind: Counter,
+    now: Timestamp,
 ) -> Result<(), DbErr> {
-    let since = if since_last {
+    let since = if throttle::window_from_last_failure(kind) {
         "identity_throttle.last_failure"
     } else {
         "identity_throttle.window_start"
     };
+    let window = i64::try_from(throttle::window(kind).as_millis()).unwrap_or(i64::MAX);
     exec(
         c,
         &format!(
@@ -87,7 +82,7 @@ pub(crate) async fn count_failure<C: ConnectionTrait>(
              window_start = CASE WHEN {since} + $3 <= $2 THEN $2 ELSE identity_throttle.window_start END, \
              last_failure = $2"
         ),
-        vec![key.into(), now.into(), window.into()],
+        vec![key.into(), now.millis().into(), window.into()],
     )
     .await?;
     Ok(())
@@ -118,4 +113,116 @@ pub(crate) async fn clear_with_prefix<C: ConnectionTrait>(
         vec![key.into(), prefix.into()],
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use sea_orm::DatabaseConnection;
+    use tenancy_testkit::TestDatabase;
+
+    use super::*;
+    use crate::domain::throttle::{MAX_BACKOFF, WINDOW, after_failure, blocked_until, window_over};
+
+    const KINDS: [Counter; 4] = [Counter::Pair, Counter::Email, Counter::Ip, Counter::Notice];
+
+    fn ms(d: Duration) -> i64 {
+        i64::try_from(d.as_millis()).unwrap()
+    }
+
+    /// How far before `now` a time lies: mostly at and around the
+    /// boundaries the rules compare with, else anywhere in two windows.
+    fn age() -> impl Strategy<Value = i64> {
+        let edges: Vec<i64> = [WINDOW, MAX_BACKOFF, Duration::ZERO]
+            .iter()
+            .flat_map(|d| [ms(*d) - 1, ms(*d), ms(*d) + 1])
+            .filter(|a| *a >= 0)
+            .collect();
+        prop_oneof![proptest::sample::select(edges), 0..=2 * ms(WINDOW)]
+    }
+
+    /// A stored counter (or none), the kind and the time of the next
+    /// failure.
+    fn case() -> impl Strategy<Value = (Counter, Option<State>, Timestamp)> {
+        (
+            proptest::sample::select(KINDS.to_vec()),
+            proptest::option::weighted(0.9, (0..400_i64, age(), age())),
+            ms(WINDOW) * 3..1_000_000_000_000_000_i64,
+        )
+            .prop_map(|(kind, state, now)| {
+                let state = state.map(|(failures, start_age, last_age)| State {
+                    failures,
+                    window_start: Timestamp(now - start_age.max(last_age)),
+                    last_failure: Timestamp(now - start_age.min(last_age)),
+                });
+                (kind, state, Timestamp(now))
+            })
+    }
+
+    async fn put(db: &DatabaseConnection, key: &str, state: Option<State>) {
+        clear(db, key).await.unwrap();
+        if let Some(s) = state {
+            exec(
+                db,
+                "INSERT INTO identity_throttle (key, failures, window_start, last_failure) \
+                 VALUES ($1, $2, $3, $4)",
+                vec![
+                    key.into(),
+                    s.failures.into(),
+                    s.window_start.millis().into(),
+                    s.last_failure.millis().into(),
+                ],
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    /// The SQL of [`count_failure`] (its `CASE`s) and the domain's rule
+    /// ([`after_failure`], built on `window_over`) agree on random counters
+    /// and times, most of them at the windows' edges; so do the back-offs
+    /// (`blocked_until`) of what each produces, then and a while later.
+    /// On the test database (SQLite, or PostgreSQL when configured).
+    #[test]
+    fn sql_counting_agrees_with_the_domain_rule() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_database, db) = runtime.block_on(async {
+            let database = TestDatabase::new("throttlesql").await;
+            let db = tenancy_runtime::db::open::<crate::migration::Migrator>(&database.url, "test")
+                .await
+                .unwrap();
+            (database, db)
+        });
+        let mut runner = TestRunner::new(Config {
+            cases: 512,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&case(), |(kind, before, now)| {
+                let stored = runtime.block_on(async {
+                    put(&db, "k", before).await;
+                    count_failure(&db, "k", kind, now).await.unwrap();
+                    read(&db, "k", "").await.unwrap().unwrap()
+                });
+                let want = after_failure(kind, before, now);
+                prop_assert_eq!(stored, want, "{:?} {:?} at {:?}", kind, before, now);
+                if let Some(b) = before.filter(|b| b.failures > 0) {
+                    // A restart is exactly what the domain calls a window over.
+                    prop_assert_eq!(stored.failures == 1, window_over(kind, b, now));
+                }
+                for later in [Duration::ZERO, Duration::from_secs(1), MAX_BACKOFF, WINDOW] {
+                    let t = now.plus(later);
+                    prop_assert_eq!(blocked_until(kind, stored, t), blocked_until(kind, want, t));
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 }

@@ -382,6 +382,7 @@ pub(crate) async fn token_flags<C: ConnectionTrait>(
 }
 
 /// What a password login needs of a user.
+#[derive(Clone)]
 pub(crate) struct LoginRow {
     /// Their id.
     pub(crate) id: String,

@@ -674,3 +674,95 @@ async fn enrolment_codes_are_attempt_limited() {
     env.advance(Duration::from_secs(2));
     confirm(code(&secret, now_s(&env))).await.unwrap();
 }
+
+/// A code no step around now accepts for `secret`.
+fn wrong_code(env: &Env, secret: &str) -> String {
+    let accepted: Vec<String> = [-30, 0, 30]
+        .iter()
+        .map(|d| code(secret, now_s(env) + d))
+        .collect();
+    (0..)
+        .map(|n: u32| format!("{n:06}"))
+        .find(|w| !accepted.contains(w))
+        .unwrap()
+}
+
+/// Concurrent wrong codes at one challenge: each is counted before it is
+/// checked, so at most five are checked (SECOND_FACTOR_INVALID); the
+/// others are refused unchecked, and the challenge is spent for the right
+/// code too.
+#[tokio::test]
+async fn concurrent_wrong_codes_at_one_challenge_are_checked_at_most_five_times() {
+    let env = Env::start("mfaconc").await;
+    let (_, secret, _) = enrolled(&env, "eve@example.com").await;
+    let t = challenge(&env, "eve@example.com").await;
+    let wrong = wrong_code(&env, &secret);
+    let attempts = (0..20).map(|_| {
+        let mut c = env.anonymous("198.51.100.7");
+        let request = answer(&t, SecondFactor::TotpCode(wrong.clone()));
+        tokio::spawn(async move { c.complete_mfa(request).await })
+    });
+    let mut checked = 0;
+    for result in futures::future::join_all(attempts).await {
+        let e = result.unwrap().unwrap_err();
+        match reason(&e) {
+            Reason::SecondFactorInvalid => checked += 1,
+            Reason::MfaChallengeInvalid => {}
+            other => panic!("unexpected {other:?}: {e:?}"),
+        }
+    }
+    assert_eq!(checked, 5, "wrong codes checked");
+    let e = env
+        .anonymous("198.51.100.7")
+        .complete_mfa(answer(
+            &t,
+            SecondFactor::TotpCode(code(&secret, now_s(&env))),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::MfaChallengeInvalid);
+}
+
+/// Concurrent wrong enrolment codes: at most five are checked before the
+/// back-off, the others are refused with TOO_MANY_ATTEMPTS unchecked.
+#[tokio::test]
+async fn concurrent_wrong_enrolment_codes_are_checked_at_most_five_times() {
+    let env = Env::start("enrolconc").await;
+    let user = env.verified_user("liv@example.com").await;
+    let s = env.login("liv@example.com").await;
+    let c = env.in_session(&user, &s.session_id, None);
+    let secret = c
+        .clone()
+        .begin_totp_enrollment(BeginTotpEnrollmentRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let wrong = wrong_code(&env, &secret);
+    let attempts = (0..20).map(|_| {
+        let mut c = c.clone();
+        let totp_code = wrong.clone();
+        tokio::spawn(async move {
+            c.confirm_totp_enrollment(ConfirmTotpEnrollmentRequest { totp_code })
+                .await
+        })
+    });
+    let mut checked = 0;
+    for result in futures::future::join_all(attempts).await {
+        let e = result.unwrap().unwrap_err();
+        match (e.code(), reason(&e)) {
+            (_, Reason::SecondFactorInvalid) => checked += 1,
+            (tonic::Code::ResourceExhausted, Reason::AttemptsExceeded) => {}
+            other => panic!("unexpected {other:?}: {e:?}"),
+        }
+    }
+    assert_eq!(checked, 5, "wrong codes checked");
+    // After the back-off the right code works.
+    env.advance(Duration::from_secs(2));
+    c.clone()
+        .confirm_totp_enrollment(ConfirmTotpEnrollmentRequest {
+            totp_code: code(&secret, now_s(&env)),
+        })
+        .await
+        .unwrap();
+}
