@@ -163,6 +163,7 @@ async fn oversized_codes_passwords_and_page_tokens_are_refused_at_the_edge() {
             let field = match factor {
                 SecondFactor::TotpCode(_) => "totp_code",
                 SecondFactor::RecoveryCode(_) => "recovery_code",
+                SecondFactor::PasskeyCredentialJson(_) => unreachable!(),
             };
             let e = anonymous
                 .complete_mfa(crate::mfa::answer(&t, factor))

@@ -662,6 +662,7 @@ async fn a_passkey_is_2fa_for_api_tokens_also_after_totp_goes() {
             name: "ci".into(),
             expire_time: None,
             read_only: false,
+            ..Default::default()
         })
         .await
         .unwrap()
