@@ -164,6 +164,17 @@ pub async fn one<C: ConnectionTrait>(
     c.query_one_raw(statement(c, sql, values)).await
 }
 
+/// The clause that locks the rows a SELECT reads until the transaction
+/// ends: ` FOR UPDATE` on PostgreSQL; nothing on SQLite, where the write
+/// lock a write transaction takes at its start already orders writers.
+pub fn for_update<C: ConnectionTrait>(c: &C) -> &'static str {
+    if c.get_database_backend() == sea_orm::DbBackend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    }
+}
+
 /// Reads column `column` of `row`.
 pub fn get<T: sea_orm::TryGetable>(
     row: &sea_orm::QueryResult,

@@ -126,6 +126,8 @@ impl App {
             return Ok(());
         }
         let tx = crate::store::begin(&self.db).await?;
+        // One reset at a time per user: each voids the links before it.
+        users::lock(&tx, &user.id).await?;
         email_tokens::spend_all_of(&tx, &user.id, Purpose::Reset, self.now().millis()).await?;
         let (token, expire) = self
             .new_email_token(

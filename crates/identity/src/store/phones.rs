@@ -1,7 +1,7 @@
 //! Pending phone verifications (`identity_phone_codes`, one row per user)
 //! and the verified number (`identity_users.phone`).
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 use tenancy_runtime::db::{exec, get, one};
 
 /// A user's pending (or spent) phone verification.
@@ -27,11 +27,7 @@ pub(crate) async fn lock<C: ConnectionTrait>(
     c: &C,
     user_id: &str,
 ) -> Result<Option<PhoneCodeRow>, DbErr> {
-    let lock = if c.get_database_backend() == DbBackend::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let lock = tenancy_runtime::db::for_update(c);
     let row = one(
         c,
         &format!(

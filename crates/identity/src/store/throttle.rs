@@ -1,9 +1,9 @@
 //! Failure counters (`identity_throttle`) behind the back-off of logins,
 //! second factors, proofs and notices.
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 use tenancy_runtime::Timestamp;
-use tenancy_runtime::db::{exec, get, one};
+use tenancy_runtime::db::{exec, for_update, get, one};
 
 use crate::domain::throttle::{self, Counter, State};
 
@@ -38,12 +38,7 @@ pub(crate) async fn lock<C: ConnectionTrait>(c: &C, key: &str) -> Result<Option<
         vec![key.into()],
     )
     .await?;
-    let lock = if c.get_database_backend() == DbBackend::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
-    read(c, key, lock).await
+    read(c, key, for_update(c)).await
 }
 
 /// Takes back one counted attempt under `key` (it succeeded, so it was no

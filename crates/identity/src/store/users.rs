@@ -76,6 +76,22 @@ fn user_from_row(row: &QueryResult) -> Result<UserRow, DbErr> {
 }
 
 /// A user by id.
+/// Locks the user's row until `c`'s transaction ends, so that writes
+/// that must not interleave for one user (a new reset link voiding the
+/// others) run one after the other.
+pub(crate) async fn lock<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {
+    one(
+        c,
+        &format!(
+            "SELECT id FROM identity_users WHERE id = $1{}",
+            tenancy_runtime::db::for_update(c)
+        ),
+        vec![id.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn by_id<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<UserRow>, DbErr> {
     one(
         c,
