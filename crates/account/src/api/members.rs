@@ -9,7 +9,7 @@ use tenancy_runtime::ids::{
 };
 use tenancy_runtime::{Error, Reason};
 
-use super::{Api, at_most, fingerprint, join_deadline, limits, mask_paths};
+use super::{Api, Caller, at_most, fingerprint, join_deadline, limits, mask_paths};
 use crate::app::members::{self as app, Actor};
 use crate::app::policy::{member_json, membership_entry};
 use crate::domain::members::MemberChange;
@@ -382,23 +382,11 @@ impl Api {
             description: String::new(),
             source_allowlist: String::new(),
         };
-        row.upsert(&txn).await?;
-        store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
-        self.audit(
-            &caller.principal,
-            &caller.account_id,
-            "member.add",
-            ("member", row.public_id().as_str()),
-            None,
-            Some(member_json(&row)),
-        )
-        .insert(&txn)
-        .await?;
-        store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        let member = self
+            .insert_member(txn, &caller, "member.add", &row, &scope, &account, now)
+            .await?;
         Ok(pb::AddMemberResponse {
-            member: Some(self.member_pb(&row, &scope, None, Some(&account))),
+            member: Some(member),
         })
     }
 }
@@ -571,23 +559,19 @@ impl Api {
             description,
             source_allowlist: allowlist,
         };
-        row.upsert(&txn).await?;
-        store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
-        self.audit(
-            &caller.principal,
-            &caller.account_id,
-            "member.create_api",
-            ("member", row.public_id().as_str()),
-            None,
-            Some(member_json(&row)),
-        )
-        .insert(&txn)
-        .await?;
-        store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        let member = self
+            .insert_member(
+                txn,
+                &caller,
+                "member.create_api",
+                &row,
+                &scope,
+                &account,
+                now,
+            )
+            .await?;
         Ok(pb::CreateApiMemberResponse {
-            member: Some(self.member_pb(&row, &scope, None, Some(&account))),
+            member: Some(member),
         })
     }
 
@@ -662,5 +646,39 @@ impl Api {
         Ok(pb::UpdateApiMemberResponse {
             member: Some(self.render_member(&row).await?),
         })
+    }
+}
+
+impl Api {
+    /// Writes a new member of the caller's account — its row, grants,
+    /// audit entry `action` and policy entry — in `txn`, commits, and
+    /// returns it as the owner sees it.
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_member(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        caller: &Caller,
+        action: &str,
+        row: &MemberRow,
+        scope: &Scope,
+        account: &AccountRow,
+        now: i64,
+    ) -> Result<pb::Member, Error> {
+        row.upsert(&txn).await?;
+        store::replace_grants(&txn, &row.account_id, &row.user_id, scope).await?;
+        self.audit(
+            &caller.principal,
+            &caller.account_id,
+            action,
+            ("member", row.public_id().as_str()),
+            None,
+            Some(member_json(row)),
+        )
+        .insert(&txn)
+        .await?;
+        store::append_policy(&txn, now, vec![membership_entry(row)]).await?;
+        txn.commit().await?;
+        self.policy_committed(&row.account_id);
+        Ok(self.member_pb(row, scope, None, Some(account)))
     }
 }
