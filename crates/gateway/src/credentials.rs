@@ -299,17 +299,11 @@ impl Authenticator {
             ));
         }
         let tag = self.tagger.tag(token);
-        match self.api.read().get(&tag) {
-            Some(ApiEntry::Known(t, allowlist)) => {
-                self.lookups.api_hit.inc();
-                return Ok(from(*t, allowlist.as_deref(), ip));
-            }
-            Some(ApiEntry::Dead { why, until_ms }) if *until_ms > now_ms => {
-                self.lookups.api_hit.inc();
-                return Err(why.error());
-            }
-            _ => self.lookups.api_miss.inc(),
-        };
+        if let Some(cached) = self.cached_api_tagged(tag, ip, now_ms) {
+            self.lookups.api_hit.inc();
+            return cached;
+        }
+        self.lookups.api_miss.inc();
         self.failures.check(ip)?;
         let answer = self
             .identity_internal
@@ -391,6 +385,40 @@ impl Authenticator {
             ApiEntry::Known(t, allowlist) => Ok(from(t, allowlist.as_deref(), ip)),
             ApiEntry::Dead { why, .. } => Err(why.error()),
         }
+    }
+
+    /// The cached answer for an API token used from `ip`, if there is one
+    /// (the token, marked when `ip` is outside its source allowlist, or
+    /// the refusal remembered for a dead one).
+    pub fn cached_api(
+        &self,
+        token: &str,
+        ip: IpAddr,
+        now_ms: i64,
+    ) -> Option<Result<ApiToken, Error>> {
+        self.cached_api_tagged(self.tagger.tag(token), ip, now_ms)
+    }
+
+    fn cached_api_tagged(
+        &self,
+        tag: TokenTag,
+        ip: IpAddr,
+        now_ms: i64,
+    ) -> Option<Result<ApiToken, Error>> {
+        match self.api.read().get(&tag)? {
+            ApiEntry::Known(t, allowlist) => Some(Ok(from(*t, allowlist.as_deref(), ip))),
+            ApiEntry::Dead { why, until_ms } if *until_ms > now_ms => Some(Err(why.error())),
+            ApiEntry::Dead { .. } => None,
+        }
+    }
+
+    /// Inserts an introspected API token directly, with its own source
+    /// allowlist (benchmarks and tests of the hot path).
+    pub fn insert_introspected(&self, token: &str, api: ApiToken, allowlist: Option<Vec<IpNet>>) {
+        self.api.write().insert(
+            self.tagger.tag(token),
+            ApiEntry::Known(api, allowlist.map(Arc::from)),
+        );
     }
 
     /// Forgets every cached API-token introspection (after a revocation

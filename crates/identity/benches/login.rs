@@ -1,6 +1,10 @@
 //! Login benchmark: argon2id time at the configured parameters, the bound
 //! it implies (cores ÷ hash time), measured Login throughput with 16
-//! concurrent gRPC clients, and GetMe p99 while logins saturate the CPU.
+//! concurrent gRPC clients, and GetMe p99 while logins saturate the CPU;
+//! then overload (issue 21 §11): 256 clients log in at once, several times
+//! what the hashing pool can hash, and the pool's admission control
+//! (`auth.password_hash_max_wait`) sheds what would wait too long: the
+//! login p99 of those admitted, the share shed and GetMe p99 meanwhile.
 //!
 //! Run: `cargo bench -p tenancy-identity` (SQLite in a temp dir, or
 //! PostgreSQL with TENANCY_TEST_DATABASE_URL).
@@ -64,6 +68,8 @@ impl Accounts for NoAccounts {
 
 const PASSWORD: &str = "correct horse battery staple";
 const CLIENTS: usize = 16;
+/// Clients of the overload phase, each its own user from its own address.
+const OVERLOAD_CLIENTS: usize = 256;
 const RUN: Duration = Duration::from_secs(10);
 
 #[tokio::main]
@@ -114,7 +120,7 @@ async fn main() {
     let mut internal =
         IdentityInternalServiceClient::with_interceptor(channel.clone(), ServiceAuth::new());
     let mut users = Vec::new();
-    for i in 0..CLIENTS {
+    for i in 0..OVERLOAD_CLIENTS {
         let email = format!("bench{i}@example.com");
         let user = internal
             .ensure_user(EnsureUserRequest {
@@ -141,7 +147,7 @@ async fn main() {
     let done = Arc::new(AtomicBool::new(false));
     let logins = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for (i, (_, email)) in users.iter().enumerate() {
+    for (i, (_, email)) in users.iter().take(CLIENTS).enumerate() {
         let principal = Principal {
             client_ip: Some(format!("10.0.0.{}", i + 1).parse().unwrap()),
             request_id: "bench".into(),
@@ -201,9 +207,7 @@ async fn main() {
         t.await.unwrap();
     }
     let throughput = logins.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
-    latencies.sort();
-    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
-    let p50 = latencies[latencies.len() / 2];
+    let (p50, p99) = percentiles(&mut latencies);
     println!(
         "Login throughput with {CLIENTS} clients: {throughput:.1}/s = {:.0}% of bound (target >= 90%)",
         100.0 * throughput / bound
@@ -214,4 +218,93 @@ async fn main() {
         p99.as_secs_f64() * 1000.0,
         latencies.len()
     );
+
+    // 4. Overload: 256 clients, each logging in again as soon as it has an
+    //    answer (a shed one after 20 ms, as a client honouring RetryInfo
+    //    roughly would), with the hashing pool's admission control on.
+    let admitted = Arc::new(parking_lot::Mutex::new(Vec::<Duration>::new()));
+    let shed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (i, (_, email)) in users.iter().enumerate() {
+        let principal = Principal {
+            client_ip: Some(format!("10.1.{}.{}", i / 250, i % 250 + 1).parse().unwrap()),
+            request_id: "bench".into(),
+            ..Principal::default()
+        };
+        let mut c = IdentityServiceClient::with_interceptor(
+            channel.clone(),
+            Caller::new(principal, clock.clone()),
+        );
+        let (done, admitted, shed, email) =
+            (done.clone(), admitted.clone(), shed.clone(), email.clone());
+        tasks.push(tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = c
+                    .login(LoginRequest {
+                        email: email.clone(),
+                        password: PASSWORD.into(),
+                        account_id: String::new(),
+                        unlock_token: String::new(),
+                    })
+                    .await;
+                match r {
+                    Ok(_) => admitted.lock().push(t.elapsed()),
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                        shed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    admitted.lock().clear();
+    shed.store(0, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    while started.elapsed() < RUN {
+        let t = Instant::now();
+        getme.get_me(GetMeRequest {}).await.unwrap();
+        latencies.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let mut admitted_latencies = std::mem::take(&mut *admitted.lock());
+    let shed = shed.load(Ordering::Relaxed);
+    done.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let served = admitted_latencies.len();
+    let (login_p50, login_p99) = percentiles(&mut admitted_latencies);
+    let (p50, p99) = percentiles(&mut latencies);
+    println!(
+        "Overload, {OVERLOAD_CLIENTS} clients for {:.0} s (auth.password_hash_max_wait {} ms): {served} logins admitted ({:.1}/s = {:.0}% of bound), {shed} shed = {:.0}% of attempts; admitted login p50 {:.0} ms, p99 {:.0} ms",
+        elapsed.as_secs_f64(),
+        auth.password_hash_max_wait.as_millis(),
+        served as f64 / elapsed.as_secs_f64(),
+        100.0 * served as f64 / elapsed.as_secs_f64() / bound,
+        100.0 * shed as f64 / (shed as f64 + served as f64).max(1.0),
+        login_p50.as_secs_f64() * 1000.0,
+        login_p99.as_secs_f64() * 1000.0,
+    );
+    println!(
+        "GetMe during the overload: p50 {:.2} ms, p99 {:.2} ms over {} calls (target p99 <= 10 ms)",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0,
+        latencies.len()
+    );
+}
+
+/// p50 and p99 of `samples` (sorted here).
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    if samples.is_empty() {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    samples.sort();
+    let at = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    (at(50), at(99))
 }

@@ -385,6 +385,10 @@ impl App {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(IdentityError::CredentialsInvalid);
         }
+        // A place in the hashing pool first: a login the pool sheds under
+        // overload is refused before it does or counts anything (a real
+        // user retrying then is not throttled for attempts never checked).
+        let hash_slot = self.hasher.reserve()?;
         let pair = format!("pw:{}|{}", email.key, client.ip);
         let per_email = (format!("pwe:{}", email.key), Counter::Email);
         let per_ip = (format!("ip:{}", client.ip), Counter::Ip);
@@ -430,7 +434,19 @@ impl App {
             return Err(blocked.error(self.now()));
         }
         let hash: Option<String> = row.as_ref().and_then(|r| r.password_hash.clone());
-        let (ok, rehash) = self.hasher.verify(normalise(password), hash).await?;
+        let (ok, rehash) = match self
+            .hasher
+            .verify_admitted(hash_slot, normalise(password), hash)
+            .await
+        {
+            Ok(verified) => verified,
+            Err(error) => {
+                // Never checked: no failure.
+                self.attempt_succeeded(None, &[(pair, Counter::Pair), per_email, per_ip])
+                    .await?;
+                return Err(error.into());
+            }
+        };
         let (Some(row), Some(user_id), true) = (row, user_id, ok) else {
             // Counted as a failure already (admit).
             if let Some(id) = self.user_by_email(&self.db, &email).await?.map(|u| u.id) {

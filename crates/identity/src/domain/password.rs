@@ -126,9 +126,9 @@ impl Admission {
     }
 
     /// Admits one hash, or says how long to wait before trying again.
-    fn admit(&self, deadline: Option<Instant>) -> Result<Admitted<'_>, Duration> {
+    fn admit(self: &Arc<Self>, deadline: Option<Instant>) -> Result<Admitted, Duration> {
         let ahead = self.admitted.fetch_add(1, Ordering::SeqCst);
-        let admitted = Admitted(&self.admitted);
+        let admitted = Admitted(Arc::clone(self));
         let hash = self.hash_time();
         // Full rounds of the pool before a slot is free for this one.
         let rounds = u32::try_from(ahead / self.slots.max(1)).unwrap_or(u32::MAX);
@@ -149,13 +149,14 @@ impl Admission {
     }
 }
 
-/// One admitted hash; leaves the count when dropped (finished, failed, or
-/// its caller went away).
-struct Admitted<'a>(&'a AtomicUsize);
+/// One hash admitted by the pool's admission control ([`Hasher::reserve`]);
+/// leaves the count when dropped (finished, failed, or its caller went
+/// away).
+pub(crate) struct Admitted(Arc<Admission>);
 
-impl Drop for Admitted<'_> {
+impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -269,10 +270,24 @@ impl Hasher {
         secret: String,
         hash: Option<String>,
     ) -> Result<(bool, bool), Error> {
+        let admitted = self.reserve()?;
+        self.verify_admitted(admitted, secret, hash).await
+    }
+
+    /// [`Self::verify`] in a place [`Self::reserve`]d earlier: a call that
+    /// does other work before its hash (Login counts the attempt against
+    /// its throttle first) reserves first, so that a call the pool sheds
+    /// does no other work and counts nothing.
+    pub(crate) async fn verify_admitted(
+        &self,
+        admitted: Admitted,
+        secret: String,
+        hash: Option<String>,
+    ) -> Result<(bool, bool), Error> {
         let params = self.params;
         let real = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy.as_ref().clone());
-        self.run(move || {
+        self.run_admitted(admitted, move || {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 return Ok((false, false));
             };
@@ -289,24 +304,36 @@ impl Hasher {
         .await
     }
 
+    /// Reserves a place for one hash in the pool, now: refused at once
+    /// (UPSTREAM_BUSY with a retry delay) when its expected wait for a slot
+    /// exceeds the bound or the caller's deadline ([`DEADLINE`]).
+    pub(crate) fn reserve(&self) -> Result<Admitted, Error> {
+        let deadline = DEADLINE.try_with(|d| *d).ok().flatten();
+        self.admission.admit(deadline).map_err(|retry_after| {
+            self.measured.shed.inc();
+            Error {
+                retry_after: Some(retry_after),
+                ..Error::new(
+                    tenancy_runtime::Reason::UpstreamBusy,
+                    "too many password checks waiting; retry later",
+                )
+            }
+        })
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let deadline = DEADLINE.try_with(|d| *d).ok().flatten();
-        let _admitted = match self.admission.admit(deadline) {
-            Ok(admitted) => admitted,
-            Err(retry_after) => {
-                self.measured.shed.inc();
-                return Err(Error {
-                    retry_after: Some(retry_after),
-                    ..Error::new(
-                        tenancy_runtime::Reason::UpstreamBusy,
-                        "too many password checks waiting; retry later",
-                    )
-                });
-            }
-        };
+        let admitted = self.reserve()?;
+        self.run_admitted(admitted, work).await
+    }
+
+    async fn run_admitted<T: Send + 'static>(
+        &self,
+        _admitted: Admitted,
+        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
         let queued = Instant::now();
         self.measured.queued.inc();
         // Leaves the queue however the wait ends (a caller that gives up

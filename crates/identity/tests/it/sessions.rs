@@ -417,6 +417,44 @@ async fn logins_beyond_the_hashing_pool_are_shed_at_once() {
     assert_eq!(reason(&e), Reason::UpstreamBusy);
 }
 
+/// A login the hashing pool sheds was never checked, so it counts as no
+/// failure: under overload a real user's shed retries must not run them
+/// (or their office's address) into the throttle. 330 logins from one
+/// address, almost all shed, stay under the per-address cap (300 failures
+/// an hour) only if shed ones count nothing.
+#[tokio::test]
+async fn logins_the_hashing_pool_sheds_count_as_no_failure() {
+    let env = Env::start_with("shedcount", |config| {
+        config.auth.argon2_memory_kib = 64 * 1024;
+        config.auth.argon2_iterations = 3;
+        config.auth.password_hash_max_wait = Duration::ZERO;
+    })
+    .await;
+    env.verified_user("kim@example.com").await;
+    let mut shed = 0;
+    for round in 0..11 {
+        let attempts = (0..30).map(|i| {
+            let mut c = env.anonymous("198.51.100.77");
+            let email = format!("nobody{round}x{i}@example.com");
+            async move { c.login(login(&email, PASSWORD)).await }
+        });
+        for r in futures::future::join_all(attempts).await {
+            let e = r.unwrap_err();
+            if e.code() == tonic::Code::ResourceExhausted {
+                assert_eq!(reason(&e), Reason::UpstreamBusy, "{e:?}");
+                shed += 1;
+            } else {
+                assert_eq!(reason(&e), Reason::CredentialsInvalid, "{e:?}");
+            }
+        }
+    }
+    assert!(shed > 300, "only {shed} of 330 shed");
+    env.anonymous("198.51.100.77")
+        .login(login("kim@example.com", PASSWORD))
+        .await
+        .expect("the address was throttled for logins never checked");
+}
+
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_session() {
     let env = Env::start("refresh").await;
