@@ -28,6 +28,7 @@ use tenancy_runtime::principal::ServiceAuth;
 use tenancy_runtime::{Error, Principal, SystemClock, TenancyService};
 use tenancy_testkit::TestChannel as Channel;
 use tenancy_testkit::{Caller, TestDatabase, test_config, test_context};
+use tonic_types::StatusExt as _;
 
 struct NoMail;
 #[tonic::async_trait]
@@ -220,8 +221,9 @@ async fn main() {
     );
 
     // 4. Overload: 256 clients, each logging in again as soon as it has an
-    //    answer (a shed one after 20 ms, as a client honouring RetryInfo
-    //    roughly would), with the hashing pool's admission control on.
+    //    answer (a shed one after the delay its RetryInfo says, as a
+    //    well-behaved client does), with the hashing pool's admission
+    //    control on.
     let admitted = Arc::new(parking_lot::Mutex::new(Vec::<Duration>::new()));
     let shed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -253,7 +255,11 @@ async fn main() {
                     Ok(_) => admitted.lock().push(t.elapsed()),
                     Err(e) if e.code() == tonic::Code::ResourceExhausted => {
                         shed.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let delay = e
+                            .get_details_retry_info()
+                            .and_then(|r| r.retry_delay)
+                            .unwrap_or(Duration::from_secs(1));
+                        tokio::time::sleep(delay).await;
                     }
                     Err(e) => panic!("{e:?}"),
                 }
