@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::{Error, Reason};
@@ -194,7 +194,7 @@ impl Outbox {
         if let Some(earlier) = self.earlier(key, hash).await? {
             return Ok(earlier);
         }
-        let txn = self.db.begin().await?;
+        let txn = tenancy_runtime::db::begin(&self.db).await?;
         let queued = match self.enqueue_in(&txn, key, hash, messages).await {
             Ok(models) => match secret {
                 None => Ok(models),

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -52,6 +52,22 @@ pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, Con
             .map_err(|e| ConfigError::new(setting, format_args!("cannot configure SQLite: {e}")))?;
     }
     Ok(db)
+}
+
+/// Opens a write transaction: on SQLite `BEGIN IMMEDIATE`, which takes
+/// the database's write lock at once (waiting for it up to the busy
+/// timeout), so a transaction that reads before it writes cannot fail
+/// with SQLITE_BUSY ("database is locked") when another connection or
+/// replica commits in between — a deferred transaction's read snapshot
+/// cannot be upgraded to a write then, and SQLite answers at once without
+/// waiting. On PostgreSQL a plain `BEGIN`: its row locks and constraints
+/// do the work. Every service opens its writing transactions here.
+pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 /// Runs every pending migration of `M`, one migrator at a time.
@@ -199,6 +215,46 @@ pub fn is_unique_violation(error: &sea_orm::DbErr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concurrent transactions that read before they write, on a SQLite
+    /// file shared by the pool's connections: with `BEGIN` (deferred) some
+    /// fail at once with "database is locked" (a read snapshot cannot be
+    /// upgraded once another connection committed); through [`begin`]
+    /// they queue for the write lock and every one commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_transactions_that_read_first_never_fail_busy_on_sqlite() {
+        let dir = std::env::temp_dir().join(format!("tenancy-db-begin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/t.db?mode=rwc", dir.display());
+        let db = connect(&url, "x").await.unwrap();
+        exec(&db, "CREATE TABLE t (n INTEGER)", vec![])
+            .await
+            .unwrap();
+        let tasks = (0..32).map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    let tx = begin(&db).await?;
+                    let row = one(&tx, "SELECT COUNT(*) AS c FROM t", vec![]).await?;
+                    let count: i64 = row.map_or(Ok(0), |r| get(&r, "c"))?;
+                    tokio::task::yield_now().await;
+                    exec(
+                        &tx,
+                        "INSERT INTO t (n) VALUES ($1)",
+                        vec![(count + i).into()],
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+                Ok::<_, DbErr>(())
+            })
+        });
+        let results = futures::future::join_all(tasks).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        for r in results {
+            r.unwrap().expect("a write transaction failed");
+        }
+    }
 
     /// `$n` binds by number on SQLite too (sqlx maps `$n` to argument n),
     /// so one SQL text serves both databases, parameters in any order and

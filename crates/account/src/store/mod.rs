@@ -12,7 +12,7 @@
 //!   bumped last in the transaction and held until commit, so log entries
 //!   become visible in position order (a poller never skips one).
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Value};
 use tenancy_runtime::db::{all, exec, get, one};
 use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Reason};
@@ -74,21 +74,11 @@ pub async fn lock_account<C: ConnectionTrait>(
         == 1)
 }
 
-/// Opens a write transaction. On SQLite it takes the database's write lock
-/// at once (BEGIN IMMEDIATE semantics, through a no-op write), so a
-/// transaction that reads before it writes cannot fail with a busy snapshot
-/// when another writer commits in between; writers queue instead.
+/// Opens a write transaction ([`tenancy_runtime::db::begin`]: the write
+/// lock at once on SQLite, so a transaction that reads before it writes
+/// never fails with a busy snapshot).
 pub async fn begin(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, Error> {
-    let txn = db.begin().await?;
-    if txn.get_database_backend() == DbBackend::Sqlite {
-        exec(
-            &txn,
-            "UPDATE account_policy_head SET position = position WHERE id = 1",
-            vec![],
-        )
-        .await?;
-    }
-    Ok(txn)
+    Ok(tenancy_runtime::db::begin(db).await?)
 }
 
 /// Kinds of policy log entries.

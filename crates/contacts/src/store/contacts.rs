@@ -6,7 +6,7 @@ use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 use tenancy_runtime::db;
 use tenancy_runtime::ids::{AccountId, ContactId};
@@ -87,7 +87,7 @@ async fn lock_account(txn: &DatabaseTransaction, account: &AccountId) -> Result<
 /// Begins a write transaction (immediate on SQLite so two writers never
 /// deadlock upgrading read locks).
 pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, Error> {
-    Ok(db.begin().await?)
+    Ok(tenancy_runtime::db::begin(db).await?)
 }
 
 /// One contact of `account`.
@@ -266,7 +266,7 @@ pub async fn delete(
     account: &AccountId,
     id: &ContactId,
 ) -> Result<(), Error> {
-    let txn = db.begin().await?;
+    let txn = tenancy_runtime::db::begin(db).await?;
     lock_account(&txn, account).await?;
     let current = get(&txn, account, id).await?;
     if current.is_primary {
@@ -292,7 +292,7 @@ pub async fn set_primary(
     id: &ContactId,
     now: Timestamp,
 ) -> Result<(contact::Model, Option<contact::Model>), Error> {
-    let txn = db.begin().await?;
+    let txn = tenancy_runtime::db::begin(db).await?;
     lock_account(&txn, account).await?;
     let target = get(&txn, account, id).await?;
     if target.is_primary {
@@ -364,7 +364,7 @@ pub async fn verify(
     now: Timestamp,
 ) -> Result<Verified, Error> {
     let invalid = || Error::from(ContactsError::VerificationTokenInvalid);
-    let txn = db.begin().await?;
+    let txn = tenancy_runtime::db::begin(db).await?;
     if txn.get_database_backend() == DbBackend::Sqlite {
         db::exec(&txn, "UPDATE contact SET id = id WHERE 1 = 0", Vec::new()).await?;
     }

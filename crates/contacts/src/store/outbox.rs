@@ -5,7 +5,7 @@
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::{Error, Timestamp, db};
@@ -342,7 +342,7 @@ pub async fn finish_all(
             _ => others.push(f),
         }
     }
-    let txn = db.begin().await?;
+    let txn = tenancy_runtime::db::begin(db).await?;
     let mut recorded = 0;
     for (attempts, ids) in sent {
         recorded += msg::Entity::update_many()
@@ -423,7 +423,7 @@ pub async fn prune(
     db: &DatabaseConnection,
     cutoffs: &crate::domain::retention::Cutoffs,
 ) -> Result<Pruned, Error> {
-    let txn = db.begin().await?;
+    let txn = tenancy_runtime::db::begin(db).await?;
     let sent = msg::Entity::delete_many()
         .filter(msg::Column::State.eq(SENT))
         .filter(msg::Column::SentAt.lt(cutoffs.sent_before.millis()))

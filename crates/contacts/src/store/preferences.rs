@@ -1,9 +1,7 @@
 //! Members' notification choices per account.
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Timestamp};
 
@@ -45,7 +43,7 @@ pub async fn set(
     choices: &[(Category, bool)],
     now: Timestamp,
 ) -> Result<(), Error> {
-    let txn = db.begin().await?;
+    let txn = tenancy_runtime::db::begin(db).await?;
     for (category, enabled) in choices {
         pref::Entity::insert(pref::ActiveModel {
             account_id: Set(account.to_string()),

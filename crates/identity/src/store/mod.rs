@@ -20,30 +20,15 @@ pub(crate) mod ssh_keys;
 pub(crate) mod throttle;
 pub(crate) mod users;
 
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
-};
-use tenancy_runtime::db::exec;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
 
 use crate::domain::error::IdentityError;
 
-/// Opens a write transaction. On SQLite it takes the database's write lock
-/// at once (BEGIN IMMEDIATE semantics, through a no-op write), so a
-/// transaction that reads before it writes cannot fail with a busy snapshot
-/// when another writer (another connection or replica) commits in between;
-/// writers queue instead. PostgreSQL needs nothing: its row locks and
-/// constraints do the work.
+/// Opens a write transaction ([`tenancy_runtime::db::begin`]: the write
+/// lock at once on SQLite, so a transaction that reads before it writes
+/// never fails with a busy snapshot).
 pub(crate) async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    let tx = db.begin().await?;
-    if tx.get_database_backend() == DbBackend::Sqlite {
-        exec(
-            &tx,
-            "UPDATE identity_revocation_head SET position = position WHERE id = 1",
-            vec![],
-        )
-        .await?;
-    }
-    Ok(tx)
+    tenancy_runtime::db::begin(db).await
 }
 
 impl From<DbErr> for IdentityError {

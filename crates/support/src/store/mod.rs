@@ -15,7 +15,7 @@ use std::time::Duration;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use tenancy_runtime::ids::{self, AccountId, TicketId, UserId};
 use tenancy_runtime::{Error, Timestamp};
@@ -141,7 +141,7 @@ impl Store {
         key: Option<RequestKey>,
         now: Timestamp,
     ) -> Result<(Ticket, MessageRow), Error> {
-        let txn = self.db.begin().await?;
+        let txn = tenancy_runtime::db::begin(&self.db).await?;
         if let Some(key) = &key
             && let Some(earlier) = take_request(&txn, key, "ticket", now).await?
         {
@@ -227,7 +227,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<(Written, MessageRow), Error> {
         let ticket_id = ticket_id.as_str();
-        let txn = self.db.begin().await?;
+        let txn = tenancy_runtime::db::begin(&self.db).await?;
         let kind = if new.internal { "note" } else { "message" };
         if let Some(key) = &key
             && let Some(earlier) = take_request(&txn, key, kind, now).await?
@@ -309,7 +309,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Written, Error> {
         let ticket_id = ticket_id.as_str();
-        let txn = self.db.begin().await?;
+        let txn = tenancy_runtime::db::begin(&self.db).await?;
         let mut row = lock_ticket(&txn, ticket_id).await?;
         let before = Status::from_i32(row.status).unwrap_or(Status::Open);
         let previous_status = match decide(before)? {
@@ -382,7 +382,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Result<(Ticket, bool), usize>, Error> {
         let ticket_id = ticket_id.as_str();
-        let txn = self.db.begin().await?;
+        let txn = tenancy_runtime::db::begin(&self.db).await?;
         let mut row = lock_ticket(&txn, ticket_id).await?;
         let before = cc_in(&txn, ticket_id).await?;
         let mut after: BTreeSet<String> = before.iter().cloned().collect();
@@ -624,7 +624,7 @@ fn message_active(row: &MessageRow) -> message::ActiveModel {
 /// For benchmarks: inserts ticket rows directly.
 #[doc(hidden)]
 pub async fn seed_tickets(db: &DatabaseConnection, rows: Vec<TicketSeed>) -> Result<(), Error> {
-    let txn = db.begin().await?;
+    let txn = tenancy_runtime::db::begin(db).await?;
     for chunk in rows.chunks(500) {
         let models: Vec<ticket::ActiveModel> = chunk
             .iter()
