@@ -1,5 +1,6 @@
-//! The gRPC surface of the account service: proto ⇄ domain and the
-//! transactions of each method. Methods of a topic live in one submodule.
+//! The gRPC surface of the account service: proto ⇄ domain, validation at
+//! the edge, one `app` use case (or `store` read) per method, rendering.
+//! Methods of a topic live in one submodule.
 
 use tenancy_proto::account as pb;
 use tenancy_runtime::ids::{AccountId, UserId};
