@@ -316,3 +316,64 @@ async fn giving_portal_access_to_an_added_member_emails_an_invitation_to_set_a_p
         .unwrap();
     assert!(m.access_scope.unwrap().portal_access);
 }
+
+async fn cancel(
+    env: &Env,
+    account: &str,
+    owner: &str,
+    id: &str,
+) -> Result<tonic::Response<pb::CancelInvitationResponse>, tonic::Status> {
+    env.as_member(owner, account, Role::Owner)
+        .cancel_invitation(pb::CancelInvitationRequest {
+            invitation_id: id.to_owned(),
+        })
+        .await
+}
+
+#[tokio::test]
+async fn cancelling_twice_answers_the_same_and_accepted_invitations_cannot_be_cancelled_or_resent()
+{
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    env.user("twice@example.com").await;
+    let inv = invite(&env, &account, &owner, "twice@example.com")
+        .await
+        .unwrap();
+    let first = cancel(&env, &account, &owner, &inv.id)
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation;
+    // The second cancel writes nothing: the same invitation, same close time.
+    let again = cancel(&env, &account, &owner, &inv.id)
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation;
+    assert_eq!(again, first);
+    // Another account's owner does not find it.
+    let (other, other_owner) = env.account().await;
+    let e = cancel(&env, &other, &other_owner, &inv.id)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::InvitationNotFound);
+    // Once accepted, neither cancel nor resend applies (the resend limit
+    // long past).
+    env.user("used@example.com").await;
+    let used = invite(&env, &account, &owner, "used@example.com")
+        .await
+        .unwrap();
+    let token = env.invitation_token("used@example.com").await;
+    env.try_accept(&token).await.unwrap();
+    let e = cancel(&env, &account, &owner, &used.id).await.unwrap_err();
+    assert_eq!(reason(&e), Reason::InvitationUsed);
+    env.clock.advance(Duration::from_secs(61));
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .resend_invitation(pb::ResendInvitationRequest {
+            invitation_id: used.id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::InvitationUsed);
+}
