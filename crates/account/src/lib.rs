@@ -12,15 +12,17 @@
 //!   services, audit, internal, watch); proto ⇄ domain conversion.
 //! - `app/`: use cases, each one transaction, domain and store types in and
 //!   out; audit and policy-log entries written with the change
-//!   (`app::policy` builds them): members, accounts, security and support
-//!   access, services, audit. Still in their `api/` handlers: the
-//!   invitation transactions, AddMember, and the read-only lists.
+//!   (`app::policy` builds them): members (with AddMember,
+//!   CreateApiMember, UpdateApiMember), invitations, accounts, security and
+//!   support access, services, audit. Read-only lists and gets are `api/`
+//!   over `store/` reads.
 //! - `domain/`: every rule once, as plain Rust over typed ids and enums
 //!   (`Role`, `MemberStatus`, `ServiceAccess`, `Level`, `GrantKind`):
 //!   access decisions and which services a member reaches, the last-owner
 //!   invariant, member changes, 2FA deadlines, validation; and
 //!   `AccountError`, the refusals, mapped to gRPC in one tested place.
-//! - `store/`: all SQL, through `tenancy_runtime::db`; locking
+//! - `store/`: all SQL (none is left in `api/`), through
+//!   `tenancy_runtime::db`; row types to domain values; locking
 //!   (`lock_account`) and the policy log's positions. Where SQL
 //!   pre-computes a domain rule for speed (ListServices' reach, active
 //!   owners, 2FA deadlines) `tests/it/rules.rs` proves the two agree.

@@ -70,7 +70,7 @@ pub(crate) async fn tick(
             if !info.totp_enabled {
                 let data = HashMap::from([
                     ("account_name".to_owned(), name),
-                    ("deadline_time".to_owned(), crate::api::rfc3339(deadline)),
+                    ("deadline_time".to_owned(), crate::app::rfc3339(deadline)),
                     (
                         "enroll_url".to_owned(),
                         format!("{portal}/security/two-factor"),

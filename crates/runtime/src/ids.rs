@@ -112,6 +112,8 @@ typed_ids! {
     TicketId;
     /// A message on a support ticket.
     MessageId;
+    /// A service (server, storage, …) in an account's catalogue.
+    ServiceId;
 }
 
 /// The default and maximum page sizes of every List method.

@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
-use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{
     AccountId, UserId, decode_page_token_for, encode_page_token, page_size,
@@ -11,8 +10,8 @@ use tenancy_runtime::{Error, Reason};
 
 use super::{Api, fingerprint, mask_paths, ts};
 use crate::app::accounts as app;
-use crate::domain::{AccountError, MemberStatus, Role, Scope, ServiceAccess, validate};
-use crate::store::{AccountRow, n, s};
+use crate::domain::{AccountError, Role, Scope, ServiceAccess, validate};
+use crate::store::{self, AccountRow, UserMembership};
 
 /// A stored postal address.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -297,19 +296,14 @@ impl Api {
             reason: Reason::UserIdInvalid,
             ..e
         })?;
-        let rows = db::all(
-            &self.db,
-            &format!("{MEMBERSHIPS_OF_USER} ORDER BY a.name, a.id LIMIT {MAX_USER_MEMBERSHIPS}"),
-            vec![s(user_id.as_str())],
-        )
-        .await?;
+        let rows = store::user_memberships(&self.db, &user_id, MAX_USER_MEMBERSHIPS).await?;
         let users = self.users_or_empty(std::slice::from_ref(&user_id)).await;
         let has_mfa = users.get(&user_id).is_some_and(|u| u.totp_enabled);
         Ok(pb::ListUserMembershipsResponse {
             memberships: rows
                 .iter()
                 .map(|row| account_membership(row, has_mfa))
-                .collect::<Result<_, _>>()?,
+                .collect(),
         })
     }
 
@@ -324,19 +318,8 @@ impl Api {
         let f = fingerprint(&"my_accounts");
         let cursor =
             decode_page_token_for::<MyAccountsToken>(&req.page_token, |t| t.f == f)?.map(|t| t.c);
-        let mut values = vec![
-            s(user_id.as_str()),
-            n(MemberStatus::Active.code()),
-            n(MemberStatus::Suspended.code()),
-        ];
-        let mut sql = format!("{MEMBERSHIPS_OF_USER} AND m.status IN ($2, $3)");
-        if let Some(c) = &cursor {
-            sql.push_str(" AND (a.name > $4 OR (a.name = $4 AND a.id > $5))");
-            values.push(s(c.name.as_str()));
-            values.push(s(c.id.as_str()));
-        }
-        sql.push_str(&format!(" ORDER BY a.name, a.id LIMIT {}", size + 1));
-        let rows = db::all(&self.db, &sql, values).await?;
+        let after = cursor.as_ref().map(|c| (c.name.as_str(), c.id.as_str()));
+        let rows = store::current_memberships(&self.db, &user_id, after, size + 1).await?;
         let more = rows.len() as u64 > size;
         let me = self.users_or_empty(std::slice::from_ref(&user_id)).await;
         let has_mfa = me.get(&user_id).is_some_and(|u| u.totp_enabled);
@@ -346,7 +329,7 @@ impl Api {
             .iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
         {
-            let membership = account_membership(row, has_mfa)?;
+            let membership = account_membership(row, has_mfa);
             if let Some(account) = &membership.account {
                 last = Some(MyAccountsCursor {
                     name: account.name.clone(),
@@ -409,33 +392,24 @@ impl Api {
 /// Most memberships ListUserMemberships returns.
 const MAX_USER_MEMBERSHIPS: u64 = 1000;
 
-/// The memberships of user `$1` with their accounts (callers add status
-/// filters, order and limit).
-const MEMBERSHIPS_OF_USER: &str = "SELECT a.id, a.account_type, a.name, a.enforce_mfa, m.role, m.status, m.portal_access, m.join_time, m.mfa_deadline FROM account_members m JOIN account_accounts a ON a.id = m.account_id WHERE m.user_id = $1";
-
-/// One row of [`MEMBERSHIPS_OF_USER`]; the 2FA deadline only while it
+/// A membership as the API shows it; the 2FA deadline only while it
 /// applies (enforced, and the user has no 2FA).
-fn account_membership(
-    row: &sea_orm::QueryResult,
-    has_mfa: bool,
-) -> Result<pb::AccountMembership, Error> {
-    let enforce: bool = db::get(row, "enforce_mfa")?;
-    let deadline: Option<i64> = db::get(row, "mfa_deadline")?;
-    Ok(pb::AccountMembership {
+fn account_membership(m: &UserMembership, has_mfa: bool) -> pb::AccountMembership {
+    pb::AccountMembership {
         account: Some(pb::AccountSummary {
-            id: db::get(row, "id")?,
-            r#type: db::get(row, "account_type")?,
-            name: db::get(row, "name")?,
+            id: m.account_id.clone(),
+            r#type: m.account_type,
+            name: m.account_name.clone(),
         }),
-        role: db::get(row, "role")?,
-        status: db::get(row, "status")?,
-        portal_access: db::get(row, "portal_access")?,
-        join_time: Some(ts(db::get(row, "join_time")?)),
-        enforce_mfa: enforce,
-        mfa_deadline: if enforce && !has_mfa {
-            deadline.map(ts)
+        role: m.role,
+        status: m.status,
+        portal_access: m.portal_access,
+        join_time: Some(ts(m.join_time)),
+        enforce_mfa: m.enforce_mfa,
+        mfa_deadline: if m.enforce_mfa && !has_mfa {
+            m.mfa_deadline.map(ts)
         } else {
             None
         },
-    })
+    }
 }

@@ -3,12 +3,11 @@
 use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
-use tenancy_runtime::db;
 use tenancy_runtime::ids::{decode_page_token_for, encode_page_token, page_size};
 
 use super::{Api, fingerprint, to_struct, ts};
 use crate::domain::Role;
-use crate::store::{AUDIT_COLUMNS, AuditRow, i, n, s};
+use crate::store::{self, AuditQuery, AuditRow};
 
 pub(crate) fn event_pb(r: &AuditRow) -> pb::AuditEvent {
     pb::AuditEvent {
@@ -65,94 +64,23 @@ impl Api {
             end,
         ));
         let cursor = decode_page_token_for::<Token>(&req.page_token, |t| t.f == f)?;
-        let mut sql =
-            format!("SELECT {AUDIT_COLUMNS} FROM account_audit_events WHERE account_id = $1");
-        let mut values = vec![s(caller.account_id.as_str())];
-        fn push(
-            sql: &mut String,
-            values: &mut Vec<sea_orm::Value>,
-            clause: &str,
-            v: sea_orm::Value,
-        ) {
-            values.push(v);
-            sql.push_str(&clause.replace("$?", &format!("${}", values.len())));
-        }
-        if req.actor_kind != 0 {
-            push(
-                &mut sql,
-                &mut values,
-                " AND actor_kind = $?",
-                n(req.actor_kind),
-            );
-        }
-        if !req.actor_id.is_empty() {
-            push(
-                &mut sql,
-                &mut values,
-                " AND actor_id = $?",
-                s(req.actor_id.as_str()),
-            );
-        }
-        if !req.action.is_empty() {
-            if req.action.ends_with('.') {
-                let len = i32::try_from(req.action.len()).unwrap_or(64);
-                push(
-                    &mut sql,
-                    &mut values,
-                    &format!(" AND substr(action, 1, {len}) = $?"),
-                    s(req.action.as_str()),
-                );
-            } else {
-                push(
-                    &mut sql,
-                    &mut values,
-                    " AND action = $?",
-                    s(req.action.as_str()),
-                );
-            }
-        }
-        if !req.target_type.is_empty() {
-            push(
-                &mut sql,
-                &mut values,
-                " AND target_type = $?",
-                s(req.target_type.as_str()),
-            );
-        }
-        if !req.target_id.is_empty() {
-            push(
-                &mut sql,
-                &mut values,
-                " AND target_id = $?",
-                s(req.target_id.as_str()),
-            );
-        }
-        if let Some(a) = start {
-            push(&mut sql, &mut values, " AND event_time >= $?", i(a));
-        }
-        if let Some(b) = end {
-            push(&mut sql, &mut values, " AND event_time < $?", i(b));
-        }
-        if let Some(c) = &cursor {
-            values.push(i(c.t));
-            let t = values.len();
-            values.push(s(c.id.as_str()));
-            let d = values.len();
-            sql.push_str(&format!(
-                " AND (event_time < ${t} OR (event_time = ${t} AND id < ${d}))"
-            ));
-        }
-        sql.push_str(&format!(
-            " ORDER BY event_time DESC, id DESC LIMIT {}",
-            size + 1
-        ));
-        let rows = db::all(&self.db, &sql, values).await?;
+        let query = AuditQuery {
+            actor_kind: req.actor_kind,
+            actor_id: &req.actor_id,
+            action: &req.action,
+            target_type: &req.target_type,
+            target_id: &req.target_id,
+            start,
+            end,
+            after: cursor.as_ref().map(|c| (c.t, c.id.as_str())),
+            limit: size + 1,
+        };
+        let rows = store::list_audit_events(&self.db, &caller.account_id, &query).await?;
         let more = rows.len() as u64 > size;
         let events: Vec<AuditRow> = rows
-            .iter()
+            .into_iter()
             .take(usize::try_from(size).unwrap_or(usize::MAX))
-            .map(AuditRow::read)
-            .collect::<Result<_, _>>()?;
+            .collect();
         let next_page_token = match (more, events.last()) {
             (true, Some(last)) => encode_page_token(&Token {
                 f,

@@ -2,15 +2,14 @@
 
 use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
-use tenancy_runtime::db;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{AccountId, UserId, new_id};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
-use crate::domain::default_account::{Usable, default_account};
+use crate::domain::default_account::default_account;
 use crate::domain::{Level, MemberStatus, Role, ServiceAccess};
-use crate::store::{self, AccountRow, AuditRow, s};
+use crate::store::{self, AccountRow, AuditRow};
 
 fn required(v: &mut Violations, field: &str, value: &str) {
     v.check(!value.trim().is_empty(), field, "required");
@@ -216,52 +215,7 @@ impl Api {
             .map(|id| normalised(id).into_owned())
             .filter(|id| !id.is_empty())
             .collect();
-        // Only the preferred memberships and the earliest joined one are
-        // read: enough for the domain rule (see `default_account`).
-        let usable_sql = "SELECT account_id, join_time FROM account_members \
-            WHERE user_id = $1 AND status = $2 AND portal_access = $3";
-        let mut usable = Vec::new();
-        if !preferred.is_empty() {
-            let list = (0..preferred.len())
-                .map(|i| format!("${}", i + 4))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut values = vec![
-                s(user.as_ref()),
-                store::n(MemberStatus::Active.code()),
-                store::b(true),
-            ];
-            values.extend(preferred.iter().map(|id| s(id.as_str())));
-            usable.extend(
-                db::all(
-                    &self.db,
-                    &format!("{usable_sql} AND account_id IN ({list})"),
-                    values,
-                )
-                .await?,
-            );
-        }
-        usable.extend(
-            db::all(
-                &self.db,
-                &format!("{usable_sql} ORDER BY join_time, account_id LIMIT 1"),
-                vec![
-                    s(user.as_ref()),
-                    store::n(MemberStatus::Active.code()),
-                    store::b(true),
-                ],
-            )
-            .await?,
-        );
-        let usable = usable
-            .iter()
-            .map(|row| {
-                Ok(Usable {
-                    account_id: db::get(row, "account_id")?,
-                    join_time: db::get(row, "join_time")?,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let usable = store::usable_memberships(&self.db, &user, &preferred).await?;
         Ok(pb::GetDefaultAccountResponse {
             account_id: default_account(&preferred, &usable)
                 .unwrap_or_default()

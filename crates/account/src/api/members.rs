@@ -9,9 +9,8 @@ use tenancy_runtime::ids::{
 };
 use tenancy_runtime::{Error, Reason};
 
-use super::{Api, Caller, at_most, fingerprint, join_deadline, limits, mask_paths};
-use crate::app::members::{self as app, Actor};
-use crate::app::policy::{member_json, membership_entry};
+use super::{Api, at_most, fingerprint, limits, mask_paths};
+use crate::app::members::{self as app, Actor, ApiMemberChange, ApiMemberFields};
 use crate::domain::members::MemberChange;
 use crate::domain::{AccountError, Level, MemberStatus, Role, Scope, ServiceAccess, validate};
 use crate::store::{self, AccountRow, MemberKey, MemberOrder, MemberQuery, MemberRow};
@@ -339,7 +338,7 @@ impl Api {
         v.finish()?;
         let (email, name) = (email.unwrap_or_default(), name.unwrap_or_default());
         let input = req.access_scope.unwrap_or_default();
-        let mut scope = self
+        let scope = self
             .parse_scope(
                 &caller.account_id,
                 &input,
@@ -347,44 +346,9 @@ impl Api {
                 Scope::default(),
             )
             .await?;
-        scope.portal_access = false;
-        let (user, _) = self.peers.ensure_user(&email, &name).await?;
-        let now = self.now();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        if let Some(existing) = store::member(&txn, &caller.account_id, &user.id).await?
-            && existing.status != MemberStatus::Revoked
-        {
-            return Err(AccountError::MemberExists.into());
-        }
-        let account = AccountRow::load(&txn, &caller.account_id)
-            .await?
-            .ok_or(AccountError::AccountNotFound)?;
-        let row = MemberRow {
-            account_id: caller.account_id.clone(),
-            user_id: user.id.clone(),
-            role: role.unwrap_or(Role::Manager),
-            status: MemberStatus::Active,
-            portal_access: false,
-            password_pending: !user.password_set,
-            service_access: scope.service_access,
-            join_time: now,
-            update_time: now,
-            // What the owner typed, never the user's own profile: they
-            // have not accepted anything (issue 21 §3).
-            name_key: name.to_lowercase(),
-            email: email.clone(),
-            mfa_deadline: join_deadline(&account, now),
-            accepted: false,
-            alias_id: UserId::new(),
-            added_name: name.clone(),
-            api: false,
-            description: String::new(),
-            source_allowlist: String::new(),
-        };
-        let member = self
-            .insert_member(txn, &caller, "member.add", &row, &scope, &account, now)
-            .await?;
+        let role = role.unwrap_or(Role::Manager);
+        let new = app::add_member(self, &caller.actor(), &email, &name, role, scope).await?;
+        let member = self.member_pb(&new.row, &new.scope, None, Some(&new.account));
         Ok(pb::AddMemberResponse {
             member: Some(member),
         })
@@ -529,47 +493,18 @@ impl Api {
                 Scope::default(),
             )
             .await?;
-        let user = self
-            .peers
-            .create_api_user(&caller.account_id, &name)
-            .await?;
-        let now = self.now();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        let account = AccountRow::load(&txn, &caller.account_id)
-            .await?
-            .ok_or(AccountError::AccountNotFound)?;
-        let row = MemberRow {
-            account_id: caller.account_id.clone(),
-            user_id: user.id.clone(),
-            role: Role::Manager,
-            status: MemberStatus::Active,
-            portal_access: false,
-            password_pending: false,
-            service_access: scope.service_access,
-            join_time: now,
-            update_time: now,
-            name_key: name.to_lowercase(),
-            email: String::new(),
-            mfa_deadline: None,
-            accepted: true,
-            alias_id: user.id.clone(),
-            added_name: name,
-            api: true,
-            description,
-            source_allowlist: allowlist,
-        };
-        let member = self
-            .insert_member(
-                txn,
-                &caller,
-                "member.create_api",
-                &row,
-                &scope,
-                &account,
-                now,
-            )
-            .await?;
+        let new = app::create_api_member(
+            self,
+            &caller.actor(),
+            ApiMemberFields {
+                name,
+                description,
+                source_allowlist: allowlist,
+            },
+            scope,
+        )
+        .await?;
+        let member = self.member_pb(&new.row, &new.scope, None, Some(&new.account));
         Ok(pb::CreateApiMemberResponse {
             member: Some(member),
         })
@@ -602,83 +537,14 @@ impl Api {
         } else {
             None
         };
-        let now = self.now();
-        let txn = store::begin(&self.db).await?;
-        store::lock_account(&txn, &caller.account_id).await?;
-        let before = store::member_by_public_id(&txn, &caller.account_id, &user)
-            .await?
-            .ok_or(AccountError::MemberNotFound)?;
-        if !before.api {
-            return Err(AccountError::ApiMemberRestricted(
-                "not an API member: change people with the member methods",
-            )
-            .into());
-        }
-        if before.status == MemberStatus::Revoked {
-            return Err(AccountError::MemberRevoked.into());
-        }
-        let mut row = before.clone();
-        if let Some(name) = name {
-            row.name_key = name.to_lowercase();
-            row.added_name = name;
-        }
-        if let Some(description) = description {
-            row.description = description;
-        }
-        if let Some(allowlist) = allowlist {
-            row.source_allowlist = allowlist;
-        }
-        row.update_time = now;
-        row.update_api(&txn).await?;
-        self.audit(
-            &caller.principal,
-            &caller.account_id,
-            "member.update_api",
-            ("member", row.public_id().as_str()),
-            Some(member_json(&before)),
-            Some(member_json(&row)),
-        )
-        .insert(&txn)
-        .await?;
-        store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
+        let change = ApiMemberChange {
+            name,
+            description,
+            source_allowlist: allowlist,
+        };
+        let row = app::update_api_member(self, &caller.actor(), &user, change).await?;
         Ok(pb::UpdateApiMemberResponse {
             member: Some(self.render_member(&row).await?),
         })
-    }
-}
-
-impl Api {
-    /// Writes a new member of the caller's account — its row, grants,
-    /// audit entry `action` and policy entry — in `txn`, commits, and
-    /// returns it as the owner sees it.
-    #[allow(clippy::too_many_arguments)]
-    async fn insert_member(
-        &self,
-        txn: sea_orm::DatabaseTransaction,
-        caller: &Caller,
-        action: &str,
-        row: &MemberRow,
-        scope: &Scope,
-        account: &AccountRow,
-        now: i64,
-    ) -> Result<pb::Member, Error> {
-        row.upsert(&txn).await?;
-        store::replace_grants(&txn, &row.account_id, &row.user_id, scope).await?;
-        self.audit(
-            &caller.principal,
-            &caller.account_id,
-            action,
-            ("member", row.public_id().as_str()),
-            None,
-            Some(member_json(row)),
-        )
-        .insert(&txn)
-        .await?;
-        store::append_policy(&txn, now, vec![membership_entry(row)]).await?;
-        txn.commit().await?;
-        self.policy_committed(&row.account_id);
-        Ok(self.member_pb(row, scope, None, Some(account)))
     }
 }

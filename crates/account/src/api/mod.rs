@@ -1,13 +1,14 @@
-//! The gRPC surface of the account service: proto ⇄ domain and the
-//! transactions of each method. Methods of a topic live in one submodule.
+//! The gRPC surface of the account service: proto ⇄ domain, validation at
+//! the edge, one `app` use case (or `store` read) per method, rendering.
+//! Methods of a topic live in one submodule.
 
 use tenancy_proto::account as pb;
 use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal, Reason, Timestamp};
 
 use crate::app::App;
-pub(crate) use crate::app::accounts::join_deadline;
 pub(crate) use crate::app::fingerprint;
+use crate::app::members::Actor;
 pub(crate) use crate::app::policy::{allowlist_of, membership_state, settings_pb};
 use crate::domain::members::check_caller;
 use crate::domain::{AccountError, Role, Scope, validate};
@@ -73,19 +74,20 @@ impl Api {
             member,
         })
     }
+}
 
-    /// The users of `ids` from identity; empty when identity is down (lists
-    /// still work, without names).
-    async fn users_or_empty(&self, ids: &[UserId]) -> std::collections::HashMap<UserId, UserInfo> {
-        match self.peers.users(ids).await {
-            Ok(users) => users,
-            Err(error) => {
-                tracing::warn!(%error, "member profiles unavailable");
-                Default::default()
-            }
+impl Caller {
+    /// The caller as the use cases take it.
+    fn actor(&self) -> Actor<'_> {
+        Actor {
+            principal: &self.principal,
+            user_id: self.user_id.clone(),
+            account_id: self.account_id.clone(),
         }
     }
+}
 
+impl Api {
     /// A member as the API shows it. A member who has not accepted (added
     /// with AddMember) shows only what the adding owner typed: their
     /// stand-in id, the name and email typed, no login or 2FA facts (so
@@ -576,5 +578,4 @@ impl pb::account_internal_service_server::AccountInternalService for Api {
     }
 }
 
-pub(crate) use invitations::rfc3339;
 pub(crate) use watch::RETENTION_MS;

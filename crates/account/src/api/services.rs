@@ -6,7 +6,7 @@ use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{
-    AccountId, decode_page_token_for, encode_page_token, new_id, page_size, parse_id,
+    AccountId, ServiceId, decode_page_token_for, encode_page_token, page_size, parse_id,
 };
 
 use super::{Api, Caller, fingerprint, mask_paths, ts};
@@ -17,7 +17,7 @@ use crate::store::{self, ServiceRow};
 
 pub(crate) fn service_pb(r: &ServiceRow, access_level: i32) -> pb::Service {
     pb::Service {
-        id: r.id.clone(),
+        id: r.id.to_string(),
         account_id: r.account_id.to_string(),
         kind: r.kind.clone(),
         name: r.name.clone(),
@@ -85,7 +85,7 @@ fn apply(row: &mut ServiceRow, input: &pb::Service, paths: &[&str], v: &mut Viol
 fn level_on(caller: &Caller, scope: &Scope, service: &ServiceRow) -> Level {
     access::service_level(
         caller.member.access_facts(),
-        access::grants_on(scope, &service.id, &service.tags),
+        access::grants_on(scope, service.id.as_str(), &service.tags),
     )
 }
 
@@ -111,7 +111,7 @@ impl Api {
             parse_id("service.account_id", &input.account_id).map_err(|_| "must be a UUID"),
         );
         let mut row = ServiceRow {
-            id: new_id(),
+            id: ServiceId::new(),
             account_id: AccountId::trusted(account_id.unwrap_or_default()),
             kind: String::new(),
             name: String::new(),
@@ -160,7 +160,7 @@ impl Api {
             &["kind", "name", "tags", "external_id", "resource_kind"],
         )?;
         let input = req.service.unwrap_or_default();
-        let id = parse_id("service.id", &input.id)?;
+        let id = ServiceId::parse("service.id", &input.id)?;
         let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
         let row = app::update_service(self, &principal, &id, |row| {
             let mut v = Violations::default();
@@ -178,7 +178,7 @@ impl Api {
         request: tonic::Request<pb::DeleteServiceRequest>,
     ) -> Result<pb::DeleteServiceResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
-        let id = parse_id("service_id", &request.get_ref().service_id)?;
+        let id = ServiceId::parse("service_id", &request.get_ref().service_id)?;
         app::delete_service(self, &principal, &id).await?;
         Ok(pb::DeleteServiceResponse {})
     }
@@ -231,7 +231,7 @@ impl Api {
             (true, Some(last)) => encode_page_token(&Token {
                 f,
                 name: last.name.clone(),
-                id: last.id.clone(),
+                id: last.id.to_string(),
             }),
             _ => String::new(),
         };
@@ -252,7 +252,7 @@ impl Api {
         request: tonic::Request<pb::GetServiceRequest>,
     ) -> Result<pb::GetServiceResponse, Error> {
         let caller = self.caller(&request, Role::Manager).await?;
-        let id = parse_id("service_id", &request.get_ref().service_id)?;
+        let id = ServiceId::parse("service_id", &request.get_ref().service_id)?;
         let row = ServiceRow::load(&self.db, &id)
             .await?
             .filter(|r| r.account_id == caller.account_id)

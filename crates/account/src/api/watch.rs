@@ -2,19 +2,16 @@
 
 use std::pin::Pin;
 use std::time::Duration;
-use tenancy_runtime::db::{self, get};
 
 use base64::Engine as _;
 use futures::Stream;
 use prost::Message as _;
-use sea_orm::{AccessMode, DbBackend, IsolationLevel, TransactionTrait};
 use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
 use tokio::sync::mpsc;
 
 use super::{Api, membership_state, settings_pb, ts};
-use crate::domain::MemberStatus;
-use crate::store::{self, ACCOUNT_COLUMNS, AccountRow, MemberRow, i, n, policy_kind, s};
+use crate::store::{self, policy_kind};
 
 /// The stream type of WatchPolicies.
 pub(crate) type PolicyStream =
@@ -73,16 +70,7 @@ impl Api {
 
     async fn watch(&self, from: i64, tx: &Tx) -> Result<(), Error> {
         let head = store::policy_head(&self.db).await?;
-        let oldest = db::one(
-            &self.db,
-            "SELECT MIN(position) AS p FROM account_policy_log",
-            vec![],
-        )
-        .await?
-        .map(|r| get::<Option<i64>>(&r, "p"))
-        .transpose()?
-        .flatten()
-        .unwrap_or(head + 1);
+        let oldest = store::oldest_policy(&self.db).await?.unwrap_or(head + 1);
         let cause = if from == 0 {
             Some(pb::PolicyResetCause::Requested)
         } else if from > head {
@@ -158,22 +146,13 @@ impl Api {
     async fn backlog(&self, after: i64, tx: &Tx) -> Result<i64, Error> {
         let mut last = after;
         loop {
-            let rows = db::all(
-                &self.db,
-                &format!("SELECT position, event_time, event_kind, payload FROM account_policy_log WHERE position > $1 ORDER BY position LIMIT {BATCH}"),
-                vec![i(last)],
-            )
-            .await?;
-            let count = rows.len() as u64;
-            for row in rows {
-                let position: i64 = get(&row, "position")?;
-                let kind: i32 = get(&row, "event_kind")?;
-                let payload: String = get(&row, "payload")?;
-                if let Some(event) = decode(kind, &payload) {
-                    self.send_at(tx, position, get(&row, "event_time")?, event)
-                        .await?;
+            let entries = store::policy_after(&self.db, last, BATCH).await?;
+            let count = entries.len() as u64;
+            for entry in entries {
+                if let Some(event) = decode(entry.kind, &entry.payload) {
+                    self.send_at(tx, entry.position, entry.time, event).await?;
                 }
-                last = position;
+                last = entry.position;
             }
             if count < BATCH {
                 return Ok(last);
@@ -184,16 +163,7 @@ impl Api {
     /// Sends a reset, the current state at one position, and caught_up.
     async fn snapshot(&self, cause: pb::PolicyResetCause, tx: &Tx) -> Result<i64, Error> {
         use pb::watch_policies_response::Event;
-        let txn = if self.db.get_database_backend() == DbBackend::Postgres {
-            self.db
-                .begin_with_config(
-                    Some(IsolationLevel::RepeatableRead),
-                    Some(AccessMode::ReadOnly),
-                )
-                .await?
-        } else {
-            self.db.begin().await?
-        };
+        let txn = store::begin_snapshot(&self.db).await?;
         let position = store::policy_head(&txn).await?;
         self.send(
             tx,
@@ -205,10 +175,9 @@ impl Api {
         .await?;
         let mut after = String::new();
         loop {
-            let rows = db::all(&txn, &format!("SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id > $1 ORDER BY id LIMIT {BATCH}"), vec![s(after.as_str())]).await?;
-            let count = rows.len() as u64;
-            for row in rows {
-                let a = AccountRow::read(&row)?;
+            let accounts = store::accounts_after(&txn, &after, BATCH).await?;
+            let count = accounts.len() as u64;
+            for a in accounts {
                 after = a.id.to_string();
                 self.send(
                     tx,
@@ -223,15 +192,9 @@ impl Api {
         }
         let (mut a_after, mut u_after) = (String::new(), String::new());
         loop {
-            let rows = db::all(
-                &txn,
-                &format!("SELECT {} FROM account_members WHERE status IN ($1, $2) AND (account_id, user_id) > ($3, $4) ORDER BY account_id, user_id LIMIT {BATCH}", store::member_columns()),
-                vec![n(MemberStatus::Active.code()), n(MemberStatus::Suspended.code()), s(a_after.as_str()), s(u_after.as_str())],
-            )
-            .await?;
-            let count = rows.len() as u64;
-            for row in rows {
-                let m = MemberRow::read(&row)?;
+            let members = store::live_members_after(&txn, (&a_after, &u_after), BATCH).await?;
+            let count = members.len() as u64;
+            for m in members {
                 a_after = m.account_id.to_string();
                 u_after = m.user_id.to_string();
                 self.send(tx, position, Event::MembershipChanged(membership_state(&m)))

@@ -3,20 +3,22 @@
 //! the caller's membership once (under the lock, so a caller demoted a
 //! moment ago is refused), applies the domain rules, writes the member,
 //! its audit event and its policy-log entry, and queues the token
-//! revocation in identity when the member loses access.
+//! revocation in identity when the member loses access. New members
+//! (AddMember, CreateApiMember) and API-member edits are written here too.
 
 use tenancy_proto::identity::RevocationReason;
 use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Principal};
 
 use super::App;
+use super::accounts::join_deadline;
 use super::policy::{access_entry, member_json, membership_entry};
 use crate::domain::AccountError;
 use crate::domain::members::{self, LostAccess, MemberChange};
 use crate::domain::owners::change_keeps_an_owner;
-use crate::domain::{Role, Scope};
+use crate::domain::{MemberStatus, Role, Scope};
 use crate::peer_calls::{self, RevokeAccess};
-use crate::store::{self, MemberRow};
+use crate::store::{self, AccountRow, MemberRow};
 
 /// Who calls: the principal (for the audit) and the membership it names.
 pub(crate) struct Actor<'a> {
@@ -215,5 +217,216 @@ async fn apply(
             tracing::warn!(%error, "peer call delivery task failed; the worker retries");
         }
     }
+    Ok(row)
+}
+
+/// A member just written, with what the owner's reply shows.
+pub(crate) struct NewMember {
+    /// The member.
+    pub(crate) row: MemberRow,
+    /// Its access scope.
+    pub(crate) scope: Scope,
+    /// Its account.
+    pub(crate) account: AccountRow,
+}
+
+/// AddMember: a person added by an owner without an invitation (their user
+/// made in identity first, under the name and email typed); no portal
+/// access until they accept one. `scope` was validated at the edge.
+/// MEMBER_EXISTS for a member who is not revoked.
+pub(crate) async fn add_member(
+    app: &App,
+    actor: &Actor<'_>,
+    email: &str,
+    name: &str,
+    role: Role,
+    mut scope: Scope,
+) -> Result<NewMember, Error> {
+    let account_id = &actor.account_id;
+    scope.portal_access = false;
+    let (user, _) = app.peers.ensure_user(email, name).await?;
+    let now = app.now();
+    let txn = store::begin(&app.db).await?;
+    store::lock_account(&txn, account_id).await?;
+    if let Some(existing) = store::member(&txn, account_id, &user.id).await?
+        && existing.status != MemberStatus::Revoked
+    {
+        return Err(AccountError::MemberExists.into());
+    }
+    let account = AccountRow::load(&txn, account_id)
+        .await?
+        .ok_or(AccountError::AccountNotFound)?;
+    let row = MemberRow {
+        account_id: account_id.clone(),
+        user_id: user.id.clone(),
+        role,
+        status: MemberStatus::Active,
+        portal_access: false,
+        password_pending: !user.password_set,
+        service_access: scope.service_access,
+        join_time: now,
+        update_time: now,
+        // What the owner typed, never the user's own profile: they
+        // have not accepted anything (issue 21 §3).
+        name_key: name.to_lowercase(),
+        email: email.to_owned(),
+        mfa_deadline: join_deadline(&account, now),
+        accepted: false,
+        alias_id: UserId::new(),
+        added_name: name.to_owned(),
+        api: false,
+        description: String::new(),
+        source_allowlist: String::new(),
+    };
+    insert_member(app, txn, actor, "member.add", row, scope, account, now).await
+}
+
+/// What an owner gives a new API member (validated at the edge).
+pub(crate) struct ApiMemberFields {
+    /// Its name.
+    pub(crate) name: String,
+    /// What it is for.
+    pub(crate) description: String,
+    /// The source allowlist, stored form.
+    pub(crate) source_allowlist: String,
+}
+
+/// CreateApiMember: the user in identity first (a failed transaction
+/// after it leaves a user nobody can reach), then the membership: a
+/// MANAGER without portal access. `scope` was validated at the edge.
+pub(crate) async fn create_api_member(
+    app: &App,
+    actor: &Actor<'_>,
+    fields: ApiMemberFields,
+    scope: Scope,
+) -> Result<NewMember, Error> {
+    let account_id = &actor.account_id;
+    let user = app.peers.create_api_user(account_id, &fields.name).await?;
+    let now = app.now();
+    let txn = store::begin(&app.db).await?;
+    store::lock_account(&txn, account_id).await?;
+    let account = AccountRow::load(&txn, account_id)
+        .await?
+        .ok_or(AccountError::AccountNotFound)?;
+    let row = MemberRow {
+        account_id: account_id.clone(),
+        user_id: user.id.clone(),
+        role: Role::Manager,
+        status: MemberStatus::Active,
+        portal_access: false,
+        password_pending: false,
+        service_access: scope.service_access,
+        join_time: now,
+        update_time: now,
+        name_key: fields.name.to_lowercase(),
+        email: String::new(),
+        mfa_deadline: None,
+        accepted: true,
+        alias_id: user.id.clone(),
+        added_name: fields.name,
+        api: true,
+        description: fields.description,
+        source_allowlist: fields.source_allowlist,
+    };
+    let action = "member.create_api";
+    insert_member(app, txn, actor, action, row, scope, account, now).await
+}
+
+/// Writes a new member of the actor's account — its row, grants, audit
+/// entry `action` and policy entry — in `txn`, and commits.
+#[allow(clippy::too_many_arguments)]
+async fn insert_member(
+    app: &App,
+    txn: sea_orm::DatabaseTransaction,
+    actor: &Actor<'_>,
+    action: &str,
+    row: MemberRow,
+    scope: Scope,
+    account: AccountRow,
+    now: i64,
+) -> Result<NewMember, Error> {
+    row.upsert(&txn).await?;
+    store::replace_grants(&txn, &row.account_id, &row.user_id, &scope).await?;
+    app.audit(
+        actor.principal,
+        &actor.account_id,
+        action,
+        ("member", row.public_id().as_str()),
+        None,
+        Some(member_json(&row)),
+    )
+    .insert(&txn)
+    .await?;
+    store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
+    txn.commit().await?;
+    app.policy_committed(&row.account_id);
+    Ok(NewMember {
+        row,
+        scope,
+        account,
+    })
+}
+
+/// What UpdateApiMember changes (`None`: left as is); validated at the
+/// edge.
+pub(crate) struct ApiMemberChange {
+    /// A new name.
+    pub(crate) name: Option<String>,
+    /// A new description.
+    pub(crate) description: Option<String>,
+    /// A new source allowlist, stored form.
+    pub(crate) source_allowlist: Option<String>,
+}
+
+/// UpdateApiMember: name, description and source allowlist of an API
+/// member; a new allowlist reaches the gateways through the policy log.
+pub(crate) async fn update_api_member(
+    app: &App,
+    actor: &Actor<'_>,
+    target: &UserId,
+    change: ApiMemberChange,
+) -> Result<MemberRow, Error> {
+    let account_id = &actor.account_id;
+    let now = app.now();
+    let txn = store::begin(&app.db).await?;
+    store::lock_account(&txn, account_id).await?;
+    let before = store::member_by_public_id(&txn, account_id, target)
+        .await?
+        .ok_or(AccountError::MemberNotFound)?;
+    if !before.api {
+        return Err(AccountError::ApiMemberRestricted(
+            "not an API member: change people with the member methods",
+        )
+        .into());
+    }
+    if before.status == MemberStatus::Revoked {
+        return Err(AccountError::MemberRevoked.into());
+    }
+    let mut row = before.clone();
+    if let Some(name) = change.name {
+        row.name_key = name.to_lowercase();
+        row.added_name = name;
+    }
+    if let Some(description) = change.description {
+        row.description = description;
+    }
+    if let Some(allowlist) = change.source_allowlist {
+        row.source_allowlist = allowlist;
+    }
+    row.update_time = now;
+    row.update_api(&txn).await?;
+    app.audit(
+        actor.principal,
+        account_id,
+        "member.update_api",
+        ("member", row.public_id().as_str()),
+        Some(member_json(&before)),
+        Some(member_json(&row)),
+    )
+    .insert(&txn)
+    .await?;
+    store::append_policy(&txn, now, vec![membership_entry(&row)]).await?;
+    txn.commit().await?;
+    app.policy_committed(&row.account_id);
     Ok(row)
 }

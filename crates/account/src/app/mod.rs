@@ -2,11 +2,11 @@
 //! transaction, taking and returning domain and store types (no proto).
 //! Audit and policy-log entries are written here, with the change.
 //!
-//! Here: member changes ([`members`]), accounts, security settings and
-//! support access, the service catalogue, recorded audit events. Still in
-//! their `api/` handlers: the invitation transactions, AddMember and the
-//! read-only lists (see the crate's Layout).
+//! Here: member changes ([`members`]), invitations, accounts, security
+//! settings and support access, the service catalogue, recorded audit
+//! events. The read-only lists are `api/` over `store/` reads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
@@ -14,16 +14,17 @@ use tenancy_proto::account as pb;
 use tenancy_runtime::Principal;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::Config;
-use tenancy_runtime::ids::AccountId;
+use tenancy_runtime::ids::{AccountId, UserId};
 use tokio::sync::Notify;
 
 use crate::cache::AccessCache;
 use crate::peer_calls::PeerCalls;
-use crate::peers::Peers;
+use crate::peers::{Peers, UserInfo};
 use crate::store::AuditRow;
 
 pub(crate) mod accounts;
 pub(crate) mod audit;
+pub(crate) mod invitations;
 pub(crate) mod members;
 pub(crate) mod policy;
 pub(crate) mod security;
@@ -31,6 +32,11 @@ pub(crate) mod services;
 
 /// How long an idempotency key (`request_id`) is remembered.
 pub(crate) const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// RFC 3339 (UTC, seconds) of Unix milliseconds.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    tenancy_runtime::Timestamp(ms).rfc3339()
+}
 
 /// A short fingerprint of serializable parts: of a request, for
 /// idempotency keys, and of list filters, carried in page tokens so a
@@ -62,6 +68,18 @@ impl App {
     /// The service clock, Unix milliseconds.
     pub(crate) fn now(&self) -> i64 {
         self.clock.now().millis()
+    }
+
+    /// The users of `ids` from identity; empty when identity is down (lists
+    /// and emails still work, without names).
+    pub(crate) async fn users_or_empty(&self, ids: &[UserId]) -> HashMap<UserId, UserInfo> {
+        match self.peers.users(ids).await {
+            Ok(users) => users,
+            Err(error) => {
+                tracing::warn!(%error, "member profiles unavailable");
+                Default::default()
+            }
+        }
     }
 
     /// An audit event by `principal` (a user, staff, or a service).
@@ -119,5 +137,14 @@ impl App {
     pub(crate) fn policy_committed(&self, account_id: &AccountId) {
         self.cache.invalidate(account_id.as_str());
         self.policy_changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
     }
 }

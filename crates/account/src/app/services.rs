@@ -3,6 +3,7 @@
 //! its audit event and an ACCESS_CHANGED policy-log entry (the access
 //! caches of every replica follow it).
 
+use tenancy_runtime::ids::ServiceId;
 use tenancy_runtime::{Error, Principal};
 
 use super::policy::access_entry;
@@ -31,7 +32,7 @@ pub(crate) async fn register_service(
             store::idempotent(&txn, REGISTER, key, hash, now - IDEMPOTENCY_WINDOW_MS).await?
     {
         txn.commit().await?;
-        return ServiceRow::load(&app.db, &id)
+        return ServiceRow::load(&app.db, &ServiceId::trusted(id))
             .await?
             .ok_or_else(|| AccountError::ServiceNotFound.into());
     }
@@ -47,13 +48,13 @@ pub(crate) async fn register_service(
         return Err(e);
     }
     if let Some((key, hash)) = request {
-        store::remember(&txn, REGISTER, key, hash, &row.id, now).await?;
+        store::remember(&txn, REGISTER, key, hash, row.id.as_str(), now).await?;
     }
     app.audit(
         principal,
         &row.account_id,
         "service.register",
-        ("service", &row.id),
+        ("service", row.id.as_str()),
         None,
         Some(serde_json::json!({"kind": row.kind, "name": row.name, "tags": row.tags})),
     )
@@ -70,7 +71,7 @@ pub(crate) async fn register_service(
 pub(crate) async fn update_service(
     app: &App,
     principal: &Principal,
-    id: &str,
+    id: &ServiceId,
     change: impl FnOnce(&mut ServiceRow) -> Result<(), Error>,
 ) -> Result<ServiceRow, Error> {
     let found = ServiceRow::load(&app.db, id)
@@ -98,7 +99,7 @@ pub(crate) async fn update_service(
         principal,
         &row.account_id,
         "service.update",
-        ("service", &row.id),
+        ("service", row.id.as_str()),
         Some(snap(&before)),
         Some(snap(&row)),
     )
@@ -114,7 +115,7 @@ pub(crate) async fn update_service(
 pub(crate) async fn delete_service(
     app: &App,
     principal: &Principal,
-    id: &str,
+    id: &ServiceId,
 ) -> Result<(), Error> {
     let row = ServiceRow::load(&app.db, id)
         .await?
@@ -128,7 +129,7 @@ pub(crate) async fn delete_service(
         principal,
         &row.account_id,
         "service.delete",
-        ("service", &row.id),
+        ("service", row.id.as_str()),
         Some(serde_json::json!({"kind": row.kind, "name": row.name})),
         None,
     )
@@ -147,6 +148,7 @@ async fn external_id_in_use(app: &App, row: &ServiceRow, external_id: &str) -> E
         .await
         .ok()
         .flatten()
+        .map(ServiceId::into_string)
         .unwrap_or_default();
     AccountError::ExternalIdInUse { service_id }.into()
 }

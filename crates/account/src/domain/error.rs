@@ -56,6 +56,12 @@ pub enum AccountError {
     /// The invitation expired.
     #[error("the invitation expired; ask for a new one")]
     InvitationExpired,
+    /// The invitation was sent less than a minute ago.
+    #[error("too many attempts; retry in {} s", wait.as_secs_f64().ceil())]
+    InvitationResendTooSoon {
+        /// How long until it may be sent again.
+        wait: std::time::Duration,
+    },
     /// A pending invitation for the email exists.
     #[error("a pending invitation for this email exists; resend it instead")]
     InvitationPending,
@@ -105,6 +111,9 @@ impl From<AccountError> for Error {
             AccountError::InvitationUsed => Error::new(Reason::InvitationUsed, message),
             AccountError::InvitationCancelled => Error::new(Reason::InvitationCancelled, message),
             AccountError::InvitationExpired => Error::new(Reason::InvitationExpired, message),
+            AccountError::InvitationResendTooSoon { wait } => {
+                Error::throttled(Reason::InvitationResendTooSoon, wait)
+            }
             AccountError::InvitationPending => Error::new(Reason::InvitationPending, message),
             AccountError::LastActiveOwner => Error::new(Reason::LastActiveOwner, message),
             AccountError::TargetIsSelf => Error::new(Reason::TargetIsSelf, message),
@@ -165,6 +174,14 @@ mod tests {
             mapped.metadata.get("required_role").map(String::as_str),
             Some("ROLE_OWNER")
         );
+        let wait = std::time::Duration::from_millis(1500);
+        let error = AccountError::InvitationResendTooSoon { wait };
+        let message = error.to_string();
+        let mapped = Error::from(error);
+        assert_eq!(mapped.reason, Reason::InvitationResendTooSoon);
+        assert_eq!(mapped.message, message);
+        assert_eq!(mapped.message, "too many attempts; retry in 2 s");
+        assert_eq!(mapped.retry_after, Some(wait));
         let mapped = Error::from(AccountError::AccountLimitReached { max: 100 });
         assert_eq!(mapped.reason, Reason::AccountLimitReached);
         assert_eq!(mapped.message, "a user may create at most 100 accounts");

@@ -19,12 +19,18 @@ use tenancy_runtime::{Error, Reason};
 
 use crate::domain::{GrantKind, Level, MemberStatus, Role, Scope, ServiceAccess};
 
+pub mod audit;
 pub mod invitations;
+pub mod memberships;
+pub mod policy_log;
 pub mod rows;
 pub mod services;
 pub mod support;
 
+pub use audit::*;
 pub use invitations::*;
+pub use memberships::*;
+pub use policy_log::*;
 pub use rows::*;
 pub use services::*;
 pub use support::*;

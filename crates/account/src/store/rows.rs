@@ -2,7 +2,7 @@
 
 use sea_orm::{ConnectionTrait, QueryResult};
 use tenancy_runtime::Error;
-use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, ServiceId, UserId};
 
 use tenancy_runtime::db::{exec, get, one};
 
@@ -463,7 +463,7 @@ impl AuditRow {
 #[derive(Clone, Debug)]
 pub struct ServiceRow {
     /// Id.
-    pub id: String,
+    pub id: ServiceId,
     /// Account.
     pub account_id: AccountId,
     /// Kind.
@@ -504,11 +504,11 @@ impl ServiceRow {
     }
 
     /// Loads a service.
-    pub async fn load<C: ConnectionTrait>(c: &C, id: &str) -> Result<Option<Self>, Error> {
+    pub async fn load<C: ConnectionTrait>(c: &C, id: &ServiceId) -> Result<Option<Self>, Error> {
         let row = one(
             c,
             &format!("SELECT {SERVICE_COLUMNS} FROM account_services WHERE id = $1"),
-            vec![s(id)],
+            vec![id.into()],
         )
         .await?;
         row.map(|r| Self::read(&r)).transpose()

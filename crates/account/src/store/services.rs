@@ -3,7 +3,7 @@
 use sea_orm::{ConnectionTrait, Value};
 use tenancy_runtime::Error;
 use tenancy_runtime::db::{all, exec, get, one};
-use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, ServiceId, UserId};
 
 use super::{SERVICE_COLUMNS, ServiceRow, n, s};
 use crate::domain::GrantKind;
@@ -85,14 +85,14 @@ pub async fn service_with_external_id<C: ConnectionTrait>(
     c: &C,
     account_id: &AccountId,
     external_id: &str,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<ServiceId>, Error> {
     let row = one(
         c,
         "SELECT id FROM account_services WHERE account_id = $1 AND external_id = $2",
         vec![account_id.into(), s(external_id)],
     )
     .await?;
-    Ok(row.map(|r| get::<String>(&r, "id")).transpose()?)
+    Ok(row.map(|r| get::<ServiceId>(&r, "id")).transpose()?)
 }
 
 /// Deletes a service with its tags and the grants naming it (selections
@@ -100,12 +100,12 @@ pub async fn service_with_external_id<C: ConnectionTrait>(
 pub async fn delete_service<C: ConnectionTrait>(
     c: &C,
     account_id: &AccountId,
-    service_id: &str,
+    service_id: &ServiceId,
 ) -> Result<bool, Error> {
     if exec(
         c,
         "DELETE FROM account_services WHERE id = $1",
-        vec![s(service_id)],
+        vec![service_id.into()],
     )
     .await?
         == 0
@@ -115,7 +115,7 @@ pub async fn delete_service<C: ConnectionTrait>(
     exec(
         c,
         "DELETE FROM account_service_tags WHERE service_id = $1",
-        vec![s(service_id)],
+        vec![service_id.into()],
     )
     .await?;
     exec(
@@ -123,7 +123,7 @@ pub async fn delete_service<C: ConnectionTrait>(
         "DELETE FROM account_member_grants WHERE account_id = $1 AND grant_key = $2 AND grant_kind IN ($3, $4)",
         vec![
             account_id.into(),
-            s(service_id),
+            service_id.into(),
             n(GrantKind::Selected.code()),
             n(GrantKind::Resource.code()),
         ],

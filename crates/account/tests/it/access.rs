@@ -143,12 +143,7 @@ async fn check_access_names_the_rule_that_decides() {
         .into_inner();
     assert_eq!(r.reason, R::ActiveMember as i32);
     // Suspension denies.
-    env.as_member(&owner, &account, Role::Owner)
-        .suspend_member(pb::SuspendMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap();
+    env.suspend(&owner, &account, &manager).await.unwrap();
     let r = check(
         &mut internal,
         &manager,
@@ -248,16 +243,7 @@ async fn members_see_only_the_services_they_may_access_and_deleted_services_drop
         })
         .await
         .unwrap();
-    let m = env
-        .as_member(&owner, &account, Role::Owner)
-        .get_member(pb::GetMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
+    let m = env.member(&owner, &account, &manager).await;
     assert!(m.access_scope.unwrap().selected_service_ids.is_empty());
     // Scope validation: unknown services are refused by index.
     let e = env
@@ -379,12 +365,7 @@ async fn the_default_account_is_the_first_usable_preferred_one_else_the_earliest
     let stranger = uuid::Uuid::now_v7().to_string();
     assert_eq!(default(&[&stranger, &c]).await, a);
     // Suspended in the earliest: the next one joined.
-    env.as_member(&owner_a, &a, Role::Owner)
-        .suspend_member(pb::SuspendMemberRequest {
-            user_id: user.clone(),
-        })
-        .await
-        .unwrap();
+    env.suspend(&owner_a, &a, &user).await.unwrap();
     assert_eq!(default(&[&a]).await, b);
     // A user without any usable membership gets none, not an error.
     let nobody = env

@@ -406,12 +406,7 @@ async fn another_replica_sees_a_suspension_within_a_second() {
         (true, R::AllServices),
         "warm on the other replica"
     );
-    env.as_member(&owner, &account, Role::Owner)
-        .suspend_member(pb::SuspendMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap();
+    env.suspend(&owner, &account, &manager).await.unwrap();
     // Only the single check is polled: while the follower catches up, it
     // may drop the account between a single and a batched check; both must
     // agree once the change is seen.

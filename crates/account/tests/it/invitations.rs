@@ -98,13 +98,7 @@ async fn a_new_user_accepts_the_emailed_invitation_with_name_and_password() {
     assert_eq!(m.status, pb::MemberStatus::Active as i32);
     assert!(m.access_scope.unwrap().portal_access);
     // A used token is refused.
-    let e = anon(&env)
-        .accept_invitation(pb::AcceptInvitationRequest {
-            token,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = env.try_accept(&token).await.unwrap_err();
     assert_eq!(reason(&e), Reason::InvitationUsed);
 }
 
@@ -117,14 +111,7 @@ async fn an_existing_user_joins_by_accepting_without_a_password() {
         .await
         .unwrap();
     let token = env.invitation_token("existing@example.com").await;
-    let accepted = anon(&env)
-        .accept_invitation(pb::AcceptInvitationRequest {
-            token,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let accepted = env.try_accept(&token).await.unwrap();
     assert!(!accepted.user_created);
     assert_eq!(accepted.user_id, user);
     assert_eq!(accepted.role, Role::Manager as i32);
@@ -140,13 +127,7 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
         .unwrap();
     let token = env.invitation_token("late@example.com").await;
     env.clock.advance(Duration::from_secs(7 * 24 * 3600 + 1));
-    let e = anon(&env)
-        .accept_invitation(pb::AcceptInvitationRequest {
-            token,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = env.try_accept(&token).await.unwrap_err();
     assert_eq!(reason(&e), Reason::InvitationExpired);
     // An expired invitation no longer blocks a new one.
     let second = invite(&env, &account, &owner, "late@example.com")
@@ -168,13 +149,7 @@ async fn expired_and_cancelled_invitations_are_refused_and_can_be_replaced() {
         .unwrap();
     assert_eq!(cancelled.state, pb::InvitationState::Cancelled as i32);
     let token = env.invitation_token("late@example.com").await;
-    let e = anon(&env)
-        .accept_invitation(pb::AcceptInvitationRequest {
-            token,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = env.try_accept(&token).await.unwrap_err();
     assert_eq!(reason(&e), Reason::InvitationCancelled);
     let e = env
         .as_member(&owner, &account, Role::Owner)
@@ -236,21 +211,9 @@ async fn resending_kills_the_old_link_and_is_rate_limited() {
     assert_eq!(resent.send_count, 2);
     let new = env.invitation_token("r@example.com").await;
     assert_ne!(old, new);
-    let e = anon(&env)
-        .accept_invitation(pb::AcceptInvitationRequest {
-            token: old,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = env.try_accept(&old).await.unwrap_err();
     assert_eq!(reason(&e), Reason::InvitationNotFound);
-    anon(&env)
-        .accept_invitation(pb::AcceptInvitationRequest {
-            token: new,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    env.try_accept(&new).await.unwrap();
 }
 
 #[tokio::test]
@@ -269,15 +232,8 @@ async fn active_members_cannot_be_invited_but_revoked_ones_can() {
         .unwrap();
     invite(&env, &account, &owner, &email).await.unwrap();
     let token = env.invitation_token(&email).await;
-    anon(&env)
-        .accept_invitation(pb::AcceptInvitationRequest {
-            token,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    env.as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+    env.try_accept(&token).await.unwrap();
+    env.get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap();
 }
@@ -359,4 +315,65 @@ async fn giving_portal_access_to_an_added_member_emails_an_invitation_to_set_a_p
         .member
         .unwrap();
     assert!(m.access_scope.unwrap().portal_access);
+}
+
+async fn cancel(
+    env: &Env,
+    account: &str,
+    owner: &str,
+    id: &str,
+) -> Result<tonic::Response<pb::CancelInvitationResponse>, tonic::Status> {
+    env.as_member(owner, account, Role::Owner)
+        .cancel_invitation(pb::CancelInvitationRequest {
+            invitation_id: id.to_owned(),
+        })
+        .await
+}
+
+#[tokio::test]
+async fn cancelling_twice_answers_the_same_and_accepted_invitations_cannot_be_cancelled_or_resent()
+{
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    env.user("twice@example.com").await;
+    let inv = invite(&env, &account, &owner, "twice@example.com")
+        .await
+        .unwrap();
+    let first = cancel(&env, &account, &owner, &inv.id)
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation;
+    // The second cancel writes nothing: the same invitation, same close time.
+    let again = cancel(&env, &account, &owner, &inv.id)
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation;
+    assert_eq!(again, first);
+    // Another account's owner does not find it.
+    let (other, other_owner) = env.account().await;
+    let e = cancel(&env, &other, &other_owner, &inv.id)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::InvitationNotFound);
+    // Once accepted, neither cancel nor resend applies (the resend limit
+    // long past).
+    env.user("used@example.com").await;
+    let used = invite(&env, &account, &owner, "used@example.com")
+        .await
+        .unwrap();
+    let token = env.invitation_token("used@example.com").await;
+    env.try_accept(&token).await.unwrap();
+    let e = cancel(&env, &account, &owner, &used.id).await.unwrap_err();
+    assert_eq!(reason(&e), Reason::InvitationUsed);
+    env.clock.advance(Duration::from_secs(61));
+    let e = env
+        .as_member(&owner, &account, Role::Owner)
+        .resend_invitation(pb::ResendInvitationRequest {
+            invitation_id: used.id,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::InvitationUsed);
 }

@@ -324,17 +324,24 @@ impl Env {
         out
     }
 
-    /// Accepts an invitation as an existing user; returns the user id.
-    pub async fn accept(&self, token: &str) -> String {
+    /// AcceptInvitation by an anonymous caller, without name or password
+    /// (as an existing user).
+    pub async fn try_accept(
+        &self,
+        token: &str,
+    ) -> Result<pb::AcceptInvitationResponse, tonic::Status> {
         self.client(Principal::anonymous(None, "r"))
             .accept_invitation(pb::AcceptInvitationRequest {
                 token: token.to_owned(),
                 ..Default::default()
             })
             .await
-            .unwrap()
-            .into_inner()
-            .user_id
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Accepts an invitation as an existing user; returns the user id.
+    pub async fn accept(&self, token: &str) -> String {
+        self.try_accept(token).await.unwrap().user_id
     }
 
     pub fn principal(&self, user: &str, account: &str, role: Role) -> Principal {
@@ -353,6 +360,61 @@ impl Env {
     /// A portal caller with `role` in `account`.
     pub fn as_member(&self, user: &str, account: &str, role: Role) -> Client {
         self.client(self.principal(user, account, role))
+    }
+
+    /// SuspendMember by the owner `by`: the member afterwards.
+    pub async fn suspend(
+        &self,
+        by: &str,
+        account: &str,
+        user: &str,
+    ) -> Result<pb::Member, tonic::Status> {
+        self.as_member(by, account, Role::Owner)
+            .suspend_member(pb::SuspendMemberRequest {
+                user_id: user.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().member.unwrap())
+    }
+
+    /// ReactivateMember by the owner `by`: the member afterwards.
+    pub async fn reactivate(&self, by: &str, account: &str, user: &str) -> pb::Member {
+        self.as_member(by, account, Role::Owner)
+            .reactivate_member(pb::ReactivateMemberRequest {
+                user_id: user.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .member
+            .unwrap()
+    }
+
+    /// GetMember by the owner `by`.
+    pub async fn member(&self, by: &str, account: &str, user: &str) -> pb::Member {
+        self.as_member(by, account, Role::Owner)
+            .get_member(pb::GetMemberRequest {
+                user_id: user.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .member
+            .unwrap()
+    }
+
+    /// GetAccount as `user` with `role`: whether they may still read the
+    /// account.
+    pub async fn get_account_as(
+        &self,
+        user: &str,
+        account: &str,
+        role: Role,
+    ) -> Result<pb::Account, tonic::Status> {
+        self.as_member(user, account, role)
+            .get_account(pb::GetAccountRequest {})
+            .await
+            .map(|r| r.into_inner().account.unwrap())
     }
 
     /// A logged-in user with no account selected.

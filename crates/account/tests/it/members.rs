@@ -156,20 +156,10 @@ async fn a_suspended_member_is_refused_everything_and_loses_tokens() {
     let (account, owner) = env.account().await;
     let manager = env.manager(&account, &owner).await;
     let token = env.api_token(&manager, &account).await;
-    let m = env
-        .as_member(&owner, &account, Role::Owner)
-        .suspend_member(pb::SuspendMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
+    let m = env.suspend(&owner, &account, &manager).await.unwrap();
     assert_eq!(m.status, pb::MemberStatus::Suspended as i32);
     let e = env
-        .as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+        .get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -193,14 +183,8 @@ async fn a_suspended_member_is_refused_everything_and_loses_tokens() {
         pb::MemberStatus::Suspended as i32
     );
     // Reactivation restores access.
-    env.as_member(&owner, &account, Role::Owner)
-        .reactivate_member(pb::ReactivateMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap();
-    env.as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+    env.reactivate(&owner, &account, &manager).await;
+    env.get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap();
 }
@@ -217,21 +201,11 @@ async fn revoked_members_lose_access_and_stay_listed_as_revoked() {
         .await
         .unwrap();
     let e = env
-        .as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+        .get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap_err();
     assert_eq!(reason(&e), Reason::NotAMember);
-    let got = env
-        .as_member(&owner, &account, Role::Owner)
-        .get_member(pb::GetMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
+    let got = env.member(&owner, &account, &manager).await;
     assert_eq!(got.status, pb::MemberStatus::Revoked as i32);
     let e = env
         .as_member(&owner, &account, Role::Owner)
@@ -279,8 +253,7 @@ async fn managers_may_leave_and_cannot_manage_members() {
         .await
         .unwrap();
     let e = env
-        .as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+        .get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);

@@ -42,24 +42,6 @@ async fn introspect(
         .map(tonic::Response::into_inner)
 }
 
-async fn suspend(env: &Env, owner: &str, account: &str, user: &str) -> Result<(), tonic::Status> {
-    env.as_member(owner, account, Role::Owner)
-        .suspend_member(pb::SuspendMemberRequest {
-            user_id: user.to_owned(),
-        })
-        .await
-        .map(|_| ())
-}
-
-async fn reactivate(env: &Env, owner: &str, account: &str, user: &str) {
-    env.as_member(owner, account, Role::Owner)
-        .reactivate_member(pb::ReactivateMemberRequest {
-            user_id: user.to_owned(),
-        })
-        .await
-        .unwrap();
-}
-
 /// Polls until `done` or 30 s passed (a loaded CI machine, identity's
 /// restart, the worker's backoff of at most 5 s).
 async fn eventually<F, Fut>(what: &str, mut done: F)
@@ -86,10 +68,9 @@ async fn a_suspension_made_while_identity_is_down_still_ends_api_tokens_for_good
     env.peers.stop(ServiceName::Identity).await;
     // The suspension is made (gateways deny from the policy log at once);
     // the call to identity waits in the outbox.
-    suspend(&env, &owner, &account, &manager).await.unwrap();
+    env.suspend(&owner, &account, &manager).await.unwrap();
     let e = env
-        .as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+        .get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap_err();
     assert_eq!(reason(&e), Reason::MemberSuspended);
@@ -109,9 +90,8 @@ async fn a_suspension_made_while_identity_is_down_still_ends_api_tokens_for_good
     )));
 
     // Reactivation restores the membership, not the token.
-    reactivate(&env, &owner, &account, &manager).await;
-    env.as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+    env.reactivate(&owner, &account, &manager).await;
+    env.get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap();
     let e = introspect(&env, &secret).await.unwrap_err();
@@ -131,31 +111,21 @@ async fn a_membership_change_whose_peer_call_cannot_be_written_is_not_made() {
     db.execute_unprepared("ALTER TABLE account_peer_calls RENAME TO account_peer_calls_away")
         .await
         .unwrap();
-    let e = suspend(&env, &owner, &account, &manager).await.unwrap_err();
+    let e = env.suspend(&owner, &account, &manager).await.unwrap_err();
     assert_ne!(e.code(), Code::Ok);
     db.execute_unprepared("ALTER TABLE account_peer_calls_away RENAME TO account_peer_calls")
         .await
         .unwrap();
     assert_eq!(pending(&db).await, 0);
-    let member = env
-        .as_member(&owner, &account, Role::Owner)
-        .get_member(pb::GetMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
+    let member = env.member(&owner, &account, &manager).await;
     assert_eq!(member.status, pb::MemberStatus::Active as i32);
-    env.as_member(&manager, &account, Role::Manager)
-        .get_account(pb::GetAccountRequest {})
+    env.get_account_as(&manager, &account, Role::Manager)
         .await
         .unwrap();
     introspect(&env, &secret).await.unwrap();
     // With the outbox back, the same change commits with its call, which
     // is delivered before the answer (identity is up).
-    suspend(&env, &owner, &account, &manager).await.unwrap();
+    env.suspend(&owner, &account, &manager).await.unwrap();
     assert_eq!(pending(&db).await, 0);
     assert_eq!(
         reason(&introspect(&env, &secret).await.unwrap_err()),
@@ -171,9 +141,9 @@ async fn a_repeated_or_late_delivery_is_harmless() {
     let manager = env.manager(&account, &owner).await;
     let (old, old_secret) = env.api_token_with_secret(&manager, &account).await;
     let change_time = env.clock.now().millis();
-    suspend(&env, &owner, &account, &manager).await.unwrap();
+    env.suspend(&owner, &account, &manager).await.unwrap();
     assert_eq!(pending(&db).await, 0, "delivered before the answer");
-    reactivate(&env, &owner, &account, &manager).await;
+    env.reactivate(&owner, &account, &manager).await;
     env.clock.advance(Duration::from_secs(1));
     let (new, new_secret) = env.api_token_with_secret(&manager, &account).await;
     let events = env.api_token_revocations().await;

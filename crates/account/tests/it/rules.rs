@@ -97,7 +97,7 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                 .map(|t| (*t).to_owned())
                 .collect();
             let row = ServiceRow {
-                id: tenancy_runtime::ids::new_id(),
+                id: tenancy_runtime::ids::ServiceId::new(),
                 account_id: account.clone(),
                 kind: "vm".to_owned(),
                 name: format!("service {k:02}"),
@@ -136,11 +136,11 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
             };
             for service in &catalogue {
                 if mode == ServiceAccess::Selected && rng.chance(30) {
-                    scope.selected.push(service.id.clone());
+                    scope.selected.push(service.id.to_string());
                 }
                 if rng.chance(20) {
                     let level = rng.level();
-                    scope.resources.push((service.id.clone(), level));
+                    scope.resources.push((service.id.to_string(), level));
                 }
             }
             for tag in TAGS {
@@ -164,7 +164,7 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|s| s.id)
+                .map(|s| s.id.into_string())
                 .collect();
             by_sql.sort();
             let by_rule = access::reachable_services(

@@ -283,16 +283,7 @@ async fn past_the_2fa_deadline_a_member_stays_a_member_until_they_enrol() {
     // which limits them to enrolment.
     env.clock.advance(Duration::from_secs(5 * day as u64));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let member = env
-        .as_member(&owner, &account, Role::Owner)
-        .get_member(pb::GetMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .member
-        .unwrap();
+    let member = env.member(&owner, &account, &manager).await;
     assert_eq!(member.status, pb::MemberStatus::Active as i32);
     assert_eq!(
         member.mfa_deadline.map(|t| t.seconds),

@@ -46,12 +46,7 @@ async fn watch_policies_sends_a_snapshot_then_live_changes_and_resumes_from_a_po
         }
     };
     assert_eq!((members, settings), (2, 1));
-    env.as_member(&owner, &account, Role::Owner)
-        .suspend_member(pb::SuspendMemberRequest {
-            user_id: manager.clone(),
-        })
-        .await
-        .unwrap();
+    env.suspend(&owner, &account, &manager).await.unwrap();
     let live = next(&mut stream).await;
     assert!(live.position > caught_up_at);
     match live.event {
