@@ -17,7 +17,10 @@ use crate::config::{ConfigError, redact_url};
 /// Connects to `url`, naming `setting` in the error when that fails.
 ///
 /// SQLite files are created with their directory; they run in WAL mode so
-/// readers do not block the writer.
+/// readers do not block the writer, and with `secure_delete` on every
+/// connection: a deleted row's bytes are overwritten with zeros in the
+/// file, not just marked free (sealed secrets in contacts' outbox, hashes
+/// of spent tokens and links elsewhere; see the README, "Secrets at rest").
 pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, ConfigError> {
     let is_sqlite = url.starts_with("sqlite:");
     let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
@@ -39,7 +42,8 @@ pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, Con
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|sqlite| sqlite.pragma("secure_delete", "ON"));
     let db = Database::connect(options).await.map_err(|e| {
         ConfigError::new(
             setting,
