@@ -6,6 +6,7 @@
 mod api_members;
 mod connections;
 mod decisions;
+mod delivery;
 mod errors;
 mod gateway;
 mod malformed;

@@ -177,7 +177,8 @@ impl Relay {
     /// more on a fresh one.
     async fn send(&self, email: &Message) -> Result<(), SendError> {
         let envelope = email.envelope();
-        let body = email.formatted();
+        // Wiped once sent: it may hold a secret (see worker::WithSecret).
+        let body = zeroize::Zeroizing::new(email.formatted());
         let fresh = async {
             tokio::time::timeout(TIMEOUT, self.connect())
                 .await

@@ -9,6 +9,7 @@ use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::{Error, Reason};
 use tokio::sync::Notify;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::domain::{ContactsError, email, templates};
 use crate::store::entities::outbox_message as msg;
@@ -253,13 +254,13 @@ pub fn distinct(to: Vec<Address>) -> Vec<Address> {
         .collect()
 }
 
-/// The secret of message `m`, opened for its delivery; `None` when it
-/// carries none.
+/// The secret of message `m`, opened for its delivery (wiped when
+/// dropped); `None` when it carries none.
 pub(crate) async fn open_secret(
     db: &DatabaseConnection,
     secrets: &tenancy_runtime::secret::SecretBox,
     m: &msg::Model,
-) -> Result<Option<String>, String> {
+) -> Result<Option<Zeroizing<String>>, String> {
     let carries = templates::Template::from_i32(m.template).is_some_and(|t| t.carries_secret());
     if !carries {
         return Ok(None);
@@ -269,7 +270,12 @@ pub(crate) async fn open_secret(
         .map_err(|e| format!("cannot read the sealed secret: {e}"))?
         .ok_or("the secret is gone (already delivered or given up)")?;
     let plain = secrets.open(&sealed, &m.id)?;
-    String::from_utf8(plain)
-        .map(Some)
-        .map_err(|_| "the secret is not UTF-8".to_owned())
+    // `from_utf8` keeps the buffer (no copy); a refusal hands it back.
+    match String::from_utf8(plain) {
+        Ok(secret) => Ok(Some(Zeroizing::new(secret))),
+        Err(e) => {
+            e.into_bytes().zeroize();
+            Err("the secret is not UTF-8".to_owned())
+        }
+    }
 }

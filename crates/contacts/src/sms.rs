@@ -11,12 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::Buf;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tenancy_runtime::config::{ConfigError, SmsConfig, redact_url};
+use zeroize::Zeroizing;
 
+use crate::domain::plaintext;
 use crate::mailer::SendError;
 
 /// Longest one request may take, connection included.
@@ -127,6 +129,35 @@ impl SmsSender {
     }
 }
 
+/// A request body that is wiped when hyper drops it (rather than a
+/// `Bytes`, which would give its buffer back as it is).
+struct Wiped {
+    bytes: Zeroizing<Vec<u8>>,
+    at: usize,
+}
+
+impl Wiped {
+    fn new(mut body: Zeroizing<String>) -> Self {
+        // Moves the buffer (no copy); `body` is left empty.
+        let bytes = Zeroizing::new(std::mem::take(&mut *body).into_bytes());
+        Self { bytes, at: 0 }
+    }
+}
+
+impl Buf for Wiped {
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    fn chunk(&self) -> &[u8] {
+        &self.bytes[self.at..]
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.bytes.len());
+    }
+}
+
 fn retry(message: &str) -> SendError {
     SendError {
         permanent: false,
@@ -135,21 +166,22 @@ fn retry(message: &str) -> SendError {
 }
 
 impl HttpSender {
-    /// The request body for one message.
-    fn body(&self, to: &str, text: &str) -> String {
+    /// The request body for one message, wiped when dropped (`text` may
+    /// hold a secret).
+    fn body(&self, to: &str, text: &str) -> Zeroizing<String> {
         let escape = |value: &str| {
             if self.content_type == "application/json" {
-                let quoted = serde_json::to_string(value).unwrap_or_default();
-                quoted[1..quoted.len().saturating_sub(1).max(1)].to_owned()
+                plaintext::escape_json(value)
             } else {
-                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
+                plaintext::escape_form(value)
             }
         };
-        self.body_template
+        // `{text}` last: only the last buffer holds the text.
+        let addressed = self
+            .body_template
             .replace("{to}", &escape(to))
-            .replace("{from}", &escape(&self.from))
-            .replace("{text}", &escape(text))
+            .replace("{from}", &escape(&self.from));
+        plaintext::substitute(&addressed, "{text}", &escape(text))
     }
 
     async fn post(&self, to: &str, text: &str) -> Result<(), SendError> {
@@ -210,7 +242,7 @@ impl HttpSender {
             request = request.header(http::header::AUTHORIZATION, auth.as_str());
         }
         let request = request
-            .body(Full::new(Bytes::from(self.body(to, text))))
+            .body(Full::new(Wiped::new(self.body(to, text))))
             .map_err(|e| SendError {
                 permanent: true,
                 message: format!("sms: cannot build the request: {e}"),
@@ -249,7 +281,7 @@ mod tests {
         assert_eq!(parsed["text"], "a \"quoted\"\nline");
         assert_eq!(parsed["to"], "+358401234567");
         let form = sender("to={to}&msg={text}", "application/x-www-form-urlencoded");
-        assert_eq!(form.body("+1", "a&b=c"), "to=%2B1&msg=a%26b%3Dc");
+        assert_eq!(form.body("+1", "a&b=c").as_str(), "to=%2B1&msg=a%26b%3Dc");
     }
 
     #[test]

@@ -25,8 +25,10 @@ use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::metrics::{Counter, EncodeLabelSet, Metrics, OutcomeLabel};
 use tenancy_runtime::shutdown::Shutdown;
 use tokio::sync::{Notify, mpsc};
+use zeroize::Zeroize as _;
 
 use crate::domain::backoff::{self, AfterFailure};
+use crate::domain::plaintext;
 use crate::domain::templates::SECRET_PLACEHOLDER;
 use crate::mailer::{Mailer, SendError};
 use crate::sms::SmsSender;
@@ -234,7 +236,8 @@ impl Worker {
     }
 
     /// Sends one message by its channel, with its secret (if it carries
-    /// one) put in place of the placeholder for this attempt only.
+    /// one) put in place of the placeholder for this attempt only; the
+    /// opened secret and the bodies holding it are wiped once sent.
     async fn deliver(&self, m: &msg::Model) -> Result<(), SendError> {
         let secret = crate::outbox::open_secret(&self.db, &self.secrets, m)
             .await
@@ -242,15 +245,13 @@ impl Worker {
                 permanent: true,
                 message,
             })?;
-        let with_secret = secret.map(|secret| {
-            let mut m = m.clone();
-            m.body_text = m.body_text.replace(SECRET_PLACEHOLDER, &secret);
-            m.body_html = m
-                .body_html
-                .replace(SECRET_PLACEHOLDER, &html_escape(&secret));
-            m
-        });
-        let m = with_secret.as_ref().unwrap_or(m);
+        match secret {
+            None => self.send(m).await,
+            Some(secret) => self.send(&WithSecret::new(m, &secret).0).await,
+        }
+    }
+
+    async fn send(&self, m: &msg::Model) -> Result<(), SendError> {
         if m.channel == outbox::CHANNEL_SMS {
             self.sms.send(&m.id, &m.to_phone, &m.body_text).await
         } else {
@@ -272,18 +273,29 @@ impl Worker {
     }
 }
 
-/// `text` escaped for HTML element content and attribute values.
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            c => out.push(c),
-        }
+/// A message with its secret in its bodies, which are wiped when it is
+/// dropped (also when a delivery is cancelled half-way).
+struct WithSecret(msg::Model);
+
+impl WithSecret {
+    fn new(m: &msg::Model, secret: &str) -> Self {
+        let fill = |body: &str, secret: &str| {
+            std::mem::take(&mut *plaintext::substitute(
+                body,
+                SECRET_PLACEHOLDER,
+                secret,
+            ))
+        };
+        let mut filled = m.clone();
+        filled.body_text = fill(&m.body_text, secret);
+        filled.body_html = fill(&m.body_html, &plaintext::escape_html(secret));
+        Self(filled)
     }
-    out
+}
+
+impl Drop for WithSecret {
+    fn drop(&mut self) {
+        self.0.body_text.zeroize();
+        self.0.body_html.zeroize();
+    }
 }

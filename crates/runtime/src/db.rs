@@ -17,7 +17,10 @@ use crate::config::{ConfigError, redact_url};
 /// Connects to `url`, naming `setting` in the error when that fails.
 ///
 /// SQLite files are created with their directory; they run in WAL mode so
-/// readers do not block the writer.
+/// readers do not block the writer, and with `secure_delete` on every
+/// connection: a deleted row's bytes are overwritten with zeros in the
+/// file, not just marked free (sealed secrets in contacts' outbox, hashes
+/// of spent tokens and links elsewhere; see the README, "Secrets at rest").
 pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, ConfigError> {
     let is_sqlite = url.starts_with("sqlite:");
     let is_postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
@@ -39,7 +42,14 @@ pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, Con
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // Per connection, so on every connection of the pool (a PRAGMA
+        // run once through the pool reaches one connection only).
+        .map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .pragma("secure_delete", "ON")
+                .pragma("synchronous", "NORMAL")
+        });
     let db = Database::connect(options).await.map_err(|e| {
         ConfigError::new(
             setting,
@@ -47,7 +57,8 @@ pub async fn connect(url: &str, setting: &str) -> Result<DatabaseConnection, Con
         )
     })?;
     if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        // WAL is a property of the database file: once is enough.
+        db.execute_unprepared("PRAGMA journal_mode = WAL;")
             .await
             .map_err(|e| ConfigError::new(setting, format_args!("cannot configure SQLite: {e}")))?;
     }

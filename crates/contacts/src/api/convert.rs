@@ -5,10 +5,10 @@ use tenancy_runtime::Timestamp;
 use tenancy_runtime::ids::{ContactId, UserId};
 
 use crate::app::preferences::Preferences;
+use crate::domain::contact::Contact;
 use crate::domain::outbox::MessageState;
 use crate::domain::routing::{self, Exclusion, Reason};
-use crate::store::contacts::roles_of;
-use crate::store::entities::{contact, outbox_message as msg};
+use crate::store::entities::outbox_message as msg;
 
 /// Unix ms as a proto timestamp.
 pub(super) fn ts(ms: Option<i64>) -> Option<prost_types::Timestamp> {
@@ -54,13 +54,13 @@ pub(super) fn message(m: msg::Model) -> pb::OutboxMessage {
 }
 
 /// A contact, with its roles (PRIMARY first) and verification times.
-pub(super) fn contact(c: contact::Model) -> pb::Contact {
-    let roles = roles_of(&c).into_iter().map(|r| r as i32).collect();
+pub(super) fn contact(c: Contact) -> pb::Contact {
+    let roles = c.roles.iter().map(|r| *r as i32).collect();
     pb::Contact {
         email_verify_time: ts(c.email_verified_at.filter(|_| c.email_verified)),
         verification_send_time: ts(c.verification_sent_at.filter(|_| !c.email_verified)),
-        id: c.id,
-        account_id: c.account_id,
+        id: c.id.into_string(),
+        account_id: c.account_id.into_string(),
         name: c.name,
         email: c.email,
         email_verified: c.email_verified,

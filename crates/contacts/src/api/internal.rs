@@ -9,6 +9,7 @@ use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{self, AccountId, UserId};
 use tenancy_runtime::{Error, Timestamp};
 use tonic::{Request, Response};
+use zeroize::Zeroizing;
 
 use super::{Api, Reply, convert, optional_id, page_token_invalid, sorted};
 use crate::app::credentials::{self as app_credentials, Credentials};
@@ -355,7 +356,9 @@ impl ContactsInternalService for Api {
         request: Request<pb::DeliverServerCredentialsRequest>,
     ) -> Reply<pb::DeliverServerCredentialsResponse> {
         use tenancy_proto::account::ServerCredentialDelivery as Method;
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        // Wiped when this call ends, however it ends (sealed by then).
+        let secret = Zeroizing::new(std::mem::take(&mut r.secret));
         let mut v = Violations::default();
         outbox::check_key(&mut v, &r.request_id);
         let account = v.take("account_id", AccountId::parse("account_id", &r.account_id));
@@ -370,9 +373,9 @@ impl ContactsInternalService for Api {
             }
         };
         v.check(
-            !r.secret.is_empty()
-                && r.secret.len() <= MAX_SECRET_BYTES
-                && !r.secret.chars().any(char::is_control),
+            !secret.is_empty()
+                && secret.len() <= MAX_SECRET_BYTES
+                && !secret.chars().any(char::is_control),
             "secret",
             "1 to 256 bytes, no control characters",
         );
@@ -385,7 +388,7 @@ impl ContactsInternalService for Api {
             service,
             user,
             method,
-            secret: &r.secret,
+            secret: &secret,
         };
         let (method, queued) =
             app_credentials::deliver(&self.app, &r.request_id, credentials).await?;
@@ -407,12 +410,14 @@ impl ContactsInternalService for Api {
         &self,
         request: Request<pb::SendPhoneCodeRequest>,
     ) -> Reply<pb::SendPhoneCodeResponse> {
-        let r = request.into_inner();
+        let mut r = request.into_inner();
+        // Wiped when this call ends, however it ends (sealed by then).
+        let code = Zeroizing::new(std::mem::take(&mut r.code));
         let mut v = Violations::default();
         outbox::check_key(&mut v, &r.request_id);
         let phone = v.take("phone", tenancy_runtime::text::phone(&r.phone));
         v.check(
-            (4..=10).contains(&r.code.len()) && r.code.bytes().all(|b| b.is_ascii_digit()),
+            (4..=10).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit()),
             "code",
             "4 to 10 digits",
         );
@@ -427,7 +432,7 @@ impl ContactsInternalService for Api {
             &self.app,
             &r.request_id,
             &phone,
-            &r.code,
+            &code,
             expire,
             &user,
         )

@@ -10,10 +10,10 @@ use tenancy_runtime::{Error, Timestamp};
 
 use super::App;
 use crate::domain::ContactsError;
+use crate::domain::contact::Contact;
 use crate::domain::templates::Template;
 use crate::outbox::{Address, Email};
 use crate::store::contacts::{self as store, Changes, Fields, ListFilter, Verified};
-use crate::store::entities::contact::Model as Contact;
 use crate::store::outbox::EnqueueError;
 
 /// The prefix of contact verification tokens.
@@ -38,7 +38,7 @@ impl App {
                 ),
                 ("expire_time".to_owned(), expire),
             ]),
-            account_id: to.account_id.clone(),
+            account_id: to.account_id.to_string(),
             category: 0,
         }
     }

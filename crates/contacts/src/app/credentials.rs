@@ -9,6 +9,7 @@ use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Reason};
 
 use super::App;
+use crate::domain::contact::Contact;
 use crate::domain::templates::{SECRET_PLACEHOLDER, Template};
 use crate::outbox::{self, Queued};
 use crate::store::contacts;
@@ -64,7 +65,7 @@ pub(crate) async fn deliver(
             let primary = contacts::all(&app.outbox.db, &c.account)
                 .await?
                 .into_iter()
-                .find(|contact| contact.is_primary);
+                .find(Contact::is_primary);
             let Some(primary) = primary.filter(|p| p.email_verified) else {
                 return Err(unavailable(
                     method,

@@ -52,10 +52,7 @@ async fn read(app: &App, account: &AccountId, user: UserId) -> Result<Preference
     let entries = CATEGORIES
         .iter()
         .map(|c| {
-            let choice = stored
-                .iter()
-                .find(|s| s.category == *c as i32)
-                .map(|s| s.enabled);
+            let choice = stored.iter().find(|s| s.category == *c).map(|s| s.enabled);
             (*c, member_receives(*c, choice), c.is_mandatory())
         })
         .collect();

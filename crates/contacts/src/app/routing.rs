@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tenancy_runtime::Error;
-use tenancy_runtime::ids::{AccountId, ContactId, UserId};
+use tenancy_runtime::ids::{AccountId, UserId};
 
 use super::App;
 use crate::domain::routing::{
@@ -56,10 +56,10 @@ pub(crate) async fn resolve(app: &App, r: &Routing) -> Result<Resolution, Error>
     let contact_candidates: Vec<_> = stored
         .iter()
         .map(|c| ContactCandidate {
-            id: ContactId::trusted(c.id.clone()),
+            id: c.id.clone(),
             email: c.email.clone(),
             name: c.name.clone(),
-            roles: contacts::roles_of(c),
+            roles: c.roles.clone(),
             verified: c.email_verified,
         })
         .collect();
@@ -68,7 +68,7 @@ pub(crate) async fn resolve(app: &App, r: &Routing) -> Result<Resolution, Error>
         preferences::for_category(&app.outbox.db, &r.account, r.category)
             .await?
             .into_iter()
-            .map(|p| (UserId::trusted(p.user_id), p.enabled))
+            .map(|p| (p.user, p.enabled))
             .collect();
     let routed_members: Vec<UserId> = if r.category.routed_to_members() {
         active

@@ -1,10 +1,49 @@
 //! Contact fields: validation and the rules about roles.
 
 use tenancy_runtime::Timestamp;
+use tenancy_runtime::ids::{AccountId, ContactId};
 
 use super::email;
 use super::error::ContactsError;
 use super::routing::Role;
+
+/// A contact of an account, as the service shows and routes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// Its id.
+    pub id: ContactId,
+    /// Its account.
+    pub account_id: AccountId,
+    /// Display name.
+    pub name: String,
+    /// Address as entered.
+    pub email: String,
+    /// Whether the address is verified.
+    pub email_verified: bool,
+    /// When it was verified (ms since the epoch).
+    pub email_verified_at: Option<i64>,
+    /// When the current verification link was sent (ms).
+    pub verification_sent_at: Option<i64>,
+    /// When the current verification link expires (ms).
+    pub verification_expires_at: Option<i64>,
+    /// E.164 or empty.
+    pub phone: String,
+    /// Notes.
+    pub notes: String,
+    /// Its roles in enum order (PRIMARY first when it is the primary).
+    pub roles: Vec<Role>,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last changed (ms).
+    pub updated_at: i64,
+}
+
+impl Contact {
+    /// Whether it is the account's primary contact.
+    pub fn is_primary(&self) -> bool {
+        self.roles.contains(&Role::Primary)
+    }
+}
 
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;

@@ -5,6 +5,7 @@ pub mod contact;
 pub mod email;
 pub mod error;
 pub mod outbox;
+pub mod plaintext;
 pub mod retention;
 pub mod routing;
 pub mod templates;

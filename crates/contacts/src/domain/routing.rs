@@ -26,6 +26,19 @@ pub enum Category {
     Abuse = 7,
 }
 
+/// A member's stored choice for one category of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The member.
+    pub user: tenancy_runtime::ids::UserId,
+    /// The category.
+    pub category: Category,
+    /// Whether they receive it.
+    pub enabled: bool,
+    /// When it was stored (Unix ms).
+    pub updated_at: i64,
+}
+
 /// Every category, in enum order.
 pub const CATEGORIES: [Category; 7] = [
     Category::Billing,

@@ -14,7 +14,7 @@ use tenancy_runtime::{Error, Timestamp};
 
 use super::entities::contact;
 use crate::domain::ContactsError;
-use crate::domain::contact::{self as rules, Resends};
+use crate::domain::contact::{self as rules, Contact, Resends};
 use crate::domain::routing::Role;
 
 /// A contact's editable fields.
@@ -33,7 +33,7 @@ pub struct Fields {
 }
 
 /// The roles of a stored contact, in enum order.
-pub fn roles_of(c: &contact::Model) -> Vec<Role> {
+fn roles_of(c: &contact::Model) -> Vec<Role> {
     let mut roles = Vec::new();
     if c.is_primary {
         roles.push(Role::Primary);
@@ -49,6 +49,26 @@ pub fn roles_of(c: &contact::Model) -> Vec<Role> {
         }
     }
     roles
+}
+
+/// A stored contact as the domain sees it.
+fn contact_of(m: contact::Model) -> Contact {
+    let roles = roles_of(&m);
+    Contact {
+        id: ContactId::trusted(m.id),
+        account_id: AccountId::trusted(m.account_id),
+        name: m.name,
+        email: m.email,
+        email_verified: m.email_verified,
+        email_verified_at: m.email_verified_at,
+        verification_sent_at: m.verification_sent_at,
+        verification_expires_at: m.verification_expires_at,
+        phone: m.phone,
+        notes: m.notes,
+        roles,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
 }
 
 fn set_roles(a: &mut contact::ActiveModel, roles: &[Role]) {
@@ -95,6 +115,15 @@ pub async fn get<C: ConnectionTrait>(
     db: &C,
     account: &AccountId,
     id: &ContactId,
+) -> Result<Contact, Error> {
+    row(db, account, id).await.map(contact_of)
+}
+
+/// The row of one contact of `account`.
+async fn row<C: ConnectionTrait>(
+    db: &C,
+    account: &AccountId,
+    id: &ContactId,
 ) -> Result<contact::Model, Error> {
     contact::Entity::find_by_id(id.as_str())
         .filter(contact::Column::AccountId.eq(account.as_str()))
@@ -124,7 +153,7 @@ pub async fn create(
     request_id: Option<&str>,
     token_hash: &str,
     now: Timestamp,
-) -> Result<(contact::Model, bool), Error> {
+) -> Result<(Contact, bool), Error> {
     lock_account(txn, account).await?;
     if let Some(request_id) = request_id {
         let earlier = contact::Entity::find()
@@ -137,7 +166,7 @@ pub async fn create(
             .one(txn)
             .await?;
         if let Some(c) = earlier {
-            return Ok((c, false));
+            return Ok((contact_of(c), false));
         }
     }
     let count = contact::Entity::find()
@@ -185,7 +214,7 @@ pub async fn create(
             e.into()
         }
     })?;
-    Ok((model, true))
+    Ok((contact_of(model), true))
 }
 
 /// What an update changes.
@@ -209,9 +238,9 @@ pub async fn update(
     changes: &Changes,
     token_hash: &str,
     now: Timestamp,
-) -> Result<(contact::Model, bool), Error> {
+) -> Result<(Contact, bool), Error> {
     lock_account(txn, account).await?;
-    let current = get(txn, account, id).await?;
+    let current = row(txn, account, id).await?;
     let mut a = current.clone().into_active_model();
     if let Some(roles) = &changes.roles {
         rules::check_roles_change(current.is_primary, roles.contains(&Role::Primary))?;
@@ -257,7 +286,7 @@ pub async fn update(
             e.into()
         }
     })?;
-    Ok((model, email_changed))
+    Ok((contact_of(model), email_changed))
 }
 
 /// Deletes a contact; the primary only when it is the last.
@@ -268,7 +297,7 @@ pub async fn delete(
 ) -> Result<(), Error> {
     let txn = tenancy_runtime::db::begin(db).await?;
     lock_account(&txn, account).await?;
-    let current = get(&txn, account, id).await?;
+    let current = row(&txn, account, id).await?;
     if current.is_primary {
         let others = contact::Entity::find()
             .filter(contact::Column::AccountId.eq(account.as_str()))
@@ -291,12 +320,12 @@ pub async fn set_primary(
     account: &AccountId,
     id: &ContactId,
     now: Timestamp,
-) -> Result<(contact::Model, Option<contact::Model>), Error> {
+) -> Result<(Contact, Option<Contact>), Error> {
     let txn = tenancy_runtime::db::begin(db).await?;
     lock_account(&txn, account).await?;
-    let target = get(&txn, account, id).await?;
+    let target = row(&txn, account, id).await?;
     if target.is_primary {
-        return Ok((target, None));
+        return Ok((contact_of(target), None));
     }
     rules::check_new_primary(target.email_verified)?;
     let previous = contact::Entity::find()
@@ -318,7 +347,7 @@ pub async fn set_primary(
     a.updated_at = Set(now.millis());
     let target = a.update(&txn).await?;
     txn.commit().await?;
-    Ok((target, previous))
+    Ok((contact_of(target), previous.map(contact_of)))
 }
 
 /// Renews the verification token of an unverified contact, within the
@@ -329,9 +358,9 @@ pub async fn renew_verification(
     id: &ContactId,
     token_hash: &str,
     now: Timestamp,
-) -> Result<contact::Model, Error> {
+) -> Result<Contact, Error> {
     lock_account(txn, account).await?;
-    let current = get(txn, account, id).await?;
+    let current = row(txn, account, id).await?;
     let after = rules::resend(
         current.email_verified,
         Resends {
@@ -346,15 +375,15 @@ pub async fn renew_verification(
     a.resend_window_start = Set(after.window_start.map(Timestamp::millis));
     a.resend_count = Set(after.count);
     a.updated_at = Set(now.millis());
-    Ok(a.update(txn).await?)
+    Ok(contact_of(a.update(txn).await?))
 }
 
 /// The outcome of following a verification link.
 pub enum Verified {
     /// Verified now.
-    Now(contact::Model),
+    Now(Contact),
     /// Was already verified with this link.
-    Already(contact::Model),
+    Already(Contact),
 }
 
 /// Verifies the contact whose current token hashes to `token_hash`.
@@ -374,7 +403,7 @@ pub async fn verify(
         .await?
         .ok_or_else(invalid)?;
     if current.email_verified {
-        return Ok(Verified::Already(current));
+        return Ok(Verified::Already(contact_of(current)));
     }
     rules::check_token_fresh(current.verification_expires_at.map(Timestamp), now)?;
     let result = contact::Entity::update_many()
@@ -430,7 +459,7 @@ pub async fn list(
     filter: &ListFilter,
     offset: u64,
     limit: u64,
-) -> Result<(Vec<contact::Model>, u64), Error> {
+) -> Result<(Vec<Contact>, u64), Error> {
     let total = contact::Entity::find()
         .filter(list_condition(account, filter))
         .count(db)
@@ -444,19 +473,19 @@ pub async fn list(
         .limit(limit)
         .all(db)
         .await?;
-    Ok((rows, total))
+    Ok((rows.into_iter().map(contact_of).collect(), total))
 }
 
 /// Every contact of `account`, for routing.
-pub async fn all(
-    db: &DatabaseConnection,
-    account: &AccountId,
-) -> Result<Vec<contact::Model>, Error> {
+pub async fn all(db: &DatabaseConnection, account: &AccountId) -> Result<Vec<Contact>, Error> {
     Ok(contact::Entity::find()
         .filter(contact::Column::AccountId.eq(account.as_str()))
         .order_by_asc(contact::Column::CreatedAt)
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(contact_of)
+        .collect())
 }
 
 /// Forgets verification tokens (spent or not) that expired before

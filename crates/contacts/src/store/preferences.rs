@@ -6,19 +6,33 @@ use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Timestamp};
 
 use super::entities::notification_preference as pref;
-use crate::domain::routing::Category;
+use crate::domain::routing::{Category, Choice};
 
-/// The stored choices of `user` in `account`: (category, enabled, updated_at).
+/// A stored choice as the domain sees it (`None` for a category this
+/// version does not know; `set` stores known ones only).
+fn choice_of(m: pref::Model) -> Option<Choice> {
+    Some(Choice {
+        category: Category::from_i32(m.category)?,
+        user: UserId::trusted(m.user_id),
+        enabled: m.enabled,
+        updated_at: m.updated_at,
+    })
+}
+
+/// The stored choices of `user` in `account`.
 pub async fn get(
     db: &DatabaseConnection,
     account: &AccountId,
     user: &UserId,
-) -> Result<Vec<pref::Model>, Error> {
+) -> Result<Vec<Choice>, Error> {
     Ok(pref::Entity::find()
         .filter(pref::Column::AccountId.eq(account.as_str()))
         .filter(pref::Column::UserId.eq(user.as_str()))
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .filter_map(choice_of)
+        .collect())
 }
 
 /// The stored choices for `category` of every user in `account`.
@@ -26,12 +40,15 @@ pub async fn for_category(
     db: &DatabaseConnection,
     account: &AccountId,
     category: Category,
-) -> Result<Vec<pref::Model>, Error> {
+) -> Result<Vec<Choice>, Error> {
     Ok(pref::Entity::find()
         .filter(pref::Column::AccountId.eq(account.as_str()))
         .filter(pref::Column::Category.eq(category as i32))
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .filter_map(choice_of)
+        .collect())
 }
 
 /// Stores `choices` (category, enabled) of `user` in `account`, in one
