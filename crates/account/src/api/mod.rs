@@ -577,4 +577,3 @@ impl pb::account_internal_service_server::AccountInternalService for Api {
 }
 
 pub(crate) use invitations::rfc3339;
-pub(crate) use watch::RETENTION_MS;
