@@ -6,19 +6,9 @@ use std::time::Duration;
 use tenancy_proto::account as pb;
 use tenancy_proto::account::watch_policies_response::Event;
 use tenancy_testkit::Role;
-use tokio_stream::StreamExt;
 
 use crate::Env;
-
-async fn next(
-    stream: &mut tonic::Streaming<pb::WatchPoliciesResponse>,
-) -> pb::WatchPoliciesResponse {
-    tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .expect("an event in time")
-        .unwrap()
-        .unwrap()
-}
+use crate::watch::next;
 
 /// The first message of a watch resumed after `from`.
 async fn first_after(env: &Env, from: i64) -> pb::WatchPoliciesResponse {
