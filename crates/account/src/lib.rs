@@ -82,6 +82,10 @@ impl TenancyService for AccountService {
     const NAME: ServiceName = ServiceName::Account;
 
     async fn open(context: Context) -> Result<Self, ConfigError> {
+        context
+            .config
+            .account
+            .checked_change_log_retention(Self::NAME, context.config.auth.access_token_lifetime)?;
         let db = context
             .open_database::<migration::Migrator>(Self::NAME)
             .await?;
@@ -96,6 +100,8 @@ impl TenancyService for AccountService {
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
         let notify = Arc::new(tokio::sync::Notify::new());
+        let log_listener =
+            tenancy_runtime::db::wake_on_notify(&self.db, store::POLICY_CHANNEL, notify.clone());
         let cache = Arc::new(cache::AccessCache::default());
         let follower = cache.start(self.db.clone()).await?;
         let peer_calls = peer_calls::PeerCalls::new(self.db.clone(), self.peers.clone());
@@ -137,6 +143,9 @@ impl TenancyService for AccountService {
         job.abort();
         deliverer.abort();
         follower.abort();
+        if let Some(log_listener) = log_listener {
+            log_listener.abort();
+        }
         result
     }
 }

@@ -94,11 +94,8 @@ pub(crate) async fn tick(
             .await?;
         }
     }
-    db::exec(
-        db,
-        "DELETE FROM account_policy_log WHERE event_time < $1 AND position < (SELECT position FROM account_policy_head WHERE id = 1)",
-        vec![i(now - crate::api::RETENTION_MS)],
-    )
-    .await?;
+    let retention =
+        i64::try_from(config.account.change_log_retention.as_millis()).unwrap_or(i64::MAX);
+    crate::store::prune::policy_log(db, now.saturating_sub(retention)).await?;
     Ok(())
 }

@@ -241,9 +241,16 @@ impl Watch {
                 "Seconds since the stream's last event (not heartbeats); since the gateway started when none came yet",
             )
             .get_or_create_owned(&labels);
-        let (last_message, last_event, epoch) = (
+        let position = metrics
+            .gauge_family::<StreamLabel>(
+                "tenancy_gateway_watch_position",
+                "The log position the gateway's copy of the stream is at (the last event applied; 0 while rebuilding from a reset or snapshot)",
+            )
+            .get_or_create_owned(&labels);
+        let (last_message, last_event, applied, epoch) = (
             watch.last_message.clone(),
             watch.last_event.clone(),
+            watch.applied.clone(),
             watch.epoch,
         );
         metrics.on_scrape(move || {
@@ -254,6 +261,7 @@ impl Watch {
             };
             since_message.set(since(&last_message));
             since_event.set(since(&last_event));
+            position.set(applied.load(Ordering::Relaxed));
             std::future::ready(())
         });
         watch

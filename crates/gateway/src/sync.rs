@@ -126,12 +126,23 @@ pub async fn follow_revocations(
                             );
                         }
                         Some(RevocationItem::Reset(_)) => {
-                            // What follows rebuilds the state; introspections
-                            // cached before may be older than what it says.
+                            // What follows rebuilds the state (the gateway
+                            // fell behind the log's retention, or the log is
+                            // new): nothing is decided until it has caught up
+                            // again. Introspections cached before, and keys
+                            // or tokens a pruned withdrawal would have
+                            // dropped, may be older than what it says.
+                            state.revocations_ready.store(false, Ordering::Release);
+                            ready(false);
+                            watch.caught_up(false);
                             *state.revocations.write() = Default::default();
                             authenticator.forget_api_tokens();
+                            authenticator.signing_keys_changed(&[]).await;
                             state.revocations_position.store(0, Ordering::Release);
                             watch.resumed_from(0);
+                            tracing::warn!(
+                                "revocation log reset: rebuilding from the entries kept"
+                            );
                         }
                         Some(RevocationItem::Heartbeat(heartbeat)) => {
                             watch.head(heartbeat.head_position);

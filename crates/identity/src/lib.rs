@@ -76,6 +76,22 @@ impl TenancyService for IdentityService {
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
+        // Pruned before serving, so a watcher that fell behind while this
+        // replica was down gets its reset at once; then every minute.
+        let retention = self.context.config.identity.change_log_retention;
+        prune_revocations(&self.app, retention).await;
+        let app = self.app.clone();
+        let pruner = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PRUNE_PERIOD).await;
+                prune_revocations(&app, retention).await;
+            }
+        });
+        let log_listener = tenancy_runtime::db::wake_on_notify(
+            &self.app.db,
+            store::revocations::CHANNEL,
+            self.app.signal.clone(),
+        );
         let api = api::Api::new(self.app.clone(), shutdown.clone());
         let routes = tonic::service::Routes::new(
             IdentityServiceServer::new(api.clone())
@@ -87,14 +103,34 @@ impl TenancyService for IdentityService {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
-        server::serve(
+        let served = server::serve(
             listener,
             routes,
             SERVICE_NAMES,
             self.context.server_options()?,
             shutdown.wait(),
         )
-        .await
+        .await;
+        pruner.abort();
+        if let Some(log_listener) = log_listener {
+            log_listener.abort();
+        }
+        served
+    }
+}
+
+/// How often the revocation log is pruned.
+const PRUNE_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Drops revocation log entries older than `retention` that refuse no
+/// token any more (a failure is logged; the next round tries again).
+async fn prune_revocations(app: &app::App, retention: std::time::Duration) {
+    let now = app.clock.now().millis();
+    let retention = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    match store::prune::revocations(&app.db, now.saturating_sub(retention), now).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, "revocation log pruned"),
+        Err(error) => tracing::warn!(%error, "pruning the revocation log failed"),
     }
 }
 
@@ -116,6 +152,10 @@ impl IdentityService {
         mailer: Arc<dyn Mailer>,
         accounts: Arc<dyn Accounts>,
     ) -> Result<Self, ConfigError> {
+        context
+            .config
+            .identity
+            .checked_change_log_retention(Self::NAME, context.config.auth.access_token_lifetime)?;
         let db: DatabaseConnection = context
             .open_database::<migration::Migrator>(Self::NAME)
             .await?;

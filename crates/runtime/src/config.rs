@@ -419,16 +419,53 @@ pub struct ServiceConfig {
     /// Where to serve gRPC health alone, in plaintext, for probes that
     /// cannot do mutual TLS (Kubernetes).
     pub health_listen: Option<SocketAddr>,
+    /// How long the change log gateways follow keeps an entry: identity's
+    /// revocation log, account's policy log (other services have none). A
+    /// gateway that was away longer starts again from a full snapshot.
+    #[serde(
+        default = "ServiceConfig::default_change_log_retention",
+        with = "humantime_serde"
+    )]
+    pub change_log_retention: Duration,
 }
 
 impl ServiceConfig {
+    /// The shortest [`Self::change_log_retention`] accepted (the protos
+    /// promise watchers a day).
+    pub const MIN_CHANGE_LOG_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
     fn on_port(port: u16) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             database_url: None,
             url: None,
             health_listen: None,
+            change_log_retention: Self::default_change_log_retention(),
         }
+    }
+
+    fn default_change_log_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+
+    /// [`Self::change_log_retention`] of service `name`, checked: at least
+    /// [`Self::MIN_CHANGE_LOG_RETENTION`] and the access-token lifetime.
+    pub fn checked_change_log_retention(
+        &self,
+        name: ServiceName,
+        access_token_lifetime: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let least = Self::MIN_CHANGE_LOG_RETENTION.max(access_token_lifetime);
+        if self.change_log_retention < least {
+            return Err(ConfigError::new(
+                format!("{}.change_log_retention", name.as_str()),
+                format_args!(
+                    "must be at least {}s (24h, and at least auth.access_token_lifetime)",
+                    least.as_secs()
+                ),
+            ));
+        }
+        Ok(self.change_log_retention)
     }
 }
 

@@ -173,6 +173,78 @@ pub async fn exec<C: ConnectionTrait>(
         .rows_affected())
 }
 
+/// Announces, on PostgreSQL, that a change log grew: a `NOTIFY` on
+/// `channel`, delivered to every listener (every replica's
+/// [`wake_on_notify`]) when the caller's transaction commits, and not at
+/// all if it rolls back. Nothing on SQLite (one process; its followers are
+/// woken in memory and poll).
+pub async fn notify<C: ConnectionTrait>(c: &C, channel: &str) -> Result<(), sea_orm::DbErr> {
+    if c.get_database_backend() == DbBackend::Postgres {
+        exec(c, "SELECT pg_notify($1, '')", vec![channel.into()]).await?;
+    }
+    Ok(())
+}
+
+/// How often followers of a change log poll it: on PostgreSQL a fallback
+/// only (they are woken by [`wake_on_notify`]), on SQLite the way other
+/// processes' appends are seen.
+pub fn follow_poll_interval(db: &DatabaseConnection) -> Duration {
+    if db.get_database_backend() == DbBackend::Postgres {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(200)
+    }
+}
+
+/// On PostgreSQL, wakes `wake` (`notify_waiters`) whenever a transaction
+/// that called [`notify`] on `channel` commits, in any process on the
+/// database: one `LISTEN` connection per process and channel, taken from
+/// the pool, kept until the returned task is aborted, re-established after
+/// a failure (1 s apart; followers poll meanwhile, and are woken once it is
+/// back). `None` on SQLite.
+pub fn wake_on_notify(
+    db: &DatabaseConnection,
+    channel: &'static str,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    use sea_orm::sqlx::postgres::PgListener;
+    if db.get_database_backend() != DbBackend::Postgres {
+        return None;
+    }
+    let pool = db.get_postgres_connection_pool().clone();
+    Some(tokio::spawn(async move {
+        loop {
+            let listener = async {
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.listen(channel).await?;
+                Ok::<_, sea_orm::sqlx::Error>(listener)
+            };
+            match listener.await {
+                Ok(mut listener) => {
+                    // Anything appended while not listening is found now.
+                    wake.notify_waiters();
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => wake.notify_waiters(),
+                            // The connection was lost (and is re-opened by
+                            // the next call): look again.
+                            Ok(None) => wake.notify_waiters(),
+                            Err(error) => {
+                                tracing::warn!(%error, channel, "LISTEN failed; polling meanwhile");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, channel, "cannot LISTEN; polling meanwhile");
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }))
+}
+
 /// Runs a query of portable SQL, returning every row.
 pub async fn all<C: ConnectionTrait>(
     c: &C,

@@ -92,6 +92,24 @@ pub fn init(
     })
 }
 
+/// The JSON log subscriber [`init`] installs for `log_format = "json"`
+/// (at `filter`, spans not exported), writing to `writer` instead of
+/// stderr: for tests that check what a log collector receives, installed
+/// with `tracing::subscriber::set_default`.
+pub fn json_logs_to<W>(filter: &str, writer: W) -> impl tracing::Subscriber + Send + Sync + use<W>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let provider = SdkTracerProvider::builder().build();
+    subscriber(
+        LogFormat::Json,
+        EnvFilter::new(filter),
+        &provider,
+        writer,
+        false,
+    )
+}
+
 /// The subscriber [`init`] installs, writing logs to `writer`.
 fn subscriber<W>(
     format: LogFormat,
@@ -99,7 +117,7 @@ fn subscriber<W>(
     provider: &SdkTracerProvider,
     writer: W,
     ansi: bool,
-) -> impl tracing::Subscriber + Send + Sync + 'static
+) -> impl tracing::Subscriber + Send + Sync + 'static + use<W>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {

@@ -577,5 +577,3 @@ impl pb::account_internal_service_server::AccountInternalService for Api {
         ok(self.do_record_audit_event(r).await?)
     }
 }
-
-pub(crate) use watch::RETENTION_MS;

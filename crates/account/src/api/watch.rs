@@ -17,12 +17,8 @@ use crate::store::{self, policy_kind};
 pub(crate) type PolicyStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchPoliciesResponse, tonic::Status>> + Send>>;
 
-/// How often streams look for entries committed by other replicas.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Idle time after which a heartbeat is sent.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// How long the log keeps entries.
-pub(crate) const RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Snapshot and backlog batch size.
 const BATCH: u64 = 1000;
 
@@ -94,6 +90,9 @@ impl Api {
             }
         };
         let mut idle = tokio::time::Instant::now();
+        // Other replicas' appends: woken by their NOTIFY on PostgreSQL,
+        // else seen by this poll.
+        let poll = tenancy_runtime::db::follow_poll_interval(&self.db);
         loop {
             let notified = self.policy_changed.notified();
             let sent = self.backlog(last, tx).await?;
@@ -111,7 +110,7 @@ impl Api {
             }
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = tokio::time::sleep(poll) => {}
                 _ = tx.closed() => return Ok(()),
             }
         }

@@ -92,6 +92,16 @@ impl App {
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
     ) -> AuditRow {
+        // The audit action is the stable `event` a SIEM matches
+        // (`member.change_role`, `member.suspend`, `security_settings.update`, …).
+        tracing::info!(
+            event = action,
+            account_id = %account_id,
+            actor_id = principal.user_id.as_deref().unwrap_or_default(),
+            target_type = target.0,
+            target_id = target.1,
+            "account change"
+        );
         AuditRow {
             id: tenancy_runtime::ids::new_id(),
             account_id: account_id.to_string(),

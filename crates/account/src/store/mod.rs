@@ -23,6 +23,7 @@ pub mod audit;
 pub mod invitations;
 pub mod memberships;
 pub mod policy_log;
+pub mod prune;
 pub mod rows;
 pub mod services;
 pub mod support;
@@ -162,8 +163,13 @@ pub async fn append_policy<C: ConnectionTrait>(
         }
         exec(c, &sql, values).await?;
     }
+    tenancy_runtime::db::notify(c, POLICY_CHANNEL).await?;
     Ok(last)
 }
+
+/// The PostgreSQL channel an append to the policy log is announced on (at
+/// commit), so every replica's watchers look at once.
+pub const POLICY_CHANNEL: &str = "tenancy_account_policies";
 
 /// The latest policy log position.
 pub async fn policy_head<C: ConnectionTrait>(c: &C) -> Result<i64, Error> {

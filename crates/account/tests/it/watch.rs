@@ -8,7 +8,7 @@ use tokio_stream::StreamExt;
 
 use crate::Env;
 
-async fn next(
+pub(crate) async fn next(
     stream: &mut tonic::Streaming<pb::WatchPoliciesResponse>,
 ) -> pb::WatchPoliciesResponse {
     tokio::time::timeout(Duration::from_secs(5), stream.next())

@@ -1,7 +1,8 @@
 //! The revocation log: every revocation gets a position; gateways stream
 //! the backlog then live changes (WatchRevocations). Appends take the
 //! head row's lock, so positions commit in order across replicas; watchers
-//! poll the table (and wake at once for appends of this replica).
+//! wake at once for appends of this replica and, on PostgreSQL, of every
+//! replica (`NOTIFY` at commit), and poll as a fallback.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,8 +17,6 @@ use super::App;
 use crate::domain::error::{IdentityError, Invalid};
 use crate::store::revocations::{self, StoredEvent};
 
-/// How often watchers look for appends by other replicas.
-const POLL: Duration = Duration::from_millis(200);
 /// Heartbeat after this long without other messages.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -150,6 +149,7 @@ impl App {
             },
         };
         revocations::insert(c, event).await?;
+        tenancy_runtime::db::notify(c, revocations::CHANNEL).await?;
         Ok(position)
     }
 
@@ -187,18 +187,40 @@ impl App {
                 let tx = tx.clone();
                 async move { tx.send(item).await.is_ok() }
             };
+            let poll = tenancy_runtime::db::follow_poll_interval(&app.db);
+            let signal = app.signal.clone();
+            // Created before each look, so a wake-up during it is not lost.
+            let mut notified = std::pin::pin!(signal.notified());
             let mut last = from;
             if from > head {
-                if !send(WatchItem::Reset { oldest_position: 1 }).await {
+                let oldest = match crate::store::prune::oldest(&app.db).await {
+                    Ok(oldest) => oldest.unwrap_or(head + 1),
+                    Err(_) => return,
+                };
+                if !send(WatchItem::Reset {
+                    oldest_position: oldest,
+                })
+                .await
+                {
                     return;
                 }
                 last = 0;
             }
-            // Backlog.
+            // Backlog. A resume position whose successor was pruned (the
+            // watcher fell behind by more than the retention) gets a reset,
+            // then every entry kept: the watcher rebuilds its state.
             loop {
                 match app.events_after(last).await {
                     Ok(events) if events.is_empty() => break,
                     Ok(events) => {
+                        if let Some(oldest) = pruned_after(last, &events)
+                            && !send(WatchItem::Reset {
+                                oldest_position: oldest,
+                            })
+                            .await
+                        {
+                            return;
+                        }
                         for e in events {
                             last = e.position;
                             if !send(WatchItem::Event(e)).await {
@@ -218,13 +240,16 @@ impl App {
             }
             let mut quiet_since = tokio::time::Instant::now();
             loop {
-                let notified = app.signal.notified();
                 tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep(POLL) => {}
+                    () = notified.as_mut() => {}
+                    () = tokio::time::sleep(poll) => {}
                     () = tx.closed() => return,
                 }
+                notified.set(signal.notified());
                 match app.events_after(last).await {
+                    // Pruned under a live watcher: end the stream; it
+                    // resumes and gets the reset with the backlog.
+                    Ok(events) if pruned_after(last, &events).is_some() => return,
                     Ok(events) => {
                         for e in events {
                             last = e.position;
@@ -250,4 +275,13 @@ impl App {
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
+}
+
+/// When entries right after `last` were pruned: the oldest position kept
+/// (the first of `events`, the entries after `last`). Positions are
+/// contiguous and pruning removes only the oldest, so a gap is exactly
+/// that. A watcher from 0 has nothing to rebuild.
+fn pruned_after(last: i64, events: &[StoredEvent]) -> Option<i64> {
+    let first = events.first()?.position;
+    (last > 0 && first != last + 1).then_some(first)
 }

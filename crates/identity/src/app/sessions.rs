@@ -118,6 +118,23 @@ impl App {
             },
         )
         .await?;
+        // The stable `event` a SIEM matches (README: Traces and logs).
+        let event = match outcome {
+            pb::LoginOutcome::Success => "login.success",
+            pb::LoginOutcome::MfaRequired => "login.mfa_required",
+            pb::LoginOutcome::FailureThrottled => "login.locked_out",
+            _ => "login.failure",
+        };
+        tracing::info!(
+            event,
+            user_id,
+            account_id,
+            session_id,
+            method = method.as_str_name(),
+            outcome = outcome.as_str_name(),
+            client_ip = %client.ip,
+            "login"
+        );
         Ok(())
     }
 

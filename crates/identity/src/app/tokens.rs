@@ -120,6 +120,14 @@ impl App {
             .await?
             .ok_or_else(|| Error::internal("token vanished"))?;
         tx.commit().await?;
+        tracing::info!(
+            event = "api_token.create",
+            user_id = %p.user_id.as_deref().unwrap_or_default(),
+            member_id = %stored.user_id,
+            account_id = %stored.account_id,
+            api_token_id = %stored.id,
+            "API token issued"
+        );
         Ok((api_token(stored, now), secret))
     }
 
@@ -192,6 +200,14 @@ impl App {
             .ok_or(IdentityError::ApiTokenNotFound)?;
         tx.commit().await?;
         self.notify_revocations();
+        tracing::info!(
+            event = "api_token.revoke",
+            user_id = %user_id,
+            member_id = %revoked.user_id,
+            account_id = %revoked.account_id,
+            api_token_id = %revoked.id,
+            "API token revoked"
+        );
         Ok(api_token(revoked, now))
     }
 

@@ -14,6 +14,7 @@ pub(crate) mod mfa;
 pub(crate) mod networks;
 pub(crate) mod passkeys;
 pub(crate) mod phones;
+pub(crate) mod prune;
 pub(crate) mod revocations;
 pub(crate) mod sessions;
 pub(crate) mod ssh_keys;

@@ -28,6 +28,10 @@ pub(crate) struct StoredEvent {
     pub(crate) kids: String,
 }
 
+/// The PostgreSQL channel an append is announced on (at commit), so every
+/// replica's watchers look at once.
+pub(crate) const CHANNEL: &str = "tenancy_identity_revocations";
+
 /// Takes the next position (locking the head row until commit).
 pub(crate) async fn next_position<C: ConnectionTrait>(c: &C) -> Result<Option<i64>, DbErr> {
     one(

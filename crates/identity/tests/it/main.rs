@@ -14,6 +14,7 @@ mod limits;
 mod mail;
 mod mfa;
 mod notices;
+mod notify;
 mod passkeys;
 mod selection;
 mod sessions;

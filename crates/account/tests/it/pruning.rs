@@ -1,0 +1,127 @@
+//! Issue 20 §3: the policy log keeps entries for `account.change_log_retention`
+//! and a watcher that fell further behind gets a snapshot.
+
+use std::time::Duration;
+
+use tenancy_proto::account as pb;
+use tenancy_proto::account::watch_policies_response::Event;
+use tenancy_testkit::Role;
+
+use crate::Env;
+use crate::watch::next;
+
+/// The first message of a watch resumed after `from`.
+async fn first_after(env: &Env, from: i64) -> pb::WatchPoliciesResponse {
+    let mut stream = env
+        .internal()
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: from,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut stream).await
+}
+
+#[tokio::test]
+async fn old_policy_entries_are_pruned_and_a_watcher_behind_them_gets_a_snapshot() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let mut live = env
+        .internal()
+        .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let behind = loop {
+        let e = next(&mut live).await;
+        if matches!(e.event, Some(Event::CaughtUp(_))) {
+            break e.position;
+        }
+    };
+    let owner_client = env.as_member(&owner, &account, Role::Owner);
+    owner_client
+        .clone()
+        .suspend_member(pb::SuspendMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap();
+    let old = next(&mut live).await.position;
+    // Eight days later (the retention is seven), the manager is reactivated.
+    env.clock.advance(Duration::from_secs(8 * 24 * 3600));
+    owner_client
+        .clone()
+        .reactivate_member(pb::ReactivateMemberRequest {
+            user_id: manager.clone(),
+        })
+        .await
+        .unwrap();
+    let new = next(&mut live).await.position;
+    assert!(new > old);
+
+    // The pruning job (every second) drops the old entries: a watcher at
+    // `behind` now gets a snapshot, with the manager active again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let first = first_after(&env, behind).await;
+        if let Some(Event::Reset(reset)) = first.event {
+            assert_eq!(
+                reset.cause,
+                pb::PolicyResetCause::PositionExpired as i32,
+                "{reset:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old entries were never pruned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut snapshot = env
+        .internal()
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: behind,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        next(&mut snapshot).await.event,
+        Some(Event::Reset(_))
+    ));
+    let mut manager_active = false;
+    loop {
+        let e = next(&mut snapshot).await;
+        match e.event {
+            Some(Event::MembershipChanged(m)) if m.user_id == manager => {
+                manager_active = m.status == pb::MemberStatus::Active as i32;
+            }
+            Some(Event::CaughtUp(c)) => {
+                assert!(c.snapshot);
+                assert!(e.position >= new);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(manager_active, "the snapshot carries the current state");
+
+    // The new entry stays: a watcher right before it resumes without a
+    // snapshot and receives it.
+    let mut resumed = env
+        .internal()
+        .watch_policies(pb::WatchPoliciesRequest { from_position: old })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = next(&mut resumed).await;
+    assert_eq!(event.position, new, "{event:?}");
+    assert!(matches!(event.event, Some(Event::MembershipChanged(_))));
+    assert!(matches!(
+        next(&mut resumed).await.event,
+        Some(Event::CaughtUp(pb::CaughtUp { snapshot: false }))
+    ));
+}
