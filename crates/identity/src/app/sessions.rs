@@ -16,7 +16,7 @@ use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
 use crate::domain::sessions::session_live;
-use crate::domain::throttle::{self, Counter};
+use crate::domain::throttle::{self, Counter, State};
 use crate::store;
 use crate::store::api_tokens;
 use crate::store::login_events::{self, LoginEventRow};
@@ -72,6 +72,21 @@ pub(crate) struct Blocked {
 }
 
 impl Blocked {
+    /// Adds to `blocked` the refusal of one stored counter of `kind` (if
+    /// it refuses at `now`): the latest `until` of all, every kind that
+    /// refused.
+    fn add(blocked: &mut Option<Blocked>, kind: Counter, state: Option<State>, now: Timestamp) {
+        let Some(until) = state.and_then(|s| throttle::refusing_until(kind, s, now)) else {
+            return;
+        };
+        let b = blocked.get_or_insert(Blocked {
+            until,
+            by: Vec::new(),
+        });
+        b.until = b.until.max(until);
+        b.by.push(kind);
+    }
+
     /// The error the client sees at `now`: TOO_MANY_ATTEMPTS with when to
     /// retry (at least a second).
     pub(crate) fn error(&self, now: Timestamp) -> IdentityError {
@@ -138,6 +153,26 @@ impl App {
         }
     }
 
+    /// Checks `keys` without counting an attempt (read only: nothing is
+    /// written, nothing locked): TOO_MANY_ATTEMPTS, saying when to retry,
+    /// while any of them refuses attempts. For a step that checks no
+    /// secret but must not be open to whoever the counters refuse.
+    pub(crate) async fn check_not_blocked(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<(), IdentityError> {
+        let now = self.now();
+        let mut blocked: Option<Blocked> = None;
+        for (key, kind) in keys {
+            let state = store::throttle::state(&self.db, key).await?;
+            Blocked::add(&mut blocked, *kind, state, now);
+        }
+        match blocked {
+            Some(blocked) => Err(blocked.error(now)),
+            None => Ok(()),
+        }
+    }
+
     /// Gives back the attempt [`Self::admit_attempt`] counted on `keys`: it
     /// was no failure (it never reached a check, or failed for another
     /// reason than a wrong secret).
@@ -171,19 +206,9 @@ impl App {
         let tx = store::begin(&self.db).await?;
         let mut blocked: Option<Blocked> = None;
         for (key, kind, enforce) in &keys {
-            let Some(state) = store::throttle::lock(&tx, key).await? else {
-                continue;
-            };
-            if !enforce || throttle::window_over(*kind, state, now) {
-                continue;
-            }
-            if let Some(until) = throttle::blocked_until(*kind, state, now) {
-                let b = blocked.get_or_insert(Blocked {
-                    until,
-                    by: Vec::new(),
-                });
-                b.until = b.until.max(until);
-                b.by.push(*kind);
+            let state = store::throttle::lock(&tx, key).await?;
+            if *enforce {
+                Blocked::add(&mut blocked, *kind, state, now);
             }
         }
         if blocked.is_some() {
