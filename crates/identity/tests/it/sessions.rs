@@ -109,6 +109,7 @@ async fn unverified_users_cannot_log_in_but_learn_it_only_with_the_right_passwor
         email: "carol@example.com".into(),
         password: PASSWORD.into(),
         name: "Carol".into(),
+        phone: String::new(),
     })
     .await
     .unwrap();
