@@ -136,6 +136,37 @@ impl App {
         Ok(())
     }
 
+    /// Records a refused login of a known user off the response path: the
+    /// event (its time taken now) is written in the background, so that a
+    /// refusal answers as fast for a user as for an unknown email (no
+    /// enumeration by timing). A failure to write is logged.
+    pub(crate) fn record_refused_login(
+        self: &Arc<Self>,
+        user_id: String,
+        account_id: String,
+        client: &Client,
+        method: pb::LoginMethod,
+        outcome: pb::LoginOutcome,
+    ) {
+        let row = LoginEventRow {
+            id: ids::new_id(),
+            user_id,
+            account_id,
+            session_id: String::new(),
+            time: self.now().millis(),
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            method: method as i32,
+            outcome: outcome as i32,
+        };
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = login_events::insert(&app.db, row).await {
+                tracing::warn!(%error, "refused login not recorded");
+            }
+        });
+    }
+
     /// Admits one attempt on `keys` ([`Self::admit`], every key
     /// enforced): TOO_MANY_ATTEMPTS, saying when to retry, while any of
     /// them refuses attempts; else the attempt is counted as a failure
@@ -421,14 +452,13 @@ impl App {
         // before, nor with an unlock link emailed to them; the back-off per
         // (email, address) and the per-address cap hold for everyone, so
         // the password is never checked unthrottled.
-        let unlock = match &user_id {
-            Some(id) => self.live_unlock_link(unlock_token, id).await?,
-            None => None,
-        };
-        let exempt = match &user_id {
-            Some(id) => unlock.is_some() || self.known_network(id, client).await?,
-            None => false,
-        };
+        // An unknown email does the same reads (for an id no row has, so
+        // neither exempts it): the refusal costs the same either way.
+        let probe = user_id
+            .clone()
+            .unwrap_or_else(|| UserId::new().into_string());
+        let unlock = self.live_unlock_link(unlock_token, &probe).await?;
+        let exempt = unlock.is_some() || self.known_network(&probe, client).await?;
         let mut enforced = vec![(pair.clone(), Counter::Pair), per_ip.clone()];
         let mut counted = Vec::new();
         if exempt {
@@ -438,16 +468,13 @@ impl App {
         }
         if let Some(blocked) = self.admit(&enforced, &counted).await? {
             if let Some(row) = &row {
-                self.login_event(
-                    &self.db,
-                    &row.id,
-                    account.as_deref().unwrap_or_default(),
-                    "",
+                self.record_refused_login(
+                    row.id.clone(),
+                    account.clone().unwrap_or_default(),
                     client,
                     pb::LoginMethod::Password,
                     pb::LoginOutcome::FailureThrottled,
-                )
-                .await?;
+                );
                 if blocked.by == [Counter::Email] && row.email_verified {
                     self.queue_unlock_link(row.clone(), client.clone());
                 }
@@ -457,18 +484,17 @@ impl App {
         let hash: Option<String> = row.as_ref().and_then(|r| r.password_hash.clone());
         let (ok, rehash) = self.hasher.verify(normalise(password), hash).await?;
         let (Some(row), Some(user_id), true) = (row, user_id, ok) else {
-            // Counted as a failure already (admit).
+            // Counted as a failure already (admit). The one read both
+            // kinds of refusal make; the known user's event is written in
+            // the background.
             if let Some(id) = self.user_by_email(&self.db, &email).await?.map(|u| u.id) {
-                self.login_event(
-                    &self.db,
-                    &id,
-                    account.as_deref().unwrap_or_default(),
-                    "",
+                self.record_refused_login(
+                    id,
+                    account.clone().unwrap_or_default(),
                     client,
                     pb::LoginMethod::Password,
                     pb::LoginOutcome::FailureBadCredentials,
-                )
-                .await?;
+                );
             }
             return Err(IdentityError::CredentialsInvalid);
         };
