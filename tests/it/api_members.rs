@@ -398,6 +398,62 @@ async fn an_api_members_tokens_are_refused_on_suspension_and_end_with_its_revoca
     until(Err(Reason::TokenRevoked), || list_services(&suite, &fresh)).await;
 }
 
+/// No token is issued for a suspended API member (FAILED_PRECONDITION
+/// API_MEMBER_SUSPENDED) until it is reactivated, nor ever for a revoked
+/// one (MEMBER_REVOKED): identity asks the account service for the
+/// member's status.
+#[tokio::test]
+async fn no_token_is_issued_for_a_suspended_or_revoked_api_member() {
+    let suite = Suite::start(|_| {}).await;
+    let owner = suite.user("owner@example.com").await;
+    let (_, owner) = suite.account_of(&owner).await;
+    let bot = api_member(&suite, &owner, &[]).await;
+    let issue = || async {
+        suite
+            .identity(&owner)
+            .create_api_token(CreateApiTokenRequest {
+                name: "deploy".into(),
+                member_id: bot.user_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    };
+    issue().await.unwrap();
+
+    suite
+        .account(&owner)
+        .suspend_member(SuspendMemberRequest {
+            user_id: bot.user_id.clone(),
+        })
+        .await
+        .unwrap();
+    let status = issue().await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(reason(&status), Reason::ApiMemberSuspended);
+
+    suite
+        .account(&owner)
+        .reactivate_member(ReactivateMemberRequest {
+            user_id: bot.user_id.clone(),
+        })
+        .await
+        .unwrap();
+    let token = issue().await.unwrap();
+    until(Ok(()), || list_services(&suite, &token.secret)).await;
+
+    suite
+        .account(&owner)
+        .revoke_member(RevokeMemberRequest {
+            user_id: bot.user_id.clone(),
+        })
+        .await
+        .unwrap();
+    let status = issue().await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(reason(&status), Reason::MemberRevoked);
+}
+
 #[tokio::test]
 async fn a_token_used_outside_its_source_allowlist_is_refused_by_the_gateway() {
     let suite = Suite::start(|_| {}).await;

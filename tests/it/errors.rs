@@ -164,6 +164,7 @@ async fn every_refusal_through_the_gateway_has_a_catalogue_reason_with_its_code(
                 email: "not an email".into(),
                 password: "short".into(),
                 name: String::new(),
+                phone: String::new(),
             })
             .await
             .unwrap_err(),

@@ -191,6 +191,7 @@ impl Suite {
                 email: email.into(),
                 password: PASSWORD.into(),
                 name: "Gateway Test".into(),
+                phone: String::new(),
             })
             .await
             .unwrap();

@@ -686,6 +686,7 @@ async fn migrate_then_serve_use_the_same_keys_and_login_works() {
                 email: email.into(),
                 password: PASSWORD.into(),
                 name: "Ada".into(),
+                phone: String::new(),
             })
             .await;
         match answer {

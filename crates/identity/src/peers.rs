@@ -1,7 +1,8 @@
 //! Clients of the other services identity calls, behind ports tests and
 //! tools may replace:
 //! - [`Accounts`] asks the account service whether a user is an ACTIVE
-//!   member, and which account a new token of theirs selects;
+//!   member (or a membership's status), and which account a new token of
+//!   theirs selects;
 //! - [`Mailer`] queues email in the contacts service's outbox
 //!   (`ContactsInternalService.SendEmail`).
 //!
@@ -52,6 +53,22 @@ pub trait Accounts: Send + Sync + 'static {
         preferred: &[AccountId],
     ) -> Result<Option<AccountId>, Error>;
 
+    /// The status of `user_id`'s membership of `account_id`: none when
+    /// the user is no member (never was, revoked, left; unknown account).
+    /// The default knows only ACTIVE members with portal access (from
+    /// [`Self::is_active_member`]), for ports that answer nothing else;
+    /// [`AccountService`] asks for the status itself.
+    async fn member_status(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<Option<MemberState>, Error> {
+        Ok(self
+            .is_active_member(user_id, account_id)
+            .await?
+            .then_some(MemberState::Active))
+    }
+
     /// The member's 2FA deadline in the account while it enforces 2FA
     /// (none when it does not, or the user is not a member).
     async fn mfa_deadline(
@@ -59,6 +76,16 @@ pub trait Accounts: Send + Sync + 'static {
         user_id: &UserId,
         account_id: &AccountId,
     ) -> Result<Option<tenancy_runtime::Timestamp>, Error>;
+}
+
+/// A membership's status, as the account service reports it (revoked
+/// memberships are gone: no status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    /// ACTIVE.
+    Active,
+    /// SUSPENDED.
+    Suspended,
 }
 
 /// Asks `AccountInternalService` (GetPrincipalState, GetDefaultAccount).
@@ -132,6 +159,29 @@ impl Accounts for AccountService {
             .map(|r| r.account_id)
             .filter(|id| !id.is_empty())
             .map(AccountId::trusted))
+    }
+
+    async fn member_status(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<Option<MemberState>, Error> {
+        let mut client = self.client.clone();
+        let reply = ask(
+            "GetPrincipalState",
+            client.get_principal_state(GetPrincipalStateRequest {
+                user_id: user_id.to_string(),
+                account_id: account_id.to_string(),
+            }),
+        )
+        .await?;
+        Ok(reply
+            .and_then(|r| r.membership)
+            .and_then(|m| match MemberStatus::try_from(m.status) {
+                Ok(MemberStatus::Active) => Some(MemberState::Active),
+                Ok(MemberStatus::Suspended) => Some(MemberState::Suspended),
+                _ => None,
+            }))
     }
 
     async fn mfa_deadline(

@@ -129,13 +129,17 @@ pub(super) async fn list_sessions(
     request: Request<pb::ListSessionsRequest>,
 ) -> Reply<pb::ListSessionsResponse> {
     let p = principal(&request)?;
-    tenancy_runtime::ids::page_size(request.get_ref().page_size)?;
-    super::page_token_sized(&request.get_ref().page_token)?;
-    let sessions = api.app.list_sessions(p.user()?, None).await?;
+    let r = request.get_ref();
+    let size = tenancy_runtime::ids::page_size(r.page_size)?;
+    super::page_token_sized(&r.page_token)?;
+    let (sessions, next_page_token) = api
+        .app
+        .list_sessions(p.user()?, None, size, &r.page_token)
+        .await?;
     let current = p.session_id.as_deref();
     ok(pb::ListSessionsResponse {
         sessions: sessions.into_iter().map(|s| session(s, current)).collect(),
-        next_page_token: String::new(),
+        next_page_token,
     })
 }
 
@@ -170,15 +174,17 @@ pub(super) async fn list_member_sessions(
 ) -> Reply<pb::ListMemberSessionsResponse> {
     let p = principal(&request)?;
     let account = p.account()?;
-    let member = member_id(&request.get_ref().user_id)?;
-    super::page_token_sized(&request.get_ref().page_token)?;
-    let sessions = api
+    let r = request.get_ref();
+    let member = member_id(&r.user_id)?;
+    let size = tenancy_runtime::ids::page_size(r.page_size)?;
+    super::page_token_sized(&r.page_token)?;
+    let (sessions, next_page_token) = api
         .app
-        .list_sessions(member.as_str(), Some(account))
+        .list_sessions(member.as_str(), Some(account), size, &r.page_token)
         .await?;
     ok(pb::ListMemberSessionsResponse {
         sessions: sessions.into_iter().map(|s| session(s, None)).collect(),
-        next_page_token: String::new(),
+        next_page_token,
     })
 }
 

@@ -14,7 +14,9 @@ pub(super) async fn sign_up(
 ) -> Reply<pb::SignUpResponse> {
     let ip = ip_of(principal(&request)?);
     let r = request.into_inner();
-    api.app.sign_up(&r.email, &r.password, &r.name, &ip).await?;
+    api.app
+        .sign_up(&r.email, &r.password, &r.name, &r.phone, &ip)
+        .await?;
     ok(pb::SignUpResponse {})
 }
 

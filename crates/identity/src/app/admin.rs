@@ -102,7 +102,10 @@ impl App {
         user: Option<UserRef<'_>>,
     ) -> Result<(UserRow, Vec<SessionListing>), IdentityError> {
         let user = self.named_user(user).await?;
-        let sessions = self.list_sessions(&user.id, None).await?;
+        // The newest 500 (staff see the user's recent devices).
+        let (sessions, _) = self
+            .list_sessions(&user.id, None, tenancy_runtime::ids::MAX_PAGE_SIZE, "")
+            .await?;
         Ok((user, sessions))
     }
 

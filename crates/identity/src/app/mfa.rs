@@ -4,7 +4,7 @@
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
-use tenancy_runtime::ids::AccountId;
+use tenancy_runtime::ids::{self, AccountId};
 use tenancy_runtime::principal::TokenKind;
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Principal, Timestamp};
@@ -45,6 +45,16 @@ pub(crate) struct Enrollment {
     pub(crate) qr_code_png: Vec<u8>,
     /// When the enrolment lapses unless confirmed.
     pub(crate) expire_time: Timestamp,
+}
+
+/// Where the next page of ListSessions / ListMemberSessions starts (after
+/// this session), and for which user and account filter it was issued.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionCursor {
+    user: String,
+    account: String,
+    time: i64,
+    id: String,
 }
 
 impl App {
@@ -539,13 +549,45 @@ impl App {
         self.access_token(&session).await
     }
 
-    /// ListSessions: the caller's live sessions, most recently seen first.
+    /// ListSessions / ListMemberSessions: a page of `size` of the user's
+    /// live sessions (those selecting `account` when given), newest first,
+    /// after `page_token` (bound to the user and account it was issued
+    /// for); the token of the next page, empty on the last.
     pub(crate) async fn list_sessions(
         &self,
         user_id: &str,
         account: Option<&str>,
-    ) -> Result<Vec<SessionListing>, IdentityError> {
-        Ok(sessions::list_open(&self.db, user_id, account, self.now().millis()).await?)
+        size: u64,
+        page_token: &str,
+    ) -> Result<(Vec<SessionListing>, String), IdentityError> {
+        let account_key = account.unwrap_or_default();
+        let after = ids::decode_page_token_for::<SessionCursor>(page_token, |c| {
+            c.user == user_id && c.account == account_key
+        })?;
+        let size = usize::try_from(size).unwrap_or(50);
+        let limit = i64::try_from(size).unwrap_or(50) + 1;
+        let mut page = sessions::list_open(
+            &self.db,
+            user_id,
+            account,
+            self.now().millis(),
+            after.as_ref().map(|c| (c.time, c.id.as_str())),
+            limit,
+        )
+        .await?;
+        let mut next = String::new();
+        if page.len() > size {
+            page.truncate(size);
+            if let Some(last) = page.last() {
+                next = ids::encode_page_token(&SessionCursor {
+                    user: user_id.to_owned(),
+                    account: account_key.to_owned(),
+                    time: last.create_time,
+                    id: last.id.clone(),
+                });
+            }
+        }
+        Ok((page, next))
     }
 
     /// RevokeSession / RevokeOtherSessions.

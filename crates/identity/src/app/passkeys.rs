@@ -589,11 +589,11 @@ impl App {
         &self,
         client: &Client,
     ) -> Result<(String, String, Timestamp), IdentityError> {
-        // Refused while the per-address login cap refuses (admitted and
-        // given back at once: beginning checks no secret).
-        let per_ip = [(format!("ip:{}", client.ip), Counter::Ip)];
-        self.admit_attempt(&per_ip).await?;
-        self.refund_attempt(&per_ip).await?;
+        // Refused while the per-address login cap refuses; only read
+        // (beginning checks no secret, so it counts no attempt and writes
+        // no counter).
+        self.check_not_blocked(&[(format!("ip:{}", client.ip), Counter::Ip)])
+            .await?;
         let now = self.now();
         if passkeys::live_from(&self.db, &client.ip, "login:", now.millis()).await?
             >= MAX_LOGINS_PER_ADDRESS

@@ -4,10 +4,10 @@ use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::{Principal, Timestamp};
 
 use super::App;
-use crate::domain::error::{IdentityError, Invalid};
+use crate::domain::error::IdentityError;
 use crate::domain::phone::{
     CODE_LIFETIME, MAX_CODE_INPUT, MAX_CODES_PER_WINDOW, MAX_FAILURES, SEND_WINDOW, code_hash,
-    masked, new_code,
+    masked, new_code, parse_phone,
 };
 use crate::peers::OutgoingPhoneCode;
 use crate::store::phones::{self, PhoneCodeRow};
@@ -34,10 +34,22 @@ impl App {
         phone: &str,
     ) -> Result<Timestamp, IdentityError> {
         let user_id = p.user()?;
-        let phone = tenancy_runtime::text::phone(phone)
-            .map_err(|why| IdentityError::invalid(Invalid::Phone, "phone", why))?;
+        let phone = parse_phone("phone", phone)?;
         let user = self.get_user(user_id).await?;
         self.check_phone_change(p, &user).await?;
+        self.send_phone_code(user_id, phone).await
+    }
+
+    /// Sends a new code for `phone` (E.164, validated) to the user by SMS,
+    /// replacing any pending one: at most `MAX_CODES_PER_WINDOW` codes per
+    /// user an hour (TOO_MANY_ATTEMPTS beyond); returns when it expires.
+    /// For StartPhoneVerification, and for the number a sign-up gave once
+    /// its email is verified.
+    pub(crate) async fn send_phone_code(
+        &self,
+        user_id: &str,
+        phone: String,
+    ) -> Result<Timestamp, IdentityError> {
         let now = self.now();
         let window = i64::try_from(SEND_WINDOW.as_millis()).unwrap_or(i64::MAX);
         let code = new_code();

@@ -16,7 +16,7 @@ use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{MAX_PASSWORD_BYTES, normalise};
 use crate::domain::profile::parse_email;
 use crate::domain::sessions::session_live;
-use crate::domain::throttle::{self, Counter};
+use crate::domain::throttle::{self, Counter, State};
 use crate::store;
 use crate::store::api_tokens;
 use crate::store::login_events::{self, LoginEventRow};
@@ -72,6 +72,21 @@ pub(crate) struct Blocked {
 }
 
 impl Blocked {
+    /// Adds to `blocked` the refusal of one stored counter of `kind` (if
+    /// it refuses at `now`): the latest `until` of all, every kind that
+    /// refused.
+    fn add(blocked: &mut Option<Blocked>, kind: Counter, state: Option<State>, now: Timestamp) {
+        let Some(until) = state.and_then(|s| throttle::refusing_until(kind, s, now)) else {
+            return;
+        };
+        let b = blocked.get_or_insert(Blocked {
+            until,
+            by: Vec::new(),
+        });
+        b.until = b.until.max(until);
+        b.by.push(kind);
+    }
+
     /// The error the client sees at `now`: TOO_MANY_ATTEMPTS with when to
     /// retry (at least a second).
     pub(crate) fn error(&self, now: Timestamp) -> IdentityError {
@@ -138,6 +153,37 @@ impl App {
         Ok(())
     }
 
+    /// Records a refused login of a known user off the response path: the
+    /// event (its time taken now) is written in the background, so that a
+    /// refusal answers as fast for a user as for an unknown email (no
+    /// enumeration by timing). A failure to write is logged.
+    pub(crate) fn record_refused_login(
+        self: &Arc<Self>,
+        user_id: String,
+        account_id: String,
+        client: &Client,
+        method: pb::LoginMethod,
+        outcome: pb::LoginOutcome,
+    ) {
+        let row = LoginEventRow {
+            id: ids::new_id(),
+            user_id,
+            account_id,
+            session_id: String::new(),
+            time: self.now().millis(),
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            method: method as i32,
+            outcome: outcome as i32,
+        };
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = login_events::insert(&app.db, row).await {
+                tracing::warn!(%error, "refused login not recorded");
+            }
+        });
+    }
+
     /// Admits one attempt on `keys` ([`Self::admit`], every key
     /// enforced): TOO_MANY_ATTEMPTS, saying when to retry, while any of
     /// them refuses attempts; else the attempt is counted as a failure
@@ -151,6 +197,26 @@ impl App {
     ) -> Result<(), IdentityError> {
         match self.admit(keys, &[]).await? {
             Some(blocked) => Err(blocked.error(self.now())),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks `keys` without counting an attempt (read only: nothing is
+    /// written, nothing locked): TOO_MANY_ATTEMPTS, saying when to retry,
+    /// while any of them refuses attempts. For a step that checks no
+    /// secret but must not be open to whoever the counters refuse.
+    pub(crate) async fn check_not_blocked(
+        &self,
+        keys: &[(String, Counter)],
+    ) -> Result<(), IdentityError> {
+        let now = self.now();
+        let mut blocked: Option<Blocked> = None;
+        for (key, kind) in keys {
+            let state = store::throttle::state(&self.db, key).await?;
+            Blocked::add(&mut blocked, *kind, state, now);
+        }
+        match blocked {
+            Some(blocked) => Err(blocked.error(now)),
             None => Ok(()),
         }
     }
@@ -188,19 +254,9 @@ impl App {
         let tx = store::begin(&self.db).await?;
         let mut blocked: Option<Blocked> = None;
         for (key, kind, enforce) in &keys {
-            let Some(state) = store::throttle::lock(&tx, key).await? else {
-                continue;
-            };
-            if !enforce || throttle::window_over(*kind, state, now) {
-                continue;
-            }
-            if let Some(until) = throttle::blocked_until(*kind, state, now) {
-                let b = blocked.get_or_insert(Blocked {
-                    until,
-                    by: Vec::new(),
-                });
-                b.until = b.until.max(until);
-                b.by.push(*kind);
+            let state = store::throttle::lock(&tx, key).await?;
+            if *enforce {
+                Blocked::add(&mut blocked, *kind, state, now);
             }
         }
         if blocked.is_some() {
@@ -417,14 +473,13 @@ impl App {
         // before, nor with an unlock link emailed to them; the back-off per
         // (email, address) and the per-address cap hold for everyone, so
         // the password is never checked unthrottled.
-        let unlock = match &user_id {
-            Some(id) => self.live_unlock_link(unlock_token, id).await?,
-            None => None,
-        };
-        let exempt = match &user_id {
-            Some(id) => unlock.is_some() || self.known_network(id, client).await?,
-            None => false,
-        };
+        // An unknown email does the same reads (for an id no row has, so
+        // neither exempts it): the refusal costs the same either way.
+        let probe = user_id
+            .clone()
+            .unwrap_or_else(|| UserId::new().into_string());
+        let unlock = self.live_unlock_link(unlock_token, &probe).await?;
+        let exempt = unlock.is_some() || self.known_network(&probe, client).await?;
         let mut enforced = vec![(pair.clone(), Counter::Pair), per_ip.clone()];
         let mut counted = Vec::new();
         if exempt {
@@ -434,16 +489,13 @@ impl App {
         }
         if let Some(blocked) = self.admit(&enforced, &counted).await? {
             if let Some(row) = &row {
-                self.login_event(
-                    &self.db,
-                    &row.id,
-                    account.as_deref().unwrap_or_default(),
-                    "",
+                self.record_refused_login(
+                    row.id.clone(),
+                    account.clone().unwrap_or_default(),
                     client,
                     pb::LoginMethod::Password,
                     pb::LoginOutcome::FailureThrottled,
-                )
-                .await?;
+                );
                 if blocked.by == [Counter::Email] && row.email_verified {
                     self.queue_unlock_link(row.clone(), client.clone());
                 }
@@ -465,18 +517,17 @@ impl App {
             }
         };
         let (Some(row), Some(user_id), true) = (row, user_id, ok) else {
-            // Counted as a failure already (admit).
+            // Counted as a failure already (admit). The one read both
+            // kinds of refusal make; the known user's event is written in
+            // the background.
             if let Some(id) = self.user_by_email(&self.db, &email).await?.map(|u| u.id) {
-                self.login_event(
-                    &self.db,
-                    &id,
-                    account.as_deref().unwrap_or_default(),
-                    "",
+                self.record_refused_login(
+                    id,
+                    account.clone().unwrap_or_default(),
                     client,
                     pb::LoginMethod::Password,
                     pb::LoginOutcome::FailureBadCredentials,
-                )
-                .await?;
+                );
             }
             return Err(IdentityError::CredentialsInvalid);
         };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
-use tenancy_runtime::ids::{self, ApiTokenId};
+use tenancy_runtime::ids::{self, AccountId, ApiTokenId};
 use tenancy_runtime::secret::{SecretToken, sha256_hex};
 use tenancy_runtime::{Error, Principal, Timestamp};
 
@@ -15,6 +15,7 @@ use crate::domain::credentials::{api_token_well_formed, new_api_token};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
 use crate::domain::profile::{parse_email, parse_label};
+use crate::peers::MemberState;
 use crate::store::api_tokens::{self, ApiTokenRow, Introspected};
 use crate::store::email_tokens::{self, Purpose};
 use crate::store::{sessions, users};
@@ -131,10 +132,12 @@ impl App {
         Ok((api_token(stored, now), secret))
     }
 
-    /// The user id of `member_id` when it names an API member of
+    /// The user id of `member_id` when it names an ACTIVE API member of
     /// `account_id` and the caller is an owner there: only owners issue an
-    /// API member's tokens (ROLE_TOO_LOW otherwise); anything else,
-    /// including a person's id, is MEMBER_NOT_FOUND.
+    /// API member's tokens (ROLE_TOO_LOW otherwise); a suspended one is
+    /// API_MEMBER_SUSPENDED, a revoked one MEMBER_REVOKED (its status asked
+    /// of the account service); anything else, including a person's id, is
+    /// MEMBER_NOT_FOUND.
     async fn api_member_of(
         &self,
         p: &Principal,
@@ -152,8 +155,19 @@ impl App {
             return Err(IdentityError::ApiMemberNotFound);
         };
         match users::by_id(&self.db, id.as_str()).await? {
-            Some(user) if user.api_account_id == account_id => Ok(user.id),
-            _ => Err(IdentityError::ApiMemberNotFound),
+            Some(user) if user.api_account_id == account_id => {}
+            _ => return Err(IdentityError::ApiMemberNotFound),
+        }
+        // An API member belongs to its one account for good: no membership
+        // there any more means it was revoked.
+        match self
+            .accounts
+            .member_status(&id, &AccountId::trusted(account_id))
+            .await?
+        {
+            Some(MemberState::Active) => Ok(id.into_string()),
+            Some(MemberState::Suspended) => Err(IdentityError::ApiMemberSuspended),
+            None => Err(IdentityError::ApiMemberRevoked),
         }
     }
 

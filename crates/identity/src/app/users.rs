@@ -11,6 +11,7 @@ use tenancy_runtime::{Error, Principal, Timestamp, ids};
 use super::{App, time_text};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::check_new_password;
+use crate::domain::phone::parse_phone;
 use crate::domain::profile::{Email, parse_email, parse_label, parse_name};
 use crate::store::email_tokens::{self, PendingSignUp, Purpose};
 use crate::store::users::{self, NewUser, UserRow};
@@ -183,6 +184,7 @@ impl App {
         email: &str,
         password: &str,
         name: &str,
+        phone: &str,
         ip: &str,
     ) -> Result<(), IdentityError> {
         let mut violations = Vec::new();
@@ -200,7 +202,18 @@ impl App {
         )
         .map_err(|e| violations.push(e))
         .ok();
-        let (Some(email), Some(name), Some(password)) = (email, name, password) else {
+        // Optional; kept unverified on the sign-up's link, and sent its code
+        // only once the address is proved: an anonymous call never makes us
+        // send an SMS (SMS pumping).
+        let phone = if phone.trim().is_empty() {
+            Some(String::new())
+        } else {
+            parse_phone("phone", phone)
+                .map_err(|e| violations.push(e))
+                .ok()
+        };
+        let (Some(email), Some(name), Some(password), Some(phone)) = (email, name, password, phone)
+        else {
             return Err(IdentityError::several(violations));
         };
         // Hash before looking: a taken address answers in the same time.
@@ -224,6 +237,7 @@ impl App {
         let sign_up = PendingSignUp {
             password_hash: hash,
             name,
+            phone,
         };
         self.send_verification(&user.id, &user.email, &sign_up.name, Some(&sign_up))
             .await
@@ -253,6 +267,8 @@ impl App {
         }
         let user_id = link.user_id;
         let address = link.email;
+        // The phone number the activated sign-up gave, if any.
+        let mut phone = None;
         let key = address.to_lowercase();
         let (current_key, pending) = users::email_keys(&tx, &user_id).await?.ok_or_else(|| {
             IdentityError::invalid(Invalid::EmailToken, "token", "unknown or used")
@@ -277,6 +293,7 @@ impl App {
                 ));
             }
             email_tokens::spend_sign_ups(&tx, &user_id, now.millis()).await?;
+            phone = Some(sign_up.phone.clone()).filter(|p| !p.is_empty());
         } else if current_key == key {
             users::mark_verified(&tx, &user_id, now.millis()).await?;
         } else if pending.to_lowercase() == key {
@@ -297,6 +314,15 @@ impl App {
             ));
         }
         tx.commit().await?;
+        if let Some(phone) = phone {
+            // The address is proved: the sign-up's number gets its code as
+            // StartPhoneVerification sends one (ConfirmPhone verifies it).
+            // The address stays verified if sending fails; the user can ask
+            // for a code again.
+            if let Err(error) = self.send_phone_code(&user_id, phone).await {
+                tracing::warn!(%error, "the sign-up's phone code was not sent");
+            }
+        }
         Ok(address)
     }
 

@@ -22,6 +22,12 @@ pub(crate) enum IdentityError {
     /// `member_id` names no API member of the caller's account.
     #[error("no such API member in this account")]
     ApiMemberNotFound,
+    /// The API member `member_id` names is suspended in the account.
+    #[error("the API member is suspended; reactivate it first")]
+    ApiMemberSuspended,
+    /// The API member `member_id` names was revoked from the account.
+    #[error("the API member was revoked")]
+    ApiMemberRevoked,
     /// No such SSH key in the selected account.
     #[error("no such SSH key")]
     SshKeyNotFound,
@@ -313,6 +319,8 @@ impl From<IdentityError> for Error {
             IdentityError::SessionNotFound => Error::new(Reason::SessionNotFound, message),
             IdentityError::ApiTokenNotFound => Error::new(Reason::ApiTokenNotFound, message),
             IdentityError::ApiMemberNotFound => Error::new(Reason::MemberNotFound, message),
+            IdentityError::ApiMemberSuspended => Error::new(Reason::ApiMemberSuspended, message),
+            IdentityError::ApiMemberRevoked => Error::new(Reason::MemberRevoked, message),
             IdentityError::SshKeyNotFound => Error::new(Reason::SshKeyNotFound, message),
             IdentityError::ApiTokenInvalid => Error::new(Reason::ApiTokenInvalid, message),
             IdentityError::TokenRevoked => Error::new(Reason::TokenRevoked, message),
@@ -469,6 +477,16 @@ mod tests {
         let error = Error::from(IdentityError::OthersTokensNeedOwner);
         assert_eq!(error.reason, Reason::RoleTooLow);
         assert_eq!(error.metadata["required_role"], "ROLE_OWNER");
+    }
+
+    #[test]
+    fn tokens_for_an_inactive_api_member_are_a_failed_precondition() {
+        let error = Error::from(IdentityError::ApiMemberSuspended);
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(error.reason, Reason::ApiMemberSuspended);
+        let error = Error::from(IdentityError::ApiMemberRevoked);
+        assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(error.reason, Reason::MemberRevoked);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rand::Rng as _;
 
+use super::error::{IdentityError, Invalid};
 use super::totp::SecretBox;
 
 /// How long a code is valid.
@@ -18,6 +19,13 @@ pub(crate) const MAX_CODES_PER_WINDOW: i32 = 5;
 pub(crate) const SEND_WINDOW: Duration = Duration::from_secs(3600);
 /// The longest code input looked at (longer is wrong without hashing).
 pub(crate) const MAX_CODE_INPUT: usize = 16;
+
+/// `input` as the E.164 number stored (`runtime::text::phone`), or
+/// PHONE_INVALID naming `field`.
+pub(crate) fn parse_phone(field: &str, input: &str) -> Result<String, IdentityError> {
+    tenancy_runtime::text::phone(input)
+        .map_err(|why| IdentityError::invalid(Invalid::Phone, field, why))
+}
 
 /// A fresh six-digit code.
 pub(crate) fn new_code() -> String {

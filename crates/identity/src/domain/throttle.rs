@@ -71,6 +71,17 @@ pub(crate) fn blocked_until(kind: Counter, state: State, now: Timestamp) -> Opti
     (until > now).then_some(until)
 }
 
+/// Until when a counter refuses attempts at `now`, if it does: none once
+/// its window is over (it restarts with the next failure). The one check
+/// of a stored counter, for an attempt that is counted and for a check
+/// that counts nothing.
+pub(crate) fn refusing_until(kind: Counter, state: State, now: Timestamp) -> Option<Timestamp> {
+    if window_over(kind, state, now) {
+        return None;
+    }
+    blocked_until(kind, state, now)
+}
+
 /// How long a counter's window lasts: a pair's from its last failure (it
 /// outlasts the longest back-off), a cap's from its window's start.
 pub(crate) fn window(kind: Counter) -> Duration {
@@ -144,6 +155,28 @@ mod tests {
             Some(Timestamp(1_000_000 + 900_000))
         );
         assert_eq!(blocked_until(Counter::Pair, state(5, 0), now), None);
+    }
+
+    #[test]
+    fn a_counter_whose_window_is_over_refuses_nothing() {
+        let now = Timestamp(10_000_000);
+        assert_eq!(
+            refusing_until(Counter::Ip, state(300, 9_000_000), now),
+            Some(Timestamp(9_000_000 + 3_600_000))
+        );
+        assert_eq!(
+            refusing_until(Counter::Ip, state(299, 9_000_000), now),
+            None
+        );
+        assert_eq!(
+            refusing_until(Counter::Ip, state(300, 6_400_000), now),
+            None
+        );
+        assert_eq!(
+            refusing_until(Counter::Pair, state(6, 9_999_000), now),
+            Some(Timestamp(9_999_000 + 2_000))
+        );
+        assert_eq!(refusing_until(Counter::Pair, state(60, 0), now), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod m20261129_000002_pending_sign_ups;
 mod m20261130_000003_api_members;
 mod m20261130_000004_phone;
 mod m20261130_000005_passkeys;
+mod m20261130_000007_sign_up_phone;
 
 /// Every migration step of the identity service, in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_api_members::Migration),
             Box::new(m20261130_000004_phone::Migration),
             Box::new(m20261130_000005_passkeys::Migration),
+            Box::new(m20261130_000007_sign_up_phone::Migration),
         ]
     }
 

@@ -36,6 +36,9 @@ pub(crate) struct PendingSignUp {
     pub(crate) password_hash: String,
     /// The name given.
     pub(crate) name: String,
+    /// The phone number given (E.164), empty when none: sent its code once
+    /// the link is followed.
+    pub(crate) phone: String,
 }
 
 /// A stored link.
@@ -53,7 +56,7 @@ pub(crate) struct EmailToken {
 }
 
 /// What spending a link leaves of it: its use time, no credentials.
-const SPENT: &str = "used_time = $1, password_hash = NULL, name = NULL";
+const SPENT: &str = "used_time = $1, password_hash = NULL, name = NULL, phone = NULL";
 
 /// Stores a link by the hash of its secret (with the sign-up it is sent
 /// for, if any).
@@ -71,7 +74,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     exec(
         c,
         "INSERT INTO identity_email_tokens (token_hash, user_id, purpose, email, create_time, \
-         expire_time, password_hash, name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         expire_time, password_hash, name, phone) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         vec![
             hash.into(),
             user_id.into(),
@@ -81,6 +84,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(
             expire.into(),
             sign_up.map(|s| s.password_hash.clone()).into(),
             sign_up.map(|s| s.name.clone()).into(),
+            sign_up.map(|s| s.phone.clone()).into(),
         ],
     )
     .await?;
@@ -95,7 +99,7 @@ pub(crate) async fn find<C: ConnectionTrait>(
 ) -> Result<Option<EmailToken>, DbErr> {
     one(
         c,
-        "SELECT user_id, email, expire_time, used_time, password_hash, name \
+        "SELECT user_id, email, expire_time, used_time, password_hash, name, phone \
          FROM identity_email_tokens WHERE token_hash = $1 AND purpose = $2",
         vec![hash.into(), purpose.as_str().into()],
     )
@@ -103,6 +107,7 @@ pub(crate) async fn find<C: ConnectionTrait>(
     .map(|row| {
         let password_hash: Option<String> = get(&row, "password_hash")?;
         let name: Option<String> = get(&row, "name")?;
+        let phone: Option<String> = get(&row, "phone")?;
         Ok(EmailToken {
             user_id: get(&row, "user_id")?,
             email: get(&row, "email")?,
@@ -111,6 +116,7 @@ pub(crate) async fn find<C: ConnectionTrait>(
             sign_up: password_hash.map(|password_hash| PendingSignUp {
                 password_hash,
                 name: name.unwrap_or_default(),
+                phone: phone.unwrap_or_default(),
             }),
         })
     })
@@ -124,7 +130,7 @@ pub(crate) async fn newest_sign_up<C: ConnectionTrait>(
 ) -> Result<Option<PendingSignUp>, DbErr> {
     one(
         c,
-        "SELECT password_hash, name FROM identity_email_tokens WHERE user_id = $1 \
+        "SELECT password_hash, name, phone FROM identity_email_tokens WHERE user_id = $1 \
          AND purpose = 'verify' AND used_time IS NULL AND password_hash IS NOT NULL \
          ORDER BY create_time DESC LIMIT 1",
         vec![user_id.into()],
@@ -134,6 +140,7 @@ pub(crate) async fn newest_sign_up<C: ConnectionTrait>(
         Ok(PendingSignUp {
             password_hash: get(&row, "password_hash")?,
             name: get::<Option<String>>(&row, "name")?.unwrap_or_default(),
+            phone: get::<Option<String>>(&row, "phone")?.unwrap_or_default(),
         })
     })
     .transpose()

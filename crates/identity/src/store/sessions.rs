@@ -154,26 +154,36 @@ pub(crate) async fn open_ids<C: ConnectionTrait>(
     .collect()
 }
 
-/// The user's live sessions at `now` (at most 500), only those selecting
-/// `account` when given, most recently used first.
+/// One page of the user's live sessions at `now`, only those selecting
+/// `account` when given: newest first (by creation, which never changes,
+/// so pages neither repeat nor skip a session that is used meanwhile),
+/// after the session created at `after` (time, id) when given, at most
+/// `limit` (keyset, no OFFSET).
 pub(crate) async fn list_open<C: ConnectionTrait>(
     c: &C,
     user_id: &str,
     account: Option<&str>,
     now: i64,
+    after: Option<(i64, &str)>,
+    limit: i64,
 ) -> Result<Vec<SessionListing>, DbErr> {
+    let (time, id) = after.unwrap_or((i64::MAX, ""));
     all(
         c,
         &format!(
             "SELECT id, user_id, account_id, user_agent, create_ip, last_ip, amr, create_time, \
              last_seen_time, auth_time, expire_time FROM identity_sessions WHERE user_id = $1 \
              AND {LIVE} AND ($3 = '' OR account_id = $3) \
-             ORDER BY last_seen_time DESC, id DESC LIMIT 500"
+             AND (create_time < $4 OR (create_time = $4 AND ($5 = '' OR id < $5))) \
+             ORDER BY create_time DESC, id DESC LIMIT $6"
         ),
         vec![
             user_id.into(),
             now.into(),
             account.unwrap_or_default().into(),
+            time.into(),
+            id.into(),
+            limit.into(),
         ],
     )
     .await?

@@ -26,6 +26,12 @@ async fn read<C: ConnectionTrait>(c: &C, key: &str, lock: &str) -> Result<Option
     .transpose()
 }
 
+/// The counter under `key` as stored, read only (no row made, nothing
+/// locked): for a check that counts no attempt.
+pub(crate) async fn state<C: ConnectionTrait>(c: &C, key: &str) -> Result<Option<State>, DbErr> {
+    read(c, key, "").await
+}
+
 /// The counter under `key`, locked until `c`'s transaction ends (created
 /// empty when missing, so that there is a row to lock): concurrent attempts
 /// on one key are checked and counted one after the other. SQLite: the

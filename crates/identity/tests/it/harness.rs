@@ -537,6 +537,7 @@ impl Env {
             email: email.into(),
             password: PASSWORD.into(),
             name: "Test User".into(),
+            phone: String::new(),
         })
         .await
         .unwrap();

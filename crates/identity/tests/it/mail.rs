@@ -96,6 +96,7 @@ async fn password_reset_links_to_one_address_are_bounded_and_only_the_newest_wor
         email: "bombed@example.com".into(),
         password: PASSWORD.into(),
         name: "Mallory".into(),
+        phone: String::new(),
     })
     .await
     .unwrap();
@@ -125,6 +126,7 @@ async fn verification_links_to_one_address_are_bounded() {
                 email: "pending@example.com".into(),
                 password: PASSWORD.into(),
                 name: "Pending".into(),
+                phone: String::new(),
             })
             .await
             .unwrap();

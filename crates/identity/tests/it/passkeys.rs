@@ -401,6 +401,74 @@ async fn passwordless_login_with_a_discoverable_passkey_is_a_login() {
         && e.outcome() == LoginOutcome::FailureBadCredentials));
 }
 
+/// BeginPasskeyLogin checks no secret, so it counts no attempt: it only
+/// reads the per-address login cap. An anonymous begin writes no counter
+/// (no row, nor a changed one); an address over its cap is refused with
+/// TOO_MANY_ATTEMPTS and when to retry, and its counter stays as it was.
+#[tokio::test]
+async fn begin_passkey_login_reads_the_address_cap_and_writes_no_counter() {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    use tenancy_runtime::Clock as _;
+    use tonic_types::StatusExt as _;
+    let env = start("pk_begin_cap").await;
+    let db = Database::connect(&env.db.url).await.unwrap();
+    let backend = db.get_database_backend();
+    let counters = || async {
+        db.query_all_raw(Statement::from_string(
+            backend,
+            "SELECT key, failures, window_start, last_failure FROM identity_throttle ORDER BY key",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row.try_get::<String>("", "key").unwrap(),
+                row.try_get::<i64>("", "failures").unwrap(),
+                row.try_get::<i64>("", "window_start").unwrap(),
+                row.try_get::<i64>("", "last_failure").unwrap(),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let now = env.clock.now().millis();
+    let put = |ip: &str, failures: i64| {
+        Statement::from_string(
+            backend,
+            format!(
+                "INSERT INTO identity_throttle (key, failures, window_start, last_failure) \
+                 VALUES ('ip:{ip}', {failures}, {}, {})",
+                now - 1000,
+                now - 1000
+            ),
+        )
+    };
+    // An address under its cap (failures counted earlier) and one at it.
+    db.execute_raw(put("203.0.113.70", 3)).await.unwrap();
+    db.execute_raw(put("203.0.113.71", 300)).await.unwrap();
+    let before = counters().await;
+    assert_eq!(before.len(), 2);
+
+    env.advance(Duration::from_secs(5));
+    begin_login(&env, "203.0.113.69").await;
+    begin_login(&env, "203.0.113.70").await;
+    let e = env
+        .anonymous("203.0.113.71")
+        .begin_passkey_login(BeginPasskeyLoginRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert_eq!(reason(&e), Reason::AttemptsExceeded);
+    let retry = e.get_details_retry_info().expect("RetryInfo");
+    assert!(retry.retry_delay.unwrap() > Duration::from_secs(3000));
+    assert_eq!(counters().await, before, "a begin wrote a counter");
+
+    // Once the window is over the address may begin again (still unwritten).
+    env.advance(Duration::from_secs(3600));
+    begin_login(&env, "203.0.113.71").await;
+    assert_eq!(counters().await, before, "a begin wrote a counter");
+}
+
 #[tokio::test]
 async fn registration_refuses_a_wrong_origin_a_wrong_rp_id_and_a_replay() {
     let env = start("pk_registration_refusals").await;

@@ -109,6 +109,7 @@ async fn unverified_users_cannot_log_in_but_learn_it_only_with_the_right_passwor
         email: "carol@example.com".into(),
         password: PASSWORD.into(),
         name: "Carol".into(),
+        phone: String::new(),
     })
     .await
     .unwrap();
@@ -752,13 +753,21 @@ async fn every_login_attempt_of_a_known_user_is_in_the_login_history() {
         .await
         .unwrap_err();
     let s = session(&env, "ida@example.com").await;
-    let events = env
-        .in_session(&user, &s.session_id, None)
-        .list_login_events(ListLoginEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .login_events;
+    // The refusal's event is written off the response path: waited for.
+    let mut events = Vec::new();
+    for _ in 0..1500 {
+        events = env
+            .in_session(&user, &s.session_id, None)
+            .list_login_events(ListLoginEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .login_events;
+        if events.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let outcomes: Vec<i32> = events.iter().map(|e| e.outcome).collect();
     assert_eq!(
         outcomes,
@@ -801,6 +810,19 @@ async fn the_login_history_pages_by_keyset_with_filters_in_every_page() {
     }
     let s = session(&env, "jo@example.com").await;
     let mut c = env.in_session(&user, &s.session_id, None);
+    // The refusals' events are written off the response path: waited for.
+    for _ in 0..1500 {
+        let all = c
+            .list_login_events(ListLoginEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .login_events;
+        if all.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (mut seen, mut token) = (Vec::new(), String::new());
     loop {
         let page = c
@@ -931,4 +953,179 @@ async fn revocations_of_two_replicas_reach_every_watcher_in_one_gapless_order() 
         .unwrap()
         .into_inner();
     assert_eq!(next_events(&mut on_a, 4).await, from_b[4..].to_vec());
+}
+
+/// ListSessions pages (keyset, newest first): 120 sessions walked 50 at a
+/// time come back each exactly once, even with sessions created in the
+/// same millisecond and sessions used between pages. ListMemberSessions
+/// pages the same way. A malformed page token, or one issued by the other
+/// list, is INVALID_ARGUMENT PAGE_TOKEN_INVALID.
+#[tokio::test]
+async fn sessions_are_listed_in_pages_without_duplicates_or_gaps() {
+    let env = Env::start("sessionpages").await;
+    let email = "paula@example.com";
+    let user = env.verified_user(email).await;
+    // Oldest first; three at a time share their creation millisecond.
+    let mut created = Vec::new();
+    for i in 0..120 {
+        created.push(session(&env, email).await);
+        if i % 3 == 0 {
+            env.advance(Duration::from_millis(1));
+        }
+    }
+    let mut me = env.in_session(&user, &created[0].session_id, None);
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = me
+            .list_sessions(ListSessionsRequest {
+                page_size: 50,
+                page_token: page_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages.push(page.sessions.len());
+        seen.extend(page.sessions.iter().map(|s| s.id.clone()));
+        // Used meanwhile (the oldest, on the last page, and one listed
+        // already), and a new one made: none moves across pages.
+        env.advance(Duration::from_secs(1));
+        for used in [0, 119] {
+            let refreshed = env.refresh(created[used].refresh_token.clone()).await;
+            created[used].refresh_token = refreshed.refresh_token;
+        }
+        session(&env, email).await;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    // The sessions made while paging are newer than the first page: not in
+    // this walk.
+    assert_eq!(pages, [50, 50, 20]);
+    let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "a session listed twice");
+    let want: std::collections::BTreeSet<_> =
+        created.iter().map(|s| s.session_id.clone()).collect();
+    assert_eq!(unique, want);
+    // Default size: 50.
+    let first = me
+        .list_sessions(ListSessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.sessions.len(), 50);
+
+    for bad in ["not a token", "eyJ9"] {
+        let e = me
+            .list_sessions(ListSessionsRequest {
+                page_size: 10,
+                page_token: bad.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert_eq!(reason(&e), Reason::PageTokenInvalid);
+    }
+
+    // ListMemberSessions: the member's sessions in the account, in pages;
+    // ListSessions' token is not one of its tokens.
+    let account = env.create_account(&user).await;
+    for _ in 0..3 {
+        env.anonymous("198.51.100.7")
+            .login(LoginRequest {
+                account_id: account.clone(),
+                ..login(email, PASSWORD)
+            })
+            .await
+            .unwrap();
+    }
+    let mut owner = env.as_principal(tenancy_testkit::member(
+        &user,
+        &account,
+        tenancy_testkit::Role::Owner,
+    ));
+    let list = |page_token: String| ListMemberSessionsRequest {
+        user_id: user.clone(),
+        page_size: 2,
+        page_token,
+    };
+    let one = owner
+        .list_member_sessions(list(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.sessions.len(), 2);
+    let two = owner
+        .list_member_sessions(list(one.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(two.next_page_token.is_empty());
+    assert_eq!(two.sessions.len(), 1);
+    let mut ids: Vec<_> = one
+        .sessions
+        .iter()
+        .chain(&two.sessions)
+        .map(|s| s.id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+    let e = owner
+        .list_member_sessions(list(first.next_page_token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&e), Reason::PageTokenInvalid);
+}
+
+/// A refused login of a known user answers without waiting for its login
+/// event to be written (which an unknown email never writes): no user
+/// enumeration by timing. Proved by holding the login-event table locked
+/// (PostgreSQL: SQLite has one write lock for everything, which the
+/// attempt counter needs too): the refusal still answers, and its event
+/// is written once the lock goes.
+#[tokio::test]
+async fn a_refused_login_of_a_known_user_does_not_wait_for_its_event() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    if !tenancy_testkit::TestDatabase::is_postgres() {
+        return;
+    }
+    let env = Env::start("refusedfast").await;
+    let email = "lena@example.com";
+    let user = env.verified_user(email).await;
+    let db = Database::connect(&env.db.url).await.unwrap();
+    let tx = db.begin().await.unwrap();
+    tx.execute_unprepared("LOCK TABLE identity_login_events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(20),
+        env.anonymous("198.51.100.44")
+            .login(login(email, "wrong password here")),
+    )
+    .await
+    .expect("the refusal waited for its login event")
+    .unwrap_err();
+    assert_eq!(reason(&refused), Reason::CredentialsInvalid);
+    tx.rollback().await.unwrap();
+    let s = session(&env, email).await;
+    for _ in 0..1500 {
+        let events = env
+            .in_session(&user, &s.session_id, None)
+            .list_login_events(ListLoginEventsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .login_events;
+        if events
+            .iter()
+            .any(|e| e.outcome() == LoginOutcome::FailureBadCredentials)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the refused login was never recorded");
 }

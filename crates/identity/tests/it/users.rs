@@ -10,6 +10,7 @@ fn sign_up(email: &str, password: &str, name: &str) -> SignUpRequest {
         email: email.into(),
         password: password.into(),
         name: name.into(),
+        phone: String::new(),
     }
 }
 
@@ -147,6 +148,14 @@ async fn sign_up_refuses_invalid_input_with_field_violations() {
             Reason::PasswordTooCommon,
             "password",
         ),
+        (
+            SignUpRequest {
+                phone: "0170 1234567".into(),
+                ..sign_up("a@example.com", PASSWORD, "A")
+            },
+            Reason::PhoneInvalid,
+            "phone",
+        ),
     ];
     for (request, expected, field) in cases {
         let e = c.sign_up(request).await.unwrap_err();
@@ -158,6 +167,88 @@ async fn sign_up_refuses_invalid_input_with_field_violations() {
         );
     }
     assert!(env.outbox.all().await.is_empty());
+}
+
+/// The code in the last of the SMS `sms` received.
+fn code_in(sms: &tenancy_testkit::SmsRequest) -> String {
+    let body: serde_json::Value = serde_json::from_str(&sms.body).unwrap();
+    let text = body["text"].as_str().unwrap();
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|part| part.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {text:?}"))
+        .to_owned()
+}
+
+/// A phone number given at sign-up is sent nothing while the sign-up is
+/// anonymous (no SMS pumping): it waits unverified on the sign-up's link.
+/// VerifyEmail sends its code by SMS, ConfirmPhone verifies it. A later
+/// sign-up for the same unverified address brings its own number: the
+/// sign-up verified is the one whose number gets the code.
+#[tokio::test]
+async fn a_phone_given_at_sign_up_gets_its_code_only_once_the_email_is_verified() {
+    let sms = tenancy_testkit::SmsServer::start().await;
+    let sms_url = sms.url();
+    let env = Env::start_with("signupphone", move |config| {
+        config.sms.url = Some(sms_url);
+        config.sms.authorization = Some("Bearer sms-test-key".into());
+    })
+    .await;
+    let email = "phoebe@example.com";
+    let mut c = env.anonymous("198.51.100.1");
+    let sms_queued = || async {
+        env.outbox
+            .all()
+            .await
+            .into_iter()
+            .filter(|m| {
+                m.template() == tenancy_proto::contacts::MessageTemplate::PhoneVerificationSms
+            })
+            .count()
+    };
+    c.sign_up(SignUpRequest {
+        phone: "+44 20 7946 0958".into(),
+        ..sign_up(email, PASSWORD, "Phoebe")
+    })
+    .await
+    .unwrap();
+    let first = env.outbox.wait_token(email, "verify_url", None).await;
+    c.sign_up(SignUpRequest {
+        phone: "+49 151 2345 6789".into(),
+        ..sign_up(email, PASSWORD, "Phoebe")
+    })
+    .await
+    .unwrap();
+    let second = env
+        .outbox
+        .wait_token(email, "verify_url", Some(&first))
+        .await;
+    // Sign-ups queue no SMS (SendPhoneCode queues before it answers).
+    assert_eq!(sms_queued().await, 0);
+    assert!(sms.received().is_empty());
+
+    c.verify_email(VerifyEmailRequest { token: second })
+        .await
+        .unwrap();
+    assert_eq!(sms_queued().await, 1);
+    let received = sms.wait_for(1).await;
+    let body: serde_json::Value = serde_json::from_str(&received[0].body).unwrap();
+    assert_eq!(body["to"], "+4915123456789");
+    let code = code_in(&received[0]);
+
+    let session = env.login(email).await;
+    let mut me = env.in_session(&session.user_id, &session.session_id, None);
+    let before = me.get_me(GetMeRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        before.user.unwrap().phone,
+        "",
+        "verified before ConfirmPhone"
+    );
+    me.confirm_phone(ConfirmPhoneRequest { code })
+        .await
+        .unwrap();
+    let after = me.get_me(GetMeRequest {}).await.unwrap().into_inner();
+    assert_eq!(after.user.unwrap().phone, "+4915123456789");
+    assert_eq!(sms_queued().await, 1);
 }
 
 #[tokio::test]
