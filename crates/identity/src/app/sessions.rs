@@ -105,6 +105,34 @@ pub(crate) enum LoginOutcome {
     MfaChallenge(MfaChallenge),
 }
 
+/// The security log line of a login event, with the stable `event` a SIEM
+/// matches (README: Traces and logs); ids only.
+fn log_login(
+    user_id: &str,
+    account_id: &str,
+    session_id: &str,
+    client: &Client,
+    method: pb::LoginMethod,
+    outcome: pb::LoginOutcome,
+) {
+    let event = match outcome {
+        pb::LoginOutcome::Success => "login.success",
+        pb::LoginOutcome::MfaRequired => "login.mfa_required",
+        pb::LoginOutcome::FailureThrottled => "login.locked_out",
+        _ => "login.failure",
+    };
+    tracing::info!(
+        event,
+        user_id,
+        account_id,
+        session_id,
+        method = method.as_str_name(),
+        outcome = outcome.as_str_name(),
+        client_ip = %client.ip,
+        "login"
+    );
+}
+
 impl App {
     /// Records a login event (only for known users).
     #[allow(clippy::too_many_arguments)]
@@ -133,23 +161,7 @@ impl App {
             },
         )
         .await?;
-        // The stable `event` a SIEM matches (README: Traces and logs).
-        let event = match outcome {
-            pb::LoginOutcome::Success => "login.success",
-            pb::LoginOutcome::MfaRequired => "login.mfa_required",
-            pb::LoginOutcome::FailureThrottled => "login.locked_out",
-            _ => "login.failure",
-        };
-        tracing::info!(
-            event,
-            user_id,
-            account_id,
-            session_id,
-            method = method.as_str_name(),
-            outcome = outcome.as_str_name(),
-            client_ip = %client.ip,
-            "login"
-        );
+        log_login(user_id, account_id, session_id, client, method, outcome);
         Ok(())
     }
 
@@ -176,6 +188,7 @@ impl App {
             method: method as i32,
             outcome: outcome as i32,
         };
+        log_login(&row.user_id, &row.account_id, "", client, method, outcome);
         let app = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(error) = login_events::insert(&app.db, row).await {
