@@ -172,6 +172,7 @@ impl IdentityService {
         .measured(&context.metrics);
         let secrets = SecretBox::new(totp_key(&context)?);
         let webauthn = app::passkeys::relying_party(&auth)?;
+        let attestation_cas = app::passkeys::attestation_cas(&auth)?;
         let app = app::App {
             db,
             clock: context.clock.clone(),
@@ -184,6 +185,7 @@ impl IdentityService {
             signal: Arc::new(tokio::sync::Notify::new()),
             outcomes: metrics::Outcomes::new(&context.metrics),
             webauthn,
+            attestation_cas,
         };
         app.ensure_signing_key()
             .await

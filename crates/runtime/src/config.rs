@@ -50,6 +50,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which authenticators may register a passkey
+/// (`auth.webauthn_attestation`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebauthnAttestation {
+    /// Any authenticator; its attestation is neither asked for nor checked.
+    #[default]
+    None,
+    /// Only authenticators whose attestation chains to one of the CA
+    /// certificates in `auth.webauthn_attestation_ca_file` (device-bound
+    /// security keys and platform authenticators that attest; synced
+    /// passkeys do not).
+    Ca,
+}
+
 /// The whole configuration of the suite. One struct for every process, so
 /// `tenancy serve` and `tenancy serve <service>` read the same file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -223,6 +238,14 @@ pub struct AuthConfig {
     /// `https://portal.example.com`): each is the rp id or one of its
     /// subdomains; `http://` only for `localhost`.
     pub webauthn_origins: Vec<String>,
+    /// Which authenticators may register a passkey: `none` (any, the
+    /// attestation is not checked) or `ca` (only those attested by a CA in
+    /// `webauthn_attestation_ca_file`).
+    pub webauthn_attestation: WebauthnAttestation,
+    /// PEM file of the attestation CA certificates trusted when
+    /// `webauthn_attestation` is `ca` (e.g. the vendors' roots from the
+    /// FIDO Metadata Service); required then, unused otherwise.
+    pub webauthn_attestation_ca_file: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -242,6 +265,8 @@ impl Default for AuthConfig {
             totp_encryption_key: None,
             webauthn_rp_id: "localhost".to_owned(),
             webauthn_origins: vec!["http://localhost:8080".to_owned()],
+            webauthn_attestation: WebauthnAttestation::None,
+            webauthn_attestation_ca_file: None,
         }
     }
 }

@@ -55,6 +55,9 @@ pub(crate) struct App {
     pub(crate) outcomes: crate::metrics::Outcomes,
     /// The WebAuthn relying party (passkeys).
     pub(crate) webauthn: webauthn_rs::Webauthn,
+    /// The CAs a registering authenticator's attestation must chain to
+    /// (`auth.webauthn_attestation = "ca"`); `None`: any authenticator.
+    pub(crate) attestation_cas: Option<webauthn_rs::prelude::AttestationCaList>,
 }
 
 impl App {

@@ -16,14 +16,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_proto::identity as pb;
-use tenancy_runtime::config::{AuthConfig, ConfigError};
+use tenancy_runtime::config::{AuthConfig, ConfigError, WebauthnAttestation};
 use tenancy_runtime::ids::{self, AccountId, UserId};
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Principal, Timestamp};
 use webauthn_rs::prelude::{
-    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
-    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn,
-    WebauthnBuilder, WebauthnError,
+    AttestationCaList, AttestedPasskeyRegistration, AuthenticationResult,
+    DiscoverableAuthentication, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
+    WebauthnError,
 };
 use webauthn_rs_proto::ResidentKeyRequirement;
 
@@ -79,6 +80,45 @@ pub(crate) fn relying_party(auth: &AuthConfig) -> Result<Webauthn, ConfigError> 
         .timeout(CEREMONY_LIFETIME)
         .build()
         .map_err(|e| ConfigError::new(ORIGINS, e))
+}
+
+/// The attestation CAs a registering authenticator must chain to, from
+/// `auth.webauthn_attestation` and `auth.webauthn_attestation_ca_file`;
+/// `None` when any authenticator may register.
+pub(crate) fn attestation_cas(auth: &AuthConfig) -> Result<Option<AttestationCaList>, ConfigError> {
+    const FILE: &str = "auth.webauthn_attestation_ca_file";
+    const END: &str = "-----END CERTIFICATE-----";
+    if auth.webauthn_attestation == WebauthnAttestation::None {
+        return Ok(None);
+    }
+    let Some(path) = &auth.webauthn_attestation_ca_file else {
+        return Err(ConfigError::new(
+            FILE,
+            "name the PEM file of the attestation CAs (auth.webauthn_attestation is \"ca\")",
+        ));
+    };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(FILE, format_args!("{}: {e}", path.display())))?;
+    let mut cas = AttestationCaList::default();
+    for (n, block) in pem.split_inclusive(END).enumerate() {
+        let Some(begin) = block.find("-----BEGIN CERTIFICATE-----") else {
+            continue;
+        };
+        let one = AttestationCaList::try_from(&block.as_bytes()[begin..]).map_err(|e| {
+            ConfigError::new(
+                FILE,
+                format_args!("{}: certificate {}: {e}", path.display(), n + 1),
+            )
+        })?;
+        cas.union(&one);
+    }
+    if cas.is_empty() {
+        return Err(ConfigError::new(
+            FILE,
+            format_args!("{}: no PEM certificate in it", path.display()),
+        ));
+    }
+    Ok(Some(cas))
 }
 
 /// What a passkey proves, as an RFC 8176 amr value: a synced passkey is a
@@ -221,15 +261,30 @@ impl App {
             .iter()
             .map(|row| from_json::<Passkey>(&row.credential).map(|p| p.cred_id().clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (mut options, state) = self
-            .webauthn
-            .start_passkey_registration(
-                user_handle(&user.id)?,
-                &user.email,
-                &user.name,
-                Some(exclude),
-            )
-            .map_err(internal)?;
+        let handle = user_handle(&user.id)?;
+        let (mut options, state) = match &self.attestation_cas {
+            None => {
+                let (options, state) = self
+                    .webauthn
+                    .start_passkey_registration(handle, &user.email, &user.name, Some(exclude))
+                    .map_err(internal)?;
+                (options, to_json(&state)?)
+            }
+            Some(cas) => {
+                let (options, state) = self
+                    .webauthn
+                    .start_attested_passkey_registration(
+                        handle,
+                        &user.email,
+                        &user.name,
+                        Some(exclude),
+                        cas.clone(),
+                        None,
+                    )
+                    .map_err(internal)?;
+                (options, to_json(&state)?)
+            }
+        };
         // Discoverable credentials (passwordless login) where the
         // authenticator can keep one; others still register.
         if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
@@ -244,7 +299,7 @@ impl App {
             &user.id,
             &session.id,
             &client.ip,
-            &to_json(&state)?,
+            &state,
             now.millis(),
             expire.millis(),
         )
@@ -280,19 +335,42 @@ impl App {
         if ceremony.session_id != session.id {
             return Err(IdentityError::PasskeyChallengeInvalid);
         }
-        let state: PasskeyRegistration = from_json(&ceremony.state)?;
-        let passkey = match self
-            .webauthn
-            .finish_passkey_registration(&credential, &state)
-        {
+        // A ceremony begun under the other `auth.webauthn_attestation`
+        // (before a restart) does not parse as this one's state: spent.
+        let verdict = match &self.attestation_cas {
+            None => serde_json::from_str::<PasskeyRegistration>(&ceremony.state)
+                .ok()
+                .map(|state| {
+                    self.webauthn
+                        .finish_passkey_registration(&credential, &state)
+                }),
+            Some(_) => serde_json::from_str::<AttestedPasskeyRegistration>(&ceremony.state)
+                .ok()
+                .map(|state| {
+                    self.webauthn
+                        .finish_attested_passkey_registration(&credential, &state)
+                        .map(Passkey::from)
+                }),
+        };
+        let Some(verdict) = verdict else {
+            tx.commit().await?;
+            return Err(IdentityError::PasskeyChallengeInvalid);
+        };
+        let passkey = match verdict {
             Ok(passkey) => passkey,
             Err(e) => {
                 // The challenge is spent either way.
                 tx.commit().await?;
+                let message = match self.attestation_cas {
+                    None => e.to_string(),
+                    Some(_) => format!(
+                        "{e} (only authenticators attested by a CA this service trusts may register)"
+                    ),
+                };
                 return Err(IdentityError::invalid(
                     Invalid::Passkey,
                     "credential_json",
-                    e.to_string(),
+                    message,
                 ));
             }
         };

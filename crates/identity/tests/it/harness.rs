@@ -269,6 +269,26 @@ impl Env {
         (self.replica_with(config).await, silent)
     }
 
+    /// Why identity refuses to open with this configuration changed by
+    /// `tweak`: the error's text.
+    pub async fn open_refusal(
+        &self,
+        tweak: impl FnOnce(&mut tenancy_runtime::config::Config),
+    ) -> String {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let context = test_context(config, Arc::new(self.clock.clone()))
+            .for_part(tenancy_runtime::tls::Caller::Identity);
+        let mailer: Arc<dyn Mailer> = Arc::new(ContactsMailer::new(
+            context.channel_to(ServiceName::Contacts).unwrap(),
+            context.service_auth(),
+        ));
+        match IdentityService::open_with_mailer(context, mailer).await {
+            Ok(_) => panic!("identity opened"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     async fn replica_with(&self, config: tenancy_runtime::config::Config) -> Replica {
         let (channel, trigger) = serve(
             tenancy_testkit::loopback().await,

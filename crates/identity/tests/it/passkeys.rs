@@ -19,6 +19,7 @@ use tenancy_proto::identity::complete_mfa_request::SecondFactor;
 use tenancy_proto::identity::login_response::Outcome;
 use tenancy_proto::identity::*;
 use tenancy_runtime::Reason;
+use tenancy_runtime::config::WebauthnAttestation;
 use url::Url;
 
 use crate::harness::{Env, PASSWORD, reason};
@@ -156,6 +157,20 @@ async fn finish(
         })
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// The passkeys ListPasskeys shows in `session`.
+async fn passkeys_of(
+    env: &Env,
+    user: &str,
+    session: &SessionCredentials,
+) -> Vec<tenancy_proto::identity::Passkey> {
+    env.in_session(user, &session.session_id, None)
+        .list_passkeys(ListPasskeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .passkeys
 }
 
 /// Registers a passkey on `device` in `session`; returns its id.
@@ -522,13 +537,7 @@ async fn registration_refuses_a_wrong_origin_a_wrong_rp_id_and_a_replay() {
         .unwrap();
 
     // Nothing refused was stored.
-    let listed = env
-        .in_session(&user, &session.session_id, None)
-        .list_passkeys(ListPasskeysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .passkeys;
+    let listed = passkeys_of(&env, &user, &session).await;
     assert_eq!(listed.len(), 2);
 
     // Registration needs a recent authentication.
@@ -602,13 +611,7 @@ async fn a_cloned_authenticator_is_refused_and_the_user_told() {
         .await
         .unwrap_err();
     assert_eq!(reason(&refused), Reason::PasskeySuspect);
-    let listed = env
-        .in_session(&user, &session.session_id, None)
-        .list_passkeys(ListPasskeysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .passkeys;
+    let listed = passkeys_of(&env, &user, &session).await;
     assert!(listed[0].suspect);
     // Its only usable passkey is suspect: the challenge offers none.
     let challenge = challenge_from(&env, "198.51.100.7", email).await;
@@ -756,4 +759,50 @@ async fn a_passkey_is_2fa_for_api_tokens_also_after_totp_goes() {
         .await
         .unwrap();
     assert!(introspect().await, "the passkey is left");
+}
+
+#[tokio::test]
+async fn attestation_ca_mode_refuses_an_authenticator_no_listed_ca_attests() {
+    // A CA list naming some vendor's root, not the software authenticator
+    // (which attests nothing: format "none").
+    let vendor = rcgen::generate_simple_self_signed(vec!["fido.vendor.example".into()]).unwrap();
+    let file = std::env::temp_dir().join(format!("pk_attestation_{}.pem", std::process::id()));
+    std::fs::write(&file, vendor.cert.pem()).unwrap();
+    let ca_file = file.clone();
+    let env = Env::start_with("pk_attestation_ca", move |config| {
+        config.auth.webauthn_rp_id = RP_ID.into();
+        config.auth.webauthn_origins = vec![ORIGIN.into()];
+        config.auth.webauthn_attestation = WebauthnAttestation::Ca;
+        config.auth.webauthn_attestation_ca_file = Some(ca_file);
+    })
+    .await;
+    let (user, session) = user(&env, "grace@example.com").await;
+
+    let options = begin(&env, &user, &session).await;
+    let parsed: serde_json::Value = serde_json::from_str(&options).unwrap();
+    assert_eq!(parsed["publicKey"]["attestation"], "direct");
+    let credential = Device::default().create(&options, ORIGIN).await;
+    let refused = finish(&env, &user, &session, "key", &credential)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason(&refused), Reason::PasskeyInvalid);
+    assert!(
+        refused.message().to_lowercase().contains("attest"),
+        "{}",
+        refused.message()
+    );
+    let listed = passkeys_of(&env, &user, &session).await;
+    assert!(listed.is_empty());
+
+    // The mode without a CA file, or with a file holding no certificate,
+    // does not start; the error names the setting.
+    let why = env
+        .open_refusal(|config| config.auth.webauthn_attestation_ca_file = None)
+        .await;
+    assert!(why.contains("auth.webauthn_attestation_ca_file"), "{why}");
+    std::fs::write(&file, "not a certificate\n").unwrap();
+    let why = env.open_refusal(|_| {}).await;
+    assert!(why.contains("auth.webauthn_attestation_ca_file"), "{why}");
+    std::fs::remove_file(&file).unwrap();
 }
