@@ -15,7 +15,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
-use tenancy_proto::account::{GetDefaultAccountRequest, GetPrincipalStateRequest, MemberStatus};
+use tenancy_proto::account::{
+    GetDefaultAccountRequest, GetPrincipalStateRequest, MemberStatus, MembershipState,
+};
 use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
 use tenancy_proto::contacts::{EmailAddress, MessageTemplate, SendEmailRequest};
 use tenancy_runtime::ids::{AccountId, UserId};
@@ -100,6 +102,25 @@ impl AccountService {
             client: AccountInternalServiceClient::with_interceptor(channel, auth),
         }
     }
+
+    /// The user's membership in the account as GetPrincipalState tells it
+    /// (`None`: not a member, or no such account).
+    async fn membership(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<Option<MembershipState>, Error> {
+        let mut client = self.client.clone();
+        let reply = ask(
+            "GetPrincipalState",
+            client.get_principal_state(GetPrincipalStateRequest {
+                user_id: user_id.to_string(),
+                account_id: account_id.to_string(),
+            }),
+        )
+        .await?;
+        Ok(reply.and_then(|r| r.membership))
+    }
 }
 
 /// The answer of `call`, or `None` for NOT_FOUND; UNAVAILABLE for any other
@@ -127,17 +148,9 @@ impl Accounts for AccountService {
         user_id: &UserId,
         account_id: &AccountId,
     ) -> Result<bool, Error> {
-        let mut client = self.client.clone();
-        let reply = ask(
-            "GetPrincipalState",
-            client.get_principal_state(GetPrincipalStateRequest {
-                user_id: user_id.to_string(),
-                account_id: account_id.to_string(),
-            }),
-        )
-        .await?;
-        Ok(reply
-            .and_then(|r| r.membership)
+        Ok(self
+            .membership(user_id, account_id)
+            .await?
             .is_some_and(|m| m.status == MemberStatus::Active as i32 && m.portal_access))
     }
 
@@ -166,22 +179,13 @@ impl Accounts for AccountService {
         user_id: &UserId,
         account_id: &AccountId,
     ) -> Result<Option<MemberState>, Error> {
-        let mut client = self.client.clone();
-        let reply = ask(
-            "GetPrincipalState",
-            client.get_principal_state(GetPrincipalStateRequest {
-                user_id: user_id.to_string(),
-                account_id: account_id.to_string(),
-            }),
-        )
-        .await?;
-        Ok(reply
-            .and_then(|r| r.membership)
-            .and_then(|m| match MemberStatus::try_from(m.status) {
+        Ok(self.membership(user_id, account_id).await?.and_then(|m| {
+            match MemberStatus::try_from(m.status) {
                 Ok(MemberStatus::Active) => Some(MemberState::Active),
                 Ok(MemberStatus::Suspended) => Some(MemberState::Suspended),
                 _ => None,
-            }))
+            }
+        }))
     }
 
     async fn mfa_deadline(

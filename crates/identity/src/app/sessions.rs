@@ -146,23 +146,33 @@ impl App {
         method: pb::LoginMethod,
         outcome: pb::LoginOutcome,
     ) -> Result<(), IdentityError> {
-        login_events::insert(
-            c,
-            LoginEventRow {
-                id: ids::new_id(),
-                user_id: user_id.to_owned(),
-                account_id: account_id.to_owned(),
-                session_id: session_id.to_owned(),
-                time: self.now().millis(),
-                ip: client.ip.clone(),
-                user_agent: client.user_agent.clone(),
-                method: method as i32,
-                outcome: outcome as i32,
-            },
-        )
-        .await?;
+        let row = self.login_event_row(user_id, account_id, session_id, client, method, outcome);
+        login_events::insert(c, row).await?;
         log_login(user_id, account_id, session_id, client, method, outcome);
         Ok(())
+    }
+
+    /// A login event of `user_id`, timed now.
+    fn login_event_row(
+        &self,
+        user_id: &str,
+        account_id: &str,
+        session_id: &str,
+        client: &Client,
+        method: pb::LoginMethod,
+        outcome: pb::LoginOutcome,
+    ) -> LoginEventRow {
+        LoginEventRow {
+            id: ids::new_id(),
+            user_id: user_id.to_owned(),
+            account_id: account_id.to_owned(),
+            session_id: session_id.to_owned(),
+            time: self.now().millis(),
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            method: method as i32,
+            outcome: outcome as i32,
+        }
     }
 
     /// Records a refused login of a known user off the response path: the
@@ -177,18 +187,8 @@ impl App {
         method: pb::LoginMethod,
         outcome: pb::LoginOutcome,
     ) {
-        let row = LoginEventRow {
-            id: ids::new_id(),
-            user_id,
-            account_id,
-            session_id: String::new(),
-            time: self.now().millis(),
-            ip: client.ip.clone(),
-            user_agent: client.user_agent.clone(),
-            method: method as i32,
-            outcome: outcome as i32,
-        };
-        log_login(&row.user_id, &row.account_id, "", client, method, outcome);
+        let row = self.login_event_row(&user_id, &account_id, "", client, method, outcome);
+        log_login(&user_id, &account_id, "", client, method, outcome);
         let app = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(error) = login_events::insert(&app.db, row).await {
