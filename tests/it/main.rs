@@ -11,6 +11,7 @@ mod errors;
 mod gateway;
 mod malformed;
 mod metrics;
+mod processes;
 mod pruning;
 mod replicas;
 mod security_log;

@@ -12,14 +12,11 @@
 //! it (printed), none failed once the dead replica is out of rotation
 //! (asserted).
 //!
-//! The replicas are this test binary run again as a child process
-//! ([`replica_process`]) serving one part with `tenancy::start`, as
-//! `tenancy serve <part>` does; contacts, support and the gateway run in
-//! the test's process.
+//! The replicas are processes of their own ([`crate::processes`]);
+//! contacts, support and the gateway run in the test's process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,188 +33,12 @@ use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_runtime::tls::Caller as Peer;
 use tenancy_runtime::{SystemClock, TlsParts};
 use tenancy_testkit::{TestDatabase, test_config};
-use tokio::io::AsyncBufReadExt as _;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::gateway::{PASSWORD, Suite, bearer, channel};
-
-/// Set in a replica process: what to serve (JSON of [`Spec`]).
-const REPLICA_ENV: &str = "TENANCY_E2E_REPLICA";
-/// A replica process prints this, then its address, once it serves.
-const READY: &str = "replica serving on";
-
-/// A replica process: the part and the configuration to serve it with.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Spec {
-    part: String,
-    config: Config,
-}
-
-fn part_named(name: &str) -> Part {
-    match name {
-        "identity" => Part::Identity,
-        "account" => Part::Account,
-        other => panic!("no replica part {other}"),
-    }
-}
-
-/// The entry point of a replica process (run by the test below, never on
-/// its own): serves one part until its stdin closes — the test ended, or
-/// died, or killed it.
-#[test]
-#[ignore = "a replica process of the multi-replica test, started by it"]
-fn replica_process() {
-    let Ok(spec) = std::env::var(REPLICA_ENV) else {
-        return;
-    };
-    let spec: Spec = serde_json::from_str(&spec).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let _logs = tenancy_runtime::telemetry::init(
-            spec.config.log_format,
-            &spec.config.log_filter,
-            &spec.config.otel,
-            part_named(&spec.part).service_name(),
-        )
-        .unwrap();
-        let running = start(spec.config, part_named(&spec.part), Arc::new(SystemClock))
-            .await
-            .unwrap();
-        println!("{READY} {}", running.services[0].1);
-        let stdin_closed = async {
-            let _ = tokio::task::spawn_blocking(|| {
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
-            })
-            .await;
-        };
-        running.run_until(stdin_closed).await.unwrap();
-    });
-    std::process::exit(0);
-}
-
-/// One replica process.
-struct Replica {
-    name: String,
-    spec: String,
-    child: Option<tokio::process::Child>,
-}
-
-impl Replica {
-    /// Starts `part` listening on `address`, and waits until it serves.
-    async fn start(part: &str, index: usize, config: &Config, address: SocketAddr) -> Self {
-        let mut config = config.clone();
-        let name = ServiceName::ALL
-            .into_iter()
-            .find(|n| n.as_str() == part)
-            .unwrap();
-        config.service_mut(name).listen = address;
-        let spec = serde_json::to_string(&Spec {
-            part: part.to_owned(),
-            config,
-        })
-        .unwrap();
-        let mut replica = Self {
-            name: format!("{part}#{index}"),
-            spec,
-            child: None,
-        };
-        replica.spawn().await;
-        replica
-    }
-
-    async fn spawn(&mut self) {
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "replicas::replica_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(REPLICA_ENV, &self.spec)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                // libtest's "test … ... " precedes it on the line.
-                if line.contains(READY) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(ready, Ok(true), "{} did not start", self.name);
-        // Keep reading so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> nix::unistd::Pid {
-        let id = self.child.as_ref().and_then(|c| c.id()).unwrap();
-        nix::unistd::Pid::from_raw(i32::try_from(id).unwrap())
-    }
-
-    /// kill -9, and wait until the process is gone.
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.unwrap();
-        }
-    }
-
-    /// SIGSTOP: the port still accepts connections, nothing answers.
-    fn freeze(&self) {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
-    }
-
-    fn thaw(&self) {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
-    }
-}
-
-/// A free loopback port for a replica to bind, now and again after a
-/// restart. Taken below the kernel's ephemeral range (which starts at
-/// 32768 unless configured lower), where the ports other tests bind (port
-/// 0) and outgoing connections come from: none of them takes it between
-/// this check and the replica's bind, or while the replica is down, and
-/// it takes none that another test means to bind again.
-fn free_address() -> SocketAddr {
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (20_000, ephemeral_from.min(32_768));
-    if high > low {
-        let start = u16::try_from(rand_below(u32::from(high - low))).unwrap();
-        for k in 0..(high - low) {
-            let port = low + (start + k) % (high - low);
-            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-                return listener.local_addr().unwrap();
-            }
-        }
-    }
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A number below `n` that differs between test runs.
-fn rand_below(n: u32) -> u32 {
-    let seed = uuid::Uuid::new_v4().as_u128();
-    u32::try_from(seed % u128::from(n.max(1))).unwrap()
-}
+use crate::processes::{Process, free_address};
 
 /// The three flows under load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -644,8 +465,8 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
     let mut identities = Vec::new();
     let mut accounts = Vec::new();
     for index in 0..2 {
-        identities.push(Replica::start("identity", index, &config, identity[index]).await);
-        accounts.push(Replica::start("account", index, &config, account[index]).await);
+        identities.push(Process::start(Part::Identity, index, &config, identity[index]).await);
+        accounts.push(Process::start(Part::Account, index, &config, account[index]).await);
     }
     let support = start(config.clone(), Part::Support, Arc::new(SystemClock))
         .await
