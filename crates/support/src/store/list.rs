@@ -6,7 +6,8 @@
 //! key direction. The `(account_id, <order keys>, id)` indexes serve them.
 
 use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, Select,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _,
+    Select,
 };
 use serde::{Deserialize, Serialize};
 use tenancy_runtime::Error;
