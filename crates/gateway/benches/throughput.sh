@@ -29,7 +29,8 @@
 # Needs: h2load, nginx, grpcurl, a built `tenancy` binary (TENANCY_BIN,
 # default $CARGO_TARGET_DIR/debug/tenancy). Usage:
 #   bash crates/gateway/benches/throughput.sh [requests] [connections] [streams]
-# ROUNDS=n (default 3) repeats the runs; the ratio uses medians.
+# ROUNDS=n (default 3) repeats the runs; the ratio uses medians. PERF_OUT=file
+# records a CPU profile of the gateway with metrics during the last round.
 # Build the binary with `cargo build --release -p tenancy` (production's
 # profile) and point TENANCY_BIN at target/release/tenancy.
 set -euo pipefail
@@ -173,7 +174,15 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "round $round"
   run gateway $GW -H "authorization: Bearer $TOKEN"
   if [ "$WITH_METRICS" = 1 ]; then
+    # PERF_OUT=file: a CPU profile (perf record -g) of the gateway with
+    # metrics during its last round, to see what tracing and metrics cost.
+    PERF=
+    if [ -n "${PERF_OUT:-}" ] && [ "$round" = "$ROUNDS" ]; then
+      perf record -q -F 999 -g -p "$METRICS_GATEWAY_PID" -o "$PERF_OUT" 2>/dev/null &
+      PERF=$!
+    fi
     RUN_GATEWAY_PID=$METRICS_GATEWAY_PID run metrics $GW_METRICS -H "authorization: Bearer $TOKEN"
+    if [ -n "$PERF" ]; then kill -INT "$PERF"; wait "$PERF" || true; fi
     # What Prometheus would scrape; proves every call was counted.
     python3 - "$METRICS_PORT" <<'PY'
 import sys, urllib.request

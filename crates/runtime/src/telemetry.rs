@@ -126,6 +126,18 @@ where
     // events, for what went wrong in the call).
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("tenancy"))
+        // Every call's span is entered and left at each poll of its
+        // future: the layer's defaults read the clock there (busy/idle
+        // time) and attach the OpenTelemetry context (for code reading
+        // `Context::current()`; ours links spans through the tracing
+        // parent and `span.context()`), and add thread and source-location
+        // attributes to every span. None of it is in the RPC conventions,
+        // and it was part of what tracing cost the gateway per call (issue
+        // 19, README: Performance).
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_threads(false)
+        .with_location(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
             let level = *metadata.level();
             if metadata.is_span() {
@@ -332,6 +344,32 @@ mod tests {
             "/tenancy.identity.v1.IdentityService/GetMe"
         );
         assert_eq!(line["span"]["user"], "u-1");
+    }
+
+    /// The subscriber parts install (OpenTelemetry layer tuned for cost:
+    /// no context activation): a call made while serving one is a child in
+    /// the same trace, and passes itself on as the parent.
+    #[test]
+    fn the_installed_subscriber_links_a_call_made_while_serving_to_the_served_one() {
+        let subscriber = json_logs_to("warn", std::io::sink);
+        tracing::subscriber::with_default(subscriber, || {
+            let (span, incoming) = get_me_span_with_a_client_parent();
+            accept_parent(&span, &incoming);
+            let mut served = http::HeaderMap::new();
+            inject(&span, &mut served);
+            let served = served[TRACEPARENT].to_str().unwrap().to_owned();
+            let call =
+                span.in_scope(|| client_span("/tenancy.account.v1.AccountService/GetAccount"));
+            let mut outgoing = http::HeaderMap::new();
+            inject(&call, &mut outgoing);
+            let sent = outgoing[TRACEPARENT].to_str().unwrap();
+            assert!(
+                sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "the call is in the client's trace: {sent}"
+            );
+            assert_ne!(sent, served, "the call passes on its own span");
+            assert_eq!(trace_id(&call), trace_id(&span));
+        });
     }
 
     /// With the OpenTelemetry layer in place, a span takes the caller's

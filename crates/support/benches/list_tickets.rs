@@ -1,55 +1,34 @@
 //! ListTickets p99 for a SELECTED member in an account with 50,000 tickets
 //! across 500 services (target ≤ 25 ms), over real gRPC.
 //!
-//! Rows are seeded straight into the database; the account service is a
-//! minimal in-bench fake answering BatchCheckAccess (the member reaches 10
-//! of the 500 services). Prints p50/p99 of every order, with and without a
-//! status filter, for the store query alone and over gRPC. Run:
-//! `cargo bench --profile dev -p tenancy-support`, with
-//! `TENANCY_TEST_DATABASE_URL=postgres://…` for PostgreSQL and
-//! `SUPPORT_BENCH_PLANS=1` to print each query plan.
+//! Support runs beside its REAL peers (testkit's [`Acme`]: identity,
+//! account and contacts, each on its own database and loopback port, every
+//! internal call over mutual TLS as in production): the account, its 500
+//! services and the SELECTED manager (who reaches 10 of them) are made
+//! through account's API as a client would; only the tickets are seeded
+//! straight into support's database. Prints p50/p99 of every order, with
+//! and without a status filter, for the store query alone and over gRPC
+//! (each ListTickets asks account for the member's access, one
+//! BatchCheckAccess). Run: `cargo bench --profile dev -p tenancy-support`,
+//! with `TENANCY_TEST_DATABASE_URL=postgres://…` for PostgreSQL (every
+//! service's database there) and `SUPPORT_BENCH_PLANS=1` to print each
+//! query plan.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tenancy_proto::account::{
-    self as apb, account_internal_service_server::AccountInternalService,
-    account_internal_service_server::AccountInternalServiceServer,
-};
+use tenancy_proto::account as apb;
 use tenancy_proto::support::{self as pb, support_service_client::SupportServiceClient};
+use tenancy_runtime::Clock;
 use tenancy_runtime::config::ServiceName;
-use tenancy_runtime::{Clock, ManualClock};
 use tenancy_support::store::{TicketSeed, seed_tickets};
-use tenancy_testkit::{Caller, Role, TestDatabase};
-use tonic::{Request, Response, Status};
+use tenancy_testkit::{Acme, Role, TestDatabase};
 
 const TICKETS: usize = 50_000;
 const SERVICES: usize = 500;
 const SELECTED: usize = 10;
 const GENERAL_EVERY: usize = 10;
-
-#[derive(Clone)]
-struct Account {
-    selected: Vec<String>,
-}
-
-#[tonic::async_trait]
-impl AccountInternalService for Account {
-    async fn batch_check_access(
-        &self,
-        _request: Request<apb::BatchCheckAccessRequest>,
-    ) -> Result<Response<apb::BatchCheckAccessResponse>, Status> {
-        Ok(Response::new(apb::BatchCheckAccessResponse {
-            membership_reason: apb::AccessReason::ActiveMember as i32,
-            service_access: apb::ServiceAccess::Selected as i32,
-            all_services: false,
-            accessible_service_ids: self.selected.clone(),
-            ..Default::default()
-        }))
-    }
-}
 
 fn id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -68,15 +47,27 @@ async fn main() {
     } else {
         "SQLite"
     };
-    let clock = ManualClock::starting_now();
-    let account_id = id();
-    let member = id();
-    let services: Vec<String> = (0..SERVICES).map(|_| id()).collect();
+    let start = Instant::now();
+    let (mut acme, listener) = Acme::start("bench", ServiceName::Support, &db, |_| {}).await;
+    acme.found("owner").await;
+    let mut services = Vec::with_capacity(SERVICES);
+    for i in 0..SERVICES {
+        services.push(acme.register_service(&format!("vps {i}")).await);
+    }
     let selected: Vec<String> = services
         .iter()
         .step_by(SERVICES / SELECTED)
         .cloned()
         .collect();
+    let member = acme.user("selected").await;
+    acme.add_manager(&member, apb::ServiceAccess::Selected, &selected)
+        .await;
+    let account_id = acme.account_id.clone();
+    let clock = acme.clock.clone();
+    println!(
+        "account with {SERVICES} services and a SELECTED manager made through the real account service in {:?}",
+        start.elapsed()
+    );
 
     let conn = tenancy_runtime::db::open::<tenancy_support::migration::Migrator>(&db.url, "bench")
         .await
@@ -118,7 +109,9 @@ async fn main() {
     .unwrap();
     if TestDatabase::is_postgres() {
         use sea_orm::ConnectionTrait;
-        conn.execute_unprepared("ANALYZE").await.unwrap();
+        // What autovacuum does after a bulk insert: statistics, and the
+        // visibility map that lets index-only scans skip the table.
+        conn.execute_unprepared("VACUUM ANALYZE").await.unwrap();
     }
     println!(
         "seeded {TICKETS} tickets across {SERVICES} services in {:?} ({backend})",
@@ -182,31 +175,15 @@ async fn main() {
         }
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let account_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AccountInternalServiceServer::new(Account {
-                selected: selected.clone(),
-            }))
-            .serve_with_incoming(tokio_stream::StreamExt::map(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                |s| {
-                    s.inspect(|s| {
-                        let _ = s.set_nodelay(true);
-                    })
-                },
-            )),
-    );
-    let mut config = tenancy_testkit::test_config(&db);
-    config.service_mut(ServiceName::Account).url = Some(account_url);
-    let context = tenancy_testkit::test_context(config, Arc::new(clock.clone()));
-    let server =
-        tenancy_testkit::start::<tenancy_support::SupportService>(context, clock.clone()).await;
-    let principal = tenancy_testkit::member(&member, &account_id, Role::Manager);
+    let server = tenancy_testkit::start_on::<tenancy_support::SupportService>(
+        listener,
+        acme.context(acme.config().clone()),
+        clock.clone(),
+    )
+    .await;
     let mut client = SupportServiceClient::with_interceptor(
         server.channel().await,
-        Caller::new(principal, Arc::new(clock.clone())),
+        acme.signed(acme.member_principal(&member, &account_id, Role::Manager)),
     );
 
     let mut scenarios: Vec<(String, pb::ListTicketsRequest)> = Vec::new();

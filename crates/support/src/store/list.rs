@@ -5,7 +5,10 @@
 //! `k1 > v1 OR (k1 = v1 AND (k2 > v2 OR ...))` with each `>` or `<` per
 //! key direction. The `(account_id, <order keys>, id)` indexes serve them.
 
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
+use sea_orm::{
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _,
+    Select,
+};
 use serde::{Deserialize, Serialize};
 use tenancy_runtime::Error;
 use tenancy_runtime::ids::{AccountId, UserId};
@@ -123,10 +126,32 @@ pub(crate) struct TicketQuery {
 }
 
 impl TicketQuery {
-    /// The page query: filters, keyset and order (limit added by callers).
-    pub(crate) fn select(&self) -> Select<ticket::Entity> {
+    /// The page query: the ids of the page's `limit` tickets (filters,
+    /// keyset, order, limit), then those tickets, in order.
+    ///
+    /// Two steps because of PostgreSQL: an ordered index scan there checks
+    /// the filters the index cannot seek on (a status list, the SELECTED
+    /// member's `service_id IS NULL OR service_id IN (...)`) only on rows
+    /// read from the table, so a page of rare tickets read thousands of
+    /// rows to throw away (status filter + priority descending: 37.8 ms
+    /// p99 at 50,000 tickets). Selecting only the ids lets the priority
+    /// indexes, which carry `status` and `service_id`, answer from the
+    /// index alone (an index-only scan); only the page's rows are read.
+    /// SQLite checks them on index entries either way.
+    pub(crate) fn page(&self, limit: u64) -> Select<ticket::Entity> {
+        let ids = self
+            .ordered(self.filtered(ticket::Entity::find()))
+            .select_only()
+            .column(Column::Id)
+            .limit(limit)
+            .into_query();
+        self.ordered(ticket::Entity::find().filter(Column::Id.in_subquery(ids)))
+    }
+
+    /// `select` with the filters and the keyset of the query.
+    fn filtered(&self, select: Select<ticket::Entity>) -> Select<ticket::Entity> {
         let query = self;
-        let mut select = ticket::Entity::find();
+        let mut select = select;
         select = match &query.accounts {
             Accounts::One(id) => select.filter(Column::AccountId.eq(id.as_str())),
             Accounts::Many(ids) => {
@@ -171,6 +196,13 @@ impl TicketQuery {
         if let Some(cursor) = &query.after {
             select = select.filter(after_condition(keys, id_ascending, cursor));
         }
+        select
+    }
+
+    /// `select` in the query's order.
+    fn ordered(&self, mut select: Select<ticket::Entity>) -> Select<ticket::Entity> {
+        let keys = self.order.keys();
+        let id_ascending = keys.last().is_some_and(|(_, asc)| *asc);
         for (column, ascending) in keys {
             select = if *ascending {
                 select.order_by_asc(*column)
@@ -194,8 +226,7 @@ impl Store {
         query: &TicketQuery,
     ) -> Result<(Vec<Ticket>, Option<Cursor>), Error> {
         let keys = query.order.keys();
-        let select = query.select();
-        let mut rows = select.limit(query.limit + 1).all(self.db()).await?;
+        let mut rows = query.page(query.limit + 1).all(self.db()).await?;
         let next = if rows.len() as u64 > query.limit {
             rows.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
             rows.last().map(|last| Cursor {

@@ -733,10 +733,10 @@ pub async fn bench_explain_page(
     statuses: Vec<i32>,
     order: i32,
 ) -> Result<Vec<String>, Error> {
-    use sea_orm::{ConnectionTrait, DbBackend, QuerySelect, QueryTrait, Statement};
+    use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
     let query = bench_query(account_id, visible, statuses, order)?;
     let backend = db.get_database_backend();
-    let statement = query.select().limit(51).build(backend);
+    let statement = query.page(51).build(backend);
     let (prefix, column) = match backend {
         DbBackend::Sqlite => ("EXPLAIN QUERY PLAN ", "detail"),
         _ => ("EXPLAIN ", "QUERY PLAN"),

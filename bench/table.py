@@ -1,0 +1,130 @@
+"""The table bench/run prints: each README performance figure from the logs
+of one run (the directory given), next to its target and its peer.
+
+A figure whose benchmark did not run (or whose line is missing) shows
+"not run" rather than stopping the table.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+OUT = Path(sys.argv[1])
+
+
+def log(name):
+    path = OUT / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def find(name, pattern, group=1, conv=float):
+    """The first match of `pattern` in log `name` (group `group`), or None."""
+    m = re.search(pattern, log(name))
+    return conv(m.group(group)) if m else None
+
+
+def verdict(ok):
+    return "" if ok is None else (" ✔" if ok else " ✘")
+
+
+rows = []
+
+
+def row(figure, measured, target, peer="—", ok=None):
+    rows.append((figure, measured or "not run", target + verdict(ok), peer or "—"))
+
+
+# Gateway: decision and memory (cargo bench, release).
+for key, what in (("a", "gateway: decision, cached session token"),
+                  ("b", "gateway: decision, cached API token with allowlists")):
+    m = re.search(rf"\({key}\) .*?p50 (\d+) ns, p99 (\d+) ns", log("decision"))
+    row(what, m and f"p50 {int(m[1]):,} ns, p99 {int(m[2]):,} ns", "≤ 2 µs",
+        ok=m and int(m[2]) <= 2000)
+rss = find("decision", r"\(c\) RSS .*?: ([\d.]+) MiB")
+row("gateway: RSS, 100,000 sessions + 10,000 accounts + 10,000 API members",
+    rss and f"{rss:.1f} MiB", "≤ 150 MiB", ok=rss and rss <= 150)
+usage = find("decision", r"\(d\) usage noted per admitted call: mean (\d+) ns")
+row("gateway: noting a call's use (usage report)", usage and f"mean {usage:.0f} ns", "—")
+
+# Gateway vs nginx, and metrics on vs off (throughput.sh, release binary).
+med = re.search(r"median req/s: gateway (\d+)(?:, metrics (\d+))?, nginx (\d+)", log("gateway"))
+if med:
+    gw, metrics, nginx = int(med[1]), med[2] and int(med[2]), int(med[3])
+    row("gateway: GetMe through the gateway, TLS + mTLS upstream, h2load 16 × 4",
+        f"{gw:,} req/s = {gw / nginx:.2f} of nginx", "≥ 1.0 of nginx",
+        f"nginx {nginx:,} req/s", ok=gw / nginx >= 1.0)
+    if metrics:
+        row("gateway: with metrics on (metrics_listen), tracing on, export off",
+            f"{metrics:,} req/s = {metrics / gw:.3f} of without", "≥ 0.95",
+            f"the same gateway without metrics {gw:,} req/s", ok=metrics / gw >= 0.95)
+else:
+    row("gateway: GetMe through the gateway vs nginx", None, "≥ 1.0 of nginx")
+cpu = re.findall(r"^(gateway|metrics) .*CPU per call: gateway\s+([\d.]+) us", log("gateway"), re.M)
+cpu += re.findall(r"^(nginx) .*CPU per call: .*nginx\s+([\d.]+) us", log("gateway"), re.M)
+if cpu:
+    per = {}
+    for name, us in cpu:
+        per.setdefault(name, []).append(float(us))
+    row("gateway / nginx: CPU per call of the proxy (each round)",
+        "; ".join(f"{n}: {', '.join(f'{v:.1f}' for v in vs)} µs" for n, vs in per.items()), "—")
+
+# Identity: argon2id, Login (h2load through the gateway; in-process).
+hash_ms = find("login-inprocess", r"argon2id .*?: ([\d.]+) ms per hash")
+bound = find("login-inprocess", r"bound: .*= ([\d.]+) logins/s")
+row("identity: argon2id (19456 KiB, t=2, p=1), one thread",
+    hash_ms and f"{hash_ms:.1f} ms per hash", "—", bound and f"bound {bound:.1f} logins/s")
+m = re.search(r"login: ([\d.]+)/s ok over .*?(\d+) refused.*?; (\d+) % of the bound", log("login-h2load"))
+row("identity: Login through the gateway (h2load, 16 users, OK counted from /metrics)",
+    m and f"{float(m[1]):.1f} logins/s = {m[3]} % of the bound" + (f" ({m[2]} refused!)" if m and int(m[2]) else ""),
+    "≥ 90 % of the bound", bound and f"argon2id bound {bound:.1f}/s", ok=m and int(m[3]) >= 90)
+m = re.search(r"Login throughput with (\d+) clients: ([\d.]+)/s = (\d+)% of bound", log("login-inprocess"))
+row("identity: Login, 16 in-process clients", m and f"{float(m[2]):.1f} logins/s = {m[3]} % of the bound",
+    "≥ 90 % of the bound", bound and f"argon2id bound {bound:.1f}/s", ok=m and int(m[3]) >= 90)
+m = re.search(r"GetMe while logins saturate the CPU: p50 ([\d.]+) ms, p99 ([\d.]+) ms", log("login-inprocess"))
+row("identity: GetMe while logins saturate the CPU", m and f"p50 {m[1]} ms, p99 {m[2]} ms",
+    "p99 ≤ 10 ms", ok=m and float(m[2]) <= 10)
+m = re.search(r"Overload, (\d+) clients.*?\(([\d.]+)/s = (\d+)% of bound\), \d+ shed = (\d+)% of attempts; "
+              r"admitted login p50 (\d+) ms, p99 (\d+) ms", log("login-inprocess"))
+g = re.search(r"GetMe during the overload: p50 ([\d.]+) ms, p99 ([\d.]+) ms", log("login-inprocess"))
+row("identity: overload, 256 clients logging in at once",
+    m and g and f"admitted {float(m[2]):.1f}/s ({m[3]} % of the bound), {m[4]} % shed, admitted p99 {m[6]} ms; "
+                f"GetMe p99 {g[2]} ms", "GetMe p99 ≤ 10 ms", ok=g and float(g[2]) <= 10)
+
+# Account (cargo bench, release).
+for name, db in (("account", "SQLite"), ("account-pg", "PostgreSQL")):
+    first = re.search(r"ListMembers first page \(50 rows.*?p50 ([\d.]+) ms, p99 ([\d.]+) ms", log(name))
+    deep = re.search(r"ListMembers page at row 90,000.*?p50 ([\d.]+) ms, p99 ([\d.]+) ms", log(name))
+    row(f"account: ListMembers, 100,000 members, first page / row 90,000 ({db})",
+        first and deep and f"p99 {first[2]} / {deep[2]} ms", "p99 ≤ 20 ms",
+        ok=first and deep and max(float(first[2]), float(deep[2])) <= 20)
+    checks = re.findall(r"CheckAccess via h2load .*?(\d+) connections x (\d+) streams.*?: (\d+) checks/s, "
+                        r"p50 [\d.]+ ms, p99 ([\d.]+) ms", log(name))
+    row(f"account: CheckAccess via h2load ({db})",
+        "; ".join(f"{c}×{s}: {int(r):,}/s p99 {p} ms" for c, s, r, p in checks),
+        "≥ 20,000/s, p99 ≤ 2 ms",
+        ok=bool(checks) and all(int(r) >= 20000 and float(p) <= 2 for _, _, r, p in checks) if checks else None)
+
+# Contacts (dev profile).
+m = re.search(r"delivered, end to end .*?:\s+(\d+) messages/s", log("contacts"))
+d = re.search(r"queue drain .*?:\s+(\d+) messages/s", log("contacts"))
+row("contacts: outbox delivered end to end (dev)", m and f"{int(m[1]):,} msg/s (drain {int(d[1]):,})",
+    "≥ 500/s", ok=m and int(m[1]) >= 500)
+
+# Support (dev profile): the worst p99 over every order and filter.
+for name, db in (("support", "SQLite"), ("support-pg", "PostgreSQL")):
+    lists = re.findall(r"ListTickets \[\w+\] (.*?): p50 ([\d.]+) ms, p99 ([\d.]+) ms", log(name))
+    if lists:
+        worst = max(lists, key=lambda x: float(x[2]))
+        default = next((x for x in lists if x[0] == "update time desc (default)"), worst)
+        measured = f"default order p99 {default[2]} ms; worst p99 {worst[2]} ms ({worst[0]})"
+    else:
+        measured = None
+    row(f"support: ListTickets, SELECTED member, 50,000 tickets ({db}, dev)", measured, "p99 ≤ 25 ms",
+        ok=bool(lists) and float(worst[2]) <= 25 if lists else None)
+
+print((OUT / "machine.txt").read_text().strip() if (OUT / "machine.txt").exists() else "")
+print()
+widths = [max(len(r[i]) for r in rows + [("figure", "measured", "target", "peer")]) for i in range(4)]
+header = ("figure", "measured", "target", "peer")
+for r in [header, tuple("-" * w for w in widths)] + rows:
+    print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
