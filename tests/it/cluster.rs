@@ -207,7 +207,7 @@ async fn schema(url: &str) -> Vec<String> {
     let mut lines = query(SCHEMA.to_owned()).await;
     let migration_tables = query(
         "SELECT table_name::text AS line FROM information_schema.tables \
-         WHERE table_schema = 'public' AND table_name LIKE '%seaql_migrations' ORDER BY 1"
+         WHERE table_schema = 'public' AND table_name LIKE '%\\_migrations' ORDER BY 1"
             .to_owned(),
     )
     .await;
@@ -481,9 +481,9 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
         revoked,
     ));
 
-    // Enforced 2FA: the owner enrols through B and A (a fresh session:
-    // enrolment needs a recent login) and enforces 2FA with no grace
-    // through A; B refuses the member without 2FA, serves the owner.
+    // Enforced 2FA: the owner begins TOTP enrolment through B and confirms
+    // it through A (a fresh session: enrolment needs a recent login), and
+    // enforces 2FA with no grace through A; B refuses the member without 2FA, serves the owner.
     let session = b.session(owner_email, PASSWORD, &account_id).await;
     let session = session.access_token.unwrap().token;
     let begun = b
@@ -840,7 +840,8 @@ async fn replicas_of_every_part_on_one_postgresql_serve_the_seed_flows_and_enfor
     .await;
     println!("  a reactivation after it started reached it in {took:?}");
 
-    for mut part in parts {
+    // Gateways first, so none logs its streams failing.
+    for mut part in parts.into_iter().rev() {
         part.kill().await;
     }
 }
