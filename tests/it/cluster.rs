@@ -338,8 +338,10 @@ fn totp_now(secret: &str) -> String {
     totp.generate(now.as_secs()).to_string()
 }
 
-/// Prints how long `what` took to reach the other gateway.
-fn reached(what: &str, took: Duration) {
+/// Polls `call` with `token` through `suite` from now until it answers
+/// `want` (a change reaching that gateway); prints how long it took.
+async fn reaches(what: &str, suite: &Suite, call: Call, token: &str, want: Answer) {
+    let took = answers(what, suite, call, token, want, Instant::now(), SETTLE).await;
     println!("  {what}: {took:?}");
 }
 
@@ -354,16 +356,20 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
     let owner_email = "owner@example.com";
     let owner = a.user(owner_email).await;
     let (account_id, owner) = a.account_of(&owner).await;
-    let now = Instant::now();
     let first = Call::Account.answer(b, &owner).await;
-    let took = answers("new account", b, Call::Account, &owner, Ok(()), now, SETTLE).await;
-    reached(&format!("new account on B (first call: {first:?})"), took);
+    println!("  the new account's first call through B: {first:?}");
+    reaches("new account on B", b, Call::Account, &owner, Ok(())).await;
     let member_email = "member@example.com";
     let member = member_across(a, b, &owner, &account_id, member_email, Role::Manager).await;
     let member_id = user_of(&member);
-    let now = Instant::now();
-    let took = answers("accepted invitation", a, Call::Account, &member, Ok(()), now, SETTLE).await;
-    reached("accepted invitation on A", took);
+    reaches(
+        "accepted invitation on A",
+        a,
+        Call::Account,
+        &member,
+        Ok(()),
+    )
+    .await;
     let members = a
         .account(&owner)
         .list_members(ListMembersRequest::default())
@@ -401,20 +407,21 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
         }
     };
     change_role(a, Role::Owner).await;
-    let now = Instant::now();
-    let took = answers("promotion", b, Call::Invitations, &member, Ok(()), now, SETTLE).await;
-    reached("promotion on B", took);
+    reaches("promotion on B", b, Call::Invitations, &member, Ok(())).await;
     change_role(b, Role::Manager).await;
-    let now = Instant::now();
     let demoted = Err(Reason::RoleTooLow);
-    let took = answers("demotion", a, Call::Invitations, &member, demoted, now, SETTLE).await;
-    reached("demotion on A", took);
+    reaches("demotion on A", a, Call::Invitations, &member, demoted).await;
 
     // API token: issued through A, used through B.
     let api = a.api_token(&member).await;
-    let now = Instant::now();
-    let took = answers("API token", b, Call::Account, &api, Ok(()), now, SETTLE).await;
-    reached("new API token used through B", took);
+    reaches(
+        "new API token used through B",
+        b,
+        Call::Account,
+        &api,
+        Ok(()),
+    )
+    .await;
 
     // Tickets: opened through A (by the member), listed through B (by the
     // API token), answered through B (by the owner), read through A.
@@ -457,20 +464,25 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
         user_id: member_id.clone(),
     };
     a.account(&owner).suspend_member(suspend).await.unwrap();
-    let now = Instant::now();
     let suspended = Err(Reason::MemberSuspended);
-    let took = answers("suspension", b, Call::Account, &member, suspended, now, SETTLE).await;
-    reached("suspension on B", took);
+    reaches("suspension on B", b, Call::Account, &member, suspended).await;
     let revoked = Err(Reason::TokenRevoked);
-    let took = answers("API token revoked", b, Call::Account, &api, revoked, now, SETTLE).await;
-    reached("the suspended member's API token revoked on B", took);
+    reaches(
+        "the suspended member's API token revoked on B",
+        b,
+        Call::Account,
+        &api,
+        revoked,
+    )
+    .await;
     let reactivate = ReactivateMemberRequest {
         user_id: member_id.clone(),
     };
-    b.account(&owner).reactivate_member(reactivate).await.unwrap();
-    let now = Instant::now();
-    let took = answers("reactivation", a, Call::Account, &member, Ok(()), now, SETTLE).await;
-    reached("reactivation on A", took);
+    b.account(&owner)
+        .reactivate_member(reactivate)
+        .await
+        .unwrap();
+    reaches("reactivation on A", a, Call::Account, &member, Ok(())).await;
     for suite in [a, b] {
         assert_eq!(Call::Account.answer(suite, &api).await, revoked);
     }
@@ -517,10 +529,8 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
         })
         .await
         .unwrap();
-    let now = Instant::now();
     let required = Err(Reason::MfaEnrollmentRequired);
-    let took = answers("enforced 2FA", b, Call::Account, &member, required, now, SETTLE).await;
-    reached("enforced 2FA on B", took);
+    reaches("enforced 2FA on B", b, Call::Account, &member, required).await;
     assert_eq!(Call::Account.answer(b, &owner).await, Ok(()));
     expected.push(Expectation::new(
         "a member without 2FA where it is enforced",
@@ -541,9 +551,7 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
     let owner = b.user("allowlist@example.com").await;
     let (_, owner) = b.account_of(&owner).await;
     let api = b.api_token(&owner).await;
-    let now = Instant::now();
-    let took = answers("new account", a, Call::Account, &owner, Ok(()), now, SETTLE).await;
-    reached("another new account on A", took);
+    reaches("another new account on A", a, Call::Account, &owner, Ok(())).await;
     a.account(&owner)
         .update_security_settings(UpdateSecuritySettingsRequest {
             settings: Some(SecuritySettings {
@@ -557,10 +565,8 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
         })
         .await
         .unwrap();
-    let now = Instant::now();
     let outside = Err(Reason::IpNotAllowed);
-    let took = answers("allowlist", b, Call::Account, &owner, outside, now, SETTLE).await;
-    reached("allowlist on B", took);
+    reaches("allowlist on B", b, Call::Account, &owner, outside).await;
     for suite in [a, b] {
         assert_eq!(Call::Account.answer(suite, &api).await, Ok(()));
     }
@@ -598,12 +604,25 @@ async fn enforced_by_both(gateways: &[Suite], trials: usize) -> (Vec<Expectation
     a.user(leaver).await;
     let owner = b.user("trials@example.com").await;
     let (account_id, owner) = b.account_of(&owner).await;
-    let member = member_across(b, a, &owner, &account_id, "suspended@example.com", Role::Manager)
-        .await;
+    let member = member_across(
+        b,
+        a,
+        &owner,
+        &account_id,
+        "suspended@example.com",
+        Role::Manager,
+    )
+    .await;
     let member_id = user_of(&member);
-    for suite in gateways {
-        answers("member", suite, Call::Account, &member, Ok(()), Instant::now(), SETTLE).await;
-    }
+    both_answer(
+        "member",
+        gateways,
+        Call::Account,
+        &member,
+        Ok(()),
+        Instant::now(),
+    )
+    .await;
 
     let mut expected = Vec::new();
     let (mut logouts, mut suspensions, mut reactivations) = (Vec::new(), Vec::new(), Vec::new());
@@ -614,7 +633,15 @@ async fn enforced_by_both(gateways: &[Suite], trials: usize) -> (Vec<Expectation
         let (writer, other) = if (trial / 2) % 2 == 0 { (a, b) } else { (b, a) };
         if trial % 2 == 0 {
             let token = other.login(leaver).await;
-            both_answer("session", gateways, Call::Me, &token, Ok(()), Instant::now()).await;
+            both_answer(
+                "session",
+                gateways,
+                Call::Me,
+                &token,
+                Ok(()),
+                Instant::now(),
+            )
+            .await;
             writer
                 .identity(&token)
                 .logout(LogoutRequest::default())
@@ -639,8 +666,15 @@ async fn enforced_by_both(gateways: &[Suite], trials: usize) -> (Vec<Expectation
             let acked = Instant::now();
             let suspended = Err(Reason::MemberSuspended);
             suspensions.push(
-                both_answer("suspension", gateways, Call::Account, &member, suspended, acked)
-                    .await,
+                both_answer(
+                    "suspension",
+                    gateways,
+                    Call::Account,
+                    &member,
+                    suspended,
+                    acked,
+                )
+                .await,
             );
             let user_id = member_id.clone();
             other
@@ -650,7 +684,15 @@ async fn enforced_by_both(gateways: &[Suite], trials: usize) -> (Vec<Expectation
                 .unwrap();
             let acked = Instant::now();
             reactivations.push(
-                both_answer("reactivation", gateways, Call::Account, &member, Ok(()), acked).await,
+                both_answer(
+                    "reactivation",
+                    gateways,
+                    Call::Account,
+                    &member,
+                    Ok(()),
+                    acked,
+                )
+                .await,
             );
         }
     }
@@ -682,7 +724,15 @@ async fn enforced_by_both(gateways: &[Suite], trials: usize) -> (Vec<Expectation
         .await
         .unwrap();
     let suspended = Err(Reason::MemberSuspended);
-    both_answer("suspension", gateways, Call::Account, &member, suspended, Instant::now()).await;
+    both_answer(
+        "suspension",
+        gateways,
+        Call::Account,
+        &member,
+        suspended,
+        Instant::now(),
+    )
+    .await;
     expected.push(Expectation::new(
         "a suspended member",
         &member,
@@ -696,12 +746,7 @@ async fn enforced_by_both(gateways: &[Suite], trials: usize) -> (Vec<Expectation
         Call::Me,
         Ok(()),
     ));
-    expected.push(Expectation::new(
-        "the owner",
-        &owner,
-        Call::Account,
-        Ok(()),
-    ));
+    expected.push(Expectation::new("the owner", &owner, Call::Account, Ok(())));
     (expected, owner)
 }
 
@@ -827,18 +872,15 @@ async fn replicas_of_every_part_on_one_postgresql_serve_the_seed_flows_and_enfor
         })
         .await
         .unwrap();
-    let now = Instant::now();
-    let took = answers(
-        "reactivation",
+    let token = &member.token;
+    reaches(
+        "a reactivation written after it started",
         &late,
         Call::Account,
-        &member.token,
+        token,
         Ok(()),
-        now,
-        SETTLE,
     )
     .await;
-    println!("  a reactivation after it started reached it in {took:?}");
 
     // Gateways first, so none logs its streams failing.
     for mut part in parts.into_iter().rev() {
