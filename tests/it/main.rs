@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod api_members;
+mod cluster;
 mod connections;
 mod decisions;
 mod delivery;
