@@ -8,6 +8,7 @@ mod connections;
 mod decisions;
 mod delivery;
 mod errors;
+mod faults;
 mod gateway;
 mod malformed;
 mod metrics;
