@@ -9,6 +9,7 @@ mod connections;
 mod decisions;
 mod delivery;
 mod errors;
+mod faults;
 mod gateway;
 mod malformed;
 mod metrics;
