@@ -90,9 +90,12 @@ async fn insert<C: ConnectionTrait>(c: &C, table_cols: &str, rows: impl Iterator
 
 async fn flush<C: ConnectionTrait>(c: &C, table_cols: &str, chunk: &mut Vec<String>) {
     if !chunk.is_empty() {
-        c.execute_unprepared(&format!("INSERT INTO {table_cols} VALUES {}", chunk.join(", ")))
-            .await
-            .unwrap();
+        c.execute_unprepared(&format!(
+            "INSERT INTO {table_cols} VALUES {}",
+            chunk.join(", ")
+        ))
+        .await
+        .unwrap();
         chunk.clear();
     }
 }
@@ -145,11 +148,16 @@ async fn round(members: usize, sessions: usize) {
     config.account.database_url = Some(account_db.url.clone());
     let clock = ManualClock::starting_now();
     let (identity_listener, account_listener) = (loopback().await, loopback().await);
-    config.identity.url = Some(format!("https://{}", identity_listener.local_addr().unwrap()));
-    config.account.url = Some(format!("https://{}", account_listener.local_addr().unwrap()));
+    config.identity.url = Some(format!(
+        "https://{}",
+        identity_listener.local_addr().unwrap()
+    ));
+    config.account.url = Some(format!(
+        "https://{}",
+        account_listener.local_addr().unwrap()
+    ));
     let context = || test_context(config.clone(), Arc::new(clock.clone()));
-    let _identity =
-        start_on::<IdentityService>(identity_listener, context(), clock.clone()).await;
+    let _identity = start_on::<IdentityService>(identity_listener, context(), clock.clone()).await;
     let _account = start_on::<AccountService>(account_listener, context(), clock.clone()).await;
     let now = tenancy_runtime::Clock::now(&clock).millis();
 
@@ -246,10 +254,22 @@ async fn round(members: usize, sessions: usize) {
     let _ = child.wait();
     let figures: Vec<f64> = line
         .split_whitespace()
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("gateway process said: {line}")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("gateway process said: {line}"))
+        })
         .collect();
-    let [ready, revocations_ready, rss, peak, idle, cached_rss, cached_peak, held_members, held_sessions] =
-        figures[..]
+    let [
+        ready,
+        revocations_ready,
+        rss,
+        peak,
+        idle,
+        cached_rss,
+        cached_peak,
+        held_members,
+        held_sessions,
+    ] = figures[..]
     else {
         panic!("gateway process said: {line}");
     };
@@ -288,14 +308,16 @@ fn gateway_process(spec: &str) {
     config.account.url = Some(account.to_owned());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let context = test_context(config, Arc::new(ManualClock::starting_now()))
-            .for_part(Caller::Gateway);
+        let context =
+            test_context(config, Arc::new(ManualClock::starting_now())).for_part(Caller::Gateway);
         let gateway = tenancy_gateway::build(&context).unwrap();
         let state = gateway.state().clone();
         let authenticator = gateway.authenticator().clone();
         let listener = loopback().await;
         let (_stop, shutdown) = tenancy_runtime::shutdown::channel();
-        tokio::spawn(async move { tenancy_gateway::serve(&context, gateway, listener, shutdown).await });
+        tokio::spawn(
+            async move { tenancy_gateway::serve(&context, gateway, listener, shutdown).await },
+        );
         let mut revocations_ready = None;
         while !state.is_ready() {
             if revocations_ready.is_none() && state.revocations_ready.load(Ordering::Acquire) {

@@ -96,7 +96,10 @@ impl Api {
             // behind by more than the retention): a snapshot, as on resume.
             let sent = match self.backlog(last, tx).await? {
                 Backlog::Sent(sent) => sent,
-                Backlog::Pruned => self.snapshot(pb::PolicyResetCause::PositionExpired, tx).await?,
+                Backlog::Pruned => {
+                    self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
+                        .await?
+                }
             };
             if sent != last {
                 last = sent;
