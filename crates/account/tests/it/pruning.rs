@@ -23,23 +23,28 @@ async fn first_after(env: &Env, from: i64) -> pb::WatchPoliciesResponse {
     next(&mut stream).await
 }
 
-#[tokio::test]
-async fn old_policy_entries_are_pruned_and_a_watcher_behind_them_gets_a_snapshot() {
-    let env = Env::new().await;
-    let (account, owner) = env.account().await;
-    let manager = env.manager(&account, &owner).await;
+/// A watch from 0 read up to its caught_up: the stream and the position.
+async fn caught_up(env: &Env) -> (tonic::Streaming<pb::WatchPoliciesResponse>, i64) {
     let mut live = env
         .internal()
         .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
         .await
         .unwrap()
         .into_inner();
-    let behind = loop {
+    loop {
         let e = next(&mut live).await;
         if matches!(e.event, Some(Event::CaughtUp(_))) {
-            break e.position;
+            return (live, e.position);
         }
-    };
+    }
+}
+
+#[tokio::test]
+async fn old_policy_entries_are_pruned_and_a_watcher_behind_them_gets_a_snapshot() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let (mut live, behind) = caught_up(&env).await;
     let owner_client = env.as_member(&owner, &account, Role::Owner);
     owner_client
         .clone()
@@ -139,18 +144,7 @@ async fn entries_pruned_between_a_watchers_reads_give_it_a_snapshot_not_a_gap() 
     let env = Env::new().await;
     let (account, owner) = env.account().await;
     let manager = env.manager(&account, &owner).await;
-    let mut live = env
-        .internal()
-        .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
-        .await
-        .unwrap()
-        .into_inner();
-    let head = loop {
-        let e = next(&mut live).await;
-        if matches!(e.event, Some(Event::CaughtUp(_))) {
-            break e.position;
-        }
-    };
+    let (mut live, head) = caught_up(&env).await;
     assert!(head > 0);
 
     // Three entries after the head, the first two pruned at once: the
