@@ -135,6 +135,17 @@ impl RequestIds {
 }
 
 impl Gateway {
+    /// The live state it decides from (sync state and sizes, for the
+    /// growth benchmark and diagnostics).
+    pub fn state(&self) -> &Arc<LiveState> {
+        &self.state
+    }
+
+    /// Its token caches (the growth benchmark fills them).
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.authenticator
+    }
+
     /// A gateway forwarding to `upstreams` (service → URLs) and asking
     /// identity at `identity` for keys and API tokens.
     pub fn new(

@@ -196,6 +196,19 @@ pub fn follow_poll_interval(db: &DatabaseConnection) -> Duration {
     }
 }
 
+/// Whether the entries of a change log right after position `last` were
+/// pruned, given the first position read after it (`first`; `None` when
+/// nothing follows): the oldest position kept, if so. Positions are
+/// contiguous and pruning removes only the oldest, so a gap is exactly
+/// that, and checking the entries read (not the oldest position looked up
+/// before reading them) leaves no window for a prune in between. A reader
+/// from 0 has nothing to resume. One rule for identity's revocation log
+/// and account's policy log.
+pub fn pruned_after(last: i64, first: Option<i64>) -> Option<i64> {
+    let first = first?;
+    (last > 0 && first != last + 1).then_some(first)
+}
+
 /// On PostgreSQL, wakes `wake` (`notify_waiters`) whenever a transaction
 /// that called [`notify`] on `channel` commits, in any process on the
 /// database: one `LISTEN` connection per process and channel, taken from

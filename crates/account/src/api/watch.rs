@@ -22,6 +22,15 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Snapshot and backlog batch size.
 const BATCH: u64 = 1000;
 
+/// What [`Api::backlog`] did.
+enum Backlog {
+    /// Sent every entry; the last position sent.
+    Sent(i64),
+    /// Entries right after the position were pruned: the watcher needs a
+    /// snapshot.
+    Pruned,
+}
+
 type Tx = mpsc::Sender<Result<pb::WatchPoliciesResponse, tonic::Status>>;
 
 fn decode(kind: i32, payload: &str) -> Option<pb::watch_policies_response::Event> {
@@ -66,28 +75,16 @@ impl Api {
 
     async fn watch(&self, from: i64, tx: &Tx) -> Result<(), Error> {
         let head = store::policy_head(&self.db).await?;
-        let oldest = store::oldest_policy(&self.db).await?.unwrap_or(head + 1);
         let cause = if from == 0 {
             Some(pb::PolicyResetCause::Requested)
         } else if from > head {
             Some(pb::PolicyResetCause::PositionUnknown)
-        } else if from + 1 < oldest {
-            Some(pb::PolicyResetCause::PositionExpired)
         } else {
             None
         };
         let mut last = match cause {
             Some(cause) => self.snapshot(cause, tx).await?,
-            None => {
-                let last = self.backlog(from, tx).await?;
-                self.send(
-                    tx,
-                    last,
-                    pb::watch_policies_response::Event::CaughtUp(pb::CaughtUp { snapshot: false }),
-                )
-                .await?;
-                last
-            }
+            None => self.resume(from, tx).await?,
         };
         let mut idle = tokio::time::Instant::now();
         // Other replicas' appends: woken by their NOTIFY on PostgreSQL,
@@ -95,7 +92,15 @@ impl Api {
         let poll = tenancy_runtime::db::follow_poll_interval(&self.db);
         loop {
             let notified = self.policy_changed.notified();
-            let sent = self.backlog(last, tx).await?;
+            // Entries after `last` pruned under a live watcher (it fell
+            // behind by more than the retention): a snapshot, as on resume.
+            let sent = match self.backlog(last, tx).await? {
+                Backlog::Sent(sent) => sent,
+                Backlog::Pruned => {
+                    self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
+                        .await?
+                }
+            };
             if sent != last {
                 last = sent;
                 idle = tokio::time::Instant::now();
@@ -112,6 +117,27 @@ impl Api {
                 _ = notified => {}
                 _ = tokio::time::sleep(poll) => {}
                 _ = tx.closed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Resumes after `from`: the backlog and caught_up, or, when entries
+    /// right after `from` were pruned, a snapshot (POSITION_EXPIRED).
+    /// Returns the last position sent.
+    async fn resume(&self, from: i64, tx: &Tx) -> Result<i64, Error> {
+        match self.backlog(from, tx).await? {
+            Backlog::Sent(last) => {
+                self.send(
+                    tx,
+                    last,
+                    pb::watch_policies_response::Event::CaughtUp(pb::CaughtUp { snapshot: false }),
+                )
+                .await?;
+                Ok(last)
+            }
+            Backlog::Pruned => {
+                self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
+                    .await
             }
         }
     }
@@ -141,20 +167,25 @@ impl Api {
         .map_err(|_| Error::unavailable("watcher went away"))
     }
 
-    /// Sends every entry after `after`; returns the last position sent.
-    async fn backlog(&self, after: i64, tx: &Tx) -> Result<i64, Error> {
+    /// Sends every entry after `after`, up to where entries right after the
+    /// last one sent turn out pruned (checked on the entries read, so a
+    /// prune between two reads cannot skip any).
+    async fn backlog(&self, after: i64, tx: &Tx) -> Result<Backlog, Error> {
         let mut last = after;
         loop {
             let entries = store::policy_after(&self.db, last, BATCH).await?;
             let count = entries.len() as u64;
             for entry in entries {
+                if tenancy_runtime::db::pruned_after(last, Some(entry.position)).is_some() {
+                    return Ok(Backlog::Pruned);
+                }
                 if let Some(event) = decode(entry.kind, &entry.payload) {
                     self.send_at(tx, entry.position, entry.time, event).await?;
                 }
                 last = entry.position;
             }
             if count < BATCH {
-                return Ok(last);
+                return Ok(Backlog::Sent(last));
             }
         }
     }

@@ -6,7 +6,7 @@ use sea_orm::{
     IsolationLevel, TransactionTrait,
 };
 use tenancy_runtime::Error;
-use tenancy_runtime::db::{all, get, one};
+use tenancy_runtime::db::{all, get};
 
 use super::{ACCOUNT_COLUMNS, AccountRow, MemberRow, i, member_columns, n, s};
 use crate::domain::MemberStatus;
@@ -36,19 +36,6 @@ pub struct LoggedPolicy {
     pub kind: i32,
     /// Its payload.
     pub payload: String,
-}
-
-/// The position of the oldest entry the log keeps (none when empty).
-pub async fn oldest_policy<C: ConnectionTrait>(c: &C) -> Result<Option<i64>, Error> {
-    Ok(one(
-        c,
-        "SELECT MIN(position) AS p FROM account_policy_log",
-        vec![],
-    )
-    .await?
-    .map(|r| get::<Option<i64>>(&r, "p"))
-    .transpose()?
-    .flatten())
 }
 
 /// At most `limit` policy-log entries after position `after`, in order.

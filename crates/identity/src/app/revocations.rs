@@ -278,10 +278,7 @@ impl App {
 }
 
 /// When entries right after `last` were pruned: the oldest position kept
-/// (the first of `events`, the entries after `last`). Positions are
-/// contiguous and pruning removes only the oldest, so a gap is exactly
-/// that. A watcher from 0 has nothing to rebuild.
+/// (see [`tenancy_runtime::db::pruned_after`]).
 fn pruned_after(last: i64, events: &[StoredEvent]) -> Option<i64> {
-    let first = events.first()?.position;
-    (last > 0 && first != last + 1).then_some(first)
+    tenancy_runtime::db::pruned_after(last, events.first().map(|e| e.position))
 }
