@@ -365,7 +365,8 @@ async fn show_user_lists_memberships_and_sessions_without_secrets() {
 /// asked over gRPC with the operator's certificate.
 async fn admin_events(suite: &Suite, user: &str) -> Vec<tenancy_proto::identity::AdminEvent> {
     use tenancy_proto::identity::{DescribeUserRequest, describe_user_request};
-    IdentityInternalServiceClient::new(TestChannel::new(Peer::Operator, suite.identity))
+    let channel = TestChannel::new(Peer::Identity, suite.identity).as_caller(Peer::Operator);
+    IdentityInternalServiceClient::new(channel)
         .describe_user(DescribeUserRequest {
             user: Some(describe_user_request::User::UserId(user.to_owned())),
         })
