@@ -23,7 +23,7 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use tenancy_runtime::config::{ConfigError, redact_url};
 use tokio::sync::Mutex;
 
-use crate::store::entities::outbox_message as msg;
+use crate::domain::outbox::Message as Queued;
 
 /// Longest a connection or one delivery may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,7 +82,7 @@ impl Mailer {
     }
 
     /// Delivers one message.
-    pub async fn send(&self, m: &msg::Model, from: &Mailbox) -> Result<(), SendError> {
+    pub async fn send(&self, m: &Queued, from: &Mailbox) -> Result<(), SendError> {
         match self {
             Self::Dev => {
                 tracing::info!(
@@ -322,7 +322,7 @@ impl fmt::Display for DotStuffed<'_> {
 
 /// The MIME message of an outbox row: plain text and HTML alternatives,
 /// the stored Message-ID (so a receiver can drop a rare duplicate).
-pub fn build(m: &msg::Model, from: &Mailbox) -> Result<Message, SendError> {
+pub fn build(m: &Queued, from: &Mailbox) -> Result<Message, SendError> {
     let permanent = |what: &str, e: &dyn std::fmt::Display| SendError {
         permanent: true,
         message: format!("{what}: {e}"),

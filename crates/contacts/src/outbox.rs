@@ -11,8 +11,8 @@ use tenancy_runtime::{Error, Reason};
 use tokio::sync::Notify;
 use zeroize::{Zeroize as _, Zeroizing};
 
+use crate::domain::outbox::Message;
 use crate::domain::{ContactsError, email, templates};
-use crate::store::entities::outbox_message as msg;
 use crate::store::outbox::{self, EnqueueError, NewMessage};
 
 /// One recipient.
@@ -90,7 +90,7 @@ pub fn content_hash<T: serde::Serialize>(content: &T) -> String {
 /// The result of queueing.
 pub struct Queued {
     /// The messages.
-    pub messages: Vec<msg::Model>,
+    pub messages: Vec<Message>,
     /// Whether an earlier call with the key queued them.
     pub duplicate: bool,
 }
@@ -146,7 +146,7 @@ impl Outbox {
         key: &str,
         hash: &str,
         messages: Vec<NewMessage>,
-    ) -> Result<Vec<msg::Model>, EnqueueError> {
+    ) -> Result<Vec<Message>, EnqueueError> {
         outbox::enqueue(
             txn,
             key,
@@ -225,9 +225,9 @@ impl Outbox {
     async fn keep_secrets<C: ConnectionTrait>(
         &self,
         txn: &C,
-        models: Vec<msg::Model>,
+        models: Vec<Message>,
         secret: &str,
-    ) -> Result<Vec<msg::Model>, EnqueueError> {
+    ) -> Result<Vec<Message>, EnqueueError> {
         for m in &models {
             let sealed = self
                 .secrets
@@ -259,7 +259,7 @@ pub fn distinct(to: Vec<Address>) -> Vec<Address> {
 pub(crate) async fn open_secret(
     db: &DatabaseConnection,
     secrets: &tenancy_runtime::secret::SecretBox,
-    m: &msg::Model,
+    m: &Message,
 ) -> Result<Option<Zeroizing<String>>, String> {
     let carries = templates::Template::from_i32(m.template).is_some_and(|t| t.carries_secret());
     if !carries {

@@ -28,11 +28,11 @@ use tokio::sync::{Notify, mpsc};
 use zeroize::Zeroize as _;
 
 use crate::domain::backoff::{self, AfterFailure};
+use crate::domain::outbox::Message;
 use crate::domain::plaintext;
 use crate::domain::templates::SECRET_PLACEHOLDER;
 use crate::mailer::{Mailer, SendError};
 use crate::sms::SmsSender;
-use crate::store::entities::outbox_message as msg;
 use crate::store::outbox::{self, Finished, Outcome};
 
 /// How often the worker looks for due messages when nothing woke it.
@@ -158,7 +158,7 @@ impl Worker {
     /// many were claimed.
     pub async fn drain(&self, shutdown: &Shutdown) -> usize {
         let batch = self.concurrency.saturating_mul(CLAIM_PER_CONNECTION).max(1);
-        let (claims, to_send) = mpsc::channel::<msg::Model>(batch);
+        let (claims, to_send) = mpsc::channel::<Message>(batch);
         let (outcomes, received) = mpsc::channel::<Finished>(batch);
         let claim = async move {
             let mut claimed = 0;
@@ -207,7 +207,7 @@ impl Worker {
     }
 
     /// Sends one claimed message; what to record.
-    async fn attempt(&self, m: &msg::Model) -> Outcome {
+    async fn attempt(&self, m: &Message) -> Outcome {
         let Err(e) = self.deliver(m).await else {
             self.deliveries.sent.inc();
             return Outcome::Sent;
@@ -238,7 +238,7 @@ impl Worker {
     /// Sends one message by its channel, with its secret (if it carries
     /// one) put in place of the placeholder for this attempt only; the
     /// opened secret and the bodies holding it are wiped once sent.
-    async fn deliver(&self, m: &msg::Model) -> Result<(), SendError> {
+    async fn deliver(&self, m: &Message) -> Result<(), SendError> {
         let secret = crate::outbox::open_secret(&self.db, &self.secrets, m)
             .await
             .map_err(|message| SendError {
@@ -251,7 +251,7 @@ impl Worker {
         }
     }
 
-    async fn send(&self, m: &msg::Model) -> Result<(), SendError> {
+    async fn send(&self, m: &Message) -> Result<(), SendError> {
         if m.channel == outbox::CHANNEL_SMS {
             self.sms.send(&m.id, &m.to_phone, &m.body_text).await
         } else {
@@ -275,10 +275,10 @@ impl Worker {
 
 /// A message with its secret in its bodies, which are wiped when it is
 /// dropped (also when a delivery is cancelled half-way).
-struct WithSecret(msg::Model);
+struct WithSecret(Message);
 
 impl WithSecret {
-    fn new(m: &msg::Model, secret: &str) -> Self {
+    fn new(m: &Message, secret: &str) -> Self {
         let fill = |body: &str, secret: &str| {
             std::mem::take(&mut *plaintext::substitute(
                 body,

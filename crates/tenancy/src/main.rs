@@ -397,7 +397,15 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
                 .map_err(account_status)?
                 .into_inner()
                 .memberships;
-            print!("{}", show_user(&user, &memberships, &described.sessions));
+            print!(
+                "{}",
+                show_user(
+                    &user,
+                    &memberships,
+                    &described.sessions,
+                    &described.admin_events
+                )
+            );
         }
         Admin::ResendInvitation { invitation } => {
             use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
@@ -429,12 +437,13 @@ async fn admin(config: Config, command: Admin) -> Result<(), String> {
     Ok(())
 }
 
-/// What `tenancy admin show-user` prints: the user, their memberships and
-/// their sessions, one per line.
+/// What `tenancy admin show-user` prints: the user, their memberships,
+/// their sessions and the operator actions on them, one per line.
 fn show_user(
     user: &tenancy_proto::identity::User,
     memberships: &[tenancy_proto::account::AccountMembership],
     sessions: &[tenancy_proto::identity::Session],
+    admin_events: &[tenancy_proto::identity::AdminEvent],
 ) -> String {
     use std::fmt::Write as _;
     use tenancy_proto::account::MemberStatus;
@@ -489,6 +498,18 @@ fn show_user(
                 &s.account_id
             },
             s.user_agent,
+        );
+    }
+    let _ = writeln!(out, "operator actions: {}", admin_events.len());
+    for e in admin_events {
+        let _ = writeln!(
+            out,
+            "  {} {} by {} (request {}): {}",
+            time(&e.time),
+            e.action,
+            e.caller,
+            e.request_id,
+            e.detail,
         );
     }
     out

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{UserId, decode_page_token_for, encode_page_token, page_size, parse_id};
+use tenancy_runtime::ids::{
+    InvitationId, UserId, decode_page_token_for, encode_page_token, page_size,
+};
 
 use super::members::ScopeFields;
 use super::{Api, Caller, fingerprint, scope_pb, ts};
@@ -22,7 +24,7 @@ fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
     let mut scope = r.scope.clone();
     scope.portal_access = true;
     pb::Invitation {
-        id: r.id.clone(),
+        id: r.id.to_string(),
         account_id: r.account_id.to_string(),
         email: r.email.clone(),
         role: r.role.code(),
@@ -30,12 +32,15 @@ fn invitation_pb(r: &InvitationRow, now: i64) -> pb::Invitation {
         state: state.code(),
         create_time: Some(ts(r.create_time)),
         expire_time: Some(ts(r.expire_time)),
-        invited_by_user_id: r.invited_by.clone(),
+        invited_by_user_id: r.invited_by.to_string(),
         send_time: Some(ts(r.send_time)),
         send_count: r.send_count,
         close_time: closed,
         user_id: if state == InvitationState::Accepted || r.for_existing_member {
-            r.user_id.clone().unwrap_or_default()
+            r.user_id
+                .as_ref()
+                .map(UserId::to_string)
+                .unwrap_or_default()
         } else {
             String::new()
         },
@@ -130,7 +135,7 @@ impl Api {
             (true, Some(l)) => encode_page_token(&Token {
                 f,
                 t: l.create_time,
-                id: l.id.clone(),
+                id: l.id.to_string(),
             }),
             _ => String::new(),
         };
@@ -145,7 +150,7 @@ impl Api {
         request: tonic::Request<pb::ResendInvitationRequest>,
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let caller = self.caller(&request, Role::Owner).await?;
-        let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
+        let id = InvitationId::parse("invitation_id", &request.get_ref().invitation_id)?;
         let inv = app::invitation(self, &id, Some(&caller.account_id)).await?;
         let inv = app::resend_invitation(self, inv, &caller.principal, &caller.user_id).await?;
         Ok(pb::ResendInvitationResponse {
@@ -161,9 +166,9 @@ impl Api {
         request: tonic::Request<pb::ResendInvitationAsOperatorRequest>,
     ) -> Result<pb::ResendInvitationResponse, Error> {
         let principal = tenancy_runtime::server::principal(&request)?.clone();
-        let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
+        let id = InvitationId::parse("invitation_id", &request.get_ref().invitation_id)?;
         let inv = app::invitation(self, &id, None).await?;
-        let inviter = UserId::trusted(inv.invited_by.as_str());
+        let inviter = inv.invited_by.clone();
         let inv = app::resend_invitation(self, inv, &principal, &inviter).await?;
         Ok(pb::ResendInvitationResponse {
             invitation: Some(invitation_pb(&inv, self.now())),
@@ -175,7 +180,7 @@ impl Api {
         request: tonic::Request<pb::CancelInvitationRequest>,
     ) -> Result<pb::CancelInvitationResponse, Error> {
         let caller = self.caller(&request, Role::Owner).await?;
-        let id = parse_id("invitation_id", &request.get_ref().invitation_id)?;
+        let id = InvitationId::parse("invitation_id", &request.get_ref().invitation_id)?;
         let inv = app::invitation(self, &id, Some(&caller.account_id)).await?;
         let inv = app::cancel_invitation(self, &caller.actor(), inv).await?;
         Ok(pb::CancelInvitationResponse {

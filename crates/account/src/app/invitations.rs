@@ -11,7 +11,7 @@ use std::time::Duration;
 use tenancy_proto::account::ActorKind;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{AccountId, UserId, new_id};
+use tenancy_runtime::ids::{AccountId, InvitationId, UserId};
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Principal};
 
@@ -42,7 +42,7 @@ fn pending(
     now: i64,
 ) -> InvitationRow {
     InvitationRow {
-        id: new_id(),
+        id: InvitationId::new(),
         account_id: account_id.clone(),
         email: email.to_owned(),
         role,
@@ -51,11 +51,11 @@ fn pending(
         token_hash: token.hash(),
         create_time: now,
         expire_time: now + INVITATION_TTL_MS,
-        invited_by: inviter.to_string(),
+        invited_by: inviter.clone(),
         send_time: now,
         send_count: 1,
         close_time: None,
-        user_id: Some(user_id.to_string()),
+        user_id: Some(user_id.clone()),
         for_existing_member,
     }
 }
@@ -155,7 +155,7 @@ pub(crate) async fn invite_member(
         actor.principal,
         account,
         "member.invite",
-        ("invitation", &inv.id),
+        ("invitation", inv.id.as_str()),
         None,
         Some(serde_json::json!({"email": email, "role": role_name(inv.role)})),
     )
@@ -209,7 +209,7 @@ pub(crate) async fn invite_existing_member(
         actor.principal,
         &member.account_id,
         "member.invite",
-        ("invitation", &inv.id),
+        ("invitation", inv.id.as_str()),
         None,
         Some(
             serde_json::json!({"email": email, "role": role_name(inv.role), "portal_access": true}),
@@ -226,7 +226,7 @@ pub(crate) async fn invite_existing_member(
 /// otherwise.
 pub(crate) async fn invitation(
     app: &App,
-    id: &str,
+    id: &InvitationId,
     account_id: Option<&AccountId>,
 ) -> Result<InvitationRow, Error> {
     Ok(store::invitation(&app.db, id, account_id)
@@ -278,7 +278,7 @@ pub(crate) async fn resend_invitation(
         principal,
         &inv.account_id,
         "invitation.resend",
-        ("invitation", &inv.id),
+        ("invitation", inv.id.as_str()),
         Some(serde_json::json!({"state": before_state.code()})),
         Some(serde_json::json!({"send_count": inv.send_count})),
     )
@@ -311,7 +311,7 @@ pub(crate) async fn cancel_invitation(
         actor.principal,
         &actor.account_id,
         "invitation.cancel",
-        ("invitation", &inv.id),
+        ("invitation", inv.id.as_str()),
         None,
         None,
     )
@@ -366,12 +366,11 @@ pub(crate) async fn accept_invitation(
     // who was added, the invitation names the member's stand-in id).
     let user_id = match &inv.user_id {
         Some(id) if inv.for_existing_member => {
-            let id = UserId::trusted(id.as_str());
-            store::member_by_public_id(&app.db, &inv.account_id, &id)
+            store::member_by_public_id(&app.db, &inv.account_id, id)
                 .await?
                 .map(|m| m.user_id)
         }
-        Some(id) => Some(UserId::trusted(id.as_str())),
+        Some(id) => Some(id.clone()),
         None => None,
     };
     let user = match user_id {
@@ -465,7 +464,7 @@ pub(crate) async fn accept_invitation(
         principal,
         &inv.account_id,
         "invitation.accept",
-        ("invitation", &inv.id),
+        ("invitation", inv.id.as_str()),
         None,
         Some(member_json(&row)),
     );

@@ -4,7 +4,7 @@
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, Value};
 use tenancy_runtime::Error;
 use tenancy_runtime::db::{all, exec, get, one};
-use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, InvitationId, UserId};
 
 use super::{b, coded, i, n, oi, os, s};
 use crate::domain::{InvitationState, Role, Scope};
@@ -20,7 +20,7 @@ const EXPIRED: i32 = InvitationState::Expired as i32;
 #[derive(Clone, Debug)]
 pub struct InvitationRow {
     /// Id.
-    pub id: String,
+    pub id: InvitationId,
     /// The account.
     pub account_id: AccountId,
     /// Who is invited.
@@ -38,15 +38,16 @@ pub struct InvitationRow {
     /// The link stops working.
     pub expire_time: i64,
     /// The member who invited.
-    pub invited_by: String,
+    pub invited_by: UserId,
     /// Sent last.
     pub send_time: i64,
     /// Times sent.
     pub send_count: i32,
     /// Accepted, cancelled or replaced.
     pub close_time: Option<i64>,
-    /// The invitee's user (created at invitation time).
-    pub user_id: Option<String>,
+    /// The invitee's user (created at invitation time; for an invitation
+    /// to a member added without a password, the member's stand-in id).
+    pub user_id: Option<UserId>,
     /// Sent to a member added without a password.
     pub for_existing_member: bool,
 }
@@ -86,10 +87,10 @@ impl InvitationRow {
             c,
             &format!("INSERT INTO account_invitations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"),
             vec![
-                s(&self.id), (&self.account_id).into(), s(&self.email), n(self.role.code()), s(scope),
+                (&self.id).into(), (&self.account_id).into(), s(&self.email), n(self.role.code()), s(scope),
                 n(self.state.code()), s(&self.token_hash), i(self.create_time), i(self.expire_time),
-                s(&self.invited_by), i(self.send_time), n(self.send_count), oi(self.close_time),
-                os(self.user_id.clone()), b(self.for_existing_member),
+                (&self.invited_by).into(), i(self.send_time), n(self.send_count), oi(self.close_time),
+                os(self.user_id.clone().map(UserId::into_string)), b(self.for_existing_member),
             ],
         )
         .await?;
@@ -115,7 +116,7 @@ async fn one_invitation<C: ConnectionTrait>(
 /// An invitation by id (of `account_id`, when given).
 pub async fn invitation<C: ConnectionTrait>(
     c: &C,
-    id: &str,
+    id: &InvitationId,
     account_id: Option<&AccountId>,
 ) -> Result<Option<InvitationRow>, Error> {
     match account_id {
@@ -123,11 +124,11 @@ pub async fn invitation<C: ConnectionTrait>(
             one_invitation(
                 c,
                 "id = $1 AND account_id = $2",
-                vec![s(id), account.into()],
+                vec![id.into(), account.into()],
             )
             .await
         }
-        None => one_invitation(c, "id = $1", vec![s(id)]).await,
+        None => one_invitation(c, "id = $1", vec![id.into()]).await,
     }
 }
 
@@ -228,7 +229,7 @@ pub async fn renew_invitation<C: ConnectionTrait>(
     Ok(exec(
         c,
         &format!("UPDATE account_invitations SET state = {PENDING}, token_hash = $2, expire_time = $3, send_time = $4, send_count = $5, close_time = NULL WHERE id = $1 AND state IN ({PENDING}, {EXPIRED})"),
-        vec![s(&inv.id), s(&inv.token_hash), i(inv.expire_time), i(inv.send_time), n(inv.send_count)],
+        vec![(&inv.id).into(), s(&inv.token_hash), i(inv.expire_time), i(inv.send_time), n(inv.send_count)],
     )
     .await?
         == 1)
@@ -238,13 +239,13 @@ pub async fn renew_invitation<C: ConnectionTrait>(
 /// longer either.
 pub async fn cancel_invitation<C: ConnectionTrait>(
     c: &C,
-    id: &str,
+    id: &InvitationId,
     now: i64,
 ) -> Result<bool, Error> {
     Ok(exec(
         c,
         &format!("UPDATE account_invitations SET state = {CANCELLED}, close_time = $2 WHERE id = $1 AND state IN ({PENDING}, {EXPIRED})"),
-        vec![s(id), i(now)],
+        vec![id.into(), i(now)],
     )
     .await?
         != 0)
@@ -254,7 +255,7 @@ pub async fn cancel_invitation<C: ConnectionTrait>(
 /// `token_hash` at `now`; false when it is not (used, cancelled, expired).
 pub async fn claim_invitation<C: ConnectionTrait>(
     c: &C,
-    id: &str,
+    id: &InvitationId,
     token_hash: &str,
     now: i64,
     user_id: &UserId,
@@ -262,7 +263,7 @@ pub async fn claim_invitation<C: ConnectionTrait>(
     Ok(exec(
         c,
         &format!("UPDATE account_invitations SET state = {ACCEPTED}, close_time = $2, user_id = $4 WHERE id = $1 AND state = {PENDING} AND token_hash = $3 AND expire_time > $2"),
-        vec![s(id), i(now), s(token_hash), user_id.into()],
+        vec![id.into(), i(now), s(token_hash), user_id.into()],
     )
     .await?
         != 0)

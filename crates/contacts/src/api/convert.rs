@@ -6,9 +6,8 @@ use tenancy_runtime::ids::{ContactId, UserId};
 
 use crate::app::preferences::Preferences;
 use crate::domain::contact::Contact;
-use crate::domain::outbox::MessageState;
+use crate::domain::outbox::{Message, MessageState};
 use crate::domain::routing::{self, Exclusion, Reason};
-use crate::store::entities::outbox_message as msg;
 
 /// Unix ms as a proto timestamp.
 pub(super) fn ts(ms: Option<i64>) -> Option<prost_types::Timestamp> {
@@ -17,7 +16,7 @@ pub(super) fn ts(ms: Option<i64>) -> Option<prost_types::Timestamp> {
 
 /// An outbox message: the next attempt only while one is to come, the send
 /// time only once sent, the SMTP message id once an attempt started.
-pub(super) fn message(m: msg::Model) -> pb::OutboxMessage {
+pub(super) fn message(m: Message) -> pb::OutboxMessage {
     let template_data = serde_json::from_str(&m.template_data).unwrap_or_default();
     let started = m.attempts > 0;
     pb::OutboxMessage {
@@ -32,15 +31,13 @@ pub(super) fn message(m: msg::Model) -> pb::OutboxMessage {
         template_data,
         account_id: m.account_id,
         category: m.category,
-        state: m.state,
+        state: m.state as i32,
         attempts: m.attempts,
-        next_attempt_time: ts(m
-            .next_attempt_at
-            .filter(|_| MessageState::from_i32(m.state).is_some_and(MessageState::is_waiting))),
+        next_attempt_time: ts(m.next_attempt_at.filter(|_| m.state.is_waiting())),
         last_attempt_time: ts(m.last_attempt_at),
         last_error: m.last_error,
         create_time: ts(Some(m.created_at)),
-        send_time: ts(m.sent_at.filter(|_| m.state == MessageState::Sent as i32)),
+        send_time: ts(m.sent_at.filter(|_| m.state == MessageState::Sent)),
         smtp_message_id: if started {
             m.smtp_message_id
         } else {

@@ -4,8 +4,8 @@ use tenancy_runtime::Error;
 
 use super::App;
 use crate::domain::ContactsError;
+use crate::domain::outbox::Message;
 use crate::outbox::{Address, Email, Queued};
-use crate::store::entities::outbox_message::Model as Message;
 use crate::store::outbox::{self as store, ListFilter};
 
 /// SendEmail: one message per (distinct) recipient, queued under `key`; a

@@ -1,4 +1,52 @@
-//! The delivery states of an outbox message.
+//! An outbox message and its delivery states.
+
+/// A queued message as the rest of the crate sees it (the store keeps its
+/// storage-only columns: position, normalised address, lease).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The message id.
+    pub id: String,
+    /// The idempotency key (request id) it was queued under.
+    pub idempotency_key: String,
+    /// The recipient's address as given.
+    pub to_email: String,
+    /// The recipient's display name (may be empty).
+    pub to_name: String,
+    /// The rendered subject.
+    pub subject: String,
+    /// The rendered plain-text body.
+    pub body_text: String,
+    /// The rendered HTML body.
+    pub body_html: String,
+    /// The template, as the proto's `EmailTemplate` number.
+    pub template: i32,
+    /// JSON object of the template variables.
+    pub template_data: String,
+    /// The account it concerns (may be empty).
+    pub account_id: String,
+    /// The notification category, as the proto's number.
+    pub category: i32,
+    /// Where it is in its delivery.
+    pub state: MessageState,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// When the next attempt is due (Unix ms), while one is to come.
+    pub next_attempt_at: Option<i64>,
+    /// When the last attempt started (Unix ms).
+    pub last_attempt_at: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: String,
+    /// When it was queued (Unix ms).
+    pub created_at: i64,
+    /// When it was accepted (Unix ms).
+    pub sent_at: Option<i64>,
+    /// The Message-ID header it is sent with.
+    pub smtp_message_id: String,
+    /// `OutboxChannel`: 1 email, 2 SMS.
+    pub channel: i32,
+    /// The SMS recipient (E.164); empty for email.
+    pub to_phone: String,
+}
 
 /// Where a queued message is in its delivery, numbered as the proto's
 /// `OutboxMessageState` (and stored so).

@@ -11,13 +11,42 @@ use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::{Error, Timestamp, db};
 
 use super::entities::{outbox_message as msg, outbox_request as req, outbox_secret as sec};
-use crate::domain::outbox::MessageState;
+use crate::domain::outbox::{Message, MessageState};
 use crate::domain::templates::Template;
 
 const PENDING: i32 = MessageState::Pending as i32;
 const SENDING: i32 = MessageState::Sending as i32;
 const SENT: i32 = MessageState::Sent as i32;
 const FAILED: i32 = MessageState::Failed as i32;
+
+/// A stored message as the domain sees it. The state column only ever
+/// holds the four known states; anything else reads as FAILED (no attempt
+/// is made of it).
+fn message_of(m: msg::Model) -> Message {
+    Message {
+        id: m.id,
+        idempotency_key: m.idempotency_key,
+        to_email: m.to_email,
+        to_name: m.to_name,
+        subject: m.subject,
+        body_text: m.body_text,
+        body_html: m.body_html,
+        template: m.template,
+        template_data: m.template_data,
+        account_id: m.account_id,
+        category: m.category,
+        state: MessageState::from_i32(m.state).unwrap_or(MessageState::Failed),
+        attempts: m.attempts,
+        next_attempt_at: m.next_attempt_at,
+        last_attempt_at: m.last_attempt_at,
+        last_error: m.last_error,
+        created_at: m.created_at,
+        sent_at: m.sent_at,
+        smtp_message_id: m.smtp_message_id,
+        channel: m.channel,
+        to_phone: m.to_phone,
+    }
+}
 
 /// A message to queue.
 #[derive(Debug, Clone)]
@@ -70,7 +99,7 @@ pub async fn enqueue<C: ConnectionTrait>(
     messages: Vec<NewMessage>,
     message_id_domain: &str,
     now: Timestamp,
-) -> Result<Vec<msg::Model>, EnqueueError> {
+) -> Result<Vec<Message>, EnqueueError> {
     req::Entity::insert(req::ActiveModel {
         idempotency_key: Set(key.to_owned()),
         request_hash: Set(request_hash.to_owned()),
@@ -78,72 +107,74 @@ pub async fn enqueue<C: ConnectionTrait>(
     })
     .exec_without_returning(txn)
     .await?;
-    let mut models = Vec::with_capacity(messages.len());
-    for (position, m) in messages.into_iter().enumerate() {
-        let id = tenancy_runtime::ids::new_id();
-        let model = msg::Model {
-            smtp_message_id: format!("<{id}@{message_id_domain}>"),
-            id,
-            idempotency_key: key.to_owned(),
-            position: i32::try_from(position).unwrap_or(i32::MAX),
-            to_email_norm: crate::domain::email::normalize(&m.to_email),
-            to_email: m.to_email,
-            to_name: m.to_name,
-            subject: m.subject,
-            body_text: m.body_text,
-            body_html: m.body_html,
-            template: m.template,
-            template_data: m.template_data,
-            account_id: m.account_id,
-            category: m.category,
-            state: PENDING,
-            attempts: 0,
-            next_attempt_at: Some(now.millis()),
-            lease_until: None,
-            last_attempt_at: None,
-            last_error: String::new(),
-            created_at: now.millis(),
-            sent_at: None,
-            channel: m.channel,
-            to_phone: m.to_phone,
-        };
-        models.push(model);
-    }
-    if !models.is_empty() {
-        let actives = models.iter().cloned().map(active);
+    let queued: Vec<Message> = messages
+        .into_iter()
+        .map(|m| {
+            let id = tenancy_runtime::ids::new_id();
+            Message {
+                smtp_message_id: format!("<{id}@{message_id_domain}>"),
+                id,
+                idempotency_key: key.to_owned(),
+                to_email: m.to_email,
+                to_name: m.to_name,
+                subject: m.subject,
+                body_text: m.body_text,
+                body_html: m.body_html,
+                template: m.template,
+                template_data: m.template_data,
+                account_id: m.account_id,
+                category: m.category,
+                state: MessageState::Pending,
+                attempts: 0,
+                next_attempt_at: Some(now.millis()),
+                last_attempt_at: None,
+                last_error: String::new(),
+                created_at: now.millis(),
+                sent_at: None,
+                channel: m.channel,
+                to_phone: m.to_phone,
+            }
+        })
+        .collect();
+    if !queued.is_empty() {
+        let actives = queued
+            .iter()
+            .enumerate()
+            .map(|(position, m)| active(m, position));
         msg::Entity::insert_many(actives)
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(models)
+    Ok(queued)
 }
 
-fn active(m: msg::Model) -> msg::ActiveModel {
+/// The row of a new message `m`, `position`th of its request (no lease).
+fn active(m: &Message, position: usize) -> msg::ActiveModel {
     msg::ActiveModel {
-        id: Set(m.id),
-        idempotency_key: Set(m.idempotency_key),
-        position: Set(m.position),
-        to_email: Set(m.to_email),
-        to_email_norm: Set(m.to_email_norm),
-        to_name: Set(m.to_name),
-        subject: Set(m.subject),
-        body_text: Set(m.body_text),
-        body_html: Set(m.body_html),
+        id: Set(m.id.clone()),
+        idempotency_key: Set(m.idempotency_key.clone()),
+        position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
+        to_email: Set(m.to_email.clone()),
+        to_email_norm: Set(crate::domain::email::normalize(&m.to_email)),
+        to_name: Set(m.to_name.clone()),
+        subject: Set(m.subject.clone()),
+        body_text: Set(m.body_text.clone()),
+        body_html: Set(m.body_html.clone()),
         template: Set(m.template),
-        template_data: Set(m.template_data),
-        account_id: Set(m.account_id),
+        template_data: Set(m.template_data.clone()),
+        account_id: Set(m.account_id.clone()),
         category: Set(m.category),
-        state: Set(m.state),
+        state: Set(m.state as i32),
         attempts: Set(m.attempts),
         next_attempt_at: Set(m.next_attempt_at),
-        lease_until: Set(m.lease_until),
+        lease_until: Set(None),
         last_attempt_at: Set(m.last_attempt_at),
-        last_error: Set(m.last_error),
+        last_error: Set(m.last_error.clone()),
         created_at: Set(m.created_at),
         sent_at: Set(m.sent_at),
-        smtp_message_id: Set(m.smtp_message_id),
+        smtp_message_id: Set(m.smtp_message_id.clone()),
         channel: Set(m.channel),
-        to_phone: Set(m.to_phone),
+        to_phone: Set(m.to_phone.clone()),
     }
 }
 
@@ -176,7 +207,7 @@ pub async fn sealed_secret(db: &DatabaseConnection, id: &str) -> Result<Option<S
 pub async fn earlier_call(
     db: &DatabaseConnection,
     key: &str,
-) -> Result<Option<(String, Vec<msg::Model>)>, Error> {
+) -> Result<Option<(String, Vec<Message>)>, Error> {
     let Some(request) = req::Entity::find_by_id(key.to_owned()).one(db).await? else {
         return Ok(None);
     };
@@ -185,12 +216,13 @@ pub async fn earlier_call(
         .order_by_asc(msg::Column::Position)
         .all(db)
         .await?;
+    let messages = messages.into_iter().map(message_of).collect();
     Ok(Some((request.request_hash, messages)))
 }
 
 /// One message.
-pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<msg::Model>, Error> {
-    Ok(msg::Entity::find_by_id(id).one(db).await?)
+pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Message>, Error> {
+    Ok(msg::Entity::find_by_id(id).one(db).await?.map(message_of))
 }
 
 /// Filters of [`list`]; all combine with AND.
@@ -210,7 +242,7 @@ pub async fn list(
     filter: &ListFilter,
     after: Option<(i64, String)>,
     limit: u64,
-) -> Result<Vec<msg::Model>, Error> {
+) -> Result<Vec<Message>, Error> {
     let mut cond = Condition::all();
     if let Some(s) = filter.state {
         cond = cond.add(msg::Column::State.eq(s as i32));
@@ -247,7 +279,10 @@ pub async fn list(
         .order_by_desc(msg::Column::Id)
         .limit(limit)
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(message_of)
+        .collect())
 }
 
 fn due(now: i64) -> Condition {
@@ -277,7 +312,7 @@ pub async fn claim_due(
     now: Timestamp,
     lease: std::time::Duration,
     limit: u64,
-) -> Result<Vec<msg::Model>, Error> {
+) -> Result<Vec<Message>, Error> {
     let now_ms = now.millis();
     let oldest_due = msg::Entity::find()
         .select_only()
@@ -301,7 +336,10 @@ pub async fn claim_due(
         .filter(msg::Column::Id.in_subquery(oldest_due))
         .filter(due(now_ms))
         .exec_with_returning(db)
-        .await?;
+        .await?
+        .into_iter()
+        .map(message_of)
+        .collect::<Vec<_>>();
     claimed.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
     Ok(claimed)
 }

@@ -8,6 +8,7 @@ use tenancy_runtime::{Timestamp, ids};
 use super::App;
 use super::revocations::Revocation;
 use super::sessions::AccessToken;
+use crate::domain::admin::{AdminAction, AdminEvent, Operator, SHOWN_EVENTS};
 use crate::domain::error::{IdentityError, Invalid};
 use crate::domain::password::{check_new_password, normalise};
 use crate::domain::profile::{parse_email, truncate_user_agent};
@@ -45,9 +46,33 @@ pub(crate) struct Usage<'a> {
 }
 
 impl App {
-    /// GrantStaff / RevokeStaff (idempotent).
+    /// Records operator action `action` by `by` on `user` in `tx` (the
+    /// action's own transaction), with `detail` (never a secret).
+    pub(crate) async fn audit_admin<C: sea_orm::ConnectionTrait>(
+        &self,
+        tx: &C,
+        by: &Operator,
+        action: AdminAction,
+        user: Option<&str>,
+        detail: String,
+    ) -> Result<(), IdentityError> {
+        let event = AdminEvent {
+            time: self.now().millis(),
+            caller: by.caller.clone(),
+            request_id: by.request_id.clone(),
+            action: action.as_str().to_owned(),
+            user_id: user.map(UserId::trusted),
+            detail,
+        };
+        store::admin_audit::insert(tx, &event).await?;
+        Ok(())
+    }
+
+    /// GrantStaff / RevokeStaff (idempotent; audited either way, with
+    /// whether it changed anything).
     pub(crate) async fn set_staff(
         &self,
+        by: &Operator,
         email: &str,
         staff: bool,
     ) -> Result<UserRow, IdentityError> {
@@ -68,6 +93,19 @@ impl App {
             )
             .await?;
         }
+        let action = if staff {
+            AdminAction::GrantStaff
+        } else {
+            AdminAction::RevokeStaff
+        };
+        self.audit_admin(
+            &tx,
+            by,
+            action,
+            Some(&user.id),
+            format!("changed={changed}"),
+        )
+        .await?;
         tx.commit().await?;
         self.notify_revocations();
         self.get_user(&user.id).await
@@ -96,23 +134,30 @@ impl App {
         found.ok_or(IdentityError::UserNotFound)
     }
 
-    /// DescribeUser: the user and their live sessions (no secrets).
+    /// DescribeUser: the user, their live sessions and the newest
+    /// operator actions on them (no secrets).
     pub(crate) async fn describe_user(
         &self,
         user: Option<UserRef<'_>>,
-    ) -> Result<(UserRow, Vec<SessionListing>), IdentityError> {
+    ) -> Result<(UserRow, Vec<SessionListing>, Vec<AdminEvent>), IdentityError> {
         let user = self.named_user(user).await?;
         // The newest 500 (staff see the user's recent devices).
         let (sessions, _) = self
             .list_sessions(&user.id, None, tenancy_runtime::ids::MAX_PAGE_SIZE, "")
             .await?;
-        Ok((user, sessions))
+        let id = UserId::trusted(user.id.as_str());
+        let audit = store::admin_audit::for_user(&self.db, &id, SHOWN_EVENTS).await?;
+        Ok((user, sessions, audit))
     }
 
     /// UnlockLogin: clears the back-off of every (email, address) pair and
     /// the per-email cap of password logins (see `login`'s keys). Returns
     /// the user and how many counters were cleared.
-    pub(crate) async fn unlock_login(&self, email: &str) -> Result<(UserRow, i32), IdentityError> {
+    pub(crate) async fn unlock_login(
+        &self,
+        by: &Operator,
+        email: &str,
+    ) -> Result<(UserRow, i32), IdentityError> {
         let email = parse_email("email", email)?;
         let user = self
             .user_by_email(&self.db, &email)
@@ -121,11 +166,22 @@ impl App {
         // `pw:{key}|{ip}` for every address; compared by prefix without
         // LIKE, whose wildcards an email may contain (`_`).
         let pairs = format!("pw:{}|", email.key);
+        let tx = crate::store::begin(&self.db).await?;
         let cleared =
-            store::throttle::clear_with_prefix(&self.db, &format!("pwe:{}", email.key), &pairs)
-                .await?;
+            store::throttle::clear_with_prefix(&tx, &format!("pwe:{}", email.key), &pairs).await?;
+        let action = AdminAction::UnlockLogin;
+        self.audit_admin(
+            &tx,
+            by,
+            action,
+            Some(&user.id),
+            format!("cleared={cleared}"),
+        )
+        .await?;
+        tx.commit().await?;
         tracing::info!(
-            event = "admin.unlock_login",
+            event = action.as_str(),
+            request_id = %by.request_id,
             caller = "operator",
             user_id = %user.id,
             cleared,
@@ -138,6 +194,7 @@ impl App {
     /// revocation event each (as RevokeSession), in one transaction.
     pub(crate) async fn end_user_sessions(
         &self,
+        by: &Operator,
         user: Option<UserRef<'_>>,
     ) -> Result<(UserRow, i64), IdentityError> {
         let user = self.named_user(user).await?;
@@ -151,10 +208,14 @@ impl App {
                 pb::RevocationReason::RevokedByOperator,
             )
             .await?;
+        let action = AdminAction::EndSessions;
+        self.audit_admin(&tx, by, action, Some(&user.id), format!("ended={ended}"))
+            .await?;
         tx.commit().await?;
         self.notify_revocations();
         tracing::info!(
-            event = "admin.end_sessions",
+            event = action.as_str(),
+            request_id = %by.request_id,
             caller = "operator",
             user_id = %user.id,
             ended,

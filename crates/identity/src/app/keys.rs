@@ -177,6 +177,7 @@ impl App {
     /// RotateSigningKey.
     pub(crate) async fn rotate_signing_key(
         &self,
+        by: &crate::domain::admin::Operator,
         revoke_current: bool,
     ) -> Result<(PublicKey, String), IdentityError> {
         let now = self.now();
@@ -213,6 +214,9 @@ impl App {
             pb::RevocationReason::SigningKeyRotated,
         )
         .await?;
+        let detail = format!("kid={kid} previous={previous} revoke_current={revoke_current}");
+        let action = crate::domain::admin::AdminAction::RotateSigningKey;
+        self.audit_admin(&tx, by, action, None, detail).await?;
         tx.commit().await?;
         self.notify_revocations();
         let key = PublicKey {

@@ -1,5 +1,6 @@
 //! The identity rules as plain Rust: no gRPC, no database. Unit-tested here.
 
+pub(crate) mod admin;
 pub(crate) mod api_tokens;
 pub(crate) mod credentials;
 pub(crate) mod error;

@@ -10,6 +10,7 @@ mod m20261130_000003_api_members;
 mod m20261130_000004_phone;
 mod m20261130_000005_passkeys;
 mod m20261130_000007_sign_up_phone;
+mod m20261130_000009_admin_audit;
 
 /// Every migration step of the identity service, in order.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_phone::Migration),
             Box::new(m20261130_000005_passkeys::Migration),
             Box::new(m20261130_000007_sign_up_phone::Migration),
+            Box::new(m20261130_000009_admin_audit::Migration),
         ]
     }
 

@@ -4,6 +4,7 @@
 //! ([`begin`]); rules that must hold under concurrency are enforced by keys
 //! and conditional updates.
 
+pub(crate) mod admin_audit;
 pub(crate) mod api_tokens;
 pub(crate) mod code_words;
 pub(crate) mod email_tokens;

@@ -5,7 +5,7 @@ use tenancy_runtime::Timestamp;
 
 use crate::app::Side;
 use crate::domain::ActorKind;
-use crate::store::{MessageRow, Ticket};
+use crate::store::{Ticket, TicketMessage};
 
 fn time(ms: i64) -> Option<prost_types::Timestamp> {
     Some(Timestamp(ms).to_proto())
@@ -14,7 +14,7 @@ fn time(ms: i64) -> Option<prost_types::Timestamp> {
 /// A ticket as `side` sees it: customers get no assignee, no note count,
 /// and the latest customer-visible sequence.
 pub(crate) fn ticket(t: &Ticket, side: Side) -> pb::Ticket {
-    let r = &t.row;
+    let r = t;
     let staff = side == Side::Staff;
     pb::Ticket {
         id: r.id.clone(),
@@ -47,7 +47,7 @@ pub(crate) fn ticket(t: &Ticket, side: Side) -> pb::Ticket {
 
 /// A message as `side` sees it: customers see staff authors as "support"
 /// without an id.
-pub(crate) fn message(m: &MessageRow, side: Side) -> pb::TicketMessage {
+pub(crate) fn message(m: &TicketMessage, side: Side) -> pb::TicketMessage {
     let hide_author = side == Side::Customer && m.author_kind != ActorKind::Customer as i32;
     pb::TicketMessage {
         id: m.id.clone(),

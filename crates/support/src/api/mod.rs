@@ -296,19 +296,14 @@ async fn add_message(
     status_after: Option<Status>,
     internal: bool,
     raw_request_id: &str,
-) -> Result<(Written, crate::store::MessageRow), Error> {
+) -> Result<(Written, crate::domain::TicketMessage), Error> {
     let user = UserId::trusted(p.user()?);
     let mut v = Violations::default();
     if let Err(e) = validate::body(&body) {
         v.add("body", e);
     }
     let kind = if internal { "note" } else { "message" };
-    let key = request_key(
-        &user,
-        raw_request_id,
-        &[kind, &ticket.row.id, &body],
-        &mut v,
-    );
+    let key = request_key(&user, raw_request_id, &[kind, &ticket.id, &body], &mut v);
     v.finish()?;
     messages::add(app, p, ticket, side, body, status_after, internal, key).await
 }

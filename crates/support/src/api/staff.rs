@@ -17,7 +17,7 @@ use crate::domain::Status;
 use crate::domain::validate::MAX_CODE_WORD_CHARS;
 use crate::peers::CodeWordOutcome;
 use crate::store::list::{Accounts, Order, TicketQuery};
-use crate::store::{MessageRow, Written};
+use crate::store::{TicketMessage, Written};
 
 impl Api {
     /// A staff reply (or internal note) on a ticket whose account granted
@@ -30,7 +30,7 @@ impl Api {
         status_after: Option<Status>,
         internal: bool,
         request_id: &str,
-    ) -> Result<(Written, MessageRow), Error> {
+    ) -> Result<(Written, TicketMessage), Error> {
         let id = ticket_id(raw_ticket_id)?;
         let ticket = self.app.staff_ticket(None, &id).await?;
         let (written, message) = add_message(

@@ -66,14 +66,14 @@ async fn watch(
     p: Principal,
     side: Side,
     ticket: Ticket,
-    replay: Vec<crate::store::MessageRow>,
+    replay: Vec<crate::domain::TicketMessage>,
     mut events: broadcast::Receiver<(TicketId, Event)>,
     tx: mpsc::Sender<Result<pb::WatchTicketResponse, GrpcStatus>>,
 ) {
     use pb::watch_ticket_response::Event as E;
     let send = |e: E| pb::WatchTicketResponse { event: Some(e) };
     let id = ticket.id();
-    let mut last_sent = ticket.row.last_message_sequence;
+    let mut last_sent = ticket.last_message_sequence;
     if tx
         .send(Ok(send(E::Snapshot(convert::ticket(
             &ticket,
@@ -175,7 +175,7 @@ async fn watch(
             }) => E::StatusChanged(pb::TicketStatusChanged {
                 change: Some(pb::TicketStatusChange {
                     previous_status: previous as i32,
-                    status: ticket.row.status,
+                    status: ticket.status,
                     changed_by_kind: by_kind as i32,
                     changed_by_user_id: if by_kind == ActorKind::Customer {
                         by_user.map(UserId::into_string).unwrap_or_default()
@@ -183,7 +183,7 @@ async fn watch(
                         String::new()
                     },
                     change_time: Some(
-                        tenancy_runtime::Timestamp(ticket.row.status_change_time).to_proto(),
+                        tenancy_runtime::Timestamp(ticket.status_change_time).to_proto(),
                     ),
                 }),
                 ticket: Some(convert::ticket(&ticket, Side::Customer)),

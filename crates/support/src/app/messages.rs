@@ -8,7 +8,7 @@ use tenancy_runtime::{Error, Principal};
 
 use super::{App, Event, Side};
 use crate::domain::{Status, SupportError};
-use crate::store::{MessageRow, NewMessage, RequestKey, Ticket, Written};
+use crate::store::{NewMessage, RequestKey, Ticket, TicketMessage, Written};
 
 /// Adds a message (or, for staff, an internal note) to `ticket` as the
 /// caller on `side`; the status follows (a customer message reopens a
@@ -24,7 +24,7 @@ pub(crate) async fn add(
     status_after: Option<Status>,
     internal: bool,
     key: Option<RequestKey>,
-) -> Result<(Written, MessageRow), Error> {
+) -> Result<(Written, TicketMessage), Error> {
     let user = UserId::trusted(p.user()?);
     let author_kind = side.actor();
     let ticket_id = ticket.id();
@@ -86,7 +86,7 @@ pub(crate) async fn page(
     include_internal: bool,
     newest_first: bool,
     limit: u64,
-) -> Result<Vec<MessageRow>, Error> {
+) -> Result<Vec<TicketMessage>, Error> {
     app.store
         .messages(
             ticket_id,

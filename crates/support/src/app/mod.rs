@@ -21,13 +21,13 @@ use tokio::sync::broadcast;
 
 use crate::domain::{ActorKind, Status, SupportError, Visibility};
 use crate::peers::{Audit, Peers};
-use crate::store::{MessageRow, Store, Ticket, Written};
+use crate::store::{Store, Ticket, TicketMessage, Written};
 
 /// Something that happened to a ticket, for WatchTicket streams.
 #[derive(Clone, Debug)]
 pub(crate) enum Event {
     /// A message or internal note was added.
-    Message(MessageRow),
+    Message(TicketMessage),
     /// The status changed.
     Status {
         /// Before.
@@ -122,7 +122,7 @@ impl App {
         let user = UserId::trusted(principal.user()?);
         let account = AccountId::trusted(principal.account()?);
         let ticket = self.load(ticket_id).await?;
-        if ticket.row.account_id != account.as_str() {
+        if ticket.account_id != account.as_str() {
             return Err(SupportError::TicketNotFound.into());
         }
         if !self.customer_sees(&user, &account, &ticket).await? {
@@ -138,12 +138,12 @@ impl App {
         account: &AccountId,
         ticket: &Ticket,
     ) -> Result<bool, Error> {
-        let services: Vec<String> = ticket.row.service_id.iter().cloned().collect();
+        let services: Vec<String> = ticket.service_id.iter().cloned().collect();
         let visibility = self
             .peers
             .visibility(user, account, services, false)
             .await?;
-        Ok(visibility.sees(ticket.row.service_id.as_deref()))
+        Ok(visibility.sees(ticket.service_id.as_deref()))
     }
 
     /// A ticket staff may reach: it exists (else TICKET_NOT_FOUND), belongs
@@ -155,7 +155,7 @@ impl App {
         ticket_id: &TicketId,
     ) -> Result<Ticket, Error> {
         let ticket = self.load(ticket_id).await?;
-        if account.is_some_and(|a| a.as_str() != ticket.row.account_id) {
+        if account.is_some_and(|a| a.as_str() != ticket.account_id) {
             return Err(SupportError::TicketNotFound.into());
         }
         self.require_grant(&ticket.account()).await?;
@@ -231,7 +231,7 @@ impl App {
         key: Option<String>,
     ) -> Result<(), Error> {
         if side == Side::Staff {
-            self.audit_staff(p, &ticket.account(), action, &ticket.row.id, key)
+            self.audit_staff(p, &ticket.account(), action, &ticket.id, key)
                 .await?;
         }
         Ok(())

@@ -8,7 +8,7 @@ use tenancy_runtime::ids::UserId;
 use super::App;
 use crate::domain::{ActorKind, Category};
 use crate::peers::TicketNotice;
-use crate::store::{MessageRow, Ticket};
+use crate::store::{Ticket, TicketMessage};
 
 impl App {
     /// Notifies a customer-visible message, best effort, after commit: the
@@ -21,7 +21,7 @@ impl App {
     pub(crate) fn notify_message(
         self: &Arc<Self>,
         ticket: &Ticket,
-        message: &MessageRow,
+        message: &TicketMessage,
         created: bool,
     ) {
         if message.internal {
@@ -32,7 +32,7 @@ impl App {
         let message = message.clone();
         tokio::spawn(async move {
             if let Err(error) = app.send_notifications(&ticket, &message, created).await {
-                tracing::warn!(ticket_id = %ticket.row.id, %error, "ticket notification not sent");
+                tracing::warn!(ticket_id = %ticket.id, %error, "ticket notification not sent");
             }
         });
     }
@@ -40,7 +40,7 @@ impl App {
     async fn send_notifications(
         &self,
         ticket: &Ticket,
-        message: &MessageRow,
+        message: &TicketMessage,
         created: bool,
     ) -> Result<(), Error> {
         let author = if created {
@@ -48,7 +48,7 @@ impl App {
         } else {
             message.author_user_id.clone()
         };
-        let mut people: Vec<UserId> = std::iter::once(ticket.row.created_by_user_id.clone())
+        let mut people: Vec<UserId> = std::iter::once(ticket.created_by_user_id.clone())
             .chain(ticket.cc.iter().cloned())
             .filter(|u| Some(u) != author.as_ref())
             .map(UserId::trusted)
@@ -75,8 +75,8 @@ impl App {
                 .unwrap_or_default()
         };
         let data: std::collections::HashMap<String, String> = [
-            ("ticket_id", ticket.row.id.clone()),
-            ("ticket_subject", ticket.row.subject.clone()),
+            ("ticket_id", ticket.id.clone()),
+            ("ticket_subject", ticket.subject.clone()),
             ("author_name", author_name),
             (
                 "message_excerpt",
@@ -87,7 +87,7 @@ impl App {
                 format!(
                     "{}/support/tickets/{}",
                     self.portal_url.trim_end_matches('/'),
-                    ticket.row.id
+                    ticket.id
                 ),
             ),
         ]
@@ -98,7 +98,7 @@ impl App {
         // TECHNICAL contacts (and only those contacts: chosen by role, not
         // by category), in the same Notify so that an address that is both
         // a member and a contact gets one email.
-        let technical = staff_reply && ticket.row.category == Category::Technical as i32;
+        let technical = staff_reply && ticket.category == Category::Technical as i32;
         if people.is_empty() && !technical {
             return Ok(());
         }
@@ -110,12 +110,12 @@ impl App {
         self.peers
             .notify(TicketNotice {
                 request_id: if created {
-                    format!("support:ticket-created:{}", ticket.row.id)
+                    format!("support:ticket-created:{}", ticket.id)
                 } else {
                     format!("support:ticket-reply:{}", message.id)
                 },
                 account_id: ticket.account(),
-                service_id: ticket.row.service_id.clone(),
+                service_id: ticket.service_id.clone(),
                 data,
                 users,
                 technical_contacts: technical,

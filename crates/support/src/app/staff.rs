@@ -33,7 +33,7 @@ pub(crate) async fn queue(
         return Ok((Vec::new(), None));
     }
     let (tickets, next) = app.store.list_tickets(&query).await?;
-    let shown: BTreeSet<&str> = tickets.iter().map(|t| t.row.account_id.as_str()).collect();
+    let shown: BTreeSet<&str> = tickets.iter().map(|t| t.account_id.as_str()).collect();
     for account_id in shown {
         app.audit_staff(p, &AccountId::trusted(account_id), "ticket.list", "", None)
             .await?;
@@ -62,7 +62,7 @@ pub(crate) async fn assign(
         .store
         .assign(&ticket.id(), assignee, only_if_unassigned)
         .await?;
-    app.audit_staff(p, &ticket.account(), "ticket.assign", &ticket.row.id, None)
+    app.audit_staff(p, &ticket.account(), "ticket.assign", &ticket.id, None)
         .await?;
     Ok(after)
 }
@@ -110,7 +110,7 @@ pub(crate) async fn verify_caller(
                 .ticket(id)
                 .await?
                 .ok_or(SupportError::TicketNotFound)?;
-            if t.row.account_id != account.as_str() {
+            if t.account_id != account.as_str() {
                 return Err(SupportError::TicketAccountMismatch.into());
             }
             Some(t)

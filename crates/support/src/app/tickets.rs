@@ -11,7 +11,7 @@ use super::{App, Event};
 use crate::domain::validate::MAX_CC;
 use crate::domain::{SupportError, Visibility};
 use crate::store::list::{Cursor, TicketQuery};
-use crate::store::{MessageRow, NewTicket, RequestKey, Ticket};
+use crate::store::{NewTicket, RequestKey, Ticket, TicketMessage};
 
 /// CreateTicket: the creator must see the ticket (the service must be one
 /// they reach), and so must every CC user; the first message is notified
@@ -20,7 +20,7 @@ pub(crate) async fn create(
     app: &Arc<App>,
     new: NewTicket,
     key: Option<RequestKey>,
-) -> Result<(Ticket, MessageRow), Error> {
+) -> Result<(Ticket, TicketMessage), Error> {
     let visibility = app
         .peers
         .visibility(
@@ -84,7 +84,7 @@ pub(crate) async fn update_cc(
     if after.len() > MAX_CC {
         return Err(too_many_cc());
     }
-    if let Some(index) = first_unseeing(app, account, &ticket.row.service_id, &new).await? {
+    if let Some(index) = first_unseeing(app, account, &ticket.service_id, &new).await? {
         return Err(SupportError::AddedUserNotEligible { index }.into());
     }
     let add: Vec<UserId> = add.iter().map(|(_, u)| u.clone()).collect();

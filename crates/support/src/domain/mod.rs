@@ -7,9 +7,11 @@
 
 pub mod error;
 pub mod status;
+pub mod ticket;
 pub mod validate;
 pub mod visibility;
 
 pub use error::SupportError;
 pub use status::{ActorKind, Category, Priority, Status};
+pub use ticket::{Ticket, TicketMessage};
 pub use visibility::Visibility;

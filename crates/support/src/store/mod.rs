@@ -20,35 +20,15 @@ use sea_orm::{
 use tenancy_runtime::ids::{self, AccountId, TicketId, UserId};
 use tenancy_runtime::{Error, Timestamp};
 
-pub(crate) use entities::message::Model as MessageRow;
-pub(crate) use entities::ticket::Model as TicketRow;
+use entities::message::Model as MessageRow;
+use entities::ticket::Model as TicketRow;
 use entities::{cc, message, request, ticket};
 
 use crate::domain::{ActorKind, Category, Priority, Status, SupportError};
+pub(crate) use crate::domain::{Ticket, TicketMessage};
 
 /// How long a request id is remembered.
 const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
-/// A ticket with its CC users.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Ticket {
-    /// The stored row.
-    pub(crate) row: TicketRow,
-    /// CC user ids, sorted.
-    pub(crate) cc: Vec<String>,
-}
-
-impl Ticket {
-    /// The ticket's id.
-    pub(crate) fn id(&self) -> TicketId {
-        TicketId::trusted(self.row.id.clone())
-    }
-
-    /// The ticket's account.
-    pub(crate) fn account(&self) -> AccountId {
-        AccountId::trusted(self.row.account_id.clone())
-    }
-}
 
 /// A client request id with the fingerprint of what it asked for.
 #[derive(Clone, Debug)]
@@ -129,7 +109,7 @@ impl Store {
     }
 
     /// CC users of many tickets at once.
-    pub(crate) async fn cc_of(&self, rows: Vec<TicketRow>) -> Result<Vec<Ticket>, Error> {
+    async fn cc_of(&self, rows: Vec<TicketRow>) -> Result<Vec<Ticket>, Error> {
         with_cc(&self.db, rows).await
     }
 
@@ -140,7 +120,7 @@ impl Store {
         new: NewTicket,
         key: Option<RequestKey>,
         now: Timestamp,
-    ) -> Result<(Ticket, MessageRow), Error> {
+    ) -> Result<(Ticket, TicketMessage), Error> {
         let txn = tenancy_runtime::db::begin(&self.db).await?;
         if let Some(key) = &key
             && let Some(earlier) = take_request(&txn, key, "ticket", now).await?
@@ -155,7 +135,7 @@ impl Store {
                 .one(&self.db)
                 .await?
                 .ok_or(SupportError::TicketNotFound)?;
-            return Ok((ticket, first));
+            return Ok((ticket, message_of(first)));
         }
         let id = ids::new_id();
         let now = now.millis();
@@ -207,13 +187,7 @@ impl Store {
             record_request(&txn, key, "ticket", &id, &id, now).await?;
         }
         txn.commit().await?;
-        Ok((
-            Ticket {
-                row,
-                cc: cc.into_iter().collect(),
-            },
-            first,
-        ))
+        Ok((ticket_of(row, cc.into_iter().collect()), message_of(first)))
     }
 
     /// Adds a message or note. `next_status` decides the status after it
@@ -225,7 +199,7 @@ impl Store {
         next_status: impl FnOnce(Status) -> Result<Status, SupportError> + Send,
         key: Option<RequestKey>,
         now: Timestamp,
-    ) -> Result<(Written, MessageRow), Error> {
+    ) -> Result<(Written, TicketMessage), Error> {
         let ticket_id = ticket_id.as_str();
         let txn = tenancy_runtime::db::begin(&self.db).await?;
         let kind = if new.internal { "note" } else { "message" };
@@ -246,7 +220,7 @@ impl Store {
                     previous_status: None,
                     replayed: true,
                 },
-                written,
+                message_of(written),
             ));
         }
         let mut row = lock_ticket(&txn, ticket_id).await?;
@@ -293,11 +267,11 @@ impl Store {
         txn.commit().await?;
         Ok((
             Written {
-                ticket: Ticket { row, cc },
+                ticket: ticket_of(row, cc),
                 previous_status: (after != before).then_some(before),
                 replayed: false,
             },
-            entry,
+            message_of(entry),
         ))
     }
 
@@ -327,7 +301,7 @@ impl Store {
         let cc = cc_in(&txn, ticket_id).await?;
         txn.commit().await?;
         Ok(Written {
-            ticket: Ticket { row, cc },
+            ticket: ticket_of(row, cc),
             previous_status,
             replayed: false,
         })
@@ -361,7 +335,7 @@ impl Store {
             .await?
             .ok_or(SupportError::TicketNotFound)?;
         if result.rows_affected == 0
-            && let Some(holder) = ticket.row.assignee_user_id.clone()
+            && let Some(holder) = ticket.assignee_user_id.clone()
         {
             return Err(SupportError::AlreadyAssigned {
                 assignee_user_id: holder,
@@ -416,7 +390,7 @@ impl Store {
                 .await?;
         }
         txn.commit().await?;
-        Ok(Ok((Ticket { row, cc: after }, changed)))
+        Ok(Ok((ticket_of(row, after), changed)))
     }
 
     /// Messages of a ticket after `after` (exclusive) in sequence order.
@@ -428,7 +402,7 @@ impl Store {
         include_internal: bool,
         newest_first: bool,
         limit: u64,
-    ) -> Result<Vec<MessageRow>, Error> {
+    ) -> Result<Vec<TicketMessage>, Error> {
         let ticket_id = ticket_id.as_str();
         let mut query = message::Entity::find()
             .filter(message::Column::TicketId.eq(ticket_id))
@@ -444,7 +418,13 @@ impl Store {
         } else {
             query.order_by_asc(message::Column::Sequence)
         };
-        Ok(query.limit(limit).all(&self.db).await?)
+        Ok(query
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(message_of)
+            .collect())
     }
 
     /// Messages of a ticket with sequence after `after`, oldest first,
@@ -454,7 +434,7 @@ impl Store {
         ticket_id: &TicketId,
         after: i64,
         include_internal: bool,
-    ) -> Result<Vec<MessageRow>, Error> {
+    ) -> Result<Vec<TicketMessage>, Error> {
         self.messages(ticket_id, after, None, include_internal, false, 10_000)
             .await
     }
@@ -484,7 +464,7 @@ async fn load_ticket<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<Tick
         return Ok(None);
     };
     let cc = cc_in(db, id).await?;
-    Ok(Some(Ticket { row, cc }))
+    Ok(Some(ticket_of(row, cc)))
 }
 
 async fn cc_in<C: ConnectionTrait>(db: &C, ticket_id: &str) -> Result<Vec<String>, Error> {
@@ -517,7 +497,7 @@ async fn with_cc<C: ConnectionTrait>(db: &C, rows: Vec<TicketRow>) -> Result<Vec
         .into_iter()
         .map(|row| {
             let cc = by_ticket.remove(&row.id).unwrap_or_default();
-            Ticket { row, cc }
+            ticket_of(row, cc)
         })
         .collect())
 }
@@ -584,6 +564,44 @@ async fn record_request(
         }
     })?;
     Ok(())
+}
+
+/// A stored ticket with its CC users as the domain sees it.
+fn ticket_of(row: TicketRow, cc: Vec<String>) -> Ticket {
+    Ticket {
+        id: row.id,
+        account_id: row.account_id,
+        subject: row.subject,
+        service_id: row.service_id,
+        category: row.category,
+        priority: row.priority,
+        status: row.status,
+        created_by_user_id: row.created_by_user_id,
+        assignee_user_id: row.assignee_user_id,
+        message_count: row.message_count,
+        internal_note_count: row.internal_note_count,
+        last_message_sequence: row.last_message_sequence,
+        last_sequence: row.last_sequence,
+        create_time: row.create_time,
+        update_time: row.update_time,
+        last_message_time: row.last_message_time,
+        status_change_time: row.status_change_time,
+        cc,
+    }
+}
+
+/// A stored message as the domain sees it.
+fn message_of(row: MessageRow) -> TicketMessage {
+    TicketMessage {
+        id: row.id,
+        ticket_id: row.ticket_id,
+        sequence: row.sequence,
+        author_kind: row.author_kind,
+        author_user_id: row.author_user_id,
+        body: row.body,
+        internal: row.internal,
+        create_time: row.create_time,
+    }
 }
 
 fn ticket_active(row: &TicketRow) -> ticket::ActiveModel {

@@ -361,6 +361,95 @@ async fn show_user_lists_memberships_and_sessions_without_secrets() {
     suite.running.stop().await.unwrap();
 }
 
+/// The operator actions on `user` as identity's DescribeUser returns them,
+/// asked over gRPC with the operator's certificate.
+async fn admin_events(suite: &Suite, user: &str) -> Vec<tenancy_proto::identity::AdminEvent> {
+    use tenancy_proto::identity::{DescribeUserRequest, describe_user_request};
+    let channel = TestChannel::new(Peer::Identity, suite.identity).as_caller(Peer::Operator);
+    IdentityInternalServiceClient::new(channel)
+        .describe_user(DescribeUserRequest {
+            user: Some(describe_user_request::User::UserId(user.to_owned())),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .admin_events
+}
+
+#[tokio::test]
+async fn operator_actions_are_audited_with_the_users_record() {
+    let suite = Suite::start("admin-audit").await;
+    let ada = suite.user("ada@example.com").await;
+    let bob = suite.user("bob@example.com").await;
+    suite.login("ada@example.com", PASSWORD).await.unwrap();
+    assert!(admin_events(&suite, &ada).await.is_empty());
+
+    // Each action one second apart (the suite's clock stands still).
+    let step = Duration::from_secs(1);
+    suite
+        .admin_ok(&["unlock-login", "--email", "ada@example.com"])
+        .await;
+    suite.clock.advance(step);
+    suite.admin_ok(&["end-sessions", "--user", &ada]).await;
+    suite.clock.advance(step);
+    suite.admin_ok(&["grant-staff", "ada@example.com"]).await;
+    suite.clock.advance(step);
+    suite.admin_ok(&["revoke-staff", "ada@example.com"]).await;
+    suite.clock.advance(step);
+    suite.admin_ok(&["rotate-signing-key"]).await;
+    // Refused actions write nothing.
+    refused(
+        &suite
+            .admin(&["unlock-login", "--email", "nobody@example.com"])
+            .await,
+    );
+    let unknown = tenancy_runtime::ids::new_id();
+    refused(&suite.admin(&["end-sessions", "--user", &unknown]).await);
+
+    let events = admin_events(&suite, &ada).await;
+    // How many throttle counters the unlock cleared depends on the login
+    // before it; the count is there.
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| match e.detail.strip_prefix("cleared=") {
+            Some(n) if n.parse::<u64>().is_ok() => (e.action.as_str(), "cleared=N"),
+            _ => (e.action.as_str(), e.detail.as_str()),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("admin.revoke_staff", "changed=true"),
+            ("admin.grant_staff", "changed=true"),
+            ("admin.end_sessions", "ended=1"),
+            ("admin.unlock_login", "cleared=N"),
+        ],
+        "newest first, the key rotation names no user: {events:?}"
+    );
+    for e in &events {
+        assert_eq!(e.caller, "operator", "{e:?}");
+        assert!(!e.request_id.is_empty(), "{e:?}");
+    }
+    let times: Vec<i64> = events.iter().map(|e| e.time.unwrap().seconds).collect();
+    assert!(times.windows(2).all(|w| w[0] > w[1]), "{times:?}");
+    // Another user's record stays empty.
+    assert!(admin_events(&suite, &bob).await.is_empty());
+
+    // show-user prints them; a second end-sessions adds a row (ended=0).
+    suite
+        .admin_ok(&["end-sessions", "--email", "ada@example.com"])
+        .await;
+    let printed = suite.admin_ok(&["show-user", "--user", &ada]).await;
+    assert!(printed.contains("operator actions: 5"), "{printed}");
+    let line = printed
+        .lines()
+        .find(|l| l.contains("admin.end_sessions") && l.contains("ended=0"))
+        .unwrap_or_else(|| panic!("no audit line: {printed}"));
+    assert!(line.contains("by operator (request "), "{line}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+    suite.running.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn resend_invitation_sends_a_new_link_within_the_owners_limits() {
     use tenancy_proto::account::InviteMemberRequest;

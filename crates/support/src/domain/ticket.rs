@@ -1,0 +1,79 @@
+//! A ticket and a message of its conversation, as the service sees them
+//! (the store maps its rows to these).
+
+use tenancy_runtime::ids::{AccountId, TicketId};
+
+/// A ticket with its CC users and counters. Category, priority and status
+/// hold their stored (= proto) numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// UUIDv7.
+    pub id: String,
+    /// The account the ticket belongs to.
+    pub account_id: String,
+    /// Trimmed subject.
+    pub subject: String,
+    /// The service it is about; `None`: account-general.
+    pub service_id: Option<String>,
+    /// `Category` value.
+    pub category: i32,
+    /// `Priority` value.
+    pub priority: i32,
+    /// `Status` value.
+    pub status: i32,
+    /// The member who created it.
+    pub created_by_user_id: String,
+    /// The staff user holding it.
+    pub assignee_user_id: Option<String>,
+    /// Customer-visible messages.
+    pub message_count: i32,
+    /// Internal notes.
+    pub internal_note_count: i32,
+    /// Sequence of the latest customer-visible message.
+    pub last_message_sequence: i64,
+    /// Sequence of the latest entry (message or note).
+    pub last_sequence: i64,
+    /// Unix ms.
+    pub create_time: i64,
+    /// Unix ms of the latest customer-visible change.
+    pub update_time: i64,
+    /// Unix ms of the latest customer-visible message.
+    pub last_message_time: i64,
+    /// Unix ms of the latest status change.
+    pub status_change_time: i64,
+    /// CC user ids, sorted.
+    pub cc: Vec<String>,
+}
+
+impl Ticket {
+    /// The ticket's id.
+    pub fn id(&self) -> TicketId {
+        TicketId::trusted(self.id.clone())
+    }
+
+    /// The ticket's account.
+    pub fn account(&self) -> AccountId {
+        AccountId::trusted(self.account_id.clone())
+    }
+}
+
+/// A message or internal note of a ticket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketMessage {
+    /// UUIDv7.
+    pub id: String,
+    /// The ticket.
+    pub ticket_id: String,
+    /// Position in the ticket, from 1.
+    pub sequence: i64,
+    /// `ActorKind` value.
+    pub author_kind: i32,
+    /// The author; `None` for the system.
+    pub author_user_id: Option<String>,
+    /// Plain text as written.
+    pub body: String,
+    /// Staff-only note.
+    pub internal: bool,
+    /// Unix ms.
+    pub create_time: i64,
+}
