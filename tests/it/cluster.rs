@@ -32,11 +32,9 @@ use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait as _, DbBackend, Statement};
 use tenancy::{Part, Running};
-use tenancy_proto::account::account_service_client::AccountServiceClient;
 use tenancy_proto::account::{
-    AcceptInvitationRequest, AccessScope, ChangeMemberRoleRequest, GetAccountRequest,
-    InviteMemberRequest, ListInvitationsRequest, ListMembersRequest, MemberStatus,
-    ReactivateMemberRequest, SecuritySettings, ServiceAccess, SuspendMemberRequest,
+    ChangeMemberRoleRequest, GetAccountRequest, ListInvitationsRequest, ListMembersRequest,
+    MemberStatus, ReactivateMemberRequest, SecuritySettings, SuspendMemberRequest,
     UpdateSecuritySettingsRequest,
 };
 use tenancy_proto::auth::Role;
@@ -49,7 +47,7 @@ use tenancy_runtime::Reason;
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_testkit::{TestDatabase, test_config};
 
-use crate::gateway::{PASSWORD, Suite, bearer, channel, reason, user_of};
+use crate::gateway::{PASSWORD, Suite, bearer, channel, member_across, reason, user_of};
 use crate::processes::{Process, free_address};
 
 /// Replicas of every service, and gateways serving from the start.
@@ -291,41 +289,26 @@ async fn suite_at(
     }
 }
 
-/// `email` (signed up, verified and logged in through `invitee`) invited
-/// with `role` into `account_id` by its owner through `inviter`, accepting
-/// through `invitee`; returns the member's token selecting the account.
-async fn member_across(
-    inviter: &Suite,
-    invitee: &Suite,
+/// Changes the `paths` of the security settings of the account `owner`'s
+/// token selects, through `suite`.
+async fn update_security(
+    suite: &Suite,
     owner: &str,
-    account_id: &str,
-    email: &str,
-    role: Role,
-) -> String {
-    let token = invitee.user(email).await;
-    inviter
+    settings: SecuritySettings,
+    paths: &[&str],
+    force: bool,
+) {
+    suite
         .account(owner)
-        .invite_member(InviteMemberRequest {
-            email: email.into(),
-            role: role as i32,
-            access_scope: Some(AccessScope {
-                portal_access: true,
-                service_access: ServiceAccess::All as i32,
-                ..Default::default()
+        .update_security_settings(UpdateSecuritySettingsRequest {
+            settings: Some(settings),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
             }),
+            force,
         })
         .await
         .unwrap();
-    let invitation = invitee.emailed_token(email, "accept_url").await;
-    AccountServiceClient::new(invitee.gateway.clone())
-        .accept_invitation(AcceptInvitationRequest {
-            token: invitation,
-            name: String::new(),
-            password: String::new(),
-        })
-        .await
-        .unwrap();
-    invitee.switch(&token, account_id).await
 }
 
 /// The current TOTP code of `secret` (base32).
@@ -515,20 +498,19 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
         .access_token
         .unwrap()
         .token;
-    a.account(&owner)
-        .update_security_settings(UpdateSecuritySettingsRequest {
-            settings: Some(SecuritySettings {
-                enforce_mfa: true,
-                mfa_grace_period: Some(prost_types::Duration::default()),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["enforce_mfa".into(), "mfa_grace_period".into()],
-            }),
-            force: false,
-        })
-        .await
-        .unwrap();
+    let settings = SecuritySettings {
+        enforce_mfa: true,
+        mfa_grace_period: Some(prost_types::Duration::default()),
+        ..Default::default()
+    };
+    update_security(
+        a,
+        &owner,
+        settings,
+        &["enforce_mfa", "mfa_grace_period"],
+        false,
+    )
+    .await;
     let required = Err(Reason::MfaEnrollmentRequired);
     reaches("enforced 2FA on B", b, Call::Account, &member, required).await;
     assert_eq!(Call::Account.answer(b, &owner).await, Ok(()));
@@ -552,19 +534,11 @@ async fn seed_flows(a: &Suite, b: &Suite) -> Vec<Expectation> {
     let (_, owner) = b.account_of(&owner).await;
     let api = b.api_token(&owner).await;
     reaches("another new account on A", a, Call::Account, &owner, Ok(())).await;
-    a.account(&owner)
-        .update_security_settings(UpdateSecuritySettingsRequest {
-            settings: Some(SecuritySettings {
-                ip_allowlist: vec!["198.51.100.0/24".into()],
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["ip_allowlist".into()],
-            }),
-            force: true,
-        })
-        .await
-        .unwrap();
+    let settings = SecuritySettings {
+        ip_allowlist: vec!["198.51.100.0/24".into()],
+        ..Default::default()
+    };
+    update_security(a, &owner, settings, &["ip_allowlist"], true).await;
     let outside = Err(Reason::IpNotAllowed);
     reaches("allowlist on B", b, Call::Account, &owner, outside).await;
     for suite in [a, b] {

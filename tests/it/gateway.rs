@@ -351,30 +351,46 @@ impl Suite {
         email: &str,
         role: Role,
     ) -> String {
-        let member_token = self.user(email).await;
-        self.account(owner_token)
-            .invite_member(InviteMemberRequest {
-                email: email.into(),
-                role: role as i32,
-                access_scope: Some(AccessScope {
-                    portal_access: true,
-                    service_access: ServiceAccess::All as i32,
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap();
-        let token = self.emailed_token(email, "accept_url").await;
-        AccountServiceClient::new(self.gateway.clone())
-            .accept_invitation(AcceptInvitationRequest {
-                token,
-                name: String::new(),
-                password: String::new(),
-            })
-            .await
-            .unwrap();
-        self.switch(&member_token, account_id).await
+        member_across(self, self, owner_token, account_id, email, role).await
     }
+}
+
+/// `email` (signed up, verified and logged in through `invitee`) invited
+/// with `role` into `account_id` by its owner through `inviter`, accepting
+/// through `invitee` (another gateway in the multi-gateway tests); returns
+/// the member's token selecting the account.
+pub(crate) async fn member_across(
+    inviter: &Suite,
+    invitee: &Suite,
+    owner: &str,
+    account_id: &str,
+    email: &str,
+    role: Role,
+) -> String {
+    let token = invitee.user(email).await;
+    inviter
+        .account(owner)
+        .invite_member(InviteMemberRequest {
+            email: email.into(),
+            role: role as i32,
+            access_scope: Some(AccessScope {
+                portal_access: true,
+                service_access: ServiceAccess::All as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let invitation = invitee.emailed_token(email, "accept_url").await;
+    AccountServiceClient::new(invitee.gateway.clone())
+        .accept_invitation(AcceptInvitationRequest {
+            token: invitation,
+            name: String::new(),
+            password: String::new(),
+        })
+        .await
+        .unwrap();
+    invitee.switch(&token, account_id).await
 }
 
 pub(crate) fn reason(status: &tonic::Status) -> Reason {
