@@ -4,7 +4,7 @@
 //! target) the account's service catalogue with its tags. Both are loaded
 //! from the database once and kept as immutable snapshots shared by `Arc`,
 //! with the sets a decision needs precomputed, so a cached check allocates
-//! nothing but its answer.
+//! nothing but the target's id and its answer.
 //!
 //! # Kept correct
 //! - **Writes on this replica.** Every transaction that changes a
@@ -33,7 +33,7 @@ use tenancy_runtime::db;
 use parking_lot::RwLock;
 use sea_orm::DatabaseConnection;
 use tenancy_runtime::Error;
-use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, ServiceId, UserId};
 use tokio::time::Instant;
 
 use crate::domain::access::{MemberFacts, TargetGrants};
@@ -54,10 +54,10 @@ const BATCH: i64 = 1000;
 /// An account's service catalogue as checks need it.
 #[derive(Debug, Default)]
 pub(crate) struct Catalogue {
-    /// Service id → its tags.
-    services: HashMap<String, Box<[Arc<str>]>>,
-    /// Tag → ids of the services carrying it.
-    by_tag: HashMap<Arc<str>, Vec<String>>,
+    /// Service → its tags.
+    services: HashMap<ServiceId, Box<[Arc<str>]>>,
+    /// Tag → the services carrying it.
+    by_tag: HashMap<Arc<str>, Vec<ServiceId>>,
 }
 
 /// A member's facts and scope as checks need them.
@@ -66,9 +66,9 @@ pub(crate) struct MemberAccess {
     /// Role, status, portal access and service-access mode.
     pub(crate) facts: MemberFacts,
     /// Selected services (SELECTED mode rows).
-    selected: HashSet<String>,
-    /// Service id → resource grant level.
-    resources: HashMap<String, Level>,
+    selected: HashSet<ServiceId>,
+    /// Service → resource grant level.
+    resources: HashMap<ServiceId, Level>,
     /// Tag → tag grant level.
     tags: HashMap<String, Level>,
 }
@@ -80,7 +80,8 @@ impl MemberAccess {
             let l = tags.entry(tag).or_default();
             *l = (*l).max(level);
         }
-        let mut resources: HashMap<String, Level> = HashMap::with_capacity(scope.resources.len());
+        let mut resources: HashMap<ServiceId, Level> =
+            HashMap::with_capacity(scope.resources.len());
         for (id, level) in scope.resources {
             let l = resources.entry(id).or_default();
             *l = (*l).max(level);
@@ -95,7 +96,7 @@ impl MemberAccess {
 
     /// What the scope grants on service `id` of `catalogue`: the same as
     /// `domain::access::grants_on`, from indexes (tested to agree).
-    pub(crate) fn on_service(&self, catalogue: &Catalogue, id: &str) -> TargetGrants {
+    pub(crate) fn on_service(&self, catalogue: &Catalogue, id: &ServiceId) -> TargetGrants {
         let Some(service_tags) = catalogue.services.get(id) else {
             return TargetGrants::default();
         };
@@ -125,23 +126,23 @@ impl MemberAccess {
     /// grants and tag grants (not through OWNER or ALL), sorted: for a
     /// member who does not reach every service, the same as
     /// `domain::access::reachable_services`, from indexes (tested to agree).
-    pub(crate) fn accessible(&self, catalogue: &Catalogue, wanted: Level) -> Vec<String> {
-        let mut set: HashSet<&str> = HashSet::new();
+    pub(crate) fn accessible(&self, catalogue: &Catalogue, wanted: Level) -> Vec<ServiceId> {
+        let mut set: HashSet<&ServiceId> = HashSet::new();
         if self.facts.service_access == ServiceAccess::Selected {
-            set.extend(self.selected.iter().map(String::as_str));
+            set.extend(self.selected.iter());
         }
         set.extend(
             self.resources
                 .iter()
                 .filter(|(_, l)| **l >= wanted)
-                .map(|(k, _)| k.as_str()),
+                .map(|(k, _)| k),
         );
         for (tag, _) in self.tags.iter().filter(|(_, l)| **l >= wanted) {
             if let Some(ids) = catalogue.by_tag.get(tag.as_str()) {
-                set.extend(ids.iter().map(String::as_str));
+                set.extend(ids.iter());
             }
         }
-        let mut out: Vec<String> = set.into_iter().map(str::to_owned).collect();
+        let mut out: Vec<ServiceId> = set.into_iter().cloned().collect();
         out.sort_unstable();
         out
     }
@@ -203,6 +204,27 @@ impl AccessCache {
         self.fresh_until.store(nanos.max(1), Ordering::Release);
     }
 
+    /// What `find` picks of `account`'s snapshots when they may be served
+    /// (`usable`), else the epoch a load must leave unmoved to keep its
+    /// result.
+    fn cached<T: Clone>(
+        &self,
+        usable: bool,
+        account: &str,
+        find: impl FnOnce(&AccountEntry) -> Option<&T>,
+    ) -> Result<T, u64> {
+        let inner = self.inner.read();
+        match inner
+            .accounts
+            .get(account)
+            .filter(|_| usable)
+            .and_then(find)
+        {
+            Some(found) => Ok(found.clone()),
+            None => Err(inner.epoch),
+        }
+    }
+
     /// The membership of `user` in `account`.
     pub(crate) async fn member(
         &self,
@@ -211,17 +233,9 @@ impl AccessCache {
         user: &str,
     ) -> Result<Member, Error> {
         let usable = self.usable();
-        let epoch = {
-            let inner = self.inner.read();
-            if usable
-                && let Some(found) = inner
-                    .accounts
-                    .get(account)
-                    .and_then(|a| a.members.get(user))
-            {
-                return Ok(found.clone());
-            }
-            inner.epoch
+        let epoch = match self.cached(usable, account, |a| a.members.get(user)) {
+            Ok(found) => return Ok(found),
+            Err(epoch) => epoch,
         };
         let loaded =
             match store::member(db, &AccountId::trusted(account), &UserId::trusted(user)).await? {
@@ -258,17 +272,9 @@ impl AccessCache {
         account: &str,
     ) -> Result<Arc<Catalogue>, Error> {
         let usable = self.usable();
-        let epoch = {
-            let inner = self.inner.read();
-            if usable
-                && let Some(found) = inner
-                    .accounts
-                    .get(account)
-                    .and_then(|a| a.catalogue.as_ref())
-            {
-                return Ok(found.clone());
-            }
-            inner.epoch
+        let epoch = match self.cached(usable, account, |a| a.catalogue.as_ref()) {
+            Ok(found) => return Ok(found),
+            Err(epoch) => epoch,
         };
         let loaded = Arc::new(load_catalogue(db, account).await?);
         if usable {
@@ -390,10 +396,10 @@ async fn load_catalogue(db: &DatabaseConnection, account: &str) -> Result<Catalo
     )
     .await?;
     let mut interned: HashSet<Arc<str>> = HashSet::new();
-    let mut by_service: HashMap<String, Vec<Arc<str>>> = HashMap::new();
-    let mut by_tag: HashMap<Arc<str>, Vec<String>> = HashMap::new();
+    let mut by_service: HashMap<ServiceId, Vec<Arc<str>>> = HashMap::new();
+    let mut by_tag: HashMap<Arc<str>, Vec<ServiceId>> = HashMap::new();
     for row in tags {
-        let service: String = db::get(&row, "service_id")?;
+        let service: ServiceId = db::get(&row, "service_id")?;
         let tag: String = db::get(&row, "tag")?;
         let tag = match interned.get(tag.as_str()) {
             Some(t) => t.clone(),
@@ -408,7 +414,7 @@ async fn load_catalogue(db: &DatabaseConnection, account: &str) -> Result<Catalo
     }
     let mut services = HashMap::with_capacity(ids.len());
     for row in ids {
-        let id: String = db::get(&row, "id")?;
+        let id: ServiceId = db::get(&row, "id")?;
         let tags = by_service.remove(&id).unwrap_or_default();
         services.insert(id, tags.into_boxed_slice());
     }
@@ -439,10 +445,10 @@ mod tests {
         };
         let tags = ["a", "b", "c", "d"];
         for _ in 0..500 {
-            let ids: Vec<String> = (0..next(8)).map(|k| format!("s{k}")).collect();
-            let mut services: HashMap<String, Box<[Arc<str>]>> = HashMap::new();
-            let mut by_tag: HashMap<Arc<str>, Vec<String>> = HashMap::new();
-            let mut plain: Vec<(String, Vec<String>)> = Vec::new();
+            let ids: Vec<ServiceId> = (0..next(8)).map(|_| ServiceId::new()).collect();
+            let mut services: HashMap<ServiceId, Box<[Arc<str>]>> = HashMap::new();
+            let mut by_tag: HashMap<Arc<str>, Vec<ServiceId>> = HashMap::new();
+            let mut plain: Vec<(ServiceId, Vec<String>)> = Vec::new();
             for id in &ids {
                 let mine: Vec<String> = tags
                     .iter()
@@ -511,7 +517,7 @@ mod tests {
                     reachable_services(
                         facts,
                         &scope,
-                        plain.iter().map(|(id, t)| (id.as_str(), t.as_slice())),
+                        plain.iter().map(|(id, t)| (id, t.as_slice())),
                         wanted,
                     ),
                     "{scope:?} at {wanted:?}"

@@ -3,7 +3,7 @@
 use tenancy_proto::account as pb;
 use tenancy_runtime::Error;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{AccountId, UserId, new_id};
+use tenancy_runtime::ids::{AccountId, ServiceId, UserId, new_id};
 
 use super::{Api, from_struct, membership_state, scope_pb, settings_pb, ts};
 use crate::domain::access::{self, Target, reason};
@@ -13,6 +13,12 @@ use crate::store::{self, AccountRow, AuditRow};
 
 fn required(v: &mut Violations, field: &str, value: &str) {
     v.check(!value.trim().is_empty(), field, "required");
+}
+
+/// An internal caller's service id as stored (trimmed, lower case): looked
+/// up as given, not validated as a UUID (an unknown one is not found).
+fn service_id(value: &str) -> ServiceId {
+    ServiceId::trusted(normalised(value))
 }
 
 /// An id or tag as stored: trimmed, lower case (borrowed when it already is).
@@ -49,7 +55,7 @@ impl Api {
                     Target::Account
                 } else {
                     let catalogue = self.cache.catalogue(&self.db, &account).await?;
-                    Target::Service(m.on_service(&catalogue, &normalised(id)))
+                    Target::Service(m.on_service(&catalogue, &service_id(id)))
                 }
             }
             (Some(m), Some(pb::check_access_request::Target::Tag(tag))) => {
@@ -125,7 +131,7 @@ impl Api {
             .service_ids
             .iter()
             .map(|original| {
-                let grants = member.on_service(&catalogue, &normalised(original));
+                let grants = member.on_service(&catalogue, &service_id(original));
                 let d = access::decide(Some(m), Target::Service(grants), wanted);
                 pb::ServiceAccessResult {
                     service_id: original.clone(),
@@ -137,7 +143,11 @@ impl Api {
             .collect();
         let all_services = access::reaches_all_services(m);
         let accessible = if req.include_accessible_service_ids && !all_services {
-            member.accessible(&catalogue, wanted)
+            member
+                .accessible(&catalogue, wanted)
+                .into_iter()
+                .map(ServiceId::into_string)
+                .collect()
         } else {
             Vec::new()
         };

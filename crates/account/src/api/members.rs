@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tenancy_proto::account as pb;
 use tenancy_runtime::error::Violations;
 use tenancy_runtime::ids::{
-    AccountId, UserId, decode_page_token_for, encode_page_token, page_size, parse_id,
+    AccountId, ServiceId, UserId, decode_page_token_for, encode_page_token, page_size,
 };
 use tenancy_runtime::{Error, Reason};
 
@@ -85,12 +85,12 @@ impl Api {
             input.tag_grants.len(),
             limits::TAG_GRANTS,
         )?;
-        let mut ids_to_check: Vec<(String, String)> = Vec::new();
+        let mut ids_to_check: Vec<(String, ServiceId)> = Vec::new();
         if fields.selected {
-            let mut out: Vec<String> = Vec::new();
+            let mut out: Vec<ServiceId> = Vec::new();
             for (k, id) in input.selected_service_ids.iter().enumerate() {
                 let field = format!("{p}.selected_service_ids[{k}]");
-                match parse_id(&field, id) {
+                match ServiceId::parse(&field, id) {
                     Ok(id) if !out.contains(&id) => {
                         ids_to_check.push((field, id.clone()));
                         out.push(id);
@@ -108,11 +108,11 @@ impl Api {
             );
         }
         if fields.resources {
-            let mut out: Vec<(String, Level)> = Vec::new();
+            let mut out: Vec<(ServiceId, Level)> = Vec::new();
             for (k, g) in input.resource_grants.iter().enumerate() {
                 let field = format!("{p}.resource_grants[{k}]");
                 let level = parse_level(g.level, &format!("{field}.level"), &mut v);
-                match parse_id(&field, &g.service_id) {
+                match ServiceId::parse(&field, &g.service_id) {
                     Ok(id) if out.iter().any(|(x, _)| *x == id) => {
                         v.add(format!("{field}.service_id"), "one grant per service")
                     }
@@ -141,7 +141,7 @@ impl Api {
             scope.tags = out;
         }
         v.finish()?;
-        let ids: Vec<String> = ids_to_check.iter().map(|(_, id)| id.clone()).collect();
+        let ids: Vec<ServiceId> = ids_to_check.iter().map(|(_, id)| id.clone()).collect();
         let existing = store::existing_services(&self.db, account_id, &ids).await?;
         // The first few unknown ids are named: a thousand field violations
         // would not fit in the response's headers.

@@ -165,12 +165,12 @@ pub(crate) fn scope_pb(scope: &Scope) -> pb::AccessScope {
     pb::AccessScope {
         portal_access: scope.portal_access,
         service_access: scope.service_access.code(),
-        selected_service_ids: scope.selected.clone(),
+        selected_service_ids: scope.selected.iter().map(ToString::to_string).collect(),
         resource_grants: scope
             .resources
             .iter()
             .map(|(id, l)| pb::ResourceGrant {
-                service_id: id.clone(),
+                service_id: id.to_string(),
                 level: l.code(),
             })
             .collect(),

@@ -85,7 +85,7 @@ fn apply(row: &mut ServiceRow, input: &pb::Service, paths: &[&str], v: &mut Viol
 fn level_on(caller: &Caller, scope: &Scope, service: &ServiceRow) -> Level {
     access::service_level(
         caller.member.access_facts(),
-        access::grants_on(scope, service.id.as_str(), &service.tags),
+        access::grants_on(scope, &service.id, &service.tags),
     )
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tenancy_proto::account::ActorKind;
 use tenancy_proto::contacts::MessageTemplate;
 use tenancy_runtime::error::Violations;
-use tenancy_runtime::ids::{AccountId, InvitationId, UserId};
+use tenancy_runtime::ids::{AccountId, InvitationId, ServiceId, UserId};
 use tenancy_runtime::secret::SecretToken;
 use tenancy_runtime::{Error, Principal};
 
@@ -426,7 +426,7 @@ pub(crate) async fn accept_invitation(
         }
         _ => {
             let mut scope = inv.scope.clone();
-            let ids: Vec<String> = scope
+            let ids: Vec<ServiceId> = scope
                 .selected
                 .iter()
                 .chain(scope.resources.iter().map(|(id, _)| id))

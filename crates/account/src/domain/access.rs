@@ -2,6 +2,8 @@
 //! level, and why. The order of the rules is the contract documented on
 //! `AccessReason` in the proto.
 
+use tenancy_runtime::ids::ServiceId;
+
 use super::{Level, MemberStatus, Role, Scope, ServiceAccess};
 
 /// Reason codes (the `AccessReason` numbers).
@@ -172,7 +174,7 @@ pub fn reaches_all_services(m: MemberFacts) -> bool {
 /// and ListServices pre-filters in SQL, both tested against this.
 pub fn grants_on(
     scope: &Scope,
-    service_id: &str,
+    service_id: &ServiceId,
     service_tags: &[impl AsRef<str>],
 ) -> TargetGrants {
     let best = |levels: &mut dyn Iterator<Item = Level>| levels.max().unwrap_or(Level::None);
@@ -214,15 +216,15 @@ pub fn service_level(m: MemberFacts, grants: TargetGrants) -> Level {
 pub fn reachable_services<'a, T: AsRef<str> + 'a>(
     m: MemberFacts,
     scope: &Scope,
-    catalogue: impl IntoIterator<Item = (&'a str, &'a [T])>,
+    catalogue: impl IntoIterator<Item = (&'a ServiceId, &'a [T])>,
     wanted: Level,
-) -> Vec<String> {
-    let mut out: Vec<String> = catalogue
+) -> Vec<ServiceId> {
+    let mut out: Vec<ServiceId> = catalogue
         .into_iter()
         .filter(|(id, tags)| {
             service_level(m, grants_on(scope, id, tags)) >= wanted.max(Level::View)
         })
-        .map(|(id, _)| id.to_owned())
+        .map(|(id, _)| id.clone())
         .collect();
     out.sort_unstable();
     out

@@ -20,6 +20,8 @@ pub mod validate;
 
 pub use error::AccountError;
 
+use tenancy_runtime::ids::ServiceId;
+
 /// An enum stored and sent as its `tenancy.*` proto number: `code()` and
 /// `from_code()` convert at the store and api edges; JSON (audit, stored
 /// invitation scopes) carries the number too.
@@ -172,10 +174,10 @@ pub struct Scope {
     /// invitations always treated it).
     #[serde(deserialize_with = "service_access_or_none")]
     pub service_access: ServiceAccess,
-    /// Selected service ids (SELECTED mode).
-    pub selected: Vec<String>,
-    /// (service id, level) grants.
-    pub resources: Vec<(String, Level)>,
+    /// Selected services (SELECTED mode).
+    pub selected: Vec<ServiceId>,
+    /// (service, level) grants.
+    pub resources: Vec<(ServiceId, Level)>,
     /// (tag, level) grants.
     pub tags: Vec<(String, Level)>,
 }

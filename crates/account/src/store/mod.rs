@@ -14,7 +14,7 @@
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Value};
 use tenancy_runtime::db::{all, exec, get, one};
-use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, ServiceId, UserId};
 use tenancy_runtime::{Error, Reason};
 
 use crate::domain::{GrantKind, Level, MemberStatus, Role, Scope, ServiceAccess};
@@ -454,9 +454,17 @@ pub async fn scopes<C: ConnectionTrait>(
         let scope = out.entry(user).or_default();
         match kind {
             Some(GrantKind::Selected) => {
-                scope.selected = parsed.into_iter().map(|(k, _)| k).collect()
+                scope.selected = parsed
+                    .into_iter()
+                    .map(|(k, _)| ServiceId::trusted(k))
+                    .collect()
             }
-            Some(GrantKind::Resource) => scope.resources = parsed,
+            Some(GrantKind::Resource) => {
+                scope.resources = parsed
+                    .into_iter()
+                    .map(|(k, l)| (ServiceId::trusted(k), l))
+                    .collect()
+            }
             _ => scope.tags = parsed,
         }
     }
@@ -532,13 +540,13 @@ pub async fn replace_grants<C: ConnectionTrait>(
 pub async fn existing_services<C: ConnectionTrait>(
     c: &C,
     account_id: &AccountId,
-    ids: &[String],
-) -> Result<std::collections::HashSet<String>, Error> {
+    ids: &[ServiceId],
+) -> Result<std::collections::HashSet<ServiceId>, Error> {
     let mut found = std::collections::HashSet::new();
     for chunk in ids.chunks(500) {
         let placeholders: Vec<String> = (0..chunk.len()).map(|k| format!("${}", k + 2)).collect();
         let mut values: Vec<Value> = vec![account_id.into()];
-        values.extend(chunk.iter().map(|u| s(u.as_str())));
+        values.extend(chunk.iter().map(Value::from));
         let rows = all(
             c,
             &format!(
@@ -549,7 +557,7 @@ pub async fn existing_services<C: ConnectionTrait>(
         )
         .await?;
         for row in rows {
-            found.insert(get::<String>(&row, "id")?);
+            found.insert(get::<ServiceId>(&row, "id")?);
         }
     }
     Ok(found)

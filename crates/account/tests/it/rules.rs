@@ -13,7 +13,7 @@ use tenancy_account::domain::access::{self, MemberFacts};
 use tenancy_account::domain::{Level, MemberStatus, Role, Scope, ServiceAccess, mfa};
 use tenancy_account::migration::Migrator;
 use tenancy_account::store::{self, MemberRow, ServiceQuery, ServiceRow};
-use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::ids::{AccountId, ServiceId, UserId};
 use tenancy_testkit::TestDatabase;
 
 /// A small seeded generator (splitmix64): the same runs every time.
@@ -97,7 +97,7 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                 .map(|t| (*t).to_owned())
                 .collect();
             let row = ServiceRow {
-                id: tenancy_runtime::ids::ServiceId::new(),
+                id: ServiceId::new(),
                 account_id: account.clone(),
                 kind: "vm".to_owned(),
                 name: format!("service {k:02}"),
@@ -136,11 +136,11 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
             };
             for service in &catalogue {
                 if mode == ServiceAccess::Selected && rng.chance(30) {
-                    scope.selected.push(service.id.to_string());
+                    scope.selected.push(service.id.clone());
                 }
                 if rng.chance(20) {
                     let level = rng.level();
-                    scope.resources.push((service.id.to_string(), level));
+                    scope.resources.push((service.id.clone(), level));
                 }
             }
             for tag in TAGS {
@@ -160,17 +160,17 @@ async fn list_services_prefilter_agrees_with_the_domain_rule() {
                 limit: 1000,
                 ..ServiceQuery::default()
             };
-            let mut by_sql: Vec<String> = store::list_services(&db, &account, &query)
+            let mut by_sql: Vec<ServiceId> = store::list_services(&db, &account, &query)
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|s| s.id.into_string())
+                .map(|s| s.id)
                 .collect();
             by_sql.sort();
             let by_rule = access::reachable_services(
                 facts,
                 &scope,
-                catalogue.iter().map(|s| (s.id.as_str(), s.tags.as_slice())),
+                catalogue.iter().map(|s| (&s.id, s.tags.as_slice())),
                 Level::View,
             );
             assert_eq!(
