@@ -1,6 +1,6 @@
 //! Typed rows of the account tables.
 
-use sea_orm::{ConnectionTrait, QueryResult};
+use sea_orm::{ConnectionTrait, QueryResult, Value};
 use tenancy_runtime::Error;
 use tenancy_runtime::ids::{AccountId, ServiceId, UserId};
 
@@ -312,31 +312,37 @@ impl AccountRow {
         row.map(|r| Self::read(&r)).transpose()
     }
 
+    /// The values of the columns an update writes, as `$1` (the id) to
+    /// `$16`, in the order of [`Self::update`]'s statement.
+    fn settings(&self) -> Vec<Value> {
+        vec![
+            s(self.id.as_str()),
+            n(self.account_type),
+            s(self.name.as_str()),
+            s(self.legal_name.as_str()),
+            s(self.country_code.as_str()),
+            s(self.vat_number.as_str()),
+            s(self.registration_number.as_str()),
+            s(self.address_json.as_str()),
+            i(self.update_time),
+            super::b(self.enforce_mfa),
+            i(self.mfa_grace_ms),
+            oi(self.enforce_mfa_time),
+            s(self.ip_allowlist_json.as_str()),
+            oi(self.security_update_time),
+            s(self.security_update_user.as_str()),
+            n(self.server_credential_delivery),
+        ]
+    }
+
     /// Inserts a new account.
     pub async fn insert<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
+        let mut values = self.settings();
+        values.extend([s(self.created_by.as_str()), i(self.create_time)]);
         exec(
             c,
-            "INSERT INTO account_accounts (id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, lock_version, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user, server_credential_delivery) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 0, $12, $13, $14, $15, $16, $17, $18)",
-            vec![
-                s(self.id.as_str()),
-                n(self.account_type),
-                s(self.name.as_str()),
-                s(self.legal_name.as_str()),
-                s(self.country_code.as_str()),
-                s(self.vat_number.as_str()),
-                s(self.registration_number.as_str()),
-                s(self.address_json.as_str()),
-                s(self.created_by.as_str()),
-                i(self.create_time),
-                i(self.update_time),
-                super::b(self.enforce_mfa),
-                i(self.mfa_grace_ms),
-                oi(self.enforce_mfa_time),
-                s(self.ip_allowlist_json.as_str()),
-                oi(self.security_update_time),
-                s(self.security_update_user.as_str()),
-                n(self.server_credential_delivery),
-            ],
+            "INSERT INTO account_accounts (id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, update_time, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user, server_credential_delivery, created_by, create_time, lock_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 0)",
+            values,
         )
         .await?;
         Ok(())
@@ -347,24 +353,7 @@ impl AccountRow {
         exec(
             c,
             "UPDATE account_accounts SET account_type = $2, name = $3, legal_name = $4, country_code = $5, vat_number = $6, registration_number = $7, address_json = $8, update_time = $9, enforce_mfa = $10, mfa_grace_ms = $11, enforce_mfa_time = $12, ip_allowlist_json = $13, security_update_time = $14, security_update_user = $15, server_credential_delivery = $16 WHERE id = $1",
-            vec![
-                s(self.id.as_str()),
-                n(self.account_type),
-                s(self.name.as_str()),
-                s(self.legal_name.as_str()),
-                s(self.country_code.as_str()),
-                s(self.vat_number.as_str()),
-                s(self.registration_number.as_str()),
-                s(self.address_json.as_str()),
-                i(self.update_time),
-                super::b(self.enforce_mfa),
-                i(self.mfa_grace_ms),
-                oi(self.enforce_mfa_time),
-                s(self.ip_allowlist_json.as_str()),
-                oi(self.security_update_time),
-                s(self.security_update_user.as_str()),
-                n(self.server_credential_delivery),
-            ],
+            self.settings(),
         )
         .await?;
         Ok(())
