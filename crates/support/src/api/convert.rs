@@ -21,9 +21,9 @@ pub(crate) fn ticket(t: &Ticket, side: Side) -> pb::Ticket {
         account_id: r.account_id.clone(),
         subject: r.subject.clone(),
         service_id: r.service_id.clone().unwrap_or_default(),
-        category: r.category,
-        priority: r.priority,
-        status: r.status,
+        category: r.category as i32,
+        priority: r.priority as i32,
+        status: r.status as i32,
         created_by_user_id: r.created_by_user_id.clone(),
         cc_user_ids: t.cc.clone(),
         assignee_user_id: if staff {
@@ -48,12 +48,12 @@ pub(crate) fn ticket(t: &Ticket, side: Side) -> pb::Ticket {
 /// A message as `side` sees it: customers see staff authors as "support"
 /// without an id.
 pub(crate) fn message(m: &TicketMessage, side: Side) -> pb::TicketMessage {
-    let hide_author = side == Side::Customer && m.author_kind != ActorKind::Customer as i32;
+    let hide_author = side == Side::Customer && m.author_kind != ActorKind::Customer;
     pb::TicketMessage {
         id: m.id.clone(),
         ticket_id: m.ticket_id.clone(),
         sequence: m.sequence,
-        author_kind: m.author_kind,
+        author_kind: m.author_kind as i32,
         author_user_id: if hide_author {
             String::new()
         } else {

@@ -175,7 +175,7 @@ async fn watch(
             }) => E::StatusChanged(pb::TicketStatusChanged {
                 change: Some(pb::TicketStatusChange {
                     previous_status: previous as i32,
-                    status: ticket.status,
+                    status: ticket.status as i32,
                     changed_by_kind: by_kind as i32,
                     changed_by_user_id: if by_kind == ActorKind::Customer {
                         by_user.map(UserId::into_string).unwrap_or_default()

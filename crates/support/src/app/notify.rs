@@ -55,7 +55,7 @@ impl App {
             .collect();
         people.sort();
         people.dedup();
-        let staff_reply = message.author_kind == ActorKind::Staff as i32;
+        let staff_reply = message.author_kind == ActorKind::Staff;
         let author_name = if staff_reply {
             "Support".to_owned()
         } else {
@@ -98,7 +98,7 @@ impl App {
         // TECHNICAL contacts (and only those contacts: chosen by role, not
         // by category), in the same Notify so that an address that is both
         // a member and a contact gets one email.
-        let technical = staff_reply && ticket.category == Category::Technical as i32;
+        let technical = staff_reply && ticket.category == Category::Technical;
         if people.is_empty() && !technical {
             return Ok(());
         }

@@ -171,6 +171,15 @@ pub enum ActorKind {
     System = 3,
 }
 
+impl ActorKind {
+    /// The actor kind with proto/stored value `value`.
+    pub fn from_i32(value: i32) -> Option<Self> {
+        [ActorKind::Customer, ActorKind::Staff, ActorKind::System]
+            .into_iter()
+            .find(|k| *k as i32 == value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +260,8 @@ mod tests {
         assert_eq!(Status::from_i32(0), None);
         assert_eq!(Priority::from_i32(4), Some(Priority::Urgent));
         assert_eq!(Category::from_i32(9), None);
+        assert_eq!(Category::from_i32(2), Some(Category::Technical));
+        assert_eq!(ActorKind::from_i32(2), Some(ActorKind::Staff));
+        assert_eq!(ActorKind::from_i32(0), None);
     }
 }

@@ -3,8 +3,9 @@
 
 use tenancy_runtime::ids::{AccountId, TicketId};
 
-/// A ticket with its CC users and counters. Category, priority and status
-/// hold their stored (= proto) numbers.
+use super::{ActorKind, Category, Priority, Status};
+
+/// A ticket with its CC users and counters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
     /// UUIDv7.
@@ -15,12 +16,12 @@ pub struct Ticket {
     pub subject: String,
     /// The service it is about; `None`: account-general.
     pub service_id: Option<String>,
-    /// `Category` value.
-    pub category: i32,
-    /// `Priority` value.
-    pub priority: i32,
-    /// `Status` value.
-    pub status: i32,
+    /// What it is about.
+    pub category: Category,
+    /// How urgent it is.
+    pub priority: Priority,
+    /// Where it is in its lifecycle.
+    pub status: Status,
     /// The member who created it.
     pub created_by_user_id: String,
     /// The staff user holding it.
@@ -66,8 +67,8 @@ pub struct TicketMessage {
     pub ticket_id: String,
     /// Position in the ticket, from 1.
     pub sequence: i64,
-    /// `ActorKind` value.
-    pub author_kind: i32,
+    /// Who wrote it.
+    pub author_kind: ActorKind,
     /// The author; `None` for the system.
     pub author_user_id: Option<String>,
     /// Plain text as written.

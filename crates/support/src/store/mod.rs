@@ -135,7 +135,7 @@ impl Store {
                 .one(&self.db)
                 .await?
                 .ok_or(SupportError::TicketNotFound)?;
-            return Ok((ticket, message_of(first)));
+            return Ok((ticket, message_of(first)?));
         }
         let id = ids::new_id();
         let now = now.millis();
@@ -187,7 +187,10 @@ impl Store {
             record_request(&txn, key, "ticket", &id, &id, now).await?;
         }
         txn.commit().await?;
-        Ok((ticket_of(row, cc.into_iter().collect()), message_of(first)))
+        Ok((
+            ticket_of(row, cc.into_iter().collect())?,
+            message_of(first)?,
+        ))
     }
 
     /// Adds a message or note. `next_status` decides the status after it
@@ -220,11 +223,11 @@ impl Store {
                     previous_status: None,
                     replayed: true,
                 },
-                message_of(written),
+                message_of(written)?,
             ));
         }
         let mut row = lock_ticket(&txn, ticket_id).await?;
-        let before = Status::from_i32(row.status).unwrap_or(Status::Open);
+        let before = stored("status", row.status, Status::from_i32)?;
         let after = if new.internal {
             before
         } else {
@@ -267,11 +270,11 @@ impl Store {
         txn.commit().await?;
         Ok((
             Written {
-                ticket: ticket_of(row, cc),
+                ticket: ticket_of(row, cc)?,
                 previous_status: (after != before).then_some(before),
                 replayed: false,
             },
-            message_of(entry),
+            message_of(entry)?,
         ))
     }
 
@@ -285,7 +288,7 @@ impl Store {
         let ticket_id = ticket_id.as_str();
         let txn = tenancy_runtime::db::begin(&self.db).await?;
         let mut row = lock_ticket(&txn, ticket_id).await?;
-        let before = Status::from_i32(row.status).unwrap_or(Status::Open);
+        let before = stored("status", row.status, Status::from_i32)?;
         let previous_status = match decide(before)? {
             Some(after) => {
                 row.status = after as i32;
@@ -301,7 +304,7 @@ impl Store {
         let cc = cc_in(&txn, ticket_id).await?;
         txn.commit().await?;
         Ok(Written {
-            ticket: ticket_of(row, cc),
+            ticket: ticket_of(row, cc)?,
             previous_status,
             replayed: false,
         })
@@ -390,7 +393,7 @@ impl Store {
                 .await?;
         }
         txn.commit().await?;
-        Ok(Ok((ticket_of(row, after), changed)))
+        Ok(Ok((ticket_of(row, after)?, changed)))
     }
 
     /// Messages of a ticket after `after` (exclusive) in sequence order.
@@ -418,13 +421,13 @@ impl Store {
         } else {
             query.order_by_asc(message::Column::Sequence)
         };
-        Ok(query
+        query
             .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
             .map(message_of)
-            .collect())
+            .collect()
     }
 
     /// Messages of a ticket with sequence after `after`, oldest first,
@@ -464,7 +467,7 @@ async fn load_ticket<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<Tick
         return Ok(None);
     };
     let cc = cc_in(db, id).await?;
-    Ok(Some(ticket_of(row, cc)))
+    Ok(Some(ticket_of(row, cc)?))
 }
 
 async fn cc_in<C: ConnectionTrait>(db: &C, ticket_id: &str) -> Result<Vec<String>, Error> {
@@ -493,13 +496,12 @@ async fn with_cc<C: ConnectionTrait>(db: &C, rows: Vec<TicketRow>) -> Result<Vec
     {
         by_ticket.entry(c.ticket_id).or_default().push(c.user_id);
     }
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
             let cc = by_ticket.remove(&row.id).unwrap_or_default();
             ticket_of(row, cc)
         })
-        .collect())
+        .collect()
 }
 
 /// The earlier request with this id, if still remembered and for the same
@@ -566,16 +568,22 @@ async fn record_request(
     Ok(())
 }
 
+/// A stored enum number as its domain value: a number this service never
+/// writes is a damaged row (INTERNAL), not a default.
+fn stored<T>(column: &str, value: i32, of: fn(i32) -> Option<T>) -> Result<T, Error> {
+    of(value).ok_or_else(|| Error::internal(format!("stored {column} {value} is unknown")))
+}
+
 /// A stored ticket with its CC users as the domain sees it.
-fn ticket_of(row: TicketRow, cc: Vec<String>) -> Ticket {
-    Ticket {
+fn ticket_of(row: TicketRow, cc: Vec<String>) -> Result<Ticket, Error> {
+    Ok(Ticket {
         id: row.id,
         account_id: row.account_id,
         subject: row.subject,
         service_id: row.service_id,
-        category: row.category,
-        priority: row.priority,
-        status: row.status,
+        category: stored("category", row.category, Category::from_i32)?,
+        priority: stored("priority", row.priority, Priority::from_i32)?,
+        status: stored("status", row.status, Status::from_i32)?,
         created_by_user_id: row.created_by_user_id,
         assignee_user_id: row.assignee_user_id,
         message_count: row.message_count,
@@ -587,21 +595,21 @@ fn ticket_of(row: TicketRow, cc: Vec<String>) -> Ticket {
         last_message_time: row.last_message_time,
         status_change_time: row.status_change_time,
         cc,
-    }
+    })
 }
 
 /// A stored message as the domain sees it.
-fn message_of(row: MessageRow) -> TicketMessage {
-    TicketMessage {
+fn message_of(row: MessageRow) -> Result<TicketMessage, Error> {
+    Ok(TicketMessage {
         id: row.id,
         ticket_id: row.ticket_id,
         sequence: row.sequence,
-        author_kind: row.author_kind,
+        author_kind: stored("author_kind", row.author_kind, ActorKind::from_i32)?,
         author_user_id: row.author_user_id,
         body: row.body,
         internal: row.internal,
         create_time: row.create_time,
-    }
+    })
 }
 
 fn ticket_active(row: &TicketRow) -> ticket::ActiveModel {
