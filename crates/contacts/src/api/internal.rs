@@ -33,6 +33,23 @@ struct OutboxCursor {
 /// The most recipients of one SendEmail.
 const MAX_TO: usize = 50;
 
+/// The template a caller asks to queue: a known one that carries no secret
+/// (those are queued by this service only).
+fn client_template(v: &mut Violations, value: i32) -> Option<Template> {
+    let template = Template::from_i32(value);
+    v.check(
+        template.is_some(),
+        "template",
+        "required: a known MessageTemplate",
+    );
+    v.check(
+        !template.is_some_and(Template::carries_secret),
+        "template",
+        "queued by the contacts service only (DeliverServerCredentials, SendPhoneCode)",
+    );
+    template
+}
+
 /// A recipient's display name: at most 200 characters. (Not held to the
 /// one-line rule: callers pass names stored before it; rendering replaces
 /// control characters.)
@@ -136,17 +153,7 @@ impl ContactsInternalService for Api {
                 name: a.name.trim().to_owned(),
             });
         }
-        let template = Template::from_i32(r.template);
-        v.check(
-            template.is_some(),
-            "template",
-            "required: a known MessageTemplate",
-        );
-        v.check(
-            !template.is_some_and(Template::carries_secret),
-            "template",
-            "queued by the contacts service only (DeliverServerCredentials, SendPhoneCode)",
-        );
+        let template = client_template(&mut v, r.template);
         let data = sorted(r.template_data);
         let missing = outbox::check_data(&mut v, template, &data);
         let account_id =
@@ -286,17 +293,7 @@ impl ContactsInternalService for Api {
         let r = request.into_inner();
         let mut v = Violations::default();
         outbox::check_key(&mut v, &r.request_id);
-        let template = Template::from_i32(r.template);
-        v.check(
-            template.is_some(),
-            "template",
-            "required: a known MessageTemplate",
-        );
-        v.check(
-            !template.is_some_and(Template::carries_secret),
-            "template",
-            "queued by the contacts service only (DeliverServerCredentials, SendPhoneCode)",
-        );
+        let template = client_template(&mut v, r.template);
         let data = sorted(r.template_data);
         let missing = outbox::check_data(&mut v, template, &data);
         let hash = outbox::content_hash(&(

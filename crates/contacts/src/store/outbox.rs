@@ -5,7 +5,7 @@
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::{Error, Timestamp, db};
@@ -107,14 +107,17 @@ pub async fn enqueue<C: ConnectionTrait>(
     })
     .exec_without_returning(txn)
     .await?;
-    let queued: Vec<Message> = messages
+    let rows: Vec<msg::Model> = messages
         .into_iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(position, m)| {
             let id = tenancy_runtime::ids::new_id();
-            Message {
+            msg::Model {
                 smtp_message_id: format!("<{id}@{message_id_domain}>"),
                 id,
                 idempotency_key: key.to_owned(),
+                position: i32::try_from(position).unwrap_or(i32::MAX),
+                to_email_norm: crate::domain::email::normalize(&m.to_email),
                 to_email: m.to_email,
                 to_name: m.to_name,
                 subject: m.subject,
@@ -124,9 +127,10 @@ pub async fn enqueue<C: ConnectionTrait>(
                 template_data: m.template_data,
                 account_id: m.account_id,
                 category: m.category,
-                state: MessageState::Pending,
+                state: PENDING,
                 attempts: 0,
                 next_attempt_at: Some(now.millis()),
+                lease_until: None,
                 last_attempt_at: None,
                 last_error: String::new(),
                 created_at: now.millis(),
@@ -136,46 +140,13 @@ pub async fn enqueue<C: ConnectionTrait>(
             }
         })
         .collect();
-    if !queued.is_empty() {
-        let actives = queued
-            .iter()
-            .enumerate()
-            .map(|(position, m)| active(m, position));
-        msg::Entity::insert_many(actives)
+    if !rows.is_empty() {
+        msg::Entity::insert_many(rows.iter().cloned().map(IntoActiveModel::into_active_model))
             .exec_without_returning(txn)
             .await?;
     }
-    Ok(queued)
-}
-
-/// The row of a new message `m`, `position`th of its request (no lease).
-fn active(m: &Message, position: usize) -> msg::ActiveModel {
-    msg::ActiveModel {
-        id: Set(m.id.clone()),
-        idempotency_key: Set(m.idempotency_key.clone()),
-        position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
-        to_email: Set(m.to_email.clone()),
-        to_email_norm: Set(crate::domain::email::normalize(&m.to_email)),
-        to_name: Set(m.to_name.clone()),
-        subject: Set(m.subject.clone()),
-        body_text: Set(m.body_text.clone()),
-        body_html: Set(m.body_html.clone()),
-        template: Set(m.template),
-        template_data: Set(m.template_data.clone()),
-        account_id: Set(m.account_id.clone()),
-        category: Set(m.category),
-        state: Set(m.state as i32),
-        attempts: Set(m.attempts),
-        next_attempt_at: Set(m.next_attempt_at),
-        lease_until: Set(None),
-        last_attempt_at: Set(m.last_attempt_at),
-        last_error: Set(m.last_error.clone()),
-        created_at: Set(m.created_at),
-        sent_at: Set(m.sent_at),
-        smtp_message_id: Set(m.smtp_message_id.clone()),
-        channel: Set(m.channel),
-        to_phone: Set(m.to_phone.clone()),
-    }
+    // The rows as queued, read back through the one row -> domain mapping.
+    Ok(rows.into_iter().map(message_of).collect())
 }
 
 /// Keeps the sealed secret of message `id` until it is delivered or given
