@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use tenancy_proto::account::account_internal_service_client::AccountInternalServiceClient;
 use tenancy_proto::account::{
-    GetDefaultAccountRequest, GetPrincipalStateRequest, MemberStatus, MembershipState,
+    GetDefaultAccountRequest, GetPrincipalStateRequest, GetPrincipalStateResponse, MemberStatus,
+    MembershipState,
 };
 use tenancy_proto::contacts::contacts_internal_service_client::ContactsInternalServiceClient;
 use tenancy_proto::contacts::{EmailAddress, MessageTemplate, SendEmailRequest};
@@ -103,23 +104,35 @@ impl AccountService {
         }
     }
 
-    /// The user's membership in the account as GetPrincipalState tells it
-    /// (`None`: not a member, or no such account).
-    async fn membership(
+    /// The user's state in the account as GetPrincipalState tells it
+    /// (`None`: no such account).
+    async fn principal_state(
         &self,
         user_id: &UserId,
         account_id: &AccountId,
-    ) -> Result<Option<MembershipState>, Error> {
+    ) -> Result<Option<GetPrincipalStateResponse>, Error> {
         let mut client = self.client.clone();
-        let reply = ask(
+        ask(
             "GetPrincipalState",
             client.get_principal_state(GetPrincipalStateRequest {
                 user_id: user_id.to_string(),
                 account_id: account_id.to_string(),
             }),
         )
-        .await?;
-        Ok(reply.and_then(|r| r.membership))
+        .await
+    }
+
+    /// The user's membership in the account (`None`: not a member, or no
+    /// such account).
+    async fn membership(
+        &self,
+        user_id: &UserId,
+        account_id: &AccountId,
+    ) -> Result<Option<MembershipState>, Error> {
+        Ok(self
+            .principal_state(user_id, account_id)
+            .await?
+            .and_then(|r| r.membership))
     }
 }
 
@@ -193,16 +206,9 @@ impl Accounts for AccountService {
         user_id: &UserId,
         account_id: &AccountId,
     ) -> Result<Option<tenancy_runtime::Timestamp>, Error> {
-        let mut client = self.client.clone();
-        let reply = ask(
-            "GetPrincipalState",
-            client.get_principal_state(GetPrincipalStateRequest {
-                user_id: user_id.to_string(),
-                account_id: account_id.to_string(),
-            }),
-        )
-        .await?;
-        Ok(reply
+        Ok(self
+            .principal_state(user_id, account_id)
+            .await?
             .filter(|r| r.membership.is_some())
             .and_then(|r| r.mfa_deadline)
             .map(|t| tenancy_runtime::Timestamp::from_proto(&t)))
