@@ -711,14 +711,7 @@ impl App {
         client: &Client,
     ) -> Result<Credentials, IdentityError> {
         let method = pb::LoginMethod::Passkey;
-        let account = if account_id.trim().is_empty() {
-            None
-        } else {
-            Some(
-                ids::parse_id("account_id", account_id)
-                    .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e))?,
-            )
-        };
+        let account = super::sessions::login_account(account_id)?;
         let credential: PublicKeyCredential = parse_credential("credential_json", json)?;
         // Counted as a failure until it succeeds, on the same per-address
         // cap as password logins.

@@ -105,6 +105,17 @@ pub(crate) enum LoginOutcome {
     MfaChallenge(MfaChallenge),
 }
 
+/// The account a login names: none when `account_id` is empty (the
+/// default account is chosen), else a UUID (INVALID_ARGUMENT otherwise).
+pub(crate) fn login_account(account_id: &str) -> Result<Option<String>, IdentityError> {
+    if account_id.trim().is_empty() {
+        return Ok(None);
+    }
+    ids::parse_id("account_id", account_id)
+        .map(Some)
+        .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e))
+}
+
 /// The security log line of a login event, with the stable `event` a SIEM
 /// matches (README: Traces and logs); ids only.
 fn log_login(
@@ -457,14 +468,7 @@ impl App {
         client: &Client,
         known_user: &mut bool,
     ) -> Result<LoginOutcome, IdentityError> {
-        let account = if account_id.trim().is_empty() {
-            None
-        } else {
-            Some(
-                ids::parse_id("account_id", account_id)
-                    .map_err(|e| IdentityError::bad_id(Invalid::AccountId, e))?,
-            )
-        };
+        let account = login_account(account_id)?;
         let Ok(email) = parse_email("email", email) else {
             return Err(IdentityError::CredentialsInvalid);
         };

@@ -776,3 +776,24 @@ pub async fn bench_explain_page(
         .map(|r| r.try_get::<String>("", column).map_err(Error::from))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_number_we_never_write_is_internal_not_a_default() {
+        assert_eq!(
+            stored("status", Status::Closed as i32, Status::from_i32).unwrap(),
+            Status::Closed
+        );
+        assert_eq!(
+            stored("author_kind", 2, ActorKind::from_i32).unwrap(),
+            ActorKind::Staff
+        );
+        for unknown in [0, 9] {
+            let error = stored("category", unknown, Category::from_i32).unwrap_err();
+            assert_eq!(error.reason, tenancy_runtime::Reason::InternalError);
+        }
+    }
+}
