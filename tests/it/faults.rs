@@ -706,50 +706,61 @@ async fn serving(gateway: &Channel) {
     }
 }
 
-/// Every page of the account's tickets' ids.
-async fn ticket_ids(client: &Client) -> BTreeSet<String> {
+/// Every id a List method returns, page after page: `page` fetches the
+/// page at a token and gives its ids and its `next_page_token`.
+async fn all_pages<F, P>(mut page: F) -> BTreeSet<String>
+where
+    F: FnMut(String) -> P,
+    P: std::future::Future<Output = (Vec<String>, String)>,
+{
     let mut ids = BTreeSet::new();
     let mut page_token = String::new();
     loop {
+        let (more, next) = page(page_token).await;
+        ids.extend(more);
+        if next.is_empty() {
+            return ids;
+        }
+        page_token = next;
+    }
+}
+
+/// Every page of the account's tickets' ids.
+async fn ticket_ids(client: &Client) -> BTreeSet<String> {
+    all_pages(|page_token| async move {
         let page =
             SupportServiceClient::with_interceptor(client.gateway.clone(), bearer(&client.owner))
                 .list_tickets(ListTicketsRequest {
                     page_size: 100,
-                    page_token: page_token.clone(),
+                    page_token,
                     ..Default::default()
                 })
                 .await
                 .unwrap()
                 .into_inner();
-        ids.extend(page.tickets.into_iter().map(|t| t.id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        page_token = page.next_page_token;
-    }
+        let ids = page.tickets.into_iter().map(|t| t.id).collect();
+        (ids, page.next_page_token)
+    })
+    .await
 }
 
 /// Every page of the account's invitations' ids.
 async fn invitation_ids(client: &Client) -> BTreeSet<String> {
-    let mut ids = BTreeSet::new();
-    let mut page_token = String::new();
-    loop {
+    all_pages(|page_token| async move {
         let page = client
             .account(&client.owner)
             .list_invitations(ListInvitationsRequest {
                 page_size: 100,
-                page_token: page_token.clone(),
+                page_token,
                 ..Default::default()
             })
             .await
             .unwrap()
             .into_inner();
-        ids.extend(page.invitations.into_iter().map(|i| i.id));
-        if page.next_page_token.is_empty() {
-            return ids;
-        }
-        page_token = page.next_page_token;
-    }
+        let ids = page.invitations.into_iter().map(|i| i.id).collect();
+        (ids, page.next_page_token)
+    })
+    .await
 }
 
 /// The refusal of a call with `token` in its account, if refused.
