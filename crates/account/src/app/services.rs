@@ -147,8 +147,6 @@ async fn external_id_in_use(app: &App, row: &ServiceRow, external_id: &str) -> E
     let service_id = store::service_with_external_id(&app.db, &row.account_id, external_id)
         .await
         .ok()
-        .flatten()
-        .map(ServiceId::into_string)
-        .unwrap_or_default();
+        .flatten();
     AccountError::ExternalIdInUse { service_id }.into()
 }

@@ -3,6 +3,7 @@
 //! metadata).
 
 use tenancy_proto::auth::Role as AuthRole;
+use tenancy_runtime::ids::ServiceId;
 use tenancy_runtime::{Error, Reason};
 
 use super::Role;
@@ -83,8 +84,9 @@ pub enum AccountError {
     /// Another service of the account has this external id.
     #[error("another service of the account has this external_id")]
     ExternalIdInUse {
-        /// The service holding it (empty if it went away meanwhile).
-        service_id: String,
+        /// The service holding it (`None` if it went away meanwhile: the
+        /// metadata is then empty).
+        service_id: Option<ServiceId>,
     },
 }
 
@@ -122,7 +124,10 @@ impl From<AccountError> for Error {
                 Error::new(Reason::AccountLimitReached, message)
             }
             AccountError::ExternalIdInUse { service_id } => {
-                Error::new(Reason::ExternalIdInUse, message).with_metadata("service_id", service_id)
+                Error::new(Reason::ExternalIdInUse, message).with_metadata(
+                    "service_id",
+                    service_id.map(ServiceId::into_string).unwrap_or_default(),
+                )
             }
         }
     }
@@ -186,7 +191,7 @@ mod tests {
         assert_eq!(mapped.reason, Reason::AccountLimitReached);
         assert_eq!(mapped.message, "a user may create at most 100 accounts");
         let mapped = Error::from(AccountError::ExternalIdInUse {
-            service_id: "s1".to_owned(),
+            service_id: Some(ServiceId::trusted("s1")),
         });
         assert_eq!(mapped.reason, Reason::ExternalIdInUse);
         assert_eq!(
