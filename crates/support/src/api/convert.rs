@@ -17,17 +17,20 @@ pub(crate) fn ticket(t: &Ticket, side: Side) -> pb::Ticket {
     let r = t;
     let staff = side == Side::Staff;
     pb::Ticket {
-        id: r.id.clone(),
-        account_id: r.account_id.clone(),
+        id: r.id.to_string(),
+        account_id: r.account_id.to_string(),
         subject: r.subject.clone(),
         service_id: r.service_id.clone().unwrap_or_default(),
         category: r.category as i32,
         priority: r.priority as i32,
         status: r.status as i32,
-        created_by_user_id: r.created_by_user_id.clone(),
+        created_by_user_id: r.created_by_user_id.to_string(),
         cc_user_ids: t.cc.clone(),
         assignee_user_id: if staff {
-            r.assignee_user_id.clone().unwrap_or_default()
+            r.assignee_user_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
         } else {
             String::new()
         },
@@ -50,8 +53,8 @@ pub(crate) fn ticket(t: &Ticket, side: Side) -> pb::Ticket {
 pub(crate) fn message(m: &TicketMessage, side: Side) -> pb::TicketMessage {
     let hide_author = side == Side::Customer && m.author_kind != ActorKind::Customer;
     pb::TicketMessage {
-        id: m.id.clone(),
-        ticket_id: m.ticket_id.clone(),
+        id: m.id.to_string(),
+        ticket_id: m.ticket_id.to_string(),
         sequence: m.sequence,
         author_kind: m.author_kind as i32,
         author_user_id: if hide_author {

@@ -179,7 +179,7 @@ impl SupportService for Api {
                 side,
                 &ticket,
                 "ticket.message_add",
-                Some(message.id.clone()),
+                Some(message.id.to_string()),
             )
             .await?;
         ok(pb::AddMessageResponse {

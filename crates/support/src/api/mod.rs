@@ -303,7 +303,12 @@ async fn add_message(
         v.add("body", e);
     }
     let kind = if internal { "note" } else { "message" };
-    let key = request_key(&user, raw_request_id, &[kind, &ticket.id, &body], &mut v);
+    let key = request_key(
+        &user,
+        raw_request_id,
+        &[kind, ticket.id.as_str(), &body],
+        &mut v,
+    );
     v.finish()?;
     messages::add(app, p, ticket, side, body, status_after, internal, key).await
 }

@@ -50,7 +50,13 @@ impl Api {
             "ticket.message_add"
         };
         self.app
-            .audit_if_staff(p, Side::Staff, &ticket, action, Some(message.id.clone()))
+            .audit_if_staff(
+                p,
+                Side::Staff,
+                &ticket,
+                action,
+                Some(message.id.to_string()),
+            )
             .await?;
         Ok((written, message))
     }

@@ -72,7 +72,7 @@ async fn watch(
 ) {
     use pb::watch_ticket_response::Event as E;
     let send = |e: E| pb::WatchTicketResponse { event: Some(e) };
-    let id = ticket.id();
+    let id = ticket.id.clone();
     let mut last_sent = ticket.last_message_sequence;
     if tx
         .send(Ok(send(E::Snapshot(convert::ticket(
@@ -111,7 +111,7 @@ async fn watch(
                     Err(SupportError::TicketNotFound.into())
                 }
             }
-            Side::Staff => app.require_grant(&ticket.account()).await,
+            Side::Staff => app.require_grant(&ticket.account_id).await,
         }
     };
     let mut shutdown = app.shutdown.clone();

@@ -27,7 +27,7 @@ pub(crate) async fn add(
 ) -> Result<(Written, TicketMessage), Error> {
     let user = UserId::trusted(p.user()?);
     let author_kind = side.actor();
-    let ticket_id = ticket.id();
+    let ticket_id = ticket.id.clone();
     let (written, message) = app
         .store
         .add_message(
@@ -65,7 +65,7 @@ pub(crate) async fn change_status(
 ) -> Result<Written, Error> {
     let written = app
         .store
-        .change_status(&ticket.id(), decide, app.clock.now())
+        .change_status(&ticket.id, decide, app.clock.now())
         .await?;
     app.publish_written(
         &written,

@@ -92,7 +92,7 @@ impl App {
     ) {
         if let Some(previous) = written.previous_status {
             self.publish(
-                &written.ticket.id(),
+                &written.ticket.id,
                 Event::Status {
                     previous,
                     by_kind,
@@ -122,7 +122,7 @@ impl App {
         let user = UserId::trusted(principal.user()?);
         let account = AccountId::trusted(principal.account()?);
         let ticket = self.load(ticket_id).await?;
-        if ticket.account_id != account.as_str() {
+        if ticket.account_id != account {
             return Err(SupportError::TicketNotFound.into());
         }
         if !self.customer_sees(&user, &account, &ticket).await? {
@@ -155,10 +155,10 @@ impl App {
         ticket_id: &TicketId,
     ) -> Result<Ticket, Error> {
         let ticket = self.load(ticket_id).await?;
-        if account.is_some_and(|a| a.as_str() != ticket.account_id) {
+        if account.is_some_and(|a| *a != ticket.account_id) {
             return Err(SupportError::TicketNotFound.into());
         }
-        self.require_grant(&ticket.account()).await?;
+        self.require_grant(&ticket.account_id).await?;
         Ok(ticket)
     }
 
@@ -185,7 +185,7 @@ impl App {
             Ok(())
         } else {
             Err(SupportError::SupportAccessNotGranted {
-                account_id: account_id.to_string(),
+                account_id: account_id.clone(),
             }
             .into())
         }
@@ -231,7 +231,7 @@ impl App {
         key: Option<String>,
     ) -> Result<(), Error> {
         if side == Side::Staff {
-            self.audit_staff(p, &ticket.account(), action, &ticket.id, key)
+            self.audit_staff(p, &ticket.account_id, action, ticket.id.as_str(), key)
                 .await?;
         }
         Ok(())

@@ -49,9 +49,8 @@ impl App {
             message.author_user_id.clone()
         };
         let mut people: Vec<UserId> = std::iter::once(ticket.created_by_user_id.clone())
-            .chain(ticket.cc.iter().cloned())
-            .filter(|u| Some(u) != author.as_ref())
-            .map(UserId::trusted)
+            .chain(ticket.cc.iter().cloned().map(UserId::trusted))
+            .filter(|u| Some(u.as_str()) != author.as_deref())
             .collect();
         people.sort();
         people.dedup();
@@ -75,7 +74,7 @@ impl App {
                 .unwrap_or_default()
         };
         let data: std::collections::HashMap<String, String> = [
-            ("ticket_id", ticket.id.clone()),
+            ("ticket_id", ticket.id.to_string()),
             ("ticket_subject", ticket.subject.clone()),
             ("author_name", author_name),
             (
@@ -114,7 +113,7 @@ impl App {
                 } else {
                     format!("support:ticket-reply:{}", message.id)
                 },
-                account_id: ticket.account(),
+                account_id: ticket.account_id.clone(),
                 service_id: ticket.service_id.clone(),
                 data,
                 users,

@@ -33,9 +33,9 @@ pub(crate) async fn queue(
         return Ok((Vec::new(), None));
     }
     let (tickets, next) = app.store.list_tickets(&query).await?;
-    let shown: BTreeSet<&str> = tickets.iter().map(|t| t.account_id.as_str()).collect();
+    let shown: BTreeSet<&AccountId> = tickets.iter().map(|t| &t.account_id).collect();
     for account_id in shown {
-        app.audit_staff(p, &AccountId::trusted(account_id), "ticket.list", "", None)
+        app.audit_staff(p, account_id, "ticket.list", "", None)
             .await?;
     }
     Ok((tickets, next))
@@ -60,10 +60,16 @@ pub(crate) async fn assign(
     }
     let after = app
         .store
-        .assign(&ticket.id(), assignee, only_if_unassigned)
+        .assign(&ticket.id, assignee, only_if_unassigned)
         .await?;
-    app.audit_staff(p, &ticket.account(), "ticket.assign", &ticket.id, None)
-        .await?;
+    app.audit_staff(
+        p,
+        &ticket.account_id,
+        "ticket.assign",
+        ticket.id.as_str(),
+        None,
+    )
+    .await?;
     Ok(after)
 }
 
@@ -110,7 +116,7 @@ pub(crate) async fn verify_caller(
                 .ticket(id)
                 .await?
                 .ok_or(SupportError::TicketNotFound)?;
-            if t.account_id != account.as_str() {
+            if t.account_id != account {
                 return Err(SupportError::TicketAccountMismatch.into());
             }
             Some(t)
@@ -138,7 +144,7 @@ pub(crate) async fn verify_caller(
     if let Some(t) = ticket {
         app.store
             .add_message(
-                &t.id(),
+                &t.id,
                 NewMessage {
                     author_kind: ActorKind::System,
                     author_user_id: None,

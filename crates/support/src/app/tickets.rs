@@ -88,7 +88,7 @@ pub(crate) async fn update_cc(
         return Err(SupportError::AddedUserNotEligible { index }.into());
     }
     let add: Vec<UserId> = add.iter().map(|(_, u)| u.clone()).collect();
-    let id = ticket.id();
+    let id = ticket.id.clone();
     let (after, changed) = app
         .store
         .update_cc(&id, remove, &add, MAX_CC, app.clock.now())

@@ -1,6 +1,7 @@
 //! The crate's one error type, mapped to [`tenancy_runtime::Error`] here and
 //! nowhere else.
 
+use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::{Error, Reason};
 
 use super::Status;
@@ -29,7 +30,7 @@ pub enum SupportError {
     #[error("the account has not granted support access")]
     SupportAccessNotGranted {
         /// The account concerned.
-        account_id: String,
+        account_id: AccountId,
     },
     /// A request id was reused with different content.
     #[error("request_id was used for a different request")]
@@ -72,7 +73,7 @@ pub enum SupportError {
     #[error("the ticket is assigned to someone else")]
     AlreadyAssigned {
         /// The current assignee.
-        assignee_user_id: String,
+        assignee_user_id: UserId,
     },
 }
 
@@ -90,7 +91,7 @@ impl From<SupportError> for Error {
             }
             SupportError::SupportAccessNotGranted { account_id } => {
                 Error::new(Reason::SupportAccessNotGranted, message)
-                    .with_metadata("account_id", account_id)
+                    .with_metadata("account_id", account_id.into_string())
             }
             SupportError::RequestIdReused => Error::new(Reason::RequestIdReused, message)
                 .with_field("request_id", "used before for a different request"),
@@ -119,7 +120,7 @@ impl From<SupportError> for Error {
             SupportError::MemberNotFound => Error::new(Reason::MemberNotFound, message),
             SupportError::AlreadyAssigned { assignee_user_id } => {
                 Error::new(Reason::TicketAlreadyAssigned, message)
-                    .with_metadata("assignee_user_id", assignee_user_id)
+                    .with_metadata("assignee_user_id", assignee_user_id.into_string())
             }
         }
     }

@@ -1,7 +1,7 @@
 //! A ticket and a message of its conversation, as the service sees them
 //! (the store maps its rows to these).
 
-use tenancy_runtime::ids::{AccountId, TicketId};
+use tenancy_runtime::ids::{AccountId, MessageId, TicketId, UserId};
 
 use super::{ActorKind, Category, Priority, Status};
 
@@ -9,9 +9,9 @@ use super::{ActorKind, Category, Priority, Status};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ticket {
     /// UUIDv7.
-    pub id: String,
+    pub id: TicketId,
     /// The account the ticket belongs to.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Trimmed subject.
     pub subject: String,
     /// The service it is about; `None`: account-general.
@@ -23,9 +23,9 @@ pub struct Ticket {
     /// Where it is in its lifecycle.
     pub status: Status,
     /// The member who created it.
-    pub created_by_user_id: String,
+    pub created_by_user_id: UserId,
     /// The staff user holding it.
-    pub assignee_user_id: Option<String>,
+    pub assignee_user_id: Option<UserId>,
     /// Customer-visible messages.
     pub message_count: i32,
     /// Internal notes.
@@ -46,25 +46,13 @@ pub struct Ticket {
     pub cc: Vec<String>,
 }
 
-impl Ticket {
-    /// The ticket's id.
-    pub fn id(&self) -> TicketId {
-        TicketId::trusted(self.id.clone())
-    }
-
-    /// The ticket's account.
-    pub fn account(&self) -> AccountId {
-        AccountId::trusted(self.account_id.clone())
-    }
-}
-
 /// A message or internal note of a ticket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TicketMessage {
     /// UUIDv7.
-    pub id: String,
+    pub id: MessageId,
     /// The ticket.
-    pub ticket_id: String,
+    pub ticket_id: TicketId,
     /// Position in the ticket, from 1.
     pub sequence: i64,
     /// Who wrote it.

@@ -17,7 +17,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use tenancy_runtime::ids::{self, AccountId, TicketId, UserId};
+use tenancy_runtime::ids::{self, AccountId, MessageId, TicketId, UserId};
 use tenancy_runtime::{Error, Timestamp};
 
 use entities::message::Model as MessageRow;
@@ -577,15 +577,15 @@ fn stored<T>(column: &str, value: i32, of: fn(i32) -> Option<T>) -> Result<T, Er
 /// A stored ticket with its CC users as the domain sees it.
 fn ticket_of(row: TicketRow, cc: Vec<String>) -> Result<Ticket, Error> {
     Ok(Ticket {
-        id: row.id,
-        account_id: row.account_id,
+        id: TicketId::trusted(row.id),
+        account_id: AccountId::trusted(row.account_id),
         subject: row.subject,
         service_id: row.service_id,
         category: stored("category", row.category, Category::from_i32)?,
         priority: stored("priority", row.priority, Priority::from_i32)?,
         status: stored("status", row.status, Status::from_i32)?,
-        created_by_user_id: row.created_by_user_id,
-        assignee_user_id: row.assignee_user_id,
+        created_by_user_id: UserId::trusted(row.created_by_user_id),
+        assignee_user_id: row.assignee_user_id.map(UserId::trusted),
         message_count: row.message_count,
         internal_note_count: row.internal_note_count,
         last_message_sequence: row.last_message_sequence,
@@ -601,8 +601,8 @@ fn ticket_of(row: TicketRow, cc: Vec<String>) -> Result<Ticket, Error> {
 /// A stored message as the domain sees it.
 fn message_of(row: MessageRow) -> Result<TicketMessage, Error> {
     Ok(TicketMessage {
-        id: row.id,
-        ticket_id: row.ticket_id,
+        id: MessageId::trusted(row.id),
+        ticket_id: TicketId::trusted(row.ticket_id),
         sequence: row.sequence,
         author_kind: stored("author_kind", row.author_kind, ActorKind::from_i32)?,
         author_user_id: row.author_user_id,
