@@ -261,7 +261,7 @@ pub(crate) async fn open_secret(
     secrets: &tenancy_runtime::secret::SecretBox,
     m: &Message,
 ) -> Result<Option<Zeroizing<String>>, String> {
-    let carries = templates::Template::from_i32(m.template).is_some_and(|t| t.carries_secret());
+    let carries = m.template.carries_secret();
     if !carries {
         return Ok(None);
     }

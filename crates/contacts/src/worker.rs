@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use zeroize::Zeroize as _;
 
 use crate::domain::backoff::{self, AfterFailure};
-use crate::domain::outbox::Message;
+use crate::domain::outbox::{Channel, Message};
 use crate::domain::plaintext;
 use crate::domain::templates::SECRET_PLACEHOLDER;
 use crate::mailer::{Mailer, SendError};
@@ -252,7 +252,7 @@ impl Worker {
     }
 
     async fn send(&self, m: &Message) -> Result<(), SendError> {
-        if m.channel == outbox::CHANNEL_SMS {
+        if m.channel == Channel::Sms {
             self.sms.send(&m.id, &m.to_phone, &m.body_text).await
         } else {
             self.mailer.send(m, &self.from).await

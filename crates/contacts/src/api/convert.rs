@@ -27,10 +27,10 @@ pub(super) fn message(m: Message) -> pb::OutboxMessage {
             name: m.to_name,
         }),
         subject: m.subject,
-        template: m.template,
+        template: m.template as i32,
         template_data,
-        account_id: m.account_id,
-        category: m.category,
+        account_id: m.account_id.map(String::from).unwrap_or_default(),
+        category: m.category.map_or(0, |c| c as i32),
         state: m.state as i32,
         attempts: m.attempts,
         next_attempt_time: ts(m.next_attempt_at.filter(|_| m.state.is_waiting())),
@@ -43,9 +43,8 @@ pub(super) fn message(m: Message) -> pb::OutboxMessage {
         } else {
             String::new()
         },
-        carries_secret: crate::domain::templates::Template::from_i32(m.template)
-            .is_some_and(|t| t.carries_secret()),
-        channel: m.channel,
+        carries_secret: m.template.carries_secret(),
+        channel: m.channel as i32,
         to_phone: m.to_phone,
     }
 }

@@ -1,5 +1,10 @@
 //! An outbox message and its delivery states.
 
+use tenancy_runtime::ids::AccountId;
+
+use super::routing::Category;
+use super::templates::Template;
+
 /// A queued message as the rest of the crate sees it (the store keeps its
 /// storage-only columns: position, normalised address, lease).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,14 +23,14 @@ pub struct Message {
     pub body_text: String,
     /// The rendered HTML body.
     pub body_html: String,
-    /// The template, as the proto's `EmailTemplate` number.
-    pub template: i32,
+    /// The template it was rendered from.
+    pub template: Template,
     /// JSON object of the template variables.
     pub template_data: String,
-    /// The account it concerns (may be empty).
-    pub account_id: String,
-    /// The notification category, as the proto's number.
-    pub category: i32,
+    /// The account it concerns, if any.
+    pub account_id: Option<AccountId>,
+    /// The notification category; `None`: not a routed notification.
+    pub category: Option<Category>,
     /// Where it is in its delivery.
     pub state: MessageState,
     /// Attempts started so far.
@@ -42,10 +47,30 @@ pub struct Message {
     pub sent_at: Option<i64>,
     /// The Message-ID header it is sent with.
     pub smtp_message_id: String,
-    /// `OutboxChannel`: 1 email, 2 SMS.
-    pub channel: i32,
+    /// How it is delivered.
+    pub channel: Channel,
     /// The SMS recipient (E.164); empty for email.
     pub to_phone: String,
+}
+
+/// How a queued message is delivered, numbered as the proto's
+/// `OutboxChannel` (and stored so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Channel {
+    /// By email (SMTP).
+    Email = 1,
+    /// By SMS.
+    Sms = 2,
+}
+
+impl Channel {
+    /// Every channel, in number order.
+    pub const ALL: [Channel; 2] = [Channel::Email, Channel::Sms];
+
+    /// The channel stored or sent as `value`; `None` for 0 or unknown.
+    pub fn from_i32(value: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| *c as i32 == value)
+    }
 }
 
 /// Where a queued message is in its delivery, numbered as the proto's
@@ -96,5 +121,17 @@ mod tests {
         assert_eq!(MessageState::from_i32(5), None);
         assert!(MessageState::Sending.is_waiting());
         assert!(!MessageState::Sent.is_waiting());
+    }
+
+    #[test]
+    fn channels_keep_their_proto_numbers() {
+        for (n, channel) in (1..).zip(Channel::ALL) {
+            assert_eq!(channel as i32, n);
+            assert_eq!(Channel::from_i32(n), Some(channel));
+        }
+        assert_eq!(Channel::from_i32(0), None);
+        assert_eq!(Channel::from_i32(3), None);
+        assert_eq!(Channel::Email as i32, crate::store::outbox::CHANNEL_EMAIL);
+        assert_eq!(Channel::Sms as i32, crate::store::outbox::CHANNEL_SMS);
     }
 }

@@ -11,7 +11,8 @@ use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::{Error, Timestamp, db};
 
 use super::entities::{outbox_message as msg, outbox_request as req, outbox_secret as sec};
-use crate::domain::outbox::{Message, MessageState};
+use crate::domain::outbox::{Channel, Message, MessageState};
+use crate::domain::routing::Category;
 use crate::domain::templates::Template;
 
 const PENDING: i32 = MessageState::Pending as i32;
@@ -19,11 +20,18 @@ const SENDING: i32 = MessageState::Sending as i32;
 const SENT: i32 = MessageState::Sent as i32;
 const FAILED: i32 = MessageState::Failed as i32;
 
+/// A stored enum number as its domain value: a number this service never
+/// writes is a damaged row (INTERNAL), not a default.
+fn stored<T>(column: &str, value: i32, of: fn(i32) -> Option<T>) -> Result<T, Error> {
+    of(value).ok_or_else(|| Error::internal(format!("stored {column} {value} is unknown")))
+}
+
 /// A stored message as the domain sees it. The state column only ever
 /// holds the four known states; anything else reads as FAILED (no attempt
-/// is made of it).
-fn message_of(m: msg::Model) -> Message {
-    Message {
+/// is made of it). An unknown template or channel, or a category other
+/// than 0 (none) we do not know, is a damaged row: INTERNAL.
+fn message_of(m: msg::Model) -> Result<Message, Error> {
+    Ok(Message {
         id: m.id,
         idempotency_key: m.idempotency_key,
         to_email: m.to_email,
@@ -31,10 +39,13 @@ fn message_of(m: msg::Model) -> Message {
         subject: m.subject,
         body_text: m.body_text,
         body_html: m.body_html,
-        template: m.template,
+        template: stored("template", m.template, Template::from_i32)?,
         template_data: m.template_data,
-        account_id: m.account_id,
-        category: m.category,
+        account_id: (!m.account_id.is_empty()).then(|| AccountId::trusted(m.account_id)),
+        category: match m.category {
+            0 => None,
+            n => Some(stored("category", n, Category::from_i32)?),
+        },
         state: MessageState::from_i32(m.state).unwrap_or(MessageState::Failed),
         attempts: m.attempts,
         next_attempt_at: m.next_attempt_at,
@@ -43,9 +54,9 @@ fn message_of(m: msg::Model) -> Message {
         created_at: m.created_at,
         sent_at: m.sent_at,
         smtp_message_id: m.smtp_message_id,
-        channel: m.channel,
+        channel: stored("channel", m.channel, Channel::from_i32)?,
         to_phone: m.to_phone,
-    }
+    })
 }
 
 /// A message to queue.
@@ -146,7 +157,10 @@ pub async fn enqueue<C: ConnectionTrait>(
             .await?;
     }
     // The rows as queued, read back through the one row -> domain mapping.
-    Ok(rows.into_iter().map(message_of).collect())
+    rows.into_iter()
+        .map(message_of)
+        .collect::<Result<_, _>>()
+        .map_err(EnqueueError::Other)
 }
 
 /// Keeps the sealed secret of message `id` until it is delivered or given
@@ -187,13 +201,20 @@ pub async fn earlier_call(
         .order_by_asc(msg::Column::Position)
         .all(db)
         .await?;
-    let messages = messages.into_iter().map(message_of).collect();
+    let messages = messages
+        .into_iter()
+        .map(message_of)
+        .collect::<Result<_, _>>()?;
     Ok(Some((request.request_hash, messages)))
 }
 
 /// One message.
 pub async fn get(db: &DatabaseConnection, id: &str) -> Result<Option<Message>, Error> {
-    Ok(msg::Entity::find_by_id(id).one(db).await?.map(message_of))
+    msg::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(message_of)
+        .transpose()
 }
 
 /// Filters of [`list`]; all combine with AND.
@@ -244,7 +265,7 @@ pub async fn list(
                 ),
         );
     }
-    Ok(msg::Entity::find()
+    msg::Entity::find()
         .filter(cond)
         .order_by_desc(msg::Column::CreatedAt)
         .order_by_desc(msg::Column::Id)
@@ -253,7 +274,7 @@ pub async fn list(
         .await?
         .into_iter()
         .map(message_of)
-        .collect())
+        .collect()
 }
 
 fn due(now: i64) -> Condition {
@@ -310,7 +331,7 @@ pub async fn claim_due(
         .await?
         .into_iter()
         .map(message_of)
-        .collect::<Vec<_>>();
+        .collect::<Result<Vec<_>, _>>()?;
     claimed.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
     Ok(claimed)
 }
