@@ -116,6 +116,12 @@ pub async fn follow_revocations(
                         }
                         Some(RevocationItem::CaughtUp(caught_up)) => {
                             watch.head(caught_up.head_position);
+                            // A rebuild skips the entries that no longer
+                            // matter: resume from the head it covered, not
+                            // the last entry applied.
+                            state
+                                .revocations_position
+                                .fetch_max(caught_up.head_position, Ordering::AcqRel);
                             watch.caught_up(true);
                             state.revocations_ready.store(true, Ordering::Release);
                             ready(state.is_ready());

@@ -31,6 +31,23 @@ enum Backlog {
     Pruned,
 }
 
+/// What [`Api::catch_up`] sent.
+enum CaughtUpBy {
+    /// The entries after the position asked for; the last position sent.
+    Backlog(i64),
+    /// A snapshot (it ends with its own caught_up); its position.
+    Snapshot(i64),
+}
+
+impl CaughtUpBy {
+    /// The last position sent.
+    fn position(&self) -> i64 {
+        match *self {
+            Self::Backlog(position) | Self::Snapshot(position) => position,
+        }
+    }
+}
+
 type Tx = mpsc::Sender<Result<pb::WatchPoliciesResponse, tonic::Status>>;
 
 fn decode(kind: i32, payload: &str) -> Option<pb::watch_policies_response::Event> {
@@ -94,13 +111,7 @@ impl Api {
             let notified = self.policy_changed.notified();
             // Entries after `last` pruned under a live watcher (it fell
             // behind by more than the retention): a snapshot, as on resume.
-            let sent = match self.backlog(last, tx).await? {
-                Backlog::Sent(sent) => sent,
-                Backlog::Pruned => {
-                    self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
-                        .await?
-                }
-            };
+            let sent = self.catch_up(last, tx).await?.position();
             if sent != last {
                 last = sent;
                 idle = tokio::time::Instant::now();
@@ -121,12 +132,11 @@ impl Api {
         }
     }
 
-    /// Resumes after `from`: the backlog and caught_up, or, when entries
-    /// right after `from` were pruned, a snapshot (POSITION_EXPIRED).
-    /// Returns the last position sent.
+    /// Resumes after `from`: the backlog and caught_up, or a snapshot (see
+    /// [`Api::catch_up`]). Returns the last position sent.
     async fn resume(&self, from: i64, tx: &Tx) -> Result<i64, Error> {
-        match self.backlog(from, tx).await? {
-            Backlog::Sent(last) => {
+        match self.catch_up(from, tx).await? {
+            CaughtUpBy::Backlog(last) => {
                 self.send(
                     tx,
                     last,
@@ -135,11 +145,22 @@ impl Api {
                 .await?;
                 Ok(last)
             }
-            Backlog::Pruned => {
-                self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
-                    .await
-            }
+            CaughtUpBy::Snapshot(position) => Ok(position),
         }
+    }
+
+    /// Sends every entry after `after`, or, when entries right after it
+    /// were pruned (the watcher fell behind by more than the retention, on
+    /// resuming or while following), a snapshot (POSITION_EXPIRED): the one
+    /// place a pruned backlog turns into a snapshot.
+    async fn catch_up(&self, after: i64, tx: &Tx) -> Result<CaughtUpBy, Error> {
+        Ok(match self.backlog(after, tx).await? {
+            Backlog::Sent(last) => CaughtUpBy::Backlog(last),
+            Backlog::Pruned => CaughtUpBy::Snapshot(
+                self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
+                    .await?,
+            ),
+        })
     }
 
     async fn send(
