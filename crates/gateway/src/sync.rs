@@ -249,6 +249,7 @@ pub async fn follow_policies(
         match client
             .watch_policies(WatchPoliciesRequest {
                 from_position: from,
+                batched_snapshot: true,
             })
             .await
         {
@@ -368,6 +369,14 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
         PolicyEvent::SecuritySettingsChanged(s) => {
             if let Some(account) = event_id(&s.account_id, "account") {
                 policies.set_settings(account, settings_from_proto(&s));
+            }
+        }
+        PolicyEvent::SnapshotBatch(batch) => {
+            for settings in batch.security_settings {
+                apply_policy(policies, PolicyEvent::SecuritySettingsChanged(settings));
+            }
+            for membership in batch.memberships {
+                apply_policy(policies, PolicyEvent::MembershipChanged(membership));
             }
         }
         PolicyEvent::Reset(_) | PolicyEvent::CaughtUp(_) | PolicyEvent::Heartbeat(_) => {}

@@ -1176,7 +1176,10 @@ async fn a_watch_from_zero_gets_only_the_revocations_still_in_effect_and_a_resum
         let mut ids = Vec::new();
         for _ in 0..2 {
             let s = session(&env, "hal@example.com").await;
-            logout(&s.session_id).logout(LogoutRequest {}).await.unwrap();
+            logout(&s.session_id)
+                .logout(LogoutRequest {})
+                .await
+                .unwrap();
             ids.push(s.session_id);
         }
         ids
