@@ -164,7 +164,10 @@ async fn snapshot(env: &Env, batched: bool) -> (Vec<(String, String, i32)>, Vec<
         .await
         .unwrap()
         .into_inner();
-    assert!(matches!(next(&mut stream).await.event, Some(Event::Reset(_))));
+    assert!(matches!(
+        next(&mut stream).await.event,
+        Some(Event::Reset(_))
+    ));
     let (mut members, mut settings, mut messages) = (Vec::new(), Vec::new(), 0);
     loop {
         let event = next(&mut stream).await.event.unwrap();
