@@ -137,7 +137,10 @@ impl Peers {
         let mut client = self.accounts()?;
         let read = async {
             let mut stream = client
-                .watch_policies(apb::WatchPoliciesRequest { from_position: 0 })
+                .watch_policies(apb::WatchPoliciesRequest {
+                    from_position: 0,
+                    ..Default::default()
+                })
                 .await
                 .map_err(|s| failed("account", &s))?
                 .into_inner();

@@ -116,6 +116,12 @@ pub async fn follow_revocations(
                         }
                         Some(RevocationItem::CaughtUp(caught_up)) => {
                             watch.head(caught_up.head_position);
+                            // A rebuild skips the entries that no longer
+                            // matter: resume from the head it covered, not
+                            // the last entry applied.
+                            state
+                                .revocations_position
+                                .fetch_max(caught_up.head_position, Ordering::AcqRel);
                             watch.caught_up(true);
                             state.revocations_ready.store(true, Ordering::Release);
                             ready(state.is_ready());
@@ -243,6 +249,7 @@ pub async fn follow_policies(
         match client
             .watch_policies(WatchPoliciesRequest {
                 from_position: from,
+                batched_snapshot: true,
             })
             .await
         {
@@ -362,6 +369,14 @@ fn apply_policy(policies: &mut Policies, event: PolicyEvent) {
         PolicyEvent::SecuritySettingsChanged(s) => {
             if let Some(account) = event_id(&s.account_id, "account") {
                 policies.set_settings(account, settings_from_proto(&s));
+            }
+        }
+        PolicyEvent::SnapshotBatch(batch) => {
+            for settings in batch.security_settings {
+                apply_policy(policies, PolicyEvent::SecuritySettingsChanged(settings));
+            }
+            for membership in batch.memberships {
+                apply_policy(policies, PolicyEvent::MembershipChanged(membership));
             }
         }
         PolicyEvent::Reset(_) | PolicyEvent::CaughtUp(_) | PolicyEvent::Heartbeat(_) => {}

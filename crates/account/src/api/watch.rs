@@ -31,7 +31,81 @@ enum Backlog {
     Pruned,
 }
 
+/// What [`Api::catch_up`] sent.
+enum CaughtUpBy {
+    /// The entries after the position asked for; the last position sent.
+    Backlog(i64),
+    /// A snapshot (it ends with its own caught_up); its position.
+    Snapshot(i64),
+}
+
+impl CaughtUpBy {
+    /// The last position sent.
+    fn position(&self) -> i64 {
+        match *self {
+            Self::Backlog(position) | Self::Snapshot(position) => position,
+        }
+    }
+}
+
 type Tx = mpsc::Sender<Result<pb::WatchPoliciesResponse, tonic::Status>>;
+
+/// One WatchPolicies stream: where to send, and how.
+struct Watcher {
+    /// The stream's messages.
+    tx: Tx,
+    /// Snapshots in [`pb::PolicySnapshotBatch`]es (the watcher asked).
+    batched: bool,
+}
+
+/// Most entries of each kind in one snapshot batch.
+const BATCH_ENTRIES: usize = 1000;
+/// A snapshot batch is sent once its entries reach this many bytes
+/// (allowlists make settings up to a few KiB each), well below a gRPC
+/// client's 4 MiB message limit.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// The snapshot batch being filled.
+#[derive(Default)]
+struct SnapshotBatch {
+    /// What it holds.
+    batch: pb::PolicySnapshotBatch,
+    /// Its entries' encoded size so far.
+    bytes: usize,
+}
+
+impl SnapshotBatch {
+    /// Adds an account's settings; returns the batch to send once full.
+    fn add_settings(&mut self, settings: pb::SecuritySettings) -> Option<pb::PolicySnapshotBatch> {
+        self.bytes += settings.encoded_len();
+        self.batch.security_settings.push(settings);
+        self.full()
+    }
+
+    /// Adds a membership; returns the batch to send once full.
+    fn add_membership(
+        &mut self,
+        membership: pb::MembershipState,
+    ) -> Option<pb::PolicySnapshotBatch> {
+        self.bytes += membership.encoded_len();
+        self.batch.memberships.push(membership);
+        self.full()
+    }
+
+    fn full(&mut self) -> Option<pb::PolicySnapshotBatch> {
+        let full = self.bytes >= BATCH_BYTES
+            || self.batch.security_settings.len() >= BATCH_ENTRIES
+            || self.batch.memberships.len() >= BATCH_ENTRIES;
+        if full { self.take() } else { None }
+    }
+
+    /// What it holds, if anything, leaving it empty.
+    fn take(&mut self) -> Option<pb::PolicySnapshotBatch> {
+        self.bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        (!batch.security_settings.is_empty() || !batch.memberships.is_empty()).then_some(batch)
+    }
+}
 
 fn decode(kind: i32, payload: &str) -> Option<pb::watch_policies_response::Event> {
     use pb::watch_policies_response::Event;
@@ -65,15 +139,21 @@ impl Api {
         }
         let (tx, rx) = mpsc::channel(256);
         let api = self.clone();
+        let watcher = Watcher {
+            tx,
+            batched: req.batched_snapshot,
+        };
         tokio::spawn(async move {
-            if let Err(error) = api.watch(req.from_position, &tx).await {
+            let tx = &watcher.tx;
+            if let Err(error) = api.watch(req.from_position, &watcher).await {
                 let _ = tx.send(Err(tonic::Status::from(error))).await;
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
-    async fn watch(&self, from: i64, tx: &Tx) -> Result<(), Error> {
+    async fn watch(&self, from: i64, watcher: &Watcher) -> Result<(), Error> {
+        let tx = &watcher.tx;
         let head = store::policy_head(&self.db).await?;
         let cause = if from == 0 {
             Some(pb::PolicyResetCause::Requested)
@@ -83,8 +163,8 @@ impl Api {
             None
         };
         let mut last = match cause {
-            Some(cause) => self.snapshot(cause, tx).await?,
-            None => self.resume(from, tx).await?,
+            Some(cause) => self.snapshot(cause, watcher).await?,
+            None => self.resume(from, watcher).await?,
         };
         let mut idle = tokio::time::Instant::now();
         // Other replicas' appends: woken by their NOTIFY on PostgreSQL,
@@ -94,13 +174,7 @@ impl Api {
             let notified = self.policy_changed.notified();
             // Entries after `last` pruned under a live watcher (it fell
             // behind by more than the retention): a snapshot, as on resume.
-            let sent = match self.backlog(last, tx).await? {
-                Backlog::Sent(sent) => sent,
-                Backlog::Pruned => {
-                    self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
-                        .await?
-                }
-            };
+            let sent = self.catch_up(last, watcher).await?.position();
             if sent != last {
                 last = sent;
                 idle = tokio::time::Instant::now();
@@ -121,25 +195,35 @@ impl Api {
         }
     }
 
-    /// Resumes after `from`: the backlog and caught_up, or, when entries
-    /// right after `from` were pruned, a snapshot (POSITION_EXPIRED).
-    /// Returns the last position sent.
-    async fn resume(&self, from: i64, tx: &Tx) -> Result<i64, Error> {
-        match self.backlog(from, tx).await? {
-            Backlog::Sent(last) => {
+    /// Resumes after `from`: the backlog and caught_up, or a snapshot (see
+    /// [`Api::catch_up`]). Returns the last position sent.
+    async fn resume(&self, from: i64, watcher: &Watcher) -> Result<i64, Error> {
+        match self.catch_up(from, watcher).await? {
+            CaughtUpBy::Backlog(last) => {
                 self.send(
-                    tx,
+                    &watcher.tx,
                     last,
                     pb::watch_policies_response::Event::CaughtUp(pb::CaughtUp { snapshot: false }),
                 )
                 .await?;
                 Ok(last)
             }
-            Backlog::Pruned => {
-                self.snapshot(pb::PolicyResetCause::PositionExpired, tx)
-                    .await
-            }
+            CaughtUpBy::Snapshot(position) => Ok(position),
         }
+    }
+
+    /// Sends every entry after `after`, or, when entries right after it
+    /// were pruned (the watcher fell behind by more than the retention, on
+    /// resuming or while following), a snapshot (POSITION_EXPIRED): the one
+    /// place a pruned backlog turns into a snapshot.
+    async fn catch_up(&self, after: i64, watcher: &Watcher) -> Result<CaughtUpBy, Error> {
+        Ok(match self.backlog(after, &watcher.tx).await? {
+            Backlog::Sent(last) => CaughtUpBy::Backlog(last),
+            Backlog::Pruned => CaughtUpBy::Snapshot(
+                self.snapshot(pb::PolicyResetCause::PositionExpired, watcher)
+                    .await?,
+            ),
+        })
     }
 
     async fn send(
@@ -190,9 +274,11 @@ impl Api {
         }
     }
 
-    /// Sends a reset, the current state at one position, and caught_up.
-    async fn snapshot(&self, cause: pb::PolicyResetCause, tx: &Tx) -> Result<i64, Error> {
+    /// Sends a reset, the current state at one position (in batches if the
+    /// watcher asked for them), and caught_up.
+    async fn snapshot(&self, cause: pb::PolicyResetCause, watcher: &Watcher) -> Result<i64, Error> {
         use pb::watch_policies_response::Event;
+        let tx = &watcher.tx;
         let txn = store::begin_snapshot(&self.db).await?;
         let position = store::policy_head(&txn).await?;
         self.send(
@@ -203,18 +289,22 @@ impl Api {
             }),
         )
         .await?;
+        let mut batch = SnapshotBatch::default();
         let mut after = String::new();
         loop {
             let accounts = store::accounts_after(&txn, &after, BATCH).await?;
             let count = accounts.len() as u64;
             for a in accounts {
                 after = a.id.to_string();
-                self.send(
-                    tx,
-                    position,
-                    Event::SecuritySettingsChanged(settings_pb(&a)),
-                )
-                .await?;
+                let settings = settings_pb(&a);
+                if watcher.batched {
+                    if let Some(full) = batch.add_settings(settings) {
+                        self.send(tx, position, Event::SnapshotBatch(full)).await?;
+                    }
+                } else {
+                    self.send(tx, position, Event::SecuritySettingsChanged(settings))
+                        .await?;
+                }
             }
             if count < BATCH {
                 break;
@@ -227,14 +317,24 @@ impl Api {
             for m in members {
                 a_after = m.account_id.to_string();
                 u_after = m.user_id.to_string();
-                self.send(tx, position, Event::MembershipChanged(membership_state(&m)))
-                    .await?;
+                let membership = membership_state(&m);
+                if watcher.batched {
+                    if let Some(full) = batch.add_membership(membership) {
+                        self.send(tx, position, Event::SnapshotBatch(full)).await?;
+                    }
+                } else {
+                    self.send(tx, position, Event::MembershipChanged(membership))
+                        .await?;
+                }
             }
             if count < BATCH {
                 break;
             }
         }
         txn.commit().await?;
+        if let Some(rest) = batch.take() {
+            self.send(tx, position, Event::SnapshotBatch(rest)).await?;
+        }
         self.send(
             tx,
             position,

@@ -24,7 +24,10 @@ async fn on_postgresql_a_change_through_one_replica_reaches_a_watch_on_another_a
     let manager = env.manager(&account, &owner).await;
     let mut on_b = b
         .internal()
-        .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

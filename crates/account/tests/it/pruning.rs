@@ -16,6 +16,7 @@ async fn first_after(env: &Env, from: i64) -> pb::WatchPoliciesResponse {
         .internal()
         .watch_policies(pb::WatchPoliciesRequest {
             from_position: from,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -27,7 +28,10 @@ async fn first_after(env: &Env, from: i64) -> pb::WatchPoliciesResponse {
 async fn caught_up(env: &Env) -> (tonic::Streaming<pb::WatchPoliciesResponse>, i64) {
     let mut live = env
         .internal()
-        .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -89,6 +93,7 @@ async fn old_policy_entries_are_pruned_and_a_watcher_behind_them_gets_a_snapshot
         .internal()
         .watch_policies(pb::WatchPoliciesRequest {
             from_position: behind,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -118,7 +123,10 @@ async fn old_policy_entries_are_pruned_and_a_watcher_behind_them_gets_a_snapshot
     // snapshot and receives it.
     let mut resumed = env
         .internal()
-        .watch_policies(pb::WatchPoliciesRequest { from_position: old })
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: old,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -192,7 +192,10 @@ async fn enforcing_2fa_gives_personal_deadlines_never_extended_and_shortened_whe
     // member's personal deadline again.
     let mut watch = env
         .internal()
-        .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -25,7 +25,10 @@ async fn watch_policies_sends_a_snapshot_then_live_changes_and_resumes_from_a_po
     let manager = env.manager(&account, &owner).await;
     let mut stream = env
         .internal()
-        .watch_policies(pb::WatchPoliciesRequest { from_position: 0 })
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -69,6 +72,7 @@ async fn watch_policies_sends_a_snapshot_then_live_changes_and_resumes_from_a_po
         .internal()
         .watch_policies(pb::WatchPoliciesRequest {
             from_position: caught_up_at,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -87,6 +91,7 @@ async fn watch_policies_sends_a_snapshot_then_live_changes_and_resumes_from_a_po
         .internal()
         .watch_policies(pb::WatchPoliciesRequest {
             from_position: 1_000_000,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -97,7 +102,10 @@ async fn watch_policies_sends_a_snapshot_then_live_changes_and_resumes_from_a_po
     }
     let e = env
         .internal()
-        .watch_policies(pb::WatchPoliciesRequest { from_position: -1 })
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: -1,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
@@ -142,4 +150,91 @@ async fn principal_state_reflects_membership_and_a_position() {
         .await
         .unwrap_err();
     assert_eq!(crate::reason(&e), Reason::AccountNotFound);
+}
+
+/// A snapshot's settings and memberships as (account, user, status) and
+/// account ids, and how many messages carried them.
+async fn snapshot(env: &Env, batched: bool) -> (Vec<(String, String, i32)>, Vec<String>, usize) {
+    let mut stream = env
+        .internal()
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: 0,
+            batched_snapshot: batched,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        next(&mut stream).await.event,
+        Some(Event::Reset(_))
+    ));
+    let (mut members, mut settings, mut messages) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let event = next(&mut stream).await.event.unwrap();
+        messages += 1;
+        match event {
+            Event::MembershipChanged(m) if !batched => {
+                members.push((m.account_id, m.user_id, m.status));
+            }
+            Event::SecuritySettingsChanged(s) if !batched => settings.push(s.account_id),
+            Event::SnapshotBatch(batch) if batched => {
+                assert!(batch.memberships.len() <= 1000 && batch.security_settings.len() <= 1000);
+                members.extend(
+                    batch
+                        .memberships
+                        .into_iter()
+                        .map(|m| (m.account_id, m.user_id, m.status)),
+                );
+                settings.extend(batch.security_settings.into_iter().map(|s| s.account_id));
+            }
+            Event::CaughtUp(c) => {
+                assert!(c.snapshot);
+                members.sort();
+                settings.sort();
+                return (members, settings, messages - 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batched_snapshot_holds_what_the_single_events_hold_in_few_messages() {
+    use sea_orm::{ConnectionTrait as _, Database};
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    env.suspend(&owner, &account, &manager).await.unwrap();
+    // 2,500 more members, written behind the service's back.
+    let db = Database::connect(&env.database_url).await.unwrap();
+    let rows: Vec<String> = (0..2500)
+        .map(|n| {
+            format!(
+                "('{account}', '00000000-0000-7000-8000-{n:012}', 1, 1, TRUE, FALSE, 1, 0, 0, \
+                 'member {n}', 'member{n}@example.com', NULL, '00000000-0000-7000-8000-{n:012}')"
+            )
+        })
+        .collect();
+    db.execute_unprepared(&format!(
+        "INSERT INTO account_members (account_id, user_id, role, status, portal_access, \
+         password_pending, service_access, join_time, update_time, name_key, email, \
+         mfa_deadline, alias_id) VALUES {}",
+        rows.join(", ")
+    ))
+    .await
+    .unwrap();
+
+    let (single_members, single_settings, single_messages) = snapshot(&env, false).await;
+    let (members, settings, messages) = snapshot(&env, true).await;
+    assert_eq!(single_members.len(), 2502);
+    assert!(single_members.contains(&(
+        account.clone(),
+        manager.clone(),
+        pb::MemberStatus::Suspended as i32
+    )));
+    assert_eq!(members, single_members);
+    assert_eq!(settings, single_settings);
+    assert_eq!(single_messages, 2503);
+    // 1 settings + 2,502 memberships: three batches of at most 1000.
+    assert_eq!(messages, 3);
 }

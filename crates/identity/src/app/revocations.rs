@@ -19,6 +19,15 @@ use crate::store::revocations::{self, StoredEvent};
 
 /// Heartbeat after this long without other messages.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// A watcher rebuilding its state (from 0, or after a reset) is sent the
+/// events whose effect ended at most this long ago: more than a gateway's
+/// verification leeway (30 s) and clock skew, so it gets every cut-off it
+/// would still hold.
+const REBUILD_ENDED_MARGIN_MS: i64 = 60_000;
+/// …and every event created at most this long ago: a gateway holds a
+/// session's revocation at least an hour after it was made, whatever its
+/// `expire_time`.
+const REBUILD_SESSION_HOLD_MS: i64 = 3_600_000;
 
 /// What is revoked (or, for `Mfa`, changed) — one event of the log.
 #[derive(Clone, Debug)]
@@ -192,23 +201,63 @@ impl App {
             // Created before each look, so a wake-up during it is not lost.
             let mut notified = std::pin::pin!(signal.notified());
             let mut last = from;
-            if from > head {
-                let oldest = match crate::store::prune::oldest(&app.db).await {
-                    Ok(oldest) => oldest.unwrap_or(head + 1),
+            // A resume position beyond the head, or whose successor was
+            // pruned (the watcher fell behind by more than the retention),
+            // gets a reset: the watcher rebuilds its state, as from 0.
+            let oldest = if from > head {
+                match crate::store::prune::oldest(&app.db).await {
+                    Ok(oldest) => Some(oldest.unwrap_or(head + 1)),
                     Err(_) => return,
-                };
-                if !send(WatchItem::Reset {
+                }
+            } else if from > 0 {
+                match revocations::first_after(&app.db, from).await {
+                    Ok(first) => tenancy_runtime::db::pruned_after(from, first),
+                    Err(_) => return,
+                }
+            } else {
+                None
+            };
+            if let Some(oldest) = oldest
+                && !send(WatchItem::Reset {
                     oldest_position: oldest,
                 })
                 .await
-                {
-                    return;
-                }
-                last = 0;
+            {
+                return;
             }
-            // Backlog. A resume position whose successor was pruned (the
-            // watcher fell behind by more than the retention) gets a reset,
-            // then every entry kept: the watcher rebuilds its state.
+            if from == 0 || oldest.is_some() {
+                // A rebuild gets, up to the head, only the events that can
+                // still matter (the rest of a week's log would be dropped
+                // by the watcher as it arrives), then the head as its
+                // position.
+                let now = app.now().millis();
+                last = 0;
+                loop {
+                    match revocations::in_effect_after(
+                        &app.db,
+                        last,
+                        head,
+                        now - REBUILD_ENDED_MARGIN_MS,
+                        now - REBUILD_SESSION_HOLD_MS,
+                    )
+                    .await
+                    {
+                        Ok(events) if events.is_empty() => break,
+                        Ok(events) => {
+                            for e in events {
+                                last = e.position;
+                                if !send(WatchItem::Event(e)).await {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+                last = head;
+            }
+            // Backlog (what was appended since, for a rebuild). Entries
+            // pruned between two reads get a reset, then every entry kept.
             loop {
                 match app.events_after(last).await {
                     Ok(events) if events.is_empty() => break,

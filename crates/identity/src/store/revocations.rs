@@ -84,6 +84,52 @@ pub(crate) async fn after<C: ConnectionTrait>(
     .collect()
 }
 
+/// Up to 1000 events after `position` and up to `up_to` that a watcher
+/// rebuilding its state still needs, in order: those that never end
+/// (`expire_time` NULL), those whose effect ends after `ended_before`
+/// (Unix ms), and those created after `created_after` (Unix ms).
+pub(crate) async fn in_effect_after<C: ConnectionTrait>(
+    c: &C,
+    position: i64,
+    up_to: i64,
+    ended_before: i64,
+    created_after: i64,
+) -> Result<Vec<StoredEvent>, DbErr> {
+    all(
+        c,
+        "SELECT position, create_time, expire_time, reason, kind, subject, user_id, account_id, \
+         kids FROM identity_revocations WHERE position > $1 AND position <= $2 \
+         AND (expire_time IS NULL OR expire_time > $3 OR create_time > $4) \
+         ORDER BY position LIMIT 1000",
+        vec![
+            position.into(),
+            up_to.into(),
+            ended_before.into(),
+            created_after.into(),
+        ],
+    )
+    .await?
+    .iter()
+    .map(event_from_row)
+    .collect()
+}
+
+/// The position of the first event kept after `position`, if any.
+pub(crate) async fn first_after<C: ConnectionTrait>(
+    c: &C,
+    position: i64,
+) -> Result<Option<i64>, DbErr> {
+    Ok(one(
+        c,
+        "SELECT MIN(position) AS p FROM identity_revocations WHERE position > $1",
+        vec![position.into()],
+    )
+    .await?
+    .map(|r| get::<Option<i64>>(&r, "p"))
+    .transpose()?
+    .flatten())
+}
+
 /// The position of the last event committed (0 for none).
 pub(crate) async fn head<C: ConnectionTrait>(c: &C) -> Result<i64, DbErr> {
     Ok(one(

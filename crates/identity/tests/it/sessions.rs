@@ -1129,3 +1129,86 @@ async fn a_refused_login_of_a_known_user_does_not_wait_for_its_event() {
     }
     panic!("the refused login was never recorded");
 }
+
+/// Watches from `from` and collects the sessions of the events up to
+/// `caught_up`, and its head position.
+async fn watched_sessions(env: &Env, from: i64) -> (Vec<String>, i64) {
+    let mut stream = env
+        .internal()
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: from,
+            watcher: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sessions = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .item
+            .unwrap();
+        match item {
+            Item::Event(e) => match e.kind.unwrap() {
+                revocation_event::Kind::Session(s) => sessions.push(s.session_id),
+                other => panic!("{other:?}"),
+            },
+            Item::CaughtUp(CaughtUp { head_position }) => return (sessions, head_position),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_watch_from_zero_gets_only_the_revocations_still_in_effect_and_a_resume_gets_every_one() {
+    let env = Env::start("inefft").await;
+    let user = env.verified_user("hal@example.com").await;
+    let logout = |session: &str| {
+        let mut principal = tenancy_testkit::member(&user, "", tenancy_testkit::Role::Unspecified);
+        principal.account_id = None;
+        principal.session_id = Some(session.to_owned());
+        env.as_principal(principal)
+    };
+    let old: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let s = session(&env, "hal@example.com").await;
+            logout(&s.session_id)
+                .logout(LogoutRequest {})
+                .await
+                .unwrap();
+            ids.push(s.session_id);
+        }
+        ids
+    };
+    // Two hours on: every token the first two revocations refuse has
+    // expired (10 minutes' lifetime) and a gateway would have dropped them.
+    env.advance(Duration::from_secs(2 * 3600));
+    let recent = session(&env, "hal@example.com").await;
+    logout(&recent.session_id)
+        .logout(LogoutRequest {})
+        .await
+        .unwrap();
+
+    // A fresh watcher rebuilds from what still matters, and learns the head.
+    let (sessions, head) = watched_sessions(&env, 0).await;
+    assert_eq!(sessions, vec![recent.session_id.clone()]);
+    assert_eq!(head, 3, "caught up to the head, past the entries skipped");
+    // A watcher resuming gets every entry after its position, in effect or
+    // not: the log's order is its contract.
+    let (sessions, head) = watched_sessions(&env, 1).await;
+    assert_eq!(sessions, vec![old[1].clone(), recent.session_id.clone()]);
+    assert_eq!(head, 3);
+    // Within the hour a revocation is sent from 0 although its tokens'
+    // expiry has passed (a gateway holds a session's an hour).
+    env.advance(Duration::from_secs(20 * 60));
+    let (sessions, _) = watched_sessions(&env, 0).await;
+    assert_eq!(sessions, vec![recent.session_id.clone()]);
+    env.advance(Duration::from_secs(41 * 60));
+    let (sessions, head) = watched_sessions(&env, 0).await;
+    assert!(sessions.is_empty(), "{sessions:?}");
+    assert_eq!(head, 3);
+}
