@@ -158,7 +158,6 @@ impl Client {
     fn violation(&self, what: String) {
         self.ledger.lock().violations.push((Instant::now(), what));
     }
-
 }
 
 impl Caller for Client {
@@ -709,7 +708,6 @@ fn path_of(url: &str) -> &Path {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet passing (issue 20 §2): run with tests/faults/run"]
 async fn every_fault_loses_nothing_fails_closed_and_recovers() {
     let phases = Phases::from_env();
     let test_started = Instant::now();

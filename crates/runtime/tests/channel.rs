@@ -452,7 +452,11 @@ async fn idempotent_writes_are_asked_again_elsewhere_like_reads() {
     let (a, b, _, mut client) = pair(Behaviour::Unavailable, Behaviour::Answer).await;
     idempotent_write(&mut client).await.unwrap();
     assert_eq!(a.received(), [IDEMPOTENT]);
-    assert_eq!(b.received(), [IDEMPOTENT], "answered UNAVAILABLE, asked again");
+    assert_eq!(
+        b.received(),
+        [IDEMPOTENT],
+        "answered UNAVAILABLE, asked again"
+    );
 
     let (c, d, _, mut client) = pair(Behaviour::DropConnection, Behaviour::Answer).await;
     idempotent_write(&mut client).await.unwrap();
