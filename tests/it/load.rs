@@ -21,9 +21,7 @@ pub(crate) trait Caller: Clone + Send + Sync + 'static {
     fn call(&self, flow: Self::Flow) -> impl Future<Output = Result<bool, String>> + Send;
 
     /// A call of `flow` was still unanswered at the load's hang bound.
-    fn hung(&self, flow: Self::Flow) {
-        let _ = flow;
-    }
+    fn hung(&self, _flow: Self::Flow) {}
 }
 
 /// One call of the load: when it started and ended, how it failed if it
