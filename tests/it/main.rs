@@ -11,6 +11,7 @@ mod delivery;
 mod errors;
 mod faults;
 mod gateway;
+mod load;
 mod malformed;
 mod metrics;
 mod processes;

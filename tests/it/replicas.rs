@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tenancy::{Part, Running, start};
 use tenancy_proto::account::ListMembersRequest;
 use tenancy_proto::account::account_service_client::AccountServiceClient;
@@ -38,6 +37,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::gateway::{PASSWORD, Suite, bearer, channel};
+use crate::load::{Caller, Load, Sample, describe, shed};
 use crate::processes::{Process, free_address};
 
 /// The three flows under load.
@@ -52,15 +52,6 @@ enum Flow {
 }
 
 const FLOWS: [Flow; 3] = [Flow::Login, Flow::Members, Flow::Tickets];
-
-/// One call of the load: when it started, how long it took, and how it
-/// failed, if it did.
-struct Sample {
-    flow: Flow,
-    started: Instant,
-    took: Duration,
-    failure: Option<String>,
-}
 
 /// Deadline of every call of the load (the client's own).
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
@@ -78,8 +69,10 @@ struct Client {
     token: String,
 }
 
-impl Client {
-    async fn call(&self, flow: Flow) -> Result<(), String> {
+impl Caller for Client {
+    type Flow = Flow;
+
+    async fn call(&self, flow: Flow) -> Result<bool, String> {
         match flow {
             Flow::Login => {
                 let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -94,10 +87,10 @@ impl Client {
                 let response = IdentityServiceClient::new(self.gateway.clone())
                     .login(request)
                     .await
-                    .map_err(describe)?
+                    .map_err(|s| describe(&s))?
                     .into_inner();
                 match response.outcome {
-                    Some(Outcome::Session(session)) if session.access_token.is_some() => Ok(()),
+                    Some(Outcome::Session(session)) if session.access_token.is_some() => Ok(true),
                     other => Err(format!("no session: {other:?}")),
                 }
             }
@@ -110,7 +103,7 @@ impl Client {
                 )
                 .list_members(request)
                 .await
-                .map_err(describe)?
+                .map_err(|s| describe(&s))?
                 .into_inner()
                 .members;
                 if members.is_empty() {
@@ -122,7 +115,7 @@ impl Client {
                 {
                     return Err("members without names".into());
                 }
-                Ok(())
+                Ok(true)
             }
             Flow::Tickets => {
                 let mut request = tonic::Request::new(ListTicketsRequest::default());
@@ -133,21 +126,16 @@ impl Client {
                 )
                 .list_tickets(request)
                 .await
-                .map_err(describe)?
+                .map_err(|s| describe(&s))?
                 .into_inner()
                 .tickets;
                 if tickets.is_empty() {
                     return Err("no tickets".into());
                 }
-                Ok(())
+                Ok(true)
             }
         }
     }
-}
-
-fn describe(status: tonic::Status) -> String {
-    let reason = tenancy_runtime::error::reason_of(&status).map_or("", |r| r.as_str());
-    format!("{:?} {reason}", status.code())
 }
 
 /// How often each flow starts a call: open loop, whether earlier calls
@@ -163,77 +151,23 @@ const CALL_EVERY: Duration = Duration::from_millis(25);
 /// what this test measures.
 const LOGIN_EVERY: Duration = Duration::from_millis(50);
 
-/// The load: per flow, a call started every [`CALL_EVERY`], every outcome
-/// recorded.
-struct Load {
-    samples: Arc<Mutex<Vec<Sample>>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
+/// The load: how often each flow starts a call.
+const LOAD: [(Flow, Duration); 3] = [
+    (Flow::Login, LOGIN_EVERY),
+    (Flow::Members, CALL_EVERY),
+    (Flow::Tickets, CALL_EVERY),
+];
 
-impl Load {
-    fn start(client: &Client) -> Self {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let tasks = FLOWS
-            .into_iter()
-            .map(|flow| {
-                let (client, samples, stopped) = (client.clone(), samples.clone(), stopped.clone());
-                tokio::spawn(async move {
-                    let mut calls = tokio::task::JoinSet::new();
-                    let mut every = tokio::time::interval(if flow == Flow::Login {
-                        LOGIN_EVERY
-                    } else {
-                        CALL_EVERY
-                    });
-                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    while !*stopped.borrow() {
-                        every.tick().await;
-                        let (client, samples) = (client.clone(), samples.clone());
-                        calls.spawn(async move {
-                            let started = Instant::now();
-                            // The deadline bounds the answer's headers; a
-                            // body that never ends is caught here.
-                            let failure =
-                                tokio::time::timeout(CALL_DEADLINE * 2, client.call(flow))
-                                    .await
-                                    .unwrap_or_else(|_| Err("no answer past the deadline".into()))
-                                    .err();
-                            samples.lock().push(Sample {
-                                flow,
-                                started,
-                                took: started.elapsed(),
-                                failure,
-                            });
-                        });
-                        while calls.try_join_next().is_some() {}
-                    }
-                    while calls.join_next().await.is_some() {}
-                })
-            })
-            .collect();
-        Self {
-            samples,
-            stop,
-            tasks,
-        }
-    }
-
-    /// Stops starting calls, waits for those in flight, returns them all.
-    async fn stop(self) -> Vec<Sample> {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        std::mem::take(&mut *self.samples.lock())
-    }
+/// The load started, each call given up as hung at twice its deadline.
+fn start_load(client: &Client) -> Load<Flow> {
+    Load::start(client, &LOAD, CALL_DEADLINE * 2)
 }
 
 /// Prints, per flow and second after `fault` (calls made before it in
 /// "before"), the calls that failed of those made, with why; then the
 /// slowest call that started `settled` after the fault. Returns the calls
 /// that failed although they started `settled` after it.
-fn report(title: &str, samples: &[Sample], fault: Instant, settled: Duration) -> Vec<String> {
+fn report(title: &str, samples: &[Sample<Flow>], fault: Instant, settled: Duration) -> Vec<String> {
     type Row = (usize, usize, BTreeMap<String, usize>);
     let mut table: BTreeMap<(Flow, Option<u64>), Row> = BTreeMap::new();
     for sample in samples {
@@ -245,7 +179,7 @@ fn report(title: &str, samples: &[Sample], fault: Instant, settled: Duration) ->
         row.0 += 1;
         if let Some(failure) = &sample.failure {
             row.1 += 1;
-            let took = sample.took.as_secs_f64().round();
+            let took = sample.took().as_secs_f64().round();
             *row.2
                 .entry(format!("{failure} after ~{took} s"))
                 .or_default() += 1;
@@ -262,27 +196,20 @@ fn report(title: &str, samples: &[Sample], fault: Instant, settled: Duration) ->
         println!("  {flow:?} {when}: {failed} / {made}{why}");
     }
     let failed = samples.iter().filter(|s| s.failure.is_some()).count();
-    let after: Vec<&Sample> = samples
+    let after: Vec<&Sample<Flow>> = samples
         .iter()
         .filter(|s| s.started >= fault + settled)
         .collect();
-    let slowest = after.iter().map(|s| s.took).max().unwrap_or_default();
+    let slowest = after.iter().map(|s| s.took()).max().unwrap_or_default();
     println!(
         "  all flows: {failed} of {} calls failed; from +{settled:?}: {} calls, slowest {slowest:?}",
         samples.len(),
         after.len()
     );
     // A login the hashing pool shed (its expected wait over
-    // auth.password_hash_max_wait: a replica that just started measures
-    // its first hashes on a machine busy with the whole suite) is overload
-    // protection, tested on its own in identity, not a routing failure.
-    let shed = |s: &&&Sample| {
-        s.flow == Flow::Login
-            && s.failure
-                .as_deref()
-                .is_some_and(|f| f == "ResourceExhausted UPSTREAM_BUSY")
-    };
-    let shed_logins = after.iter().filter(shed).count();
+    // auth.password_hash_max_wait) is not a routing failure.
+    let shed_login = |s: &&&Sample<Flow>| s.flow == Flow::Login && shed(s.failure.as_deref());
+    let shed_logins = after.iter().filter(shed_login).count();
     if shed_logins > 0 {
         println!(
             "  logins shed by the hashing pool (not counted as routing failures): {shed_logins}"
@@ -290,7 +217,7 @@ fn report(title: &str, samples: &[Sample], fault: Instant, settled: Duration) ->
     }
     after
         .iter()
-        .filter(|s| !shed(s))
+        .filter(|s| !shed_login(s))
         .filter_map(|s| {
             s.failure.as_ref().map(|f| {
                 format!(
@@ -306,7 +233,7 @@ fn report(title: &str, samples: &[Sample], fault: Instant, settled: Duration) ->
 /// Runs the load for `length`; prints what failed and returns it.
 async fn load_for(client: &Client, title: &str, length: Duration) -> Vec<String> {
     let started = Instant::now();
-    let load = Load::start(client);
+    let load = start_load(client);
     tokio::time::sleep(length).await;
     let samples = load.stop().await;
     for flow in FLOWS {
@@ -504,7 +431,7 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
     );
 
     // 1. kill -9 one replica of identity and one of account.
-    let load = Load::start(&client);
+    let load = start_load(&client);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fault = Instant::now();
     identities[1].kill().await;
@@ -528,7 +455,7 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
 
     // 2. They come back on the same ports: back in rotation, they get calls
     // again, and no call fails meanwhile.
-    let load = Load::start(&client);
+    let load = start_load(&client);
     let fault = Instant::now();
     identities[1].spawn().await;
     accounts[1].spawn().await;
@@ -557,7 +484,7 @@ async fn calls_between_services_survive_a_dead_or_hung_replica_and_reach_it_agai
         // The other two hang (SIGSTOP): their ports accept, nothing answers.
         // Calls stuck on them end by their deadline; every one starting once
         // they are out of rotation goes to the replicas that came back in 2.
-        let load = Load::start(&client);
+        let load = start_load(&client);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let fault = Instant::now();
         identities[0].freeze();

@@ -40,6 +40,10 @@ pub struct Method {
     pub server_streaming: bool,
     /// Whether the method only reads (see [`is_read_only`]).
     pub read_only: bool,
+    /// Whether a call may be repeated on another replica although it may
+    /// have reached one: a read, or a write idempotent by contract (see
+    /// [`IDEMPOTENT_WRITES`]).
+    pub repeatable: bool,
     /// The declared rule; `None` when the method has none (refused).
     pub rule: Option<AccessRule>,
 }
@@ -84,6 +88,8 @@ impl MethodRules {
                 } else {
                     None
                 };
+                let read_only = is_read_only(method.name());
+                let repeatable = read_only || IDEMPOTENT_WRITES.contains(&path.as_str());
                 methods.insert(
                     path.clone(),
                     Method {
@@ -91,7 +97,8 @@ impl MethodRules {
                         service: service.full_name().to_owned(),
                         client_streaming: method.is_client_streaming(),
                         server_streaming: method.is_server_streaming(),
-                        read_only: is_read_only(method.name()),
+                        read_only,
+                        repeatable,
                         rule,
                     },
                 );
@@ -122,6 +129,23 @@ impl MethodRules {
             .is_some_and(|r| r.audience() == Audience::Public)
     }
 }
+
+/// The writes between services that are idempotent by contract (each
+/// one's proto says so): repeated with the same request, they change
+/// nothing more and answer as the first time. A call of one that a replica
+/// may have received (its connection lost before the answer, or answered
+/// UNAVAILABLE) is asked again of another replica like a read, instead of
+/// failing the change that needs it. Not reads: a read-only API token
+/// still may not call them.
+pub const IDEMPOTENT_WRITES: [&str; 4] = [
+    // One user per email, whoever asks and however often.
+    "/tenancy.identity.v1.IdentityInternalService/EnsureUser",
+    // Revokes what existed at `change_time`; a repeat revokes nothing more.
+    "/tenancy.identity.v1.IdentityInternalService/RevokeAccountAccess",
+    // Deduplicated by `request_id`, which every caller sets.
+    "/tenancy.contacts.v1.ContactsInternalService/SendEmail",
+    "/tenancy.contacts.v1.ContactsInternalService/Notify",
+];
 
 /// Whether the method named `name` (`GetMe`, `BatchCheckAccess`) only
 /// reads: `Get…`, `BatchGet…`, `List…`, `Watch…`, `Check…`,
@@ -244,6 +268,32 @@ mod tests {
             "/tenancy.identity.v1.IdentityService/Login",
         ] {
             assert!(!read_only(path), "{path}");
+        }
+    }
+
+    /// What a retry may repeat besides reads: the writes idempotent by
+    /// contract, each of them a method; every other write never.
+    #[test]
+    fn idempotent_writes_are_repeatable_other_writes_not() {
+        let rules = MethodRules::tenancy().unwrap();
+        for path in IDEMPOTENT_WRITES {
+            let method = rules.method(path).unwrap();
+            assert!(method.repeatable && !method.read_only, "{path}");
+        }
+        let repeatable = |path: &str| rules.method(path).unwrap().repeatable;
+        assert!(repeatable(
+            "/tenancy.identity.v1.IdentityInternalService/BatchGetUsers"
+        ));
+        for path in [
+            "/tenancy.identity.v1.IdentityInternalService/RecordUsage",
+            "/tenancy.identity.v1.IdentityInternalService/VerifyCodeWord",
+            "/tenancy.identity.v1.IdentityInternalService/CreateApiUser",
+            "/tenancy.identity.v1.IdentityInternalService/SetInitialPassword",
+            "/tenancy.account.v1.AccountInternalService/RecordAuditEvent",
+            "/tenancy.account.v1.AccountService/InviteMember",
+            "/tenancy.identity.v1.IdentityService/Login",
+        ] {
+            assert!(!repeatable(path), "{path}");
         }
     }
 

@@ -164,10 +164,11 @@ static METHODS: LazyLock<MethodRules> =
 /// - it never left (no connection, or the connection took no new stream),
 ///   or the replica refused it unprocessed (REFUSED_STREAM, GOAWAY): any
 ///   method;
-/// - it is a read (`rules::is_read_only`) and the replica answered
+/// - it is a read (`rules::is_read_only`), or a write idempotent by
+///   contract (`rules::IDEMPOTENT_WRITES`), and the replica answered
 ///   UNAVAILABLE or the connection broke before the answer.
 ///
-/// A write that may have reached a replica is never sent again. Each
+/// Any other write that may have reached a replica is never sent again. Each
 /// replica is tried at most once per call, within the call's deadline
 /// (its `grpc-timeout`, at most `request_timeout`; past it the call ends
 /// CANCELLED, as tonic's own channel did). When every attempt failed the
@@ -277,7 +278,7 @@ async fn attempts(
     // Client streams are sent as they come; every other request is one
     // message, already encoded.
     let replayable = method.is_some_and(|m| !m.client_streaming);
-    let read_only = method.is_some_and(|m| m.read_only);
+    let repeatable = method.is_some_and(|m| m.repeatable);
     let (parts, body) = request.into_parts();
     let mut payload = if replayable {
         Payload::Replayable(http_body_util::BodyExt::collect(body).await?.to_bytes())
@@ -310,9 +311,10 @@ async fn attempts(
         replica.note_sent();
         match ready.send(attempt).await {
             Ok(response) => {
-                if read_only && replayable && grpc_status(response.headers()) == Some(UNAVAILABLE) {
-                    // A read may be asked again; kept in case no one else
-                    // answers.
+                if repeatable && replayable && grpc_status(response.headers()) == Some(UNAVAILABLE)
+                {
+                    // A read (or an idempotent write) may be asked again;
+                    // kept in case no one else answers.
                     last = Some(Ok(response));
                     continue;
                 }
@@ -325,7 +327,7 @@ async fn attempts(
                 let again = replayable
                     && match failure {
                         Failure::NotSent(_) | Failure::Refused(_) => true,
-                        Failure::Lost(_) => read_only,
+                        Failure::Lost(_) => repeatable,
                     };
                 tracing::debug!(
                     service = replicas.service().as_str(),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tenancy_proto::identity::identity_internal_service_client::IdentityInternalServiceClient;
-use tenancy_proto::identity::{BatchGetUsersRequest, RevokeAccountAccessRequest};
+use tenancy_proto::identity::{BatchGetUsersRequest, EnsureUserRequest, RecordUsageRequest};
 use tenancy_runtime::config::{Config, ServiceName, TlsConfig};
 use tenancy_runtime::replicas::ReplicaStatus;
 use tenancy_runtime::service::channel_to;
@@ -33,7 +33,9 @@ use tokio::task::JoinSet;
 
 const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 const READ: &str = "/tenancy.identity.v1.IdentityInternalService/BatchGetUsers";
-const WRITE: &str = "/tenancy.identity.v1.IdentityInternalService/RevokeAccountAccess";
+const WRITE: &str = "/tenancy.identity.v1.IdentityInternalService/RecordUsage";
+/// A write idempotent by contract (`rules::IDEMPOTENT_WRITES`).
+const IDEMPOTENT: &str = "/tenancy.identity.v1.IdentityInternalService/EnsureUser";
 
 /// Longer than ejection takes (a check a second, one second to answer),
 /// with room for a loaded machine.
@@ -258,7 +260,14 @@ async fn read(client: &mut Client) -> Result<(), tonic::Status> {
 
 async fn write(client: &mut Client) -> Result<(), tonic::Status> {
     client
-        .revoke_account_access(RevokeAccountAccessRequest::default())
+        .record_usage(RecordUsageRequest::default())
+        .await
+        .map(drop)
+}
+
+async fn idempotent_write(client: &mut Client) -> Result<(), tonic::Status> {
+    client
+        .ensure_user(EnsureUserRequest::default())
         .await
         .map(drop)
 }
@@ -434,6 +443,27 @@ async fn a_connection_lost_in_flight_repeats_reads_not_writes() {
     assert_eq!(b.received().len(), answered);
 }
 
+/// A write idempotent by contract (EnsureUser) is repeated like a read:
+/// answered UNAVAILABLE, or its connection lost in flight, it is asked of
+/// the other replica, so the change that needs it goes on (an invitation
+/// failed SERVICE_UNAVAILABLE in the fault suite otherwise).
+#[tokio::test]
+async fn idempotent_writes_are_asked_again_elsewhere_like_reads() {
+    let (a, b, _, mut client) = pair(Behaviour::Unavailable, Behaviour::Answer).await;
+    idempotent_write(&mut client).await.unwrap();
+    assert_eq!(a.received(), [IDEMPOTENT]);
+    assert_eq!(
+        b.received(),
+        [IDEMPOTENT],
+        "answered UNAVAILABLE, asked again"
+    );
+
+    let (c, d, _, mut client) = pair(Behaviour::DropConnection, Behaviour::Answer).await;
+    idempotent_write(&mut client).await.unwrap();
+    assert_eq!(c.received(), [IDEMPOTENT]);
+    assert_eq!(d.received(), [IDEMPOTENT], "connection lost, asked again");
+}
+
 /// Streams a replica refuses unprocessed (GOAWAY) are safe to send again,
 /// writes included.
 #[tokio::test]
@@ -479,10 +509,10 @@ async fn a_silent_replica_delays_one_call_by_the_connect_timeout_then_none() {
 #[tokio::test]
 async fn retries_respect_the_callers_deadline() {
     let (_a, _b, _, mut client) = pair(Behaviour::Silent, Behaviour::Silent).await;
-    let mut request = tonic::Request::new(RevokeAccountAccessRequest::default());
+    let mut request = tonic::Request::new(RecordUsageRequest::default());
     request.set_timeout(Duration::from_millis(300));
     let started = Instant::now();
-    let status = client.revoke_account_access(request).await.unwrap_err();
+    let status = client.record_usage(request).await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(status.code(), tonic::Code::Cancelled, "{status:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
