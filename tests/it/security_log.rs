@@ -15,7 +15,7 @@ use crate::gateway::{PASSWORD, Suite, user_of};
 
 /// Everything written, as a log collector gets it.
 #[derive(Clone, Default)]
-struct Lines(Arc<parking_lot::Mutex<Vec<u8>>>);
+pub(crate) struct Lines(Arc<parking_lot::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Lines {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -28,7 +28,7 @@ impl std::io::Write for Lines {
 }
 
 impl Lines {
-    fn json(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn json(&self) -> Vec<serde_json::Value> {
         String::from_utf8(self.0.lock().clone())
             .unwrap()
             .lines()

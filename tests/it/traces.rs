@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use parking_lot::Mutex;
 use tenancy::{Part, Running, start};
-use tenancy_proto::identity::GetMeRequest;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
+use tenancy_proto::identity::{GetMeRequest, LoginRequest};
 use tenancy_runtime::SystemClock;
 use tenancy_runtime::config::{Config, ServiceName};
 use tenancy_testkit::{TestDatabase, test_config};
@@ -273,4 +273,71 @@ async fn one_get_me_through_the_gateway_is_one_trace_of_gateway_and_identity_spa
 
     drop(child.stdin.take());
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+/// Without export (this process installs no exporter) the gateway makes no
+/// span per call, yet the client's trace goes on: the gateway's access line
+/// and the line identity writes while serving the call (the login's
+/// security event) carry the trace id of the client's `traceparent`.
+// One thread: the suite's tasks log under this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn without_export_the_clients_trace_id_is_in_the_gateways_and_services_log_lines() {
+    let lines = crate::security_log::Lines::default();
+    let writer = lines.clone();
+    let _logs = tracing::subscriber::set_default(tenancy_runtime::telemetry::json_logs_to(
+        "info",
+        move || writer.clone(),
+    ));
+    assert!(!tenancy_runtime::telemetry::exporting());
+    let suite = Suite::start(|_| {}).await;
+    let email = "traced@example.com";
+    suite.user(email).await;
+
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let traceparent: tonic::metadata::MetadataValue<_> =
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap();
+    IdentityServiceClient::with_interceptor(
+        suite.gateway.clone(),
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("traceparent", traceparent.clone());
+            Ok(request)
+        },
+    )
+    .login(LoginRequest {
+        email: email.into(),
+        password: crate::gateway::PASSWORD.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let login = "/tenancy.identity.v1.IdentityService/Login";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logged = lines.json();
+        let in_trace = |l: &&serde_json::Value| {
+            l["trace_id"] == trace_id.as_str() || l["span"]["trace_id"] == trace_id.as_str()
+        };
+        let access = logged.iter().filter(in_trace).find(|l| {
+            l["target"] == "tenancy_gateway::access" && l["method"] == login && l["code"] == 0
+        });
+        let event = logged
+            .iter()
+            .filter(in_trace)
+            .find(|l| l["event"] == "login.success");
+        if let (Some(_), Some(event)) = (access, event) {
+            assert_eq!(event["span"]["method"], login, "{event}");
+            assert_eq!(event["span"]["part"], "identity", "{event}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access line and login.success in trace {trace_id}: {logged:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -30,6 +30,7 @@ use tenancy_runtime::principal::{Call, CallIds, PrincipalKey, strip_reserved};
 use tenancy_runtime::replicas::ReplicaSet;
 use tenancy_runtime::server::{Undecodable, UndecodableLayer};
 use tenancy_runtime::shutdown::Shutdown;
+use tenancy_runtime::telemetry::ServerCall;
 use tenancy_runtime::tls::PublicTls;
 use tenancy_runtime::upstream::{Dialer, UpstreamBody};
 use tenancy_runtime::{Context, Error, Reason, clock::SharedClock};
@@ -379,13 +380,13 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .filter(|v| v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map_or_else(|| self.request_ids.next(), str::to_owned);
-        // The call's span: the client's `traceparent` its parent, passed on
-        // to the service as this span (in `admit`).
-        let span = tenancy_runtime::telemetry::server_span(path, "gateway", &request_id);
-        tenancy_runtime::telemetry::accept_parent(&span, request.headers());
+        // The call in the client's trace (its `traceparent` the parent),
+        // passed on to the service (in `admit`); a span only when spans are
+        // exported.
+        let call = ServerCall::start(path, "gateway", &request_id, request.headers());
         let log = AccessLog {
             method: path.to_owned(),
-            trace_id: tenancy_runtime::telemetry::trace_id(&span).unwrap_or_default(),
+            trace_id: call.trace_id(),
             ip,
             request_id: request_id.clone(),
             user: String::new(),
@@ -402,16 +403,16 @@ impl Gateway {
                 id
             });
         let decided = async {
-            match self.admit(route, request, ip, request_id).await {
+            match self.admit(route, request, ip, request_id, &call).await {
                 Ok((request, permit, user, stream)) => {
-                    tracing::Span::current().record("user", user.as_str());
+                    call.record_user(&user);
                     self.decisions.allowed();
                     let log = AccessLog {
                         user,
                         upstream: calls.client.as_ref().map(|m| m.start()),
                         ..log
                     };
-                    self.forward(request, permit, log, stream).await
+                    self.forward(request, permit, log, stream, &call).await
                 }
                 Err(error) => {
                     self.decisions.refused(&error);
@@ -420,7 +421,7 @@ impl Gateway {
                 }
             }
         };
-        let mut response = tracing::Instrument::instrument(decided, span).await;
+        let mut response = call.instrument(decided).await;
         // The client can quote it when reporting a problem.
         if let Some(id) = echoed {
             response.headers_mut().insert("x-request-id", id);
@@ -436,6 +437,7 @@ impl Gateway {
         mut request: http::Request<hyper::body::Incoming>,
         ip: std::net::IpAddr,
         request_id: String,
+        call: &ServerCall,
     ) -> Result<
         (
             http::Request<hyper::body::Incoming>,
@@ -516,8 +518,8 @@ impl Gateway {
         // Credentials stay at the gateway: services trust the principal.
         headers.remove(http::header::AUTHORIZATION);
         strip_reserved(headers);
-        // The service's span is a child of this call's.
-        tenancy_runtime::telemetry::inject(&tracing::Span::current(), headers);
+        // The service's span is a child of this call.
+        call.inject(headers);
         // Good for this one call of this method only.
         self.key
             .sign(
@@ -545,6 +547,7 @@ impl Gateway {
         (permit, replicas): (Slots, Arc<ReplicaSet>),
         log: AccessLog,
         stream: Option<OpenStreamGuard>,
+        call: &ServerCall,
     ) -> http::Response<Body> {
         let mut ready = None;
         for replica in replicas.order() {
@@ -558,10 +561,12 @@ impl Gateway {
             }
         }
         let Some((replica, ready)) = ready else {
-            tracing::warn!(
-                service = replicas.service().as_str(),
-                "no upstream replica reachable"
-            );
+            log.span(call).in_scope(|| {
+                tracing::warn!(
+                    service = replicas.service().as_str(),
+                    "no upstream replica reachable"
+                );
+            });
             let error = Error::unavailable("the service is unavailable; retry");
             log.finish(error.code() as i32);
             return tonic::Status::from(error).into_http();
@@ -582,7 +587,9 @@ impl Gateway {
                 })
             }
             Err(failure) => {
-                tracing::warn!(%failure, upstream = %replica.connection().authority(), "upstream call failed");
+                log.span(call).in_scope(|| {
+                    tracing::warn!(%failure, upstream = %replica.connection().authority(), "upstream call failed");
+                });
                 if failure.is_transport() {
                     replica.eject(&failure);
                 }
@@ -762,7 +769,7 @@ impl Connection {
 /// forwarded (`upstream`, once it was).
 struct AccessLog {
     method: String,
-    /// The call's trace (empty without the OpenTelemetry layer).
+    /// The call's trace id.
     trace_id: String,
     ip: std::net::IpAddr,
     request_id: String,
@@ -773,6 +780,12 @@ struct AccessLog {
 }
 
 impl AccessLog {
+    /// The span a warning about this call is written in (see
+    /// [`ServerCall::log_span`]).
+    fn span(&self, call: &ServerCall) -> tracing::Span {
+        call.log_span(&self.method, &self.request_id, &self.user)
+    }
+
     fn finish(mut self, code: i32) {
         let grpc_code = tonic::Code::from_i32(code);
         for call in [self.call.take(), self.upstream.take()]

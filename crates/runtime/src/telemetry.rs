@@ -12,12 +12,18 @@
 //!
 //! Spans are exported over OTLP/gRPC (batched, off the request path) only
 //! when `otel.endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set; without,
-//! trace ids are still made, passed on and logged.
+//! trace ids are still made, passed on and logged. The gateway, whose CPU
+//! per call is what it is measured by, then makes no span per call at all
+//! ([`ServerCall`]): it keeps the call's trace context itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::{
+    SpanContext, TraceContextExt as _, TraceFlags, TraceState, TracerProvider as _,
+};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
@@ -87,9 +93,22 @@ pub fn init(
     let provider = builder.build();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let installed = subscriber(format, filter, &provider, std::io::stderr, ansi).try_init();
+    if installed.is_ok() && exported {
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
     Ok(Telemetry {
         provider: (installed.is_ok() && exported).then_some(provider),
     })
+}
+
+/// Whether this process exports spans: set by [`init`] when it installed
+/// an exporter, never unset.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported (`otel.endpoint` was set when [`init`]
+/// installed the subscriber).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// The JSON log subscriber [`init`] installs for `log_format = "json"`
@@ -175,13 +194,20 @@ where
 /// parent of `span`, and records the trace id in its `trace_id` field.
 /// Without a valid `traceparent` the span starts a trace of its own.
 pub fn accept_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    adopt_parent(span, headers);
+}
+
+/// [`accept_parent`], returning the span's own context as it now stands.
+fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) -> SpanContext {
     let parent = TraceContextPropagator::new().extract(&Headers(headers));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
-    if let Some(trace) = trace_id(span) {
-        span.record("trace_id", trace);
+    let context = span.context().span().span_context().clone();
+    if context.is_valid() {
+        span.record("trace_id", context.trace_id().to_string());
     }
+    context
 }
 
 /// The trace `span` belongs to, as 32 hex digits; `None` without the
@@ -195,11 +221,160 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
 /// Writes `span` as the `traceparent` (and `tracestate`) of a call about
 /// to be sent, replacing whatever the headers carried.
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    inject_context(span.context().span().span_context(), headers);
+}
+
+/// Writes `context` as the `traceparent` (and `tracestate`) of a call
+/// about to be sent, replacing whatever the headers carried; an invalid
+/// context writes none.
+fn inject_context(context: &SpanContext, headers: &mut http::HeaderMap) {
     headers.remove(TRACEPARENT);
     headers.remove(TRACESTATE);
-    let context = span.context();
-    if context.span().span_context().is_valid() {
+    if context.is_valid() {
+        let context = opentelemetry::Context::new().with_remote_span_context(context.clone());
         TraceContextPropagator::new().inject_context(&context, &mut HeadersMut(headers));
+    }
+}
+
+tokio::task_local! {
+    /// The trace context of the call being served without a span of its
+    /// own ([`ServerCall`] without export): the parent of the calls it
+    /// makes ([`client_span`]).
+    static CALL: SpanContext;
+}
+
+/// One RPC the gateway serves, as traces and logs see it.
+///
+/// With export on, it is the call's span ([`server_span`], the caller's
+/// `traceparent` its parent), as at every service. Without export it is no
+/// span at all: a span per call (stored, entered and left at every poll of
+/// the call, its fields formatted for the log layer, an OpenTelemetry span
+/// built and dropped at its end) was most of what tracing cost the
+/// gateway's CPU (issue 19, README: Performance), for nothing a reader
+/// sees. The call keeps its trace context instead: the caller's trace (or
+/// a new one) and a span id of its own, which it passes on ([`Self::inject`],
+/// and to calls the gateway itself makes while serving it, through
+/// [`Self::instrument`]) and logs (the access line's `trace_id`; a warning
+/// is written in [`Self::log_span`]). What a service and a log reader see
+/// is the same either way.
+pub struct ServerCall {
+    /// The exported span; `None` without export.
+    span: Option<tracing::Span>,
+    /// This call's trace context: its trace id and its own span id.
+    context: SpanContext,
+    part: &'static str,
+}
+
+impl ServerCall {
+    /// The call of `path` served by `part`, in the trace of the caller's
+    /// `traceparent` in `headers` (a new trace without a valid one).
+    pub fn start(
+        path: &str,
+        part: &'static str,
+        request_id: &str,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        Self::start_as(exporting(), path, part, request_id, headers)
+    }
+
+    fn start_as(
+        exported: bool,
+        path: &str,
+        part: &'static str,
+        request_id: &str,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        if exported {
+            let span = server_span(path, part, request_id);
+            let context = adopt_parent(&span, headers);
+            return Self {
+                span: Some(span),
+                context,
+                part,
+            };
+        }
+        let parent = TraceContextPropagator::new()
+            .extract_with_context(&opentelemetry::Context::new(), &Headers(headers));
+        let parent = parent.span().span_context().clone();
+        let ids = RandomIdGenerator::default();
+        // As the SDK's default sampler (parent-based, else always on)
+        // decides for a span: the caller's flags, or sampled.
+        let context = if parent.is_valid() {
+            SpanContext::new(
+                parent.trace_id(),
+                ids.new_span_id(),
+                parent.trace_flags(),
+                false,
+                parent.trace_state().clone(),
+            )
+        } else {
+            SpanContext::new(
+                ids.new_trace_id(),
+                ids.new_span_id(),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            )
+        };
+        Self {
+            span: None,
+            context,
+            part,
+        }
+    }
+
+    /// The call's trace id, as 32 hex digits (empty only if spans are
+    /// exported by a subscriber without the OpenTelemetry layer).
+    pub fn trace_id(&self) -> String {
+        if self.context.is_valid() {
+            self.context.trace_id().to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    /// Writes this call as the `traceparent` (and the caller's
+    /// `tracestate`) of the request about to be forwarded, replacing
+    /// whatever the headers carried.
+    pub fn inject(&self, headers: &mut http::HeaderMap) {
+        inject_context(&self.context, headers);
+    }
+
+    /// Records the calling user on the call's span (without one, the
+    /// access line and [`Self::log_span`] name the user).
+    pub fn record_user(&self, user: &str) {
+        if let Some(span) = &self.span {
+            span.record("user", user);
+        }
+    }
+
+    /// Runs `call` as this call: inside its span, or without one with the
+    /// call's trace context as the parent of the calls made meanwhile
+    /// ([`client_span`]).
+    pub async fn instrument<F: std::future::Future>(&self, call: F) -> F::Output {
+        match &self.span {
+            Some(span) => tracing::Instrument::instrument(call, span.clone()).await,
+            None => CALL.scope(self.context.clone(), call).await,
+        }
+    }
+
+    /// The span to write a log line of this call in: its own, or without
+    /// one a span made now with the fields every served call's lines carry
+    /// (`method` = `path`, `request_id`, `trace_id`, `part`, `user`).
+    /// Made only when a line is written, which is rare on this path.
+    pub fn log_span(&self, path: &str, request_id: &str, user: &str) -> tracing::Span {
+        if let Some(span) = &self.span {
+            return span.clone();
+        }
+        tracing::info_span!(
+            "grpc",
+            part = self.part,
+            method = path,
+            request_id,
+            trace_id = %self.context.trace_id(),
+            user,
+            account = tracing::field::Empty,
+        )
     }
 }
 
@@ -250,22 +425,30 @@ pub fn server_span(path: &str, part: &str, request_id: &str) -> tracing::Span {
         user = tracing::field::Empty,
         account = tracing::field::Empty,
     );
-    rpc_attributes(&span, name);
+    if exporting() {
+        rpc_attributes(&span, name);
+    }
     span
 }
 
 /// The span of one call a part makes to another, child of the current
-/// span (the RPC being served, if any).
+/// span (the RPC being served, if any), or of the call served without a
+/// span ([`ServerCall::instrument`]).
 pub fn client_span(path: &str) -> tracing::Span {
     let name = path.trim_start_matches('/');
     let span = tracing::info_span!("grpc.client", otel.name = name, otel.kind = "client");
-    rpc_attributes(&span, name);
+    if let Ok(served) = CALL.try_with(Clone::clone) {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(served));
+    }
+    if exporting() {
+        rpc_attributes(&span, name);
+    }
     span
 }
 
 /// The RPC semantic-convention attributes of the span of `name`
 /// (`package.Service/Method`): span attributes only, not log fields (the
-/// log lines have `method`).
+/// log lines have `method`), so set only when spans are exported.
 fn rpc_attributes(span: &tracing::Span, name: &str) {
     let (service, method) = name.split_once('/').unwrap_or((name, ""));
     span.set_attribute("rpc.system", "grpc");
@@ -295,21 +478,116 @@ mod tests {
         (span, incoming)
     }
 
+    /// What a log collector receives.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn json(&self) -> Vec<serde_json::Value> {
+            String::from_utf8(self.0.lock().clone())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+    const GET_ME: &str = "/tenancy.identity.v1.IdentityService/GetMe";
+
+    /// A call the gateway serves, without export (no span) and with (its
+    /// span): either way it is in the client's trace, passes on a
+    /// `traceparent` naming itself (not the client's span), and a call made
+    /// while serving it (API token introspection) is in the same trace.
+    #[tokio::test]
+    async fn a_served_call_passes_the_callers_trace_on_with_or_without_a_span() {
+        let _logs = tracing::subscriber::set_default(json_logs_to("warn", std::io::sink));
+        let (_, incoming) = get_me_span_with_a_client_parent();
+        for exported in [false, true] {
+            let call = ServerCall::start_as(exported, GET_ME, "gateway", "req-1", &incoming);
+            assert_eq!(call.span.is_some(), exported, "a span only when exported");
+            assert_eq!(call.trace_id(), CLIENT_TRACE);
+            let mut forwarded = http::HeaderMap::new();
+            forwarded.insert(TRACEPARENT, http::HeaderValue::from_static("forged"));
+            call.inject(&mut forwarded);
+            let sent = forwarded[TRACEPARENT].to_str().unwrap();
+            assert!(
+                sent.starts_with(&format!("00-{CLIENT_TRACE}-")) && sent.ends_with("-01"),
+                "{sent}"
+            );
+            assert_eq!(sent.len(), 55, "{sent}");
+            assert!(
+                !sent.contains(CLIENT_SPAN),
+                "the call is the parent: {sent}"
+            );
+
+            let introspection = "/tenancy.identity.v1.IdentityInternalService/IntrospectApiToken";
+            let made = call.instrument(async { client_span(introspection) }).await;
+            assert_eq!(trace_id(&made).as_deref(), Some(CLIENT_TRACE), "{exported}");
+            let mut outgoing = http::HeaderMap::new();
+            inject(&made, &mut outgoing);
+            let made = outgoing[TRACEPARENT].to_str().unwrap();
+            assert_ne!(made, sent, "the call made passes on its own span");
+            // Outside the served call, a call starts a trace of its own.
+            let alone = client_span(introspection);
+            assert_ne!(trace_id(&alone).as_deref(), Some(CLIENT_TRACE));
+        }
+        // No traceparent, or garbage: a new trace, passed on.
+        let mut garbage = http::HeaderMap::new();
+        garbage.insert(TRACEPARENT, http::HeaderValue::from_static("00-zz-yy-01"));
+        for headers in [http::HeaderMap::new(), garbage] {
+            let call = ServerCall::start_as(false, GET_ME, "gateway", "req-2", &headers);
+            let trace = call.trace_id();
+            assert_eq!(trace.len(), 32, "{trace}");
+            assert_ne!(trace, "0".repeat(32));
+            let mut forwarded = http::HeaderMap::new();
+            call.inject(&mut forwarded);
+            let sent = forwarded[TRACEPARENT].to_str().unwrap();
+            assert!(sent.starts_with(&format!("00-{trace}-")), "{sent}");
+            let other = ServerCall::start_as(false, GET_ME, "gateway", "req-3", &headers);
+            assert_ne!(other.trace_id(), trace, "each call its own trace");
+        }
+    }
+
+    /// A warning about a call served without a span is written in one made
+    /// for it: the JSON line carries the call's method, request id, trace
+    /// id, part and user under `span`, as every served call's lines do.
+    #[test]
+    fn a_warning_about_a_call_without_a_span_carries_the_calls_fields() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = json_logs_to("warn", move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let (_, incoming) = get_me_span_with_a_client_parent();
+            let call = ServerCall::start_as(false, GET_ME, "gateway", "req-1", &incoming);
+            call.log_span(GET_ME, "req-1", "u-1")
+                .in_scope(|| tracing::warn!("upstream call failed"));
+        });
+        let logged = lines.json();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        let span = &logged[0]["span"];
+        assert_eq!(span["trace_id"], CLIENT_TRACE);
+        assert_eq!(span["request_id"], "req-1");
+        assert_eq!(span["method"], GET_ME);
+        assert_eq!(span["part"], "gateway");
+        assert_eq!(span["user"], "u-1");
+    }
+
     /// A JSON log line written while serving an RPC names the method, the
     /// request id, the trace id and the principal, under `span`.
     #[test]
     fn json_log_lines_carry_the_request_and_trace_ids() {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let lines = Lines::default();
         let writer = lines.clone();
         let provider = SdkTracerProvider::builder().build();
