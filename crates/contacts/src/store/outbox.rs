@@ -314,7 +314,7 @@ pub async fn claim_due(
         .order_by_asc(msg::Column::Id)
         .limit(limit)
         .into_query();
-    let mut claimed = msg::Entity::update_many()
+    let rows = msg::Entity::update_many()
         .col_expr(msg::Column::State, Expr::value(SENDING))
         .col_expr(
             msg::Column::LeaseUntil,
@@ -328,10 +328,28 @@ pub async fn claim_due(
         .filter(msg::Column::Id.in_subquery(oldest_due))
         .filter(due(now_ms))
         .exec_with_returning(db)
-        .await?
-        .into_iter()
-        .map(message_of)
-        .collect::<Result<Vec<_>, _>>()?;
+        .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id = row.id.clone();
+        match message_of(row) {
+            Ok(message) => claimed.push(message),
+            // A damaged row must not stop the rows behind it: it fails for
+            // good, with the reason, and the others are delivered.
+            Err(error) => {
+                tracing::error!(message_id = %id, %error, "unreadable outbox row marked FAILED");
+                msg::Entity::update_many()
+                    .col_expr(msg::Column::State, Expr::value(FAILED))
+                    .col_expr(
+                        msg::Column::LastError,
+                        Expr::value(truncate(&error.to_string())),
+                    )
+                    .filter(msg::Column::Id.eq(id))
+                    .exec(db)
+                    .await?;
+            }
+        }
+    }
     claimed.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
     Ok(claimed)
 }
