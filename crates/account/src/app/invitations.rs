@@ -109,6 +109,46 @@ async fn send_invitation(
         .await
 }
 
+/// Sends a new invitation, or withdraws it when the email cannot be sent
+/// (contacts unreachable): the caller gets the error (UNAVAILABLE) and a
+/// retry makes a new invitation instead of meeting INVITATION_PENDING for
+/// one whose link nobody received. If the withdrawal fails too (the
+/// database is down as well), the invitation stays pending and
+/// ResendInvitation sends it.
+async fn send_or_withdraw(
+    app: &App,
+    actor: &Actor<'_>,
+    inv: &InvitationRow,
+    token: &SecretToken,
+) -> Result<(), Error> {
+    let Err(error) = send_invitation(app, inv, token, &actor.user_id).await else {
+        return Ok(());
+    };
+    if let Err(withdraw) = withdraw(app, actor, inv).await {
+        tracing::warn!(invitation = %inv.id, error = %withdraw, "unsent invitation not withdrawn; ResendInvitation sends it");
+    }
+    Err(error)
+}
+
+/// Cancels the unsent invitation `inv`, audited.
+async fn withdraw(app: &App, actor: &Actor<'_>, inv: &InvitationRow) -> Result<(), Error> {
+    let txn = store::begin(&app.db).await?;
+    if store::cancel_invitation(&txn, &inv.id, app.now()).await? {
+        app.audit(
+            actor.principal,
+            &inv.account_id,
+            "invitation.cancel",
+            ("invitation", inv.id.as_str()),
+            None,
+            Some(serde_json::json!({"reason": "email not sent"})),
+        )
+        .insert(&txn)
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
 /// InviteMember: the invitation sent to `email` (its user made in identity
 /// first). `scope` was validated at the edge; the invitee gets portal
 /// access. MEMBER_EXISTS for a member who is not revoked,
@@ -162,7 +202,7 @@ pub(crate) async fn invite_member(
     .insert(&txn)
     .await?;
     txn.commit().await?;
-    send_invitation(app, &inv, &token, &actor.user_id).await?;
+    send_or_withdraw(app, actor, &inv, &token).await?;
     Ok(inv)
 }
 
@@ -218,7 +258,7 @@ pub(crate) async fn invite_existing_member(
     .insert(&txn)
     .await?;
     txn.commit().await?;
-    send_invitation(app, &inv, &token, &actor.user_id).await?;
+    send_or_withdraw(app, actor, &inv, &token).await?;
     Ok(inv)
 }
 

@@ -377,3 +377,47 @@ async fn cancelling_twice_answers_the_same_and_accepted_invitations_cannot_be_ca
         .unwrap_err();
     assert_eq!(reason(&e), Reason::InvitationUsed);
 }
+
+#[tokio::test]
+async fn an_invitation_whose_email_cannot_be_sent_is_withdrawn_and_a_retry_sends_a_new_one() {
+    let mut env = Env::new().await;
+    let (account, owner) = env.account().await;
+    env.peers
+        .stop(tenancy_runtime::config::ServiceName::Contacts)
+        .await;
+    let e = invite(&env, &account, &owner, "late@example.com")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    // The invitation nobody received a link for is not left pending.
+    let invitations = env
+        .as_member(&owner, &account, Role::Owner)
+        .list_invitations(pb::ListInvitationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .invitations;
+    let states: Vec<i32> = invitations.iter().map(|i| i.state).collect();
+    assert_eq!(states, [pb::InvitationState::Cancelled as i32]);
+
+    env.peers
+        .restart(tenancy_runtime::config::ServiceName::Contacts)
+        .await;
+    // The retry is a new invitation (not INVITATION_PENDING), and its link
+    // works.
+    let inv = invite(&env, &account, &owner, "late@example.com")
+        .await
+        .unwrap();
+    assert_eq!(inv.state, pb::InvitationState::Pending as i32);
+    let token = env.invitation_token("late@example.com").await;
+    let accepted = anon(&env)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            token,
+            name: "Late Person".into(),
+            password: "a long enough password".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.account_id, account);
+}
