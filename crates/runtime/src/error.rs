@@ -223,12 +223,56 @@ fn transient(error: &sea_orm::DbErr) -> bool {
         .is_some_and(|code| TRANSIENT_SQLSTATES.contains(&code.as_ref()))
 }
 
+/// PostgreSQL's SQLSTATEs of a server that cannot serve the connection
+/// now: class 08 (connection exception) is matched by prefix; these are
+/// `admin_shutdown`, `crash_shutdown` and `cannot_connect_now`.
+const UNREACHABLE_SQLSTATES: [&str; 3] = ["57P01", "57P02", "57P03"];
+
+/// When a client may retry a call the database could not serve.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether `error` says the database could not be reached: no connection
+/// from the pool in time, a connection refused or cut (the server killed
+/// or restarting). The call may succeed once it is back.
+fn unreachable(error: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, SqlxError};
+    if matches!(error, DbErr::ConnectionAcquire(_)) {
+        return true;
+    }
+    let (DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = error
+    else {
+        return false;
+    };
+    match &**e {
+        SqlxError::Io(_)
+        | SqlxError::PoolTimedOut
+        | SqlxError::PoolClosed
+        | SqlxError::WorkerCrashed => true,
+        SqlxError::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || UNREACHABLE_SQLSTATES.contains(&code.as_ref())
+        }),
+        _ => false,
+    }
+}
+
 /// A database failure: a transaction that lost a race (deadlock,
-/// serialization failure) is UNAVAILABLE SERVICE_UNAVAILABLE (metadata
-/// `service` = `database`) with a RetryInfo delay, as the call succeeds
-/// when repeated; anything else is INTERNAL, its cause only logged.
+/// serialization failure) or a database that cannot be reached (connection
+/// refused or cut, pool exhausted, server shutting down) is UNAVAILABLE
+/// SERVICE_UNAVAILABLE (metadata `service` = `database`) with a RetryInfo
+/// delay, as the call may succeed when repeated; anything else is
+/// INTERNAL, its cause only logged.
 impl From<sea_orm::DbErr> for Error {
     fn from(error: sea_orm::DbErr) -> Self {
+        if unreachable(&error) {
+            tracing::warn!(%error, "database unreachable; the client may retry");
+            return Self {
+                retry_after: Some(UNREACHABLE_RETRY),
+                ..Self::unavailable("the database is unreachable; retry shortly")
+                    .with_metadata("service", "database")
+            };
+        }
         if transient(&error) {
             tracing::warn!(%error, "database contention; the client may retry");
             return Self {
@@ -470,6 +514,59 @@ mod tests {
         let error = postgres_error("23505").await.unwrap();
         let status = tonic::Status::from(Error::from(error));
         assert_eq!(status.code(), tonic::Code::Internal);
+    }
+
+    /// UNAVAILABLE with the database named and a retry delay.
+    fn assert_unreachable(status: &tonic::Status, what: &str) {
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "{what}: {status:?}"
+        );
+        assert_eq!(
+            reason_of(status),
+            Some(Reason::ServiceUnavailable),
+            "{what}"
+        );
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(
+            info.metadata.get("service").map(String::as_str),
+            Some("database"),
+            "{what}"
+        );
+        let retry = status.get_details_retry_info().expect("retry info");
+        assert_eq!(retry.retry_delay, Some(UNREACHABLE_RETRY), "{what}");
+    }
+
+    /// A database nobody answers at (a real refused connection), a pool
+    /// with no connection to give, and PostgreSQL shutting down or cutting
+    /// the connection (raised by a real server when one is configured) are
+    /// UNAVAILABLE: the fault suite saw a killed PostgreSQL answered
+    /// INTERNAL before.
+    #[tokio::test]
+    async fn an_unreachable_database_is_unavailable_with_a_retry_delay() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut options = sea_orm::ConnectOptions::new(format!(
+            "postgres://nobody:nothing@127.0.0.1:{port}/none"
+        ));
+        options
+            .connect_timeout(Duration::from_secs(2))
+            .acquire_timeout(Duration::from_secs(2));
+        let refused = sea_orm::Database::connect(options).await.unwrap_err();
+        assert_unreachable(&tonic::Status::from(Error::from(refused)), "refused");
+        let exhausted = sea_orm::DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout);
+        assert_unreachable(&tonic::Status::from(Error::from(exhausted)), "pool");
+        if !std::env::var("TENANCY_TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+            return;
+        }
+        for code in ["57P01", "57P03", "08006"] {
+            let error = postgres_error(code).await.unwrap();
+            assert_unreachable(&tonic::Status::from(Error::from(error)), code);
+        }
     }
 
     #[test]

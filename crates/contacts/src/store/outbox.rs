@@ -26,6 +26,10 @@ fn stored<T>(column: &str, value: i32, of: fn(i32) -> Option<T>) -> Result<T, Er
     of(value).ok_or_else(|| Error::internal(format!("stored {column} {value} is unknown")))
 }
 
+/// The `last_error` of a row [`claim_due`] could not read.
+const UNREADABLE_ROW: &str =
+    "unreadable row: a template, channel or category number we never write (see the log)";
+
 /// A stored message as the domain sees it. The state column only ever
 /// holds the four known states; anything else reads as FAILED (no attempt
 /// is made of it). An unknown template or channel, or a category other
@@ -335,15 +339,13 @@ pub async fn claim_due(
         match message_of(row) {
             Ok(message) => claimed.push(message),
             // A damaged row must not stop the rows behind it: it fails for
-            // good, with the reason, and the others are delivered.
-            Err(error) => {
-                tracing::error!(message_id = %id, %error, "unreadable outbox row marked FAILED");
+            // good and the others are delivered (`message_of` logged which
+            // column holds what).
+            Err(_) => {
+                tracing::error!(message_id = %id, "unreadable outbox row marked FAILED");
                 msg::Entity::update_many()
                     .col_expr(msg::Column::State, Expr::value(FAILED))
-                    .col_expr(
-                        msg::Column::LastError,
-                        Expr::value(truncate(&error.to_string())),
-                    )
+                    .col_expr(msg::Column::LastError, Expr::value(UNREADABLE_ROW))
                     .filter(msg::Column::Id.eq(id))
                     .exec(db)
                     .await?;

@@ -286,3 +286,74 @@ async fn queued_messages_survive_an_smtp_outage_and_a_restart_and_arrive_exactly
     assert_eq!(distinct.len(), total, "every message arrived");
     assert_eq!(received.len(), total, "and none twice");
 }
+
+#[tokio::test]
+async fn a_damaged_row_fails_alone_and_the_messages_behind_it_are_still_delivered() {
+    use sea_orm::ConnectionTrait;
+    let sink = smtp_server().await;
+    sink.on_rcpt(|_| Some(Reply::new(451, "4.3.0 Mailbox busy, try again later")));
+    let url = sink.url();
+    let env = Env::start_with("smtp_damaged", |c| {
+        c.smtp_url = Some(url);
+        c.mail.retry_base_delay = Duration::from_secs(30);
+    })
+    .await;
+    let api = env.internal().await;
+    let mut ids = Vec::new();
+    for (key, to) in [
+        ("k:damaged", "bad@example.com"),
+        ("k:fine", "ann@example.com"),
+    ] {
+        let queued = api
+            .clone()
+            .send_email(invitation(key, to))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(queued.messages[0].id.clone());
+    }
+    for id in &ids {
+        eventually(15, "the refused attempt recorded", || {
+            let api = api.clone();
+            let id = id.clone();
+            async move { message(&api, &id).await.attempts == 1 }
+        })
+        .await;
+    }
+    // A template number we never write, behind the service's back.
+    let db = sea_orm::Database::connect(&env.db.url).await.unwrap();
+    db.execute_unprepared(&format!(
+        "UPDATE outbox_message SET template = 99 WHERE id = '{}'",
+        ids[0]
+    ))
+    .await
+    .unwrap();
+    sink.on_rcpt(|_| None);
+    env.clock.advance(Duration::from_secs(30));
+    eventually(15, "the message behind the damaged row delivered", || {
+        state_is(&api, &ids[1], OutboxMessageState::Sent)
+    })
+    .await;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!(
+                "SELECT state, last_error FROM outbox_message WHERE id = '{}'",
+                ids[0]
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.try_get::<i32>("", "state").unwrap(),
+        OutboxMessageState::Failed as i32
+    );
+    assert!(
+        row.try_get::<String>("", "last_error")
+            .unwrap()
+            .starts_with("unreadable row"),
+        "the reason is kept"
+    );
+    assert_eq!(sink.received().len(), 1);
+}
