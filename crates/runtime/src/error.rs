@@ -209,16 +209,22 @@ const TRANSIENT_SQLSTATES: [&str; 2] = ["40P01", "40001"];
 /// When a client may retry a call whose transaction lost such a race.
 const CONTENTION_RETRY: Duration = Duration::from_millis(100);
 
-/// Whether `error` is a transaction that lost a race ([`TRANSIENT_SQLSTATES`]).
-fn transient(error: &sea_orm::DbErr) -> bool {
+/// The driver's error inside `error`, when the driver raised it.
+fn sqlx_error(error: &sea_orm::DbErr) -> Option<&sea_orm::SqlxError> {
     use sea_orm::{DbErr, RuntimeErr};
     let (DbErr::Exec(RuntimeErr::SqlxError(e))
     | DbErr::Query(RuntimeErr::SqlxError(e))
     | DbErr::Conn(RuntimeErr::SqlxError(e))) = error
     else {
-        return false;
+        return None;
     };
-    e.as_database_error()
+    Some(e)
+}
+
+/// Whether `error` is a transaction that lost a race ([`TRANSIENT_SQLSTATES`]).
+fn transient(error: &sea_orm::DbErr) -> bool {
+    sqlx_error(error)
+        .and_then(|e| e.as_database_error())
         .and_then(|db| db.code())
         .is_some_and(|code| TRANSIENT_SQLSTATES.contains(&code.as_ref()))
 }
@@ -235,17 +241,14 @@ const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
 /// from the pool in time, a connection refused or cut (the server killed
 /// or restarting). The call may succeed once it is back.
 fn unreachable(error: &sea_orm::DbErr) -> bool {
-    use sea_orm::{DbErr, RuntimeErr, SqlxError};
+    use sea_orm::{DbErr, SqlxError};
     if matches!(error, DbErr::ConnectionAcquire(_)) {
         return true;
     }
-    let (DbErr::Exec(RuntimeErr::SqlxError(e))
-    | DbErr::Query(RuntimeErr::SqlxError(e))
-    | DbErr::Conn(RuntimeErr::SqlxError(e))) = error
-    else {
+    let Some(e) = sqlx_error(error) else {
         return false;
     };
-    match &**e {
+    match e {
         SqlxError::Io(_)
         | SqlxError::PoolTimedOut
         | SqlxError::PoolClosed
