@@ -2,8 +2,6 @@
 //! SIEM can match, in the JSON a log collector receives, naming the
 //! principal (ids only, never a secret).
 
-use std::sync::Arc;
-
 use tenancy_proto::account::{
     ChangeMemberRoleRequest, SecuritySettings, SuspendMemberRequest, UpdateSecuritySettingsRequest,
 };
@@ -11,40 +9,17 @@ use tenancy_proto::auth::Role;
 use tenancy_proto::identity::identity_service_client::IdentityServiceClient;
 use tenancy_proto::identity::{CreateApiTokenRequest, LoginRequest, RevokeApiTokenRequest};
 
+use tenancy_runtime::telemetry::LogLines;
+
 use crate::gateway::{PASSWORD, Suite, user_of};
-
-/// Everything written, as a log collector gets it.
-#[derive(Clone, Default)]
-pub(crate) struct Lines(Arc<parking_lot::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Lines {
-    pub(crate) fn json(&self) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
 
 // One thread: the suite's tasks log under this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn security_events_are_json_log_lines_with_a_stable_event_field() {
-    let lines = Lines::default();
-    let writer = lines.clone();
+    let lines = LogLines::default();
     let _logs = tracing::subscriber::set_default(tenancy_runtime::telemetry::json_logs_to(
         "info",
-        move || writer.clone(),
+        lines.clone(),
     ));
     let suite = Suite::start(|_| {}).await;
     let owner = suite.user("siem-owner@example.com").await;
@@ -165,7 +140,7 @@ async fn security_events_are_json_log_lines_with_a_stable_event_field() {
         "{settings:?}"
     );
     // Never a secret: no password, no token secret in any line.
-    let all = String::from_utf8(lines.0.lock().clone()).unwrap();
+    let all = lines.text();
     assert!(!all.contains(PASSWORD));
     assert!(!all.contains("not the password at all"));
 }

@@ -282,11 +282,10 @@ async fn one_get_me_through_the_gateway_is_one_trace_of_gateway_and_identity_spa
 // One thread: the suite's tasks log under this test's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn without_export_the_clients_trace_id_is_in_the_gateways_and_services_log_lines() {
-    let lines = crate::security_log::Lines::default();
-    let writer = lines.clone();
+    let lines = tenancy_runtime::telemetry::LogLines::default();
     let _logs = tracing::subscriber::set_default(tenancy_runtime::telemetry::json_logs_to(
         "info",
-        move || writer.clone(),
+        lines.clone(),
     ));
     assert!(!tenancy_runtime::telemetry::exporting());
     let suite = Suite::start(|_| {}).await;

@@ -154,7 +154,7 @@ pub(crate) type Member = Option<Arc<MemberAccess>>;
 #[derive(Default)]
 struct AccountEntry {
     catalogue: Option<Arc<Catalogue>>,
-    members: HashMap<String, Member>,
+    members: HashMap<UserId, Member>,
 }
 
 #[derive(Default)]
@@ -162,7 +162,7 @@ struct Inner {
     /// Bumped by every invalidation; loads keep their result only when it
     /// did not move while they read.
     epoch: u64,
-    accounts: HashMap<String, AccountEntry>,
+    accounts: HashMap<AccountId, AccountEntry>,
     members: usize,
 }
 
@@ -210,7 +210,7 @@ impl AccessCache {
     fn cached<T: Clone>(
         &self,
         usable: bool,
-        account: &str,
+        account: &AccountId,
         find: impl FnOnce(&AccountEntry) -> Option<&T>,
     ) -> Result<T, u64> {
         let inner = self.inner.read();
@@ -229,35 +229,30 @@ impl AccessCache {
     pub(crate) async fn member(
         &self,
         db: &DatabaseConnection,
-        account: &str,
-        user: &str,
+        account: &AccountId,
+        user: &UserId,
     ) -> Result<Member, Error> {
         let usable = self.usable();
         let epoch = match self.cached(usable, account, |a| a.members.get(user)) {
             Ok(found) => return Ok(found),
             Err(epoch) => epoch,
         };
-        let loaded =
-            match store::member(db, &AccountId::trusted(account), &UserId::trusted(user)).await? {
-                None => None,
-                Some(row) => {
-                    let facts = row.access_facts();
-                    let scope = store::scope(db, &row).await?;
-                    Some(Arc::new(MemberAccess::new(facts, scope)))
-                }
-            };
+        let loaded = match store::member(db, account, user).await? {
+            None => None,
+            Some(row) => {
+                let facts = row.access_facts();
+                let scope = store::scope(db, &row).await?;
+                Some(Arc::new(MemberAccess::new(facts, scope)))
+            }
+        };
         if usable {
             let mut inner = self.inner.write();
             if inner.epoch == epoch {
                 if inner.members >= MAX_MEMBERS {
                     inner.clear();
                 }
-                let entry = inner.accounts.entry(account.to_owned()).or_default();
-                if entry
-                    .members
-                    .insert(user.to_owned(), loaded.clone())
-                    .is_none()
-                {
+                let entry = inner.accounts.entry(account.clone()).or_default();
+                if entry.members.insert(user.clone(), loaded.clone()).is_none() {
                     inner.members += 1;
                 }
             }
@@ -269,7 +264,7 @@ impl AccessCache {
     pub(crate) async fn catalogue(
         &self,
         db: &DatabaseConnection,
-        account: &str,
+        account: &AccountId,
     ) -> Result<Arc<Catalogue>, Error> {
         let usable = self.usable();
         let epoch = match self.cached(usable, account, |a| a.catalogue.as_ref()) {
@@ -283,11 +278,7 @@ impl AccessCache {
                 if inner.accounts.len() >= MAX_ACCOUNTS {
                     inner.clear();
                 }
-                inner
-                    .accounts
-                    .entry(account.to_owned())
-                    .or_default()
-                    .catalogue = Some(loaded.clone());
+                inner.accounts.entry(account.clone()).or_default().catalogue = Some(loaded.clone());
             }
         }
         Ok(loaded)
@@ -295,7 +286,7 @@ impl AccessCache {
 
     /// Drops everything cached about `account`; call after the commit of a
     /// change to it.
-    pub(crate) fn invalidate(&self, account: &str) {
+    pub(crate) fn invalidate(&self, account: &AccountId) {
         let mut inner = self.inner.write();
         inner.epoch += 1;
         if let Some(entry) = inner.accounts.remove(account) {
@@ -364,8 +355,7 @@ impl AccessCache {
             .await?;
             let count = rows.len();
             for row in rows {
-                let account: String = db::get(&row, "account_id")?;
-                self.invalidate(&account);
+                self.invalidate(&AccountId::trusted(db::get::<String>(&row, "account_id")?));
                 last = db::get(&row, "position")?;
             }
             if i64::try_from(count).unwrap_or(0) < BATCH {
@@ -382,17 +372,17 @@ impl Inner {
     }
 }
 
-async fn load_catalogue(db: &DatabaseConnection, account: &str) -> Result<Catalogue, Error> {
+async fn load_catalogue(db: &DatabaseConnection, account: &AccountId) -> Result<Catalogue, Error> {
     let ids = db::all(
         db,
         "SELECT id FROM account_services WHERE account_id = $1",
-        vec![store::s(account)],
+        vec![store::s(account.as_str())],
     )
     .await?;
     let tags = db::all(
         db,
         "SELECT service_id, tag FROM account_service_tags WHERE account_id = $1",
-        vec![store::s(account)],
+        vec![store::s(account.as_str())],
     )
     .await?;
     let mut interned: HashSet<Arc<str>> = HashSet::new();

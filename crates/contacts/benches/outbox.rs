@@ -165,11 +165,11 @@ fn message(i: usize) -> NewMessage {
         subject: rendered.subject,
         body_text: rendered.text,
         body_html: rendered.html,
-        template: Template::PasswordReset as i32,
+        template: Template::PasswordReset,
         template_data: serde_json::to_string(&data).unwrap(),
-        account_id: String::new(),
-        category: 0,
-        channel: tenancy_contacts::store::outbox::CHANNEL_EMAIL,
+        account_id: None,
+        category: None,
+        channel: tenancy_contacts::domain::outbox::Channel::Email,
         to_phone: String::new(),
     }
 }

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::error::Violations;
+use tenancy_runtime::ids::AccountId;
 use tenancy_runtime::{Error, Reason};
 use tokio::sync::Notify;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use crate::domain::outbox::Message;
+use crate::domain::outbox::{Channel, Message};
+use crate::domain::routing::Category;
 use crate::domain::{ContactsError, email, templates};
 use crate::store::outbox::{self, EnqueueError, NewMessage};
 
@@ -31,10 +33,10 @@ pub struct Email {
     pub template: templates::Template,
     /// Its variables.
     pub data: BTreeMap<String, String>,
-    /// The account concerned, or empty.
-    pub account_id: String,
-    /// The category for Notify, 0 for SendEmail.
-    pub category: i32,
+    /// The account concerned, if any.
+    pub account_id: Option<AccountId>,
+    /// The category for Notify; `None` for SendEmail.
+    pub category: Option<Category>,
 }
 
 /// The outbox handle held by the API and the worker.
@@ -110,11 +112,11 @@ impl Outbox {
                     subject: rendered.subject,
                     body_text: rendered.text,
                     body_html: rendered.html,
-                    template: email.template as i32,
+                    template: email.template,
                     template_data: serde_json::to_string(&data).map_err(Error::internal)?,
                     account_id: email.account_id.clone(),
                     category: email.category,
-                    channel: outbox::CHANNEL_EMAIL,
+                    channel: Channel::Email,
                     to_phone: String::new(),
                 })
             })

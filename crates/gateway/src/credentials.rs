@@ -31,6 +31,7 @@ use tenancy_proto::identity::{GetJwksRequest, IntrospectApiTokenRequest};
 use tenancy_runtime::Channel;
 use tenancy_runtime::error::reason_of;
 use tenancy_runtime::principal::ServiceAuth;
+use tenancy_runtime::telemetry::served_span;
 use tenancy_runtime::{Error, Reason, Timestamp};
 use tonic::service::interceptor::InterceptedService;
 
@@ -326,7 +327,9 @@ impl Authenticator {
                 ) else {
                     // Identity issues UUIDs; anything else is refused, never
                     // guessed at.
-                    tracing::warn!("API token introspection answered ids that are not UUIDs");
+                    served_span().in_scope(|| {
+                        tracing::warn!("API token introspection answered ids that are not UUIDs");
+                    });
                     return Err(Dead::Unknown.error());
                 };
                 let allowlist = crate::sync::networks(&r.source_allowlist).map(Arc::from);
@@ -362,7 +365,9 @@ impl Authenticator {
                 dead(Dead::Unknown, NEGATIVE_TTL_MS)
             }
             Err(status) => {
-                tracing::warn!(code = ?status.code(), "API token introspection failed");
+                served_span().in_scope(|| {
+                    tracing::warn!(code = ?status.code(), "API token introspection failed");
+                });
                 return Err(Error::unavailable("cannot check the API token now; retry")
                     .with_metadata("service", "identity"));
             }
@@ -448,7 +453,9 @@ impl Authenticator {
             .get_jwks(request)
             .await
             .map_err(|status| {
-                tracing::warn!(code = ?status.code(), "cannot fetch signing keys");
+                served_span().in_scope(|| {
+                    tracing::warn!(code = ?status.code(), "cannot fetch signing keys");
+                });
                 Error::unavailable("cannot fetch signing keys; retry")
                     .with_metadata("service", "identity")
             })?
@@ -490,5 +497,87 @@ impl Authenticator {
         let verified = PortalToken::from_claims(claims)?;
         self.portal.write().insert(self.tagger.tag(token), verified);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An authenticator whose identity is a closed port: every lookup
+    /// fails UNAVAILABLE.
+    fn without_identity() -> Authenticator {
+        let mut config = tenancy_runtime::config::Config::default();
+        config.identity.url = Some("https://127.0.0.1:1".into());
+        let channel = tenancy_runtime::service::channel_to(
+            &config,
+            &Arc::new(tenancy_runtime::TlsParts::new(&config.tls)),
+            tenancy_runtime::tls::Caller::Gateway,
+            tenancy_runtime::config::ServiceName::Identity,
+        )
+        .unwrap();
+        Authenticator::new(
+            "tenancy",
+            "tenancy-portal",
+            channel,
+            ServiceAuth::new(),
+            Signer {
+                key: tenancy_runtime::PrincipalKey::generate(),
+                clock: Arc::new(tenancy_runtime::clock::SystemClock),
+                ids: Default::default(),
+            },
+        )
+    }
+
+    /// Without span export the gateway serves a call with no span of its
+    /// own; a warning written while authenticating it (identity cannot be
+    /// asked about an API token, or about signing keys) still carries the
+    /// caller's trace id, the method and the request id.
+    #[tokio::test]
+    async fn warnings_while_authenticating_carry_the_calls_trace_id_without_export() {
+        let lines = tenancy_runtime::telemetry::LogLines::default();
+        let _logs = tracing::subscriber::set_default(tenancy_runtime::telemetry::json_logs_to(
+            "warn",
+            lines.clone(),
+        ));
+        assert!(!tenancy_runtime::telemetry::exporting());
+        let authenticator = without_identity();
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            tenancy_runtime::telemetry::TRACEPARENT,
+            format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+        );
+        let method = "/tenancy.identity.v1.IdentityService/GetMe";
+        let call =
+            tenancy_runtime::telemetry::ServerCall::start(method, "gateway", "req-7", &headers);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let api = format!("Bearer {}", tenancy_runtime::api_token::generate());
+        let refused = call
+            .instrument(authenticator.authenticate(Some(&api.parse().unwrap()), ip, 0))
+            .await;
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::Unavailable);
+        let refused = call.instrument(authenticator.refresh_keys()).await;
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::Unavailable);
+
+        let logged = lines.json();
+        let messages: Vec<_> = logged.iter().map(|l| l["message"].clone()).collect();
+        for gateways in [
+            "API token introspection failed",
+            "cannot fetch signing keys",
+        ] {
+            let line = logged
+                .iter()
+                .find(|l| l["message"] == gateways)
+                .unwrap_or_else(|| panic!("no {gateways:?} in {messages:?}"));
+            assert_eq!(line["span"]["method"], method, "{line}");
+            assert_eq!(line["span"]["request_id"], "req-7", "{line}");
+            assert_eq!(line["span"]["part"], "gateway", "{line}");
+        }
+        // Every line of the call, the channel's own warnings about the
+        // unreachable replica included, names its trace.
+        for line in &logged {
+            assert_eq!(line["span"]["trace_id"], trace, "{line}");
+        }
     }
 }

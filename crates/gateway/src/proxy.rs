@@ -783,7 +783,7 @@ impl AccessLog {
     /// The span a warning about this call is written in (see
     /// [`ServerCall::log_span`]).
     fn span(&self, call: &ServerCall) -> tracing::Span {
-        call.log_span(&self.method, &self.request_id, &self.user)
+        call.log_span(&self.user)
     }
 
     fn finish(mut self, code: i32) {

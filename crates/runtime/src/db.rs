@@ -295,6 +295,13 @@ pub fn get<T: sea_orm::TryGetable>(
     row.try_get::<T>("", column)
 }
 
+/// A stored enum number as its domain value (`of`, e.g. `Status::from_i32`):
+/// a number this service never writes is a damaged row, INTERNAL naming
+/// the column, never a silent default.
+pub fn stored<T>(column: &str, value: i32, of: fn(i32) -> Option<T>) -> Result<T, crate::Error> {
+    of(value).ok_or_else(|| crate::Error::internal(format!("stored {column} {value} is unknown")))
+}
+
 fn statement<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
     Statement::from_sql_and_values(c.get_database_backend(), sql, values)
 }

@@ -129,6 +129,44 @@ where
     )
 }
 
+/// What a log collector receives from [`json_logs_to`]`(filter,
+/// lines.clone())`: every line written, in order, for tests to read.
+#[derive(Clone, Default)]
+pub struct LogLines(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl LogLines {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock()).into_owned()
+    }
+
+    /// Every line written so far, each a JSON object (a line that is not
+    /// JSON, which [`json_logs_to`] never writes, as a JSON string).
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| l.into()))
+            .collect()
+    }
+}
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogLines {
+    type Writer = LogLines;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 /// The subscriber [`init`] installs, writing logs to `writer`.
 fn subscriber<W>(
     format: LogFormat,
@@ -237,10 +275,48 @@ fn inject_context(context: &SpanContext, headers: &mut http::HeaderMap) {
 }
 
 tokio::task_local! {
-    /// The trace context of the call being served without a span of its
-    /// own ([`ServerCall`] without export): the parent of the calls it
-    /// makes ([`client_span`]).
-    static CALL: SpanContext;
+    /// The call being served without a span of its own ([`ServerCall`]
+    /// without export): its trace context is the parent of the calls it
+    /// makes ([`client_span`]), and what it names is in the log lines
+    /// written meanwhile ([`served_span`]).
+    static CALL: std::sync::Arc<Served>;
+}
+
+/// What a call served without a span of its own is known by.
+struct Served {
+    /// Its trace id and its own span id.
+    context: SpanContext,
+    part: &'static str,
+    method: Box<str>,
+    request_id: Box<str>,
+}
+
+impl Served {
+    /// A span with the fields every served call's log lines carry
+    /// (`method`, `request_id`, `trace_id`, `part`, `user`), to write a
+    /// line in. Made only when a line is written.
+    fn log_span(&self, user: Option<&str>) -> tracing::Span {
+        tracing::info_span!(
+            "grpc",
+            part = self.part,
+            method = &*self.method,
+            request_id = &*self.request_id,
+            trace_id = %self.context.trace_id(),
+            user,
+            account = tracing::field::Empty,
+        )
+    }
+}
+
+/// The span a log line written while serving a call belongs in, for code
+/// that does not hold the call ([`ServerCall`]): without export, one made
+/// now from the call's trace context, method and request id; with export
+/// (or outside a served call) none, as the current span already is the
+/// call's. Enter it around the line:
+/// `served_span().in_scope(|| tracing::warn!(…))`.
+pub fn served_span() -> tracing::Span {
+    CALL.try_with(|served| served.log_span(None))
+        .unwrap_or_else(|_| tracing::Span::none())
 }
 
 /// One RPC the gateway serves, as traces and logs see it.
@@ -260,9 +336,9 @@ tokio::task_local! {
 pub struct ServerCall {
     /// The exported span; `None` without export.
     span: Option<tracing::Span>,
-    /// This call's trace context: its trace id and its own span id.
-    context: SpanContext,
-    part: &'static str,
+    /// This call's trace context: its trace id and its own span id; with
+    /// its names when there is no span.
+    served: std::sync::Arc<Served>,
 }
 
 impl ServerCall {
@@ -289,8 +365,13 @@ impl ServerCall {
             let context = adopt_parent(&span, headers);
             return Self {
                 span: Some(span),
-                context,
-                part,
+                // The span names the call.
+                served: std::sync::Arc::new(Served {
+                    context,
+                    part,
+                    method: Box::default(),
+                    request_id: Box::default(),
+                }),
             };
         }
         let parent = TraceContextPropagator::new()
@@ -318,16 +399,20 @@ impl ServerCall {
         };
         Self {
             span: None,
-            context,
-            part,
+            served: std::sync::Arc::new(Served {
+                context,
+                part,
+                method: path.into(),
+                request_id: request_id.into(),
+            }),
         }
     }
 
     /// The call's trace id, as 32 hex digits (empty only if spans are
     /// exported by a subscriber without the OpenTelemetry layer).
     pub fn trace_id(&self) -> String {
-        if self.context.is_valid() {
-            self.context.trace_id().to_string()
+        if self.served.context.is_valid() {
+            self.served.context.trace_id().to_string()
         } else {
             String::new()
         }
@@ -337,7 +422,7 @@ impl ServerCall {
     /// `tracestate`) of the request about to be forwarded, replacing
     /// whatever the headers carried.
     pub fn inject(&self, headers: &mut http::HeaderMap) {
-        inject_context(&self.context, headers);
+        inject_context(&self.served.context, headers);
     }
 
     /// Records the calling user on the call's span (without one, the
@@ -354,27 +439,19 @@ impl ServerCall {
     pub async fn instrument<F: std::future::Future>(&self, call: F) -> F::Output {
         match &self.span {
             Some(span) => tracing::Instrument::instrument(call, span.clone()).await,
-            None => CALL.scope(self.context.clone(), call).await,
+            None => CALL.scope(self.served.clone(), call).await,
         }
     }
 
     /// The span to write a log line of this call in: its own, or without
     /// one a span made now with the fields every served call's lines carry
-    /// (`method` = `path`, `request_id`, `trace_id`, `part`, `user`).
-    /// Made only when a line is written, which is rare on this path.
-    pub fn log_span(&self, path: &str, request_id: &str, user: &str) -> tracing::Span {
-        if let Some(span) = &self.span {
-            return span.clone();
+    /// (`method`, `request_id`, `trace_id`, `part`, `user`). Made only when
+    /// a line is written, which is rare on this path.
+    pub fn log_span(&self, user: &str) -> tracing::Span {
+        match &self.span {
+            Some(span) => span.clone(),
+            None => self.served.log_span(Some(user)),
         }
-        tracing::info_span!(
-            "grpc",
-            part = self.part,
-            method = path,
-            request_id,
-            trace_id = %self.context.trace_id(),
-            user,
-            account = tracing::field::Empty,
-        )
     }
 }
 
@@ -436,9 +513,19 @@ pub fn server_span(path: &str, part: &str, request_id: &str) -> tracing::Span {
 /// span ([`ServerCall::instrument`]).
 pub fn client_span(path: &str) -> tracing::Span {
     let name = path.trim_start_matches('/');
-    let span = tracing::info_span!("grpc.client", otel.name = name, otel.kind = "client");
-    if let Ok(served) = CALL.try_with(Clone::clone) {
+    let span = tracing::info_span!(
+        "grpc.client",
+        otel.name = name,
+        otel.kind = "client",
+        trace_id = tracing::field::Empty,
+    );
+    if let Ok(served) = CALL.try_with(|served| served.context.clone()) {
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(served));
+    }
+    // What is logged inside it (a replica ejected, no replica answering)
+    // names the trace like the served call's own lines.
+    if let Some(trace) = trace_id(&span) {
+        span.record("trace_id", trace);
     }
     if exporting() {
         rpc_attributes(&span, name);
@@ -479,29 +566,6 @@ mod tests {
     }
 
     /// What a log collector receives.
-    #[derive(Clone, Default)]
-    struct Lines(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Lines {
-        fn json(&self) -> Vec<serde_json::Value> {
-            String::from_utf8(self.0.lock().clone())
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        }
-    }
-
     const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const CLIENT_SPAN: &str = "00f067aa0ba902b7";
     const GET_ME: &str = "/tenancy.identity.v1.IdentityService/GetMe";
@@ -565,13 +629,12 @@ mod tests {
     /// id, part and user under `span`, as every served call's lines do.
     #[test]
     fn a_warning_about_a_call_without_a_span_carries_the_calls_fields() {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = json_logs_to("warn", move || writer.clone());
+        let lines = LogLines::default();
+        let subscriber = json_logs_to("warn", lines.clone());
         tracing::subscriber::with_default(subscriber, || {
             let (_, incoming) = get_me_span_with_a_client_parent();
             let call = ServerCall::start_as(false, GET_ME, "gateway", "req-1", &incoming);
-            call.log_span(GET_ME, "req-1", "u-1")
+            call.log_span("u-1")
                 .in_scope(|| tracing::warn!("upstream call failed"));
         });
         let logged = lines.json();
@@ -588,14 +651,13 @@ mod tests {
     /// request id, the trace id and the principal, under `span`.
     #[test]
     fn json_log_lines_carry_the_request_and_trace_ids() {
-        let lines = Lines::default();
-        let writer = lines.clone();
+        let lines = LogLines::default();
         let provider = SdkTracerProvider::builder().build();
         let subscriber = subscriber(
             LogFormat::Json,
             EnvFilter::new("warn"),
             &provider,
-            move || writer.clone(),
+            lines.clone(),
             false,
         );
         tracing::subscriber::with_default(subscriber, || {
@@ -607,12 +669,8 @@ mod tests {
                 tracing::warn!(event = "login.locked", "a security event");
             });
         });
-        let written = String::from_utf8(lines.0.lock().clone()).unwrap();
-        let logged: Vec<serde_json::Value> = written
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(logged.len(), 1, "{written}");
+        let logged = lines.json();
+        assert_eq!(logged.len(), 1, "{logged:?}");
         let line = &logged[0];
         assert_eq!(line["event"], "login.locked");
         assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -629,7 +687,8 @@ mod tests {
     /// the same trace, and passes itself on as the parent.
     #[test]
     fn the_installed_subscriber_links_a_call_made_while_serving_to_the_served_one() {
-        let subscriber = json_logs_to("warn", std::io::sink);
+        let lines = LogLines::default();
+        let subscriber = json_logs_to("warn", lines.clone());
         tracing::subscriber::with_default(subscriber, || {
             let (span, incoming) = get_me_span_with_a_client_parent();
             accept_parent(&span, &incoming);
@@ -647,7 +706,12 @@ mod tests {
             );
             assert_ne!(sent, served, "the call passes on its own span");
             assert_eq!(trace_id(&call), trace_id(&span));
+            call.in_scope(|| tracing::warn!("no replica answered"));
         });
+        // A line written while making the call names the trace too.
+        let logged = lines.json();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged[0]["span"]["trace_id"], CLIENT_TRACE, "{logged:?}");
     }
 
     /// With the OpenTelemetry layer in place, a span takes the caller's

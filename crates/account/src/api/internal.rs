@@ -44,8 +44,8 @@ impl Api {
             v.add("level", "VIEW or MANAGE is required with a target");
         }
         v.finish()?;
-        let user = normalised(&req.user_id);
-        let account = normalised(&req.account_id);
+        let user = UserId::trusted(normalised(&req.user_id));
+        let account = AccountId::trusted(normalised(&req.account_id));
         let member = self.cache.member(&self.db, &account, &user).await?;
         let facts = member.as_ref().map(|m| m.facts);
         let target = match (&member, &req.target) {
@@ -95,8 +95,8 @@ impl Api {
         v.take("service_ids", limit);
         v.finish()?;
         let wanted = wanted.unwrap_or(Level::View);
-        let user = normalised(&req.user_id);
-        let account = normalised(&req.account_id);
+        let user = UserId::trusted(normalised(&req.user_id));
+        let account = AccountId::trusted(normalised(&req.account_id));
         let member = self.cache.member(&self.db, &account, &user).await?;
         let facts = member.as_ref().map(|m| m.facts);
         let member_role = match facts {

@@ -132,21 +132,37 @@ async fn send_or_withdraw(
 
 /// Cancels the unsent invitation `inv`, audited.
 async fn withdraw(app: &App, actor: &Actor<'_>, inv: &InvitationRow) -> Result<(), Error> {
+    cancel(app, actor, inv, app.now(), Some("email not sent")).await?;
+    Ok(())
+}
+
+/// Cancels `inv` at `now` if it is still pending, audited in the same
+/// transaction (`reason` in the audit's details); false when it was not
+/// pending any more.
+async fn cancel(
+    app: &App,
+    actor: &Actor<'_>,
+    inv: &InvitationRow,
+    now: i64,
+    reason: Option<&str>,
+) -> Result<bool, Error> {
     let txn = store::begin(&app.db).await?;
-    if store::cancel_invitation(&txn, &inv.id, app.now()).await? {
+    store::lock_account(&txn, &inv.account_id).await?;
+    let cancelled = store::cancel_invitation(&txn, &inv.id, now).await?;
+    if cancelled {
         app.audit(
             actor.principal,
             &inv.account_id,
             "invitation.cancel",
             ("invitation", inv.id.as_str()),
             None,
-            Some(serde_json::json!({"reason": "email not sent"})),
+            reason.map(|reason| serde_json::json!({ "reason": reason })),
         )
         .insert(&txn)
         .await?;
     }
     txn.commit().await?;
-    Ok(())
+    Ok(cancelled)
 }
 
 /// InviteMember: the invitation sent to `email` (its user made in identity
@@ -342,22 +358,9 @@ pub(crate) async fn cancel_invitation(
         InvitationState::Cancelled => return Ok(inv),
         _ => {}
     }
-    let txn = store::begin(&app.db).await?;
-    store::lock_account(&txn, &actor.account_id).await?;
-    if !store::cancel_invitation(&txn, &inv.id, now).await? {
+    if !cancel(app, actor, &inv, now, None).await? {
         return Err(AccountError::InvitationUsed.into());
     }
-    app.audit(
-        actor.principal,
-        &actor.account_id,
-        "invitation.cancel",
-        ("invitation", inv.id.as_str()),
-        None,
-        None,
-    )
-    .insert(&txn)
-    .await?;
-    txn.commit().await?;
     inv.state = InvitationState::Cancelled;
     inv.close_time = Some(now);
     Ok(inv)

@@ -145,7 +145,7 @@ impl App {
     /// replica answers from the new state at once) and wakes local policy
     /// watchers.
     pub(crate) fn policy_committed(&self, account_id: &AccountId) {
-        self.cache.invalidate(account_id.as_str());
+        self.cache.invalidate(account_id);
         self.policy_changed.notify_waiters();
     }
 }

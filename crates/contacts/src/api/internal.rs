@@ -170,8 +170,8 @@ impl ContactsInternalService for Api {
         let email = Email {
             template,
             data,
-            account_id,
-            category: 0,
+            account_id: (!account_id.is_empty()).then(|| AccountId::trusted(account_id)),
+            category: None,
         };
         let queued = app_outbox::send(&self.app, &r.request_id, &hash, &email, &to).await?;
         Ok(Response::new(pb::SendEmailResponse {

@@ -38,8 +38,8 @@ impl App {
                 ),
                 ("expire_time".to_owned(), expire),
             ]),
-            account_id: to.account_id.to_string(),
-            category: 0,
+            account_id: Some(to.account_id.clone()),
+            category: None,
         }
     }
 

@@ -10,10 +10,11 @@ use tenancy_runtime::{Error, Reason};
 
 use super::App;
 use crate::domain::contact::Contact;
+use crate::domain::outbox::Channel;
 use crate::domain::templates::{SECRET_PLACEHOLDER, Template};
 use crate::outbox::{self, Queued};
 use crate::store::contacts;
-use crate::store::outbox::{CHANNEL_EMAIL, CHANNEL_SMS, NewMessage};
+use crate::store::outbox::NewMessage;
 
 /// A server's root password to deliver.
 pub(crate) struct Credentials<'a> {
@@ -106,7 +107,12 @@ pub(crate) async fn deliver(
         c.user.as_str(),
         method as i32,
     ));
-    let message = render(template, data, &c.account, (to_email, to_name, to_phone))?;
+    let message = render(
+        template,
+        data,
+        Some(&c.account),
+        (to_email, to_name, to_phone),
+    )?;
     let queued = app
         .outbox
         .enqueue_secret(key, &hash, message, c.secret)
@@ -131,7 +137,7 @@ pub(crate) async fn send_phone_code(
     let message = render(
         Template::PhoneVerificationSms,
         data,
-        &AccountId::trusted(String::new()),
+        None,
         (String::new(), String::new(), phone.to_owned()),
     )?;
     app.outbox.enqueue_secret(key, &hash, message, code).await
@@ -141,7 +147,7 @@ pub(crate) async fn send_phone_code(
 fn render(
     template: Template,
     mut data: BTreeMap<String, String>,
-    account: &AccountId,
+    account: Option<&AccountId>,
     (to_email, to_name, to_phone): (String, String, String),
 ) -> Result<NewMessage, Error> {
     data.insert("recipient_email".to_owned(), to_email.clone());
@@ -153,14 +159,14 @@ fn render(
         subject: rendered.subject,
         body_text: rendered.text,
         body_html: rendered.html,
-        template: template as i32,
+        template,
         template_data: serde_json::to_string(&data).map_err(Error::internal)?,
-        account_id: account.to_string(),
-        category: 0,
+        account_id: account.cloned(),
+        category: None,
         channel: if template.is_sms() {
-            CHANNEL_SMS
+            Channel::Sms
         } else {
-            CHANNEL_EMAIL
+            Channel::Email
         },
         to_phone,
     })

@@ -176,8 +176,8 @@ pub(crate) async fn notify(
     let email = Email {
         template,
         data,
-        account_id: routing.account.to_string(),
-        category: routing.category as i32,
+        account_id: Some(routing.account.clone()),
+        category: Some(routing.category),
     };
     let messages = app.outbox.render(&email, &to)?;
     let queued = app.outbox.enqueue(key, hash, messages).await?;

@@ -131,7 +131,5 @@ mod tests {
         }
         assert_eq!(Channel::from_i32(0), None);
         assert_eq!(Channel::from_i32(3), None);
-        assert_eq!(Channel::Email as i32, crate::store::outbox::CHANNEL_EMAIL);
-        assert_eq!(Channel::Sms as i32, crate::store::outbox::CHANNEL_SMS);
     }
 }

@@ -7,8 +7,9 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
+use tenancy_runtime::db::{self, stored};
 use tenancy_runtime::ids::AccountId;
-use tenancy_runtime::{Error, Timestamp, db};
+use tenancy_runtime::{Error, Timestamp};
 
 use super::entities::{outbox_message as msg, outbox_request as req, outbox_secret as sec};
 use crate::domain::outbox::{Channel, Message, MessageState};
@@ -19,12 +20,6 @@ const PENDING: i32 = MessageState::Pending as i32;
 const SENDING: i32 = MessageState::Sending as i32;
 const SENT: i32 = MessageState::Sent as i32;
 const FAILED: i32 = MessageState::Failed as i32;
-
-/// A stored enum number as its domain value: a number this service never
-/// writes is a damaged row (INTERNAL), not a default.
-fn stored<T>(column: &str, value: i32, of: fn(i32) -> Option<T>) -> Result<T, Error> {
-    of(value).ok_or_else(|| Error::internal(format!("stored {column} {value} is unknown")))
-}
 
 /// The `last_error` of a row [`claim_due`] could not read.
 const UNREADABLE_ROW: &str =
@@ -71,21 +66,16 @@ pub struct NewMessage {
     pub subject: String,
     pub body_text: String,
     pub body_html: String,
-    pub template: i32,
+    pub template: Template,
     /// JSON object of the template variables.
     pub template_data: String,
-    pub account_id: String,
-    pub category: i32,
-    /// `OutboxChannel`: 1 email, 2 SMS.
-    pub channel: i32,
+    pub account_id: Option<AccountId>,
+    /// The notification category; `None`: not a routed notification.
+    pub category: Option<Category>,
+    pub channel: Channel,
     /// The SMS recipient; empty for email.
     pub to_phone: String,
 }
-
-/// Email, as stored in `channel`.
-pub const CHANNEL_EMAIL: i32 = 1;
-/// SMS, as stored in `channel`.
-pub const CHANNEL_SMS: i32 = 2;
 
 /// Why queueing did not happen.
 #[derive(Debug)]
@@ -138,10 +128,10 @@ pub async fn enqueue<C: ConnectionTrait>(
                 subject: m.subject,
                 body_text: m.body_text,
                 body_html: m.body_html,
-                template: m.template,
+                template: m.template as i32,
                 template_data: m.template_data,
-                account_id: m.account_id,
-                category: m.category,
+                account_id: m.account_id.map(String::from).unwrap_or_default(),
+                category: m.category.map_or(0, |c| c as i32),
                 state: PENDING,
                 attempts: 0,
                 next_attempt_at: Some(now.millis()),
@@ -150,7 +140,7 @@ pub async fn enqueue<C: ConnectionTrait>(
                 last_error: String::new(),
                 created_at: now.millis(),
                 sent_at: None,
-                channel: m.channel,
+                channel: m.channel as i32,
                 to_phone: m.to_phone,
             }
         })

@@ -17,6 +17,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
+use tenancy_runtime::db::stored;
 use tenancy_runtime::ids::{self, AccountId, MessageId, TicketId, UserId};
 use tenancy_runtime::{Error, Timestamp};
 
@@ -566,12 +567,6 @@ async fn record_request(
         }
     })?;
     Ok(())
-}
-
-/// A stored enum number as its domain value: a number this service never
-/// writes is a damaged row (INTERNAL), not a default.
-fn stored<T>(column: &str, value: i32, of: fn(i32) -> Option<T>) -> Result<T, Error> {
-    of(value).ok_or_else(|| Error::internal(format!("stored {column} {value} is unknown")))
 }
 
 /// A stored ticket with its CC users as the domain sees it.
