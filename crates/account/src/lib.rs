@@ -29,9 +29,10 @@
 //! - `cache`: the in-memory access cache of CheckAccess, kept correct by
 //!   invalidation after local commits and by following the policy log.
 //! - `peers`: clients of identity and contacts (`Error::from_peer`).
-//! - `peer_calls`: the outbox of calls to identity that a rule depends on
-//!   (RevokeAccountAccess), written with the change and delivered until
-//!   acknowledged.
+//! - `peer_calls`: account's calls to identity that a rule depends on
+//!   (RevokeAccountAccess), through the one outbox of
+//!   `tenancy_runtime::peer_calls`: written with the change, delivered
+//!   until acknowledged.
 //! - `reminders`: the background job emailing 2FA deadline reminders and
 //!   pruning the policy log.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
@@ -104,11 +105,11 @@ impl TenancyService for AccountService {
             tenancy_runtime::db::wake_on_notify(&self.db, store::POLICY_CHANNEL, notify.clone());
         let cache = Arc::new(cache::AccessCache::default());
         let follower = cache.start(self.db.clone()).await?;
-        let peer_calls = peer_calls::PeerCalls::new(self.db.clone(), self.peers.clone());
+        let peer_calls = peer_calls::outbox(self.db.clone(), self.peers.clone());
         let app = app::App {
             db: self.db.clone(),
             clock: self.context.clock.clone(),
-            peers: peer_calls.peers().clone(),
+            peers: self.peers.clone(),
             peer_calls: peer_calls.clone(),
             config: self.context.config.clone(),
             policy_changed: notify,
@@ -121,7 +122,7 @@ impl TenancyService for AccountService {
             self.peers.clone(),
             self.context.config.clone(),
         ));
-        let deliverer = tokio::spawn(peer_calls::run(peer_calls));
+        let deliverer = tokio::spawn(peer_calls.run());
         let routes = tonic::service::Routes::new(
             AccountServiceServer::new(api.clone())
                 .max_decoding_message_size(limit)

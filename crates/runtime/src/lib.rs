@@ -15,6 +15,9 @@
 //!   rich error details.
 //! - [`metrics`]: Prometheus metrics, the standard gRPC ones from a tower
 //!   layer on every server and every [`Channel`], served on `metrics_listen`.
+//! - [`peer_calls`]: the outbox of calls to other services that a rule
+//!   depends on (written with the change, delivered until acknowledged),
+//!   shared by every service that has one.
 //! - [`ids`]: UUIDv7 ids, page sizes and opaque keyset page tokens.
 //! - [`api_token`] and [`access_token`]: the form of Public API tokens
 //!   (prefix, checksum) and what marks a JWT as an access token.
@@ -39,6 +42,7 @@ pub mod db;
 pub mod error;
 pub mod ids;
 pub mod metrics;
+pub mod peer_calls;
 pub mod principal;
 pub mod replicas;
 pub mod rules;

@@ -17,12 +17,17 @@
 //! - `store/`: tickets, messages, CC users, request ids (sea-orm); typed
 //!   ids in, rows out; `list` builds the keyset-paginated ticket queries.
 //! - `peers`: clients of account, identity and contacts.
+//! - `peer_calls`: support's calls to contacts that a rule depends on
+//!   (ticket notifications), through the one outbox of
+//!   `tenancy_runtime::peer_calls`: written with the message, delivered
+//!   until acknowledged.
 //! - `migration`: the schema, as sea-orm-migration steps run at start.
 
 mod api;
 mod app;
 pub mod domain;
 pub mod migration;
+mod peer_calls;
 mod peers;
 pub mod store;
 
@@ -60,16 +65,25 @@ impl TenancyService for SupportService {
 
     async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
         let limit = self.context.config.max_message_bytes;
+        let options = self.context.server_options()?;
         let peers = peers::Peers::new(&self.context)
             .map_err(|e| Error::internal(format_args!("peer services: {e}")))?;
         let (events, _) = tokio::sync::broadcast::channel(1024);
+        let store = store::Store::new(self.db.clone());
+        let peer_calls = app::notify::outbox(
+            self.db.clone(),
+            store.clone(),
+            peers.clone(),
+            self.context.config.mail.portal_url.clone(),
+        );
+        let deliverer = tokio::spawn(peer_calls.clone().run());
         let api = api::Api::new(app::App {
-            store: store::Store::new(self.db.clone()),
+            store,
             peers,
+            peer_calls,
             clock: self.context.clock.clone(),
             events,
             shutdown: shutdown.clone(),
-            portal_url: self.context.config.mail.portal_url.clone(),
         });
         let routes = tonic::service::Routes::new(
             SupportServiceServer::new(api.clone())
@@ -81,13 +95,8 @@ impl TenancyService for SupportService {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
-        server::serve(
-            listener,
-            routes,
-            SERVICE_NAMES,
-            self.context.server_options()?,
-            shutdown.wait(),
-        )
-        .await
+        let result = server::serve(listener, routes, SERVICE_NAMES, options, shutdown.wait()).await;
+        deliverer.abort();
+        result
     }
 }

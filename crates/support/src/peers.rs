@@ -364,7 +364,11 @@ impl Peers {
             .collect())
     }
 
-    /// Queues a ticket notification through contacts.
+    /// Queues a ticket notification through contacts. A repeat of its
+    /// `request_id` queues nothing (contacts answers the first call's
+    /// messages), and so does a repeat whose content changed meanwhile (a
+    /// recipient renamed, a CC user added): contacts refuses it with
+    /// REQUEST_ID_REUSED, which means the message was notified already.
     pub(crate) async fn notify(&self, notice: TicketNotice) -> Result<(), Error> {
         let request = contacts_pb::NotifyRequest {
             request_id: notice.request_id,
@@ -388,11 +392,12 @@ impl Peers {
                 Vec::new()
             },
         };
-        self.contacts
-            .clone()
-            .notify(request)
-            .await
-            .map_err(|s| peer_error("contacts", s))?;
-        Ok(())
+        match self.contacts.clone().notify(request).await {
+            Ok(_) => Ok(()),
+            Err(s) if tenancy_runtime::error::reason_of(&s) == Some(Reason::RequestIdReused) => {
+                Ok(())
+            }
+            Err(s) => Err(peer_error("contacts", s)),
+        }
     }
 }

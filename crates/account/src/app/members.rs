@@ -201,18 +201,17 @@ async fn apply(
                 LostAccess::Revoked => RevocationReason::MemberRevoked,
             };
             let call = RevokeAccess::new(target, &actor.account_id, reason, now);
-            let id = peer_calls::enqueue(&txn, &call).await?;
-            Some((id, call))
+            Some(peer_calls::enqueue(&txn, &call).await?)
         }
         None => None,
     };
     txn.commit().await?;
     app.policy_committed(account);
-    if let Some((id, call)) = revoke {
+    if let Some(call) = revoke {
         // In a task of its own, so a caller hanging up cannot leave the
         // call waiting for its lease to run out.
         let calls = app.peer_calls.clone();
-        let delivery = tokio::spawn(async move { calls.deliver(&id, &call).await });
+        let delivery = tokio::spawn(async move { calls.deliver(call).await });
         if let Err(error) = delivery.await {
             tracing::warn!(%error, "peer call delivery task failed; the worker retries");
         }

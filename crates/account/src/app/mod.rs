@@ -15,10 +15,10 @@ use tenancy_runtime::Principal;
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::config::Config;
 use tenancy_runtime::ids::{AccountId, UserId};
+use tenancy_runtime::peer_calls::PeerCalls;
 use tokio::sync::Notify;
 
 use crate::cache::AccessCache;
-use crate::peer_calls::PeerCalls;
 use crate::peers::{Peers, UserInfo};
 use crate::store::AuditRow;
 

@@ -49,7 +49,7 @@ pub(crate) async fn add(
     if !written.replayed {
         app.publish(&ticket_id, Event::Message(message.clone()));
         app.publish_written(&written, author_kind, Some(user));
-        app.notify_message(&written.ticket, &message, false);
+        app.notify_message(written.notification.clone());
     }
     Ok((written, message))
 }

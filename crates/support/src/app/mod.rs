@@ -6,15 +6,17 @@
 //! - `tickets`: create, list, status changes, CC users (customers).
 //! - `messages`: adding and listing messages (both sides).
 //! - `staff`: the queue, assignment and caller verification (staff).
-//! - `notify`: notifications of new messages through contacts.
+//! - `notify`: notifications of new messages through contacts, delivered
+//!   from the outbox of `crate::peer_calls`.
 
 pub(crate) mod messages;
-mod notify;
+pub(crate) mod notify;
 pub(crate) mod staff;
 pub(crate) mod tickets;
 
 use tenancy_runtime::clock::SharedClock;
 use tenancy_runtime::ids::{AccountId, TicketId, UserId};
+use tenancy_runtime::peer_calls::PeerCalls;
 use tenancy_runtime::shutdown::Shutdown;
 use tenancy_runtime::{Error, Principal};
 use tokio::sync::broadcast;
@@ -71,10 +73,11 @@ impl Side {
 pub(crate) struct App {
     pub(crate) store: Store,
     pub(crate) peers: Peers,
+    /// The outbox of calls (ticket notifications), delivered after commit.
+    pub(crate) peer_calls: PeerCalls,
     pub(crate) clock: SharedClock,
     pub(crate) events: broadcast::Sender<(TicketId, Event)>,
     pub(crate) shutdown: Shutdown,
-    pub(crate) portal_url: String,
 }
 
 impl App {

@@ -1,48 +1,82 @@
-//! Notifications of customer-visible messages, through contacts' Notify.
+//! Notifications of customer-visible messages, through contacts' Notify,
+//! made durable by the outbox of `crate::peer_calls`: the call is written
+//! with the message, delivered here right after commit, and retried by the
+//! worker until contacts acknowledges.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use sea_orm::DatabaseConnection;
 use tenancy_runtime::Error;
-use tenancy_runtime::ids::UserId;
+use tenancy_runtime::ids::{MessageId, TicketId, UserId};
+use tenancy_runtime::peer_calls::{Enqueued, PeerCalls};
 
 use super::App;
 use crate::domain::{ActorKind, Category};
-use crate::peers::TicketNotice;
-use crate::store::{Ticket, TicketMessage};
+use crate::peer_calls::{MessageNotice, NOTIFY_MESSAGE, TABLE};
+use crate::peers::{Peers, TicketNotice};
+use crate::store::Store;
 
 impl App {
-    /// Notifies a customer-visible message, best effort, after commit: the
-    /// creator and CC users (except the author) through contacts' Notify
-    /// with SUPPORT_REPLIES (their preferences apply there), and for staff
-    /// replies on technical tickets the account's TECHNICAL contacts. One
-    /// idempotency key per message, so a retry never sends twice.
-    /// `created`: the first message of a new ticket, which also notifies
-    /// its author (the creator) as a receipt.
-    pub(crate) fn notify_message(
-        self: &Arc<Self>,
-        ticket: &Ticket,
-        message: &TicketMessage,
-        created: bool,
-    ) {
-        if message.internal {
-            return;
+    /// Delivers the notification written with a message, after commit, in
+    /// a task of its own (the caller does not wait for it; if it fails, or
+    /// the process ends first, the worker delivers it).
+    pub(crate) fn notify_message(&self, notification: Option<Enqueued>) {
+        if let Some(call) = notification {
+            let calls = self.peer_calls.clone();
+            tokio::spawn(async move { calls.deliver(call).await });
         }
-        let app = self.clone();
-        let ticket = ticket.clone();
-        let message = message.clone();
-        tokio::spawn(async move {
-            if let Err(error) = app.send_notifications(&ticket, &message, created).await {
-                tracing::warn!(ticket_id = %ticket.id, %error, "ticket notification not sent");
-            }
-        });
     }
+}
 
-    async fn send_notifications(
-        &self,
-        ticket: &Ticket,
-        message: &TicketMessage,
-        created: bool,
-    ) -> Result<(), Error> {
+/// Support's outbox in `db`: notifications rendered from `store`, sent
+/// through `peers`, with links into the portal at `portal_url`.
+pub(crate) fn outbox(
+    db: DatabaseConnection,
+    store: Store,
+    peers: Peers,
+    portal_url: String,
+) -> PeerCalls {
+    let notifier = Arc::new(Notifier {
+        store,
+        peers,
+        portal_url,
+    });
+    PeerCalls::new(db, TABLE).on(NOTIFY_MESSAGE, move |notice: MessageNotice| {
+        let notifier = notifier.clone();
+        async move { notifier.send(notice).await }
+    })
+}
+
+/// What a notification is made from.
+struct Notifier {
+    store: Store,
+    peers: Peers,
+    portal_url: String,
+}
+
+impl Notifier {
+    /// Notifies a customer-visible message: the creator and CC users
+    /// (except the author) through contacts' Notify with SUPPORT_REPLIES
+    /// (their preferences apply there), and for staff replies on technical
+    /// tickets the account's TECHNICAL contacts. One idempotency key per
+    /// message, so a repeated delivery never sends twice. `created`: the
+    /// first message of a new ticket, which also notifies its author (the
+    /// creator) as a receipt. Any failure of identity or contacts is an
+    /// error: the call is retried, never sent incomplete.
+    async fn send(&self, notice: MessageNotice) -> Result<(), Error> {
+        let ticket_id = TicketId::trusted(notice.ticket_id);
+        let message_id = MessageId::trusted(notice.message_id);
+        let (Some(ticket), Some(message)) = (
+            self.store.ticket(&ticket_id).await?,
+            self.store.message(&message_id).await?,
+        ) else {
+            // Support never deletes tickets or messages: a call naming
+            // none (a damaged row) has nothing to notify.
+            tracing::warn!(%ticket_id, %message_id, "notified message not found; dropped");
+            return Ok(());
+        };
+        let created = notice.created;
         let author = if created {
             None
         } else {
@@ -58,6 +92,7 @@ impl App {
         let author_name = if staff_reply {
             "Support".to_owned()
         } else {
+            // An author identity does not know (any more) is unnamed.
             self.peers
                 .users(
                     message
@@ -67,13 +102,13 @@ impl App {
                         .map(UserId::trusted)
                         .collect(),
                 )
-                .await
-                .ok()
-                .and_then(|u| u.into_iter().next())
+                .await?
+                .into_iter()
+                .next()
                 .map(|u| u.name)
                 .unwrap_or_default()
         };
-        let data: std::collections::HashMap<String, String> = [
+        let data: HashMap<String, String> = [
             ("ticket_id", ticket.id.to_string()),
             ("ticket_subject", ticket.subject.clone()),
             ("author_name", author_name),
@@ -119,7 +154,6 @@ impl App {
                 users,
                 technical_contacts: technical,
             })
-            .await?;
-        Ok(())
+            .await
     }
 }

@@ -39,8 +39,9 @@ pub(crate) async fn create(
     if let Some(index) = first_unseeing(app, &new.account_id, &new.service_id, &new.cc).await? {
         return Err(SupportError::CcUserNotEligible { index }.into());
     }
-    let (ticket, message) = app.store.create_ticket(new, key, app.clock.now()).await?;
-    app.notify_message(&ticket, &message, true);
+    let (ticket, message, notification) =
+        app.store.create_ticket(new, key, app.clock.now()).await?;
+    app.notify_message(notification);
     Ok((ticket, message))
 }
 

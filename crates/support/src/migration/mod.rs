@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_tickets;
 mod m20261123_000001_priority_order_indexes;
+mod m20261130_000001_peer_calls;
 
 /// Every migration step of the support service, in order.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_tickets::Migration),
             Box::new(m20261123_000001_priority_order_indexes::Migration),
+            Box::new(m20261130_000001_peer_calls::Migration),
         ]
     }
 

@@ -4,7 +4,9 @@
 //! ticket's row (a no-op UPDATE), which takes the row lock on PostgreSQL and
 //! the write lock on SQLite, so the status read after it cannot change
 //! before commit and message sequences never collide (a unique index on
-//! `(ticket_id, sequence)` backs that up).
+//! `(ticket_id, sequence)` backs that up). A customer-visible message is
+//! written with its notification, in the same transaction, into the outbox
+//! of `crate::peer_calls`.
 
 mod entities;
 pub(crate) mod list;
@@ -19,6 +21,7 @@ use sea_orm::{
 };
 use tenancy_runtime::db::stored;
 use tenancy_runtime::ids::{self, AccountId, MessageId, TicketId, UserId};
+use tenancy_runtime::peer_calls::Enqueued;
 use tenancy_runtime::{Error, Timestamp};
 
 use entities::message::Model as MessageRow;
@@ -27,6 +30,7 @@ use entities::{cc, message, request, ticket};
 
 use crate::domain::{ActorKind, Category, Priority, Status, SupportError};
 pub(crate) use crate::domain::{Ticket, TicketMessage};
+use crate::peer_calls::{self, MessageNotice};
 
 /// How long a request id is remembered.
 const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -86,6 +90,9 @@ pub(crate) struct Written {
     pub(crate) previous_status: Option<Status>,
     /// Whether this was a replay of an earlier request (nothing written).
     pub(crate) replayed: bool,
+    /// The notification written with a customer-visible message, to
+    /// deliver after commit.
+    pub(crate) notification: Option<Enqueued>,
 }
 
 /// The support database.
@@ -114,14 +121,25 @@ impl Store {
         with_cc(&self.db, rows).await
     }
 
-    /// Creates a ticket with its first message (sequence 1), or returns the
-    /// one created before with the same request id.
+    /// One message by id.
+    pub(crate) async fn message(&self, id: &MessageId) -> Result<Option<TicketMessage>, Error> {
+        message::Entity::find_by_id(id.to_string())
+            .one(&self.db)
+            .await?
+            .map(message_of)
+            .transpose()
+    }
+
+    /// Creates a ticket with its first message (sequence 1) and the
+    /// message's notification (returned, to deliver after commit), or
+    /// returns the one created before with the same request id (and no
+    /// notification: that call wrote it).
     pub(crate) async fn create_ticket(
         &self,
         new: NewTicket,
         key: Option<RequestKey>,
         now: Timestamp,
-    ) -> Result<(Ticket, TicketMessage), Error> {
+    ) -> Result<(Ticket, TicketMessage, Option<Enqueued>), Error> {
         let txn = tenancy_runtime::db::begin(&self.db).await?;
         if let Some(key) = &key
             && let Some(earlier) = take_request(&txn, key, "ticket", now).await?
@@ -136,7 +154,7 @@ impl Store {
                 .one(&self.db)
                 .await?
                 .ok_or(SupportError::TicketNotFound)?;
-            return Ok((ticket, message_of(first)?));
+            return Ok((ticket, message_of(first)?, None));
         }
         let id = ids::new_id();
         let now = now.millis();
@@ -187,11 +205,12 @@ impl Store {
         if let Some(key) = &key {
             record_request(&txn, key, "ticket", &id, &id, now).await?;
         }
+        let ticket = ticket_of(row, cc.into_iter().collect())?;
+        let first = message_of(first)?;
+        let notification =
+            peer_calls::enqueue(&txn, &MessageNotice::new(&ticket.id, &first.id, true)).await?;
         txn.commit().await?;
-        Ok((
-            ticket_of(row, cc.into_iter().collect())?,
-            message_of(first)?,
-        ))
+        Ok((ticket, first, Some(notification)))
     }
 
     /// Adds a message or note. `next_status` decides the status after it
@@ -223,6 +242,7 @@ impl Store {
                     ticket,
                     previous_status: None,
                     replayed: true,
+                    notification: None,
                 },
                 message_of(written)?,
             ));
@@ -268,14 +288,24 @@ impl Store {
             record_request(&txn, key, kind, ticket_id, &entry.id, now_ms).await?;
         }
         let cc = cc_in(&txn, ticket_id).await?;
+        let ticket = ticket_of(row, cc)?;
+        let message = message_of(entry)?;
+        // Internal notes notify nobody.
+        let notification = if message.internal {
+            None
+        } else {
+            let notice = MessageNotice::new(&ticket.id, &message.id, false);
+            Some(peer_calls::enqueue(&txn, &notice).await?)
+        };
         txn.commit().await?;
         Ok((
             Written {
-                ticket: ticket_of(row, cc)?,
+                ticket,
                 previous_status: (after != before).then_some(before),
                 replayed: false,
+                notification,
             },
-            message_of(entry)?,
+            message,
         ))
     }
 
@@ -308,6 +338,7 @@ impl Store {
             ticket: ticket_of(row, cc)?,
             previous_status,
             replayed: false,
+            notification: None,
         })
     }
 

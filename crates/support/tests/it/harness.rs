@@ -29,6 +29,9 @@ pub type Staff = SupportStaffServiceClient<Signed>;
 pub struct World {
     /// Support itself; stops when dropped.
     _support: Running,
+    /// Support's database, for what a test reads behind its back (the
+    /// outbox of calls).
+    pub support_db: TestDatabase,
     /// The peers and the account (dereferenced to: `owner`, `account_id`,
     /// `emails`, `clock`, the peer clients, ...).
     acme: Acme,
@@ -100,6 +103,7 @@ impl World {
         Self {
             channel: support.channel().await,
             _support: support,
+            support_db,
             acme,
             batch_checks,
             all,

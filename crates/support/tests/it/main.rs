@@ -13,6 +13,7 @@
 mod harness;
 mod lifecycle;
 mod notifications;
+mod peer_calls;
 mod rules;
 mod staff;
 mod visibility;
