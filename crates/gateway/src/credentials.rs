@@ -49,8 +49,28 @@ const NEGATIVE_TTL_MS: i64 = 5_000;
 const DEAD_TTL_MS: i64 = 300_000;
 /// Least time between two JWKS fetches triggered by unknown `kid`s.
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// Beyond this many cached tokens the caches are emptied (memory bound).
-const CACHE_CAP: usize = 1_000_000;
+/// Inserts into a token cache holding at most `max` entries. A full cache
+/// first drops the entries `live` says are dead (expired); if more than
+/// half of `max` remain, it is emptied. Either way at least `max / 2`
+/// insertions pass before the next such sweep, so its cost spreads to a
+/// few nanoseconds an insertion, and the table never grows past the
+/// buckets `max` entries need: its memory is bounded by `max`.
+fn insert_bounded<V>(
+    cache: &mut FastMap<TokenTag, V>,
+    max: usize,
+    tag: TokenTag,
+    value: V,
+    live: impl FnMut(&V) -> bool,
+) {
+    if cache.len() >= max.max(1) && !cache.contains_key(&tag) {
+        let mut live = live;
+        cache.retain(|_, v| live(v));
+        if cache.len() > max / 2 {
+            cache.clear();
+        }
+    }
+    cache.insert(tag, value);
+}
 
 /// Why an API token cannot be used, as identity said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +173,8 @@ pub struct Authenticator {
     lookups: crate::metrics::TokenCache,
     /// Failed introspections per client address.
     failures: FailedLookups,
+    /// Most tokens each cache holds (`gateway.max_cached_tokens`).
+    max_cached: usize,
 }
 
 /// What signs the gateway's principals: the key, time, unique call ids.
@@ -206,7 +228,15 @@ impl Authenticator {
                 &tenancy_runtime::config::GatewayConfig::default(),
                 tenancy_runtime::metrics::Counter::default(),
             ),
+            max_cached: tenancy_runtime::config::GatewayConfig::default().max_cached_tokens,
         }
+    }
+
+    /// The same authenticator, caching at most `max` portal tokens and `max`
+    /// API tokens (`gateway.max_cached_tokens`).
+    pub fn caching_at_most(mut self, max: usize) -> Self {
+        self.max_cached = max;
+        self
     }
 
     /// The same authenticator, limiting failed API-token introspections
@@ -256,6 +286,17 @@ impl Authenticator {
         }
     }
 
+    /// Caches a verified portal token (see [`insert_bounded`]).
+    fn cache_portal(&self, token: &str, verified: PortalToken, now_ms: i64) {
+        insert_bounded(
+            &mut self.portal.write(),
+            self.max_cached,
+            self.tagger.tag(token),
+            verified,
+            |cached| unexpired(cached, now_ms),
+        );
+    }
+
     /// A cached portal token, if known and unexpired: the hot path.
     pub fn cached_portal(&self, token: &str, now_ms: i64) -> Option<PortalToken> {
         let tag = self.tagger.tag(token);
@@ -281,11 +322,7 @@ impl Authenticator {
         }
         .and_then(|claims| PortalToken::from_claims(&claims))
         .map_err(|e| Error::new(e.reason(), e.to_string()))?;
-        let mut cache = self.portal.write();
-        if cache.len() >= CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(self.tagger.tag(token), verified);
+        self.cache_portal(token, verified, now_ms);
         Ok(verified)
     }
 
@@ -376,11 +413,13 @@ impl Authenticator {
         ) {
             self.failures.failed(ip);
         }
-        let mut cache = self.api.write();
-        if cache.len() >= CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(tag, entry.clone());
+        insert_bounded(
+            &mut self.api.write(),
+            self.max_cached,
+            tag,
+            entry.clone(),
+            |cached| !matches!(cached, ApiEntry::Dead { until_ms, .. } if *until_ms <= now_ms),
+        );
         match entry {
             ApiEntry::Known(t, allowlist) => Ok(from(t, allowlist.as_deref(), ip)),
             ApiEntry::Dead { why, .. } => Err(why.error()),
@@ -488,7 +527,8 @@ impl Authenticator {
     /// path).
     pub fn insert_verified(&self, token: &str, claims: &Claims) -> Result<(), TokenError> {
         let verified = PortalToken::from_claims(claims)?;
-        self.portal.write().insert(self.tagger.tag(token), verified);
+        let now_ms = self.signer.clock.now().millis();
+        self.cache_portal(token, verified, now_ms);
         Ok(())
     }
 }

@@ -73,6 +73,20 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) this process has used, all threads.
+fn cpu_seconds() -> f64 {
+    // utime and stime are the 14th and 15th fields, in clock ticks (100 a
+    // second on Linux); the command name before them may hold spaces.
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            let tick = |i: usize| fields.get(i)?.parse::<u64>().ok();
+            Some((tick(11)? + tick(12)?) as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -123,11 +137,13 @@ fn main() {
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "{:>10} {:>10} | {:>8} {:>8} | {:>9} {:>9} {:>9} | {:>9} {:>9} | fill",
+        "{:>10} {:>10} | {:>8} {:>8} | {:>7} {:>7} | {:>9} {:>9} {:>9} | {:>9} {:>9} | fill",
         "members",
         "sessions",
         "ready s",
         "(rev s)",
+        "gw CPU",
+        "srv CPU",
         "RSS MiB",
         "peak MiB",
         "idle MiB",
@@ -237,6 +253,7 @@ async fn round(members: usize, sessions: usize) {
         members,
     );
     let started = Instant::now();
+    let servers_cpu = cpu_seconds();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .env("GROWTH_GATEWAY", spec)
         .stdout(std::process::Stdio::piped())
@@ -251,6 +268,9 @@ async fn round(members: usize, sessions: usize) {
     .await
     .unwrap();
     let seen = started.elapsed();
+    // Identity's and account's CPU while they served the gateway's
+    // catch-up (they are idle while it fills its token cache).
+    let servers_cpu = cpu_seconds() - servers_cpu;
     let _ = child.wait();
     let figures: Vec<f64> = line
         .split_whitespace()
@@ -262,6 +282,7 @@ async fn round(members: usize, sessions: usize) {
     let [
         ready,
         revocations_ready,
+        gateway_cpu,
         rss,
         peak,
         idle,
@@ -276,7 +297,7 @@ async fn round(members: usize, sessions: usize) {
     assert_eq!(held_members as usize, members, "every membership arrived");
     assert_eq!(held_sessions as usize, sessions, "every revocation arrived");
     println!(
-        "{members:>10} {sessions:>10} | {ready:>8.2} {revocations_ready:>8.2} | {rss:>9.1} {peak:>9.1} {idle:>9.1} | {cached_rss:>9.1} {cached_peak:>9.1} | {:.0} s (gateway process {:.2} s to its report)",
+        "{members:>10} {sessions:>10} | {ready:>8.2} {revocations_ready:>8.2} | {gateway_cpu:>7.2} {servers_cpu:>7.2} | {rss:>9.1} {peak:>9.1} {idle:>9.1} | {cached_rss:>9.1} {cached_peak:>9.1} | {:.0} s (gateway process {:.2} s to its report)",
         fill.as_secs_f64(),
         seen.as_secs_f64(),
     );
@@ -326,6 +347,7 @@ fn gateway_process(spec: &str) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let ready = begun.elapsed();
+        let ready_cpu = cpu_seconds();
         let revocations_ready = revocations_ready.unwrap_or(ready);
         let (rss, peak) = (status_kib("VmRSS:"), status_kib("VmHWM:"));
         let held_members = state.policies.read().members.len();
@@ -360,7 +382,7 @@ fn gateway_process(spec: &str) {
         assert_eq!(authenticator.cached_portal_tokens(), sessions);
         let (cached_rss, cached_peak) = (status_kib("VmRSS:"), status_kib("VmHWM:"));
         println!(
-            "{:.3} {:.3} {:.1} {:.1} {:.1} {:.1} {:.1} {held_members} {held_sessions}",
+            "{:.3} {:.3} {ready_cpu:.2} {:.1} {:.1} {:.1} {:.1} {:.1} {held_members} {held_sessions}",
             ready.as_secs_f64(),
             revocations_ready.as_secs_f64(),
             mib(rss),
