@@ -532,3 +532,43 @@ impl Authenticator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_token_cache_sweeps_the_dead_first_then_empties_and_never_outgrows_its_bound() {
+        let mut cache: FastMap<TokenTag, i64> = FastMap::default();
+        let live = |until: &i64| *until > 100;
+        // Half of them already dead (`until` 0).
+        for n in 0..8u64 {
+            insert_bounded(
+                &mut cache,
+                8,
+                TokenTag(n),
+                i64::from(n % 2 == 0) * 1_000,
+                live,
+            );
+        }
+        assert_eq!(cache.len(), 8);
+        // Full: the dead go, the live stay (4 of 8: not over half).
+        insert_bounded(&mut cache, 8, TokenTag(100), 1_000, live);
+        assert_eq!(cache.len(), 5);
+        assert!(cache.contains_key(&TokenTag(0)) && !cache.contains_key(&TokenTag(1)));
+        // Replacing a cached entry never sweeps.
+        for n in 200..203u64 {
+            insert_bounded(&mut cache, 8, TokenTag(n), 1_000, live);
+        }
+        insert_bounded(&mut cache, 8, TokenTag(0), 2_000, live);
+        assert_eq!(cache.len(), 8);
+        // Full of live entries: emptied, then the new one.
+        insert_bounded(&mut cache, 8, TokenTag(300), 1_000, live);
+        assert_eq!(cache.len(), 1);
+        // However many go in, it never holds more than its bound.
+        for n in 1_000..2_000u64 {
+            insert_bounded(&mut cache, 8, TokenTag(n), 1_000, live);
+            assert!(cache.len() <= 8);
+        }
+    }
+}
