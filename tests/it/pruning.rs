@@ -39,8 +39,19 @@ async fn kept(database: &sea_orm::DatabaseConnection) -> Vec<i64> {
 }
 
 /// What a watcher resuming after `from` receives until `caught_up`: `0`
-/// for a reset, else event positions, then the caught-up head.
+/// for a reset, else event positions, then the caught-up head; the same
+/// whether it asks for the catch-up in batches or one event a message.
 async fn resume(identity: std::net::SocketAddr, from: i64) -> Vec<i64> {
+    let single = resume_as(identity, from, false).await;
+    assert_eq!(
+        resume_as(identity, from, true).await,
+        single,
+        "batched and single catch-ups differ"
+    );
+    single
+}
+
+async fn resume_as(identity: std::net::SocketAddr, from: i64, batched: bool) -> Vec<i64> {
     let mut client = IdentityInternalServiceClient::with_interceptor(
         TestChannel::new(Peer::Identity, identity),
         ServiceAuth::new(),
@@ -49,6 +60,7 @@ async fn resume(identity: std::net::SocketAddr, from: i64) -> Vec<i64> {
         .watch_revocations(WatchRevocationsRequest {
             from_position: from,
             watcher: "test".into(),
+            batched_catch_up: batched,
         })
         .await
         .unwrap()
@@ -63,6 +75,10 @@ async fn resume(identity: std::net::SocketAddr, from: i64) -> Vec<i64> {
         match message.item.unwrap() {
             Item::Reset(_) => seen.push(0),
             Item::Event(event) => seen.push(event.position),
+            Item::Batch(batch) => {
+                assert!(batched, "a batch not asked for");
+                seen.extend(batch.events.iter().map(|e| e.position));
+            }
             Item::CaughtUp(caught_up) => {
                 seen.push(caught_up.head_position);
                 return seen;

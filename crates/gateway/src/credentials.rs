@@ -50,8 +50,28 @@ const NEGATIVE_TTL_MS: i64 = 5_000;
 const DEAD_TTL_MS: i64 = 300_000;
 /// Least time between two JWKS fetches triggered by unknown `kid`s.
 const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-/// Beyond this many cached tokens the caches are emptied (memory bound).
-const CACHE_CAP: usize = 1_000_000;
+/// Inserts into a token cache holding at most `max` entries. A full cache
+/// first drops the entries `live` says are dead (expired); if more than
+/// half of `max` remain, it is emptied. Either way at least `max / 2`
+/// insertions pass before the next such sweep, so its cost spreads to a
+/// few nanoseconds an insertion, and the table never grows past the
+/// buckets `max` entries need: its memory is bounded by `max`.
+fn insert_bounded<V>(
+    cache: &mut FastMap<TokenTag, V>,
+    max: usize,
+    tag: TokenTag,
+    value: V,
+    live: impl FnMut(&V) -> bool,
+) {
+    if cache.len() >= max.max(1) && !cache.contains_key(&tag) {
+        let mut live = live;
+        cache.retain(|_, v| live(v));
+        if cache.len() > max / 2 {
+            cache.clear();
+        }
+    }
+    cache.insert(tag, value);
+}
 
 /// Why an API token cannot be used, as identity said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +174,8 @@ pub struct Authenticator {
     lookups: crate::metrics::TokenCache,
     /// Failed introspections per client address.
     failures: FailedLookups,
+    /// Most tokens each cache holds (`gateway.max_cached_tokens`).
+    max_cached: usize,
 }
 
 /// What signs the gateway's principals: the key, time, unique call ids.
@@ -207,7 +229,15 @@ impl Authenticator {
                 &tenancy_runtime::config::GatewayConfig::default(),
                 tenancy_runtime::metrics::Counter::default(),
             ),
+            max_cached: tenancy_runtime::config::GatewayConfig::default().max_cached_tokens,
         }
+    }
+
+    /// The same authenticator, caching at most `max` portal tokens and `max`
+    /// API tokens (`gateway.max_cached_tokens`).
+    pub fn caching_at_most(mut self, max: usize) -> Self {
+        self.max_cached = max;
+        self
     }
 
     /// The same authenticator, limiting failed API-token introspections
@@ -257,6 +287,17 @@ impl Authenticator {
         }
     }
 
+    /// Caches a verified portal token (see [`insert_bounded`]).
+    fn cache_portal(&self, token: &str, verified: PortalToken, now_ms: i64) {
+        insert_bounded(
+            &mut self.portal.write(),
+            self.max_cached,
+            self.tagger.tag(token),
+            verified,
+            |cached| unexpired(cached, now_ms),
+        );
+    }
+
     /// A cached portal token, if known and unexpired: the hot path.
     pub fn cached_portal(&self, token: &str, now_ms: i64) -> Option<PortalToken> {
         let tag = self.tagger.tag(token);
@@ -282,11 +323,7 @@ impl Authenticator {
         }
         .and_then(|claims| PortalToken::from_claims(&claims))
         .map_err(|e| Error::new(e.reason(), e.to_string()))?;
-        let mut cache = self.portal.write();
-        if cache.len() >= CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(self.tagger.tag(token), verified);
+        self.cache_portal(token, verified, now_ms);
         Ok(verified)
     }
 
@@ -381,11 +418,13 @@ impl Authenticator {
         ) {
             self.failures.failed(ip);
         }
-        let mut cache = self.api.write();
-        if cache.len() >= CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(tag, entry.clone());
+        insert_bounded(
+            &mut self.api.write(),
+            self.max_cached,
+            tag,
+            entry.clone(),
+            |cached| !matches!(cached, ApiEntry::Dead { until_ms, .. } if *until_ms <= now_ms),
+        );
         match entry {
             ApiEntry::Known(t, allowlist) => Ok(from(t, allowlist.as_deref(), ip)),
             ApiEntry::Dead { why, .. } => Err(why.error()),
@@ -495,7 +534,8 @@ impl Authenticator {
     /// path).
     pub fn insert_verified(&self, token: &str, claims: &Claims) -> Result<(), TokenError> {
         let verified = PortalToken::from_claims(claims)?;
-        self.portal.write().insert(self.tagger.tag(token), verified);
+        let now_ms = self.signer.clock.now().millis();
+        self.cache_portal(token, verified, now_ms);
         Ok(())
     }
 }
@@ -578,6 +618,41 @@ mod tests {
         // unreachable replica included, names its trace.
         for line in &logged {
             assert_eq!(line["span"]["trace_id"], trace, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_full_token_cache_sweeps_the_dead_first_then_empties_and_never_outgrows_its_bound() {
+        let mut cache: FastMap<TokenTag, i64> = FastMap::default();
+        let live = |until: &i64| *until > 100;
+        // Half of them already dead (`until` 0).
+        for n in 0..8u64 {
+            insert_bounded(
+                &mut cache,
+                8,
+                TokenTag(n),
+                i64::from(n % 2 == 0) * 1_000,
+                live,
+            );
+        }
+        assert_eq!(cache.len(), 8);
+        // Full: the dead go, the live stay (4 of 8: not over half).
+        insert_bounded(&mut cache, 8, TokenTag(100), 1_000, live);
+        assert_eq!(cache.len(), 5);
+        assert!(cache.contains_key(&TokenTag(0)) && !cache.contains_key(&TokenTag(1)));
+        // Replacing a cached entry never sweeps.
+        for n in 200..203u64 {
+            insert_bounded(&mut cache, 8, TokenTag(n), 1_000, live);
+        }
+        insert_bounded(&mut cache, 8, TokenTag(0), 2_000, live);
+        assert_eq!(cache.len(), 8);
+        // Full of live entries: emptied, then the new one.
+        insert_bounded(&mut cache, 8, TokenTag(300), 1_000, live);
+        assert_eq!(cache.len(), 1);
+        // However many go in, it never holds more than its bound.
+        for n in 1_000..2_000u64 {
+            insert_bounded(&mut cache, 8, TokenTag(n), 1_000, live);
+            assert!(cache.len() <= 8);
         }
     }
 }

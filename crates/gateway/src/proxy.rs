@@ -227,7 +227,8 @@ impl Gateway {
                 ids: CallIds::default(),
             },
         )
-        .measured(&context.metrics);
+        .measured(&context.metrics)
+        .caching_at_most(config.gateway.max_cached_tokens);
         let limits = RateLimits::new(&config.gateway).measured(&context.metrics);
         let authenticator = authenticator
             .limiting_failures(&config.gateway, limits.refused().api_token_failures.clone());

@@ -30,7 +30,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::credentials::Authenticator;
 use crate::id::{Id, parse_id};
 use crate::metrics::Watch;
-use crate::state::{CutOff, LiveState, Membership, Policies, Settings};
+use crate::state::{CutOff, LiveState, Membership, Policies, Revocations, Settings};
 
 /// Longest silence on a stream (servers send heartbeats every 15 s) before
 /// the gateway reconnects.
@@ -81,6 +81,7 @@ pub async fn follow_revocations(
         let request = WatchRevocationsRequest {
             from_position: from,
             watcher: "gateway".to_owned(),
+            batched_catch_up: true,
         };
         match client.watch_revocations(request).await {
             Ok(response) => {
@@ -106,13 +107,18 @@ pub async fn follow_revocations(
                     watch.message();
                     match item {
                         Some(RevocationItem::Event(event)) => {
-                            apply_revocation(&state, &authenticator, &event).await;
-                            state
-                                .revocations_position
-                                .store(event.position, Ordering::Release);
-                            let now = clock.now().millis();
-                            watch.applied(event.position, millis(event.create_time.as_ref()), now);
-                            state.recheck_streams(now);
+                            apply_revocations(&state, &authenticator, &[event], &clock, &watch)
+                                .await;
+                        }
+                        Some(RevocationItem::Batch(batch)) => {
+                            apply_revocations(
+                                &state,
+                                &authenticator,
+                                &batch.events,
+                                &clock,
+                                &watch,
+                            )
+                            .await;
                         }
                         Some(RevocationItem::CaughtUp(caught_up)) => {
                             watch.head(caught_up.head_position);
@@ -170,28 +176,71 @@ pub async fn follow_revocations(
     }
 }
 
-async fn apply_revocation(
+/// Applies `events` in order (one event, or a batch of the catch-up), each
+/// exactly as if alone, then moves the position to the last one. The
+/// revocations' write lock is taken once for each run of events between
+/// key changes, not once per event.
+async fn apply_revocations(
     state: &LiveState,
     authenticator: &Authenticator,
-    event: &RevocationEvent,
+    events: &[RevocationEvent],
+    clock: &SharedClock,
+    watch: &Watch,
 ) {
-    let Some(kind) = &event.kind else { return };
-    if let RevocationKind::SigningKeysChanged(changed) = kind {
-        authenticator
-            .signing_keys_changed(&changed.withdrawn_kids)
-            .await;
-        return;
+    let now = clock.now().millis();
+    let mut rest = events;
+    while !rest.is_empty() {
+        let keys = rest
+            .iter()
+            .position(|e| matches!(e.kind, Some(RevocationKind::SigningKeysChanged(_))));
+        let (run, next) = rest.split_at(keys.unwrap_or(rest.len()));
+        let mut drop_api_tokens = false;
+        if !run.is_empty() {
+            let mut revocations = state.revocations.write();
+            for event in run {
+                drop_api_tokens |= !apply_revocation(&mut revocations, event);
+                watch.applied(event.position, millis(event.create_time.as_ref()), now);
+            }
+        }
+        if drop_api_tokens {
+            tracing::warn!("too many users' 2FA states; cached API tokens dropped");
+            authenticator.forget_api_tokens();
+        }
+        rest = match next.split_first() {
+            Some((keys, next)) => {
+                if let Some(RevocationKind::SigningKeysChanged(changed)) = &keys.kind {
+                    authenticator
+                        .signing_keys_changed(&changed.withdrawn_kids)
+                        .await;
+                }
+                watch.applied(keys.position, millis(keys.create_time.as_ref()), now);
+                next
+            }
+            None => next,
+        };
     }
+    if let Some(last) = events.last() {
+        state
+            .revocations_position
+            .store(last.position, Ordering::Release);
+        state.recheck_streams(now);
+    }
+}
+
+/// Applies one event other than SIGNING_KEYS_CHANGED. Returns false when
+/// the 2FA states overflowed and were dropped: the caller must then drop
+/// the cached API-token introspections they corrected.
+fn apply_revocation(revocations: &mut Revocations, event: &RevocationEvent) -> bool {
+    let Some(kind) = &event.kind else { return true };
     let position = event.position;
     let cut = || CutOff {
         position,
         expire_ms: millis(event.expire_time.as_ref()),
     };
-    let mut revocations = state.revocations.write();
     match kind {
         RevocationKind::Session(s) => {
             let Some(session) = event_id(&s.session_id, "session") else {
-                return;
+                return true;
             };
             // Keep the entry until every token of the session has expired.
             let expire = millis(event.expire_time.as_ref())
@@ -217,16 +266,13 @@ async fn apply_revocation(
             }
         }
         RevocationKind::MfaChanged(m) => {
-            if let Some(user) = event_id(&m.user_id, "user")
-                && !revocations.set_mfa(user, m.mfa_enabled)
-            {
-                drop(revocations);
-                tracing::warn!("too many users' 2FA states; cached API tokens dropped");
-                authenticator.forget_api_tokens();
+            if let Some(user) = event_id(&m.user_id, "user") {
+                return revocations.set_mfa(user, m.mfa_enabled);
             }
         }
         RevocationKind::SigningKeysChanged(_) => {}
     }
+    true
 }
 
 /// Follows account's policy log until shutdown.

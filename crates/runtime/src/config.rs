@@ -427,6 +427,10 @@ pub struct GatewayConfig {
     /// How long a ping may go unanswered before the connection is closed.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// Most verified portal access tokens the gateway caches, and most API
+    /// tokens' introspections: a bound on the caches' memory. A token not
+    /// cached costs a signature check (portal) or an introspection (API).
+    pub max_cached_tokens: usize,
 }
 
 /// One service's settings.
@@ -519,6 +523,7 @@ impl Default for GatewayConfig {
             idle_timeout: Duration::from_secs(120),
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
+            max_cached_tokens: 458_752,
         }
     }
 }

@@ -307,6 +307,7 @@ impl Env {
             .watch_revocations(ipb::WatchRevocationsRequest {
                 from_position: 0,
                 watcher: "account-tests".into(),
+                batched_catch_up: false,
             })
             .await
             .unwrap()

@@ -58,11 +58,19 @@ pub(super) async fn watch_revocations(
         Box<dyn futures::Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>,
     >,
 > {
-    let from = request.into_inner().from_position;
-    let stream = api.app.clone().watch_revocations(from).await?.map(|item| {
+    let request = request.into_inner();
+    let stream = api
+        .app
+        .clone()
+        .watch_revocations(request.from_position, request.batched_catch_up)
+        .await?;
+    let stream = stream.map(|item| {
         let item = match item {
             WatchItem::Reset { oldest_position } => Item::Reset(pb::Reset { oldest_position }),
             WatchItem::Event(event) => Item::Event(event_of(event)),
+            WatchItem::Batch(events) => Item::Batch(pb::RevocationBatch {
+                events: events.into_iter().map(event_of).collect(),
+            }),
             WatchItem::CaughtUp { head_position } => Item::CaughtUp(pb::CaughtUp { head_position }),
             WatchItem::Heartbeat {
                 head_position,

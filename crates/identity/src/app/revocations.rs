@@ -72,6 +72,9 @@ pub(crate) enum WatchItem {
     },
     /// One event of the log.
     Event(StoredEvent),
+    /// Consecutive events of the catch-up (the watcher asked for batches):
+    /// never empty.
+    Batch(Vec<StoredEvent>),
     /// The backlog is delivered; live events follow.
     CaughtUp {
         /// The last position delivered.
@@ -175,11 +178,12 @@ impl App {
         Ok(revocations::head(&self.db).await?)
     }
 
-    /// WatchRevocations: backlog, `caught_up`, then live events and
-    /// heartbeats.
+    /// WatchRevocations: backlog (in batches if `batched`), `caught_up`,
+    /// then live events and heartbeats.
     pub(crate) async fn watch_revocations(
         self: Arc<Self>,
         from: i64,
+        batched: bool,
     ) -> Result<Pin<Box<dyn Stream<Item = WatchItem> + Send>>, IdentityError> {
         if from < 0 {
             return Err(IdentityError::invalid(
@@ -195,6 +199,22 @@ impl App {
             let send = |item: WatchItem| {
                 let tx = tx.clone();
                 async move { tx.send(item).await.is_ok() }
+            };
+            // A page of the catch-up: one batch, or one message per event.
+            // Returns the last position sent (the page is never empty).
+            let send_page = |events: Vec<StoredEvent>| {
+                let tx = tx.clone();
+                async move {
+                    let last = events.last().map_or(0, |e| e.position);
+                    if batched {
+                        tx.send(WatchItem::Batch(events)).await.ok()?;
+                    } else {
+                        for e in events {
+                            tx.send(WatchItem::Event(e)).await.ok()?;
+                        }
+                    }
+                    Some(last)
+                }
             };
             let poll = tenancy_runtime::db::follow_poll_interval(&app.db);
             let signal = app.signal.clone();
@@ -243,14 +263,10 @@ impl App {
                     .await
                     {
                         Ok(events) if events.is_empty() => break,
-                        Ok(events) => {
-                            for e in events {
-                                last = e.position;
-                                if !send(WatchItem::Event(e)).await {
-                                    return;
-                                }
-                            }
-                        }
+                        Ok(events) => match send_page(events).await {
+                            Some(sent) => last = sent,
+                            None => return,
+                        },
                         Err(_) => return,
                     }
                 }
@@ -270,11 +286,9 @@ impl App {
                         {
                             return;
                         }
-                        for e in events {
-                            last = e.position;
-                            if !send(WatchItem::Event(e)).await {
-                                return;
-                            }
+                        match send_page(events).await {
+                            Some(sent) => last = sent,
+                            None => return,
                         }
                     }
                     Err(_) => return,

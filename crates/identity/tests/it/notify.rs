@@ -26,6 +26,7 @@ async fn on_postgresql_a_revocation_through_one_replica_reaches_a_watch_on_anoth
         .watch_revocations(WatchRevocationsRequest {
             from_position: 0,
             watcher: "gateway-b".into(),
+            batched_catch_up: false,
         })
         .await
         .unwrap()

@@ -494,6 +494,7 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
         .watch_revocations(WatchRevocationsRequest {
             from_position: 0,
             watcher: "test".into(),
+            batched_catch_up: false,
         })
         .await
         .unwrap()
@@ -565,6 +566,7 @@ async fn logout_ends_the_session_and_is_streamed_live() {
         .watch_revocations(WatchRevocationsRequest {
             from_position: 0,
             watcher: "test".into(),
+            batched_catch_up: false,
         })
         .await
         .unwrap()
@@ -662,6 +664,7 @@ async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions()
         .watch_revocations(WatchRevocationsRequest {
             from_position: 0,
             watcher: "t".into(),
+            batched_catch_up: false,
         })
         .await
         .unwrap()
@@ -689,6 +692,7 @@ async fn revoke_account_access_revokes_api_tokens_for_good_and_leaves_sessions()
         .watch_revocations(WatchRevocationsRequest {
             from_position: 1000,
             watcher: "t".into(),
+            batched_catch_up: false,
         })
         .await
         .unwrap()
@@ -909,6 +913,7 @@ async fn revocations_of_two_replicas_reach_every_watcher_in_one_gapless_order() 
         .watch_revocations(WatchRevocationsRequest {
             from_position: 0,
             watcher: "gateway-b".into(),
+            batched_catch_up: false,
         })
         .await
         .unwrap()
@@ -948,6 +953,7 @@ async fn revocations_of_two_replicas_reach_every_watcher_in_one_gapless_order() 
         .watch_revocations(WatchRevocationsRequest {
             from_position: 4,
             watcher: "gateway-a".into(),
+            batched_catch_up: false,
         })
         .await
         .unwrap()
@@ -1131,13 +1137,23 @@ async fn a_refused_login_of_a_known_user_does_not_wait_for_its_event() {
 }
 
 /// Watches from `from` and collects the sessions of the events up to
-/// `caught_up`, and its head position.
+/// `caught_up`, and its head position: the same whether the catch-up is
+/// asked for in batches (which then hold every event) or one event a
+/// message.
 async fn watched_sessions(env: &Env, from: i64) -> (Vec<String>, i64) {
+    let single = watched_sessions_as(env, from, false).await;
+    let batched = watched_sessions_as(env, from, true).await;
+    assert_eq!(batched, single, "batched and single catch-ups differ");
+    single
+}
+
+async fn watched_sessions_as(env: &Env, from: i64, batched: bool) -> (Vec<String>, i64) {
     let mut stream = env
         .internal()
         .watch_revocations(WatchRevocationsRequest {
             from_position: from,
             watcher: "test".into(),
+            batched_catch_up: batched,
         })
         .await
         .unwrap()
@@ -1151,13 +1167,20 @@ async fn watched_sessions(env: &Env, from: i64) -> (Vec<String>, i64) {
             .unwrap()
             .item
             .unwrap();
-        match item {
-            Item::Event(e) => match e.kind.unwrap() {
+        let events = match item {
+            Item::Event(e) if !batched => vec![e],
+            Item::Batch(b) if batched => {
+                assert!(!b.events.is_empty(), "an empty batch");
+                b.events
+            }
+            Item::CaughtUp(CaughtUp { head_position }) => return (sessions, head_position),
+            other => panic!("batched {batched}: {other:?}"),
+        };
+        for e in events {
+            match e.kind.unwrap() {
                 revocation_event::Kind::Session(s) => sessions.push(s.session_id),
                 other => panic!("{other:?}"),
-            },
-            Item::CaughtUp(CaughtUp { head_position }) => return (sessions, head_position),
-            other => panic!("{other:?}"),
+            }
         }
     }
 }
@@ -1211,4 +1234,84 @@ async fn a_watch_from_zero_gets_only_the_revocations_still_in_effect_and_a_resum
     let (sessions, head) = watched_sessions(&env, 0).await;
     assert!(sessions.is_empty(), "{sessions:?}");
     assert_eq!(head, 3);
+}
+
+/// A catch-up of several pages (1000 events each) asked for in batches:
+/// the batches hold exactly the events the single messages hold, in order,
+/// whether the watcher rebuilds (from 0: only what is still in effect) or
+/// resumes (every event after its position), and none is over 1000 events.
+#[tokio::test]
+async fn a_batched_catch_up_of_many_pages_holds_exactly_the_single_events() {
+    use sea_orm::{ConnectionTrait, Database};
+    let env = Env::start("batchcu").await;
+    let now = tenancy_runtime::Clock::now(&env.clock).millis();
+    // 2,345 session revocations behind the service's back; every seventh
+    // ended two hours ago (a rebuild skips it, a resume does not).
+    const EVENTS: i64 = 2_345;
+    let db = Database::connect(&env.db.url).await.unwrap();
+    let rows: Vec<String> = (1..=EVENTS)
+        .map(|p| {
+            let (create, expire) = if p % 7 == 0 {
+                (now - 3 * 3_600_000, now - 2 * 3_600_000)
+            } else {
+                (now, now + 600_000)
+            };
+            format!("({p}, {create}, {expire}, 1, 'session', 'session-{p}', 'user-{p}', '', '')")
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        db.execute_unprepared(&format!(
+            "INSERT INTO identity_revocations (position, create_time, expire_time, reason, kind, \
+             subject, user_id, account_id, kids) VALUES {}",
+            chunk.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+    db.execute_unprepared(&format!(
+        "UPDATE identity_revocation_head SET position = {EVENTS} WHERE id = 1"
+    ))
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+
+    let (sessions, head) = watched_sessions(&env, 0).await;
+    let in_effect: Vec<String> = (1..=EVENTS)
+        .filter(|p| p % 7 != 0)
+        .map(|p| format!("session-{p}"))
+        .collect();
+    assert_eq!(sessions, in_effect);
+    assert_eq!(head, EVENTS);
+    let (sessions, head) = watched_sessions(&env, 500).await;
+    let after: Vec<String> = (501..=EVENTS).map(|p| format!("session-{p}")).collect();
+    assert_eq!(sessions, after, "a resume gets every event after it");
+    assert_eq!(head, EVENTS);
+
+    // Batches: several, none over 1000 events, positions ascending.
+    let mut stream = env
+        .internal()
+        .watch_revocations(WatchRevocationsRequest {
+            from_position: 0,
+            watcher: "test".into(),
+            batched_catch_up: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut batches, mut last) = (0, 0);
+    loop {
+        match stream.next().await.unwrap().unwrap().item.unwrap() {
+            Item::Batch(b) => {
+                batches += 1;
+                assert!(!b.events.is_empty() && b.events.len() <= 1000);
+                for e in b.events {
+                    assert!(e.position > last);
+                    last = e.position;
+                }
+            }
+            Item::CaughtUp(_) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(batches >= 3, "{batches} batches");
 }
