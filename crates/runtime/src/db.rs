@@ -276,6 +276,84 @@ pub async fn one<C: ConnectionTrait>(
     c.query_one_raw(statement(c, sql, values)).await
 }
 
+/// Up to `limit` rows of `SELECT {columns} FROM {from} ORDER BY {order}`,
+/// read as one JSON array the database builds, not row by row: for long
+/// reads (a snapshot of every membership, a log from its start) where the
+/// driver's cost per row is most of the time. sqlx's SQLite driver copies
+/// every value of every row in its worker thread and hands each row over a
+/// channel, waking the reader: ~20 µs a row of 18 columns, against ~2 for
+/// the database to build the same row in JSON and serde to read it.
+///
+/// `columns` are plain column names of `from` (a table and its WHERE,
+/// whose placeholders `values` fill); `T` is read from each row's
+/// `[value, …]` in that order (a struct's derived `Deserialize` takes a
+/// sequence). A BOOLEAN column is 0/1 on SQLite and true/false on
+/// PostgreSQL: read it as a [`Flag`].
+pub async fn json_page<C: ConnectionTrait, T: serde::de::DeserializeOwned>(
+    c: &C,
+    columns: &str,
+    from: &str,
+    order: &str,
+    limit: u64,
+    values: Vec<sea_orm::Value>,
+) -> Result<Vec<T>, DbErr> {
+    let sql = if c.get_database_backend() == DbBackend::Postgres {
+        format!(
+            "SELECT json_agg(json_build_array({columns}) ORDER BY {order})::text AS page \
+             FROM (SELECT {columns} FROM {from} ORDER BY {order} LIMIT {limit}) AS page_rows"
+        )
+    } else {
+        format!(
+            "SELECT json_group_array(json_array({columns}) ORDER BY {order}) AS page \
+             FROM (SELECT {columns} FROM {from} ORDER BY {order} LIMIT {limit})"
+        )
+    };
+    // No rows: `[]` from SQLite, NULL from PostgreSQL.
+    let Some(page) = one(c, &sql, values)
+        .await?
+        .map(|row| get::<Option<String>>(&row, "page"))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_str(&page)
+        .map_err(|e| DbErr::Custom(format!("a page of {from} is not the rows expected: {e}")))
+}
+
+/// A BOOLEAN column in a [`json_page`]: 0/1 from SQLite, true/false from
+/// PostgreSQL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl<'de> serde::Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Flag;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a boolean, or 0 or 1")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Flag, E> {
+                Ok(Flag(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Flag, E> {
+                match v {
+                    0 => Ok(Flag(false)),
+                    1 => Ok(Flag(true)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Flag, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// The clause that locks the rows a SELECT reads until the transaction
 /// ends: ` FOR UPDATE` on PostgreSQL; nothing on SQLite, where the write
 /// lock a write transaction takes at its start already orders writers.
@@ -390,6 +468,91 @@ mod tests {
             .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(get::<String>(&rows[0], "a").unwrap(), "x");
+    }
+
+    /// A [`json_page`] holds exactly the rows the plain SELECT would, in
+    /// its order, with text that needs escaping, NULLs, big integers and
+    /// booleans intact; no rows is an empty page; a row that is not `T` is
+    /// an error naming the table, not a default. On PostgreSQL when
+    /// `TENANCY_TEST_DATABASE_URL` is set (as CI runs it), else SQLite.
+    #[tokio::test]
+    async fn a_json_page_holds_the_rows_of_the_select_in_order() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Row {
+            k: String,
+            n: i64,
+            at: Option<i64>,
+            on: Flag,
+        }
+        let url = match std::env::var("TENANCY_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => "sqlite::memory:".to_owned(),
+        };
+        let db = connect(&url, "test").await.unwrap();
+        let table = format!("json_page_t{}", crate::ids::new_id().replace('-', ""));
+        exec(
+            &db,
+            &format!("CREATE TABLE {table} (k TEXT PRIMARY KEY, n BIGINT NOT NULL, at BIGINT NULL, on_ BOOLEAN NOT NULL)"),
+            vec![],
+        )
+        .await
+        .unwrap();
+        let odd = "quote \" backslash \\ newline \n tab \t unicode é ✓";
+        let rows = [
+            ("b", i64::MAX, None, true),
+            ("a", -1, Some(1_700_000_000_000), false),
+            (odd, 0, Some(i64::MIN), true),
+            ("c", 7, None, false),
+        ];
+        for (k, n, at, on) in rows {
+            exec(
+                &db,
+                &format!("INSERT INTO {table} (k, n, at, on_) VALUES ($1, $2, $3, $4)"),
+                vec![k.into(), n.into(), at.into(), on.into()],
+            )
+            .await
+            .unwrap();
+        }
+        let page = |after: &'static str, limit| {
+            let (db, table) = (db.clone(), table.clone());
+            async move {
+                json_page::<_, Row>(
+                    &db,
+                    "k, n, at, on_",
+                    &format!("{table} WHERE k > $1"),
+                    "k",
+                    limit,
+                    vec![after.into()],
+                )
+                .await
+            }
+        };
+        let row = |k: &str, n, at, on| Row {
+            k: k.to_owned(),
+            n,
+            at,
+            on: Flag(on),
+        };
+        assert_eq!(
+            page("", 3).await.unwrap(),
+            [
+                row("a", -1, Some(1_700_000_000_000), false),
+                row("b", i64::MAX, None, true),
+                row("c", 7, None, false),
+            ]
+        );
+        assert_eq!(
+            page("c", 3).await.unwrap(),
+            [row(odd, 0, Some(i64::MIN), true)]
+        );
+        assert_eq!(page("z", 3).await.unwrap(), []);
+        let error = json_page::<_, (String, String)>(&db, "k, n", &table, "k", 10, vec![])
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains(&table), "{error}");
+        exec(&db, &format!("DROP TABLE {table}"), vec![])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

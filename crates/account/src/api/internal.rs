@@ -193,9 +193,9 @@ impl Api {
             None => None,
         };
         Ok(pb::GetPrincipalStateResponse {
-            membership: row.as_ref().map(membership_state),
+            membership: row.as_ref().map(|r| membership_state(&r.live())),
             access_scope: scope.as_ref().map(scope_pb),
-            security_settings: Some(settings_pb(&account)),
+            security_settings: Some(settings_pb(&account.settings())),
             mfa_deadline: if account.enforce_mfa {
                 row.as_ref().and_then(|r| r.mfa_deadline).map(ts)
             } else {

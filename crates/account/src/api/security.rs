@@ -50,7 +50,7 @@ impl Api {
             .await;
         let has_mfa = me.get(&caller.user_id).is_some_and(|u| u.totp_enabled);
         Ok(pb::GetSecuritySettingsResponse {
-            settings: Some(settings_pb(&account)),
+            settings: Some(settings_pb(&account.settings())),
             client_ip: caller
                 .principal
                 .client_ip
@@ -168,7 +168,7 @@ impl Api {
         let actor = Actor::of(&caller.principal)?;
         let row = app::update_settings(self, &actor, change).await?;
         Ok(pb::UpdateSecuritySettingsResponse {
-            settings: Some(settings_pb(&row)),
+            settings: Some(settings_pb(&row.settings())),
         })
     }
 

@@ -292,7 +292,7 @@ impl Api {
         let mut batch = SnapshotBatch::default();
         let mut after = String::new();
         loop {
-            let accounts = store::accounts_after(&txn, &after, BATCH).await?;
+            let accounts = store::settings_after(&txn, &after, BATCH).await?;
             let count = accounts.len() as u64;
             for a in accounts {
                 after = a.id.to_string();

@@ -9,24 +9,24 @@ use tenancy_runtime::Timestamp;
 use tenancy_runtime::ids::AccountId;
 
 use crate::domain::{MemberStatus, Role};
-use crate::store::{AccountRow, MemberRow, PolicyEntry, policy_kind};
+use crate::store::{AccountRow, AccountSettings, LiveMember, MemberRow, PolicyEntry, policy_kind};
 
 fn ts(ms: i64) -> prost_types::Timestamp {
     Timestamp(ms).to_proto()
 }
 
 /// The gateway's view of a membership.
-pub(crate) fn membership_state(row: &MemberRow) -> pb::MembershipState {
+pub(crate) fn membership_state(m: &LiveMember) -> pb::MembershipState {
     pb::MembershipState {
-        account_id: row.account_id.to_string(),
-        user_id: row.user_id.to_string(),
-        role: row.role.code(),
-        status: row.status.code(),
-        portal_access: row.portal_access,
-        join_time: Some(ts(row.join_time)),
-        mfa_deadline: row.mfa_deadline.filter(|_| !row.api).map(ts),
-        api_member: row.api,
-        source_allowlist: row.source_allowlist(),
+        account_id: m.account_id.to_string(),
+        user_id: m.user_id.to_string(),
+        role: m.role.code(),
+        status: m.status.code(),
+        portal_access: m.portal_access,
+        join_time: Some(ts(m.join_time)),
+        mfa_deadline: m.mfa_deadline.filter(|_| !m.api).map(ts),
+        api_member: m.api,
+        source_allowlist: m.source_allowlist(),
     }
 }
 
@@ -49,7 +49,7 @@ pub(crate) fn membership_entry(row: &MemberRow) -> PolicyEntry {
         PolicyEntry {
             account_id: row.account_id.clone(),
             kind: policy_kind::MEMBERSHIP_CHANGED,
-            payload: encode(&membership_state(row)),
+            payload: encode(&membership_state(&row.live())),
         }
     }
 }
@@ -70,34 +70,39 @@ pub(crate) fn settings_entry(account: &AccountRow) -> PolicyEntry {
     PolicyEntry {
         account_id: account.id.clone(),
         kind: policy_kind::SECURITY_SETTINGS_CHANGED,
-        payload: encode(&settings_pb(account)),
+        payload: encode(&settings_pb(&account.settings())),
     }
 }
 
 /// An account's security settings as the API shows them.
-pub(crate) fn settings_pb(account: &AccountRow) -> pb::SecuritySettings {
+pub(crate) fn settings_pb(settings: &AccountSettings) -> pb::SecuritySettings {
     pb::SecuritySettings {
-        account_id: account.id.to_string(),
-        enforce_mfa: account.enforce_mfa,
-        mfa_grace_period: (account.mfa_grace_ms > 0).then_some(prost_types::Duration {
-            seconds: account.mfa_grace_ms / 1000,
+        account_id: settings.id.to_string(),
+        enforce_mfa: settings.enforce_mfa,
+        mfa_grace_period: (settings.mfa_grace_ms > 0).then_some(prost_types::Duration {
+            seconds: settings.mfa_grace_ms / 1000,
             nanos: 0,
         }),
-        enforce_mfa_time: if account.enforce_mfa {
-            account.enforce_mfa_time.map(ts)
+        enforce_mfa_time: if settings.enforce_mfa {
+            settings.enforce_mfa_time.map(ts)
         } else {
             None
         },
-        ip_allowlist: allowlist_of(account),
-        update_time: account.security_update_time.map(ts),
-        update_user_id: account.security_update_user.clone(),
-        server_credential_delivery: account.server_credential_delivery,
+        ip_allowlist: json_allowlist(&settings.ip_allowlist_json),
+        update_time: settings.security_update_time.map(ts),
+        update_user_id: settings.security_update_user.clone(),
+        server_credential_delivery: settings.server_credential_delivery,
     }
 }
 
 /// The stored allowlist.
 pub(crate) fn allowlist_of(account: &AccountRow) -> Vec<String> {
-    serde_json::from_str(&account.ip_allowlist_json).unwrap_or_default()
+    json_allowlist(&account.ip_allowlist_json)
+}
+
+/// The entries of an allowlist stored as a JSON array.
+fn json_allowlist(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
 }
 
 /// The audit JSON of a member's state.

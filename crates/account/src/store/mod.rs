@@ -392,11 +392,6 @@ pub async fn list_members<C: ConnectionTrait>(
         .collect()
 }
 
-/// The SELECT list of member rows, for list queries.
-pub fn member_columns() -> &'static str {
-    MEMBER_COLUMNS
-}
-
 /// The grants of a member, as a scope (portal access and mode from `row`).
 pub async fn scope<C: ConnectionTrait>(c: &C, row: &MemberRow) -> Result<Scope, Error> {
     let mut scopes = scopes(c, &row.account_id, std::slice::from_ref(&row.user_id)).await?;

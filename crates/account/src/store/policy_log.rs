@@ -6,9 +6,12 @@ use sea_orm::{
     IsolationLevel, TransactionTrait,
 };
 use tenancy_runtime::Error;
-use tenancy_runtime::db::{all, get};
+use tenancy_runtime::db::{all, get, json_page};
 
-use super::{ACCOUNT_COLUMNS, AccountRow, MemberRow, i, member_columns, n, s};
+use super::{
+    AccountSettings, LIVE_MEMBER_COLUMNS, LiveMember, SETTINGS_COLUMNS, StoredLiveMember,
+    StoredSettings, i, n, s,
+};
 use crate::domain::MemberStatus;
 
 /// A read-only transaction that sees one state throughout (REPEATABLE
@@ -62,39 +65,47 @@ pub async fn policy_after<C: ConnectionTrait>(
     .collect()
 }
 
-/// At most `limit` accounts with ids after `after`, by id.
-pub async fn accounts_after<C: ConnectionTrait>(
+/// The security settings of at most `limit` accounts with ids after
+/// `after`, by id (a page of a snapshot: one JSON page, see
+/// [`json_page`]).
+pub async fn settings_after<C: ConnectionTrait>(
     c: &C,
     after: &str,
     limit: u64,
-) -> Result<Vec<AccountRow>, Error> {
-    all(
+) -> Result<Vec<AccountSettings>, Error> {
+    let page: Vec<StoredSettings> = json_page(
         c,
-        &format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM account_accounts WHERE id > $1 ORDER BY id LIMIT {limit}"
-        ),
+        SETTINGS_COLUMNS,
+        "account_accounts WHERE id > $1",
+        "id",
+        limit,
         vec![s(after)],
     )
-    .await?
-    .iter()
-    .map(AccountRow::read)
-    .collect()
+    .await?;
+    Ok(page.into_iter().map(AccountSettings::from).collect())
 }
 
 /// At most `limit` ACTIVE or SUSPENDED members after `after` (account id,
-/// user id), in that order.
+/// user id), in that order (a page of a snapshot: one JSON page, see
+/// [`json_page`]).
 pub async fn live_members_after<C: ConnectionTrait>(
     c: &C,
     after: (&str, &str),
     limit: u64,
-) -> Result<Vec<MemberRow>, Error> {
-    all(
+) -> Result<Vec<LiveMember>, Error> {
+    let page: Vec<StoredLiveMember> = json_page(
         c,
-        &format!("SELECT {} FROM account_members WHERE status IN ($1, $2) AND (account_id, user_id) > ($3, $4) ORDER BY account_id, user_id LIMIT {limit}", member_columns()),
-        vec![n(MemberStatus::Active.code()), n(MemberStatus::Suspended.code()), s(after.0), s(after.1)],
+        LIVE_MEMBER_COLUMNS,
+        "account_members WHERE status IN ($1, $2) AND (account_id, user_id) > ($3, $4)",
+        "account_id, user_id",
+        limit,
+        vec![
+            n(MemberStatus::Active.code()),
+            n(MemberStatus::Suspended.code()),
+            s(after.0),
+            s(after.1),
+        ],
     )
-    .await?
-    .iter()
-    .map(MemberRow::read)
-    .collect()
+    .await?;
+    page.into_iter().map(LiveMember::try_from).collect()
 }

@@ -4,7 +4,7 @@ use sea_orm::{ConnectionTrait, QueryResult, Value};
 use tenancy_runtime::Error;
 use tenancy_runtime::ids::{AccountId, ServiceId, UserId};
 
-use tenancy_runtime::db::{exec, get, one};
+use tenancy_runtime::db::{Flag, exec, get, one, stored};
 
 use super::{i, n, oi, os, s};
 use crate::domain::access::MemberFacts;
@@ -15,8 +15,7 @@ use crate::domain::{MemberStatus, Role, ServiceAccess};
 /// Reads an enum column stored as its code; an unknown code is a corrupt
 /// row (INTERNAL).
 pub fn coded<T>(r: &QueryResult, col: &str, from_code: fn(i32) -> Option<T>) -> Result<T, Error> {
-    let code: i32 = get(r, col)?;
-    from_code(code).ok_or_else(|| Error::internal(format!("unknown {col} code {code} stored")))
+    stored(col, get(r, col)?, from_code)
 }
 
 /// `account_members.kind` of a person (`MemberKind` PERSON).
@@ -74,7 +73,7 @@ pub struct MemberRow {
 }
 
 impl MemberRow {
-    /// Reads a row selected with `store::member_columns()`.
+    /// Reads a row selected with the member columns (`MEMBER_COLUMNS`).
     pub fn read(r: &QueryResult) -> Result<Self, Error> {
         Ok(Self {
             account_id: get(r, "account_id")?,
@@ -100,10 +99,22 @@ impl MemberRow {
 
     /// An API member's source allowlist entries.
     pub fn source_allowlist(&self) -> Vec<String> {
-        self.source_allowlist
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
+        allowlist_entries(&self.source_allowlist)
+    }
+
+    /// What a gateway is told of it.
+    pub fn live(&self) -> LiveMember {
+        LiveMember {
+            account_id: self.account_id.clone(),
+            user_id: self.user_id.clone(),
+            role: self.role,
+            status: self.status,
+            portal_access: self.portal_access,
+            join_time: self.join_time,
+            mfa_deadline: self.mfa_deadline,
+            api: self.api,
+            source_allowlist: self.source_allowlist.clone(),
+        }
     }
 
     /// The id the API shows and addresses the member by: the user id once
@@ -273,6 +284,151 @@ pub struct AccountRow {
     pub server_credential_delivery: i32,
 }
 
+/// The entries of a stored source allowlist (separated by spaces).
+fn allowlist_entries(stored: &str) -> Vec<String> {
+    stored.split_whitespace().map(str::to_owned).collect()
+}
+
+/// What a gateway is told of a membership (`MembershipState`): the part
+/// of a [`MemberRow`] a snapshot of every live membership reads.
+#[derive(Clone, Debug)]
+pub struct LiveMember {
+    /// The account.
+    pub account_id: AccountId,
+    /// The user.
+    pub user_id: UserId,
+    /// Role.
+    pub role: Role,
+    /// Status.
+    pub status: MemberStatus,
+    /// May sign in to the account.
+    pub portal_access: bool,
+    /// When they joined.
+    pub join_time: i64,
+    /// Personal 2FA deadline while 2FA is enforced.
+    pub mfa_deadline: Option<i64>,
+    /// Whether this is an API member.
+    pub api: bool,
+    /// An API member's source allowlist, as stored.
+    pub source_allowlist: String,
+}
+
+/// The columns of a [`LiveMember`], in [`StoredLiveMember`]'s order.
+pub const LIVE_MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, join_time, mfa_deadline, kind, source_allowlist";
+
+/// A [`LiveMember`] as a JSON page holds it, its codes not yet checked.
+#[derive(serde::Deserialize)]
+pub struct StoredLiveMember(
+    AccountId,
+    UserId,
+    i32,
+    i32,
+    Flag,
+    i64,
+    Option<i64>,
+    i32,
+    String,
+);
+
+impl TryFrom<StoredLiveMember> for LiveMember {
+    type Error = Error;
+
+    fn try_from(m: StoredLiveMember) -> Result<Self, Error> {
+        let StoredLiveMember(
+            account_id,
+            user_id,
+            role,
+            status,
+            portal_access,
+            join_time,
+            mfa_deadline,
+            kind,
+            source_allowlist,
+        ) = m;
+        Ok(Self {
+            account_id,
+            user_id,
+            role: stored("role", role, Role::from_code)?,
+            status: stored("status", status, MemberStatus::from_code)?,
+            portal_access: portal_access.0,
+            join_time,
+            mfa_deadline,
+            api: kind == MEMBER_KIND_API,
+            source_allowlist,
+        })
+    }
+}
+
+impl LiveMember {
+    /// An API member's source allowlist entries.
+    pub fn source_allowlist(&self) -> Vec<String> {
+        allowlist_entries(&self.source_allowlist)
+    }
+}
+
+/// An account's security settings, what gateways are told of it: the part
+/// of an [`AccountRow`] a snapshot of every account reads.
+#[derive(Clone, Debug)]
+pub struct AccountSettings {
+    /// The account.
+    pub id: AccountId,
+    /// 2FA enforced.
+    pub enforce_mfa: bool,
+    /// Grace period.
+    pub mfa_grace_ms: i64,
+    /// When enforcement was turned on.
+    pub enforce_mfa_time: Option<i64>,
+    /// Normalised allowlist as JSON array of strings.
+    pub ip_allowlist_json: String,
+    /// Settings changed.
+    pub security_update_time: Option<i64>,
+    /// Settings changed by.
+    pub security_update_user: String,
+    /// ServerCredentialDelivery code: the default for new servers.
+    pub server_credential_delivery: i32,
+}
+
+/// The columns of [`AccountSettings`], in [`StoredSettings`]' order.
+pub const SETTINGS_COLUMNS: &str = "id, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user, server_credential_delivery";
+
+/// [`AccountSettings`] as a JSON page holds them.
+#[derive(serde::Deserialize)]
+pub struct StoredSettings(
+    AccountId,
+    Flag,
+    i64,
+    Option<i64>,
+    String,
+    Option<i64>,
+    String,
+    i32,
+);
+
+impl From<StoredSettings> for AccountSettings {
+    fn from(s: StoredSettings) -> Self {
+        let StoredSettings(
+            id,
+            enforce_mfa,
+            mfa_grace_ms,
+            enforce_mfa_time,
+            ip_allowlist_json,
+            security_update_time,
+            security_update_user,
+            server_credential_delivery,
+        ) = s;
+        Self {
+            id,
+            enforce_mfa: enforce_mfa.0,
+            mfa_grace_ms,
+            enforce_mfa_time,
+            ip_allowlist_json,
+            security_update_time,
+            security_update_user,
+            server_credential_delivery,
+        }
+    }
+}
+
 /// The SELECT list of account rows.
 pub const ACCOUNT_COLUMNS: &str = "id, account_type, name, legal_name, country_code, vat_number, registration_number, address_json, created_by, create_time, update_time, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user, server_credential_delivery";
 
@@ -301,6 +457,20 @@ impl AccountRow {
         })
     }
 
+    /// Its security settings.
+    pub fn settings(&self) -> AccountSettings {
+        AccountSettings {
+            id: self.id.clone(),
+            enforce_mfa: self.enforce_mfa,
+            mfa_grace_ms: self.mfa_grace_ms,
+            enforce_mfa_time: self.enforce_mfa_time,
+            ip_allowlist_json: self.ip_allowlist_json.clone(),
+            security_update_time: self.security_update_time,
+            security_update_user: self.security_update_user.clone(),
+            server_credential_delivery: self.server_credential_delivery,
+        }
+    }
+
     /// Loads an account.
     pub async fn load<C: ConnectionTrait>(c: &C, id: &AccountId) -> Result<Option<Self>, Error> {
         let row = one(
@@ -314,7 +484,7 @@ impl AccountRow {
 
     /// The values of the columns an update writes, as `$1` (the id) to
     /// `$16`, in the order of [`Self::update`]'s statement.
-    fn settings(&self) -> Vec<Value> {
+    fn written_values(&self) -> Vec<Value> {
         vec![
             s(self.id.as_str()),
             n(self.account_type),
@@ -337,7 +507,7 @@ impl AccountRow {
 
     /// Inserts a new account.
     pub async fn insert<C: ConnectionTrait>(&self, c: &C) -> Result<(), Error> {
-        let mut values = self.settings();
+        let mut values = self.written_values();
         values.extend([s(self.created_by.as_str()), i(self.create_time)]);
         exec(
             c,
@@ -353,7 +523,7 @@ impl AccountRow {
         exec(
             c,
             "UPDATE account_accounts SET account_type = $2, name = $3, legal_name = $4, country_code = $5, vat_number = $6, registration_number = $7, address_json = $8, update_time = $9, enforce_mfa = $10, mfa_grace_ms = $11, enforce_mfa_time = $12, ip_allowlist_json = $13, security_update_time = $14, security_update_user = $15, server_credential_delivery = $16 WHERE id = $1",
-            self.settings(),
+            self.written_values(),
         )
         .await?;
         Ok(())

@@ -1,11 +1,11 @@
 //! The revocation log (`identity_revocations`) and its head
 //! (`identity_revocation_head`, whose row lock orders appends).
 
-use sea_orm::{ConnectionTrait, DbErr, QueryResult};
-use tenancy_runtime::db::{all, exec, get, one};
+use sea_orm::{ConnectionTrait, DbErr};
+use tenancy_runtime::db::{exec, get, json_page, one};
 
-/// One event of the log as stored.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One event of the log as stored (read from [`EVENT_COLUMNS`], in order).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 pub(crate) struct StoredEvent {
     /// Its position (1, 2, …).
     pub(crate) position: i64,
@@ -67,21 +67,27 @@ pub(crate) async fn insert<C: ConnectionTrait>(c: &C, event: StoredEvent) -> Res
     Ok(())
 }
 
+/// The columns of a [`StoredEvent`], in its fields' order.
+const EVENT_COLUMNS: &str =
+    "position, create_time, expire_time, reason, kind, subject, user_id, account_id, kids";
+
+/// Events a page of the log holds at most.
+const PAGE: u64 = 1000;
+
 /// Up to 1000 events after `position`, in order.
 pub(crate) async fn after<C: ConnectionTrait>(
     c: &C,
     position: i64,
 ) -> Result<Vec<StoredEvent>, DbErr> {
-    all(
+    json_page(
         c,
-        "SELECT position, create_time, expire_time, reason, kind, subject, user_id, account_id, \
-         kids FROM identity_revocations WHERE position > $1 ORDER BY position LIMIT 1000",
+        EVENT_COLUMNS,
+        "identity_revocations WHERE position > $1",
+        "position",
+        PAGE,
         vec![position.into()],
     )
-    .await?
-    .iter()
-    .map(event_from_row)
-    .collect()
+    .await
 }
 
 /// Up to 1000 events after `position` and up to `up_to` that a watcher
@@ -95,12 +101,13 @@ pub(crate) async fn in_effect_after<C: ConnectionTrait>(
     ended_before: i64,
     created_after: i64,
 ) -> Result<Vec<StoredEvent>, DbErr> {
-    all(
+    json_page(
         c,
-        "SELECT position, create_time, expire_time, reason, kind, subject, user_id, account_id, \
-         kids FROM identity_revocations WHERE position > $1 AND position <= $2 \
-         AND (expire_time IS NULL OR expire_time > $3 OR create_time > $4) \
-         ORDER BY position LIMIT 1000",
+        EVENT_COLUMNS,
+        "identity_revocations WHERE position > $1 AND position <= $2 \
+         AND (expire_time IS NULL OR expire_time > $3 OR create_time > $4)",
+        "position",
+        PAGE,
         vec![
             position.into(),
             up_to.into(),
@@ -108,10 +115,7 @@ pub(crate) async fn in_effect_after<C: ConnectionTrait>(
             created_after.into(),
         ],
     )
-    .await?
-    .iter()
-    .map(event_from_row)
-    .collect()
+    .await
 }
 
 /// The position of the first event kept after `position`, if any.
@@ -141,18 +145,4 @@ pub(crate) async fn head<C: ConnectionTrait>(c: &C) -> Result<i64, DbErr> {
     .map(|r| get::<i64>(&r, "position"))
     .transpose()?
     .unwrap_or(0))
-}
-
-fn event_from_row(row: &QueryResult) -> Result<StoredEvent, DbErr> {
-    Ok(StoredEvent {
-        position: get(row, "position")?,
-        create_time: get(row, "create_time")?,
-        expire_time: get(row, "expire_time")?,
-        reason: get(row, "reason")?,
-        kind: get(row, "kind")?,
-        subject: get(row, "subject")?,
-        user_id: get(row, "user_id")?,
-        account_id: get(row, "account_id")?,
-        kids: get(row, "kids")?,
-    })
 }
