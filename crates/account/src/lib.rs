@@ -105,7 +105,8 @@ impl TenancyService for AccountService {
             tenancy_runtime::db::wake_on_notify(&self.db, store::POLICY_CHANNEL, notify.clone());
         let cache = Arc::new(cache::AccessCache::default());
         let follower = cache.start(self.db.clone()).await?;
-        let peer_calls = peer_calls::outbox(self.db.clone(), self.peers.clone());
+        let peer_calls =
+            peer_calls::outbox(self.db.clone(), self.peers.clone(), &self.context.metrics);
         let app = app::App {
             db: self.db.clone(),
             clock: self.context.clock.clone(),

@@ -14,9 +14,9 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use serde::{Deserialize, Serialize};
 use tenancy_proto::identity::RevocationReason;
-use tenancy_runtime::Error;
 use tenancy_runtime::ids::{AccountId, UserId};
 use tenancy_runtime::peer_calls::{self, Enqueued, Kind, PeerCalls};
+use tenancy_runtime::{Error, Metrics};
 
 use crate::peers::Peers;
 
@@ -66,9 +66,10 @@ pub(crate) async fn enqueue<C: ConnectionTrait>(
     peer_calls::enqueue(c, TABLE, REVOKE_ACCOUNT_ACCESS, call).await
 }
 
-/// Account's outbox in `db`, delivered to identity through `peers`.
-pub(crate) fn outbox(db: DatabaseConnection, peers: Peers) -> PeerCalls {
-    PeerCalls::new(db, TABLE).on(REVOKE_ACCOUNT_ACCESS, move |call: RevokeAccess| {
+/// Account's outbox in `db`, delivered to identity through `peers`,
+/// measured in `metrics`.
+pub(crate) fn outbox(db: DatabaseConnection, peers: Peers, metrics: &Metrics) -> PeerCalls {
+    PeerCalls::new(db, TABLE, metrics).on(REVOKE_ACCOUNT_ACCESS, move |call: RevokeAccess| {
         let peers = peers.clone();
         async move {
             let reason =
@@ -76,7 +77,6 @@ pub(crate) fn outbox(db: DatabaseConnection, peers: Peers) -> PeerCalls {
             peers
                 .revoke_account_access(&call.user_id, &call.account_id, reason, call.change_time)
                 .await
-                .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
         }
     })
 }

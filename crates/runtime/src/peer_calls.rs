@@ -21,6 +21,15 @@
 //! the row is deleted, or a delivery outlives its lease), so the receiving
 //! side must be idempotent for every kind of call.
 //!
+//! A call the peer **refuses** (a gRPC code that says the request itself
+//! is wrong, e.g. INVALID_ARGUMENT or FAILED_PRECONDITION, not that the
+//! peer is unavailable) is a defect to fix, not a reason to drop a side
+//! effect a rule depends on: it is kept and retried every
+//! [`REFUSED_RETRY`], logged at ERROR each time, and counted, so an alert
+//! fires (`tenancy_peer_call_attempts_total{outcome="refused"}`, and
+//! `tenancy_peer_calls_oldest_age_seconds` growing). Once the cause is
+//! fixed (a peer deployed, a row repaired) the next retry delivers it.
+//!
 //! Every table has the same shape (each service creates its own in a
 //! migration of its own):
 //!
@@ -53,6 +62,7 @@ use serde::de::DeserializeOwned;
 use crate::Error;
 use crate::clock::{Clock, SystemClock};
 use crate::db::{self, get};
+use crate::metrics::{Counter, EncodeLabelSet, Metrics};
 
 /// Calls taken per claim.
 const BATCH: i64 = 50;
@@ -67,6 +77,71 @@ const POLL: Duration = Duration::from_millis(500);
 /// Retry delays: 100 ms doubling, capped.
 const BACKOFF_FIRST_MS: i64 = 100;
 const BACKOFF_CAP_MS: i64 = 5_000;
+/// The retry delay of a call the peer refused (see the module's notes).
+pub const REFUSED_RETRY: Duration = Duration::from_secs(300);
+
+/// Why a delivery failed: its message (kept in `last_error`), and whether
+/// the peer refused the call (retried after [`REFUSED_RETRY`]) or was not
+/// reached or failed (retried after the backoff).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    message: String,
+    refused: bool,
+}
+
+impl Failure {
+    /// A failure of the peer, or of reaching it: retried soon.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            refused: false,
+        }
+    }
+
+    /// By its gRPC `code`: refused when the code says the call itself is
+    /// wrong (retrying the same call cannot help until something changes).
+    pub fn of_code(code: tonic::Code, message: impl Display) -> Self {
+        use tonic::Code;
+        Self {
+            message: format!("{code:?}: {message}"),
+            refused: matches!(
+                code,
+                Code::InvalidArgument
+                    | Code::NotFound
+                    | Code::AlreadyExists
+                    | Code::PermissionDenied
+                    | Code::FailedPrecondition
+                    | Code::OutOfRange
+                    | Code::Unimplemented
+                    | Code::Unauthenticated
+            ),
+        }
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        Self::of_code(status.code(), status.message())
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self::of_code(error.code(), &error.message)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::transient(message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Self::transient(message)
+    }
+}
 
 /// A kind of call (its `call_kind` number and a name for logs) whose
 /// payload is a `T`, written as JSON.
@@ -174,7 +249,7 @@ pub async fn enqueue<C: ConnectionTrait, T: Serialize>(
 }
 
 /// How one kind of call is made: `Ok` once the peer acknowledged it.
-type Delivery = Arc<dyn Fn(&str) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+type Delivery = Arc<dyn Fn(&str) -> BoxFuture<'static, Result<(), Failure>> + Send + Sync>;
 
 /// One claimed call.
 struct Claimed {
@@ -184,35 +259,69 @@ struct Claimed {
     attempts: i32,
 }
 
+/// Delivery attempts by outcome.
+#[derive(Clone)]
+struct Attempts {
+    delivered: Counter,
+    retry: Counter,
+    refused: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    table: &'static str,
+    outcome: &'static str,
+}
+
 /// Delivers one service's outbox of calls; cheap to clone.
 #[derive(Clone)]
 pub struct PeerCalls {
     db: DatabaseConnection,
     table: &'static str,
     kinds: Arc<HashMap<i32, (&'static str, Delivery)>>,
+    attempts: Attempts,
 }
 
 impl PeerCalls {
     /// The outbox in `table` of `db`, with no kind of call yet (see
-    /// [`PeerCalls::on`]).
-    pub fn new(db: DatabaseConnection, table: &'static str) -> Self {
+    /// [`PeerCalls::on`]), measured in `metrics`: attempts by outcome, and
+    /// (read at each scrape) the calls not acknowledged yet and the age of
+    /// the oldest.
+    pub fn new(db: DatabaseConnection, table: &'static str, metrics: &Metrics) -> Self {
+        let outcomes = metrics.counter_family::<OutcomeLabel>(
+            "tenancy_peer_call_attempts",
+            "Deliveries of calls from a service's outbox to another service, by table and outcome: delivered (acknowledged), retry (peer unavailable or failing; retried within seconds), refused (the peer said the call is wrong; kept, retried every 5 minutes, and logged at ERROR: fix the cause)",
+        );
+        let outcome = |outcome| outcomes.get_or_create_owned(&OutcomeLabel { table, outcome });
+        let attempts = Attempts {
+            delivered: outcome("delivered"),
+            retry: outcome("retry"),
+            refused: outcome("refused"),
+        };
+        measure_backlog(metrics, db.clone(), table);
         Self {
             db,
             table,
             kinds: Arc::default(),
+            attempts,
         }
     }
 
     /// Calls of `kind` are made by `deliver`, which answers `Ok` once the
-    /// peer acknowledged the call and an error (kept in `last_error`) to
-    /// retry it later.
+    /// peer acknowledged the call and a [`Failure`] (its message kept in
+    /// `last_error`) to retry it later.
     #[must_use]
     pub fn on<T, F, Fut, E>(mut self, kind: Kind<T>, deliver: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Display,
+        E: Into<Failure>,
     {
         let deliver = Arc::new(deliver);
         let delivery: Delivery = Arc::new(move |payload: &str| -> BoxFuture<'static, _> {
@@ -220,8 +329,9 @@ impl PeerCalls {
             let deliver = deliver.clone();
             Box::pin(async move {
                 match call {
-                    Ok(call) => deliver(call).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("unreadable payload: {e}")),
+                    Ok(call) => deliver(call).await.map_err(Into::into),
+                    // A newer replica may read it: retried, not refused.
+                    Err(e) => Err(Failure::transient(format!("unreadable payload: {e}"))),
                 }
             })
         });
@@ -245,21 +355,26 @@ impl PeerCalls {
     }
 
     /// Makes one call, within [`CALL_TIMEOUT`].
-    async fn call(&self, call: &Claimed) -> Result<(), String> {
+    async fn call(&self, call: &Claimed) -> Result<(), Failure> {
         let Some((_, deliver)) = self.kinds.get(&call.kind) else {
-            return Err(format!("unknown call kind {}", call.kind));
+            // A newer replica may know it (a rolling upgrade).
+            return Err(Failure::transient(format!(
+                "unknown call kind {}",
+                call.kind
+            )));
         };
         tokio::time::timeout(CALL_TIMEOUT, deliver(&call.payload))
             .await
-            .unwrap_or_else(|_| Err("timed out".to_owned()))
+            .unwrap_or_else(|_| Err(Failure::transient("timed out")))
     }
 
     /// Records the outcome: deleted when acknowledged, else released for a
-    /// retry after the backoff.
-    async fn finish(&self, call: &Claimed, result: Result<(), String>) {
+    /// retry after the backoff (or [`REFUSED_RETRY`] when refused).
+    async fn finish(&self, call: &Claimed, result: Result<(), Failure>) {
         let table = self.table;
         let outcome = match &result {
             Ok(()) => {
+                self.attempts.delivered.inc();
                 db::exec(
                     &self.db,
                     &format!("DELETE FROM {table} WHERE id = $1"),
@@ -267,19 +382,35 @@ impl PeerCalls {
                 )
                 .await
             }
-            Err(error) => {
+            Err(failure) => {
                 let kind = self
                     .kinds
                     .get(&call.kind)
                     .map_or("unknown", |(name, _)| name);
-                tracing::warn!(
-                    table,
-                    kind,
-                    id = %call.id,
-                    attempts = call.attempts + 1,
-                    %error,
-                    "peer call not delivered yet; retrying"
-                );
+                let (attempts, error) = (call.attempts + 1, &failure.message);
+                let delay = if failure.refused {
+                    self.attempts.refused.inc();
+                    tracing::error!(
+                        table,
+                        kind,
+                        id = %call.id,
+                        attempts,
+                        %error,
+                        "peer refused a call; it is kept and retried every 5 minutes until the cause is fixed"
+                    );
+                    ms(REFUSED_RETRY)
+                } else {
+                    self.attempts.retry.inc();
+                    tracing::warn!(
+                        table,
+                        kind,
+                        id = %call.id,
+                        attempts,
+                        %error,
+                        "peer call not delivered yet; retrying"
+                    );
+                    backoff_ms(call.attempts)
+                };
                 db::exec(
                     &self.db,
                     &format!(
@@ -287,7 +418,7 @@ impl PeerCalls {
                     ),
                     vec![
                         s(call.id.as_str()),
-                        i(wall_ms() + backoff_ms(call.attempts)),
+                        i(wall_ms() + delay),
                         s(error.chars().take(500).collect::<String>()),
                     ],
                 )
@@ -355,6 +486,51 @@ impl PeerCalls {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// Refreshes `table`'s backlog gauges whenever metrics are scraped.
+fn measure_backlog(metrics: &Metrics, db: DatabaseConnection, table: &'static str) {
+    let pending = metrics
+        .gauge_family::<TableLabel>(
+            "tenancy_peer_calls_pending",
+            "Calls in a service's outbox to another service not acknowledged yet, by table",
+        )
+        .get_or_create_owned(&TableLabel { table });
+    let oldest = metrics
+        .gauge_f64_family::<TableLabel>(
+            "tenancy_peer_calls_oldest_age_seconds",
+            "Age of the oldest call in a service's outbox not acknowledged yet, by table (0 when there is none)",
+        )
+        .get_or_create_owned(&TableLabel { table });
+    metrics.on_scrape(move || {
+        let (db, pending, oldest) = (db.clone(), pending.clone(), oldest.clone());
+        async move {
+            match backlog(&db, table).await {
+                Ok((count, first)) => {
+                    pending.set(count);
+                    let age_ms = first.map_or(0, |at| (wall_ms() - at).max(0));
+                    oldest.set(age_ms as f64 / 1000.0);
+                }
+                Err(error) => {
+                    tracing::warn!(table, %error, "metrics: cannot read the peer call backlog");
+                }
+            }
+        }
+    });
+}
+
+/// How many calls `table` holds, and when the oldest was written.
+async fn backlog(db: &DatabaseConnection, table: &str) -> Result<(i64, Option<i64>), Error> {
+    let row = db::one(
+        db,
+        &format!("SELECT COUNT(*) AS n, MIN(create_time) AS first FROM {table}"),
+        vec![],
+    )
+    .await?;
+    Ok(match row {
+        Some(r) => (get(&r, "n")?, get(&r, "first")?),
+        None => (0, None),
+    })
 }
 
 #[cfg(test)]
@@ -433,7 +609,7 @@ mod tests {
         let (db, table) = outbox_table().await;
         let up = Arc::new(AtomicBool::new(false));
         let delivered = Arc::new(AtomicUsize::new(0));
-        let calls = PeerCalls::new(db.clone(), table).on(PING, {
+        let calls = PeerCalls::new(db.clone(), table, &Metrics::default()).on(PING, {
             let (up, delivered) = (up.clone(), delivered.clone());
             move |call: String| {
                 let (up, delivered) = (up.clone(), delivered.clone());
@@ -521,5 +697,153 @@ mod tests {
         db::exec(&db, &format!("DROP TABLE {table}"), vec![])
             .await
             .unwrap();
+    }
+
+    /// The value of the series of `metrics` whose name and labels begin
+    /// with `series` (0 when absent).
+    async fn series(metrics: &Metrics, series: &str) -> f64 {
+        let text = metrics.render(crate::metrics::Format::Prometheus).await;
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    /// A call the peer refuses (the call itself is wrong) is never
+    /// dropped: kept with its error, due again only after
+    /// [`REFUSED_RETRY`] (not the seconds of a transient failure), logged
+    /// at ERROR and counted as refused; a transient failure is counted as
+    /// a retry. The backlog gauges show what waits and for how long, and
+    /// the call is delivered once the peer accepts it.
+    #[tokio::test]
+    async fn a_refused_call_is_kept_retried_slowly_counted_and_logged_at_error() {
+        let (db, table) = outbox_table().await;
+        let metrics = Metrics::default();
+        // What the peer answers: a refusal, unavailable, or accepted.
+        let answer = Arc::new(parking_lot::Mutex::new(Some(tonic::Code::InvalidArgument)));
+        let calls = PeerCalls::new(db.clone(), table, &metrics).on(PING, {
+            let answer = answer.clone();
+            move |_: String| {
+                let code = *answer.lock();
+                async move {
+                    match code {
+                        Some(tonic::Code::InvalidArgument) => {
+                            Err(Error::invalid_field("user_id", "no such thing"))
+                        }
+                        Some(_) => Err(Error::unavailable("peer down")),
+                        None => Ok(()),
+                    }
+                }
+            }
+        });
+        let pending = format!("tenancy_peer_calls_pending{{table=\"{table}\"}}");
+        let oldest = format!("tenancy_peer_calls_oldest_age_seconds{{table=\"{table}\"}}");
+        let outcome = |o: &str| {
+            format!("tenancy_peer_call_attempts_total{{table=\"{table}\",outcome=\"{o}\"}}")
+        };
+        assert_eq!(series(&metrics, &pending).await, 0.0);
+
+        let lines = crate::telemetry::LogLines::default();
+        let logs =
+            tracing::subscriber::set_default(crate::telemetry::json_logs_to("info", lines.clone()));
+        let call = enqueue(&db, table, PING, &"x".to_owned()).await.unwrap();
+        let before = wall_ms();
+        calls.deliver(call).await;
+        drop(logs);
+        let logged = lines.json();
+        let error = logged
+            .iter()
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("peer refused a call"))
+            })
+            .unwrap_or_else(|| panic!("the refusal is not logged: {logged:?}"));
+        assert_eq!(error["level"], "ERROR", "{error}");
+        assert_eq!(error["table"], table, "{error}");
+        let due: i64 = get(
+            &db::one(&db, &format!("SELECT due_time FROM {table}"), vec![])
+                .await
+                .unwrap()
+                .unwrap(),
+            "due_time",
+        )
+        .unwrap();
+        assert!(
+            due >= before + ms(REFUSED_RETRY),
+            "due in {} ms",
+            due - before
+        );
+        let kept = rows(&db, table).await;
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].2.starts_with("InvalidArgument: "), "{kept:?}");
+        assert_eq!(series(&metrics, &outcome("refused")).await, 1.0);
+        assert_eq!(series(&metrics, &outcome("retry")).await, 0.0);
+        assert_eq!(calls.tick().await.unwrap(), 0, "retried before 5 minutes");
+        assert_eq!(series(&metrics, &pending).await, 1.0);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(series(&metrics, &oldest).await >= 1.0);
+
+        // Made due (as 5 minutes passing would); the peer is unavailable
+        // now: a transient failure, retried within the backoff.
+        let due_now = format!("UPDATE {table} SET due_time = 0");
+        db::exec(&db, &due_now, vec![]).await.unwrap();
+        *answer.lock() = Some(tonic::Code::Unavailable);
+        assert_eq!(calls.tick().await.unwrap(), 1);
+        assert_eq!(series(&metrics, &outcome("retry")).await, 1.0);
+        let due: i64 = get(
+            &db::one(&db, &format!("SELECT due_time FROM {table}"), vec![])
+                .await
+                .unwrap()
+                .unwrap(),
+            "due_time",
+        )
+        .unwrap();
+        assert!(
+            due <= wall_ms() + BACKOFF_CAP_MS,
+            "a transient failure waits at most the backoff cap"
+        );
+
+        // Accepted: delivered, deleted, nothing pending.
+        db::exec(&db, &due_now, vec![]).await.unwrap();
+        *answer.lock() = None;
+        assert_eq!(calls.tick().await.unwrap(), 1);
+        assert!(rows(&db, table).await.is_empty());
+        assert_eq!(series(&metrics, &outcome("delivered")).await, 1.0);
+        assert_eq!(series(&metrics, &pending).await, 0.0);
+        assert_eq!(series(&metrics, &oldest).await, 0.0);
+        db::exec(&db, &format!("DROP TABLE {table}"), vec![])
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn refusals_are_the_codes_that_say_the_call_itself_is_wrong() {
+        use tonic::Code;
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::FailedPrecondition,
+            Code::OutOfRange,
+            Code::Unimplemented,
+            Code::Unauthenticated,
+        ] {
+            assert!(Failure::of_code(code, "x").refused, "{code:?}");
+        }
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Aborted,
+            Code::Internal,
+            Code::Unknown,
+            Code::Cancelled,
+            Code::DataLoss,
+        ] {
+            assert!(!Failure::of_code(code, "x").refused, "{code:?}");
+        }
+        assert!(!Failure::from("peer down").refused);
     }
 }

@@ -75,6 +75,7 @@ impl TenancyService for SupportService {
             store.clone(),
             peers.clone(),
             self.context.config.mail.portal_url.clone(),
+            &self.context.metrics,
         );
         let deliverer = tokio::spawn(peer_calls.clone().run());
         let api = api::Api::new(app::App {

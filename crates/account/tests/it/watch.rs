@@ -238,3 +238,102 @@ async fn a_batched_snapshot_holds_what_the_single_events_hold_in_few_messages() 
     // 1 settings + 2,502 memberships: three batches of at most 1000.
     assert_eq!(messages, 3);
 }
+
+/// The snapshot reads only the columns a gateway needs, as JSON pages the
+/// database builds; the log and GetPrincipalState are made from the full
+/// rows. Both must say the same of every account and membership: 2FA
+/// enforced with a grace period (and each person's deadline), an
+/// allowlist, a suspended manager, and an API member with a source
+/// allowlist (whose personal deadline is never sent), on both databases.
+#[tokio::test]
+async fn a_snapshot_says_of_each_account_and_membership_what_the_full_rows_say() {
+    let env = Env::new().await;
+    let (account, owner) = env.account().await;
+    let manager = env.manager(&account, &owner).await;
+    let mut as_owner = env.as_member(&owner, &account, Role::Owner);
+    as_owner
+        .update_security_settings(pb::UpdateSecuritySettingsRequest {
+            settings: Some(pb::SecuritySettings {
+                enforce_mfa: true,
+                mfa_grace_period: Some(prost_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                }),
+                ip_allowlist: vec!["203.0.113.0/24".into(), "2001:db8::/32".into()],
+                ..Default::default()
+            }),
+            update_mask: crate::mask(&["enforce_mfa", "mfa_grace_period", "ip_allowlist"]),
+            force: true,
+        })
+        .await
+        .unwrap();
+    env.suspend(&owner, &account, &manager).await.unwrap();
+    let bot = as_owner
+        .create_api_member(pb::CreateApiMemberRequest {
+            name: "backup agent".into(),
+            description: "nightly".into(),
+            access_scope: Some(crate::all_services()),
+            source_allowlist: vec!["198.51.100.0/24".into(), "2001:db8:1::/48".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap()
+        .user_id;
+
+    let mut stream = env
+        .internal()
+        .watch_policies(pb::WatchPoliciesRequest {
+            from_position: 0,
+            batched_snapshot: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        next(&mut stream).await.event,
+        Some(Event::Reset(_))
+    ));
+    let (mut memberships, mut settings) = (Vec::new(), Vec::new());
+    loop {
+        match next(&mut stream).await.event.unwrap() {
+            Event::SnapshotBatch(batch) => {
+                memberships.extend(batch.memberships);
+                settings.extend(batch.security_settings);
+            }
+            Event::CaughtUp(_) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(settings.len(), 1);
+    assert_eq!(memberships.len(), 3);
+    for user in [&owner, &manager, &bot] {
+        let state = env
+            .internal()
+            .get_principal_state(pb::GetPrincipalStateRequest {
+                user_id: user.clone(),
+                account_id: account.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let full = state.membership.unwrap();
+        let snapshot = memberships
+            .iter()
+            .find(|m| &m.user_id == user)
+            .unwrap_or_else(|| panic!("{user} not in the snapshot"));
+        assert_eq!(snapshot, &full);
+        assert_eq!(settings[0], state.security_settings.unwrap());
+    }
+    let by_user = |user: &str| memberships.iter().find(|m| m.user_id == user).unwrap();
+    // What the comparison covers: each field set somewhere.
+    assert!(settings[0].enforce_mfa);
+    assert_eq!(settings[0].ip_allowlist.len(), 2);
+    assert!(settings[0].mfa_grace_period.is_some() && settings[0].enforce_mfa_time.is_some());
+    assert!(by_user(&owner).mfa_deadline.is_some() && by_user(&owner).portal_access);
+    assert_eq!(by_user(&manager).status, pb::MemberStatus::Suspended as i32);
+    let bot = by_user(&bot);
+    assert!(bot.api_member && bot.mfa_deadline.is_none() && !bot.portal_access);
+    assert_eq!(bot.source_allowlist, ["198.51.100.0/24", "2001:db8:1::/48"]);
+}

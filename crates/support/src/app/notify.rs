@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
-use tenancy_runtime::Error;
 use tenancy_runtime::ids::{MessageId, TicketId, UserId};
 use tenancy_runtime::peer_calls::{Enqueued, PeerCalls};
+use tenancy_runtime::{Error, Metrics};
 
 use super::App;
 use crate::domain::{ActorKind, Category};
@@ -30,19 +30,21 @@ impl App {
 }
 
 /// Support's outbox in `db`: notifications rendered from `store`, sent
-/// through `peers`, with links into the portal at `portal_url`.
+/// through `peers`, with links into the portal at `portal_url`; measured
+/// in `metrics`.
 pub(crate) fn outbox(
     db: DatabaseConnection,
     store: Store,
     peers: Peers,
     portal_url: String,
+    metrics: &Metrics,
 ) -> PeerCalls {
     let notifier = Arc::new(Notifier {
         store,
         peers,
         portal_url,
     });
-    PeerCalls::new(db, TABLE).on(NOTIFY_MESSAGE, move |notice: MessageNotice| {
+    PeerCalls::new(db, TABLE, metrics).on(NOTIFY_MESSAGE, move |notice: MessageNotice| {
         let notifier = notifier.clone();
         async move { notifier.send(notice).await }
     })
