@@ -125,13 +125,13 @@ for name, db in (("support", "SQLite"), ("support-pg", "PostgreSQL")):
     row(f"support: ListTickets, SELECTED member, 50,000 tickets ({db}, dev)", measured, "p99 ≤ 25 ms",
         ok=bool(lists) and float(worst[2]) <= 25 if lists else None)
 
-# The gateway's growth (dev profile): one line per round, memberships and
+# The gateway's growth (release): one line per round, memberships and
 # sessions, then catch-up seconds, RSS and RSS with every token cached.
 for m in re.finditer(r"^\s*(\d+)\s+(\d+) \| +([\d.]+) +[\d.]+ \| +([\d.]+) +[\d.]+ +[\d.]+ \| +([\d.]+)",
                      log("growth"), re.M):
     members, sessions = int(m[1]), int(m[2])
     big = members >= 1_000_000 and sessions >= 1_000_000
-    row(f"gateway: fresh start, {members:,} memberships / {sessions:,} revoked sessions (dev)",
+    row(f"gateway: fresh start, {members:,} memberships / {sessions:,} revoked sessions (release)",
         f"caught up {m[3]} s, RSS {m[4]} MiB, {m[5]} MiB with every token cached",
         "1M + 1M: ≤ 10 s, ≤ 400 MiB" if big else "—",
         ok=(float(m[3]) <= 10 and float(m[5]) <= 400) if big else None)

@@ -746,6 +746,10 @@ mod tests {
         let lines = crate::telemetry::LogLines::default();
         let logs =
             tracing::subscriber::set_default(crate::telemetry::json_logs_to("info", lines.clone()));
+        let due_time = || async {
+            let row = db::one(&db, &format!("SELECT due_time FROM {table}"), vec![]).await;
+            get::<i64>(&row.unwrap().unwrap(), "due_time").unwrap()
+        };
         let call = enqueue(&db, table, PING, &"x".to_owned()).await.unwrap();
         let before = wall_ms();
         calls.deliver(call).await;
@@ -761,14 +765,7 @@ mod tests {
             .unwrap_or_else(|| panic!("the refusal is not logged: {logged:?}"));
         assert_eq!(error["level"], "ERROR", "{error}");
         assert_eq!(error["table"], table, "{error}");
-        let due: i64 = get(
-            &db::one(&db, &format!("SELECT due_time FROM {table}"), vec![])
-                .await
-                .unwrap()
-                .unwrap(),
-            "due_time",
-        )
-        .unwrap();
+        let due = due_time().await;
         assert!(
             due >= before + ms(REFUSED_RETRY),
             "due in {} ms",
@@ -791,14 +788,7 @@ mod tests {
         *answer.lock() = Some(tonic::Code::Unavailable);
         assert_eq!(calls.tick().await.unwrap(), 1);
         assert_eq!(series(&metrics, &outcome("retry")).await, 1.0);
-        let due: i64 = get(
-            &db::one(&db, &format!("SELECT due_time FROM {table}"), vec![])
-                .await
-                .unwrap()
-                .unwrap(),
-            "due_time",
-        )
-        .unwrap();
+        let due = due_time().await;
         assert!(
             due <= wall_ms() + BACKOFF_CAP_MS,
             "a transient failure waits at most the backoff cap"

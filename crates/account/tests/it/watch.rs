@@ -152,9 +152,12 @@ async fn principal_state_reflects_membership_and_a_position() {
     assert_eq!(crate::reason(&e), Reason::AccountNotFound);
 }
 
-/// A snapshot's settings and memberships as (account, user, status) and
-/// account ids, and how many messages carried them.
-async fn snapshot(env: &Env, batched: bool) -> (Vec<(String, String, i32)>, Vec<String>, usize) {
+/// A snapshot's memberships (by account and user) and settings (by
+/// account), and how many messages carried them.
+async fn snapshot(
+    env: &Env,
+    batched: bool,
+) -> (Vec<pb::MembershipState>, Vec<pb::SecuritySettings>, usize) {
     let mut stream = env
         .internal()
         .watch_policies(pb::WatchPoliciesRequest {
@@ -173,24 +176,18 @@ async fn snapshot(env: &Env, batched: bool) -> (Vec<(String, String, i32)>, Vec<
         let event = next(&mut stream).await.event.unwrap();
         messages += 1;
         match event {
-            Event::MembershipChanged(m) if !batched => {
-                members.push((m.account_id, m.user_id, m.status));
-            }
-            Event::SecuritySettingsChanged(s) if !batched => settings.push(s.account_id),
+            Event::MembershipChanged(m) if !batched => members.push(m),
+            Event::SecuritySettingsChanged(s) if !batched => settings.push(s),
             Event::SnapshotBatch(batch) if batched => {
                 assert!(batch.memberships.len() <= 1000 && batch.security_settings.len() <= 1000);
-                members.extend(
-                    batch
-                        .memberships
-                        .into_iter()
-                        .map(|m| (m.account_id, m.user_id, m.status)),
-                );
-                settings.extend(batch.security_settings.into_iter().map(|s| s.account_id));
+                members.extend(batch.memberships);
+                settings.extend(batch.security_settings);
             }
             Event::CaughtUp(c) => {
                 assert!(c.snapshot);
-                members.sort();
-                settings.sort();
+                members
+                    .sort_by(|a, b| (&a.account_id, &a.user_id).cmp(&(&b.account_id, &b.user_id)));
+                settings.sort_by(|a, b| a.account_id.cmp(&b.account_id));
                 return (members, settings, messages - 1);
             }
             other => panic!("unexpected {other:?}"),
@@ -227,11 +224,9 @@ async fn a_batched_snapshot_holds_what_the_single_events_hold_in_few_messages() 
     let (single_members, single_settings, single_messages) = snapshot(&env, false).await;
     let (members, settings, messages) = snapshot(&env, true).await;
     assert_eq!(single_members.len(), 2502);
-    assert!(single_members.contains(&(
-        account.clone(),
-        manager.clone(),
-        pb::MemberStatus::Suspended as i32
-    )));
+    assert!(single_members.iter().any(|m| m.account_id == account
+        && m.user_id == manager
+        && m.status == pb::MemberStatus::Suspended as i32));
     assert_eq!(members, single_members);
     assert_eq!(settings, single_settings);
     assert_eq!(single_messages, 2503);
@@ -282,30 +277,7 @@ async fn a_snapshot_says_of_each_account_and_membership_what_the_full_rows_say()
         .unwrap()
         .user_id;
 
-    let mut stream = env
-        .internal()
-        .watch_policies(pb::WatchPoliciesRequest {
-            from_position: 0,
-            batched_snapshot: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(matches!(
-        next(&mut stream).await.event,
-        Some(Event::Reset(_))
-    ));
-    let (mut memberships, mut settings) = (Vec::new(), Vec::new());
-    loop {
-        match next(&mut stream).await.event.unwrap() {
-            Event::SnapshotBatch(batch) => {
-                memberships.extend(batch.memberships);
-                settings.extend(batch.security_settings);
-            }
-            Event::CaughtUp(_) => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (memberships, settings, _) = snapshot(&env, true).await;
     assert_eq!(settings.len(), 1);
     assert_eq!(memberships.len(), 3);
     for user in [&owner, &manager, &bot] {
