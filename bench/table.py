@@ -126,8 +126,9 @@ for name, db in (("support", "SQLite"), ("support-pg", "PostgreSQL")):
         ok=bool(lists) and float(worst[2]) <= 25 if lists else None)
 
 # The gateway's growth (release): one line per round, memberships and
-# sessions, then catch-up seconds, RSS and RSS with every token cached.
-for m in re.finditer(r"^\s*(\d+)\s+(\d+) \| +([\d.]+) +[\d.]+ \| +([\d.]+) +[\d.]+ +[\d.]+ \| +([\d.]+)",
+# sessions, then catch-up seconds, (the CPU seconds, skipped,) RSS and RSS
+# with every token cached.
+for m in re.finditer(r"^\s*(\d+)\s+(\d+) \| +([\d.]+) +[\d.]+ \| +[\d.]+ +[\d.]+ \| +([\d.]+) +[\d.]+ +[\d.]+ \| +([\d.]+)",
                      log("growth"), re.M):
     members, sessions = int(m[1]), int(m[2])
     big = members >= 1_000_000 and sessions >= 1_000_000

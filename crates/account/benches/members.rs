@@ -88,10 +88,12 @@ async fn main() {
         .map(|n| {
             let role = if n == 0 { 2 } else { 1 };
             let access = if n == 1 { 3 } else { 2 };
-            format!("('{account_id}', '{}', {role}, 1, TRUE, FALSE, {access}, {}, {now}, 'user {n}', 'user{n}@example.com', NULL)", id(n), now + n as i64)
+            // alias_id: the id a member is first shown under, unique in
+            // the account (their user id once they joined themselves).
+            format!("('{account_id}', '{}', {role}, 1, TRUE, FALSE, {access}, {}, {now}, 'user {n}', 'user{n}@example.com', NULL, '{}')", id(n), now + n as i64, id(n))
         })
         .collect();
-    insert(&conn, "account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline)", members).await;
+    insert(&conn, "account_members (account_id, user_id, role, status, portal_access, password_pending, service_access, join_time, update_time, name_key, email, mfa_deadline, alias_id)", members).await;
     let services: Vec<String> = (0..SERVICES)
         .map(|n| format!("('{}', '{account_id}', 'cloud_server', 'srv-{n:04}', '[\"tag-{}\"]', NULL, {now}, {now})", id(500_000 + n), n % 200))
         .collect();
