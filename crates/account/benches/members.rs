@@ -19,9 +19,7 @@ use tenancy_proto::account::{
     account_service_client::AccountServiceClient,
 };
 use tenancy_runtime::{ManualClock, Principal};
-use tenancy_testkit::{
-    Caller, Role, TestDatabase, member, start, test_config, test_context, test_key,
-};
+use tenancy_testkit::{Caller, Role, TestDatabase, member, start, test_config, test_context};
 
 /// The allocator the `tenancy` binary runs with.
 #[global_allocator]
@@ -315,28 +313,25 @@ async fn main() {
         target: Some(pb::check_access_request::Target::ServiceId(id(500_123))),
         level: pb::AccessLevel::Manage as i32,
     };
-    // Since mutual TLS between parts, h2load (which presents no client
-    // certificate) is refused at the handshake and this phase is skipped;
-    // the signed principal is what it sent before.
-    let signed = test_key().sign(
-        &Principal::service("bench"),
-        tenancy_runtime::principal::Call {
-            method: "/tenancy.account.v1.AccountInternalService/CheckAccess",
-            id: [0; 16],
-        },
-        tenancy_runtime::Clock::now(&clock),
-    );
-    // The very headers h2load sends must pass: one call with them first.
-    let mut metadata_call = tonic::Request::new(request.clone());
-    signed.insert_into_metadata(metadata_call.metadata_mut());
+    // h2load presents no client certificate, and every internal call is
+    // mutual TLS naming its caller: an nginx relay takes h2load's cleartext
+    // HTTP/2 and calls account over mutual TLS as support does (support's
+    // certificate, upstream keepalive). The relay's CPU is measured apart.
     let answer = AccountInternalServiceClient::new(account.channel().await)
-        .check_access(metadata_call)
+        .check_access(request.clone())
         .await
         .unwrap()
         .into_inner();
     assert!(answer.allowed);
+    let relay = match Relay::start(account.address) {
+        Ok(relay) => relay,
+        Err(why) => {
+            println!("CheckAccess via h2load: skipped ({why})");
+            return;
+        }
+    };
     for (conns, streams) in h2load_shapes() {
-        match h2load_check_access(account.address, &request, &signed, conns, streams) {
+        match h2load_check_access(&relay, &request, conns, streams) {
             Ok(line) => println!("{line}"),
             Err(why) => {
                 println!("CheckAccess via h2load: skipped ({why})");
@@ -344,6 +339,121 @@ async fn main() {
             }
         }
     }
+}
+
+/// nginx relaying cleartext HTTP/2 (h2load's) to account over mutual TLS
+/// with support's certificate; stopped when dropped.
+struct Relay {
+    dir: std::path::PathBuf,
+    address: std::net::SocketAddr,
+    nginx: std::process::Child,
+}
+
+impl Relay {
+    fn start(account: std::net::SocketAddr) -> Result<Self, String> {
+        let pki = tenancy_testkit::test_pki();
+        let dir = std::env::temp_dir().join(format!("account-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let address = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?;
+        let (d, p) = (dir.display(), pki.display());
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  client_body_temp_path {d};
+  upstream account {{ server {account}; keepalive 64; keepalive_requests 10000000; }}
+  server {{
+    listen {address} http2;
+    http2_max_concurrent_streams 1024;
+    location / {{
+      grpc_pass grpcs://account;
+      grpc_ssl_certificate {p}/support.pem;
+      grpc_ssl_certificate_key {p}/support.key;
+      grpc_ssl_trusted_certificate {p}/ca.pem;
+      grpc_ssl_verify on;
+      grpc_ssl_name account.tenancy;
+      grpc_ssl_server_name on;
+      grpc_ssl_session_reuse on;
+    }}
+  }}
+}}
+"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let nginx = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("nginx: {e}"))?;
+        let relay = Self {
+            dir,
+            address,
+            nginx,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(address).is_err() {
+            if Instant::now() > deadline {
+                return Err("nginx did not start listening within 5 s".to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(relay)
+    }
+
+    /// CPU time (user + system) nginx's processes have used so far.
+    fn cpu(&self) -> Duration {
+        let master = self.nginx.id();
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        std::iter::once(master.to_string())
+            .chain(children.split_whitespace().map(str::to_owned))
+            .map(|pid| cpu_of(&pid))
+            .sum()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // SIGTERM, so the master stops its worker too (SIGKILL would
+        // orphan it, still listening).
+        let _ = std::process::Command::new("kill")
+            .arg(self.nginx.id().to_string())
+            .status();
+        let _ = self.nginx.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// CPU time (user + system) of process `pid` (`self` for this one).
+fn cpu_of(pid: &str) -> Duration {
+    // Fields 14 and 15 of /proc/PID/stat, after the parenthesised name.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// h2load connection × stream shapes: `CHECK_H2LOAD=4x4,8x4` or these.
@@ -362,17 +472,14 @@ fn h2load_shapes() -> Vec<(usize, usize)> {
 /// connections of `streams` concurrent streams each; returns the result
 /// line, or why it could not run.
 fn h2load_check_access(
-    address: std::net::SocketAddr,
+    relay: &Relay,
     request: &pb::CheckAccessRequest,
-    signed: &tenancy_runtime::principal::SignedPrincipal,
     conns: usize,
     streams: usize,
 ) -> Result<String, String> {
     use prost::Message as _;
-    use tenancy_runtime::principal::{PRINCIPAL_HEADER, SIGNATURE_HEADER};
     const CALLS: usize = 200_000;
-    let dir = std::env::temp_dir().join(format!("account-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let dir = &relay.dir;
     // One gRPC frame: uncompressed flag, big-endian length, the message.
     let message = request.encode_to_vec();
     let mut frame = vec![0];
@@ -381,20 +488,21 @@ fn h2load_check_access(
     let body = dir.join("check.grpc");
     let log = dir.join("h2load.log");
     std::fs::write(&body, frame).map_err(|e| e.to_string())?;
+    let (account_before, relay_before) = (cpu_of("self"), relay.cpu());
     let output = std::process::Command::new("h2load")
         .args(["-n", &CALLS.to_string(), "-c", &conns.to_string()])
         .args(["-m", &streams.to_string(), "-t", "1"])
         .arg("-d")
         .arg(&body)
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-        .args(["-H", &format!("{PRINCIPAL_HEADER}: {}", signed.principal)])
-        .args(["-H", &format!("{SIGNATURE_HEADER}: {}", signed.signature)])
         .arg(format!("--log-file={}", log.display()))
         .arg(format!(
-            "http://{address}/tenancy.account.v1.AccountInternalService/CheckAccess"
+            "http://{}/tenancy.account.v1.AccountInternalService/CheckAccess",
+            relay.address
         ))
         .output()
         .map_err(|e| format!("h2load: {e}"))?;
+    let (account_cpu, relay_cpu) = (cpu_of("self") - account_before, relay.cpu() - relay_before);
     let out = String::from_utf8_lossy(&output.stdout);
     let rate = out
         .split("req/s")
@@ -426,11 +534,13 @@ fn h2load_check_access(
         .map(Duration::from_micros)
         .collect();
     latencies.sort();
-    let _ = std::fs::remove_dir_all(&dir);
+    let per_call = |cpu: Duration| cpu.as_secs_f64() * 1e6 / CALLS as f64;
     Ok(format!(
-        "CheckAccess via h2load (1,000 services, 100 tag grants, {conns} connections x {streams} streams, {CALLS} calls): {rate:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms",
+        "CheckAccess via h2load (1,000 services, 100 tag grants, {conns} connections x {streams} streams, {CALLS} calls, through an nginx mutual-TLS relay): {rate:.0} checks/s, p50 {:.2} ms, p99 {:.2} ms; CPU per check: account {:.1} us, relay {:.1} us",
         ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 0.99))
+        ms(percentile(&latencies, 0.99)),
+        per_call(account_cpu),
+        per_call(relay_cpu),
     ))
 }
 

@@ -25,7 +25,7 @@ pub(crate) fn ticket(t: &Ticket, side: Side) -> pb::Ticket {
         priority: r.priority as i32,
         status: r.status as i32,
         created_by_user_id: r.created_by_user_id.to_string(),
-        cc_user_ids: t.cc.clone(),
+        cc_user_ids: t.cc.iter().map(ToString::to_string).collect(),
         assignee_user_id: if staff {
             r.assignee_user_id
                 .as_ref()
@@ -60,7 +60,10 @@ pub(crate) fn message(m: &TicketMessage, side: Side) -> pb::TicketMessage {
         author_user_id: if hide_author {
             String::new()
         } else {
-            m.author_user_id.clone().unwrap_or_default()
+            m.author_user_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
         },
         body: m.body.clone(),
         internal: m.internal,

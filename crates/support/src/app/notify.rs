@@ -85,8 +85,8 @@ impl Notifier {
             message.author_user_id.clone()
         };
         let mut people: Vec<UserId> = std::iter::once(ticket.created_by_user_id.clone())
-            .chain(ticket.cc.iter().cloned().map(UserId::trusted))
-            .filter(|u| Some(u.as_str()) != author.as_deref())
+            .chain(ticket.cc.iter().cloned())
+            .filter(|u| Some(u) != author.as_ref())
             .collect();
         people.sort();
         people.dedup();
@@ -96,14 +96,7 @@ impl Notifier {
         } else {
             // An author identity does not know (any more) is unnamed.
             self.peers
-                .users(
-                    message
-                        .author_user_id
-                        .iter()
-                        .cloned()
-                        .map(UserId::trusted)
-                        .collect(),
-                )
+                .users(message.author_user_id.iter().cloned().collect())
                 .await?
                 .into_iter()
                 .next()

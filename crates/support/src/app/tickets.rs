@@ -72,7 +72,7 @@ pub(crate) async fn update_cc(
     add: &[(usize, UserId)],
     remove: &[UserId],
 ) -> Result<Ticket, Error> {
-    let mut after: BTreeSet<&str> = ticket.cc.iter().map(String::as_str).collect();
+    let mut after: BTreeSet<&str> = ticket.cc.iter().map(UserId::as_str).collect();
     for r in remove {
         after.remove(r.as_str());
     }

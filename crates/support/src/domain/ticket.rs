@@ -43,7 +43,7 @@ pub struct Ticket {
     /// Unix ms of the latest status change.
     pub status_change_time: i64,
     /// CC user ids, sorted.
-    pub cc: Vec<String>,
+    pub cc: Vec<UserId>,
 }
 
 /// A message or internal note of a ticket.
@@ -58,7 +58,7 @@ pub struct TicketMessage {
     /// Who wrote it.
     pub author_kind: ActorKind,
     /// The author; `None` for the system.
-    pub author_user_id: Option<String>,
+    pub author_user_id: Option<UserId>,
     /// Plain text as written.
     pub body: String,
     /// Staff-only note.

@@ -620,7 +620,7 @@ fn ticket_of(row: TicketRow, cc: Vec<String>) -> Result<Ticket, Error> {
         update_time: row.update_time,
         last_message_time: row.last_message_time,
         status_change_time: row.status_change_time,
-        cc,
+        cc: cc.into_iter().map(UserId::trusted).collect(),
     })
 }
 
@@ -631,7 +631,7 @@ fn message_of(row: MessageRow) -> Result<TicketMessage, Error> {
         ticket_id: TicketId::trusted(row.ticket_id),
         sequence: row.sequence,
         author_kind: stored("author_kind", row.author_kind, ActorKind::from_i32)?,
-        author_user_id: row.author_user_id,
+        author_user_id: row.author_user_id.map(UserId::trusted),
         body: row.body,
         internal: row.internal,
         create_time: row.create_time,
