@@ -421,7 +421,7 @@ http {{
             .unwrap_or_default();
         std::iter::once(master.to_string())
             .chain(children.split_whitespace().map(str::to_owned))
-            .map(|pid| cpu_of(&pid))
+            .map(|pid| tenancy_testkit::process_cpu(&pid))
             .sum()
     }
 }
@@ -436,24 +436,6 @@ impl Drop for Relay {
         let _ = self.nginx.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// CPU time (user + system) of process `pid` (`self` for this one).
-fn cpu_of(pid: &str) -> Duration {
-    // Fields 14 and 15 of /proc/PID/stat, after the parenthesised name.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let ticks: u64 = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| {
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|t| t.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    Duration::from_millis(ticks * 10)
 }
 
 /// h2load connection × stream shapes: `CHECK_H2LOAD=4x4,8x4` or these.
@@ -488,7 +470,7 @@ fn h2load_check_access(
     let body = dir.join("check.grpc");
     let log = dir.join("h2load.log");
     std::fs::write(&body, frame).map_err(|e| e.to_string())?;
-    let (account_before, relay_before) = (cpu_of("self"), relay.cpu());
+    let (account_before, relay_before) = (tenancy_testkit::process_cpu("self"), relay.cpu());
     let output = std::process::Command::new("h2load")
         .args(["-n", &CALLS.to_string(), "-c", &conns.to_string()])
         .args(["-m", &streams.to_string(), "-t", "1"])
@@ -502,7 +484,10 @@ fn h2load_check_access(
         ))
         .output()
         .map_err(|e| format!("h2load: {e}"))?;
-    let (account_cpu, relay_cpu) = (cpu_of("self") - account_before, relay.cpu() - relay_before);
+    let (account_cpu, relay_cpu) = (
+        tenancy_testkit::process_cpu("self") - account_before,
+        relay.cpu() - relay_before,
+    );
     let out = String::from_utf8_lossy(&output.stdout);
     let rate = out
         .split("req/s")

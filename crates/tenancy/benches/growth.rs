@@ -81,16 +81,7 @@ fn status_kib(field: &str) -> u64 {
 
 /// CPU seconds (user + system) this process has used, all threads.
 fn cpu_seconds() -> f64 {
-    // utime and stime are the 14th and 15th fields, in clock ticks (100 a
-    // second on Linux); the command name before them may hold spaces.
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            let tick = |i: usize| fields.get(i)?.parse::<u64>().ok();
-            Some((tick(11)? + tick(12)?) as f64 / 100.0)
-        })
-        .unwrap_or(0.0)
+    tenancy_testkit::process_cpu("self").as_secs_f64()
 }
 
 fn mib(kib: u64) -> f64 {

@@ -138,6 +138,21 @@ pub fn test_key() -> PrincipalKey {
     PrincipalKey::parse(&"11".repeat(32)).unwrap()
 }
 
+/// CPU time (user + system, every thread) process `pid` has used so far
+/// (`"self"` for this one), from `/proc/PID/stat`; zero when unreadable.
+pub fn process_cpu(pid: &str) -> Duration {
+    // utime and stime are the 14th and 15th fields, in clock ticks (100 a
+    // second on Linux); the command name before them may hold spaces.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            let tick = |i: usize| fields.get(i)?.parse::<u64>().ok();
+            Some(Duration::from_millis((tick(11)? + tick(12)?) * 10))
+        })
+        .unwrap_or_default()
+}
+
 /// The per-test-run CA and a certificate for every caller, made once per
 /// test process in a temporary directory.
 pub fn test_pki() -> &'static Path {
