@@ -47,26 +47,61 @@ usage = find("decision", r"\(d\) usage noted per admitted call: mean (\d+) ns")
 row("gateway: noting a call's use (usage report)", usage and f"mean {usage:.0f} ns", "—")
 
 # Gateway vs nginx, and metrics on vs off (throughput.sh, release binary).
+# Judged on the proxy's CPU per call, round by round (the paths of a round
+# run one after the other, so a slow spell of the VM lands on all of
+# them), not on requests/s: behind nginx identity refuses the replayed
+# principal before any handler (~60 µs of CPU a call), behind the gateway
+# it answers a real GetMe (~120 µs), and on two shared cores the
+# throughput of each path is mostly its backend's. Requests/s are printed
+# beside. Metrics on vs off: both paths reach the same identity doing the
+# same GetMe, whose CPU per call is the yardstick of the VM's speed in
+# that run; each gateway's CPU per call is taken relative to it.
+rounds = re.findall(
+    r"^(gateway|metrics|nginx) +(\d+) req/s.*CPU per call: gateway\s+([\d.]+) us, "
+    r"nginx\s+([\d.]+) us, service\s+([\d.]+) us", log("gateway"), re.M)
+runs = {}
+for name, rps, gw_us, nginx_us, service_us in rounds:
+    proxy = float(nginx_us if name == "nginx" else gw_us)
+    runs.setdefault(name, []).append((int(rps), proxy, float(service_us)))
+
+
+def median(values):
+    values = sorted(values)
+    n = len(values)
+    return (values[n // 2] + values[(n - 1) // 2]) / 2 if n else None
+
+
 med = re.search(r"median req/s: gateway (\d+)(?:, metrics (\d+))?, nginx (\d+)", log("gateway"))
-if med:
-    gw, metrics, nginx = int(med[1]), med[2] and int(med[2]), int(med[3])
-    row("gateway: GetMe through the gateway, TLS + mTLS upstream, h2load 16 × 4",
-        f"{gw:,} req/s = {gw / nginx:.2f} of nginx", "≥ 1.0 of nginx",
-        f"nginx {nginx:,} req/s", ok=gw / nginx >= 1.0)
-    if metrics:
-        row("gateway: with metrics on (metrics_listen), tracing on, export off",
-            f"{metrics:,} req/s = {metrics / gw:.3f} of without", "≥ 0.95",
-            f"the same gateway without metrics {gw:,} req/s", ok=metrics / gw >= 0.95)
+if runs.get("gateway") and runs.get("nginx"):
+    pairs = list(zip(runs["gateway"], runs["nginx"]))
+    ratio = median([n[1] / g[1] for g, n in pairs])
+    gw_us, nginx_us = median([g[1] for g, _ in pairs]), median([n[1] for _, n in pairs])
+    row("gateway: GetMe through the gateway, TLS + mTLS upstream, h2load 16 × 4: "
+        "calls per CPU-second of the proxy (nginx's CPU per call ÷ the gateway's, median of rounds)",
+        f"{ratio:.2f} of nginx (gateway {gw_us:.1f} µs a call, auth included)", "≥ 1.0 of nginx",
+        f"nginx {nginx_us:.1f} µs a call"
+        + (f"; req/s gateway {int(med[1]):,}, nginx {int(med[3]):,} "
+           f"({int(med[1]) / int(med[3]):.2f}; identity's work differs, see bench/table.py)" if med else ""),
+        ok=ratio >= 1.0)
 else:
     row("gateway: GetMe through the gateway vs nginx", None, "≥ 1.0 of nginx")
-cpu = re.findall(r"^(gateway|metrics) .*CPU per call: gateway\s+([\d.]+) us", log("gateway"), re.M)
-cpu += re.findall(r"^(nginx) .*CPU per call: .*nginx\s+([\d.]+) us", log("gateway"), re.M)
-if cpu:
+if runs.get("gateway") and runs.get("metrics"):
+    pairs = list(zip(runs["gateway"], runs["metrics"]))
+    ratio = median([(g[1] / g[2]) / (m[1] / m[2]) for g, m in pairs])
+    raw = median([g[1] / m[1] for g, m in pairs])
+    row("gateway: with metrics on (metrics_listen), tracing on, export off: "
+        "calls per CPU-second against the same gateway without (each relative to identity's CPU for the same GetMe)",
+        f"{ratio:.3f} of without", "≥ 0.95",
+        f"CPU per call without {median([g[1] for g, _ in pairs]):.1f} µs, with "
+        f"{median([m[1] for _, m in pairs]):.1f} µs ({raw:.3f} not normalised)"
+        + (f"; req/s {int(med[2]):,} with, {int(med[1]):,} without" if med and med[2] else ""),
+        ok=ratio >= 0.95)
+if rounds:
     per = {}
-    for name, us in cpu:
-        per.setdefault(name, []).append(float(us))
-    row("gateway / nginx: CPU per call of the proxy (each round)",
-        "; ".join(f"{n}: {', '.join(f'{v:.1f}' for v in vs)} µs" for n, vs in per.items()), "—")
+    for name, _, gw_us, nginx_us, service_us in rounds:
+        per.setdefault(name, []).append(f"{float(nginx_us if name == 'nginx' else gw_us):.1f}/{float(service_us):.1f}")
+    row("gateway / nginx: CPU per call of the proxy / of identity behind it (each round)",
+        "; ".join(f"{n}: {', '.join(vs)} µs" for n, vs in per.items()), "—")
 
 # Identity: argon2id, Login (h2load through the gateway; in-process).
 hash_ms = find("login-inprocess", r"argon2id .*?: ([\d.]+) ms per hash")

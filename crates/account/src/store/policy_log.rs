@@ -6,7 +6,7 @@ use sea_orm::{
     IsolationLevel, TransactionTrait,
 };
 use tenancy_runtime::Error;
-use tenancy_runtime::db::{all, get, json_page};
+use tenancy_runtime::db::{all, bulk_page, get};
 
 use super::{
     AccountSettings, LIVE_MEMBER_COLUMNS, LiveMember, SETTINGS_COLUMNS, StoredLiveMember,
@@ -66,14 +66,14 @@ pub async fn policy_after<C: ConnectionTrait>(
 }
 
 /// The security settings of at most `limit` accounts with ids after
-/// `after`, by id (a page of a snapshot: one JSON page, see
-/// [`json_page`]).
+/// `after`, by id (a page of a snapshot: one bulk page, see
+/// [`bulk_page`]).
 pub async fn settings_after<C: ConnectionTrait>(
     c: &C,
     after: &str,
     limit: u64,
 ) -> Result<Vec<AccountSettings>, Error> {
-    let page: Vec<StoredSettings> = json_page(
+    let page: Vec<StoredSettings> = bulk_page(
         c,
         SETTINGS_COLUMNS,
         "account_accounts WHERE id > $1",
@@ -86,14 +86,14 @@ pub async fn settings_after<C: ConnectionTrait>(
 }
 
 /// At most `limit` ACTIVE or SUSPENDED members after `after` (account id,
-/// user id), in that order (a page of a snapshot: one JSON page, see
-/// [`json_page`]).
+/// user id), in that order (a page of a snapshot: one bulk page, see
+/// [`bulk_page`]).
 pub async fn live_members_after<C: ConnectionTrait>(
     c: &C,
     after: (&str, &str),
     limit: u64,
 ) -> Result<Vec<LiveMember>, Error> {
-    let page: Vec<StoredLiveMember> = json_page(
+    let page: Vec<StoredLiveMember> = bulk_page(
         c,
         LIVE_MEMBER_COLUMNS,
         "account_members WHERE status IN ($1, $2) AND (account_id, user_id) > ($3, $4)",

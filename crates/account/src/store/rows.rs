@@ -316,7 +316,7 @@ pub struct LiveMember {
 /// The columns of a [`LiveMember`], in [`StoredLiveMember`]'s order.
 pub const LIVE_MEMBER_COLUMNS: &str = "account_id, user_id, role, status, portal_access, join_time, mfa_deadline, kind, source_allowlist";
 
-/// A [`LiveMember`] as a JSON page holds it, its codes not yet checked.
+/// A [`LiveMember`] as a bulk page holds it, its codes not yet checked.
 #[derive(serde::Deserialize)]
 pub struct StoredLiveMember(
     AccountId,
@@ -391,7 +391,7 @@ pub struct AccountSettings {
 /// The columns of [`AccountSettings`], in [`StoredSettings`]' order.
 pub const SETTINGS_COLUMNS: &str = "id, enforce_mfa, mfa_grace_ms, enforce_mfa_time, ip_allowlist_json, security_update_time, security_update_user, server_credential_delivery";
 
-/// [`AccountSettings`] as a JSON page holds them.
+/// [`AccountSettings`] as a bulk page holds them.
 #[derive(serde::Deserialize)]
 pub struct StoredSettings(
     AccountId,

@@ -234,8 +234,8 @@ async fn a_batched_snapshot_holds_what_the_single_events_hold_in_few_messages() 
     assert_eq!(messages, 3);
 }
 
-/// The snapshot reads only the columns a gateway needs, as JSON pages the
-/// database builds; the log and GetPrincipalState are made from the full
+/// The snapshot reads only the columns a gateway needs, in bulk pages (JSON
+/// on SQLite, typed rows on PostgreSQL); the log and GetPrincipalState are made from the full
 /// rows. Both must say the same of every account and membership: 2FA
 /// enforced with a grace period (and each person's deadline), an
 /// allowlist, a suspended manager, and an API member with a source

@@ -2,7 +2,7 @@
 //! (`identity_revocation_head`, whose row lock orders appends).
 
 use sea_orm::{ConnectionTrait, DbErr};
-use tenancy_runtime::db::{exec, get, json_page, one};
+use tenancy_runtime::db::{bulk_page, exec, get, one};
 
 /// One event of the log as stored (read from [`EVENT_COLUMNS`], in order).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
@@ -79,7 +79,7 @@ pub(crate) async fn after<C: ConnectionTrait>(
     c: &C,
     position: i64,
 ) -> Result<Vec<StoredEvent>, DbErr> {
-    json_page(
+    bulk_page(
         c,
         EVENT_COLUMNS,
         "identity_revocations WHERE position > $1",
@@ -101,7 +101,7 @@ pub(crate) async fn in_effect_after<C: ConnectionTrait>(
     ended_before: i64,
     created_after: i64,
 ) -> Result<Vec<StoredEvent>, DbErr> {
-    json_page(
+    bulk_page(
         c,
         EVENT_COLUMNS,
         "identity_revocations WHERE position > $1 AND position <= $2 \
